@@ -1,0 +1,16 @@
+"""outcrop: learn what coastal ground looks like in multispectral scenes, without labels.
+
+Every workflow stage is a plain function in a module named after it (``scenes``, ``tiles``,
+``encoder``, ``embeddings``, ``index``, ``clusters``, ``analogues``, ``report``); the command line
+in :mod:`outcrop.cli` maps one subcommand to each, and the Snakemake rules call that command line.
+"""
+
+__version__ = "0.1.0"
+
+
+class OutcropError(Exception):
+    """Bad input or a broken contract between stages.
+
+    Raised with one message that names the file (or config key) and the problem; the command line
+    prints it alone, without a traceback, and exits non-zero.
+    """

@@ -1,0 +1,206 @@
+"""Atomic file writing and the shared raster and table formats of the run.
+
+Every file the package writes goes through :func:`atomic_path`: a killed process leaves at most a
+hidden temporary file behind, never a file that looks complete, so Snakemake's rerun logic and the
+user can trust whatever exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+
+# Prepared scenes store reflectance as scaled uint16 (half the size of float32) with 0 as nodata.
+PREPARED_SCALE = 1e-4
+PREPARED_OFFSET = -0.1
+PREPARED_NODATA = 0
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write to, renamed onto ``path`` only on success.
+
+    The temporary name keeps the final suffix so that format-sniffing writers (GDAL, pyogrio,
+    numpy) behave as they would on the real name.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON atomically, keys sorted so that identical content gives identical bytes."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Save an array atomically in .npy format (memory-mappable on read)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array))
+
+
+def load_npy(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:
+    """Load a .npy array, memory-mapped by default, with a clear error for a broken file."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise OutcropError(f"{path}: file not found") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise OutcropError(f"{path}: not a readable .npy array ({exc})") from None
+
+
+def write_geodataframe(path: str | os.PathLike[str], gdf: Any, layer: str | None = None) -> None:
+    """Write a GeoDataFrame as GeoParquet (``.parquet``) or GeoPackage (``.gpkg``), atomically."""
+    path = Path(path)
+    if gdf.crs is None:
+        raise OutcropError(f"{path}: refusing to write a table without a CRS")
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            gdf.to_parquet(tmp, index=False)
+        elif path.suffix == ".gpkg":
+            gdf.to_file(tmp, driver="GPKG", layer=layer or path.stem, engine="pyogrio")
+        else:
+            raise ValueError(f"{path}: unsupported vector format")
+
+
+def read_geoparquet(path: str | os.PathLike[str]) -> Any:
+    """Read a GeoParquet table with a clear error for a missing or broken file."""
+    import geopandas as gpd
+
+    try:
+        return gpd.read_parquet(path)
+    except FileNotFoundError:
+        raise OutcropError(f"{path}: file not found") from None
+    except Exception as exc:  # pyarrow raises many kinds
+        raise OutcropError(f"{path}: not a readable GeoParquet table ({exc})") from None
+
+
+def write_cog(
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    profile: dict[str, Any],
+    band_names: Sequence[str] | None = None,
+    tags: dict[str, Any] | None = None,
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
+    resampling: str = "nearest",
+) -> None:
+    """Write a (bands, rows, cols) array as a Cloud-Optimized GeoTIFF with overviews, atomically.
+
+    ``profile`` needs crs, transform and nodata; dtype and shape come from the array.
+    """
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.shutil import copy as rio_copy
+
+    if array.ndim == 2:
+        array = array[None]
+    path = Path(path)
+    base = {
+        "driver": "GTiff",
+        "height": array.shape[1],
+        "width": array.shape[2],
+        "count": array.shape[0],
+        "dtype": array.dtype.name,
+        "crs": profile["crs"],
+        "transform": profile["transform"],
+        "nodata": profile.get("nodata"),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
+    with atomic_path(path) as tmp:
+        staging = tmp.with_name(tmp.name + ".stage.tif")
+        try:
+            with rasterio.open(staging, "w", **base) as dst:
+                dst.write(array)
+                if band_names is not None:
+                    for i, name in enumerate(band_names, start=1):
+                        dst.set_band_description(i, str(name))
+                if tags:
+                    dst.update_tags(**{k: str(v) for k, v in tags.items()})
+                if colormap is not None:
+                    dst.write_colormap(1, colormap)
+                factors = [f for f in (2, 4, 8, 16, 32) if min(array.shape[1:]) // f >= 64]
+                if factors:
+                    dst.build_overviews(factors, getattr(Resampling, resampling))
+            rio_copy(staging, tmp, driver="COG", compress="DEFLATE", overview_resampling=resampling,
+                     blocksize=256)
+        finally:
+            if staging.exists():
+                staging.unlink()
+
+
+def encode_reflectance(reflectance: np.ndarray) -> np.ndarray:
+    """Float reflectance (NaN = nodata) to the prepared uint16 encoding (0 = nodata)."""
+    dn = np.round((reflectance - PREPARED_OFFSET) / PREPARED_SCALE)
+    dn = np.clip(dn, 1, 65535)
+    dn[~np.isfinite(reflectance)] = PREPARED_NODATA
+    return dn.astype(np.uint16)
+
+
+def decode_reflectance(dn: np.ndarray) -> np.ndarray:
+    """Prepared uint16 encoding to float32 reflectance with NaN where nodata."""
+    out = dn.astype(np.float32) * np.float32(PREPARED_SCALE) + np.float32(PREPARED_OFFSET)
+    out[dn == PREPARED_NODATA] = np.nan
+    return out
+
+
+def write_prepared(
+    path: str | os.PathLike[str],
+    reflectance: np.ndarray,
+    mask: np.ndarray,
+    crs: Any,
+    transform: Any,
+    band_names: Sequence[str],
+    tags: dict[str, Any] | None = None,
+) -> None:
+    """Write a prepared scene: C reflectance bands (scaled uint16) then one mask band."""
+    data = np.concatenate([encode_reflectance(reflectance), mask[None].astype(np.uint16)], axis=0)
+    all_tags = {"bands": ",".join(band_names), "scale": PREPARED_SCALE, "offset": PREPARED_OFFSET}
+    all_tags.update(tags or {})
+    write_cog(path, data, {"crs": crs, "transform": transform, "nodata": PREPARED_NODATA},
+              band_names=[*band_names, "mask"], tags=all_tags)
+
+
+def read_prepared(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:
+    """Read a prepared scene: (reflectance float32 (C,H,W) NaN=nodata, mask uint8 (H,W), profile, bands)."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            data = src.read()
+            profile = dict(src.profile)
+            tags = src.tags()
+    except rasterio.errors.RasterioIOError as exc:
+        raise OutcropError(f"{path}: cannot read prepared scene ({exc})") from None
+    bands = [b for b in tags.get("bands", "").split(",") if b]
+    if len(bands) != data.shape[0] - 1:
+        raise OutcropError(f"{path}: not a prepared scene (band list tag does not match {data.shape[0]} bands)")
+    return decode_reflectance(data[:-1]), data[-1].astype(np.uint8), profile, bands
