@@ -1,0 +1,348 @@
+"""A synthetic Antarctic coast with planted truth, so the whole workflow can be judged honestly.
+
+The world is defined by functions of map coordinates (EPSG:3031 metres), not by one big array: a
+scene is a window onto it, so overlapping scenes agree pixel for pixel and a new scene can be added
+later without touching the others. The ground holds six rock units, two pairs of which share one
+mean spectrum and the same texture amplitude (so per-band mean, spread and percentiles cannot tell
+them apart) and differ only in the spatial pattern of their texture: bedded versus massive
+sandstone, banded gneiss versus schist. Mineral-alteration patches (an iron-oxide/clay signature
+with a mottled texture) are planted on rock; about a third are published as known deposits and the
+rest kept as hidden truth that only the evaluation reads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from outcrop import OutcropError
+from outcrop.io import write_cog
+
+CRS = "EPSG:3031"
+RESOLUTION = 30.0
+BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
+# The world's south-west corner; East Antarctic coast, on the 30 m grid.
+X0, Y0 = 1_500_000.0, -2_000_000.0
+# Landsat Collection 2 Level-2 surface-reflectance scaling, which the demo scenes imitate.
+L2_SCALE, L2_OFFSET = 0.0000275, -0.2
+
+# Reflectance spectra over BANDS.
+SPECTRA = {
+    "snow": [0.88, 0.90, 0.88, 0.85, 0.75, 0.12, 0.09],
+    "glacier_ice": [0.62, 0.66, 0.60, 0.52, 0.35, 0.04, 0.03],
+    "sea_ice": [0.50, 0.52, 0.48, 0.43, 0.33, 0.05, 0.04],
+    "water": [0.07, 0.06, 0.045, 0.025, 0.012, 0.006, 0.004],
+    "cloud": [0.72, 0.72, 0.72, 0.72, 0.70, 0.50, 0.38],
+    "alteration": [0.09, 0.10, 0.14, 0.27, 0.31, 0.33, 0.17],
+}
+# Rock units: (name, spectrum key, texture kind). Units 3/4 and 5/6 share their spectrum.
+ROCK_SPECTRA = {
+    "granite": [0.13, 0.15, 0.19, 0.24, 0.30, 0.36, 0.30],
+    "dolerite": [0.05, 0.055, 0.065, 0.075, 0.09, 0.10, 0.085],
+    "sandstone": [0.10, 0.12, 0.16, 0.21, 0.26, 0.31, 0.27],
+    "gneiss": [0.08, 0.09, 0.11, 0.13, 0.17, 0.21, 0.19],
+}
+UNITS = [
+    ("granite", "granite", "speckled"),
+    ("dolerite", "dolerite", "smooth"),
+    ("bedded_sandstone", "sandstone", "bedded"),
+    ("massive_sandstone", "sandstone", "mottled"),
+    ("banded_gneiss", "gneiss", "banded"),
+    ("schist", "gneiss", "crinkled"),
+]
+UNIT_CELL_M = 2000.0  # spacing of the Voronoi seeds that define rock-unit bodies
+PATCH_GRID_M = 2400.0  # spacing of candidate alteration-patch centres
+
+
+@dataclass(frozen=True)
+class DemoLayout:
+    """Where the demo scenes sit: scene ``i`` of ``size`` px, overlapping its neighbour by a third."""
+
+    size: int = 512
+    seed: int = 7
+
+    @property
+    def width_m(self) -> float:
+        return self.size * RESOLUTION
+
+    def origin(self, index: int) -> tuple[float, float]:
+        """Upper-left corner of scene ``index`` (0-based), snapped to the 30 m grid."""
+        step = round(0.65 * self.size) * RESOLUTION
+        shift = round(0.15 * self.size) * RESOLUTION if index % 2 else 0.0
+        return X0 + index * step, Y0 + self.width_m + shift
+
+    def bounds(self, index: int) -> tuple[float, float, float, float]:
+        left, top = self.origin(index)
+        return left, top - self.width_m, left + self.width_m, top
+
+
+def scene_name(index: int) -> str:
+    """Scene ids of the demo: ``demo_1``, ``demo_2``, … (1-based, as users count)."""
+    return f"demo_{index + 1}"
+
+
+def scene_index(name: str) -> int:
+    try:
+        prefix, number = name.rsplit("_", 1)
+        assert prefix == "demo"
+        return int(number) - 1
+    except (ValueError, AssertionError):
+        raise OutcropError(f"demo scene id {name!r}: expected demo_<n>") from None
+
+
+# --- fields evaluable anywhere -------------------------------------------------------------------
+
+
+def _smooth_field(x: np.ndarray, y: np.ndarray, seed: int, scale_m: float, waves: int = 12) -> np.ndarray:
+    """Zero-mean, unit-variance smooth random field: a sum of random plane waves near ``scale_m``."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(np.broadcast(x, y).shape, dtype=np.float64)
+    for _ in range(waves):
+        theta = rng.uniform(0, math.pi)
+        wavelength = scale_m * rng.uniform(0.6, 1.6)
+        phase = rng.uniform(0, 2 * math.pi)
+        out += np.cos(2 * math.pi * (x * math.cos(theta) + y * math.sin(theta)) / wavelength + phase)
+    return out * math.sqrt(2.0 / waves)
+
+
+def _pixel_noise(ix: np.ndarray, iy: np.ndarray, seed: int) -> np.ndarray:
+    """Standard-normal-ish noise tied to global pixel indices, identical where scenes overlap."""
+    h = (ix.astype(np.uint64) * np.uint64(73856093)) ^ (iy.astype(np.uint64) * np.uint64(19349663))
+    h ^= np.uint64(seed * 83492791 + 1)
+    h = (h ^ (h >> np.uint64(13))) * np.uint64(0x5BD1E995) & np.uint64(0xFFFFFFFF)
+    h ^= h >> np.uint64(15)
+    u1 = (h & np.uint64(0xFFFF)).astype(np.float64) / 65536.0 + 1e-6
+    u2 = (h >> np.uint64(16)).astype(np.float64) / 65536.0
+    return np.sqrt(-2 * np.log(u1)) * np.cos(2 * math.pi * u2)
+
+
+def _coast_y(x: np.ndarray, layout: DemoLayout) -> np.ndarray:
+    """Northing of the coastline: land lies north (greater y) of it."""
+    base = Y0 + 0.42 * layout.width_m
+    return base + 1500 * np.sin(2 * math.pi * (x - X0) / 9000) + 600 * np.sin(2 * math.pi * (x - X0) / 3100 + 1.0)
+
+
+def _unit_seeds(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Voronoi seeds (jittered grid over a large fixed world) and the unit of each cell."""
+    rng = np.random.default_rng(seed + 101)
+    gx, gy = np.meshgrid(np.arange(-2, 60), np.arange(-2, 20))
+    pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)
+    pts = (pts + rng.uniform(0.1, 0.9, pts.shape)) * UNIT_CELL_M + np.array([X0, Y0])
+    units = rng.integers(0, len(UNITS), len(pts))
+    return pts, units
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A planted alteration patch: centre (map metres), radius (m) and id."""
+
+    pid: int
+    x: float
+    y: float
+    radius: float
+
+
+def planted_patches(layout: DemoLayout) -> list[Patch]:
+    """Every alteration patch of the (fixed, large) demo world, on land near the coast."""
+    rng = np.random.default_rng(layout.seed + 202)
+    patches: list[Patch] = []
+    xs = X0 + PATCH_GRID_M * (np.arange(0, 60) + 0.5)
+    for row in range(3):
+        for x in xs:
+            px = x + rng.uniform(-0.3, 0.3) * PATCH_GRID_M
+            coast = float(_coast_y(np.array(px), layout))
+            py = coast + (row + 0.6) * PATCH_GRID_M * 0.9 + rng.uniform(-0.2, 0.2) * PATCH_GRID_M
+            radius = rng.uniform(240, 360)
+            px, py = round(px / RESOLUTION) * RESOLUTION, round(py / RESOLUTION) * RESOLUTION
+            if _is_glacier(np.array(px), np.array(py), layout, margin=radius + 300):
+                continue
+            patches.append(Patch(len(patches), px, py, radius))
+    return patches
+
+
+def _is_glacier(x: np.ndarray, y: np.ndarray, layout: DemoLayout, margin: float = 0.0) -> np.ndarray:
+    centres = X0 + 9500.0 * (np.arange(0, 12) + 0.3)
+    d = np.min(np.abs(np.asarray(x)[..., None] - centres), axis=-1)
+    return d < 600 + margin
+
+
+# --- one scene ------------------------------------------------------------------------------------
+
+
+def render_scene(layout: DemoLayout, index: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Render scene ``index``: reflectance (7, H, W), truth units (H, W; 0 = not rock), origin."""
+    left, top = layout.origin(index)
+    n = layout.size
+    ix = np.round(left / RESOLUTION).astype(np.int64) + np.arange(n)
+    iy = np.round(top / RESOLUTION).astype(np.int64) - np.arange(n)
+    IX, IY = np.meshgrid(ix, iy)
+    x = (IX + 0.5) * RESOLUTION
+    y = (IY - 0.5) * RESOLUTION
+    seed = layout.seed
+
+    # Surfaces: sea (with floes) south of the coast; glaciers and the ice sheet; snow patches; rock.
+    v = y - _coast_y(x, layout)
+    land = v > 0
+    ice_sheet = v > 0.5 * layout.width_m + 900 * _smooth_field(x, y, seed + 1, 4000, 6)
+    glacier = _is_glacier(x, y, layout) & (v > -900)
+    snow = land & (_smooth_field(x, y, seed + 2, 1600) > 0.75)
+    sea_ice = ~land & (_smooth_field(x, y, seed + 3, 900) > 0.5)
+
+    patches = [p for p in planted_patches(layout) if _near_window(p, left, top, layout.width_m)]
+    patch_weight = np.zeros_like(x)
+    forced_rock = np.zeros(x.shape, dtype=bool)
+    for p in patches:
+        r = np.hypot(x - p.x, y - p.y)
+        patch_weight = np.maximum(patch_weight, np.clip((p.radius - r) / 90.0 + 0.5, 0, 1))
+        forced_rock |= r < p.radius + 250
+
+    # Rock units from the nearest Voronoi seed.
+    from scipy.spatial import cKDTree
+
+    pts, cell_units = _unit_seeds(seed)
+    _, cell = cKDTree(pts).query(np.stack([x.ravel(), y.ravel()], 1))
+    cell = cell.reshape(x.shape)
+    unit = cell_units[cell]
+
+    rock = land & ~ice_sheet & ~glacier & ~snow
+    rock |= forced_rock & land
+    refl = np.empty((len(BANDS), n, n), dtype=np.float64)
+    cell_rng = np.random.default_rng(seed + 303)
+    cell_tint = 1 + 0.03 * cell_rng.standard_normal((len(pts), len(BANDS)))
+
+    for u, (_, spectrum_key, texture) in enumerate(UNITS):
+        sel = rock & (unit == u)
+        if not sel.any():
+            continue
+        tex = _texture(texture, x[sel], y[sel], IX[sel], IY[sel], cell[sel], seed)
+        base = np.asarray(ROCK_SPECTRA[spectrum_key])[:, None] * cell_tint[cell[sel]].T
+        refl[:, sel] = base * tex[None]
+
+    # Alteration overprints its host rock.
+    w = np.where(rock, patch_weight, 0.0)
+    if w.any():
+        sel = w > 0
+        mottle = 1 + 0.12 * _pixel_noise(IX[sel], IY[sel], seed + 17) + 0.08 * _smooth_field(x[sel], y[sel], seed + 18, 150)
+        alt = np.asarray(SPECTRA["alteration"])[:, None] * mottle[None]
+        refl[:, sel] = (1 - w[sel]) * refl[:, sel] + w[sel] * alt
+
+    def paint(sel: np.ndarray, key: str, texture_amp: float, field_seed: int) -> None:
+        if sel.any():
+            tex = 1 + texture_amp * _smooth_field(x[sel], y[sel], field_seed, 700)
+            refl[:, sel] = np.asarray(SPECTRA[key])[:, None] * tex[None]
+
+    paint(~land & ~sea_ice & ~glacier, "water", 0.05, seed + 4)
+    paint(~land & sea_ice & ~glacier, "sea_ice", 0.06, seed + 5)
+    paint(land & (ice_sheet | snow) & ~rock & ~glacier, "snow", 0.03, seed + 6)
+    paint(glacier, "glacier_ice", 0.04, seed + 7)
+
+    # Per-scene illumination: gain and a gentle gradient (sun angle, atmosphere).
+    rng = np.random.default_rng(seed * 1000 + index)
+    gain = rng.uniform(0.85, 1.15)
+    gradient = 1 + 0.05 * ((np.arange(n) - n / 2) / n)[None, :] * rng.choice([-1, 1])
+    refl *= gain * gradient[None]
+
+    # A little cloud.
+    cloud_alpha = np.zeros_like(x)
+    for _ in range(int(rng.integers(1, 3))):
+        cx, cy = left + rng.uniform(0.1, 0.9) * layout.width_m, top - rng.uniform(0.1, 0.9) * layout.width_m
+        r = np.hypot(x - cx, y - cy) / rng.uniform(500, 900)
+        puff = np.clip(1.6 - r + 0.4 * _smooth_field(x, y, int(rng.integers(1 << 30)), 400, 6), 0, 1)
+        cloud_alpha = np.maximum(cloud_alpha, puff)
+    refl = (1 - cloud_alpha) * refl + cloud_alpha * np.asarray(SPECTRA["cloud"])[:, None, None]
+
+    refl *= 1 + 0.01 * rng.standard_normal(refl.shape)
+    truth = np.where(rock & (cloud_alpha < 0.2), unit + 1, 0).astype(np.uint8)
+    return refl.astype(np.float32), truth, (left, top)
+
+
+def _near_window(p: Patch, left: float, top: float, width: float) -> bool:
+    pad = p.radius + 400
+    return left - pad <= p.x <= left + width + pad and top - width - pad <= p.y <= top + pad
+
+
+def _texture(kind: str, x: np.ndarray, y: np.ndarray, ix: np.ndarray, iy: np.ndarray,
+             cell: np.ndarray, seed: int) -> np.ndarray:
+    """Multiplicative texture of a rock unit; paired units share amplitude and marginal shape.
+
+    Bedded/mottled and banded/crinkled are both ``1 + a*sin(2*pi*phase)``: a straight phase ramp
+    gives layers, a random smooth phase gives mottling or crinkles, so their per-pixel value
+    distributions match and only the spatial pattern differs.
+    """
+    rng = np.random.default_rng(seed + 404)
+    angles = rng.uniform(0, math.pi, cell.max() + 1)
+    theta = angles[cell]
+    along = x * np.cos(theta) + y * np.sin(theta)
+    if kind == "speckled":
+        return 1 + 0.10 * _pixel_noise(ix, iy, seed + 11) + 0.05 * _smooth_field(x, y, seed + 12, 300)
+    if kind == "smooth":
+        return 1 + 0.04 * _smooth_field(x, y, seed + 13, 500) + 0.01 * _pixel_noise(ix, iy, seed + 14)
+    if kind == "bedded":
+        return 1 + 0.16 * np.sin(2 * math.pi * along / 150.0)
+    if kind == "mottled":
+        return 1 + 0.16 * np.sin(2 * math.pi * 0.9 * _smooth_field(x, y, seed + 15, 700))
+    if kind == "banded":
+        return 1 + 0.22 * np.sin(2 * math.pi * along / 240.0)
+    if kind == "crinkled":
+        return 1 + 0.22 * np.sin(2 * math.pi * 0.9 * _smooth_field(x, y, seed + 16, 260))
+    raise ValueError(kind)
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def synthesise_scene(out_scene: str | Path, out_truth: str | Path, *, index: int, size: int = 512,
+                     seed: int = 7) -> None:
+    """Write demo scene ``index`` as a Landsat-L2-style uint16 GeoTIFF, and its rock-unit truth."""
+    from rasterio.transform import from_origin
+
+    layout = DemoLayout(size=size, seed=seed)
+    refl, truth, (left, top) = render_scene(layout, index)
+    dn = np.clip(np.round((refl - L2_OFFSET) / L2_SCALE), 1, 65535).astype(np.uint16)
+    transform = from_origin(left, top, RESOLUTION, RESOLUTION)
+    profile = {"crs": CRS, "transform": transform, "nodata": 0}
+    write_cog(out_scene, dn, profile, band_names=BANDS,
+              tags={"sensor": "landsat-c2l2", "scene": scene_name(index), "synthetic": "outcrop demo"},
+              resampling="average")
+    write_cog(out_truth, truth, profile, band_names=["rock_unit"],
+              tags={"units": ",".join(u[0] for u in UNITS), "note": "0 = not rock; n = UNITS[n-1]"})
+
+
+def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int, size: int = 512,
+                   seed: int = 7) -> None:
+    """Publish about a third of the patches inside the scenes as known deposits; keep the rest hidden.
+
+    Known deposits are points in longitude/latitude, as a user would have them; the hidden truth is
+    the patch discs in the run CRS.
+    """
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    from outcrop.io import write_geodataframe
+
+    layout = DemoLayout(size=size, seed=seed)
+    inside = []
+    for p in planted_patches(layout):
+        for i in range(scenes):
+            left, bottom, right, top = layout.bounds(i)
+            pad = p.radius + 300
+            if left + pad <= p.x <= right - pad and bottom + pad <= p.y <= top - pad:
+                inside.append(p)
+                break
+    if len(inside) < 3:
+        raise OutcropError(f"demo: only {len(inside)} alteration patches fall inside {scenes} scenes")
+    known = [p for k, p in enumerate(inside) if k % 3 == 1]
+    hidden = [p for k, p in enumerate(inside) if k % 3 != 1]
+    known_gdf = gpd.GeoDataFrame(
+        {"name": [f"occurrence_{p.pid}" for p in known]},
+        geometry=[Point(p.x, p.y) for p in known], crs=CRS,
+    ).to_crs("EPSG:4326")
+    hidden_gdf = gpd.GeoDataFrame(
+        {"name": [f"patch_{p.pid}" for p in hidden], "radius_m": [p.radius for p in hidden]},
+        geometry=[Point(p.x, p.y).buffer(p.radius) for p in hidden], crs=CRS,
+    )
+    write_geodataframe(out_known, known_gdf, layer="deposits")
+    write_geodataframe(out_truth, hidden_gdf, layer="hidden_deposits")

@@ -1,0 +1,175 @@
+"""Cut a prepared scene into square tiles once, into one memory-mappable array and a tile table.
+
+Training and embedding read the array back memory-mapped, so no stage opens a file per tile.
+Tiles start at multiples of the stride on the global run grid, so overlapping scenes cut the same
+tiles. Cutting runs in two passes over row strips: the mask band alone decides which tiles are
+kept (cheap), then the reflectance of the kept tiles is written straight into the output array,
+so memory stays at a few strips whatever the scene size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+from outcrop.io import atomic_path, decode_reflectance, write_geodataframe
+from outcrop.progress import Progress
+from outcrop.surfaces import CLASS_NAMES, NODATA
+
+FRACTION_COLUMNS = [name for code, name in sorted(CLASS_NAMES.items()) if code != NODATA]
+
+
+def tile_origins(length: int, first_global: int, size: int, stride: int) -> np.ndarray:
+    """Offsets (px) of tiles along one axis whose start sits on a global multiple of ``stride``."""
+    first = (-first_global) % stride
+    return np.arange(first, length - size + 1, stride, dtype=np.int64)
+
+
+def _block_fractions(mask_strip: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
+    """Per-tile fractions of each surface class for tiles starting at ``cols`` in a mask strip."""
+    windows = np.lib.stride_tricks.sliding_window_view(mask_strip, size, axis=1)[:, cols]  # (size, n, size)
+    n_classes = len(CLASS_NAMES)
+    counts = np.stack([(windows == c).sum(axis=(0, 2)) for c in range(n_classes)], axis=1)
+    return counts / float(size * size)
+
+
+def tile_scene(
+    prepared_path: str | Path,
+    out_tiles: str | Path,
+    out_table: str | Path,
+    *,
+    scene_id: str,
+    size: int = 32,
+    stride: int = 32,
+    min_valid: float = 0.9,
+    aoi: Any = None,
+    aoi_name: str = "AOI",
+    log: Callable[[str], None] = print,
+) -> int:
+    """Cut ``prepared_path`` into tiles; write the tile array and the GeoParquet tile table.
+
+    A tile is kept when at least ``min_valid`` of its pixels hold data (not nodata, not cloud)
+    and, given an AOI polygon in the run CRS, its centre lies inside it. Returns the tile count.
+    """
+    import geopandas as gpd
+    import rasterio
+    import shapely
+    from rasterio.windows import Window
+
+    from outcrop.surfaces import CLOUD
+
+    if size <= 0 or stride <= 0:
+        raise OutcropError(f"tiles: size and stride must be positive (got {size}, {stride})")
+    t0 = time.perf_counter()
+    try:
+        src = rasterio.open(prepared_path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise OutcropError(f"{prepared_path}: cannot read prepared scene ({exc})") from None
+    with src:
+        bands = [b for b in src.tags().get("bands", "").split(",") if b]
+        if len(bands) != src.count - 1:
+            raise OutcropError(f"{prepared_path}: not a prepared scene (no band list tag)")
+        if size > src.width or size > src.height:
+            raise OutcropError(
+                f"{prepared_path}: tile size {size} px is larger than the scene ({src.width}x{src.height} px)"
+            )
+        transform = src.transform
+        res = transform.a
+        col0_global = int(round(transform.c / res))
+        row0_global = int(round(-transform.f / res))
+        rows = tile_origins(src.height, row0_global, size, stride)
+        cols = tile_origins(src.width, col0_global, size, stride)
+        mask_band = src.count
+
+        # Pass 1: which tiles to keep, from the mask band alone.
+        kept_rc: list[tuple[np.ndarray, np.ndarray]] = []
+        fractions: list[np.ndarray] = []
+        scan = Progress(f"tiles: {scene_id}: scanning", len(rows), "strips", log)
+        for i, r in enumerate(rows):
+            strip = src.read(mask_band, window=Window(0, int(r), src.width, size))
+            frac = _block_fractions(strip, cols, size)
+            valid = 1.0 - frac[:, NODATA] - frac[:, CLOUD]
+            keep = valid >= min_valid
+            if aoi is not None and keep.any():
+                cx = transform.c + (cols + size / 2) * res
+                cy = transform.f - (r + size / 2) * res
+                keep &= shapely.contains_xy(aoi, cx, np.full_like(cx, cy, dtype=float))
+            if keep.any():
+                kept_rc.append((np.full(keep.sum(), r), cols[keep]))
+                fractions.append(np.column_stack([valid[keep], frac[keep][:, 1:]]))
+            scan.update(i + 1)
+
+        if not kept_rc:
+            where = f" inside {aoi_name}" if aoi is not None else ""
+            raise OutcropError(
+                f"{prepared_path}: no tile of scene {scene_id}{where} has at least {min_valid:.0%} valid pixels"
+            )
+        tile_rows = np.concatenate([rc[0] for rc in kept_rc])
+        tile_cols = np.concatenate([rc[1] for rc in kept_rc])
+        frac_all = np.concatenate(fractions)
+        n = len(tile_rows)
+
+        # Pass 2: reflectance of the kept tiles, straight into the memory-mapped output.
+        with atomic_path(out_tiles) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                            shape=(n, len(bands), size, size))
+            start = 0
+            unique_rows = np.unique(tile_rows)
+            cut = Progress(f"tiles: {scene_id}: cutting", len(unique_rows), "strips", log)
+            for j, r in enumerate(unique_rows):
+                sel_cols = tile_cols[tile_rows == r]
+                strip = decode_reflectance(src.read(list(range(1, mask_band)),
+                                                    window=Window(0, int(r), src.width, size)))
+                windows = np.lib.stride_tricks.sliding_window_view(strip, size, axis=2)[:, :, sel_cols]
+                block = np.ascontiguousarray(windows.transpose(2, 0, 1, 3))  # (n, C, size, size)
+                out[start:start + len(sel_cols)] = _fill_gaps(block)
+                start += len(sel_cols)
+                cut.update(j + 1)
+            out.flush()
+            del out
+
+    x0 = transform.c + tile_cols * res
+    y0 = transform.f - tile_rows * res
+    footprints = shapely.box(x0, y0 - size * res, x0 + size * res, y0)
+    table = gpd.GeoDataFrame(
+        {
+            "tile_id": np.arange(n, dtype=np.int64),
+            "scene": scene_id,
+            "row": tile_rows.astype(np.int64),
+            "col": tile_cols.astype(np.int64),
+            "size": np.full(n, size, dtype=np.int64),
+            "valid": frac_all[:, 0],
+            **{name: frac_all[:, k + 1] for k, name in enumerate(FRACTION_COLUMNS)},
+        },
+        geometry=footprints,
+        crs=src.crs,
+    )
+    write_geodataframe(out_table, table)
+    log(f"tiles: {scene_id}: {n} tiles of {size}px (stride {stride}) in {time.perf_counter() - t0:.1f}s")
+    return n
+
+
+def _fill_gaps(block: np.ndarray) -> np.ndarray:
+    """Replace the few nodata pixels of kept tiles by that tile's band mean, so arrays stay finite."""
+    bad = ~np.isfinite(block)
+    if bad.any():
+        means = np.nanmean(np.where(bad, np.nan, block), axis=(2, 3), keepdims=True)
+        means = np.nan_to_num(means, nan=0.0)
+        block = np.where(bad, np.broadcast_to(means, block.shape), block)
+    return block.astype(np.float32, copy=False)
+
+
+def read_tile_table(path: str | Path) -> Any:
+    """Read a tile table, checking the columns downstream stages rely on."""
+    from outcrop.io import read_geoparquet
+
+    table = read_geoparquet(path)
+    missing = {"tile_id", "scene", "row", "col", "size", "valid", *FRACTION_COLUMNS} - set(table.columns)
+    if missing:
+        raise OutcropError(f"{path}: not a tile table (missing columns {sorted(missing)})")
+    return table
