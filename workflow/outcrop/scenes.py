@@ -1,0 +1,502 @@
+"""The ``prepare`` stage: one scene, in whatever layout its producer ships, onto the run grid.
+
+A scene arrives as a single multi-band GeoTIFF, a product folder with one file per band (Landsat
+``*_B4.TIF`` + ``*_QA_PIXEL.TIF`` + ``*_MTL.txt``, Sentinel-2 ``*_B04.jp2`` at 10/20/60 m + ``SCL``),
+or a remote COG read by HTTP range requests. :func:`prepare_scene` finds the requested bands,
+reprojects each onto the run grid (run CRS, resolution, pixel edges at integer multiples of the
+resolution from the CRS origin so that overlapping scenes line up pixel for pixel), turns stored
+numbers into reflectance with the sensor's rescaling (:mod:`outcrop.sensors`), classifies surfaces
+and writes the prepared COG. Every check runs before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+from outcrop.io import write_prepared
+from outcrop.sensors import (
+    QUALITY_FILL,
+    Sensor,
+    canonical_name,
+    check_band_names,
+    decode_quality,
+    flatten_mtl_json,
+    get_sensor,
+    mtl_reflectance,
+    normalise_token,
+    parse_mtl_text,
+    percentile_rescale,
+    sentinel2_offset,
+)
+from outcrop.surfaces import SNOW_ICE, WATER, Thresholds, classify_surfaces
+
+_REMOTE = ("http://", "https://", "/vsicurl/", "s3://", "gs://")
+# Settings for remote reads: never list the remote "directory", read only the bytes asked for.
+_GDAL_ENV = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2,.JP2",
+    "GDAL_HTTP_MAX_RETRY": "2",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_HTTP_TIMEOUT": "60",
+    "GDAL_HTTP_CONNECTTIMEOUT": "15",
+}
+
+
+@dataclass(frozen=True)
+class BandFile:
+    """One requested band: canonical ``name``, the file it is in, its 1-based ``index`` there."""
+
+    name: str
+    path: str
+    index: int = 1
+    token: str = ""  # producer token (``B4``), for MTL lookups
+
+
+@dataclass
+class SceneFiles:
+    """Everything a scene's source holds that :func:`prepare_scene` needs."""
+
+    bands: list[BandFile]
+    quality: tuple[str, str] | None = None  # (kind, path)
+    mtl: dict[str, str] | None = None
+    metadata_text: str | None = None  # Sentinel-2 MTD_MSI*.xml
+    product_name: str = ""
+    checks: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A block of the run grid: CRS, affine transform and shape."""
+
+    crs: Any
+    transform: Any
+    width: int
+    height: int
+
+
+def is_remote(source: str) -> bool:
+    """Whether ``source`` is read over the network (GDAL ``/vsicurl/``) rather than from disk."""
+    return str(source).startswith(_REMOTE)
+
+
+def _gdal_path(source: str) -> str:
+    if str(source).startswith(("http://", "https://")):
+        return "/vsicurl/" + str(source)
+    return str(source)
+
+
+@contextmanager
+def open_raster(path: str) -> Iterator[Any]:
+    """Open a raster with rasterio, turning any failure into an :class:`OutcropError` naming it."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.Env(**_GDAL_ENV):
+            with rasterio.open(_gdal_path(path)) as src:
+                yield src
+    except RasterioError as exc:
+        raise OutcropError(f"{path}: cannot read raster ({_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
+
+
+# --- finding the bands ----------------------------------------------------------------------
+
+_BAND_FILE = re.compile(
+    r"(?:^|_)(?:SR_|TOA_)?(B\d{1,2}A?|QA_PIXEL|BQA|SCL)(?:_(\d{2})m)?\.(?:tif|tiff|jp2)$", re.IGNORECASE
+)
+
+
+def find_scene_files(source: str, sensor: Sensor, bands: Sequence[str],
+                     declared_bands: Sequence[str] | None = None) -> SceneFiles:
+    """Locate each requested band (and the quality band and metadata) in ``source``.
+
+    A folder is searched recursively for the producers' band file names; a single file (local or
+    remote) holds all bands, named by ``declared_bands`` or else by its band descriptions.
+    """
+    if is_remote(source):
+        return _single_file(source, sensor, bands, declared_bands)
+    path = Path(source)
+    if path.is_dir():
+        return _product_folder(path, sensor, bands)
+    if path.is_file():
+        return _single_file(str(path), sensor, bands, declared_bands)
+    raise OutcropError(f"{source}: no such file or folder")
+
+
+def _single_file(source: str, sensor: Sensor, bands: Sequence[str],
+                 declared_bands: Sequence[str] | None) -> SceneFiles:
+    with open_raster(source) as src:
+        count = src.count
+        descriptions = list(src.descriptions)
+    if count == 0:
+        raise OutcropError(f"{source}: the file has no bands")
+    if declared_bands is not None:
+        labels = list(declared_bands)
+        if len(labels) != count:
+            raise OutcropError(f"{source}: {len(labels)} declared band names for a file of {count} bands")
+        where = "declared band"
+    else:
+        if not all(descriptions):
+            raise OutcropError(f"{source}: the file's bands have no descriptions; declare its band names "
+                               f"({count} bands, in file order)")
+        labels = [str(d) for d in descriptions]
+        where = "band description"
+    names: list[str] = []
+    for label in labels:
+        name = canonical_name(sensor, label)
+        if name is None:
+            raise OutcropError(f"{source}: unknown {where} {label!r} for sensor {sensor.name}")
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise OutcropError(f"{source}: band names {names} name a band twice")
+    found = []
+    for band in bands:
+        if band not in names:
+            raise OutcropError(f"{source}: band {band!r} is not in the file (it has {', '.join(names)})")
+        index = names.index(band)
+        found.append(BandFile(band, source, index + 1, normalise_token(labels[index])))
+    return SceneFiles(found, product_name=Path(source).name)
+
+
+def _product_folder(folder: Path, sensor: Sensor, bands: Sequence[str]) -> SceneFiles:
+    candidates: dict[str, list[tuple[int, Path]]] = {}
+    for path in sorted(folder.rglob("*")):
+        m = _BAND_FILE.search(path.name)
+        if not m or not path.is_file():
+            continue
+        token = normalise_token(m.group(1))
+        res = int(m.group(2)) if m.group(2) else 0
+        candidates.setdefault(token, []).append((res, path))
+
+    def pick(token: str) -> Path | None:
+        options = sorted(candidates.get(token, []), key=lambda rp: rp[0])
+        if not options:
+            return None
+        if len(options) > 1 and options[0][0] == options[1][0]:
+            raise OutcropError(f"{folder}: more than one file for {token}: "
+                               f"{options[0][1].name}, {options[1][1].name}")
+        return options[0][1]  # finest resolution first
+
+    by_name = {name: token for token, name in sensor.band_tokens.items()}
+    found = []
+    for band in bands:
+        token = by_name.get(band)
+        if token is None:
+            raise OutcropError(f"{folder}: sensor {sensor.name} has no band {band!r} "
+                               f"(it has {', '.join(sensor.band_tokens.values())})")
+        path = pick(token)
+        if path is None:
+            raise OutcropError(f"{folder}: band {band!r} ({token}) is missing: no *_{token} file in the folder")
+        found.append(BandFile(band, str(path), 1, token))
+    quality = None
+    for kind in sensor.quality:
+        path = pick(kind)
+        if path is not None:
+            quality = (kind, str(path))
+            break
+    files = SceneFiles(found, quality, product_name=folder.name)
+    mtl = sorted(folder.rglob("*_MTL.txt")) + sorted(folder.rglob("*_MTL.json"))
+    if mtl:
+        try:
+            if mtl[0].suffix == ".json":
+                import json
+
+                files.mtl = flatten_mtl_json(json.loads(mtl[0].read_text()))
+            else:
+                files.mtl = parse_mtl_text(mtl[0].read_text())
+        except (OSError, ValueError) as exc:
+            raise OutcropError(f"{mtl[0]}: cannot read metadata ({_short(exc)})") from None
+    mtd = sorted(folder.rglob("MTD_MSI*.xml"))
+    if mtd:
+        files.metadata_text = mtd[0].read_text(errors="replace")
+    return files
+
+
+# --- the run grid ---------------------------------------------------------------------------
+
+_EPS = 1e-6
+
+
+def snap_bounds(bounds: tuple[float, float, float, float], resolution: float) -> tuple[float, float, float, float]:
+    """Grow ``bounds`` outwards to the nearest multiples of ``resolution`` (the run grid's edges)."""
+    left, bottom, right, top = bounds
+    return (
+        math.floor(left / resolution + _EPS) * resolution,
+        math.floor(bottom / resolution + _EPS) * resolution,
+        math.ceil(right / resolution - _EPS) * resolution,
+        math.ceil(top / resolution - _EPS) * resolution,
+    )
+
+
+def grid_for(footprints: Sequence[tuple[Any, tuple[float, float, float, float]]], crs: str,
+             resolution: float) -> Grid:
+    """The smallest block of the run grid that covers every (source CRS, bounds) footprint."""
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_bounds
+
+    dst_crs = CRS.from_user_input(crs)
+    boxes = []
+    for src_crs, bounds in footprints:
+        if CRS.from_user_input(src_crs) == dst_crs:
+            boxes.append(tuple(bounds))
+        else:
+            boxes.append(transform_bounds(src_crs, dst_crs, *bounds, densify_pts=51))
+    left = min(b[0] for b in boxes)
+    bottom = min(b[1] for b in boxes)
+    right = max(b[2] for b in boxes)
+    top = max(b[3] for b in boxes)
+    left, bottom, right, top = snap_bounds((left, bottom, right, top), resolution)
+    width = int(round((right - left) / resolution))
+    height = int(round((top - bottom) / resolution))
+    return Grid(dst_crs, Affine(resolution, 0.0, left, 0.0, -resolution, top), width, height)
+
+
+def _aligned_window(src: Any, grid: Grid) -> tuple[int, int] | None:
+    """(row, col) offset of the grid in ``src`` when both share CRS, resolution and pixel edges."""
+    st, gt = src.transform, grid.transform
+    if src.crs != grid.crs or st.b != 0 or st.d != 0:
+        return None
+    if abs(st.a - gt.a) > _EPS * gt.a or abs(st.e - gt.e) > _EPS * gt.a:
+        return None
+    col = (gt.c - st.c) / st.a
+    row = (gt.f - st.f) / st.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return int(round(row)), int(round(col))
+
+
+def _source_pixel_size(src: Any, grid: Grid) -> float:
+    """Approximate size of a source pixel measured in the grid's CRS units."""
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21)
+    return math.sqrt(abs((right - left) * (top - bottom)) / (src.width * src.height))
+
+
+def read_onto_grid(src: Any, index: int, grid: Grid, *, nodata: float | None, categorical: bool = False,
+                   fill: float = np.nan) -> np.ndarray:
+    """Band ``index`` of ``src`` on ``grid`` as float32, ``fill`` outside the footprint and at nodata.
+
+    Continuous bands are resampled bilinearly, or by area average where the grid is coarser than
+    the source; categorical bands (quality flags) by nearest neighbour. A source already on the
+    grid is read directly, so its values come through untouched.
+    """
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+    from rasterio.windows import Window
+
+    out = np.full((grid.height, grid.width), fill, dtype=np.float32)
+    offset = _aligned_window(src, grid)
+    if offset is not None:
+        row, col = offset
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + grid.height, src.height), min(col + grid.width, src.width)
+        if r1 > r0 and c1 > c0:
+            data = src.read(index, window=Window(c0, r0, c1 - c0, r1 - r0))
+            block = data.astype(np.float32)
+            if nodata is not None:
+                block[(data == nodata) | (np.isnan(nodata) & np.isnan(block))] = fill
+            out[r0 - row:r1 - row, c0 - col:c1 - col] = block
+        return out
+    if categorical:
+        resampling = Resampling.nearest
+    elif _source_pixel_size(src, grid) < grid.transform.a * 0.95:
+        resampling = Resampling.average
+    else:
+        resampling = Resampling.bilinear
+    reproject(
+        source=rasterio.band(src, index),
+        destination=out,
+        src_nodata=nodata,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        dst_nodata=fill,
+        resampling=resampling,
+        init_dest_nodata=True,
+    )
+    return out
+
+
+# --- radiometry -----------------------------------------------------------------------------
+
+
+def _rescaling(sensor: Sensor, files: SceneFiles, dn: np.ndarray, dtypes: list[str],
+               scale: float | None, offset: float | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-band (scale, offset) turning stored numbers into reflectance, and a note saying how."""
+    c = len(files.bands)
+    if scale is not None or offset is not None:
+        s = sensor.scale if scale is None else scale
+        o = (0.0 if sensor.radiometry == "auto" else sensor.offset) if offset is None else offset
+        return np.full(c, s), np.full(c, o), f"given scale {s} offset {o}"
+    if sensor.radiometry == "fixed":
+        return np.full(c, sensor.scale), np.full(c, sensor.offset), f"{sensor.name} scale {sensor.scale} offset {sensor.offset}"
+    if sensor.radiometry == "sentinel2":
+        o = sentinel2_offset(files.metadata_text, files.product_name)
+        how = "from product metadata" if o is not None else "baseline >= 04.00 assumed"
+        o = sensor.offset if o is None else o
+        return np.full(c, sensor.scale), np.full(c, o), f"Sentinel-2 scale {sensor.scale} offset {o} ({how})"
+    if sensor.radiometry == "mtl":
+        if files.mtl is not None:
+            pairs = [mtl_reflectance(files.mtl, b.token) for b in files.bands]
+            missing = [b.name for b, p in zip(files.bands, pairs) if p is None]
+            if missing:
+                raise OutcropError(f"{files.product_name}: MTL has no reflectance rescaling for "
+                                   f"{', '.join(missing)}")
+            return (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]),
+                    "MTL REFLECTANCE_MULT/ADD with sun elevation")
+        s, o = percentile_rescale(dn)
+        return s, o, "no MTL: dark-object subtraction and shared gain (percentile rule)"
+    # generic file: floats are taken as reflectance, integers need the percentile rule
+    if all(np.dtype(d).kind == "f" for d in dtypes):
+        return np.ones(c), np.zeros(c), "float data taken as reflectance"
+    s, o = percentile_rescale(dn)
+    return s, o, "integer data without scale: dark-object subtraction and shared gain (percentile rule)"
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+
+def _check_consistent(files: SceneFiles, meta: dict[str, dict[str, Any]], source: str) -> None:
+    """Bands of one product must share a CRS; at one resolution, exactly one grid; across
+    resolutions, the same extent to within a coarse pixel."""
+    paths = list(meta)
+    if len(paths) < 2:
+        return
+    first = meta[paths[0]]
+    for p in paths[1:]:
+        m = meta[p]
+        if m["crs"] != first["crs"]:
+            raise OutcropError(f"{source}: {Path(p).name} is in {m['crs']} but {Path(paths[0]).name} "
+                               f"in {first['crs']}")
+    for i, p in enumerate(paths):
+        for q in paths[i + 1:]:
+            a, b = meta[p], meta[q]
+            same_res = abs(a["res"] - b["res"]) <= _EPS * a["res"]
+            if same_res and (a["shape"] != b["shape"] or not a["transform"].almost_equals(b["transform"])):
+                raise OutcropError(f"{source}: bands of mismatched extent or size: {Path(p).name} is "
+                                   f"{a['shape'][1]}x{a['shape'][0]} px at {tuple(a['bounds'])}, "
+                                   f"{Path(q).name} is {b['shape'][1]}x{b['shape'][0]} px at {tuple(b['bounds'])}")
+            if not same_res:
+                tol = max(a["res"], b["res"]) * 1.01
+                if any(abs(x - y) > tol for x, y in zip(a["bounds"], b["bounds"])):
+                    raise OutcropError(f"{source}: bands of mismatched extent: {Path(p).name} covers "
+                                       f"{tuple(a['bounds'])}, {Path(q).name} covers {tuple(b['bounds'])}")
+
+
+def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: str,
+                  bands: Sequence[str], crs: str = "EPSG:3031", resolution: float = 30.0,
+                  thresholds: Thresholds = Thresholds(), declared_bands: Sequence[str] | None = None,
+                  scale: float | None = None, offset: float | None = None,
+                  log: Callable[[str], None] = print) -> None:
+    """Prepare one scene: its ``bands`` as reflectance on the run grid, plus the surface mask.
+
+    ``source`` is a multi-band GeoTIFF/COG (local path or http(s) URL) or a product folder;
+    ``sensor`` names a row of :data:`outcrop.sensors.SENSORS`. ``scale``/``offset`` override the
+    sensor's rescaling (``reflectance = stored * scale + offset``). The output, written atomically
+    with :func:`outcrop.io.write_prepared`, has exactly ``bands`` in that order, reprojected to
+    ``crs`` at ``resolution`` with pixel edges on multiples of ``resolution``. Raises
+    :class:`OutcropError` (and writes nothing) on any bad input.
+    """
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    t_start = time.perf_counter()
+    source = str(source)
+    bands = list(bands)
+    spec = get_sensor(sensor)
+    check_band_names(bands, source)
+    if not resolution or resolution <= 0:
+        raise OutcropError(f"{source}: resolution must be positive, not {resolution}")
+    try:
+        CRS.from_user_input(crs)
+    except CRSError:
+        raise OutcropError(f"{source}: unknown run CRS {crs!r}") from None
+
+    files = find_scene_files(source, spec, bands, declared_bands)
+    paths = list(dict.fromkeys([b.path for b in files.bands] + ([files.quality[1]] if files.quality else [])))
+    meta: dict[str, dict[str, Any]] = {}
+    for p in paths:
+        with open_raster(p) as src:
+            if src.crs is None:
+                raise OutcropError(f"{p}: the raster has no CRS")
+            meta[p] = {"crs": src.crs, "res": abs(src.transform.a), "shape": (src.height, src.width),
+                       "transform": src.transform, "bounds": src.bounds, "dtype": src.dtypes[0],
+                       "nodata": src.nodata}
+    _check_consistent(files, meta, source)
+    grid = grid_for([(m["crs"], m["bounds"]) for m in meta.values()], crs, resolution)
+    log(f"{scene_id}: {len(bands)} band(s) from {source} onto a {grid.width}x{grid.height} grid "
+        f"at {resolution:g} m in {crs}")
+
+    dn = np.empty((len(bands), grid.height, grid.width), dtype=np.float32)
+    for i, band in enumerate(files.bands):
+        t0 = time.perf_counter()
+        with open_raster(band.path) as src:
+            nodata = src.nodata if src.nodata is not None else spec.nodata
+            try:
+                dn[i] = read_onto_grid(src, band.index, grid, nodata=nodata)
+            except OutcropError:
+                raise
+            except Exception as exc:  # GDAL read errors of truncated or corrupt files
+                raise OutcropError(f"{band.path}: cannot read band {band.index} ({_short(exc)})") from None
+        log(f"{scene_id}: {band.name} <- {Path(band.path).name}[{band.index}] "
+            f"{time.perf_counter() - t0:.1f}s")
+
+    quality = None
+    if files.quality is not None:
+        kind, qpath = files.quality
+        t0 = time.perf_counter()
+        with open_raster(qpath) as src:
+            fill = QUALITY_FILL[kind]
+            try:
+                qa = read_onto_grid(src, 1, grid, nodata=fill, categorical=True, fill=fill)
+            except Exception as exc:
+                raise OutcropError(f"{qpath}: cannot read quality band ({_short(exc)})") from None
+        quality = decode_quality(kind, qa.astype(np.int64))
+        log(f"{scene_id}: {kind} quality band <- {Path(qpath).name} {time.perf_counter() - t0:.1f}s")
+
+    invalid = ~np.all(np.isfinite(dn), axis=0)
+    if quality is not None:
+        invalid |= quality.fill
+    dn[:, invalid] = np.nan
+    if invalid.all():
+        raise OutcropError(f"{source}: empty scene: every pixel is nodata")
+
+    s, o, how = _rescaling(spec, files, dn, [meta[b.path]["dtype"] for b in files.bands], scale, offset)
+    reflectance = dn
+    for i in range(len(bands)):
+        reflectance[i] *= np.float32(s[i])
+        reflectance[i] += np.float32(o[i])
+    log(f"{scene_id}: radiometry: {how}")
+
+    cloud = quality.cloud if quality is not None else None
+    mask = classify_surfaces(reflectance, bands, thresholds, cloud=cloud)
+    if quality is not None and quality.water is not None:
+        keep = (mask != 0) & ~quality.cloud
+        mask[keep & quality.water] = WATER
+        mask[keep & quality.snow] = SNOW_ICE
+    t0 = time.perf_counter()
+    write_prepared(out_path, reflectance, mask, grid.crs, grid.transform, bands,
+                   tags={"scene": scene_id, "sensor": spec.name, "radiometry": how})
+    log(f"{scene_id}: wrote {out_path} in {time.perf_counter() - t0:.1f}s "
+        f"(total {time.perf_counter() - t_start:.1f}s)")
+
+
+__all__ = ["prepare_scene", "find_scene_files", "grid_for", "snap_bounds", "read_onto_grid",
+           "open_raster", "is_remote", "BandFile", "SceneFiles", "Grid"]

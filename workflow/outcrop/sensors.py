@@ -1,0 +1,288 @@
+"""Sensor tables: which file holds which canonical band, and how its numbers become reflectance.
+
+Scenes of different sensors share one run only if their bands share names and their values share a
+unit, so every sensor is reduced here to three facts: a table from the producer's band token
+(``B2``, ``B8A``) to a canonical band name, a linear radiometric rescaling from stored numbers to
+reflectance, and the kind of quality band that flags cloud. Sources of the constants:
+
+- Landsat 8/9 Collection 2 Level-2 surface reflectance: ``DN * 0.0000275 - 0.2`` for every reflective
+  band (USGS, *Landsat 8-9 Collection 2 Level-2 Science Product Guide*, LSDS-1619, section 6.2).
+- Landsat 8/9 Level-1 top-of-atmosphere reflectance: ``(M * DN + A) / sin(sun elevation)`` with M, A
+  and the sun elevation from the product's MTL file (USGS, *Landsat 8 Data Users Handbook*,
+  LSDS-1574, section 5.1). For OLI, M = 2.0e-5 and A = -0.1 for every reflective band.
+- Sentinel-2 L1C and L2A from processing baseline 04.00 (January 2022) on: ``(DN - 1000) / 10000``,
+  that is ``DN * 1e-4 - 0.1`` (ESA, *Sentinel-2 Products Specification Document*, S2-PDGS-TAS-DI-PSD,
+  issue 14.9, BOA_ADD_OFFSET / RADIO_ADD_OFFSET = -1000, QUANTIFICATION_VALUE = 10000). Older
+  baselines have no offset; the product metadata or the ``_N0xyy_`` baseline in the product name
+  say which applies.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from outcrop import OutcropError
+
+CANONICAL_BANDS = (
+    "coastal", "blue", "green", "red", "nir", "swir1", "swir2",
+    "cirrus", "tir1", "tir2", "pan", "rededge1", "rededge2", "rededge3", "nir08", "wv",
+)
+# Thermal bands measure temperature, not reflectance: the prepared format cannot hold them.
+THERMAL_BANDS = frozenset({"tir1", "tir2"})
+
+_LANDSAT_OLI = {
+    "B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "nir", "B6": "swir1",
+    "B7": "swir2", "B8": "pan", "B9": "cirrus", "B10": "tir1", "B11": "tir2",
+}
+# Level-2 products carry no panchromatic or cirrus band, and their thermal band is surface temperature.
+_LANDSAT_OLI_L2 = {k: v for k, v in _LANDSAT_OLI.items() if k in {"B1", "B2", "B3", "B4", "B5", "B6", "B7"}}
+_SENTINEL2_MSI = {
+    "B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "rededge1", "B6": "rededge2",
+    "B7": "rededge3", "B8": "nir", "B8A": "nir08", "B9": "wv", "B10": "cirrus", "B11": "swir1",
+    "B12": "swir2",
+}
+# L2A drops the cirrus band B10 (it is used up by the atmospheric correction).
+_SENTINEL2_L2A = {k: v for k, v in _SENTINEL2_MSI.items() if k != "B10"}
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """How one kind of product stores its bands.
+
+    ``radiometry`` says where the rescaling comes from: ``fixed`` (``scale``/``offset`` below),
+    ``mtl`` (Landsat Level-1 MTL file, :data:`OLI_L1_SCALE` / ``OLI_L1_OFFSET`` without sun-angle
+    correction when there is none), ``sentinel2`` (scale 1e-4, offset by processing baseline) or
+    ``auto`` (the generic rule of :func:`percentile_rescale` unless a scale is given).
+    ``quality`` lists the quality-band tokens a product folder may hold.
+    """
+
+    name: str
+    band_tokens: dict[str, str] = field(default_factory=dict)
+    radiometry: str = "fixed"
+    scale: float = 1.0
+    offset: float = 0.0
+    nodata: float | None = 0
+    quality: tuple[str, ...] = ()
+
+
+OLI_L1_SCALE = 2.0e-5
+OLI_L1_OFFSET = -0.1
+S2_SCALE = 1e-4
+S2_OFFSET = -0.1  # processing baseline >= 04.00
+
+SENSORS: dict[str, Sensor] = {
+    "landsat-c2l2": Sensor("landsat-c2l2", _LANDSAT_OLI_L2, "fixed", 0.0000275, -0.2, 0, ("QA_PIXEL",)),
+    "landsat-c2l1": Sensor("landsat-c2l1", _LANDSAT_OLI, "mtl", OLI_L1_SCALE, OLI_L1_OFFSET, 0,
+                           ("QA_PIXEL", "BQA")),
+    "landsat-l1": Sensor("landsat-l1", _LANDSAT_OLI, "mtl", OLI_L1_SCALE, OLI_L1_OFFSET, 0,
+                         ("QA_PIXEL", "BQA")),
+    "sentinel2-l2a": Sensor("sentinel2-l2a", _SENTINEL2_L2A, "sentinel2", S2_SCALE, S2_OFFSET, 0, ("SCL",)),
+    "sentinel2-l1c": Sensor("sentinel2-l1c", _SENTINEL2_MSI, "sentinel2", S2_SCALE, S2_OFFSET, 0, ()),
+    "geotiff": Sensor("geotiff", {}, "auto", 1.0, 0.0, None, ()),
+}
+
+
+def get_sensor(name: str) -> Sensor:
+    """The sensor of that name, or an error listing the known ones."""
+    try:
+        return SENSORS[name]
+    except KeyError:
+        raise OutcropError(f"unknown sensor {name!r}; known sensors: {', '.join(sorted(SENSORS))}") from None
+
+
+def check_band_names(bands: list[str] | tuple[str, ...], where: str) -> None:
+    """Refuse an empty band list, duplicates, names outside the canonical set, and thermal bands."""
+    if not bands:
+        raise OutcropError(f"{where}: no bands requested")
+    unknown = [b for b in bands if b not in CANONICAL_BANDS]
+    if unknown:
+        raise OutcropError(f"{where}: unknown band name(s) {', '.join(map(repr, unknown))}; "
+                           f"canonical names are {', '.join(CANONICAL_BANDS)}")
+    if len(set(bands)) != len(bands):
+        raise OutcropError(f"{where}: band list {list(bands)} names a band twice")
+    thermal = [b for b in bands if b in THERMAL_BANDS]
+    if thermal:
+        raise OutcropError(f"{where}: thermal band(s) {', '.join(thermal)} cannot be stored as reflectance")
+
+
+_TOKEN = re.compile(r"^B0*(\d{1,2}A?)$", re.IGNORECASE)
+
+
+def normalise_token(token: str) -> str:
+    """``B02`` / ``b2`` / ``SR_B2`` → ``B2``; ``B8A`` stays; other tokens are upper-cased."""
+    token = token.upper()
+    for prefix in ("SR_", "TOA_"):
+        if token.startswith(prefix):
+            token = token[len(prefix):]
+    m = _TOKEN.match(token)
+    return f"B{m.group(1)}" if m else token
+
+
+def canonical_name(sensor: Sensor, label: str) -> str | None:
+    """Canonical name of a band label: a canonical name itself, or a producer token of the sensor."""
+    low = label.strip().lower()
+    if low in CANONICAL_BANDS:
+        return low
+    return sensor.band_tokens.get(normalise_token(label.strip()))
+
+
+# --- quality bands --------------------------------------------------------------------------
+
+# Landsat Collection 2 QA_PIXEL (LSDS-1619 table 6-3): bit 0 fill, 1 dilated cloud, 2 cirrus,
+# 3 cloud, 4 cloud shadow. Shadow is not cloud: the ground under it is still seen.
+_QA_PIXEL_FILL = 1 << 0
+_QA_PIXEL_CLOUD = (1 << 1) | (1 << 2) | (1 << 3)
+# Landsat Collection 1 BQA (LSDS-1574 table 5-2 / C1 QA tools guide): bit 0 designated fill,
+# bit 4 cloud.
+_BQA_FILL = 1 << 0
+_BQA_CLOUD = 1 << 4
+# Sentinel-2 scene classification (L2A, S2-PDGS-TAS-DI-PSD): 0 no data, 1 saturated or defective,
+# 6 water, 8/9 cloud medium/high probability, 10 thin cirrus, 11 snow or ice.
+SCL_NODATA = (0, 1)
+SCL_CLOUD = (8, 9, 10)
+SCL_WATER = 6
+SCL_SNOW = 11
+
+
+@dataclass(frozen=True)
+class QualityMasks:
+    """Boolean masks decoded from a quality band (``water``/``snow`` only from Sentinel-2 SCL)."""
+
+    fill: np.ndarray
+    cloud: np.ndarray
+    water: np.ndarray | None = None
+    snow: np.ndarray | None = None
+
+
+def decode_quality(kind: str, qa: np.ndarray) -> QualityMasks:
+    """Decode a quality band of kind ``QA_PIXEL``, ``BQA`` or ``SCL`` into boolean masks."""
+    qa = qa.astype(np.int64)
+    if kind == "QA_PIXEL":
+        return QualityMasks(fill=(qa & _QA_PIXEL_FILL) != 0, cloud=(qa & _QA_PIXEL_CLOUD) != 0)
+    if kind == "BQA":
+        return QualityMasks(fill=(qa & _BQA_FILL) != 0, cloud=(qa & _BQA_CLOUD) != 0)
+    if kind == "SCL":
+        return QualityMasks(fill=np.isin(qa, SCL_NODATA), cloud=np.isin(qa, SCL_CLOUD),
+                            water=qa == SCL_WATER, snow=qa == SCL_SNOW)
+    raise ValueError(f"unknown quality band kind {kind!r}")
+
+
+# Value a quality band takes outside the source footprint after reprojection: "fill" in every kind.
+QUALITY_FILL = {"QA_PIXEL": _QA_PIXEL_FILL, "BQA": _BQA_FILL, "SCL": 0}
+
+
+# --- radiometry -----------------------------------------------------------------------------
+
+
+def parse_mtl_text(text: str) -> dict[str, str]:
+    """Flatten a Landsat MTL (``GROUP = …`` / ``KEY = value``) into ``{"GROUP.KEY": value}``.
+
+    Keys are kept with their innermost group because Level-2 MTL files hold both the Level-1
+    rescaling and the surface-reflectance rescaling under the same key names.
+    """
+    out: dict[str, str] = {}
+    groups: list[str] = []
+    for line in text.splitlines():
+        if "=" not in line:
+            continue
+        key, value = (s.strip() for s in line.split("=", 1))
+        if key == "GROUP":
+            groups.append(value)
+        elif key == "END_GROUP":
+            if groups:
+                groups.pop()
+        else:
+            out[f"{groups[-1] if groups else ''}.{key}"] = value.strip('"')
+    return out
+
+
+def flatten_mtl_json(data: dict, group: str = "") -> dict[str, str]:
+    """Flatten a Collection 2 MTL JSON into the same ``{"GROUP.KEY": value}`` form."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten_mtl_json(value, key))
+        else:
+            out[f"{group}.{key}"] = str(value)
+    return out
+
+
+def mtl_reflectance(mtl: dict[str, str], token: str) -> tuple[float, float] | None:
+    """(scale, offset) for Level-1 TOA reflectance of band ``token`` from an MTL, sun angle included.
+
+    TOA reflectance ρ = (M·DN + A) / sin(θ_SE): the division folds into both scale and offset.
+    ``None`` when the MTL lacks the band (for example a thermal band).
+    """
+    num = token[1:]
+    mult = add = None
+    for key, value in mtl.items():
+        group, _, name = key.rpartition(".")
+        if "RADIOMETRIC_RESCALING" not in group:
+            continue
+        if name == f"REFLECTANCE_MULT_BAND_{num}":
+            mult = float(value)
+        elif name == f"REFLECTANCE_ADD_BAND_{num}":
+            add = float(value)
+    if mult is None or add is None:
+        return None
+    elevations = [float(v) for k, v in mtl.items() if k.rpartition(".")[2] == "SUN_ELEVATION"]
+    sin_el = np.sin(np.radians(elevations[0])) if elevations else 1.0
+    if sin_el <= 0.01:
+        sin_el = 0.01
+    return mult / sin_el, add / sin_el
+
+
+_BASELINE = re.compile(r"_N(\d{2})(\d{2})_")
+
+
+def sentinel2_offset(metadata_text: str | None, product_name: str) -> float | None:
+    """Reflectance offset of a Sentinel-2 product from its metadata XML or its name, else ``None``.
+
+    From baseline 04.00 on, products carry BOA_ADD_OFFSET (L2A) or RADIO_ADD_OFFSET (L1C) of -1000
+    on the 1e-4 scale; before it they have none.
+    """
+    if metadata_text:
+        m = re.search(r"<(?:BOA|RADIO)_ADD_OFFSET[^>]*>\s*(-?\d+)\s*<", metadata_text)
+        if m:
+            return int(m.group(1)) * S2_SCALE
+        m = re.search(r"<PROCESSING_BASELINE>\s*(\d+)\.(\d+)\s*<", metadata_text)
+        if m:
+            return S2_OFFSET if int(m.group(1)) >= 4 else 0.0
+    m = _BASELINE.search(product_name)
+    if m:
+        return S2_OFFSET if int(m.group(1)) >= 4 else 0.0
+    return None
+
+
+# Generic integer data without a declared scale: dark-object subtraction at this low percentile of
+# each band, then division by this high percentile of all bands together times the target.
+PERCENTILE_DARK = 0.1
+PERCENTILE_BRIGHT = 99.9
+BRIGHT_REFLECTANCE = 0.9
+
+
+def percentile_rescale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band (scale, offset) for integer data whose physical units are not known.
+
+    Why this rule: thresholds on normalised differences (NDWI, NDSI) need a zero that means "no
+    signal" and a gain shared by all bands. Each band's darkest pixels (percentile
+    :data:`PERCENTILE_DARK`) are taken as path radiance and subtracted (dark-object subtraction,
+    Chavez 1988, Remote Sens. Environ. 24, 459–479); one gain for all bands maps the scene's
+    brightest pixels (percentile :data:`PERCENTILE_BRIGHT` over all bands) to
+    :data:`BRIGHT_REFLECTANCE`, the reflectance of fresh snow or bright cloud. The result is
+    approximate and scene-dependent: give ``scale``/``offset`` where the units are known.
+    ``values`` is (C, H, W) float with NaN for nodata.
+    """
+    c = values.shape[0]
+    flat = values.reshape(c, -1)
+    ok = np.all(np.isfinite(flat), axis=0)
+    flat = flat[:, ok]
+    if flat.shape[1] == 0:
+        return np.ones(c), np.zeros(c)
+    dark = np.percentile(flat, PERCENTILE_DARK, axis=1)
+    bright = np.percentile(flat - dark[:, None], PERCENTILE_BRIGHT)
+    gain = BRIGHT_REFLECTANCE / bright if bright > 0 else 1.0
+    return np.full(c, gain), -dark * gain
