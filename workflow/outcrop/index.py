@@ -1,0 +1,269 @@
+"""FAISS index over the tile embeddings of every scene: cosine similarity as inner product.
+
+Embeddings are L2-normalised, so the inner product is the cosine. The kind of index follows the
+count, as the FAISS guidelines advise:
+
+- up to ``exact_max`` vectors, ``IndexFlatIP``: exact, no training, fast enough (a brute-force scan
+  of 200 000 vectors of 128 floats is a few milliseconds per query). Vectors can be added at any
+  time.
+- above it, ``IndexIVFFlat`` with ``nlist`` about 4·sqrt(N) inverted lists (a power of two, at most
+  N/39 so that every centroid has enough training points), trained on a seeded sample of at most
+  64 points per list; ``nprobe`` starts at nlist/64 and is doubled until recall@10 on held-out
+  queries reaches the floor. Vectors can be added later without retraining while their
+  distribution stays that of the training sample; a very different batch of scenes deserves a
+  rebuild, which is what the workflow does anyway.
+
+HNSW is not used: it needs several times the memory of the vectors, builds slowly on few cores, and
+cannot remove vectors, while IVF-Flat keeps exact inner products for the candidates it visits.
+
+Recall@10 is measured against exact search on a held-out sample of query vectors at build time,
+tie-aware (a result counts when its similarity reaches the tenth exact one, so duplicates in the
+data do not make an exact index look inexact), and written to ``info.json``; a build under
+``recall_floor`` fails rather than leave a quietly poor index behind.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
+
+FRACTIONS = ("valid", "rock", "snow_ice", "water", "cloud")
+TABLE_COLUMNS = ("id", "scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry")
+RECALL_K = 10
+RECALL_QUERIES = 1000
+SEARCH_BATCH = 4096
+
+
+def scene_of(path: str | os.PathLike[str]) -> str:
+    """Scene name of a per-scene file (``embeddings/{scene}.npy`` → ``scene``)."""
+    return Path(path).stem
+
+
+def normalise_rows(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise rows (float32, contiguous); zero rows stay zero."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.divide(vectors, norms, out=vectors, where=norms > 0)
+    return vectors
+
+
+def gather_vectors(
+    embedding_paths: Sequence[str | os.PathLike[str]],
+    table_paths: Sequence[str | os.PathLike[str]],
+    *,
+    min_rock: float = 0.0,
+) -> tuple[np.ndarray, Any]:
+    """Stack the vectors of the tiles to index and build their id table.
+
+    ``embedding_paths`` and ``table_paths`` are aligned per scene. A tile is indexed when its rock
+    fraction is at least ``min_rock`` (0 indexes every tile). Returns (M, D) float32 normalised
+    vectors and a GeoDataFrame with ``id`` = row = FAISS id, scene, tile_id, row, col, size,
+    fractions and footprint.
+    """
+    import geopandas as gpd
+    import pandas as pd
+
+    if len(embedding_paths) != len(table_paths):
+        raise OutcropError(f"{len(embedding_paths)} embedding files but {len(table_paths)} tile tables")
+    if not embedding_paths:
+        raise OutcropError("no scenes to index")
+    blocks: list[np.ndarray] = []
+    tables: list[Any] = []
+    crs = None
+    dim = None
+    for emb_path, table_path in zip(embedding_paths, table_paths):
+        emb = load_npy(emb_path)
+        table = read_geoparquet(table_path)
+        missing = [c for c in ("tile_id", "scene", "row", "col", "size", *FRACTIONS) if c not in table.columns]
+        if missing:
+            raise OutcropError(f"{table_path}: tile table lacks columns {missing}")
+        if emb.ndim != 2 or len(emb) != len(table):
+            raise OutcropError(f"{emb_path}: {emb.shape[0] if emb.ndim else 0} embeddings for {len(table)} "
+                               f"tiles in {table_path} (shape {emb.shape})")
+        if dim is None:
+            dim = emb.shape[1]
+        elif emb.shape[1] != dim:
+            raise OutcropError(f"{emb_path}: embedding dimension {emb.shape[1]}, other scenes have {dim}")
+        if crs is None:
+            crs = table.crs
+        elif table.crs != crs:
+            raise OutcropError(f"{table_path}: CRS {table.crs} differs from the run's {crs}")
+        keep = table["rock"].to_numpy() >= min_rock if min_rock > 0 else np.ones(len(table), bool)
+        rows = np.flatnonzero(keep)
+        vec = np.asarray(emb[rows], dtype=np.float32)
+        if not np.all(np.isfinite(vec)):
+            raise OutcropError(f"{emb_path}: embeddings contain NaN or infinite values")
+        blocks.append(vec)
+        sub = table.iloc[rows][["scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry"]]
+        tables.append(sub)
+    vectors = normalise_rows(np.concatenate(blocks, axis=0) if blocks else np.zeros((0, dim or 0), np.float32))
+    table = gpd.GeoDataFrame(pd.concat(tables, ignore_index=True), geometry="geometry", crs=crs)
+    table.insert(0, "id", np.arange(len(table), dtype=np.int64))
+    table["scene"] = table["scene"].astype(str)
+    for col in ("tile_id", "row", "col", "size"):
+        table[col] = table[col].astype(np.int64)
+    if len(table) == 0:
+        raise OutcropError(f"no tile has a rock fraction of at least {min_rock}: nothing to index")
+    return vectors, table
+
+
+def ivf_params(count: int, trainable: int | None = None) -> dict[str, int]:
+    """nlist, starting nprobe and training-sample size for an IVF index over ``count`` vectors.
+
+    ``trainable`` (default ``count``) is how many vectors training may draw from; FAISS wants at
+    least 39 per list, so nlist is capped by it.
+    """
+    trainable = count if trainable is None else trainable
+    nlist = 2 ** round(math.log2(max(1.0, 4.0 * math.sqrt(count))))
+    nlist = max(1, min(nlist, 2 ** int(math.log2(max(1, trainable // 39)))))
+    return {"nlist": nlist, "nprobe": max(1, nlist // 64), "train_size": min(trainable, 64 * nlist)}
+
+
+def search_batched(index: Any, queries: np.ndarray, k: int, batch: int = SEARCH_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS search in batches, so that the (queries, k) results are the only large allocation."""
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), batch):
+        stop = start + batch
+        scores[start:stop], ids[start:stop] = index.search(np.ascontiguousarray(queries[start:stop]), k)
+    return scores, ids
+
+
+def recall_at_k(exact_scores: np.ndarray, approx_scores: np.ndarray, approx_ids: np.ndarray, k: int) -> float:
+    """Tie-aware recall@k: share of approximate results at least as similar as the k-th exact one."""
+    kth = exact_scores[:, k - 1 : k]
+    hits = (approx_scores[:, :k] >= kth - 1e-5) & (approx_ids[:, :k] >= 0)
+    return float(hits.sum() / (len(exact_scores) * k))
+
+
+def build_index(
+    embedding_paths: Sequence[str | os.PathLike[str]],
+    table_paths: Sequence[str | os.PathLike[str]],
+    out_index: Path,
+    out_table: Path,
+    out_info: Path,
+    *,
+    min_rock: float = 0.0,
+    exact_max: int = 200_000,
+    recall_floor: float = 0.9,
+    seed: int = 0,
+    log: Callable[[str], Any] = print,
+) -> None:
+    """Index the tiles of every scene, measure recall@10 and write index, id table and info.
+
+    Raises :class:`OutcropError` (and writes nothing) when recall@10 stays under ``recall_floor``.
+    """
+    import faiss
+
+    vectors, table = gather_vectors(embedding_paths, table_paths, min_rock=min_rock)
+    count, dim = vectors.shape
+    log(f"indexing {count} tiles of {table['scene'].nunique()} scenes, dimension {dim}")
+    rng = np.random.default_rng(seed)
+    n_queries = min(RECALL_QUERIES, max(1, count // 10))
+    query_ids = np.sort(rng.choice(count, n_queries, replace=False))
+    queries = vectors[query_ids]
+    k = min(RECALL_K, count)
+    if count <= exact_max:
+        index = faiss.IndexFlatIP(dim)
+        index.add(vectors)
+        kind, params, recall = "flat", {}, 1.0
+    else:
+        # Held-out queries: the quantizer is trained without them.
+        pool = np.setdiff1d(np.arange(count), query_ids, assume_unique=True)
+        params = ivf_params(count, len(pool))
+        index = _ivf_index_from_pool(vectors, pool, params, seed)
+        exact = faiss.IndexFlatIP(dim)
+        exact.add(vectors)
+        exact_scores, _ = search_batched(exact, queries, k)
+        del exact
+        while True:
+            index.nprobe = params["nprobe"]
+            approx_scores, approx_ids = search_batched(index, queries, k)
+            recall = recall_at_k(exact_scores, approx_scores, approx_ids, k)
+            log(f"IVF nlist={params['nlist']} nprobe={params['nprobe']}: recall@{k} = {recall:.3f}")
+            if recall >= recall_floor or params["nprobe"] >= params["nlist"]:
+                break
+            params["nprobe"] = min(params["nlist"], params["nprobe"] * 2)
+        kind = "ivf_flat"
+    if recall < recall_floor:
+        raise OutcropError(f"{out_index}: recall@{k} of the {kind} index is {recall:.3f}, "
+                           f"under the floor of {recall_floor}")
+    info = {"kind": kind, "count": count, "dim": dim, "params": params, "recall_at_10": round(recall, 4),
+            "recall_queries": n_queries, "metric": "inner_product", "min_rock": min_rock,
+            "scenes": {str(s): int(n) for s, n in table["scene"].value_counts().sort_index().items()}}
+    with atomic_path(out_index) as tmp:
+        faiss.write_index(index, str(tmp))
+    write_geodataframe(out_table, table)
+    write_json(out_info, info)
+    log(f"wrote {kind} index of {count} vectors, recall@{k} {recall:.3f}")
+
+
+def _ivf_index_from_pool(vectors: np.ndarray, pool: np.ndarray, params: dict[str, int], seed: int) -> Any:
+    """IVF-Flat trained on a seeded sample of ``pool`` rows; every vector is added."""
+    import faiss
+
+    dim = vectors.shape[1]
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, params["nlist"], faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.cp.spherical = True  # centroids on the unit sphere, like the data
+    rng = np.random.default_rng(seed + 1)
+    train = vectors[np.sort(rng.choice(pool, params["train_size"], replace=False))]
+    index.train(np.ascontiguousarray(train))
+    for start in range(0, len(vectors), 1 << 18):
+        index.add(np.ascontiguousarray(vectors[start : start + (1 << 18)]))
+    return index
+
+
+def load_index(index_path: Path, table_path: Path) -> tuple[Any, Any]:
+    """Read an index and its id table, checking that they belong together."""
+    import faiss
+
+    if not Path(index_path).exists():
+        raise OutcropError(f"{index_path}: file not found")
+    try:
+        index = faiss.read_index(str(index_path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise OutcropError(f"{index_path}: not a readable FAISS index ({first})") from None
+    table = read_geoparquet(table_path)
+    if "id" not in table.columns:
+        raise OutcropError(f"{table_path}: index table has no 'id' column")
+    if index.ntotal != len(table):
+        raise OutcropError(f"{index_path} holds {index.ntotal} vectors but {table_path} has {len(table)} rows; "
+                           "they come from different builds")
+    if not np.array_equal(table["id"].to_numpy(), np.arange(len(table))):
+        raise OutcropError(f"{table_path}: ids are not 0..{len(table) - 1} in order")
+    return index, table
+
+
+def table_vectors(table: Any, embedding_paths: Sequence[str | os.PathLike[str]]) -> np.ndarray:
+    """The (M, D) normalised vectors of an index table's rows, read from per-scene embeddings.
+
+    Works for every index kind (IVF indexes cannot hand back their vectors without a direct map).
+    """
+    by_scene = {scene_of(p): p for p in embedding_paths}
+    scenes = table["scene"].to_numpy()
+    tile_ids = table["tile_id"].to_numpy()
+    out: np.ndarray | None = None
+    for scene in np.unique(scenes):
+        if scene not in by_scene:
+            raise OutcropError(f"index has tiles of scene {scene!r} but no embeddings/{scene}.npy was given")
+        emb = load_npy(by_scene[scene])
+        rows = np.flatnonzero(scenes == scene)
+        if tile_ids[rows].max() >= len(emb):
+            raise OutcropError(f"{by_scene[scene]}: fewer embeddings ({len(emb)}) than the index table expects")
+        if out is None:
+            out = np.empty((len(table), emb.shape[1]), dtype=np.float32)
+        out[rows] = emb[tile_ids[rows]]
+    if out is None:
+        raise OutcropError("index table is empty")
+    return normalise_rows(out)
