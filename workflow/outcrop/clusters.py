@@ -1,0 +1,369 @@
+"""Clusters of similar ground: spherical k-means at several k, and a hierarchy above the finest.
+
+k-means runs on the unit sphere (cosine, like the index) with FAISS, seeded, at each requested k.
+Labels are renumbered by cluster size (0 = largest) so that colours and tables read the same way
+from run to run. The hierarchy is Ward linkage over the centroids of the largest k, each weighted by
+its size: merging clusters A and B costs ``nA·nB/(nA+nB)·|cA−cB|²``, exactly the growth in
+within-cluster sum of squares that Ward linkage on all tiles would see if each cluster were
+collapsed onto its centroid. That keeps the hierarchy O(k²) in memory however many tiles there are.
+Cutting it at ``c`` clusters gives the ``h{c}`` labels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+from outcrop.geo import infer_layout, read_scene_grid, scene_band_names, tile_raster
+from outcrop.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of, table_vectors
+from outcrop.io import atomic_path, load_npy, read_geoparquet, write_cog, write_geodataframe
+
+SPECTRUM_BATCH = 2048
+
+
+def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded spherical k-means with FAISS: (labels (N,) int64, unit centroids (k, D) float32).
+
+    Labels are numbered by decreasing cluster size (ties by centroid order), so that the same
+    clustering always gets the same numbers. FAISS trains on at most 256 points per centroid
+    (a seeded sample), then every vector is assigned to its most similar centroid in batches.
+    """
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if not 1 <= k <= n:
+        raise OutcropError(f"k-means with k={k} needs between 1 and {n} (the number of tiles) clusters")
+    km = faiss.Kmeans(dim, k, niter=niter, seed=seed, spherical=True, verbose=False,
+                      max_points_per_centroid=256, min_points_per_centroid=1)
+    km.train(vectors)
+    centroids = normalise_rows(km.centroids)
+    labels = assign(vectors, centroids)
+    sizes = np.bincount(labels, minlength=k)
+    order = np.argsort(-sizes, kind="stable")
+    rank = np.empty(k, dtype=np.int64)
+    rank[order] = np.arange(k)
+    return rank[labels], centroids[order]
+
+
+def assign(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the most similar centroid of each vector (inner product), in batches."""
+    import faiss
+
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    labels = np.empty(len(vectors), dtype=np.int64)
+    for start in range(0, len(vectors), SEARCH_BATCH):
+        _, ids = index.search(np.ascontiguousarray(vectors[start : start + SEARCH_BATCH]), 1)
+        labels[start : start + SEARCH_BATCH] = ids[:, 0]
+    return labels
+
+
+def weighted_ward(centroids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Ward linkage of weighted points, as a SciPy linkage matrix (k−1, 4).
+
+    Merge heights are ``sqrt(2·nA·nB/(nA+nB))·|cA−cB|``, SciPy's Ward distance, so that with unit
+    sizes this equals ``scipy.cluster.hierarchy.ward``. The fourth column counts centroids (leaves),
+    as SciPy expects; tile counts are in ``sizes``.
+    """
+    k = len(centroids)
+    if k < 2:
+        return np.zeros((0, 4))
+    cent = np.asarray(centroids, dtype=np.float64).copy()
+    w = np.asarray(sizes, dtype=np.float64).copy()
+    if np.any(w <= 0):
+        raise OutcropError("weighted Ward linkage needs positive cluster sizes")
+    alive = np.ones(k, dtype=bool)
+    node = np.arange(k)  # SciPy node id of each active slot
+    leaves = np.ones(k, dtype=np.int64)
+    cost = _ward_costs(cent, w, cent, w)
+    np.fill_diagonal(cost, np.inf)
+    out = np.zeros((k - 1, 4))
+    for step in range(k - 1):
+        a, b = np.unravel_index(np.argmin(cost), cost.shape)
+        a, b = (a, b) if node[a] < node[b] else (b, a)
+        out[step] = (node[a], node[b], np.sqrt(2.0 * cost[a, b]), leaves[a] + leaves[b])
+        # The merged cluster takes slot a; slot b retires.
+        cent[a] = (w[a] * cent[a] + w[b] * cent[b]) / (w[a] + w[b])
+        w[a] += w[b]
+        leaves[a] += leaves[b]
+        node[a] = k + step
+        alive[b] = False
+        cost[b, :] = cost[:, b] = np.inf
+        row = _ward_costs(cent[a : a + 1], w[a : a + 1], cent, w)[0]
+        row[~alive] = np.inf
+        row[a] = np.inf
+        cost[a, :] = cost[:, a] = row
+    return out
+
+
+def _ward_costs(a: np.ndarray, wa: np.ndarray, b: np.ndarray, wb: np.ndarray) -> np.ndarray:
+    """Ward merge costs nA·nB/(nA+nB)·|cA−cB|² between the rows of ``a`` and of ``b``."""
+    sq = np.maximum((a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
+    return wa[:, None] * wb[None, :] / (wa[:, None] + wb[None, :]) * sq
+
+
+def cut_hierarchy(linkage: np.ndarray, n_leaves: int, clusters: int) -> np.ndarray:
+    """Leaf → cluster (0..clusters−1) when the hierarchy is cut into ``clusters`` groups.
+
+    Groups are numbered by their smallest leaf, so with leaves numbered by size the group holding
+    the largest k-means cluster is 0.
+    """
+    from scipy.cluster.hierarchy import fcluster
+
+    if not 1 <= clusters <= n_leaves:
+        raise OutcropError(f"cannot cut a hierarchy of {n_leaves} clusters into {clusters}")
+    if n_leaves == 1:
+        return np.zeros(1, dtype=np.int64)
+    raw = fcluster(linkage, t=clusters, criterion="maxclust")
+    _, first = np.unique(raw, return_index=True)
+    order = np.argsort(first)
+    remap = np.empty(raw.max() + 1, dtype=np.int64)
+    remap[np.unique(raw)[order]] = np.arange(len(order))
+    return remap[raw]
+
+
+def palette(n: int) -> np.ndarray:
+    """n distinct RGBA colours (uint8): the tab20 families first, then evenly spaced hues."""
+    import matplotlib
+
+    base = []
+    for name in ("tab20", "tab20b", "tab20c"):
+        base.extend(matplotlib.colormaps[name].colors)
+    # tab20 interleaves dark and light pairs; take darks first so small k gets strong colours.
+    ordered = base[0:20:2] + base[1:20:2] + base[20:]
+    if n > len(ordered):
+        hues = (np.arange(n - len(ordered)) * 0.618034) % 1.0
+        extra = matplotlib.colors.hsv_to_rgb(np.stack([hues, np.full_like(hues, 0.65), np.full_like(hues, 0.85)], 1))
+        ordered = ordered + [tuple(c) for c in extra]
+    rgb = np.array(ordered[:n], dtype=np.float64).reshape(-1, 3)
+    return np.concatenate([np.round(rgb * 255), np.full((len(rgb), 1), 255)], axis=1).astype(np.uint8)
+
+
+def tile_spectra(tiles_path: str | os.PathLike[str], tile_ids: np.ndarray) -> np.ndarray:
+    """Mean reflectance per band of the given tiles (M, C), read in batches from the memory map."""
+    tiles = load_npy(tiles_path)
+    if tiles.ndim != 4:
+        raise OutcropError(f"{tiles_path}: expected (N, C, H, W) tiles, got shape {tiles.shape}")
+    out = np.empty((len(tile_ids), tiles.shape[1]), dtype=np.float64)
+    order = np.argsort(tile_ids)
+    for start in range(0, len(order), SPECTRUM_BATCH):
+        sel = order[start : start + SPECTRUM_BATCH]
+        if len(sel) and tile_ids[sel].max() >= len(tiles):
+            raise OutcropError(f"{tiles_path}: fewer tiles ({len(tiles)}) than the index table expects")
+        out[sel] = np.asarray(tiles[tile_ids[sel]], dtype=np.float64).mean(axis=(2, 3))
+    return out
+
+
+def group_means(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    """Mean of each column of ``values`` per label 0..n−1 (NaN for an empty label)."""
+    counts = np.bincount(labels, minlength=n).astype(np.float64)
+    sums = np.stack([np.bincount(labels, weights=values[:, j], minlength=n) for j in range(values.shape[1])], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]
+
+
+def cluster_tiles(
+    index_table: Path,
+    embedding_paths: Sequence[Path],
+    tiles_paths: Sequence[Path],
+    prepared_paths: Sequence[Path],
+    out_gpkg: Path,
+    out_parquet: Path,
+    out_summary: Path,
+    out_dendrogram: Path,
+    maps_dir: Path,
+    rasters_dir: Path,
+    *,
+    ks: Sequence[int],
+    cuts: Sequence[int] = (),
+    seed: int = 0,
+    log: Callable[[str], Any] = print,
+) -> None:
+    """Cluster the indexed tiles at each k, build the hierarchy and write labels, summary and maps.
+
+    The per-scene lists are aligned. Writes a label raster ``rasters_dir/{scene}.tif`` (one band
+    per level: k…, then h…, colour table on band 1) and a map ``maps_dir/{scene}.png`` for every
+    scene given, including scenes none of whose tiles were indexed (all nodata).
+    """
+    import pandas as pd
+
+    ks = sorted({int(k) for k in ks})
+    cuts = sorted({int(c) for c in cuts})
+    if not ks:
+        raise OutcropError("clusters: no k given")
+    if not (len(embedding_paths) == len(tiles_paths) == len(prepared_paths)):
+        raise OutcropError("clusters: embeddings, tiles and prepared scenes must be given per scene, aligned")
+    table = read_geoparquet(index_table)
+    vectors = table_vectors(table, embedding_paths)
+    kmax = ks[-1]
+    if kmax > len(table):
+        raise OutcropError(f"clusters: k={kmax} is more than the {len(table)} indexed tiles")
+    if cuts and cuts[-1] > kmax:
+        raise OutcropError(f"clusters: hierarchy cut {cuts[-1]} is more than the largest k ({kmax})")
+    levels: dict[str, np.ndarray] = {}
+    centroids = np.zeros((0, vectors.shape[1]))
+    for k in ks:
+        labels, centroids = spherical_kmeans(vectors, k, seed=seed)
+        levels[f"k{k}"] = labels
+        log(f"k-means k={k}: cluster sizes {np.bincount(labels, minlength=k).tolist()[:12]}{'…' if k > 12 else ''}")
+    finest = levels[f"k{kmax}"]
+    sizes = np.bincount(finest, minlength=kmax)
+    linkage = weighted_ward(centroids, sizes)
+    for c in cuts:
+        levels[f"h{c}"] = cut_hierarchy(linkage, kmax, c)[finest]
+
+    out = table[["id", "scene", "tile_id", "row", "col", "size"]].copy()
+    for name, labels in levels.items():
+        out[name] = labels.astype(np.int64)
+    for col in FRACTIONS:
+        out[col] = table[col].to_numpy()
+    out = out.set_geometry(table.geometry.values, crs=table.crs)
+    write_geodataframe(out_parquet, out)
+    write_geodataframe(out_gpkg, out, layer="clusters")
+
+    bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths)
+    _write_summary(out_summary, levels, spectra, bands, table)
+    _write_dendrogram(out_dendrogram, linkage, sizes, cuts)
+    _write_scene_outputs(table, levels, prepared_paths, maps_dir, rasters_dir)
+    log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
+
+
+def _indexed_spectra(table: Any, tiles_paths: Sequence[Path], prepared_paths: Sequence[Path]) -> tuple[list[str], np.ndarray]:
+    """Mean spectrum of every indexed tile (M, C) and the band names."""
+    by_scene = {scene_of(p): (t, p) for t, p in zip(tiles_paths, prepared_paths)}
+    scenes = table["scene"].to_numpy()
+    tile_ids = table["tile_id"].to_numpy()
+    bands: list[str] | None = None
+    spectra: np.ndarray | None = None
+    for scene in np.unique(scenes):
+        if scene not in by_scene:
+            raise OutcropError(f"clusters: index has tiles of scene {scene!r} but no tiles/{scene}.npy was given")
+        tiles_path, prepared_path = by_scene[scene]
+        rows = np.flatnonzero(scenes == scene)
+        values = tile_spectra(tiles_path, tile_ids[rows])
+        names = scene_band_names(prepared_path) or [f"band{i + 1}" for i in range(values.shape[1])]
+        if len(names) != values.shape[1]:
+            raise OutcropError(f"{tiles_path}: {values.shape[1]} bands but {prepared_path} names {len(names)}")
+        if bands is None:
+            bands = names
+            spectra = np.empty((len(table), len(names)))
+        elif names != bands:
+            raise OutcropError(f"{prepared_path}: bands {names} differ from the run's {bands}")
+        spectra[rows] = values
+    assert bands is not None and spectra is not None
+    return bands, spectra
+
+
+def _write_summary(path: Path, levels: dict[str, np.ndarray], spectra: np.ndarray, bands: list[str], table: Any) -> None:
+    import pandas as pd
+
+    fractions = table[list(FRACTIONS)].to_numpy(dtype=np.float64)
+    frames = []
+    for level, labels in levels.items():
+        n = int(labels.max()) + 1
+        size = np.bincount(labels, minlength=n)
+        frame = pd.DataFrame({"level": level, "cluster": np.arange(n), "size": size,
+                              "share": size / len(labels)})
+        frame[[f"mean_{b}" for b in bands]] = group_means(labels, n, spectra)
+        frame[list(FRACTIONS)] = group_means(labels, n, fractions)
+        frame["scenes"] = [int(v) for v in _scenes_per_cluster(labels, table["scene"].to_numpy(), n)]
+        frames.append(frame)
+    with atomic_path(path) as tmp:
+        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, float_format="%.6g")
+
+
+def _scenes_per_cluster(labels: np.ndarray, scenes: np.ndarray, n: int) -> np.ndarray:
+    _, codes = np.unique(scenes, return_inverse=True)
+    pairs = np.unique(np.stack([labels, codes], 1), axis=0)
+    return np.bincount(pairs[:, 0], minlength=n)
+
+
+def _write_dendrogram(path: Path, linkage: np.ndarray, sizes: np.ndarray, cuts: Sequence[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.cluster.hierarchy import dendrogram
+
+    k = len(sizes)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * k + 2), 4.5))
+    if k >= 2:
+        dendrogram(linkage, ax=ax, labels=[f"{i} (n={s})" for i, s in enumerate(sizes)], leaf_rotation=90,
+                   color_threshold=0, above_threshold_color="0.3")
+        heights = linkage[:, 2]
+        for c in cuts:
+            if 1 < c <= k:
+                # A cut into c groups lies between the (k-c)-th and (k-c+1)-th merge heights.
+                y = (heights[k - c - 1] + heights[k - c]) / 2 if c < k else heights[0] / 2
+                ax.axhline(y, ls="--", lw=0.8, color="tab:red")
+                ax.text(ax.get_xlim()[1], y, f" h{c}", va="center", color="tab:red", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "one cluster: no hierarchy", ha="center", transform=ax.transAxes)
+    ax.set_ylabel("Ward distance (size-weighted)")
+    ax.set_title(f"Hierarchy of the k={k} clusters")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def _write_scene_outputs(table: Any, levels: dict[str, np.ndarray], prepared_paths: Sequence[Path],
+                         maps_dir: Path, rasters_dir: Path) -> None:
+    """Label raster (COG) and map (PNG) of every scene."""
+    layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
+                          table["size"].to_numpy())
+    names = list(levels)
+    stacked = np.stack([levels[n] for n in names], 1)
+    top = int(stacked.max())
+    dtype, nodata = (np.uint8, 255) if top < 255 else (np.uint16, 65535)
+    colours = palette(top + 1)
+    first_n = int(levels[names[0]].max()) + 1
+    colormap = {i: tuple(int(v) for v in colours[i]) for i in range(first_n)}
+    colormap[nodata] = (0, 0, 0, 0)
+    scenes = table["scene"].to_numpy()
+    for prepared in prepared_paths:
+        scene = scene_of(prepared)
+        grid = read_scene_grid(prepared)
+        rows = np.flatnonzero(scenes == scene)
+        raster, transform = tile_raster(grid, layout, table["row"].to_numpy()[rows], table["col"].to_numpy()[rows],
+                                        stacked[rows], nodata, dtype)
+        write_cog(Path(rasters_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
+                  "nodata": nodata}, band_names=names, tags={"levels": ",".join(names)}, colormap=colormap)
+        _write_map(Path(maps_dir) / f"{scene}.png", scene, raster, transform, names, nodata, colours)
+
+
+def _write_map(path: Path, scene: str, raster: np.ndarray, transform: Any, names: list[str], nodata: int,
+               colours: np.ndarray) -> None:
+    """One panel per level, each with its own legend (colours identify clusters within a level)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    height, width = raster.shape[1:]
+    extent = (transform.c, transform.c + transform.a * width, transform.f + transform.e * height, transform.f)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.6), squeeze=False)
+    for ax, name, band in zip(axes[0], names, raster):
+        rgba = np.zeros((height, width, 4), dtype=np.uint8)
+        valid = band != nodata
+        rgba[valid] = colours[band[valid]]
+        ax.imshow(rgba, extent=extent, interpolation="nearest")
+        present = np.unique(band[valid])
+        handles = [Patch(color=colours[c] / 255, label=str(c)) for c in present[:40]]
+        if handles:
+            ax.legend(handles=handles, title=name, fontsize=6, title_fontsize=7, loc="upper left",
+                      bbox_to_anchor=(1.0, 1.0), ncol=1 + len(handles) // 20, frameon=False)
+        ax.set_title(f"{scene}: {name}" + ("" if valid.any() else " (no indexed tiles)"), fontsize=9)
+        ax.set_xlabel("x (m)", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
