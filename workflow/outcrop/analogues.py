@@ -1,0 +1,347 @@
+"""Analogues of known occurrences: the tiles elsewhere that look most like the tiles at deposits.
+
+Each deposit (a point, buffered by ``buffer_m``, or a polygon) selects the indexed tiles it meets:
+its positives. Queries are unit vectors: one per deposit (the mean of its tiles), and one for the set
+(the mean of the per-deposit means, so a large polygon does not outweigh a point; optionally pushed
+away from the mean of negative tiles). Every tile is scored by its best cosine over the queries with
+an exact scan in batches (linear in the number of tiles, and exact where the approximate index
+would not be); tiles within ``exclusion_m`` of any positive are not analogues, since ground next to
+a known occurrence is not a discovery.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+from outcrop.geo import infer_layout, read_scene_grid, tile_raster
+from outcrop.index import load_index, normalise_rows, scene_of, search_batched, table_vectors
+from outcrop.io import atomic_path, load_npy, read_geoparquet, write_cog, write_geodataframe
+
+SCORE_BATCH = 1 << 16
+RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
+LON_NAMES = ("lon", "longitude", "long", "x")
+LAT_NAMES = ("lat", "latitude", "y")
+
+
+def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
+    """Read deposits (GeoPackage, GeoJSON, any vector file, or CSV of lon/lat in EPSG:4326) in ``crs``.
+
+    Returns a GeoDataFrame with ``name`` (from a ``name`` column, else ``deposit {n}``) and geometry.
+    """
+    import geopandas as gpd
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise OutcropError(f"{path}: deposits file not found")
+    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        try:
+            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+        except Exception as exc:
+            raise OutcropError(f"{path}: not a readable CSV ({exc})") from None
+        cols = {c.lower().strip(): c for c in frame.columns}
+        lon = next((cols[n] for n in LON_NAMES if n in cols), None)
+        lat = next((cols[n] for n in LAT_NAMES if n in cols), None)
+        if lon is None or lat is None:
+            raise OutcropError(f"{path}: a deposits CSV needs lon and lat columns (EPSG:4326), found {list(frame.columns)}")
+        x = pd.to_numeric(frame[lon], errors="coerce").to_numpy()
+        y = pd.to_numeric(frame[lat], errors="coerce").to_numpy()
+        bad = ~(np.isfinite(x) & np.isfinite(y) & (np.abs(x) <= 360) & (np.abs(y) <= 90))
+        if bad.any():
+            raise OutcropError(f"{path}: rows {(np.flatnonzero(bad) + 2).tolist()[:10]} have no valid lon/lat")
+        gdf = gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs="EPSG:4326")
+    else:
+        try:
+            gdf = gpd.read_file(path, engine="pyogrio")
+        except Exception as exc:
+            raise OutcropError(f"{path}: not a readable vector file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+        if not isinstance(gdf, gpd.GeoDataFrame) or "geometry" not in gdf or gdf.geometry.isna().all():
+            raise OutcropError(f"{path}: deposits file has no geometry")
+        if gdf.crs is None:
+            raise OutcropError(f"{path}: deposits file has no CRS (unknown coordinate system)")
+    if len(gdf) == 0:
+        raise OutcropError(f"{path}: deposits file has no features")
+    missing = gdf.geometry.isna() | gdf.geometry.is_empty
+    if missing.any():
+        raise OutcropError(f"{path}: features {np.flatnonzero(missing.to_numpy()).tolist()[:10]} have no geometry")
+    names = (gdf["name"].astype(str).to_numpy() if "name" in gdf.columns
+             else np.array([f"deposit {i + 1}" for i in range(len(gdf))]))
+    out = gpd.GeoDataFrame({"name": names}, geometry=gdf.geometry.values, crs=gdf.crs)
+    try:
+        return out.to_crs(crs)
+    except Exception as exc:
+        raise OutcropError(f"{path}: cannot transform deposits to {crs} ({exc})") from None
+
+
+def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.ndarray]:
+    """Row positions of the tiles each deposit meets (points and lines buffered by ``buffer_m``).
+
+    In an index table, row position is the FAISS id. Raises :class:`OutcropError` naming the first deposit that meets no tile.
+    """
+    if deposits.crs is not None and table.crs is not None and deposits.crs != table.crs:
+        deposits = deposits.to_crs(table.crs)
+    geoms = deposits.geometry.values
+    areal = np.isin(deposits.geometry.geom_type.to_numpy(), ["Polygon", "MultiPolygon"])
+    if buffer_m > 0:
+        geoms = np.where(areal, geoms, deposits.geometry.buffer(buffer_m).values)
+    import geopandas as gpd
+
+    query = gpd.GeoSeries(geoms, crs=table.crs)
+    dep_idx, tile_idx = table.sindex.query(query.values, predicate="intersects")
+    ids = tile_idx
+    order = np.argsort(dep_idx, kind="stable")
+    dep_idx, ids = dep_idx[order], ids[order]
+    bounds = np.searchsorted(dep_idx, np.arange(len(deposits) + 1))
+    names = deposits["name"].to_numpy() if "name" in deposits.columns else np.arange(1, len(deposits) + 1)
+    out = []
+    for i in range(len(deposits)):
+        sel = np.unique(ids[bounds[i] : bounds[i + 1]])
+        if len(sel) == 0:
+            raise OutcropError(f"deposit {names[i]!r} (feature {i + 1}) meets no indexed tile "
+                               f"(outside every scene, or on ground that was not indexed)")
+        out.append(sel.astype(np.int64))
+    return out
+
+
+def query_vectors(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
+                  negative_weight: float = 0.5) -> np.ndarray:
+    """(1 + P, D) unit queries: the set query first, then one per positive group."""
+    if not positives:
+        raise OutcropError("no positives to search with")
+    per = normalise_rows(np.stack([vectors[p].mean(axis=0) for p in positives]))
+    combined = normalise_rows(per.mean(axis=0, keepdims=True))
+    if negatives:
+        neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
+        combined = normalise_rows(combined - negative_weight * neg)
+    return np.concatenate([combined, per])
+
+
+def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best cosine of every vector over the queries, and which query gave it (exact, in batches)."""
+    score = np.empty(len(vectors), dtype=np.float32)
+    which = np.empty(len(vectors), dtype=np.int64)
+    q = np.ascontiguousarray(queries.T, dtype=np.float32)
+    for start in range(0, len(vectors), SCORE_BATCH):
+        sims = np.asarray(vectors[start : start + SCORE_BATCH], dtype=np.float32) @ q
+        which[start : start + SCORE_BATCH] = sims.argmax(axis=1)
+        score[start : start + SCORE_BATCH] = sims.max(axis=1)
+    return score, which
+
+
+def excluded_ids(table: Any, positives: list[np.ndarray], exclusion_m: float) -> np.ndarray:
+    """Boolean mask over the table: tiles within ``exclusion_m`` of any positive tile (positives too)."""
+    import shapely
+
+    pos = np.unique(np.concatenate(positives))
+    mask = np.zeros(len(table), dtype=bool)
+    mask[pos] = True
+    geoms = table.geometry.values[pos]
+    if exclusion_m > 0:
+        _, near = table.sindex.query(geoms, predicate="dwithin", distance=exclusion_m)
+    else:
+        # Touching footprints are neighbours, not the same ground: only overlapping ones go.
+        src, near = table.sindex.query(geoms, predicate="intersects")
+        shared = shapely.area(shapely.intersection(np.asarray(table.geometry.values[near]), np.asarray(geoms[src])))
+        near = near[shared > 0]
+    mask[near] = True
+    return mask
+
+
+def rank_analogues(
+    vectors: np.ndarray,
+    table: Any,
+    positives: list[np.ndarray],
+    *,
+    exclusion_m: float,
+    top: int,
+    negatives: list[np.ndarray] | None = None,
+    negative_weight: float = 0.5,
+    names: Sequence[str] | None = None,
+) -> Any:
+    """The ``top`` tiles most similar to the positives, outside the exclusion zones, best first.
+
+    ``vectors`` (M, D) are unit rows aligned with ``table`` rows (index ids); ``positives`` holds the
+    ids of each deposit's tiles. Columns: rank (1 = best), score (best cosine over the queries),
+    id, scene, tile_id, query (``set`` or the deposit's name), nearest_positive (deposit whose tiles
+    are closest), distance_km (tile centre to that deposit's nearest tile centre).
+    """
+    queries = query_vectors(vectors, positives, negatives, negative_weight)
+    score, which = best_scores(vectors, queries)
+    return _rank(score, which, table, positives, exclusion_m=exclusion_m, top=top, names=names)
+
+
+def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray], *, exclusion_m: float,
+          top: int, names: Sequence[str] | None) -> Any:
+    import pandas as pd
+
+    names = list(names) if names is not None else [f"deposit {i + 1}" for i in range(len(positives))]
+    if len(names) != len(positives):
+        raise OutcropError(f"{len(names)} names for {len(positives)} positive groups")
+    masked = np.where(excluded_ids(table, positives, exclusion_m), -np.inf, score)
+    n = int(min(top, np.isfinite(masked).sum()))
+    best = np.argpartition(-masked, n - 1)[:n] if n > 0 else np.zeros(0, dtype=np.int64)
+    best = best[np.lexsort((best, -masked[best]))]
+    import shapely
+
+    centres = np.asarray(table.geometry.values[best].centroid)
+    cx, cy = shapely.get_x(centres), shapely.get_y(centres)
+    pos_all = np.concatenate(positives)
+    owner = np.repeat(np.arange(len(positives)), [len(p) for p in positives])
+    pc = np.asarray(table.geometry.values[pos_all].centroid)
+    px, py = shapely.get_x(pc), shapely.get_y(pc)
+    dist = np.full(n, np.inf)
+    nearest = np.zeros(n, dtype=np.int64)
+    for start in range(0, len(pos_all), 4096):  # candidates × positive tiles, bounded in memory
+        d = np.hypot(cx[:, None] - px[None, start : start + 4096], cy[:, None] - py[None, start : start + 4096])
+        if d.size:
+            j = d.argmin(axis=1)
+            closer = d[np.arange(n), j] < dist
+            dist[closer] = d[np.arange(n), j][closer]
+            nearest[closer] = owner[start + j[closer]]
+    query_names = np.array(["set", *names], dtype=object)
+    return pd.DataFrame({
+        "rank": np.arange(1, n + 1, dtype=np.int64),
+        "score": score[best].astype(np.float64),
+        "id": best.astype(np.int64),
+        "scene": table["scene"].to_numpy()[best],
+        "tile_id": table["tile_id"].to_numpy()[best],
+        "nearest_positive": np.array(names, dtype=object)[nearest] if n else np.array([], dtype=object),
+        "distance_km": dist / 1000.0,
+        "query": query_names[which[best]],
+    })
+
+
+def find_analogues(
+    index_path: Path,
+    table_path: Path,
+    embedding_paths: Sequence[Path],
+    deposits_path: Path,
+    prepared_paths: Sequence[Path],
+    out_gpkg: Path,
+    out_csv: Path,
+    similarity_dir: Path,
+    *,
+    buffer_m: float,
+    exclusion_km: float,
+    top: int,
+    negatives_path: Path | None = None,
+    log: Callable[[str], Any] = print,
+) -> None:
+    """Rank analogues of the deposits and write them (GeoPackage + CSV) and per-scene similarity COGs."""
+    import geopandas as gpd
+
+    _, table = load_index(index_path, table_path)
+    vectors = table_vectors(table, embedding_paths)
+    deposits = read_deposits(deposits_path, table.crs)
+    positives = select_positives(table, deposits, buffer_m=buffer_m)
+    log(f"{len(deposits)} deposits select {sum(len(p) for p in positives)} positive tiles")
+    negatives = None
+    if negatives_path is not None:
+        negatives = select_positives(table, read_deposits(negatives_path, table.crs), buffer_m=buffer_m)
+    queries = query_vectors(vectors, positives, negatives)
+    score, which = best_scores(vectors, queries)
+    ranked = _rank(score, which, table, positives, exclusion_m=exclusion_km * 1000.0, top=top,
+                   names=deposits["name"].tolist())
+    geoms = table.geometry.values[ranked["id"].to_numpy()]
+    centres = gpd.GeoSeries(geoms, crs=table.crs).centroid.to_crs("EPSG:4326")
+    ranked["lon"] = centres.x.to_numpy()
+    ranked["lat"] = centres.y.to_numpy()
+    ranked = ranked[RESULT_COLUMNS]
+    write_geodataframe(out_gpkg, gpd.GeoDataFrame(ranked, geometry=geoms, crs=table.crs), layer="analogues")
+    with atomic_path(out_csv) as tmp:
+        ranked.to_csv(tmp, index=False, float_format="%.6f")
+    layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
+                          table["size"].to_numpy())
+    scenes = table["scene"].to_numpy()
+    for prepared in prepared_paths:
+        scene = scene_of(prepared)
+        grid = read_scene_grid(prepared)
+        rows = np.flatnonzero(scenes == scene)
+        raster, transform = tile_raster(grid, layout, table["row"].to_numpy()[rows], table["col"].to_numpy()[rows],
+                                        score[rows], np.nan, np.float32)
+        write_cog(Path(similarity_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
+                  "nodata": np.nan}, band_names=["similarity"], resampling="average")
+    log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
+
+
+def _parse_tile(tile: str, table: Any) -> np.ndarray:
+    """Index id of a tile named ``scene:tile_id`` (or ``scene/tile_id``)."""
+    sep = max(tile.rfind(":"), tile.rfind("/"))
+    if sep <= 0:
+        raise OutcropError(f"tile {tile!r}: expected SCENE:TILE_ID")
+    scene, num = tile[:sep], tile[sep + 1 :]
+    try:
+        tile_id = int(num)
+    except ValueError:
+        raise OutcropError(f"tile {tile!r}: tile id {num!r} is not an integer") from None
+    hit = np.flatnonzero((table["scene"].to_numpy() == scene) & (table["tile_id"].to_numpy() == tile_id))
+    if len(hit) == 0:
+        raise OutcropError(f"tile {tile!r} is not in the index")
+    return hit
+
+
+def query_run(
+    results_dir: Path,
+    *,
+    lon: float | None = None,
+    lat: float | None = None,
+    tile: str | None = None,
+    geometry: Path | None = None,
+    top: int = 10,
+) -> Any:
+    """Ad-hoc query against a finished run: the tiles most like a place, a tile, or a geometry.
+
+    Exactly one of (lon and lat in EPSG:4326), ``tile`` (``scene:tile_id``) or ``geometry`` (a
+    deposits-style file) selects the query tiles; their mean vector is searched in the run's index.
+    The query tiles and tiles overlapping them are left out. Columns: rank, score, scene, tile_id,
+    id, distance_km (from the query), lon, lat.
+    """
+    import geopandas as gpd
+    import pandas as pd
+    from shapely.geometry import Point
+
+    given = [lon is not None or lat is not None, tile is not None, geometry is not None]
+    if sum(given) != 1 or (given[0] and (lon is None or lat is None)):
+        raise OutcropError("query: give exactly one of --lon/--lat (both), --tile or --geometry")
+    results_dir = Path(results_dir)
+    index, table = load_index(results_dir / "index" / "tiles.faiss", results_dir / "index" / "tiles.parquet")
+    if tile is not None:
+        ids = _parse_tile(tile, table)
+    else:
+        if geometry is not None:
+            where = read_deposits(geometry, table.crs)
+        else:
+            where = gpd.GeoDataFrame({"name": [f"{lon},{lat}"]}, geometry=[Point(lon, lat)], crs="EPSG:4326").to_crs(table.crs)
+        ids = np.unique(np.concatenate(select_positives(table, where, buffer_m=0.0)))
+    scenes = table["scene"].to_numpy()[ids]
+    emb_dir = results_dir / "embeddings"
+    rows = []
+    for scene in np.unique(scenes):
+        emb = load_npy(emb_dir / f"{scene}.npy")
+        rows.append(np.asarray(emb[table["tile_id"].to_numpy()[ids[scenes == scene]]], dtype=np.float32))
+    query = normalise_rows(normalise_rows(np.concatenate(rows)).mean(axis=0, keepdims=True))
+    near = excluded_ids(table, [ids], 0.0)
+    k = int(min(index.ntotal, top + near.sum()))
+    score, found = search_batched(index, query, k)
+    keep = (found[0] >= 0) & ~near[np.maximum(found[0], 0)]
+    found, score = found[0][keep][:top], score[0][keep][:top]
+    geoms = table.geometry.values[found]
+    origin = gpd.GeoSeries(table.geometry.values[ids], crs=table.crs).union_all().centroid
+    centres = gpd.GeoSeries(geoms, crs=table.crs).centroid
+    lonlat = centres.to_crs("EPSG:4326")
+    return pd.DataFrame({
+        "rank": np.arange(1, len(found) + 1, dtype=np.int64),
+        "score": score.astype(np.float64),
+        "scene": table["scene"].to_numpy()[found],
+        "tile_id": table["tile_id"].to_numpy()[found],
+        "id": found,
+        "distance_km": centres.distance(origin).to_numpy() / 1000.0,
+        "lon": lonlat.x.to_numpy(),
+        "lat": lonlat.y.to_numpy(),
+    })
