@@ -132,5 +132,5 @@ def tile_raster(
         j = (cols - phase[1]) // s + shift_c
         inside = (i >= 0) & (i < height) & (j >= 0) & (j < width)
         out[:, i[inside], j[inside]] = values[inside].T.astype(dtype)
-    transform = grid.transform * Affine.translation(origin_c, origin_r) * Affine.scale(s)
+    transform = grid.transform @ Affine.translation(origin_c, origin_r) @ Affine.scale(s)
     return out, transform

@@ -1,0 +1,137 @@
+"""Index stage: kind chosen by size, recall measured and enforced, id table aligned, bad pairs refused."""
+
+from __future__ import annotations
+
+import json
+
+import faiss
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+from outcrop import OutcropError
+from outcrop.index import build_index, gather_vectors, ivf_params, load_index, recall_at_k
+from outcrop.io import load_npy, save_npy, write_geodataframe
+from synthetic_run import make_run
+
+faiss.omp_set_num_threads(1)
+
+
+def _outputs(root, name="index"):
+    return root / name / "tiles.faiss", root / name / "tiles.parquet", root / name / "info.json"
+
+
+def _big_scene(root, n_side=90, dim=32, clusters=40, seed=0):
+    """One scene of n_side² tiles whose embeddings form many tight clusters (realistic for IVF)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    vec = centres[rng.integers(clusters, size=n_side * n_side)] + 0.6 * rng.normal(size=(n_side * n_side, dim))
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    r, c = np.divmod(np.arange(n_side * n_side), n_side)
+    table = gpd.GeoDataFrame({
+        "tile_id": np.arange(len(r)), "scene": "big", "row": r * 8, "col": c * 8, "size": 8,
+        "valid": 1.0, "rock": 1.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0,
+    }, geometry=[box(x * 240.0, -(y + 1) * 240.0, (x + 1) * 240.0, -y * 240.0) for y, x in zip(r, c)],
+        crs="EPSG:3031")
+    save_npy(root / "big.npy", vec.astype(np.float32))
+    write_geodataframe(root / "big.parquet", table)
+    return [root / "big.npy"], [root / "big.parquet"], vec
+
+
+def test_small_collection_gets_exact_index_aligned_with_table(tmp_path):
+    run = make_run(tmp_path)
+    build_index(run.embeddings, run.tables, *_outputs(tmp_path), log=lambda *_: None)
+    index, table = load_index(*_outputs(tmp_path)[:2])
+    info = json.loads(_outputs(tmp_path)[2].read_text())
+    assert isinstance(index, faiss.IndexFlatIP)
+    assert info["kind"] == "flat" and info["count"] == len(table) == 400 + 252 and info["dim"] == 16
+    assert info["recall_at_10"] == 1.0
+    assert table["id"].tolist() == list(range(len(table)))
+    # FAISS id i holds the embedding of table row i's (scene, tile).
+    stored = index.reconstruct_n(0, index.ntotal)
+    for i in (0, 399, 400, len(table) - 1):
+        emb = load_npy(tmp_path / "embeddings" / f"{table.scene[i]}.npy")
+        np.testing.assert_allclose(stored[i], emb[table.tile_id[i]], atol=1e-6)
+    # Searching with a tile's own vector finds that tile first.
+    _, ids = index.search(stored[[5, 500]], 1)
+    assert ids[:, 0].tolist() == [5, 500]
+
+
+def test_min_rock_indexes_only_rock_tiles(tmp_path):
+    run = make_run(tmp_path, ice_scene=True)
+    vectors, table = gather_vectors(run.embeddings, run.tables, min_rock=0.5)
+    assert (table["rock"] >= 0.5).all()
+    assert "c" not in set(table["scene"])  # the all-ice scene contributes nothing
+    expected = sum(int((gpd.read_parquet(t)["rock"] >= 0.5).sum()) for t in run.tables)
+    assert len(table) == len(vectors) == expected
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert {"id", "scene", "tile_id", "row", "col", "size", "rock", "snow_ice", "water", "cloud", "valid",
+            "geometry"} <= set(table.columns)
+    with pytest.raises(OutcropError, match="nothing to index"):
+        gather_vectors(run.embeddings, run.tables, min_rock=0.95)
+
+
+def test_large_collection_gets_ivf_with_measured_recall(tmp_path):
+    emb, tables, vec = _big_scene(tmp_path)
+    build_index(emb, tables, *_outputs(tmp_path), exact_max=5000, recall_floor=0.9, log=lambda *_: None)
+    index, table = load_index(*_outputs(tmp_path)[:2])
+    info = json.loads(_outputs(tmp_path)[2].read_text())
+    assert info["kind"] == "ivf_flat" and isinstance(index, faiss.IndexIVFFlat)
+    assert info["count"] == index.ntotal == len(vec) == len(table)
+    nlist, nprobe = info["params"]["nlist"], info["params"]["nprobe"]
+    assert index.nlist == nlist and index.nprobe == nprobe  # tuned nprobe is stored in the file
+    assert nlist & (nlist - 1) == 0 and 39 * nlist <= len(vec)
+    assert info["recall_at_10"] >= 0.9 and info["recall_queries"] > 100
+    # The recall claimed holds on fresh queries against an exact scan.
+    queries = vec[np.random.default_rng(7).choice(len(vec), 200, replace=False)].astype(np.float32)
+    exact = faiss.IndexFlatIP(vec.shape[1])
+    exact.add(vec.astype(np.float32))
+    es, _ = exact.search(queries, 10)
+    a_s, a_i = index.search(queries, 10)
+    assert recall_at_k(es, a_s, a_i, 10) >= 0.85
+
+
+def test_recall_floor_is_enforced_and_nothing_written(tmp_path):
+    emb, tables, _ = _big_scene(tmp_path, n_side=40)
+    with pytest.raises(OutcropError, match="recall@10"):
+        build_index(emb, tables, *_outputs(tmp_path), exact_max=100, recall_floor=1.01, log=lambda *_: None)
+    assert not any(p.exists() for p in _outputs(tmp_path))
+
+
+def test_ivf_params_follow_the_guidelines():
+    for count in (10_000, 300_000, 5_000_000):
+        p = ivf_params(count)
+        assert 2 * np.sqrt(count) <= p["nlist"] <= 8 * np.sqrt(count)
+        assert 39 * p["nlist"] <= p["train_size"] <= 64 * p["nlist"]
+        assert 1 <= p["nprobe"] < p["nlist"]
+
+
+def test_recall_is_tie_aware():
+    exact = np.array([[1.0, 0.9, 0.9]])
+    # A different tile with the same similarity as the third exact one is not a miss.
+    assert recall_at_k(exact, np.array([[1.0, 0.9, 0.9]]), np.array([[0, 2, 7]]), 3) == 1.0
+    assert recall_at_k(exact, np.array([[1.0, 0.9, 0.5]]), np.array([[0, 2, 7]]), 3) == pytest.approx(2 / 3)
+
+
+def test_load_index_refuses_mismatched_or_corrupt_files(tmp_path):
+    run = make_run(tmp_path)
+    build_index(run.embeddings, run.tables, *_outputs(tmp_path, "all"), log=lambda *_: None)
+    build_index(run.embeddings, run.tables, *_outputs(tmp_path, "rock"), min_rock=0.5, log=lambda *_: None)
+    with pytest.raises(OutcropError, match="different builds"):
+        load_index(_outputs(tmp_path, "all")[0], _outputs(tmp_path, "rock")[1])
+    corrupt = tmp_path / "corrupt.faiss"
+    corrupt.write_bytes(b"\x00not an index" * 20)
+    with pytest.raises(OutcropError, match="not a readable FAISS index"):
+        load_index(corrupt, _outputs(tmp_path, "all")[1])
+    with pytest.raises(OutcropError, match="not found"):
+        load_index(tmp_path / "missing.faiss", _outputs(tmp_path, "all")[1])
+
+
+def test_embeddings_must_match_their_tile_table(tmp_path):
+    run = make_run(tmp_path)
+    save_npy(run.embeddings[1], load_npy(run.embeddings[1])[:-3])
+    with pytest.raises(OutcropError, match="embeddings for"):
+        gather_vectors(run.embeddings, run.tables)
+    with pytest.raises(OutcropError, match="tile tables"):
+        gather_vectors(run.embeddings, run.tables[:1])
