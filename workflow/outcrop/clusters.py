@@ -41,7 +41,7 @@ def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int =
         raise OutcropError(f"k-means with k={k} needs between 1 and {n} (the number of tiles) clusters")
     km = faiss.Kmeans(dim, k, niter=niter, seed=seed, spherical=True, verbose=False,
                       max_points_per_centroid=256, min_points_per_centroid=1)
-    km.train(vectors)
+    km.train(vectors, init_centroids=kmeans_plus_plus(vectors, k, seed=seed))
     centroids = normalise_rows(km.centroids)
     labels = assign(vectors, centroids)
     sizes = np.bincount(labels, minlength=k)
@@ -49,6 +49,34 @@ def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int =
     rank = np.empty(k, dtype=np.int64)
     rank[order] = np.arange(k)
     return rank[labels], centroids[order]
+
+
+def kmeans_plus_plus(vectors: np.ndarray, k: int, *, seed: int = 0, sample: int = 50_000) -> np.ndarray:
+    """Greedy k-means++ seeds (Arthur & Vassilvitskii, 2007) from a seeded sample, by cosine distance.
+
+    FAISS starts from k random points, which often puts two seeds in one cluster and none in
+    another, a local optimum k-means does not leave. Here each seed is drawn with probability
+    proportional to its squared distance from the seeds so far, best of 2 + log k candidates (the
+    greedy variant), which spreads the seeds over the clusters.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(vectors)
+    pool = vectors[np.sort(rng.choice(n, min(n, max(sample, 4 * k)), replace=False))].astype(np.float32)
+    trials = 2 + int(np.log(k))
+    seeds = np.empty((k, pool.shape[1]), dtype=np.float32)
+    seeds[0] = pool[rng.integers(len(pool))]
+    dist = np.maximum(2.0 - 2.0 * pool @ seeds[0], 0.0).astype(np.float64)  # squared chord distance
+    for i in range(1, k):
+        total = dist.sum()
+        if total <= 0:
+            cand = rng.integers(len(pool), size=trials)
+        else:
+            cand = np.searchsorted(np.cumsum(dist), rng.uniform(0, total, size=trials)).clip(0, len(pool) - 1)
+        new = np.minimum(dist[None, :], np.maximum(2.0 - 2.0 * pool[cand] @ pool.T, 0.0))
+        best = int(np.argmin(new.sum(axis=1)))
+        seeds[i] = pool[cand[best]]
+        dist = new[best]
+    return seeds
 
 
 def assign(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -230,7 +258,7 @@ def cluster_tiles(
     bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths)
     _write_summary(out_summary, levels, spectra, bands, table)
     _write_dendrogram(out_dendrogram, linkage, sizes, cuts)
-    _write_scene_outputs(table, levels, prepared_paths, maps_dir, rasters_dir)
+    _write_scene_outputs(table, levels, f"k{kmax}", prepared_paths, maps_dir, rasters_dir)
     log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
 
 
@@ -313,9 +341,14 @@ def _write_dendrogram(path: Path, linkage: np.ndarray, sizes: np.ndarray, cuts: 
     plt.close(fig)
 
 
-def _write_scene_outputs(table: Any, levels: dict[str, np.ndarray], prepared_paths: Sequence[Path],
-                         maps_dir: Path, rasters_dir: Path) -> None:
-    """Label raster (COG) and map (PNG) of every scene."""
+def _write_scene_outputs(table: Any, levels: dict[str, np.ndarray], raster_level: str,
+                         prepared_paths: Sequence[Path], maps_dir: Path, rasters_dir: Path) -> None:
+    """Label raster (COG, one band: ``raster_level``) and map (PNG, a panel per level) of every scene.
+
+    The raster has a single band because a TIFF colour table only applies to a one-band image
+    (GDAL turns the other bands of a paletted image into alpha); the other levels are in the
+    label tables.
+    """
     layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
                           table["size"].to_numpy())
     names = list(levels)
@@ -323,8 +356,8 @@ def _write_scene_outputs(table: Any, levels: dict[str, np.ndarray], prepared_pat
     top = int(stacked.max())
     dtype, nodata = (np.uint8, 255) if top < 255 else (np.uint16, 65535)
     colours = palette(top + 1)
-    first_n = int(levels[names[0]].max()) + 1
-    colormap = {i: tuple(int(v) for v in colours[i]) for i in range(first_n)}
+    band = names.index(raster_level)
+    colormap = {i: tuple(int(v) for v in colours[i]) for i in range(int(levels[raster_level].max()) + 1)}
     colormap[nodata] = (0, 0, 0, 0)
     scenes = table["scene"].to_numpy()
     for prepared in prepared_paths:
@@ -333,8 +366,9 @@ def _write_scene_outputs(table: Any, levels: dict[str, np.ndarray], prepared_pat
         rows = np.flatnonzero(scenes == scene)
         raster, transform = tile_raster(grid, layout, table["row"].to_numpy()[rows], table["col"].to_numpy()[rows],
                                         stacked[rows], nodata, dtype)
-        write_cog(Path(rasters_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
-                  "nodata": nodata}, band_names=names, tags={"levels": ",".join(names)}, colormap=colormap)
+        write_cog(Path(rasters_dir) / f"{scene}.tif", raster[band : band + 1], {"crs": grid.crs,
+                  "transform": transform, "nodata": nodata}, band_names=[raster_level],
+                  tags={"level": raster_level}, colormap=colormap)
         _write_map(Path(maps_dir) / f"{scene}.png", scene, raster, transform, names, nodata, colours)
 
 
@@ -361,6 +395,7 @@ def _write_map(path: Path, scene: str, raster: np.ndarray, transform: Any, names
             ax.legend(handles=handles, title=name, fontsize=6, title_fontsize=7, loc="upper left",
                       bbox_to_anchor=(1.0, 1.0), ncol=1 + len(handles) // 20, frameon=False)
         ax.set_title(f"{scene}: {name}" + ("" if valid.any() else " (no indexed tiles)"), fontsize=9)
+        ax.ticklabel_format(useOffset=False, style="plain")
         ax.set_xlabel("x (m)", fontsize=7)
         ax.tick_params(labelsize=6)
     fig.tight_layout()

@@ -1,0 +1,132 @@
+"""Clusters stage: seeded spherical k-means, weighted Ward hierarchy, labels, summary, rasters, maps."""
+
+from __future__ import annotations
+
+import faiss
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from scipy.cluster.hierarchy import ward
+from sklearn.metrics import adjusted_rand_score
+
+from outcrop import OutcropError
+from outcrop.clusters import cluster_tiles, cut_hierarchy, spherical_kmeans, weighted_ward
+from outcrop.index import build_index
+from synthetic_run import BANDS, SPECTRA, make_run
+
+faiss.omp_set_num_threads(1)
+
+
+def _blobs(n=3000, k=6, dim=24, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, dim))
+    truth = rng.integers(k, size=n)
+    x = centres[truth] + 0.3 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), truth
+
+
+def test_kmeans_is_deterministic_for_a_seed_and_finds_the_clusters():
+    x, truth = _blobs()
+    labels, centroids = spherical_kmeans(x, 6, seed=3)
+    again, centroids_again = spherical_kmeans(x, 6, seed=3)
+    np.testing.assert_array_equal(labels, again)
+    np.testing.assert_array_equal(centroids, centroids_again)
+    assert adjusted_rand_score(truth, labels) > 0.95
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)  # spherical
+    sizes = np.bincount(labels)
+    assert np.all(np.diff(sizes) <= 0)  # numbered by decreasing size
+    # Every tile carries the label of its most similar centroid.
+    np.testing.assert_array_equal(labels, (x @ centroids.T).argmax(axis=1))
+
+
+def test_kmeans_refuses_more_clusters_than_tiles():
+    x, _ = _blobs(n=5)
+    with pytest.raises(OutcropError, match="k=6"):
+        spherical_kmeans(x, 6)
+
+
+def test_weighted_ward_equals_ward_on_replicated_points():
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(7, 4))
+    sizes = np.array([1, 5, 2, 8, 1, 3, 4])
+    weighted = weighted_ward(points, sizes)
+    replicated = ward(np.repeat(points, sizes, axis=0))
+    # The last k-1 merges of the replicated tree join the weighted points (earlier ones are zero-height).
+    np.testing.assert_allclose(weighted[:, 2], replicated[-(len(points) - 1):, 2], rtol=1e-9)
+    np.testing.assert_allclose(weighted_ward(points, np.ones(7)), ward(points), atol=1e-12)
+
+
+def test_cut_gives_the_requested_number_of_groups():
+    rng = np.random.default_rng(2)
+    points = np.concatenate([rng.normal(0, 0.1, (4, 3)), rng.normal(5, 0.1, (3, 3))])
+    linkage = weighted_ward(points, np.ones(7))
+    two = cut_hierarchy(linkage, 7, 2)
+    assert two.tolist() == [0, 0, 0, 0, 1, 1, 1]
+    assert len(np.unique(cut_hierarchy(linkage, 7, 5))) == 5
+    with pytest.raises(OutcropError):
+        cut_hierarchy(linkage, 7, 8)
+
+
+def _cluster_run(tmp_path, ks=(4, 8), cuts=(2, 3)):
+    run = make_run(tmp_path, ice_scene=True)
+    idx = tmp_path / "index"
+    build_index(run.embeddings, run.tables, idx / "tiles.faiss", idx / "tiles.parquet", idx / "info.json",
+                min_rock=0.5, log=lambda *_: None)
+    out = tmp_path / "clusters"
+    cluster_tiles(idx / "tiles.parquet", run.embeddings, run.tiles, run.prepared, out / "tiles.gpkg",
+                  out / "tiles.parquet", out / "summary.csv", out / "dendrogram.png", out / "maps", out / "rasters",
+                  ks=ks, cuts=cuts, seed=0, log=lambda *_: None)
+    return run, out
+
+
+def test_cluster_tiles_writes_consistent_labels_summary_rasters_and_maps(tmp_path):
+    run, out = _cluster_run(tmp_path)
+    labels = gpd.read_parquet(out / "tiles.parquet")
+    assert {"scene", "tile_id", "k4", "k8", "h2", "h3", "rock", "snow_ice", "water", "cloud", "valid",
+            "geometry"} <= set(labels.columns)
+    assert labels.crs.to_epsg() == 3031
+    assert len(gpd.read_file(out / "tiles.gpkg")) == len(labels)
+    # The hierarchy sits above the finest k: each k8 cluster lies in exactly one h cluster.
+    for h in ("h2", "h3"):
+        assert (labels.groupby("k8")[h].nunique() == 1).all()
+        assert labels[h].nunique() == int(h[1:])
+    # k=4 over tiles of four lithologies plus an alteration signature: lithologies are recovered.
+    truth = np.concatenate([run.lithology[s][labels.tile_id[labels.scene == s]] for s in ("a", "b")])
+    assert adjusted_rand_score(truth, labels["k8"]) > 0.6
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 4 + 8 + 2 + 3
+    assert {"level", "cluster", "size", "share", *(f"mean_{b}" for b in BANDS), "rock", "snow_ice"} <= set(summary)
+    for level in ("k4", "k8", "h2", "h3"):
+        assert summary.loc[summary.level == level, "size"].sum() == len(labels)
+    # The mean spectrum of the largest cluster is that of its dominant lithology.
+    k8 = summary[summary.level == "k8"].set_index("cluster")
+    lith = pd.Series(truth[labels["k8"].to_numpy() == 0]).mode()[0]
+    np.testing.assert_allclose(k8.loc[0, [f"mean_{b}" for b in BANDS]].to_numpy(float), SPECTRA[lith], atol=0.01)
+
+    for scene in ("a", "b", "c"):
+        assert (out / "maps" / f"{scene}.png").stat().st_size > 1000
+        with rasterio.open(out / "rasters" / f"{scene}.tif") as src:
+            assert src.dtypes[0] == "uint8" and src.nodata == 255 and src.count == 1
+            assert src.descriptions == ("k8",)  # the finest level
+            assert src.colormap(1)[0][3] == 255 and src.colormap(1)[255][3] == 0
+            assert src.res == (240.0, 240.0)
+            data = src.read()
+            transform = src.transform
+        sub = labels[labels.scene == scene]
+        if scene == "c":  # the all-ice scene has no indexed tile
+            assert len(sub) == 0 and (data == 255).all()
+            continue
+        # Each tile's cell, found from its footprint centre, holds its labels.
+        centres = sub.geometry.centroid
+        rows, cols = rasterio.transform.rowcol(transform, centres.x, centres.y)
+        np.testing.assert_array_equal(data[0][rows, cols], sub["k8"].to_numpy())
+        assert (data[0] == 255).sum() == data[0].size - len(sub)
+    assert (out / "dendrogram.png").stat().st_size > 1000
+
+
+def test_cluster_tiles_rejects_a_cut_above_the_finest_k(tmp_path):
+    with pytest.raises(OutcropError, match="cut"):
+        _cluster_run(tmp_path, ks=(3,), cuts=(5,))
