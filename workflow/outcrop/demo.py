@@ -25,7 +25,7 @@ CRS = "EPSG:3031"
 RESOLUTION = 30.0
 BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
 # The world's south-west corner; East Antarctic coast, on the 30 m grid.
-X0, Y0 = 1_500_000.0, -2_000_000.0
+X0, Y0 = 1_500_000.0, -2_000_010.0
 # Landsat Collection 2 Level-2 surface-reflectance scaling, which the demo scenes imitate.
 L2_SCALE, L2_OFFSET = 0.0000275, -0.2
 

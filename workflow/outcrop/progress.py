@@ -11,18 +11,17 @@ from collections.abc import Callable
 
 
 class Progress:
-    """Report ``done/total`` with items per second and ETA, at most ``every_s`` apart."""
+    """Report ``done/total`` with items per second and ETA: the first step, then every ``every_s``, and the end."""
 
     def __init__(self, what: str, total: int, unit: str, log: Callable[[str], None] = print,
                  every_s: float = 5.0) -> None:
         self.what, self.total, self.unit, self.log, self.every_s = what, total, unit, log, every_s
         self.t0 = time.perf_counter()
         self._last = -float("inf")
-        self._step = max(1, total // 10)
 
     def update(self, done: int) -> None:
         now = time.perf_counter()
-        if done < self.total and done % self._step and now - self._last < self.every_s:
+        if done < self.total and now - self._last < self.every_s:
             return
         self._last = now
         elapsed = now - self.t0

@@ -1,0 +1,358 @@
+"""The ``outcrop`` command line: one subcommand per stage, explicit arguments, one clear error.
+
+The workflow's rules call these subcommands; users call them too (``outcrop query`` against a
+finished run, ``outcrop info``). Stage modules are imported only by the subcommand that needs them,
+so ``outcrop --help`` and light stages start fast. Bad input (``OutcropError``) prints one line
+naming the file and the problem and exits with status 2; nothing half-written is left behind
+because every stage writes atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from outcrop import OutcropError, __version__
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _parse_sets(items: Sequence[str] | None, option: str = "--set") -> dict[str, Any]:
+    """``key=value`` pairs; values are JSON where they parse (numbers, lists, booleans), else strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise OutcropError(f"{option} {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _bands(text: str) -> list[str]:
+    return [b.strip() for b in text.split(",") if b.strip()]
+
+
+def _limit(args: argparse.Namespace) -> None:
+    from outcrop.threads import limit_threads
+
+    limit_threads(args.threads)
+
+
+# --- subcommands ----------------------------------------------------------------------------------
+
+
+def cmd_demo_scene(args: argparse.Namespace) -> None:
+    from outcrop.demo import scene_index, synthesise_scene
+
+    synthesise_scene(args.out, args.truth, index=scene_index(args.scene), size=args.size, seed=args.seed)
+    _log(f"demo: wrote {args.out}")
+
+
+def cmd_demo_deposits(args: argparse.Namespace) -> None:
+    from outcrop.demo import write_deposits
+
+    write_deposits(args.out, args.truth, scenes=args.scenes, size=args.size, seed=args.seed)
+    _log(f"demo: wrote {args.out} and {args.truth}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from outcrop.scenes import prepare_scene
+    from outcrop.surfaces import Thresholds
+
+    _limit(args)
+    thresholds = _thresholds(args.surface, Thresholds)
+    prepare_scene(
+        args.source, args.sensor, args.out, scene_id=args.scene, bands=_bands(args.bands), crs=args.crs,
+        resolution=args.resolution, thresholds=thresholds,
+        declared_bands=_bands(args.declared_bands) if args.declared_bands else None,
+        scale=args.scale, offset=args.offset, log=_log,
+    )
+
+
+def _thresholds(items: Sequence[str] | None, cls: Any) -> Any:
+    values = _parse_sets(items, "--surface")
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise OutcropError(f"--surface: unknown threshold {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return cls(**{k: float(v) for k, v in values.items()})
+
+
+def cmd_tile(args: argparse.Namespace) -> None:
+    from outcrop.tiles import tile_scene
+
+    aoi = None
+    if args.aoi:
+        from outcrop.aoi import aoi_geometry
+
+        aoi = aoi_geometry(args.aoi, args.crs, buffer_km=args.aoi_buffer_km)
+    tile_scene(args.prepared, args.out_tiles, args.out_table, scene_id=args.scene, size=args.size,
+               stride=args.stride, min_valid=args.min_valid, aoi=aoi, aoi_name=str(args.aoi), log=_log)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from outcrop.encoder import EncoderSettings, train_byol
+
+    _limit(args)
+    if len(args.tiles) != len(args.tables):
+        raise OutcropError("train: --tiles and --tables must list the same scenes")
+    settings = EncoderSettings.from_dict(_parse_sets(args.set))
+    train_byol(
+        [Path(p) for p in args.tiles], [Path(p) for p in args.tables], Path(args.out), settings=settings,
+        bands=_bands(args.bands), curve_tsv=Path(args.curve_tsv), curve_png=Path(args.curve_png),
+        checkpoint_path=Path(args.checkpoint), min_rock=args.min_rock, device=args.device, log=_log,
+    )
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from outcrop.embeddings import embed_tiles
+
+    _limit(args)
+    embed_tiles(Path(args.tiles), Path(args.model), Path(args.out), batch_size=args.batch_size,
+                device=args.device, log=_log)
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from outcrop.index import build_index
+
+    _limit(args)
+    build_index(args.embeddings, args.tables, Path(args.out_index), Path(args.out_table), Path(args.out_info),
+                min_rock=args.min_rock, exact_max=args.exact_max, recall_floor=args.recall_floor,
+                seed=args.seed, log=_log)
+
+
+def cmd_cluster(args: argparse.Namespace) -> None:
+    from outcrop.clusters import cluster_tiles
+
+    _limit(args)
+    cluster_tiles(
+        Path(args.index_table), args.embeddings, args.tiles, args.prepared, Path(args.out_gpkg),
+        Path(args.out_parquet), Path(args.out_summary), Path(args.out_dendrogram), Path(args.maps_dir),
+        Path(args.rasters_dir), ks=args.k, cuts=args.cuts, seed=args.seed, log=_log,
+    )
+
+
+def cmd_analogues(args: argparse.Namespace) -> None:
+    from outcrop.analogues import find_analogues
+
+    _limit(args)
+    find_analogues(
+        Path(args.index), Path(args.index_table), args.embeddings, Path(args.deposits), args.prepared,
+        Path(args.out_gpkg), Path(args.out_csv), Path(args.similarity_dir), buffer_m=args.buffer_m,
+        exclusion_km=args.exclusion_km, top=args.top,
+        negatives_path=Path(args.negatives) if args.negatives else None, log=_log,
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from outcrop.evaluate import evaluate_run
+
+    _limit(args)
+    evaluate_run(Path(args.results), args.scenes, Path(args.out), truth_deposits=Path(args.truth_deposits),
+                 deposits=Path(args.deposits), buffer_m=args.buffer_m, exclusion_km=args.exclusion_km,
+                 recall_k=args.recall_k, seed=args.seed, log=_log)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from outcrop.report import write_summary
+
+    write_summary(Path(args.results), args.scenes, Path(args.out), log=_log)
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    from outcrop.analogues import query_run
+
+    _limit(args)
+    table = query_run(Path(args.results), lon=args.lon, lat=args.lat, tile=args.tile,
+                      geometry=Path(args.geometry) if args.geometry else None, top=args.top)
+    columns = [c for c in table.columns if c != "geometry"]
+    print(table[columns].to_string(index=False))
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from outcrop.report import run_info
+
+    print(run_info(Path(args.results)))
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+
+def _add(sub: Any, name: str, func: Callable[[argparse.Namespace], None], help_text: str, example: str,
+         threads: bool = True) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    if threads:
+        p.add_argument("--threads", type=int, default=1, help="cores for this step (default 1)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="outcrop",
+        description="Self-supervised mapping of coastal geology and mineral-occurrence analogues.",
+    )
+    parser.add_argument("--version", action="version", version=f"outcrop {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = _add(sub, "demo-scene", cmd_demo_scene, "synthesise one scene of the built-in demo coast",
+             "outcrop demo-scene --scene demo_1 --out demo/demo_1.tif --truth demo/demo_1_units.tif", False)
+    p.add_argument("--scene", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--truth", required=True)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=7)
+
+    p = _add(sub, "demo-deposits", cmd_demo_deposits, "write the demo's known deposits and hidden truth",
+             "outcrop demo-deposits --scenes 3 --out demo/deposits.gpkg --truth demo/hidden.gpkg", False)
+    p.add_argument("--scenes", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--truth", required=True)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=7)
+
+    p = _add(sub, "prepare", cmd_prepare, "reproject a scene onto the run grid with reflectance and a surface mask",
+             "outcrop prepare --source LC08_..._SR/ --sensor landsat-c2l2 --scene s1 "
+             "--bands coastal,blue,green,red,nir,swir1,swir2 --out prepared/s1.tif")
+    p.add_argument("--source", required=True, help="file, product folder, URL or STAC item")
+    p.add_argument("--sensor", required=True)
+    p.add_argument("--scene", required=True)
+    p.add_argument("--bands", required=True, help="run bands, comma-separated canonical names")
+    p.add_argument("--out", required=True)
+    p.add_argument("--crs", default="EPSG:3031")
+    p.add_argument("--resolution", type=float, default=30.0)
+    p.add_argument("--declared-bands", default="", help="band names of a generic GeoTIFF, in file order")
+    p.add_argument("--scale", type=float, default=None)
+    p.add_argument("--offset", type=float, default=None)
+    p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
+
+    p = _add(sub, "tile", cmd_tile, "cut a prepared scene into tiles (array + GeoParquet table)",
+             "outcrop tile --prepared prepared/s1.tif --scene s1 --out-tiles tiles/s1.npy --out-table tiles/s1.parquet", False)
+    p.add_argument("--prepared", required=True)
+    p.add_argument("--scene", required=True)
+    p.add_argument("--out-tiles", required=True)
+    p.add_argument("--out-table", required=True)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--stride", type=int, default=32)
+    p.add_argument("--min-valid", type=float, default=0.9)
+    p.add_argument("--aoi", default="", help="AOI polygon or coastline file")
+    p.add_argument("--aoi-buffer-km", type=float, default=0.0)
+    p.add_argument("--crs", default="EPSG:3031")
+
+    p = _add(sub, "train", cmd_train, "train the BYOL encoder on the tiles of the training scenes",
+             "outcrop train --tiles tiles/a.npy --tables tiles/a.parquet --bands blue,green,red,nir "
+             "--out model/encoder.pt --curve-tsv model/curve.tsv --curve-png model/curve.png "
+             "--checkpoint model/checkpoint.pt --set epochs=20 --threads 2")
+    p.add_argument("--tiles", nargs="+", required=True)
+    p.add_argument("--tables", nargs="+", required=True)
+    p.add_argument("--bands", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--curve-tsv", required=True)
+    p.add_argument("--curve-png", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--min-rock", type=float, default=0.0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="encoder setting")
+
+    p = _add(sub, "embed", cmd_embed, "embed one scene's tiles with the trained encoder",
+             "outcrop embed --tiles tiles/s1.npy --model model/encoder.pt --out embeddings/s1.npy")
+    p.add_argument("--tiles", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+
+    p = _add(sub, "index", cmd_index, "build the FAISS index over all embeddings",
+             "outcrop index --embeddings embeddings/*.npy --tables tiles/*.parquet --out-index index/tiles.faiss "
+             "--out-table index/tiles.parquet --out-info index/info.json")
+    p.add_argument("--embeddings", nargs="+", required=True)
+    p.add_argument("--tables", nargs="+", required=True)
+    p.add_argument("--out-index", required=True)
+    p.add_argument("--out-table", required=True)
+    p.add_argument("--out-info", required=True)
+    p.add_argument("--min-rock", type=float, default=0.0)
+    p.add_argument("--exact-max", type=int, default=200_000)
+    p.add_argument("--recall-floor", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = _add(sub, "cluster", cmd_cluster, "k-means at each k plus a Ward hierarchy on the centroids",
+             "outcrop cluster --index-table index/tiles.parquet --embeddings ... --tiles ... --prepared ... "
+             "--k 4 8 --out-gpkg clusters/labels.gpkg ...")
+    for name in ("--embeddings", "--tiles", "--prepared"):
+        p.add_argument(name, nargs="+", required=True)
+    for name in ("--index-table", "--out-gpkg", "--out-parquet", "--out-summary", "--out-dendrogram",
+                 "--maps-dir", "--rasters-dir"):
+        p.add_argument(name, required=True)
+    p.add_argument("--k", type=int, nargs="+", required=True)
+    p.add_argument("--cuts", type=int, nargs="*", default=[])
+    p.add_argument("--seed", type=int, default=0)
+
+    p = _add(sub, "analogues", cmd_analogues, "rank analogues of the known deposits",
+             "outcrop analogues --index index/tiles.faiss --index-table index/tiles.parquet --embeddings ... "
+             "--deposits deposits.gpkg --prepared ... --out-gpkg analogues/analogues.gpkg ...")
+    for name in ("--embeddings", "--prepared"):
+        p.add_argument(name, nargs="+", required=True)
+    for name in ("--index", "--index-table", "--deposits", "--out-gpkg", "--out-csv", "--similarity-dir"):
+        p.add_argument(name, required=True)
+    p.add_argument("--negatives", default="")
+    p.add_argument("--buffer-m", type=float, default=300.0)
+    p.add_argument("--exclusion-km", type=float, default=1.5)
+    p.add_argument("--top", type=int, default=50)
+
+    p = _add(sub, "evaluate", cmd_evaluate, "score a demo run against its planted truth",
+             "outcrop evaluate --results results --scenes demo_1 demo_2 demo_3 --truth-deposits "
+             "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/metrics.json")
+    p.add_argument("--results", required=True)
+    p.add_argument("--scenes", nargs="+", required=True)
+    p.add_argument("--truth-deposits", required=True)
+    p.add_argument("--deposits", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--buffer-m", type=float, default=300.0)
+    p.add_argument("--exclusion-km", type=float, default=1.5)
+    p.add_argument("--recall-k", type=int, nargs="+", default=[10, 25, 50])
+    p.add_argument("--seed", type=int, default=0)
+
+    p = _add(sub, "report", cmd_report, "write the HTML summary of a run",
+             "outcrop report --results results --scenes demo_1 demo_2 --out results/summary.html", False)
+    p.add_argument("--results", required=True)
+    p.add_argument("--scenes", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+
+    p = _add(sub, "query", cmd_query, "top analogues of a place, against a finished run",
+             "outcrop query --results results --lon 142.7 --lat -67.25 --top 10")
+    p.add_argument("--results", default="results")
+    p.add_argument("--lon", type=float)
+    p.add_argument("--lat", type=float)
+    p.add_argument("--tile", help="SCENE:TILE_ID")
+    p.add_argument("--geometry", help="polygon file")
+    p.add_argument("--top", type=int, default=10)
+
+    p = _add(sub, "info", cmd_info, "summarise a finished run", "outcrop info results", False)
+    p.add_argument("results", nargs="?", default="results")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except OutcropError as exc:
+        print(f"outcrop {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Run configuration: validated against the JSON Schema, with defaults filled in by the schema.
+
+Snakemake's own validator reports an unknown nested key without saying where it is; a user with a
+long config file needs the key path (``encoder.epochs``), so validation happens here and the
+Snakefile calls it before any job is scheduled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from outcrop import OutcropError
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+def _with_defaults(validator_class: Any) -> Any:
+    from jsonschema import validators
+
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: dict, instance: Any, schema: dict) -> Any:
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    default = sub["default"]
+                    instance[prop] = dict(default) if isinstance(default, dict) else (
+                        list(default) if isinstance(default, list) else default)
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+def validate_config(config: dict[str, Any], source: str = "config", schema_path: Path = SCHEMA) -> dict[str, Any]:
+    """Validate ``config`` in place, fill defaults, and raise one error naming the key path."""
+    from jsonschema import Draft7Validator
+
+    schema = yaml.safe_load(schema_path.read_text())
+    validator = _with_defaults(Draft7Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        path = ".".join(str(p) for p in err.absolute_path)
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            key = ".".join(filter(None, [path, extra[0] if extra else ""]))
+            raise OutcropError(f"{source}: unknown key {key!r}")
+        raise OutcropError(f"{source}: {path or '(top level)'}: {err.message}")
+    return config
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read and validate a YAML config file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise OutcropError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise OutcropError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise OutcropError(f"{path}: a config file must be a mapping of keys")
+    return validate_config(data, str(path))

@@ -1,0 +1,72 @@
+# Analogues: tiles most like the known deposits, away from them; and the demo's honest scores.
+
+
+rule analogues:
+    input:
+        index=f"{R}/index/tiles.faiss",
+        index_table=f"{R}/index/tiles.parquet",
+        embeddings=per_scene("{R}/embeddings/{scene}.npy"),
+        prepared=per_scene("{R}/prepared/{scene}.tif"),
+        deposits=DEPOSITS,
+        negatives=config["negatives"] or [],
+    output:
+        gpkg=f"{R}/analogues/analogues.gpkg",
+        csv=report(f"{R}/analogues/analogues.csv", caption="../report/analogues.rst", category="Analogues"),
+        similarity=per_scene("{R}/analogues/similarity/{scene}.tif"),
+    params:
+        buffer_m=config["analogues"]["buffer_m"],
+        exclusion_km=config["analogues"]["exclusion_km"],
+        top=config["analogues"]["top"],
+        negatives=lambda wc, input: f"--negatives {shlex.quote(input.negatives)}" if input.negatives else "",
+        similarity_dir=lambda wc, output: os.path.dirname(output.similarity[0]),
+    log:
+        "logs/analogues.log",
+    benchmark:
+        "logs/benchmarks/analogues.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/faiss.yaml"
+    shell:
+        "outcrop analogues --index {input.index} --index-table {input.index_table}"
+        " --embeddings {input.embeddings} --prepared {input.prepared} --deposits {input.deposits:q}"
+        " {params.negatives} --buffer-m {params.buffer_m} --exclusion-km {params.exclusion_km}"
+        " --top {params.top} --threads {threads} --out-gpkg {output.gpkg} --out-csv {output.csv}"
+        " --similarity-dir {params.similarity_dir} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        clusters=f"{R}/clusters/labels.parquet",
+        analogues=f"{R}/analogues/analogues.csv",
+        index_table=f"{R}/index/tiles.parquet",
+        embeddings=per_scene("{R}/embeddings/{scene}.npy"),
+        tiles=per_scene("{R}/tiles/{scene}.npy"),
+        truth=per_scene("{R}/demo/truth/{scene}_units.tif"),
+        deposits=f"{R}/demo/deposits.gpkg",
+        hidden=f"{R}/demo/hidden_deposits.gpkg",
+    output:
+        f"{R}/metrics.json",
+    params:
+        results=lambda wc, output: os.path.dirname(output[0]) or ".",
+        scenes=" ".join(SCENES),
+        buffer_m=config["analogues"]["buffer_m"],
+        exclusion_km=config["analogues"]["exclusion_km"],
+        recall_k=" ".join(str(k) for k in config["evaluate"]["recall_k"]),
+        seed=config["clusters"]["seed"],
+    log:
+        "logs/evaluate.log",
+    benchmark:
+        "logs/benchmarks/evaluate.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/faiss.yaml"
+    shell:
+        "outcrop evaluate --results {params.results} --scenes {params.scenes} --truth-deposits {input.hidden}"
+        " --deposits {input.deposits} --buffer-m {params.buffer_m} --exclusion-km {params.exclusion_km}"
+        " --recall-k {params.recall_k} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"

@@ -1,0 +1,44 @@
+# Clusters: spherical k-means at each k and a Ward hierarchy on the centroids, mapped per scene.
+
+
+rule clusters:
+    input:
+        index_table=f"{R}/index/tiles.parquet",
+        embeddings=per_scene("{R}/embeddings/{scene}.npy"),
+        tiles=per_scene("{R}/tiles/{scene}.npy"),
+        prepared=per_scene("{R}/prepared/{scene}.tif"),
+    output:
+        gpkg=f"{R}/clusters/labels.gpkg",
+        parquet=f"{R}/clusters/labels.parquet",
+        summary=f"{R}/clusters/summary.csv",
+        dendrogram=report(
+            f"{R}/clusters/dendrogram.png", caption="../report/dendrogram.rst", category="Clusters"
+        ),
+        maps=report(
+            per_scene("{R}/clusters/maps/{scene}.png"),
+            caption="../report/cluster_map.rst",
+            category="Clusters",
+        ),
+        rasters=per_scene("{R}/clusters/rasters/{scene}.tif"),
+    params:
+        k=" ".join(str(k) for k in config["clusters"]["k"]),
+        cuts=" ".join(str(c) for c in config["clusters"]["cuts"]),
+        seed=config["clusters"]["seed"],
+        maps_dir=lambda wc, output: os.path.dirname(output.maps[0]),
+        rasters_dir=lambda wc, output: os.path.dirname(output.rasters[0]),
+    log:
+        "logs/clusters.log",
+    benchmark:
+        "logs/benchmarks/clusters.tsv"
+    threads: 8
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    conda:
+        "../../envs/faiss.yaml"
+    shell:
+        "outcrop cluster --index-table {input.index_table} --embeddings {input.embeddings}"
+        " --tiles {input.tiles} --prepared {input.prepared} --k {params.k} --cuts {params.cuts}"
+        " --seed {params.seed} --threads {threads} --out-gpkg {output.gpkg} --out-parquet {output.parquet}"
+        " --out-summary {output.summary} --out-dendrogram {output.dendrogram}"
+        " --maps-dir {params.maps_dir} --rasters-dir {params.rasters_dir} > {log} 2>&1"

@@ -1,0 +1,68 @@
+# Shared helpers: validated config, the scene table, and paths. Logic lives in the outcrop package.
+import os
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from outcrop import OutcropError
+from outcrop.config import validate_config
+from outcrop.sheets import demo_sheet, read_scene_sheet
+
+
+try:
+    validate_config(config, "config")
+    if config["scenes"]:
+        SHEET = read_scene_sheet(config["scenes"])
+    else:
+        SHEET = demo_sheet(config["results"], config["demo"]["scenes"], config["demo"]["train_scenes"])
+except OutcropError as exc:
+    raise WorkflowError(str(exc))
+
+R = config["results"].rstrip("/")
+DEMO = not config["scenes"]
+SCENES = [row["scene"] for row in SHEET]
+TRAIN_SCENES = [row["scene"] for row in SHEET if row["role"] == "train"]
+SCENE_ROWS = {row["scene"]: row for row in SHEET}
+BANDS = ",".join(config["bands"])
+DEPOSITS = f"{R}/demo/deposits.gpkg" if DEMO and not config["deposits"] else config["deposits"]
+
+
+wildcard_constraints:
+    scene="[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+def cli_sets(option, mapping):
+    """Render a mapping as repeated `--option key=value` arguments, shell-quoted, in key order."""
+    import json
+
+    return " ".join(
+        f"{option} {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in sorted(mapping.items())
+    )
+
+
+def scene_source(wildcards):
+    """The local input of a scene (a file or product folder); remote sources have none."""
+    source = SCENE_ROWS[wildcards.scene]["source"]
+    if source.startswith(("http://", "https://", "s3://", "stac:")):
+        return []
+    return source
+
+
+def per_scene(pattern, scenes=None):
+    return expand(pattern, R=R, scene=scenes if scenes is not None else SCENES)
+
+
+def final_outputs():
+    outputs = [
+        f"{R}/clusters/labels.gpkg",
+        f"{R}/analogues/analogues.gpkg",
+        f"{R}/analogues/analogues.csv",
+        f"{R}/model/training_curve.png",
+        f"{R}/summary.html",
+    ]
+    outputs += per_scene("{R}/clusters/maps/{scene}.png")
+    if DEMO:
+        outputs.append(f"{R}/metrics.json")
+    return outputs

@@ -1,0 +1,37 @@
+# Encoder: BYOL trained on the tiles of the training scenes only, so index-only scenes never retrain it.
+
+
+rule train_encoder:
+    input:
+        tiles=per_scene("{R}/tiles/{scene}.npy", TRAIN_SCENES),
+        tables=per_scene("{R}/tiles/{scene}.parquet", TRAIN_SCENES),
+    output:
+        model=f"{R}/model/encoder.pt",
+        curve_tsv=f"{R}/model/training_curve.tsv",
+        curve_png=report(
+            f"{R}/model/training_curve.png",
+            caption="../report/training_curve.rst",
+            category="Encoder",
+        ),
+    params:
+        bands=BANDS,
+        min_rock=config["encoder"]["train_min_rock"],
+        device=config["encoder"]["device"],
+        settings=cli_sets("--set", config["encoder"]["settings"]),
+        checkpoint=f"{R}/model/checkpoint.pt",
+    log:
+        "logs/train_encoder.log",
+    benchmark:
+        "logs/benchmarks/train_encoder.tsv"
+    threads: 8
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=0,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "outcrop train --tiles {input.tiles} --tables {input.tables} --bands {params.bands}"
+        " --min-rock {params.min_rock} --device {params.device} {params.settings}"
+        " --checkpoint {params.checkpoint} --curve-tsv {output.curve_tsv} --curve-png {output.curve_png}"
+        " --threads {threads} --out {output.model} > {log} 2>&1"
