@@ -1,0 +1,220 @@
+"""Score a demo run against its planted truth, side by side with raw-spectral baselines.
+
+Honest numbers need honest protocols. Tiles overlap (stride < size) and rock bodies are large, so a
+tile's nearest neighbour is often a tile sharing its pixels; kNN therefore ignores neighbours whose
+centres lie within one and a half tile widths, and the linear probe splits train and test by
+spatial blocks. Every feature set (BYOL embeddings, per-band mean and spread, per-band statistics
+with percentiles) goes through the very same clustering, kNN, probe and analogue search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+from outcrop.io import load_npy, write_json
+
+UNIT_PURITY = 0.6  # a tile is labelled with a rock unit when that unit covers this share of it
+HIDDEN_OVERLAP = 0.3  # a hidden deposit is found when a reported tile covers this share of it
+
+
+def tile_truth_units(table: Any, truth_paths: dict[str, Path]) -> np.ndarray:
+    """Dominant planted rock unit of each tile (1..n), or 0 where no unit covers UNIT_PURITY of it."""
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    out = np.zeros(len(table), dtype=np.int64)
+    bounds = table.geometry.bounds.to_numpy()
+    for scene, rows in table.groupby("scene").indices.items():
+        with rasterio.open(truth_paths[scene]) as src:
+            truth = src.read(1)
+            for r in rows:
+                win = from_bounds(*bounds[r], transform=src.transform).round_offsets().round_lengths()
+                block = truth[win.row_off:win.row_off + win.height, win.col_off:win.col_off + win.width]
+                if block.size == 0:
+                    continue
+                counts = np.bincount(block.ravel())
+                counts[0] = 0
+                unit = int(counts.argmax())
+                if counts[unit] >= UNIT_PURITY * block.size:
+                    out[r] = unit
+    return out
+
+
+def band_statistics(tiles: np.ndarray, percentiles: bool = False) -> np.ndarray:
+    """Per-band mean and standard deviation of each tile (and 10/50/90th percentiles if asked)."""
+    flat = np.asarray(tiles, dtype=np.float32).reshape(tiles.shape[0], tiles.shape[1], -1)
+    feats = [flat.mean(axis=2), flat.std(axis=2)]
+    if percentiles:
+        feats += list(np.percentile(flat, [10, 50, 90], axis=2))
+    return np.concatenate(feats, axis=1)
+
+
+def as_unit_vectors(features: np.ndarray) -> np.ndarray:
+    """Standardise each feature over the tiles, then L2-normalise rows, for cosine search."""
+    z = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-8)
+    return (z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+
+
+def knn_accuracy(vectors: np.ndarray, labels: np.ndarray, centres: np.ndarray, *, k: int = 10,
+                 exclusion_m: float) -> float:
+    """Leave-one-out cosine kNN accuracy, ignoring neighbours closer than ``exclusion_m`` on the ground."""
+    sims = vectors @ vectors.T
+    dist = np.hypot(*(centres[:, None, :] - centres[None, :, :]).transpose(2, 0, 1))
+    sims[dist < exclusion_m] = -np.inf
+    nearest = np.argsort(-sims, axis=1)[:, :k]
+    n_units = labels.max() + 1
+    correct = 0
+    for i, nb in enumerate(nearest):
+        nb = nb[np.isfinite(sims[i, nb])]
+        if len(nb) == 0:
+            continue
+        votes = np.bincount(labels[nb], weights=sims[i, nb], minlength=n_units)
+        correct += int(votes.argmax() == labels[i])
+    return correct / len(labels)
+
+
+def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, centres: np.ndarray, *,
+                          block_m: float, seed: int = 0) -> float:
+    """Logistic-regression accuracy with spatial-block cross-validation (5 folds of blocks)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+    from sklearn.preprocessing import StandardScaler
+
+    blocks = np.floor(centres / block_m).astype(np.int64)
+    groups = blocks[:, 0] * 100_003 + blocks[:, 1]
+    folds = min(5, len(np.unique(groups)))
+    correct = 0
+    for train, test in GroupKFold(n_splits=folds).split(features, labels, groups):
+        scaler = StandardScaler().fit(features[train])
+        clf = LogisticRegression(max_iter=2000, random_state=seed)
+        clf.fit(scaler.transform(features[train]), labels[train])
+        correct += int((clf.predict(scaler.transform(features[test])) == labels[test]).sum())
+    return correct / len(labels)
+
+
+def cluster_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int) -> dict[str, float]:
+    """ARI and NMI of spherical k-means (k = number of planted units) with the planted units."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from outcrop.clusters import spherical_kmeans
+
+    k = len(np.unique(labels))
+    pred, _ = spherical_kmeans(np.ascontiguousarray(vectors, dtype=np.float32), k, seed=seed)
+    return {"ari": float(adjusted_rand_score(labels, pred)), "nmi": float(normalized_mutual_info_score(labels, pred))}
+
+
+def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray], hidden: Any, *,
+                   exclusion_m: float, ks: Sequence[int]) -> dict[str, dict[str, float]]:
+    """Recall of the hidden deposits among the top-k analogues, for the set query and per-positive queries.
+
+    Each query mode ranks tiles by their best cosine to its queries, outside the exclusion zones;
+    a hidden deposit counts as found at k when one of the top k tiles covers HIDDEN_OVERLAP of it.
+    """
+    import shapely
+
+    from outcrop.analogues import best_scores, excluded_ids, query_vectors
+
+    queries = query_vectors(vectors, positives)
+    excluded = excluded_ids(table, positives, exclusion_m)
+    footprints = table.geometry.to_numpy()
+    discs = hidden.geometry.to_numpy()
+    disc_area = shapely.area(discs)
+    modes = {"set": queries[:1], "per_positive": queries[1:], "combined": queries}
+    out: dict[str, dict[str, float]] = {}
+    for mode, q in modes.items():
+        score, _ = best_scores(vectors, q)
+        score = np.where(excluded, -np.inf, score)
+        order = np.argsort(-score, kind="stable")
+        found_at = np.full(len(discs), np.inf)
+        for rank, tile in enumerate(order[: max(ks)], start=1):
+            cover = shapely.area(shapely.intersection(footprints[tile], discs)) / disc_area
+            newly = (cover >= HIDDEN_OVERLAP) & ~np.isfinite(found_at)
+            found_at[newly] = rank
+        out[mode] = {f"recall@{k}": float((found_at <= k).mean()) for k in ks}
+    return out
+
+
+def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_deposits: Path, deposits: Path,
+                 buffer_m: float, exclusion_km: float, recall_k: Sequence[int], seed: int = 0,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write ``metrics.json``: cluster agreement, kNN, linear probe and deposit recall, per feature set."""
+    import geopandas as gpd
+    import pandas as pd
+
+    from outcrop.analogues import read_deposits, select_positives
+    from outcrop.index import load_index
+
+    _, table = load_index(results / "index" / "tiles.faiss", results / "index" / "tiles.parquet")
+    emb = {s: load_npy(results / "embeddings" / f"{s}.npy") for s in scenes}
+    tiles = {s: load_npy(results / "tiles" / f"{s}.npy") for s in scenes}
+    missing = set(table.scene) - set(scenes)
+    if missing:
+        raise OutcropError(f"{results}/index/tiles.parquet: indexes scenes not listed: {sorted(missing)}")
+    rows = [np.asarray(table.tile_id[table.scene == s]) for s in scenes]
+    order = np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in scenes])
+    table = table.iloc[order].reset_index(drop=True)
+    byol = np.concatenate([np.asarray(emb[s][r]) for s, r in zip(scenes, rows)])
+    pixels = np.concatenate([np.asarray(tiles[s][r]) for s, r in zip(scenes, rows)])
+    log(f"evaluate: {len(table)} indexed tiles from {len(scenes)} scenes")
+
+    features = {
+        "byol": byol,
+        "raw_spectral": band_statistics(pixels),
+        "band_statistics": band_statistics(pixels, percentiles=True),
+    }
+    units = tile_truth_units(table, {s: results / "demo" / "truth" / f"{s}_units.tif" for s in scenes})
+    labelled = units > 0
+    centres = np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y])
+    tile_width = float(np.sqrt(table.geometry.iloc[0].area))
+    log(f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({len(np.unique(units[labelled]))} units)")
+    if labelled.sum() < 20:
+        raise OutcropError(f"{results}: too few rock-unit tiles ({labelled.sum()}) to evaluate")
+
+    known = read_deposits(deposits, table.crs)
+    positives = select_positives(table, known, buffer_m=buffer_m)
+    hidden = gpd.read_file(truth_deposits).to_crs(table.crs)
+
+    metrics: dict[str, Any] = {"tiles": int(len(table)), "rock_unit_tiles": int(labelled.sum()),
+                               "known_deposits": int(len(known)), "hidden_deposits": int(len(hidden))}
+    for name, feats in features.items():
+        vecs = feats if name == "byol" else as_unit_vectors(feats)
+        lab_vecs, lab = vecs[labelled], units[labelled]
+        scores = cluster_agreement(lab_vecs, lab, seed=seed)
+        scores["knn_accuracy"] = knn_accuracy(lab_vecs, lab, centres[labelled], exclusion_m=1.5 * tile_width)
+        scores["linear_probe_accuracy"] = linear_probe_accuracy(
+            feats[labelled], lab, centres[labelled], block_m=3 * tile_width, seed=seed)
+        scores["deposit_recall"] = deposit_recall(vecs, table, positives, hidden,
+                                                  exclusion_m=exclusion_km * 1000, ks=recall_k)
+        metrics[name] = scores
+        log(f"evaluate: {name}: ARI {scores['ari']:.3f} NMI {scores['nmi']:.3f} kNN {scores['knn_accuracy']:.3f} "
+            f"probe {scores['linear_probe_accuracy']:.3f} recall {scores['deposit_recall']['combined']}")
+
+    # The workflow's own clusters, restricted to the same rock-unit tiles.
+    labels_path = results / "clusters" / "labels.parquet"
+    if labels_path.exists():
+        from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+        clusters = pd.read_parquet(labels_path, columns=None)
+        merged = table[["scene", "tile_id"]].merge(clusters, on=["scene", "tile_id"], how="left")
+        metrics["workflow_clusters"] = {
+            col: {"ari": float(adjusted_rand_score(units[labelled], merged[col].to_numpy()[labelled])),
+                  "nmi": float(normalized_mutual_info_score(units[labelled], merged[col].to_numpy()[labelled]))}
+            for col in merged.columns if col.startswith("k") and col[1:].isdigit()
+        }
+    headline_k = max(recall_k)
+    metrics["summary"] = {
+        "cluster_ari": metrics["byol"]["ari"], "cluster_nmi": metrics["byol"]["nmi"],
+        f"deposit_recall@{headline_k}": metrics["byol"]["deposit_recall"]["combined"][f"recall@{headline_k}"],
+        "baseline_cluster_ari": metrics["raw_spectral"]["ari"],
+        "baseline_cluster_nmi": metrics["raw_spectral"]["nmi"],
+        f"baseline_deposit_recall@{headline_k}":
+            metrics["raw_spectral"]["deposit_recall"]["combined"][f"recall@{headline_k}"],
+    }
+    write_json(out, metrics)
+    log(f"evaluate: wrote {out}")
+    return metrics
