@@ -1,0 +1,399 @@
+"""The encoder stage: train a BYOL encoder on the tiles of the training scenes, resumably.
+
+``train_byol`` reads tiles straight from the memory-mapped ``tiles/{scene}.npy`` arrays (rows chosen
+by the ``rock`` fraction of ``tiles/{scene}.parquet``), normalises each band with statistics of the
+training tiles, and trains :class:`outcrop.byol.BYOL` on pairs of augmented views. Every epoch (and
+every ``checkpoint_minutes``) the whole training state goes atomically to one checkpoint file; a run
+killed at any moment and started again continues from there and, on a CPU with a fixed seed, ends
+with exactly the weights of an uninterrupted run. The result is ``model/encoder.pt``: the backbone's
+state_dict and the metadata needed to embed new tiles (bands, normalisation, architecture).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from outcrop import OutcropError
+from outcrop.augment import ViewSettings, augment
+from outcrop.backbones import ARCHITECTURES, build_backbone
+from outcrop.byol import BYOL, cosine_schedule
+from outcrop.io import atomic_path
+from outcrop.optim import build_optimizer, warmup_cosine
+from outcrop.training_data import TrainingTiles, band_statistics, open_training_tiles
+
+MODEL_FORMAT = "outcrop-encoder"
+CHECKPOINT_FORMAT = "outcrop-byol-checkpoint"
+FORMAT_VERSION = 1
+# Settings that change how a run reports, not what it learns: left out of the run's digest.
+_REPORTING_ONLY = ("checkpoint_minutes", "log_every")
+
+
+def _strong_view() -> ViewSettings:
+    return ViewSettings(blur_p=1.0)
+
+
+def _weak_view() -> ViewSettings:
+    return ViewSettings(blur_p=0.1, noise_p=0.2)
+
+
+@dataclass
+class EncoderSettings:
+    """Everything that shapes an encoder; built from the config's ``encoder:`` mapping.
+
+    Defaults train ``resnet-small`` on the demo in one to two minutes on two CPU cores. The heads are
+    narrower than the paper's (4096 hidden, 256 out), which suit ImageNet and a GPU, not 32-px tiles.
+    """
+
+    arch: str = "resnet-small"  # resnet-small | resnet18 | resnet50
+    embedding_dim: int = 128  # size of the representation (and of the embeddings)
+    hidden_dim: int = 512  # hidden width of projector and predictor
+    projection_dim: int = 128  # output width of projector and predictor
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adamw | lars
+    warmup_epochs: float = 2.0  # linear warm-up, then cosine decay to zero
+    tau_base: float = 0.99  # target EMA decay at step 0, raised to 1 on a cosine
+    seed: int = 0
+    channels_last: bool = True  # NHWC convolutions: faster on GPUs and on x86 CPUs (oneDNN)
+    checkpoint_minutes: float = 10.0  # checkpoint also within an epoch after this long
+    log_every: int = 10  # steps between progress lines
+    view1: ViewSettings = field(default_factory=_strong_view)  # always blurred (BYOL's view 1)
+    view2: ViewSettings = field(default_factory=_weak_view)  # rarely blurred, sometimes noisy
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "encoder") -> EncoderSettings:
+        """Build from a mapping; ``view1``/``view2`` take mappings or dotted keys (``view1.blur_p``).
+
+        An unknown key or a value of the wrong type raises :class:`OutcropError` naming its path.
+        """
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        views: dict[str, dict[str, Any]] = {"view1": {}, "view2": {}}
+        for key, value in (d or {}).items():
+            head, _, rest = str(key).partition(".")
+            if head in views and rest:
+                views[head][rest] = value
+            elif head in views and not rest:
+                if not isinstance(value, dict):
+                    raise OutcropError(f"{where}.{key}: expected a mapping of augmentation settings")
+                views[head].update(value)
+            elif key in known:
+                kwargs[key] = _coerce(value, type(getattr(cls(), key)), f"{where}.{key}")
+            else:
+                raise OutcropError(f"{where}.{key}: unknown encoder setting (known: {', '.join(known)})")
+        defaults = cls()
+        for name, overrides in views.items():
+            base = asdict(getattr(defaults, name))
+            base.update(overrides)
+            kwargs[name] = ViewSettings.from_dict(base, where=f"{where}.{name}")
+        settings = cls(**kwargs)
+        settings.validate(where)
+        return settings
+
+    def validate(self, where: str = "encoder") -> None:
+        """Reject values that cannot train, naming the key."""
+        if self.arch not in ARCHITECTURES:
+            raise OutcropError(f"{where}.arch: unknown architecture {self.arch!r} "
+                               f"(known: {', '.join(ARCHITECTURES)})")
+        if self.optimizer not in ("adamw", "lars"):
+            raise OutcropError(f"{where}.optimizer: {self.optimizer!r} is not adamw or lars")
+        for name in ("embedding_dim", "hidden_dim", "projection_dim", "epochs", "log_every"):
+            if getattr(self, name) < 1:
+                raise OutcropError(f"{where}.{name}: must be at least 1")
+        if self.batch_size < 2:
+            raise OutcropError(f"{where}.batch_size: must be at least 2 (BatchNorm needs a batch)")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.checkpoint_minutes <= 0:
+            raise OutcropError(f"{where}: lr and checkpoint_minutes must be positive, "
+                               "weight_decay and warmup_epochs not negative")
+        if not 0 <= self.tau_base <= 1:
+            raise OutcropError(f"{where}.tau_base: must lie in [0, 1]")
+        self.view1.validate(f"{where}.view1")
+        self.view2.validate(f"{where}.view2")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only (lists, not tuples), for metadata and checkpoints."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    """Accept a config value of the field's type (an int where a float is wanted), else fail."""
+    ok = (
+        (kind is bool and isinstance(value, bool))
+        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
+        or (kind is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (kind is str and isinstance(value, str))
+    )
+    if not ok:
+        raise OutcropError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return kind(value)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device must be available."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise OutcropError(f"--device: {device!r} is not a device (auto, cpu, cuda, cuda:N, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise OutcropError(f"--device: {device} asked for, but torch sees no CUDA GPU")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise OutcropError(f"--device: {device} asked for, but MPS is not available")
+    return dev
+
+
+def run_digest(settings: EncoderSettings, bands: Sequence[str], min_rock: float, tiles: TrainingTiles,
+               mean: np.ndarray, std: np.ndarray) -> str:
+    """Fingerprint of everything a run's result depends on: a checkpoint resumes only a matching run."""
+    settings_dict = {k: v for k, v in settings.to_dict().items() if k not in _REPORTING_ONLY}
+    blob = json.dumps({
+        "settings": settings_dict, "bands": list(bands), "min_rock": float(min_rock), "count": len(tiles),
+        "shape": list(tiles.tile_shape), "mean": mean.tolist(), "std": std.tolist(),
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the training tiles in ``epoch``: a function of seed and epoch alone, so a resumed
+    run needs no sampler state to carry on mid-epoch."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class _Trainer:
+    """The mutable state of one training run, and its checkpoint round trip."""
+
+    def __init__(self, settings: EncoderSettings, in_channels: int, device: torch.device) -> None:
+        self.settings = settings
+        self.device = device
+        torch.manual_seed(settings.seed)
+        backbone = build_backbone(settings.arch, in_channels, settings.embedding_dim)
+        self.model = BYOL(backbone, settings.hidden_dim, settings.projection_dim).to(device)
+        if settings.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(settings.optimizer, self.model, settings.lr, settings.weight_decay)
+        self.use_amp = device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.step = 0
+        self.curve: list[list[float]] = []
+
+    def train_step(self, x: torch.Tensor, lr: float, tau: float) -> float:
+        """One optimiser step on a normalised batch, then one EMA step of the target; returns the loss."""
+        s = self.settings
+        v1 = augment(x, s.view1, self.generator)
+        v2 = augment(x, s.view2, self.generator)
+        if s.channels_last:
+            v1 = v1.contiguous(memory_format=torch.channels_last)
+            v2 = v2.contiguous(memory_format=torch.channels_last)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
+                    else contextlib.nullcontext())
+        with autocast:
+            loss = self.model(v1, v2)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.model.update_target(tau)
+        return float(loss.detach())
+
+    def state(self, digest: str) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, "digest": digest,
+            "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "curve": self.curve,
+        }
+
+    def save(self, path: Path, digest: str) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(self.state(digest), tmp)
+
+    def try_resume(self, path: Path, digest: str, log: Callable[[str], None]) -> None:
+        """Continue from ``path`` if it is a checkpoint of this very run; otherwise start afresh."""
+        if not path.exists():
+            return
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a foreign or damaged file must not stop a fresh run
+            log(f"checkpoint {path} is unreadable ({type(exc).__name__}); starting from scratch")
+            return
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            log(f"checkpoint {path} is not a BYOL checkpoint; starting from scratch")
+            return
+        if state.get("digest") != digest:
+            log(f"checkpoint {path} belongs to other settings or data; starting from scratch")
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        self.curve = [list(row) for row in state["curve"]]
+        log(f"resumed from {path} at step {self.step}")
+
+
+def train_byol(
+    tile_paths: Sequence[Path],
+    table_paths: Sequence[Path],
+    out_path: Path,
+    *,
+    settings: EncoderSettings,
+    curve_tsv: Path,
+    curve_png: Path,
+    checkpoint_path: Path,
+    min_rock: float = 0.0,
+    bands: Sequence[str] | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> None:
+    """Train a BYOL encoder on the tiles with ``rock >= min_rock`` and write ``out_path``.
+
+    ``bands`` names the C channels of the tile arrays (stored in the model so that embedding refuses
+    tiles of other bands); when omitted they are called band1..bandC. Writes the training curve as
+    TSV (step, epoch, loss, lr, tau) and PNG, and keeps ``checkpoint_path`` up to date while training.
+    """
+    settings.validate()
+    dev = resolve_device(device)
+    tiles = open_training_tiles(tile_paths, table_paths, min_rock)
+    n = len(tiles)
+    channels = tiles.tile_shape[0]
+    bands = [f"band{i + 1}" for i in range(channels)] if bands is None else [str(b) for b in bands]
+    if len(bands) != channels:
+        raise OutcropError(f"{tile_paths[0]}: tiles have {channels} bands but {len(bands)} band names "
+                           f"were given ({', '.join(bands)})")
+    if n < 2:
+        raise OutcropError(f"{', '.join(map(str, tile_paths))}: {n} tile(s) with rock >= {min_rock}; "
+                           "training needs at least 2")
+    batch = min(settings.batch_size, n)
+    steps_per_epoch = n // batch
+    total = settings.epochs * steps_per_epoch
+    warmup = round(settings.warmup_epochs * steps_per_epoch)
+    mean, std = band_statistics(tiles)
+    digest = run_digest(settings, bands, min_rock, tiles, mean, std)
+    log(f"training {settings.arch} on {n} tiles {tuple(tiles.tile_shape)} from {len(tile_paths)} scene(s), "
+        f"device {dev}, batch {batch}, {settings.epochs} epochs x {steps_per_epoch} steps")
+
+    trainer = _Trainer(settings, channels, dev)
+    trainer.try_resume(Path(checkpoint_path), digest, log)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=dev)[None, :, None, None]
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=dev)[None, :, None, None]
+    started = last_checkpoint = time.monotonic()
+    first_step = trainer.step
+    order, order_epoch = None, -1
+    while trainer.step < total:
+        step = trainer.step
+        epoch, j = divmod(step, steps_per_epoch)
+        if order_epoch != epoch:
+            order, order_epoch = epoch_permutation(n, settings.seed, epoch), epoch
+        x = torch.from_numpy(tiles.gather(order[j * batch:(j + 1) * batch])).to(dev, non_blocking=True)
+        lr = warmup_cosine(step, total, warmup, settings.lr)
+        tau = cosine_schedule(step, total, settings.tau_base, 1.0)
+        loss = trainer.train_step((x - mean_t) / std_t, lr, tau)
+        trainer.step += 1
+        trainer.curve.append([trainer.step, trainer.step / steps_per_epoch, loss, lr, tau])
+        now = time.monotonic()
+        if trainer.step % settings.log_every == 0 or trainer.step == total:
+            rate = (trainer.step - first_step) * batch / max(now - started, 1e-9)
+            eta = (total - trainer.step) * batch / max(rate, 1e-9)
+            log(f"step {trainer.step}/{total} epoch {epoch + 1}/{settings.epochs} loss {loss:.4f} "
+                f"lr {lr:.2e} tau {tau:.5f} {rate:.0f} img/s eta {_duration(eta)}")
+        if trainer.step % steps_per_epoch == 0 or now - last_checkpoint >= 60 * settings.checkpoint_minutes:
+            trainer.save(Path(checkpoint_path), digest)
+            last_checkpoint = now
+
+    write_curve(curve_tsv, curve_png, trainer.curve)
+    metadata = {
+        "bands": bands, "mean": mean.tolist(), "std": std.tolist(), "arch": settings.arch,
+        "in_channels": channels, "embedding_dim": settings.embedding_dim,
+        "tile_size": list(tiles.tile_shape[1:]), "settings": settings.to_dict(), "config_digest": digest,
+        "min_rock": float(min_rock), "train_tiles": n, "steps": total,
+        "final_loss": trainer.curve[-1][2] if trainer.curve else float("nan"),
+    }
+    backbone = {k: v.detach().cpu().contiguous() for k, v in trainer.model.online_backbone.state_dict().items()}
+    with atomic_path(out_path) as tmp:
+        torch.save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "state_dict": backbone,
+                    "metadata": metadata}, tmp)
+    log(f"wrote {out_path} (final loss {metadata['final_loss']:.4f})")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def write_curve(tsv_path: Path, png_path: Path, rows: Sequence[Sequence[float]]) -> None:
+    """The training curve as a TSV table and a two-panel PNG (loss; lr and tau), both atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with atomic_path(tsv_path) as tmp:
+        lines = ["step\tepoch\tloss\tlr\ttau"]
+        lines += [f"{int(r[0])}\t{r[1]:.4f}\t{r[2]:.6f}\t{r[3]:.6g}\t{r[4]:.6f}" for r in rows]
+        tmp.write_text("\n".join(lines) + "\n")
+    data = np.asarray(rows, dtype=float).reshape(-1, 5)
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_lr = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    ax_loss.plot(data[:, 0], data[:, 2], lw=0.8, color="0.6", label="loss per step")
+    if len(data) >= 5:
+        k = max(1, len(data) // 50)
+        smooth = np.convolve(data[:, 2], np.ones(k) / k, mode="valid")
+        ax_loss.plot(data[k - 1:, 0], smooth, lw=1.6, color="C0", label=f"mean of {k} steps")
+    ax_loss.set_ylabel("BYOL loss (2 - 2 cos)")
+    ax_loss.legend(loc="upper right")
+    ax_lr.plot(data[:, 0], data[:, 3], color="C1")
+    ax_lr.set_ylabel("learning rate", color="C1")
+    ax_tau = ax_lr.twinx()
+    ax_tau.plot(data[:, 0], data[:, 4], color="C2")
+    ax_tau.set_ylabel("target decay tau", color="C2")
+    ax_lr.set_xlabel("step")
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def load_encoder(path: Path, device: str = "cpu",
+                 expect_bands: Sequence[str] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained backbone (eval mode, on ``device``) and its metadata, from a model file.
+
+    Loads with ``weights_only=True``: a model file cannot run code. A missing, damaged or foreign file,
+    or bands other than ``expect_bands``, raise :class:`OutcropError` naming the file.
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise OutcropError(f"{path}: model file not found") from None
+    except Exception as exc:  # torch raises many kinds for damaged files
+        raise OutcropError(f"{path}: not a readable encoder file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise OutcropError(f"{path}: not an outcrop encoder file")
+    meta = payload.get("metadata") or {}
+    try:
+        model = build_backbone(meta["arch"], int(meta["in_channels"]), int(meta["embedding_dim"]))
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise OutcropError(f"{path}: encoder file is incomplete or inconsistent ({exc})") from None
+    if expect_bands is not None and list(expect_bands) != list(meta["bands"]):
+        raise OutcropError(f"{path}: encoder was trained on bands {','.join(meta['bands'])}, "
+                           f"not {','.join(expect_bands)}")
+    return model.to(resolve_device(device)).eval(), meta
