@@ -1,0 +1,186 @@
+"""Analogues stage: deposits read in any form, positives selected, planted analogues found first,
+exclusion honoured, similarity rasters written, ad-hoc queries answered."""
+
+from __future__ import annotations
+
+import time
+
+import faiss
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from shapely.geometry import Point, box
+
+from outcrop import OutcropError
+from outcrop.analogues import (find_analogues, query_run, query_vectors, rank_analogues, read_deposits,
+                               select_positives)
+from outcrop.index import build_index, load_index, table_vectors
+from synthetic_run import CRS, RES, SIZE, SCENES, make_run, tile_number
+
+faiss.omp_set_num_threads(1)
+TILE_M = SIZE * RES
+
+
+@pytest.fixture
+def indexed(tmp_path):
+    run = make_run(tmp_path / "results", ice_scene=True)
+    idx = tmp_path / "results" / "index"
+    build_index(run.embeddings, run.tables, idx / "tiles.faiss", idx / "tiles.parquet", idx / "info.json",
+                log=lambda *_: None)
+    _, table = load_index(idx / "tiles.faiss", idx / "tiles.parquet")
+    return run, table, table_vectors(table, run.embeddings)
+
+
+def _ids(table, pairs):
+    keys = pd.MultiIndex.from_arrays([table.scene, table.tile_id])
+    return np.sort(keys.get_indexer(pd.MultiIndex.from_tuples(pairs)))
+
+
+def test_read_deposits_in_every_form(tmp_path, indexed):
+    run, table, _ = indexed
+    from_csv = read_deposits(run.deposits_csv, CRS)
+    assert from_csv.crs.to_epsg() == 3031 and from_csv["name"].tolist() == ["known 1", "known 2"]
+    np.testing.assert_allclose(from_csv.geometry.x, [xy[0] for xy in run.deposit_xy], atol=0.01)
+    geojson = tmp_path / "dep.geojson"
+    from_csv.to_crs("EPSG:4326").to_file(geojson, driver="GeoJSON")
+    np.testing.assert_allclose(read_deposits(geojson, CRS).geometry.y, from_csv.geometry.y, atol=0.01)
+    # A polygon deposit without a name column in a GeoPackage in the run CRS.
+    gpkg = tmp_path / "poly.gpkg"
+    gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs=CRS).to_file(gpkg)
+    assert read_deposits(gpkg, CRS)["name"].tolist() == ["deposit 1"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("missing", "not found"),
+    ("garbage", "not a readable"),
+    ("nocrs", "no CRS"),
+    ("nolonlat", "lon and lat"),
+    ("badrow", "no valid lon/lat"),
+])
+def test_read_deposits_errors_are_clear(tmp_path, content, message):
+    path = tmp_path / ("dep.csv" if content in ("nolonlat", "badrow") else "dep.gpkg")
+    if content == "garbage":
+        path.write_bytes(b"this is not a geopackage" * 10)
+    elif content == "nocrs":
+        gpd.GeoDataFrame({"name": ["x"]}, geometry=[Point(1, 2)]).to_file(path)
+    elif content == "nolonlat":
+        path.write_text("name,easting,northing\nx,1,2\n")
+    elif content == "badrow":
+        path.write_text("name,lon,lat\nx,10,-70\ny,,-71\n")
+    with pytest.raises(OutcropError, match=message) as err:
+        read_deposits(path, CRS)
+    assert str(path) in str(err.value)
+
+
+def test_select_positives_buffers_points_and_names_a_deposit_outside_every_tile(indexed):
+    run, table, _ = indexed
+    x, y = run.deposit_xy[0]  # the centre of tile (4, 4) of scene a
+    deposits = gpd.GeoDataFrame({"name": ["centre"]}, geometry=[Point(x, y)], crs=CRS)
+    (one,) = select_positives(table, deposits, buffer_m=0.0)
+    assert one.tolist() == _ids(table, [("a", tile_number("a", 4, 4))]).tolist()
+    # A buffer reaching past the tile edges (half a tile away) takes in the four edge neighbours,
+    # one reaching past the corners the whole ring.
+    (five,) = select_positives(table, deposits, buffer_m=TILE_M / 2 + 10)
+    assert len(five) == 5 and one[0] in five
+    (nine,) = select_positives(table, deposits, buffer_m=TILE_M / 2 * np.sqrt(2) + 10)
+    assert len(nine) == 9 and set(five) <= set(nine)
+    outside = gpd.GeoDataFrame({"name": ["centre", "Far Away Lode"]},
+                               geometry=[Point(x, y), Point(0.0, 0.0)], crs=CRS)
+    with pytest.raises(OutcropError, match="Far Away Lode"):
+        select_positives(table, outside, buffer_m=100.0)
+
+
+def test_planted_analogues_rank_first_and_exclusion_is_honoured(indexed):
+    run, table, vectors = indexed
+    deposits = read_deposits(run.deposits_csv, CRS)
+    positives = select_positives(table, deposits, buffer_m=10.0)
+    hidden = set(_ids(table, run.hidden).tolist())
+    halo = set(_ids(table, run.halo).tolist())
+    exclusion_m = 1.5 * TILE_M
+    ranked = rank_analogues(vectors, table, positives, exclusion_m=exclusion_m, top=20,
+                            names=deposits["name"].tolist())
+    assert set(ranked["id"][: len(hidden)]) == hidden
+    assert ranked["rank"].tolist() == list(range(1, 21))
+    assert ranked["score"].is_monotonic_decreasing
+    assert ranked["score"].iloc[len(hidden) - 1] > 0.9 > ranked["score"].iloc[len(hidden)]
+    # No result lies within the exclusion radius of a positive tile.
+    pos_geoms = gpd.GeoSeries(table.geometry.values[np.concatenate(positives)], crs=CRS).union_all()
+    assert (table.geometry.values[ranked["id"].to_numpy()].distance(pos_geoms) > exclusion_m).all()
+    assert not halo & set(ranked["id"])
+    # The far hidden tile of scene a lies near neither deposit; distances are to the nearest one.
+    far = ranked[(ranked.scene == "a") & (ranked.tile_id == tile_number("a", 17, 17))].iloc[0]
+    assert far.nearest_positive == "known 2"
+    expected = np.hypot(12 * TILE_M, 2 * TILE_M) / 1000  # from tile (15, 5) to (17, 17)
+    assert far.distance_km == pytest.approx(expected, rel=1e-6)
+    assert set(ranked["query"]) <= {"set", "known 1", "known 2"}
+    # Without the exclusion the planted halo around the deposits crowds in.
+    unexcluded = rank_analogues(vectors, table, positives, exclusion_m=0.0, top=20)
+    assert len(halo & set(unexcluded["id"][:20])) >= 10
+    assert not set(np.concatenate(positives)) & set(unexcluded["id"])
+
+
+def test_negatives_push_the_set_query_away(indexed):
+    run, table, vectors = indexed
+    positives = [np.arange(0, 40)]
+    negatives = [np.arange(40, 80)]
+    plain = query_vectors(vectors, positives)[0]
+    pushed = query_vectors(vectors, positives, negatives, negative_weight=0.8)[0]
+    neg_mean = vectors[negatives[0]].mean(axis=0)
+    assert pushed @ neg_mean < plain @ neg_mean
+    np.testing.assert_allclose(np.linalg.norm(pushed), 1.0, atol=1e-5)
+
+
+def test_find_analogues_writes_ranked_tables_and_similarity_rasters(tmp_path, indexed):
+    run, table, _ = indexed
+    res = tmp_path / "results"
+    out = tmp_path / "analogues"
+    find_analogues(res / "index" / "tiles.faiss", res / "index" / "tiles.parquet", run.embeddings, run.deposits_csv,
+                   run.prepared, out / "analogues.gpkg", out / "analogues.csv", out / "similarity",
+                   buffer_m=10.0, exclusion_km=0.5, top=15, log=lambda *_: None)
+    csv = pd.read_csv(out / "analogues.csv")
+    assert list(csv.columns) == ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km",
+                                 "query", "lon", "lat"]
+    assert len(csv) == 15
+    assert set(zip(csv.scene[:3], csv.tile_id[:3])) == set(run.hidden)
+    assert csv.lat.between(-90, -60).all()  # Antarctic coast in EPSG:4326
+    gpkg = gpd.read_file(out / "analogues.gpkg")
+    assert len(gpkg) == 15 and gpkg.crs.to_epsg() == 3031
+    assert gpkg.geometry.area.round().eq(TILE_M**2).all()
+    for scene in SCENES:
+        with rasterio.open(out / "similarity" / f"{scene}.tif") as src:
+            sim, transform = src.read(1), src.transform
+            assert src.dtypes[0] == "float32" and np.isnan(src.nodata)
+        if scene == "c":  # indexed too (min_rock 0): every cell has a value
+            assert np.isfinite(sim).all()
+    # The raster cell of a hidden analogue holds its score.
+    best = csv.iloc[0]
+    centre = table.geometry.values[int(best.id)].centroid
+    with rasterio.open(out / "similarity" / f"{best.scene}.tif") as src:
+        r, c = src.index(centre.x, centre.y)
+        assert src.read(1)[r, c] == pytest.approx(best.score, abs=1e-5)
+
+
+def test_query_run_answers_from_a_point_or_a_tile_quickly(indexed):
+    run, table, _ = indexed
+    res = run.root
+    scene, tile_id = run.hidden[1]
+    start = time.perf_counter()
+    by_tile = query_run(res, tile=f"{scene}:{tile_id}", top=5)
+    assert time.perf_counter() - start < 1.0
+    assert list(by_tile.columns) == ["rank", "score", "scene", "tile_id", "id", "distance_km", "lon", "lat"]
+    planted = set(run.hidden) | set(run.halo)
+    assert all(key in planted for key in zip(by_tile.scene, by_tile.tile_id))
+    assert (scene, tile_id) not in set(zip(by_tile.scene, by_tile.tile_id))  # the query itself is left out
+    # The same place given as lon/lat gives the same answer.
+    centre = gpd.GeoSeries([table.geometry.values[_ids(table, [(scene, tile_id)])[0]].centroid], crs=CRS)
+    lonlat = centre.to_crs("EPSG:4326").iloc[0]
+    by_point = query_run(res, lon=lonlat.x, lat=lonlat.y, top=5)
+    assert by_point["id"].tolist() == by_tile["id"].tolist()
+    with pytest.raises(OutcropError, match="exactly one"):
+        query_run(res, lon=lonlat.x, top=5)
+    with pytest.raises(OutcropError, match="not in the index"):
+        query_run(res, tile="a:99999")
+    with pytest.raises(OutcropError, match="meets no indexed tile"):
+        query_run(res, lon=0.0, lat=-60.0)
