@@ -1,0 +1,48 @@
+"""Run the real snakemake on a tiny demo in a temporary folder, once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Small enough to run in about a minute on 2 cores, large enough to train and find something.
+TINY_CONFIG = {
+    "demo": {"scenes": 3, "train_scenes": 2, "size": 256, "seed": 7},
+    "tiles": {"size": 32, "stride": 16, "min_valid": 0.9},
+    "encoder": {"settings": {"epochs": 3, "batch_size": 64}},
+    "clusters": {"k": [3, 5], "cuts": [2]},
+    "evaluate": {"recall_k": [5, 20]},
+}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the real snakemake on the repository's Snakefile in ``workdir``."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny demo run (the real workflow, end to end)."""
+    workdir = tmp_path_factory.mktemp("demo_run")
+    write_config(workdir, TINY_CONFIG)
+    snakemake(workdir, "--cores", "2")
+    return workdir
