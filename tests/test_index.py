@@ -135,3 +135,20 @@ def test_embeddings_must_match_their_tile_table(tmp_path):
         gather_vectors(run.embeddings, run.tables)
     with pytest.raises(OutcropError, match="tile tables"):
         gather_vectors(run.embeddings, run.tables[:1])
+
+
+def test_table_and_embeddings_must_be_of_the_same_scene(tmp_path):
+    run = make_run(tmp_path)
+    with pytest.raises(OutcropError, match="tile table is for scene"):
+        gather_vectors(run.embeddings, run.tables[::-1])
+    with pytest.raises(OutcropError, match="given twice"):
+        gather_vectors(run.embeddings[:1] * 2, run.tables[:1] * 2)
+
+
+def test_a_scene_without_tiles_adds_nothing(tmp_path):
+    run = make_run(tmp_path)
+    empty = gpd.read_parquet(run.tables[1]).iloc[:0]
+    write_geodataframe(tmp_path / "empty.parquet", empty.assign(scene="empty"))
+    save_npy(tmp_path / "empty.npy", np.zeros((0, 16), np.float32))
+    vectors, table = gather_vectors([*run.embeddings, tmp_path / "empty.npy"], [*run.tables, tmp_path / "empty.parquet"])
+    assert len(vectors) == len(table) == 652

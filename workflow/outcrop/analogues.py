@@ -326,6 +326,9 @@ def query_run(
         emb = load_npy(emb_dir / f"{scene}.npy")
         rows.append(np.asarray(emb[table["tile_id"].to_numpy()[ids[scenes == scene]]], dtype=np.float32))
     query = normalise_rows(normalise_rows(np.concatenate(rows)).mean(axis=0, keepdims=True))
+    if query.shape[1] != index.d:
+        raise OutcropError(f"{emb_dir}: embeddings have dimension {query.shape[1]} but the index has {index.d}; "
+                           "rebuild the index")
     near = excluded_ids(table, [ids], 0.0)
     k = int(min(index.ntotal, top + near.sum()))
     score, found = search_batched(index, query, k)

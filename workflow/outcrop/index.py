@@ -79,12 +79,22 @@ def gather_vectors(
     tables: list[Any] = []
     crs = None
     dim = None
+    seen: set[str] = set()
     for emb_path, table_path in zip(embedding_paths, table_paths):
         emb = load_npy(emb_path)
         table = read_geoparquet(table_path)
         missing = [c for c in ("tile_id", "scene", "row", "col", "size", *FRACTIONS) if c not in table.columns]
         if missing:
             raise OutcropError(f"{table_path}: tile table lacks columns {missing}")
+        scene = scene_of(emb_path)
+        if scene in seen:
+            raise OutcropError(f"{emb_path}: scene {scene!r} given twice")
+        seen.add(scene)
+        if len(table) and set(table["scene"].astype(str)) != {scene}:
+            raise OutcropError(f"{table_path}: tile table is for scene(s) {sorted(set(table['scene']))}, "
+                               f"but its embeddings are {emb_path}")
+        if len(table) == 0 and emb.size == 0:
+            continue  # a scene without tiles (all sea, say) adds nothing
         if emb.ndim != 2 or len(emb) != len(table):
             raise OutcropError(f"{emb_path}: {emb.shape[0] if emb.ndim else 0} embeddings for {len(table)} "
                                f"tiles in {table_path} (shape {emb.shape})")
@@ -158,6 +168,9 @@ def build_index(
     log: Callable[[str], Any] = print,
 ) -> None:
     """Index the tiles of every scene, measure recall@10 and write index, id table and info.
+
+    Adding vectors later: the flat index takes them at any time; the IVF index takes them without
+    retraining (its lists were trained on a sample of this build); see the module docstring.
 
     Raises :class:`OutcropError` (and writes nothing) when recall@10 stays under ``recall_floor``.
     """
