@@ -251,3 +251,279 @@ def test_missing_source_and_undescribed_bands(tmp_path):
 def test_snap_bounds_grows_outwards_to_grid_edges():
     assert snap_bounds((10.0, -50.0, 70.0, 31.0), 30.0) == (0.0, -60.0, 90.0, 60.0)
     assert snap_bounds((30.0, 60.0, 90.0, 120.0), 30.0) == (30.0, 60.0, 90.0, 120.0)
+
+
+# --- product folders (synthetic layouts) --------------------------------------------------
+
+
+def _write_band(path: Path, data: np.ndarray, res: float = 30.0, origin=(300_000.0, 4_000_020.0),
+                crs: str = "EPSG:32616", nodata=None) -> None:
+    profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype=data.dtype.name,
+                   crs=crs, transform=Affine(res, 0, origin[0], 0, -res, origin[1]), nodata=nodata)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data[None])
+
+
+def test_level1_folder_with_mtl_applies_rescaling_and_sun_elevation(tmp_path):
+    folder = tmp_path / "LC09_L1TP_001002_20230105_20230106_02_T1"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    dn = {b: rng.integers(7000, 20000, (40, 50)).astype(np.uint16) for b in (2, 3, 4, 5)}
+    for b, arr in dn.items():
+        arr[:3] = 0  # collar
+        _write_band(folder / f"{folder.name}_B{b}.TIF", arr)
+    mtl = ["GROUP = LANDSAT_METADATA_FILE", "  GROUP = IMAGE_ATTRIBUTES", "    SUN_ELEVATION = 30.0",
+           "  END_GROUP = IMAGE_ATTRIBUTES", "  GROUP = LEVEL1_RADIOMETRIC_RESCALING"]
+    mtl += [f"    REFLECTANCE_MULT_BAND_{b} = {2.0e-5 * (1 + b / 100):.6E}" for b in (2, 3, 4, 5)]
+    mtl += [f"    REFLECTANCE_ADD_BAND_{b} = -0.100000" for b in (2, 3, 4, 5)]
+    mtl += ["  END_GROUP = LEVEL1_RADIOMETRIC_RESCALING", "END_GROUP = LANDSAT_METADATA_FILE", "END"]
+    (folder / f"{folder.name}_MTL.txt").write_text("\n".join(mtl) + "\n")
+    out = tmp_path / "l1.tif"
+    prepare_scene(str(folder), "landsat-c2l1", out, scene_id="l1", bands=["blue", "green", "red", "nir"],
+                  crs="EPSG:32616", log=quiet)
+    got, mask, profile, _ = read_prepared(out)
+    assert profile["transform"] == Affine(30, 0, 300_000, 0, -30, 4_000_020)
+    for i, b in enumerate((2, 3, 4, 5)):
+        expect = (2.0e-5 * (1 + b / 100) * dn[b][3:].astype(np.float64) - 0.1) / np.sin(np.radians(30.0))
+        assert np.abs(got[i, 3:] - expect).max() < 1.5e-4
+    assert np.isnan(got[:, :3]).all() and (mask[:3] == NODATA).all()
+
+
+def test_level2_folder_masks_qa_pixel_cloud_bits(tmp_path):
+    folder = tmp_path / "LC08_L2SP_001002_20230105_20230110_02_T1"
+    folder.mkdir()
+    refl = demo_reflectance(40, 60)[:, :, :]
+    refl[:, :5, :5] = SPECTRA["rock"][0]  # no nodata corner here: fill comes from QA_PIXEL
+    dn = np.round((refl - C2L2_OFFSET) / C2L2_SCALE).astype(np.uint16)
+    for b in range(1, 8):
+        _write_band(folder / f"{folder.name}_SR_B{b}.TIF", dn[b - 1])
+    qa = np.full((40, 60), 1 << 6, np.uint16)  # clear
+    qa[0:4, :] = 1  # fill
+    qa[10:14, 0:10] |= 1 << 3  # cloud
+    qa[20:24, 0:10] |= 1 << 1  # dilated cloud
+    qa[30:34, 0:10] |= 1 << 2  # cirrus
+    qa[30:34, 40:50] |= 1 << 4  # shadow only: not cloud
+    _write_band(folder / f"{folder.name}_QA_PIXEL.TIF", qa)
+    _write_band(folder / f"{folder.name}_ST_B10.TIF", dn[0])  # thermal: ignored
+    out = tmp_path / "l2.tif"
+    prepare_scene(str(folder), "landsat-c2l2", out, scene_id="l2", bands=OLI_BANDS, crs="EPSG:32616", log=quiet)
+    got, mask, _, _ = read_prepared(out)
+    assert (mask[0:4] == NODATA).all() and np.isnan(got[:, 0:4]).all()
+    for rows in (slice(10, 14), slice(20, 24), slice(30, 34)):
+        assert (mask[rows, 0:10] == CLOUD).all()
+    assert (mask[30:34, 40:50] == SNOW_ICE).all()
+    assert (mask[5:10, 0:20] == WATER).all()
+    assert np.nanmax(np.abs(got[:, 4:] - refl[:, 4:])) < 1e-4
+
+
+def test_sentinel2_l2a_folder_uses_finest_band_and_scl(tmp_path):
+    granule = tmp_path / "S2B_MSIL2A_20230101T000000_N0509_R001_T01ABC_20230101T000000.SAFE" / "GRANULE" / "X" / "IMG_DATA"
+    r10, r20 = granule / "R10m", granule / "R20m"
+    r10.mkdir(parents=True)
+    r20.mkdir(parents=True)
+    origin = (600_000.0, 1_000_020.0)
+    green = np.full((60, 60), 1000 + 900, np.uint16)  # 0.09 reflectance with the -0.1 offset
+    nir = np.full((60, 60), 1000 + 3000, np.uint16)
+    _write_band(r10 / "T01ABC_20230101T000000_B03_10m.tif", green, 10, origin)
+    _write_band(r10 / "T01ABC_20230101T000000_B08_10m.tif", nir, 10, origin)
+    _write_band(r20 / "T01ABC_20230101T000000_B03_20m.tif", np.full((30, 30), 9999, np.uint16), 20, origin)
+    scl = np.full((30, 30), 4, np.uint8)
+    scl[0:10] = 6  # water
+    scl[10:15] = 9  # cloud high probability
+    scl[15:20] = 11  # snow
+    scl[25:] = 0  # no data
+    _write_band(r20 / "T01ABC_20230101T000000_SCL_20m.tif", scl, 20, origin)
+    out = tmp_path / "s2.tif"
+    prepare_scene(str(tmp_path), "sentinel2-l2a", out, scene_id="s2", bands=["green", "nir"],
+                  crs="EPSG:32616", resolution=20.0, log=quiet)
+    got, mask, _, _ = read_prepared(out)
+    assert abs(got[0, 0, 0] - 0.09) < 1e-4 and abs(got[1, 0, 0] - 0.30) < 1e-4  # the 10 m B03, offset -0.1
+    assert (mask[0:10] == WATER).all() and (mask[10:15] == CLOUD).all()
+    assert (mask[15:20] == SNOW_ICE).all() and (mask[20:25] == ROCK).all()
+    assert (mask[25:] == NODATA).all() and np.isnan(got[:, 25:]).all()
+
+
+def test_folder_errors_name_folder_and_band(tmp_path):
+    folder = tmp_path / "LC08_L1TP_001002_20230105_20230106_02_T1"
+    folder.mkdir()
+    _write_band(folder / "x_B2.TIF", np.full((20, 20), 9000, np.uint16))
+    _write_band(folder / "x_B3.TIF", np.full((20, 21), 9000, np.uint16))
+    out = tmp_path / "x.tif"
+    with pytest.raises(OutcropError, match=r"_T1: band 'red' \(B4\) is missing"):
+        prepare_scene(str(folder), "landsat-l1", out, scene_id="x", bands=["blue", "red"], log=quiet)
+    with pytest.raises(OutcropError, match=r"_T1: bands of mismatched extent or size: x_B2.TIF .* x_B3.TIF"):
+        prepare_scene(str(folder), "landsat-l1", out, scene_id="x", bands=["blue", "green"], log=quiet)
+    with pytest.raises(OutcropError, match="sensor landsat-c2l2 has no band 'pan'"):
+        prepare_scene(str(folder), "landsat-c2l2", out, scene_id="x", bands=["pan"], log=quiet)
+    assert not out.exists()
+
+
+def test_quality_bit_layouts():
+    from outcrop.sensors import bqa_layout, decode_quality
+
+    c1 = np.array([1, 0b0000_0000_0001_0000, 0b0000_0000_0110_0000, 0], np.uint16)  # fill, cloud, conf only
+    q = decode_quality("BQA", c1)
+    assert bqa_layout(c1) == "collection1"
+    assert q.fill.tolist() == [True, False, False, False] and q.cloud.tolist() == [False, True, False, False]
+    pre = np.array([20480, 61440, 28672, 36864, 20512], np.uint16)  # clear, cloud high, cirrus high, cloud medium
+    q = decode_quality("BQA", pre)
+    assert bqa_layout(pre) == "pre-collection"
+    assert q.cloud.tolist() == [False, True, True, False, False]
+
+
+# --- the real scenes under shared/data ----------------------------------------------------
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not DATA.is_dir():
+    DATA = Path("/work/shared/data")
+real = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data not present")
+
+
+def _fractions(mask: np.ndarray) -> np.ndarray:
+    return np.bincount(mask.ravel(), minlength=5) / mask.size
+
+
+def _window_of(profile: dict, src_path: Path, rows: slice, cols: slice) -> tuple[slice, slice]:
+    """The prepared-grid window covering source pixels ``rows`` x ``cols`` (same CRS)."""
+    with rasterio.open(src_path) as ds:
+        x0, y0 = ds.transform @ (cols.start, rows.start)
+        x1, y1 = ds.transform @ (cols.stop, rows.stop)
+    inv = ~profile["transform"]
+    c0, r0 = inv @ (x0, y0)
+    c1, r1 = inv @ (x1, y1)
+    return slice(int(np.ceil(r0)), int(r1)), slice(int(np.ceil(c0)), int(c1))
+
+
+@real
+def test_real_greenland_water_and_snow_without_swir(tmp_path):
+    folder = DATA / "landsat8" / "LC80030172015001LGN00_greenland"
+    out = tmp_path / "greenland.tif"
+    prepare_scene(str(folder), "landsat-l1", out, scene_id="greenland", bands=["blue", "green", "red", "nir"],
+                  crs="EPSG:32622", resolution=120.0, log=quiet)
+    got, mask, profile, _ = read_prepared(out)
+    with rasterio.open(out) as ds:
+        assert "modelled sun elevation 4.8" in ds.tags()["radiometry"]  # Jan 1st at 61.6 N
+    band = folder / "LC80030172015001LGN00_B2.tiff"
+    fjord = _window_of(profile, band, slice(670, 720), slice(0, 150))
+    inland = _window_of(profile, band, slice(300, 500), slice(500, 900))
+    assert _fractions(mask[fjord])[WATER] > 0.9
+    assert _fractions(mask[inland])[SNOW_ICE] > 0.75
+    whole = _fractions(mask)
+    assert whole[SNOW_ICE] > 0.6 and 0.02 < whole[WATER] < 0.15 and whole[NODATA] < 0.01
+
+
+@real
+def test_real_gulfcoast_clouds_come_from_bqa(tmp_path):
+    from outcrop.sensors import decode_quality
+
+    folder = DATA / "landsat8" / "l8_gulfcoast_cloudy"
+    out = tmp_path / "gulf.tif"
+    prepare_scene(str(folder), "landsat-l1", out, scene_id="gulf", bands=OLI_BANDS, crs="EPSG:32616",
+                  resolution=30.0, log=quiet)
+    got, mask, profile, _ = read_prepared(out)
+    with rasterio.open(folder / "l8_BQA.tif") as ds:
+        qa = ds.read(1)
+        expect = decode_quality("BQA", qa).cloud
+    # grid shifted by half a pixel from the UTM product grid: nearest neighbour keeps the fraction
+    assert abs(_fractions(mask)[CLOUD] - expect.mean()) < 0.01
+    assert 0.25 < expect.mean() < 0.45  # the cloud band across the middle of the scene
+    band = folder / "l8_B2.tif"
+    cloudy = _window_of(profile, band, slice(250, 420), slice(0, 200))
+    clear = _window_of(profile, band, slice(520, 600), slice(0, 600))
+    assert _fractions(mask[cloudy])[CLOUD] > 0.8
+    assert _fractions(mask[clear])[CLOUD] < 0.05
+    assert _fractions(mask)[NODATA] < 0.01
+
+
+@real
+def test_real_parana_nodata_edge_and_footprint_in_3031(tmp_path):
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+    from shapely.ops import unary_union
+    import geopandas as gpd
+
+    folder = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"
+    out = tmp_path / "parana.tif"
+    prepare_scene(str(folder), "landsat-l1", out, scene_id="parana", bands=["blue", "green", "red"],
+                  crs="EPSG:32621", resolution=30.0, log=quiet)
+    got, mask, _, _ = read_prepared(out)
+    band = next(folder.glob("*_B2.TIF"))
+    with rasterio.open(band) as ds:
+        src_valid = ds.read(1) != 0
+        src_transform, src_crs = ds.transform, ds.crs
+    assert abs(_fractions(mask)[NODATA] - (1 - src_valid.mean())) < 0.01
+    assert np.isnan(got[:, mask == NODATA]).all() and np.isfinite(got[:, mask != NODATA]).all()
+
+    out3031 = tmp_path / "parana3031.tif"
+    prepare_scene(str(folder), "landsat-l1", out3031, scene_id="parana", bands=["blue", "green", "red"],
+                  resolution=240.0, log=quiet)
+    _, mask3031, profile, _ = read_prepared(out3031)
+    assert profile["crs"].to_epsg() == 3031
+    assert profile["transform"].c % 240 == 0 and profile["transform"].f % 240 == 0
+
+    def footprint(valid, transform):
+        polys = [shape(g) for g, v in shapes(valid.astype(np.uint8), mask=valid, transform=transform) if v]
+        return unary_union(polys)
+
+    src_poly = gpd.GeoSeries([footprint(src_valid[::8, ::8], src_transform @ Affine.scale(8))],
+                             crs=src_crs).to_crs(3031).iloc[0]
+    dst_poly = footprint(mask3031 != NODATA, profile["transform"])
+    assert abs(dst_poly.area - src_poly.area) / src_poly.area < 0.03
+    assert src_poly.symmetric_difference(dst_poly).area / src_poly.area < 0.06
+
+
+@real
+def test_real_sentinel2_mixed_resolutions_on_one_grid(tmp_path):
+    folder = DATA / "sentinel2" / "s2_virginia"
+    out = tmp_path / "s2.tif"
+    lines: list[str] = []
+    bands = ["coastal", "blue", "green", "rededge1", "nir", "swir1"]
+    prepare_scene(str(folder), "sentinel2-l1c", out, scene_id="s2", bands=bands, crs="EPSG:32618",
+                  resolution=60.0, log=lines.append)
+    assert any("offset" in line and "warning" in line for line in lines)  # a pre-04.00 product
+    prepare_scene(str(folder), "sentinel2-l1c", out, scene_id="s2", bands=bands, crs="EPSG:32618",
+                  resolution=60.0, offset=0.0, log=quiet)
+    got, mask, profile, _ = read_prepared(out)
+    t = profile["transform"]
+    # every band fills the interior of the one grid
+    assert np.isfinite(got[:, 2:-2, 2:-2]).all()
+    # the 60 m band lies on the grid: copied exactly
+    with rasterio.open(folder / "s2_B01.jp2") as ds:
+        b01 = ds.read(1)
+        r0, c0 = (~t @ (ds.transform.c, ds.transform.f))[::-1]
+    r0, c0 = int(round(r0)), int(round(c0))
+    assert np.allclose(got[0, r0 + 5, c0 + 5], b01[5, 5] * 1e-4, atol=1e-4)
+    # the 10 m band is averaged over the 6x6 pixels of each 60 m cell
+    with rasterio.open(folder / "s2_B02.jp2") as ds:
+        row, col = 100, 120
+        x, y = t @ (col, row)
+        sr, sc = ds.index(x + 1, y - 1)
+        block = ds.read(1)[sr:sr + 6, sc:sc + 6].astype(np.float64)
+    assert abs(got[1, row, col] - block.mean() * 1e-4) < 2e-4
+    frac = _fractions(mask)
+    assert frac[WATER] > 0.3 and frac[ROCK] > 0.3  # bay and ocean; fields, forest and villages
+
+
+@real
+def test_real_landsat7_files_through_generic_geotiff(tmp_path):
+    olinda = DATA / "landsat7" / "L7_ETMs_olinda.tif"
+    out = tmp_path / "olinda.tif"
+    etm = ["blue", "green", "red", "nir", "swir1", "swir2"]
+    prepare_scene(str(olinda), "geotiff", out, scene_id="olinda", bands=etm, declared_bands=etm,
+                  crs="EPSG:31985", resolution=28.5, log=quiet)
+    got, mask, profile, _ = read_prepared(out)
+    # the percentile rule: dark objects near 0, the brightest 0.1 % of values at 0.9 and above
+    assert got.shape[0] == 6 and np.nanpercentile(got, 99) < 0.9 and np.nanpercentile(got, 1) > -0.005
+    frac = _fractions(mask)
+    assert frac[WATER] > 0.05 and frac[ROCK] > 0.5 and frac[NODATA] < 0.02  # sea, land
+
+    bahamas = DATA / "landsat7" / "RGB.byte_bahamas.tif"
+    out = tmp_path / "bahamas.tif"
+    prepare_scene(str(bahamas), "geotiff", out, scene_id="bahamas", bands=["blue", "green", "red"],
+                  declared_bands=["red", "green", "blue"], crs="EPSG:32618", resolution=300.0, log=quiet)
+    got, mask, _, bands = read_prepared(out)
+    with rasterio.open(bahamas) as ds:
+        collar = (ds.read(1) == 0).mean()
+    assert bands == ["blue", "green", "red"]
+    assert abs(_fractions(mask)[NODATA] - collar) < 0.02
+    assert set(np.unique(mask)) == {NODATA, ROCK}  # no NIR: valid pixels are unclassified ground

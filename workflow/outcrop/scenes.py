@@ -26,19 +26,22 @@ from outcrop import OutcropError
 from outcrop.io import write_prepared
 from outcrop.sensors import (
     QUALITY_FILL,
+    QualityMasks,
     Sensor,
     canonical_name,
     check_band_names,
     decode_quality,
     flatten_mtl_json,
     get_sensor,
+    landsat_acquisition_date,
+    modelled_sun_elevation,
     mtl_reflectance,
     normalise_token,
     parse_mtl_text,
     percentile_rescale,
     sentinel2_offset,
 )
-from outcrop.surfaces import SNOW_ICE, WATER, Thresholds, classify_surfaces
+from outcrop.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, WATER, Thresholds, classify_surfaces
 
 _REMOTE = ("http://", "https://", "/vsicurl/", "s3://", "gs://")
 # Settings for remote reads: never list the remote "directory", read only the bytes asked for.
@@ -338,8 +341,13 @@ def read_onto_grid(src: Any, index: int, grid: Grid, *, nodata: float | None, ca
 
 
 def _rescaling(sensor: Sensor, files: SceneFiles, dn: np.ndarray, dtypes: list[str],
-               scale: float | None, offset: float | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Per-band (scale, offset) turning stored numbers into reflectance, and a note saying how."""
+               scale: float | None, offset: float | None,
+               centre: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-band (scale, offset) turning stored numbers into reflectance, and a note saying how.
+
+    ``centre`` is the scene centre (lon, lat), for the modelled sun elevation of Landsat Level-1
+    products that come without their MTL file.
+    """
     c = len(files.bands)
     if scale is not None or offset is not None:
         s = sensor.scale if scale is None else scale
@@ -361,13 +369,86 @@ def _rescaling(sensor: Sensor, files: SceneFiles, dn: np.ndarray, dtypes: list[s
                                    f"{', '.join(missing)}")
             return (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]),
                     "MTL REFLECTANCE_MULT/ADD with sun elevation")
+        date = landsat_acquisition_date(files.product_name + " " + Path(files.bands[0].path).name)
+        if date is not None and centre is not None:
+            elevation = modelled_sun_elevation(centre[1], centre[0], date)
+            if elevation > 1.0:
+                sin_el = math.sin(math.radians(elevation))
+                return (np.full(c, sensor.scale / sin_el), np.full(c, sensor.offset / sin_el),
+                        f"no MTL: OLI rescaling {sensor.scale} {sensor.offset}, modelled sun elevation "
+                        f"{elevation:.1f} deg on {date}")
         s, o = percentile_rescale(dn)
-        return s, o, "no MTL: dark-object subtraction and shared gain (percentile rule)"
+        return s, o, "no MTL nor acquisition date: dark-object subtraction and shared gain (percentile rule)"
     # generic file: floats are taken as reflectance, integers need the percentile rule
     if all(np.dtype(d).kind == "f" for d in dtypes):
         return np.ones(c), np.zeros(c), "float data taken as reflectance"
     s, o = percentile_rescale(dn)
     return s, o, "integer data without scale: dark-object subtraction and shared gain (percentile rule)"
+
+
+# --- surfaces -------------------------------------------------------------------------------
+
+
+def scene_surfaces(reflectance: np.ndarray, bands: Sequence[str], thresholds: Thresholds,
+                   quality: QualityMasks | None) -> np.ndarray:
+    """Surface mask of a prepared scene: the spectral rules, the quality band's cloud (and, for
+    Sentinel-2 SCL, water and snow), and snow without a shortwave-infrared band.
+
+    The spectral rules need green and NIR; a scene without them (an RGB file) gets ``rock`` for
+    every valid pixel that the quality band does not call cloud, i.e. "ground, unclassified".
+    """
+    bands = list(bands)
+    cloud = quality.cloud if quality is not None else None
+    if "green" in bands and "nir" in bands:
+        mask = classify_surfaces(reflectance, bands, thresholds, cloud=cloud)
+        if "swir1" not in bands:
+            visible_snow(reflectance, bands, mask)
+    else:
+        mask = np.where(np.all(np.isfinite(reflectance), axis=0), ROCK, NODATA).astype(np.uint8)
+        if cloud is not None:
+            mask[cloud & (mask != NODATA)] = CLOUD
+    if quality is not None and quality.water is not None and quality.snow is not None:
+        keep = (mask != NODATA) & ~quality.cloud
+        mask[keep & quality.water] = WATER
+        mask[keep & quality.snow] = SNOW_ICE
+    return mask
+
+
+# Snow and ice without a shortwave-infrared band (Landsat B2-B5 products, RGB+NIR files).
+VISIBLE_SNOW = 0.2  # mean blue/green/red reflectance above which a bluish pixel is snow or ice
+NDVI_SNOW = 0.25  # vegetation (NDVI above this) is never snow
+
+
+def visible_snow(reflectance: np.ndarray, bands: Sequence[str], mask: np.ndarray) -> None:
+    """Mark snow and ice among ``rock`` pixels of a scene that has no SWIR1 band (in place).
+
+    NDSI needs SWIR1, where snow is dark and everything bright in the visible is not. Without it,
+    snow and ice are recognised as bright in the visible (mean of blue, green, red above
+    :data:`VISIBLE_SNOW`), neutral-to-blue (blue at least red: snow reflectance falls from blue to
+    red, Warren 1982, Rev. Geophys. 20, 67-89, while rocks and soils, reddened by iron oxides, rise),
+    and not vegetated (NDVI below :data:`NDVI_SNOW`). Bright bluish pixels that are cloud must
+    come from a quality band: without SWIR1 they are indistinguishable from snow.
+    """
+    idx = {name: i for i, name in enumerate(bands)}
+    if not {"blue", "green", "red", "nir"} <= idx.keys():
+        return
+    blue, green, red, nir = (reflectance[idx[b]] for b in ("blue", "green", "red", "nir"))
+    visible = (blue + green + red) / 3.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ndvi = (nir - red) / (nir + red)
+    snow = (visible > VISIBLE_SNOW) & (blue >= red) & (ndvi < NDVI_SNOW)
+    mask[snow & (mask == ROCK)] = SNOW_ICE
+
+
+def _centre_lonlat(meta: dict[str, Any]) -> tuple[float, float] | None:
+    from rasterio.warp import transform
+
+    b = meta["bounds"]
+    try:
+        xs, ys = transform(meta["crs"], "EPSG:4326", [(b[0] + b[2]) / 2], [(b[1] + b[3]) / 2])
+    except Exception:  # a CRS without a geographic counterpart
+        return None
+    return float(xs[0]), float(ys[0])
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -478,19 +559,19 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     if invalid.all():
         raise OutcropError(f"{source}: empty scene: every pixel is nodata")
 
-    s, o, how = _rescaling(spec, files, dn, [meta[b.path]["dtype"] for b in files.bands], scale, offset)
+    s, o, how = _rescaling(spec, files, dn, [meta[b.path]["dtype"] for b in files.bands], scale, offset,
+                           _centre_lonlat(meta[files.bands[0].path]))
     reflectance = dn
     for i in range(len(bands)):
         reflectance[i] *= np.float32(s[i])
         reflectance[i] += np.float32(o[i])
     log(f"{scene_id}: radiometry: {how}")
 
-    cloud = quality.cloud if quality is not None else None
-    mask = classify_surfaces(reflectance, bands, thresholds, cloud=cloud)
-    if quality is not None and quality.water is not None:
-        keep = (mask != 0) & ~quality.cloud
-        mask[keep & quality.water] = WATER
-        mask[keep & quality.snow] = SNOW_ICE
+    negative = np.mean(reflectance[:, ~invalid] < -0.05)
+    if negative > 0.01:
+        log(f"{scene_id}: warning: {negative:.1%} of values below -0.05 reflectance; "
+            f"check the sensor's offset (give offset=… if the product predates its baseline)")
+    mask = scene_surfaces(reflectance, bands, thresholds, quality)
     t0 = time.perf_counter()
     write_prepared(out_path, reflectance, mask, grid.crs, grid.transform, bands,
                    tags={"scene": scene_id, "sensor": spec.name, "radiometry": how})

@@ -19,6 +19,7 @@ reflectance, and the kind of quality band that flags cloud. Sources of the const
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 
@@ -135,10 +136,23 @@ def canonical_name(sensor: Sensor, label: str) -> str | None:
 # 3 cloud, 4 cloud shadow. Shadow is not cloud: the ground under it is still seen.
 _QA_PIXEL_FILL = 1 << 0
 _QA_PIXEL_CLOUD = (1 << 1) | (1 << 2) | (1 << 3)
-# Landsat Collection 1 BQA (LSDS-1574 table 5-2 / C1 QA tools guide): bit 0 designated fill,
-# bit 4 cloud.
+# Landsat Collection 1 BQA (Landsat 8 Collection 1 Level-1 Quality Assessment band, USGS): bit 0
+# designated fill, bit 4 cloud; bits 13-15 unused, always 0.
 _BQA_FILL = 1 << 0
 _BQA_CLOUD = 1 << 4
+# Pre-collection Landsat 8 BQA (products named like LC8…LGN00, before 2016) uses another layout:
+# bits 12-13 cirrus confidence, bits 14-15 cloud confidence (00 not determined, 01 low, 10 medium,
+# 11 high), bits 4-5 water confidence. Any of bits 13-15 set marks it: Collection 1 never sets them.
+_BQA_PRE_COLLECTION_MARK = 0xE000
+
+
+def _confidence(qa: np.ndarray, first_bit: int) -> np.ndarray:
+    return (qa >> first_bit) & 0b11
+
+
+def bqa_layout(qa: np.ndarray) -> str:
+    """``"collection1"`` or ``"pre-collection"``: which bit layout a Landsat 8 BQA band uses."""
+    return "pre-collection" if np.any(qa & _BQA_PRE_COLLECTION_MARK) else "collection1"
 # Sentinel-2 scene classification (L2A, S2-PDGS-TAS-DI-PSD): 0 no data, 1 saturated or defective,
 # 6 water, 8/9 cloud medium/high probability, 10 thin cirrus, 11 snow or ice.
 SCL_NODATA = (0, 1)
@@ -163,7 +177,12 @@ def decode_quality(kind: str, qa: np.ndarray) -> QualityMasks:
     if kind == "QA_PIXEL":
         return QualityMasks(fill=(qa & _QA_PIXEL_FILL) != 0, cloud=(qa & _QA_PIXEL_CLOUD) != 0)
     if kind == "BQA":
-        return QualityMasks(fill=(qa & _BQA_FILL) != 0, cloud=(qa & _BQA_CLOUD) != 0)
+        fill = (qa & _BQA_FILL) != 0
+        if bqa_layout(qa[~fill]) == "pre-collection":
+            # high-confidence cloud or cirrus, the counterpart of QA_PIXEL's cloud and cirrus bits
+            cloud = (_confidence(qa, 14) == 0b11) | (_confidence(qa, 12) == 0b11)
+            return QualityMasks(fill=fill, cloud=cloud & ~fill)
+        return QualityMasks(fill=fill, cloud=((qa & _BQA_CLOUD) != 0) & ~fill)
     if kind == "SCL":
         return QualityMasks(fill=np.isin(qa, SCL_NODATA), cloud=np.isin(qa, SCL_CLOUD),
                             water=qa == SCL_WATER, snow=qa == SCL_SNOW)
@@ -233,6 +252,51 @@ def mtl_reflectance(mtl: dict[str, str], token: str) -> tuple[float, float] | No
     if sin_el <= 0.01:
         sin_el = 0.01
     return mult / sin_el, add / sin_el
+
+
+_PRE_COLLECTION_ID = re.compile(r"L[COTEM]\d(\d{3})(\d{3})(\d{4})(\d{3})[A-Z]{3}\d{2}")
+_COLLECTION_ID = re.compile(r"L[COTEM]\d{2}_L[12][A-Z]{2}_\d{6}_(\d{4})(\d{2})(\d{2})")
+
+
+def landsat_acquisition_date(name: str) -> dt.date | None:
+    """Acquisition date from a Landsat product or scene ID (``LC08_L1TP_224078_20200518_…`` or
+    the pre-collection ``LC80030172015001LGN00``), else ``None``."""
+    m = _COLLECTION_ID.search(name)
+    if m:
+        return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    m = _PRE_COLLECTION_ID.search(name)
+    if m:
+        return dt.date(int(m.group(3)), 1, 1) + dt.timedelta(days=int(m.group(4)) - 1)
+    return None
+
+
+# Landsat 8/9: sun-synchronous, inclination 98.2 degrees, descending node at 10:11 mean local time
+# (Landsat 8 Data Users Handbook, section 2).
+_LANDSAT_INCLINATION = 98.2
+_LANDSAT_NODE_HOURS = 10.0 + 11.0 / 60.0
+
+
+def modelled_sun_elevation(lat: float, lon: float, date: dt.date) -> float:
+    """Sun elevation (degrees) at a Landsat 8/9 overpass of latitude ``lat`` on ``date``.
+
+    For products without their MTL file. The local solar time of the descending pass at latitude
+    φ follows from the orbit: it is the node time shifted by the right-ascension offset Δα of the
+    ground track, tan Δα = cos i · tan u with sin u = sin φ / sin i (later north of the equator,
+    earlier south of it). The declination uses Cooper's (1969) approximation. Good to about a
+    degree, which matters only at very low sun.
+    """
+    i = np.radians(_LANDSAT_INCLINATION)
+    sin_u = np.clip(np.sin(np.radians(lat)) / np.sin(i), -1.0, 1.0)
+    u = np.pi - np.arcsin(sin_u)  # argument of latitude on the descending half of the orbit
+    delta_alpha = np.degrees(np.arctan2(np.sin(u) * np.cos(i), np.cos(u))) - 180.0
+    delta_alpha = (delta_alpha + 180.0) % 360.0 - 180.0
+    solar_hours = _LANDSAT_NODE_HOURS + delta_alpha / 15.0
+    hour_angle = np.radians((solar_hours - 12.0) * 15.0)
+    doy = date.timetuple().tm_yday
+    decl = np.radians(23.44 * np.sin(np.radians(360.0 / 365.0 * (284 + doy))))
+    phi = np.radians(lat)
+    sin_el = np.sin(phi) * np.sin(decl) + np.cos(phi) * np.cos(decl) * np.cos(hour_angle)
+    return float(np.degrees(np.arcsin(np.clip(sin_el, -1.0, 1.0))))
 
 
 _BASELINE = re.compile(r"_N(\d{2})(\d{2})_")
