@@ -130,3 +130,27 @@ def test_cluster_tiles_writes_consistent_labels_summary_rasters_and_maps(tmp_pat
 def test_cluster_tiles_rejects_a_cut_above_the_finest_k(tmp_path):
     with pytest.raises(OutcropError, match="cut"):
         _cluster_run(tmp_path, ks=(3,), cuts=(5,))
+
+
+def test_overlapping_tiles_each_own_one_cell_centred_on_the_tile():
+    from rasterio.transform import from_origin
+
+    from outcrop.geo import SceneGrid, infer_layout, tile_raster
+
+    # 8-pixel tiles every 4 pixels, starting 2 pixels into a 40 x 30 pixel scene.
+    rows, cols = np.meshgrid(np.arange(2, 30, 4), np.arange(2, 20, 4), indexing="ij")
+    rows, cols = rows.ravel(), cols.ravel()
+    layout = infer_layout(np.full(len(rows), "s"), rows, cols, np.full(len(rows), 8))
+    assert (layout.size, layout.stride) == (8, 4)
+    grid = SceneGrid("EPSG:3031", from_origin(1000.0, 5000.0, 30.0, 30.0), width=30, height=40)
+    values = np.arange(len(rows))
+    raster, transform = tile_raster(grid, layout, rows, cols, values, nodata=-1, dtype=np.int32)
+    assert transform.a == 120.0 and raster.shape[0] == 1
+    assert (raster >= 0).sum() == len(rows)  # no two tiles share a cell
+    # The cell holding a tile's value is the one under the tile's centre.
+    cx = 1000.0 + (cols + 4) * 30.0
+    cy = 5000.0 - (rows + 4) * 30.0
+    r, c = rasterio.transform.rowcol(transform, cx, cy)
+    np.testing.assert_array_equal(raster[0][r, c], values)
+    # The grid covers the whole scene.
+    assert transform.c <= 1000.0 and transform.c + raster.shape[2] * 120.0 >= 1000.0 + 30 * 30.0

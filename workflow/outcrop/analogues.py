@@ -86,15 +86,11 @@ def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.n
     """
     if deposits.crs is not None and table.crs is not None and deposits.crs != table.crs:
         deposits = deposits.to_crs(table.crs)
-    geoms = deposits.geometry.values
+    geoms = np.asarray(deposits.geometry.values)
     areal = np.isin(deposits.geometry.geom_type.to_numpy(), ["Polygon", "MultiPolygon"])
     if buffer_m > 0:
-        geoms = np.where(areal, geoms, deposits.geometry.buffer(buffer_m).values)
-    import geopandas as gpd
-
-    query = gpd.GeoSeries(geoms, crs=table.crs)
-    dep_idx, tile_idx = table.sindex.query(query.values, predicate="intersects")
-    ids = tile_idx
+        geoms = np.where(areal, geoms, np.asarray(deposits.geometry.buffer(buffer_m).values))
+    dep_idx, ids = table.sindex.query(geoms, predicate="intersects")
     order = np.argsort(dep_idx, kind="stable")
     dep_idx, ids = dep_idx[order], ids[order]
     bounds = np.searchsorted(dep_idx, np.arange(len(deposits) + 1))
