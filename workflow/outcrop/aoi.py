@@ -1,0 +1,59 @@
+"""The area of interest: a polygon file, or a coastline buffered into a coastal strip, in the run CRS.
+
+Tiles are cut only inside it. A coastline file holds lines; the strip of ``buffer_km`` either side
+of them is the ground a coastal study cares about. Buffering happens in the run CRS, whose unit is
+the metre for the projected CRSs a run uses (EPSG:3031 and UTM zones).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from outcrop import OutcropError
+
+
+def aoi_geometry(path: str | Path, crs: str, buffer_km: float = 0.0) -> Any:
+    """One shapely geometry: the union of the file's features in ``crs``, lines buffered by ``buffer_km``.
+
+    Polygons are kept as they are (and grown by ``buffer_km`` when it is positive); lines and points
+    need a positive ``buffer_km`` since they enclose no area. Reads GeoPackage, GeoJSON, Shapefile
+    and whatever else pyogrio reads.
+    """
+    import geopandas as gpd
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+    from shapely import make_valid, union_all
+
+    path = Path(path)
+    if not path.exists():
+        raise OutcropError(f"{path}: AOI file not found")
+    if buffer_km < 0:
+        raise OutcropError(f"{path}: buffer_km must not be negative, not {buffer_km}")
+    try:
+        target = CRS.from_user_input(crs)
+    except CRSError:
+        raise OutcropError(f"{path}: unknown run CRS {crs!r}") from None
+    if target.is_geographic:
+        raise OutcropError(f"{path}: the run CRS {crs} is geographic; buffers need a projected CRS in metres")
+    try:
+        gdf = gpd.read_file(path, engine="pyogrio")
+    except Exception as exc:  # pyogrio raises DataSourceError and friends
+        raise OutcropError(f"{path}: cannot read AOI file ({str(exc).splitlines()[0][:200]})") from None
+    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    if gdf.empty:
+        raise OutcropError(f"{path}: AOI file holds no geometry")
+    if gdf.crs is None:
+        raise OutcropError(f"{path}: AOI file has no CRS")
+    geoms = gdf.to_crs(target).geometry
+    kinds = set(geoms.geom_type)
+    areal = {"Polygon", "MultiPolygon"}
+    if not kinds <= areal and buffer_km <= 0:
+        raise OutcropError(f"{path}: AOI holds {', '.join(sorted(kinds - areal))} geometry; "
+                           f"give a positive buffer_km to turn it into a strip")
+    geom = union_all([make_valid(g) for g in geoms])
+    if buffer_km > 0:
+        geom = geom.buffer(buffer_km * 1000.0)
+    if geom.is_empty or geom.area == 0:
+        raise OutcropError(f"{path}: AOI has no area")
+    return geom
