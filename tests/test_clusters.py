@@ -77,7 +77,7 @@ def _cluster_run(tmp_path, ks=(4, 8), cuts=(2, 3)):
     out = tmp_path / "clusters"
     cluster_tiles(idx / "tiles.parquet", run.embeddings, run.tiles, run.prepared, out / "tiles.gpkg",
                   out / "tiles.parquet", out / "summary.csv", out / "dendrogram.png", out / "maps", out / "rasters",
-                  ks=ks, cuts=cuts, seed=0, log=lambda *_: None)
+                  ks=ks, cuts=cuts, seed=0, out_exemplars=out / "exemplars.png", log=lambda *_: None)
     return run, out
 
 
@@ -125,6 +125,19 @@ def test_cluster_tiles_writes_consistent_labels_summary_rasters_and_maps(tmp_pat
         np.testing.assert_array_equal(data[0][rows, cols], sub["k8"].to_numpy())
         assert (data[0] == 255).sum() == data[0].size - len(sub)
     assert (out / "dendrogram.png").stat().st_size > 1000
+    assert (out / "exemplars.png").stat().st_size > 1000
+
+
+def test_exemplars_are_the_tiles_nearest_each_centre():
+    from outcrop.clusters import exemplars
+
+    x, _ = _blobs(n=500, k=4)
+    labels, centroids = spherical_kmeans(x, 4, seed=0)
+    picks = exemplars(x, labels, centroids, per_cluster=5)
+    for c, rows in enumerate(picks):
+        assert len(rows) == 5 and (labels[rows] == c).all()
+        sims = x[labels == c] @ centroids[c]
+        np.testing.assert_allclose(x[rows] @ centroids[c], np.sort(sims)[::-1][:5], rtol=1e-6)
 
 
 def test_cluster_tiles_rejects_a_cut_above_the_finest_k(tmp_path):

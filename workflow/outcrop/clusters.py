@@ -211,13 +211,15 @@ def cluster_tiles(
     ks: Sequence[int],
     cuts: Sequence[int] = (),
     seed: int = 0,
+    out_exemplars: Path | None = None,
     log: Callable[[str], Any] = print,
 ) -> None:
     """Cluster the indexed tiles at each k, build the hierarchy and write labels, summary and maps.
 
-    The per-scene lists are aligned. Writes a label raster ``rasters_dir/{scene}.tif`` (one band
-    per level: k…, then h…, colour table on band 1) and a map ``maps_dir/{scene}.png`` for every
-    scene given, including scenes none of whose tiles were indexed (all nodata).
+    The per-scene lists are aligned. Writes a label raster ``rasters_dir/{scene}.tif`` (labels at
+    the largest k, with a colour table) and a map ``maps_dir/{scene}.png`` (a panel per level) for
+    every scene given, including scenes none of whose tiles were indexed (all nodata). With
+    ``out_exemplars``, also a PNG grid of the tiles nearest each centroid of the largest k.
     """
     import pandas as pd
 
@@ -259,6 +261,9 @@ def cluster_tiles(
     _write_summary(out_summary, levels, spectra, bands, table)
     _write_dendrogram(out_dendrogram, linkage, sizes, cuts)
     _write_scene_outputs(table, levels, f"k{kmax}", prepared_paths, maps_dir, rasters_dir)
+    if out_exemplars is not None:
+        picks = exemplars(vectors, finest, centroids)
+        _write_exemplars(out_exemplars, table, picks, tiles_paths, bands)
     log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
 
 
@@ -310,6 +315,53 @@ def _scenes_per_cluster(labels: np.ndarray, scenes: np.ndarray, n: int) -> np.nd
     _, codes = np.unique(scenes, return_inverse=True)
     pairs = np.unique(np.stack([labels, codes], 1), axis=0)
     return np.bincount(pairs[:, 0], minlength=n)
+
+
+def exemplars(vectors: np.ndarray, labels: np.ndarray, centroids: np.ndarray, per_cluster: int = 6) -> list[np.ndarray]:
+    """Row positions of the ``per_cluster`` tiles most similar to each centroid, best first."""
+    sims = np.einsum("ij,ij->i", vectors, centroids[labels])
+    order = np.lexsort((-sims, labels))  # by cluster, then by decreasing similarity
+    starts = np.searchsorted(labels[order], np.arange(len(centroids) + 1))
+    return [order[starts[c] : min(starts[c] + per_cluster, starts[c + 1])] for c in range(len(centroids))]
+
+
+def _write_exemplars(path: Path, table: Any, picks: list[np.ndarray], tiles_paths: Sequence[Path],
+                     bands: list[str]) -> None:
+    """A grid of true-colour (or first-three-band) thumbnails: one row per cluster."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rgb = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) \
+        else list(range(min(3, len(bands))))
+    by_scene = {scene_of(p): p for p in tiles_paths}
+    scenes, tile_ids = table["scene"].to_numpy(), table["tile_id"].to_numpy()
+    thumbs: dict[int, np.ndarray] = {}
+    opened: dict[str, np.ndarray] = {}
+    for row in np.concatenate(picks):
+        tiles = opened.setdefault(scenes[row], load_npy(by_scene[scenes[row]]))
+        img = np.asarray(tiles[tile_ids[row]])[rgb]
+        thumbs[int(row)] = np.moveaxis(np.repeat(img, 3 // len(rgb), axis=0) if len(rgb) < 3 else img, 0, -1)
+    stack = np.stack(list(thumbs.values()))
+    lo, hi = np.percentile(stack, [2, 98])  # one stretch for all, so brightness compares across clusters
+    cols = max(len(p) for p in picks)
+    fig, axes = plt.subplots(len(picks), cols, figsize=(1.1 * cols + 0.6, 1.1 * len(picks)), squeeze=False)
+    for c, rows in enumerate(picks):
+        for j in range(cols):
+            ax = axes[c, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(rows):
+                ax.imshow(np.clip((thumbs[int(rows[j])] - lo) / max(hi - lo, 1e-6), 0, 1), interpolation="nearest")
+            else:
+                ax.axis("off")
+        axes[c, 0].set_ylabel(str(c), rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("Tiles nearest each cluster centre", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
 
 
 def _write_dendrogram(path: Path, linkage: np.ndarray, sizes: np.ndarray, cuts: Sequence[int]) -> None:
