@@ -340,7 +340,9 @@ def _write_exemplars(path: Path, table: Any, picks: list[np.ndarray], tiles_path
     thumbs: dict[int, np.ndarray] = {}
     opened: dict[str, np.ndarray] = {}
     for row in np.concatenate(picks):
-        tiles = opened.setdefault(scenes[row], load_npy(by_scene[scenes[row]]))
+        if scenes[row] not in opened:
+            opened[scenes[row]] = load_npy(by_scene[scenes[row]])
+        tiles = opened[scenes[row]]
         img = np.asarray(tiles[tile_ids[row]])[rgb]
         thumbs[int(row)] = np.moveaxis(np.repeat(img, 3 // len(rgb), axis=0) if len(rgb) < 3 else img, 0, -1)
     stack = np.stack(list(thumbs.values()))
