@@ -184,3 +184,16 @@ def test_query_run_answers_from_a_point_or_a_tile_quickly(indexed):
         query_run(res, tile="a:99999")
     with pytest.raises(OutcropError, match="meets no indexed tile"):
         query_run(res, lon=0.0, lat=-60.0)
+
+
+def test_find_analogues_names_the_file_of_a_deposit_outside_every_scene(tmp_path, indexed):
+    run, _, _ = indexed
+    res = run.root
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"name": ["Nowhere Ridge"], "lon": [10.0], "lat": [-60.0]}).to_csv(bad, index=False)
+    out = tmp_path / "analogues"
+    with pytest.raises(OutcropError, match=r"bad\.csv.*Nowhere Ridge"):
+        find_analogues(res / "index" / "tiles.faiss", res / "index" / "tiles.parquet", run.embeddings, bad,
+                       run.prepared, out / "a.gpkg", out / "a.csv", out / "similarity", buffer_m=10.0,
+                       exclusion_km=0.5, top=5, log=lambda *_: None)
+    assert not out.exists() or not any(out.rglob("*.*"))

@@ -235,11 +235,11 @@ def find_analogues(
     _, table = load_index(index_path, table_path)
     vectors = table_vectors(table, embedding_paths)
     deposits = read_deposits(deposits_path, table.crs)
-    positives = select_positives(table, deposits, buffer_m=buffer_m)
+    positives = _positives_of(deposits_path, table, deposits, buffer_m)
     log(f"{len(deposits)} deposits select {sum(len(p) for p in positives)} positive tiles")
     negatives = None
     if negatives_path is not None:
-        negatives = select_positives(table, read_deposits(negatives_path, table.crs), buffer_m=buffer_m)
+        negatives = _positives_of(negatives_path, table, read_deposits(negatives_path, table.crs), buffer_m)
     queries = query_vectors(vectors, positives, negatives)
     score, which = best_scores(vectors, queries)
     ranked = _rank(score, which, table, positives, exclusion_m=exclusion_km * 1000.0, top=top,
@@ -264,6 +264,14 @@ def find_analogues(
         write_cog(Path(similarity_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
                   "nodata": np.nan}, band_names=["similarity"], resampling="average")
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
+
+
+def _positives_of(path: Path, table: Any, deposits: Any, buffer_m: float) -> list[np.ndarray]:
+    """:func:`select_positives` with the file named in its error."""
+    try:
+        return select_positives(table, deposits, buffer_m=buffer_m)
+    except OutcropError as exc:
+        raise OutcropError(f"{path}: {exc}") from None
 
 
 def _parse_tile(tile: str, table: Any) -> np.ndarray:
