@@ -138,7 +138,8 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     cluster_tiles(
         Path(args.index_table), args.embeddings, args.tiles, args.prepared, Path(args.out_gpkg),
         Path(args.out_parquet), Path(args.out_summary), Path(args.out_dendrogram), Path(args.maps_dir),
-        Path(args.rasters_dir), ks=args.k, cuts=args.cuts, seed=args.seed, log=_log,
+        Path(args.rasters_dir), ks=args.k, cuts=args.cuts, seed=args.seed,
+        out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None, log=_log,
     )
 
 
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("--index-table", "--out-gpkg", "--out-parquet", "--out-summary", "--out-dendrogram",
                  "--maps-dir", "--rasters-dir"):
         p.add_argument(name, required=True)
+    p.add_argument("--out-exemplars", default="", help="PNG of exemplar tiles per cluster")
     p.add_argument("--k", type=int, nargs="+", required=True)
     p.add_argument("--cuts", type=int, nargs="*", default=[])
     p.add_argument("--seed", type=int, default=0)
@@ -306,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("--index", "--index-table", "--deposits", "--out-gpkg", "--out-csv", "--similarity-dir"):
         p.add_argument(name, required=True)
     p.add_argument("--negatives", default="")
-    p.add_argument("--buffer-m", type=float, default=300.0)
+    p.add_argument("--buffer-m", type=float, default=100.0)
     p.add_argument("--exclusion-km", type=float, default=1.5)
     p.add_argument("--top", type=int, default=50)
 
@@ -318,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-deposits", required=True)
     p.add_argument("--deposits", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--buffer-m", type=float, default=300.0)
+    p.add_argument("--buffer-m", type=float, default=100.0)
     p.add_argument("--exclusion-km", type=float, default=1.5)
     p.add_argument("--recall-k", type=int, nargs="+", default=[10, 25, 50])
     p.add_argument("--seed", type=int, default=0)

@@ -155,7 +155,7 @@ def planted_patches(layout: DemoLayout) -> list[Patch]:
             px = x + rng.uniform(-0.3, 0.3) * PATCH_GRID_M
             coast = float(_coast_y(np.array(px), layout))
             py = coast + (row + 0.6) * PATCH_GRID_M * 0.9 + rng.uniform(-0.2, 0.2) * PATCH_GRID_M
-            radius = rng.uniform(240, 360)
+            radius = rng.uniform(330, 480)
             px, py = round(px / RESOLUTION) * RESOLUTION, round(py / RESOLUTION) * RESOLUTION
             if _is_glacier(np.array(px), np.array(py), layout, margin=radius + 300):
                 continue

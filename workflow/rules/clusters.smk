@@ -20,6 +20,9 @@ rule clusters:
             category="Clusters",
         ),
         rasters=per_scene("{R}/clusters/rasters/{scene}.tif"),
+        exemplars=report(
+            f"{R}/clusters/exemplars.png", caption="../report/exemplars.rst", category="Clusters"
+        ),
     params:
         k=" ".join(str(k) for k in config["clusters"]["k"]),
         cuts=" ".join(str(c) for c in config["clusters"]["cuts"]),
@@ -40,5 +43,5 @@ rule clusters:
         "outcrop cluster --index-table {input.index_table} --embeddings {input.embeddings}"
         " --tiles {input.tiles} --prepared {input.prepared} --k {params.k} --cuts {params.cuts}"
         " --seed {params.seed} --threads {threads} --out-gpkg {output.gpkg} --out-parquet {output.parquet}"
-        " --out-summary {output.summary} --out-dendrogram {output.dendrogram}"
+        " --out-summary {output.summary} --out-dendrogram {output.dendrogram} --out-exemplars {output.exemplars}"
         " --maps-dir {params.maps_dir} --rasters-dir {params.rasters_dir} > {log} 2>&1"
