@@ -21,7 +21,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.geo import infer_layout, read_scene_grid, tile_raster
 from outcrop.index import load_index, normalise_rows, scene_of, search_batched, table_vectors
-from outcrop.io import atomic_path, load_npy, read_geoparquet, write_cog, write_geodataframe
+from outcrop.io import atomic_path, load_npy, write_cog, write_geodataframe
 
 SCORE_BATCH = 1 << 16
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]

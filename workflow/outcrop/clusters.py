@@ -221,7 +221,6 @@ def cluster_tiles(
     every scene given, including scenes none of whose tiles were indexed (all nodata). With
     ``out_exemplars``, also a PNG grid of the tiles nearest each centroid of the largest k.
     """
-    import pandas as pd
 
     ks = sorted({int(k) for k in ks})
     cuts = sorted({int(c) for c in cuts})

@@ -41,7 +41,7 @@ from outcrop.sensors import (
     percentile_rescale,
     sentinel2_offset,
 )
-from outcrop.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, WATER, Thresholds, classify_surfaces
+from outcrop.surfaces import NODATA, SNOW_ICE, WATER, Thresholds, classify_surfaces
 
 _REMOTE = ("http://", "https://", "/vsicurl/", "s3://", "gs://")
 # Settings for remote reads: never list the remote "directory", read only the bytes asked for.
@@ -391,53 +391,15 @@ def _rescaling(sensor: Sensor, files: SceneFiles, dn: np.ndarray, dtypes: list[s
 
 def scene_surfaces(reflectance: np.ndarray, bands: Sequence[str], thresholds: Thresholds,
                    quality: QualityMasks | None) -> np.ndarray:
-    """Surface mask of a prepared scene: the spectral rules, the quality band's cloud (and, for
-    Sentinel-2 SCL, water and snow), and snow without a shortwave-infrared band.
-
-    The spectral rules need green and NIR; a scene without them (an RGB file) gets ``rock`` for
-    every valid pixel that the quality band does not call cloud, i.e. "ground, unclassified".
-    """
-    bands = list(bands)
-    cloud = quality.cloud if quality is not None else None
-    if "green" in bands and "nir" in bands:
-        mask = classify_surfaces(reflectance, bands, thresholds, cloud=cloud)
-        if "swir1" not in bands:
-            visible_snow(reflectance, bands, mask)
-    else:
-        mask = np.where(np.all(np.isfinite(reflectance), axis=0), ROCK, NODATA).astype(np.uint8)
-        if cloud is not None:
-            mask[cloud & (mask != NODATA)] = CLOUD
+    """Surface mask of a prepared scene: the spectral rules with the quality band's cloud, then,
+    for Sentinel-2 SCL, its own water and snow classes on the pixels it does not call cloud."""
+    mask = classify_surfaces(reflectance, list(bands), thresholds,
+                             cloud=quality.cloud if quality is not None else None)
     if quality is not None and quality.water is not None and quality.snow is not None:
         keep = (mask != NODATA) & ~quality.cloud
         mask[keep & quality.water] = WATER
         mask[keep & quality.snow] = SNOW_ICE
     return mask
-
-
-# Snow and ice without a shortwave-infrared band (Landsat B2-B5 products, RGB+NIR files).
-VISIBLE_SNOW = 0.2  # mean blue/green/red reflectance above which a bluish pixel is snow or ice
-NDVI_SNOW = 0.25  # vegetation (NDVI above this) is never snow
-
-
-def visible_snow(reflectance: np.ndarray, bands: Sequence[str], mask: np.ndarray) -> None:
-    """Mark snow and ice among ``rock`` pixels of a scene that has no SWIR1 band (in place).
-
-    NDSI needs SWIR1, where snow is dark and everything bright in the visible is not. Without it,
-    snow and ice are recognised as bright in the visible (mean of blue, green, red above
-    :data:`VISIBLE_SNOW`), neutral-to-blue (blue at least red: snow reflectance falls from blue to
-    red, Warren 1982, Rev. Geophys. 20, 67-89, while rocks and soils, reddened by iron oxides, rise),
-    and not vegetated (NDVI below :data:`NDVI_SNOW`). Bright bluish pixels that are cloud must
-    come from a quality band: without SWIR1 they are indistinguishable from snow.
-    """
-    idx = {name: i for i, name in enumerate(bands)}
-    if not {"blue", "green", "red", "nir"} <= idx.keys():
-        return
-    blue, green, red, nir = (reflectance[idx[b]] for b in ("blue", "green", "red", "nir"))
-    visible = (blue + green + red) / 3.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ndvi = (nir - red) / (nir + red)
-    snow = (visible > VISIBLE_SNOW) & (blue >= red) & (ndvi < NDVI_SNOW)
-    mask[snow & (mask == ROCK)] = SNOW_ICE
 
 
 def _centre_lonlat(meta: dict[str, Any]) -> tuple[float, float] | None:

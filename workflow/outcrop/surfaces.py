@@ -40,6 +40,8 @@ class Thresholds:
     nir_water: float = 0.12  # NIR ceiling for water
     swir_cloud: float = 0.3  # SWIR1 reflectance above which bright pixels are cloud
     blue_cloud: float = 0.3  # blue reflectance floor for cloud
+    visible_snow: float = 0.2  # without SWIR1: mean blue/green/red above which a bluish pixel is snow/ice
+    ndvi_snow: float = 0.25  # without SWIR1: vegetation (NDVI above this) is never snow
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -54,27 +56,48 @@ def classify_surfaces(
     """Classify each pixel of a (C, H, W) reflectance array (NaN = nodata) into a surface class.
 
     ``cloud`` is a boolean cloud mask from the product's own quality band where there is one; the
-    spectral cloud test is used otherwise. Bands needed: green, nir, and swir1 for snow and cloud
-    (without swir1, snow is not separated from rock and cloud comes only from ``cloud``).
+    spectral cloud test is used otherwise. Water needs green and NIR; snow uses NDSI where there is
+    a SWIR1 band and the visible rule (:func:`visible_snow`) where there is not. A scene without
+    green and NIR (an RGB file) gets ``rock`` for every valid pixel: ground, unclassified.
     """
     idx = {name: i for i, name in enumerate(band_names)}
     valid = np.all(np.isfinite(reflectance), axis=0)
     out = np.full(reflectance.shape[1:], ROCK, dtype=np.uint8)
-    green = reflectance[idx["green"]]
-    nir = reflectance[idx["nir"]]
-    ndwi = _ratio(green, nir)
-    out[(ndwi > thresholds.ndwi_water) & (nir < thresholds.nir_water)] = WATER
-    if "swir1" in idx:
-        swir1 = reflectance[idx["swir1"]]
-        ndsi = _ratio(green, swir1)
-        out[(ndsi > thresholds.ndsi_snow) & (nir > thresholds.nir_snow)] = SNOW_ICE
-        if cloud is None and "blue" in idx:
-            blue = reflectance[idx["blue"]]
-            cloud = (swir1 > thresholds.swir_cloud) & (blue > thresholds.blue_cloud)
+    if {"green", "nir"} <= idx.keys():
+        green = reflectance[idx["green"]]
+        nir = reflectance[idx["nir"]]
+        ndwi = _ratio(green, nir)
+        out[(ndwi > thresholds.ndwi_water) & (nir < thresholds.nir_water)] = WATER
+        if "swir1" in idx:
+            swir1 = reflectance[idx["swir1"]]
+            ndsi = _ratio(green, swir1)
+            out[(ndsi > thresholds.ndsi_snow) & (nir > thresholds.nir_snow)] = SNOW_ICE
+            if cloud is None and "blue" in idx:
+                blue = reflectance[idx["blue"]]
+                cloud = (swir1 > thresholds.swir_cloud) & (blue > thresholds.blue_cloud)
+        else:
+            out[visible_snow(reflectance, idx, thresholds) & (out == ROCK)] = SNOW_ICE
     if cloud is not None:
         out[cloud] = CLOUD
     out[~valid] = NODATA
     return out
+
+
+def visible_snow(reflectance: np.ndarray, idx: dict[str, int], thresholds: Thresholds) -> np.ndarray:
+    """Snow and ice in a scene without a shortwave-infrared band.
+
+    NDSI needs SWIR1, where snow is dark and everything bright in the visible is not. Without it,
+    snow and ice are bright in the visible (mean of blue, green, red above ``visible_snow``),
+    neutral-to-blue (blue at least red: snow reflectance falls from blue to red, Warren 1982,
+    Rev. Geophys. 20, 67-89, while rocks and soils, reddened by iron oxides, rise), and not
+    vegetated (NDVI below ``ndvi_snow``). Bright bluish cloud must then come from a quality band.
+    """
+    if not {"blue", "green", "red", "nir"} <= idx.keys():
+        return np.zeros(reflectance.shape[1:], dtype=bool)
+    blue, green, red, nir = (reflectance[idx[b]] for b in ("blue", "green", "red", "nir"))
+    visible = (blue + green + red) / 3.0
+    ndvi = _ratio(nir, red)
+    return (visible > thresholds.visible_snow) & (blue >= red) & (ndvi < thresholds.ndvi_snow)
 
 
 def class_fractions(mask: np.ndarray) -> dict[str, float]:
