@@ -13,6 +13,11 @@ from outcrop.sheets import demo_sheet, read_scene_sheet
 
 try:
     validate_config(config, "config")
+    if config["encoder"]["settings"]:
+        # Checked before any job runs; imports torch, so only when settings are given.
+        from outcrop.encoder import EncoderSettings
+
+        EncoderSettings.from_dict(config["encoder"]["settings"], where="config: encoder.settings")
     if config["scenes"]:
         SHEET = read_scene_sheet(config["scenes"])
     else:
