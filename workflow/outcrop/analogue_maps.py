@@ -1,0 +1,107 @@
+"""Maps of similarity to the known deposits, per scene, with the deposits and the top analogues on them.
+
+The similarity raster (best cosine of each tile to the deposit queries) is drawn on a colour scale
+shared by all scenes, so that a bright scene is a scene with better analogues, not just a different
+stretch. Known deposits are red triangles (polygons outlined); analogues are white-edged circles,
+the best ``label_top`` of the run numbered by rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+from outcrop.io import atomic_path
+
+
+def read_similarity(path: Path) -> tuple[np.ndarray, Any, Any]:
+    """(values float32 with NaN nodata, transform, crs) of a similarity COG."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            values = src.read(1, masked=True).astype(np.float32).filled(np.nan)
+            return values, src.transform, src.crs
+    except rasterio.errors.RasterioIOError as exc:
+        raise OutcropError(f"{path}: cannot read similarity raster ({exc})") from None
+
+
+def score_range(paths: Sequence[Path]) -> tuple[float, float]:
+    """2nd and 99.5th percentile of similarity over all scenes: one colour scale for every map."""
+    values = [v[np.isfinite(v)] for v, _, _ in (read_similarity(p) for p in paths)]
+    allv = np.concatenate(values) if values else np.zeros(0)
+    if allv.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(allv, [2, 99.5])
+    return float(lo), float(max(hi, lo + 1e-3))
+
+
+def write_analogue_maps(
+    similarity_paths: Sequence[Path],
+    analogues_path: Path,
+    deposits_path: Path,
+    out_dir: Path,
+    *,
+    label_top: int = 10,
+    log: Callable[[str], Any] = print,
+) -> None:
+    """Write ``out_dir/{scene}.png`` for each similarity raster."""
+    import geopandas as gpd
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from outcrop.analogues import read_deposits
+
+    if not similarity_paths:
+        raise OutcropError("analogue maps: no similarity rasters given")
+    _, _, crs = read_similarity(similarity_paths[0])
+    try:
+        analogues = gpd.read_file(analogues_path, engine="pyogrio").to_crs(crs)
+    except Exception as exc:
+        raise OutcropError(f"{analogues_path}: not a readable analogues GeoPackage ({exc})") from None
+    deposits = read_deposits(deposits_path, crs)
+    lo, hi = score_range(similarity_paths)
+    for path in similarity_paths:
+        scene = Path(path).stem
+        values, t, _ = read_similarity(path)
+        h, w = values.shape
+        extent = (t.c, t.c + t.a * w, t.f + t.e * h, t.f)
+        fig, ax = plt.subplots(figsize=(7.0, 6.0))
+        im = ax.imshow(np.ma.masked_invalid(values), extent=extent, cmap="viridis", vmin=lo, vmax=hi,
+                       interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="cosine similarity to the known deposits")
+        here = analogues[analogues["scene"] == scene]
+        centres = here.geometry.centroid
+        ax.scatter(centres.x, centres.y, s=28, facecolor="none", edgecolor="white", linewidths=1.2, zorder=3)
+        for (_, row), c in zip(here.iterrows(), centres):
+            if int(row["rank"]) <= label_top:
+                ax.annotate(str(int(row["rank"])), (c.x, c.y), xytext=(3, 3), textcoords="offset points",
+                            color="white", fontsize=7, fontweight="bold", zorder=4)
+        for geom in deposits.geometry:
+            if geom.geom_type in ("Polygon", "MultiPolygon"):
+                gpd.GeoSeries([geom]).boundary.plot(ax=ax, color="red", lw=1.2, zorder=4)
+            else:
+                p = geom.centroid
+                ax.scatter([p.x], [p.y], marker="^", s=60, color="red", edgecolor="black", linewidths=0.6, zorder=5)
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.ticklabel_format(useOffset=False, style="plain")
+        ax.tick_params(labelsize=6)
+        ax.set_title(f"{scene}: similarity, known deposits and top analogues ({len(here)} here)", fontsize=9)
+        ax.legend(handles=[
+            Line2D([], [], marker="^", ls="", color="red", markeredgecolor="black", label="known deposit"),
+            Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="0.3",
+                   label=f"analogue (top {label_top} numbered)"),
+        ], fontsize=7, loc="lower left", framealpha=0.85)
+        fig.tight_layout()
+        with atomic_path(Path(out_dir) / f"{scene}.png") as tmp:
+            fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+    log(f"analogue maps: wrote {len(similarity_paths)} maps to {out_dir} (colour scale {lo:.3f}–{hi:.3f})")

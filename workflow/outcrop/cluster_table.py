@@ -1,0 +1,149 @@
+"""The per-cluster summary as a page a geologist reads: numbers beside pictures of the ground.
+
+One row per cluster of the finest k-means level: its map colour, size and share, surface fractions,
+how many scenes it spans, its mean spectrum (a small line plot) and the tiles nearest its centre as
+false-colour thumbnails. Reads the clusters stage's outputs (labels and summary table) and the tile
+arrays; the thumbnails share one stretch so that brightness compares across clusters. Images are
+inlined as data URIs: the page is one file, readable inside the Snakemake report or on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+from outcrop.io import atomic_path, load_npy, read_geoparquet
+from outcrop.projection import finest_level
+from outcrop.quicklook import composite_bands
+
+THUMBS_PER_CLUSTER = 6
+
+
+def _png_uri(rgb: np.ndarray) -> str:
+    """(H, W, 3|4) uint8 image to a PNG data URI."""
+    import matplotlib.image
+
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, rgb, format="png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _spectrum_uri(values: np.ndarray, lo: float, hi: float) -> str:
+    """A small line plot of a mean spectrum on a shared y range, as a PNG data URI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6, 0.7), dpi=80)
+    ax.plot(np.arange(len(values)), values, color="0.2", lw=1.2, marker="o", ms=2)
+    ax.set_ylim(lo, hi)
+    ax.axis("off")
+    fig.subplots_adjust(0.02, 0.05, 0.98, 0.95)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", transparent=True)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _thumbnails(table: Any, picks: list[np.ndarray], tiles_paths: Sequence[Path], bands: list[str]) -> dict[int, str]:
+    """False-colour thumbnail data URI of every picked row, one stretch for all."""
+    from outcrop.index import scene_of
+
+    channels = composite_bands(bands)
+    by_scene = {scene_of(p): p for p in tiles_paths}
+    scenes, tile_ids = table["scene"].to_numpy(), table["tile_id"].to_numpy()
+    images: dict[int, np.ndarray] = {}
+    opened: dict[str, np.ndarray] = {}
+    for row in (int(r) for r in np.concatenate(picks)) if picks else ():
+        scene = scenes[row]
+        if scene not in by_scene:
+            raise OutcropError(f"cluster table: no tiles/{scene}.npy given for scene {scene!r}")
+        if scene not in opened:
+            opened[scene] = load_npy(by_scene[scene])
+        images[row] = np.asarray(opened[scene][tile_ids[row]], dtype=np.float64)[channels]
+    if not images:
+        return {}
+    stack = np.stack(list(images.values()))
+    lo = np.percentile(stack, 2, axis=(0, 2, 3))[:, None, None]
+    hi = np.percentile(stack, 98, axis=(0, 2, 3))[:, None, None]
+    out = {}
+    for row, img in images.items():
+        rgb = (np.clip((img - lo) / np.maximum(hi - lo, 1e-6), 0, 1) * 255).round().astype(np.uint8)
+        out[row] = _png_uri(np.moveaxis(rgb, 0, -1))
+    return out
+
+
+def write_cluster_table(
+    labels_path: Path,
+    summary_path: Path,
+    embedding_paths: Sequence[Path],
+    tiles_paths: Sequence[Path],
+    out: Path,
+    *,
+    log: Callable[[str], Any] = print,
+) -> None:
+    """Write the HTML table of the finest level's clusters with exemplar thumbnails."""
+    import pandas as pd
+
+    from outcrop.clusters import exemplars, group_means, palette
+    from outcrop.index import normalise_rows, table_vectors
+
+    table = read_geoparquet(labels_path)
+    level = finest_level(table.columns)
+    try:
+        summary = pd.read_csv(summary_path)
+    except (OSError, ValueError) as exc:
+        raise OutcropError(f"{summary_path}: not a readable cluster summary ({exc})") from None
+    summary = summary[summary["level"] == level].set_index("cluster").sort_index()
+    bands = [c[len("mean_"):] for c in summary.columns if c.startswith("mean_")]
+    labels = table[level].to_numpy(dtype=np.int64)
+    k = int(labels.max()) + 1
+    vectors = table_vectors(table, embedding_paths)
+    centroids = normalise_rows(np.nan_to_num(group_means(labels, k, vectors.astype(np.float64))))
+    picks = exemplars(vectors, labels, centroids, per_cluster=THUMBS_PER_CLUSTER)
+    thumbs = _thumbnails(table, picks, tiles_paths, bands)
+    colours = palette(k)
+    spectra = summary[[f"mean_{b}" for b in bands]].to_numpy(dtype=np.float64)
+    lo, hi = float(np.nanmin(spectra)), float(np.nanmax(spectra))
+    pad = 0.05 * max(hi - lo, 1e-6)
+    rows = []
+    for c in range(k):
+        s = summary.loc[c] if c in summary.index else None
+        swatch = "#%02x%02x%02x" % tuple(int(v) for v in colours[c][:3])
+        imgs = "".join(
+            f'<img class="thumb" alt="{html.escape(str(table["scene"].iat[r]))} tile {int(table["tile_id"].iat[r])}" '
+            f'title="{html.escape(str(table["scene"].iat[r]))}:{int(table["tile_id"].iat[r])}" src="{thumbs[int(r)]}">'
+            for r in picks[c])
+        cells = [f'<td><span class="swatch" style="background:{swatch}"></span>{c}</td>']
+        if s is not None:
+            cells += [f"<td>{int(s['size'])}</td>", f"<td>{s['share']:.1%}</td>"]
+            cells += [f"<td>{s[f]:.2f}</td>" for f in ("rock", "snow_ice", "water", "cloud")]
+            cells += [f"<td>{int(s['scenes'])}</td>",
+                      f'<td><img alt="mean spectrum" src="{_spectrum_uri(spectra[c], lo - pad, hi + pad)}"></td>']
+        else:
+            cells += ["<td colspan='8'>not in the summary</td>"]
+        cells.append(f"<td>{imgs}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("cluster", "tiles", "share", "rock", "snow/ice", "water", "cloud",
+                                                 "scenes", f"mean spectrum ({', '.join(bands)})",
+                                                 "tiles nearest the centre"))
+    style = ("body{font-family:sans-serif;color:#222;margin:1em}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:middle}"
+             ".swatch{display:inline-block;width:12px;height:12px;margin-right:5px;border:1px solid #555}"
+             ".thumb{width:64px;height:64px;image-rendering:pixelated;margin-right:3px}")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>clusters at {level}</title>"
+            f"<style>{style}</style></head><body><h2>Clusters at {level}</h2>"
+            f"<p>{len(table)} tiles. Thumbnails: composite {'/'.join(bands[i] for i in composite_bands(bands))}, "
+            f"one stretch for all.</p><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            f"</body></html>\n")
+    with atomic_path(out) as tmp:
+        tmp.write_text(page)
+    log(f"cluster table: {k} clusters at {level}, wrote {out}")

@@ -1,0 +1,379 @@
+"""A standalone interactive map of a run (``map.html``) that works with no network at all.
+
+What is on it: each scene's false-colour quicklook, the cluster layer (finest k), the similarity
+to the known deposits, the known deposits, and the top analogues with popups (rank, score, scene,
+tile, nearest known deposit, distance, lon/lat); a layer control to toggle them and a legend.
+
+**Offline by construction.** The page is one file with every byte it needs inside it: Leaflet's
+JavaScript and CSS are read at run time from the installed ``XStatic-Leaflet`` Python package
+(a declared dependency) and inlined, its control icons become data URIs, and the rasters are PNG
+data URIs. Nothing is fetched from a CDN, and no copy of Leaflet lives in this repository. There
+is no basemap: tiles would need the network, and a field laptop on an Antarctic coast has none.
+
+**Map projection.** The map is drawn in the run's projected CRS (EPSG:3031 for the demo) with
+Leaflet's ``L.CRS.Simple``: one map unit is one metre of the run grid, y up. Web-mercator tiles
+fit polar scenes badly (EPSG:3857 stops at ±85° and stretches high latitudes enormously), and
+reprojecting every raster to lat/lon would resample the cluster cells and bend the tile
+footprints. In the run CRS the rasters are shown on exactly their own grid, the footprints stay
+square, and the scale bar reads true metres (polar stereographic is conformal, so shapes hold).
+Popups carry lon/lat for use elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+from outcrop.io import atomic_path
+
+PREVIEW_MAX = 1024  # px per side of a quicklook on the map
+LAYER_NAMES = {
+    "quicklooks": "Scene quicklooks (false colour)",
+    "clusters": "Clusters",
+    "similarity": "Similarity to known deposits",
+    "deposits": "Known deposits",
+    "analogues": "Top analogues",
+}
+
+
+def leaflet_assets() -> tuple[str, str]:
+    """Leaflet's JavaScript and CSS (with its icons as data URIs) from the installed XStatic-Leaflet."""
+    try:
+        import xstatic.pkg.leaflet as xleaflet
+    except ImportError:
+        raise OutcropError("the interactive map needs the XStatic-Leaflet package (pip install XStatic-Leaflet)") from None
+    base = Path(xleaflet.BASE_DIR)
+    js = (base / "leaflet.js").read_text(encoding="utf-8")
+    css = (base / "leaflet.css").read_text(encoding="utf-8")
+
+    def inline(match: re.Match[str]) -> str:
+        image = base / match.group(1)
+        if not image.is_file():
+            return "none"
+        return f"url(data:image/png;base64,{base64.b64encode(image.read_bytes()).decode('ascii')})"
+
+    css = re.sub(r"url\(\s*['\"]?(images/[^)'\"]+)['\"]?\s*\)", inline, css)
+    return js, css
+
+
+def png_uri(rgba: np.ndarray) -> str:
+    """(H, W, 3|4) uint8 image as a PNG data URI."""
+    import matplotlib.image
+
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, np.ascontiguousarray(rgba), format="png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _bounds(transform: Any, width: int, height: int) -> list[list[float]]:
+    """Leaflet bounds [[south, west], [north, east]] of a north-up grid, in map units (metres)."""
+    x0, y0 = transform.c, transform.f
+    x1, y1 = x0 + transform.a * width, y0 + transform.e * height
+    return [[min(y0, y1), min(x0, x1)], [max(y0, y1), max(x0, x1)]]
+
+
+def _read(path: Path, max_size: int | None = None) -> tuple[np.ndarray, Any, Any, Any, dict[int, tuple[int, ...]] | None]:
+    """(bands, transform, crs, nodata, colour table or None) of a raster, reduced to ``max_size`` px."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    try:
+        with rasterio.open(path) as src:
+            factor = max(1.0, max(src.width, src.height) / max_size) if max_size else 1.0
+            shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
+            data = src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest)
+            transform = src.transform * src.transform.scale(src.width / shape[1], src.height / shape[0])
+            try:
+                colormap = src.colormap(1)
+            except ValueError:
+                colormap = None
+            return data, transform, src.crs, src.nodata, colormap
+    except rasterio.errors.RasterioIOError as exc:
+        raise OutcropError(f"{path}: cannot read raster for the map ({exc})") from None
+
+
+def _check_crs(path: Path, crs: Any, run_crs: Any) -> None:
+    if crs is None or (run_crs is not None and crs != run_crs):
+        raise OutcropError(f"{path}: raster CRS {crs} differs from the run CRS {run_crs}; the map needs one CRS")
+
+
+def quicklook_layer(paths: Sequence[Path], run_crs: Any) -> list[dict[str, Any]]:
+    """One RGBA image overlay per quicklook COG (nodata transparent)."""
+    out = []
+    for path in paths:
+        data, transform, crs, nodata, _ = _read(path, PREVIEW_MAX)
+        _check_crs(path, crs, run_crs)
+        rgb = np.moveaxis(data[:3], 0, -1).astype(np.uint8)
+        alpha = np.where((data[:3] == (nodata if nodata is not None else 0)).all(axis=0), 0, 255).astype(np.uint8)
+        out.append({"scene": Path(path).stem, "image": png_uri(np.dstack([rgb, alpha])),
+                    "bounds": _bounds(transform, data.shape[2], data.shape[1])})
+    return out
+
+
+def cluster_layer(paths: Sequence[Path], run_crs: Any) -> tuple[list[dict[str, Any]], dict[int, str], str]:
+    """Cluster label COGs coloured by their own colour table: overlays, legend colours, level name."""
+    import rasterio
+
+    out, legend, level = [], {}, ""
+    for path in paths:
+        data, transform, crs, nodata, colormap = _read(path)
+        _check_crs(path, crs, run_crs)
+        with rasterio.open(path) as src:
+            level = src.tags().get("level", level) or src.descriptions[0] or level
+        if colormap is None:
+            raise OutcropError(f"{path}: cluster raster has no colour table")
+        labels = data[0]
+        table = np.zeros((max(int(labels.max()), max(colormap)) + 1, 4), dtype=np.uint8)
+        for value, rgba in colormap.items():
+            table[value] = rgba
+        rgba = table[labels]
+        rgba[labels == nodata, 3] = 0
+        for value in np.unique(labels[labels != nodata]):
+            legend[int(value)] = "#%02x%02x%02x" % tuple(int(v) for v in table[value][:3])
+        out.append({"scene": Path(path).stem, "image": png_uri(rgba),
+                    "bounds": _bounds(transform, labels.shape[1], labels.shape[0])})
+    return out, dict(sorted(legend.items())), level
+
+
+def similarity_layer(paths: Sequence[Path], run_crs: Any, lo: float, hi: float) -> list[dict[str, Any]]:
+    """Similarity COGs on one viridis scale from ``lo`` to ``hi`` (NaN transparent)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    out = []
+    for path in paths:
+        data, transform, crs, _, _ = _read(path)
+        _check_crs(path, crs, run_crs)
+        values = data[0].astype(np.float64)
+        rgba = (cmap(np.clip((values - lo) / max(hi - lo, 1e-9), 0, 1)) * 255).round().astype(np.uint8)
+        rgba[~np.isfinite(values), 3] = 0
+        out.append({"scene": Path(path).stem, "image": png_uri(rgba),
+                    "bounds": _bounds(transform, values.shape[1], values.shape[0])})
+    return out
+
+
+def viridis_stops(n: int = 8) -> list[str]:
+    """CSS colours along viridis, for the legend's gradient bar."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    return [matplotlib.colors.to_hex(cmap(i / (n - 1))) for i in range(n)]
+
+
+def analogue_features(analogues: Any) -> list[dict[str, Any]]:
+    """Marker position (footprint centre, run CRS), footprint ring and popup fields of each analogue."""
+    from shapely import get_coordinates
+
+    out = []
+    for _, row in analogues.sort_values("rank").iterrows():
+        c = row.geometry.centroid
+        out.append({
+            "rank": int(row["rank"]), "score": float(row["score"]), "scene": str(row["scene"]),
+            "tile_id": int(row["tile_id"]), "nearest_positive": str(row["nearest_positive"]),
+            "distance_km": float(row["distance_km"]), "lon": float(row["lon"]), "lat": float(row["lat"]),
+            "x": float(c.x), "y": float(c.y),
+            "ring": [[float(y), float(x)] for x, y in get_coordinates(row.geometry.exterior if
+                                                                    row.geometry.geom_type == "Polygon" else row.geometry.envelope.exterior)],
+        })
+    return out
+
+
+def deposit_features(deposits: Any) -> list[dict[str, Any]]:
+    """Known deposits: points as markers, polygons as outlines (run CRS), with lon/lat of their centres."""
+    from shapely import get_coordinates, get_parts
+
+    centres = deposits.geometry.centroid.to_crs("EPSG:4326")
+    out = []
+    for (_, row), ll in zip(deposits.iterrows(), centres):
+        geom = row.geometry
+        rings = [[[float(y), float(x)] for x, y in get_coordinates(p.exterior)] for p in get_parts(geom)
+                 if p.geom_type == "Polygon"]
+        c = geom.centroid
+        out.append({"name": str(row["name"]), "x": float(c.x), "y": float(c.y), "rings": rings,
+                    "lon": float(ll.x), "lat": float(ll.y)})
+    return out
+
+
+def write_webmap(
+    quicklooks: Sequence[Path],
+    cluster_rasters: Sequence[Path],
+    similarity_rasters: Sequence[Path],
+    analogues_path: Path,
+    deposits_path: Path,
+    out: Path,
+    *,
+    title: str = "outcrop run",
+    log: Callable[[str], Any] = print,
+) -> None:
+    """Write the standalone offline map of a run."""
+    import geopandas as gpd
+    import rasterio
+
+    from outcrop.analogue_maps import score_range
+    from outcrop.analogues import read_deposits
+
+    if not quicklooks:
+        raise OutcropError("map: no scene quicklooks given")
+    with rasterio.open(quicklooks[0]) as src:
+        run_crs = src.crs
+    try:
+        analogues = gpd.read_file(analogues_path, engine="pyogrio")
+    except Exception as exc:
+        raise OutcropError(f"{analogues_path}: not a readable analogues GeoPackage ({exc})") from None
+    if analogues.crs is None:
+        raise OutcropError(f"{analogues_path}: analogues have no CRS")
+    analogues = analogues.to_crs(run_crs)
+    deposits = read_deposits(deposits_path, run_crs)
+    lo, hi = score_range(similarity_rasters)
+    clusters, cluster_legend, level = cluster_layer(cluster_rasters, run_crs)
+    data = {
+        "title": title,
+        "crs": run_crs.to_string(),
+        "layers": LAYER_NAMES | {"clusters": f"Clusters ({level})" if level else "Clusters"},
+        "quicklooks": quicklook_layer(quicklooks, run_crs),
+        "clusters": clusters,
+        "cluster_legend": cluster_legend,
+        "similarity": similarity_layer(similarity_rasters, run_crs, lo, hi),
+        "similarity_range": [lo, hi],
+        "similarity_stops": viridis_stops(),
+        "deposits": deposit_features(deposits),
+        "analogues": analogue_features(analogues),
+    }
+    js, css = leaflet_assets()
+    page = _PAGE.format(
+        title=html.escape(title),
+        leaflet_css=css,
+        leaflet_js=_script_safe(js),
+        data=_script_safe(json.dumps(data, separators=(",", ":"))),
+        app_css=_APP_CSS,
+        app_js=_APP_JS,
+    )
+    with atomic_path(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    log(f"map: wrote {out} ({len(page) / 1e6:.1f} MB; {len(data['quicklooks'])} scenes, "
+        f"{len(data['analogues'])} analogues, {len(data['deposits'])} deposits)")
+
+
+def _script_safe(text: str) -> str:
+    """Text that cannot close its <script> element early: ``</script`` → ``<\\/script``.
+
+    The escaped form means the same inside JavaScript and JSON strings, and regular expressions.
+    """
+    return re.sub(r"</(script)", r"<\\/\1", text, flags=re.IGNORECASE)
+
+
+_APP_CSS = """
+html,body{height:100%;margin:0;font-family:sans-serif}
+#map{height:100%;background:#dfe3e8}
+.outcrop-pixelated{image-rendering:pixelated}
+.outcrop-legend,.outcrop-title{background:rgba(255,255,255,.92);padding:6px 9px;border-radius:4px;
+  box-shadow:0 1px 4px rgba(0,0,0,.3);font-size:12px;line-height:1.5}
+.outcrop-legend h4{margin:4px 0 2px;font-size:12px}
+.outcrop-swatch{display:inline-block;width:11px;height:11px;border:1px solid #444;margin-right:4px;vertical-align:middle}
+.outcrop-bar{height:10px;width:160px;border:1px solid #444}
+.outcrop-popup td{padding:0 6px 0 0;font-size:12px}
+"""
+
+_APP_JS = r"""
+(function () {
+  "use strict";
+  var D = JSON.parse(document.getElementById("outcrop-data").textContent);
+  var map = L.map("map", {crs: L.CRS.Simple, minZoom: -20, maxZoom: 6, zoomSnap: 0.25});
+  function images(list, opacity, cls) {
+    return L.layerGroup(list.map(function (o) {
+      return L.imageOverlay(o.image, o.bounds, {opacity: opacity, className: cls || "", alt: o.scene});
+    }));
+  }
+  function fmt(v, n) { return Number(v).toFixed(n); }
+  var quicklooks = images(D.quicklooks, 1.0);
+  var clusters = images(D.clusters, 0.75, "outcrop-pixelated");
+  var similarity = images(D.similarity, 0.8, "outcrop-pixelated");
+  var deposits = L.layerGroup(D.deposits.map(function (d) {
+    var popup = "<b>Known deposit</b><br>" + d.name + "<br>lon " + fmt(d.lon, 4) + ", lat " + fmt(d.lat, 4);
+    var parts = d.rings.map(function (r) { return L.polygon(r, {color: "#e31a1c", weight: 2, fill: false}); });
+    parts.push(L.circleMarker([d.y, d.x], {radius: 6, color: "#000", weight: 1, fillColor: "#e31a1c",
+                                           fillOpacity: 1, className: "outcrop-deposit"}));
+    return L.featureGroup(parts).bindPopup(popup);
+  }));
+  var analogues = L.layerGroup(D.analogues.map(function (a) {
+    var rows = [["rank", a.rank], ["score", fmt(a.score, 3)], ["scene", a.scene], ["tile", a.tile_id],
+                ["nearest known deposit", a.nearest_positive], ["distance", fmt(a.distance_km, 2) + " km"],
+                ["lon, lat", fmt(a.lon, 4) + ", " + fmt(a.lat, 4)]];
+    var popup = "<b>Analogue #" + a.rank + "</b><table class='outcrop-popup'>" + rows.map(function (r) {
+      return "<tr><td>" + r[0] + "</td><td>" + r[1] + "</td></tr>"; }).join("") + "</table>";
+    return L.featureGroup([
+      L.polygon(a.ring, {color: "#ffffff", weight: 1, fill: false, interactive: false}),
+      L.circleMarker([a.y, a.x], {radius: 7, color: "#ffffff", weight: 2, fillColor: "#ff7f00",
+                                  fillOpacity: 0.9, className: "outcrop-analogue outcrop-analogue-" + a.rank})
+    ]).bindPopup(popup);
+  }));
+  [quicklooks, clusters, deposits, analogues].forEach(function (l) { l.addTo(map); });
+  var overlays = {};
+  overlays[D.layers.quicklooks] = quicklooks;
+  overlays[D.layers.clusters] = clusters;
+  overlays[D.layers.similarity] = similarity;
+  overlays[D.layers.deposits] = deposits;
+  overlays[D.layers.analogues] = analogues;
+  L.control.layers(null, overlays, {collapsed: false, position: "topright"}).addTo(map);
+  L.control.scale({imperial: false, metric: true}).addTo(map);
+  map.attributionControl.setPrefix("Leaflet");
+  map.attributionControl.addAttribution("projected coordinates: " + D.crs);
+
+  var legend = L.control({position: "bottomright"});
+  legend.onAdd = function () {
+    var div = L.DomUtil.create("div", "outcrop-legend");
+    var h = "<h4>" + D.layers.clusters + "</h4>";
+    Object.keys(D.cluster_legend).forEach(function (k) {
+      h += "<span class='outcrop-swatch' style='background:" + D.cluster_legend[k] + "'></span>" + k + " ";
+    });
+    h += "<h4>" + D.layers.similarity + "</h4><div class='outcrop-bar' style='background:linear-gradient(to right," +
+         D.similarity_stops.join(",") + ")'></div>" + fmt(D.similarity_range[0], 2) +
+         " <span style='float:right'>" + fmt(D.similarity_range[1], 2) + "</span>";
+    h += "<h4>Points</h4><span class='outcrop-swatch' style='background:#e31a1c;border-radius:6px'></span>known deposit<br>" +
+         "<span class='outcrop-swatch' style='background:#ff7f00;border-radius:6px'></span>analogue (click for details)";
+    div.innerHTML = h;
+    return div;
+  };
+  legend.addTo(map);
+  var title = L.control({position: "topleft"});
+  title.onAdd = function () {
+    var div = L.DomUtil.create("div", "outcrop-title");
+    div.textContent = D.title;
+    return div;
+  };
+  title.addTo(map);
+
+  var all = D.quicklooks.map(function (o) { return o.bounds; });
+  var bounds = L.latLngBounds(all[0]);
+  all.forEach(function (b) { bounds.extend(b); });
+  map.fitBounds(bounds, {padding: [10, 10]});
+  window.outcropMap = map;
+})();
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{leaflet_css}</style>
+<style>{app_css}</style>
+</head>
+<body>
+<div id="map"></div>
+<script>{leaflet_js}</script>
+<script id="outcrop-data" type="application/json">{data}</script>
+<script>{app_js}</script>
+</body>
+</html>
+"""
