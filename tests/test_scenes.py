@@ -532,68 +532,13 @@ def test_real_landsat7_files_through_generic_geotiff(tmp_path):
 # --- remote COGs --------------------------------------------------------------------------
 
 
-class _RangeHandler:
-    """Build a request handler class that serves ``root`` and honours single byte ranges."""
-
-    @staticmethod
-    def make(root: Path, log: list[tuple[str, int]]):
-        import http.server
-        import os
-        import re
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep the test output quiet
-                pass
-
-            def _send(self, head_only: bool) -> None:
-                path = root / self.path.lstrip("/").split("?")[0]
-                if not path.is_file():
-                    self.send_error(404)
-                    log.append((self.command, 404))
-                    return
-                size = os.path.getsize(path)
-                m = re.match(r"bytes=(\d+)-(\d*)$", self.headers.get("Range", ""))
-                start, end, status = 0, size - 1, 200
-                if m:
-                    start = int(m.group(1))
-                    end = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
-                    status = 206
-                self.send_response(status)
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Length", str(end - start + 1))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-                self.end_headers()
-                log.append((self.command, status))
-                if not head_only:
-                    with open(path, "rb") as fh:
-                        fh.seek(start)
-                        self.wfile.write(fh.read(end - start + 1))
-
-            def do_GET(self):
-                self._send(False)
-
-            def do_HEAD(self):
-                self._send(True)
-
-        return Handler
-
-
 @pytest.fixture
 def scenes_http_server(tmp_path):
-    """A local HTTP server with byte-range support over ``tmp_path / "www"``: (base URL, request log)."""
-    import http.server
-    import threading
+    """A local HTTP server with byte-range support over ``tmp_path / "www"``: (base URL, root, log)."""
+    from range_server import serve
 
-    root = tmp_path / "www"
-    root.mkdir()
-    log: list[tuple[str, int]] = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler.make(root, log))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root, log
-    server.shutdown()
-    server.server_close()
+    with serve(tmp_path / "www") as server:
+        yield server.url, server.root, server.log
 
 
 def test_remote_cog_is_read_by_range_requests(tmp_path, scenes_http_server):
@@ -610,8 +555,8 @@ def test_remote_cog_is_read_by_range_requests(tmp_path, scenes_http_server):
     b, mb, pb, _ = read_prepared(out_local)
     assert pa["transform"] == pb["transform"]
     assert np.array_equal(np.nan_to_num(a, nan=-9), np.nan_to_num(b, nan=-9)) and np.array_equal(ma, mb)
-    statuses = [s for _, s in requests]
-    assert 206 in statuses and 200 not in [s for c, s in requests if c == "GET"]
+    statuses = [r.status for r in requests]
+    assert 206 in statuses and 200 not in [r.status for r in requests if r.method == "GET"]
 
 
 def test_unreachable_url_is_an_error(tmp_path, scenes_http_server):

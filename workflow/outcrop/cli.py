@@ -79,6 +79,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_stac_search(args: argparse.Namespace) -> None:
+    from outcrop.stac import expand_stac, write_scene_sheet
+
+    try:
+        bbox = [float(v) for v in args.bbox.split(",")] if args.bbox else None
+    except ValueError:
+        raise OutcropError(f"--bbox {args.bbox!r}: expected four numbers west,south,east,north") from None
+    rows = expand_stac(args.source, collection=args.collection or None, bbox=bbox, datetime=args.datetime or None,
+                       max_cloud=args.max_cloud, role=args.role, limit=args.limit)
+    added = write_scene_sheet(rows, args.out, append=args.append)
+    _log(f"stac-search: {len(rows)} item(s) found, {added} new scene(s) written to {args.out}")
+
+
 def _thresholds(items: Sequence[str] | None, cls: Any) -> Any:
     values = _parse_sets(items, "--surface")
     known = set(cls.__dataclass_fields__)
@@ -238,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=float, default=None)
     p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
 
+    p = _add(sub, "stac-search", cmd_stac_search, "write a scene sheet from a STAC item, catalog or API search",
+             "outcrop stac-search https://earth-search.aws.element84.com/v1/search --collection sentinel-2-l2a "
+             "--bbox 162,-78,167,-76 --datetime 2023-11-01/2024-02-28 --max-cloud 20 --out scenes.tsv", False)
+    p.add_argument("source", help="STAC item, item collection, static catalog, API landing page or /search URL")
+    p.add_argument("--out", required=True, help="scene sheet (TSV) to write")
+    p.add_argument("--append", action="store_true", help="add new items to an existing sheet")
+    p.add_argument("--collection", default="", help="collection id(s), comma-separated")
+    p.add_argument("--bbox", default="", help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)")
+    p.add_argument("--datetime", default="", help="RFC 3339 date, datetime or interval (a/b, ../b, a/..)")
+    p.add_argument("--max-cloud", type=float, default=None, help="largest eo:cloud_cover in percent")
+    p.add_argument("--role", default="index", choices=["train", "index"])
+    p.add_argument("--limit", type=int, default=100, help="items per page of an API search")
+
     p = _add(sub, "tile", cmd_tile, "cut a prepared scene into tiles (array + GeoParquet table)",
              "outcrop tile --prepared prepared/s1.tif --scene s1 --out-tiles tiles/s1.npy --out-table tiles/s1.parquet", False)
     p.add_argument("--prepared", required=True)
@@ -288,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = _add(sub, "cluster", cmd_cluster, "k-means at each k plus a Ward hierarchy on the centroids",
-             "outcrop cluster --index-table index/tiles.parquet --embeddings ... --tiles ... --prepared ... "
-             "--k 4 8 --out-gpkg clusters/labels.gpkg ...")
+             "outcrop cluster --index-table index/tiles.parquet --embeddings embeddings/*.npy --tiles tiles/*.npy "
+             "--prepared prepared/*.tif --k 4 8 --cuts 3 --out-gpkg clusters/labels.gpkg --out-parquet "
+             "clusters/labels.parquet --out-summary clusters/summary.csv --out-dendrogram clusters/dendrogram.png "
+             "--maps-dir clusters/maps --rasters-dir clusters/rasters")
     for name in ("--embeddings", "--tiles", "--prepared"):
         p.add_argument(name, nargs="+", required=True)
     for name in ("--index-table", "--out-gpkg", "--out-parquet", "--out-summary", "--out-dendrogram",
@@ -301,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = _add(sub, "analogues", cmd_analogues, "rank analogues of the known deposits",
-             "outcrop analogues --index index/tiles.faiss --index-table index/tiles.parquet --embeddings ... "
-             "--deposits deposits.gpkg --prepared ... --out-gpkg analogues/analogues.gpkg ...")
+             "outcrop analogues --index index/tiles.faiss --index-table index/tiles.parquet --embeddings "
+             "embeddings/*.npy --prepared prepared/*.tif --deposits deposits.gpkg --out-gpkg analogues/analogues.gpkg "
+             "--out-csv analogues/analogues.csv --similarity-dir analogues/similarity")
     for name in ("--embeddings", "--prepared"):
         p.add_argument(name, nargs="+", required=True)
     for name in ("--index", "--index-table", "--deposits", "--out-gpkg", "--out-csv", "--similarity-dir"):
@@ -340,8 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geometry", help="polygon file")
     p.add_argument("--top", type=int, default=10)
 
-    p = _add(sub, "info", cmd_info, "summarise a finished run", "outcrop info results", False)
+    p = _add(sub, "info", cmd_info, "summarise a finished run: scenes, tiles per surface, model, index, "
+             "clusters, top analogues", "outcrop info results", False)
     p.add_argument("results", nargs="?", default="results")
+
+    from outcrop.report_cli import add_output_commands
+
+    add_output_commands(sub, _add, _log)
     return parser
 
 

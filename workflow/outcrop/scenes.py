@@ -2,7 +2,8 @@
 
 A scene arrives as a single multi-band GeoTIFF, a product folder with one file per band (Landsat
 ``*_B4.TIF`` + ``*_QA_PIXEL.TIF`` + ``*_MTL.txt``, Sentinel-2 ``*_B04.jp2`` at 10/20/60 m + ``SCL``),
-or a remote COG read by HTTP range requests. :func:`prepare_scene` finds the requested bands,
+a remote COG read by HTTP range requests, or a STAC item whose assets are the per-band files,
+local or remote (:mod:`outcrop.stac`). :func:`prepare_scene` finds the requested bands,
 reprojects each onto the run grid (run CRS, resolution, pixel edges at integer multiples of the
 resolution from the CRS origin so that overlapping scenes line up pixel for pixel), turns stored
 numbers into reflectance with the sensor's rescaling (:mod:`outcrop.sensors`), classifies surfaces
@@ -74,6 +75,7 @@ class SceneFiles:
     mtl: dict[str, str] | None = None
     metadata_text: str | None = None  # Sentinel-2 MTD_MSI*.xml
     product_name: str = ""
+    rescaling: tuple[np.ndarray, np.ndarray, str] | None = None  # per band, declared by the source
     checks: list[str] = field(default_factory=list)
 
 
@@ -129,8 +131,13 @@ def find_scene_files(source: str, sensor: Sensor, bands: Sequence[str],
     """Locate each requested band (and the quality band and metadata) in ``source``.
 
     A folder is searched recursively for the producers' band file names; a single file (local or
-    remote) holds all bands, named by ``declared_bands`` or else by its band descriptions.
+    remote) holds all bands, named by ``declared_bands`` or else by its band descriptions; a STAC
+    item (``stac:`` + path or URL, or a ``.json`` path or URL) names one asset per band.
     """
+    from outcrop.stac import is_stac_source
+
+    if is_stac_source(source):
+        return _stac_item(source, sensor, bands)
     if is_remote(source):
         return _single_file(source, sensor, bands, declared_bands)
     path = Path(source)
@@ -174,6 +181,41 @@ def _single_file(source: str, sensor: Sensor, bands: Sequence[str],
         index = names.index(band)
         found.append(BandFile(band, source, index + 1, normalise_token(labels[index])))
     return SceneFiles(found, product_name=Path(source).name)
+
+
+def _stac_item(source: str, sensor: Sensor, bands: Sequence[str]) -> SceneFiles:
+    """A STAC item's assets as band files; its MTL asset and declared rescaling when it has them."""
+    from outcrop.stac import fetch_text, item_bands, item_sensor, load_item
+
+    item = load_item(source)
+    detected = item_sensor(item)
+    if detected.split("-")[0] != sensor.name.split("-")[0]:
+        raise OutcropError(f"{item.where}: item {item.id!r} is a {detected} scene, not {sensor.name}")
+    assets = item_bands(item, sensor.name)
+    found = []
+    for band in bands:
+        if band not in assets.bands:
+            raise OutcropError(f"{item.where}: item {item.id!r} has no asset for band {band!r} "
+                               f"(it has {', '.join(assets.bands)})")
+        href, token = assets.bands[band]
+        found.append(BandFile(band, href, 1, token))
+    files = SceneFiles(found, assets.quality, product_name=assets.product_name)
+    if sensor.radiometry == "mtl" and assets.mtl is not None:
+        text = fetch_text(assets.mtl)
+        try:
+            if assets.mtl.lower().endswith(".json"):
+                import json
+
+                files.mtl = flatten_mtl_json(json.loads(text))
+            else:
+                files.mtl = parse_mtl_text(text)
+        except ValueError as exc:
+            raise OutcropError(f"{assets.mtl}: cannot read metadata ({_short(exc)})") from None
+    if sensor.radiometry in ("fixed", "sentinel2") and all(b in assets.rescaling for b in bands):
+        pairs = [assets.rescaling[b] for b in bands]
+        files.rescaling = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]),
+                           "STAC raster:bands scale/offset of the item's assets")
+    return files
 
 
 def _product_folder(folder: Path, sensor: Sensor, bands: Sequence[str]) -> SceneFiles:
@@ -353,6 +395,8 @@ def _rescaling(sensor: Sensor, files: SceneFiles, dn: np.ndarray, dtypes: list[s
         s = sensor.scale if scale is None else scale
         o = (0.0 if sensor.radiometry == "auto" else sensor.offset) if offset is None else offset
         return np.full(c, s), np.full(c, o), f"given scale {s} offset {o}"
+    if files.rescaling is not None:
+        return files.rescaling
     if sensor.radiometry == "fixed":
         return np.full(c, sensor.scale), np.full(c, sensor.offset), f"{sensor.name} scale {sensor.scale} offset {sensor.offset}"
     if sensor.radiometry == "sentinel2":
@@ -450,7 +494,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
                   log: Callable[[str], None] = print) -> None:
     """Prepare one scene: its ``bands`` as reflectance on the run grid, plus the surface mask.
 
-    ``source`` is a multi-band GeoTIFF/COG (local path or http(s) URL) or a product folder;
+    ``source`` is a multi-band GeoTIFF/COG (local path or http(s) URL), a product folder, or a
+    STAC item (``stac:`` + path or URL, or a path or URL ending ``.json``) with one asset per band;
     ``sensor`` names a row of :data:`outcrop.sensors.SENSORS`. ``scale``/``offset`` override the
     sensor's rescaling (``reflectance = stored * scale + offset``). The output, written atomically
     with :func:`outcrop.io.write_prepared`, has exactly ``bands`` in that order, reprojected to
