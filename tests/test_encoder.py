@@ -1,0 +1,253 @@
+"""Encoder training end to end on tiny tiles: outputs, settings, resuming, errors, and that it learns texture."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from outcrop import OutcropError
+from outcrop.embeddings import embed_array
+from outcrop.encoder import EncoderSettings, load_encoder, train_byol
+
+torch.set_num_threads(2)
+
+BANDS = ["blue", "green", "red", "nir"]
+TINY = {"epochs": 2, "batch_size": 16, "hidden_dim": 32, "projection_dim": 16, "embedding_dim": 16,
+        "warmup_epochs": 1, "log_every": 1}
+
+
+def textures(n: int, size: int = 16, bands: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two rock types with one mean spectrum and one texture amplitude: stripes (label 0) and blobs (1).
+
+    Per-band means and spreads cannot tell them apart; only the spatial pattern can.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    theta = rng.uniform(0, np.pi, n)[:, None, None]
+    period = rng.uniform(4, 6, n)[:, None, None]
+    phase = rng.uniform(0, 2 * np.pi, n)[:, None, None]
+    stripes = np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + phase)
+    coarse = torch.from_numpy(rng.standard_normal((n, 1, 4, 4)).astype(np.float32))
+    blobs = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[:, 0].numpy()
+    pattern = np.where(labels[:, None, None] == 0, stripes, blobs)
+    pattern = (pattern - pattern.mean(axis=(1, 2), keepdims=True)) / pattern.std(axis=(1, 2), keepdims=True)
+    spectrum = np.linspace(0.1, 0.4, bands)[None, :, None, None]
+    tiles = (spectrum * (1 + 0.2 * pattern[:, None]) + rng.normal(0, 0.02, (n, 1, 1, 1))
+             + rng.normal(0, 0.01, (n, bands, size, size)))
+    return tiles.astype(np.float32), labels
+
+
+def write_scene(folder: Path, name: str, tiles: np.ndarray, rock: np.ndarray | None = None) -> tuple[Path, Path]:
+    """A tile array and a tile table with the columns the tile stage writes (geometry aside)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(tiles)
+    np.save(folder / f"{name}.npy", tiles)
+    table = pd.DataFrame({
+        "tile_id": np.arange(n), "scene": name, "row": np.arange(n) * 16, "col": 0, "size": tiles.shape[-1],
+        "valid": 1.0, "rock": np.ones(n) if rock is None else rock, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0,
+    })
+    table.to_parquet(folder / f"{name}.parquet")
+    return folder / f"{name}.npy", folder / f"{name}.parquet"
+
+
+def train(tmp: Path, scenes: list[tuple[Path, Path]], settings: dict, **kwargs) -> Path:
+    out = tmp / "model" / "encoder.pt"
+    kwargs.setdefault("bands", BANDS)
+    kwargs.setdefault("log", lambda message: None)
+    train_byol([s[0] for s in scenes], [s[1] for s in scenes], out, settings=EncoderSettings.from_dict(settings),
+               curve_tsv=tmp / "model" / "curve.tsv", curve_png=tmp / "model" / "curve.png",
+               checkpoint_path=tmp / "model" / "checkpoint.pt", device="cpu", **kwargs)
+    return out
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def test_settings_from_config_mapping():
+    s = EncoderSettings.from_dict({"epochs": 3, "lr": 1, "view1": {"blur_p": 0.5}, "view2.noise_p": 0.3})
+    assert s.epochs == 3 and s.lr == 1.0 and isinstance(s.lr, float)
+    assert s.view1.blur_p == 0.5 and s.view2.noise_p == 0.3
+    assert s.view2.blur_p == EncoderSettings().view2.blur_p  # untouched keys keep their defaults
+    assert EncoderSettings.from_dict({}) == EncoderSettings()
+    assert EncoderSettings().view1.blur_p == 1.0 and EncoderSettings().view2.blur_p == 0.1  # asymmetric views
+
+
+@pytest.mark.parametrize(("mapping", "message"), [
+    ({"epochz": 3}, r"encoder\.epochz"),
+    ({"view1": {"hue": 0.1}}, r"encoder\.view1\.hue"),
+    ({"epochs": "many"}, r"encoder\.epochs"),
+    ({"epochs": 2.5}, r"encoder\.epochs"),
+    ({"arch": "vit"}, r"encoder\.arch"),
+    ({"optimizer": "sgd"}, r"encoder\.optimizer"),
+    ({"batch_size": 1}, r"encoder\.batch_size"),
+])
+def test_settings_reject_unknown_keys_and_bad_values(mapping, message):
+    with pytest.raises(OutcropError, match=message):
+        EncoderSettings.from_dict(mapping)
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def test_training_writes_model_curve_and_checkpoint(tmp_path):
+    tiles, _ = textures(80)
+    rock = np.where(np.arange(80) % 2 == 0, 0.9, 0.1)
+    scene_a = write_scene(tmp_path / "tiles", "a", tiles[:40], rock[:40])
+    scene_b = write_scene(tmp_path / "tiles", "b", tiles[40:], rock[40:])
+    messages: list[str] = []
+    out = train(tmp_path, [scene_a, scene_b], TINY, min_rock=0.5, log=messages.append)
+
+    payload = torch.load(out, weights_only=True)
+    meta = payload["metadata"]
+    kept = tiles[rock >= 0.5]
+    assert meta["bands"] == BANDS and meta["arch"] == "resnet-small" and meta["embedding_dim"] == 16
+    assert meta["train_tiles"] == 40 and meta["tile_size"] == [16, 16]
+    np.testing.assert_allclose(meta["mean"], kept.mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(meta["std"], kept.std(axis=(0, 2, 3)), rtol=1e-4)
+    assert meta["settings"]["view1"]["blur_p"] == 1.0
+
+    model, meta2 = load_encoder(out, expect_bands=BANDS)
+    assert not model.training and meta2 == meta
+    assert model(torch.zeros(2, 4, 16, 16)).shape == (2, 16)
+
+    curve = pd.read_csv(tmp_path / "model" / "curve.tsv", sep="\t")
+    assert list(curve.columns) == ["step", "epoch", "loss", "lr", "tau"]
+    assert curve["step"].tolist() == [1, 2, 3, 4]  # 40 tiles / batch 16 = 2 steps x 2 epochs
+    assert curve["tau"].iloc[0] == pytest.approx(0.99) and curve["tau"].iloc[-1] > 0.998
+    assert curve["lr"].iloc[1] == pytest.approx(EncoderSettings().lr)  # end of the one-epoch warm-up
+    assert ((curve["loss"] >= 0) & (curve["loss"] <= 4)).all()
+    assert (tmp_path / "model" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    checkpoint = torch.load(tmp_path / "model" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == 4
+    assert not [p for p in (tmp_path / "model").iterdir() if p.name.startswith(".")]  # no temp files left
+    assert any("img/s" in m and "eta" in m and "tau" in m for m in messages)
+
+
+def test_finished_checkpoint_is_reused_and_foreign_one_ignored(tmp_path):
+    scene = write_scene(tmp_path / "tiles", "a", textures(32)[0])
+    first = torch.load(train(tmp_path, [scene], TINY), weights_only=True)["state_dict"]
+    messages: list[str] = []
+    again = torch.load(train(tmp_path, [scene], TINY, log=messages.append), weights_only=True)["state_dict"]
+    assert any("resumed" in m and "step 4" in m for m in messages)
+    assert not any(m.startswith("step ") for m in messages)  # nothing retrained
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    messages.clear()
+    train(tmp_path, [scene], {**TINY, "lr": 1e-3}, log=messages.append)
+    assert any("other settings" in m for m in messages)
+
+
+def test_bad_training_input_names_the_problem(tmp_path):
+    tiles = textures(20)[0]
+    scene = write_scene(tmp_path / "tiles", "a", tiles, rock=np.full(20, 0.2))
+    with pytest.raises(OutcropError, match="rock >= 0.5"):
+        train(tmp_path, [scene], TINY, min_rock=0.5)
+    with pytest.raises(OutcropError, match="4 bands but 2 band names"):
+        train(tmp_path, [scene], TINY, bands=["red", "nir"])
+    short = write_scene(tmp_path / "short", "a", tiles[:5])
+    with pytest.raises(OutcropError, match=r"a\.parquet: 20 rows, but its tile array has 5"):
+        train(tmp_path, [(short[0], scene[1])], TINY)
+    assert not (tmp_path / "model" / "encoder.pt").exists()
+
+
+def test_load_encoder_refuses_damaged_foreign_and_mismatched_files(tmp_path):
+    with pytest.raises(OutcropError, match="not found"):
+        load_encoder(tmp_path / "missing.pt")
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"not a torch file at all")
+    with pytest.raises(OutcropError, match="damaged.pt: not a readable encoder file"):
+        load_encoder(damaged)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(OutcropError, match="not an outcrop encoder"):
+        load_encoder(foreign)
+    out = train(tmp_path, [write_scene(tmp_path / "tiles", "a", textures(32)[0])], TINY)
+    with pytest.raises(OutcropError, match="trained on bands blue,green,red,nir"):
+        load_encoder(out, expect_bands=["coastal", "blue", "green", "red"])
+
+
+# --- resuming after SIGKILL ----------------------------------------------------------------------
+
+
+def _train_command(tmp: Path, scene: tuple[Path, Path], out_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "outcrop.cli", "train", "--tiles", str(scene[0]), "--tables", str(scene[1]),
+        "--bands", ",".join(BANDS), "--out", str(out_dir / "encoder.pt"),
+        "--curve-tsv", str(out_dir / "curve.tsv"), "--curve-png", str(out_dir / "curve.png"),
+        "--checkpoint", str(out_dir / "checkpoint.pt"), "--device", "cpu", "--threads", "1",
+        "--set", "epochs=6", "--set", "batch_size=32", "--set", "hidden_dim=64", "--set", "projection_dim=32",
+        "--set", "embedding_dim=32", "--set", "log_every=1",
+        # Checkpoints every ~20 ms as well as at epoch ends, so the kill lands anywhere in an epoch.
+        "--set", "checkpoint_minutes=0.0003",
+    ]
+
+
+def test_sigkill_then_restart_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
+    scene = write_scene(tmp_path / "tiles", "a", textures(160)[0])
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(_train_command(tmp_path, scene, whole), check=True, capture_output=True, timeout=120)
+
+    proc = subprocess.Popen(_train_command(tmp_path, scene, killed), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while not (killed / "checkpoint.pt").exists():
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "encoder.pt").exists()  # killed before the end ...
+    step_at_kill = torch.load(killed / "checkpoint.pt", weights_only=True)["step"]
+    assert 0 < step_at_kill < 30  # ... and after some progress (6 epochs x 5 steps)
+
+    rerun = subprocess.run(_train_command(tmp_path, scene, killed), check=True, capture_output=True,
+                           text=True, timeout=120)
+    assert f"resumed from {killed / 'checkpoint.pt'} at step" in rerun.stdout
+
+    a = torch.load(whole / "encoder.pt", weights_only=True)
+    b = torch.load(killed / "encoder.pt", weights_only=True)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    # The whole BYOL state (target network and optimiser moments too) matches, not only the backbone.
+    ca = torch.load(whole / "checkpoint.pt", weights_only=True)
+    cb = torch.load(killed / "checkpoint.pt", weights_only=True)
+    for key in ca["model"]:
+        assert torch.equal(ca["model"][key], cb["model"][key]), key
+    for pid, state in ca["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, cb["optimizer"]["state"][pid][name]), (pid, name)
+    assert ca["curve"] == cb["curve"]
+
+
+# --- what it learns ------------------------------------------------------------------------------
+
+
+def _knn_accuracy(vectors: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = np.argsort(-sims, axis=1)[:, :k]
+    return float(((labels[nearest].mean(axis=1) > 0.5) == labels).mean())
+
+
+def test_encoder_separates_textures_that_band_statistics_cannot(tmp_path):
+    tiles, labels = textures(256, seed=1)
+    out = train(tmp_path, [write_scene(tmp_path / "tiles", "a", tiles)],
+                {"epochs": 4, "batch_size": 64, "hidden_dim": 128, "projection_dim": 64, "embedding_dim": 64})
+    model, meta = load_encoder(out)
+    learned = _knn_accuracy(embed_array(model, meta, tiles), labels)
+    stats = np.concatenate([tiles.mean(axis=(2, 3)), tiles.std(axis=(2, 3))], axis=1)
+    stats = (stats - stats.mean(axis=0)) / stats.std(axis=0)
+    baseline = _knn_accuracy(stats / np.linalg.norm(stats, axis=1, keepdims=True), labels)
+    assert baseline < 0.65  # the two rock types really share their band statistics
+    assert learned > baseline + 0.15, (learned, baseline)
