@@ -314,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = _add(sub, "cluster", cmd_cluster, "k-means at each k plus a Ward hierarchy on the centroids",
-             "outcrop cluster --index-table index/tiles.parquet --embeddings ... --tiles ... --prepared ... "
-             "--k 4 8 --out-gpkg clusters/labels.gpkg ...")
+             "outcrop cluster --index-table index/tiles.parquet --embeddings embeddings/*.npy --tiles tiles/*.npy "
+             "--prepared prepared/*.tif --k 4 8 --cuts 3 --out-gpkg clusters/labels.gpkg --out-parquet "
+             "clusters/labels.parquet --out-summary clusters/summary.csv --out-dendrogram clusters/dendrogram.png "
+             "--maps-dir clusters/maps --rasters-dir clusters/rasters")
     for name in ("--embeddings", "--tiles", "--prepared"):
         p.add_argument(name, nargs="+", required=True)
     for name in ("--index-table", "--out-gpkg", "--out-parquet", "--out-summary", "--out-dendrogram",
@@ -327,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = _add(sub, "analogues", cmd_analogues, "rank analogues of the known deposits",
-             "outcrop analogues --index index/tiles.faiss --index-table index/tiles.parquet --embeddings ... "
-             "--deposits deposits.gpkg --prepared ... --out-gpkg analogues/analogues.gpkg ...")
+             "outcrop analogues --index index/tiles.faiss --index-table index/tiles.parquet --embeddings "
+             "embeddings/*.npy --prepared prepared/*.tif --deposits deposits.gpkg --out-gpkg analogues/analogues.gpkg "
+             "--out-csv analogues/analogues.csv --similarity-dir analogues/similarity")
     for name in ("--embeddings", "--prepared"):
         p.add_argument(name, nargs="+", required=True)
     for name in ("--index", "--index-table", "--deposits", "--out-gpkg", "--out-csv", "--similarity-dir"):
@@ -366,8 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geometry", help="polygon file")
     p.add_argument("--top", type=int, default=10)
 
-    p = _add(sub, "info", cmd_info, "summarise a finished run", "outcrop info results", False)
+    p = _add(sub, "info", cmd_info, "summarise a finished run: scenes, tiles per surface, model, index, "
+             "clusters, top analogues", "outcrop info results", False)
     p.add_argument("results", nargs="?", default="results")
+
+    from outcrop.report_cli import add_output_commands
+
+    add_output_commands(sub, _add, _log)
     return parser
 
 

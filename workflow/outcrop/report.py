@@ -85,30 +85,123 @@ def write_summary(results: Path, scenes: Sequence[str], out: Path, log: Callable
     log(f"report: wrote {out}")
 
 
-def run_info(results: Path) -> str:
-    """A plain-text overview of a finished run: scenes, tiles per surface class, model, index, scores."""
+SURFACE_CLASSES = ("rock", "snow_ice", "water", "cloud")
+
+
+def _model_metadata(path: Path) -> dict[str, Any]:
+    """The metadata of an encoder file (torch is imported only here, and only if the file exists)."""
+    try:
+        import torch
+
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a broken or foreign file: say so, do not fail the overview
+        return {"error": str(exc).splitlines()[0][:200]}
+    return payload.get("metadata", {}) if isinstance(payload, dict) else {}
+
+
+def _tiles_section(results: Path) -> list[str]:
+    """Scenes and kept tiles, each tile counted under its dominant surface class."""
     import pandas as pd
 
-    lines = [f"run: {results}"]
     tables = sorted((results / "tiles").glob("*.parquet"))
-    if tables:
-        frames = [pd.read_parquet(p, columns=["scene", "rock", "snow_ice", "water", "cloud"]) for p in tables]
-        tiles = pd.concat(frames)
-        lines.append(f"scenes: {len(tables)}; tiles: {len(tiles)}")
-        lines.append("mean surface fractions: " + ", ".join(
-            f"{c} {tiles[c].mean():.2f}" for c in ("rock", "snow_ice", "water", "cloud")))
+    if not tables:
+        return ["tiles: none yet"]
+    frames = [pd.read_parquet(p, columns=["scene", *SURFACE_CLASSES]).assign(scene=p.stem) for p in tables]
+    tiles = pd.concat(frames, ignore_index=True)
+    tiles["dominant"] = tiles[list(SURFACE_CLASSES)].to_numpy().argmax(axis=1)
+    counts = tiles.groupby(["scene", "dominant"]).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=range(len(SURFACE_CLASSES)), fill_value=0)
+    counts.columns = list(SURFACE_CLASSES)
+    lines = [f"scenes: {len(tables)} ({', '.join(p.stem for p in tables)})",
+             f"tiles: {len(tiles)}, by dominant surface: "
+             + ", ".join(f"{c} {int(counts[c].sum())}" for c in SURFACE_CLASSES)]
+    for scene, row in counts.iterrows():
+        lines.append(f"  {scene}: {int(row.sum())} tiles (" + ", ".join(f"{c} {int(row[c])}" for c in SURFACE_CLASSES) + ")")
+    return lines
+
+
+def _model_section(results: Path) -> list[str]:
     model = results / "model" / "encoder.pt"
-    if model.exists():
-        lines.append(f"model: {model} ({model.stat().st_size / 1e6:.1f} MB)")
+    if not model.exists():
+        return ["model: not trained yet"]
+    meta = _model_metadata(model)
+    size = f"{model.stat().st_size / 1e6:.1f} MB"
+    if "error" in meta:
+        return [f"model: {model} ({size}), unreadable: {meta['error']}"]
+    settings = meta.get("settings", {})
+    parts = [f"{meta.get('arch', '?')}", f"embedding dim {meta.get('embedding_dim', '?')}",
+             f"bands {','.join(meta.get('bands', []))}"]
+    if "train_tiles" in meta:
+        parts.append(f"trained on {meta['train_tiles']} tiles, {settings.get('epochs', '?')} epochs, "
+                     f"{meta.get('steps', '?')} steps, final loss {meta.get('final_loss', float('nan')):.4f}")
+    return [f"model: {', '.join(parts)} ({size})"]
+
+
+def _index_section(results: Path) -> list[str]:
     info = results / "index" / "info.json"
-    if info.exists():
-        data = json.loads(info.read_text())
-        lines.append("index: " + ", ".join(f"{k} {v}" for k, v in data.items() if not isinstance(v, dict)))
+    if not info.exists():
+        return ["index: not built yet"]
+    data = json.loads(info.read_text())
+    recall = data.get("recall_at_10")
+    return [f"index: {data.get('kind', '?')} ({data.get('metric', '?')}), {data.get('count', '?')} tiles of dim "
+            f"{data.get('dim', '?')}, recall@10 {recall:.3f}" if isinstance(recall, (int, float)) else
+            f"index: {data.get('kind', '?')}, {data.get('count', '?')} tiles, recall@10 not measured"]
+
+
+def _clusters_section(results: Path) -> list[str]:
+    import re
+
+    import pandas as pd
+
+    summary = results / "clusters" / "summary.csv"
+    if not summary.exists():
+        return ["clusters: not computed yet"]
+    table = pd.read_csv(summary)
+    lines = ["clusters:"]
+    for level, group in table.groupby("level", sort=False):
+        sizes = group.sort_values("cluster")["size"].astype(int).tolist()
+        kind = "k-means" if re.fullmatch(r"k\d+", str(level)) else "hierarchy cut"
+        lines.append(f"  {level} ({kind}): {len(sizes)} clusters, sizes {sizes[:12]}{' …' if len(sizes) > 12 else ''}")
+    return lines
+
+
+def _analogues_section(results: Path, top: int) -> list[str]:
+    import pandas as pd
+
+    csv = results / "analogues" / "analogues.csv"
+    if not csv.exists():
+        return ["analogues: not ranked yet"]
+    table = pd.read_csv(csv)
+    columns = [c for c in ("rank", "score", "scene", "tile_id", "nearest_positive", "distance_km", "lon", "lat")
+               if c in table.columns]
+    head = table[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    return [f"analogues: {len(table)} ranked; top {min(top, len(table))}:", *("  " + line for line in head.splitlines())]
+
+
+def run_info(results: Path, top: int = 5) -> str:
+    """A plain-text overview of a finished (or partial) run, for ``outcrop info``.
+
+    Scenes and tiles per dominant surface class, the model, the index kind and its measured
+    recall, cluster sizes per level, the top analogues, and the demo scores when present. Each
+    section says when its stage has not run yet, so the command also tells how far a run got.
+    """
+    results = Path(results)
+    if not results.is_dir():
+        from outcrop import OutcropError
+
+        raise OutcropError(f"{results}: no such results folder")
+    lines = [f"run: {results}"]
+    lines += _tiles_section(results)
+    lines += _model_section(results)
+    lines += _index_section(results)
+    lines += _clusters_section(results)
+    lines += _analogues_section(results, top)
     metrics = results / "metrics.json"
     if metrics.exists():
-        lines.append("scores: " + json.dumps(json.loads(metrics.read_text()).get("summary", {})))
-    csv = results / "analogues" / "analogues.csv"
-    if csv.exists():
-        top = pd.read_csv(csv).head(5)
-        lines.append("top analogues:\n" + top.to_string(index=False))
+        summary = json.loads(metrics.read_text()).get("summary", {})
+        lines.append("scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                         for k, v in sorted(summary.items())))
+    outputs = [p for p in ("map.html", "summary.html") if (results / p).exists()]
+    if outputs:
+        lines.append("open: " + ", ".join(str(results / p) for p in outputs))
     return "\n".join(lines)

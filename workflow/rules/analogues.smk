@@ -48,7 +48,7 @@ rule evaluate:
         deposits=f"{R}/demo/deposits.gpkg",
         hidden=f"{R}/demo/hidden_deposits.gpkg",
     output:
-        f"{R}/metrics.json",
+        report(f"{R}/metrics.json", caption="../report/metrics.rst", category="Metrics", subcategory="demo scores"),
     params:
         results=lambda wc, output: os.path.dirname(output[0]) or ".",
         scenes=" ".join(SCENES),

@@ -68,6 +68,7 @@ def final_outputs():
         f"{R}/summary.html",
     ]
     outputs += per_scene("{R}/clusters/maps/{scene}.png")
+    outputs += report_outputs()  # workflow/rules/report.smk
     if DEMO:
         outputs.append(f"{R}/metrics.json")
     return outputs
