@@ -1,0 +1,68 @@
+"""Embedding tiles with a trained encoder: unit vectors, aligned rows, batch-independent, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from outcrop import OutcropError
+from outcrop.embeddings import embed_array, embed_tiles
+from outcrop.encoder import load_encoder
+from outcrop.io import load_npy
+
+from test_encoder import TINY, textures, train, write_scene
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("embed")
+    return train(tmp, [write_scene(tmp / "tiles", "a", textures(48)[0])], TINY)
+
+
+def test_embed_tiles_writes_unit_rows_aligned_with_the_tiles(model_path, tmp_path):
+    tiles = textures(37, seed=5)[0]
+    tiles_path, _ = write_scene(tmp_path, "s", tiles)
+    out = tmp_path / "embeddings" / "s.npy"
+    embed_tiles(tiles_path, model_path, out, batch_size=8, device="cpu", log=lambda m: None)
+    vectors = np.load(out)
+    assert vectors.shape == (37, 16) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    # Row i is tile i: embedding one tile alone gives the same vector.
+    model, meta = load_encoder(model_path)
+    np.testing.assert_allclose(embed_array(model, meta, tiles[[20]]), vectors[[20]], atol=1e-5)
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_embeddings_do_not_depend_on_batch_size_or_memory_mapping(model_path, tmp_path):
+    tiles = textures(30, seed=6)[0]
+    path, _ = write_scene(tmp_path, "s", tiles)
+    model, meta = load_encoder(model_path)
+    in_memory = embed_array(model, meta, tiles, batch_size=256)
+    mapped = embed_array(model, meta, load_npy(path), batch_size=7)
+    np.testing.assert_allclose(in_memory, mapped, atol=1e-5)
+
+
+def test_embeddings_use_the_stored_normalisation(model_path):
+    model, meta = load_encoder(model_path)
+    tiles = textures(10, seed=7)[0]
+    # Tiles equal to the per-band training mean normalise to zero: the vector of an all-zero input.
+    flat = np.broadcast_to(np.asarray(meta["mean"], dtype=np.float32)[None, :, None, None], tiles.shape).copy()
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model(torch.zeros(10, 4, 16, 16)), dim=1).numpy()
+    np.testing.assert_allclose(embed_array(model, meta, flat), expected, atol=1e-5)
+    # Different tiles give different vectors.
+    vectors = embed_array(model, meta, tiles)
+    assert np.abs(vectors[0] - vectors[1]).max() > 1e-3
+
+
+def test_embedding_refuses_tiles_of_other_bands(model_path, tmp_path):
+    path, _ = write_scene(tmp_path, "seven", np.zeros((3, 7, 16, 16), dtype=np.float32))
+    with pytest.raises(OutcropError, match="seven.npy.*do not match the 4 bands"):
+        embed_tiles(path, model_path, tmp_path / "out.npy", device="cpu", log=lambda m: None)
+    assert not (tmp_path / "out.npy").exists()
+    with pytest.raises(OutcropError, match="not found"):
+        embed_tiles(path, tmp_path / "missing.pt", tmp_path / "out.npy", device="cpu", log=lambda m: None)
+
