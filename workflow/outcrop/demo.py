@@ -53,6 +53,7 @@ UNITS = [
     ("banded_gneiss", "gneiss", "banded"),
     ("schist", "gneiss", "crinkled"),
 ]
+ALTERATION_CODE = len(UNITS) + 1  # truth code of alteration patches, after the rock units
 UNIT_CELL_M = 2000.0  # spacing of the Voronoi seeds that define rock-unit bodies
 PATCH_GRID_M = 2400.0  # spacing of candidate alteration-patch centres
 
@@ -256,6 +257,7 @@ def render_scene(layout: DemoLayout, index: int) -> tuple[np.ndarray, np.ndarray
 
     refl *= 1 + 0.01 * rng.standard_normal(refl.shape)
     truth = np.where(rock & (cloud_alpha < 0.2), unit + 1, 0).astype(np.uint8)
+    truth[(truth > 0) & (w >= 0.5)] = ALTERATION_CODE
     return refl.astype(np.float32), truth, (left, top)
 
 
@@ -308,7 +310,8 @@ def synthesise_scene(out_scene: str | Path, out_truth: str | Path, *, index: int
               tags={"sensor": "landsat-c2l2", "scene": scene_name(index), "synthetic": "outcrop demo"},
               resampling="average")
     write_cog(out_truth, truth, profile, band_names=["rock_unit"],
-              tags={"units": ",".join(u[0] for u in UNITS), "note": "0 = not rock; n = UNITS[n-1]"})
+              tags={"units": ",".join([u[0] for u in UNITS] + ["alteration"]),
+                    "note": "0 = not rock; n = n-th name of the units tag"})
 
 
 def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int, size: int = 512,

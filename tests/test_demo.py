@@ -1,0 +1,99 @@
+"""The demo world: deterministic, overlapping scenes agree, and its truth is honest."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+
+from outcrop.demo import BANDS, UNITS, DemoLayout, render_scene, synthesise_scene, write_deposits
+from outcrop.evaluate import band_statistics
+
+LAYOUT = DemoLayout(size=256, seed=7)
+
+
+def test_scenes_are_deterministic_and_overlaps_agree():
+    a1, t1, (left1, top1) = render_scene(LAYOUT, 0)
+    a2, _, _ = render_scene(LAYOUT, 0)
+    np.testing.assert_array_equal(a1, a2)
+    b, tb, (left2, top2) = render_scene(LAYOUT, 1)
+    # Scene 1 starts 65 % of a scene east of scene 0: the shared columns show the same ground.
+    dc = int(round((left2 - left1) / 30))
+    dr = int(round((top1 - top2) / 30))
+    assert 0 < dc < 256
+    rows = slice(max(0, dr), 256 + min(0, dr))
+    rows_b = slice(max(0, -dr), 256 - max(0, dr))
+    # Truth (rock units) agrees exactly where neither scene is clouded.
+    ta, tb_ = t1[rows, dc:], tb[rows_b, : 256 - dc]
+    both = (ta > 0) & (tb_ > 0)
+    assert both.sum() > 500
+    assert (ta[both] == tb_[both]).all()
+
+
+def test_paired_units_share_per_band_statistics_but_not_texture():
+    refl, truth, _ = render_scene(DemoLayout(size=512, seed=7), 1)
+    names = [u[0] for u in UNITS]
+
+    def unit_pixels(name):
+        sel = truth == names.index(name) + 1
+        return refl[:, sel]
+
+    for a, b in (("bedded_sandstone", "massive_sandstone"), ("banded_gneiss", "schist")):
+        pa, pb = unit_pixels(a), unit_pixels(b)
+        assert pa.shape[1] > 500 and pb.shape[1] > 500
+        # Same mean spectrum and spread within a few percent: per-band statistics cannot tell them apart.
+        np.testing.assert_allclose(pa.mean(axis=1), pb.mean(axis=1), rtol=0.1)
+        np.testing.assert_allclose(pa.std(axis=1), pb.std(axis=1), rtol=0.25)
+    # Unpaired units differ clearly in mean spectrum.
+    assert abs(unit_pixels("granite").mean() - unit_pixels("dolerite").mean()) > 0.05
+
+
+def test_texture_differs_between_paired_units():
+    """Bedded sandstone varies along one direction; massive sandstone does not."""
+    refl, truth, _ = render_scene(DemoLayout(size=512, seed=7), 1)
+    bedded = UNITS.index(("bedded_sandstone", "sandstone", "bedded")) + 1
+
+    def anisotropy(unit):
+        ys, xs = np.nonzero(truth == unit)
+        best = []
+        for y, x in list(zip(ys, xs))[::997][:30]:
+            if y + 16 > 512 or x + 16 > 512 or not (truth[y:y + 16, x:x + 16] == unit).all():
+                continue
+            block = refl[3, y:y + 16, x:x + 16]
+            gy = np.abs(np.diff(block, axis=0)).mean()
+            gx = np.abs(np.diff(block, axis=1)).mean()
+            best.append(max(gx, gy) / (min(gx, gy) + 1e-9))
+        return np.median(best) if best else np.nan
+
+    # Layers make one gradient direction dominate far more often than mottling does.
+    assert anisotropy(bedded) > 1.2
+
+
+def test_written_scene_is_landsat_l2_scaled_on_the_grid(tmp_path):
+    synthesise_scene(tmp_path / "s.tif", tmp_path / "t.tif", index=0, size=128, seed=3)
+    with rasterio.open(tmp_path / "s.tif") as src:
+        assert src.crs.to_epsg() == 3031 and src.count == len(BANDS)
+        assert src.dtypes[0] == "uint16" and src.nodata == 0
+        assert src.transform.a == 30 and src.transform.c % 30 == 0 and src.transform.f % 30 == 0
+        assert [src.descriptions[i] for i in range(src.count)] == BANDS
+        refl = src.read().astype(float) * 0.0000275 - 0.2
+    assert 0.0 < np.median(refl) < 0.9
+
+
+def test_deposits_publish_a_third_and_hide_the_rest(tmp_path):
+    write_deposits(tmp_path / "known.gpkg", tmp_path / "hidden.gpkg", scenes=3, size=512, seed=7)
+    known = gpd.read_file(tmp_path / "known.gpkg")
+    hidden = gpd.read_file(tmp_path / "hidden.gpkg")
+    total = len(known) + len(hidden)
+    assert total >= 12
+    assert abs(len(known) / total - 1 / 3) < 0.1
+    assert known.crs.to_epsg() == 4326 and hidden.crs.to_epsg() == 3031
+    assert set(known.geom_type) == {"Point"} and set(hidden.geom_type) == {"Polygon"}
+    # Known and hidden are different patches.
+    assert not set(known.name.str.split("_").str[-1]) & set(hidden.name.str.split("_").str[-1])
+
+
+def test_band_statistics_shape():
+    tiles = np.random.default_rng(0).random((5, 7, 8, 8)).astype(np.float32)
+    assert band_statistics(tiles).shape == (5, 14)
+    assert band_statistics(tiles, percentiles=True).shape == (5, 35)
