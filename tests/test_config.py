@@ -1,0 +1,87 @@
+"""Config and scene-sheet validation: defaults filled, errors name the key path or the line."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from outcrop import OutcropError
+from outcrop.config import load_config, validate_config
+from outcrop.sheets import demo_sheet, read_scene_sheet
+
+
+def test_defaults_fill_an_empty_config():
+    config = validate_config({})
+    assert config["tiles"] == {"size": 32, "stride": 16, "min_valid": 0.9}
+    assert config["grid"]["crs"] == "EPSG:3031"
+    assert config["bands"][0] == "coastal"
+
+
+def test_shipped_config_is_valid_and_matches_the_schema_defaults():
+    shipped = load_config("config.yaml")
+    assert shipped == validate_config({})
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"tilez": 1}, "unknown key 'tilez'"),
+        ({"encoder": {"devise": "cpu"}}, "unknown key 'encoder.devise'"),
+        ({"tiles": {"size": "big"}}, "tiles.size: 'big' is not of type 'integer'"),
+        ({"clusters": {"k": [8, 1]}}, "clusters.k.1: 1 is less than the minimum of 2"),
+        ({"bands": ["blue", "green", "ultraviolet"]}, "bands.2"),
+    ],
+)
+def test_bad_config_names_the_key(config, message):
+    with pytest.raises(OutcropError, match=message.replace(".", r"\.").replace("'", "'")):
+        validate_config(config)
+
+
+def test_load_config_errors_name_the_file(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("tiles: [unclosed\n")
+    with pytest.raises(OutcropError, match="c.yaml: not valid YAML"):
+        load_config(bad)
+    bad.write_text(yaml.safe_dump({"tiles": {"stride": 0}}))
+    with pytest.raises(OutcropError, match=r"c\.yaml: tiles\.stride"):
+        load_config(bad)
+
+
+def _sheet(tmp_path, rows, header="scene\tsource\tsensor\trole"):
+    path = tmp_path / "scenes.tsv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_scene_sheet_reads_and_validates(tmp_path):
+    path = _sheet(tmp_path, ["# a comment", "a\t/data/a.tif\tgeotiff\ttrain", "b\t/data/b\tlandsat-c2l2\tindex"])
+    rows = read_scene_sheet(path)
+    assert [r["scene"] for r in rows] == ["a", "b"]
+    assert rows[1]["role"] == "index" and rows[0]["bands"] == ""
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (["a\tx.tif\tgeotiff\ttrain", "a\ty.tif\tgeotiff\tindex"], "line 3: duplicate scene id 'a'"),
+        (["a\tx.tif\tgeotiff\tlearn"], "line 2: role"),
+        (["a b\tx.tif\tgeotiff\ttrain"], "line 2: scene"),
+        (["a\tx.tif\tgeotiff\tindex"], "no scene has role 'train'"),
+    ],
+)
+def test_bad_scene_sheet_names_the_line(tmp_path, rows, message):
+    with pytest.raises(OutcropError, match=message):
+        read_scene_sheet(_sheet(tmp_path, rows))
+
+
+def test_missing_or_empty_sheet(tmp_path):
+    with pytest.raises(OutcropError, match="scene sheet not found"):
+        read_scene_sheet(tmp_path / "none.tsv")
+    with pytest.raises(OutcropError, match="has no scenes"):
+        read_scene_sheet(_sheet(tmp_path, []))
+
+
+def test_demo_sheet_roles():
+    rows = demo_sheet("results", scenes=4, train_scenes=3)
+    assert [r["role"] for r in rows] == ["train", "train", "train", "index"]
+    assert rows[0]["source"] == "results/demo/scenes/demo_1.tif"
