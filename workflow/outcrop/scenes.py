@@ -335,31 +335,49 @@ def _source_pixel_size(src: Any, grid: Grid) -> float:
 
 
 def read_onto_grid(src: Any, index: int, grid: Grid, *, nodata: float | None, categorical: bool = False,
-                   fill: float = np.nan) -> np.ndarray:
+                   fill: float = np.nan, out: np.ndarray | None = None) -> np.ndarray:
     """Band ``index`` of ``src`` on ``grid`` as float32, ``fill`` outside the footprint and at nodata.
 
     Continuous bands are resampled bilinearly, or by area average where the grid is coarser than
     the source; categorical bands (quality flags) by nearest neighbour. A source already on the
-    grid is read directly, so its values come through untouched.
+    grid is read directly, so its values come through untouched. ``out`` (float32, the grid's
+    shape) is written in place when given, which spares a scene-sized copy per band.
     """
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
     from rasterio.windows import Window
 
-    out = np.full((grid.height, grid.width), fill, dtype=np.float32)
+    if out is None:
+        out = np.empty((grid.height, grid.width), dtype=np.float32)
     offset = _aligned_window(src, grid)
     if offset is not None:
         row, col = offset
         r0, c0 = max(row, 0), max(col, 0)
         r1, c1 = min(row + grid.height, src.height), min(col + grid.width, src.width)
-        if r1 > r0 and c1 > c0:
-            data = src.read(index, window=Window(c0, r0, c1 - c0, r1 - r0))
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        whole = (r0 - row, c0 - col, r1 - r0, c1 - c0) == (0, 0, grid.height, grid.width)
+        dtype = np.dtype(src.dtypes[index - 1])
+        if r1 > r0 and c1 > c0 and (dtype.kind == "f" or dtype.itemsize > 2):
+            # wide integers do not survive float32 exactly: compare nodata in the stored type
+            out.fill(fill)
+            data = src.read(index, window=window)
             block = data.astype(np.float32)
             if nodata is not None:
                 block[(data == nodata) | (np.isnan(nodata) & np.isnan(block))] = fill
             out[r0 - row:r1 - row, c0 - col:c1 - col] = block
+            return out
+        if r1 > r0 and c1 > c0 and whole:
+            src.read(index, window=window, out=out)  # GDAL converts to float32 as it reads
+        else:
+            out.fill(fill)
+            if r1 > r0 and c1 > c0:
+                out[r0 - row:r1 - row, c0 - col:c1 - col] = src.read(index, window=window, out_dtype=np.float32)
+        if nodata is not None and r1 > r0 and c1 > c0:
+            inner = out[r0 - row:r1 - row, c0 - col:c1 - col]
+            inner[np.isnan(inner) if np.isnan(nodata) else inner == np.float32(nodata)] = fill
         return out
+    out.fill(fill)
     if categorical:
         resampling = Resampling.nearest
     elif _source_pixel_size(src, grid) < grid.transform.a * 0.95:
@@ -538,7 +556,7 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
         with open_raster(band.path) as src:
             nodata = src.nodata if src.nodata is not None else spec.nodata
             try:
-                dn[i] = read_onto_grid(src, band.index, grid, nodata=nodata)
+                read_onto_grid(src, band.index, grid, nodata=nodata, out=dn[i])
             except OutcropError:
                 raise
             except Exception as exc:  # GDAL read errors of truncated or corrupt files
@@ -574,7 +592,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
         reflectance[i] += np.float32(o[i])
     log(f"{scene_id}: radiometry: {how}")
 
-    negative = np.mean(reflectance[:, ~invalid] < -0.05)
+    # invalid pixels are NaN in every band, and NaN compares false: count without a masked copy
+    negative = np.count_nonzero(reflectance < -0.05) / max(1, reflectance.shape[0] * int((~invalid).sum()))
     if negative > 0.01:
         log(f"{scene_id}: warning: {negative:.1%} of values below -0.05 reflectance; "
             f"check the sensor's offset (give offset=… if the product predates its baseline)")

@@ -31,11 +31,17 @@ def tile_origins(length: int, first_global: int, size: int, stride: int) -> np.n
 
 
 def _block_fractions(mask_strip: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
-    """Per-tile fractions of each surface class for tiles starting at ``cols`` in a mask strip."""
-    windows = np.lib.stride_tricks.sliding_window_view(mask_strip, size, axis=1)[:, cols]  # (size, n, size)
+    """Per-tile fractions of each surface class for tiles starting at ``cols`` in a mask strip.
+
+    Counts per pixel column first (contiguous passes over the strip), then per tile as differences
+    of running sums: the cost does not grow with the tile size or the overlap between tiles.
+    """
     n_classes = len(CLASS_NAMES)
-    counts = np.stack([(windows == c).sum(axis=(0, 2)) for c in range(n_classes)], axis=1)
-    return counts / float(size * size)
+    per_column = np.stack([np.count_nonzero(mask_strip == c, axis=0) for c in range(n_classes)])
+    running = np.zeros((n_classes, per_column.shape[1] + 1), dtype=np.int64)
+    np.cumsum(per_column, axis=1, out=running[:, 1:])
+    counts = running[:, cols + size] - running[:, cols]  # (classes, n)
+    return counts.T / float(size * size)
 
 
 def tile_scene(
