@@ -246,11 +246,18 @@ def render_scene(layout: DemoLayout, index: int) -> tuple[np.ndarray, np.ndarray
     gradient = 1 + 0.05 * ((np.arange(n) - n / 2) / n)[None, :] * rng.choice([-1, 1])
     refl *= gain * gradient[None]
 
-    # A little cloud.
+    # A little cloud, kept off the planted patches so that every patch can be seen in some scene.
     cloud_alpha = np.zeros_like(x)
     for _ in range(int(rng.integers(1, 3))):
-        cx, cy = left + rng.uniform(0.1, 0.9) * layout.width_m, top - rng.uniform(0.1, 0.9) * layout.width_m
-        r = np.hypot(x - cx, y - cy) / rng.uniform(500, 900)
+        cloud_r = rng.uniform(500, 900)
+        for _try in range(50):
+            cx = left + rng.uniform(0.1, 0.9) * layout.width_m
+            cy = top - rng.uniform(0.1, 0.9) * layout.width_m
+            if all(math.hypot(cx - p.x, cy - p.y) > 2.2 * cloud_r + p.radius + 700 for p in patches):
+                break
+        else:
+            continue
+        r = np.hypot(x - cx, y - cy) / cloud_r
         puff = np.clip(1.6 - r + 0.4 * _smooth_field(x, y, int(rng.integers(1 << 30)), 400, 6), 0, 1)
         cloud_alpha = np.maximum(cloud_alpha, puff)
     refl = (1 - cloud_alpha) * refl + cloud_alpha * np.asarray(SPECTRA["cloud"])[:, None, None]
