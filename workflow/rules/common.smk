@@ -69,6 +69,16 @@ def final_outputs():
     ]
     outputs += per_scene("{R}/clusters/maps/{scene}.png")
     outputs += report_outputs()  # workflow/rules/report.smk
+    outputs += kept_intermediates()
     if DEMO:
         outputs.append(f"{R}/metrics.json")
+    return outputs
+
+
+def kept_intermediates():
+    """Every stage's own outputs, asked for by `all` so that a deleted one is made again (and then
+    everything that reads it), instead of being skipped because its readers are still newer."""
+    outputs = [f"{R}/model/encoder.pt", f"{R}/index/tiles.faiss", f"{R}/index/tiles.parquet", f"{R}/index/info.json"]
+    for pattern in ("prepared/{scene}.tif", "tiles/{scene}.npy", "tiles/{scene}.parquet", "embeddings/{scene}.npy"):
+        outputs += per_scene("{R}/" + pattern)
     return outputs
