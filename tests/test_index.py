@@ -11,7 +11,7 @@ import pytest
 from shapely.geometry import box
 
 from outcrop import OutcropError
-from outcrop.index import build_index, gather_vectors, ivf_params, load_index, recall_at_k
+from outcrop.index import build_index, gather_vectors, ivf_params, load_index, recall_at_k, tune_nprobe
 from outcrop.io import load_npy, save_npy, write_geodataframe
 from synthetic_run import make_run
 
@@ -82,6 +82,7 @@ def test_large_collection_gets_ivf_with_measured_recall(tmp_path):
     nlist, nprobe = info["params"]["nlist"], info["params"]["nprobe"]
     assert index.nlist == nlist and index.nprobe == nprobe  # tuned nprobe is stored in the file
     assert nlist & (nlist - 1) == 0 and 39 * nlist <= len(vec)
+    assert info["recall_at_10"] >= 0.95  # tuned to the target, above the floor
     assert info["recall_at_10"] >= 0.9 and info["recall_queries"] > 100
     # The recall claimed holds on fresh queries against an exact scan.
     queries = vec[np.random.default_rng(7).choice(len(vec), 200, replace=False)].astype(np.float32)
@@ -102,7 +103,7 @@ def test_recall_floor_is_enforced_and_nothing_written(tmp_path):
 def test_ivf_params_follow_the_guidelines():
     for count in (10_000, 300_000, 5_000_000):
         p = ivf_params(count)
-        assert 2 * np.sqrt(count) <= p["nlist"] <= 8 * np.sqrt(count)
+        assert np.sqrt(count) / 1.5 <= p["nlist"] <= 1.5 * np.sqrt(count)  # balances quantizer and lists
         assert 39 * p["nlist"] <= p["train_size"] <= 64 * p["nlist"]
         assert 1 <= p["nprobe"] < p["nlist"]
 
@@ -152,3 +153,21 @@ def test_a_scene_without_tiles_adds_nothing(tmp_path):
     save_npy(tmp_path / "empty.npy", np.zeros((0, 16), np.float32))
     vectors, table = gather_vectors([*run.embeddings, tmp_path / "empty.npy"], [*run.tables, tmp_path / "empty.parquet"])
     assert len(vectors) == len(table) == 652
+
+
+def test_nprobe_tuning_finds_the_smallest_that_reaches_the_target():
+    # A recall curve that rises with nprobe and first reaches 0.95 at 37.
+    calls = []
+
+    def recall_at(nprobe):
+        calls.append(nprobe)
+        return min(1.0, 0.5 + 0.45 * nprobe / 37)
+
+    nprobe, recall = tune_nprobe(recall_at, 4, 256, 0.95)
+    assert recall >= 0.95 and 37 <= nprobe <= 37 + 37 // 8 + 1
+    assert len(calls) <= 8  # doubling to 64, then a few bisections
+    # Unreachable target: the whole list count, with the recall it reached.
+    assert tune_nprobe(lambda n: 0.5 + 0.4 * n / 64, 1, 64, 0.95) == (64, pytest.approx(0.9))
+    # Reached at the start: bisected down to the smallest that still reaches it.
+    assert tune_nprobe(lambda n: 0.99, 8, 64, 0.95) == (1, 0.99)
+    assert tune_nprobe(lambda n: 0.9 + 0.01 * n, 8, 64, 0.95)[0] in (5, 6)

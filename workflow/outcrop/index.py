@@ -6,12 +6,20 @@ count, as the FAISS guidelines advise:
 - up to ``exact_max`` vectors, ``IndexFlatIP``: exact, no training, fast enough (a brute-force scan
   of 200 000 vectors of 128 floats is a few milliseconds per query). Vectors can be added at any
   time.
-- above it, ``IndexIVFFlat`` with ``nlist`` about 4·sqrt(N) inverted lists (a power of two, at most
+- above it, ``IndexIVFFlat`` with ``nlist`` about sqrt(N) inverted lists (a power of two, at most
   N/39 so that every centroid has enough training points), trained on a seeded sample of at most
-  64 points per list; ``nprobe`` starts at nlist/64 and is doubled until recall@10 on held-out
-  queries reaches the floor. Vectors can be added later without retraining while their
-  distribution stays that of the training sample; a very different batch of scenes deserves a
-  rebuild, which is what the workflow does anyway.
+  64 points per list. A query costs nlist centroid comparisons plus nprobe·N/nlist vectors, so
+  sqrt(N) balances the two; the 4–16·sqrt(N) often advised for many-core machines makes training
+  (∝ nlist²) and adding (∝ N·nlist) 4–16 times slower for no gain in queries per second at the
+  same recall on a workstation (benchmarks/index_scale.py). ``nprobe`` is the smallest that reaches
+  ``recall_target`` (0.95) recall@10 on held-out queries: doubled from nlist/64 until it does, then
+  bisected down (:func:`tune_nprobe`), since query time grows in proportion to it.
+
+Adding vectors without rebuilding: ``IndexFlatIP`` takes them at any time and stays exact. The IVF
+index takes them without retraining (``index.add``) while their distribution stays that of the
+training sample; a very different batch of scenes deserves a rebuild, which is what the workflow
+does anyway (its index rule reruns over all embeddings). HNSW would take them too, but can
+never remove any.
 
 HNSW is not used: it needs several times the memory of the vectors, builds slowly on few cores, and
 cannot remove vectors, while IVF-Flat keeps exact inner products for the candidates it visits.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +48,7 @@ FRACTIONS = ("valid", "rock", "snow_ice", "water", "cloud")
 TABLE_COLUMNS = ("id", "scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry")
 RECALL_K = 10
 RECALL_QUERIES = 1000
+RECALL_TARGET = 0.95  # nprobe is tuned to this; recall_floor is where a build fails
 SEARCH_BATCH = 4096
 
 
@@ -126,13 +136,13 @@ def gather_vectors(
 
 
 def ivf_params(count: int, trainable: int | None = None) -> dict[str, int]:
-    """nlist, starting nprobe and training-sample size for an IVF index over ``count`` vectors.
+    """nlist (about sqrt(count)), starting nprobe and training-sample size for an IVF index.
 
     ``trainable`` (default ``count``) is how many vectors training may draw from; FAISS wants at
     least 39 per list, so nlist is capped by it.
     """
     trainable = count if trainable is None else trainable
-    nlist = 2 ** round(math.log2(max(1.0, 4.0 * math.sqrt(count))))
+    nlist = 2 ** round(math.log2(max(1.0, math.sqrt(count))))
     nlist = max(1, min(nlist, 2 ** int(math.log2(max(1, trainable // 39)))))
     return {"nlist": nlist, "nprobe": max(1, nlist // 64), "train_size": min(trainable, 64 * nlist)}
 
@@ -154,6 +164,86 @@ def recall_at_k(exact_scores: np.ndarray, approx_scores: np.ndarray, approx_ids:
     return float(hits.sum() / (len(exact_scores) * k))
 
 
+@dataclass
+class BuiltIndex:
+    """An index over every vector, with the kind and parameters chosen and its measured recall@10."""
+
+    index: Any
+    kind: str
+    params: dict[str, int]
+    recall: float
+    recall_queries: int
+
+
+def index_vectors(
+    vectors: np.ndarray,
+    *,
+    exact_max: int = 200_000,
+    recall_target: float = RECALL_TARGET,
+    seed: int = 0,
+    log: Callable[[str], Any] = print,
+) -> BuiltIndex:
+    """Choose the index kind for ``vectors`` (unit rows), build it, and tune it to ``recall_target``.
+
+    Up to ``exact_max`` vectors the index is flat (exact); above it, IVF-Flat whose ``nprobe`` is the
+    smallest that reaches ``recall_target`` recall@10 on held-out queries (or ``nlist`` when none
+    does: the caller decides whether the recall reached is good enough).
+    """
+    import faiss
+
+    count, dim = vectors.shape
+    rng = np.random.default_rng(seed)
+    n_queries = min(RECALL_QUERIES, max(1, count // 10))
+    query_ids = np.sort(rng.choice(count, n_queries, replace=False))
+    if count <= exact_max:
+        index = faiss.IndexFlatIP(dim)
+        index.add(vectors)
+        return BuiltIndex(index, "flat", {}, 1.0, n_queries)
+    # Held-out queries: the quantizer is trained without them.
+    pool = np.setdiff1d(np.arange(count), query_ids, assume_unique=True)
+    params = ivf_params(count, len(pool))
+    index = _ivf_index_from_pool(vectors, pool, params, seed)
+    queries = vectors[query_ids]
+    k = min(RECALL_K, count)
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(vectors)
+    exact_scores, _ = search_batched(exact, queries, k)
+    del exact
+
+    def recall_at(nprobe: int) -> float:
+        index.nprobe = nprobe
+        approx_scores, approx_ids = search_batched(index, queries, k)
+        recall = recall_at_k(exact_scores, approx_scores, approx_ids, k)
+        log(f"IVF nlist={params['nlist']} nprobe={nprobe}: recall@{k} = {recall:.3f}")
+        return recall
+
+    nprobe, recall = tune_nprobe(recall_at, params["nprobe"], params["nlist"], recall_target)
+    params["nprobe"] = nprobe
+    index.nprobe = nprobe
+    return BuiltIndex(index, "ivf_flat", params, recall, n_queries)
+
+
+def tune_nprobe(recall_at: Callable[[int], float], start: int, nlist: int, target: float) -> tuple[int, float]:
+    """Smallest nprobe whose recall reaches ``target``: doubling from ``start``, then bisection.
+
+    Recall grows with nprobe, and query time grows in proportion to it, so overshooting the target
+    by a doubling would cost up to twice the query time for recall nobody asked for. Returns the
+    nprobe and its recall (``nlist`` and its recall when even that stays under the target).
+    """
+    low, high = 0, max(1, min(start, nlist))  # low: largest nprobe known to miss the target
+    recalls = {high: recall_at(high)}
+    while recalls[high] < target and high < nlist:
+        low, high = high, min(nlist, 2 * high)
+        recalls[high] = recall_at(high)
+    if recalls[high] < target:
+        return high, recalls[high]
+    while high - low > max(1, high // 8):  # to within an eighth: finer steps cost more builds than they save
+        mid = (low + high) // 2
+        recalls[mid] = recall_at(mid)
+        low, high = (mid, high) if recalls[mid] < target else (low, mid)
+    return high, recalls[high]
+
+
 def build_index(
     embedding_paths: Sequence[str | os.PathLike[str]],
     table_paths: Sequence[str | os.PathLike[str]],
@@ -164,13 +254,14 @@ def build_index(
     min_rock: float = 0.0,
     exact_max: int = 200_000,
     recall_floor: float = 0.9,
+    recall_target: float = RECALL_TARGET,
     seed: int = 0,
     log: Callable[[str], Any] = print,
 ) -> None:
     """Index the tiles of every scene, measure recall@10 and write index, id table and info.
 
-    Adding vectors later: the flat index takes them at any time; the IVF index takes them without
-    retraining (its lists were trained on a sample of this build); see the module docstring.
+    An approximate index is tuned to ``recall_target`` (at least ``recall_floor``); the floor is
+    the recall under which the build fails. Adding vectors later: see the module docstring.
 
     Raises :class:`OutcropError` (and writes nothing) when recall@10 stays under ``recall_floor``.
     """
@@ -179,44 +270,21 @@ def build_index(
     vectors, table = gather_vectors(embedding_paths, table_paths, min_rock=min_rock)
     count, dim = vectors.shape
     log(f"indexing {count} tiles of {table['scene'].nunique()} scenes, dimension {dim}")
-    rng = np.random.default_rng(seed)
-    n_queries = min(RECALL_QUERIES, max(1, count // 10))
-    query_ids = np.sort(rng.choice(count, n_queries, replace=False))
-    queries = vectors[query_ids]
+    built = index_vectors(vectors, exact_max=exact_max, recall_target=max(recall_target, recall_floor),
+                          seed=seed, log=log)
     k = min(RECALL_K, count)
-    if count <= exact_max:
-        index = faiss.IndexFlatIP(dim)
-        index.add(vectors)
-        kind, params, recall = "flat", {}, 1.0
-    else:
-        # Held-out queries: the quantizer is trained without them.
-        pool = np.setdiff1d(np.arange(count), query_ids, assume_unique=True)
-        params = ivf_params(count, len(pool))
-        index = _ivf_index_from_pool(vectors, pool, params, seed)
-        exact = faiss.IndexFlatIP(dim)
-        exact.add(vectors)
-        exact_scores, _ = search_batched(exact, queries, k)
-        del exact
-        while True:
-            index.nprobe = params["nprobe"]
-            approx_scores, approx_ids = search_batched(index, queries, k)
-            recall = recall_at_k(exact_scores, approx_scores, approx_ids, k)
-            log(f"IVF nlist={params['nlist']} nprobe={params['nprobe']}: recall@{k} = {recall:.3f}")
-            if recall >= recall_floor or params["nprobe"] >= params["nlist"]:
-                break
-            params["nprobe"] = min(params["nlist"], params["nprobe"] * 2)
-        kind = "ivf_flat"
-    if recall < recall_floor:
-        raise OutcropError(f"{out_index}: recall@{k} of the {kind} index is {recall:.3f}, "
+    if built.recall < recall_floor:
+        raise OutcropError(f"{out_index}: recall@{k} of the {built.kind} index is {built.recall:.3f}, "
                            f"under the floor of {recall_floor}")
-    info = {"kind": kind, "count": count, "dim": dim, "params": params, "recall_at_10": round(recall, 4),
-            "recall_queries": n_queries, "metric": "inner_product", "min_rock": min_rock,
+    info = {"kind": built.kind, "count": count, "dim": dim, "params": built.params,
+            "recall_at_10": round(built.recall, 4), "recall_queries": built.recall_queries,
+            "metric": "inner_product", "min_rock": min_rock,
             "scenes": {str(s): int(n) for s, n in table["scene"].value_counts().sort_index().items()}}
     with atomic_path(out_index) as tmp:
-        faiss.write_index(index, str(tmp))
+        faiss.write_index(built.index, str(tmp))
     write_geodataframe(out_table, table)
     write_json(out_info, info)
-    log(f"wrote {kind} index of {count} vectors, recall@{k} {recall:.3f}")
+    log(f"wrote {built.kind} index of {count} vectors, recall@{k} {built.recall:.3f}")
 
 
 def _ivf_index_from_pool(vectors: np.ndarray, pool: np.ndarray, params: dict[str, int], seed: int) -> Any:
