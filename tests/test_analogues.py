@@ -15,7 +15,7 @@ from shapely.geometry import Point, box
 
 from outcrop import OutcropError
 from outcrop.analogues import (find_analogues, query_run, query_vectors, rank_analogues, read_deposits,
-                               select_positives)
+                               select_positives, suppress_overlapping)
 from outcrop.index import build_index, load_index, table_vectors
 from synthetic_run import CRS, RES, SIZE, SCENES, make_run, tile_number
 
@@ -197,3 +197,49 @@ def test_find_analogues_names_the_file_of_a_deposit_outside_every_scene(tmp_path
                        run.prepared, out / "a.gpkg", out / "a.csv", out / "similarity", buffer_m=10.0,
                        exclusion_km=0.5, top=5, log=lambda *_: None)
     assert not out.exists() or not any(out.rglob("*.*"))
+
+
+def test_suppression_keeps_the_best_of_overlapping_footprints_and_chains_fairly():
+    # Tiles 8 m wide at a stride of 4 m along a row, given best first, and one far away.
+    geoms = np.array([box(x, 0, x + 8, 8) for x in (0, 4, 8, 12)] + [box(100, 0, 108, 8)], dtype=object)
+    keep = suppress_overlapping(geoms, 0.25)
+    # 4 overlaps 0 by half: gone. 8 overlaps only the dropped 4 by more than a quarter: kept.
+    assert keep.tolist() == [True, False, True, False, True]
+    # The threshold is strict: tiles overlapping by exactly half stay at 0.5.
+    assert suppress_overlapping(geoms, 0.5).all()
+    # Order is what counts: best first decides which tile of a pair stays.
+    assert suppress_overlapping(geoms[::-1], 0.25).tolist() == [True, True, False, True, False]
+    assert suppress_overlapping(geoms[:1], 0.25).tolist() == [True]
+
+
+def test_overlapping_scenes_and_tiles_collapse_to_one_site_each(indexed):
+    run, table, vectors = indexed
+    # The same ground cut again from a second scene shifted by a quarter tile, looking nearly the same.
+    copy = table.copy()
+    copy["scene"] = copy["scene"] + "2"
+    copy["geometry"] = copy.geometry.translate(TILE_M / 4, TILE_M / 4)
+    both = gpd.GeoDataFrame(pd.concat([table, copy], ignore_index=True), geometry="geometry", crs=CRS)
+    rng = np.random.default_rng(3)
+    twin = vectors + 1e-3 * rng.standard_normal(vectors.shape).astype(np.float32)
+    both_vec = np.concatenate([vectors, twin / np.linalg.norm(twin, axis=1, keepdims=True)])
+    positives = select_positives(both, read_deposits(run.deposits_csv, CRS), buffer_m=10.0)
+    hidden = set(_ids(table, run.hidden).tolist())
+    n_hidden = len(hidden)
+    kwargs = dict(exclusion_m=1.5 * TILE_M, top=12)
+    tiles = rank_analogues(both_vec, both, positives, site_overlap=None, **kwargs)
+    sites = rank_analogues(both_vec, both, positives, **kwargs)
+    # Every hidden analogue takes two places as tiles, one as a site.
+    assert {i % len(table) for i in tiles["id"][: 2 * n_hidden]} == hidden
+    assert {i % len(table) for i in sites["id"][:n_hidden]} == hidden
+    assert sites["score"].iloc[n_hidden - 1] > 0.9 > sites["score"].iloc[n_hidden]
+    assert sites["rank"].tolist() == list(range(1, 13)) and sites["score"].is_monotonic_decreasing
+    # No kept site overlaps a better one by more than a quarter of its area.
+    geoms = both.geometry.values[sites["id"].to_numpy()]
+    for i in range(1, len(geoms)):
+        shared = geoms[:i].intersection(geoms[i]).area.max() / geoms[i].area
+        assert shared <= 0.25
+    # A site is the better tile of its pair: it ranks above its twin among the tiles.
+    tile_rank = {t: r for r, t in enumerate(tiles["id"])}
+    for i in sites["id"][:n_hidden]:
+        twin_id = (i + len(table)) % (2 * len(table))
+        assert tile_rank[i] < tile_rank[twin_id]

@@ -7,6 +7,12 @@ away from the mean of negative tiles). Every tile is scored by its best cosine o
 an exact scan in batches (linear in the number of tiles, and exact where the approximate index
 would not be); tiles within ``exclusion_m`` of any positive are not analogues, since ground next to
 a known occurrence is not a discovery.
+
+The ranked list holds distinct *sites*, not tiles: overlapping tiles (stride under the tile size)
+and the same ground cut from two overlapping scenes would otherwise take several places for one
+discovery. Greedy non-maximum suppression walks the tiles best first and drops a tile whose
+footprint overlaps an already-kept, better tile by more than ``site_overlap`` of its own area
+(:func:`suppress_overlapping`); ``site_overlap=None`` ranks every tile.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ SCORE_BATCH = 1 << 16
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
 LON_NAMES = ("lon", "longitude", "long", "x")
 LAT_NAMES = ("lat", "latitude", "y")
+SITE_OVERLAP = 0.25  # share of a tile's area that, overlapped by a better tile, makes it that tile's site
 
 
 def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
@@ -149,6 +156,57 @@ def excluded_ids(table: Any, positives: list[np.ndarray], exclusion_m: float) ->
     return mask
 
 
+def suppress_overlapping(geoms: np.ndarray, max_overlap: float) -> np.ndarray:
+    """Greedy non-maximum suppression of footprints given best first: a boolean mask of the kept ones.
+
+    Footprint ``i`` is dropped when it overlaps a kept footprint ``j < i`` by more than
+    ``max_overlap`` of its own area; a dropped footprint suppresses nothing, so a chain of
+    overlapping tiles keeps every other one rather than only the first. The overlapping pairs come
+    from one STRtree query and vectorised intersection areas; the greedy pass is linear in the pairs.
+    """
+    import shapely
+
+    geoms = np.asarray(geoms, dtype=object)
+    n = len(geoms)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
+        return keep
+    tree = shapely.STRtree(geoms)
+    later, earlier = tree.query(geoms, predicate="intersects")
+    better = earlier < later
+    later, earlier = later[better], earlier[better]
+    if len(later) == 0:
+        return keep
+    share = shapely.area(shapely.intersection(geoms[later], geoms[earlier])) / shapely.area(geoms[later])
+    hit = share > max_overlap
+    later, earlier = later[hit], earlier[hit]
+    order = np.argsort(later, kind="stable")
+    later, earlier = later[order], earlier[order]
+    bounds = np.searchsorted(later, np.arange(n + 1))
+    for i in np.unique(later):
+        keep[i] = not keep[earlier[bounds[i] : bounds[i + 1]]].any()
+    return keep
+
+
+def top_sites(masked: np.ndarray, table: Any, top: int, site_overlap: float | None) -> np.ndarray:
+    """Ids of the ``top`` best finite scores, best first (ties by id), one per site when ``site_overlap``.
+
+    The suppression of a tile depends only on better tiles, so it runs on a growing prefix of the
+    ranking (four times ``top`` to start, doubling) until ``top`` sites are found or no tile is left.
+    """
+    finite = int(np.isfinite(masked).sum())
+    want = min(top, finite) if site_overlap is None else min(4 * top, finite)
+    while True:
+        best = np.argpartition(-masked, want - 1)[:want] if want > 0 else np.zeros(0, dtype=np.int64)
+        best = best[np.lexsort((best, -masked[best]))]
+        if site_overlap is None:
+            return best
+        kept = best[suppress_overlapping(table.geometry.values[best], site_overlap)]
+        if len(kept) >= top or want == finite:
+            return kept[:top]
+        want = min(2 * want, finite)
+
+
 def rank_analogues(
     vectors: np.ndarray,
     table: Any,
@@ -159,8 +217,12 @@ def rank_analogues(
     negatives: list[np.ndarray] | None = None,
     negative_weight: float = 0.5,
     names: Sequence[str] | None = None,
+    site_overlap: float | None = SITE_OVERLAP,
 ) -> Any:
-    """The ``top`` tiles most similar to the positives, outside the exclusion zones, best first.
+    """The ``top`` sites most similar to the positives, outside the exclusion zones, best first.
+
+    A site is the best tile of a group of overlapping ones (see :func:`suppress_overlapping`;
+    ``site_overlap=None`` ranks every tile).
 
     ``vectors`` (M, D) are unit rows aligned with ``table`` rows (index ids); ``positives`` holds the
     ids of each deposit's tiles. Columns: rank (1 = best), score (best cosine over the queries),
@@ -169,20 +231,20 @@ def rank_analogues(
     """
     queries = query_vectors(vectors, positives, negatives, negative_weight)
     score, which = best_scores(vectors, queries)
-    return _rank(score, which, table, positives, exclusion_m=exclusion_m, top=top, names=names)
+    return _rank(score, which, table, positives, exclusion_m=exclusion_m, top=top, names=names,
+                 site_overlap=site_overlap)
 
 
 def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray], *, exclusion_m: float,
-          top: int, names: Sequence[str] | None) -> Any:
+          top: int, names: Sequence[str] | None, site_overlap: float | None) -> Any:
     import pandas as pd
 
     names = list(names) if names is not None else [f"deposit {i + 1}" for i in range(len(positives))]
     if len(names) != len(positives):
         raise OutcropError(f"{len(names)} names for {len(positives)} positive groups")
     masked = np.where(excluded_ids(table, positives, exclusion_m), -np.inf, score)
-    n = int(min(top, np.isfinite(masked).sum()))
-    best = np.argpartition(-masked, n - 1)[:n] if n > 0 else np.zeros(0, dtype=np.int64)
-    best = best[np.lexsort((best, -masked[best]))]
+    best = top_sites(masked, table, top, site_overlap)
+    n = len(best)
     import shapely
 
     centres = np.asarray(table.geometry.values[best].centroid)
@@ -227,9 +289,13 @@ def find_analogues(
     exclusion_km: float,
     top: int,
     negatives_path: Path | None = None,
+    site_overlap: float | None = SITE_OVERLAP,
     log: Callable[[str], Any] = print,
 ) -> None:
-    """Rank analogues of the deposits and write them (GeoPackage + CSV) and per-scene similarity COGs."""
+    """Rank analogue sites of the deposits and write them (GeoPackage + CSV) and per-scene similarity COGs.
+
+    ``site_overlap``: see :func:`rank_analogues`; the similarity rasters hold every tile's score.
+    """
     import geopandas as gpd
 
     _, table = load_index(index_path, table_path)
@@ -243,7 +309,7 @@ def find_analogues(
     queries = query_vectors(vectors, positives, negatives)
     score, which = best_scores(vectors, queries)
     ranked = _rank(score, which, table, positives, exclusion_m=exclusion_km * 1000.0, top=top,
-                   names=deposits["name"].tolist())
+                   names=deposits["name"].tolist(), site_overlap=site_overlap)
     geoms = table.geometry.values[ranked["id"].to_numpy()]
     centres = gpd.GeoSeries(geoms, crs=table.crs).centroid.to_crs("EPSG:4326")
     ranked["lon"] = centres.x.to_numpy()
