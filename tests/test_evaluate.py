@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 
@@ -56,3 +57,24 @@ def test_deposit_recall_counts_tiles_covering_hidden_patches():
     # Two of three hidden patches are found in the first two places; the third is nowhere.
     assert recall["set"]["recall@2"] == pytest.approx(2 / 3)
     assert recall["combined"]["recall@10"] == pytest.approx(2 / 3)
+
+
+def test_deposit_recall_over_sites_does_not_count_a_duplicate_twice():
+    table = _grid_table()
+    rng = np.random.default_rng(4)
+    # Tile 50 is seen twice (a second scene shifted by 100 m); both copies beat the other hidden tile.
+    twin = table.iloc[[50]].assign(scene="t", geometry=table.geometry.iloc[[50]].translate(100, 100))
+    table = gpd.GeoDataFrame(pd.concat([table, twin], ignore_index=True), geometry="geometry", crs=table.crs)
+    vectors = as_unit_vectors(rng.standard_normal((len(table), 8)))
+    signature = vectors[0].copy()
+    for t, noise in ((50, 0.01), (len(table) - 1, 0.01), (100, 0.2)):
+        vectors[t] = signature + noise * rng.standard_normal(8)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    centres = table.geometry.centroid
+    hidden = gpd.GeoDataFrame(geometry=[centres[t].buffer(300) for t in (50, 100)], crs=table.crs)
+    args = dict(exclusion_m=1500, ks=[2])
+    tiles = deposit_recall(vectors, table, [np.array([0])], hidden, **args)
+    sites = deposit_recall(vectors, table, [np.array([0])], hidden, site_overlap=0.25, **args)
+    # As tiles, the twin takes second place; as sites, the second place goes to the other patch.
+    assert tiles["set"]["recall@2"] == pytest.approx(1 / 2)
+    assert sites["set"]["recall@2"] == pytest.approx(1.0)

@@ -109,15 +109,18 @@ def cluster_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int) -> 
 
 
 def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray], hidden: Any, *,
-                   exclusion_m: float, ks: Sequence[int]) -> dict[str, dict[str, float]]:
+                   exclusion_m: float, ks: Sequence[int],
+                   site_overlap: float | None = None) -> dict[str, dict[str, float]]:
     """Recall of the hidden deposits among the top-k analogues, for the set query and per-positive queries.
 
     Each query mode ranks tiles by their best cosine to its queries, outside the exclusion zones;
     a hidden deposit counts as found at k when one of the top k tiles covers HIDDEN_OVERLAP of it.
+    With ``site_overlap`` the ranking is over sites, as the analogues stage writes it
+    (:func:`outcrop.analogues.top_sites`), so that k counts the same places in both.
     """
     import shapely
 
-    from outcrop.analogues import best_scores, excluded_ids, query_vectors
+    from outcrop.analogues import best_scores, excluded_ids, query_vectors, top_sites
 
     queries = query_vectors(vectors, positives)
     excluded = excluded_ids(table, positives, exclusion_m)
@@ -129,9 +132,9 @@ def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray],
     for mode, q in modes.items():
         score, _ = best_scores(vectors, q)
         score = np.where(excluded, -np.inf, score)
-        order = np.argsort(-score, kind="stable")
+        order = top_sites(score, table, max(ks), site_overlap)
         found_at = np.full(len(discs), np.inf)
-        for rank, tile in enumerate(order[: max(ks)], start=1):
+        for rank, tile in enumerate(order, start=1):
             cover = shapely.area(shapely.intersection(footprints[tile], discs)) / disc_area
             newly = (cover >= HIDDEN_OVERLAP) & ~np.isfinite(found_at)
             found_at[newly] = rank
@@ -141,8 +144,11 @@ def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray],
 
 def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_deposits: Path, deposits: Path,
                  buffer_m: float, exclusion_km: float, recall_k: Sequence[int], seed: int = 0,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write ``metrics.json``: cluster agreement, kNN, linear probe and deposit recall, per feature set."""
+                 site_overlap: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write ``metrics.json``: cluster agreement, kNN, linear probe and deposit recall, per feature set.
+
+    ``site_overlap``: give the analogues stage's value so that recall@k counts sites as its list does.
+    """
     import geopandas as gpd
     import pandas as pd
 
@@ -189,7 +195,8 @@ def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_depos
         scores["linear_probe_accuracy"] = linear_probe_accuracy(
             feats[labelled], lab, centres[labelled], block_m=3 * tile_width, seed=seed)
         scores["deposit_recall"] = deposit_recall(vecs, table, positives, hidden,
-                                                  exclusion_m=exclusion_km * 1000, ks=recall_k)
+                                                  exclusion_m=exclusion_km * 1000, ks=recall_k,
+                                                  site_overlap=site_overlap)
         metrics[name] = scores
         log(f"evaluate: {name}: ARI {scores['ari']:.3f} NMI {scores['nmi']:.3f} kNN {scores['knn_accuracy']:.3f} "
             f"probe {scores['linear_probe_accuracy']:.3f} recall {scores['deposit_recall']['combined']}")
