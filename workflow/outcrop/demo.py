@@ -263,7 +263,7 @@ def render_scene(layout: DemoLayout, index: int) -> tuple[np.ndarray, np.ndarray
     refl = (1 - cloud_alpha) * refl + cloud_alpha * np.asarray(SPECTRA["cloud"])[:, None, None]
 
     refl *= 1 + 0.01 * rng.standard_normal(refl.shape)
-    truth = np.where(rock & (cloud_alpha < 0.2), unit + 1, 0).astype(np.uint8)
+    truth = np.where(rock & (cloud_alpha < 0.02), unit + 1, 0).astype(np.uint8)
     truth[(truth > 0) & (w >= 0.5)] = ALTERATION_CODE
     return refl.astype(np.float32), truth, (left, top)
 
