@@ -385,7 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except OutcropError as exc:
-        print(f"outcrop {args.command}: error: {exc}", file=sys.stderr)
+        # One line, whatever a wrapped library put in the message: logs and job failures stay greppable.
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"outcrop {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -84,6 +84,8 @@ def tile_scene(
             raise OutcropError(
                 f"{prepared_path}: tile size {size} px is larger than the scene ({src.width}x{src.height} px)"
             )
+        if aoi is not None and not shapely.intersects(aoi, shapely.box(*src.bounds)):
+            raise OutcropError(f"{prepared_path}: scene {scene_id} does not overlap the AOI {aoi_name}")
         transform = src.transform
         res = transform.a
         col0_global = int(round(transform.c / res))
