@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,9 +44,25 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
+        _remove_stale_temporaries(final)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _remove_stale_temporaries(final: Path) -> None:
+    """Delete temporaries of ``final`` left by killed writers (with any staging suffix of theirs).
+
+    Once ``final`` is written, they are garbage: no two jobs write the same file, so none of them
+    belongs to a writer still at work. Without this a run killed again and again would pile them up.
+    """
+    prefix = f".{final.stem}."
+    pattern = re.compile(rf"{re.escape(prefix)}[0-9a-f]{{8}}\.tmp{re.escape(final.suffix)}(\..*)?")
+    with os.scandir(final.parent) as entries:
+        stale = [e.path for e in entries if e.name.startswith(prefix) and pattern.fullmatch(e.name)]
+    for name in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
