@@ -1,0 +1,144 @@
+"""The tiny demo submitted to a real SLURM cluster gives the same results as a local run.
+
+Needs a running cluster with an idle node (`.ci/slurm-up.sh` starts a one-node one). Without one the
+test fails when the CI environment variable is set and is skipped otherwise.
+
+The run uses workflow/profiles/slurm as shipped, with two changes that only fit its requests to the
+test node: CPU counts and memory are capped at what the node has, and the GPU request is dropped
+when the node has no GPU. Everything else (executor, grouping of the per-scene jobs, per-rule
+requests, retries) is the shipped profile's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.workflow.conftest import REPO, TINY_CONFIG, snakemake, write_config
+
+pytestmark = pytest.mark.workflow
+
+PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+SCENES = [f"demo_{i}" for i in range(1, TINY_CONFIG["demo"]["scenes"] + 1)]
+
+
+def _sinfo(*fields: str) -> list[list[str]]:
+    proc = subprocess.run(["sinfo", "-h", "-N", "-o", " ".join(fields)], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        return []
+    return [line.split() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def idle_node() -> dict | None:
+    """Partition, CPUs, memory (MB) and GPUs of an idle node of the running cluster, or None."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return None
+    for partition, state, cpus, mem, gres in _sinfo("%P", "%t", "%c", "%m", "%G"):
+        if state == "idle":
+            gpus = 0
+            for item in gres.split(","):
+                parts = item.split("(")[0].split(":")
+                if parts[0] == "gpu":
+                    gpus += int(parts[-1]) if parts[-1].isdigit() else 1
+            return {"partition": partition.rstrip("*"), "cpus": int(cpus), "mem_mb": int(mem), "gpus": gpus}
+    return None
+
+
+@pytest.fixture(scope="module")
+def node() -> dict:
+    found = idle_node()
+    if found is None:
+        message = "no SLURM cluster with an idle node here (start one with .ci/slurm-up.sh)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def profile_for(node: dict, folder: Path) -> Path:
+    """The shipped SLURM profile with its CPU, memory and GPU requests capped to fit ``node``."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    mem_cap = node["mem_mb"] // 2
+    for rule, resources in profile["set-resources"].items():
+        if "cpus_per_task" in resources:
+            resources["cpus_per_task"] = min(resources["cpus_per_task"], node["cpus"])
+        if "mem_mb" in resources:
+            resources["mem_mb"] = min(resources["mem_mb"], mem_cap)
+        if node["gpus"] == 0:
+            resources.pop("gpu", None)
+    profile["set-threads"] = {rule: min(n, node["cpus"]) for rule, n in profile["set-threads"].items()}
+    # A batch of scenes may run its jobs side by side only as far as the node has CPUs and memory.
+    profile["cores"] = node["cpus"]
+    profile["resources"] = {"mem_mb": node["mem_mb"]}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+def test_shipped_profile_asks_for_what_the_rules_need():
+    profile = yaml.safe_load(PROFILE.read_text())
+    assert profile["executor"] == "slurm"
+    assert {"slurm_partition", "slurm_account", "mem_mb", "runtime"} <= set(profile["default-resources"])
+    for rule in ("train_encoder", "embed"):
+        assert profile["set-resources"][rule]["gpu"] == 1
+    for rule, resources in profile["set-resources"].items():
+        assert {"mem_mb", "runtime", "cpus_per_task"} <= set(resources), rule
+        threads = profile["set-threads"].get(rule, 1)
+        assert resources["cpus_per_task"] == threads, f"{rule}: threads and cpus_per_task differ"
+    grouped = {rule for rule, group in profile["groups"].items() if group == "scenes"}
+    assert grouped == {"demo_scene", "prepare", "tiles"}
+    assert profile["group-components"]["scenes"] > 1
+
+
+def test_demo_through_slurm_matches_a_local_run(node, demo_run, tmp_path):
+    workdir = tmp_path / "slurm_run"
+    write_config(workdir, yaml.safe_load((demo_run / "config.yaml").read_text()))
+    profile = profile_for(node, tmp_path / "profile")
+    started = time.monotonic()
+    proc = snakemake(
+        workdir,
+        "--workflow-profile", str(profile),
+        "--default-resources", f"slurm_partition={node['partition']}",
+        "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "5",
+        "--slurm-keep-successful-logs",
+        "--retries", "0",
+        timeout=1800,
+    )
+    elapsed = time.monotonic() - started
+    log = proc.stdout + proc.stderr
+    print(f"\ntiny demo through SLURM: {elapsed:.0f} s")
+
+    # The jobs really went through sbatch, and the scene jobs were batched into group submissions.
+    logdir = workdir / ".snakemake" / "slurm_logs"
+    submissions = sorted(str(p.relative_to(logdir)) for p in logdir.rglob("*.log"))
+    assert any(s.startswith("rule_train_encoder/") for s in submissions), (submissions, log[-3000:])
+    assert sum(s.startswith("rule_embed/") for s in submissions) == len(SCENES), submissions
+    # All three scenes' demo_scene, prepare and tiles jobs in one submission (group-components).
+    assert [s for s in submissions if s.startswith("group_")] == [
+        next(s for s in submissions if s.startswith("group_scenes"))
+    ], submissions
+    assert not any(s.startswith(("rule_prepare/", "rule_tiles/")) for s in submissions), submissions
+
+    local, remote = demo_run / "results", workdir / "results"
+    for scene in SCENES:
+        pd.testing.assert_frame_equal(
+            gpd.read_parquet(remote / "tiles" / f"{scene}.parquet"), gpd.read_parquet(local / "tiles" / f"{scene}.parquet")
+        )
+        np.testing.assert_array_equal(np.load(remote / "tiles" / f"{scene}.npy"), np.load(local / "tiles" / f"{scene}.npy"))
+        np.testing.assert_array_equal(
+            np.load(remote / "embeddings" / f"{scene}.npy"), np.load(local / "embeddings" / f"{scene}.npy")
+        )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(remote / "clusters" / "labels.parquet"), pd.read_parquet(local / "clusters" / "labels.parquet")
+    )
+    assert (remote / "summary.html").stat().st_size > 0
