@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from outcrop import OutcropError
 from outcrop.embeddings import embed_array
 from outcrop.encoder import EncoderSettings, load_encoder, train_byol
+from outcrop.optim import build_optimizer, warmup_cosine
 
 torch.set_num_threads(2)
 
@@ -173,6 +174,23 @@ def test_load_encoder_refuses_damaged_foreign_and_mismatched_files(tmp_path):
     out = train(tmp_path, [write_scene(tmp_path / "tiles", "a", textures(32)[0])], TINY)
     with pytest.raises(OutcropError, match="trained on bands blue,green,red,nir"):
         load_encoder(out, expect_bands=["coastal", "blue", "green", "red"])
+
+
+def test_warmup_cosine_schedule_and_lars_training(tmp_path):
+    assert warmup_cosine(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10, 1.0) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 10, 1.0) == pytest.approx(0.5)
+    assert warmup_cosine(100, 100, 10, 1.0) == pytest.approx(0.0)
+    # LARS: biases and norms are neither decayed nor trust-scaled; training runs and moves the weights.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    groups = build_optimizer("lars", net, lr=0.1, weight_decay=1e-3).param_groups
+    assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["weight_decay"] == 0.0
+    out = train(tmp_path, [write_scene(tmp_path / "tiles", "a", textures(32)[0])],
+                {**TINY, "optimizer": "lars", "lr": 0.5})
+    curve = pd.read_csv(tmp_path / "model" / "curve.tsv", sep="\t")
+    assert np.isfinite(curve["loss"]).all()
+    assert load_encoder(out)[1]["settings"]["optimizer"] == "lars"
 
 
 # --- resuming after SIGKILL ----------------------------------------------------------------------

@@ -58,8 +58,8 @@ class EncoderSettings:
     embedding_dim: int = 128  # size of the representation (and of the embeddings)
     hidden_dim: int = 512  # hidden width of projector and predictor
     projection_dim: int = 128  # output width of projector and predictor
-    epochs: int = 20
-    batch_size: int = 256
+    epochs: int = 25
+    batch_size: int = 128  # more, smaller steps learn more from a demo-sized set in the same time
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # adamw | lars
@@ -306,7 +306,8 @@ def train_byol(
         epoch, j = divmod(step, steps_per_epoch)
         if order_epoch != epoch:
             order, order_epoch = epoch_permutation(n, settings.seed, epoch), epoch
-        x = torch.from_numpy(tiles.gather(order[j * batch:(j + 1) * batch])).to(dev, non_blocking=True)
+        x = torch.from_numpy(tiles.gather(order[j * batch:(j + 1) * batch]))
+        x = (x.pin_memory() if dev.type == "cuda" else x).to(dev, non_blocking=True)
         lr = warmup_cosine(step, total, warmup, settings.lr)
         tau = cosine_schedule(step, total, settings.tau_base, 1.0)
         loss = trainer.train_step((x - mean_t) / std_t, lr, tau)
