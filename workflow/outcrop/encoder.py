@@ -290,7 +290,8 @@ def train_byol(
     batch = min(settings.batch_size, n)
     steps_per_epoch = n // batch
     total = settings.epochs * steps_per_epoch
-    warmup = round(settings.warmup_epochs * steps_per_epoch)
+    # A warm-up never takes more than half of a short run, so the peak rate is reached.
+    warmup = min(round(settings.warmup_epochs * steps_per_epoch), total // 2)
     mean, std = band_statistics(tiles)
     digest = run_digest(settings, bands, min_rock, tiles, mean, std)
     log(f"training {settings.arch} on {n} tiles {tuple(tiles.tile_shape)} from {len(tile_paths)} scene(s), "
