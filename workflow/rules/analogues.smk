@@ -12,13 +12,13 @@ rule analogues:
     output:
         gpkg=f"{R}/analogues/analogues.gpkg",
         csv=report(f"{R}/analogues/analogues.csv", caption="../report/analogues.rst", category="Analogues"),
-        similarity=per_scene("{R}/analogues/similarity/{scene}.tif"),
+        similarity=directory(f"{R}/analogues/similarity"),
     params:
         buffer_m=config["analogues"]["buffer_m"],
         exclusion_km=config["analogues"]["exclusion_km"],
         top=config["analogues"]["top"],
         negatives=lambda wc, input: f"--negatives {shlex.quote(input.negatives)}" if input.negatives else "",
-        similarity_dir=lambda wc, output: os.path.dirname(output.similarity[0]),
+        similarity_dir=lambda wc, output: output.similarity,
     log:
         "logs/analogues.log",
     benchmark:

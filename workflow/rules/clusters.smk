@@ -14,12 +14,15 @@ rule clusters:
         dendrogram=report(
             f"{R}/clusters/dendrogram.png", caption="../report/dendrogram.rst", category="Clusters"
         ),
+        # Per-scene files of a whole-run job go in folders: listing thousands of outputs on one
+        # job would make Snakemake's job-graph build grow with the square of the scene count.
         maps=report(
-            per_scene("{R}/clusters/maps/{scene}.png"),
+            directory(f"{R}/clusters/maps"),
+            patterns=["{scene}.png"],
             caption="../report/cluster_map.rst",
             category="Clusters",
         ),
-        rasters=per_scene("{R}/clusters/rasters/{scene}.tif"),
+        rasters=directory(f"{R}/clusters/rasters"),
         exemplars=report(
             f"{R}/clusters/exemplars.png", caption="../report/exemplars.rst", category="Clusters"
         ),
@@ -27,8 +30,8 @@ rule clusters:
         k=" ".join(str(k) for k in config["clusters"]["k"]),
         cuts=" ".join(str(c) for c in config["clusters"]["cuts"]),
         seed=config["clusters"]["seed"],
-        maps_dir=lambda wc, output: os.path.dirname(output.maps[0]),
-        rasters_dir=lambda wc, output: os.path.dirname(output.rasters[0]),
+        maps_dir=lambda wc, output: output.maps,
+        rasters_dir=lambda wc, output: output.rasters,
     log:
         "logs/clusters.log",
     benchmark:

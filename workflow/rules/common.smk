@@ -59,6 +59,11 @@ def per_scene(pattern, scenes=None):
     return expand(pattern, R=R, scene=scenes if scenes is not None else SCENES)
 
 
+def in_folder(folder, suffix):
+    """The per-scene files a whole-run job wrote into ``folder``, in scene-sheet order."""
+    return " ".join(shlex.quote(os.path.join(folder, f"{scene}{suffix}")) for scene in SCENES)
+
+
 def final_outputs():
     outputs = [
         f"{R}/clusters/labels.gpkg",
@@ -67,8 +72,8 @@ def final_outputs():
         f"{R}/model/training_curve.png",
         f"{R}/summary.html",
     ]
-    outputs += per_scene("{R}/clusters/maps/{scene}.png")
-    outputs += report_outputs()  # workflow/rules/report.smk
+    outputs.append(f"{R}/clusters/maps")
+    outputs += report_outputs()
     outputs += kept_intermediates()
     if DEMO:
         outputs.append(f"{R}/metrics.json")
@@ -79,6 +84,20 @@ def kept_intermediates():
     """Every stage's own outputs, asked for by `all` so that a deleted one is made again (and then
     everything that reads it), instead of being skipped because its readers are still newer."""
     outputs = [f"{R}/model/encoder.pt", f"{R}/index/tiles.faiss", f"{R}/index/tiles.parquet", f"{R}/index/info.json"]
-    for pattern in ("prepared/{scene}.tif", "tiles/{scene}.npy", "tiles/{scene}.parquet", "embeddings/{scene}.npy"):
-        outputs += per_scene("{R}/" + pattern)
+    for pattern in ("{R}/prepared/{scene}.tif", "{R}/tiles/{scene}.npy", "{R}/tiles/{scene}.parquet",
+                    "{R}/embeddings/{scene}.npy"):
+        outputs += per_scene(pattern)
     return outputs
+
+
+def report_outputs():
+    """What rule all asks of the report rules (the figures of the other stages come with these)."""
+    return [
+        f"{R}/summary.html",
+        f"{R}/map.html",
+        f"{R}/embeddings/projection_clusters.png",
+        f"{R}/embeddings/projection_surfaces.png",
+        f"{R}/clusters/summary.html",
+        *per_scene("{R}/quicklooks/{scene}.png"),
+        f"{R}/analogues/maps",
+    ]

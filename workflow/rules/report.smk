@@ -2,19 +2,6 @@
 # summary, and a standalone offline map. Figures carry captions from workflow/report/*.rst.
 
 
-def report_outputs():
-    """What rule all asks of this file (the figures of the other stages are pulled in by these)."""
-    return [
-        f"{R}/summary.html",
-        f"{R}/map.html",
-        f"{R}/embeddings/projection_clusters.png",
-        f"{R}/embeddings/projection_surfaces.png",
-        f"{R}/clusters/summary.html",
-        *per_scene("{R}/quicklooks/{scene}.png"),
-        *per_scene("{R}/analogues/maps/{scene}.png"),
-    ]
-
-
 rule quicklook:
     input:
         prepared=f"{R}/prepared/{{scene}}.tif",
@@ -109,18 +96,20 @@ rule cluster_table:
 
 rule analogue_maps:
     input:
-        similarity=per_scene("{R}/analogues/similarity/{scene}.tif"),
+        similarity=f"{R}/analogues/similarity",
         analogues=f"{R}/analogues/analogues.gpkg",
         deposits=DEPOSITS,
     output:
         maps=report(
-            per_scene("{R}/analogues/maps/{scene}.png"),
+            directory(f"{R}/analogues/maps"),
+            patterns=["{scene}.png"],
             caption="../report/analogue_map.rst",
             category="Analogues",
             subcategory="similarity maps",
         ),
     params:
-        out_dir=lambda wc, output: os.path.dirname(output.maps[0]),
+        similarity=lambda wc, input: in_folder(input.similarity, ".tif"),
+        out_dir=lambda wc, output: output.maps,
     log:
         "logs/analogue_maps.log",
     benchmark:
@@ -132,19 +121,22 @@ rule analogue_maps:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop analogue-maps --similarity {input.similarity} --analogues {input.analogues}"
+        "outcrop analogue-maps --similarity {params.similarity} --analogues {input.analogues}"
         " --deposits {input.deposits:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule webmap:
     input:
         quicklooks=per_scene("{R}/quicklooks/{scene}.tif"),
-        clusters=per_scene("{R}/clusters/rasters/{scene}.tif"),
-        similarity=per_scene("{R}/analogues/similarity/{scene}.tif"),
+        clusters=f"{R}/clusters/rasters",
+        similarity=f"{R}/analogues/similarity",
         analogues=f"{R}/analogues/analogues.gpkg",
         deposits=DEPOSITS,
     output:
         report(f"{R}/map.html", caption="../report/map.rst", category="Map"),
+    params:
+        clusters=lambda wc, input: in_folder(input.clusters, ".tif"),
+        similarity=lambda wc, input: in_folder(input.similarity, ".tif"),
     log:
         "logs/webmap.log",
     benchmark:
@@ -156,8 +148,8 @@ rule webmap:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop webmap --quicklooks {input.quicklooks} --clusters {input.clusters}"
-        " --similarity {input.similarity} --analogues {input.analogues} --deposits {input.deposits:q}"
+        "outcrop webmap --quicklooks {input.quicklooks} --clusters {params.clusters}"
+        " --similarity {params.similarity} --analogues {input.analogues} --deposits {input.deposits:q}"
         " --out {output} > {log} 2>&1"
 
 
@@ -165,7 +157,7 @@ rule report:
     input:
         curve=f"{R}/model/training_curve.png",
         clusters=f"{R}/clusters/labels.parquet",
-        maps=per_scene("{R}/clusters/maps/{scene}.png"),
+        maps=f"{R}/clusters/maps",
         dendrogram=f"{R}/clusters/dendrogram.png",
         analogues=f"{R}/analogues/analogues.csv",
         index_info=f"{R}/index/info.json",
