@@ -163,9 +163,14 @@ def cmd_analogues(args: argparse.Namespace) -> None:
     find_analogues(
         Path(args.index), Path(args.index_table), args.embeddings, Path(args.deposits), args.prepared,
         Path(args.out_gpkg), Path(args.out_csv), Path(args.similarity_dir), buffer_m=args.buffer_m,
-        exclusion_km=args.exclusion_km, top=args.top,
+        exclusion_km=args.exclusion_km, top=args.top, site_overlap=_site_overlap(args.site_overlap),
         negatives_path=Path(args.negatives) if args.negatives else None, log=_log,
     )
+
+
+def _site_overlap(value: float) -> float | None:
+    """``--site-overlap 0`` (or less) ranks every tile; above 0, one tile per site."""
+    return value if value > 0 else None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -174,7 +179,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _limit(args)
     evaluate_run(Path(args.results), args.scenes, Path(args.out), truth_deposits=Path(args.truth_deposits),
                  deposits=Path(args.deposits), buffer_m=args.buffer_m, exclusion_km=args.exclusion_km,
-                 recall_k=args.recall_k, seed=args.seed, log=_log)
+                 recall_k=args.recall_k, seed=args.seed, site_overlap=_site_overlap(args.site_overlap),
+                 log=_log)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -340,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--buffer-m", type=float, default=100.0)
     p.add_argument("--exclusion-km", type=float, default=1.5)
     p.add_argument("--top", type=int, default=50)
+    p.add_argument("--site-overlap", type=float, default=0.25,
+                   help="one analogue per site: drop tiles overlapping a better one by more than this share (0: off)")
 
     p = _add(sub, "evaluate", cmd_evaluate, "score a demo run against its planted truth",
              "outcrop evaluate --results results --scenes demo_1 demo_2 demo_3 --truth-deposits "
@@ -352,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--buffer-m", type=float, default=100.0)
     p.add_argument("--exclusion-km", type=float, default=1.5)
     p.add_argument("--recall-k", type=int, nargs="+", default=[10, 25, 50])
+    p.add_argument("--site-overlap", type=float, default=0.25, help="as for `outcrop analogues`")
     p.add_argument("--seed", type=int, default=0)
 
     p = _add(sub, "report", cmd_report, "write the HTML summary of a run",

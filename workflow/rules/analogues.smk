@@ -17,6 +17,7 @@ rule analogues:
         buffer_m=config["analogues"]["buffer_m"],
         exclusion_km=config["analogues"]["exclusion_km"],
         top=config["analogues"]["top"],
+        site_overlap=config["analogues"]["site_overlap"],
         negatives=lambda wc, input: f"--negatives {shlex.quote(input.negatives)}" if input.negatives else "",
         similarity_dir=lambda wc, output: output.similarity,
     log:
@@ -33,7 +34,7 @@ rule analogues:
         "outcrop analogues --index {input.index} --index-table {input.index_table}"
         " --embeddings {input.embeddings} --prepared {input.prepared} --deposits {input.deposits:q}"
         " {params.negatives} --buffer-m {params.buffer_m} --exclusion-km {params.exclusion_km}"
-        " --top {params.top} --threads {threads} --out-gpkg {output.gpkg} --out-csv {output.csv}"
+        " --top {params.top} --site-overlap {params.site_overlap} --threads {threads} --out-gpkg {output.gpkg} --out-csv {output.csv}"
         " --similarity-dir {params.similarity_dir} > {log} 2>&1"
 
 
@@ -55,6 +56,7 @@ rule evaluate:
         buffer_m=config["analogues"]["buffer_m"],
         exclusion_km=config["analogues"]["exclusion_km"],
         recall_k=" ".join(str(k) for k in config["evaluate"]["recall_k"]),
+        site_overlap=config["analogues"]["site_overlap"],
         seed=config["clusters"]["seed"],
     log:
         "logs/evaluate.log",
@@ -69,4 +71,4 @@ rule evaluate:
     shell:
         "outcrop evaluate --results {params.results} --scenes {params.scenes} --truth-deposits {input.hidden}"
         " --deposits {input.deposits} --buffer-m {params.buffer_m} --exclusion-km {params.exclusion_km}"
-        " --recall-k {params.recall_k} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+        " --recall-k {params.recall_k} --site-overlap {params.site_overlap} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
