@@ -49,6 +49,10 @@ def validate_config(config: dict[str, Any], source: str = "config", schema_path:
             key = ".".join(filter(None, [path, extra[0] if extra else ""]))
             raise OutcropError(f"{source}: unknown key {key!r}")
         raise OutcropError(f"{source}: {path or '(top level)'}: {err.message}")
+    if not str(config["results"]).strip().strip("/"):
+        # Every output path is results/..., so an empty results would write at the file-system root.
+        raise OutcropError(f"{source}: results: {config['results']!r} names no folder; give the folder "
+                           "that receives the run's outputs")
     return config
 
 

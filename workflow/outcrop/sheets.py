@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from outcrop import OutcropError
+from outcrop.sensors import SENSORS
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "scenes.schema.yaml"
 
@@ -39,6 +40,9 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
         if err is not None:
             where = ".".join(str(p) for p in err.path) or "row"
             raise OutcropError(f"{path}: line {n}: {where}: {err.message}")
+        if row["sensor"] not in SENSORS:
+            raise OutcropError(f"{path}: line {n}: sensor: unknown sensor {row['sensor']!r} "
+                               f"(known: {', '.join(sorted(SENSORS))})")
         if row["scene"] in seen:
             raise OutcropError(f"{path}: line {n}: duplicate scene id {row['scene']!r} (first on line {seen[row['scene']]})")
         seen[row["scene"]] = n
