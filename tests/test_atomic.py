@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from outcrop.io import atomic_path, load_npy, save_npy
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "outcrop"
@@ -158,10 +157,9 @@ def test_no_pickle_of_user_files():
 
 def test_a_failed_write_leaves_nothing(tmp_path):
     target = tmp_path / "out" / "a.npy"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("writer failed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
     assert list((tmp_path / "out").iterdir()) == []
 
 
