@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from outcrop import OutcropError
 from outcrop.augment import (
     ViewSettings,

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from outcrop.backbones import ARCHITECTURES, build_backbone
-from outcrop.byol import BYOL, ProjectionHead, cosine_schedule, normalised_mse, symmetric_loss, update_momentum
+from outcrop.byol import (
+    BYOL,
+    ProjectionHead,
+    cosine_schedule,
+    normalised_mse,
+    symmetric_loss,
+    update_momentum,
+)
 
 torch.set_num_threads(2)
 
@@ -99,7 +106,7 @@ def test_cosine_schedule_endpoints_and_shape():
     assert cosine_schedule(50, 100, 0.99, 1.0) == pytest.approx(0.995)
     assert cosine_schedule(250, 100, 0.99, 1.0) == pytest.approx(1.0)  # clamped past the end
     values = [cosine_schedule(k, 40, 0.9, 1.0) for k in range(41)]
-    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(values))
     k = 10
     assert values[k] == pytest.approx(1 - 0.1 * (math.cos(math.pi * k / 40) + 1) / 2)
 

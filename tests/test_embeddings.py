@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from outcrop import OutcropError
 from outcrop.embeddings import embed_array, embed_tiles
 from outcrop.encoder import load_encoder
 from outcrop.io import load_npy
-
 from test_encoder import TINY, textures, train, write_scene
 
 torch.set_num_threads(2)

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-
 from outcrop import OutcropError
 from outcrop.embeddings import embed_array
 from outcrop.encoder import EncoderSettings, load_encoder, train_byol

@@ -236,7 +236,7 @@ class _Trainer:
             return
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a foreign or damaged file must not stop a fresh run
+        except Exception as exc:  # noqa: BLE001 - a foreign or damaged file must not stop a fresh run
             log(f"checkpoint {path} is unreadable ({type(exc).__name__}); starting from scratch")
             return
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -342,8 +342,8 @@ def train_byol(
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+    whole = round(seconds)
+    return f"{whole // 60}m{whole % 60:02d}s"
 
 
 def write_curve(tsv_path: Path, png_path: Path, rows: Sequence[Sequence[float]]) -> None:
@@ -387,7 +387,7 @@ def load_encoder(path: Path, device: str = "cpu",
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise OutcropError(f"{path}: model file not found") from None
-    except Exception as exc:  # torch raises many kinds for damaged files
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for damaged files
         raise OutcropError(f"{path}: not a readable encoder file ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise OutcropError(f"{path}: not an outcrop encoder file")

@@ -54,7 +54,7 @@ def read_rock(table_path: Path, expected_rows: int) -> np.ndarray:
         rock = pq.read_table(table_path, columns=["rock"]).column("rock").to_numpy()
     except FileNotFoundError:
         raise OutcropError(f"{table_path}: file not found") from None
-    except Exception as exc:  # pyarrow raises many kinds (missing column, damaged file)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds (missing column, damaged file)
         raise OutcropError(f"{table_path}: cannot read the rock column of the tile table ({exc})") from None
     if len(rock) != expected_rows:
         raise OutcropError(f"{table_path}: {len(rock)} rows, but its tile array has {expected_rows} tiles")
