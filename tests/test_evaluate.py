@@ -7,8 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-
-from outcrop.evaluate import as_unit_vectors, cluster_agreement, deposit_recall, knn_accuracy
+from outcrop import OutcropError
+from outcrop.evaluate import (
+    as_unit_vectors,
+    cluster_agreement,
+    deposit_recall,
+    knn_accuracy,
+)
 
 
 def _grid_table(n_side=12, width=960.0, stride=960.0):
@@ -78,3 +83,51 @@ def test_deposit_recall_over_sites_does_not_count_a_duplicate_twice():
     # As tiles, the twin takes second place; as sites, the second place goes to the other patch.
     assert tiles["set"]["recall@2"] == pytest.approx(1 / 2)
     assert sites["set"]["recall@2"] == pytest.approx(1.0)
+
+
+def _model_file(path, *, arch="resnet-small", bands=("blue", "green", "red"), dim=32, mean=0.2, std=0.05):
+    """An encoder file as the encoder stage writes it, with weights that are not a fresh init."""
+    import torch
+    from outcrop.backbones import build_backbone
+    from outcrop.encoder import FORMAT_VERSION, MODEL_FORMAT
+
+    torch.manual_seed(123)
+    net = build_backbone(arch, len(bands), dim)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    meta = {"bands": list(bands), "mean": [mean] * len(bands), "std": [std] * len(bands), "arch": arch,
+            "in_channels": len(bands), "embedding_dim": dim}
+    torch.save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "state_dict": net.state_dict(),
+                "metadata": meta}, path)
+    return path
+
+
+def test_random_encoder_copies_the_model_shape_and_normalisation_not_its_weights(tmp_path):
+    import torch
+    from outcrop.embeddings import embed_array
+    from outcrop.encoder import load_encoder
+    from outcrop.evaluate import random_encoder_embeddings
+
+    rng = np.random.default_rng(5)
+    tiles = (0.2 + 0.05 * rng.standard_normal((40, 3, 16, 16))).astype(np.float32)
+    model = _model_file(tmp_path / "encoder.pt")
+    rng_before = torch.get_rng_state()
+    a = random_encoder_embeddings(model, tiles, seed=0)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's random stream is untouched
+    assert a.shape == (40, 32) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    # Seeded: the same seed gives the same encoder, another seed another one.
+    np.testing.assert_array_equal(a, random_encoder_embeddings(model, tiles, seed=0))
+    assert np.abs(a - random_encoder_embeddings(model, tiles, seed=1)).max() > 1e-2
+    # Not the trained weights.
+    trained = embed_array(*load_encoder(model), tiles)
+    assert np.abs(a - trained).max() > 1e-2
+    # The stored normalisation is applied: tiles and statistics scaled alike give the same vectors.
+    scaled = _model_file(tmp_path / "scaled.pt", mean=2.0, std=0.5)
+    np.testing.assert_allclose(random_encoder_embeddings(scaled, tiles * 10, seed=0), a, atol=1e-4)
+    # A file that is no encoder is refused as such.
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(OutcropError, match="bad.pt"):
+        random_encoder_embeddings(bad, tiles)

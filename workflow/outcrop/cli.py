@@ -180,7 +180,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     evaluate_run(Path(args.results), args.scenes, Path(args.out), truth_deposits=Path(args.truth_deposits),
                  deposits=Path(args.deposits), buffer_m=args.buffer_m, exclusion_km=args.exclusion_km,
                  recall_k=args.recall_k, seed=args.seed, site_overlap=_site_overlap(args.site_overlap),
-                 log=_log)
+                 model=Path(args.model) if args.model else None, log=_log)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -402,7 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclusion-km", type=float, default=1.5)
     p.add_argument("--recall-k", type=int, nargs="+", default=[10, 25, 50])
     p.add_argument("--site-overlap", type=float, default=0.25, help="as for `outcrop analogues`")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="k-means seed; also seeds the random-encoder baseline")
+    p.add_argument("--model", help="trained encoder whose architecture the random-encoder baseline copies "
+                   "(default: RESULTS/model/encoder.pt)")
 
     p = _add(sub, "report", cmd_report, "write the HTML summary of a run",
              "outcrop report --results results --scenes demo_1 demo_2 --out results/summary.html", False)

@@ -4,7 +4,9 @@ Honest numbers need honest protocols. Tiles overlap (stride < size) and rock bod
 tile's nearest neighbour is often a tile sharing its pixels; kNN therefore ignores neighbours whose
 centres lie within one and a half tile widths, and the linear probe splits train and test by
 spatial blocks. Every feature set (BYOL embeddings, per-band mean and spread, per-band statistics
-with percentiles) goes through the very same clustering, kNN, probe and analogue search.
+with percentiles, and a randomly initialised encoder of the trained model's architecture) goes
+through the very same clustering, kNN, probe and analogue search. The random encoder separates what
+training taught from what the architecture and the normalisation give for free.
 """
 
 from __future__ import annotations
@@ -52,6 +54,27 @@ def band_statistics(tiles: np.ndarray, percentiles: bool = False) -> np.ndarray:
     if percentiles:
         feats += list(np.percentile(flat, [10, 50, 90], axis=2))
     return np.concatenate(feats, axis=1)
+
+
+def random_encoder_embeddings(model_path: Path, tiles: np.ndarray, *, seed: int = 0,
+                              batch_size: int = 256) -> np.ndarray:
+    """Embeddings of ``tiles`` from an untrained encoder shaped like the one in ``model_path``.
+
+    The architecture, embedding size, bands and per-band normalisation come from the model file's
+    metadata, so the only difference from the trained embeddings is the weights: a seeded random
+    initialisation (the global torch RNG is left as it was). Rows are L2-normalised, as embeddings are.
+    """
+    import torch
+
+    from outcrop.backbones import build_backbone
+    from outcrop.embeddings import embed_array
+    from outcrop.encoder import load_encoder
+
+    with torch.random.fork_rng(devices=[]):  # loading builds a backbone too, which draws numbers
+        _, meta = load_encoder(model_path, device="cpu")
+        torch.manual_seed(seed)
+        model = build_backbone(meta["arch"], int(meta["in_channels"]), int(meta["embedding_dim"]))
+    return embed_array(model.eval(), meta, tiles, batch_size=batch_size, device="cpu")
 
 
 def as_unit_vectors(features: np.ndarray) -> np.ndarray:
@@ -144,10 +167,13 @@ def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray],
 
 def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_deposits: Path, deposits: Path,
                  buffer_m: float, exclusion_km: float, recall_k: Sequence[int], seed: int = 0,
-                 site_overlap: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                 site_overlap: float | None = None, model: Path | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write ``metrics.json``: cluster agreement, kNN, linear probe and deposit recall, per feature set.
 
     ``site_overlap``: give the analogues stage's value so that recall@k counts sites as its list does.
+    ``model``: the trained encoder (default ``results/model/encoder.pt``), whose architecture and
+    normalisation the ``random_encoder`` baseline copies, initialised with ``seed``.
     """
     import geopandas as gpd
     import pandas as pd
@@ -172,6 +198,7 @@ def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_depos
         "byol": byol,
         "raw_spectral": band_statistics(pixels),
         "band_statistics": band_statistics(pixels, percentiles=True),
+        "random_encoder": random_encoder_embeddings(model or results / "model" / "encoder.pt", pixels, seed=seed),
     }
     units = tile_truth_units(table, {s: results / "demo" / "truth" / f"{s}_units.tif" for s in scenes})
     labelled = units > 0
@@ -188,7 +215,8 @@ def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_depos
     metrics: dict[str, Any] = {"tiles": int(len(table)), "rock_unit_tiles": int(labelled.sum()),
                                "known_deposits": int(len(known)), "hidden_deposits": int(len(hidden))}
     for name, feats in features.items():
-        vecs = feats if name == "byol" else as_unit_vectors(feats)
+        # Encoder outputs are compared as the index compares them (cosine of the raw embeddings).
+        vecs = feats if name in ("byol", "random_encoder") else as_unit_vectors(feats)
         lab_vecs, lab = vecs[labelled], units[labelled]
         scores = cluster_agreement(lab_vecs, lab, seed=seed)
         scores["knn_accuracy"] = knn_accuracy(lab_vecs, lab, centres[labelled], exclusion_m=1.5 * tile_width)
@@ -221,6 +249,9 @@ def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_depos
         "baseline_cluster_nmi": metrics["raw_spectral"]["nmi"],
         f"baseline_deposit_recall@{headline_k}":
             metrics["raw_spectral"]["deposit_recall"]["combined"][f"recall@{headline_k}"],
+        "random_encoder_cluster_ari": metrics["random_encoder"]["ari"],
+        f"random_encoder_deposit_recall@{headline_k}":
+            metrics["random_encoder"]["deposit_recall"]["combined"][f"recall@{headline_k}"],
     }
     write_json(out, metrics)
     log(f"evaluate: wrote {out}")

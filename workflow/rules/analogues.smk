@@ -48,6 +48,7 @@ rule evaluate:
         truth=per_scene("{R}/demo/truth/{scene}_units.tif"),
         deposits=f"{R}/demo/deposits.gpkg",
         hidden=f"{R}/demo/hidden_deposits.gpkg",
+        model=f"{R}/model/encoder.pt",
     output:
         report(f"{R}/metrics.json", caption="../report/metrics.rst", category="Metrics", subcategory="demo scores"),
     params:
@@ -71,4 +72,4 @@ rule evaluate:
     shell:
         "outcrop evaluate --results {params.results} --scenes {params.scenes} --truth-deposits {input.hidden}"
         " --deposits {input.deposits} --buffer-m {params.buffer_m} --exclusion-km {params.exclusion_km}"
-        " --recall-k {params.recall_k} --site-overlap {params.site_overlap} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+        " --recall-k {params.recall_k} --site-overlap {params.site_overlap} --seed {params.seed} --model {input.model} --threads {threads} --out {output} > {log} 2>&1"
