@@ -20,7 +20,11 @@ onstart:
 
 
 onerror:
-    print(f"outcrop: a job failed; its log under logs/ says why. Finished outputs are kept: rerun to continue.")
+    print(
+        "outcrop: a job failed; its log under logs/ says why. Finished outputs are kept: fix the input"
+        " and run again. After a killed run: `snakemake --unlock`, then run with --rerun-incomplete"
+        " (or with --workflow-profile workflow/profiles/default, which sets it)."
+    )
 
 
 rule all:
