@@ -64,3 +64,14 @@ def test_embedding_refuses_tiles_of_other_bands(model_path, tmp_path):
     with pytest.raises(OutcropError, match="not found"):
         embed_tiles(path, tmp_path / "missing.pt", tmp_path / "out.npy", device="cpu", log=lambda m: None)
 
+
+
+def test_embedding_refuses_an_encoder_of_other_band_names(model_path, tmp_path):
+    _, meta = load_encoder(model_path)
+    path, _ = write_scene(tmp_path, "same_count", textures(4, seed=9)[0])
+    other = ["swir1", "swir2", *meta["bands"][2:]]  # as many bands, not the same ones
+    with pytest.raises(OutcropError, match="encoder was trained on bands .*, not swir1,swir2"):
+        embed_tiles(path, model_path, tmp_path / "out.npy", device="cpu", bands=other, log=lambda m: None)
+    assert not (tmp_path / "out.npy").exists()
+    embed_tiles(path, model_path, tmp_path / "ok.npy", device="cpu", bands=meta["bands"], log=lambda m: None)
+    assert (tmp_path / "ok.npy").exists()

@@ -132,7 +132,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
     _limit(args)
     embed_tiles(Path(args.tiles), Path(args.model), Path(args.out), batch_size=args.batch_size,
-                device=args.device, log=_log)
+                device=args.device, bands=_bands(args.bands) if args.bands else None, log=_log)
 
 
 def cmd_index(args: argparse.Namespace) -> None:
@@ -346,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
+    p.add_argument("--bands", default="", help="the run's bands; the encoder must have been trained on them")
 
     p = _add(sub, "index", cmd_index, "build the FAISS index over all embeddings",
              "outcrop index --embeddings embeddings/*.npy --tables tiles/*.parquet --out-index index/tiles.faiss "

@@ -7,7 +7,7 @@ length so that an inner-product index ranks by cosine similarity.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,15 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
 
 
 def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_size: int = 256,
-                device: str = "auto", log: Callable[[str], None] = print) -> None:
-    """Embed one scene's tile array with a trained encoder and write ``out_path`` atomically."""
+                device: str = "auto", bands: Sequence[str] | None = None,
+                log: Callable[[str], None] = print) -> None:
+    """Embed one scene's tile array with a trained encoder and write ``out_path`` atomically.
+
+    ``bands``, the run's band names, must be the encoder's: an encoder trained on other bands of
+    the same count would otherwise be accepted and give meaningless vectors.
+    """
     tiles = load_npy(tiles_path)
-    model, metadata = load_encoder(model_path, device=device)
+    model, metadata = load_encoder(model_path, device=device, expect_bands=bands)
     if tiles.ndim != 4 or tiles.shape[1] != len(metadata["bands"]):
         raise OutcropError(f"{tiles_path}: tiles of shape {tuple(tiles.shape)} do not match the "
                            f"{len(metadata['bands'])} bands of {model_path} ({','.join(metadata['bands'])})")

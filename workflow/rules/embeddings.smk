@@ -9,6 +9,7 @@ rule embed:
         f"{R}/embeddings/{{scene}}.npy",
     params:
         batch_size=config["embed"]["batch_size"],
+        bands=BANDS,
         device=config["encoder"]["device"],
     log:
         "logs/embed/{scene}.log",
@@ -23,4 +24,4 @@ rule embed:
         "../../envs/torch.yaml"
     shell:
         "outcrop embed --tiles {input.tiles} --model {input.model} --batch-size {params.batch_size}"
-        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        " --device {params.device} --bands {params.bands} --threads {threads} --out {output} > {log} 2>&1"
