@@ -27,6 +27,12 @@ from outcrop import OutcropError
 from outcrop.augment import ViewSettings, augment
 from outcrop.backbones import ARCHITECTURES, build_backbone
 from outcrop.byol import BYOL, cosine_schedule
+from outcrop.distributed import (
+    Ranks,
+    join_process_group,
+    leave_process_group,
+    synchronise_batchnorm,
+)
 from outcrop.io import atomic_path
 from outcrop.optim import build_optimizer, warmup_cosine
 from outcrop.training_data import TrainingTiles, band_statistics, open_training_tiles
@@ -179,17 +185,31 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 class _Trainer:
     """The mutable state of one training run, and its checkpoint round trip."""
 
-    def __init__(self, settings: EncoderSettings, in_channels: int, device: torch.device) -> None:
+    def __init__(self, settings: EncoderSettings, in_channels: int, device: torch.device,
+                 ranks: Ranks | None = None) -> None:
         self.settings = settings
         self.device = device
+        self.ranks = ranks or Ranks()
         torch.manual_seed(settings.seed)
         backbone = build_backbone(settings.arch, in_channels, settings.embedding_dim)
-        self.model = BYOL(backbone, settings.hidden_dim, settings.projection_dim).to(device)
+        self.model = BYOL(backbone, settings.hidden_dim, settings.projection_dim)
+        if self.ranks.distributed:  # normalise each shard with the global batch's statistics
+            synchronise_batchnorm(self.model, device)
+        self.model = self.model.to(device)
         # NHWC is measured faster on x86 CPUs and CUDA; MPS support for it is patchy, so not there.
         self.channels_last = settings.channels_last and device.type in ("cpu", "cuda")
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(settings.optimizer, self.model, settings.lr, settings.weight_decay)
+        # The forward pass runs through DDP when there are several ranks: it averages the online
+        # network's gradients across them during backward. EMA, checkpoints and the model file use
+        # the plain module, whose state-dict keys are the same with one rank or many. Buffers need no
+        # broadcast: synchronised BatchNorm keeps the running statistics equal on every rank.
+        self.net: torch.nn.Module = self.model
+        if self.ranks.distributed:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                forward_sync_buffers=False)
         self.use_amp = device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
@@ -198,10 +218,16 @@ class _Trainer:
         self.curve: list[list[float]] = []
 
     def train_step(self, x: torch.Tensor, lr: float, tau: float) -> float:
-        """One optimiser step on a normalised batch, then one EMA step of the target; returns the loss."""
+        """One optimiser step on a normalised global batch, then one EMA step of the target; returns the
+        loss of the global batch.
+
+        Every rank draws the views of the whole global batch from the same generator and keeps its
+        own slice: the views are those of one process, and the generator state stays equal on all
+        ranks, so one checkpoint resumes them all.
+        """
         s = self.settings
-        v1 = augment(x, s.view1, self.generator)
-        v2 = augment(x, s.view2, self.generator)
+        v1 = self.ranks.shard(augment(x, s.view1, self.generator))
+        v2 = self.ranks.shard(augment(x, s.view2, self.generator))
         if self.channels_last:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
@@ -210,13 +236,13 @@ class _Trainer:
         autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
                     else contextlib.nullcontext())
         with autocast:
-            loss = self.model(v1, v2)
+            loss = self.net(v1, v2)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.model.update_target(tau)
-        return float(loss.detach())
+        return self.ranks.mean(float(loss.detach()), self.device)
 
     def state(self, digest: str) -> dict[str, Any]:
         return {
@@ -254,6 +280,10 @@ class _Trainer:
         self.curve = [list(row) for row in state["curve"]]
         log(f"resumed from {path} at step {self.step}")
 
+    def agree_on_start(self) -> None:
+        """Stop if ranks would resume from different steps (a checkpoint replaced while they read it)."""
+        self.ranks.check_same(self.step, "the step to resume from", self.device)
+
 
 def train_byol(
     tile_paths: Sequence[Path],
@@ -274,9 +304,15 @@ def train_byol(
     ``bands`` names the C channels of the tile arrays (stored in the model so that embedding refuses
     tiles of other bands); when omitted they are called band1..bandC. Writes the training curve as
     TSV (step, epoch, loss, lr, tau) and PNG, and keeps ``checkpoint_path`` up to date while training.
+
+    Started by torchrun (``WORLD_SIZE`` > 1), it joins the process group and trains data-parallel:
+    the global batch ``settings.batch_size`` is split evenly across the ranks (see
+    :mod:`outcrop.distributed`); only rank 0 logs and writes the checkpoint, curve and model file.
     """
     settings.validate()
-    dev = resolve_device(device)
+    ranks, dev = join_process_group(resolve_device(device))
+    if not ranks.main:
+        log = _quiet
     tiles = open_training_tiles(tile_paths, table_paths, min_rock)
     n = len(tiles)
     channels = tiles.tile_shape[0]
@@ -288,6 +324,9 @@ def train_byol(
         raise OutcropError(f"{', '.join(map(str, tile_paths))}: {n} tile(s) with rock >= {min_rock}; "
                            "training needs at least 2")
     batch = min(settings.batch_size, n)
+    if batch % ranks.world_size:
+        raise OutcropError(f"encoder.batch_size: a global batch of {batch} tiles does not split evenly "
+                           f"over {ranks.world_size} ranks")
     steps_per_epoch = n // batch
     total = settings.epochs * steps_per_epoch
     # A warm-up never takes more than half of a short run, so the peak rate is reached.
@@ -295,10 +334,12 @@ def train_byol(
     mean, std = band_statistics(tiles)
     digest = run_digest(settings, bands, min_rock, tiles, mean, std)
     log(f"training {settings.arch} on {n} tiles {tuple(tiles.tile_shape)} from {len(tile_paths)} scene(s), "
-        f"device {dev}, batch {batch}, {settings.epochs} epochs x {steps_per_epoch} steps")
+        f"device {dev}, batch {batch}, {settings.epochs} epochs x {steps_per_epoch} steps"
+        + (f", {ranks.world_size} ranks of {batch // ranks.world_size} tiles" if ranks.distributed else ""))
 
-    trainer = _Trainer(settings, channels, dev)
+    trainer = _Trainer(settings, channels, dev, ranks)
     trainer.try_resume(Path(checkpoint_path), digest, log)
+    trainer.agree_on_start()
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=dev)[None, :, None, None]
     std_t = torch.as_tensor(std, dtype=torch.float32, device=dev)[None, :, None, None]
     started = last_checkpoint = time.monotonic()
@@ -323,9 +364,13 @@ def train_byol(
             log(f"step {trainer.step}/{total} epoch {epoch + 1}/{settings.epochs} loss {loss:.4f} "
                 f"lr {lr:.2e} tau {tau:.5f} {rate:.0f} img/s eta {_duration(eta)}")
         if trainer.step % steps_per_epoch == 0 or now - last_checkpoint >= 60 * settings.checkpoint_minutes:
-            trainer.save(Path(checkpoint_path), digest)
+            if ranks.main:
+                trainer.save(Path(checkpoint_path), digest)
             last_checkpoint = now
 
+    if not ranks.main:
+        leave_process_group()
+        return
     write_curve(curve_tsv, curve_png, trainer.curve)
     metadata = {
         "bands": bands, "mean": mean.tolist(), "std": std.tolist(), "arch": settings.arch,
@@ -339,6 +384,11 @@ def train_byol(
         torch.save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "state_dict": backbone,
                     "metadata": metadata}, tmp)
     log(f"wrote {out_path} (final loss {metadata['final_loss']:.4f})")
+    leave_process_group()
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0: one progress report per run, not one per rank."""
 
 
 def _duration(seconds: float) -> str:
