@@ -35,7 +35,8 @@ rule train_encoder:
     shell:
         "if [ {resources.gpu} -gt 1 ]; then launch='python -m torch.distributed.run --standalone"
         " --nproc_per_node={resources.gpu} --no-python'; else launch=''; fi;"
-        " $launch outcrop train --tiles {input.tiles} --tables {input.tables} --bands {params.bands}"
+        " $launch "
+        "outcrop train --tiles {input.tiles} --tables {input.tables} --bands {params.bands}"
         " --min-rock {params.min_rock} --device {params.device} {params.settings}"
         " --checkpoint {params.checkpoint} --curve-tsv {output.curve_tsv} --curve-png {output.curve_png}"
         " --threads {threads} --out {output.model} > {log} 2>&1"
