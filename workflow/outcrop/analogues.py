@@ -26,8 +26,8 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.geo import infer_layout, read_scene_grid, tile_raster
-from outcrop.index import load_index, normalise_rows, scene_of, search_batched, table_vectors
-from outcrop.io import atomic_path, load_npy, write_cog, write_geodataframe
+from outcrop.index import load_index, normalise_rows, scene_of, table_vectors
+from outcrop.io import atomic_path, write_cog, write_geodataframe
 
 SCORE_BATCH = 1 << 16
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
@@ -340,22 +340,6 @@ def _positives_of(path: Path, table: Any, deposits: Any, buffer_m: float) -> lis
         raise OutcropError(f"{path}: {exc}") from None
 
 
-def _parse_tile(tile: str, table: Any) -> np.ndarray:
-    """Index id of a tile named ``scene:tile_id`` (or ``scene/tile_id``)."""
-    sep = max(tile.rfind(":"), tile.rfind("/"))
-    if sep <= 0:
-        raise OutcropError(f"tile {tile!r}: expected SCENE:TILE_ID")
-    scene, num = tile[:sep], tile[sep + 1 :]
-    try:
-        tile_id = int(num)
-    except ValueError:
-        raise OutcropError(f"tile {tile!r}: tile id {num!r} is not an integer") from None
-    hit = np.flatnonzero((table["scene"].to_numpy() == scene) & (table["tile_id"].to_numpy() == tile_id))
-    if len(hit) == 0:
-        raise OutcropError(f"tile {tile!r} is not in the index")
-    return hit
-
-
 def query_run(
     results_dir: Path,
     *,
@@ -365,56 +349,15 @@ def query_run(
     geometry: Path | None = None,
     top: int = 10,
 ) -> Any:
-    """Ad-hoc query against a finished run: the tiles most like a place, a tile, or a geometry.
+    """Ad-hoc query against a finished run, as a DataFrame (see :func:`outcrop.query.query_columns`).
 
     Exactly one of (lon and lat in EPSG:4326), ``tile`` (``scene:tile_id``) or ``geometry`` (a
     deposits-style file) selects the query tiles; their mean vector is searched in the run's index.
     The query tiles and tiles overlapping them are left out. Columns: rank, score, scene, tile_id,
     id, distance_km (from the query), lon, lat.
     """
-    import geopandas as gpd
     import pandas as pd
-    from shapely.geometry import Point
 
-    given = [lon is not None or lat is not None, tile is not None, geometry is not None]
-    if sum(given) != 1 or (given[0] and (lon is None or lat is None)):
-        raise OutcropError("query: give exactly one of --lon/--lat (both), --tile or --geometry")
-    results_dir = Path(results_dir)
-    index, table = load_index(results_dir / "index" / "tiles.faiss", results_dir / "index" / "tiles.parquet")
-    if tile is not None:
-        ids = _parse_tile(tile, table)
-    else:
-        if geometry is not None:
-            where = read_deposits(geometry, table.crs)
-        else:
-            where = gpd.GeoDataFrame({"name": [f"{lon},{lat}"]}, geometry=[Point(lon, lat)], crs="EPSG:4326").to_crs(table.crs)
-        ids = np.unique(np.concatenate(select_positives(table, where, buffer_m=0.0)))
-    scenes = table["scene"].to_numpy()[ids]
-    emb_dir = results_dir / "embeddings"
-    rows = []
-    for scene in np.unique(scenes):
-        emb = load_npy(emb_dir / f"{scene}.npy")
-        rows.append(np.asarray(emb[table["tile_id"].to_numpy()[ids[scenes == scene]]], dtype=np.float32))
-    query = normalise_rows(normalise_rows(np.concatenate(rows)).mean(axis=0, keepdims=True))
-    if query.shape[1] != index.d:
-        raise OutcropError(f"{emb_dir}: embeddings have dimension {query.shape[1]} but the index has {index.d}; "
-                           "rebuild the index")
-    near = excluded_ids(table, [ids], 0.0)
-    k = int(min(index.ntotal, top + near.sum()))
-    score, found = search_batched(index, query, k)
-    keep = (found[0] >= 0) & ~near[np.maximum(found[0], 0)]
-    found, score = found[0][keep][:top], score[0][keep][:top]
-    geoms = table.geometry.values[found]
-    origin = gpd.GeoSeries(table.geometry.values[ids], crs=table.crs).union_all().centroid
-    centres = gpd.GeoSeries(geoms, crs=table.crs).centroid
-    lonlat = centres.to_crs("EPSG:4326")
-    return pd.DataFrame({
-        "rank": np.arange(1, len(found) + 1, dtype=np.int64),
-        "score": score.astype(np.float64),
-        "scene": table["scene"].to_numpy()[found],
-        "tile_id": table["tile_id"].to_numpy()[found],
-        "id": found,
-        "distance_km": centres.distance(origin).to_numpy() / 1000.0,
-        "lon": lonlat.x.to_numpy(),
-        "lat": lonlat.y.to_numpy(),
-    })
+    from outcrop.query import query_columns
+
+    return pd.DataFrame(query_columns(results_dir, lon=lon, lat=lat, tile=tile, geometry=geometry, top=top))

@@ -190,13 +190,12 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> None:
-    from outcrop.analogues import query_run
+    from outcrop.query import format_table, query_columns
 
     _limit(args)
-    table = query_run(Path(args.results), lon=args.lon, lat=args.lat, tile=args.tile,
-                      geometry=Path(args.geometry) if args.geometry else None, top=args.top)
-    columns = [c for c in table.columns if c != "geometry"]
-    print(table[columns].to_string(index=False))
+    columns = query_columns(Path(args.results), lon=args.lon, lat=args.lat, tile=args.tile,
+                            geometry=Path(args.geometry) if args.geometry else None, top=args.top)
+    print(format_table(columns))
 
 
 def cmd_info(args: argparse.Namespace) -> None:

@@ -1,0 +1,166 @@
+"""Ad-hoc analogue queries against a finished run, answered in well under a second.
+
+A geologist asks "what else looks like this place?" many times in a session, from the command
+line. Most of such a call is Python importing libraries, so this path reads the index table with
+pyarrow and shapely and never imports pandas or geopandas (about a second of imports on their
+own); only a query by an arbitrary vector file (``--geometry``) needs geopandas to read it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+
+COLUMNS = ("rank", "score", "scene", "tile_id", "id", "distance_km", "lon", "lat")
+
+
+def _read_index_table(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """(scene, tile_id, footprints, CRS) of an index table, straight from its GeoParquet file."""
+    import pyarrow.parquet as pq
+    import shapely
+    from pyproj import CRS
+
+    try:
+        # ParquetFile, not read_table: the latter loads pyarrow.dataset, which imports pandas.
+        table = pq.ParquetFile(path).read(columns=["id", "scene", "tile_id", "geometry"])
+    except FileNotFoundError:
+        raise OutcropError(f"{path}: file not found") from None
+    except Exception as exc:  # pyarrow raises many kinds
+        raise OutcropError(f"{path}: not a readable index table ({exc})") from None
+    geo = json.loads((table.schema.metadata or {}).get(b"geo", b"{}"))
+    crs_json = geo.get("columns", {}).get("geometry", {}).get("crs")
+    if crs_json is None:
+        raise OutcropError(f"{path}: index table has no CRS")
+    ids = _column(table, "id")
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise OutcropError(f"{path}: ids are not 0..{len(ids) - 1} in order")
+    footprints = shapely.from_wkb(_column(table, "geometry"))
+    return (_column(table, "scene").astype(str), _column(table, "tile_id"), footprints,
+            CRS.from_json_dict(crs_json))
+
+
+def _column(table: Any, name: str) -> np.ndarray:
+    """One column as a numpy array, without pyarrow's ``to_numpy`` (which imports pandas)."""
+    import pyarrow as pa
+
+    array = table.column(name).combine_chunks()
+    if pa.types.is_integer(array.type) and array.null_count == 0:
+        width = array.type.bit_width // 8
+        return np.frombuffer(array.buffers()[1], dtype=f"<i{width}", count=len(array),
+                             offset=array.offset * width).astype(np.int64)
+    return np.array(array.to_pylist(), dtype=object)
+
+
+def _tile_ids(tile: str, scenes: np.ndarray, tile_ids: np.ndarray) -> np.ndarray:
+    """Index id of a tile named ``scene:tile_id`` (or ``scene/tile_id``)."""
+    sep = max(tile.rfind(":"), tile.rfind("/"))
+    if sep <= 0:
+        raise OutcropError(f"tile {tile!r}: expected SCENE:TILE_ID")
+    scene, num = tile[:sep], tile[sep + 1:]
+    try:
+        number = int(num)
+    except ValueError:
+        raise OutcropError(f"tile {tile!r}: tile id {num!r} is not an integer") from None
+    hit = np.flatnonzero((scenes == scene) & (tile_ids == number))
+    if len(hit) == 0:
+        raise OutcropError(f"tile {tile!r} is not in the index")
+    return hit
+
+
+def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | None = None,
+                  tile: str | None = None, geometry: Path | None = None, top: int = 10) -> dict[str, np.ndarray]:
+    """The tiles most like a place (lon/lat), a tile (``scene:tile_id``) or a geometry file.
+
+    The query is the mean of the selected tiles' vectors; they and the tiles overlapping them are
+    left out of the answer. Returns columns ``COLUMNS``, best first.
+    """
+    import faiss
+    import shapely
+    from pyproj import Transformer
+
+    given = [lon is not None or lat is not None, tile is not None, geometry is not None]
+    if sum(given) != 1 or (given[0] and (lon is None or lat is None)):
+        raise OutcropError("query: give exactly one of --lon/--lat (both), --tile or --geometry")
+    results_dir = Path(results_dir)
+    index_path = results_dir / "index" / "tiles.faiss"
+    table_path = results_dir / "index" / "tiles.parquet"
+    scenes, tile_ids, footprints, crs = _read_index_table(table_path)
+    if not index_path.exists():
+        raise OutcropError(f"{index_path}: file not found")
+    try:
+        index = faiss.read_index(str(index_path))
+    except RuntimeError as exc:
+        raise OutcropError(f"{index_path}: not a readable FAISS index ({str(exc).strip().splitlines()[0]})") from None
+    if index.ntotal != len(scenes):
+        raise OutcropError(f"{index_path} holds {index.ntotal} vectors but {table_path} has {len(scenes)} rows; "
+                           "they come from different builds")
+
+    to_run = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    if tile is not None:
+        ids = _tile_ids(tile, scenes, tile_ids)
+    elif geometry is not None:
+        from outcrop.analogues import read_deposits
+
+        shapes = read_deposits(geometry, crs).geometry.to_numpy()
+        ids = np.flatnonzero(shapely.intersects(footprints, shapely.union_all(shapes)))
+        if len(ids) == 0:
+            raise OutcropError(f"{geometry}: meets no indexed tile")
+    else:
+        x, y = to_run.transform(lon, lat)
+        ids = np.flatnonzero(shapely.intersects_xy(footprints, x, y))
+        if len(ids) == 0:
+            raise OutcropError(f"lon {lon}, lat {lat}: meets no indexed tile")
+
+    vectors = []
+    for scene in np.unique(scenes[ids]):
+        path = results_dir / "embeddings" / f"{scene}.npy"
+        try:
+            emb = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            raise OutcropError(f"{path}: cannot read embeddings ({exc})") from None
+        vectors.append(np.asarray(emb[tile_ids[ids[scenes[ids] == scene]]], dtype=np.float32))
+    query = np.concatenate(vectors).mean(axis=0, keepdims=True)
+    if query.shape[1] != index.d:
+        raise OutcropError(f"{results_dir / 'embeddings'}: embeddings have dimension {query.shape[1]} but the "
+                           f"index has {index.d}; rebuild the index")
+    query /= np.linalg.norm(query) or 1.0
+
+    # The query tiles and those sharing ground with them (touching edges is not sharing).
+    origin = shapely.union_all(footprints[ids])
+    near = shapely.area(shapely.intersection(footprints, origin)) > 0
+    near[ids] = True
+    k = int(min(index.ntotal, top + near.sum()))
+    score, found = index.search(np.ascontiguousarray(query, dtype=np.float32), k)
+    keep = (found[0] >= 0) & ~near[np.maximum(found[0], 0)]
+    found, score = found[0][keep][:top], score[0][keep][:top]
+
+    centres = shapely.centroid(footprints[found])
+    cx, cy = shapely.get_x(centres), shapely.get_y(centres)
+    centre = shapely.centroid(origin)
+    lons, lats = to_run.transform(cx, cy, direction="INVERSE")
+    return {
+        "rank": np.arange(1, len(found) + 1, dtype=np.int64),
+        "score": score.astype(np.float64),
+        "scene": scenes[found],
+        "tile_id": tile_ids[found],
+        "id": found.astype(np.int64),
+        "distance_km": np.hypot(cx - shapely.get_x(centre), cy - shapely.get_y(centre)) / 1000.0,
+        "lon": np.asarray(lons, dtype=np.float64),
+        "lat": np.asarray(lats, dtype=np.float64),
+    }
+
+
+def format_table(columns: dict[str, np.ndarray]) -> str:
+    """A plain-text table of query results, as the command line prints it."""
+    formats = {"score": "{:.4f}", "distance_km": "{:.2f}", "lon": "{:.5f}", "lat": "{:.5f}"}
+    cells = [[formats.get(name, "{}").format(v) for v in columns[name]] for name in COLUMNS]
+    widths = [max([len(name)] + [len(c) for c in col]) for name, col in zip(COLUMNS, cells)]
+    lines = ["  ".join(name.rjust(w) for name, w in zip(COLUMNS, widths))]
+    for row in zip(*cells):
+        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    return "\n".join(lines)
