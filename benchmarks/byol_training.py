@@ -1,0 +1,280 @@
+"""BYOL training on CPU: outcrop's batched loop against one built from lightly's building blocks.
+
+Both sides train the same backbone (``resnet-small``) on the same normalised tiles (the demo's
+``results/tiles/*.npy``) at the same batch size, with heads of the same widths, AdamW at the same
+rate, the same EMA schedule and the same augmentation recipe (random resized crop, flip, 90-degree
+rotation, per-band gain/offset jitter, Gaussian blur with BYOL's asymmetric probabilities, noise).
+The difference is how the work is done:
+
+- outcrop: views made for the whole batch at once on tensors (``outcrop.augment``), NHWC
+  convolutions, the model in ``outcrop.byol``;
+- reference: lightly's ``BYOLProjectionHead``/``BYOLPredictionHead``, ``update_momentum``,
+  ``cosine_schedule`` and ``NegativeCosineSimilarity``, fed by a ``DataLoader`` whose dataset applies
+  torchvision ``v2`` transforms one sample at a time, as lightly's own examples do.
+
+Measured: (a) two-view augmentation throughput, (b) end-to-end training throughput and the loss
+after the same number of steps, (c) embedding throughput against a plain eager loop. Variants
+alternate run by run; medians are reported. Needs the benchmark environment (lightly, torchvision):
+
+    benchmarks/.venv-bench/bin/python benchmarks/byol_training.py --results results --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from outcrop.augment import augment
+from outcrop.backbones import build_backbone
+from outcrop.embeddings import embed_array
+from outcrop.encoder import EncoderSettings, _Trainer
+from outcrop.optim import build_optimizer
+
+
+def load_tiles(results: Path, limit: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The demo's tiles, normalised per band, as one (N, C, H, W) float32 tensor; and mean, std."""
+    arrays = [np.load(p, mmap_mode="r") for p in sorted((results / "tiles").glob("*.npy"))]
+    x = np.concatenate([np.asarray(a, dtype=np.float32) for a in arrays])[:limit]
+    mean = x.mean(axis=(0, 2, 3))
+    std = x.std(axis=(0, 2, 3)) + 1e-6
+    return torch.from_numpy((x - mean[None, :, None, None]) / std[None, :, None, None]), mean, std
+
+
+# --- the reference: per-sample torchvision v2 transforms in a DataLoader --------------------------
+
+
+class Rot90:
+    """A random multiple of 90 degrees (v2 has no such transform)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(x, int(torch.randint(0, 4, ())), dims=(-2, -1))
+
+
+class BandJitter:
+    """Per-band gain about the band mean and offset (v2's ColorJitter is for RGB only)."""
+
+    def __init__(self, p: float = 0.8, contrast: float = 0.1, brightness: float = 0.1) -> None:
+        self.p, self.contrast, self.brightness = p, contrast, brightness
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.rand(()) >= self.p:
+            return x
+        c = x.shape[0]
+        gain = 1 + self.contrast * (2 * torch.rand(c, 1, 1) - 1)
+        offset = self.brightness * (2 * torch.rand(c, 1, 1) - 1)
+        mean = x.mean(dim=(1, 2), keepdim=True)
+        return (x - mean) * gain + mean + offset
+
+
+def reference_view(size: int, blur_p: float, noise_p: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One view's per-sample transform, matching outcrop's default view settings."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(0.4, 1.0), ratio=(0.75, 4 / 3), antialias=False),
+        v2.RandomHorizontalFlip(),
+        Rot90(),
+        BandJitter(),
+        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 0.8))], p=blur_p),
+        v2.RandomApply([v2.GaussianNoise(sigma=0.05, clip=False)], p=noise_p),
+    ])
+
+
+class TwoViews(torch.utils.data.Dataset):
+    """Each item: two augmented views of one tile, made one sample at a time."""
+
+    def __init__(self, tiles: torch.Tensor) -> None:
+        size = tiles.shape[-1]
+        self.tiles = tiles
+        self.view1 = reference_view(size, blur_p=1.0, noise_p=0.0)
+        self.view2 = reference_view(size, blur_p=0.1, noise_p=0.2)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.tiles[i]
+        return self.view1(x), self.view2(x)
+
+
+def reference_loader(tiles: torch.Tensor, batch: int, seed: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(TwoViews(tiles), batch_size=batch, shuffle=True, drop_last=True,
+                                       num_workers=0, generator=torch.Generator().manual_seed(seed))
+
+
+class ReferenceBYOL(torch.nn.Module):
+    """BYOL assembled from lightly's heads and helpers, as in its documented examples."""
+
+    def __init__(self, backbone: torch.nn.Module, dim: int, hidden: int, out: int) -> None:
+        from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead
+        from lightly.models.utils import deactivate_requires_grad
+
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = BYOLProjectionHead(dim, hidden, out)
+        self.prediction_head = BYOLPredictionHead(out, hidden, out)
+        self.backbone_momentum = copy.deepcopy(backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prediction_head(self.projection_head(self.backbone(x)))
+
+    def forward_momentum(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection_head_momentum(self.backbone_momentum(x)).detach()
+
+
+def run_reference(tiles: torch.Tensor, settings: EncoderSettings, steps: int) -> tuple[float, list[float]]:
+    """Train ``steps`` steps of the reference loop: seconds and losses (in outcrop's 2 - 2 cos units)."""
+    from lightly.loss import NegativeCosineSimilarity
+    from lightly.models.utils import update_momentum
+    from lightly.utils.scheduler import cosine_schedule
+
+    torch.manual_seed(settings.seed)
+    model = ReferenceBYOL(build_backbone(settings.arch, tiles.shape[1], settings.embedding_dim),
+                         settings.embedding_dim, settings.hidden_dim, settings.projection_dim)
+    optimizer = build_optimizer("adamw", model, settings.lr, settings.weight_decay)
+    criterion = NegativeCosineSimilarity()
+    losses: list[float] = []
+    start = time.perf_counter()
+    while len(losses) < steps:
+        for x0, x1 in reference_loader(tiles, settings.batch_size, settings.seed + len(losses)):
+            momentum = cosine_schedule(len(losses), steps, settings.tau_base, 1.0)
+            update_momentum(model.backbone, model.backbone_momentum, m=momentum)
+            update_momentum(model.projection_head, model.projection_head_momentum, m=momentum)
+            p0, p1 = model(x0), model(x1)
+            z0, z1 = model.forward_momentum(x0), model.forward_momentum(x1)
+            loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(2.0 + 2.0 * float(loss.detach()))  # -cos -> 2 - 2 cos
+            if len(losses) == steps:
+                break
+    return time.perf_counter() - start, losses
+
+
+def run_outcrop(tiles: torch.Tensor, settings: EncoderSettings, steps: int) -> tuple[float, list[float]]:
+    """Train ``steps`` steps of outcrop's loop on the same tiles: seconds and losses."""
+    from outcrop.byol import cosine_schedule
+
+    trainer = _Trainer(settings, tiles.shape[1], torch.device("cpu"))
+    n, batch = len(tiles), settings.batch_size
+    losses: list[float] = []
+    start = time.perf_counter()
+    epoch = 0
+    while len(losses) < steps:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed + epoch))
+        for j in range(n // batch):
+            tau = cosine_schedule(len(losses), steps, settings.tau_base, 1.0)
+            losses.append(trainer.train_step(tiles[order[j * batch:(j + 1) * batch]], settings.lr, tau))
+            if len(losses) == steps:
+                break
+        epoch += 1
+    return time.perf_counter() - start, losses
+
+
+# --- the three measurements -----------------------------------------------------------------------
+
+
+def augmentation_rates(tiles: torch.Tensor, settings: EncoderSettings, batches: int) -> dict[str, float]:
+    """Samples per second for two views: outcrop's batched views, and the DataLoader of v2 transforms."""
+    batch = settings.batch_size
+    gen = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for b in range(batches):
+        x = tiles[(b * batch) % (len(tiles) - batch):][:batch]
+        augment(x, settings.view1, gen), augment(x, settings.view2, gen)
+    ours = batches * batch / (time.perf_counter() - start)
+    start = time.perf_counter()
+    done = 0
+    for _ in reference_loader(tiles, batch, 0):
+        done += 1
+        if done == batches:
+            break
+    theirs = done * batch / (time.perf_counter() - start)
+    return {"outcrop": ours, "reference": theirs}
+
+
+def embedding_rates(tiles: torch.Tensor, mean: np.ndarray, std: np.ndarray, settings: EncoderSettings,
+                    count: int) -> dict[str, float]:
+    """Tiles per second: ``embed_array`` against a plain eager loop (no_grad, NCHW, same batch)."""
+    torch.manual_seed(0)
+    net = build_backbone(settings.arch, tiles.shape[1], settings.embedding_dim).eval()
+    raw = (tiles[:count].numpy() * std[None, :, None, None] + mean[None, :, None, None]).astype(np.float32)
+    meta = {"bands": [f"b{i}" for i in range(tiles.shape[1])], "mean": mean.tolist(), "std": std.tolist(),
+            "embedding_dim": settings.embedding_dim}
+    start = time.perf_counter()
+    embed_array(net, meta, raw, batch_size=256)
+    ours = count / (time.perf_counter() - start)
+    m = torch.as_tensor(mean)[None, :, None, None]
+    s = torch.as_tensor(std)[None, :, None, None]
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, count, 256):
+            F.normalize(net((torch.from_numpy(raw[i:i + 256]) - m) / s), dim=1)
+    eager = count / (time.perf_counter() - start)
+    return {"outcrop": ours, "eager": eager}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20, help="training steps per run and variant")
+    parser.add_argument("--aug-batches", type=int, default=10)
+    parser.add_argument("--embed-tiles", type=int, default=2048)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="write all runs here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = EncoderSettings()
+    tiles, mean, std = load_tiles(args.results, limit=4096)
+    print(f"{len(tiles)} tiles {tuple(tiles.shape[1:])}, {settings.arch}, batch {settings.batch_size}, "
+          f"{args.threads} threads, torch {torch.__version__}")
+    runs: dict[str, list] = {"aug": [], "train": [], "embed": []}
+    for run in range(args.runs):
+        aug = augmentation_rates(tiles, settings, args.aug_batches)
+        # Alternate which training loop goes first, so that a change of load hits both alike.
+        order = [("outcrop", run_outcrop), ("reference", run_reference)]
+        train = {}
+        for name, fn in order if run % 2 == 0 else order[::-1]:
+            seconds, losses = fn(tiles, settings, args.steps)
+            train[name] = {"img_s": args.steps * settings.batch_size / seconds,
+                           "final_loss": float(np.mean(losses[-5:]))}
+        embed = embedding_rates(tiles, mean, std, settings, args.embed_tiles)
+        runs["aug"].append(aug), runs["train"].append(train), runs["embed"].append(embed)
+        print(f"run {run + 1}: aug {aug['outcrop']:.0f} vs {aug['reference']:.0f} samples/s; "
+              f"train {train['outcrop']['img_s']:.1f} vs {train['reference']['img_s']:.1f} img/s, loss "
+              f"{train['outcrop']['final_loss']:.3f} vs {train['reference']['final_loss']:.3f}; "
+              f"embed {embed['outcrop']:.0f} vs {embed['eager']:.0f} tiles/s", flush=True)
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    aug_o, aug_r = med([r["outcrop"] for r in runs["aug"]]), med([r["reference"] for r in runs["aug"]])
+    tr_o = med([r["outcrop"]["img_s"] for r in runs["train"]])
+    tr_r = med([r["reference"]["img_s"] for r in runs["train"]])
+    em_o, em_e = med([r["outcrop"] for r in runs["embed"]]), med([r["eager"] for r in runs["embed"]])
+    print("\n| measure | outcrop | reference | ratio |\n| --- | ---: | ---: | ---: |")
+    print(f"| two-view augmentation (samples/s) | {aug_o:.0f} | {aug_r:.0f} | {aug_o / aug_r:.1f}x |")
+    print(f"| training (images/s) | {tr_o:.1f} | {tr_r:.1f} | {tr_o / tr_r:.2f}x |")
+    print(f"| loss after {args.steps} steps (mean of last 5) | "
+          f"{med([r['outcrop']['final_loss'] for r in runs['train']]):.3f} | "
+          f"{med([r['reference']['final_loss'] for r in runs['train']]):.3f} | |")
+    print(f"| embedding (tiles/s), reference = eager loop | {em_o:.0f} | {em_e:.0f} | {em_o / em_e:.2f}x |")
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1))
+
+
+if __name__ == "__main__":
+    main()
