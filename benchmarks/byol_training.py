@@ -13,8 +13,9 @@ The difference is how the work is done:
   torchvision ``v2`` transforms one sample at a time, as lightly's own examples do.
 
 Measured: (a) two-view augmentation throughput, (b) end-to-end training throughput and the loss
-after the same number of steps, (c) embedding throughput against a plain eager loop. Variants
-alternate run by run; medians are reported. Needs the benchmark environment (lightly, torchvision):
+after the same number of steps, (c) embedding throughput against a plain eager loop. The two sides
+of each measurement advance in lockstep, batch by batch, alternating which goes first, so that the
+load of a shared machine falls on both alike; medians over runs are reported. Needs the benchmark environment (lightly, torchvision):
 
     benchmarks/.venv-bench/bin/python benchmarks/byol_training.py --results results --runs 3
 """
@@ -26,7 +27,7 @@ import copy
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +134,8 @@ class ReferenceBYOL(torch.nn.Module):
         return self.projection_head_momentum(self.backbone_momentum(x)).detach()
 
 
-def run_reference(tiles: torch.Tensor, settings: EncoderSettings, steps: int) -> tuple[float, list[float]]:
-    """Train ``steps`` steps of the reference loop: seconds and losses (in outcrop's 2 - 2 cos units)."""
+def reference_steps(tiles: torch.Tensor, settings: EncoderSettings, steps: int) -> Iterator[float]:
+    """The reference loop, one step per ``next``: yields each step's loss in outcrop's ``2 - 2 cos`` units."""
     from lightly.loss import NegativeCosineSimilarity
     from lightly.models.utils import update_momentum
     from lightly.utils.scheduler import cosine_schedule
@@ -144,11 +145,10 @@ def run_reference(tiles: torch.Tensor, settings: EncoderSettings, steps: int) ->
                          settings.embedding_dim, settings.hidden_dim, settings.projection_dim)
     optimizer = build_optimizer("adamw", model, settings.lr, settings.weight_decay)
     criterion = NegativeCosineSimilarity()
-    losses: list[float] = []
-    start = time.perf_counter()
-    while len(losses) < steps:
-        for x0, x1 in reference_loader(tiles, settings.batch_size, settings.seed + len(losses)):
-            momentum = cosine_schedule(len(losses), steps, settings.tau_base, 1.0)
+    step = 0
+    while step < steps:
+        for x0, x1 in reference_loader(tiles, settings.batch_size, settings.seed + step):
+            momentum = cosine_schedule(step, steps, settings.tau_base, 1.0)
             update_momentum(model.backbone, model.backbone_momentum, m=momentum)
             update_momentum(model.projection_head, model.projection_head_momentum, m=momentum)
             p0, p1 = model(x0), model(x1)
@@ -157,30 +157,43 @@ def run_reference(tiles: torch.Tensor, settings: EncoderSettings, steps: int) ->
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(2.0 + 2.0 * float(loss.detach()))  # -cos -> 2 - 2 cos
-            if len(losses) == steps:
-                break
-    return time.perf_counter() - start, losses
+            step += 1
+            yield 2.0 + 2.0 * float(loss.detach())  # -cos -> 2 - 2 cos
+            if step == steps:
+                return
 
 
-def run_outcrop(tiles: torch.Tensor, settings: EncoderSettings, steps: int) -> tuple[float, list[float]]:
-    """Train ``steps`` steps of outcrop's loop on the same tiles: seconds and losses."""
+def outcrop_steps(tiles: torch.Tensor, settings: EncoderSettings, steps: int) -> Iterator[float]:
+    """outcrop's loop on the same tiles, one step per ``next``: yields each step's loss."""
     from outcrop.byol import cosine_schedule
 
     trainer = _Trainer(settings, tiles.shape[1], torch.device("cpu"))
     n, batch = len(tiles), settings.batch_size
-    losses: list[float] = []
-    start = time.perf_counter()
-    epoch = 0
-    while len(losses) < steps:
+    step, epoch = 0, 0
+    while step < steps:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed + epoch))
         for j in range(n // batch):
-            tau = cosine_schedule(len(losses), steps, settings.tau_base, 1.0)
-            losses.append(trainer.train_step(tiles[order[j * batch:(j + 1) * batch]], settings.lr, tau))
-            if len(losses) == steps:
-                break
+            tau = cosine_schedule(step, steps, settings.tau_base, 1.0)
+            step += 1
+            yield trainer.train_step(tiles[order[j * batch:(j + 1) * batch]], settings.lr, tau)
+            if step == steps:
+                return
         epoch += 1
-    return time.perf_counter() - start, losses
+
+
+def interleaved(a: Iterator, b: Iterator, count: int) -> tuple[float, float, list, list]:
+    """Advance two iterators in lockstep, alternating which goes first, timing every ``next``.
+
+    On a machine shared with other jobs, load changes within seconds; timing both variants step by
+    step spreads any burst over both instead of charging it to whichever ran at the time.
+    """
+    seconds, values = [0.0, 0.0], [[], []]
+    for i in range(count):
+        for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            values[k].append(next((a, b)[k]))
+            seconds[k] += time.perf_counter() - start
+    return seconds[0], seconds[1], values[0], values[1]
 
 
 # --- the three measurements -----------------------------------------------------------------------
@@ -190,40 +203,48 @@ def augmentation_rates(tiles: torch.Tensor, settings: EncoderSettings, batches: 
     """Samples per second for two views: outcrop's batched views, and the DataLoader of v2 transforms."""
     batch = settings.batch_size
     gen = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    for b in range(batches):
-        x = tiles[(b * batch) % (len(tiles) - batch):][:batch]
-        augment(x, settings.view1, gen), augment(x, settings.view2, gen)
-    ours = batches * batch / (time.perf_counter() - start)
-    start = time.perf_counter()
-    done = 0
-    for _ in reference_loader(tiles, batch, 0):
-        done += 1
-        if done == batches:
-            break
-    theirs = done * batch / (time.perf_counter() - start)
-    return {"outcrop": ours, "reference": theirs}
+
+    def ours() -> Iterator[None]:
+        for b in range(batches):
+            x = tiles[(b * batch) % (len(tiles) - batch):][:batch]
+            yield augment(x, settings.view1, gen), augment(x, settings.view2, gen)
+
+    t_ours, t_ref, _, _ = interleaved(ours(), iter(reference_loader(tiles, batch, 0)), batches)
+    return {"outcrop": batches * batch / t_ours, "reference": batches * batch / t_ref}
+
+
+def training_rates(tiles: torch.Tensor, settings: EncoderSettings, steps: int) -> dict[str, dict[str, float]]:
+    """Images per second of both training loops, stepped in lockstep, and the loss at the end."""
+    t_ours, t_ref, l_ours, l_ref = interleaved(outcrop_steps(tiles, settings, steps),
+                                               reference_steps(tiles, settings, steps), steps)
+    images = steps * settings.batch_size
+    return {"outcrop": {"img_s": images / t_ours, "final_loss": float(np.mean(l_ours[-5:]))},
+            "reference": {"img_s": images / t_ref, "final_loss": float(np.mean(l_ref[-5:]))}}
 
 
 def embedding_rates(tiles: torch.Tensor, mean: np.ndarray, std: np.ndarray, settings: EncoderSettings,
                     count: int) -> dict[str, float]:
-    """Tiles per second: ``embed_array`` against a plain eager loop (no_grad, NCHW, same batch)."""
+    """Tiles per second: ``embed_array`` against a plain eager loop (no_grad, NCHW), chunk by chunk."""
     torch.manual_seed(0)
     net = build_backbone(settings.arch, tiles.shape[1], settings.embedding_dim).eval()
     raw = (tiles[:count].numpy() * std[None, :, None, None] + mean[None, :, None, None]).astype(np.float32)
     meta = {"bands": [f"b{i}" for i in range(tiles.shape[1])], "mean": mean.tolist(), "std": std.tolist(),
             "embedding_dim": settings.embedding_dim}
-    start = time.perf_counter()
-    embed_array(net, meta, raw, batch_size=256)
-    ours = count / (time.perf_counter() - start)
     m = torch.as_tensor(mean)[None, :, None, None]
     s = torch.as_tensor(std)[None, :, None, None]
-    start = time.perf_counter()
-    with torch.no_grad():
-        for i in range(0, count, 256):
-            F.normalize(net((torch.from_numpy(raw[i:i + 256]) - m) / s), dim=1)
-    eager = count / (time.perf_counter() - start)
-    return {"outcrop": ours, "eager": eager}
+    chunks = range(0, count, 256)
+
+    def ours() -> Iterator[np.ndarray]:
+        for i in chunks:
+            yield embed_array(net, meta, raw[i:i + 256], batch_size=256)
+
+    def eager() -> Iterator[torch.Tensor]:
+        for i in chunks:
+            with torch.no_grad():
+                yield F.normalize(net((torch.from_numpy(raw[i:i + 256]) - m) / s), dim=1)
+
+    t_ours, t_eager, _, _ = interleaved(ours(), eager(), len(chunks))
+    return {"outcrop": count / t_ours, "eager": count / t_eager}
 
 
 def main() -> None:
@@ -234,23 +255,18 @@ def main() -> None:
     parser.add_argument("--aug-batches", type=int, default=10)
     parser.add_argument("--embed-tiles", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="seed of both models and their data order")
     parser.add_argument("--json", type=Path, help="write all runs here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = EncoderSettings()
+    settings = EncoderSettings(seed=args.seed)
     tiles, mean, std = load_tiles(args.results, limit=4096)
     print(f"{len(tiles)} tiles {tuple(tiles.shape[1:])}, {settings.arch}, batch {settings.batch_size}, "
           f"{args.threads} threads, torch {torch.__version__}")
     runs: dict[str, list] = {"aug": [], "train": [], "embed": []}
     for run in range(args.runs):
         aug = augmentation_rates(tiles, settings, args.aug_batches)
-        # Alternate which training loop goes first, so that a change of load hits both alike.
-        order = [("outcrop", run_outcrop), ("reference", run_reference)]
-        train = {}
-        for name, fn in order if run % 2 == 0 else order[::-1]:
-            seconds, losses = fn(tiles, settings, args.steps)
-            train[name] = {"img_s": args.steps * settings.batch_size / seconds,
-                           "final_loss": float(np.mean(losses[-5:]))}
+        train = training_rates(tiles, settings, args.steps)
         embed = embedding_rates(tiles, mean, std, settings, args.embed_tiles)
         runs["aug"].append(aug), runs["train"].append(train), runs["embed"].append(embed)
         print(f"run {run + 1}: aug {aug['outcrop']:.0f} vs {aug['reference']:.0f} samples/s; "
