@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(name, required=True)
     p.add_argument("--negatives", default="")
     p.add_argument("--buffer-m", type=float, default=100.0)
-    p.add_argument("--exclusion-km", type=float, default=1.5)
+    p.add_argument("--exclusion-km", type=float, default=1.0)
     p.add_argument("--top", type=int, default=50)
     p.add_argument("--site-overlap", type=float, default=0.25,
                    help="one analogue per site: drop tiles overlapping a better one by more than this share (0: off)")
@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deposits", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--buffer-m", type=float, default=100.0)
-    p.add_argument("--exclusion-km", type=float, default=1.5)
+    p.add_argument("--exclusion-km", type=float, default=1.0)
     p.add_argument("--recall-k", type=int, nargs="+", default=[10, 25, 50])
     p.add_argument("--site-overlap", type=float, default=0.25, help="as for `outcrop analogues`")
     p.add_argument("--seed", type=int, default=0, help="k-means seed; also seeds the random-encoder baseline")
