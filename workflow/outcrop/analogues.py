@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
-from outcrop.geo import infer_layout, read_scene_grid, tile_raster
-from outcrop.index import load_index, normalise_rows, scene_of, table_vectors
+from outcrop.geo import infer_layout, scene_rasters
+from outcrop.index import load_index, normalise_rows, table_vectors
 from outcrop.io import atomic_path, write_cog, write_geodataframe
 
 SCORE_BATCH = 1 << 16
@@ -320,13 +320,7 @@ def find_analogues(
         ranked.to_csv(tmp, index=False, float_format="%.6f")
     layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
                           table["size"].to_numpy())
-    scenes = table["scene"].to_numpy()
-    for prepared in prepared_paths:
-        scene = scene_of(prepared)
-        grid = read_scene_grid(prepared)
-        rows = np.flatnonzero(scenes == scene)
-        raster, transform = tile_raster(grid, layout, table["row"].to_numpy()[rows], table["col"].to_numpy()[rows],
-                                        score[rows], np.nan, np.float32)
+    for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):
         write_cog(Path(similarity_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
                   "nodata": np.nan}, band_names=["similarity"], resampling="average")
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
-from outcrop.geo import infer_layout, read_scene_grid, scene_band_names, tile_raster
+from outcrop.geo import infer_layout, scene_band_names, scene_rasters
 from outcrop.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of, table_vectors
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_cog, write_geodataframe
 
@@ -422,13 +422,7 @@ def _write_scene_outputs(table: Any, levels: dict[str, np.ndarray], raster_level
     band = names.index(raster_level)
     colormap = {i: tuple(int(v) for v in colours[i]) for i in range(int(levels[raster_level].max()) + 1)}
     colormap[nodata] = (0, 0, 0, 0)
-    scenes = table["scene"].to_numpy()
-    for prepared in prepared_paths:
-        scene = scene_of(prepared)
-        grid = read_scene_grid(prepared)
-        rows = np.flatnonzero(scenes == scene)
-        raster, transform = tile_raster(grid, layout, table["row"].to_numpy()[rows], table["col"].to_numpy()[rows],
-                                        stacked[rows], nodata, dtype)
+    for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, stacked, nodata, dtype):
         write_cog(Path(rasters_dir) / f"{scene}.tif", raster[band : band + 1], {"crs": grid.crs,
                   "transform": transform, "nodata": nodata}, band_names=[raster_level],
                   tags={"level": raster_level}, colormap=colormap)

@@ -134,3 +134,22 @@ def tile_raster(
         out[:, i[inside], j[inside]] = values[inside].T.astype(dtype)
     transform = grid.transform @ Affine.translation(origin_c, origin_r) @ Affine.scale(s)
     return out, transform
+
+
+def scene_rasters(prepared_paths: Any, table: Any, layout: TileLayout, values: np.ndarray, nodata: Any,
+                  dtype: Any) -> Any:
+    """Per scene: (scene, grid, raster, transform) of ``values`` (one per table row) at tile cells.
+
+    The whole-run stages (clusters, analogues) map per-tile values back onto every scene's grid
+    the same way; scenes with no rows give an all-nodata raster.
+    """
+    from pathlib import Path
+
+    scenes = table["scene"].to_numpy()
+    rows_all, cols_all = table["row"].to_numpy(), table["col"].to_numpy()
+    for prepared in prepared_paths:
+        scene = Path(prepared).stem
+        grid = read_scene_grid(prepared)
+        rows = np.flatnonzero(scenes == scene)
+        raster, transform = tile_raster(grid, layout, rows_all[rows], cols_all[rows], values[rows], nodata, dtype)
+        yield scene, grid, raster, transform
