@@ -85,3 +85,11 @@ def test_demo_sheet_roles():
     rows = demo_sheet("results", scenes=4, train_scenes=3)
     assert [r["role"] for r in rows] == ["train", "train", "train", "index"]
     assert rows[0]["source"] == "results/demo/scenes/demo_1.tif"
+
+
+def test_remote_sources_have_no_local_input():
+    from outcrop.sheets import local_input
+
+    assert local_input("/data/scene.tif") == "/data/scene.tif"
+    for remote in ("https://host/x.tif", "http://h/y", "s3://b/k.tif", "stac:https://h/item.json"):
+        assert local_input(remote) is None

@@ -55,8 +55,12 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
     return out
 
 
-def _is_remote(source: str) -> bool:
-    return source.startswith(("http://", "https://", "s3://", "stac:"))
+REMOTE_PREFIXES = ("http://", "https://", "s3://", "stac:")
+
+
+def local_input(source: str) -> str | None:
+    """The file or folder Snakemake should track for a scene source; None for a remote one."""
+    return None if source.startswith(REMOTE_PREFIXES) else source
 
 
 def demo_sheet(results: str, scenes: int, train_scenes: int) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from outcrop import OutcropError
 from outcrop.config import validate_config
-from outcrop.sheets import demo_sheet, read_scene_sheet
+from outcrop.sheets import demo_sheet, local_input, read_scene_sheet
 
 
 try:
@@ -49,10 +49,7 @@ def cli_sets(option, mapping):
 
 def scene_source(wildcards):
     """The local input of a scene (a file or product folder); remote sources have none."""
-    source = SCENE_ROWS[wildcards.scene]["source"]
-    if source.startswith(("http://", "https://", "s3://", "stac:")):
-        return []
-    return source
+    return local_input(SCENE_ROWS[wildcards.scene]["source"]) or []
 
 
 def per_scene(pattern, scenes=None):
