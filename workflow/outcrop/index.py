@@ -43,8 +43,9 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
+from outcrop.tiles import FRACTION_COLUMNS
 
-FRACTIONS = ("valid", "rock", "snow_ice", "water", "cloud")
+FRACTIONS = ("valid", *FRACTION_COLUMNS)  # the tile table's fraction columns
 TABLE_COLUMNS = ("id", "scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry")
 RECALL_K = 10
 RECALL_QUERIES = 1000
