@@ -117,3 +117,38 @@ def test_settings_from_dict_names_bad_keys():
         ViewSettings.from_dict({"crop_scale": [0.0, 1.0]})
     with pytest.raises(OutcropError, match="blur_p"):
         ViewSettings.from_dict({"blur_p": 1.5})
+
+
+def test_crop_matrices_sample_like_grid_sample():
+    # The separable crop must equal bilinear sampling of the same window by grid_sample.
+    import torch.nn.functional as F
+    from outcrop.augment import _interpolation_matrices
+
+    x = _tiles(n=6, c=3, size=16)
+    left = torch.tensor([0.0, 3.0, 7.5, 1.25, 0.0, 2.0], dtype=torch.float64)
+    top = torch.tensor([0.0, 5.0, 0.5, 8.0, 2.0, 0.0], dtype=torch.float64)
+    width = torch.tensor([16.0, 10.0, 8.5, 6.0, 9.0, 12.0], dtype=torch.float64)
+    height = torch.tensor([16.0, 9.0, 12.0, 7.5, 14.0, 16.0], dtype=torch.float64)
+    rows, cols = _interpolation_matrices(top, height, 16), _interpolation_matrices(left, width, 16)
+    ours = rows.float()[:, None] @ x @ cols.float().transpose(1, 2)[:, None]
+    hw, hh = width / 16, height / 16
+    cx, cy = 2 * (left + width / 2) / 16 - 1, 2 * (top + height / 2) / 16 - 1
+    zero = torch.zeros(6, dtype=torch.float64)
+    theta = torch.stack([torch.stack([hw, zero, cx], 1), torch.stack([zero, hh, cy], 1)], 1).float()
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    expected = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+
+
+def test_augment_folds_blur_into_the_crop_exactly():
+    # One fused pass equals crop, then blur, then jitter applied one after another.
+    x = _tiles(n=24, c=4, size=16)
+    view = ViewSettings(blur_p=0.6, blur_sigma=(0.3, 1.2))
+    g = _gen(9)
+    stepwise = jitter_bands(gaussian_blur(crop_flip_rotate(x, view, g), view, g), view, g)
+    torch.testing.assert_close(augment(x, view, _gen(9)), stepwise, atol=1e-5, rtol=0)
+
+
+def test_augment_rejects_non_square_tiles():
+    with pytest.raises(ValueError, match="square"):
+        augment(torch.zeros(2, 3, 8, 6), IDENTITY, _gen())

@@ -18,7 +18,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from outcrop import OutcropError
 
@@ -93,68 +92,159 @@ def _bernoulli(shape: tuple[int, ...], p: float, gen: torch.Generator) -> torch.
     return torch.rand(shape, generator=gen) < p
 
 
-def crop_flip_rotate(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
-    """Random resized crop, flip and 90-degree rotation of every tile, as one ``grid_sample``.
+def _interpolation_matrices(start: torch.Tensor, length: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, size, size) matrices resampling a 1-D signal of ``size`` px onto ``size`` output pixels.
 
-    Each tile gets its own affine map from output to input coordinates (crop size, aspect ratio and
-    position, then the flip and rotation); sampling is bilinear and the output keeps the input size.
+    Output pixel i samples the input at ``start + (i + 0.5) * length / size - 0.5`` (pixel centres,
+    as ``grid_sample`` with ``align_corners=False``), bilinearly, clamped to the signal's ends.
     """
-    n = x.shape[0]
-    area = _uniform(n, *view.crop_scale, gen)
-    log_ratio = _uniform(n, math.log(view.crop_ratio[0]), math.log(view.crop_ratio[1]), gen)
-    ratio = torch.exp(log_ratio)
-    half_w = torch.sqrt(area * ratio).clamp(max=1.0)  # half-width in [-1, 1] coordinates
-    half_h = torch.sqrt(area / ratio).clamp(max=1.0)
-    cx = (2 * torch.rand(n, generator=gen) - 1) * (1 - half_w)
-    cy = (2 * torch.rand(n, generator=gen) - 1) * (1 - half_h)
-    flip = torch.where(_bernoulli((n,), 0.5, gen), -1.0, 1.0) if view.flip else torch.ones(n)
+    n = start.shape[0]
+    centres = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    pos = (start[:, None] + centres[None] * length[:, None] - 0.5).clamp(0, size - 1)
+    left = pos.floor().clamp(max=size - 2).long() if size > 1 else torch.zeros_like(pos, dtype=torch.long)
+    frac = pos - left
+    m = torch.zeros(n, size, size, dtype=torch.float64)
+    m.scatter_add_(2, left[..., None], (1 - frac)[..., None])
+    if size > 1:
+        m.scatter_add_(2, (left + 1)[..., None], frac[..., None])
+    return m
+
+
+def _blur_matrices(sigma: torch.Tensor, radius: int, size: int) -> torch.Tensor:
+    """(n, size, size) Gaussian blur matrices along one axis, with mirror padding at the ends.
+
+    Mirror padding (the edge pixel not repeated) keeps a constant signal constant and commutes with
+    reversing the axis, so a blur can be folded into the crop's matrices before any flip.
+    """
+    n = sigma.shape[0]
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-(taps[None] ** 2) / (2 * sigma[:, None].double() ** 2))
+    weights = weights / weights.sum(dim=1, keepdim=True)  # (n, taps)
+    index = torch.arange(size)[:, None] + taps.long()[None]  # (size, taps)
+    period = 2 * (size - 1) if size > 1 else 1
+    index = index % period
+    index = torch.where(index >= size, period - index, index)
+    m = torch.zeros(n, size, size, dtype=torch.float64)
+    m.scatter_add_(2, index[None].expand(n, -1, -1), weights[:, None, :].expand(-1, size, -1).contiguous())
+    return m
+
+
+@dataclass
+class _Geometry:
+    """Per-tile linear maps of one view: ``view = T(rows @ tile @ cols^T)``, T a transpose or not."""
+
+    rows: torch.Tensor  # (n, H, H)
+    cols: torch.Tensor  # (n, W, W)
+    transpose: torch.Tensor  # (n,) bool
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Two batched matrix products and two transposing copies, whatever mix of maps the tiles have.
+
+        ``P(X; A, B) = X A^T``, transposed, times ``B^T`` equals ``(B X A^T)^T``: the transposed
+        tiles get ``P(X; cols, rows)`` and the others ``P(X^T; rows, cols)``, so every product is a
+        plain ``bmm`` over (C x S, S) blocks, with no per-band copies of the matrices.
+        """
+        n, c, s, _ = x.shape
+        flag = self.transpose.to(x.device)
+        rows = self.rows.to(x.device, x.dtype)
+        cols = self.cols.to(x.device, x.dtype)
+        first = torch.where(flag[:, None, None], cols, rows)
+        second = torch.where(flag[:, None, None], rows, cols)
+        x_in = torch.where(flag[:, None, None, None], x, x.transpose(-2, -1))
+        y = torch.bmm(x_in.reshape(n, c * s, s), first.transpose(1, 2))
+        y = y.reshape(n, c, s, s).transpose(-2, -1).reshape(n, c * s, s)
+        return torch.bmm(y, second.transpose(1, 2)).reshape(n, c, s, s)
+
+
+def _crop_geometry(n: int, size: int, view: ViewSettings, gen: torch.Generator) -> _Geometry:
+    """Random resized crop, then a horizontal flip, then a rotation by k x 90 degrees, per tile.
+
+    Bilinear resizing of an axis-aligned crop is separable, so it is one matrix per axis; flips
+    reverse a matrix's rows, and a quarter turn is a flip plus a transpose. The crop's area share and
+    log aspect ratio are uniform in their ranges and it lies wholly inside the tile.
+    """
+    area = _uniform(n, *view.crop_scale, gen).double()
+    ratio = torch.exp(_uniform(n, math.log(view.crop_ratio[0]), math.log(view.crop_ratio[1]), gen)).double()
+    width = torch.sqrt(area * ratio).clamp(max=1.0) * size  # crop size in input pixels
+    height = torch.sqrt(area / ratio).clamp(max=1.0) * size
+    left = torch.rand(n, generator=gen).double() * (size - width)
+    top = torch.rand(n, generator=gen).double() * (size - height)
+    flip = _bernoulli((n,), 0.5, gen) if view.flip else torch.zeros(n, dtype=torch.bool)
     k = torch.randint(0, 4, (n,), generator=gen) if view.rotate90 else torch.zeros(n, dtype=torch.long)
-    # Exact cosines and sines of multiples of 90 degrees, so rotations land on pixel centres.
-    cos = torch.tensor([1.0, 0.0, -1.0, 0.0])[k]
-    sin = torch.tensor([0.0, 1.0, 0.0, -1.0])[k]
-    theta = torch.stack([
-        torch.stack([half_w * flip * cos, -half_w * sin, cx], dim=1),
-        torch.stack([half_h * flip * sin, half_h * cos, cy], dim=1),
-    ], dim=1).to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # torch.rot90 by k of a view Z: k=1 flips columns then transposes, k=2 flips both, k=3 flips rows
+    # then transposes.
+    reverse_cols = flip ^ ((k == 1) | (k == 2))
+    reverse_rows = (k == 2) | (k == 3)
+    rows = _interpolation_matrices(top, height, size)
+    cols = _interpolation_matrices(left, width, size)
+    rows = torch.where(reverse_rows[:, None, None], rows.flip(1), rows)
+    cols = torch.where(reverse_cols[:, None, None], cols.flip(1), cols)
+    return _Geometry(rows, cols, (k % 2) == 1)
+
+
+def _blur_draw(n: int, view: ViewSettings, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    apply = _bernoulli((n,), view.blur_p, gen)
+    sigma = _uniform(n, *view.blur_sigma, gen).clamp(min=1e-3)
+    return apply, sigma
+
+
+def _blur_into(geometry: _Geometry, apply: torch.Tensor, sigma: torch.Tensor, view: ViewSettings) -> _Geometry:
+    """Fold a per-tile blur into the geometry's matrices (blur after the crop, on both axes)."""
+    chosen = apply.nonzero().squeeze(1)
+    if chosen.numel() == 0:
+        return geometry
+    size = geometry.rows.shape[-1]
+    blur = _blur_matrices(sigma[chosen], max(1, math.ceil(2 * view.blur_sigma[1])), size)
+    rows, cols = geometry.rows.clone(), geometry.cols.clone()
+    rows[chosen] = blur @ rows[chosen]
+    cols[chosen] = blur @ cols[chosen]
+    return _Geometry(rows, cols, geometry.transpose)
+
+
+def _check_square(x: torch.Tensor) -> int:
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"augment needs a batch of square tiles (N, C, S, S), got {tuple(x.shape)}")
+    return x.shape[-1]
+
+
+def crop_flip_rotate(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
+    """Random resized crop, flip and 90-degree rotation of every tile (bilinear, same output size)."""
+    return _crop_geometry(x.shape[0], _check_square(x), view, gen).apply(x)
+
+
+def gaussian_blur(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
+    """Separable Gaussian blur with a per-tile sigma, on a ``blur_p`` share of tiles."""
+    n, size = x.shape[0], _check_square(x)
+    apply, sigma = _blur_draw(n, view, gen)
+    chosen = apply.nonzero().squeeze(1)
+    if chosen.numel() == 0:
+        return x
+    eye = torch.eye(size, dtype=torch.float64).expand(n, size, size)
+    geometry = _blur_into(_Geometry(eye, eye, torch.zeros(n, dtype=torch.bool)), apply, sigma, view)
+    sub = _Geometry(geometry.rows[chosen], geometry.cols[chosen], geometry.transpose[chosen])
+    chosen = chosen.to(x.device)
+    return x.index_copy(0, chosen, sub.apply(x.index_select(0, chosen)))
+
+
+def _jitter_draw(n: int, c: int, view: ViewSettings, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    apply = _bernoulli((n, 1), view.jitter_p, gen)
+    gain = 1 + view.contrast * (2 * torch.rand((n, c), generator=gen) - 1)
+    offset = view.brightness * (2 * torch.rand((n, c), generator=gen) - 1)
+    return torch.where(apply, gain, 1.0), torch.where(apply, offset, 0.0)
+
+
+def _jitter_apply(x: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    # (x - mean) * gain + mean + offset, as one fused pass: x * gain + (mean * (1 - gain) + offset).
+    gain = gain.to(x.device, x.dtype)[:, :, None, None]
+    offset = offset.to(x.device, x.dtype)[:, :, None, None]
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    return torch.addcmul(mean * (1 - gain) + offset, x, gain)
 
 
 def jitter_bands(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
     """Per-tile, per-band gain about the tile's band mean and offset, on a ``jitter_p`` share of tiles."""
-    n, c = x.shape[:2]
-    apply = _bernoulli((n, 1), view.jitter_p, gen)
-    gain = 1 + view.contrast * (2 * torch.rand((n, c), generator=gen) - 1)
-    offset = view.brightness * (2 * torch.rand((n, c), generator=gen) - 1)
-    gain = torch.where(apply, gain, 1.0).to(x.device, x.dtype)[:, :, None, None]
-    offset = torch.where(apply, offset, 0.0).to(x.device, x.dtype)[:, :, None, None]
-    mean = x.mean(dim=(2, 3), keepdim=True)
-    return (x - mean) * gain + mean + offset
-
-
-def gaussian_blur(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
-    """Separable Gaussian blur with a per-tile sigma, on a ``blur_p`` share of tiles.
-
-    Only the chosen tiles are convolved, as a weighted sum of shifted copies (reflect padding):
-    a few tensor ops for the whole batch, and nearly free when BYOL's second view blurs 10 %.
-    """
-    n, h, w = x.shape[0], x.shape[2], x.shape[3]
-    apply = _bernoulli((n,), view.blur_p, gen)
-    sigma = _uniform(n, *view.blur_sigma, gen).clamp(min=1e-3)
-    chosen = apply.nonzero().squeeze(1)
-    if chosen.numel() == 0:
-        return x
-    radius = max(1, math.ceil(2 * view.blur_sigma[1]))
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    weights = torch.exp(-(taps[None] ** 2) / (2 * sigma[chosen, None] ** 2))
-    weights = (weights / weights.sum(dim=1, keepdim=True)).to(x.device, x.dtype)
-    chosen = chosen.to(x.device)
-    sub = x.index_select(0, chosen)
-    padded = F.pad(sub, (radius, radius, 0, 0), mode="reflect")
-    sub = sum(weights[:, j, None, None, None] * padded[..., j:j + w] for j in range(2 * radius + 1))
-    padded = F.pad(sub, (0, 0, radius, radius), mode="reflect")
-    sub = sum(weights[:, j, None, None, None] * padded[..., j:j + h, :] for j in range(2 * radius + 1))
-    return x.index_copy(0, chosen, sub)
+    gain, offset = _jitter_draw(x.shape[0], x.shape[1], view, gen)
+    return _jitter_apply(x, gain, offset)
 
 
 def add_noise(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
@@ -182,16 +272,19 @@ def drop_bands(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> tor
 
 
 def augment(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
-    """One random view of every tile in a normalised (N, C, H, W) batch, on the batch's device.
+    """One random view of every tile in a normalised (N, C, S, S) batch, on the batch's device.
 
-    Order: geometry, band jitter, blur, noise, band dropout. Noise and band dropout draw nothing
-    when their probability is zero, which spares the cost of a batch-sized normal draw.
+    Order: geometry and blur (folded into one pair of per-tile matrices, so the batch is touched by
+    two batched matrix products however many of them apply), band jitter, noise, band dropout.
+    Noise and band dropout draw nothing when their probability is zero, which spares the cost of a
+    batch-sized normal draw.
     """
     if gen.device.type != "cpu":
         raise ValueError("augment draws its random numbers from a CPU generator")
-    x = crop_flip_rotate(x, view, gen)
-    x = jitter_bands(x, view, gen)
-    x = gaussian_blur(x, view, gen)
+    n, size = x.shape[0], _check_square(x)
+    geometry = _crop_geometry(n, size, view, gen)
+    geometry = _blur_into(geometry, *_blur_draw(n, view, gen), view)
+    x = _jitter_apply(geometry.apply(x), *_jitter_draw(n, x.shape[1], view, gen))
     if view.noise_p > 0:
         x = add_noise(x, view, gen)
     if view.band_dropout_p > 0:
