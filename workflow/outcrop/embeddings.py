@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from outcrop import OutcropError
+from outcrop.allocator import keep_large_blocks
 from outcrop.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
 
@@ -50,6 +51,7 @@ def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_siz
     ``bands``, the run's band names, must be the encoder's: an encoder trained on other bands of
     the same count would otherwise be accepted and give meaningless vectors.
     """
+    keep_large_blocks()  # every batch allocates the same activation maps again
     tiles = load_npy(tiles_path)
     model, metadata = load_encoder(model_path, device=device, expect_bands=bands)
     if tiles.ndim != 4 or tiles.shape[1] != len(metadata["bands"]):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from outcrop import OutcropError
+from outcrop.allocator import keep_large_blocks
 from outcrop.augment import ViewSettings, augment
 from outcrop.backbones import ARCHITECTURES, build_backbone
 from outcrop.byol import BYOL, cosine_schedule
@@ -190,6 +191,7 @@ class _Trainer:
         self.settings = settings
         self.device = device
         self.ranks = ranks or Ranks()
+        keep_large_blocks()  # every step allocates the same batch-sized tensors again
         torch.manual_seed(settings.seed)
         backbone = build_backbone(settings.arch, in_channels, settings.embedding_dim)
         self.model = BYOL(backbone, settings.hidden_dim, settings.projection_dim)
