@@ -183,11 +183,18 @@ def write_cog(
 
 
 def encode_reflectance(reflectance: np.ndarray) -> np.ndarray:
-    """Float reflectance (NaN = nodata) to the prepared uint16 encoding (0 = nodata)."""
-    dn = np.round((reflectance - PREPARED_OFFSET) / PREPARED_SCALE)
-    dn = np.clip(dn, 1, 65535)
-    dn[~np.isfinite(reflectance)] = PREPARED_NODATA
-    return dn.astype(np.uint16)
+    """Float reflectance (NaN = nodata) to the prepared uint16 encoding (0 = nodata).
+
+    Works in one float32 buffer with in-place ufuncs: a scene's bands are hundreds of megabytes,
+    and each temporary of that size costs more in page faults than the arithmetic itself.
+    """
+    work = np.subtract(reflectance, np.float32(PREPARED_OFFSET), dtype=np.float32)
+    work /= np.float32(PREPARED_SCALE)
+    np.rint(work, out=work)
+    missing = ~np.isfinite(work)
+    np.clip(work, 1, 65535, out=work)
+    work[missing] = PREPARED_NODATA
+    return work.astype(np.uint16)
 
 
 def decode_reflectance(dn: np.ndarray) -> np.ndarray:

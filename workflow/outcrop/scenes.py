@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.allocator import keep_large_blocks
 from outcrop.io import write_prepared
 from outcrop.sensors import (
     QUALITY_FILL,
@@ -524,6 +525,7 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     from rasterio.errors import CRSError
 
     t_start = time.perf_counter()
+    keep_large_blocks()  # scene-sized arrays and their temporaries, allocated and freed in turn
     source = str(source)
     bands = list(bands)
     spec = get_sensor(sensor)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.allocator import keep_large_blocks
 from outcrop.io import atomic_path, decode_reflectance, write_geodataframe
 from outcrop.progress import Progress
 from outcrop.surfaces import CLASS_NAMES, NODATA
@@ -72,6 +73,7 @@ def tile_scene(
     if size <= 0 or stride <= 0:
         raise OutcropError(f"tiles: size and stride must be positive (got {size}, {stride})")
     t0 = time.perf_counter()
+    keep_large_blocks()  # one strip-sized array after another
     try:
         src = rasterio.open(prepared_path)
     except rasterio.errors.RasterioIOError as exc:
