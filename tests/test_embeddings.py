@@ -75,3 +75,26 @@ def test_embedding_refuses_an_encoder_of_other_band_names(model_path, tmp_path):
     assert not (tmp_path / "out.npy").exists()
     embed_tiles(path, model_path, tmp_path / "ok.npy", device="cpu", bands=meta["bands"], log=lambda m: None)
     assert (tmp_path / "ok.npy").exists()
+
+
+def test_inference_copy_folds_batchnorm_and_keeps_the_model():
+    # Folding BatchNorm into the convolutions changes nothing but rounding, and leaves the
+    # caller's model (still holding its BatchNorms, in training mode) untouched.
+    from outcrop.backbones import build_backbone
+    from outcrop.embeddings import inference_copy
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = build_backbone("resnet-small", 4, 32)
+    with torch.no_grad():  # BatchNorm statistics far from the identity
+        for _ in range(3):
+            net(torch.randn(64, 4, 16, 16) * 3 + 2)
+    net.train()
+    fused = inference_copy(net, torch.device("cpu"))
+    assert net.training and any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    x = torch.randn(8, 4, 16, 16)
+    with torch.no_grad():
+        expected = net.eval()(x)
+        torch.testing.assert_close(fused(x.contiguous(memory_format=torch.channels_last)), expected,
+                                   atol=1e-4, rtol=1e-4)

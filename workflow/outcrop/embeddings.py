@@ -7,6 +7,8 @@ length so that an inner-product index ranks by cosine similarity.
 
 from __future__ import annotations
 
+import copy
+import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,37 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from outcrop import OutcropError
 from outcrop.allocator import keep_large_blocks
 from outcrop.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
+
+
+def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """An evaluation-mode copy of ``model`` with every BatchNorm folded into the convolution before it.
+
+    In evaluation a BatchNorm is a fixed per-channel affine map, so it can be absorbed exactly (up
+    to rounding) into the preceding convolution's weights and bias: a whole pass over every
+    activation map less per block. On CPUs and CUDA the copy is NHWC, which oneDNN and cuDNN run
+    faster for small convolutions. The caller's model is left as it was.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net = copy.deepcopy(model).to(device).eval()
+    for module in net.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module._modules.items())
+        for (name, conv), (bn_name, bn) in itertools.pairwise(children):
+            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+                    and bn.track_running_stats and bn.running_mean is not None):
+                module._modules[name] = fuse_conv_bn_eval(conv, bn)
+                module._modules[bn_name] = nn.Identity()
+    if device.type in ("cpu", "cuda"):
+        net = net.to(memory_format=torch.channels_last)
+    return net
 
 
 @torch.inference_mode()
@@ -30,15 +58,18 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
         raise OutcropError(f"tiles of shape {tuple(tiles.shape)} do not match the encoder's "
                            f"{len(bands)} bands ({','.join(bands)})")
     dev = resolve_device(device)
-    model = model.to(dev).eval()
+    net = inference_copy(model, dev)
+    nhwc = dev.type in ("cpu", "cuda")
     dim = int(metadata["embedding_dim"])
     mean = torch.as_tensor(metadata["mean"], dtype=torch.float32, device=dev)[None, :, None, None]
     std = torch.as_tensor(metadata["std"], dtype=torch.float32, device=dev)[None, :, None, None]
     out = np.empty((tiles.shape[0], dim), dtype=np.float32)
+    layout = torch.channels_last if nhwc else torch.contiguous_format
     for start in range(0, tiles.shape[0], max(1, batch_size)):
-        chunk = np.array(tiles[start:start + batch_size], dtype=np.float32)  # a writable copy
-        x = (torch.from_numpy(chunk).to(dev) - mean) / std
-        z = F.normalize(model(x).float(), dim=1)
+        chunk = torch.from_numpy(np.array(tiles[start:start + batch_size], dtype=np.float32)).to(dev)
+        x = torch.empty_like(chunk, memory_format=layout)  # normalised straight into the net's layout
+        torch.sub(chunk, mean, out=x).div_(std)
+        z = F.normalize(net(x).float(), dim=1)
         out[start:start + len(chunk)] = z.cpu().numpy()
     return out
 
