@@ -92,25 +92,34 @@ def _bernoulli(shape: tuple[int, ...], p: float, gen: torch.Generator) -> torch.
     return torch.rand(shape, generator=gen) < p
 
 
-def _interpolation_matrices(start: torch.Tensor, length: torch.Tensor, size: int) -> torch.Tensor:
-    """(n, size, size) matrices resampling a 1-D signal of ``size`` px onto ``size`` output pixels.
+def _interpolation_matrices(start: torch.Tensor, length: torch.Tensor, size: int,
+                            reverse: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, size, size) float32 matrices resampling a 1-D signal of ``size`` px onto ``size`` pixels.
 
     Output pixel i samples the input at ``start + (i + 0.5) * length / size - 0.5`` (pixel centres,
-    as ``grid_sample`` with ``align_corners=False``), bilinearly, clamped to the signal's ends.
+    as ``grid_sample`` with ``align_corners=False``), bilinearly, clamped to the signal's ends;
+    where ``reverse`` is set, output pixel i takes the place of pixel ``size - 1 - i`` (a flip).
+    Positions are worked out in float64, so crops land on the same pixels on every platform.
     """
     n = start.shape[0]
-    centres = (torch.arange(size, dtype=torch.float64) + 0.5) / size
-    pos = (start[:, None] + centres[None] * length[:, None] - 0.5).clamp(0, size - 1)
-    left = pos.floor().clamp(max=size - 2).long() if size > 1 else torch.zeros_like(pos, dtype=torch.long)
-    frac = pos - left
-    m = torch.zeros(n, size, size, dtype=torch.float64)
+    index = torch.arange(size, dtype=torch.float64)
+    if reverse is not None:
+        index = torch.where(reverse[:, None], size - 1 - index[None], index[None])
+    centres = (index + 0.5) / size
+    pos = (start.double()[:, None] + centres * length.double()[:, None] - 0.5).clamp(0, size - 1)
+    pos = pos.expand(n, size)
+    left = pos.floor().clamp(max=max(size - 2, 0))
+    frac = (pos - left).float()
+    left = left.long()
+    m = torch.zeros(n, size, size)
     m.scatter_add_(2, left[..., None], (1 - frac)[..., None])
     if size > 1:
         m.scatter_add_(2, (left + 1)[..., None], frac[..., None])
     return m
 
 
-def _blur_matrices(sigma: torch.Tensor, radius: int, size: int) -> torch.Tensor:
+def _blur_matrices(sigma: torch.Tensor, radius: int, size: int,
+                   apply: torch.Tensor | None = None) -> torch.Tensor:
     """(n, size, size) Gaussian blur matrices along one axis, with mirror padding at the ends.
 
     Mirror padding (the edge pixel not repeated) keeps a constant signal constant and commutes with
@@ -119,12 +128,14 @@ def _blur_matrices(sigma: torch.Tensor, radius: int, size: int) -> torch.Tensor:
     n = sigma.shape[0]
     taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     weights = torch.exp(-(taps[None] ** 2) / (2 * sigma[:, None].double() ** 2))
-    weights = weights / weights.sum(dim=1, keepdim=True)  # (n, taps)
+    weights = (weights / weights.sum(dim=1, keepdim=True)).float()  # (n, taps)
+    if apply is not None:  # the identity where no blur was drawn
+        weights = torch.where(apply[:, None], weights, (taps == 0).float()[None])
     index = torch.arange(size)[:, None] + taps.long()[None]  # (size, taps)
     period = 2 * (size - 1) if size > 1 else 1
     index = index % period
     index = torch.where(index >= size, period - index, index)
-    m = torch.zeros(n, size, size, dtype=torch.float64)
+    m = torch.zeros(n, size, size)
     m.scatter_add_(2, index[None].expand(n, -1, -1), weights[:, None, :].expand(-1, size, -1).contiguous())
     return m
 
@@ -175,10 +186,8 @@ def _crop_geometry(n: int, size: int, view: ViewSettings, gen: torch.Generator) 
     # then transposes.
     reverse_cols = flip ^ ((k == 1) | (k == 2))
     reverse_rows = (k == 2) | (k == 3)
-    rows = _interpolation_matrices(top, height, size)
-    cols = _interpolation_matrices(left, width, size)
-    rows = torch.where(reverse_rows[:, None, None], rows.flip(1), rows)
-    cols = torch.where(reverse_cols[:, None, None], cols.flip(1), cols)
+    rows = _interpolation_matrices(top, height, size, reverse_rows)
+    cols = _interpolation_matrices(left, width, size, reverse_cols)
     return _Geometry(rows, cols, (k % 2) == 1)
 
 
@@ -189,16 +198,16 @@ def _blur_draw(n: int, view: ViewSettings, gen: torch.Generator) -> tuple[torch.
 
 
 def _blur_into(geometry: _Geometry, apply: torch.Tensor, sigma: torch.Tensor, view: ViewSettings) -> _Geometry:
-    """Fold a per-tile blur into the geometry's matrices (blur after the crop, on both axes)."""
-    chosen = apply.nonzero().squeeze(1)
-    if chosen.numel() == 0:
+    """Fold a per-tile blur into the geometry's matrices (blur after the crop, on both axes).
+
+    Tiles left unblurred get a one-tap kernel; a batched product over all tiles costs less than
+    picking the chosen ones out and putting them back.
+    """
+    if not bool(apply.any()):
         return geometry
     size = geometry.rows.shape[-1]
-    blur = _blur_matrices(sigma[chosen], max(1, math.ceil(2 * view.blur_sigma[1])), size)
-    rows, cols = geometry.rows.clone(), geometry.cols.clone()
-    rows[chosen] = blur @ rows[chosen]
-    cols[chosen] = blur @ cols[chosen]
-    return _Geometry(rows, cols, geometry.transpose)
+    blur = _blur_matrices(sigma, max(1, math.ceil(2 * view.blur_sigma[1])), size, apply)
+    return _Geometry(torch.bmm(blur, geometry.rows), torch.bmm(blur, geometry.cols), geometry.transpose)
 
 
 def _check_square(x: torch.Tensor) -> int:
@@ -219,7 +228,7 @@ def gaussian_blur(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> 
     chosen = apply.nonzero().squeeze(1)
     if chosen.numel() == 0:
         return x
-    eye = torch.eye(size, dtype=torch.float64).expand(n, size, size)
+    eye = torch.eye(size).expand(n, size, size)
     geometry = _blur_into(_Geometry(eye, eye, torch.zeros(n, dtype=torch.bool)), apply, sigma, view)
     sub = _Geometry(geometry.rows[chosen], geometry.cols[chosen], geometry.transpose[chosen])
     chosen = chosen.to(x.device)
