@@ -124,24 +124,26 @@ def tile_scene(
         frac_all = np.concatenate(fractions)
         n = len(tile_rows)
 
-        # Pass 2: reflectance of the kept tiles, straight into the memory-mapped output.
-        with atomic_path(out_tiles) as tmp:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                            shape=(n, len(bands), size, size))
-            start = 0
+        # Pass 2: reflectance of the kept tiles, strip by strip, appended to the .npy file in tile
+        # order (plain writes: a fresh memory map would fault in the whole array page by page).
+        with atomic_path(out_tiles) as tmp, open(tmp, "wb") as fh:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                      "shape": (n, len(bands), size, size)}
+            np.lib.format.write_array_header_1_0(fh, header)
             unique_rows = np.unique(tile_rows)
             cut = Progress(f"tiles: {scene_id}: cutting", len(unique_rows), "strips", log)
+            written = 0
             for j, r in enumerate(unique_rows):
                 sel_cols = tile_cols[tile_rows == r]
                 strip = decode_reflectance(src.read(list(range(1, mask_band)),
                                                     window=Window(0, int(r), src.width, size)))
                 windows = np.lib.stride_tricks.sliding_window_view(strip, size, axis=2)[:, :, sel_cols]
                 block = np.ascontiguousarray(windows.transpose(2, 0, 1, 3))  # (n, C, size, size)
-                out[start:start + len(sel_cols)] = _fill_gaps(block)
-                start += len(sel_cols)
+                fh.write(memoryview(np.ascontiguousarray(_fill_gaps(block))).cast("B"))
+                written += len(sel_cols)
                 cut.update(j + 1)
-            out.flush()
-            del out
+            if written != n:  # the header promised n tiles; never leave a file that lies
+                raise RuntimeError(f"{out_tiles}: wrote {written} tiles, expected {n}")
 
     x0 = transform.c + tile_cols * res
     y0 = transform.f - tile_rows * res
