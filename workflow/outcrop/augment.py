@@ -149,22 +149,18 @@ class _Geometry:
     transpose: torch.Tensor  # (n,) bool
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Two batched matrix products and two transposing copies, whatever mix of maps the tiles have.
+        """Two batched matrix products and one selecting pass, whatever mix of maps the tiles have.
 
-        ``P(X; A, B) = X A^T``, transposed, times ``B^T`` equals ``(B X A^T)^T``: the transposed
-        tiles get ``P(X; cols, rows)`` and the others ``P(X^T; rows, cols)``, so every product is a
-        plain ``bmm`` over (C x S, S) blocks, with no per-band copies of the matrices.
+        With ``Z = X cols^T``, ``W = Z^T rows^T`` is ``(rows X cols^T)^T``, and ``bmm`` reads the
+        transposed ``Z`` in place: the transposed tiles take ``W`` and the others ``W^T``.
         """
         n, c, s, _ = x.shape
         flag = self.transpose.to(x.device)
         rows = self.rows.to(x.device, x.dtype)
         cols = self.cols.to(x.device, x.dtype)
-        first = torch.where(flag[:, None, None], cols, rows)
-        second = torch.where(flag[:, None, None], rows, cols)
-        x_in = torch.where(flag[:, None, None, None], x, x.transpose(-2, -1))
-        y = torch.bmm(x_in.reshape(n, c * s, s), first.transpose(1, 2))
-        y = y.reshape(n, c, s, s).transpose(-2, -1).reshape(n, c * s, s)
-        return torch.bmm(y, second.transpose(1, 2)).reshape(n, c, s, s)
+        z = torch.bmm(x.reshape(n, c * s, s), cols.transpose(1, 2)).reshape(n * c, s, s)
+        w = torch.bmm(z.transpose(1, 2), rows.repeat_interleave(c, 0).transpose(1, 2)).reshape(n, c, s, s)
+        return torch.where(flag[:, None, None, None], w, w.transpose(-2, -1))
 
 
 def _crop_geometry(n: int, size: int, view: ViewSettings, gen: torch.Generator) -> _Geometry:
@@ -256,17 +252,22 @@ def jitter_bands(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> t
     return _jitter_apply(x, gain, offset)
 
 
-def add_noise(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
-    """Additive Gaussian noise with a per-tile level in [0, noise_std], on a ``noise_p`` share."""
+def add_noise(x: torch.Tensor, view: ViewSettings, gen: torch.Generator, *, inplace: bool = False) -> torch.Tensor:
+    """Additive Gaussian noise with a per-tile level in [0, noise_std], on a ``noise_p`` share.
+
+    ``inplace`` adds into ``x`` itself, for a batch the caller has just made and owns.
+    """
     n = x.shape[0]
     apply = _bernoulli((n,), view.noise_p, gen)
     level = view.noise_std * torch.rand(n, generator=gen)
     chosen = apply.nonzero().squeeze(1)
     if chosen.numel() == 0:
         return x
-    noise = torch.randn((chosen.numel(), *x.shape[1:]), generator=gen) * level[chosen, None, None, None]
+    noise = torch.randn((chosen.numel(), *x.shape[1:]), generator=gen)
+    noise *= level[chosen, None, None, None]
     chosen = chosen.to(x.device)
-    return x.index_add(0, chosen, noise.to(x.device, x.dtype))
+    noise = noise.to(x.device, x.dtype)
+    return x.index_add_(0, chosen, noise) if inplace else x.index_add(0, chosen, noise)
 
 
 def drop_bands(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
@@ -295,7 +296,7 @@ def augment(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.
     geometry = _blur_into(geometry, *_blur_draw(n, view, gen), view)
     x = _jitter_apply(geometry.apply(x), *_jitter_draw(n, x.shape[1], view, gen))
     if view.noise_p > 0:
-        x = add_noise(x, view, gen)
+        x = add_noise(x, view, gen, inplace=True)  # x is this function's own fresh batch here
     if view.band_dropout_p > 0:
         x = drop_bands(x, view, gen)
     return x
