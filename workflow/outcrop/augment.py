@@ -148,18 +148,34 @@ class _Geometry:
     cols: torch.Tensor  # (n, W, W)
     transpose: torch.Tensor  # (n,) bool
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, gain: torch.Tensor | None = None,
+              offset: torch.Tensor | None = None) -> torch.Tensor:
         """Two batched matrix products and one selecting pass, whatever mix of maps the tiles have.
 
         With ``Z = X cols^T``, ``W = Z^T rows^T`` is ``(rows X cols^T)^T``, and ``bmm`` reads the
         transposed ``Z`` in place: the transposed tiles take ``W`` and the others ``W^T``.
+
+        ``gain`` and ``offset`` (N, C), if given, apply the band jitter ``(v - mean) * gain + mean +
+        offset`` inside the second product: the gain scales that band's copy of ``rows``, and the
+        view's band mean, ``1^T Z rows^T 1 / S^2``, comes from ``Z``'s row sums, so the jitter costs
+        no pass of its own over the batch.
         """
         n, c, s, _ = x.shape
         flag = self.transpose.to(x.device)
         rows = self.rows.to(x.device, x.dtype)
         cols = self.cols.to(x.device, x.dtype)
-        z = torch.bmm(x.reshape(n, c * s, s), cols.transpose(1, 2)).reshape(n * c, s, s)
-        w = torch.bmm(z.transpose(1, 2), rows.repeat_interleave(c, 0).transpose(1, 2)).reshape(n, c, s, s)
+        z = torch.bmm(x.reshape(n, c * s, s), cols.transpose(1, 2))  # (N, C x S, S)
+        if gain is None:
+            scaled = rows.repeat_interleave(c, 0)
+            bias = torch.zeros((), device=x.device, dtype=x.dtype)
+        else:
+            gain = gain.to(x.device, x.dtype)
+            scaled = (rows[:, None] * gain[:, :, None, None]).reshape(n * c, s, s)
+            row_sums = z.sum(dim=2).reshape(n, c, s)
+            mean = (row_sums * rows.sum(dim=1)[:, None, :]).sum(dim=2) / (s * s)
+            bias = (mean * (1 - gain) + offset.to(x.device, x.dtype)).reshape(n * c, 1, 1)
+        w = torch.baddbmm(bias, z.reshape(n * c, s, s).transpose(1, 2), scaled.transpose(1, 2))
+        w = w.reshape(n, c, s, s)
         return torch.where(flag[:, None, None, None], w, w.transpose(-2, -1))
 
 
@@ -294,7 +310,7 @@ def augment(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.
     n, size = x.shape[0], _check_square(x)
     geometry = _crop_geometry(n, size, view, gen)
     geometry = _blur_into(geometry, *_blur_draw(n, view, gen), view)
-    x = _jitter_apply(geometry.apply(x), *_jitter_draw(n, x.shape[1], view, gen))
+    x = geometry.apply(x, *_jitter_draw(n, x.shape[1], view, gen))
     if view.noise_p > 0:
         x = add_noise(x, view, gen, inplace=True)  # x is this function's own fresh batch here
     if view.band_dropout_p > 0:
