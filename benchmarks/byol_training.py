@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import statistics
 import time
@@ -200,18 +201,24 @@ def interleaved(a: Iterator, b: Iterator, count: int) -> tuple[float, float, lis
 # --- the three measurements -----------------------------------------------------------------------
 
 
-def augmentation_rates(tiles: torch.Tensor, settings: EncoderSettings, batches: int) -> dict[str, float]:
+def augmentation_rates(tiles: torch.Tensor, settings: EncoderSettings, batches: int,
+                       warmup: int = 1) -> dict[str, float]:
     """Samples per second for two views: outcrop's batched views, and the DataLoader of v2 transforms."""
     batch = settings.batch_size
     gen = torch.Generator().manual_seed(0)
 
     def ours() -> Iterator[None]:
-        for b in range(batches + 1):
+        for b in range(warmup + batches):
             x = tiles[(b * batch) % (len(tiles) - batch):][:batch]
             yield augment(x, settings.view1, gen), augment(x, settings.view2, gen)
 
-    a, b = ours(), iter(reference_loader(tiles, batch, 0))
-    next(a), next(b)  # warm-up, untimed: first-call set-up (heap growth, loader iterator) on both sides
+    def reference() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for epoch in itertools.count():  # epoch after epoch, as training would
+            yield from reference_loader(tiles, batch, epoch)
+
+    a, b = ours(), reference()
+    for _ in range(warmup):  # untimed, on both sides: first-call set-up, heap growth, loader iterator
+        next(a), next(b)
     t_ours, t_ref, _, _ = interleaved(a, b, batches)
     return {"outcrop": batches * batch / t_ours, "reference": batches * batch / t_ref}
 
@@ -257,6 +264,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="training steps per run and variant")
     parser.add_argument("--aug-batches", type=int, default=10)
+    parser.add_argument("--aug-warmup", type=int, default=1, help="untimed batches before each measurement")
     parser.add_argument("--embed-tiles", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of both models and their data order")
@@ -270,7 +278,7 @@ def main() -> None:
           f"{args.threads} threads, torch {torch.__version__}")
     runs: dict[str, list] = {"aug": [], "train": [], "embed": []}
     for run in range(args.runs):
-        aug = augmentation_rates(tiles, settings, args.aug_batches)
+        aug = augmentation_rates(tiles, settings, args.aug_batches, args.aug_warmup)
         train = training_rates(tiles, settings, args.steps)
         embed = embedding_rates(tiles, mean, std, settings, args.embed_tiles)
         runs["aug"].append(aug), runs["train"].append(train), runs["embed"].append(embed)
