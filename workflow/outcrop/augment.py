@@ -233,18 +233,19 @@ def crop_flip_rotate(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) 
     return _crop_geometry(x.shape[0], _check_square(x), view, gen).apply(x)
 
 
-def gaussian_blur(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
-    """Separable Gaussian blur with a per-tile sigma, on a ``blur_p`` share of tiles."""
-    n, size = x.shape[0], _check_square(x)
-    apply, sigma = _blur_draw(n, view, gen)
-    chosen = apply.nonzero().squeeze(1)
-    if chosen.numel() == 0:
-        return x
+def _identity(n: int, size: int) -> _Geometry:
     eye = torch.eye(size).expand(n, size, size)
-    geometry = _blur_into(_Geometry(eye, eye, torch.zeros(n, dtype=torch.bool)), apply, sigma, view)
-    sub = _Geometry(geometry.rows[chosen], geometry.cols[chosen], geometry.transpose[chosen])
-    chosen = chosen.to(x.device)
-    return x.index_copy(0, chosen, sub.apply(x.index_select(0, chosen)))
+    return _Geometry(eye, eye, torch.zeros(n, dtype=torch.bool))
+
+
+def gaussian_blur(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
+    """Separable Gaussian blur with a per-tile sigma, on a ``blur_p`` share of tiles.
+
+    The same folded matrices as in :func:`augment`, on an identity geometry: tiles not drawn get a
+    one-tap kernel and come back exactly as they were.
+    """
+    n, size = x.shape[0], _check_square(x)
+    return _blur_into(_identity(n, size), *_blur_draw(n, view, gen), view).apply(x)
 
 
 def _jitter_draw(n: int, c: int, view: ViewSettings, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,18 +255,13 @@ def _jitter_draw(n: int, c: int, view: ViewSettings, gen: torch.Generator) -> tu
     return torch.where(apply, gain, 1.0), torch.where(apply, offset, 0.0)
 
 
-def _jitter_apply(x: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    # (x - mean) * gain + mean + offset, as one fused pass: x * gain + (mean * (1 - gain) + offset).
-    gain = gain.to(x.device, x.dtype)[:, :, None, None]
-    offset = offset.to(x.device, x.dtype)[:, :, None, None]
-    mean = x.mean(dim=(2, 3), keepdim=True)
-    return torch.addcmul(mean * (1 - gain) + offset, x, gain)
-
-
 def jitter_bands(x: torch.Tensor, view: ViewSettings, gen: torch.Generator) -> torch.Tensor:
-    """Per-tile, per-band gain about the tile's band mean and offset, on a ``jitter_p`` share of tiles."""
-    gain, offset = _jitter_draw(x.shape[0], x.shape[1], view, gen)
-    return _jitter_apply(x, gain, offset)
+    """Per-tile, per-band gain about the tile's band mean and offset, on a ``jitter_p`` share of tiles.
+
+    Applied through the identity geometry, so it is the very arithmetic :func:`augment` uses.
+    """
+    n, size = x.shape[0], _check_square(x)
+    return _identity(n, size).apply(x, *_jitter_draw(n, x.shape[1], view, gen))
 
 
 def add_noise(x: torch.Tensor, view: ViewSettings, gen: torch.Generator, *, inplace: bool = False) -> torch.Tensor:
