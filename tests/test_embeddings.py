@@ -14,6 +14,7 @@ from test_encoder import TINY, textures, train, write_scene
 torch.set_num_threads(2)
 
 
+
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("embed")
@@ -98,3 +99,35 @@ def test_inference_copy_folds_batchnorm_and_keeps_the_model():
         expected = net.eval()(x)
         torch.testing.assert_close(fused(x.contiguous(memory_format=torch.channels_last)), expected,
                                    atol=1e-4, rtol=1e-4)
+
+
+def test_d4_embeddings_do_not_depend_on_which_way_the_ground_lies(model_path):
+    """Every flip and quarter turn of a tile embeds to the same vector; without the symmetry they differ."""
+    model, meta = load_encoder(model_path)
+    assert meta["symmetry"] == "d4"  # the default an encoder is trained with
+    tiles = textures(6, seed=8)[0]
+    posed = [np.rot90(tiles, k, axes=(2, 3)) for k in range(4)]
+    posed += [np.flip(p, axis=3) for p in posed]
+    vectors = [embed_array(model, meta, np.ascontiguousarray(p)) for p in posed]
+    for v in vectors[1:]:
+        np.testing.assert_allclose(v, vectors[0], atol=1e-5)
+    one_pass = {**meta, "symmetry": "none"}
+    plain = [embed_array(model, one_pass, np.ascontiguousarray(p)) for p in posed]
+    assert max(np.abs(p - plain[0]).max() for p in plain[1:]) > 1e-3
+    # The symmetric vector is the normalised mean of the eight one-pass representations.
+    with torch.no_grad():
+        x = (torch.from_numpy(tiles) - torch.tensor(meta["mean"])[None, :, None, None]) / torch.tensor(meta["std"])[None, :, None, None]
+        mean = sum(model(torch.from_numpy(np.ascontiguousarray(np.rot90(np.flip(x.numpy(), 3) if f else x.numpy(), k, (2, 3))))) for k in range(4) for f in (False, True))
+    np.testing.assert_allclose(vectors[0], torch.nn.functional.normalize(mean, dim=1).numpy(), atol=1e-5)
+
+
+def test_an_encoder_file_without_a_symmetry_embeds_in_one_pass_and_a_bad_one_is_refused(model_path, tmp_path):
+    payload = torch.load(model_path, weights_only=True)
+    del payload["metadata"]["symmetry"]
+    torch.save(payload, tmp_path / "old.pt")
+    _, meta = load_encoder(tmp_path / "old.pt")
+    assert meta["symmetry"] == "none"
+    payload["metadata"]["symmetry"] = "c8"
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(OutcropError, match="bad.pt: unknown embedding symmetry 'c8'"):
+        load_encoder(tmp_path / "bad.pt")

@@ -90,6 +90,7 @@ def test_settings_from_config_mapping():
     ({"arch": "vit"}, r"encoder\.arch"),
     ({"optimizer": "sgd"}, r"encoder\.optimizer"),
     ({"batch_size": 1}, r"encoder\.batch_size"),
+    ({"symmetry": "c8"}, r"encoder\.symmetry: 'c8' is not one of d4, none"),
 ])
 def test_settings_reject_unknown_keys_and_bad_values(mapping, message):
     with pytest.raises(OutcropError, match=message):
@@ -97,6 +98,21 @@ def test_settings_reject_unknown_keys_and_bad_values(mapping, message):
 
 
 # --- training ------------------------------------------------------------------------------------
+
+
+def test_changing_only_the_embedding_symmetry_keeps_the_trained_weights(tmp_path):
+    """The symmetry is how embeddings are read out, not what is learned: a finished run asked again
+    with another symmetry resumes from its last checkpoint and writes the same weights at once."""
+    scene = write_scene(tmp_path / "tiles", "a", textures(32)[0])
+    first = train(tmp_path, [scene], TINY)
+    weights = torch.load(first, weights_only=True)["state_dict"]
+    messages: list[str] = []
+    second = train(tmp_path, [scene], {**TINY, "symmetry": "none"}, log=messages.append)
+    payload = torch.load(second, weights_only=True)
+    assert payload["metadata"]["symmetry"] == "none"
+    assert any("resumed from" in m and "at step 4" in m for m in messages)
+    for name, tensor in weights.items():
+        torch.testing.assert_close(payload["state_dict"][name], tensor, rtol=0, atol=0)
 
 
 def test_training_writes_model_curve_and_checkpoint(tmp_path):

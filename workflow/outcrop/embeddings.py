@@ -2,7 +2,9 @@
 
 Tiles are normalised with the per-band mean and standard deviation stored in the model file, so a
 scene embedded months after training is treated exactly as the training tiles were. Vectors are unit
-length so that an inner-product index ranks by cosine similarity.
+length so that an inner-product index ranks by cosine similarity. An encoder trained with the
+default ``symmetry: d4`` embeds each tile as the mean representation of its eight flips and quarter
+turns, so that the vector describes the ground whichever way it lies in the pixel grid.
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
 @torch.inference_mode()
 def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndarray, *,
                 batch_size: int = 256, device: str = "cpu") -> np.ndarray:
-    """Embed (N, C, H, W) tiles (memory-mapped is fine) in batches: (N, D) float32, unit rows."""
+    """Embed (N, C, H, W) tiles (memory-mapped is fine) in batches: (N, D) float32, unit rows.
+
+    Each row is the encoder's representation averaged over the poses of its symmetry, L2-normalised.
+    """
     bands = list(metadata["bands"])
     if tiles.ndim != 4 or tiles.shape[1] != len(bands):
         raise OutcropError(f"tiles of shape {tuple(tiles.shape)} do not match the encoder's "
@@ -65,13 +70,38 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
     std = torch.as_tensor(metadata["std"], dtype=torch.float32, device=dev)[None, :, None, None]
     out = np.empty((tiles.shape[0], dim), dtype=np.float32)
     layout = torch.channels_last if nhwc else torch.contiguous_format
+    poses = orientations(metadata.get("symmetry", "none"))
     for start in range(0, tiles.shape[0], max(1, batch_size)):
         chunk = torch.from_numpy(np.array(tiles[start:start + batch_size], dtype=np.float32)).to(dev)
         x = torch.empty_like(chunk, memory_format=layout)  # normalised straight into the net's layout
         torch.sub(chunk, mean, out=x).div_(std)
-        z = F.normalize(net(x).float(), dim=1)
-        out[start:start + len(chunk)] = z.cpu().numpy()
+        z = net(x).float()
+        for turns, flip in poses[1:]:
+            z += net(_posed(x, turns, flip).contiguous(memory_format=layout)).float()
+        out[start:start + len(chunk)] = F.normalize(z, dim=1).cpu().numpy()
     return out
+
+
+def orientations(symmetry: str) -> tuple[tuple[int, bool], ...]:
+    """The (quarter turns, mirror) poses whose representations an embedding averages.
+
+    The ground has no orientation relative to the pixel grid: bedding that strikes north-south in one
+    scene strikes east-west in the next, and a reprojection turns a whole scene. Training teaches the
+    encoder flips and quarter turns only approximately; averaging over all eight poses of the
+    dihedral group D4 makes the embedding exactly invariant to them, and leaves the remaining
+    directions of the representation to describe what the ground is rather than which way it lies.
+    """
+    if symmetry == "none":
+        return ((0, False),)
+    if symmetry == "d4":
+        return tuple((turns, flip) for turns in range(4) for flip in (False, True))
+    raise OutcropError(f"unknown embedding symmetry {symmetry!r} (known: d4, none)")
+
+
+def _posed(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    """``x`` (N, C, H, W) turned by ``turns`` quarter turns, then mirrored left-right if ``flip``."""
+    y = torch.rot90(x, turns, (2, 3)) if turns else x
+    return torch.flip(y, (3,)) if flip else y
 
 
 def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_size: int = 256,

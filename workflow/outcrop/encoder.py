@@ -41,8 +41,11 @@ from outcrop.training_data import TrainingTiles, band_statistics, open_training_
 MODEL_FORMAT = "outcrop-encoder"
 CHECKPOINT_FORMAT = "outcrop-byol-checkpoint"
 FORMAT_VERSION = 1
-# Settings that change how a run reports, not what it learns: left out of the run's digest.
-_REPORTING_ONLY = ("checkpoint_minutes", "log_every")
+# Settings that change how a run reports or how its embeddings are read out, not what it learns:
+# left out of the run's digest, so changing them never discards a checkpoint.
+_NOT_LEARNED = ("checkpoint_minutes", "log_every", "symmetry")
+# How embeddings treat the orientation of the ground in the pixel grid (see outcrop.embeddings).
+SYMMETRIES = ("d4", "none")
 
 
 def _strong_view() -> ViewSettings:
@@ -76,6 +79,7 @@ class EncoderSettings:
     channels_last: bool = True  # NHWC convolutions: ~1.5x faster here on CPU (oneDNN), and on GPUs
     checkpoint_minutes: float = 10.0  # checkpoint also within an epoch after this long
     log_every: int = 10  # steps between progress lines
+    symmetry: str = "d4"  # d4: embeddings average the 8 flips and quarter turns of a tile; none: one pass
     view1: ViewSettings = field(default_factory=_strong_view)  # always blurred (BYOL's view 1)
     view2: ViewSettings = field(default_factory=_weak_view)  # rarely blurred, sometimes noisy
 
@@ -114,6 +118,8 @@ class EncoderSettings:
         if self.arch not in ARCHITECTURES:
             raise OutcropError(f"{where}.arch: unknown architecture {self.arch!r} "
                                f"(known: {', '.join(ARCHITECTURES)})")
+        if self.symmetry not in SYMMETRIES:
+            raise OutcropError(f"{where}.symmetry: {self.symmetry!r} is not one of {', '.join(SYMMETRIES)}")
         if self.optimizer not in ("adamw", "lars"):
             raise OutcropError(f"{where}.optimizer: {self.optimizer!r} is not adamw or lars")
         for name in ("embedding_dim", "hidden_dim", "projection_dim", "epochs", "log_every"):
@@ -169,7 +175,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 def run_digest(settings: EncoderSettings, bands: Sequence[str], min_rock: float, tiles: TrainingTiles,
                mean: np.ndarray, std: np.ndarray) -> str:
     """Fingerprint of everything a run's result depends on: a checkpoint resumes only a matching run."""
-    settings_dict = {k: v for k, v in settings.to_dict().items() if k not in _REPORTING_ONLY}
+    settings_dict = {k: v for k, v in settings.to_dict().items() if k not in _NOT_LEARNED}
     blob = json.dumps({
         "settings": settings_dict, "bands": list(bands), "min_rock": float(min_rock), "count": len(tiles),
         "shape": list(tiles.tile_shape), "mean": mean.tolist(), "std": std.tolist(),
@@ -378,7 +384,7 @@ def train_byol(
         "bands": bands, "mean": mean.tolist(), "std": std.tolist(), "arch": settings.arch,
         "in_channels": channels, "embedding_dim": settings.embedding_dim,
         "tile_size": list(tiles.tile_shape[1:]), "settings": settings.to_dict(), "config_digest": digest,
-        "min_rock": float(min_rock), "train_tiles": n, "steps": total,
+        "min_rock": float(min_rock), "train_tiles": n, "steps": total, "symmetry": settings.symmetry,
         "final_loss": trainer.curve[-1][2] if trainer.curve else float("nan"),
     }
     backbone = {k: v.detach().cpu().contiguous() for k, v in trainer.model.online_backbone.state_dict().items()}
@@ -449,6 +455,8 @@ def load_encoder(path: Path, device: str = "cpu",
         model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError, TypeError) as exc:
         raise OutcropError(f"{path}: encoder file is incomplete or inconsistent ({exc})") from None
+    if meta.setdefault("symmetry", "none") not in SYMMETRIES:  # files written before it existed: none
+        raise OutcropError(f"{path}: unknown embedding symmetry {meta['symmetry']!r}")
     if expect_bands is not None and list(expect_bands) != list(meta["bands"]):
         raise OutcropError(f"{path}: encoder was trained on bands {','.join(meta['bands'])}, "
                            f"not {','.join(expect_bands)}")
