@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from outcrop.allocator import keep_large_blocks
 from outcrop.augment import augment
 from outcrop.backbones import build_backbone
-from outcrop.embeddings import embed_array
+from outcrop.embeddings import embed_array, orientations
 from outcrop.encoder import EncoderSettings, _Trainer
 from outcrop.optim import build_optimizer
 
@@ -235,24 +235,30 @@ def training_rates(tiles: torch.Tensor, settings: EncoderSettings, steps: int) -
 def embedding_rates(tiles: torch.Tensor, mean: np.ndarray, std: np.ndarray, settings: EncoderSettings,
                     count: int, passes: int = 4) -> dict[str, float]:
     """Tiles per second: ``embed_array`` over ``count`` tiles (as the embed stage calls it, once per
-    scene) against a plain eager ``no_grad`` loop over the same batches of 256, pass by pass."""
+    scene) against a plain eager ``no_grad`` loop over the same batches of 256, pass by pass. Both
+    average the representation over the poses of ``settings.symmetry`` (eight for d4)."""
     torch.manual_seed(0)
     net = build_backbone(settings.arch, tiles.shape[1], settings.embedding_dim).eval()
     raw = (tiles[:count].numpy() * std[None, :, None, None] + mean[None, :, None, None]).astype(np.float32)
     meta = {"bands": [f"b{i}" for i in range(tiles.shape[1])], "mean": mean.tolist(), "std": std.tolist(),
-            "embedding_dim": settings.embedding_dim}
+            "embedding_dim": settings.embedding_dim, "symmetry": settings.symmetry}
     m = torch.as_tensor(mean)[None, :, None, None]
     s = torch.as_tensor(std)[None, :, None, None]
+    poses = orientations(settings.symmetry)
 
     def ours() -> Iterator[np.ndarray]:
         for _ in range(passes):
             yield embed_array(net, meta, raw, batch_size=256)
 
+    def posed(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+        x = torch.rot90(x, turns, (2, 3))
+        return torch.flip(x, (3,)) if flip else x
+
     def eager() -> Iterator[list[torch.Tensor]]:
         for _ in range(passes):
             with torch.no_grad():
-                yield [F.normalize(net((torch.from_numpy(raw[i:i + 256]) - m) / s), dim=1)
-                       for i in range(0, count, 256)]
+                batches = [(torch.from_numpy(raw[i:i + 256]) - m) / s for i in range(0, count, 256)]
+                yield [F.normalize(sum(net(posed(x, t, f)) for t, f in poses), dim=1) for x in batches]
 
     t_ours, t_eager, _, _ = interleaved(ours(), eager(), passes)
     return {"outcrop": passes * count / t_ours, "eager": passes * count / t_eager}
@@ -266,13 +272,14 @@ def main() -> None:
     parser.add_argument("--aug-batches", type=int, default=10)
     parser.add_argument("--aug-warmup", type=int, default=1, help="untimed batches before each measurement")
     parser.add_argument("--embed-tiles", type=int, default=2048)
+    parser.add_argument("--symmetry", default="d4", help="embedding symmetry of both embedding loops (d4, none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of both models and their data order")
     parser.add_argument("--json", type=Path, help="write all runs here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_large_blocks()  # as outcrop's trainer does; it applies to the reference loop in this process too
-    settings = EncoderSettings(seed=args.seed)
+    settings = EncoderSettings(seed=args.seed, symmetry=args.symmetry)
     tiles, mean, std = load_tiles(args.results, limit=4096)
     print(f"{len(tiles)} tiles {tuple(tiles.shape[1:])}, {settings.arch}, batch {settings.batch_size}, "
           f"{args.threads} threads, torch {torch.__version__}")
