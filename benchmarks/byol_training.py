@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from outcrop.allocator import keep_large_blocks
 from outcrop.augment import augment
 from outcrop.backbones import build_backbone
-from outcrop.embeddings import embed_array, orientations
+from outcrop.embeddings import embed_array
 from outcrop.encoder import EncoderSettings, _Trainer
 from outcrop.optim import build_optimizer
+from outcrop.symmetry import orientations, posed
 
 
 def load_tiles(results: Path, limit: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -249,10 +250,6 @@ def embedding_rates(tiles: torch.Tensor, mean: np.ndarray, std: np.ndarray, sett
     def ours() -> Iterator[np.ndarray]:
         for _ in range(passes):
             yield embed_array(net, meta, raw, batch_size=256)
-
-    def posed(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
-        x = torch.rot90(x, turns, (2, 3))
-        return torch.flip(x, (3,)) if flip else x
 
     def eager() -> Iterator[list[torch.Tensor]]:
         for _ in range(passes):

@@ -24,6 +24,7 @@ from outcrop import OutcropError
 from outcrop.allocator import keep_large_blocks
 from outcrop.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
+from outcrop.symmetry import orientations, posed
 
 
 def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -77,31 +78,9 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
         torch.sub(chunk, mean, out=x).div_(std)
         z = net(x).float()
         for turns, flip in poses[1:]:
-            z += net(_posed(x, turns, flip).contiguous(memory_format=layout)).float()
+            z += net(posed(x, turns, flip).contiguous(memory_format=layout)).float()
         out[start:start + len(chunk)] = F.normalize(z, dim=1).cpu().numpy()
     return out
-
-
-def orientations(symmetry: str) -> tuple[tuple[int, bool], ...]:
-    """The (quarter turns, mirror) poses whose representations an embedding averages.
-
-    The ground has no orientation relative to the pixel grid: bedding that strikes north-south in one
-    scene strikes east-west in the next, and a reprojection turns a whole scene. Training teaches the
-    encoder flips and quarter turns only approximately; averaging over all eight poses of the
-    dihedral group D4 makes the embedding exactly invariant to them, and leaves the remaining
-    directions of the representation to describe what the ground is rather than which way it lies.
-    """
-    if symmetry == "none":
-        return ((0, False),)
-    if symmetry == "d4":
-        return tuple((turns, flip) for turns in range(4) for flip in (False, True))
-    raise OutcropError(f"unknown embedding symmetry {symmetry!r} (known: d4, none)")
-
-
-def _posed(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
-    """``x`` (N, C, H, W) turned by ``turns`` quarter turns, then mirrored left-right if ``flip``."""
-    y = torch.rot90(x, turns, (2, 3)) if turns else x
-    return torch.flip(y, (3,)) if flip else y
 
 
 def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_size: int = 256,

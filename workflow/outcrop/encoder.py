@@ -36,6 +36,7 @@ from outcrop.distributed import (
 )
 from outcrop.io import atomic_path
 from outcrop.optim import build_optimizer, warmup_cosine
+from outcrop.symmetry import POSES
 from outcrop.training_data import TrainingTiles, band_statistics, open_training_tiles
 
 MODEL_FORMAT = "outcrop-encoder"
@@ -44,8 +45,6 @@ FORMAT_VERSION = 1
 # Settings that change how a run reports or how its embeddings are read out, not what it learns:
 # left out of the run's digest, so changing them never discards a checkpoint.
 _NOT_LEARNED = ("checkpoint_minutes", "log_every", "symmetry")
-# How embeddings treat the orientation of the ground in the pixel grid (see outcrop.embeddings).
-SYMMETRIES = ("d4", "none")
 
 
 def _strong_view() -> ViewSettings:
@@ -118,8 +117,8 @@ class EncoderSettings:
         if self.arch not in ARCHITECTURES:
             raise OutcropError(f"{where}.arch: unknown architecture {self.arch!r} "
                                f"(known: {', '.join(ARCHITECTURES)})")
-        if self.symmetry not in SYMMETRIES:
-            raise OutcropError(f"{where}.symmetry: {self.symmetry!r} is not one of {', '.join(SYMMETRIES)}")
+        if self.symmetry not in POSES:
+            raise OutcropError(f"{where}.symmetry: {self.symmetry!r} is not one of {', '.join(POSES)}")
         if self.optimizer not in ("adamw", "lars"):
             raise OutcropError(f"{where}.optimizer: {self.optimizer!r} is not adamw or lars")
         for name in ("embedding_dim", "hidden_dim", "projection_dim", "epochs", "log_every"):
@@ -455,7 +454,7 @@ def load_encoder(path: Path, device: str = "cpu",
         model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError, TypeError) as exc:
         raise OutcropError(f"{path}: encoder file is incomplete or inconsistent ({exc})") from None
-    if meta.setdefault("symmetry", "none") not in SYMMETRIES:  # files written before it existed: none
+    if meta.setdefault("symmetry", "none") not in POSES:  # files written before it existed: none
         raise OutcropError(f"{path}: unknown embedding symmetry {meta['symmetry']!r}")
     if expect_bands is not None and list(expect_bands) != list(meta["bands"]):
         raise OutcropError(f"{path}: encoder was trained on bands {','.join(meta['bands'])}, "
