@@ -103,9 +103,13 @@ def test_clicking_an_analogue_opens_its_popup(opened_map):
     markers = opened_map.find_elements("css selector", "path.outcrop-analogue-1")
     assert len(markers) == 1
     ActionChains(opened_map).move_to_element(markers[0]).click().perform()
-    popup = WebDriverWait(opened_map, 10).until(
-        lambda d: d.find_elements("css selector", ".leaflet-popup-content"))[0]
-    text = popup.text
+
+    def shown_text(driver) -> str | None:
+        """The popup's visible text once it has faded in (Selenium reads a transparent one as '')."""
+        popups = driver.find_elements("css selector", ".leaflet-popup-content")
+        return (popups[0].text or None) if popups else None
+
+    text = WebDriverWait(opened_map, 10).until(shown_text)
     assert "Analogue #1" in text
     for field in ("score", "scene", "nearest known deposit", "distance", "lon, lat"):
         assert field in text
