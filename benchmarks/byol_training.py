@@ -40,7 +40,7 @@ from outcrop.backbones import build_backbone
 from outcrop.embeddings import embed_array
 from outcrop.encoder import EncoderSettings, _Trainer
 from outcrop.optim import build_optimizer
-from outcrop.symmetry import orientations, posed
+from outcrop.symmetry import POSES, orientations, posed
 
 
 def load_tiles(results: Path, limit: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument("--aug-batches", type=int, default=10)
     parser.add_argument("--aug-warmup", type=int, default=1, help="untimed batches before each measurement")
     parser.add_argument("--embed-tiles", type=int, default=2048)
-    parser.add_argument("--symmetry", default="d4", help="embedding symmetry of both embedding loops (d4, none)")
+    parser.add_argument("--symmetry", default="d4", choices=list(POSES), help="embedding symmetry of both embedding loops")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of both models and their data order")
     parser.add_argument("--json", type=Path, help="write all runs here")

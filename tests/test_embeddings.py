@@ -14,7 +14,6 @@ from test_encoder import TINY, textures, train, write_scene
 torch.set_num_threads(2)
 
 
-
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("embed")
@@ -114,19 +113,27 @@ def test_d4_embeddings_do_not_depend_on_which_way_the_ground_lies(model_path):
     one_pass = {**meta, "symmetry": "none"}
     plain = [embed_array(model, one_pass, np.ascontiguousarray(p)) for p in posed]
     assert max(np.abs(p - plain[0]).max() for p in plain[1:]) > 1e-3
-    # The symmetric vector is the normalised mean of the eight one-pass representations.
+    # The symmetric vector is the normalised mean of the eight one-pass representations, the poses
+    # built here the other way round (mirror first, then turn): the same group, reached independently.
+    normalised = (tiles - np.asarray(meta["mean"], np.float32)[:, None, None]) / np.asarray(meta["std"], np.float32)[:, None, None]
+    mirrored = [normalised, np.flip(normalised, axis=3)]
     with torch.no_grad():
-        x = (torch.from_numpy(tiles) - torch.tensor(meta["mean"])[None, :, None, None]) / torch.tensor(meta["std"])[None, :, None, None]
-        mean = sum(model(torch.from_numpy(np.ascontiguousarray(np.rot90(np.flip(x.numpy(), 3) if f else x.numpy(), k, (2, 3))))) for k in range(4) for f in (False, True))
-    np.testing.assert_allclose(vectors[0], torch.nn.functional.normalize(mean, dim=1).numpy(), atol=1e-5)
+        total = sum(model(torch.from_numpy(np.ascontiguousarray(np.rot90(m, k, axes=(2, 3)))))
+                    for k in range(4) for m in mirrored)
+    np.testing.assert_allclose(vectors[0], torch.nn.functional.normalize(total, dim=1).numpy(), atol=1e-5)
 
 
 def test_an_encoder_file_without_a_symmetry_embeds_in_one_pass_and_a_bad_one_is_refused(model_path, tmp_path):
     payload = torch.load(model_path, weights_only=True)
     del payload["metadata"]["symmetry"]
     torch.save(payload, tmp_path / "old.pt")
-    _, meta = load_encoder(tmp_path / "old.pt")
+    model, meta = load_encoder(tmp_path / "old.pt")
     assert meta["symmetry"] == "none"
+    tiles = textures(4, seed=9)[0]
+    normalised = (tiles - np.asarray(meta["mean"], np.float32)[:, None, None]) / np.asarray(meta["std"], np.float32)[:, None, None]
+    with torch.no_grad():
+        one_pass = torch.nn.functional.normalize(model(torch.from_numpy(normalised)), dim=1).numpy()
+    np.testing.assert_allclose(embed_array(model, meta, tiles), one_pass, atol=1e-5)
     payload["metadata"]["symmetry"] = "c8"
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(OutcropError, match="bad.pt: unknown embedding symmetry 'c8'"):

@@ -98,13 +98,14 @@ def test_every_layer_is_in_the_layer_control(opened_map):
 
 def test_clicking_an_analogue_opens_its_popup(opened_map):
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import WebDriverWait
 
     markers = opened_map.find_elements("css selector", "path.outcrop-analogue-1")
     assert len(markers) == 1
     ActionChains(opened_map).move_to_element(markers[0]).click().perform()
 
-    def shown_text(driver) -> str | None:
+    def shown_text(driver: WebDriver) -> str | None:
         """The popup's visible text once it has faded in (Selenium reads a transparent one as '')."""
         popups = driver.find_elements("css selector", ".leaflet-popup-content")
         return (popups[0].text or None) if popups else None
