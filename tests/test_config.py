@@ -93,3 +93,13 @@ def test_remote_sources_have_no_local_input():
     assert local_input("/data/scene.tif") == "/data/scene.tif"
     for remote in ("https://host/x.tif", "http://h/y", "s3://b/k.tif", "stac:https://h/item.json"):
         assert local_input(remote) is None
+
+
+def test_every_source_the_readers_fetch_remotely_is_untracked_by_the_job_graph():
+    """A gs:// or /vsicurl/ source tracked as a local file would stop the run with a missing input."""
+    from outcrop.scenes import is_remote
+    from outcrop.sheets import local_input
+
+    for source in ("gs://bucket/b4.tif", "/vsicurl/https://h/b4.tif", "s3://b/k.tif", "https://h/x.tif"):
+        assert is_remote(source) and local_input(source) is None
+    assert not is_remote("/data/scene.tif") and local_input("/data/scene.tif") == "/data/scene.tif"

@@ -43,9 +43,9 @@ from outcrop.sensors import (
     percentile_rescale,
     sentinel2_offset,
 )
+from outcrop.sheets import REMOTE_PREFIXES
 from outcrop.surfaces import NODATA, SNOW_ICE, WATER, Thresholds, classify_surfaces
 
-_REMOTE = ("http://", "https://", "/vsicurl/", "s3://", "gs://")
 # Settings for remote reads: never list the remote "directory", read only the bytes asked for.
 _GDAL_ENV = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -92,7 +92,7 @@ class Grid:
 
 def is_remote(source: str) -> bool:
     """Whether ``source`` is read over the network (GDAL ``/vsicurl/``) rather than from disk."""
-    return str(source).startswith(_REMOTE)
+    return str(source).startswith(REMOTE_PREFIXES)
 
 
 def _gdal_path(source: str) -> str:

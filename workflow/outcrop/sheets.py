@@ -55,12 +55,15 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
     return out
 
 
-REMOTE_PREFIXES = ("http://", "https://", "s3://", "stac:")
+# Sources read over the network (GDAL reads URLs through /vsicurl/); the one list both the job graph
+# and the readers (``outcrop.scenes.is_remote``) go by.
+REMOTE_PREFIXES = ("http://", "https://", "/vsicurl/", "s3://", "gs://")
 
 
 def local_input(source: str) -> str | None:
-    """The file or folder Snakemake should track for a scene source; None for a remote one."""
-    return None if source.startswith(REMOTE_PREFIXES) else source
+    """The file or folder Snakemake should track for a scene source; None for a remote one or a
+    ``stac:`` item, whose band assets may lie anywhere."""
+    return None if source.startswith((*REMOTE_PREFIXES, "stac:")) else source
 
 
 def demo_sheet(results: str, scenes: int, train_scenes: int) -> list[dict[str, Any]]:
