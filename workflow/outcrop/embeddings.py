@@ -27,13 +27,18 @@ from outcrop.io import load_npy, save_npy
 from outcrop.symmetry import orientations, posed
 
 
+def inference_layout(device: torch.device) -> torch.memory_format:
+    """NHWC on CPUs and CUDA, where oneDNN and cuDNN run small convolutions faster; NCHW elsewhere."""
+    return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+
+
 def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """An evaluation-mode copy of ``model`` with every BatchNorm folded into the convolution before it.
 
     In evaluation a BatchNorm is a fixed per-channel affine map, so it can be absorbed exactly (up
     to rounding) into the preceding convolution's weights and bias: a whole pass over every
-    activation map less per block. On CPUs and CUDA the copy is NHWC, which oneDNN and cuDNN run
-    faster for small convolutions. The caller's model is left as it was.
+    activation map less per block. The copy is in :func:`inference_layout`. The caller's model is
+    left as it was.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -47,9 +52,7 @@ def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
                     and bn.track_running_stats and bn.running_mean is not None):
                 module._modules[name] = fuse_conv_bn_eval(conv, bn)
                 module._modules[bn_name] = nn.Identity()
-    if device.type in ("cpu", "cuda"):
-        net = net.to(memory_format=torch.channels_last)
-    return net
+    return net.to(memory_format=inference_layout(device))
 
 
 @torch.inference_mode()
@@ -65,12 +68,11 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
                            f"{len(bands)} bands ({','.join(bands)})")
     dev = resolve_device(device)
     net = inference_copy(model, dev)
-    nhwc = dev.type in ("cpu", "cuda")
     dim = int(metadata["embedding_dim"])
     mean = torch.as_tensor(metadata["mean"], dtype=torch.float32, device=dev)[None, :, None, None]
     std = torch.as_tensor(metadata["std"], dtype=torch.float32, device=dev)[None, :, None, None]
     out = np.empty((tiles.shape[0], dim), dtype=np.float32)
-    layout = torch.channels_last if nhwc else torch.contiguous_format
+    layout = inference_layout(dev)
     poses = orientations(metadata.get("symmetry", "none"))
     for start in range(0, tiles.shape[0], max(1, batch_size)):
         chunk = torch.from_numpy(np.array(tiles[start:start + batch_size], dtype=np.float32)).to(dev)
