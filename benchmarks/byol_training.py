@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from outcrop.allocator import keep_large_blocks
-from outcrop.augment import augment
+from outcrop.augment import ViewSettings, augment
 from outcrop.backbones import build_backbone
 from outcrop.embeddings import embed_array
 from outcrop.encoder import EncoderSettings, _Trainer
@@ -65,7 +65,7 @@ class Rot90:
 class BandJitter:
     """Per-band gain about the band mean and offset (v2's ColorJitter is for RGB only)."""
 
-    def __init__(self, p: float = 0.8, contrast: float = 0.1, brightness: float = 0.1) -> None:
+    def __init__(self, p: float, contrast: float, brightness: float) -> None:
         self.p, self.contrast, self.brightness = p, contrast, brightness
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,17 +78,17 @@ class BandJitter:
         return (x - mean) * gain + mean + offset
 
 
-def reference_view(size: int, blur_p: float, noise_p: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One view's per-sample transform, matching outcrop's default view settings."""
+def reference_view(size: int, view: ViewSettings) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One view's per-sample transform with the same settings as outcrop's view."""
     from torchvision.transforms import v2
 
     return v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.4, 1.0), ratio=(0.75, 4 / 3), antialias=False),
+        v2.RandomResizedCrop(size, scale=view.crop_scale, ratio=view.crop_ratio, antialias=False),
         v2.RandomHorizontalFlip(),
         Rot90(),
-        BandJitter(),
-        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 0.8))], p=blur_p),
-        v2.RandomApply([v2.GaussianNoise(sigma=0.05, clip=False)], p=noise_p),
+        BandJitter(view.jitter_p, view.contrast, view.brightness),
+        v2.RandomApply([v2.GaussianBlur(5, sigma=view.blur_sigma)], p=view.blur_p),
+        v2.RandomApply([v2.GaussianNoise(sigma=view.noise_std, clip=False)], p=view.noise_p),
     ])
 
 
@@ -98,8 +98,9 @@ class TwoViews(torch.utils.data.Dataset):
     def __init__(self, tiles: torch.Tensor) -> None:
         size = tiles.shape[-1]
         self.tiles = tiles
-        self.view1 = reference_view(size, blur_p=1.0, noise_p=0.0)
-        self.view2 = reference_view(size, blur_p=0.1, noise_p=0.2)
+        defaults = EncoderSettings()
+        self.view1 = reference_view(size, defaults.view1)
+        self.view2 = reference_view(size, defaults.view2)
 
     def __len__(self) -> int:
         return len(self.tiles)

@@ -26,8 +26,12 @@ SCENE = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"
 BANDS = {"blue": "B2", "green": "B3", "red": "B4"}
 TILE = 32
 WINDOW = (700, 700, 384, 384)  # row, col, height, width: inside the scene, away from its nodata collar
+# A brief training with the gentle band jitter (0.1) of earlier defaults: re-finding the same ground
+# leans on its spectrum, and the default strong jitter, which makes the encoder look past the spectrum
+# to texture, needs far more than these 8 epochs to pay off (docs/evaluation.md has both figures).
+JITTER = {f"view{v}.{k}": 0.1 for v in (1, 2) for k in ("brightness", "contrast")}
 SETTINGS = {"epochs": 8, "batch_size": 64, "warmup_epochs": 1.0, "lr": 2e-3, "embedding_dim": 64,
-            "hidden_dim": 256, "projection_dim": 64, "log_every": 1000}
+            "hidden_dim": 256, "projection_dim": 64, "log_every": 1000, **JITTER}
 
 pytestmark = pytest.mark.skipif(not SCENE.exists(), reason=f"real scene not found at {SCENE}")
 

@@ -24,15 +24,22 @@ from outcrop import OutcropError
 
 @dataclass
 class ViewSettings:
-    """How to make one of the two views; BYOL's views are deliberately asymmetric (blur 1.0 vs 0.1)."""
+    """How to make one of the two views; BYOL's views are deliberately asymmetric (blur 1.0 vs 0.1).
+
+    The band jitter is strong on purpose. Two crops of a tile always share its mean spectrum, so with
+    gentle jitter that alone is enough to match them and the encoder never needs texture: bedded and
+    massive sandstone, with one spectrum, stay mixed. Offsets and gains of up to 0.4 band standard
+    deviations make the spectrum an unreliable cue, as colour distortion does for RGB images (Chen
+    et al. 2020, SimCLR), and push the encoder to the spatial pattern (see docs/evaluation.md).
+    """
 
     crop_scale: tuple[float, float] = (0.4, 1.0)  # area fraction of the tile kept by the crop
     crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)  # aspect ratio range of the crop
     flip: bool = True  # random horizontal flip
     rotate90: bool = True  # random multiple of 90 degrees
     jitter_p: float = 0.8  # probability of per-band gain/offset jitter
-    brightness: float = 0.1  # per-band offset drawn from [-b, b] (band standard deviations)
-    contrast: float = 0.1  # per-band gain drawn from [1 - c, 1 + c] about the tile's band mean
+    brightness: float = 0.4  # per-band offset drawn from [-b, b] (band standard deviations)
+    contrast: float = 0.4  # per-band gain drawn from [1 - c, 1 + c] about the tile's band mean
     blur_p: float = 0.5  # probability of a Gaussian blur
     blur_sigma: tuple[float, float] = (0.1, 0.8)  # blur sigma range in pixels
     noise_p: float = 0.0  # probability of additive Gaussian noise
