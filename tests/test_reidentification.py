@@ -1,11 +1,16 @@
 """Re-identification on a real scene: a tile's nearest neighbour should be the ground it covers.
 
 Tiles are cut from a window of the Paraná Landsat 8 scene (B2-B4: reservoir shoreline, fields,
-forest, town) on a 32 px grid (the gallery), and again from the same window shifted by half a tile,
-and from a copy of the window reprojected to EPSG:3031 (queries). For each query, the right answer
-is the gallery tile it overlaps most (ties all count). A representation that describes the ground
-rather than the exact pixel grid finds it by cosine similarity; the test compares a small BYOL
-encoder trained on the window against per-band statistics and a random encoder of the same shape.
+forest, town) on a 32 px grid (the gallery). Queries are cut from the same window shifted by half a
+tile (down, across and both), and on a 16 px grid from a copy of the window reprojected to
+EPSG:3031, which turns the ground by about 53°. For each query, the right answer is the gallery tile
+it overlaps most (ties all count). A representation that describes the ground rather than the exact
+pixel grid finds it by cosine similarity; the test compares a small BYOL encoder trained on the
+window against per-band statistics and a random encoder of the same shape.
+
+Every half-tile offset and every 16 px position of the reprojected copy is used: with the 121
+diagonal shifts alone, two trainings of one configuration that differ only in seed re-identify
+0.372 and 0.438 of them, a spread wider than the gaps between the representations.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ SCENE = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"
 BANDS = {"blue": "B2", "green": "B3", "red": "B4"}
 TILE = 32
 WINDOW = (700, 700, 384, 384)  # row, col, height, width: inside the scene, away from its nodata collar
-# A brief training with the gentle band jitter (0.1) of earlier defaults: re-finding the same ground
-# leans on its spectrum, and the default strong jitter, which makes the encoder look past the spectrum
-# to texture, needs far more than these 8 epochs to pay off (docs/evaluation.md has both figures).
-JITTER = {f"view{v}.{k}": 0.1 for v in (1, 2) for k in ("brightness", "contrast")}
+# No band jitter: gallery and queries come from one scene, so they share its illumination and
+# atmosphere, the differences the jitter stands for; a same-scene encoder should keep the spectrum,
+# which the product's strong default jitter (made for texture across scenes) trades away
+# (docs/evaluation.md has the figures of both).
+NO_JITTER = {f"view{v}.jitter_p": 0.0 for v in (1, 2)}
 SETTINGS = {"epochs": 8, "batch_size": 64, "warmup_epochs": 1.0, "lr": 2e-3, "embedding_dim": 64,
-            "hidden_dim": 256, "projection_dim": 64, "log_every": 1000, **JITTER}
+            "hidden_dim": 256, "projection_dim": 64, "log_every": 1000, **NO_JITTER}
+HALF_TILE_SHIFTS = ((TILE // 2, TILE // 2), (TILE // 2, 0), (0, TILE // 2))
 
 pytestmark = pytest.mark.skipif(not SCENE.exists(), reason=f"real scene not found at {SCENE}")
 
@@ -51,6 +58,14 @@ def read_window() -> tuple[np.ndarray, object, object]:
     return np.stack(bands), transform, crs
 
 
+def corner(transform, row: int, col: int) -> tuple[float, float]:
+    """Map coordinates of the pixel corner at (row, col)."""
+    from rasterio.transform import xy
+
+    x, y = xy(transform, row, col, offset="ul")
+    return float(x), float(y)
+
+
 def cut(image: np.ndarray, transform, stride: int = TILE, offset: tuple[int, int] = (0, 0),
         valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Tiles of ``image`` on a grid from ``offset`` (rows, cols) and their footprints in its CRS.
@@ -64,8 +79,8 @@ def cut(image: np.ndarray, transform, stride: int = TILE, offset: tuple[int, int
             if valid is not None and not valid[r:r + TILE, c:c + TILE].all():
                 continue
             tiles.append(image[:, r:r + TILE, c:c + TILE])
-            x0, y0 = transform * (c, r)
-            x1, y1 = transform * (c + TILE, r + TILE)
+            x0, y0 = corner(transform, r, c)
+            x1, y1 = corner(transform, r + TILE, c + TILE)
             boxes.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
     return np.ascontiguousarray(np.stack(tiles)), np.array(boxes)
 
@@ -75,7 +90,7 @@ def reprojected(image: np.ndarray, transform, crs) -> tuple[np.ndarray, object, 
     from rasterio.warp import Resampling, calculate_default_transform, reproject
 
     _, h, w = image.shape
-    bounds = (*(transform * (0, h)), *(transform * (w, 0)))
+    bounds = (*corner(transform, h, 0), *corner(transform, 0, w))
     dst_transform, dw, dh = calculate_default_transform(crs, "EPSG:3031", w, h, *bounds)
     out = np.zeros((image.shape[0], dh, dw), dtype=np.float32)
     ones = np.zeros((dh, dw), dtype=np.float32)
@@ -115,9 +130,11 @@ def scene(tmp_path_factory):
     torch.set_num_threads(2)
     image, transform, crs = read_window()
     gallery, gallery_boxes = cut(image, transform)
-    shifted, shifted_boxes = cut(image, transform, offset=(TILE // 2, TILE // 2))
+    shifted_sets = [cut(image, transform, offset=offset) for offset in HALF_TILE_SHIFTS]
+    shifted = np.concatenate([tiles for tiles, _ in shifted_sets])
+    shifted_boxes = np.concatenate([boxes for _, boxes in shifted_sets])
     warped, warped_transform, valid = reprojected(image, transform, crs)
-    warped_tiles, warped_boxes_3031 = cut(warped, warped_transform, valid=valid)
+    warped_tiles, warped_boxes_3031 = cut(warped, warped_transform, stride=TILE // 2, valid=valid)
     warped_boxes = gpd.GeoSeries(warped_boxes_3031, crs="EPSG:3031").to_crs(crs).to_numpy()
     # Train on the window at a stride of 16 px: every position of the ground, no pairing given.
     train_tiles, _ = cut(image, transform, stride=16)
@@ -148,20 +165,17 @@ def rates(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray], m
 
 
 @pytest.mark.parametrize("kind", ["shifted", "reprojected"])
-def test_byol_reidentifies_real_ground_better_than_a_random_encoder(scene, kind):
-    """Training must add to what the architecture gives untrained, and be far above chance.
+def test_byol_reidentifies_real_ground_better_than_both_baselines(scene, kind):
+    """Training must add to what the architecture gives untrained and to the tile's band statistics.
 
-    Per-band statistics are measured and printed beside it but not asserted against: on this
-    window they re-identify more tiles than this small, briefly trained encoder (run with ``-s`` to
-    see the rates), because a half-tile shift or a reprojection keeps
-    a tile's band distributions nearly intact while changing its texture layout.
+    Run with ``-s`` to see the rates.
     """
     gallery, queries, model = scene
     tiles, answers = queries[kind]
-    assert len(tiles) >= 50 and all(len(a) >= 1 for a in answers)
+    assert len(tiles) >= 300 and all(len(a) >= 1 for a in answers)
     result = rates(gallery, tiles, answers, model)
     print(f"\nre-identification top-1, {kind} ({len(tiles)} queries, {len(gallery)} gallery tiles): "
           + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
     assert result["byol"] > result["random_encoder"]
-    assert result["byol"] > 5 * result["chance"]
+    assert result["byol"] > result["band_statistics"]
     assert result["band_statistics"] > 5 * result["chance"]  # the baseline is a working one
