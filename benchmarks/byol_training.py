@@ -200,6 +200,16 @@ def interleaved(a: Iterator, b: Iterator, count: int) -> tuple[float, float, lis
     return seconds[0], seconds[1], values[0], values[1]
 
 
+def dropped(batches: Iterator) -> Iterator[None]:
+    """Make each batch and free it before the next, as a training step does with its views.
+
+    Kept batches would make every new one fault in fresh pages, a cost no training loop pays.
+    """
+    for batch in batches:
+        del batch
+        yield None
+
+
 # --- the three measurements -----------------------------------------------------------------------
 
 
@@ -218,7 +228,7 @@ def augmentation_rates(tiles: torch.Tensor, settings: EncoderSettings, batches: 
         for epoch in itertools.count():  # epoch after epoch, as training would
             yield from reference_loader(tiles, batch, epoch)
 
-    a, b = ours(), reference()
+    a, b = dropped(ours()), dropped(reference())
     for _ in range(warmup):  # untimed, on both sides: first-call set-up, heap growth, loader iterator
         next(a), next(b)
     t_ours, t_ref, _, _ = interleaved(a, b, batches)
