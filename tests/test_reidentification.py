@@ -1,16 +1,20 @@
 """Re-identification on a real scene: a tile's nearest neighbour should be the ground it covers.
 
-Tiles are cut from a window of the Paraná Landsat 8 scene (B2-B4: reservoir shoreline, fields,
-forest, town) on a 32 px grid (the gallery). Queries are cut from the same window shifted by half a
-tile (down, across and both), and on a 16 px grid from a copy of the window reprojected to
-EPSG:3031, which turns the ground by about 53°. For each query, the right answer is the gallery tile
-it overlaps most (ties all count). A representation that describes the ground rather than the exact
-pixel grid finds it by cosine similarity; the test compares a small BYOL encoder trained on the
-window against per-band statistics and a random encoder of the same shape.
+Three 384 px windows of the Paraná Landsat 8 scene (B2-B4: reservoir shoreline, fields, forest,
+town) are each cut on a 32 px grid (the gallery). Queries are cut from the same window shifted by
+half a tile (down, across and both), and on a 16 px grid from a copy of the window reprojected to
+EPSG:3031, which turns the ground by about 53°. For each query, the right answer is the gallery
+tile it overlaps most (ties all count). A representation that describes the ground rather than
+the exact pixel grid finds it by cosine similarity; the test compares a small BYOL encoder trained
+on each window against a random encoder of the same shape and prints per-band statistics beside
+them.
 
 Every half-tile offset and every 16 px position of the reprojected copy is used: with the 121
-diagonal shifts alone, two trainings of one configuration that differ only in seed re-identify
-0.372 and 0.438 of them, a spread wider than the gaps between the representations.
+diagonal shifts of one window alone, two trainings that differ only in seed re-identify 0.372 and
+0.438 of them, a spread wider than the gaps between the representations.
+
+BYOL beats band statistics on the first window (the one the test began with) but not on the other
+two (docs/evaluation.md): only what holds on all three is asserted.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ DATA = Path(os.environ.get("OUTCROP_SHARED_DATA", Path(__file__).resolve().paren
 SCENE = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"
 BANDS = {"blue": "B2", "green": "B3", "red": "B4"}
 TILE = 32
-WINDOW = (700, 700, 384, 384)  # row, col, height, width: inside the scene, away from its nodata collar
+# row, col, height, width: inside the scene, away from its nodata collar; the first is the shoreline
+WINDOWS = ((700, 700, 384, 384), (1200, 300, 384, 384), (1300, 1500, 384, 384))
 # No band jitter: gallery and queries come from one scene, so they share its illumination and
 # atmosphere, the differences the jitter stands for; a same-scene encoder should keep the spectrum,
 # which the product's strong default jitter (made for texture across scenes) trades away
@@ -43,12 +48,12 @@ HALF_TILE_SHIFTS = ((TILE // 2, TILE // 2), (TILE // 2, 0), (0, TILE // 2))
 pytestmark = pytest.mark.skipif(not SCENE.exists(), reason=f"real scene not found at {SCENE}")
 
 
-def read_window() -> tuple[np.ndarray, object, object]:
+def read_window(window: tuple[int, int, int, int]) -> tuple[np.ndarray, object, object]:
     """The window's bands as float32 reflectance-like values, its transform and CRS."""
     import rasterio
     from rasterio.windows import Window
 
-    row, col, h, w = WINDOW
+    row, col, h, w = window
     bands = []
     for name in BANDS.values():
         with rasterio.open(next(SCENE.glob(f"*_{name}.TIF"))) as src:
@@ -121,14 +126,15 @@ def statistics_vectors(gallery: np.ndarray, queries: np.ndarray) -> tuple[np.nda
     return feats[:len(gallery)], feats[len(gallery):]
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    """Gallery tiles, two query sets with their answers, and a BYOL encoder trained on the window."""
+@pytest.fixture(scope="module", params=WINDOWS, ids=lambda w: f"window{w[0]}x{w[1]}")
+def scene(request, tmp_path_factory):
+    """Gallery tiles, two query sets with their answers, a BYOL encoder trained on the window, and
+    the window's (row, col)."""
     import geopandas as gpd
     import pandas as pd
 
     torch.set_num_threads(2)
-    image, transform, crs = read_window()
+    image, transform, crs = read_window(request.param)
     gallery, gallery_boxes = cut(image, transform)
     shifted_sets = [cut(image, transform, offset=offset) for offset in HALF_TILE_SHIFTS]
     shifted = np.concatenate([tiles for tiles, _ in shifted_sets])
@@ -149,7 +155,7 @@ def scene(tmp_path_factory):
         "shifted": (shifted, best_matches(shifted_boxes, gallery_boxes)),
         "reprojected": (warped_tiles, best_matches(warped_boxes, gallery_boxes)),
     }
-    return gallery, queries, model
+    return gallery, queries, model, request.param[:2]
 
 
 def rates(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray], model: Path) -> dict[str, float]:
@@ -165,17 +171,18 @@ def rates(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray], m
 
 
 @pytest.mark.parametrize("kind", ["shifted", "reprojected"])
-def test_byol_reidentifies_real_ground_better_than_both_baselines(scene, kind):
-    """Training must add to what the architecture gives untrained and to the tile's band statistics.
+def test_byol_reidentifies_real_ground_better_than_a_random_encoder(scene, kind):
+    """Training must add to what the architecture gives untrained, and be far above chance.
 
-    Run with ``-s`` to see the rates.
+    Band statistics are measured and printed beside it (run with ``-s`` to see the rates) but not
+    asserted against: they beat this small, briefly trained encoder on two windows of three.
     """
-    gallery, queries, model = scene
+    gallery, queries, model, corner_px = scene
     tiles, answers = queries[kind]
     assert len(tiles) >= 300 and all(len(a) >= 1 for a in answers)
     result = rates(gallery, tiles, answers, model)
-    print(f"\nre-identification top-1, {kind} ({len(tiles)} queries, {len(gallery)} gallery tiles): "
+    print(f"\nre-identification top-1, window at {corner_px}, {kind} ({len(tiles)} queries, {len(gallery)} gallery tiles): "
           + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
     assert result["byol"] > result["random_encoder"]
-    assert result["byol"] > result["band_statistics"]
+    assert result["byol"] > 5 * result["chance"]
     assert result["band_statistics"] > 5 * result["chance"]  # the baseline is a working one
