@@ -82,6 +82,9 @@ def reference_view(size: int, view: ViewSettings) -> Callable[[torch.Tensor], to
     """One view's per-sample transform with the same settings as outcrop's view."""
     from torchvision.transforms import v2
 
+    if view.translate:
+        raise ValueError("the reference recipe has no mirrored translation: benchmark with translate 0")
+
     return v2.Compose([
         v2.RandomResizedCrop(size, scale=view.crop_scale, ratio=view.crop_ratio, antialias=False),
         v2.RandomHorizontalFlip(),

@@ -69,6 +69,32 @@ def test_crop_zooms_into_the_tile():
     assert float(span[0, 0, 0]) == pytest.approx(0.5 * float(ramp[0, 0, 0, -1] - ramp[0, 0, 0, 0]), rel=0.05)
 
 
+def test_translated_crop_mirrors_the_ground_past_the_edges():
+    # A whole-tile window moved 4 px past the left edge: the first four columns are the tile's first
+    # four mirrored (3, 2, 1, 0), the rest its columns 0.. in order.
+    from outcrop.augment import _interpolation_matrices
+
+    size = 12
+    signal = torch.arange(size, dtype=torch.float32)
+    for start, expected in ((-4.0, [3, 2, 1, 0, *range(size - 4)]),
+                            (4.0, [*range(4, size), 11, 10, 9, 8])):
+        m = _interpolation_matrices(torch.tensor([start]), torch.tensor([float(size)]), size)
+        torch.testing.assert_close(m[0] @ signal, torch.tensor(expected, dtype=torch.float32), rtol=0, atol=1e-5)
+
+
+def test_translation_moves_the_views_and_keeps_to_the_tiles_values():
+    x = _tiles(n=64)
+    still = ViewSettings(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, rotate90=False)
+    moved = ViewSettings(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, rotate90=False, translate=0.5)
+    a, b = crop_flip_rotate(x, still, _gen()), crop_flip_rotate(x, moved, _gen())
+    torch.testing.assert_close(a, x, rtol=0, atol=1e-5)
+    assert float((b - x).abs().amax(dim=(1, 2, 3)).min()) > 1e-3  # every view has moved
+    lo, hi = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+    assert torch.all(b >= lo - 1e-5) and torch.all(b <= hi + 1e-5)  # bilinear mixes of its own pixels
+    with pytest.raises(OutcropError, match="translate"):
+        ViewSettings.from_dict({"translate": 1.5})
+
+
 def test_band_jitter_is_per_band_and_bounded():
     x = _tiles(n=64, c=6)
     view = ViewSettings(jitter_p=1.0, brightness=0.2, contrast=0.3)

@@ -3,8 +3,10 @@
 BYOL learns what stays the same between two random views of a tile, so the augmentations decide
 what the encoder ignores. RGB colour jitter, greyscale and solarisation assume three visible bands;
 here every transform treats a band as just a channel: a random resized crop with flips and 90-degree
-rotations (ground has no up), small per-band gain and offset changes (illumination, atmosphere,
-sensor differences), Gaussian blur (resolution), noise, and optionally dropping whole bands.
+rotations (ground has no up), optionally reaching past the tile's edges with the ground mirrored
+there (the tile grid is arbitrary), small per-band gain and offset changes (illumination,
+atmosphere, sensor differences), Gaussian blur (resolution), noise, and optionally dropping whole
+bands.
 
 Tiles arrive already normalised per band (zero mean, unit variance over the training set), so
 offsets and noise are in units of a band's standard deviation. All randomness is drawn from an
@@ -35,6 +37,7 @@ class ViewSettings:
 
     crop_scale: tuple[float, float] = (0.4, 1.0)  # area fraction of the tile kept by the crop
     crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)  # aspect ratio range of the crop
+    translate: float = 0.0  # the crop may reach past each edge by up to this share of the tile (mirrored)
     flip: bool = True  # random horizontal flip
     rotate90: bool = True  # random multiple of 90 degrees
     jitter_p: float = 0.8  # probability of per-band gain/offset jitter
@@ -84,6 +87,8 @@ class ViewSettings:
         for name in ("jitter_p", "blur_p", "noise_p", "band_dropout_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise OutcropError(f"{where}.{name}: a probability must lie in [0, 1]")
+        if not 0 <= self.translate <= 1:
+            raise OutcropError(f"{where}.translate: a share of the tile must lie in [0, 1], got {self.translate}")
         for name in ("brightness", "contrast", "noise_std"):
             if getattr(self, name) < 0:
                 raise OutcropError(f"{where}.{name}: must not be negative")
@@ -104,8 +109,10 @@ def _interpolation_matrices(start: torch.Tensor, length: torch.Tensor, size: int
     """(n, size, size) float32 matrices resampling a 1-D signal of ``size`` px onto ``size`` pixels.
 
     Output pixel i samples the input at ``start + (i + 0.5) * length / size - 0.5`` (pixel centres,
-    as ``grid_sample`` with ``align_corners=False``), bilinearly, clamped to the signal's ends;
-    where ``reverse`` is set, output pixel i takes the place of pixel ``size - 1 - i`` (a flip).
+    as ``grid_sample`` with ``align_corners=False``), bilinearly; a position past an end is mirrored
+    about that end's pixel edge (the edge pixel repeated), so a window that reaches up to one tile
+    beyond the signal sees the ground continued as in a mirror; where ``reverse`` is set, output
+    pixel i takes the place of pixel ``size - 1 - i`` (a flip).
     Positions are worked out in float64, so crops land on the same pixels on every platform.
     """
     n = start.shape[0]
@@ -113,7 +120,9 @@ def _interpolation_matrices(start: torch.Tensor, length: torch.Tensor, size: int
     if reverse is not None:
         index = torch.where(reverse[:, None], size - 1 - index[None], index[None])
     centres = (index + 0.5) / size
-    pos = (start.double()[:, None] + centres * length.double()[:, None] - 0.5).clamp(0, size - 1)
+    pos = start.double()[:, None] + centres * length.double()[:, None] - 0.5
+    pos = torch.where(pos < -0.5, -1 - pos, pos)
+    pos = torch.where(pos > size - 0.5, 2 * size - 1 - pos, pos).clamp(0, size - 1)
     pos = pos.expand(n, size)
     left = pos.floor().clamp(max=max(size - 2, 0))
     frac = (pos - left).float()
@@ -191,7 +200,8 @@ def _crop_geometry(n: int, size: int, view: ViewSettings, gen: torch.Generator) 
 
     Bilinear resizing of an axis-aligned crop is separable, so it is one matrix per axis; flips
     reverse a matrix's rows, and a quarter turn is a flip plus a transpose. The crop's area share and
-    log aspect ratio are uniform in their ranges and it lies wholly inside the tile.
+    log aspect ratio are uniform in their ranges and it lies wholly inside the tile, unless
+    ``translate`` moves it by up to that share of the tile along each axis, past the edges.
     """
     area = _uniform(n, *view.crop_scale, gen).double()
     ratio = torch.exp(_uniform(n, math.log(view.crop_ratio[0]), math.log(view.crop_ratio[1]), gen)).double()
@@ -199,6 +209,9 @@ def _crop_geometry(n: int, size: int, view: ViewSettings, gen: torch.Generator) 
     height = torch.sqrt(area / ratio).clamp(max=1.0) * size
     left = torch.rand(n, generator=gen).double() * (size - width)
     top = torch.rand(n, generator=gen).double() * (size - height)
+    if view.translate > 0:  # drawn only when asked, so runs without it keep their random stream
+        shift = (2 * torch.rand((n, 2), generator=gen).double() - 1) * view.translate * size
+        left, top = left + shift[:, 0], top + shift[:, 1]
     flip = _bernoulli((n,), 0.5, gen) if view.flip else torch.zeros(n, dtype=torch.bool)
     k = torch.randint(0, 4, (n,), generator=gen) if view.rotate90 else torch.zeros(n, dtype=torch.long)
     # torch.rot90 by k of a view Z: k=1 flips columns then transposes, k=2 flips both, k=3 flips rows
