@@ -13,8 +13,9 @@ Every half-tile offset and every 16 px position of the reprojected copy is used:
 diagonal shifts of one window alone, two trainings that differ only in seed re-identify 0.372 and
 0.438 of them, a spread wider than the gaps between the representations.
 
-BYOL beats band statistics on the first window (the one the test began with) but not on the other
-two (docs/evaluation.md): only what holds on all three is asserted.
+The encoder trains as one would to re-find ground within a scene (see SETTINGS). With the
+product's defaults it falls below band statistics, and trained briefly without translation it
+beats them on the first window only (docs/evaluation.md has the figures).
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ BANDS = {"blue": "B2", "green": "B3", "red": "B4"}
 TILE = 32
 # row, col, height, width: inside the scene, away from its nodata collar; the first is the shoreline
 WINDOWS = ((700, 700, 384, 384), (1200, 300, 384, 384), (1300, 1500, 384, 384))
-# No band jitter: gallery and queries come from one scene, so they share its illumination and
-# atmosphere, the differences the jitter stands for; a same-scene encoder should keep the spectrum,
-# which the product's strong default jitter (made for texture across scenes) trades away
-# (docs/evaluation.md has the figures of both).
-NO_JITTER = {f"view{v}.jitter_p": 0.0 for v in (1, 2)}
-SETTINGS = {"epochs": 8, "batch_size": 64, "warmup_epochs": 1.0, "lr": 2e-3, "embedding_dim": 64,
-            "hidden_dim": 256, "projection_dim": 64, "log_every": 1000, **NO_JITTER}
+# The settings for re-finding ground within one scene. No band jitter: gallery and queries share
+# the scene's illumination and atmosphere, the differences the jitter stands for, and the spectrum
+# is the cue (the product's strong default jitter, made for texture across scenes, trades it away).
+# Crops that reach half a tile past the edges (mirrored): the tile grid is arbitrary, and a query
+# cut half a tile off the gallery's grid is exactly that. 64 epochs: about a minute per window.
+SAME_SCENE = {f"view{v}.{k}": value for v in (1, 2) for k, value in (("jitter_p", 0.0), ("translate", 0.5))}
+SETTINGS = {"epochs": 64, "batch_size": 64, "warmup_epochs": 1.0, "lr": 2e-3, "embedding_dim": 64,
+            "hidden_dim": 256, "projection_dim": 64, "log_every": 1000, **SAME_SCENE}
 HALF_TILE_SHIFTS = ((TILE // 2, TILE // 2), (TILE // 2, 0), (0, TILE // 2))
 
 pytestmark = pytest.mark.skipif(not SCENE.exists(), reason=f"real scene not found at {SCENE}")
@@ -171,18 +173,17 @@ def rates(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray], m
 
 
 @pytest.mark.parametrize("kind", ["shifted", "reprojected"])
-def test_byol_reidentifies_real_ground_better_than_a_random_encoder(scene, kind):
-    """Training must add to what the architecture gives untrained, and be far above chance.
+def test_byol_reidentifies_real_ground_better_than_both_baselines(scene, kind):
+    """Training must add to what the architecture gives untrained and to the tile's band statistics.
 
-    Band statistics are measured and printed beside it (run with ``-s`` to see the rates) but not
-    asserted against: they beat this small, briefly trained encoder on two windows of three.
+    Run with ``-s`` to see the rates.
     """
     gallery, queries, model, corner_px = scene
     tiles, answers = queries[kind]
     assert len(tiles) >= 300 and all(len(a) >= 1 for a in answers)
     result = rates(gallery, tiles, answers, model)
-    print(f"\nre-identification top-1, window at {corner_px}, {kind} ({len(tiles)} queries, {len(gallery)} gallery tiles): "
-          + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
+    print(f"\nre-identification top-1, window at {corner_px}, {kind} ({len(tiles)} queries, {len(gallery)} "
+          "gallery tiles): " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
     assert result["byol"] > result["random_encoder"]
-    assert result["byol"] > 5 * result["chance"]
+    assert result["byol"] > result["band_statistics"]
     assert result["band_statistics"] > 5 * result["chance"]  # the baseline is a working one
