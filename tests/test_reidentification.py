@@ -10,8 +10,8 @@ on each window against a random encoder of the same shape and prints per-band st
 them.
 
 Every half-tile offset and every 16 px position of the reprojected copy is used: with the 121
-diagonal shifts of one window alone, two trainings that differ only in seed re-identify 0.372 and
-0.438 of them, a spread wider than the gaps between the representations.
+diagonal shifts of one window alone, two 8-epoch trainings that differ only in seed re-identify
+0.372 and 0.438 of them, a spread wider than the gaps between the representations.
 
 The encoder trains as one would to re-find ground within a scene (see SETTINGS). With the
 product's defaults it falls below band statistics, and trained briefly without translation it
