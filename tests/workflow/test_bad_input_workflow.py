@@ -124,7 +124,7 @@ def test_a_bad_scene_fails_alone_and_keeps_the_good_ones(tmp_path):
     assert proc.returncode != 0
     assert (tmp_path / "results/prepared/good.tif").exists()
     assert not (tmp_path / "results/prepared/bad.tif").exists()
-    log = (tmp_path / "logs/prepare/bad.log").read_text().strip().splitlines()
+    log = (tmp_path / "results/logs/prepare/bad.log").read_text().strip().splitlines()
     assert len(log) == 1 and log[0].startswith(f"outcrop prepare: error: {bad}: cannot read")
     assert not list((tmp_path / "results").rglob(".*tmp*"))
 

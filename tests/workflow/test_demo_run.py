@@ -26,7 +26,7 @@ def test_every_output_exists(demo_run):
     missing = [p for p in expected if not (r / p).is_file() or (r / p).stat().st_size == 0]
     assert missing == []
     for rule in ("prepare", "tiles", "embed"):
-        assert sorted(p.stem for p in (demo_run / "logs" / rule).glob("*.log")) == SCENES
+        assert sorted(p.stem for p in (demo_run / "results" / "logs" / rule).glob("*.log")) == SCENES
 
 
 def test_tile_tables_and_arrays_agree(demo_run):

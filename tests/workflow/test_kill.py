@@ -57,15 +57,15 @@ class Stage:
 
 
 STAGES = [
-    Stage("prepare", _log_says("logs/prepare/demo_1.log", " <- "), f"{R}/prepared/demo_1.tif",
+    Stage("prepare", _log_says(f"{R}/logs/prepare/demo_1.log", " <- "), f"{R}/prepared/demo_1.tif",
           "the first band has been read onto the grid; six more and the COG write remain"),
-    Stage("tiles", _log_says("logs/tiles/demo_1.log", "cutting"), f"{R}/tiles/demo_1.npy",
+    Stage("tiles", _log_says(f"{R}/logs/tiles/demo_1.log", "cutting"), f"{R}/tiles/demo_1.npy",
           "tiles are being written into the memory-mapped array"),
     Stage("train", _exists(f"{R}/model/checkpoint.pt"), f"{R}/model/encoder.pt",
           "the first epoch is checkpointed; two more epochs remain"),
-    Stage("embed", _log_says("logs/embed/demo_1.log", "embedding "), f"{R}/embeddings/demo_1.npy",
+    Stage("embed", _log_says(f"{R}/logs/embed/demo_1.log", "embedding "), f"{R}/embeddings/demo_1.npy",
           "the encoder is loaded and tiles are going through it"),
-    Stage("index", _exists("logs/index.log"), f"{R}/index/tiles.faiss",
+    Stage("index", _exists(f"{R}/logs/index.log"), f"{R}/index/tiles.faiss",
           "the job has started (on tiny data its work takes milliseconds, too short to aim inside)"),
 ]
 
@@ -132,7 +132,7 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory) -> KilledRun:
     for stage in STAGES:
         run.kills[stage.name] = kill_when(workdir, stage)
         if stage.name == "embed":  # the run killed here finished the training killed before
-            run.kills["train"].train_log = (workdir / "logs/train_encoder.log").read_text()
+            run.kills["train"].train_log = (workdir / R / "logs/train_encoder.log").read_text()
         snakemake(workdir, "--unlock")
     final = snakemake(workdir, "--cores", CORES, "--rerun-incomplete", TARGET)
     run.final_log = final.stdout + final.stderr

@@ -27,7 +27,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.geo import infer_layout, scene_rasters
 from outcrop.index import load_index, normalise_rows, table_vectors
-from outcrop.io import atomic_path, write_cog, write_geodataframe
+from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
 
 SCORE_BATCH = 1 << 16
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
@@ -65,7 +65,7 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
         gdf = gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs="EPSG:4326")
     else:
         try:
-            gdf = gpd.read_file(path, engine="pyogrio")
+            gdf = read_vector(path)
         except Exception as exc:
             raise OutcropError(f"{path}: not a readable vector file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
         if not isinstance(gdf, gpd.GeoDataFrame) or "geometry" not in gdf or gdf.geometry.isna().all():

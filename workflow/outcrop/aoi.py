@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from outcrop import OutcropError
+from outcrop.io import read_vector
 
 
 def aoi_geometry(path: str | Path, crs: str, buffer_km: float = 0.0) -> Any:
@@ -37,7 +38,7 @@ def aoi_geometry(path: str | Path, crs: str, buffer_km: float = 0.0) -> Any:
     if target.is_geographic:
         raise OutcropError(f"{path}: the run CRS {crs} is geographic; buffers need a projected CRS in metres")
     try:
-        gdf = gpd.read_file(path, engine="pyogrio")
+        gdf = read_vector(path)
     except Exception as exc:  # pyogrio raises DataSourceError and friends
         raise OutcropError(f"{path}: cannot read AOI file ({str(exc).splitlines()[0][:200]})") from None
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]

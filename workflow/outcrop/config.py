@@ -7,6 +7,7 @@ Snakefile calls it before any job is scheduled.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,40 @@ def validate_config(config: dict[str, Any], source: str = "config", schema_path:
         # Every output path is results/..., so an empty results would write at the file-system root.
         raise OutcropError(f"{source}: results: {config['results']!r} names no folder; give the folder "
                            "that receives the run's outputs")
+    _refuse_wildcard_braces(config, source)
     return config
+
+
+# Keys whose values become file paths in the job graph. Snakemake reads `{...}` in a path as a
+# wildcard, so a brace there would silently change which files a rule makes or reads.
+_PATH_KEYS = (("results",), ("scenes",), ("deposits",), ("negatives",), ("aoi", "path"))
+
+
+def _refuse_wildcard_braces(config: dict[str, Any], source: str) -> None:
+    for keys in _PATH_KEYS:
+        value: Any = config
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, str) and ("{" in value or "}" in value):
+            raise OutcropError(f"{source}: {'.'.join(keys)}: {value!r}: a path may not contain '{{' or '}}' "
+                               "(Snakemake would read them as wildcards); rename the file or folder")
+
+
+def canonical_results(results: str, source: str = "config: results") -> str:
+    """The results folder spelled one way, whatever way the user wrote it.
+
+    Snakemake's lock compares output paths as text: `./results`, `results/` and the absolute path of
+    the same folder would each take a lock of their own, and two runs would write one folder at once.
+    A folder inside the working directory is given relative to it, any other as an absolute path.
+    """
+    text = str(results)
+    if not text.strip().strip("/"):
+        raise OutcropError(f"{source}: {text!r} names no folder; give the folder that receives the run's outputs")
+    absolute = os.path.normpath(os.path.abspath(text))
+    relative = os.path.relpath(absolute, os.getcwd())
+    if relative == os.curdir or relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return absolute
+    return relative
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

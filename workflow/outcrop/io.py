@@ -40,7 +40,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
+    tmp = final.with_name(f".{_temporary_stem(final)}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
     try:
         yield tmp
         os.replace(tmp, final)
@@ -50,19 +50,39 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+def _temporary_stem(final: Path) -> str:
+    """The stem of ``final``'s temporaries: without `;`, which GDAL's vector writers (through pyogrio,
+    see :func:`read_vector`) take for the end of the name."""
+    return final.stem.replace(";", "_")
+
+
 def _remove_stale_temporaries(final: Path) -> None:
     """Delete temporaries of ``final`` left by killed writers (with any staging suffix of theirs).
 
     Once ``final`` is written, they are garbage: no two jobs write the same file, so none of them
     belongs to a writer still at work. Without this a run killed again and again would pile them up.
     """
-    prefix = f".{final.stem}."
+    prefix = f".{_temporary_stem(final)}."
     pattern = re.compile(rf"{re.escape(prefix)}[0-9a-f]{{8}}\.tmp{re.escape(final.suffix)}(\..*)?")
     with os.scandir(final.parent) as entries:
         stale = [e.path for e in entries if e.name.startswith(prefix) and pattern.fullmatch(e.name)]
     for name in stale:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
+
+
+def read_vector(path: str | os.PathLike[str]) -> Any:
+    """A vector file (GeoPackage, GeoJSON, Shapefile, ...) as a GeoDataFrame, whatever its name holds.
+
+    pyogrio parses a path as a URL first, and a URL's last segment drops everything after a `;`
+    (`a;b.gpkg` opens `a`). A file whose name has one is read from its bytes instead.
+    """
+    import geopandas as gpd
+
+    if ";" in os.fspath(path):
+        with open(path, "rb") as fh:
+            return gpd.read_file(fh.read(), engine="pyogrio")
+    return gpd.read_file(path, engine="pyogrio")
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

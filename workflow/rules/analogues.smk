@@ -18,12 +18,12 @@ rule analogues:
         exclusion_km=config["analogues"]["exclusion_km"],
         top=config["analogues"]["top"],
         site_overlap=config["analogues"]["site_overlap"],
-        negatives=lambda wc, input: f"--negatives {shlex.quote(input.negatives)}" if input.negatives else "",
+        negatives=lambda wc, input: optional("--negatives", input.negatives),
         similarity_dir=lambda wc, output: output.similarity,
     log:
-        "logs/analogues.log",
+        f"{LOGS}/analogues.log",
     benchmark:
-        "logs/benchmarks/analogues.tsv"
+        f"{LOGS}/benchmarks/analogues.tsv"
     threads: 2
     resources:
         mem_mb=8000,
@@ -31,11 +31,11 @@ rule analogues:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "outcrop analogues --index {input.index} --index-table {input.index_table}"
-        " --embeddings {input.embeddings} --prepared {input.prepared} --deposits {input.deposits:q}"
-        " {params.negatives} --buffer-m {params.buffer_m} --exclusion-km {params.exclusion_km}"
-        " --top {params.top} --site-overlap {params.site_overlap} --threads {threads} --out-gpkg {output.gpkg} --out-csv {output.csv}"
-        " --similarity-dir {params.similarity_dir} > {log} 2>&1"
+        "outcrop analogues --index {input.index:q} --index-table {input.index_table:q}"
+        " --embeddings {input.embeddings:q} --prepared {input.prepared:q} --deposits {input.deposits:q}"
+        " {params.negatives:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
+        " --top {params.top:q} --site-overlap {params.site_overlap:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-csv {output.csv:q}"
+        " --similarity-dir {params.similarity_dir:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -53,16 +53,16 @@ rule evaluate:
         report(f"{R}/metrics.json", caption="../report/metrics.rst", category="Metrics", subcategory="demo scores"),
     params:
         results=lambda wc, output: os.path.dirname(output[0]) or ".",
-        scenes=" ".join(SCENES),
+        scenes=SCENES,
         buffer_m=config["analogues"]["buffer_m"],
         exclusion_km=config["analogues"]["exclusion_km"],
-        recall_k=" ".join(str(k) for k in config["evaluate"]["recall_k"]),
+        recall_k=config["evaluate"]["recall_k"],
         site_overlap=config["analogues"]["site_overlap"],
         seed=config["clusters"]["seed"],
     log:
-        "logs/evaluate.log",
+        f"{LOGS}/evaluate.log",
     benchmark:
-        "logs/benchmarks/evaluate.tsv"
+        f"{LOGS}/benchmarks/evaluate.tsv"
     threads: 2
     resources:
         mem_mb=4000,
@@ -70,6 +70,6 @@ rule evaluate:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "outcrop evaluate --results {params.results} --scenes {params.scenes} --truth-deposits {input.hidden}"
-        " --deposits {input.deposits} --buffer-m {params.buffer_m} --exclusion-km {params.exclusion_km}"
-        " --recall-k {params.recall_k} --site-overlap {params.site_overlap} --seed {params.seed} --model {input.model} --threads {threads} --out {output} > {log} 2>&1"
+        "outcrop evaluate --results {params.results:q} --scenes {params.scenes:q} --truth-deposits {input.hidden:q}"
+        " --deposits {input.deposits:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
+        " --recall-k {params.recall_k:q} --site-overlap {params.site_overlap:q} --seed {params.seed:q} --model {input.model:q} --threads {threads} --out {output:q} > {log:q} 2>&1"

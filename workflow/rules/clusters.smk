@@ -27,15 +27,15 @@ rule clusters:
             f"{R}/clusters/exemplars.png", caption="../report/exemplars.rst", category="Clusters"
         ),
     params:
-        k=" ".join(str(k) for k in config["clusters"]["k"]),
-        cuts=" ".join(str(c) for c in config["clusters"]["cuts"]),
+        k=config["clusters"]["k"],
+        cuts=config["clusters"]["cuts"],
         seed=config["clusters"]["seed"],
         maps_dir=lambda wc, output: output.maps,
         rasters_dir=lambda wc, output: output.rasters,
     log:
-        "logs/clusters.log",
+        f"{LOGS}/clusters.log",
     benchmark:
-        "logs/benchmarks/clusters.tsv"
+        f"{LOGS}/benchmarks/clusters.tsv"
     threads: 8
     resources:
         mem_mb=16000,
@@ -43,8 +43,8 @@ rule clusters:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "outcrop cluster --index-table {input.index_table} --embeddings {input.embeddings}"
-        " --tiles {input.tiles} --prepared {input.prepared} --k {params.k} --cuts {params.cuts}"
-        " --seed {params.seed} --threads {threads} --out-gpkg {output.gpkg} --out-parquet {output.parquet}"
-        " --out-summary {output.summary} --out-dendrogram {output.dendrogram} --out-exemplars {output.exemplars}"
-        " --maps-dir {params.maps_dir} --rasters-dir {params.rasters_dir} > {log} 2>&1"
+        "outcrop cluster --index-table {input.index_table:q} --embeddings {input.embeddings:q}"
+        " --tiles {input.tiles:q} --prepared {input.prepared:q} --k {params.k:q} --cuts {params.cuts:q}"
+        " --seed {params.seed:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-parquet {output.parquet:q}"
+        " --out-summary {output.summary:q} --out-dendrogram {output.dendrogram:q} --out-exemplars {output.exemplars:q}"
+        " --maps-dir {params.maps_dir:q} --rasters-dir {params.rasters_dir:q} > {log:q} 2>&1"

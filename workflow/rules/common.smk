@@ -1,18 +1,20 @@
 # Shared helpers: validated config, the scene table, and paths. Logic lives in the outcrop package.
 import os
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from outcrop import OutcropError
-from outcrop.config import validate_config
+from outcrop.config import canonical_results, validate_config
 from outcrop.sheets import demo_sheet, local_input, read_scene_sheet
 
 
 try:
     validate_config(config, "config")
+    # One spelling per folder: Snakemake's lock compares paths as text, so `./results`,
+    # `results/` and an absolute path to the same folder must all become the same string.
+    R = canonical_results(config["results"], "config: results")
     if config["encoder"]["settings"]:
         # Checked before any job runs; imports torch, so only when settings are given.
         from outcrop.encoder import EncoderSettings
@@ -21,16 +23,18 @@ try:
     if config["scenes"]:
         SHEET = read_scene_sheet(config["scenes"])
     else:
-        SHEET = demo_sheet(config["results"], config["demo"]["scenes"], config["demo"]["train_scenes"])
+        SHEET = demo_sheet(R, config["demo"]["scenes"], config["demo"]["train_scenes"])
 except OutcropError as exc:
     raise WorkflowError(str(exc))
 
-R = config["results"].rstrip("/")
 DEMO = not config["scenes"]
 SCENES = [row["scene"] for row in SHEET]
 TRAIN_SCENES = [row["scene"] for row in SHEET if row["role"] == "train"]
 SCENE_ROWS = {row["scene"]: row for row in SHEET}
 BANDS = ",".join(config["bands"])
+# Every job logs and records its run time inside the run's own folder, so that two runs with
+# different results folders never write each other's logs.
+LOGS = f"{R}/logs"
 DEPOSITS = f"{R}/demo/deposits.gpkg" if DEMO and not config["deposits"] else config["deposits"]
 
 
@@ -38,13 +42,21 @@ wildcard_constraints:
     scene="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
+# Every value in a job's shell command goes in quoted, as `{...:q}`. Snakemake quotes each element
+# of a list on its own, so the helpers below return argument lists, never pre-joined text, and a
+# value from the config, the sheet or a file name arrives as one argument and runs nothing.
+
+
 def cli_sets(option, mapping):
-    """Render a mapping as repeated `--option key=value` arguments, shell-quoted, in key order."""
+    """A mapping as repeated `--option key=value` arguments, in key order."""
     import json
 
-    return " ".join(
-        f"{option} {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in sorted(mapping.items())
-    )
+    return [arg for k, v in sorted(mapping.items()) for arg in (option, f"{k}={json.dumps(v)}")]
+
+
+def optional(option, value):
+    """`[option, value]` when the value is set, else no argument at all."""
+    return [option, str(value)] if value else []
 
 
 def scene_source(wildcards):
@@ -58,7 +70,7 @@ def per_scene(pattern, scenes=None):
 
 def in_folder(folder, suffix):
     """The per-scene files a whole-run job wrote into ``folder``, in scene-sheet order."""
-    return " ".join(shlex.quote(os.path.join(folder, f"{scene}{suffix}")) for scene in SCENES)
+    return [os.path.join(folder, f"{scene}{suffix}") for scene in SCENES]
 
 
 def final_outputs():

@@ -12,9 +12,9 @@ rule embed:
         bands=BANDS,
         device=config["encoder"]["device"],
     log:
-        "logs/embed/{scene}.log",
+        f"{LOGS}/embed/{{scene}}.log",
     benchmark:
-        "logs/benchmarks/embed/{scene}.tsv"
+        f"{LOGS}/benchmarks/embed/{{scene}}.tsv"
     threads: 2
     resources:
         mem_mb=4000,
@@ -23,5 +23,5 @@ rule embed:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "outcrop embed --tiles {input.tiles} --model {input.model} --batch-size {params.batch_size}"
-        " --device {params.device} --bands {params.bands} --threads {threads} --out {output} > {log} 2>&1"
+        "outcrop embed --tiles {input.tiles:q} --model {input.model:q} --batch-size {params.batch_size:q}"
+        " --device {params.device:q} --bands {params.bands:q} --threads {threads} --out {output:q} > {log:q} 2>&1"

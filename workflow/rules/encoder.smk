@@ -20,9 +20,9 @@ rule train_encoder:
         settings=cli_sets("--set", config["encoder"]["settings"]),
         checkpoint=f"{R}/model/checkpoint.pt",
     log:
-        "logs/train_encoder.log",
+        f"{LOGS}/train_encoder.log",
     benchmark:
-        "logs/benchmarks/train_encoder.tsv"
+        f"{LOGS}/benchmarks/train_encoder.tsv"
     threads: 8
     resources:
         mem_mb=8000,
@@ -36,7 +36,7 @@ rule train_encoder:
         "if [ {resources.gpu} -gt 1 ]; then launch='python -m torch.distributed.run --standalone"
         " --nproc_per_node={resources.gpu} --no-python'; else launch=''; fi;"
         " $launch "
-        "outcrop train --tiles {input.tiles} --tables {input.tables} --bands {params.bands}"
-        " --min-rock {params.min_rock} --device {params.device} {params.settings}"
-        " --checkpoint {params.checkpoint} --curve-tsv {output.curve_tsv} --curve-png {output.curve_png}"
-        " --threads {threads} --out {output.model} > {log} 2>&1"
+        "outcrop train --tiles {input.tiles:q} --tables {input.tables:q} --bands {params.bands:q}"
+        " --min-rock {params.min_rock:q} --device {params.device:q} {params.settings:q}"
+        " --checkpoint {params.checkpoint:q} --curve-tsv {output.curve_tsv:q} --curve-png {output.curve_png:q}"
+        " --threads {threads} --out {output.model:q} > {log:q} 2>&1"

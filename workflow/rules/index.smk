@@ -15,9 +15,9 @@ rule index:
         recall_floor=config["index"]["recall_floor"],
         seed=config["index"]["seed"],
     log:
-        "logs/index.log",
+        f"{LOGS}/index.log",
     benchmark:
-        "logs/benchmarks/index.tsv"
+        f"{LOGS}/benchmarks/index.tsv"
     threads: 8
     resources:
         mem_mb=16000,
@@ -25,7 +25,7 @@ rule index:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "outcrop index --embeddings {input.embeddings} --tables {input.tables}"
-        " --min-rock {params.min_rock} --exact-max {params.exact_max} --recall-floor {params.recall_floor}"
-        " --seed {params.seed} --threads {threads} --out-index {output.index} --out-table {output.table}"
-        " --out-info {output.info} > {log} 2>&1"
+        "outcrop index --embeddings {input.embeddings:q} --tables {input.tables:q}"
+        " --min-rock {params.min_rock:q} --exact-max {params.exact_max:q} --recall-floor {params.recall_floor:q}"
+        " --seed {params.seed:q} --threads {threads} --out-index {output.index:q} --out-table {output.table:q}"
+        " --out-info {output.info:q} > {log:q} 2>&1"

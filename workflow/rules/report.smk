@@ -15,13 +15,13 @@ rule quicklook:
         ),
         tif=f"{R}/quicklooks/{{scene}}.tif",
     params:
-        aoi=lambda wc, input: f"--aoi {shlex.quote(input.aoi)}" if input.aoi else "",
+        aoi=lambda wc, input: optional("--aoi", input.aoi),
         buffer_km=config["aoi"]["buffer_km"],
         crs=config["grid"]["crs"],
     log:
-        "logs/quicklook/{scene}.log",
+        f"{LOGS}/quicklook/{{scene}}.log",
     benchmark:
-        "logs/benchmarks/quicklook/{scene}.tsv"
+        f"{LOGS}/benchmarks/quicklook/{{scene}}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -29,9 +29,9 @@ rule quicklook:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop quicklook --prepared {input.prepared} --scene {wildcards.scene} {params.aoi}"
-        " --aoi-buffer-km {params.buffer_km} --crs {params.crs:q}"
-        " --out-png {output.png} --out-tif {output.tif} > {log} 2>&1"
+        "outcrop quicklook --prepared {input.prepared:q} --scene {wildcards.scene:q} {params.aoi:q}"
+        " --aoi-buffer-km {params.buffer_km:q} --crs {params.crs:q}"
+        " --out-png {output.png:q} --out-tif {output.tif:q} > {log:q} 2>&1"
 
 
 rule projection:
@@ -52,9 +52,9 @@ rule projection:
     params:
         seed=config["clusters"]["seed"],
     log:
-        "logs/projection.log",
+        f"{LOGS}/projection.log",
     benchmark:
-        "logs/benchmarks/projection.tsv"
+        f"{LOGS}/benchmarks/projection.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -62,8 +62,8 @@ rule projection:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop projection --labels {input.labels} --embeddings {input.embeddings} --seed {params.seed}"
-        " --out-clusters {output.clusters} --out-surfaces {output.surfaces} > {log} 2>&1"
+        "outcrop projection --labels {input.labels:q} --embeddings {input.embeddings:q} --seed {params.seed:q}"
+        " --out-clusters {output.clusters:q} --out-surfaces {output.surfaces:q} > {log:q} 2>&1"
 
 
 rule cluster_table:
@@ -80,9 +80,9 @@ rule cluster_table:
             subcategory="summary",
         ),
     log:
-        "logs/cluster_table.log",
+        f"{LOGS}/cluster_table.log",
     benchmark:
-        "logs/benchmarks/cluster_table.tsv"
+        f"{LOGS}/benchmarks/cluster_table.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -90,8 +90,8 @@ rule cluster_table:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop cluster-table --labels {input.labels} --summary {input.summary} --embeddings {input.embeddings}"
-        " --tiles {input.tiles} --out {output} > {log} 2>&1"
+        "outcrop cluster-table --labels {input.labels:q} --summary {input.summary:q} --embeddings {input.embeddings:q}"
+        " --tiles {input.tiles:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule analogue_maps:
@@ -111,9 +111,9 @@ rule analogue_maps:
         similarity=lambda wc, input: in_folder(input.similarity, ".tif"),
         out_dir=lambda wc, output: output.maps,
     log:
-        "logs/analogue_maps.log",
+        f"{LOGS}/analogue_maps.log",
     benchmark:
-        "logs/benchmarks/analogue_maps.tsv"
+        f"{LOGS}/benchmarks/analogue_maps.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -121,8 +121,8 @@ rule analogue_maps:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop analogue-maps --similarity {params.similarity} --analogues {input.analogues}"
-        " --deposits {input.deposits:q} --out-dir {params.out_dir} > {log} 2>&1"
+        "outcrop analogue-maps --similarity {params.similarity:q} --analogues {input.analogues:q}"
+        " --deposits {input.deposits:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule webmap:
@@ -138,9 +138,9 @@ rule webmap:
         clusters=lambda wc, input: in_folder(input.clusters, ".tif"),
         similarity=lambda wc, input: in_folder(input.similarity, ".tif"),
     log:
-        "logs/webmap.log",
+        f"{LOGS}/webmap.log",
     benchmark:
-        "logs/benchmarks/webmap.tsv"
+        f"{LOGS}/benchmarks/webmap.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -148,9 +148,9 @@ rule webmap:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop webmap --quicklooks {input.quicklooks} --clusters {params.clusters}"
-        " --similarity {params.similarity} --analogues {input.analogues} --deposits {input.deposits:q}"
-        " --out {output} > {log} 2>&1"
+        "outcrop webmap --quicklooks {input.quicklooks:q} --clusters {params.clusters:q}"
+        " --similarity {params.similarity:q} --analogues {input.analogues:q} --deposits {input.deposits:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -166,11 +166,11 @@ rule report:
         report(f"{R}/summary.html", caption="../report/summary.rst", category="Metrics", subcategory="run summary"),
     params:
         results=lambda wc, output: os.path.dirname(output[0]) or ".",
-        scenes=" ".join(SCENES),
+        scenes=SCENES,
     log:
-        "logs/report.log",
+        f"{LOGS}/report.log",
     benchmark:
-        "logs/benchmarks/report.tsv"
+        f"{LOGS}/benchmarks/report.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -178,4 +178,4 @@ rule report:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop report --results {params.results} --scenes {params.scenes} --out {output} > {log} 2>&1"
+        "outcrop report --results {params.results:q} --scenes {params.scenes:q} --out {output:q} > {log:q} 2>&1"

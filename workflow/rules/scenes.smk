@@ -9,9 +9,9 @@ rule demo_scene:
         size=config["demo"]["size"],
         seed=config["demo"]["seed"],
     log:
-        "logs/demo_scene/{scene}.log",
+        f"{LOGS}/demo_scene/{{scene}}.log",
     benchmark:
-        "logs/benchmarks/demo_scene/{scene}.tsv"
+        f"{LOGS}/benchmarks/demo_scene/{{scene}}.tsv"
     threads: 1
     resources:
         mem_mb=1500,
@@ -21,8 +21,8 @@ rule demo_scene:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "outcrop demo-scene --scene {wildcards.scene} --size {params.size} --seed {params.seed}"
-        " --out {output.scene} --truth {output.truth} > {log} 2>&1"
+        "outcrop demo-scene --scene {wildcards.scene:q} --size {params.size:q} --seed {params.seed:q}"
+        " --out {output.scene:q} --truth {output.truth:q} > {log:q} 2>&1"
 
 
 rule demo_deposits:
@@ -34,9 +34,9 @@ rule demo_deposits:
         size=config["demo"]["size"],
         seed=config["demo"]["seed"],
     log:
-        "logs/demo_deposits.log",
+        f"{LOGS}/demo_deposits.log",
     benchmark:
-        "logs/benchmarks/demo_deposits.tsv"
+        f"{LOGS}/benchmarks/demo_deposits.tsv"
     threads: 1
     resources:
         mem_mb=500,
@@ -44,8 +44,8 @@ rule demo_deposits:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "outcrop demo-deposits --scenes {params.scenes} --size {params.size} --seed {params.seed}"
-        " --out {output.known} --truth {output.hidden} > {log} 2>&1"
+        "outcrop demo-deposits --scenes {params.scenes:q} --size {params.size:q} --seed {params.seed:q}"
+        " --out {output.known:q} --truth {output.hidden:q} > {log:q} 2>&1"
 
 
 rule prepare:
@@ -56,19 +56,19 @@ rule prepare:
     params:
         source=lambda wc: SCENE_ROWS[wc.scene]["source"],
         sensor=lambda wc: SCENE_ROWS[wc.scene]["sensor"],
-        product=lambda wc: " ".join(
-            f"--{opt} {shlex.quote(SCENE_ROWS[wc.scene][key])}"
-            for opt, key in (("declared-bands", "bands"), ("scale", "scale"), ("offset", "offset"))
-            if SCENE_ROWS[wc.scene][key]
-        ),
+        product=lambda wc: [
+            arg
+            for opt, key in (("--declared-bands", "bands"), ("--scale", "scale"), ("--offset", "offset"))
+            for arg in optional(opt, SCENE_ROWS[wc.scene][key])
+        ],
         bands=BANDS,
         crs=config["grid"]["crs"],
         resolution=config["grid"]["resolution"],
         surfaces=cli_sets("--surface", config["surfaces"]),
     log:
-        "logs/prepare/{scene}.log",
+        f"{LOGS}/prepare/{{scene}}.log",
     benchmark:
-        "logs/benchmarks/prepare/{scene}.tsv"
+        f"{LOGS}/benchmarks/prepare/{{scene}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -78,7 +78,7 @@ rule prepare:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "outcrop prepare --source {params.source:q} --sensor {params.sensor} --scene {wildcards.scene}"
-        " --bands {params.bands} --crs {params.crs:q} --resolution {params.resolution}"
-        " {params.product} {params.surfaces}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        "outcrop prepare --source {params.source:q} --sensor {params.sensor:q} --scene {wildcards.scene:q}"
+        " --bands {params.bands:q} --crs {params.crs:q} --resolution {params.resolution:q}"
+        " {params.product:q} {params.surfaces:q}"
+        " --threads {threads} --out {output:q} > {log:q} 2>&1"

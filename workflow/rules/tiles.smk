@@ -12,13 +12,13 @@ rule tiles:
         size=config["tiles"]["size"],
         stride=config["tiles"]["stride"],
         min_valid=config["tiles"]["min_valid"],
-        aoi=lambda wc, input: f"--aoi {shlex.quote(input.aoi)}" if input.aoi else "",
+        aoi=lambda wc, input: optional("--aoi", input.aoi),
         buffer_km=config["aoi"]["buffer_km"],
         crs=config["grid"]["crs"],
     log:
-        "logs/tiles/{scene}.log",
+        f"{LOGS}/tiles/{{scene}}.log",
     benchmark:
-        "logs/benchmarks/tiles/{scene}.tsv"
+        f"{LOGS}/benchmarks/tiles/{{scene}}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -28,7 +28,7 @@ rule tiles:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "outcrop tile --prepared {input.prepared} --scene {wildcards.scene} --size {params.size}"
-        " --stride {params.stride} --min-valid {params.min_valid} {params.aoi}"
-        " --aoi-buffer-km {params.buffer_km} --crs {params.crs:q}"
-        " --out-tiles {output.tiles} --out-table {output.table} > {log} 2>&1"
+        "outcrop tile --prepared {input.prepared:q} --scene {wildcards.scene:q} --size {params.size:q}"
+        " --stride {params.stride:q} --min-valid {params.min_valid:q} {params.aoi:q}"
+        " --aoi-buffer-km {params.buffer_km:q} --crs {params.crs:q}"
+        " --out-tiles {output.tiles:q} --out-table {output.table:q} > {log:q} 2>&1"
