@@ -284,3 +284,42 @@ def test_encoder_separates_textures_that_band_statistics_cannot(tmp_path):
     baseline = _knn_accuracy(stats / np.linalg.norm(stats, axis=1, keepdims=True), labels)
     assert baseline < 0.65  # the two rock types really share their band statistics
     assert learned > baseline + 0.15, (learned, baseline)
+
+
+# --- one writer per checkpoint -------------------------------------------------------------------
+
+
+def test_a_second_trainer_on_one_checkpoint_is_refused_and_deletes_nothing(tmp_path):
+    """Two `outcrop train` on one checkpoint: the second stops with one line, before it writes or deletes.
+
+    Without the lock it would train too, overwrite the first's checkpoint and delete the first's
+    temporaries as stale.
+    """
+    scene = write_scene(tmp_path / "tiles", "a", textures(160)[0])
+    out = tmp_path / "model"
+    first_cmd = _train_command(tmp_path, scene, out) + ["--set", "epochs=400"]
+    first = subprocess.Popen(first_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "checkpoint.pt").exists():
+            assert first.poll() is None, first.stdout.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # A temporary as the first writer leaves while it writes (the name atomic_path gives).
+        in_flight = out / ".encoder.0123abcd.tmp.pt"
+        in_flight.write_bytes(b"the first writer's")
+        second = subprocess.run(_train_command(tmp_path, scene, out), capture_output=True, text=True, timeout=120)
+        assert first.poll() is None, "the first trainer should still be at work"
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2, second.stderr
+        assert len(lines) == 1 and "another process is writing this checkpoint" in lines[0], lines
+        assert str(out / "checkpoint.pt") in lines[0]
+        assert in_flight.read_bytes() == b"the first writer's"
+        assert not (out / "encoder.pt").exists()
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    # The lock dies with its holder, however it dies: the next trainer takes the checkpoint over.
+    resumed = subprocess.run(_train_command(tmp_path, scene, out), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "encoder.pt").exists()

@@ -35,6 +35,7 @@ from outcrop.distributed import (
     synchronise_batchnorm,
 )
 from outcrop.io import atomic_path
+from outcrop.locks import exclusive_writer
 from outcrop.optim import build_optimizer, warmup_cosine
 from outcrop.symmetry import POSES
 from outcrop.training_data import TrainingTiles, band_statistics, open_training_tiles
@@ -321,6 +322,27 @@ def train_byol(
     ranks, dev = join_process_group(resolve_device(device))
     if not ranks.main:
         log = _quiet
+    with exclusive_writer(checkpoint_path, "checkpoint") if ranks.main else contextlib.nullcontext():
+        _train(tile_paths, table_paths, out_path, settings=settings, curve_tsv=curve_tsv, curve_png=curve_png,
+               checkpoint_path=checkpoint_path, min_rock=min_rock, bands=bands, ranks=ranks, dev=dev, log=log)
+
+
+def _train(
+    tile_paths: Sequence[Path],
+    table_paths: Sequence[Path],
+    out_path: Path,
+    *,
+    settings: EncoderSettings,
+    curve_tsv: Path,
+    curve_png: Path,
+    checkpoint_path: Path,
+    min_rock: float,
+    bands: Sequence[str] | None,
+    ranks: Ranks,
+    dev: torch.device,
+    log: Callable[[str], None],
+) -> None:
+    """The body of :func:`train_byol`, run while this rank (rank 0) holds the checkpoint's lock."""
     tiles = open_training_tiles(tile_paths, table_paths, min_rock)
     n = len(tiles)
     channels = tiles.tile_shape[0]
