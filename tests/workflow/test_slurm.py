@@ -1,7 +1,7 @@
 """The tiny demo submitted to a real SLURM cluster gives the same results as a local run.
 
-Needs a running cluster with an idle node (`.ci/slurm-up.sh` starts a one-node one). Without one the
-test fails when the CI environment variable is set and is skipped otherwise.
+Needs a running cluster with an idle node: without one, the `slurm_cluster` fixture starts the
+one-node cluster of `.ci/slurm-up.sh` for the session (tests/services.py) and stops it afterwards.
 
 The run uses workflow/profiles/slurm as shipped, with two changes that only fit its requests to the
 test node: CPU counts and memory are capped at what the node has, and the GPU request is dropped
@@ -11,7 +11,6 @@ requests, retries) is the shipped profile's.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -23,6 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.services import slurm_cluster  # noqa: F401  (the fixture)
 from tests.workflow.conftest import REPO, TINY_CONFIG, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
@@ -54,13 +54,10 @@ def idle_node() -> dict | None:
 
 
 @pytest.fixture(scope="module")
-def node() -> dict:
+def node(slurm_cluster) -> dict:
     found = idle_node()
     if found is None:
-        message = "no SLURM cluster with an idle node here (start one with .ci/slurm-up.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail("the SLURM cluster has no idle node (sinfo -N shows why)")
     return found
 
 

@@ -1,7 +1,8 @@
 """The offline map of a finished tiny run, opened in a real headless Chromium with the network off.
 
-Chromium and its driver come from Debian (``apt-get install chromium chromium-driver``; ``.ci/run``
-installs them). Without them this test fails and says so: a map nobody has opened is not tested.
+Chromium and its driver come from Debian (``apt-get install chromium chromium-driver``); the test
+installs them when they are missing (tests/services.py), and fails, saying so, where it cannot: a map
+nobody has opened is not tested.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from outcrop.webmap import LAYER_NAMES
+from tests.services import chromium_binaries
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_FLAGS = [
@@ -28,11 +30,7 @@ CHROMIUM_FLAGS = [
 
 
 def _browser_binaries() -> tuple[str, str]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.fail("headless Chromium is needed for the map test: apt-get install -y chromium chromium-driver")
-    return chromium, driver
+    return chromium_binaries()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,82 @@
+"""What some tests need besides Python packages: a browser and a SLURM cluster, set up on demand.
+
+`pytest` alone must pass on a fresh machine of the kind the project is tested on (Debian, as root),
+with nothing skipped: the map test installs Debian's Chromium and its driver when they are missing,
+and the SLURM test starts the one-node cluster of `.ci/slurm-up.sh` (installing slurm-wlm and munge
+the same way) and stops it when the session ends. Only tests that need them pay for them, so a run
+of a few unit tests starts nothing. On a machine where they cannot be installed (not root, not
+Debian) the tests fail and say what to install: a map or a cluster nobody tried is not tested.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_UP = REPO / ".ci" / "slurm-up.sh"
+SLURM_DOWN = REPO / ".ci" / "slurm-down.sh"
+
+
+def _apt_install(packages: list[str], why: str) -> None:
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail(f"{why}: install the Debian packages {' '.join(packages)} (needs root and apt-get)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+        if proc.returncode != 0:
+            pytest.fail(f"{why}: `{' '.join(cmd)}` failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+
+def chromium_binaries() -> tuple[str, str]:
+    """Paths of headless Chromium and its driver, installed from Debian when missing."""
+    def found() -> tuple[str | None, str | None]:
+        return shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+
+    chromium, driver = found()
+    if not chromium or not driver:
+        _apt_install(["chromium", "chromium-driver"], "headless Chromium is needed for the map tests")
+        chromium, driver = found()
+    if not chromium or not driver:
+        pytest.fail("headless Chromium is needed for the map tests: apt-get install -y chromium chromium-driver")
+    return chromium, driver
+
+
+def _cluster_answers() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    return proc.returncode == 0 and any(s in proc.stdout for s in ("idle", "mix", "alloc"))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[None]:
+    """A SLURM cluster to submit to: the one already running, or a one-node cluster started here."""
+    if _cluster_answers():
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.fail("the SLURM test needs a running cluster, or root to start one with .ci/slurm-up.sh")
+    folder = os.environ.get("OUTCROP_SLURM_DIR", "/tmp/outcrop-slurm")
+    env = dict(os.environ, OUTCROP_SLURM_DIR=folder)
+    proc = subprocess.run(["bash", str(SLURM_UP)], capture_output=True, text=True, env=env, timeout=1800)
+    conf = os.path.join(folder, "slurm.conf")
+    try:
+        if proc.returncode != 0:
+            pytest.fail(f".ci/slurm-up.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        previous = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = conf
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = previous
+    finally:
+        subprocess.run(["bash", str(SLURM_DOWN)], capture_output=True, text=True, env=env, timeout=120)
