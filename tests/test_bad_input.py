@@ -265,6 +265,29 @@ def test_empty_training_set_after_surface_filtering(tmp_path, capsys):
            "training needs at least 2", capsys=capsys, out_dir=tmp_path)
 
 
+CLOUD = [0.60, 0.58, 0.57, 0.55, 0.55, 0.45, 0.35]  # bright in every band: cloud by the spectral test
+
+
+def test_training_scene_without_usable_tiles(run, tmp_path, capsys):
+    """An all-cloud training scene tiles to an empty table: training uses the other scenes' tiles, and
+    with no other scene it is the clear error of an empty training set."""
+    cloud = np.broadcast_to(np.array(CLOUD)[:, None, None], (len(BANDS), SIZE, SIZE)).copy()
+    scene = write_scene(tmp_path / "cloud.tif", cloud)
+    cli_ok(prepare_args(scene, tmp_path / "cloud_prepared.tif"))
+    tiles, table = tmp_path / "cloud.npy", tmp_path / "cloud.parquet"
+    cli_ok(["tile", "--prepared", tmp_path / "cloud_prepared.tif", "--scene", "cloud", "--size", TILE,
+            "--out-tiles", tiles, "--out-table", table])
+    assert np.load(tiles).shape == (0, len(BANDS), TILE, TILE)
+    cloudy = Run(tmp_path, scene, tmp_path / "cloud_prepared.tif", tiles, table, *[tmp_path / "unused"] * 5)
+    refuse(train_args(cloudy, tmp_path / "model"), "cloud.npy", "0 tile(s) with rock >= 0.0",
+           "training needs at least 2", capsys=capsys, out_dir=tmp_path)
+    both = train_args(cloudy, tmp_path / "model")
+    both[both.index(tiles) + 1:both.index(tiles) + 1] = [run.tiles]
+    both[both.index(table) + 1:both.index(table) + 1] = [run.table]
+    cli_ok(both)
+    assert (tmp_path / "model" / "encoder.pt").is_file()
+
+
 def test_unknown_encoder_setting(run, tmp_path, capsys):
     refuse(train_args(run, tmp_path / "model", "--set", "epoch=3"), "encoder.epoch", "unknown encoder setting",
            capsys=capsys, out_dir=tmp_path)

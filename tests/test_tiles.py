@@ -106,6 +106,46 @@ def test_cloudy_tiles_are_dropped(tmp_path):
     assert n == 2 and (table.col == 0).all()
 
 
+def test_an_all_cloud_scene_gives_an_empty_tile_table_and_array(tmp_path):
+    """No usable tile is not an error: the run goes on with the other scenes, and the log says why."""
+    refl = np.full((4, 48, 48), 0.6, dtype=np.float32)
+    mask = np.full((48, 48), CLOUD, dtype=np.uint8)
+    mask[:4, :4] = ROCK  # a few clear pixels, far from enough for any tile
+    write_prepared(tmp_path / "c.tif", refl, mask, "EPSG:3031", from_origin(0, 0, 30, 30), BANDS)
+    lines: list[str] = []
+    n = tile_scene(tmp_path / "c.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="c",
+                   size=16, stride=8, min_valid=0.9, log=lines.append)
+    assert n == 0
+    tiles = load_npy(tmp_path / "t.npy")
+    assert tiles.shape == (0, 4, 16, 16) and tiles.dtype == np.float32
+    table = read_tile_table(tmp_path / "t.parquet")
+    assert len(table) == 0 and table.crs.to_epsg() == 3031
+    assert table.row.dtype == np.int64 and table.valid.dtype == np.float64
+    assert any("c: no usable tiles" in line and "90%" in line for line in lines), lines
+
+
+def test_a_scene_with_no_usable_tiles_is_named_by_the_summary_and_info(tmp_path):
+    from outcrop.report import run_info, write_summary
+
+    results = tmp_path / "results"
+    (results / "prepared").mkdir(parents=True)
+    refl = np.full((4, 32, 32), 0.6, dtype=np.float32)
+    clear = np.full((32, 32), ROCK, dtype=np.uint8)
+    write_prepared(results / "prepared" / "a.tif", refl, clear, "EPSG:3031", from_origin(0, 0, 30, 30), BANDS)
+    cloud = np.full((32, 32), CLOUD, dtype=np.uint8)
+    write_prepared(results / "prepared" / "c.tif", refl, cloud, "EPSG:3031", from_origin(0, 0, 30, 30), BANDS)
+    half = cloud.copy()
+    half[:, :8] = NODATA
+    write_prepared(results / "prepared" / "h.tif", refl, half, "EPSG:3031", from_origin(0, 0, 30, 30), BANDS)
+    for s in "ach":
+        tile_scene(results / "prepared" / f"{s}.tif", results / "tiles" / f"{s}.npy",
+                   results / "tiles" / f"{s}.parquet", scene_id=s, size=16, stride=16, log=lambda _: None)
+    write_summary(results, ["a", "c", "h"], tmp_path / "summary.html", log=lambda _: None)
+    line = "scenes without usable tiles: c (all cloud), h (75% cloud, 25% nodata)"
+    assert line in (tmp_path / "summary.html").read_text()
+    assert line in run_info(results).splitlines()
+
+
 def test_nodata_pixels_of_kept_tiles_are_filled_with_the_tile_band_mean(tmp_path):
     refl, _ = _prepared(tmp_path / "s.tif")
     tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s",

@@ -78,6 +78,8 @@ def test_outcrop_info_summarises_the_run(demo_run):
         assert re.search(rf"k{k} \(k-means\): {k} clusters, sizes \[", text)
     assert re.search(r"analogues: \d+ ranked; top 5:", text)
     assert "nearest_positive" in text and "map.html" in text
+    assert "without usable tiles" not in text  # every demo scene has tiles
+    assert "without usable tiles" not in (demo_run / "results" / "summary.html").read_text()
 
 
 def test_outcrop_info_on_the_command_line(demo_run):

@@ -60,6 +60,9 @@ def write_summary(results: Path, scenes: Sequence[str], out: Path, log: Callable
     import pandas as pd
 
     parts = ["<h1>outcrop run summary</h1>", f"<p>{len(scenes)} scenes: {html.escape(', '.join(scenes))}</p>"]
+    empty = scenes_without_tiles(results, scenes)
+    if empty:
+        parts.append(f"<p><strong>{html.escape(_without_tiles_line(empty))}</strong></p>")
     metrics_path = results / "metrics.json"
     if metrics_path.exists():
         parts.append(_metrics_section(json.loads(metrics_path.read_text())))
@@ -86,6 +89,56 @@ def write_summary(results: Path, scenes: Sequence[str], out: Path, log: Callable
 
 
 SURFACE_CLASSES = ("rock", "snow_ice", "water", "cloud")
+
+
+def scenes_without_tiles(results: Path, scenes: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """Scenes whose tile table is empty, each with what covers it (``("C", "all cloud")``).
+
+    Such a scene stops nothing (its tiles stage writes an empty table and the run goes on), so the
+    summary and ``outcrop info`` must say that it is absent from the index, clusters and analogues.
+    ``scenes`` defaults to every tile table in the run; a missing or unreadable table is skipped.
+    """
+    import pyarrow.parquet as pq
+
+    folder = Path(results) / "tiles"
+    if scenes is None:
+        scenes = sorted(p.stem for p in folder.glob("*.parquet"))
+    out = []
+    for scene in scenes:
+        try:
+            rows = pq.read_metadata(folder / f"{scene}.parquet").num_rows
+        except Exception:  # not there yet, or broken: other stages say so
+            continue
+        if rows == 0:
+            out.append((scene, _cover(Path(results) / "prepared" / f"{scene}.tif")))
+    return out
+
+
+def _cover(prepared: Path) -> str:
+    """What covers a prepared scene, from its mask band read at a reduced size (overviews)."""
+    import numpy as np
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from outcrop.surfaces import CLOUD, NODATA
+
+    try:
+        with rasterio.open(prepared) as src:
+            step = max(1, max(src.width, src.height) // 512)
+            shape = (max(1, src.height // step), max(1, src.width // step))
+            mask = src.read(src.count, out_shape=shape, resampling=Resampling.nearest)
+    except rasterio.errors.RasterioIOError:
+        return "prepared scene unreadable"
+    cloud, nodata = float(np.mean(mask == CLOUD)), float(np.mean(mask == NODATA))
+    if cloud >= 0.995:
+        return "all cloud"
+    if nodata >= 0.995:
+        return "all nodata"
+    return f"{cloud:.0%} cloud, {nodata:.0%} nodata"
+
+
+def _without_tiles_line(empty: Sequence[tuple[str, str]]) -> str:
+    return "scenes without usable tiles: " + ", ".join(f"{scene} ({why})" for scene, why in empty)
 
 
 def _model_metadata(path: Path) -> dict[str, Any]:
@@ -192,6 +245,9 @@ def run_info(results: Path, top: int = 5) -> str:
         raise OutcropError(f"{results}: no such results folder")
     lines = [f"run: {results}"]
     lines += _tiles_section(results)
+    empty = scenes_without_tiles(results)
+    if empty:
+        lines.append(_without_tiles_line(empty))
     lines += _model_section(results)
     lines += _index_section(results)
     lines += _clusters_section(results)

@@ -62,6 +62,8 @@ def tile_scene(
 
     A tile is kept when at least ``min_valid`` of its pixels hold data (not nodata, not cloud)
     and, given an AOI polygon in the run CRS, its centre lies inside it. Returns the tile count.
+    A scene with no such tile (all cloud, say) gets an empty array and table and a log line, not an
+    error: one cloudy scene must not stop the run for every other scene.
     """
     import geopandas as gpd
     import rasterio
@@ -114,11 +116,12 @@ def tile_scene(
                 fractions.append(np.column_stack([valid[keep], frac[keep][:, 1:]]))
             scan.update(i + 1)
 
-        if not kept_rc:
+        if not kept_rc:  # all cloud or nodata: an empty result, so the run goes on with the other scenes
             where = f" inside {aoi_name}" if aoi is not None else ""
-            raise OutcropError(
-                f"{prepared_path}: no tile of scene {scene_id}{where} has at least {min_valid:.0%} valid pixels"
-            )
+            log(f"tiles: {scene_id}: no usable tiles: no tile{where} has at least {min_valid:.0%} valid pixels "
+                "(not cloud, not nodata); writing an empty tile table")
+            kept_rc = [(np.empty(0, np.int64), np.empty(0, np.int64))]
+            fractions = [np.empty((0, len(FRACTION_COLUMNS) + 1))]
         tile_rows = np.concatenate([rc[0] for rc in kept_rc])
         tile_cols = np.concatenate([rc[1] for rc in kept_rc])
         frac_all = np.concatenate(fractions)
