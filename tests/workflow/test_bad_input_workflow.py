@@ -58,8 +58,8 @@ def test_wrong_type_in_config(tmp_path):
 
 
 def test_unknown_encoder_setting_in_config(tmp_path):
-    refused_before_any_job(tmp_path, {"encoder": {"settings": {"epoch": 3}}}, "encoder.settings.epoch",
-                           "unknown encoder setting")
+    refused_before_any_job(tmp_path, {"encoder": {"settings": {"epoch": 3}}},
+                           "config: unknown key 'encoder.settings.epoch' (known: arch,")
 
 
 @pytest.mark.parametrize("results", ["", "/", "//"])

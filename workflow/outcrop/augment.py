@@ -16,84 +16,13 @@ explicit CPU ``torch.Generator``: a run is repeatable and a resumed run continue
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from outcrop import OutcropError
-
-
-@dataclass
-class ViewSettings:
-    """How to make one of the two views; BYOL's views are deliberately asymmetric (blur 1.0 vs 0.1).
-
-    The band jitter is strong on purpose. Two crops of a tile always share its mean spectrum, so with
-    gentle jitter that alone is enough to match them and the encoder never needs texture: bedded and
-    massive sandstone, with one spectrum, stay mixed. Offsets and gains of up to 0.4 band standard
-    deviations make the spectrum an unreliable cue, as colour distortion does for RGB images (Chen
-    et al. 2020, SimCLR), and push the encoder to the spatial pattern (see docs/evaluation.md).
-    """
-
-    crop_scale: tuple[float, float] = (0.4, 1.0)  # area fraction of the tile kept by the crop
-    crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)  # aspect ratio range of the crop
-    translate: float = 0.0  # the crop may reach past each edge by up to this share of the tile (mirrored)
-    flip: bool = True  # random horizontal flip
-    rotate90: bool = True  # random multiple of 90 degrees
-    jitter_p: float = 0.8  # probability of per-band gain/offset jitter
-    brightness: float = 0.4  # per-band offset drawn from [-b, b] (band standard deviations)
-    contrast: float = 0.4  # per-band gain drawn from [1 - c, 1 + c] about the tile's band mean
-    blur_p: float = 0.5  # probability of a Gaussian blur
-    blur_sigma: tuple[float, float] = (0.1, 0.8)  # blur sigma range in pixels
-    noise_p: float = 0.0  # probability of additive Gaussian noise
-    noise_std: float = 0.05  # noise standard deviation (band standard deviations)
-    band_dropout_p: float = 0.0  # probability that each band is replaced by its mean (zero)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "view") -> ViewSettings:
-        """Build from a config mapping; an unknown key or a bad value names its path."""
-        known = {f.name: f for f in fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in d.items():
-            if key not in known:
-                raise OutcropError(f"{where}.{key}: unknown augmentation setting "
-                                   f"(known: {', '.join(known)})")
-            default = getattr(cls(), key)
-            try:
-                if isinstance(default, tuple):
-                    lo, hi = (float(v) for v in value)
-                    kwargs[key] = (lo, hi)
-                elif isinstance(default, bool):
-                    if not isinstance(value, bool):
-                        raise TypeError("expected true or false")
-                    kwargs[key] = value
-                else:
-                    kwargs[key] = float(value)
-            except (TypeError, ValueError) as exc:
-                raise OutcropError(f"{where}.{key}: bad value {value!r} ({exc})") from None
-        view = cls(**kwargs)
-        view.validate(where)
-        return view
-
-    def validate(self, where: str = "view") -> None:
-        """Reject settings that would produce nonsense (empty crops, probabilities outside [0, 1])."""
-        lo, hi = self.crop_scale
-        if not 0 < lo <= hi <= 1:
-            raise OutcropError(f"{where}.crop_scale: need 0 < min <= max <= 1, got {self.crop_scale}")
-        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
-            raise OutcropError(f"{where}.crop_ratio: need 0 < min <= max, got {self.crop_ratio}")
-        if not 0 <= self.blur_sigma[0] <= self.blur_sigma[1]:
-            raise OutcropError(f"{where}.blur_sigma: need 0 <= min <= max, got {self.blur_sigma}")
-        for name in ("jitter_p", "blur_p", "noise_p", "band_dropout_p"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise OutcropError(f"{where}.{name}: a probability must lie in [0, 1]")
-        if not 0 <= self.translate <= 1:
-            raise OutcropError(f"{where}.translate: a share of the tile must lie in [0, 1], got {self.translate}")
-        for name in ("brightness", "contrast", "noise_std"):
-            if getattr(self, name) < 0:
-                raise OutcropError(f"{where}.{name}: must not be negative")
-        if self.contrast >= 1:
-            raise OutcropError(f"{where}.contrast: must be below 1 (a gain of 1 - contrast must stay positive)")
+from outcrop.encoder_settings import ViewSettings
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:

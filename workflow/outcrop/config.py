@@ -24,7 +24,7 @@ def _with_defaults(validator_class: Any) -> Any:
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator: Any, properties: dict, instance: Any, schema: dict) -> Any:
-        if isinstance(instance, dict):
+        if isinstance(instance, dict) and schema.get("x-fill-defaults", True):
             for prop, sub in properties.items():
                 if "default" in sub and prop not in instance:
                     default = sub["default"]
@@ -48,7 +48,8 @@ def validate_config(config: dict[str, Any], source: str = "config", schema_path:
         if err.validator == "additionalProperties":
             extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
             key = ".".join(filter(None, [path, extra[0] if extra else ""]))
-            raise OutcropError(f"{source}: unknown key {key!r}")
+            known = ", ".join(err.schema.get("properties", {}))
+            raise OutcropError(f"{source}: unknown key {key!r} (known: {known})")
         raise OutcropError(f"{source}: {path or '(top level)'}: {err.message}")
     if not str(config["results"]).strip().strip("/"):
         # Every output path is results/..., so an empty results would write at the file-system root.

@@ -16,7 +16,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,8 @@ import torch
 
 from outcrop import OutcropError
 from outcrop.allocator import keep_large_blocks
-from outcrop.augment import ViewSettings, augment
-from outcrop.backbones import ARCHITECTURES, build_backbone
+from outcrop.augment import augment
+from outcrop.backbones import build_backbone
 from outcrop.byol import BYOL, cosine_schedule
 from outcrop.distributed import (
     Ranks,
@@ -34,6 +33,7 @@ from outcrop.distributed import (
     leave_process_group,
     synchronise_batchnorm,
 )
+from outcrop.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings
 from outcrop.io import atomic_path
 from outcrop.locks import exclusive_writer
 from outcrop.optim import build_optimizer, warmup_cosine
@@ -43,117 +43,6 @@ from outcrop.training_data import TrainingTiles, band_statistics, open_training_
 MODEL_FORMAT = "outcrop-encoder"
 CHECKPOINT_FORMAT = "outcrop-byol-checkpoint"
 FORMAT_VERSION = 1
-# Settings that change how a run reports or how its embeddings are read out, not what it learns:
-# left out of the run's digest, so changing them never discards a checkpoint.
-_NOT_LEARNED = ("checkpoint_minutes", "log_every", "symmetry")
-
-
-def _strong_view() -> ViewSettings:
-    return ViewSettings(blur_p=1.0)
-
-
-def _weak_view() -> ViewSettings:
-    return ViewSettings(blur_p=0.1, noise_p=0.2)
-
-
-@dataclass
-class EncoderSettings:
-    """Everything that shapes an encoder; built from the config's ``encoder:`` mapping.
-
-    Defaults train ``resnet-small`` on the demo in about three minutes on two CPU cores: the strong
-    band jitter of the views needs about 100 epochs to pay off (25 epochs learn less texture). The heads are
-    narrower than the paper's (4096 hidden, 256 out), which suit ImageNet and a GPU, not 32-px tiles.
-    """
-
-    arch: str = "resnet-small"  # resnet-small | resnet18 | resnet50
-    embedding_dim: int = 128  # size of the representation (and of the embeddings)
-    hidden_dim: int = 512  # hidden width of projector and predictor
-    projection_dim: int = 128  # output width of projector and predictor
-    epochs: int = 100
-    batch_size: int = 128  # more, smaller steps learn more from a demo-sized set in the same time
-    lr: float = 2e-3  # peak learning rate
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"  # adamw | lars
-    warmup_epochs: float = 2.0  # linear warm-up, then cosine decay to zero
-    tau_base: float = 0.99  # target EMA decay at step 0, raised to 1 on a cosine
-    seed: int = 0
-    channels_last: bool = True  # NHWC convolutions: ~1.5x faster here on CPU (oneDNN), and on GPUs
-    checkpoint_minutes: float = 10.0  # checkpoint also within an epoch after this long
-    log_every: int = 10  # steps between progress lines
-    symmetry: str = "d4"  # d4: embeddings average the 8 flips and quarter turns of a tile; none: one pass
-    view1: ViewSettings = field(default_factory=_strong_view)  # always blurred (BYOL's view 1)
-    view2: ViewSettings = field(default_factory=_weak_view)  # rarely blurred, sometimes noisy
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "encoder") -> EncoderSettings:
-        """Build from a mapping; ``view1``/``view2`` take mappings or dotted keys (``view1.blur_p``).
-
-        An unknown key or a value of the wrong type raises :class:`OutcropError` naming its path.
-        """
-        known = {f.name: f for f in fields(cls)}
-        kwargs: dict[str, Any] = {}
-        views: dict[str, dict[str, Any]] = {"view1": {}, "view2": {}}
-        for key, value in (d or {}).items():
-            head, _, rest = str(key).partition(".")
-            if head in views and rest:
-                views[head][rest] = value
-            elif head in views and not rest:
-                if not isinstance(value, dict):
-                    raise OutcropError(f"{where}.{key}: expected a mapping of augmentation settings")
-                views[head].update(value)
-            elif key in known:
-                kwargs[key] = _coerce(value, type(getattr(cls(), key)), f"{where}.{key}")
-            else:
-                raise OutcropError(f"{where}.{key}: unknown encoder setting (known: {', '.join(known)})")
-        defaults = cls()
-        for name, overrides in views.items():
-            base = asdict(getattr(defaults, name))
-            base.update(overrides)
-            kwargs[name] = ViewSettings.from_dict(base, where=f"{where}.{name}")
-        settings = cls(**kwargs)
-        settings.validate(where)
-        return settings
-
-    def validate(self, where: str = "encoder") -> None:
-        """Reject values that cannot train, naming the key."""
-        if self.arch not in ARCHITECTURES:
-            raise OutcropError(f"{where}.arch: unknown architecture {self.arch!r} "
-                               f"(known: {', '.join(ARCHITECTURES)})")
-        if self.symmetry not in POSES:
-            raise OutcropError(f"{where}.symmetry: {self.symmetry!r} is not one of {', '.join(POSES)}")
-        if self.optimizer not in ("adamw", "lars"):
-            raise OutcropError(f"{where}.optimizer: {self.optimizer!r} is not adamw or lars")
-        for name in ("embedding_dim", "hidden_dim", "projection_dim", "epochs", "log_every"):
-            if getattr(self, name) < 1:
-                raise OutcropError(f"{where}.{name}: must be at least 1")
-        if self.batch_size < 2:
-            raise OutcropError(f"{where}.batch_size: must be at least 2 (BatchNorm needs a batch)")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.checkpoint_minutes <= 0:
-            raise OutcropError(f"{where}: lr and checkpoint_minutes must be positive, "
-                               "weight_decay and warmup_epochs not negative")
-        if not 0 <= self.tau_base <= 1:
-            raise OutcropError(f"{where}.tau_base: must lie in [0, 1]")
-        self.view1.validate(f"{where}.view1")
-        self.view2.validate(f"{where}.view2")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types only (lists, not tuples), for metadata and checkpoints."""
-        return json.loads(json.dumps(asdict(self)))
-
-
-def _coerce(value: Any, kind: type, where: str) -> Any:
-    """Accept a config value of the field's type (an int where a float is wanted), else fail."""
-    ok = (
-        (kind is bool and isinstance(value, bool))
-        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
-        or (kind is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-        or (kind is str and isinstance(value, str))
-    )
-    if not ok:
-        raise OutcropError(f"{where}: expected {kind.__name__}, got {value!r}")
-    return kind(value)
-
-
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device must be available."""
     if device == "auto":

@@ -7,6 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from outcrop import OutcropError
 from outcrop.config import canonical_results, validate_config
+from outcrop.encoder_settings import EncoderSettings
 from outcrop.sheets import demo_sheet, local_input, read_scene_sheet
 
 
@@ -15,11 +16,8 @@ try:
     # One spelling per folder: Snakemake's lock compares paths as text, so `./results`,
     # `results/` and an absolute path to the same folder must all become the same string.
     R = canonical_results(config["results"], "config: results")
-    if config["encoder"]["settings"]:
-        # Checked before any job runs; imports torch, so only when settings are given.
-        from outcrop.encoder import EncoderSettings
-
-        EncoderSettings.from_dict(config["encoder"]["settings"], where="config: encoder.settings")
+    # Checked before any job runs, without torch (outcrop.encoder_settings imports none).
+    EncoderSettings.from_dict(config["encoder"]["settings"], where="config: encoder.settings")
     if config["scenes"]:
         SHEET = read_scene_sheet(config["scenes"])
     else:
