@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -103,3 +105,50 @@ def test_every_source_the_readers_fetch_remotely_is_untracked_by_the_job_graph()
     for source in ("gs://bucket/b4.tif", "/vsicurl/https://h/b4.tif", "s3://b/k.tif", "https://h/x.tif"):
         assert is_remote(source) and local_input(source) is None
     assert not is_remote("/data/scene.tif") and local_input("/data/scene.tif") == "/data/scene.tif"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"grid": {"resolution": float("nan")}}, "config: grid.resolution: nan is not a finite number"),
+        ({"tiles": {"min_valid": float("nan")}}, "config: tiles.min_valid: nan is not a finite number"),
+        ({"analogues": {"exclusion_km": float("inf")}}, "config: analogues.exclusion_km: inf is not a finite number"),
+        ({"surfaces": {"ndsi_snow": "-inf"}}, "config: surfaces.ndsi_snow: -inf is not a finite number"),
+        ({"encoder": {"settings": {"lr": float("nan")}}}, "config: encoder.settings.lr: nan is not a finite number"),
+    ],
+)
+def test_non_finite_numbers_in_config(config, message):
+    """JSON Schema's minimum lets NaN through, and infinity wherever no maximum is set."""
+    with pytest.raises(OutcropError) as err:
+        validate_config(config)
+    assert str(err.value) == message
+
+
+def test_numbers_written_as_text_in_config_are_read_as_numbers():
+    """``snakemake --config "tiles={size: 64}"`` hands over {'size': '64'} (YAML base loader)."""
+    config = validate_config({"tiles": {"size": "64", "min_valid": "0.5"}, "clusters": {"k": ["3", "5"], "cuts": ["2"]}})
+    assert config["tiles"] == {"size": 64, "stride": 16, "min_valid": 0.5}
+    assert config["clusters"]["k"] == [3, 5] and config["clusters"]["cuts"] == [2]
+    with pytest.raises(OutcropError, match=r"tiles\.size: '64\.5' is not of type 'integer'"):
+        validate_config({"tiles": {"size": "64.5"}})
+
+
+def test_config_string_where_a_mapping_belongs():
+    with pytest.raises(OutcropError) as err:
+        validate_config({"tiles": "{'size': 64}"})
+    assert str(err.value) == ("config: tiles: got the string \"{'size': 64}\" where a mapping of keys belongs; "
+                              "write nested keys in a config file (--configfile) or as --config \"tiles={key: value}\"")
+
+
+@pytest.mark.parametrize(
+    ("clusters", "message"),
+    [
+        ({"k": [4, 4]}, r"config: clusters\.k: \[4, 4\] has non-unique elements"),
+        ({"k": [4, 8], "cuts": [8]}, r"config: clusters\.cuts: 8 is not less than the largest k \(8\)"),
+        ({"k": [4, 8], "cuts": [1]}, r"config: clusters\.cuts\.0: 1 is less than the minimum of 2"),
+    ],
+)
+def test_cluster_counts_the_hierarchy_cannot_use(clusters, message):
+    with pytest.raises(OutcropError, match=message):
+        validate_config({"clusters": clusters})
+
