@@ -152,3 +152,51 @@ def test_cluster_counts_the_hierarchy_cannot_use(clusters, message):
     with pytest.raises(OutcropError, match=message):
         validate_config({"clusters": clusters})
 
+
+def test_scene_sheet_errors_name_the_file_line_counting_comments(tmp_path):
+    path = _sheet(tmp_path, ["# one", "# two", "a\tx.tif\tgeotiff\ttrain", "# three", "b b\ty.tif\tgeotiff\tindex"])
+    with pytest.raises(OutcropError, match=r"scenes\.tsv: line 6: scene: 'b b' does not match"):
+        read_scene_sheet(path)
+    path = _sheet(tmp_path, ["# one", "a\tx.tif\tgeotiff\ttrain", "", "# two", "a\ty.tif\tgeotiff\tindex"])
+    with pytest.raises(OutcropError, match=r"line 6: duplicate scene id 'a' \(first on line 3\)"):
+        read_scene_sheet(path)
+
+
+def test_scene_sheet_with_a_byte_order_mark(tmp_path):
+    """Spreadsheets save "UTF-8" sheets with a byte-order mark before the first header."""
+    path = tmp_path / "scenes.tsv"
+    path.write_text("scene\tsource\tsensor\trole\na\tx.tif\tgeotiff\ttrain\n", encoding="utf-8-sig")
+    assert [r["scene"] for r in read_scene_sheet(path)] == ["a"]
+
+
+def test_scene_sheet_in_another_encoding(tmp_path):
+    path = tmp_path / "scenes.tsv"
+    path.write_bytes("scene\tsource\tsensor\trole\nGr\u00fcn\tx.tif\tgeotiff\ttrain\n".encode("latin-1"))
+    with pytest.raises(OutcropError) as err:
+        read_scene_sheet(path)
+    assert str(err.value) == f"{path}: scene sheet is not UTF-8 text (byte b'\\xfc' at offset 27); save it as UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("scale", "0.0001x", "line 2: scale: '0.0001x' is not a number"),
+        ("scale", "nan", "line 2: scale: 'nan' is not a finite number"),
+        ("offset", "inf", "line 2: offset: 'inf' is not a finite number"),
+        ("scale", "0", "line 2: scale: 0 would turn every pixel into the same value"),
+        ("bands", "blue,green,ultraviolet", "line 2: bands: unknown band name 'ultraviolet' for sensor geotiff"),
+        ("bands", "blue,green,blue", "line 2: bands: 'blue,green,blue' names 'blue' twice"),
+    ],
+)
+def test_bad_scale_offset_or_bands_in_the_sheet(tmp_path, column, value, message):
+    """Refused when the sheet is read, not in a prepare job (or, for nan, as an all-nodata scene)."""
+    path = _sheet(tmp_path, [f"a\tx.tif\tgeotiff\ttrain\t{value}"], header=f"scene\tsource\tsensor\trole\t{column}")
+    with pytest.raises(OutcropError, match=re.escape(message)):
+        read_scene_sheet(path)
+
+
+def test_good_scale_offset_and_bands_in_the_sheet(tmp_path):
+    path = _sheet(tmp_path, ["a\tx.tif\tlandsat-c2l2\ttrain\t0.0000275\t-0.2\tSR_B2,B3,red"],
+                  header="scene\tsource\tsensor\trole\tscale\toffset\tbands")
+    row = read_scene_sheet(path)[0]
+    assert (row["scale"], row["offset"], row["bands"]) == ("0.0000275", "-0.2", "SR_B2,B3,red")
