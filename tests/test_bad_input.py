@@ -430,3 +430,32 @@ def test_a_refusal_as_a_process_prints_one_line_and_exits_2(run, tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith(f"outcrop prepare: error: {tmp_path / 'scene.tif'}: unknown band name(s) 'ultraviolet'")
     assert "Traceback" not in proc.stderr and not (tmp_path / "x.tif").exists()
+
+
+# --- numbers and coordinates the checks used to let through ----------------------------------------
+
+
+def test_deposits_csv_in_metres(run, tmp_path, capsys):
+    """Projected x/y read as degrees would be points nowhere near any scene."""
+    deposits = tmp_path / "metres.csv"
+    deposits.write_text(f"name,x,y\nknown,{ORIGIN[0] + 150},{ORIGIN[1] - 150}\n")
+    refuse(analogue_args(run, tmp_path / "out", deposits=deposits), "metres.csv", "rows [2] are not degrees",
+           "x=-1.19985e+06", "add a crs column (e.g. EPSG:3031) or use a GeoPackage or GeoJSON",
+           capsys=capsys, out_dir=tmp_path)
+
+
+def test_deposits_csv_with_a_crs_column_and_a_byte_order_mark(run, tmp_path):
+    """x/y in the CRS a ``crs`` column names select the same tiles as the lon/lat of the same place."""
+    deposits = tmp_path / "projected.csv"
+    deposits.write_text(f"name,x,y,crs\nknown,{ORIGIN[0] + 150},{ORIGIN[1] - 150},EPSG:3031\n", encoding="utf-8-sig")
+    cli_ok(analogue_args(run, tmp_path / "a", deposits=deposits))
+    cli_ok(analogue_args(run, tmp_path / "b"))
+    assert (tmp_path / "a" / "a.csv").read_text() == (tmp_path / "b" / "a.csv").read_text()
+
+
+def test_deposits_csv_with_an_unknown_crs(run, tmp_path, capsys):
+    deposits = tmp_path / "badcrs.csv"
+    deposits.write_text("name,x,y,crs\nknown,1,2,EPSG:99999\n")
+    refuse(analogue_args(run, tmp_path / "out", deposits=deposits), "badcrs.csv",
+           "row 2: crs: 'EPSG:99999' is not a known coordinate system", capsys=capsys, out_dir=tmp_path)
+
