@@ -459,3 +459,19 @@ def test_deposits_csv_with_an_unknown_crs(run, tmp_path, capsys):
     refuse(analogue_args(run, tmp_path / "out", deposits=deposits), "badcrs.csv",
            "row 2: crs: 'EPSG:99999' is not a known coordinate system", capsys=capsys, out_dir=tmp_path)
 
+
+def cluster_args(run: Run, out: Path, k: Sequence[int]) -> list:
+    return ["cluster", "--index-table", run.index_table, "--embeddings", run.embeddings, "--tiles", run.tiles,
+            "--prepared", run.prepared, "--out-gpkg", out / "l.gpkg", "--out-parquet", out / "l.parquet",
+            "--out-summary", out / "s.csv", "--out-dendrogram", out / "d.png", "--maps-dir", out / "maps",
+            "--rasters-dir", out / "rasters", "--k", *k]
+
+
+def test_k_the_tiles_cannot_support(run, tmp_path, capsys):
+    """As many clusters as tiles, where the snow tiles are alike: k-means leaves clusters empty."""
+    n = len(gpd.read_parquet(run.index_table))
+    refuse(cluster_args(run, tmp_path / "out", [2, n]), f"clusters: k={n} leaves", "cluster(s) empty",
+           f"the {n} indexed tiles", "give smaller values of clusters.k", capsys=capsys, out_dir=tmp_path)
+    refuse(cluster_args(run, tmp_path / "out", [n + 1]), f"k={n + 1} is more than the {n} indexed tiles",
+           capsys=capsys, out_dir=tmp_path)
+
