@@ -475,3 +475,41 @@ def test_k_the_tiles_cannot_support(run, tmp_path, capsys):
     refuse(cluster_args(run, tmp_path / "out", [n + 1]), f"k={n + 1} is more than the {n} indexed tiles",
            capsys=capsys, out_dir=tmp_path)
 
+
+# --- read-only commands ---------------------------------------------------------------------------
+
+
+def query_results(run: Run, folder: Path, table: gpd.GeoDataFrame | None = None) -> Path:
+    """A results folder holding the small run's index and embeddings (and ``table`` as its id table)."""
+    for sub in ("index", "embeddings"):
+        (folder / sub).mkdir(parents=True)
+    shutil.copy(run.index, folder / "index" / "tiles.faiss")
+    shutil.copy(run.embeddings, folder / "embeddings" / "s1.npy")
+    if table is None:
+        shutil.copy(run.index_table, folder / "index" / "tiles.parquet")
+    else:
+        table.to_parquet(folder / "index" / "tiles.parquet")
+    return folder
+
+
+def test_query_on_an_index_table_without_a_scene_column(run, tmp_path, capsys):
+    table = gpd.read_parquet(run.index_table).drop(columns=["scene"])
+    results = query_results(run, tmp_path / "results", table)
+    refuse(["query", "--results", results, "--tile", "s1:0"], "tiles.parquet: not an index table: no scene column",
+           capsys=capsys, out_dir=tmp_path)
+
+
+def test_query_with_tile_id_out_of_range(run, tmp_path, capsys):
+    table = gpd.read_parquet(run.index_table)
+    table["tile_id"] = table["tile_id"] + 1000
+    results = query_results(run, tmp_path / "results", table)
+    refuse(["query", "--results", results, "--tile", "s1:1000"], "tiles.parquet: tile_id 1000 of scene 's1' is outside",
+           "s1.npy (16 tiles); the index and the embeddings come from different runs", capsys=capsys, out_dir=tmp_path)
+
+
+def test_query_of_a_small_run_works(run, tmp_path, capsys):
+    """The baseline of the two cases above: the same folder answers with intact files."""
+    results = query_results(run, tmp_path / "results")
+    assert main(["query", "--results", str(results), "--tile", "s1:0", "--top", "3"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4
+
