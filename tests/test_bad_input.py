@@ -513,3 +513,40 @@ def test_query_of_a_small_run_works(run, tmp_path, capsys):
     assert main(["query", "--results", str(results), "--tile", "s1:0", "--top", "3"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 4
 
+
+def info_results(run: Run, folder: Path) -> Path:
+    """A results folder with the small run's tiles, model and index info."""
+    for sub in ("tiles", "model", "index"):
+        (folder / sub).mkdir(parents=True)
+    shutil.copy(run.table, folder / "tiles" / "s1.parquet")
+    shutil.copy(run.model, folder / "model" / "encoder.pt")
+    shutil.copy(run.root / "index" / "info.json", folder / "index" / "info.json")
+    return folder
+
+
+def test_info_on_broken_files_marks_them_and_shows_the_rest(run, tmp_path, capsys):
+    results = info_results(run, tmp_path / "results")
+    (results / "tiles" / "s2.parquet").write_bytes(b"PAR1 cut short")
+    (results / "index" / "info.json").write_text('{"kind": "flat",')
+    assert main(["info", str(results)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.err == ""
+    out = captured.out
+    assert f"  s2: {results / 'tiles' / 's2.parquet'} unreadable (" in out
+    assert "  s1: 16 tiles (" in out
+    assert f"index: {results / 'index' / 'info.json'} unreadable (JSONDecodeError: " in out
+    model = next(line for line in out.splitlines() if line.startswith("model: "))
+    assert "unreadable" not in model and "embedding dim 16" in model
+
+
+def test_info_shows_the_pickle_refusal_whole(run, tmp_path, capsys):
+    """torch names the refused callable on the third line of its message, past 200 characters."""
+    results = info_results(run, tmp_path / "results")
+    harmful = tmp_path / "would_be_created"
+    code = f"import torch, os\nclass E:\n    def __reduce__(self):\n        return (os.system, ('touch {harmful}',))\n" \
+           f"torch.save({{'metadata': E()}}, {str(results / 'model' / 'encoder.pt')!r})\n"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert main(["info", str(results)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("model: "))
+    assert "unreadable: Weights only load failed." in line and "GLOBAL posix.system" in line
+    assert not harmful.exists()
