@@ -54,7 +54,8 @@ def _read_index_table(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, A
         footprints = shapely.from_wkb(_column(table, "geometry"))
         crs = CRS.from_json_dict(crs_json)
     except Exception as exc:  # shapely and pyproj raise their own kinds
-        raise OutcropError(f"{path}: not a readable index table ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OutcropError(f"{path}: not a readable index table ({why})") from None
     return _column(table, "scene").astype(str), tile_ids, footprints, crs
 
 
