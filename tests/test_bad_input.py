@@ -453,3 +453,123 @@ def test_a_refusal_as_a_process_prints_one_line_and_exits_2(run, tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith(f"outcrop prepare: error: {tmp_path / 'scene.tif'}: unknown band name(s) 'ultraviolet'")
     assert "Traceback" not in proc.stderr and not (tmp_path / "x.tif").exists()
+
+
+# --- numbers and coordinates the checks used to let through ----------------------------------------
+
+
+def test_deposits_csv_in_metres(run, tmp_path, capsys):
+    """Projected x/y read as degrees would be points nowhere near any scene."""
+    deposits = tmp_path / "metres.csv"
+    deposits.write_text(f"name,x,y\nknown,{ORIGIN[0] + 150},{ORIGIN[1] - 150}\n")
+    refuse(analogue_args(run, tmp_path / "out", deposits=deposits), "metres.csv", "rows [2] are not degrees",
+           "x=-1.19985e+06", "add a crs column (e.g. EPSG:3031) or use a GeoPackage or GeoJSON",
+           capsys=capsys, out_dir=tmp_path)
+
+
+def test_deposits_csv_with_a_crs_column_and_a_byte_order_mark(run, tmp_path):
+    """x/y in the CRS a ``crs`` column names select the same tiles as the lon/lat of the same place."""
+    deposits = tmp_path / "projected.csv"
+    deposits.write_text(f"name,x,y,crs\nknown,{ORIGIN[0] + 150},{ORIGIN[1] - 150},EPSG:3031\n", encoding="utf-8-sig")
+    cli_ok(analogue_args(run, tmp_path / "a", deposits=deposits))
+    cli_ok(analogue_args(run, tmp_path / "b"))
+    assert (tmp_path / "a" / "a.csv").read_text() == (tmp_path / "b" / "a.csv").read_text()
+
+
+def test_deposits_csv_with_an_unknown_crs(run, tmp_path, capsys):
+    deposits = tmp_path / "badcrs.csv"
+    deposits.write_text("name,x,y,crs\nknown,1,2,EPSG:99999\n")
+    refuse(analogue_args(run, tmp_path / "out", deposits=deposits), "badcrs.csv",
+           "row 2: crs: 'EPSG:99999' is not a known coordinate system", capsys=capsys, out_dir=tmp_path)
+
+
+def cluster_args(run: Run, out: Path, k: Sequence[int]) -> list:
+    return ["cluster", "--index-table", run.index_table, "--embeddings", run.embeddings, "--tiles", run.tiles,
+            "--prepared", run.prepared, "--out-gpkg", out / "l.gpkg", "--out-parquet", out / "l.parquet",
+            "--out-summary", out / "s.csv", "--out-dendrogram", out / "d.png", "--maps-dir", out / "maps",
+            "--rasters-dir", out / "rasters", "--k", *k]
+
+
+def test_k_the_tiles_cannot_support(run, tmp_path, capsys):
+    """As many clusters as tiles, where the snow tiles are alike: k-means leaves clusters empty."""
+    n = len(gpd.read_parquet(run.index_table))
+    refuse(cluster_args(run, tmp_path / "out", [2, n]), f"clusters: k={n} leaves", "cluster(s) empty",
+           f"the {n} indexed tiles", "give smaller values of clusters.k", capsys=capsys, out_dir=tmp_path)
+    refuse(cluster_args(run, tmp_path / "out", [n + 1]), f"k={n + 1} is more than the {n} indexed tiles",
+           capsys=capsys, out_dir=tmp_path)
+
+
+# --- read-only commands ---------------------------------------------------------------------------
+
+
+def query_results(run: Run, folder: Path, table: gpd.GeoDataFrame | None = None) -> Path:
+    """A results folder holding the small run's index and embeddings (and ``table`` as its id table)."""
+    for sub in ("index", "embeddings"):
+        (folder / sub).mkdir(parents=True)
+    shutil.copy(run.index, folder / "index" / "tiles.faiss")
+    shutil.copy(run.embeddings, folder / "embeddings" / "s1.npy")
+    if table is None:
+        shutil.copy(run.index_table, folder / "index" / "tiles.parquet")
+    else:
+        table.to_parquet(folder / "index" / "tiles.parquet")
+    return folder
+
+
+def test_query_on_an_index_table_without_a_scene_column(run, tmp_path, capsys):
+    table = gpd.read_parquet(run.index_table).drop(columns=["scene"])
+    results = query_results(run, tmp_path / "results", table)
+    refuse(["query", "--results", results, "--tile", "s1:0"], "tiles.parquet: not an index table: no scene column",
+           capsys=capsys, out_dir=tmp_path)
+
+
+def test_query_with_tile_id_out_of_range(run, tmp_path, capsys):
+    table = gpd.read_parquet(run.index_table)
+    table["tile_id"] = table["tile_id"] + 1000
+    results = query_results(run, tmp_path / "results", table)
+    refuse(["query", "--results", results, "--tile", "s1:1000"], "tiles.parquet: tile_id 1000 of scene 's1' is outside",
+           "s1.npy (16 tiles); the index and the embeddings come from different runs", capsys=capsys, out_dir=tmp_path)
+
+
+def test_query_of_a_small_run_works(run, tmp_path, capsys):
+    """The baseline of the two cases above: the same folder answers with intact files."""
+    results = query_results(run, tmp_path / "results")
+    assert main(["query", "--results", str(results), "--tile", "s1:0", "--top", "3"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4
+
+
+def info_results(run: Run, folder: Path) -> Path:
+    """A results folder with the small run's tiles, model and index info."""
+    for sub in ("tiles", "model", "index"):
+        (folder / sub).mkdir(parents=True)
+    shutil.copy(run.table, folder / "tiles" / "s1.parquet")
+    shutil.copy(run.model, folder / "model" / "encoder.pt")
+    shutil.copy(run.root / "index" / "info.json", folder / "index" / "info.json")
+    return folder
+
+
+def test_info_on_broken_files_marks_them_and_shows_the_rest(run, tmp_path, capsys):
+    results = info_results(run, tmp_path / "results")
+    (results / "tiles" / "s2.parquet").write_bytes(b"PAR1 cut short")
+    (results / "index" / "info.json").write_text('{"kind": "flat",')
+    assert main(["info", str(results)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.err == ""
+    out = captured.out
+    assert f"  s2: {results / 'tiles' / 's2.parquet'} unreadable (" in out
+    assert "  s1: 16 tiles (" in out
+    assert f"index: {results / 'index' / 'info.json'} unreadable (JSONDecodeError: " in out
+    model = next(line for line in out.splitlines() if line.startswith("model: "))
+    assert "unreadable" not in model and "embedding dim 16" in model
+
+
+def test_info_shows_the_pickle_refusal_whole(run, tmp_path, capsys):
+    """torch names the refused callable on the third line of its message, past 200 characters."""
+    results = info_results(run, tmp_path / "results")
+    harmful = tmp_path / "would_be_created"
+    code = f"import torch, os\nclass E:\n    def __reduce__(self):\n        return (os.system, ('touch {harmful}',))\n" \
+           f"torch.save({{'metadata': E()}}, {str(results / 'model' / 'encoder.pt')!r})\n"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert main(["info", str(results)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("model: "))
+    assert "unreadable: Weights only load failed." in line and "GLOBAL posix.system" in line
+    assert not harmful.exists()

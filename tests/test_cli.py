@@ -46,3 +46,45 @@ def test_set_values_parse_as_json_or_text():
 
     assert _parse_sets(["epochs=3", "lr=0.01", "arch=resnet18", "view1={\"blur_p\": 0.5}"]) == {
         "epochs": 3, "lr": 0.01, "arch": "resnet18", "view1": {"blur_p": 0.5}}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["query", "--lon", "142", "--lat", "-67", "--top", "0"], "argument --top: '0' is less than 1"),
+        (["query", "--lon", "142", "--lat", "-67", "--top", "-3"], "argument --top: '-3' is less than 1"),
+        (["query", "--lon", "nan", "--lat", "-67"], "argument --lon: 'nan' is not a finite number"),
+        (["prepare", "--source", "s.tif", "--sensor", "geotiff", "--scene", "s", "--bands", "red", "--out", "o.tif",
+          "--resolution", "nan"], "argument --resolution: 'nan' is not a finite number"),
+        (["prepare", "--source", "s.tif", "--sensor", "geotiff", "--scene", "s", "--bands", "red", "--out", "o.tif",
+          "--scale", "0.0001x"], "argument --scale: '0.0001x' is not a number"),
+        (["tile", "--prepared", "p.tif", "--scene", "s", "--out-tiles", "t.npy", "--out-table", "t.parquet",
+          "--min-valid", "inf"], "argument --min-valid: 'inf' is not a finite number"),
+        (["tile", "--prepared", "p.tif", "--scene", "s", "--out-tiles", "t.npy", "--out-table", "t.parquet",
+          "--stride", "0"], "argument --stride: '0' is less than 1"),
+        (["embed", "--tiles", "t.npy", "--model", "m.pt", "--out", "e.npy", "--batch-size", "0"],
+         "argument --batch-size: '0' is less than 1"),
+        (["embed", "--tiles", "t.npy", "--model", "m.pt", "--out", "e.npy", "--threads", "0"],
+         "argument --threads: '0' is less than 1"),
+        (["analogues", "--index", "i", "--index-table", "t", "--embeddings", "e", "--prepared", "p", "--deposits",
+          "d", "--out-gpkg", "g", "--out-csv", "c", "--similarity-dir", "s", "--exclusion-km", "inf"],
+         "argument --exclusion-km: 'inf' is not a finite number"),
+        (["cluster", "--index-table", "t", "--embeddings", "e", "--tiles", "t", "--prepared", "p", "--out-gpkg", "g",
+          "--out-parquet", "q", "--out-summary", "s", "--out-dendrogram", "d", "--maps-dir", "m", "--rasters-dir",
+          "r", "--k", "1"], "argument --k: '1' is less than 2"),
+    ],
+)
+def test_numbers_the_command_line_refuses(argv, message, capsys):
+    """``float`` reads 'nan' and 'inf' and ``int`` reads 0 and -3: each would end in a traceback, an
+    empty answer or an all-nodata scene rather than a refusal."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_surface_threshold_that_is_no_finite_number(capsys):
+    argv = ["prepare", "--source", "s.tif", "--sensor", "geotiff", "--scene", "s", "--bands", "red",
+            "--out", "o.tif", "--surface", "ndsi_snow=nan"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == "outcrop prepare: error: --surface ndsi_snow: 'nan' is not a finite number"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -103,3 +105,98 @@ def test_every_source_the_readers_fetch_remotely_is_untracked_by_the_job_graph()
     for source in ("gs://bucket/b4.tif", "/vsicurl/https://h/b4.tif", "s3://b/k.tif", "https://h/x.tif"):
         assert is_remote(source) and local_input(source) is None
     assert not is_remote("/data/scene.tif") and local_input("/data/scene.tif") == "/data/scene.tif"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"grid": {"resolution": float("nan")}}, "config: grid.resolution: nan is not a finite number"),
+        ({"tiles": {"min_valid": float("nan")}}, "config: tiles.min_valid: nan is not a finite number"),
+        ({"analogues": {"exclusion_km": float("inf")}}, "config: analogues.exclusion_km: inf is not a finite number"),
+        ({"surfaces": {"ndsi_snow": "-inf"}}, "config: surfaces.ndsi_snow: -inf is not a finite number"),
+        ({"encoder": {"settings": {"lr": float("nan")}}}, "config: encoder.settings.lr: nan is not a finite number"),
+    ],
+)
+def test_non_finite_numbers_in_config(config, message):
+    """JSON Schema's minimum lets NaN through, and infinity wherever no maximum is set."""
+    with pytest.raises(OutcropError) as err:
+        validate_config(config)
+    assert str(err.value) == message
+
+
+def test_numbers_written_as_text_in_config_are_read_as_numbers():
+    """``snakemake --config "tiles={size: 64}"`` hands over {'size': '64'} (YAML base loader)."""
+    config = validate_config({"tiles": {"size": "64", "min_valid": "0.5"}, "clusters": {"k": ["3", "5"], "cuts": ["2"]}})
+    assert config["tiles"] == {"size": 64, "stride": 16, "min_valid": 0.5}
+    assert config["clusters"]["k"] == [3, 5] and config["clusters"]["cuts"] == [2]
+    with pytest.raises(OutcropError, match=r"tiles\.size: '64\.5' is not of type 'integer'"):
+        validate_config({"tiles": {"size": "64.5"}})
+
+
+def test_config_string_where_a_mapping_belongs():
+    with pytest.raises(OutcropError) as err:
+        validate_config({"tiles": "{'size': 64}"})
+    assert str(err.value) == ("config: tiles: got the string \"{'size': 64}\" where a mapping of keys belongs; "
+                              "write nested keys in a config file (--configfile) or as --config \"tiles={key: value}\"")
+
+
+@pytest.mark.parametrize(
+    ("clusters", "message"),
+    [
+        ({"k": [4, 4]}, r"config: clusters\.k: \[4, 4\] has non-unique elements"),
+        ({"k": [4, 8], "cuts": [8]}, r"config: clusters\.cuts: 8 is not less than the largest k \(8\)"),
+        ({"k": [4, 8], "cuts": [1]}, r"config: clusters\.cuts\.0: 1 is less than the minimum of 2"),
+    ],
+)
+def test_cluster_counts_the_hierarchy_cannot_use(clusters, message):
+    with pytest.raises(OutcropError, match=message):
+        validate_config({"clusters": clusters})
+
+
+def test_scene_sheet_errors_name_the_file_line_counting_comments(tmp_path):
+    path = _sheet(tmp_path, ["# one", "# two", "a\tx.tif\tgeotiff\ttrain", "# three", "b b\ty.tif\tgeotiff\tindex"])
+    with pytest.raises(OutcropError, match=r"scenes\.tsv: line 6: scene: 'b b' does not match"):
+        read_scene_sheet(path)
+    path = _sheet(tmp_path, ["# one", "a\tx.tif\tgeotiff\ttrain", "", "# two", "a\ty.tif\tgeotiff\tindex"])
+    with pytest.raises(OutcropError, match=r"line 6: duplicate scene id 'a' \(first on line 3\)"):
+        read_scene_sheet(path)
+
+
+def test_scene_sheet_with_a_byte_order_mark(tmp_path):
+    """Spreadsheets save "UTF-8" sheets with a byte-order mark before the first header."""
+    path = tmp_path / "scenes.tsv"
+    path.write_text("scene\tsource\tsensor\trole\na\tx.tif\tgeotiff\ttrain\n", encoding="utf-8-sig")
+    assert [r["scene"] for r in read_scene_sheet(path)] == ["a"]
+
+
+def test_scene_sheet_in_another_encoding(tmp_path):
+    path = tmp_path / "scenes.tsv"
+    path.write_bytes("scene\tsource\tsensor\trole\nGr\u00fcn\tx.tif\tgeotiff\ttrain\n".encode("latin-1"))
+    with pytest.raises(OutcropError) as err:
+        read_scene_sheet(path)
+    assert str(err.value) == f"{path}: scene sheet is not UTF-8 text (byte b'\\xfc' at offset 27); save it as UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("scale", "0.0001x", "line 2: scale: '0.0001x' is not a number"),
+        ("scale", "nan", "line 2: scale: 'nan' is not a finite number"),
+        ("offset", "inf", "line 2: offset: 'inf' is not a finite number"),
+        ("scale", "0", "line 2: scale: 0 would turn every pixel into the same value"),
+        ("bands", "blue,green,ultraviolet", "line 2: bands: unknown band name 'ultraviolet' for sensor geotiff"),
+        ("bands", "blue,green,blue", "line 2: bands: 'blue,green,blue' names 'blue' twice"),
+    ],
+)
+def test_bad_scale_offset_or_bands_in_the_sheet(tmp_path, column, value, message):
+    """Refused when the sheet is read, not in a prepare job (or, for nan, as an all-nodata scene)."""
+    path = _sheet(tmp_path, [f"a\tx.tif\tgeotiff\ttrain\t{value}"], header=f"scene\tsource\tsensor\trole\t{column}")
+    with pytest.raises(OutcropError, match=re.escape(message)):
+        read_scene_sheet(path)
+
+
+def test_good_scale_offset_and_bands_in_the_sheet(tmp_path):
+    path = _sheet(tmp_path, ["a\tx.tif\tlandsat-c2l2\ttrain\t0.0000275\t-0.2\tSR_B2,B3,red"],
+                  header="scene\tsource\tsensor\trole\tscale\toffset\tbands")
+    row = read_scene_sheet(path)[0]
+    assert (row["scale"], row["offset"], row["bands"]) == ("0.0000275", "-0.2", "SR_B2,B3,red")

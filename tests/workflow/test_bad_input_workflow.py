@@ -216,3 +216,17 @@ def test_no_two_jobs_write_the_same_file(demo_run):
                and not any(p.relative_to(demo_run).is_relative_to(f) for f in folders)]
     assert unowned == [], f"files no job declares: {unowned}"
     assert owners["results/model/checkpoint.pt"] == ["train_encoder[]"]
+
+
+def test_nested_config_keys_from_the_command_line(tmp_path):
+    """``--config "tiles={size: 64}"`` reaches the config as {'size': '64'} (Snakemake reads nested
+    values with YAML's base loader, all text); the numbers are read as numbers, and a NaN so given
+    is refused before any job."""
+    write_config(tmp_path, TINY_CONFIG)
+    proc = snakemake(tmp_path, "-n", "-p", "--config", "tiles={size: 64}", "grid={resolution: 60}")
+    assert re.search(r"outcrop tile .*--size 64 --stride 16 ", proc.stdout), proc.stdout[-3000:]
+    assert "--resolution 60 " in proc.stdout
+    proc = snakemake(tmp_path, "-n", "--config", "grid={resolution: nan}", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config: grid.resolution: nan is not a finite number" in text
+    assert "Traceback" not in text and not (tmp_path / "results").exists()

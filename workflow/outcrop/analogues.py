@@ -37,32 +37,18 @@ SITE_OVERLAP = 0.25  # share of a tile's area that, overlapped by a better tile,
 
 
 def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
-    """Read deposits (GeoPackage, GeoJSON, any vector file, or CSV of lon/lat in EPSG:4326) in ``crs``.
+    """Read deposits (GeoPackage, GeoJSON, any vector file, or CSV of lon/lat in EPSG:4326, or of
+    x/y with a ``crs`` column) in ``crs``.
 
     Returns a GeoDataFrame with ``name`` (from a ``name`` column, else ``deposit {n}``) and geometry.
     """
     import geopandas as gpd
-    import pandas as pd
 
     path = Path(path)
     if not path.exists():
         raise OutcropError(f"{path}: deposits file not found")
     if path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        try:
-            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-        except Exception as exc:
-            raise OutcropError(f"{path}: not a readable CSV ({exc})") from None
-        cols = {c.lower().strip(): c for c in frame.columns}
-        lon = next((cols[n] for n in LON_NAMES if n in cols), None)
-        lat = next((cols[n] for n in LAT_NAMES if n in cols), None)
-        if lon is None or lat is None:
-            raise OutcropError(f"{path}: a deposits CSV needs lon and lat columns (EPSG:4326), found {list(frame.columns)}")
-        x = pd.to_numeric(frame[lon], errors="coerce").to_numpy()
-        y = pd.to_numeric(frame[lat], errors="coerce").to_numpy()
-        bad = ~(np.isfinite(x) & np.isfinite(y) & (np.abs(x) <= 360) & (np.abs(y) <= 90))
-        if bad.any():
-            raise OutcropError(f"{path}: rows {(np.flatnonzero(bad) + 2).tolist()[:10]} have no valid lon/lat")
-        gdf = gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs="EPSG:4326")
+        gdf = _read_deposits_table(path)
     else:
         try:
             gdf = read_vector(path)
@@ -84,6 +70,60 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
         return out.to_crs(crs)
     except Exception as exc:
         raise OutcropError(f"{path}: cannot transform deposits to {crs} ({exc})") from None
+
+
+def _read_deposits_table(path: Path) -> Any:
+    """Points of a deposits CSV/TSV: lon,lat (or longitude,latitude, or x,y) in degrees (EPSG:4326),
+    or x,y in the coordinate system named by a ``crs`` column (``EPSG:3031``, one per row).
+
+    Coordinates far outside lon/lat ranges are metres or feet taken for degrees: refused, saying
+    how to name their CRS, rather than read as points nowhere near any scene.
+    """
+    import geopandas as gpd
+    import pandas as pd
+    from pyproj import CRS, Transformer
+
+    try:
+        frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise OutcropError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                           f"{exc.start}); save it as UTF-8") from None
+    except Exception as exc:
+        raise OutcropError(f"{path}: not a readable CSV ({exc})") from None
+    cols = {str(c).lower().strip(): c for c in frame.columns}
+    lon = next((cols[n] for n in LON_NAMES if n in cols), None)
+    lat = next((cols[n] for n in LAT_NAMES if n in cols), None)
+    if lon is None or lat is None:
+        raise OutcropError(f"{path}: a deposits CSV needs lon and lat columns (EPSG:4326), found {list(frame.columns)}")
+    x = np.array(pd.to_numeric(frame[lon], errors="coerce"), dtype=float)
+    y = np.array(pd.to_numeric(frame[lat], errors="coerce"), dtype=float)
+    bad = ~(np.isfinite(x) & np.isfinite(y))
+    if bad.any():
+        raise OutcropError(f"{path}: rows {(np.flatnonzero(bad) + 2).tolist()[:10]} have no valid lon/lat")
+    if "crs" in cols:
+        names = frame[cols["crs"]].fillna("").astype(str).str.strip().to_numpy()
+        for name in np.unique(names):
+            rows = np.flatnonzero(names == name)
+            try:
+                source = CRS.from_user_input(name)
+            except Exception:
+                raise OutcropError(f"{path}: row {rows[0] + 2}: crs: {name!r} is not a known coordinate system "
+                                   "(write e.g. EPSG:3031)") from None
+            to_lonlat = Transformer.from_crs(source, "EPSG:4326", always_xy=True)
+            x[rows], y[rows] = to_lonlat.transform(x[rows], y[rows])
+        bad = ~(np.isfinite(x) & np.isfinite(y))
+        if bad.any():
+            raise OutcropError(f"{path}: rows {(np.flatnonzero(bad) + 2).tolist()[:10]} lie outside the area "
+                               "of their crs")
+    else:
+        bad = (np.abs(x) > 360) | (np.abs(y) > 90)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise OutcropError(
+                f"{path}: rows {(np.flatnonzero(bad) + 2).tolist()[:10]} are not degrees ({lon}={x[first]:g}, "
+                f"{lat}={y[first]:g}); a deposits CSV gives lon,lat (or longitude,latitude, or x,y) in EPSG:4326; "
+                "for other coordinates add a crs column (e.g. EPSG:3031) or use a GeoPackage or GeoJSON")
+    return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs="EPSG:4326")
 
 
 def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.ndarray]:

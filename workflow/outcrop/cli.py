@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,52 @@ def _parse_sets(items: Sequence[str] | None, option: str = "--set") -> dict[str,
         except json.JSONDecodeError:
             out[key] = raw
     return out
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a real number; ``nan`` and ``inf`` (which ``float`` accepts) are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0 (distances, buffers)."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (a pixel size)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not greater than 0")
+    return value
+
+
+def _int_at_least(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is less than {least}")
+        return value
+
+    parse.__name__ = f"int_at_least_{least}"
+    return parse
+
+
+positive_int = _int_at_least(1)
+non_negative_int = _int_at_least(0)
+cluster_count = _int_at_least(2)  # one cluster is no clustering, and a hierarchy cut of 1 says nothing
 
 
 def _bands(text: str) -> list[str]:
@@ -98,7 +145,13 @@ def _thresholds(items: Sequence[str] | None, cls: Any) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise OutcropError(f"--surface: unknown threshold {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    return cls(**{k: float(v) for k, v in values.items()})
+    out = {}
+    for key, value in values.items():
+        try:
+            out[key] = finite_float(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise OutcropError(f"--surface {key}: {exc}") from None
+    return cls(**out)
 
 
 def cmd_tile(args: argparse.Namespace) -> None:
@@ -254,7 +307,7 @@ def _add(sub: Any, name: str, func: Callable[[argparse.Namespace], None], help_t
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=func)
     if threads:
-        p.add_argument("--threads", type=int, default=1, help="cores for this step (default 1)")
+        p.add_argument("--threads", type=positive_int, default=1, help="cores for this step (default 1)")
     return p
 
 
@@ -271,15 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--truth", required=True)
-    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--size", type=positive_int, default=512)
     p.add_argument("--seed", type=int, default=7)
 
     p = _add(sub, "demo-deposits", cmd_demo_deposits, "write the demo's known deposits and hidden truth",
              "outcrop demo-deposits --scenes 3 --out demo/deposits.gpkg --truth demo/hidden.gpkg", False)
-    p.add_argument("--scenes", type=int, required=True)
+    p.add_argument("--scenes", type=positive_int, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--truth", required=True)
-    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--size", type=positive_int, default=512)
     p.add_argument("--seed", type=int, default=7)
 
     p = _add(sub, "prepare", cmd_prepare, "reproject a scene onto the run grid with reflectance and a surface mask",
@@ -291,10 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", required=True, help="run bands, comma-separated canonical names")
     p.add_argument("--out", required=True)
     p.add_argument("--crs", default="EPSG:3031")
-    p.add_argument("--resolution", type=float, default=30.0)
+    p.add_argument("--resolution", type=positive_float, default=30.0)
     p.add_argument("--declared-bands", default="", help="band names of a generic GeoTIFF, in file order")
-    p.add_argument("--scale", type=float, default=None)
-    p.add_argument("--offset", type=float, default=None)
+    p.add_argument("--scale", type=finite_float, default=None)
+    p.add_argument("--offset", type=finite_float, default=None)
     p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
 
     p = _add(sub, "stac-search", cmd_stac_search, "write a scene sheet from a STAC item, catalog or API search",
@@ -306,9 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", default="", help="collection id(s), comma-separated")
     p.add_argument("--bbox", default="", help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)")
     p.add_argument("--datetime", default="", help="RFC 3339 date, datetime or interval (a/b, ../b, a/..)")
-    p.add_argument("--max-cloud", type=float, default=None, help="largest eo:cloud_cover in percent")
+    p.add_argument("--max-cloud", type=non_negative_float, default=None, help="largest eo:cloud_cover in percent")
     p.add_argument("--role", default="index", choices=["train", "index"])
-    p.add_argument("--limit", type=int, default=100, help="items per page of an API search")
+    p.add_argument("--limit", type=positive_int, default=100, help="items per page of an API search")
 
     p = _add(sub, "tile", cmd_tile, "cut a prepared scene into tiles (array + GeoParquet table)",
              "outcrop tile --prepared prepared/s1.tif --scene s1 --out-tiles tiles/s1.npy --out-table tiles/s1.parquet", False)
@@ -316,11 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", required=True)
     p.add_argument("--out-tiles", required=True)
     p.add_argument("--out-table", required=True)
-    p.add_argument("--size", type=int, default=32)
-    p.add_argument("--stride", type=int, default=32)
-    p.add_argument("--min-valid", type=float, default=0.9)
+    p.add_argument("--size", type=positive_int, default=32)
+    p.add_argument("--stride", type=positive_int, default=32)
+    p.add_argument("--min-valid", type=finite_float, default=0.9)
     p.add_argument("--aoi", default="", help="AOI polygon or coastline file")
-    p.add_argument("--aoi-buffer-km", type=float, default=0.0)
+    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=0.0)
     p.add_argument("--crs", default="EPSG:3031")
 
     p = _add(sub, "train", cmd_train, "train the BYOL encoder on the tiles of the training scenes",
@@ -334,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-tsv", required=True)
     p.add_argument("--curve-png", required=True)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--min-rock", type=float, default=0.0)
+    p.add_argument("--min-rock", type=finite_float, default=0.0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="encoder setting")
 
@@ -343,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiles", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--bands", default="", help="the run's bands; the encoder must have been trained on them")
 
@@ -355,9 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-index", required=True)
     p.add_argument("--out-table", required=True)
     p.add_argument("--out-info", required=True)
-    p.add_argument("--min-rock", type=float, default=0.0)
-    p.add_argument("--exact-max", type=int, default=200_000)
-    p.add_argument("--recall-floor", type=float, default=0.9)
+    p.add_argument("--min-rock", type=finite_float, default=0.0)
+    p.add_argument("--exact-max", type=positive_int, default=200_000)
+    p.add_argument("--recall-floor", type=finite_float, default=0.9)
     p.add_argument("--seed", type=int, default=0)
 
     p = _add(sub, "cluster", cmd_cluster, "k-means at each k plus a Ward hierarchy on the centroids",
@@ -371,8 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "--maps-dir", "--rasters-dir"):
         p.add_argument(name, required=True)
     p.add_argument("--out-exemplars", default="", help="PNG of exemplar tiles per cluster")
-    p.add_argument("--k", type=int, nargs="+", required=True)
-    p.add_argument("--cuts", type=int, nargs="*", default=[])
+    p.add_argument("--k", type=cluster_count, nargs="+", required=True)
+    p.add_argument("--cuts", type=cluster_count, nargs="*", default=[])
     p.add_argument("--seed", type=int, default=0)
 
     p = _add(sub, "analogues", cmd_analogues, "rank analogues of the known deposits",
@@ -384,10 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("--index", "--index-table", "--deposits", "--out-gpkg", "--out-csv", "--similarity-dir"):
         p.add_argument(name, required=True)
     p.add_argument("--negatives", default="")
-    p.add_argument("--buffer-m", type=float, default=100.0)
-    p.add_argument("--exclusion-km", type=float, default=1.0)
-    p.add_argument("--top", type=int, default=50)
-    p.add_argument("--site-overlap", type=float, default=0.25,
+    p.add_argument("--buffer-m", type=non_negative_float, default=100.0)
+    p.add_argument("--exclusion-km", type=non_negative_float, default=1.0)
+    p.add_argument("--top", type=positive_int, default=50)
+    p.add_argument("--site-overlap", type=finite_float, default=0.25,
                    help="one analogue per site: drop tiles overlapping a better one by more than this share (0: off)")
 
     p = _add(sub, "evaluate", cmd_evaluate, "score a demo run against its planted truth",
@@ -398,10 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-deposits", required=True)
     p.add_argument("--deposits", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--buffer-m", type=float, default=100.0)
-    p.add_argument("--exclusion-km", type=float, default=1.0)
-    p.add_argument("--recall-k", type=int, nargs="+", default=[10, 25, 50])
-    p.add_argument("--site-overlap", type=float, default=0.25, help="as for `outcrop analogues`")
+    p.add_argument("--buffer-m", type=non_negative_float, default=100.0)
+    p.add_argument("--exclusion-km", type=non_negative_float, default=1.0)
+    p.add_argument("--recall-k", type=positive_int, nargs="+", default=[10, 25, 50])
+    p.add_argument("--site-overlap", type=finite_float, default=0.25, help="as for `outcrop analogues`")
     p.add_argument("--seed", type=int, default=0, help="k-means seed; also seeds the random-encoder baseline")
     p.add_argument("--model", help="trained encoder whose architecture the random-encoder baseline copies "
                    "(default: RESULTS/model/encoder.pt)")
@@ -415,11 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "query", cmd_query, "top analogues of a place, against a finished run",
              "outcrop query --results results --lon 142.7 --lat -67.25 --top 10")
     p.add_argument("--results", default="results")
-    p.add_argument("--lon", type=float)
-    p.add_argument("--lat", type=float)
+    p.add_argument("--lon", type=finite_float)
+    p.add_argument("--lat", type=finite_float)
     p.add_argument("--tile", help="SCENE:TILE_ID")
     p.add_argument("--geometry", help="polygon file")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=positive_int, default=10)
 
     p = _add(sub, "info", cmd_info, "summarise a finished run: scenes, tiles per surface, model, index, "
              "clusters, top analogues", "outcrop info results", False)
@@ -434,9 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-png", required=True)
     p.add_argument("--out-tif", required=True)
     p.add_argument("--aoi", default="", help="AOI polygon or coastline file, outlined on the figure")
-    p.add_argument("--aoi-buffer-km", type=float, default=0.0)
+    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=0.0)
     p.add_argument("--crs", default="EPSG:3031", help="run CRS (the AOI is brought into it)")
-    p.add_argument("--max-size", type=int, default=2048, help="largest side of the quicklook in pixels")
+    p.add_argument("--max-size", type=positive_int, default=2048, help="largest side of the quicklook in pixels")
 
     p = _add(sub, "projection", cmd_projection,
             "2-D PCA of the clustered tiles' embeddings, coloured by cluster and by surface class",
@@ -447,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", nargs="+", required=True)
     p.add_argument("--out-clusters", required=True)
     p.add_argument("--out-surfaces", required=True)
-    p.add_argument("--max-points", type=int, default=20_000, help="tiles drawn (a seeded sample)")
+    p.add_argument("--max-points", type=positive_int, default=20_000, help="tiles drawn (a seeded sample)")
     p.add_argument("--seed", type=int, default=0)
 
     p = _add(sub, "cluster-table", cmd_cluster_table,
@@ -470,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analogues", required=True)
     p.add_argument("--deposits", required=True)
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--label-top", type=int, default=10, help="analogues numbered on the maps")
+    p.add_argument("--label-top", type=non_negative_int, default=10, help="analogues numbered on the maps")
 
     p = _add(sub, "webmap", cmd_webmap,
             "standalone offline interactive map (HTML): quicklooks, clusters, similarity, deposits, analogues",

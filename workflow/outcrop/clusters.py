@@ -249,6 +249,11 @@ def cluster_tiles(
     centroids = np.zeros((0, vectors.shape[1]))
     for k in ks:
         labels, centroids = spherical_kmeans(vectors, k, seed=seed)
+        empty = k - len(np.unique(labels))
+        if empty:
+            # Fewer distinct tiles than k (identical snow or sea tiles): some clusters get no tile.
+            raise OutcropError(f"clusters: k={k} leaves {empty} cluster(s) empty: the {len(table)} indexed tiles "
+                               f"hold fewer than {k} distinct groups; give smaller values of clusters.k")
         levels[f"k{k}"] = labels
         log(f"k-means k={k}: cluster sizes {np.bincount(labels, minlength=k).tolist()[:12]}{'…' if k > 12 else ''}")
     finest = levels[f"k{kmax}"]

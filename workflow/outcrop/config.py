@@ -7,7 +7,9 @@ Snakefile calls it before any job is scheduled.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +37,76 @@ def _with_defaults(validator_class: Any) -> Any:
     return validators.extend(validator_class, {"properties": set_defaults})
 
 
+def _scalar_from_text(text: str, kind: str) -> Any:
+    """``text`` read as a ``kind`` (integer, number, boolean) value, or ``text`` itself if it is not one."""
+    word = text.strip()
+    try:
+        if kind == "integer":
+            return int(word)
+        if kind == "number":
+            return int(word) if re.fullmatch(r"[+-]?\d+", word) else float(word)
+    except ValueError:
+        return text
+    if kind == "boolean" and word.lower() in ("true", "false"):
+        return word.lower() == "true"
+    return text
+
+
+def _read_text_values(instance: Any, schema: dict[str, Any], path: str, source: str) -> Any:
+    """Numbers and booleans written as text, read as what the schema wants.
+
+    ``snakemake --config "tiles={size: 64}"`` hands over ``{'size': '64'}``: Snakemake parses a
+    nested value with YAML's base loader, which keeps every scalar as text. Reading such text as
+    the number the schema asks for makes ``--config`` work for nested keys; text that is no number
+    still fails validation, naming the key. A string where a mapping belongs (``--config`` of an
+    older Snakemake, or a quoted mapping in a config file) is refused with how to write it.
+    """
+    kind = schema.get("type")
+    if isinstance(instance, str):
+        if kind == "object":
+            raise OutcropError(
+                f"{source}: {path or '(top level)'}: got the string {instance!r} where a mapping of keys belongs; "
+                f"write nested keys in a config file (--configfile) or as --config \"{path or 'key'}={{key: value}}\"")
+        if kind in ("integer", "number", "boolean"):
+            return _scalar_from_text(instance, kind)
+        return instance
+    if isinstance(instance, dict) and kind == "object":
+        props = schema.get("properties", {})
+        for key, value in instance.items():
+            if key in props:
+                instance[key] = _read_text_values(value, props[key], f"{path}.{key}" if path else str(key), source)
+    elif isinstance(instance, list) and kind == "array" and isinstance(schema.get("items"), dict):
+        for i, value in enumerate(instance):
+            instance[i] = _read_text_values(value, schema["items"], f"{path}.{i}", source)
+    return instance
+
+
+def _non_finite(instance: Any, path: str = "") -> tuple[str, float] | None:
+    """Key path and value of the first NaN or infinity in ``instance``, or None.
+
+    JSON Schema's ``minimum`` and ``exclusiveMinimum`` let NaN through (every comparison with it is
+    false) and infinity through where only a minimum is given; no setting of a run means either.
+    """
+    if isinstance(instance, float) and not math.isfinite(instance):
+        return path, instance
+    items = instance.items() if isinstance(instance, dict) else (
+        enumerate(instance) if isinstance(instance, list) else ())
+    for key, value in items:
+        found = _non_finite(value, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def validate_config(config: dict[str, Any], source: str = "config", schema_path: Path = SCHEMA) -> dict[str, Any]:
     """Validate ``config`` in place, fill defaults, and raise one error naming the key path."""
     from jsonschema import Draft7Validator
 
     schema = yaml.safe_load(schema_path.read_text())
+    _read_text_values(config, schema, "", source)
+    bad = _non_finite(config)
+    if bad is not None:
+        raise OutcropError(f"{source}: {bad[0]}: {bad[1]!r} is not a finite number")
     validator = _with_defaults(Draft7Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -55,6 +122,7 @@ def validate_config(config: dict[str, Any], source: str = "config", schema_path:
         # Every output path is results/..., so an empty results would write at the file-system root.
         raise OutcropError(f"{source}: results: {config['results']!r} names no folder; give the folder "
                            "that receives the run's outputs")
+    _check_clusters(config["clusters"], source)
     _refuse_wildcard_braces(config, source)
     return config
 
@@ -89,6 +157,15 @@ def canonical_results(results: str, source: str = "config: results") -> str:
     if relative == os.curdir or relative == os.pardir or relative.startswith(os.pardir + os.sep):
         return absolute
     return relative
+
+
+def _check_clusters(clusters: dict[str, Any], source: str) -> None:
+    """Hierarchy cuts split the Ward tree of the largest k's centroids: each must be below that k."""
+    largest = max(clusters["k"])
+    too_big = [c for c in clusters["cuts"] if c >= largest]
+    if too_big:
+        raise OutcropError(f"{source}: clusters.cuts: {too_big[0]} is not less than the largest k ({largest}); "
+                           "a cut splits the hierarchy of that k's clusters into fewer groups")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

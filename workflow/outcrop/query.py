@@ -32,16 +32,31 @@ def _read_index_table(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, A
         raise OutcropError(f"{path}: file not found") from None
     except Exception as exc:  # pyarrow raises many kinds
         raise OutcropError(f"{path}: not a readable index table ({exc})") from None
-    geo = json.loads((table.schema.metadata or {}).get(b"geo", b"{}"))
+    missing = [c for c in ("id", "scene", "tile_id", "geometry") if c not in table.column_names]
+    if missing:
+        # pyarrow leaves out asked-for columns that the file lacks, without a word.
+        raise OutcropError(f"{path}: not an index table: no {', '.join(missing)} column "
+                           f"(it has {', '.join(table.column_names) or 'none'})")
+    try:
+        geo = json.loads((table.schema.metadata or {}).get(b"geo", b"{}"))
+    except ValueError:
+        raise OutcropError(f"{path}: index table's GeoParquet metadata is not JSON") from None
     crs_json = geo.get("columns", {}).get("geometry", {}).get("crs")
     if crs_json is None:
         raise OutcropError(f"{path}: index table has no CRS")
     ids = _column(table, "id")
     if not np.array_equal(ids, np.arange(len(ids))):
         raise OutcropError(f"{path}: ids are not 0..{len(ids) - 1} in order")
-    footprints = shapely.from_wkb(_column(table, "geometry"))
-    return (_column(table, "scene").astype(str), _column(table, "tile_id"), footprints,
-            CRS.from_json_dict(crs_json))
+    tile_ids = _column(table, "tile_id")
+    if tile_ids.dtype != np.int64:
+        raise OutcropError(f"{path}: tile_id is not a column of whole numbers")
+    try:
+        footprints = shapely.from_wkb(_column(table, "geometry"))
+        crs = CRS.from_json_dict(crs_json)
+    except Exception as exc:  # shapely and pyproj raise their own kinds
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OutcropError(f"{path}: not a readable index table ({why})") from None
+    return _column(table, "scene").astype(str), tile_ids, footprints, crs
 
 
 def _column(table: Any, name: str) -> np.ndarray:
@@ -123,7 +138,14 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
             emb = np.load(path, mmap_mode="r", allow_pickle=False)
         except (FileNotFoundError, ValueError, OSError) as exc:
             raise OutcropError(f"{path}: cannot read embeddings ({exc})") from None
-        vectors.append(np.asarray(emb[tile_ids[ids[scenes[ids] == scene]]], dtype=np.float32))
+        rows = tile_ids[ids[scenes[ids] == scene]]
+        if emb.ndim != 2:
+            raise OutcropError(f"{path}: embeddings of shape {emb.shape}, expected (tiles, dimension)")
+        outside = rows[(rows < 0) | (rows >= len(emb))]
+        if len(outside):
+            raise OutcropError(f"{table_path}: tile_id {int(outside[0])} of scene {str(scene)!r} is outside {path} "
+                               f"({len(emb)} tiles); the index and the embeddings come from different runs")
+        vectors.append(np.asarray(emb[rows], dtype=np.float32))
     query = np.concatenate(vectors).mean(axis=0, keepdims=True)
     if query.shape[1] != index.d:
         raise OutcropError(f"{results_dir / 'embeddings'}: embeddings have dimension {query.shape[1]} but the "

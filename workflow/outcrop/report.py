@@ -148,8 +148,14 @@ def _model_metadata(path: Path) -> dict[str, Any]:
 
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a broken or foreign file: say so, do not fail the overview
-        return {"error": str(exc).splitlines()[0][:200]}
+        return {"error": _one_line(exc)}
     return payload.get("metadata", {}) if isinstance(payload, dict) else {}
+
+
+def _one_line(exc: BaseException) -> str:
+    """A library's message whole, on one line (torch says why it refused a pickle on its third line)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
 
 
 def _tiles_section(results: Path) -> list[str]:
@@ -159,7 +165,14 @@ def _tiles_section(results: Path) -> list[str]:
     tables = sorted((results / "tiles").glob("*.parquet"))
     if not tables:
         return ["tiles: none yet"]
-    frames = [pd.read_parquet(p, columns=["scene", *SURFACE_CLASSES]).assign(scene=p.stem) for p in tables]
+    frames, broken = [], []
+    for p in tables:
+        try:
+            frames.append(pd.read_parquet(p, columns=["scene", *SURFACE_CLASSES]).assign(scene=p.stem))
+        except Exception as exc:  # a broken table is reported and the others still counted
+            broken.append(f"  {p.stem}: {p} unreadable ({_one_line(exc)})")
+    if not frames:
+        return [f"scenes: {len(tables)}, every tile table unreadable", *broken]
     tiles = pd.concat(frames, ignore_index=True)
     tiles["dominant"] = tiles[list(SURFACE_CLASSES)].to_numpy().argmax(axis=1)
     counts = tiles.groupby(["scene", "dominant"]).size().unstack(fill_value=0)
@@ -170,7 +183,7 @@ def _tiles_section(results: Path) -> list[str]:
              + ", ".join(f"{c} {int(counts[c].sum())}" for c in SURFACE_CLASSES)]
     for scene, row in counts.iterrows():
         lines.append(f"  {scene}: {int(row.sum())} tiles (" + ", ".join(f"{c} {int(row[c])}" for c in SURFACE_CLASSES) + ")")
-    return lines
+    return lines + broken
 
 
 def _model_section(results: Path) -> list[str]:
@@ -231,6 +244,29 @@ def _analogues_section(results: Path, top: int) -> list[str]:
     return [f"analogues: {len(table)} ranked; top {min(top, len(table))}:", *("  " + line for line in head.splitlines())]
 
 
+def _scores_section(results: Path) -> list[str]:
+    metrics = results / "metrics.json"
+    if not metrics.exists():
+        return []
+    summary = json.loads(metrics.read_text()).get("summary", {})
+    return ["scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                for k, v in sorted(summary.items()))]
+
+
+def _readable(name: str, path: Path, section: Callable[..., list[str]], *args: Any) -> list[str]:
+    """One section of ``outcrop info``, or a line saying its file is unreadable: a broken file (cut
+    short, edited, of another version) must not hide the rest of the overview behind a traceback."""
+    try:
+        return section(*args)
+    except Exception as exc:
+        return [f"{name}: {path} unreadable ({type(exc).__name__}: {_one_line(exc)})"]
+
+
+def _without_tiles_section(results: Path) -> list[str]:
+    empty = scenes_without_tiles(results)
+    return [_without_tiles_line(empty)] if empty else []
+
+
 def run_info(results: Path, top: int = 5) -> str:
     """A plain-text overview of a finished (or partial) run, for ``outcrop info``.
 
@@ -244,19 +280,13 @@ def run_info(results: Path, top: int = 5) -> str:
 
         raise OutcropError(f"{results}: no such results folder")
     lines = [f"run: {results}"]
-    lines += _tiles_section(results)
-    empty = scenes_without_tiles(results)
-    if empty:
-        lines.append(_without_tiles_line(empty))
-    lines += _model_section(results)
-    lines += _index_section(results)
-    lines += _clusters_section(results)
-    lines += _analogues_section(results, top)
-    metrics = results / "metrics.json"
-    if metrics.exists():
-        summary = json.loads(metrics.read_text()).get("summary", {})
-        lines.append("scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                         for k, v in sorted(summary.items())))
+    lines += _readable("tiles", results / "tiles", _tiles_section, results)
+    lines += _readable("scenes without usable tiles", results / "tiles", _without_tiles_section, results)
+    lines += _readable("model", results / "model" / "encoder.pt", _model_section, results)
+    lines += _readable("index", results / "index" / "info.json", _index_section, results)
+    lines += _readable("clusters", results / "clusters" / "summary.csv", _clusters_section, results)
+    lines += _readable("analogues", results / "analogues" / "analogues.csv", _analogues_section, results, top)
+    lines += _readable("scores", results / "metrics.json", _scores_section, results)
     outputs = [p for p in ("map.html", "summary.html") if (results / p).exists()]
     if outputs:
         lines.append("open: " + ", ".join(str(results / p) for p in outputs))

@@ -7,49 +7,119 @@ The sheet is read when Snakemake builds the job graph, so it must be fast for th
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from outcrop import OutcropError
-from outcrop.sensors import SENSORS
+from outcrop.sensors import CANONICAL_BANDS, SENSORS, canonical_name
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "scenes.schema.yaml"
 
 
+def _read_text(path: Path, what: str) -> str:
+    """A text file as UTF-8, without the byte-order mark that spreadsheets put at its start."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise OutcropError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as exc:
+        raise OutcropError(f"{path}: {what} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at "
+                           f"offset {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise OutcropError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+
+
+class _Lines:
+    """The sheet's lines without ``#`` comments, remembering the file line number of the last one read.
+
+    The csv reader pulls lines one at a time, so after each row ``number`` is the row's (last) line
+    in the file, which is the line a user finds in an editor, comments included.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._lines = text.splitlines(keepends=True)
+        self.number = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for number, line in enumerate(self._lines, start=1):
+            if line.startswith("#"):
+                continue
+            self.number = number
+            yield line
+
+
+def _check_number(value: str, column: str, where: str, nonzero: bool = False) -> None:
+    """A scale or offset must be a finite number (a scale also non-zero), or empty for the sensor's own."""
+    if value == "":
+        return
+    try:
+        number = float(value)
+    except ValueError:
+        raise OutcropError(f"{where}: {column}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise OutcropError(f"{where}: {column}: {value!r} is not a finite number")
+    if nonzero and number == 0:
+        raise OutcropError(f"{where}: {column}: 0 would turn every pixel into the same value")
+
+
+def _check_bands(row: dict[str, str], where: str) -> None:
+    """Declared band labels: canonical names or the sensor's own band tokens, each once."""
+    labels = [b.strip() for b in row["bands"].split(",") if b.strip()]
+    sensor = SENSORS[row["sensor"]]
+    names = []
+    for label in labels:
+        name = canonical_name(sensor, label)
+        if name is None:
+            raise OutcropError(f"{where}: bands: unknown band name {label!r} for sensor {sensor.name} "
+                               f"(canonical names: {', '.join(CANONICAL_BANDS)})")
+        names.append(name)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise OutcropError(f"{where}: bands: {row['bands']!r} names {twice[0]!r} twice")
+
+
 def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a scene sheet (TSV), validated. Relative sources are relative to the working directory."""
+    """Rows of a scene sheet (TSV), validated. Relative sources are relative to the working directory.
+
+    Errors name the file line (comment lines counted) and the column. A byte-order mark, as
+    spreadsheets write it, is ignored; a file in another encoding than UTF-8 is refused in one line.
+    """
     from jsonschema import Draft7Validator
 
     path = Path(path)
-    try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader((line for line in fh if not line.startswith("#")), delimiter="\t"))
-    except FileNotFoundError:
-        raise OutcropError(f"{path}: scene sheet not found") from None
-    if not rows:
-        raise OutcropError(f"{path}: scene sheet has no scenes")
+    lines = _Lines(_read_text(path, "scene sheet"))
+    reader = csv.DictReader(lines, delimiter="\t")
     schema = yaml.safe_load(SCHEMA.read_text())
     validator = Draft7Validator(schema)
     seen: dict[str, int] = {}
     out = []
-    for n, row in enumerate(rows, start=2):
+    for row in reader:
+        n = lines.number
+        where = f"{path}: line {n}"
         row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
         err = next(iter(sorted(validator.iter_errors(row), key=lambda e: list(e.path))), None)
         if err is not None:
-            where = ".".join(str(p) for p in err.path) or "row"
-            raise OutcropError(f"{path}: line {n}: {where}: {err.message}")
+            column = ".".join(str(p) for p in err.path) or "row"
+            raise OutcropError(f"{where}: {column}: {err.message}")
         if row["sensor"] not in SENSORS:
-            raise OutcropError(f"{path}: line {n}: sensor: unknown sensor {row['sensor']!r} "
+            raise OutcropError(f"{where}: sensor: unknown sensor {row['sensor']!r} "
                                f"(known: {', '.join(sorted(SENSORS))})")
         if row["scene"] in seen:
-            raise OutcropError(f"{path}: line {n}: duplicate scene id {row['scene']!r} (first on line {seen[row['scene']]})")
+            raise OutcropError(f"{where}: duplicate scene id {row['scene']!r} (first on line {seen[row['scene']]})")
         seen[row["scene"]] = n
         row.setdefault("bands", "")
         row.setdefault("scale", "")
         row.setdefault("offset", "")
+        _check_number(row["scale"], "scale", where, nonzero=True)
+        _check_number(row["offset"], "offset", where)
+        _check_bands(row, where)
         out.append(row)
+    if not out:
+        raise OutcropError(f"{path}: scene sheet has no scenes")
     if not any(r["role"] == "train" for r in out):
         raise OutcropError(f"{path}: no scene has role 'train'; the encoder needs at least one")
     return out
