@@ -108,3 +108,13 @@ def test_one_folder_spelled_two_ways_is_one_run(tmp_path):
         outputs.add(frozenset(line.split()[-2] for line in proc.stdout.splitlines() if "> " in line and "2>&1" in line))
     assert len(outputs) == 1
     assert all(p.startswith("results/logs/") for p in next(iter(outputs)))
+
+
+def test_braces_in_a_scene_source_are_refused_before_any_job(tmp_path):
+    sheet = tmp_path / "scenes.tsv"
+    sheet.write_text(f"scene\tsource\tsensor\trole\na\t{tmp_path / 'a{scene}.tif'}\tlandsat-c2l2\ttrain\n")
+    write_config(tmp_path, {"scenes": str(sheet), "deposits": str(tmp_path / "d.csv")})
+    proc = snakemake(tmp_path, "--cores", "1", check=False, timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in text
+    assert "scenes.tsv: line 2: source:" in text and "a path may not contain '{' or '}'" in text

@@ -117,6 +117,10 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
         _check_number(row["scale"], "scale", where, nonzero=True)
         _check_number(row["offset"], "offset", where)
         _check_bands(row, where)
+        if local_input(row["source"]) and ("{" in row["source"] or "}" in row["source"]):
+            # A local source is an input of the job graph, where Snakemake reads `{...}` as a wildcard.
+            raise OutcropError(f"{where}: source: {row['source']!r}: a path may not contain '{{' or '}}' "
+                               "(Snakemake would read them as wildcards); rename the file or folder")
         out.append(row)
     if not out:
         raise OutcropError(f"{path}: scene sheet has no scenes")
