@@ -279,7 +279,7 @@ def test_training_scene_without_usable_tiles(run, tmp_path, capsys):
             "--out-tiles", tiles, "--out-table", table])
     assert np.load(tiles).shape == (0, len(BANDS), TILE, TILE)
     cloudy = Run(tmp_path, scene, tmp_path / "cloud_prepared.tif", tiles, table, *[tmp_path / "unused"] * 5)
-    refuse(train_args(cloudy, tmp_path / "model"), "cloud.npy", "0 tile(s) with rock >= 0.0",
+    refuse(train_args(cloudy, tmp_path / "model"), "cloud.npy", "0 tile(s) with rock >= 0.3",
            "training needs at least 2", capsys=capsys, out_dir=tmp_path)
     both = train_args(cloudy, tmp_path / "model")
     both[both.index(tiles) + 1:both.index(tiles) + 1] = [run.tiles]
@@ -487,7 +487,7 @@ def cluster_args(run: Run, out: Path, k: Sequence[int]) -> list:
     return ["cluster", "--index-table", run.index_table, "--embeddings", run.embeddings, "--tiles", run.tiles,
             "--prepared", run.prepared, "--out-gpkg", out / "l.gpkg", "--out-parquet", out / "l.parquet",
             "--out-summary", out / "s.csv", "--out-dendrogram", out / "d.png", "--maps-dir", out / "maps",
-            "--rasters-dir", out / "rasters", "--k", *k]
+            "--rasters-dir", out / "rasters", "--k", *k, "--cuts"]
 
 
 def test_k_the_tiles_cannot_support(run, tmp_path, capsys):

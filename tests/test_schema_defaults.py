@@ -63,3 +63,104 @@ def test_a_dry_run_builds_the_job_graph_without_importing_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "NO-TORCH" in proc.stdout and "TORCH-LOADED" not in proc.stdout, proc.stdout[-2000:]
     assert "train_encoder" in proc.stdout
+
+
+# --- every default of the schema, and where the command line and the stage functions restate it ----
+
+# Schema key -> the (subcommand, option) and (module, function, parameter) that take it. A key the
+# command line or a stage function does not take is listed with empty tuples: a new key must be
+# placed here, so that no one adds a default of its own without this test seeing it.
+RESTATED: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str], ...]]] = {
+    "results": ((("query", "results"), ("info", "results")), ()),
+    "scenes": ((), ()), "deposits": ((), ()), "negatives": ((), ()), "bands": ((), ()),
+    "grid.crs": ((("prepare", "crs"), ("tile", "crs"), ("quicklook", "crs")),
+                 (("scenes", "prepare_scene", "crs"),)),
+    "grid.resolution": ((("prepare", "resolution"),), (("scenes", "prepare_scene", "resolution"),)),
+    "demo.scenes": ((), ()), "demo.train_scenes": ((), ()),
+    "demo.size": ((("demo-scene", "size"), ("demo-deposits", "size")),
+                  (("demo", "synthesise_scene", "size"), ("demo", "write_deposits", "size"))),
+    "demo.seed": ((("demo-scene", "seed"), ("demo-deposits", "seed")),
+                  (("demo", "synthesise_scene", "seed"), ("demo", "write_deposits", "seed"))),
+    "aoi.path": ((("tile", "aoi"), ("quicklook", "aoi")), ()),
+    "aoi.buffer_km": ((("tile", "aoi_buffer_km"), ("quicklook", "aoi_buffer_km")),
+                      (("aoi", "aoi_geometry", "buffer_km"),)),
+    "tiles.size": ((("tile", "size"),), (("tiles", "tile_scene", "size"),)),
+    "tiles.stride": ((("tile", "stride"),), (("tiles", "tile_scene", "stride"),)),
+    "tiles.min_valid": ((("tile", "min_valid"),), (("tiles", "tile_scene", "min_valid"),)),
+    "encoder.train_min_rock": ((("train", "min_rock"),), (("encoder", "train_byol", "min_rock"),)),
+    "encoder.device": ((("train", "device"), ("embed", "device")),
+                       (("encoder", "train_byol", "device"), ("embeddings", "embed_tiles", "device"))),
+    "encoder.settings": ((), ()),
+    "embed.batch_size": ((("embed", "batch_size"),), (("embeddings", "embed_tiles", "batch_size"),)),
+    "index.min_rock": ((("index", "min_rock"),), (("index", "build_index", "min_rock"),)),
+    "index.exact_max": ((("index", "exact_max"),), (("index", "build_index", "exact_max"),)),
+    "index.recall_floor": ((("index", "recall_floor"),), (("index", "build_index", "recall_floor"),)),
+    "index.seed": ((("index", "seed"),), (("index", "build_index", "seed"),)),
+    "clusters.k": ((), ()),
+    "clusters.cuts": ((), ()),  # `outcrop cluster --cuts` is required, as the rule always passes it
+    "clusters.seed": ((("cluster", "seed"), ("evaluate", "seed")),
+                      (("clusters", "cluster_tiles", "seed"), ("evaluate", "evaluate_run", "seed"))),
+    "analogues.buffer_m": ((("analogues", "buffer_m"), ("evaluate", "buffer_m")), ()),
+    "analogues.exclusion_km": ((("analogues", "exclusion_km"), ("evaluate", "exclusion_km")), ()),
+    "analogues.top": ((("analogues", "top"),), ()),
+    "analogues.site_overlap": ((("analogues", "site_overlap"), ("evaluate", "site_overlap")),
+                               (("analogues", "find_analogues", "site_overlap"),)),
+    "evaluate.recall_k": ((("evaluate", "recall_k"),), ()),
+}
+SURFACES = tuple(yaml.safe_load(SCHEMA.read_text())["properties"]["surfaces"]["properties"])
+
+
+def schema_leaves(schema: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> default of every leaf of the config schema (encoder.settings counts as a leaf)."""
+    out = {}
+    for name, sub in schema.get("properties", {}).items():
+        key = f"{prefix}{name}"
+        if sub.get("type") == "object" and "properties" in sub and key != "encoder.settings":
+            out.update(schema_leaves(sub, f"{key}."))
+        else:
+            out[key] = sub.get("default")
+    return out
+
+
+def _cli_defaults() -> dict[str, dict[str, object]]:
+    from outcrop.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return {name: {a.dest: a.default for a in sub._actions} for name, sub in subparsers.choices.items()}
+
+
+def _plain_default(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def restated_defaults_that_disagree() -> list[str]:
+    import importlib
+    import inspect
+
+    leaves = schema_leaves(yaml.safe_load(SCHEMA.read_text()))
+    cli = _cli_defaults()
+    wrong = [f"{key}: not placed in RESTATED" for key in leaves if key not in RESTATED and not key.startswith("surfaces.")]
+    for key, (options, functions) in RESTATED.items():
+        expected = leaves[key]
+        for command, dest in options:
+            if _plain_default(cli[command][dest]) != expected:
+                wrong.append(f"{key}: `outcrop {command} --{dest.replace('_', '-')}` defaults to "
+                             f"{cli[command][dest]!r}, the schema to {expected!r}")
+        for module, function, param in functions:
+            found = inspect.signature(getattr(importlib.import_module(f"outcrop.{module}"), function)).parameters[param]
+            if _plain_default(found.default) != expected:
+                wrong.append(f"{key}: {module}.{function}({param}=) defaults to {found.default!r}, "
+                             f"the schema to {expected!r}")
+    from outcrop.surfaces import Thresholds
+
+    thresholds = Thresholds()
+    for name in SURFACES:
+        if getattr(thresholds, name) != leaves[f"surfaces.{name}"]:
+            wrong.append(f"surfaces.{name}: Thresholds has {getattr(thresholds, name)!r}, "
+                         f"the schema {leaves[f'surfaces.{name}']!r}")
+    return wrong
+
+
+def test_no_default_is_restated_differently_outside_the_schema():
+    assert restated_defaults_that_disagree() == []

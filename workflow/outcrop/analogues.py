@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.geo import infer_layout, scene_rasters
 from outcrop.index import load_index, normalise_rows, table_vectors
 from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
@@ -33,7 +34,7 @@ SCORE_BATCH = 1 << 16
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
 LON_NAMES = ("lon", "longitude", "long", "x")
 LAT_NAMES = ("lat", "latitude", "y")
-SITE_OVERLAP = 0.25  # share of a tile's area that, overlapped by a better tile, makes it that tile's site
+SITE_OVERLAP = default("analogues.site_overlap")  # share of a tile's area that, overlapped by a better tile, makes it that tile's site
 
 
 def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:

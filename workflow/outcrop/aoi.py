@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.io import read_vector
 
 
-def aoi_geometry(path: str | Path, crs: str, buffer_km: float = 0.0) -> Any:
+def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buffer_km")) -> Any:
     """One shapely geometry: the union of the file's features in ``crs``, lines buffered by ``buffer_km``.
 
     Polygons are kept as they are (and grown by ``buffer_km`` when it is positive); lines and points

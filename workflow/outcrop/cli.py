@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from outcrop import OutcropError, __version__
+from outcrop.config import default
 
 
 def _log(message: str) -> None:
@@ -324,16 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--truth", required=True)
-    p.add_argument("--size", type=positive_int, default=512)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--size", type=positive_int, default=default("demo.size"))
+    p.add_argument("--seed", type=int, default=default("demo.seed"))
 
     p = _add(sub, "demo-deposits", cmd_demo_deposits, "write the demo's known deposits and hidden truth",
              "outcrop demo-deposits --scenes 3 --out demo/deposits.gpkg --truth demo/hidden.gpkg", False)
     p.add_argument("--scenes", type=positive_int, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--truth", required=True)
-    p.add_argument("--size", type=positive_int, default=512)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--size", type=positive_int, default=default("demo.size"))
+    p.add_argument("--seed", type=int, default=default("demo.seed"))
 
     p = _add(sub, "prepare", cmd_prepare, "reproject a scene onto the run grid with reflectance and a surface mask",
              "outcrop prepare --source LC08_..._SR/ --sensor landsat-c2l2 --scene s1 "
@@ -343,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", required=True)
     p.add_argument("--bands", required=True, help="run bands, comma-separated canonical names")
     p.add_argument("--out", required=True)
-    p.add_argument("--crs", default="EPSG:3031")
-    p.add_argument("--resolution", type=positive_float, default=30.0)
+    p.add_argument("--crs", default=default("grid.crs"))
+    p.add_argument("--resolution", type=positive_float, default=default("grid.resolution"))
     p.add_argument("--declared-bands", default="", help="band names of a generic GeoTIFF, in file order")
     p.add_argument("--scale", type=finite_float, default=None)
     p.add_argument("--offset", type=finite_float, default=None)
@@ -369,12 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", required=True)
     p.add_argument("--out-tiles", required=True)
     p.add_argument("--out-table", required=True)
-    p.add_argument("--size", type=positive_int, default=32)
-    p.add_argument("--stride", type=positive_int, default=32)
-    p.add_argument("--min-valid", type=finite_float, default=0.9)
+    p.add_argument("--size", type=positive_int, default=default("tiles.size"))
+    p.add_argument("--stride", type=positive_int, default=default("tiles.stride"))
+    p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
     p.add_argument("--aoi", default="", help="AOI polygon or coastline file")
-    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=0.0)
-    p.add_argument("--crs", default="EPSG:3031")
+    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
+    p.add_argument("--crs", default=default("grid.crs"))
 
     p = _add(sub, "train", cmd_train, "train the BYOL encoder on the tiles of the training scenes",
              "outcrop train --tiles tiles/a.npy --tables tiles/a.parquet --bands blue,green,red,nir "
@@ -387,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-tsv", required=True)
     p.add_argument("--curve-png", required=True)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--min-rock", type=finite_float, default=0.0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--min-rock", type=finite_float, default=default("encoder.train_min_rock"))
+    p.add_argument("--device", default=default("encoder.device"), help="auto, cpu, cuda or mps")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="encoder setting")
 
     p = _add(sub, "embed", cmd_embed, "embed one scene's tiles with the trained encoder",
@@ -396,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiles", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=positive_int, default=default("embed.batch_size"))
+    p.add_argument("--device", default=default("encoder.device"))
     p.add_argument("--bands", default="", help="the run's bands; the encoder must have been trained on them")
 
     p = _add(sub, "index", cmd_index, "build the FAISS index over all embeddings",
@@ -408,10 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-index", required=True)
     p.add_argument("--out-table", required=True)
     p.add_argument("--out-info", required=True)
-    p.add_argument("--min-rock", type=finite_float, default=0.0)
-    p.add_argument("--exact-max", type=positive_int, default=200_000)
-    p.add_argument("--recall-floor", type=finite_float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-rock", type=finite_float, default=default("index.min_rock"))
+    p.add_argument("--exact-max", type=positive_int, default=default("index.exact_max"))
+    p.add_argument("--recall-floor", type=finite_float, default=default("index.recall_floor"))
+    p.add_argument("--seed", type=int, default=default("index.seed"))
 
     p = _add(sub, "cluster", cmd_cluster, "k-means at each k plus a Ward hierarchy on the centroids",
              "outcrop cluster --index-table index/tiles.parquet --embeddings embeddings/*.npy --tiles tiles/*.npy "
@@ -425,8 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(name, required=True)
     p.add_argument("--out-exemplars", default="", help="PNG of exemplar tiles per cluster")
     p.add_argument("--k", type=cluster_count, nargs="+", required=True)
-    p.add_argument("--cuts", type=cluster_count, nargs="*", default=[])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cuts", type=cluster_count, nargs="*", required=True, help="hierarchy cuts (none: give --cuts alone)")
+    p.add_argument("--seed", type=int, default=default("clusters.seed"))
 
     p = _add(sub, "analogues", cmd_analogues, "rank analogues of the known deposits",
              "outcrop analogues --index index/tiles.faiss --index-table index/tiles.parquet --embeddings "
@@ -437,10 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("--index", "--index-table", "--deposits", "--out-gpkg", "--out-csv", "--similarity-dir"):
         p.add_argument(name, required=True)
     p.add_argument("--negatives", default="")
-    p.add_argument("--buffer-m", type=non_negative_float, default=100.0)
-    p.add_argument("--exclusion-km", type=non_negative_float, default=1.0)
-    p.add_argument("--top", type=positive_int, default=50)
-    p.add_argument("--site-overlap", type=finite_float, default=0.25,
+    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
+    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
+    p.add_argument("--top", type=positive_int, default=default("analogues.top"))
+    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"),
                    help="one analogue per site: drop tiles overlapping a better one by more than this share (0: off)")
 
     p = _add(sub, "evaluate", cmd_evaluate, "score a demo run against its planted truth",
@@ -451,11 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-deposits", required=True)
     p.add_argument("--deposits", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--buffer-m", type=non_negative_float, default=100.0)
-    p.add_argument("--exclusion-km", type=non_negative_float, default=1.0)
-    p.add_argument("--recall-k", type=positive_int, nargs="+", default=[10, 25, 50])
-    p.add_argument("--site-overlap", type=finite_float, default=0.25, help="as for `outcrop analogues`")
-    p.add_argument("--seed", type=int, default=0, help="k-means seed; also seeds the random-encoder baseline")
+    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
+    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
+    p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
+    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
+    p.add_argument("--seed", type=int, default=default("clusters.seed"), help="k-means seed; also seeds the random-encoder baseline")
     p.add_argument("--model", help="trained encoder whose architecture the random-encoder baseline copies "
                    "(default: RESULTS/model/encoder.pt)")
 
@@ -467,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "query", cmd_query, "top analogues of a place, against a finished run",
              "outcrop query --results results --lon 142.7 --lat -67.25 --top 10")
-    p.add_argument("--results", default="results")
+    p.add_argument("--results", default=default("results"))
     p.add_argument("--lon", type=finite_float)
     p.add_argument("--lat", type=finite_float)
     p.add_argument("--tile", help="SCENE:TILE_ID")
@@ -476,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "info", cmd_info, "summarise a finished run: scenes, tiles per surface, model, index, "
              "clusters, top analogues", "outcrop info results", False)
-    p.add_argument("results", nargs="?", default="results")
+    p.add_argument("results", nargs="?", default=default("results"))
 
     p = _add(sub, "quicklook", cmd_quicklook,
             "false-colour quicklook of a prepared scene: a COG and a PNG with the surface mask and AOI",
@@ -487,8 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-png", required=True)
     p.add_argument("--out-tif", required=True)
     p.add_argument("--aoi", default="", help="AOI polygon or coastline file, outlined on the figure")
-    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=0.0)
-    p.add_argument("--crs", default="EPSG:3031", help="run CRS (the AOI is brought into it)")
+    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
+    p.add_argument("--crs", default=default("grid.crs"), help="run CRS (the AOI is brought into it)")
     p.add_argument("--max-size", type=positive_int, default=2048, help="largest side of the quicklook in pixels")
 
     p = _add(sub, "projection", cmd_projection,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.geo import infer_layout, scene_band_names, scene_rasters
 from outcrop.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of, table_vectors
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_cog, write_geodataframe
@@ -220,7 +221,7 @@ def cluster_tiles(
     *,
     ks: Sequence[int],
     cuts: Sequence[int] = (),
-    seed: int = 0,
+    seed: int = default("clusters.seed"),
     out_exemplars: Path | None = None,
     log: Callable[[str], Any] = print,
 ) -> None:

@@ -7,6 +7,8 @@ Snakefile calls it before any job is scheduled.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import os
 import re
@@ -166,6 +168,24 @@ def _check_clusters(clusters: dict[str, Any], source: str) -> None:
     if too_big:
         raise OutcropError(f"{source}: clusters.cuts: {too_big[0]} is not less than the largest k ({largest}); "
                            "a cut splits the hierarchy of that k's clusters into fewer groups")
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return validate_config({}, "defaults")
+
+
+def default(key: str) -> Any:
+    """The schema's default for a dotted config key (``tiles.stride``).
+
+    The command line and the stage functions take their defaults from here, so that calling
+    `outcrop tile` or :func:`outcrop.tiles.tile_scene` without an option gives what the workflow
+    gives (tests/test_schema_defaults.py walks the schema to keep it so).
+    """
+    value: Any = _defaults()
+    for part in key.split("."):
+        value = value[part]
+    return copy.deepcopy(value)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.io import write_cog
 
 CRS = "EPSG:3031"
@@ -303,8 +304,8 @@ def _texture(kind: str, x: np.ndarray, y: np.ndarray, ix: np.ndarray, iy: np.nda
 # --- writing ----------------------------------------------------------------------------------
 
 
-def synthesise_scene(out_scene: str | Path, out_truth: str | Path, *, index: int, size: int = 512,
-                     seed: int = 7) -> None:
+def synthesise_scene(out_scene: str | Path, out_truth: str | Path, *, index: int, size: int = default("demo.size"),
+                     seed: int = default("demo.seed")) -> None:
     """Write demo scene ``index`` as a Landsat-L2-style uint16 GeoTIFF, and its rock-unit truth."""
     from rasterio.transform import from_origin
 
@@ -321,8 +322,8 @@ def synthesise_scene(out_scene: str | Path, out_truth: str | Path, *, index: int
                     "note": "0 = not rock; n = n-th name of the units tag"})
 
 
-def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int, size: int = 512,
-                   seed: int = 7) -> None:
+def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int, size: int = default("demo.size"),
+                   seed: int = default("demo.seed")) -> None:
     """Publish about a third of the patches inside the scenes as known deposits; keep the rest hidden.
 
     Known deposits are points in longitude/latitude, as a user would have them; the hidden truth is

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.allocator import keep_large_blocks
 from outcrop.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
@@ -85,8 +86,8 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
     return out
 
 
-def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_size: int = 256,
-                device: str = "auto", bands: Sequence[str] | None = None,
+def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_size: int = default("embed.batch_size"),
+                device: str = default("encoder.device"), bands: Sequence[str] | None = None,
                 log: Callable[[str], None] = print) -> None:
     """Embed one scene's tile array with a trained encoder and write ``out_path`` atomically.
 

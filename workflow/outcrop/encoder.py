@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.allocator import keep_large_blocks
 from outcrop.augment import augment
 from outcrop.backbones import build_backbone
@@ -192,9 +193,9 @@ def train_byol(
     curve_tsv: Path,
     curve_png: Path,
     checkpoint_path: Path,
-    min_rock: float = 0.0,
+    min_rock: float = default("encoder.train_min_rock"),
     bands: Sequence[str] | None = None,
-    device: str = "auto",
+    device: str = default("encoder.device"),
     log: Callable[[str], None] = print,
 ) -> None:
     """Train a BYOL encoder on the tiles with ``rock >= min_rock`` and write ``out_path``.

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.io import load_npy, write_json
 
 UNIT_PURITY = 0.6  # a tile is labelled with a rock unit when that unit covers this share of it
@@ -166,7 +167,7 @@ def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray],
 
 
 def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_deposits: Path, deposits: Path,
-                 buffer_m: float, exclusion_km: float, recall_k: Sequence[int], seed: int = 0,
+                 buffer_m: float, exclusion_km: float, recall_k: Sequence[int], seed: int = default("clusters.seed"),
                  site_overlap: float | None = None, model: Path | None = None,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write ``metrics.json``: cluster agreement, kNN, linear probe and deposit recall, per feature set.

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
 from outcrop.tiles import FRACTION_COLUMNS
 
@@ -252,11 +253,11 @@ def build_index(
     out_table: Path,
     out_info: Path,
     *,
-    min_rock: float = 0.0,
-    exact_max: int = 200_000,
-    recall_floor: float = 0.9,
+    min_rock: float = default("index.min_rock"),
+    exact_max: int = default("index.exact_max"),
+    recall_floor: float = default("index.recall_floor"),
     recall_target: float = RECALL_TARGET,
-    seed: int = 0,
+    seed: int = default("index.seed"),
     log: Callable[[str], Any] = print,
 ) -> None:
     """Index the tiles of every scene, measure recall@10 and write index, id table and info.

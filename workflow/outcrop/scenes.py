@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.allocator import keep_large_blocks
 from outcrop.io import write_prepared
 from outcrop.sensors import (
@@ -507,7 +508,7 @@ def _check_consistent(files: SceneFiles, meta: dict[str, dict[str, Any]], source
 
 
 def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: str,
-                  bands: Sequence[str], crs: str = "EPSG:3031", resolution: float = 30.0,
+                  bands: Sequence[str], crs: str = default("grid.crs"), resolution: float = default("grid.resolution"),
                   thresholds: Thresholds = Thresholds(), declared_bands: Sequence[str] | None = None,
                   scale: float | None = None, offset: float | None = None,
                   log: Callable[[str], None] = print) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from outcrop.config import default
+
 NODATA = 0
 ROCK = 1
 SNOW_ICE = 2
@@ -34,14 +36,14 @@ CLASS_COLOURS = {
 class Thresholds:
     """Thresholds of the surface rules, configurable under ``surfaces:`` in the config."""
 
-    ndsi_snow: float = 0.4  # NDSI above this (and NIR bright) is snow/ice
-    nir_snow: float = 0.11  # NIR reflectance floor for snow/ice, separates it from dark water
-    ndwi_water: float = 0.25  # NDWI (green vs NIR) above this, with dark NIR, is water
-    nir_water: float = 0.12  # NIR ceiling for water
-    swir_cloud: float = 0.3  # SWIR1 reflectance above which bright pixels are cloud
-    blue_cloud: float = 0.3  # blue reflectance floor for cloud
-    visible_snow: float = 0.2  # without SWIR1: mean blue/green/red above which a bluish pixel is snow/ice
-    ndvi_snow: float = 0.25  # without SWIR1: vegetation (NDVI above this) is never snow
+    ndsi_snow: float = default("surfaces.ndsi_snow")  # NDSI above this (and NIR bright) is snow/ice
+    nir_snow: float = default("surfaces.nir_snow")  # NIR reflectance floor for snow/ice, separates it from dark water
+    ndwi_water: float = default("surfaces.ndwi_water")  # NDWI (green vs NIR) above this, with dark NIR, is water
+    nir_water: float = default("surfaces.nir_water")  # NIR ceiling for water
+    swir_cloud: float = default("surfaces.swir_cloud")  # SWIR1 reflectance above which bright pixels are cloud
+    blue_cloud: float = default("surfaces.blue_cloud")  # blue reflectance floor for cloud
+    visible_snow: float = default("surfaces.visible_snow")  # without SWIR1: mean blue/green/red above which a bluish pixel is snow/ice
+    ndvi_snow: float = default("surfaces.ndvi_snow")  # without SWIR1: vegetation (NDVI above this) is never snow
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:

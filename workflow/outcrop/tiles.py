@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.allocator import keep_large_blocks
 from outcrop.io import atomic_path, decode_reflectance, write_geodataframe
 from outcrop.progress import Progress
@@ -51,9 +52,9 @@ def tile_scene(
     out_table: str | Path,
     *,
     scene_id: str,
-    size: int = 32,
-    stride: int = 32,
-    min_valid: float = 0.9,
+    size: int = default("tiles.size"),
+    stride: int = default("tiles.stride"),
+    min_valid: float = default("tiles.min_valid"),
     aoi: Any = None,
     aoi_name: str = "AOI",
     log: Callable[[str], None] = print,
