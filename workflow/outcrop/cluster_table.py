@@ -132,16 +132,19 @@ def write_cluster_table(
             cells += ["<td colspan='8'>not in the summary</td>"]
         cells.append(f"<td>{imgs}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("cluster", "tiles", "share", "rock", "snow/ice", "water", "cloud",
-                                                 "scenes", f"mean spectrum ({', '.join(bands)})",
-                                                 "tiles nearest the centre"))
+    # Band names come from the summary's column names (a file): escaped like every other text.
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in (
+        "cluster", "tiles", "share", "rock", "snow/ice", "water", "cloud", "scenes",
+        f"mean spectrum ({', '.join(bands)})", "tiles nearest the centre"))
     style = ("body{font-family:sans-serif;color:#222;margin:1em}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:middle}"
              ".swatch{display:inline-block;width:12px;height:12px;margin-right:5px;border:1px solid #555}"
              ".thumb{width:64px;height:64px;image-rendering:pixelated;margin-right:3px}")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>clusters at {level}</title>"
-            f"<style>{style}</style></head><body><h2>Clusters at {level}</h2>"
-            f"<p>{len(table)} tiles. Thumbnails: composite {'/'.join(bands[i] for i in composite_bands(bands))}, "
+    level_text = html.escape(level)
+    composite = html.escape("/".join(bands[i] for i in composite_bands(bands)))
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>clusters at {level_text}</title>"
+            f"<style>{style}</style></head><body><h2>Clusters at {level_text}</h2>"
+            f"<p>{len(table)} tiles. Thumbnails: composite {composite}, "
             f"one stretch for all.</p><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
             f"</body></html>\n")
     with atomic_path(out) as tmp:

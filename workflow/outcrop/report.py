@@ -24,11 +24,16 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{_text(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td>{_text(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _text(value: Any) -> str:
+    """A value read from a run's files, as HTML text: files are hostile, markup in them stays text."""
+    return html.escape(_fmt(value))
 
 
 def _fmt(value: Any) -> str:
@@ -50,8 +55,8 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
         rows.append(row)
     columns = list(rows[0]) if rows else []
     return ("<h2>Scores against the demo's planted truth</h2>"
-            f"<p>{metrics['rock_unit_tiles']} tiles dominated by one planted rock unit; "
-            f"{metrics['known_deposits']} known deposits, {metrics['hidden_deposits']} hidden.</p>"
+            f"<p>{_text(metrics['rock_unit_tiles'])} tiles dominated by one planted rock unit; "
+            f"{_text(metrics['known_deposits'])} known deposits, {_text(metrics['hidden_deposits'])} hidden.</p>"
             + _table(rows, columns))
 
 

@@ -17,6 +17,12 @@ reprojecting every raster to lat/lon would resample the cluster cells and bend t
 footprints. In the run CRS the rasters are shown on exactly their own grid, the footprints stay
 square, and the scale bar reads true metres (polar stereographic is conformal, so shapes hold).
 Popups carry lon/lat for use elsewhere.
+
+**Names are text.** Deposit names, scene ids, the cluster level and the title come from a user's
+files; a deposit called ``<img src=x onerror=…>`` must show as that name and run nothing. The data
+goes into the page as JSON with ``<``, ``>`` and ``&`` escaped (:func:`json_for_script`), and the
+page's script puts every value into the document as text (``textContent``, text nodes, style
+properties), escaping the few that Leaflet writes as markup (layer names, attribution).
 """
 
 from __future__ import annotations
@@ -253,7 +259,7 @@ def write_webmap(
         title=html.escape(title),
         leaflet_css=css,
         leaflet_js=_script_safe(js),
-        data=_script_safe(json.dumps(data, separators=(",", ":"))),
+        data=json_for_script(data),
         app_css=_APP_CSS,
         app_js=_APP_JS,
     )
@@ -261,6 +267,17 @@ def write_webmap(
         tmp.write_text(page, encoding="utf-8")
     log(f"map: wrote {out} ({len(page) / 1e6:.1f} MB; {len(data['quicklooks'])} scenes, "
         f"{len(data['analogues'])} analogues, {len(data['deposits'])} deposits)")
+
+
+def json_for_script(value: Any) -> str:
+    """JSON that can sit inside a ``<script>`` element whatever strings it holds.
+
+    ``<``, ``>`` and ``&`` become ``\\u003c``, ``\\u003e`` and ``\\u0026``: the same characters to
+    ``JSON.parse``, but no ``</script>``, ``<!--`` or ``<script`` can appear, so a deposit name or
+    scene id cannot end the element early or switch the HTML parser into its escaped script states.
+    """
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _script_safe(text: str) -> str:
@@ -297,8 +314,24 @@ _APP_JS = r"""
   var quicklooks = images(D.quicklooks, 1.0);
   var clusters = images(D.clusters, 0.75, "outcrop-pixelated");
   var similarity = images(D.similarity, 0.8, "outcrop-pixelated");
+  // Every value in D may come from a user's file: it reaches the page only as text (textContent,
+  // text nodes, style properties), never as markup, so a name like <img onerror=...> stays a name.
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) { e.textContent = String(text); }
+    if (cls) { e.className = cls; }
+    return e;
+  }
+  function add(parent, children) {
+    children.forEach(function (c) {
+      parent.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    });
+    return parent;
+  }
   var deposits = L.layerGroup(D.deposits.map(function (d) {
-    var popup = "<b>Known deposit</b><br>" + d.name + "<br>lon " + fmt(d.lon, 4) + ", lat " + fmt(d.lat, 4);
+    var popup = add(el("div", null, "outcrop-deposit-popup"), [
+      el("b", "Known deposit"), el("br"), el("span", d.name, "outcrop-name"), el("br"),
+      "lon " + fmt(d.lon, 4) + ", lat " + fmt(d.lat, 4)]);
     var parts = d.rings.map(function (r) { return L.polygon(r, {color: "#e31a1c", weight: 2, fill: false}); });
     parts.push(L.circleMarker([d.y, d.x], {radius: 6, color: "#000", weight: 1, fillColor: "#e31a1c",
                                            fillOpacity: 1, className: "outcrop-deposit"}));
@@ -308,8 +341,9 @@ _APP_JS = r"""
     var rows = [["rank", a.rank], ["score", fmt(a.score, 3)], ["scene", a.scene], ["tile", a.tile_id],
                 ["nearest known deposit", a.nearest_positive], ["distance", fmt(a.distance_km, 2) + " km"],
                 ["lon, lat", fmt(a.lon, 4) + ", " + fmt(a.lat, 4)]];
-    var popup = "<b>Analogue #" + a.rank + "</b><table class='outcrop-popup'>" + rows.map(function (r) {
-      return "<tr><td>" + r[0] + "</td><td>" + r[1] + "</td></tr>"; }).join("") + "</table>";
+    var table = el("table", null, "outcrop-popup");
+    rows.forEach(function (r) { table.appendChild(add(el("tr"), [el("td", r[0]), el("td", r[1])])); });
+    var popup = add(el("div"), [el("b", "Analogue #" + a.rank), table]);
     return L.featureGroup([
       L.polygon(a.ring, {color: "#ffffff", weight: 1, fill: false, interactive: false}),
       L.circleMarker([a.y, a.x], {radius: 7, color: "#ffffff", weight: 2, fillColor: "#ff7f00",
@@ -317,30 +351,41 @@ _APP_JS = r"""
     ]).bindPopup(popup);
   }));
   [quicklooks, clusters, deposits, analogues].forEach(function (l) { l.addTo(map); });
+  // Leaflet writes layer names and attributions as markup: they are escaped first (the cluster
+  // level in a layer name is read from a raster's tags).
+  function escaped(text) { return el("span", text).innerHTML; }
   var overlays = {};
-  overlays[D.layers.quicklooks] = quicklooks;
-  overlays[D.layers.clusters] = clusters;
-  overlays[D.layers.similarity] = similarity;
-  overlays[D.layers.deposits] = deposits;
-  overlays[D.layers.analogues] = analogues;
+  overlays[escaped(D.layers.quicklooks)] = quicklooks;
+  overlays[escaped(D.layers.clusters)] = clusters;
+  overlays[escaped(D.layers.similarity)] = similarity;
+  overlays[escaped(D.layers.deposits)] = deposits;
+  overlays[escaped(D.layers.analogues)] = analogues;
   L.control.layers(null, overlays, {collapsed: false, position: "topright"}).addTo(map);
   L.control.scale({imperial: false, metric: true}).addTo(map);
   map.attributionControl.setPrefix("Leaflet");
-  map.attributionControl.addAttribution("projected coordinates: " + D.crs);
+  map.attributionControl.addAttribution(escaped("projected coordinates: " + D.crs));
 
   var legend = L.control({position: "bottomright"});
   legend.onAdd = function () {
     var div = L.DomUtil.create("div", "outcrop-legend");
-    var h = "<h4>" + D.layers.clusters + "</h4>";
+    function swatch(colour, round) {
+      var s = el("span", null, "outcrop-swatch");
+      s.style.background = String(colour);
+      if (round) { s.style.borderRadius = "6px"; }
+      return s;
+    }
+    div.appendChild(el("h4", D.layers.clusters));
     Object.keys(D.cluster_legend).forEach(function (k) {
-      h += "<span class='outcrop-swatch' style='background:" + D.cluster_legend[k] + "'></span>" + k + " ";
+      add(div, [swatch(D.cluster_legend[k]), k + " "]);
     });
-    h += "<h4>" + D.layers.similarity + "</h4><div class='outcrop-bar' style='background:linear-gradient(to right," +
-         D.similarity_stops.join(",") + ")'></div>" + fmt(D.similarity_range[0], 2) +
-         " <span style='float:right'>" + fmt(D.similarity_range[1], 2) + "</span>";
-    h += "<h4>Points</h4><span class='outcrop-swatch' style='background:#e31a1c;border-radius:6px'></span>known deposit<br>" +
-         "<span class='outcrop-swatch' style='background:#ff7f00;border-radius:6px'></span>analogue (click for details)";
-    div.innerHTML = h;
+    div.appendChild(el("h4", D.layers.similarity));
+    var bar = el("div", null, "outcrop-bar");
+    bar.style.background = "linear-gradient(to right," + D.similarity_stops.map(String).join(",") + ")";
+    var hi = el("span", fmt(D.similarity_range[1], 2));
+    hi.style.cssFloat = "right";
+    add(div, [bar, fmt(D.similarity_range[0], 2) + " ", hi]);
+    add(div, [el("h4", "Points"), swatch("#e31a1c", true), "known deposit", el("br"),
+              swatch("#ff7f00", true), "analogue (click for details)"]);
     return div;
   };
   legend.addTo(map);
