@@ -81,3 +81,74 @@ def test_faiss_header_that_claims_gigabytes(tmp_path, gib):
                                      "faiss, pyarrow.parquet, shapely, pyproj"),
                           "tiles.faiss: not a readable FAISS index", f"({gib}.0 GiB)", "301 bytes")
     assert line.startswith("outcrop query: error:")
+
+
+def write_uint16_scene(path: Path, width: int, height: int, *, crs: str, origin: tuple[float, float],
+                       res: float = 30.0, fill: bool = True, sparse: bool = False) -> Path:
+    """A 7-band Level-2-style uint16 scene (0 = nodata), written in row strips; ``sparse`` writes
+    only one block of data so the file stays tiny whatever size it claims."""
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 7, "dtype": "uint16",
+               "crs": crs, "transform": Affine(res, 0, origin[0], 0, -res, origin[1]), "nodata": 0,
+               "tiled": True, "blockxsize": 1024 if sparse else 256, "blockysize": 1024 if sparse else 256,
+               "compress": "deflate",
+               "SPARSE_OK": "TRUE", "BIGTIFF": "YES" if sparse else "IF_NEEDED"}
+    rng = np.random.default_rng(1)
+    rock = (np.array([0.10, 0.11, 0.13, 0.16, 0.20, 0.26, 0.22]) + 0.2) / 0.0000275
+    with rasterio.open(path, "w", **profile) as dst:
+        for i, name in enumerate(["coastal", "blue", "green", "red", "nir", "swir1", "swir2"], start=1):
+            dst.set_band_description(i, name)
+        rows = [0] if sparse else range(0, height, 256)
+        for r in rows:
+            h = min(256, height - r)
+            w = 256 if sparse else width
+            noise = rng.normal(0, 300, size=(7, h, w))
+            dn = np.clip(rock[:, None, None] + noise + np.linspace(0, 2000, w)[None, None, :], 1, 65535)
+            dst.write(dn.astype(np.uint16), window=rasterio.windows.Window(0, r, w, h))
+    return path
+
+
+def test_sparse_scene_that_claims_200000_squared_pixels(tmp_path):
+    scene = write_uint16_scene(tmp_path / "huge.tif", 200_000, 200_000, crs="EPSG:3031",
+                               origin=(-1_200_000.0, 900_000.0), sparse=True)
+    assert scene.stat().st_size < 2_000_000  # 1.1 TB of float32 claimed
+    out = tmp_path / "prepared" / "huge.tif"
+    proc = run_capped(["prepare", "--source", scene, "--sensor", "landsat-c2l2", "--scene", "huge",
+                       "--bands", "coastal,blue,green,red,nir,swir1,swir2", "--out", out],
+                      "rasterio, numpy, shapely, pyproj")
+    assert_refused(proc, "huge.tif: the scene covers 200000x200000 px of the run grid (40.0 Gpx)",
+                   "more than the 2.0 Gpx")
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_prepare_in_windows_equals_prepare_at_once(tmp_path):
+    """A scene resampled onto the grid (20 m, off the 30 m pixel edges) and cut into many windows
+    gives the pixels of one window. (Across CRSs GDAL approximates the transformation along each
+    warped chunk to within 0.125 px, so the pixels may differ by that much, as between GDAL's
+    own chunks of a whole-scene warp.)"""
+    from outcrop.scenes import prepare_scene
+
+    scene = write_uint16_scene(tmp_path / "fine.tif", 1000, 900, crs="EPSG:3031", origin=(-1_200_007.0, 900_011.0),
+                               res=20.0)
+    outs = []
+    for window_pixels in (1 << 16, 1 << 30):
+        out = tmp_path / f"w{window_pixels}.tif"
+        prepare_scene(str(scene), "landsat-c2l2", out, scene_id="u", log=lambda _: None, window_pixels=window_pixels,
+                      bands=["coastal", "blue", "green", "red", "nir", "swir1", "swir2"])
+        with rasterio.open(out) as src:
+            outs.append((src.read(), src.profile, src.tags(), src.overviews(1)))
+    (a, pa, ta, oa), (b, pb, tb, ob) = outs
+    assert a.shape[1] > 512 and a.shape[2] > 512  # several 256-px windows each way
+    np.testing.assert_array_equal(a, b)
+    assert pa == pb and ta == tb and oa == ob
+
+
+def test_prepare_memory_is_bounded_by_the_window(tmp_path):
+    """A 3000 x 3000 px, 7-band scene (250 MB as float32) prepares with 400 MB of headroom."""
+    scene = write_uint16_scene(tmp_path / "big.tif", 3000, 3000, crs="EPSG:3031", origin=(-1_200_000.0, 900_000.0))
+    out = tmp_path / "big_prepared.tif"
+    proc = run_capped(["prepare", "--source", scene, "--sensor", "landsat-c2l2", "--scene", "big",
+                       "--bands", "coastal,blue,green,red,nir,swir1,swir2", "--out", out],
+                      "rasterio, numpy, shapely, pyproj", headroom=400 << 20)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with rasterio.open(out) as src:
+        assert (src.count, src.height, src.width) == (8, 3000, 3000)
