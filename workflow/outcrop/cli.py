@@ -114,7 +114,7 @@ def cmd_demo_deposits(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from outcrop.scenes import prepare_scene
+    from outcrop.scenes import MAX_SCENE_PIXELS, prepare_scene
     from outcrop.surfaces import Thresholds
 
     _limit(args)
@@ -124,6 +124,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         resolution=args.resolution, thresholds=thresholds,
         declared_bands=_bands(args.declared_bands) if args.declared_bands else None,
         scale=args.scale, offset=args.offset, log=_log,
+        max_pixels=args.max_pixels if args.max_pixels is not None else MAX_SCENE_PIXELS,
     )
 
 
@@ -350,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=finite_float, default=None)
     p.add_argument("--offset", type=finite_float, default=None)
     p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="largest scene on the run grid, in pixels (default 2e9); a larger one is refused")
 
     p = _add(sub, "stac-search", cmd_stac_search, "write a scene sheet from a STAC item, catalog or API search",
              "outcrop stac-search https://earth-search.aws.element84.com/v1/search --collection sentinel-2-l2a "

@@ -308,15 +308,11 @@ def _ivf_index_from_pool(vectors: np.ndarray, pool: np.ndarray, params: dict[str
 
 def load_index(index_path: Path, table_path: Path) -> tuple[Any, Any]:
     """Read an index and its id table, checking that they belong together."""
-    import faiss
+    from outcrop.faiss_file import read_index
 
     if not Path(index_path).exists():
         raise OutcropError(f"{index_path}: file not found")
-    try:
-        index = faiss.read_index(str(index_path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-        raise OutcropError(f"{index_path}: not a readable FAISS index ({first})") from None
+    index = read_index(index_path)  # its header's claims checked against the file first
     table = read_geoparquet(table_path)
     if "id" not in table.columns:
         raise OutcropError(f"{table_path}: index table has no 'id' column")

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,31 +160,56 @@ def write_cog(
     ``compression`` replaces the default DEFLATE creation options (for example ZSTD, see
     :data:`PREPARED_COMPRESSION`).
     """
+    if array.ndim == 2:
+        array = array[None]
+    with cog_writer(path, profile, array.shape, array.dtype, band_names=band_names, tags=tags,
+                    colormap=colormap, resampling=resampling, compression=compression) as dst:
+        dst.write(array)
+
+
+@contextlib.contextmanager
+def cog_writer(
+    path: str | os.PathLike[str],
+    profile: dict[str, Any],
+    shape: tuple[int, int, int],
+    dtype: Any,
+    band_names: Sequence[str] | None = None,
+    tags: dict[str, Any] | None = None,
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
+    resampling: str = "nearest",
+    compression: dict[str, Any] | None = None,
+) -> Iterator[Any]:
+    """Yield an open tiled GeoTIFF of ``shape`` (bands, rows, cols) to write in windows; on exit,
+    build its overviews and copy it into place as a COG, atomically.
+
+    Why windows: a scene need not fit in memory to be written; GDAL builds the overviews and the
+    COG block by block from the staged file.
+    """
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.shutil import copy as rio_copy
 
-    if array.ndim == 2:
-        array = array[None]
+    count, height, width = shape
     path = Path(path)
     base = {
         "driver": "GTiff",
-        "height": array.shape[1],
-        "width": array.shape[2],
-        "count": array.shape[0],
-        "dtype": array.dtype.name,
+        "height": height,
+        "width": width,
+        "count": count,
+        "dtype": np.dtype(dtype).name,
         "crs": profile["crs"],
         "transform": profile["transform"],
         "nodata": profile.get("nodata"),
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
+        "BIGTIFF": "IF_SAFER",
     }
     with atomic_path(path) as tmp:
         staging = tmp.with_name(tmp.name + ".stage.tif")
         try:
             with rasterio.open(staging, "w", **base) as dst:
-                dst.write(array)
+                yield dst
                 if band_names is not None:
                     for i, name in enumerate(band_names, start=1):
                         dst.set_band_description(i, str(name))
@@ -192,11 +217,11 @@ def write_cog(
                     dst.update_tags(**{k: str(v) for k, v in tags.items()})
                 if colormap is not None:
                     dst.write_colormap(1, colormap)
-                factors = [f for f in (2, 4, 8, 16, 32) if min(array.shape[1:]) // f >= 64]
+                factors = [f for f in (2, 4, 8, 16, 32) if min(height, width) // f >= 64]
                 if factors:
                     dst.build_overviews(factors, getattr(Resampling, resampling))
             rio_copy(staging, tmp, driver="COG", overview_resampling=resampling, blocksize=256,
-                     **(compression or {"compress": "DEFLATE"}))
+                     BIGTIFF="IF_SAFER", **(compression or {"compress": "DEFLATE"}))
         finally:
             if staging.exists():
                 staging.unlink()
@@ -234,11 +259,36 @@ def write_prepared(
     tags: dict[str, Any] | None = None,
 ) -> None:
     """Write a prepared scene: C reflectance bands (scaled uint16) then one mask band."""
-    data = np.concatenate([encode_reflectance(reflectance), mask[None].astype(np.uint16)], axis=0)
+    with prepared_writer(path, crs, transform, band_names, mask.shape, tags) as write:
+        write(0, 0, reflectance, mask)
+
+
+@contextlib.contextmanager
+def prepared_writer(
+    path: str | os.PathLike[str],
+    crs: Any,
+    transform: Any,
+    band_names: Sequence[str],
+    shape: tuple[int, int],
+    tags: dict[str, Any] | None = None,
+) -> Iterator[Callable[[int, int, np.ndarray, np.ndarray], None]]:
+    """Yield ``write(row, col, reflectance, mask)`` that stores one window of a prepared scene;
+    the COG is built and moved into place when the block ends without error (nothing otherwise)."""
+    from rasterio.windows import Window
+
     all_tags = {"bands": ",".join(band_names), "scale": PREPARED_SCALE, "offset": PREPARED_OFFSET}
     all_tags.update(tags or {})
-    write_cog(path, data, {"crs": crs, "transform": transform, "nodata": PREPARED_NODATA},
-              band_names=[*band_names, "mask"], tags=all_tags, compression=PREPARED_COMPRESSION)
+    count = len(band_names) + 1
+    with cog_writer(path, {"crs": crs, "transform": transform, "nodata": PREPARED_NODATA},
+                    (count, *shape), np.uint16, band_names=[*band_names, "mask"], tags=all_tags,
+                    compression=PREPARED_COMPRESSION) as dst:
+
+        def write(row: int, col: int, reflectance: np.ndarray, mask: np.ndarray) -> None:
+            window = Window(col, row, mask.shape[1], mask.shape[0])
+            dst.write(encode_reflectance(reflectance), indexes=list(range(1, count)), window=window)
+            dst.write(mask.astype(np.uint16), indexes=count, window=window)
+
+        yield write
 
 
 def read_prepared(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:

@@ -94,9 +94,10 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     The query is the mean of the selected tiles' vectors; they and the tiles overlapping them are
     left out of the answer. Returns columns ``COLUMNS``, best first.
     """
-    import faiss
     import shapely
     from pyproj import Transformer
+
+    from outcrop.faiss_file import read_index
 
     given = [lon is not None or lat is not None, tile is not None, geometry is not None]
     if sum(given) != 1 or (given[0] and (lon is None or lat is None)):
@@ -107,10 +108,7 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     scenes, tile_ids, footprints, crs = _read_index_table(table_path)
     if not index_path.exists():
         raise OutcropError(f"{index_path}: file not found")
-    try:
-        index = faiss.read_index(str(index_path))
-    except RuntimeError as exc:
-        raise OutcropError(f"{index_path}: not a readable FAISS index ({str(exc).strip().splitlines()[0]})") from None
+    index = read_index(index_path)  # its header's claims checked against the file first
     if index.ntotal != len(scenes):
         raise OutcropError(f"{index_path} holds {index.ntotal} vectors but {table_path} has {len(scenes)} rows; "
                            "they come from different builds")

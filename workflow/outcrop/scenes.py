@@ -16,7 +16,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,11 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.allocator import keep_large_blocks
-from outcrop.io import write_prepared
+from outcrop.io import prepared_writer
 from outcrop.sensors import (
     QUALITY_FILL,
     QualityMasks,
+    bqa_layout,
     Sensor,
     canonical_name,
     check_band_names,
@@ -56,6 +57,14 @@ _GDAL_ENV = {
     "GDAL_HTTP_TIMEOUT": "60",
     "GDAL_HTTP_CONNECTTIMEOUT": "15",
 }
+
+# A scene is read, rescaled, classified and written in windows of about this many pixels (256-px
+# multiples, the COG's blocks): with 7 bands, a window's float32 arrays and their temporaries stay
+# within a few hundred MB whatever the scene's size.
+WINDOW_PIXELS = 1 << 22
+# Largest run-grid block one scene may cover: 2 Gpx is 45000 px on a side, four Landsat scenes
+# wide; a header claiming more (a sparse file of 200000 x 200000 px) is refused before any work.
+MAX_SCENE_PIXELS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -402,13 +411,15 @@ def read_onto_grid(src: Any, index: int, grid: Grid, *, nodata: float | None, ca
 # --- radiometry -----------------------------------------------------------------------------
 
 
-def _rescaling(sensor: Sensor, files: SceneFiles, dn: np.ndarray, dtypes: list[str],
+def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.ndarray], dtypes: list[str],
                scale: float | None, offset: float | None,
                centre: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-band (scale, offset) turning stored numbers into reflectance, and a note saying how.
 
     ``centre`` is the scene centre (lon, lat), for the modelled sun elevation of Landsat Level-1
-    products that come without their MTL file.
+    products that come without their MTL file. ``whole_scene`` returns the scene's stored numbers
+    (C, H, W), NaN where invalid; it is called only by the percentile rule, the one rule that needs
+    every pixel at once.
     """
     c = len(files.bands)
     if scale is not None or offset is not None:
@@ -441,12 +452,12 @@ def _rescaling(sensor: Sensor, files: SceneFiles, dn: np.ndarray, dtypes: list[s
                 return (np.full(c, sensor.scale / sin_el), np.full(c, sensor.offset / sin_el),
                         f"no MTL: OLI rescaling {sensor.scale} {sensor.offset}, modelled sun elevation "
                         f"{elevation:.1f} deg on {date}")
-        s, o = percentile_rescale(dn)
+        s, o = percentile_rescale(whole_scene())
         return s, o, "no MTL nor acquisition date: dark-object subtraction and shared gain (percentile rule)"
     # generic file: floats are taken as reflectance, integers need the percentile rule
     if all(np.dtype(d).kind == "f" for d in dtypes):
         return np.ones(c), np.zeros(c), "float data taken as reflectance"
-    s, o = percentile_rescale(dn)
+    s, o = percentile_rescale(whole_scene())
     return s, o, "integer data without scale: dark-object subtraction and shared gain (percentile rule)"
 
 
@@ -511,6 +522,7 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
                   bands: Sequence[str], crs: str = default("grid.crs"), resolution: float = default("grid.resolution"),
                   thresholds: Thresholds = Thresholds(), declared_bands: Sequence[str] | None = None,
                   scale: float | None = None, offset: float | None = None,
+                  max_pixels: int = MAX_SCENE_PIXELS, window_pixels: int = WINDOW_PIXELS,
                   log: Callable[[str], None] = print) -> None:
     """Prepare one scene: its ``bands`` as reflectance on the run grid, plus the surface mask.
 
@@ -520,13 +532,15 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     sensor's rescaling (``reflectance = stored * scale + offset``). The output, written atomically
     with :func:`outcrop.io.write_prepared`, has exactly ``bands`` in that order, reprojected to
     ``crs`` at ``resolution`` with pixel edges on multiples of ``resolution``. Raises
-    :class:`OutcropError` (and writes nothing) on any bad input.
+    :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
+    ``max_pixels`` on the run grid. The scene is read, rescaled, classified and written in windows
+    (:func:`grid_windows`), so memory is bounded by a window, not by the scene.
     """
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
 
     t_start = time.perf_counter()
-    keep_large_blocks()  # scene-sized arrays and their temporaries, allocated and freed in turn
+    keep_large_blocks()  # window-sized arrays and their temporaries, allocated and freed in turn
     source = str(source)
     bands = list(bands)
     spec = get_sensor(sensor)
@@ -553,59 +567,152 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     log(f"{scene_id}: {len(bands)} band(s) from {source} onto a {grid.width}x{grid.height} grid "
         f"at {resolution:g} m in {crs}")
 
-    dn = np.empty((len(bands), grid.height, grid.width), dtype=np.float32)
-    for i, band in enumerate(files.bands):
+    check_scene_size(grid, source, max_pixels)
+    with ExitStack() as stack:
+        sources = {p: stack.enter_context(open_raster(p)) for p in paths}
+        reader = _BlockReader(files, sources, spec, bands, scene_id, log)
+        layout = reader.quality_layout(grid)
+
+        def whole_scene() -> np.ndarray:
+            """The scene's stored numbers at once, for the rescaling rules that need all of them."""
+            check_memory(len(bands) * grid.height * grid.width * 4, source,
+                         "to rescale it from its own statistics (give scale and offset to avoid this)")
+            dn, _, _ = reader.read(grid, layout)
+            return dn
+
+        s, o, how = _rescaling(spec, files, whole_scene, [meta[b.path]["dtype"] for b in files.bands], scale,
+                               offset, _centre_lonlat(meta[files.bands[0].path]))
+        log(f"{scene_id}: radiometry: {how}")
         t0 = time.perf_counter()
-        with open_raster(band.path) as src:
-            nodata = src.nodata if src.nodata is not None else spec.nodata
+        valid_pixels = negatives = 0
+        tags = {"scene": scene_id, "sensor": spec.name, "radiometry": how}
+        with prepared_writer(out_path, grid.crs, grid.transform, bands, (grid.height, grid.width), tags) as write:
+            for row, col, block in grid_windows(grid, window_pixels):
+                dn, quality, invalid = reader.read(block, layout)
+                reflectance = dn
+                for i in range(len(bands)):
+                    reflectance[i] *= np.float32(s[i])
+                    reflectance[i] += np.float32(o[i])
+                # invalid pixels are NaN in every band, and NaN compares false: count without a masked copy
+                negatives += np.count_nonzero(reflectance < -0.05)
+                valid_pixels += int(invalid.size - np.count_nonzero(invalid))
+                write(row, col, reflectance, scene_surfaces(reflectance, bands, thresholds, quality))
+            if valid_pixels == 0:
+                raise OutcropError(f"{source}: empty scene: every pixel is nodata")
+            reader.log_times()
+    negative = negatives / max(1, len(bands) * valid_pixels)
+    if negative > 0.01:
+        log(f"{scene_id}: warning: {negative:.1%} of values below -0.05 reflectance; "
+            f"check the sensor's offset (give offset=… if the product predates its baseline)")
+    log(f"{scene_id}: wrote {out_path} in {time.perf_counter() - t0:.1f}s "
+        f"(total {time.perf_counter() - t_start:.1f}s)")
+
+
+# --- windows and budgets --------------------------------------------------------------------
+
+
+
+def grid_windows(grid: Grid, window_pixels: int = WINDOW_PIXELS) -> Iterator[tuple[int, int, Grid]]:
+    """(row, col, sub-grid) of the windows that tile ``grid``, row-major, 256-px aligned."""
+    from affine import Affine
+
+    side = max(256, int(math.sqrt(window_pixels)) // 256 * 256)
+    cols = min(grid.width, max(side, (window_pixels // max(1, min(grid.height, side))) // 256 * 256))
+    rows = min(grid.height, max(256, (window_pixels // cols) // 256 * 256))
+    for r in range(0, grid.height, rows):
+        for c in range(0, grid.width, cols):
+            h, w = min(rows, grid.height - r), min(cols, grid.width - c)
+            yield r, c, Grid(grid.crs, grid.transform @ Affine.translation(c, r), w, h)
+
+
+def check_scene_size(grid: Grid, source: str, max_pixels: int = MAX_SCENE_PIXELS) -> None:
+    """Refuse a scene whose run-grid block is larger than ``max_pixels`` (its files' claim)."""
+    pixels = grid.width * grid.height
+    if pixels > max_pixels:
+        raise OutcropError(f"{source}: the scene covers {grid.width}x{grid.height} px of the run grid "
+                           f"({pixels / 1e9:.1f} Gpx), more than the {max_pixels / 1e9:.1f} Gpx a scene may have")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(nbytes: int, source: str, why: str) -> None:
+    """Refuse, naming ``source``, an allocation of ``nbytes`` that the system cannot give."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise OutcropError(f"{source}: needs {nbytes / 2**30:.1f} GiB of memory {why}; "
+                           f"{free / 2**30:.1f} GiB are available")
+
+
+class _BlockReader:
+    """Reads windows of a scene's bands (and quality band) onto the run grid from open files."""
+
+    def __init__(self, files: SceneFiles, sources: dict[str, Any], spec: Sensor, bands: Sequence[str],
+                 scene_id: str, log: Callable[[str], None]) -> None:
+        self.files, self.sources, self.spec, self.bands = files, sources, spec, list(bands)
+        self.scene_id, self.log = scene_id, log
+        self.seconds = [0.0] * (len(self.files.bands) + 1)
+
+    def _quality(self, block: Grid) -> np.ndarray:
+        kind, qpath = self.files.quality  # type: ignore[misc]
+        fill = QUALITY_FILL[kind]
+        try:
+            return read_onto_grid(self.sources[qpath], 1, block, nodata=fill, categorical=True, fill=fill)
+        except Exception as exc:
+            raise OutcropError(f"{qpath}: cannot read quality band ({_short(exc)})") from None
+
+    def quality_layout(self, grid: Grid) -> str | None:
+        """The bit layout of a BQA band, which only the whole band tells (a pass over it)."""
+        if self.files.quality is None or self.files.quality[0] != "BQA":
+            return None
+        for _, _, block in grid_windows(grid):
+            qa = self._quality(block)
+            fill = decode_quality("BQA", qa, layout="collection1").fill
+            if bqa_layout(qa[~fill].astype(np.int64)) == "pre-collection":
+                return "pre-collection"
+        return "collection1"
+
+    def read(self, block: Grid, layout: str | None) -> tuple[np.ndarray, QualityMasks | None, np.ndarray]:
+        """(stored numbers (C, h, w) float32 with NaN where invalid, quality masks, invalid mask)."""
+        dn = np.empty((len(self.bands), block.height, block.width), dtype=np.float32)
+        for i, band in enumerate(self.files.bands):
+            t0 = time.perf_counter()
+            src = self.sources[band.path]
+            nodata = src.nodata if src.nodata is not None else self.spec.nodata
             try:
-                read_onto_grid(src, band.index, grid, nodata=nodata, out=dn[i])
+                read_onto_grid(src, band.index, block, nodata=nodata, out=dn[i])
             except OutcropError:
                 raise
             except Exception as exc:  # GDAL read errors of truncated or corrupt files
                 raise OutcropError(f"{band.path}: cannot read band {band.index} ({_short(exc)})") from None
-        log(f"{scene_id}: {band.name} <- {Path(band.path).name}[{band.index}] "
-            f"{time.perf_counter() - t0:.1f}s")
+            self.seconds[i] += time.perf_counter() - t0
+        quality = None
+        if self.files.quality is not None:
+            t0 = time.perf_counter()
+            qa = self._quality(block)
+            quality = decode_quality(self.files.quality[0], qa.astype(np.int64), layout=layout)
+            self.seconds[-1] += time.perf_counter() - t0
+        invalid = ~np.all(np.isfinite(dn), axis=0)
+        if quality is not None:
+            invalid |= quality.fill
+        dn[:, invalid] = np.nan
+        return dn, quality, invalid
 
-    quality = None
-    if files.quality is not None:
-        kind, qpath = files.quality
-        t0 = time.perf_counter()
-        with open_raster(qpath) as src:
-            fill = QUALITY_FILL[kind]
-            try:
-                qa = read_onto_grid(src, 1, grid, nodata=fill, categorical=True, fill=fill)
-            except Exception as exc:
-                raise OutcropError(f"{qpath}: cannot read quality band ({_short(exc)})") from None
-        quality = decode_quality(kind, qa.astype(np.int64))
-        log(f"{scene_id}: {kind} quality band <- {Path(qpath).name} {time.perf_counter() - t0:.1f}s")
-
-    invalid = ~np.all(np.isfinite(dn), axis=0)
-    if quality is not None:
-        invalid |= quality.fill
-    dn[:, invalid] = np.nan
-    if invalid.all():
-        raise OutcropError(f"{source}: empty scene: every pixel is nodata")
-
-    s, o, how = _rescaling(spec, files, dn, [meta[b.path]["dtype"] for b in files.bands], scale, offset,
-                           _centre_lonlat(meta[files.bands[0].path]))
-    reflectance = dn
-    for i in range(len(bands)):
-        reflectance[i] *= np.float32(s[i])
-        reflectance[i] += np.float32(o[i])
-    log(f"{scene_id}: radiometry: {how}")
-
-    # invalid pixels are NaN in every band, and NaN compares false: count without a masked copy
-    negative = np.count_nonzero(reflectance < -0.05) / max(1, reflectance.shape[0] * int((~invalid).sum()))
-    if negative > 0.01:
-        log(f"{scene_id}: warning: {negative:.1%} of values below -0.05 reflectance; "
-            f"check the sensor's offset (give offset=… if the product predates its baseline)")
-    mask = scene_surfaces(reflectance, bands, thresholds, quality)
-    t0 = time.perf_counter()
-    write_prepared(out_path, reflectance, mask, grid.crs, grid.transform, bands,
-                   tags={"scene": scene_id, "sensor": spec.name, "radiometry": how})
-    log(f"{scene_id}: wrote {out_path} in {time.perf_counter() - t0:.1f}s "
-        f"(total {time.perf_counter() - t_start:.1f}s)")
+    def log_times(self) -> None:
+        for band, seconds in zip(self.files.bands, self.seconds):
+            self.log(f"{self.scene_id}: {band.name} <- {Path(band.path).name}[{band.index}] {seconds:.1f}s")
+        if self.files.quality is not None:
+            kind, qpath = self.files.quality
+            self.log(f"{self.scene_id}: {kind} quality band <- {Path(qpath).name} {self.seconds[-1]:.1f}s")
 
 
 __all__ = ["prepare_scene", "find_scene_files", "grid_for", "snap_bounds", "read_onto_grid",

@@ -171,14 +171,18 @@ class QualityMasks:
     snow: np.ndarray | None = None
 
 
-def decode_quality(kind: str, qa: np.ndarray) -> QualityMasks:
-    """Decode a quality band of kind ``QA_PIXEL``, ``BQA`` or ``SCL`` into boolean masks."""
+def decode_quality(kind: str, qa: np.ndarray, layout: str | None = None) -> QualityMasks:
+    """Decode a quality band of kind ``QA_PIXEL``, ``BQA`` or ``SCL`` into boolean masks.
+
+    ``layout`` is the BQA bit layout when known from the whole band (a window of it may not
+    show the pre-collection mark); by default it is read from ``qa`` itself.
+    """
     qa = qa.astype(np.int64)
     if kind == "QA_PIXEL":
         return QualityMasks(fill=(qa & _QA_PIXEL_FILL) != 0, cloud=(qa & _QA_PIXEL_CLOUD) != 0)
     if kind == "BQA":
         fill = (qa & _BQA_FILL) != 0
-        if bqa_layout(qa[~fill]) == "pre-collection":
+        if (layout or bqa_layout(qa[~fill])) == "pre-collection":
             # high-confidence cloud or cirrus, the counterpart of QA_PIXEL's cloud and cirrus bits
             cloud = (_confidence(qa, 14) == 0b11) | (_confidence(qa, 12) == 0b11)
             return QualityMasks(fill=fill, cloud=cloud & ~fill)
