@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -544,7 +545,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# GDAL's block cache defaults to 5% of the machine's memory (1.2 GiB on 24 GiB) and fills up on any
+# scene larger than that, so a job's peak memory would follow the machine, not the window a stage
+# works in. 256 MB holds every block a windowed read or write touches at once; a user who wants
+# another size sets GDAL_CACHEMAX, which is left as it is.
+GDAL_CACHE_MB = "256"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
