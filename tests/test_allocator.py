@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from outcrop.allocator import keep_large_blocks
+from outcrop.runtime.allocator import keep_large_blocks
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tuning applies on Linux only")

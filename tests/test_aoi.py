@@ -1,4 +1,4 @@
-"""Tests of outcrop.aoi on vector files built in tmp_path."""
+"""Tests of outcrop.raster.aoi on vector files built in tmp_path."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from shapely.geometry import LineString, Point, Polygon
 
 from outcrop import OutcropError
-from outcrop.aoi import aoi_geometry
+from outcrop.raster.aoi import aoi_geometry
 
 
 def test_polygon_is_reprojected_to_the_run_crs(tmp_path):

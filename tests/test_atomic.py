@@ -129,7 +129,7 @@ def test_the_scan_sees_direct_writes():
     ) == []
 
 
-@pytest.mark.parametrize("module", sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "io.py"))
+@pytest.mark.parametrize("module", sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "io.py"))
 def test_no_module_writes_around_atomic_path(module):
     bad = direct_writes((PACKAGE / module).read_text())
     assert bad == [], f"{module} writes without outcrop.io.atomic_path: {bad}"
@@ -137,7 +137,7 @@ def test_no_module_writes_around_atomic_path(module):
 
 def test_no_pickle_of_user_files():
     """Arrays load with allow_pickle=False, torch files with weights_only=True, and pickle is never used."""
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):

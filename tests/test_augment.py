@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from outcrop import OutcropError
-from outcrop.augment import (
+from outcrop.learning.augment import (
     ViewSettings,
     add_noise,
     augment,
@@ -72,7 +72,7 @@ def test_crop_zooms_into_the_tile():
 def test_translated_crop_mirrors_the_ground_past_the_edges():
     # A whole-tile window moved 4 px past the left edge: the first four columns are the tile's first
     # four mirrored (3, 2, 1, 0), the rest its columns 0.. in order.
-    from outcrop.augment import _interpolation_matrices
+    from outcrop.learning.augment import _interpolation_matrices
 
     size = 12
     signal = torch.arange(size, dtype=torch.float32)
@@ -148,7 +148,7 @@ def test_settings_from_dict_names_bad_keys():
 def test_crop_matrices_sample_like_grid_sample():
     # The separable crop must equal bilinear sampling of the same window by grid_sample.
     import torch.nn.functional as F
-    from outcrop.augment import _interpolation_matrices
+    from outcrop.learning.augment import _interpolation_matrices
 
     x = _tiles(n=6, c=3, size=16)
     left = torch.tensor([0.0, 3.0, 7.5, 1.25, 0.0, 2.0], dtype=torch.float64)

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from outcrop.backbones import ARCHITECTURES, build_backbone
-from outcrop.byol import (
+from outcrop.learning.backbones import ARCHITECTURES, build_backbone
+from outcrop.learning.byol import (
     BYOL,
     ProjectionHead,
     cosine_schedule,

@@ -125,7 +125,7 @@ def test_prepare_in_windows_equals_prepare_at_once(tmp_path):
     gives the pixels of one window. (Across CRSs GDAL approximates the transformation along each
     warped chunk to within 0.125 px, so the pixels may differ by that much, as between GDAL's
     own chunks of a whole-scene warp.)"""
-    from outcrop.scenes import prepare_scene
+    from outcrop.raster.scenes import prepare_scene
 
     scene = write_uint16_scene(tmp_path / "fine.tif", 1000, 900, crs="EPSG:3031", origin=(-1_200_007.0, 900_011.0),
                                res=20.0)

@@ -12,8 +12,8 @@ from scipy.cluster.hierarchy import ward
 from sklearn.metrics import adjusted_rand_score
 
 from outcrop import OutcropError
-from outcrop.clusters import cluster_tiles, cut_hierarchy, spherical_kmeans, weighted_ward
-from outcrop.index import build_index
+from outcrop.search.clusters import cluster_tiles, cut_hierarchy, spherical_kmeans, weighted_ward
+from outcrop.search.index import build_index
 from synthetic_run import BANDS, SPECTRA, make_run
 
 faiss.omp_set_num_threads(1)
@@ -129,7 +129,7 @@ def test_cluster_tiles_writes_consistent_labels_summary_rasters_and_maps(tmp_pat
 
 
 def test_exemplars_are_the_tiles_nearest_each_centre():
-    from outcrop.clusters import exemplars
+    from outcrop.search.clusters import exemplars
 
     x, _ = _blobs(n=500, k=4)
     labels, centroids = spherical_kmeans(x, 4, seed=0)
@@ -148,7 +148,7 @@ def test_cluster_tiles_rejects_a_cut_above_the_finest_k(tmp_path):
 def test_overlapping_tiles_each_own_one_cell_centred_on_the_tile():
     from rasterio.transform import from_origin
 
-    from outcrop.geo import SceneGrid, infer_layout, tile_raster
+    from outcrop.raster.geo import SceneGrid, infer_layout, tile_raster
 
     # 8-pixel tiles every 4 pixels, starting 2 pixels into a 40 x 30 pixel scene.
     rows, cols = np.meshgrid(np.arange(2, 30, 4), np.arange(2, 20, 4), indexing="ij")

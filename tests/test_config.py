@@ -9,7 +9,7 @@ import yaml
 
 from outcrop import OutcropError
 from outcrop.config import load_config, validate_config
-from outcrop.sheets import demo_sheet, read_scene_sheet
+from outcrop.raster.sheets import demo_sheet, read_scene_sheet
 
 
 def test_defaults_fill_an_empty_config():
@@ -90,7 +90,7 @@ def test_demo_sheet_roles():
 
 
 def test_remote_sources_have_no_local_input():
-    from outcrop.sheets import local_input
+    from outcrop.raster.sheets import local_input
 
     assert local_input("/data/scene.tif") == "/data/scene.tif"
     for remote in ("https://host/x.tif", "http://h/y", "s3://b/k.tif", "stac:https://h/item.json"):
@@ -99,8 +99,8 @@ def test_remote_sources_have_no_local_input():
 
 def test_every_source_the_readers_fetch_remotely_is_untracked_by_the_job_graph():
     """A gs:// or /vsicurl/ source tracked as a local file would stop the run with a missing input."""
-    from outcrop.scenes import is_remote
-    from outcrop.sheets import local_input
+    from outcrop.raster.scenes import is_remote
+    from outcrop.raster.sheets import local_input
 
     for source in ("gs://bucket/b4.tif", "/vsicurl/https://h/b4.tif", "s3://b/k.tif", "https://h/x.tif"):
         assert is_remote(source) and local_input(source) is None

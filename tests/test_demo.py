@@ -6,8 +6,8 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 
-from outcrop.demo import BANDS, UNITS, DemoLayout, render_scene, synthesise_scene, write_deposits
-from outcrop.evaluate import band_statistics
+from outcrop.raster.demo import BANDS, UNITS, DemoLayout, render_scene, synthesise_scene, write_deposits
+from outcrop.search.evaluate import band_statistics
 
 LAYOUT = DemoLayout(size=256, seed=7)
 

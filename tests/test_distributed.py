@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from outcrop.distributed import GlobalBatchNorm, Ranks, synchronise_batchnorm
-from outcrop.embeddings import embed_array
-from outcrop.encoder import load_encoder
+from outcrop.learning.distributed import GlobalBatchNorm, Ranks, synchronise_batchnorm
+from outcrop.learning.embeddings import embed_array
+from outcrop.learning.encoder import load_encoder
 from test_encoder import BANDS, textures, write_scene
 
 # Measured on these 12 steps: one process on 1 thread against 1 process on 2 threads (only the

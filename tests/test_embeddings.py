@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from outcrop import OutcropError
-from outcrop.embeddings import embed_array, embed_tiles
-from outcrop.encoder import load_encoder
+from outcrop.learning.embeddings import embed_array, embed_tiles
+from outcrop.learning.encoder import load_encoder
 from outcrop.io import load_npy
 from test_encoder import TINY, textures, train, write_scene
 
@@ -80,8 +80,8 @@ def test_embedding_refuses_an_encoder_of_other_band_names(model_path, tmp_path):
 def test_inference_copy_folds_batchnorm_and_keeps_the_model():
     # Folding BatchNorm into the convolutions changes nothing but rounding, and leaves the
     # caller's model (still holding its BatchNorms, in training mode) untouched.
-    from outcrop.backbones import build_backbone
-    from outcrop.embeddings import inference_copy
+    from outcrop.learning.backbones import build_backbone
+    from outcrop.learning.embeddings import inference_copy
     from torch import nn
 
     torch.manual_seed(0)

@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from outcrop import OutcropError
-from outcrop.embeddings import embed_array
-from outcrop.encoder import EncoderSettings, load_encoder, train_byol
-from outcrop.optim import build_optimizer, warmup_cosine
+from outcrop.learning.embeddings import embed_array
+from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol
+from outcrop.learning.optim import build_optimizer, warmup_cosine
 
 torch.set_num_threads(2)
 

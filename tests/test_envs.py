@@ -112,7 +112,7 @@ def imports_in(tree: ast.AST, module: str) -> set[str]:
             else:
                 base_name = node.module
             found.add(base_name)
-            # `from outcrop import scenes` imports a module; `from outcrop import OutcropError` does not.
+            # `from outcrop.raster import scenes` imports a module; `from outcrop import OutcropError` does not.
             found.update(f"{base_name}.{alias.name}" for alias in node.names)
     return found
 

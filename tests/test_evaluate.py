@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import shapely
 from outcrop import OutcropError
-from outcrop.evaluate import (
+from outcrop.search.evaluate import (
     as_unit_vectors,
     cluster_agreement,
     deposit_recall,
@@ -88,8 +88,8 @@ def test_deposit_recall_over_sites_does_not_count_a_duplicate_twice():
 def _model_file(path, *, arch="resnet-small", bands=("blue", "green", "red"), dim=32, mean=0.2, std=0.05):
     """An encoder file as the encoder stage writes it, with weights that are not a fresh init."""
     import torch
-    from outcrop.backbones import build_backbone
-    from outcrop.encoder import FORMAT_VERSION, MODEL_FORMAT
+    from outcrop.learning.backbones import build_backbone
+    from outcrop.learning.encoder import FORMAT_VERSION, MODEL_FORMAT
 
     torch.manual_seed(123)
     net = build_backbone(arch, len(bands), dim)
@@ -105,9 +105,9 @@ def _model_file(path, *, arch="resnet-small", bands=("blue", "green", "red"), di
 
 def test_random_encoder_copies_the_model_shape_and_normalisation_not_its_weights(tmp_path):
     import torch
-    from outcrop.embeddings import embed_array
-    from outcrop.encoder import load_encoder
-    from outcrop.evaluate import random_encoder_embeddings
+    from outcrop.learning.embeddings import embed_array
+    from outcrop.learning.encoder import load_encoder
+    from outcrop.search.evaluate import random_encoder_embeddings
 
     rng = np.random.default_rng(5)
     tiles = (0.2 + 0.05 * rng.standard_normal((40, 3, 16, 16))).astype(np.float32)

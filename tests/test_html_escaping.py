@@ -24,10 +24,10 @@ import rasterio
 
 from hostile_run import HOSTILE, IMG, SCRIPT, HostileRun, make_hostile_run
 from outcrop.cli import main
-from outcrop.cluster_table import write_cluster_table
+from outcrop.figures.cluster_table import write_cluster_table
 from outcrop.io import read_geoparquet, save_npy, write_geodataframe
-from outcrop.report import write_summary
-from outcrop.webmap import json_for_script, write_webmap
+from outcrop.figures.report import write_summary
+from outcrop.figures.webmap import json_for_script, write_webmap
 from tests.workflow.test_webmap import browser  # noqa: F401  (the headless Chromium fixture)
 
 

@@ -11,7 +11,7 @@ import pytest
 from shapely.geometry import box
 
 from outcrop import OutcropError
-from outcrop.index import build_index, gather_vectors, ivf_params, load_index, recall_at_k, tune_nprobe
+from outcrop.search.index import build_index, gather_vectors, ivf_params, load_index, recall_at_k, tune_nprobe
 from outcrop.io import load_npy, save_npy, write_geodataframe
 from synthetic_run import make_run
 

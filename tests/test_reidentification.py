@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 import shapely
 import torch
-from outcrop.embeddings import embed_array
-from outcrop.encoder import EncoderSettings, load_encoder, train_byol
-from outcrop.evaluate import as_unit_vectors, band_statistics, random_encoder_embeddings
+from outcrop.learning.embeddings import embed_array
+from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol
+from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder_embeddings
 
 DATA = Path(os.environ.get("OUTCROP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SCENE = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"

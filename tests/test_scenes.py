@@ -1,4 +1,4 @@
-"""Tests of the prepare stage (outcrop.scenes) on synthetic files and on the real scenes."""
+"""Tests of the prepare stage (outcrop.raster.scenes) on synthetic files and on the real scenes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from affine import Affine
 
 from outcrop import OutcropError
 from outcrop.io import read_prepared
-from outcrop.scenes import prepare_scene, snap_bounds
-from outcrop.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, WATER
+from outcrop.raster.scenes import prepare_scene, snap_bounds
+from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, WATER
 
 OLI_BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
 C2L2_SCALE, C2L2_OFFSET = 0.0000275, -0.2
@@ -359,7 +359,7 @@ def test_folder_errors_name_folder_and_band(tmp_path):
 
 
 def test_quality_bit_layouts():
-    from outcrop.sensors import bqa_layout, decode_quality
+    from outcrop.raster.sensors import bqa_layout, decode_quality
 
     c1 = np.array([1, 0b0000_0000_0001_0000, 0b0000_0000_0110_0000, 0], np.uint16)  # fill, cloud, conf only
     q = decode_quality("BQA", c1)
@@ -414,7 +414,7 @@ def test_real_greenland_water_and_snow_without_swir(tmp_path):
 
 @real
 def test_real_gulfcoast_clouds_come_from_bqa(tmp_path):
-    from outcrop.sensors import decode_quality
+    from outcrop.raster.sensors import decode_quality
 
     folder = DATA / "landsat8" / "l8_gulfcoast_cloudy"
     out = tmp_path / "gulf.tif"

@@ -1,7 +1,7 @@
 """The config schema holds the defaults: the encoder settings' and what the scheduler imports agree with it.
 
 The workflow validates ``encoder.settings`` against the schema before any job; training builds its
-settings from :mod:`outcrop.encoder_settings`. The two describe the same settings, so their names
+settings from :mod:`outcrop.learning.encoder_settings`. The two describe the same settings, so their names
 and defaults must stay equal, and checking them must not import torch into the Snakemake process.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from outcrop.config import SCHEMA
-from outcrop.encoder_settings import ARCHITECTURE_NAMES, SYMMETRIES, EncoderSettings, ViewSettings
+from outcrop.learning.encoder_settings import ARCHITECTURE_NAMES, SYMMETRIES, EncoderSettings, ViewSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = yaml.safe_load(SCHEMA.read_text())["properties"]["encoder"]["properties"]["settings"]
@@ -42,8 +42,8 @@ def test_schema_describes_every_encoder_setting_with_its_default():
 
 
 def test_the_settings_name_the_architectures_and_symmetries_the_code_has():
-    from outcrop.backbones import ARCHITECTURES
-    from outcrop.symmetry import POSES
+    from outcrop.learning.backbones import ARCHITECTURES
+    from outcrop.learning.symmetry import POSES
 
     assert tuple(ARCHITECTURES) == ARCHITECTURE_NAMES and tuple(POSES) == SYMMETRIES
 
@@ -152,7 +152,7 @@ def restated_defaults_that_disagree() -> list[str]:
             if _plain_default(found.default) != expected:
                 wrong.append(f"{key}: {module}.{function}({param}=) defaults to {found.default!r}, "
                              f"the schema to {expected!r}")
-    from outcrop.surfaces import Thresholds
+    from outcrop.raster.surfaces import Thresholds
 
     thresholds = Thresholds()
     for name in SURFACES:

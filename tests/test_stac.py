@@ -1,4 +1,4 @@
-"""Tests of STAC items and searches (outcrop.stac) and of preparing scenes from STAC items.
+"""Tests of STAC items and searches (outcrop.raster.stac) and of preparing scenes from STAC items.
 
 The real scenes of shared/data are converted to COGs and served, with a static STAC catalog and a
 small STAC API ``/search`` endpoint, by a real HTTP server on 127.0.0.1 that honours byte ranges.
@@ -20,7 +20,7 @@ from rasterio.warp import transform_bounds
 
 from outcrop import OutcropError
 from outcrop.io import read_prepared
-from outcrop.stac import StacItem, expand_stac, item_bands, item_source, write_scene_sheet
+from outcrop.raster.stac import StacItem, expand_stac, item_bands, item_source, write_scene_sheet
 from range_server import Server, serve
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -281,7 +281,7 @@ def _same_pixels(a_path: Path, b_path: Path) -> None:
 
 
 def test_landsat_item_prepares_the_local_pixels_by_range_requests(stac_server, tmp_path):
-    from outcrop.scenes import prepare_scene
+    from outcrop.raster.scenes import prepare_scene
 
     bands = ["blue", "green", "red", "nir"]
     url = f"stac:{stac_server.url}/landsat-c2-l1/{GREEN}/{GREEN}.json"
@@ -307,7 +307,7 @@ def test_landsat_item_prepares_the_local_pixels_by_range_requests(stac_server, t
 
 
 def test_sentinel2_item_mixes_resolutions_and_uses_declared_rescaling(stac_server, tmp_path):
-    from outcrop.scenes import prepare_scene
+    from outcrop.raster.scenes import prepare_scene
 
     bands = ["green", "nir", "swir1"]
     url = f"{stac_server.url}/sentinel-2-l1c/{VIRG}/{VIRG}.json"  # a .json URL needs no prefix
@@ -321,7 +321,7 @@ def test_sentinel2_item_mixes_resolutions_and_uses_declared_rescaling(stac_serve
 
 
 def test_item_errors_name_the_item_and_the_problem(stac_server, tmp_path):
-    from outcrop.scenes import prepare_scene
+    from outcrop.raster.scenes import prepare_scene
 
     out = tmp_path / "x.tif"
     item = f"stac:{stac_server.url}/landsat-c2-l1/{GREEN}/{GREEN}.json"
@@ -347,7 +347,7 @@ def test_item_errors_name_the_item_and_the_problem(stac_server, tmp_path):
 
 def test_stac_search_command_writes_and_extends_a_scene_sheet(stac_server, tmp_path, capsys):
     from outcrop.cli import main
-    from outcrop.sheets import read_scene_sheet
+    from outcrop.raster.sheets import read_scene_sheet
 
     sheet = tmp_path / "scenes.tsv"
     url = f"{stac_server.url}/catalog.json"

@@ -9,8 +9,8 @@ from shapely.geometry import box
 
 from outcrop import OutcropError
 from outcrop.io import load_npy, write_prepared
-from outcrop.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, WATER
-from outcrop.tiles import read_tile_table, tile_origins, tile_scene
+from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, WATER
+from outcrop.raster.tiles import read_tile_table, tile_origins, tile_scene
 
 BANDS = ["blue", "green", "red", "nir"]
 
@@ -125,7 +125,7 @@ def test_an_all_cloud_scene_gives_an_empty_tile_table_and_array(tmp_path):
 
 
 def test_a_scene_with_no_usable_tiles_is_named_by_the_summary_and_info(tmp_path):
-    from outcrop.report import run_info, write_summary
+    from outcrop.figures.report import run_info, write_summary
 
     results = tmp_path / "results"
     (results / "prepared").mkdir(parents=True)

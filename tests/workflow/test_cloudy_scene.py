@@ -47,7 +47,7 @@ def write_cloud_scene(path: Path, left: float, top: float) -> Path:
 @pytest.fixture(scope="module")
 def cloudy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two demo scenes (one trains), an all-cloud index scene C and training scene D, run to the end."""
-    from outcrop.demo import DemoLayout
+    from outcrop.raster.demo import DemoLayout
 
     workdir = tmp_path_factory.mktemp("cloudy_run")
     scenes = workdir / "scenes"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from outcrop.cli import build_parser
-from outcrop.projection import dominant_surface, pca_2d
-from outcrop.report import run_info
+from outcrop.figures.projection import dominant_surface, pca_2d
+from outcrop.figures.report import run_info
 from tests.workflow.conftest import TINY_CONFIG, snakemake
 
 SCENES = ["demo_1", "demo_2", "demo_3"]

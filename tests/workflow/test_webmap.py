@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from outcrop.webmap import LAYER_NAMES
+from outcrop.figures.webmap import LAYER_NAMES
 from tests.services import chromium_binaries
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

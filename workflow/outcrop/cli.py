@@ -92,7 +92,7 @@ def _bands(text: str) -> list[str]:
 
 
 def _limit(args: argparse.Namespace) -> None:
-    from outcrop.threads import limit_threads
+    from outcrop.runtime.threads import limit_threads
 
     limit_threads(args.threads)
 
@@ -101,22 +101,22 @@ def _limit(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_scene(args: argparse.Namespace) -> None:
-    from outcrop.demo import scene_index, synthesise_scene
+    from outcrop.raster.demo import scene_index, synthesise_scene
 
     synthesise_scene(args.out, args.truth, index=scene_index(args.scene), size=args.size, seed=args.seed)
     _log(f"demo: wrote {args.out}")
 
 
 def cmd_demo_deposits(args: argparse.Namespace) -> None:
-    from outcrop.demo import write_deposits
+    from outcrop.raster.demo import write_deposits
 
     write_deposits(args.out, args.truth, scenes=args.scenes, size=args.size, seed=args.seed)
     _log(f"demo: wrote {args.out} and {args.truth}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from outcrop.scenes import MAX_SCENE_PIXELS, prepare_scene
-    from outcrop.surfaces import Thresholds
+    from outcrop.raster.scenes import MAX_SCENE_PIXELS, prepare_scene
+    from outcrop.raster.surfaces import Thresholds
 
     _limit(args)
     thresholds = _thresholds(args.surface, Thresholds)
@@ -130,7 +130,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_stac_search(args: argparse.Namespace) -> None:
-    from outcrop.stac import expand_stac, write_scene_sheet
+    from outcrop.raster.stac import expand_stac, write_scene_sheet
 
     try:
         bbox = [float(v) for v in args.bbox.split(",")] if args.bbox else None
@@ -158,11 +158,11 @@ def _thresholds(items: Sequence[str] | None, cls: Any) -> Any:
 
 
 def cmd_tile(args: argparse.Namespace) -> None:
-    from outcrop.tiles import tile_scene
+    from outcrop.raster.tiles import tile_scene
 
     aoi = None
     if args.aoi:
-        from outcrop.aoi import aoi_geometry
+        from outcrop.raster.aoi import aoi_geometry
 
         aoi = aoi_geometry(args.aoi, args.crs, buffer_km=args.aoi_buffer_km)
     tile_scene(args.prepared, args.out_tiles, args.out_table, scene_id=args.scene, size=args.size,
@@ -170,7 +170,7 @@ def cmd_tile(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from outcrop.encoder import EncoderSettings, train_byol
+    from outcrop.learning.encoder import EncoderSettings, train_byol
 
     _limit(args)
     if len(args.tiles) != len(args.tables):
@@ -184,7 +184,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from outcrop.embeddings import embed_tiles
+    from outcrop.learning.embeddings import embed_tiles
 
     _limit(args)
     embed_tiles(Path(args.tiles), Path(args.model), Path(args.out), batch_size=args.batch_size,
@@ -192,7 +192,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from outcrop.index import build_index
+    from outcrop.search.index import build_index
 
     _limit(args)
     build_index(args.embeddings, args.tables, Path(args.out_index), Path(args.out_table), Path(args.out_info),
@@ -201,7 +201,7 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
-    from outcrop.clusters import cluster_tiles
+    from outcrop.search.clusters import cluster_tiles
 
     _limit(args)
     cluster_tiles(
@@ -213,7 +213,7 @@ def cmd_cluster(args: argparse.Namespace) -> None:
 
 
 def cmd_analogues(args: argparse.Namespace) -> None:
-    from outcrop.analogues import find_analogues
+    from outcrop.search.analogues import find_analogues
 
     _limit(args)
     find_analogues(
@@ -230,7 +230,7 @@ def _site_overlap(value: float) -> float | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from outcrop.evaluate import evaluate_run
+    from outcrop.search.evaluate import evaluate_run
 
     _limit(args)
     evaluate_run(Path(args.results), args.scenes, Path(args.out), truth_deposits=Path(args.truth_deposits),
@@ -240,13 +240,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from outcrop.report import write_summary
+    from outcrop.figures.report import write_summary
 
     write_summary(Path(args.results), args.scenes, Path(args.out), log=_log)
 
 
 def cmd_query(args: argparse.Namespace) -> None:
-    from outcrop.query import format_table, query_columns
+    from outcrop.search.query import format_table, query_columns
 
     _limit(args)
     columns = query_columns(Path(args.results), lon=args.lon, lat=args.lat, tile=args.tile,
@@ -255,17 +255,17 @@ def cmd_query(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from outcrop.report import run_info
+    from outcrop.figures.report import run_info
 
     print(run_info(Path(args.results)))
 
 
 def cmd_quicklook(args: argparse.Namespace) -> None:
-    from outcrop.quicklook import write_quicklook
+    from outcrop.figures.quicklook import write_quicklook
 
     aoi = None
     if args.aoi:
-        from outcrop.aoi import aoi_geometry
+        from outcrop.raster.aoi import aoi_geometry
 
         aoi = aoi_geometry(args.aoi, args.crs, buffer_km=args.aoi_buffer_km)
     write_quicklook(args.prepared, args.out_png, args.out_tif, scene=args.scene, aoi=aoi,
@@ -273,28 +273,28 @@ def cmd_quicklook(args: argparse.Namespace) -> None:
 
 
 def cmd_projection(args: argparse.Namespace) -> None:
-    from outcrop.projection import write_projection
+    from outcrop.figures.projection import write_projection
 
     write_projection(Path(args.labels), [Path(p) for p in args.embeddings], Path(args.out_clusters),
                      Path(args.out_surfaces), max_points=args.max_points, seed=args.seed, log=_log)
 
 
 def cmd_cluster_table(args: argparse.Namespace) -> None:
-    from outcrop.cluster_table import write_cluster_table
+    from outcrop.figures.cluster_table import write_cluster_table
 
     write_cluster_table(Path(args.labels), Path(args.summary), [Path(p) for p in args.embeddings],
                         [Path(p) for p in args.tiles], Path(args.out), log=_log)
 
 
 def cmd_analogue_maps(args: argparse.Namespace) -> None:
-    from outcrop.analogue_maps import write_analogue_maps
+    from outcrop.figures.analogue_maps import write_analogue_maps
 
     write_analogue_maps([Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),
                         Path(args.out_dir), label_top=args.label_top, log=_log)
 
 
 def cmd_webmap(args: argparse.Namespace) -> None:
-    from outcrop.webmap import write_webmap
+    from outcrop.figures.webmap import write_webmap
 
     write_webmap([Path(p) for p in args.quicklooks], [Path(p) for p in args.clusters],
                  [Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),

@@ -179,7 +179,7 @@ def default(key: str) -> Any:
     """The schema's default for a dotted config key (``tiles.stride``).
 
     The command line and the stage functions take their defaults from here, so that calling
-    `outcrop tile` or :func:`outcrop.tiles.tile_scene` without an option gives what the workflow
+    `outcrop tile` or :func:`outcrop.raster.tiles.tile_scene` without an option gives what the workflow
     gives (tests/test_schema_defaults.py walks the schema to keep it so).
     """
     value: Any = _defaults()

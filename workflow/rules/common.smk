@@ -7,8 +7,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from outcrop import OutcropError
 from outcrop.config import canonical_results, validate_config
-from outcrop.encoder_settings import EncoderSettings
-from outcrop.sheets import demo_sheet, local_input, read_scene_sheet
+from outcrop.learning.encoder_settings import EncoderSettings
+from outcrop.raster.sheets import demo_sheet, local_input, read_scene_sheet
 
 
 try:
@@ -16,7 +16,7 @@ try:
     # One spelling per folder: Snakemake's lock compares paths as text, so `./results`,
     # `results/` and an absolute path to the same folder must all become the same string.
     R = canonical_results(config["results"], "config: results")
-    # Checked before any job runs, without torch (outcrop.encoder_settings imports none).
+    # Checked before any job runs, without torch (outcrop.learning.encoder_settings imports none).
     EncoderSettings.from_dict(config["encoder"]["settings"], where="config: encoder.settings")
     if config["scenes"]:
         SHEET = read_scene_sheet(config["scenes"])

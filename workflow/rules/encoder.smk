@@ -31,7 +31,7 @@ rule train_encoder:
     conda:
         "../../envs/torch.yaml"
     # More than one GPU (`gpu: N` in the profile): N data-parallel ranks under torchrun, splitting
-    # each global batch of encoder.batch_size between them (see outcrop/distributed.py).
+    # each global batch of encoder.batch_size between them (see outcrop/learning/distributed.py).
     shell:
         "if [ {resources.gpu} -gt 1 ]; then launch='python -m torch.distributed.run --standalone"
         " --nproc_per_node={resources.gpu} --no-python'; else launch=''; fi;"

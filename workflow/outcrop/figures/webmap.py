@@ -224,8 +224,8 @@ def write_webmap(
     import geopandas as gpd
     import rasterio
 
-    from outcrop.analogue_maps import score_range
-    from outcrop.analogues import read_deposits
+    from outcrop.figures.analogue_maps import score_range
+    from outcrop.search.analogues import read_deposits
 
     if not quicklooks:
         raise OutcropError("map: no scene quicklooks given")

@@ -20,8 +20,8 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.io import atomic_path, load_npy, read_geoparquet
-from outcrop.projection import finest_level
-from outcrop.quicklook import composite_bands
+from outcrop.figures.projection import finest_level
+from outcrop.figures.quicklook import composite_bands
 
 THUMBS_PER_CLUSTER = 6
 
@@ -55,7 +55,7 @@ def _spectrum_uri(values: np.ndarray, lo: float, hi: float) -> str:
 
 def _thumbnails(table: Any, picks: list[np.ndarray], tiles_paths: Sequence[Path], bands: list[str]) -> dict[int, str]:
     """False-colour thumbnail data URI of every picked row, one stretch for all."""
-    from outcrop.index import scene_of
+    from outcrop.search.index import scene_of
 
     channels = composite_bands(bands)
     by_scene = {scene_of(p): p for p in tiles_paths}
@@ -93,8 +93,8 @@ def write_cluster_table(
     """Write the HTML table of the finest level's clusters with exemplar thumbnails."""
     import pandas as pd
 
-    from outcrop.clusters import exemplars, group_means, palette
-    from outcrop.index import normalise_rows, table_vectors
+    from outcrop.search.clusters import exemplars, group_means, palette
+    from outcrop.search.index import normalise_rows, table_vectors
 
     table = read_geoparquet(labels_path)
     level = finest_level(table.columns)

@@ -3,10 +3,10 @@
 A scene arrives as a single multi-band GeoTIFF, a product folder with one file per band (Landsat
 ``*_B4.TIF`` + ``*_QA_PIXEL.TIF`` + ``*_MTL.txt``, Sentinel-2 ``*_B04.jp2`` at 10/20/60 m + ``SCL``),
 a remote COG read by HTTP range requests, or a STAC item whose assets are the per-band files,
-local or remote (:mod:`outcrop.stac`). :func:`prepare_scene` finds the requested bands,
+local or remote (:mod:`outcrop.raster.stac`). :func:`prepare_scene` finds the requested bands,
 reprojects each onto the run grid (run CRS, resolution, pixel edges at integer multiples of the
 resolution from the CRS origin so that overlapping scenes line up pixel for pixel), turns stored
-numbers into reflectance with the sensor's rescaling (:mod:`outcrop.sensors`), classifies surfaces
+numbers into reflectance with the sensor's rescaling (:mod:`outcrop.raster.sensors`), classifies surfaces
 and writes the prepared COG. Every check runs before anything is written.
 """
 
@@ -25,9 +25,9 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.allocator import keep_large_blocks
+from outcrop.runtime.allocator import keep_large_blocks
 from outcrop.io import prepared_writer
-from outcrop.sensors import (
+from outcrop.raster.sensors import (
     QUALITY_FILL,
     QualityMasks,
     bqa_layout,
@@ -45,8 +45,8 @@ from outcrop.sensors import (
     percentile_rescale,
     sentinel2_offset,
 )
-from outcrop.sheets import REMOTE_PREFIXES
-from outcrop.surfaces import NODATA, SNOW_ICE, WATER, Thresholds, classify_surfaces
+from outcrop.raster.sheets import REMOTE_PREFIXES
+from outcrop.raster.surfaces import NODATA, SNOW_ICE, WATER, Thresholds, classify_surfaces
 
 # Settings for remote reads: never list the remote "directory", read only the bytes asked for.
 _GDAL_ENV = {
@@ -145,7 +145,7 @@ def find_scene_files(source: str, sensor: Sensor, bands: Sequence[str],
     remote) holds all bands, named by ``declared_bands`` or else by its band descriptions; a STAC
     item (``stac:`` + path or URL, or a ``.json`` path or URL) names one asset per band.
     """
-    from outcrop.stac import is_stac_source
+    from outcrop.raster.stac import is_stac_source
 
     if is_stac_source(source):
         return _stac_item(source, sensor, bands)
@@ -196,7 +196,7 @@ def _single_file(source: str, sensor: Sensor, bands: Sequence[str],
 
 def _stac_item(source: str, sensor: Sensor, bands: Sequence[str]) -> SceneFiles:
     """A STAC item's assets as band files; its MTL asset and declared rescaling when it has them."""
-    from outcrop.stac import fetch_text, item_bands, item_sensor, load_item
+    from outcrop.raster.stac import fetch_text, item_bands, item_sensor, load_item
 
     item = load_item(source)
     detected = item_sensor(item)
@@ -528,7 +528,7 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
 
     ``source`` is a multi-band GeoTIFF/COG (local path or http(s) URL), a product folder, or a
     STAC item (``stac:`` + path or URL, or a path or URL ending ``.json``) with one asset per band;
-    ``sensor`` names a row of :data:`outcrop.sensors.SENSORS`. ``scale``/``offset`` override the
+    ``sensor`` names a row of :data:`outcrop.raster.sensors.SENSORS`. ``scale``/``offset`` override the
     sensor's rescaling (``reflectance = stored * scale + offset``). The output, written atomically
     with :func:`outcrop.io.write_prepared`, has exactly ``bands`` in that order, reprojected to
     ``crs`` at ``resolution`` with pixel edges on multiples of ``resolution``. Raises

@@ -2,7 +2,7 @@
 
 A STAC item is one scene: its assets are the per-band files (local paths or remote COGs read by
 HTTP range requests) and its properties say which sensor took it. :func:`item_source` maps an item
-onto what :func:`outcrop.scenes.prepare_scene` needs (sensor name, band → file, quality band);
+onto what :func:`outcrop.raster.scenes.prepare_scene` needs (sensor name, band → file, quality band);
 :func:`expand_stac` turns an item, an item collection, a static catalog or a STAC API ``/search``
 into scene-sheet rows.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from outcrop import OutcropError
-from outcrop.sensors import SENSORS, normalise_token
+from outcrop.raster.sensors import SENSORS, normalise_token
 
 TIMEOUT_S = 30.0
 MAX_PAGES = 1000  # a search stops following `next` links after this many pages
@@ -83,7 +83,7 @@ class StacItem:
 
 @dataclass
 class ItemBands:
-    """What an item holds for :func:`outcrop.scenes.prepare_scene`: band name → (href, token)."""
+    """What an item holds for :func:`outcrop.raster.scenes.prepare_scene`: band name → (href, token)."""
 
     sensor: str
     bands: dict[str, tuple[str, str]]

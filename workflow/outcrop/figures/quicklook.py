@@ -21,7 +21,7 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.io import PREPARED_NODATA, atomic_path, decode_reflectance, write_cog
-from outcrop.surfaces import CLASS_NAMES, CLOUD, NODATA, ROCK, SNOW_ICE, WATER
+from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, NODATA, ROCK, SNOW_ICE, WATER
 
 COMPOSITES: tuple[tuple[str, str, str], ...] = (("swir2", "swir1", "red"), ("nir", "red", "green"))
 QUICKLOOK_NODATA = 0

@@ -67,9 +67,9 @@ def random_encoder_embeddings(model_path: Path, tiles: np.ndarray, *, seed: int 
     """
     import torch
 
-    from outcrop.backbones import build_backbone
-    from outcrop.embeddings import embed_array
-    from outcrop.encoder import load_encoder
+    from outcrop.learning.backbones import build_backbone
+    from outcrop.learning.embeddings import embed_array
+    from outcrop.learning.encoder import load_encoder
 
     with torch.random.fork_rng(devices=[]):  # loading builds a backbone too, which draws numbers
         _, meta = load_encoder(model_path, device="cpu")
@@ -125,7 +125,7 @@ def cluster_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int) -> 
     """ARI and NMI of spherical k-means (k = number of planted units) with the planted units."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    from outcrop.clusters import spherical_kmeans
+    from outcrop.search.clusters import spherical_kmeans
 
     k = len(np.unique(labels))
     pred, _ = spherical_kmeans(np.ascontiguousarray(vectors, dtype=np.float32), k, seed=seed)
@@ -140,11 +140,11 @@ def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray],
     Each query mode ranks tiles by their best cosine to its queries, outside the exclusion zones;
     a hidden deposit counts as found at k when one of the top k tiles covers HIDDEN_OVERLAP of it.
     With ``site_overlap`` the ranking is over sites, as the analogues stage writes it
-    (:func:`outcrop.analogues.top_sites`), so that k counts the same places in both.
+    (:func:`outcrop.search.analogues.top_sites`), so that k counts the same places in both.
     """
     import shapely
 
-    from outcrop.analogues import best_scores, excluded_ids, query_vectors, top_sites
+    from outcrop.search.analogues import best_scores, excluded_ids, query_vectors, top_sites
 
     queries = query_vectors(vectors, positives)
     excluded = excluded_ids(table, positives, exclusion_m)
@@ -179,8 +179,8 @@ def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_depos
     import geopandas as gpd
     import pandas as pd
 
-    from outcrop.analogues import read_deposits, select_positives
-    from outcrop.index import load_index
+    from outcrop.search.analogues import read_deposits, select_positives
+    from outcrop.search.index import load_index
 
     _, table = load_index(results / "index" / "tiles.faiss", results / "index" / "tiles.parquet")
     emb = {s: load_npy(results / "embeddings" / f"{s}.npy") for s in scenes}

@@ -18,10 +18,10 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.allocator import keep_large_blocks
+from outcrop.runtime.allocator import keep_large_blocks
 from outcrop.io import atomic_path, decode_reflectance, write_geodataframe
-from outcrop.progress import Progress
-from outcrop.surfaces import CLASS_NAMES, NODATA
+from outcrop.runtime.progress import Progress
+from outcrop.raster.surfaces import CLASS_NAMES, NODATA
 
 FRACTION_COLUMNS = [name for code, name in sorted(CLASS_NAMES.items()) if code != NODATA]
 
@@ -71,7 +71,7 @@ def tile_scene(
     import shapely
     from rasterio.windows import Window
 
-    from outcrop.surfaces import CLOUD
+    from outcrop.raster.surfaces import CLOUD
 
     if size <= 0 or stride <= 0:
         raise OutcropError(f"tiles: size and stride must be positive (got {size}, {stride})")

@@ -2,7 +2,7 @@
 
 ``train_byol`` reads tiles straight from the memory-mapped ``tiles/{scene}.npy`` arrays (rows chosen
 by the ``rock`` fraction of ``tiles/{scene}.parquet``), normalises each band with statistics of the
-training tiles, and trains :class:`outcrop.byol.BYOL` on pairs of augmented views. Every epoch (and
+training tiles, and trains :class:`outcrop.learning.byol.BYOL` on pairs of augmented views. Every epoch (and
 every ``checkpoint_minutes``) the whole training state goes atomically to one checkpoint file; a run
 killed at any moment and started again continues from there and, on a CPU with a fixed seed, ends
 with exactly the weights of an uninterrupted run. The result is ``model/encoder.pt``: the backbone's
@@ -24,22 +24,22 @@ import torch
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.allocator import keep_large_blocks
-from outcrop.augment import augment
-from outcrop.backbones import build_backbone
-from outcrop.byol import BYOL, cosine_schedule
-from outcrop.distributed import (
+from outcrop.runtime.allocator import keep_large_blocks
+from outcrop.learning.augment import augment
+from outcrop.learning.backbones import build_backbone
+from outcrop.learning.byol import BYOL, cosine_schedule
+from outcrop.learning.distributed import (
     Ranks,
     join_process_group,
     leave_process_group,
     synchronise_batchnorm,
 )
-from outcrop.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings
+from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings
 from outcrop.io import atomic_path
-from outcrop.locks import exclusive_writer
-from outcrop.optim import build_optimizer, warmup_cosine
-from outcrop.symmetry import POSES
-from outcrop.training_data import TrainingTiles, band_statistics, open_training_tiles
+from outcrop.runtime.locks import exclusive_writer
+from outcrop.learning.optim import build_optimizer, warmup_cosine
+from outcrop.learning.symmetry import POSES
+from outcrop.learning.training_data import TrainingTiles, band_statistics, open_training_tiles
 
 MODEL_FORMAT = "outcrop-encoder"
 CHECKPOINT_FORMAT = "outcrop-byol-checkpoint"
@@ -206,7 +206,7 @@ def train_byol(
 
     Started by torchrun (``WORLD_SIZE`` > 1), it joins the process group and trains data-parallel:
     the global batch ``settings.batch_size`` is split evenly across the ranks (see
-    :mod:`outcrop.distributed`); only rank 0 logs and writes the checkpoint, curve and model file.
+    :mod:`outcrop.learning.distributed`); only rank 0 logs and writes the checkpoint, curve and model file.
     """
     settings.validate()
     ranks, dev = join_process_group(resolve_device(device))

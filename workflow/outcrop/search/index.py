@@ -44,7 +44,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
-from outcrop.tiles import FRACTION_COLUMNS
+from outcrop.raster.tiles import FRACTION_COLUMNS
 
 FRACTIONS = ("valid", *FRACTION_COLUMNS)  # the tile table's fraction columns
 TABLE_COLUMNS = ("id", "scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry")
@@ -308,7 +308,7 @@ def _ivf_index_from_pool(vectors: np.ndarray, pool: np.ndarray, params: dict[str
 
 def load_index(index_path: Path, table_path: Path) -> tuple[Any, Any]:
     """Read an index and its id table, checking that they belong together."""
-    from outcrop.faiss_file import read_index
+    from outcrop.search.faiss_file import read_index
 
     if not Path(index_path).exists():
         raise OutcropError(f"{index_path}: file not found")

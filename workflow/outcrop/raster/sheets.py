@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from outcrop import OutcropError
-from outcrop.sensors import CANONICAL_BANDS, SENSORS, canonical_name
+from outcrop.raster.sensors import CANONICAL_BANDS, SENSORS, canonical_name
 
-SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "scenes.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "scenes.schema.yaml"
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -130,7 +130,7 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
 
 
 # Sources read over the network (GDAL reads URLs through /vsicurl/); the one list both the job graph
-# and the readers (``outcrop.scenes.is_remote``) go by.
+# and the readers (``outcrop.raster.scenes.is_remote``) go by.
 REMOTE_PREFIXES = ("http://", "https://", "/vsicurl/", "s3://", "gs://")
 
 
@@ -142,7 +142,7 @@ def local_input(source: str) -> str | None:
 
 def demo_sheet(results: str, scenes: int, train_scenes: int) -> list[dict[str, Any]]:
     """The scene sheet of the built-in demo: scenes synthesised under ``results/demo``."""
-    from outcrop.demo import scene_name
+    from outcrop.raster.demo import scene_name
 
     return [
         {"scene": scene_name(i), "source": f"{results}/demo/scenes/{scene_name(i)}.tif",

@@ -20,8 +20,8 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.geo import infer_layout, scene_band_names, scene_rasters
-from outcrop.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of, table_vectors
+from outcrop.raster.geo import infer_layout, scene_band_names, scene_rasters
+from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of, table_vectors
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_cog, write_geodataframe
 
 SPECTRUM_BATCH = 2048

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from outcrop import OutcropError
-from outcrop.encoder_settings import ViewSettings
+from outcrop.learning.encoder_settings import ViewSettings
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:

@@ -20,8 +20,8 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.io import atomic_path, read_geoparquet
-from outcrop.quicklook import SURFACE_PLOT_COLOURS
-from outcrop.surfaces import CLASS_NAMES, CLOUD, ROCK, SNOW_ICE, WATER
+from outcrop.figures.quicklook import SURFACE_PLOT_COLOURS
+from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, ROCK, SNOW_ICE, WATER
 
 SURFACE_COLUMNS = {ROCK: "rock", SNOW_ICE: "snow_ice", WATER: "water", CLOUD: "cloud"}
 
@@ -69,8 +69,8 @@ def write_projection(
     log: Callable[[str], Any] = print,
 ) -> None:
     """Draw the PCA of the clustered tiles twice: coloured by cluster (largest k), and by surface."""
-    from outcrop.clusters import palette
-    from outcrop.index import table_vectors
+    from outcrop.search.clusters import palette
+    from outcrop.search.index import table_vectors
 
     table = read_geoparquet(labels_path)
     if len(table) == 0:

@@ -26,8 +26,8 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.geo import infer_layout, scene_rasters
-from outcrop.index import load_index, normalise_rows, table_vectors
+from outcrop.raster.geo import infer_layout, scene_rasters
+from outcrop.search.index import load_index, normalise_rows, table_vectors
 from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
 
 SCORE_BATCH = 1 << 16
@@ -384,7 +384,7 @@ def query_run(
     geometry: Path | None = None,
     top: int = 10,
 ) -> Any:
-    """Ad-hoc query against a finished run, as a DataFrame (see :func:`outcrop.query.query_columns`).
+    """Ad-hoc query against a finished run, as a DataFrame (see :func:`outcrop.search.query.query_columns`).
 
     Exactly one of (lon and lat in EPSG:4326), ``tile`` (``scene:tile_id``) or ``geometry`` (a
     deposits-style file) selects the query tiles; their mean vector is searched in the run's index.
@@ -393,6 +393,6 @@ def query_run(
     """
     import pandas as pd
 
-    from outcrop.query import query_columns
+    from outcrop.search.query import query_columns
 
     return pd.DataFrame(query_columns(results_dir, lon=lon, lat=lat, tile=tile, geometry=geometry, top=top))

@@ -3,7 +3,7 @@
 The workflow checks ``encoder.settings`` of the config before any job runs, in the Snakemake
 process itself; importing torch there would cost seconds on every dry run and put torch into the
 scheduler's environment. So the settings live here, apart from the code that trains with them
-(:mod:`outcrop.encoder`, :mod:`outcrop.augment`), and name the architectures and symmetries they
+(:mod:`outcrop.learning.encoder`, :mod:`outcrop.learning.augment`), and name the architectures and symmetries they
 accept instead of importing the modules that define them (tests keep the lists equal).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from outcrop import OutcropError
 
-# The keys of outcrop.backbones.ARCHITECTURES and outcrop.symmetry.POSES.
+# The keys of outcrop.learning.backbones.ARCHITECTURES and outcrop.learning.symmetry.POSES.
 ARCHITECTURE_NAMES = ("resnet-small", "resnet18", "resnet50")
 SYMMETRIES = ("d4", "none")
 

@@ -3,7 +3,7 @@
 ``faiss.read_index`` trusts the counts it reads: a 301-byte file whose header claims 2 GiB of
 vectors makes it allocate 2 GiB before it notices that the bytes are not there (and a claim of
 256 GiB ends in ``std::bad_alloc``). Every count in the kinds of index outcrop builds (flat, and
-IVF-Flat with a flat quantizer and array inverted lists; :func:`outcrop.index.index_vectors`) is
+IVF-Flat with a flat quantizer and array inverted lists; :func:`outcrop.search.index.index_vectors`) is
 followed by the bytes it counts, so walking the header and checking each claim against the bytes
 left in the file bounds what faiss will allocate by the file's own size. The layout follows
 faiss/impl/index_write.cpp.

@@ -97,7 +97,7 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     import shapely
     from pyproj import Transformer
 
-    from outcrop.faiss_file import read_index
+    from outcrop.search.faiss_file import read_index
 
     given = [lon is not None or lat is not None, tile is not None, geometry is not None]
     if sum(given) != 1 or (given[0] and (lon is None or lat is None)):
@@ -117,7 +117,7 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     if tile is not None:
         ids = _tile_ids(tile, scenes, tile_ids)
     elif geometry is not None:
-        from outcrop.analogues import read_deposits
+        from outcrop.search.analogues import read_deposits
 
         shapes = read_deposits(geometry, crs).geometry.to_numpy()
         ids = np.flatnonzero(shapely.intersects(footprints, shapely.union_all(shapes)))

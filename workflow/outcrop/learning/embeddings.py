@@ -22,10 +22,10 @@ from torch import nn
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.allocator import keep_large_blocks
-from outcrop.encoder import load_encoder, resolve_device
+from outcrop.runtime.allocator import keep_large_blocks
+from outcrop.learning.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
-from outcrop.symmetry import orientations, posed
+from outcrop.learning.symmetry import orientations, posed
 
 
 def inference_layout(device: torch.device) -> torch.memory_format:

@@ -125,7 +125,7 @@ def _cover(prepared: Path) -> str:
     import rasterio
     from rasterio.enums import Resampling
 
-    from outcrop.surfaces import CLOUD, NODATA
+    from outcrop.raster.surfaces import CLOUD, NODATA
 
     try:
         with rasterio.open(prepared) as src:

@@ -57,7 +57,7 @@ def write_analogue_maps(
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from outcrop.analogues import read_deposits
+    from outcrop.search.analogues import read_deposits
 
     if not similarity_paths:
         raise OutcropError("analogue maps: no similarity rasters given")

@@ -1,0 +1,1 @@
+"""Figures and pages: quicklooks, maps, projections, the cluster table, the web map and the summary page."""

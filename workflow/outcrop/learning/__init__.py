@@ -1,0 +1,1 @@
+"""Learning: BYOL, backbones, multispectral augmentations, training and embedding."""
