@@ -545,15 +545,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# GDAL's block cache defaults to 5% of the machine's memory (1.2 GiB on 24 GiB) and fills up on any
+# GDAL's block cache defaults to 5% of the usable memory (1.2 GiB on 24 GiB) and fills up on any
 # scene larger than that, so a job's peak memory would follow the machine, not the window a stage
-# works in. 256 MB holds every block a windowed read or write touches at once; a user who wants
-# another size sets GDAL_CACHEMAX, which is left as it is.
-GDAL_CACHE_MB = "256"
+# works in. 256 MB holds every block a windowed read or write touches at once; less is kept where
+# GDAL's own default is smaller (a job under a memory limit). A user's GDAL_CACHEMAX is left as is.
+GDAL_CACHE_BYTES = 256 << 20
+
+
+def _gdal_cache_bytes() -> int:
+    import resource
+
+    usable = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit != resource.RLIM_INFINITY:
+        usable = min(usable, limit)
+    return max(16 << 20, min(GDAL_CACHE_BYTES, usable // 20))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
+    os.environ.setdefault("GDAL_CACHEMAX", str(_gdal_cache_bytes()))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
