@@ -13,9 +13,10 @@ import rasterio
 from shapely.geometry import Point, box
 
 from outcrop import OutcropError
-from outcrop.search.analogues import (find_analogues, query_run, query_vectors, rank_analogues, read_deposits,
-                               select_positives, suppress_overlapping)
+from outcrop.search.analogues import (find_analogues, query_vectors, rank_analogues, read_deposits,
+                                      select_positives, suppress_overlapping)
 from outcrop.search.index import build_index, load_index, table_vectors
+from outcrop.search.query import query_run
 from synthetic_run import CRS, RES, SIZE, SCENES, make_run, tile_number
 
 faiss.omp_set_num_threads(1)

@@ -184,3 +184,24 @@ def format_table(columns: dict[str, np.ndarray]) -> str:
     for row in zip(*cells):
         lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
     return "\n".join(lines)
+
+
+def query_run(
+    results_dir: Path,
+    *,
+    lon: float | None = None,
+    lat: float | None = None,
+    tile: str | None = None,
+    geometry: Path | None = None,
+    top: int = 10,
+) -> Any:
+    """Ad-hoc query against a finished run, as a DataFrame (see :func:`query_columns`).
+
+    Exactly one of (lon and lat in EPSG:4326), ``tile`` (``scene:tile_id``) or ``geometry`` (a
+    deposits-style file) selects the query tiles; their mean vector is searched in the run's index.
+    The query tiles and tiles overlapping them are left out. Columns: rank, score, scene, tile_id,
+    id, distance_km (from the query), lon, lat.
+    """
+    import pandas as pd
+
+    return pd.DataFrame(query_columns(results_dir, lon=lon, lat=lat, tile=tile, geometry=geometry, top=top))
