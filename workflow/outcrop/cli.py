@@ -107,11 +107,31 @@ def cmd_demo_scene(args: argparse.Namespace) -> None:
     _log(f"demo: wrote {args.out}")
 
 
+def _demo_scene_parser(sub: Any) -> None:
+    p = _add(sub, "demo-scene", cmd_demo_scene, "synthesise one scene of the built-in demo coast",
+             "outcrop demo-scene --scene demo_1 --out demo/demo_1.tif --truth demo/demo_1_units.tif", False)
+    p.add_argument("--scene", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--truth", required=True)
+    p.add_argument("--size", type=positive_int, default=default("demo.size"))
+    p.add_argument("--seed", type=int, default=default("demo.seed"))
+
+
 def cmd_demo_deposits(args: argparse.Namespace) -> None:
     from outcrop.raster.demo import write_deposits
 
     write_deposits(args.out, args.truth, scenes=args.scenes, size=args.size, seed=args.seed)
     _log(f"demo: wrote {args.out} and {args.truth}")
+
+
+def _demo_deposits_parser(sub: Any) -> None:
+    p = _add(sub, "demo-deposits", cmd_demo_deposits, "write the demo's known deposits and hidden truth",
+             "outcrop demo-deposits --scenes 3 --out demo/deposits.gpkg --truth demo/hidden.gpkg", False)
+    p.add_argument("--scenes", type=positive_int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--truth", required=True)
+    p.add_argument("--size", type=positive_int, default=default("demo.size"))
+    p.add_argument("--seed", type=int, default=default("demo.seed"))
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -129,6 +149,25 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     )
 
 
+def _prepare_parser(sub: Any) -> None:
+    p = _add(sub, "prepare", cmd_prepare, "reproject a scene onto the run grid with reflectance and a surface mask",
+             "outcrop prepare --source LC08_..._SR/ --sensor landsat-c2l2 --scene s1 "
+             "--bands coastal,blue,green,red,nir,swir1,swir2 --out prepared/s1.tif")
+    p.add_argument("--source", required=True, help="file, product folder, URL or STAC item")
+    p.add_argument("--sensor", required=True)
+    p.add_argument("--scene", required=True)
+    p.add_argument("--bands", required=True, help="run bands, comma-separated canonical names")
+    p.add_argument("--out", required=True)
+    p.add_argument("--crs", default=default("grid.crs"))
+    p.add_argument("--resolution", type=positive_float, default=default("grid.resolution"))
+    p.add_argument("--declared-bands", default="", help="band names of a generic GeoTIFF, in file order")
+    p.add_argument("--scale", type=finite_float, default=None)
+    p.add_argument("--offset", type=finite_float, default=None)
+    p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="largest scene on the run grid, in pixels (default 2e9); a larger one is refused")
+
+
 def cmd_stac_search(args: argparse.Namespace) -> None:
     from outcrop.raster.stac import expand_stac, write_scene_sheet
 
@@ -140,6 +179,21 @@ def cmd_stac_search(args: argparse.Namespace) -> None:
                        max_cloud=args.max_cloud, role=args.role, limit=args.limit)
     added = write_scene_sheet(rows, args.out, append=args.append)
     _log(f"stac-search: {len(rows)} item(s) found, {added} new scene(s) written to {args.out}")
+
+
+def _stac_search_parser(sub: Any) -> None:
+    p = _add(sub, "stac-search", cmd_stac_search, "write a scene sheet from a STAC item, catalog or API search",
+             "outcrop stac-search https://earth-search.aws.element84.com/v1/search --collection sentinel-2-l2a "
+             "--bbox 162,-78,167,-76 --datetime 2023-11-01/2024-02-28 --max-cloud 20 --out scenes.tsv", False)
+    p.add_argument("source", help="STAC item, item collection, static catalog, API landing page or /search URL")
+    p.add_argument("--out", required=True, help="scene sheet (TSV) to write")
+    p.add_argument("--append", action="store_true", help="add new items to an existing sheet")
+    p.add_argument("--collection", default="", help="collection id(s), comma-separated")
+    p.add_argument("--bbox", default="", help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)")
+    p.add_argument("--datetime", default="", help="RFC 3339 date, datetime or interval (a/b, ../b, a/..)")
+    p.add_argument("--max-cloud", type=non_negative_float, default=None, help="largest eo:cloud_cover in percent")
+    p.add_argument("--role", default="index", choices=["train", "index"])
+    p.add_argument("--limit", type=positive_int, default=100, help="items per page of an API search")
 
 
 def _thresholds(items: Sequence[str] | None, cls: Any) -> Any:
@@ -169,6 +223,21 @@ def cmd_tile(args: argparse.Namespace) -> None:
                stride=args.stride, min_valid=args.min_valid, aoi=aoi, aoi_name=str(args.aoi), log=_log)
 
 
+def _tile_parser(sub: Any) -> None:
+    p = _add(sub, "tile", cmd_tile, "cut a prepared scene into tiles (array + GeoParquet table)",
+             "outcrop tile --prepared prepared/s1.tif --scene s1 --out-tiles tiles/s1.npy --out-table tiles/s1.parquet", False)
+    p.add_argument("--prepared", required=True)
+    p.add_argument("--scene", required=True)
+    p.add_argument("--out-tiles", required=True)
+    p.add_argument("--out-table", required=True)
+    p.add_argument("--size", type=positive_int, default=default("tiles.size"))
+    p.add_argument("--stride", type=positive_int, default=default("tiles.stride"))
+    p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
+    p.add_argument("--aoi", default="", help="AOI polygon or coastline file")
+    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
+    p.add_argument("--crs", default=default("grid.crs"))
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from outcrop.learning.encoder import EncoderSettings, train_byol
 
@@ -183,12 +252,40 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def _train_parser(sub: Any) -> None:
+    p = _add(sub, "train", cmd_train, "train the BYOL encoder on the tiles of the training scenes",
+             "outcrop train --tiles tiles/a.npy --tables tiles/a.parquet --bands blue,green,red,nir "
+             "--out model/encoder.pt --curve-tsv model/curve.tsv --curve-png model/curve.png "
+             "--checkpoint model/checkpoint.pt --set epochs=20 --threads 2")
+    p.add_argument("--tiles", nargs="+", required=True)
+    p.add_argument("--tables", nargs="+", required=True)
+    p.add_argument("--bands", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--curve-tsv", required=True)
+    p.add_argument("--curve-png", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--min-rock", type=finite_float, default=default("encoder.train_min_rock"))
+    p.add_argument("--device", default=default("encoder.device"), help="auto, cpu, cuda or mps")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="encoder setting")
+
+
 def cmd_embed(args: argparse.Namespace) -> None:
     from outcrop.learning.embeddings import embed_tiles
 
     _limit(args)
     embed_tiles(Path(args.tiles), Path(args.model), Path(args.out), batch_size=args.batch_size,
                 device=args.device, bands=_bands(args.bands) if args.bands else None, log=_log)
+
+
+def _embed_parser(sub: Any) -> None:
+    p = _add(sub, "embed", cmd_embed, "embed one scene's tiles with the trained encoder",
+             "outcrop embed --tiles tiles/s1.npy --model model/encoder.pt --out embeddings/s1.npy")
+    p.add_argument("--tiles", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=positive_int, default=default("embed.batch_size"))
+    p.add_argument("--device", default=default("encoder.device"))
+    p.add_argument("--bands", default="", help="the run's bands; the encoder must have been trained on them")
 
 
 def cmd_index(args: argparse.Namespace) -> None:
@@ -198,6 +295,21 @@ def cmd_index(args: argparse.Namespace) -> None:
     build_index(args.embeddings, args.tables, Path(args.out_index), Path(args.out_table), Path(args.out_info),
                 min_rock=args.min_rock, exact_max=args.exact_max, recall_floor=args.recall_floor,
                 seed=args.seed, log=_log)
+
+
+def _index_parser(sub: Any) -> None:
+    p = _add(sub, "index", cmd_index, "build the FAISS index over all embeddings",
+             "outcrop index --embeddings embeddings/*.npy --tables tiles/*.parquet --out-index index/tiles.faiss "
+             "--out-table index/tiles.parquet --out-info index/info.json")
+    p.add_argument("--embeddings", nargs="+", required=True)
+    p.add_argument("--tables", nargs="+", required=True)
+    p.add_argument("--out-index", required=True)
+    p.add_argument("--out-table", required=True)
+    p.add_argument("--out-info", required=True)
+    p.add_argument("--min-rock", type=finite_float, default=default("index.min_rock"))
+    p.add_argument("--exact-max", type=positive_int, default=default("index.exact_max"))
+    p.add_argument("--recall-floor", type=finite_float, default=default("index.recall_floor"))
+    p.add_argument("--seed", type=int, default=default("index.seed"))
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
@@ -212,6 +324,23 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     )
 
 
+def _cluster_parser(sub: Any) -> None:
+    p = _add(sub, "cluster", cmd_cluster, "k-means at each k plus a Ward hierarchy on the centroids",
+             "outcrop cluster --index-table index/tiles.parquet --embeddings embeddings/*.npy --tiles tiles/*.npy "
+             "--prepared prepared/*.tif --k 4 8 --cuts 3 --out-gpkg clusters/labels.gpkg --out-parquet "
+             "clusters/labels.parquet --out-summary clusters/summary.csv --out-dendrogram clusters/dendrogram.png "
+             "--maps-dir clusters/maps --rasters-dir clusters/rasters")
+    for name in ("--embeddings", "--tiles", "--prepared"):
+        p.add_argument(name, nargs="+", required=True)
+    for name in ("--index-table", "--out-gpkg", "--out-parquet", "--out-summary", "--out-dendrogram",
+                 "--maps-dir", "--rasters-dir"):
+        p.add_argument(name, required=True)
+    p.add_argument("--out-exemplars", default="", help="PNG of exemplar tiles per cluster")
+    p.add_argument("--k", type=cluster_count, nargs="+", required=True)
+    p.add_argument("--cuts", type=cluster_count, nargs="*", required=True, help="hierarchy cuts (none: give --cuts alone)")
+    p.add_argument("--seed", type=int, default=default("clusters.seed"))
+
+
 def cmd_analogues(args: argparse.Namespace) -> None:
     from outcrop.search.analogues import find_analogues
 
@@ -222,6 +351,23 @@ def cmd_analogues(args: argparse.Namespace) -> None:
         exclusion_km=args.exclusion_km, top=args.top, site_overlap=_site_overlap(args.site_overlap),
         negatives_path=Path(args.negatives) if args.negatives else None, log=_log,
     )
+
+
+def _analogues_parser(sub: Any) -> None:
+    p = _add(sub, "analogues", cmd_analogues, "rank analogues of the known deposits",
+             "outcrop analogues --index index/tiles.faiss --index-table index/tiles.parquet --embeddings "
+             "embeddings/*.npy --prepared prepared/*.tif --deposits deposits.gpkg --out-gpkg analogues/analogues.gpkg "
+             "--out-csv analogues/analogues.csv --similarity-dir analogues/similarity")
+    for name in ("--embeddings", "--prepared"):
+        p.add_argument(name, nargs="+", required=True)
+    for name in ("--index", "--index-table", "--deposits", "--out-gpkg", "--out-csv", "--similarity-dir"):
+        p.add_argument(name, required=True)
+    p.add_argument("--negatives", default="")
+    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
+    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
+    p.add_argument("--top", type=positive_int, default=default("analogues.top"))
+    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"),
+                   help="one analogue per site: drop tiles overlapping a better one by more than this share (0: off)")
 
 
 def _site_overlap(value: float) -> float | None:
@@ -239,10 +385,36 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                  model=Path(args.model) if args.model else None, log=_log)
 
 
+def _evaluate_parser(sub: Any) -> None:
+    p = _add(sub, "evaluate", cmd_evaluate, "score a demo run against its planted truth",
+             "outcrop evaluate --results results --scenes demo_1 demo_2 demo_3 --truth-deposits "
+             "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/metrics.json")
+    p.add_argument("--results", required=True)
+    p.add_argument("--scenes", nargs="+", required=True)
+    p.add_argument("--truth-deposits", required=True)
+    p.add_argument("--deposits", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
+    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
+    p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
+    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
+    p.add_argument("--seed", type=int, default=default("clusters.seed"), help="k-means seed; also seeds the random-encoder baseline")
+    p.add_argument("--model", help="trained encoder whose architecture the random-encoder baseline copies "
+                   "(default: RESULTS/model/encoder.pt)")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from outcrop.figures.report import write_summary
 
     write_summary(Path(args.results), args.scenes, Path(args.out), log=_log)
+
+
+def _report_parser(sub: Any) -> None:
+    p = _add(sub, "report", cmd_report, "write the HTML summary of a run",
+             "outcrop report --results results --scenes demo_1 demo_2 --out results/summary.html", False)
+    p.add_argument("--results", required=True)
+    p.add_argument("--scenes", nargs="+", required=True)
+    p.add_argument("--out", required=True)
 
 
 def cmd_query(args: argparse.Namespace) -> None:
@@ -254,10 +426,27 @@ def cmd_query(args: argparse.Namespace) -> None:
     print(format_table(columns))
 
 
+def _query_parser(sub: Any) -> None:
+    p = _add(sub, "query", cmd_query, "top analogues of a place, against a finished run",
+             "outcrop query --results results --lon 142.7 --lat -67.25 --top 10")
+    p.add_argument("--results", default=default("results"))
+    p.add_argument("--lon", type=finite_float)
+    p.add_argument("--lat", type=finite_float)
+    p.add_argument("--tile", help="SCENE:TILE_ID")
+    p.add_argument("--geometry", help="polygon file")
+    p.add_argument("--top", type=positive_int, default=10)
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from outcrop.figures.report import run_info
 
     print(run_info(Path(args.results)))
+
+
+def _info_parser(sub: Any) -> None:
+    p = _add(sub, "info", cmd_info, "summarise a finished run: scenes, tiles per surface, model, index, "
+             "clusters, top analogues", "outcrop info results", False)
+    p.add_argument("results", nargs="?", default=default("results"))
 
 
 def cmd_quicklook(args: argparse.Namespace) -> None:
@@ -272,11 +461,40 @@ def cmd_quicklook(args: argparse.Namespace) -> None:
                     max_size=args.max_size, log=_log)
 
 
+def _quicklook_parser(sub: Any) -> None:
+    p = _add(sub, "quicklook", cmd_quicklook,
+            "false-colour quicklook of a prepared scene: a COG and a PNG with the surface mask and AOI",
+            "outcrop quicklook --prepared results/prepared/s1.tif --scene s1 --out-png results/quicklooks/s1.png "
+            "--out-tif results/quicklooks/s1.tif --aoi coast.gpkg --aoi-buffer-km 10", False)
+    p.add_argument("--prepared", required=True)
+    p.add_argument("--scene", required=True)
+    p.add_argument("--out-png", required=True)
+    p.add_argument("--out-tif", required=True)
+    p.add_argument("--aoi", default="", help="AOI polygon or coastline file, outlined on the figure")
+    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
+    p.add_argument("--crs", default=default("grid.crs"), help="run CRS (the AOI is brought into it)")
+    p.add_argument("--max-size", type=positive_int, default=2048, help="largest side of the quicklook in pixels")
+
+
 def cmd_projection(args: argparse.Namespace) -> None:
     from outcrop.figures.projection import write_projection
 
     write_projection(Path(args.labels), [Path(p) for p in args.embeddings], Path(args.out_clusters),
                      Path(args.out_surfaces), max_points=args.max_points, seed=args.seed, log=_log)
+
+
+def _projection_parser(sub: Any) -> None:
+    p = _add(sub, "projection", cmd_projection,
+            "2-D PCA of the clustered tiles' embeddings, coloured by cluster and by surface class",
+            "outcrop projection --labels results/clusters/labels.parquet --embeddings results/embeddings/*.npy "
+            "--out-clusters results/embeddings/projection_clusters.png "
+            "--out-surfaces results/embeddings/projection_surfaces.png", False)
+    p.add_argument("--labels", required=True, help="clusters/labels.parquet")
+    p.add_argument("--embeddings", nargs="+", required=True)
+    p.add_argument("--out-clusters", required=True)
+    p.add_argument("--out-surfaces", required=True)
+    p.add_argument("--max-points", type=positive_int, default=20_000, help="tiles drawn (a seeded sample)")
+    p.add_argument("--seed", type=int, default=0)
 
 
 def cmd_cluster_table(args: argparse.Namespace) -> None:
@@ -286,11 +504,37 @@ def cmd_cluster_table(args: argparse.Namespace) -> None:
                         [Path(p) for p in args.tiles], Path(args.out), log=_log)
 
 
+def _cluster_table_parser(sub: Any) -> None:
+    p = _add(sub, "cluster-table", cmd_cluster_table,
+            "HTML table of the clusters (size, surfaces, mean spectrum) with thumbnails of their nearest tiles",
+            "outcrop cluster-table --labels results/clusters/labels.parquet --summary results/clusters/summary.csv "
+            "--embeddings results/embeddings/*.npy --tiles results/tiles/*.npy --out results/clusters/summary.html",
+            False)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--summary", required=True)
+    p.add_argument("--embeddings", nargs="+", required=True)
+    p.add_argument("--tiles", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+
+
 def cmd_analogue_maps(args: argparse.Namespace) -> None:
     from outcrop.figures.analogue_maps import write_analogue_maps
 
     write_analogue_maps([Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),
                         Path(args.out_dir), label_top=args.label_top, log=_log)
+
+
+def _analogue_maps_parser(sub: Any) -> None:
+    p = _add(sub, "analogue-maps", cmd_analogue_maps,
+            "per-scene maps of similarity with the known deposits and the top analogues marked",
+            "outcrop analogue-maps --similarity results/analogues/similarity/*.tif "
+            "--analogues results/analogues/analogues.gpkg --deposits deposits.gpkg --out-dir results/analogues/maps",
+            False)
+    p.add_argument("--similarity", nargs="+", required=True)
+    p.add_argument("--analogues", required=True)
+    p.add_argument("--deposits", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--label-top", type=non_negative_int, default=10, help="analogues numbered on the maps")
 
 
 def cmd_webmap(args: argparse.Namespace) -> None:
@@ -299,6 +543,21 @@ def cmd_webmap(args: argparse.Namespace) -> None:
     write_webmap([Path(p) for p in args.quicklooks], [Path(p) for p in args.clusters],
                  [Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),
                  Path(args.out), title=args.title, log=_log)
+
+
+def _webmap_parser(sub: Any) -> None:
+    p = _add(sub, "webmap", cmd_webmap,
+            "standalone offline interactive map (HTML): quicklooks, clusters, similarity, deposits, analogues",
+            "outcrop webmap --quicklooks results/quicklooks/*.tif --clusters results/clusters/rasters/*.tif "
+            "--similarity results/analogues/similarity/*.tif --analogues results/analogues/analogues.gpkg "
+            "--deposits deposits.gpkg --out results/map.html", False)
+    p.add_argument("--quicklooks", nargs="+", required=True)
+    p.add_argument("--clusters", nargs="+", required=True)
+    p.add_argument("--similarity", nargs="+", required=True)
+    p.add_argument("--analogues", required=True)
+    p.add_argument("--deposits", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--title", default="outcrop run")
 
 
 # --- parser ---------------------------------------------------------------------------------------
@@ -321,227 +580,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"outcrop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = _add(sub, "demo-scene", cmd_demo_scene, "synthesise one scene of the built-in demo coast",
-             "outcrop demo-scene --scene demo_1 --out demo/demo_1.tif --truth demo/demo_1_units.tif", False)
-    p.add_argument("--scene", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--truth", required=True)
-    p.add_argument("--size", type=positive_int, default=default("demo.size"))
-    p.add_argument("--seed", type=int, default=default("demo.seed"))
-
-    p = _add(sub, "demo-deposits", cmd_demo_deposits, "write the demo's known deposits and hidden truth",
-             "outcrop demo-deposits --scenes 3 --out demo/deposits.gpkg --truth demo/hidden.gpkg", False)
-    p.add_argument("--scenes", type=positive_int, required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--truth", required=True)
-    p.add_argument("--size", type=positive_int, default=default("demo.size"))
-    p.add_argument("--seed", type=int, default=default("demo.seed"))
-
-    p = _add(sub, "prepare", cmd_prepare, "reproject a scene onto the run grid with reflectance and a surface mask",
-             "outcrop prepare --source LC08_..._SR/ --sensor landsat-c2l2 --scene s1 "
-             "--bands coastal,blue,green,red,nir,swir1,swir2 --out prepared/s1.tif")
-    p.add_argument("--source", required=True, help="file, product folder, URL or STAC item")
-    p.add_argument("--sensor", required=True)
-    p.add_argument("--scene", required=True)
-    p.add_argument("--bands", required=True, help="run bands, comma-separated canonical names")
-    p.add_argument("--out", required=True)
-    p.add_argument("--crs", default=default("grid.crs"))
-    p.add_argument("--resolution", type=positive_float, default=default("grid.resolution"))
-    p.add_argument("--declared-bands", default="", help="band names of a generic GeoTIFF, in file order")
-    p.add_argument("--scale", type=finite_float, default=None)
-    p.add_argument("--offset", type=finite_float, default=None)
-    p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
-    p.add_argument("--max-pixels", type=int, default=None,
-                   help="largest scene on the run grid, in pixels (default 2e9); a larger one is refused")
-
-    p = _add(sub, "stac-search", cmd_stac_search, "write a scene sheet from a STAC item, catalog or API search",
-             "outcrop stac-search https://earth-search.aws.element84.com/v1/search --collection sentinel-2-l2a "
-             "--bbox 162,-78,167,-76 --datetime 2023-11-01/2024-02-28 --max-cloud 20 --out scenes.tsv", False)
-    p.add_argument("source", help="STAC item, item collection, static catalog, API landing page or /search URL")
-    p.add_argument("--out", required=True, help="scene sheet (TSV) to write")
-    p.add_argument("--append", action="store_true", help="add new items to an existing sheet")
-    p.add_argument("--collection", default="", help="collection id(s), comma-separated")
-    p.add_argument("--bbox", default="", help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)")
-    p.add_argument("--datetime", default="", help="RFC 3339 date, datetime or interval (a/b, ../b, a/..)")
-    p.add_argument("--max-cloud", type=non_negative_float, default=None, help="largest eo:cloud_cover in percent")
-    p.add_argument("--role", default="index", choices=["train", "index"])
-    p.add_argument("--limit", type=positive_int, default=100, help="items per page of an API search")
-
-    p = _add(sub, "tile", cmd_tile, "cut a prepared scene into tiles (array + GeoParquet table)",
-             "outcrop tile --prepared prepared/s1.tif --scene s1 --out-tiles tiles/s1.npy --out-table tiles/s1.parquet", False)
-    p.add_argument("--prepared", required=True)
-    p.add_argument("--scene", required=True)
-    p.add_argument("--out-tiles", required=True)
-    p.add_argument("--out-table", required=True)
-    p.add_argument("--size", type=positive_int, default=default("tiles.size"))
-    p.add_argument("--stride", type=positive_int, default=default("tiles.stride"))
-    p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
-    p.add_argument("--aoi", default="", help="AOI polygon or coastline file")
-    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
-    p.add_argument("--crs", default=default("grid.crs"))
-
-    p = _add(sub, "train", cmd_train, "train the BYOL encoder on the tiles of the training scenes",
-             "outcrop train --tiles tiles/a.npy --tables tiles/a.parquet --bands blue,green,red,nir "
-             "--out model/encoder.pt --curve-tsv model/curve.tsv --curve-png model/curve.png "
-             "--checkpoint model/checkpoint.pt --set epochs=20 --threads 2")
-    p.add_argument("--tiles", nargs="+", required=True)
-    p.add_argument("--tables", nargs="+", required=True)
-    p.add_argument("--bands", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--curve-tsv", required=True)
-    p.add_argument("--curve-png", required=True)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--min-rock", type=finite_float, default=default("encoder.train_min_rock"))
-    p.add_argument("--device", default=default("encoder.device"), help="auto, cpu, cuda or mps")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="encoder setting")
-
-    p = _add(sub, "embed", cmd_embed, "embed one scene's tiles with the trained encoder",
-             "outcrop embed --tiles tiles/s1.npy --model model/encoder.pt --out embeddings/s1.npy")
-    p.add_argument("--tiles", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--batch-size", type=positive_int, default=default("embed.batch_size"))
-    p.add_argument("--device", default=default("encoder.device"))
-    p.add_argument("--bands", default="", help="the run's bands; the encoder must have been trained on them")
-
-    p = _add(sub, "index", cmd_index, "build the FAISS index over all embeddings",
-             "outcrop index --embeddings embeddings/*.npy --tables tiles/*.parquet --out-index index/tiles.faiss "
-             "--out-table index/tiles.parquet --out-info index/info.json")
-    p.add_argument("--embeddings", nargs="+", required=True)
-    p.add_argument("--tables", nargs="+", required=True)
-    p.add_argument("--out-index", required=True)
-    p.add_argument("--out-table", required=True)
-    p.add_argument("--out-info", required=True)
-    p.add_argument("--min-rock", type=finite_float, default=default("index.min_rock"))
-    p.add_argument("--exact-max", type=positive_int, default=default("index.exact_max"))
-    p.add_argument("--recall-floor", type=finite_float, default=default("index.recall_floor"))
-    p.add_argument("--seed", type=int, default=default("index.seed"))
-
-    p = _add(sub, "cluster", cmd_cluster, "k-means at each k plus a Ward hierarchy on the centroids",
-             "outcrop cluster --index-table index/tiles.parquet --embeddings embeddings/*.npy --tiles tiles/*.npy "
-             "--prepared prepared/*.tif --k 4 8 --cuts 3 --out-gpkg clusters/labels.gpkg --out-parquet "
-             "clusters/labels.parquet --out-summary clusters/summary.csv --out-dendrogram clusters/dendrogram.png "
-             "--maps-dir clusters/maps --rasters-dir clusters/rasters")
-    for name in ("--embeddings", "--tiles", "--prepared"):
-        p.add_argument(name, nargs="+", required=True)
-    for name in ("--index-table", "--out-gpkg", "--out-parquet", "--out-summary", "--out-dendrogram",
-                 "--maps-dir", "--rasters-dir"):
-        p.add_argument(name, required=True)
-    p.add_argument("--out-exemplars", default="", help="PNG of exemplar tiles per cluster")
-    p.add_argument("--k", type=cluster_count, nargs="+", required=True)
-    p.add_argument("--cuts", type=cluster_count, nargs="*", required=True, help="hierarchy cuts (none: give --cuts alone)")
-    p.add_argument("--seed", type=int, default=default("clusters.seed"))
-
-    p = _add(sub, "analogues", cmd_analogues, "rank analogues of the known deposits",
-             "outcrop analogues --index index/tiles.faiss --index-table index/tiles.parquet --embeddings "
-             "embeddings/*.npy --prepared prepared/*.tif --deposits deposits.gpkg --out-gpkg analogues/analogues.gpkg "
-             "--out-csv analogues/analogues.csv --similarity-dir analogues/similarity")
-    for name in ("--embeddings", "--prepared"):
-        p.add_argument(name, nargs="+", required=True)
-    for name in ("--index", "--index-table", "--deposits", "--out-gpkg", "--out-csv", "--similarity-dir"):
-        p.add_argument(name, required=True)
-    p.add_argument("--negatives", default="")
-    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
-    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
-    p.add_argument("--top", type=positive_int, default=default("analogues.top"))
-    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"),
-                   help="one analogue per site: drop tiles overlapping a better one by more than this share (0: off)")
-
-    p = _add(sub, "evaluate", cmd_evaluate, "score a demo run against its planted truth",
-             "outcrop evaluate --results results --scenes demo_1 demo_2 demo_3 --truth-deposits "
-             "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/metrics.json")
-    p.add_argument("--results", required=True)
-    p.add_argument("--scenes", nargs="+", required=True)
-    p.add_argument("--truth-deposits", required=True)
-    p.add_argument("--deposits", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
-    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
-    p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
-    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
-    p.add_argument("--seed", type=int, default=default("clusters.seed"), help="k-means seed; also seeds the random-encoder baseline")
-    p.add_argument("--model", help="trained encoder whose architecture the random-encoder baseline copies "
-                   "(default: RESULTS/model/encoder.pt)")
-
-    p = _add(sub, "report", cmd_report, "write the HTML summary of a run",
-             "outcrop report --results results --scenes demo_1 demo_2 --out results/summary.html", False)
-    p.add_argument("--results", required=True)
-    p.add_argument("--scenes", nargs="+", required=True)
-    p.add_argument("--out", required=True)
-
-    p = _add(sub, "query", cmd_query, "top analogues of a place, against a finished run",
-             "outcrop query --results results --lon 142.7 --lat -67.25 --top 10")
-    p.add_argument("--results", default=default("results"))
-    p.add_argument("--lon", type=finite_float)
-    p.add_argument("--lat", type=finite_float)
-    p.add_argument("--tile", help="SCENE:TILE_ID")
-    p.add_argument("--geometry", help="polygon file")
-    p.add_argument("--top", type=positive_int, default=10)
-
-    p = _add(sub, "info", cmd_info, "summarise a finished run: scenes, tiles per surface, model, index, "
-             "clusters, top analogues", "outcrop info results", False)
-    p.add_argument("results", nargs="?", default=default("results"))
-
-    p = _add(sub, "quicklook", cmd_quicklook,
-            "false-colour quicklook of a prepared scene: a COG and a PNG with the surface mask and AOI",
-            "outcrop quicklook --prepared results/prepared/s1.tif --scene s1 --out-png results/quicklooks/s1.png "
-            "--out-tif results/quicklooks/s1.tif --aoi coast.gpkg --aoi-buffer-km 10", False)
-    p.add_argument("--prepared", required=True)
-    p.add_argument("--scene", required=True)
-    p.add_argument("--out-png", required=True)
-    p.add_argument("--out-tif", required=True)
-    p.add_argument("--aoi", default="", help="AOI polygon or coastline file, outlined on the figure")
-    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
-    p.add_argument("--crs", default=default("grid.crs"), help="run CRS (the AOI is brought into it)")
-    p.add_argument("--max-size", type=positive_int, default=2048, help="largest side of the quicklook in pixels")
-
-    p = _add(sub, "projection", cmd_projection,
-            "2-D PCA of the clustered tiles' embeddings, coloured by cluster and by surface class",
-            "outcrop projection --labels results/clusters/labels.parquet --embeddings results/embeddings/*.npy "
-            "--out-clusters results/embeddings/projection_clusters.png "
-            "--out-surfaces results/embeddings/projection_surfaces.png", False)
-    p.add_argument("--labels", required=True, help="clusters/labels.parquet")
-    p.add_argument("--embeddings", nargs="+", required=True)
-    p.add_argument("--out-clusters", required=True)
-    p.add_argument("--out-surfaces", required=True)
-    p.add_argument("--max-points", type=positive_int, default=20_000, help="tiles drawn (a seeded sample)")
-    p.add_argument("--seed", type=int, default=0)
-
-    p = _add(sub, "cluster-table", cmd_cluster_table,
-            "HTML table of the clusters (size, surfaces, mean spectrum) with thumbnails of their nearest tiles",
-            "outcrop cluster-table --labels results/clusters/labels.parquet --summary results/clusters/summary.csv "
-            "--embeddings results/embeddings/*.npy --tiles results/tiles/*.npy --out results/clusters/summary.html",
-            False)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--summary", required=True)
-    p.add_argument("--embeddings", nargs="+", required=True)
-    p.add_argument("--tiles", nargs="+", required=True)
-    p.add_argument("--out", required=True)
-
-    p = _add(sub, "analogue-maps", cmd_analogue_maps,
-            "per-scene maps of similarity with the known deposits and the top analogues marked",
-            "outcrop analogue-maps --similarity results/analogues/similarity/*.tif "
-            "--analogues results/analogues/analogues.gpkg --deposits deposits.gpkg --out-dir results/analogues/maps",
-            False)
-    p.add_argument("--similarity", nargs="+", required=True)
-    p.add_argument("--analogues", required=True)
-    p.add_argument("--deposits", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--label-top", type=non_negative_int, default=10, help="analogues numbered on the maps")
-
-    p = _add(sub, "webmap", cmd_webmap,
-            "standalone offline interactive map (HTML): quicklooks, clusters, similarity, deposits, analogues",
-            "outcrop webmap --quicklooks results/quicklooks/*.tif --clusters results/clusters/rasters/*.tif "
-            "--similarity results/analogues/similarity/*.tif --analogues results/analogues/analogues.gpkg "
-            "--deposits deposits.gpkg --out results/map.html", False)
-    p.add_argument("--quicklooks", nargs="+", required=True)
-    p.add_argument("--clusters", nargs="+", required=True)
-    p.add_argument("--similarity", nargs="+", required=True)
-    p.add_argument("--analogues", required=True)
-    p.add_argument("--deposits", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--title", default="outcrop run")
+    for add_parser in (
+        _demo_scene_parser,
+        _demo_deposits_parser,
+        _prepare_parser,
+        _stac_search_parser,
+        _tile_parser,
+        _train_parser,
+        _embed_parser,
+        _index_parser,
+        _cluster_parser,
+        _analogues_parser,
+        _evaluate_parser,
+        _report_parser,
+        _query_parser,
+        _info_parser,
+        _quicklook_parser,
+        _projection_parser,
+        _cluster_table_parser,
+        _analogue_maps_parser,
+        _webmap_parser,
+    ):
+        add_parser(sub)
     return parser
 
 
