@@ -26,7 +26,7 @@ from hostile_run import HOSTILE, IMG, SCRIPT, HostileRun, make_hostile_run
 from outcrop.cli import main
 from outcrop.figures.cluster_table import write_cluster_table
 from outcrop.io import read_geoparquet, save_npy, write_geodataframe
-from outcrop.figures.report import write_summary
+from outcrop.figures.report import summary_of_run
 from outcrop.figures.webmap import json_for_script, write_webmap
 from tests.workflow.test_webmap import browser  # noqa: F401  (the headless Chromium fixture)
 
@@ -102,7 +102,7 @@ def test_summary_escapes_scene_ids_analogues_metrics_and_index_info(hostile, tmp
     (results / "metrics.json").write_text(json.dumps(
         {"rock_unit_tiles": IMG, "known_deposits": SCRIPT, "hidden_deposits": IMG, "byol": scores}))
     out = results / "summary.html"
-    write_summary(results, [IMG, SCRIPT], out, log=lambda *_: None)
+    summary_of_run(results, [IMG, SCRIPT], out, log=lambda *_: None)
     page = out.read_text()
     _assert_no_raw_markup(page)
     assert "<script" not in page.lower()

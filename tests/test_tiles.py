@@ -125,7 +125,7 @@ def test_an_all_cloud_scene_gives_an_empty_tile_table_and_array(tmp_path):
 
 
 def test_a_scene_with_no_usable_tiles_is_named_by_the_summary_and_info(tmp_path):
-    from outcrop.figures.report import run_info, write_summary
+    from outcrop.figures.report import run_info, summary_of_run
 
     results = tmp_path / "results"
     (results / "prepared").mkdir(parents=True)
@@ -140,7 +140,7 @@ def test_a_scene_with_no_usable_tiles_is_named_by_the_summary_and_info(tmp_path)
     for s in "ach":
         tile_scene(results / "prepared" / f"{s}.tif", results / "tiles" / f"{s}.npy",
                    results / "tiles" / f"{s}.parquet", scene_id=s, size=16, stride=16, log=lambda _: None)
-    write_summary(results, ["a", "c", "h"], tmp_path / "summary.html", log=lambda _: None)
+    summary_of_run(results, ["a", "c", "h"], tmp_path / "summary.html", log=lambda _: None)
     line = "scenes without usable tiles: c (all cloud), h (75% cloud, 25% nodata)"
     assert line in (tmp_path / "summary.html").read_text()
     assert line in run_info(results).splitlines()

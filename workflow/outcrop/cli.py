@@ -379,18 +379,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from outcrop.search.evaluate import evaluate_run
 
     _limit(args)
-    evaluate_run(Path(args.results), args.scenes, Path(args.out), truth_deposits=Path(args.truth_deposits),
+    evaluate_run(args.scenes, Path(args.out), index=Path(args.index), index_table=Path(args.index_table),
+                 embeddings=[Path(p) for p in args.embeddings], tiles=[Path(p) for p in args.tiles],
+                 truth=[Path(p) for p in args.truth], model=Path(args.model),
+                 labels=Path(args.labels) if args.labels else None, truth_deposits=Path(args.truth_deposits),
                  deposits=Path(args.deposits), buffer_m=args.buffer_m, exclusion_km=args.exclusion_km,
-                 recall_k=args.recall_k, seed=args.seed, site_overlap=_site_overlap(args.site_overlap),
-                 model=Path(args.model) if args.model else None, log=_log)
+                 recall_k=args.recall_k, seed=args.seed, site_overlap=_site_overlap(args.site_overlap), log=_log)
 
 
 def _evaluate_parser(sub: Any) -> None:
     p = _add(sub, "evaluate", cmd_evaluate, "score a demo run against its planted truth",
-             "outcrop evaluate --results results --scenes demo_1 demo_2 demo_3 --truth-deposits "
+             "outcrop evaluate --scenes demo_1 demo_2 --index results/index/tiles.faiss "
+             "--index-table results/index/tiles.parquet --embeddings results/embeddings/demo_{1,2}.npy "
+             "--tiles results/tiles/demo_{1,2}.npy --truth results/demo/truth/demo_{1,2}_units.tif "
+             "--model results/model/encoder.pt --labels results/clusters/labels.parquet --truth-deposits "
              "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/metrics.json")
-    p.add_argument("--results", required=True)
     p.add_argument("--scenes", nargs="+", required=True)
+    for name, what in (("--embeddings", "embeddings"), ("--tiles", "tile arrays"), ("--truth", "planted rock units")):
+        p.add_argument(name, nargs="+", required=True, help=f"{what}, one file per scene in the order of --scenes")
+    p.add_argument("--index", required=True)
+    p.add_argument("--index-table", required=True)
+    p.add_argument("--model", required=True,
+                   help="trained encoder whose architecture the random-encoder baseline copies")
+    p.add_argument("--labels", default="", help="the workflow's clusters (clusters/labels.parquet), also scored")
     p.add_argument("--truth-deposits", required=True)
     p.add_argument("--deposits", required=True)
     p.add_argument("--out", required=True)
@@ -399,22 +410,31 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
     p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
     p.add_argument("--seed", type=int, default=default("clusters.seed"), help="k-means seed; also seeds the random-encoder baseline")
-    p.add_argument("--model", help="trained encoder whose architecture the random-encoder baseline copies "
-                   "(default: RESULTS/model/encoder.pt)")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from outcrop.figures.report import write_summary
 
-    write_summary(Path(args.results), args.scenes, Path(args.out), log=_log)
+    write_summary(args.scenes, Path(args.out), tile_tables=[Path(p) for p in args.tile_tables],
+                  prepared=[Path(p) for p in args.prepared], training_curve=Path(args.training_curve),
+                  dendrogram=Path(args.dendrogram), cluster_maps=[Path(p) for p in args.cluster_maps],
+                  analogues=Path(args.analogues), index_info=Path(args.index_info),
+                  metrics=Path(args.metrics) if args.metrics else None, log=_log)
 
 
 def _report_parser(sub: Any) -> None:
     p = _add(sub, "report", cmd_report, "write the HTML summary of a run",
-             "outcrop report --results results --scenes demo_1 demo_2 --out results/summary.html", False)
-    p.add_argument("--results", required=True)
+             "outcrop report --scenes demo_1 demo_2 --tile-tables results/tiles/demo_{1,2}.parquet "
+             "--prepared results/prepared/demo_{1,2}.tif --cluster-maps results/clusters/maps/demo_{1,2}.png "
+             "--training-curve results/model/training_curve.png --dendrogram results/clusters/dendrogram.png "
+             "--analogues results/analogues/analogues.csv --index-info results/index/info.json "
+             "--metrics results/metrics.json --out results/summary.html", False)
     p.add_argument("--scenes", nargs="+", required=True)
-    p.add_argument("--out", required=True)
+    for name in ("--tile-tables", "--prepared", "--cluster-maps"):
+        p.add_argument(name, nargs="+", required=True, help="one file per scene, in the order of --scenes")
+    for name in ("--training-curve", "--dendrogram", "--analogues", "--index-info", "--out"):
+        p.add_argument(name, required=True)
+    p.add_argument("--metrics", default="", help="the demo's scores (metrics.json), when there are any")
 
 
 def cmd_query(args: argparse.Namespace) -> None:
@@ -429,7 +449,7 @@ def cmd_query(args: argparse.Namespace) -> None:
 def _query_parser(sub: Any) -> None:
     p = _add(sub, "query", cmd_query, "top analogues of a place, against a finished run",
              "outcrop query --results results --lon 142.7 --lat -67.25 --top 10")
-    p.add_argument("--results", default=default("results"))
+    p.add_argument("--results", default=default("results"), help="a finished run's results folder")
     p.add_argument("--lon", type=finite_float)
     p.add_argument("--lat", type=finite_float)
     p.add_argument("--tile", help="SCENE:TILE_ID")

@@ -3,27 +3,26 @@
 
 rule analogues:
     input:
-        index=f"{R}/index/tiles.faiss",
-        index_table=f"{R}/index/tiles.parquet",
-        embeddings=per_scene("{R}/embeddings/{scene}.npy"),
-        prepared=per_scene("{R}/prepared/{scene}.tif"),
+        index=L.index,
+        index_table=L.index_table,
+        embeddings=per_scene(L.embeddings),
+        prepared=per_scene(L.prepared),
         deposits=DEPOSITS,
         negatives=config["negatives"] or [],
     output:
-        gpkg=f"{R}/analogues/analogues.gpkg",
-        csv=report(f"{R}/analogues/analogues.csv", caption="../report/analogues.rst", category="Analogues"),
-        similarity=directory(f"{R}/analogues/similarity"),
+        gpkg=L.analogues_gpkg,
+        csv=report(L.analogues_csv, caption="../report/analogues.rst", category="Analogues"),
+        similarity=directory(L.similarity),
     params:
         buffer_m=config["analogues"]["buffer_m"],
         exclusion_km=config["analogues"]["exclusion_km"],
         top=config["analogues"]["top"],
         site_overlap=config["analogues"]["site_overlap"],
         negatives=lambda wc, input: optional("--negatives", input.negatives),
-        similarity_dir=lambda wc, output: output.similarity,
     log:
-        f"{LOGS}/analogues.log",
+        L.log("analogues"),
     benchmark:
-        f"{LOGS}/benchmarks/analogues.tsv"
+        L.benchmark("analogues")
     threads: 2
     resources:
         mem_mb=8000,
@@ -35,34 +34,35 @@ rule analogues:
         " --embeddings {input.embeddings:q} --prepared {input.prepared:q} --deposits {input.deposits:q}"
         " {params.negatives:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --top {params.top:q} --site-overlap {params.site_overlap:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-csv {output.csv:q}"
-        " --similarity-dir {params.similarity_dir:q} > {log:q} 2>&1"
+        " --similarity-dir {output.similarity:q} > {log:q} 2>&1"
 
 
 rule evaluate:
     input:
-        clusters=f"{R}/clusters/labels.parquet",
-        analogues=f"{R}/analogues/analogues.csv",
-        index_table=f"{R}/index/tiles.parquet",
-        embeddings=per_scene("{R}/embeddings/{scene}.npy"),
-        tiles=per_scene("{R}/tiles/{scene}.npy"),
-        truth=per_scene("{R}/demo/truth/{scene}_units.tif"),
-        deposits=f"{R}/demo/deposits.gpkg",
-        hidden=f"{R}/demo/hidden_deposits.gpkg",
-        model=f"{R}/model/encoder.pt",
+        clusters=L.cluster_labels,
+        analogues=L.analogues_csv,
+        index=L.index,
+        index_table=L.index_table,
+        embeddings=per_scene(L.embeddings),
+        tiles=per_scene(L.tiles),
+        truth=per_scene(L.demo_truth),
+        deposits=L.demo_deposits,
+        hidden=L.demo_hidden_deposits,
+        model=L.model,
     output:
-        report(f"{R}/metrics.json", caption="../report/metrics.rst", category="Metrics", subcategory="demo scores"),
+        report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="demo scores"),
     params:
-        results=lambda wc, output: os.path.dirname(output[0]) or ".",
         scenes=SCENES,
+        labels=lambda wc, input: optional("--labels", input.clusters),
         buffer_m=config["analogues"]["buffer_m"],
         exclusion_km=config["analogues"]["exclusion_km"],
         recall_k=config["evaluate"]["recall_k"],
         site_overlap=config["analogues"]["site_overlap"],
         seed=config["clusters"]["seed"],
     log:
-        f"{LOGS}/evaluate.log",
+        L.log("evaluate"),
     benchmark:
-        f"{LOGS}/benchmarks/evaluate.tsv"
+        L.benchmark("evaluate")
     threads: 2
     resources:
         mem_mb=4000,
@@ -70,6 +70,8 @@ rule evaluate:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "outcrop evaluate --results {params.results:q} --scenes {params.scenes:q} --truth-deposits {input.hidden:q}"
+        "outcrop evaluate --scenes {params.scenes:q} --index {input.index:q} --index-table {input.index_table:q}"
+        " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --truth {input.truth:q} {params.labels:q}"
+        " --truth-deposits {input.hidden:q}"
         " --deposits {input.deposits:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --recall-k {params.recall_k:q} --site-overlap {params.site_overlap:q} --seed {params.seed:q} --model {input.model:q} --threads {threads} --out {output:q} > {log:q} 2>&1"

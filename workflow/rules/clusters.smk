@@ -3,39 +3,37 @@
 
 rule clusters:
     input:
-        index_table=f"{R}/index/tiles.parquet",
-        embeddings=per_scene("{R}/embeddings/{scene}.npy"),
-        tiles=per_scene("{R}/tiles/{scene}.npy"),
-        prepared=per_scene("{R}/prepared/{scene}.tif"),
+        index_table=L.index_table,
+        embeddings=per_scene(L.embeddings),
+        tiles=per_scene(L.tiles),
+        prepared=per_scene(L.prepared),
     output:
-        gpkg=f"{R}/clusters/labels.gpkg",
-        parquet=f"{R}/clusters/labels.parquet",
-        summary=f"{R}/clusters/summary.csv",
+        gpkg=L.cluster_labels_gpkg,
+        parquet=L.cluster_labels,
+        summary=L.cluster_summary_csv,
         dendrogram=report(
-            f"{R}/clusters/dendrogram.png", caption="../report/dendrogram.rst", category="Clusters"
+            L.dendrogram, caption="../report/dendrogram.rst", category="Clusters"
         ),
         # Per-scene files of a whole-run job go in folders: listing thousands of outputs on one
         # job would make Snakemake's job-graph build grow with the square of the scene count.
         maps=report(
-            directory(f"{R}/clusters/maps"),
+            directory(L.cluster_maps),
             patterns=["{scene}.png"],
             caption="../report/cluster_map.rst",
             category="Clusters",
         ),
-        rasters=directory(f"{R}/clusters/rasters"),
+        rasters=directory(L.cluster_rasters),
         exemplars=report(
-            f"{R}/clusters/exemplars.png", caption="../report/exemplars.rst", category="Clusters"
+            L.exemplars, caption="../report/exemplars.rst", category="Clusters"
         ),
     params:
         k=config["clusters"]["k"],
         cuts=config["clusters"]["cuts"],
         seed=config["clusters"]["seed"],
-        maps_dir=lambda wc, output: output.maps,
-        rasters_dir=lambda wc, output: output.rasters,
     log:
-        f"{LOGS}/clusters.log",
+        L.log("clusters"),
     benchmark:
-        f"{LOGS}/benchmarks/clusters.tsv"
+        L.benchmark("clusters")
     threads: 8
     resources:
         mem_mb=16000,
@@ -47,4 +45,4 @@ rule clusters:
         " --tiles {input.tiles:q} --prepared {input.prepared:q} --k {params.k:q} --cuts {params.cuts:q}"
         " --seed {params.seed:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-parquet {output.parquet:q}"
         " --out-summary {output.summary:q} --out-dendrogram {output.dendrogram:q} --out-exemplars {output.exemplars:q}"
-        " --maps-dir {params.maps_dir:q} --rasters-dir {params.rasters_dir:q} > {log:q} 2>&1"
+        " --maps-dir {output.maps:q} --rasters-dir {output.rasters:q} > {log:q} 2>&1"

@@ -7,6 +7,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from outcrop import OutcropError
 from outcrop.config import canonical_results, validate_config
+import outcrop.layout
+from outcrop.layout import Layout
 from outcrop.learning.encoder_settings import EncoderSettings
 from outcrop.raster.sheets import demo_sheet, local_input, read_scene_sheet
 
@@ -25,6 +27,9 @@ try:
 except OutcropError as exc:
     raise WorkflowError(str(exc))
 
+# Every path under the results folder comes from outcrop.layout, which commands run on a finished
+# run (`outcrop query`, `outcrop info`) read too.
+L = Layout(R)
 DEMO = not config["scenes"]
 SCENES = [row["scene"] for row in SHEET]
 TRAIN_SCENES = [row["scene"] for row in SHEET if row["role"] == "train"]
@@ -32,8 +37,8 @@ SCENE_ROWS = {row["scene"]: row for row in SHEET}
 BANDS = ",".join(config["bands"])
 # Every job logs and records its run time inside the run's own folder, so that two runs with
 # different results folders never write each other's logs.
-LOGS = f"{R}/logs"
-DEPOSITS = f"{R}/demo/deposits.gpkg" if DEMO and not config["deposits"] else config["deposits"]
+LOGS = L.logs
+DEPOSITS = L.demo_deposits if DEMO and not config["deposits"] else config["deposits"]
 
 
 wildcard_constraints:
@@ -62,49 +67,49 @@ def scene_source(wildcards):
     return local_input(SCENE_ROWS[wildcards.scene]["source"]) or []
 
 
-def per_scene(pattern, scenes=None):
-    return expand(pattern, R=R, scene=scenes if scenes is not None else SCENES)
+def per_scene(path_of, scenes=None):
+    """One path per scene (all scenes, or ``scenes``), from a per-scene path of the layout."""
+    return [path_of(scene) for scene in (scenes if scenes is not None else SCENES)]
 
 
 def in_folder(folder, suffix):
     """The per-scene files a whole-run job wrote into ``folder``, in scene-sheet order."""
-    return [os.path.join(folder, f"{scene}{suffix}") for scene in SCENES]
+    return outcrop.layout.in_folder(folder, SCENES, suffix)
 
 
 def final_outputs():
     outputs = [
-        f"{R}/clusters/labels.gpkg",
-        f"{R}/analogues/analogues.gpkg",
-        f"{R}/analogues/analogues.csv",
-        f"{R}/model/training_curve.png",
-        f"{R}/summary.html",
+        L.cluster_labels_gpkg,
+        L.analogues_gpkg,
+        L.analogues_csv,
+        L.training_curve_png,
+        L.summary,
     ]
-    outputs.append(f"{R}/clusters/maps")
+    outputs.append(L.cluster_maps)
     outputs += report_outputs()
     outputs += kept_intermediates()
     if DEMO:
-        outputs.append(f"{R}/metrics.json")
+        outputs.append(L.metrics)
     return outputs
 
 
 def kept_intermediates():
     """Every stage's own outputs, asked for by `all` so that a deleted one is made again (and then
     everything that reads it), instead of being skipped because its readers are still newer."""
-    outputs = [f"{R}/model/encoder.pt", f"{R}/index/tiles.faiss", f"{R}/index/tiles.parquet", f"{R}/index/info.json"]
-    for pattern in ("{R}/prepared/{scene}.tif", "{R}/tiles/{scene}.npy", "{R}/tiles/{scene}.parquet",
-                    "{R}/embeddings/{scene}.npy"):
-        outputs += per_scene(pattern)
+    outputs = [L.model, L.index, L.index_table, L.index_info]
+    for path_of in (L.prepared, L.tiles, L.tile_table, L.embeddings):
+        outputs += per_scene(path_of)
     return outputs
 
 
 def report_outputs():
     """What rule all asks of the report rules (the figures of the other stages come with these)."""
     return [
-        f"{R}/summary.html",
-        f"{R}/map.html",
-        f"{R}/embeddings/projection_clusters.png",
-        f"{R}/embeddings/projection_surfaces.png",
-        f"{R}/clusters/summary.html",
-        *per_scene("{R}/quicklooks/{scene}.png"),
-        f"{R}/analogues/maps",
+        L.summary,
+        L.webmap,
+        L.projection_clusters,
+        L.projection_surfaces,
+        L.cluster_summary_html,
+        *per_scene(L.quicklook_png),
+        L.analogue_maps,
     ]

@@ -3,18 +3,18 @@
 
 rule embed:
     input:
-        tiles=f"{R}/tiles/{{scene}}.npy",
-        model=f"{R}/model/encoder.pt",
+        tiles=L.tiles(),
+        model=L.model,
     output:
-        f"{R}/embeddings/{{scene}}.npy",
+        L.embeddings(),
     params:
         batch_size=config["embed"]["batch_size"],
         bands=BANDS,
         device=config["encoder"]["device"],
     log:
-        f"{LOGS}/embed/{{scene}}.log",
+        L.log("embed", "{scene}"),
     benchmark:
-        f"{LOGS}/benchmarks/embed/{{scene}}.tsv"
+        L.benchmark("embed", "{scene}")
     threads: 2
     resources:
         mem_mb=4000,

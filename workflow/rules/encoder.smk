@@ -3,13 +3,13 @@
 
 rule train_encoder:
     input:
-        tiles=per_scene("{R}/tiles/{scene}.npy", TRAIN_SCENES),
-        tables=per_scene("{R}/tiles/{scene}.parquet", TRAIN_SCENES),
+        tiles=per_scene(L.tiles, TRAIN_SCENES),
+        tables=per_scene(L.tile_table, TRAIN_SCENES),
     output:
-        model=f"{R}/model/encoder.pt",
-        curve_tsv=f"{R}/model/training_curve.tsv",
+        model=L.model,
+        curve_tsv=L.training_curve_tsv,
         curve_png=report(
-            f"{R}/model/training_curve.png",
+            L.training_curve_png,
             caption="../report/training_curve.rst",
             category="Encoder",
         ),
@@ -18,11 +18,11 @@ rule train_encoder:
         min_rock=config["encoder"]["train_min_rock"],
         device=config["encoder"]["device"],
         settings=cli_sets("--set", config["encoder"]["settings"]),
-        checkpoint=f"{R}/model/checkpoint.pt",
+        checkpoint=L.checkpoint,
     log:
-        f"{LOGS}/train_encoder.log",
+        L.log("train_encoder"),
     benchmark:
-        f"{LOGS}/benchmarks/train_encoder.tsv"
+        L.benchmark("train_encoder")
     threads: 8
     resources:
         mem_mb=8000,

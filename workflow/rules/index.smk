@@ -3,21 +3,21 @@
 
 rule index:
     input:
-        embeddings=per_scene("{R}/embeddings/{scene}.npy"),
-        tables=per_scene("{R}/tiles/{scene}.parquet"),
+        embeddings=per_scene(L.embeddings),
+        tables=per_scene(L.tile_table),
     output:
-        index=f"{R}/index/tiles.faiss",
-        table=f"{R}/index/tiles.parquet",
-        info=f"{R}/index/info.json",
+        index=L.index,
+        table=L.index_table,
+        info=L.index_info,
     params:
         min_rock=config["index"]["min_rock"],
         exact_max=config["index"]["exact_max"],
         recall_floor=config["index"]["recall_floor"],
         seed=config["index"]["seed"],
     log:
-        f"{LOGS}/index.log",
+        L.log("index"),
     benchmark:
-        f"{LOGS}/benchmarks/index.tsv"
+        L.benchmark("index")
     threads: 8
     resources:
         mem_mb=16000,

@@ -4,24 +4,24 @@
 
 rule quicklook:
     input:
-        prepared=f"{R}/prepared/{{scene}}.tif",
+        prepared=L.prepared(),
         aoi=config["aoi"]["path"] or [],
     output:
         png=report(
-            f"{R}/quicklooks/{{scene}}.png",
+            L.quicklook_png(),
             caption="../report/quicklook.rst",
             category="Scenes",
             subcategory="{scene}",
         ),
-        tif=f"{R}/quicklooks/{{scene}}.tif",
+        tif=L.quicklook_tif(),
     params:
         aoi=lambda wc, input: optional("--aoi", input.aoi),
         buffer_km=config["aoi"]["buffer_km"],
         crs=config["grid"]["crs"],
     log:
-        f"{LOGS}/quicklook/{{scene}}.log",
+        L.log("quicklook", "{scene}"),
     benchmark:
-        f"{LOGS}/benchmarks/quicklook/{{scene}}.tsv"
+        L.benchmark("quicklook", "{scene}")
     threads: 1
     resources:
         mem_mb=2000,
@@ -36,25 +36,25 @@ rule quicklook:
 
 rule projection:
     input:
-        labels=f"{R}/clusters/labels.parquet",
-        embeddings=per_scene("{R}/embeddings/{scene}.npy"),
+        labels=L.cluster_labels,
+        embeddings=per_scene(L.embeddings),
     output:
         clusters=report(
-            f"{R}/embeddings/projection_clusters.png",
+            L.projection_clusters,
             caption="../report/projection_clusters.rst",
             category="Embeddings",
         ),
         surfaces=report(
-            f"{R}/embeddings/projection_surfaces.png",
+            L.projection_surfaces,
             caption="../report/projection_surfaces.rst",
             category="Embeddings",
         ),
     params:
         seed=config["clusters"]["seed"],
     log:
-        f"{LOGS}/projection.log",
+        L.log("projection"),
     benchmark:
-        f"{LOGS}/benchmarks/projection.tsv"
+        L.benchmark("projection")
     threads: 1
     resources:
         mem_mb=4000,
@@ -68,21 +68,21 @@ rule projection:
 
 rule cluster_table:
     input:
-        labels=f"{R}/clusters/labels.parquet",
-        summary=f"{R}/clusters/summary.csv",
-        embeddings=per_scene("{R}/embeddings/{scene}.npy"),
-        tiles=per_scene("{R}/tiles/{scene}.npy"),
+        labels=L.cluster_labels,
+        summary=L.cluster_summary_csv,
+        embeddings=per_scene(L.embeddings),
+        tiles=per_scene(L.tiles),
     output:
         report(
-            f"{R}/clusters/summary.html",
+            L.cluster_summary_html,
             caption="../report/cluster_table.rst",
             category="Clusters",
             subcategory="summary",
         ),
     log:
-        f"{LOGS}/cluster_table.log",
+        L.log("cluster_table"),
     benchmark:
-        f"{LOGS}/benchmarks/cluster_table.tsv"
+        L.benchmark("cluster_table")
     threads: 1
     resources:
         mem_mb=4000,
@@ -96,12 +96,12 @@ rule cluster_table:
 
 rule analogue_maps:
     input:
-        similarity=f"{R}/analogues/similarity",
-        analogues=f"{R}/analogues/analogues.gpkg",
+        similarity=L.similarity,
+        analogues=L.analogues_gpkg,
         deposits=DEPOSITS,
     output:
         maps=report(
-            directory(f"{R}/analogues/maps"),
+            directory(L.analogue_maps),
             patterns=["{scene}.png"],
             caption="../report/analogue_map.rst",
             category="Analogues",
@@ -109,11 +109,10 @@ rule analogue_maps:
         ),
     params:
         similarity=lambda wc, input: in_folder(input.similarity, ".tif"),
-        out_dir=lambda wc, output: output.maps,
     log:
-        f"{LOGS}/analogue_maps.log",
+        L.log("analogue_maps"),
     benchmark:
-        f"{LOGS}/benchmarks/analogue_maps.tsv"
+        L.benchmark("analogue_maps")
     threads: 1
     resources:
         mem_mb=2000,
@@ -122,25 +121,25 @@ rule analogue_maps:
         "../../envs/report.yaml"
     shell:
         "outcrop analogue-maps --similarity {params.similarity:q} --analogues {input.analogues:q}"
-        " --deposits {input.deposits:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --deposits {input.deposits:q} --out-dir {output.maps:q} > {log:q} 2>&1"
 
 
 rule webmap:
     input:
-        quicklooks=per_scene("{R}/quicklooks/{scene}.tif"),
-        clusters=f"{R}/clusters/rasters",
-        similarity=f"{R}/analogues/similarity",
-        analogues=f"{R}/analogues/analogues.gpkg",
+        quicklooks=per_scene(L.quicklook_tif),
+        clusters=L.cluster_rasters,
+        similarity=L.similarity,
+        analogues=L.analogues_gpkg,
         deposits=DEPOSITS,
     output:
-        report(f"{R}/map.html", caption="../report/map.rst", category="Map"),
+        report(L.webmap, caption="../report/map.rst", category="Map"),
     params:
         clusters=lambda wc, input: in_folder(input.clusters, ".tif"),
         similarity=lambda wc, input: in_folder(input.similarity, ".tif"),
     log:
-        f"{LOGS}/webmap.log",
+        L.log("webmap"),
     benchmark:
-        f"{LOGS}/benchmarks/webmap.tsv"
+        L.benchmark("webmap")
     threads: 1
     resources:
         mem_mb=2000,
@@ -155,22 +154,25 @@ rule webmap:
 
 rule report:
     input:
-        curve=f"{R}/model/training_curve.png",
-        clusters=f"{R}/clusters/labels.parquet",
-        maps=f"{R}/clusters/maps",
-        dendrogram=f"{R}/clusters/dendrogram.png",
-        analogues=f"{R}/analogues/analogues.csv",
-        index_info=f"{R}/index/info.json",
-        metrics=[f"{R}/metrics.json"] if DEMO else [],
+        curve=L.training_curve_png,
+        clusters=L.cluster_labels,
+        maps=L.cluster_maps,
+        dendrogram=L.dendrogram,
+        analogues=L.analogues_csv,
+        index_info=L.index_info,
+        metrics=[L.metrics] if DEMO else [],
+        tile_tables=per_scene(L.tile_table),
+        prepared=per_scene(L.prepared),
     output:
-        report(f"{R}/summary.html", caption="../report/summary.rst", category="Metrics", subcategory="run summary"),
+        report(L.summary, caption="../report/summary.rst", category="Metrics", subcategory="run summary"),
     params:
-        results=lambda wc, output: os.path.dirname(output[0]) or ".",
         scenes=SCENES,
+        cluster_maps=lambda wc, input: in_folder(input.maps, ".png"),
+        metrics=lambda wc, input: optional("--metrics", input.metrics),
     log:
-        f"{LOGS}/report.log",
+        L.log("report"),
     benchmark:
-        f"{LOGS}/benchmarks/report.tsv"
+        L.benchmark("report")
     threads: 1
     resources:
         mem_mb=2000,
@@ -178,4 +180,7 @@ rule report:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop report --results {params.results:q} --scenes {params.scenes:q} --out {output:q} > {log:q} 2>&1"
+        "outcrop report --scenes {params.scenes:q} --tile-tables {input.tile_tables:q} --prepared {input.prepared:q}"
+        " --cluster-maps {params.cluster_maps:q} --training-curve {input.curve:q} --dendrogram {input.dendrogram:q}"
+        " --analogues {input.analogues:q} --index-info {input.index_info:q} {params.metrics:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -3,15 +3,15 @@
 
 rule demo_scene:
     output:
-        scene=f"{R}/demo/scenes/{{scene}}.tif",
-        truth=f"{R}/demo/truth/{{scene}}_units.tif",
+        scene=L.demo_scene(),
+        truth=L.demo_truth(),
     params:
         size=config["demo"]["size"],
         seed=config["demo"]["seed"],
     log:
-        f"{LOGS}/demo_scene/{{scene}}.log",
+        L.log("demo_scene", "{scene}"),
     benchmark:
-        f"{LOGS}/benchmarks/demo_scene/{{scene}}.tsv"
+        L.benchmark("demo_scene", "{scene}")
     threads: 1
     resources:
         mem_mb=1500,
@@ -27,16 +27,16 @@ rule demo_scene:
 
 rule demo_deposits:
     output:
-        known=f"{R}/demo/deposits.gpkg",
-        hidden=f"{R}/demo/hidden_deposits.gpkg",
+        known=L.demo_deposits,
+        hidden=L.demo_hidden_deposits,
     params:
         scenes=len(SCENES),
         size=config["demo"]["size"],
         seed=config["demo"]["seed"],
     log:
-        f"{LOGS}/demo_deposits.log",
+        L.log("demo_deposits"),
     benchmark:
-        f"{LOGS}/benchmarks/demo_deposits.tsv"
+        L.benchmark("demo_deposits")
     threads: 1
     resources:
         mem_mb=500,
@@ -52,7 +52,7 @@ rule prepare:
     input:
         scene_source,
     output:
-        f"{R}/prepared/{{scene}}.tif",
+        L.prepared(),
     params:
         source=lambda wc: SCENE_ROWS[wc.scene]["source"],
         sensor=lambda wc: SCENE_ROWS[wc.scene]["sensor"],
@@ -66,9 +66,9 @@ rule prepare:
         resolution=config["grid"]["resolution"],
         surfaces=cli_sets("--surface", config["surfaces"]),
     log:
-        f"{LOGS}/prepare/{{scene}}.log",
+        L.log("prepare", "{scene}"),
     benchmark:
-        f"{LOGS}/benchmarks/prepare/{{scene}}.tsv"
+        L.benchmark("prepare", "{scene}")
     threads: 1
     resources:
         mem_mb=4000,

@@ -3,11 +3,11 @@
 
 rule tiles:
     input:
-        prepared=f"{R}/prepared/{{scene}}.tif",
+        prepared=L.prepared(),
         aoi=config["aoi"]["path"] or [],
     output:
-        tiles=f"{R}/tiles/{{scene}}.npy",
-        table=f"{R}/tiles/{{scene}}.parquet",
+        tiles=L.tiles(),
+        table=L.tile_table(),
     params:
         size=config["tiles"]["size"],
         stride=config["tiles"]["stride"],
@@ -16,9 +16,9 @@ rule tiles:
         buffer_km=config["aoi"]["buffer_km"],
         crs=config["grid"]["crs"],
     log:
-        f"{LOGS}/tiles/{{scene}}.log",
+        L.log("tiles", "{scene}"),
     benchmark:
-        f"{LOGS}/benchmarks/tiles/{{scene}}.tsv"
+        L.benchmark("tiles", "{scene}")
     threads: 1
     resources:
         mem_mb=2000,

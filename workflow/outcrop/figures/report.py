@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from outcrop.io import atomic_path
+from outcrop.layout import Layout
 
 
 def _img(path: Path, alt: str) -> str:
@@ -60,26 +61,37 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
             + _table(rows, columns))
 
 
-def write_summary(results: Path, scenes: Sequence[str], out: Path, log: Callable[[str], None] = print) -> None:
-    """Write the run's HTML summary: model, index, clusters, analogues, and demo scores if present."""
+def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Path], prepared: Sequence[Path],
+                  training_curve: Path, dendrogram: Path, cluster_maps: Sequence[Path], analogues: Path,
+                  index_info: Path, metrics: Path | None = None, log: Callable[[str], None] = print) -> None:
+    """Write the run's HTML summary: model, index, clusters, analogues, and demo scores if present.
+
+    ``tile_tables``, ``prepared`` and ``cluster_maps`` list one file per scene, in the order of
+    ``scenes``; a figure or table that is absent is left out of the page.
+    """
     import pandas as pd
 
+    from outcrop import OutcropError
+
+    for name, files in (("tile tables", tile_tables), ("prepared scenes", prepared), ("cluster maps", cluster_maps)):
+        if len(files) != len(scenes):
+            raise OutcropError(f"report: {len(files)} {name} for {len(scenes)} scene(s); "
+                               "give one per scene, in the order of --scenes")
     parts = ["<h1>outcrop run summary</h1>", f"<p>{len(scenes)} scenes: {html.escape(', '.join(scenes))}</p>"]
-    empty = scenes_without_tiles(results, scenes)
+    empty = scenes_without_tiles(scenes, tile_tables, prepared)
     if empty:
         parts.append(f"<p><strong>{html.escape(_without_tiles_line(empty))}</strong></p>")
-    metrics_path = results / "metrics.json"
-    if metrics_path.exists():
-        parts.append(_metrics_section(json.loads(metrics_path.read_text())))
-    info_path = results / "index" / "info.json"
+    if metrics is not None and Path(metrics).exists():
+        parts.append(_metrics_section(json.loads(Path(metrics).read_text())))
+    info_path = Path(index_info)
     if info_path.exists():
         info = json.loads(info_path.read_text())
         parts.append("<h2>Index</h2>" + _table([info], [k for k in info if not isinstance(info[k], dict)]))
-    parts.append("<h2>Encoder</h2>" + _img(results / "model" / "training_curve.png", "BYOL training curve"))
-    parts.append("<h2>Clusters</h2>" + _img(results / "clusters" / "dendrogram.png", "Ward hierarchy of clusters"))
-    for scene in scenes:
-        parts.append(_img(results / "clusters" / "maps" / f"{scene}.png", f"clusters of {scene}"))
-    analogues_csv = results / "analogues" / "analogues.csv"
+    parts.append("<h2>Encoder</h2>" + _img(Path(training_curve), "BYOL training curve"))
+    parts.append("<h2>Clusters</h2>" + _img(Path(dendrogram), "Ward hierarchy of clusters"))
+    for scene, cluster_map in zip(scenes, cluster_maps):
+        parts.append(_img(Path(cluster_map), f"clusters of {scene}"))
+    analogues_csv = Path(analogues)
     if analogues_csv.exists():
         top = pd.read_csv(analogues_csv).head(20)
         parts.append("<h2>Top analogues</h2>" + _table(top.to_dict("records"), list(top.columns)))
@@ -93,29 +105,38 @@ def write_summary(results: Path, scenes: Sequence[str], out: Path, log: Callable
     log(f"report: wrote {out}")
 
 
+def summary_of_run(results: Path, scenes: Sequence[str], out: Path, log: Callable[[str], None] = print) -> None:
+    """:func:`write_summary` of a results folder, its files found through :mod:`outcrop.layout`."""
+    run = Layout(results)
+    metrics = Path(run.metrics)
+    write_summary(scenes, out, tile_tables=[Path(run.tile_table(s)) for s in scenes],
+                  prepared=[Path(run.prepared(s)) for s in scenes], training_curve=Path(run.training_curve_png),
+                  dendrogram=Path(run.dendrogram), cluster_maps=[Path(run.cluster_map(s)) for s in scenes],
+                  analogues=Path(run.analogues_csv), index_info=Path(run.index_info),
+                  metrics=metrics if metrics.exists() else None, log=log)
+
+
 SURFACE_CLASSES = ("rock", "snow_ice", "water", "cloud")
 
 
-def scenes_without_tiles(results: Path, scenes: Sequence[str] | None = None) -> list[tuple[str, str]]:
+def scenes_without_tiles(scenes: Sequence[str], tile_tables: Sequence[Path],
+                         prepared: Sequence[Path]) -> list[tuple[str, str]]:
     """Scenes whose tile table is empty, each with what covers it (``("C", "all cloud")``).
 
     Such a scene stops nothing (its tiles stage writes an empty table and the run goes on), so the
     summary and ``outcrop info`` must say that it is absent from the index, clusters and analogues.
-    ``scenes`` defaults to every tile table in the run; a missing or unreadable table is skipped.
+    ``tile_tables`` and ``prepared`` list one file per scene; a missing or unreadable table is skipped.
     """
     import pyarrow.parquet as pq
 
-    folder = Path(results) / "tiles"
-    if scenes is None:
-        scenes = sorted(p.stem for p in folder.glob("*.parquet"))
     out = []
-    for scene in scenes:
+    for scene, table, scene_file in zip(scenes, tile_tables, prepared):
         try:
-            rows = pq.read_metadata(folder / f"{scene}.parquet").num_rows
+            rows = pq.read_metadata(Path(table)).num_rows
         except Exception:  # not there yet, or broken: other stages say so
             continue
         if rows == 0:
-            out.append((scene, _cover(Path(results) / "prepared" / f"{scene}.tif")))
+            out.append((scene, _cover(Path(scene_file))))
     return out
 
 
@@ -163,11 +184,11 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _tiles_section(results: Path) -> list[str]:
+def _tiles_section(folder: Path) -> list[str]:
     """Scenes and kept tiles, each tile counted under its dominant surface class."""
     import pandas as pd
 
-    tables = sorted((results / "tiles").glob("*.parquet"))
+    tables = sorted(Path(folder).glob("*.parquet"))
     if not tables:
         return ["tiles: none yet"]
     frames, broken = [], []
@@ -191,8 +212,7 @@ def _tiles_section(results: Path) -> list[str]:
     return lines + broken
 
 
-def _model_section(results: Path) -> list[str]:
-    model = results / "model" / "encoder.pt"
+def _model_section(model: Path) -> list[str]:
     if not model.exists():
         return ["model: not trained yet"]
     meta = _model_metadata(model)
@@ -208,8 +228,7 @@ def _model_section(results: Path) -> list[str]:
     return [f"model: {', '.join(parts)} ({size})"]
 
 
-def _index_section(results: Path) -> list[str]:
-    info = results / "index" / "info.json"
+def _index_section(info: Path) -> list[str]:
     if not info.exists():
         return ["index: not built yet"]
     data = json.loads(info.read_text())
@@ -219,12 +238,11 @@ def _index_section(results: Path) -> list[str]:
             f"index: {data.get('kind', '?')}, {data.get('count', '?')} tiles, recall@10 not measured"]
 
 
-def _clusters_section(results: Path) -> list[str]:
+def _clusters_section(summary: Path) -> list[str]:
     import re
 
     import pandas as pd
 
-    summary = results / "clusters" / "summary.csv"
     if not summary.exists():
         return ["clusters: not computed yet"]
     table = pd.read_csv(summary)
@@ -236,10 +254,9 @@ def _clusters_section(results: Path) -> list[str]:
     return lines
 
 
-def _analogues_section(results: Path, top: int) -> list[str]:
+def _analogues_section(csv: Path, top: int) -> list[str]:
     import pandas as pd
 
-    csv = results / "analogues" / "analogues.csv"
     if not csv.exists():
         return ["analogues: not ranked yet"]
     table = pd.read_csv(csv)
@@ -249,8 +266,7 @@ def _analogues_section(results: Path, top: int) -> list[str]:
     return [f"analogues: {len(table)} ranked; top {min(top, len(table))}:", *("  " + line for line in head.splitlines())]
 
 
-def _scores_section(results: Path) -> list[str]:
-    metrics = results / "metrics.json"
+def _scores_section(metrics: Path) -> list[str]:
     if not metrics.exists():
         return []
     summary = json.loads(metrics.read_text()).get("summary", {})
@@ -267,8 +283,10 @@ def _readable(name: str, path: Path, section: Callable[..., list[str]], *args: A
         return [f"{name}: {path} unreadable ({type(exc).__name__}: {_one_line(exc)})"]
 
 
-def _without_tiles_section(results: Path) -> list[str]:
-    empty = scenes_without_tiles(results)
+def _without_tiles_section(run: Layout) -> list[str]:
+    scenes = sorted(p.stem for p in Path(run.tiles_folder).glob("*.parquet"))
+    empty = scenes_without_tiles(scenes, [Path(run.tile_table(s)) for s in scenes],
+                                 [Path(run.prepared(s)) for s in scenes])
     return [_without_tiles_line(empty)] if empty else []
 
 
@@ -284,15 +302,18 @@ def run_info(results: Path, top: int = 5) -> str:
         from outcrop import OutcropError
 
         raise OutcropError(f"{results}: no such results folder")
+    run = Layout(results)
     lines = [f"run: {results}"]
-    lines += _readable("tiles", results / "tiles", _tiles_section, results)
-    lines += _readable("scenes without usable tiles", results / "tiles", _without_tiles_section, results)
-    lines += _readable("model", results / "model" / "encoder.pt", _model_section, results)
-    lines += _readable("index", results / "index" / "info.json", _index_section, results)
-    lines += _readable("clusters", results / "clusters" / "summary.csv", _clusters_section, results)
-    lines += _readable("analogues", results / "analogues" / "analogues.csv", _analogues_section, results, top)
-    lines += _readable("scores", results / "metrics.json", _scores_section, results)
-    outputs = [p for p in ("map.html", "summary.html") if (results / p).exists()]
+    tiles, model, info = Path(run.tiles_folder), Path(run.model), Path(run.index_info)
+    clusters, analogues, metrics = Path(run.cluster_summary_csv), Path(run.analogues_csv), Path(run.metrics)
+    lines += _readable("tiles", tiles, _tiles_section, tiles)
+    lines += _readable("scenes without usable tiles", tiles, _without_tiles_section, run)
+    lines += _readable("model", model, _model_section, model)
+    lines += _readable("index", info, _index_section, info)
+    lines += _readable("clusters", clusters, _clusters_section, clusters)
+    lines += _readable("analogues", analogues, _analogues_section, analogues, top)
+    lines += _readable("scores", metrics, _scores_section, metrics)
+    outputs = [Path(p) for p in (run.webmap, run.summary) if Path(p).exists()]
     if outputs:
-        lines.append("open: " + ", ".join(str(results / p) for p in outputs))
+        lines.append("open: " + ", ".join(str(p) for p in outputs))
     return "\n".join(lines)

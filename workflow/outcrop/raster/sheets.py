@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from outcrop import OutcropError
+from outcrop.layout import Layout
 from outcrop.raster.sensors import CANONICAL_BANDS, SENSORS, canonical_name
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "scenes.schema.yaml"
@@ -145,7 +146,7 @@ def demo_sheet(results: str, scenes: int, train_scenes: int) -> list[dict[str, A
     from outcrop.raster.demo import scene_name
 
     return [
-        {"scene": scene_name(i), "source": f"{results}/demo/scenes/{scene_name(i)}.tif",
+        {"scene": scene_name(i), "source": Layout(results).demo_scene(scene_name(i)),
          "sensor": "landsat-c2l2", "role": "train" if i < train_scenes else "index",
          "bands": "", "scale": "", "offset": ""}
         for i in range(scenes)

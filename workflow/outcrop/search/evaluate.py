@@ -166,15 +166,18 @@ def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray],
     return out
 
 
-def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_deposits: Path, deposits: Path,
-                 buffer_m: float, exclusion_km: float, recall_k: Sequence[int], seed: int = default("clusters.seed"),
-                 site_overlap: float | None = None, model: Path | None = None,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: Path,
+                 embeddings: Sequence[Path], tiles: Sequence[Path], truth: Sequence[Path], model: Path,
+                 truth_deposits: Path, deposits: Path, buffer_m: float, exclusion_km: float,
+                 recall_k: Sequence[int], seed: int = default("clusters.seed"), site_overlap: float | None = None,
+                 labels: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write ``metrics.json``: cluster agreement, kNN, linear probe and deposit recall, per feature set.
 
-    ``site_overlap``: give the analogues stage's value so that recall@k counts sites as its list does.
-    ``model``: the trained encoder (default ``results/model/encoder.pt``), whose architecture and
-    normalisation the ``random_encoder`` baseline copies, initialised with ``seed``.
+    ``embeddings``, ``tiles`` and ``truth`` (the planted rock units) list one file per scene, in the
+    order of ``scenes``. ``site_overlap``: give the analogues stage's value so that recall@k counts
+    sites as its list does. ``model``: the trained encoder, whose architecture and normalisation the
+    ``random_encoder`` baseline copies, initialised with ``seed``. ``labels``: the workflow's own
+    clusters, scored on the same tiles when given.
     """
     import geopandas as gpd
     import pandas as pd
@@ -182,32 +185,36 @@ def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_depos
     from outcrop.search.analogues import read_deposits, select_positives
     from outcrop.search.index import load_index
 
-    _, table = load_index(results / "index" / "tiles.faiss", results / "index" / "tiles.parquet")
-    emb = {s: load_npy(results / "embeddings" / f"{s}.npy") for s in scenes}
-    tiles = {s: load_npy(results / "tiles" / f"{s}.npy") for s in scenes}
+    for name, files in (("embeddings", embeddings), ("tiles", tiles), ("truth", truth)):
+        if len(files) != len(scenes):
+            raise OutcropError(f"evaluate: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
+                               "give one per scene, in the order of --scenes")
+    _, table = load_index(Path(index), Path(index_table))
+    emb = {s: load_npy(Path(p)) for s, p in zip(scenes, embeddings)}
+    tile_arrays = {s: load_npy(Path(p)) for s, p in zip(scenes, tiles)}
     missing = set(table.scene) - set(scenes)
     if missing:
-        raise OutcropError(f"{results}/index/tiles.parquet: indexes scenes not listed: {sorted(missing)}")
+        raise OutcropError(f"{index_table}: indexes scenes not listed: {sorted(missing)}")
     rows = [np.asarray(table.tile_id[table.scene == s]) for s in scenes]
     order = np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in scenes])
     table = table.iloc[order].reset_index(drop=True)
     byol = np.concatenate([np.asarray(emb[s][r]) for s, r in zip(scenes, rows)])
-    pixels = np.concatenate([np.asarray(tiles[s][r]) for s, r in zip(scenes, rows)])
+    pixels = np.concatenate([np.asarray(tile_arrays[s][r]) for s, r in zip(scenes, rows)])
     log(f"evaluate: {len(table)} indexed tiles from {len(scenes)} scenes")
 
     features = {
         "byol": byol,
         "raw_spectral": band_statistics(pixels),
         "band_statistics": band_statistics(pixels, percentiles=True),
-        "random_encoder": random_encoder_embeddings(model or results / "model" / "encoder.pt", pixels, seed=seed),
+        "random_encoder": random_encoder_embeddings(Path(model), pixels, seed=seed),
     }
-    units = tile_truth_units(table, {s: results / "demo" / "truth" / f"{s}_units.tif" for s in scenes})
+    units = tile_truth_units(table, {s: Path(p) for s, p in zip(scenes, truth)})
     labelled = units > 0
     centres = np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y])
     tile_width = float(np.sqrt(table.geometry.iloc[0].area))
     log(f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({len(np.unique(units[labelled]))} units)")
     if labelled.sum() < 20:
-        raise OutcropError(f"{results}: too few rock-unit tiles ({labelled.sum()}) to evaluate")
+        raise OutcropError(f"{index_table}: too few rock-unit tiles ({labelled.sum()}) to evaluate")
 
     known = read_deposits(deposits, table.crs)
     positives = select_positives(table, known, buffer_m=buffer_m)
@@ -231,11 +238,10 @@ def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_depos
             f"probe {scores['linear_probe_accuracy']:.3f} recall {scores['deposit_recall']['combined']}")
 
     # The workflow's own clusters, restricted to the same rock-unit tiles.
-    labels_path = results / "clusters" / "labels.parquet"
-    if labels_path.exists():
+    if labels is not None and Path(labels).exists():
         from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-        clusters = pd.read_parquet(labels_path, columns=None)
+        clusters = pd.read_parquet(labels, columns=None)
         merged = table[["scene", "tile_id"]].merge(clusters, on=["scene", "tile_id"], how="left")
         metrics["workflow_clusters"] = {
             col: {"ari": float(adjusted_rand_score(units[labelled], merged[col].to_numpy()[labelled])),

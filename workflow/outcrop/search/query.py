@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.layout import Layout
 
 COLUMNS = ("rank", "score", "scene", "tile_id", "id", "distance_km", "lon", "lat")
 
@@ -102,9 +103,9 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     given = [lon is not None or lat is not None, tile is not None, geometry is not None]
     if sum(given) != 1 or (given[0] and (lon is None or lat is None)):
         raise OutcropError("query: give exactly one of --lon/--lat (both), --tile or --geometry")
-    results_dir = Path(results_dir)
-    index_path = results_dir / "index" / "tiles.faiss"
-    table_path = results_dir / "index" / "tiles.parquet"
+    run = Layout(Path(results_dir))
+    index_path = Path(run.index)
+    table_path = Path(run.index_table)
     scenes, tile_ids, footprints, crs = _read_index_table(table_path)
     if not index_path.exists():
         raise OutcropError(f"{index_path}: file not found")
@@ -131,7 +132,7 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
 
     vectors = []
     for scene in np.unique(scenes[ids]):
-        path = results_dir / "embeddings" / f"{scene}.npy"
+        path = Path(run.embeddings(str(scene)))
         try:
             emb = np.load(path, mmap_mode="r", allow_pickle=False)
         except (FileNotFoundError, ValueError, OSError) as exc:
@@ -146,7 +147,7 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
         vectors.append(np.asarray(emb[rows], dtype=np.float32))
     query = np.concatenate(vectors).mean(axis=0, keepdims=True)
     if query.shape[1] != index.d:
-        raise OutcropError(f"{results_dir / 'embeddings'}: embeddings have dimension {query.shape[1]} but the "
+        raise OutcropError(f"{run.embeddings_folder}: embeddings have dimension {query.shape[1]} but the "
                            f"index has {index.d}; rebuild the index")
     query /= np.linalg.norm(query) or 1.0
 
