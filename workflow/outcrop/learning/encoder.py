@@ -36,7 +36,7 @@ from outcrop.learning.distributed import (
 )
 from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings
 from outcrop.io import atomic_path
-from outcrop.runtime.locks import exclusive_writer
+from outcrop.locks import exclusive_writer
 from outcrop.learning.optim import build_optimizer, warmup_cosine
 from outcrop.learning.symmetry import POSES
 from outcrop.learning.training_data import TrainingTiles, band_statistics, open_training_tiles

@@ -1,1 +1,1 @@
-"""Runtime: threads, the allocator, progress lines and file locks; imports nothing else of the package."""
+"""Runtime: threads, the allocator and progress lines; imports nothing else of the package."""
