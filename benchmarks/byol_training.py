@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from outcrop.allocator import keep_large_blocks
+from outcrop.runtime.allocator import keep_large_blocks
 from outcrop.augment import ViewSettings, augment
 from outcrop.backbones import build_backbone
 from outcrop.embeddings import embed_array
@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write all runs here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    keep_large_blocks()  # as outcrop's trainer does; it applies to the reference loop in this process too
+    keep_large_blocks()  # as the outcrop command line does; it applies to the reference loop in this process too
     settings = EncoderSettings(seed=args.seed, symmetry=args.symmetry)
     tiles, mean, std = load_tiles(args.results, limit=4096)
     print(f"{len(tiles)} tiles {tuple(tiles.shape[1:])}, {settings.arch}, batch {settings.batch_size}, "

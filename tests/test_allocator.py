@@ -20,3 +20,29 @@ def test_large_blocks_are_kept_and_allocation_still_works():
         a += 1
         assert float(a.sum()) == a.size
         del a
+
+
+PACKAGE = __import__("pathlib").Path(__file__).resolve().parents[1] / "workflow" / "outcrop"
+
+
+def test_only_the_command_line_changes_malloc_for_the_process():
+    """Library functions leave the process's malloc alone: a caller's own process is not retuned."""
+    import ast
+
+    callers = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "keep_large_blocks"
+    )
+    assert callers == ["cli.py"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tuning applies on Linux only")
+def test_the_command_line_entry_applies_it(tmp_path):
+    import subprocess
+
+    code = ("import outcrop.runtime.allocator as a, outcrop.cli as c; assert not a._done; "
+            f"c.main(['info', {str(tmp_path)!r}]); print(a._done)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "True"

@@ -643,7 +643,12 @@ def _gdal_cache_bytes() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from outcrop.runtime.allocator import keep_large_blocks
+
     os.environ.setdefault("GDAL_CACHEMAX", str(_gdal_cache_bytes()))
+    # malloc's settings hold for the whole process, so the process's entry sets them, once: every
+    # stage allocates and frees same-sized large arrays in turn (windows, strips, batches of tiles).
+    keep_large_blocks()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -22,7 +22,6 @@ from torch import nn
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.runtime.allocator import keep_large_blocks
 from outcrop.learning.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
 from outcrop.learning.symmetry import orientations, posed
@@ -94,7 +93,6 @@ def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_siz
     ``bands``, the run's band names, must be the encoder's: an encoder trained on other bands of
     the same count would otherwise be accepted and give meaningless vectors.
     """
-    keep_large_blocks()  # every batch allocates the same activation maps again
     tiles = load_npy(tiles_path)
     model, metadata = load_encoder(model_path, device=device, expect_bands=bands)
     if tiles.ndim != 4 or tiles.shape[1] != len(metadata["bands"]):

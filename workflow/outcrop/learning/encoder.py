@@ -24,7 +24,6 @@ import torch
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.runtime.allocator import keep_large_blocks
 from outcrop.learning.augment import augment
 from outcrop.learning.backbones import build_backbone
 from outcrop.learning.byol import BYOL, cosine_schedule
@@ -88,7 +87,6 @@ class _Trainer:
         self.settings = settings
         self.device = device
         self.ranks = ranks or Ranks()
-        keep_large_blocks()  # every step allocates the same batch-sized tensors again
         torch.manual_seed(settings.seed)
         backbone = build_backbone(settings.arch, in_channels, settings.embedding_dim)
         self.model = BYOL(backbone, settings.hidden_dim, settings.projection_dim)

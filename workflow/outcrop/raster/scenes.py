@@ -25,7 +25,6 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.runtime.allocator import keep_large_blocks
 from outcrop.io import prepared_writer
 from outcrop.raster.sensors import (
     QUALITY_FILL,
@@ -540,7 +539,6 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     from rasterio.errors import CRSError
 
     t_start = time.perf_counter()
-    keep_large_blocks()  # window-sized arrays and their temporaries, allocated and freed in turn
     source = str(source)
     bands = list(bands)
     spec = get_sensor(sensor)

@@ -18,7 +18,6 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.runtime.allocator import keep_large_blocks
 from outcrop.io import atomic_path, decode_reflectance, write_geodataframe
 from outcrop.runtime.progress import Progress
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA
@@ -76,7 +75,6 @@ def tile_scene(
     if size <= 0 or stride <= 0:
         raise OutcropError(f"tiles: size and stride must be positive (got {size}, {stride})")
     t0 = time.perf_counter()
-    keep_large_blocks()  # one strip-sized array after another
     try:
         src = rasterio.open(prepared_path)
     except rasterio.errors.RasterioIOError as exc:
