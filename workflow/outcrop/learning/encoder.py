@@ -38,7 +38,7 @@ from outcrop.io import atomic_path
 from outcrop.locks import exclusive_writer
 from outcrop.learning.optim import build_optimizer, warmup_cosine
 from outcrop.learning.symmetry import POSES
-from outcrop.learning.training_data import TrainingTiles, band_statistics, open_training_tiles
+from outcrop.learning.training_data import TrainingTiles, band_mean_and_std, open_training_tiles
 
 MODEL_FORMAT = "outcrop-encoder"
 CHECKPOINT_FORMAT = "outcrop-byol-checkpoint"
@@ -249,7 +249,7 @@ def _train(
     total = settings.epochs * steps_per_epoch
     # A warm-up never takes more than half of a short run, so the peak rate is reached.
     warmup = min(round(settings.warmup_epochs * steps_per_epoch), total // 2)
-    mean, std = band_statistics(tiles)
+    mean, std = band_mean_and_std(tiles)
     digest = run_digest(settings, bands, min_rock, tiles, mean, std)
     log(f"training {settings.arch} on {n} tiles {tuple(tiles.tile_shape)} from {len(tile_paths)} scene(s), "
         f"device {dev}, batch {batch}, {settings.epochs} epochs x {steps_per_epoch} steps"

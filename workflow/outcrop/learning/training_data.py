@@ -86,7 +86,7 @@ def open_training_tiles(tile_paths: Sequence[Path], table_paths: Sequence[Path],
     return TrainingTiles(arrays, np.concatenate(scene_of), np.concatenate(row_of))
 
 
-def band_statistics(tiles: TrainingTiles, max_tiles: int = 20_000,
+def band_mean_and_std(tiles: TrainingTiles, max_tiles: int = 20_000,
                     chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and standard deviation (float32) over the training tiles.
 

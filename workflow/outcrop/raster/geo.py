@@ -20,7 +20,7 @@ from outcrop import OutcropError
 
 @dataclass(frozen=True)
 class SceneGrid:
-    """The pixel grid of a prepared scene: CRS, affine transform and size in pixels."""
+    """A pixel grid: CRS, affine transform and size in pixels (a prepared scene, or a block of the run grid)."""
 
     crs: Any
     transform: Any

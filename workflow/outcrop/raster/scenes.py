@@ -44,6 +44,7 @@ from outcrop.raster.sensors import (
     percentile_rescale,
     sentinel2_offset,
 )
+from outcrop.raster.geo import SceneGrid
 from outcrop.raster.sheets import REMOTE_PREFIXES
 from outcrop.raster.surfaces import NODATA, SNOW_ICE, WATER, Thresholds, classify_surfaces
 
@@ -87,16 +88,6 @@ class SceneFiles:
     product_name: str = ""
     rescaling: tuple[np.ndarray, np.ndarray, str] | None = None  # per band, declared by the source
     checks: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A block of the run grid: CRS, affine transform and shape."""
-
-    crs: Any
-    transform: Any
-    width: int
-    height: int
 
 
 def is_remote(source: str) -> bool:
@@ -299,7 +290,7 @@ def snap_bounds(bounds: tuple[float, float, float, float], resolution: float) ->
 
 
 def grid_for(footprints: Sequence[tuple[Any, tuple[float, float, float, float]]], crs: str,
-             resolution: float) -> Grid:
+             resolution: float) -> SceneGrid:
     """The smallest block of the run grid that covers every (source CRS, bounds) footprint."""
     from affine import Affine
     from rasterio.crs import CRS
@@ -319,10 +310,10 @@ def grid_for(footprints: Sequence[tuple[Any, tuple[float, float, float, float]]]
     left, bottom, right, top = snap_bounds((left, bottom, right, top), resolution)
     width = int(round((right - left) / resolution))
     height = int(round((top - bottom) / resolution))
-    return Grid(dst_crs, Affine(resolution, 0.0, left, 0.0, -resolution, top), width, height)
+    return SceneGrid(dst_crs, Affine(resolution, 0.0, left, 0.0, -resolution, top), width, height)
 
 
-def _aligned_window(src: Any, grid: Grid) -> tuple[int, int] | None:
+def _aligned_window(src: Any, grid: SceneGrid) -> tuple[int, int] | None:
     """(row, col) offset of the grid in ``src`` when both share CRS, resolution and pixel edges."""
     st, gt = src.transform, grid.transform
     if src.crs != grid.crs or st.b != 0 or st.d != 0:
@@ -336,7 +327,7 @@ def _aligned_window(src: Any, grid: Grid) -> tuple[int, int] | None:
     return int(round(row)), int(round(col))
 
 
-def _source_pixel_size(src: Any, grid: Grid) -> float:
+def _source_pixel_size(src: Any, grid: SceneGrid) -> float:
     """Approximate size of a source pixel measured in the grid's CRS units."""
     from rasterio.warp import transform_bounds
 
@@ -344,7 +335,7 @@ def _source_pixel_size(src: Any, grid: Grid) -> float:
     return math.sqrt(abs((right - left) * (top - bottom)) / (src.width * src.height))
 
 
-def read_onto_grid(src: Any, index: int, grid: Grid, *, nodata: float | None, categorical: bool = False,
+def read_onto_grid(src: Any, index: int, grid: SceneGrid, *, nodata: float | None, categorical: bool = False,
                    fill: float = np.nan, out: np.ndarray | None = None) -> np.ndarray:
     """Band ``index`` of ``src`` on ``grid`` as float32, ``fill`` outside the footprint and at nodata.
 
@@ -610,7 +601,7 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
 
 
 
-def grid_windows(grid: Grid, window_pixels: int = WINDOW_PIXELS) -> Iterator[tuple[int, int, Grid]]:
+def grid_windows(grid: SceneGrid, window_pixels: int = WINDOW_PIXELS) -> Iterator[tuple[int, int, SceneGrid]]:
     """(row, col, sub-grid) of the windows that tile ``grid``, row-major, 256-px aligned."""
     from affine import Affine
 
@@ -620,10 +611,10 @@ def grid_windows(grid: Grid, window_pixels: int = WINDOW_PIXELS) -> Iterator[tup
     for r in range(0, grid.height, rows):
         for c in range(0, grid.width, cols):
             h, w = min(rows, grid.height - r), min(cols, grid.width - c)
-            yield r, c, Grid(grid.crs, grid.transform @ Affine.translation(c, r), w, h)
+            yield r, c, SceneGrid(grid.crs, grid.transform @ Affine.translation(c, r), w, h)
 
 
-def check_scene_size(grid: Grid, source: str, max_pixels: int = MAX_SCENE_PIXELS) -> None:
+def check_scene_size(grid: SceneGrid, source: str, max_pixels: int = MAX_SCENE_PIXELS) -> None:
     """Refuse a scene whose run-grid block is larger than ``max_pixels`` (its files' claim)."""
     pixels = grid.width * grid.height
     if pixels > max_pixels:
@@ -660,7 +651,7 @@ class _BlockReader:
         self.scene_id, self.log = scene_id, log
         self.seconds = [0.0] * (len(self.files.bands) + 1)
 
-    def _quality(self, block: Grid) -> np.ndarray:
+    def _quality(self, block: SceneGrid) -> np.ndarray:
         kind, qpath = self.files.quality  # type: ignore[misc]
         fill = QUALITY_FILL[kind]
         try:
@@ -668,7 +659,7 @@ class _BlockReader:
         except Exception as exc:
             raise OutcropError(f"{qpath}: cannot read quality band ({_short(exc)})") from None
 
-    def quality_layout(self, grid: Grid) -> str | None:
+    def quality_layout(self, grid: SceneGrid) -> str | None:
         """The bit layout of a BQA band, which only the whole band tells (a pass over it)."""
         if self.files.quality is None or self.files.quality[0] != "BQA":
             return None
@@ -679,7 +670,7 @@ class _BlockReader:
                 return "pre-collection"
         return "collection1"
 
-    def read(self, block: Grid, layout: str | None) -> tuple[np.ndarray, QualityMasks | None, np.ndarray]:
+    def read(self, block: SceneGrid, layout: str | None) -> tuple[np.ndarray, QualityMasks | None, np.ndarray]:
         """(stored numbers (C, h, w) float32 with NaN where invalid, quality masks, invalid mask)."""
         dn = np.empty((len(self.bands), block.height, block.width), dtype=np.float32)
         for i, band in enumerate(self.files.bands):
@@ -714,4 +705,4 @@ class _BlockReader:
 
 
 __all__ = ["prepare_scene", "find_scene_files", "grid_for", "snap_bounds", "read_onto_grid",
-           "open_raster", "is_remote", "BandFile", "SceneFiles", "Grid"]
+           "open_raster", "is_remote", "BandFile", "SceneFiles", "SceneGrid"]
