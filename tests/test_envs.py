@@ -1,6 +1,6 @@
 """Each rule's conda environment holds every third-party package that the code the rule runs imports.
 
-For every rule in workflow/rules/*.smk: its `outcrop <subcommand>` (or its `script:`) leads, through
+For every rule in workflow/rules/*.smk: its `python -m outcrop <subcommand>` (or its `script:`) leads, through
 the CLI function of that subcommand, to the package modules it imports, transitively; the
 third-party imports found there (read with `ast`, nothing imported) must be listed in the rule's
 envs/*.yaml under their conda names, with pins that agree with pyproject.toml's lower bounds.
@@ -73,7 +73,7 @@ def directive(block: str, name: str) -> str | None:
 
 
 def rule_commands(block: str) -> list[str]:
-    return re.findall(r"[\"']outcrop ([a-z][a-z0-9-]*)", block)
+    return re.findall(r"python -m outcrop ([a-z][a-z0-9-]*)", block)
 
 
 # --- imports --------------------------------------------------------------------------------------
@@ -268,3 +268,50 @@ def test_import_reading_sees_through_the_cli():
     assert "faiss" in third_party(commands["index"])
     assert "torch" not in third_party(commands["tile"])
     assert "faiss" not in third_party(commands["prepare"])
+
+
+# --- deployment (`--sdm conda`) -------------------------------------------------------------------
+
+
+def _local_paths(spec: dict) -> list[str]:
+    """Entries of an environment that name a path on disk (`-e ..`, `./pkg`, `file:`), which break
+    once Snakemake copies the file under .snakemake/conda/ and resolves them from there."""
+    items = [d for d in spec["dependencies"] if isinstance(d, str)]
+    items += [p for d in spec["dependencies"] if isinstance(d, dict) for p in d.get("pip", [])]
+    return [i for i in items if re.search(r"(^|\s)(-e|--editable)(\s|$)|(^|\s)\.{1,2}(/|\s|$)|file:|^/", i)]
+
+
+@pytest.mark.parametrize("env", sorted(ENVS.glob("*.yaml")), ids=lambda p: p.name)
+def test_environment_deployed_elsewhere_names_no_local_path(env, tmp_path):
+    deployed = tmp_path / ".snakemake" / "conda" / "0123abcd.yaml"  # where Snakemake copies it
+    deployed.parent.mkdir(parents=True)
+    deployed.write_text(env.read_text())
+    assert _local_paths(yaml.safe_load(deployed.read_text())) == []
+
+
+def test_local_path_reader_sees_an_editable_install():
+    assert _local_paths({"dependencies": ["python=3.11", {"pip": ["--no-deps -e .."]}]}) == ["--no-deps -e .."]
+
+
+def test_every_rule_stage_starts_from_a_foreign_folder_with_the_workflow_on_pythonpath(tmp_path):
+    """What a job does: `python -m outcrop <stage>` with PYTHONPATH=<repo>/workflow, from any folder,
+    runs this repository's package (no console script, no installed copy needed)."""
+    import os
+    import subprocess
+
+    commands = sorted({c for block in BLOCKS.values() for c in rule_commands(block)})
+    assert len(commands) >= 15, commands
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(REPO / "workflow")}
+    where = subprocess.run([sys.executable, "-c", "import outcrop; print(outcrop.__file__)"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(where) == PACKAGE / "__init__.py"
+    for command in commands:
+        done = subprocess.run([sys.executable, "-m", "outcrop", command, "--help"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0 and f"usage: outcrop {command}" in done.stdout, (command, done.stderr)
+
+
+def test_the_workflow_puts_its_package_on_every_jobs_pythonpath():
+    common = (RULES / "common.smk").read_text()
+    assert re.search(r"^os\.environ\.update\(PYTHONPATH=", common, re.M)
+    assert re.search(r'PACKAGE_ROOT = str\(Path\(workflow\.basedir\)\.resolve\(\) / "workflow"\)', common)

@@ -30,7 +30,7 @@ rule analogues:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "outcrop analogues --index {input.index:q} --index-table {input.index_table:q}"
+        "python -m outcrop analogues --index {input.index:q} --index-table {input.index_table:q}"
         " --embeddings {input.embeddings:q} --prepared {input.prepared:q} --deposits {input.deposits:q}"
         " {params.negatives:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --top {params.top:q} --site-overlap {params.site_overlap:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-csv {output.csv:q}"
@@ -70,7 +70,7 @@ rule evaluate:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "outcrop evaluate --scenes {params.scenes:q} --index {input.index:q} --index-table {input.index_table:q}"
+        "python -m outcrop evaluate --scenes {params.scenes:q} --index {input.index:q} --index-table {input.index_table:q}"
         " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --truth {input.truth:q} {params.labels:q}"
         " --truth-deposits {input.hidden:q}"
         " --deposits {input.deposits:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"

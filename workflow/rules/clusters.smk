@@ -41,7 +41,7 @@ rule clusters:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "outcrop cluster --index-table {input.index_table:q} --embeddings {input.embeddings:q}"
+        "python -m outcrop cluster --index-table {input.index_table:q} --embeddings {input.embeddings:q}"
         " --tiles {input.tiles:q} --prepared {input.prepared:q} --k {params.k:q} --cuts {params.cuts:q}"
         " --seed {params.seed:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-parquet {output.parquet:q}"
         " --out-summary {output.summary:q} --out-dendrogram {output.dendrogram:q} --out-exemplars {output.exemplars:q}"

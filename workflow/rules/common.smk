@@ -3,7 +3,16 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+# The workflow runs its own copy of the package, in the scheduler and in every job: jobs inherit
+# this PYTHONPATH (local shell jobs, SLURM jobs and conda environments alike) and start the stages
+# as `python -m outcrop <stage>`, so the environment files name no local path that Snakemake would
+# have to resolve from the copy it deploys under .snakemake/conda/.
+PACKAGE_ROOT = str(Path(workflow.basedir).resolve() / "workflow")
+sys.path.insert(0, PACKAGE_ROOT)
+# Set, not required: a user's own PYTHONPATH is kept behind it (so no `envvars:` assertion).
+os.environ.update(PYTHONPATH=os.pathsep.join(
+    [PACKAGE_ROOT, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != PACKAGE_ROOT)]
+))
 
 from outcrop import OutcropError
 from outcrop.config import canonical_results, validate_config

@@ -23,5 +23,5 @@ rule embed:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "outcrop embed --tiles {input.tiles:q} --model {input.model:q} --batch-size {params.batch_size:q}"
+        "python -m outcrop embed --tiles {input.tiles:q} --model {input.model:q} --batch-size {params.batch_size:q}"
         " --device {params.device:q} --bands {params.bands:q} --threads {threads} --out {output:q} > {log:q} 2>&1"

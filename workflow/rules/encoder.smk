@@ -36,7 +36,7 @@ rule train_encoder:
         "if [ {resources.gpu} -gt 1 ]; then launch='python -m torch.distributed.run --standalone"
         " --nproc_per_node={resources.gpu} --no-python'; else launch=''; fi;"
         " $launch "
-        "outcrop train --tiles {input.tiles:q} --tables {input.tables:q} --bands {params.bands:q}"
+        "python -m outcrop train --tiles {input.tiles:q} --tables {input.tables:q} --bands {params.bands:q}"
         " --min-rock {params.min_rock:q} --device {params.device:q} {params.settings:q}"
         " --checkpoint {params.checkpoint:q} --curve-tsv {output.curve_tsv:q} --curve-png {output.curve_png:q}"
         " --threads {threads} --out {output.model:q} > {log:q} 2>&1"

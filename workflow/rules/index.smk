@@ -25,7 +25,7 @@ rule index:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "outcrop index --embeddings {input.embeddings:q} --tables {input.tables:q}"
+        "python -m outcrop index --embeddings {input.embeddings:q} --tables {input.tables:q}"
         " --min-rock {params.min_rock:q} --exact-max {params.exact_max:q} --recall-floor {params.recall_floor:q}"
         " --seed {params.seed:q} --threads {threads} --out-index {output.index:q} --out-table {output.table:q}"
         " --out-info {output.info:q} > {log:q} 2>&1"

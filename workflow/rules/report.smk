@@ -29,7 +29,7 @@ rule quicklook:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop quicklook --prepared {input.prepared:q} --scene {wildcards.scene:q} {params.aoi:q}"
+        "python -m outcrop quicklook --prepared {input.prepared:q} --scene {wildcards.scene:q} {params.aoi:q}"
         " --aoi-buffer-km {params.buffer_km:q} --crs {params.crs:q}"
         " --out-png {output.png:q} --out-tif {output.tif:q} > {log:q} 2>&1"
 
@@ -62,7 +62,7 @@ rule projection:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop projection --labels {input.labels:q} --embeddings {input.embeddings:q} --seed {params.seed:q}"
+        "python -m outcrop projection --labels {input.labels:q} --embeddings {input.embeddings:q} --seed {params.seed:q}"
         " --out-clusters {output.clusters:q} --out-surfaces {output.surfaces:q} > {log:q} 2>&1"
 
 
@@ -90,7 +90,7 @@ rule cluster_table:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop cluster-table --labels {input.labels:q} --summary {input.summary:q} --embeddings {input.embeddings:q}"
+        "python -m outcrop cluster-table --labels {input.labels:q} --summary {input.summary:q} --embeddings {input.embeddings:q}"
         " --tiles {input.tiles:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -120,7 +120,7 @@ rule analogue_maps:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop analogue-maps --similarity {params.similarity:q} --analogues {input.analogues:q}"
+        "python -m outcrop analogue-maps --similarity {params.similarity:q} --analogues {input.analogues:q}"
         " --deposits {input.deposits:q} --out-dir {output.maps:q} > {log:q} 2>&1"
 
 
@@ -147,7 +147,7 @@ rule webmap:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop webmap --quicklooks {input.quicklooks:q} --clusters {params.clusters:q}"
+        "python -m outcrop webmap --quicklooks {input.quicklooks:q} --clusters {params.clusters:q}"
         " --similarity {params.similarity:q} --analogues {input.analogues:q} --deposits {input.deposits:q}"
         " --out {output:q} > {log:q} 2>&1"
 
@@ -180,7 +180,7 @@ rule report:
     conda:
         "../../envs/report.yaml"
     shell:
-        "outcrop report --scenes {params.scenes:q} --tile-tables {input.tile_tables:q} --prepared {input.prepared:q}"
+        "python -m outcrop report --scenes {params.scenes:q} --tile-tables {input.tile_tables:q} --prepared {input.prepared:q}"
         " --cluster-maps {params.cluster_maps:q} --training-curve {input.curve:q} --dendrogram {input.dendrogram:q}"
         " --analogues {input.analogues:q} --index-info {input.index_info:q} {params.metrics:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -21,7 +21,7 @@ rule demo_scene:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "outcrop demo-scene --scene {wildcards.scene:q} --size {params.size:q} --seed {params.seed:q}"
+        "python -m outcrop demo-scene --scene {wildcards.scene:q} --size {params.size:q} --seed {params.seed:q}"
         " --out {output.scene:q} --truth {output.truth:q} > {log:q} 2>&1"
 
 
@@ -44,7 +44,7 @@ rule demo_deposits:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "outcrop demo-deposits --scenes {params.scenes:q} --size {params.size:q} --seed {params.seed:q}"
+        "python -m outcrop demo-deposits --scenes {params.scenes:q} --size {params.size:q} --seed {params.seed:q}"
         " --out {output.known:q} --truth {output.hidden:q} > {log:q} 2>&1"
 
 
@@ -78,7 +78,7 @@ rule prepare:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "outcrop prepare --source {params.source:q} --sensor {params.sensor:q} --scene {wildcards.scene:q}"
+        "python -m outcrop prepare --source {params.source:q} --sensor {params.sensor:q} --scene {wildcards.scene:q}"
         " --bands {params.bands:q} --crs {params.crs:q} --resolution {params.resolution:q}"
         " {params.product:q} {params.surfaces:q}"
         " --threads {threads} --out {output:q} > {log:q} 2>&1"

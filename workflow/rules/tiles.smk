@@ -28,7 +28,7 @@ rule tiles:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "outcrop tile --prepared {input.prepared:q} --scene {wildcards.scene:q} --size {params.size:q}"
+        "python -m outcrop tile --prepared {input.prepared:q} --scene {wildcards.scene:q} --size {params.size:q}"
         " --stride {params.stride:q} --min-valid {params.min_valid:q} {params.aoi:q}"
         " --aoi-buffer-km {params.buffer_km:q} --crs {params.crs:q}"
         " --out-tiles {output.tiles:q} --out-table {output.table:q} > {log:q} 2>&1"
