@@ -65,12 +65,8 @@ def tile_scene(
     A scene with no such tile (all cloud, say) gets an empty array and table and a log line, not an
     error: one cloudy scene must not stop the run for every other scene.
     """
-    import geopandas as gpd
     import rasterio
     import shapely
-    from rasterio.windows import Window
-
-    from outcrop.raster.surfaces import CLOUD
 
     if size <= 0 or stride <= 0:
         raise OutcropError(f"tiles: size and stride must be positive (got {size}, {stride})")
@@ -95,62 +91,101 @@ def tile_scene(
         row0_global = int(round(-transform.f / res))
         rows = tile_origins(src.height, row0_global, size, stride)
         cols = tile_origins(src.width, col0_global, size, stride)
-        mask_band = src.count
-
-        # Pass 1: which tiles to keep, from the mask band alone.
-        kept_rc: list[tuple[np.ndarray, np.ndarray]] = []
-        fractions: list[np.ndarray] = []
-        scan = Progress(f"tiles: {scene_id}: scanning", len(rows), "strips", log)
-        for i, r in enumerate(rows):
-            strip = src.read(mask_band, window=Window(0, int(r), src.width, size))
-            frac = _block_fractions(strip, cols, size)
-            valid = 1.0 - frac[:, NODATA] - frac[:, CLOUD]
-            keep = valid >= min_valid
-            if aoi is not None and keep.any():
-                cx = transform.c + (cols + size / 2) * res
-                cy = transform.f - (r + size / 2) * res
-                keep &= shapely.contains_xy(aoi, cx, np.full_like(cx, cy, dtype=float))
-            if keep.any():
-                kept_rc.append((np.full(keep.sum(), r), cols[keep]))
-                fractions.append(np.column_stack([valid[keep], frac[keep][:, 1:]]))
-            scan.update(i + 1)
-
-        if not kept_rc:  # all cloud or nodata: an empty result, so the run goes on with the other scenes
-            where = f" inside {aoi_name}" if aoi is not None else ""
-            log(f"tiles: {scene_id}: no usable tiles: no tile{where} has at least {min_valid:.0%} valid pixels "
-                "(not cloud, not nodata); writing an empty tile table")
-            kept_rc = [(np.empty(0, np.int64), np.empty(0, np.int64))]
-            fractions = [np.empty((0, len(FRACTION_COLUMNS) + 1))]
-        tile_rows = np.concatenate([rc[0] for rc in kept_rc])
-        tile_cols = np.concatenate([rc[1] for rc in kept_rc])
-        frac_all = np.concatenate(fractions)
+        tile_rows, tile_cols, frac_all = _scan_kept_tiles(src, rows, cols, size, min_valid, aoi, aoi_name,
+                                                          scene_id, log)
         n = len(tile_rows)
+        _write_tile_array(src, out_tiles, tile_rows, tile_cols, size, len(bands), scene_id, log)
 
-        # Pass 2: reflectance of the kept tiles, strip by strip, appended to the .npy file in tile
-        # order (plain writes: a fresh memory map would fault in the whole array page by page).
-        with atomic_path(out_tiles) as tmp, open(tmp, "wb") as fh:
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-                      "shape": (n, len(bands), size, size)}
-            np.lib.format.write_array_header_1_0(fh, header)
-            unique_rows = np.unique(tile_rows)
-            cut = Progress(f"tiles: {scene_id}: cutting", len(unique_rows), "strips", log)
-            written = 0
-            for j, r in enumerate(unique_rows):
-                sel_cols = tile_cols[tile_rows == r]
-                strip = decode_reflectance(src.read(list(range(1, mask_band)),
-                                                    window=Window(0, int(r), src.width, size)))
-                windows = np.lib.stride_tricks.sliding_window_view(strip, size, axis=2)[:, :, sel_cols]
-                block = np.ascontiguousarray(windows.transpose(2, 0, 1, 3))  # (n, C, size, size)
-                fh.write(memoryview(np.ascontiguousarray(_fill_gaps(block))).cast("B"))
-                written += len(sel_cols)
-                cut.update(j + 1)
-            if written != n:  # the header promised n tiles; never leave a file that lies
-                raise RuntimeError(f"{out_tiles}: wrote {written} tiles, expected {n}")
+    table = _tile_table(transform, src.crs, scene_id, tile_rows, tile_cols, frac_all, size)
+    write_geodataframe(out_table, table)
+    log(f"tiles: {scene_id}: {n} tiles of {size}px (stride {stride}) in {time.perf_counter() - t0:.1f}s")
+    return n
 
+
+def _scan_kept_tiles(src: Any, rows: np.ndarray, cols: np.ndarray, size: int, min_valid: float, aoi: Any,
+                     aoi_name: str, scene_id: str,
+                     log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 1: which tiles to keep, from the mask band alone; their origins and surface fractions.
+
+    No tile kept (all cloud or nodata) gives empty arrays and a log line, so the run goes on with
+    the other scenes.
+    """
+    import shapely
+    from rasterio.windows import Window
+
+    from outcrop.raster.surfaces import CLOUD
+
+    transform = src.transform
+    res = transform.a
+    mask_band = src.count
+    kept_rc: list[tuple[np.ndarray, np.ndarray]] = []
+    fractions: list[np.ndarray] = []
+    scan = Progress(f"tiles: {scene_id}: scanning", len(rows), "strips", log)
+    for i, r in enumerate(rows):
+        strip = src.read(mask_band, window=Window(0, int(r), src.width, size))
+        frac = _block_fractions(strip, cols, size)
+        valid = 1.0 - frac[:, NODATA] - frac[:, CLOUD]
+        keep = valid >= min_valid
+        if aoi is not None and keep.any():
+            cx = transform.c + (cols + size / 2) * res
+            cy = transform.f - (r + size / 2) * res
+            keep &= shapely.contains_xy(aoi, cx, np.full_like(cx, cy, dtype=float))
+        if keep.any():
+            kept_rc.append((np.full(keep.sum(), r), cols[keep]))
+            fractions.append(np.column_stack([valid[keep], frac[keep][:, 1:]]))
+        scan.update(i + 1)
+
+    if not kept_rc:  # all cloud or nodata: an empty result, so the run goes on with the other scenes
+        where = f" inside {aoi_name}" if aoi is not None else ""
+        log(f"tiles: {scene_id}: no usable tiles: no tile{where} has at least {min_valid:.0%} valid pixels "
+            "(not cloud, not nodata); writing an empty tile table")
+        kept_rc = [(np.empty(0, np.int64), np.empty(0, np.int64))]
+        fractions = [np.empty((0, len(FRACTION_COLUMNS) + 1))]
+    tile_rows = np.concatenate([rc[0] for rc in kept_rc])
+    tile_cols = np.concatenate([rc[1] for rc in kept_rc])
+    return tile_rows, tile_cols, np.concatenate(fractions)
+
+
+def _write_tile_array(src: Any, out_tiles: str | Path, tile_rows: np.ndarray, tile_cols: np.ndarray,
+                      size: int, n_bands: int, scene_id: str, log: Callable[[str], None]) -> None:
+    """Pass 2: reflectance of the kept tiles, strip by strip, appended to the .npy file in tile
+    order (plain writes: a fresh memory map would fault in the whole array page by page)."""
+    from rasterio.windows import Window
+
+    n = len(tile_rows)
+    mask_band = src.count
+    with atomic_path(out_tiles) as tmp, open(tmp, "wb") as fh:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                  "shape": (n, n_bands, size, size)}
+        np.lib.format.write_array_header_1_0(fh, header)
+        unique_rows = np.unique(tile_rows)
+        cut = Progress(f"tiles: {scene_id}: cutting", len(unique_rows), "strips", log)
+        written = 0
+        for j, r in enumerate(unique_rows):
+            sel_cols = tile_cols[tile_rows == r]
+            strip = decode_reflectance(src.read(list(range(1, mask_band)),
+                                                window=Window(0, int(r), src.width, size)))
+            windows = np.lib.stride_tricks.sliding_window_view(strip, size, axis=2)[:, :, sel_cols]
+            block = np.ascontiguousarray(windows.transpose(2, 0, 1, 3))  # (n, C, size, size)
+            fh.write(memoryview(np.ascontiguousarray(_fill_gaps(block))).cast("B"))
+            written += len(sel_cols)
+            cut.update(j + 1)
+        if written != n:  # the header promised n tiles; never leave a file that lies
+            raise RuntimeError(f"{out_tiles}: wrote {written} tiles, expected {n}")
+
+
+def _tile_table(transform: Any, crs: Any, scene_id: str, tile_rows: np.ndarray, tile_cols: np.ndarray,
+                frac_all: np.ndarray, size: int) -> Any:
+    """The GeoParquet tile table: one row per kept tile, its footprint and surface fractions."""
+    import geopandas as gpd
+    import shapely
+
+    res = transform.a
+    n = len(tile_rows)
     x0 = transform.c + tile_cols * res
     y0 = transform.f - tile_rows * res
     footprints = shapely.box(x0, y0 - size * res, x0 + size * res, y0)
-    table = gpd.GeoDataFrame(
+    return gpd.GeoDataFrame(
         {
             "tile_id": np.arange(n, dtype=np.int64),
             "scene": scene_id,
@@ -161,11 +196,8 @@ def tile_scene(
             **{name: frac_all[:, k + 1] for k, name in enumerate(FRACTION_COLUMNS)},
         },
         geometry=footprints,
-        crs=src.crs,
+        crs=crs,
     )
-    write_geodataframe(out_table, table)
-    log(f"tiles: {scene_id}: {n} tiles of {size}px (stride {stride}) in {time.perf_counter() - t0:.1f}s")
-    return n
 
 
 def _fill_gaps(block: np.ndarray) -> np.ndarray:
