@@ -212,24 +212,7 @@ def render_scene(layout: DemoLayout, index: int) -> tuple[np.ndarray, np.ndarray
     rock = land & ~ice_sheet & ~glacier & ~snow
     rock |= forced_rock & land
     refl = np.empty((len(BANDS), n, n), dtype=np.float64)
-    cell_rng = np.random.default_rng(seed + 303)
-    cell_tint = 1 + 0.03 * cell_rng.standard_normal((len(pts), len(BANDS)))
-
-    for u, (_, spectrum_key, texture) in enumerate(UNITS):
-        sel = rock & (unit == u)
-        if not sel.any():
-            continue
-        tex = _texture(texture, x[sel], y[sel], IX[sel], IY[sel], cell[sel], seed)
-        base = np.asarray(ROCK_SPECTRA[spectrum_key])[:, None] * cell_tint[cell[sel]].T
-        refl[:, sel] = base * tex[None]
-
-    # Alteration overprints its host rock.
-    w = np.where(rock, patch_weight, 0.0)
-    if w.any():
-        sel = w > 0
-        mottle = 1 + 0.12 * _pixel_noise(IX[sel], IY[sel], seed + 17) + 0.08 * _smooth_field(x[sel], y[sel], seed + 18, 150)
-        alt = np.asarray(SPECTRA["alteration"])[:, None] * mottle[None]
-        refl[:, sel] = (1 - w[sel]) * refl[:, sel] + w[sel] * alt
+    w = _paint_rock(refl, rock, unit, cell, len(pts), patch_weight, x, y, IX, IY, seed)
 
     def paint(sel: np.ndarray, key: str, texture_amp: float, field_seed: int) -> None:
         if sel.any():
@@ -247,7 +230,45 @@ def render_scene(layout: DemoLayout, index: int) -> tuple[np.ndarray, np.ndarray
     gradient = 1 + 0.05 * ((np.arange(n) - n / 2) / n)[None, :] * rng.choice([-1, 1])
     refl *= gain * gradient[None]
 
-    # A little cloud, kept off the planted patches so that every patch can be seen in some scene.
+    cloud_alpha = _cloud_alpha(rng, x, y, left, top, layout, patches)
+    refl = (1 - cloud_alpha) * refl + cloud_alpha * np.asarray(SPECTRA["cloud"])[:, None, None]
+
+    refl *= 1 + 0.01 * rng.standard_normal(refl.shape)
+    truth = np.where(rock & (cloud_alpha < 0.02), unit + 1, 0).astype(np.uint8)
+    truth[(truth > 0) & (w >= 0.5)] = ALTERATION_CODE
+    return refl.astype(np.float32), truth, (left, top)
+
+
+def _paint_rock(refl: np.ndarray, rock: np.ndarray, unit: np.ndarray, cell: np.ndarray, n_cells: int,
+                patch_weight: np.ndarray, x: np.ndarray, y: np.ndarray, IX: np.ndarray, IY: np.ndarray,
+                seed: int) -> np.ndarray:
+    """Paint each rock unit's spectrum and texture into ``refl``, then overprint the alteration
+    patches on their host rock; returns the alteration weight per pixel (0 off the patches)."""
+    cell_rng = np.random.default_rng(seed + 303)
+    cell_tint = 1 + 0.03 * cell_rng.standard_normal((n_cells, len(BANDS)))
+
+    for u, (_, spectrum_key, texture) in enumerate(UNITS):
+        sel = rock & (unit == u)
+        if not sel.any():
+            continue
+        tex = _texture(texture, x[sel], y[sel], IX[sel], IY[sel], cell[sel], seed)
+        base = np.asarray(ROCK_SPECTRA[spectrum_key])[:, None] * cell_tint[cell[sel]].T
+        refl[:, sel] = base * tex[None]
+
+    # Alteration overprints its host rock.
+    w = np.where(rock, patch_weight, 0.0)
+    if w.any():
+        sel = w > 0
+        mottle = 1 + 0.12 * _pixel_noise(IX[sel], IY[sel], seed + 17) + 0.08 * _smooth_field(x[sel], y[sel], seed + 18, 150)
+        alt = np.asarray(SPECTRA["alteration"])[:, None] * mottle[None]
+        refl[:, sel] = (1 - w[sel]) * refl[:, sel] + w[sel] * alt
+    return w
+
+
+def _cloud_alpha(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, left: float, top: float,
+                 layout: DemoLayout, patches: list[Patch]) -> np.ndarray:
+    """A little cloud (opacity per pixel), kept off the planted patches so that every patch can be
+    seen in some scene. Draws from the scene's ``rng`` in the order the scene's other draws expect."""
     cloud_alpha = np.zeros_like(x)
     for _ in range(int(rng.integers(1, 3))):
         cloud_r = rng.uniform(500, 900)
@@ -261,12 +282,7 @@ def render_scene(layout: DemoLayout, index: int) -> tuple[np.ndarray, np.ndarray
         r = np.hypot(x - cx, y - cy) / cloud_r
         puff = np.clip(1.6 - r + 0.4 * _smooth_field(x, y, int(rng.integers(1 << 30)), 400, 6), 0, 1)
         cloud_alpha = np.maximum(cloud_alpha, puff)
-    refl = (1 - cloud_alpha) * refl + cloud_alpha * np.asarray(SPECTRA["cloud"])[:, None, None]
-
-    refl *= 1 + 0.01 * rng.standard_normal(refl.shape)
-    truth = np.where(rock & (cloud_alpha < 0.02), unit + 1, 0).astype(np.uint8)
-    truth[(truth > 0) & (w >= 0.5)] = ALTERATION_CODE
-    return refl.astype(np.float32), truth, (left, top)
+    return cloud_alpha
 
 
 def _near_window(p: Patch, left: float, top: float, width: float) -> bool:
