@@ -234,17 +234,7 @@ def _train(
     tiles = open_training_tiles(tile_paths, table_paths, min_rock)
     n = len(tiles)
     channels = tiles.tile_shape[0]
-    bands = [f"band{i + 1}" for i in range(channels)] if bands is None else [str(b) for b in bands]
-    if len(bands) != channels:
-        raise OutcropError(f"{tile_paths[0]}: tiles have {channels} bands but {len(bands)} band names "
-                           f"were given ({', '.join(bands)})")
-    if n < 2:
-        raise OutcropError(f"{', '.join(map(str, tile_paths))}: {n} tile(s) with rock >= {min_rock}; "
-                           "training needs at least 2")
-    batch = min(settings.batch_size, n)
-    if batch % ranks.world_size:
-        raise OutcropError(f"encoder.batch_size: a global batch of {batch} tiles does not split evenly "
-                           f"over {ranks.world_size} ranks")
+    bands, batch = _checked_bands_and_batch(tiles, tile_paths, bands, min_rock, settings, ranks)
     steps_per_epoch = n // batch
     total = settings.epochs * steps_per_epoch
     # A warm-up never takes more than half of a short run, so the peak rate is reached.
@@ -290,19 +280,43 @@ def _train(
         leave_process_group()
         return
     write_curve(curve_tsv, curve_png, trainer.curve)
-    metadata = {
+    _write_model(out_path, trainer, {
         "bands": bands, "mean": mean.tolist(), "std": std.tolist(), "arch": settings.arch,
         "in_channels": channels, "embedding_dim": settings.embedding_dim,
         "tile_size": list(tiles.tile_shape[1:]), "settings": settings.to_dict(), "config_digest": digest,
         "min_rock": float(min_rock), "train_tiles": n, "steps": total, "symmetry": settings.symmetry,
         "final_loss": trainer.curve[-1][2] if trainer.curve else float("nan"),
-    }
+    }, log)
+    leave_process_group()
+
+
+def _checked_bands_and_batch(tiles: TrainingTiles, tile_paths: Sequence[Path], bands: Sequence[str] | None,
+                             min_rock: float, settings: EncoderSettings, ranks: Ranks) -> tuple[list[str], int]:
+    """The band names (``band1``... when none are given) and the global batch, refused when they do
+    not fit the tiles: names for every band, two tiles at least, a batch that splits over the ranks."""
+    n = len(tiles)
+    channels = tiles.tile_shape[0]
+    bands = [f"band{i + 1}" for i in range(channels)] if bands is None else [str(b) for b in bands]
+    if len(bands) != channels:
+        raise OutcropError(f"{tile_paths[0]}: tiles have {channels} bands but {len(bands)} band names "
+                           f"were given ({', '.join(bands)})")
+    if n < 2:
+        raise OutcropError(f"{', '.join(map(str, tile_paths))}: {n} tile(s) with rock >= {min_rock}; "
+                           "training needs at least 2")
+    batch = min(settings.batch_size, n)
+    if batch % ranks.world_size:
+        raise OutcropError(f"encoder.batch_size: a global batch of {batch} tiles does not split evenly "
+                           f"over {ranks.world_size} ranks")
+    return bands, batch
+
+
+def _write_model(out_path: Path, trainer: _Trainer, metadata: dict[str, Any], log: Callable[[str], None]) -> None:
+    """The trained online backbone and its metadata, as the model file that embedding loads."""
     backbone = {k: v.detach().cpu().contiguous() for k, v in trainer.model.online_backbone.state_dict().items()}
     with atomic_path(out_path) as tmp:
         torch.save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "state_dict": backbone,
                     "metadata": metadata}, tmp)
     log(f"wrote {out_path} (final loss {metadata['final_loss']:.4f})")
-    leave_process_group()
 
 
 def _quiet(message: str) -> None:
