@@ -180,7 +180,6 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
     clusters, scored on the same tiles when given.
     """
     import geopandas as gpd
-    import pandas as pd
 
     from outcrop.search.analogues import read_deposits, select_positives
     from outcrop.search.index import load_index
@@ -237,19 +236,32 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
         log(f"evaluate: {name}: ARI {scores['ari']:.3f} NMI {scores['nmi']:.3f} kNN {scores['knn_accuracy']:.3f} "
             f"probe {scores['linear_probe_accuracy']:.3f} recall {scores['deposit_recall']['combined']}")
 
-    # The workflow's own clusters, restricted to the same rock-unit tiles.
     if labels is not None and Path(labels).exists():
-        from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+        metrics["workflow_clusters"] = _workflow_cluster_scores(Path(labels), table, units, labelled)
+    metrics["summary"] = _headline(metrics, max(recall_k))
+    write_json(out, metrics)
+    log(f"evaluate: wrote {out}")
+    return metrics
 
-        clusters = pd.read_parquet(labels, columns=None)
-        merged = table[["scene", "tile_id"]].merge(clusters, on=["scene", "tile_id"], how="left")
-        metrics["workflow_clusters"] = {
-            col: {"ari": float(adjusted_rand_score(units[labelled], merged[col].to_numpy()[labelled])),
-                  "nmi": float(normalized_mutual_info_score(units[labelled], merged[col].to_numpy()[labelled]))}
-            for col in merged.columns if col.startswith("k") and col[1:].isdigit()
-        }
-    headline_k = max(recall_k)
-    metrics["summary"] = {
+
+def _workflow_cluster_scores(labels: Path, table: Any, units: np.ndarray,
+                             labelled: np.ndarray) -> dict[str, dict[str, float]]:
+    """ARI and NMI of the workflow's own clusters at each k, restricted to the same rock-unit tiles."""
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    clusters = pd.read_parquet(labels, columns=None)
+    merged = table[["scene", "tile_id"]].merge(clusters, on=["scene", "tile_id"], how="left")
+    return {
+        col: {"ari": float(adjusted_rand_score(units[labelled], merged[col].to_numpy()[labelled])),
+              "nmi": float(normalized_mutual_info_score(units[labelled], merged[col].to_numpy()[labelled]))}
+        for col in merged.columns if col.startswith("k") and col[1:].isdigit()
+    }
+
+
+def _headline(metrics: dict[str, Any], headline_k: int) -> dict[str, Any]:
+    """The few numbers the summary page leads with: BYOL against the two baselines."""
+    return {
         "cluster_ari": metrics["byol"]["ari"], "cluster_nmi": metrics["byol"]["nmi"],
         f"deposit_recall@{headline_k}": metrics["byol"]["deposit_recall"]["combined"][f"recall@{headline_k}"],
         "baseline_cluster_ari": metrics["raw_spectral"]["ari"],
@@ -260,6 +272,3 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
         f"random_encoder_deposit_recall@{headline_k}":
             metrics["random_encoder"]["deposit_recall"]["combined"][f"recall@{headline_k}"],
     }
-    write_json(out, metrics)
-    log(f"evaluate: wrote {out}")
-    return metrics
