@@ -526,31 +526,15 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     ``max_pixels`` on the run grid. The scene is read, rescaled, classified and written in windows
     (:func:`grid_windows`), so memory is bounded by a window, not by the scene.
     """
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
-
     t_start = time.perf_counter()
     source = str(source)
     bands = list(bands)
     spec = get_sensor(sensor)
-    check_band_names(bands, source)
-    if not resolution or resolution <= 0:
-        raise OutcropError(f"{source}: resolution must be positive, not {resolution}")
-    try:
-        CRS.from_user_input(crs)
-    except CRSError:
-        raise OutcropError(f"{source}: unknown run CRS {crs!r}") from None
+    _check_run_grid(source, bands, crs, resolution)
 
     files = find_scene_files(source, spec, bands, declared_bands)
     paths = list(dict.fromkeys([b.path for b in files.bands] + ([files.quality[1]] if files.quality else [])))
-    meta: dict[str, dict[str, Any]] = {}
-    for p in paths:
-        with open_raster(p) as src:
-            if src.crs is None:
-                raise OutcropError(f"{p}: the raster has no CRS")
-            meta[p] = {"crs": src.crs, "res": abs(src.transform.a), "shape": (src.height, src.width),
-                       "transform": src.transform, "bounds": src.bounds, "dtype": src.dtypes[0],
-                       "nodata": src.nodata}
+    meta = _raster_headers(paths)
     _check_consistent(files, meta, source)
     grid = grid_for([(m["crs"], m["bounds"]) for m in meta.values()], crs, resolution)
     log(f"{scene_id}: {len(bands)} band(s) from {source} onto a {grid.width}x{grid.height} grid "
@@ -595,6 +579,33 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
             f"check the sensor's offset (give offset=… if the product predates its baseline)")
     log(f"{scene_id}: wrote {out_path} in {time.perf_counter() - t0:.1f}s "
         f"(total {time.perf_counter() - t_start:.1f}s)")
+
+
+def _check_run_grid(source: str, bands: Sequence[str], crs: str, resolution: float) -> None:
+    """The run's bands, CRS and resolution, refused before any file of the scene is opened."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    check_band_names(bands, source)
+    if not resolution or resolution <= 0:
+        raise OutcropError(f"{source}: resolution must be positive, not {resolution}")
+    try:
+        CRS.from_user_input(crs)
+    except CRSError:
+        raise OutcropError(f"{source}: unknown run CRS {crs!r}") from None
+
+
+def _raster_headers(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """CRS, pixel size, shape, transform, bounds, data type and nodata of each file (headers only)."""
+    meta: dict[str, dict[str, Any]] = {}
+    for p in paths:
+        with open_raster(p) as src:
+            if src.crs is None:
+                raise OutcropError(f"{p}: the raster has no CRS")
+            meta[p] = {"crs": src.crs, "res": abs(src.transform.a), "shape": (src.height, src.width),
+                       "transform": src.transform, "bounds": src.bounds, "dtype": src.dtypes[0],
+                       "nodata": src.nodata}
+    return meta
 
 
 # --- windows and budgets --------------------------------------------------------------------
