@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from outcrop.search.analogues import find_analogues
+from outcrop.figures.cluster_maps import write_cluster_figures
 from outcrop.search.clusters import cluster_tiles
 from outcrop.search.index import build_index
 from outcrop.figures.quicklook import write_quicklook
@@ -53,9 +54,10 @@ def make_hostile_run(root: Path) -> HostileRun:
     build_index(run.embeddings, run.tables, idx / "tiles.faiss", idx / "tiles.parquet", idx / "info.json",
                 log=quiet)
     clusters = res / "clusters"
-    cluster_tiles(idx / "tiles.parquet", run.embeddings, run.tiles, run.prepared, clusters / "tiles.gpkg",
-                  clusters / "tiles.parquet", clusters / "summary.csv", clusters / "dendrogram.png",
-                  clusters / "maps", clusters / "rasters", ks=(3,), seed=0, log=quiet)
+    clustering = cluster_tiles(idx / "tiles.parquet", run.embeddings, run.tiles, run.prepared, clusters / "tiles.gpkg",
+                               clusters / "tiles.parquet", clusters / "summary.csv", clusters / "rasters", ks=(3,),
+                               seed=0, log=quiet)
+    write_cluster_figures(clustering, run.prepared, run.tiles, clusters / "dendrogram.png", clusters / "maps")
     ana = res / "analogues"
     find_analogues(idx / "tiles.faiss", idx / "tiles.parquet", run.embeddings, run.deposits_csv, run.prepared,
                    ana / "analogues.gpkg", ana / "analogues.csv", ana / "similarity",

@@ -12,6 +12,7 @@ from scipy.cluster.hierarchy import ward
 from sklearn.metrics import adjusted_rand_score
 
 from outcrop import OutcropError
+from outcrop.figures.cluster_maps import write_cluster_figures
 from outcrop.search.clusters import cluster_tiles, cut_hierarchy, spherical_kmeans, weighted_ward
 from outcrop.search.index import build_index
 from synthetic_run import BANDS, SPECTRA, make_run
@@ -75,9 +76,11 @@ def _cluster_run(tmp_path, ks=(4, 8), cuts=(2, 3)):
     build_index(run.embeddings, run.tables, idx / "tiles.faiss", idx / "tiles.parquet", idx / "info.json",
                 min_rock=0.5, log=lambda *_: None)
     out = tmp_path / "clusters"
-    cluster_tiles(idx / "tiles.parquet", run.embeddings, run.tiles, run.prepared, out / "tiles.gpkg",
-                  out / "tiles.parquet", out / "summary.csv", out / "dendrogram.png", out / "maps", out / "rasters",
-                  ks=ks, cuts=cuts, seed=0, out_exemplars=out / "exemplars.png", log=lambda *_: None)
+    clustering = cluster_tiles(idx / "tiles.parquet", run.embeddings, run.tiles, run.prepared, out / "tiles.gpkg",
+                               out / "tiles.parquet", out / "summary.csv", out / "rasters", ks=ks, cuts=cuts, seed=0,
+                               log=lambda *_: None)
+    write_cluster_figures(clustering, run.prepared, run.tiles, out / "dendrogram.png", out / "maps",
+                          out_exemplars=out / "exemplars.png")
     return run, out
 
 

@@ -313,15 +313,17 @@ def _index_parser(sub: Any) -> None:
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
+    from outcrop.figures.cluster_maps import write_cluster_figures
     from outcrop.search.clusters import cluster_tiles
 
     _limit(args)
-    cluster_tiles(
+    clustering = cluster_tiles(
         Path(args.index_table), args.embeddings, args.tiles, args.prepared, Path(args.out_gpkg),
-        Path(args.out_parquet), Path(args.out_summary), Path(args.out_dendrogram), Path(args.maps_dir),
-        Path(args.rasters_dir), ks=args.k, cuts=args.cuts, seed=args.seed,
-        out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None, log=_log,
+        Path(args.out_parquet), Path(args.out_summary), Path(args.rasters_dir), ks=args.k, cuts=args.cuts,
+        seed=args.seed, log=_log,
     )
+    write_cluster_figures(clustering, args.prepared, args.tiles, Path(args.out_dendrogram), Path(args.maps_dir),
+                          out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None)
 
 
 def _cluster_parser(sub: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,25 @@ def group_means(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
         return sums / counts[:, None]
 
 
+@dataclass(frozen=True)
+class Clustering:
+    """What :func:`cluster_tiles` found, for the figures drawn from it (:mod:`outcrop.figures.cluster_maps`)."""
+
+    table: Any  # the index table
+    levels: dict[str, np.ndarray]  # level name (k8, h3) -> label per table row
+    vectors: np.ndarray  # the unit embedding of each table row
+    centroids: np.ndarray  # of the largest k
+    linkage: np.ndarray  # Ward hierarchy of those centroids
+    sizes: np.ndarray  # tiles per cluster of the largest k
+    cuts: list[int]
+    bands: list[str]
+
+    @property
+    def finest(self) -> str:
+        """The level of the largest k (the one the label rasters hold)."""
+        return f"k{len(self.sizes)}"
+
+
 def cluster_tiles(
     index_table: Path,
     embedding_paths: Sequence[Path],
@@ -215,22 +235,19 @@ def cluster_tiles(
     out_gpkg: Path,
     out_parquet: Path,
     out_summary: Path,
-    out_dendrogram: Path,
-    maps_dir: Path,
     rasters_dir: Path,
     *,
     ks: Sequence[int],
     cuts: Sequence[int] = (),
     seed: int = default("clusters.seed"),
-    out_exemplars: Path | None = None,
     log: Callable[[str], Any] = print,
-) -> None:
-    """Cluster the indexed tiles at each k, build the hierarchy and write labels, summary and maps.
+) -> Clustering:
+    """Cluster the indexed tiles at each k, build the hierarchy and write labels, summary and rasters.
 
     The per-scene lists are aligned. Writes a label raster ``rasters_dir/{scene}.tif`` (labels at
-    the largest k, with a colour table) and a map ``maps_dir/{scene}.png`` (a panel per level) for
-    every scene given, including scenes none of whose tiles were indexed (all nodata). With
-    ``out_exemplars``, also a PNG grid of the tiles nearest each centroid of the largest k.
+    the largest k, with a colour table) for every scene given, including scenes none of whose tiles
+    were indexed (all nodata). The figures (maps, dendrogram, exemplars) are drawn from the returned
+    :class:`Clustering` by :func:`outcrop.figures.cluster_maps.write_cluster_figures`.
     """
 
     ks = sorted({int(k) for k in ks})
@@ -274,12 +291,10 @@ def cluster_tiles(
 
     bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths)
     _write_summary(out_summary, levels, spectra, bands, table)
-    _write_dendrogram(out_dendrogram, linkage, sizes, cuts)
-    _write_scene_outputs(table, levels, f"k{kmax}", prepared_paths, maps_dir, rasters_dir)
-    if out_exemplars is not None:
-        picks = exemplars(vectors, finest, centroids)
-        _write_exemplars(out_exemplars, table, picks, tiles_paths, bands)
+    clustering = Clustering(table, levels, vectors, centroids, linkage, sizes, cuts, bands)
+    _write_label_rasters(clustering, prepared_paths, rasters_dir)
     log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
+    return clustering
 
 
 def _indexed_spectra(table: Any, tiles_paths: Sequence[Path], prepared_paths: Sequence[Path]) -> tuple[list[str], np.ndarray]:
@@ -340,128 +355,38 @@ def exemplars(vectors: np.ndarray, labels: np.ndarray, centroids: np.ndarray, pe
     return [order[starts[c] : min(starts[c] + per_cluster, starts[c + 1])] for c in range(len(centroids))]
 
 
-def _write_exemplars(path: Path, table: Any, picks: list[np.ndarray], tiles_paths: Sequence[Path],
-                     bands: list[str]) -> None:
-    """A grid of true-colour (or first-three-band) thumbnails: one row per cluster."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rgb = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) \
-        else list(range(min(3, len(bands))))
-    by_scene = {scene_of(p): p for p in tiles_paths}
-    scenes, tile_ids = table["scene"].to_numpy(), table["tile_id"].to_numpy()
-    thumbs: dict[int, np.ndarray] = {}
-    opened: dict[str, np.ndarray] = {}
-    for row in np.concatenate(picks):
-        if scenes[row] not in opened:
-            opened[scenes[row]] = load_npy(by_scene[scenes[row]])
-        tiles = opened[scenes[row]]
-        img = np.asarray(tiles[tile_ids[row]])[rgb]
-        thumbs[int(row)] = np.moveaxis(np.repeat(img, 3 // len(rgb), axis=0) if len(rgb) < 3 else img, 0, -1)
-    stack = np.stack(list(thumbs.values()))
-    lo, hi = np.percentile(stack, [2, 98])  # one stretch for all, so brightness compares across clusters
-    cols = max(len(p) for p in picks)
-    fig, axes = plt.subplots(len(picks), cols, figsize=(1.1 * cols + 0.6, 1.1 * len(picks)), squeeze=False)
-    for c, rows in enumerate(picks):
-        for j in range(cols):
-            ax = axes[c, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j < len(rows):
-                ax.imshow(np.clip((thumbs[int(rows[j])] - lo) / max(hi - lo, 1e-6), 0, 1), interpolation="nearest")
-            else:
-                ax.axis("off")
-        axes[c, 0].set_ylabel(str(c), rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("Tiles nearest each cluster centre", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+def label_nodata(clustering: Clustering) -> tuple[Any, int]:
+    """The integer type and nodata value that hold every level's labels."""
+    top = int(max(labels.max() for labels in clustering.levels.values()))
+    return (np.uint8, 255) if top < 255 else (np.uint16, 65535)
 
 
-def _write_dendrogram(path: Path, linkage: np.ndarray, sizes: np.ndarray, cuts: Sequence[int]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.cluster.hierarchy import dendrogram
-
-    k = len(sizes)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * k + 2), 4.5))
-    if k >= 2:
-        dendrogram(linkage, ax=ax, labels=[f"{i} (n={s})" for i, s in enumerate(sizes)], leaf_rotation=90,
-                   color_threshold=0, above_threshold_color="0.3")
-        heights = linkage[:, 2]
-        for c in cuts:
-            if 1 < c <= k:
-                # A cut into c groups lies between the (k-c)-th and (k-c+1)-th merge heights.
-                y = (heights[k - c - 1] + heights[k - c]) / 2 if c < k else heights[0] / 2
-                ax.axhline(y, ls="--", lw=0.8, color="tab:red")
-                ax.text(ax.get_xlim()[1], y, f" h{c}", va="center", color="tab:red", fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "one cluster: no hierarchy", ha="center", transform=ax.transAxes)
-    ax.set_ylabel("Ward distance (size-weighted)")
-    ax.set_title(f"Hierarchy of the k={k} clusters")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+def scene_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path]) -> Any:
+    """Per scene: (scene, grid, raster, transform) of every level's labels (a band per level, in
+    the order of ``clustering.levels``) at tile cells; scenes with no indexed tile are all nodata."""
+    table = clustering.table
+    layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
+                          table["size"].to_numpy())
+    stacked = np.stack(list(clustering.levels.values()), 1)
+    dtype, nodata = label_nodata(clustering)
+    yield from scene_rasters(prepared_paths, table, layout, stacked, nodata, dtype)
 
 
-def _write_scene_outputs(table: Any, levels: dict[str, np.ndarray], raster_level: str,
-                         prepared_paths: Sequence[Path], maps_dir: Path, rasters_dir: Path) -> None:
-    """Label raster (COG, one band: ``raster_level``) and map (PNG, a panel per level) of every scene.
+def _write_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path], rasters_dir: Path) -> None:
+    """Label raster (COG, one band: the largest k's labels, with a colour table) of every scene.
 
     The raster has a single band because a TIFF colour table only applies to a one-band image
     (GDAL turns the other bands of a paletted image into alpha); the other levels are in the
     label tables.
     """
-    layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
-                          table["size"].to_numpy())
-    names = list(levels)
-    stacked = np.stack([levels[n] for n in names], 1)
-    top = int(stacked.max())
-    dtype, nodata = (np.uint8, 255) if top < 255 else (np.uint16, 65535)
-    colours = palette(top + 1)
+    raster_level = clustering.finest
+    names = list(clustering.levels)
+    _, nodata = label_nodata(clustering)
+    colours = palette(int(max(labels.max() for labels in clustering.levels.values())) + 1)
     band = names.index(raster_level)
-    colormap = {i: tuple(int(v) for v in colours[i]) for i in range(int(levels[raster_level].max()) + 1)}
+    colormap = {i: tuple(int(v) for v in colours[i]) for i in range(int(clustering.levels[raster_level].max()) + 1)}
     colormap[nodata] = (0, 0, 0, 0)
-    for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, stacked, nodata, dtype):
+    for scene, grid, raster, transform in scene_label_rasters(clustering, prepared_paths):
         write_cog(Path(rasters_dir) / f"{scene}.tif", raster[band : band + 1], {"crs": grid.crs,
                   "transform": transform, "nodata": nodata}, band_names=[raster_level],
                   tags={"level": raster_level}, colormap=colormap)
-        _write_map(Path(maps_dir) / f"{scene}.png", scene, raster, transform, names, nodata, colours)
-
-
-def _write_map(path: Path, scene: str, raster: np.ndarray, transform: Any, names: list[str], nodata: int,
-               colours: np.ndarray) -> None:
-    """One panel per level, each with its own legend (colours identify clusters within a level)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    height, width = raster.shape[1:]
-    extent = (transform.c, transform.c + transform.a * width, transform.f + transform.e * height, transform.f)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.6), squeeze=False)
-    for ax, name, band in zip(axes[0], names, raster):
-        rgba = np.zeros((height, width, 4), dtype=np.uint8)
-        valid = band != nodata
-        rgba[valid] = colours[band[valid]]
-        ax.imshow(rgba, extent=extent, interpolation="nearest")
-        present = np.unique(band[valid])
-        handles = [Patch(color=colours[c] / 255, label=str(c)) for c in present[:40]]
-        if handles:
-            ax.legend(handles=handles, title=name, fontsize=6, title_fontsize=7, loc="upper left",
-                      bbox_to_anchor=(1.0, 1.0), ncol=1 + len(handles) // 20, frameon=False)
-        ax.set_title(f"{scene}: {name}" + ("" if valid.any() else " (no indexed tiles)"), fontsize=9)
-        ax.ticklabel_format(useOffset=False, style="plain")
-        ax.set_xlabel("x (m)", fontsize=7)
-        ax.tick_params(labelsize=6)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)

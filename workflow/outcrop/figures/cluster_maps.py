@@ -1,0 +1,136 @@
+"""Figures of the clusters stage: a map per scene (a panel per level), the Ward dendrogram with its
+cuts, and thumbnails of the tiles nearest each cluster centre.
+
+:func:`outcrop.search.clusters.cluster_tiles` clusters and writes the labels; this module only draws
+what it returns, so the search layer holds no plotting and a figure can be redrawn on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop.io import atomic_path, load_npy
+from outcrop.search.clusters import Clustering, exemplars, label_nodata, palette, scene_label_rasters
+from outcrop.search.index import scene_of
+
+
+def write_cluster_figures(clustering: Clustering, prepared_paths: Sequence[Path], tiles_paths: Sequence[Path],
+                          out_dendrogram: Path, maps_dir: Path, out_exemplars: Path | None = None) -> None:
+    """The dendrogram, a map ``maps_dir/{scene}.png`` for every scene given (all nodata where none of
+    its tiles were indexed) and, with ``out_exemplars``, a PNG grid of the tiles nearest each
+    centroid of the largest k."""
+    _write_dendrogram(out_dendrogram, clustering.linkage, clustering.sizes, clustering.cuts)
+    names = list(clustering.levels)
+    _, nodata = label_nodata(clustering)
+    colours = palette(int(max(labels.max() for labels in clustering.levels.values())) + 1)
+    for scene, _grid, raster, transform in scene_label_rasters(clustering, prepared_paths):
+        _write_map(Path(maps_dir) / f"{scene}.png", scene, raster, transform, names, nodata, colours)
+    if out_exemplars is not None:
+        picks = exemplars(clustering.vectors, clustering.levels[clustering.finest], clustering.centroids)
+        _write_exemplars(out_exemplars, clustering.table, picks, tiles_paths, clustering.bands)
+
+
+def _write_exemplars(path: Path, table: Any, picks: list[np.ndarray], tiles_paths: Sequence[Path],
+                     bands: list[str]) -> None:
+    """A grid of true-colour (or first-three-band) thumbnails: one row per cluster."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rgb = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) \
+        else list(range(min(3, len(bands))))
+    by_scene = {scene_of(p): p for p in tiles_paths}
+    scenes, tile_ids = table["scene"].to_numpy(), table["tile_id"].to_numpy()
+    thumbs: dict[int, np.ndarray] = {}
+    opened: dict[str, np.ndarray] = {}
+    for row in np.concatenate(picks):
+        if scenes[row] not in opened:
+            opened[scenes[row]] = load_npy(by_scene[scenes[row]])
+        tiles = opened[scenes[row]]
+        img = np.asarray(tiles[tile_ids[row]])[rgb]
+        thumbs[int(row)] = np.moveaxis(np.repeat(img, 3 // len(rgb), axis=0) if len(rgb) < 3 else img, 0, -1)
+    stack = np.stack(list(thumbs.values()))
+    lo, hi = np.percentile(stack, [2, 98])  # one stretch for all, so brightness compares across clusters
+    cols = max(len(p) for p in picks)
+    fig, axes = plt.subplots(len(picks), cols, figsize=(1.1 * cols + 0.6, 1.1 * len(picks)), squeeze=False)
+    for c, rows in enumerate(picks):
+        for j in range(cols):
+            ax = axes[c, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(rows):
+                ax.imshow(np.clip((thumbs[int(rows[j])] - lo) / max(hi - lo, 1e-6), 0, 1), interpolation="nearest")
+            else:
+                ax.axis("off")
+        axes[c, 0].set_ylabel(str(c), rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("Tiles nearest each cluster centre", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
+
+def _write_dendrogram(path: Path, linkage: np.ndarray, sizes: np.ndarray, cuts: Sequence[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.cluster.hierarchy import dendrogram
+
+    k = len(sizes)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * k + 2), 4.5))
+    if k >= 2:
+        dendrogram(linkage, ax=ax, labels=[f"{i} (n={s})" for i, s in enumerate(sizes)], leaf_rotation=90,
+                   color_threshold=0, above_threshold_color="0.3")
+        heights = linkage[:, 2]
+        for c in cuts:
+            if 1 < c <= k:
+                # A cut into c groups lies between the (k-c)-th and (k-c+1)-th merge heights.
+                y = (heights[k - c - 1] + heights[k - c]) / 2 if c < k else heights[0] / 2
+                ax.axhline(y, ls="--", lw=0.8, color="tab:red")
+                ax.text(ax.get_xlim()[1], y, f" h{c}", va="center", color="tab:red", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "one cluster: no hierarchy", ha="center", transform=ax.transAxes)
+    ax.set_ylabel("Ward distance (size-weighted)")
+    ax.set_title(f"Hierarchy of the k={k} clusters")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def _write_map(path: Path, scene: str, raster: np.ndarray, transform: Any, names: list[str], nodata: int,
+               colours: np.ndarray) -> None:
+    """One panel per level, each with its own legend (colours identify clusters within a level)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    height, width = raster.shape[1:]
+    extent = (transform.c, transform.c + transform.a * width, transform.f + transform.e * height, transform.f)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.6), squeeze=False)
+    for ax, name, band in zip(axes[0], names, raster):
+        rgba = np.zeros((height, width, 4), dtype=np.uint8)
+        valid = band != nodata
+        rgba[valid] = colours[band[valid]]
+        ax.imshow(rgba, extent=extent, interpolation="nearest")
+        present = np.unique(band[valid])
+        handles = [Patch(color=colours[c] / 255, label=str(c)) for c in present[:40]]
+        if handles:
+            ax.legend(handles=handles, title=name, fontsize=6, title_fontsize=7, loc="upper left",
+                      bbox_to_anchor=(1.0, 1.0), ncol=1 + len(handles) // 20, frameon=False)
+        ax.set_title(f"{scene}: {name}" + ("" if valid.any() else " (no indexed tiles)"), fontsize=9)
+        ax.ticklabel_format(useOffset=False, style="plain")
+        ax.set_xlabel("x (m)", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
