@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ def test_large_blocks_are_kept_and_allocation_still_works():
         del a
 
 
-PACKAGE = __import__("pathlib").Path(__file__).resolve().parents[1] / "workflow" / "outcrop"
+PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "outcrop"
 
 
 def test_only_the_command_line_changes_malloc_for_the_process():
