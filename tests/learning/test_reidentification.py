@@ -31,7 +31,7 @@ from outcrop.learning.embeddings import embed_array
 from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol
 from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder_embeddings
 
-DATA = Path(os.environ.get("OUTCROP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(os.environ.get("OUTCROP_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 SCENE = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"
 BANDS = {"blue": "B2", "green": "B3", "red": "B4"}
 TILE = 32

@@ -23,7 +23,7 @@ def test_large_blocks_are_kept_and_allocation_still_works():
         del a
 
 
-PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "outcrop"
+PACKAGE = Path(__file__).resolve().parents[2] / "workflow" / "outcrop"
 
 
 def test_only_the_command_line_changes_malloc_for_the_process():

@@ -14,7 +14,7 @@ import pytest
 
 from outcrop.figures.webmap import page_asset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "workflow" / "outcrop" / "figures" / "webmap_assets"
 
 

@@ -23,7 +23,7 @@ from outcrop.io import read_prepared
 from outcrop.raster.stac import StacItem, expand_stac, item_bands, item_source, write_scene_sheet
 from range_server import Server, serve
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 if not DATA.is_dir():
     DATA = Path("/work/shared/data")
 

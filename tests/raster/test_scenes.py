@@ -373,7 +373,7 @@ def test_quality_bit_layouts():
 
 # --- the real scenes under shared/data ----------------------------------------------------
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 if not DATA.is_dir():
     DATA = Path("/work/shared/data")
 real = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data not present")
