@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -248,13 +249,16 @@ def _train(
         raise OutcropError(f"encoder.batch_size: a global batch of {batch} tiles does not split evenly "
                            f"over {ranks.world_size} ranks")
     steps_per_epoch = n // batch
-    total = settings.epochs * steps_per_epoch
-    # A warm-up never takes more than half of a short run, so the peak rate is reached.
-    warmup = min(round(settings.warmup_epochs * steps_per_epoch), total // 2)
+    total = settings.total_steps(n, batch)
+    # A warm-up never takes more than half of a short run of so many epochs, so the peak rate is
+    # reached; under a budget, at most a tenth: on a coast, two epochs would outlast the budget.
+    warmup = min(round(settings.warmup_epochs * steps_per_epoch),
+                 total // 2 if settings.epochs is not None else total // 10)
     mean, std = band_statistics(tiles)
     digest = run_digest(settings, bands, min_rock, tiles, mean, std)
     log(f"training {settings.arch} on {n} tiles {tuple(tiles.tile_shape)} from {len(tile_paths)} scene(s), "
-        f"device {dev}, batch {batch}, {settings.epochs} epochs x {steps_per_epoch} steps"
+        f"device {dev}, batch {batch}, {total} steps ({total * batch} views, "
+        f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps)"
         + (f", {ranks.world_size} ranks of {batch // ranks.world_size} tiles" if ranks.distributed else ""))
 
     trainer = _Trainer(settings, channels, dev, ranks)
@@ -281,7 +285,7 @@ def _train(
         if trainer.step % settings.log_every == 0 or trainer.step == total:
             rate = (trainer.step - first_step) * batch / max(now - started, 1e-9)
             eta = (total - trainer.step) * batch / max(rate, 1e-9)
-            log(f"step {trainer.step}/{total} epoch {epoch + 1}/{settings.epochs} loss {loss:.4f} "
+            log(f"step {trainer.step}/{total} epoch {epoch + 1}/{math.ceil(total / steps_per_epoch)} loss {loss:.4f} "
                 f"lr {lr:.2e} tau {tau:.5f} {rate:.0f} img/s eta {_duration(eta)}")
         if trainer.step % steps_per_epoch == 0 or now - last_checkpoint >= 60 * settings.checkpoint_minutes:
             if ranks.main:
