@@ -541,8 +541,8 @@ def cmd_webmap(args: argparse.Namespace) -> None:
     from outcrop.figures.webmap import write_webmap
 
     write_webmap([Path(p) for p in args.quicklooks], [Path(p) for p in args.clusters],
-                 [Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),
-                 Path(args.out), title=args.title, log=_log)
+                 [Path(p) for p in args.similarity], Path(args.analogues) if args.analogues else None,
+                 Path(args.deposits) if args.deposits else None, Path(args.out), title=args.title, log=_log)
 
 
 def _webmap_parser(sub: Any) -> None:
@@ -553,9 +553,10 @@ def _webmap_parser(sub: Any) -> None:
             "--deposits deposits.gpkg --out results/map.html", False)
     p.add_argument("--quicklooks", nargs="+", required=True)
     p.add_argument("--clusters", nargs="+", required=True)
-    p.add_argument("--similarity", nargs="+", required=True)
-    p.add_argument("--analogues", required=True)
-    p.add_argument("--deposits", required=True)
+    # A run without deposits has no similarity, analogues nor deposits: the map shows the rest.
+    p.add_argument("--similarity", nargs="*", default=[])
+    p.add_argument("--analogues", default="")
+    p.add_argument("--deposits", default="")
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="outcrop run")
 
