@@ -46,7 +46,7 @@ from outcrop.raster.sensors import (
     sentinel2_offset,
 )
 from outcrop.raster.sheets import REMOTE_PREFIXES
-from outcrop.raster.surfaces import NODATA, SNOW_ICE, WATER, Thresholds, classify_surfaces
+from outcrop.raster.surfaces import NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER, Thresholds, classify_surfaces
 
 # Settings for remote reads: never list the remote "directory", read only the bytes asked for.
 _GDAL_ENV = {
@@ -471,6 +471,8 @@ def scene_surfaces(reflectance: np.ndarray, bands: Sequence[str], thresholds: Th
     mask = classify_surfaces(reflectance, list(bands), thresholds,
                              cloud=quality.cloud if quality is not None else None)
     if quality is not None and quality.water is not None and quality.snow is not None:
+        # SCL tells water and snow apart whatever the bands: what it leaves is ground, not unknown
+        mask[mask == UNKNOWN] = ROCK
         keep = (mask != NODATA) & ~quality.cloud
         mask[keep & quality.water] = WATER
         mask[keep & quality.snow] = SNOW_ICE
