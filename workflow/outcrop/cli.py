@@ -144,7 +144,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         args.source, args.sensor, args.out, scene_id=args.scene, bands=_bands(args.bands), crs=args.crs,
         resolution=args.resolution, thresholds=thresholds,
         declared_bands=_bands(args.declared_bands) if args.declared_bands else None,
-        scale=args.scale, offset=args.offset, log=_log,
+        scale=args.scale, offset=args.offset, log=_log, collar=args.collar != "off",
         max_pixels=args.max_pixels if args.max_pixels is not None else MAX_SCENE_PIXELS,
     )
 
@@ -164,6 +164,8 @@ def _prepare_parser(sub: Any) -> None:
     p.add_argument("--scale", type=finite_float, default=None)
     p.add_argument("--offset", type=finite_float, default=None)
     p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
+    p.add_argument("--collar", choices=["auto", "off"], default="auto",
+                   help="auto: mask a constant border without a nodata tag as nodata; off: keep it")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="largest scene on the run grid, in pixels (default 2e9); a larger one is refused")
 
@@ -541,8 +543,8 @@ def cmd_webmap(args: argparse.Namespace) -> None:
     from outcrop.figures.webmap import write_webmap
 
     write_webmap([Path(p) for p in args.quicklooks], [Path(p) for p in args.clusters],
-                 [Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),
-                 Path(args.out), title=args.title, log=_log)
+                 [Path(p) for p in args.similarity], Path(args.analogues) if args.analogues else None,
+                 Path(args.deposits) if args.deposits else None, Path(args.out), title=args.title, log=_log)
 
 
 def _webmap_parser(sub: Any) -> None:
@@ -553,9 +555,10 @@ def _webmap_parser(sub: Any) -> None:
             "--deposits deposits.gpkg --out results/map.html", False)
     p.add_argument("--quicklooks", nargs="+", required=True)
     p.add_argument("--clusters", nargs="+", required=True)
-    p.add_argument("--similarity", nargs="+", required=True)
-    p.add_argument("--analogues", required=True)
-    p.add_argument("--deposits", required=True)
+    # A run without deposits has no similarity, analogues nor deposits: the map shows the rest.
+    p.add_argument("--similarity", nargs="*", default=[])
+    p.add_argument("--analogues", default="")
+    p.add_argument("--deposits", default="")
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="outcrop run")
 

@@ -7,7 +7,7 @@ rule analogues:
         index_table=f"{R}/index/tiles.parquet",
         embeddings=per_scene("{R}/embeddings/{scene}.npy"),
         prepared=per_scene("{R}/prepared/{scene}.tif"),
-        deposits=DEPOSITS,
+        deposits=DEPOSITS or [],
         negatives=config["negatives"] or [],
     output:
         gpkg=f"{R}/analogues/analogues.gpkg",
@@ -36,6 +36,22 @@ rule analogues:
         " {params.negatives:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --top {params.top:q} --site-overlap {params.site_overlap:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-csv {output.csv:q}"
         " --similarity-dir {params.similarity_dir:q} > {log:q} 2>&1"
+
+
+rule analogues_skipped:
+    output:
+        f"{R}/analogues/skipped.txt",
+    params:
+        why="analogues not ranked: no deposits given (config: deposits is empty); set deposits to a file "
+        "of known occurrences to rank analogues, similarity rasters and analogue maps",
+    log:
+        f"{LOGS}/analogues_skipped.log",
+    threads: 1
+    resources:
+        mem_mb=100,
+        runtime=1,
+    shell:
+        "printf '%s\\n' {params.why:q} > {output:q} 2> {log:q}"
 
 
 rule evaluate:

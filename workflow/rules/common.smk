@@ -34,6 +34,11 @@ BANDS = ",".join(config["bands"])
 # different results folders never write each other's logs.
 LOGS = f"{R}/logs"
 DEPOSITS = f"{R}/demo/deposits.gpkg" if DEMO and not config["deposits"] else config["deposits"]
+# Mapping similar ground needs no deposits: without them the run makes everything but the analogue
+# outputs, and analogues/skipped.txt says why (the summary and `outcrop info` repeat it).
+ANALOGUES = bool(DEPOSITS)
+ANALOGUE_OUTPUTS = [f"{R}/analogues/analogues.gpkg", f"{R}/analogues/analogues.csv"] if ANALOGUES else []
+ANALOGUES_SKIPPED = [] if ANALOGUES else [f"{R}/analogues/skipped.txt"]
 
 
 wildcard_constraints:
@@ -74,8 +79,8 @@ def in_folder(folder, suffix):
 def final_outputs():
     outputs = [
         f"{R}/clusters/labels.gpkg",
-        f"{R}/analogues/analogues.gpkg",
-        f"{R}/analogues/analogues.csv",
+        *ANALOGUE_OUTPUTS,
+        *ANALOGUES_SKIPPED,
         f"{R}/model/training_curve.png",
         f"{R}/summary.html",
     ]
@@ -106,5 +111,5 @@ def report_outputs():
         f"{R}/embeddings/projection_surfaces.png",
         f"{R}/clusters/summary.html",
         *per_scene("{R}/quicklooks/{scene}.png"),
-        f"{R}/analogues/maps",
+        *([f"{R}/analogues/maps"] if ANALOGUES else []),
     ]

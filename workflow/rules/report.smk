@@ -98,7 +98,7 @@ rule analogue_maps:
     input:
         similarity=f"{R}/analogues/similarity",
         analogues=f"{R}/analogues/analogues.gpkg",
-        deposits=DEPOSITS,
+        deposits=DEPOSITS or [],
     output:
         maps=report(
             directory(f"{R}/analogues/maps"),
@@ -129,14 +129,16 @@ rule webmap:
     input:
         quicklooks=per_scene("{R}/quicklooks/{scene}.tif"),
         clusters=f"{R}/clusters/rasters",
-        similarity=f"{R}/analogues/similarity",
-        analogues=f"{R}/analogues/analogues.gpkg",
-        deposits=DEPOSITS,
+        similarity=[f"{R}/analogues/similarity"] if ANALOGUES else [],
+        analogues=[f"{R}/analogues/analogues.gpkg"] if ANALOGUES else [],
+        deposits=DEPOSITS or [],
     output:
         report(f"{R}/map.html", caption="../report/map.rst", category="Map"),
     params:
         clusters=lambda wc, input: in_folder(input.clusters, ".tif"),
-        similarity=lambda wc, input: in_folder(input.similarity, ".tif"),
+        similarity=lambda wc, input: [a for d in input.similarity for a in ["--similarity", *in_folder(d, ".tif")]],
+        analogues=lambda wc, input: optional("--analogues", input.analogues),
+        deposits=lambda wc, input: optional("--deposits", input.deposits),
     log:
         f"{LOGS}/webmap.log",
     benchmark:
@@ -149,7 +151,7 @@ rule webmap:
         "../../envs/report.yaml"
     shell:
         "outcrop webmap --quicklooks {input.quicklooks:q} --clusters {params.clusters:q}"
-        " --similarity {params.similarity:q} --analogues {input.analogues:q} --deposits {input.deposits:q}"
+        " {params.similarity:q} {params.analogues:q} {params.deposits:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -159,7 +161,7 @@ rule report:
         clusters=f"{R}/clusters/labels.parquet",
         maps=f"{R}/clusters/maps",
         dendrogram=f"{R}/clusters/dendrogram.png",
-        analogues=f"{R}/analogues/analogues.csv",
+        analogues=[f"{R}/analogues/analogues.csv"] if ANALOGUES else ANALOGUES_SKIPPED,
         index_info=f"{R}/index/info.json",
         metrics=[f"{R}/metrics.json"] if DEMO else [],
     output:

@@ -58,7 +58,8 @@ rule prepare:
         sensor=lambda wc: SCENE_ROWS[wc.scene]["sensor"],
         product=lambda wc: [
             arg
-            for opt, key in (("--declared-bands", "bands"), ("--scale", "scale"), ("--offset", "offset"))
+            for opt, key in (("--declared-bands", "bands"), ("--scale", "scale"), ("--offset", "offset"),
+                             ("--collar", "collar"))
             for arg in optional(opt, SCENE_ROWS[wc.scene][key])
         ],
         bands=BANDS,

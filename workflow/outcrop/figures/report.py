@@ -79,6 +79,9 @@ def write_summary(results: Path, scenes: Sequence[str], out: Path, log: Callable
     parts.append("<h2>Clusters</h2>" + _img(results / "clusters" / "dendrogram.png", "Ward hierarchy of clusters"))
     for scene in scenes:
         parts.append(_img(results / "clusters" / "maps" / f"{scene}.png", f"clusters of {scene}"))
+    skipped = analogues_skipped(results)
+    if skipped:
+        parts.append(f"<h2>Analogues</h2><p><strong>{html.escape(skipped)}</strong></p>")
     analogues_csv = results / "analogues" / "analogues.csv"
     if analogues_csv.exists():
         top = pd.read_csv(analogues_csv).head(20)
@@ -236,10 +239,19 @@ def _clusters_section(results: Path) -> list[str]:
     return lines
 
 
+def analogues_skipped(results: Path) -> str:
+    """Why a run ranked no analogues (it was given no deposits), or "" when it was meant to."""
+    path = results / "analogues" / "skipped.txt"
+    return path.read_text(encoding="utf-8", errors="replace").strip() if path.is_file() else ""
+
+
 def _analogues_section(results: Path, top: int) -> list[str]:
     import pandas as pd
 
     csv = results / "analogues" / "analogues.csv"
+    skipped = analogues_skipped(results)
+    if skipped and not csv.exists():
+        return [skipped]
     if not csv.exists():
         return ["analogues: not ranked yet"]
     table = pd.read_csv(csv)

@@ -46,7 +46,7 @@ from outcrop.raster.sensors import (
     sentinel2_offset,
 )
 from outcrop.raster.sheets import REMOTE_PREFIXES
-from outcrop.raster.surfaces import NODATA, SNOW_ICE, WATER, Thresholds, classify_surfaces
+from outcrop.raster.surfaces import NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER, Thresholds, classify_surfaces
 
 # Settings for remote reads: never list the remote "directory", read only the bytes asked for.
 _GDAL_ENV = {
@@ -471,6 +471,8 @@ def scene_surfaces(reflectance: np.ndarray, bands: Sequence[str], thresholds: Th
     mask = classify_surfaces(reflectance, list(bands), thresholds,
                              cloud=quality.cloud if quality is not None else None)
     if quality is not None and quality.water is not None and quality.snow is not None:
+        # SCL tells water and snow apart whatever the bands: what it leaves is ground, not unknown
+        mask[mask == UNKNOWN] = ROCK
         keep = (mask != NODATA) & ~quality.cloud
         mask[keep & quality.water] = WATER
         mask[keep & quality.snow] = SNOW_ICE
@@ -523,7 +525,7 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
                   thresholds: Thresholds = Thresholds(), declared_bands: Sequence[str] | None = None,
                   scale: float | None = None, offset: float | None = None,
                   max_pixels: int = MAX_SCENE_PIXELS, window_pixels: int = WINDOW_PIXELS,
-                  log: Callable[[str], None] = print) -> None:
+                  collar: bool = True, log: Callable[[str], None] = print) -> None:
     """Prepare one scene: its ``bands`` as reflectance on the run grid, plus the surface mask.
 
     ``source`` is a multi-band GeoTIFF/COG (local path or http(s) URL), a product folder, or a
@@ -532,7 +534,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     sensor's rescaling (``reflectance = stored * scale + offset``). The output, written atomically
     with :func:`outcrop.io.write_prepared`, has exactly ``bands`` in that order, reprojected to
     ``crs`` at ``resolution`` with pixel edges on multiples of ``resolution``. Raises
-    :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
+    ``collar`` masks a constant border without a nodata tag as nodata (:mod:`outcrop.raster.collar`).
+    Raises :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
     ``max_pixels`` on the run grid. The scene is read, rescaled, classified and written in windows
     (:func:`grid_windows`), so memory is bounded by a window, not by the scene.
     """
@@ -571,6 +574,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     with ExitStack() as stack:
         sources = {p: stack.enter_context(open_raster(p)) for p in paths}
         reader = _BlockReader(files, sources, spec, bands, scene_id, log)
+        if collar:
+            reader.find_collars()
         layout = reader.quality_layout(grid)
 
         def whole_scene() -> np.ndarray:
@@ -661,6 +666,25 @@ class _BlockReader:
         self.files, self.sources, self.spec, self.bands = files, sources, spec, list(bands)
         self.scene_id, self.log = scene_id, log
         self.seconds = [0.0] * (len(self.files.bands) + 1)
+        self.collars: dict[str, float] = {}  # band file -> collar value read as nodata
+
+    def find_collars(self) -> None:
+        """Untagged collars (:mod:`outcrop.raster.collar`) of band files without a nodata value, for
+        sensors without a fill convention of their own (products that have one mark their fill)."""
+        from outcrop.raster.collar import detect_collar
+
+        if self.spec.nodata is not None:
+            return
+        for band in self.files.bands:
+            src = self.sources[band.path]
+            if src.nodata is not None or band.path in self.collars:
+                continue
+            collar = detect_collar(src, band.index)
+            if collar is not None and collar.value != self.spec.nodata:
+                self.collars[band.path] = collar.value
+                self.log(f"{self.scene_id}: {Path(band.path).name}: a border of value {collar.value:g} connected "
+                         f"to the edge covers {collar.share:.1%} of the file and has no nodata tag: masked as "
+                         f"nodata (collar=off in the scene sheet keeps it)")
 
     def _quality(self, block: Grid) -> np.ndarray:
         kind, qpath = self.files.quality  # type: ignore[misc]
@@ -687,7 +711,7 @@ class _BlockReader:
         for i, band in enumerate(self.files.bands):
             t0 = time.perf_counter()
             src = self.sources[band.path]
-            nodata = src.nodata if src.nodata is not None else self.spec.nodata
+            nodata = src.nodata if src.nodata is not None else self.collars.get(band.path, self.spec.nodata)
             try:
                 read_onto_grid(src, band.index, block, nodata=nodata, out=dn[i])
             except OutcropError:

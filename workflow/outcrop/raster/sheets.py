@@ -114,6 +114,7 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
         row.setdefault("bands", "")
         row.setdefault("scale", "")
         row.setdefault("offset", "")
+        row.setdefault("collar", "")
         _check_number(row["scale"], "scale", where, nonzero=True)
         _check_number(row["offset"], "offset", where)
         _check_bands(row, where)
@@ -147,6 +148,6 @@ def demo_sheet(results: str, scenes: int, train_scenes: int) -> list[dict[str, A
     return [
         {"scene": scene_name(i), "source": f"{results}/demo/scenes/{scene_name(i)}.tif",
          "sensor": "landsat-c2l2", "role": "train" if i < train_scenes else "index",
-         "bands": "", "scale": "", "offset": ""}
+         "bands": "", "scale": "", "offset": "", "collar": ""}
         for i in range(scenes)
     ]

@@ -24,6 +24,16 @@ from outcrop.runtime.progress import Progress
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA
 
 FRACTION_COLUMNS = [name for code, name in sorted(CLASS_NAMES.items()) if code != NODATA]
+# Columns tile tables written before their class existed lack; read as 0 (none of the tile).
+LATER_FRACTIONS = ("unknown",)
+
+
+def with_later_fractions(table: Any) -> Any:
+    """``table`` with every :data:`LATER_FRACTIONS` column present (0.0 where it was missing)."""
+    for name in LATER_FRACTIONS:
+        if name not in table.columns:
+            table[name] = 0.0
+    return table
 
 
 def tile_origins(length: int, first_global: int, size: int, stride: int) -> np.ndarray:
@@ -184,7 +194,7 @@ def read_tile_table(path: str | Path) -> Any:
     """Read a tile table, checking the columns downstream stages rely on."""
     from outcrop.io import read_geoparquet
 
-    table = read_geoparquet(path)
+    table = with_later_fractions(read_geoparquet(path))
     missing = {"tile_id", "scene", "row", "col", "size", "valid", *FRACTION_COLUMNS} - set(table.columns)
     if missing:
         raise OutcropError(f"{path}: not a tile table (missing columns {sorted(missing)})")

@@ -44,7 +44,8 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
-from outcrop.raster.tiles import FRACTION_COLUMNS
+from outcrop.raster.surfaces import ground_fraction
+from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions
 
 FRACTIONS = ("valid", *FRACTION_COLUMNS)  # the tile table's fraction columns
 TABLE_COLUMNS = ("id", "scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry")
@@ -94,7 +95,7 @@ def gather_vectors(
     seen: set[str] = set()
     for emb_path, table_path in zip(embedding_paths, table_paths):
         emb = load_npy(emb_path)
-        table = read_geoparquet(table_path)
+        table = with_later_fractions(read_geoparquet(table_path))
         missing = [c for c in ("tile_id", "scene", "row", "col", "size", *FRACTIONS) if c not in table.columns]
         if missing:
             raise OutcropError(f"{table_path}: tile table lacks columns {missing}")
@@ -118,7 +119,8 @@ def gather_vectors(
             crs = table.crs
         elif table.crs != crs:
             raise OutcropError(f"{table_path}: CRS {table.crs} differs from the run's {crs}")
-        keep = table["rock"].to_numpy() >= min_rock if min_rock > 0 else np.ones(len(table), bool)
+        ground = ground_fraction(table["rock"].to_numpy(), table["unknown"].to_numpy() if "unknown" in table else None)
+        keep = ground >= min_rock if min_rock > 0 else np.ones(len(table), bool)
         rows = np.flatnonzero(keep)
         vec = np.asarray(emb[rows], dtype=np.float32)
         if not np.all(np.isfinite(vec)):
