@@ -96,6 +96,12 @@ RESTATED: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str
     "index.exact_max": ((("index", "exact_max"),), (("search.index", "build_index", "exact_max"),)),
     "index.recall_floor": ((("index", "recall_floor"),), (("search.index", "build_index", "recall_floor"),)),
     "index.seed": ((("index", "seed"),), (("search.index", "build_index", "seed"),)),
+    "index.memory_gb": ((("index", "memory_gb"),), (("search.index", "build_index", "memory_gb"),)),
+    "index.retrain": ((("index", "retrain"),), (("search.index", "build_index", "retrain"),)),
+    "index.drift_max": ((("index", "drift_max"),), (("search.index", "build_index", "drift_max"),)),
+    "clusters.sample": ((("cluster", "sample"),), (("search.clusters", "cluster_tiles", "sample"),)),
+    "clusters.retrain": ((("cluster", "retrain"),), (("search.clusters", "cluster_tiles", "retrain"),)),
+    "clusters.drift_max": ((("cluster", "drift_max"),), (("search.clusters", "cluster_tiles", "drift_max"),)),
     "clusters.k": ((), ()),
     "clusters.cuts": ((), ()),  # `outcrop cluster --cuts` is required, as the rule always passes it
     "clusters.seed": ((("cluster", "seed"), ("evaluate", "seed")),

@@ -68,6 +68,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def yes_no(text: str) -> bool:
+    """An argparse type: a config boolean as the rules pass it (``True``/``False``, yes/no, true/false)."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "1"):
+        return True
+    if value in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not yes or no")
+
+
 def _int_at_least(least: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -295,8 +305,9 @@ def cmd_index(args: argparse.Namespace) -> None:
 
     _limit(args)
     build_index(args.embeddings, args.tables, Path(args.out_index), Path(args.out_table), Path(args.out_info),
-                min_rock=args.min_rock, exact_max=args.exact_max, recall_floor=args.recall_floor,
-                seed=args.seed, log=_log)
+                min_rock=args.min_rock, exact_max=args.exact_max, memory_gb=args.memory_gb,
+                recall_floor=args.recall_floor, seed=args.seed, retrain=args.retrain, drift_max=args.drift_max,
+                state_dir=Path(args.state_dir) if args.state_dir else None, log=_log)
 
 
 def _index_parser(sub: Any) -> None:
@@ -312,6 +323,10 @@ def _index_parser(sub: Any) -> None:
     p.add_argument("--exact-max", type=positive_int, default=default("index.exact_max"))
     p.add_argument("--recall-floor", type=finite_float, default=default("index.recall_floor"))
     p.add_argument("--seed", type=int, default=default("index.seed"))
+    p.add_argument("--memory-gb", type=positive_float, default=default("index.memory_gb"))
+    p.add_argument("--retrain", type=yes_no, default=default("index.retrain"), help="yes: retrain, never add")
+    p.add_argument("--drift-max", type=positive_float, default=default("index.drift_max"))
+    p.add_argument("--state-dir", default="", help="keep the trained index here and add new scenes to it")
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
@@ -322,7 +337,9 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         Path(args.index_table), args.embeddings, args.tiles, args.prepared, Path(args.out_gpkg),
         Path(args.out_parquet), Path(args.out_summary), Path(args.out_dendrogram), Path(args.maps_dir),
         Path(args.rasters_dir), ks=args.k, cuts=args.cuts, seed=args.seed,
-        out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None, log=_log,
+        out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None, sample=args.sample,
+        retrain=args.retrain, drift_max=args.drift_max, state_dir=Path(args.state_dir) if args.state_dir else None,
+        log=_log,
     )
 
 
@@ -341,6 +358,10 @@ def _cluster_parser(sub: Any) -> None:
     p.add_argument("--k", type=cluster_count, nargs="+", required=True)
     p.add_argument("--cuts", type=cluster_count, nargs="*", required=True, help="hierarchy cuts (none: give --cuts alone)")
     p.add_argument("--seed", type=int, default=default("clusters.seed"))
+    p.add_argument("--sample", type=positive_int, default=default("clusters.sample"))
+    p.add_argument("--retrain", type=yes_no, default=default("clusters.retrain"), help="yes: retrain, never assign")
+    p.add_argument("--drift-max", type=positive_float, default=default("clusters.drift_max"))
+    p.add_argument("--state-dir", default="", help="keep the centroids here and assign new scenes' tiles to them")
 
 
 def cmd_analogues(args: argparse.Namespace) -> None:

@@ -1,4 +1,7 @@
 # Clusters: spherical k-means at each k and a Ward hierarchy on the centroids, mapped per scene.
+# Centroids are kept in clusters/state (no rule's output): a new scene's tiles are assigned to them.
+
+STATE_CLUSTERS = f"{R}/clusters/state"
 
 
 rule clusters:
@@ -30,6 +33,10 @@ rule clusters:
         k=config["clusters"]["k"],
         cuts=config["clusters"]["cuts"],
         seed=config["clusters"]["seed"],
+        sample=config["clusters"]["sample"],
+        retrain=config["clusters"]["retrain"],
+        drift_max=config["clusters"]["drift_max"],
+        state_dir=STATE_CLUSTERS,
         maps_dir=lambda wc, output: output.maps,
         rasters_dir=lambda wc, output: output.rasters,
     log:
@@ -45,6 +52,7 @@ rule clusters:
     shell:
         "outcrop cluster --index-table {input.index_table:q} --embeddings {input.embeddings:q}"
         " --tiles {input.tiles:q} --prepared {input.prepared:q} --k {params.k:q} --cuts {params.cuts:q}"
-        " --seed {params.seed:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-parquet {output.parquet:q}"
+        " --seed {params.seed:q} --sample {params.sample:q} --retrain {params.retrain:q}"
+        " --drift-max {params.drift_max:q} --state-dir {params.state_dir:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-parquet {output.parquet:q}"
         " --out-summary {output.summary:q} --out-dendrogram {output.dendrogram:q} --out-exemplars {output.exemplars:q}"
         " --maps-dir {params.maps_dir:q} --rasters-dir {params.rasters_dir:q} > {log:q} 2>&1"

@@ -39,6 +39,7 @@ from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, Vie
 from outcrop.io import atomic_path
 from outcrop.runtime.locks import exclusive_writer
 from outcrop.learning.optim import build_optimizer, warmup_cosine
+from outcrop.learning.precision import autocast
 from outcrop.learning.symmetry import POSES
 from outcrop.learning.training_data import TrainingTiles, band_statistics, open_training_tiles
 
@@ -133,9 +134,7 @@ class _Trainer:
             v2 = v2.contiguous(memory_format=torch.channels_last)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
-                    else contextlib.nullcontext())
-        with autocast:
+        with autocast(self.device, self.amp_dtype if self.use_amp else None):
             loss = self.net(v1, v2)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
