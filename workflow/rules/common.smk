@@ -33,6 +33,8 @@ BANDS = ",".join(config["bands"])
 # Every job logs and records its run time inside the run's own folder, so that two runs with
 # different results folders never write each other's logs.
 LOGS = f"{R}/logs"
+# The run grid (CRS, resolution, pixel alignment), chosen once from the training scenes' headers.
+GRID = f"{R}/grid.json"
 DEPOSITS = f"{R}/demo/deposits.gpkg" if DEMO and not config["deposits"] else config["deposits"]
 # Mapping similar ground needs no deposits: without them the run makes everything but the analogue
 # outputs, and analogues/skipped.txt says why (the summary and `outcrop info` repeat it).
