@@ -153,3 +153,20 @@ def test_grid_command_writes_the_choice(tmp_path):
                     "--out", str(tmp_path / "grid.json")], check=True, capture_output=True, text=True)
     data = json.loads((tmp_path / "grid.json").read_text())
     assert (data["crs"], data["resolution"], data["origin"]) == ("EPSG:32618", 30.0, [20.0, 10.0])  # 500000 and 4150000 modulo 30
+
+
+def test_info_and_summary_show_the_grid_and_its_warnings(tmp_path):
+    from outcrop.figures.report import run_info, write_summary
+
+    field = np.full((3, 100, 100), 5000, dtype=np.uint16)
+    _synthetic(tmp_path / "peru.tif", 300000.0, 8800000.0, field, crs="EPSG:32718")
+    header = read_scene_header("peru", str(tmp_path / "peru.tif"), "geotiff", RGB, RGB)
+    results = tmp_path / "results"
+    results.mkdir()
+    write_grid(results / "grid.json", choose_grid([header], "EPSG:3031", 30, log=lambda _: None))
+    info = run_info(results)
+    assert "grid: EPSG:3031 at 30.0 m" in info and "crs: given in the config" in info
+    assert "warning: peru: the grid EPSG:3031 distorts this scene" in info
+    write_summary(results, ["peru"], tmp_path / "summary.html", log=lambda _: None)
+    page = (tmp_path / "summary.html").read_text()
+    assert "<h2>Grid</h2>" in page and "<strong>warning: peru: the grid EPSG:3031 distorts" in page
