@@ -78,6 +78,11 @@ def yes_no(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not yes or no")
 
 
+def resolution_or_auto(text: str) -> float | str:
+    """An argparse type: a pixel size (finite, > 0) or ``auto`` (the finest band's)."""
+    return "auto" if text.strip() == "auto" else positive_float(text)
+
+
 def _int_at_least(least: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -150,9 +155,15 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     _limit(args)
     thresholds = _thresholds(args.surface, Thresholds)
+    crs, resolution, origin = args.crs, args.resolution, (0.0, 0.0)
+    if args.grid:
+        from outcrop.raster.grid_choice import load_grid
+
+        grid = load_grid(args.grid)
+        crs, resolution, origin = grid.crs, grid.resolution, grid.origin
     prepare_scene(
-        args.source, args.sensor, args.out, scene_id=args.scene, bands=_bands(args.bands), crs=args.crs,
-        resolution=args.resolution, thresholds=thresholds,
+        args.source, args.sensor, args.out, scene_id=args.scene, bands=_bands(args.bands), crs=crs,
+        resolution=resolution, origin=origin, thresholds=thresholds,
         declared_bands=_bands(args.declared_bands) if args.declared_bands else None,
         scale=args.scale, offset=args.offset, log=_log, collar=args.collar != "off",
         max_pixels=args.max_pixels if args.max_pixels is not None else MAX_SCENE_PIXELS,
@@ -168,8 +179,12 @@ def _prepare_parser(sub: Any) -> None:
     p.add_argument("--scene", required=True)
     p.add_argument("--bands", required=True, help="run bands, comma-separated canonical names")
     p.add_argument("--out", required=True)
-    p.add_argument("--crs", default=default("grid.crs"))
-    p.add_argument("--resolution", type=positive_float, default=default("grid.resolution"))
+    p.add_argument("--crs", default=default("grid.crs"), help="run CRS, or auto (the UTM zone or polar CRS "
+                   "that covers the scene)")
+    p.add_argument("--resolution", type=resolution_or_auto, default=default("grid.resolution"),
+                   help="metres per pixel, or auto (the finest band's)")
+    p.add_argument("--grid", default="", help="the run's grid.json (from `outcrop grid`): CRS, resolution and "
+                   "pixel alignment; overrides --crs and --resolution")
     p.add_argument("--declared-bands", default="", help="band names of a generic GeoTIFF, in file order")
     p.add_argument("--scale", type=finite_float, default=None)
     p.add_argument("--offset", type=finite_float, default=None)
@@ -223,6 +238,50 @@ def _thresholds(items: Sequence[str] | None, cls: Any) -> Any:
     return cls(**out)
 
 
+def _run_crs(args: argparse.Namespace) -> str:
+    """The run CRS for a stage that reads a prepared scene: grid.json's, --crs, or (auto) the scene's."""
+    if args.grid:
+        from outcrop.raster.grid_choice import load_grid
+
+        return load_grid(args.grid).crs
+    if args.crs != "auto":
+        return args.crs
+    from outcrop.raster.scenes import open_raster
+
+    with open_raster(args.prepared) as src:
+        return src.crs.to_wkt()
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    import json
+
+    from outcrop.raster.grid_choice import choose_grid, read_scene_header, write_grid
+
+    try:
+        rows = json.loads(args.scenes_json)
+        assert isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)
+        scenes = [(str(r["scene"]), str(r["source"]), str(r["sensor"]), r.get("bands") or "") for r in rows]
+    except (ValueError, AssertionError, KeyError):
+        raise OutcropError("grid: --scenes-json must be a non-empty JSON list of {scene, source, sensor[, bands]}") \
+            from None
+    headers = [read_scene_header(scene, source, sensor, _bands(args.bands),
+                                 _bands(str(declared)) if declared else None)
+               for scene, source, sensor, declared in scenes]
+    write_grid(args.out, choose_grid(headers, args.crs, args.resolution, log=_log))
+
+
+def _grid_parser(sub: Any) -> None:
+    p = _add(sub, "grid", cmd_grid, "choose the run grid (CRS, resolution, pixel alignment) from the scenes' headers",
+             "outcrop grid --scenes-json '[{\"scene\": \"s1\", \"source\": \"LC08_.../\", \"sensor\": "
+             "\"landsat-c2l2\"}]' --bands blue,green,red --out results/grid.json", False)
+    p.add_argument("--scenes-json", required=True, help="JSON list of {scene, source, sensor[, bands]}")
+    p.add_argument("--bands", required=True, help="run bands, comma-separated canonical names")
+    p.add_argument("--crs", default=default("grid.crs"), help="run CRS, or auto")
+    p.add_argument("--resolution", type=resolution_or_auto, default=default("grid.resolution"),
+                   help="metres per pixel, or auto")
+    p.add_argument("--out", required=True)
+
+
 def cmd_tile(args: argparse.Namespace) -> None:
     from outcrop.raster.tiles import tile_scene
 
@@ -230,7 +289,7 @@ def cmd_tile(args: argparse.Namespace) -> None:
     if args.aoi:
         from outcrop.raster.aoi import aoi_geometry
 
-        aoi = aoi_geometry(args.aoi, args.crs, buffer_km=args.aoi_buffer_km)
+        aoi = aoi_geometry(args.aoi, _run_crs(args), buffer_km=args.aoi_buffer_km)
     tile_scene(args.prepared, args.out_tiles, args.out_table, scene_id=args.scene, size=args.size,
                stride=args.stride, min_valid=args.min_valid, aoi=aoi, aoi_name=str(args.aoi), log=_log)
 
@@ -247,7 +306,9 @@ def _tile_parser(sub: Any) -> None:
     p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
     p.add_argument("--aoi", default="", help="AOI polygon or coastline file")
     p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
-    p.add_argument("--crs", default=default("grid.crs"))
+    p.add_argument("--crs", default=default("grid.crs"), help="run CRS (the AOI is brought into it); auto: the "
+                   "prepared scene's")
+    p.add_argument("--grid", default="", help="the run's grid.json; overrides --crs")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -479,7 +540,7 @@ def cmd_quicklook(args: argparse.Namespace) -> None:
     if args.aoi:
         from outcrop.raster.aoi import aoi_geometry
 
-        aoi = aoi_geometry(args.aoi, args.crs, buffer_km=args.aoi_buffer_km)
+        aoi = aoi_geometry(args.aoi, _run_crs(args), buffer_km=args.aoi_buffer_km)
     write_quicklook(args.prepared, args.out_png, args.out_tif, scene=args.scene, aoi=aoi,
                     max_size=args.max_size, log=_log)
 
@@ -495,7 +556,9 @@ def _quicklook_parser(sub: Any) -> None:
     p.add_argument("--out-tif", required=True)
     p.add_argument("--aoi", default="", help="AOI polygon or coastline file, outlined on the figure")
     p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
-    p.add_argument("--crs", default=default("grid.crs"), help="run CRS (the AOI is brought into it)")
+    p.add_argument("--crs", default=default("grid.crs"), help="run CRS (the AOI is brought into it); auto: the "
+                   "prepared scene's")
+    p.add_argument("--grid", default="", help="the run's grid.json; overrides --crs")
     p.add_argument("--max-size", type=positive_int, default=2048, help="largest side of the quicklook in pixels")
 
 
@@ -607,6 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add_parser in (
         _demo_scene_parser,
         _demo_deposits_parser,
+        _grid_parser,
         _prepare_parser,
         _stac_search_parser,
         _tile_parser,

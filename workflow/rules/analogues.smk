@@ -46,10 +46,14 @@ rule analogues_skipped:
         "of known occurrences to rank analogues, similarity rasters and analogue maps",
     log:
         f"{LOGS}/analogues_skipped.log",
+    benchmark:
+        f"{LOGS}/benchmarks/analogues_skipped.tsv"
     threads: 1
     resources:
         mem_mb=100,
         runtime=1,
+    conda:
+        "../../envs/report.yaml"
     shell:
         "printf '%s\\n' {params.why:q} > {output:q} 2> {log:q}"
 

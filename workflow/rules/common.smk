@@ -33,6 +33,8 @@ BANDS = ",".join(config["bands"])
 # Every job logs and records its run time inside the run's own folder, so that two runs with
 # different results folders never write each other's logs.
 LOGS = f"{R}/logs"
+# The run grid (CRS, resolution, pixel alignment), chosen once from the training scenes' headers.
+GRID = f"{R}/grid.json"
 DEPOSITS = f"{R}/demo/deposits.gpkg" if DEMO and not config["deposits"] else config["deposits"]
 # Mapping similar ground needs no deposits: without them the run makes everything but the analogue
 # outputs, and analogues/skipped.txt says why (the summary and `outcrop info` repeat it).
@@ -113,3 +115,14 @@ def report_outputs():
         *per_scene("{R}/quicklooks/{scene}.png"),
         *([f"{R}/analogues/maps"] if ANALOGUES else []),
     ]
+
+
+def grid_scenes():
+    """The scenes the run grid is chosen from, as `outcrop grid --scenes-json` takes them: the
+    training scenes, so that a scene added later for the index is prepared onto the grid the run
+    has and never re-prepares the others."""
+    import json
+
+    rows = [SCENE_ROWS[s] for s in (TRAIN_SCENES or SCENES)]
+    return json.dumps([{"scene": r["scene"], "source": r["source"], "sensor": r["sensor"], "bands": r["bands"] or ""}
+                       for r in rows])

@@ -5,6 +5,7 @@
 rule quicklook:
     input:
         prepared=f"{R}/prepared/{{scene}}.tif",
+        grid=GRID,
         aoi=config["aoi"]["path"] or [],
     output:
         png=report(
@@ -17,7 +18,6 @@ rule quicklook:
     params:
         aoi=lambda wc, input: optional("--aoi", input.aoi),
         buffer_km=config["aoi"]["buffer_km"],
-        crs=config["grid"]["crs"],
     log:
         f"{LOGS}/quicklook/{{scene}}.log",
     benchmark:
@@ -30,7 +30,7 @@ rule quicklook:
         "../../envs/report.yaml"
     shell:
         "outcrop quicklook --prepared {input.prepared:q} --scene {wildcards.scene:q} {params.aoi:q}"
-        " --aoi-buffer-km {params.buffer_km:q} --crs {params.crs:q}"
+        " --aoi-buffer-km {params.buffer_km:q} --grid {input.grid:q}"
         " --out-png {output.png:q} --out-tif {output.tif:q} > {log:q} 2>&1"
 
 

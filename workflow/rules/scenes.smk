@@ -16,8 +16,7 @@ rule demo_scene:
     resources:
         mem_mb=1500,
         runtime=10,
-    group:
-        "scene_{scene}"
+    # not in the scene's group: the run grid (rule grid) reads the demo scenes before any is prepared
     conda:
         "../../envs/geo.yaml"
     shell:
@@ -48,9 +47,35 @@ rule demo_deposits:
         " --out {output.known:q} --truth {output.hidden:q} > {log:q} 2>&1"
 
 
+rule grid:
+    input:
+        [path for s in (TRAIN_SCENES or SCENES) for path in [local_input(SCENE_ROWS[s]["source"])] if path],
+    output:
+        GRID,
+    params:
+        scenes=grid_scenes(),
+        bands=BANDS,
+        crs=config["grid"]["crs"],
+        resolution=config["grid"]["resolution"],
+    log:
+        f"{LOGS}/grid.log",
+    benchmark:
+        f"{LOGS}/benchmarks/grid.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/geo.yaml"
+    shell:
+        "outcrop grid --scenes-json {params.scenes:q} --bands {params.bands:q} --crs {params.crs:q}"
+        " --resolution {params.resolution:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule prepare:
     input:
-        scene_source,
+        source=scene_source,
+        grid=GRID,
     output:
         f"{R}/prepared/{{scene}}.tif",
     params:
@@ -63,8 +88,6 @@ rule prepare:
             for arg in optional(opt, SCENE_ROWS[wc.scene][key])
         ],
         bands=BANDS,
-        crs=config["grid"]["crs"],
-        resolution=config["grid"]["resolution"],
         surfaces=cli_sets("--surface", config["surfaces"]),
     log:
         f"{LOGS}/prepare/{{scene}}.log",
@@ -80,6 +103,6 @@ rule prepare:
         "../../envs/geo.yaml"
     shell:
         "outcrop prepare --source {params.source:q} --sensor {params.sensor:q} --scene {wildcards.scene:q}"
-        " --bands {params.bands:q} --crs {params.crs:q} --resolution {params.resolution:q}"
+        " --bands {params.bands:q} --grid {input.grid:q}"
         " {params.product:q} {params.surfaces:q}"
         " --threads {threads} --out {output:q} > {log:q} 2>&1"

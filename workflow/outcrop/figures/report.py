@@ -68,6 +68,7 @@ def write_summary(results: Path, scenes: Sequence[str], out: Path, log: Callable
     empty = scenes_without_tiles(results, scenes)
     if empty:
         parts.append(f"<p><strong>{html.escape(_without_tiles_line(empty))}</strong></p>")
+    parts.append(_grid_html(results))
     metrics_path = results / "metrics.json"
     if metrics_path.exists():
         parts.append(_metrics_section(json.loads(metrics_path.read_text())))
@@ -194,6 +195,25 @@ def _tiles_section(results: Path) -> list[str]:
     return lines + broken
 
 
+def _grid_section(results: Path) -> list[str]:
+    """The run grid (results/grid.json): CRS, resolution, alignment, why, and scenes it distorts."""
+    from outcrop.raster.grid_choice import grid_lines
+
+    path = results / "grid.json"
+    return grid_lines(path) if path.exists() else ["grid: not chosen yet"]
+
+
+def _grid_html(results: Path) -> str:
+    """The grid section of the summary; its warnings stand out, each naming its scene."""
+    try:
+        lines = _grid_section(results)
+    except Exception as exc:
+        lines = [f"grid: {results / 'grid.json'} unreadable ({type(exc).__name__})"]
+    items = "".join(f"<li><strong>{html.escape(line.strip())}</strong></li>" if line.strip().startswith("warning")
+                    else f"<li>{html.escape(line.strip())}</li>" for line in lines[1:])
+    return f"<h2>Grid</h2><p>{html.escape(lines[0])}</p><ul>{items}</ul>"
+
+
 def _model_section(results: Path) -> list[str]:
     model = results / "model" / "encoder.pt"
     if not model.exists():
@@ -297,6 +317,7 @@ def run_info(results: Path, top: int = 5) -> str:
 
         raise OutcropError(f"{results}: no such results folder")
     lines = [f"run: {results}"]
+    lines += _readable("grid", results / "grid.json", _grid_section, results)
     lines += _readable("tiles", results / "tiles", _tiles_section, results)
     lines += _readable("scenes without usable tiles", results / "tiles", _without_tiles_section, results)
     lines += _readable("model", results / "model" / "encoder.pt", _model_section, results)

@@ -288,20 +288,23 @@ def _product_folder(folder: Path, sensor: Sensor, bands: Sequence[str]) -> Scene
 _EPS = 1e-6
 
 
-def snap_bounds(bounds: tuple[float, float, float, float], resolution: float) -> tuple[float, float, float, float]:
-    """Grow ``bounds`` outwards to the nearest multiples of ``resolution`` (the run grid's edges)."""
+def snap_bounds(bounds: tuple[float, float, float, float], resolution: float,
+                origin: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float, float, float]:
+    """Grow ``bounds`` outwards to the run grid's pixel edges, ``origin + k * resolution``."""
     left, bottom, right, top = bounds
+    x0, y0 = origin
     return (
-        math.floor(left / resolution + _EPS) * resolution,
-        math.floor(bottom / resolution + _EPS) * resolution,
-        math.ceil(right / resolution - _EPS) * resolution,
-        math.ceil(top / resolution - _EPS) * resolution,
+        math.floor((left - x0) / resolution + _EPS) * resolution + x0,
+        math.floor((bottom - y0) / resolution + _EPS) * resolution + y0,
+        math.ceil((right - x0) / resolution - _EPS) * resolution + x0,
+        math.ceil((top - y0) / resolution - _EPS) * resolution + y0,
     )
 
 
 def grid_for(footprints: Sequence[tuple[Any, tuple[float, float, float, float]]], crs: str,
-             resolution: float) -> Grid:
-    """The smallest block of the run grid that covers every (source CRS, bounds) footprint."""
+             resolution: float, origin: tuple[float, float] = (0.0, 0.0)) -> Grid:
+    """The smallest block of the run grid (pixel edges at ``origin + k * resolution``) that covers
+    every (source CRS, bounds) footprint."""
     from affine import Affine
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
@@ -317,7 +320,7 @@ def grid_for(footprints: Sequence[tuple[Any, tuple[float, float, float, float]]]
     bottom = min(b[1] for b in boxes)
     right = max(b[2] for b in boxes)
     top = max(b[3] for b in boxes)
-    left, bottom, right, top = snap_bounds((left, bottom, right, top), resolution)
+    left, bottom, right, top = snap_bounds((left, bottom, right, top), resolution, origin)
     width = int(round((right - left) / resolution))
     height = int(round((top - bottom) / resolution))
     return Grid(dst_crs, Affine(resolution, 0.0, left, 0.0, -resolution, top), width, height)
@@ -525,7 +528,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
                   thresholds: Thresholds = Thresholds(), declared_bands: Sequence[str] | None = None,
                   scale: float | None = None, offset: float | None = None,
                   max_pixels: int = MAX_SCENE_PIXELS, window_pixels: int = WINDOW_PIXELS,
-                  collar: bool = True, log: Callable[[str], None] = print) -> None:
+                  collar: bool = True, origin: tuple[float, float] = (0.0, 0.0),
+                  log: Callable[[str], None] = print) -> None:
     """Prepare one scene: its ``bands`` as reflectance on the run grid, plus the surface mask.
 
     ``source`` is a multi-band GeoTIFF/COG (local path or http(s) URL), a product folder, or a
@@ -533,7 +537,9 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     ``sensor`` names a row of :data:`outcrop.raster.sensors.SENSORS`. ``scale``/``offset`` override the
     sensor's rescaling (``reflectance = stored * scale + offset``). The output, written atomically
     with :func:`outcrop.io.write_prepared`, has exactly ``bands`` in that order, reprojected to
-    ``crs`` at ``resolution`` with pixel edges on multiples of ``resolution``. Raises
+    ``crs`` at ``resolution`` with pixel edges at ``origin + k * resolution`` (the run's alignment,
+    :mod:`outcrop.raster.grid_choice`): a band already on that pixel grid is copied, not resampled.
+    ``crs`` or ``resolution`` ``"auto"`` choose them from this scene alone, as a one-scene run would.
     ``collar`` masks a constant border without a nodata tag as nodata (:mod:`outcrop.raster.collar`).
     Raises :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
     ``max_pixels`` on the run grid. The scene is read, rescaled, classified and written in windows
@@ -548,6 +554,12 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     bands = list(bands)
     spec = get_sensor(sensor)
     check_band_names(bands, source)
+    if str(crs) == "auto" or str(resolution) == "auto":
+        from outcrop.raster.grid_choice import choose_grid, read_scene_header
+
+        chosen = choose_grid([read_scene_header(scene_id, source, sensor, bands, declared_bands)], crs, resolution,
+                             log=log)
+        crs, resolution, origin = chosen["crs"], chosen["resolution"], tuple(chosen["origin"])
     if not resolution or resolution <= 0:
         raise OutcropError(f"{source}: resolution must be positive, not {resolution}")
     try:
@@ -566,7 +578,7 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
                        "transform": src.transform, "bounds": src.bounds, "dtype": src.dtypes[0],
                        "nodata": src.nodata}
     _check_consistent(files, meta, source)
-    grid = grid_for([(m["crs"], m["bounds"]) for m in meta.values()], crs, resolution)
+    grid = grid_for([(m["crs"], m["bounds"]) for m in meta.values()], crs, resolution, origin)
     log(f"{scene_id}: {len(bands)} band(s) from {source} onto a {grid.width}x{grid.height} grid "
         f"at {resolution:g} m in {crs}")
 

@@ -9,6 +9,8 @@ so memory stays at a few strips whatever the scene size.
 
 from __future__ import annotations
 
+import math
+
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -103,8 +105,10 @@ def tile_scene(
             raise OutcropError(f"{prepared_path}: scene {scene_id} does not overlap the AOI {aoi_name}")
         transform = src.transform
         res = transform.a
-        col0_global = int(round(transform.c / res))
-        row0_global = int(round(-transform.f / res))
+        # floor, not round: with the run's pixel alignment at half a pixel (Landsat's corners at
+        # 15 m on a 30 m grid) round() would send scenes to neighbouring global columns by parity
+        col0_global = int(math.floor(transform.c / res + 1e-6))
+        row0_global = int(math.floor(-transform.f / res + 1e-6))
         rows = tile_origins(src.height, row0_global, size, stride)
         cols = tile_origins(src.width, col0_global, size, stride)
         mask_band = src.count
