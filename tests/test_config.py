@@ -15,7 +15,7 @@ from outcrop.raster.sheets import demo_sheet, read_scene_sheet
 def test_defaults_fill_an_empty_config():
     config = validate_config({})
     assert config["tiles"] == {"size": 32, "stride": 16, "min_valid": 0.9}
-    assert config["grid"]["crs"] == "EPSG:3031"
+    assert config["grid"] == {"crs": "auto", "resolution": "auto"}
     assert config["bands"][0] == "coastal"
 
 
@@ -200,3 +200,12 @@ def test_good_scale_offset_and_bands_in_the_sheet(tmp_path):
                   header="scene\tsource\tsensor\trole\tscale\toffset\tbands")
     row = read_scene_sheet(path)[0]
     assert (row["scale"], row["offset"], row["bands"]) == ("0.0000275", "-0.2", "SR_B2,B3,red")
+
+
+def test_grid_resolution_is_a_number_or_auto_also_as_command_line_text():
+    assert validate_config({"grid": {"resolution": "60"}})["grid"]["resolution"] == 60
+    assert validate_config({"grid": {"resolution": "auto"}})["grid"]["resolution"] == "auto"
+    with pytest.raises(OutcropError, match="grid.resolution"):
+        validate_config({"grid": {"resolution": "fine"}})
+    with pytest.raises(OutcropError, match="grid.resolution"):
+        validate_config({"grid": {"resolution": -30}})

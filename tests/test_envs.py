@@ -234,6 +234,9 @@ def test_environment_holds_what_the_rule_imports(rule):
     if script:
         path = (RULES / script).resolve()
         start |= imports_in(ast.parse(path.read_text()), "__main__")
+    shell = block.split("shell:", 1)[-1] if "shell:" in block else ""
+    if not start and shell and not re.search(r"\b(python|outcrop|Rscript|java)\b", shell):
+        return  # a plain shell utility (`printf` of analogues_skipped): it imports nothing
     assert start, f"{rule}: runs neither an outcrop subcommand nor a script"
     have = set(env_packages(env_path))
     needed = {CONDA_NAME.get(module, module).lower() for module in third_party(start)}

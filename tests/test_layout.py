@@ -20,6 +20,8 @@ def test_layout_spells_each_path_under_the_results_folder():
     assert run.tiles() == "res/tiles/{scene}.npy"  # a rule's pattern keeps its wildcard
     assert run.embeddings("s1") == "res/embeddings/s1.npy"
     assert run.index == "res/index/tiles.faiss"
+    assert (run.grid, run.analogues_skipped) == ("res/grid.json", "res/analogues/skipped.txt")
+    assert (run.index_state, run.cluster_state) == ("res/index/state", "res/clusters/state")
     assert run.cluster_map("s1") == "res/clusters/maps/s1.png"
     assert run.log("prepare", "{scene}") == "res/logs/prepare/{scene}.log"
     assert run.benchmark("index") == "res/logs/benchmarks/index.tsv"

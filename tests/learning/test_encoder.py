@@ -323,3 +323,26 @@ def test_a_second_trainer_on_one_checkpoint_is_refused_and_deletes_nothing(tmp_p
     resumed = subprocess.run(_train_command(tmp_path, scene, out), capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert (out / "encoder.pt").exists()
+
+
+# --- the training budget -------------------------------------------------------------------------
+
+
+def test_training_steps_follow_the_budget_not_the_tile_count():
+    """Steps are samples / batch whatever the tile count; a small run stops at max_epochs passes."""
+    s = EncoderSettings.from_dict({"samples": 200_000, "max_epochs": 100, "batch_size": 128})
+    assert s.total_steps(400_000, 128) == s.total_steps(4_000_000, 128) == 1563  # a coast: the budget
+    assert s.total_steps(1_500, 128) == 1172  # the demo: 100 passes over its tiles, short of the budget
+    assert EncoderSettings.from_dict({"epochs": 3}).total_steps(1_500, 128) == 3 * 11  # exactly 3 passes
+    with pytest.raises(OutcropError, match=r"encoder\.epochs"):
+        EncoderSettings.from_dict({"epochs": 0})
+
+
+def test_a_budgeted_training_runs_its_budget(tmp_path):
+    scene = write_scene(tmp_path / "tiles", "a", textures(40)[0])
+    settings = {k: v for k, v in TINY.items() if k != "epochs"} | {"samples": 48}
+    messages: list[str] = []
+    train(tmp_path, [scene], settings, log=messages.append)
+    curve = pd.read_csv(tmp_path / "model" / "curve.tsv", sep="\t")
+    assert curve["step"].tolist() == [1, 2, 3]  # 48 views / batch 16, not a whole number of epochs (2 steps each)
+    assert any("3 steps (48 views, 1.5 epochs of 2 steps)" in m for m in messages), messages

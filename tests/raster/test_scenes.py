@@ -12,7 +12,7 @@ from affine import Affine
 from outcrop import OutcropError
 from outcrop.io import read_prepared
 from outcrop.raster.scenes import prepare_scene, snap_bounds
-from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, WATER
+from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER
 
 OLI_BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
 C2L2_SCALE, C2L2_OFFSET = 0.0000275, -0.2
@@ -526,7 +526,7 @@ def test_real_landsat7_files_through_generic_geotiff(tmp_path):
         collar = (ds.read(1) == 0).mean()
     assert bands == ["blue", "green", "red"]
     assert abs(_fractions(mask)[NODATA] - collar) < 0.02
-    assert set(np.unique(mask)) == {NODATA, ROCK}  # no NIR: valid pixels are unclassified ground
+    assert set(np.unique(mask)) == {NODATA, UNKNOWN}  # no NIR: water and snow cannot be told from rock
 
 
 # --- remote COGs --------------------------------------------------------------------------

@@ -113,3 +113,12 @@ def test_write_cog_makes_valid_cogs_with_overviews(tmp_path, shape, dtype, nodat
         assert src.overviews(1)[:2] == [2, 4]
         assert src.profile["blockxsize"] == 256 and src.profile["tiled"]
         np.testing.assert_array_equal(src.read(), data)
+
+
+def test_demo_grid_is_chosen_as_antarctic_polar_stereographic_at_30_m(demo_run):
+    """grid: auto on the demo's synthetic Antarctic coast gives the grid it always had, and copies."""
+    import json
+
+    grid = json.loads((demo_run / "results" / "grid.json").read_text())
+    assert (grid["crs"], grid["resolution"], grid["warnings"]) == ("EPSG:3031", 30.0, [])
+    assert all(scene["copied"] for scene in grid["scenes"].values())

@@ -92,7 +92,7 @@ def test_shipped_profile_asks_for_what_the_rules_need():
         threads = profile["set-threads"].get(rule, 1)
         assert resources["cpus_per_task"] == threads, f"{rule}: threads and cpus_per_task differ"
     grouped = {rule for rule, group in profile["groups"].items() if group == "scenes"}
-    assert grouped == {"demo_scene", "prepare", "tiles"}
+    assert grouped == {"prepare", "tiles"}
     assert profile["group-components"]["scenes"] > 1
 
 
@@ -120,7 +120,7 @@ def test_demo_through_slurm_matches_a_local_run(node, demo_run, tmp_path):
     submissions = sorted(str(p.relative_to(logdir)) for p in logdir.rglob("*.log"))
     assert any(s.startswith("rule_train_encoder/") for s in submissions), (submissions, log[-3000:])
     assert sum(s.startswith("rule_embed/") for s in submissions) == len(SCENES), submissions
-    # All three scenes' demo_scene, prepare and tiles jobs in one submission (group-components).
+    # All three scenes' prepare and tiles jobs in one submission (group-components).
     assert [s for s in submissions if s.startswith("group_")] == [
         next(s for s in submissions if s.startswith("group_scenes"))
     ], submissions

@@ -68,6 +68,21 @@ def positive_float(text: str) -> float:
     return value
 
 
+def yes_no(text: str) -> bool:
+    """An argparse type: a config boolean as the rules pass it (``True``/``False``, yes/no, true/false)."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "1"):
+        return True
+    if value in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not yes or no")
+
+
+def resolution_or_auto(text: str) -> float | str:
+    """An argparse type: a pixel size (finite, > 0) or ``auto`` (the finest band's)."""
+    return "auto" if text.strip() == "auto" else positive_float(text)
+
+
 def _int_at_least(least: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -140,11 +155,17 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     _limit(args)
     thresholds = _thresholds(args.surface, Thresholds)
+    crs, resolution, origin = args.crs, args.resolution, (0.0, 0.0)
+    if args.grid:
+        from outcrop.raster.grid_choice import load_grid
+
+        grid = load_grid(args.grid)
+        crs, resolution, origin = grid.crs, grid.resolution, grid.origin
     prepare_scene(
-        args.source, args.sensor, args.out, scene_id=args.scene, bands=_bands(args.bands), crs=args.crs,
-        resolution=args.resolution, thresholds=thresholds,
+        args.source, args.sensor, args.out, scene_id=args.scene, bands=_bands(args.bands), crs=crs,
+        resolution=resolution, origin=origin, thresholds=thresholds,
         declared_bands=_bands(args.declared_bands) if args.declared_bands else None,
-        scale=args.scale, offset=args.offset, log=_log,
+        scale=args.scale, offset=args.offset, log=_log, collar=args.collar != "off",
         max_pixels=args.max_pixels if args.max_pixels is not None else MAX_SCENE_PIXELS,
     )
 
@@ -158,12 +179,18 @@ def _prepare_parser(sub: Any) -> None:
     p.add_argument("--scene", required=True)
     p.add_argument("--bands", required=True, help="run bands, comma-separated canonical names")
     p.add_argument("--out", required=True)
-    p.add_argument("--crs", default=default("grid.crs"))
-    p.add_argument("--resolution", type=positive_float, default=default("grid.resolution"))
+    p.add_argument("--crs", default=default("grid.crs"), help="run CRS, or auto (the UTM zone or polar CRS "
+                   "that covers the scene)")
+    p.add_argument("--resolution", type=resolution_or_auto, default=default("grid.resolution"),
+                   help="metres per pixel, or auto (the finest band's)")
+    p.add_argument("--grid", default="", help="the run's grid.json (from `outcrop grid`): CRS, resolution and "
+                   "pixel alignment; overrides --crs and --resolution")
     p.add_argument("--declared-bands", default="", help="band names of a generic GeoTIFF, in file order")
     p.add_argument("--scale", type=finite_float, default=None)
     p.add_argument("--offset", type=finite_float, default=None)
     p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
+    p.add_argument("--collar", choices=["auto", "off"], default="auto",
+                   help="auto: mask a constant border without a nodata tag as nodata; off: keep it")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="largest scene on the run grid, in pixels (default 2e9); a larger one is refused")
 
@@ -211,6 +238,51 @@ def _thresholds(items: Sequence[str] | None, cls: Any) -> Any:
     return cls(**out)
 
 
+def _run_crs(args: argparse.Namespace) -> str:
+    """The run CRS for a stage that reads a prepared scene: grid.json's, --crs, or (auto) the scene's."""
+    if args.grid:
+        from outcrop.raster.grid_choice import load_grid
+
+        return load_grid(args.grid).crs
+    if args.crs != "auto":
+        return args.crs
+    from outcrop.raster.scenes import open_raster
+
+    with open_raster(args.prepared) as src:
+        return src.crs.to_wkt()
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    import json
+
+    from outcrop.raster.grid_choice import choose_grid, write_grid
+    from outcrop.raster.scenes import read_scene_header
+
+    try:
+        rows = json.loads(args.scenes_json)
+        assert isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)
+        scenes = [(str(r["scene"]), str(r["source"]), str(r["sensor"]), r.get("bands") or "") for r in rows]
+    except (ValueError, AssertionError, KeyError):
+        raise OutcropError("grid: --scenes-json must be a non-empty JSON list of {scene, source, sensor[, bands]}") \
+            from None
+    headers = [read_scene_header(scene, source, sensor, _bands(args.bands),
+                                 _bands(str(declared)) if declared else None)
+               for scene, source, sensor, declared in scenes]
+    write_grid(args.out, choose_grid(headers, args.crs, args.resolution, log=_log))
+
+
+def _grid_parser(sub: Any) -> None:
+    p = _add(sub, "grid", cmd_grid, "choose the run grid (CRS, resolution, pixel alignment) from the scenes' headers",
+             "outcrop grid --scenes-json '[{\"scene\": \"s1\", \"source\": \"LC08_.../\", \"sensor\": "
+             "\"landsat-c2l2\"}]' --bands blue,green,red --out results/grid.json", False)
+    p.add_argument("--scenes-json", required=True, help="JSON list of {scene, source, sensor[, bands]}")
+    p.add_argument("--bands", required=True, help="run bands, comma-separated canonical names")
+    p.add_argument("--crs", default=default("grid.crs"), help="run CRS, or auto")
+    p.add_argument("--resolution", type=resolution_or_auto, default=default("grid.resolution"),
+                   help="metres per pixel, or auto")
+    p.add_argument("--out", required=True)
+
+
 def cmd_tile(args: argparse.Namespace) -> None:
     from outcrop.raster.tiles import tile_scene
 
@@ -218,7 +290,7 @@ def cmd_tile(args: argparse.Namespace) -> None:
     if args.aoi:
         from outcrop.raster.aoi import aoi_geometry
 
-        aoi = aoi_geometry(args.aoi, args.crs, buffer_km=args.aoi_buffer_km)
+        aoi = aoi_geometry(args.aoi, _run_crs(args), buffer_km=args.aoi_buffer_km)
     tile_scene(args.prepared, args.out_tiles, args.out_table, scene_id=args.scene, size=args.size,
                stride=args.stride, min_valid=args.min_valid, aoi=aoi, aoi_name=str(args.aoi), log=_log)
 
@@ -235,7 +307,9 @@ def _tile_parser(sub: Any) -> None:
     p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
     p.add_argument("--aoi", default="", help="AOI polygon or coastline file")
     p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
-    p.add_argument("--crs", default=default("grid.crs"))
+    p.add_argument("--crs", default=default("grid.crs"), help="run CRS (the AOI is brought into it); auto: the "
+                   "prepared scene's")
+    p.add_argument("--grid", default="", help="the run's grid.json; overrides --crs")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -293,8 +367,9 @@ def cmd_index(args: argparse.Namespace) -> None:
 
     _limit(args)
     build_index(args.embeddings, args.tables, Path(args.out_index), Path(args.out_table), Path(args.out_info),
-                min_rock=args.min_rock, exact_max=args.exact_max, recall_floor=args.recall_floor,
-                seed=args.seed, log=_log)
+                min_rock=args.min_rock, exact_max=args.exact_max, memory_gb=args.memory_gb,
+                recall_floor=args.recall_floor, seed=args.seed, retrain=args.retrain, drift_max=args.drift_max,
+                state_dir=Path(args.state_dir) if args.state_dir else None, log=_log)
 
 
 def _index_parser(sub: Any) -> None:
@@ -310,6 +385,10 @@ def _index_parser(sub: Any) -> None:
     p.add_argument("--exact-max", type=positive_int, default=default("index.exact_max"))
     p.add_argument("--recall-floor", type=finite_float, default=default("index.recall_floor"))
     p.add_argument("--seed", type=int, default=default("index.seed"))
+    p.add_argument("--memory-gb", type=positive_float, default=default("index.memory_gb"))
+    p.add_argument("--retrain", type=yes_no, default=default("index.retrain"), help="yes: retrain, never add")
+    p.add_argument("--drift-max", type=positive_float, default=default("index.drift_max"))
+    p.add_argument("--state-dir", default="", help="keep the trained index here and add new scenes to it")
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
@@ -320,7 +399,8 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     clustering = cluster_tiles(
         Path(args.index_table), args.embeddings, args.tiles, args.prepared, Path(args.out_gpkg),
         Path(args.out_parquet), Path(args.out_summary), Path(args.rasters_dir), ks=args.k, cuts=args.cuts,
-        seed=args.seed, log=_log,
+        seed=args.seed, sample=args.sample, retrain=args.retrain, drift_max=args.drift_max,
+        state_dir=Path(args.state_dir) if args.state_dir else None, log=_log,
     )
     write_cluster_figures(clustering, args.prepared, args.tiles, Path(args.out_dendrogram), Path(args.maps_dir),
                           out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None)
@@ -341,6 +421,10 @@ def _cluster_parser(sub: Any) -> None:
     p.add_argument("--k", type=cluster_count, nargs="+", required=True)
     p.add_argument("--cuts", type=cluster_count, nargs="*", required=True, help="hierarchy cuts (none: give --cuts alone)")
     p.add_argument("--seed", type=int, default=default("clusters.seed"))
+    p.add_argument("--sample", type=positive_int, default=default("clusters.sample"))
+    p.add_argument("--retrain", type=yes_no, default=default("clusters.retrain"), help="yes: retrain, never assign")
+    p.add_argument("--drift-max", type=positive_float, default=default("clusters.drift_max"))
+    p.add_argument("--state-dir", default="", help="keep the centroids here and assign new scenes' tiles to them")
 
 
 def cmd_analogues(args: argparse.Namespace) -> None:
@@ -420,7 +504,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     write_summary(args.scenes, Path(args.out), tile_tables=[Path(p) for p in args.tile_tables],
                   prepared=[Path(p) for p in args.prepared], training_curve=Path(args.training_curve),
                   dendrogram=Path(args.dendrogram), cluster_maps=[Path(p) for p in args.cluster_maps],
-                  analogues=Path(args.analogues), index_info=Path(args.index_info),
+                  index_info=Path(args.index_info), analogues=Path(args.analogues) if args.analogues else None,
+                  skipped=Path(args.analogues_skipped) if args.analogues_skipped else None,
+                  grid=Path(args.grid) if args.grid else None,
                   metrics=Path(args.metrics) if args.metrics else None, log=_log)
 
 
@@ -429,13 +515,16 @@ def _report_parser(sub: Any) -> None:
              "outcrop report --scenes demo_1 demo_2 --tile-tables results/tiles/demo_{1,2}.parquet "
              "--prepared results/prepared/demo_{1,2}.tif --cluster-maps results/clusters/maps/demo_{1,2}.png "
              "--training-curve results/model/training_curve.png --dendrogram results/clusters/dendrogram.png "
-             "--analogues results/analogues/analogues.csv --index-info results/index/info.json "
-             "--metrics results/metrics.json --out results/summary.html", False)
+             "--analogues results/analogues/analogues.csv --grid results/grid.json --index-info "
+             "results/index/info.json --metrics results/metrics.json --out results/summary.html", False)
     p.add_argument("--scenes", nargs="+", required=True)
     for name in ("--tile-tables", "--prepared", "--cluster-maps"):
         p.add_argument(name, nargs="+", required=True, help="one file per scene, in the order of --scenes")
-    for name in ("--training-curve", "--dendrogram", "--analogues", "--index-info", "--out"):
+    for name in ("--training-curve", "--dendrogram", "--index-info", "--out"):
         p.add_argument(name, required=True)
+    p.add_argument("--analogues", default="", help="the ranked analogues (analogues.csv), when deposits were given")
+    p.add_argument("--analogues-skipped", default="", help="why no analogues were ranked (analogues/skipped.txt)")
+    p.add_argument("--grid", default="", help="the run grid (grid.json)")
     p.add_argument("--metrics", default="", help="the demo's scores (metrics.json), when there are any")
 
 
@@ -478,7 +567,7 @@ def cmd_quicklook(args: argparse.Namespace) -> None:
     if args.aoi:
         from outcrop.raster.aoi import aoi_geometry
 
-        aoi = aoi_geometry(args.aoi, args.crs, buffer_km=args.aoi_buffer_km)
+        aoi = aoi_geometry(args.aoi, _run_crs(args), buffer_km=args.aoi_buffer_km)
     write_quicklook(args.prepared, args.out_png, args.out_tif, scene=args.scene, aoi=aoi,
                     max_size=args.max_size, log=_log)
 
@@ -494,7 +583,9 @@ def _quicklook_parser(sub: Any) -> None:
     p.add_argument("--out-tif", required=True)
     p.add_argument("--aoi", default="", help="AOI polygon or coastline file, outlined on the figure")
     p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
-    p.add_argument("--crs", default=default("grid.crs"), help="run CRS (the AOI is brought into it)")
+    p.add_argument("--crs", default=default("grid.crs"), help="run CRS (the AOI is brought into it); auto: the "
+                   "prepared scene's")
+    p.add_argument("--grid", default="", help="the run's grid.json; overrides --crs")
     p.add_argument("--max-size", type=positive_int, default=2048, help="largest side of the quicklook in pixels")
 
 
@@ -563,8 +654,8 @@ def cmd_webmap(args: argparse.Namespace) -> None:
     from outcrop.figures.webmap import write_webmap
 
     write_webmap([Path(p) for p in args.quicklooks], [Path(p) for p in args.clusters],
-                 [Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),
-                 Path(args.out), title=args.title, log=_log)
+                 [Path(p) for p in args.similarity], Path(args.analogues) if args.analogues else None,
+                 Path(args.deposits) if args.deposits else None, Path(args.out), title=args.title, log=_log)
 
 
 def _webmap_parser(sub: Any) -> None:
@@ -575,9 +666,10 @@ def _webmap_parser(sub: Any) -> None:
             "--deposits deposits.gpkg --out results/map.html", False)
     p.add_argument("--quicklooks", nargs="+", required=True)
     p.add_argument("--clusters", nargs="+", required=True)
-    p.add_argument("--similarity", nargs="+", required=True)
-    p.add_argument("--analogues", required=True)
-    p.add_argument("--deposits", required=True)
+    # A run without deposits has no similarity, analogues nor deposits: the map shows the rest.
+    p.add_argument("--similarity", nargs="*", default=[])
+    p.add_argument("--analogues", default="")
+    p.add_argument("--deposits", default="")
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="outcrop run")
 
@@ -605,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add_parser in (
         _demo_scene_parser,
         _demo_deposits_parser,
+        _grid_parser,
         _prepare_parser,
         _stac_search_parser,
         _tile_parser,

@@ -64,6 +64,13 @@ def _read_text_values(instance: Any, schema: dict[str, Any], path: str, source: 
     older Snakemake, or a quoted mapping in a config file) is refused with how to write it.
     """
     kind = schema.get("type")
+    if kind is None and isinstance(instance, str) and "anyOf" in schema:
+        # a number or a word (grid.resolution: 30 or auto): text that is one of the words stays text
+        words = [s.get("const") for s in schema["anyOf"] if "const" in s]
+        kinds = [s.get("type") for s in schema["anyOf"]]
+        if instance.strip() not in words and "number" in kinds:
+            return _scalar_from_text(instance, "number")
+        return instance
     if isinstance(instance, str):
         if kind == "object":
             raise OutcropError(

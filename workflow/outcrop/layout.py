@@ -43,6 +43,12 @@ class Layout:
     def demo_hidden_deposits(self) -> str:
         return self.at("demo", "hidden_deposits.gpkg")
 
+    # --- the run grid -----------------------------------------------------------------------------
+    @property
+    def grid(self) -> str:
+        """The run grid (CRS, resolution, pixel alignment), chosen once by ``outcrop grid``."""
+        return self.at("grid.json")
+
     # --- per-scene stages -------------------------------------------------------------------------
     def prepared(self, scene: str = SCENE) -> str:
         return self.at("prepared", f"{scene}.tif")
@@ -108,6 +114,11 @@ class Layout:
     def index_info(self) -> str:
         return self.at("index", "info.json")
 
+    @property
+    def index_state(self) -> str:
+        """Folder of the kept trained index and the scenes in it (no rule's output: kept across reruns)."""
+        return self.at("index", "state")
+
     # --- clusters ---------------------------------------------------------------------------------
     @property
     def cluster_labels_gpkg(self) -> str:
@@ -146,6 +157,11 @@ class Layout:
         """Folder of ``{scene}.tif``, one cluster raster per scene."""
         return self.at("clusters", "rasters")
 
+    @property
+    def cluster_state(self) -> str:
+        """Folder of the kept centroids (no rule's output: kept across reruns)."""
+        return self.at("clusters", "state")
+
     # --- analogues --------------------------------------------------------------------------------
     @property
     def analogues_gpkg(self) -> str:
@@ -154,6 +170,11 @@ class Layout:
     @property
     def analogues_csv(self) -> str:
         return self.at("analogues", "analogues.csv")
+
+    @property
+    def analogues_skipped(self) -> str:
+        """Why a run without deposits ranked no analogues (written instead of the analogue outputs)."""
+        return self.at("analogues", "skipped.txt")
 
     @property
     def similarity(self) -> str:

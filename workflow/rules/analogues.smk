@@ -7,7 +7,7 @@ rule analogues:
         index_table=L.index_table,
         embeddings=per_scene(L.embeddings),
         prepared=per_scene(L.prepared),
-        deposits=DEPOSITS,
+        deposits=DEPOSITS or [],
         negatives=config["negatives"] or [],
     output:
         gpkg=L.analogues_gpkg,
@@ -35,6 +35,26 @@ rule analogues:
         " {params.negatives:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --top {params.top:q} --site-overlap {params.site_overlap:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-csv {output.csv:q}"
         " --similarity-dir {output.similarity:q} > {log:q} 2>&1"
+
+
+rule analogues_skipped:
+    output:
+        L.analogues_skipped,
+    params:
+        why="analogues not ranked: no deposits given (config: deposits is empty); set deposits to a file "
+        "of known occurrences to rank analogues, similarity rasters and analogue maps",
+    log:
+        L.log("analogues_skipped"),
+    benchmark:
+        L.benchmark("analogues_skipped")
+    threads: 1
+    resources:
+        mem_mb=100,
+        runtime=1,
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "printf '%s\\n' {params.why:q} > {output:q} 2> {log:q}"
 
 
 rule evaluate:

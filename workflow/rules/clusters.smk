@@ -1,4 +1,6 @@
 # Clusters: spherical k-means at each k and a Ward hierarchy on the centroids, mapped per scene.
+# Centroids are kept in clusters/state (L.cluster_state, no rule's output): a new scene's tiles are
+# assigned to them.
 
 
 rule clusters:
@@ -30,6 +32,10 @@ rule clusters:
         k=config["clusters"]["k"],
         cuts=config["clusters"]["cuts"],
         seed=config["clusters"]["seed"],
+        sample=config["clusters"]["sample"],
+        retrain=config["clusters"]["retrain"],
+        drift_max=config["clusters"]["drift_max"],
+        state_dir=L.cluster_state,
     log:
         L.log("clusters"),
     benchmark:
@@ -43,6 +49,7 @@ rule clusters:
     shell:
         "python -m outcrop cluster --index-table {input.index_table:q} --embeddings {input.embeddings:q}"
         " --tiles {input.tiles:q} --prepared {input.prepared:q} --k {params.k:q} --cuts {params.cuts:q}"
-        " --seed {params.seed:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-parquet {output.parquet:q}"
+        " --seed {params.seed:q} --sample {params.sample:q} --retrain {params.retrain:q}"
+        " --drift-max {params.drift_max:q} --state-dir {params.state_dir:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-parquet {output.parquet:q}"
         " --out-summary {output.summary:q} --out-dendrogram {output.dendrogram:q} --out-exemplars {output.exemplars:q}"
         " --maps-dir {output.maps:q} --rasters-dir {output.rasters:q} > {log:q} 2>&1"

@@ -47,7 +47,14 @@ BANDS = ",".join(config["bands"])
 # Every job logs and records its run time inside the run's own folder, so that two runs with
 # different results folders never write each other's logs.
 LOGS = L.logs
+# The run grid (CRS, resolution, pixel alignment), chosen once from the training scenes' headers.
+GRID = L.grid
 DEPOSITS = L.demo_deposits if DEMO and not config["deposits"] else config["deposits"]
+# Mapping similar ground needs no deposits: without them the run makes everything but the analogue
+# outputs, and analogues/skipped.txt says why (the summary and `outcrop info` repeat it).
+ANALOGUES = bool(DEPOSITS)
+ANALOGUE_OUTPUTS = [L.analogues_gpkg, L.analogues_csv] if ANALOGUES else []
+ANALOGUES_SKIPPED = [] if ANALOGUES else [L.analogues_skipped]
 
 
 wildcard_constraints:
@@ -89,8 +96,8 @@ def in_folder(folder, suffix):
 def final_outputs():
     outputs = [
         L.cluster_labels_gpkg,
-        L.analogues_gpkg,
-        L.analogues_csv,
+        *ANALOGUE_OUTPUTS,
+        *ANALOGUES_SKIPPED,
         L.training_curve_png,
         L.summary,
     ]
@@ -120,5 +127,16 @@ def report_outputs():
         L.projection_surfaces,
         L.cluster_summary_html,
         *per_scene(L.quicklook_png),
-        L.analogue_maps,
+        *([L.analogue_maps] if ANALOGUES else []),
     ]
+
+
+def grid_scenes():
+    """The scenes the run grid is chosen from, as `outcrop grid --scenes-json` takes them: the
+    training scenes, so that a scene added later for the index is prepared onto the grid the run
+    has and never re-prepares the others."""
+    import json
+
+    rows = [SCENE_ROWS[s] for s in (TRAIN_SCENES or SCENES)]
+    return json.dumps([{"scene": r["scene"], "source": r["source"], "sensor": r["sensor"], "bands": r["bands"] or ""}
+                       for r in rows])

@@ -1,4 +1,7 @@
 # Index: every scene's embeddings in one FAISS index (exact while small, approximate past a size).
+# The trained index and the scenes in it are kept in index/state (no rule's output, so Snakemake
+# leaves it when the job reruns; L.index_state): a new scene's vectors are added to it, nothing is
+# retrained.
 
 
 rule index:
@@ -14,6 +17,10 @@ rule index:
         exact_max=config["index"]["exact_max"],
         recall_floor=config["index"]["recall_floor"],
         seed=config["index"]["seed"],
+        memory_gb=config["index"]["memory_gb"],
+        retrain=config["index"]["retrain"],
+        drift_max=config["index"]["drift_max"],
+        state_dir=L.index_state,
     log:
         L.log("index"),
     benchmark:
@@ -27,5 +34,6 @@ rule index:
     shell:
         "python -m outcrop index --embeddings {input.embeddings:q} --tables {input.tables:q}"
         " --min-rock {params.min_rock:q} --exact-max {params.exact_max:q} --recall-floor {params.recall_floor:q}"
-        " --seed {params.seed:q} --threads {threads} --out-index {output.index:q} --out-table {output.table:q}"
+        " --seed {params.seed:q} --memory-gb {params.memory_gb:q} --retrain {params.retrain:q}"
+        " --drift-max {params.drift_max:q} --state-dir {params.state_dir:q} --threads {threads} --out-index {output.index:q} --out-table {output.table:q}"
         " --out-info {output.info:q} > {log:q} 2>&1"

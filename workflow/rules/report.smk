@@ -5,6 +5,7 @@
 rule quicklook:
     input:
         prepared=L.prepared(),
+        grid=GRID,
         aoi=config["aoi"]["path"] or [],
     output:
         png=report(
@@ -17,7 +18,6 @@ rule quicklook:
     params:
         aoi=lambda wc, input: optional("--aoi", input.aoi),
         buffer_km=config["aoi"]["buffer_km"],
-        crs=config["grid"]["crs"],
     log:
         L.log("quicklook", "{scene}"),
     benchmark:
@@ -30,7 +30,7 @@ rule quicklook:
         "../../envs/report.yaml"
     shell:
         "python -m outcrop quicklook --prepared {input.prepared:q} --scene {wildcards.scene:q} {params.aoi:q}"
-        " --aoi-buffer-km {params.buffer_km:q} --crs {params.crs:q}"
+        " --aoi-buffer-km {params.buffer_km:q} --grid {input.grid:q}"
         " --out-png {output.png:q} --out-tif {output.tif:q} > {log:q} 2>&1"
 
 
@@ -98,7 +98,7 @@ rule analogue_maps:
     input:
         similarity=L.similarity,
         analogues=L.analogues_gpkg,
-        deposits=DEPOSITS,
+        deposits=DEPOSITS or [],
     output:
         maps=report(
             directory(L.analogue_maps),
@@ -128,14 +128,16 @@ rule webmap:
     input:
         quicklooks=per_scene(L.quicklook_tif),
         clusters=L.cluster_rasters,
-        similarity=L.similarity,
-        analogues=L.analogues_gpkg,
-        deposits=DEPOSITS,
+        similarity=[L.similarity] if ANALOGUES else [],
+        analogues=[L.analogues_gpkg] if ANALOGUES else [],
+        deposits=DEPOSITS or [],
     output:
         report(L.webmap, caption="../report/map.rst", category="Map"),
     params:
         clusters=lambda wc, input: in_folder(input.clusters, ".tif"),
-        similarity=lambda wc, input: in_folder(input.similarity, ".tif"),
+        similarity=lambda wc, input: [a for d in input.similarity for a in ["--similarity", *in_folder(d, ".tif")]],
+        analogues=lambda wc, input: optional("--analogues", input.analogues),
+        deposits=lambda wc, input: optional("--deposits", input.deposits),
     log:
         L.log("webmap"),
     benchmark:
@@ -148,7 +150,7 @@ rule webmap:
         "../../envs/report.yaml"
     shell:
         "python -m outcrop webmap --quicklooks {input.quicklooks:q} --clusters {params.clusters:q}"
-        " --similarity {params.similarity:q} --analogues {input.analogues:q} --deposits {input.deposits:q}"
+        " {params.similarity:q} {params.analogues:q} {params.deposits:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -158,7 +160,9 @@ rule report:
         clusters=L.cluster_labels,
         maps=L.cluster_maps,
         dendrogram=L.dendrogram,
-        analogues=L.analogues_csv,
+        analogues=[L.analogues_csv] if ANALOGUES else [],
+        skipped=ANALOGUES_SKIPPED,
+        grid=GRID,
         index_info=L.index_info,
         metrics=[L.metrics] if DEMO else [],
         tile_tables=per_scene(L.tile_table),
@@ -169,6 +173,8 @@ rule report:
         scenes=SCENES,
         cluster_maps=lambda wc, input: in_folder(input.maps, ".png"),
         metrics=lambda wc, input: optional("--metrics", input.metrics),
+        analogues=lambda wc, input: optional("--analogues", input.analogues),
+        skipped=lambda wc, input: optional("--analogues-skipped", input.skipped),
     log:
         L.log("report"),
     benchmark:
@@ -182,5 +188,5 @@ rule report:
     shell:
         "python -m outcrop report --scenes {params.scenes:q} --tile-tables {input.tile_tables:q} --prepared {input.prepared:q}"
         " --cluster-maps {params.cluster_maps:q} --training-curve {input.curve:q} --dendrogram {input.dendrogram:q}"
-        " --analogues {input.analogues:q} --index-info {input.index_info:q} {params.metrics:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " {params.analogues:q} {params.skipped:q} --grid {input.grid:q} --index-info {input.index_info:q}"
+        " {params.metrics:q} --out {output:q} > {log:q} 2>&1"

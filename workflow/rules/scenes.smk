@@ -16,8 +16,7 @@ rule demo_scene:
     resources:
         mem_mb=1500,
         runtime=10,
-    group:
-        "scene_{scene}"
+    # not in the scene's group: the run grid (rule grid) reads the demo scenes before any is prepared
     conda:
         "../../envs/geo.yaml"
     shell:
@@ -48,9 +47,35 @@ rule demo_deposits:
         " --out {output.known:q} --truth {output.hidden:q} > {log:q} 2>&1"
 
 
+rule grid:
+    input:
+        [path for s in (TRAIN_SCENES or SCENES) for path in [local_input(SCENE_ROWS[s]["source"])] if path],
+    output:
+        GRID,
+    params:
+        scenes=grid_scenes(),
+        bands=BANDS,
+        crs=config["grid"]["crs"],
+        resolution=config["grid"]["resolution"],
+    log:
+        L.log("grid"),
+    benchmark:
+        L.benchmark("grid")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/geo.yaml"
+    shell:
+        "python -m outcrop grid --scenes-json {params.scenes:q} --bands {params.bands:q} --crs {params.crs:q}"
+        " --resolution {params.resolution:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule prepare:
     input:
-        scene_source,
+        source=scene_source,
+        grid=GRID,
     output:
         L.prepared(),
     params:
@@ -58,12 +83,11 @@ rule prepare:
         sensor=lambda wc: SCENE_ROWS[wc.scene]["sensor"],
         product=lambda wc: [
             arg
-            for opt, key in (("--declared-bands", "bands"), ("--scale", "scale"), ("--offset", "offset"))
+            for opt, key in (("--declared-bands", "bands"), ("--scale", "scale"), ("--offset", "offset"),
+                             ("--collar", "collar"))
             for arg in optional(opt, SCENE_ROWS[wc.scene][key])
         ],
         bands=BANDS,
-        crs=config["grid"]["crs"],
-        resolution=config["grid"]["resolution"],
         surfaces=cli_sets("--surface", config["surfaces"]),
     log:
         L.log("prepare", "{scene}"),
@@ -79,6 +103,6 @@ rule prepare:
         "../../envs/geo.yaml"
     shell:
         "python -m outcrop prepare --source {params.source:q} --sensor {params.sensor:q} --scene {wildcards.scene:q}"
-        " --bands {params.bands:q} --crs {params.crs:q} --resolution {params.resolution:q}"
+        " --bands {params.bands:q} --grid {input.grid:q}"
         " {params.product:q} {params.surfaces:q}"
         " --threads {threads} --out {output:q} > {log:q} 2>&1"

@@ -4,6 +4,7 @@
 rule tiles:
     input:
         prepared=L.prepared(),
+        grid=GRID,
         aoi=config["aoi"]["path"] or [],
     output:
         tiles=L.tiles(),
@@ -14,7 +15,6 @@ rule tiles:
         min_valid=config["tiles"]["min_valid"],
         aoi=lambda wc, input: optional("--aoi", input.aoi),
         buffer_km=config["aoi"]["buffer_km"],
-        crs=config["grid"]["crs"],
     log:
         L.log("tiles", "{scene}"),
     benchmark:
@@ -30,5 +30,5 @@ rule tiles:
     shell:
         "python -m outcrop tile --prepared {input.prepared:q} --scene {wildcards.scene:q} --size {params.size:q}"
         " --stride {params.stride:q} --min-valid {params.min_valid:q} {params.aoi:q}"
-        " --aoi-buffer-km {params.buffer_km:q} --crs {params.crs:q}"
+        " --aoi-buffer-km {params.buffer_km:q} --grid {input.grid:q}"
         " --out-tiles {output.tiles:q} --out-table {output.table:q} > {log:q} 2>&1"

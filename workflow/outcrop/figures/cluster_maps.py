@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from outcrop.io import atomic_path, load_npy
-from outcrop.search.clusters import Clustering, exemplars, label_nodata, palette, scene_label_rasters
+from outcrop.search.clusters import Clustering, exemplars_by_similarity, label_nodata, palette, scene_label_rasters
 from outcrop.search.index import scene_of
 
 
@@ -30,7 +30,8 @@ def write_cluster_figures(clustering: Clustering, prepared_paths: Sequence[Path]
     for scene, _grid, raster, transform in scene_label_rasters(clustering, prepared_paths):
         _write_map(Path(maps_dir) / f"{scene}.png", scene, raster, transform, names, nodata, colours)
     if out_exemplars is not None:
-        picks = exemplars(clustering.vectors, clustering.levels[clustering.finest], clustering.centroids)
+        picks = exemplars_by_similarity(clustering.similarity, clustering.levels[clustering.finest],
+                                        len(clustering.sizes))
         _write_exemplars(out_exemplars, clustering.table, picks, tiles_paths, clustering.bands)
 
 

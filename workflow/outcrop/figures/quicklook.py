@@ -1,10 +1,17 @@
-"""False-colour quicklooks of prepared scenes: a COG a GIS opens, and a PNG figure for the report.
+"""Quicklooks of prepared scenes: a COG a GIS opens, and a PNG figure for the report.
 
-The composite is SWIR2 / SWIR1 / red (Landsat OLI 7-6-4), the usual geological false colour:
-rock units differ most in the shortwave infrared, and snow and ice, bright in the visible but dark
-in SWIR, come out cyan instead of swamping the stretch. Scenes without SWIR fall back to
-NIR / red / green, then to their first three bands. Each band is stretched between its 2nd and
-98th percentile over valid pixels to 1..255, so that 0 is free to mean nodata.
+The composite is chosen from the bands there are, and named for what it is:
+
+- SWIR2 / SWIR1 / red (Landsat OLI 7-6-4), the usual geological false colour: rock units differ
+  most in the shortwave infrared, and snow and ice, bright in the visible but dark in SWIR, come
+  out cyan instead of swamping the stretch;
+- without SWIR but with NIR: NIR / red / green, the colour-infrared false colour (vegetation red);
+- with only visible bands: red / green / blue, true colour (a blue/green/red file shown in file
+  order would paint soil purple);
+- otherwise the first three bands (or one band as grey), labelled with their names.
+
+Each band is stretched between its 2nd and 98th percentile over valid pixels to 1..255, so that 0
+is free to mean nodata.
 
 A quicklook is a preview: scenes larger than ``max_size`` pixels on a side are read from the
 prepared COG's overviews at reduced resolution, so a 7000 px Landsat scene costs a few MB.
@@ -21,22 +28,39 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.io import PREPARED_NODATA, atomic_path, decode_reflectance, write_cog
-from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, NODATA, ROCK, SNOW_ICE, WATER
+from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER
 
-COMPOSITES: tuple[tuple[str, str, str], ...] = (("swir2", "swir1", "red"), ("nir", "red", "green"))
+# (red, green, blue channel bands, name), best first.
+COMPOSITES: tuple[tuple[tuple[str, str, str], str], ...] = (
+    (("swir2", "swir1", "red"), "false colour"),
+    (("nir", "red", "green"), "colour infrared"),
+    (("red", "green", "blue"), "true colour"),
+)
 QUICKLOOK_NODATA = 0
 # Colours of surface classes in figures: snow and ice light blue, so that they show on white paper.
-SURFACE_PLOT_COLOURS: dict[int, str] = {ROCK: "#8c5a3c", SNOW_ICE: "#9ecae1", WATER: "#1e468c", CLOUD: "#bdbdbd"}
+# Unknown (bands that cannot tell rock from water or snow) in magenta: plainly not a ground class.
+SURFACE_PLOT_COLOURS: dict[int, str] = {ROCK: "#8c5a3c", SNOW_ICE: "#9ecae1", WATER: "#1e468c", CLOUD: "#bdbdbd",
+                                        UNKNOWN: "#d660c8"}
 
 
 def composite_bands(bands: Sequence[str]) -> list[int]:
-    """Indices of the false-colour bands (red, green, blue channels) among ``bands``."""
-    for triple in COMPOSITES:
+    """Indices of the composite's bands (red, green, blue channels) among ``bands``."""
+    for triple, _ in COMPOSITES:
         if set(triple) <= set(bands):
             return [list(bands).index(b) for b in triple]
     if len(bands) < 3:
         return [0] * 3 if bands else []
     return [0, 1, 2]
+
+
+def composite_name(bands: Sequence[str]) -> str:
+    """What the composite of ``bands`` shows, as a figure title says it: ``true colour (red/green/blue)``."""
+    picks = composite_bands(bands)
+    names = "/".join(dict.fromkeys(bands[i] for i in picks))
+    for triple, name in COMPOSITES:
+        if set(triple) <= set(bands):
+            return f"{name} ({names})"
+    return f"{'grey' if len(set(picks)) == 1 else 'bands'} ({names})"
 
 
 def stretch(values: np.ndarray, valid: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -106,6 +130,7 @@ def write_quicklook(
     write_cog(out_tif, rgb, {"crs": preview["crs"], "transform": preview["transform"], "nodata": QUICKLOOK_NODATA},
               band_names=["red_channel", "green_channel", "blue_channel"],
               tags={"composite": ",".join(preview["bands"][i] for i in composite_bands(preview["bands"])),
+                    "composite_name": composite_name(preview["bands"]),
                     "scene": scene}, resampling="average")
     _write_figure(Path(out_png), scene, rgb, preview, aoi)
     log(f"quicklook: wrote {out_tif} and {out_png} ({rgb.shape[2]}x{rgb.shape[1]} px)")
@@ -128,8 +153,8 @@ def _write_figure(path: Path, scene: str, rgb: np.ndarray, preview: dict[str, An
     for code, colour in SURFACE_PLOT_COLOURS.items():
         mask_rgba[preview["mask"] == code] = to_rgba(colour)
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 5.0))
-    composite = "/".join(preview["bands"][i] for i in composite_bands(preview["bands"]))
-    for ax, image, title in ((axes[0], rgba, f"{scene}: false colour ({composite})"),
+    composite = composite_name(preview["bands"])
+    for ax, image, title in ((axes[0], rgba, f"{scene}: {composite}"),
                              (axes[1], mask_rgba, f"{scene}: surface mask")):
         ax.imshow(image, extent=extent, interpolation="nearest")
         ax.set_title(title, fontsize=9)

@@ -62,12 +62,14 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
 
 
 def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Path], prepared: Sequence[Path],
-                  training_curve: Path, dendrogram: Path, cluster_maps: Sequence[Path], analogues: Path,
-                  index_info: Path, metrics: Path | None = None, log: Callable[[str], None] = print) -> None:
-    """Write the run's HTML summary: model, index, clusters, analogues, and demo scores if present.
+                  training_curve: Path, dendrogram: Path, cluster_maps: Sequence[Path], index_info: Path,
+                  analogues: Path | None = None, skipped: Path | None = None, grid: Path | None = None,
+                  metrics: Path | None = None, log: Callable[[str], None] = print) -> None:
+    """Write the run's HTML summary: grid, model, index, clusters, analogues, and demo scores if present.
 
     ``tile_tables``, ``prepared`` and ``cluster_maps`` list one file per scene, in the order of
-    ``scenes``; a figure or table that is absent is left out of the page.
+    ``scenes``; a figure or table that is absent is left out of the page. A run without deposits
+    gives ``skipped`` (analogues/skipped.txt) instead of ``analogues``, and the page says why.
     """
     import pandas as pd
 
@@ -81,6 +83,8 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
     empty = scenes_without_tiles(scenes, tile_tables, prepared)
     if empty:
         parts.append(f"<p><strong>{html.escape(_without_tiles_line(empty))}</strong></p>")
+    if grid is not None:
+        parts.append(_grid_html(Path(grid)))
     if metrics is not None and Path(metrics).exists():
         parts.append(_metrics_section(json.loads(Path(metrics).read_text())))
     info_path = Path(index_info)
@@ -91,8 +95,11 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
     parts.append("<h2>Clusters</h2>" + _img(Path(dendrogram), "Ward hierarchy of clusters"))
     for scene, cluster_map in zip(scenes, cluster_maps):
         parts.append(_img(Path(cluster_map), f"clusters of {scene}"))
-    analogues_csv = Path(analogues)
-    if analogues_csv.exists():
+    why = analogues_skipped(Path(skipped)) if skipped is not None else ""
+    if why:
+        parts.append(f"<h2>Analogues</h2><p><strong>{html.escape(why)}</strong></p>")
+    analogues_csv = Path(analogues) if analogues is not None else None
+    if analogues_csv is not None and analogues_csv.exists():
         top = pd.read_csv(analogues_csv).head(20)
         parts.append("<h2>Top analogues</h2>" + _table(top.to_dict("records"), list(top.columns)))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
@@ -212,6 +219,24 @@ def _tiles_section(folder: Path) -> list[str]:
     return lines + broken
 
 
+def _grid_section(path: Path) -> list[str]:
+    """The run grid (grid.json): CRS, resolution, alignment, why, and scenes it distorts."""
+    from outcrop.raster.grid_choice import grid_lines
+
+    return grid_lines(path) if Path(path).exists() else ["grid: not chosen yet"]
+
+
+def _grid_html(path: Path) -> str:
+    """The grid section of the summary; its warnings stand out, each naming its scene."""
+    try:
+        lines = _grid_section(path)
+    except Exception as exc:
+        lines = [f"grid: {path} unreadable ({type(exc).__name__})"]
+    items = "".join(f"<li><strong>{html.escape(line.strip())}</strong></li>" if line.strip().startswith("warning")
+                    else f"<li>{html.escape(line.strip())}</li>" for line in lines[1:])
+    return f"<h2>Grid</h2><p>{html.escape(lines[0])}</p><ul>{items}</ul>"
+
+
 def _model_section(model: Path) -> list[str]:
     if not model.exists():
         return ["model: not trained yet"]
@@ -254,9 +279,18 @@ def _clusters_section(summary: Path) -> list[str]:
     return lines
 
 
-def _analogues_section(csv: Path, top: int) -> list[str]:
+def analogues_skipped(path: Path) -> str:
+    """Why a run ranked no analogues (it was given no deposits: analogues/skipped.txt), or "" when
+    it was meant to."""
+    return path.read_text(encoding="utf-8", errors="replace").strip() if path.is_file() else ""
+
+
+def _analogues_section(csv: Path, top: int, skipped: Path) -> list[str]:
     import pandas as pd
 
+    why = analogues_skipped(skipped)
+    if why and not csv.exists():
+        return [why]
     if not csv.exists():
         return ["analogues: not ranked yet"]
     table = pd.read_csv(csv)
@@ -306,12 +340,14 @@ def run_info(results: Path, top: int = 5) -> str:
     lines = [f"run: {results}"]
     tiles, model, info = Path(run.tiles_folder), Path(run.model), Path(run.index_info)
     clusters, analogues, metrics = Path(run.cluster_summary_csv), Path(run.analogues_csv), Path(run.metrics)
+    grid = Path(run.grid)
+    lines += _readable("grid", grid, _grid_section, grid)
     lines += _readable("tiles", tiles, _tiles_section, tiles)
     lines += _readable("scenes without usable tiles", tiles, _without_tiles_section, run)
     lines += _readable("model", model, _model_section, model)
     lines += _readable("index", info, _index_section, info)
     lines += _readable("clusters", clusters, _clusters_section, clusters)
-    lines += _readable("analogues", analogues, _analogues_section, analogues, top)
+    lines += _readable("analogues", analogues, _analogues_section, analogues, top, Path(run.analogues_skipped))
     lines += _readable("scores", metrics, _scores_section, metrics)
     outputs = [Path(p) for p in (run.webmap, run.summary) if Path(p).exists()]
     if outputs:

@@ -213,14 +213,18 @@ def write_webmap(
     quicklooks: Sequence[Path],
     cluster_rasters: Sequence[Path],
     similarity_rasters: Sequence[Path],
-    analogues_path: Path,
-    deposits_path: Path,
+    analogues_path: Path | None,
+    deposits_path: Path | None,
     out: Path,
     *,
     title: str = "outcrop run",
     log: Callable[[str], Any] = print,
 ) -> None:
-    """Write the standalone offline map of a run."""
+    """Write the standalone offline map of a run.
+
+    A run without deposits has no analogues: ``analogues_path`` and ``deposits_path`` are None and
+    ``similarity_rasters`` empty, and the map shows quicklooks and clusters only.
+    """
     import geopandas as gpd
     import rasterio
 
@@ -231,15 +235,18 @@ def write_webmap(
         raise OutcropError("map: no scene quicklooks given")
     with rasterio.open(quicklooks[0]) as src:
         run_crs = src.crs
-    try:
-        analogues = gpd.read_file(analogues_path, engine="pyogrio")
-    except Exception as exc:
-        raise OutcropError(f"{analogues_path}: not a readable analogues GeoPackage ({exc})") from None
-    if analogues.crs is None:
-        raise OutcropError(f"{analogues_path}: analogues have no CRS")
-    analogues = analogues.to_crs(run_crs)
-    deposits = read_deposits(deposits_path, run_crs)
-    lo, hi = score_range(similarity_rasters)
+    analogues = deposits = None
+    if analogues_path is not None:
+        try:
+            analogues = gpd.read_file(analogues_path, engine="pyogrio")
+        except Exception as exc:
+            raise OutcropError(f"{analogues_path}: not a readable analogues GeoPackage ({exc})") from None
+        if analogues.crs is None:
+            raise OutcropError(f"{analogues_path}: analogues have no CRS")
+        analogues = analogues.to_crs(run_crs)
+    if deposits_path is not None:
+        deposits = read_deposits(deposits_path, run_crs)
+    lo, hi = score_range(similarity_rasters) if similarity_rasters else (0.0, 1.0)
     clusters, cluster_legend, level = cluster_layer(cluster_rasters, run_crs)
     data = {
         "title": title,
@@ -251,8 +258,8 @@ def write_webmap(
         "similarity": similarity_layer(similarity_rasters, run_crs, lo, hi),
         "similarity_range": [lo, hi],
         "similarity_stops": viridis_stops(),
-        "deposits": deposit_features(deposits),
-        "analogues": analogue_features(analogues),
+        "deposits": deposit_features(deposits) if deposits is not None else [],
+        "analogues": analogue_features(analogues) if analogues is not None else [],
     }
     js, css = leaflet_assets()
     page = page_asset("page.html").format(

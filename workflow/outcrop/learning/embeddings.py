@@ -24,6 +24,7 @@ from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.learning.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
+from outcrop.learning.precision import amp_dtype, autocast
 from outcrop.learning.symmetry import orientations, posed
 
 
@@ -57,10 +58,12 @@ def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
 
 @torch.inference_mode()
 def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndarray, *,
-                batch_size: int = 256, device: str = "cpu") -> np.ndarray:
+                batch_size: int = 256, device: str = "cpu", precision: torch.dtype | None | str = "auto") -> np.ndarray:
     """Embed (N, C, H, W) tiles (memory-mapped is fine) in batches: (N, D) float32, unit rows.
 
     Each row is the encoder's representation averaged over the poses of its symmetry, L2-normalised.
+    ``precision``: the autocast dtype (None: float32); ``auto`` is bf16 on CUDA, float32 elsewhere
+    (:mod:`outcrop.learning.precision`). Poses are summed and normalised in float32.
     """
     bands = list(metadata["bands"])
     if tiles.ndim != 4 or tiles.shape[1] != len(bands):
@@ -74,13 +77,15 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
     out = np.empty((tiles.shape[0], dim), dtype=np.float32)
     layout = inference_layout(dev)
     poses = orientations(metadata.get("symmetry", "none"))
+    dtype = amp_dtype(dev) if precision == "auto" else precision
     for start in range(0, tiles.shape[0], max(1, batch_size)):
         chunk = torch.from_numpy(np.array(tiles[start:start + batch_size], dtype=np.float32)).to(dev)
         x = torch.empty_like(chunk, memory_format=layout)  # normalised straight into the net's layout
         torch.sub(chunk, mean, out=x).div_(std)
-        z = net(x).float()
-        for turns, flip in poses[1:]:
-            z += net(posed(x, turns, flip).contiguous(memory_format=layout)).float()
+        with autocast(dev, dtype):
+            z = net(x).float()
+            for turns, flip in poses[1:]:
+                z += net(posed(x, turns, flip).contiguous(memory_format=layout)).float()
         out[start:start + len(chunk)] = F.normalize(z, dim=1).cpu().numpy()
     return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, Vie
 from outcrop.io import atomic_path
 from outcrop.locks import exclusive_writer
 from outcrop.learning.optim import build_optimizer, warmup_cosine
+from outcrop.learning.precision import autocast
 from outcrop.learning.symmetry import POSES
 from outcrop.learning.training_data import TrainingTiles, band_mean_and_std, open_training_tiles
 
@@ -130,9 +132,7 @@ class _Trainer:
             v2 = v2.contiguous(memory_format=torch.channels_last)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
-                    else contextlib.nullcontext())
-        with autocast:
+        with autocast(self.device, self.amp_dtype if self.use_amp else None):
             loss = self.net(v1, v2)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -236,13 +236,16 @@ def _train(
     channels = tiles.tile_shape[0]
     bands, batch = _checked_bands_and_batch(tiles, tile_paths, bands, min_rock, settings, ranks)
     steps_per_epoch = n // batch
-    total = settings.epochs * steps_per_epoch
-    # A warm-up never takes more than half of a short run, so the peak rate is reached.
-    warmup = min(round(settings.warmup_epochs * steps_per_epoch), total // 2)
+    total = settings.total_steps(n, batch)
+    # A warm-up never takes more than half of a short run of so many epochs, so the peak rate is
+    # reached; under a budget, at most a tenth: on a coast, two epochs would outlast the budget.
+    warmup = min(round(settings.warmup_epochs * steps_per_epoch),
+                 total // 2 if settings.epochs is not None else total // 10)
     mean, std = band_mean_and_std(tiles)
     digest = run_digest(settings, bands, min_rock, tiles, mean, std)
     log(f"training {settings.arch} on {n} tiles {tuple(tiles.tile_shape)} from {len(tile_paths)} scene(s), "
-        f"device {dev}, batch {batch}, {settings.epochs} epochs x {steps_per_epoch} steps"
+        f"device {dev}, batch {batch}, {total} steps ({total * batch} views, "
+        f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps)"
         + (f", {ranks.world_size} ranks of {batch // ranks.world_size} tiles" if ranks.distributed else ""))
 
     trainer = _Trainer(settings, channels, dev, ranks)
@@ -269,7 +272,7 @@ def _train(
         if trainer.step % settings.log_every == 0 or trainer.step == total:
             rate = (trainer.step - first_step) * batch / max(now - started, 1e-9)
             eta = (total - trainer.step) * batch / max(rate, 1e-9)
-            log(f"step {trainer.step}/{total} epoch {epoch + 1}/{settings.epochs} loss {loss:.4f} "
+            log(f"step {trainer.step}/{total} epoch {epoch + 1}/{math.ceil(total / steps_per_epoch)} loss {loss:.4f} "
                 f"lr {lr:.2e} tau {tau:.5f} {rate:.0f} img/s eta {_duration(eta)}")
         if trainer.step % steps_per_epoch == 0 or now - last_checkpoint >= 60 * settings.checkpoint_minutes:
             if ranks.main:

@@ -110,16 +110,24 @@ def _weak_view() -> ViewSettings:
 class EncoderSettings:
     """Everything that shapes an encoder; built from the config's ``encoder:`` mapping.
 
-    Defaults train ``resnet-small`` on the demo in about three minutes on two CPU cores: the strong
-    band jitter of the views needs about 100 epochs to pay off (25 epochs learn less texture). The heads are
-    narrower than the paper's (4096 hidden, 256 out), which suit ImageNet and a GPU, not 32-px tiles.
+    Training runs for a budget of ``samples`` tile views, whatever the number of training tiles: its
+    time is bounded (about 250 to 700 views a second on two CPU cores) whether the run has one demo
+    scene or two hundred Landsat scenes, where a count of epochs made a coast train for days. A run
+    small enough to pass over its tiles ``max_epochs`` times within the budget stops there: the demo
+    keeps the 100 epochs that its strong band jitter needs to pay off (25 epochs learn less texture),
+    and two full Landsat scenes train for the whole budget, about 15 minutes on two cores.
+    ``epochs``, when set, trains exactly that many passes over the tiles instead. The
+    heads are narrower than the paper's (4096 hidden, 256 out), which suit ImageNet and a GPU, not
+    32-px tiles.
     """
 
     arch: str = "resnet-small"  # resnet-small | resnet18 | resnet50
     embedding_dim: int = 128  # size of the representation (and of the embeddings)
     hidden_dim: int = 512  # hidden width of projector and predictor
     projection_dim: int = 128  # output width of projector and predictor
-    epochs: int = 100
+    samples: int = 200_000  # the training budget: tile views seen (steps = samples / batch_size)
+    max_epochs: int = 100  # a small run stops after this many passes, short of the budget
+    epochs: int | None = None  # instead of the budget: exactly this many passes over the training tiles
     batch_size: int = 128  # more, smaller steps learn more from a demo-sized set in the same time
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 1e-4
@@ -151,8 +159,11 @@ class EncoderSettings:
                 if not isinstance(value, dict):
                     raise OutcropError(f"{where}.{key}: expected a mapping of augmentation settings")
                 views[head].update(value)
+            elif key in _OPTIONAL_INT and value is None:
+                kwargs[key] = None
             elif key in known:
-                kwargs[key] = _coerce(value, type(getattr(cls(), key)), f"{where}.{key}")
+                kind = int if key in _OPTIONAL_INT else type(getattr(cls(), key))
+                kwargs[key] = _coerce(value, kind, f"{where}.{key}")
             else:
                 raise OutcropError(f"{where}.{key}: unknown encoder setting (known: {', '.join(known)})")
         defaults = cls()
@@ -173,9 +184,11 @@ class EncoderSettings:
             raise OutcropError(f"{where}.symmetry: {self.symmetry!r} is not one of {', '.join(SYMMETRIES)}")
         if self.optimizer not in ("adamw", "lars"):
             raise OutcropError(f"{where}.optimizer: {self.optimizer!r} is not adamw or lars")
-        for name in ("embedding_dim", "hidden_dim", "projection_dim", "epochs", "log_every"):
+        for name in ("embedding_dim", "hidden_dim", "projection_dim", "samples", "max_epochs", "log_every"):
             if getattr(self, name) < 1:
                 raise OutcropError(f"{where}.{name}: must be at least 1")
+        if self.epochs is not None and self.epochs < 1:
+            raise OutcropError(f"{where}.epochs: must be at least 1 (or null: train for `samples` views)")
         if self.batch_size < 2:
             raise OutcropError(f"{where}.batch_size: must be at least 2 (BatchNorm needs a batch)")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.checkpoint_minutes <= 0:
@@ -186,9 +199,19 @@ class EncoderSettings:
         self.view1.validate(f"{where}.view1")
         self.view2.validate(f"{where}.view2")
 
+    def total_steps(self, tiles: int, batch: int) -> int:
+        """Optimiser steps of a run on ``tiles`` training tiles in batches of ``batch``."""
+        if self.epochs is not None:
+            return self.epochs * (tiles // batch)
+        return max(1, -(-min(self.samples, self.max_epochs * tiles) // batch))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only (lists, not tuples), for metadata and checkpoints."""
         return json.loads(json.dumps(asdict(self)))
+
+
+# Settings that are an int or null (unset).
+_OPTIONAL_INT = ("epochs",)
 
 
 def _coerce(value: Any, kind: type, where: str) -> Any:

@@ -51,7 +51,12 @@ def read_rock(table_path: Path, expected_rows: int) -> np.ndarray:
     import pyarrow.parquet as pq
 
     try:
-        rock = pq.read_table(table_path, columns=["rock"]).column("rock").to_numpy()
+        from outcrop.raster.surfaces import ground_fraction
+
+        names = pq.read_schema(table_path).names
+        table = pq.read_table(table_path, columns=["rock", *(["unknown"] if "unknown" in names else [])])
+        rock = ground_fraction(table.column("rock").to_numpy(),
+                               table.column("unknown").to_numpy() if "unknown" in names else None)
     except FileNotFoundError:
         raise OutcropError(f"{table_path}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds (missing column, damaged file)

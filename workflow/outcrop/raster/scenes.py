@@ -45,8 +45,9 @@ from outcrop.raster.sensors import (
     sentinel2_offset,
 )
 from outcrop.raster.geo import SceneGrid
+from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
 from outcrop.raster.sheets import REMOTE_PREFIXES
-from outcrop.raster.surfaces import NODATA, SNOW_ICE, WATER, Thresholds, classify_surfaces
+from outcrop.raster.surfaces import NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER, Thresholds, classify_surfaces
 
 # Settings for remote reads: never list the remote "directory", read only the bytes asked for.
 _GDAL_ENV = {
@@ -278,20 +279,23 @@ def _product_folder(folder: Path, sensor: Sensor, bands: Sequence[str]) -> Scene
 _EPS = 1e-6
 
 
-def snap_bounds(bounds: tuple[float, float, float, float], resolution: float) -> tuple[float, float, float, float]:
-    """Grow ``bounds`` outwards to the nearest multiples of ``resolution`` (the run grid's edges)."""
+def snap_bounds(bounds: tuple[float, float, float, float], resolution: float,
+                origin: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float, float, float]:
+    """Grow ``bounds`` outwards to the run grid's pixel edges, ``origin + k * resolution``."""
     left, bottom, right, top = bounds
+    x0, y0 = origin
     return (
-        math.floor(left / resolution + _EPS) * resolution,
-        math.floor(bottom / resolution + _EPS) * resolution,
-        math.ceil(right / resolution - _EPS) * resolution,
-        math.ceil(top / resolution - _EPS) * resolution,
+        math.floor((left - x0) / resolution + _EPS) * resolution + x0,
+        math.floor((bottom - y0) / resolution + _EPS) * resolution + y0,
+        math.ceil((right - x0) / resolution - _EPS) * resolution + x0,
+        math.ceil((top - y0) / resolution - _EPS) * resolution + y0,
     )
 
 
 def grid_for(footprints: Sequence[tuple[Any, tuple[float, float, float, float]]], crs: str,
-             resolution: float) -> SceneGrid:
-    """The smallest block of the run grid that covers every (source CRS, bounds) footprint."""
+             resolution: float, origin: tuple[float, float] = (0.0, 0.0)) -> SceneGrid:
+    """The smallest block of the run grid (pixel edges at ``origin + k * resolution``) that covers
+    every (source CRS, bounds) footprint."""
     from affine import Affine
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
@@ -307,7 +311,7 @@ def grid_for(footprints: Sequence[tuple[Any, tuple[float, float, float, float]]]
     bottom = min(b[1] for b in boxes)
     right = max(b[2] for b in boxes)
     top = max(b[3] for b in boxes)
-    left, bottom, right, top = snap_bounds((left, bottom, right, top), resolution)
+    left, bottom, right, top = snap_bounds((left, bottom, right, top), resolution, origin)
     width = int(round((right - left) / resolution))
     height = int(round((top - bottom) / resolution))
     return SceneGrid(dst_crs, Affine(resolution, 0.0, left, 0.0, -resolution, top), width, height)
@@ -461,6 +465,8 @@ def scene_surfaces(reflectance: np.ndarray, bands: Sequence[str], thresholds: Th
     mask = classify_surfaces(reflectance, list(bands), thresholds,
                              cloud=quality.cloud if quality is not None else None)
     if quality is not None and quality.water is not None and quality.snow is not None:
+        # SCL tells water and snow apart whatever the bands: what it leaves is ground, not unknown
+        mask[mask == UNKNOWN] = ROCK
         keep = (mask != NODATA) & ~quality.cloud
         mask[keep & quality.water] = WATER
         mask[keep & quality.snow] = SNOW_ICE
@@ -513,6 +519,7 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
                   thresholds: Thresholds = Thresholds(), declared_bands: Sequence[str] | None = None,
                   scale: float | None = None, offset: float | None = None,
                   max_pixels: int = MAX_SCENE_PIXELS, window_pixels: int = WINDOW_PIXELS,
+                  collar: bool = True, origin: tuple[float, float] = (0.0, 0.0),
                   log: Callable[[str], None] = print) -> None:
     """Prepare one scene: its ``bands`` as reflectance on the run grid, plus the surface mask.
 
@@ -521,8 +528,11 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     ``sensor`` names a row of :data:`outcrop.raster.sensors.SENSORS`. ``scale``/``offset`` override the
     sensor's rescaling (``reflectance = stored * scale + offset``). The output, written atomically
     with :func:`outcrop.io.write_prepared`, has exactly ``bands`` in that order, reprojected to
-    ``crs`` at ``resolution`` with pixel edges on multiples of ``resolution``. Raises
-    :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
+    ``crs`` at ``resolution`` with pixel edges at ``origin + k * resolution`` (the run's alignment,
+    :mod:`outcrop.raster.grid_choice`): a band already on that pixel grid is copied, not resampled.
+    ``crs`` or ``resolution`` ``"auto"`` choose them from this scene alone, as a one-scene run would.
+    ``collar`` masks a constant border without a nodata tag as nodata (:mod:`outcrop.raster.collar`).
+    Raises :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
     ``max_pixels`` on the run grid. The scene is read, rescaled, classified and written in windows
     (:func:`grid_windows`), so memory is bounded by a window, not by the scene.
     """
@@ -530,13 +540,14 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     source = str(source)
     bands = list(bands)
     spec = get_sensor(sensor)
-    _check_run_grid(source, bands, crs, resolution)
+    crs, resolution, origin = _checked_run_grid(scene_id, source, sensor, bands, declared_bands, crs, resolution,
+                                                origin, log)
 
     files = find_scene_files(source, spec, bands, declared_bands)
     paths = list(dict.fromkeys([b.path for b in files.bands] + ([files.quality[1]] if files.quality else [])))
     meta = _raster_headers(paths)
     _check_consistent(files, meta, source)
-    grid = grid_for([(m["crs"], m["bounds"]) for m in meta.values()], crs, resolution)
+    grid = grid_for([(m["crs"], m["bounds"]) for m in meta.values()], crs, resolution, origin)
     log(f"{scene_id}: {len(bands)} band(s) from {source} onto a {grid.width}x{grid.height} grid "
         f"at {resolution:g} m in {crs}")
 
@@ -544,6 +555,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     with ExitStack() as stack:
         sources = {p: stack.enter_context(open_raster(p)) for p in paths}
         reader = _BlockReader(files, sources, spec, bands, scene_id, log)
+        if collar:
+            reader.find_collars()
         layout = reader.quality_layout(grid)
 
         def whole_scene() -> np.ndarray:
@@ -581,18 +594,43 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
         f"(total {time.perf_counter() - t_start:.1f}s)")
 
 
-def _check_run_grid(source: str, bands: Sequence[str], crs: str, resolution: float) -> None:
-    """The run's bands, CRS and resolution, refused before any file of the scene is opened."""
+def _checked_run_grid(scene_id: str, source: str, sensor: str, bands: Sequence[str],
+                      declared_bands: Sequence[str] | None, crs: str, resolution: float | str,
+                      origin: tuple[float, float], log: Callable[[str], None]) -> tuple[str, float, tuple[float, float]]:
+    """The run's (CRS, resolution, origin), refused before any band of the scene is read.
+
+    ``"auto"`` for the CRS or the resolution chooses them from this scene's headers alone
+    (:mod:`outcrop.raster.grid_choice`), as a one-scene run would.
+    """
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
 
     check_band_names(bands, source)
-    if not resolution or resolution <= 0:
+    if str(crs) == "auto" or str(resolution) == "auto":
+        chosen = choose_grid([read_scene_header(scene_id, source, sensor, bands, declared_bands)], crs, resolution,
+                             log=log)
+        crs, resolution, origin = chosen["crs"], chosen["resolution"], tuple(chosen["origin"])
+    if not resolution or resolution <= 0:  # type: ignore[operator]
         raise OutcropError(f"{source}: resolution must be positive, not {resolution}")
     try:
         CRS.from_user_input(crs)
     except CRSError:
         raise OutcropError(f"{source}: unknown run CRS {crs!r}") from None
+    return crs, resolution, origin  # type: ignore[return-value]
+
+
+def read_scene_header(scene: str, source: str, sensor: str, bands: Sequence[str],
+                      declared_bands: Sequence[str] | None = None) -> SceneHeader:
+    """The headers of the files that hold ``bands`` of a scene (found as ``prepare`` finds them)."""
+    check_band_names(list(bands), source)
+    files = find_scene_files(source, get_sensor(sensor), list(bands), declared_bands)
+    headers = []
+    for path in dict.fromkeys(b.path for b in files.bands):
+        with open_raster(path) as src:
+            if src.crs is None:
+                raise OutcropError(f"{path}: the raster has no CRS")
+            headers.append(BandHeader(path, src.crs, src.transform, src.width, src.height))
+    return SceneHeader(scene, tuple(headers))
 
 
 def _raster_headers(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -661,6 +699,25 @@ class _BlockReader:
         self.files, self.sources, self.spec, self.bands = files, sources, spec, list(bands)
         self.scene_id, self.log = scene_id, log
         self.seconds = [0.0] * (len(self.files.bands) + 1)
+        self.collars: dict[str, float] = {}  # band file -> collar value read as nodata
+
+    def find_collars(self) -> None:
+        """Untagged collars (:mod:`outcrop.raster.collar`) of band files without a nodata value, for
+        sensors without a fill convention of their own (products that have one mark their fill)."""
+        from outcrop.raster.collar import detect_collar
+
+        if self.spec.nodata is not None:
+            return
+        for band in self.files.bands:
+            src = self.sources[band.path]
+            if src.nodata is not None or band.path in self.collars:
+                continue
+            collar = detect_collar(src, band.index)
+            if collar is not None and collar.value != self.spec.nodata:
+                self.collars[band.path] = collar.value
+                self.log(f"{self.scene_id}: {Path(band.path).name}: a border of value {collar.value:g} connected "
+                         f"to the edge covers {collar.share:.1%} of the file and has no nodata tag: masked as "
+                         f"nodata (collar=off in the scene sheet keeps it)")
 
     def _quality(self, block: SceneGrid) -> np.ndarray:
         kind, qpath = self.files.quality  # type: ignore[misc]
@@ -687,7 +744,7 @@ class _BlockReader:
         for i, band in enumerate(self.files.bands):
             t0 = time.perf_counter()
             src = self.sources[band.path]
-            nodata = src.nodata if src.nodata is not None else self.spec.nodata
+            nodata = src.nodata if src.nodata is not None else self.collars.get(band.path, self.spec.nodata)
             try:
                 read_onto_grid(src, band.index, block, nodata=nodata, out=dn[i])
             except OutcropError:

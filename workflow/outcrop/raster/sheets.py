@@ -115,6 +115,7 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
         row.setdefault("bands", "")
         row.setdefault("scale", "")
         row.setdefault("offset", "")
+        row.setdefault("collar", "")
         _check_number(row["scale"], "scale", where, nonzero=True)
         _check_number(row["offset"], "offset", where)
         _check_bands(row, where)
@@ -148,6 +149,6 @@ def demo_sheet(results: str, scenes: int, train_scenes: int) -> list[dict[str, A
     return [
         {"scene": scene_name(i), "source": Layout(results).demo_scene(scene_name(i)),
          "sensor": "landsat-c2l2", "role": "train" if i < train_scenes else "index",
-         "bands": "", "scale": "", "offset": ""}
+         "bands": "", "scale": "", "offset": "", "collar": ""}
         for i in range(scenes)
     ]

@@ -4,7 +4,17 @@ Most of an Antarctic coast is ice, snow and sea; exposed rock is a few percent. 
 the rules-based rock-outcrop mapping of Antarctica from Landsat 8 (Burton-Johnson et al., 2016,
 The Cryosphere 10, 1665–1677): snow and ice by the normalised difference snow index (NDSI), water by
 the normalised difference water index (NDWI), cloud by brightness in the shortwave infrared where
-snow is dark. What is left is rock.
+snow is dark. What is left is rock, but only where the bands could tell the other classes apart:
+
+- water needs green with NIR (NDWI) or, without NIR, green with SWIR1 (MNDWI);
+- snow/ice needs green with SWIR1 (NDSI) or, without SWIR1, blue, green, red and NIR (the visible rule);
+- cloud needs the product's quality band or SWIR1 with blue; without either, bright cloud falls to
+  the visible snow rule or to rock.
+
+Where water or snow cannot be tested (an RGB file, a panchromatic band) the pixels that are not
+nodata are ``UNKNOWN``, not rock: reservoir, forest and glacier look alike in three visible bands.
+The training and indexing rock filters count unknown ground as rock (:data:`UNKNOWN_COUNTS_AS_ROCK`),
+so such scenes still train and index, and the quicklook labels the mask "unknown".
 """
 
 from __future__ import annotations
@@ -20,8 +30,14 @@ ROCK = 1
 SNOW_ICE = 2
 WATER = 3
 CLOUD = 4
+UNKNOWN = 5  # valid ground whose bands cannot tell rock from water or snow/ice
 
-CLASS_NAMES = {NODATA: "nodata", ROCK: "rock", SNOW_ICE: "snow_ice", WATER: "water", CLOUD: "cloud"}
+CLASS_NAMES = {NODATA: "nodata", ROCK: "rock", SNOW_ICE: "snow_ice", WATER: "water", CLOUD: "cloud",
+               UNKNOWN: "unknown"}
+# The rock filters of training (encoder.train_min_rock) and indexing (index.min_rock) exist to keep
+# snow, sea and cloud out; a scene whose bands cannot see those would otherwise train on nothing, so
+# its unknown ground counts as rock there.
+UNKNOWN_COUNTS_AS_ROCK = True
 # Colours for maps and raster colour tables (RGBA).
 CLASS_COLOURS = {
     NODATA: (0, 0, 0, 0),
@@ -29,6 +45,7 @@ CLASS_COLOURS = {
     SNOW_ICE: (230, 240, 255, 255),
     WATER: (30, 70, 140, 255),
     CLOUD: (200, 200, 200, 255),
+    UNKNOWN: (255, 0, 255, 255),
 }
 
 
@@ -58,27 +75,33 @@ def classify_surfaces(
     """Classify each pixel of a (C, H, W) reflectance array (NaN = nodata) into a surface class.
 
     ``cloud`` is a boolean cloud mask from the product's own quality band where there is one; the
-    spectral cloud test is used otherwise. Water needs green and NIR; snow uses NDSI where there is
-    a SWIR1 band and the visible rule (:func:`visible_snow`) where there is not. A scene without
-    green and NIR (an RGB file) gets ``rock`` for every valid pixel: ground, unclassified.
+    spectral cloud test is used otherwise. Which rules run depends on the bands (module docstring);
+    valid pixels no rule claims are ``ROCK`` when water and snow could both be tested, else ``UNKNOWN``.
     """
     idx = {name: i for i, name in enumerate(band_names)}
     valid = np.all(np.isfinite(reflectance), axis=0)
-    out = np.full(reflectance.shape[1:], ROCK, dtype=np.uint8)
-    if {"green", "nir"} <= idx.keys():
-        green = reflectance[idx["green"]]
+    water_testable = "green" in idx and ("nir" in idx or "swir1" in idx)
+    snow_testable = {"green", "swir1"} <= idx.keys() or {"blue", "green", "red", "nir"} <= idx.keys()
+    out = np.full(reflectance.shape[1:], ROCK if water_testable and snow_testable else UNKNOWN, dtype=np.uint8)
+    green = reflectance[idx["green"]] if "green" in idx else None
+    if green is not None and "nir" in idx:
         nir = reflectance[idx["nir"]]
-        ndwi = _ratio(green, nir)
-        out[(ndwi > thresholds.ndwi_water) & (nir < thresholds.nir_water)] = WATER
-        if "swir1" in idx:
-            swir1 = reflectance[idx["swir1"]]
-            ndsi = _ratio(green, swir1)
-            out[(ndsi > thresholds.ndsi_snow) & (nir > thresholds.nir_snow)] = SNOW_ICE
-            if cloud is None and "blue" in idx:
-                blue = reflectance[idx["blue"]]
-                cloud = (swir1 > thresholds.swir_cloud) & (blue > thresholds.blue_cloud)
-        else:
-            out[visible_snow(reflectance, idx, thresholds) & (out == ROCK)] = SNOW_ICE
+        out[(_ratio(green, nir) > thresholds.ndwi_water) & (nir < thresholds.nir_water)] = WATER
+    elif green is not None and "swir1" in idx:
+        # MNDWI (Xu 2006, Int. J. Remote Sens. 27, 3025-3033): water absorbs SWIR even more than NIR,
+        # so the NDWI threshold and the NIR ceiling are conservative with SWIR1 in NIR's place.
+        swir1 = reflectance[idx["swir1"]]
+        out[(_ratio(green, swir1) > thresholds.ndwi_water) & (swir1 < thresholds.nir_water)] = WATER
+    if green is not None and "swir1" in idx:
+        swir1 = reflectance[idx["swir1"]]
+        # snow is bright in NIR (and in green, where NIR is missing); dark water has high NDSI too
+        bright = reflectance[idx["nir"]] if "nir" in idx else green
+        out[(_ratio(green, swir1) > thresholds.ndsi_snow) & (bright > thresholds.nir_snow)] = SNOW_ICE
+        if cloud is None and "blue" in idx:
+            blue = reflectance[idx["blue"]]
+            cloud = (swir1 > thresholds.swir_cloud) & (blue > thresholds.blue_cloud)
+    else:
+        out[visible_snow(reflectance, idx, thresholds) & np.isin(out, (ROCK, UNKNOWN))] = SNOW_ICE
     if cloud is not None:
         out[cloud] = CLOUD
     out[~valid] = NODATA
@@ -107,3 +130,10 @@ def class_fractions(mask: np.ndarray) -> dict[str, float]:
     total = mask.size
     counts = np.bincount(mask.ravel(), minlength=len(CLASS_NAMES))
     return {CLASS_NAMES[c]: counts[c] / total for c in CLASS_NAMES}
+
+
+def ground_fraction(rock: np.ndarray, unknown: np.ndarray | None) -> np.ndarray:
+    """The fraction the rock filters compare with their threshold: rock, plus unknown ground when
+    :data:`UNKNOWN_COUNTS_AS_ROCK` (``unknown`` is None for tile tables written before the class)."""
+    rock = np.asarray(rock, dtype=np.float64)
+    return rock + np.asarray(unknown, dtype=np.float64) if UNKNOWN_COUNTS_AS_ROCK and unknown is not None else rock

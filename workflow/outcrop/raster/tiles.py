@@ -9,6 +9,8 @@ so memory stays at a few strips whatever the scene size.
 
 from __future__ import annotations
 
+import math
+
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,16 @@ from outcrop.runtime.progress import Progress
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA
 
 FRACTION_COLUMNS = [name for code, name in sorted(CLASS_NAMES.items()) if code != NODATA]
+# Columns tile tables written before their class existed lack; read as 0 (none of the tile).
+LATER_FRACTIONS = ("unknown",)
+
+
+def with_later_fractions(table: Any) -> Any:
+    """``table`` with every :data:`LATER_FRACTIONS` column present (0.0 where it was missing)."""
+    for name in LATER_FRACTIONS:
+        if name not in table.columns:
+            table[name] = 0.0
+    return table
 
 
 def tile_origins(length: int, first_global: int, size: int, stride: int) -> np.ndarray:
@@ -87,8 +99,10 @@ def tile_scene(
             raise OutcropError(f"{prepared_path}: scene {scene_id} does not overlap the AOI {aoi_name}")
         transform = src.transform
         res = transform.a
-        col0_global = int(round(transform.c / res))
-        row0_global = int(round(-transform.f / res))
+        # floor, not round: with the run's pixel alignment at half a pixel (Landsat's corners at
+        # 15 m on a 30 m grid) round() would send scenes to neighbouring global columns by parity
+        col0_global = int(math.floor(transform.c / res + 1e-6))
+        row0_global = int(math.floor(-transform.f / res + 1e-6))
         rows = tile_origins(src.height, row0_global, size, stride)
         cols = tile_origins(src.width, col0_global, size, stride)
         tile_rows, tile_cols, frac_all = _scan_kept_tiles(src, rows, cols, size, min_valid, aoi, aoi_name,
@@ -214,7 +228,7 @@ def read_tile_table(path: str | Path) -> Any:
     """Read a tile table, checking the columns downstream stages rely on."""
     from outcrop.io import read_geoparquet
 
-    table = read_geoparquet(path)
+    table = with_later_fractions(read_geoparquet(path))
     missing = {"tile_id", "scene", "row", "col", "size", "valid", *FRACTION_COLUMNS} - set(table.columns)
     if missing:
         raise OutcropError(f"{path}: not a tile table (missing columns {sorted(missing)})")

@@ -22,7 +22,8 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.raster.geo import infer_layout, scene_band_names, scene_rasters
-from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of, table_vectors
+from outcrop.search.index import FRACTIONS, SEARCH_BATCH, file_digest, normalise_rows, scene_of
+from outcrop.search.vectors import VectorSource, table_source
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_cog, write_geodataframe
 
 SPECTRUM_BATCH = 2048
@@ -39,22 +40,56 @@ def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int =
     within 0.03 % of the spherical objective of 20 iterations in half the time, while 32 points
     lost 2 % (1 000 clusters of 200 000 clustered vectors, 256-d, data of benchmarks/index_scale.py).
     """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    centroids = train_centroids(vectors, k, seed=seed, niter=niter, max_points_per_centroid=max_points_per_centroid)
+    labels = assign(vectors, centroids)
+    order = size_order(np.bincount(labels, minlength=k))
+    rank = np.empty(k, dtype=np.int64)
+    rank[order] = np.arange(k)
+    return rank[labels], centroids[order]
+
+
+def train_centroids(sample: np.ndarray, k: int, *, seed: int = 0, niter: int = 10,
+                    max_points_per_centroid: int = 64) -> np.ndarray:
+    """Unit centroids (k, D) of seeded spherical k-means on ``sample`` (k-means++ seeds), unordered.
+
+    At coast scale the sample is a seeded draw of ``clusters.sample`` tiles, not every tile: FAISS
+    uses only ``max_points_per_centroid`` per centroid anyway, so reading more costs memory only.
+    """
     import faiss
 
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = vectors.shape
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    n, dim = sample.shape
     if not 1 <= k <= n:
         raise OutcropError(f"k-means with k={k} needs between 1 and {n} (the number of tiles) clusters")
     km = faiss.Kmeans(dim, k, niter=niter, seed=seed, spherical=True, verbose=False,
                       max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
-    km.train(vectors, init_centroids=kmeans_plus_plus(vectors, k, seed=seed))
-    centroids = normalise_rows(km.centroids)
-    labels = assign(vectors, centroids)
-    sizes = np.bincount(labels, minlength=k)
-    order = np.argsort(-sizes, kind="stable")
-    rank = np.empty(k, dtype=np.int64)
-    rank[order] = np.arange(k)
-    return rank[labels], centroids[order]
+    km.train(sample, init_centroids=kmeans_plus_plus(sample, k, seed=seed))
+    return normalise_rows(km.centroids)
+
+
+def size_order(sizes: np.ndarray) -> np.ndarray:
+    """Centroid order by decreasing size, ties by centroid order: label i is the i-th largest."""
+    return np.argsort(-np.asarray(sizes), kind="stable")
+
+
+def assign_stream(source: VectorSource, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(label, similarity to it) of every vector of ``source``, read and assigned chunk by chunk.
+
+    Memory holds one chunk of vectors and the two result columns, never the collection.
+    """
+    import faiss
+
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    labels = np.empty(source.count, dtype=np.int64)
+    sims = np.empty(source.count, dtype=np.float32)
+    for start, block in source.chunks():
+        for s in range(0, len(block), SEARCH_BATCH):
+            d, ids = index.search(block[s:s + SEARCH_BATCH], 1)
+            labels[start + s:start + s + len(ids)] = ids[:, 0]
+            sims[start + s:start + s + len(ids)] = d[:, 0]
+    return labels, sims
 
 
 def kmeans_plus_plus(vectors: np.ndarray, k: int, *, seed: int = 0, sample: int = 50_000,
@@ -214,7 +249,7 @@ class Clustering:
 
     table: Any  # the index table
     levels: dict[str, np.ndarray]  # level name (k8, h3) -> label per table row
-    vectors: np.ndarray  # the unit embedding of each table row
+    similarity: np.ndarray  # of each table row to its centroid of the largest k (not the vectors: they may not fit)
     centroids: np.ndarray  # of the largest k
     linkage: np.ndarray  # Ward hierarchy of those centroids
     sizes: np.ndarray  # tiles per cluster of the largest k
@@ -240,15 +275,25 @@ def cluster_tiles(
     ks: Sequence[int],
     cuts: Sequence[int] = (),
     seed: int = default("clusters.seed"),
+    sample: int = default("clusters.sample"),
+    state_dir: Path | None = None,
+    retrain: bool = default("clusters.retrain"),
+    drift_max: float = default("clusters.drift_max"),
     log: Callable[[str], Any] = print,
 ) -> Clustering:
     """Cluster the indexed tiles at each k, build the hierarchy and write labels, summary and rasters.
 
-    The per-scene lists are aligned. Writes a label raster ``rasters_dir/{scene}.tif`` (labels at
-    the largest k, with a colour table) for every scene given, including scenes none of whose tiles
-    were indexed (all nodata). The figures (maps, dendrogram, exemplars) are drawn from the returned
-    :class:`Clustering` by :func:`outcrop.figures.cluster_maps.write_cluster_figures`.
+    The per-scene lists are aligned. Centroids are trained on a seeded sample of ``sample`` tiles
+    and every tile is then assigned to them chunk by chunk, so memory holds the sample, not the
+    collection. With ``state_dir``, the centroids are kept there and a later call whose scenes
+    are those plus new ones assigns the new tiles to them (:mod:`outcrop.search.incremental`),
+    unless ``retrain`` is asked or the new tiles' drift passes ``drift_max``. Writes a label
+    raster ``rasters_dir/{scene}.tif`` (labels at the largest k, with a colour table) for every
+    scene given, including scenes none of whose tiles were indexed (all nodata). The figures
+    (maps, dendrogram, exemplars) are drawn from the returned :class:`Clustering` by
+    :func:`outcrop.figures.cluster_maps.write_cluster_figures`.
     """
+    from outcrop.search import incremental
 
     ks = sorted({int(k) for k in ks})
     cuts = sorted({int(c) for c in cuts})
@@ -257,23 +302,71 @@ def cluster_tiles(
     if not (len(embedding_paths) == len(tiles_paths) == len(prepared_paths)):
         raise OutcropError("clusters: embeddings, tiles and prepared scenes must be given per scene, aligned")
     table = read_geoparquet(index_table)
-    vectors = table_vectors(table, embedding_paths)
+    by_scene = {scene_of(p): Path(p) for p in embedding_paths}
+
+    def embeddings_of(scene: str) -> Path:
+        if scene not in by_scene:
+            raise OutcropError(f"index has tiles of scene {scene!r} but no embeddings/{scene}.npy was given")
+        return by_scene[scene]
+
+    scenes = table["scene"].astype(str).to_numpy()
+    source = table_source(scenes, table["tile_id"].to_numpy(), embeddings_of)
     kmax = ks[-1]
     if kmax > len(table):
         raise OutcropError(f"clusters: k={kmax} is more than the {len(table)} indexed tiles")
     if cuts and cuts[-1] > kmax:
         raise OutcropError(f"clusters: hierarchy cut {cuts[-1]} is more than the largest k ({kmax})")
+    kept: dict[int, np.ndarray] = {}
+    state: dict[str, Any] = {}
+    digests = {s: file_digest(embeddings_of(s)) for s in dict.fromkeys(scenes)} if state_dir else {}
+    settings = {"seed": seed, "sample": sample, "dim": source.dim}
+    if state_dir is not None and not retrain:
+        kept, state, new_scenes = incremental.kept_centroids(Path(state_dir), digests, settings, ks, log)
+    elif retrain:
+        log("retraining the centroids, as asked (clusters.retrain)")
     levels: dict[str, np.ndarray] = {}
-    centroids = np.zeros((0, vectors.shape[1]))
+    cents: dict[int, np.ndarray] = {}
+    distances: dict[str, float] = dict(state.get("train_distance", {})) if kept else {}
+    drift = None
+    if kept:
+        new_mask = np.isin(scenes, new_scenes)
+        kk = max(kept)
+        labels, sims = assign_stream(source, kept[kk])
+        if new_mask.any():
+            drift = float(np.mean(1.0 - sims[new_mask])) / max(distances[f"k{kk}"], 1e-12)
+            if drift > drift_max:
+                log(f"drift {drift:.3f} of the new tiles passes clusters.drift_max {drift_max}: retraining")
+                kept, distances = {}, {}
+    sample_vectors: np.ndarray | None = None
     for k in ks:
-        labels, centroids = spherical_kmeans(vectors, k, seed=seed)
+        if k in kept:
+            centroids = kept[k]
+            labels, sims = assign_stream(source, centroids)
+            log(f"k-means k={k}: kept centroids, {len(table)} tiles assigned"
+                + (f" (drift {drift:.3f})" if drift is not None else ""))
+        else:
+            if sample_vectors is None:
+                _, sample_vectors = source.sample(sample, seed)
+            if k > len(sample_vectors):
+                raise OutcropError(f"clusters: k={k} is more than the {len(sample_vectors)} sampled tiles "
+                                   f"(clusters.sample)")
+            centroids = train_centroids(sample_vectors, k, seed=seed)
+            labels, sims = assign_stream(source, centroids)
+            order = size_order(np.bincount(labels, minlength=k))
+            rank = np.empty(k, dtype=np.int64)
+            rank[order] = np.arange(k)
+            labels, centroids = rank[labels], centroids[order]
+            distances[f"k{k}"] = float(np.mean(1.0 - sims))
         empty = k - len(np.unique(labels))
         if empty:
             # Fewer distinct tiles than k (identical snow or sea tiles): some clusters get no tile.
             raise OutcropError(f"clusters: k={k} leaves {empty} cluster(s) empty: the {len(table)} indexed tiles "
                                f"hold fewer than {k} distinct groups; give smaller values of clusters.k")
         levels[f"k{k}"] = labels
+        cents[k] = centroids
         log(f"k-means k={k}: cluster sizes {np.bincount(labels, minlength=k).tolist()[:12]}{'…' if k > 12 else ''}")
+    centroids = cents[kmax]
+    finest_sims = sims
     finest = levels[f"k{kmax}"]
     sizes = np.bincount(finest, minlength=kmax)
     linkage = weighted_ward(centroids, sizes)
@@ -291,8 +384,10 @@ def cluster_tiles(
 
     bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths)
     _write_summary(out_summary, levels, spectra, bands, table)
-    clustering = Clustering(table, levels, vectors, centroids, linkage, sizes, cuts, bands)
+    clustering = Clustering(table, levels, finest_sims, centroids, linkage, sizes, cuts, bands)
     _write_label_rasters(clustering, prepared_paths, rasters_dir)
+    if state_dir is not None:
+        incremental.save_cluster_state(Path(state_dir), cents, distances, digests, settings)
     log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
     return clustering
 
@@ -349,10 +444,15 @@ def _scenes_per_cluster(labels: np.ndarray, scenes: np.ndarray, n: int) -> np.nd
 
 def exemplars(vectors: np.ndarray, labels: np.ndarray, centroids: np.ndarray, per_cluster: int = 6) -> list[np.ndarray]:
     """Row positions of the ``per_cluster`` tiles most similar to each centroid, best first."""
-    sims = np.einsum("ij,ij->i", vectors, centroids[labels])
+    return exemplars_by_similarity(np.einsum("ij,ij->i", vectors, centroids[labels]), labels, len(centroids),
+                                   per_cluster)
+
+
+def exemplars_by_similarity(sims: np.ndarray, labels: np.ndarray, k: int, per_cluster: int = 6) -> list[np.ndarray]:
+    """Row positions of the ``per_cluster`` tiles of highest ``sims`` (to their own centroid) per cluster."""
     order = np.lexsort((-sims, labels))  # by cluster, then by decreasing similarity
-    starts = np.searchsorted(labels[order], np.arange(len(centroids) + 1))
-    return [order[starts[c] : min(starts[c] + per_cluster, starts[c + 1])] for c in range(len(centroids))]
+    starts = np.searchsorted(labels[order], np.arange(k + 1))
+    return [order[starts[c] : min(starts[c] + per_cluster, starts[c + 1])] for c in range(k)]
 
 
 def label_nodata(clustering: Clustering) -> tuple[Any, int]:

@@ -3,7 +3,8 @@
 ``faiss.read_index`` trusts the counts it reads: a 301-byte file whose header claims 2 GiB of
 vectors makes it allocate 2 GiB before it notices that the bytes are not there (and a claim of
 256 GiB ends in ``std::bad_alloc``). Every count in the kinds of index outcrop builds (flat, and
-IVF-Flat with a flat quantizer and array inverted lists; :func:`outcrop.search.index.index_vectors`) is
+IVF-Flat or IVF-PQ with a flat quantizer and array inverted lists;
+:func:`outcrop.search.index.index_vectors`) is
 followed by the bytes it counts, so walking the header and checking each claim against the bytes
 left in the file bounds what faiss will allocate by the file's own size. The layout follows
 faiss/impl/index_write.cpp.
@@ -21,6 +22,7 @@ from outcrop import OutcropError
 
 _FLAT = {b"IxFI", b"IxF2", b"IxFl"}
 _IVF_FLAT = b"IwFl"
+_IVF_PQ = b"IwPQ"
 _INVLISTS = b"ilar"
 
 
@@ -68,16 +70,16 @@ def _size(n: int) -> str:
 
 
 def _index(r: _Reader) -> None:
-    """Walk one index (flat or IVF-Flat), raising :class:`_Claim` at the first claim too large."""
+    """Walk one index (flat, IVF-Flat or IVF-PQ), raising :class:`_Claim` at the first claim too large."""
     kind = r.take(4, "index kind")
-    if kind not in _FLAT and kind != _IVF_FLAT:
-        raise _Claim(f"index kind {kind!r} is not one outcrop builds (flat or IVF-Flat)")
+    if kind not in _FLAT and kind not in (_IVF_FLAT, _IVF_PQ):
+        raise _Claim(f"index kind {kind!r} is not one outcrop builds (flat, IVF-Flat or IVF-PQ)")
     d, ntotal, _, _, _, metric = r.unpack("iqqqBi", "index header")
     if metric > 1:
         r.unpack("f", "metric argument")
     if d <= 0 or ntotal < 0:
         raise _Claim(f"its header claims dimension {d} and {ntotal} vectors")
-    need = ntotal * d * 4
+    need = ntotal * d * 4 if kind != _IVF_PQ else ntotal * 8  # an IVF-PQ vector: its id and >= 1 byte of code
     if need > len(r.data):
         raise _Claim(f"its header claims {ntotal} vectors of dimension {d} ({_size(need)}) "
                      f"but the file holds {len(r.data)} bytes")
@@ -94,10 +96,13 @@ def _index(r: _Reader) -> None:
     r.skip_vector(8, "direct map entries")
     if map_type == 2:
         r.skip_vector(16, "direct map hash entries")
+    expected_code = d * 4
+    if kind == _IVF_PQ:
+        expected_code = _product_quantizer(r, d)
     if r.take(4, "inverted lists kind") != _INVLISTS:
         raise _Claim("its inverted lists are not array lists")
     lists, code_size = r.unpack("QQ", "inverted lists header")
-    if lists != nlist or code_size != d * 4:
+    if lists != nlist or code_size != expected_code:
         raise _Claim(f"its inverted lists ({lists} of {code_size}-byte codes) do not match the index")
     list_type = r.take(4, "inverted lists layout")
     sizes = [0] * lists
@@ -119,6 +124,19 @@ def _index(r: _Reader) -> None:
         raise _Claim(f"its inverted lists hold {sum(sizes)} vectors, its header {ntotal}")
     for n in sizes:
         r.skip(n * (code_size + 8), "list codes and ids")
+
+
+def _product_quantizer(r: _Reader, d: int) -> int:
+    """Walk IVF-PQ's by_residual flag, code size and product quantiser; return the code size."""
+    _, code_size = r.unpack("BQ", "IVF-PQ header")
+    pq_d, m, nbits = r.unpack("QQQ", "product quantizer header")
+    if pq_d != d or m == 0 or d % m or not 1 <= nbits <= 16 or code_size != (m * nbits + 7) // 8:
+        raise _Claim(f"its product quantizer ({m} sub-vectors of {nbits} bits over {pq_d} dimensions, "
+                     f"{code_size}-byte codes) does not match the index of dimension {d}")
+    centroids = r.skip_vector(4, "product quantizer centroids")
+    if centroids != d * (1 << nbits):
+        raise _Claim(f"its product quantizer holds {centroids} centroid values, not {d * (1 << nbits)}")
+    return int(code_size)
 
 
 def check_index_file(path: str | os.PathLike[str]) -> None:

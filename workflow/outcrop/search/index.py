@@ -44,7 +44,10 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
-from outcrop.raster.tiles import FRACTION_COLUMNS
+from outcrop.raster.surfaces import ground_fraction
+from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions
+from outcrop.search.vectors import (VectorSource, embedding_source, exact_top_k, is_quantised, rerank,
+                                    rerank_count)
 
 FRACTIONS = ("valid", *FRACTION_COLUMNS)  # the tile table's fraction columns
 TABLE_COLUMNS = ("id", "scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry")
@@ -67,34 +70,50 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors
 
 
-def gather_vectors(
+@dataclass
+class ScenePart:
+    """One scene's indexed tiles: its table rows, its embeddings file and the rows of it indexed."""
+
+    scene: str
+    table: Any
+    embeddings: Path
+    rows: np.ndarray
+    dim: int
+    digest: str
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, streamed: the identity of an input that was already added."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def gather_parts(
     embedding_paths: Sequence[str | os.PathLike[str]],
     table_paths: Sequence[str | os.PathLike[str]],
     *,
     min_rock: float = 0.0,
-) -> tuple[np.ndarray, Any]:
-    """Stack the vectors of the tiles to index and build their id table.
+    digests: bool = False,
+) -> list[ScenePart]:
+    """Check every scene's embeddings against its tile table and pick the tiles to index.
 
     ``embedding_paths`` and ``table_paths`` are aligned per scene. A tile is indexed when its rock
-    fraction is at least ``min_rock`` (0 indexes every tile). Returns (M, D) float32 normalised
-    vectors and a GeoDataFrame with ``id`` = row = FAISS id, scene, tile_id, row, col, size,
-    fractions and footprint.
+    fraction is at least ``min_rock`` (0 indexes every tile). Vectors stay on disk (memory-mapped);
+    with ``digests`` each part carries the SHA-256 of its embeddings and table files.
     """
-    import geopandas as gpd
-    import pandas as pd
-
     if len(embedding_paths) != len(table_paths):
         raise OutcropError(f"{len(embedding_paths)} embedding files but {len(table_paths)} tile tables")
     if not embedding_paths:
         raise OutcropError("no scenes to index")
-    blocks: list[np.ndarray] = []
-    tables: list[Any] = []
+    parts: list[ScenePart] = []
     crs = None
     dim = None
     seen: set[str] = set()
     for emb_path, table_path in zip(embedding_paths, table_paths):
         emb = load_npy(emb_path)
-        table = read_geoparquet(table_path)
+        table = with_later_fractions(read_geoparquet(table_path))
         missing = [c for c in ("tile_id", "scene", "row", "col", "size", *FRACTIONS) if c not in table.columns]
         if missing:
             raise OutcropError(f"{table_path}: tile table lacks columns {missing}")
@@ -118,23 +137,52 @@ def gather_vectors(
             crs = table.crs
         elif table.crs != crs:
             raise OutcropError(f"{table_path}: CRS {table.crs} differs from the run's {crs}")
-        keep = table["rock"].to_numpy() >= min_rock if min_rock > 0 else np.ones(len(table), bool)
+        ground = ground_fraction(table["rock"].to_numpy(), table["unknown"].to_numpy() if "unknown" in table else None)
+        keep = ground >= min_rock if min_rock > 0 else np.ones(len(table), bool)
         rows = np.flatnonzero(keep)
-        vec = np.asarray(emb[rows], dtype=np.float32)
-        if not np.all(np.isfinite(vec)):
-            raise OutcropError(f"{emb_path}: embeddings contain NaN or infinite values")
-        blocks.append(vec)
         sub = table.iloc[rows][["scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry"]]
-        tables.append(sub)
-    vectors = normalise_rows(np.concatenate(blocks, axis=0) if blocks else np.zeros((0, dim or 0), np.float32))
-    table = gpd.GeoDataFrame(pd.concat(tables, ignore_index=True), geometry="geometry", crs=crs)
+        digest = f"{file_digest(emb_path)}:{file_digest(table_path)}" if digests else ""
+        parts.append(ScenePart(scene, sub, Path(emb_path), rows, int(emb.shape[1]), digest))
+    if not any(len(p.rows) for p in parts):
+        raise OutcropError(f"no tile has a rock fraction of at least {min_rock}: nothing to index")
+    return parts
+
+
+def parts_table(parts: Sequence[ScenePart]) -> Any:
+    """The id table of ``parts`` in order: ``id`` = row = FAISS id, scene, tile_id, …, footprint."""
+    import geopandas as gpd
+    import pandas as pd
+
+    crs = next(p.table.crs for p in parts)
+    table = gpd.GeoDataFrame(pd.concat([p.table for p in parts], ignore_index=True), geometry="geometry", crs=crs)
     table.insert(0, "id", np.arange(len(table), dtype=np.int64))
     table["scene"] = table["scene"].astype(str)
     for col in ("tile_id", "row", "col", "size"):
         table[col] = table[col].astype(np.int64)
-    if len(table) == 0:
-        raise OutcropError(f"no tile has a rock fraction of at least {min_rock}: nothing to index")
-    return vectors, table
+    return table
+
+
+def parts_source(parts: Sequence[ScenePart]) -> VectorSource:
+    """The vectors of ``parts`` in id order, memory-mapped."""
+    return embedding_source([(p.embeddings, p.rows) for p in parts])
+
+
+def gather_vectors(
+    embedding_paths: Sequence[str | os.PathLike[str]],
+    table_paths: Sequence[str | os.PathLike[str]],
+    *,
+    min_rock: float = 0.0,
+) -> tuple[np.ndarray, Any]:
+    """All vectors to index in memory, (M, D) normalised, with their id table (small runs, tests).
+
+    See :func:`gather_parts`; the build itself streams them instead (:func:`parts_source`).
+    """
+    parts = gather_parts(embedding_paths, table_paths, min_rock=min_rock)
+    source = parts_source(parts)
+    vectors = np.empty((source.count, source.dim), dtype=np.float32)
+    for start, block in source.chunks():
+        vectors[start:start + len(block)] = block
+    return vectors, parts_table(parts)
 
 
 def ivf_params(count: int, trainable: int | None = None) -> dict[str, int]:
@@ -149,6 +197,35 @@ def ivf_params(count: int, trainable: int | None = None) -> dict[str, int]:
     return {"nlist": nlist, "nprobe": max(1, nlist // 64), "train_size": min(trainable, 64 * nlist)}
 
 
+def pq_params(count: int, dim: int, trainable: int | None = None) -> dict[str, int]:
+    """IVF parameters plus the product quantiser's: ``m`` sub-vectors of 8 bits, about 4 dims each.
+
+    4 dimensions per byte keeps the approximate ranking good enough that re-ranking
+    ``rerank_count(10)`` candidates on exact vectors reaches recall@10 ≥ 0.9 (benchmarks/README.md),
+    at 1/16 of the memory of flat vectors. The codebooks want 39 points per code (256 codes).
+    """
+    params = ivf_params(count, trainable)
+    m = max(d for d in range(1, max(1, dim // 4) + 1) if dim % d == 0)
+    trainable = count if trainable is None else trainable
+    params.update(m=m, nbits=8, train_size=min(trainable, max(params["train_size"], 256 * 64)))
+    return params
+
+
+def choose_kind(count: int, dim: int, *, exact_max: int, memory_gb: float) -> str:
+    """``flat`` up to ``exact_max`` vectors; then ``ivf_flat`` while its vectors (with their ids)
+    take at most half of ``memory_gb``, the rest left to training, queries and tables; else ``ivf_pq``."""
+    if count <= exact_max:
+        return "flat"
+    return "ivf_flat" if count * (4 * dim + 8) <= memory_gb * (1 << 30) / 2 else "ivf_pq"
+
+
+def index_bytes(count: int, dim: int, kind: str) -> int:
+    """Memory an index of ``kind`` over ``count`` vectors needs for its vectors or codes and ids."""
+    if kind == "ivf_pq":
+        return count * (pq_params(count, dim)["m"] + 8)
+    return count * (4 * dim + (8 if kind == "ivf_flat" else 0))
+
+
 def search_batched(index: Any, queries: np.ndarray, k: int, batch: int = SEARCH_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """FAISS search in batches, so that the (queries, k) results are the only large allocation."""
     scores = np.empty((len(queries), k), dtype=np.float32)
@@ -157,6 +234,14 @@ def search_batched(index: Any, queries: np.ndarray, k: int, batch: int = SEARCH_
         stop = start + batch
         scores[start:stop], ids[start:stop] = index.search(np.ascontiguousarray(queries[start:stop]), k)
     return scores, ids
+
+
+def search_exact(index: Any, queries: np.ndarray, k: int, source: VectorSource) -> tuple[np.ndarray, np.ndarray]:
+    """Search ``index``; for a quantised one, re-rank ``rerank_count(k)`` candidates on exact vectors."""
+    if not is_quantised(index):
+        return search_batched(index, queries, k)
+    _, cand = search_batched(index, queries, rerank_count(k, index.ntotal))
+    return rerank(queries, cand, source.take, k)
 
 
 def recall_at_k(exact_scores: np.ndarray, approx_scores: np.ndarray, approx_ids: np.ndarray, k: int) -> float:
@@ -168,61 +253,105 @@ def recall_at_k(exact_scores: np.ndarray, approx_scores: np.ndarray, approx_ids:
 
 @dataclass
 class BuiltIndex:
-    """An index over every vector, with the kind and parameters chosen and its measured recall@10."""
+    """An index over every vector, with the kind and parameters chosen and its measured recall@10.
+
+    ``train_distance`` is the mean cosine distance of the training sample to its nearest coarse
+    centroid (IVF kinds): the reference that later scenes' drift is measured against.
+    """
 
     index: Any
     kind: str
     params: dict[str, int]
     recall: float
     recall_queries: int
+    train_distance: float | None = None
+    trained: np.ndarray | None = None  # the trained, empty index, serialised (IVF kinds)
 
 
 def index_vectors(
-    vectors: np.ndarray,
+    vectors: np.ndarray | VectorSource,
     *,
     exact_max: int = 200_000,
+    memory_gb: float = 16.0,
     recall_target: float = RECALL_TARGET,
     seed: int = 0,
     log: Callable[[str], Any] = print,
 ) -> BuiltIndex:
     """Choose the index kind for ``vectors`` (unit rows), build it, and tune it to ``recall_target``.
 
-    Up to ``exact_max`` vectors the index is flat (exact); above it, IVF-Flat whose ``nprobe`` is the
-    smallest that reaches ``recall_target`` recall@10 on held-out queries (or ``nlist`` when none
-    does: the caller decides whether the recall reached is good enough).
+    Up to ``exact_max`` vectors the index is flat (exact); above it IVF-Flat, or IVF-PQ with exact
+    re-ranking when flat vectors would not fit ``memory_gb`` (:func:`choose_kind`). ``nprobe`` is
+    the smallest that reaches ``recall_target`` recall@10 on held-out queries (or ``nlist`` when
+    none does: the caller decides whether the recall reached is good enough). Vectors are read
+    from the source in chunks: memory holds the index, a training sample and one chunk.
     """
     import faiss
 
-    count, dim = vectors.shape
+    source = vectors if isinstance(vectors, VectorSource) else VectorSource.from_array(vectors)
+    count, dim = source.count, source.dim
     rng = np.random.default_rng(seed)
     n_queries = min(RECALL_QUERIES, max(1, count // 10))
     query_ids = np.sort(rng.choice(count, n_queries, replace=False))
-    if count <= exact_max:
+    kind = choose_kind(count, dim, exact_max=exact_max, memory_gb=memory_gb)
+    if kind == "flat":
         index = faiss.IndexFlatIP(dim)
-        index.add(vectors)
+        _add_all(index, source)
         return BuiltIndex(index, "flat", {}, 1.0, n_queries)
     # Held-out queries: the quantizer is trained without them.
-    pool = np.setdiff1d(np.arange(count), query_ids, assume_unique=True)
-    params = ivf_params(count, len(pool))
-    index = _ivf_index_from_pool(vectors, pool, params, seed)
-    queries = vectors[query_ids]
+    trainable = count - n_queries
+    params = pq_params(count, dim, trainable) if kind == "ivf_pq" else ivf_params(count, trainable)
+    _, train = source.sample(params["train_size"], seed + 1, exclude=query_ids)
+    log(f"training {kind} ({params}) on {len(train)} vectors of {count}")
+    index = new_ivf_index(kind, dim, params, seed)
+    index.train(train)
+    trained = faiss.serialize_index(index)
+    train_distance = coarse_distance(index, train)
+    del train
+    _add_all(index, source)
+    queries = source.take(query_ids)
     k = min(RECALL_K, count)
-    exact = faiss.IndexFlatIP(dim)
-    exact.add(vectors)
-    exact_scores, _ = search_batched(exact, queries, k)
-    del exact
+    exact_scores, _ = exact_top_k(source, queries, k)
 
     def recall_at(nprobe: int) -> float:
         index.nprobe = nprobe
-        approx_scores, approx_ids = search_batched(index, queries, k)
+        approx_scores, approx_ids = search_exact(index, queries, k, source)
         recall = recall_at_k(exact_scores, approx_scores, approx_ids, k)
-        log(f"IVF nlist={params['nlist']} nprobe={nprobe}: recall@{k} = {recall:.3f}")
+        log(f"{kind} nlist={params['nlist']} nprobe={nprobe}: recall@{k} = {recall:.3f}")
         return recall
 
     nprobe, recall = tune_nprobe(recall_at, params["nprobe"], params["nlist"], recall_target)
     params["nprobe"] = nprobe
     index.nprobe = nprobe
-    return BuiltIndex(index, "ivf_flat", params, recall, n_queries)
+    return BuiltIndex(index, kind, params, recall, n_queries, train_distance, trained)
+
+
+def new_ivf_index(kind: str, dim: int, params: dict[str, int], seed: int) -> Any:
+    """An untrained IVF-Flat or IVF-PQ index (inner product, spherical coarse centroids)."""
+    import faiss
+
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "ivf_pq":
+        index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"], params["nbits"],
+                                 faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexIVFFlat(quantizer, dim, params["nlist"], faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.cp.spherical = True  # centroids on the unit sphere, like the data
+    return index
+
+
+def coarse_distance(index: Any, vectors: np.ndarray) -> float:
+    """Mean cosine distance (1 − inner product) of ``vectors`` to their nearest coarse centroid."""
+    import faiss
+
+    quantizer = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
+    sims, _ = search_batched(quantizer, np.ascontiguousarray(vectors, dtype=np.float32), 1)
+    return float(np.mean(1.0 - sims[:, 0])) if len(sims) else 0.0
+
+
+def _add_all(index: Any, source: VectorSource) -> None:
+    for _, block in source.chunks():
+        index.add(block)
 
 
 def tune_nprobe(recall_at: Callable[[int], float], start: int, nlist: int, target: float) -> tuple[int, float]:
@@ -246,6 +375,18 @@ def tune_nprobe(recall_at: Callable[[int], float], start: int, nlist: int, targe
     return high, recalls[high]
 
 
+def measure_recall(index: Any, source: VectorSource, seed: int) -> tuple[float, int]:
+    """Recall@10 of ``index`` (re-ranked when quantised) against a streamed exact scan, on a seeded sample."""
+    count = source.count
+    n_queries = min(RECALL_QUERIES, max(1, count // 10))
+    ids = np.sort(np.random.default_rng(seed).choice(count, n_queries, replace=False))
+    queries = source.take(ids)
+    k = min(RECALL_K, count)
+    exact_scores, _ = exact_top_k(source, queries, k)
+    approx_scores, approx_ids = search_exact(index, queries, k, source)
+    return recall_at_k(exact_scores, approx_scores, approx_ids, k), n_queries
+
+
 def build_index(
     embedding_paths: Sequence[str | os.PathLike[str]],
     table_paths: Sequence[str | os.PathLike[str]],
@@ -255,55 +396,166 @@ def build_index(
     *,
     min_rock: float = default("index.min_rock"),
     exact_max: int = default("index.exact_max"),
+    memory_gb: float = default("index.memory_gb"),
     recall_floor: float = default("index.recall_floor"),
     recall_target: float = RECALL_TARGET,
     seed: int = default("index.seed"),
+    state_dir: Path | None = None,
+    retrain: bool = default("index.retrain"),
+    drift_max: float = default("index.drift_max"),
     log: Callable[[str], Any] = print,
 ) -> None:
     """Index the tiles of every scene, measure recall@10 and write index, id table and info.
 
     An approximate index is tuned to ``recall_target`` (at least ``recall_floor``); the floor is
-    the recall under which the build fails. Adding vectors later: see the module docstring.
+    the recall under which the build fails. With ``state_dir``, the trained index and the scenes in
+    it (with checksums) are kept there, and a later call whose scenes are those plus new ones only
+    adds the new ones (:mod:`outcrop.search.incremental`), unless ``retrain`` is asked or their
+    drift passes ``drift_max``.
 
     Raises :class:`OutcropError` (and writes nothing) when recall@10 stays under ``recall_floor``.
     """
     import faiss
 
-    vectors, table = gather_vectors(embedding_paths, table_paths, min_rock=min_rock)
-    count, dim = vectors.shape
-    log(f"indexing {count} tiles of {table['scene'].nunique()} scenes, dimension {dim}")
-    built = index_vectors(vectors, exact_max=exact_max, recall_target=max(recall_target, recall_floor),
-                          seed=seed, log=log)
+    parts = gather_parts(embedding_paths, table_paths, min_rock=min_rock, digests=state_dir is not None)
+    settings = {"min_rock": min_rock, "exact_max": exact_max, "memory_gb": memory_gb, "seed": seed,
+                "dim": parts[0].dim}
+    added = None
+    if state_dir is not None and not retrain:
+        added = add_to_index(Path(state_dir), parts, settings, drift_max=drift_max, recall_floor=recall_floor,
+                             log=log)
+    elif retrain:
+        log("retraining, as asked (index.retrain)")
+    if added is not None:
+        built, parts, info_extra = added
+    else:
+        source = parts_source(parts)
+        log(f"indexing {source.count} tiles of {len(parts)} scenes, dimension {source.dim}")
+        built = index_vectors(source, exact_max=exact_max, memory_gb=memory_gb,
+                              recall_target=max(recall_target, recall_floor), seed=seed, log=log)
+        info_extra = {"built": "trained", "added": [], "drift": None}
+    table = parts_table(parts)
+    count, dim = len(table), parts[0].dim
     k = min(RECALL_K, count)
     if built.recall < recall_floor:
         raise OutcropError(f"{out_index}: recall@{k} of the {built.kind} index is {built.recall:.3f}, "
                            f"under the floor of {recall_floor}")
     info = {"kind": built.kind, "count": count, "dim": dim, "params": built.params,
             "recall_at_10": round(built.recall, 4), "recall_queries": built.recall_queries,
-            "metric": "inner_product", "min_rock": min_rock,
-            "scenes": {str(s): int(n) for s, n in table["scene"].value_counts().sort_index().items()}}
+            "metric": "inner_product", "min_rock": min_rock, "memory_gb": memory_gb,
+            "bytes": index_bytes(count, dim, built.kind),
+            "rerank": rerank_count(RECALL_K, count) if built.kind == "ivf_pq" else None,
+            "scenes": {str(s): int(n) for s, n in table["scene"].value_counts().sort_index().items()},
+            **info_extra}
     with atomic_path(out_index) as tmp:
         faiss.write_index(built.index, str(tmp))
     write_geodataframe(out_table, table)
+    if state_dir is not None:
+        save_index_state(Path(state_dir), out_index, built, parts, settings,
+                         retrained=info_extra["built"] == "trained")
     write_json(out_info, info)
-    log(f"wrote {built.kind} index of {count} vectors, recall@{k} {built.recall:.3f}")
+    log(f"wrote {built.kind} index of {count} vectors ({info_extra['built']}), recall@{k} {built.recall:.3f}")
 
 
-def _ivf_index_from_pool(vectors: np.ndarray, pool: np.ndarray, params: dict[str, int], seed: int) -> Any:
-    """IVF-Flat trained on a seeded sample of ``pool`` rows; every vector is added."""
-    import faiss
+def add_to_index(state_dir: Path, parts: Sequence[ScenePart], settings: dict[str, Any], *, drift_max: float,
+                 recall_floor: float, log: Callable[[str], Any]) -> tuple[BuiltIndex, list[ScenePart], dict[str, Any]] | None:
+    """Add the scenes of ``parts`` that the kept index (:mod:`outcrop.search.incremental`) lacks;
+    None when it must be trained afresh.
 
-    dim = vectors.shape[1]
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, params["nlist"], faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    index.cp.spherical = True  # centroids on the unit sphere, like the data
-    rng = np.random.default_rng(seed + 1)
-    train = vectors[np.sort(rng.choice(pool, params["train_size"], replace=False))]
-    index.train(np.ascontiguousarray(train))
-    for start in range(0, len(vectors), 1 << 18):
-        index.add(np.ascontiguousarray(vectors[start : start + (1 << 18)]))
-    return index
+    Returns (BuiltIndex, parts in id order: kept scenes first, then the new ones, info fields).
+    """
+    from outcrop.search.faiss_file import read_index
+    from outcrop.search.incremental import DRIFT_SAMPLE, read_state
+
+    state = read_state(state_dir / "state.json")
+    if state is None:
+        log("no kept index state: training")
+        return None
+    if state.get("settings") != settings:
+        log("index settings changed since the kept index was trained: training afresh")
+        return None
+    by_scene = {p.scene: p for p in parts}
+    kept = state.get("scenes", [])
+    for entry in kept:
+        part = by_scene.get(entry.get("scene"))
+        if part is None:
+            log(f"scene {entry.get('scene')!r} of the kept index is gone: training afresh")
+            return None
+        if part.digest != entry.get("digest") or len(part.rows) != entry.get("count"):
+            log(f"scene {part.scene!r} changed since it was indexed: training afresh")
+            return None
+    names = {e["scene"] for e in kept}
+    new = [p for p in parts if p.scene not in names]
+    ordered = [by_scene[e["scene"]] for e in kept] + new
+    try:
+        index = read_index(state_dir / "index.faiss")
+    except OutcropError as exc:
+        log(f"kept index unusable ({exc}): training afresh")
+        return None
+    if index.ntotal != sum(e["count"] for e in kept):
+        log("kept index does not hold the scenes its state lists: training afresh")
+        return None
+    kind = state["kind"]
+    total = sum(len(p.rows) for p in ordered)
+    wanted = choose_kind(total, settings["dim"], exact_max=settings["exact_max"], memory_gb=settings["memory_gb"])
+    if wanted != kind:
+        log(f"{total} tiles call for a {wanted} index, the kept one is {kind}: training afresh")
+        return None
+    params = state.get("params", {})
+    if not new:
+        log(f"no new scene: the kept {kind} index stands")
+        built = BuiltIndex(index, kind, params, state["recall"], state["recall_queries"], state.get("train_distance"))
+        return built, ordered, {"built": "kept", "added": [], "drift": None}
+    new_source = parts_source(new)
+    drift = None
+    if kind != "flat" and new_source.count:
+        _, sample = new_source.sample(DRIFT_SAMPLE, settings["seed"] + 2)
+        reference = state.get("train_distance") or 0.0
+        drift = coarse_distance(index, sample) / reference if reference > 0 else float("inf")
+        if drift > drift_max:
+            log(f"drift {drift:.3f} of the new scenes passes index.drift_max {drift_max}: retraining")
+            return None
+    for _, block in new_source.chunks():
+        index.add(block)
+    if kind == "flat":
+        recall, queries = 1.0, state["recall_queries"]
+    else:
+        recall, queries = measure_recall(index, parts_source(ordered), settings["seed"] + 3)
+        if recall < recall_floor:
+            log(f"recall@10 {recall:.3f} after adding is under the floor {recall_floor}: retraining")
+            return None
+    scenes = [p.scene for p in new]
+    log(f"added {len(scenes)} scene(s) ({new_source.count} tiles) to the kept {kind} index"
+        + (f", drift {drift:.3f}" if drift is not None else "") + f": {', '.join(scenes)}")
+    built = BuiltIndex(index, kind, params, recall, queries, state.get("train_distance"))
+    info = {"built": "added", "added": scenes, "drift": None if drift is None else round(drift, 4)}
+    return built, ordered, info
+
+
+def save_index_state(state_dir: Path, out_index: Path, built: BuiltIndex, parts: Sequence[ScenePart],
+                     settings: dict[str, Any], *, retrained: bool) -> None:
+    """Keep what a later call needs to add to this index (the index file is linked, not copied)."""
+    from outcrop.search.incremental import link_or_copy, read_state
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    old = read_state(state_dir / "state.json") or {}
+    link_or_copy(out_index, state_dir / "index.faiss")
+    trained_sha = old.get("trained_sha256")
+    if retrained:
+        trained = state_dir / "trained.faiss"
+        if built.trained is not None:
+            with atomic_path(trained) as tmp:
+                tmp.write_bytes(built.trained.tobytes())
+            trained_sha = file_digest(trained)
+        else:
+            trained.unlink(missing_ok=True)
+            trained_sha = None
+    write_json(state_dir / "state.json", {
+        "kind": built.kind, "params": built.params, "settings": settings,
+        "recall": built.recall, "recall_queries": built.recall_queries, "train_distance": built.train_distance,
+        "trained_sha256": trained_sha,
+        "scenes": [{"scene": p.scene, "digest": p.digest, "count": int(len(p.rows))} for p in parts],
+    })
 
 
 def load_index(index_path: Path, table_path: Path) -> tuple[Any, Any]:

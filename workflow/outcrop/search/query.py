@@ -99,6 +99,7 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     from pyproj import Transformer
 
     from outcrop.search.faiss_file import read_index
+    from outcrop.search.vectors import is_quantised, rerank, rerank_count, unit_rows
 
     given = [lon is not None or lat is not None, tile is not None, geometry is not None]
     if sum(given) != 1 or (given[0] and (lon is None or lat is None)):
@@ -130,22 +131,10 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
         if len(ids) == 0:
             raise OutcropError(f"lon {lon}, lat {lat}: meets no indexed tile")
 
-    vectors = []
-    for scene in np.unique(scenes[ids]):
-        path = Path(run.embeddings(str(scene)))
-        try:
-            emb = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (FileNotFoundError, ValueError, OSError) as exc:
-            raise OutcropError(f"{path}: cannot read embeddings ({exc})") from None
-        rows = tile_ids[ids[scenes[ids] == scene]]
-        if emb.ndim != 2:
-            raise OutcropError(f"{path}: embeddings of shape {emb.shape}, expected (tiles, dimension)")
-        outside = rows[(rows < 0) | (rows >= len(emb))]
-        if len(outside):
-            raise OutcropError(f"{table_path}: tile_id {int(outside[0])} of scene {str(scene)!r} is outside {path} "
-                               f"({len(emb)} tiles); the index and the embeddings come from different runs")
-        vectors.append(np.asarray(emb[rows], dtype=np.float32))
-    query = np.concatenate(vectors).mean(axis=0, keepdims=True)
+    def vectors_of(wanted: np.ndarray) -> np.ndarray:
+        return _embedding_rows(run, table_path, scenes, tile_ids, wanted)
+
+    query = vectors_of(ids).mean(axis=0, keepdims=True)
     if query.shape[1] != index.d:
         raise OutcropError(f"{run.embeddings_folder}: embeddings have dimension {query.shape[1]} but the "
                            f"index has {index.d}; rebuild the index")
@@ -156,7 +145,13 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     near = shapely.area(shapely.intersection(footprints, origin)) > 0
     near[ids] = True
     k = int(min(index.ntotal, top + near.sum()))
-    score, found = index.search(np.ascontiguousarray(query, dtype=np.float32), k)
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    if is_quantised(index):
+        # Compressed codes rank approximately: re-rank their best candidates on exact vectors.
+        _, candidates = index.search(query, rerank_count(k, index.ntotal))
+        score, found = rerank(query, candidates, lambda wanted: unit_rows(vectors_of(wanted)), k)
+    else:
+        score, found = index.search(query, k)
     keep = (found[0] >= 0) & ~near[np.maximum(found[0], 0)]
     found, score = found[0][keep][:top], score[0][keep][:top]
 
@@ -174,6 +169,34 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
         "lon": np.asarray(lons, dtype=np.float64),
         "lat": np.asarray(lats, dtype=np.float64),
     }
+
+
+def _embedding_rows(run: Layout, table_path: Path, scenes: np.ndarray, tile_ids: np.ndarray,
+                    ids: np.ndarray) -> np.ndarray:
+    """Embeddings (float32, as stored) of index ids ``ids``, read from the memory-mapped per-scene files."""
+    out: np.ndarray | None = None
+    for scene in np.unique(scenes[ids]):
+        path = Path(run.embeddings(str(scene)))
+        try:
+            emb = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            raise OutcropError(f"{path}: cannot read embeddings ({exc})") from None
+        where = np.flatnonzero(scenes[ids] == scene)
+        rows = tile_ids[ids[where]]
+        if emb.ndim != 2:
+            raise OutcropError(f"{path}: embeddings of shape {emb.shape}, expected (tiles, dimension)")
+        outside = rows[(rows < 0) | (rows >= len(emb))]
+        if len(outside):
+            raise OutcropError(f"{table_path}: tile_id {int(outside[0])} of scene {str(scene)!r} is outside {path} "
+                               f"({len(emb)} tiles); the index and the embeddings come from different runs")
+        if out is None:
+            out = np.empty((len(ids), emb.shape[1]), dtype=np.float32)
+        elif emb.shape[1] != out.shape[1]:
+            raise OutcropError(f"{path}: embedding dimension {emb.shape[1]}, other scenes have {out.shape[1]}")
+        order = np.argsort(rows, kind="stable")
+        out[where[order]] = emb[rows[order]]
+    assert out is not None  # ids is never empty here
+    return out
 
 
 def format_table(columns: dict[str, np.ndarray]) -> str:

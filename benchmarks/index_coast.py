@@ -1,0 +1,202 @@
+"""Benchmark: the index and k-means at coast scale, streamed from disk, and adding one scene.
+
+``build``: ``--n`` (10 000 000) synthetic clustered vectors of ``--dim`` (128, the default embedding
+size) are written to ``--dir`` (/tmp) as ``--scenes`` .npy files in chunks (never all in memory),
+then indexed by :func:`outcrop.search.index.index_vectors` from memory maps under ``--memory-gb``
+(the kind it picks is reported), and clustered (k-means on ``clusters.sample`` tiles, streamed
+assignment). Reported: build time, peak RSS of the process (``ru_maxrss``), recall@10 of the
+build's held-out queries and of fresh queries against an exact streamed scan, single-query
+latency in process (index search + exact re-ranking), and a fresh process that loads the index
+file and answers one query (python start and imports included).
+
+``add``: ``--n`` (1 000 000) tiles in ``--scenes`` scenes through :func:`build_index` with a state
+folder, then one scene more: the time to add it against a full rebuild of all of them.
+
+    python benchmarks/index_coast.py build --n 10000000 --memory-gb 4
+    python benchmarks/index_coast.py add --n 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FRESH = """
+import sys, time, json
+t0 = time.perf_counter()
+import numpy as np, faiss
+from outcrop.search.faiss_file import read_index
+from outcrop.search.vectors import VectorSource, rerank, rerank_count, is_quantised
+index = read_index(sys.argv[1])
+arrays = [np.load(p, mmap_mode="r") for p in sys.argv[3:]]
+source = VectorSource(arrays, [np.arange(len(a)) for a in arrays], sys.argv[3:])
+q = source.take(np.array([int(sys.argv[2])]))
+if is_quantised(index):
+    _, cand = index.search(q, rerank_count(10, index.ntotal))
+    s, i = rerank(q, cand, source.take, 10)
+else:
+    s, i = index.search(q, 10)
+print(json.dumps({"seconds": time.perf_counter() - t0, "top": int(i[0, 0])}))
+"""
+
+
+def synthetic(n: int, dim: int, scenes: int, folder: Path, seed: int = 0, chunk: int = 500_000) -> list[Path]:
+    """Clustered unit vectors (2 000 clusters of Zipf-like sizes, 60 families) written in chunks."""
+    rng = np.random.default_rng(seed)
+    families = rng.normal(size=(60, dim))
+    centres = families[rng.integers(60, size=2000)] + 0.7 * rng.normal(size=(2000, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    weights = 1.0 / np.arange(1, 2001) ** 0.7
+    weights /= weights.sum()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    per = -(-n // scenes)
+    for s in range(scenes):
+        path = folder / f"s{s:04d}.npy"
+        rows = min(per, n - s * per)
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, dim))
+        for start in range(0, rows, chunk):
+            m = min(chunk, rows - start)
+            v = centres[rng.choice(2000, m, p=weights)] + 0.35 * rng.normal(size=(m, dim)) / np.sqrt(dim) * 4
+            out[start:start + m] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+        out.flush()
+        del out
+        paths.append(path)
+    return paths
+
+
+def rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    import faiss
+
+    from outcrop.search.clusters import assign_stream, train_centroids
+    from outcrop.search.index import index_vectors, recall_at_k, search_exact
+    from outcrop.search.vectors import VectorSource, exact_top_k
+
+    faiss.omp_set_num_threads(args.threads)
+    folder = Path(args.dir) / "outcrop_index_coast"
+    t = time.perf_counter()
+    paths = sorted(folder.glob("s*.npy")) if (folder / "done").exists() else []
+    if not paths:
+        paths = synthetic(args.n, args.dim, args.scenes, folder)
+        (folder / "done").write_text("")
+    print(f"data: {len(paths)} files in {time.perf_counter() - t:.0f} s, RSS {rss_gib():.2f} GiB", flush=True)
+    arrays = [np.load(p, mmap_mode="r") for p in paths]
+    source = VectorSource(arrays, [np.arange(len(a)) for a in arrays], [str(p) for p in paths])
+    t = time.perf_counter()
+    built = index_vectors(source, exact_max=200_000, memory_gb=args.memory_gb, seed=0,
+                          log=lambda m: print("  " + m, flush=True))
+    build_s = time.perf_counter() - t
+    print(f"index: {built.kind} {built.params} built in {build_s:.0f} s, recall@10 {built.recall:.3f} "
+          f"(held-out), RSS {rss_gib():.2f} GiB", flush=True)
+    out = folder / "index.faiss"
+    faiss.write_index(built.index, str(out))
+    ids = np.random.default_rng(11).choice(source.count, args.queries, replace=False)
+    queries = source.take(ids) + 0.02 * np.random.default_rng(12).normal(size=(args.queries, args.dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    t = time.perf_counter()
+    exact_s, _ = exact_top_k(source, queries, 10)
+    exact_time = time.perf_counter() - t
+    s, i = search_exact(built.index, queries, 10, source)
+    fresh_recall = recall_at_k(exact_s, s, i, 10)
+    single = []
+    for q in queries[:50]:
+        t = time.perf_counter()
+        search_exact(built.index, q[None], 10, source)
+        single.append(time.perf_counter() - t)
+    print(f"fresh queries: recall@10 {fresh_recall:.3f}; exact scan {exact_time / len(queries) * 1e3:.0f} ms/query; "
+          f"single query {np.median(single) * 1e3:.1f} ms median", flush=True)
+    fresh = []
+    for trial in range(3):
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", FRESH, str(out), str(int(ids[trial])), *map(str, paths)],
+                              capture_output=True, text=True, check=True)
+        fresh.append((time.perf_counter() - t, json.loads(proc.stdout)))
+    print("fresh process load + query: " + ", ".join(f"{w:.2f} s (in python {r['seconds']:.2f} s)" for w, r in fresh))
+    t = time.perf_counter()
+    _, sample = source.sample(100_000, 0)
+    centroids = train_centroids(sample, args.k, seed=0)
+    del sample
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    labels, _ = assign_stream(source, centroids)
+    print(f"k-means k={args.k} on 100 000 sampled: {train_s:.0f} s; streamed assignment of {len(labels)}: "
+          f"{time.perf_counter() - t:.0f} s; peak RSS {rss_gib():.2f} GiB", flush=True)
+
+
+def _scene_files(root: Path, name: str, vec: np.ndarray) -> tuple[Path, Path]:
+    import geopandas as gpd
+    import shapely
+
+    from outcrop.io import save_npy, write_geodataframe
+
+    n = len(vec)
+    r, c = np.divmod(np.arange(n), 1000)
+    table = gpd.GeoDataFrame({"tile_id": np.arange(n), "scene": name, "row": r * 32, "col": c * 32, "size": 32,
+                              "valid": 1.0, "rock": 1.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0},
+                             geometry=shapely.box(c * 960.0, -(r + 1) * 960.0, (c + 1) * 960.0, -r * 960.0),
+                             crs="EPSG:3031")
+    save_npy(root / f"{name}.npy", vec)
+    write_geodataframe(root / f"{name}.parquet", table)
+    return root / f"{name}.npy", root / f"{name}.parquet"
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    import faiss
+
+    from outcrop.search.index import build_index
+
+    faiss.omp_set_num_threads(args.threads)
+    root = Path(args.dir) / "outcrop_index_add"
+    vec_paths = synthetic(args.n + args.n // args.scenes, args.dim, args.scenes + 1, root / "raw")
+    scenes = [_scene_files(root, f"s{i:04d}", np.load(p)) for i, p in enumerate(vec_paths)]
+    emb, tables = [s[0] for s in scenes], [s[1] for s in scenes]
+    out = [root / "out" / "tiles.faiss", root / "out" / "tiles.parquet", root / "out" / "info.json"]
+    state = root / "out" / "state"
+    quiet = dict(log=lambda m: None, state_dir=state, memory_gb=args.memory_gb)
+    t = time.perf_counter()
+    build_index(emb[:-1], tables[:-1], *out, **quiet)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    build_index(emb, tables, *out, **{**quiet, "log": lambda m: print("  " + m)})
+    added = time.perf_counter() - t
+    info = json.loads(out[2].read_text())
+    t = time.perf_counter()
+    build_index(emb, tables, *out, **{**quiet, "retrain": True})
+    full = time.perf_counter() - t
+    print(f"{info['count']} tiles, {info['kind']}: first build of {args.scenes} scenes {first:.0f} s; "
+          f"adding 1 scene ({len(np.load(emb[-1], mmap_mode='r'))} tiles) {added:.1f} s "
+          f"(built={info['built']}, drift {info['drift']}, recall@10 {info['recall_at_10']}); "
+          f"full rebuild {full:.0f} s; RSS {rss_gib():.2f} GiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name, n, scenes in (("build", 10_000_000, 100), ("add", 1_000_000, 20)):
+        p = sub.add_parser(name)
+        p.add_argument("--n", type=int, default=n)
+        p.add_argument("--scenes", type=int, default=scenes)
+        p.add_argument("--dim", type=int, default=128)
+        p.add_argument("--memory-gb", type=float, default=16.0)
+        p.add_argument("--dir", default="/tmp")
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--queries", type=int, default=200)
+        p.add_argument("--k", type=int, default=1000)
+    args = parser.parse_args()
+    {"build": cmd_build, "add": cmd_add}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
