@@ -108,7 +108,8 @@ def test_off_grid_scene_is_snapped_to_multiples_of_the_resolution(tmp_path):
     refl = demo_reflectance()
     src = write_demo_scene(tmp_path / "off.tif", refl, origin=(-1_200_010.0, 900_017.0))
     out = tmp_path / "off_prep.tif"
-    prepare_scene(str(src), "landsat-c2l2", out, scene_id="off", bands=OLI_BANDS, log=quiet)
+    prepare_scene(str(src), "landsat-c2l2", out, scene_id="off", bands=OLI_BANDS, crs="EPSG:3031", resolution=30.0,
+                  log=quiet)
     got, mask, profile, _ = read_prepared(out)
     t = profile["transform"]
     assert t.a == 30.0 and t.e == -30.0
