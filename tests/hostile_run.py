@@ -40,6 +40,7 @@ class HostileRun:
     embeddings: list[Path]
     tiles: list[Path]
     scenes: list[str]
+    prepared: list[Path]
 
 
 def make_hostile_run(root: Path) -> HostileRun:
@@ -72,4 +73,4 @@ def make_hostile_run(root: Path) -> HostileRun:
         cluster_rasters=[clusters / "rasters" / f"{s}.tif" for s in scenes],
         similarity=[ana / "similarity" / f"{s}.tif" for s in scenes], analogues=ana / "analogues.gpkg",
         labels=clusters / "tiles.parquet", summary=clusters / "summary.csv", embeddings=run.embeddings,
-        tiles=run.tiles, scenes=scenes)
+        tiles=run.tiles, scenes=scenes, prepared=list(run.prepared))

@@ -1,7 +1,7 @@
 """Names from a user's files are text on every page: markup in them is shown, never run.
 
 A deposit called ``<img src=x onerror=…>`` or ``</script><script>…`` reaches ``map.html`` (its
-popup, and every analogue's "nearest known deposit"), ``summary.html`` and the cluster table. The
+popup, and every analogue's "matched deposit"), ``summary.html`` and the cluster table. The
 fast tests build each page from a small real run (``hostile_run.py``) with hostile deposit names,
 scene ids, band names, cluster level and run title, and read the markup; the last opens the map in
 a real headless Chromium, clicks the markers and checks that the names are shown and nothing ran.
@@ -174,7 +174,7 @@ def test_hostile_names_in_the_opened_map_are_shown_and_never_run(browser, hostil
     assert main(["webmap", "--quicklooks", *map(str, hostile.quicklooks),
                  "--clusters", *map(str, rasters), "--similarity", *map(str, hostile.similarity),
                  "--analogues", str(hostile.analogues), "--deposits", str(hostile.deposits),
-                 "--out", str(out), "--title", SCRIPT]) == 0
+                 "--prepared", *map(str, hostile.prepared), "--out", str(out), "--title", SCRIPT]) == 0
     browser.get(out.as_uri())
     WebDriverWait(browser, 30).until(lambda d: d.execute_script(
         "return !!window.outcropMap && document.querySelectorAll('.leaflet-image-layer').length > 0"))
@@ -203,5 +203,5 @@ def test_hostile_names_in_the_opened_map_are_shown_and_never_run(browser, hostil
         assert len(markers) == 1
         text = _click(browser, markers[0])
         assert f"Analogue #{rank}" in text
-        assert f"nearest known deposit {payload}" in text
+        assert f"matched deposit {payload}" in text
         _nothing_ran(browser)

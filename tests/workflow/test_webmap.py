@@ -110,7 +110,7 @@ def test_clicking_an_analogue_opens_its_popup(opened_map):
 
     text = WebDriverWait(opened_map, 10).until(shown_text)
     assert "Analogue #1" in text
-    for field in ("score", "scene", "nearest known deposit", "distance", "lon, lat"):
+    for field in ("score", "scene", "matched deposit", "distance", "lon, lat"):
         assert field in text
 
 

@@ -655,7 +655,8 @@ def cmd_webmap(args: argparse.Namespace) -> None:
 
     write_webmap([Path(p) for p in args.quicklooks], [Path(p) for p in args.clusters],
                  [Path(p) for p in args.similarity], Path(args.analogues) if args.analogues else None,
-                 Path(args.deposits) if args.deposits else None, Path(args.out), title=args.title, log=_log)
+                 Path(args.deposits) if args.deposits else None, Path(args.out),
+                 prepared=[Path(p) for p in args.prepared], title=args.title, log=_log)
 
 
 def _webmap_parser(sub: Any) -> None:
@@ -663,13 +664,15 @@ def _webmap_parser(sub: Any) -> None:
             "standalone offline interactive map (HTML): quicklooks, clusters, similarity, deposits, analogues",
             "outcrop webmap --quicklooks results/quicklooks/*.tif --clusters results/clusters/rasters/*.tif "
             "--similarity results/analogues/similarity/*.tif --analogues results/analogues/analogues.gpkg "
-            "--deposits deposits.gpkg --out results/map.html", False)
+            "--deposits deposits.gpkg --prepared results/prepared/*.tif --out results/map.html", False)
     p.add_argument("--quicklooks", nargs="+", required=True)
     p.add_argument("--clusters", nargs="+", required=True)
     # A run without deposits has no similarity, analogues nor deposits: the map shows the rest.
     p.add_argument("--similarity", nargs="*", default=[])
     p.add_argument("--analogues", default="")
     p.add_argument("--deposits", default="")
+    # The coastline is contoured from the prepared scenes' surface masks; without them it is left out.
+    p.add_argument("--prepared", nargs="*", default=[], help="prepared scenes (their masks give the coastline)")
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="outcrop run")
 

@@ -131,6 +131,7 @@ rule webmap:
         similarity=[L.similarity] if ANALOGUES else [],
         analogues=[L.analogues_gpkg] if ANALOGUES else [],
         deposits=DEPOSITS or [],
+        prepared=per_scene(L.prepared),
     output:
         report(L.webmap, caption="../report/map.rst", category="Map"),
     params:
@@ -151,7 +152,7 @@ rule webmap:
     shell:
         "python -m outcrop webmap --quicklooks {input.quicklooks:q} --clusters {params.clusters:q}"
         " {params.similarity:q} {params.analogues:q} {params.deposits:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --prepared {input.prepared:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report:

@@ -48,7 +48,10 @@ LAYER_NAMES = {
     "similarity": "Similarity to known deposits",
     "deposits": "Known deposits",
     "analogues": "Top analogues",
+    "graticule": "Graticule (lat/lon)",
+    "coastline": "Coastline (from the surface masks)",
 }
+VALUE_NODATA = 255  # the similarity grids' code for "no value" (0..254 span the score range)
 
 
 def leaflet_assets() -> tuple[str, str]:
@@ -146,8 +149,27 @@ def cluster_layer(paths: Sequence[Path], run_crs: Any) -> tuple[list[dict[str, A
         for value in np.unique(labels[labels != nodata]):
             legend[int(value)] = "#%02x%02x%02x" % tuple(int(v) for v in table[value][:3])
         out.append({"scene": Path(path).stem, "image": png_uri(rgba),
-                    "bounds": _bounds(transform, labels.shape[1], labels.shape[0])})
+                    "bounds": _bounds(transform, labels.shape[1], labels.shape[0]),
+                    "values": label_values(labels, nodata)})
     return out, dict(sorted(legend.items())), level
+
+
+def label_values(labels: np.ndarray, nodata: Any) -> dict[str, Any]:
+    """A label raster for the click popup: (H, W) uint16 little-endian in base64, 65535 = no label."""
+    codes = labels.astype(np.int64)
+    codes = np.where((codes < 0) | (codes >= 65535) | (labels == nodata), 65535, codes).astype("<u2")
+    return {"width": int(labels.shape[1]), "height": int(labels.shape[0]), "nodata": 65535,
+            "data": base64.b64encode(codes.tobytes()).decode("ascii")}
+
+
+def similarity_values(values: np.ndarray, lo: float, hi: float) -> dict[str, Any]:
+    """A similarity raster for the click popup: quantised to 0..254 over ``lo``..``hi`` (255 = NaN),
+    one byte a cell in base64; the page reads back ``lo + q / 254 * (hi - lo)``."""
+    scale = max(hi - lo, 1e-9)
+    q = np.clip(np.round((values - lo) / scale * 254), 0, 254)
+    q = np.where(np.isfinite(values), q, VALUE_NODATA).astype(np.uint8)
+    return {"width": int(values.shape[1]), "height": int(values.shape[0]), "nodata": VALUE_NODATA,
+            "lo": float(lo), "hi": float(hi), "data": base64.b64encode(q.tobytes()).decode("ascii")}
 
 
 def similarity_layer(paths: Sequence[Path], run_crs: Any, lo: float, hi: float) -> list[dict[str, Any]]:
@@ -163,8 +185,52 @@ def similarity_layer(paths: Sequence[Path], run_crs: Any, lo: float, hi: float) 
         rgba = (cmap(np.clip((values - lo) / max(hi - lo, 1e-9), 0, 1)) * 255).round().astype(np.uint8)
         rgba[~np.isfinite(values), 3] = 0
         out.append({"scene": Path(path).stem, "image": png_uri(rgba),
-                    "bounds": _bounds(transform, values.shape[1], values.shape[0])})
+                    "bounds": _bounds(transform, values.shape[1], values.shape[0]),
+                    "values": similarity_values(values, lo, hi)})
     return out
+
+
+def coastline_layer(paths: Sequence[Path], run_crs: Any) -> list[list[list[float]]]:
+    """Water/land boundaries of the prepared scenes' surface masks (last band), read reduced to
+    :data:`PREVIEW_MAX` px from the COG's overviews: polylines ``[[y, x], ...]`` in the run CRS."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from outcrop.figures.map_geometry import coastline
+
+    lines: list[list[list[float]]] = []
+    for path in paths:
+        try:
+            with rasterio.open(path) as src:
+                bands = [b for b in src.tags().get("bands", "").split(",") if b]
+                if len(bands) != src.count - 1:
+                    raise OutcropError(f"{path}: not a prepared scene (band list tag does not match "
+                                       f"{src.count} bands)")
+                _check_crs(path, src.crs, run_crs)
+                factor = max(1.0, max(src.width, src.height) / PREVIEW_MAX)
+                shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
+                mask = src.read(src.count, out_shape=shape, resampling=Resampling.nearest)
+                transform = src.transform @ src.transform.scale(src.width / shape[1], src.height / shape[0])
+        except rasterio.errors.RasterioIOError as exc:
+            raise OutcropError(f"{path}: cannot read prepared scene for the map ({exc})") from None
+        lines.extend(coastline(mask, transform))
+    return lines
+
+
+def geography(run_crs: Any, bounds: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cursor readout's grid and the graticule over the scenes' extent.
+
+    The readout grid reaches half the extent beyond it on every side, so the readout holds while
+    the user pans around the scenes; the graticule spans the extent plus a tenth.
+    """
+    from outcrop.figures.map_geometry import graticule, padded, readout_grid, union_box
+
+    box = union_box(bounds)
+    try:
+        return readout_grid(run_crs, padded(box, 0.5)), graticule(run_crs, padded(box, 0.1))
+    except ValueError:
+        # A run grid near the edge of its CRS's area: the readout covers the scenes only.
+        return readout_grid(run_crs, box), graticule(run_crs, box)
 
 
 def viridis_stops(n: int = 8) -> list[str]:
@@ -217,13 +283,15 @@ def write_webmap(
     deposits_path: Path | None,
     out: Path,
     *,
+    prepared: Sequence[Path] = (),
     title: str = "outcrop run",
     log: Callable[[str], Any] = print,
 ) -> None:
     """Write the standalone offline map of a run.
 
     A run without deposits has no analogues: ``analogues_path`` and ``deposits_path`` are None and
-    ``similarity_rasters`` empty, and the map shows quicklooks and clusters only.
+    ``similarity_rasters`` empty, and the map shows quicklooks and clusters only. The coastline is
+    drawn from the ``prepared`` scenes' surface masks (none given: no coastline).
     """
     import geopandas as gpd
     import rasterio
@@ -248,11 +316,14 @@ def write_webmap(
         deposits = read_deposits(deposits_path, run_crs)
     lo, hi = score_range(similarity_rasters) if similarity_rasters else (0.0, 1.0)
     clusters, cluster_legend, level = cluster_layer(cluster_rasters, run_crs)
+    quicklook_overlays = quicklook_layer(quicklooks, run_crs)
+    readout, graticule_lines = geography(run_crs, [o["bounds"] for o in quicklook_overlays])
     data = {
         "title": title,
         "crs": run_crs.to_string(),
         "layers": LAYER_NAMES | {"clusters": f"Clusters ({level})" if level else "Clusters"},
-        "quicklooks": quicklook_layer(quicklooks, run_crs),
+        "level": level,
+        "quicklooks": quicklook_overlays,
         "clusters": clusters,
         "cluster_legend": cluster_legend,
         "similarity": similarity_layer(similarity_rasters, run_crs, lo, hi),
@@ -260,6 +331,9 @@ def write_webmap(
         "similarity_stops": viridis_stops(),
         "deposits": deposit_features(deposits) if deposits is not None else [],
         "analogues": analogue_features(analogues) if analogues is not None else [],
+        "readout": readout,
+        "graticule": graticule_lines,
+        "coastline": coastline_layer(prepared, run_crs),
     }
     js, css = leaflet_assets()
     page = page_asset("page.html").format(

@@ -30,14 +30,18 @@
     var popup = add(el("div", null, "outcrop-deposit-popup"), [
       el("b", "Known deposit"), el("br"), el("span", d.name, "outcrop-name"), el("br"),
       "lon " + fmt(d.lon, 4) + ", lat " + fmt(d.lat, 4)]);
-    var parts = d.rings.map(function (r) { return L.polygon(r, {color: "#e31a1c", weight: 2, fill: false}); });
+    // Clicks on markers stay theirs (bubblingMouseEvents: false): the map's own click shows pixel values.
+    var parts = d.rings.map(function (r) {
+      return L.polygon(r, {color: "#e31a1c", weight: 2, fill: false, bubblingMouseEvents: false});
+    });
     parts.push(L.circleMarker([d.y, d.x], {radius: 6, color: "#000", weight: 1, fillColor: "#e31a1c",
-                                           fillOpacity: 1, className: "outcrop-deposit"}));
+                                           fillOpacity: 1, className: "outcrop-deposit",
+                                           bubblingMouseEvents: false}));
     return L.featureGroup(parts).bindPopup(popup);
   }));
   var analogues = L.layerGroup(D.analogues.map(function (a) {
     var rows = [["rank", a.rank], ["score", fmt(a.score, 3)], ["scene", a.scene], ["tile", a.tile_id],
-                ["nearest known deposit", a.nearest_positive], ["distance", fmt(a.distance_km, 2) + " km"],
+                ["matched deposit", a.nearest_positive], ["distance", fmt(a.distance_km, 2) + " km"],
                 ["lon, lat", fmt(a.lon, 4) + ", " + fmt(a.lat, 4)]];
     var table = el("table", null, "outcrop-popup");
     rows.forEach(function (r) { table.appendChild(add(el("tr"), [el("td", r[0]), el("td", r[1])])); });
@@ -45,10 +49,45 @@
     return L.featureGroup([
       L.polygon(a.ring, {color: "#ffffff", weight: 1, fill: false, interactive: false}),
       L.circleMarker([a.y, a.x], {radius: 7, color: "#ffffff", weight: 2, fillColor: "#ff7f00",
-                                  fillOpacity: 0.9, className: "outcrop-analogue outcrop-analogue-" + a.rank})
+                                  fillOpacity: 0.9, className: "outcrop-analogue outcrop-analogue-" + a.rank,
+                                  bubblingMouseEvents: false})
     ]).bindPopup(popup);
   }));
-  [quicklooks, clusters, deposits, analogues].forEach(function (l) { l.addTo(map); });
+  // Lat/lon without a projection library: the unit vectors (cos lat cos lon, cos lat sin lon, sin lat)
+  // at a grid of nodes over the extent, interpolated bilinearly and renormalised (smooth across the
+  // antimeridian and at a pole). outcrop.figures.map_geometry.interpolate_lonlat is the same in Python.
+  var R = D.readout;
+  function lonLat(x, y) {
+    var n = R.nodes, b = R.box, v = R.vectors;
+    var fx = (x - b[0]) / (b[2] - b[0]) * (n - 1), fy = (y - b[1]) / (b[3] - b[1]) * (n - 1);
+    var j = Math.min(Math.max(Math.floor(fx), 0), n - 2), i = Math.min(Math.max(Math.floor(fy), 0), n - 2);
+    var tx = fx - j, ty = fy - i, out = [0, 0, 0];
+    [[i, j, (1 - ty) * (1 - tx)], [i, j + 1, (1 - ty) * tx], [i + 1, j, ty * (1 - tx)], [i + 1, j + 1, ty * tx]]
+      .forEach(function (c) {
+        var k = 3 * (c[0] * n + c[1]);
+        out[0] += c[2] * v[k]; out[1] += c[2] * v[k + 1]; out[2] += c[2] * v[k + 2];
+      });
+    return {lon: Math.atan2(out[1], out[0]) * 180 / Math.PI,
+            lat: Math.atan2(out[2], Math.hypot(out[0], out[1])) * 180 / Math.PI};
+  }
+  function lonLatText(x, y) {
+    var p = lonLat(x, y);
+    return "lat " + fmt(p.lat, 4) + ", lon " + fmt(p.lon, 4);
+  }
+  var graticule = L.layerGroup(D.graticule.lines.map(function (g) {
+    var line = L.polyline(g.points, {color: "#333", weight: 1, opacity: 0.6, dashArray: "4 4",
+                                     interactive: false, className: "outcrop-graticule"});
+    // The label sits at the line's west end (parallels) or south end (meridians) in the view.
+    var at = g.points.reduce(function (best, p) {
+      return (g.kind === "lat" ? p[1] < best[1] : p[0] < best[0]) ? p : best;
+    }, g.points[0]);
+    var label = L.marker(at, {interactive: false, keyboard: false, icon: L.divIcon({
+      className: "outcrop-graticule-label", html: el("span", g.label), iconSize: null})});
+    return L.featureGroup([line, label]);
+  }));
+  var coastline = L.polyline(D.coastline, {color: "#08306b", weight: 1.5, opacity: 0.9, interactive: false,
+                                           className: "outcrop-coastline"});
+  [quicklooks, clusters, coastline, graticule, deposits, analogues].forEach(function (l) { l.addTo(map); });
   // Leaflet writes layer names and attributions as markup: they are escaped first (the cluster
   // level in a layer name is read from a raster's tags).
   function escaped(text) { return el("span", text).innerHTML; }
@@ -58,6 +97,8 @@
   overlays[escaped(D.layers.similarity)] = similarity;
   overlays[escaped(D.layers.deposits)] = deposits;
   overlays[escaped(D.layers.analogues)] = analogues;
+  overlays[escaped(D.layers.coastline)] = coastline;
+  overlays[escaped(D.layers.graticule)] = graticule;
   L.control.layers(null, overlays, {collapsed: false, position: "topright"}).addTo(map);
   L.control.scale({imperial: false, metric: true}).addTo(map);
   map.attributionControl.setPrefix("Leaflet");
@@ -94,6 +135,64 @@
     return div;
   };
   title.addTo(map);
+
+  var readout = L.control({position: "bottomleft"});
+  readout.onAdd = function () {
+    var div = L.DomUtil.create("div", "outcrop-readout");
+    div.textContent = "lat, lon: move the cursor over the map";
+    map.on("mousemove", function (e) { div.textContent = lonLatText(e.latlng.lng, e.latlng.lat); });
+    return div;
+  };
+  readout.addTo(map);
+
+  // Clicking a pixel shows the cluster and similarity under it, scene by scene. The grids come as
+  // base64: labels as uint16 little-endian (nodata 65535), similarity as one byte over its range.
+  function decoded(values) {
+    if (!values.bytes) {
+      var text = atob(values.data), bytes = new Uint8Array(text.length);
+      for (var k = 0; k < text.length; k++) { bytes[k] = text.charCodeAt(k); }
+      values.bytes = bytes;
+    }
+    return values.bytes;
+  }
+  function cell(o, x, y) {
+    var b = o.bounds, w = o.values.width, h = o.values.height;
+    var col = Math.floor((x - b[0][1]) / (b[1][1] - b[0][1]) * w);
+    var row = Math.floor((b[1][0] - y) / (b[1][0] - b[0][0]) * h);
+    return (col < 0 || row < 0 || col >= w || row >= h) ? -1 : row * w + col;
+  }
+  function clusterAt(o, x, y) {
+    var k = cell(o, x, y);
+    if (k < 0) { return null; }
+    var bytes = decoded(o.values), label = bytes[2 * k] | (bytes[2 * k + 1] << 8);
+    return label === o.values.nodata ? null : label;
+  }
+  function similarityAt(o, x, y) {
+    var k = cell(o, x, y);
+    if (k < 0) { return null; }
+    var q = decoded(o.values)[k], v = o.values;
+    return q === v.nodata ? null : v.lo + q / 254 * (v.hi - v.lo);
+  }
+  map.on("click", function (e) {
+    var x = e.latlng.lng, y = e.latlng.lat, found = {}, order = [];
+    function note(scene, key, value) {
+      if (value === null) { return; }
+      if (!found[scene]) { found[scene] = {}; order.push(scene); }
+      found[scene][key] = value;
+    }
+    D.clusters.forEach(function (o) { note(o.scene, "cluster", clusterAt(o, x, y)); });
+    D.similarity.forEach(function (o) { note(o.scene, "similarity", similarityAt(o, x, y)); });
+    if (order.length === 0) { return; }
+    var div = el("div", null, "outcrop-value-popup");
+    order.forEach(function (scene) {
+      var f = found[scene], parts = [];
+      if (f.cluster !== undefined) { parts.push("cluster " + f.cluster + (D.level ? " (" + D.level + ")" : "")); }
+      if (f.similarity !== undefined) { parts.push("similarity " + fmt(f.similarity, 2)); }
+      parts.push(lonLatText(x, y));
+      add(div, [el("b", scene), el("br"), el("span", parts.join(" \u00b7 "), "outcrop-value"), el("br")]);
+    });
+    L.popup().setLatLng(e.latlng).setContent(div).openOn(map);
+  });
 
   var all = D.quicklooks.map(function (o) { return o.bounds; });
   var bounds = L.latLngBounds(all[0]);
