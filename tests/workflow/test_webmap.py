@@ -116,7 +116,12 @@ def test_clicking_an_analogue_opens_its_popup(opened_map):
 
 def test_screenshot_is_not_blank(opened_map):
     import matplotlib.image
+    from selenium.webdriver.common.action_chains import ActionChains
 
+    # The cursor over the map fills the lat/lon readout, which the screenshot then shows.
+    ActionChains(opened_map).move_to_element_with_offset(opened_map.find_element("id", "map"), 60, 40).perform()
+    assert re.fullmatch(r"lat -?\d+\.\d+, lon -?\d+\.\d+",
+                        opened_map.find_element("css selector", ".outcrop-readout").text)
     png = opened_map.get_screenshot_as_png()
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "map.png").write_bytes(png)
@@ -125,3 +130,78 @@ def test_screenshot_is_not_blank(opened_map):
     assert float(np.var(pixels)) > 0.01  # a blank or single-colour page is near 0
     # The scenes cover much of the view with many distinct colours, not just controls on grey.
     assert len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 500
+
+
+def _focus(driver, x: float, y: float, zoom: float = 0) -> None:
+    """Centre the map on projected (x, y) at ``zoom`` (0: one metre a pixel), popups closed."""
+    driver.execute_script("window.outcropMap.closePopup();"
+                          "window.outcropMap.setView([arguments[1], arguments[0]], arguments[2], {animate: false});",
+                          x, y, zoom)
+
+
+def test_cursor_readout_agrees_with_pyproj(opened_map, demo_run):
+    from pyproj import Transformer
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    import rasterio
+
+    prepared = sorted((demo_run / "results" / "prepared").glob("*.tif"))[0]
+    with rasterio.open(prepared) as src:
+        crs, (w, s, e, n) = src.crs, src.bounds
+    _focus(opened_map, (w + e) / 2, (s + n) / 2)
+    element = opened_map.find_element("id", "map")
+    inverse = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    for dx, dy in ((-200, -150), (0, 0), (250, 120)):
+        ActionChains(opened_map).move_to_element_with_offset(element, dx, dy).perform()
+        text = opened_map.find_element("css selector", ".outcrop-readout").text
+        match = re.fullmatch(r"lat (-?\d+\.\d+), lon (-?\d+\.\d+)", text)
+        assert match, text
+        # Where the cursor is, in map units: Leaflet's L.CRS.Simple gives (y, x) of the run CRS.
+        y, x = opened_map.execute_script(
+            "var m = window.outcropMap, c = m.getSize();"
+            "var ll = m.containerPointToLatLng([c.x / 2 + arguments[0], c.y / 2 + arguments[1]]);"
+            "return [ll.lat, ll.lng];", dx, dy)
+        lon, lat = inverse.transform(x, y)
+        # The readout shows 4 decimals; a pixel of rounding in the cursor's position is 1 m here.
+        assert abs(float(match.group(1)) - lat) < 1e-3, (text, lat)
+        assert abs((float(match.group(2)) - lon + 180) % 360 - 180) < 1e-3, (text, lon)
+
+
+def test_graticule_and_coastline_are_drawn(opened_map):
+    graticule = opened_map.execute_script("return document.querySelectorAll('path.outcrop-graticule').length")
+    labels = opened_map.find_elements("css selector", ".outcrop-graticule-label span")
+    coast = opened_map.execute_script(
+        "var p = document.querySelector('path.outcrop-coastline'); return p ? p.getAttribute('d') : '';")
+    assert graticule >= 2 and labels and all("°" in label.get_attribute("textContent") for label in labels)
+    assert coast.count("L") > 10  # the demo's coast is a long line, not an empty path
+
+
+def test_clicking_a_cluster_pixel_shows_its_values(opened_map, demo_run):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import rasterio
+
+    raster = sorted((demo_run / "results" / "clusters" / "rasters").glob("*.tif"))[0]
+    with rasterio.open(raster) as src:
+        labels = src.read(1)
+        rows, cols = np.nonzero(labels != src.nodata)
+        r, c = int(rows[len(rows) // 2]), int(cols[len(cols) // 2])
+        # A quarter cell off the cell's centre, where an analogue's marker (a tile's centre) may sit:
+        # the click goes to the map, not to a marker.
+        x, y = src.xy(r, c)
+        x, y = x + src.res[0] / 4, y + src.res[1] / 4
+        expected = int(labels[r, c])
+        level = src.tags().get("level") or src.descriptions[0]
+    _focus(opened_map, x, y, -3)
+    ActionChains(opened_map).move_to_element(opened_map.find_element("id", "map")).click().perform()
+
+    def shown(driver):
+        popups = driver.find_elements("css selector", ".outcrop-value-popup")
+        return (popups[0].text or None) if popups else None
+
+    text = WebDriverWait(opened_map, 10).until(shown)
+    assert raster.stem in text
+    assert f"cluster {expected} ({level})" in text, text
+    assert re.search(r"similarity \d\.\d\d", text), text
+    assert re.search(r"lat -?\d+\.\d{4}, lon -?\d+\.\d{4}", text), text

@@ -2,7 +2,18 @@
 
 What is on it: each scene's false-colour quicklook, the cluster layer (finest k), the similarity
 to the known deposits, the known deposits, and the top analogues with popups (rank, score, scene,
-tile, nearest known deposit, distance, lon/lat); a layer control to toggle them and a legend.
+tile, matched deposit, distance, lon/lat); a graticule and a coastline; a layer control to toggle
+them and a legend. Wherever a map is, the user can place it: the cursor's latitude and longitude
+are read out as it moves, and a click on a cluster or similarity pixel shows, scene by scene, its
+cluster, its similarity and its lat/lon.
+
+**Geography without a projection library.** The page cannot run PROJ, so
+:mod:`outcrop.figures.map_geometry` does it here: a grid of unit vectors over the extent that the
+page interpolates for the readout (right across the antimeridian and at a pole), the graticule's
+lines projected and densified, and the coastline contoured from the prepared scenes' own surface
+masks (water against land, read small from the COGs' overviews). The click popup reads per-scene
+value grids embedded at the overlays' size: the cluster labels as uint16, the similarity quantised
+to a byte over its own range.
 
 **Offline by construction.** The page is one file with every byte it needs inside it: Leaflet's
 JavaScript and CSS are read at run time from the installed ``XStatic-Leaflet`` Python package
@@ -16,7 +27,7 @@ fit polar scenes badly (EPSG:3857 stops at ±85° and stretches high latitudes e
 reprojecting every raster to lat/lon would resample the cluster cells and bend the tile
 footprints. In the run CRS the rasters are shown on exactly their own grid, the footprints stay
 square, and the scale bar reads true metres (polar stereographic is conformal, so shapes hold).
-Popups carry lon/lat for use elsewhere.
+Popups and the readout carry lat/lon for use elsewhere.
 
 **Names are text.** Deposit names, scene ids, the cluster level and the title come from a user's
 files; a deposit called ``<img src=x onerror=…>`` must show as that name and run nothing. The data
@@ -162,9 +173,15 @@ def label_values(labels: np.ndarray, nodata: Any) -> dict[str, Any]:
             "data": base64.b64encode(codes.tobytes()).decode("ascii")}
 
 
-def similarity_values(values: np.ndarray, lo: float, hi: float) -> dict[str, Any]:
-    """A similarity raster for the click popup: quantised to 0..254 over ``lo``..``hi`` (255 = NaN),
-    one byte a cell in base64; the page reads back ``lo + q / 254 * (hi - lo)``."""
+def similarity_values(values: np.ndarray) -> dict[str, Any]:
+    """A similarity raster for the click popup: quantised to 0..254 over its own range (255 = NaN),
+    one byte a cell in base64; the page reads back ``lo + q / 254 * (hi - lo)``.
+
+    The range is the raster's own minimum and maximum, not the colour scale's (which clips the
+    extremes), so every value comes back within half a step: (hi - lo) / 508.
+    """
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     scale = max(hi - lo, 1e-9)
     q = np.clip(np.round((values - lo) / scale * 254), 0, 254)
     q = np.where(np.isfinite(values), q, VALUE_NODATA).astype(np.uint8)
@@ -186,7 +203,7 @@ def similarity_layer(paths: Sequence[Path], run_crs: Any, lo: float, hi: float) 
         rgba[~np.isfinite(values), 3] = 0
         out.append({"scene": Path(path).stem, "image": png_uri(rgba),
                     "bounds": _bounds(transform, values.shape[1], values.shape[0]),
-                    "values": similarity_values(values, lo, hi)})
+                    "values": similarity_values(values)})
     return out
 
 
