@@ -40,7 +40,7 @@ from outcrop.io import atomic_path
 from outcrop.runtime.locks import exclusive_writer
 from outcrop.learning.optim import build_optimizer, warmup_cosine
 from outcrop.learning.symmetry import POSES
-from outcrop.learning.training_data import TrainingTiles, band_statistics, open_training_tiles
+from outcrop.learning.training_data import TrainingTiles, band_statistics, open_training_tiles, spectral_statistics
 
 MODEL_FORMAT = "outcrop-encoder"
 CHECKPOINT_FORMAT = "outcrop-byol-checkpoint"
@@ -296,12 +296,14 @@ def _train(
         leave_process_group()
         return
     write_curve(curve_tsv, curve_png, trainer.curve)
+    spectral_mean, spectral_std = spectral_statistics(tiles)
     metadata = {
         "bands": bands, "mean": mean.tolist(), "std": std.tolist(), "arch": settings.arch,
         "in_channels": channels, "embedding_dim": settings.embedding_dim,
         "tile_size": list(tiles.tile_shape[1:]), "settings": settings.to_dict(), "config_digest": digest,
         "min_rock": float(min_rock), "train_tiles": n, "steps": total, "symmetry": settings.symmetry,
         "final_loss": trainer.curve[-1][2] if trainer.curve else float("nan"),
+        "spectral_mean": spectral_mean.tolist(), "spectral_std": spectral_std.tolist(),
     }
     backbone = {k: v.detach().cpu().contiguous() for k, v in trainer.model.online_backbone.state_dict().items()}
     with atomic_path(out_path) as tmp:
