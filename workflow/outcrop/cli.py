@@ -287,7 +287,7 @@ def _embed_parser(sub: Any) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=positive_int, default=default("embed.batch_size"))
-    p.add_argument("--spectral-weight", type=finite_float, default=default("embed.spectral_weight"),
+    p.add_argument("--spectral-weight", type=non_negative_float, default=default("embed.spectral_weight"),
                    help="weight of the tile's standardised spectrum joined to the learned vector (0: none)")
     p.add_argument("--device", default=default("encoder.device"))
     p.add_argument("--bands", default="", help="the run's bands; the encoder must have been trained on them")
