@@ -24,13 +24,14 @@ def test_embed_tiles_writes_unit_rows_aligned_with_the_tiles(model_path, tmp_pat
     tiles = textures(37, seed=5)[0]
     tiles_path, _ = write_scene(tmp_path, "s", tiles)
     out = tmp_path / "embeddings" / "s.npy"
-    embed_tiles(tiles_path, model_path, out, batch_size=8, device="cpu", log=lambda m: None)
+    embed_tiles(tiles_path, model_path, out, batch_size=8, device="cpu", spectral_weight=0.5, log=lambda m: None)
     vectors = np.load(out)
-    assert vectors.shape == (37, 16) and vectors.dtype == np.float32
+    # The learned part (16) joined with each of the 4 bands' mean, spread and three percentiles.
+    assert vectors.shape == (37, 16 + 5 * 4) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     # Row i is tile i: embedding one tile alone gives the same vector.
     model, meta = load_encoder(model_path)
-    np.testing.assert_allclose(embed_array(model, meta, tiles[[20]]), vectors[[20]], atol=1e-5)
+    np.testing.assert_allclose(embed_array(model, meta, tiles[[20]], spectral_weight=0.5), vectors[[20]], atol=1e-5)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -50,7 +51,7 @@ def test_embeddings_use_the_stored_normalisation(model_path):
     flat = np.broadcast_to(np.asarray(meta["mean"], dtype=np.float32)[None, :, None, None], tiles.shape).copy()
     with torch.no_grad():
         expected = torch.nn.functional.normalize(model(torch.zeros(10, 4, 16, 16)), dim=1).numpy()
-    np.testing.assert_allclose(embed_array(model, meta, flat), expected, atol=1e-5)
+    np.testing.assert_allclose(embed_array(model, meta, flat, spectral_weight=0.0), expected, atol=1e-5)
     # Different tiles give different vectors.
     vectors = embed_array(model, meta, tiles)
     assert np.abs(vectors[0] - vectors[1]).max() > 1e-3
@@ -107,11 +108,11 @@ def test_d4_embeddings_do_not_depend_on_which_way_the_ground_lies(model_path):
     tiles = textures(6, seed=8)[0]
     posed = [np.rot90(tiles, k, axes=(2, 3)) for k in range(4)]
     posed += [np.flip(p, axis=3) for p in posed]
-    vectors = [embed_array(model, meta, np.ascontiguousarray(p)) for p in posed]
+    vectors = [embed_array(model, meta, np.ascontiguousarray(p), spectral_weight=0.0) for p in posed]
     for v in vectors[1:]:
         np.testing.assert_allclose(v, vectors[0], atol=1e-5)
     one_pass = {**meta, "symmetry": "none"}
-    plain = [embed_array(model, one_pass, np.ascontiguousarray(p)) for p in posed]
+    plain = [embed_array(model, one_pass, np.ascontiguousarray(p), spectral_weight=0.0) for p in posed]
     assert max(np.abs(p - plain[0]).max() for p in plain[1:]) > 1e-3
     # The symmetric vector is the normalised mean of the eight one-pass representations, the poses
     # built here the other way round (mirror first, then turn): the same group, reached independently.
@@ -133,8 +134,58 @@ def test_an_encoder_file_without_a_symmetry_embeds_in_one_pass_and_a_bad_one_is_
     normalised = (tiles - np.asarray(meta["mean"], np.float32)[:, None, None]) / np.asarray(meta["std"], np.float32)[:, None, None]
     with torch.no_grad():
         one_pass = torch.nn.functional.normalize(model(torch.from_numpy(normalised)), dim=1).numpy()
-    np.testing.assert_allclose(embed_array(model, meta, tiles), one_pass, atol=1e-5)
+    np.testing.assert_allclose(embed_array(model, meta, tiles, spectral_weight=0.0), one_pass, atol=1e-5)
     payload["metadata"]["symmetry"] = "c8"
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(OutcropError, match="bad.pt: unknown embedding symmetry 'c8'"):
         load_encoder(tmp_path / "bad.pt")
+
+
+def test_the_joined_embedding_weighs_the_cosines_of_its_learned_and_spectral_parts(model_path):
+    """cos(joined) = (cos(learned) + w^2 cos(spectral)) / (1 + w^2), with the spectrum standardised by the
+    statistics of the training tiles stored in the encoder file."""
+    from outcrop.learning.embeddings import spectral_part
+
+    model, meta = load_encoder(model_path)
+    assert len(meta["spectral_mean"]) == len(meta["spectral_std"]) == 5 * len(meta["bands"])
+    tiles = textures(12, seed=10)[0] * np.linspace(0.5, 2.0, 12, dtype=np.float32)[:, None, None, None]
+    learned = embed_array(model, meta, tiles, spectral_weight=0.0)
+    spectra = spectral_part(meta, tiles)
+    # The spectral part: each tile's per-band mean, spread and percentiles, standardised by the stored statistics.
+    flat = tiles.reshape(12, 4, -1).astype(np.float64)
+    raw = np.concatenate([flat.mean(2), flat.std(2), *np.percentile(flat, [10, 50, 90], axis=2)], 1)
+    z = (raw - meta["spectral_mean"]) / meta["spectral_std"]
+    np.testing.assert_allclose(spectra, z / np.linalg.norm(z, axis=1, keepdims=True), atol=1e-5)
+    for w in (0.5, 2.0):
+        joined = embed_array(model, meta, tiles, spectral_weight=w)
+        assert joined.shape == (12, 16 + 20)
+        expected = (learned @ learned.T + w * w * (spectra @ spectra.T)) / (1 + w * w)
+        np.testing.assert_allclose(joined @ joined.T, expected, atol=1e-5)
+    with pytest.raises(OutcropError, match="spectral weight must be a finite number >= 0"):
+        embed_array(model, meta, tiles, spectral_weight=float("nan"))
+
+
+def test_the_default_weight_is_zero_and_gives_the_learned_vectors_alone(model_path, tmp_path):
+    """``embed.spectral_weight`` ships at 0 (docs/evaluation.md: the join costs the demo's cluster ARI), and
+    at 0 the file holds exactly the embeddings of before the join: D columns, not D + 5C, the normalised
+    mean over the poses of the network's representations, whatever spectral statistics the encoder stores."""
+    from outcrop.config import default
+    from outcrop.learning.symmetry import orientations, posed
+
+    assert default("embed.spectral_weight") == 0
+    tiles = textures(9, seed=11)[0]
+    tiles_path, _ = write_scene(tmp_path, "s", tiles)
+    out = tmp_path / "s.npy"
+    embed_tiles(tiles_path, model_path, out, batch_size=4, device="cpu", log=lambda m: None)
+    vectors = np.load(out)
+    assert vectors.shape == (9, 16)
+    model, meta = load_encoder(model_path)
+    np.testing.assert_array_equal(vectors, embed_array(model, meta, tiles, batch_size=4, spectral_weight=0.0))
+    # The same without the stored spectral statistics (an encoder file from before the join).
+    older = {k: v for k, v in meta.items() if not k.startswith("spectral_")}
+    np.testing.assert_array_equal(vectors, embed_array(model, older, tiles, batch_size=4))
+    x = (torch.from_numpy(tiles) - torch.tensor(meta["mean"])[None, :, None, None]) / torch.tensor(meta["std"])[None, :, None, None]
+    with torch.no_grad():
+        model.eval()
+        z = sum(model(posed(x, turns, flip)) for turns, flip in orientations(meta["symmetry"]))
+    np.testing.assert_allclose(vectors, torch.nn.functional.normalize(z, dim=1).numpy(), atol=1e-5)

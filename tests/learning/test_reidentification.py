@@ -13,9 +13,11 @@ Every half-tile offset and every 16 px position of the reprojected copy is used:
 diagonal shifts of one window alone, two 8-epoch trainings that differ only in seed re-identify
 0.372 and 0.438 of them, a spread wider than the gaps between the representations.
 
-The encoder trains as one would to re-find ground within a scene (see SETTINGS). With the
-product's defaults it falls below band statistics, and trained briefly without translation it
-beats them on the first window only (docs/evaluation.md has the figures).
+The encoder trains as one would to re-find ground within a scene (see SETTINGS) and is scored by
+its learned part alone. With the product's defaults the learned part falls below band statistics;
+the joined embedding (learned part and spectrum, ``embed.spectral_weight: 0.5``; the default is 0) beats band
+statistics and the random encoder on 7 of 10 real query sets but not on all, so the test does not
+assert it (docs/evaluation.md and benchmarks/reidentification_real.py have the figures).
 """
 
 from __future__ import annotations
@@ -128,15 +130,11 @@ def statistics_vectors(gallery: np.ndarray, queries: np.ndarray) -> tuple[np.nda
     return feats[:len(gallery)], feats[len(gallery):]
 
 
-@pytest.fixture(scope="module", params=WINDOWS, ids=lambda w: f"window{w[0]}x{w[1]}")
-def scene(request, tmp_path_factory):
-    """Gallery tiles, two query sets with their answers, a BYOL encoder trained on the window, and
-    the window's (row, col)."""
+def query_sets(window: tuple[int, int, int, int]) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, list]]]:
+    """The window's gallery tiles and its shifted and reprojected queries with their answers."""
     import geopandas as gpd
-    import pandas as pd
 
-    torch.set_num_threads(2)
-    image, transform, crs = read_window(request.param)
+    image, transform, crs = read_window(window)
     gallery, gallery_boxes = cut(image, transform)
     shifted_sets = [cut(image, transform, offset=offset) for offset in HALF_TILE_SHIFTS]
     shifted = np.concatenate([tiles for tiles, _ in shifted_sets])
@@ -144,6 +142,19 @@ def scene(request, tmp_path_factory):
     warped, warped_transform, valid = reprojected(image, transform, crs)
     warped_tiles, warped_boxes_3031 = cut(warped, warped_transform, stride=TILE // 2, valid=valid)
     warped_boxes = gpd.GeoSeries(warped_boxes_3031, crs="EPSG:3031").to_crs(crs).to_numpy()
+    return gallery, {"shifted": (shifted, best_matches(shifted_boxes, gallery_boxes)),
+                     "reprojected": (warped_tiles, best_matches(warped_boxes, gallery_boxes))}
+
+
+@pytest.fixture(scope="module", params=WINDOWS, ids=lambda w: f"window{w[0]}x{w[1]}")
+def scene(request, tmp_path_factory):
+    """Gallery tiles, two query sets with their answers, a BYOL encoder trained on the window, and
+    the window's (row, col)."""
+    import pandas as pd
+
+    torch.set_num_threads(2)
+    image, transform, _ = read_window(request.param)
+    gallery, queries = query_sets(request.param)
     # Train on the window at a stride of 16 px: every position of the ground, no pairing given.
     train_tiles, _ = cut(image, transform, stride=16)
     tmp = tmp_path_factory.mktemp("reid")
@@ -153,10 +164,6 @@ def scene(request, tmp_path_factory):
     train_byol([tmp / "window.npy"], [tmp / "window.parquet"], model, settings=EncoderSettings.from_dict(SETTINGS),
                curve_tsv=tmp / "curve.tsv", curve_png=tmp / "curve.png", checkpoint_path=tmp / "ckpt.pt",
                bands=list(BANDS), device="cpu", log=lambda m: None)
-    queries = {
-        "shifted": (shifted, best_matches(shifted_boxes, gallery_boxes)),
-        "reprojected": (warped_tiles, best_matches(warped_boxes, gallery_boxes)),
-    }
     return gallery, queries, model, request.param[:2]
 
 
@@ -164,7 +171,9 @@ def rates(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray], m
     net, meta = load_encoder(model)
     stats_g, stats_q = statistics_vectors(gallery, queries)
     return {
-        "byol": top1_rate(embed_array(net, meta, gallery), embed_array(net, meta, queries), answers),
+        # The learned part alone, as docs/evaluation.md measured these settings.
+        "byol": top1_rate(embed_array(net, meta, gallery, spectral_weight=0.0),
+                          embed_array(net, meta, queries, spectral_weight=0.0), answers),
         "band_statistics": top1_rate(stats_g, stats_q, answers),
         "random_encoder": top1_rate(random_encoder_embeddings(model, gallery),
                                     random_encoder_embeddings(model, queries), answers),
@@ -187,3 +196,22 @@ def test_byol_reidentifies_real_ground_better_than_both_baselines(scene, kind):
     assert result["byol"] > result["random_encoder"]
     assert result["byol"] > result["band_statistics"]
     assert result["band_statistics"] > 5 * result["chance"]  # the baseline is a working one
+
+
+@pytest.mark.parametrize("kind", ["shifted", "reprojected"])
+def test_a_shuffled_gallery_scores_near_chance(kind):
+    """The scoring cannot leak the answer: the same vectors with the gallery's rows permuted fall to chance.
+
+    Band statistics and raw pixels (no training, so seconds) are scored as they are and shuffled.
+    """
+    gallery, queries = query_sets(WINDOWS[0])
+    tiles, answers = queries[kind]
+    chance = float(np.mean([len(a) for a in answers]) / len(gallery))
+    stats_g, stats_q = statistics_vectors(gallery, tiles)
+    pixels = as_unit_vectors(np.concatenate([gallery, tiles]).reshape(len(gallery) + len(tiles), -1))
+    rng = np.random.default_rng(0)
+    for g, q in ((stats_g, stats_q), (pixels[:len(gallery)], pixels[len(gallery):])):
+        honest = top1_rate(g, q, answers)
+        shuffled = np.mean([top1_rate(g[rng.permutation(len(g))], q, answers) for _ in range(5)])
+        assert honest > 5 * chance
+        assert shuffled < 3 * chance, (shuffled, chance)

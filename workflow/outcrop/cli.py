@@ -348,7 +348,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
     _limit(args)
     embed_tiles(Path(args.tiles), Path(args.model), Path(args.out), batch_size=args.batch_size,
-                device=args.device, bands=_bands(args.bands) if args.bands else None, log=_log)
+                device=args.device, bands=_bands(args.bands) if args.bands else None,
+                spectral_weight=args.spectral_weight, log=_log)
 
 
 def _embed_parser(sub: Any) -> None:
@@ -358,6 +359,8 @@ def _embed_parser(sub: Any) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=positive_int, default=default("embed.batch_size"))
+    p.add_argument("--spectral-weight", type=non_negative_float, default=default("embed.spectral_weight"),
+                   help="weight of the tile's standardised spectrum joined to the learned vector (0: none)")
     p.add_argument("--device", default=default("encoder.device"))
     p.add_argument("--bands", default="", help="the run's bands; the encoder must have been trained on them")
 

@@ -9,6 +9,7 @@ rule embed:
         L.embeddings(),
     params:
         batch_size=config["embed"]["batch_size"],
+        spectral_weight=config["embed"]["spectral_weight"],
         bands=BANDS,
         device=config["encoder"]["device"],
     log:
@@ -24,4 +25,5 @@ rule embed:
         "../../envs/torch.yaml"
     shell:
         "python -m outcrop embed --tiles {input.tiles:q} --model {input.model:q} --batch-size {params.batch_size:q}"
-        " --device {params.device:q} --bands {params.bands:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        " --spectral-weight {params.spectral_weight:q} --device {params.device:q} --bands {params.bands:q}"
+        " --threads {threads} --out {output:q} > {log:q} 2>&1"

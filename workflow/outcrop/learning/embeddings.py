@@ -5,6 +5,15 @@ scene embedded months after training is treated exactly as the training tiles we
 length so that an inner-product index ranks by cosine similarity. An encoder trained with the
 default ``symmetry: d4`` embeds each tile as the mean representation of its eight flips and quarter
 turns, so that the vector describes the ground whichever way it lies in the pixel grid.
+
+With ``embed.spectral_weight`` above zero the vector joins two parts: the learned one, and the
+tile's spectrum (per-band mean, standard deviation and 10/50/90th percentiles, standardised by the statistics of the
+training tiles stored with the encoder). Each part is L2-normalised, the spectral one scaled by the
+weight, and the join normalised again, so the cosine of two tiles is a weighted mean of the two
+parts' cosines. The learned part describes texture, which tells apart ground of one spectrum; the
+explicit spectrum is what re-finds the same ground under a shifted or reprojected grid, and an
+encoder trained to ignore band offsets (the strong band jitter) throws much of it away
+(docs/evaluation.md has the figures). The vector is then ``D + 5C`` long.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from outcrop.learning.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
 from outcrop.learning.precision import amp_dtype, autocast
 from outcrop.learning.symmetry import orientations, posed
+from outcrop.learning.training_data import tile_spectra
 
 
 def inference_layout(device: torch.device) -> torch.memory_format:
@@ -56,42 +66,81 @@ def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     return net.to(memory_format=inference_layout(device))
 
 
+def spectral_part(metadata: dict[str, Any], tiles: np.ndarray) -> np.ndarray:
+    """The tiles' spectra standardised by the encoder's stored statistics: (N, 5C) float32, unit rows.
+
+    An encoder file written before the statistics were stored standardises every feature by the
+    per-band pixel mean and standard deviation: the same scale, the spreads a little less centred.
+    """
+    feats = tile_spectra(tiles)
+    if "spectral_mean" in metadata:
+        centre = np.asarray(metadata["spectral_mean"], dtype=np.float64)
+        scale = np.asarray(metadata["spectral_std"], dtype=np.float64)
+    else:
+        mean, std = (np.asarray(metadata[k], dtype=np.float64) for k in ("mean", "std"))
+        centre, scale = np.concatenate([mean, 0 * mean, mean, mean, mean]), np.tile(std, 5)
+    z = (feats - centre) / scale
+    return (z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+
+
+def join_spectral(learned: np.ndarray, spectral: np.ndarray, weight: float) -> np.ndarray:
+    """``[learned, weight * spectral]`` of two unit-row arrays, rows L2-normalised; ``learned`` at weight 0."""
+    if weight <= 0:
+        return learned
+    joined = np.concatenate([learned, weight * spectral], axis=1)
+    return (joined / np.linalg.norm(joined, axis=1, keepdims=True)).astype(np.float32)
+
+
+def embedding_dim(metadata: dict[str, Any], spectral_weight: float) -> int:
+    """Length of the vectors :func:`embed_array` writes: D, or D + 5C with a spectral part."""
+    return int(metadata["embedding_dim"]) + (5 * len(metadata["bands"]) if spectral_weight > 0 else 0)
+
+
 @torch.inference_mode()
 def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndarray, *,
-                batch_size: int = 256, device: str = "cpu", precision: torch.dtype | None | str = "auto") -> np.ndarray:
-    """Embed (N, C, H, W) tiles (memory-mapped is fine) in batches: (N, D) float32, unit rows.
+                batch_size: int = 256, device: str = "cpu", precision: torch.dtype | None | str = "auto",
+                spectral_weight: float = default("embed.spectral_weight")) -> np.ndarray:
+    """Embed (N, C, H, W) tiles (memory-mapped is fine) in batches: (N, D) or (N, D + 5C) float32, unit rows.
 
-    Each row is the encoder's representation averaged over the poses of its symmetry, L2-normalised.
-    ``precision``: the autocast dtype (None: float32); ``auto`` is bf16 on CUDA, float32 elsewhere
-    (:mod:`outcrop.learning.precision`). Poses are summed and normalised in float32.
+    Each row is the encoder's representation averaged over the poses of its symmetry, L2-normalised,
+    joined with the tile's standardised spectrum when ``spectral_weight`` is above zero (at zero the
+    rows are the learned vectors alone, exactly). ``precision``: the autocast dtype (None: float32);
+    ``auto`` is bf16 on CUDA, float32 elsewhere (:mod:`outcrop.learning.precision`). Poses are summed
+    and normalised in float32; the spectral part is computed from the float32 tiles.
     """
+    if not (np.isfinite(spectral_weight) and spectral_weight >= 0):
+        raise OutcropError(f"spectral weight must be a finite number >= 0, got {spectral_weight!r}")
     bands = list(metadata["bands"])
     if tiles.ndim != 4 or tiles.shape[1] != len(bands):
         raise OutcropError(f"tiles of shape {tuple(tiles.shape)} do not match the encoder's "
                            f"{len(bands)} bands ({','.join(bands)})")
     dev = resolve_device(device)
     net = inference_copy(model, dev)
-    dim = int(metadata["embedding_dim"])
     mean = torch.as_tensor(metadata["mean"], dtype=torch.float32, device=dev)[None, :, None, None]
     std = torch.as_tensor(metadata["std"], dtype=torch.float32, device=dev)[None, :, None, None]
-    out = np.empty((tiles.shape[0], dim), dtype=np.float32)
+    out = np.empty((tiles.shape[0], embedding_dim(metadata, spectral_weight)), dtype=np.float32)
     layout = inference_layout(dev)
     poses = orientations(metadata.get("symmetry", "none"))
     dtype = amp_dtype(dev) if precision == "auto" else precision
     for start in range(0, tiles.shape[0], max(1, batch_size)):
-        chunk = torch.from_numpy(np.array(tiles[start:start + batch_size], dtype=np.float32)).to(dev)
+        host = np.array(tiles[start:start + batch_size], dtype=np.float32)
+        chunk = torch.from_numpy(host).to(dev)
         x = torch.empty_like(chunk, memory_format=layout)  # normalised straight into the net's layout
         torch.sub(chunk, mean, out=x).div_(std)
         with autocast(dev, dtype):
             z = net(x).float()
             for turns, flip in poses[1:]:
                 z += net(posed(x, turns, flip).contiguous(memory_format=layout)).float()
-        out[start:start + len(chunk)] = F.normalize(z, dim=1).cpu().numpy()
+        learned = F.normalize(z, dim=1).cpu().numpy()
+        if spectral_weight > 0:
+            learned = join_spectral(learned, spectral_part(metadata, host), spectral_weight)
+        out[start:start + len(chunk)] = learned
     return out
 
 
 def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_size: int = default("embed.batch_size"),
                 device: str = default("encoder.device"), bands: Sequence[str] | None = None,
+                spectral_weight: float = default("embed.spectral_weight"),
                 log: Callable[[str], None] = print) -> None:
     """Embed one scene's tile array with a trained encoder and write ``out_path`` atomically.
 
@@ -103,7 +152,9 @@ def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_siz
     if tiles.ndim != 4 or tiles.shape[1] != len(metadata["bands"]):
         raise OutcropError(f"{tiles_path}: tiles of shape {tuple(tiles.shape)} do not match the "
                            f"{len(metadata['bands'])} bands of {model_path} ({','.join(metadata['bands'])})")
-    log(f"embedding {tiles.shape[0]} tiles of {tiles_path} with {model_path} on {resolve_device(device)}")
-    vectors = embed_array(model, metadata, tiles, batch_size=batch_size, device=device)
+    log(f"embedding {tiles.shape[0]} tiles of {tiles_path} with {model_path} on {resolve_device(device)}, "
+        f"spectral weight {spectral_weight:g} ({embedding_dim(metadata, spectral_weight)} dimensions)")
+    vectors = embed_array(model, metadata, tiles, batch_size=batch_size, device=device,
+                          spectral_weight=spectral_weight)
     save_npy(out_path, vectors)
     log(f"wrote {out_path} {vectors.shape}")

@@ -40,7 +40,12 @@ from outcrop.locks import exclusive_writer
 from outcrop.learning.optim import build_optimizer, warmup_cosine
 from outcrop.learning.precision import autocast
 from outcrop.learning.symmetry import POSES
-from outcrop.learning.training_data import TrainingTiles, band_mean_and_std, open_training_tiles
+from outcrop.learning.training_data import (
+    TrainingTiles,
+    band_mean_and_std,
+    open_training_tiles,
+    spectral_statistics,
+)
 
 MODEL_FORMAT = "outcrop-encoder"
 CHECKPOINT_FORMAT = "outcrop-byol-checkpoint"
@@ -283,12 +288,14 @@ def _train(
         leave_process_group()
         return
     write_curve(curve_tsv, curve_png, trainer.curve)
+    spectral_mean, spectral_std = spectral_statistics(tiles)
     _write_model(out_path, trainer, {
         "bands": bands, "mean": mean.tolist(), "std": std.tolist(), "arch": settings.arch,
         "in_channels": channels, "embedding_dim": settings.embedding_dim,
         "tile_size": list(tiles.tile_shape[1:]), "settings": settings.to_dict(), "config_digest": digest,
         "min_rock": float(min_rock), "train_tiles": n, "steps": total, "symmetry": settings.symmetry,
         "final_loss": trainer.curve[-1][2] if trainer.curve else float("nan"),
+        "spectral_mean": spectral_mean.tolist(), "spectral_std": spectral_std.tolist(),
     }, log)
     leave_process_group()
 

@@ -58,12 +58,14 @@ def band_statistics(tiles: np.ndarray, percentiles: bool = False) -> np.ndarray:
 
 
 def random_encoder_embeddings(model_path: Path, tiles: np.ndarray, *, seed: int = 0,
-                              batch_size: int = 256) -> np.ndarray:
+                              batch_size: int = 256, spectral_weight: float = 0.0) -> np.ndarray:
     """Embeddings of ``tiles`` from an untrained encoder shaped like the one in ``model_path``.
 
     The architecture, embedding size, bands and per-band normalisation come from the model file's
     metadata, so the only difference from the trained embeddings is the weights: a seeded random
     initialisation (the global torch RNG is left as it was). Rows are L2-normalised, as embeddings are.
+    With ``spectral_weight`` they are joined with the tiles' spectra as the embed stage joins them;
+    by default the baseline is the architecture alone.
     """
     import torch
 
@@ -75,7 +77,8 @@ def random_encoder_embeddings(model_path: Path, tiles: np.ndarray, *, seed: int 
         _, meta = load_encoder(model_path, device="cpu")
         torch.manual_seed(seed)
         model = build_backbone(meta["arch"], int(meta["in_channels"]), int(meta["embedding_dim"]))
-    return embed_array(model.eval(), meta, tiles, batch_size=batch_size, device="cpu")
+    return embed_array(model.eval(), meta, tiles, batch_size=batch_size, device="cpu",
+                       spectral_weight=spectral_weight)
 
 
 def as_unit_vectors(features: np.ndarray) -> np.ndarray:

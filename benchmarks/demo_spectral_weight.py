@@ -1,0 +1,77 @@
+"""The demo's scores (kNN, cluster ARI, deposit recall) for several spectral weights, without retraining.
+
+Re-embeds the tiles of a finished demo run with its own ``model/encoder.pt`` at each weight of
+``--weights`` and scores them, with an untrained encoder joined the same way, through the functions
+that write ``metrics.json`` (:mod:`outcrop.search.evaluate`). The run's own ``metrics.json`` holds
+band statistics, raw spectra and the random encoder alone.
+
+Command, after the README's first command in ``RUN``::
+
+    python benchmarks/demo_spectral_weight.py RUN/results --weights 0,0.5,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from outcrop.config import default
+from outcrop.io import load_npy
+from outcrop.layout import Layout
+from outcrop.learning.embeddings import embed_array, join_spectral, spectral_part
+from outcrop.learning.encoder import load_encoder
+from outcrop.search.evaluate import (cluster_agreement, deposit_recall, knn_accuracy, random_encoder_embeddings,
+                                     tile_truth_units)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--weights", default="0,0.5,1,2")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    import geopandas as gpd
+
+    from outcrop.search.analogues import read_deposits, select_positives
+    from outcrop.search.index import load_index
+
+    results = Layout(args.results)
+    _, table = load_index(Path(results.index), Path(results.index_table))
+    scenes = sorted(set(table.scene))
+    order = np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in scenes])
+    table = table.iloc[order].reset_index(drop=True)
+    pixels = np.concatenate([np.asarray(load_npy(results.tiles(s))[np.asarray(table.tile_id[table.scene == s])])
+                             for s in scenes])
+    model = Path(results.model)
+    net, meta = load_encoder(model)
+    learned = embed_array(net, meta, pixels, spectral_weight=0.0)
+    rand = random_encoder_embeddings(model, pixels, seed=default("clusters.seed"))
+    spectra = spectral_part(meta, pixels)
+    units = tile_truth_units(table, {s: Path(results.demo_truth(s)) for s in scenes})
+    lab = units > 0
+    centres = np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y])
+    width = float(np.sqrt(table.geometry.iloc[0].area))
+    positives = select_positives(table, read_deposits(Path(results.demo_deposits), table.crs),
+                                 buffer_m=default("analogues.buffer_m"))
+    hidden = gpd.read_file(results.demo_hidden_deposits).to_crs(table.crs)
+    out = {}
+    for w in [float(x) for x in args.weights.split(",")]:
+        for name, base in (("byol", learned), ("random_encoder", rand)):
+            vecs = join_spectral(base, spectra, w)
+            scores = cluster_agreement(vecs[lab], units[lab], seed=default("clusters.seed"))
+            scores["knn"] = knn_accuracy(vecs[lab], units[lab], centres[lab], exclusion_m=1.5 * width)
+            recall = deposit_recall(vecs, table, positives, hidden, exclusion_m=default("analogues.exclusion_km") * 1000,
+                                    ks=default("evaluate.recall_k"), site_overlap=default("analogues.site_overlap"))
+            scores["recall"] = recall["combined"]
+            out[f"{name}@{w:g}"] = scores
+            print(f"{name}@{w:g}: kNN {scores['knn']:.3f} ARI {scores['ari']:.3f} NMI {scores['nmi']:.3f} "
+                  f"recall {scores['recall']}", flush=True)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
