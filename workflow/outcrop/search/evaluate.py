@@ -133,11 +133,12 @@ def cluster_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int) -> 
 
 
 def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray], hidden: Any, *,
-                   exclusion_m: float, ks: Sequence[int],
+                   known: Sequence[Any], exclusion_m: float, ks: Sequence[int],
                    site_overlap: float | None = None) -> dict[str, dict[str, float]]:
     """Recall of the hidden deposits among the top-k analogues, for the set query and per-positive queries.
 
-    Each query mode ranks tiles by their best cosine to its queries, outside the exclusion zones;
+    Each query mode ranks tiles by their best cosine to its queries, outside the exclusion zones
+    (measured from the ``known`` deposits' own geometries, as the analogues stage measures them);
     a hidden deposit counts as found at k when one of the top k tiles covers HIDDEN_OVERLAP of it.
     With ``site_overlap`` the ranking is over sites, as the analogues stage writes it
     (:func:`outcrop.search.analogues.top_sites`), so that k counts the same places in both.
@@ -147,7 +148,7 @@ def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray],
     from outcrop.search.analogues import best_scores, excluded_ids, query_vectors, top_sites
 
     queries = query_vectors(vectors, positives)
-    excluded = excluded_ids(table, positives, exclusion_m)
+    excluded = excluded_ids(table, known, positives, exclusion_m)
     footprints = table.geometry.to_numpy()
     discs = hidden.geometry.to_numpy()
     disc_area = shapely.area(discs)
@@ -223,7 +224,7 @@ def evaluate_run(results: Path, scenes: Sequence[str], out: Path, *, truth_depos
         scores["knn_accuracy"] = knn_accuracy(lab_vecs, lab, centres[labelled], exclusion_m=1.5 * tile_width)
         scores["linear_probe_accuracy"] = linear_probe_accuracy(
             feats[labelled], lab, centres[labelled], block_m=3 * tile_width, seed=seed)
-        scores["deposit_recall"] = deposit_recall(vecs, table, positives, hidden,
+        scores["deposit_recall"] = deposit_recall(vecs, table, positives, hidden, known=known.geometry.to_numpy(),
                                                   exclusion_m=exclusion_km * 1000, ks=recall_k,
                                                   site_overlap=site_overlap)
         metrics[name] = scores
