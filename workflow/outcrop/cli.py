@@ -403,6 +403,37 @@ def _evaluate_parser(sub: Any) -> None:
                    "(default: RESULTS/model/encoder.pt)")
 
 
+def cmd_quality(args: argparse.Namespace) -> None:
+    from outcrop.search.quality import quality_run
+
+    _limit(args)
+    quality_run(Path(args.results), args.scenes, Path(args.out), deposits=Path(args.deposits) if args.deposits else None,
+                buffer_m=args.buffer_m, exclusion_km=args.exclusion_km, site_overlap=_site_overlap(args.site_overlap),
+                recall_k=args.recall_k, stride=args.stride, min_valid=args.min_valid, seed=args.seed,
+                model=Path(args.model) if args.model else None,
+                demo_scores=Path(args.demo_scores) if args.demo_scores else None, log=_log)
+
+
+def _quality_parser(sub: Any) -> None:
+    p = _add(sub, "quality", cmd_quality, "score any run without labels: leave-one-deposit-out and cross-scene "
+             "re-identification, beside the baselines",
+             "outcrop quality --results results --scenes s1 s2 --deposits deposits.gpkg --out results/metrics.json")
+    p.add_argument("--results", required=True)
+    p.add_argument("--scenes", nargs="+", required=True)
+    p.add_argument("--deposits", default="", help="known deposits (leave-one-out needs three or more)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
+    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
+    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
+    p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
+    p.add_argument("--stride", type=positive_int, default=default("tiles.stride"),
+                   help="the run's tile stride; re-identification queries are cut half a stride off its grid")
+    p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
+    p.add_argument("--seed", type=int, default=default("clusters.seed"), help="seeds the random-encoder baseline and the query sample")
+    p.add_argument("--model", help="trained encoder (default: RESULTS/model/encoder.pt)")
+    p.add_argument("--demo-scores", default="", help="the demo's truth-based scores (outcrop evaluate), merged in")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from outcrop.figures.report import write_summary
 
@@ -592,6 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cluster_parser,
         _analogues_parser,
         _evaluate_parser,
+        _quality_parser,
         _report_parser,
         _query_parser,
         _info_parser,

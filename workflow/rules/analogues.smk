@@ -1,4 +1,5 @@
-# Analogues: tiles most like the known deposits, away from them; and the demo's honest scores.
+# Analogues: tiles most like the known deposits, away from them; label-free quality of every run;
+# and the demo's truth-based scores.
 
 
 rule analogues:
@@ -50,9 +51,9 @@ rule evaluate:
         hidden=f"{R}/demo/hidden_deposits.gpkg",
         model=f"{R}/model/encoder.pt",
     output:
-        report(f"{R}/metrics.json", caption="../report/metrics.rst", category="Metrics", subcategory="demo scores"),
+        f"{R}/demo/scores.json",
     params:
-        results=lambda wc, output: os.path.dirname(output[0]) or ".",
+        results=R,
         scenes=SCENES,
         buffer_m=config["analogues"]["buffer_m"],
         exclusion_km=config["analogues"]["exclusion_km"],
@@ -73,3 +74,45 @@ rule evaluate:
         "outcrop evaluate --results {params.results:q} --scenes {params.scenes:q} --truth-deposits {input.hidden:q}"
         " --deposits {input.deposits:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --recall-k {params.recall_k:q} --site-overlap {params.site_overlap:q} --seed {params.seed:q} --model {input.model:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+
+
+rule quality:
+    input:
+        index=f"{R}/index/tiles.faiss",
+        index_table=f"{R}/index/tiles.parquet",
+        embeddings=per_scene("{R}/embeddings/{scene}.npy"),
+        tiles=per_scene("{R}/tiles/{scene}.npy"),
+        prepared=per_scene("{R}/prepared/{scene}.tif"),
+        model=f"{R}/model/encoder.pt",
+        deposits=DEPOSITS or [],
+        demo_scores=[f"{R}/demo/scores.json"] if DEMO else [],
+    output:
+        report(f"{R}/metrics.json", caption="../report/metrics.rst", category="Metrics", subcategory="quality"),
+    params:
+        results=R,
+        scenes=SCENES,
+        deposits=lambda wc, input: optional("--deposits", input.deposits),
+        demo_scores=lambda wc, input: optional("--demo-scores", input.demo_scores),
+        buffer_m=config["analogues"]["buffer_m"],
+        exclusion_km=config["analogues"]["exclusion_km"],
+        site_overlap=config["analogues"]["site_overlap"],
+        recall_k=config["evaluate"]["recall_k"],
+        stride=config["tiles"]["stride"],
+        min_valid=config["tiles"]["min_valid"],
+        seed=config["clusters"]["seed"],
+    log:
+        f"{LOGS}/quality.log",
+    benchmark:
+        f"{LOGS}/benchmarks/quality.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/faiss.yaml"
+    shell:
+        "outcrop quality --results {params.results:q} --scenes {params.scenes:q} {params.deposits:q}"
+        " {params.demo_scores:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
+        " --site-overlap {params.site_overlap:q} --recall-k {params.recall_k:q} --stride {params.stride:q}"
+        " --min-valid {params.min_valid:q} --seed {params.seed:q} --model {input.model:q} --threads {threads}"
+        " --out {output:q} > {log:q} 2>&1"

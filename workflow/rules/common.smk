@@ -82,8 +82,7 @@ def final_outputs():
     outputs.append(f"{R}/clusters/maps")
     outputs += report_outputs()
     outputs += kept_intermediates()
-    if DEMO:
-        outputs.append(f"{R}/metrics.json")
+    outputs.append(f"{R}/metrics.json")
     return outputs
 
 

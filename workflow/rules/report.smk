@@ -161,7 +161,7 @@ rule report:
         dendrogram=f"{R}/clusters/dendrogram.png",
         analogues=f"{R}/analogues/analogues.csv",
         index_info=f"{R}/index/info.json",
-        metrics=[f"{R}/metrics.json"] if DEMO else [],
+        metrics=f"{R}/metrics.json",
     output:
         report(f"{R}/summary.html", caption="../report/summary.rst", category="Metrics", subcategory="run summary"),
     params:

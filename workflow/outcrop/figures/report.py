@@ -60,6 +60,37 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
             + _table(rows, columns))
 
 
+QUALITY_SETS = ("byol", "band_statistics", "raw_spectral", "random_encoder", "raw_pixels")
+
+
+def _quality_section(metrics: dict[str, Any]) -> str:
+    """Label-free quality (leave-one-deposit-out, cross-scene re-identification), one row per feature set."""
+    parts = ["<h2>Quality without labels</h2>"]
+    for key, title, cols in (("leave_one_out", "Leave-one-deposit-out", None),
+                             ("reidentification", "Cross-scene re-identification", ("top1", "top5"))):
+        block = metrics.get(key)
+        if not isinstance(block, dict):
+            continue
+        seconds = f" ({_fmt(block.get('seconds'))} s)"
+        if "skipped" in block:
+            parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>skipped: {_text(block['skipped'])}</p>")
+            continue
+        rows = []
+        for name in QUALITY_SETS:
+            scores = block.get(name)
+            if isinstance(scores, dict):
+                keys = cols or [k for k in scores if k.startswith("recall@")] + ["median_rank"]
+                rows.append({"features": name, **{k: scores.get(k) for k in keys}})
+        if key == "leave_one_out":
+            note = f"{_text(block.get('deposits'))} known deposits, each hidden in turn"
+        else:
+            note = (f"{_text(block.get('queries'))} query tiles cut {_text(block.get('offset_px'))} px off the run's grid, "
+                    "matched against an overlapping scene's tiles")
+        parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>{note}</p>"
+                     + _table(rows, list(rows[0]) if rows else []))
+    return "".join(parts)
+
+
 def write_summary(results: Path, scenes: Sequence[str], out: Path, log: Callable[[str], None] = print) -> None:
     """Write the run's HTML summary: model, index, clusters, analogues, and demo scores if present."""
     import pandas as pd
@@ -70,7 +101,10 @@ def write_summary(results: Path, scenes: Sequence[str], out: Path, log: Callable
         parts.append(f"<p><strong>{html.escape(_without_tiles_line(empty))}</strong></p>")
     metrics_path = results / "metrics.json"
     if metrics_path.exists():
-        parts.append(_metrics_section(json.loads(metrics_path.read_text())))
+        metrics = json.loads(metrics_path.read_text())
+        parts.append(_quality_section(metrics))
+        if "rock_unit_tiles" in metrics:
+            parts.append(_metrics_section(metrics))
     info_path = results / "index" / "info.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
