@@ -99,3 +99,21 @@ def test_offset_tiles_are_cut_half_a_stride_off_the_run_grid(tmp_path):
     np.testing.assert_allclose(tiles[0], refl[:, row:row + 16, col:col + 16], atol=1e-4)
     limited, _ = cut_offset_tiles(path, size=16, stride=8, offset=4, limit=3)
     assert len(limited) == 3
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "not a JSON file of scores (Expecting value"),
+    ("[1, 2]", "not a JSON object of scores (found list)"),
+])
+def test_quality_refuses_unreadable_demo_scores(tmp_path, content, message):
+    import subprocess
+    import sys
+
+    path = tmp_path / "scores.json"
+    path.write_text(content)
+    proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "quality", "--results", str(tmp_path), "--scenes", "x",
+                           "--demo-scores", str(path), "--out", str(tmp_path / "m.json")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"outcrop quality: error: {path}: {message}")
+    assert not (tmp_path / "m.json").exists()

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import load_npy, write_json
 
@@ -159,12 +160,11 @@ def quality_run(results: Path, scenes: Sequence[str], out: Path, *, deposits: Pa
                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write ``metrics.json``: leave-one-deposit-out and re-identification blocks, each feature set,
     their cost in seconds, and (with ``demo_scores``) the demo's truth-based scores merged in."""
-    import json
-
     from outcrop.search.analogues import read_deposits, select_positives
     from outcrop.search.index import load_index
 
     t_start = time.perf_counter()
+    metrics: dict[str, Any] = read_scores(Path(demo_scores)) if demo_scores else {}
     model = model or results / "model" / "encoder.pt"
     _, table = load_index(results / "index" / "tiles.faiss", results / "index" / "tiles.parquet")
     present = [s for s in scenes if (table.scene == s).any()]
@@ -173,7 +173,6 @@ def quality_run(results: Path, scenes: Sequence[str], out: Path, *, deposits: Pa
     rows = {s: np.asarray(table.tile_id[table.scene == s]) for s in present}
     emb = {s: load_npy(results / "embeddings" / f"{s}.npy") for s in present}
     tiles = {s: load_npy(results / "tiles" / f"{s}.npy") for s in present}
-    metrics: dict[str, Any] = json.loads(Path(demo_scores).read_text()) if demo_scores else {}
     metrics["tiles"] = int(len(table))
 
     # Leave-one-deposit-out over every indexed tile.
@@ -247,6 +246,21 @@ def quality_run(results: Path, scenes: Sequence[str], out: Path, *, deposits: Pa
     write_json(out, metrics)
     log(f"quality: wrote {out}")
     return metrics
+
+
+def read_scores(path: Path) -> dict[str, Any]:
+    """The demo's truth-based scores (a JSON object), refused in one line when unreadable."""
+    import json
+
+    try:
+        scores = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OutcropError(f"{path}: file not found") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OutcropError(f"{path}: not a JSON file of scores ({str(exc).splitlines()[0]})") from None
+    if not isinstance(scores, dict):
+        raise OutcropError(f"{path}: not a JSON object of scores (found {type(scores).__name__})")
+    return scores
 
 
 def cut_queries(prepared: Path, *, size: int, stride: int, bounds: tuple, min_valid: float,
