@@ -288,6 +288,8 @@ def _scores_section(results: Path) -> list[str]:
     if not metrics.exists():
         return []
     summary = json.loads(metrics.read_text()).get("summary", {})
+    if not summary:  # an ordinary run: no demo truth
+        return []
     return ["scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                 for k, v in sorted(summary.items()))]
 

@@ -57,25 +57,32 @@ def band_statistics(tiles: np.ndarray, percentiles: bool = False) -> np.ndarray:
     return np.concatenate(feats, axis=1)
 
 
-def random_encoder_embeddings(model_path: Path, tiles: np.ndarray, *, seed: int = 0,
-                              batch_size: int = 256) -> np.ndarray:
-    """Embeddings of ``tiles`` from an untrained encoder shaped like the one in ``model_path``.
+def random_encoder(model_path: Path, *, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """An untrained encoder shaped like the one in ``model_path``, and that model's metadata.
 
     The architecture, embedding size, bands and per-band normalisation come from the model file's
-    metadata, so the only difference from the trained embeddings is the weights: a seeded random
-    initialisation (the global torch RNG is left as it was). Rows are L2-normalised, as embeddings are.
+    metadata, so the only difference from the trained encoder is the weights: a seeded random
+    initialisation (the global torch RNG is left as it was).
     """
     import torch
 
     from outcrop.learning.backbones import build_backbone
-    from outcrop.learning.embeddings import embed_array
     from outcrop.learning.encoder import load_encoder
 
     with torch.random.fork_rng(devices=[]):  # loading builds a backbone too, which draws numbers
         _, meta = load_encoder(model_path, device="cpu")
         torch.manual_seed(seed)
         model = build_backbone(meta["arch"], int(meta["in_channels"]), int(meta["embedding_dim"]))
-    return embed_array(model.eval(), meta, tiles, batch_size=batch_size, device="cpu")
+    return model.eval(), meta
+
+
+def random_encoder_embeddings(model_path: Path, tiles: np.ndarray, *, seed: int = 0,
+                              batch_size: int = 256) -> np.ndarray:
+    """Embeddings of ``tiles`` from :func:`random_encoder`; rows are L2-normalised, as embeddings are."""
+    from outcrop.learning.embeddings import embed_array
+
+    model, meta = random_encoder(model_path, seed=seed)
+    return embed_array(model, meta, tiles, batch_size=batch_size, device="cpu")
 
 
 def as_unit_vectors(features: np.ndarray) -> np.ndarray:

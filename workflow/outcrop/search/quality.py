@@ -23,7 +23,7 @@ memory), with the same code, and records its cost in seconds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,29 +106,43 @@ def best_overlaps(queries: np.ndarray, gallery: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _band_statistics(tiles: np.ndarray, percentiles: bool) -> np.ndarray:
-    """:func:`outcrop.search.evaluate.band_statistics` in chunks, so memory-mapped tiles stay on disk."""
-    from outcrop.search.evaluate import band_statistics
-
-    return np.concatenate([band_statistics(np.asarray(tiles[s:s + STAT_CHUNK]), percentiles)
-                           for s in range(0, max(len(tiles), 1), STAT_CHUNK)]) if len(tiles) else np.zeros((0, 0))
-
-
-def feature_sets(pixels: np.ndarray, byol: np.ndarray, model_path: Path, *, seed: int) -> dict[str, np.ndarray]:
+def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, model_path: Path, *,
+                 seed: int) -> dict[str, np.ndarray]:
     """Unit-row features of the same tiles: BYOL, the baselines of the demo's evaluation, raw pixels if they fit.
 
-    Statistics and raw pixels are standardised over these tiles (see ``as_unit_vectors``); pass the
-    gallery and the queries together so both are standardised alike.
+    ``chunks()`` yields the tiles' pixels a few thousand at a time (so a large run's tiles stay on
+    disk; it is called once per pass). Statistics and raw pixels are standardised over these tiles
+    (see ``as_unit_vectors``): pass the gallery and the queries together, so both are standardised alike.
     """
-    from outcrop.search.evaluate import as_unit_vectors, random_encoder_embeddings
+    from outcrop.learning.embeddings import embed_array
+    from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder
 
+    net, meta = random_encoder(model_path, seed=seed)
+    stats, spectral, random = [], [], []
+    for chunk in chunks():
+        spectral.append(band_statistics(chunk))
+        stats.append(band_statistics(chunk, percentiles=True))
+        random.append(embed_array(net, meta, chunk, batch_size=256, device="cpu"))
     out = {"byol": np.asarray(byol, dtype=np.float32),
-           "raw_spectral": as_unit_vectors(_band_statistics(pixels, False)),
-           "band_statistics": as_unit_vectors(_band_statistics(pixels, True)),
-           "random_encoder": random_encoder_embeddings(model_path, pixels, seed=seed)}
-    if pixels.size <= RAW_PIXELS_MAX:
-        out["raw_pixels"] = as_unit_vectors(np.asarray(pixels, dtype=np.float32).reshape(len(pixels), -1))
+           "raw_spectral": as_unit_vectors(np.concatenate(spectral)),
+           "band_statistics": as_unit_vectors(np.concatenate(stats)),
+           "random_encoder": np.concatenate(random)}
+    if len(byol) * int(np.prod(_first(chunks).shape[1:])) <= RAW_PIXELS_MAX:
+        out["raw_pixels"] = as_unit_vectors(np.concatenate([c.reshape(len(c), -1) for c in chunks()]))
     return out
+
+
+def _first(chunks: Callable[[], Iterator[np.ndarray]]) -> np.ndarray:
+    return next(iter(chunks()))
+
+
+def _chunks_of(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> Callable[[], Iterator[np.ndarray]]:
+    """Pixels of ``(tile array, rows)`` parts in order, STAT_CHUNK tiles at a time, read when asked."""
+    def chunks() -> Iterator[np.ndarray]:
+        for array, rows in parts:
+            for start in range(0, len(rows), STAT_CHUNK):
+                yield np.asarray(array[rows[start:start + STAT_CHUNK]], dtype=np.float32)
+    return chunks
 
 
 def _overlapping_pairs(prepared: dict[str, Path], min_width_m: float) -> list[tuple[str, str, tuple]]:
@@ -184,16 +198,15 @@ def quality_run(results: Path, scenes: Sequence[str], out: Path, *, deposits: Pa
         log(f"quality: leave-one-out skipped: {loo['skipped']}")
     else:
         positives = select_positives(table, known, buffer_m=buffer_m)
-        pixels = np.concatenate([np.asarray(tiles[s][rows[s]]) for s in present])
         byol = np.concatenate([np.asarray(emb[s][rows[s]]) for s in present])
         loo = {"deposits": int(len(known)), "exclusion_km": exclusion_km}
+        pixels = _chunks_of([(tiles[s], rows[s]) for s in present])
         for name, vecs in feature_sets(pixels, byol, model, seed=seed).items():
             ranks = leave_one_out_ranks(vecs, table, known.geometry.to_numpy(), positives,
                                         exclusion_m=exclusion_km * 1000.0, site_overlap=site_overlap)
             loo[name] = rank_summary(ranks, recall_k)
             log(f"quality: leave-one-out: {name}: median rank {loo[name]['median_rank']} "
                 + " ".join(f"recall@{k} {loo[name][f'recall@{k}']:.3f}" for k in recall_k))
-        del pixels
     loo["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"quality: leave-one-out took {loo['seconds']:.1f}s")
     metrics["leave_one_out"] = loo
@@ -222,7 +235,7 @@ def quality_run(results: Path, scenes: Sequence[str], out: Path, *, deposits: Pa
         reid["pairs"].append({"gallery": earlier, "queries": later, "tiles": int(has.sum())})
         query_px.append(q_tiles[has])
         answers += [a + base for a, h in zip(right, has) if h]
-        gallery_px.append(np.asarray(tiles[earlier][g_rows]))
+        gallery_px.append((tiles[earlier], g_rows))
         gallery_emb.append(np.asarray(emb[earlier][g_rows]))
         base += len(g_rows)
     if not answers:
@@ -233,7 +246,7 @@ def quality_run(results: Path, scenes: Sequence[str], out: Path, *, deposits: Pa
         q_all = np.concatenate(query_px)
         q_byol = embed_array(enc.eval(), meta, q_all, batch_size=256, device="cpu")
         n_gallery = base
-        both = feature_sets(np.concatenate([np.concatenate(gallery_px), q_all]),
+        both = feature_sets(_chunks_of([*gallery_px, (q_all, np.arange(len(q_all)))]),
                             np.concatenate([np.concatenate(gallery_emb), q_byol]), model, seed=seed)
         reid["queries"] = int(len(q_all))
         for name, vecs in both.items():
