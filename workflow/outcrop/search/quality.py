@@ -174,7 +174,7 @@ def quality_run(results: Path, scenes: Sequence[str], out: Path, *, deposits: Pa
                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write ``metrics.json``: leave-one-deposit-out and re-identification blocks, each feature set,
     their cost in seconds, and (with ``demo_scores``) the demo's truth-based scores merged in."""
-    from outcrop.search.analogues import read_deposits, select_positives
+    from outcrop.search.analogues import _positives_of, read_deposits
     from outcrop.search.index import load_index
 
     t_start = time.perf_counter()
@@ -197,7 +197,7 @@ def quality_run(results: Path, scenes: Sequence[str], out: Path, *, deposits: Pa
         loo: dict[str, Any] = {"deposits": n, "skipped": f"{n} known deposits; leave-one-out needs {MIN_DEPOSITS}"}
         log(f"quality: leave-one-out skipped: {loo['skipped']}")
     else:
-        positives = select_positives(table, known, buffer_m=buffer_m)
+        positives = _positives_of(Path(deposits), table, known, buffer_m)
         byol = np.concatenate([np.asarray(emb[s][rows[s]]) for s in present])
         loo = {"deposits": int(len(known)), "exclusion_km": exclusion_km}
         pixels = _chunks_of([(tiles[s], rows[s]) for s in present])
@@ -218,7 +218,7 @@ def quality_run(results: Path, scenes: Sequence[str], out: Path, *, deposits: Pa
     res = _pixel_size(prepared) if prepared else 0.0
     pairs = _overlapping_pairs(prepared, 2 * size * res) if prepared else []
     reid: dict[str, Any] = {"pairs": [], "queries": 0, "offset_px": max(stride // 2, 1)}
-    gallery_px, query_px, gallery_emb, answers = [], [], [], []
+    gallery_px, query_px, gallery_emb, answers, spans = [], [], [], [], []
     from outcrop.learning.embeddings import embed_array
     from outcrop.learning.encoder import load_encoder
 
@@ -234,9 +234,10 @@ def quality_run(results: Path, scenes: Sequence[str], out: Path, *, deposits: Pa
             continue
         reid["pairs"].append({"gallery": earlier, "queries": later, "tiles": int(has.sum())})
         query_px.append(q_tiles[has])
-        answers += [a + base for a, h in zip(right, has) if h]
+        answers.append([a for a, h in zip(right, has) if h])
         gallery_px.append((tiles[earlier], g_rows))
         gallery_emb.append(np.asarray(emb[earlier][g_rows]))
+        spans.append((base, base + len(g_rows)))  # each pair's queries search its own gallery only
         base += len(g_rows)
     if not answers:
         reid["skipped"] = "no two scenes overlap by two tiles or more"
@@ -249,8 +250,13 @@ def quality_run(results: Path, scenes: Sequence[str], out: Path, *, deposits: Pa
         both = feature_sets(_chunks_of([*gallery_px, (q_all, np.arange(len(q_all)))]),
                             np.concatenate([np.concatenate(gallery_emb), q_byol]), model, seed=seed)
         reid["queries"] = int(len(q_all))
+        starts = n_gallery + np.cumsum([0] + [len(q) for q in query_px])
         for name, vecs in both.items():
-            reid[name] = reidentification(vecs[:n_gallery], vecs[n_gallery:], answers)
+            per_pair = [reidentification(vecs[g0:g1], vecs[q0:q1], right)
+                        for (g0, g1), q0, q1, right in zip(spans, starts[:-1], starts[1:], answers)]
+            weights = np.array([len(right) for right in answers], dtype=float)
+            reid[name] = {key: float(np.dot([p[key] for p in per_pair], weights) / weights.sum())
+                          for key in ("top1", "top5")}
             log(f"quality: re-identification: {name}: top-1 {reid[name]['top1']:.3f} top-5 {reid[name]['top5']:.3f}")
     reid["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"quality: re-identification took {reid['seconds']:.1f}s")
