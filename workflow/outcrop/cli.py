@@ -479,7 +479,7 @@ def _evaluate_parser(sub: Any) -> None:
              "--index-table results/index/tiles.parquet --embeddings results/embeddings/demo_{1,2}.npy "
              "--tiles results/tiles/demo_{1,2}.npy --truth results/demo/truth/demo_{1,2}_units.tif "
              "--model results/model/encoder.pt --labels results/clusters/labels.parquet --truth-deposits "
-             "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/metrics.json")
+             "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/demo/scores.json")
     p.add_argument("--scenes", nargs="+", required=True)
     for name, what in (("--embeddings", "embeddings"), ("--tiles", "tile arrays"), ("--truth", "planted rock units")):
         p.add_argument(name, nargs="+", required=True, help=f"{what}, one file per scene in the order of --scenes")
@@ -496,6 +496,45 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
     p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
     p.add_argument("--seed", type=int, default=default("clusters.seed"), help="k-means seed; also seeds the random-encoder baseline")
+
+
+def cmd_quality(args: argparse.Namespace) -> None:
+    from outcrop.search.quality import quality_run
+
+    _limit(args)
+    quality_run(args.scenes, Path(args.out), index=Path(args.index), index_table=Path(args.index_table),
+                embeddings=[Path(p) for p in args.embeddings], tiles=[Path(p) for p in args.tiles],
+                prepared=[Path(p) for p in args.prepared], model=Path(args.model),
+                deposits=Path(args.deposits) if args.deposits else None,
+                buffer_m=args.buffer_m, exclusion_km=args.exclusion_km, site_overlap=_site_overlap(args.site_overlap),
+                recall_k=args.recall_k, stride=args.stride, min_valid=args.min_valid, seed=args.seed,
+                demo_scores=Path(args.demo_scores) if args.demo_scores else None, log=_log)
+
+
+def _quality_parser(sub: Any) -> None:
+    p = _add(sub, "quality", cmd_quality, "score any run without labels: leave-one-deposit-out and cross-scene "
+             "re-identification, beside the baselines",
+             "outcrop quality --scenes s1 s2 --index results/index/tiles.faiss --index-table results/index/tiles.parquet "
+             "--embeddings results/embeddings/s{1,2}.npy --tiles results/tiles/s{1,2}.npy "
+             "--prepared results/prepared/s{1,2}.tif --model results/model/encoder.pt --deposits deposits.gpkg "
+             "--out results/metrics.json")
+    p.add_argument("--scenes", nargs="+", required=True)
+    for name, what in (("--embeddings", "embeddings"), ("--tiles", "tile arrays"), ("--prepared", "prepared scenes")):
+        p.add_argument(name, nargs="+", required=True, help=f"{what}, one file per scene in the order of --scenes")
+    p.add_argument("--index", required=True)
+    p.add_argument("--index-table", required=True)
+    p.add_argument("--model", required=True, help="trained encoder (embeds the re-identification queries)")
+    p.add_argument("--deposits", default="", help="known deposits (leave-one-out needs three or more)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
+    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
+    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
+    p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
+    p.add_argument("--stride", type=positive_int, default=default("tiles.stride"),
+                   help="the run's tile stride; re-identification queries are cut half a stride off its grid")
+    p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
+    p.add_argument("--seed", type=int, default=default("clusters.seed"), help="seeds the random-encoder baseline and the query sample")
+    p.add_argument("--demo-scores", default="", help="the demo's truth-based scores (outcrop evaluate), merged in")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -525,7 +564,7 @@ def _report_parser(sub: Any) -> None:
     p.add_argument("--analogues", default="", help="the ranked analogues (analogues.csv), when deposits were given")
     p.add_argument("--analogues-skipped", default="", help="why no analogues were ranked (analogues/skipped.txt)")
     p.add_argument("--grid", default="", help="the run grid (grid.json)")
-    p.add_argument("--metrics", default="", help="the demo's scores (metrics.json), when there are any")
+    p.add_argument("--metrics", default="", help="the run's quality scores (metrics.json, with the demo's scores merged in)")
 
 
 def cmd_query(args: argparse.Namespace) -> None:
@@ -707,6 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cluster_parser,
         _analogues_parser,
         _evaluate_parser,
+        _quality_parser,
         _report_parser,
         _query_parser,
         _info_parser,

@@ -43,6 +43,11 @@ class Layout:
     def demo_hidden_deposits(self) -> str:
         return self.at("demo", "hidden_deposits.gpkg")
 
+    @property
+    def demo_scores(self) -> str:
+        """The demo's truth-based scores (``outcrop evaluate``), merged into ``metrics.json``."""
+        return self.at("demo", "scores.json")
+
     # --- the run grid -----------------------------------------------------------------------------
     @property
     def grid(self) -> str:
@@ -197,6 +202,7 @@ class Layout:
 
     @property
     def metrics(self) -> str:
+        """Every run's label-free quality (``outcrop quality``), with the demo's scores merged in."""
         return self.at("metrics.json")
 
     # --- logs -------------------------------------------------------------------------------------

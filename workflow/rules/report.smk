@@ -164,7 +164,7 @@ rule report:
         skipped=ANALOGUES_SKIPPED,
         grid=GRID,
         index_info=L.index_info,
-        metrics=[L.metrics] if DEMO else [],
+        metrics=L.metrics,
         tile_tables=per_scene(L.tile_table),
         prepared=per_scene(L.prepared),
     output:

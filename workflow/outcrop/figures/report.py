@@ -61,11 +61,42 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
             + _table(rows, columns))
 
 
+QUALITY_SETS = ("byol", "band_statistics", "raw_spectral", "random_encoder", "raw_pixels")
+
+
+def _quality_section(metrics: dict[str, Any]) -> str:
+    """Label-free quality (leave-one-deposit-out, cross-scene re-identification), one row per feature set."""
+    parts = ["<h2>Quality without labels</h2>"]
+    for key, title, cols in (("leave_one_out", "Leave-one-deposit-out", None),
+                             ("reidentification", "Cross-scene re-identification", ("top1", "top5"))):
+        block = metrics.get(key)
+        if not isinstance(block, dict):
+            continue
+        seconds = f" ({_fmt(block.get('seconds'))} s)"
+        if "skipped" in block:
+            parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>skipped: {_text(block['skipped'])}</p>")
+            continue
+        rows = []
+        for name in QUALITY_SETS:
+            scores = block.get(name)
+            if isinstance(scores, dict):
+                keys = cols or [k for k in scores if k.startswith("recall@")] + ["median_rank"]
+                rows.append({"features": name, **{k: scores.get(k) for k in keys}})
+        if key == "leave_one_out":
+            note = f"{_text(block.get('deposits'))} known deposits, each hidden in turn"
+        else:
+            note = (f"{_text(block.get('queries'))} query tiles cut {_text(block.get('offset_px'))} px off the run's grid, "
+                    "matched against an overlapping scene's tiles")
+        parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>{note}</p>"
+                     + _table(rows, list(rows[0]) if rows else []))
+    return "".join(parts)
+
+
 def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Path], prepared: Sequence[Path],
                   training_curve: Path, dendrogram: Path, cluster_maps: Sequence[Path], index_info: Path,
                   analogues: Path | None = None, skipped: Path | None = None, grid: Path | None = None,
                   metrics: Path | None = None, log: Callable[[str], None] = print) -> None:
-    """Write the run's HTML summary: grid, model, index, clusters, analogues, and demo scores if present.
+    """Write the run's HTML summary: grid, model, index, clusters, analogues, label-free quality, and demo scores if present.
 
     ``tile_tables``, ``prepared`` and ``cluster_maps`` list one file per scene, in the order of
     ``scenes``; a figure or table that is absent is left out of the page. A run without deposits
@@ -86,7 +117,10 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
     if grid is not None:
         parts.append(_grid_html(Path(grid)))
     if metrics is not None and Path(metrics).exists():
-        parts.append(_metrics_section(json.loads(Path(metrics).read_text())))
+        scores = json.loads(Path(metrics).read_text())
+        parts.append(_quality_section(scores))
+        if "rock_unit_tiles" in scores:
+            parts.append(_metrics_section(scores))
     info_path = Path(index_info)
     if info_path.exists():
         info = json.loads(info_path.read_text())
@@ -304,6 +338,8 @@ def _scores_section(metrics: Path) -> list[str]:
     if not metrics.exists():
         return []
     summary = json.loads(metrics.read_text()).get("summary", {})
+    if not summary:  # an ordinary run: no demo truth
+        return []
     return ["scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                 for k, v in sorted(summary.items()))]
 
