@@ -46,7 +46,7 @@ from outcrop.raster.sensors import (
     sentinel2_offset,
 )
 from outcrop.raster.sheets import REMOTE_PREFIXES
-from outcrop.raster.surfaces import NODATA, SNOW_ICE, WATER, Thresholds, classify_surfaces
+from outcrop.raster.surfaces import CLASS_LABELS, NODATA, SNOW_ICE, WATER, Thresholds, classify_surfaces
 
 # Settings for remote reads: never list the remote "directory", read only the bytes asked for.
 _GDAL_ENV = {
@@ -586,7 +586,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
         t0 = time.perf_counter()
         valid_pixels = negatives = 0
         tags = {"scene": scene_id, "sensor": spec.name, "radiometry": how}
-        with prepared_writer(out_path, grid.crs, grid.transform, bands, (grid.height, grid.width), tags) as write:
+        with prepared_writer(out_path, grid.crs, grid.transform, bands, (grid.height, grid.width), tags,
+                             CLASS_LABELS) as write:
             for row, col, block in grid_windows(grid, window_pixels):
                 dn, quality, invalid = reader.read(block, layout)
                 reflectance = dn

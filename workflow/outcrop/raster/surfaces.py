@@ -22,6 +22,8 @@ WATER = 3
 CLOUD = 4
 
 CLASS_NAMES = {NODATA: "nodata", ROCK: "rock", SNOW_ICE: "snow_ice", WATER: "water", CLOUD: "cloud"}
+# Class names as a GIS shows them (the prepared scene's mask band carries them, see outcrop.io).
+CLASS_LABELS = {NODATA: "nodata", ROCK: "rock", SNOW_ICE: "snow/ice", WATER: "water", CLOUD: "cloud"}
 # Colours for maps and raster colour tables (RGBA).
 CLASS_COLOURS = {
     NODATA: (0, 0, 0, 0),

@@ -228,7 +228,8 @@ def cluster_tiles(
     """Cluster the indexed tiles at each k, build the hierarchy and write labels, summary and maps.
 
     The per-scene lists are aligned. Writes a label raster ``rasters_dir/{scene}.tif`` (labels at
-    the largest k, with a colour table) and a map ``maps_dir/{scene}.png`` (a panel per level) for
+    the largest k, with a colour table and class names), one per level as
+    ``rasters_dir/{level}/{scene}.tif``, and a map ``maps_dir/{scene}.png`` (a panel per level) for
     every scene given, including scenes none of whose tiles were indexed (all nodata). With
     ``out_exemplars``, also a PNG grid of the tiles nearest each centroid of the largest k.
     """
@@ -412,11 +413,13 @@ def _write_dendrogram(path: Path, linkage: np.ndarray, sizes: np.ndarray, cuts: 
 
 def _write_scene_outputs(table: Any, levels: dict[str, np.ndarray], raster_level: str,
                          prepared_paths: Sequence[Path], maps_dir: Path, rasters_dir: Path) -> None:
-    """Label raster (COG, one band: ``raster_level``) and map (PNG, a panel per level) of every scene.
+    """Label rasters (COG) and map (PNG, a panel per level) of every scene.
 
-    The raster has a single band because a TIFF colour table only applies to a one-band image
-    (GDAL turns the other bands of a paletted image into alpha); the other levels are in the
-    label tables.
+    ``rasters_dir/{scene}.tif`` holds ``raster_level`` (what the web map shows) and
+    ``rasters_dir/{level}/{scene}.tif`` every level. One file per level, each with one band,
+    because a TIFF colour table only applies to a one-band image (GDAL turns the other bands of a
+    paletted image into alpha). Each names its classes ("cluster 7") beside it, see
+    :func:`outcrop.io.write_categories`.
     """
     layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
                           table["size"].to_numpy())
@@ -425,13 +428,20 @@ def _write_scene_outputs(table: Any, levels: dict[str, np.ndarray], raster_level
     top = int(stacked.max())
     dtype, nodata = (np.uint8, 255) if top < 255 else (np.uint16, 65535)
     colours = palette(top + 1)
-    band = names.index(raster_level)
-    colormap = {i: tuple(int(v) for v in colours[i]) for i in range(int(levels[raster_level].max()) + 1)}
-    colormap[nodata] = (0, 0, 0, 0)
+    colormaps, categories = {}, {}
+    for name in names:
+        n = int(levels[name].max()) + 1
+        colormaps[name] = {i: tuple(int(v) for v in colours[i]) for i in range(n)} | {nodata: (0, 0, 0, 0)}
+        categories[name] = {1: {i: f"cluster {i}" for i in range(n)}}
     for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, stacked, nodata, dtype):
-        write_cog(Path(rasters_dir) / f"{scene}.tif", raster[band : band + 1], {"crs": grid.crs,
-                  "transform": transform, "nodata": nodata}, band_names=[raster_level],
-                  tags={"level": raster_level}, colormap=colormap)
+        profile = {"crs": grid.crs, "transform": transform, "nodata": nodata}
+        for band, name in enumerate(names):
+            targets = [Path(rasters_dir) / name / f"{scene}.tif"]
+            if name == raster_level:
+                targets.append(Path(rasters_dir) / f"{scene}.tif")
+            for target in targets:
+                write_cog(target, raster[band : band + 1], profile, band_names=[name], tags={"level": name},
+                          colormap=colormaps[name], categories=categories[name])
         _write_map(Path(maps_dir) / f"{scene}.png", scene, raster, transform, names, nodata, colours)
 
 
