@@ -87,3 +87,35 @@ def gdal_bands(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         return bands
     finally:
         lib.GDALClose(ds)
+
+
+def ogr_fields(path: str | os.PathLike[str], layer: str) -> dict[str, tuple[str, str]]:
+    """Per field of ``layer``: (alternative name, comment) as GDAL reads them (what QGIS shows as
+    alias and comment)."""
+    lib = _libgdal()
+    lib.GDALOpenEx.restype = ctypes.c_void_p
+    lib.GDALOpenEx.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.GDALDatasetGetLayerByName.restype = ctypes.c_void_p
+    lib.GDALDatasetGetLayerByName.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.OGR_L_GetLayerDefn.restype = ctypes.c_void_p
+    lib.OGR_L_GetLayerDefn.argtypes = [ctypes.c_void_p]
+    lib.OGR_FD_GetFieldCount.argtypes = [ctypes.c_void_p]
+    lib.OGR_FD_GetFieldDefn.restype = ctypes.c_void_p
+    lib.OGR_FD_GetFieldDefn.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    for name in ("OGR_Fld_GetNameRef", "OGR_Fld_GetAlternativeNameRef", "OGR_Fld_GetComment"):
+        getattr(lib, name).restype = ctypes.c_char_p
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
+    ds = lib.GDALOpenEx(os.fspath(path).encode(), 0x04, None, None, None)  # GDAL_OF_VECTOR
+    assert ds, f"GDAL cannot open {path}"
+    try:
+        lyr = lib.GDALDatasetGetLayerByName(ds, layer.encode())
+        assert lyr, f"{path}: no layer {layer}"
+        defn = lib.OGR_L_GetLayerDefn(lyr)
+        out = {}
+        for i in range(lib.OGR_FD_GetFieldCount(defn)):
+            fld = lib.OGR_FD_GetFieldDefn(defn, i)
+            out[lib.OGR_Fld_GetNameRef(fld).decode()] = (
+                (lib.OGR_Fld_GetAlternativeNameRef(fld) or b"").decode(), (lib.OGR_Fld_GetComment(fld) or b"").decode())
+        return out
+    finally:
+        lib.GDALClose(ds)

@@ -120,7 +120,13 @@ def load_npy(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:
 
 
 def write_geodataframe(path: str | os.PathLike[str], gdf: Any, layer: str | None = None) -> None:
-    """Write a GeoDataFrame as GeoParquet (``.parquet``) or GeoPackage (``.gpkg``), atomically."""
+    """Write a GeoDataFrame as GeoParquet (``.parquet``) or GeoPackage (``.gpkg``), atomically.
+
+    A GeoPackage carries its layer's description and every field's plain name and description
+    (:mod:`outcrop.fields`), which QGIS shows as layer abstract, field aliases and comments.
+    """
+    from outcrop.fields import LAYERS
+
     path = Path(path)
     if gdf.crs is None:
         raise OutcropError(f"{path}: refusing to write a table without a CRS")
@@ -128,9 +134,44 @@ def write_geodataframe(path: str | os.PathLike[str], gdf: Any, layer: str | None
         if path.suffix == ".parquet":
             gdf.to_parquet(tmp, index=False)
         elif path.suffix == ".gpkg":
-            gdf.to_file(tmp, driver="GPKG", layer=layer or path.stem, engine="pyogrio")
+            name = layer or path.stem
+            options = {"DESCRIPTION": LAYERS[name]} if name in LAYERS else {}
+            gdf.to_file(tmp, driver="GPKG", layer=name, engine="pyogrio", layer_options=options)
+            describe_gpkg_fields(tmp, name, [c for c in gdf.columns if c != gdf.geometry.name])
         else:
             raise ValueError(f"{path}: unsupported vector format")
+
+
+def describe_gpkg_fields(path: str | os.PathLike[str], layer: str, columns: Sequence[str]) -> None:
+    """Record the plain name and description of ``columns`` of ``layer`` in the GeoPackage's
+    ``gpkg_data_columns`` table (the GeoPackage schema extension), which GDAL reads as field
+    alternative names and comments. Columns without an entry in :mod:`outcrop.fields` are left as
+    they are."""
+    import sqlite3
+
+    from outcrop.fields import field_info
+
+    rows = [(layer, c, *info) for c in columns if (info := field_info(str(c))) is not None]
+    con = sqlite3.connect(os.fspath(path))
+    try:
+        with con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS gpkg_data_columns (table_name TEXT NOT NULL, column_name TEXT NOT NULL, "
+                "name TEXT, title TEXT, description TEXT, mime_type TEXT, constraint_name TEXT, "
+                "CONSTRAINT pk_gdc PRIMARY KEY (table_name, column_name), "
+                "CONSTRAINT gdc_tn UNIQUE (table_name, name))")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT, "
+                "extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL, "
+                "CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))")
+            for table in ("gpkg_data_columns", "gpkg_data_column_constraints"):
+                con.execute("INSERT OR IGNORE INTO gpkg_extensions VALUES (?, NULL, 'gpkg_schema', "
+                            "'http://www.geopackage.org/spec121/#extension_schema', 'read-write')", (table,))
+            con.executemany("INSERT OR REPLACE INTO gpkg_data_columns (table_name, column_name, name, title, "
+                            "description) VALUES (?, ?, ?, ?, ?)",
+                            [(t, c, n, n, d) for t, c, n, d in rows])
+    finally:
+        con.close()
 
 
 def read_geoparquet(path: str | os.PathLike[str]) -> Any:
