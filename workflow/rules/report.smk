@@ -162,6 +162,10 @@ rule report:
         analogues=f"{R}/analogues/analogues.csv",
         index_info=f"{R}/index/info.json",
         metrics=[f"{R}/metrics.json"] if DEMO else [],
+        # The pages summary.html links to, so that its links never dangle.
+        webmap=f"{R}/map.html",
+        cluster_table=f"{R}/clusters/summary.html",
+        analogue_maps=f"{R}/analogues/maps",
     output:
         report(f"{R}/summary.html", caption="../report/summary.rst", category="Metrics", subcategory="run summary"),
     params:

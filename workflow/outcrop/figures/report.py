@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,8 @@ def write_summary(results: Path, scenes: Sequence[str], out: Path, log: Callable
     """Write the run's HTML summary: model, index, clusters, analogues, and demo scores if present."""
     import pandas as pd
 
-    parts = ["<h1>outcrop run summary</h1>", f"<p>{len(scenes)} scenes: {html.escape(', '.join(scenes))}</p>"]
+    parts = ["<h1>outcrop run summary</h1>", f"<p>{len(scenes)} scenes: {html.escape(', '.join(scenes))}</p>",
+             _links_section(results, scenes, out)]
     empty = scenes_without_tiles(results, scenes)
     if empty:
         parts.append(f"<p><strong>{html.escape(_without_tiles_line(empty))}</strong></p>")
@@ -91,6 +94,29 @@ def write_summary(results: Path, scenes: Sequence[str], out: Path, log: Callable
     with atomic_path(out) as tmp:
         tmp.write_text(page)
     log(f"report: wrote {out}")
+
+
+def _link(target: Path, out: Path, label: str, note: str = "") -> str:
+    """A relative link from the page at ``out`` to ``target``; names from the run are escaped in
+    both the URL and the text."""
+    rel = os.path.relpath(target, out.parent).replace(os.sep, "/")
+    href = html.escape(urllib.parse.quote(rel), quote=True)
+    return f'<li><a href="{href}">{html.escape(label)}</a>{html.escape(note)}</li>'
+
+
+def _links_section(results: Path, scenes: Sequence[str], out: Path) -> str:
+    """Links to the run's other pages: the interactive map, the Snakemake report, the cluster table
+    and the analogue map of each scene. Relative, so they work wherever the results folder goes
+    (the figures above are embedded; these pages are too large to embed)."""
+    items = [
+        _link(results / "map.html", out, "Interactive map", " (map.html)"),
+        _link(results / "report.html", out, "Snakemake report",
+              " (report.html, written by: snakemake --report results/report.html)"),
+        _link(results / "clusters" / "summary.html", out, "Cluster table", " (clusters/summary.html)"),
+    ]
+    items += [_link(results / "analogues" / "maps" / f"{scene}.png", out, f"Analogue map of {scene}")
+              for scene in scenes]
+    return "<h2>Pages of this run</h2><ul class='links'>" + "".join(items) + "</ul>"
 
 
 SURFACE_CLASSES = ("rock", "snow_ice", "water", "cloud")
