@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from outcrop.search.analogues import find_analogues
+from outcrop.figures.cluster_maps import write_cluster_map
 from outcrop.search.clusters import cluster_tiles
 from outcrop.search.index import build_index
 from outcrop.figures.quicklook import write_quicklook
@@ -55,7 +56,8 @@ def make_hostile_run(root: Path) -> HostileRun:
     clusters = res / "clusters"
     cluster_tiles(idx / "tiles.parquet", run.embeddings, run.tiles, run.prepared, clusters / "tiles.gpkg",
                   clusters / "tiles.parquet", clusters / "summary.csv", clusters / "dendrogram.png",
-                  clusters / "maps", clusters / "rasters", ks=(3,), seed=0, log=quiet)
+                  clusters / "maps", clusters / "rasters", ks=(3,), seed=0, map_writer=write_cluster_map,
+                  log=quiet)
     ana = res / "analogues"
     find_analogues(idx / "tiles.faiss", idx / "tiles.parquet", run.embeddings, run.deposits_csv, run.prepared,
                    ana / "analogues.gpkg", ana / "analogues.csv", ana / "similarity",

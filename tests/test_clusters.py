@@ -12,6 +12,7 @@ from scipy.cluster.hierarchy import ward
 from sklearn.metrics import adjusted_rand_score
 
 from outcrop import OutcropError
+from outcrop.figures.cluster_maps import write_cluster_map
 from outcrop.search.clusters import cluster_tiles, cut_hierarchy, spherical_kmeans, weighted_ward
 from outcrop.search.index import build_index
 from gdal_readback import gdal_bands
@@ -79,7 +80,8 @@ def _cluster_run(tmp_path, ks=(4, 8), cuts=(2, 3)):
     out = tmp_path / "clusters"
     cluster_tiles(idx / "tiles.parquet", run.embeddings, run.tiles, run.prepared, out / "tiles.gpkg",
                   out / "tiles.parquet", out / "summary.csv", out / "dendrogram.png", out / "maps", out / "rasters",
-                  ks=ks, cuts=cuts, seed=0, out_exemplars=out / "exemplars.png", log=lambda *_: None)
+                  ks=ks, cuts=cuts, seed=0, out_exemplars=out / "exemplars.png", map_writer=write_cluster_map,
+                  log=lambda *_: None)
     return run, out
 
 

@@ -313,6 +313,7 @@ def _index_parser(sub: Any) -> None:
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
+    from outcrop.figures.cluster_maps import write_cluster_map
     from outcrop.search.clusters import cluster_tiles
 
     _limit(args)
@@ -320,7 +321,8 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         Path(args.index_table), args.embeddings, args.tiles, args.prepared, Path(args.out_gpkg),
         Path(args.out_parquet), Path(args.out_summary), Path(args.out_dendrogram), Path(args.maps_dir),
         Path(args.rasters_dir), ks=args.k, cuts=args.cuts, seed=args.seed,
-        out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None, log=_log,
+        out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None, map_writer=write_cluster_map,
+        log=_log,
     )
 
 
@@ -521,7 +523,8 @@ def cmd_analogue_maps(args: argparse.Namespace) -> None:
     from outcrop.figures.analogue_maps import write_analogue_maps
 
     write_analogue_maps([Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),
-                        Path(args.out_dir), label_top=args.label_top, log=_log)
+                        Path(args.out_dir), label_top=args.label_top,
+                        prepared_paths=[Path(p) for p in args.prepared] if args.prepared else None, log=_log)
 
 
 def _analogue_maps_parser(sub: Any) -> None:
@@ -535,6 +538,8 @@ def _analogue_maps_parser(sub: Any) -> None:
     p.add_argument("--deposits", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--label-top", type=non_negative_int, default=10, help="analogues numbered on the maps")
+    p.add_argument("--prepared", nargs="+", help="prepared scenes, one per similarity raster in the same order: "
+                   "similarity over open water is left out of the maps")
 
 
 def cmd_webmap(args: argparse.Namespace) -> None:

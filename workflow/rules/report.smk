@@ -97,6 +97,7 @@ rule cluster_table:
 rule analogue_maps:
     input:
         similarity=f"{R}/analogues/similarity",
+        prepared=per_scene("{R}/prepared/{scene}.tif"),
         analogues=f"{R}/analogues/analogues.gpkg",
         deposits=DEPOSITS,
     output:
@@ -122,7 +123,7 @@ rule analogue_maps:
         "../../envs/report.yaml"
     shell:
         "outcrop analogue-maps --similarity {params.similarity:q} --analogues {input.analogues:q}"
-        " --deposits {input.deposits:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --deposits {input.deposits:q} --prepared {input.prepared:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule webmap:

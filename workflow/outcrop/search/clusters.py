@@ -223,14 +223,16 @@ def cluster_tiles(
     cuts: Sequence[int] = (),
     seed: int = default("clusters.seed"),
     out_exemplars: Path | None = None,
+    map_writer: Callable[..., Any] | None = None,
     log: Callable[[str], Any] = print,
 ) -> None:
     """Cluster the indexed tiles at each k, build the hierarchy and write labels, summary and maps.
 
     The per-scene lists are aligned. Writes a label raster ``rasters_dir/{scene}.tif`` (labels at
     the largest k, with a colour table and class names), one per level as
-    ``rasters_dir/{level}/{scene}.tif``, and a map ``maps_dir/{scene}.png`` (a panel per level) for
-    every scene given, including scenes none of whose tiles were indexed (all nodata). With
+    ``rasters_dir/{level}/{scene}.tif``, and, with ``map_writer``, a map ``maps_dir/{scene}.png`` (a panel per
+    level; :func:`outcrop.figures.cluster_maps.write_cluster_map`, passed in because drawing lives in
+    the figures layer above this one) for every scene given, including scenes none of whose tiles were indexed (all nodata). With
     ``out_exemplars``, also a PNG grid of the tiles nearest each centroid of the largest k.
     """
 
@@ -276,7 +278,7 @@ def cluster_tiles(
     bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths)
     _write_summary(out_summary, levels, spectra, bands, table)
     _write_dendrogram(out_dendrogram, linkage, sizes, cuts)
-    _write_scene_outputs(table, levels, f"k{kmax}", prepared_paths, maps_dir, rasters_dir)
+    _write_scene_outputs(table, levels, f"k{kmax}", prepared_paths, maps_dir, rasters_dir, map_writer)
     if out_exemplars is not None:
         picks = exemplars(vectors, finest, centroids)
         _write_exemplars(out_exemplars, table, picks, tiles_paths, bands)
@@ -412,8 +414,9 @@ def _write_dendrogram(path: Path, linkage: np.ndarray, sizes: np.ndarray, cuts: 
 
 
 def _write_scene_outputs(table: Any, levels: dict[str, np.ndarray], raster_level: str,
-                         prepared_paths: Sequence[Path], maps_dir: Path, rasters_dir: Path) -> None:
-    """Label rasters (COG) and map (PNG, a panel per level) of every scene.
+                         prepared_paths: Sequence[Path], maps_dir: Path, rasters_dir: Path,
+                         map_writer: Callable[..., Any] | None) -> None:
+    """Label rasters (COG) and, with ``map_writer``, map (PNG, a panel per level) of every scene.
 
     ``rasters_dir/{scene}.tif`` holds ``raster_level`` (what the web map shows) and
     ``rasters_dir/{level}/{scene}.tif`` every level. One file per level, each with one band,
@@ -442,36 +445,5 @@ def _write_scene_outputs(table: Any, levels: dict[str, np.ndarray], raster_level
             for target in targets:
                 write_cog(target, raster[band : band + 1], profile, band_names=[name], tags={"level": name},
                           colormap=colormaps[name], categories=categories[name])
-        _write_map(Path(maps_dir) / f"{scene}.png", scene, raster, transform, names, nodata, colours)
-
-
-def _write_map(path: Path, scene: str, raster: np.ndarray, transform: Any, names: list[str], nodata: int,
-               colours: np.ndarray) -> None:
-    """One panel per level, each with its own legend (colours identify clusters within a level)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    height, width = raster.shape[1:]
-    extent = (transform.c, transform.c + transform.a * width, transform.f + transform.e * height, transform.f)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.6), squeeze=False)
-    for ax, name, band in zip(axes[0], names, raster):
-        rgba = np.zeros((height, width, 4), dtype=np.uint8)
-        valid = band != nodata
-        rgba[valid] = colours[band[valid]]
-        ax.imshow(rgba, extent=extent, interpolation="nearest")
-        present = np.unique(band[valid])
-        handles = [Patch(color=colours[c] / 255, label=str(c)) for c in present[:40]]
-        if handles:
-            ax.legend(handles=handles, title=name, fontsize=6, title_fontsize=7, loc="upper left",
-                      bbox_to_anchor=(1.0, 1.0), ncol=1 + len(handles) // 20, frameon=False)
-        ax.set_title(f"{scene}: {name}" + ("" if valid.any() else " (no indexed tiles)"), fontsize=9)
-        ax.ticklabel_format(useOffset=False, style="plain")
-        ax.set_xlabel("x (m)", fontsize=7)
-        ax.tick_params(labelsize=6)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+        if map_writer is not None:
+            map_writer(Path(maps_dir) / f"{scene}.png", scene, raster, transform, grid.crs, names, nodata, colours)
