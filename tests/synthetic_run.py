@@ -116,3 +116,23 @@ def make_run(root: Path, seed: int = 0, noise: float = 0.25, ice_scene: bool = F
     pd.DataFrame({"name": [f"known {i + 1}" for i in range(len(lonlat))], "lon": lonlat.x,
                   "lat": lonlat.y}).to_csv(run.deposits_csv, index=False)
     return run
+
+
+def make_finished_run(root: Path) -> SyntheticRun:
+    """The synthetic run, indexed, clustered (k 3 and 6, cut 2) and searched for analogues by the
+    real stages, under the file names the workflow gives them: a small finished results folder."""
+    from outcrop.search.analogues import find_analogues
+    from outcrop.search.clusters import cluster_tiles
+    from outcrop.search.index import build_index
+
+    quiet = lambda *_: None  # noqa: E731
+    run = make_run(root)
+    idx, clusters, ana = root / "index", root / "clusters", root / "analogues"
+    build_index(run.embeddings, run.tables, idx / "tiles.faiss", idx / "tiles.parquet", idx / "info.json", log=quiet)
+    cluster_tiles(idx / "tiles.parquet", run.embeddings, run.tiles, run.prepared, clusters / "labels.gpkg",
+                  clusters / "labels.parquet", clusters / "summary.csv", clusters / "dendrogram.png",
+                  clusters / "maps", clusters / "rasters", ks=(3, 6), cuts=(2,), seed=0, log=quiet)
+    find_analogues(idx / "tiles.faiss", idx / "tiles.parquet", run.embeddings, run.deposits_csv, run.prepared,
+                   ana / "analogues.gpkg", ana / "analogues.csv", ana / "similarity",
+                   buffer_m=10.0, exclusion_km=0.5, top=10, log=quiet)
+    return run

@@ -5,6 +5,8 @@ Every workflow stage is a plain function in a module named after it (``scenes``,
 in :mod:`outcrop.cli` maps one subcommand to each, and the Snakemake rules call that command line.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 
@@ -14,3 +16,13 @@ class OutcropError(Exception):
     Raised with one message that names the file (or config key) and the problem; the command line
     prints it alone, without a traceback, and exits non-zero.
     """
+
+
+def open_run(results: str = "results") -> Any:
+    """A finished run's outputs as geopandas/numpy objects (see :mod:`outcrop.results`).
+
+    Imported on call, so that ``import outcrop`` stays light for the command line.
+    """
+    from outcrop.results import open_run as _open_run
+
+    return _open_run(results)

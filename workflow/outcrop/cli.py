@@ -420,12 +420,12 @@ def _report_parser(sub: Any) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> None:
-    from outcrop.search.query import format_table, query_columns
+    from outcrop.search.query import FORMATS, query_columns
 
     _limit(args)
     columns = query_columns(Path(args.results), lon=args.lon, lat=args.lat, tile=args.tile,
                             geometry=Path(args.geometry) if args.geometry else None, top=args.top)
-    print(format_table(columns))
+    print(FORMATS[args.format](columns))
 
 
 def _query_parser(sub: Any) -> None:
@@ -437,6 +437,8 @@ def _query_parser(sub: Any) -> None:
     p.add_argument("--tile", help="SCENE:TILE_ID")
     p.add_argument("--geometry", help="polygon file")
     p.add_argument("--top", type=positive_int, default=10)
+    p.add_argument("--format", choices=("table", "csv", "geojson"), default="table",
+                   help="plain-text table (default), CSV, or GeoJSON points at the tile centres")
 
 
 def cmd_info(args: argparse.Namespace) -> None:

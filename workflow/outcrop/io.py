@@ -337,6 +337,26 @@ def write_categories(path: str | os.PathLike[str], categories: Mapping[int, Mapp
         tmp.write_text(categories_xml(categories, colormap))
 
 
+def read_categories(path: str | os.PathLike[str]) -> dict[int, dict[int, str]]:
+    """Class names per band (1-based) from the ``.aux.xml`` beside a raster ({} where none)."""
+    import xml.etree.ElementTree as ET
+
+    sidecar = Path(os.fspath(path) + ".aux.xml")
+    if not sidecar.is_file():
+        return {}
+    try:
+        root = ET.parse(sidecar).getroot()
+    except ET.ParseError as exc:
+        raise OutcropError(f"{sidecar}: not readable XML ({exc})") from None
+    out: dict[int, dict[int, str]] = {}
+    for band in root.iter("PAMRasterBand"):
+        names = [c.text or "" for c in band.iter("Category")]
+        named = {i: n for i, n in enumerate(names) if n}
+        if named:
+            out[int(band.get("band", "1"))] = named
+    return out
+
+
 def encode_reflectance(reflectance: np.ndarray) -> np.ndarray:
     """Float reflectance (NaN = nodata) to the prepared uint16 encoding (0 = nodata).
 
