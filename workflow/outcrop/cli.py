@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -175,8 +176,14 @@ def cmd_stac_search(args: argparse.Namespace) -> None:
         bbox = [float(v) for v in args.bbox.split(",")] if args.bbox else None
     except ValueError:
         raise OutcropError(f"--bbox {args.bbox!r}: expected four numbers west,south,east,north") from None
+    headers = {}
+    for text in args.header or []:
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip() or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name.strip()):
+            raise OutcropError(f"--header {text!r}: expected 'Name: value'")
+        headers[name.strip()] = value.strip()
     rows = expand_stac(args.source, collection=args.collection or None, bbox=bbox, datetime=args.datetime or None,
-                       max_cloud=args.max_cloud, role=args.role, limit=args.limit)
+                       max_cloud=args.max_cloud, role=args.role, limit=args.limit, headers=headers)
     added = write_scene_sheet(rows, args.out, append=args.append)
     _log(f"stac-search: {len(rows)} item(s) found, {added} new scene(s) written to {args.out}")
 
@@ -194,6 +201,9 @@ def _stac_search_parser(sub: Any) -> None:
     p.add_argument("--max-cloud", type=non_negative_float, default=None, help="largest eo:cloud_cover in percent")
     p.add_argument("--role", default="index", choices=["train", "index"])
     p.add_argument("--limit", type=positive_int, default=100, help="items per page of an API search")
+    p.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                   help="HTTP header sent with every request, for catalogs that need a token "
+                        "(e.g. --header 'Authorization: Bearer ...'); repeat for more")
 
 
 def _thresholds(items: Sequence[str] | None, cls: Any) -> Any:
