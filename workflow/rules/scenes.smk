@@ -52,7 +52,9 @@ rule prepare:
     input:
         scene_source,
     output:
-        f"{R}/prepared/{{scene}}.tif",
+        tif=f"{R}/prepared/{{scene}}.tif",
+        # The mask band's class names, beside the COG where GDAL and QGIS look for them.
+        classes=f"{R}/prepared/{{scene}}.tif.aux.xml",
     params:
         source=lambda wc: SCENE_ROWS[wc.scene]["source"],
         sensor=lambda wc: SCENE_ROWS[wc.scene]["sensor"],
@@ -81,4 +83,4 @@ rule prepare:
         "outcrop prepare --source {params.source:q} --sensor {params.sensor:q} --scene {wildcards.scene:q}"
         " --bands {params.bands:q} --crs {params.crs:q} --resolution {params.resolution:q}"
         " {params.product:q} {params.surfaces:q}"
-        " --threads {threads} --out {output:q} > {log:q} 2>&1"
+        " --threads {threads} --out {output.tif:q} > {log:q} 2>&1"
