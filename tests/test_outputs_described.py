@@ -28,6 +28,10 @@ def test_geopackage_layer_and_fields_are_described(tmp_path):
     assert fields["k4"][0] == "Cluster (k=4)" and "among 4 clusters" in fields["k4"][1]
     assert fields["h6"][0] == "Family (6 groups)"
     assert fields["id"][0] == "Index row" and fields["tile_id"][0] == "Tile in scene"
+    assert fields["scene"][0] == "Scene id"
+    # Every written field with an entry reaches GDAL with its plain name (GDAL drops an alias that
+    # equals the field name but for case).
+    assert all(fields[c][0] == field_info(c)[0] for c in columns if field_info(c) is not None)
     assert fields["custom"] == ("", "")  # a field without an entry is left unnamed, not mislabelled
     # The data is unchanged, and the file rewrites cleanly (the schema tables exist already).
     write_geodataframe(path, gpd.GeoDataFrame(columns, geometry=[Point(0, 0)], crs=3031), layer="clusters")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 
-# field -> (plain name, description)
+# field -> (plain name, description). A plain name never equals its field's name but for case:
+# GDAL takes such an alias for none.
 FIELDS: dict[str, tuple[str, str]] = {
     "id": ("Index row", "Row of the tile in the run's FAISS index (index/tiles.parquet); one id per indexed tile of the run"),
-    "scene": ("Scene", "Scene identifier, as in the scene sheet"),
+    "scene": ("Scene id", "Scene identifier, as in the scene sheet"),
     "tile_id": ("Tile in scene", "Row of the tile in its scene's tile table and tile array (tiles/{scene}.parquet, .npy)"),
     "row": ("Pixel row", "Row of the tile's top-left pixel on the prepared scene's grid"),
     "col": ("Pixel column", "Column of the tile's top-left pixel on the prepared scene's grid"),
@@ -23,14 +24,14 @@ FIELDS: dict[str, tuple[str, str]] = {
     "snow_ice": ("Snow/ice share", "Share of the tile's pixels classed snow or ice"),
     "water": ("Water share", "Share of the tile's pixels classed water"),
     "cloud": ("Cloud share", "Share of the tile's pixels classed cloud"),
-    "rank": ("Rank", "Rank of the analogue, 1 = most similar to the known deposits"),
+    "rank": ("Analogue rank", "Rank of the analogue, 1 = most similar to the known deposits"),
     "score": ("Similarity", "Cosine similarity of the tile's embedding to the query that ranked it (1 = identical)"),
     "query": ("Matched query", "Which query ranked the tile: 'set' (all known deposits together) or the name of one deposit"),
     "nearest_positive": ("Nearest known deposit", "Name of the known deposit nearest the tile"),
     "distance_km": ("Distance to nearest deposit (km)", "Distance from the tile's centre to the nearest known deposit, in km"),
     "lon": ("Longitude", "Longitude of the tile's centre, degrees east (WGS 84)"),
     "lat": ("Latitude", "Latitude of the tile's centre, degrees north (WGS 84)"),
-    "name": ("Name", "Name of the deposit"),
+    "name": ("Deposit name", "Name of the deposit"),
     "radius_m": ("Radius (m)", "Radius of the planted patch, in metres (demo truth only)"),
 }
 
