@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -202,8 +203,14 @@ def cmd_stac_search(args: argparse.Namespace) -> None:
         bbox = [float(v) for v in args.bbox.split(",")] if args.bbox else None
     except ValueError:
         raise OutcropError(f"--bbox {args.bbox!r}: expected four numbers west,south,east,north") from None
+    headers = {}
+    for text in args.header or []:
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip() or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name.strip()):
+            raise OutcropError(f"--header {text!r}: expected 'Name: value'")
+        headers[name.strip()] = value.strip()
     rows = expand_stac(args.source, collection=args.collection or None, bbox=bbox, datetime=args.datetime or None,
-                       max_cloud=args.max_cloud, role=args.role, limit=args.limit)
+                       max_cloud=args.max_cloud, role=args.role, limit=args.limit, headers=headers)
     added = write_scene_sheet(rows, args.out, append=args.append)
     _log(f"stac-search: {len(rows)} item(s) found, {added} new scene(s) written to {args.out}")
 
@@ -221,6 +228,9 @@ def _stac_search_parser(sub: Any) -> None:
     p.add_argument("--max-cloud", type=non_negative_float, default=None, help="largest eo:cloud_cover in percent")
     p.add_argument("--role", default="index", choices=["train", "index"])
     p.add_argument("--limit", type=positive_int, default=100, help="items per page of an API search")
+    p.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                   help="HTTP header sent with every request, for catalogs that need a token "
+                        "(e.g. --header 'Authorization: Bearer ...'); repeat for more")
 
 
 def _thresholds(items: Sequence[str] | None, cls: Any) -> Any:
@@ -546,7 +556,11 @@ def cmd_report(args: argparse.Namespace) -> None:
                   index_info=Path(args.index_info), analogues=Path(args.analogues) if args.analogues else None,
                   skipped=Path(args.analogues_skipped) if args.analogues_skipped else None,
                   grid=Path(args.grid) if args.grid else None,
-                  metrics=Path(args.metrics) if args.metrics else None, log=_log)
+                  metrics=Path(args.metrics) if args.metrics else None,
+                  webmap=Path(args.webmap) if args.webmap else None,
+                  snakemake_report=Path(args.snakemake_report) if args.snakemake_report else None,
+                  cluster_table=Path(args.cluster_table) if args.cluster_table else None,
+                  analogue_maps=[Path(p) for p in args.analogue_maps], log=_log)
 
 
 def _report_parser(sub: Any) -> None:
@@ -555,7 +569,7 @@ def _report_parser(sub: Any) -> None:
              "--prepared results/prepared/demo_{1,2}.tif --cluster-maps results/clusters/maps/demo_{1,2}.png "
              "--training-curve results/model/training_curve.png --dendrogram results/clusters/dendrogram.png "
              "--analogues results/analogues/analogues.csv --grid results/grid.json --index-info "
-             "results/index/info.json --metrics results/metrics.json --out results/summary.html", False)
+             "results/index/info.json --metrics results/metrics.json --webmap results/map.html --out results/summary.html", False)
     p.add_argument("--scenes", nargs="+", required=True)
     for name in ("--tile-tables", "--prepared", "--cluster-maps"):
         p.add_argument(name, nargs="+", required=True, help="one file per scene, in the order of --scenes")
@@ -565,15 +579,20 @@ def _report_parser(sub: Any) -> None:
     p.add_argument("--analogues-skipped", default="", help="why no analogues were ranked (analogues/skipped.txt)")
     p.add_argument("--grid", default="", help="the run grid (grid.json)")
     p.add_argument("--metrics", default="", help="the run's quality scores (metrics.json, with the demo's scores merged in)")
+    p.add_argument("--webmap", default="", help="the interactive map (map.html), linked from the page")
+    p.add_argument("--snakemake-report", default="", help="where `snakemake --report` writes, linked from the page")
+    p.add_argument("--cluster-table", default="", help="the cluster table (clusters/summary.html), linked from the page")
+    p.add_argument("--analogue-maps", nargs="*", default=[],
+                   help="the analogue map of each scene, in the order of --scenes, linked from the page")
 
 
 def cmd_query(args: argparse.Namespace) -> None:
-    from outcrop.search.query import format_table, query_columns
+    from outcrop.search.query import FORMATS, query_columns
 
     _limit(args)
     columns = query_columns(Path(args.results), lon=args.lon, lat=args.lat, tile=args.tile,
                             geometry=Path(args.geometry) if args.geometry else None, top=args.top)
-    print(format_table(columns))
+    print(FORMATS[args.format](columns))
 
 
 def _query_parser(sub: Any) -> None:
@@ -585,6 +604,8 @@ def _query_parser(sub: Any) -> None:
     p.add_argument("--tile", help="SCENE:TILE_ID")
     p.add_argument("--geometry", help="polygon file")
     p.add_argument("--top", type=positive_int, default=10)
+    p.add_argument("--format", choices=("table", "csv", "geojson"), default="table",
+                   help="plain-text table (default), CSV, or GeoJSON points at the tile centres")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -673,7 +694,8 @@ def cmd_analogue_maps(args: argparse.Namespace) -> None:
     from outcrop.figures.analogue_maps import write_analogue_maps
 
     write_analogue_maps([Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),
-                        Path(args.out_dir), label_top=args.label_top, log=_log)
+                        Path(args.out_dir), label_top=args.label_top,
+                        prepared_paths=[Path(p) for p in args.prepared] if args.prepared else None, log=_log)
 
 
 def _analogue_maps_parser(sub: Any) -> None:
@@ -687,6 +709,8 @@ def _analogue_maps_parser(sub: Any) -> None:
     p.add_argument("--deposits", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--label-top", type=non_negative_int, default=10, help="analogues numbered on the maps")
+    p.add_argument("--prepared", nargs="+", help="prepared scenes, one per similarity raster in the same order: "
+                   "similarity over open water is left out of the maps")
 
 
 def cmd_webmap(args: argparse.Namespace) -> None:
