@@ -482,7 +482,7 @@ def test_real_parana_nodata_edge_and_footprint_in_3031(tmp_path):
 
     out3031 = tmp_path / "parana3031.tif"
     prepare_scene(str(folder), "landsat-l1", out3031, scene_id="parana", bands=["blue", "green", "red"],
-                  resolution=240.0, log=quiet)
+                  crs="EPSG:3031", resolution=240.0, log=quiet)
     _, mask3031, profile, _ = read_prepared(out3031)
     assert profile["crs"].to_epsg() == 3031
     assert profile["transform"].c % 240 == 0 and profile["transform"].f % 240 == 0
