@@ -29,6 +29,7 @@ class Request:
     status: int
     body: bytes = b""
     range: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,7 +57,7 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
             status, payload = route(method, path, query, body)
             data = json.dumps(payload).encode()
             # logged before answering, so a client that got its answer finds its request logged
-            server.log.append(Request(method, path, status, body))
+            server.log.append(Request(method, path, status, body, headers=dict(self.headers.items())))
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

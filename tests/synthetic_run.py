@@ -116,3 +116,27 @@ def make_run(root: Path, seed: int = 0, noise: float = 0.25, ice_scene: bool = F
     pd.DataFrame({"name": [f"known {i + 1}" for i in range(len(lonlat))], "lon": lonlat.x,
                   "lat": lonlat.y}).to_csv(run.deposits_csv, index=False)
     return run
+
+
+def make_finished_run(root: Path) -> SyntheticRun:
+    """The synthetic run, indexed, clustered (k 3 and 6, cut 2) and searched for analogues by the
+    real stages, under the file names the workflow gives them (:class:`outcrop.layout.Layout`): a
+    small finished results folder."""
+    from outcrop.figures.cluster_maps import write_cluster_figures
+    from outcrop.layout import Layout
+    from outcrop.search.analogues import find_analogues
+    from outcrop.search.clusters import cluster_tiles
+    from outcrop.search.index import build_index
+
+    quiet = lambda *_: None  # noqa: E731
+    run = make_run(root)
+    at = Layout(root)
+    build_index(run.embeddings, run.tables, Path(at.index), Path(at.index_table), Path(at.index_info), log=quiet)
+    clustering = cluster_tiles(Path(at.index_table), run.embeddings, run.tiles, run.prepared,
+                               Path(at.cluster_labels_gpkg), Path(at.cluster_labels), Path(at.cluster_summary_csv),
+                               Path(at.cluster_rasters), ks=(3, 6), cuts=(2,), seed=0, log=quiet)
+    write_cluster_figures(clustering, run.prepared, run.tiles, Path(at.dendrogram), Path(at.cluster_maps))
+    find_analogues(Path(at.index), Path(at.index_table), run.embeddings, run.deposits_csv, run.prepared,
+                   Path(at.analogues_gpkg), Path(at.analogues_csv), Path(at.similarity),
+                   buffer_m=10.0, exclusion_km=0.5, top=10, log=quiet)
+    return run

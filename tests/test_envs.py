@@ -38,6 +38,7 @@ CONDA_NAME = {
     "cv2": "opencv",
     "osgeo": "gdal",
     "xstatic": "xstatic-leaflet",
+    "pystac_client": "pystac-client",
 }
 # conda-forge name -> the name pyproject.toml uses, where they differ.
 PIP_NAME = {"pytorch": "torch", "pytorch-gpu": "torch", "faiss-gpu": "faiss-cpu"}

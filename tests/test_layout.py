@@ -26,6 +26,7 @@ def test_layout_spells_each_path_under_the_results_folder():
     assert run.log("prepare", "{scene}") == "res/logs/prepare/{scene}.log"
     assert run.benchmark("index") == "res/logs/benchmarks/index.tsv"
     assert Layout("/abs/run/").summary == "/abs/run/summary.html"
+    assert (run.metrics, run.demo_scores) == ("res/metrics.json", "res/demo/scores.json")
     assert in_folder(run.similarity, ["a", "b"], ".tif") == ["res/analogues/similarity/a.tif",
                                                               "res/analogues/similarity/b.tif"]
 
@@ -39,7 +40,7 @@ def test_rules_build_no_results_path_of_their_own(rule):
 
 
 def test_report_and_evaluate_take_files_not_a_results_folder(capsys):
-    for command in ("report", "evaluate"):
+    for command in ("report", "evaluate", "quality"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "--results" not in capsys.readouterr().out

@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import time
+import urllib.parse
 from pathlib import Path
 
 import geopandas as gpd
@@ -205,3 +206,17 @@ def test_hostile_names_in_the_opened_map_are_shown_and_never_run(browser, hostil
         assert f"Analogue #{rank}" in text
         assert f"matched deposit {payload}" in text
         _nothing_ran(browser)
+
+
+def test_summary_links_the_map_report_cluster_table_and_analogue_maps(tmp_path):
+    results = tmp_path / "results"
+    out = results / "summary.html"
+    results.mkdir()
+    summary_of_run(results, ["a b", SCRIPT], out, log=lambda *_: None)
+    page = out.read_text()
+    hrefs = re.findall(r'<a href="([^"]*)">', page)
+    assert hrefs[:3] == ["map.html", "report.html", "clusters/summary.html"]
+    assert hrefs[3] == "analogues/maps/a%20b.png"
+    # A hostile scene id is quoted in the URL and escaped in the text: no markup gets through.
+    assert hrefs[4] == "analogues/maps/" + urllib.parse.quote(SCRIPT + ".png")
+    _assert_no_raw_markup(page)

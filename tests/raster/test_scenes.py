@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rio_cogeo.cogeo import cog_validate
 
 from outcrop import OutcropError
-from outcrop.io import read_prepared
+from outcrop.io import PREPARED_OFFSET, PREPARED_SCALE, read_prepared
 from outcrop.raster.scenes import prepare_scene, snap_bounds
 from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER
+from gdal_readback import gdal_bands
 
 OLI_BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
 C2L2_SCALE, C2L2_OFFSET = 0.0000275, -0.2
@@ -87,6 +89,29 @@ def test_demo_scene_keeps_values_grid_and_classes(tmp_path):
         assert ds.tags()["scene"] == "demo" and ds.tags()["sensor"] == "landsat-c2l2"
         assert ds.descriptions[-1] == "mask"
     assert any("blue" in line for line in lines)
+
+
+def test_prepared_scene_explains_itself_to_gdal(tmp_path):
+    """A GIS shows reflectance, not raw counts, and names the mask classes (as `gdalinfo` reads them)."""
+    src = write_demo_scene(tmp_path / "demo.tif", demo_reflectance())
+    out = tmp_path / "prepared" / "demo.tif"
+    prepare_scene(str(src), "landsat-c2l2", out, scene_id="demo", bands=OLI_BANDS, log=lambda _: None)
+    bands = gdal_bands(out)
+    assert [b["description"] for b in bands] == [*OLI_BANDS, "mask"]
+    for b in bands[:-1]:
+        assert (b["scale"], b["offset"]) == (PREPARED_SCALE, PREPARED_OFFSET)
+    assert (bands[-1]["scale"], bands[-1]["offset"]) == (1.0, 0.0)
+    assert bands[-1]["categories"][:6] == ["nodata", "rock", "snow/ice", "water", "cloud", "unknown"]
+    assert [r[1] for r in bands[-1]["rat_rows"]] == ["nodata", "rock", "snow/ice", "water", "cloud", "unknown"]
+    assert bands[-1]["rat_columns"][1] == ("class", 2)  # GFU_Name: QGIS labels the legend with it
+    # Scale and offset reproduce the decoded reflectance.
+    with rasterio.open(out) as ds:
+        dn = ds.read(1).astype(np.float64)
+    got, *_ = read_prepared(out)
+    valid = dn > 0
+    np.testing.assert_allclose(dn[valid] * bands[0]["scale"] + bands[0]["offset"], got[0][valid], atol=1e-6)
+    valid_cog, errors, _ = cog_validate(out, strict=True, quiet=True)
+    assert valid_cog and not errors
 
 
 def test_band_order_and_subset_follow_the_request(tmp_path):
@@ -457,7 +482,7 @@ def test_real_parana_nodata_edge_and_footprint_in_3031(tmp_path):
 
     out3031 = tmp_path / "parana3031.tif"
     prepare_scene(str(folder), "landsat-l1", out3031, scene_id="parana", bands=["blue", "green", "red"],
-                  resolution=240.0, log=quiet)
+                  crs="EPSG:3031", resolution=240.0, log=quiet)
     _, mask3031, profile, _ = read_prepared(out3031)
     assert profile["crs"].to_epsg() == 3031
     assert profile["transform"].c % 240 == 0 and profile["transform"].f % 240 == 0

@@ -140,7 +140,8 @@ def stac_server(tmp_path_factory):
             members = [i for i in items if i["collection"] == c]
             _write(root / c / "collection.json", {
                 "type": "Collection", "stac_version": "1.0.0", "id": c, "description": c, "license": "various",
-                "extent": {}, "links": [{"rel": "item", "href": f"./{i['id']}/{i['id']}.json"} for i in members]})
+                "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
+                "links": [{"rel": "item", "href": f"./{i['id']}/{i['id']}.json"} for i in members]})
             for i in members:
                 _write(root / c / i["id"] / f"{i['id']}.json", i)
         server.routes["/api/search"] = _search_route(server, items, allow_post=True)
@@ -374,3 +375,98 @@ def test_appending_refuses_a_taken_scene_id(tmp_path):
     with pytest.raises(OutcropError, match=r"s\.tsv: scene id 'a' is already used for x\.json"):
         write_scene_sheet([{"scene": "a", "source": "y.json", "sensor": "landsat-c2l2", "role": "index"}],
                           sheet, append=True)
+
+
+# --- pystac-client: server-side cloud filter, retries, authenticated catalogs ---------------
+
+
+def _with_query_extension(server: Server, items: list[dict[str, Any]], prefix: str) -> None:
+    """An API at ``prefix`` whose landing page declares the Query extension, and whose search
+    honours ``query: {eo:cloud_cover: {lte: N}}``."""
+    plain = _search_route(server, items, allow_post=True)
+
+    def route(method: str, path: str, query: str, body: bytes) -> tuple[int, Any]:
+        status, page = plain(method, path, query, body)
+        cap = (json.loads(body or b"{}").get("query") or {}).get("eo:cloud_cover", {}).get("lte")
+        if cap is not None:
+            page["features"] = [f for f in page["features"] if f["properties"]["eo:cloud_cover"] <= cap]
+        return status, page
+
+    server.routes[f"{prefix}search"] = route
+    server.routes[prefix] = lambda *a: (200, {
+        "type": "Catalog", "id": "q", "description": "query API", "stac_version": "1.0.0",
+        "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
+                       "https://api.stacspec.org/v1.0.0-rc.1/item-search#query"],
+        "links": [{"rel": "search", "href": f"{server.url}{prefix}search", "method": "POST"}]})
+
+
+def _catalog_items(server: Server) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(server.root.glob("*/*/*.json"))]
+
+
+def test_cloud_cover_is_filtered_by_the_server_where_the_api_can(stac_server):
+    _with_query_extension(stac_server, _catalog_items(stac_server), "/q/")
+    before = len(stac_server.log)
+    assert _ids(expand_stac(f"{stac_server.url}/q/search", max_cloud=20)) == [GREEN, VIRG]
+    body = json.loads([r for r in stac_server.log[before:] if r.path == "/q/search"][0].body)
+    assert body["query"] == {"eo:cloud_cover": {"lte": 20}}
+    # An API that declares no such extension gets no query (it might refuse it); the client filters.
+    before = len(stac_server.log)
+    assert _ids(expand_stac(f"{stac_server.url}/api/search", max_cloud=20)) == [GREEN, VIRG]
+    assert "query" not in json.loads([r for r in stac_server.log[before:] if r.path == "/api/search"][0].body)
+
+
+def test_a_failing_server_is_retried(stac_server, monkeypatch):
+    from outcrop.raster import stac
+
+    monkeypatch.setitem(stac.RETRIES, "backoff_factor", 0.01)  # the same retries, shorter waits
+    items = _catalog_items(stac_server)
+    plain = _search_route(stac_server, items, allow_post=True)
+    answers = iter([503, 502])
+
+    def flaky(method: str, path: str, query: str, body: bytes) -> tuple[int, Any]:
+        status = next(answers, 200)
+        return (status, {"code": "busy"}) if status != 200 else plain(method, path, query, body)
+
+    stac_server.routes["/flaky/search"] = flaky
+    before = len(stac_server.log)
+    assert _ids(expand_stac(f"{stac_server.url}/flaky/search")) == [GREEN, VIRG, PARA]
+    assert [r.status for r in stac_server.log[before:] if r.path == "/flaky/search"] == [503, 502, 200]
+    stac_server.routes["/down/search"] = lambda *a: (503, {"code": "down"})
+    before = len(stac_server.log)
+    with pytest.raises(OutcropError, match=r"/down/search: HTTP 503"):
+        expand_stac(f"{stac_server.url}/down/search")
+    assert len([r for r in stac_server.log[before:] if r.path == "/down/search"]) == 1 + stac.RETRIES["status"]
+
+
+def test_headers_reach_an_authenticated_catalog(stac_server, tmp_path):
+    from outcrop.cli import main
+
+    stac_server.routes["/private/search"] = _search_route(stac_server, _catalog_items(stac_server), allow_post=True)
+    sheet = tmp_path / "s.tsv"
+    before = len(stac_server.log)
+    assert main(["stac-search", f"{stac_server.url}/private/search", "--header", "Authorization: Bearer s3cret",
+                 "--header", "X-Team: geology", "--out", str(sheet)]) == 0
+    sent = [r.headers for r in stac_server.log[before:] if r.path == "/private/search"]
+    assert sent and all(h.get("Authorization") == "Bearer s3cret" and h.get("X-Team") == "geology" for h in sent)
+    # A request modifier (to sign requests) sees and may change every request.
+    signed: list[str] = []
+
+    def sign(request: Any) -> Any:
+        request.headers["X-Signature"] = "abc"
+        signed.append(request.url)
+        return request
+
+    before = len(stac_server.log)
+    expand_stac(f"{stac_server.url}/private/search", request_modifier=sign)
+    assert signed and all(r.headers.get("X-Signature") == "abc"
+                          for r in stac_server.log[before:] if r.path == "/private/search")
+
+
+def test_a_malformed_header_is_refused(stac_server, tmp_path, capsys):
+    from outcrop.cli import main
+
+    assert main(["stac-search", f"{stac_server.url}/api/search", "--header", "Bearer s3cret",
+                 "--out", str(tmp_path / "s.tsv")]) == 2
+    assert "--header 'Bearer s3cret': expected 'Name: value'" in capsys.readouterr().err
+    assert not (tmp_path / "s.tsv").exists()

@@ -13,7 +13,7 @@ import rasterio
 from shapely.geometry import Point, box
 
 from outcrop import OutcropError
-from outcrop.search.analogues import (find_analogues, query_vectors, rank_analogues, read_deposits,
+from outcrop.search.analogues import (excluded_ids, find_analogues, query_vectors, rank_analogues, read_deposits,
                                       select_positives, suppress_overlapping)
 from outcrop.search.index import build_index, load_index, table_vectors
 from outcrop.search.query import query_run
@@ -99,15 +99,15 @@ def test_planted_analogues_rank_first_and_exclusion_is_honoured(indexed):
     hidden = set(_ids(table, run.hidden).tolist())
     halo = set(_ids(table, run.halo).tolist())
     exclusion_m = 1.5 * TILE_M
-    ranked = rank_analogues(vectors, table, positives, exclusion_m=exclusion_m, top=20,
+    known = deposits.geometry.to_numpy()
+    ranked = rank_analogues(vectors, table, positives, deposits=known, exclusion_m=exclusion_m, top=20,
                             names=deposits["name"].tolist())
     assert set(ranked["id"][: len(hidden)]) == hidden
     assert ranked["rank"].tolist() == list(range(1, 21))
     assert ranked["score"].is_monotonic_decreasing
     assert ranked["score"].iloc[len(hidden) - 1] > 0.9 > ranked["score"].iloc[len(hidden)]
-    # No result lies within the exclusion radius of a positive tile.
-    pos_geoms = gpd.GeoSeries(table.geometry.values[np.concatenate(positives)], crs=CRS).union_all()
-    assert (table.geometry.values[ranked["id"].to_numpy()].distance(pos_geoms) > exclusion_m).all()
+    # No result lies within the exclusion radius of a deposit.
+    assert (table.geometry.values[ranked["id"].to_numpy()].distance(deposits.union_all()) > exclusion_m).all()
     assert not halo & set(ranked["id"])
     # The far hidden tile of scene a lies near neither deposit; distances are to the nearest one.
     far = ranked[(ranked.scene == "a") & (ranked.tile_id == tile_number("a", 17, 17))].iloc[0]
@@ -116,9 +116,38 @@ def test_planted_analogues_rank_first_and_exclusion_is_honoured(indexed):
     assert far.distance_km == pytest.approx(expected, rel=1e-6)
     assert set(ranked["query"]) <= {"set", "known 1", "known 2"}
     # Without the exclusion the planted halo around the deposits crowds in.
-    unexcluded = rank_analogues(vectors, table, positives, exclusion_m=0.0, top=20)
+    unexcluded = rank_analogues(vectors, table, positives, deposits=known, exclusion_m=0.0, top=20)
     assert len(halo & set(unexcluded["id"][:20])) >= 10
     assert not set(np.concatenate(positives)) & set(unexcluded["id"])
+
+
+def _tile_grid(n: int, width: float, stride: float) -> gpd.GeoDataFrame:
+    """Square footprints ``width`` wide every ``stride`` metres over an n x n grid from the origin."""
+    xs = np.arange(n) * stride
+    return gpd.GeoDataFrame({"scene": "s", "tile_id": np.arange(n * n)},
+                            geometry=[box(x, y, x + width, y + width) for y in xs for x in xs], crs=CRS)
+
+
+def test_exclusion_is_measured_from_the_deposit_not_from_its_tiles():
+    table = _tile_grid(24, 960.0, 480.0)  # the demo's tiles: 960 m every 480 m
+    point = Point(5000.0, 5000.0)
+    positives = select_positives(table, gpd.GeoDataFrame({"name": ["d"]}, geometry=[point], crs=CRS),
+                                 buffer_m=100.0)
+    mask = excluded_ids(table, [point], positives, 1000.0)
+    footprints = table.geometry.values
+    # Exactly the tiles within 1 km of the deposit itself go (its positives among them).
+    assert (mask == (footprints.distance(point) <= 1000.0)).all() and mask[positives[0]].all()
+    # The tile starting at (6240, 4800) is 1.24 km from the deposit, though only 480 m from its
+    # positive tiles' footprints: it is reported.
+    beyond = int(np.flatnonzero((footprints.bounds[:, 0] == 6240.0) & (footprints.bounds[:, 1] == 4800.0))[0])
+    assert footprints[beyond].distance(point) == pytest.approx(1240.0)
+    assert footprints[positives[0]].union_all().distance(footprints[beyond]) == pytest.approx(480.0)
+    assert not mask[beyond]
+    # A polygon, no radius: only the tile sharing its ground goes, not the ones touching its edge.
+    square = box(0.0, 0.0, 480.0, 480.0)
+    assert np.flatnonzero(excluded_ids(table, [square], [], 0.0)).tolist() == [0]
+    # A radius is measured from the polygon's edge.
+    assert (excluded_ids(table, [square], [], 500.0) == (footprints.distance(square) <= 500.0)).all()
 
 
 def test_negatives_push_the_set_query_away(indexed):
@@ -220,10 +249,11 @@ def test_overlapping_scenes_and_tiles_collapse_to_one_site_each(indexed):
     rng = np.random.default_rng(3)
     twin = vectors + 1e-3 * rng.standard_normal(vectors.shape).astype(np.float32)
     both_vec = np.concatenate([vectors, twin / np.linalg.norm(twin, axis=1, keepdims=True)])
-    positives = select_positives(both, read_deposits(run.deposits_csv, CRS), buffer_m=10.0)
+    deposits = read_deposits(run.deposits_csv, CRS)
+    positives = select_positives(both, deposits, buffer_m=10.0)
     hidden = set(_ids(table, run.hidden).tolist())
     n_hidden = len(hidden)
-    kwargs = dict(exclusion_m=1.5 * TILE_M, top=12)
+    kwargs = dict(deposits=deposits.geometry.to_numpy(), exclusion_m=1.5 * TILE_M, top=12)
     tiles = rank_analogues(both_vec, both, positives, site_overlap=None, **kwargs)
     sites = rank_analogues(both_vec, both, positives, **kwargs)
     # Every hidden analogue takes two places as tiles, one as a site.

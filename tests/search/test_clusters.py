@@ -15,6 +15,8 @@ from outcrop import OutcropError
 from outcrop.figures.cluster_maps import write_cluster_figures
 from outcrop.search.clusters import cluster_tiles, cut_hierarchy, spherical_kmeans, weighted_ward
 from outcrop.search.index import build_index
+from gdal_readback import gdal_bands
+from rio_cogeo.cogeo import cog_validate
 from synthetic_run import BANDS, SPECTRA, make_run
 
 faiss.omp_set_num_threads(1)
@@ -129,6 +131,31 @@ def test_cluster_tiles_writes_consistent_labels_summary_rasters_and_maps(tmp_pat
         assert (data[0] == 255).sum() == data[0].size - len(sub)
     assert (out / "dendrogram.png").stat().st_size > 1000
     assert (out / "exemplars.png").stat().st_size > 1000
+
+
+def test_every_level_is_a_raster_whose_classes_gdal_names(tmp_path):
+    _, out = _cluster_run(tmp_path)
+    labels = gpd.read_parquet(out / "tiles.parquet")
+    for scene in ("a", "b"):
+        with rasterio.open(out / "rasters" / f"{scene}.tif") as finest:
+            k8 = finest.read(1)
+        for level in ("k4", "k8", "h2", "h3"):
+            path = out / "rasters" / level / f"{scene}.tif"
+            valid, errors, _ = cog_validate(path, strict=True, quiet=True)
+            assert valid and not errors, (path, errors)
+            with rasterio.open(path) as src:
+                data = src.read(1)
+                assert src.descriptions == (level,) and src.tags()["level"] == level
+                assert src.colormap(1)[0][3] == 255
+            assert ((data == 255) == (k8 == 255)).all()
+            assert set(np.unique(data[data != 255])) == set(labels.loc[labels.scene == scene, level])
+            (band,) = gdal_bands(path)
+            n = int(level[1:])
+            assert band["categories"][:n] == [f"cluster {i}" for i in range(n)]
+            assert [r[:2] for r in band["rat_rows"]] == [[str(i), f"cluster {i}"] for i in range(n)]
+            # The attribute table carries the colour table's colours (QGIS draws the legend from it).
+            assert [c for c, _ in band["rat_columns"]] == ["value", "class", "red", "green", "blue", "alpha"]
+        assert gdal_bands(out / "rasters" / f"{scene}.tif")[0]["categories"][7] == "cluster 7"
 
 
 def test_exemplars_are_the_tiles_nearest_each_centre():

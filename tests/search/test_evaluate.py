@@ -58,7 +58,8 @@ def test_deposit_recall_counts_tiles_covering_hidden_patches():
     centres = table.geometry.centroid
     hidden = gpd.GeoDataFrame(geometry=[centres[t].buffer(300) for t in hidden_tiles] +
                               [shapely.Point(-50_000, -50_000).buffer(300)], crs=table.crs)
-    recall = deposit_recall(vectors, table, [np.array([0])], hidden, exclusion_m=1500, ks=[2, 10])
+    recall = deposit_recall(vectors, table, [np.array([0])], hidden, known=[centres[0]], exclusion_m=1500,
+                            ks=[2, 10])
     # Two of three hidden patches are found in the first two places; the third is nowhere.
     assert recall["set"]["recall@2"] == pytest.approx(2 / 3)
     assert recall["combined"]["recall@10"] == pytest.approx(2 / 3)
@@ -77,7 +78,7 @@ def test_deposit_recall_over_sites_does_not_count_a_duplicate_twice():
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     centres = table.geometry.centroid
     hidden = gpd.GeoDataFrame(geometry=[centres[t].buffer(300) for t in (50, 100)], crs=table.crs)
-    args = dict(exclusion_m=1500, ks=[2])
+    args = dict(known=[centres[0]], exclusion_m=1500, ks=[2])
     tiles = deposit_recall(vectors, table, [np.array([0])], hidden, **args)
     sites = deposit_recall(vectors, table, [np.array([0])], hidden, site_overlap=0.25, **args)
     # As tiles, the twin takes second place; as sites, the second place goes to the other patch.

@@ -25,7 +25,7 @@ SCENES = [f"demo_{i}" for i in range(1, TINY_CONFIG["demo"]["scenes"] + 1)]
 TRAIN = SCENES[: TINY_CONFIG["demo"]["train_scenes"]]
 INDEX_ONLY = SCENES[len(TRAIN):]
 # Whole-run jobs that any change of the indexed tiles must rerun (others may follow them).
-WHOLE_RUN = ("index", "clusters", "analogues", "evaluate", "report", "all")
+WHOLE_RUN = ("index", "clusters", "analogues", "evaluate", "quality", "report", "all")
 # Per-scene jobs upstream of the encoder and the index.
 PER_SCENE_UPSTREAM = ("demo_scene", "prepare", "tiles")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from outcrop.figures.report import run_info
@@ -28,6 +29,7 @@ def test_run_without_deposits_builds_its_job_graph(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rule analogues:" not in proc.stdout and "analogues_skipped" in proc.stdout
     assert "rule webmap" in proc.stdout and "rule report" in proc.stdout
+    assert "rule quality:" in proc.stdout and "rule evaluate:" not in proc.stdout
 
 
 def test_run_without_deposits_maps_and_says_so(tmp_path):
@@ -40,3 +42,8 @@ def test_run_without_deposits_maps_and_says_so(tmp_path):
     assert not (results / "analogues" / "similarity").exists()
     assert "no deposits given" in (results / "summary.html").read_text()
     assert "no deposits given" in run_info(results)
+    # Quality is scored without deposits too: leave-one-out is not applicable, re-identification runs.
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["leave_one_out"]["skipped"].startswith("not applicable: no deposits given")
+    assert "rock_unit_tiles" not in metrics and "seconds" in metrics["reidentification"]
+    assert "not applicable: no deposits given" in (results / "summary.html").read_text()

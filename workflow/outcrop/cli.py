@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -202,8 +203,14 @@ def cmd_stac_search(args: argparse.Namespace) -> None:
         bbox = [float(v) for v in args.bbox.split(",")] if args.bbox else None
     except ValueError:
         raise OutcropError(f"--bbox {args.bbox!r}: expected four numbers west,south,east,north") from None
+    headers = {}
+    for text in args.header or []:
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip() or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name.strip()):
+            raise OutcropError(f"--header {text!r}: expected 'Name: value'")
+        headers[name.strip()] = value.strip()
     rows = expand_stac(args.source, collection=args.collection or None, bbox=bbox, datetime=args.datetime or None,
-                       max_cloud=args.max_cloud, role=args.role, limit=args.limit)
+                       max_cloud=args.max_cloud, role=args.role, limit=args.limit, headers=headers)
     added = write_scene_sheet(rows, args.out, append=args.append)
     _log(f"stac-search: {len(rows)} item(s) found, {added} new scene(s) written to {args.out}")
 
@@ -221,6 +228,9 @@ def _stac_search_parser(sub: Any) -> None:
     p.add_argument("--max-cloud", type=non_negative_float, default=None, help="largest eo:cloud_cover in percent")
     p.add_argument("--role", default="index", choices=["train", "index"])
     p.add_argument("--limit", type=positive_int, default=100, help="items per page of an API search")
+    p.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                   help="HTTP header sent with every request, for catalogs that need a token "
+                        "(e.g. --header 'Authorization: Bearer ...'); repeat for more")
 
 
 def _thresholds(items: Sequence[str] | None, cls: Any) -> Any:
@@ -482,7 +492,7 @@ def _evaluate_parser(sub: Any) -> None:
              "--index-table results/index/tiles.parquet --embeddings results/embeddings/demo_{1,2}.npy "
              "--tiles results/tiles/demo_{1,2}.npy --truth results/demo/truth/demo_{1,2}_units.tif "
              "--model results/model/encoder.pt --labels results/clusters/labels.parquet --truth-deposits "
-             "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/metrics.json")
+             "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/demo/scores.json")
     p.add_argument("--scenes", nargs="+", required=True)
     for name, what in (("--embeddings", "embeddings"), ("--tiles", "tile arrays"), ("--truth", "planted rock units")):
         p.add_argument(name, nargs="+", required=True, help=f"{what}, one file per scene in the order of --scenes")
@@ -501,6 +511,45 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=default("clusters.seed"), help="k-means seed; also seeds the random-encoder baseline")
 
 
+def cmd_quality(args: argparse.Namespace) -> None:
+    from outcrop.search.quality import quality_run
+
+    _limit(args)
+    quality_run(args.scenes, Path(args.out), index=Path(args.index), index_table=Path(args.index_table),
+                embeddings=[Path(p) for p in args.embeddings], tiles=[Path(p) for p in args.tiles],
+                prepared=[Path(p) for p in args.prepared], model=Path(args.model),
+                deposits=Path(args.deposits) if args.deposits else None,
+                buffer_m=args.buffer_m, exclusion_km=args.exclusion_km, site_overlap=_site_overlap(args.site_overlap),
+                recall_k=args.recall_k, stride=args.stride, min_valid=args.min_valid, seed=args.seed,
+                demo_scores=Path(args.demo_scores) if args.demo_scores else None, log=_log)
+
+
+def _quality_parser(sub: Any) -> None:
+    p = _add(sub, "quality", cmd_quality, "score any run without labels: leave-one-deposit-out and cross-scene "
+             "re-identification, beside the baselines",
+             "outcrop quality --scenes s1 s2 --index results/index/tiles.faiss --index-table results/index/tiles.parquet "
+             "--embeddings results/embeddings/s{1,2}.npy --tiles results/tiles/s{1,2}.npy "
+             "--prepared results/prepared/s{1,2}.tif --model results/model/encoder.pt --deposits deposits.gpkg "
+             "--out results/metrics.json")
+    p.add_argument("--scenes", nargs="+", required=True)
+    for name, what in (("--embeddings", "embeddings"), ("--tiles", "tile arrays"), ("--prepared", "prepared scenes")):
+        p.add_argument(name, nargs="+", required=True, help=f"{what}, one file per scene in the order of --scenes")
+    p.add_argument("--index", required=True)
+    p.add_argument("--index-table", required=True)
+    p.add_argument("--model", required=True, help="trained encoder (embeds the re-identification queries)")
+    p.add_argument("--deposits", default="", help="known deposits (leave-one-out needs three or more)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
+    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
+    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
+    p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
+    p.add_argument("--stride", type=positive_int, default=default("tiles.stride"),
+                   help="the run's tile stride; re-identification queries are cut half a stride off its grid")
+    p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
+    p.add_argument("--seed", type=int, default=default("clusters.seed"), help="seeds the random-encoder baseline and the query sample")
+    p.add_argument("--demo-scores", default="", help="the demo's truth-based scores (outcrop evaluate), merged in")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from outcrop.figures.report import write_summary
 
@@ -510,7 +559,11 @@ def cmd_report(args: argparse.Namespace) -> None:
                   index_info=Path(args.index_info), analogues=Path(args.analogues) if args.analogues else None,
                   skipped=Path(args.analogues_skipped) if args.analogues_skipped else None,
                   grid=Path(args.grid) if args.grid else None,
-                  metrics=Path(args.metrics) if args.metrics else None, log=_log)
+                  metrics=Path(args.metrics) if args.metrics else None,
+                  webmap=Path(args.webmap) if args.webmap else None,
+                  snakemake_report=Path(args.snakemake_report) if args.snakemake_report else None,
+                  cluster_table=Path(args.cluster_table) if args.cluster_table else None,
+                  analogue_maps=[Path(p) for p in args.analogue_maps], log=_log)
 
 
 def _report_parser(sub: Any) -> None:
@@ -519,7 +572,7 @@ def _report_parser(sub: Any) -> None:
              "--prepared results/prepared/demo_{1,2}.tif --cluster-maps results/clusters/maps/demo_{1,2}.png "
              "--training-curve results/model/training_curve.png --dendrogram results/clusters/dendrogram.png "
              "--analogues results/analogues/analogues.csv --grid results/grid.json --index-info "
-             "results/index/info.json --metrics results/metrics.json --out results/summary.html", False)
+             "results/index/info.json --metrics results/metrics.json --webmap results/map.html --out results/summary.html", False)
     p.add_argument("--scenes", nargs="+", required=True)
     for name in ("--tile-tables", "--prepared", "--cluster-maps"):
         p.add_argument(name, nargs="+", required=True, help="one file per scene, in the order of --scenes")
@@ -528,16 +581,21 @@ def _report_parser(sub: Any) -> None:
     p.add_argument("--analogues", default="", help="the ranked analogues (analogues.csv), when deposits were given")
     p.add_argument("--analogues-skipped", default="", help="why no analogues were ranked (analogues/skipped.txt)")
     p.add_argument("--grid", default="", help="the run grid (grid.json)")
-    p.add_argument("--metrics", default="", help="the demo's scores (metrics.json), when there are any")
+    p.add_argument("--metrics", default="", help="the run's quality scores (metrics.json, with the demo's scores merged in)")
+    p.add_argument("--webmap", default="", help="the interactive map (map.html), linked from the page")
+    p.add_argument("--snakemake-report", default="", help="where `snakemake --report` writes, linked from the page")
+    p.add_argument("--cluster-table", default="", help="the cluster table (clusters/summary.html), linked from the page")
+    p.add_argument("--analogue-maps", nargs="*", default=[],
+                   help="the analogue map of each scene, in the order of --scenes, linked from the page")
 
 
 def cmd_query(args: argparse.Namespace) -> None:
-    from outcrop.search.query import format_table, query_columns
+    from outcrop.search.query import FORMATS, query_columns
 
     _limit(args)
     columns = query_columns(Path(args.results), lon=args.lon, lat=args.lat, tile=args.tile,
                             geometry=Path(args.geometry) if args.geometry else None, top=args.top)
-    print(format_table(columns))
+    print(FORMATS[args.format](columns))
 
 
 def _query_parser(sub: Any) -> None:
@@ -549,6 +607,8 @@ def _query_parser(sub: Any) -> None:
     p.add_argument("--tile", help="SCENE:TILE_ID")
     p.add_argument("--geometry", help="polygon file")
     p.add_argument("--top", type=positive_int, default=10)
+    p.add_argument("--format", choices=("table", "csv", "geojson"), default="table",
+                   help="plain-text table (default), CSV, or GeoJSON points at the tile centres")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -637,7 +697,8 @@ def cmd_analogue_maps(args: argparse.Namespace) -> None:
     from outcrop.figures.analogue_maps import write_analogue_maps
 
     write_analogue_maps([Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),
-                        Path(args.out_dir), label_top=args.label_top, log=_log)
+                        Path(args.out_dir), label_top=args.label_top,
+                        prepared_paths=[Path(p) for p in args.prepared] if args.prepared else None, log=_log)
 
 
 def _analogue_maps_parser(sub: Any) -> None:
@@ -651,6 +712,8 @@ def _analogue_maps_parser(sub: Any) -> None:
     p.add_argument("--deposits", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--label-top", type=non_negative_int, default=10, help="analogues numbered on the maps")
+    p.add_argument("--prepared", nargs="+", help="prepared scenes, one per similarity raster in the same order: "
+                   "similarity over open water is left out of the maps")
 
 
 def cmd_webmap(args: argparse.Namespace) -> None:
@@ -713,6 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cluster_parser,
         _analogues_parser,
         _evaluate_parser,
+        _quality_parser,
         _report_parser,
         _query_parser,
         _info_parser,

@@ -12,13 +12,14 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from xml.sax.saxutils import escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 # Prepared scenes store reflectance as scaled uint16 (half the size of float32) with 0 as nodata.
 PREPARED_SCALE = 1e-4
@@ -119,7 +120,13 @@ def load_npy(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:
 
 
 def write_geodataframe(path: str | os.PathLike[str], gdf: Any, layer: str | None = None) -> None:
-    """Write a GeoDataFrame as GeoParquet (``.parquet``) or GeoPackage (``.gpkg``), atomically."""
+    """Write a GeoDataFrame as GeoParquet (``.parquet``) or GeoPackage (``.gpkg``), atomically.
+
+    A GeoPackage carries its layer's description and every field's plain name and description
+    (:mod:`outcrop.fields`), which QGIS shows as layer abstract, field aliases and comments.
+    """
+    from outcrop.fields import LAYERS
+
     path = Path(path)
     if gdf.crs is None:
         raise OutcropError(f"{path}: refusing to write a table without a CRS")
@@ -127,9 +134,44 @@ def write_geodataframe(path: str | os.PathLike[str], gdf: Any, layer: str | None
         if path.suffix == ".parquet":
             gdf.to_parquet(tmp, index=False)
         elif path.suffix == ".gpkg":
-            gdf.to_file(tmp, driver="GPKG", layer=layer or path.stem, engine="pyogrio")
+            name = layer or path.stem
+            options = {"DESCRIPTION": LAYERS[name]} if name in LAYERS else {}
+            gdf.to_file(tmp, driver="GPKG", layer=name, engine="pyogrio", layer_options=options)
+            describe_gpkg_fields(tmp, name, [c for c in gdf.columns if c != gdf.geometry.name])
         else:
             raise ValueError(f"{path}: unsupported vector format")
+
+
+def describe_gpkg_fields(path: str | os.PathLike[str], layer: str, columns: Sequence[str]) -> None:
+    """Record the plain name and description of ``columns`` of ``layer`` in the GeoPackage's
+    ``gpkg_data_columns`` table (the GeoPackage schema extension), which GDAL reads as field
+    alternative names and comments. Columns without an entry in :mod:`outcrop.fields` are left as
+    they are."""
+    import sqlite3
+
+    from outcrop.fields import field_info
+
+    rows = [(layer, c, *info) for c in columns if (info := field_info(str(c))) is not None]
+    con = sqlite3.connect(os.fspath(path))
+    try:
+        with con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS gpkg_data_columns (table_name TEXT NOT NULL, column_name TEXT NOT NULL, "
+                "name TEXT, title TEXT, description TEXT, mime_type TEXT, constraint_name TEXT, "
+                "CONSTRAINT pk_gdc PRIMARY KEY (table_name, column_name), "
+                "CONSTRAINT gdc_tn UNIQUE (table_name, name))")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT, "
+                "extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL, "
+                "CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))")
+            for table in ("gpkg_data_columns", "gpkg_data_column_constraints"):
+                con.execute("INSERT OR IGNORE INTO gpkg_extensions VALUES (?, NULL, 'gpkg_schema', "
+                            "'http://www.geopackage.org/spec121/#extension_schema', 'read-write')", (table,))
+            con.executemany("INSERT OR REPLACE INTO gpkg_data_columns (table_name, column_name, name, title, "
+                            "description) VALUES (?, ?, ?, ?, ?)",
+                            [(t, c, n, n, d) for t, c, n, d in rows])
+    finally:
+        con.close()
 
 
 def read_geoparquet(path: str | os.PathLike[str]) -> Any:
@@ -153,17 +195,20 @@ def write_cog(
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
     resampling: str = "nearest",
     compression: dict[str, Any] | None = None,
+    categories: Mapping[int, Mapping[int, str]] | None = None,
 ) -> None:
     """Write a (bands, rows, cols) array as a Cloud-Optimized GeoTIFF with overviews, atomically.
 
     ``profile`` needs crs, transform and nodata; dtype and shape come from the array.
     ``compression`` replaces the default DEFLATE creation options (for example ZSTD, see
-    :data:`PREPARED_COMPRESSION`).
+    :data:`PREPARED_COMPRESSION`). ``categories`` names the classes of band (1-based) values, see
+    :func:`write_categories`.
     """
     if array.ndim == 2:
         array = array[None]
     with cog_writer(path, profile, array.shape, array.dtype, band_names=band_names, tags=tags,
-                    colormap=colormap, resampling=resampling, compression=compression) as dst:
+                    colormap=colormap, resampling=resampling, compression=compression,
+                    categories=categories) as dst:
         dst.write(array)
 
 
@@ -178,12 +223,17 @@ def cog_writer(
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
     resampling: str = "nearest",
     compression: dict[str, Any] | None = None,
+    categories: Mapping[int, Mapping[int, str]] | None = None,
+    scales: Sequence[float] | None = None,
+    offsets: Sequence[float] | None = None,
 ) -> Iterator[Any]:
     """Yield an open tiled GeoTIFF of ``shape`` (bands, rows, cols) to write in windows; on exit,
     build its overviews and copy it into place as a COG, atomically.
 
     Why windows: a scene need not fit in memory to be written; GDAL builds the overviews and the
-    COG block by block from the staged file.
+    COG block by block from the staged file. ``scales``/``offsets`` (one per band) are written as
+    GDAL band scale and offset, so that GIS tools and xarray show physical values, not raw counts;
+    ``categories`` are written beside the COG (:func:`write_categories`).
     """
     import rasterio
     from rasterio.enums import Resampling
@@ -217,14 +267,94 @@ def cog_writer(
                     dst.update_tags(**{k: str(v) for k, v in tags.items()})
                 if colormap is not None:
                     dst.write_colormap(1, colormap)
+                if scales is not None:
+                    dst.scales = tuple(float(v) for v in scales)
+                if offsets is not None:
+                    dst.offsets = tuple(float(v) for v in offsets)
                 factors = [f for f in (2, 4, 8, 16, 32) if min(height, width) // f >= 64]
                 if factors:
                     dst.build_overviews(factors, getattr(Resampling, resampling))
             rio_copy(staging, tmp, driver="COG", overview_resampling=resampling, blocksize=256,
                      BIGTIFF="IF_SAFER", **(compression or {"compress": "DEFLATE"}))
+            if categories:
+                write_categories(path, categories, colormap)
         finally:
             if staging.exists():
                 staging.unlink()
+
+
+# GDAL raster attribute table codes (gdal.h: GDALRATFieldType, GDALRATFieldUsage).
+_RAT_INTEGER, _RAT_STRING = 0, 2
+_RAT_MINMAX, _RAT_NAME, _RAT_RED, _RAT_GREEN, _RAT_BLUE, _RAT_ALPHA = 5, 2, 6, 7, 8, 9
+
+
+def categories_xml(categories: Mapping[int, Mapping[int, str]],
+                   colormap: Mapping[int, tuple[int, int, int, int]] | None = None) -> str:
+    """GDAL's PAM XML that names the classes of each band: category names and a thematic raster
+    attribute table (value, class, and the colour where ``colormap`` gives one, for band 1).
+
+    Why both: GDAL's API and older QGIS read category names; QGIS 3.30+ reads the attribute table
+    and labels the paletted legend with it ("rock", "cluster 7" instead of 1 and 7). A GeoTIFF
+    cannot hold either, so GDAL keeps them in the ``.aux.xml`` beside the file.
+    """
+    parts = ["<PAMDataset>"]
+    for band, names in sorted(categories.items()):
+        values = sorted(int(v) for v in names)
+        if values and values[0] < 0:
+            raise ValueError("category values must be non-negative")
+        listed = [""] * (values[-1] + 1 if values else 0)
+        for v in values:
+            listed[v] = str(names[v])
+        coloured = colormap is not None and band == 1
+        fields = [("value", _RAT_INTEGER, _RAT_MINMAX), ("class", _RAT_STRING, _RAT_NAME)]
+        if coloured:
+            fields += [(c, _RAT_INTEGER, u) for c, u in
+                       (("red", _RAT_RED), ("green", _RAT_GREEN), ("blue", _RAT_BLUE), ("alpha", _RAT_ALPHA))]
+        parts.append(f'  <PAMRasterBand band="{int(band)}">')
+        parts.append("    <CategoryNames>")
+        parts += [f"      <Category>{escape(n)}</Category>" for n in listed]
+        parts.append("    </CategoryNames>")
+        parts.append('    <GDALRasterAttributeTable tableType="thematic">')
+        for i, (name, kind, usage) in enumerate(fields):
+            parts.append(f'      <FieldDefn index="{i}"><Name>{name}</Name><Type>{kind}</Type>'
+                         f"<Usage>{usage}</Usage></FieldDefn>")
+        for row, v in enumerate(values):
+            cells = [str(v), escape(str(names[v]))]
+            if coloured:
+                cells += [str(int(c)) for c in colormap.get(v, (0, 0, 0, 0))]  # type: ignore[union-attr]
+            parts.append(f'      <Row index="{row}">' + "".join(f"<F>{c}</F>" for c in cells) + "</Row>")
+        parts.append("    </GDALRasterAttributeTable>")
+        parts.append("  </PAMRasterBand>")
+    parts.append("</PAMDataset>")
+    return "\n".join(parts) + "\n"
+
+
+def write_categories(path: str | os.PathLike[str], categories: Mapping[int, Mapping[int, str]],
+                     colormap: Mapping[int, tuple[int, int, int, int]] | None = None) -> None:
+    """Write ``path``.aux.xml naming the classes of the raster at ``path`` (see :func:`categories_xml`)."""
+    sidecar = Path(os.fspath(path) + ".aux.xml")
+    with atomic_path(sidecar) as tmp:
+        tmp.write_text(categories_xml(categories, colormap))
+
+
+def read_categories(path: str | os.PathLike[str]) -> dict[int, dict[int, str]]:
+    """Class names per band (1-based) from the ``.aux.xml`` beside a raster ({} where none)."""
+    import xml.etree.ElementTree as ET
+
+    sidecar = Path(os.fspath(path) + ".aux.xml")
+    if not sidecar.is_file():
+        return {}
+    try:
+        root = ET.parse(sidecar).getroot()
+    except ET.ParseError as exc:
+        raise OutcropError(f"{sidecar}: not readable XML ({exc})") from None
+    out: dict[int, dict[int, str]] = {}
+    for band in root.iter("PAMRasterBand"):
+        names = [c.text or "" for c in band.iter("Category")]
+        named = {i: n for i, n in enumerate(names) if n}
+        if named:
+            out[int(band.get("band", "1"))] = named
+    return out
 
 
 def encode_reflectance(reflectance: np.ndarray) -> np.ndarray:
@@ -257,9 +387,10 @@ def write_prepared(
     transform: Any,
     band_names: Sequence[str],
     tags: dict[str, Any] | None = None,
+    mask_classes: Mapping[int, str] | None = None,
 ) -> None:
     """Write a prepared scene: C reflectance bands (scaled uint16) then one mask band."""
-    with prepared_writer(path, crs, transform, band_names, mask.shape, tags) as write:
+    with prepared_writer(path, crs, transform, band_names, mask.shape, tags, mask_classes) as write:
         write(0, 0, reflectance, mask)
 
 
@@ -271,9 +402,14 @@ def prepared_writer(
     band_names: Sequence[str],
     shape: tuple[int, int],
     tags: dict[str, Any] | None = None,
+    mask_classes: Mapping[int, str] | None = None,
 ) -> Iterator[Callable[[int, int, np.ndarray, np.ndarray], None]]:
     """Yield ``write(row, col, reflectance, mask)`` that stores one window of a prepared scene;
-    the COG is built and moved into place when the block ends without error (nothing otherwise)."""
+    the COG is built and moved into place when the block ends without error (nothing otherwise).
+
+    The reflectance bands carry GDAL scale and offset and their canonical name as description,
+    the mask band its class names (``mask_classes``), so that a GIS shows what each value means.
+    """
     from rasterio.windows import Window
 
     all_tags = {"bands": ",".join(band_names), "scale": PREPARED_SCALE, "offset": PREPARED_OFFSET}
@@ -281,7 +417,9 @@ def prepared_writer(
     count = len(band_names) + 1
     with cog_writer(path, {"crs": crs, "transform": transform, "nodata": PREPARED_NODATA},
                     (count, *shape), np.uint16, band_names=[*band_names, "mask"], tags=all_tags,
-                    compression=PREPARED_COMPRESSION) as dst:
+                    compression=PREPARED_COMPRESSION,
+                    scales=[PREPARED_SCALE] * (count - 1) + [1.0], offsets=[PREPARED_OFFSET] * (count - 1) + [0.0],
+                    categories={count: mask_classes} if mask_classes else None) as dst:
 
         def write(row: int, col: int, reflectance: np.ndarray, mask: np.ndarray) -> None:
             window = Window(col, row, mask.shape[1], mask.shape[0])

@@ -43,6 +43,11 @@ class Layout:
     def demo_hidden_deposits(self) -> str:
         return self.at("demo", "hidden_deposits.gpkg")
 
+    @property
+    def demo_scores(self) -> str:
+        """The demo's truth-based scores (``outcrop evaluate``), merged into ``metrics.json``."""
+        return self.at("demo", "scores.json")
+
     # --- the run grid -----------------------------------------------------------------------------
     @property
     def grid(self) -> str:
@@ -52,6 +57,10 @@ class Layout:
     # --- per-scene stages -------------------------------------------------------------------------
     def prepared(self, scene: str = SCENE) -> str:
         return self.at("prepared", f"{scene}.tif")
+
+    def prepared_classes(self, scene: str = SCENE) -> str:
+        """The mask band's class names (a GDAL ``.aux.xml`` sidecar, where GDAL and QGIS look)."""
+        return f"{self.prepared(scene)}.aux.xml"
 
     def tiles(self, scene: str = SCENE) -> str:
         return self.at("tiles", f"{scene}.npy")
@@ -152,10 +161,23 @@ class Layout:
     def cluster_map(self, scene: str = SCENE) -> str:
         return f"{self.cluster_maps}/{scene}.png"
 
+    def cluster_raster(self, scene: str = SCENE) -> str:
+        """The label raster of the largest k (what the web map shows), inside :attr:`cluster_rasters`."""
+        return f"{self.cluster_rasters}/{scene}.tif"
+
+    def similarity_raster(self, scene: str = SCENE) -> str:
+        """Best cosine to the deposits per tile cell, inside :attr:`similarity`."""
+        return f"{self.similarity}/{scene}.tif"
+
     @property
     def cluster_rasters(self) -> str:
-        """Folder of ``{scene}.tif``, one cluster raster per scene."""
+        """Folder of ``{scene}.tif``, one cluster raster per scene (the largest k), and of
+        ``{level}/{scene}.tif``, one per level."""
         return self.at("clusters", "rasters")
+
+    def cluster_level_raster(self, level: str, scene: str = SCENE) -> str:
+        """The label raster of one level (``k12``, ``h6``) of one scene, inside :attr:`cluster_rasters`."""
+        return f"{self.cluster_rasters}/{level}/{scene}.tif"
 
     @property
     def cluster_state(self) -> str:
@@ -196,7 +218,13 @@ class Layout:
         return self.at("map.html")
 
     @property
+    def snakemake_report(self) -> str:
+        """Where ``snakemake --report`` is asked to write (no rule's output; the summary links to it)."""
+        return self.at("report.html")
+
+    @property
     def metrics(self) -> str:
+        """Every run's label-free quality (``outcrop quality``), with the demo's scores merged in."""
         return self.at("metrics.json")
 
     # --- logs -------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-# Analogues: tiles most like the known deposits, away from them; and the demo's honest scores.
+# Analogues: tiles most like the known deposits, away from them; label-free quality of every run;
+# and the demo's truth-based scores.
 
 
 rule analogues:
@@ -70,7 +71,7 @@ rule evaluate:
         hidden=L.demo_hidden_deposits,
         model=L.model,
     output:
-        report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="demo scores"),
+        L.demo_scores,
     params:
         scenes=SCENES,
         labels=lambda wc, input: optional("--labels", input.clusters),
@@ -95,3 +96,45 @@ rule evaluate:
         " --truth-deposits {input.hidden:q}"
         " --deposits {input.deposits:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --recall-k {params.recall_k:q} --site-overlap {params.site_overlap:q} --seed {params.seed:q} --model {input.model:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+
+
+rule quality:
+    input:
+        index=L.index,
+        index_table=L.index_table,
+        embeddings=per_scene(L.embeddings),
+        tiles=per_scene(L.tiles),
+        prepared=per_scene(L.prepared),
+        model=L.model,
+        deposits=DEPOSITS or [],
+        demo_scores=[L.demo_scores] if DEMO else [],
+    output:
+        report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="quality"),
+    params:
+        scenes=SCENES,
+        deposits=lambda wc, input: optional("--deposits", input.deposits),
+        demo_scores=lambda wc, input: optional("--demo-scores", input.demo_scores),
+        buffer_m=config["analogues"]["buffer_m"],
+        exclusion_km=config["analogues"]["exclusion_km"],
+        site_overlap=config["analogues"]["site_overlap"],
+        recall_k=config["evaluate"]["recall_k"],
+        stride=config["tiles"]["stride"],
+        min_valid=config["tiles"]["min_valid"],
+        seed=config["clusters"]["seed"],
+    log:
+        L.log("quality"),
+    benchmark:
+        L.benchmark("quality")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/faiss.yaml"
+    shell:
+        "python -m outcrop quality --scenes {params.scenes:q} --index {input.index:q} --index-table {input.index_table:q}"
+        " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --prepared {input.prepared:q} --model {input.model:q}"
+        " {params.deposits:q} {params.demo_scores:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
+        " --site-overlap {params.site_overlap:q} --recall-k {params.recall_k:q} --stride {params.stride:q}"
+        " --min-valid {params.min_valid:q} --seed {params.seed:q} --threads {threads}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -104,8 +104,7 @@ def final_outputs():
     outputs.append(L.cluster_maps)
     outputs += report_outputs()
     outputs += kept_intermediates()
-    if DEMO:
-        outputs.append(L.metrics)
+    outputs.append(L.metrics)
     return outputs
 
 

@@ -97,6 +97,7 @@ rule cluster_table:
 rule analogue_maps:
     input:
         similarity=L.similarity,
+        prepared=per_scene(L.prepared),
         analogues=L.analogues_gpkg,
         deposits=DEPOSITS or [],
     output:
@@ -121,7 +122,7 @@ rule analogue_maps:
         "../../envs/report.yaml"
     shell:
         "python -m outcrop analogue-maps --similarity {params.similarity:q} --analogues {input.analogues:q}"
-        " --deposits {input.deposits:q} --out-dir {output.maps:q} > {log:q} 2>&1"
+        " --deposits {input.deposits:q} --prepared {input.prepared:q} --out-dir {output.maps:q} > {log:q} 2>&1"
 
 
 rule webmap:
@@ -165,9 +166,13 @@ rule report:
         skipped=ANALOGUES_SKIPPED,
         grid=GRID,
         index_info=L.index_info,
-        metrics=[L.metrics] if DEMO else [],
+        metrics=L.metrics,
         tile_tables=per_scene(L.tile_table),
         prepared=per_scene(L.prepared),
+        # The pages summary.html links to, so that its links never dangle.
+        webmap=L.webmap,
+        cluster_table=L.cluster_summary_html,
+        analogue_maps=[L.analogue_maps] if ANALOGUES else [],
     output:
         report(L.summary, caption="../report/summary.rst", category="Metrics", subcategory="run summary"),
     params:
@@ -176,6 +181,9 @@ rule report:
         metrics=lambda wc, input: optional("--metrics", input.metrics),
         analogues=lambda wc, input: optional("--analogues", input.analogues),
         skipped=lambda wc, input: optional("--analogues-skipped", input.skipped),
+        analogue_maps=lambda wc, input: ["--analogue-maps", *in_folder(input.analogue_maps[0], ".png")]
+        if input.analogue_maps else [],
+        snakemake_report=L.snakemake_report,
     log:
         L.log("report"),
     benchmark:
@@ -190,4 +198,5 @@ rule report:
         "python -m outcrop report --scenes {params.scenes:q} --tile-tables {input.tile_tables:q} --prepared {input.prepared:q}"
         " --cluster-maps {params.cluster_maps:q} --training-curve {input.curve:q} --dendrogram {input.dendrogram:q}"
         " {params.analogues:q} {params.skipped:q} --grid {input.grid:q} --index-info {input.index_info:q}"
-        " {params.metrics:q} --out {output:q} > {log:q} 2>&1"
+        " {params.metrics:q} --webmap {input.webmap:q} --cluster-table {input.cluster_table:q}"
+        " --snakemake-report {params.snakemake_report:q} {params.analogue_maps:q} --out {output:q} > {log:q} 2>&1"

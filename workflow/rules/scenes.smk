@@ -77,7 +77,9 @@ rule prepare:
         source=scene_source,
         grid=GRID,
     output:
-        L.prepared(),
+        tif=L.prepared(),
+        # The mask band's class names, beside the COG where GDAL and QGIS look for them.
+        classes=L.prepared_classes(),
     params:
         source=lambda wc: SCENE_ROWS[wc.scene]["source"],
         sensor=lambda wc: SCENE_ROWS[wc.scene]["sensor"],
@@ -105,4 +107,4 @@ rule prepare:
         "python -m outcrop prepare --source {params.source:q} --sensor {params.sensor:q} --scene {wildcards.scene:q}"
         " --bands {params.bands:q} --grid {input.grid:q}"
         " {params.product:q} {params.surfaces:q}"
-        " --threads {threads} --out {output:q} > {log:q} 2>&1"
+        " --threads {threads} --out {output.tif:q} > {log:q} 2>&1"

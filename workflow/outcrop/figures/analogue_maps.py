@@ -3,7 +3,10 @@
 The similarity raster (best cosine of each tile to the deposit queries) is drawn on a colour scale
 shared by all scenes, so that a bright scene is a scene with better analogues, not just a different
 stretch. Known deposits are red triangles (polygons outlined); analogues are white-edged circles,
-the best ``label_top`` of the run numbered by rank.
+the best ``label_top`` of the run numbered by rank. Given the prepared scenes, similarity is drawn
+only where the ground is not open water (by the dominant surface class of each similarity cell):
+a tile of sea can score high on a dark deposit, and it is not a place to look. Each map carries a
+graticule, north arrow, scale bar and its CRS (:mod:`outcrop.figures.map_furniture`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.figures.map_furniture import furnish, raster_extent
 from outcrop.io import atomic_path
+from outcrop.raster.surfaces import NODATA, WATER
 
 
 def read_similarity(path: Path) -> tuple[np.ndarray, Any, Any]:
@@ -28,6 +33,22 @@ def read_similarity(path: Path) -> tuple[np.ndarray, Any, Any]:
             return values, src.transform, src.crs
     except rasterio.errors.RasterioIOError as exc:
         raise OutcropError(f"{path}: cannot read similarity raster ({exc})") from None
+
+
+def land_cells(prepared: Path, shape: tuple[int, int], transform: Any, crs: Any) -> np.ndarray:
+    """True for the cells of a (rows, cols) grid whose dominant surface class in the prepared scene's
+    mask band is neither water nor nodata."""
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
+    dominant = np.full(shape, NODATA, dtype=np.uint8)
+    try:
+        with rasterio.open(prepared) as src:
+            reproject(rasterio.band(src, src.count), dominant, dst_transform=transform, dst_crs=crs,
+                      dst_nodata=NODATA, resampling=Resampling.mode)
+    except rasterio.errors.RasterioIOError as exc:
+        raise OutcropError(f"{prepared}: cannot read prepared scene ({exc})") from None
+    return (dominant != WATER) & (dominant != NODATA)
 
 
 def score_range(paths: Sequence[Path]) -> tuple[float, float]:
@@ -47,9 +68,11 @@ def write_analogue_maps(
     out_dir: Path,
     *,
     label_top: int = 10,
+    prepared_paths: Sequence[Path] | None = None,
     log: Callable[[str], Any] = print,
 ) -> None:
-    """Write ``out_dir/{scene}.png`` for each similarity raster."""
+    """Write ``out_dir/{scene}.png`` for each similarity raster; with ``prepared_paths`` (aligned
+    with ``similarity_paths``), similarity over open water is left out."""
     import geopandas as gpd
     import matplotlib
 
@@ -61,6 +84,9 @@ def write_analogue_maps(
 
     if not similarity_paths:
         raise OutcropError("analogue maps: no similarity rasters given")
+    if prepared_paths is not None and len(prepared_paths) != len(similarity_paths):
+        raise OutcropError(f"analogue maps: {len(prepared_paths)} prepared scenes given for "
+                           f"{len(similarity_paths)} similarity rasters; give one per scene, in the same order")
     _, _, crs = read_similarity(similarity_paths[0])
     try:
         analogues = gpd.read_file(analogues_path, engine="pyogrio").to_crs(crs)
@@ -68,15 +94,18 @@ def write_analogue_maps(
         raise OutcropError(f"{analogues_path}: not a readable analogues GeoPackage ({exc})") from None
     deposits = read_deposits(deposits_path, crs)
     lo, hi = score_range(similarity_paths)
-    for path in similarity_paths:
+    for i, path in enumerate(similarity_paths):
         scene = Path(path).stem
-        values, t, _ = read_similarity(path)
+        values, t, scene_crs = read_similarity(path)
         h, w = values.shape
-        extent = (t.c, t.c + t.a * w, t.f + t.e * h, t.f)
-        fig, ax = plt.subplots(figsize=(7.0, 6.0))
+        if prepared_paths is not None:
+            values[~land_cells(Path(prepared_paths[i]), (h, w), t, scene_crs)] = np.nan
+        extent = raster_extent(t, w, h)
+        fig, ax = plt.subplots(figsize=(8.0, 7.0))
+        ax.set_facecolor("#dfe7ee")  # left out (sea, nodata): a pale grey-blue, unlike any score
         im = ax.imshow(np.ma.masked_invalid(values), extent=extent, cmap="viridis", vmin=lo, vmax=hi,
                        interpolation="nearest")
-        fig.colorbar(im, ax=ax, shrink=0.8, label="cosine similarity to the known deposits")
+        fig.colorbar(im, ax=ax, shrink=0.8, pad=0.08, label="cosine similarity to the known deposits")
         here = analogues[analogues["scene"] == scene]
         centres = here.geometry.centroid
         ax.scatter(centres.x, centres.y, s=28, facecolor="none", edgecolor="white", linewidths=1.2, zorder=3)
@@ -90,16 +119,15 @@ def write_analogue_maps(
             else:
                 p = geom.centroid
                 ax.scatter([p.x], [p.y], marker="^", s=60, color="red", edgecolor="black", linewidths=0.6, zorder=5)
-        ax.set_xlim(extent[0], extent[1])
-        ax.set_ylim(extent[2], extent[3])
-        ax.ticklabel_format(useOffset=False, style="plain")
-        ax.tick_params(labelsize=6)
-        ax.set_title(f"{scene}: similarity, known deposits and top analogues ({len(here)} here)", fontsize=9)
+        furnish(ax, crs, extent)
+        note = ", open water left out" if prepared_paths is not None else ""
+        ax.set_title(f"{scene}: similarity, known deposits and top analogues ({len(here)} here{note})",
+                     fontsize=10, pad=14)
         ax.legend(handles=[
             Line2D([], [], marker="^", ls="", color="red", markeredgecolor="black", label="known deposit"),
             Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="0.3",
                    label=f"analogue (top {label_top} numbered)"),
-        ], fontsize=7, loc="lower left", framealpha=0.85)
+        ], fontsize=8, loc="lower right", framealpha=0.85)
         fig.tight_layout()
         with atomic_path(Path(out_dir) / f"{scene}.png") as tmp:
             fig.savefig(tmp, dpi=100)

@@ -3,19 +3,30 @@ cuts, and thumbnails of the tiles nearest each cluster centre.
 
 :func:`outcrop.search.clusters.cluster_tiles` clusters and writes the labels; this module only draws
 what it returns, so the search layer holds no plotting and a figure can be redrawn on its own.
+
+A scene's cluster map has a panel per level (each k and each hierarchy cut), each a map one can
+place (graticule, north arrow, scale bar, CRS; :mod:`outcrop.figures.map_furniture`) with its own
+legend, since colours identify clusters only within a level. Panels sit in a grid of at most three
+columns, so that a run with many levels gives a taller figure, not an unreadable strip.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from outcrop.figures.map_furniture import furnish, raster_extent
 from outcrop.io import atomic_path, load_npy
 from outcrop.search.clusters import Clustering, exemplars_by_similarity, label_nodata, palette, scene_label_rasters
 from outcrop.search.index import scene_of
+
+COLUMNS = 3
+PANEL_INCHES = 4.6
+DPI = 110
 
 
 def write_cluster_figures(clustering: Clustering, prepared_paths: Sequence[Path], tiles_paths: Sequence[Path],
@@ -27,8 +38,8 @@ def write_cluster_figures(clustering: Clustering, prepared_paths: Sequence[Path]
     names = list(clustering.levels)
     _, nodata = label_nodata(clustering)
     colours = palette(int(max(labels.max() for labels in clustering.levels.values())) + 1)
-    for scene, _grid, raster, transform in scene_label_rasters(clustering, prepared_paths):
-        _write_map(Path(maps_dir) / f"{scene}.png", scene, raster, transform, names, nodata, colours)
+    for scene, grid, raster, transform in scene_label_rasters(clustering, prepared_paths):
+        write_cluster_map(Path(maps_dir) / f"{scene}.png", scene, raster, transform, grid.crs, names, nodata, colours)
     if out_exemplars is not None:
         picks = exemplars_by_similarity(clustering.similarity, clustering.levels[clustering.finest],
                                         len(clustering.sizes))
@@ -105,9 +116,9 @@ def _write_dendrogram(path: Path, linkage: np.ndarray, sizes: np.ndarray, cuts: 
     plt.close(fig)
 
 
-def _write_map(path: Path, scene: str, raster: np.ndarray, transform: Any, names: list[str], nodata: int,
-               colours: np.ndarray) -> None:
-    """One panel per level, each with its own legend (colours identify clusters within a level)."""
+def write_cluster_map(path: Path, scene: str, raster: np.ndarray, transform: Any, crs: Any, names: list[str],
+                      nodata: int, colours: np.ndarray) -> None:
+    """Write the PNG of ``raster`` (levels, rows, cols) of labels, level ``names[i]`` in band i."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,23 +126,27 @@ def _write_map(path: Path, scene: str, raster: np.ndarray, transform: Any, names
     from matplotlib.patches import Patch
 
     height, width = raster.shape[1:]
-    extent = (transform.c, transform.c + transform.a * width, transform.f + transform.e * height, transform.f)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.6), squeeze=False)
-    for ax, name, band in zip(axes[0], names, raster):
+    extent = raster_extent(transform, width, height)
+    cols = min(COLUMNS, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * (PANEL_INCHES + 1.3), rows * (PANEL_INCHES + 0.7)),
+                             squeeze=False)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    for ax, name, band in zip(axes.ravel(), names, raster):
         rgba = np.zeros((height, width, 4), dtype=np.uint8)
         valid = band != nodata
         rgba[valid] = colours[band[valid]]
         ax.imshow(rgba, extent=extent, interpolation="nearest")
+        furnish(ax, crs, extent)
         present = np.unique(band[valid])
-        handles = [Patch(color=colours[c] / 255, label=str(c)) for c in present[:40]]
+        handles = [Patch(color=colours[c] / 255, label=f"cluster {c}") for c in present[:40]]
         if handles:
-            ax.legend(handles=handles, title=name, fontsize=6, title_fontsize=7, loc="upper left",
-                      bbox_to_anchor=(1.0, 1.0), ncol=1 + len(handles) // 20, frameon=False)
-        ax.set_title(f"{scene}: {name}" + ("" if valid.any() else " (no indexed tiles)"), fontsize=9)
-        ax.ticklabel_format(useOffset=False, style="plain")
-        ax.set_xlabel("x (m)", fontsize=7)
-        ax.tick_params(labelsize=6)
+            ax.legend(handles=handles, title=name, fontsize=8, title_fontsize=9, loc="upper left",
+                      bbox_to_anchor=(1.12, 1.0), ncol=1 + len(handles) // 16, frameon=False,
+                      handlelength=1.2, borderaxespad=0)
+        ax.set_title(f"{scene}: {name}" + ("" if valid.any() else " (no indexed tiles)"), fontsize=10, pad=14)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=DPI)
     plt.close(fig)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.figures.map_furniture import furnish, raster_extent
 from outcrop.io import PREPARED_NODATA, atomic_path, decode_reflectance, write_cog
 from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER
 
@@ -137,7 +138,8 @@ def write_quicklook(
 
 
 def _write_figure(path: Path, scene: str, rgb: np.ndarray, preview: dict[str, Any], aoi: Any | None) -> None:
-    """Two panels: the false colour and the surface mask, each with the AOI outline."""
+    """Two panels: the false colour and the surface mask, each with the AOI outline and the map
+    furniture (graticule, north arrow, scale bar, CRS)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,29 +149,25 @@ def _write_figure(path: Path, scene: str, rgb: np.ndarray, preview: dict[str, An
 
     h, w = rgb.shape[1:]
     t = preview["transform"]
-    extent = (t.c, t.c + t.a * w, t.f + t.e * h, t.f)
+    extent = raster_extent(t, w, h)
     rgba = np.concatenate([np.moveaxis(rgb, 0, -1), np.where(preview["valid"], 255, 0)[..., None]], -1).astype(np.uint8)
     mask_rgba = np.zeros((h, w, 4))
     for code, colour in SURFACE_PLOT_COLOURS.items():
         mask_rgba[preview["mask"] == code] = to_rgba(colour)
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 5.0))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 6.0))
     composite = composite_name(preview["bands"])
     for ax, image, title in ((axes[0], rgba, f"{scene}: {composite}"),
                              (axes[1], mask_rgba, f"{scene}: surface mask")):
         ax.imshow(image, extent=extent, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.ticklabel_format(useOffset=False, style="plain")
-        ax.tick_params(labelsize=6)
-        ax.set_xlabel("x (m)", fontsize=7)
+        ax.set_title(title, fontsize=10, pad=14)
         if aoi is not None:
             _outline(ax, aoi)
-            ax.set_xlim(extent[0], extent[1])
-            ax.set_ylim(extent[2], extent[3])
+        furnish(ax, preview["crs"], extent)
     present = [c for c in SURFACE_PLOT_COLOURS if (preview["mask"] == c).any()]
     handles = [Patch(color=SURFACE_PLOT_COLOURS[c], label=CLASS_NAMES[c].replace("_", "/")) for c in present]
     if aoi is not None:
         handles.append(Patch(facecolor="none", edgecolor="#ffd400", label="area of interest"))
-    axes[1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    axes[1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.12, 1.0), frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)

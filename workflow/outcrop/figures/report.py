@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from outcrop.io import atomic_path
-from outcrop.layout import Layout
+from outcrop.layout import Layout, in_folder
 
 
 def _img(path: Path, alt: str) -> str:
@@ -61,15 +63,50 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
             + _table(rows, columns))
 
 
+QUALITY_SETS = ("byol", "band_statistics", "raw_spectral", "random_encoder", "raw_pixels")
+
+
+def _quality_section(metrics: dict[str, Any]) -> str:
+    """Label-free quality (leave-one-deposit-out, cross-scene re-identification), one row per feature set."""
+    parts = ["<h2>Quality without labels</h2>"]
+    for key, title, cols in (("leave_one_out", "Leave-one-deposit-out", None),
+                             ("reidentification", "Cross-scene re-identification", ("top1", "top5"))):
+        block = metrics.get(key)
+        if not isinstance(block, dict):
+            continue
+        seconds = f" ({_fmt(block.get('seconds'))} s)"
+        if "skipped" in block:
+            parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>skipped: {_text(block['skipped'])}</p>")
+            continue
+        rows = []
+        for name in QUALITY_SETS:
+            scores = block.get(name)
+            if isinstance(scores, dict):
+                keys = cols or [k for k in scores if k.startswith("recall@")] + ["median_rank"]
+                rows.append({"features": name, **{k: scores.get(k) for k in keys}})
+        if key == "leave_one_out":
+            note = f"{_text(block.get('deposits'))} known deposits, each hidden in turn"
+        else:
+            note = (f"{_text(block.get('queries'))} query tiles cut {_text(block.get('offset_px'))} px off the run's grid, "
+                    "matched against an overlapping scene's tiles")
+        parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>{note}</p>"
+                     + _table(rows, list(rows[0]) if rows else []))
+    return "".join(parts)
+
+
 def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Path], prepared: Sequence[Path],
                   training_curve: Path, dendrogram: Path, cluster_maps: Sequence[Path], index_info: Path,
                   analogues: Path | None = None, skipped: Path | None = None, grid: Path | None = None,
-                  metrics: Path | None = None, log: Callable[[str], None] = print) -> None:
-    """Write the run's HTML summary: grid, model, index, clusters, analogues, and demo scores if present.
+                  metrics: Path | None = None, webmap: Path | None = None, snakemake_report: Path | None = None,
+                  cluster_table: Path | None = None, analogue_maps: Sequence[Path] = (),
+                  log: Callable[[str], None] = print) -> None:
+    """Write the run's HTML summary: grid, model, index, clusters, analogues, label-free quality, and demo scores if present.
 
     ``tile_tables``, ``prepared`` and ``cluster_maps`` list one file per scene, in the order of
     ``scenes``; a figure or table that is absent is left out of the page. A run without deposits
     gives ``skipped`` (analogues/skipped.txt) instead of ``analogues``, and the page says why.
+    ``webmap``, ``snakemake_report``, ``cluster_table`` and ``analogue_maps`` (one per scene) are
+    the pages the summary links to, relative to ``out``.
     """
     import pandas as pd
 
@@ -79,14 +116,19 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
         if len(files) != len(scenes):
             raise OutcropError(f"report: {len(files)} {name} for {len(scenes)} scene(s); "
                                "give one per scene, in the order of --scenes")
-    parts = ["<h1>outcrop run summary</h1>", f"<p>{len(scenes)} scenes: {html.escape(', '.join(scenes))}</p>"]
+    parts = ["<h1>outcrop run summary</h1>", f"<p>{len(scenes)} scenes: {html.escape(', '.join(scenes))}</p>",
+             _links_section(out, scenes, webmap=webmap, snakemake_report=snakemake_report,
+                            cluster_table=cluster_table, analogue_maps=analogue_maps)]
     empty = scenes_without_tiles(scenes, tile_tables, prepared)
     if empty:
         parts.append(f"<p><strong>{html.escape(_without_tiles_line(empty))}</strong></p>")
     if grid is not None:
         parts.append(_grid_html(Path(grid)))
     if metrics is not None and Path(metrics).exists():
-        parts.append(_metrics_section(json.loads(Path(metrics).read_text())))
+        scores = json.loads(Path(metrics).read_text())
+        parts.append(_quality_section(scores))
+        if "rock_unit_tiles" in scores:
+            parts.append(_metrics_section(scores))
     info_path = Path(index_info)
     if info_path.exists():
         info = json.loads(info_path.read_text())
@@ -120,7 +162,41 @@ def summary_of_run(results: Path, scenes: Sequence[str], out: Path, log: Callabl
                   prepared=[Path(run.prepared(s)) for s in scenes], training_curve=Path(run.training_curve_png),
                   dendrogram=Path(run.dendrogram), cluster_maps=[Path(run.cluster_map(s)) for s in scenes],
                   analogues=Path(run.analogues_csv), index_info=Path(run.index_info),
-                  metrics=metrics if metrics.exists() else None, log=log)
+                  metrics=metrics if metrics.exists() else None, webmap=Path(run.webmap),
+                  snakemake_report=Path(run.snakemake_report), cluster_table=Path(run.cluster_summary_html),
+                  analogue_maps=[Path(p) for p in in_folder(run.analogue_maps, scenes, ".png")], log=log)
+
+
+def _link(target: Path, out: Path, label: str, note: str = "") -> str:
+    """A relative link from the page at ``out`` to ``target``; names from the run are escaped in
+    both the URL and the text."""
+    rel = os.path.relpath(target, out.parent).replace(os.sep, "/")
+    href = html.escape(urllib.parse.quote(rel), quote=True)
+    return f'<li><a href="{href}">{html.escape(label)}</a>{html.escape(note)}</li>'
+
+
+def _links_section(out: Path, scenes: Sequence[str], *, webmap: Path | None, snakemake_report: Path | None,
+                   cluster_table: Path | None, analogue_maps: Sequence[Path]) -> str:
+    """Links to the run's other pages: the interactive map, the Snakemake report, the cluster table
+    and the analogue map of each scene (``analogue_maps``: one per scene, or none in a run without
+    deposits). Relative, so they work wherever the results folder goes (the figures above are
+    embedded; these pages are too large to embed)."""
+    items = []
+    if webmap is not None:
+        items.append(_link(Path(webmap), out, "Interactive map", f" ({_relative(webmap, out)})"))
+    if snakemake_report is not None:
+        items.append(_link(Path(snakemake_report), out, "Snakemake report",
+                           f" ({_relative(snakemake_report, out)}, written by: snakemake --report {snakemake_report})"))
+    if cluster_table is not None:
+        items.append(_link(Path(cluster_table), out, "Cluster table", f" ({_relative(cluster_table, out)})"))
+    items += [_link(Path(path), out, f"Analogue map of {scene}") for scene, path in zip(scenes, analogue_maps)]
+    if not items:
+        return ""
+    return "<h2>Pages of this run</h2><ul class='links'>" + "".join(items) + "</ul>"
+
+
+def _relative(target: Path | str, out: Path) -> str:
+    return os.path.relpath(target, Path(out).parent).replace(os.sep, "/")
 
 
 SURFACE_CLASSES = ("rock", "snow_ice", "water", "cloud")
@@ -304,6 +380,8 @@ def _scores_section(metrics: Path) -> list[str]:
     if not metrics.exists():
         return []
     summary = json.loads(metrics.read_text()).get("summary", {})
+    if not summary:  # an ordinary run: no demo truth
+        return []
     return ["scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                 for k, v in sorted(summary.items()))]
 

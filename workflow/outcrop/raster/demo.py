@@ -6,8 +6,10 @@ later without touching the others. The ground holds six rock units, two pairs of
 mean spectrum and the same texture amplitude (so per-band mean, spread and percentiles cannot tell
 them apart) and differ only in the spatial pattern of their texture: bedded versus massive
 sandstone, banded gneiss versus schist. Mineral-alteration patches (an iron-oxide/clay signature
-with a mottled texture) are planted on rock; about a third are published as known deposits and the
-rest kept as hidden truth that only the evaluation reads.
+with a mottled texture) are planted on rock; every third is published as a known deposit and the
+rest kept as hidden truth that only the evaluation reads. No hidden patch lies within
+KNOWN_CLEARANCE_M of a known one, so that the analogue search, which reports nothing within its
+exclusion radius of a known deposit, can reach every hidden patch.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ UNITS = [
 ALTERATION_CODE = len(UNITS) + 1  # truth code of alteration patches, after the rock units
 UNIT_CELL_M = 2000.0  # spacing of the Voronoi seeds that define rock-unit bodies
 PATCH_GRID_M = 2400.0  # spacing of candidate alteration-patch centres
+# Least distance between a hidden patch's centre and a known deposit: the default exclusion radius
+# (1 km, from the deposit's point) plus the largest patch radius and a margin of 720 m, so that a
+# default tile (960 m, stride 480 m) covering a good share of the patch lies outside that radius.
+KNOWN_CLEARANCE_M = 2200.0
 
 
 @dataclass(frozen=True)
@@ -139,16 +145,32 @@ def _unit_seeds(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Patch:
-    """A planted alteration patch: centre (map metres), radius (m) and id."""
+    """A planted alteration patch: centre (map metres), radius (m), id, and whether it is published."""
 
     pid: int
     x: float
     y: float
     radius: float
+    known: bool = False
 
 
 def planted_patches(layout: DemoLayout) -> list[Patch]:
-    """Every alteration patch of the (fixed, large) demo world, on land near the coast."""
+    """Every alteration patch of the (fixed, large) demo world, on land near the coast.
+
+    Candidates sit on a jittered grid; every third (by id) is a known deposit, and a candidate
+    closer than KNOWN_CLEARANCE_M to a known one is not planted at all: it could never be reported
+    (it would lie in the known deposit's exclusion zone), nor should its ground count as a miss.
+    Roles are fixed for the whole world, so every scene renders the same patches whatever the run.
+    """
+    candidates = _candidate_patches(layout)
+    known = [p for p in candidates if p.known]
+    kx, ky = np.array([p.x for p in known]), np.array([p.y for p in known])
+    return [p for p in candidates
+            if p.known or len(known) == 0 or np.hypot(kx - p.x, ky - p.y).min() >= KNOWN_CLEARANCE_M]
+
+
+def _candidate_patches(layout: DemoLayout) -> list[Patch]:
+    """Seeded candidate patches on a jittered grid in three rows along the coast, off the glaciers."""
     rng = np.random.default_rng(layout.seed + 202)
     patches: list[Patch] = []
     xs = X0 + PATCH_GRID_M * (np.arange(0, 60) + 0.5)
@@ -161,7 +183,7 @@ def planted_patches(layout: DemoLayout) -> list[Patch]:
             px, py = round(px / RESOLUTION) * RESOLUTION, round(py / RESOLUTION) * RESOLUTION
             if _is_glacier(np.array(px), np.array(py), layout, margin=radius + 300):
                 continue
-            patches.append(Patch(len(patches), px, py, radius))
+            patches.append(Patch(len(patches), px, py, radius, known=len(patches) % 3 == 1))
     return patches
 
 
@@ -340,7 +362,7 @@ def synthesise_scene(out_scene: str | Path, out_truth: str | Path, *, index: int
 
 def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int, size: int = default("demo.size"),
                    seed: int = default("demo.seed")) -> None:
-    """Publish about a third of the patches inside the scenes as known deposits; keep the rest hidden.
+    """Publish the known patches inside the scenes as deposits; keep the rest hidden.
 
     Known deposits are points in longitude/latitude, as a user would have them; the hidden truth is
     the patch discs in the run CRS.
@@ -359,10 +381,11 @@ def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int,
             if left + pad <= p.x <= right - pad and bottom + pad <= p.y <= top - pad:
                 inside.append(p)
                 break
-    if len(inside) < 3:
-        raise OutcropError(f"demo: only {len(inside)} alteration patches fall inside {scenes} scenes")
-    known = [p for k, p in enumerate(inside) if k % 3 == 1]
-    hidden = [p for k, p in enumerate(inside) if k % 3 != 1]
+    known = [p for p in inside if p.known]
+    hidden = [p for p in inside if not p.known]
+    if not known or not hidden:
+        raise OutcropError(f"demo: {len(known)} known and {len(hidden)} hidden alteration patches fall inside "
+                           f"{scenes} scenes; at least one of each is needed")
     known_gdf = gpd.GeoDataFrame(
         {"name": [f"occurrence_{p.pid}" for p in known]},
         geometry=[Point(p.x, p.y) for p in known], crs=CRS,

@@ -47,7 +47,7 @@ from outcrop.raster.sensors import (
 from outcrop.raster.geo import SceneGrid
 from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
 from outcrop.raster.sheets import REMOTE_PREFIXES
-from outcrop.raster.surfaces import NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER, Thresholds, classify_surfaces
+from outcrop.raster.surfaces import CLASS_LABELS, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER, Thresholds, classify_surfaces
 
 # Settings for remote reads: never list the remote "directory", read only the bytes asked for.
 _GDAL_ENV = {
@@ -572,7 +572,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
         t0 = time.perf_counter()
         valid_pixels = negatives = 0
         tags = {"scene": scene_id, "sensor": spec.name, "radiometry": how}
-        with prepared_writer(out_path, grid.crs, grid.transform, bands, (grid.height, grid.width), tags) as write:
+        with prepared_writer(out_path, grid.crs, grid.transform, bands, (grid.height, grid.width), tags,
+                             CLASS_LABELS) as write:
             for row, col, block in grid_windows(grid, window_pixels):
                 dn, quality, invalid = reader.read(block, layout)
                 reflectance = dn

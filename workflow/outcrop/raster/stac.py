@@ -1,4 +1,5 @@
-"""STAC items and searches as scene sources, with the standard library only.
+"""STAC items and searches as scene sources, read with pystac (static catalogs, items) and
+pystac-client (API searches): what stays here is only the mapping of an item's assets to bands.
 
 A STAC item is one scene: its assets are the per-band files (local paths or remote COGs read by
 HTTP range requests) and its properties say which sensor took it. :func:`item_source` maps an item
@@ -14,23 +15,28 @@ acquisitions, reprocessed items), so the same config would silently describe ano
 reviewable list of scenes, and running the command again later with ``--append`` adds only the new
 items, so only their work runs.
 
-Only what a scene needs is read: item JSON through :mod:`urllib`, and the pixels through GDAL.
+Every request goes through one :class:`StacIO` (pystac-client's ``StacApiIO``): retries with
+back-off on refused connections, timeouts and 429/5xx answers; extra headers and a request
+modifier for catalogs that need a token or signed requests; and any failure an
+:class:`~outcrop.OutcropError` that names the URL.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import itertools
 import json
 import os
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
 
 from outcrop import OutcropError
 from outcrop.raster.sensors import SENSORS, normalise_token
@@ -38,6 +44,10 @@ from outcrop.raster.sensors import SENSORS, normalise_token
 TIMEOUT_S = 30.0
 MAX_PAGES = 1000  # a search stops following `next` links after this many pages
 PAGE_LIMIT = 100  # items asked for per page of an API search
+# Retries of one request: a refused connection once, a dropped read twice, an overloaded or
+# failing server (429, 5xx) four times, waiting 0.5, 1, 2 s... in between (urllib3's back-off).
+RETRIES = {"total": 4, "connect": 1, "read": 2, "status": 4, "backoff_factor": 0.5,
+           "status_forcelist": (429, 500, 502, 503, 504), "allowed_methods": None, "raise_on_status": False}
 _USER_AGENT = "outcrop-stac"
 
 # STAC `eo` common names (and the asset keys that reuse them) → producer band tokens per family.
@@ -121,29 +131,51 @@ def is_stac_source(source: str) -> bool:
     return source.startswith("stac:") or path.lower().endswith(".json")
 
 
-def fetch_text(ref: str, *, data: bytes | None = None, method: str | None = None,
-               headers: dict[str, str] | None = None) -> str:
-    """Text of a local file or URL; any failure is an :class:`OutcropError` naming it."""
-    if not is_url(ref):
+class StacIO(StacApiIO):
+    """pystac-client's HTTP reader with outcrop's retries and timeout, local files read as files,
+    and every failure an :class:`OutcropError` naming the URL (pystac and pystac-client read
+    through it, so a broken link deep in a catalog is named too).
+
+    ``headers`` go with every request (``{"Authorization": "Bearer ..."}``); ``request_modifier``
+    may change each ``requests.Request`` before it is sent (to sign it, for example).
+    """
+
+    def __init__(self, headers: dict[str, str] | None = None,
+                 request_modifier: Callable[[Any], Any] | None = None) -> None:
+        from urllib3.util.retry import Retry
+
+        super().__init__(headers={"User-Agent": _USER_AGENT, "Accept": "application/json", **(headers or {})},
+                         request_modifier=request_modifier, timeout=TIMEOUT_S, max_retries=Retry(**RETRIES))
+
+    def request(self, href: str, method: str | None = None, headers: dict[str, str] | None = None,
+                parameters: dict[str, Any] | None = None) -> str:
         try:
-            return Path(ref).read_text()
-        except OSError as exc:
-            raise OutcropError(f"{ref}: cannot read ({exc.strerror or exc})") from None
-    request = urllib.request.Request(ref, data=data, method=method,
-                                     headers={"User-Agent": _USER_AGENT, "Accept": "application/json",
-                                              **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            return response.read().decode("utf-8", errors="replace")
-    except urllib.error.HTTPError as exc:
-        raise OutcropError(f"{ref}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise OutcropError(f"{ref}: unreachable ({reason})") from None
+            return super().request(href, method=method, headers=headers, parameters=parameters)
+        except APIError as exc:
+            if getattr(exc, "status_code", None) is not None:
+                raise OutcropError(f"{href}: HTTP {exc.status_code}") from None
+            if "codec can't decode" in str(exc):  # an answer that is not text at all (a GeoTIFF)
+                raise OutcropError(f"{href}: not JSON (not UTF-8 text)") from None
+            problem = re.search(r"\[Errno -?\d+\] [^'\")]+|timed out|Connection refused", str(exc))
+            raise OutcropError(f"{href}: unreachable ({problem.group(0) if problem else exc})") from None
+
+    def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
+        href = os.fspath(source) if isinstance(source, (str, Path)) else None
+        if href is not None and not is_url(href):
+            try:
+                return Path(href).read_text()
+            except OSError as exc:
+                raise OutcropError(f"{href}: cannot read ({exc.strerror or exc})") from None
+        return super().read_text(source, *args, **kwargs)
 
 
-def fetch_json(ref: str, **kwargs: Any) -> dict[str, Any]:
-    text = fetch_text(ref, **kwargs)
+def fetch_text(ref: str, io: StacIO | None = None) -> str:
+    """Text of a local file or URL; any failure is an :class:`OutcropError` naming it."""
+    return (io or StacIO()).read_text(ref)
+
+
+def fetch_json(ref: str, io: StacIO | None = None) -> dict[str, Any]:
+    text = fetch_text(ref, io)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -403,79 +435,88 @@ def _self_href(data: dict[str, Any], where: str = "") -> str | None:
     return None
 
 
-def _links(data: dict[str, Any], rel: str) -> list[dict[str, Any]]:
-    return [link for link in data.get("links") or [] if link.get("rel") == rel and link.get("href")]
+def _static_items(catalog: Any, filters: Filters) -> Iterator[StacItem]:
+    """Items under a static catalog or collection (pystac), skipping collections not asked for."""
+    import warnings
+
+    import pystac
+    from pystac_client.warnings import FallbackToPystac
+
+    with warnings.catch_warnings():
+        # A static catalog has no search: walking it is the point, not a fallback.
+        warnings.simplefilter("ignore", FallbackToPystac)
+        yield from _walk(catalog, filters, pystac.Collection)
 
 
-def _static_items(ref: str, data: dict[str, Any], filters: Filters, seen: set[str]) -> Iterator[StacItem]:
-    """Items under a static catalog or collection, following ``child`` and ``item`` links."""
-    if ref in seen:
-        return
-    seen.add(ref)
-    kind = data.get("type")
-    if kind == "Collection" and filters.collections and data.get("id") not in filters.collections:
-        return
-    for link in _links(data, "item"):
-        href = resolve_href(ref, str(link["href"]))
-        item = fetch_json(href)
-        if item.get("type") == "Feature":
-            yield StacItem(item, href, href)
-    for link in _links(data, "child"):
-        href = resolve_href(ref, str(link["href"]))
-        yield from _static_items(href, fetch_json(href), filters, seen)
+def _walk(catalog: Any, filters: Filters, collection_type: type) -> Iterator[StacItem]:
+    for root, _, items in catalog.walk():
+        if isinstance(root, collection_type) and filters.collections and root.id not in filters.collections:
+            continue
+        for item in items:
+            href = item.get_self_href()
+            yield StacItem(item.to_dict(include_self_link=False, transform_hrefs=False), href or "", href)
 
 
-def _collection_items(ref: str, data: dict[str, Any]) -> Iterator[StacItem]:
-    """Features of an item collection, following ``next`` links (GET) page by page."""
-    pages = 0
-    seen = {ref}
-    while True:
-        for feature in data.get("features") or []:
+def _collection_items(ref: str, io: StacIO) -> Iterator[StacItem]:
+    """Features of an item collection, following its ``next`` links page by page."""
+    for n, page in enumerate(io.get_pages(ref)):
+        for feature in page.get("features") or []:
             own = _self_href(feature, ref)
             yield StacItem(feature, own or ref, own)
-        nxt = _links(data, "next")
-        pages += 1
-        if not nxt or pages >= MAX_PAGES:
+        if n + 1 >= MAX_PAGES:
             return
-        ref = resolve_href(ref, str(nxt[0]["href"]))
-        if ref in seen:
-            return
-        seen.add(ref)
-        data = fetch_json(ref)
 
 
-def _search_api(url: str, filters: Filters, limit: int) -> Iterator[StacItem]:
-    """Items of a STAC API ``/search``: POST the query (GET where POST is refused), follow ``next``."""
-    body: dict[str, Any] = {"limit": limit}
-    if filters.collections:
-        body["collections"] = list(filters.collections)
-    if filters.bbox:
-        body["bbox"] = list(filters.bbox)
-    if filters.datetime_text:
-        body["datetime"] = _interval_text(filters)
+def _conformance(url: str, io: StacIO) -> list[str]:
+    """The ``conformsTo`` classes of the API whose ``/search`` is ``url`` (empty where its landing
+    page cannot be read: then no optional filter is sent)."""
+    landing = url.rstrip("/").removesuffix("/search") + "/"
     try:
-        page = fetch_json(url, data=json.dumps(body).encode(), method="POST",
-                          headers={"Content-Type": "application/json"})
-    except OutcropError as exc:
-        if "HTTP 405" not in str(exc):
+        return [str(c) for c in fetch_json(landing, io).get("conformsTo") or []]
+    except OutcropError:
+        return []
+
+
+def _server_cloud_filter(filters: Filters, conforms: Sequence[str]) -> dict[str, Any]:
+    """The cloud-cover cap in the API's own terms: the Query extension, else CQL2 Filter, else
+    nothing (then only the client-side check applies, which always runs anyway)."""
+    if filters.max_cloud is None:
+        return {}
+    if any(c.endswith("item-search#query") for c in conforms):
+        return {"query": {"eo:cloud_cover": {"lte": filters.max_cloud}}}
+    if any(c.endswith("item-search#filter") for c in conforms):
+        return {"filter": {"op": "<=", "args": [{"property": "eo:cloud_cover"}, filters.max_cloud]},
+                "filter_lang": "cql2-json"}
+    return {}
+
+
+def _search_api(url: str, filters: Filters, limit: int, io: StacIO) -> Iterator[StacItem]:
+    """Items of a STAC API ``/search`` (pystac-client): POST, or GET where POST is refused."""
+    from pystac_client import ItemSearch
+
+    params: dict[str, Any] = {"limit": limit, **_server_cloud_filter(filters, _conformance(url, io))}
+    if filters.collections:
+        params["collections"] = list(filters.collections)
+    if filters.bbox:
+        params["bbox"] = list(filters.bbox)
+    if filters.datetime_text:
+        params["datetime"] = _interval_text(filters)
+    for method in ("POST", "GET"):
+        pages = ItemSearch(url, method=method, stac_io=io, **params).pages_as_dicts()
+        try:
+            first = next(pages, None)
+        except OutcropError as exc:
+            if method == "POST" and "HTTP 405" in str(exc):
+                continue
             raise
-        query = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in body.items()}
-        url = f"{url}{'&' if '?' in url else '?'}{urllib.parse.urlencode(query)}"
-        page = fetch_json(url)
-    for _ in range(MAX_PAGES):
+        break
+    if first is None:
+        return
+    for n, page in enumerate(itertools.chain([first], pages)):
         for feature in page.get("features") or []:
             yield _api_item(feature, url)
-        nxt = _links(page, "next")
-        if not nxt or not page.get("features"):
+        if n + 1 >= MAX_PAGES:
             return
-        link = nxt[0]
-        url = resolve_href(url, str(link["href"]))
-        if str(link.get("method", "GET")).upper() == "POST":
-            body = dict(body, **link.get("body", {})) if link.get("merge") else link.get("body", body)
-            page = fetch_json(url, data=json.dumps(body).encode(), method="POST",
-                              headers={"Content-Type": "application/json", **link.get("headers", {})})
-        else:
-            page = fetch_json(url)
 
 
 def _api_item(feature: dict[str, Any], search_url: str) -> StacItem:
@@ -489,31 +530,39 @@ def _api_item(feature: dict[str, Any], search_url: str) -> StacItem:
 def _interval_text(filters: Filters) -> str:
     """The datetime filter as the RFC 3339 interval STAC APIs take (dates expanded to instants)."""
     def fmt(t: dt.datetime | None) -> str:
-        return ".." if t is None else t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return ".." if t is None else t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"{fmt(filters.start)}/{fmt(filters.end)}"
 
 
-def search_items(url_or_path: str, filters: Filters, *, limit: int = PAGE_LIMIT) -> list[StacItem]:
+def search_items(url_or_path: str, filters: Filters, *, limit: int = PAGE_LIMIT,
+                 io: StacIO | None = None) -> list[StacItem]:
     """Every item that ``url_or_path`` leads to and ``filters`` keep, in no particular order.
 
     ``url_or_path`` is an item, an item collection, a static catalog or collection, a STAC API
     landing page (its ``search`` link is used), or an API ``/search`` endpoint.
     """
+    import pystac
+
+    io = io or StacIO()
     ref = strip_stac_prefix(url_or_path)
     if is_url(ref) and urllib.parse.urlparse(ref).path.rstrip("/").endswith("/search"):
-        found: Iterator[StacItem] = _search_api(ref, filters, limit)
+        found: Iterator[StacItem] = _search_api(ref, filters, limit, io)
     else:
-        data = fetch_json(ref)
+        data = fetch_json(ref, io)
         kind = data.get("type")
-        search = _links(data, "search")
+        search = [link for link in data.get("links") or [] if link.get("rel") == "search" and link.get("href")]
         if kind == "Feature":
             found = iter([StacItem(data, ref, ref)])
         elif kind == "FeatureCollection":
-            found = _collection_items(ref, data)
+            found = _collection_items(ref, io)
         elif search and kind in ("Catalog", "Collection") and "conformsTo" in data:
-            found = _search_api(resolve_href(ref, str(search[0]["href"])), filters, limit)
+            found = _search_api(resolve_href(ref, str(search[0]["href"])), filters, limit, io)
         elif kind in ("Catalog", "Collection"):
-            found = _static_items(ref, data, filters, set())
+            try:
+                catalog = pystac.read_dict(data, href=ref, stac_io=io)
+            except (pystac.STACError, KeyError, TypeError, ValueError) as exc:
+                raise OutcropError(f"{ref}: not a readable STAC {kind.lower()} ({exc})") from None
+            found = _static_items(catalog, filters)
         else:
             raise OutcropError(f"{ref}: not a STAC catalog, collection, item or search (type {kind!r})")
     return [item for item in found if filters.keeps(item.data)]
@@ -530,8 +579,13 @@ def scene_id(item_id: str) -> str:
 
 def expand_stac(url_or_path: str, *, collection: str | Sequence[str] | None = None,
                 bbox: Sequence[float] | None = None, datetime: str | None = None,
-                max_cloud: float | None = None, role: str = "index", limit: int = PAGE_LIMIT) -> list[dict[str, str]]:
+                max_cloud: float | None = None, role: str = "index", limit: int = PAGE_LIMIT,
+                headers: dict[str, str] | None = None,
+                request_modifier: Callable[[Any], Any] | None = None) -> list[dict[str, str]]:
     """Scene-sheet rows ``{scene, source, sensor, role}`` for every item a STAC reference yields.
+
+    ``headers`` and ``request_modifier`` reach catalogs that need a token or signed requests (see
+    :class:`StacIO`).
 
     Rows are sorted by acquisition time then id, so the same search gives the same sheet. A search
     that finds nothing, an unreachable URL, and an item whose sensor or bands outcrop cannot read
@@ -540,7 +594,7 @@ def expand_stac(url_or_path: str, *, collection: str | Sequence[str] | None = No
     if role not in ("train", "index"):
         raise OutcropError(f"role {role!r}: expected 'train' or 'index'")
     filters = make_filters(collection, bbox, datetime, max_cloud)
-    items = search_items(url_or_path, filters, limit=limit)
+    items = search_items(url_or_path, filters, limit=limit, io=StacIO(headers, request_modifier))
     if not items:
         raise OutcropError(f"{strip_stac_prefix(url_or_path)}: the STAC search found no item "
                            f"({filters.describe()})")

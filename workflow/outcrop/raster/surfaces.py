@@ -38,6 +38,9 @@ CLASS_NAMES = {NODATA: "nodata", ROCK: "rock", SNOW_ICE: "snow_ice", WATER: "wat
 # snow, sea and cloud out; a scene whose bands cannot see those would otherwise train on nothing, so
 # its unknown ground counts as rock there.
 UNKNOWN_COUNTS_AS_ROCK = True
+# Class names as a GIS shows them (the prepared scene's mask band carries them, see outcrop.io).
+CLASS_LABELS = {NODATA: "nodata", ROCK: "rock", SNOW_ICE: "snow/ice", WATER: "water", CLOUD: "cloud",
+                UNKNOWN: "unknown"}
 # Colours for maps and raster colour tables (RGBA).
 CLASS_COLOURS = {
     NODATA: (0, 0, 0, 0),

@@ -233,3 +233,60 @@ def read_tile_table(path: str | Path) -> Any:
     if missing:
         raise OutcropError(f"{path}: not a tile table (missing columns {sorted(missing)})")
     return table
+
+
+def cut_offset_tiles(
+    prepared_path: str | Path,
+    *,
+    size: int,
+    stride: int,
+    offset: int,
+    bounds: tuple[float, float, float, float] | None = None,
+    min_valid: float = default("tiles.min_valid"),
+    limit: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tiles of a prepared scene on the global stride grid shifted by ``offset`` px in rows and columns.
+
+    For re-identification: the same ground as the run's own tiles, framed differently, so that a
+    match is never pixel for pixel. Only tiles wholly inside ``bounds`` (left, bottom, right, top, in
+    the scene's CRS) with ``min_valid`` clear pixels are cut; with ``limit``, a seeded sample of
+    that many. Returns (N, C, size, size) float32 reflectance and the N footprints (shapely boxes).
+    """
+    import rasterio
+    import shapely
+    from rasterio.windows import Window
+
+    from outcrop.raster.surfaces import CLOUD
+
+    try:
+        src = rasterio.open(prepared_path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise OutcropError(f"{prepared_path}: cannot read prepared scene ({exc})") from None
+    with src:
+        transform, res = src.transform, src.transform.a
+        col0 = int(round(transform.c / res))
+        row0 = int(round(-transform.f / res))
+        rows = tile_origins(src.height, row0 - offset, size, stride)
+        cols = tile_origins(src.width, col0 - offset, size, stride)
+        if bounds is not None:
+            left, bottom, right, top = bounds
+            x0, y0 = transform.c + cols * res, transform.f - rows * res
+            cols = cols[(x0 >= left - 1e-6) & (x0 + size * res <= right + 1e-6)]
+            rows = rows[(y0 <= top + 1e-6) & (y0 - size * res >= bottom - 1e-6)]
+        picked: list[tuple[int, int]] = []
+        for r in rows:
+            frac = _block_fractions(src.read(src.count, window=Window(0, int(r), src.width, size)), cols, size)
+            valid = 1.0 - frac[:, NODATA] - frac[:, CLOUD]
+            picked += [(int(r), int(c)) for c in cols[valid >= min_valid]]
+        if limit is not None and len(picked) > limit:
+            keep = np.sort(np.random.default_rng(seed).choice(len(picked), limit, replace=False))
+            picked = [picked[i] for i in keep]
+        bands = list(range(1, src.count))
+        tiles = np.empty((len(picked), len(bands), size, size), dtype=np.float32)
+        for i, (r, c) in enumerate(picked):
+            tiles[i] = decode_reflectance(src.read(bands, window=Window(c, r, size, size)))
+        tiles = _fill_gaps(tiles) if len(picked) else tiles
+    rc = np.array(picked, dtype=np.float64).reshape(-1, 2)
+    x0, y0 = transform.c + rc[:, 1] * res, transform.f - rc[:, 0] * res
+    return tiles, shapely.box(x0, y0 - size * res, x0 + size * res, y0)

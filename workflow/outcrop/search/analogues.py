@@ -5,8 +5,8 @@ its positives. Queries are unit vectors: one per deposit (the mean of its tiles)
 (the mean of the per-deposit means, so a large polygon does not outweigh a point; optionally pushed
 away from the mean of negative tiles). Every tile is scored by its best cosine over the queries with
 an exact scan in batches (linear in the number of tiles, and exact where the approximate index
-would not be); tiles within ``exclusion_m`` of any positive are not analogues, since ground next to
-a known occurrence is not a discovery.
+would not be); tiles within ``exclusion_m`` of any deposit's own geometry (and the positives
+themselves) are not analogues, since ground next to a known occurrence is not a discovery.
 
 The ranked list holds distinct *sites*, not tiles: overlapping tiles (stride under the tile size)
 and the same ground cut from two overlapping scenes would otherwise take several places for one
@@ -178,21 +178,32 @@ def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, n
     return score, which
 
 
-def excluded_ids(table: Any, positives: list[np.ndarray], exclusion_m: float) -> np.ndarray:
-    """Boolean mask over the table: tiles within ``exclusion_m`` of any positive tile (positives too)."""
+def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float) -> np.ndarray:
+    """Boolean mask over the table: tiles within ``exclusion_m`` of any deposit's own geometry, and the positives.
+
+    Measured from the deposit itself (its point or polygon), not from the footprints of the tiles
+    it selects: those reach up to a tile width past the deposit, and a radius added to them would
+    hide ground a tile width farther away than the user asked. With ``exclusion_m`` 0 only the
+    tiles that share ground with a deposit go (a footprint merely touching a polygon's edge stays).
+    """
     import shapely
 
-    pos = np.unique(np.concatenate(positives))
+    geoms = np.asarray(deposits, dtype=object)
     mask = np.zeros(len(table), dtype=bool)
-    mask[pos] = True
-    geoms = table.geometry.values[pos]
+    if positives:
+        mask[np.unique(np.concatenate(positives))] = True
+    if len(geoms) == 0:
+        return mask
     if exclusion_m > 0:
         _, near = table.sindex.query(geoms, predicate="dwithin", distance=exclusion_m)
     else:
-        # Touching footprints are neighbours, not the same ground: only overlapping ones go.
         src, near = table.sindex.query(geoms, predicate="intersects")
-        shared = shapely.area(shapely.intersection(np.asarray(table.geometry.values[near]), np.asarray(geoms[src])))
-        near = near[shared > 0]
+        footprints = np.asarray(table.geometry.values[near])
+        areal = shapely.area(geoms[src]) > 0
+        # Touching a polygon is not sharing its ground; a point or line inside a footprint is.
+        shared = np.where(areal, shapely.area(shapely.intersection(footprints, geoms[src])) > 0,
+                          shapely.intersects(footprints, geoms[src]))
+        near = near[shared]
     mask[near] = True
     return mask
 
@@ -253,6 +264,7 @@ def rank_analogues(
     table: Any,
     positives: list[np.ndarray],
     *,
+    deposits: Sequence[Any],
     exclusion_m: float,
     top: int,
     negatives: list[np.ndarray] | None = None,
@@ -266,43 +278,37 @@ def rank_analogues(
     ``site_overlap=None`` ranks every tile).
 
     ``vectors`` (M, D) are unit rows aligned with ``table`` rows (index ids); ``positives`` holds the
-    ids of each deposit's tiles. Columns: rank (1 = best), score (best cosine over the queries),
-    id, scene, tile_id, query (``set`` or the deposit's name), nearest_positive (deposit whose tiles
-    are closest), distance_km (tile centre to that deposit's nearest tile centre).
+    ids of each deposit's tiles and ``deposits`` each deposit's own geometry (in the table's CRS),
+    from which the exclusion radius and the distances are measured. Columns: rank (1 = best), score
+    (best cosine over the queries), id, scene, tile_id, query (``set`` or the deposit's name),
+    nearest_positive (the nearest deposit), distance_km (tile centre to that deposit's geometry).
     """
     queries = query_vectors(vectors, positives, negatives, negative_weight)
     score, which = best_scores(vectors, queries)
-    return _rank(score, which, table, positives, exclusion_m=exclusion_m, top=top, names=names,
+    return _rank(score, which, table, positives, deposits, exclusion_m=exclusion_m, top=top, names=names,
                  site_overlap=site_overlap)
 
 
-def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray], *, exclusion_m: float,
-          top: int, names: Sequence[str] | None, site_overlap: float | None) -> Any:
+def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray], deposits: Sequence[Any], *,
+          exclusion_m: float, top: int, names: Sequence[str] | None, site_overlap: float | None) -> Any:
     import pandas as pd
-
-    names = list(names) if names is not None else [f"deposit {i + 1}" for i in range(len(positives))]
-    if len(names) != len(positives):
-        raise OutcropError(f"{len(names)} names for {len(positives)} positive groups")
-    masked = np.where(excluded_ids(table, positives, exclusion_m), -np.inf, score)
-    best = top_sites(masked, table, top, site_overlap)
-    n = len(best)
     import shapely
 
+    names = list(names) if names is not None else [f"deposit {i + 1}" for i in range(len(positives))]
+    geoms = np.asarray(deposits, dtype=object)
+    if not (len(names) == len(positives) == len(geoms)):
+        raise OutcropError(f"{len(names)} names and {len(geoms)} deposits for {len(positives)} positive groups")
+    masked = np.where(excluded_ids(table, geoms, positives, exclusion_m), -np.inf, score)
+    best = top_sites(masked, table, top, site_overlap)
+    n = len(best)
     centres = np.asarray(table.geometry.values[best].centroid)
-    cx, cy = shapely.get_x(centres), shapely.get_y(centres)
-    pos_all = np.concatenate(positives)
-    owner = np.repeat(np.arange(len(positives)), [len(p) for p in positives])
-    pc = np.asarray(table.geometry.values[pos_all].centroid)
-    px, py = shapely.get_x(pc), shapely.get_y(pc)
     dist = np.full(n, np.inf)
     nearest = np.zeros(n, dtype=np.int64)
-    for start in range(0, len(pos_all), 4096):  # candidates × positive tiles, bounded in memory
-        d = np.hypot(cx[:, None] - px[None, start : start + 4096], cy[:, None] - py[None, start : start + 4096])
-        if d.size:
-            j = d.argmin(axis=1)
-            closer = d[np.arange(n), j] < dist
-            dist[closer] = d[np.arange(n), j][closer]
-            nearest[closer] = owner[start + j[closer]]
+    for j, geom in enumerate(geoms):  # one vectorised distance per deposit: deposits are few
+        d = shapely.distance(centres, geom) if n else np.zeros(0)
+        closer = d < dist
+        dist[closer] = d[closer]
+        nearest[closer] = j
     query_names = np.array(["set", *names], dtype=object)
     return pd.DataFrame({
         "rank": np.arange(1, n + 1, dtype=np.int64),
@@ -349,8 +355,8 @@ def find_analogues(
         negatives = _positives_of(negatives_path, table, read_deposits(negatives_path, table.crs), buffer_m)
     queries = query_vectors(vectors, positives, negatives)
     score, which = best_scores(vectors, queries)
-    ranked = _rank(score, which, table, positives, exclusion_m=exclusion_km * 1000.0, top=top,
-                   names=deposits["name"].tolist(), site_overlap=site_overlap)
+    ranked = _rank(score, which, table, positives, deposits.geometry.to_numpy(), exclusion_m=exclusion_km * 1000.0,
+                   top=top, names=deposits["name"].tolist(), site_overlap=site_overlap)
     geoms = table.geometry.values[ranked["id"].to_numpy()]
     centres = gpd.GeoSeries(geoms, crs=table.crs).centroid.to_crs("EPSG:4326")
     ranked["lon"] = centres.x.to_numpy()

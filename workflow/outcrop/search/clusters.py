@@ -288,8 +288,8 @@ def cluster_tiles(
     collection. With ``state_dir``, the centroids are kept there and a later call whose scenes
     are those plus new ones assigns the new tiles to them (:mod:`outcrop.search.incremental`),
     unless ``retrain`` is asked or the new tiles' drift passes ``drift_max``. Writes a label
-    raster ``rasters_dir/{scene}.tif`` (labels at the largest k, with a colour table) for every
-    scene given, including scenes none of whose tiles were indexed (all nodata). The figures
+    raster ``rasters_dir/{scene}.tif`` (labels at the largest k, with a colour table and class
+    names) and one per level as ``rasters_dir/{level}/{scene}.tif`` for every scene given, including scenes none of whose tiles were indexed (all nodata). The figures
     (maps, dendrogram, exemplars) are drawn from the returned :class:`Clustering` by
     :func:`outcrop.figures.cluster_maps.write_cluster_figures`.
     """
@@ -473,20 +473,29 @@ def scene_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path]) 
 
 
 def _write_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path], rasters_dir: Path) -> None:
-    """Label raster (COG, one band: the largest k's labels, with a colour table) of every scene.
+    """Label rasters (COG, one band each, with a colour table) of every scene.
 
-    The raster has a single band because a TIFF colour table only applies to a one-band image
-    (GDAL turns the other bands of a paletted image into alpha); the other levels are in the
-    label tables.
+    ``rasters_dir/{scene}.tif`` holds ``raster_level`` (what the web map shows) and
+    ``rasters_dir/{level}/{scene}.tif`` every level. One file per level, each with one band,
+    because a TIFF colour table only applies to a one-band image (GDAL turns the other bands of a
+    paletted image into alpha). Each names its classes ("cluster 7") beside it, see
+    :func:`outcrop.io.write_categories`.
     """
     raster_level = clustering.finest
     names = list(clustering.levels)
     _, nodata = label_nodata(clustering)
     colours = palette(int(max(labels.max() for labels in clustering.levels.values())) + 1)
-    band = names.index(raster_level)
-    colormap = {i: tuple(int(v) for v in colours[i]) for i in range(int(clustering.levels[raster_level].max()) + 1)}
-    colormap[nodata] = (0, 0, 0, 0)
+    colormaps, categories = {}, {}
+    for name in names:
+        n = int(clustering.levels[name].max()) + 1
+        colormaps[name] = {i: tuple(int(v) for v in colours[i]) for i in range(n)} | {nodata: (0, 0, 0, 0)}
+        categories[name] = {1: {i: f"cluster {i}" for i in range(n)}}
     for scene, grid, raster, transform in scene_label_rasters(clustering, prepared_paths):
-        write_cog(Path(rasters_dir) / f"{scene}.tif", raster[band : band + 1], {"crs": grid.crs,
-                  "transform": transform, "nodata": nodata}, band_names=[raster_level],
-                  tags={"level": raster_level}, colormap=colormap)
+        profile = {"crs": grid.crs, "transform": transform, "nodata": nodata}
+        for band, name in enumerate(names):
+            targets = [Path(rasters_dir) / name / f"{scene}.tif"]
+            if name == raster_level:
+                targets.append(Path(rasters_dir) / f"{scene}.tif")
+            for target in targets:
+                write_cog(target, raster[band : band + 1], profile, band_names=[name], tags={"level": name},
+                          colormap=colormaps[name], categories=categories[name])

@@ -57,28 +57,35 @@ def band_statistics(tiles: np.ndarray, percentiles: bool = False) -> np.ndarray:
     return np.concatenate(feats, axis=1)
 
 
-def random_encoder_embeddings(model_path: Path, tiles: np.ndarray, *, seed: int = 0,
-                              batch_size: int = 256, spectral_weight: float = 0.0) -> np.ndarray:
-    """Embeddings of ``tiles`` from an untrained encoder shaped like the one in ``model_path``.
+def random_encoder(model_path: Path, *, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """An untrained encoder shaped like the one in ``model_path``, and that model's metadata.
 
     The architecture, embedding size, bands and per-band normalisation come from the model file's
-    metadata, so the only difference from the trained embeddings is the weights: a seeded random
-    initialisation (the global torch RNG is left as it was). Rows are L2-normalised, as embeddings are.
-    With ``spectral_weight`` they are joined with the tiles' spectra as the embed stage joins them;
-    by default the baseline is the architecture alone.
+    metadata, so the only difference from the trained encoder is the weights: a seeded random
+    initialisation (the global torch RNG is left as it was).
     """
     import torch
 
     from outcrop.learning.backbones import build_backbone
-    from outcrop.learning.embeddings import embed_array
     from outcrop.learning.encoder import load_encoder
 
     with torch.random.fork_rng(devices=[]):  # loading builds a backbone too, which draws numbers
         _, meta = load_encoder(model_path, device="cpu")
         torch.manual_seed(seed)
         model = build_backbone(meta["arch"], int(meta["in_channels"]), int(meta["embedding_dim"]))
-    return embed_array(model.eval(), meta, tiles, batch_size=batch_size, device="cpu",
-                       spectral_weight=spectral_weight)
+    return model.eval(), meta
+
+
+def random_encoder_embeddings(model_path: Path, tiles: np.ndarray, *, seed: int = 0,
+                              batch_size: int = 256, spectral_weight: float = 0.0) -> np.ndarray:
+    """Embeddings of ``tiles`` from :func:`random_encoder`; rows are L2-normalised, as embeddings are.
+
+    With ``spectral_weight`` they are joined with the tiles' spectra as the embed stage joins them;
+    by default the baseline is the architecture alone."""
+    from outcrop.learning.embeddings import embed_array
+
+    model, meta = random_encoder(model_path, seed=seed)
+    return embed_array(model, meta, tiles, batch_size=batch_size, device="cpu", spectral_weight=spectral_weight)
 
 
 def as_unit_vectors(features: np.ndarray) -> np.ndarray:
@@ -136,11 +143,12 @@ def cluster_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int) -> 
 
 
 def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray], hidden: Any, *,
-                   exclusion_m: float, ks: Sequence[int],
+                   known: Sequence[Any], exclusion_m: float, ks: Sequence[int],
                    site_overlap: float | None = None) -> dict[str, dict[str, float]]:
     """Recall of the hidden deposits among the top-k analogues, for the set query and per-positive queries.
 
-    Each query mode ranks tiles by their best cosine to its queries, outside the exclusion zones;
+    Each query mode ranks tiles by their best cosine to its queries, outside the exclusion zones
+    (measured from the ``known`` deposits' own geometries, as the analogues stage measures them);
     a hidden deposit counts as found at k when one of the top k tiles covers HIDDEN_OVERLAP of it.
     With ``site_overlap`` the ranking is over sites, as the analogues stage writes it
     (:func:`outcrop.search.analogues.top_sites`), so that k counts the same places in both.
@@ -150,7 +158,7 @@ def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray],
     from outcrop.search.analogues import best_scores, excluded_ids, query_vectors, top_sites
 
     queries = query_vectors(vectors, positives)
-    excluded = excluded_ids(table, positives, exclusion_m)
+    excluded = excluded_ids(table, known, positives, exclusion_m)
     footprints = table.geometry.to_numpy()
     discs = hidden.geometry.to_numpy()
     disc_area = shapely.area(discs)
@@ -174,7 +182,9 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
                  truth_deposits: Path, deposits: Path, buffer_m: float, exclusion_km: float,
                  recall_k: Sequence[int], seed: int = default("clusters.seed"), site_overlap: float | None = None,
                  labels: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write ``metrics.json``: cluster agreement, kNN, linear probe and deposit recall, per feature set.
+    """Write the demo's scores: cluster agreement, kNN, linear probe and deposit recall, per feature set.
+
+    The workflow writes them to ``demo/scores.json``; ``outcrop quality`` merges them into ``metrics.json``.
 
     ``embeddings``, ``tiles`` and ``truth`` (the planted rock units) list one file per scene, in the
     order of ``scenes``. ``site_overlap``: give the analogues stage's value so that recall@k counts
@@ -232,7 +242,7 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
         scores["knn_accuracy"] = knn_accuracy(lab_vecs, lab, centres[labelled], exclusion_m=1.5 * tile_width)
         scores["linear_probe_accuracy"] = linear_probe_accuracy(
             feats[labelled], lab, centres[labelled], block_m=3 * tile_width, seed=seed)
-        scores["deposit_recall"] = deposit_recall(vecs, table, positives, hidden,
+        scores["deposit_recall"] = deposit_recall(vecs, table, positives, hidden, known=known.geometry.to_numpy(),
                                                   exclusion_m=exclusion_km * 1000, ks=recall_k,
                                                   site_overlap=site_overlap)
         metrics[name] = scores

@@ -210,6 +210,35 @@ def format_table(columns: dict[str, np.ndarray]) -> str:
     return "\n".join(lines)
 
 
+def format_csv(columns: dict[str, np.ndarray]) -> str:
+    """Query results as CSV (header ``COLUMNS``), full precision, for spreadsheets and scripts."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in zip(*(columns[name] for name in COLUMNS)):
+        writer.writerow([v.item() if isinstance(v, np.generic) else v for v in row])
+    return buf.getvalue().rstrip("\n")
+
+
+def format_geojson(columns: dict[str, np.ndarray]) -> str:
+    """Query results as a GeoJSON FeatureCollection (RFC 7946: WGS 84 longitude, latitude): one
+    point per answer at its tile's centre, the other columns as properties; a GIS opens it as is."""
+    features = []
+    for i in range(len(columns["rank"])):
+        props = {name: columns[name][i].item() if isinstance(columns[name][i], np.generic) else columns[name][i]
+                 for name in COLUMNS}
+        props["scene"] = str(props["scene"])
+        features.append({"type": "Feature", "properties": props,
+                         "geometry": {"type": "Point", "coordinates": [props["lon"], props["lat"]]}})
+    return json.dumps({"type": "FeatureCollection", "features": features}, indent=1)
+
+
+FORMATS = {"table": format_table, "csv": format_csv, "geojson": format_geojson}
+
+
 def query_run(
     results_dir: Path,
     *,

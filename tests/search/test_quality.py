@@ -1,0 +1,121 @@
+"""Label-free quality: leave-one-deposit-out and cross-scene re-identification score what the
+vectors hold, and fall to chance when the vectors are shuffled (scores that cannot be faked)."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import Point, box
+
+from outcrop.search.quality import best_overlaps, leave_one_out_ranks, rank_summary, reidentification
+
+CRS = "EPSG:3031"
+
+
+def _grid(n: int = 30, width: float = 960.0, stride: float = 480.0) -> gpd.GeoDataFrame:
+    xs = np.arange(n) * stride
+    return gpd.GeoDataFrame({"scene": "s", "tile_id": np.arange(n * n)},
+                            geometry=[box(x, y, x + width, y + width) for y in xs for x in xs], crs=CRS)
+
+
+def _deposits_with_a_signature(seed: int = 0):
+    """Six point deposits far apart whose tiles share one signature; other tiles are random."""
+    from outcrop.search.analogues import select_positives
+
+    table = _grid()
+    rng = np.random.default_rng(seed)
+    points = [Point(2000 + 5000 * (i % 3), 2000 + 6000 * (i // 3)) for i in range(6)]
+    deposits = gpd.GeoDataFrame({"name": [f"d{i}" for i in range(6)]}, geometry=points, crs=CRS)
+    positives = select_positives(table, deposits, buffer_m=100.0)
+    vectors = rng.standard_normal((len(table), 16)).astype(np.float32)
+    signature = rng.standard_normal(16).astype(np.float32)
+    for p in positives:
+        vectors[p] = signature + 0.3 * rng.standard_normal((len(p), 16))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return table, deposits, positives, vectors
+
+
+def test_leave_one_out_finds_each_deposit_from_the_others_and_shuffled_vectors_do_not():
+    table, deposits, positives, vectors = _deposits_with_a_signature()
+    args = dict(exclusion_m=1000.0, site_overlap=0.25)
+    ranks = leave_one_out_ranks(vectors, table, deposits.geometry.to_numpy(), positives, **args)
+    assert (ranks == 1).all()
+    summary = rank_summary(ranks, [1, 10])
+    assert summary["recall@1"] == 1.0 and summary["median_rank"] == 1.0 and summary["ranks"] == [1] * 6
+    # Shuffled rows: the deposits' tiles hold random vectors; they come back far down the list.
+    shuffled = vectors[np.random.default_rng(1).permutation(len(vectors))]
+    ranks = leave_one_out_ranks(shuffled, table, deposits.geometry.to_numpy(), positives, **args)
+    # About 200 sites; the best of a deposit's four random tiles lands near place 40 by chance.
+    assert rank_summary(ranks, [10])["recall@10"] <= 1 / 6 and np.median(ranks) > 15
+
+
+def test_leave_one_out_misses_a_deposit_inside_anothers_exclusion_zone():
+    table, deposits, positives, vectors = _deposits_with_a_signature()
+    # Deposit 0 moved next to deposit 1: its tiles lie in deposit 1's exclusion zone.
+    near = deposits.copy()
+    near.loc[0, "geometry"] = Point(near.geometry[1].x + 300, near.geometry[1].y)
+    from outcrop.search.analogues import select_positives
+
+    pos = select_positives(table, near, buffer_m=100.0)
+    ranks = leave_one_out_ranks(vectors, table, near.geometry.to_numpy(), pos, exclusion_m=1000.0, site_overlap=0.25)
+    assert np.isinf(ranks[0]) and rank_summary(ranks, [5])["ranks"][0] is None
+
+
+def test_reidentification_counts_the_overlapping_tiles_and_shuffled_vectors_score_near_chance():
+    table = _grid(20)
+    gallery_geoms = table.geometry.to_numpy()
+    # Queries: the gallery grid shifted by half a stride; each overlaps four gallery tiles most (two at the edge).
+    queries_geoms = np.array([box(x + 240, y + 240, x + 1200, y + 1200) for x, y in
+                              zip(table.geometry.bounds.minx[:300], table.geometry.bounds.miny[:300])], dtype=object)
+    answers = best_overlaps(queries_geoms, gallery_geoms)
+    assert {len(a) for a in answers} == {2, 4}
+    rng = np.random.default_rng(0)
+    gallery = rng.standard_normal((len(table), 32)).astype(np.float32)
+    # Each query looks like the mean of the tiles it overlaps, plus noise.
+    queries = np.stack([gallery[a].mean(axis=0) for a in answers]) + 0.1 * rng.standard_normal((300, 32))
+    unit = lambda v: (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    scores = reidentification(unit(gallery), unit(queries), answers)
+    assert scores["top1"] > 0.9 and scores["top5"] >= scores["top1"]
+    shuffled = reidentification(unit(gallery[rng.permutation(len(gallery))]), unit(queries), answers)
+    # Chance: 4 right answers among 400 tiles, so about 1 % at top-1 and 5 % at top-5.
+    assert shuffled["top1"] < 0.05 and shuffled["top5"] < 0.12
+
+
+def test_offset_tiles_are_cut_half_a_stride_off_the_run_grid(tmp_path):
+    from outcrop.io import write_prepared
+    from outcrop.raster.tiles import cut_offset_tiles
+    from rasterio.transform import from_origin
+
+    refl = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    mask = np.ones((64, 64), dtype=np.uint8)  # rock
+    path = tmp_path / "p.tif"
+    write_prepared(path, refl, mask, CRS, from_origin(3000.0, 6000.0, 30.0, 30.0), ["blue", "green", "red"])
+    tiles, geoms = cut_offset_tiles(path, size=16, stride=8, offset=4)
+    x0 = np.array([g.bounds[0] for g in geoms])
+    # Starts sit 4 px off the global 8 px grid; the pixels are the scene's own.
+    assert len(tiles) > 0 and np.allclose(((x0 / 30.0) - 4) % 8, 0)
+    col, row = int(round((x0[0] - 3000) / 30)), int(round((6000 - geoms[0].bounds[3]) / 30))
+    np.testing.assert_allclose(tiles[0], refl[:, row:row + 16, col:col + 16], atol=1e-4)
+    limited, _ = cut_offset_tiles(path, size=16, stride=8, offset=4, limit=3)
+    assert len(limited) == 3
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "not a JSON file of scores (Expecting value"),
+    ("[1, 2]", "not a JSON object of scores (found list)"),
+])
+def test_quality_refuses_unreadable_demo_scores(tmp_path, content, message):
+    import subprocess
+    import sys
+
+    path = tmp_path / "scores.json"
+    path.write_text(content)
+    x = str(tmp_path / "x")
+    proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "quality", "--scenes", "x", "--index", x,
+                           "--index-table", x, "--embeddings", x, "--tiles", x, "--prepared", x, "--model", x,
+                           "--demo-scores", str(path), "--out", str(tmp_path / "m.json")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"outcrop quality: error: {path}: {message}")
+    assert not (tmp_path / "m.json").exists()

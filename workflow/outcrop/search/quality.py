@@ -1,0 +1,313 @@
+"""Label-free quality of any run: would the ranking have found a deposit you already know, and does
+an embedding re-find the same ground seen by another scene?
+
+Two checks need nothing but the run itself, so they score every run, on the user's own ground:
+
+- **Leave-one-deposit-out.** With three or more known deposits, each is hidden in turn and the
+  others search for analogues exactly as ``outcrop analogues`` does (same queries, exclusion radius
+  from the remaining deposits' geometries, one tile per site). The hidden deposit comes back at the
+  rank of the first site among its own tiles (the tiles it selects), or of the better site that
+  swallowed that tile; recall@k is the share that come back within k, the median rank their middle.
+  A deposit whose every tile lies in another's exclusion zone cannot come back: it counts as missed.
+- **Cross-scene re-identification.** Where two prepared scenes overlap, tiles of the later scene are
+  cut on the run's grid shifted by half a stride (so never pixel-identical to the run's tiles) and
+  each is matched, by cosine, against every indexed tile of the earlier scene. The right answers
+  are the indexed tiles it overlaps most (ties all count); top-1 and top-5 are the shares found
+  first and within five.
+
+Each check scores the trained embeddings beside the baselines of :mod:`outcrop.search.evaluate`
+(per-band statistics, a random encoder of the same architecture, raw pixels where they fit in
+memory), with the same code, and records its cost in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outcrop import OutcropError
+from outcrop.config import default
+from outcrop.io import load_npy, write_json
+
+MIN_DEPOSITS = 3  # fewer leaves one or no deposit to search with: no honest leave-one-out
+REID_QUERIES = 2000  # query tiles per overlapping scene pair, a seeded sample past this
+RAW_PIXELS_MAX = 50_000_000  # floats: raw-pixel features beyond this are not scored (memory)
+STAT_CHUNK = 4096  # tiles per chunk when computing band statistics of memory-mapped tiles
+
+
+def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any], positives: list[np.ndarray], *,
+                        exclusion_m: float, site_overlap: float | None) -> np.ndarray:
+    """Rank (1 = first) at which each deposit comes back when searched for from the others; inf if never.
+
+    ``deposits`` are the deposits' own geometries, ``positives`` the ids of the tiles each selects,
+    ``vectors`` unit rows aligned with ``table``.
+    """
+    from outcrop.search.analogues import best_scores, excluded_ids, query_vectors, suppress_overlapping
+
+    geoms = np.asarray(deposits, dtype=object)
+    ranks = np.full(len(positives), np.inf)
+    for i in range(len(positives)):
+        others = [p for j, p in enumerate(positives) if j != i]
+        score, _ = best_scores(vectors, query_vectors(vectors, others))
+        masked = np.where(excluded_ids(table, np.delete(geoms, i), others, exclusion_m), -np.inf, score)
+        reachable = positives[i][np.isfinite(masked[positives[i]])]
+        if len(reachable) == 0:
+            continue
+        target = reachable[np.lexsort((reachable, -masked[reachable]))[0]]
+        # Tiles ranked before the target (best first, ties by id, as top_sites orders them), then it.
+        ids = np.arange(len(masked))
+        better = np.flatnonzero((masked > masked[target]) | ((masked == masked[target]) & (ids < target)))
+        order = np.concatenate([better[np.lexsort((better, -masked[better]))], [target]])
+        # Sites up to the target's: its own place, or (swallowed by a better tile) no better than that.
+        ranks[i] = len(order) if site_overlap is None else \
+            int(suppress_overlapping(table.geometry.values[order], site_overlap).sum())
+    return ranks
+
+
+def rank_summary(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, Any]:
+    """recall@k for each k, the median rank (None when half or more never come back) and the ranks."""
+    median = float(np.median(ranks))
+    return {**{f"recall@{k}": float((ranks <= k).mean()) for k in ks},
+            "median_rank": median if np.isfinite(median) else None,
+            "ranks": [int(r) if np.isfinite(r) else None for r in ranks]}
+
+
+def reidentification(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray]) -> dict[str, float]:
+    """Top-1 and top-5: share of queries whose nearest (or five nearest) gallery rows hold a right answer.
+
+    Rows are unit vectors; ``answers[q]`` holds the gallery rows right for query ``q``.
+    """
+    sims = queries @ gallery.T
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :5]
+    hit1 = np.array([top[q, 0] in set(a.tolist()) for q, a in enumerate(answers)])
+    hit5 = np.array([bool(set(top[q].tolist()) & set(a.tolist())) for q, a in enumerate(answers)])
+    return {"top1": float(hit1.mean()) if len(answers) else float("nan"),
+            "top5": float(hit5.mean()) if len(answers) else float("nan")}
+
+
+def best_overlaps(queries: np.ndarray, gallery: np.ndarray) -> list[np.ndarray]:
+    """For each query footprint, the gallery footprints it overlaps most (all ties), by position."""
+    import shapely
+
+    tree = shapely.STRtree(gallery)
+    q_idx, g_idx = tree.query(queries, predicate="intersects")
+    area = shapely.area(shapely.intersection(queries[q_idx], gallery[g_idx]))
+    out = []
+    for q in range(len(queries)):
+        sel = q_idx == q
+        if not sel.any() or area[sel].max() <= 0:
+            out.append(np.zeros(0, dtype=np.int64))
+            continue
+        out.append(g_idx[sel][area[sel] >= area[sel].max() * (1 - 1e-9)])
+    return out
+
+
+def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, model_path: Path, *,
+                 seed: int) -> dict[str, np.ndarray]:
+    """Unit-row features of the same tiles: BYOL, the baselines of the demo's evaluation, raw pixels if they fit.
+
+    ``chunks()`` yields the tiles' pixels a few thousand at a time (so a large run's tiles stay on
+    disk; it is called once per pass). Statistics and raw pixels are standardised over these tiles
+    (see ``as_unit_vectors``): pass the gallery and the queries together, so both are standardised alike.
+    """
+    from outcrop.learning.embeddings import embed_array
+    from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder
+
+    net, meta = random_encoder(model_path, seed=seed)
+    stats, spectral, random = [], [], []
+    for chunk in chunks():
+        spectral.append(band_statistics(chunk))
+        stats.append(band_statistics(chunk, percentiles=True))
+        random.append(embed_array(net, meta, chunk, batch_size=256, device="cpu"))
+    out = {"byol": np.asarray(byol, dtype=np.float32),
+           "raw_spectral": as_unit_vectors(np.concatenate(spectral)),
+           "band_statistics": as_unit_vectors(np.concatenate(stats)),
+           "random_encoder": np.concatenate(random)}
+    if len(byol) * int(np.prod(_first(chunks).shape[1:])) <= RAW_PIXELS_MAX:
+        out["raw_pixels"] = as_unit_vectors(np.concatenate([c.reshape(len(c), -1) for c in chunks()]))
+    return out
+
+
+def _first(chunks: Callable[[], Iterator[np.ndarray]]) -> np.ndarray:
+    return next(iter(chunks()))
+
+
+def _chunks_of(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> Callable[[], Iterator[np.ndarray]]:
+    """Pixels of ``(tile array, rows)`` parts in order, STAT_CHUNK tiles at a time, read when asked."""
+    def chunks() -> Iterator[np.ndarray]:
+        for array, rows in parts:
+            for start in range(0, len(rows), STAT_CHUNK):
+                yield np.asarray(array[rows[start:start + STAT_CHUNK]], dtype=np.float32)
+    return chunks
+
+
+def _overlapping_pairs(prepared: dict[str, Path], min_width_m: float) -> list[tuple[str, str, tuple]]:
+    """(earlier, later, shared bounds) of every pair of prepared scenes sharing a window ``min_width_m`` wide."""
+    import rasterio
+
+    bounds = {}
+    for scene, path in prepared.items():
+        with rasterio.open(path) as src:
+            bounds[scene] = tuple(src.bounds)
+    names = list(prepared)
+    pairs = []
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            (l1, b1, r1, t1), (l2, b2, r2, t2) = bounds[names[a]], bounds[names[b]]
+            shared = (max(l1, l2), max(b1, b2), min(r1, r2), min(t1, t2))
+            if shared[2] - shared[0] >= min_width_m and shared[3] - shared[1] >= min_width_m:
+                pairs.append((names[a], names[b], shared))
+    return pairs
+
+
+def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: Path, embeddings: Sequence[Path],
+                tiles: Sequence[Path], prepared: Sequence[Path], model: Path, deposits: Path | None,
+                buffer_m: float = default("analogues.buffer_m"),
+                exclusion_km: float = default("analogues.exclusion_km"),
+                site_overlap: float | None = default("analogues.site_overlap"),
+                recall_k: Sequence[int] = default("evaluate.recall_k"), stride: int = default("tiles.stride"),
+                min_valid: float = default("tiles.min_valid"), seed: int = default("clusters.seed"),
+                demo_scores: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write ``metrics.json``: leave-one-deposit-out and re-identification blocks, each feature set,
+    their cost in seconds, and (with ``demo_scores``) the demo's truth-based scores merged in.
+
+    ``embeddings``, ``tiles`` and ``prepared`` list one file per scene, in the order of ``scenes``;
+    ``model`` is the trained encoder (re-identification embeds its query tiles with it, and the
+    random-encoder baseline copies its architecture). Without ``deposits`` leave-one-out is not
+    applicable, and the block says so; re-identification still scores the run.
+    """
+    from outcrop.search.analogues import _positives_of, read_deposits
+    from outcrop.search.index import load_index
+
+    for name, files in (("embeddings", embeddings), ("tiles", tiles), ("prepared", prepared)):
+        if len(files) != len(scenes):
+            raise OutcropError(f"quality: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
+                               "give one per scene, in the order of --scenes")
+    t_start = time.perf_counter()
+    metrics: dict[str, Any] = read_scores(Path(demo_scores)) if demo_scores else {}
+    model = Path(model)
+    _, table = load_index(Path(index), Path(index_table))
+    present = [s for s in scenes if (table.scene == s).any()]
+    order = np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in present]) if present else []
+    table = table.iloc[order].reset_index(drop=True)
+    rows = {s: np.asarray(table.tile_id[table.scene == s]) for s in present}
+    emb_of = dict(zip(scenes, embeddings))
+    tiles_of = dict(zip(scenes, tiles))
+    emb = {s: load_npy(Path(emb_of[s])) for s in present}
+    tiles = {s: load_npy(Path(tiles_of[s])) for s in present}
+    metrics["tiles"] = int(len(table))
+
+    # Leave-one-deposit-out over every indexed tile.
+    t0 = time.perf_counter()
+    known = read_deposits(deposits, table.crs) if deposits else None
+    if known is None:
+        loo: dict[str, Any] = {"deposits": 0, "skipped": "not applicable: no deposits given (config: deposits is empty)"}
+        log(f"quality: leave-one-out skipped: {loo['skipped']}")
+    elif len(known) < MIN_DEPOSITS:
+        loo = {"deposits": len(known), "skipped": f"{len(known)} known deposits; leave-one-out needs {MIN_DEPOSITS}"}
+        log(f"quality: leave-one-out skipped: {loo['skipped']}")
+    else:
+        positives = _positives_of(Path(deposits), table, known, buffer_m)
+        byol = np.concatenate([np.asarray(emb[s][rows[s]]) for s in present])
+        loo = {"deposits": int(len(known)), "exclusion_km": exclusion_km}
+        pixels = _chunks_of([(tiles[s], rows[s]) for s in present])
+        for name, vecs in feature_sets(pixels, byol, model, seed=seed).items():
+            ranks = leave_one_out_ranks(vecs, table, known.geometry.to_numpy(), positives,
+                                        exclusion_m=exclusion_km * 1000.0, site_overlap=site_overlap)
+            loo[name] = rank_summary(ranks, recall_k)
+            log(f"quality: leave-one-out: {name}: median rank {loo[name]['median_rank']} "
+                + " ".join(f"recall@{k} {loo[name][f'recall@{k}']:.3f}" for k in recall_k))
+    loo["seconds"] = round(time.perf_counter() - t0, 3)
+    log(f"quality: leave-one-out took {loo['seconds']:.1f}s")
+    metrics["leave_one_out"] = loo
+
+    # Cross-scene re-identification on a half-stride-shifted grid.
+    t0 = time.perf_counter()
+    size = int(table["size"].iloc[0]) if len(table) else 0
+    prepared_of = dict(zip(scenes, prepared))
+    prepared = {s: Path(prepared_of[s]) for s in present}
+    res = _pixel_size(prepared) if prepared else 0.0
+    pairs = _overlapping_pairs(prepared, 2 * size * res) if prepared else []
+    reid: dict[str, Any] = {"pairs": [], "queries": 0, "offset_px": max(stride // 2, 1)}
+    gallery_px, query_px, gallery_emb, answers, spans = [], [], [], [], []
+    from outcrop.learning.embeddings import embed_array
+    from outcrop.learning.encoder import load_encoder
+
+    base = 0
+    for earlier, later, shared in pairs:
+        q_tiles, q_geoms = cut_queries(prepared[later], size=size, stride=stride, bounds=shared, min_valid=min_valid,
+                                       seed=seed)
+        g_rows = rows[earlier]
+        g_geoms = table.geometry.values[table.scene.to_numpy() == earlier]
+        right = best_overlaps(np.asarray(q_geoms), np.asarray(g_geoms))
+        has = np.array([len(a) > 0 for a in right], dtype=bool)
+        if not has.any():
+            continue
+        reid["pairs"].append({"gallery": earlier, "queries": later, "tiles": int(has.sum())})
+        query_px.append(q_tiles[has])
+        answers.append([a for a, h in zip(right, has) if h])
+        gallery_px.append((tiles[earlier], g_rows))
+        gallery_emb.append(np.asarray(emb[earlier][g_rows]))
+        spans.append((base, base + len(g_rows)))  # each pair's queries search its own gallery only
+        base += len(g_rows)
+    if not answers:
+        reid["skipped"] = "no two scenes overlap by two tiles or more"
+        log(f"quality: re-identification skipped: {reid['skipped']}")
+    else:
+        enc, meta = load_encoder(model, device="cpu")
+        q_all = np.concatenate(query_px)
+        q_byol = embed_array(enc.eval(), meta, q_all, batch_size=256, device="cpu")
+        n_gallery = base
+        both = feature_sets(_chunks_of([*gallery_px, (q_all, np.arange(len(q_all)))]),
+                            np.concatenate([np.concatenate(gallery_emb), q_byol]), model, seed=seed)
+        reid["queries"] = int(len(q_all))
+        starts = n_gallery + np.cumsum([0] + [len(q) for q in query_px])
+        for name, vecs in both.items():
+            per_pair = [reidentification(vecs[g0:g1], vecs[q0:q1], right)
+                        for (g0, g1), q0, q1, right in zip(spans, starts[:-1], starts[1:], answers)]
+            weights = np.array([len(right) for right in answers], dtype=float)
+            reid[name] = {key: float(np.dot([p[key] for p in per_pair], weights) / weights.sum())
+                          for key in ("top1", "top5")}
+            log(f"quality: re-identification: {name}: top-1 {reid[name]['top1']:.3f} top-5 {reid[name]['top5']:.3f}")
+    reid["seconds"] = round(time.perf_counter() - t0, 3)
+    log(f"quality: re-identification took {reid['seconds']:.1f}s")
+    metrics["reidentification"] = reid
+    metrics["quality_seconds"] = round(time.perf_counter() - t_start, 3)
+    write_json(out, metrics)
+    log(f"quality: wrote {out}")
+    return metrics
+
+
+def read_scores(path: Path) -> dict[str, Any]:
+    """The demo's truth-based scores (a JSON object), refused in one line when unreadable."""
+    import json
+
+    try:
+        scores = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OutcropError(f"{path}: file not found") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OutcropError(f"{path}: not a JSON file of scores ({str(exc).splitlines()[0]})") from None
+    if not isinstance(scores, dict):
+        raise OutcropError(f"{path}: not a JSON object of scores (found {type(scores).__name__})")
+    return scores
+
+
+def cut_queries(prepared: Path, *, size: int, stride: int, bounds: tuple, min_valid: float,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Query tiles of one scene on the run grid shifted by half a stride, inside ``bounds``."""
+    from outcrop.raster.tiles import cut_offset_tiles
+
+    return cut_offset_tiles(prepared, size=size, stride=stride, offset=max(stride // 2, 1), bounds=bounds,
+                            min_valid=min_valid, limit=REID_QUERIES, seed=seed)
+
+
+def _pixel_size(prepared: dict[str, Path]) -> float:
+    import rasterio
+
+    with rasterio.open(next(iter(prepared.values()))) as src:
+        return float(src.transform.a)
