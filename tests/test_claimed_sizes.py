@@ -152,3 +152,21 @@ def test_prepare_memory_is_bounded_by_the_window(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with rasterio.open(out) as src:
         assert (src.count, src.height, src.width) == (8, 3000, 3000)
+
+
+def test_the_block_cache_cap_is_left_to_the_command_that_set_it(tmp_path):
+    """main() run inside another process (a test, a notebook) sets GDAL_CACHEMAX for its own command
+    only: a later child computes its own, under its own memory limit."""
+    import os
+
+    from outcrop.cli import main
+
+    os.environ.pop("GDAL_CACHEMAX", None)
+    assert main(["info", str(tmp_path / "no-run")]) == 2
+    assert "GDAL_CACHEMAX" not in os.environ
+    os.environ["GDAL_CACHEMAX"] = "64"
+    try:
+        main(["info", str(tmp_path / "no-run")])
+        assert os.environ["GDAL_CACHEMAX"] == "64"  # a user's setting is left as it is
+    finally:
+        os.environ.pop("GDAL_CACHEMAX", None)

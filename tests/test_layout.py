@@ -49,7 +49,7 @@ def test_report_and_evaluate_take_files_not_a_results_folder(capsys):
 def test_evaluate_with_fewer_embeddings_than_scenes(tmp_path, capsys):
     files = [str(tmp_path / f"{n}") for n in ("index", "table", "model", "hidden", "known", "out.json")]
     status = main(["evaluate", "--scenes", "a", "b", "--embeddings", files[0], "--tiles", files[0], files[0],
-                   "--truth", files[0], files[0], "--index", files[0], "--index-table", files[1],
+                   "--truth-units", files[0], files[0], "--index", files[0], "--index-table", files[1],
                    "--model", files[2], "--truth-deposits", files[3], "--deposits", files[4], "--out", files[5]])
     assert status == 2
     assert capsys.readouterr().err.strip() == (

@@ -81,7 +81,7 @@ def test_all_cloud_scenes_leave_the_run_to_finish(cloudy_run):
     for scene in "CD":
         assert np.load(results / f"tiles/{scene}.npy").shape[0] == 0
         assert np.load(results / f"embeddings/{scene}.npy").shape[0] == 0
-        assert f"{scene}: no usable tiles" in (cloudy_run / f"logs/tiles/{scene}.log").read_text()
+        assert f"{scene}: no usable tiles" in (cloudy_run / f"results/logs/tiles/{scene}.log").read_text()
         for folder in ("clusters/maps", "analogues/maps"):
             assert (results / folder / f"{scene}.png").is_file(), (folder, scene)
         for folder in ("clusters/rasters", "analogues/similarity"):  # all nodata, on the scene's grid

@@ -480,7 +480,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _limit(args)
     evaluate_run(args.scenes, Path(args.out), index=Path(args.index), index_table=Path(args.index_table),
                  embeddings=[Path(p) for p in args.embeddings], tiles=[Path(p) for p in args.tiles],
-                 truth=[Path(p) for p in args.truth], model=Path(args.model),
+                 truth=[Path(p) for p in args.truth_units], model=Path(args.model),
                  labels=Path(args.labels) if args.labels else None, truth_deposits=Path(args.truth_deposits),
                  deposits=Path(args.deposits), buffer_m=args.buffer_m, exclusion_km=args.exclusion_km,
                  recall_k=args.recall_k, seed=args.seed, site_overlap=_site_overlap(args.site_overlap), log=_log)
@@ -490,11 +490,11 @@ def _evaluate_parser(sub: Any) -> None:
     p = _add(sub, "evaluate", cmd_evaluate, "score a demo run against its planted truth",
              "outcrop evaluate --scenes demo_1 demo_2 --index results/index/tiles.faiss "
              "--index-table results/index/tiles.parquet --embeddings results/embeddings/demo_{1,2}.npy "
-             "--tiles results/tiles/demo_{1,2}.npy --truth results/demo/truth/demo_{1,2}_units.tif "
+             "--tiles results/tiles/demo_{1,2}.npy --truth-units results/demo/truth/demo_{1,2}_units.tif "
              "--model results/model/encoder.pt --labels results/clusters/labels.parquet --truth-deposits "
              "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/demo/scores.json")
     p.add_argument("--scenes", nargs="+", required=True)
-    for name, what in (("--embeddings", "embeddings"), ("--tiles", "tile arrays"), ("--truth", "planted rock units")):
+    for name, what in (("--embeddings", "embeddings"), ("--tiles", "tile arrays"), ("--truth-units", "planted rock units")):
         p.add_argument(name, nargs="+", required=True, help=f"{what}, one file per scene in the order of --scenes")
     p.add_argument("--index", required=True)
     p.add_argument("--index-table", required=True)
@@ -810,10 +810,22 @@ def _gdal_cache_bytes() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from outcrop.runtime.allocator import keep_large_blocks
 
-    os.environ.setdefault("GDAL_CACHEMAX", str(_gdal_cache_bytes()))
+    # Set for this command only: main() also runs inside other processes (tests, notebooks), whose
+    # later children must not inherit a cap computed for this one.
+    own_cache = "GDAL_CACHEMAX" not in os.environ
+    if own_cache:
+        os.environ["GDAL_CACHEMAX"] = str(_gdal_cache_bytes())
     # malloc's settings hold for the whole process, so the process's entry sets them, once: every
     # stage allocates and frees same-sized large arrays in turn (windows, strips, batches of tiles).
     keep_large_blocks()
+    try:
+        return _run(argv)
+    finally:
+        if own_cache:
+            os.environ.pop("GDAL_CACHEMAX", None)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

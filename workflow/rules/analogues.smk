@@ -92,7 +92,7 @@ rule evaluate:
         "../../envs/faiss.yaml"
     shell:
         "python -m outcrop evaluate --scenes {params.scenes:q} --index {input.index:q} --index-table {input.index_table:q}"
-        " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --truth {input.truth:q} {params.labels:q}"
+        " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --truth-units {input.truth:q} {params.labels:q}"
         " --truth-deposits {input.hidden:q}"
         " --deposits {input.deposits:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --recall-k {params.recall_k:q} --site-overlap {params.site_overlap:q} --seed {params.seed:q} --model {input.model:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
