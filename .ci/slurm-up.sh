@@ -48,7 +48,8 @@ fi
 munge -n | unmunge | grep -q Success || { echo "slurm-up: munge does not work" >&2; exit 1; }
 
 # --- slurm.conf: this node, all its CPUs, a little less memory than it has ---
-CPUS="$(nproc)"
+# getconf, not nproc: nproc follows OMP_NUM_THREADS, which a caller may have set for its own threads.
+CPUS="$(getconf _NPROCESSORS_ONLN)"
 MEM_MB="$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)"
 REAL_MB=$(( MEM_MB - MEM_MB / 10 - 512 ))
 cat > "$DIR/slurm.conf" <<EOF

@@ -63,7 +63,10 @@ def slurm_cluster() -> Iterator[None]:
     if os.geteuid() != 0:
         pytest.fail("the SLURM test needs a running cluster, or root to start one with .ci/slurm-up.sh")
     folder = os.environ.get("OUTCROP_SLURM_DIR", "/tmp/outcrop-slurm")
-    env = dict(os.environ, OUTCROP_SLURM_DIR=folder)
+    # The daemons and the node's CPU count must not inherit thread limits that earlier tests set in
+    # this process (outcrop's commands set OMP_NUM_THREADS and the like for their own threads).
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env["OUTCROP_SLURM_DIR"] = folder
     proc = subprocess.run(["bash", str(SLURM_UP)], capture_output=True, text=True, env=env, timeout=1800)
     conf = os.path.join(folder, "slurm.conf")
     try:
