@@ -399,9 +399,7 @@ def _index_parser(sub: Any) -> None:
     p.add_argument("--recall-floor", type=finite_float, default=default("index.recall_floor"))
     p.add_argument("--seed", type=int, default=default("index.seed"))
     p.add_argument("--memory-gb", type=positive_float, default=default("index.memory_gb"))
-    p.add_argument("--retrain", type=yes_no, default=default("index.retrain"), help="yes: retrain, never add")
-    p.add_argument("--drift-max", type=positive_float, default=default("index.drift_max"))
-    p.add_argument("--state-dir", default="", help="keep the trained index here and add new scenes to it")
+    _add_kept_state_options(p, "index", "add", "keep the trained index here and add new scenes to it")
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
@@ -417,6 +415,13 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     )
     write_cluster_figures(clustering, args.prepared, args.tiles, Path(args.out_dendrogram), Path(args.maps_dir),
                           out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None)
+
+
+def _add_kept_state_options(p: argparse.ArgumentParser, section: str, verb: str, state_help: str) -> None:
+    """What the index and the clusters keep between runs, and when they retrain instead."""
+    p.add_argument("--retrain", type=yes_no, default=default(f"{section}.retrain"), help=f"yes: retrain, never {verb}")
+    p.add_argument("--drift-max", type=positive_float, default=default(f"{section}.drift_max"))
+    p.add_argument("--state-dir", default="", help=state_help)
 
 
 def _cluster_parser(sub: Any) -> None:
@@ -435,9 +440,7 @@ def _cluster_parser(sub: Any) -> None:
     p.add_argument("--cuts", type=cluster_count, nargs="*", required=True, help="hierarchy cuts (none: give --cuts alone)")
     p.add_argument("--seed", type=int, default=default("clusters.seed"))
     p.add_argument("--sample", type=positive_int, default=default("clusters.sample"))
-    p.add_argument("--retrain", type=yes_no, default=default("clusters.retrain"), help="yes: retrain, never assign")
-    p.add_argument("--drift-max", type=positive_float, default=default("clusters.drift_max"))
-    p.add_argument("--state-dir", default="", help="keep the centroids here and assign new scenes' tiles to them")
+    _add_kept_state_options(p, "clusters", "assign", "keep the centroids here and assign new scenes' tiles to them")
 
 
 def cmd_analogues(args: argparse.Namespace) -> None:

@@ -33,8 +33,11 @@ rule train_encoder:
     # More than one GPU (`gpu: N` in the profile): N data-parallel ranks under torchrun, splitting
     # each global batch of encoder.batch_size between them (see outcrop/learning/distributed.py).
     shell:
-        "if [ {resources.gpu} -gt 1 ]; then launch='python -m torch.distributed.run --standalone"
-        " --nproc_per_node={resources.gpu} --no-python'; else launch=''; fi;"
+        "gpus={resources.gpu:q}; [ \"$gpus\" -eq \"$gpus\" ] 2>/dev/null"
+        " || {{ echo \"train_encoder: resources.gpu '$gpus' is not a whole number\" >&2; exit 2; }};"
+        " if [ \"$gpus\" -gt 1 ]; then"
+        " launch=\"python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python\";"
+        " else launch=''; fi;"
         " $launch "
         "python -m outcrop train --tiles {input.tiles:q} --tables {input.tables:q} --bands {params.bands:q}"
         " --min-rock {params.min_rock:q} --device {params.device:q} {params.settings:q}"
