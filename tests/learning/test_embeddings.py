@@ -24,7 +24,8 @@ def test_embed_tiles_writes_unit_rows_aligned_with_the_tiles(model_path, tmp_pat
     tiles = textures(37, seed=5)[0]
     tiles_path, _ = write_scene(tmp_path, "s", tiles)
     out = tmp_path / "embeddings" / "s.npy"
-    embed_tiles(tiles_path, model_path, out, batch_size=8, device="cpu", spectral_weight=0.5, log=lambda m: None)
+    embed_tiles(tiles_path, model_path, out, batch_size=8, device="cpu", spectral_weight=0.5, context_weight=0.0,
+                log=lambda m: None)
     vectors = np.load(out)
     # The learned part (16) joined with each of the 4 bands' mean, spread and three percentiles.
     assert vectors.shape == (37, 16 + 5 * 4) and vectors.dtype == np.float32
@@ -33,6 +34,51 @@ def test_embed_tiles_writes_unit_rows_aligned_with_the_tiles(model_path, tmp_pat
     model, meta = load_encoder(model_path)
     np.testing.assert_allclose(embed_array(model, meta, tiles[[20]], spectral_weight=0.5), vectors[[20]], atol=1e-5)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_the_block_part_describes_the_tiles_around_each_tile(model_path, tmp_path):
+    """With the shipped weights the vector is learned + spectrum + block spectrum, D + 5C + 5C long. The
+    block of tile i (a column of tiles, one tile apart) is tiles i-1, i, i+1: tiles whose neighbours match
+    share a block part, and a tile's own pixels change its neighbours' vectors but no one else's."""
+    from outcrop.config import default
+    from outcrop.learning.embeddings import spectral_part, standardised
+    from outcrop.raster.spectra import square_spectra
+
+    assert default("embed.context_weight") > 0 and default("embed.spectral_weight") > 0
+    tiles = textures(12, seed=21)[0]
+    tiles_path, _ = write_scene(tmp_path, "s", tiles)
+    out = tmp_path / "e.npy"
+    embed_tiles(tiles_path, model_path, out, batch_size=5, device="cpu", log=lambda m: None)
+    vectors = np.load(out)
+    model, meta = load_encoder(model_path)
+    assert vectors.shape == (12, 16 + 20 + 20)
+    w_s, w_c = default("embed.spectral_weight"), default("embed.context_weight")
+    learned = embed_array(model, meta, tiles, spectral_weight=0.0)
+    blocks = np.stack([square_spectra(tiles[max(0, i - 1):i + 2]) for i in range(12)])
+    expected = np.concatenate([learned, w_s * spectral_part(meta, tiles), w_c * standardised(meta, blocks)], axis=1)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    # Change tile 6: the block parts of tiles 5, 6 and 7 change, the others' do not.
+    changed = tiles.copy()
+    changed[6] = changed[6] * 1.7
+    np.save(tiles_path, changed)
+    embed_tiles(tiles_path, model_path, out, batch_size=5, device="cpu", log=lambda m: None)
+    moved = np.abs(np.load(out) - vectors).max(axis=1) > 1e-4
+    assert np.flatnonzero(moved).tolist() == [5, 6, 7]
+
+
+def test_the_block_part_needs_the_tables_of_its_own_run(model_path, tmp_path):
+    tiles = textures(6, seed=22)[0]
+    tiles_path, table_path = write_scene(tmp_path, "s", tiles)
+    _, other = write_scene(tmp_path / "other", "s", tiles[:4])
+    with pytest.raises(OutcropError, match=r"other/s.parquet: 4 rows for an array of 6 tiles"):
+        embed_tiles(tiles_path, model_path, tmp_path / "e.npy", device="cpu", table_path=other, log=lambda m: None)
+    table_path.unlink()
+    with pytest.raises(OutcropError, match=r"s.parquet: file not found \(the block part"):
+        embed_tiles(tiles_path, model_path, tmp_path / "e.npy", device="cpu", log=lambda m: None)
+    assert not (tmp_path / "e.npy").exists()
+    embed_tiles(tiles_path, model_path, tmp_path / "e.npy", device="cpu", context_weight=0.0, log=lambda m: None)
+    assert np.load(tmp_path / "e.npy").shape == (6, 16 + 20)
 
 
 def test_embeddings_do_not_depend_on_batch_size_or_memory_mapping(model_path, tmp_path):
@@ -165,25 +211,23 @@ def test_the_joined_embedding_weighs_the_cosines_of_its_learned_and_spectral_par
         embed_array(model, meta, tiles, spectral_weight=float("nan"))
 
 
-def test_the_default_weight_is_zero_and_gives_the_learned_vectors_alone(model_path, tmp_path):
-    """``embed.spectral_weight`` ships at 0 (docs/evaluation.md: the join costs the demo's cluster ARI), and
-    at 0 the file holds exactly the embeddings of before the join: D columns, not D + 5C, the normalised
+def test_weights_of_zero_give_the_learned_vectors_alone(model_path, tmp_path):
+    """At weights 0 the file holds exactly the embeddings of before the joins: D columns, the normalised
     mean over the poses of the network's representations, whatever spectral statistics the encoder stores."""
-    from outcrop.config import default
     from outcrop.learning.symmetry import orientations, posed
 
-    assert default("embed.spectral_weight") == 0
     tiles = textures(9, seed=11)[0]
     tiles_path, _ = write_scene(tmp_path, "s", tiles)
     out = tmp_path / "s.npy"
-    embed_tiles(tiles_path, model_path, out, batch_size=4, device="cpu", log=lambda m: None)
+    embed_tiles(tiles_path, model_path, out, batch_size=4, device="cpu", spectral_weight=0.0, context_weight=0.0,
+                log=lambda m: None)
     vectors = np.load(out)
     assert vectors.shape == (9, 16)
     model, meta = load_encoder(model_path)
     np.testing.assert_array_equal(vectors, embed_array(model, meta, tiles, batch_size=4, spectral_weight=0.0))
     # The same without the stored spectral statistics (an encoder file from before the join).
     older = {k: v for k, v in meta.items() if not k.startswith("spectral_")}
-    np.testing.assert_array_equal(vectors, embed_array(model, older, tiles, batch_size=4))
+    np.testing.assert_array_equal(vectors, embed_array(model, older, tiles, batch_size=4, spectral_weight=0.0))
     x = (torch.from_numpy(tiles) - torch.tensor(meta["mean"])[None, :, None, None]) / torch.tensor(meta["std"])[None, :, None, None]
     with torch.no_grad():
         model.eval()

@@ -359,18 +359,24 @@ def cmd_embed(args: argparse.Namespace) -> None:
     _limit(args)
     embed_tiles(Path(args.tiles), Path(args.model), Path(args.out), batch_size=args.batch_size,
                 device=args.device, bands=_bands(args.bands) if args.bands else None,
-                spectral_weight=args.spectral_weight, log=_log)
+                spectral_weight=args.spectral_weight, context_weight=args.context_weight,
+                table_path=Path(args.table) if args.table else None, log=_log)
 
 
 def _embed_parser(sub: Any) -> None:
     p = _add(sub, "embed", cmd_embed, "embed one scene's tiles with the trained encoder",
-             "outcrop embed --tiles tiles/s1.npy --model model/encoder.pt --out embeddings/s1.npy")
+             "outcrop embed --tiles tiles/s1.npy --table tiles/s1.parquet --model model/encoder.pt "
+             "--out embeddings/s1.npy")
     p.add_argument("--tiles", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=positive_int, default=default("embed.batch_size"))
     p.add_argument("--spectral-weight", type=non_negative_float, default=default("embed.spectral_weight"),
                    help="weight of the tile's standardised spectrum joined to the learned vector (0: none)")
+    p.add_argument("--context-weight", type=non_negative_float, default=default("embed.context_weight"),
+                   help="weight of the spectrum of the tile's 3 x 3 block joined to the vector (0: none)")
+    p.add_argument("--table", default="", help="the scene's tile table, for the block part (default: the "
+                   ".parquet beside --tiles)")
     p.add_argument("--device", default=default("encoder.device"))
     p.add_argument("--bands", default="", help="the run's bands; the encoder must have been trained on them")
 
@@ -524,6 +530,8 @@ def cmd_quality(args: argparse.Namespace) -> None:
                 deposits=Path(args.deposits) if args.deposits else None,
                 buffer_m=args.buffer_m, exclusion_km=args.exclusion_km, site_overlap=_site_overlap(args.site_overlap),
                 recall_k=args.recall_k, stride=args.stride, min_valid=args.min_valid, seed=args.seed,
+                spectral_weight=args.spectral_weight, context_weight=args.context_weight,
+                tables=[Path(p) for p in args.tables] if args.tables else None,
                 demo_scores=Path(args.demo_scores) if args.demo_scores else None, log=_log)
 
 
@@ -551,6 +559,12 @@ def _quality_parser(sub: Any) -> None:
     p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
     p.add_argument("--seed", type=int, default=default("clusters.seed"), help="seeds the random-encoder baseline and the query sample")
     p.add_argument("--demo-scores", default="", help="the demo's truth-based scores (outcrop evaluate), merged in")
+    p.add_argument("--tables", nargs="+", default=None,
+                   help="tile tables, one per scene in the order of --scenes (needed by the block part)")
+    p.add_argument("--spectral-weight", type=non_negative_float, default=default("embed.spectral_weight"),
+                   help="the run's spectral weight (as `outcrop embed`), so queries are embedded alike")
+    p.add_argument("--context-weight", type=non_negative_float, default=default("embed.context_weight"),
+                   help="the run's context weight (as `outcrop embed`)")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

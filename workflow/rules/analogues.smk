@@ -104,6 +104,7 @@ rule quality:
         index_table=L.index_table,
         embeddings=per_scene(L.embeddings),
         tiles=per_scene(L.tiles),
+        tables=per_scene(L.tile_table),
         prepared=per_scene(L.prepared),
         model=L.model,
         deposits=DEPOSITS or [],
@@ -121,6 +122,8 @@ rule quality:
         stride=config["tiles"]["stride"],
         min_valid=config["tiles"]["min_valid"],
         seed=config["clusters"]["seed"],
+        spectral_weight=config["embed"]["spectral_weight"],
+        context_weight=config["embed"]["context_weight"],
     log:
         L.log("quality"),
     benchmark:
@@ -133,7 +136,8 @@ rule quality:
         "../../envs/faiss.yaml"
     shell:
         "python -m outcrop quality --scenes {params.scenes:q} --index {input.index:q} --index-table {input.index_table:q}"
-        " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --prepared {input.prepared:q} --model {input.model:q}"
+        " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --tables {input.tables:q} --prepared {input.prepared:q}"
+        " --model {input.model:q} --spectral-weight {params.spectral_weight:q} --context-weight {params.context_weight:q}"
         " {params.deposits:q} {params.demo_scores:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --site-overlap {params.site_overlap:q} --recall-k {params.recall_k:q} --stride {params.stride:q}"
         " --min-valid {params.min_valid:q} --seed {params.seed:q} --threads {threads}"

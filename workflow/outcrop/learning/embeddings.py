@@ -14,6 +14,12 @@ parts' cosines. The learned part describes texture, which tells apart ground of 
 explicit spectrum is what re-finds the same ground under a shifted or reprojected grid, and an
 encoder trained to ignore band offsets (the strong band jitter) throws much of it away
 (docs/evaluation.md has the figures). The vector is then ``D + 5C`` long.
+
+With ``embed.context_weight`` above zero a third part joins: the spectrum of the tile's block, the
+3 x 3 tile-sized squares centred on it (:mod:`outcrop.raster.spectra`), standardised the same way.
+It describes the unit the tile sits in, which a tile framed differently shares far more than it
+shares pixels; on real scenes it is what lifts re-identification of offset and reprojected tiles
+well above the tile's own statistics. The vector is then ``D + 5C + 5C`` long.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from outcrop.learning.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
 from outcrop.learning.precision import amp_dtype, autocast
 from outcrop.learning.symmetry import orientations, posed
-from outcrop.learning.training_data import tile_spectra
+from outcrop.raster.spectra import tile_spectra
 
 
 def inference_layout(device: torch.device) -> torch.memory_format:
@@ -66,51 +72,79 @@ def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     return net.to(memory_format=inference_layout(device))
 
 
-def spectral_part(metadata: dict[str, Any], tiles: np.ndarray) -> np.ndarray:
-    """The tiles' spectra standardised by the encoder's stored statistics: (N, 5C) float32, unit rows.
+def standardised(metadata: dict[str, Any], feats: np.ndarray) -> np.ndarray:
+    """Spectra (N, 5C) standardised by the encoder's stored statistics: float32, unit rows.
 
     An encoder file written before the statistics were stored standardises every feature by the
     per-band pixel mean and standard deviation: the same scale, the spreads a little less centred.
+    Block spectra are standardised by the tiles' statistics too, so a block and a tile of one
+    uniform ground give one vector.
     """
-    feats = tile_spectra(tiles)
     if "spectral_mean" in metadata:
         centre = np.asarray(metadata["spectral_mean"], dtype=np.float64)
         scale = np.asarray(metadata["spectral_std"], dtype=np.float64)
     else:
         mean, std = (np.asarray(metadata[k], dtype=np.float64) for k in ("mean", "std"))
         centre, scale = np.concatenate([mean, 0 * mean, mean, mean, mean]), np.tile(std, 5)
-    z = (feats - centre) / scale
+    z = (np.asarray(feats, dtype=np.float64) - centre) / scale
     return (z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+
+
+def spectral_part(metadata: dict[str, Any], tiles: np.ndarray) -> np.ndarray:
+    """The tiles' own spectra, standardised: (N, 5C) float32, unit rows."""
+    return standardised(metadata, tile_spectra(tiles))
+
+
+def join_parts(learned: np.ndarray, *parts: tuple[float, np.ndarray]) -> np.ndarray:
+    """``[learned, w1 * part1, ...]`` of unit-row arrays, rows L2-normalised; parts of weight 0 are left out.
+
+    The cosine of two joined rows is then the weighted mean of the parts' cosines (weights squared).
+    With no part above weight 0 the learned rows come back as they are.
+    """
+    kept = [w * p for w, p in parts if w > 0]
+    if not kept:
+        return learned
+    joined = np.concatenate([learned, *kept], axis=1)
+    return (joined / np.linalg.norm(joined, axis=1, keepdims=True)).astype(np.float32)
 
 
 def join_spectral(learned: np.ndarray, spectral: np.ndarray, weight: float) -> np.ndarray:
     """``[learned, weight * spectral]`` of two unit-row arrays, rows L2-normalised; ``learned`` at weight 0."""
-    if weight <= 0:
-        return learned
-    joined = np.concatenate([learned, weight * spectral], axis=1)
-    return (joined / np.linalg.norm(joined, axis=1, keepdims=True)).astype(np.float32)
+    return join_parts(learned, (weight, spectral))
 
 
-def embedding_dim(metadata: dict[str, Any], spectral_weight: float) -> int:
-    """Length of the vectors :func:`embed_array` writes: D, or D + 5C with a spectral part."""
-    return int(metadata["embedding_dim"]) + (5 * len(metadata["bands"]) if spectral_weight > 0 else 0)
+def embedding_dim(metadata: dict[str, Any], spectral_weight: float, context_weight: float = 0.0) -> int:
+    """Length of the vectors :func:`embed_array` writes: D, plus 5C for each spectral part above weight 0."""
+    per_part = 5 * len(metadata["bands"])
+    return int(metadata["embedding_dim"]) + per_part * ((spectral_weight > 0) + (context_weight > 0))
+
+
+def _check_weight(name: str, value: float) -> None:
+    if not (np.isfinite(value) and value >= 0):
+        raise OutcropError(f"{name} weight must be a finite number >= 0, got {value!r}")
 
 
 @torch.inference_mode()
 def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndarray, *,
                 batch_size: int = 256, device: str = "cpu", precision: torch.dtype | None | str = "auto",
-                spectral_weight: float = default("embed.spectral_weight")) -> np.ndarray:
-    """Embed (N, C, H, W) tiles (memory-mapped is fine) in batches: (N, D) or (N, D + 5C) float32, unit rows.
+                spectral_weight: float = default("embed.spectral_weight"),
+                context_weight: float = 0.0, context: np.ndarray | None = None) -> np.ndarray:
+    """Embed (N, C, H, W) tiles (memory-mapped is fine) in batches: (N, :func:`embedding_dim`) float32, unit rows.
 
     Each row is the encoder's representation averaged over the poses of its symmetry, L2-normalised,
-    joined with the tile's standardised spectrum when ``spectral_weight`` is above zero (at zero the
-    rows are the learned vectors alone, exactly). ``precision``: the autocast dtype (None: float32);
+    joined with the tile's standardised spectrum when ``spectral_weight`` is above zero and with its
+    block's, ``context`` (N, 5C) raw block spectra from :mod:`outcrop.raster.spectra`, when
+    ``context_weight`` is (at zero weights the rows are the learned vectors alone, exactly). Tiles
+    given as an array carry no neighbours, so the block part is off unless asked for with its spectra. ``precision``: the autocast dtype (None: float32);
     ``auto`` is bf16 on CUDA, float32 elsewhere (:mod:`outcrop.learning.precision`). Poses are summed
     and normalised in float32; the spectral part is computed from the float32 tiles.
     """
-    if not (np.isfinite(spectral_weight) and spectral_weight >= 0):
-        raise OutcropError(f"spectral weight must be a finite number >= 0, got {spectral_weight!r}")
+    _check_weight("spectral", spectral_weight)
+    _check_weight("context", context_weight)
     bands = list(metadata["bands"])
+    if context_weight > 0 and (context is None or np.shape(context) != (tiles.shape[0], 5 * len(bands))):
+        raise OutcropError(f"a context weight of {context_weight:g} needs the block spectra of all "
+                           f"{tiles.shape[0]} tiles ({5 * len(bands)} values each)")
     if tiles.ndim != 4 or tiles.shape[1] != len(bands):
         raise OutcropError(f"tiles of shape {tuple(tiles.shape)} do not match the encoder's "
                            f"{len(bands)} bands ({','.join(bands)})")
@@ -118,7 +152,7 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
     net = inference_copy(model, dev)
     mean = torch.as_tensor(metadata["mean"], dtype=torch.float32, device=dev)[None, :, None, None]
     std = torch.as_tensor(metadata["std"], dtype=torch.float32, device=dev)[None, :, None, None]
-    out = np.empty((tiles.shape[0], embedding_dim(metadata, spectral_weight)), dtype=np.float32)
+    out = np.empty((tiles.shape[0], embedding_dim(metadata, spectral_weight, context_weight)), dtype=np.float32)
     layout = inference_layout(dev)
     poses = orientations(metadata.get("symmetry", "none"))
     dtype = amp_dtype(dev) if precision == "auto" else precision
@@ -132,29 +166,53 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
             for turns, flip in poses[1:]:
                 z += net(posed(x, turns, flip).contiguous(memory_format=layout)).float()
         learned = F.normalize(z, dim=1).cpu().numpy()
+        parts = []
         if spectral_weight > 0:
-            learned = join_spectral(learned, spectral_part(metadata, host), spectral_weight)
-        out[start:start + len(chunk)] = learned
+            parts.append((spectral_weight, spectral_part(metadata, host)))
+        if context_weight > 0:
+            parts.append((context_weight, standardised(metadata, context[start:start + len(chunk)])))
+        out[start:start + len(chunk)] = join_parts(learned, *parts)
     return out
 
 
 def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_size: int = default("embed.batch_size"),
                 device: str = default("encoder.device"), bands: Sequence[str] | None = None,
                 spectral_weight: float = default("embed.spectral_weight"),
+                context_weight: float = default("embed.context_weight"), table_path: Path | None = None,
                 log: Callable[[str], None] = print) -> None:
     """Embed one scene's tile array with a trained encoder and write ``out_path`` atomically.
 
     ``bands``, the run's band names, must be the encoder's: an encoder trained on other bands of
-    the same count would otherwise be accepted and give meaningless vectors.
+    the same count would otherwise be accepted and give meaningless vectors. The block part needs
+    the scene's tile table (``table_path``, by default the ``.parquet`` beside the array, as the
+    tiles stage writes it): it says where each tile lies, so which tiles are its neighbours.
     """
     tiles = load_npy(tiles_path)
     model, metadata = load_encoder(model_path, device=device, expect_bands=bands)
     if tiles.ndim != 4 or tiles.shape[1] != len(metadata["bands"]):
         raise OutcropError(f"{tiles_path}: tiles of shape {tuple(tiles.shape)} do not match the "
                            f"{len(metadata['bands'])} bands of {model_path} ({','.join(metadata['bands'])})")
+    dim = embedding_dim(metadata, spectral_weight, context_weight)
     log(f"embedding {tiles.shape[0]} tiles of {tiles_path} with {model_path} on {resolve_device(device)}, "
-        f"spectral weight {spectral_weight:g} ({embedding_dim(metadata, spectral_weight)} dimensions)")
+        f"spectral weight {spectral_weight:g}, context weight {context_weight:g} ({dim} dimensions)")
+    context = None
+    if context_weight > 0:
+        context = scene_block_spectra(tiles, tiles_path, table_path)
+        log(f"block spectra of {len(context)} tiles")
     vectors = embed_array(model, metadata, tiles, batch_size=batch_size, device=device,
-                          spectral_weight=spectral_weight)
+                          spectral_weight=spectral_weight, context_weight=context_weight, context=context)
     save_npy(out_path, vectors)
     log(f"wrote {out_path} {vectors.shape}")
+
+
+def scene_block_spectra(tiles: np.ndarray, tiles_path: Path, table_path: Path | None) -> np.ndarray:
+    """Block spectra of one scene's tiles, their neighbours found through the scene's tile table."""
+    from outcrop.raster.spectra import block_neighbours, block_spectra
+    from outcrop.raster.tiles import read_tile_positions
+
+    table_path = Path(table_path) if table_path else Path(tiles_path).with_suffix(".parquet")
+    if not table_path.is_file():
+        raise OutcropError(f"{table_path}: file not found (the block part of the embedding needs the scene's "
+                           "tile table: give --table, or --context-weight 0)")
+    rows, cols = read_tile_positions(table_path, tiles.shape[0])
+    return block_spectra(tiles, block_neighbours(rows, cols, int(tiles.shape[-1])))

@@ -16,6 +16,7 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.io import load_npy
+from outcrop.raster.spectra import tile_spectra
 
 
 @dataclass
@@ -112,18 +113,6 @@ def band_mean_and_std(tiles: TrainingTiles, max_tiles: int = 20_000,
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
-
-
-def tile_spectra(tiles: np.ndarray) -> np.ndarray:
-    """Each tile's spectrum as (N, 5C) float64: per-band mean, standard deviation, 10/50/90th percentiles.
-
-    The percentiles describe the shape of each band's distribution, which a tile cut off the grid or
-    resampled keeps better than its mean and spread alone (docs/evaluation.md: on real scenes these
-    five re-identify ground as well as the band-statistics baseline; means and log spreads do worse,
-    the log amplifying the spread that resampling smooths away).
-    """
-    flat = np.asarray(tiles, dtype=np.float64).reshape(tiles.shape[0], tiles.shape[1], -1)
-    return np.concatenate([flat.mean(axis=2), flat.std(axis=2), *np.percentile(flat, [10, 50, 90], axis=2)], axis=1)
 
 
 def spectral_statistics(tiles: TrainingTiles, max_tiles: int = 20_000,

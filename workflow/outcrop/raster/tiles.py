@@ -235,6 +235,28 @@ def read_tile_table(path: str | Path) -> Any:
     return table
 
 
+def read_tile_positions(path: str | Path, n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pixel origins (row, col) of a tile table's tiles, in tile-id order, without reading geometries.
+
+    ``n_tiles`` is the length of the scene's tile array: a table of another length belongs to
+    another run, and neighbours looked up in it would be other tiles.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=["tile_id", "row", "col"])
+    except FileNotFoundError:
+        raise OutcropError(f"{path}: file not found") from None
+    except Exception as exc:  # pyarrow raises many kinds: a missing column, a broken file
+        raise OutcropError(f"{path}: not a tile table with tile_id, row and col ({str(exc).splitlines()[0]})") from None
+    ids = table.column("tile_id").to_numpy()
+    if len(ids) != n_tiles or not np.array_equal(ids, np.arange(n_tiles)):
+        raise OutcropError(f"{path}: {len(ids)} rows for an array of {n_tiles} tiles "
+                           "(the table and the array are of different runs)")
+    return (np.asarray(table.column("row").to_numpy(), dtype=np.int64),
+            np.asarray(table.column("col").to_numpy(), dtype=np.int64))
+
+
 def cut_offset_tiles(
     prepared_path: str | Path,
     *,
@@ -245,13 +267,15 @@ def cut_offset_tiles(
     min_valid: float = default("tiles.min_valid"),
     limit: int | None = None,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
+    context: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Tiles of a prepared scene on the global stride grid shifted by ``offset`` px in rows and columns.
 
     For re-identification: the same ground as the run's own tiles, framed differently, so that a
     match is never pixel for pixel. Only tiles wholly inside ``bounds`` (left, bottom, right, top, in
     the scene's CRS) with ``min_valid`` clear pixels are cut; with ``limit``, a seeded sample of
-    that many. Returns (N, C, size, size) float32 reflectance and the N footprints (shapely boxes).
+    that many. Returns (N, C, size, size) float32 reflectance and the N footprints (shapely boxes),
+    and with ``context`` the N block spectra (:mod:`outcrop.raster.spectra`) read around each tile.
     """
     import rasterio
     import shapely
@@ -287,6 +311,32 @@ def cut_offset_tiles(
         for i, (r, c) in enumerate(picked):
             tiles[i] = decode_reflectance(src.read(bands, window=Window(c, r, size, size)))
         tiles = _fill_gaps(tiles) if len(picked) else tiles
+        blocks = np.stack([_read_block_spectra(src, r, c, size, min_valid) for r, c in picked]) if context \
+            and picked else np.zeros((0, 5 * len(bands)))
     rc = np.array(picked, dtype=np.float64).reshape(-1, 2)
     x0, y0 = transform.c + rc[:, 1] * res, transform.f - rc[:, 0] * res
-    return tiles, shapely.box(x0, y0 - size * res, x0 + size * res, y0)
+    boxes = shapely.box(x0, y0 - size * res, x0 + size * res, y0)
+    return (tiles, boxes, blocks) if context else (tiles, boxes)
+
+
+def _read_block_spectra(src: Any, row: int, col: int, size: int, min_valid: float) -> np.ndarray:
+    """The block spectrum of the tile at (row, col), its squares read from the prepared raster.
+
+    A square counts when it lies inside the raster with ``min_valid`` clear pixels, as a tile of the
+    run's table would be kept; its few gaps are filled as a kept tile's are.
+    """
+    from rasterio.windows import Window
+
+    from outcrop.raster.spectra import BLOCK, square_spectra
+    from outcrop.raster.surfaces import CLOUD
+
+    squares = []
+    for dr, dc in BLOCK:
+        r, c = row + dr * size, col + dc * size
+        if r < 0 or c < 0 or r + size > src.height or c + size > src.width:
+            continue
+        frac = _block_fractions(src.read(src.count, window=Window(c, r, size, size)), np.array([0]), size)[0]
+        if 1.0 - frac[NODATA] - frac[CLOUD] < min_valid:
+            continue
+        squares.append(decode_reflectance(src.read(list(range(1, src.count)), window=Window(c, r, size, size))))
+    return square_spectra(_fill_gaps(np.stack(squares)))

@@ -77,15 +77,18 @@ def random_encoder(model_path: Path, *, seed: int = 0) -> tuple[Any, dict[str, A
 
 
 def random_encoder_embeddings(model_path: Path, tiles: np.ndarray, *, seed: int = 0,
-                              batch_size: int = 256, spectral_weight: float = 0.0) -> np.ndarray:
+                              batch_size: int = 256, spectral_weight: float = 0.0, context_weight: float = 0.0,
+                              context: np.ndarray | None = None) -> np.ndarray:
     """Embeddings of ``tiles`` from :func:`random_encoder`; rows are L2-normalised, as embeddings are.
 
-    With ``spectral_weight`` they are joined with the tiles' spectra as the embed stage joins them;
-    by default the baseline is the architecture alone."""
+    With ``spectral_weight`` and ``context_weight`` (and the tiles' block spectra, ``context``) they
+    are joined with the same parts as the embed stage joins; by default the baseline is the
+    architecture alone."""
     from outcrop.learning.embeddings import embed_array
 
     model, meta = random_encoder(model_path, seed=seed)
-    return embed_array(model, meta, tiles, batch_size=batch_size, device="cpu", spectral_weight=spectral_weight)
+    return embed_array(model, meta, tiles, batch_size=batch_size, device="cpu", spectral_weight=spectral_weight,
+                       context_weight=context_weight, context=context)
 
 
 def as_unit_vectors(features: np.ndarray) -> np.ndarray:

@@ -107,26 +107,40 @@ def best_overlaps(queries: np.ndarray, gallery: np.ndarray) -> list[np.ndarray]:
 
 
 def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, model_path: Path, *,
-                 seed: int) -> dict[str, np.ndarray]:
+                 seed: int, weights: tuple[float, float] = (0.0, 0.0),
+                 blocks: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Unit-row features of the same tiles: BYOL, the baselines of the demo's evaluation, raw pixels if they fit.
 
     ``chunks()`` yields the tiles' pixels a few thousand at a time (so a large run's tiles stay on
     disk; it is called once per pass). Statistics and raw pixels are standardised over these tiles
     (see ``as_unit_vectors``): pass the gallery and the queries together, so both are standardised alike.
+    ``weights`` are the run's spectral and context weights; above zero, ``random_joined`` is the
+    random encoder joined with the same parts as the run's vectors (``blocks``: the tiles' block
+    spectra), which tells what training adds over the parts it is joined with.
     """
     from outcrop.learning.embeddings import embed_array
     from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder
 
     net, meta = random_encoder(model_path, seed=seed)
-    stats, spectral, random = [], [], []
+    spectral_weight, context_weight = weights
+    stats, spectral, random, joined = [], [], [], []
+    start = 0
     for chunk in chunks():
         spectral.append(band_statistics(chunk))
         stats.append(band_statistics(chunk, percentiles=True))
-        random.append(embed_array(net, meta, chunk, batch_size=256, device="cpu"))
+        random.append(embed_array(net, meta, chunk, batch_size=256, device="cpu", spectral_weight=0.0,
+                                  context_weight=0.0))
+        if spectral_weight > 0 or context_weight > 0:
+            ctx = blocks[start:start + len(chunk)] if context_weight > 0 else None
+            joined.append(embed_array(net, meta, chunk, batch_size=256, device="cpu", spectral_weight=spectral_weight,
+                                      context_weight=context_weight, context=ctx))
+        start += len(chunk)
     out = {"byol": np.asarray(byol, dtype=np.float32),
            "raw_spectral": as_unit_vectors(np.concatenate(spectral)),
            "band_statistics": as_unit_vectors(np.concatenate(stats)),
            "random_encoder": np.concatenate(random)}
+    if joined:
+        out["random_joined"] = np.concatenate(joined)
     if len(byol) * int(np.prod(_first(chunks).shape[1:])) <= RAW_PIXELS_MAX:
         out["raw_pixels"] = as_unit_vectors(np.concatenate([c.reshape(len(c), -1) for c in chunks()]))
     return out
@@ -171,24 +185,31 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
                 site_overlap: float | None = default("analogues.site_overlap"),
                 recall_k: Sequence[int] = default("evaluate.recall_k"), stride: int = default("tiles.stride"),
                 min_valid: float = default("tiles.min_valid"), seed: int = default("clusters.seed"),
+                spectral_weight: float = default("embed.spectral_weight"),
+                context_weight: float = default("embed.context_weight"), tables: Sequence[Path] | None = None,
                 demo_scores: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write ``metrics.json``: leave-one-deposit-out and re-identification blocks, each feature set,
     their cost in seconds, and (with ``demo_scores``) the demo's truth-based scores merged in.
 
     ``embeddings``, ``tiles`` and ``prepared`` list one file per scene, in the order of ``scenes``;
     ``model`` is the trained encoder (re-identification embeds its query tiles with it, and the
-    random-encoder baseline copies its architecture). Without ``deposits`` leave-one-out is not
-    applicable, and the block says so; re-identification still scores the run.
+    random-encoder baseline copies its architecture). ``spectral_weight`` and ``context_weight`` must
+    be those the run's embeddings were made with, so that queries are embedded alike; the block part
+    needs the scenes' tile tables (``tables``, one per scene). Without ``deposits`` leave-one-out is
+    not applicable, and the block says so; re-identification still scores the run.
     """
     from outcrop.search.analogues import _positives_of, read_deposits
     from outcrop.search.index import load_index
 
-    for name, files in (("embeddings", embeddings), ("tiles", tiles), ("prepared", prepared)):
+    for name, files in (("embeddings", embeddings), ("tiles", tiles), ("prepared", prepared),
+                        *((("tile tables", tables),) if tables is not None else ())):
         if len(files) != len(scenes):
             raise OutcropError(f"quality: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
                                "give one per scene, in the order of --scenes")
     t_start = time.perf_counter()
     metrics: dict[str, Any] = read_scores(Path(demo_scores)) if demo_scores else {}
+    if context_weight > 0 and tables is None:
+        raise OutcropError("quality: a context weight above 0 needs the scenes' tile tables (--tables)")
     model = Path(model)
     _, table = load_index(Path(index), Path(index_table))
     present = [s for s in scenes if (table.scene == s).any()]
@@ -200,6 +221,15 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     emb = {s: load_npy(Path(emb_of[s])) for s in present}
     tiles = {s: load_npy(Path(tiles_of[s])) for s in present}
     metrics["tiles"] = int(len(table))
+    weights = (spectral_weight, context_weight)
+    tables_of = dict(zip(scenes, tables)) if tables is not None else {}
+    size = int(table["size"].iloc[0]) if len(table) else 0
+
+    def blocks(parts: Sequence[tuple[str, np.ndarray]]) -> np.ndarray | None:
+        """Block spectra of (scene, rows) parts, in order; None when the run joins no block part."""
+        if context_weight <= 0:
+            return None
+        return np.concatenate([scene_blocks(tiles[s], Path(tables_of[s]), size, r) for s, r in parts])
 
     # Leave-one-deposit-out over every indexed tile.
     t0 = time.perf_counter()
@@ -215,7 +245,9 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
         byol = np.concatenate([np.asarray(emb[s][rows[s]]) for s in present])
         loo = {"deposits": int(len(known)), "exclusion_km": exclusion_km}
         pixels = _chunks_of([(tiles[s], rows[s]) for s in present])
-        for name, vecs in feature_sets(pixels, byol, model, seed=seed).items():
+        sets = feature_sets(pixels, byol, model, seed=seed, weights=weights,
+                            blocks=blocks([(s, rows[s]) for s in present]))
+        for name, vecs in sets.items():
             ranks = leave_one_out_ranks(vecs, table, known.geometry.to_numpy(), positives,
                                         exclusion_m=exclusion_km * 1000.0, site_overlap=site_overlap)
             loo[name] = rank_summary(ranks, recall_k)
@@ -227,20 +259,20 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
 
     # Cross-scene re-identification on a half-stride-shifted grid.
     t0 = time.perf_counter()
-    size = int(table["size"].iloc[0]) if len(table) else 0
     prepared_of = dict(zip(scenes, prepared))
     prepared = {s: Path(prepared_of[s]) for s in present}
     res = _pixel_size(prepared) if prepared else 0.0
     pairs = _overlapping_pairs(prepared, 2 * size * res) if prepared else []
     reid: dict[str, Any] = {"pairs": [], "queries": 0, "offset_px": max(stride // 2, 1)}
-    gallery_px, query_px, gallery_emb, answers, spans = [], [], [], [], []
+    gallery_px, query_px, query_blocks, gallery_emb, answers, spans = [], [], [], [], [], []
+    gallery_parts: list[tuple[str, np.ndarray]] = []
     from outcrop.learning.embeddings import embed_array
     from outcrop.learning.encoder import load_encoder
 
     base = 0
     for earlier, later, shared in pairs:
-        q_tiles, q_geoms = cut_queries(prepared[later], size=size, stride=stride, bounds=shared, min_valid=min_valid,
-                                       seed=seed)
+        q_tiles, q_geoms, q_blocks = cut_queries(prepared[later], size=size, stride=stride, bounds=shared,
+                                                 min_valid=min_valid, seed=seed, context=context_weight > 0)
         g_rows = rows[earlier]
         g_geoms = table.geometry.values[table.scene.to_numpy() == earlier]
         right = best_overlaps(np.asarray(q_geoms), np.asarray(g_geoms))
@@ -249,6 +281,8 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
             continue
         reid["pairs"].append({"gallery": earlier, "queries": later, "tiles": int(has.sum())})
         query_px.append(q_tiles[has])
+        query_blocks.append(q_blocks[has])
+        gallery_parts.append((earlier, g_rows))
         answers.append([a for a, h in zip(right, has) if h])
         gallery_px.append((tiles[earlier], g_rows))
         gallery_emb.append(np.asarray(emb[earlier][g_rows]))
@@ -260,10 +294,14 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     else:
         enc, meta = load_encoder(model, device="cpu")
         q_all = np.concatenate(query_px)
-        q_byol = embed_array(enc.eval(), meta, q_all, batch_size=256, device="cpu")
+        q_ctx = np.concatenate(query_blocks) if context_weight > 0 else None
+        q_byol = embed_array(enc.eval(), meta, q_all, batch_size=256, device="cpu", spectral_weight=spectral_weight,
+                             context_weight=context_weight, context=q_ctx)
         n_gallery = base
+        g_ctx = blocks(gallery_parts)
         both = feature_sets(_chunks_of([*gallery_px, (q_all, np.arange(len(q_all)))]),
-                            np.concatenate([np.concatenate(gallery_emb), q_byol]), model, seed=seed)
+                            np.concatenate([np.concatenate(gallery_emb), q_byol]), model, seed=seed, weights=weights,
+                            blocks=None if g_ctx is None else np.concatenate([g_ctx, q_ctx]))
         reid["queries"] = int(len(q_all))
         starts = n_gallery + np.cumsum([0] + [len(q) for q in query_px])
         for name, vecs in both.items():
@@ -298,12 +336,24 @@ def read_scores(path: Path) -> dict[str, Any]:
 
 
 def cut_queries(prepared: Path, *, size: int, stride: int, bounds: tuple, min_valid: float,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Query tiles of one scene on the run grid shifted by half a stride, inside ``bounds``."""
+                seed: int, context: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query tiles of one scene on the run grid shifted by half a stride, inside ``bounds``; their
+    footprints, and their block spectra when ``context`` (else an empty array)."""
     from outcrop.raster.tiles import cut_offset_tiles
 
-    return cut_offset_tiles(prepared, size=size, stride=stride, offset=max(stride // 2, 1), bounds=bounds,
-                            min_valid=min_valid, limit=REID_QUERIES, seed=seed)
+    cut = cut_offset_tiles(prepared, size=size, stride=stride, offset=max(stride // 2, 1), bounds=bounds,
+                           min_valid=min_valid, limit=REID_QUERIES, seed=seed, context=context)
+    return cut if context else (*cut, np.zeros((len(cut[0]), 0)))
+
+
+def scene_blocks(tiles: np.ndarray, table_path: Path, size: int, rows: np.ndarray) -> np.ndarray:
+    """Block spectra of ``rows`` of one scene's tile array, neighbours found through its tile table."""
+    from outcrop.raster.spectra import block_neighbours, block_spectra
+    from outcrop.raster.tiles import read_tile_positions
+
+    tile_rows, tile_cols = read_tile_positions(table_path, len(tiles))
+    neighbours = block_neighbours(tile_rows, tile_cols, size)
+    return block_spectra(tiles, neighbours[np.asarray(rows, dtype=np.int64)])
 
 
 def _pixel_size(prepared: dict[str, Path]) -> float:
