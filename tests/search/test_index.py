@@ -171,3 +171,31 @@ def test_nprobe_tuning_finds_the_smallest_that_reaches_the_target():
     # Reached at the start: bisected down to the smallest that still reaches it.
     assert tune_nprobe(lambda n: 0.99, 8, 64, 0.95) == (1, 0.99)
     assert tune_nprobe(lambda n: 0.9 + 0.01 * n, 8, 64, 0.95)[0] in (5, 6)
+
+
+def _grid_json(path, **over):
+    grid = {"crs": "EPSG:32621", "resolution": 30.0, "origin": [15.0, 15.0],
+            "crs_reason": "auto: EPSG:32621 covers 2 of 2 scene(s)", "resolution_reason": "auto: finest band, 30 m",
+            "alignment_reason": "scene a's pixel corners", "scenes": {}, "warnings": []}
+    path.write_text(json.dumps({**grid, **over}))
+    return path
+
+
+def test_info_records_the_run_grid(tmp_path):
+    run = make_run(tmp_path)
+    grid = _grid_json(tmp_path / "grid.json", crs_reason={"not": "a string"})
+    build_index(run.embeddings, run.tables, *_outputs(tmp_path), grid=grid, log=lambda *_: None)
+    info = json.loads(_outputs(tmp_path)[2].read_text())
+    assert info["grid"] == {"crs": "EPSG:32621", "resolution": 30.0, "origin": [15.0, 15.0], "crs_reason": "",
+                            "resolution_reason": "auto: finest band, 30 m",
+                            "alignment_reason": "scene a's pixel corners", "source": str(grid)}
+    build_index(run.embeddings, run.tables, *_outputs(tmp_path, "nogrid"), log=lambda *_: None)
+    assert "grid" not in json.loads(_outputs(tmp_path, "nogrid")[2].read_text())
+
+
+def test_a_broken_grid_file_fails_the_index_before_writing(tmp_path):
+    run = make_run(tmp_path)
+    grid = _grid_json(tmp_path / "grid.json", resolution=-30)
+    with pytest.raises(OutcropError, match=r"grid.json: resolution must be positive and the origin finite$"):
+        build_index(run.embeddings, run.tables, *_outputs(tmp_path), grid=grid, log=lambda *_: None)
+    assert not (tmp_path / "index").exists()

@@ -47,3 +47,8 @@ def test_run_without_deposits_maps_and_says_so(tmp_path):
     assert metrics["leave_one_out"]["skipped"].startswith("not applicable: no deposits given")
     assert "rock_unit_tiles" not in metrics and "seconds" in metrics["reidentification"]
     assert "not applicable: no deposits given" in (results / "summary.html").read_text()
+    # the index says which grid its tiles lie on: the run's grid.json
+    grid = json.loads((results / "grid.json").read_text())
+    index_grid = json.loads((results / "index" / "info.json").read_text())["grid"]
+    assert (index_grid["crs"], index_grid["resolution"]) == (grid["crs"], grid["resolution"])
+    assert index_grid["crs_reason"] == grid["crs_reason"] and index_grid["crs_reason"]

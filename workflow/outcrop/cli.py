@@ -388,7 +388,8 @@ def cmd_index(args: argparse.Namespace) -> None:
     build_index(args.embeddings, args.tables, Path(args.out_index), Path(args.out_table), Path(args.out_info),
                 min_rock=args.min_rock, exact_max=args.exact_max, memory_gb=args.memory_gb,
                 recall_floor=args.recall_floor, seed=args.seed, retrain=args.retrain, drift_max=args.drift_max,
-                state_dir=Path(args.state_dir) if args.state_dir else None, log=_log)
+                state_dir=Path(args.state_dir) if args.state_dir else None,
+                grid=Path(args.grid) if args.grid else None, log=_log)
 
 
 def _index_parser(sub: Any) -> None:
@@ -405,6 +406,7 @@ def _index_parser(sub: Any) -> None:
     p.add_argument("--recall-floor", type=finite_float, default=default("index.recall_floor"))
     p.add_argument("--seed", type=int, default=default("index.seed"))
     p.add_argument("--memory-gb", type=positive_float, default=default("index.memory_gb"))
+    p.add_argument("--grid", default="", help="the run's grid.json: info.json then records the grid the tiles lie on")
     _add_kept_state_options(p, "index", "add", "keep the trained index here and add new scenes to it")
 
 

@@ -8,6 +8,7 @@ rule index:
     input:
         embeddings=per_scene(L.embeddings),
         tables=per_scene(L.tile_table),
+        grid=GRID,
     output:
         index=L.index,
         table=L.index_table,
@@ -36,4 +37,4 @@ rule index:
         " --min-rock {params.min_rock:q} --exact-max {params.exact_max:q} --recall-floor {params.recall_floor:q}"
         " --seed {params.seed:q} --memory-gb {params.memory_gb:q} --retrain {params.retrain:q}"
         " --drift-max {params.drift_max:q} --state-dir {params.state_dir:q} --threads {threads} --out-index {output.index:q} --out-table {output.table:q}"
-        " --out-info {output.info:q} > {log:q} 2>&1"
+        " --out-info {output.info:q} --grid {input.grid:q} > {log:q} 2>&1"

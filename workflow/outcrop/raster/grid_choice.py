@@ -317,6 +317,17 @@ def load_grid(path: str | Path) -> RunGrid:
     return RunGrid(crs, res, (x0 % res, y0 % res))
 
 
+def grid_record(path: str | Path) -> dict[str, Any]:
+    """The run grid of ``grid.json`` as outputs that depend on it record it (the index's info.json):
+    CRS, resolution and origin, checked as :func:`load_grid` checks them, and how each was chosen.
+    Only strings are taken for the reasons, so a hostile file cannot put anything else there."""
+    grid = load_grid(path)
+    data = json.loads(Path(path).read_text())
+    reasons = {k: data.get(k) for k in ("crs_reason", "resolution_reason", "alignment_reason")}
+    return {"crs": grid.crs, "resolution": grid.resolution, "origin": list(grid.origin),
+            **{k: v if isinstance(v, str) else "" for k, v in reasons.items()}, "source": str(path)}
+
+
 def grid_lines(path: str | Path) -> list[str]:
     """``grid.json`` in a few lines, for ``outcrop info`` and the summary."""
     data = json.loads(Path(path).read_text())
@@ -327,4 +338,4 @@ def grid_lines(path: str | Path) -> list[str]:
 
 
 __all__ = ["AUTO", "RunGrid", "SceneHeader", "BandHeader", "choose_grid", "write_grid",
-           "load_grid", "grid_lines", "zone_crs", "utm_zone", "proposed_crs"]
+           "load_grid", "grid_record", "grid_lines", "zone_crs", "utm_zone", "proposed_crs"]

@@ -43,6 +43,9 @@ from outcrop.raster.sensors import (
     parse_mtl_text,
     percentile_rescale,
     sentinel2_offset,
+    sentinel2_offset_from_values,
+    S2_ZERO_DN,
+    VISIBLE_BANDS,
 )
 from outcrop.raster.geo import SceneGrid
 from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
@@ -407,13 +410,15 @@ def read_onto_grid(src: Any, index: int, grid: SceneGrid, *, nodata: float | Non
 
 def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.ndarray], dtypes: list[str],
                scale: float | None, offset: float | None,
-               centre: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+               centre: tuple[float, float] | None = None,
+               sample: Callable[[], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-band (scale, offset) turning stored numbers into reflectance, and a note saying how.
 
     ``centre`` is the scene centre (lon, lat), for the modelled sun elevation of Landsat Level-1
     products that come without their MTL file. ``whole_scene`` returns the scene's stored numbers
     (C, H, W), NaN where invalid; it is called only by the percentile rule, the one rule that needs
-    every pixel at once.
+    every pixel at once. ``sample`` returns the same on a coarse grid (a few hundred pixels a side),
+    for the Sentinel-2 baseline test of a product that does not state its baseline.
     """
     c = len(files.bands)
     if scale is not None or offset is not None:
@@ -426,8 +431,14 @@ def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.n
         return np.full(c, sensor.scale), np.full(c, sensor.offset), f"{sensor.name} scale {sensor.scale} offset {sensor.offset}"
     if sensor.radiometry == "sentinel2":
         o = sentinel2_offset(files.metadata_text, files.product_name)
-        how = "from product metadata" if o is not None else "baseline >= 04.00 assumed"
-        o = sensor.offset if o is None else o
+        how = "from product metadata"
+        visible = [i for i, b in enumerate(files.bands) if b.name in VISIBLE_BANDS]
+        if o is None and visible and sample is not None:
+            o, share = sentinel2_offset_from_values(sample()[visible])
+            how = (f"no metadata: {share:.0%} of visible values below DN {S2_ZERO_DN}, "
+                   + ("so no offset (baseline before 04.00)" if o == 0.0 else "baseline >= 04.00"))
+        elif o is None:
+            o, how = sensor.offset, "baseline >= 04.00 assumed"
         return np.full(c, sensor.scale), np.full(c, o), f"Sentinel-2 scale {sensor.scale} offset {o} ({how})"
     if sensor.radiometry == "mtl":
         if files.mtl is not None:
@@ -566,8 +577,12 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
             dn, _, _ = reader.read(grid, layout)
             return dn
 
+        def coarse_scene() -> np.ndarray:
+            """The scene's stored numbers on a grid at most SAMPLE_SIDE px a side (area averages)."""
+            return reader.read(coarse_grid(grid), layout)[0]
+
         s, o, how = _rescaling(spec, files, whole_scene, [meta[b.path]["dtype"] for b in files.bands], scale,
-                               offset, _centre_lonlat(meta[files.bands[0].path]))
+                               offset, _centre_lonlat(meta[files.bands[0].path]), coarse_scene)
         log(f"{scene_id}: radiometry: {how}")
         t0 = time.perf_counter()
         valid_pixels = negatives = 0
@@ -662,6 +677,19 @@ def grid_windows(grid: SceneGrid, window_pixels: int = WINDOW_PIXELS) -> Iterato
         for c in range(0, grid.width, cols):
             h, w = min(rows, grid.height - r), min(cols, grid.width - c)
             yield r, c, SceneGrid(grid.crs, grid.transform @ Affine.translation(c, r), w, h)
+
+
+SAMPLE_SIDE = 512
+
+
+def coarse_grid(grid: SceneGrid, side: int = SAMPLE_SIDE) -> SceneGrid:
+    """``grid`` coarsened by a whole factor to at most ``side`` px a side, same footprint: a cheap
+    sample of a scene's values for statistics that need no full resolution."""
+    from affine import Affine
+
+    factor = max(1, math.ceil(max(grid.width, grid.height) / side))
+    return SceneGrid(grid.crs, grid.transform @ Affine.scale(factor), math.ceil(grid.width / factor),
+                     math.ceil(grid.height / factor))
 
 
 def check_scene_size(grid: SceneGrid, source: str, max_pixels: int = MAX_SCENE_PIXELS) -> None:

@@ -73,6 +73,12 @@ OLI_L1_SCALE = 2.0e-5
 OLI_L1_OFFSET = -0.1
 S2_SCALE = 1e-4
 S2_OFFSET = -0.1  # processing baseline >= 04.00
+# The stored number of zero reflectance from baseline 04.00 on (-S2_OFFSET / S2_SCALE).
+S2_ZERO_DN = 1000
+# Share of a product's visible values below S2_ZERO_DN from which it cannot carry the 04.00 offset
+# (see sentinel2_offset_from_values).
+S2_PRE_BASELINE_SHARE = 0.05
+VISIBLE_BANDS = ("blue", "green", "red")
 
 SENSORS: dict[str, Sensor] = {
     "landsat-c2l2": Sensor("landsat-c2l2", _LANDSAT_OLI_L2, "fixed", 0.0000275, -0.2, 0, ("QA_PIXEL",)),
@@ -323,6 +329,27 @@ def sentinel2_offset(metadata_text: str | None, product_name: str) -> float | No
     if m:
         return S2_OFFSET if int(m.group(1)) >= 4 else 0.0
     return None
+
+
+def sentinel2_offset_from_values(visible_dn: np.ndarray) -> tuple[float, float]:
+    """(offset, share below zero) of a Sentinel-2 product without metadata or baseline in its name.
+
+    Why: a product older than baseline 04.00 stores ``10000 * reflectance`` with no offset; assuming
+    the 04.00 offset on it subtracts 0.1 from every band, which turns dark sea (NIR about 0.03, SWIR
+    about 0.01) into negative values that no water index can read. Its stored numbers tell which
+    applies: with the offset, a value below :data:`S2_ZERO_DN` is a negative reflectance. In the
+    visible bands that does not happen over any surface: at the top of the atmosphere Rayleigh
+    scattering alone adds several percent in blue and green, and after atmospheric correction water,
+    vegetation and shadow still reflect about 0.01 or more. So when at least
+    :data:`S2_PRE_BASELINE_SHARE` of the valid visible values lie below :data:`S2_ZERO_DN` (5 %, far
+    above the sensor noise on the darkest water), the product has no offset; otherwise the 04.00
+    offset holds. ``visible_dn`` holds the stored numbers of the visible bands, NaN where invalid.
+    """
+    values = visible_dn[np.isfinite(visible_dn)]
+    if values.size == 0:
+        return S2_OFFSET, 0.0
+    share = float(np.count_nonzero(values < S2_ZERO_DN)) / values.size
+    return (0.0 if share >= S2_PRE_BASELINE_SHARE else S2_OFFSET), share
 
 
 # Generic integer data without a declared scale: dark-object subtraction at this low percentile of

@@ -4,9 +4,9 @@ Most of an Antarctic coast is ice, snow and sea; exposed rock is a few percent. 
 the rules-based rock-outcrop mapping of Antarctica from Landsat 8 (Burton-Johnson et al., 2016,
 The Cryosphere 10, 1665–1677): snow and ice by the normalised difference snow index (NDSI), water by
 the normalised difference water index (NDWI), cloud by brightness in the shortwave infrared where
-snow is dark. What is left is rock, but only where the bands could tell the other classes apart:
+snow is dark (and, as in Fmask, flat in the visible and not brighter in SWIR1 than in NIR). What is left is rock, but only where the bands could tell the other classes apart:
 
-- water needs green with NIR (NDWI) or, without NIR, green with SWIR1 (MNDWI);
+- water needs green with NIR (NDWI) or green with SWIR1 (MNDWI); with both, either finds it (:func:`water`);
 - snow/ice needs green with SWIR1 (NDSI) or, without SWIR1, blue, green, red and NIR (the visible rule);
 - cloud needs the product's quality band or SWIR1 with blue; without either, bright cloud falls to
   the visible snow rule or to rock.
@@ -60,6 +60,7 @@ class Thresholds:
     nir_snow: float = default("surfaces.nir_snow")  # NIR reflectance floor for snow/ice, separates it from dark water
     ndwi_water: float = default("surfaces.ndwi_water")  # NDWI (green vs NIR) above this, with dark NIR, is water
     nir_water: float = default("surfaces.nir_water")  # NIR ceiling for water
+    swir_water: float = default("surfaces.swir_water")  # SWIR1 ceiling for water by MNDWI (green vs SWIR1)
     swir_cloud: float = default("surfaces.swir_cloud")  # SWIR1 reflectance above which bright pixels are cloud
     blue_cloud: float = default("surfaces.blue_cloud")  # blue reflectance floor for cloud
     visible_snow: float = default("surfaces.visible_snow")  # without SWIR1: mean blue/green/red above which a bluish pixel is snow/ice
@@ -87,14 +88,8 @@ def classify_surfaces(
     snow_testable = {"green", "swir1"} <= idx.keys() or {"blue", "green", "red", "nir"} <= idx.keys()
     out = np.full(reflectance.shape[1:], ROCK if water_testable and snow_testable else UNKNOWN, dtype=np.uint8)
     green = reflectance[idx["green"]] if "green" in idx else None
-    if green is not None and "nir" in idx:
-        nir = reflectance[idx["nir"]]
-        out[(_ratio(green, nir) > thresholds.ndwi_water) & (nir < thresholds.nir_water)] = WATER
-    elif green is not None and "swir1" in idx:
-        # MNDWI (Xu 2006, Int. J. Remote Sens. 27, 3025-3033): water absorbs SWIR even more than NIR,
-        # so the NDWI threshold and the NIR ceiling are conservative with SWIR1 in NIR's place.
-        swir1 = reflectance[idx["swir1"]]
-        out[(_ratio(green, swir1) > thresholds.ndwi_water) & (swir1 < thresholds.nir_water)] = WATER
+    if green is not None and water_testable:
+        out[water(reflectance, idx, thresholds)] = WATER
     if green is not None and "swir1" in idx:
         swir1 = reflectance[idx["swir1"]]
         # snow is bright in NIR (and in green, where NIR is missing); dark water has high NDSI too
@@ -102,13 +97,67 @@ def classify_surfaces(
         out[(_ratio(green, swir1) > thresholds.ndsi_snow) & (bright > thresholds.nir_snow)] = SNOW_ICE
         if cloud is None and "blue" in idx:
             blue = reflectance[idx["blue"]]
-            cloud = (swir1 > thresholds.swir_cloud) & (blue > thresholds.blue_cloud)
+            cloud = spectral_cloud(reflectance, idx, thresholds)
     else:
         out[visible_snow(reflectance, idx, thresholds) & np.isin(out, (ROCK, UNKNOWN))] = SNOW_ICE
     if cloud is not None:
         out[cloud] = CLOUD
     out[~valid] = NODATA
     return out
+
+
+# Fmask's tests that keep bright ground out of its cloud candidates (Zhu & Woodcock 2012, Remote Sens.
+# Environ. 118, 83-94, eq. 1-4 and the "bright rock" test): cloud is spectrally flat in the visible
+# (whiteness, the mean absolute departure of blue, green and red from their mean divided by that
+# mean, below 0.7), and not brighter in SWIR1 than in NIR (NIR/SWIR1 above 0.75): bare soil, sand,
+# roofs and rock rise from NIR into SWIR1 as iron oxides and dry materials do, cloud does not.
+CLOUD_MAX_WHITENESS = 0.7
+CLOUD_MIN_NIR_SWIR1 = 0.75
+
+
+def spectral_cloud(reflectance: np.ndarray, idx: dict[str, int], thresholds: Thresholds) -> np.ndarray:
+    """Cloud without a quality band: bright in SWIR1 (where snow is dark) and in blue, and, where
+    the bands are there, flat in the visible and not brighter in SWIR1 than in NIR (Fmask's
+    whiteness and bright-rock tests, :data:`CLOUD_MAX_WHITENESS`, :data:`CLOUD_MIN_NIR_SWIR1`).
+    Brightness alone calls a sunlit city and its beach cloud: on Landsat 7 over Olinda they are as
+    bright as cloud in blue and SWIR1, but red-tinted and brighter in SWIR1 than in NIR."""
+    swir1, blue = reflectance[idx["swir1"]], reflectance[idx["blue"]]
+    cloud = (swir1 > thresholds.swir_cloud) & (blue > thresholds.blue_cloud)
+    if "nir" in idx:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cloud &= reflectance[idx["nir"]] / swir1 > CLOUD_MIN_NIR_SWIR1
+    if {"green", "red"} <= idx.keys():
+        visible = np.stack([blue, reflectance[idx["green"]], reflectance[idx["red"]]])
+        mean = visible.mean(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cloud &= np.abs(visible - mean).sum(axis=0) / mean < CLOUD_MAX_WHITENESS
+    return cloud
+
+
+def water(reflectance: np.ndarray, idx: dict[str, int], thresholds: Thresholds) -> np.ndarray:
+    """Water from the bands there are: NDWI with NIR, MNDWI with SWIR1, either where both exist.
+
+    NDWI (green vs NIR, McFeeters 1996, Int. J. Remote Sens. 17, 1425-1432) with a NIR ceiling
+    (``nir_water``) finds clear water. Shallow, turbid or algal water (lagoons, marsh creeks, river
+    plumes) is bright in NIR from sediment and, in top-of-atmosphere data, from haze: on the
+    Level-1C scene of Virginia's barrier lagoons it has NDWI about 0.2, under the threshold. SWIR1
+    is absorbed by a centimetre of water whatever it carries, so MNDWI (green vs SWIR1, Xu 2006,
+    Int. J. Remote Sens. 27, 3025-3033) stays high there; haze adds little at 1.6 um, so a SWIR1
+    ceiling (``swir_water``: TOA over water is path radiance, a few hundredths; moist soil and
+    vegetation are above 0.1) keeps bright ground out. The MNDWI threshold is the NDWI one: haze
+    lifts green more than SWIR1, so Xu's threshold of 0 would take hazy land. Cast shadows are dark
+    in every band and may pass (Feyisa et al. 2014, Remote Sens. Environ. 140, 23-35).
+    """
+    green = reflectance[idx["green"]]
+    found = np.zeros(green.shape, dtype=bool)
+    nir = reflectance[idx["nir"]] if "nir" in idx else None
+    if nir is not None:
+        found |= (_ratio(green, nir) > thresholds.ndwi_water) & (nir < thresholds.nir_water)
+    if "swir1" in idx:
+        swir1 = reflectance[idx["swir1"]]
+        by_swir = (_ratio(green, swir1) > thresholds.ndwi_water) & (swir1 < thresholds.swir_water)
+        found |= by_swir & (nir < thresholds.nir_water) if nir is not None else by_swir
+    return found
 
 
 def visible_snow(reflectance: np.ndarray, idx: dict[str, int], thresholds: Thresholds) -> np.ndarray:

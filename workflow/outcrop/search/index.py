@@ -403,9 +403,13 @@ def build_index(
     state_dir: Path | None = None,
     retrain: bool = default("index.retrain"),
     drift_max: float = default("index.drift_max"),
+    grid: Path | None = None,
     log: Callable[[str], Any] = print,
 ) -> None:
     """Index the tiles of every scene, measure recall@10 and write index, id table and info.
+
+    ``grid`` is the run's ``grid.json``: info.json then says on which grid (CRS, resolution, origin,
+    and why) the indexed tiles lie, so that a query or a later run can tell whether it matches.
 
     An approximate index is tuned to ``recall_target`` (at least ``recall_floor``); the floor is
     the recall under which the build fails. With ``state_dir``, the trained index and the scenes in
@@ -417,6 +421,9 @@ def build_index(
     """
     import faiss
 
+    from outcrop.raster.grid_choice import grid_record
+
+    run_grid = grid_record(grid) if grid is not None else None  # a bad grid.json fails before any work
     parts = gather_parts(embedding_paths, table_paths, min_rock=min_rock, digests=state_dir is not None)
     settings = {"min_rock": min_rock, "exact_max": exact_max, "memory_gb": memory_gb, "seed": seed,
                 "dim": parts[0].dim}
@@ -447,6 +454,8 @@ def build_index(
             "rerank": rerank_count(RECALL_K, count) if built.kind == "ivf_pq" else None,
             "scenes": {str(s): int(n) for s, n in table["scene"].value_counts().sort_index().items()},
             **info_extra}
+    if run_grid is not None:
+        info["grid"] = run_grid
     with atomic_path(out_index) as tmp:
         faiss.write_index(built.index, str(tmp))
     write_geodataframe(out_table, table)
