@@ -10,19 +10,21 @@ cosine-similar gallery tile is one of those it overlaps most. Queries that are t
 tiles are not used: they are trivial.
 
 The encoder trains once per window on the window's tiles at a 16 px stride, with the shipped
-``encoder.settings`` except the budget (``--samples``, the product's default is 200000 views) and
-whatever ``--set`` overrides. Each row reports top-1 for:
+``encoder.settings`` (its budget too, unless ``--samples`` is given) and whatever ``--set``
+overrides. Each tile's block (the 3 x 3 tile-sized squares centred on it, :mod:`outcrop.raster.spectra`)
+is found among the tiles of its own set, 32 px away, as the embed stage finds it in a tile table.
+Each row reports top-1 for:
 
-- ``learned``: the encoder's vector alone (``embed.spectral_weight: 0``);
-- ``joined@w``: the joined embedding with spectral weight w (the default is 0) (each ``--weights``);
+- ``byol``: the shipped embedding (learned, spectral and block parts at the shipped weights, or ``--weights``);
+- ``learned``: the encoder's vector alone (the embedding of the previous defaults, both weights 0);
 - ``band_stats``: per-band mean, std and 10/50/90th percentiles, standardised over gallery and queries;
-- ``random`` and ``random_joined@w``: an untrained encoder of the same shape, alone and joined;
-- ``pixels``: the raw pixels, standardised; ``shuffled``: the joined gallery rows permuted
+- ``random``: an untrained encoder of the same shape alone; ``random_joined``: joined like ``byol``;
+- ``pixels``: the raw pixels, standardised; ``shuffled``: the ``byol`` gallery rows permuted
   (chance, a guard against a scoring that leaks the answer).
 
-Command (about 2 minutes a window on two busy cores at 30000 samples)::
+Command (about 3 minutes a window on two cores)::
 
-    python benchmarks/reidentification_real.py --samples 30000 --weights 0.5,1,2 --out /tmp/reid.json
+    python benchmarks/reidentification_real.py --out /tmp/reid.json
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "learning"))
 from test_reidentification import best_matches, corner, cut, statistics_vectors, top1_rate  # noqa: E402
 
-from outcrop.learning.embeddings import embed_array, join_spectral, spectral_part  # noqa: E402
+from outcrop.config import default  # noqa: E402
+from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, standardised  # noqa: E402
+from outcrop.raster.spectra import block_neighbours, block_spectra  # noqa: E402
 from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol  # noqa: E402
 from outcrop.search.evaluate import as_unit_vectors, random_encoder_embeddings  # noqa: E402
 
@@ -95,19 +99,38 @@ def reprojected(image: np.ndarray, transform, crs, dst_crs: str) -> tuple[np.nda
     return out, dst_transform, ones > 0
 
 
+def origins(h: int, w: int, stride: int = TILE, offset: tuple[int, int] = (0, 0),
+            valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel origins (rows, cols) of the tiles ``cut`` returns for the same arguments, in its order."""
+    rc = [(r, c) for r in range(offset[0], h - TILE + 1, stride) for c in range(offset[1], w - TILE + 1, stride)
+          if valid is None or valid[r:r + TILE, c:c + TILE].all()]
+    return np.array([r for r, _ in rc]), np.array([c for _, c in rc])
+
+
+def blocks_of(tiles: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Block spectra of a set of tiles, each tile's neighbours looked up among the set, one tile away."""
+    return block_spectra(tiles, block_neighbours(rows, cols, TILE))
+
+
 def query_sets(image, transform, crs, dst_crs):
-    """Gallery tiles and the shifted and reprojected query sets with their answers."""
+    """Gallery tiles with their blocks, and the shifted and reprojected query sets with theirs and their answers."""
     import geopandas as gpd
 
+    _, h, w = image.shape
     gallery, gallery_boxes = cut(image, transform)
+    gallery_blocks = blocks_of(gallery, *origins(h, w))
     shifted = [cut(image, transform, offset=offset) for offset in HALF_TILE_SHIFTS]
+    shifted_blocks = np.concatenate([blocks_of(t, *origins(h, w, offset=o))
+                                     for (t, _), o in zip(shifted, HALF_TILE_SHIFTS)])
     shifted_tiles = np.concatenate([t for t, _ in shifted])
     shifted_boxes = np.concatenate([b for _, b in shifted])
     warped, warped_transform, valid = reprojected(image, transform, crs, dst_crs)
     warped_tiles, warped_boxes = cut(warped, warped_transform, stride=TILE // 2, valid=valid)
+    warped_blocks = blocks_of(warped_tiles, *origins(*warped.shape[1:], stride=TILE // 2, valid=valid))
     warped_boxes = gpd.GeoSeries(warped_boxes, crs=dst_crs).to_crs(crs).to_numpy()
-    return gallery, {"shifted": (shifted_tiles, best_matches(shifted_boxes, gallery_boxes)),
-                     "reprojected": (warped_tiles, best_matches(warped_boxes, gallery_boxes))}
+    return (gallery, gallery_blocks), {
+        "shifted": (shifted_tiles, shifted_blocks, best_matches(shifted_boxes, gallery_boxes)),
+        "reprojected": (warped_tiles, warped_blocks, best_matches(warped_boxes, gallery_boxes))}
 
 
 def train(image, transform, tmp: Path, settings: dict, bands: list[str]) -> Path:
@@ -124,53 +147,54 @@ def train(image, transform, tmp: Path, settings: dict, bands: list[str]) -> Path
     return model
 
 
-def score(model: Path, gallery: np.ndarray, tiles: np.ndarray, answers, weights: list[float],
-          keep: Path | None = None) -> dict[str, float]:
-    """Top-1 of every representation for one query set; with ``keep``, the vectors are saved there (npz)."""
+def joined(meta: dict, learned: np.ndarray, tiles: np.ndarray, blocks: np.ndarray,
+           weights: tuple[float, float]) -> np.ndarray:
+    """``learned`` joined with the tiles' spectral and block parts as the embed stage joins them."""
+    return join_parts(learned, (weights[0], spectral_part(meta, tiles)), (weights[1], standardised(meta, blocks)))
+
+
+def score(model: Path, gallery: tuple[np.ndarray, np.ndarray], tiles: np.ndarray, blocks: np.ndarray, answers,
+          weights: tuple[float, float]) -> dict[str, float]:
+    """Top-1 of every representation for one query set."""
     net, meta = load_encoder(model)
-    out = {"chance": float(np.mean([len(a) for a in answers]) / len(gallery))}
-    learned = [embed_array(net, meta, x, spectral_weight=0.0) for x in (gallery, tiles)]
-    rand = [random_encoder_embeddings(model, x) for x in (gallery, tiles)]
-    spectra = [spectral_part(meta, x) for x in (gallery, tiles)]
-    if keep is not None:
-        np.savez(keep, gallery_learned=learned[0], query_learned=learned[1], gallery_random=rand[0],
-                 query_random=rand[1], gallery_spectral=spectra[0], query_spectral=spectra[1],
-                 answers=np.array(answers, dtype=object))
+    g_tiles, g_blocks = gallery
+    out = {"chance": float(np.mean([len(a) for a in answers]) / len(g_tiles))}
+    learned = [embed_array(net, meta, x, spectral_weight=0.0) for x in (g_tiles, tiles)]
+    rand = [random_encoder_embeddings(model, x) for x in (g_tiles, tiles)]
+    byol = [joined(meta, v, x, b, weights) for v, x, b in zip(learned, (g_tiles, tiles), (g_blocks, blocks))]
+    out["byol"] = top1_rate(*byol, answers)
     out["learned"] = top1_rate(*learned, answers)
-    out["spectral"] = top1_rate(*spectra, answers)
-    for w in weights:
-        joined = [join_spectral(v, s, w) for v, s in zip(learned, spectra)]
-        out[f"joined@{w:g}"] = top1_rate(*joined, answers)
-        out[f"random_joined@{w:g}"] = top1_rate(*(join_spectral(v, s, w) for v, s in zip(rand, spectra)), answers)
-        if w == weights[0]:
-            perm = np.random.default_rng(0).permutation(len(gallery))
-            out["shuffled"] = top1_rate(joined[0][perm], joined[1], answers)
-    out["band_stats"] = top1_rate(*statistics_vectors(gallery, tiles), answers)
+    out["band_stats"] = top1_rate(*statistics_vectors(g_tiles, tiles), answers)
     out["random"] = top1_rate(*rand, answers)
-    pixels = as_unit_vectors(np.concatenate([gallery, tiles]).reshape(len(gallery) + len(tiles), -1))
-    out["pixels"] = top1_rate(pixels[:len(gallery)], pixels[len(gallery):], answers)
+    out["random_joined"] = top1_rate(*(joined(meta, v, x, b, weights)
+                                       for v, x, b in zip(rand, (g_tiles, tiles), (g_blocks, blocks))), answers)
+    pixels = as_unit_vectors(np.concatenate([g_tiles, tiles]).reshape(len(g_tiles) + len(tiles), -1))
+    out["pixels"] = top1_rate(pixels[:len(g_tiles)], pixels[len(g_tiles):], answers)
+    perm = np.random.default_rng(0).permutation(len(g_tiles))
+    out["shuffled"] = top1_rate(byol[0][perm], byol[1], answers)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=30000, help="training budget in tile views per window")
+    parser.add_argument("--samples", type=int, default=None, help="training budget in tile views per window "
+                        "(default: the shipped budget, which max_epochs caps on a window)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="encoder setting (JSON value)")
-    parser.add_argument("--weights", default="0.5,1,2", help="spectral weights to score")
+    parser.add_argument("--weights", default=f"{default('embed.spectral_weight')},{default('embed.context_weight')}",
+                        help="spectral and context weights of the byol embedding (default: the shipped ones)")
     parser.add_argument("--windows", default=",".join(WINDOWS), help="comma-separated window names")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the rates as JSON here")
-    parser.add_argument("--keep", type=Path, default=None, help="save each window's vectors in this folder")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    settings = {"samples": args.samples, "seed": args.seed, "log_every": 10_000}
+    settings = {"seed": args.seed, "log_every": 10_000, **({"samples": args.samples} if args.samples else {})}
     for item in args.set:
         key, _, value = item.partition("=")
         settings[key] = json.loads(value)
-    weights = [float(w) for w in args.weights.split(",")]
+    weights = tuple(float(w) for w in args.weights.split(","))
     import tempfile
 
-    results = {"settings": settings, "windows": {}}
+    results = {"settings": settings, "weights": weights, "windows": {}}
     for name in args.windows.split(","):
         paths, window, dst_crs = WINDOWS[name]
         started = time.monotonic()
@@ -179,12 +203,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             model = train(image, transform, Path(tmp), settings, [f"b{i}" for i in range(image.shape[0])])
             trained = time.monotonic() - started
-            keep = {kind: args.keep / f"{name.replace(' ', '_').replace('/', 'x')}_{kind}.npz" for kind in queries} \
-                if args.keep else {}
-            if args.keep:
-                args.keep.mkdir(parents=True, exist_ok=True)
-            results["windows"][name] = {kind: score(model, gallery, t, a, weights, keep.get(kind))
-                                        for kind, (t, a) in queries.items()}
+            results["windows"][name] = {kind: score(model, gallery, t, b, a, weights)
+                                        for kind, (t, b, a) in queries.items()}
+            results["windows"][name]["train_seconds"] = round(trained, 1)
         results["windows"][name]["seconds"] = round(time.monotonic() - started, 1)
         for kind in queries:
             r = results["windows"][name][kind]
@@ -192,6 +213,10 @@ def main() -> None:
                   + " ".join(f"{k} {v:.3f}" for k, v in r.items()), flush=True)
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
+    kinds = [(n, k) for n, r in results["windows"].items() for k in ("shifted", "reprojected")]
+    for key in ("byol", "learned", "band_stats", "random", "random_joined", "pixels", "shuffled"):
+        rates = [results["windows"][n][k][key] for n, k in kinds]
+        print(f"mean {key:14s} {np.mean(rates):.3f}  min {min(rates):.3f}", flush=True)
 
 
 if __name__ == "__main__":
