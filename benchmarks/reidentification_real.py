@@ -40,11 +40,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "learning"))
-from test_reidentification import best_matches, corner, cut, statistics_vectors, top1_rate  # noqa: E402
+from test_reidentification import (best_matches, blocks_of, corner, cut, origins, statistics_vectors,  # noqa: E402
+                                   top1_rate)
 
 from outcrop.config import default  # noqa: E402
 from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, standardised  # noqa: E402
-from outcrop.raster.spectra import block_neighbours, block_spectra  # noqa: E402
 from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol  # noqa: E402
 from outcrop.search.evaluate import as_unit_vectors, random_encoder_embeddings  # noqa: E402
 
@@ -97,19 +97,6 @@ def reprojected(image: np.ndarray, transform, crs, dst_crs: str) -> tuple[np.nda
     reproject(np.ones((h, w), np.float32), ones, resampling=Resampling.nearest, src_nodata=0, dst_nodata=0,
               **common)
     return out, dst_transform, ones > 0
-
-
-def origins(h: int, w: int, stride: int = TILE, offset: tuple[int, int] = (0, 0),
-            valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel origins (rows, cols) of the tiles ``cut`` returns for the same arguments, in its order."""
-    rc = [(r, c) for r in range(offset[0], h - TILE + 1, stride) for c in range(offset[1], w - TILE + 1, stride)
-          if valid is None or valid[r:r + TILE, c:c + TILE].all()]
-    return np.array([r for r, _ in rc]), np.array([c for _, c in rc])
-
-
-def blocks_of(tiles: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Block spectra of a set of tiles, each tile's neighbours looked up among the set, one tile away."""
-    return block_spectra(tiles, block_neighbours(rows, cols, TILE))
 
 
 def query_sets(image, transform, crs, dst_crs):
