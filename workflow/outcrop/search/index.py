@@ -46,6 +46,7 @@ from outcrop.config import default
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
 from outcrop.raster.surfaces import ground_fraction
 from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions
+from outcrop.search.index_table import write_index_table
 from outcrop.search.vectors import (VectorSource, embedding_source, exact_top_k, is_quantised, rerank,
                                     rerank_count)
 
@@ -458,7 +459,7 @@ def build_index(
         info["grid"] = run_grid
     with atomic_path(out_index) as tmp:
         faiss.write_index(built.index, str(tmp))
-    write_geodataframe(out_table, table)
+    write_index_table(out_table, table)
     if state_dir is not None:
         save_index_state(Path(state_dir), out_index, built, parts, settings,
                          retrained=info_extra["built"] == "trained")
