@@ -200,6 +200,19 @@ def test_an_add_reads_no_kept_scene_again(tmp_path, memory_gb):
     assert (table.iloc[:12_000]["tile_id"].to_numpy() == before["tile_id"].to_numpy()).all()
 
 
+def test_an_added_scene_in_another_crs_is_refused(tmp_path):
+    old = _scene(tmp_path, "a", 2000, seed=1)
+    new = _scene(tmp_path, "b", 300, seed=2, x0=1e6)
+    write_geodataframe(new[1], gpd.read_parquet(new[1]).set_crs("EPSG:3413", allow_override=True))
+    opts = dict(exact_max=1000, state_dir=tmp_path / "index" / "state", **QUIET)
+    build_index([old[0]], [old[1]], *_outputs(tmp_path), **opts)
+    for path in _outputs(tmp_path):
+        path.unlink()
+    with pytest.raises(OutcropError, match=r"tiles/b.parquet: CRS EPSG:3413 differs from the run's EPSG:3031"):
+        build_index([old[0], new[0]], [old[1], new[1]], *_outputs(tmp_path), **opts)
+    assert not any(path.exists() for path in _outputs(tmp_path))  # no partial output
+
+
 def test_drift_or_a_changed_scene_retrains(tmp_path):
     old = _scene(tmp_path, "a", 12_000, seed=1)
     far = _scene(tmp_path, "z", 3000, seed=2, shift=1.0, x0=1e6)

@@ -88,6 +88,7 @@ class ScenePart:
     rows: np.ndarray
     dim: int
     digest: str
+    table_path: Path | None = None
 
 
 def gather_parts(
@@ -157,7 +158,7 @@ def gather_parts(
         rows = np.flatnonzero(keep)
         sub = table.iloc[rows][["scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry"]]
         digest = f"{cached_digest(emb_path, cache)}:{cached_digest(table_path, cache)}" if digests else ""
-        parts.append(ScenePart(scene, sub, Path(emb_path), rows, int(emb.shape[1]), digest))
+        parts.append(ScenePart(scene, sub, Path(emb_path), rows, int(emb.shape[1]), digest, Path(table_path)))
     if not any(len(p.rows) for p in parts):
         raise OutcropError(f"no tile has a rock fraction of at least {min_rock}: nothing to index")
     return parts
@@ -583,7 +584,8 @@ def add_to_index(state_dir: Path, parts: Sequence[ScenePart], settings: dict[str
         return None
     for part in new:
         if part.table is not None and len(part.table) and part.table.crs != kept_table.crs:
-            raise OutcropError(f"{part.embeddings}: tiles in CRS {part.table.crs}, the indexed ones in {kept_table.crs}")
+            raise OutcropError(f"{part.table_path}: CRS {part.table.crs.to_string()} differs from the run's "
+                               f"{kept_table.crs.to_string()}")
     kind = state["kind"]
     total = sum(len(p.rows) for p in ordered)
     wanted = choose_kind(total, settings["dim"], exact_max=settings["exact_max"], memory_gb=settings["memory_gb"])

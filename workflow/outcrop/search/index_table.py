@@ -30,7 +30,7 @@ import numpy as np
 
 from outcrop import OutcropError
 
-ROW_GROUP = 65_536
+ROW_GROUP = 16_384
 META_KEY = b"outcrop_index"
 COLUMNS = ("id", "scene", "tile_id", "geometry")
 
