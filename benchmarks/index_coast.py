@@ -10,10 +10,18 @@ latency in process (index search + exact re-ranking), and a fresh process that l
 file and answers one query (python start and imports included).
 
 ``add``: ``--n`` (1 000 000) tiles in ``--scenes`` scenes through :func:`build_index` with a state
-folder, then one scene more: the time to add it against a full rebuild of all of them.
+folder, then one scene more: the time to add it against a full rebuild of all of them
+(``--exact-max``, 100 000, keeps small runs on an IVF index, as a large run is).
+
+``query``: a finished run of ``--n`` (2 000 000) tiles in ``--scenes`` scenes written quickly (index
+table, embeddings, an IVF-PQ index), then ``outcrop query`` in a fresh process, by tile and by
+place, ``--runs`` times each: the wall time a user at a terminal sees. Beside it, a fresh process
+that only reads the whole table and decodes every footprint (what the query did before it read
+just the rows it needs).
 
     python benchmarks/index_coast.py build --n 10000000 --memory-gb 4
     python benchmarks/index_coast.py add --n 1000000
+    python benchmarks/index_coast.py query --n 2000000
 """
 
 from __future__ import annotations
@@ -164,7 +172,7 @@ def cmd_add(args: argparse.Namespace) -> None:
     emb, tables = [s[0] for s in scenes], [s[1] for s in scenes]
     out = [root / "out" / "tiles.faiss", root / "out" / "tiles.parquet", root / "out" / "info.json"]
     state = root / "out" / "state"
-    quiet = dict(log=lambda m: None, state_dir=state, memory_gb=args.memory_gb)
+    quiet = dict(log=lambda m: None, state_dir=state, memory_gb=args.memory_gb, exact_max=args.exact_max)
     t = time.perf_counter()
     build_index(emb[:-1], tables[:-1], *out, **quiet)
     first = time.perf_counter() - t
@@ -181,10 +189,95 @@ def cmd_add(args: argparse.Namespace) -> None:
           f"full rebuild {full:.0f} s; RSS {rss_gib():.2f} GiB")
 
 
+WHOLE_TABLE = """
+import sys, time
+t0 = time.perf_counter()
+import numpy as np, pyarrow.parquet as pq, shapely
+table = pq.ParquetFile(sys.argv[1]).read(columns=["id", "scene", "tile_id", "geometry"])
+feet = shapely.from_wkb(np.array(table.column("geometry").to_pylist(), dtype=object))
+print(f"{time.perf_counter() - t0:.2f}")
+"""
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    import statistics
+
+    import faiss
+    import geopandas as gpd
+    import shapely
+    from pyproj import Transformer
+
+    from outcrop.search.index import FRACTIONS
+    from outcrop.search.index_table import write_index_table
+
+    faiss.omp_set_num_threads(args.threads)
+    root = Path(args.dir) / "outcrop_query_coast"
+    t = time.perf_counter()
+    if not (root / "done").exists():
+        paths = synthetic(args.n, args.dim, args.scenes, root / "embeddings")
+        frames, start = [], 0
+        for s, path in enumerate(paths):
+            n = len(np.load(path, mmap_mode="r"))
+            r, c = np.divmod(np.arange(n), 1000)
+            x0, y0 = -2.0e6 + (s % 4) * 1.0e6, 2.0e6 - (s // 4) * 0.4e6
+            frame = {"id": np.arange(start, start + n), "scene": path.stem, "tile_id": np.arange(n),
+                     "row": r * 32, "col": c * 32, "size": 32, **{f: 1.0 if f in ("valid", "rock") else 0.0
+                                                                     for f in FRACTIONS}}
+            frames.append(gpd.GeoDataFrame(frame, geometry=shapely.box(x0 + c * 960.0, y0 - (r + 1) * 960.0,
+                                                                       x0 + (c + 1) * 960.0, y0 - r * 960.0),
+                                           crs="EPSG:3031"))
+            start += n
+        import pandas as pd
+
+        table = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:3031")
+        del frames
+        (root / "index").mkdir(parents=True, exist_ok=True)
+        write_index_table(root / "index" / "tiles.parquet", table)
+        del table
+        arrays = [np.load(p, mmap_mode="r") for p in paths]
+        from outcrop.search.vectors import VectorSource
+
+        source = VectorSource(arrays, [np.arange(len(a)) for a in arrays], [str(p) for p in paths])
+        _, train = source.sample(40_000, 0)
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(args.dim), args.dim, 1024, args.dim // 4, 8,
+                                 faiss.METRIC_INNER_PRODUCT)
+        index.train(train)
+        for _, block in source.chunks():
+            index.add(block)
+        index.nprobe = 16
+        faiss.write_index(index, str(root / "index" / "tiles.faiss"))
+        (root / "done").write_text("")
+    print(f"run of {args.n} tiles in {args.scenes} scenes ready in {time.perf_counter() - t:.0f} s; "
+          f"index table {(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB", flush=True)
+    outcrop = str(Path(sys.executable).parent / "outcrop")
+    s = min(7, args.scenes - 1)  # a tile in the middle of a scene
+    mid = -(-args.n // args.scenes) // 1000 // 2
+    scene, tile = f"s{s:04d}", mid * 1000 + 500
+    x0, y0 = -2.0e6 + (s % 4) * 1.0e6, 2.0e6 - (s // 4) * 0.4e6
+    lon, lat = Transformer.from_crs("EPSG:3031", "EPSG:4326", always_xy=True).transform(
+        x0 + 500.5 * 960.0, y0 - (mid + 0.5) * 960.0)
+    calls = {"python -c pass": [sys.executable, "-c", "pass"],
+             "whole table read + decode": [sys.executable, "-c", WHOLE_TABLE, str(root / "index" / "tiles.parquet")],
+             f"outcrop query --tile {scene}:{tile}": [outcrop, "query", "--results", str(root), "--tile",
+                                                      f"{scene}:{tile}", "--top", "10"],
+             f"outcrop query --lon {lon:.5f} --lat {lat:.5f}": [outcrop, "query", "--results", str(root), "--lon",
+                                                                 str(lon), "--lat", str(lat), "--top", "10"]}
+    for name, cmd in calls.items():
+        walls = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            walls.append(time.perf_counter() - t)
+            if proc.returncode != 0:
+                raise SystemExit(f"{name}: {proc.stderr.strip()}")
+        print(f"{name}: median {statistics.median(walls):.2f} s (runs: {', '.join(f'{w:.2f}' for w in walls)})",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, n, scenes in (("build", 10_000_000, 100), ("add", 1_000_000, 20)):
+    for name, n, scenes in (("build", 10_000_000, 100), ("add", 1_000_000, 20), ("query", 2_000_000, 20)):
         p = sub.add_parser(name)
         p.add_argument("--n", type=int, default=n)
         p.add_argument("--scenes", type=int, default=scenes)
@@ -194,8 +287,10 @@ def main() -> None:
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--queries", type=int, default=200)
         p.add_argument("--k", type=int, default=1000)
+        p.add_argument("--exact-max", type=int, default=100_000)
+        p.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    {"build": cmd_build, "add": cmd_add}[args.cmd](args)
+    {"build": cmd_build, "add": cmd_add, "query": cmd_query}[args.cmd](args)
 
 
 if __name__ == "__main__":

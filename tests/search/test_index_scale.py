@@ -4,7 +4,9 @@ not rebuilt (index and clusters), with drift measured and retraining when it pas
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import struct
 
 import faiss
@@ -159,6 +161,56 @@ def test_adding_a_scene_adds_to_the_kept_index(tmp_path, kind, exact_max, memory
     # The new tiles are searchable: each finds itself.
     s, i = search_exact(index, vec[[12_000, 12_599]], 1, source)
     assert i[:, 0].tolist() == [12_000, 12_599]
+
+
+def _rewrite_keeping_size_and_mtime(path, data):
+    st = path.stat()
+    assert len(data) == st.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("memory_gb", [16, 0.002])  # ivf_flat, ivf_pq
+def test_an_add_reads_no_kept_scene_again(tmp_path, memory_gb):
+    """A kept scene whose files keep their size and mtime is neither checksummed nor read: its tile
+    table made garbage and its embeddings replaced by other vectors go unnoticed by an add."""
+    old = _scene(tmp_path, "a", 12_000, seed=1)
+    new = _scene(tmp_path, "b", 600, seed=2, x0=1e6)
+    state = tmp_path / "index" / "state"
+    opts = dict(exact_max=1000, memory_gb=memory_gb, state_dir=state)
+    build_index([old[0]], [old[1]], *_outputs(tmp_path), **opts, **QUIET)
+    before = gpd.read_parquet(_outputs(tmp_path)[1])
+    _rewrite_keeping_size_and_mtime(old[1], os.urandom(old[1].stat().st_size))
+    other = io.BytesIO()
+    # Same header and size, every float's last bit flipped: other bytes, the same vectors to within
+    # 1e-7 (the bounded recall check samples kept vectors, so they must stay vectors).
+    np.save(other, (np.array(load_npy(old[0])).view(np.uint32) ^ 1).view(np.float32))
+    _rewrite_keeping_size_and_mtime(old[0], other.getvalue())
+    for path in _outputs(tmp_path):
+        path.unlink()  # as Snakemake does before it reruns a job
+    lines: list[str] = []
+    build_index([old[0], new[0]], [old[1], new[1]], *_outputs(tmp_path), **opts, log=lines.append)
+    info = json.loads(_outputs(tmp_path)[2].read_text())
+    assert info["built"] == "added" and info["added"] == ["b"], lines
+    assert info["scenes"] == {"a": 12_000, "b": 600} and info["recall_queries"] == 1000
+    index, table = load_index(*_outputs(tmp_path)[:2])  # the kept rows, then the new ones appended
+    assert index.ntotal == len(table) == 12_600 and table["id"].tolist() == list(range(12_600))
+    assert table.scene.tolist() == ["a"] * 12_000 + ["b"] * 600
+    assert table.iloc[:12_000].geom_equals(before.geometry).all()
+    assert (table.iloc[:12_000]["tile_id"].to_numpy() == before["tile_id"].to_numpy()).all()
+
+
+def test_an_added_scene_in_another_crs_is_refused(tmp_path):
+    old = _scene(tmp_path, "a", 2000, seed=1)
+    new = _scene(tmp_path, "b", 300, seed=2, x0=1e6)
+    write_geodataframe(new[1], gpd.read_parquet(new[1]).set_crs("EPSG:3413", allow_override=True))
+    opts = dict(exact_max=1000, state_dir=tmp_path / "index" / "state", **QUIET)
+    build_index([old[0]], [old[1]], *_outputs(tmp_path), **opts)
+    for path in _outputs(tmp_path):
+        path.unlink()
+    with pytest.raises(OutcropError, match=r"tiles/b.parquet: CRS EPSG:3413 differs from the run's EPSG:3031"):
+        build_index([old[0], new[0]], [old[1], new[1]], *_outputs(tmp_path), **opts)
+    assert not any(path.exists() for path in _outputs(tmp_path))  # no partial output
 
 
 def test_drift_or_a_changed_scene_retrains(tmp_path):

@@ -5,9 +5,12 @@ and Snakemake removes a job's outputs before it runs. So the state that makes ad
 lives next to the outputs, in a ``state/`` folder that is no rule's output:
 
 - index: ``index.faiss`` (the populated index), ``trained.faiss`` (the trained, empty index, never
-  rewritten by an add: its bytes prove nothing was retrained) and ``state.json`` (kind, parameters,
-  the settings that chose them, and every scene already added, in id order, with the SHA-256 of its
-  embeddings and tile table and its count of indexed tiles);
+  rewritten by an add: its bytes prove nothing was retrained), ``tiles.parquet`` (the id table, a
+  hard link to the output: an add appends to it), ``rows/{scene}.npy`` (the embedding rows indexed
+  per scene) and ``state.json`` (kind, parameters, the settings that chose them, every scene
+  already added, in id order, with the SHA-256 of its embeddings and tile table and its count of
+  indexed tiles, and ``files``: each input's size, mtime and SHA-256, so that a file whose size and
+  mtime are unchanged is neither checksummed nor read again);
 - clusters: ``centroids_k{k}.npy`` per k and ``state.json`` (settings, scenes with the SHA-256 of
   their embeddings, the training sample's mean distance to its centroid).
 
@@ -38,6 +41,40 @@ import numpy as np
 from outcrop.io import atomic_path, write_json
 
 DRIFT_SAMPLE = 100_000
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, streamed: the identity of an input that was already added."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def cached_digest(path: str | os.PathLike[str], cache: dict[str, Any]) -> str:
+    """SHA-256 of ``path``, taken from ``cache`` while the file keeps the size and mtime (in ns) recorded
+    there with it (as rsync and make trust them): a kept scene's files are not read again on an add.
+
+    ``cache`` maps an absolute path to ``[size, mtime_ns, sha256]``; it is updated in place.
+    """
+    st = os.stat(path)
+    key = os.path.abspath(path)
+    hit = cache.get(key)
+    if isinstance(hit, list) and len(hit) == 3 and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+        return str(hit[2])
+    digest = file_digest(path)
+    cache[key] = [st.st_size, st.st_mtime_ns, digest]
+    return digest
+
+
+def unchanged(path: str | os.PathLike[str], cache: dict[str, Any]) -> bool:
+    """Whether ``path`` has the size and mtime that ``cache`` recorded with its digest."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    hit = cache.get(os.path.abspath(path))
+    return isinstance(hit, list) and len(hit) == 3 and hit[0] == st.st_size and hit[1] == st.st_mtime_ns
 
 
 def read_state(path: Path) -> dict[str, Any] | None:

@@ -46,13 +46,18 @@ from outcrop.config import default
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
 from outcrop.raster.surfaces import ground_fraction
 from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions
+from outcrop.search.incremental import cached_digest, file_digest, unchanged
+from outcrop.search.index_table import IndexTable, write_index_table
 from outcrop.search.vectors import (VectorSource, embedding_source, exact_top_k, is_quantised, rerank,
                                     rerank_count)
+
+__all__ = ["file_digest"]  # re-exported: the clusters stage checksums its inputs alike
 
 FRACTIONS = ("valid", *FRACTION_COLUMNS)  # the tile table's fraction columns
 TABLE_COLUMNS = ("id", "scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry")
 RECALL_K = 10
 RECALL_QUERIES = 1000
+RECALL_SAMPLE = 100_000  # an add measures recall within this many tiles, whatever the index holds
 RECALL_TARGET = 0.95  # nprobe is tuned to this; recall_floor is where a build fails
 SEARCH_BATCH = 4096
 
@@ -72,7 +77,10 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ScenePart:
-    """One scene's indexed tiles: its table rows, its embeddings file and the rows of it indexed."""
+    """One scene's indexed tiles: its table rows, its embeddings file and the rows of it indexed.
+
+    ``table`` is None for a scene kept from an earlier build and not read again (its rows are in
+    the kept id table)."""
 
     scene: str
     table: Any
@@ -80,14 +88,7 @@ class ScenePart:
     rows: np.ndarray
     dim: int
     digest: str
-
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file, streamed: the identity of an input that was already added."""
-    import hashlib
-
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    table_path: Path | None = None
 
 
 def gather_parts(
@@ -96,13 +97,21 @@ def gather_parts(
     *,
     min_rock: float = 0.0,
     digests: bool = False,
+    cache: dict[str, Any] | None = None,
+    kept: dict[str, tuple[str, int, int, Path]] | None = None,
 ) -> list[ScenePart]:
     """Check every scene's embeddings against its tile table and pick the tiles to index.
 
     ``embedding_paths`` and ``table_paths`` are aligned per scene. A tile is indexed when its rock
     fraction is at least ``min_rock`` (0 indexes every tile). Vectors stay on disk (memory-mapped);
-    with ``digests`` each part carries the SHA-256 of its embeddings and table files.
+    with ``digests`` each part carries the SHA-256 of its embeddings and table files, taken from
+    ``cache`` (:func:`~outcrop.search.incremental.cached_digest`) when they have not changed.
+
+    ``kept`` maps a scene already in a kept index to (digest, count, dim, rows file): when both its
+    files are unchanged by ``cache``, neither is read again; its part has no table.
     """
+    cache = {} if cache is None else cache
+    kept = kept or {}
     if len(embedding_paths) != len(table_paths):
         raise OutcropError(f"{len(embedding_paths)} embedding files but {len(table_paths)} tile tables")
     if not embedding_paths:
@@ -112,12 +121,19 @@ def gather_parts(
     dim = None
     seen: set[str] = set()
     for emb_path, table_path in zip(embedding_paths, table_paths):
+        scene = scene_of(emb_path)
+        if scene in kept and scene not in seen and unchanged(emb_path, cache) and unchanged(table_path, cache):
+            digest, count, kept_dim, rows_file = kept[scene]
+            rows = np.load(rows_file, mmap_mode="r", allow_pickle=False) if count else np.empty(0, np.int64)
+            seen.add(scene)
+            dim = kept_dim if dim is None else dim
+            parts.append(ScenePart(scene, None, Path(emb_path), rows, kept_dim, digest))
+            continue
         emb = load_npy(emb_path)
         table = with_later_fractions(read_geoparquet(table_path))
         missing = [c for c in ("tile_id", "scene", "row", "col", "size", *FRACTIONS) if c not in table.columns]
         if missing:
             raise OutcropError(f"{table_path}: tile table lacks columns {missing}")
-        scene = scene_of(emb_path)
         if scene in seen:
             raise OutcropError(f"{emb_path}: scene {scene!r} given twice")
         seen.add(scene)
@@ -141,8 +157,8 @@ def gather_parts(
         keep = ground >= min_rock if min_rock > 0 else np.ones(len(table), bool)
         rows = np.flatnonzero(keep)
         sub = table.iloc[rows][["scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry"]]
-        digest = f"{file_digest(emb_path)}:{file_digest(table_path)}" if digests else ""
-        parts.append(ScenePart(scene, sub, Path(emb_path), rows, int(emb.shape[1]), digest))
+        digest = f"{cached_digest(emb_path, cache)}:{cached_digest(table_path, cache)}" if digests else ""
+        parts.append(ScenePart(scene, sub, Path(emb_path), rows, int(emb.shape[1]), digest, Path(table_path)))
     if not any(len(p.rows) for p in parts):
         raise OutcropError(f"no tile has a rock fraction of at least {min_rock}: nothing to index")
     return parts
@@ -375,16 +391,30 @@ def tune_nprobe(recall_at: Callable[[int], float], start: int, nlist: int, targe
     return high, recalls[high]
 
 
-def measure_recall(index: Any, source: VectorSource, seed: int) -> tuple[float, int]:
-    """Recall@10 of ``index`` (re-ranked when quantised) against a streamed exact scan, on a seeded sample."""
+def sampled_recall(index: Any, source: VectorSource, seed: int, sample: int = RECALL_SAMPLE) -> tuple[float, int]:
+    """Recall@10 of ``index`` (re-ranked when quantised) within a seeded sample of at most ``sample`` ids.
+
+    Queries are drawn from the sample, the exact top 10 is a scan of the sample, and the index is
+    searched among the sample's ids only (a FAISS ID selector), so the two answer the same question
+    at a cost bounded by ``sample``, not by the size of the index: what an add can afford.
+    """
+    import faiss
+
     count = source.count
-    n_queries = min(RECALL_QUERIES, max(1, count // 10))
-    ids = np.sort(np.random.default_rng(seed).choice(count, n_queries, replace=False))
-    queries = source.take(ids)
-    k = min(RECALL_K, count)
-    exact_scores, _ = exact_top_k(source, queries, k)
-    approx_scores, approx_ids = search_exact(index, queries, k, source)
-    return recall_at_k(exact_scores, approx_scores, approx_ids, k), n_queries
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(count, min(sample, count), replace=False)).astype(np.int64)
+    sub = VectorSource.from_array(source.take(ids))
+    n_queries = min(RECALL_QUERIES, max(1, len(ids) // 10))
+    queries = sub.take(np.sort(rng.choice(len(ids), n_queries, replace=False)))
+    k = min(RECALL_K, len(ids))
+    exact_scores, exact_pos = exact_top_k(sub, queries, k)
+    selector = faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))
+    params = faiss.SearchParametersIVF(sel=selector, nprobe=faiss.extract_index_ivf(index).nprobe)
+    quantised = is_quantised(index)
+    scores, found = index.search(queries, rerank_count(k, len(ids)) if quantised else k, params=params)
+    if quantised:
+        scores, found = rerank(queries, found, source.take, k)
+    return recall_at_k(exact_scores, scores, found, k), n_queries
 
 
 def build_index(
@@ -424,7 +454,13 @@ def build_index(
     from outcrop.raster.grid_choice import grid_record
 
     run_grid = grid_record(grid) if grid is not None else None  # a bad grid.json fails before any work
-    parts = gather_parts(embedding_paths, table_paths, min_rock=min_rock, digests=state_dir is not None)
+    from outcrop.search.incremental import read_state
+
+    state = read_state(Path(state_dir) / "state.json") if state_dir is not None else None
+    cache: dict[str, Any] = dict((state or {}).get("files") or {})
+    kept = kept_scenes(Path(state_dir), state) if state_dir is not None and state and not retrain else {}
+    parts = gather_parts(embedding_paths, table_paths, min_rock=min_rock, digests=state_dir is not None,
+                         cache=cache, kept=kept)
     settings = {"min_rock": min_rock, "exact_max": exact_max, "memory_gb": memory_gb, "seed": seed,
                 "dim": parts[0].dim}
     added = None
@@ -436,13 +472,14 @@ def build_index(
     if added is not None:
         built, parts, info_extra = added
     else:
+        if any(p.table is None for p in parts):  # kept scenes were not read: a full build needs them
+            parts = gather_parts(embedding_paths, table_paths, min_rock=min_rock, digests=True, cache=cache)
         source = parts_source(parts)
         log(f"indexing {source.count} tiles of {len(parts)} scenes, dimension {source.dim}")
         built = index_vectors(source, exact_max=exact_max, memory_gb=memory_gb,
                               recall_target=max(recall_target, recall_floor), seed=seed, log=log)
         info_extra = {"built": "trained", "added": [], "drift": None}
-    table = parts_table(parts)
-    count, dim = len(table), parts[0].dim
+    count, dim = sum(len(p.rows) for p in parts), parts[0].dim
     k = min(RECALL_K, count)
     if built.recall < recall_floor:
         raise OutcropError(f"{out_index}: recall@{k} of the {built.kind} index is {built.recall:.3f}, "
@@ -452,24 +489,63 @@ def build_index(
             "metric": "inner_product", "min_rock": min_rock, "memory_gb": memory_gb,
             "bytes": index_bytes(count, dim, built.kind),
             "rerank": rerank_count(RECALL_K, count) if built.kind == "ivf_pq" else None,
-            "scenes": {str(s): int(n) for s, n in table["scene"].value_counts().sort_index().items()},
+            "scenes": {p.scene: int(len(p.rows)) for p in sorted(parts, key=lambda p: p.scene) if len(p.rows)},
             **info_extra}
     if run_grid is not None:
         info["grid"] = run_grid
     with atomic_path(out_index) as tmp:
         faiss.write_index(built.index, str(tmp))
-    write_geodataframe(out_table, table)
+    if info_extra["built"] == "trained":
+        write_index_table(out_table, parts_table(parts))
+    else:  # an add: the kept table's rows, then the new scenes' (ids continuing)
+        from outcrop.search.incremental import link_or_copy
+
+        kept_table = Path(state_dir) / "tiles.parquet"
+        new = [p for p in parts if p.scene in set(info_extra["added"])]
+        if new:
+            table = parts_table(new)
+            table["id"] += count - len(table)
+            write_index_table(out_table, table, kept=kept_table)
+        else:
+            link_or_copy(kept_table, out_table)
     if state_dir is not None:
-        save_index_state(Path(state_dir), out_index, built, parts, settings,
+        given = {os.path.abspath(p) for p in (*embedding_paths, *table_paths)}
+        cache = {path: entry for path, entry in cache.items() if path in given}
+        save_index_state(Path(state_dir), out_index, out_table, built, parts, settings, cache,
                          retrained=info_extra["built"] == "trained")
     write_json(out_info, info)
     log(f"wrote {built.kind} index of {count} vectors ({info_extra['built']}), recall@{k} {built.recall:.3f}")
+
+
+def kept_scenes(state_dir: Path, state: dict[str, Any]) -> dict[str, tuple[str, int, int, Path]]:
+    """Scenes of a kept index that an add need not read again: scene -> (digest, count, dim, rows file).
+
+    Only when the kept id table and every scene's rows file are there; else none (all are read).
+    """
+    dim = (state.get("settings") or {}).get("dim")
+    scenes = state.get("scenes") or []
+    if not isinstance(dim, int) or not (state_dir / "tiles.parquet").is_file():
+        return {}
+    out = {}
+    for entry in scenes:
+        if not isinstance(entry, dict):
+            return {}
+        rows = state_dir / "rows" / f"{entry.get('scene')}.npy"
+        count = entry.get("count")
+        if not isinstance(count, int) or (count and not rows.is_file()):
+            return {}
+        out[str(entry["scene"])] = (str(entry.get("digest")), count, dim, rows)
+    return out
 
 
 def add_to_index(state_dir: Path, parts: Sequence[ScenePart], settings: dict[str, Any], *, drift_max: float,
                  recall_floor: float, log: Callable[[str], Any]) -> tuple[BuiltIndex, list[ScenePart], dict[str, Any]] | None:
     """Add the scenes of ``parts`` that the kept index (:mod:`outcrop.search.incremental`) lacks;
     None when it must be trained afresh.
+
+    Proportional to the new scenes: kept scenes' files are not read when unchanged (see
+    :func:`gather_parts`), the new rows are appended to the kept id table, and recall is measured
+    within a bounded sample (:func:`sampled_recall`).
 
     Returns (BuiltIndex, parts in id order: kept scenes first, then the new ones, info fields).
     """
@@ -498,12 +574,18 @@ def add_to_index(state_dir: Path, parts: Sequence[ScenePart], settings: dict[str
     ordered = [by_scene[e["scene"]] for e in kept] + new
     try:
         index = read_index(state_dir / "index.faiss")
+        kept_table = IndexTable.open(state_dir / "tiles.parquet")
     except OutcropError as exc:
         log(f"kept index unusable ({exc}): training afresh")
         return None
-    if index.ntotal != sum(e["count"] for e in kept):
+    kept_count = sum(e["count"] for e in kept)
+    if index.ntotal != kept_count or kept_table.count != kept_count:
         log("kept index does not hold the scenes its state lists: training afresh")
         return None
+    for part in new:
+        if part.table is not None and len(part.table) and part.table.crs != kept_table.crs:
+            raise OutcropError(f"{part.table_path}: CRS {part.table.crs.to_string()} differs from the run's "
+                               f"{kept_table.crs.to_string()}")
     kind = state["kind"]
     total = sum(len(p.rows) for p in ordered)
     wanted = choose_kind(total, settings["dim"], exact_max=settings["exact_max"], memory_gb=settings["memory_gb"])
@@ -529,7 +611,7 @@ def add_to_index(state_dir: Path, parts: Sequence[ScenePart], settings: dict[str
     if kind == "flat":
         recall, queries = 1.0, state["recall_queries"]
     else:
-        recall, queries = measure_recall(index, parts_source(ordered), settings["seed"] + 3)
+        recall, queries = sampled_recall(index, parts_source(ordered), settings["seed"] + 3)
         if recall < recall_floor:
             log(f"recall@10 {recall:.3f} after adding is under the floor {recall_floor}: retraining")
             return None
@@ -541,14 +623,22 @@ def add_to_index(state_dir: Path, parts: Sequence[ScenePart], settings: dict[str
     return built, ordered, info
 
 
-def save_index_state(state_dir: Path, out_index: Path, built: BuiltIndex, parts: Sequence[ScenePart],
-                     settings: dict[str, Any], *, retrained: bool) -> None:
-    """Keep what a later call needs to add to this index (the index file is linked, not copied)."""
+def save_index_state(state_dir: Path, out_index: Path, out_table: Path, built: BuiltIndex,
+                     parts: Sequence[ScenePart], settings: dict[str, Any], cache: dict[str, Any], *,
+                     retrained: bool) -> None:
+    """Keep what a later call needs to add to this index (index and id table are linked, not copied);
+    only the rows files of scenes read this time are written."""
     from outcrop.search.incremental import link_or_copy, read_state
 
     state_dir.mkdir(parents=True, exist_ok=True)
     old = read_state(state_dir / "state.json") or {}
     link_or_copy(out_index, state_dir / "index.faiss")
+    link_or_copy(out_table, state_dir / "tiles.parquet")
+    (state_dir / "rows").mkdir(exist_ok=True)
+    for part in parts:
+        if part.table is not None and len(part.rows):
+            with atomic_path(state_dir / "rows" / f"{part.scene}.npy") as tmp:
+                np.save(tmp, np.asarray(part.rows, dtype=np.int64))
     trained_sha = old.get("trained_sha256")
     if retrained:
         trained = state_dir / "trained.faiss"
@@ -564,6 +654,7 @@ def save_index_state(state_dir: Path, out_index: Path, built: BuiltIndex, parts:
         "recall": built.recall, "recall_queries": built.recall_queries, "train_distance": built.train_distance,
         "trained_sha256": trained_sha,
         "scenes": [{"scene": p.scene, "digest": p.digest, "count": int(len(p.rows))} for p in parts],
+        "files": cache,
     })
 
 

@@ -16,63 +16,12 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.layout import Layout
+from outcrop.search.index_table import IndexTable
 
 COLUMNS = ("rank", "score", "scene", "tile_id", "id", "distance_km", "lon", "lat")
 
 
-def _read_index_table(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
-    """(scene, tile_id, footprints, CRS) of an index table, straight from its GeoParquet file."""
-    import pyarrow.parquet as pq
-    import shapely
-    from pyproj import CRS
-
-    try:
-        # ParquetFile, not read_table: the latter loads pyarrow.dataset, which imports pandas.
-        table = pq.ParquetFile(path).read(columns=["id", "scene", "tile_id", "geometry"])
-    except FileNotFoundError:
-        raise OutcropError(f"{path}: file not found") from None
-    except Exception as exc:  # pyarrow raises many kinds
-        raise OutcropError(f"{path}: not a readable index table ({exc})") from None
-    missing = [c for c in ("id", "scene", "tile_id", "geometry") if c not in table.column_names]
-    if missing:
-        # pyarrow leaves out asked-for columns that the file lacks, without a word.
-        raise OutcropError(f"{path}: not an index table: no {', '.join(missing)} column "
-                           f"(it has {', '.join(table.column_names) or 'none'})")
-    try:
-        geo = json.loads((table.schema.metadata or {}).get(b"geo", b"{}"))
-    except ValueError:
-        raise OutcropError(f"{path}: index table's GeoParquet metadata is not JSON") from None
-    crs_json = geo.get("columns", {}).get("geometry", {}).get("crs")
-    if crs_json is None:
-        raise OutcropError(f"{path}: index table has no CRS")
-    ids = _column(table, "id")
-    if not np.array_equal(ids, np.arange(len(ids))):
-        raise OutcropError(f"{path}: ids are not 0..{len(ids) - 1} in order")
-    tile_ids = _column(table, "tile_id")
-    if tile_ids.dtype != np.int64:
-        raise OutcropError(f"{path}: tile_id is not a column of whole numbers")
-    try:
-        footprints = shapely.from_wkb(_column(table, "geometry"))
-        crs = CRS.from_json_dict(crs_json)
-    except Exception as exc:  # shapely and pyproj raise their own kinds
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OutcropError(f"{path}: not a readable index table ({why})") from None
-    return _column(table, "scene").astype(str), tile_ids, footprints, crs
-
-
-def _column(table: Any, name: str) -> np.ndarray:
-    """One column as a numpy array, without pyarrow's ``to_numpy`` (which imports pandas)."""
-    import pyarrow as pa
-
-    array = table.column(name).combine_chunks()
-    if pa.types.is_integer(array.type) and array.null_count == 0:
-        width = array.type.bit_width // 8
-        return np.frombuffer(array.buffers()[1], dtype=f"<i{width}", count=len(array),
-                             offset=array.offset * width).astype(np.int64)
-    return np.array(array.to_pylist(), dtype=object)
-
-
-def _tile_ids(tile: str, scenes: np.ndarray, tile_ids: np.ndarray) -> np.ndarray:
+def _tile_ids(tile: str, table: IndexTable) -> np.ndarray:
     """Index id of a tile named ``scene:tile_id`` (or ``scene/tile_id``)."""
     sep = max(tile.rfind(":"), tile.rfind("/"))
     if sep <= 0:
@@ -82,7 +31,7 @@ def _tile_ids(tile: str, scenes: np.ndarray, tile_ids: np.ndarray) -> np.ndarray
         number = int(num)
     except ValueError:
         raise OutcropError(f"tile {tile!r}: tile id {num!r} is not an integer") from None
-    hit = np.flatnonzero((scenes == scene) & (tile_ids == number))
+    hit = table.tile(scene, number)
     if len(hit) == 0:
         raise OutcropError(f"tile {tile!r} is not in the index")
     return hit
@@ -107,32 +56,37 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     run = Layout(Path(results_dir))
     index_path = Path(run.index)
     table_path = Path(run.index_table)
-    scenes, tile_ids, footprints, crs = _read_index_table(table_path)
+    # The footer only: rows are read by position, tile statistics or row-group bounds, as needed.
+    table = IndexTable.open(table_path)
+    crs = table.crs
     if not index_path.exists():
         raise OutcropError(f"{index_path}: file not found")
     index = read_index(index_path)  # its header's claims checked against the file first
-    if index.ntotal != len(scenes):
-        raise OutcropError(f"{index_path} holds {index.ntotal} vectors but {table_path} has {len(scenes)} rows; "
+    if index.ntotal != table.count:
+        raise OutcropError(f"{index_path} holds {index.ntotal} vectors but {table_path} has {table.count} rows; "
                            "they come from different builds")
 
     to_run = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     if tile is not None:
-        ids = _tile_ids(tile, scenes, tile_ids)
+        ids = _tile_ids(tile, table)
     elif geometry is not None:
         from outcrop.search.analogues import read_deposits
 
         shapes = read_deposits(geometry, crs).geometry.to_numpy()
-        ids = np.flatnonzero(shapely.intersects(footprints, shapely.union_all(shapes)))
+        ids = table.meeting(shapely.union_all(shapes))
         if len(ids) == 0:
             raise OutcropError(f"{geometry}: meets no indexed tile")
     else:
         x, y = to_run.transform(lon, lat)
-        ids = np.flatnonzero(shapely.intersects_xy(footprints, x, y))
+        ids = table.meeting(shapely.Point(x, y))
         if len(ids) == 0:
             raise OutcropError(f"lon {lon}, lat {lat}: meets no indexed tile")
+    ids = np.sort(ids)
+    chosen = table.rows(ids)
 
     def vectors_of(wanted: np.ndarray) -> np.ndarray:
-        return _embedding_rows(run, table_path, scenes, tile_ids, wanted)
+        rows = chosen if wanted is ids else table.rows(wanted, geometry=False)
+        return _embedding_rows(run, table_path, rows.scenes, rows.tile_ids)
 
     query = vectors_of(ids).mean(axis=0, keepdims=True)
     if query.shape[1] != index.d:
@@ -141,10 +95,9 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     query /= np.linalg.norm(query) or 1.0
 
     # The query tiles and those sharing ground with them (touching edges is not sharing).
-    origin = shapely.union_all(footprints[ids])
-    near = shapely.area(shapely.intersection(footprints, origin)) > 0
-    near[ids] = True
-    k = int(min(index.ntotal, top + near.sum()))
+    origin = shapely.union_all(chosen.footprints)
+    near = np.union1d(table.meeting(origin, area=True), ids)
+    k = int(min(index.ntotal, top + len(near)))
     query = np.ascontiguousarray(query, dtype=np.float32)
     if is_quantised(index):
         # Compressed codes rank approximately: re-rank their best candidates on exact vectors.
@@ -152,18 +105,19 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
         score, found = rerank(query, candidates, lambda wanted: unit_rows(vectors_of(wanted)), k)
     else:
         score, found = index.search(query, k)
-    keep = (found[0] >= 0) & ~near[np.maximum(found[0], 0)]
+    keep = (found[0] >= 0) & ~np.isin(found[0], near)
     found, score = found[0][keep][:top], score[0][keep][:top]
 
-    centres = shapely.centroid(footprints[found])
+    answers = table.rows(found)
+    centres = shapely.centroid(answers.footprints)
     cx, cy = shapely.get_x(centres), shapely.get_y(centres)
     centre = shapely.centroid(origin)
     lons, lats = to_run.transform(cx, cy, direction="INVERSE")
     return {
         "rank": np.arange(1, len(found) + 1, dtype=np.int64),
         "score": score.astype(np.float64),
-        "scene": scenes[found],
-        "tile_id": tile_ids[found],
+        "scene": answers.scenes,
+        "tile_id": answers.tile_ids,
         "id": found.astype(np.int64),
         "distance_km": np.hypot(cx - shapely.get_x(centre), cy - shapely.get_y(centre)) / 1000.0,
         "lon": np.asarray(lons, dtype=np.float64),
@@ -171,18 +125,18 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     }
 
 
-def _embedding_rows(run: Layout, table_path: Path, scenes: np.ndarray, tile_ids: np.ndarray,
-                    ids: np.ndarray) -> np.ndarray:
-    """Embeddings (float32, as stored) of index ids ``ids``, read from the memory-mapped per-scene files."""
+def _embedding_rows(run: Layout, table_path: Path, scenes: np.ndarray, tile_ids: np.ndarray) -> np.ndarray:
+    """Embeddings (float32, as stored) of rows of ``scenes`` and ``tile_ids``, read from the
+    memory-mapped per-scene files."""
     out: np.ndarray | None = None
-    for scene in np.unique(scenes[ids]):
+    for scene in np.unique(scenes):
         path = Path(run.embeddings(str(scene)))
         try:
             emb = np.load(path, mmap_mode="r", allow_pickle=False)
         except (FileNotFoundError, ValueError, OSError) as exc:
             raise OutcropError(f"{path}: cannot read embeddings ({exc})") from None
-        where = np.flatnonzero(scenes[ids] == scene)
-        rows = tile_ids[ids[where]]
+        where = np.flatnonzero(scenes == scene)
+        rows = tile_ids[where]
         if emb.ndim != 2:
             raise OutcropError(f"{path}: embeddings of shape {emb.shape}, expected (tiles, dimension)")
         outside = rows[(rows < 0) | (rows >= len(emb))]
@@ -190,12 +144,12 @@ def _embedding_rows(run: Layout, table_path: Path, scenes: np.ndarray, tile_ids:
             raise OutcropError(f"{table_path}: tile_id {int(outside[0])} of scene {str(scene)!r} is outside {path} "
                                f"({len(emb)} tiles); the index and the embeddings come from different runs")
         if out is None:
-            out = np.empty((len(ids), emb.shape[1]), dtype=np.float32)
+            out = np.empty((len(scenes), emb.shape[1]), dtype=np.float32)
         elif emb.shape[1] != out.shape[1]:
             raise OutcropError(f"{path}: embedding dimension {emb.shape[1]}, other scenes have {out.shape[1]}")
         order = np.argsort(rows, kind="stable")
         out[where[order]] = emb[rows[order]]
-    assert out is not None  # ids is never empty here
+    assert out is not None  # never empty here
     return out
 
 
