@@ -38,15 +38,17 @@ def test_an_ordinary_run_writes_leave_one_out_and_reidentification(tmp_path):
     assert "rock_unit_tiles" not in metrics  # no demo truth in an ordinary run
     loo, reid = metrics["leave_one_out"], metrics["reidentification"]
     assert loo["deposits"] >= 3 and loo["seconds"] >= 0 and reid["seconds"] >= 0
-    for name in ("byol", "band_statistics", "random_encoder", "raw_pixels"):
+    for name in ("byol", "band_statistics", "random_encoder", "random_joined", "raw_pixels"):
         assert len(loo[name]["ranks"]) == loo["deposits"]
         assert set(loo[name]) >= {"recall@5", "recall@20", "median_rank"}
         assert 0.0 <= reid[name]["top1"] <= reid[name]["top5"] <= 1.0
     # Neighbouring scenes overlap by a third: both pairs of neighbours are matched, on many tiles.
     assert {(p["gallery"], p["queries"]) for p in reid["pairs"]} >= {("scene_1", "scene_2"), ("scene_2", "scene_3")}
     assert reid["queries"] >= 50 and reid["offset_px"] == TINY_CONFIG["tiles"]["stride"] // 2
-    # The same re-finds ground well above chance (one in hundreds of gallery tiles).
+    # The same re-finds ground well above chance (one in hundreds of gallery tiles), and the shipped
+    # embedding (learned, spectrum, block) above the tile's band statistics.
     assert reid["byol"]["top5"] > 0.2
+    assert reid["byol"]["top1"] > reid["band_statistics"]["top1"]
     summary = (tmp_path / "results" / "summary.html").read_text()
     assert "Leave-one-deposit-out" in summary and "Cross-scene re-identification" in summary
     log = (tmp_path / "results" / "logs" / "quality.log").read_text()

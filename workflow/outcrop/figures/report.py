@@ -63,7 +63,9 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
             + _table(rows, columns))
 
 
-QUALITY_SETS = ("byol", "band_statistics", "raw_spectral", "random_encoder", "raw_pixels")
+# random_joined: the untrained encoder joined with the same spectral and block parts as the run's
+# vectors, which shows what training adds over the parts it is joined with.
+QUALITY_SETS = ("byol", "band_statistics", "raw_spectral", "random_encoder", "random_joined", "raw_pixels")
 
 
 def _quality_section(metrics: dict[str, Any]) -> str:
