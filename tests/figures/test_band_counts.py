@@ -45,3 +45,22 @@ def test_quicklook_of_an_rgb_scene_is_labelled_true_colour(tmp_path):
         red = src.read(1)
     # the red channel is the red band's stretch, not the blue one's
     assert np.corrcoef(red.ravel().astype(float), refl[2].ravel())[0, 1] > 0.95
+
+
+def test_info_counts_unknown_ground_apart_from_rock(tmp_path):
+    """An RGB scene's tiles are all of the unknown class: `outcrop info` and the summary say so, not rock."""
+    import pandas as pd
+
+    from outcrop.figures.report import run_info
+
+    tiles = tmp_path / "results" / "tiles"
+    tiles.mkdir(parents=True)
+    n = 7
+    pd.DataFrame({"tile_id": range(n), "scene": "rgb", "rock": 0.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0,
+                  "unknown": 1.0}).to_parquet(tiles / "rgb.parquet")
+    # A table from before the class existed reads it as none of the tile.
+    pd.DataFrame({"tile_id": range(3), "scene": "old", "rock": 1.0, "snow_ice": 0.0, "water": 0.0,
+                  "cloud": 0.0}).to_parquet(tiles / "old.parquet")
+    text = run_info(tmp_path / "results")
+    assert "tiles: 10, by dominant surface: rock 3, snow_ice 0, water 0, cloud 0, unknown 7" in text
+    assert "rgb: 7 tiles (rock 0, snow_ice 0, water 0, cloud 0, unknown 7)" in text

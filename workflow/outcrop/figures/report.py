@@ -201,7 +201,9 @@ def _relative(target: Path | str, out: Path) -> str:
     return os.path.relpath(target, Path(out).parent).replace(os.sep, "/")
 
 
-SURFACE_CLASSES = ("rock", "snow_ice", "water", "cloud")
+# "unknown": ground whose bands cannot tell rock from water or snow (RGB, panchromatic); counted
+# apart, or an RGB scene would read as all rock. Tables written before the class read it as 0.
+SURFACE_CLASSES = ("rock", "snow_ice", "water", "cloud", "unknown")
 
 
 def scenes_without_tiles(scenes: Sequence[str], tile_tables: Sequence[Path],
@@ -279,7 +281,9 @@ def _tiles_section(folder: Path) -> list[str]:
     frames, broken = [], []
     for p in tables:
         try:
-            frames.append(pd.read_parquet(p, columns=["scene", *SURFACE_CLASSES]).assign(scene=p.stem))
+            frame = pd.read_parquet(p)
+            frame = frame.assign(**{c: 0.0 for c in SURFACE_CLASSES if c not in frame})
+            frames.append(frame[["scene", *SURFACE_CLASSES]].assign(scene=p.stem))
         except Exception as exc:  # a broken table is reported and the others still counted
             broken.append(f"  {p.stem}: {p} unreadable ({_one_line(exc)})")
     if not frames:
