@@ -108,11 +108,6 @@ def join_parts(learned: np.ndarray, *parts: tuple[float, np.ndarray]) -> np.ndar
     return (joined / np.linalg.norm(joined, axis=1, keepdims=True)).astype(np.float32)
 
 
-def join_spectral(learned: np.ndarray, spectral: np.ndarray, weight: float) -> np.ndarray:
-    """``[learned, weight * spectral]`` of two unit-row arrays, rows L2-normalised; ``learned`` at weight 0."""
-    return join_parts(learned, (weight, spectral))
-
-
 def embedding_dim(metadata: dict[str, Any], spectral_weight: float, context_weight: float = 0.0) -> int:
     """Length of the vectors :func:`embed_array` writes: D, plus 5C for each spectral part above weight 0."""
     per_part = 5 * len(metadata["bands"])

@@ -92,6 +92,11 @@ def open_training_tiles(tile_paths: Sequence[Path], table_paths: Sequence[Path],
     return TrainingTiles(arrays, np.concatenate(scene_of), np.concatenate(row_of))
 
 
+def evenly_spaced(n: int, max_tiles: int) -> np.ndarray:
+    """Indices of at most ``max_tiles`` tiles evenly spaced over ``n``: the sample the statistics use."""
+    return np.unique(np.linspace(0, n - 1, min(n, max_tiles)).round().astype(np.int64))
+
+
 def band_mean_and_std(tiles: TrainingTiles, max_tiles: int = 20_000,
                     chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and standard deviation (float32) over the training tiles.
@@ -99,8 +104,7 @@ def band_mean_and_std(tiles: TrainingTiles, max_tiles: int = 20_000,
     Beyond ``max_tiles`` an evenly spaced subset is used: the statistics only set the scale of the
     inputs, and a pass over millions of tiles would cost more than it tells. Accumulated in float64.
     """
-    n = len(tiles)
-    index = np.unique(np.linspace(0, n - 1, min(n, max_tiles)).round().astype(np.int64))
+    index = evenly_spaced(len(tiles), max_tiles)
     channels = tiles.tile_shape[0]
     total = np.zeros(channels)
     total_sq = np.zeros(channels)
@@ -122,8 +126,7 @@ def spectral_statistics(tiles: TrainingTiles, max_tiles: int = 20_000,
     Stored with the encoder, they standardise the spectral part of every embedding the same way
     months later, as band statistics are standardised over a set of tiles before a cosine search.
     """
-    n = len(tiles)
-    index = np.unique(np.linspace(0, n - 1, min(n, max_tiles)).round().astype(np.int64))
+    index = evenly_spaced(len(tiles), max_tiles)
     feats = np.concatenate([tile_spectra(tiles.gather(index[start:start + chunk]))
                             for start in range(0, len(index), chunk)])
     return (feats.mean(axis=0).astype(np.float32),

@@ -22,7 +22,8 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.raster.geo import infer_layout, scene_band_names, scene_rasters
-from outcrop.search.index import FRACTIONS, SEARCH_BATCH, file_digest, normalise_rows, scene_of
+from outcrop.search.incremental import file_digest
+from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
 from outcrop.search.vectors import VectorSource, table_source
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_cog, write_geodataframe
 

@@ -57,13 +57,11 @@ def cached_digest(path: str | os.PathLike[str], cache: dict[str, Any]) -> str:
 
     ``cache`` maps an absolute path to ``[size, mtime_ns, sha256]``; it is updated in place.
     """
+    if unchanged(path, cache):
+        return str(cache[os.path.abspath(path)][2])
     st = os.stat(path)
-    key = os.path.abspath(path)
-    hit = cache.get(key)
-    if isinstance(hit, list) and len(hit) == 3 and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-        return str(hit[2])
     digest = file_digest(path)
-    cache[key] = [st.st_size, st.st_mtime_ns, digest]
+    cache[os.path.abspath(path)] = [st.st_size, st.st_mtime_ns, digest]
     return digest
 
 

@@ -51,7 +51,6 @@ from outcrop.search.index_table import IndexTable, write_index_table
 from outcrop.search.vectors import (VectorSource, embedding_source, exact_top_k, is_quantised, rerank,
                                     rerank_count)
 
-__all__ = ["file_digest"]  # re-exported: the clusters stage checksums its inputs alike
 
 FRACTIONS = ("valid", *FRACTION_COLUMNS)  # the tile table's fraction columns
 TABLE_COLUMNS = ("id", "scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry")

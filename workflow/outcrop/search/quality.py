@@ -118,7 +118,7 @@ def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, m
     random encoder joined with the same parts as the run's vectors (``blocks``: the tiles' block
     spectra), which tells what training adds over the parts it is joined with.
     """
-    from outcrop.learning.embeddings import embed_array
+    from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, standardised
     from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder
 
     net, meta = random_encoder(model_path, seed=seed)
@@ -128,12 +128,11 @@ def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, m
     for chunk in chunks():
         spectral.append(band_statistics(chunk))
         stats.append(band_statistics(chunk, percentiles=True))
-        random.append(embed_array(net, meta, chunk, batch_size=256, device="cpu", spectral_weight=0.0,
-                                  context_weight=0.0))
-        if spectral_weight > 0 or context_weight > 0:
-            ctx = blocks[start:start + len(chunk)] if context_weight > 0 else None
-            joined.append(embed_array(net, meta, chunk, batch_size=256, device="cpu", spectral_weight=spectral_weight,
-                                      context_weight=context_weight, context=ctx))
+        bare = embed_array(net, meta, chunk, batch_size=256, device="cpu", spectral_weight=0.0, context_weight=0.0)
+        random.append(bare)
+        if spectral_weight > 0 or context_weight > 0:  # the same vectors joined: no second pass of the network
+            ctx = standardised(meta, blocks[start:start + len(chunk)]) if context_weight > 0 else None
+            joined.append(join_parts(bare, (spectral_weight, spectral_part(meta, chunk)), (context_weight, ctx)))
         start += len(chunk)
     out = {"byol": np.asarray(byol, dtype=np.float32),
            "raw_spectral": as_unit_vectors(np.concatenate(spectral)),
