@@ -1,17 +1,19 @@
 """Benchmark: the index and k-means at coast scale, streamed from disk, and adding one scene.
 
-``build``: ``--n`` (10 000 000) synthetic clustered vectors of ``--dim`` (128, the default embedding
-size) are written to ``--dir`` (/tmp) as ``--scenes`` .npy files in chunks (never all in memory),
-then indexed by :func:`outcrop.search.index.index_vectors` from memory maps under ``--memory-gb``
-(the kind it picks is reported), and clustered (k-means on ``clusters.sample`` tiles, streamed
-assignment). Reported: build time, peak RSS of the process (``ru_maxrss``), recall@10 of the
-build's held-out queries and of fresh queries against an exact streamed scan, single-query
-latency in process (index search + exact re-ranking), and a fresh process that loads the index
-file and answers one query (python start and imports included).
+``build``: ``--n`` (10 000 000) synthetic clustered vectors of ``--dim`` (198: the shipped
+embedding of a 7-band run, 128 learned + two spectra of 35) are written to ``--dir`` (/tmp) as
+``--scenes`` .npy files in chunks (never all in memory), laid out as a run (``embeddings/``,
+``index/``); then indexed by :func:`outcrop.search.index.index_vectors` from memory maps under
+``--memory-gb`` (the product's ``index.memory_gb`` unless given; the kind it picks is reported),
+and clustered as the clusters stage does (k-means at each of ``clusters.k`` on ``clusters.sample``
+tiles, streamed assignment, Ward on the centroids). Reported: build time, peak RSS of the process
+(``ru_maxrss``), recall@10 of the build's held-out queries and of fresh queries against an exact
+streamed scan of every vector, single-query latency in process (index search + exact re-ranking).
+Then the run's id table is written (in a child process) and ``outcrop query`` is timed in a fresh
+process, as ``query`` does.
 
 ``add``: ``--n`` (1 000 000) tiles in ``--scenes`` scenes through :func:`build_index` with a state
-folder, then one scene more: the time to add it against a full rebuild of all of them
-(``--exact-max``, 100 000, keeps small runs on an IVF index, as a large run is).
+folder, then one scene more: the time to add it against a full rebuild of all of them.
 
 ``query``: a finished run of ``--n`` (2 000 000) tiles in ``--scenes`` scenes written quickly (index
 table, embeddings, an IVF-PQ index), then ``outcrop query`` in a fresh process, by tile and by
@@ -19,7 +21,7 @@ place, ``--runs`` times each: the wall time a user at a terminal sees. Beside it
 that only reads the whole table and decodes every footprint (what the query did before it read
 just the rows it needs).
 
-    python benchmarks/index_coast.py build --n 10000000 --memory-gb 4
+    python benchmarks/index_coast.py build --n 10000000
     python benchmarks/index_coast.py add --n 1000000
     python benchmarks/index_coast.py query --n 2000000
 """
@@ -36,25 +38,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-FRESH = """
-import sys, time, json
-t0 = time.perf_counter()
-import numpy as np, faiss
-from outcrop.search.faiss_file import read_index
-from outcrop.search.vectors import VectorSource, rerank, rerank_count, is_quantised
-index = read_index(sys.argv[1])
-arrays = [np.load(p, mmap_mode="r") for p in sys.argv[3:]]
-source = VectorSource(arrays, [np.arange(len(a)) for a in arrays], sys.argv[3:])
-q = source.take(np.array([int(sys.argv[2])]))
-if is_quantised(index):
-    _, cand = index.search(q, rerank_count(10, index.ntotal))
-    s, i = rerank(q, cand, source.take, 10)
-else:
-    s, i = index.search(q, 10)
-print(json.dumps({"seconds": time.perf_counter() - t0, "top": int(i[0, 0])}))
-"""
-
 
 def synthetic(n: int, dim: int, scenes: int, folder: Path, seed: int = 0, chunk: int = 500_000) -> list[Path]:
     """Clustered unit vectors (2 000 clusters of Zipf-like sizes, 60 families) written in chunks."""
@@ -88,28 +71,29 @@ def rss_gib() -> float:
 def cmd_build(args: argparse.Namespace) -> None:
     import faiss
 
-    from outcrop.search.clusters import assign_stream, train_centroids
+    from outcrop.search.clusters import assign_stream, train_centroids, weighted_ward
     from outcrop.search.index import index_vectors, recall_at_k, search_exact
     from outcrop.search.vectors import VectorSource, exact_top_k
 
     faiss.omp_set_num_threads(args.threads)
-    folder = Path(args.dir) / "outcrop_index_coast"
+    root = Path(args.dir) / f"outcrop_index_coast_{args.n}x{args.dim}"
     t = time.perf_counter()
-    paths = sorted(folder.glob("s*.npy")) if (folder / "done").exists() else []
+    paths = sorted((root / "embeddings").glob("s*.npy")) if (root / "done").exists() else []
     if not paths:
-        paths = synthetic(args.n, args.dim, args.scenes, folder)
-        (folder / "done").write_text("")
-    print(f"data: {len(paths)} files in {time.perf_counter() - t:.0f} s, RSS {rss_gib():.2f} GiB", flush=True)
+        paths = synthetic(args.n, args.dim, args.scenes, root / "embeddings")
+        (root / "done").write_text("")
+    print(f"data: {args.n} x {args.dim} in {len(paths)} files in {time.perf_counter() - t:.0f} s, "
+          f"RSS {rss_gib():.2f} GiB", flush=True)
     arrays = [np.load(p, mmap_mode="r") for p in paths]
     source = VectorSource(arrays, [np.arange(len(a)) for a in arrays], [str(p) for p in paths])
     t = time.perf_counter()
-    built = index_vectors(source, exact_max=200_000, memory_gb=args.memory_gb, seed=0,
+    built = index_vectors(source, exact_max=args.exact_max, memory_gb=args.memory_gb, seed=0,
                           log=lambda m: print("  " + m, flush=True))
     build_s = time.perf_counter() - t
-    print(f"index: {built.kind} {built.params} built in {build_s:.0f} s, recall@10 {built.recall:.3f} "
-          f"(held-out), RSS {rss_gib():.2f} GiB", flush=True)
-    out = folder / "index.faiss"
-    faiss.write_index(built.index, str(out))
+    print(f"index (memory_gb {args.memory_gb}): {built.kind} {built.params} built in {build_s:.0f} s, "
+          f"recall@10 {built.recall:.3f} (held-out), peak RSS {rss_gib():.2f} GiB", flush=True)
+    (root / "index").mkdir(exist_ok=True)
+    faiss.write_index(built.index, str(root / "index" / "tiles.faiss"))
     ids = np.random.default_rng(11).choice(source.count, args.queries, replace=False)
     queries = source.take(ids) + 0.02 * np.random.default_rng(12).normal(size=(args.queries, args.dim)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
@@ -123,24 +107,36 @@ def cmd_build(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         search_exact(built.index, q[None], 10, source)
         single.append(time.perf_counter() - t)
-    print(f"fresh queries: recall@10 {fresh_recall:.3f}; exact scan {exact_time / len(queries) * 1e3:.0f} ms/query; "
-          f"single query {np.median(single) * 1e3:.1f} ms median", flush=True)
-    fresh = []
-    for trial in range(3):
+    print(f"fresh queries: recall@10 {fresh_recall:.3f} against an exact scan of all {source.count} "
+          f"({exact_time / len(queries) * 1e3:.0f} ms/query); single query {np.median(single) * 1e3:.1f} ms "
+          f"median in process (search + re-ranking); peak RSS {rss_gib():.2f} GiB", flush=True)
+    t = time.perf_counter()
+    _, sample = source.sample(args.sample, 0)
+    print(f"k-means sample of {args.sample}: {time.perf_counter() - t:.0f} s", flush=True)
+    for k in args.k:
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", FRESH, str(out), str(int(ids[trial])), *map(str, paths)],
-                              capture_output=True, text=True, check=True)
-        fresh.append((time.perf_counter() - t, json.loads(proc.stdout)))
-    print("fresh process load + query: " + ", ".join(f"{w:.2f} s (in python {r['seconds']:.2f} s)" for w, r in fresh))
+        centroids = train_centroids(sample, k, seed=0)
+        train_s = time.perf_counter() - t
+        t = time.perf_counter()
+        labels, _ = assign_stream(source, centroids)
+        print(f"k-means k={k}: trained on the sample in {train_s:.1f} s; streamed assignment of {len(labels)}: "
+              f"{time.perf_counter() - t:.0f} s; peak RSS {rss_gib():.2f} GiB", flush=True)
     t = time.perf_counter()
-    _, sample = source.sample(100_000, 0)
-    centroids = train_centroids(sample, args.k, seed=0)
+    weighted_ward(centroids, np.bincount(labels, minlength=len(centroids)))
+    print(f"Ward on the {len(centroids)} centroids: {time.perf_counter() - t:.3f} s", flush=True)
     del sample
-    train_s = time.perf_counter() - t
+    del labels, arrays, source, built
+    subprocess.run([sys.executable, __file__, "table", "--dir", str(root), "--dim", str(args.dim)], check=True)
+    time_queries(root, args.n, len(paths), args.runs)
+
+
+def _table(args: argparse.Namespace) -> None:
+    """Write the id table of a run's embeddings (a child process: its memory is not the build's)."""
+    root = Path(args.dir)
     t = time.perf_counter()
-    labels, _ = assign_stream(source, centroids)
-    print(f"k-means k={args.k} on 100 000 sampled: {train_s:.0f} s; streamed assignment of {len(labels)}: "
-          f"{time.perf_counter() - t:.0f} s; peak RSS {rss_gib():.2f} GiB", flush=True)
+    write_table(root, sorted((root / "embeddings").glob("s*.npy")))
+    print(f"index table of the run written in {time.perf_counter() - t:.0f} s "
+          f"({(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB)", flush=True)
 
 
 def _scene_files(root: Path, name: str, vec: np.ndarray) -> tuple[Path, Path]:
@@ -199,44 +195,82 @@ print(f"{time.perf_counter() - t0:.2f}")
 """
 
 
-def cmd_query(args: argparse.Namespace) -> None:
-    import statistics
+def _origin(s: int) -> tuple[float, float]:
+    """Upper-left corner of synthetic scene ``s`` (EPSG:3031): 4 scenes a row, rows 400 km apart."""
+    return -2.0e6 + (s % 4) * 1.0e6, 2.0e6 - (s // 4) * 0.4e6
 
-    import faiss
+
+def write_table(root: Path, paths: list[Path]) -> None:
+    """The run's ``index/tiles.parquet``: every tile of every scene, 1000 tiles a row of 960 m tiles."""
     import geopandas as gpd
+    import pandas as pd
     import shapely
-    from pyproj import Transformer
 
     from outcrop.search.index import FRACTIONS
     from outcrop.search.index_table import write_index_table
+
+    frames, start = [], 0
+    for s, path in enumerate(paths):
+        n = len(np.load(path, mmap_mode="r"))
+        r, c = np.divmod(np.arange(n), 1000)
+        x0, y0 = _origin(s)
+        frame = {"id": np.arange(start, start + n), "scene": path.stem, "tile_id": np.arange(n),
+                 "row": r * 32, "col": c * 32, "size": 32, **{f: 1.0 if f in ("valid", "rock") else 0.0
+                                                                 for f in FRACTIONS}}
+        frames.append(gpd.GeoDataFrame(frame, geometry=shapely.box(x0 + c * 960.0, y0 - (r + 1) * 960.0,
+                                                                   x0 + (c + 1) * 960.0, y0 - r * 960.0),
+                                       crs="EPSG:3031"))
+        start += n
+    table = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:3031")
+    del frames
+    (root / "index").mkdir(parents=True, exist_ok=True)
+    write_index_table(root / "index" / "tiles.parquet", table)
+
+
+def time_queries(root: Path, n: int, scenes: int, runs: int) -> None:
+    """``outcrop query`` by tile and by place in a fresh process, ``runs`` times each, beside a bare
+    python start and a process that reads the whole table and decodes every footprint."""
+    import statistics
+
+    from pyproj import Transformer
+
+    outcrop = str(Path(sys.executable).parent / "outcrop")
+    s = min(7, scenes - 1)  # a tile in the middle of a scene
+    mid = -(-n // scenes) // 1000 // 2
+    scene, tile = f"s{s:04d}", mid * 1000 + 500
+    x0, y0 = _origin(s)
+    lon, lat = Transformer.from_crs("EPSG:3031", "EPSG:4326", always_xy=True).transform(
+        x0 + 500.5 * 960.0, y0 - (mid + 0.5) * 960.0)
+    calls = {"python -c pass": [sys.executable, "-c", "pass"],
+             "whole table read + decode": [sys.executable, "-c", WHOLE_TABLE, str(root / "index" / "tiles.parquet")],
+             f"outcrop query --tile {scene}:{tile}": [outcrop, "query", "--results", str(root), "--tile",
+                                                      f"{scene}:{tile}", "--top", "10"],
+             f"outcrop query --lon {lon:.5f} --lat {lat:.5f}": [outcrop, "query", "--results", str(root), "--lon",
+                                                                 str(lon), "--lat", str(lat), "--top", "10"]}
+    for name, cmd in calls.items():
+        walls = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            walls.append(time.perf_counter() - t)
+            if proc.returncode != 0:
+                raise SystemExit(f"{name}: {proc.stderr.strip()}")
+        print(f"{name}: median {statistics.median(walls):.2f} s (runs: {', '.join(f'{w:.2f}' for w in walls)})",
+              flush=True)
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    import faiss
+
+    from outcrop.search.vectors import VectorSource
 
     faiss.omp_set_num_threads(args.threads)
     root = Path(args.dir) / "outcrop_query_coast"
     t = time.perf_counter()
     if not (root / "done").exists():
         paths = synthetic(args.n, args.dim, args.scenes, root / "embeddings")
-        frames, start = [], 0
-        for s, path in enumerate(paths):
-            n = len(np.load(path, mmap_mode="r"))
-            r, c = np.divmod(np.arange(n), 1000)
-            x0, y0 = -2.0e6 + (s % 4) * 1.0e6, 2.0e6 - (s // 4) * 0.4e6
-            frame = {"id": np.arange(start, start + n), "scene": path.stem, "tile_id": np.arange(n),
-                     "row": r * 32, "col": c * 32, "size": 32, **{f: 1.0 if f in ("valid", "rock") else 0.0
-                                                                     for f in FRACTIONS}}
-            frames.append(gpd.GeoDataFrame(frame, geometry=shapely.box(x0 + c * 960.0, y0 - (r + 1) * 960.0,
-                                                                       x0 + (c + 1) * 960.0, y0 - r * 960.0),
-                                           crs="EPSG:3031"))
-            start += n
-        import pandas as pd
-
-        table = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:3031")
-        del frames
-        (root / "index").mkdir(parents=True, exist_ok=True)
-        write_index_table(root / "index" / "tiles.parquet", table)
-        del table
+        write_table(root, paths)
         arrays = [np.load(p, mmap_mode="r") for p in paths]
-        from outcrop.search.vectors import VectorSource
-
         source = VectorSource(arrays, [np.arange(len(a)) for a in arrays], [str(p) for p in paths])
         _, train = source.sample(40_000, 0)
         index = faiss.IndexIVFPQ(faiss.IndexFlatIP(args.dim), args.dim, 1024, args.dim // 4, 8,
@@ -249,48 +283,30 @@ def cmd_query(args: argparse.Namespace) -> None:
         (root / "done").write_text("")
     print(f"run of {args.n} tiles in {args.scenes} scenes ready in {time.perf_counter() - t:.0f} s; "
           f"index table {(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB", flush=True)
-    outcrop = str(Path(sys.executable).parent / "outcrop")
-    s = min(7, args.scenes - 1)  # a tile in the middle of a scene
-    mid = -(-args.n // args.scenes) // 1000 // 2
-    scene, tile = f"s{s:04d}", mid * 1000 + 500
-    x0, y0 = -2.0e6 + (s % 4) * 1.0e6, 2.0e6 - (s // 4) * 0.4e6
-    lon, lat = Transformer.from_crs("EPSG:3031", "EPSG:4326", always_xy=True).transform(
-        x0 + 500.5 * 960.0, y0 - (mid + 0.5) * 960.0)
-    calls = {"python -c pass": [sys.executable, "-c", "pass"],
-             "whole table read + decode": [sys.executable, "-c", WHOLE_TABLE, str(root / "index" / "tiles.parquet")],
-             f"outcrop query --tile {scene}:{tile}": [outcrop, "query", "--results", str(root), "--tile",
-                                                      f"{scene}:{tile}", "--top", "10"],
-             f"outcrop query --lon {lon:.5f} --lat {lat:.5f}": [outcrop, "query", "--results", str(root), "--lon",
-                                                                 str(lon), "--lat", str(lat), "--top", "10"]}
-    for name, cmd in calls.items():
-        walls = []
-        for _ in range(args.runs):
-            t = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            walls.append(time.perf_counter() - t)
-            if proc.returncode != 0:
-                raise SystemExit(f"{name}: {proc.stderr.strip()}")
-        print(f"{name}: median {statistics.median(walls):.2f} s (runs: {', '.join(f'{w:.2f}' for w in walls)})",
-              flush=True)
+    time_queries(root, args.n, args.scenes, args.runs)
 
 
 def main() -> None:
+    from outcrop.config import default
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, n, scenes in (("build", 10_000_000, 100), ("add", 1_000_000, 20), ("query", 2_000_000, 20)):
+    for name, n, scenes, dim in (("build", 10_000_000, 100, 198), ("add", 1_000_000, 20, 128),
+                                 ("query", 2_000_000, 20, 128), ("table", 0, 0, 198)):
         p = sub.add_parser(name)
         p.add_argument("--n", type=int, default=n)
         p.add_argument("--scenes", type=int, default=scenes)
-        p.add_argument("--dim", type=int, default=128)
-        p.add_argument("--memory-gb", type=float, default=16.0)
+        p.add_argument("--dim", type=int, default=dim)
+        p.add_argument("--memory-gb", type=float, default=default("index.memory_gb"))
         p.add_argument("--dir", default="/tmp")
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--queries", type=int, default=200)
-        p.add_argument("--k", type=int, default=1000)
-        p.add_argument("--exact-max", type=int, default=100_000)
+        p.add_argument("--k", type=int, nargs="+", default=default("clusters.k"))
+        p.add_argument("--sample", type=int, default=default("clusters.sample"))
+        p.add_argument("--exact-max", type=int, default=default("index.exact_max"))
         p.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    {"build": cmd_build, "add": cmd_add, "query": cmd_query}[args.cmd](args)
+    {"build": cmd_build, "add": cmd_add, "query": cmd_query, "table": _table}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,16 @@ def test_nprobe_tuning_finds_the_smallest_that_reaches_the_target():
     # Reached at the start: bisected down to the smallest that still reaches it.
     assert tune_nprobe(lambda n: 0.99, 8, 64, 0.95) == (1, 0.99)
     assert tune_nprobe(lambda n: 0.9 + 0.01 * n, 8, 64, 0.95)[0] in (5, 6)
+    # A ceiling under the target (product quantisation): stop where doubling stops adding recall.
+    assert tune_nprobe(lambda n: min(0.92, 0.8 + 0.01 * n), 4, 4096, 0.95) == (16, pytest.approx(0.92))
+
+
+def test_product_quantiser_codes_at_most_four_dimensions_a_byte():
+    from outcrop.search.index import pq_params
+
+    assert pq_params(10_000_000, 128)["m"] == 32
+    assert pq_params(10_000_000, 198)["m"] == 66  # the shipped 7-band vectors
+    assert pq_params(10_000_000, 131)["m"] == 131  # a prime size: one dimension a byte
 
 
 def _grid_json(path, **over):

@@ -59,6 +59,36 @@ def test_memory_budget_picks_flat_then_ivf_flat_then_ivf_pq():
     assert choose_kind(10_000_000, 128, exact_max=200_000, memory_gb=8) == "ivf_pq"
 
 
+def test_the_default_budget_holds_a_coast_of_default_vectors_under_8_gib():
+    """10 million tiles of the shipped 198-float vectors (128 learned + two spectra of 7 bands)."""
+    from outcrop.config import default
+    from outcrop.search.index import index_bytes
+
+    budget = default("index.memory_gb")
+    kind = choose_kind(10_000_000, 198, exact_max=default("index.exact_max"), memory_gb=budget)
+    assert kind == "ivf_pq"
+    assert index_bytes(10_000_000, 198, kind) < 1 << 30
+    assert choose_kind(1_000_000, 198, exact_max=default("index.exact_max"), memory_gb=budget) == "ivf_flat"
+
+
+def _rss_file_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssFile:"))
+
+
+def test_a_streamed_pass_leaves_no_scene_resident(tmp_path):
+    """Mapped pages read by a pass over every chunk are dropped from the resident set after each file."""
+    paths = []
+    for i in range(2):
+        save_npy(tmp_path / f"s{i}.npy", np.random.default_rng(i).normal(size=(60_000, 128)).astype(np.float32))
+        paths.append(tmp_path / f"s{i}.npy")  # 31 MB each
+    source = VectorSource([load_npy(p) for p in paths], [np.arange(60_000)] * 2, [str(p) for p in paths])
+    before = _rss_file_kib()
+    total = sum(len(block) for _, block in source.chunks(size=10_000))
+    assert total == 120_000
+    assert _rss_file_kib() - before < 8 * 1024  # without the release: ~61 MiB stay mapped
+
+
 def test_ivf_pq_index_is_reranked_to_its_measured_recall(tmp_path):
     emb, table = _scene(tmp_path, "big", 12_000)
     build_index([emb], [table], *_outputs(tmp_path), exact_max=1000, memory_gb=0.002, recall_floor=0.9, **QUIET)

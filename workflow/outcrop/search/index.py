@@ -57,6 +57,7 @@ TABLE_COLUMNS = ("id", "scene", "tile_id", "row", "col", "size", *FRACTIONS, "ge
 RECALL_K = 10
 RECALL_QUERIES = 1000
 RECALL_SAMPLE = 100_000  # an add measures recall within this many tiles, whatever the index holds
+PLATEAU = 0.002  # a doubling of nprobe that gains less recall than this has reached the quantiser's limit
 RECALL_TARGET = 0.95  # nprobe is tuned to this; recall_floor is where a build fails
 SEARCH_BATCH = 4096
 
@@ -213,14 +214,16 @@ def ivf_params(count: int, trainable: int | None = None) -> dict[str, int]:
 
 
 def pq_params(count: int, dim: int, trainable: int | None = None) -> dict[str, int]:
-    """IVF parameters plus the product quantiser's: ``m`` sub-vectors of 8 bits, about 4 dims each.
+    """IVF parameters plus the product quantiser's: ``m`` sub-vectors of 8 bits, at most 4 dims each.
 
-    4 dimensions per byte keeps the approximate ranking good enough that re-ranking
+    ``m`` is the smallest divisor of ``dim`` with at most 4 dimensions a byte (the shipped 198-float
+    vectors: 66 sub-vectors of 3; 33 of 6 left recall@10 stuck at 0.92 whatever nprobe). At most 4
+    dimensions per byte keeps the approximate ranking good enough that re-ranking
     ``rerank_count(10)`` candidates on exact vectors reaches recall@10 ≥ 0.9 (benchmarks/README.md),
     at 1/16 of the memory of flat vectors. The codebooks want 39 points per code (256 codes).
     """
     params = ivf_params(count, trainable)
-    m = max(d for d in range(1, max(1, dim // 4) + 1) if dim % d == 0)
+    m = min(d for d in range(1, dim + 1) if dim % d == 0 and dim <= 4 * d)
     trainable = count if trainable is None else trainable
     params.update(m=m, nbits=8, train_size=min(trainable, max(params["train_size"], 256 * 64)))
     return params
@@ -287,7 +290,7 @@ def index_vectors(
     vectors: np.ndarray | VectorSource,
     *,
     exact_max: int = 200_000,
-    memory_gb: float = 16.0,
+    memory_gb: float = default("index.memory_gb"),
     recall_target: float = RECALL_TARGET,
     seed: int = 0,
     log: Callable[[str], Any] = print,
@@ -374,13 +377,16 @@ def tune_nprobe(recall_at: Callable[[int], float], start: int, nlist: int, targe
 
     Recall grows with nprobe, and query time grows in proportion to it, so overshooting the target
     by a doubling would cost up to twice the query time for recall nobody asked for. Returns the
-    nprobe and its recall (``nlist`` and its recall when even that stays under the target).
+    nprobe and its recall (``nlist`` and its recall when even that stays under the target, or the
+    last nprobe before a doubling stopped adding recall: a product quantiser's ceiling).
     """
     low, high = 0, max(1, min(start, nlist))  # low: largest nprobe known to miss the target
     recalls = {high: recall_at(high)}
     while recalls[high] < target and high < nlist:
         low, high = high, min(nlist, 2 * high)
         recalls[high] = recall_at(high)
+        if recalls[high] < target and recalls[high] - recalls[low] < PLATEAU:
+            return low, recalls[low]  # more lists add query time, not recall: the quantiser's limit
     if recalls[high] < target:
         return high, recalls[high]
     while high - low > max(1, high // 8):  # to within an eighth: finer steps cost more builds than they save

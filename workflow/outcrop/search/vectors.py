@@ -15,6 +15,7 @@ command stays fast to start.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,21 @@ RERANK_MIN = 100
 def rerank_count(k: int, total: int) -> int:
     """How many candidates a quantised index returns for ``k`` results (at most ``total``)."""
     return int(min(total, max(RERANK_MIN, RERANK_FACTOR * k)))
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop a memory-mapped array's pages from this process's resident set (the page cache keeps them).
+
+    A streamed pass over every scene (adding, assigning, exact scans) otherwise leaves each file's
+    pages mapped and counted in the resident set until the process ends: at 10 million tiles that
+    is the whole collection, the very thing streaming is meant to keep out of memory.
+    """
+    handle = getattr(array, "_mmap", None)
+    if handle is not None and hasattr(handle, "madvise"):
+        try:
+            handle.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # a platform or mapping that refuses: only memory accounting is lost
+            pass
 
 
 def unit_rows(block: np.ndarray) -> np.ndarray:
@@ -85,6 +101,7 @@ class VectorSource:
                 if not np.all(np.isfinite(block)):
                     raise OutcropError(f"{self.names[part]}: embeddings contain NaN or infinite values")
                 yield int(self.offsets[part] + start), block
+            release_pages(array)
 
     def take(self, ids: np.ndarray) -> np.ndarray:
         """Normalised vectors of ``ids`` (any order, repeats allowed), read in row order per part."""
