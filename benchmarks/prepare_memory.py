@@ -27,21 +27,23 @@ BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
 ROCK = np.array([0.10, 0.11, 0.13, 0.16, 0.20, 0.26, 0.22])
 
 
-def synthesise(path: Path, size: int) -> None:
-    """A Level-2-style scene of ``size`` px on a side, DN = (reflectance + 0.2) / 2.75e-5."""
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": 7, "dtype": "uint16",
+def synthesise(path: Path, size: int, height: int | None = None) -> None:
+    """A Level-2-style scene ``size`` px wide and ``height`` (default ``size``) high,
+    DN = (reflectance + 0.2) / 2.75e-5."""
+    width, height = size, height or size
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 7, "dtype": "uint16",
                "crs": "EPSG:3031", "transform": Affine(30.0, 0, -1_200_000.0, 0, -30.0, 900_000.0),
                "nodata": 0, "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "YES"}
     rng = np.random.default_rng(0)
     base = ((ROCK + 0.2) / 0.0000275)[:, None, None]
-    ramp = np.linspace(0, 3000, size, dtype=np.float32)[None, None, :]
+    ramp = np.linspace(0, 3000, width, dtype=np.float32)[None, None, :]
     with rasterio.open(path, "w", **profile) as dst:
         for i, name in enumerate(BANDS, start=1):
             dst.set_band_description(i, name)
-        for row in range(0, size, 512):
-            h = min(512, size - row)
-            dn = base + ramp + rng.normal(0, 200, size=(7, h, size)).astype(np.float32)
-            dst.write(np.clip(dn, 1, 65535).astype(np.uint16), window=Window(0, row, size, h))
+        for row in range(0, height, 512):
+            h = min(512, height - row)
+            dn = base + ramp + rng.normal(0, 200, size=(7, h, width)).astype(np.float32)
+            dst.write(np.clip(dn, 1, 65535).astype(np.uint16), window=Window(0, row, width, h))
 
 
 def timed(args: list[str]) -> tuple[float, float]:

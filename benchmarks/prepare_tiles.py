@@ -1,26 +1,35 @@
-"""Benchmark: prepare + tile one real scene, against a bare rasterio read and TorchGeo.
+"""Benchmark: prepare + tile a scene with outcrop, against GDAL itself (the floor) and TorchGeo.
 
-The scene is the largest of shared/data: Sentinel-2 L1C over the Eastern Shore of Virginia, its
-four 10 m bands B02, B03, B04, B08 (1933 x 1947 px each, JPEG 2000 as ESA ships them). Throughput
-is MB of input per second, where input is the decoded pixels of those bands (uint16, 10^6 bytes
-per MB), so that every variant is measured against the same amount of data:
+Two scenes:
 
-- ``floor``: open each band file with rasterio and read it whole. Nothing can prepare the scene
-  faster than it can be read.
-- ``floor+cut``: the same read, plus cutting the tiles into one in-memory float32 array: what
-  tiling costs with no reflectance, no surface mask, nothing written.
-- ``outcrop``: :func:`outcrop.scenes.prepare_scene` onto the scene's own grid (EPSG:32618, 10 m),
-  reflectance + surface mask written as a COG, then :func:`outcrop.tiles.tile_scene` cutting every
-  32 px tile at stride 32 into the memory-mappable array and the GeoParquet table.
-- ``torchgeo``: TorchGeo's ``RasterDataset`` (one file per band) with ``GridGeoSampler`` at
-  32 px, stride 32, in the native CRS and resolution, every sample copied into one array.
+- ``virginia``: the largest real scene of shared/data, Sentinel-2 L1C over the Eastern Shore of
+  Virginia, its four 10 m bands B02, B03, B04, B08 (1933 x 1947 px each, JPEG 2000 as ESA ships
+  them), onto its own grid (EPSG:32618, 10 m).
+- ``landsat``: a full-size synthetic Landsat Collection 2 Level-2 scene, 7 800 x 7 600 px, 7 bands
+  uint16 in one tiled GeoTIFF (``prepare_memory.synthesise``: rock with a gradient and noise),
+  onto its own grid (EPSG:3031, 30 m). Written once under ``--workdir`` and reused.
 
-Each run is a fresh Python process (no GDAL block cache carried over from another run); the band
-files sit in the page cache after a warm-up read, as they would on a busy workstation. Variants
-alternate run by run, and the median of ``--runs`` runs is reported. Run with the benchmark
-environment (outcrop and TorchGeo installed side by side)::
+Variants, each timed in a fresh process with its imports done before the clock starts:
 
-    benchmarks/.venv-bench/bin/python benchmarks/prepare_tiles.py --runs 3
+- ``read``: rasterio reads every band whole. Context only: it writes nothing.
+- ``gdal``, the floor: what a GDAL user writes to get the same files. ``gdalbuildvrt -separate``
+  (one file per band) and ``gdalwarp`` onto the same grid with the same resampling (bilinear) to a
+  COG of the same compression (ZSTD level 1, horizontal differencing, 256 px blocks) and
+  overviews (nearest, down to a block), then, in the same process, the COG read back and the same
+  tile array (float32 reflectance, (N, C, 32, 32), ``.npy``) and table (tile id, row, col, size,
+  valid fraction, footprint as WKB; GeoParquet) written with numpy and pyarrow. It computes no
+  surface mask, no radiometry check and no class fractions; outcrop does all three.
+- ``outcrop``: :func:`outcrop.raster.scenes.prepare_scene` (reflectance, surface mask, COG with
+  overviews) then :func:`outcrop.raster.tiles.tile_scene` (tile array + GeoParquet table), every
+  tile kept (``min_valid=0``).
+- ``torchgeo``: TorchGeo's ``RasterDataset`` + ``GridGeoSampler(size=32, stride=32)`` in the
+  native CRS and resolution, every sample copied into one array (it writes nothing).
+
+The input files sit in the page cache after a warm-up read. Variants alternate run by run; the
+median of ``--runs`` runs is reported (``--torchgeo-runs`` for TorchGeo, minutes a run on the full
+Landsat scene). Run with the benchmark environment (outcrop and TorchGeo side by side)::
+
+    benchmarks/.venv-bench/bin/python benchmarks/prepare_tiles.py --scenes virginia,landsat --runs 3
 """
 
 from __future__ import annotations
@@ -34,89 +43,156 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
 if not DATA.is_dir():
     DATA = Path("/work/shared/data")
-SCENE = DATA / "sentinel2" / "s2_virginia"
-TOKENS = ["B02", "B03", "B04", "B08"]
-BANDS = ["blue", "green", "red", "nir"]
 SIZE = STRIDE = 32
-VARIANTS = ("floor", "floor+cut", "outcrop", "torchgeo")
+VARIANTS = ("read", "gdal", "outcrop", "torchgeo")
+LANDSAT_BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
 
 
-def band_paths() -> list[Path]:
-    return [SCENE / f"s2_{t}.jp2" for t in TOKENS]
+@dataclass(frozen=True)
+class Scene:
+    name: str
+    files: tuple[Path, ...]  # one per band, or one multi-band file
+    source: str  # what outcrop's prepare is given
+    sensor: str
+    bands: tuple[str, ...]  # outcrop's names
+    tokens: tuple[str, ...]  # TorchGeo's band names
+    crs: str
+    resolution: float
+    scale: float  # reflectance = DN * scale + offset
+    offset: float
 
 
-def input_mb() -> float:
+def scene_of(name: str, workdir: Path) -> Scene:
+    if name == "virginia":
+        folder = DATA / "sentinel2" / "s2_virginia"
+        tokens = ("B02", "B03", "B04", "B08")
+        return Scene(name, tuple(folder / f"s2_{t}.jp2" for t in tokens), str(folder), "sentinel2-l1c",
+                     ("blue", "green", "red", "nir"), tokens, "EPSG:32618", 10.0, 1e-4, 0.0)
+    path = workdir / "landsat_7800x7600x7.tif"
+    return Scene(name, (path,), str(path), "landsat-c2l2", tuple(LANDSAT_BANDS), tuple(LANDSAT_BANDS),
+                 "EPSG:3031", 30.0, 2.75e-5, -0.2)
+
+
+def ensure_landsat(scene: Scene) -> None:
+    """Write the synthetic Landsat scene once (7 800 x 7 600 x 7 uint16, 512 px blocks)."""
+    path = scene.files[0]
+    if path.exists():
+        return
+    sys.path.insert(0, str(HERE))
+    from prepare_memory import synthesise
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part.tif")
+    synthesise(tmp, 7800, 7600)
+    tmp.rename(path)
+
+
+def input_mb(scene: Scene) -> float:
     import numpy as np
     import rasterio
 
     total = 0
-    for path in band_paths():
+    for path in scene.files:
         with rasterio.open(path) as src:
-            total += src.width * src.height * np.dtype(src.dtypes[0]).itemsize
+            total += src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize
     return total / 1e6
 
 
-def run_floor(_: Path) -> dict:
+def run_read(scene: Scene, _: Path) -> dict:
     import rasterio
 
     shapes = []
-    for path in band_paths():
+    for path in scene.files:
         with rasterio.open(path) as src:
-            shapes.append(src.read(1).shape)
-    return {"bands": len(shapes)}
+            shapes.append(src.read().shape)
+    return {"arrays": len(shapes)}
 
 
-def run_floor_cut(_: Path) -> dict:
+def run_gdal(scene: Scene, work: Path) -> dict:
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     import rasterio
+    import shapely
 
-    arrays = []
-    for path in band_paths():
-        with rasterio.open(path) as src:
-            arrays.append(src.read(1, out_dtype=np.float32))
-    stack = np.stack(arrays)
-    c, h, w = stack.shape
+    source = str(scene.files[0])
+    if len(scene.files) > 1:
+        source = str(work / "stack.vrt")
+        subprocess.run(["gdalbuildvrt", "-q", "-separate", source, *map(str, scene.files)], check=True)
+    cog = work / "prepared.tif"
+    subprocess.run(["gdalwarp", "-q", "-t_srs", scene.crs, "-tr", str(scene.resolution), str(scene.resolution),
+                    "-tap", "-r", "bilinear", "-srcnodata", "0", "-dstnodata", "0", "-of", "COG",
+                    "-co", "COMPRESS=ZSTD", "-co", "LEVEL=1", "-co", "PREDICTOR=2", "-co", "BLOCKSIZE=256",
+                    "-co", "OVERVIEWS=AUTO", "-co", "OVERVIEW_RESAMPLING=NEAREST", "-co", "BIGTIFF=IF_SAFER",
+                    source, str(cog)], check=True)
+    with rasterio.open(cog) as src:
+        dn = src.read()
+        transform, crs = src.transform, src.crs
+    c, h, w = dn.shape
     rows, cols = (h - SIZE) // STRIDE + 1, (w - SIZE) // STRIDE + 1
-    windows = np.lib.stride_tricks.sliding_window_view(stack, (SIZE, SIZE), axis=(1, 2))[:, ::STRIDE, ::STRIDE]
-    tiles = np.ascontiguousarray(windows[:, :rows, :cols].transpose(1, 2, 0, 3, 4)).reshape(-1, c, SIZE, SIZE)
-    return {"tiles": len(tiles), "shape": list(tiles.shape)}
+    with open(work / "tiles.npy", "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False,
+                                                 "shape": (rows * cols, c, SIZE, SIZE)})
+        valid = np.empty((rows, cols), dtype=np.float32)
+        for r in range(rows):
+            strip = dn[:, r * STRIDE:r * STRIDE + SIZE, :cols * STRIDE]
+            tiles = strip.reshape(c, SIZE, cols, SIZE).transpose(2, 0, 1, 3).astype(np.float32)
+            valid[r] = 1.0 - (tiles[:, 0] == 0).mean(axis=(1, 2))
+            tiles *= np.float32(scene.scale)
+            tiles += np.float32(scene.offset)
+            fh.write(memoryview(np.ascontiguousarray(tiles)).cast("B"))
+    r, k = np.divmod(np.arange(rows * cols), cols)
+    x0 = transform.c + k * STRIDE * transform.a
+    y0 = transform.f + r * STRIDE * transform.e
+    feet = shapely.box(x0, y0 + SIZE * transform.e, x0 + SIZE * transform.a, y0)
+    table = pa.table({"tile_id": np.arange(rows * cols), "row": r * STRIDE, "col": k * STRIDE,
+                      "size": np.full(rows * cols, SIZE), "valid": valid.ravel(),
+                      "geometry": shapely.to_wkb(feet)})
+    geo = {"version": "1.0.0", "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs.to_wkt()}}}
+    table = table.replace_schema_metadata({b"geo": json.dumps(geo).encode()})
+    pq.write_table(table, work / "tiles.parquet")
+    return {"tiles": rows * cols, "shape": [rows * cols, c, SIZE, SIZE], "cog_mb": round(cog.stat().st_size / 1e6, 1)}
 
 
-def run_outcrop(work: Path) -> dict:
+def run_outcrop(scene: Scene, work: Path) -> dict:
     import numpy as np
 
-    from outcrop.scenes import prepare_scene
-    from outcrop.tiles import tile_scene
+    from outcrop.raster.scenes import prepare_scene
+    from outcrop.raster.tiles import tile_scene
 
     prepared = work / "prepared.tif"
-    prepare_scene(str(SCENE), "sentinel2-l1c", prepared, scene_id="virginia", bands=BANDS, crs="EPSG:32618",
-                  resolution=10.0, offset=0.0, log=lambda _: None)
-    n = tile_scene(prepared, work / "tiles.npy", work / "tiles.parquet", scene_id="virginia", size=SIZE,
+    prepare_scene(scene.source, scene.sensor, prepared, scene_id=scene.name, bands=list(scene.bands),
+                  crs=scene.crs, resolution=scene.resolution, offset=scene.offset, log=lambda _: None)
+    n = tile_scene(prepared, work / "tiles.npy", work / "tiles.parquet", scene_id=scene.name, size=SIZE,
                    stride=STRIDE, min_valid=0.0, log=lambda _: None)
     tiles = np.load(work / "tiles.npy", mmap_mode="r")
-    return {"tiles": n, "shape": list(tiles.shape)}
+    return {"tiles": n, "shape": list(tiles.shape), "cog_mb": round(prepared.stat().st_size / 1e6, 1)}
 
 
-def run_torchgeo(_: Path) -> dict:
+def run_torchgeo(scene: Scene, _: Path) -> dict:
     import numpy as np
     from torchgeo.datasets import RasterDataset
     from torchgeo.samplers import GridGeoSampler
 
-    class Sentinel2Bands(RasterDataset):
-        filename_glob = "s2_B02.jp2"
-        filename_regex = r"^s2_(?P<band>B\d{2}A?)\.jp2$"
-        separate_files = True
-        all_bands = tuple(TOKENS)
+    separate = len(scene.files) > 1
 
-    dataset = Sentinel2Bands(paths=str(SCENE), bands=TOKENS)
+    class Bands(RasterDataset):
+        filename_glob = scene.files[0].name
+        filename_regex = r"^s2_(?P<band>B\d{2}A?)\.jp2$" if separate else r".*"
+        separate_files = separate
+        all_bands = scene.tokens
+
+    dataset = Bands(paths=str(scene.files[0].parent), bands=scene.tokens)
     sampler = GridGeoSampler(dataset, size=SIZE, stride=STRIDE)
-    out = np.empty((len(sampler), len(TOKENS), SIZE, SIZE), dtype=np.float32)
+    out = np.empty((len(sampler), len(scene.tokens), SIZE, SIZE), dtype=np.float32)
     n = 0
     for query in sampler:
         out[n] = dataset[query]["image"].numpy()
@@ -124,69 +200,85 @@ def run_torchgeo(_: Path) -> dict:
     return {"tiles": n, "shape": list(out[:n].shape), "crs": f"EPSG:{dataset.crs.to_epsg()}", "res": list(dataset.res)}
 
 
-RUNNERS = {"floor": run_floor, "floor+cut": run_floor_cut, "outcrop": run_outcrop, "torchgeo": run_torchgeo}
+RUNNERS = {"read": run_read, "gdal": run_gdal, "outcrop": run_outcrop, "torchgeo": run_torchgeo}
 
 
-def one_run(variant: str) -> dict:
+def one_run(variant: str, scene: Scene) -> dict:
     """Time one variant in this process; imports are done before the clock starts."""
+    import numpy  # noqa: F401
     import rasterio  # noqa: F401
 
-    if variant == "outcrop":
-        import geopandas  # noqa: F401
+    if variant in ("outcrop", "gdal"):
         import pyarrow.parquet  # noqa: F401
         import shapely  # noqa: F401
+    if variant == "outcrop":
+        import geopandas  # noqa: F401
 
-        import outcrop.scenes  # noqa: F401
-        import outcrop.tiles  # noqa: F401
+        import outcrop.raster.scenes  # noqa: F401
+        import outcrop.raster.tiles  # noqa: F401
     if variant == "torchgeo":
         import torchgeo.datasets  # noqa: F401
         import torchgeo.samplers  # noqa: F401
-    with tempfile.TemporaryDirectory(prefix="outcrop-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="outcrop-bench-", dir=os.environ.get("BENCH_TMP")) as tmp:
         t0 = time.perf_counter()
-        info = RUNNERS[variant](Path(tmp))
+        info = RUNNERS[variant](scene, Path(tmp))
         info["seconds"] = time.perf_counter() - t0
     return info
 
 
+def bench_scene(scene: Scene, variants: list[str], runs: int, torchgeo_runs: int, workdir: Path) -> dict:
+    for path in scene.files:  # warm the page cache
+        path.read_bytes()
+    mb = input_mb(scene)
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(runs):
+        for v in variants:
+            if v == "torchgeo" and r >= torchgeo_runs:
+                continue
+            out = subprocess.run([sys.executable, __file__, "--one", v, "--scenes", scene.name,
+                                  "--workdir", str(workdir)], check=True, capture_output=True, text=True)
+            info = json.loads(out.stdout.strip().splitlines()[-1])
+            times[v].append(info.pop("seconds"))
+            print(f"{scene.name} run {r + 1} {v}: {times[v][-1]:.2f} s {info}", flush=True)
+    med = {v: statistics.median(t) for v, t in times.items() if t}
+    print(f"\nscene {scene.name}: {', '.join(p.name for p in scene.files)} ({mb:.1f} MB of decoded input), "
+          f"tiles {SIZE} px stride {STRIDE}\n")
+    print("| variant | median s | runs (s) | MB/s of input | time ÷ outcrop |")
+    print("| --- | ---: | --- | ---: | ---: |")
+    for v, m in med.items():
+        ratio = m / med["outcrop"] if "outcrop" in med else float("nan")
+        print(f"| {v} | {m:.2f} | {', '.join(f'{t:.2f}' for t in times[v])} | {mb / m:.0f} | {ratio:.2f} |")
+    if "outcrop" in med and "gdal" in med:
+        print(f"\noutcrop ÷ gdal floor: {med['outcrop'] / med['gdal']:.2f} (target <= 1.3)")
+    if "outcrop" in med and "torchgeo" in med:
+        print(f"torchgeo ÷ outcrop: {med['torchgeo'] / med['outcrop']:.1f} (target >= 15)")
+    return {"scene": scene.name, "input_mb": mb, "times": times, "median": med}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", default="virginia,landsat")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--torchgeo-runs", type=int, default=1)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/outcrop-bench-prepare"))
+    parser.add_argument("--out", type=Path, help="write the times as JSON")
     parser.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)  # a single timed run (child)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_run(args.one)))
+        print(json.dumps(one_run(args.one, scene_of(args.scenes, args.workdir))))
         return
-
-    variants = [v for v in args.variants.split(",") if v]
-    for path in band_paths():  # warm the page cache
-        path.read_bytes()
-    mb = input_mb()
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    infos: dict[str, dict] = {}
-    for r in range(args.runs):
-        for v in variants:
-            out = subprocess.run([sys.executable, __file__, "--one", v], check=True, capture_output=True, text=True)
-            info = json.loads(out.stdout.strip().splitlines()[-1])
-            times[v].append(info.pop("seconds"))
-            infos[v] = info
-            print(f"run {r + 1} {v}: {times[v][-1]:.2f} s {info}", flush=True)
-    med = {v: statistics.median(t) for v, t in times.items()}
-    print()
-    print(f"scene: {SCENE.name} {','.join(TOKENS)} ({mb:.1f} MB of input), tiles {SIZE} px stride {STRIDE}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}")
-    print()
-    print("| variant | median s | runs (s) | MB/s | outcrop speed-up |")
-    print("| --- | ---: | --- | ---: | ---: |")
-    for v in variants:
-        ratio = med[v] / med["outcrop"] if "outcrop" in med else float("nan")
-        runs = ", ".join(f"{t:.2f}" for t in times[v])
-        print(f"| {v} | {med[v]:.2f} | {runs} | {mb / med[v]:.1f} | {ratio:.2f}x |")
-    if "outcrop" in med and "floor" in med:
-        print(f"\noutcrop / floor time: {med['outcrop'] / med['floor']:.2f} (target <= 1.5)")
-    if "outcrop" in med and "torchgeo" in med:
-        print(f"torchgeo / outcrop time: {med['torchgeo'] / med['outcrop']:.1f} (target >= 5)")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"{subprocess.run(['gdalwarp', '--version'], capture_output=True, text=True).stdout.strip()}")
+    results = []
+    for name in args.scenes.split(","):
+        scene = scene_of(name, args.workdir)
+        if name == "landsat":
+            ensure_landsat(scene)
+        results.append(bench_scene(scene, [v for v in args.variants.split(",") if v], args.runs,
+                                   args.torchgeo_runs, args.workdir))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

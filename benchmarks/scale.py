@@ -9,9 +9,18 @@ wall time; then how each stage grew from the middle case to the largest, and a p
 scenes of the same size: CPU-hours per stage, per-scene stages by the scene count, whole-run stages
 by their measured growth (see :func:`projection` for why full-size scenes are not extrapolated here).
 
-Command (about 20 minutes on two cores)::
+``--full-scene`` measures what the small scenes cannot: each per-scene command (``outcrop prepare``,
+``quicklook``, ``tile`` at the shipped 32 px / stride 16, ``embed``) on one full-size synthetic
+Landsat scene (7 800 x 7 600 px, 7 bands: ``prepare_memory.synthesise``), under ``/usr/bin/time``
+for wall, CPU (user + system) and peak RSS, with as many threads as a job gets on this machine. The
+encoder it embeds with is trained on the scene for a token budget first (training is a fixed budget
+of views whatever the scene count: ``training_scale.py`` measures it). The 5 000-scene projection
+uses these per-scene figures.
+
+Commands (about 20 and 10 minutes on two cores)::
 
     python benchmarks/scale.py --scenes 4,16,64 --size 256 --out /tmp/scale.json
+    python benchmarks/scale.py --full-scene --out /tmp/full_scene.json
 """
 
 from __future__ import annotations
@@ -90,14 +99,81 @@ def projection(small: dict, large: dict, target: int = 5000) -> dict[str, dict]:
     return out
 
 
+def timed(cmd: list[str], env: dict[str, str]) -> dict:
+    """Wall, CPU (user + system) seconds and peak RSS (MB) of one command, from ``/usr/bin/time -v``."""
+    import re
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{proc.stderr[-3000:]}")
+
+    def field(name: str) -> float:
+        return float(re.search(rf"{re.escape(name)}: ([0-9.]+)", proc.stderr).group(1))
+
+    return {"wall_s": round(wall, 1), "cpu_s": round(field("User time (seconds)") + field("System time (seconds)"), 1),
+            "peak_rss_mb": round(field("Maximum resident set size (kbytes)") / 1024)}
+
+
+def full_scene(work: Path, threads: int) -> dict:
+    """Every per-scene command on one full-size synthetic Landsat scene, timed as a job runs it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from prepare_memory import BANDS, synthesise
+
+    work.mkdir(parents=True, exist_ok=True)
+    scene = work / "landsat_7800x7600x7.tif"
+    if not scene.exists():
+        synthesise(scene.with_suffix(".part.tif"), 7800, 7600)
+        scene.with_suffix(".part.tif").rename(scene)
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    outcrop = [sys.executable, "-m", "outcrop.cli"]
+    bands = ",".join(BANDS)
+    steps = {
+        "prepare": ["prepare", "--source", str(scene), "--sensor", "landsat-c2l2", "--scene", "big", "--bands", bands,
+                    "--out", str(work / "prepared.tif")],
+        "quicklook": ["quicklook", "--prepared", str(work / "prepared.tif"), "--scene", "big",
+                      "--out-png", str(work / "quicklook.png"), "--out-tif", str(work / "quicklook.tif")],
+        "tiles": ["tile", "--prepared", str(work / "prepared.tif"), "--scene", "big", "--out-tiles",
+                  str(work / "tiles.npy"), "--out-table", str(work / "tiles.parquet")],
+        "train (token budget, not projected)": [
+            "train", "--tiles", str(work / "tiles.npy"), "--tables", str(work / "tiles.parquet"), "--bands", bands,
+            "--out", str(work / "encoder.pt"), "--curve-tsv", str(work / "curve.tsv"), "--curve-png",
+            str(work / "curve.png"), "--checkpoint", str(work / "checkpoint.pt"), "--set", "samples=2560",
+            "--threads", str(threads)],
+        "embed": ["embed", "--tiles", str(work / "tiles.npy"), "--model", str(work / "encoder.pt"), "--out",
+                  str(work / "embeddings.npy"), "--threads", str(threads)],
+    }
+    out: dict = {}
+    for name, args in steps.items():
+        out[name] = timed([*outcrop, *args], env)
+        print(f"  {name:36s} wall {out[name]['wall_s']:7.1f} s cpu {out[name]['cpu_s']:7.1f} s "
+              f"peak RSS {out[name]['peak_rss_mb']:6d} MB", flush=True)
+    import numpy as np
+
+    out["tiles_per_scene"] = int(np.load(work / "tiles.npy", mmap_mode="r").shape[0])
+    out["embedding_dim"] = int(np.load(work / "embeddings.npy", mmap_mode="r").shape[1])
+    print(f"  {out['tiles_per_scene']} tiles of dimension {out['embedding_dim']}", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", default="4,16,64")
     parser.add_argument("--size", type=int, default=256, help="pixels per side of each synthetic scene")
     parser.add_argument("--samples", type=int, default=20000, help="training budget (views); training is fixed")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--full-scene", action="store_true", help="time each per-scene command on one full-size scene")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/outcrop-bench-prepare"))
     args = parser.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    if args.full_scene:
+        print(f"one full-size scene on {cpu}, {os.cpu_count()} cores:", flush=True)
+        result = {"cpu": cpu, "cores": os.cpu_count(), **full_scene(args.workdir / "full", os.cpu_count() or 1)}
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=1))
+        return
     results = {"cpu": cpu, "cores": os.cpu_count(), "size": args.size, "samples": args.samples, "cases": []}
     for n in (int(x) for x in args.scenes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:

@@ -87,6 +87,9 @@ def test_a_streamed_pass_leaves_no_scene_resident(tmp_path):
     total = sum(len(block) for _, block in source.chunks(size=10_000))
     assert total == 120_000
     assert _rss_file_kib() - before < 8 * 1024  # without the release: ~61 MiB stay mapped
+    before = _rss_file_kib()
+    _, sample = source.sample(12_000, seed=0)  # 10 % of the rows: nearly every page is touched
+    assert len(sample) == 12_000 and _rss_file_kib() - before < 8 * 1024
 
 
 def test_ivf_pq_index_is_reranked_to_its_measured_recall(tmp_path):
@@ -289,6 +292,26 @@ def test_a_new_scene_is_assigned_to_the_kept_centroids(tmp_path):
     lines.clear()
     _cluster(run, idx, out, [0, 1], state_dir=state, retrain=True, log=lines.append)
     assert any("retraining the centroids" in line for line in lines)
+
+
+def test_an_added_scene_is_clustered_without_reading_the_kept_embeddings_again(tmp_path):
+    """The clusters stage, like the index, trusts a kept scene's size and mtime: embeddings rewritten
+    with other bytes of the same size and mtime keep the centroids; a real change (mtime) retrains."""
+    run = make_run(tmp_path)
+    idx, out, state = tmp_path / "index", tmp_path / "clusters", tmp_path / "clusters" / "state"
+    build_index(run.embeddings[:1], run.tables[:1], *_outputs(tmp_path), state_dir=idx / "state", **QUIET)
+    _cluster(run, idx, out, [0], state_dir=state, **QUIET)
+    other = io.BytesIO()
+    np.save(other, (np.array(load_npy(run.embeddings[0])).view(np.uint32) ^ 1).view(np.float32))
+    _rewrite_keeping_size_and_mtime(run.embeddings[0], other.getvalue())
+    build_index(run.embeddings, run.tables, *_outputs(tmp_path), state_dir=idx / "state", **QUIET)
+    lines: list[str] = []
+    _cluster(run, idx, out, [0, 1], state_dir=state, log=lines.append)
+    assert sum("kept centroids" in line for line in lines) == 2, lines
+    os.utime(run.embeddings[0])  # touched: checksummed again, and its bytes differ
+    lines.clear()
+    _cluster(run, idx, out, [0, 1], state_dir=state, log=lines.append)
+    assert any("'a' is gone or changed" in line for line in lines), lines
 
 
 def test_centroids_are_trained_on_a_sample_and_every_tile_assigned(tmp_path):

@@ -22,7 +22,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.raster.geo import infer_layout, scene_band_names, scene_rasters
-from outcrop.search.incremental import file_digest
+from outcrop.search.incremental import cached_digest
 from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
 from outcrop.search.vectors import VectorSource, table_source
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_cog, write_geodataframe
@@ -319,7 +319,9 @@ def cluster_tiles(
         raise OutcropError(f"clusters: hierarchy cut {cuts[-1]} is more than the largest k ({kmax})")
     kept: dict[int, np.ndarray] = {}
     state: dict[str, Any] = {}
-    digests = {s: file_digest(embeddings_of(s)) for s in dict.fromkeys(scenes)} if state_dir else {}
+    # A kept scene's embeddings keep their size and mtime: their digest comes from the state, unread.
+    files = dict((incremental.read_state(Path(state_dir) / "state.json") or {}).get("files") or {}) if state_dir else {}
+    digests = {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir else {}
     settings = {"seed": seed, "sample": sample, "dim": source.dim}
     if state_dir is not None and not retrain:
         kept, state, new_scenes = incremental.kept_centroids(Path(state_dir), digests, settings, ks, log)
@@ -388,7 +390,9 @@ def cluster_tiles(
     clustering = Clustering(table, levels, finest_sims, centroids, linkage, sizes, cuts, bands)
     _write_label_rasters(clustering, prepared_paths, rasters_dir)
     if state_dir is not None:
-        incremental.save_cluster_state(Path(state_dir), cents, distances, digests, settings)
+        given = {os.path.abspath(embeddings_of(s)) for s in digests}
+        incremental.save_cluster_state(Path(state_dir), cents, distances, digests, settings,
+                                       {path: entry for path, entry in files.items() if path in given})
     log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
     return clustering
 

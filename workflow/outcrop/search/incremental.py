@@ -12,7 +12,8 @@ lives next to the outputs, in a ``state/`` folder that is no rule's output:
   indexed tiles, and ``files``: each input's size, mtime and SHA-256, so that a file whose size and
   mtime are unchanged is neither checksummed nor read again);
 - clusters: ``centroids_k{k}.npy`` per k and ``state.json`` (settings, scenes with the SHA-256 of
-  their embeddings, the training sample's mean distance to its centroid).
+  their embeddings, the training sample's mean distance to its centroid, and ``files`` as the
+  index keeps it).
 
 The index's own state is read and written by :mod:`outcrop.search.index` (it needs the index's
 kinds and recall), with the helpers here; the clusters' by the functions here.
@@ -125,11 +126,13 @@ def kept_centroids(state_dir: Path, scene_digests: dict[str, str], settings: dic
 
 
 def save_cluster_state(state_dir: Path, centroids: dict[int, np.ndarray], train_distance: dict[str, float],
-                       scene_digests: dict[str, str], settings: dict[str, Any]) -> None:
-    """Keep the centroids (in label order) and what they were fitted to."""
+                       scene_digests: dict[str, str], settings: dict[str, Any],
+                       files: dict[str, Any] | None = None) -> None:
+    """Keep the centroids (in label order), what they were fitted to, and ``files`` (each embeddings
+    file's size, mtime and SHA-256: :func:`cached_digest`)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     for k, c in centroids.items():
         with atomic_path(state_dir / f"centroids_k{k}.npy") as tmp:
             np.save(tmp, np.asarray(c, dtype=np.float32))
     write_json(state_dir / "state.json", {"settings": settings, "scenes": scene_digests,
-                                          "train_distance": train_distance})
+                                          "train_distance": train_distance, "files": files or {}})

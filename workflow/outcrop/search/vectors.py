@@ -115,6 +115,7 @@ class VectorSource:
             rows = self.rows[part][ids[where] - self.offsets[part]]
             order = np.argsort(rows, kind="stable")
             out[where[order]] = self.arrays[part][rows[order]]
+            release_pages(self.arrays[part])  # a sample touches (and the kernel maps around) most pages
         return unit_rows(out)
 
     def sample(self, size: int, seed: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
