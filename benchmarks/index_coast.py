@@ -262,6 +262,7 @@ def time_queries(root: Path, n: int, scenes: int, runs: int) -> None:
 def cmd_query(args: argparse.Namespace) -> None:
     import faiss
 
+    from outcrop.search.index import pq_params
     from outcrop.search.vectors import VectorSource
 
     faiss.omp_set_num_threads(args.threads)
@@ -273,7 +274,7 @@ def cmd_query(args: argparse.Namespace) -> None:
         arrays = [np.load(p, mmap_mode="r") for p in paths]
         source = VectorSource(arrays, [np.arange(len(a)) for a in arrays], [str(p) for p in paths])
         _, train = source.sample(40_000, 0)
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(args.dim), args.dim, 1024, args.dim // 4, 8,
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(args.dim), args.dim, 1024, pq_params(args.n, args.dim)["m"], 8,
                                  faiss.METRIC_INNER_PRODUCT)
         index.train(train)
         for _, block in source.chunks():

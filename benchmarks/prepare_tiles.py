@@ -121,6 +121,7 @@ def run_gdal(scene: Scene, work: Path) -> dict:
     import pyarrow.parquet as pq
     import rasterio
     import shapely
+    from pyproj import CRS
 
     source = str(scene.files[0])
     if len(scene.files) > 1:
@@ -156,7 +157,7 @@ def run_gdal(scene: Scene, work: Path) -> dict:
                       "size": np.full(rows * cols, SIZE), "valid": valid.ravel(),
                       "geometry": shapely.to_wkb(feet)})
     geo = {"version": "1.0.0", "primary_column": "geometry",
-           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs.to_wkt()}}}
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": CRS.from_user_input(crs.to_wkt()).to_json_dict()}}}
     table = table.replace_schema_metadata({b"geo": json.dumps(geo).encode()})
     pq.write_table(table, work / "tiles.parquet")
     return {"tiles": rows * cols, "shape": [rows * cols, c, SIZE, SIZE], "cog_mb": round(cog.stat().st_size / 1e6, 1)}
@@ -170,7 +171,8 @@ def run_outcrop(scene: Scene, work: Path) -> dict:
 
     prepared = work / "prepared.tif"
     prepare_scene(scene.source, scene.sensor, prepared, scene_id=scene.name, bands=list(scene.bands),
-                  crs=scene.crs, resolution=scene.resolution, offset=scene.offset, log=lambda _: None)
+                  crs=scene.crs, resolution=scene.resolution, scale=scene.scale, offset=scene.offset,
+                  log=lambda _: None)
     n = tile_scene(prepared, work / "tiles.npy", work / "tiles.parquet", scene_id=scene.name, size=SIZE,
                    stride=STRIDE, min_valid=0.0, log=lambda _: None)
     tiles = np.load(work / "tiles.npy", mmap_mode="r")
@@ -190,7 +192,8 @@ def run_torchgeo(scene: Scene, _: Path) -> dict:
         separate_files = separate
         all_bands = scene.tokens
 
-    dataset = Bands(paths=str(scene.files[0].parent), bands=scene.tokens)
+    # One file: its own path (TorchGeo globs a folder recursively, and other scenes may lie there).
+    dataset = Bands(paths=str(scene.files[0].parent) if separate else str(scene.files[0]), bands=scene.tokens)
     sampler = GridGeoSampler(dataset, size=SIZE, stride=STRIDE)
     out = np.empty((len(sampler), len(scene.tokens), SIZE, SIZE), dtype=np.float32)
     n = 0
@@ -210,6 +213,7 @@ def one_run(variant: str, scene: Scene) -> dict:
 
     if variant in ("outcrop", "gdal"):
         import pyarrow.parquet  # noqa: F401
+        import pyproj  # noqa: F401
         import shapely  # noqa: F401
     if variant == "outcrop":
         import geopandas  # noqa: F401

@@ -172,7 +172,9 @@ def test_nprobe_tuning_finds_the_smallest_that_reaches_the_target():
     assert tune_nprobe(lambda n: 0.99, 8, 64, 0.95) == (1, 0.99)
     assert tune_nprobe(lambda n: 0.9 + 0.01 * n, 8, 64, 0.95)[0] in (5, 6)
     # A ceiling under the target (product quantisation): stop where doubling stops adding recall.
-    assert tune_nprobe(lambda n: min(0.92, 0.8 + 0.01 * n), 4, 4096, 0.95) == (16, pytest.approx(0.92))
+    assert tune_nprobe(lambda n: min(0.92, 0.8 + 0.01 * n), 4, 4096, 0.95, ceiling=True) == (16, pytest.approx(0.92))
+    # Without a quantiser's ceiling (IVF-Flat reaches 1.0 at nlist) a flat step does not stop it.
+    assert tune_nprobe(lambda n: 0.9 if n < 64 else 0.97, 8, 256, 0.95)[1] >= 0.95
 
 
 def test_product_quantiser_codes_at_most_four_dimensions_a_byte():

@@ -220,7 +220,7 @@ def pq_params(count: int, dim: int, trainable: int | None = None) -> dict[str, i
     vectors: 66 sub-vectors of 3; 33 of 6 left recall@10 stuck at 0.92 whatever nprobe). At most 4
     dimensions per byte keeps the approximate ranking good enough that re-ranking
     ``rerank_count(10)`` candidates on exact vectors reaches recall@10 ≥ 0.9 (benchmarks/README.md),
-    at 1/16 of the memory of flat vectors. The codebooks want 39 points per code (256 codes).
+    at 1/16 (4 dimensions a byte) to 1/4 of the memory of flat vectors. The codebooks want 39 points per code (256 codes).
     """
     params = ivf_params(count, trainable)
     m = min(d for d in range(1, dim + 1) if dim % d == 0 and dim <= 4 * d)
@@ -299,8 +299,9 @@ def index_vectors(
 
     Up to ``exact_max`` vectors the index is flat (exact); above it IVF-Flat, or IVF-PQ with exact
     re-ranking when flat vectors would not fit ``memory_gb`` (:func:`choose_kind`). ``nprobe`` is
-    the smallest that reaches ``recall_target`` recall@10 on held-out queries (or ``nlist`` when
-    none does: the caller decides whether the recall reached is good enough). Vectors are read
+    the smallest that reaches ``recall_target`` recall@10 on held-out queries (or, when none does,
+    ``nlist``, or for IVF-PQ the nprobe where recall stopped growing: the caller decides whether
+    the recall reached is good enough). Vectors are read
     from the source in chunks: memory holds the index, a training sample and one chunk.
     """
     import faiss
@@ -337,7 +338,8 @@ def index_vectors(
         log(f"{kind} nlist={params['nlist']} nprobe={nprobe}: recall@{k} = {recall:.3f}")
         return recall
 
-    nprobe, recall = tune_nprobe(recall_at, params["nprobe"], params["nlist"], recall_target)
+    nprobe, recall = tune_nprobe(recall_at, params["nprobe"], params["nlist"], recall_target,
+                                 ceiling=kind == "ivf_pq")
     params["nprobe"] = nprobe
     index.nprobe = nprobe
     return BuiltIndex(index, kind, params, recall, n_queries, train_distance, trained)
@@ -372,20 +374,22 @@ def _add_all(index: Any, source: VectorSource) -> None:
         index.add(block)
 
 
-def tune_nprobe(recall_at: Callable[[int], float], start: int, nlist: int, target: float) -> tuple[int, float]:
+def tune_nprobe(recall_at: Callable[[int], float], start: int, nlist: int, target: float, *,
+                ceiling: bool = False) -> tuple[int, float]:
     """Smallest nprobe whose recall reaches ``target``: doubling from ``start``, then bisection.
 
     Recall grows with nprobe, and query time grows in proportion to it, so overshooting the target
     by a doubling would cost up to twice the query time for recall nobody asked for. Returns the
-    nprobe and its recall (``nlist`` and its recall when even that stays under the target, or the
-    last nprobe before a doubling stopped adding recall: a product quantiser's ceiling).
+    nprobe and its recall (``nlist`` and its recall when even that stays under the target; with
+    ``ceiling``, for a product-quantised index whose recall is bounded under 1, the last nprobe
+    before a doubling stopped adding recall).
     """
     low, high = 0, max(1, min(start, nlist))  # low: largest nprobe known to miss the target
     recalls = {high: recall_at(high)}
     while recalls[high] < target and high < nlist:
         low, high = high, min(nlist, 2 * high)
         recalls[high] = recall_at(high)
-        if recalls[high] < target and recalls[high] - recalls[low] < PLATEAU:
+        if ceiling and recalls[high] < target and recalls[high] - recalls[low] < PLATEAU:
             return low, recalls[low]  # more lists add query time, not recall: the quantiser's limit
     if recalls[high] < target:
         return high, recalls[high]
