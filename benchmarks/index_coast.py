@@ -292,8 +292,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, n, scenes, dim in (("build", 10_000_000, 100, 198), ("add", 1_000_000, 20, 128),
-                                 ("query", 2_000_000, 20, 128), ("table", 0, 0, 198)):
+    for name, n, scenes, dim in (("build", 10_000_000, 100, 198), ("add", 1_000_000, 20, 198),
+                                 ("query", 2_000_000, 20, 198), ("table", 0, 0, 198)):
         p = sub.add_parser(name)
         p.add_argument("--n", type=int, default=n)
         p.add_argument("--scenes", type=int, default=scenes)

@@ -160,13 +160,18 @@ def check_index_file(path: str | os.PathLike[str]) -> None:
         raise OutcropError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def read_index(path: str | os.PathLike[str]) -> Any:
-    """:func:`faiss.read_index` of a file that passed :func:`check_index_file`; errors as one line."""
+def read_index(path: str | os.PathLike[str], *, mapped: bool = False) -> Any:
+    """:func:`faiss.read_index` of a file that passed :func:`check_index_file`; errors as one line.
+
+    ``mapped``: memory-map the file instead of reading it (read-only use: a query). At 10 million
+    tiles an IVF-PQ index is 0.7 GB; reading it took half a second of a query's one-second budget,
+    mapping it takes milliseconds and the search touches only the lists it probes.
+    """
     import faiss
 
     check_index_file(path)
     try:
-        return faiss.read_index(str(path))
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mapped else 0)
     except (RuntimeError, MemoryError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OutcropError(f"{path}: not a readable FAISS index ({first})") from None

@@ -61,7 +61,7 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     crs = table.crs
     if not index_path.exists():
         raise OutcropError(f"{index_path}: file not found")
-    index = read_index(index_path)  # its header's claims checked against the file first
+    index = read_index(index_path, mapped=True)  # its header's claims checked against the file first
     if index.ntotal != table.count:
         raise OutcropError(f"{index_path} holds {index.ntotal} vectors but {table_path} has {table.count} rows; "
                            "they come from different builds")
