@@ -323,3 +323,34 @@ def test_centroids_are_trained_on_a_sample_and_every_tile_assigned(tmp_path):
     assert len(labels) == 652 and labels["k8"].nunique() == 8
     with pytest.raises(OutcropError, match="sampled tiles"):
         _cluster(run, idx, out, [0, 1], sample=5, **QUIET)
+
+
+def test_cluster_band_means_read_only_a_bounded_sample_of_tiles(tmp_path):
+    """At coast scale the summary's band means come from a seeded sample of ``clusters.sample``
+    tiles: every other tile's pixels are made NaN here, and no mean turns NaN."""
+    import pandas as pd
+
+    run = make_run(tmp_path)
+    idx, out = tmp_path / "index", tmp_path / "clusters"
+    build_index(run.embeddings, run.tables, *_outputs(tmp_path), **QUIET)
+    table = gpd.read_parquet(idx / "tiles.parquet")
+    picked = np.sort(np.random.default_rng(0).choice(len(table), 100, replace=False))
+    means = np.full((len(table), 4), np.nan)
+    for i, scene in enumerate(("a", "b")):
+        tiles = np.array(load_npy(run.tiles[i]))
+        mine = picked[table.scene.to_numpy()[picked] == scene]
+        ids = table.tile_id.to_numpy()[mine]
+        means[mine] = tiles[ids].mean(axis=(2, 3))
+        unread = np.ones(len(tiles), bool)
+        unread[ids] = False
+        tiles[unread] = np.nan
+        save_npy(run.tiles[i], tiles)
+    _cluster(run, idx, out, [0, 1], sample=100, **QUIET)
+    labels = gpd.read_parquet(out / "tiles.parquet")
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.loc[summary.level == "k8", "size"].sum() == len(table) == 652  # sizes count every tile
+    k8 = summary[summary.level == "k8"].sort_values("cluster")
+    expected = np.stack([np.nanmean(np.where((labels.k8.to_numpy() == c)[:, None], means, np.nan), axis=0)
+                         for c in range(8)])
+    got = k8[[c for c in summary if c.startswith("mean_")]].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)

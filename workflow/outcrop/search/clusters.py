@@ -385,8 +385,11 @@ def cluster_tiles(
     write_geodataframe(out_parquet, out)
     write_geodataframe(out_gpkg, out, layer="clusters")
 
-    bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths)
-    _write_summary(out_summary, levels, spectra, bands, table)
+    # Band means from a seeded sample: reading every indexed tile's pixels (10 million tiles: 290 GB)
+    # each time a scene is added would cost the whole coast, for a table of per-cluster means.
+    spectrum_rows = np.sort(np.random.default_rng(seed).choice(len(table), min(sample, len(table)), replace=False))
+    bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths, spectrum_rows)
+    _write_summary(out_summary, levels, spectra, spectrum_rows, bands, table)
     clustering = Clustering(table, levels, finest_sims, centroids, linkage, sizes, cuts, bands)
     _write_label_rasters(clustering, prepared_paths, rasters_dir)
     if state_dir is not None:
@@ -397,33 +400,41 @@ def cluster_tiles(
     return clustering
 
 
-def _indexed_spectra(table: Any, tiles_paths: Sequence[Path], prepared_paths: Sequence[Path]) -> tuple[list[str], np.ndarray]:
-    """Mean spectrum of every indexed tile (M, C) and the band names."""
+def _indexed_spectra(table: Any, tiles_paths: Sequence[Path], prepared_paths: Sequence[Path],
+                     rows: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Mean spectrum (len(rows), C) of the indexed tiles at table positions ``rows``, and the band names
+    (every scene's checked, read or not)."""
     by_scene = {scene_of(p): (t, p) for t, p in zip(tiles_paths, prepared_paths)}
     scenes = table["scene"].to_numpy()
     tile_ids = table["tile_id"].to_numpy()
+    picked = np.zeros(len(table), dtype=bool)
+    picked[rows] = True
+    position = np.cumsum(picked) - 1  # row of the table -> row of the result
     bands: list[str] | None = None
     spectra: np.ndarray | None = None
     for scene in np.unique(scenes):
         if scene not in by_scene:
             raise OutcropError(f"clusters: index has tiles of scene {scene!r} but no tiles/{scene}.npy was given")
         tiles_path, prepared_path = by_scene[scene]
-        rows = np.flatnonzero(scenes == scene)
-        values = tile_spectra(tiles_path, tile_ids[rows])
+        mine = np.flatnonzero((scenes == scene) & picked)
+        values = tile_spectra(tiles_path, tile_ids[mine])
         names = scene_band_names(prepared_path) or [f"band{i + 1}" for i in range(values.shape[1])]
         if len(names) != values.shape[1]:
             raise OutcropError(f"{tiles_path}: {values.shape[1]} bands but {prepared_path} names {len(names)}")
         if bands is None:
             bands = names
-            spectra = np.empty((len(table), len(names)))
+            spectra = np.empty((len(rows), len(names)))
         elif names != bands:
             raise OutcropError(f"{prepared_path}: bands {names} differ from the run's {bands}")
-        spectra[rows] = values
+        spectra[position[mine]] = values
     assert bands is not None and spectra is not None
     return bands, spectra
 
 
-def _write_summary(path: Path, levels: dict[str, np.ndarray], spectra: np.ndarray, bands: list[str], table: Any) -> None:
+def _write_summary(path: Path, levels: dict[str, np.ndarray], spectra: np.ndarray, spectrum_rows: np.ndarray,
+                   bands: list[str], table: Any) -> None:
+    """Per level and cluster: size, share, band means (over the tiles at ``spectrum_rows``, whose
+    spectra are ``spectra``), surface fractions and scene count (over every tile)."""
     import pandas as pd
 
     fractions = table[list(FRACTIONS)].to_numpy(dtype=np.float64)
@@ -433,7 +444,7 @@ def _write_summary(path: Path, levels: dict[str, np.ndarray], spectra: np.ndarra
         size = np.bincount(labels, minlength=n)
         frame = pd.DataFrame({"level": level, "cluster": np.arange(n), "size": size,
                               "share": size / len(labels)})
-        frame[[f"mean_{b}" for b in bands]] = group_means(labels, n, spectra)
+        frame[[f"mean_{b}" for b in bands]] = group_means(labels[spectrum_rows], n, spectra)
         frame[list(FRACTIONS)] = group_means(labels, n, fractions)
         frame["scenes"] = [int(v) for v in _scenes_per_cluster(labels, table["scene"].to_numpy(), n)]
         frames.append(frame)
