@@ -15,7 +15,6 @@ command stays fast to start.
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.runtime.pages import release_pages
 
 CHUNK = 1 << 18  # vectors per chunk: 128 MiB of float32 at 128 dimensions
 RERANK_FACTOR = 10  # candidates re-ranked per result asked for
@@ -34,21 +34,6 @@ RERANK_MIN = 100
 def rerank_count(k: int, total: int) -> int:
     """How many candidates a quantised index returns for ``k`` results (at most ``total``)."""
     return int(min(total, max(RERANK_MIN, RERANK_FACTOR * k)))
-
-
-def release_pages(array: np.ndarray) -> None:
-    """Drop a memory-mapped array's pages from this process's resident set (the page cache keeps them).
-
-    A streamed pass over every scene (adding, assigning, exact scans) otherwise leaves each file's
-    pages mapped and counted in the resident set until the process ends: at 10 million tiles that
-    is the whole collection, the very thing streaming is meant to keep out of memory.
-    """
-    handle = getattr(array, "_mmap", None)
-    if handle is not None and hasattr(handle, "madvise"):
-        try:
-            handle.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):  # a platform or mapping that refuses: only memory accounting is lost
-            pass
 
 
 def unit_rows(block: np.ndarray) -> np.ndarray:
