@@ -39,7 +39,7 @@ from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.learning.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
-from outcrop.runtime.pages import PageReleaser
+from outcrop.runtime.pages import release_pages
 from outcrop.learning.precision import amp_dtype, autocast
 from outcrop.learning.symmetry import orientations, posed
 from outcrop.raster.spectra import tile_spectra
@@ -152,10 +152,9 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
     layout = inference_layout(dev)
     poses = orientations(metadata.get("symmetry", "none"))
     dtype = amp_dtype(dev) if precision == "auto" else precision
-    releaser = PageReleaser()
     for start in range(0, tiles.shape[0], max(1, batch_size)):
         host = np.array(tiles[start:start + batch_size], dtype=np.float32)
-        releaser.tick(tiles)
+        release_pages(tiles)
         chunk = torch.from_numpy(host).to(dev)
         x = torch.empty_like(chunk, memory_format=layout)  # normalised straight into the net's layout
         torch.sub(chunk, mean, out=x).div_(std)

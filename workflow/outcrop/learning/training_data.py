@@ -9,7 +9,7 @@ tile table is read, to choose the training rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.io import load_npy
 from outcrop.raster.spectra import tile_spectra
-from outcrop.runtime.pages import PageReleaser
+from outcrop.runtime.pages import release_pages
 
 
 @dataclass
@@ -27,7 +27,6 @@ class TrainingTiles:
     arrays: list[np.ndarray]  # memory-mapped (N_s, C, H, W) float32 per scene
     scene_of: np.ndarray  # (N,) index into ``arrays``
     row_of: np.ndarray  # (N,) row within that scene's array
-    releaser: PageReleaser = field(default_factory=PageReleaser)  # random batches touch every page in time
 
     def __len__(self) -> int:
         return len(self.row_of)
@@ -46,7 +45,7 @@ class TrainingTiles:
             pos = np.flatnonzero(scenes == s)
             pos = pos[np.argsort(rows[pos], kind="stable")]  # sequential reads from the file
             out[pos] = self.arrays[s][rows[pos]]
-        self.releaser.tick(*self.arrays)
+            release_pages(self.arrays[s])  # random batches would map the whole array in time
         return out
 
 

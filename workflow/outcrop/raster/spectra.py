@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from outcrop.runtime.pages import release_pages
+
 # Offsets of the block's squares, in tile sizes, centre first.
 BLOCK = ((0, 0), *((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)))
 BLOCK_STEP = 2  # pixel subsampling of the block's squares, in rows and columns
@@ -82,6 +84,7 @@ def block_spectra(tiles: np.ndarray, neighbours: np.ndarray, chunk: int = 512) -
             squares = np.asarray(tiles[uniq][:, :, ::BLOCK_STEP, ::BLOCK_STEP], dtype=np.float32)[inv]
             squares = squares.reshape(len(group), k, c, -1).transpose(0, 2, 1, 3)
             out[group] = pixel_spectra(squares.reshape(len(group), c, -1))
+        release_pages(tiles)
     return out
 
 
