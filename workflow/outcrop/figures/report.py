@@ -274,6 +274,7 @@ def _one_line(exc: BaseException) -> str:
 def _tiles_section(folder: Path) -> list[str]:
     """Scenes and kept tiles, each tile counted under its dominant surface class."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
     tables = sorted(Path(folder).glob("*.parquet"))
     if not tables:
@@ -281,9 +282,10 @@ def _tiles_section(folder: Path) -> list[str]:
     frames, broken = [], []
     for p in tables:
         try:
-            frame = pd.read_parquet(p)
-            frame = frame.assign(**{c: 0.0 for c in SURFACE_CLASSES if c not in frame})
-            frames.append(frame[["scene", *SURFACE_CLASSES]].assign(scene=p.stem))
+            present = set(pq.read_schema(p).names)  # only the class columns: not the footprints
+            frame = pd.read_parquet(p, columns=[c for c in SURFACE_CLASSES if c in present])
+            frame = frame.assign(**{c: 0.0 for c in SURFACE_CLASSES if c not in present})
+            frames.append(frame[list(SURFACE_CLASSES)].assign(scene=p.stem))
         except Exception as exc:  # a broken table is reported and the others still counted
             broken.append(f"  {p.stem}: {p} unreadable ({_one_line(exc)})")
     if not frames:

@@ -319,12 +319,13 @@ def cluster_tiles(
         raise OutcropError(f"clusters: hierarchy cut {cuts[-1]} is more than the largest k ({kmax})")
     kept: dict[int, np.ndarray] = {}
     state: dict[str, Any] = {}
+    prior = incremental.read_state(Path(state_dir) / "state.json") if state_dir is not None else None
     # A kept scene's embeddings keep their size and mtime: their digest comes from the state, unread.
-    files = dict((incremental.read_state(Path(state_dir) / "state.json") or {}).get("files") or {}) if state_dir else {}
-    digests = {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir else {}
+    files = incremental.file_cache(prior)
+    digests = {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
     settings = {"seed": seed, "sample": sample, "dim": source.dim}
     if state_dir is not None and not retrain:
-        kept, state, new_scenes = incremental.kept_centroids(Path(state_dir), digests, settings, ks, log)
+        kept, state, new_scenes = incremental.kept_centroids(Path(state_dir), prior, digests, settings, ks, log)
     elif retrain:
         log("retraining the centroids, as asked (clusters.retrain)")
     levels: dict[str, np.ndarray] = {}
@@ -393,9 +394,8 @@ def cluster_tiles(
     clustering = Clustering(table, levels, finest_sims, centroids, linkage, sizes, cuts, bands)
     _write_label_rasters(clustering, prepared_paths, rasters_dir)
     if state_dir is not None:
-        given = {os.path.abspath(embeddings_of(s)) for s in digests}
         incremental.save_cluster_state(Path(state_dir), cents, distances, digests, settings,
-                                       {path: entry for path, entry in files.items() if path in given})
+                                       incremental.given_files(files, [embeddings_of(s) for s in digests]))
     log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
     return clustering
 

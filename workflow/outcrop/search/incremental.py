@@ -76,6 +76,18 @@ def unchanged(path: str | os.PathLike[str], cache: dict[str, Any]) -> bool:
     return isinstance(hit, list) and len(hit) == 3 and hit[0] == st.st_size and hit[1] == st.st_mtime_ns
 
 
+def file_cache(state: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``files`` a state recorded (:func:`cached_digest`'s cache), empty for none or an older state."""
+    files = (state or {}).get("files")
+    return dict(files) if isinstance(files, dict) else {}
+
+
+def given_files(cache: dict[str, Any], paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """The entries of ``cache`` for ``paths``: what a state keeps, so that removed inputs drop out."""
+    given = {os.path.abspath(p) for p in paths}
+    return {path: entry for path, entry in cache.items() if path in given}
+
+
 def read_state(path: Path) -> dict[str, Any] | None:
     """A state file's content, or None when it is missing or unreadable (then everything is retrained)."""
     try:
@@ -94,14 +106,15 @@ def link_or_copy(src: Path, dst: Path) -> None:
             shutil.copyfile(src, tmp)
 
 
-def kept_centroids(state_dir: Path, scene_digests: dict[str, str], settings: dict[str, Any], ks: Sequence[int],
+def kept_centroids(state_dir: Path, state: dict[str, Any] | None, scene_digests: dict[str, str],
+                   settings: dict[str, Any], ks: Sequence[int],
                    log: Callable[[str], Any]) -> tuple[dict[int, np.ndarray], dict[str, Any], list[str]]:
     """Centroids kept from an earlier clustering that still hold, the state, and the new scenes.
 
     Kept only when the settings are the same and every scene clustered before is given unchanged;
-    a k without kept centroids is trained (returned dict lacks it).
+    a k without kept centroids is trained (returned dict lacks it). ``state`` is the content of
+    ``state_dir/state.json`` (:func:`read_state`), read once by the caller.
     """
-    state = read_state(state_dir / "state.json")
     if state is None:
         log("no kept clusters state: training")
         return {}, {}, list(scene_digests)

@@ -46,7 +46,7 @@ from outcrop.config import default
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
 from outcrop.raster.surfaces import ground_fraction
 from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions
-from outcrop.search.incremental import cached_digest, file_digest, unchanged
+from outcrop.search.incremental import cached_digest, file_cache, file_digest, given_files, unchanged
 from outcrop.search.index_table import IndexTable, write_index_table
 from outcrop.search.vectors import (VectorSource, embedding_source, exact_top_k, is_quantised, rerank,
                                     rerank_count)
@@ -466,7 +466,7 @@ def build_index(
     from outcrop.search.incremental import read_state
 
     state = read_state(Path(state_dir) / "state.json") if state_dir is not None else None
-    cache: dict[str, Any] = dict((state or {}).get("files") or {})
+    cache = file_cache(state)
     kept = kept_scenes(Path(state_dir), state) if state_dir is not None and state and not retrain else {}
     parts = gather_parts(embedding_paths, table_paths, min_rock=min_rock, digests=state_dir is not None,
                          cache=cache, kept=kept)
@@ -518,8 +518,7 @@ def build_index(
         else:
             link_or_copy(kept_table, out_table)
     if state_dir is not None:
-        given = {os.path.abspath(p) for p in (*embedding_paths, *table_paths)}
-        cache = {path: entry for path, entry in cache.items() if path in given}
+        cache = given_files(cache, [*embedding_paths, *table_paths])
         save_index_state(Path(state_dir), out_index, out_table, built, parts, settings, cache,
                          retrained=info_extra["built"] == "trained")
     write_json(out_info, info)
