@@ -209,3 +209,46 @@ def test_grid_resolution_is_a_number_or_auto_also_as_command_line_text():
         validate_config({"grid": {"resolution": "fine"}})
     with pytest.raises(OutcropError, match="grid.resolution"):
         validate_config({"grid": {"resolution": -30}})
+
+
+@pytest.mark.parametrize(("config", "key", "char"), [
+    ({"deposits": "d/a</script>.gpkg"}, "deposits", "<"),
+    ({"grid": {"crs": "EPSG:3031 <!--"}}, "grid.crs", "<"),
+    ({"scenes": "s>.tsv"}, "scenes", ">"),
+    ({"encoder": {"settings": {"view1.blur_p": "<img>"}}}, "encoder.settings.view1.blur_p", "<"),
+])
+def test_markup_in_any_config_value_is_refused(config, key, char):
+    """Every text value of the config reaches some rule, and the report page writes those raw."""
+    with pytest.raises(OutcropError, match=rf"^config: {re.escape(key)}: .*: '{char}' is not allowed") as err:
+        validate_config(config)
+    assert "snakemake --report" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_markup_above_a_results_folder_outside_the_working_directory(tmp_path, monkeypatch):
+    """A results folder outside the working directory is written as an absolute path: the folders
+    above it are in every output path, so they are checked too."""
+    from outcrop.config import canonical_results
+
+    work = tmp_path / "w<b" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    assert canonical_results("results") == "results"  # inside: relative, the folders above are not written
+    with pytest.raises(OutcropError, match=r"^config: results: '.*/w<b/run': '<' is not allowed"):
+        canonical_results("../run")
+
+
+def test_markup_in_a_scene_sheet_cell_is_refused(tmp_path):
+    path = _sheet(tmp_path, ["a\t/data/a.tif\tgeotiff\ttrain", "b\t/data/x</script>.tif\tgeotiff\tindex"])
+    with pytest.raises(OutcropError, match=r"scenes\.tsv: line 3: source: '/data/x</script>\.tif': '<' is not allowed"):
+        read_scene_sheet(path)
+    # a remote source is no input of the job graph, but it is a params value: refused as well
+    path = _sheet(tmp_path, ["a\thttps://x.org/a.tif?q=<b>\tgeotiff\ttrain"])
+    with pytest.raises(OutcropError, match=r"line 2: source: .*'<' is not allowed"):
+        read_scene_sheet(path)
+
+
+def test_scene_sheet_lines_end_only_at_line_ends(tmp_path):
+    """A file name may hold U+2028 or U+2029, which str.splitlines takes for line ends."""
+    source = "/data/a\u2028b\u2029c \" ' d.tif"
+    rows = read_scene_sheet(_sheet(tmp_path, [f"a\t{source}\tgeotiff\ttrain", "b\t/data/b.tif\tgeotiff\tindex"]))
+    assert [r["source"] for r in rows] == [source, "/data/b.tif"]

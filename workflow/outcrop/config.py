@@ -133,6 +133,7 @@ def validate_config(config: dict[str, Any], source: str = "config", schema_path:
                            "that receives the run's outputs")
     _check_clusters(config["clusters"], source)
     _refuse_wildcard_braces(config, source)
+    _refuse_markup_in_values(config, source)
     return config
 
 
@@ -151,6 +152,35 @@ def _refuse_wildcard_braces(config: dict[str, Any], source: str) -> None:
                                "(Snakemake would read them as wildcards); rename the file or folder")
 
 
+# Snakemake's report page (`snakemake --report`) writes every rule's inputs, outputs and params
+# unescaped inside <script> elements, as JSON. JSON escapes quotes, backslashes and control
+# characters, so a value cannot leave its JavaScript string; only the HTML parser can end the
+# element early, and it needs a '<' to do so ('</script>', or '<!--' with '<script' to swallow the
+# element's real end). '>' closes what '<' opens and is refused with it. Nothing else in a value
+# matters there ('&' is not decoded inside <script>; quotes and backticks stay inside the string).
+MARKUP_CHARACTERS = "<>"
+
+
+def refuse_markup(value: str, where: str, fix: str = "rename the file or folder") -> None:
+    """Refuse a value that would be markup in the Snakemake report page, naming ``where`` and the character."""
+    bad = next((c for c in value if c in MARKUP_CHARACTERS), None)
+    if bad is not None:
+        raise OutcropError(f"{where}: {value!r}: {bad!r} is not allowed in a value the workflow passes to its "
+                           f"jobs (it would be markup in the `snakemake --report` page); {fix}")
+
+
+def _refuse_markup_in_values(instance: Any, source: str, path: str = "") -> None:
+    """Every text value of the config, at any depth: all of them reach some rule's input, output or params."""
+    if isinstance(instance, str):
+        is_path = tuple(path.split(".")) in _PATH_KEYS
+        refuse_markup(instance, f"{source}: {path or '(top level)'}",
+                      "rename the file or folder" if is_path else "change the value")
+    items = instance.items() if isinstance(instance, dict) else (
+        enumerate(instance) if isinstance(instance, list) else ())
+    for key, value in items:
+        _refuse_markup_in_values(value, source, f"{path}.{key}" if path else str(key))
+
+
 def canonical_results(results: str, source: str = "config: results") -> str:
     """The results folder spelled one way, whatever way the user wrote it.
 
@@ -164,6 +194,8 @@ def canonical_results(results: str, source: str = "config: results") -> str:
     absolute = os.path.normpath(os.path.abspath(text))
     relative = os.path.relpath(absolute, os.getcwd())
     if relative == os.curdir or relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        # outside the working directory: the folders above it become part of every output path
+        refuse_markup(absolute, source)
         return absolute
     return relative
 
