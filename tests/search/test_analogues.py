@@ -291,3 +291,46 @@ def test_query_command_prints_the_answer_without_importing_pandas(indexed):
     assert len(lines) == 1 + 3 + 1 and lines[-1] == "IMPORTED False False"
     expected = query_run(res, tile=f"{scene}:{tile_id}", top=3)
     assert [int(line.split()[4]) for line in lines[1:4]] == list(expected["id"])
+
+
+# Text a spreadsheet runs as a formula (OWASP "CSV injection"), a name that a ';'-separated
+# spreadsheet would split into a formula, and a quote that must survive reading back.
+FORMULAS = ['=cmd|" /C calc"!A0', "+1+1", "-1+1", "@SUM(1)", "\t=1+1", "\r=1+1", "'=already quoted", "a;=1+1"]
+
+
+@pytest.mark.parametrize("names", [FORMULAS[i:i + 2] for i in range(0, len(FORMULAS), 2)], ids=repr)
+def test_deposit_names_reach_the_analogues_csv_as_text_a_spreadsheet_never_runs(tmp_path, indexed, names):
+    """Deposit names reach ``nearest_positive`` and ``query`` of analogues.csv: no cell that is not a
+    number starts with a formula character, every text cell is quoted; the GeoPackage keeps the
+    names as they are, and the project's reader gives them back unchanged."""
+    import csv
+    import io
+
+    from outcrop.csvfile import FORMULA_START, read_csv
+
+    run, _, _ = indexed
+    res = tmp_path / "results"
+    deposits = pd.read_csv(run.deposits_csv)
+    deposits["name"] = names
+    deposits.to_csv(tmp_path / "formulas.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)  # keeps a "\r" whole
+    out = tmp_path / "analogues"
+    find_analogues(res / "index" / "tiles.faiss", res / "index" / "tiles.parquet", run.embeddings,
+                   tmp_path / "formulas.csv", run.prepared, out / "analogues.gpkg", out / "analogues.csv",
+                   out / "similarity", buffer_m=10.0, exclusion_km=0.5, top=15, log=lambda *_: None)
+    gpkg = gpd.read_file(out / "analogues.gpkg")
+    assert set(gpkg["nearest_positive"]) == set(names)  # the GeoPackage: the names as given
+    assert set(gpkg["query"]) == {"set", *names}
+    with open(out / "analogues.csv", newline="") as fh:
+        text = fh.read()
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == len(gpkg) + 1
+    for row in rows:
+        for cell in row:
+            try:
+                float(cell)
+            except ValueError:  # text, not a number
+                assert not cell.startswith(FORMULA_START), cell
+                assert '"' + cell.replace('"', '""') + '"' in text, cell  # quoted: one cell, whatever the separator
+    back = read_csv(out / "analogues.csv")
+    assert back["nearest_positive"].tolist() == gpkg["nearest_positive"].tolist()
+    assert back["query"].tolist() == gpkg["query"].tolist()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from outcrop.csvfile import read_csv
 from outcrop.io import atomic_path
 from outcrop.layout import Layout, in_folder
 
@@ -110,8 +111,6 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
     ``webmap``, ``snakemake_report``, ``cluster_table`` and ``analogue_maps`` (one per scene) are
     the pages the summary links to, relative to ``out``.
     """
-    import pandas as pd
-
     from outcrop import OutcropError
 
     for name, files in (("tile tables", tile_tables), ("prepared scenes", prepared), ("cluster maps", cluster_maps)):
@@ -144,7 +143,7 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
         parts.append(f"<h2>Analogues</h2><p><strong>{html.escape(why)}</strong></p>")
     analogues_csv = Path(analogues) if analogues is not None else None
     if analogues_csv is not None and analogues_csv.exists():
-        top = pd.read_csv(analogues_csv).head(20)
+        top = read_csv(analogues_csv).head(20)
         parts.append("<h2>Top analogues</h2>" + _table(top.to_dict("records"), list(top.columns)))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
@@ -350,11 +349,9 @@ def _index_section(info: Path) -> list[str]:
 def _clusters_section(summary: Path) -> list[str]:
     import re
 
-    import pandas as pd
-
     if not summary.exists():
         return ["clusters: not computed yet"]
-    table = pd.read_csv(summary)
+    table = read_csv(summary)
     lines = ["clusters:"]
     for level, group in table.groupby("level", sort=False):
         sizes = group.sort_values("cluster")["size"].astype(int).tolist()
@@ -370,14 +367,12 @@ def analogues_skipped(path: Path) -> str:
 
 
 def _analogues_section(csv: Path, top: int, skipped: Path) -> list[str]:
-    import pandas as pd
-
     why = analogues_skipped(skipped)
     if why and not csv.exists():
         return [why]
     if not csv.exists():
         return ["analogues: not ranked yet"]
-    table = pd.read_csv(csv)
+    table = read_csv(csv)
     columns = [c for c in ("rank", "score", "scene", "tile_id", "nearest_positive", "distance_km", "lon", "lat")
                if c in table.columns]
     head = table[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.3f}")

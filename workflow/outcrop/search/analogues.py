@@ -28,7 +28,8 @@ from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.raster.geo import infer_layout, scene_rasters
 from outcrop.search.index import load_index, normalise_rows, table_vectors
-from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
+from outcrop.csvfile import write_csv
+from outcrop.io import read_vector, write_cog, write_geodataframe
 
 SCORE_BATCH = 1 << 16
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
@@ -363,8 +364,7 @@ def find_analogues(
     ranked["lat"] = centres.y.to_numpy()
     ranked = ranked[RESULT_COLUMNS]
     write_geodataframe(out_gpkg, gpd.GeoDataFrame(ranked, geometry=geoms, crs=table.crs), layer="analogues")
-    with atomic_path(out_csv) as tmp:
-        ranked.to_csv(tmp, index=False, float_format="%.6f")
+    write_csv(ranked, out_csv, float_format="%.6f")  # deposit names: formula-safe for spreadsheets
     layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
                           table["size"].to_numpy())
     for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):

@@ -165,15 +165,18 @@ def format_table(columns: dict[str, np.ndarray]) -> str:
 
 
 def format_csv(columns: dict[str, np.ndarray]) -> str:
-    """Query results as CSV (header ``COLUMNS``), full precision, for spreadsheets and scripts."""
+    """Query results as CSV (header ``COLUMNS``), full precision, for spreadsheets and scripts; text
+    cells quoted and formula-safe as in every CSV of the project (:mod:`outcrop.csvfile`)."""
     import csv
     import io
 
+    from outcrop.csvfile import csv_cell
+
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     writer.writerow(COLUMNS)
     for row in zip(*(columns[name] for name in COLUMNS)):
-        writer.writerow([v.item() if isinstance(v, np.generic) else v for v in row])
+        writer.writerow([csv_cell(v.item() if isinstance(v, np.generic) else v) for v in row])
     return buf.getvalue().rstrip("\n")
 
 
