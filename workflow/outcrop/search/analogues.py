@@ -37,10 +37,15 @@ LAT_NAMES = ("lat", "latitude", "y")
 SITE_OVERLAP = default("analogues.site_overlap")  # share of a tile's area that, overlapped by a better tile, makes it that tile's site
 
 
-def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
+MARK_LAYERS = ("positives", "negatives")  # the layers of a marks file (``outcrop serve``)
+
+
+def read_deposits(path: str | os.PathLike[str], crs: Any, *, role: str = "positives") -> Any:
     """Read deposits (GeoPackage, GeoJSON, any vector file, or CSV of lon/lat in EPSG:4326, or of
     x/y with a ``crs`` column) in ``crs``.
 
+    A file with both a ``positives`` and a ``negatives`` layer (the marks ``outcrop serve`` saves)
+    gives the layer named ``role``: the same file serves as ``deposits:`` and as ``negatives:``.
     Returns a GeoDataFrame with ``name`` (from a ``name`` column, else ``deposit {n}``) and geometry.
     """
     import geopandas as gpd
@@ -52,7 +57,7 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
         gdf = _read_deposits_table(path)
     else:
         try:
-            gdf = read_vector(path)
+            gdf = read_vector(path, layer=_marks_layer(path, role))
         except Exception as exc:
             raise OutcropError(f"{path}: not a readable vector file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
         if not isinstance(gdf, gpd.GeoDataFrame) or "geometry" not in gdf or gdf.geometry.isna().all():
@@ -71,6 +76,19 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
         return out.to_crs(crs)
     except Exception as exc:
         raise OutcropError(f"{path}: cannot transform deposits to {crs} ({exc})") from None
+
+
+def _marks_layer(path: Path, role: str) -> str | None:
+    """``role``'s layer of a marks file (layers ``positives`` and ``negatives``); None for any other file."""
+    import pyogrio
+
+    if role not in MARK_LAYERS:
+        raise ValueError(f"role {role!r} is not one of {MARK_LAYERS}")
+    try:
+        layers = {str(name) for name, _ in pyogrio.list_layers(path)}
+    except Exception:
+        return None  # not a vector file: read_vector says so
+    return role if set(MARK_LAYERS) <= layers else None
 
 
 def _read_deposits_table(path: Path) -> Any:
@@ -178,8 +196,10 @@ def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, n
     return score, which
 
 
-def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float) -> np.ndarray:
-    """Boolean mask over the table: tiles within ``exclusion_m`` of any deposit's own geometry, and the positives.
+def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float,
+                 negatives: list[np.ndarray] | None = None) -> np.ndarray:
+    """Boolean mask over the table: tiles within ``exclusion_m`` of any deposit's own geometry, the
+    positives, and the negatives' own tiles (a place known not to be an analogue is never reported as one).
 
     Measured from the deposit itself (its point or polygon), not from the footprints of the tiles
     it selects: those reach up to a tile width past the deposit, and a radius added to them would
@@ -190,8 +210,9 @@ def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray
 
     geoms = np.asarray(deposits, dtype=object)
     mask = np.zeros(len(table), dtype=bool)
-    if positives:
-        mask[np.unique(np.concatenate(positives))] = True
+    for groups in (positives, negatives or []):
+        if groups:
+            mask[np.unique(np.concatenate(groups))] = True
     if len(geoms) == 0:
         return mask
     if exclusion_m > 0:
@@ -285,12 +306,19 @@ def rank_analogues(
     """
     queries = query_vectors(vectors, positives, negatives, negative_weight)
     score, which = best_scores(vectors, queries)
-    return _rank(score, which, table, positives, deposits, exclusion_m=exclusion_m, top=top, names=names,
-                 site_overlap=site_overlap)
+    return rank_scored(score, which, table, positives, deposits, exclusion_m=exclusion_m, top=top, names=names,
+                       site_overlap=site_overlap, negatives=negatives)
 
 
-def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray], deposits: Sequence[Any], *,
-          exclusion_m: float, top: int, names: Sequence[str] | None, site_overlap: float | None) -> Any:
+def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray],
+                deposits: Sequence[Any], *, exclusion_m: float, top: int, names: Sequence[str] | None,
+                site_overlap: float | None, negatives: list[np.ndarray] | None = None) -> Any:
+    """The ranking of :func:`rank_analogues` from scores already computed (``score``: best cosine of
+    every tile, -inf for a tile not scored; ``which``: the query that gave it, 0 = the set).
+
+    ``outcrop serve`` scores only the index's candidates and ranks them here, so that a search from
+    the map and ``outcrop analogues`` exclude, suppress and measure distances with the same code.
+    """
     import pandas as pd
     import shapely
 
@@ -298,7 +326,7 @@ def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.n
     geoms = np.asarray(deposits, dtype=object)
     if not (len(names) == len(positives) == len(geoms)):
         raise OutcropError(f"{len(names)} names and {len(geoms)} deposits for {len(positives)} positive groups")
-    masked = np.where(excluded_ids(table, geoms, positives, exclusion_m), -np.inf, score)
+    masked = np.where(excluded_ids(table, geoms, positives, exclusion_m, negatives), -np.inf, score)
     best = top_sites(masked, table, top, site_overlap)
     n = len(best)
     centres = np.asarray(table.geometry.values[best].centroid)
@@ -343,8 +371,6 @@ def find_analogues(
 
     ``site_overlap``: see :func:`rank_analogues`; the similarity rasters hold every tile's score.
     """
-    import geopandas as gpd
-
     _, table = load_index(index_path, table_path)
     vectors = table_vectors(table, embedding_paths)
     deposits = read_deposits(deposits_path, table.crs)
@@ -352,25 +378,39 @@ def find_analogues(
     log(f"{len(deposits)} deposits select {sum(len(p) for p in positives)} positive tiles")
     negatives = None
     if negatives_path is not None:
-        negatives = _positives_of(negatives_path, table, read_deposits(negatives_path, table.crs), buffer_m)
+        negatives = _positives_of(negatives_path, table, read_deposits(negatives_path, table.crs, role="negatives"),
+                                  buffer_m)
     queries = query_vectors(vectors, positives, negatives)
     score, which = best_scores(vectors, queries)
-    ranked = _rank(score, which, table, positives, deposits.geometry.to_numpy(), exclusion_m=exclusion_km * 1000.0,
-                   top=top, names=deposits["name"].tolist(), site_overlap=site_overlap)
-    geoms = table.geometry.values[ranked["id"].to_numpy()]
-    centres = gpd.GeoSeries(geoms, crs=table.crs).centroid.to_crs("EPSG:4326")
-    ranked["lon"] = centres.x.to_numpy()
-    ranked["lat"] = centres.y.to_numpy()
-    ranked = ranked[RESULT_COLUMNS]
-    write_geodataframe(out_gpkg, gpd.GeoDataFrame(ranked, geometry=geoms, crs=table.crs), layer="analogues")
+    ranked = rank_scored(score, which, table, positives, deposits.geometry.to_numpy(), exclusion_m=exclusion_km * 1000.0,
+                         top=top, names=deposits["name"].tolist(), site_overlap=site_overlap, negatives=negatives)
+    ranked = analogue_table(ranked, table)
+    write_geodataframe(out_gpkg, ranked, layer="analogues")
     with atomic_path(out_csv) as tmp:
-        ranked.to_csv(tmp, index=False, float_format="%.6f")
+        write_analogues_csv(ranked, tmp)
     layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
                           table["size"].to_numpy())
     for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):
         write_cog(Path(similarity_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
                   "nodata": np.nan}, band_names=["similarity"], resampling="average")
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
+
+
+def analogue_table(ranked: Any, table: Any) -> Any:
+    """Ranked analogues as written to ``analogues.gpkg``: :data:`RESULT_COLUMNS` (lon/lat of each
+    tile's centre added) and the tile footprints, in the table's CRS."""
+    import geopandas as gpd
+
+    geoms = table.geometry.values[ranked["id"].to_numpy()]
+    centres = gpd.GeoSeries(geoms, crs=table.crs).centroid.to_crs("EPSG:4326")
+    ranked = ranked.assign(lon=centres.x.to_numpy(), lat=centres.y.to_numpy())[RESULT_COLUMNS]
+    return gpd.GeoDataFrame(ranked, geometry=geoms, crs=table.crs)
+
+
+def write_analogues_csv(ranked: Any, out: Any) -> None:
+    """The analogues' CSV (:data:`RESULT_COLUMNS`, no geometry) to a path or a text stream: the one
+    writer of analogue tables as CSV, for the run's ``analogues.csv`` and ``outcrop serve``'s export."""
+    ranked[RESULT_COLUMNS].to_csv(out, index=False, float_format="%.6f")
 
 
 def _positives_of(path: Path, table: Any, deposits: Any, buffer_m: float) -> list[np.ndarray]:
