@@ -22,6 +22,7 @@ from typing import Any
 
 from outcrop import OutcropError, __version__
 from outcrop.config import default
+from outcrop.serve.cli import serve_parser
 
 
 def _log(message: str) -> None:
@@ -804,6 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cluster_table_parser,
         _analogue_maps_parser,
         _webmap_parser,
+        serve_parser,
     ):
         add_parser(sub)
     return parser

@@ -152,17 +152,25 @@ def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.n
     """
     if deposits.crs is not None and table.crs is not None and deposits.crs != table.crs:
         deposits = deposits.to_crs(table.crs)
-    geoms = np.asarray(deposits.geometry.values)
-    areal = np.isin(deposits.geometry.geom_type.to_numpy(), ["Polygon", "MultiPolygon"])
+    names = deposits["name"].to_numpy() if "name" in deposits.columns else np.arange(1, len(deposits) + 1)
+    return positives_of_shapes(table.sindex, np.asarray(deposits.geometry.values), names, buffer_m=buffer_m)
+
+
+def positives_of_shapes(sindex: Any, geoms: np.ndarray, names: Sequence[Any], *, buffer_m: float) -> list[np.ndarray]:
+    """:func:`select_positives` of shapely geometries already in the table's CRS, through the
+    table's spatial index (``table.sindex``): no data frame is built, for a search from the map."""
+    import shapely
+
+    geoms = np.asarray(geoms, dtype=object)
+    areal = np.isin(shapely.get_type_id(geoms), [3, 6])  # Polygon, MultiPolygon
     if buffer_m > 0:
-        geoms = np.where(areal, geoms, np.asarray(deposits.geometry.buffer(buffer_m).values))
-    dep_idx, ids = table.sindex.query(geoms, predicate="intersects")
+        geoms = np.where(areal, geoms, shapely.buffer(geoms, buffer_m, quad_segs=16))  # as GeoSeries.buffer
+    dep_idx, ids = sindex.query(geoms, predicate="intersects")
     order = np.argsort(dep_idx, kind="stable")
     dep_idx, ids = dep_idx[order], ids[order]
-    bounds = np.searchsorted(dep_idx, np.arange(len(deposits) + 1))
-    names = deposits["name"].to_numpy() if "name" in deposits.columns else np.arange(1, len(deposits) + 1)
+    bounds = np.searchsorted(dep_idx, np.arange(len(geoms) + 1))
     out = []
-    for i in range(len(deposits)):
+    for i in range(len(geoms)):
         sel = np.unique(ids[bounds[i] : bounds[i + 1]])
         if len(sel) == 0:
             raise OutcropError(f"deposit {names[i]!r} (feature {i + 1}) meets no indexed tile "
@@ -396,15 +404,20 @@ def find_analogues(
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
 
 
-def analogue_table(ranked: Any, table: Any) -> Any:
+def analogue_table(ranked: Any, table: Any, to_lonlat: Any = None) -> Any:
     """Ranked analogues as written to ``analogues.gpkg``: :data:`RESULT_COLUMNS` (lon/lat of each
-    tile's centre added) and the tile footprints, in the table's CRS."""
+    tile's centre added) and the tile footprints, in the table's CRS. ``to_lonlat``: a pyproj
+    transformer from the table's CRS to EPSG:4326, made here when not given."""
     import geopandas as gpd
+    import shapely
+    from pyproj import Transformer
 
     geoms = table.geometry.values[ranked["id"].to_numpy()]
-    centres = gpd.GeoSeries(geoms, crs=table.crs).centroid.to_crs("EPSG:4326")
-    ranked = ranked.assign(lon=centres.x.to_numpy(), lat=centres.y.to_numpy())[RESULT_COLUMNS]
-    return gpd.GeoDataFrame(ranked, geometry=geoms, crs=table.crs)
+    centres = shapely.centroid(np.asarray(geoms))
+    to_lonlat = to_lonlat or Transformer.from_crs(table.crs, "EPSG:4326", always_xy=True)
+    lon, lat = to_lonlat.transform(shapely.get_x(centres), shapely.get_y(centres))
+    ranked = ranked.assign(lon=np.asarray(lon, dtype=np.float64), lat=np.asarray(lat, dtype=np.float64))
+    return gpd.GeoDataFrame(ranked[RESULT_COLUMNS], geometry=geoms, crs=table.crs)
 
 
 def write_analogues_csv(ranked: Any, out: Any) -> None:
