@@ -22,7 +22,6 @@ from typing import Any
 
 from outcrop import OutcropError, __version__
 from outcrop.config import default
-from outcrop.serve.cli import serve_parser
 
 
 def _log(message: str) -> None:
@@ -783,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"outcrop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    from outcrop.serve.cli import serve_parser  # its own module: no stage imports it, no rule's env needs it
     for add_parser in (
         _demo_scene_parser,
         _demo_deposits_parser,

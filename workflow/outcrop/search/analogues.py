@@ -395,7 +395,7 @@ def find_analogues(
     ranked = analogue_table(ranked, table)
     write_geodataframe(out_gpkg, ranked, layer="analogues")
     with atomic_path(out_csv) as tmp:
-        write_analogues_csv(ranked, tmp)
+        tmp.write_text(analogues_csv(ranked), encoding="utf-8")
     layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
                           table["size"].to_numpy())
     for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):
@@ -420,10 +420,14 @@ def analogue_table(ranked: Any, table: Any, to_lonlat: Any = None) -> Any:
     return gpd.GeoDataFrame(ranked[RESULT_COLUMNS], geometry=geoms, crs=table.crs)
 
 
-def write_analogues_csv(ranked: Any, out: Any) -> None:
-    """The analogues' CSV (:data:`RESULT_COLUMNS`, no geometry) to a path or a text stream: the one
-    writer of analogue tables as CSV, for the run's ``analogues.csv`` and ``outcrop serve``'s export."""
-    ranked[RESULT_COLUMNS].to_csv(out, index=False, float_format="%.6f")
+def analogues_csv(ranked: Any) -> str:
+    """The analogues as CSV text (:data:`RESULT_COLUMNS`, no geometry): the one writer of analogue
+    tables as CSV, for the run's ``analogues.csv`` and ``outcrop serve``'s export."""
+    import io
+
+    buf = io.StringIO()
+    ranked[RESULT_COLUMNS].to_csv(buf, index=False, float_format="%.6f")
+    return buf.getvalue()
 
 
 def _positives_of(path: Path, table: Any, deposits: Any, buffer_m: float) -> list[np.ndarray]:

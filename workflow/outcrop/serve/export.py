@@ -1,15 +1,16 @@
 """A search's result list as files: GeoJSON, CSV and GeoPackage, with the fields of ``analogues.gpkg``.
 
 Each is made in memory and sent; nothing is written on the server's disk. The CSV goes through
-:func:`outcrop.search.analogues.write_analogues_csv`, the writer of the run's ``analogues.csv``.
+:func:`outcrop.search.analogues.analogues_csv`, the writer of the run's ``analogues.csv``.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
-from outcrop.search.analogues import RESULT_COLUMNS, write_analogues_csv
+from outcrop.search.analogues import RESULT_COLUMNS, analogues_csv
 
 FORMATS = {
     "geojson": ("application/geo+json", "geojson"),
@@ -25,11 +26,10 @@ def export_bytes(ranked: Any, fmt: str) -> bytes:
     ``analogues.gpkg`` does.
     """
     if fmt == "csv":
-        text = io.StringIO()
-        write_analogues_csv(ranked, text)
-        return text.getvalue().encode("utf-8")
+        return analogues_csv(ranked).encode("utf-8")
     if fmt == "geojson":
-        return ranked[[*RESULT_COLUMNS, ranked.geometry.name]].to_crs("EPSG:4326").to_json(drop_id=True).encode("utf-8")
+        features = ranked[[*RESULT_COLUMNS, ranked.geometry.name]].to_crs("EPSG:4326").to_geo_dict(drop_id=True)
+        return json.dumps(features).encode("utf-8")
     if fmt == "gpkg":
         import pyogrio
 
