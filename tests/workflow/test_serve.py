@@ -283,3 +283,27 @@ def test_negatives_on_false_positives_raise_the_recall_of_the_hidden_deposits(de
     recall = {step: float((hidden_found_at(t.geometry.to_numpy(), hidden) <= 10).mean()) for step, t in exported.items()}
     assert recall["with negatives"] > recall["known deposits"], recall
     print(json.dumps({"recall@10": recall}))
+
+
+def test_hostile_names_in_the_live_page_are_shown_and_never_run(live_browser, tmp_path):
+    """The same names as the map.html tests (hostile_run.py): deposits named like script, marked
+    right and searched with; the list, the marks' popups and the title show them as text."""
+    from hostile_run import HOSTILE, SCRIPT, make_hostile_run
+
+    hostile = make_hostile_run(tmp_path / "hostile")
+    driver = live_browser
+    with live_server(hostile.results, deposits=hostile.deposits, marks=tmp_path / "m.gpkg", buffer_m=10.0,
+                     exclusion_km=0.5, title=SCRIPT) as live:
+        _open(driver, live.url)
+        driver.find_element("id", "outcrop-import").click()
+        _wait_counts(driver, (2, 0))
+        driver.find_element("id", "outcrop-search").click()
+        _results(driver, 1)
+        shown = " ".join(li.text for li in driver.find_elements("css selector", "li.outcrop-result small"))
+        assert all(payload in shown for payload in HOSTILE)
+        time.sleep(0.5)  # an <img onerror> would fire within milliseconds of being inserted
+        assert driver.title == SCRIPT
+        assert driver.execute_script("return document.querySelectorAll('img[src=\"x\"]').length") == 0
+        assert driver.execute_script("return document.scripts.length") == 4  # Leaflet, data, map, serve
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert errors == []
