@@ -51,8 +51,14 @@ class Live:
             data = body.encode() if isinstance(body, str) else body
             if data is not None and "Content-Length" not in sent:
                 conn.putheader("Content-Length", str(len(data)))
-            conn.endheaders(data)
-            response = conn.getresponse()
+            try:
+                conn.endheaders(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered (and closed) before the whole body was sent: read its answer
+            try:
+                response = conn.getresponse()
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                return Answer(0, {}, b"")  # closed without an answer
             return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
         finally:
             conn.close()

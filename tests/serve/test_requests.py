@@ -140,10 +140,12 @@ def test_the_page_s_own_origin_may_change_marks(live, hostile):
 def test_bodies_are_bounded(live, hostile):
     padding = {"place": _place(hostile), "top": 5, "x": "a" * 300_000}
     assert "Too Large" in _clear_error(live.post("/api/search", padding), 413)
-    # Past the server's own bound waitress answers before the application sees a byte.
+    # Past the server's own bound waitress answers 413 before the application sees a byte (and may
+    # close the connection while the client is still sending: then there is no answer to read).
     big = live.request("POST", "/api/search", "{" + " " * 2_000_000 + "}",
                        headers={"Content-Type": "application/json"})
-    assert big.status == 413
+    assert big.status in (413, 0)
+    assert live.get("/api/run").status == 200  # and goes on serving
     # A length claimed but never sent is refused on the claim, at once.
     t = time.monotonic()
     claim = live.request("POST", "/api/search", b"{}", headers={"Content-Type": "application/json",
