@@ -2,7 +2,7 @@
 
 Order, lowest first: runtime < the root modules (outcrop, config, csvfile, errors, io, fields, layout,
 locks, results) < raster < learning <
-search < figures < cli. A module may import its own layer and any lower one; every import counts,
+search < figures < serve < cli. A module may import its own layer and any lower one; every import counts,
 those inside functions too (they run all the same, only later).
 """
 
@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "outcrop"
-LAYERS = ["runtime", "root", "raster", "learning", "search", "figures", "cli"]
+LAYERS = ["runtime", "root", "raster", "learning", "search", "figures", "serve", "cli"]
 # results (outcrop.open_run) reads a finished run's files through io and layout only, so it sits
 # at the root, where ``outcrop.open_run`` can reach it without importing upward.
 ROOT_MODULES = {"outcrop", "outcrop.config", "outcrop.csvfile", "outcrop.errors", "outcrop.io", "outcrop.fields",

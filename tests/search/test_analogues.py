@@ -334,3 +334,31 @@ def test_deposit_names_reach_the_analogues_csv_as_text_a_spreadsheet_never_runs(
     back = read_csv(out / "analogues.csv")
     assert back["nearest_positive"].tolist() == gpkg["nearest_positive"].tolist()
     assert back["query"].tolist() == gpkg["query"].tolist()
+
+
+def test_a_negative_s_own_tiles_are_never_analogues(indexed):
+    run, table, vectors = indexed
+    deposits = read_deposits(run.deposits_csv, CRS)
+    positives = select_positives(table, deposits, buffer_m=10.0)
+    known = deposits.geometry.to_numpy()
+    ranked = rank_analogues(vectors, table, positives, deposits=known, exclusion_m=1.5 * TILE_M, top=10)
+    wrong = ranked["id"].to_numpy()[:2]  # the two best, said to be wrong
+    again = rank_analogues(vectors, table, positives, deposits=known, exclusion_m=1.5 * TILE_M, top=10,
+                           negatives=[wrong[:1], wrong[1:]])
+    assert not set(wrong) & set(again["id"])
+    assert again["id"].tolist()[:8] == ranked["id"].tolist()[2:]  # the rest move up, in order
+
+
+def test_a_marks_file_gives_its_positives_as_deposits_and_its_negatives_as_negatives(tmp_path):
+    path = tmp_path / "marks.gpkg"
+    right = gpd.GeoDataFrame({"name": ["right 1", "right 2"]}, geometry=[Point(1, 2), box(0, 0, 5, 5)], crs=CRS)
+    wrong = gpd.GeoDataFrame({"name": ["wrong 1"]}, geometry=[Point(7, 8)], crs=CRS)
+    right.to_file(path, layer="positives", driver="GPKG")
+    wrong.to_file(path, layer="negatives", driver="GPKG")
+    assert read_deposits(path, CRS)["name"].tolist() == ["right 1", "right 2"]
+    assert read_deposits(path, CRS, role="negatives")["name"].tolist() == ["wrong 1"]
+    # Any other GeoPackage of several layers is read as before: its first layer, whatever the role.
+    other = tmp_path / "other.gpkg"
+    right.to_file(other, layer="occurrences", driver="GPKG")
+    wrong.to_file(other, layer="negatives", driver="GPKG")
+    assert read_deposits(other, CRS, role="negatives")["name"].tolist() == ["right 1", "right 2"]

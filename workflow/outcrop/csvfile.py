@@ -62,16 +62,25 @@ def plain_frame(frame: Any) -> Any:
     return frame
 
 
+def csv_text(frame: Any, **to_csv: Any) -> str:
+    """A DataFrame as formula-safe CSV text (for a file, or a download that is never a file here)."""
+    import io
+
+    buf = io.StringIO()
+    # Every text cell in double quotes: a spreadsheet that splits rows at ';' or tabs (its locale's
+    # separator) then keeps "a;=1+1" one cell instead of making "=1+1" a cell of its own, and a
+    # carriage return inside a name cannot end the row. (Floats written through float_format are
+    # quoted too; spreadsheets and pandas still read them as numbers.)
+    csv_frame(frame).to_csv(buf, index=False, quoting=csv.QUOTE_NONNUMERIC, **to_csv)
+    return buf.getvalue()
+
+
 def write_csv(frame: Any, path: str | Path, **to_csv: Any) -> None:
     """Write a DataFrame as CSV (whole or not at all, :func:`outcrop.io.atomic_path`), formula-safe."""
     from outcrop.io import atomic_path
 
     with atomic_path(Path(path)) as tmp:
-        # Every text cell in double quotes: a spreadsheet that splits rows at ';' or tabs (its locale's
-        # separator) then keeps "a;=1+1" one cell instead of making "=1+1" a cell of its own, and a
-        # carriage return inside a name cannot end the row. (Floats written through float_format are
-        # quoted too; spreadsheets and pandas still read them as numbers.)
-        csv_frame(frame).to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC, **to_csv)
+        tmp.write_text(csv_text(frame, **to_csv), encoding="utf-8")
 
 
 def read_csv(path: str | Path, **read_csv: Any) -> Any:
@@ -81,4 +90,4 @@ def read_csv(path: str | Path, **read_csv: Any) -> Any:
     return plain_frame(pd.read_csv(path, **read_csv))
 
 
-__all__ = ["FORMULA_START", "csv_cell", "plain_cell", "csv_frame", "plain_frame", "write_csv", "read_csv"]
+__all__ = ["FORMULA_START", "csv_cell", "plain_cell", "csv_frame", "plain_frame", "csv_text", "write_csv", "read_csv"]

@@ -72,8 +72,9 @@ def _remove_stale_temporaries(final: Path) -> None:
             os.unlink(name)
 
 
-def read_vector(path: str | os.PathLike[str]) -> Any:
-    """A vector file (GeoPackage, GeoJSON, Shapefile, ...) as a GeoDataFrame, whatever its name holds.
+def read_vector(path: str | os.PathLike[str], layer: str | None = None) -> Any:
+    """A vector file (GeoPackage, GeoJSON, Shapefile, ...) as a GeoDataFrame, whatever its name holds;
+    its first layer, or ``layer``.
 
     pyogrio parses a path as a URL first, and a URL's last segment drops everything after a `;`
     (`a;b.gpkg` opens `a`). A file whose name has one is read from its bytes instead.
@@ -82,8 +83,8 @@ def read_vector(path: str | os.PathLike[str]) -> Any:
 
     if ";" in os.fspath(path):
         with open(path, "rb") as fh:
-            return gpd.read_file(fh.read(), engine="pyogrio")
-    return gpd.read_file(path, engine="pyogrio")
+            return gpd.read_file(fh.read(), engine="pyogrio", layer=layer)
+    return gpd.read_file(path, engine="pyogrio", layer=layer)
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

@@ -28,8 +28,8 @@ from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.raster.geo import infer_layout, scene_rasters
 from outcrop.search.index import load_index, normalise_rows, table_vectors
-from outcrop.csvfile import write_csv
-from outcrop.io import read_vector, write_cog, write_geodataframe
+from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
+from outcrop.csvfile import csv_text
 
 SCORE_BATCH = 1 << 16
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
@@ -38,10 +38,15 @@ LAT_NAMES = ("lat", "latitude", "y")
 SITE_OVERLAP = default("analogues.site_overlap")  # share of a tile's area that, overlapped by a better tile, makes it that tile's site
 
 
-def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
+MARK_LAYERS = ("positives", "negatives")  # the layers of a marks file (``outcrop serve``)
+
+
+def read_deposits(path: str | os.PathLike[str], crs: Any, *, role: str = "positives") -> Any:
     """Read deposits (GeoPackage, GeoJSON, any vector file, or CSV of lon/lat in EPSG:4326, or of
     x/y with a ``crs`` column) in ``crs``.
 
+    A file with both a ``positives`` and a ``negatives`` layer (the marks ``outcrop serve`` saves)
+    gives the layer named ``role``: the same file serves as ``deposits:`` and as ``negatives:``.
     Returns a GeoDataFrame with ``name`` (from a ``name`` column, else ``deposit {n}``) and geometry.
     """
     import geopandas as gpd
@@ -53,7 +58,7 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
         gdf = _read_deposits_table(path)
     else:
         try:
-            gdf = read_vector(path)
+            gdf = read_vector(path, layer=_marks_layer(path, role))
         except Exception as exc:
             raise OutcropError(f"{path}: not a readable vector file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
         if not isinstance(gdf, gpd.GeoDataFrame) or "geometry" not in gdf or gdf.geometry.isna().all():
@@ -72,6 +77,19 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
         return out.to_crs(crs)
     except Exception as exc:
         raise OutcropError(f"{path}: cannot transform deposits to {crs} ({exc})") from None
+
+
+def _marks_layer(path: Path, role: str) -> str | None:
+    """``role``'s layer of a marks file (layers ``positives`` and ``negatives``); None for any other file."""
+    import pyogrio
+
+    if role not in MARK_LAYERS:
+        raise ValueError(f"role {role!r} is not one of {MARK_LAYERS}")
+    try:
+        layers = {str(name) for name, _ in pyogrio.list_layers(path)}
+    except Exception:
+        return None  # not a vector file: read_vector says so
+    return role if set(MARK_LAYERS) <= layers else None
 
 
 def _read_deposits_table(path: Path) -> Any:
@@ -135,17 +153,25 @@ def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.n
     """
     if deposits.crs is not None and table.crs is not None and deposits.crs != table.crs:
         deposits = deposits.to_crs(table.crs)
-    geoms = np.asarray(deposits.geometry.values)
-    areal = np.isin(deposits.geometry.geom_type.to_numpy(), ["Polygon", "MultiPolygon"])
+    names = deposits["name"].to_numpy() if "name" in deposits.columns else np.arange(1, len(deposits) + 1)
+    return positives_of_shapes(table.sindex, np.asarray(deposits.geometry.values), names, buffer_m=buffer_m)
+
+
+def positives_of_shapes(sindex: Any, geoms: np.ndarray, names: Sequence[Any], *, buffer_m: float) -> list[np.ndarray]:
+    """:func:`select_positives` of shapely geometries already in the table's CRS, through the
+    table's spatial index (``table.sindex``): no data frame is built, for a search from the map."""
+    import shapely
+
+    geoms = np.asarray(geoms, dtype=object)
+    areal = np.isin(shapely.get_type_id(geoms), [3, 6])  # Polygon, MultiPolygon
     if buffer_m > 0:
-        geoms = np.where(areal, geoms, np.asarray(deposits.geometry.buffer(buffer_m).values))
-    dep_idx, ids = table.sindex.query(geoms, predicate="intersects")
+        geoms = np.where(areal, geoms, shapely.buffer(geoms, buffer_m, quad_segs=16))  # as GeoSeries.buffer
+    dep_idx, ids = sindex.query(geoms, predicate="intersects")
     order = np.argsort(dep_idx, kind="stable")
     dep_idx, ids = dep_idx[order], ids[order]
-    bounds = np.searchsorted(dep_idx, np.arange(len(deposits) + 1))
-    names = deposits["name"].to_numpy() if "name" in deposits.columns else np.arange(1, len(deposits) + 1)
+    bounds = np.searchsorted(dep_idx, np.arange(len(geoms) + 1))
     out = []
-    for i in range(len(deposits)):
+    for i in range(len(geoms)):
         sel = np.unique(ids[bounds[i] : bounds[i + 1]])
         if len(sel) == 0:
             raise OutcropError(f"deposit {names[i]!r} (feature {i + 1}) meets no indexed tile "
@@ -179,8 +205,10 @@ def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, n
     return score, which
 
 
-def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float) -> np.ndarray:
-    """Boolean mask over the table: tiles within ``exclusion_m`` of any deposit's own geometry, and the positives.
+def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float,
+                 negatives: list[np.ndarray] | None = None) -> np.ndarray:
+    """Boolean mask over the table: tiles within ``exclusion_m`` of any deposit's own geometry, the
+    positives, and the negatives' own tiles (a place known not to be an analogue is never reported as one).
 
     Measured from the deposit itself (its point or polygon), not from the footprints of the tiles
     it selects: those reach up to a tile width past the deposit, and a radius added to them would
@@ -191,8 +219,9 @@ def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray
 
     geoms = np.asarray(deposits, dtype=object)
     mask = np.zeros(len(table), dtype=bool)
-    if positives:
-        mask[np.unique(np.concatenate(positives))] = True
+    for groups in (positives, negatives or []):
+        if groups:
+            mask[np.unique(np.concatenate(groups))] = True
     if len(geoms) == 0:
         return mask
     if exclusion_m > 0:
@@ -247,10 +276,14 @@ def top_sites(masked: np.ndarray, table: Any, top: int, site_overlap: float | No
     The suppression of a tile depends only on better tiles, so it runs on a growing prefix of the
     ranking (four times ``top`` to start, doubling) until ``top`` sites are found or no tile is left.
     """
-    finite = int(np.isfinite(masked).sum())
+    # Partitioned among the finite scores only: a search from the map scores a few thousand
+    # candidates of a million tiles, and partitioning the million took most of its time.
+    ids = np.flatnonzero(np.isfinite(masked))
+    finite = len(ids)
+    scores = masked[ids]
     want = min(top, finite) if site_overlap is None else min(4 * top, finite)
     while True:
-        best = np.argpartition(-masked, want - 1)[:want] if want > 0 else np.zeros(0, dtype=np.int64)
+        best = ids[np.argpartition(-scores, want - 1)[:want]] if want > 0 else np.zeros(0, dtype=np.int64)
         best = best[np.lexsort((best, -masked[best]))]
         if site_overlap is None:
             return best
@@ -286,12 +319,19 @@ def rank_analogues(
     """
     queries = query_vectors(vectors, positives, negatives, negative_weight)
     score, which = best_scores(vectors, queries)
-    return _rank(score, which, table, positives, deposits, exclusion_m=exclusion_m, top=top, names=names,
-                 site_overlap=site_overlap)
+    return rank_scored(score, which, table, positives, deposits, exclusion_m=exclusion_m, top=top, names=names,
+                       site_overlap=site_overlap, negatives=negatives)
 
 
-def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray], deposits: Sequence[Any], *,
-          exclusion_m: float, top: int, names: Sequence[str] | None, site_overlap: float | None) -> Any:
+def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray],
+                deposits: Sequence[Any], *, exclusion_m: float, top: int, names: Sequence[str] | None,
+                site_overlap: float | None, negatives: list[np.ndarray] | None = None) -> Any:
+    """The ranking of :func:`rank_analogues` from scores already computed (``score``: best cosine of
+    every tile, -inf for a tile not scored; ``which``: the query that gave it, 0 = the set).
+
+    ``outcrop serve`` scores only the index's candidates and ranks them here, so that a search from
+    the map and ``outcrop analogues`` exclude, suppress and measure distances with the same code.
+    """
     import pandas as pd
     import shapely
 
@@ -299,7 +339,7 @@ def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.n
     geoms = np.asarray(deposits, dtype=object)
     if not (len(names) == len(positives) == len(geoms)):
         raise OutcropError(f"{len(names)} names and {len(geoms)} deposits for {len(positives)} positive groups")
-    masked = np.where(excluded_ids(table, geoms, positives, exclusion_m), -np.inf, score)
+    masked = np.where(excluded_ids(table, geoms, positives, exclusion_m, negatives), -np.inf, score)
     best = top_sites(masked, table, top, site_overlap)
     n = len(best)
     centres = np.asarray(table.geometry.values[best].centroid)
@@ -315,8 +355,9 @@ def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.n
         "rank": np.arange(1, n + 1, dtype=np.int64),
         "score": score[best].astype(np.float64),
         "id": best.astype(np.int64),
-        "scene": table["scene"].to_numpy()[best],
-        "tile_id": table["tile_id"].to_numpy()[best],
+        # Rows taken before converting: a whole column of a million Arrow strings takes 80 ms to convert.
+        "scene": table["scene"].take(best).to_numpy(),
+        "tile_id": table["tile_id"].take(best).to_numpy(),
         "nearest_positive": np.array(names, dtype=object)[nearest] if n else np.array([], dtype=object),
         "distance_km": dist / 1000.0,
         "query": query_names[which[best]],
@@ -344,8 +385,6 @@ def find_analogues(
 
     ``site_overlap``: see :func:`rank_analogues`; the similarity rasters hold every tile's score.
     """
-    import geopandas as gpd
-
     _, table = load_index(index_path, table_path)
     vectors = table_vectors(table, embedding_paths)
     deposits = read_deposits(deposits_path, table.crs)
@@ -353,24 +392,45 @@ def find_analogues(
     log(f"{len(deposits)} deposits select {sum(len(p) for p in positives)} positive tiles")
     negatives = None
     if negatives_path is not None:
-        negatives = _positives_of(negatives_path, table, read_deposits(negatives_path, table.crs), buffer_m)
+        negatives = _positives_of(negatives_path, table, read_deposits(negatives_path, table.crs, role="negatives"),
+                                  buffer_m)
     queries = query_vectors(vectors, positives, negatives)
     score, which = best_scores(vectors, queries)
-    ranked = _rank(score, which, table, positives, deposits.geometry.to_numpy(), exclusion_m=exclusion_km * 1000.0,
-                   top=top, names=deposits["name"].tolist(), site_overlap=site_overlap)
-    geoms = table.geometry.values[ranked["id"].to_numpy()]
-    centres = gpd.GeoSeries(geoms, crs=table.crs).centroid.to_crs("EPSG:4326")
-    ranked["lon"] = centres.x.to_numpy()
-    ranked["lat"] = centres.y.to_numpy()
-    ranked = ranked[RESULT_COLUMNS]
-    write_geodataframe(out_gpkg, gpd.GeoDataFrame(ranked, geometry=geoms, crs=table.crs), layer="analogues")
-    write_csv(ranked, out_csv, float_format="%.6f")  # deposit names: formula-safe for spreadsheets
+    ranked = rank_scored(score, which, table, positives, deposits.geometry.to_numpy(), exclusion_m=exclusion_km * 1000.0,
+                         top=top, names=deposits["name"].tolist(), site_overlap=site_overlap, negatives=negatives)
+    ranked = analogue_table(ranked, table)
+    write_geodataframe(out_gpkg, ranked, layer="analogues")
+    with atomic_path(out_csv) as tmp:
+        tmp.write_text(analogues_csv(ranked), encoding="utf-8")
     layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
                           table["size"].to_numpy())
     for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):
         write_cog(Path(similarity_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
                   "nodata": np.nan}, band_names=["similarity"], resampling="average")
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
+
+
+def analogue_table(ranked: Any, table: Any, to_lonlat: Any = None) -> Any:
+    """Ranked analogues as written to ``analogues.gpkg``: :data:`RESULT_COLUMNS` (lon/lat of each
+    tile's centre added) and the tile footprints, in the table's CRS. ``to_lonlat``: a pyproj
+    transformer from the table's CRS to EPSG:4326, made here when not given."""
+    import geopandas as gpd
+    import shapely
+    from pyproj import Transformer
+
+    geoms = table.geometry.values[ranked["id"].to_numpy()]
+    centres = shapely.centroid(np.asarray(geoms))
+    to_lonlat = to_lonlat or Transformer.from_crs(table.crs, "EPSG:4326", always_xy=True)
+    lon, lat = to_lonlat.transform(shapely.get_x(centres), shapely.get_y(centres))
+    ranked = ranked.assign(lon=np.asarray(lon, dtype=np.float64), lat=np.asarray(lat, dtype=np.float64))
+    return gpd.GeoDataFrame(ranked[RESULT_COLUMNS], geometry=geoms, crs=table.crs)
+
+
+def analogues_csv(ranked: Any) -> str:
+    """The analogues as CSV text (:data:`RESULT_COLUMNS`, no geometry): the one writer of analogue
+    tables as CSV, for the run's ``analogues.csv`` and ``outcrop serve``'s export; deposit names
+    are made formula-safe for spreadsheets (:mod:`outcrop.csvfile`)."""
+    return csv_text(ranked[RESULT_COLUMNS], float_format="%.6f")
 
 
 def _positives_of(path: Path, table: Any, deposits: Any, buffer_m: float) -> list[np.ndarray]:
