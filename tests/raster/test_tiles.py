@@ -9,6 +9,7 @@ from shapely.geometry import box
 
 from outcrop import OutcropError
 from outcrop.io import load_npy, write_prepared
+from outcrop.raster.tile_store import TileArray, open_tiles
 from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, WATER
 from outcrop.raster.tiles import read_tile_table, tile_origins, tile_scene
 
@@ -37,10 +38,10 @@ def test_tiles_match_the_scene_pixels_and_table(tmp_path):
     refl, mask = _prepared(tmp_path / "s.tif")
     n = tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s",
                    size=16, stride=16, min_valid=1.0)
-    tiles = load_npy(tmp_path / "t.npy")
+    tiles = open_tiles(tmp_path / "t.npy")
     table = read_tile_table(tmp_path / "t.parquet")
     assert tiles.shape == (n, 4, 16, 16) and tiles.dtype == np.float32
-    assert isinstance(tiles, np.memmap)
+    assert isinstance(tiles, TileArray) and isinstance(tiles.blocks, np.memmap)
     assert len(table) == n and table.crs.to_epsg() == 3031
     assert list(table.tile_id) == list(range(n))
     # Each tile equals the scene pixels at its row/col (within the uint16 encoding step).
@@ -116,7 +117,8 @@ def test_an_all_cloud_scene_gives_an_empty_tile_table_and_array(tmp_path):
     n = tile_scene(tmp_path / "c.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="c",
                    size=16, stride=8, min_valid=0.9, log=lines.append)
     assert n == 0
-    tiles = load_npy(tmp_path / "t.npy")
+    assert load_npy(tmp_path / "t.npy").shape == (0, 4, 16, 16)
+    tiles = open_tiles(tmp_path / "t.npy")
     assert tiles.shape == (0, 4, 16, 16) and tiles.dtype == np.float32
     table = read_tile_table(tmp_path / "t.parquet")
     assert len(table) == 0 and table.crs.to_epsg() == 3031
@@ -150,7 +152,7 @@ def test_nodata_pixels_of_kept_tiles_are_filled_with_the_tile_band_mean(tmp_path
     refl, _ = _prepared(tmp_path / "s.tif")
     tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s",
                size=16, stride=16, min_valid=0.9)
-    tiles = load_npy(tmp_path / "t.npy")
+    tiles = open_tiles(tmp_path / "t.npy")
     table = read_tile_table(tmp_path / "t.parquet")
     partial = table.index[table.valid < 1.0]
     assert len(partial) > 0 and np.isfinite(tiles).all()

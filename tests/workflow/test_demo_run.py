@@ -10,6 +10,7 @@ import pandas as pd
 import pyogrio
 import rasterio
 
+from outcrop.raster.tile_store import open_tiles
 from tests.workflow.conftest import TINY_CONFIG, snakemake
 
 SCENES = ["demo_1", "demo_2", "demo_3"]
@@ -32,7 +33,8 @@ def test_every_output_exists(demo_run):
 def test_tile_tables_and_arrays_agree(demo_run):
     for scene in SCENES:
         table = gpd.read_parquet(demo_run / "results" / "tiles" / f"{scene}.parquet")
-        tiles = np.load(demo_run / "results" / "tiles" / f"{scene}.npy", mmap_mode="r")
+        tiles = open_tiles(demo_run / "results" / "tiles" / f"{scene}.npy")
+        assert np.load(demo_run / "results" / "tiles" / f"{scene}.npy", mmap_mode="r").dtype == np.uint16  # blocks
         emb = np.load(demo_run / "results" / "embeddings" / f"{scene}.npy")
         assert table.crs.to_epsg() == 3031
         assert {"tile_id", "scene", "row", "col", "rock", "snow_ice", "water", "cloud"} <= set(table.columns)

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from outcrop.figures.map_furniture import furnish, raster_extent
-from outcrop.io import atomic_path, load_npy
+from outcrop.io import atomic_path
+from outcrop.raster.tile_store import open_tiles
 from outcrop.search.clusters import Clustering, exemplars_by_similarity, label_nodata, palette, scene_label_rasters
 from outcrop.search.index import scene_of
 
@@ -62,7 +63,7 @@ def _write_exemplars(path: Path, table: Any, picks: list[np.ndarray], tiles_path
     opened: dict[str, np.ndarray] = {}
     for row in np.concatenate(picks):
         if scenes[row] not in opened:
-            opened[scenes[row]] = load_npy(by_scene[scenes[row]])
+            opened[scenes[row]] = open_tiles(by_scene[scenes[row]])
         tiles = opened[scenes[row]]
         img = np.asarray(tiles[tile_ids[row]])[rgb]
         thumbs[int(row)] = np.moveaxis(np.repeat(img, 3 // len(rgb), axis=0) if len(rgb) < 3 else img, 0, -1)

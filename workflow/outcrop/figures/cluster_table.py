@@ -20,7 +20,8 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.csvfile import read_csv
-from outcrop.io import atomic_path, load_npy, read_geoparquet
+from outcrop.io import atomic_path, read_geoparquet
+from outcrop.raster.tile_store import open_tiles
 from outcrop.figures.projection import finest_level
 from outcrop.figures.quicklook import composite_bands
 
@@ -68,7 +69,7 @@ def _thumbnails(table: Any, picks: list[np.ndarray], tiles_paths: Sequence[Path]
         if scene not in by_scene:
             raise OutcropError(f"cluster table: no tiles/{scene}.npy given for scene {scene!r}")
         if scene not in opened:
-            opened[scene] = load_npy(by_scene[scene])
+            opened[scene] = open_tiles(by_scene[scene])
         images[row] = np.asarray(opened[scene][tile_ids[row]], dtype=np.float64)[channels]
     if not images:
         return {}

@@ -38,11 +38,12 @@ from torch import nn
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.learning.encoder import load_encoder, resolve_device
-from outcrop.io import load_npy, save_npy
+from outcrop.io import save_npy
 from outcrop.runtime.pages import release_pages
 from outcrop.learning.precision import amp_dtype, autocast
 from outcrop.learning.symmetry import orientations, posed
 from outcrop.raster.spectra import tile_spectra
+from outcrop.raster.tile_store import open_tiles
 
 
 def inference_layout(device: torch.device) -> torch.memory_format:
@@ -184,7 +185,7 @@ def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_siz
     the scene's tile table (``table_path``, by default the ``.parquet`` beside the array, as the
     tiles stage writes it): it says where each tile lies, so which tiles are its neighbours.
     """
-    tiles = load_npy(tiles_path)
+    tiles = open_tiles(tiles_path, table_path)
     model, metadata = load_encoder(model_path, device=device, expect_bands=bands)
     if tiles.ndim != 4 or tiles.shape[1] != len(metadata["bands"]):
         raise OutcropError(f"{tiles_path}: tiles of shape {tuple(tiles.shape)} do not match the "

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from outcrop import OutcropError
-from outcrop.io import load_npy
 from outcrop.raster.spectra import tile_spectra
+from outcrop.raster.tile_store import open_tiles
 from outcrop.runtime.pages import release_pages
 
 
@@ -24,7 +25,7 @@ from outcrop.runtime.pages import release_pages
 class TrainingTiles:
     """The chosen rows of several scenes' tile arrays, addressed as one sequence 0..N-1."""
 
-    arrays: list[np.ndarray]  # memory-mapped (N_s, C, H, W) float32 per scene
+    arrays: list[Any]  # per scene: (N_s, C, H, W) float32 tiles, memory-mapped (outcrop.raster.tile_store)
     scene_of: np.ndarray  # (N,) index into ``arrays``
     row_of: np.ndarray  # (N,) row within that scene's array
 
@@ -79,7 +80,7 @@ def open_training_tiles(tile_paths: Sequence[Path], table_paths: Sequence[Path],
     arrays, scene_of, row_of = [], [], []
     shape = None
     for s, (tile_path, table_path) in enumerate(zip(tile_paths, table_paths)):
-        array = load_npy(tile_path)
+        array = open_tiles(tile_path, table_path)
         if array.ndim != 4 or array.dtype != np.float32:
             raise OutcropError(f"{tile_path}: expected float32 tiles (N, C, H, W), got {array.dtype} "
                                f"{array.shape}")

@@ -108,7 +108,7 @@ def tile_scene(
         tile_rows, tile_cols, frac_all = _scan_kept_tiles(src, rows, cols, size, min_valid, aoi, aoi_name,
                                                           scene_id, log)
         n = len(tile_rows)
-        _write_tile_array(src, out_tiles, tile_rows, tile_cols, size, len(bands), scene_id, log)
+        _write_tile_array(src, out_tiles, tile_rows, tile_cols, size, stride, len(bands), scene_id, log)
 
     table = _tile_table(transform, src.crs, scene_id, tile_rows, tile_cols, frac_all, size)
     write_geodataframe(out_table, table)
@@ -161,31 +161,14 @@ def _scan_kept_tiles(src: Any, rows: np.ndarray, cols: np.ndarray, size: int, mi
 
 
 def _write_tile_array(src: Any, out_tiles: str | Path, tile_rows: np.ndarray, tile_cols: np.ndarray,
-                      size: int, n_bands: int, scene_id: str, log: Callable[[str], None]) -> None:
-    """Pass 2: reflectance of the kept tiles, strip by strip, appended to the .npy file in tile
-    order (plain writes: a fresh memory map would fault in the whole array page by page)."""
-    from rasterio.windows import Window
+                      size: int, stride: int, n_bands: int, scene_id: str, log: Callable[[str], None]) -> None:
+    """Pass 2: the prepared codes of the kept tiles' pixels, once each, as the block store of
+    :mod:`outcrop.raster.tile_store` (read back as tiles by :func:`~outcrop.raster.tile_store.open_tiles`)."""
+    from outcrop.raster.tile_store import write_tile_blocks
 
-    n = len(tile_rows)
-    mask_band = src.count
-    with atomic_path(out_tiles) as tmp, open(tmp, "wb") as fh:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-                  "shape": (n, n_bands, size, size)}
-        np.lib.format.write_array_header_1_0(fh, header)
-        unique_rows = np.unique(tile_rows)
-        cut = Progress(f"tiles: {scene_id}: cutting", len(unique_rows), "strips", log)
-        written = 0
-        for j, r in enumerate(unique_rows):
-            sel_cols = tile_cols[tile_rows == r]
-            strip = decode_reflectance(src.read(list(range(1, mask_band)),
-                                                window=Window(0, int(r), src.width, size)))
-            windows = np.lib.stride_tricks.sliding_window_view(strip, size, axis=2)[:, :, sel_cols]
-            block = np.ascontiguousarray(windows.transpose(2, 0, 1, 3))  # (n, C, size, size)
-            fh.write(memoryview(np.ascontiguousarray(_fill_gaps(block))).cast("B"))
-            written += len(sel_cols)
-            cut.update(j + 1)
-        if written != n:  # the header promised n tiles; never leave a file that lies
-            raise RuntimeError(f"{out_tiles}: wrote {written} tiles, expected {n}")
+    blocks = write_tile_blocks(src, out_tiles, tile_rows, tile_cols, size=size, stride=stride, n_bands=n_bands,
+                               what=f"tiles: {scene_id}: cutting", log=log)
+    log(f"tiles: {scene_id}: {len(tile_rows)} tiles stored as {blocks} blocks of the prepared pixels")
 
 
 def _tile_table(transform: Any, crs: Any, scene_id: str, tile_rows: np.ndarray, tile_cols: np.ndarray,

@@ -224,7 +224,9 @@ def palette(n: int) -> np.ndarray:
 
 def tile_spectra(tiles_path: str | os.PathLike[str], tile_ids: np.ndarray) -> np.ndarray:
     """Mean reflectance per band of the given tiles (M, C), read in batches from the memory map."""
-    tiles = load_npy(tiles_path)
+    from outcrop.raster.tile_store import open_tiles
+
+    tiles = open_tiles(tiles_path)
     if tiles.ndim != 4:
         raise OutcropError(f"{tiles_path}: expected (N, C, H, W) tiles, got shape {tiles.shape}")
     out = np.empty((len(tile_ids), tiles.shape[1]), dtype=np.float64)

@@ -20,6 +20,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import load_npy, write_json
+from outcrop.raster.tile_store import open_tiles
 
 UNIT_PURITY = 0.6  # a tile is labelled with a rock unit when that unit covers this share of it
 HIDDEN_OVERLAP = 0.3  # a hidden deposit is found when a reported tile covers this share of it
@@ -223,7 +224,7 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
                                "give one per scene, in the order of --scenes")
     _, table = load_index(Path(index), Path(index_table))
     emb = {s: load_npy(Path(p)) for s, p in zip(scenes, embeddings)}
-    tile_arrays = {s: load_npy(Path(p)) for s, p in zip(scenes, tiles)}
+    tile_arrays = {s: open_tiles(Path(p)) for s, p in zip(scenes, tiles)}
     missing = set(table.scene) - set(scenes)
     if missing:
         raise OutcropError(f"{index_table}: indexes scenes not listed: {sorted(missing)}")

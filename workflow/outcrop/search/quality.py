@@ -32,6 +32,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import load_npy, write_json
+from outcrop.raster.tile_store import open_tiles
 
 MIN_DEPOSITS = 3  # fewer leaves one or no deposit to search with: no honest leave-one-out
 REID_QUERIES = 2000  # query tiles per overlapping scene pair, a seeded sample past this
@@ -218,10 +219,10 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     emb_of = dict(zip(scenes, embeddings))
     tiles_of = dict(zip(scenes, tiles))
     emb = {s: load_npy(Path(emb_of[s])) for s in present}
-    tiles = {s: load_npy(Path(tiles_of[s])) for s in present}
+    tables_of = dict(zip(scenes, tables)) if tables is not None else {}
+    tiles = {s: open_tiles(Path(tiles_of[s]), tables_of.get(s)) for s in present}
     metrics["tiles"] = int(len(table))
     weights = (spectral_weight, context_weight)
-    tables_of = dict(zip(scenes, tables)) if tables is not None else {}
     size = int(table["size"].iloc[0]) if len(table) else 0
 
     def blocks(parts: Sequence[tuple[str, np.ndarray]]) -> np.ndarray | None:
