@@ -105,6 +105,11 @@ def input_mb(scene: Scene) -> float:
     return total / 1e6
 
 
+def written_mb(work: Path) -> dict:
+    """MB of each file a variant left (COG, tile array, table): the bytes it wrote, temporaries aside."""
+    return {p.name: round(p.stat().st_size / 1e6, 1) for p in sorted(work.iterdir()) if p.suffix != ".vrt"}
+
+
 def run_read(scene: Scene, _: Path) -> dict:
     import rasterio
 
@@ -160,7 +165,8 @@ def run_gdal(scene: Scene, work: Path) -> dict:
            "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": CRS.from_user_input(crs.to_wkt()).to_json_dict()}}}
     table = table.replace_schema_metadata({b"geo": json.dumps(geo).encode()})
     pq.write_table(table, work / "tiles.parquet")
-    return {"tiles": rows * cols, "shape": [rows * cols, c, SIZE, SIZE], "cog_mb": round(cog.stat().st_size / 1e6, 1)}
+    return {"tiles": rows * cols, "shape": [rows * cols, c, SIZE, SIZE], "cog_mb": round(cog.stat().st_size / 1e6, 1),
+            "written_mb": written_mb(work)}
 
 
 def run_outcrop(scene: Scene, work: Path) -> dict:
@@ -175,8 +181,11 @@ def run_outcrop(scene: Scene, work: Path) -> dict:
                   log=lambda _: None)
     n = tile_scene(prepared, work / "tiles.npy", work / "tiles.parquet", scene_id=scene.name, size=SIZE,
                    stride=STRIDE, min_valid=0.0, log=lambda _: None)
-    tiles = np.load(work / "tiles.npy", mmap_mode="r")
-    return {"tiles": n, "shape": list(tiles.shape), "cog_mb": round(prepared.stat().st_size / 1e6, 1)}
+    from outcrop.raster.tile_store import open_tiles
+
+    tiles = open_tiles(work / "tiles.npy")
+    return {"tiles": n, "shape": list(tiles.shape), "cog_mb": round(prepared.stat().st_size / 1e6, 1),
+            "written_mb": written_mb(work)}
 
 
 def run_torchgeo(scene: Scene, _: Path) -> dict:

@@ -47,7 +47,7 @@ from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodatafram
 from outcrop.raster.surfaces import ground_fraction
 from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions
 from outcrop.search.incremental import cached_digest, file_cache, file_digest, given_files, unchanged
-from outcrop.search.index_table import IndexTable, write_index_table
+from outcrop.search.index_table import IndexTable, append_index_table, write_index_table
 from outcrop.search.vectors import (VectorSource, embedding_source, exact_top_k, is_quantised, rerank,
                                     rerank_count)
 
@@ -506,7 +506,7 @@ def build_index(
         faiss.write_index(built.index, str(tmp))
     if info_extra["built"] == "trained":
         write_index_table(out_table, parts_table(parts))
-    else:  # an add: the kept table's rows, then the new scenes' (ids continuing)
+    else:  # an add: the new scenes' rows appended in place to the kept table (ids continuing)
         from outcrop.search.incremental import link_or_copy
 
         kept_table = Path(state_dir) / "tiles.parquet"
@@ -514,13 +514,15 @@ def build_index(
         if new:
             table = parts_table(new)
             table["id"] += count - len(table)
-            write_index_table(out_table, table, kept=kept_table)
-        else:
-            link_or_copy(kept_table, out_table)
+            append_index_table(kept_table, table)
+        link_or_copy(kept_table, out_table)
     if state_dir is not None:
+        from outcrop.parquet_append import commit
+
         cache = given_files(cache, [*embedding_paths, *table_paths])
         save_index_state(Path(state_dir), out_index, out_table, built, parts, settings, cache,
                          retrained=info_extra["built"] == "trained")
+        commit(Path(state_dir) / "tiles.parquet")
     write_json(out_info, info)
     log(f"wrote {built.kind} index of {count} vectors ({info_extra['built']}), recall@{k} {built.recall:.3f}")
 
@@ -580,6 +582,10 @@ def add_to_index(state_dir: Path, parts: Sequence[ScenePart], settings: dict[str
     names = {e["scene"] for e in kept}
     new = [p for p in parts if p.scene not in names]
     ordered = [by_scene[e["scene"]] for e in kept] + new
+    from outcrop.parquet_append import restore
+
+    if restore(state_dir / "tiles.parquet"):
+        log("an add that did not finish was undone: the kept id table is as the state lists it")
     try:
         index = read_index(state_dir / "index.faiss")
         kept_table = IndexTable.open(state_dir / "tiles.parquet")

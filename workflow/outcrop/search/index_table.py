@@ -15,8 +15,8 @@ and decodes footprints of those rows only. The file stays plain GeoParquet: ever
 (geopandas) reads it whole as before. A table without the key (an older run) is still read
 correctly, only without the spatial shortcut.
 
-Adding a scene appends its rows: the kept table's row groups are copied as Arrow data (no pandas,
-no geometry decoding), then the new rows follow in new row groups with their bounds.
+Adding a scene appends its rows in place (:func:`append_index_table`, :mod:`outcrop.parquet_append`):
+the new rows follow in new row groups with their bounds, and the kept rows are not read or written.
 """
 
 from __future__ import annotations
@@ -94,6 +94,38 @@ def write_index_table(path: Path, new: Any, *, kept: Path | None = None, row_gro
                     writer.write_table(old.read_row_group(i).cast(schema), row_group_size=row_group)
             if len(new):
                 writer.write_table(table.cast(schema), row_group_size=row_group)
+
+
+def append_index_table(path: Path, new: Any, *, row_group: int = ROW_GROUP) -> None:
+    """Append ``new`` (a GeoDataFrame whose ids continue the table's) to the id table ``path`` in place.
+
+    The footer's row-group records and GeoParquet bounding box are extended; the kept rows' bytes
+    stay as they are. The undo record is kept until :func:`outcrop.parquet_append.commit`.
+    """
+    import pyarrow.parquet as pq
+
+    from outcrop.parquet_append import append_table
+
+    kept = IndexTable.open(Path(path))
+    groups = kept.groups_meta()
+    start = int(groups[-1][0] + groups[-1][1]) if groups else 0
+    if len(new) and int(new["id"].iloc[0]) != start:
+        raise ValueError(f"new ids start at {int(new['id'].iloc[0])}, the kept table ends at {start}")
+    if not len(new):
+        return
+    table = _arrow(new)
+    old_schema = pq.ParquetFile(path).schema_arrow
+    meta = dict(old_schema.metadata or {})
+    geo = json.loads(meta[b"geo"])
+    box = json.loads(table.schema.metadata[b"geo"])["columns"]["geometry"].get("bbox")
+    old_box = geo["columns"]["geometry"].get("bbox")
+    if box and old_box:
+        geo["columns"]["geometry"]["bbox"] = [min(old_box[0], box[0]), min(old_box[1], box[1]),
+                                              max(old_box[2], box[2]), max(old_box[3], box[3])]
+    meta[b"geo"] = json.dumps(geo).encode()
+    meta[META_KEY] = json.dumps({"row_groups": groups + _group_bounds(new.geometry.to_numpy(), start, row_group)}).encode()
+    schema = old_schema.with_metadata(meta)
+    append_table(path, table.select(schema.names).cast(schema), row_group_size=row_group, keep_tail=True)
 
 
 @dataclass
