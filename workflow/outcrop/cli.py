@@ -422,7 +422,8 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         state_dir=Path(args.state_dir) if args.state_dir else None, log=_log,
     )
     write_cluster_figures(clustering, args.prepared, args.tiles, Path(args.out_dendrogram), Path(args.maps_dir),
-                          out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None)
+                          out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None,
+                          state_dir=Path(args.state_dir) if args.state_dir else None)
 
 
 def _add_kept_state_options(p: argparse.ArgumentParser, section: str, verb: str, state_help: str) -> None:

@@ -31,23 +31,38 @@ DPI = 110
 
 
 def write_cluster_figures(clustering: Clustering, prepared_paths: Sequence[Path], tiles_paths: Sequence[Path],
-                          out_dendrogram: Path, maps_dir: Path, out_exemplars: Path | None = None) -> None:
+                          out_dendrogram: Path, maps_dir: Path, out_exemplars: Path | None = None,
+                          state_dir: Path | None = None) -> None:
     """The dendrogram, a map ``maps_dir/{scene}.png`` for every scene given (all nodata where none of
     its tiles were indexed) and, with ``out_exemplars``, a PNG grid of the tiles nearest each
-    centroid of the largest k."""
+    centroid of the largest k.
+
+    With ``state_dir`` (the clusters' kept state, :mod:`outcrop.search.cluster_outputs`) the maps
+    are drawn there and linked into ``maps_dir``: only the scenes of ``clustering.drawn`` (those
+    added) are drawn when it is set, the others' maps are linked as they are.
+    """
+    from outcrop.search.cluster_outputs import link_tree
+
     _write_dendrogram(out_dendrogram, clustering.linkage, clustering.sizes, clustering.cuts)
     names = list(clustering.levels)
     _, nodata = label_nodata(clustering)
-    colours = palette(int(max(labels.max() for labels in clustering.levels.values())) + 1)
-    for scene, grid, raster, transform in scene_label_rasters(clustering, prepared_paths):
-        write_cluster_map(Path(maps_dir) / f"{scene}.png", scene, raster, transform, grid.crs, names, nodata, colours)
+    colours = palette(max(clustering.level_counts().values()))
+    drawn = [p for p in prepared_paths if clustering.drawn is None or scene_of(p) in set(clustering.drawn)]
+    target = Path(state_dir) / "maps" if state_dir is not None else Path(maps_dir)
+    for scene, grid, raster, transform in scene_label_rasters(clustering, drawn):
+        write_cluster_map(target / f"{scene}.png", scene, raster, transform, grid.crs, names, nodata, colours)
+    if state_dir is not None:
+        link_tree(target, Path(maps_dir), [scene_of(p) for p in prepared_paths])
     if out_exemplars is not None:
-        picks = exemplars_by_similarity(clustering.similarity, clustering.levels[clustering.finest],
-                                        len(clustering.sizes))
-        _write_exemplars(out_exemplars, clustering.table, picks, tiles_paths, clustering.bands)
+        picks = clustering.exemplar_tiles
+        if picks is None:
+            scenes, tile_ids = clustering.table["scene"].to_numpy(), clustering.table["tile_id"].to_numpy()
+            picks = [[(str(scenes[r]), int(tile_ids[r])) for r in rows] for rows in exemplars_by_similarity(
+                clustering.similarity, clustering.levels[clustering.finest], len(clustering.sizes))]
+        _write_exemplars(out_exemplars, picks, tiles_paths, clustering.bands)
 
 
-def _write_exemplars(path: Path, table: Any, picks: list[np.ndarray], tiles_paths: Sequence[Path],
+def _write_exemplars(path: Path, picks: list[list[tuple[str, int]]], tiles_paths: Sequence[Path],
                      bands: list[str]) -> None:
     """A grid of true-colour (or first-three-band) thumbnails: one row per cluster."""
     import matplotlib
@@ -58,15 +73,13 @@ def _write_exemplars(path: Path, table: Any, picks: list[np.ndarray], tiles_path
     rgb = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) \
         else list(range(min(3, len(bands))))
     by_scene = {scene_of(p): p for p in tiles_paths}
-    scenes, tile_ids = table["scene"].to_numpy(), table["tile_id"].to_numpy()
-    thumbs: dict[int, np.ndarray] = {}
-    opened: dict[str, np.ndarray] = {}
-    for row in np.concatenate(picks):
-        if scenes[row] not in opened:
-            opened[scenes[row]] = open_tiles(by_scene[scenes[row]])
-        tiles = opened[scenes[row]]
-        img = np.asarray(tiles[tile_ids[row]])[rgb]
-        thumbs[int(row)] = np.moveaxis(np.repeat(img, 3 // len(rgb), axis=0) if len(rgb) < 3 else img, 0, -1)
+    thumbs: dict[tuple[str, int], np.ndarray] = {}
+    opened: dict[str, Any] = {}
+    for scene, tile in (pick for rows in picks for pick in rows):
+        if scene not in opened:
+            opened[scene] = open_tiles(by_scene[scene])
+        img = np.asarray(opened[scene][tile])[rgb]
+        thumbs[(scene, tile)] = np.moveaxis(np.repeat(img, 3 // len(rgb), axis=0) if len(rgb) < 3 else img, 0, -1)
     stack = np.stack(list(thumbs.values()))
     lo, hi = np.percentile(stack, [2, 98])  # one stretch for all, so brightness compares across clusters
     cols = max(len(p) for p in picks)
@@ -77,7 +90,7 @@ def _write_exemplars(path: Path, table: Any, picks: list[np.ndarray], tiles_path
             ax.set_xticks([])
             ax.set_yticks([])
             if j < len(rows):
-                ax.imshow(np.clip((thumbs[int(rows[j])] - lo) / max(hi - lo, 1e-6), 0, 1), interpolation="nearest")
+                ax.imshow(np.clip((thumbs[rows[j]] - lo) / max(hi - lo, 1e-6), 0, 1), interpolation="nearest")
             else:
                 ax.axis("off")
         axes[c, 0].set_ylabel(str(c), rotation=0, ha="right", va="center", fontsize=8)

@@ -12,6 +12,7 @@ Cutting it at ``c`` clusters gives the ``h{c}`` labels.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.raster.geo import infer_layout, scene_band_names, scene_rasters
-from outcrop.search.incremental import cached_digest
+from outcrop.search.cluster_outputs import Summary, fingerprint, link_tree
+from outcrop.search.incremental import cached_digest, link_or_copy
+from outcrop.search.index_table import IndexTable
 from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
 from outcrop.search.vectors import VectorSource, table_source
 from outcrop.csvfile import write_csv
@@ -259,6 +262,16 @@ class Clustering:
     sizes: np.ndarray  # tiles per cluster of the largest k
     cuts: list[int]
     bands: list[str]
+    exemplar_tiles: list[list[tuple[str, int]]] | None = None  # (scene, tile id) nearest each centroid
+    drawn: tuple[str, ...] | None = None  # the scenes whose maps change (None: every scene given)
+    layout: Any = None  # the run's tile size and stride (None: inferred from ``table``)
+    counts: dict[str, int] | None = None  # clusters per level (None: from the labels of ``levels``)
+
+    def level_counts(self) -> dict[str, int]:
+        """Clusters per level: the colours and class names of every map and raster depend on it."""
+        if self.counts is not None:
+            return dict(self.counts)
+        return {name: int(labels.max()) + 1 for name, labels in self.levels.items()}
 
     @property
     def finest(self) -> str:
@@ -305,6 +318,12 @@ def cluster_tiles(
         raise OutcropError("clusters: no k given")
     if not (len(embedding_paths) == len(tiles_paths) == len(prepared_paths)):
         raise OutcropError("clusters: embeddings, tiles and prepared scenes must be given per scene, aligned")
+    if state_dir is not None and not retrain:
+        added = _add_scenes(Path(index_table), embedding_paths, tiles_paths, prepared_paths, out_gpkg, out_parquet,
+                            out_summary, Path(rasters_dir), ks=ks, cuts=cuts, seed=seed, sample=sample,
+                            state_dir=Path(state_dir), drift_max=drift_max, log=log)
+        if added is not None:
+            return added
     table = read_geoparquet(index_table)
     by_scene = {scene_of(p): Path(p) for p in embedding_paths}
 
@@ -380,27 +399,195 @@ def cluster_tiles(
     for c in cuts:
         levels[f"h{c}"] = cut_hierarchy(linkage, kmax, c)[finest]
 
-    out = table[["id", "scene", "tile_id", "row", "col", "size"]].copy()
-    for name, labels in levels.items():
-        out[name] = labels.astype(np.int64)
-    for col in FRACTIONS:
-        out[col] = table[col].to_numpy()
-    out = out.set_geometry(table.geometry.values, crs=table.crs)
-    write_geodataframe(out_parquet, out)
-    write_geodataframe(out_gpkg, out, layer="clusters")
+    out = labels_frame(table, levels)
+    kept_outputs = Path(state_dir) if state_dir is not None else None
+    if kept_outputs is not None:  # written in the state folder, linked into place (cluster_outputs)
+        for name in ("rasters", "maps"):
+            shutil.rmtree(kept_outputs / name, ignore_errors=True)
+        write_geodataframe(kept_outputs / "labels.parquet", out)
+        write_geodataframe(kept_outputs / "labels.gpkg", out, layer="clusters")
+        link_or_copy(kept_outputs / "labels.parquet", out_parquet)
+        link_or_copy(kept_outputs / "labels.gpkg", out_gpkg)
+    else:
+        write_geodataframe(out_parquet, out)
+        write_geodataframe(out_gpkg, out, layer="clusters")
 
     # Band means from a seeded sample: reading every indexed tile's pixels (10 million tiles: 290 GB)
     # each time a scene is added would cost the whole coast, for a table of per-cluster means.
     spectrum_rows = np.sort(np.random.default_rng(seed).choice(len(table), min(sample, len(table)), replace=False))
     bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths, spectrum_rows)
-    _write_summary(out_summary, levels, spectra, spectrum_rows, bands, table)
-    clustering = Clustering(table, levels, finest_sims, centroids, linkage, sizes, cuts, bands)
-    _write_label_rasters(clustering, prepared_paths, rasters_dir)
-    if state_dir is not None:
+    summary = Summary.empty({name: int(labels.max()) + 1 for name, labels in levels.items()}, len(bands))
+    summary.add(levels, scenes, table[list(FRACTIONS)].to_numpy(dtype=np.float64), spectrum_rows, spectra,
+                f"k{kmax}", finest_sims, table["tile_id"].to_numpy())
+    write_csv(summary.table(bands), out_summary, float_format="%.6g")
+    layout = infer_layout(scenes, table["row"].to_numpy(), table["col"].to_numpy(), table["size"].to_numpy())
+    clustering = Clustering(table, levels, finest_sims, centroids, linkage, sizes, cuts, bands,
+                            exemplar_tiles=summary.exemplars(), layout=layout, counts=summary.levels)
+    _write_label_rasters(clustering, prepared_paths, kept_outputs / "rasters" if kept_outputs else rasters_dir)
+    if kept_outputs is not None:
+        link_tree(kept_outputs / "rasters", Path(rasters_dir), [scene_of(p) for p in prepared_paths])
+        summary.save(kept_outputs / "summary.npz")
+        groups = IndexTable.open(Path(index_table)).groups_meta()
+        outputs = {"count": int(len(table)), "fingerprint": fingerprint(groups, len(table)),
+                   "levels": summary.levels, "cuts": cuts, "layout": [layout.size, layout.stride],
+                   "scenes": summary.scenes, "bands": bands, "linkage": linkage.tolist(),
+                   "sample_rate": len(spectrum_rows) / len(table)}
         incremental.save_cluster_state(Path(state_dir), cents, distances, digests, settings,
-                                       incremental.given_files(files, [embeddings_of(s) for s in digests]))
+                                       incremental.given_files(files, [embeddings_of(s) for s in digests]),
+                                       outputs=outputs)
     log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
     return clustering
+
+
+def _add_scenes(index_table: Path, embedding_paths: Sequence[Path], tiles_paths: Sequence[Path],
+                prepared_paths: Sequence[Path], out_gpkg: Path, out_parquet: Path, out_summary: Path,
+                rasters_dir: Path, *, ks: list[int], cuts: list[int], seed: int, sample: int, state_dir: Path,
+                drift_max: float, log: Callable[[str], Any]) -> Clustering | None:
+    """Label only the tiles of scenes added since the kept clustering (:mod:`outcrop.search.cluster_outputs`):
+    their rows are appended to the kept labels, their rasters written, every other output linked as
+    it is, the summary updated from the kept sums. None when the kept state cannot be extended (then
+    :func:`cluster_tiles` goes the whole way, which decides whether the centroids still hold).
+    """
+    import pyarrow.parquet as pq
+    import pyogrio
+
+    from outcrop.parquet_append import append_table, commit, restore
+    from outcrop.raster.geo import TileLayout
+    from outcrop.search import incremental
+
+    prior = incremental.read_state(state_dir / "state.json")
+    outputs = (prior or {}).get("outputs")
+    if not isinstance(outputs, dict) or outputs.get("cuts") != cuts:
+        return None
+    stored = {str(k): int(v) for k, v in (outputs.get("levels") or {}).items()}
+    names = [f"k{k}" for k in ks] + [f"h{c}" for c in cuts]
+    if set(stored) != set(names):
+        return None
+    levels_n = {name: stored[name] for name in names}  # in the order the full way writes them
+    by_scene = {scene_of(p): Path(p) for p in embedding_paths}
+    files = incremental.file_cache(prior)
+    digests = {s: cached_digest(p, files) for s, p in by_scene.items()}
+    kept_scenes = prior.get("scenes", {})
+    if any(digests.get(s) != d for s, d in kept_scenes.items()):
+        return None  # a kept scene is gone or changed: the whole way
+    new_scenes = [s for s in by_scene if s not in kept_scenes]
+    restore(state_dir / "labels.parquet")  # an add that did not finish
+    count = int(outputs["count"])
+    try:
+        opened = IndexTable.open(index_table)
+        groups = opened.groups_meta()
+        kept_gpkg = int(pyogrio.read_info(state_dir / "labels.gpkg", layer="clusters")["features"])
+        kept_parquet = pq.ParquetFile(state_dir / "labels.parquet").metadata.num_rows
+    except Exception:  # noqa: BLE001 - a missing or damaged kept output: the whole way
+        return None
+    if fingerprint(groups, count) != outputs.get("fingerprint") or kept_gpkg != count or kept_parquet != count:
+        log("kept cluster outputs do not match the index (rebuilt since, or damaged): clustering the whole way")
+        return None
+    summary = Summary.load(state_dir / "summary.npz", levels_n, list(outputs.get("scenes", [])))
+    centroids = {k: np.load(state_dir / f"centroids_k{k}.npy", allow_pickle=False) for k in ks
+                 if (state_dir / f"centroids_k{k}.npy").is_file()}
+    if summary is None or set(centroids) != set(ks):
+        return None
+    kmax = ks[-1]
+    linkage = np.asarray(outputs["linkage"], dtype=np.float64).reshape(-1, 4)
+    bands = list(outputs["bands"])
+    layout = TileLayout(*outputs["layout"])
+    # The new rows: the index table's rows past the kept ones (an add appends them).
+    first = int(np.searchsorted(opened.starts, count, side="right")) - 1
+    from geopandas.io.arrow import _arrow_to_geopandas
+
+    part = opened.file.read_row_groups(list(range(max(first, 0), opened.file.num_row_groups))) \
+        if opened.count > count else opened.file.read_row_group(0).slice(0, 0)
+    new = _arrow_to_geopandas(part.replace_schema_metadata(opened.file.schema_arrow.metadata))
+    new = new[new["id"].to_numpy() >= count].reset_index(drop=True)
+    new_rows = len(new)
+    if new_rows and not set(new["scene"].astype(str)) <= set(new_scenes):
+        log("the index's new rows are not all of new scenes: clustering the whole way")
+        return None
+    levels: dict[str, np.ndarray] = {}
+    sims = np.empty(0, np.float32)
+    if new_rows:
+        scenes = new["scene"].astype(str).to_numpy()
+        source = table_source(scenes, new["tile_id"].to_numpy(), lambda sc: by_scene[sc])
+        if source.dim != centroids[kmax].shape[1]:
+            return None
+        for k in ks:
+            labels, sim = assign_stream(source, centroids[k])
+            levels[f"k{k}"] = labels
+            if k == kmax:
+                sims = sim
+        distance = (prior.get("train_distance") or {}).get(f"k{kmax}")
+        drift = float(np.mean(1.0 - sims)) / max(float(distance or 0.0), 1e-12)
+        if drift > drift_max:
+            log(f"drift {drift:.3f} of the new tiles passes clusters.drift_max {drift_max}: clustering the whole way")
+            return None
+        for c in cuts:
+            levels[f"h{c}"] = cut_hierarchy(linkage, kmax, c)[levels[f"k{kmax}"]]
+        out = labels_frame(new, levels)
+        # Sampled for the band means at the rate of the kept sample, seeded by the scenes added.
+        rate = float(outputs.get("sample_rate", 1.0))
+        rng = np.random.default_rng([seed, len(summary.scenes), new_rows])
+        picked = np.sort(rng.choice(new_rows, min(new_rows, int(round(rate * new_rows))), replace=False))
+        if len(picked):
+            got_bands, spectra = _indexed_spectra(new, tiles_paths, prepared_paths, picked)
+            if got_bands != bands:
+                raise OutcropError(f"clusters: the new scenes' bands {got_bands} differ from the run's {bands}")
+        else:
+            spectra = np.zeros((0, len(bands)))
+        summary.add(levels, scenes, new[list(FRACTIONS)].to_numpy(dtype=np.float64), picked, spectra, f"k{kmax}",
+                    sims, new["tile_id"].to_numpy())
+        from geopandas.io.arrow import _geopandas_to_arrow
+
+        arrow = _geopandas_to_arrow(out, index=False)
+        kept_schema = pq.ParquetFile(state_dir / "labels.parquet").schema_arrow
+        append_table(state_dir / "labels.parquet", arrow.select(kept_schema.names).cast(
+            kept_schema.with_metadata(_merged_geo(kept_schema.metadata, arrow.schema.metadata))), keep_tail=True)
+        pyogrio.write_dataframe(out, state_dir / "labels.gpkg", layer="clusters", append=True)
+    link_or_copy(state_dir / "labels.parquet", out_parquet)
+    link_or_copy(state_dir / "labels.gpkg", out_gpkg)
+    write_csv(summary.table(bands), out_summary, float_format="%.6g")
+    clustering = Clustering(new, levels if new_rows else {n: np.empty(0, np.int64) for n in levels_n},
+                            sims, centroids[kmax], linkage, summary.size[f"k{kmax}"], cuts, bands,
+                            exemplar_tiles=summary.exemplars(), drawn=tuple(new_scenes), layout=layout,
+                            counts=levels_n)
+    drawn = [p for p in prepared_paths if scene_of(p) in set(new_scenes)]
+    _write_label_rasters(clustering, drawn, state_dir / "rasters")
+    link_tree(state_dir / "rasters", rasters_dir, list(by_scene))
+    summary.save(state_dir / "summary.npz")
+    total = count + new_rows
+    outputs.update(count=total, fingerprint=fingerprint(groups, total), scenes=summary.scenes)
+    incremental.save_cluster_state(state_dir, centroids, dict(prior.get("train_distance") or {}),
+                                   {**kept_scenes, **{s: digests[s] for s in new_scenes}}, prior["settings"],
+                                   incremental.given_files(files, list(by_scene.values())), outputs=outputs)
+    commit(state_dir / "labels.parquet")
+    log(f"clusters: {new_rows} tiles of {len(new_scenes)} added scene(s) assigned to the kept centroids "
+        f"({', '.join(new_scenes) or 'none'}); {total} tiles labelled, kept outputs linked")
+    return clustering
+
+
+def _merged_geo(kept: dict | None, new: dict | None) -> dict:
+    """The kept file's schema metadata with its GeoParquet bounding box grown by the new rows'."""
+    import json
+
+    meta = dict(kept or {})
+    geo = json.loads(meta[b"geo"])
+    box = json.loads((new or {}).get(b"geo", b"{}") or b"{}").get("columns", {}).get("geometry", {}).get("bbox")
+    old = geo["columns"]["geometry"].get("bbox")
+    if box and old:
+        geo["columns"]["geometry"]["bbox"] = [min(old[0], box[0]), min(old[1], box[1]),
+                                              max(old[2], box[2]), max(old[3], box[3])]
+    meta[b"geo"] = json.dumps(geo).encode()
+    return meta
+
+
+def labels_frame(table: Any, levels: dict[str, np.ndarray]) -> Any:
+    """The labels table: id, scene, tile_id, row, col, size, a column per level, fractions, footprint."""
+    out = table[["id", "scene", "tile_id", "row", "col", "size"]].copy()
+    for name, labels in levels.items():
+        out[name] = np.asarray(labels).astype(np.int64)
+    for col in FRACTIONS:
+        out[col] = table[col].to_numpy()
+    return out.set_geometry(table.geometry.values, crs=table.crs)
 
 
 def _indexed_spectra(table: Any, tiles_paths: Sequence[Path], prepared_paths: Sequence[Path],
@@ -434,32 +621,6 @@ def _indexed_spectra(table: Any, tiles_paths: Sequence[Path], prepared_paths: Se
     return bands, spectra
 
 
-def _write_summary(path: Path, levels: dict[str, np.ndarray], spectra: np.ndarray, spectrum_rows: np.ndarray,
-                   bands: list[str], table: Any) -> None:
-    """Per level and cluster: size, share, band means (over the tiles at ``spectrum_rows``, whose
-    spectra are ``spectra``), surface fractions and scene count (over every tile)."""
-    import pandas as pd
-
-    fractions = table[list(FRACTIONS)].to_numpy(dtype=np.float64)
-    frames = []
-    for level, labels in levels.items():
-        n = int(labels.max()) + 1
-        size = np.bincount(labels, minlength=n)
-        frame = pd.DataFrame({"level": level, "cluster": np.arange(n), "size": size,
-                              "share": size / len(labels)})
-        frame[[f"mean_{b}" for b in bands]] = group_means(labels[spectrum_rows], n, spectra)
-        frame[list(FRACTIONS)] = group_means(labels, n, fractions)
-        frame["scenes"] = [int(v) for v in _scenes_per_cluster(labels, table["scene"].to_numpy(), n)]
-        frames.append(frame)
-    write_csv(pd.concat(frames, ignore_index=True), path, float_format="%.6g")
-
-
-def _scenes_per_cluster(labels: np.ndarray, scenes: np.ndarray, n: int) -> np.ndarray:
-    _, codes = np.unique(scenes, return_inverse=True)
-    pairs = np.unique(np.stack([labels, codes], 1), axis=0)
-    return np.bincount(pairs[:, 0], minlength=n)
-
-
 def exemplars(vectors: np.ndarray, labels: np.ndarray, centroids: np.ndarray, per_cluster: int = 6) -> list[np.ndarray]:
     """Row positions of the ``per_cluster`` tiles most similar to each centroid, best first."""
     return exemplars_by_similarity(np.einsum("ij,ij->i", vectors, centroids[labels]), labels, len(centroids),
@@ -475,7 +636,7 @@ def exemplars_by_similarity(sims: np.ndarray, labels: np.ndarray, k: int, per_cl
 
 def label_nodata(clustering: Clustering) -> tuple[Any, int]:
     """The integer type and nodata value that hold every level's labels."""
-    top = int(max(labels.max() for labels in clustering.levels.values()))
+    top = max(clustering.level_counts().values()) - 1
     return (np.uint8, 255) if top < 255 else (np.uint16, 65535)
 
 
@@ -483,8 +644,8 @@ def scene_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path]) 
     """Per scene: (scene, grid, raster, transform) of every level's labels (a band per level, in
     the order of ``clustering.levels``) at tile cells; scenes with no indexed tile are all nodata."""
     table = clustering.table
-    layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
-                          table["size"].to_numpy())
+    layout = clustering.layout or infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(),
+                                               table["col"].to_numpy(), table["size"].to_numpy())
     stacked = np.stack(list(clustering.levels.values()), 1)
     dtype, nodata = label_nodata(clustering)
     yield from scene_rasters(prepared_paths, table, layout, stacked, nodata, dtype)
@@ -502,10 +663,11 @@ def _write_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path],
     raster_level = clustering.finest
     names = list(clustering.levels)
     _, nodata = label_nodata(clustering)
-    colours = palette(int(max(labels.max() for labels in clustering.levels.values())) + 1)
+    counts = clustering.level_counts()
+    colours = palette(max(counts.values()))
     colormaps, categories = {}, {}
     for name in names:
-        n = int(clustering.levels[name].max()) + 1
+        n = counts[name]
         colormaps[name] = {i: tuple(int(v) for v in colours[i]) for i in range(n)} | {nodata: (0, 0, 0, 0)}
         categories[name] = {1: {i: f"cluster {i}" for i in range(n)}}
     for scene, grid, raster, transform in scene_label_rasters(clustering, prepared_paths):

@@ -140,12 +140,14 @@ def kept_centroids(state_dir: Path, state: dict[str, Any] | None, scene_digests:
 
 def save_cluster_state(state_dir: Path, centroids: dict[int, np.ndarray], train_distance: dict[str, float],
                        scene_digests: dict[str, str], settings: dict[str, Any],
-                       files: dict[str, Any] | None = None) -> None:
-    """Keep the centroids (in label order), what they were fitted to, and ``files`` (each embeddings
-    file's size, mtime and SHA-256: :func:`cached_digest`)."""
+                       files: dict[str, Any] | None = None, outputs: dict[str, Any] | None = None) -> None:
+    """Keep the centroids (in label order), what they were fitted to, ``files`` (each embeddings
+    file's size, mtime and SHA-256: :func:`cached_digest`) and ``outputs``, the record of the kept
+    outputs (:mod:`outcrop.search.cluster_outputs`)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     for k, c in centroids.items():
         with atomic_path(state_dir / f"centroids_k{k}.npy") as tmp:
             np.save(tmp, np.asarray(c, dtype=np.float32))
     write_json(state_dir / "state.json", {"settings": settings, "scenes": scene_digests,
-                                          "train_distance": train_distance, "files": files or {}})
+                                          "train_distance": train_distance, "files": files or {},
+                                          **({"outputs": outputs} if outputs is not None else {})})
