@@ -156,16 +156,136 @@ def _scene_files(root: Path, name: str, vec: np.ndarray) -> tuple[Path, Path]:
     return root / f"{name}.npy", root / f"{name}.parquet"
 
 
+def _prepared_header(root: Path, name: str, n: int) -> Path:
+    """A prepared scene's header for ``n`` tiles of 1000 a row (32 px, 30 m): the clusters and
+    analogues stages read only its grid and band names; its pixels are left sparse (unwritten)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = root / "prepared" / f"{name}.tif"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = -(-n // 1000)
+    with rasterio.open(path, "w", driver="GTiff", width=32_000, height=rows * 32, count=1, dtype="uint16",
+                       crs="EPSG:3031", transform=from_origin(0.0, 0.0, 30.0, 30.0), tiled=True,
+                       SPARSE_OK=True) as dst:
+        dst.update_tags(bands=",".join(BANDS))
+    return path
+
+
+BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
+TILE_SIDE = 4  # the synthetic tile arrays: 7 bands of 4 x 4 px, float32 (448 bytes a tile)
+
+
+def _tiles_array(root: Path, name: str, n: int, seed: int) -> Path:
+    """A tile array for the clusters' band means and exemplars: (n, 7, 4, 4) float32 reflectance
+    (tiles of earlier runs' format, read as they are), 448 bytes a tile instead of 14 KB."""
+    path = root / "tiles" / f"{name}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, len(BANDS), TILE_SIDE, TILE_SIDE))
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, 200_000):
+        m = min(200_000, n - start)
+        out[start:start + m] = rng.uniform(0.0, 0.6, (m, len(BANDS), TILE_SIDE, TILE_SIDE)).astype(np.float32)
+    out.flush()
+    return path
+
+
+def _deposits(root: Path) -> Path:
+    """Three deposit points on tiles of the first scene."""
+    import geopandas as gpd
+    import shapely
+
+    path = root / "deposits.gpkg"
+    xy = [(960.0 * 100.5, -960.0 * 2.5), (960.0 * 400.5, -960.0 * 5.5), (960.0 * 700.5, -960.0 * 8.5)]
+    gpd.GeoDataFrame({"name": ["d1", "d2", "d3"]}, geometry=shapely.points(xy), crs="EPSG:3031").to_file(path)
+    return path
+
+
+def _stages(root: Path, emb: list[Path], tables: list[Path], tiles: list[Path], prepared: list[Path],
+            stages: list[str], memory_gb: float, exact_max: int, retrain: bool) -> dict[str, float]:
+    """Run the whole-run stages the workflow reruns after an add, as their jobs do (each job's
+    outputs deleted first, as Snakemake deletes them); seconds per stage."""
+    import shutil
+
+    from outcrop.figures.cluster_maps import write_cluster_figures
+    from outcrop.search.analogues import find_analogues
+    from outcrop.search.clusters import cluster_tiles
+    from outcrop.search.index import build_index
+
+    out = root / "out"
+    times = {}
+    quiet = lambda m: None  # noqa: E731
+    if "index" in stages:
+        idx = [out / "tiles.faiss", out / "tiles.parquet", out / "info.json"]
+        for p in idx:
+            p.unlink(missing_ok=True)
+        t = time.perf_counter()
+        build_index(emb, tables, *idx, log=quiet, state_dir=out / "state", memory_gb=memory_gb, exact_max=exact_max,
+                    retrain=retrain)
+        times["index"] = time.perf_counter() - t
+    if "clusters" in stages:
+        c = out / "clusters"
+        for p in ("labels.gpkg", "labels.parquet", "summary.csv", "dendrogram.png", "exemplars.png"):
+            (c / p).unlink(missing_ok=True)
+        for d in ("maps", "rasters"):
+            shutil.rmtree(c / d, ignore_errors=True)
+        t = time.perf_counter()
+        clustering = cluster_tiles(out / "tiles.parquet", emb, tiles, prepared, c / "labels.gpkg", c / "labels.parquet",
+                                   c / "summary.csv", c / "rasters", ks=[4, 8, 12], cuts=[3, 6],
+                                   state_dir=c / "state", retrain=retrain, log=quiet)
+        write_cluster_figures(clustering, prepared, tiles, c / "dendrogram.png", c / "maps", c / "exemplars.png",
+                              state_dir=c / "state")
+        times["clusters"] = time.perf_counter() - t
+    if "analogues" in stages:
+        a = out / "analogues"
+        shutil.rmtree(a, ignore_errors=True)
+        t = time.perf_counter()
+        find_analogues(out / "tiles.faiss", out / "tiles.parquet", emb, _deposits(root), prepared, a / "analogues.gpkg",
+                       a / "analogues.csv", a / "similarity", buffer_m=0.0, exclusion_km=5.0, top=100, log=quiet)
+        times["analogues"] = time.perf_counter() - t
+    return times
+
+
 def cmd_add(args: argparse.Namespace) -> None:
     import faiss
 
     from outcrop.search.index import build_index
 
     faiss.omp_set_num_threads(args.threads)
-    root = Path(args.dir) / "outcrop_index_add"
-    vec_paths = synthetic(args.n + args.n // args.scenes, args.dim, args.scenes + 1, root / "raw")
-    scenes = [_scene_files(root, f"s{i:04d}", np.load(p)) for i, p in enumerate(vec_paths)]
-    emb, tables = [s[0] for s in scenes], [s[1] for s in scenes]
+    root = Path(args.dir) / f"outcrop_index_add_{args.n}"
+    per = args.n // args.scenes
+    if not (root / "done").exists():
+        vec_paths = synthetic(args.n + per, args.dim, args.scenes + 1, root / "raw")
+        for i, p in enumerate(vec_paths):
+            _scene_files(root, f"s{i:04d}", np.load(p, mmap_mode="r"))
+            p.unlink()
+        (root / "done").write_text("")
+    names = [f"s{i:04d}" for i in range(args.scenes + 1)]
+    emb, tables = [root / f"{n}.npy" for n in names], [root / f"{n}.parquet" for n in names]
+    if args.stages != "index":
+        tiles = [root / "tiles" / f"{n}.npy" for n in names]
+        prepared = [root / "prepared" / f"{n}.tif" for n in names]
+        for i, n in enumerate(names):
+            if not tiles[i].exists():
+                count = len(np.load(emb[i], mmap_mode="r"))
+                _tiles_array(root, n, count, i)
+                _prepared_header(root, n, count)
+        stages = args.stages.split(",")
+        shutil_rm = __import__("shutil").rmtree
+        shutil_rm(root / "out", ignore_errors=True)
+        opts = dict(memory_gb=args.memory_gb, exact_max=args.exact_max)
+        first = _stages(root, emb[:-1], tables[:-1], tiles[:-1], prepared[:-1], stages, retrain=False, **opts)
+        print(f"first build, {args.scenes} scenes: " + ", ".join(f"{k} {v:.1f} s" for k, v in first.items()), flush=True)
+        added = _stages(root, emb, tables, tiles, prepared, stages, retrain=False, **opts)
+        info = json.loads((root / "out" / "info.json").read_text())
+        print(f"add 1 scene ({per} tiles; index built={info['built']}, drift {info['drift']}): "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in added.items()) + f"; total {sum(added.values()):.1f} s", flush=True)
+        full = _stages(root, emb, tables, tiles, prepared, stages, retrain=True, **opts)
+        print(f"full rebuild, {args.scenes + 1} scenes: " + ", ".join(f"{k} {v:.1f} s" for k, v in full.items())
+              + f"; total {sum(full.values()):.1f} s", flush=True)
+        print("rebuild / add: " + ", ".join(f"{k} {full[k] / added[k]:.1f}x" for k in added)
+              + f"; all stages {sum(full.values()) / sum(added.values()):.1f}x; peak RSS {rss_gib():.2f} GiB", flush=True)
+        return
     out = [root / "out" / "tiles.faiss", root / "out" / "tiles.parquet", root / "out" / "info.json"]
     state = root / "out" / "state"
     quiet = dict(log=lambda m: None, state_dir=state, memory_gb=args.memory_gb, exact_max=args.exact_max)
@@ -306,6 +426,8 @@ def main() -> None:
         p.add_argument("--sample", type=int, default=default("clusters.sample"))
         p.add_argument("--exact-max", type=int, default=default("index.exact_max"))
         p.add_argument("--runs", type=int, default=5)
+        p.add_argument("--stages", default="index", help="add: the whole-run stages to time, e.g. "
+                       "index,clusters,analogues (index alone: the earlier measurement)")
     args = parser.parse_args()
     {"build": cmd_build, "add": cmd_add, "query": cmd_query, "table": _table}[args.cmd](args)
 

@@ -59,7 +59,26 @@ def write_cluster_figures(clustering: Clustering, prepared_paths: Sequence[Path]
             scenes, tile_ids = clustering.table["scene"].to_numpy(), clustering.table["tile_id"].to_numpy()
             picks = [[(str(scenes[r]), int(tile_ids[r])) for r in rows] for rows in exemplars_by_similarity(
                 clustering.similarity, clustering.levels[clustering.finest], len(clustering.sizes))]
-        _write_exemplars(out_exemplars, picks, tiles_paths, clustering.bands)
+        _exemplars_kept_or_drawn(out_exemplars, picks, tiles_paths, clustering.bands, state_dir)
+
+
+def _exemplars_kept_or_drawn(out: Path, picks: list[list[tuple[str, int]]], tiles_paths: Sequence[Path],
+                             bands: list[str], state_dir: Path | None) -> None:
+    """The exemplar grid, drawn only when its tiles changed since the kept one (``state_dir``)."""
+    import json
+
+    from outcrop.search.incremental import link_or_copy
+
+    if state_dir is None:
+        _write_exemplars(out, picks, tiles_paths, bands)
+        return
+    kept, record = Path(state_dir) / "exemplars.png", Path(state_dir) / "exemplars.json"
+    wanted = json.dumps({"picks": picks, "bands": bands})
+    if not (kept.is_file() and record.is_file() and record.read_text() == wanted):
+        _write_exemplars(kept, picks, tiles_paths, bands)
+        with atomic_path(record) as tmp:
+            tmp.write_text(wanted)
+    link_or_copy(kept, out)
 
 
 def _write_exemplars(path: Path, picks: list[list[tuple[str, int]]], tiles_paths: Sequence[Path],
@@ -82,18 +101,23 @@ def _write_exemplars(path: Path, picks: list[list[tuple[str, int]]], tiles_paths
         thumbs[(scene, tile)] = np.moveaxis(np.repeat(img, 3 // len(rgb), axis=0) if len(rgb) < 3 else img, 0, -1)
     stack = np.stack(list(thumbs.values()))
     lo, hi = np.percentile(stack, [2, 98])  # one stretch for all, so brightness compares across clusters
+    # One image of every thumbnail (a row per cluster, a pixel of gap), drawn once: a grid of
+    # subplots took seconds per redraw, which an added scene pays whenever an exemplar changes.
     cols = max(len(p) for p in picks)
-    fig, axes = plt.subplots(len(picks), cols, figsize=(1.1 * cols + 0.6, 1.1 * len(picks)), squeeze=False)
+    side = stack.shape[1]
+    mosaic = np.ones(((side + 1) * len(picks), (side + 1) * cols, 3))
     for c, rows in enumerate(picks):
-        for j in range(cols):
-            ax = axes[c, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j < len(rows):
-                ax.imshow(np.clip((thumbs[rows[j]] - lo) / max(hi - lo, 1e-6), 0, 1), interpolation="nearest")
-            else:
-                ax.axis("off")
-        axes[c, 0].set_ylabel(str(c), rotation=0, ha="right", va="center", fontsize=8)
+        for j, pick in enumerate(rows):
+            mosaic[c * (side + 1):c * (side + 1) + side, j * (side + 1):j * (side + 1) + side] = \
+                np.clip((thumbs[pick] - lo) / max(hi - lo, 1e-6), 0, 1)
+    fig, ax = plt.subplots(figsize=(1.1 * cols + 0.6, 1.1 * len(picks) + 0.4))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([(side + 1) * c + side / 2 for c in range(len(picks))], [str(c) for c in range(len(picks))],
+                  fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     fig.suptitle("Tiles nearest each cluster centre", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
