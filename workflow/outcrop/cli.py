@@ -460,7 +460,8 @@ def cmd_analogues(args: argparse.Namespace) -> None:
         Path(args.index), Path(args.index_table), args.embeddings, Path(args.deposits), args.prepared,
         Path(args.out_gpkg), Path(args.out_csv), Path(args.similarity_dir), buffer_m=args.buffer_m,
         exclusion_km=args.exclusion_km, top=args.top, site_overlap=_site_overlap(args.site_overlap),
-        negatives_path=Path(args.negatives) if args.negatives else None, log=_log,
+        negatives_path=Path(args.negatives) if args.negatives else None,
+        state_dir=Path(args.state_dir) if args.state_dir else None, log=_log,
     )
 
 
@@ -474,6 +475,8 @@ def _analogues_parser(sub: Any) -> None:
     for name in ("--index", "--index-table", "--deposits", "--out-gpkg", "--out-csv", "--similarity-dir"):
         p.add_argument(name, required=True)
     p.add_argument("--negatives", default="")
+    p.add_argument("--state-dir", default="", help="keep every tile's score here and score only an added scene's "
+                   "tiles while the deposits stay the same")
     p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
     p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
     p.add_argument("--top", type=positive_int, default=default("analogues.top"))

@@ -186,6 +186,11 @@ class Layout:
 
     # --- analogues --------------------------------------------------------------------------------
     @property
+    def analogue_state(self) -> str:
+        """Folder of the kept scores of every tile (no rule's output: kept across reruns)."""
+        return self.at("analogues", "state")
+
+    @property
     def analogues_gpkg(self) -> str:
         return self.at("analogues", "analogues.gpkg")
 

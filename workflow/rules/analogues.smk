@@ -20,6 +20,7 @@ rule analogues:
         top=config["analogues"]["top"],
         site_overlap=config["analogues"]["site_overlap"],
         negatives=lambda wc, input: optional("--negatives", input.negatives),
+        state_dir=L.analogue_state,
     log:
         L.log("analogues"),
     benchmark:
@@ -35,7 +36,7 @@ rule analogues:
         " --embeddings {input.embeddings:q} --prepared {input.prepared:q} --deposits {input.deposits:q}"
         " {params.negatives:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --top {params.top:q} --site-overlap {params.site_overlap:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-csv {output.csv:q}"
-        " --similarity-dir {output.similarity:q} > {log:q} 2>&1"
+        " --similarity-dir {output.similarity:q} --state-dir {params.state_dir:q} > {log:q} 2>&1"
 
 
 rule analogues_skipped:

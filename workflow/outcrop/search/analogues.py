@@ -332,17 +332,29 @@ def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: lis
     ``outcrop serve`` scores only the index's candidates and ranks them here, so that a search from
     the map and ``outcrop analogues`` exclude, suppress and measure distances with the same code.
     """
-    import pandas as pd
-    import shapely
-
     names = list(names) if names is not None else [f"deposit {i + 1}" for i in range(len(positives))]
     geoms = np.asarray(deposits, dtype=object)
     if not (len(names) == len(positives) == len(geoms)):
         raise OutcropError(f"{len(names)} names and {len(geoms)} deposits for {len(positives)} positive groups")
     masked = np.where(excluded_ids(table, geoms, positives, exclusion_m, negatives), -np.inf, score)
+    return rank_masked(masked, which, table, geoms, names, top=top, site_overlap=site_overlap)
+
+
+def rank_masked(masked: np.ndarray, which: np.ndarray, table: Any, deposits: Sequence[Any], names: Sequence[str], *,
+                top: int, site_overlap: float | None) -> Any:
+    """The ranking of scores already masked (-inf: excluded or not scored), as :func:`rank_scored` gives it.
+
+    ``table`` needs only ``geometry.values[ids]``, ``[column].take(ids)`` and the candidates'
+    rows: an added scene ranks over a coast's kept scores reading the footprints of the
+    candidates alone (:mod:`outcrop.search.analogue_state`).
+    """
+    import pandas as pd
+    import shapely
+
+    geoms = np.asarray(deposits, dtype=object)
     best = top_sites(masked, table, top, site_overlap)
     n = len(best)
-    centres = np.asarray(table.geometry.values[best].centroid)
+    centres = shapely.centroid(np.asarray(table.geometry.values[best]))
     dist = np.full(n, np.inf)
     nearest = np.zeros(n, dtype=np.int64)
     for j, geom in enumerate(geoms):  # one vectorised distance per deposit: deposits are few
@@ -353,7 +365,7 @@ def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: lis
     query_names = np.array(["set", *names], dtype=object)
     return pd.DataFrame({
         "rank": np.arange(1, n + 1, dtype=np.int64),
-        "score": score[best].astype(np.float64),
+        "score": masked[best].astype(np.float64),
         "id": best.astype(np.int64),
         # Rows taken before converting: a whole column of a million Arrow strings takes 80 ms to convert.
         "scene": table["scene"].take(best).to_numpy(),
@@ -379,12 +391,24 @@ def find_analogues(
     top: int,
     negatives_path: Path | None = None,
     site_overlap: float | None = SITE_OVERLAP,
+    state_dir: Path | None = None,
     log: Callable[[str], Any] = print,
 ) -> None:
     """Rank analogue sites of the deposits and write them (GeoPackage + CSV) and per-scene similarity COGs.
 
     ``site_overlap``: see :func:`rank_analogues`; the similarity rasters hold every tile's score.
+    With ``state_dir``, every tile's score and the similarity rasters are kept there, and a later
+    call with the same deposits whose new tiles (an added scene's) select no positive scores those
+    alone (:mod:`outcrop.search.analogue_state`).
     """
+    from outcrop.search import analogue_state
+
+    key = analogue_state.query_key(deposits_path, negatives_path, buffer_m, exclusion_km) if state_dir else None
+    if state_dir is not None and analogue_state.add_scenes(
+            Path(state_dir), key, index_path, table_path, embedding_paths, deposits_path, prepared_paths, out_gpkg,
+            out_csv, Path(similarity_dir), buffer_m=buffer_m, exclusion_m=exclusion_km * 1000.0, top=top,
+            negatives_path=negatives_path, site_overlap=site_overlap, log=log):
+        return
     _, table = load_index(index_path, table_path)
     vectors = table_vectors(table, embedding_paths)
     deposits = read_deposits(deposits_path, table.crs)
@@ -396,18 +420,32 @@ def find_analogues(
                                   buffer_m)
     queries = query_vectors(vectors, positives, negatives)
     score, which = best_scores(vectors, queries)
-    ranked = rank_scored(score, which, table, positives, deposits.geometry.to_numpy(), exclusion_m=exclusion_km * 1000.0,
-                         top=top, names=deposits["name"].tolist(), site_overlap=site_overlap, negatives=negatives)
+    excluded = excluded_ids(table, deposits.geometry.to_numpy(), positives, exclusion_km * 1000.0, negatives)
+    ranked = rank_masked(np.where(excluded, -np.inf, score), which, table, deposits.geometry.to_numpy(),
+                         deposits["name"].tolist(), top=top, site_overlap=site_overlap)
     ranked = analogue_table(ranked, table)
     write_geodataframe(out_gpkg, ranked, layer="analogues")
     with atomic_path(out_csv) as tmp:
         tmp.write_text(analogues_csv(ranked), encoding="utf-8")
     layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
                           table["size"].to_numpy())
-    for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):
-        write_cog(Path(similarity_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
-                  "nodata": np.nan}, band_names=["similarity"], resampling="average")
+    rasters = Path(state_dir) / "similarity" if state_dir is not None else Path(similarity_dir)
+    if state_dir is not None:
+        import shutil
+
+        shutil.rmtree(rasters, ignore_errors=True)
+    write_similarity(prepared_paths, table, layout, score, rasters)
+    if state_dir is not None:
+        analogue_state.save(Path(state_dir), key, table_path, embedding_paths, queries, score, which, excluded,
+                            layout, rasters, Path(similarity_dir), [Path(p).stem for p in prepared_paths])
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
+
+
+def write_similarity(prepared_paths: Sequence[Path], table: Any, layout: Any, score: np.ndarray, folder: Path) -> None:
+    """``folder/{scene}.tif``: each tile's best cosine over the queries at its cell, per scene."""
+    for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):
+        write_cog(Path(folder) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
+                  "nodata": np.nan}, band_names=["similarity"], resampling="average")
 
 
 def analogue_table(ranked: Any, table: Any, to_lonlat: Any = None) -> Any:

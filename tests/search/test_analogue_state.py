@@ -1,0 +1,72 @@
+"""An added scene scores only its own tiles: the ranking equals the whole way's, kept rasters stay."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio
+
+from outcrop.search.analogues import find_analogues
+from outcrop.search.index import build_index
+from synthetic_run import make_run
+
+QUIET = dict(log=lambda *_: None)
+OPTS = dict(buffer_m=100.0, exclusion_km=1.0, top=20)
+
+
+def _index(run, root, scenes):
+    out = [root / "index" / "tiles.faiss", root / "index" / "tiles.parquet", root / "index" / "info.json"]
+    build_index([run.embeddings[i] for i in scenes], [run.tables[i] for i in scenes], *out,
+                state_dir=root / "index" / "state", **QUIET)
+    return out
+
+
+def _analogues(run, root, index, scenes, folder, state, log=QUIET["log"]):
+    out = root / folder
+    shutil.rmtree(out, ignore_errors=True)  # as Snakemake deletes a job's outputs before it runs it
+    find_analogues(index[0], index[1], [run.embeddings[i] for i in scenes], run.deposits_csv,
+                   [run.prepared[i] for i in scenes], out / "analogues.gpkg", out / "analogues.csv", out / "similarity",
+                   state_dir=state, log=log, **OPTS)
+    return out
+
+
+def test_an_added_scene_is_ranked_from_kept_scores_like_the_whole_way(tmp_path):
+    run = make_run(tmp_path)
+    state = tmp_path / "analogues_state"
+    index = _index(run, tmp_path, [0])
+    first = _analogues(run, tmp_path, index, [0], "a1", state)
+    kept = first / "similarity" / "a.tif"
+    before = (kept.stat().st_ino, kept.stat().st_mtime_ns, kept.read_bytes())
+    index = _index(run, tmp_path, [0, 1])
+    lines: list[str] = []
+    added = _analogues(run, tmp_path, index, [0, 1], "a1", state, log=lines.append)
+    assert any("tiles of 1 added scene(s) scored" in line for line in lines), lines
+    whole = _analogues(run, tmp_path, index, [0, 1], "whole", None)
+    pd.testing.assert_frame_equal(pd.read_csv(added / "analogues.csv"), pd.read_csv(whole / "analogues.csv"))
+    assert (pd.read_csv(added / "analogues.csv").scene == "b").any()  # the hidden analogues of the new scene
+    got = added / "similarity" / "a.tif"
+    assert (got.stat().st_ino, got.stat().st_mtime_ns, got.read_bytes()) == before
+    for scene in ("a", "b"):
+        with rasterio.open(added / "similarity" / f"{scene}.tif") as x, \
+                rasterio.open(whole / "similarity" / f"{scene}.tif") as y:
+            np.testing.assert_array_equal(x.read(), y.read())
+
+
+def test_other_deposits_rank_the_whole_way(tmp_path):
+    """The kept scores belong to one set of deposits: another file (one deposit fewer) scores every
+    tile again, and gives what a run without kept scores gives."""
+    run = make_run(tmp_path)
+    state = tmp_path / "analogues_state"
+    index = _index(run, tmp_path, [0, 1])
+    _analogues(run, tmp_path, index, [0, 1], "out", state)
+    one = tmp_path / "one.csv"
+    pd.read_csv(run.deposits_csv).iloc[:1].to_csv(one, index=False)
+    run.deposits_csv = one
+    lines: list[str] = []
+    got = _analogues(run, tmp_path, index, [0, 1], "out", state, log=lines.append)
+    assert not any("added scene(s) scored" in line for line in lines), lines
+    whole = _analogues(run, tmp_path, index, [0, 1], "whole", None)
+    pd.testing.assert_frame_equal(pd.read_csv(got / "analogues.csv"), pd.read_csv(whole / "analogues.csv"))
