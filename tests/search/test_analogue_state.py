@@ -70,3 +70,37 @@ def test_other_deposits_rank_the_whole_way(tmp_path):
     assert not any("added scene(s) scored" in line for line in lines), lines
     whole = _analogues(run, tmp_path, index, [0, 1], "whole", None)
     pd.testing.assert_frame_equal(pd.read_csv(got / "analogues.csv"), pd.read_csv(whole / "analogues.csv"))
+
+
+def test_analogue_maps_are_drawn_again_only_where_they_change(tmp_path):
+    """With kept maps, a map is drawn again only when its raster or its analogues change; the others
+    keep their file (inode, mtime) and the colour scale stays."""
+    import geopandas as gpd
+
+    from outcrop.figures.analogue_maps import write_analogue_maps
+
+    run = make_run(tmp_path)
+    index = _index(run, tmp_path, [0, 1])
+    out = _analogues(run, tmp_path, index, [0, 1], "a", None)
+    rasters = [out / "similarity" / f"{s}.tif" for s in ("a", "b")]
+    state, maps = tmp_path / "map_state", tmp_path / "maps"
+
+    def draw(analogues):
+        lines: list[str] = []
+        shutil.rmtree(maps, ignore_errors=True)  # as Snakemake deletes the job's output folder
+        write_analogue_maps(rasters, analogues, run.deposits_csv, maps, prepared_paths=run.prepared[:2],
+                            state_dir=state, log=lines.append)
+        return lines, {s: (maps / f"{s}.png").stat() for s in ("a", "b")}
+
+    lines, first = draw(out / "analogues.gpkg")
+    assert "drew 2 of 2 maps" in lines[-1]
+    lines, again = draw(out / "analogues.gpkg")
+    assert "drew 0 of 2 maps" in lines[-1]
+    assert all((again[s].st_ino, again[s].st_mtime_ns) == (first[s].st_ino, first[s].st_mtime_ns) for s in "ab")
+    ranked = gpd.read_file(out / "analogues.gpkg")
+    fewer = tmp_path / "fewer.gpkg"
+    ranked[~((ranked.scene == "b") & (ranked["rank"] == ranked.loc[ranked.scene == "b", "rank"].max()))].to_file(fewer)
+    lines, changed = draw(fewer)  # one analogue of scene b gone: b's map alone is drawn again
+    assert "drew 1 of 2 maps" in lines[-1]
+    assert (changed["a"].st_ino, changed["a"].st_mtime_ns) == (first["a"].st_ino, first["a"].st_mtime_ns)
+    assert changed["b"].st_ino != first["b"].st_ino

@@ -721,7 +721,8 @@ def cmd_analogue_maps(args: argparse.Namespace) -> None:
 
     write_analogue_maps([Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),
                         Path(args.out_dir), label_top=args.label_top,
-                        prepared_paths=[Path(p) for p in args.prepared] if args.prepared else None, log=_log)
+                        prepared_paths=[Path(p) for p in args.prepared] if args.prepared else None,
+                        state_dir=Path(args.state_dir) if args.state_dir else None, log=_log)
 
 
 def _analogue_maps_parser(sub: Any) -> None:
@@ -735,6 +736,7 @@ def _analogue_maps_parser(sub: Any) -> None:
     p.add_argument("--deposits", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--label-top", type=non_negative_int, default=10, help="analogues numbered on the maps")
+    p.add_argument("--state-dir", default="", help="keep the maps here and draw again only those whose content changed")
     p.add_argument("--prepared", nargs="+", help="prepared scenes, one per similarity raster in the same order: "
                    "similarity over open water is left out of the maps")
 

@@ -191,6 +191,11 @@ class Layout:
         return self.at("analogues", "state")
 
     @property
+    def analogue_map_state(self) -> str:
+        """Folder of the kept analogue maps and what each shows (no rule's output)."""
+        return self.at("analogues", "state", "maps")
+
+    @property
     def analogues_gpkg(self) -> str:
         return self.at("analogues", "analogues.gpkg")
 

@@ -110,6 +110,7 @@ rule analogue_maps:
         ),
     params:
         similarity=lambda wc, input: in_folder(input.similarity, ".tif"),
+        state_dir=L.analogue_map_state,
     log:
         L.log("analogue_maps"),
     benchmark:
@@ -122,7 +123,8 @@ rule analogue_maps:
         "../../envs/report.yaml"
     shell:
         "python -m outcrop analogue-maps --similarity {params.similarity:q} --analogues {input.analogues:q}"
-        " --deposits {input.deposits:q} --prepared {input.prepared:q} --out-dir {output.maps:q} > {log:q} 2>&1"
+        " --deposits {input.deposits:q} --prepared {input.prepared:q} --out-dir {output.maps:q}"
+        " --state-dir {params.state_dir:q} > {log:q} 2>&1"
 
 
 rule webmap:

@@ -69,10 +69,17 @@ def write_analogue_maps(
     *,
     label_top: int = 10,
     prepared_paths: Sequence[Path] | None = None,
+    state_dir: Path | None = None,
     log: Callable[[str], Any] = print,
 ) -> None:
     """Write ``out_dir/{scene}.png`` for each similarity raster; with ``prepared_paths`` (aligned
-    with ``similarity_paths``), similarity over open water is left out."""
+    with ``similarity_paths``), similarity over open water is left out.
+
+    With ``state_dir`` the maps are kept there and linked into ``out_dir``, and a map is drawn again
+    only when what it shows changed (:func:`map_content`): its similarity raster, the analogues in
+    its scene and their numbers, the deposits, the colour scale. The colour scale is kept with the
+    maps while the deposits stay the same, so that an added scene does not redraw every other map.
+    """
     import geopandas as gpd
     import matplotlib
 
@@ -93,9 +100,19 @@ def write_analogue_maps(
     except Exception as exc:
         raise OutcropError(f"{analogues_path}: not a readable analogues GeoPackage ({exc})") from None
     deposits = read_deposits(deposits_path, crs)
-    lo, hi = score_range(similarity_paths)
+    kept = _kept_maps(state_dir, deposits_path, label_top)
+    lo, hi = kept["scale"] if kept.get("scale") else score_range(similarity_paths)
+    target = Path(state_dir) / "maps" if state_dir is not None else Path(out_dir)
+    contents: dict[str, str] = {}
+    drawn = 0
     for i, path in enumerate(similarity_paths):
         scene = Path(path).stem
+        here = analogues[analogues["scene"] == scene]
+        contents[scene] = map_content(path, here, label_top, prepared_paths[i] if prepared_paths is not None else None)
+        if state_dir is not None and kept.get("maps", {}).get(scene) == contents[scene] \
+                and (target / f"{scene}.png").is_file():
+            continue
+        drawn += 1
         values, t, scene_crs = read_similarity(path)
         h, w = values.shape
         if prepared_paths is not None:
@@ -106,7 +123,6 @@ def write_analogue_maps(
         im = ax.imshow(np.ma.masked_invalid(values), extent=extent, cmap="viridis", vmin=lo, vmax=hi,
                        interpolation="nearest")
         fig.colorbar(im, ax=ax, shrink=0.8, pad=0.08, label="cosine similarity to the known deposits")
-        here = analogues[analogues["scene"] == scene]
         centres = here.geometry.centroid
         ax.scatter(centres.x, centres.y, s=28, facecolor="none", edgecolor="white", linewidths=1.2, zorder=3)
         for (_, row), c in zip(here.iterrows(), centres):
@@ -129,7 +145,46 @@ def write_analogue_maps(
                    label=f"analogue (top {label_top} numbered)"),
         ], fontsize=8, loc="lower right", framealpha=0.85)
         fig.tight_layout()
-        with atomic_path(Path(out_dir) / f"{scene}.png") as tmp:
+        with atomic_path(target / f"{scene}.png") as tmp:
             fig.savefig(tmp, dpi=100)
         plt.close(fig)
-    log(f"analogue maps: wrote {len(similarity_paths)} maps to {out_dir} (colour scale {lo:.3f}–{hi:.3f})")
+    if state_dir is not None:
+        from outcrop.io import write_json
+        from outcrop.search.cluster_outputs import link_tree
+
+        write_json(Path(state_dir) / "maps.json", {**kept, "scale": [lo, hi], "maps": contents})
+        link_tree(target, Path(out_dir), list(contents))
+    log(f"analogue maps: drew {drawn} of {len(similarity_paths)} maps into {out_dir}, the others unchanged "
+        f"(colour scale {lo:.3f}–{hi:.3f})")
+
+
+def map_content(similarity: Path, here: Any, label_top: int, prepared: Path | None) -> str:
+    """A digest of what a scene's map shows: its similarity raster and prepared scene (by size and
+    mtime: both are written once per scene), the footprints of its analogues with the numbers shown."""
+    import hashlib
+    import json
+    import os
+
+    marks = sorted((row.geometry.wkb_hex, int(row["rank"]) if int(row["rank"]) <= label_top else None)
+                   for _, row in here.iterrows())
+    files = [[os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in (similarity, prepared) if p is not None]
+    return hashlib.sha256(json.dumps([files, marks]).encode()).hexdigest()
+
+
+def _kept_maps(state_dir: Path | None, deposits_path: Path, label_top: int) -> dict[str, Any]:
+    """The kept maps' record (colour scale, content digest per scene) while the deposits and the
+    numbering are the same; else a fresh record that redraws every map."""
+    import json
+
+    from outcrop.search.incremental import file_digest
+
+    if state_dir is None:
+        return {}
+    fresh = {"deposits": file_digest(deposits_path), "label_top": label_top}
+    try:
+        kept = json.loads((Path(state_dir) / "maps.json").read_text())
+    except (OSError, ValueError):
+        return fresh
+    if not isinstance(kept, dict) or {k: kept.get(k) for k in fresh} != fresh:
+        return fresh
+    return kept
