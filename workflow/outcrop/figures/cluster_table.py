@@ -20,12 +20,15 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.csvfile import read_csv
-from outcrop.io import atomic_path, read_geoparquet
+from outcrop.io import atomic_path, read_columns
 from outcrop.raster.tile_store import open_tiles
 from outcrop.figures.projection import finest_level
 from outcrop.figures.quicklook import composite_bands
 
 THUMBS_PER_CLUSTER = 6
+# Past this many labelled tiles the cluster centres and the tiles nearest them come from a seeded
+# sample of this many: every tile's vector is 7.9 GB at ten million, for 6 thumbnails a cluster.
+MAX_ROWS = 200_000
 
 
 def _png_uri(rgb: np.ndarray) -> str:
@@ -96,7 +99,7 @@ def write_cluster_table(
     from outcrop.search.clusters import exemplars, group_means, palette
     from outcrop.search.index import normalise_rows, table_vectors
 
-    table = read_geoparquet(labels_path)
+    table = read_columns(labels_path)
     level = finest_level(table.columns)
     try:
         summary = read_csv(summary_path)
@@ -104,8 +107,12 @@ def write_cluster_table(
         raise OutcropError(f"{summary_path}: not a readable cluster summary ({exc})") from None
     summary = summary[summary["level"] == level].set_index("cluster").sort_index()
     bands = [c[len("mean_"):] for c in summary.columns if c.startswith("mean_")]
+    k = int(table[level].max()) + 1
+    tiles_total = len(table)
+    if len(table) > MAX_ROWS:  # centres and exemplars from a seeded sample: a coast's vectors do not fit
+        table = table.iloc[np.sort(np.random.default_rng(0).choice(len(table), MAX_ROWS, replace=False))]
+        table = table.reset_index(drop=True)
     labels = table[level].to_numpy(dtype=np.int64)
-    k = int(labels.max()) + 1
     vectors = table_vectors(table, embedding_paths)
     centroids = normalise_rows(np.nan_to_num(group_means(labels, k, vectors.astype(np.float64))))
     picks = exemplars(vectors, labels, centroids, per_cluster=THUMBS_PER_CLUSTER)
@@ -144,7 +151,7 @@ def write_cluster_table(
     composite = html.escape("/".join(bands[i] for i in composite_bands(bands)))
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>clusters at {level_text}</title>"
             f"<style>{style}</style></head><body><h2>Clusters at {level_text}</h2>"
-            f"<p>{len(table)} tiles. Thumbnails: composite {composite}, "
+            f"<p>{tiles_total} tiles. Thumbnails: composite {composite}, "
             f"one stretch for all.</p><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
             f"</body></html>\n")
     with atomic_path(out) as tmp:

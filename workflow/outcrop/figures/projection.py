@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
-from outcrop.io import atomic_path, read_geoparquet
+from outcrop.io import atomic_path, read_columns
 from outcrop.figures.quicklook import SURFACE_PLOT_COLOURS
 from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, ROCK, SNOW_ICE, UNKNOWN, WATER
 
@@ -73,7 +73,7 @@ def write_projection(
     from outcrop.search.clusters import palette
     from outcrop.search.index import table_vectors
 
-    table = read_geoparquet(labels_path)
+    table = read_columns(labels_path)
     if len(table) == 0:
         raise OutcropError(f"{labels_path}: no clustered tiles to project")
     rng = np.random.default_rng(seed)
