@@ -196,6 +196,8 @@ def _deposits(root: Path) -> Path:
     import shapely
 
     path = root / "deposits.gpkg"
+    if path.exists():  # written once: its bytes are what the kept scores and maps depend on
+        return path
     xy = [(960.0 * 100.5, -960.0 * 2.5), (960.0 * 400.5, -960.0 * 5.5), (960.0 * 700.5, -960.0 * 8.5)]
     gpd.GeoDataFrame({"name": ["d1", "d2", "d3"]}, geometry=shapely.points(xy), crs="EPSG:3031").to_file(path)
     return path
@@ -238,11 +240,33 @@ def _stages(root: Path, emb: list[Path], tables: list[Path], tiles: list[Path], 
         times["clusters"] = time.perf_counter() - t
     if "analogues" in stages:
         a = out / "analogues"
-        shutil.rmtree(a, ignore_errors=True)
+        for p in ("analogues.gpkg", "analogues.csv"):
+            (a / p).unlink(missing_ok=True)
+        shutil.rmtree(a / "similarity", ignore_errors=True)
         t = time.perf_counter()
         find_analogues(out / "tiles.faiss", out / "tiles.parquet", emb, _deposits(root), prepared, a / "analogues.gpkg",
-                       a / "analogues.csv", a / "similarity", buffer_m=0.0, exclusion_km=5.0, top=100, log=quiet)
+                       a / "analogues.csv", a / "similarity", buffer_m=0.0, exclusion_km=5.0, top=100,
+                       state_dir=None if retrain else a / "state", log=quiet)
         times["analogues"] = time.perf_counter() - t
+    if "pages" in stages:  # the pages drawn over the whole run that scale with it
+        from outcrop.figures.analogue_maps import write_analogue_maps
+        from outcrop.figures.cluster_table import write_cluster_table
+        from outcrop.figures.projection import write_projection
+
+        a, c = out / "analogues", out / "clusters"
+        shutil.rmtree(a / "maps", ignore_errors=True)
+        t = time.perf_counter()
+        write_analogue_maps([a / "similarity" / f"{p.stem}.tif" for p in prepared], a / "analogues.gpkg",
+                            _deposits(root), a / "maps", prepared_paths=prepared, state_dir=a / "state" / "maps",
+                            log=quiet)
+        times["analogue maps"] = time.perf_counter() - t
+        t = time.perf_counter()
+        write_projection(c / "labels.parquet", emb, c / "projection_clusters.png", c / "projection_surfaces.png",
+                         log=quiet)
+        times["projection"] = time.perf_counter() - t
+        t = time.perf_counter()
+        write_cluster_table(c / "labels.parquet", c / "summary.csv", emb, tiles, c / "summary.html", log=quiet)
+        times["cluster table"] = time.perf_counter() - t
     return times
 
 

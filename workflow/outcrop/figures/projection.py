@@ -31,14 +31,17 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     centred = np.asarray(vectors, dtype=np.float64) - np.mean(vectors, axis=0)
     if len(centred) < 2:
         return np.zeros((len(centred), 2)), np.zeros(2)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    # The components are the eigenvectors of the (D, D) scatter matrix: a 198 x 198 eigenproblem
+    # instead of an SVD of the (N, D) sample, which took 30 s at 20 000 tiles on a shared machine.
+    values, vectors_ = np.linalg.eigh(centred.T @ centred)
+    order = np.argsort(values)[::-1]
+    var, vt = np.clip(values[order], 0.0, None), vectors_[:, order].T
     # Fix each component's sign (largest loading positive) so reruns draw the same picture.
     signs = np.sign(vt[np.arange(vt.shape[0]), np.abs(vt).argmax(axis=1)])
     vt = vt * signs[:, None]
     coords = centred @ vt[:2].T
     if coords.shape[1] < 2:
         coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-    var = s**2
     ratio = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
     return coords, np.pad(ratio, (0, 2 - len(ratio)))
 
