@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -204,3 +205,41 @@ def test_new_scene_run_embeds_it_with_the_encoder_kept(run):
     assert model.stat().st_mtime_ns == model_time
     assert (run / "results" / "embeddings" / f"{new}.npy").is_file()
     assert planned_for(run, target) == set()
+
+
+def _footer_start(path: Path) -> int:
+    """Where a Parquet file's footer begins: the bytes before it are its row groups."""
+    data = path.read_bytes()
+    return len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+
+
+def test_an_added_scene_leaves_every_kept_whole_run_file_as_it_was(run):
+    """A real run that adds a scene: the index's id table and the clusters' labels table grow in place
+    (same file, the kept rows' bytes unchanged), the labels GeoPackage is the same file, and every kept
+    scene's label rasters and cluster map keep their bytes, inode and mtime; the outputs are links to
+    those kept files, and the new scene has its own."""
+    r = run / "results"
+    state = r / "clusters" / "state"
+    per_scene = sorted(p for p in [*(state / "rasters").rglob("*"), *(state / "maps").rglob("*")] if p.is_file())
+    assert {p.name.split(".")[0] for p in per_scene} == set(SCENES)
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in per_scene}
+    tables = [r / "index" / "state" / "tiles.parquet", state / "labels.parquet"]
+    kept_rows = {p: (p.stat().st_ino, p.read_bytes()[:_footer_start(p)]) for p in tables}
+    gpkg = (state / "labels.gpkg").stat().st_ino
+    new = f"demo_{len(SCENES) + 1}"
+    with_config(run, demo={"scenes": len(SCENES) + 1})
+    snakemake(run, "--cores", "2")
+    for p, (inode, mtime, data) in before.items():
+        assert (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) == (inode, mtime, data), p
+        out = r / "clusters" / p.relative_to(state)
+        assert out.stat().st_ino == inode, out  # the output is the kept file, linked
+    for p, (inode, rows) in kept_rows.items():
+        assert p.stat().st_ino == inode and p.read_bytes()[:len(rows)] == rows, p
+    assert (state / "labels.gpkg").stat().st_ino == gpkg
+    assert (r / "clusters" / "labels.parquet").stat().st_ino == (state / "labels.parquet").stat().st_ino
+    assert (r / "clusters" / "rasters" / f"{new}.tif").is_file() and (r / "clusters" / "maps" / f"{new}.png").is_file()
+    log = (r / "logs" / "clusters.log").read_text()
+    assert f"added scene(s) assigned to the kept centroids ({new})" in log, log[-2000:]
+    labels = pd.read_parquet(r / "clusters" / "labels.parquet", columns=["id", "scene"])
+    index = pd.read_parquet(r / "index" / "tiles.parquet", columns=["id", "scene"])
+    assert labels.equals(index) and (labels.scene == new).any()
