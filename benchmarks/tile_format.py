@@ -37,6 +37,37 @@ def outcrop(*args: str) -> float:
     return time.perf_counter() - t
 
 
+def access(work: Path, batches: int) -> None:
+    """The only part of training and embedding that differs between the formats: reading tiles.
+
+    In lockstep, alternating which format goes first, each call timed: a training batch (128 random
+    tiles gathered as the sampler does, :func:`outcrop.learning.training_data.open_training_tiles`)
+    and an embedding batch (256 consecutive tiles, as ``embed_array`` reads them), from the page cache.
+    """
+    from outcrop.learning.training_data import open_training_tiles
+    from outcrop.raster.tile_store import open_tiles
+
+    sets = {fmt: open_training_tiles([work / f"{fmt}.npy"], [work / f"{fmt}.parquet"]) for fmt in ("blocks", "whole")}
+    arrays = {fmt: open_tiles(work / f"{fmt}.npy") for fmt in ("blocks", "whole")}
+    rng = np.random.default_rng(0)
+    n = len(arrays["blocks"])
+    spent = {(kind, fmt): 0.0 for kind in ("train", "embed") for fmt in sets}
+    for b in range(batches):
+        pick = rng.choice(n, 128, replace=False)
+        start = int(rng.integers(0, max(1, n - 256)))
+        for fmt in (("blocks", "whole") if b % 2 == 0 else ("whole", "blocks")):
+            t = time.perf_counter()
+            sets[fmt].gather(pick)
+            spent[("train", fmt)] += time.perf_counter() - t
+            t = time.perf_counter()
+            np.array(arrays[fmt][start:start + 256], dtype=np.float32)
+            spent[("embed", fmt)] += time.perf_counter() - t
+    for kind, size in (("train", 128), ("embed", 256)):
+        rate = {fmt: batches * size / spent[(kind, fmt)] for fmt in sets}
+        print(f"reading tiles for {kind}: blocks {rate['blocks']:.0f} tiles/s, whole float32 {rate['whole']:.0f} "
+              f"tiles/s ({1e3 / rate['blocks']:.3f} and {1e3 / rate['whole']:.3f} ms a tile)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/outcrop-bench-prepare"))
@@ -44,6 +75,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2560, help="training views per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-bytes", action="store_true")
+    parser.add_argument("--batches", type=int, default=200, help="batches of the in-process reading measurement")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from prepare_tiles import ensure_landsat, scene_of
@@ -88,6 +120,9 @@ def main() -> None:
     (work / "whole.parquet").write_bytes((work / "blocks.parquet").read_bytes())
     print(f"throughput set: {len(tiles)} tiles; blocks.npy {(work / 'blocks.npy').stat().st_size / 1e6:.1f} MB, "
           f"whole.npy {(work / 'whole.npy').stat().st_size / 1e6:.1f} MB", flush=True)
+    access(work, args.batches)
+    if args.runs == 0:
+        return
     times: dict[str, dict[str, list[float]]] = {"train": {"blocks": [], "whole": []},
                                                  "embed": {"blocks": [], "whole": []}}
     for r in range(args.runs):

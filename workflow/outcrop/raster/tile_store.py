@@ -138,22 +138,27 @@ def write_tile_blocks(src: Any, out_path: str | os.PathLike[str], rows: np.ndarr
     return len(layout.keys)
 
 
-def decode_tiles(codes: np.ndarray) -> np.ndarray:
-    """(n, C, H, W) codes to float32 reflectance, each tile's nodata pixels set to its band mean.
+def decode_tiles(blocks: np.ndarray, k: int) -> np.ndarray:
+    """(n, k, k, C, side, side) block codes to (n, C, k·side, k·side) float32 reflectance tiles, each
+    tile's nodata pixels set to its band mean.
 
     The same arithmetic as :func:`outcrop.io.decode_reflectance` followed by the tiles stage's
-    filling of earlier runs, so the tiles are those runs' tiles bit for bit.
+    filling of earlier runs, so the tiles are those runs' tiles bit for bit. The blocks are placed
+    and converted in one strided pass, then scaled in place: two passes fewer than converting a
+    rearranged copy (about half the time per batch).
     """
     from outcrop.raster.tiles import _fill_gaps
 
-    out = codes.astype(np.float32)
+    n, _, _, channels, side = blocks.shape[:5]
+    out = np.empty((n, channels, k * side, k * side), dtype=np.float32)
+    out.reshape(n, channels, k, side, k, side)[...] = blocks.transpose(0, 3, 1, 4, 2, 5)
     out *= np.float32(PREPARED_SCALE)
     out += np.float32(PREPARED_OFFSET)
-    gaps = codes == PREPARED_NODATA
-    if gaps.any():
-        tiles = np.flatnonzero(gaps.any(axis=(1, 2, 3)))
+    if n and blocks.min() == PREPARED_NODATA:
+        nodata = out == np.float32(PREPARED_NODATA) * np.float32(PREPARED_SCALE) + np.float32(PREPARED_OFFSET)
+        tiles = np.flatnonzero(nodata.any(axis=(1, 2, 3)))
         part = out[tiles]
-        part[gaps[tiles]] = np.nan
+        part[nodata[tiles]] = np.nan
         out[tiles] = _fill_gaps(part)
     return out
 
@@ -222,8 +227,7 @@ class TileArray:
         n, channels = len(index), self.shape[1]
         slots = self.layout.slots[index].reshape(-1)
         codes = np.asarray(self.blocks[slots]) if len(slots) else np.empty((0, channels, side, side), CODES)
-        codes = codes.reshape(n, k, k, channels, side, side).transpose(0, 3, 1, 4, 2, 5)
-        return decode_tiles(codes.reshape(n, channels, k * side, k * side))
+        return decode_tiles(codes.reshape(n, k, k, channels, side, side), k)
 
     def release_pages(self) -> None:
         """Drop the pages of the block file from this process's resident set (:mod:`outcrop.runtime.pages`)."""
