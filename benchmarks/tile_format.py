@@ -46,6 +46,9 @@ def access(work: Path, batches: int) -> None:
     """
     from outcrop.learning.training_data import open_training_tiles
     from outcrop.raster.tile_store import open_tiles
+    from outcrop.runtime.allocator import keep_large_blocks
+
+    keep_large_blocks()  # as every `outcrop` command does: batch-sized buffers reused, not faulted in again
 
     sets = {fmt: open_training_tiles([work / f"{fmt}.npy"], [work / f"{fmt}.parquet"]) for fmt in ("blocks", "whole")}
     arrays = {fmt: open_tiles(work / f"{fmt}.npy") for fmt in ("blocks", "whole")}
