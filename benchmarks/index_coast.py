@@ -13,7 +13,14 @@ Then the run's id table is written (in a child process) and ``outcrop query`` is
 process, as ``query`` does.
 
 ``add``: ``--n`` (1 000 000) tiles in ``--scenes`` scenes through :func:`build_index` with a state
-folder, then one scene more: the time to add it against a full rebuild of all of them.
+folder, then one scene more: the time to add it against a full rebuild of all of them. With
+``--stages index,clusters,analogues,pages`` every whole-run stage an added scene reruns is timed as
+its job runs it (its outputs deleted first, as Snakemake does; state folders kept): the index, the
+clusters with their figures, the analogues, and the pages that grow with the run (analogue maps,
+projection, cluster table), first for ``--scenes`` scenes, then with the scene added, then rebuilt
+from scratch (``retrain``, no kept scores). Each scene also gets the header of a prepared scene
+(sparse: the stages read its grid and band names) and a tile array of 7 bands of 4 x 4 px (the
+clusters' band means and exemplars read it; 448 bytes a tile, not the 14 KB of a real one).
 
 ``query``: a finished run of ``--n`` (2 000 000) tiles in ``--scenes`` scenes written quickly (index
 table, embeddings, an IVF-PQ index), then ``outcrop query`` in a fresh process, by tile and by
@@ -23,6 +30,7 @@ just the rows it needs).
 
     python benchmarks/index_coast.py build --n 10000000
     python benchmarks/index_coast.py add --n 1000000
+    OPENBLAS_NUM_THREADS=1 python benchmarks/index_coast.py add --n 1000000 --stages index,clusters,analogues,pages
     python benchmarks/index_coast.py query --n 2000000
 """
 
