@@ -66,8 +66,7 @@ def _exemplars_kept_or_drawn(out: Path, picks: list[list[tuple[str, int]]], tile
                              bands: list[str], state_dir: Path | None) -> None:
     """The exemplar grid, drawn only when its tiles changed since the kept one (``state_dir``)."""
     import json
-
-    from outcrop.search.incremental import link_or_copy
+    import shutil
 
     if state_dir is None:
         _write_exemplars(out, picks, tiles_paths, bands)
@@ -78,7 +77,10 @@ def _exemplars_kept_or_drawn(out: Path, picks: list[list[tuple[str, int]]], tile
         _write_exemplars(kept, picks, tiles_paths, bands)
         with atomic_path(record) as tmp:
             tmp.write_text(wanted)
-    link_or_copy(kept, out)
+    # A copy, not a link: a job's single-file output must be newer than its inputs, or Snakemake
+    # would plan the job again (the folders of per-scene files carry their own timestamp).
+    with atomic_path(out) as tmp:
+        shutil.copyfile(kept, tmp)
 
 
 def _write_exemplars(path: Path, picks: list[list[tuple[str, int]]], tiles_paths: Sequence[Path],

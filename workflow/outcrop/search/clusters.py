@@ -543,6 +543,9 @@ def _add_scenes(index_table: Path, embedding_paths: Sequence[Path], tiles_paths:
         append_table(state_dir / "labels.parquet", arrow.select(kept_schema.names).cast(
             kept_schema.with_metadata(_merged_geo(kept_schema.metadata, arrow.schema.metadata))), keep_tail=True)
         pyogrio.write_dataframe(out, state_dir / "labels.gpkg", layer="clusters", append=True)
+    if not new_rows:  # nothing appended: the tables' time is this job's, as Snakemake expects of its outputs
+        for name in ("labels.parquet", "labels.gpkg"):
+            os.utime(state_dir / name)
     link_or_copy(state_dir / "labels.parquet", out_parquet)
     link_or_copy(state_dir / "labels.gpkg", out_gpkg)
     write_csv(summary.table(bands), out_summary, float_format="%.6g")

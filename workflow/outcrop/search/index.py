@@ -515,6 +515,8 @@ def build_index(
             table = parts_table(new)
             table["id"] += count - len(table)
             append_index_table(kept_table, table)
+        else:  # nothing appended: the table's time is this job's, as Snakemake expects of its outputs
+            os.utime(kept_table)
         link_or_copy(kept_table, out_table)
     if state_dir is not None:
         from outcrop.parquet_append import commit
