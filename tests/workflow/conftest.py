@@ -22,8 +22,10 @@ TINY_CONFIG = {
 }
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run the real snakemake on the repository's Snakefile in ``workdir``."""
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int | None = None) -> subprocess.CompletedProcess:
+    """Run the real snakemake on the repository's Snakefile in ``workdir``, for at most ``timeout``
+    seconds (by default 900, or ``OUTCROP_WORKFLOW_TIMEOUT``: a machine shared many times over needs more)."""
+    timeout = timeout or int(os.environ.get("OUTCROP_WORKFLOW_TIMEOUT", "900"))
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
