@@ -147,7 +147,9 @@ def _table(args: argparse.Namespace) -> None:
           f"({(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB)", flush=True)
 
 
-def _scene_files(root: Path, name: str, vec: np.ndarray) -> tuple[Path, Path]:
+def _scene_files(root: Path, name: str, vec: np.ndarray, s: int = 0) -> tuple[Path, Path]:
+    """Scene ``s``'s embeddings and tile table: 1000 tiles of 960 m a row, from :func:`_origin` (scenes
+    side by side, none overlapping another)."""
     import geopandas as gpd
     import shapely
 
@@ -155,16 +157,18 @@ def _scene_files(root: Path, name: str, vec: np.ndarray) -> tuple[Path, Path]:
 
     n = len(vec)
     r, c = np.divmod(np.arange(n), 1000)
+    x0, y0 = _origin(s)
     table = gpd.GeoDataFrame({"tile_id": np.arange(n), "scene": name, "row": r * 32, "col": c * 32, "size": 32,
                               "valid": 1.0, "rock": 1.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0},
-                             geometry=shapely.box(c * 960.0, -(r + 1) * 960.0, (c + 1) * 960.0, -r * 960.0),
+                             geometry=shapely.box(x0 + c * 960.0, y0 - (r + 1) * 960.0, x0 + (c + 1) * 960.0,
+                                                  y0 - r * 960.0),
                              crs="EPSG:3031")
     save_npy(root / f"{name}.npy", vec)
     write_geodataframe(root / f"{name}.parquet", table)
     return root / f"{name}.npy", root / f"{name}.parquet"
 
 
-def _prepared_header(root: Path, name: str, n: int) -> Path:
+def _prepared_header(root: Path, name: str, n: int, s: int) -> Path:
     """A prepared scene's header for ``n`` tiles of 1000 a row (32 px, 30 m): the clusters and
     analogues stages read only its grid and band names; its pixels are left sparse (unwritten)."""
     import rasterio
@@ -174,7 +178,7 @@ def _prepared_header(root: Path, name: str, n: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = -(-n // 1000)
     with rasterio.open(path, "w", driver="GTiff", width=32_000, height=rows * 32, count=1, dtype="uint16",
-                       crs="EPSG:3031", transform=from_origin(0.0, 0.0, 30.0, 30.0), tiled=True,
+                       crs="EPSG:3031", transform=from_origin(*_origin(s), 30.0, 30.0), tiled=True,
                        SPARSE_OK=True) as dst:
         dst.update_tags(bands=",".join(BANDS))
     return path
@@ -206,7 +210,9 @@ def _deposits(root: Path) -> Path:
     path = root / "deposits.gpkg"
     if path.exists():  # written once: its bytes are what the kept scores and maps depend on
         return path
-    xy = [(960.0 * 100.5, -960.0 * 2.5), (960.0 * 400.5, -960.0 * 5.5), (960.0 * 700.5, -960.0 * 8.5)]
+    x0, y0 = _origin(0)
+    xy = [(x0 + 960.0 * 100.5, y0 - 960.0 * 2.5), (x0 + 960.0 * 400.5, y0 - 960.0 * 5.5),
+          (x0 + 960.0 * 700.5, y0 - 960.0 * 8.5)]
     gpd.GeoDataFrame({"name": ["d1", "d2", "d3"]}, geometry=shapely.points(xy), crs="EPSG:3031").to_file(path)
     return path
 
@@ -266,7 +272,7 @@ def _stages(root: Path, emb: list[Path], tables: list[Path], tiles: list[Path], 
         t = time.perf_counter()
         write_analogue_maps([a / "similarity" / f"{p.stem}.tif" for p in prepared], a / "analogues.gpkg",
                             _deposits(root), a / "maps", prepared_paths=prepared, state_dir=a / "state" / "maps",
-                            log=quiet)
+                            log=lambda m: print("  " + m, flush=True))
         times["analogue maps"] = time.perf_counter() - t
         t = time.perf_counter()
         write_projection(c / "labels.parquet", emb, c / "projection_clusters.png", c / "projection_surfaces.png",
@@ -286,22 +292,28 @@ def cmd_add(args: argparse.Namespace) -> None:
     faiss.omp_set_num_threads(args.threads)
     root = Path(args.dir) / f"outcrop_index_add_{args.n}"
     per = args.n // args.scenes
+    names = [f"s{i:04d}" for i in range(args.scenes + 1)]
     if not (root / "done").exists():
         vec_paths = synthetic(args.n + per, args.dim, args.scenes + 1, root / "raw")
         for i, p in enumerate(vec_paths):
-            _scene_files(root, f"s{i:04d}", np.load(p, mmap_mode="r"))
+            _scene_files(root, f"s{i:04d}", np.load(p, mmap_mode="r"), i)
             p.unlink()
         (root / "done").write_text("")
-    names = [f"s{i:04d}" for i in range(args.scenes + 1)]
+    elif not (root / "placed").exists():  # tables of an earlier version put every scene in one place
+        for i, n in enumerate(names):
+            _scene_files(root, n, np.load(root / f"{n}.npy", mmap_mode="r"), i)
+            (root / "prepared" / f"{n}.tif").unlink(missing_ok=True)
+    (root / "placed").write_text("")
     emb, tables = [root / f"{n}.npy" for n in names], [root / f"{n}.parquet" for n in names]
     if args.stages != "index":
         tiles = [root / "tiles" / f"{n}.npy" for n in names]
         prepared = [root / "prepared" / f"{n}.tif" for n in names]
         for i, n in enumerate(names):
+            count = len(np.load(emb[i], mmap_mode="r"))
             if not tiles[i].exists():
-                count = len(np.load(emb[i], mmap_mode="r"))
                 _tiles_array(root, n, count, i)
-                _prepared_header(root, n, count)
+            if not prepared[i].exists():
+                _prepared_header(root, n, count, i)
         stages = args.stages.split(",")
         shutil_rm = __import__("shutil").rmtree
         shutil_rm(root / "out", ignore_errors=True)
