@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from outcrop.config import default
-from outcrop.io import load_npy
 from outcrop.layout import Layout
+from outcrop.raster.tile_store import open_tiles
 from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, standardised
 from outcrop.learning.encoder import load_encoder
 from outcrop.search.evaluate import (cluster_agreement, deposit_recall, knn_accuracy, random_encoder_embeddings,
@@ -45,7 +45,7 @@ def main() -> None:
     scenes = sorted(set(table.scene))
     order = np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in scenes])
     table = table.iloc[order].reset_index(drop=True)
-    pixels = np.concatenate([np.asarray(load_npy(results.tiles(s))[np.asarray(table.tile_id[table.scene == s])])
+    pixels = np.concatenate([np.asarray(open_tiles(results.tiles(s), results.tile_table(s))[np.asarray(table.tile_id[table.scene == s])])
                              for s in scenes])
     model = Path(results.model)
     net, meta = load_encoder(model)
@@ -56,7 +56,7 @@ def main() -> None:
     from outcrop.search.evaluate import as_unit_vectors, band_statistics
 
     size = int(pixels.shape[-1])
-    blocks = standardised(meta, np.concatenate([scene_blocks(load_npy(results.tiles(s)), Path(results.tile_table(s)),
+    blocks = standardised(meta, np.concatenate([scene_blocks(open_tiles(results.tiles(s), results.tile_table(s)), Path(results.tile_table(s)),
                                                              size, np.asarray(table.tile_id[table.scene == s]))
                                                 for s in scenes]))
     units = tile_truth_units(table, {s: Path(results.demo_truth(s)) for s in scenes})

@@ -154,7 +154,9 @@ def full_scene(work: Path, threads: int) -> dict:
               f"peak RSS {out[name]['peak_rss_mb']:6d} MB", flush=True)
     import numpy as np
 
-    out["tiles_per_scene"] = int(np.load(work / "tiles.npy", mmap_mode="r").shape[0])
+    from outcrop.raster.tile_store import open_tiles
+
+    out["tiles_per_scene"] = int(open_tiles(work / "tiles.npy").shape[0])
     out["embedding_dim"] = int(np.load(work / "embeddings.npy", mmap_mode="r").shape[1])
     print(f"  {out['tiles_per_scene']} tiles of dimension {out['embedding_dim']}", flush=True)
     return out
