@@ -27,9 +27,8 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-import torch
-
 import outcrop.learning.embeddings as E
+import torch
 from outcrop.config import default
 from outcrop.layout import Layout
 from outcrop.learning.encoder import load_encoder
@@ -58,9 +57,13 @@ def main() -> None:
     parser.add_argument("--no-scores", action="store_true")
     args = parser.parse_args()
     import geopandas as gpd
-
     from outcrop.search.analogues import read_deposits, select_positives
-    from outcrop.search.evaluate import cluster_agreement, deposit_recall, knn_accuracy, tile_truth_units
+    from outcrop.search.evaluate import (
+        cluster_agreement,
+        deposit_recall,
+        knn_accuracy,
+        tile_truth_units,
+    )
     from outcrop.search.index import load_index
     from outcrop.search.quality import scene_blocks
 

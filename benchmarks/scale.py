@@ -153,7 +153,6 @@ def full_scene(work: Path, threads: int) -> dict:
         print(f"  {name:36s} wall {out[name]['wall_s']:7.1f} s cpu {out[name]['cpu_s']:7.1f} s "
               f"peak RSS {out[name]['peak_rss_mb']:6d} MB", flush=True)
     import numpy as np
-
     from outcrop.raster.tile_store import open_tiles
 
     out["tiles_per_scene"] = int(open_tiles(work / "tiles.npy").shape[0])
