@@ -19,6 +19,7 @@ from outcrop.io import decode_reflectance, encode_reflectance, read_prepared
 from outcrop.raster.grid_choice import choose_grid, grid_lines, load_grid, write_grid, zone_crs
 from outcrop.raster.scenes import prepare_scene, read_scene_header
 from outcrop.raster.tiles import tile_scene
+from outcrop.raster.tile_store import open_tiles
 
 SHARED = next((p for p in (Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data"))
                if p.is_dir()), None)
@@ -98,7 +99,7 @@ def test_overlapping_scenes_on_one_utm_pixel_grid_keep_aligned_tiles(tmp_path):
         tile_scene(tmp_path / f"p{s}.tif", tmp_path / f"{s}.npy", tmp_path / f"{s}.parquet", scene_id=s, size=16,
                    stride=8, min_valid=0.5, log=lambda _: None)
         table = gpd.read_parquet(tmp_path / f"{s}.parquet")
-        arrays = np.load(tmp_path / f"{s}.npy")
+        arrays = open_tiles(tmp_path / f"{s}.npy")[:]
         tiles[s] = {geom.wkb: arrays[i] for i, geom in enumerate(table.geometry)}
     shared = set(tiles["a"]) & set(tiles["b"])
     assert len(shared) > 50, "tiles of overlapping scenes do not line up"

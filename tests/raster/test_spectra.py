@@ -10,6 +10,7 @@ from outcrop.io import load_npy, write_prepared
 from outcrop.raster.spectra import block_neighbours, block_spectra, square_spectra, tile_spectra
 from outcrop.raster.surfaces import CLOUD, NODATA, ROCK
 from outcrop.raster.tiles import cut_offset_tiles, read_tile_positions, tile_scene
+from outcrop.raster.tile_store import open_tiles
 
 BANDS = ["blue", "green", "red", "nir"]
 
@@ -58,7 +59,7 @@ def test_the_raster_path_gives_the_table_path_block_and_skips_cloud_and_the_edge
     write_prepared(tmp_path / "s.tif", refl, mask, "EPSG:3031", from_origin(0, 0, 30, 30), BANDS)
     tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16, stride=16,
                min_valid=0.9)
-    tiles = load_npy(tmp_path / "t.npy")
+    tiles = open_tiles(tmp_path / "t.npy")[:]
     rows, cols = read_tile_positions(tmp_path / "t.parquet", len(tiles))
     from_table = block_spectra(tiles, block_neighbours(rows, cols, 16))
     cut, _, from_raster = cut_offset_tiles(tmp_path / "s.tif", size=16, stride=16, offset=0, min_valid=0.9,

@@ -23,6 +23,7 @@ from outcrop.config import default
 from outcrop.io import atomic_path, decode_reflectance, write_geodataframe
 from outcrop.runtime.progress import Progress
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA
+from outcrop.raster.tile_store import _fill_gaps, write_tile_blocks
 
 FRACTION_COLUMNS = [name for code, name in sorted(CLASS_NAMES.items()) if code != NODATA]
 # Columns tile tables written before their class existed lack; read as 0 (none of the tile).
@@ -164,7 +165,6 @@ def _write_tile_array(src: Any, out_tiles: str | Path, tile_rows: np.ndarray, ti
                       size: int, stride: int, n_bands: int, scene_id: str, log: Callable[[str], None]) -> None:
     """Pass 2: the prepared codes of the kept tiles' pixels, once each, as the block store of
     :mod:`outcrop.raster.tile_store` (read back as tiles by :func:`~outcrop.raster.tile_store.open_tiles`)."""
-    from outcrop.raster.tile_store import write_tile_blocks
 
     blocks = write_tile_blocks(src, out_tiles, tile_rows, tile_cols, size=size, stride=stride, n_bands=n_bands,
                                what=f"tiles: {scene_id}: cutting", log=log)
@@ -195,16 +195,6 @@ def _tile_table(transform: Any, crs: Any, scene_id: str, tile_rows: np.ndarray, 
         geometry=footprints,
         crs=crs,
     )
-
-
-def _fill_gaps(block: np.ndarray) -> np.ndarray:
-    """Replace the few nodata pixels of kept tiles by that tile's band mean, so arrays stay finite."""
-    bad = ~np.isfinite(block)
-    if bad.any():
-        means = np.nanmean(np.where(bad, np.nan, block), axis=(2, 3), keepdims=True)
-        means = np.nan_to_num(means, nan=0.0)
-        block = np.where(bad, np.broadcast_to(means, block.shape), block)
-    return block.astype(np.float32, copy=False)
 
 
 def read_tile_table(path: str | Path) -> Any:

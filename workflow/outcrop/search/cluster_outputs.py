@@ -123,7 +123,6 @@ class Summary:
                         np.asarray(tile_ids, dtype=np.int64))
 
     def _exemplars(self, labels: np.ndarray, sims: np.ndarray, codes: np.ndarray, tile_ids: np.ndarray) -> None:
-        from outcrop.search.clusters import exemplars_by_similarity
 
         k = self.exemplar_sims.shape[0]
         keep = np.isfinite(self.exemplar_sims)
@@ -183,3 +182,10 @@ class Summary:
         if any(out.seen[lv].shape != (n, len(scenes)) for lv, n in levels.items()):
             return None
         return out
+
+
+def exemplars_by_similarity(sims: np.ndarray, labels: np.ndarray, k: int, per_cluster: int = 6) -> list[np.ndarray]:
+    """Row positions of the ``per_cluster`` tiles of highest ``sims`` (to their own centroid) per cluster."""
+    order = np.lexsort((-sims, labels))  # by cluster, then by decreasing similarity
+    starts = np.searchsorted(labels[order], np.arange(k + 1))
+    return [order[starts[c] : min(starts[c] + per_cluster, starts[c + 1])] for c in range(k)]

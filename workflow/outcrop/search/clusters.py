@@ -23,7 +23,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.raster.geo import infer_layout, scene_band_names, scene_rasters
-from outcrop.search.cluster_outputs import Summary, fingerprint, link_tree
+from outcrop.search.cluster_outputs import Summary, exemplars_by_similarity, fingerprint, link_tree
 from outcrop.search.incremental import cached_digest, link_or_copy
 from outcrop.search.index_table import IndexTable
 from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
@@ -628,13 +628,6 @@ def exemplars(vectors: np.ndarray, labels: np.ndarray, centroids: np.ndarray, pe
     """Row positions of the ``per_cluster`` tiles most similar to each centroid, best first."""
     return exemplars_by_similarity(np.einsum("ij,ij->i", vectors, centroids[labels]), labels, len(centroids),
                                    per_cluster)
-
-
-def exemplars_by_similarity(sims: np.ndarray, labels: np.ndarray, k: int, per_cluster: int = 6) -> list[np.ndarray]:
-    """Row positions of the ``per_cluster`` tiles of highest ``sims`` (to their own centroid) per cluster."""
-    order = np.lexsort((-sims, labels))  # by cluster, then by decreasing similarity
-    starts = np.searchsorted(labels[order], np.arange(k + 1))
-    return [order[starts[c] : min(starts[c] + per_cluster, starts[c + 1])] for c in range(k)]
 
 
 def label_nodata(clustering: Clustering) -> tuple[Any, int]:
