@@ -55,6 +55,26 @@ def test_an_added_scene_is_ranked_from_kept_scores_like_the_whole_way(tmp_path):
             np.testing.assert_array_equal(x.read(), y.read())
 
 
+def test_an_append_stopped_before_its_record_is_cut_off(tmp_path):
+    """An add appends its scores, then records the count: a job stopped between the two leaves bytes
+    past the recorded count, which the next add cuts off; it still ranks from the kept scores, as
+    the whole way does."""
+    from outcrop.search import analogue_state
+
+    run = make_run(tmp_path)
+    state = tmp_path / "analogues_state"
+    _analogues(run, tmp_path, _index(run, tmp_path, [0]), [0], "out", state)
+    sizes = {p.name: p.stat().st_size for p in state.glob("*.bin")}
+    analogue_state.append(state, np.full(7, 9.0), np.full(7, 3), np.ones(7))  # no record follows
+    assert all(p.stat().st_size > sizes[p.name] for p in state.glob("*.bin"))
+    index = _index(run, tmp_path, [0, 1])
+    lines: list[str] = []
+    added = _analogues(run, tmp_path, index, [0, 1], "out", state, log=lines.append)
+    assert any("tiles of 1 added scene(s) scored" in line for line in lines), lines
+    whole = _analogues(run, tmp_path, index, [0, 1], "whole", None)
+    pd.testing.assert_frame_equal(pd.read_csv(added / "analogues.csv"), pd.read_csv(whole / "analogues.csv"))
+
+
 def test_other_deposits_rank_the_whole_way(tmp_path):
     """The kept scores belong to one set of deposits: another file (one deposit fewer) scores every
     tile again, and gives what a run without kept scores gives."""

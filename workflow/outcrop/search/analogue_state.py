@@ -16,18 +16,23 @@ rule's output: Snakemake leaves it when the job reruns) keeps them, aligned with
 An add scores the new rows alone, then ranks over every kept score: the ranking needs the footprints
 of its candidates only, read from the index table by id (:class:`CandidateRows`), not the whole
 table. Anything else (other deposits, a new positive, a changed or missing scene) is the whole way.
+
+This module keeps the state (open, append, record); :func:`outcrop.search.analogues.find_analogues`
+does the scoring and ranking over it. The arrays are appended to in place, fsynced, and the count
+recorded last, so that a stopped add leaves only bytes past the record, cut off by the next one.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from outcrop.io import atomic_path, write_geodataframe
+from outcrop.io import atomic_path
 from outcrop.search.cluster_outputs import fingerprint, link_tree
 from outcrop.search.incremental import cached_digest, file_cache, file_digest, given_files, read_state
 from outcrop.search.index import scene_of
@@ -76,11 +81,6 @@ class CandidateRows:
         return _Column(self, name)
 
 
-def _append(path: Path, values: np.ndarray, dtype: Any) -> None:
-    with open(path, "ab") as fh:
-        fh.write(np.ascontiguousarray(values, dtype=dtype).tobytes())
-
-
 def save(state_dir: Path, key: dict[str, Any], table_path: Path, embedding_paths: Sequence[Path], queries: np.ndarray,
          score: np.ndarray, which: np.ndarray, excluded: np.ndarray, layout: Any, rasters: Path, similarity_dir: Path,
          scenes: Sequence[str]) -> None:
@@ -98,10 +98,10 @@ def save(state_dir: Path, key: dict[str, Any], table_path: Path, embedding_paths
     cache: dict[str, Any] = {}
     digests = {scene_of(p): cached_digest(p, cache) for p in embedding_paths}
     groups = IndexTable.open(Path(table_path)).groups_meta()
-    _record(state_dir, key, len(score), fingerprint(groups, len(score)), layout, digests, cache)
+    record(state_dir, key, len(score), fingerprint(groups, len(score)), layout, digests, cache)
 
 
-def _record(state_dir: Path, key: dict[str, Any], count: int, print_: str, layout: Any, digests: dict[str, str],
+def record(state_dir: Path, key: dict[str, Any], count: int, print_: str, layout: Any, digests: dict[str, str],
             cache: dict[str, Any]) -> None:
     from outcrop.io import write_json
 
@@ -110,40 +110,77 @@ def _record(state_dir: Path, key: dict[str, Any], count: int, print_: str, layou
                                           "files": cache})
 
 
-def add_scenes(state_dir: Path, key: dict[str, Any] | None, index_path: Path, table_path: Path,
-               embedding_paths: Sequence[Path], deposits_path: Path, prepared_paths: Sequence[Path], out_gpkg: Path,
-               out_csv: Path, similarity_dir: Path, *, buffer_m: float, exclusion_m: float, top: int,
-               negatives_path: Path | None, site_overlap: float | None, log: Callable[[str], Any]) -> bool:
-    """Score the tiles of scenes added since the kept scores and rank over all; False when the kept
-    state does not hold (the caller goes the whole way)."""
+def _fit(path: Path, count: int, itemsize: int) -> bool:
+    """Cut ``path`` back to ``count`` items: bytes past the recorded count are an append whose record
+    was never written (the job stopped between the two), and are dropped. False if fewer are there."""
+    if not path.exists() or os.path.getsize(path) < count * itemsize:
+        return False
+    if os.path.getsize(path) > count * itemsize:
+        os.truncate(path, count * itemsize)
+    return True
+
+
+def append(state_dir: Path, score: np.ndarray, which: np.ndarray, excluded: np.ndarray) -> None:
+    """Append an added scene's scores to the kept arrays in place (the kept bytes are not written again).
+
+    Crash-safe by order: each array is appended and fsynced, and only then does :func:`record` write
+    the new count (atomically). A job stopped in between leaves bytes past the recorded count, which
+    :func:`open_kept` cuts off before the next add; what the record counts is always whole.
+    """
+    for (name, dtype), values in zip(ARRAYS, (score, which, excluded)):
+        with open(state_dir / f"{name}.bin", "ab") as fh:
+            fh.write(np.ascontiguousarray(values, dtype=dtype).tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def read_scores(state_dir: Path, total: int) -> list[np.ndarray]:
+    """The kept score, query and exclusion arrays of the first ``total`` tiles."""
+    return [np.fromfile(state_dir / f"{name}.bin", dtype=dtype, count=total) for name, dtype in ARRAYS]
+
+
+@dataclass
+class Kept:
+    """What an add starts from: the record, the index table opened, and the rows added since."""
+
+    state: dict[str, Any]
+    count: int
+    files: dict[str, Any]
+    by_scene: dict[str, Path]
+    digests: dict[str, str]
+    kept: dict[str, str]
+    opened: Any
+    new: Any
+    new_scenes: list[str]
+
+
+def open_kept(state_dir: Path, key: dict[str, Any] | None, index_path: Path, table_path: Path,
+              embedding_paths: Sequence[Path]) -> Kept | None:
+    """The kept scores and the index rows added since, or None when they do not hold (other
+    deposits, an index rebuilt, a kept scene changed, a new row of a kept scene): the stage then
+    goes the whole way."""
     from geopandas.io.arrow import _arrow_to_geopandas
 
-    from outcrop.raster.geo import TileLayout
-    from outcrop.search.analogues import (analogue_table, analogues_csv, best_scores, excluded_ids, rank_masked,
-                                          read_deposits, write_similarity)
     from outcrop.search.faiss_file import read_index
     from outcrop.search.index_table import IndexTable
-    from outcrop.search.vectors import table_source
 
     state = read_state(state_dir / "state.json")
     if state is None or state.get("key") != key:
-        return False
+        return None
     count = int(state["count"])
-    sizes = [os.path.getsize(state_dir / f"{name}.bin") if (state_dir / f"{name}.bin").exists() else -1
-             for name, _ in ARRAYS]
-    if sizes != [count * np.dtype(d).itemsize for _, d in ARRAYS]:
-        return False
+    if not all(_fit(state_dir / f"{name}.bin", count, np.dtype(d).itemsize) for name, d in ARRAYS):
+        return None
     files = file_cache(state)
     by_scene = {scene_of(p): Path(p) for p in embedding_paths}
     digests = {s: cached_digest(p, files) for s, p in by_scene.items()}
     kept = state.get("scenes", {})
     if any(digests.get(s) != d for s, d in kept.items()):
-        return False
+        return None
     opened = IndexTable.open(Path(table_path))
     if fingerprint(opened.groups_meta(), count) != state.get("fingerprint") or opened.count < count:
-        return False
+        return None
     if read_index(Path(index_path)).ntotal != opened.count:
-        return False
+        return None
     first = int(np.searchsorted(opened.starts, count, side="right")) - 1
     part = opened.file.read_row_groups(list(range(max(first, 0), opened.file.num_row_groups))) \
         if opened.count > count else opened.file.read_row_group(0).slice(0, 0)
@@ -151,53 +188,26 @@ def add_scenes(state_dir: Path, key: dict[str, Any] | None, index_path: Path, ta
     new = new[new["id"].to_numpy() >= count].reset_index(drop=True)
     new_scenes = [s for s in by_scene if s not in kept]
     if len(new) and not set(new["scene"].astype(str)) <= set(new_scenes):
-        return False
-    deposits = read_deposits(deposits_path, opened.crs)
-    marks = [deposits] + ([read_deposits(negatives_path, opened.crs, role="negatives")] if negatives_path else [])
-    if len(new) and any(_meets(new, m, buffer_m) for m in marks):
-        log("analogues: an added scene holds tiles of the deposits or negatives: ranking the whole way")
-        return False
-    queries = np.load(state_dir / "queries.npy", allow_pickle=False)
-    geoms = deposits.geometry.to_numpy()
-    if len(new):
-        source = table_source(new["scene"].astype(str).to_numpy(), new["tile_id"].to_numpy(), lambda s: by_scene[s])
-        score = np.empty(source.count, np.float32)
-        which = np.empty(source.count, np.int64)
-        for start, block in source.chunks():
-            score[start:start + len(block)], which[start:start + len(block)] = best_scores(block, queries)
-        excluded = excluded_ids(new, geoms, [], exclusion_m)
-        for (name, dtype), values in zip(ARRAYS, (score, which, excluded)):
-            _append(state_dir / f"{name}.bin", values, dtype)
-    total = opened.count
-    arrays = [np.fromfile(state_dir / f"{name}.bin", dtype=dtype, count=total) for name, dtype in ARRAYS]
-    masked = np.where(arrays[2].astype(bool), -np.inf, arrays[0])
-    ranked = rank_masked(masked, arrays[1].astype(np.int64), CandidateRows(opened), geoms, deposits["name"].tolist(),
-                         top=top, site_overlap=site_overlap)
-    ranked = analogue_table(ranked, CandidateRows(opened))
-    write_geodataframe(out_gpkg, ranked, layer="analogues")
-    with atomic_path(out_csv) as tmp:
-        tmp.write_text(analogues_csv(ranked), encoding="utf-8")
-    layout = TileLayout(*state["layout"])
-    drawn = [p for p in prepared_paths if scene_of(p) in set(new_scenes)]
-    write_similarity(drawn, new, layout, arrays[0][count:], state_dir / "similarity")
+        return None
+    return Kept(state, count, files, by_scene, digests, kept, opened, new, new_scenes)
+
+
+def finish(state_dir: Path, key: dict[str, Any] | None, kept: Kept, similarity_dir: Path,
+           prepared_paths: Sequence[Path]) -> None:
+    """Link the similarity rasters and record the new count: the add's last step (see :func:`append`)."""
+    total = kept.opened.count
     link_tree(state_dir / "similarity", similarity_dir, [scene_of(p) for p in prepared_paths])
-    _record(state_dir, key or {}, total, fingerprint(opened.groups_meta(), total), layout,
-            {**kept, **{s: digests[s] for s in new_scenes}}, given_files(files, list(by_scene.values())))
-    log(f"analogues: {len(new)} tiles of {len(new_scenes)} added scene(s) scored, {total} ranked from kept scores; "
-        f"wrote {len(ranked)} analogues")
-    return True
+    record(state_dir, key or {}, total, fingerprint(kept.opened.groups_meta(), total), layout_of(kept),
+           {**kept.kept, **{s: kept.digests[s] for s in kept.new_scenes}},
+           given_files(kept.files, list(kept.by_scene.values())))
 
 
-def _meets(table: Any, marks: Any, buffer_m: float) -> bool:
-    """Whether any of ``marks`` (deposits or negatives) selects a tile of ``table``, as select_positives would."""
-    import shapely
+def layout_of(kept: Kept) -> Any:
+    """The tile layout the kept scores were drawn with."""
+    from outcrop.raster.geo import TileLayout
 
-    geoms = np.asarray(marks.geometry.values, dtype=object)
-    areal = np.isin(shapely.get_type_id(geoms), [3, 6])
-    if buffer_m > 0:
-        geoms = np.where(areal, geoms, shapely.buffer(geoms, buffer_m, quad_segs=16))
-    _, ids = table.sindex.query(geoms, predicate="intersects")
-    return bool(len(ids))
+    return TileLayout(*kept.state["layout"])
 
 
-__all__ = ["CandidateRows", "add_scenes", "query_key", "save"]
+__all__ = ["CandidateRows", "Kept", "append", "finish", "layout_of", "open_kept", "query_key", "read_scores",
+           "record", "save"]

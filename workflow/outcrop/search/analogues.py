@@ -27,7 +27,8 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.raster.geo import infer_layout, scene_rasters
-from outcrop.search.index import load_index, normalise_rows, table_vectors
+from outcrop.search import analogue_state
+from outcrop.search.index import load_index, normalise_rows, scene_of, table_vectors
 from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
 from outcrop.csvfile import csv_text
 
@@ -401,10 +402,8 @@ def find_analogues(
     call with the same deposits whose new tiles (an added scene's) select no positive scores those
     alone (:mod:`outcrop.search.analogue_state`).
     """
-    from outcrop.search import analogue_state
-
     key = analogue_state.query_key(deposits_path, negatives_path, buffer_m, exclusion_km) if state_dir else None
-    if state_dir is not None and analogue_state.add_scenes(
+    if state_dir is not None and _add_scenes(
             Path(state_dir), key, index_path, table_path, embedding_paths, deposits_path, prepared_paths, out_gpkg,
             out_csv, Path(similarity_dir), buffer_m=buffer_m, exclusion_m=exclusion_km * 1000.0, top=top,
             negatives_path=negatives_path, site_overlap=site_overlap, log=log):
@@ -439,6 +438,62 @@ def find_analogues(
         analogue_state.save(Path(state_dir), key, table_path, embedding_paths, queries, score, which, excluded,
                             layout, rasters, Path(similarity_dir), [Path(p).stem for p in prepared_paths])
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
+
+
+def _add_scenes(state_dir: Path, key: dict[str, Any] | None, index_path: Path, table_path: Path,
+                embedding_paths: Sequence[Path], deposits_path: Path, prepared_paths: Sequence[Path], out_gpkg: Path,
+                out_csv: Path, similarity_dir: Path, *, buffer_m: float, exclusion_m: float, top: int,
+                negatives_path: Path | None, site_overlap: float | None, log: Callable[[str], Any]) -> bool:
+    """Score the tiles of scenes added since the kept scores (:mod:`outcrop.search.analogue_state`)
+    and rank over all; False when the kept state does not hold (the caller goes the whole way)."""
+    from outcrop.search.vectors import table_source
+
+    kept = analogue_state.open_kept(state_dir, key, index_path, table_path, embedding_paths)
+    if kept is None:
+        return False
+    new, opened = kept.new, kept.opened
+    deposits = read_deposits(deposits_path, opened.crs)
+    marks = [deposits] + ([read_deposits(negatives_path, opened.crs, role="negatives")] if negatives_path else [])
+    if len(new) and any(_meets(new, m, buffer_m) for m in marks):
+        log("analogues: an added scene holds tiles of the deposits or negatives: ranking the whole way")
+        return False
+    queries = np.load(state_dir / "queries.npy", allow_pickle=False)
+    geoms = deposits.geometry.to_numpy()
+    if len(new):
+        source = table_source(new["scene"].astype(str).to_numpy(), new["tile_id"].to_numpy(),
+                              lambda s: kept.by_scene[s])
+        score = np.empty(source.count, np.float32)
+        which = np.empty(source.count, np.int64)
+        for start, block in source.chunks():
+            score[start:start + len(block)], which[start:start + len(block)] = best_scores(block, queries)
+        analogue_state.append(state_dir, score, which, excluded_ids(new, geoms, [], exclusion_m))
+    arrays = analogue_state.read_scores(state_dir, opened.count)
+    masked = np.where(arrays[2].astype(bool), -np.inf, arrays[0])
+    rows = analogue_state.CandidateRows(opened)
+    ranked = rank_masked(masked, arrays[1].astype(np.int64), rows, geoms, deposits["name"].tolist(),
+                         top=top, site_overlap=site_overlap)
+    ranked = analogue_table(ranked, rows)
+    write_geodataframe(out_gpkg, ranked, layer="analogues")
+    with atomic_path(out_csv) as tmp:
+        tmp.write_text(analogues_csv(ranked), encoding="utf-8")
+    drawn = [p for p in prepared_paths if scene_of(p) in set(kept.new_scenes)]
+    write_similarity(drawn, new, analogue_state.layout_of(kept), arrays[0][kept.count:], state_dir / "similarity")
+    analogue_state.finish(state_dir, key, kept, Path(similarity_dir), prepared_paths)
+    log(f"analogues: {len(new)} tiles of {len(kept.new_scenes)} added scene(s) scored, {opened.count} ranked from "
+        f"kept scores; wrote {len(ranked)} analogues")
+    return True
+
+
+def _meets(table: Any, marks: Any, buffer_m: float) -> bool:
+    """Whether any of ``marks`` (deposits or negatives) selects a tile of ``table``, as select_positives would."""
+    import shapely
+
+    geoms = np.asarray(marks.geometry.values, dtype=object)
+    areal = np.isin(shapely.get_type_id(geoms), [3, 6])
+    if buffer_m > 0:
+        geoms = np.where(areal, geoms, shapely.buffer(geoms, buffer_m, quad_segs=16))
+    _, ids = table.sindex.query(geoms, predicate="intersects")
+    return bool(len(ids))
 
 
 def write_similarity(prepared_paths: Sequence[Path], table: Any, layout: Any, score: np.ndarray, folder: Path) -> None:
