@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from outcrop.errors import OutcropError
+from outcrop.layout import STAGING_SUFFIXES, temporary_name, temporary_stem
 
 # Prepared scenes store reflectance as scaled uint16 (half the size of float32) with 0 as nodata.
 PREPARED_SCALE = 1e-4
@@ -41,7 +42,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{_temporary_stem(final)}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
+    tmp = final.with_name(temporary_name(final.name, uuid.uuid4().hex[:8]))
     try:
         yield tmp
         os.replace(tmp, final)
@@ -51,19 +52,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _temporary_stem(final: Path) -> str:
-    """The stem of ``final``'s temporaries: without `;`, which GDAL's vector writers (through pyogrio,
-    see :func:`read_vector`) take for the end of the name."""
-    return final.stem.replace(";", "_")
-
-
 def _remove_stale_temporaries(final: Path) -> None:
     """Delete temporaries of ``final`` left by killed writers (with any staging suffix of theirs).
 
     Once ``final`` is written, they are garbage: no two jobs write the same file, so none of them
     belongs to a writer still at work. Without this a run killed again and again would pile them up.
     """
-    prefix = f".{_temporary_stem(final)}."
+    prefix = f".{temporary_stem(final.name)}."
     pattern = re.compile(rf"{re.escape(prefix)}[0-9a-f]{{8}}\.tmp{re.escape(final.suffix)}(\..*)?")
     with os.scandir(final.parent) as entries:
         stale = [e.path for e in entries if e.name.startswith(prefix) and pattern.fullmatch(e.name)]
@@ -175,15 +170,25 @@ def describe_gpkg_fields(path: str | os.PathLike[str], layer: str, columns: Sequ
 
 
 def read_geoparquet(path: str | os.PathLike[str]) -> Any:
-    """Read a GeoParquet table with a clear error for a missing or broken file."""
+    """Read a GeoParquet table with a clear error for a missing or broken file.
+
+    A ``scene`` column (tile tables, the index table, cluster labels) must hold scene ids: a run's
+    files name scenes whose files other stages then open, and an edited table must not send them
+    outside the run (``../../etc``).
+    """
     import geopandas as gpd
 
+    from outcrop.limits import check_scene_ids
+
     try:
-        return gpd.read_parquet(path)
+        table = gpd.read_parquet(path)
     except FileNotFoundError:
         raise OutcropError(f"{path}: file not found") from None
     except Exception as exc:  # pyarrow raises many kinds
         raise OutcropError(f"{path}: not a readable GeoParquet table ({exc})") from None
+    if "scene" in table.columns:
+        check_scene_ids(table["scene"].astype(str).unique(), str(path))
+    return table
 
 
 def write_cog(
@@ -256,7 +261,7 @@ def cog_writer(
         "BIGTIFF": "IF_SAFER",
     }
     with atomic_path(path) as tmp:
-        staging = tmp.with_name(tmp.name + ".stage.tif")
+        staging = tmp.with_name(tmp.name + STAGING_SUFFIXES[0])
         try:
             with rasterio.open(staging, "w", **base) as dst:
                 yield dst

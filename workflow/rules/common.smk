@@ -19,11 +19,14 @@ from outcrop.config import canonical_results, validate_config
 import outcrop.layout
 from outcrop.layout import Layout
 from outcrop.learning.encoder_settings import EncoderSettings
+from outcrop.limits import check_run_paths, export_limits
 from outcrop.raster.sheets import demo_sheet, local_input, read_scene_sheet
 
 
 try:
     validate_config(config, "config")
+    # Every job started from here reads the size limits from the environment (outcrop.limits).
+    export_limits(config["limits"])
     # One spelling per folder: Snakemake's lock compares paths as text, so `./results`,
     # `results/` and an absolute path to the same folder must all become the same string.
     R = canonical_results(config["results"], "config: results")
@@ -33,6 +36,7 @@ try:
         SHEET = read_scene_sheet(config["scenes"])
     else:
         SHEET = demo_sheet(R, config["demo"]["scenes"], config["demo"]["train_scenes"])
+    check_run_paths(R, [row["scene"] for row in SHEET], "config: results", demo=not config["scenes"])
 except OutcropError as exc:
     raise WorkflowError(str(exc))
 
