@@ -535,7 +535,8 @@ def cmd_quality(args: argparse.Namespace) -> None:
                 recall_k=args.recall_k, stride=args.stride, min_valid=args.min_valid, seed=args.seed,
                 spectral_weight=args.spectral_weight, context_weight=args.context_weight,
                 tables=[Path(p) for p in args.tables] if args.tables else None,
-                demo_scores=Path(args.demo_scores) if args.demo_scores else None, log=_log)
+                demo_scores=Path(args.demo_scores) if args.demo_scores else None, loo_deposits=args.loo_deposits,
+                log=_log)
 
 
 def _quality_parser(sub: Any) -> None:
@@ -568,6 +569,8 @@ def _quality_parser(sub: Any) -> None:
                    help="the run's spectral weight (as `outcrop embed`), so queries are embedded alike")
     p.add_argument("--context-weight", type=non_negative_float, default=default("embed.context_weight"),
                    help="the run's context weight (as `outcrop embed`)")
+    p.add_argument("--loo-deposits", type=positive_int, default=default("evaluate.loo_deposits"),
+                   help="leave-one-out hides every deposit up to this many, past it a seeded sample of this many")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

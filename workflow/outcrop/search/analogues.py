@@ -13,6 +13,15 @@ and the same ground cut from two overlapping scenes would otherwise take several
 discovery. Greedy non-maximum suppression walks the tiles best first and drops a tile whose
 footprint overlaps an already-kept, better tile by more than ``site_overlap`` of its own area
 (:func:`suppress_overlapping`); ``site_overlap=None`` ranks every tile.
+
+Deposits files can be large (a national mineral-occurrence database has tens of thousands of
+points), so nothing here loops over deposits in Python: positives come from one spatial query,
+deposits that select the same tiles share one query vector, scores are computed in blocks whose
+memory is bounded whatever the number of queries, and the nearest deposit of each result comes from
+one nearest-neighbour query. A file with more than ``limits.deposits`` features is refused before it
+is read. A deposit that meets no indexed tile (outside every scene, or on cloud, water or ground the
+index left out) cannot be searched with: it is named in a warning and left out of the queries, but
+still excludes the ground around it; only a file none of whose deposits meets a tile is an error.
 """
 
 from __future__ import annotations
@@ -26,11 +35,14 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.limits import refuse_above
 from outcrop.raster.geo import infer_layout, scene_rasters
 from outcrop.search.index import load_index, normalise_rows, table_vectors
 from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
 
 SCORE_BATCH = 1 << 16
+SCORE_CELLS = 1 << 24  # tile x query similarities held at once (64 MiB of float32), whatever the queries
+NAMED = 10  # deposits a warning names before it counts the rest
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
 LON_NAMES = ("lon", "longitude", "long", "x")
 LAT_NAMES = ("lat", "latitude", "y")
@@ -44,10 +56,12 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
     Returns a GeoDataFrame with ``name`` (from a ``name`` column, else ``deposit {n}``) and geometry.
     """
     import geopandas as gpd
+    import shapely
 
     path = Path(path)
     if not path.exists():
         raise OutcropError(f"{path}: deposits file not found")
+    refuse_above("deposits", _claimed_features(path), str(path), "deposits")
     if path.suffix.lower() in (".csv", ".tsv", ".txt"):
         gdf = _read_deposits_table(path)
     else:
@@ -64,6 +78,9 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
     missing = gdf.geometry.isna() | gdf.geometry.is_empty
     if missing.any():
         raise OutcropError(f"{path}: features {np.flatnonzero(missing.to_numpy()).tolist()[:10]} have no geometry")
+    refuse_above("deposits", len(gdf), str(path), "deposits")
+    refuse_above("deposit_vertices", int(shapely.get_num_coordinates(gdf.geometry.to_numpy()).sum()), str(path),
+                 "vertices in its geometries")
     names = (gdf["name"].astype(str).to_numpy() if "name" in gdf.columns
              else np.array([f"deposit {i + 1}" for i in range(len(gdf))]))
     out = gpd.GeoDataFrame({"name": names}, geometry=gdf.geometry.values, crs=gdf.crs)
@@ -71,6 +88,25 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
         return out.to_crs(crs)
     except Exception as exc:
         raise OutcropError(f"{path}: cannot transform deposits to {crs} ({exc})") from None
+
+
+def _claimed_features(path: Path) -> int:
+    """How many features a deposits file holds, found without reading them: the lines of a table
+    (its header aside), the feature count a vector format records (0 where it cannot be told:
+    the count is then checked once the file is read)."""
+    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        lines, last = 0, b"\n"
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+        return max(0, lines + (last != b"\n") - 1)
+    try:
+        import pyogrio
+
+        return max(0, int(pyogrio.read_info(path, force_feature_count=True).get("features", 0)))
+    except Exception:  # unreadable here: reading it says why, in one line
+        return 0
 
 
 def _read_deposits_table(path: Path) -> Any:
@@ -127,30 +163,78 @@ def _read_deposits_table(path: Path) -> Any:
     return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs="EPSG:4326")
 
 
-def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.ndarray]:
-    """Row positions of the tiles each deposit meets (points and lines buffered by ``buffer_m``).
+def match_deposits(table: Any, deposits: Any, *, buffer_m: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """Row positions of the tiles each deposit meets (points and lines: the tiles within ``buffer_m``
+    of them), for the deposits that meet any, and the positions of those that meet none.
 
-    In an index table, row position is the FAISS id. Raises :class:`OutcropError` naming the first deposit that meets no tile.
+    In an index table, row position is the FAISS id. One spatial query for all deposits, whatever
+    their number, measuring distances rather than building a buffer polygon for each point.
     """
     if deposits.crs is not None and table.crs is not None and deposits.crs != table.crs:
         deposits = deposits.to_crs(table.crs)
     geoms = np.asarray(deposits.geometry.values)
     areal = np.isin(deposits.geometry.geom_type.to_numpy(), ["Polygon", "MultiPolygon"])
-    if buffer_m > 0:
-        geoms = np.where(areal, geoms, np.asarray(deposits.geometry.buffer(buffer_m).values))
-    dep_idx, ids = table.sindex.query(geoms, predicate="intersects")
-    order = np.argsort(dep_idx, kind="stable")
-    dep_idx, ids = dep_idx[order], ids[order]
-    bounds = np.searchsorted(dep_idx, np.arange(len(deposits) + 1))
-    names = deposits["name"].to_numpy() if "name" in deposits.columns else np.arange(1, len(deposits) + 1)
-    out = []
-    for i in range(len(deposits)):
-        sel = np.unique(ids[bounds[i] : bounds[i + 1]])
-        if len(sel) == 0:
-            raise OutcropError(f"deposit {names[i]!r} (feature {i + 1}) meets no indexed tile "
-                               f"(outside every scene, or on ground that was not indexed)")
-        out.append(sel.astype(np.int64))
-    return out
+    if buffer_m > 0:  # points and lines: the tiles within buffer_m of them, without building buffers
+        flat = np.flatnonzero(~areal)
+        near_of, near = table.sindex.query(geoms[flat], predicate="dwithin", distance=buffer_m)
+        inside_of, inside = table.sindex.query(geoms[areal], predicate="intersects")
+        dep_idx = np.concatenate([flat[near_of], np.flatnonzero(areal)[inside_of]])
+        ids = np.concatenate([near, inside])
+    else:
+        dep_idx, ids = table.sindex.query(geoms, predicate="intersects")
+    order = np.lexsort((ids, dep_idx))  # by deposit, then tile (the query gives each pair once)
+    dep_idx, ids = np.asarray(dep_idx, dtype=np.int64)[order], np.asarray(ids, dtype=np.int64)[order]
+    matched = np.unique(dep_idx)
+    bounds = np.searchsorted(dep_idx, matched)
+    positives = np.split(ids, bounds[1:]) if len(matched) else []
+    return positives, np.setdiff1d(np.arange(len(deposits)), matched)
+
+
+def deposit_label(deposits: Any, i: int) -> str:
+    """A deposit as messages name it: its name and its feature number in the file."""
+    names = deposits["name"].to_numpy() if "name" in deposits.columns else None
+    return f"{str(names[i]) if names is not None else i + 1!r} (feature {i + 1})"
+
+
+def unmatched_warning(deposits: Any, unmatched: np.ndarray) -> str:
+    """The one-line warning for deposits that meet no indexed tile: the first :data:`NAMED` named."""
+    named = ", ".join(deposit_label(deposits, int(i)) for i in unmatched[:NAMED])
+    more = f" and {len(unmatched) - NAMED:,} more" if len(unmatched) > NAMED else ""
+    return (f"warning: {len(unmatched):,} of {len(deposits):,} deposits meet no indexed tile (outside every scene, "
+            f"or on cloud, water or other ground the index left out) and are left out of the search: {named}{more}")
+
+
+def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.ndarray]:
+    """Row positions of the tiles each deposit meets (points and lines buffered by ``buffer_m``).
+
+    In an index table, row position is the FAISS id. Raises :class:`OutcropError` naming the first deposit that meets no tile.
+    """
+    positives, unmatched = match_deposits(table, deposits, buffer_m=buffer_m)
+    if len(unmatched):
+        raise OutcropError(f"deposit {deposit_label(deposits, int(unmatched[0]))} meets no indexed tile "
+                           f"(outside every scene, or on ground that was not indexed)")
+    return positives
+
+
+def distinct_groups(positives: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """For each positive group, the index of the first group with the same tiles, and those firsts.
+
+    Deposits that select the same tiles (several occurrences in one tile) have one query vector:
+    it is scored once, and a tile it scores best names the first of them, as scoring each would.
+    """
+    first: dict[bytes, int] = {}
+    owner = np.array([first.setdefault(np.asarray(p, dtype=np.int64).tobytes(), i) for i, p in enumerate(positives)],
+                     dtype=np.int64)
+    return owner, np.unique(owner)
+
+
+def group_means(vectors: np.ndarray, positives: list[np.ndarray]) -> np.ndarray:
+    """(P, D) unit mean vectors of the positive groups, summed in one pass (no loop over groups)."""
+    sizes = np.array([len(p) for p in positives], dtype=np.int64)
+    rows = np.concatenate(positives) if positives else np.zeros(0, dtype=np.int64)
+    sums = np.add.reduceat(np.asarray(vectors[rows], dtype=np.float64), np.concatenate([[0], np.cumsum(sizes)[:-1]]),
+                           axis=0)
+    return normalise_rows(sums / sizes[:, None])
 
 
 def query_vectors(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
@@ -158,24 +242,55 @@ def query_vectors(vectors: np.ndarray, positives: list[np.ndarray], negatives: l
     """(1 + P, D) unit queries: the set query first, then one per positive group."""
     if not positives:
         raise OutcropError("no positives to search with")
-    per = normalise_rows(np.stack([vectors[p].mean(axis=0) for p in positives]))
-    combined = normalise_rows(per.mean(axis=0, keepdims=True))
+    per = group_means(vectors, positives)
+    combined = set_query(per)
     if negatives:
         neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
         combined = normalise_rows(combined - negative_weight * neg)
     return np.concatenate([combined, per])
 
 
+def set_query(per: np.ndarray) -> np.ndarray:
+    """(1, D) unit query for the set: the mean of the per-deposit queries, each deposit counting once."""
+    return normalise_rows(np.asarray(per, dtype=np.float64).mean(axis=0, keepdims=True))
+
+
 def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best cosine of every vector over the queries, and which query gave it (exact, in batches)."""
+    """Best cosine of every vector over the queries, and which query gave it (exact, in batches of at
+    most :data:`SCORE_CELLS` similarities, so memory stays bounded however many queries there are)."""
     score = np.empty(len(vectors), dtype=np.float32)
     which = np.empty(len(vectors), dtype=np.int64)
     q = np.ascontiguousarray(queries.T, dtype=np.float32)
-    for start in range(0, len(vectors), SCORE_BATCH):
-        sims = np.asarray(vectors[start : start + SCORE_BATCH], dtype=np.float32) @ q
-        which[start : start + SCORE_BATCH] = sims.argmax(axis=1)
-        score[start : start + SCORE_BATCH] = sims.max(axis=1)
+    batch = max(1, min(SCORE_BATCH, SCORE_CELLS // max(1, q.shape[1])))
+    for start in range(0, len(vectors), batch):
+        sims = np.asarray(vectors[start : start + batch], dtype=np.float32) @ q
+        which[start : start + batch] = sims.argmax(axis=1)
+        score[start : start + batch] = sims[np.arange(len(sims)), which[start : start + batch]]
     return score, which
+
+
+def exclusion_pairs(table: Any, deposits: Sequence[Any], exclusion_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """(deposit, tile) pairs: the tiles within ``exclusion_m`` of each deposit's own geometry.
+
+    With ``exclusion_m`` 0 only the tiles that share ground with a deposit count (a footprint merely
+    touching a polygon's edge does not).
+    """
+    import shapely
+
+    geoms = np.asarray(deposits, dtype=object)
+    if len(geoms) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if exclusion_m > 0:
+        src, near = table.sindex.query(geoms, predicate="dwithin", distance=exclusion_m)
+    else:
+        src, near = table.sindex.query(geoms, predicate="intersects")
+        footprints = np.asarray(table.geometry.values[near])
+        areal = shapely.area(geoms[src]) > 0
+        # Touching a polygon is not sharing its ground; a point or line inside a footprint is.
+        shared = np.where(areal, shapely.area(shapely.intersection(footprints, geoms[src])) > 0,
+                          shapely.intersects(footprints, geoms[src]))
+        src, near = src[shared], near[shared]
+    return np.asarray(src, dtype=np.int64), np.asarray(near, dtype=np.int64)
 
 
 def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float) -> np.ndarray:
@@ -186,25 +301,10 @@ def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray
     hide ground a tile width farther away than the user asked. With ``exclusion_m`` 0 only the
     tiles that share ground with a deposit go (a footprint merely touching a polygon's edge stays).
     """
-    import shapely
-
-    geoms = np.asarray(deposits, dtype=object)
     mask = np.zeros(len(table), dtype=bool)
     if positives:
         mask[np.unique(np.concatenate(positives))] = True
-    if len(geoms) == 0:
-        return mask
-    if exclusion_m > 0:
-        _, near = table.sindex.query(geoms, predicate="dwithin", distance=exclusion_m)
-    else:
-        src, near = table.sindex.query(geoms, predicate="intersects")
-        footprints = np.asarray(table.geometry.values[near])
-        areal = shapely.area(geoms[src]) > 0
-        # Touching a polygon is not sharing its ground; a point or line inside a footprint is.
-        shared = np.where(areal, shapely.area(shapely.intersection(footprints, geoms[src])) > 0,
-                          shapely.intersects(footprints, geoms[src]))
-        near = near[shared]
-    mask[near] = True
+    mask[exclusion_pairs(table, deposits, exclusion_m)[1]] = True
     return mask
 
 
@@ -259,6 +359,23 @@ def top_sites(masked: np.ndarray, table: Any, top: int, site_overlap: float | No
         want = min(2 * want, finite)
 
 
+def score_tiles(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
+                negative_weight: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Every tile's best cosine over the queries of :func:`query_vectors`, and which query gave it
+    (0: the set, ``1 + i``: deposit ``i``), scoring each distinct group of positives once."""
+    if not positives:
+        raise OutcropError("no positives to search with")
+    owner, firsts = distinct_groups(positives)
+    per = group_means(vectors, [positives[i] for i in firsts])
+    weights = np.bincount(np.searchsorted(firsts, owner), minlength=len(firsts)).astype(np.float64)
+    combined = normalise_rows((per * weights[:, None]).sum(axis=0, keepdims=True) / weights.sum())
+    if negatives:
+        neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
+        combined = normalise_rows(combined - negative_weight * neg)
+    score, which = best_scores(vectors, np.concatenate([combined, per]))
+    return score, np.where(which == 0, 0, 1 + firsts[np.maximum(which - 1, 0)])
+
+
 def rank_analogues(
     vectors: np.ndarray,
     table: Any,
@@ -271,6 +388,7 @@ def rank_analogues(
     negative_weight: float = 0.5,
     names: Sequence[str] | None = None,
     site_overlap: float | None = SITE_OVERLAP,
+    exclude: Sequence[Any] = (),
 ) -> Any:
     """The ``top`` sites most similar to the positives, outside the exclusion zones, best first.
 
@@ -279,36 +397,49 @@ def rank_analogues(
 
     ``vectors`` (M, D) are unit rows aligned with ``table`` rows (index ids); ``positives`` holds the
     ids of each deposit's tiles and ``deposits`` each deposit's own geometry (in the table's CRS),
-    from which the exclusion radius and the distances are measured. Columns: rank (1 = best), score
-    (best cosine over the queries), id, scene, tile_id, query (``set`` or the deposit's name),
-    nearest_positive (the nearest deposit), distance_km (tile centre to that deposit's geometry).
+    from which the exclusion radius and the distances are measured; ``exclude`` the geometries of
+    known deposits that select no tile, whose ground is excluded all the same. Columns: rank (1 =
+    best), score (best cosine over the queries), id, scene, tile_id, query (``set`` or the deposit's
+    name), nearest_positive (the nearest deposit), distance_km (tile centre to that deposit's geometry).
     """
-    queries = query_vectors(vectors, positives, negatives, negative_weight)
-    score, which = best_scores(vectors, queries)
+    score, which = score_tiles(vectors, positives, negatives, negative_weight)
     return _rank(score, which, table, positives, deposits, exclusion_m=exclusion_m, top=top, names=names,
-                 site_overlap=site_overlap)
+                 site_overlap=site_overlap, exclude=exclude)
+
+
+def nearest_geometry(points: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each point, the position of the nearest geometry (the first of equally near ones) and its
+    distance: one nearest-neighbour query on a tree of the geometries, however many there are."""
+    import shapely
+
+    n = len(points)
+    if n == 0 or len(geoms) == 0:
+        return np.zeros(n, dtype=np.int64), np.full(n, np.inf)
+    (src, hit), dist = shapely.STRtree(geoms).query_nearest(points, all_matches=True, return_distance=True)
+    order = np.lexsort((hit, src))  # by point, then geometry position: the first of equals leads
+    src, hit, dist = src[order], hit[order], dist[order]
+    lead = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
+    nearest = np.zeros(n, dtype=np.int64)
+    distance = np.full(n, np.inf)
+    nearest[src[lead]] = hit[lead]
+    distance[src[lead]] = dist[lead]
+    return nearest, distance
 
 
 def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray], deposits: Sequence[Any], *,
-          exclusion_m: float, top: int, names: Sequence[str] | None, site_overlap: float | None) -> Any:
+          exclusion_m: float, top: int, names: Sequence[str] | None, site_overlap: float | None,
+          exclude: Sequence[Any] = ()) -> Any:
     import pandas as pd
-    import shapely
 
     names = list(names) if names is not None else [f"deposit {i + 1}" for i in range(len(positives))]
     geoms = np.asarray(deposits, dtype=object)
     if not (len(names) == len(positives) == len(geoms)):
         raise OutcropError(f"{len(names)} names and {len(geoms)} deposits for {len(positives)} positive groups")
-    masked = np.where(excluded_ids(table, geoms, positives, exclusion_m), -np.inf, score)
+    every = np.concatenate([geoms, np.asarray(exclude, dtype=object)]) if len(exclude) else geoms
+    masked = np.where(excluded_ids(table, every, positives, exclusion_m), -np.inf, score)
     best = top_sites(masked, table, top, site_overlap)
     n = len(best)
-    centres = np.asarray(table.geometry.values[best].centroid)
-    dist = np.full(n, np.inf)
-    nearest = np.zeros(n, dtype=np.int64)
-    for j, geom in enumerate(geoms):  # one vectorised distance per deposit: deposits are few
-        d = shapely.distance(centres, geom) if n else np.zeros(0)
-        closer = d < dist
-        dist[closer] = d[closer]
-        nearest[closer] = j
+    nearest, dist = nearest_geometry(np.asarray(table.geometry.values[best].centroid), geoms)
     query_names = np.array(["set", *names], dtype=object)
     return pd.DataFrame({
         "rank": np.arange(1, n + 1, dtype=np.int64),
@@ -342,21 +473,26 @@ def find_analogues(
     """Rank analogue sites of the deposits and write them (GeoPackage + CSV) and per-scene similarity COGs.
 
     ``site_overlap``: see :func:`rank_analogues`; the similarity rasters hold every tile's score.
+    Deposits that meet no indexed tile are named in a warning in the log and left out of the
+    queries (their ground is still excluded); if none meets a tile, nothing can be searched for.
     """
     import geopandas as gpd
 
     _, table = load_index(index_path, table_path)
     vectors = table_vectors(table, embedding_paths)
     deposits = read_deposits(deposits_path, table.crs)
-    positives = _positives_of(deposits_path, table, deposits, buffer_m)
-    log(f"{len(deposits)} deposits select {sum(len(p) for p in positives)} positive tiles")
+    positives, unmatched = matched_positives(deposits_path, table, deposits, buffer_m, log)
+    kept = np.setdiff1d(np.arange(len(deposits)), unmatched)
+    log(f"{len(kept):,} deposits select {sum(len(p) for p in positives):,} positive tiles "
+        f"({len(distinct_groups(positives)[1]):,} distinct sets, one query each)")
     negatives = None
     if negatives_path is not None:
-        negatives = _positives_of(negatives_path, table, read_deposits(negatives_path, table.crs), buffer_m)
-    queries = query_vectors(vectors, positives, negatives)
-    score, which = best_scores(vectors, queries)
-    ranked = _rank(score, which, table, positives, deposits.geometry.to_numpy(), exclusion_m=exclusion_km * 1000.0,
-                   top=top, names=deposits["name"].tolist(), site_overlap=site_overlap)
+        negatives, _ = matched_positives(negatives_path, table, read_deposits(negatives_path, table.crs), buffer_m, log)
+    score, which = score_tiles(vectors, positives, negatives)
+    geometry = deposits.geometry.to_numpy()
+    ranked = _rank(score, which, table, positives, geometry[kept], exclusion_m=exclusion_km * 1000.0,
+                   top=top, names=deposits["name"].to_numpy()[kept].tolist(), site_overlap=site_overlap,
+                   exclude=geometry[unmatched])
     geoms = table.geometry.values[ranked["id"].to_numpy()]
     centres = gpd.GeoSeries(geoms, crs=table.crs).centroid.to_crs("EPSG:4326")
     ranked["lon"] = centres.x.to_numpy()
@@ -371,6 +507,21 @@ def find_analogues(
         write_cog(Path(similarity_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
                   "nodata": np.nan}, band_names=["similarity"], resampling="average")
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
+
+
+def matched_positives(path: Path, table: Any, deposits: Any, buffer_m: float,
+                      log: Callable[[str], Any]) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`match_deposits`, with a warning in ``log`` naming the deposits that meet no tile; an
+    error naming the file when none does."""
+    positives, unmatched = match_deposits(table, deposits, buffer_m=buffer_m)
+    if not positives:
+        first = f"deposit {deposit_label(deposits, int(unmatched[0]))}"
+        raise OutcropError(f"{path}: {first} meets no indexed tile (outside every scene, or on ground that was not "
+                           "indexed)" + (f", nor does any other of its {len(unmatched):,} deposits"
+                                         if len(unmatched) > 1 else ""))
+    if len(unmatched):
+        log(f"{path}: {unmatched_warning(deposits, unmatched)}")
+    return positives, unmatched
 
 
 def _positives_of(path: Path, table: Any, deposits: Any, buffer_m: float) -> list[np.ndarray]:
