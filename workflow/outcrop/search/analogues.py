@@ -26,8 +26,9 @@ still excludes the ground around it; only a file none of whose deposits meets a 
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,13 +229,31 @@ def distinct_groups(positives: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     return owner, np.unique(owner)
 
 
-def group_means(vectors: np.ndarray, positives: list[np.ndarray]) -> np.ndarray:
-    """(P, D) unit mean vectors of the positive groups, summed in one pass (no loop over groups)."""
-    sizes = np.array([len(p) for p in positives], dtype=np.int64)
-    rows = np.concatenate(positives) if positives else np.zeros(0, dtype=np.int64)
-    sums = np.add.reduceat(np.asarray(vectors[rows], dtype=np.float64), np.concatenate([[0], np.cumsum(sizes)[:-1]]),
-                           axis=0)
-    return normalise_rows(sums / sizes[:, None])
+def _mean_matrix(count: int, groups: Sequence[np.ndarray]) -> Any:
+    """A sparse (groups x tiles) matrix whose product with the vectors is each group's mean vector:
+    the means without gathering every group's rows into one array."""
+    from scipy.sparse import csr_matrix
+
+    sizes = np.array([len(g) for g in groups], dtype=np.int64)
+    rows = np.concatenate(groups).astype(np.int64) if len(groups) else np.zeros(0, dtype=np.int64)
+    weights = np.repeat((1.0 / np.maximum(sizes, 1)).astype(np.float32), sizes)
+    return csr_matrix((weights, rows, np.concatenate([[0], np.cumsum(sizes)])), shape=(len(groups), count))
+
+
+def group_means(vectors: np.ndarray, positives: Sequence[np.ndarray]) -> np.ndarray:
+    """(P, D) unit mean vectors of the positive groups (one sparse product, no loop over groups)."""
+    return normalise_rows(_mean_matrix(len(vectors), positives) @ np.asarray(vectors, dtype=np.float32))
+
+
+def query_chunks(vectors: np.ndarray, groups: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    """(first group, unit means of a run of groups), a few thousand groups at a time: the queries of
+    tens of thousands of deposits, never all held at once (a run's raw-pixel baseline has 7 000
+    dimensions)."""
+    width = max(1, SCORE_CELLS // max(1, vectors.shape[1] if np.ndim(vectors) == 2 else 1) // 4)
+    means = _mean_matrix(len(vectors), groups)
+    dense = np.asarray(vectors, dtype=np.float32)
+    for start in range(0, len(groups), width):
+        yield start, normalise_rows(means[start:start + width] @ dense)
 
 
 def query_vectors(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
@@ -250,22 +269,51 @@ def query_vectors(vectors: np.ndarray, positives: list[np.ndarray], negatives: l
     return np.concatenate([combined, per])
 
 
-def set_query(per: np.ndarray) -> np.ndarray:
-    """(1, D) unit query for the set: the mean of the per-deposit queries, each deposit counting once."""
-    return normalise_rows(np.asarray(per, dtype=np.float64).mean(axis=0, keepdims=True))
+def set_query(per: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(1, D) unit query for the set: the mean of the per-deposit queries, each deposit counting once
+    (``weights``: how many deposits each row stands for)."""
+    per = np.asarray(per, dtype=np.float64)
+    total = per.sum(axis=0) if weights is None else (per * np.asarray(weights, dtype=np.float64)[:, None]).sum(axis=0)
+    return normalise_rows(total[None, :])
+
+
+def scan_queries(vectors: np.ndarray, chunks: Iterable[tuple[int, np.ndarray]], *,
+                 second: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every vector's best cosine over queries given chunk by chunk as (index of the first, rows),
+    which query gave it (the first of equals, as one argmax over them all would), and with
+    ``second`` the best cosine over all the other queries (-inf where there is none). Similarities
+    are computed in blocks of at most :data:`SCORE_CELLS`, so memory stays bounded however many
+    queries there are."""
+    n = len(vectors)
+    best = np.full(n, -np.inf, dtype=np.float32)
+    which = np.zeros(n, dtype=np.int64)
+    runner_up = np.full(n, -np.inf, dtype=np.float32)
+    for offset, queries in chunks:
+        q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).T)
+        batch = max(1, min(SCORE_BATCH, SCORE_CELLS // max(1, q.shape[1])))
+        for start in range(0, n, batch):
+            stop = min(n, start + batch)
+            sims = np.asarray(vectors[start:stop], dtype=np.float32) @ q
+            rows = np.arange(len(sims))
+            top = sims.argmax(axis=1)
+            found = sims[rows, top]
+            held = best[start:stop]
+            better = found > held
+            if second:
+                if q.shape[1] > 1:
+                    sims[rows, top] = -np.inf
+                    runner_up[start:stop] = np.maximum(runner_up[start:stop], sims.max(axis=1))
+                runner_up[start:stop] = np.maximum(runner_up[start:stop], np.where(better, held, found))
+            best[start:stop] = np.where(better, found, held)
+            which[start:stop] = np.where(better, offset + top, which[start:stop])
+    return best, which, runner_up
 
 
 def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best cosine of every vector over the queries, and which query gave it (exact, in batches of at
+    """Best cosine of every vector over the queries, and which query gave it (exact, in blocks of at
     most :data:`SCORE_CELLS` similarities, so memory stays bounded however many queries there are)."""
-    score = np.empty(len(vectors), dtype=np.float32)
-    which = np.empty(len(vectors), dtype=np.int64)
-    q = np.ascontiguousarray(queries.T, dtype=np.float32)
-    batch = max(1, min(SCORE_BATCH, SCORE_CELLS // max(1, q.shape[1])))
-    for start in range(0, len(vectors), batch):
-        sims = np.asarray(vectors[start : start + batch], dtype=np.float32) @ q
-        which[start : start + batch] = sims.argmax(axis=1)
-        score[start : start + batch] = sims[np.arange(len(sims)), which[start : start + batch]]
+    width = max(1, SCORE_CELLS // max(1, queries.shape[1]) // 4)
+    score, which, _ = scan_queries(vectors, ((i, queries[i:i + width]) for i in range(0, len(queries), width)))
     return score, which
 
 
@@ -362,17 +410,22 @@ def top_sites(masked: np.ndarray, table: Any, top: int, site_overlap: float | No
 def score_tiles(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
                 negative_weight: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Every tile's best cosine over the queries of :func:`query_vectors`, and which query gave it
-    (0: the set, ``1 + i``: deposit ``i``), scoring each distinct group of positives once."""
+    (0: the set, ``1 + i``: deposit ``i``), scoring each distinct group of positives once and
+    holding a few thousand queries at a time."""
     if not positives:
         raise OutcropError("no positives to search with")
     owner, firsts = distinct_groups(positives)
-    per = group_means(vectors, [positives[i] for i in firsts])
+    groups = [positives[i] for i in firsts]
     weights = np.bincount(np.searchsorted(firsts, owner), minlength=len(firsts)).astype(np.float64)
-    combined = normalise_rows((per * weights[:, None]).sum(axis=0, keepdims=True) / weights.sum())
+    total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
+    for start, per in query_chunks(vectors, groups):
+        total += (per.astype(np.float64) * weights[start:start + len(per), None]).sum(axis=0)
+    combined = normalise_rows(total[None, :])
     if negatives:
         neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
         combined = normalise_rows(combined - negative_weight * neg)
-    score, which = best_scores(vectors, np.concatenate([combined, per]))
+    chunks = itertools.chain([(0, combined)], ((1 + start, per) for start, per in query_chunks(vectors, groups)))
+    score, which, _ = scan_queries(vectors, chunks)
     return score, np.where(which == 0, 0, 1 + firsts[np.maximum(which - 1, 0)])
 
 

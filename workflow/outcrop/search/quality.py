@@ -39,27 +39,6 @@ RAW_PIXELS_MAX = 50_000_000  # floats: raw-pixel features beyond this are not sc
 STAT_CHUNK = 4096  # tiles per chunk when computing band statistics of memory-mapped tiles
 
 
-def top_two(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For every vector: its best cosine over the queries, which query gave it, and the best cosine
-    over the other queries (-inf with one query), in batches of bounded memory."""
-    from outcrop.search.analogues import SCORE_BATCH, SCORE_CELLS
-
-    n, count = len(vectors), len(queries)
-    best, second = np.empty(n, dtype=np.float32), np.full(n, -np.inf, dtype=np.float32)
-    which = np.empty(n, dtype=np.int64)
-    q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).T)
-    batch = max(1, min(SCORE_BATCH, SCORE_CELLS // max(1, count)))
-    for start in range(0, n, batch):
-        sims = np.asarray(vectors[start:start + batch], dtype=np.float32) @ q
-        rows = np.arange(len(sims))
-        top = sims.argmax(axis=1)
-        which[start:start + batch], best[start:start + batch] = top, sims[rows, top]
-        if count > 1:
-            sims[rows, top] = -np.inf
-            second[start:start + batch] = sims.max(axis=1)
-    return best, which, second
-
-
 def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any], positives: list[np.ndarray], *,
                         exclusion_m: float, site_overlap: float | None, hidden: Sequence[int] | None = None,
                         exclude: Sequence[Any] = (), log: Callable[[str], None] | None = None,
@@ -76,7 +55,8 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
     pass over the tiles however many deposits there are. ``log`` gets a progress line about every
     tenth of the hidden deposits.
     """
-    from outcrop.search.analogues import distinct_groups, exclusion_pairs, group_means, suppress_overlapping
+    from outcrop.search.analogues import (distinct_groups, exclusion_pairs, group_means, query_chunks, scan_queries,
+                                          suppress_overlapping)
     from outcrop.search.index import normalise_rows
 
     geoms = np.asarray(deposits, dtype=object)
@@ -87,10 +67,15 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
         return ranks
     owner, firsts = distinct_groups(positives)
     slot = np.searchsorted(firsts, owner)
-    per = group_means(vectors, [positives[i] for i in firsts])
-    shared = np.bincount(slot, minlength=len(firsts)) > 1  # a query other deposits still ask
-    total = (np.asarray(per, dtype=np.float64) * np.bincount(slot, minlength=len(firsts))[:, None]).sum(axis=0)
-    best, which, second = top_two(vectors, per)
+    groups = [positives[i] for i in firsts]
+    asked = np.bincount(slot, minlength=len(firsts))
+    shared = asked > 1  # a query other deposits still ask
+    total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
+    for start, per in query_chunks(vectors, groups):
+        total += (per.astype(np.float64) * asked[start:start + len(per), None]).sum(axis=0)
+    best, which, second = scan_queries(vectors, query_chunks(vectors, groups), second=True)
+    own_query = dict(zip(np.unique(slot[hidden]).tolist(), group_means(vectors, [groups[j] for j in
+                                                                              np.unique(slot[hidden])])))
     every = np.concatenate([geoms, np.asarray(exclude, dtype=object)]) if len(exclude) else geoms
     zone_of, zone = exclusion_pairs(table, every, exclusion_m)
     order = np.argsort(zone_of, kind="stable")
@@ -105,7 +90,7 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
         zones[zone[zone_bounds[i]:zone_bounds[i + 1]]] -= 1  # one pair per tile of a zone
         own[positives[i]] -= 1
         others = np.where(shared[slot[i]] | (which != slot[i]), best, second)
-        combined = normalise_rows((total - per[slot[i]])[None, :])[0]
+        combined = normalise_rows((total - own_query[slot[i]])[None, :])[0]
         score = np.maximum(np.asarray(vectors, dtype=np.float32) @ combined, others)
         masked = np.where((zones > 0) | (own > 0), -np.inf, score)
         reachable = positives[i][np.isfinite(masked[positives[i]])]
