@@ -60,9 +60,7 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
     import shapely
 
     path = Path(path)
-    if not path.exists():
-        raise OutcropError(f"{path}: deposits file not found")
-    refuse_above("deposits", _claimed_features(path), str(path), "deposits")
+    check_deposits_size(path)
     if path.suffix.lower() in (".csv", ".tsv", ".txt"):
         gdf = _read_deposits_table(path)
     else:
@@ -89,6 +87,15 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
         return out.to_crs(crs)
     except Exception as exc:
         raise OutcropError(f"{path}: cannot transform deposits to {crs} ({exc})") from None
+
+
+def check_deposits_size(path: str | os.PathLike[str]) -> None:
+    """Refuse a missing deposits file, or one claiming more features than ``limits.deposits``, before
+    anything is read or loaded: the stages call it first, so a refusal takes a fraction of a second."""
+    path = Path(path)
+    if not path.exists():
+        raise OutcropError(f"{path}: deposits file not found")
+    refuse_above("deposits", _claimed_features(path), str(path), "deposits")
 
 
 def _claimed_features(path: Path) -> int:
@@ -531,6 +538,9 @@ def find_analogues(
     """
     import geopandas as gpd
 
+    for path in (deposits_path, negatives_path):
+        if path is not None:
+            check_deposits_size(path)
     _, table = load_index(index_path, table_path)
     vectors = table_vectors(table, embedding_paths)
     deposits = read_deposits(deposits_path, table.crs)

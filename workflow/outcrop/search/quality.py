@@ -256,6 +256,10 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
         if len(files) != len(scenes):
             raise OutcropError(f"quality: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
                                "give one per scene, in the order of --scenes")
+    if deposits:
+        from outcrop.search.analogues import check_deposits_size
+
+        check_deposits_size(deposits)
     t_start = time.perf_counter()
     metrics: dict[str, Any] = read_scores(Path(demo_scores)) if demo_scores else {}
     if context_weight > 0 and tables is None:
