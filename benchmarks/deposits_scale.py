@@ -48,14 +48,14 @@ def demo_run(workdir: Path) -> Path:
     return results
 
 
-def write_deposits(results: Path, count: int, path: Path, seed: int = 0) -> None:
-    """``count`` points: half on the indexed tiles (jittered about their centres), half anywhere in a
-    box three times the run's extent."""
+def write_deposits(results: Path, count: int, path: Path, inside: float = 0.5, seed: int = 0) -> None:
+    """``count`` points: a share ``inside`` on the indexed tiles (jittered about their centres), the
+    rest anywhere in a box three times the run's extent."""
     import geopandas as gpd
 
     table = gpd.read_parquet(results / "index" / "tiles.parquet")
     rng = np.random.default_rng(seed)
-    on = count // 2
+    on = int(round(count * inside))
     centres = table.geometry.values[rng.integers(0, len(table), on)].centroid
     size = float(np.sqrt(table.geometry.values[0].area))
     near = np.c_[centres.x, centres.y] + rng.uniform(-size / 2, size / 2, (on, 2))
@@ -67,6 +67,10 @@ def write_deposits(results: Path, count: int, path: Path, seed: int = 0) -> None
         fh.write("name,lon,lat\n")
         np.savetxt(fh, np.c_[np.arange(count), points.x, points.y], fmt=["occurrence %d", "%.7f", "%.7f"],
                    delimiter=",")
+
+
+def deposits_file(workdir: Path, count: int, inside: float) -> Path:
+    return workdir / (f"deposits_{count}.csv" if inside == 0.5 else f"deposits_{count}_inside{inside:g}.csv")
 
 
 def measure(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> dict[str, object]:
@@ -117,10 +121,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="the outcrop package measured (another checkout's workflow/ for a baseline)")
     parser.add_argument("--stages", nargs="+", default=["analogues", "quality"], choices=["analogues", "quality"])
     parser.add_argument("--timeout", type=float, default=1800, help="seconds a command may run before it is stopped")
+    parser.add_argument("--inside", type=float, default=0.5, help="share of the points on the indexed tiles "
+                        "(1: all, as the analogue stage before the limits needed them)")
     parser.add_argument("--write", type=int, help=argparse.SUPPRESS)  # write one deposits file and stop
     args = parser.parse_args(argv)
     if args.write:
-        write_deposits(args.workdir / "results", args.write, args.workdir / f"deposits_{args.write}.csv")
+        write_deposits(args.workdir / "results", args.write, deposits_file(args.workdir, args.write, args.inside),
+                       args.inside)
         return 0
     sys.path.insert(0, str(REPO / "workflow"))
     from outcrop.limits import LIMITS
@@ -139,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'demo':>9}  deposits  limit {default:>9,}  {stage:<9}  {m['seconds']:>7.1f} s  "
               f"{m['peak_rss_mb']:>6,} MB  exit {m['exit']}  {str(m['last_line'])[:150]}", flush=True)
     for count in args.counts:
-        deposits = args.workdir / f"deposits_{count}.csv"
+        deposits = deposits_file(args.workdir, count, args.inside)
         if not deposits.is_file():  # in a process of its own: a child's peak RSS starts from its parent's
-            subprocess.run([sys.executable, __file__, "--workdir", str(args.workdir), "--write", str(count)],
-                           check=True, env=base)
+            subprocess.run([sys.executable, __file__, "--workdir", str(args.workdir), "--write", str(count),
+                            "--inside", str(args.inside)], check=True, env=base)
         limits = [None] if count <= default else [None, count]
         for raised in limits:
             env = dict(base, **({"OUTCROP_LIMITS": json.dumps({"deposits": raised})} if raised else {}))
-            out = args.workdir / f"out_{count}_{raised or 'default'}"
+            out = args.workdir / f"out_{deposits.stem}_{raised or 'default'}_{args.package.parent.name}"
             for stage, cmd in commands(results, deposits, out).items():
                 if stage not in args.stages:
                     continue
