@@ -59,6 +59,7 @@ LIMITS: dict[str, Limit] = {
 
 # Fixed bounds on work, not settable: past them the work stops and says so.
 STAC_PAGES = 1_000  # pages of one STAC search followed through their next links (outcrop stac-search)
+RAW_PIXEL_FLOATS = 50_000_000  # floats of raw-pixel features the quality stage scores; past it that baseline is left out
 
 
 def limit(name: str) -> int:

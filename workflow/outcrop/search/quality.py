@@ -32,10 +32,11 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import load_npy, write_json
+from outcrop.limits import RAW_PIXEL_FLOATS
 
 MIN_DEPOSITS = 3  # fewer leaves one or no deposit to search with: no honest leave-one-out
 REID_QUERIES = 2000  # query tiles per overlapping scene pair, a seeded sample past this
-RAW_PIXELS_MAX = 50_000_000  # floats: raw-pixel features beyond this are not scored (memory)
+RAW_PIXELS_MAX = RAW_PIXEL_FLOATS  # floats: raw-pixel features beyond this are not scored (memory; outcrop.limits)
 STAT_CHUNK = 4096  # tiles per chunk when computing band statistics of memory-mapped tiles
 
 
