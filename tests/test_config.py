@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from outcrop import OutcropError
-from outcrop.config import load_config, validate_config
+from outcrop.config import canonical_results, load_config, validate_config
 from outcrop.raster.sheets import demo_sheet, read_scene_sheet
 
 
@@ -209,3 +209,24 @@ def test_grid_resolution_is_a_number_or_auto_also_as_command_line_text():
         validate_config({"grid": {"resolution": "fine"}})
     with pytest.raises(OutcropError, match="grid.resolution"):
         validate_config({"grid": {"resolution": -30}})
+
+
+def test_a_results_folder_behind_a_link_is_spelled_as_its_target(tmp_path, monkeypatch):
+    """Links (to the folder, to a parent, to a folder not made yet) lead to one spelling: the lock
+    Snakemake takes compares paths as text."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "rlink").symlink_to("results")
+    (tmp_path / "up").symlink_to(".")
+    (tmp_path / "later").symlink_to("not_made_yet")
+    elsewhere = tmp_path / "outside"
+    (elsewhere / "real").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "far").symlink_to(elsewhere / "real")
+    for spelling in ("results", "./results", "results/", "rlink", "rlink/", "up/results", "up/rlink",
+                     str(tmp_path / "rlink"), "up/up/rlink/../results"):
+        assert canonical_results(spelling) == "results", spelling
+    assert canonical_results("later") == canonical_results("not_made_yet") == "not_made_yet"
+    assert canonical_results("up/new/run") == "new/run"
+    monkeypatch.chdir(tmp_path / "work")
+    assert canonical_results("far") == canonical_results(str(elsewhere / "real")) == str(elsewhere / "real")

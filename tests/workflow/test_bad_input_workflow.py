@@ -138,9 +138,29 @@ def _lock_files(workdir: Path) -> list[Path]:
     return list(locks.iterdir()) if locks.exists() else []
 
 
-def test_a_second_run_on_a_busy_folder_is_refused(tmp_path):
+def _holds_output_lock(workdir: Path) -> bool:
+    """Whether a run's output lock is written whole: Snakemake creates the file, then writes the
+    paths into it, and a run frozen in between would hold an empty lock that locks nothing."""
+    for path in _lock_files(workdir):
+        try:
+            if path.name.endswith(".output.lock") and path.read_text().endswith("\n"):
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+@pytest.mark.parametrize("second_run", [
+    ("results/demo/deposits.gpkg",),
+    # The same folder through a symbolic link: Snakemake's lock compares paths as text, so the
+    # workflow resolves the link before any path is made of it.
+    ("demo_deposits", "--config", "results=rlink"),
+], ids=["same-spelling", "through-a-link"])
+def test_a_second_run_on_a_busy_folder_is_refused(tmp_path, second_run):
     """The first run is frozen (SIGSTOP) while it holds the lock, so the second surely meets it."""
     write_config(tmp_path, TINY_CONFIG)
+    (tmp_path / "results").mkdir()  # as it is while a run is under way
+    (tmp_path / "rlink").symlink_to("results")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     first = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
@@ -148,12 +168,12 @@ def test_a_second_run_on_a_busy_folder_is_refused(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while not _lock_files(tmp_path):
+        while not _holds_output_lock(tmp_path):
             assert first.poll() is None, first.stdout.read()
             assert time.monotonic() < deadline, "the first run never took the lock"
             time.sleep(0.01)
         os.killpg(first.pid, signal.SIGSTOP)
-        second = snakemake(tmp_path, "--cores", "1", "results/demo/deposits.gpkg", check=False, timeout=300)
+        second = snakemake(tmp_path, "--cores", "1", *second_run, check=False, timeout=300)
         os.killpg(first.pid, signal.SIGCONT)
         text = second.stdout + second.stderr
         assert second.returncode != 0

@@ -154,17 +154,21 @@ def _refuse_wildcard_braces(config: dict[str, Any], source: str) -> None:
 def canonical_results(results: str, source: str = "config: results") -> str:
     """The results folder spelled one way, whatever way the user wrote it.
 
-    Snakemake's lock compares output paths as text: `./results`, `results/` and the absolute path of
-    the same folder would each take a lock of their own, and two runs would write one folder at once.
-    A folder inside the working directory is given relative to it, any other as an absolute path.
+    Snakemake's lock compares output paths as text: `./results`, `results/`, the absolute path of
+    the same folder, a symbolic link to it (`ln -s results rlink`) or a path through a linked parent
+    would each take a lock of their own, and two runs would write one folder at once. Every link is
+    resolved (a folder that does not exist yet is resolved as far as its parents exist, and a link
+    whose target is not made yet still leads to that target); the folder is then given relative to
+    the working directory when it is inside it, else as an absolute path.
     """
     text = str(results)
     if not text.strip().strip("/"):
         raise OutcropError(f"{source}: {text!r} names no folder; give the folder that receives the run's outputs")
-    absolute = os.path.normpath(os.path.abspath(text))
-    relative = os.path.relpath(absolute, os.getcwd())
+    real = os.path.realpath(text)
+    here = os.path.realpath(os.getcwd())
+    relative = os.path.relpath(real, here)
     if relative == os.curdir or relative == os.pardir or relative.startswith(os.pardir + os.sep):
-        return absolute
+        return real
     return relative
 
 
