@@ -230,3 +230,26 @@ def test_a_results_folder_behind_a_link_is_spelled_as_its_target(tmp_path, monke
     assert canonical_results("up/new/run") == "new/run"
     monkeypatch.chdir(tmp_path / "work")
     assert canonical_results("far") == canonical_results(str(elsewhere / "real")) == str(elsewhere / "real")
+
+
+def _alias_bomb(levels: int, key: str) -> str:
+    """YAML of ``levels`` aliases under ``key``, each repeating the one before nine times."""
+    items = ["&a0 [" + ", ".join(["blue"] * 9) + "]"]
+    items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return f"{key}:\n" + "".join(f"  - {item}\n" for item in items)
+
+
+@pytest.mark.parametrize("key", ["bands", "unknown_key"])
+def test_a_yaml_alias_bomb_is_refused_by_its_count_of_values(tmp_path, key):
+    """Six levels (531 441 values) are over the limit of 100 000 values and still quick to walk, so
+    the test would end on a checkout without the limit too (with another message)."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(6, key))
+    with pytest.raises(OutcropError, match=rf"bomb\.yaml: {key}: more than 100,000 values .*aliases"):
+        load_config(path)
+
+
+def test_a_config_that_contains_itself_is_refused():
+    config = yaml.safe_load("bands: &a [blue, *a]")
+    with pytest.raises(OutcropError, match=r"config: bands: more than 100,000 values"):
+        validate_config(config)

@@ -26,10 +26,15 @@ from tests.workflow.conftest import REPO, TINY_CONFIG, snakemake, write_config
 pytestmark = pytest.mark.workflow
 
 
-def refused_before_any_job(workdir: Path, config: dict, *fragments: str) -> str:
-    """Run the real workflow on ``config``; assert it stops before any job with one message."""
-    write_config(workdir, config)
-    proc = snakemake(workdir, "--cores", "1", check=False, timeout=300)
+def refused_before_any_job(workdir: Path, config: dict | str, *fragments: str, timeout: int = 300) -> str:
+    """Run the real workflow on ``config`` (a mapping, or the text of a config file); assert it
+    stops before any job with one message."""
+    if isinstance(config, str):
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.yaml").write_text(config)
+    else:
+        write_config(workdir, config)
+    proc = snakemake(workdir, "--cores", "1", check=False, timeout=timeout)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
@@ -60,6 +65,23 @@ def test_wrong_type_in_config(tmp_path):
 def test_unknown_encoder_setting_in_config(tmp_path):
     refused_before_any_job(tmp_path, {"encoder": {"settings": {"epoch": 3}}},
                            "config: unknown key 'encoder.settings.epoch' (known: arch,")
+
+
+def alias_bomb(levels: int = 9, width: int = 9, key: str = "") -> str:
+    """YAML of ``levels`` aliases, each repeating the one before ``width`` times: a few hundred
+    bytes that stand for ``width ** levels`` values (387 million for 9 x 9). Under ``key`` as a
+    list of the aliases, else as top-level keys ``a0``, ``a1``, ..."""
+    items = ["&a0 [" + ", ".join(["x"] * width) + "]"]
+    items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    if key:
+        return f"{key}:\n" + "".join(f"  - {item}\n" for item in items)
+    return "".join(f"a{i}: {item}\n" for i, item in enumerate(items))
+
+
+def test_a_yaml_alias_bomb_is_refused_before_any_job(tmp_path):
+    """Each walk over the expanded config would take hours; the count of values stops at its limit,
+    so the refusal comes at once (the timeout only guards the test against a hang)."""
+    refused_before_any_job(tmp_path, alias_bomb(), "config: a5: more than 100,000 values", "aliases", timeout=120)
 
 
 @pytest.mark.parametrize("results", ["", "/", "//"])

@@ -107,10 +107,41 @@ def _non_finite(instance: Any, path: str = "") -> tuple[str, float] | None:
     return None
 
 
+# A run's config holds a few hundred values. YAML aliases let a file of a few lines stand for
+# billions (an "alias bomb": nine aliases each repeating the one before nine times); Snakemake keeps
+# them as shared references, but every walk over the config (reading text as numbers, finding NaN,
+# the JSON Schema) visits each repetition, and the job-graph build would hang for hours.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _refuse_too_many_values(config: Any, source: str, budget: int = MAX_CONFIG_VALUES) -> None:
+    """Count keys, list items and values (aliases expanded) up to ``budget``, and refuse the config,
+    naming the top-level key where the count passed it. Stops at the budget, so that a bomb, or a
+    config that contains itself, costs ``budget`` steps and no more."""
+    tops = config.items() if isinstance(config, dict) else [("(top level)", config)]
+    count = 0
+    for top, value in tops:
+        stack = [value]
+        while stack:
+            node = stack.pop()
+            count += 1
+            if count > budget:
+                raise OutcropError(
+                    f"{source}: {top}: more than {budget:,} values (keys, list items and values, YAML aliases "
+                    "expanded), where a run's config has a few hundred; write the values out instead of "
+                    "repeating aliases")
+            if isinstance(node, dict):
+                stack.extend(node.keys())
+                stack.extend(node.values())
+            elif isinstance(node, (list, tuple)):
+                stack.extend(node)
+
+
 def validate_config(config: dict[str, Any], source: str = "config", schema_path: Path = SCHEMA) -> dict[str, Any]:
     """Validate ``config`` in place, fill defaults, and raise one error naming the key path."""
     from jsonschema import Draft7Validator
 
+    _refuse_too_many_values(config, source)
     schema = yaml.safe_load(schema_path.read_text())
     _read_text_values(config, schema, "", source)
     bad = _non_finite(config)
