@@ -253,3 +253,24 @@ def test_a_config_that_contains_itself_is_refused():
     config = yaml.safe_load("bands: &a [blue, *a]")
     with pytest.raises(OutcropError, match=r"config: bands: more than 100,000 values"):
         validate_config(config)
+
+
+@pytest.mark.parametrize(("grid", "message"), [
+    ({"crs": "+proj=pipeline +step +proj=unitconvert"},
+     "config: grid.crs: '+proj=pipeline +step +proj=unitconvert' is not a coordinate reference system"),
+    ({"crs": "EPSG:4978"}, "config: grid.crs: 'EPSG:4978' is a geocentric CRS, not a 2-D projected CRS"),
+    ({"crs": "EPSG:3031+5773"}, "config: grid.crs: 'EPSG:3031+5773' is a compound CRS"),
+    ({"crs": "EPSG:4326", "resolution": 30},
+     "config: grid.crs: 'EPSG:4326' is a geographic CRS with axes in degree; grid.resolution 30 would be read as "
+     "30 degree a pixel, but the run measures pixels, buffers and distances in metres"),
+    ({"crs": "EPSG:2227", "resolution": 30}, "'EPSG:2227' is a projected CRS with axes in US survey foot"),
+])
+def test_a_grid_crs_no_grid_can_use(grid, message):
+    with pytest.raises(OutcropError) as err:
+        validate_config({"grid": grid})
+    assert message in str(err.value) and "give a projected CRS in metres" in str(err.value)
+
+
+@pytest.mark.parametrize("crs", ["auto", "EPSG:3031", "EPSG:32633", "+proj=utm +zone=33 +south"])
+def test_grid_crs_in_metres_is_accepted(crs):
+    assert validate_config({"grid": {"crs": crs, "resolution": 30}})["grid"]["crs"] == crs

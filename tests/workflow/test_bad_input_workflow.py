@@ -84,6 +84,16 @@ def test_a_yaml_alias_bomb_is_refused_before_any_job(tmp_path):
     refused_before_any_job(tmp_path, alias_bomb(), "config: a5: more than 100,000 values", "aliases", timeout=120)
 
 
+@pytest.mark.parametrize(("grid", "fragments"), [
+    ({"crs": "+proj=pipeline +step +proj=unitconvert"}, ("config: grid.crs:", "is not a coordinate reference system")),
+    ({"crs": "EPSG:4326", "resolution": 30}, ("config: grid.crs: 'EPSG:4326' is a geographic CRS with axes in degree",
+                                              "grid.resolution 30 would be read as 30 degree a pixel")),
+], ids=["proj-pipeline", "degrees"])
+def test_a_grid_crs_no_grid_can_use_is_refused_before_any_job(tmp_path, grid, fragments):
+    """A PROJ pipeline passed the schema and crashed the grid job; EPSG:4326 made 30 m 30 degrees."""
+    refused_before_any_job(tmp_path, {"grid": grid}, *fragments)
+
+
 @pytest.mark.parametrize("results", ["", "/", "//"])
 def test_results_that_names_no_folder(tmp_path, results):
     """Every output is written as results/…: an empty results would write at the file-system root."""

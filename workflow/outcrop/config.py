@@ -163,8 +163,18 @@ def validate_config(config: dict[str, Any], source: str = "config", schema_path:
         raise OutcropError(f"{source}: results: {config['results']!r} names no folder; give the folder "
                            "that receives the run's outputs")
     _check_clusters(config["clusters"], source)
+    _check_grid(config["grid"], source)
     _refuse_wildcard_braces(config, source)
     return config
+
+
+def _check_grid(grid: dict[str, Any], source: str) -> None:
+    """A given grid.crs must be a projected CRS in metres (:mod:`outcrop.raster.grid_crs`), checked
+    here so that a CRS the grid job cannot use stops the run before any job."""
+    if str(grid["crs"]).strip() != "auto":
+        from outcrop.raster.grid_crs import check_grid_crs
+
+        check_grid_crs(grid["crs"], f"{source}: grid.crs", grid["resolution"])
 
 
 # Keys whose values become file paths in the job graph. Snakemake reads `{...}` in a path as a

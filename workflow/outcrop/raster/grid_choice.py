@@ -32,6 +32,7 @@ from typing import Any
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import atomic_path
+from outcrop.raster.grid_crs import check_grid_crs
 
 AUTO = "auto"
 # Beyond this latitude (degrees) the grid is polar stereographic: UTM zones narrow towards the
@@ -236,6 +237,7 @@ def choose_grid(headers: Sequence[SceneHeader], crs: str = default("grid.crs"),
                                 + (f" (others: {', '.join(f'{c} {n}' for c, n in counts.items() if c != chosen)})"
                                    if len(counts) > 1 else ""))
     else:
+        check_grid_crs(str(crs), "grid: run CRS", resolution)
         try:
             CRS.from_user_input(crs)
         except CRSError:
@@ -314,6 +316,7 @@ def load_grid(path: str | Path) -> RunGrid:
         CRS.from_user_input(crs)
     except CRSError:
         raise OutcropError(f"{path}: unknown run CRS {crs!r}") from None
+    check_grid_crs(crs, f"{path}: crs")
     return RunGrid(crs, res, (x0 % res, y0 % res))
 
 

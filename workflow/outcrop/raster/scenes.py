@@ -49,6 +49,7 @@ from outcrop.raster.sensors import (
 )
 from outcrop.raster.geo import SceneGrid
 from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
+from outcrop.raster.grid_crs import check_grid_crs
 from outcrop.raster.sheets import REMOTE_PREFIXES
 from outcrop.raster.surfaces import CLASS_LABELS, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER, Thresholds, classify_surfaces
 
@@ -622,6 +623,8 @@ def _checked_run_grid(scene_id: str, source: str, sensor: str, bands: Sequence[s
     from rasterio.errors import CRSError
 
     check_band_names(bands, source)
+    if str(crs) != "auto":
+        check_grid_crs(str(crs), f"{source}: run CRS", resolution)
     if str(crs) == "auto" or str(resolution) == "auto":
         chosen = choose_grid([read_scene_header(scene_id, source, sensor, bands, declared_bands)], crs, resolution,
                              log=log)
