@@ -854,6 +854,14 @@ def _run(argv: Sequence[str] | None) -> int:
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"outcrop {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk met outside the writers of outcrop.io (a folder made, a lock taken)
+        from outcrop.io import no_space_reason
+
+        reason = no_space_reason(exc)
+        if reason is None:
+            raise
+        print(f"outcrop {args.command}: error: {exc.filename or 'a file'}: {reason}", file=sys.stderr)
+        return 2
     return 0
 
 
