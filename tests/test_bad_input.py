@@ -301,21 +301,46 @@ def test_encoder_of_other_bands(run, tmp_path, capsys):
            "four.npy", "do not match the 7 bands of", "encoder.pt", capsys=capsys, out_dir=tmp_path)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickle"])
-def test_corrupted_encoder_file(run, tmp_path, capsys, damage):
+@pytest.mark.parametrize(("damage", "problem"), [
+    ("truncated", "the archive is damaged or cut short (PytorchStreamReader failed"),
+    ("garbage", "not a torch zip archive, which is how outcrop writes every encoder file; the file is of another kind"),
+    ("junk", "not a torch zip archive"),  # torch itself said `KeyError: 174812789`
+    ("empty", "the file is empty"),
+    ("pickle", "not a torch zip archive"),
+    ("pickle in a torch archive", "it holds Python objects other than tensors and plain values (it asks for "
+                                  "posix.system), so it is not an outcrop encoder file and is not trusted; it was not loaded"),
+])
+def test_corrupted_encoder_file(run, tmp_path, capsys, damage, problem):
+    """Each kind of broken file is named for what it is; a pickle that would run code is refused
+    without the advice torch gives (to load it with weights_only=False, which would run it)."""
     model = tmp_path / "encoder.pt"
     data = run.model.read_bytes()
     if damage == "truncated":
         model.write_bytes(data[: len(data) // 2])
     elif damage == "garbage":
         model.write_bytes(b"\x00not a torch file" * 64)
-    else:  # a pickle that would run code if loaded without weights_only
+    elif damage == "junk":
+        model.write_bytes(b"junk\n")
+    elif damage == "empty":
+        model.write_bytes(b"")
+    elif damage == "pickle":  # a pickle that would run code if loaded without weights_only
         import pickle
 
         model.write_bytes(pickle.dumps(Exploit(tmp_path / "pwned")))
-    refuse(["embed", "--tiles", run.tiles, "--model", model, "--device", "cpu", "--out", tmp_path / "out" / "e.npy"],
-           "encoder.pt", "not a readable encoder file", capsys=capsys, out_dir=tmp_path)
+    else:
+        _torch_file_that_runs(model, f"touch {tmp_path / 'pwned'}")
+    line = refuse(["embed", "--tiles", run.tiles, "--model", model, "--device", "cpu", "--out", tmp_path / "out" / "e.npy"],
+                  f"encoder.pt: not a readable encoder file: {problem}", capsys=capsys, out_dir=tmp_path)
+    assert "weights_only" not in line
     assert not (tmp_path / "pwned").exists()
+
+
+def _torch_file_that_runs(path: Path, command: str) -> None:
+    """A torch zip archive whose pickle calls ``os.system(command)`` when loaded freely (written in
+    another process, whose ``os.system`` the pickle names as ``posix.system``)."""
+    code = (f"import torch, os\nclass E:\n    def __reduce__(self):\n        return (os.system, ({command!r},))\n"
+            f"torch.save({{'metadata': E()}}, {str(path)!r})\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 class Exploit:
@@ -562,14 +587,30 @@ def test_info_on_broken_files_marks_them_and_shows_the_rest(run, tmp_path, capsy
     assert "unreadable" not in model and "embedding dim 16" in model
 
 
-def test_info_shows_the_pickle_refusal_whole(run, tmp_path, capsys):
-    """torch names the refused callable on the third line of its message, past 200 characters."""
+def test_info_says_a_pickle_is_not_trusted_and_never_how_to_load_it(run, tmp_path, capsys):
+    """torch's refusal advises loading with weights_only=False, which would run the file's code."""
     results = info_results(run, tmp_path / "results")
     harmful = tmp_path / "would_be_created"
-    code = f"import torch, os\nclass E:\n    def __reduce__(self):\n        return (os.system, ('touch {harmful}',))\n" \
-           f"torch.save({{'metadata': E()}}, {str(results / 'model' / 'encoder.pt')!r})\n"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    _torch_file_that_runs(results / "model" / "encoder.pt", f"touch {harmful}")
+    assert main(["info", str(results)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("model: "))
+    assert line.endswith("not a readable encoder file: it holds Python objects other than tensors and plain values "
+                         "(it asks for posix.system), so it is not an outcrop encoder file and is not trusted; "
+                         "it was not loaded")
+    assert "weights_only" not in out and "Weights only" not in out
+    assert not harmful.exists()
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"junk\n", "not a torch zip archive, which is how outcrop writes every encoder file; the file is of another kind"),
+    (b"", "the file is empty"),
+    (b"PK\x03\x04 cut short", "the archive is damaged or cut short"),
+])
+def test_info_says_what_is_wrong_with_a_junk_encoder_file(run, tmp_path, capsys, content, problem):
+    """`junk` gave `unreadable: 174812789` (the KeyError torch's legacy reader raised)."""
+    results = info_results(run, tmp_path / "results")
+    (results / "model" / "encoder.pt").write_bytes(content)
     assert main(["info", str(results)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("model: "))
-    assert "unreadable: Weights only load failed." in line and "GLOBAL posix.system" in line
-    assert not harmful.exists()
+    assert f"encoder.pt ({len(content) / 1e6:.1f} MB): not a readable encoder file: {problem}" in line

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from outcrop.errors import OutcropError
 from outcrop.io import atomic_path
 from outcrop.layout import Layout, in_folder
 
@@ -255,13 +256,14 @@ def _without_tiles_line(empty: Sequence[tuple[str, str]]) -> str:
 
 
 def _model_metadata(path: Path) -> dict[str, Any]:
-    """The metadata of an encoder file (torch is imported only here, and only if the file exists)."""
-    try:
-        import torch
+    """The metadata of an encoder file (torch is imported only here, and only if the file exists);
+    ``{"error": why}`` for a file that is no readable encoder file, which is said, never loaded."""
+    from outcrop.learning.torch_files import read_torch_file
 
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a broken or foreign file: say so, do not fail the overview
-        return {"error": _one_line(exc)}
+    try:
+        payload = read_torch_file(path, "encoder file")
+    except OutcropError as exc:  # a broken or foreign file: say so, do not fail the overview
+        return {"error": _one_line(exc).removeprefix(f"{path}: ")}
     return payload.get("metadata", {}) if isinstance(payload, dict) else {}
 
 
@@ -327,7 +329,7 @@ def _model_section(model: Path) -> list[str]:
     meta = _model_metadata(model)
     size = f"{model.stat().st_size / 1e6:.1f} MB"
     if "error" in meta:
-        return [f"model: {model} ({size}), unreadable: {meta['error']}"]
+        return [f"model: {model} ({size}): {meta['error']}"]
     settings = meta.get("settings", {})
     parts = [f"{meta.get('arch', '?')}", f"embedding dim {meta.get('embedding_dim', '?')}",
              f"bands {','.join(meta.get('bands', []))}"]
