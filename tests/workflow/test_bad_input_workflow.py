@@ -26,15 +26,16 @@ from tests.workflow.conftest import REPO, TINY_CONFIG, snakemake, write_config
 pytestmark = pytest.mark.workflow
 
 
-def refused_before_any_job(workdir: Path, config: dict | str, *fragments: str, timeout: int = 300) -> str:
-    """Run the real workflow on ``config`` (a mapping, or the text of a config file); assert it
-    stops before any job with one message."""
+def refused_before_any_job(workdir: Path, config: dict | str, *fragments: str, timeout: int = 300,
+                           args: tuple[str, ...] = ()) -> str:
+    """Run the real workflow on ``config`` (a mapping, or the text of a config file) with ``args``;
+    assert it stops before any job with one message."""
     if isinstance(config, str):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.yaml").write_text(config)
     else:
         write_config(workdir, config)
-    proc = snakemake(workdir, "--cores", "1", check=False, timeout=timeout)
+    proc = snakemake(workdir, "--cores", "1", *args, check=False, timeout=timeout)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
@@ -92,6 +93,13 @@ def test_a_yaml_alias_bomb_is_refused_before_any_job(tmp_path):
 def test_a_grid_crs_no_grid_can_use_is_refused_before_any_job(tmp_path, grid, fragments):
     """A PROJ pipeline passed the schema and crashed the grid job; EPSG:4326 made 30 m 30 degrees."""
     refused_before_any_job(tmp_path, {"grid": grid}, *fragments)
+
+
+@pytest.mark.parametrize("threads", ["0", "0.4"])
+def test_set_threads_below_one_is_refused_before_any_job(tmp_path, threads):
+    """Snakemake takes `--set-threads index=0`; the index job failed only when it ran, after the rest."""
+    refused_before_any_job(tmp_path, TINY_CONFIG, f"--set-threads index={threads}: a job needs at least 1 thread; "
+                           "give index=1 or more", args=("--set-threads", f"index={threads}"))
 
 
 @pytest.mark.parametrize("results", ["", "/", "//"])

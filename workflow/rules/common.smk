@@ -20,10 +20,15 @@ import outcrop.layout
 from outcrop.layout import Layout
 from outcrop.learning.encoder_settings import EncoderSettings
 from outcrop.raster.sheets import demo_sheet, local_input, read_scene_sheet
+from outcrop.runtime.threads import check_thread_overrides
 
 
 try:
     validate_config(config, "config")
+    # --set-threads RULE=N (or a profile's set-threads), as Snakemake holds it: a count below 1
+    # would fail each job of the rule when it starts, after the jobs before it have run.
+    check_thread_overrides({rule: getattr(n, "raw", n) for rule, n in
+                            getattr(workflow.resource_settings, "overwrite_threads", {}).items()})
     # One spelling per folder: Snakemake's lock compares paths as text, so `./results`,
     # `results/` and an absolute path to the same folder must all become the same string.
     R = canonical_results(config["results"], "config: results")
