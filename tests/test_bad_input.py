@@ -8,6 +8,7 @@ runs the stage that must refuse it. docs/errors.md lists every case with its mes
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -196,6 +197,54 @@ def test_not_a_tiff(tmp_path, capsys):
     src.write_bytes(b"this is not a GeoTIFF" * 20)
     refuse(prepare_args(src, tmp_path / "out" / "x.tif"), "junk.tif", "cannot read raster",
            capsys=capsys, out_dir=tmp_path)
+
+
+def _with_transform(path: Path, transform: Affine) -> Path:
+    with rasterio.open(path, "r+") as dst:
+        dst.transform = transform
+    return path
+
+
+def _grid_args(source: Path, out: Path) -> list:
+    return ["grid", "--scenes-json", json.dumps([{"scene": "x", "source": str(source), "sensor": "landsat-c2l2"}]),
+            "--bands", ",".join(BANDS), "--out", out]
+
+
+@pytest.mark.parametrize("stage", ["prepare", "grid"])
+@pytest.mark.parametrize(("transform", "fragments"), [
+    (Affine(30.0, 0, ORIGIN[0], 0, 30.0, ORIGIN[1]),
+     ("the raster is stored south-up (its geotransform's y pixel size is +30", "gdalwarp odd.tif north_up.tif")),
+    (Affine(-30.0, 0, ORIGIN[0], 0, -30.0, ORIGIN[1]), ("the raster is stored mirrored", "gdalwarp")),
+    (Affine(1e-9, 0, ORIGIN[0], 0, -1e-9, ORIGIN[1]),
+     ("its geotransform gives pixels of 1e-09 m, smaller than 1 cm", "its georeferencing is wrong")),
+], ids=["south-up", "mirrored", "nanometre-pixels"])
+def test_a_geotransform_no_grid_can_use(tmp_path, capsys, stage, transform, fragments):
+    """GDAL said "Attempt to create 64x-64 dataset is illegal" (prepare), and the grid job ended
+    in a ZeroDivisionError traceback on nanometre pixels."""
+    src = _with_transform(write_scene(tmp_path / "odd.tif", rock_and_snow()), transform)
+    args = prepare_args(src, tmp_path / "out" / "x.tif") if stage == "prepare" else _grid_args(src, tmp_path / "g.json")
+    if stage == "prepare":
+        args += ["--crs", "EPSG:3031", "--resolution", "30"]
+    refuse(args, "odd.tif: ", *fragments, capsys=capsys, out_dir=tmp_path)
+
+
+def test_a_rotated_north_up_raster_is_prepared(tmp_path):
+    src = _with_transform(write_scene(tmp_path / "rotated.tif", rock_and_snow()),
+                          Affine(30.0, 5.0, ORIGIN[0], 5.0, -30.0, ORIGIN[1]))
+    cli_ok(prepare_args(src, tmp_path / "out" / "x.tif") + ["--crs", "EPSG:3031", "--resolution", "30"])
+
+
+@pytest.mark.parametrize("kind", ["device", "pipe"])
+def test_a_source_that_is_no_regular_file(tmp_path, capsys, kind):
+    """/dev/zero was "no such file or folder"; GDAL would read it without end, or wait on a pipe."""
+    if kind == "device":
+        src = Path("/dev/zero")
+    else:
+        src = tmp_path / "scene.tif"
+        os.mkfifo(src)
+    for args in (prepare_args(src, tmp_path / "out" / "x.tif"), _grid_args(src, tmp_path / "g.json")):
+        refuse(args, f"{src}: not a regular file or folder (a device, pipe or socket), so not a raster",
+               capsys=capsys, out_dir=tmp_path)
 
 
 def test_unknown_sensor(run, tmp_path, capsys):
