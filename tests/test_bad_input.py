@@ -611,6 +611,17 @@ def test_query_of_a_small_run_works(run, tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 4
 
 
+@pytest.mark.parametrize(("lon", "lat", "message"), [
+    ("142", "200", "query: --lat 200: latitude out of range (-90 to 90 degrees)"),
+    ("142", "-90.5", "query: --lat -90.5: latitude out of range (-90 to 90 degrees)"),
+    ("400", "-67", "query: --lon 400: longitude out of range (-180 to 180 degrees)"),
+])
+def test_query_of_a_place_off_the_globe(run, tmp_path, capsys, lon, lat, message):
+    """`--lat 200` was "meets no indexed tile", as if the place were only outside the run."""
+    results = query_results(run, tmp_path / "results")
+    refuse(["query", "--results", results, "--lon", lon, "--lat", lat], message, capsys=capsys, out_dir=tmp_path)
+
+
 def info_results(run: Run, folder: Path) -> Path:
     """A results folder with the small run's tiles, model and index info."""
     for sub in ("tiles", "model", "index"):

@@ -192,7 +192,7 @@ def _prepare_parser(sub: Any) -> None:
     p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
     p.add_argument("--collar", choices=["auto", "off"], default="auto",
                    help="auto: mask a constant border without a nodata tag as nodata; off: keep it")
-    p.add_argument("--max-pixels", type=int, default=None,
+    p.add_argument("--max-pixels", type=positive_int, default=None,
                    help="largest scene on the run grid, in pixels (default 2e9); a larger one is refused")
 
 
