@@ -30,7 +30,8 @@ try:
     check_thread_overrides({rule: getattr(n, "raw", n) for rule, n in
                             getattr(workflow.resource_settings, "overwrite_threads", {}).items()})
     # One spelling per folder: Snakemake's lock compares paths as text, so `./results`,
-    # `results/` and an absolute path to the same folder must all become the same string.
+    # `results/`, an absolute path to the same folder and a symbolic link to it (or to a parent)
+    # must all become the same string.
     R = canonical_results(config["results"], "config: results")
     # Checked before any job runs, without torch (outcrop.learning.encoder_settings imports none).
     EncoderSettings.from_dict(config["encoder"]["settings"], where="config: encoder.settings")
