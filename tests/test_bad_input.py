@@ -357,7 +357,8 @@ def test_encoder_of_other_bands(run, tmp_path, capsys):
     ("empty", "the file is empty"),
     ("pickle", "not a torch zip archive"),
     ("pickle in a torch archive", "it holds Python objects other than tensors and plain values (it asks for "
-                                  "posix.system), so it is not an outcrop encoder file and is not trusted; it was not loaded"),
+                                  "posix.system), so it is not an outcrop encoder file and is not trusted; "
+                                  "it was not loaded"),
 ])
 def test_corrupted_encoder_file(run, tmp_path, capsys, damage, problem):
     """Each kind of broken file is named for what it is; a pickle that would run code is refused
@@ -378,8 +379,8 @@ def test_corrupted_encoder_file(run, tmp_path, capsys, damage, problem):
         model.write_bytes(pickle.dumps(Exploit(tmp_path / "pwned")))
     else:
         _torch_file_that_runs(model, f"touch {tmp_path / 'pwned'}")
-    line = refuse(["embed", "--tiles", run.tiles, "--model", model, "--device", "cpu", "--out", tmp_path / "out" / "e.npy"],
-                  f"encoder.pt: not a readable encoder file: {problem}", capsys=capsys, out_dir=tmp_path)
+    embed = ["embed", "--tiles", run.tiles, "--model", model, "--device", "cpu", "--out", tmp_path / "out" / "e.npy"]
+    line = refuse(embed, f"encoder.pt: not a readable encoder file: {problem}", capsys=capsys, out_dir=tmp_path)
     assert "weights_only" not in line
     assert not (tmp_path / "pwned").exists()
 

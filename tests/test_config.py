@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from outcrop import OutcropError
-from outcrop.config import canonical_results, load_config, validate_config
+from outcrop.config import canonical_results, check_thread_overrides, load_config, validate_config
 from outcrop.raster.sheets import demo_sheet, read_scene_sheet
 
 
@@ -274,3 +274,15 @@ def test_a_grid_crs_no_grid_can_use(grid, message):
 @pytest.mark.parametrize("crs", ["auto", "EPSG:3031", "EPSG:32633", "+proj=utm +zone=33 +south"])
 def test_grid_crs_in_metres_is_accepted(crs):
     assert validate_config({"grid": {"crs": crs, "resolution": 30}})["grid"]["crs"] == crs
+
+
+@pytest.mark.parametrize("value", [0, "0", "-2", "0.4", "nan", "inf"])
+def test_a_thread_count_below_one_is_refused_naming_the_rule(value):
+    with pytest.raises(OutcropError, match=rf"--set-threads index={value}: a job needs at least 1 thread; "
+                                           "give index=1 or more"):
+        check_thread_overrides({"train_encoder": 4, "index": value})
+
+
+@pytest.mark.parametrize("value", [1, "2", "0.6", "2*input.size_mb", "max(1, attempt)"])
+def test_counts_of_one_or_more_and_expressions_pass(value):
+    check_thread_overrides({"index": value})

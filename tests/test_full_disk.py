@@ -110,7 +110,8 @@ def _csv(path: Path) -> None:
 def _cog(path: Path) -> None:
     from rasterio.transform import from_origin
 
-    write_cog(path, _random((1, 256, 256)), {"crs": "EPSG:3031", "transform": from_origin(0, 0, 30, 30), "nodata": None})
+    profile = {"crs": "EPSG:3031", "transform": from_origin(0, 0, 30, 30), "nodata": None}
+    write_cog(path, _random((1, 256, 256)), profile)
 
 
 def _prepared(path: Path) -> None:

@@ -12,6 +12,7 @@ import functools
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,11 +170,9 @@ def validate_config(config: dict[str, Any], source: str = "config", schema_path:
 
 
 def _check_grid(grid: dict[str, Any], source: str) -> None:
-    """A given grid.crs must be a projected CRS in metres (:mod:`outcrop.raster.grid_crs`), checked
+    """A given grid.crs must be a projected CRS in metres (:func:`check_grid_crs`), checked
     here so that a CRS the grid job cannot use stops the run before any job."""
     if str(grid["crs"]).strip() != "auto":
-        from outcrop.raster.grid_crs import check_grid_crs
-
         check_grid_crs(grid["crs"], f"{source}: grid.crs", grid["resolution"])
 
 
@@ -220,6 +219,70 @@ def _check_clusters(clusters: dict[str, Any], source: str) -> None:
     if too_big:
         raise OutcropError(f"{source}: clusters.cuts: {too_big[0]} is not less than the largest k ({largest}); "
                            "a cut splits the hierarchy of that k's clusters into fewer groups")
+
+
+# --- settings checked beyond the schema -------------------------------------------------------------
+
+# Why grid.crs must be a 2-D projected CRS in metres: the run measures everything on its grid in
+# the grid CRS's units and takes them as metres: grid.resolution (metres per pixel), the AOI buffer
+# and the exclusion radius (km), the deposits' buffer and the distances in analogues.csv and
+# `outcrop query`. A geographic CRS would make `resolution: 30` thirty degrees a pixel (one pixel
+# for a whole coast) and every distance a count of degrees; a CRS in feet would be off by a factor
+# of three. A PROJ pipeline or a vertical or geocentric CRS is no grid at all, and rasterio accepts
+# some of them only to fail in the middle of the grid job. So the CRS is checked once, before any
+# job, with the key named (and again by the stages that take a CRS from the command line).
+GRID_CRS_EXAMPLES = "a UTM zone such as EPSG:32633, EPSG:3031 (Antarctic polar stereographic), or auto"
+
+
+def check_grid_crs(text: str, where: str, resolution: Any = None) -> None:
+    """Refuse ``text`` unless it is a 2-D projected CRS with axes in metres.
+
+    ``where`` names the setting (``config: grid.crs``); ``resolution``, when a number, is named in
+    the refusal of a CRS in other units, as the value it would have been read as.
+    """
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        crs = CRS.from_user_input(text)
+    except CRSError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise OutcropError(f"{where}: {text!r} is not a coordinate reference system ({detail}); "
+                           f"give a projected CRS in metres: {GRID_CRS_EXAMPLES}") from None
+    axes = crs.axis_info
+    if crs.is_geographic or (crs.is_projected and not crs.is_compound and len(axes) == 2):
+        unit = axes[0].unit_name if axes else "unknown unit"
+        factor = axes[0].unit_conversion_factor if axes else None
+        if crs.is_projected and unit == "metre" and factor == 1.0:
+            return
+        kind = "a geographic CRS" if crs.is_geographic else "a projected CRS"
+        as_read = ""
+        if isinstance(resolution, (int, float)) and not isinstance(resolution, bool):
+            as_read = f"; grid.resolution {resolution:g} would be read as {resolution:g} {unit} a pixel"
+        raise OutcropError(f"{where}: {text!r} is {kind} with axes in {unit}{as_read}, but the run measures "
+                           "pixels, buffers and distances in metres: give a projected CRS in metres: "
+                           f"{GRID_CRS_EXAMPLES}")
+    kind = crs.type_name[:1].lower() + crs.type_name[1:]
+    raise OutcropError(f"{where}: {text!r} is a {kind}, not a 2-D projected CRS a grid can "
+                       f"be laid out in: give a projected CRS in metres: {GRID_CRS_EXAMPLES}")
+
+
+def check_thread_overrides(overrides: Mapping[str, Any], option: str = "--set-threads") -> None:
+    """Refuse a thread count below 1 given for a rule (Snakemake's ``--set-threads``, or a profile's
+    ``set-threads``) before any job runs.
+
+    Snakemake takes ``index=0`` as given; the job then fails when it starts, at its own
+    ``--threads 0``, after the jobs before it have run. An expression (``2*input.size_mb``) is
+    evaluated per job by Snakemake and is left to it.
+    """
+    for rule, value in sorted(overrides.items()):
+        text = str(value).strip()
+        try:
+            number = float(text)
+        except ValueError:
+            continue
+        if not (math.isfinite(number) and round(number) >= 1):
+            raise OutcropError(f"{option} {rule}={text}: a job needs at least 1 thread; give {rule}=1 or more")
 
 
 @functools.cache

@@ -15,12 +15,11 @@ os.environ.update(PYTHONPATH=os.pathsep.join(
 ))
 
 from outcrop import OutcropError
-from outcrop.config import canonical_results, validate_config
+from outcrop.config import canonical_results, check_thread_overrides, validate_config
 import outcrop.layout
 from outcrop.layout import Layout
 from outcrop.learning.encoder_settings import EncoderSettings
 from outcrop.raster.sheets import demo_sheet, local_input, read_scene_sheet
-from outcrop.runtime.threads import check_thread_overrides
 
 
 try:

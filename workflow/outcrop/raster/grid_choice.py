@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from outcrop import OutcropError
-from outcrop.config import default
+from outcrop.config import check_grid_crs, default
 from outcrop.io import atomic_path
-from outcrop.raster.grid_crs import check_grid_crs
 
 AUTO = "auto"
 # Beyond this latitude (degrees) the grid is polar stereographic: UTM zones narrow towards the

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
-from outcrop.config import default
+from outcrop.config import check_grid_crs, default
 from outcrop.io import prepared_writer
 from outcrop.raster.sensors import (
     QUALITY_FILL,
@@ -49,7 +49,6 @@ from outcrop.raster.sensors import (
 )
 from outcrop.raster.geo import SceneGrid
 from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
-from outcrop.raster.grid_crs import check_grid_crs
 from outcrop.raster.sheets import REMOTE_PREFIXES
 from outcrop.raster.surfaces import CLASS_LABELS, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER, Thresholds, classify_surfaces
 

@@ -6,13 +6,8 @@ slowdown; Snakemake gives each job ``threads`` and this makes every library hono
 
 from __future__ import annotations
 
-import math
 import os
 import sys
-from collections.abc import Mapping
-from typing import Any
-
-from outcrop.errors import OutcropError
 
 _ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -46,20 +41,3 @@ def limit_threads(threads: int) -> None:
         faiss.omp_set_num_threads(threads)
 
 
-
-def check_thread_overrides(overrides: Mapping[str, Any], option: str = "--set-threads") -> None:
-    """Refuse a thread count below 1 given for a rule (Snakemake's ``--set-threads``, or a profile's
-    ``set-threads``) before any job runs.
-
-    Snakemake takes ``index=0`` as given; the job then fails when it starts, at its own
-    ``--threads 0``, after the jobs before it have run. An expression (``2*input.size_mb``) is
-    evaluated per job by Snakemake and is left to it.
-    """
-    for rule, value in sorted(overrides.items()):
-        text = str(value).strip()
-        try:
-            number = float(text)
-        except ValueError:
-            continue
-        if not (math.isfinite(number) and round(number) >= 1):
-            raise OutcropError(f"{option} {rule}={text}: a job needs at least 1 thread; give {rule}=1 or more")
