@@ -257,11 +257,14 @@ def _without_tiles_line(empty: Sequence[tuple[str, str]]) -> str:
 
 def _model_metadata(path: Path) -> dict[str, Any]:
     """The metadata of an encoder file (torch is imported only here, and only if the file exists);
-    ``{"error": why}`` for a file that is no readable encoder file, which is said, never loaded."""
-    from outcrop.learning.torch_files import read_torch_file
-
+    ``{"error": why}`` for a file that is no readable encoder file, which is said, never loaded,
+    and where torch is not installed (the report's environment need not have it)."""
     try:
+        from outcrop.learning.torch_files import read_torch_file
+
         payload = read_torch_file(path, "encoder file")
+    except ImportError:
+        return {"error": "not read: torch is not installed here"}
     except OutcropError as exc:  # a broken or foreign file: say so, do not fail the overview
         return {"error": _one_line(exc).removeprefix(f"{path}: ")}
     return payload.get("metadata", {}) if isinstance(payload, dict) else {}

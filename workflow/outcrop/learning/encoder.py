@@ -370,6 +370,10 @@ def write_curve(tsv_path: Path, png_path: Path, rows: Sequence[Sequence[float]])
         fig.savefig(tmp, format="png", dpi=110)
 
 
+# What to do about an encoder file that cannot be used: the workflow writes it again once it is gone.
+ENCODER_FIX = "give the encoder file that `outcrop train` wrote (the workflow trains again once it is deleted)"
+
+
 def load_encoder(path: Path, device: str = "cpu",
                  expect_bands: Sequence[str] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained backbone (eval mode, on ``device``) and its metadata, from a model file.
@@ -378,9 +382,9 @@ def load_encoder(path: Path, device: str = "cpu",
     file cannot run code. A missing, damaged or foreign file,
     or bands other than ``expect_bands``, raise :class:`OutcropError` naming the file.
     """
-    payload = read_torch_file(path, "encoder file")
+    payload = read_torch_file(path, "encoder file", fix=ENCODER_FIX)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise OutcropError(f"{path}: not an outcrop encoder file")
+        raise OutcropError(f"{path}: not an outcrop encoder file; {ENCODER_FIX}")
     meta = payload.get("metadata") or {}
     try:
         model = build_backbone(meta["arch"], int(meta["in_channels"]), int(meta["embedding_dim"]))

@@ -24,13 +24,21 @@ from outcrop.errors import OutcropError
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def read_torch_file(path: str | Path, what: str) -> Any:
+def read_torch_file(path: str | Path, what: str, fix: str = "") -> Any:
     """The content of a torch file of outcrop's (``what``: "encoder file", "checkpoint"), loaded
     on the CPU with ``weights_only=True``; one :class:`OutcropError` naming the file and what is
-    wrong with it otherwise."""
+    wrong with it otherwise, ending with ``fix`` (what to do about it) when one is given."""
+    try:
+        return _read(Path(path), what)
+    except OutcropError as exc:
+        if not fix:
+            raise
+        raise OutcropError(f"{exc}; {fix}") from None
+
+
+def _read(path: Path, what: str) -> Any:
     import torch
 
-    path = Path(path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(len(ZIP_MAGIC))
