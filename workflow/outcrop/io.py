@@ -383,6 +383,8 @@ def require_space(final: str | os.PathLike[str], nbytes: int, what: str) -> None
     folder = Path(final).parent
     folder.mkdir(parents=True, exist_ok=True)
     stat = os.statvfs(folder)
+    if stat.f_blocks == 0:  # a file system that reports no sizes (some FUSE mounts): nothing to check
+        return
     free = (stat.f_bfree if os.geteuid() == 0 else stat.f_bavail) * stat.f_frsize
     if free < nbytes:
         raise OutcropError(f"{final}: no space left on device: {what} needs {_size(nbytes)}, {_size(free)} are free; "
