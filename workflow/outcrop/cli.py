@@ -192,7 +192,7 @@ def _prepare_parser(sub: Any) -> None:
     p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
     p.add_argument("--collar", choices=["auto", "off"], default="auto",
                    help="auto: mask a constant border without a nodata tag as nodata; off: keep it")
-    p.add_argument("--max-pixels", type=int, default=None,
+    p.add_argument("--max-pixels", type=positive_int, default=None,
                    help="largest scene on the run grid, in pixels (default 2e9); a larger one is refused")
 
 
@@ -895,6 +895,14 @@ def _run(argv: Sequence[str] | None) -> int:
         # One line, whatever a wrapped library put in the message: logs and job failures stay greppable.
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"outcrop {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk met outside the writers of outcrop.io (a folder made, a lock taken)
+        from outcrop.io import no_space_reason
+
+        reason = no_space_reason(exc)
+        if reason is None:
+            raise
+        print(f"outcrop {args.command}: error: {exc.filename or 'a file'}: {reason}", file=sys.stderr)
         return 2
     return 0
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from outcrop.csvfile import read_csv
+from outcrop.errors import OutcropError
 from outcrop.io import atomic_path
 from outcrop.layout import Layout, in_folder
 
@@ -254,13 +255,17 @@ def _without_tiles_line(empty: Sequence[tuple[str, str]]) -> str:
 
 
 def _model_metadata(path: Path) -> dict[str, Any]:
-    """The metadata of an encoder file (torch is imported only here, and only if the file exists)."""
+    """The metadata of an encoder file (torch is imported only here, and only if the file exists);
+    ``{"error": why}`` for a file that is no readable encoder file, which is said, never loaded,
+    and where torch is not installed (the report's environment need not have it)."""
     try:
-        import torch
+        from outcrop.learning.torch_files import read_torch_file
 
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a broken or foreign file: say so, do not fail the overview
-        return {"error": _one_line(exc)}
+        payload = read_torch_file(path, "encoder file")
+    except ImportError:
+        return {"error": "not read: torch is not installed here"}
+    except OutcropError as exc:  # a broken or foreign file: say so, do not fail the overview
+        return {"error": _one_line(exc).removeprefix(f"{path}: ")}
     return payload.get("metadata", {}) if isinstance(payload, dict) else {}
 
 
@@ -326,7 +331,7 @@ def _model_section(model: Path) -> list[str]:
     meta = _model_metadata(model)
     size = f"{model.stat().st_size / 1e6:.1f} MB"
     if "error" in meta:
-        return [f"model: {model} ({size}), unreadable: {meta['error']}"]
+        return [f"model: {model} ({size}): {meta['error']}"]
     settings = meta.get("settings", {})
     parts = [f"{meta.get('arch', '?')}", f"embedding dim {meta.get('embedding_dim', '?')}",
              f"bands {','.join(meta.get('bands', []))}"]
