@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 SHARED = "workflow"
-SHARED_FIXTURES = {"demo_run", "slurm_cluster", "browser"}
+SHARED_FIXTURES = {"demo_run", "slurm_cluster", "browser", "live_browser"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

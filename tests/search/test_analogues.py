@@ -378,3 +378,127 @@ def test_deposits_files_past_the_limits_are_refused_before_they_are_read(tmp_pat
     monkeypatch.setenv("OUTCROP_LIMITS", '{"deposit_vertices": 100}')
     with pytest.raises(OutcropError, match=r"poly\.gpkg: 257 vertices in its geometries, and limits\.deposit_vertices"):
         read_deposits(poly, CRS)
+
+
+# Text a spreadsheet runs as a formula (OWASP "CSV injection"), a name that a ';'-separated
+# spreadsheet would split into a formula, and a quote that must survive reading back.
+FORMULAS = ['=cmd|" /C calc"!A0', "+1+1", "-1+1", "@SUM(1)", "\t=1+1", "\r=1+1", "'=already quoted", "a;=1+1"]
+
+
+@pytest.mark.parametrize("names", [FORMULAS[i:i + 2] for i in range(0, len(FORMULAS), 2)], ids=repr)
+def test_deposit_names_reach_the_analogues_csv_as_text_a_spreadsheet_never_runs(tmp_path, indexed, names):
+    """Deposit names reach ``nearest_positive`` and ``query`` of analogues.csv: no cell that is not a
+    number starts with a formula character, every text cell is quoted; the GeoPackage keeps the
+    names as they are, and the project's reader gives them back unchanged."""
+    import csv
+    import io
+
+    from outcrop.csvfile import FORMULA_START, read_csv
+
+    run, _, _ = indexed
+    res = tmp_path / "results"
+    deposits = pd.read_csv(run.deposits_csv)
+    deposits["name"] = names
+    deposits.to_csv(tmp_path / "formulas.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)  # keeps a "\r" whole
+    out = tmp_path / "analogues"
+    find_analogues(res / "index" / "tiles.faiss", res / "index" / "tiles.parquet", run.embeddings,
+                   tmp_path / "formulas.csv", run.prepared, out / "analogues.gpkg", out / "analogues.csv",
+                   out / "similarity", buffer_m=10.0, exclusion_km=0.5, top=15, log=lambda *_: None)
+    gpkg = gpd.read_file(out / "analogues.gpkg")
+    assert set(gpkg["nearest_positive"]) == set(names)  # the GeoPackage: the names as given
+    assert set(gpkg["query"]) == {"set", *names}
+    with open(out / "analogues.csv", newline="") as fh:
+        text = fh.read()
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == len(gpkg) + 1
+    for row in rows:
+        for cell in row:
+            try:
+                float(cell)
+            except ValueError:  # text, not a number
+                assert not cell.startswith(FORMULA_START), cell
+                assert '"' + cell.replace('"', '""') + '"' in text, cell  # quoted: one cell, whatever the separator
+    back = read_csv(out / "analogues.csv")
+    assert back["nearest_positive"].tolist() == gpkg["nearest_positive"].tolist()
+    assert back["query"].tolist() == gpkg["query"].tolist()
+
+
+def test_a_negative_s_own_tiles_are_never_analogues(indexed):
+    run, table, vectors = indexed
+    deposits = read_deposits(run.deposits_csv, CRS)
+    positives = select_positives(table, deposits, buffer_m=10.0)
+    known = deposits.geometry.to_numpy()
+    ranked = rank_analogues(vectors, table, positives, deposits=known, exclusion_m=1.5 * TILE_M, top=10)
+    wrong = ranked["id"].to_numpy()[:2]  # the two best, said to be wrong
+    again = rank_analogues(vectors, table, positives, deposits=known, exclusion_m=1.5 * TILE_M, top=10,
+                           negatives=[wrong[:1], wrong[1:]])
+    assert not set(wrong) & set(again["id"])
+    assert again["id"].tolist()[:8] == ranked["id"].tolist()[2:]  # the rest move up, in order
+
+
+def test_a_marks_file_gives_its_positives_as_deposits_and_its_negatives_as_negatives(tmp_path):
+    path = tmp_path / "marks.gpkg"
+    right = gpd.GeoDataFrame({"name": ["right 1", "right 2"]}, geometry=[Point(1, 2), box(0, 0, 5, 5)], crs=CRS)
+    wrong = gpd.GeoDataFrame({"name": ["wrong 1"]}, geometry=[Point(7, 8)], crs=CRS)
+    right.to_file(path, layer="positives", driver="GPKG")
+    wrong.to_file(path, layer="negatives", driver="GPKG")
+    assert read_deposits(path, CRS)["name"].tolist() == ["right 1", "right 2"]
+    assert read_deposits(path, CRS, role="negatives")["name"].tolist() == ["wrong 1"]
+    # Any other GeoPackage of several layers is read as before: its first layer, whatever the role.
+    other = tmp_path / "other.gpkg"
+    right.to_file(other, layer="occurrences", driver="GPKG")
+    wrong.to_file(other, layer="negatives", driver="GPKG")
+    assert read_deposits(other, CRS, role="negatives")["name"].tolist() == ["right 1", "right 2"]
+
+
+def test_a_marks_file_is_counted_against_the_limit_in_the_layer_it_is_read_for(tmp_path, monkeypatch):
+    """The feature count checked before reading is that of the layer read: eleven positives past a
+    limit of ten refuse the file as deposits, while its one negative may still be read as negatives."""
+    from outcrop.search.analogues import check_deposits_size
+
+    path = tmp_path / "marks.gpkg"
+    gpd.GeoDataFrame({"name": [f"right {i}" for i in range(11)]}, geometry=[Point(i, i) for i in range(11)],
+                     crs=CRS).to_file(path, layer="positives", driver="GPKG")
+    gpd.GeoDataFrame({"name": ["wrong 1"]}, geometry=[Point(50, 50)], crs=CRS).to_file(path, layer="negatives",
+                                                                                       driver="GPKG")
+    monkeypatch.setenv("OUTCROP_LIMITS", '{"deposits": 10}')
+    with pytest.raises(OutcropError, match=r"marks\.gpkg: 11 deposits, and limits\.deposits"):
+        check_deposits_size(path)
+    check_deposits_size(path, role="negatives")
+    assert read_deposits(path, CRS, role="negatives")["name"].tolist() == ["wrong 1"]
+
+
+def test_a_place_from_the_map_selects_the_tiles_a_deposit_at_that_place_selects():
+    """``outcrop serve`` and a deposits file select positives with one spatial match: a point within
+    ``buffer_m`` of a tile's corner (by distance, not by a polygon approximating the circle, whose
+    chords pass inside it) selects that tile either way; a point farther off selects none."""
+    from outcrop.search.analogues import match_deposits, positives_of_shapes
+
+    table = gpd.GeoDataFrame({"id": [0, 1]}, geometry=[box(0, 0, 100, 100), box(300, 0, 400, 100)], crs=CRS)
+    angle = np.radians(45 + 90 / 32)  # between two vertices of a 16-segment quarter circle
+    near = Point(100 + 49.99 * np.cos(angle), 100 + 49.99 * np.sin(angle))  # 49.99 m from the corner
+    inside = box(310, 10, 320, 20)
+    shapes = np.array([near, inside], dtype=object)
+    served = positives_of_shapes(table.sindex, shapes, ["click", "drawn"], buffer_m=50.0)
+    from_file, unmatched = match_deposits(table, gpd.GeoDataFrame({"name": ["a", "b"]}, geometry=list(shapes), crs=CRS),
+                                          buffer_m=50.0)
+    assert [p.tolist() for p in served] == [p.tolist() for p in from_file] == [[0], [1]]
+    assert len(unmatched) == 0
+    far = Point(100 + 50.01 * np.cos(angle), 100 + 50.01 * np.sin(angle))
+    with pytest.raises(OutcropError, match=r"^deposit 'far' \(feature 1\) meets no indexed tile"):
+        positives_of_shapes(table.sindex, np.array([far], dtype=object), ["far"], buffer_m=50.0)
+
+
+def test_queries_from_rows_read_on_demand_equal_those_from_the_whole_array(indexed):
+    """``outcrop serve`` hands the query builder an object that reads the rows of the ids it is given
+    (memory-mapped embeddings), not an array of every tile: its queries are the same."""
+    run, table, vectors = indexed
+
+    class Rows:
+        def __getitem__(self, ids):
+            return vectors[np.asarray(ids)]
+
+    positives = select_positives(table, read_deposits(run.deposits_csv, CRS), buffer_m=10.0)
+    negatives = [np.array([3, 4]), np.array([9])]
+    np.testing.assert_allclose(query_vectors(Rows(), positives, negatives), query_vectors(vectors, positives, negatives),
+                               atol=1e-6)

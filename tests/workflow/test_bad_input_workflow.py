@@ -27,10 +27,16 @@ from tests.workflow.conftest import REPO, TINY_CONFIG, snakemake, write_config
 pytestmark = pytest.mark.workflow
 
 
-def refused_before_any_job(workdir: Path, config: dict, *fragments: str) -> str:
-    """Run the real workflow on ``config``; assert it stops before any job with one message."""
-    write_config(workdir, config)
-    proc = snakemake(workdir, "--cores", "1", check=False, timeout=300)
+def refused_before_any_job(workdir: Path, config: dict | str, *fragments: str, timeout: int = 300,
+                           args: tuple[str, ...] = ()) -> str:
+    """Run the real workflow on ``config`` (a mapping, or the text of a config file) with ``args``;
+    assert it stops before any job with one message."""
+    if isinstance(config, str):
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.yaml").write_text(config)
+    else:
+        write_config(workdir, config)
+    proc = snakemake(workdir, "--cores", "1", *args, check=False, timeout=timeout)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
@@ -61,6 +67,40 @@ def test_wrong_type_in_config(tmp_path):
 def test_unknown_encoder_setting_in_config(tmp_path):
     refused_before_any_job(tmp_path, {"encoder": {"settings": {"epoch": 3}}},
                            "config: unknown key 'encoder.settings.epoch' (known: arch,")
+
+
+def alias_bomb(levels: int = 9, width: int = 9, key: str = "") -> str:
+    """YAML of ``levels`` aliases, each repeating the one before ``width`` times: a few hundred
+    bytes that stand for ``width ** levels`` values (387 million for 9 x 9). Under ``key`` as a
+    list of the aliases, else as top-level keys ``a0``, ``a1``, ..."""
+    items = ["&a0 [" + ", ".join(["x"] * width) + "]"]
+    items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    if key:
+        return f"{key}:\n" + "".join(f"  - {item}\n" for item in items)
+    return "".join(f"a{i}: {item}\n" for i, item in enumerate(items))
+
+
+def test_a_yaml_alias_bomb_is_refused_before_any_job(tmp_path):
+    """Each walk over the expanded config would take hours; the count of values stops at its limit,
+    so the refusal comes at once (the timeout only guards the test against a hang)."""
+    refused_before_any_job(tmp_path, alias_bomb(), "config: a5: more than 100,000 values", "aliases", timeout=120)
+
+
+@pytest.mark.parametrize(("grid", "fragments"), [
+    ({"crs": "+proj=pipeline +step +proj=unitconvert"}, ("config: grid.crs:", "is not a coordinate reference system")),
+    ({"crs": "EPSG:4326", "resolution": 30}, ("config: grid.crs: 'EPSG:4326' is a geographic CRS with axes in degree",
+                                              "grid.resolution 30 would be read as 30 degree a pixel")),
+], ids=["proj-pipeline", "degrees"])
+def test_a_grid_crs_no_grid_can_use_is_refused_before_any_job(tmp_path, grid, fragments):
+    """A PROJ pipeline passed the schema and crashed the grid job; EPSG:4326 made 30 m 30 degrees."""
+    refused_before_any_job(tmp_path, {"grid": grid}, *fragments)
+
+
+@pytest.mark.parametrize("threads", ["0", "0.4"])
+def test_set_threads_below_one_is_refused_before_any_job(tmp_path, threads):
+    """Snakemake takes `--set-threads index=0`; the index job failed only when it ran, after the rest."""
+    refused_before_any_job(tmp_path, TINY_CONFIG, f"--set-threads index={threads}: a job needs at least 1 thread; "
+                           "give index=1 or more", args=("--set-threads", f"index={threads}"))
 
 
 @pytest.mark.parametrize("results", ["", "/", "//"])
@@ -165,9 +205,29 @@ def _lock_files(workdir: Path) -> list[Path]:
     return list(locks.iterdir()) if locks.exists() else []
 
 
-def test_a_second_run_on_a_busy_folder_is_refused(tmp_path):
+def _holds_output_lock(workdir: Path) -> bool:
+    """Whether a run's output lock is written whole: Snakemake creates the file, then writes the
+    paths into it, and a run frozen in between would hold an empty lock that locks nothing."""
+    for path in _lock_files(workdir):
+        try:
+            if path.name.endswith(".output.lock") and path.read_text().endswith("\n"):
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+@pytest.mark.parametrize("second_run", [
+    ("results/demo/deposits.gpkg",),
+    # The same folder through a symbolic link: Snakemake's lock compares paths as text, so the
+    # workflow resolves the link before any path is made of it.
+    ("demo_deposits", "--config", "results=rlink"),
+], ids=["same-spelling", "through-a-link"])
+def test_a_second_run_on_a_busy_folder_is_refused(tmp_path, second_run):
     """The first run is frozen (SIGSTOP) while it holds the lock, so the second surely meets it."""
     write_config(tmp_path, TINY_CONFIG)
+    (tmp_path / "results").mkdir()  # as it is while a run is under way
+    (tmp_path / "rlink").symlink_to("results")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     first = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
@@ -175,12 +235,12 @@ def test_a_second_run_on_a_busy_folder_is_refused(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while not _lock_files(tmp_path):
+        while not _holds_output_lock(tmp_path):
             assert first.poll() is None, first.stdout.read()
             assert time.monotonic() < deadline, "the first run never took the lock"
             time.sleep(0.01)
         os.killpg(first.pid, signal.SIGSTOP)
-        second = snakemake(tmp_path, "--cores", "1", "results/demo/deposits.gpkg", check=False, timeout=300)
+        second = snakemake(tmp_path, "--cores", "1", *second_run, check=False, timeout=300)
         os.killpg(first.pid, signal.SIGCONT)
         text = second.stdout + second.stderr
         assert second.returncode != 0

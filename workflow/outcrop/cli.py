@@ -193,7 +193,7 @@ def _prepare_parser(sub: Any) -> None:
     p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
     p.add_argument("--collar", choices=["auto", "off"], default="auto",
                    help="auto: mask a constant border without a nodata tag as nodata; off: keep it")
-    p.add_argument("--max-pixels", type=int, default=None,
+    p.add_argument("--max-pixels", type=positive_int, default=None,
                    help="largest scene on the run grid, in pixels (default 2e9); a larger one is refused")
 
 
@@ -766,6 +766,47 @@ def _webmap_parser(sub: Any) -> None:
     p.add_argument("--title", default="outcrop run")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from outcrop.serve.server import LOCAL, open_server
+
+    if args.host not in LOCAL:
+        print(f"outcrop serve: warning: listening on {args.host}, not on this machine only: anyone who can "
+              "reach it can read the run and change the marks", file=sys.stderr, flush=True)
+    server = open_server(Path(args.results), marks=Path(args.marks) if args.marks else None,
+                         deposits=Path(args.deposits) if args.deposits else None, host=args.host, port=args.port,
+                         threads=args.threads, buffer_m=args.buffer_m, exclusion_km=args.exclusion_km,
+                         site_overlap=_site_overlap(args.site_overlap), title=args.title, log=_log)
+    _log(f"serve: open {server.url} (Ctrl-C stops)")
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
+def _serve_parser(sub: Any) -> None:
+    """Register ``outcrop serve`` on the command line's subparsers."""
+    p = _add(sub, "serve", cmd_serve, "search a finished run from a live map: click, mark right and wrong, "
+             "search again, export (a local web application)", "outcrop serve results", False)
+    p.add_argument("results", nargs="?", default=default("results"), help="a finished run's results folder")
+    p.add_argument("--marks", default="", help="the marks GeoPackage, saved as you mark "
+                   "(default: <results>-marks.gpkg beside the results folder)")
+    p.add_argument("--deposits", default="", help="the run's known deposits, shown on the map "
+                   "(default: the demo's, for a demo run)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only; another address is warned about)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--threads", type=positive_int, default=4, help="searches answered at once (default 4)")
+    p.add_argument("--title", default="", help="the page title")
+    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"),
+                   help="a clicked or marked point selects the tiles within this distance (as analogues.buffer_m)")
+    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"),
+                   help="no result this close to a positive (as analogues.exclusion_km)")
+    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"),
+                   help="one result per site (as analogues.site_overlap; 0: every tile)")
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 
@@ -808,6 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cluster_table_parser,
         _analogue_maps_parser,
         _webmap_parser,
+        _serve_parser,
     ):
         add_parser(sub)
     return parser
@@ -881,6 +923,14 @@ def _run(argv: Sequence[str] | None) -> int:
         # One line, whatever a wrapped library put in the message: logs and job failures stay greppable.
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"outcrop {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk met outside the writers of outcrop.io (a folder made, a lock taken)
+        from outcrop.io import no_space_reason
+
+        reason = no_space_reason(exc)
+        if reason is None:
+            raise
+        print(f"outcrop {args.command}: error: {exc.filename or 'a file'}: {reason}", file=sys.stderr)
         return 2
     return 0
 

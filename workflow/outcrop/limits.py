@@ -60,6 +60,13 @@ LIMITS: dict[str, Limit] = {
 # Fixed bounds on work, not settable: past them the work stops and says so.
 STAC_PAGES = 1_000  # pages of one STAC search followed through their next links (outcrop stac-search)
 RAW_PIXEL_FLOATS = 50_000_000  # floats of raw-pixel features the quality stage scores; past it that baseline is left out
+# Keys, list items and values of a config, YAML aliases expanded (outcrop.config.validate_config).
+# A run's config holds a few hundred. YAML aliases let a file of a few lines stand for billions (an
+# "alias bomb": nine aliases each repeating the one before nine times); Snakemake keeps them as
+# shared references, but every walk over the config (reading text as numbers, finding NaN, the JSON
+# Schema) visits each repetition, and the job-graph build would hang for hours. Not settable: it
+# guards the reading of the config whose ``limits:`` section the settings come from.
+CONFIG_VALUES = 100_000
 
 
 def limit(name: str) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from outcrop.errors import OutcropError
+from outcrop.csvfile import read_csv
 from outcrop.io import load_npy, read_geoparquet, read_vector
 from outcrop.layout import Layout
 
@@ -95,12 +96,10 @@ class Run:
     @functools.cached_property
     def cluster_summary(self) -> Any:
         """Per level and cluster: size, share, mean spectrum, surface shares (DataFrame)."""
-        import pandas as pd
-
         path = Path(self.layout.cluster_summary_csv)
         if not path.is_file():
             raise OutcropError(f"{path}: file not found")
-        return pd.read_csv(path)
+        return read_csv(path)
 
     @property
     def levels(self) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.csvfile import read_csv
 from outcrop.io import atomic_path, load_npy, read_geoparquet
 from outcrop.figures.projection import finest_level
 from outcrop.figures.quicklook import composite_bands
@@ -91,15 +92,13 @@ def write_cluster_table(
     log: Callable[[str], Any] = print,
 ) -> None:
     """Write the HTML table of the finest level's clusters with exemplar thumbnails."""
-    import pandas as pd
-
     from outcrop.search.clusters import exemplars, group_means, palette
     from outcrop.search.index import normalise_rows, table_vectors
 
     table = read_geoparquet(labels_path)
     level = finest_level(table.columns)
     try:
-        summary = pd.read_csv(summary_path)
+        summary = read_csv(summary_path)
     except (OSError, ValueError) as exc:
         raise OutcropError(f"{summary_path}: not a readable cluster summary ({exc})") from None
     summary = summary[summary["level"] == level].set_index("cluster").sort_index()

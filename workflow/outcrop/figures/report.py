@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from outcrop.csvfile import read_csv
+from outcrop.errors import OutcropError
 from outcrop.io import atomic_path
 from outcrop.layout import Layout, in_folder
 
@@ -129,8 +131,6 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
     ``webmap``, ``snakemake_report``, ``cluster_table`` and ``analogue_maps`` (one per scene) are
     the pages the summary links to, relative to ``out``.
     """
-    import pandas as pd
-
     from outcrop import OutcropError
 
     for name, files in (("tile tables", tile_tables), ("prepared scenes", prepared), ("cluster maps", cluster_maps)):
@@ -163,7 +163,7 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
         parts.append(f"<h2>Analogues</h2><p><strong>{html.escape(why)}</strong></p>")
     analogues_csv = Path(analogues) if analogues is not None else None
     if analogues_csv is not None and analogues_csv.exists():
-        top = pd.read_csv(analogues_csv).head(20)
+        top = read_csv(analogues_csv).head(20)
         parts.append("<h2>Top analogues</h2>" + _table(top.to_dict("records"), list(top.columns)))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
@@ -274,13 +274,17 @@ def _without_tiles_line(empty: Sequence[tuple[str, str]]) -> str:
 
 
 def _model_metadata(path: Path) -> dict[str, Any]:
-    """The metadata of an encoder file (torch is imported only here, and only if the file exists)."""
+    """The metadata of an encoder file (torch is imported only here, and only if the file exists);
+    ``{"error": why}`` for a file that is no readable encoder file, which is said, never loaded,
+    and where torch is not installed (the report's environment need not have it)."""
     try:
-        import torch
+        from outcrop.learning.torch_files import read_torch_file
 
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a broken or foreign file: say so, do not fail the overview
-        return {"error": _one_line(exc)}
+        payload = read_torch_file(path, "encoder file")
+    except ImportError:
+        return {"error": "not read: torch is not installed here"}
+    except OutcropError as exc:  # a broken or foreign file: say so, do not fail the overview
+        return {"error": _one_line(exc).removeprefix(f"{path}: ")}
     return payload.get("metadata", {}) if isinstance(payload, dict) else {}
 
 
@@ -346,7 +350,7 @@ def _model_section(model: Path) -> list[str]:
     meta = _model_metadata(model)
     size = f"{model.stat().st_size / 1e6:.1f} MB"
     if "error" in meta:
-        return [f"model: {model} ({size}), unreadable: {meta['error']}"]
+        return [f"model: {model} ({size}): {meta['error']}"]
     settings = meta.get("settings", {})
     parts = [f"{meta.get('arch', '?')}", f"embedding dim {meta.get('embedding_dim', '?')}",
              f"bands {','.join(meta.get('bands', []))}"]
@@ -369,11 +373,9 @@ def _index_section(info: Path) -> list[str]:
 def _clusters_section(summary: Path) -> list[str]:
     import re
 
-    import pandas as pd
-
     if not summary.exists():
         return ["clusters: not computed yet"]
-    table = pd.read_csv(summary)
+    table = read_csv(summary)
     lines = ["clusters:"]
     for level, group in table.groupby("level", sort=False):
         sizes = group.sort_values("cluster")["size"].astype(int).tolist()
@@ -389,14 +391,12 @@ def analogues_skipped(path: Path) -> str:
 
 
 def _analogues_section(csv: Path, top: int, skipped: Path) -> list[str]:
-    import pandas as pd
-
     why = analogues_skipped(skipped)
     if why and not csv.exists():
         return [why]
     if not csv.exists():
         return ["analogues: not ranked yet"]
-    table = pd.read_csv(csv)
+    table = read_csv(csv)
     columns = [c for c in ("rank", "score", "scene", "tile_id", "nearest_positive", "distance_km", "lon", "lat")
                if c in table.columns]
     head = table[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.3f}")

@@ -292,23 +292,20 @@ def deposit_features(deposits: Any) -> list[dict[str, Any]]:
     return out
 
 
-def write_webmap(
+def map_data(
     quicklooks: Sequence[Path],
     cluster_rasters: Sequence[Path],
     similarity_rasters: Sequence[Path],
     analogues_path: Path | None,
     deposits_path: Path | None,
-    out: Path,
     *,
     prepared: Sequence[Path] = (),
     title: str = "outcrop run",
-    log: Callable[[str], Any] = print,
-) -> None:
-    """Write the standalone offline map of a run.
+) -> dict[str, Any]:
+    """Everything the map's script draws, as one JSON-ready dict: the layers of a run.
 
-    A run without deposits has no analogues: ``analogues_path`` and ``deposits_path`` are None and
-    ``similarity_rasters`` empty, and the map shows quicklooks and clusters only. The coastline is
-    drawn from the ``prepared`` scenes' surface masks (none given: no coastline).
+    ``map.html`` embeds it; ``outcrop serve`` builds the same dict once at start and adds its live
+    layers beside it, so both pages draw a run through one set of functions.
     """
     import geopandas as gpd
     import rasterio
@@ -335,7 +332,7 @@ def write_webmap(
     clusters, cluster_legend, level = cluster_layer(cluster_rasters, run_crs)
     quicklook_overlays = quicklook_layer(quicklooks, run_crs)
     readout, graticule_lines = geography(run_crs, [o["bounds"] for o in quicklook_overlays])
-    data = {
+    return {
         "title": title,
         "crs": run_crs.to_string(),
         "layers": LAYER_NAMES | {"clusters": f"Clusters ({level})" if level else "Clusters"},
@@ -352,15 +349,49 @@ def write_webmap(
         "graticule": graticule_lines,
         "coastline": coastline_layer(prepared, run_crs),
     }
+
+
+def render_page(data: dict[str, Any], *, extra_css: str = "", extra_body: str = "", extra_js: str = "") -> str:
+    """The map page: Leaflet, the data (:func:`json_for_script`) and the map's script, inline.
+
+    ``outcrop serve`` adds its panel (``extra_body``, markup it writes itself, never data), its
+    style sheet and its script after the map's; ``map.html`` adds nothing.
+    """
     js, css = leaflet_assets()
-    page = page_asset("page.html").format(
-        title=html.escape(title),
+    return page_asset("page.html").format(
+        title=html.escape(data["title"]),
         leaflet_css=css,
         leaflet_js=_script_safe(js),
         data=json_for_script(data),
         app_css=page_asset("map.css"),
         app_js=page_asset("map.js"),
+        extra_css=f"<style>{extra_css}</style>" if extra_css else "",
+        extra_body=extra_body,
+        extra_js=f"<script>{_script_safe(extra_js)}</script>" if extra_js else "",
     )
+
+
+def write_webmap(
+    quicklooks: Sequence[Path],
+    cluster_rasters: Sequence[Path],
+    similarity_rasters: Sequence[Path],
+    analogues_path: Path | None,
+    deposits_path: Path | None,
+    out: Path,
+    *,
+    prepared: Sequence[Path] = (),
+    title: str = "outcrop run",
+    log: Callable[[str], Any] = print,
+) -> None:
+    """Write the standalone offline map of a run.
+
+    A run without deposits has no analogues: ``analogues_path`` and ``deposits_path`` are None and
+    ``similarity_rasters`` empty, and the map shows quicklooks and clusters only. The coastline is
+    drawn from the ``prepared`` scenes' surface masks (none given: no coastline).
+    """
+    data = map_data(quicklooks, cluster_rasters, similarity_rasters, analogues_path, deposits_path,
+                    prepared=prepared, title=title)
+    page = render_page(data)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     log(f"map: wrote {out} ({len(page) / 1e6:.1f} MB; {len(data['quicklooks'])} scenes, "

@@ -7,6 +7,7 @@ The sheet is read when Snakemake builds the job graph, so it must be fast for th
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from outcrop import OutcropError
+from outcrop.config import refuse_markup
 from outcrop.layout import Layout
 from outcrop.limits import limit, refuse_above, scene_id_problem
 from outcrop.raster.sensors import CANONICAL_BANDS, SENSORS, canonical_name
@@ -44,7 +46,9 @@ class _Lines:
     """
 
     def __init__(self, text: str) -> None:
-        self._lines = text.splitlines(keepends=True)
+        # Split at line ends only (\n, \r\n, \r): str.splitlines also splits at U+2028, U+2029 and
+        # other separators, which a file name may hold.
+        self._lines = io.StringIO(text, newline="").readlines()
         self.number = 0
 
     def __iter__(self) -> Iterator[str]:
@@ -142,6 +146,9 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
             # A local source is an input of the job graph, where Snakemake reads `{...}` as a wildcard.
             raise OutcropError(f"{where}: source: {row['source']!r}: a path may not contain '{{' or '}}' "
                                "(Snakemake would read them as wildcards); rename the file or folder")
+        for column, value in row.items():  # every cell reaches a job's input or params
+            refuse_markup(value, f"{where}: {column}", "rename the file or folder" if column == "source"
+                          else "change the value")
         out.append(row)
     if not out:
         raise OutcropError(f"{path}: scene sheet has no scenes")

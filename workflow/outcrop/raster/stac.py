@@ -40,6 +40,7 @@ from pystac_client.stac_api_io import StacApiIO
 
 from outcrop import OutcropError
 from outcrop.limits import STAC_PAGES
+from outcrop.raster.remote_hrefs import check_reachable, remote_href
 from outcrop.raster.sensors import SENSORS, normalise_token
 
 TIMEOUT_S = 30.0
@@ -88,8 +89,8 @@ class StacItem:
         return self.data.get("properties") or {}
 
     def href(self, href: str) -> str:
-        """An asset or link href made absolute: a URL, or a local path."""
-        return resolve_href(self.where, href)
+        """An asset href made absolute: a URL, or a local path (only for an item read from disk)."""
+        return resolve_href(self.where, href, asset=True)
 
 
 @dataclass
@@ -111,8 +112,15 @@ def is_url(ref: str) -> bool:
     return ref.startswith(("http://", "https://"))
 
 
-def resolve_href(base: str, href: str) -> str:
-    """``href`` made absolute against ``base`` (a URL or a local file path)."""
+def resolve_href(base: str, href: str, *, asset: bool = False) -> str:
+    """``href`` made absolute against ``base`` (a URL or a local file path).
+
+    An href of a document read over HTTP must stay on the web (:mod:`outcrop.raster.remote_hrefs`:
+    http(s), and for an ``asset`` also s3:// or gs://; never a local file or a GDAL path): anything
+    else is an :class:`OutcropError` naming the document. A local document may name local files.
+    """
+    if is_url(base):
+        return remote_href(base, href, asset=asset)
     if is_url(href) or href.startswith(("s3://", "gs://", "/vsi")) or os.path.isabs(href):
         return href
     if href.startswith("file://"):
@@ -139,6 +147,11 @@ class StacIO(StacApiIO):
 
     ``headers`` go with every request (``{"Authorization": "Bearer ..."}``); ``request_modifier``
     may change each ``requests.Request`` before it is sent (to sign it, for example).
+
+    ``origin``, once a search starts from a URL, is that URL: every document read after it was named
+    by a remote document (a child, item, ``next`` or ``search`` link, resolved by pystac or
+    pystac-client), so it must be an http(s) URL, on a public host unless the origin's is not
+    (:mod:`outcrop.raster.remote_hrefs`); a link to a local file is refused, never read.
     """
 
     def __init__(self, headers: dict[str, str] | None = None,
@@ -147,9 +160,19 @@ class StacIO(StacApiIO):
 
         super().__init__(headers={"User-Agent": _USER_AGENT, "Accept": "application/json", **(headers or {})},
                          request_modifier=request_modifier, timeout=TIMEOUT_S, max_retries=Retry(**RETRIES))
+        self.origin: str | None = None
+
+    def _check_linked(self, href: str) -> None:
+        if self.origin is None or href == self.origin:
+            return
+        if not is_url(href):
+            raise OutcropError(f"{self.origin}: the catalog links to {href!r}, which is not an http(s) URL; a "
+                               "catalog read over HTTP may link only to http(s) documents, never to local files")
+        check_reachable(self.origin, href)
 
     def request(self, href: str, method: str | None = None, headers: dict[str, str] | None = None,
                 parameters: dict[str, Any] | None = None) -> str:
+        self._check_linked(href)
         try:
             return super().request(href, method=method, headers=headers, parameters=parameters)
         except APIError as exc:
@@ -162,6 +185,8 @@ class StacIO(StacApiIO):
 
     def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
         href = os.fspath(source) if isinstance(source, (str, Path)) else None
+        if href is not None:
+            self._check_linked(href)
         if href is not None and not is_url(href):
             try:
                 return Path(href).read_text()
@@ -263,7 +288,7 @@ def item_bands(item: StacItem, sensor: str | None = None) -> ItemBands:
         low = key.lower()
         if low in ("mtl.txt", "mtl.json", "mtl") or re.search(r"_MTL\.(txt|json)$", href):
             if mtl is None or href.endswith(".txt"):
-                mtl = item.href(href)
+                mtl = resolve_href(item.where, href)  # read as text, not by GDAL: no s3:// or gs://
             continue
         token = _asset_token(key, asset, names)
         if token is None:
@@ -446,7 +471,22 @@ def _static_items(catalog: Any, filters: Filters) -> Iterator[StacItem]:
     with warnings.catch_warnings():
         # A static catalog has no search: walking it is the point, not a fallback.
         warnings.simplefilter("ignore", FallbackToPystac)
-        yield from _walk(catalog, filters, pystac.Collection)
+        try:
+            yield from _walk(catalog, filters, pystac.Collection)
+        except (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError) as exc:
+            # pystac wraps whatever went wrong reading a link (a refused href, an unreachable or
+            # broken child) in its own error: the first outcrop error inside it says it in one line.
+            inner: BaseException | None = exc
+            while inner is not None and not isinstance(inner, OutcropError):
+                inner = inner.__cause__ or inner.__context__
+            if inner is not None:
+                raise OutcropError(str(inner)) from None
+            raise OutcropError(f"{catalog.get_self_href()}: not a readable STAC catalog "
+                               f"({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def _walk(catalog: Any, filters: Filters, collection_type: type) -> Iterator[StacItem]:
@@ -546,6 +586,8 @@ def search_items(url_or_path: str, filters: Filters, *, limit: int = PAGE_LIMIT,
 
     io = io or StacIO()
     ref = strip_stac_prefix(url_or_path)
+    # Read from a URL, the catalog is someone else's: every document it leads to must stay on the web.
+    io.origin = ref if is_url(ref) else None
     if is_url(ref) and urllib.parse.urlparse(ref).path.rstrip("/").endswith("/search"):
         found: Iterator[StacItem] = _search_api(ref, filters, limit, io)
     else:

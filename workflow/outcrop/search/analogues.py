@@ -6,7 +6,9 @@ its positives. Queries are unit vectors: one per deposit (the mean of its tiles)
 away from the mean of negative tiles). Every tile is scored by its best cosine over the queries with
 an exact scan in batches (linear in the number of tiles, and exact where the approximate index
 would not be); tiles within ``exclusion_m`` of any deposit's own geometry (and the positives
-themselves) are not analogues, since ground next to a known occurrence is not a discovery.
+themselves) are not analogues, since ground next to a known occurrence is not a discovery, and
+neither are the tiles of negatives (places known not to be analogues, such as the wrong results
+marked in ``outcrop serve``).
 
 The ranked list holds distinct *sites*, not tiles: overlapping tiles (stride under the tile size)
 and the same ground cut from two overlapping scenes would otherwise take several places for one
@@ -18,10 +20,12 @@ Deposits files can be large (a national mineral-occurrence database has tens of 
 points), so nothing here loops over deposits in Python: positives come from one spatial query,
 deposits that select the same tiles share one query vector, scores are computed in blocks whose
 memory is bounded whatever the number of queries, and the nearest deposit of each result comes from
-one nearest-neighbour query. A file with more than ``limits.deposits`` features is refused before it
-is read. A deposit that meets no indexed tile (outside every scene, or on cloud, water or ground the
-index left out) cannot be searched with: it is named in a warning and left out of the queries, but
-still excludes the ground around it; only a file none of whose deposits meets a tile is an error.
+one nearest-neighbour query. A file with more than ``limits.deposits`` features is refused before
+it is read. ``outcrop serve`` selects the tiles of a place clicked or drawn on its map with the same
+spatial matching (:func:`match_shapes`) and ranks with :func:`rank_scored`. A deposit that meets
+no indexed tile (outside every scene, or on cloud, water or ground the index left out) cannot be
+searched with: it is named in a warning and left out of the queries, but still excludes the ground
+around it; only a file none of whose deposits meets a tile is an error.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from outcrop.limits import refuse_above
 from outcrop.raster.geo import infer_layout, scene_rasters
 from outcrop.search.index import load_index, normalise_rows, table_vectors
 from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
+from outcrop.csvfile import csv_text
 
 SCORE_BATCH = 1 << 16
 SCORE_CELLS = 1 << 24  # tile x query similarities held at once (64 MiB of float32), whatever the queries
@@ -50,22 +55,28 @@ LAT_NAMES = ("lat", "latitude", "y")
 SITE_OVERLAP = default("analogues.site_overlap")  # share of a tile's area that, overlapped by a better tile, makes it that tile's site
 
 
-def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
+MARK_LAYERS = ("positives", "negatives")  # the layers of a marks file (``outcrop serve``)
+
+
+def read_deposits(path: str | os.PathLike[str], crs: Any, *, role: str = "positives") -> Any:
     """Read deposits (GeoPackage, GeoJSON, any vector file, or CSV of lon/lat in EPSG:4326, or of
     x/y with a ``crs`` column) in ``crs``.
 
+    A file with both a ``positives`` and a ``negatives`` layer (the marks ``outcrop serve`` saves)
+    gives the layer named ``role``: the same file serves as ``deposits:`` and as ``negatives:``.
     Returns a GeoDataFrame with ``name`` (from a ``name`` column, else ``deposit {n}``) and geometry.
+    A file of more features (or vertices) than its limits allow is refused (:func:`check_deposits_size`).
     """
     import geopandas as gpd
     import shapely
 
     path = Path(path)
-    check_deposits_size(path)
+    check_deposits_size(path, role=role)
     if path.suffix.lower() in (".csv", ".tsv", ".txt"):
         gdf = _read_deposits_table(path)
     else:
         try:
-            gdf = read_vector(path)
+            gdf = read_vector(path, layer=_marks_layer(path, role))
         except Exception as exc:
             raise OutcropError(f"{path}: not a readable vector file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
         if not isinstance(gdf, gpd.GeoDataFrame) or "geometry" not in gdf or gdf.geometry.isna().all():
@@ -89,19 +100,20 @@ def read_deposits(path: str | os.PathLike[str], crs: Any) -> Any:
         raise OutcropError(f"{path}: cannot transform deposits to {crs} ({exc})") from None
 
 
-def check_deposits_size(path: str | os.PathLike[str]) -> None:
+def check_deposits_size(path: str | os.PathLike[str], *, role: str = "positives") -> None:
     """Refuse a missing deposits file, or one claiming more features than ``limits.deposits``, before
-    anything is read or loaded: the stages call it first, so a refusal takes a fraction of a second."""
+    anything is read or loaded: the stages call it first, so a refusal takes a fraction of a second.
+    A marks file (:data:`MARK_LAYERS`) is counted in the layer ``role`` that will be read."""
     path = Path(path)
     if not path.exists():
         raise OutcropError(f"{path}: deposits file not found")
-    refuse_above("deposits", _claimed_features(path), str(path), "deposits")
+    refuse_above("deposits", _claimed_features(path, role), str(path), "deposits")
 
 
-def _claimed_features(path: Path) -> int:
+def _claimed_features(path: Path, role: str) -> int:
     """How many features a deposits file holds, found without reading them: the lines of a table
-    (its header aside), the feature count a vector format records (0 where it cannot be told:
-    the count is then checked once the file is read)."""
+    (its header aside), the feature count a vector format records in the layer that will be read
+    (0 where it cannot be told: the count is then checked once the file is read)."""
     if path.suffix.lower() in (".csv", ".tsv", ".txt"):
         lines, last = 0, b"\n"
         with open(path, "rb") as fh:
@@ -109,12 +121,26 @@ def _claimed_features(path: Path) -> int:
                 lines += block.count(b"\n")
                 last = block[-1:]
         return max(0, lines + (last != b"\n") - 1)
-    try:
-        import pyogrio
+    import pyogrio
 
-        return max(0, int(pyogrio.read_info(path, force_feature_count=True).get("features", 0)))
+    layer = _marks_layer(path, role)
+    try:
+        return max(0, int(pyogrio.read_info(path, layer=layer, force_feature_count=True).get("features", 0)))
     except Exception:  # unreadable here: reading it says why, in one line
         return 0
+
+
+def _marks_layer(path: Path, role: str) -> str | None:
+    """``role``'s layer of a marks file (layers ``positives`` and ``negatives``); None for any other file."""
+    import pyogrio
+
+    if role not in MARK_LAYERS:
+        raise ValueError(f"role {role!r} is not one of {MARK_LAYERS}")
+    try:
+        layers = {str(name) for name, _ in pyogrio.list_layers(path)}
+    except Exception:
+        return None  # not a vector file: read_vector says so
+    return role if set(MARK_LAYERS) <= layers else None
 
 
 def _read_deposits_table(path: Path) -> Any:
@@ -171,37 +197,52 @@ def _read_deposits_table(path: Path) -> Any:
     return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs="EPSG:4326")
 
 
-def match_deposits(table: Any, deposits: Any, *, buffer_m: float) -> tuple[list[np.ndarray], np.ndarray]:
-    """Row positions of the tiles each deposit meets (points and lines: the tiles within ``buffer_m``
-    of them), for the deposits that meet any, and the positions of those that meet none.
+def match_shapes(sindex: Any, geoms: np.ndarray, *, buffer_m: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """Row positions of the tiles each geometry meets (points and lines: the tiles within ``buffer_m``
+    of them; polygons: the tiles they intersect), for the geometries that meet any, and the
+    positions of those that meet none.
 
-    In an index table, row position is the FAISS id. One spatial query for all deposits, whatever
-    their number, measuring distances rather than building a buffer polygon for each point.
+    ``geoms`` are shapely geometries in the CRS of the table whose spatial index (``table.sindex``)
+    is ``sindex``; in an index table, row position is the FAISS id. One spatial query for all of
+    them, whatever their number, measuring distances rather than building a buffer polygon for each
+    point. The one way positives are selected: from a deposits file (:func:`match_deposits`) and
+    from a place clicked or drawn in ``outcrop serve`` (:func:`positives_of_shapes`).
     """
-    if deposits.crs is not None and table.crs is not None and deposits.crs != table.crs:
-        deposits = deposits.to_crs(table.crs)
-    geoms = np.asarray(deposits.geometry.values)
-    areal = np.isin(deposits.geometry.geom_type.to_numpy(), ["Polygon", "MultiPolygon"])
+    import shapely
+
+    geoms = np.asarray(geoms, dtype=object)
+    areal = np.isin(shapely.get_type_id(geoms), [3, 6])  # Polygon, MultiPolygon
     if buffer_m > 0:  # points and lines: the tiles within buffer_m of them, without building buffers
         flat = np.flatnonzero(~areal)
-        near_of, near = table.sindex.query(geoms[flat], predicate="dwithin", distance=buffer_m)
-        inside_of, inside = table.sindex.query(geoms[areal], predicate="intersects")
+        near_of, near = sindex.query(geoms[flat], predicate="dwithin", distance=buffer_m)
+        inside_of, inside = sindex.query(geoms[areal], predicate="intersects")
         dep_idx = np.concatenate([flat[near_of], np.flatnonzero(areal)[inside_of]])
         ids = np.concatenate([near, inside])
     else:
-        dep_idx, ids = table.sindex.query(geoms, predicate="intersects")
-    order = np.lexsort((ids, dep_idx))  # by deposit, then tile (the query gives each pair once)
+        dep_idx, ids = sindex.query(geoms, predicate="intersects")
+    order = np.lexsort((ids, dep_idx))  # by geometry, then tile (the query gives each pair once)
     dep_idx, ids = np.asarray(dep_idx, dtype=np.int64)[order], np.asarray(ids, dtype=np.int64)[order]
     matched = np.unique(dep_idx)
     bounds = np.searchsorted(dep_idx, matched)
     positives = np.split(ids, bounds[1:]) if len(matched) else []
-    return positives, np.setdiff1d(np.arange(len(deposits)), matched)
+    return positives, np.setdiff1d(np.arange(len(geoms)), matched)
+
+
+def match_deposits(table: Any, deposits: Any, *, buffer_m: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`match_shapes` of a deposits GeoDataFrame (brought to the table's CRS) against ``table``."""
+    if deposits.crs is not None and table.crs is not None and deposits.crs != table.crs:
+        deposits = deposits.to_crs(table.crs)
+    return match_shapes(table.sindex, np.asarray(deposits.geometry.values), buffer_m=buffer_m)
+
+
+def _label(names: Sequence[Any] | None, i: int) -> str:
+    """The ``i``-th of a list of places as messages name it: its name (or number) and feature number."""
+    return f"{str(names[i]) if names is not None else i + 1!r} (feature {i + 1})"
 
 
 def deposit_label(deposits: Any, i: int) -> str:
     """A deposit as messages name it: its name and its feature number in the file."""
-    names = deposits["name"].to_numpy() if "name" in deposits.columns else None
-    return f"{str(names[i]) if names is not None else i + 1!r} (feature {i + 1})"
+    return _label(deposits["name"].to_numpy() if "name" in deposits.columns else None, i)
 
 
 def unmatched_warning(deposits: Any, unmatched: np.ndarray) -> str:
@@ -210,6 +251,17 @@ def unmatched_warning(deposits: Any, unmatched: np.ndarray) -> str:
     more = f" and {len(unmatched) - NAMED:,} more" if len(unmatched) > NAMED else ""
     return (f"warning: {len(unmatched):,} of {len(deposits):,} deposits meet no indexed tile (outside every scene, "
             f"or on cloud, water or other ground the index left out) and are left out of the search: {named}{more}")
+
+
+def positives_of_shapes(sindex: Any, geoms: np.ndarray, names: Sequence[Any], *, buffer_m: float) -> list[np.ndarray]:
+    """The tiles each geometry selects (:func:`match_shapes`), for a search from the map: no data frame
+    is built. Raises :class:`OutcropError` naming the first geometry that meets no tile: a place the
+    user clicked or drew is one the user asked about, not one of thousands in a file."""
+    positives, unmatched = match_shapes(sindex, geoms, buffer_m=buffer_m)
+    if len(unmatched):
+        raise OutcropError(f"deposit {_label(names, int(unmatched[0]))} meets no indexed tile "
+                           f"(outside every scene, or on ground that was not indexed)")
+    return positives
 
 
 def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.ndarray]:
@@ -247,9 +299,18 @@ def _mean_matrix(count: int, groups: Sequence[np.ndarray]) -> Any:
     return csr_matrix((weights, rows, np.concatenate([[0], np.cumsum(sizes)])), shape=(len(groups), count))
 
 
-def group_means(vectors: np.ndarray, positives: Sequence[np.ndarray]) -> np.ndarray:
-    """(P, D) unit mean vectors of the positive groups (one sparse product, no loop over groups)."""
-    return normalise_rows(_mean_matrix(len(vectors), positives) @ np.asarray(vectors, dtype=np.float32))
+def group_means(vectors: Any, positives: Sequence[np.ndarray]) -> np.ndarray:
+    """(P, D) unit mean vectors of the positive groups (one sparse product, no loop over groups).
+
+    ``vectors``: an array of every tile's vector, or anything that gives the rows of an array of ids
+    (``outcrop serve`` reads them from memory-mapped embeddings on demand); then only the rows the
+    groups select are read.
+    """
+    if isinstance(vectors, np.ndarray):
+        return normalise_rows(_mean_matrix(len(vectors), positives) @ np.asarray(vectors, dtype=np.float32))
+    ids, local = np.unique(np.concatenate(positives), return_inverse=True)
+    groups = np.split(local.astype(np.int64), np.cumsum([len(p) for p in positives])[:-1])
+    return normalise_rows(_mean_matrix(len(ids), groups) @ np.asarray(vectors[ids], dtype=np.float32))
 
 
 def query_chunks(vectors: np.ndarray, groups: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
@@ -263,9 +324,10 @@ def query_chunks(vectors: np.ndarray, groups: Sequence[np.ndarray]) -> Iterator[
         yield start, normalise_rows(means[start:start + width] @ dense)
 
 
-def query_vectors(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
+def query_vectors(vectors: Any, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
                   negative_weight: float = 0.5) -> np.ndarray:
-    """(1 + P, D) unit queries: the set query first, then one per positive group."""
+    """(1 + P, D) unit queries: the set query first, then one per positive group (``vectors``: see
+    :func:`group_means`)."""
     if not positives:
         raise OutcropError("no positives to search with")
     per = group_means(vectors, positives)
@@ -348,8 +410,10 @@ def exclusion_pairs(table: Any, deposits: Sequence[Any], exclusion_m: float) -> 
     return np.asarray(src, dtype=np.int64), np.asarray(near, dtype=np.int64)
 
 
-def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float) -> np.ndarray:
-    """Boolean mask over the table: tiles within ``exclusion_m`` of any deposit's own geometry, and the positives.
+def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float,
+                 negatives: list[np.ndarray] | None = None) -> np.ndarray:
+    """Boolean mask over the table: tiles within ``exclusion_m`` of any deposit's own geometry, the
+    positives, and the negatives' own tiles (a place known not to be an analogue is never reported as one).
 
     Measured from the deposit itself (its point or polygon), not from the footprints of the tiles
     it selects: those reach up to a tile width past the deposit, and a radius added to them would
@@ -357,8 +421,9 @@ def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray
     tiles that share ground with a deposit go (a footprint merely touching a polygon's edge stays).
     """
     mask = np.zeros(len(table), dtype=bool)
-    if positives:
-        mask[np.unique(np.concatenate(positives))] = True
+    for groups in (positives, negatives or []):
+        if groups:
+            mask[np.unique(np.concatenate(groups))] = True
     mask[exclusion_pairs(table, deposits, exclusion_m)[1]] = True
     return mask
 
@@ -401,10 +466,14 @@ def top_sites(masked: np.ndarray, table: Any, top: int, site_overlap: float | No
     The suppression of a tile depends only on better tiles, so it runs on a growing prefix of the
     ranking (four times ``top`` to start, doubling) until ``top`` sites are found or no tile is left.
     """
-    finite = int(np.isfinite(masked).sum())
+    # Partitioned among the finite scores only: a search from the map scores a few thousand
+    # candidates of a million tiles, and partitioning the million took most of its time.
+    ids = np.flatnonzero(np.isfinite(masked))
+    finite = len(ids)
+    scores = masked[ids]
     want = min(top, finite) if site_overlap is None else min(4 * top, finite)
     while True:
-        best = np.argpartition(-masked, want - 1)[:want] if want > 0 else np.zeros(0, dtype=np.int64)
+        best = ids[np.argpartition(-scores, want - 1)[:want]] if want > 0 else np.zeros(0, dtype=np.int64)
         best = best[np.lexsort((best, -masked[best]))]
         if site_overlap is None:
             return best
@@ -458,13 +527,14 @@ def rank_analogues(
     ``vectors`` (M, D) are unit rows aligned with ``table`` rows (index ids); ``positives`` holds the
     ids of each deposit's tiles and ``deposits`` each deposit's own geometry (in the table's CRS),
     from which the exclusion radius and the distances are measured; ``exclude`` the geometries of
-    known deposits that select no tile, whose ground is excluded all the same. Columns: rank (1 =
-    best), score (best cosine over the queries), id, scene, tile_id, query (``set`` or the deposit's
-    name), nearest_positive (the nearest deposit), distance_km (tile centre to that deposit's geometry).
+    known deposits that select no tile, whose ground is excluded all the same; the tiles of
+    ``negatives`` push the set query away and are never ranked. Columns: rank (1 = best), score
+    (best cosine over the queries), id, scene, tile_id, query (``set`` or the deposit's name),
+    nearest_positive (the nearest deposit), distance_km (tile centre to that deposit's geometry).
     """
     score, which = score_tiles(vectors, positives, negatives, negative_weight)
-    return _rank(score, which, table, positives, deposits, exclusion_m=exclusion_m, top=top, names=names,
-                 site_overlap=site_overlap, exclude=exclude)
+    return rank_scored(score, which, table, positives, deposits, exclusion_m=exclusion_m, top=top, names=names,
+                       site_overlap=site_overlap, negatives=negatives, exclude=exclude)
 
 
 def nearest_geometry(points: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -486,9 +556,16 @@ def nearest_geometry(points: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray,
     return nearest, distance
 
 
-def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray], deposits: Sequence[Any], *,
-          exclusion_m: float, top: int, names: Sequence[str] | None, site_overlap: float | None,
-          exclude: Sequence[Any] = ()) -> Any:
+def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray],
+                deposits: Sequence[Any], *, exclusion_m: float, top: int, names: Sequence[str] | None,
+                site_overlap: float | None, negatives: list[np.ndarray] | None = None,
+                exclude: Sequence[Any] = ()) -> Any:
+    """The ranking of :func:`rank_analogues` from scores already computed (``score``: best cosine of
+    every tile, -inf for a tile not scored; ``which``: the query that gave it, 0 = the set).
+
+    ``outcrop serve`` scores only the index's candidates and ranks them here, so that a search from
+    the map and ``outcrop analogues`` exclude, suppress and measure distances with the same code.
+    """
     import pandas as pd
 
     names = list(names) if names is not None else [f"deposit {i + 1}" for i in range(len(positives))]
@@ -496,7 +573,7 @@ def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.n
     if not (len(names) == len(positives) == len(geoms)):
         raise OutcropError(f"{len(names)} names and {len(geoms)} deposits for {len(positives)} positive groups")
     every = np.concatenate([geoms, np.asarray(exclude, dtype=object)]) if len(exclude) else geoms
-    masked = np.where(excluded_ids(table, every, positives, exclusion_m), -np.inf, score)
+    masked = np.where(excluded_ids(table, every, positives, exclusion_m, negatives), -np.inf, score)
     best = top_sites(masked, table, top, site_overlap)
     n = len(best)
     nearest, dist = nearest_geometry(np.asarray(table.geometry.values[best].centroid), geoms)
@@ -505,8 +582,9 @@ def _rank(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.n
         "rank": np.arange(1, n + 1, dtype=np.int64),
         "score": score[best].astype(np.float64),
         "id": best.astype(np.int64),
-        "scene": table["scene"].to_numpy()[best],
-        "tile_id": table["tile_id"].to_numpy()[best],
+        # Rows taken before converting: a whole column of a million Arrow strings takes 80 ms to convert.
+        "scene": table["scene"].take(best).to_numpy(),
+        "tile_id": table["tile_id"].take(best).to_numpy(),
         "nearest_positive": np.array(names, dtype=object)[nearest] if n else np.array([], dtype=object),
         "distance_km": dist / 1000.0,
         "query": query_names[which[best]],
@@ -535,12 +613,12 @@ def find_analogues(
     ``site_overlap``: see :func:`rank_analogues`; the similarity rasters hold every tile's score.
     Deposits that meet no indexed tile are named in a warning in the log and left out of the
     queries (their ground is still excluded); if none meets a tile, nothing can be searched for.
+    A marks file of ``outcrop serve`` may be both ``deposits_path`` (its ``positives`` layer) and
+    ``negatives_path`` (its ``negatives`` layer).
     """
-    import geopandas as gpd
-
-    for path in (deposits_path, negatives_path):
-        if path is not None:
-            check_deposits_size(path)
+    check_deposits_size(deposits_path)
+    if negatives_path is not None:
+        check_deposits_size(negatives_path, role="negatives")
     _, table = load_index(index_path, table_path)
     vectors = table_vectors(table, embedding_paths)
     deposits = read_deposits(deposits_path, table.crs)
@@ -550,26 +628,46 @@ def find_analogues(
         f"({len(distinct_groups(positives)[1]):,} distinct sets, one query each)")
     negatives = None
     if negatives_path is not None:
-        negatives, _ = matched_positives(negatives_path, table, read_deposits(negatives_path, table.crs), buffer_m, log)
+        negatives, _ = matched_positives(negatives_path, table,
+                                         read_deposits(negatives_path, table.crs, role="negatives"), buffer_m, log)
     score, which = score_tiles(vectors, positives, negatives)
     geometry = deposits.geometry.to_numpy()
-    ranked = _rank(score, which, table, positives, geometry[kept], exclusion_m=exclusion_km * 1000.0,
-                   top=top, names=deposits["name"].to_numpy()[kept].tolist(), site_overlap=site_overlap,
-                   exclude=geometry[unmatched])
-    geoms = table.geometry.values[ranked["id"].to_numpy()]
-    centres = gpd.GeoSeries(geoms, crs=table.crs).centroid.to_crs("EPSG:4326")
-    ranked["lon"] = centres.x.to_numpy()
-    ranked["lat"] = centres.y.to_numpy()
-    ranked = ranked[RESULT_COLUMNS]
-    write_geodataframe(out_gpkg, gpd.GeoDataFrame(ranked, geometry=geoms, crs=table.crs), layer="analogues")
+    ranked = rank_scored(score, which, table, positives, geometry[kept], exclusion_m=exclusion_km * 1000.0,
+                         top=top, names=deposits["name"].to_numpy()[kept].tolist(), site_overlap=site_overlap,
+                         negatives=negatives, exclude=geometry[unmatched])
+    ranked = analogue_table(ranked, table)
+    write_geodataframe(out_gpkg, ranked, layer="analogues")
     with atomic_path(out_csv) as tmp:
-        ranked.to_csv(tmp, index=False, float_format="%.6f")
+        tmp.write_text(analogues_csv(ranked), encoding="utf-8")
     layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
                           table["size"].to_numpy())
     for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):
         write_cog(Path(similarity_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
                   "nodata": np.nan}, band_names=["similarity"], resampling="average")
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
+
+
+def analogue_table(ranked: Any, table: Any, to_lonlat: Any = None) -> Any:
+    """Ranked analogues as written to ``analogues.gpkg``: :data:`RESULT_COLUMNS` (lon/lat of each
+    tile's centre added) and the tile footprints, in the table's CRS. ``to_lonlat``: a pyproj
+    transformer from the table's CRS to EPSG:4326, made here when not given."""
+    import geopandas as gpd
+    import shapely
+    from pyproj import Transformer
+
+    geoms = table.geometry.values[ranked["id"].to_numpy()]
+    centres = shapely.centroid(np.asarray(geoms))
+    to_lonlat = to_lonlat or Transformer.from_crs(table.crs, "EPSG:4326", always_xy=True)
+    lon, lat = to_lonlat.transform(shapely.get_x(centres), shapely.get_y(centres))
+    ranked = ranked.assign(lon=np.asarray(lon, dtype=np.float64), lat=np.asarray(lat, dtype=np.float64))
+    return gpd.GeoDataFrame(ranked[RESULT_COLUMNS], geometry=geoms, crs=table.crs)
+
+
+def analogues_csv(ranked: Any) -> str:
+    """The analogues as CSV text (:data:`RESULT_COLUMNS`, no geometry): the one writer of analogue
+    tables as CSV, for the run's ``analogues.csv`` and ``outcrop serve``'s export; deposit names
+    are made formula-safe for spreadsheets (:mod:`outcrop.csvfile`)."""
+    return csv_text(ranked[RESULT_COLUMNS], float_format="%.6f")
 
 
 def matched_positives(path: Path, table: Any, deposits: Any, buffer_m: float,
@@ -585,11 +683,3 @@ def matched_positives(path: Path, table: Any, deposits: Any, buffer_m: float,
     if len(unmatched):
         log(f"{path}: {unmatched_warning(deposits, unmatched)}")
     return positives, unmatched
-
-
-def _positives_of(path: Path, table: Any, deposits: Any, buffer_m: float) -> list[np.ndarray]:
-    """:func:`select_positives` with the file named in its error."""
-    try:
-        return select_positives(table, deposits, buffer_m=buffer_m)
-    except OutcropError as exc:
-        raise OutcropError(f"{path}: {exc}") from None

@@ -25,7 +25,8 @@ from outcrop.raster.geo import infer_layout, scene_band_names, scene_rasters
 from outcrop.search.incremental import cached_digest
 from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
 from outcrop.search.vectors import VectorSource, table_source
-from outcrop.io import atomic_path, load_npy, read_geoparquet, write_cog, write_geodataframe
+from outcrop.csvfile import write_csv
+from outcrop.io import load_npy, read_geoparquet, write_cog, write_geodataframe
 
 SPECTRUM_BATCH = 2048
 
@@ -448,8 +449,7 @@ def _write_summary(path: Path, levels: dict[str, np.ndarray], spectra: np.ndarra
         frame[list(FRACTIONS)] = group_means(labels, n, fractions)
         frame["scenes"] = [int(v) for v in _scenes_per_cluster(labels, table["scene"].to_numpy(), n)]
         frames.append(frame)
-    with atomic_path(path) as tmp:
-        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, float_format="%.6g")
+    write_csv(pd.concat(frames, ignore_index=True), path, float_format="%.6g")
 
 
 def _scenes_per_cluster(labels: np.ndarray, scenes: np.ndarray, n: int) -> np.ndarray:

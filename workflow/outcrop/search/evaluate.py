@@ -153,6 +153,22 @@ def cluster_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int) -> 
     return {"ari": float(adjusted_rand_score(labels, pred)), "nmi": float(normalized_mutual_info_score(labels, pred))}
 
 
+def hidden_found_at(footprints: Sequence[Any], discs: Sequence[Any]) -> np.ndarray:
+    """The rank (1-based) at which each hidden deposit is first found among ranked tile footprints
+    (a tile covering ``HIDDEN_OVERLAP`` of it), inf where none does: the demo's recall@k is the
+    share found at k or better, for the analogues stage and for searches from ``outcrop serve`` alike."""
+    import shapely
+
+    discs = np.asarray(discs, dtype=object)
+    disc_area = shapely.area(discs)
+    found_at = np.full(len(discs), np.inf)
+    for rank, tile in enumerate(footprints, start=1):
+        cover = shapely.area(shapely.intersection(tile, discs)) / disc_area
+        newly = (cover >= HIDDEN_OVERLAP) & ~np.isfinite(found_at)
+        found_at[newly] = rank
+    return found_at
+
+
 def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray], hidden: Any, *,
                    known: Sequence[Any], exclusion_m: float, ks: Sequence[int],
                    site_overlap: float | None = None) -> dict[str, dict[str, float]]:
@@ -164,26 +180,19 @@ def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray],
     With ``site_overlap`` the ranking is over sites, as the analogues stage writes it
     (:func:`outcrop.search.analogues.top_sites`), so that k counts the same places in both.
     """
-    import shapely
-
     from outcrop.search.analogues import best_scores, excluded_ids, query_vectors, top_sites
 
     queries = query_vectors(vectors, positives)
     excluded = excluded_ids(table, known, positives, exclusion_m)
     footprints = table.geometry.to_numpy()
     discs = hidden.geometry.to_numpy()
-    disc_area = shapely.area(discs)
     modes = {"set": queries[:1], "per_positive": queries[1:], "combined": queries}
     out: dict[str, dict[str, float]] = {}
     for mode, q in modes.items():
         score, _ = best_scores(vectors, q)
         score = np.where(excluded, -np.inf, score)
         order = top_sites(score, table, max(ks), site_overlap)
-        found_at = np.full(len(discs), np.inf)
-        for rank, tile in enumerate(order, start=1):
-            cover = shapely.area(shapely.intersection(footprints[tile], discs)) / disc_area
-            newly = (cover >= HIDDEN_OVERLAP) & ~np.isfinite(found_at)
-            found_at[newly] = rank
+        found_at = hidden_found_at(footprints[order], discs)
         out[mode] = {f"recall@{k}": float((found_at <= k).mean()) for k in ks}
     return out
 

@@ -39,20 +39,24 @@
                                            bubblingMouseEvents: false}));
     return L.featureGroup(parts).bindPopup(popup);
   }));
-  var analogues = L.layerGroup(D.analogues.map(function (a) {
-    var rows = [["rank", a.rank], ["score", fmt(a.score, 3)], ["scene", a.scene], ["tile", a.tile_id],
-                ["matched deposit", a.nearest_positive], ["distance", fmt(a.distance_km, 2) + " km"],
-                ["lon, lat", fmt(a.lon, 4) + ", " + fmt(a.lat, 4)]];
-    var table = el("table", null, "outcrop-popup");
-    rows.forEach(function (r) { table.appendChild(add(el("tr"), [el("td", r[0]), el("td", r[1])])); });
-    var popup = add(el("div"), [el("b", "Analogue #" + a.rank), table]);
-    return L.featureGroup([
-      L.polygon(a.ring, {color: "#ffffff", weight: 1, fill: false, interactive: false}),
-      L.circleMarker([a.y, a.x], {radius: 7, color: "#ffffff", weight: 2, fillColor: "#ff7f00",
-                                  fillOpacity: 0.9, className: "outcrop-analogue outcrop-analogue-" + a.rank,
-                                  bubblingMouseEvents: false})
-    ]).bindPopup(popup);
-  }));
+  // One marker and footprint per analogue; outcrop serve draws its search results with it too.
+  function analogueLayer(list, title) {
+    return L.layerGroup(list.map(function (a) {
+      var rows = [["rank", a.rank], ["score", fmt(a.score, 3)], ["scene", a.scene], ["tile", a.tile_id],
+                  ["matched deposit", a.nearest_positive], ["distance", fmt(a.distance_km, 2) + " km"],
+                  ["lon, lat", fmt(a.lon, 4) + ", " + fmt(a.lat, 4)]];
+      var table = el("table", null, "outcrop-popup");
+      rows.forEach(function (r) { table.appendChild(add(el("tr"), [el("td", r[0]), el("td", r[1])])); });
+      var popup = add(el("div"), [el("b", (title || "Analogue") + " #" + a.rank), table]);
+      return L.featureGroup([
+        L.polygon(a.ring, {color: "#ffffff", weight: 1, fill: false, interactive: false}),
+        L.circleMarker([a.y, a.x], {radius: 7, color: "#ffffff", weight: 2, fillColor: "#ff7f00",
+                                    fillOpacity: 0.9, className: "outcrop-analogue outcrop-analogue-" + a.rank,
+                                    bubblingMouseEvents: false})
+      ]).bindPopup(popup);
+    }));
+  }
+  var analogues = analogueLayer(D.analogues);
   // Lat/lon without a projection library: the unit vectors (cos lat cos lon, cos lat sin lon, sin lat)
   // at a grid of nodes over the extent, interpolated bilinearly and renormalised (smooth across the
   // antimeridian and at a pole). outcrop.figures.map_geometry.interpolate_lonlat is the same in Python.
@@ -99,7 +103,7 @@
   overlays[escaped(D.layers.analogues)] = analogues;
   overlays[escaped(D.layers.coastline)] = coastline;
   overlays[escaped(D.layers.graticule)] = graticule;
-  L.control.layers(null, overlays, {collapsed: false, position: "topright"}).addTo(map);
+  var layerControl = L.control.layers(null, overlays, {collapsed: false, position: "topright"}).addTo(map);
   L.control.scale({imperial: false, metric: true}).addTo(map);
   map.attributionControl.setPrefix("Leaflet");
   map.attributionControl.addAttribution(escaped("projected coordinates: " + D.crs));
@@ -173,8 +177,9 @@
     var q = decoded(o.values)[k], v = o.values;
     return q === v.nodata ? null : v.lo + q / 254 * (v.hi - v.lo);
   }
-  map.on("click", function (e) {
-    var x = e.latlng.lng, y = e.latlng.lat, found = {}, order = [];
+  // What lies under a point, scene by scene: an element for a popup or a panel, or null.
+  function valuesAt(x, y) {
+    var found = {}, order = [];
     function note(scene, key, value) {
       if (value === null) { return; }
       if (!found[scene]) { found[scene] = {}; order.push(scene); }
@@ -182,7 +187,7 @@
     }
     D.clusters.forEach(function (o) { note(o.scene, "cluster", clusterAt(o, x, y)); });
     D.similarity.forEach(function (o) { note(o.scene, "similarity", similarityAt(o, x, y)); });
-    if (order.length === 0) { return; }
+    if (order.length === 0) { return null; }
     var div = el("div", null, "outcrop-value-popup");
     order.forEach(function (scene) {
       var f = found[scene], parts = [];
@@ -191,12 +196,23 @@
       parts.push(lonLatText(x, y));
       add(div, [el("b", scene), el("br"), el("span", parts.join(" \u00b7 "), "outcrop-value"), el("br")]);
     });
-    L.popup().setLatLng(e.latlng).setContent(div).openOn(map);
-  });
+    return div;
+  }
+  // On the offline page a click shows the values; outcrop serve's script takes clicks for searches.
+  if (!D.live) {
+    map.on("click", function (e) {
+      var div = valuesAt(e.latlng.lng, e.latlng.lat);
+      if (div) { L.popup().setLatLng(e.latlng).setContent(div).openOn(map); }
+    });
+  }
 
   var all = D.quicklooks.map(function (o) { return o.bounds; });
   var bounds = L.latLngBounds(all[0]);
   all.forEach(function (b) { bounds.extend(b); });
   map.fitBounds(bounds, {padding: [10, 10]});
   window.outcropMap = map;
+  window.outcrop = {map: map, data: D, el: el, add: add, fmt: fmt, lonLat: lonLat, valuesAt: valuesAt,
+                    analogueLayer: analogueLayer, layerControl: layerControl, escaped: escaped,
+                    layers: {quicklooks: quicklooks, clusters: clusters, similarity: similarity, deposits: deposits,
+                             analogues: analogues, coastline: coastline, graticule: graticule}};
 })();
