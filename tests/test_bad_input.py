@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from outcrop import OutcropError
 from outcrop.cli import main
 from shapely.geometry import Point, box
 
@@ -603,6 +604,33 @@ def test_query_with_tile_id_out_of_range(run, tmp_path, capsys):
     results = query_results(run, tmp_path / "results", table)
     refuse(["query", "--results", results, "--tile", "s1:1000"], "tiles.parquet: tile_id 1000 of scene 's1' is outside",
            "s1.npy (16 tiles); the index and the embeddings come from different runs", capsys=capsys, out_dir=tmp_path)
+
+
+@pytest.mark.parametrize("scene", ["../../outside", "a/b", ""])
+def test_query_on_an_index_table_whose_scene_is_no_scene_id(run, tmp_path, capsys, scene):
+    """An edited index table must not send the query to files outside the run: its scene ids become
+    paths (embeddings/{scene}.npy), so each is checked against the id pattern first."""
+    table = gpd.read_parquet(run.index_table)
+    table["scene"] = scene
+    results = query_results(run, tmp_path / "results", table)
+    shutil.copy(run.embeddings, tmp_path / "outside.npy")  # where results/embeddings/../../outside.npy leads
+    lon, lat = _lonlat(ORIGIN[0] + 5 * 30.0, ORIGIN[1] - 5 * 30.0)
+    refuse(["query", "--results", results, "--lon", lon, "--lat", lat], f"tiles.parquet: scene {scene!r} is not a "
+           "scene id (ids match '^[A-Za-z0-9][A-Za-z0-9_.-]*$'); the file was not written by a run",
+           capsys=capsys, out_dir=tmp_path)
+
+
+def test_run_tables_whose_scene_is_no_scene_id_are_refused_by_every_reader(run, tmp_path):
+    """The whole-run stages and ``open_run`` read the index table, tile tables and cluster labels
+    through one reader, which checks their scene ids the same way."""
+    from outcrop.io import read_geoparquet
+
+    table = gpd.read_parquet(run.index_table)
+    table["scene"] = np.where(np.arange(len(table)) == 3, "../x", "s1")
+    table.to_parquet(tmp_path / "labels.parquet")
+    with pytest.raises(OutcropError, match=r"labels\.parquet: scene '\.\./x' is not a scene id"):
+        read_geoparquet(tmp_path / "labels.parquet")
+    assert len(read_geoparquet(run.index_table)) == len(table)
 
 
 def test_query_of_a_small_run_works(run, tmp_path, capsys):

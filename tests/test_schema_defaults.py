@@ -130,6 +130,13 @@ RESTATED: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str
                                 ("search.quality", "quality_run", "site_overlap"))),
     "evaluate.recall_k": ((("evaluate", "recall_k"), ("quality", "recall_k")),
                           (("search.quality", "quality_run", "recall_k"),)),
+    "evaluate.loo_deposits": ((("quality", "loo_deposits"),), (("search.quality", "quality_run", "loo_deposits"),)),
+    # Limits reach the jobs through the environment (outcrop.limits; tests/test_limits.py keeps the
+    # module's defaults equal to the schema's).
+    "limits.sheet_rows": ((), ()), "limits.deposits": ((), ()), "limits.deposit_vertices": ((), ()),
+    "limits.aoi_vertices": ((), ()),
+    "limits.scene_pixels": ((), (("raster.scenes", "prepare_scene", "max_pixels"),
+                                 ("raster.scenes", "check_scene_size", "max_pixels"))),
 }
 SURFACES = tuple(yaml.safe_load(SCHEMA.read_text())["properties"]["surfaces"]["properties"])
 

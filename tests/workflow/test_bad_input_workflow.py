@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_bad_input import BANDS, rock_and_snow, write_scene
+from tests.test_limits import long_id
 from tests.workflow.conftest import REPO, TINY_CONFIG, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
@@ -126,6 +127,32 @@ def test_scene_id_that_would_leave_its_folder(tmp_path, scene):
     """Scene ids become file names under results/: no separators, no leading dot."""
     path = sheet(tmp_path, [f"{scene}\ta.tif\tlandsat-c2l2\ttrain"])
     refused_before_any_job(tmp_path, {"scenes": path}, "scenes.tsv", "line 2", "scene:", "does not match")
+
+
+@pytest.mark.parametrize("rows, fragments", [
+    # Snakemake's own PeriodicWildcardError (a traceback of the job graph) without this check.
+    (["aaaaaaaaaaaaaaaaaaaaaaaaa\ta.tif\tlandsat-c2l2\ttrain"],
+     ("line 2: scene:", "ends in 'a' repeated 25 times", "periodic wildcard")),
+    # Four tracebacks of `prepare` (File name too long) without it.
+    ([f"{long_id(250)}\ta.tif\tlandsat-c2l2\ttrain"], ("line 2: scene:", "is 250 bytes long", "at most 227 bytes")),
+    (["a\ta.tif\tlandsat-c2l2\ttrain", "b\ta.tif\tlandsat-c2l2\tindex"],
+     ("line 3: source: 'a.tif' is already the source of scene 'a' on line 2",)),
+])
+def test_scene_ids_and_sources_the_run_cannot_use(tmp_path, rows, fragments):
+    path = sheet(tmp_path, rows)
+    refused_before_any_job(tmp_path, {"scenes": path}, "scenes.tsv", *fragments)
+
+
+def test_more_scenes_than_the_limit(tmp_path):
+    path = sheet(tmp_path, [f"s{i}\t{i}.tif\tlandsat-c2l2\ttrain" for i in range(4)])
+    refused_before_any_job(tmp_path, {"scenes": path, "limits": {"sheet_rows": 3}}, "scenes.tsv: line 5:",
+                           "more than 3 scenes, and limits.sheet_rows in the config")
+
+
+def test_a_results_folder_too_deep_for_its_files(tmp_path):
+    """Paths past 4095 bytes (counting Snakemake's records of them) are refused before any job."""
+    refused_before_any_job(tmp_path, {"results": "r/" * 1500}, "config: results: the run would write",
+                           "a path may have at most 4095", "give a shorter results folder")
 
 
 def test_unknown_sensor_in_the_sheet(tmp_path):
@@ -277,6 +304,18 @@ def test_no_two_jobs_write_the_same_file(demo_run):
                and not any(p.relative_to(demo_run).is_relative_to(f) for f in folders)]
     assert unowned == [], f"files no job declares: {unowned}"
     assert owners["results/model/checkpoint.pt"] == ["train_encoder[]"]
+
+
+def test_every_per_scene_file_name_of_a_run_is_one_the_limits_measure(demo_run):
+    """The room a scene id has (outcrop.limits.scene_id_bytes) is measured on the layout's per-scene
+    paths: a finished run writes no per-scene file name they do not list."""
+    from outcrop.layout import Layout
+
+    shapes = {Path(p).name.replace("SCENE", "{scene}") for p in Layout("r").scene_paths("SCENE", demo=True)}
+    scenes = ["demo_1", "demo_2", "demo_3"]
+    found = {p.name.replace(scene, "{scene}", 1) for p in (demo_run / "results").rglob("*") if p.is_file()
+             for scene in scenes if p.name.startswith(f"{scene}.") or p.name.startswith(f"{scene}_")}
+    assert found and found <= shapes, found - shapes
 
 
 def test_nested_config_keys_from_the_command_line(tmp_path):

@@ -151,7 +151,8 @@ def _demo_deposits_parser(sub: Any) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from outcrop.raster.scenes import MAX_SCENE_PIXELS, prepare_scene
+    from outcrop.limits import limit
+    from outcrop.raster.scenes import prepare_scene
     from outcrop.raster.surfaces import Thresholds
 
     _limit(args)
@@ -167,7 +168,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         resolution=resolution, origin=origin, thresholds=thresholds,
         declared_bands=_bands(args.declared_bands) if args.declared_bands else None,
         scale=args.scale, offset=args.offset, log=_log, collar=args.collar != "off",
-        max_pixels=args.max_pixels if args.max_pixels is not None else MAX_SCENE_PIXELS,
+        max_pixels=args.max_pixels if args.max_pixels is not None else limit("scene_pixels"),
     )
 
 
@@ -534,7 +535,8 @@ def cmd_quality(args: argparse.Namespace) -> None:
                 recall_k=args.recall_k, stride=args.stride, min_valid=args.min_valid, seed=args.seed,
                 spectral_weight=args.spectral_weight, context_weight=args.context_weight,
                 tables=[Path(p) for p in args.tables] if args.tables else None,
-                demo_scores=Path(args.demo_scores) if args.demo_scores else None, log=_log)
+                demo_scores=Path(args.demo_scores) if args.demo_scores else None, loo_deposits=args.loo_deposits,
+                log=_log)
 
 
 def _quality_parser(sub: Any) -> None:
@@ -567,6 +569,8 @@ def _quality_parser(sub: Any) -> None:
                    help="the run's spectral weight (as `outcrop embed`), so queries are embedded alike")
     p.add_argument("--context-weight", type=non_negative_float, default=default("embed.context_weight"),
                    help="the run's context weight (as `outcrop embed`)")
+    p.add_argument("--loo-deposits", type=positive_int, default=default("evaluate.loo_deposits"),
+                   help="leave-one-out hides every deposit up to this many, past it a seeded sample of this many")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -886,10 +890,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ.pop("GDAL_CACHEMAX", None)
 
 
+# Arguments that are not paths (ids, names, JSON, settings, tokens): every other text argument is
+# a file or folder, checked against the file system's limits before a stage starts.
+_NOT_PATHS = frozenset({"command", "func", "scene", "scenes", "scenes_json", "sensor", "bands", "declared_bands",
+                        "crs", "collection", "bbox", "datetime", "role", "header", "set", "surface", "tile",
+                        "device", "format", "title", "collar"})
+_POSITIONAL = {"info": "results", "stac-search": "source"}
+
+
+def _check_path_arguments(args: argparse.Namespace) -> None:
+    """A path too long for the file system, refused naming its argument (the system's own error
+    would surface later as a traceback, or after part of the work). Remote sources are URLs."""
+    from outcrop.limits import check_path
+    from outcrop.raster.sheets import local_input
+
+    for dest, value in vars(args).items():
+        if dest in _NOT_PATHS:
+            continue
+        name = dest if _POSITIONAL.get(args.command) == dest else f"--{dest.replace('_', '-')}"
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and (dest != "source" or local_input(item)):
+                check_path(item, name)
+
+
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_path_arguments(args)
         args.func(args)
     except OutcropError as exc:
         # One line, whatever a wrapped library put in the message: logs and job failures stay greppable.

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from outcrop import OutcropError
+from outcrop.limits import CONFIG_VALUES
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
@@ -108,17 +109,11 @@ def _non_finite(instance: Any, path: str = "") -> tuple[str, float] | None:
     return None
 
 
-# A run's config holds a few hundred values. YAML aliases let a file of a few lines stand for
-# billions (an "alias bomb": nine aliases each repeating the one before nine times); Snakemake keeps
-# them as shared references, but every walk over the config (reading text as numbers, finding NaN,
-# the JSON Schema) visits each repetition, and the job-graph build would hang for hours.
-MAX_CONFIG_VALUES = 100_000
-
-
-def _refuse_too_many_values(config: Any, source: str, budget: int = MAX_CONFIG_VALUES) -> None:
+def _refuse_too_many_values(config: Any, source: str, budget: int = CONFIG_VALUES) -> None:
     """Count keys, list items and values (aliases expanded) up to ``budget``, and refuse the config,
     naming the top-level key where the count passed it. Stops at the budget, so that a bomb, or a
-    config that contains itself, costs ``budget`` steps and no more."""
+    config that contains itself, costs ``budget`` steps and no more (:data:`outcrop.limits.CONFIG_VALUES`:
+    why a fixed bound and not a setting)."""
     tops = config.items() if isinstance(config, dict) else [("(top level)", config)]
     count = 0
     for top, value in tops:

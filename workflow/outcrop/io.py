@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from outcrop.errors import OutcropError
+from outcrop.layout import STAGING_SUFFIXES, temporary_name, temporary_stem
 
 # Prepared scenes store reflectance as scaled uint16 (half the size of float32) with 0 as nodata.
 PREPARED_SCALE = 1e-4
@@ -42,7 +43,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     :class:`OutcropError` naming ``path`` (:func:`full_disk_reported`), and leaves nothing.
     """
     final = Path(path)
-    tmp = final.with_name(f".{_temporary_stem(final)}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
+    tmp = final.with_name(temporary_name(final.name, uuid.uuid4().hex[:8]))
     try:
         with full_disk_reported(final):
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -95,10 +96,12 @@ def no_space_reason(exc: BaseException, final: str | os.PathLike[str] | None = N
 def _probe_space(final: Path) -> str | None:
     """Write :data:`SPACE_PROBE_BYTES` beside ``final`` and remove them: why they did not fit, or None.
 
-    The probe is named as a temporary of ``final``, so that one left by a killed process is swept
-    with the others once ``final`` is written (:func:`_remove_stale_temporaries`).
+    The probe is named as one more temporary of ``final`` (:func:`outcrop.layout.temporary_name`),
+    so that one left by a killed process is swept with the others once ``final`` is written
+    (:func:`_remove_stale_temporaries`), and its name is no longer than theirs (the room a scene
+    id has, :func:`outcrop.limits.scene_id_bytes`, is measured on them).
     """
-    probe = final.with_name(f".{_temporary_stem(final)}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}.probe")
+    probe = final.with_name(temporary_name(final.name, uuid.uuid4().hex[:8]))
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -138,19 +141,13 @@ def full_disk_reported(final: str | os.PathLike[str]) -> Iterator[None]:
                            "and run again") from None
 
 
-def _temporary_stem(final: Path) -> str:
-    """The stem of ``final``'s temporaries: without `;`, which GDAL's vector writers (through pyogrio,
-    see :func:`read_vector`) take for the end of the name."""
-    return final.stem.replace(";", "_")
-
-
 def _remove_stale_temporaries(final: Path) -> None:
     """Delete temporaries of ``final`` left by killed writers (with any staging suffix of theirs).
 
     Once ``final`` is written, they are garbage: no two jobs write the same file, so none of them
     belongs to a writer still at work. Without this a run killed again and again would pile them up.
     """
-    prefix = f".{_temporary_stem(final)}."
+    prefix = f".{temporary_stem(final.name)}."
     pattern = re.compile(rf"{re.escape(prefix)}[0-9a-f]{{8}}\.tmp{re.escape(final.suffix)}(\..*)?")
     with os.scandir(final.parent) as entries:
         stale = [e.path for e in entries if e.name.startswith(prefix) and pattern.fullmatch(e.name)]
@@ -263,15 +260,25 @@ def describe_gpkg_fields(path: str | os.PathLike[str], layer: str, columns: Sequ
 
 
 def read_geoparquet(path: str | os.PathLike[str]) -> Any:
-    """Read a GeoParquet table with a clear error for a missing or broken file."""
+    """Read a GeoParquet table with a clear error for a missing or broken file.
+
+    A ``scene`` column (tile tables, the index table, cluster labels) must hold scene ids: a run's
+    files name scenes whose files other stages then open, and an edited table must not send them
+    outside the run (``../../etc``).
+    """
     import geopandas as gpd
 
+    from outcrop.limits import check_scene_ids
+
     try:
-        return gpd.read_parquet(path)
+        table = gpd.read_parquet(path)
     except FileNotFoundError:
         raise OutcropError(f"{path}: file not found") from None
     except Exception as exc:  # pyarrow raises many kinds
         raise OutcropError(f"{path}: not a readable GeoParquet table ({exc})") from None
+    if "scene" in table.columns:
+        check_scene_ids(table["scene"].astype(str).unique(), str(path))
+    return table
 
 
 def write_cog(
@@ -344,7 +351,7 @@ def cog_writer(
         "BIGTIFF": "IF_SAFER",
     }
     with atomic_path(path) as tmp:
-        staging = tmp.with_name(tmp.name + ".stage.tif")
+        staging = tmp.with_name(tmp.name + STAGING_SUFFIXES[0])
         # The staging file is uncompressed: at least this many bytes, known before GDAL writes one
         # (GDAL's TIFF writer prints its own lines on a full disk; a refusal here comes first).
         require_space(path, count * height * width * np.dtype(dtype).itemsize, "its uncompressed staging copy")

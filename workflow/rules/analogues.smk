@@ -119,6 +119,7 @@ rule quality:
         exclusion_km=config["analogues"]["exclusion_km"],
         site_overlap=config["analogues"]["site_overlap"],
         recall_k=config["evaluate"]["recall_k"],
+        loo_deposits=config["evaluate"]["loo_deposits"],
         stride=config["tiles"]["stride"],
         min_valid=config["tiles"]["min_valid"],
         seed=config["clusters"]["seed"],
@@ -139,6 +140,7 @@ rule quality:
         " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --tables {input.tables:q} --prepared {input.prepared:q}"
         " --model {input.model:q} --spectral-weight {params.spectral_weight:q} --context-weight {params.context_weight:q}"
         " {params.deposits:q} {params.demo_scores:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
-        " --site-overlap {params.site_overlap:q} --recall-k {params.recall_k:q} --stride {params.stride:q}"
+        " --site-overlap {params.site_overlap:q} --recall-k {params.recall_k:q} --loo-deposits {params.loo_deposits:q}"
+        " --stride {params.stride:q}"
         " --min-valid {params.min_valid:q} --seed {params.seed:q} --threads {threads}"
         " --out {output:q} > {log:q} 2>&1"

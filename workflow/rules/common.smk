@@ -19,11 +19,14 @@ from outcrop.config import canonical_results, check_thread_overrides, validate_c
 import outcrop.layout
 from outcrop.layout import Layout
 from outcrop.learning.encoder_settings import EncoderSettings
+from outcrop.limits import check_run_paths, export_limits
 from outcrop.raster.sheets import demo_sheet, local_input, read_scene_sheet
 
 
 try:
     validate_config(config, "config")
+    # Every job started from here reads the size limits from the environment (outcrop.limits).
+    export_limits(config["limits"])
     # --set-threads RULE=N (or a profile's set-threads), as Snakemake holds it: a count below 1
     # would fail each job of the rule when it starts, after the jobs before it have run.
     check_thread_overrides({rule: getattr(n, "raw", n) for rule, n in
@@ -38,6 +41,7 @@ try:
         SHEET = read_scene_sheet(config["scenes"])
     else:
         SHEET = demo_sheet(R, config["demo"]["scenes"], config["demo"]["train_scenes"])
+    check_run_paths(R, [row["scene"] for row in SHEET], "config: results", demo=not config["scenes"])
 except OutcropError as exc:
     raise WorkflowError(str(exc))
 

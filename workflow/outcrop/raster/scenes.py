@@ -26,6 +26,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import check_grid_crs, default
 from outcrop.io import prepared_writer
+from outcrop.limits import LIMITS, setting
 from outcrop.raster.sensors import (
     QUALITY_FILL,
     QualityMasks,
@@ -68,7 +69,8 @@ _GDAL_ENV = {
 WINDOW_PIXELS = 1 << 22
 # Largest run-grid block one scene may cover: 2 Gpx is 45000 px on a side, four Landsat scenes
 # wide; a header claiming more (a sparse file of 200000 x 200000 px) is refused before any work.
-MAX_SCENE_PIXELS = 2_000_000_000
+# The default of limits.scene_pixels (outcrop.limits); `outcrop prepare --max-pixels` overrides it.
+MAX_SCENE_PIXELS = LIMITS["scene_pixels"].default
 
 
 @dataclass(frozen=True)
@@ -746,7 +748,8 @@ def check_scene_size(grid: SceneGrid, source: str, max_pixels: int = MAX_SCENE_P
     pixels = grid.width * grid.height
     if pixels > max_pixels:
         raise OutcropError(f"{source}: the scene covers {grid.width}x{grid.height} px of the run grid "
-                           f"({pixels / 1e9:.1f} Gpx), more than the {max_pixels / 1e9:.1f} Gpx a scene may have")
+                           f"({pixels / 1e9:.1f} Gpx), more than the {max_pixels / 1e9:.1f} Gpx a scene may have "
+                           f"(--max-pixels, or {setting('scene_pixels')})")
 
 
 def available_memory() -> int | None:
