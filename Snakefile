@@ -1,6 +1,12 @@
 # outcrop: raw scenes -> tiles -> BYOL encoder -> FAISS index -> clusters and analogues -> report.
 # The default config runs the built-in demo; point `scenes:` at your own scene sheet for real data.
 
+from snakemake.utils import min_version
+
+# The oldest Snakemake the rules are written for (pyproject.toml asks for the same).
+min_version("8.20")
+
+
 configfile: "config.yaml"
 
 
