@@ -26,7 +26,7 @@ from outcrop.raster.surfaces import CLASS_NAMES, NODATA
 
 FRACTION_COLUMNS = [name for code, name in sorted(CLASS_NAMES.items()) if code != NODATA]
 # Columns tile tables written before their class existed lack; read as 0 (none of the tile).
-LATER_FRACTIONS = ("unknown",)
+LATER_FRACTIONS = ("unknown", "vegetation")
 
 
 def with_later_fractions(table: Any) -> Any:
