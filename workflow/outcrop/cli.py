@@ -847,8 +847,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from outcrop.runtime.stopping import Interrupted
+
     try:
         args.func(args)
+    except Interrupted as exc:  # stopped on a signal, its state saved: not an error, but not done
+        print(f"outcrop {args.command}: {exc}", file=sys.stderr)
+        return exc.status
     except OutcropError as exc:
         # One line, whatever a wrapped library put in the message: logs and job failures stay greppable.
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
