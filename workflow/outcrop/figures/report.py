@@ -382,9 +382,24 @@ def _model_section(model: Path) -> list[str]:
     parts = [f"{meta.get('arch', '?')}", f"embedding dim {meta.get('embedding_dim', '?')}",
              f"bands {','.join(meta.get('bands', []))}"]
     if "train_tiles" in meta:
-        parts.append(f"trained on {meta['train_tiles']} tiles, {settings.get('epochs', '?')} epochs, "
-                     f"{meta.get('steps', '?')} steps, final loss {meta.get('final_loss', float('nan')):.4f}")
+        parts.append(f"trained on {meta['train_tiles']} tiles: {_budget_words(meta, settings)}, "
+                     f"final loss {meta.get('final_loss', float('nan')):.4f}")
     return [f"model: {', '.join(parts)} ({size})"]
+
+
+def _budget_words(meta: dict[str, Any], settings: dict[str, Any]) -> str:
+    """What a training ran, in views and steps (a budgeted training has no epoch count of its own:
+    its ``epochs`` setting is None), with the passes over the tiles they make."""
+    try:
+        tiles, steps = int(meta["train_tiles"]), int(meta["steps"])
+        batch = min(int(settings["batch_size"]), tiles)
+    except (KeyError, TypeError, ValueError):
+        return f"{meta.get('steps', '?')} steps"
+    views = steps * batch
+    how = (f"{settings['epochs']} epochs asked for" if isinstance(settings.get("epochs"), int)
+           else f"a budget of {settings.get('samples', '?')} views")
+    return (f"{views} views in {steps} steps of {batch} ({views / max(tiles, 1):.3g} passes over the tiles; "
+            f"{how})")
 
 
 def _index_section(info: Path) -> list[str]:

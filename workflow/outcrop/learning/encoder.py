@@ -35,12 +35,13 @@ from outcrop.learning.distributed import (
     leave_process_group,
     synchronise_batchnorm,
 )
-from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings
+from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings, measured_cost
 from outcrop.io import atomic_path
 from outcrop.locks import exclusive_writer
 from outcrop.learning.optim import build_optimizer, warmup_cosine
 from outcrop.learning.precision import autocast
 from outcrop.learning.symmetry import POSES
+from outcrop.runtime.progress import RateWindow
 from outcrop.runtime.stopping import Interrupted, StepInterrupted, StopRequests
 from outcrop.learning.training_data import (
     TrainingTiles,
@@ -50,6 +51,9 @@ from outcrop.learning.training_data import (
 )
 
 MODEL_FORMAT = "outcrop-encoder"
+# The ETA follows the rate of the last minute: a load change shows within it, and a minute holds
+# enough steps to smooth the step-to-step jitter.
+ETA_WINDOW_S = 60.0
 CHECKPOINT_FORMAT = "outcrop-byol-checkpoint"
 FORMAT_VERSION = 1
 def resolve_device(device: str = "auto") -> torch.device:
@@ -287,14 +291,17 @@ def _train(
         f"device {dev}, batch {batch}, {total} steps ({total * batch} views, "
         f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps)"
         + (f", {ranks.world_size} ranks of {batch // ranks.world_size} tiles" if ranks.distributed else ""))
+    log(f"budget {total * batch} views: {measured_cost(total * batch)}; the ETA below is this machine's, "
+        f"at its rate over the last {ETA_WINDOW_S:g} s")
 
     trainer = _Trainer(settings, channels, dev, ranks)
     trainer.try_resume(Path(checkpoint_path), digest, log)
     trainer.agree_on_start()
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=dev)[None, :, None, None]
     std_t = torch.as_tensor(std, dtype=torch.float32, device=dev)[None, :, None, None]
-    started = last_checkpoint = time.monotonic()
-    first_step = trainer.step
+    last_checkpoint = time.monotonic()
+    rates = RateWindow(ETA_WINDOW_S)
+    rates.add(last_checkpoint, trainer.step * batch)
     order, order_epoch = None, -1
 
     def stopped(signum: int) -> Interrupted:
@@ -331,11 +338,12 @@ def _train(
         trainer.step += 1
         trainer.curve.append([trainer.step, trainer.step / steps_per_epoch, loss, lr, tau])
         now = time.monotonic()
+        rates.add(now, trainer.step * batch)
         if trainer.step % settings.log_every == 0 or trainer.step == total:
-            rate = (trainer.step - first_step) * batch / max(now - started, 1e-9)
-            eta = (total - trainer.step) * batch / max(rate, 1e-9)
+            eta = rates.eta((total - trainer.step) * batch)
             log(f"step {trainer.step}/{total} epoch {epoch + 1}/{math.ceil(total / steps_per_epoch)} loss {loss:.4f} "
-                f"lr {lr:.2e} tau {tau:.5f} {rate:.0f} img/s eta {_duration(eta)}")
+                f"lr {lr:.2e} tau {tau:.5f} {rates.rate():.0f} img/s eta {_duration(eta)} "
+                f"(at the rate of the last {rates.span_s:.0f} s)")
         if trainer.step % steps_per_epoch == 0 or now - last_checkpoint >= 60 * settings.checkpoint_minutes:
             if ranks.main:
                 trainer.save(Path(checkpoint_path), digest)
@@ -394,6 +402,8 @@ def _quiet(message: str) -> None:
 
 
 def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "unknown"
     whole = round(seconds)
     return f"{whole // 60}m{whole % 60:02d}s"
 
