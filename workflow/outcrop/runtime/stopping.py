@@ -18,13 +18,14 @@ Two halves, because neither Snakemake nor a job can do it alone:
   part of a step that changes nothing saved (reading the batch, the views, forward and backward) the
   step is abandoned at once and what it touched is undone; during the short rest (the optimiser and
   EMA updates) the stop waits for the step's end. Either way the checkpoint is that of the end of
-  the last whole step, saved before the job exits (status 130 or 143), and the next run resumes from
-  that very step: how long a step takes does not delay the stop. A signal before the loop has
-  begun ends the job at once.
+  the last whole step, saved before the job ends as the signal asks (KeyboardInterrupt for SIGINT,
+  the end of the process for SIGTERM), and the next run resumes from that very step: how long a
+  step takes does not delay the stop. A signal before the loop has begun ends the job at once.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,9 +62,10 @@ class StopRequests:
     Used as a context manager around a loop of steps: the loop sets ``armed`` once it has something
     to save. Inside :meth:`interruptible` a signal raises :class:`StepInterrupted` at once; elsewhere
     it is recorded in :attr:`signum`, which the loop checks after each step. A signal while not armed
-    stops the process at once, as it would without this (KeyboardInterrupt for SIGINT, exit 143 for
-    SIGTERM). The previous handlers come back on exit. Outside the main thread nothing is installed
-    (Python allows signal handlers there only) and :attr:`signum` stays None.
+    goes to the handler that was there before, as it would without this (KeyboardInterrupt for
+    SIGINT, the end of the process for SIGTERM). The previous handlers come back on exit. Outside the
+    main thread nothing is installed (Python allows signal handlers there only) and :attr:`signum`
+    stays None.
     """
 
     def __init__(self) -> None:
@@ -79,9 +81,7 @@ class StopRequests:
                 self._interruptible = False  # one raise per stop: undoing the step is not interrupted
                 raise StepInterrupted(self.signum)
             return
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + signum)
+        _pass_on(self._previous.get(signum, signal.SIG_DFL), signum, frame)
 
     @contextmanager
     def interruptible(self, allowed: bool = True) -> Iterator[None]:
@@ -107,7 +107,21 @@ class StopRequests:
             self._previous.clear()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """Put the previous handlers back; after a stop (:class:`Interrupted`), hand them the signal,
+        so that the process does what it was asked once training has saved: SIGINT raises
+        KeyboardInterrupt (a notebook or a test session stops), SIGTERM ends the process."""
+        previous, self._previous = self._previous, {}
+        for sig, handler in previous.items():
             signal.signal(sig, handler)
-        self._previous.clear()
+        if isinstance(exc, Interrupted) and exc.signum in previous:
+            _pass_on(previous[exc.signum], exc.signum, None)
+
+
+def _pass_on(handler: Any, signum: int, frame: FrameType | None) -> None:
+    """Do what ``handler`` (a handler as ``signal.getsignal`` gives it) does with ``signum``."""
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
