@@ -3,6 +3,7 @@ scenes already on it copied rather than resampled, and warnings for scenes the g
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -259,3 +260,16 @@ def test_greenland_at_61_north_keeps_its_utm_zone_and_info_says_why(tmp_path):
     write_grid(results / "grid.json", choice)
     info = run_info(results)
     assert "  polar: greenland at 61.6° N: keeps its own UTM zone EPSG:32622, within the area-scale limit 1.1" in info
+    # the summary states the same switch, with its numbers
+    from outcrop.figures.report import write_summary
+    from outcrop.layout import Layout
+
+    run = Layout(results)
+    write_summary(["greenland"], tmp_path / "summary.html", tile_tables=[Path(run.tile_table("greenland"))],
+                  prepared=[Path(run.prepared("greenland"))], training_curve=Path(run.training_curve_png),
+                  dendrogram=Path(run.dendrogram), cluster_maps=[Path(run.cluster_map("greenland"))],
+                  index_info=Path(run.index_info), grid=Path(run.grid), log=lambda _: None)
+    page = (tmp_path / "summary.html").read_text()
+    polar = next(line for line in info.splitlines() if line.startswith("  polar: "))
+    assert "area scale" in polar and "on EPSG:3413" in polar
+    assert f"<li>{html.escape(polar.strip())}</li>" in page
