@@ -22,6 +22,11 @@ include: "workflow/rules/report.smk"
 
 
 onstart:
+    # Snakemake's local executor waits for running jobs when told to stop; pass Ctrl-C, SIGINT and
+    # SIGTERM on to them (outcrop/runtime/stopping.py). Training saves its checkpoint and ends.
+    from outcrop.runtime.forwarding import forward_stop_signals
+
+    forward_stop_signals()
     print(f"outcrop: {len(SCENES)} scenes ({len(TRAIN_SCENES)} train the encoder), results in {R}/")
 
 

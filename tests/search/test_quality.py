@@ -101,6 +101,47 @@ def test_offset_tiles_are_cut_half_a_stride_off_the_run_grid(tmp_path):
     assert len(limited) == 3
 
 
+def test_queries_under_an_aoi_are_drawn_from_the_indexed_ground_only(tmp_path):
+    """Two overlapping scenes tiled under a small AOI: every query lies on indexed ground and has a
+    right answer, and as many are drawn as that ground holds (up to REID_QUERIES). Drawn from the
+    whole overlap first and filtered after, most of the sample fell outside the AOI and was lost."""
+    import geopandas as gpd
+    from rasterio.transform import from_origin
+
+    from outcrop.io import write_prepared
+    from outcrop.raster.tiles import cut_offset_tiles, tile_scene
+    from outcrop.search.quality import REID_QUERIES, cut_queries, on_indexed_ground
+
+    size, stride, res = 8, 4, 30.0
+    rng = np.random.default_rng(0)
+    ground = rng.random((3, 480, 640)).astype(np.float32) * 0.3 + 0.05
+    frames = {"a": (0, 0, 480, 480), "b": (0, 160, 480, 480)}  # b starts 160 px east of a: 320 px shared
+    for name, (r0, c0, h, w) in frames.items():
+        write_prepared(tmp_path / f"{name}.tif", ground[:, r0:r0 + h, c0:c0 + w], np.ones((h, w), np.uint8), CRS,
+                       from_origin(c0 * res, 0.0, res, res), ["blue", "green", "red"])
+    aoi = box(240 * res, -280 * res, 400 * res, -120 * res)  # a sixth of the shared ground
+    tables = {}
+    for name in frames:
+        tile_scene(tmp_path / f"{name}.tif", tmp_path / f"{name}.npy", tmp_path / f"{name}.parquet", scene_id=name,
+                   size=size, stride=stride, min_valid=0.9, aoi=aoi, log=lambda _: None)
+        tables[name] = gpd.read_parquet(tmp_path / f"{name}.parquet").geometry.to_numpy()
+    shared = (160 * res, -480 * res, 480 * res, 0.0)
+    where = on_indexed_ground(tables["a"], tables["b"])
+    args = dict(size=size, stride=stride, bounds=shared, min_valid=0.9, seed=0)
+
+    _, geoms, _ = cut_queries(tmp_path / "b.tif", **args, where=where)
+    every = cut_offset_tiles(tmp_path / "b.tif", offset=stride // 2, **args)[1]  # the whole overlap
+    on_ground = int(where(np.asarray(every)).sum())
+    assert len(every) > 3 * REID_QUERIES and 500 < on_ground < REID_QUERIES
+    assert len(geoms) == on_ground  # all of the indexed ground's queries: fewer than the cap
+    assert all(len(a) > 0 for a in best_overlaps(np.asarray(geoms), tables["a"]))
+    centres = np.array([g.centroid.coords[0] for g in geoms])
+    assert all(aoi.buffer(size * res).contains(Point(*c)) for c in centres)
+    # The sample drawn before the AOI filter: about a sixth of it survives the filter
+    _, before, _ = cut_queries(tmp_path / "b.tif", **args)
+    assert where(np.asarray(before)).sum() < 0.5 * on_ground
+
+
 @pytest.mark.parametrize("content, message", [
     ("not json", "not a JSON file of scores (Expecting value"),
     ("[1, 2]", "not a JSON object of scores (found list)"),

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -916,9 +917,17 @@ def _check_path_arguments(args: argparse.Namespace) -> None:
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from outcrop.runtime.stopping import Interrupted
+
     try:
         _check_path_arguments(args)
         args.func(args)
+    except Interrupted as exc:  # stopped on a signal, its state saved: not an error, but not done
+        print(f"outcrop {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:  # Ctrl-C: what was saved is in the log; no traceback
+        print(f"outcrop {args.command}: stopped by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
     except OutcropError as exc:
         # One line, whatever a wrapped library put in the message: logs and job failures stay greppable.
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -32,13 +32,15 @@ rule train_encoder:
         "../../envs/torch.yaml"
     # More than one GPU (`gpu: N` in the profile): N data-parallel ranks under torchrun, splitting
     # each global batch of encoder.batch_size between them (see outcrop/learning/distributed.py).
+    # `exec`: the training (or torchrun) replaces the shell, so a signal meant for the job reaches it
+    # (a shell killed by SIGTERM would leave its child running).
     shell:
         "gpus={resources.gpu:q}; [ \"$gpus\" -eq \"$gpus\" ] 2>/dev/null"
         " || {{ echo \"train_encoder: resources.gpu '$gpus' is not a whole number\" >&2; exit 2; }};"
         " if [ \"$gpus\" -gt 1 ]; then"
         " launch=\"python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python\";"
         " else launch=''; fi;"
-        " $launch "
+        " exec $launch "
         "python -m outcrop train --tiles {input.tiles:q} --tables {input.tables:q} --bands {params.bands:q}"
         " --min-rock {params.min_rock:q} --device {params.device:q} {params.settings:q}"
         " --checkpoint {params.checkpoint:q} --curve-tsv {output.curve_tsv:q} --curve-png {output.curve_png:q}"

@@ -29,7 +29,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.figures.map_furniture import furnish, raster_extent
 from outcrop.io import PREPARED_NODATA, atomic_path, decode_reflectance, write_cog
-from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER
+from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, VEGETATION, WATER
 
 # (red, green, blue channel bands, name), best first.
 COMPOSITES: tuple[tuple[tuple[str, str, str], str], ...] = (
@@ -41,7 +41,7 @@ QUICKLOOK_NODATA = 0
 # Colours of surface classes in figures: snow and ice light blue, so that they show on white paper.
 # Unknown (bands that cannot tell rock from water or snow) in magenta: plainly not a ground class.
 SURFACE_PLOT_COLOURS: dict[int, str] = {ROCK: "#8c5a3c", SNOW_ICE: "#9ecae1", WATER: "#1e468c", CLOUD: "#bdbdbd",
-                                        UNKNOWN: "#d660c8"}
+                                        UNKNOWN: "#d660c8", VEGETATION: "#3c963c"}
 
 
 def composite_bands(bands: Sequence[str]) -> list[int]:

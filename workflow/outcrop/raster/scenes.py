@@ -51,7 +51,17 @@ from outcrop.raster.sensors import (
 from outcrop.raster.geo import SceneGrid
 from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
 from outcrop.raster.sheets import REMOTE_PREFIXES
-from outcrop.raster.surfaces import CLASS_LABELS, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER, Thresholds, classify_surfaces
+from outcrop.raster.surfaces import (
+    CLASS_LABELS,
+    NODATA,
+    ROCK,
+    SNOW_ICE,
+    UNKNOWN,
+    VEGETATION,
+    WATER,
+    Thresholds,
+    classify_surfaces,
+)
 
 # Settings for remote reads: never list the remote "directory", read only the bytes asked for.
 _GDAL_ENV = {
@@ -477,13 +487,17 @@ def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.n
 def scene_surfaces(reflectance: np.ndarray, bands: Sequence[str], thresholds: Thresholds,
                    quality: QualityMasks | None) -> np.ndarray:
     """Surface mask of a prepared scene: the spectral rules with the quality band's cloud, then,
-    for Sentinel-2 SCL, its own water and snow classes on the pixels it does not call cloud."""
+    for Sentinel-2 SCL, its own water and snow classes on the pixels it does not call cloud, and its
+    vegetation on the ground the bands could not test (no red or NIR)."""
     mask = classify_surfaces(reflectance, list(bands), thresholds,
                              cloud=quality.cloud if quality is not None else None)
     if quality is not None and quality.water is not None and quality.snow is not None:
-        # SCL tells water and snow apart whatever the bands: what it leaves is ground, not unknown
-        mask[mask == UNKNOWN] = ROCK
+        # SCL tells water, snow and vegetation apart whatever the bands: what it leaves is ground
+        unknown = mask == UNKNOWN
+        mask[unknown] = ROCK
         keep = (mask != NODATA) & ~quality.cloud
+        if quality.vegetation is not None:
+            mask[keep & unknown & quality.vegetation] = VEGETATION
         mask[keep & quality.water] = WATER
         mask[keep & quality.snow] = SNOW_ICE
     return mask

@@ -26,7 +26,7 @@ from outcrop.raster.surfaces import CLASS_NAMES, NODATA
 
 FRACTION_COLUMNS = [name for code, name in sorted(CLASS_NAMES.items()) if code != NODATA]
 # Columns tile tables written before their class existed lack; read as 0 (none of the tile).
-LATER_FRACTIONS = ("unknown",)
+LATER_FRACTIONS = ("unknown", "vegetation")
 
 
 def with_later_fractions(table: Any) -> Any:
@@ -268,13 +268,15 @@ def cut_offset_tiles(
     limit: int | None = None,
     seed: int = 0,
     context: bool = False,
+    where: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Tiles of a prepared scene on the global stride grid shifted by ``offset`` px in rows and columns.
 
     For re-identification: the same ground as the run's own tiles, framed differently, so that a
     match is never pixel for pixel. Only tiles wholly inside ``bounds`` (left, bottom, right, top, in
-    the scene's CRS) with ``min_valid`` clear pixels are cut; with ``limit``, a seeded sample of
-    that many. Returns (N, C, size, size) float32 reflectance and the N footprints (shapely boxes),
+    the scene's CRS) with ``min_valid`` clear pixels are cut, and, given ``where`` (footprints ->
+    which to keep), only those it keeps; with ``limit``, a seeded sample of that many, drawn after
+    every filter. Returns (N, C, size, size) float32 reflectance and the N footprints (shapely boxes),
     and with ``context`` the N block spectra (:mod:`outcrop.raster.spectra`) read around each tile.
     """
     import rasterio
@@ -303,6 +305,11 @@ def cut_offset_tiles(
             frac = _block_fractions(src.read(src.count, window=Window(0, int(r), src.width, size)), cols, size)
             valid = 1.0 - frac[:, NODATA] - frac[:, CLOUD]
             picked += [(int(r), int(c)) for c in cols[valid >= min_valid]]
+        if where is not None and picked:
+            rc = np.array(picked, dtype=np.float64)
+            x0, y0 = transform.c + rc[:, 1] * res, transform.f - rc[:, 0] * res
+            keep = np.asarray(where(shapely.box(x0, y0 - size * res, x0 + size * res, y0)), dtype=bool)
+            picked = [p for p, k in zip(picked, keep) if k]
         if limit is not None and len(picked) > limit:
             keep = np.sort(np.random.default_rng(seed).choice(len(picked), limit, replace=False))
             picked = [picked[i] for i in keep]

@@ -673,7 +673,7 @@ def load_index(index_path: Path, table_path: Path) -> tuple[Any, Any]:
     if not Path(index_path).exists():
         raise OutcropError(f"{index_path}: file not found")
     index = read_index(index_path)  # its header's claims checked against the file first
-    table = read_geoparquet(table_path)
+    table = with_later_fractions(read_geoparquet(table_path))  # id tables written before a class lack it
     if "id" not in table.columns:
         raise OutcropError(f"{table_path}: index table has no 'id' column")
     if index.ntotal != len(table):

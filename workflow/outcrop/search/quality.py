@@ -329,10 +329,12 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
 
     base = 0
     for earlier, later, shared in pairs:
-        q_tiles, q_geoms, q_blocks = cut_queries(prepared[later], size=size, stride=stride, bounds=shared,
-                                                 min_valid=min_valid, seed=seed, context=context_weight > 0)
         g_rows = rows[earlier]
         g_geoms = table.geometry.values[table.scene.to_numpy() == earlier]
+        own = table.geometry.values[table.scene.to_numpy() == later]
+        q_tiles, q_geoms, q_blocks = cut_queries(prepared[later], size=size, stride=stride, bounds=shared,
+                                                 min_valid=min_valid, seed=seed, context=context_weight > 0,
+                                                 where=on_indexed_ground(np.asarray(g_geoms), np.asarray(own)))
         right = best_overlaps(np.asarray(q_geoms), np.asarray(g_geoms))
         has = np.array([len(a) > 0 for a in right], dtype=bool)
         if not has.any():
@@ -420,14 +422,39 @@ def read_scores(path: Path) -> dict[str, Any]:
 
 
 def cut_queries(prepared: Path, *, size: int, stride: int, bounds: tuple, min_valid: float,
-                seed: int, context: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Query tiles of one scene on the run grid shifted by half a stride, inside ``bounds``; their
-    footprints, and their block spectra when ``context`` (else an empty array)."""
+                seed: int, context: bool = False,
+                where: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query tiles of one scene on the run grid shifted by half a stride, inside ``bounds`` (and
+    where ``where`` keeps them), a seeded sample of :data:`REID_QUERIES`; their footprints, and their
+    block spectra when ``context`` (else an empty array)."""
     from outcrop.raster.tiles import cut_offset_tiles
 
     cut = cut_offset_tiles(prepared, size=size, stride=stride, offset=max(stride // 2, 1), bounds=bounds,
-                           min_valid=min_valid, limit=REID_QUERIES, seed=seed, context=context)
+                           min_valid=min_valid, limit=REID_QUERIES, seed=seed, context=context, where=where)
     return cut if context else (*cut, np.zeros((len(cut[0]), 0)))
+
+
+def on_indexed_ground(gallery: np.ndarray, own: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Which query footprints lie on ground the run indexed: overlapping an indexed tile of the
+    gallery scene (so that there is a right answer) and centred in an indexed tile of their own scene.
+
+    Applied before the sample of :data:`REID_QUERIES` is drawn, so that an AOI, or ``index.min_rock``,
+    bounds the queries as it bounds the index: drawn from the whole overlap first, most queries of a
+    run under a small AOI fell outside it and were dropped afterwards (745 left where 2 000 fitted).
+    """
+    import shapely
+
+    def keep(boxes: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(boxes), dtype=bool)
+        if len(gallery) == 0 or len(own) == 0:
+            return found
+        q, g = shapely.STRtree(gallery).query(boxes, predicate="intersects")
+        overlapping = q[shapely.area(shapely.intersection(boxes[q], gallery[g])) > 0]
+        inside = shapely.STRtree(own).query(shapely.centroid(boxes), predicate="intersects")[0]
+        found[np.intersect1d(overlapping, inside)] = True
+        return found
+
+    return keep
 
 
 def scene_blocks(tiles: np.ndarray, table_path: Path, size: int, rows: np.ndarray) -> np.ndarray:
