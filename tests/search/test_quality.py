@@ -113,7 +113,7 @@ def test_quality_refuses_unreadable_demo_scores(tmp_path, content, message):
     path.write_text(content)
     x = str(tmp_path / "x")
     proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "quality", "--scenes", "x", "--index", x,
-                           "--index-table", x, "--embeddings", x, "--tiles", x, "--prepared", x, "--model", x,
+                           "--index-table", x, "--embeddings", x, "--tiles", x, "--tables", x, "--prepared", x, "--model", x,
                            "--demo-scores", str(path), "--out", str(tmp_path / "m.json")], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()

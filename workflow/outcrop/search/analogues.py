@@ -12,7 +12,7 @@ The ranked list holds distinct *sites*, not tiles: overlapping tiles (stride und
 and the same ground cut from two overlapping scenes would otherwise take several places for one
 discovery. Greedy non-maximum suppression walks the tiles best first and drops a tile whose
 footprint overlaps an already-kept, better tile by more than ``site_overlap`` of its own area
-(:func:`suppress_overlapping`); ``site_overlap=None`` ranks every tile.
+(:func:`suppress_overlapping`); ``site_overlap`` None or 0 ranks every tile.
 """
 
 from __future__ import annotations
@@ -281,11 +281,11 @@ def top_sites(masked: np.ndarray, table: Any, top: int, site_overlap: float | No
     ids = np.flatnonzero(np.isfinite(masked))
     finite = len(ids)
     scores = masked[ids]
-    want = min(top, finite) if site_overlap is None else min(4 * top, finite)
+    want = min(top, finite) if not site_overlap else min(4 * top, finite)
     while True:
         best = ids[np.argpartition(-scores, want - 1)[:want]] if want > 0 else np.zeros(0, dtype=np.int64)
         best = best[np.lexsort((best, -masked[best]))]
-        if site_overlap is None:
+        if not site_overlap:
             return best
         kept = best[suppress_overlapping(table.geometry.values[best], site_overlap)]
         if len(kept) >= top or want == finite:

@@ -63,7 +63,7 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
         better = np.flatnonzero((masked > masked[target]) | ((masked == masked[target]) & (ids < target)))
         order = np.concatenate([better[np.lexsort((better, -masked[better]))], [target]])
         # Sites up to the target's: its own place, or (swallowed by a better tile) no better than that.
-        ranks[i] = len(order) if site_overlap is None else \
+        ranks[i] = len(order) if not site_overlap else \
             int(suppress_overlapping(table.geometry.values[order], site_overlap).sum())
     return ranks
 
@@ -178,7 +178,7 @@ def _overlapping_pairs(prepared: dict[str, Path], min_width_m: float) -> list[tu
 
 
 def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: Path, embeddings: Sequence[Path],
-                tiles: Sequence[Path], prepared: Sequence[Path], model: Path, deposits: Path | None,
+                tiles: Sequence[Path], prepared: Sequence[Path], model: Path, deposits: Path | None = None,
                 buffer_m: float = default("analogues.buffer_m"),
                 exclusion_km: float = default("analogues.exclusion_km"),
                 site_overlap: float | None = default("analogues.site_overlap"),
