@@ -246,3 +246,29 @@ def test_the_rules_name_their_files_as_their_stages_do(tmp_path):
                 assert f"--{param.replace('_', '-')}" in command, f"{rule}: no --{param}"
         assert ("--threads" in command) == stage.threads
     assert stage_shell("index").startswith("python -m outcrop index --embeddings {input.embeddings:q}")
+
+
+@pytest.mark.parametrize("profile", ["none", "slurm"])
+def test_the_index_job_asks_for_the_memory_its_budget_sets(tmp_path, profile):
+    """index.memory_gb sizes the index job's memory request, with or without the SLURM profile (which
+    must not replace it with a number of its own): changing the setting changes the request."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from outcrop.stages import INDEX_OVERHEAD_MB
+
+    asked = {}
+    for memory_gb in (8, 20.5):
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+            {"demo": {"scenes": 2, "train_scenes": 1, "size": 128}, "index": {"memory_gb": memory_gb}}))
+        extra = ["--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm")] if profile == "slurm" else \
+            ["--cores", "2"]
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+                               str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-n", *extra],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        block = re.split(r"\n\s*rule ", proc.stdout.split("\nrule index:", 1)[1])[0]
+        asked[memory_gb] = int(re.search(r"resources: .*\bmem_mb=(\d+)", block).group(1))
+    assert asked == {8: 8 * 1024 + INDEX_OVERHEAD_MB, 20.5: 20.5 * 1024 + INDEX_OVERHEAD_MB}

@@ -8,7 +8,7 @@ One declaration per stage is all the three places that run it need:
 - the rules (``workflow/rules/*.smk``) make each job's command from it: :func:`stage_shell` names the
   rule's inputs and outputs, :func:`stage_args` turns the settings the stage reads into its
   arguments, kept in the rule's ``params:`` so that Snakemake reruns a job exactly when a setting it
-  reads changes, and never otherwise;
+  reads changes, and never otherwise; :func:`stage_mem_mb` computes a memory request from them;
 - ``tests/test_stages.py`` checks the declarations against the schema and the functions' signatures.
 
 A setting is named by its config key: ``"embed.spectral_weight"`` goes to the function's parameter
@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,8 @@ class Stage:
     args: tuple[Arg, ...] = ()
     settings: tuple[str, ...] = ()
     threads: bool = False
+    # The job's memory request in MB, from the stage's settings (parameter -> value), where a setting sizes it.
+    mem_mb: Callable[[Mapping[str, Any]], int] | None = None
 
     def setting_keys(self) -> dict[str, str]:
         """Function parameter -> config key, for every setting the stage reads, in declaration order."""
@@ -261,6 +264,25 @@ def stage_shell(command: str) -> str:
     return " ".join(parts)
 
 
+def stage_mem_mb(command: str, config: Mapping[str, Any]) -> int:
+    """The job's memory request in MB, computed from the settings that size it (the stage's ``mem_mb``)."""
+    stage = STAGES[command]
+    if stage.mem_mb is None:
+        raise KeyError(f"stage {command!r} declares no memory formula; give the rule's mem_mb as a number")
+    return stage.mem_mb(stage_settings(command, config))
+
+
+# Memory the index job holds besides the index's own budget: the interpreter and its libraries, the
+# id table's columns and the held-out queries of the recall check (1.1-2.3 GiB peak RSS at 0.2-10
+# million tiles, benchmarks/README.md, coast scale).
+INDEX_OVERHEAD_MB = 3072
+
+
+def index_mem_mb(settings: Mapping[str, Any]) -> int:
+    """``index.memory_gb`` (the index's budget: it picks IVF-PQ rather than hold more) plus the overhead."""
+    return math.ceil(float(settings["memory_gb"]) * 1024) + INDEX_OVERHEAD_MB
+
+
 # --- the stages ------------------------------------------------------------------------------------
 
 _PER_SCENE = "one file per scene, in the order of --scenes"
@@ -358,7 +380,7 @@ STAGE_LIST: tuple[Stage, ...] = (
               given("state_dir", PATH, optional=True, help="keep the trained index here and add new scenes to it; "
                     + _STATE_KEPT),
               writes("out_index"), writes("out_table"), writes("out_info")),
-        settings=("index.*",), threads=True,
+        settings=("index.*",), threads=True, mem_mb=index_mem_mb,
     ),
     Stage(
         "cluster", "outcrop.figures.cluster_maps:cluster_and_map",

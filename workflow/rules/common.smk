@@ -79,6 +79,11 @@ def stage_args(command):
     return outcrop.stages.stage_args(command, config)
 
 
+def stage_mem_mb(command):
+    """The job's memory request in MB, computed from the settings that size it."""
+    return outcrop.stages.stage_mem_mb(command, config)
+
+
 def on_gpus(command):
     """`command` started once per GPU of the job under torchrun when its `resources.gpu` is above 1
     (data-parallel training), as it is otherwise; a `gpu` that is no whole number is refused."""

@@ -22,7 +22,8 @@ rule index:
         L.benchmark("index")
     threads: 8
     resources:
-        mem_mb=16000,
+        # the index's own budget (index.memory_gb) and what the process holds besides it
+        mem_mb=stage_mem_mb("index"),
         runtime=120,
     conda:
         "../../envs/faiss.yaml"
