@@ -447,7 +447,7 @@ STAGE_LIST: tuple[Stage, ...] = (
               reads("demo_scores", optional=True, help="the demo's truth-based scores (outcrop evaluate), merged in"),
               writes("out")),
         settings=("analogues.buffer_m", "analogues.exclusion_km", "analogues.site_overlap", "evaluate.recall_k",
-                  "tiles.stride", "tiles.min_valid", "clusters.seed", "embed.spectral_weight", "embed.context_weight"),
+                  "clusters.seed", "embed.spectral_weight", "embed.context_weight"),
         threads=True,
     ),
     Stage(

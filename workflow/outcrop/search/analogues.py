@@ -26,8 +26,9 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.raster.geo import infer_layout, scene_rasters
+from outcrop.raster.geo import scene_rasters
 from outcrop.search.index import load_index, normalise_rows, table_vectors
+from outcrop.search.index_table import table_layout
 from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
 from outcrop.csvfile import csv_text
 
@@ -402,8 +403,7 @@ def find_analogues(
     write_geodataframe(out_gpkg, ranked, layer="analogues")
     with atomic_path(out_csv) as tmp:
         tmp.write_text(analogues_csv(ranked), encoding="utf-8")
-    layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
-                          table["size"].to_numpy())
+    layout = table_layout(table_path, table)  # the grid the tiles were cut on, as the index table records it
     for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):
         write_cog(Path(similarity_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
                   "nodata": np.nan}, band_names=["similarity"], resampling="average")

@@ -44,6 +44,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
+from outcrop.raster.geo import TileLayout
 from outcrop.raster.surfaces import ground_fraction
 from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions
 from outcrop.search.incremental import cached_digest, file_cache, file_digest, given_files, unchanged
@@ -502,19 +503,21 @@ def build_index(
             **info_extra}
     if run_grid is not None:
         info["grid"] = run_grid
+    kept_table = Path(state_dir) / "tiles.parquet" if state_dir is not None else None
+    new = [p for p in parts if p.scene in set(info_extra["added"])]
+    # checked before anything is written: tables of two tile grids are refused
+    tile_grid = recorded_tile_grid(parts) if info_extra["built"] == "trained" else recorded_tile_grid(new, kept_table)
     with atomic_path(out_index) as tmp:
         faiss.write_index(built.index, str(tmp))
     if info_extra["built"] == "trained":
-        write_index_table(out_table, parts_table(parts))
+        write_index_table(out_table, parts_table(parts), tile_grid=tile_grid)
     else:  # an add: the kept table's rows, then the new scenes' (ids continuing)
         from outcrop.search.incremental import link_or_copy
 
-        kept_table = Path(state_dir) / "tiles.parquet"
-        new = [p for p in parts if p.scene in set(info_extra["added"])]
         if new:
             table = parts_table(new)
             table["id"] += count - len(table)
-            write_index_table(out_table, table, kept=kept_table)
+            write_index_table(out_table, table, kept=kept_table, tile_grid=tile_grid)
         else:
             link_or_copy(kept_table, out_table)
     if state_dir is not None:
@@ -523,6 +526,27 @@ def build_index(
                          retrained=info_extra["built"] == "trained")
     write_json(out_info, info)
     log(f"wrote {built.kind} index of {count} vectors ({info_extra['built']}), recall@{k} {built.recall:.3f}")
+
+
+def recorded_tile_grid(parts: Sequence[ScenePart], kept_table: Path | None = None) -> TileLayout | None:
+    """The tile grid the indexed scenes' tile tables record (and the kept id table, on an add), for
+    the id table to carry on; None when one of them records none (tables of an older run: the later
+    stages then infer it). Tables cut on different grids are one error naming the odd one."""
+    from outcrop.raster.tiles import read_tile_grid
+    from outcrop.search.index_table import IndexTable
+
+    found = [(p.table_path, read_tile_grid(p.table_path)) for p in parts if p.table_path is not None]
+    if kept_table is not None:
+        found.append((kept_table, IndexTable.open(kept_table).tile_grid))
+    if not found or any(grid is None for _, grid in found):
+        return None
+    first_path, first = found[0]
+    for path, grid in found[1:]:
+        if (grid.size, grid.stride) != (first.size, first.stride):
+            raise OutcropError(f"{path}: tiles of {grid.size} px at a stride of {grid.stride}, but {first_path} "
+                               f"holds tiles of {first.size} px at {first.stride}; cut every scene with one "
+                               "tiles.size and tiles.stride")
+    return first
 
 
 def kept_scenes(state_dir: Path, state: dict[str, Any]) -> dict[str, tuple[str, int, int, Path]]:
