@@ -533,3 +533,98 @@ STAGES: dict[str, Stage] = {stage.command: stage for stage in STAGE_LIST}
 def stage_signature(command: str) -> inspect.Signature:
     """The signature of the stage's function (imports its module)."""
     return inspect.signature(STAGES[command].load())
+
+
+# --- the settings table of docs/settings.md ----------------------------------------------------------
+
+# Keys the Snakefile reads itself (which scenes, where results go, which files), not a stage.
+WORKFLOW_KEYS = ("results", "scenes", "deposits", "negatives", "aoi.path", "demo.scenes", "demo.train_scenes")
+
+
+def _allowed(entry: Mapping[str, Any]) -> str:
+    """What a schema entry admits, in words."""
+    if "anyOf" in entry:
+        return " or ".join(_allowed(sub) for sub in entry["anyOf"])
+    if "const" in entry:
+        return f"`{entry['const']}`"
+    kind = entry.get("type")
+    if isinstance(kind, list):
+        return " or ".join(_allowed({**entry, "type": k}) for k in kind)
+    if kind in ("integer", "number"):
+        bounds = [f"{word} {entry[key]}" for key, word in (("minimum", "≥"), ("exclusiveMinimum", ">"),
+                                                           ("maximum", "≤"), ("exclusiveMaximum", "<"))
+                  if key in entry]
+        return kind + (f" {' and '.join(bounds)}" if bounds else "")
+    if kind == "boolean":
+        return "true or false"
+    if kind == "null":
+        return "null"
+    if kind == "array":
+        items = entry.get("items", {})
+        text = f"list of {_allowed(items) if items else 'values'}"
+        if entry.get("minItems") and entry.get("minItems") == entry.get("maxItems"):
+            text += f", exactly {entry['minItems']}"
+        elif entry.get("minItems"):
+            text += f", at least {entry['minItems']}"
+        return text + (", each once" if entry.get("uniqueItems") else "")
+    if kind == "object":
+        return "mapping"
+    if "enum" in entry:
+        return "one of " + ", ".join(f"`{v}`" if v != "" else '`""`' for v in entry["enum"])
+    return "text" + (", not empty" if entry.get("minLength") else "")
+
+
+def _default_text(value: Any) -> str:
+    return "`" + json.dumps(value, ensure_ascii=False) + "`" if not isinstance(value, str) else (
+        f"`{value}`" if value else '`""`')
+
+
+def _table_rows(entry: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping[str, Any]]]:
+    rows = []
+    for name, sub in entry.get("properties", {}).items():
+        key = f"{prefix}{name}"
+        if sub.get("type") == "object" and "properties" in sub:
+            if key in ("surfaces", "encoder.settings"):  # read whole: the mapping has a row too
+                rows.append((key, sub))
+            rows += _table_rows(sub, f"{key}.")
+        else:
+            rows.append((key, sub))
+    return rows
+
+
+def settings_table() -> str:
+    """docs/settings.md: every key of the config schema, its default, what it admits, the stages that
+    read it and what it is; generated (``python -m outcrop.stages > docs/settings.md``) so that it
+    cannot drift from the schema or the declarations."""
+    from outcrop.config import load_schema
+
+    readers: dict[str, list[str]] = {}
+    for stage in STAGE_LIST:
+        for key in stage.setting_keys().values():
+            readers.setdefault(key, []).append(stage.command)
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated from workflow/schemas/config.schema.yaml and outcrop.stages by",
+        "     `python -m outcrop.stages > docs/settings.md`; tests/test_docs.py checks it is current. -->",
+        "",
+        "Every key of `config.yaml`: its default, what it may be, the stages that read it and what it is.",
+        "A stage's job reruns when a key it reads changes (and the jobs after it, which read its outputs),",
+        "never for another key; *workflow* marks the keys the Snakefile reads itself (which scenes and",
+        "files, where the results go). `outcrop <stage> --help` lists the same settings as options.",
+        "",
+        "| key | default | may be | read by | what it is |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, entry in _table_rows(load_schema()):
+        owners = next((readers[k] for k in (key, *(key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1)))
+                       if k in readers), [])
+        read_by = ", ".join(f"`{c}`" for c in owners) if owners else ("*workflow*" if key in WORKFLOW_KEYS else "")
+        what = " ".join(str(entry.get("description", "")).split()).replace("|", "\\|")
+        default_value = _default_text(entry["default"]) if "default" in entry else ""
+        lines.append(f"| `{key}` | {default_value} | {_allowed(entry)} | {read_by} | {what} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - writes docs/settings.md
+    print(settings_table(), end="")

@@ -14,12 +14,19 @@ count, as the FAISS guidelines advise:
   same recall on a workstation (benchmarks/index_scale.py). ``nprobe`` is the smallest that reaches
   ``recall_target`` (0.95) recall@10 on held-out queries: doubled from nlist/64 until it does, then
   bisected down (:func:`tune_nprobe`), since query time grows in proportion to it.
+- where the flat vectors would take more than half of ``memory_gb``, ``IndexIVFPQ`` with the same
+  lists, its codes re-ranked on the exact vectors read from the memory-mapped embeddings
+  (:func:`choose_kind`; :data:`KINDS` names the three).
 
 Adding vectors without rebuilding: ``IndexFlatIP`` takes them at any time and stays exact. The IVF
 index takes them without retraining (``index.add``) while their distribution stays that of the
-training sample; a very different batch of scenes deserves a rebuild, which is what the workflow
-does anyway (its index rule reruns over all embeddings). HNSW would take them too, but can
-never remove any.
+training sample. The workflow keeps the trained index and the scenes in it (``index/state``, with
+checksums): when its index job reruns for a new scene, only that scene's vectors are added
+(:func:`add_to_index`; ``tests/search/test_index_scale.py::test_adding_a_scene_adds_to_the_kept_index``
+shows nothing else is rebuilt). It retrains when asked (``index.retrain``) or when the new vectors
+lie farther from their coarse centroids than ``index.drift_max`` times the training sample did: a
+very different batch of scenes deserves a rebuild. HNSW would take new vectors too, but can never
+remove any.
 
 HNSW is not used: it needs several times the memory of the vectors, builds slowly on few cores, and
 cannot remove vectors, while IVF-Flat keeps exact inner products for the candidates it visits.
@@ -53,6 +60,7 @@ from outcrop.search.vectors import (VectorSource, embedding_source, exact_top_k,
                                     rerank_count)
 
 
+KINDS = ("flat", "ivf_flat", "ivf_pq")  # the kinds of index built, smallest run first (:func:`choose_kind`)
 FRACTIONS = ("valid", *FRACTION_COLUMNS)  # the tile table's fraction columns
 TABLE_COLUMNS = ("id", "scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry")
 RECALL_K = 10
