@@ -19,7 +19,8 @@ import yaml
 
 from outcrop import OutcropError
 
-SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+# Inside the package (package data), so that an installed outcrop finds it as the workflow does.
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 def _with_defaults(validator_class: Any) -> Any:

@@ -605,7 +605,7 @@ def settings_table() -> str:
     lines = [
         "# Settings",
         "",
-        "<!-- Generated from workflow/schemas/config.schema.yaml and outcrop.stages by",
+        "<!-- Generated from workflow/outcrop/schemas/config.schema.yaml and outcrop.stages by",
         "     `python -m outcrop.stages > docs/settings.md`; tests/test_docs.py checks it is current. -->",
         "",
         "Every key of `config.yaml`: its default, what it may be, the stages that read it and what it is.",

@@ -20,7 +20,7 @@ from outcrop.config import refuse_markup
 from outcrop.layout import Layout
 from outcrop.raster.sensors import CANONICAL_BANDS, SENSORS, canonical_name
 
-SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "scenes.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "scenes.schema.yaml"  # package data
 
 
 def _read_text(path: Path, what: str) -> str:
