@@ -95,3 +95,14 @@ def test_surface_threshold_that_is_no_finite_number(capsys):
             "--out", "o.tif", "--surfaces", "ndsi_snow=nan"]
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == "outcrop prepare: error: --surfaces: ndsi_snow: nan is not a finite number"
+
+
+def test_building_the_parser_imports_nothing_heavy():
+    """`outcrop --help` and every subcommand's options come from the stage declarations and the
+    schema alone: no stage module, no array or geometry library, not even the schema validator."""
+    code = ("import sys; from outcrop.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('numpy', 'jsonschema', 'torch', 'faiss', 'rasterio', 'geopandas', 'pandas', "
+            "'pyarrow', 'shapely', 'outcrop.raster', 'outcrop.search', 'outcrop.learning', 'outcrop.figures') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

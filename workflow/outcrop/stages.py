@@ -13,8 +13,9 @@ One declaration per stage is all the three places that run it need:
 
 A setting is named by its config key: ``"embed.spectral_weight"`` goes to the function's parameter
 ``spectral_weight``, ``"min_rock=encoder.train_min_rock"`` to ``min_rock``, a whole section
-``"index.*"`` to one parameter per key of it, and a section without ``.*`` (``"surfaces"``) to one
-parameter that takes the mapping. So adding a setting is a schema entry and a function parameter:
+``"index.*"`` to one parameter per key of it (but those a ``param=key`` of the same declaration
+names otherwise), and a section without ``.*`` (``"surfaces"``) to one parameter that takes the
+mapping. So adding a setting is a schema entry and a function parameter:
 a stage that reads a section takes every key of it, and a stage that reads single keys names the
 new one here once.
 
@@ -26,7 +27,6 @@ only when the stage runs.
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -118,12 +118,14 @@ class Stage:
     def setting_keys(self) -> dict[str, str]:
         """Function parameter -> config key, for every setting the stage reads, in declaration order."""
         out: dict[str, str] = {}
+        renamed = {key for param, _, key in (spec.rpartition("=") for spec in self.settings) if param}
         for spec in self.settings:
             param, _, key = spec.rpartition("=")
-            if key.endswith(".*"):
+            if key.endswith(".*"):  # every key of the section, but those named under another parameter
                 section = key[:-2]
                 for name in schema_entry(section).get("properties", {}):
-                    out[name] = f"{section}.{name}"
+                    if f"{section}.{name}" not in renamed:
+                        out[name] = f"{section}.{name}"
             else:
                 out[param or key.rsplit(".", 1)[-1]] = key
         return out
@@ -359,8 +361,7 @@ STAGE_LIST: tuple[Stage, ...] = (
               given("checkpoint", PATH, to="checkpoint_path", help="kept up to date while training; a rerun resumes "
                     "from it"),
               writes("out", to="out_path"), writes("curve_tsv"), writes("curve_png")),
-        settings=("bands", "min_rock=encoder.train_min_rock", "encoder.device", "settings=encoder.settings"),
-        threads=True,
+        settings=("bands", "min_rock=encoder.train_min_rock", "encoder.*"), threads=True,
     ),
     Stage(
         "embed", "outcrop.learning.embeddings:embed_tiles", "embed one scene's tiles with the trained encoder",
@@ -528,11 +529,6 @@ STAGE_LIST: tuple[Stage, ...] = (
 )
 
 STAGES: dict[str, Stage] = {stage.command: stage for stage in STAGE_LIST}
-
-
-def stage_signature(command: str) -> inspect.Signature:
-    """The signature of the stage's function (imports its module)."""
-    return inspect.signature(STAGES[command].load())
 
 
 # --- the settings table of docs/settings.md ----------------------------------------------------------
