@@ -1,7 +1,8 @@
 """The ``outcrop`` command line: one subcommand per stage, explicit arguments, one clear error.
 
 The workflow's rules call the stages' subcommands; users call them too, and the commands made for
-them (``outcrop query`` against a finished run, ``outcrop info``, ``outcrop stac-search``). A stage's
+them (``outcrop query`` against a finished run, ``outcrop info``, ``outcrop stac-search``,
+``outcrop serve``), whose options that a config key also sets take it from the schema too. A stage's
 subcommand is made from its declaration in :mod:`outcrop.stages`: an option per file, and an option
 per setting, typed, ranged, defaulted and described by the setting's entry in the config schema.
 Stage modules are imported only by the subcommand that runs, so ``outcrop --help`` and light
