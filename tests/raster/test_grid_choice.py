@@ -126,6 +126,7 @@ def test_a_grid_that_distorts_a_scene_is_a_warning_naming_it(tmp_path):
     ('{"crs": "EPSG:32621"}', "not a run grid"),
     ('{"crs": "EPSG:32621", "resolution": -30, "origin": [0, 0]}', "resolution must be positive"),
     ('{"crs": "nowhere", "resolution": 30, "origin": [0, 0]}', "unknown run CRS 'nowhere'"),
+    ('{"crs": "EPSG:4326", "resolution": 30, "origin": [0, 0]}', "crs: 'EPSG:4326' is a geographic CRS"),
 ])
 def test_a_broken_grid_file_is_one_clear_error(tmp_path, text, problem):
     path = tmp_path / "grid.json"

@@ -216,7 +216,8 @@ def test_missing_band_names_file_and_band_and_writes_nothing(tmp_path):
         ({"bands": []}, "no bands"),
         ({"bands": ["tir1"]}, "thermal"),
         ({"declared_bands": ["blue", "green"]}, "2 declared band names for a file of 7 bands"),
-        ({"crs": "EPSG:999999"}, "unknown run CRS"),
+        ({"crs": "EPSG:999999"}, "run CRS: 'EPSG:999999' is not a coordinate reference system"),
+        ({"crs": "EPSG:4326", "resolution": 30}, "run CRS: 'EPSG:4326' is a geographic CRS with axes in degree"),
     ],
 )
 def test_bad_arguments_are_refused(tmp_path, kwargs, pattern):

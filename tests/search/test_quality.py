@@ -119,3 +119,53 @@ def test_quality_refuses_unreadable_demo_scores(tmp_path, content, message):
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"outcrop quality: error: {path}: {message}")
     assert not (tmp_path / "m.json").exists()
+
+
+def _leave_one_out_in_full(vectors, table, geoms, positives, exclude, exclusion_m, site_overlap):
+    """The plain definition: for each deposit, the analogue search of all the others, every query scanned."""
+    from outcrop.search.analogues import best_scores, excluded_ids, query_vectors, suppress_overlapping
+
+    ranks = np.full(len(positives), np.inf)
+    for i in range(len(positives)):
+        others = [p for j, p in enumerate(positives) if j != i]
+        score, _ = best_scores(vectors, query_vectors(vectors, others))
+        zones = np.concatenate([np.delete(geoms, i), exclude])
+        masked = np.where(excluded_ids(table, zones, others, exclusion_m), -np.inf, score)
+        reachable = positives[i][np.isfinite(masked[positives[i]])]
+        if len(reachable):
+            target = reachable[np.lexsort((reachable, -masked[reachable]))[0]]
+            ids = np.arange(len(masked))
+            better = np.flatnonzero((masked > masked[target]) | ((masked == masked[target]) & (ids < target)))
+            order = np.concatenate([better[np.lexsort((better, -masked[better]))], [target]])
+            ranks[i] = int(suppress_overlapping(table.geometry.values[order], site_overlap).sum())
+    return ranks
+
+
+def test_leave_one_out_of_many_deposits_equals_the_search_of_all_the_others_and_samples_honestly():
+    """Computed once for all deposits (top-two scores, the set query less one, zones counted per tile),
+    the ranks are those of running the whole search without each deposit in turn; two deposits on
+    one tile and a deposit that meets no tile (which still excludes its ground) included."""
+    from outcrop.search.analogues import select_positives
+    from outcrop.search.quality import hidden_sample
+
+    table, deposits, positives, vectors = _deposits_with_a_signature(seed=2)
+    rng = np.random.default_rng(5)
+    extra = [Point(500 + 480 * rng.integers(0, 29), 500 + 480 * rng.integers(0, 29)) for _ in range(14)]
+    extra.append(Point(deposits.geometry[2].x + 5, deposits.geometry[2].y))  # shares deposit 2's tiles
+    many = gpd.GeoDataFrame({"name": [f"e{i}" for i in range(6 + len(extra))]},
+                            geometry=[*deposits.geometry, *extra], crs=CRS)
+    positives = select_positives(table, many, buffer_m=100.0)
+    exclude = np.array([Point(9000.0, 9000.0)], dtype=object)  # a deposit on ground with no indexed tile
+    args = dict(exclusion_m=700.0, site_overlap=0.25)
+    geoms = many.geometry.to_numpy()
+    expected = _leave_one_out_in_full(vectors, table, geoms, positives, exclude, **args)
+    lines = []
+    ranks = leave_one_out_ranks(vectors, table, geoms, positives, exclude=exclude, log=lines.append, name="byol", **args)
+    np.testing.assert_array_equal(ranks, expected)
+    assert np.isinf(expected[2]) and np.isinf(expected[-1])  # each lies on the other's tiles
+    assert lines[-1].startswith("quality: leave-one-out: byol: 21 of 21 deposits hidden (") and len(lines) == 11
+    hidden = hidden_sample(len(positives), 8, seed=0)
+    assert len(hidden) == 8 and np.array_equal(hidden, hidden_sample(len(positives), 8, seed=0))
+    sampled = leave_one_out_ranks(vectors, table, geoms, positives, exclude=exclude, hidden=hidden, **args)
+    np.testing.assert_array_equal(sampled, expected[hidden])
+    assert np.array_equal(hidden_sample(5, 8, seed=0), np.arange(5))

@@ -25,7 +25,8 @@ from typing import Any
 
 from outcrop import OutcropError, __version__
 from outcrop.config import schema_entry
-from outcrop.stages import STAGE_LIST, Arg, Stage
+from outcrop.limits import ENV as LIMITS_ENV
+from outcrop.stages import PATH, SOURCE, STAGE_LIST, Arg, Stage, option
 
 
 def _log(message: str) -> None:
@@ -152,23 +153,46 @@ def _shown(value: Any) -> str:
 # --- subcommands made from the stage declarations ------------------------------------------------
 
 
-def _add_arg(p: argparse.ArgumentParser, arg: Arg) -> None:
+# Where each parsed command keeps (dest, name, local only) of its arguments that name files or
+# folders, which are checked against the file system's limits before the command runs.
+_FILE_ARGS = "file_arguments"
+
+
+def _add_arg(p: argparse.ArgumentParser, arg: Arg, positional: bool = False) -> None:
+    """The option (or, ``positional``, the positional argument) of ``arg``, as its declaration says."""
     parse = value_type(arg.kind)
     options: dict[str, Any] = {"dest": arg.param, "help": arg.help or None}
     if arg.many:
         options["nargs"] = "*" if arg.optional else "+"
         options["default"] = []
         options["required"] = not arg.optional
+    elif arg.limit:  # left out: the run's limit, which the function reads (outcrop.limits)
+        options["default"] = None
+        options["help"] = (f"{arg.help} (default: the config's limits.{arg.limit}, as the workflow passes it in "
+                           f"{LIMITS_ENV}; else {_shown(schema_entry('limits.' + arg.limit)['default'])})")
     elif "default" in arg.kind:  # an option of the command line that rules leave as it is
         options["default"] = arg.kind["default"]
         options["help"] = f"{arg.help} (default: {_shown(arg.kind['default'])})"
     else:
         options["required"] = not arg.optional
         options["default"] = ""
-    if arg.is_path:
+    if arg.names_files:
         options["metavar"] = "PATH" if arg.source != "output" else "OUT"
-    else:
+        files = p.get_default(_FILE_ARGS) or ()
+        shown = arg.param if positional else arg.option
+        p.set_defaults(**{_FILE_ARGS: (*files, (arg.param, shown, not arg.is_path))})
+    if not arg.is_path:
         options["type"] = _optional(parse) if arg.optional else parse
+    if positional:  # named by its dest; optional when it has a default
+        del options["dest"]
+        options.pop("required", None)
+        options["metavar"] = arg.name
+        if "default" in arg.kind:
+            options["nargs"] = "?"
+        else:
+            options.pop("default", None)
+        p.add_argument(arg.param, **options)
+        return
     p.add_argument(arg.option, **options)
 
 
@@ -242,8 +266,9 @@ def _stac_search_parser(sub: Any) -> None:
     p = _add(sub, "stac-search", cmd_stac_search, "write a scene sheet from a STAC item, catalog or API search",
              "outcrop stac-search https://earth-search.aws.element84.com/v1/search --collection sentinel-2-l2a "
              "--bbox 162,-78,167,-76 --datetime 2023-11-01/2024-02-28 --max-cloud 20 --out scenes.tsv", False)
-    p.add_argument("source", help="STAC item, item collection, static catalog, API landing page or /search URL")
-    p.add_argument("--out", required=True, help="scene sheet (TSV) to write")
+    _add_arg(p, Arg("source", "", SOURCE, help="STAC item, item collection, static catalog, API landing page or "
+                    "/search URL"), positional=True)
+    _add_arg(p, Arg("out", "output", PATH, help="scene sheet (TSV) to write"))
     p.add_argument("--append", action="store_true", help="add new items to an existing sheet")
     p.add_argument("--collection", default="", help="collection id(s), comma-separated")
     p.add_argument("--bbox", default="", help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)")
@@ -269,11 +294,11 @@ def cmd_query(args: argparse.Namespace) -> None:
 def _query_parser(sub: Any) -> None:
     p = _add(sub, "query", cmd_query, "top analogues of a place, against a finished run",
              "outcrop query --results results --lon 142.7 --lat -67.25 --top 10")
-    p.add_argument("--results", default=_RESULTS, help="a finished run's results folder")
+    _add_arg(p, option("results", {**PATH, "default": _RESULTS}, help="a finished run's results folder"))
     p.add_argument("--lon", type=finite_float)
     p.add_argument("--lat", type=finite_float)
     p.add_argument("--tile", help="SCENE:TILE_ID")
-    p.add_argument("--geometry", help="polygon file")
+    _add_arg(p, Arg("geometry", "input", PATH, optional=True, help="polygon file"))
     p.add_argument("--top", type=positive_int, default=10)
     p.add_argument("--format", choices=("table", "csv", "geojson"), default="table",
                    help="plain-text table (default), CSV, or GeoJSON points at the tile centres")
@@ -288,7 +313,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 def _info_parser(sub: Any) -> None:
     p = _add(sub, "info", cmd_info, "summarise a finished run: scenes, tiles per surface, model, index, "
              "clusters, top analogues", "outcrop info results", False)
-    p.add_argument("results", nargs="?", default=_RESULTS)
+    _add_arg(p, option("results", {**PATH, "default": _RESULTS}, help="a finished run's results folder"),
+             positional=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -314,11 +340,12 @@ def _serve_parser(sub: Any) -> None:
     """Register ``outcrop serve`` on the command line's subparsers."""
     p = _add(sub, "serve", cmd_serve, "search a finished run from a live map: click, mark right and wrong, "
              "search again, export (a local web application)", "outcrop serve results", False)
-    p.add_argument("results", nargs="?", default=_RESULTS, help="a finished run's results folder")
-    p.add_argument("--marks", default="", help="the marks GeoPackage, saved as you mark "
-                   "(default: <results>-marks.gpkg beside the results folder)")
-    p.add_argument("--deposits", default="", help="the run's known deposits, shown on the map "
-                   "(default: the demo's, for a demo run)")
+    _add_arg(p, option("results", {**PATH, "default": _RESULTS}, help="a finished run's results folder"),
+             positional=True)
+    _add_arg(p, Arg("marks", "output", PATH, optional=True, help="the marks GeoPackage, saved as you mark "
+                    "(default: <results>-marks.gpkg beside the results folder)"))
+    _add_arg(p, Arg("deposits", "input", PATH, optional=True, help="the run's known deposits, shown on the map "
+                    "(default: the demo's, for a demo run)"))
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                    "only; another address is warned about)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
@@ -395,15 +422,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ.pop("GDAL_CACHEMAX", None)
 
 
+def _check_path_arguments(args: argparse.Namespace) -> None:
+    """A path too long for the file system, refused naming its argument (the system's own error
+    would surface later as a traceback, or after part of the work). The arguments checked are those
+    declared as files (``format: path``), and sources (``format: source``) where they are local:
+    a remote source is a URL."""
+    from outcrop.limits import check_path
+    from outcrop.raster.sheets import local_input
+
+    for dest, name, local_only in getattr(args, _FILE_ARGS, None) or ():
+        value = getattr(args, dest)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and (not local_only or local_input(item)):
+                check_path(item, name)
+
+
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_path_arguments(args)
         args.func(args)
     except OutcropError as exc:
         # One line, whatever a wrapped library put in the message: logs and job failures stay greppable.
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"outcrop {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk met outside the writers of outcrop.io (a folder made, a lock taken)
+        from outcrop.io import no_space_reason
+
+        reason = no_space_reason(exc)
+        if reason is None:
+            raise
+        print(f"outcrop {args.command}: error: {exc.filename or 'a file'}: {reason}", file=sys.stderr)
         return 2
     return 0
 

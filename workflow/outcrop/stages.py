@@ -38,6 +38,8 @@ from outcrop.config import check_setting, schema_entry
 from outcrop.errors import OutcropError
 
 PATH: dict[str, Any] = {"type": "string", "format": "path"}
+# A file or folder here, or a URL: checked as a path only where it is local.
+SOURCE: dict[str, Any] = {"type": "string", "format": "source"}
 TEXT: dict[str, Any] = {"type": "string"}
 
 
@@ -59,6 +61,9 @@ class Arg:
     optional: bool = False
     to: str = ""
     help: str = ""
+    # The settable limit (outcrop.limits) that the option overrides: left out, the job takes the
+    # config's limits section from the environment.
+    limit: str = ""
 
     @property
     def param(self) -> str:
@@ -72,6 +77,12 @@ class Arg:
     @property
     def is_path(self) -> bool:
         return self.kind.get("format") == "path"
+
+    @property
+    def names_files(self) -> bool:
+        """Whether its values name files or folders (a source: where they are local), which the
+        command line checks against the file system's limits before the stage starts."""
+        return self.kind.get("format") in ("path", "source")
 
 
 def reads(name: str, *, many: bool = False, optional: bool = False, to: str = "", help: str = "") -> Arg:
@@ -99,6 +110,16 @@ def wildcard(name: str, *, to: str = "", help: str = "") -> Arg:
 def option(name: str, kind: Mapping[str, Any], *, to: str = "", help: str = "") -> Arg:
     """A command-line option that rules leave at its default (``kind`` holds it); not a config key."""
     return Arg(name, "", kind, to=to, help=help)
+
+
+def limit_option(name: str, limit: str, *, to: str = "", help: str = "") -> Arg:
+    """A command-line option that overrides the settable limit ``limit`` for one command. Typed and
+    ranged by the limit's schema entry (``limits.<limit>``); left out (rules leave it), the function
+    gets None and takes the limit as the run's config sets it (:func:`outcrop.limits.limit`)."""
+    entry = schema_entry(f"limits.{limit}")
+    kind = {key: value for key, value in entry.items() if key not in ("default", "description")}
+    return Arg(name, "", {**kind, "default": None}, to=to, help=help or str(entry.get("description", "")),
+               limit=limit)
 
 
 @dataclass(frozen=True)
@@ -317,7 +338,8 @@ STAGE_LIST: tuple[Stage, ...] = (
         "reproject a scene onto the run grid with reflectance and a surface mask",
         "outcrop prepare --source LC08_..._SR/ --sensor landsat-c2l2 --scene s1 "
         "--bands coastal,blue,green,red,nir,swir1,swir2 --out prepared/s1.tif",
-        args=(given("source", help="file, product folder, URL or STAC item"), given("sensor"), wildcard("scene"),
+        args=(given("source", SOURCE, help="file, product folder, URL or STAC item"), given("sensor"),
+              wildcard("scene"),
               reads("grid", optional=True, help="the run's grid.json (from `outcrop grid`): CRS, resolution and "
                     "pixel alignment; overrides --crs and --resolution"),
               given("declared_bands", {"type": "array", "items": {"type": "string"}}, optional=True, many=True,
@@ -326,8 +348,8 @@ STAGE_LIST: tuple[Stage, ...] = (
               given("offset", {"type": "number"}, optional=True),
               given("collar", {"type": "string", "enum": ["auto", "off"]}, optional=True,
                     help="auto (the default): mask a constant border without a nodata tag as nodata; off: keep it"),
-              option("max_pixels", {"type": "integer", "minimum": 1, "default": 2_000_000_000},
-                     help="largest scene on the run grid, in pixels; a larger one is refused"),
+              limit_option("max_pixels", "scene_pixels",
+                           help="largest scene on the run grid, in pixels; a larger one is refused"),
               writes("out")),
         settings=("bands", "grid.*", "surfaces"), threads=True,
     ),
@@ -426,7 +448,7 @@ STAGE_LIST: tuple[Stage, ...] = (
               reads("model", help="trained encoder whose architecture the random-encoder baseline copies"),
               reads("labels", optional=True, help="the workflow's clusters (clusters/labels.parquet), also scored"),
               reads("truth_deposits"), reads("deposits"), writes("out")),
-        settings=("analogues.buffer_m", "analogues.exclusion_km", "analogues.site_overlap", "evaluate.*",
+        settings=("analogues.buffer_m", "analogues.exclusion_km", "analogues.site_overlap", "evaluate.recall_k",
                   "clusters.seed"),
         threads=True,
     ),
@@ -448,7 +470,7 @@ STAGE_LIST: tuple[Stage, ...] = (
               reads("demo_scores", optional=True, help="the demo's truth-based scores (outcrop evaluate), merged in"),
               writes("out")),
         settings=("analogues.buffer_m", "analogues.exclusion_km", "analogues.site_overlap", "evaluate.recall_k",
-                  "clusters.seed", "embed.spectral_weight", "embed.context_weight"),
+                  "evaluate.loo_deposits", "clusters.seed", "embed.spectral_weight", "embed.context_weight"),
         threads=True,
     ),
     Stage(
@@ -534,7 +556,14 @@ STAGES: dict[str, Stage] = {stage.command: stage for stage in STAGE_LIST}
 # --- the settings table of docs/settings.md ----------------------------------------------------------
 
 # Keys the Snakefile reads itself (which scenes, where results go, which files), not a stage.
-WORKFLOW_KEYS = ("results", "scenes", "deposits", "negatives", "aoi.path", "demo.scenes", "demo.train_scenes")
+# The limits section is read whole: the Snakefile puts it in every job's environment (outcrop.limits).
+WORKFLOW_KEYS = ("results", "scenes", "deposits", "negatives", "aoi.path", "demo.scenes", "demo.train_scenes",
+                 "limits")
+
+
+def read_by_workflow(key: str) -> bool:
+    """Whether the Snakefile reads ``key`` itself (:data:`WORKFLOW_KEYS`, or a key of a section named there)."""
+    return any(key == k or key.startswith(k + ".") for k in WORKFLOW_KEYS)
 
 
 def _allowed(entry: Mapping[str, Any]) -> str:
@@ -607,7 +636,8 @@ def settings_table() -> str:
         "Every key of `config.yaml`: its default, what it may be, the stages that read it and what it is.",
         "A stage's job reruns when a key it reads changes (and the jobs after it, which read its outputs),",
         "never for another key; *workflow* marks the keys the Snakefile reads itself (which scenes and",
-        "files, where the results go). `outcrop <stage> --help` lists the same settings as options.",
+        "files, where the results go, and the limits, which every job reads from its environment and which",
+        "rerun nothing). `outcrop <stage> --help` lists the same settings as options.",
         "",
         "| key | default | may be | read by | what it is |",
         "| --- | --- | --- | --- | --- |",
@@ -615,7 +645,7 @@ def settings_table() -> str:
     for key, entry in _table_rows(load_schema()):
         owners = next((readers[k] for k in (key, *(key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1)))
                        if k in readers), [])
-        read_by = ", ".join(f"`{c}`" for c in owners) if owners else ("*workflow*" if key in WORKFLOW_KEYS else "")
+        read_by = ", ".join(f"`{c}`" for c in owners) if owners else ("*workflow*" if read_by_workflow(key) else "")
         what = " ".join(str(entry.get("description", "")).split()).replace("|", "\\|")
         default_value = _default_text(entry["default"]) if "default" in entry else ""
         lines.append(f"| `{key}` | {default_value} | {_allowed(entry)} | {read_by} | {what} |")

@@ -15,18 +15,26 @@ os.environ.update(PYTHONPATH=os.pathsep.join(
 ))
 
 from outcrop import OutcropError
-from outcrop.config import canonical_results, validate_config
+from outcrop.config import canonical_results, check_thread_overrides, validate_config
 import outcrop.layout
 import outcrop.stages
 from outcrop.layout import Layout
 from outcrop.learning.encoder_settings import EncoderSettings
+from outcrop.limits import check_run_paths, export_limits
 from outcrop.raster.sheets import demo_sheet, local_input, read_scene_sheet
 
 
 try:
     validate_config(config, "config")
+    # Every job started from here reads the size limits from the environment (outcrop.limits).
+    export_limits(config["limits"])
+    # --set-threads RULE=N (or a profile's set-threads), as Snakemake holds it: a count below 1
+    # would fail each job of the rule when it starts, after the jobs before it have run.
+    check_thread_overrides({rule: getattr(n, "raw", n) for rule, n in
+                            getattr(workflow.resource_settings, "overwrite_threads", {}).items()})
     # One spelling per folder: Snakemake's lock compares paths as text, so `./results`,
-    # `results/` and an absolute path to the same folder must all become the same string.
+    # `results/`, an absolute path to the same folder and a symbolic link to it (or to a parent)
+    # must all become the same string.
     R = canonical_results(config["results"], "config: results")
     # Checked before any job runs, without torch (outcrop.learning.encoder_settings imports none).
     EncoderSettings.from_dict(config["encoder"]["settings"], where="config: encoder.settings")
@@ -34,6 +42,7 @@ try:
         SHEET = read_scene_sheet(config["scenes"])
     else:
         SHEET = demo_sheet(R, config["demo"]["scenes"], config["demo"]["train_scenes"])
+    check_run_paths(R, [row["scene"] for row in SHEET], "config: results", demo=not config["scenes"])
 except OutcropError as exc:
     raise WorkflowError(str(exc))
 

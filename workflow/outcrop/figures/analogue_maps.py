@@ -113,12 +113,14 @@ def write_analogue_maps(
             if int(row["rank"]) <= label_top:
                 ax.annotate(str(int(row["rank"])), (c.x, c.y), xytext=(3, 3), textcoords="offset points",
                             color="white", fontsize=7, fontweight="bold", zorder=4)
-        for geom in deposits.geometry:
-            if geom.geom_type in ("Polygon", "MultiPolygon"):
-                gpd.GeoSeries([geom]).boundary.plot(ax=ax, color="red", lw=1.2, zorder=4)
-            else:
-                p = geom.centroid
-                ax.scatter([p.x], [p.y], marker="^", s=60, color="red", edgecolor="black", linewidths=0.6, zorder=5)
+        # The deposits on this scene, drawn in two calls: a file can hold tens of thousands.
+        near = deposits.cx[min(extent[:2]):max(extent[:2]), min(extent[2:]):max(extent[2:])]
+        areal = near.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
+        if areal.any():
+            near[areal].boundary.plot(ax=ax, color="red", lw=1.2, zorder=4)
+        points = near[~areal].geometry.centroid
+        if len(points):
+            ax.scatter(points.x, points.y, marker="^", s=60, color="red", edgecolor="black", linewidths=0.6, zorder=5)
         furnish(ax, crs, extent)
         note = ", open water left out" if prepared_paths else ""
         ax.set_title(f"{scene}: similarity, known deposits and top analogues ({len(here)} here{note})",

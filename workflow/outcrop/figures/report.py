@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from outcrop.csvfile import read_csv
+from outcrop.errors import OutcropError
 from outcrop.io import atomic_path
 from outcrop.layout import Layout, in_folder
 
@@ -78,6 +79,9 @@ def _quality_section(metrics: dict[str, Any]) -> str:
         if not isinstance(block, dict):
             continue
         seconds = f" ({_fmt(block.get('seconds'))} s)"
+        warning = without_tiles_line(block) if key == "leave_one_out" else ""
+        if warning:
+            parts.append(f"<p><strong>{html.escape(warning)}</strong></p>")
         if "skipped" in block:
             parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>skipped: {_text(block['skipped'])}</p>")
             continue
@@ -89,12 +93,28 @@ def _quality_section(metrics: dict[str, Any]) -> str:
                 rows.append({"features": name, **{k: scores.get(k) for k in keys}})
         if key == "leave_one_out":
             note = f"{_text(block.get('deposits'))} known deposits, each hidden in turn"
+            if isinstance(block.get("hidden"), int) and block["hidden"] < (block.get("deposits") or 0):
+                note = (f"{_text(block['hidden'])} of {_text(block.get('deposits'))} known deposits (a seeded sample), "
+                        "each hidden in turn and searched for from all the others")
         else:
             note = (f"{_text(block.get('queries'))} query tiles cut {_text(block.get('offset_px'))} px off the run's grid, "
                     "matched against an overlapping scene's tiles")
         parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>{note}</p>"
                      + _table(rows, list(rows[0]) if rows else []))
     return "".join(parts)
+
+
+def without_tiles_line(loo: Any) -> str:
+    """The warning for known deposits that meet no indexed tile (``without_tiles`` of the
+    leave-one-out block of ``metrics.json``), or "" when every deposit meets one."""
+    found = loo.get("without_tiles") if isinstance(loo, dict) else None
+    if not isinstance(found, dict) or not found.get("count"):
+        return ""
+    named = [str(n) for n in found.get("named") or []]
+    more = int(found["count"]) - len(named)
+    return ("warning: known deposits that meet no indexed tile (outside every scene, or on cloud, water or other "
+            "ground the index left out), left out of the analogue search: "
+            + ", ".join(named) + (f" and {more:,} more" if more > 0 else ""))
 
 
 def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Path], prepared: Sequence[Path],
@@ -254,13 +274,17 @@ def _without_tiles_line(empty: Sequence[tuple[str, str]]) -> str:
 
 
 def _model_metadata(path: Path) -> dict[str, Any]:
-    """The metadata of an encoder file (torch is imported only here, and only if the file exists)."""
+    """The metadata of an encoder file (torch is imported only here, and only if the file exists);
+    ``{"error": why}`` for a file that is no readable encoder file, which is said, never loaded,
+    and where torch is not installed (the report's environment need not have it)."""
     try:
-        import torch
+        from outcrop.learning.torch_files import read_torch_file
 
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a broken or foreign file: say so, do not fail the overview
-        return {"error": _one_line(exc)}
+        payload = read_torch_file(path, "encoder file")
+    except ImportError:
+        return {"error": "not read: torch is not installed here"}
+    except OutcropError as exc:  # a broken or foreign file: say so, do not fail the overview
+        return {"error": _one_line(exc).removeprefix(f"{path}: ")}
     return payload.get("metadata", {}) if isinstance(payload, dict) else {}
 
 
@@ -326,7 +350,7 @@ def _model_section(model: Path) -> list[str]:
     meta = _model_metadata(model)
     size = f"{model.stat().st_size / 1e6:.1f} MB"
     if "error" in meta:
-        return [f"model: {model} ({size}), unreadable: {meta['error']}"]
+        return [f"model: {model} ({size}): {meta['error']}"]
     settings = meta.get("settings", {})
     parts = [f"{meta.get('arch', '?')}", f"embedding dim {meta.get('embedding_dim', '?')}",
              f"bands {','.join(meta.get('bands', []))}"]
@@ -382,11 +406,14 @@ def _analogues_section(csv: Path, top: int, skipped: Path) -> list[str]:
 def _scores_section(metrics: Path) -> list[str]:
     if not metrics.exists():
         return []
-    summary = json.loads(metrics.read_text()).get("summary", {})
+    scores = json.loads(metrics.read_text())
+    warning = without_tiles_line(scores.get("leave_one_out"))
+    lines = [warning] if warning else []
+    summary = scores.get("summary", {})
     if not summary:  # an ordinary run: no demo truth
-        return []
-    return ["scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                for k, v in sorted(summary.items()))]
+        return lines
+    return lines + ["scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                        for k, v in sorted(summary.items()))]
 
 
 def _readable(name: str, path: Path, section: Callable[..., list[str]], *args: Any) -> list[str]:

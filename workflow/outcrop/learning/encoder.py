@@ -35,6 +35,7 @@ from outcrop.learning.distributed import (
     synchronise_batchnorm,
 )
 from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings
+from outcrop.learning.torch_files import read_torch_file
 from outcrop.io import atomic_path
 from outcrop.locks import exclusive_writer
 from outcrop.learning.optim import build_optimizer, warmup_cosine
@@ -163,9 +164,10 @@ class _Trainer:
         if not path.exists():
             return
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a foreign or damaged file must not stop a fresh run
-            log(f"checkpoint {path} is unreadable ({type(exc).__name__}); starting from scratch")
+            state = read_torch_file(path, "checkpoint")
+        except OutcropError as exc:  # a foreign or damaged file must not stop a fresh run
+            reason = str(exc).removeprefix(f"{path}: ")
+            log(f"checkpoint {path} is unreadable ({reason}); starting from scratch")
             return
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             log(f"checkpoint {path} is not a BYOL checkpoint; starting from scratch")
@@ -377,21 +379,21 @@ def write_curve(tsv_path: Path, png_path: Path, rows: Sequence[Sequence[float]])
         fig.savefig(tmp, format="png", dpi=110)
 
 
+# What to do about an encoder file that cannot be used: the workflow writes it again once it is gone.
+ENCODER_FIX = "give the encoder file that `outcrop train` wrote (the workflow trains again once it is deleted)"
+
+
 def load_encoder(path: Path, device: str = "cpu",
                  expect_bands: Sequence[str] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained backbone (eval mode, on ``device``) and its metadata, from a model file.
 
-    Loads with ``weights_only=True``: a model file cannot run code. A missing, damaged or foreign file,
+    Loads with ``weights_only=True`` (:func:`outcrop.learning.torch_files.read_torch_file`): a model
+    file cannot run code. A missing, damaged or foreign file,
     or bands other than ``expect_bands``, raise :class:`OutcropError` naming the file.
     """
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise OutcropError(f"{path}: model file not found") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for damaged files
-        raise OutcropError(f"{path}: not a readable encoder file ({type(exc).__name__}: {exc})") from None
+    payload = read_torch_file(path, "encoder file", fix=ENCODER_FIX)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise OutcropError(f"{path}: not an outcrop encoder file")
+        raise OutcropError(f"{path}: not an outcrop encoder file; {ENCODER_FIX}")
     meta = payload.get("metadata") or {}
     try:
         model = build_backbone(meta["arch"], int(meta["in_channels"]), int(meta["embedding_dim"]))

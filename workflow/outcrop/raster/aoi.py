@@ -14,6 +14,7 @@ from typing import Any
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import read_vector
+from outcrop.limits import refuse_above
 
 
 def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buffer_km")) -> Any:
@@ -26,7 +27,7 @@ def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buf
     import geopandas as gpd
     from pyproj import CRS
     from pyproj.exceptions import CRSError
-    from shapely import make_valid, union_all
+    from shapely import get_num_coordinates, make_valid, union_all
 
     path = Path(path)
     if not path.exists():
@@ -46,6 +47,9 @@ def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buf
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
     if gdf.empty:
         raise OutcropError(f"{path}: AOI file holds no geometry")
+    # Before the union and the buffer, whose cost grows faster than the vertices.
+    refuse_above("aoi_vertices", int(get_num_coordinates(gdf.geometry.to_numpy()).sum()), str(path),
+                 "vertices in its geometries")
     if gdf.crs is None:
         raise OutcropError(f"{path}: AOI file has no CRS")
     geoms = gdf.to_crs(target).geometry

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from outcrop import OutcropError
-from outcrop.config import default
+from outcrop.config import check_grid_crs, default
 from outcrop.io import atomic_path
 
 AUTO = "auto"
@@ -236,6 +236,7 @@ def choose_grid(headers: Sequence[SceneHeader], crs: str = default("grid.crs"),
                                 + (f" (others: {', '.join(f'{c} {n}' for c, n in counts.items() if c != chosen)})"
                                    if len(counts) > 1 else ""))
     else:
+        check_grid_crs(str(crs), "grid: run CRS", resolution)
         try:
             CRS.from_user_input(crs)
         except CRSError:
@@ -314,6 +315,7 @@ def load_grid(path: str | Path) -> RunGrid:
         CRS.from_user_input(crs)
     except CRSError:
         raise OutcropError(f"{path}: unknown run CRS {crs!r}") from None
+    check_grid_crs(crs, f"{path}: crs")
     return RunGrid(crs, res, (x0 % res, y0 % res))
 
 

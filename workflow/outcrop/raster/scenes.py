@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
-from outcrop.config import default
+from outcrop.config import check_grid_crs, default
 from outcrop.io import prepared_writer
+from outcrop.limits import LIMITS, limit, setting
 from outcrop.raster.sensors import (
     QUALITY_FILL,
     QualityMasks,
@@ -68,7 +69,8 @@ _GDAL_ENV = {
 WINDOW_PIXELS = 1 << 22
 # Largest run-grid block one scene may cover: 2 Gpx is 45000 px on a side, four Landsat scenes
 # wide; a header claiming more (a sparse file of 200000 x 200000 px) is refused before any work.
-MAX_SCENE_PIXELS = 2_000_000_000
+# The default of limits.scene_pixels (outcrop.limits); `outcrop prepare --max-pixels` overrides it.
+MAX_SCENE_PIXELS = LIMITS["scene_pixels"].default
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,9 @@ def find_scene_files(source: str, sensor: Sensor, bands: Sequence[str],
         return _product_folder(path, sensor, bands)
     if path.is_file():
         return _single_file(str(path), sensor, bands, declared_bands)
+    if path.exists():  # GDAL would read /dev/zero without end, or wait on a pipe for a writer
+        raise OutcropError(f"{source}: not a regular file or folder (a device, pipe or socket), so not a raster; "
+                           "give a raster file, a product folder, a URL or a STAC item")
     raise OutcropError(f"{source}: no such file or folder")
 
 
@@ -622,6 +627,8 @@ def _checked_run_grid(scene_id: str, source: str, sensor: str, bands: Sequence[s
     from rasterio.errors import CRSError
 
     check_band_names(bands, source)
+    if str(crs) != "auto":
+        check_grid_crs(str(crs), f"{source}: run CRS", resolution)
     if str(crs) == "auto" or str(resolution) == "auto":
         chosen = choose_grid([read_scene_header(scene_id, source, sensor, bands, declared_bands)], crs, resolution,
                              log=log)
@@ -635,6 +642,48 @@ def _checked_run_grid(scene_id: str, source: str, sensor: str, bands: Sequence[s
     return crs, resolution, origin  # type: ignore[return-value]
 
 
+# No satellite pixel is smaller than this on the ground; a geotransform that says so is broken
+# (GDAL then fails with "Attempt to create 0x0 dataset is illegal").
+MIN_PIXEL_METRES = 0.01
+# Metres in a degree of latitude, for the pixel size of a raster in a geographic CRS.
+METRES_PER_DEGREE = 111_320.0
+
+
+def check_geotransform(path: str, src: Any) -> None:
+    """Refuse a raster whose geotransform outcrop cannot lay onto a grid, in one line naming it:
+    stored south-up or mirrored, pixels of no area, or pixels smaller than :data:`MIN_PIXEL_METRES`.
+
+    A rotated north-up raster is fine (it is resampled like any other).
+    """
+    t = src.transform
+    det = t.a * t.e - t.b * t.d
+    if not all(math.isfinite(v) for v in (t.a, t.b, t.c, t.d, t.e, t.f)) or det == 0:
+        raise OutcropError(f"{path}: the raster's geotransform is degenerate (pixel size {t.a:g} by {t.e:g}, "
+                           f"rotation {t.b:g}, {t.d:g}): its pixels have no area; fix its georeferencing")
+    if t.b == 0 and t.d == 0 and t.e > 0:
+        raise OutcropError(f"{path}: the raster is stored south-up (its geotransform's y pixel size is +{t.e:g}, "
+                           "where a north-up raster's is negative); write it north-up first, e.g. "
+                           f"gdalwarp {Path(path).name} north_up.tif")
+    if det > 0:
+        raise OutcropError(f"{path}: the raster is stored mirrored (geotransform pixel size {t.a:g} by {t.e:g}, "
+                           f"rotation {t.b:g}, {t.d:g}); write it north-up first, e.g. "
+                           f"gdalwarp {Path(path).name} north_up.tif")
+    side = math.sqrt(abs(det))
+    if src.crs.is_geographic:
+        unit, metres = "degree", side * METRES_PER_DEGREE
+    else:
+        try:
+            unit, factor = src.crs.linear_units_factor
+        except Exception:  # noqa: BLE001 - a CRS without linear units: take them as metres
+            unit, factor = "unit", 1.0
+        metres = side * factor
+    if metres < MIN_PIXEL_METRES:
+        size = f"{side:g} m" if unit == "metre" else f"{side:g} {unit} (about {metres:.2g} m)"
+        raise OutcropError(f"{path}: its geotransform gives pixels of {size}, smaller than "
+                           f"{MIN_PIXEL_METRES * 100:g} cm, which no satellite scene has: its georeferencing is wrong; "
+                           "fix it (e.g. gdal_edit.py -a_ullr with the real corners)")
+
+
 def read_scene_header(scene: str, source: str, sensor: str, bands: Sequence[str],
                       declared_bands: Sequence[str] | None = None) -> SceneHeader:
     """The headers of the files that hold ``bands`` of a scene (found as ``prepare`` finds them)."""
@@ -645,6 +694,7 @@ def read_scene_header(scene: str, source: str, sensor: str, bands: Sequence[str]
         with open_raster(path) as src:
             if src.crs is None:
                 raise OutcropError(f"{path}: the raster has no CRS")
+            check_geotransform(path, src)
             headers.append(BandHeader(path, src.crs, src.transform, src.width, src.height))
     return SceneHeader(scene, tuple(headers))
 
@@ -677,10 +727,13 @@ def prepare_on_grid(source: str, sensor: str, out: str | Path, *, scene: str, ba
                     resolution: float | str = default("grid.resolution"),
                     surfaces: Mapping[str, float] | None = None, declared_bands: Sequence[str] | None = None,
                     scale: float | None = None, offset: float | None = None, collar: str | None = None,
-                    max_pixels: int = MAX_SCENE_PIXELS, log: Callable[[str], None] = print) -> None:
+                    max_pixels: int | None = None, log: Callable[[str], None] = print) -> None:
     """The ``prepare`` stage: :func:`prepare_scene` onto the run grid of ``grid`` (``grid.json``: CRS,
     resolution and pixel alignment), or else onto ``crs`` and ``resolution``; ``surfaces`` are the
-    surface-rule thresholds by name (config: surfaces), ``collar`` ``auto`` (or None) or ``off``."""
+    surface-rule thresholds by name (config: surfaces), ``collar`` ``auto`` (or None) or ``off``;
+    ``max_pixels`` None: the run's ``limits.scene_pixels`` (:func:`outcrop.limits.limit`)."""
+    if max_pixels is None:
+        max_pixels = limit("scene_pixels")
     origin = (0.0, 0.0)
     if grid is not None:
         from outcrop.raster.grid_choice import load_grid
@@ -699,6 +752,7 @@ def _raster_headers(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         with open_raster(p) as src:
             if src.crs is None:
                 raise OutcropError(f"{p}: the raster has no CRS")
+            check_geotransform(p, src)
             meta[p] = {"crs": src.crs, "res": abs(src.transform.a), "shape": (src.height, src.width),
                        "transform": src.transform, "bounds": src.bounds, "dtype": src.dtypes[0],
                        "nodata": src.nodata}
@@ -740,7 +794,8 @@ def check_scene_size(grid: SceneGrid, source: str, max_pixels: int = MAX_SCENE_P
     pixels = grid.width * grid.height
     if pixels > max_pixels:
         raise OutcropError(f"{source}: the scene covers {grid.width}x{grid.height} px of the run grid "
-                           f"({pixels / 1e9:.1f} Gpx), more than the {max_pixels / 1e9:.1f} Gpx a scene may have")
+                           f"({pixels / 1e9:.1f} Gpx), more than the {max_pixels / 1e9:.1f} Gpx a scene may have "
+                           f"(--max-pixels, or {setting('scene_pixels')})")
 
 
 def available_memory() -> int | None:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.limits import check_scene_ids
 from outcrop.raster.geo import TileLayout
 
 ROW_GROUP = 16_384
@@ -204,6 +205,8 @@ class IndexTable:
             raise
         except Exception as exc:  # pyarrow and shapely raise their own kinds
             raise OutcropError(f"{self.path}: not a readable index table ({_first_line(exc)})") from None
+        if "scene" in columns:  # ids become paths (embeddings/{scene}.npy): never one outside the run
+            check_scene_ids(np.unique(scenes), str(self.path))
         if "id" in columns:
             first = int(self.starts[group])
             expected = first + (np.arange(n) if take is None else np.asarray(take, dtype=np.int64))
