@@ -67,8 +67,8 @@ def stated_defaults(text: str) -> list[tuple[str, object]]:
             key = _resolve(name, keys)
             if key is not None:
                 out.append((key, _value(value)))
-        for name, first, second in re.findall(r"`([a-z_][a-z0-9_.]*)` \((?:default:? ([^\s,;:)]+)|([^,;()]+?) by default)",
-                                              sentence):
+        for name, first, second in re.findall(r"`([a-z_][a-z0-9_.]*)` \((?:default:? (\d{1,3}(?:[ \u202f]\d{3})+\b|"
+                                              r"[^\s,;:)]+)|([^,;()]+?) by default)", sentence):
             key = _resolve(name, keys)
             if key is not None:
                 out.append((key, _value(first or second)))
@@ -84,6 +84,8 @@ def test_the_default_finder_sees_stated_defaults_and_leaves_others():
             "in one pass. The budget, `encoder.settings.samples` (200 000 by default), is views. Before, the "
             "previous default was `embed.spectral_weight: 0`.")
     assert stated_defaults(text) == [("encoder.settings.symmetry", "d4"), ("encoder.settings.samples", 200000)]
+    assert stated_defaults("More scenes than `limits.sheet_rows` (default 20 000) are refused.") == [
+        ("limits.sheet_rows", 20000)]
     # What docs/architecture.md and docs/evaluation.md said of the spectral weight, once the schema's was 0.15:
     for old in ("With `embed.spectral_weight` above 0 (the default is 0) a row is (N, D + 5C).",
                 "The vector is D + 5C long. `embed.spectral_weight` (default 0: the learned vector alone) is read."):

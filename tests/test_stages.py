@@ -81,10 +81,12 @@ def test_surface_thresholds_default_as_the_schema_says():
 
 def test_every_config_key_is_read_by_a_stage_or_by_the_workflow_itself():
     """A key nobody reads is a setting that does nothing; the few the Snakefile reads itself (which
-    scenes, where the results go) are named here."""
+    scenes, where the results go) are named here, and the limits section, which the Snakefile hands
+    to every job in its environment."""
     read = {key for stage in STAGES.values() for key in stage.setting_keys().values()}
     workflow_keys = {"results", "scenes", "deposits", "negatives", "aoi.path", "demo.scenes", "demo.train_scenes"}
-    unread = [key for key in _leaf_keys(load_schema()) if key not in read and key not in workflow_keys]
+    unread = [key for key in _leaf_keys(load_schema())
+              if key not in read and key not in workflow_keys and not key.startswith("limits.")]
     assert unread == []
 
 
@@ -272,3 +274,25 @@ def test_the_index_job_asks_for_the_memory_its_budget_sets(tmp_path, profile):
         block = re.split(r"\n\s*rule ", proc.stdout.split("\nrule index:", 1)[1])[0]
         asked[memory_gb] = int(re.search(r"resources: .*\bmem_mb=(\d+)", block).group(1))
     assert asked == {8: 8 * 1024 + INDEX_OVERHEAD_MB, 20.5: 20.5 * 1024 + INDEX_OVERHEAD_MB}
+
+
+def test_the_path_check_takes_every_file_argument_from_the_declarations():
+    """The command line checks the lengths of the arguments declared as files (and local sources)
+    before a stage runs: each stage's recorded list is exactly its declared files, and a value that
+    is no file (a scene id) is never measured as a path."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for command, stage in STAGES.items():
+        recorded = {dest for dest, _, _ in commands[command].get_default("file_arguments") or ()}
+        assert recorded == {arg.param for arg in stage.args if arg.names_files}, command
+    local_only = {dest for dest, _, local in commands["prepare"].get_default("file_arguments") if local}
+    assert local_only == {"source"}
+
+
+def test_a_long_output_path_is_refused_and_a_long_scene_id_is_not_taken_for_one(tmp_path, capsys):
+    base = ["prepare", "--source", str(tmp_path / "s.tif"), "--sensor", "geotiff", "--bands", "red"]
+    assert main([*base, "--scene", "s", "--out", str(tmp_path / ("o" * 300 + ".tif"))]) == 2
+    assert capsys.readouterr().err.startswith("outcrop prepare: error: --out: '")
+    assert main([*base, "--scene", "s" * 300, "--out", str(tmp_path / "o.tif")]) == 2
+    err = capsys.readouterr().err
+    assert "--scene" not in err and "a file or folder name of" not in err
