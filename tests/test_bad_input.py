@@ -100,8 +100,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     cli_ok(["train", "--tiles", r.tiles, "--tables", r.table, "--bands", ",".join(BANDS), "--out", r.model,
             "--curve-tsv", root / "model" / "curve.tsv", "--curve-png", root / "model" / "curve.png",
             "--checkpoint", root / "model" / "checkpoint.pt", "--device", "cpu",
-            "--set", "epochs=1", "--set", "batch_size=8", "--set", "embedding_dim=16",
-            "--set", "hidden_dim=32", "--set", "projection_dim=16"])
+            "--settings", "epochs=1", "--settings", "batch_size=8", "--settings", "embedding_dim=16",
+            "--settings", "hidden_dim=32", "--settings", "projection_dim=16"])
     cli_ok(["embed", "--tiles", r.tiles, "--model", r.model, "--device", "cpu", "--out", r.embeddings])
     cli_ok(["index", "--embeddings", r.embeddings, "--tables", r.table, "--out-index", r.index,
             "--out-table", r.index_table, "--out-info", root / "index" / "info.json"])
@@ -254,8 +254,12 @@ def test_unknown_sensor(run, tmp_path, capsys):
 
 
 def test_unknown_band_name(run, tmp_path, capsys):
-    refuse(prepare_args(run.scene, tmp_path / "x.tif", bands=["blue", "ultraviolet"]), "scene.tif",
-           "unknown band name(s) 'ultraviolet'", capsys=capsys, out_dir=tmp_path)
+    """The band names are the schema's words: the command line refuses another before reading anything."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in prepare_args(run.scene, tmp_path / "x.tif", bands=["blue", "ultraviolet"])])
+    assert exit_info.value.code == 2
+    assert "argument --bands: 'ultraviolet' is not one of coastal, blue," in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_band_missing_from_the_file(run, tmp_path, capsys):
@@ -297,9 +301,9 @@ def test_prepared_scene_that_is_not_one(run, tmp_path, capsys):
 def train_args(run: Run, out: Path, *extra: object) -> list:
     return ["train", "--tiles", run.tiles, "--tables", run.table, "--bands", ",".join(BANDS),
             "--out", out / "encoder.pt", "--curve-tsv", out / "curve.tsv", "--curve-png", out / "curve.png",
-            "--checkpoint", out / "checkpoint.pt", "--device", "cpu", "--set", "epochs=1",
-            "--set", "batch_size=8", "--set", "embedding_dim=16", "--set", "hidden_dim=32",
-            "--set", "projection_dim=16", *extra]
+            "--checkpoint", out / "checkpoint.pt", "--device", "cpu", "--settings", "epochs=1",
+            "--settings", "batch_size=8", "--settings", "embedding_dim=16", "--settings", "hidden_dim=32",
+            "--settings", "projection_dim=16", *extra]
 
 
 def test_empty_training_set_after_surface_filtering(tmp_path, capsys):
@@ -339,7 +343,7 @@ def test_training_scene_without_usable_tiles(run, tmp_path, capsys):
 
 
 def test_unknown_encoder_setting(run, tmp_path, capsys):
-    refuse(train_args(run, tmp_path / "model", "--set", "epoch=3"), "encoder.epoch", "unknown encoder setting",
+    refuse(train_args(run, tmp_path / "model", "--settings", "epoch=3"), "--settings", "unknown key 'epoch'",
            capsys=capsys, out_dir=tmp_path)
 
 
@@ -428,7 +432,7 @@ def test_training_checkpoint_of_another_run_is_not_resumed(run, tmp_path, capsys
     assert main([str(a) for a in args]) == 0
     capsys.readouterr()
     (out / "encoder.pt").unlink()
-    other = [b.upper() for b in BANDS]  # same arrays, other band names: another run
+    other = BANDS[::-1]  # same arrays, other band names: another run
     args[args.index(",".join(BANDS))] = ",".join(other)
     assert main([str(a) for a in args]) == 0
     log = capsys.readouterr().out
@@ -522,12 +526,12 @@ def test_a_refusal_as_a_process_prints_one_line_and_exits_2(run, tmp_path):
     """What a Snakemake job sees: the real ``outcrop`` process, its status and its stderr."""
     shutil.copy(run.scene, tmp_path / "scene.tif")
     proc = subprocess.run([sys.executable, "-m", "outcrop.cli", *map(str, prepare_args(
-        tmp_path / "scene.tif", tmp_path / "x.tif", bands=["blue", "ultraviolet"]))],
+        tmp_path / "scene.tif", tmp_path / "x.tif", bands=["blue", "cirrus"]))],
         capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"outcrop prepare: error: {tmp_path / 'scene.tif'}: unknown band name(s) 'ultraviolet'")
+    assert lines[0].startswith(f"outcrop prepare: error: {tmp_path / 'scene.tif'}: band 'cirrus' is not in the file")
     assert "Traceback" not in proc.stderr and not (tmp_path / "x.tif").exists()
 
 

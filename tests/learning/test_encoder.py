@@ -218,10 +218,10 @@ def _train_command(tmp: Path, scene: tuple[Path, Path], out_dir: Path) -> list[s
         "--bands", ",".join(BANDS), "--out", str(out_dir / "encoder.pt"),
         "--curve-tsv", str(out_dir / "curve.tsv"), "--curve-png", str(out_dir / "curve.png"),
         "--checkpoint", str(out_dir / "checkpoint.pt"), "--device", "cpu", "--threads", "1",
-        "--set", "epochs=6", "--set", "batch_size=32", "--set", "hidden_dim=64", "--set", "projection_dim=32",
-        "--set", "embedding_dim=32", "--set", "log_every=1",
+        "--settings", "epochs=6", "--settings", "batch_size=32", "--settings", "hidden_dim=64", "--settings", "projection_dim=32",
+        "--settings", "embedding_dim=32", "--settings", "log_every=1",
         # Checkpoints every ~20 ms as well as at epoch ends, so the kill lands anywhere in an epoch.
-        "--set", "checkpoint_minutes=0.0003",
+        "--settings", "checkpoint_minutes=0.0003",
     ]
 
 
@@ -345,7 +345,7 @@ def test_a_second_trainer_on_one_checkpoint_is_refused_and_deletes_nothing(tmp_p
     """
     scene = write_scene(tmp_path / "tiles", "a", textures(160)[0])
     out = tmp_path / "model"
-    first_cmd = _train_command(tmp_path, scene, out) + ["--set", "epochs=400"]
+    first_cmd = _train_command(tmp_path, scene, out) + ["--settings", "epochs=400"]
     first = subprocess.Popen(first_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90

@@ -109,6 +109,7 @@ def test_queries_under_an_aoi_are_drawn_from_the_indexed_ground_only(tmp_path):
     from rasterio.transform import from_origin
 
     from outcrop.io import write_prepared
+    from outcrop.raster.geo import TileLayout
     from outcrop.raster.tiles import cut_offset_tiles, tile_scene
     from outcrop.search.quality import REID_QUERIES, cut_queries, on_indexed_ground
 
@@ -128,8 +129,9 @@ def test_queries_under_an_aoi_are_drawn_from_the_indexed_ground_only(tmp_path):
     shared = (160 * res, -480 * res, 480 * res, 0.0)
     where = on_indexed_ground(tables["a"], tables["b"])
     args = dict(size=size, stride=stride, bounds=shared, min_valid=0.9, seed=0)
+    layout = TileLayout(size, stride, 0.9)
 
-    _, geoms, _ = cut_queries(tmp_path / "b.tif", **args, where=where)
+    _, geoms, _ = cut_queries(tmp_path / "b.tif", layout, bounds=shared, seed=0, where=where)
     every = cut_offset_tiles(tmp_path / "b.tif", offset=stride // 2, **args)[1]  # the whole overlap
     on_ground = int(where(np.asarray(every)).sum())
     assert len(every) > 3 * REID_QUERIES and 500 < on_ground < REID_QUERIES
@@ -138,7 +140,7 @@ def test_queries_under_an_aoi_are_drawn_from_the_indexed_ground_only(tmp_path):
     centres = np.array([g.centroid.coords[0] for g in geoms])
     assert all(aoi.buffer(size * res).contains(Point(*c)) for c in centres)
     # The sample drawn before the AOI filter: about a sixth of it survives the filter
-    _, before, _ = cut_queries(tmp_path / "b.tif", **args)
+    _, before, _ = cut_queries(tmp_path / "b.tif", layout, bounds=shared, seed=0)
     assert where(np.asarray(before)).sum() < 0.5 * on_ground
 
 
@@ -154,7 +156,7 @@ def test_quality_refuses_unreadable_demo_scores(tmp_path, content, message):
     path.write_text(content)
     x = str(tmp_path / "x")
     proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "quality", "--scenes", "x", "--index", x,
-                           "--index-table", x, "--embeddings", x, "--tiles", x, "--prepared", x, "--model", x,
+                           "--index-table", x, "--embeddings", x, "--tiles", x, "--tables", x, "--prepared", x, "--model", x,
                            "--demo-scores", str(path), "--out", str(tmp_path / "m.json")], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()

@@ -258,7 +258,7 @@ def test_a_second_run_on_a_busy_folder_is_refused(tmp_path, second_run):
 # --- no two jobs write one file -------------------------------------------------------------------
 
 # Options of the outcrop command line that name a file or folder a job writes.
-WRITE_OPTION = re.compile(r"--(out[\w-]*|truth|curve-tsv|curve-png|checkpoint|[\w-]+-dir)\s+(\S+)")
+WRITE_OPTION = re.compile(r"--(out[\w-]*|truth|curve-tsv|curve-png|checkpoint|[\w-]+-dir)[\s=](\S+)")
 
 
 def planned_jobs(workdir: Path) -> list[dict]:
@@ -324,8 +324,8 @@ def test_nested_config_keys_from_the_command_line(tmp_path):
     is refused before any job."""
     write_config(tmp_path, TINY_CONFIG)
     proc = snakemake(tmp_path, "-n", "-p", "--config", "tiles={size: 64}", "grid={resolution: 60}")
-    assert re.search(r"outcrop tile .*--size 64 --stride 16 ", proc.stdout), proc.stdout[-3000:]
-    assert "--resolution 60 " in proc.stdout
+    assert re.search(r"outcrop tile .*--size=64 --stride=16 ", proc.stdout), proc.stdout[-3000:]
+    assert "--resolution=60 " in proc.stdout
     proc = snakemake(tmp_path, "-n", "--config", "grid={resolution: nan}", check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "config: grid.resolution: nan is not a finite number" in text

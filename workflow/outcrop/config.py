@@ -21,7 +21,8 @@ import yaml
 from outcrop import OutcropError
 from outcrop.limits import CONFIG_VALUES
 
-SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+# Inside the package (package data), so that an installed outcrop finds it as the workflow does.
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 def _with_defaults(validator_class: Any) -> Any:
@@ -133,18 +134,34 @@ def _refuse_too_many_values(config: Any, source: str, budget: int = CONFIG_VALUE
                 stack.extend(node)
 
 
-def validate_config(config: dict[str, Any], source: str = "config", schema_path: Path = SCHEMA) -> dict[str, Any]:
-    """Validate ``config`` in place, fill defaults, and raise one error naming the key path."""
+@functools.cache
+def load_schema(path: Path = SCHEMA) -> dict[str, Any]:
+    """The config schema, read once per process (the C loader where PyYAML has it: `--help` reads it)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(Path(path).read_text(), Loader=loader)  # noqa: S506 - a safe loader
+
+
+def schema_entry(key: str) -> dict[str, Any]:
+    """The schema of a dotted config key (``tiles.stride``, ``surfaces``): type, range, default, description."""
+    entry: dict[str, Any] = load_schema()
+    for part in key.split("."):
+        properties = entry.get("properties", {})
+        if part not in properties:
+            raise KeyError(f"{key}: not a key of the config schema")
+        entry = properties[part]
+    return entry
+
+
+def _check(instance: Any, schema: dict[str, Any], source: str, fill_defaults: bool) -> None:
+    """Raise one error naming the key path of the first thing in ``instance`` that ``schema`` refuses."""
     from jsonschema import Draft7Validator
 
-    _refuse_too_many_values(config, source)
-    schema = yaml.safe_load(schema_path.read_text())
-    _read_text_values(config, schema, "", source)
-    bad = _non_finite(config)
+    _read_text_values(instance, schema, "", source)
+    bad = _non_finite(instance)
     if bad is not None:
-        raise OutcropError(f"{source}: {bad[0]}: {bad[1]!r} is not a finite number")
-    validator = _with_defaults(Draft7Validator)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+        raise OutcropError(f"{source}: {bad[0] or '(value)'}: {bad[1]!r} is not a finite number")
+    validator = (_with_defaults(Draft7Validator) if fill_defaults else Draft7Validator)(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         path = ".".join(str(p) for p in err.absolute_path)
@@ -154,6 +171,19 @@ def validate_config(config: dict[str, Any], source: str = "config", schema_path:
             known = ", ".join(err.schema.get("properties", {}))
             raise OutcropError(f"{source}: unknown key {key!r} (known: {known})")
         raise OutcropError(f"{source}: {path or '(top level)'}: {err.message}")
+
+
+def check_setting(value: Any, key: str, source: str) -> Any:
+    """``value`` checked against the schema of config key ``key`` (numbers given as text read as numbers);
+    one error naming ``source`` and the offending part. Returns the value."""
+    _check(value, schema_entry(key), source, fill_defaults=False)
+    return value
+
+
+def validate_config(config: dict[str, Any], source: str = "config", schema_path: Path = SCHEMA) -> dict[str, Any]:
+    """Validate ``config`` in place, fill defaults, and raise one error naming the key path."""
+    _refuse_too_many_values(config, source)
+    _check(config, load_schema(schema_path), source, fill_defaults=True)
     if not str(config["results"]).strip().strip("/"):
         # Every output path is results/..., so an empty results would write at the file-system root.
         raise OutcropError(f"{source}: results: {config['results']!r} names no folder; give the folder "
@@ -321,9 +351,9 @@ def _defaults() -> dict[str, Any]:
 def default(key: str) -> Any:
     """The schema's default for a dotted config key (``tiles.stride``).
 
-    The command line and the stage functions take their defaults from here, so that calling
-    `outcrop tile` or :func:`outcrop.raster.tiles.tile_scene` without an option gives what the workflow
-    gives (tests/test_schema_defaults.py walks the schema to keep it so).
+    The stage functions take their defaults from here (and the command line from the schema
+    itself, through :mod:`outcrop.stages`), so that calling `outcrop tile` or
+    :func:`outcrop.raster.tiles.tile_scene` without an option gives what the workflow gives.
     """
     value: Any = _defaults()
     for part in key.split("."):

@@ -17,6 +17,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(
 from outcrop import OutcropError
 from outcrop.config import canonical_results, check_thread_overrides, validate_config
 import outcrop.layout
+import outcrop.stages
 from outcrop.layout import Layout
 from outcrop.learning.encoder_settings import EncoderSettings
 from outcrop.limits import check_run_paths, export_limits
@@ -70,21 +71,45 @@ wildcard_constraints:
     scene="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
-# Every value in a job's shell command goes in quoted, as `{...:q}`. Snakemake quotes each element
-# of a list on its own, so the helpers below return argument lists, never pre-joined text, and a
-# value from the config, the sheet or a file name arrives as one argument and runs nothing.
+# Each rule runs one stage, declared once in outcrop.stages with its files and the settings it reads.
+# Its command is made from that declaration; every value in it goes in quoted, as `{...:q}` (a list
+# quoted element by element), so a value from the config, the sheet or a file name arrives as one
+# argument and runs nothing.
 
 
-def cli_sets(option, mapping):
-    """A mapping as repeated `--option key=value` arguments, in key order."""
-    import json
-
-    return [arg for k, v in sorted(mapping.items()) for arg in (option, f"{k}={json.dumps(v)}")]
+def stage_shell(command):
+    """The shell command of stage `command` from the rule's named inputs, outputs and params."""
+    return outcrop.stages.stage_shell(command)
 
 
-def optional(option, value):
-    """`[option, value]` when the value is set, else no argument at all."""
-    return [option, str(value)] if value else []
+def stage_args(command):
+    """The settings stage `command` reads, as its arguments: the rule's `params: settings=`, so that
+    Snakemake reruns the job exactly when one of them changes."""
+    return outcrop.stages.stage_args(command, config)
+
+
+def stage_mem_mb(command):
+    """The job's memory request in MB, computed from the settings that size it."""
+    return outcrop.stages.stage_mem_mb(command, config)
+
+
+def on_gpus(command):
+    """`command` started once per GPU of the job under torchrun when its `resources.gpu` is above 1
+    (data-parallel training), as it is otherwise; a `gpu` that is no whole number is refused.
+    `exec`: the command (or torchrun) replaces the shell, so a signal meant for the job reaches it
+    (a shell killed by SIGTERM would leave its child running)."""
+    return (
+        "gpus={resources.gpu:q}; [ \"$gpus\" -eq \"$gpus\" ] 2>/dev/null"
+        " || {{ echo \"resources.gpu '$gpus' is not a whole number\" >&2; exit 2; }};"
+        " if [ \"$gpus\" -gt 1 ]; then"
+        " launch=\"python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python\";"
+        f" else launch=''; fi; exec $launch {command}"
+    )
+
+
+def sheet_value(column):
+    """A column of the job's scene-sheet row (empty when the sheet leaves it empty), for `params:`."""
+    return lambda wildcards: SCENE_ROWS[wildcards.scene][column]
 
 
 def scene_source(wildcards):

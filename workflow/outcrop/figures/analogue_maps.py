@@ -84,7 +84,7 @@ def write_analogue_maps(
 
     if not similarity_paths:
         raise OutcropError("analogue maps: no similarity rasters given")
-    if prepared_paths is not None and len(prepared_paths) != len(similarity_paths):
+    if prepared_paths and len(prepared_paths) != len(similarity_paths):
         raise OutcropError(f"analogue maps: {len(prepared_paths)} prepared scenes given for "
                            f"{len(similarity_paths)} similarity rasters; give one per scene, in the same order")
     _, _, crs = read_similarity(similarity_paths[0])
@@ -98,7 +98,7 @@ def write_analogue_maps(
         scene = Path(path).stem
         values, t, scene_crs = read_similarity(path)
         h, w = values.shape
-        if prepared_paths is not None:
+        if prepared_paths:
             values[~land_cells(Path(prepared_paths[i]), (h, w), t, scene_crs)] = np.nan
         extent = raster_extent(t, w, h)
         fig, ax = plt.subplots(figsize=(8.0, 7.0))
@@ -122,7 +122,7 @@ def write_analogue_maps(
         if len(points):
             ax.scatter(points.x, points.y, marker="^", s=60, color="red", edgecolor="black", linewidths=0.6, zorder=5)
         furnish(ax, crs, extent)
-        note = ", open water left out" if prepared_paths is not None else ""
+        note = ", open water left out" if prepared_paths else ""
         ax.set_title(f"{scene}: similarity, known deposits and top analogues ({len(here)} here{note})",
                      fontsize=10, pad=14)
         ax.legend(handles=[

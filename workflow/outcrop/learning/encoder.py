@@ -17,7 +17,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +225,7 @@ def train_byol(
     table_paths: Sequence[Path],
     out_path: Path,
     *,
-    settings: EncoderSettings,
+    settings: EncoderSettings | Mapping[str, Any],
     curve_tsv: Path,
     curve_png: Path,
     checkpoint_path: Path,
@@ -236,6 +236,10 @@ def train_byol(
 ) -> None:
     """Train a BYOL encoder on the tiles with ``rock >= min_rock`` and write ``out_path``.
 
+    ``settings`` is an :class:`EncoderSettings`, or the mapping of the config's ``encoder.settings``
+    (only the keys given; the rest keep their defaults). ``tile_paths`` and ``table_paths`` list the
+    training scenes' tile arrays and tables, in the same order.
+
     ``bands`` names the C channels of the tile arrays (stored in the model so that embedding refuses
     tiles of other bands); when omitted they are called band1..bandC. Writes the training curve as
     TSV (step, epoch, loss, lr, tau) and PNG, and keeps ``checkpoint_path`` up to date while training.
@@ -244,7 +248,12 @@ def train_byol(
     the global batch ``settings.batch_size`` is split evenly across the ranks (see
     :mod:`outcrop.learning.distributed`); only rank 0 logs and writes the checkpoint, curve and model file.
     """
+    if not isinstance(settings, EncoderSettings):
+        settings = EncoderSettings.from_dict(dict(settings))
     settings.validate()
+    if len(tile_paths) != len(table_paths):
+        raise OutcropError(f"train: {len(tile_paths)} tile array(s) for {len(table_paths)} tile table(s); "
+                           "give one table per array, in the same order")
     ranks, dev = join_process_group(resolve_device(device))
     if not ranks.main:
         log = _quiet

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import check_grid_crs, default
 from outcrop.io import prepared_writer
-from outcrop.limits import LIMITS, setting
+from outcrop.limits import LIMITS, limit, setting
 from outcrop.raster.sensors import (
     QUALITY_FILL,
     QualityMasks,
@@ -711,6 +711,52 @@ def read_scene_header(scene: str, source: str, sensor: str, bands: Sequence[str]
             check_geotransform(path, src)
             headers.append(BandHeader(path, src.crs, src.transform, src.width, src.height))
     return SceneHeader(scene, tuple(headers))
+
+
+def choose_run_grid(scenes_json: str, out: str | Path, *, bands: Sequence[str],
+                    crs: str = default("grid.crs"), resolution: float | str = default("grid.resolution"),
+                    log: Callable[[str], None] = print) -> None:
+    """The ``grid`` stage: choose the run grid from the headers of the scenes in ``scenes_json`` (a
+    JSON list of ``{scene, source, sensor[, bands]}``, as the workflow's rule writes it) and write
+    ``grid.json`` (:mod:`outcrop.raster.grid_choice`)."""
+    import json
+
+    from outcrop.raster.grid_choice import write_grid
+
+    try:
+        rows = json.loads(scenes_json)
+        assert isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)
+        scenes = [(str(r["scene"]), str(r["source"]), str(r["sensor"]), str(r.get("bands") or "")) for r in rows]
+    except (ValueError, AssertionError, KeyError):
+        raise OutcropError("grid: --scenes-json must be a non-empty JSON list of {scene, source, sensor[, bands]}") \
+            from None
+    headers = [read_scene_header(scene, source, sensor, bands,
+                                 [b.strip() for b in declared.split(",") if b.strip()] or None)
+               for scene, source, sensor, declared in scenes]
+    write_grid(out, choose_grid(headers, crs, resolution, log=log))
+
+
+def prepare_on_grid(source: str, sensor: str, out: str | Path, *, scene: str, bands: Sequence[str],
+                    grid: Path | None = None, crs: str = default("grid.crs"),
+                    resolution: float | str = default("grid.resolution"),
+                    surfaces: Mapping[str, float] | None = None, declared_bands: Sequence[str] | None = None,
+                    scale: float | None = None, offset: float | None = None, collar: str | None = None,
+                    max_pixels: int | None = None, log: Callable[[str], None] = print) -> None:
+    """The ``prepare`` stage: :func:`prepare_scene` onto the run grid of ``grid`` (``grid.json``: CRS,
+    resolution and pixel alignment), or else onto ``crs`` and ``resolution``; ``surfaces`` are the
+    surface-rule thresholds by name (config: surfaces), ``collar`` ``auto`` (or None) or ``off``;
+    ``max_pixels`` None: the run's ``limits.scene_pixels`` (:func:`outcrop.limits.limit`)."""
+    if max_pixels is None:
+        max_pixels = limit("scene_pixels")
+    origin = (0.0, 0.0)
+    if grid is not None:
+        from outcrop.raster.grid_choice import load_grid
+
+        run_grid = load_grid(grid)
+        crs, resolution, origin = run_grid.crs, run_grid.resolution, run_grid.origin
+    prepare_scene(source, sensor, out, scene_id=scene, bands=bands, crs=crs, resolution=resolution,  # type: ignore[arg-type]
+                  origin=origin, thresholds=Thresholds(**(surfaces or {})), declared_bands=declared_bands or None,
+                  scale=scale, offset=offset, collar=collar != "off", max_pixels=max_pixels, log=log)
 
 
 def _raster_headers(paths: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -22,7 +22,7 @@ from outcrop.layout import Layout
 from outcrop.limits import limit, refuse_above, scene_id_problem
 from outcrop.raster.sensors import CANONICAL_BANDS, SENSORS, canonical_name
 
-SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "scenes.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "scenes.schema.yaml"  # package data
 
 
 def _read_text(path: Path, what: str) -> str:

@@ -10,9 +10,8 @@ so memory stays at a few strips whatever the scene size.
 from __future__ import annotations
 
 import math
-
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import atomic_path, decode_reflectance, write_geodataframe
 from outcrop.runtime.progress import Progress
+from outcrop.raster.geo import TileLayout
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA
 
 FRACTION_COLUMNS = [name for code, name in sorted(CLASS_NAMES.items()) if code != NODATA]
@@ -41,6 +41,17 @@ def tile_origins(length: int, first_global: int, size: int, stride: int) -> np.n
     """Offsets (px) of tiles along one axis whose start sits on a global multiple of ``stride``."""
     first = (-first_global) % stride
     return np.arange(first, length - size + 1, stride, dtype=np.int64)
+
+
+def grid_position(transform: Any) -> tuple[int, int]:
+    """The global (row, column) of a raster's top-left pixel on the run grid: the one rule every cut uses.
+
+    ``floor``, not ``round``: with the run's pixel alignment at half a pixel (Landsat's corners at
+    15 m on a 30 m grid) ``round`` would send scenes to neighbouring global columns by parity, and
+    a cut that placed its tiles otherwise than the run's own would not land on the run's tiles.
+    """
+    res = transform.a
+    return int(math.floor(-transform.f / res + 1e-6)), int(math.floor(transform.c / res + 1e-6))
 
 
 def _block_fractions(mask_strip: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
@@ -98,11 +109,7 @@ def tile_scene(
         if aoi is not None and not shapely.intersects(aoi, shapely.box(*src.bounds)):
             raise OutcropError(f"{prepared_path}: scene {scene_id} does not overlap the AOI {aoi_name}")
         transform = src.transform
-        res = transform.a
-        # floor, not round: with the run's pixel alignment at half a pixel (Landsat's corners at
-        # 15 m on a 30 m grid) round() would send scenes to neighbouring global columns by parity
-        col0_global = int(math.floor(transform.c / res + 1e-6))
-        row0_global = int(math.floor(-transform.f / res + 1e-6))
+        row0_global, col0_global = grid_position(transform)
         rows = tile_origins(src.height, row0_global, size, stride)
         cols = tile_origins(src.width, col0_global, size, stride)
         tile_rows, tile_cols, frac_all = _scan_kept_tiles(src, rows, cols, size, min_valid, aoi, aoi_name,
@@ -111,7 +118,7 @@ def tile_scene(
         _write_tile_array(src, out_tiles, tile_rows, tile_cols, size, len(bands), scene_id, log)
 
     table = _tile_table(transform, src.crs, scene_id, tile_rows, tile_cols, frac_all, size)
-    write_geodataframe(out_table, table)
+    write_tile_table(out_table, table, TileLayout(size, stride, float(min_valid)))
     log(f"tiles: {scene_id}: {n} tiles of {size}px (stride {stride}) in {time.perf_counter() - t0:.1f}s")
     return n
 
@@ -224,6 +231,59 @@ def _fill_gaps(block: np.ndarray) -> np.ndarray:
     return block.astype(np.float32, copy=False)
 
 
+# The key under which a tile table records the tile grid it was cut on (size, stride, clear fraction),
+# in its pandas attributes (the Parquet footer's PANDAS_ATTRS): written with the tiles, read back by
+# every stage that needs to frame tiles as the run did.
+TILE_GRID_KEY = "tile_grid"
+
+
+def write_tile_table(path: str | Path, table: Any, layout: TileLayout) -> None:
+    """Write a tile table (GeoParquet) with the tile grid it was cut on recorded in its metadata."""
+    table = table.copy()
+    table.attrs[TILE_GRID_KEY] = layout.record()
+    write_geodataframe(path, table)
+
+
+def read_tile_grid(path: str | Path) -> TileLayout | None:
+    """The tile grid recorded in a tile table's metadata (footer only), or None for a table written
+    before outcrop recorded it."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise OutcropError(f"{path}: file not found") from None
+    except Exception as exc:  # pyarrow raises many kinds
+        raise OutcropError(f"{path}: not a readable tile table ({str(exc).splitlines()[0]})") from None
+    try:
+        attrs = json.loads(metadata.get(b"PANDAS_ATTRS", b"{}"))
+    except ValueError:
+        raise OutcropError(f"{path}: the tile table's metadata is not JSON") from None
+    record = attrs.get(TILE_GRID_KEY) if isinstance(attrs, dict) else None
+    return None if record is None else TileLayout.from_record(record, str(path))
+
+
+def tables_tile_grid(paths: Sequence[str | Path]) -> TileLayout:
+    """The one tile grid the tile tables ``paths`` were cut on; an error naming the table that records
+    none (written before outcrop recorded it: cut its tiles again) or another grid."""
+    layout: TileLayout | None = None
+    for path in paths:
+        found = read_tile_grid(path)
+        if found is None:
+            raise OutcropError(f"{path}: the tile table records no tile size and stride (it was written before "
+                               "outcrop recorded them); cut the tiles again (snakemake --forcerun tiles)")
+        if layout is not None and (found.size, found.stride) != (layout.size, layout.stride):
+            raise OutcropError(f"{path}: tiles of {found.size} px at a stride of {found.stride}, other scenes' of "
+                               f"{layout.size} px at {layout.stride}; cut every scene with one tiles.size and "
+                               "tiles.stride")
+        layout = layout or found
+    if layout is None:
+        raise OutcropError("no tile tables given")
+    return layout
+
+
 def read_tile_table(path: str | Path) -> Any:
     """Read a tile table, checking the columns downstream stages rely on."""
     from outcrop.io import read_geoparquet
@@ -291,8 +351,7 @@ def cut_offset_tiles(
         raise OutcropError(f"{prepared_path}: cannot read prepared scene ({exc})") from None
     with src:
         transform, res = src.transform, src.transform.a
-        col0 = int(round(transform.c / res))
-        row0 = int(round(-transform.f / res))
+        row0, col0 = grid_position(transform)
         rows = tile_origins(src.height, row0 - offset, size, stride)
         cols = tile_origins(src.width, col0 - offset, size, stride)
         if bounds is not None:

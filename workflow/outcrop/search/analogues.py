@@ -14,7 +14,7 @@ The ranked list holds distinct *sites*, not tiles: overlapping tiles (stride und
 and the same ground cut from two overlapping scenes would otherwise take several places for one
 discovery. Greedy non-maximum suppression walks the tiles best first and drops a tile whose
 footprint overlaps an already-kept, better tile by more than ``site_overlap`` of its own area
-(:func:`suppress_overlapping`); ``site_overlap=None`` ranks every tile.
+(:func:`suppress_overlapping`); ``site_overlap`` None or 0 ranks every tile.
 
 Deposits files can be large (a national mineral-occurrence database has tens of thousands of
 points), so nothing here loops over deposits in Python: positives come from one spatial query,
@@ -41,8 +41,9 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.limits import refuse_above
-from outcrop.raster.geo import infer_layout, scene_rasters
+from outcrop.raster.geo import scene_rasters
 from outcrop.search.index import load_index, normalise_rows, table_vectors
+from outcrop.search.index_table import table_layout
 from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
 from outcrop.csvfile import csv_text
 
@@ -471,11 +472,11 @@ def top_sites(masked: np.ndarray, table: Any, top: int, site_overlap: float | No
     ids = np.flatnonzero(np.isfinite(masked))
     finite = len(ids)
     scores = masked[ids]
-    want = min(top, finite) if site_overlap is None else min(4 * top, finite)
+    want = min(top, finite) if not site_overlap else min(4 * top, finite)
     while True:
         best = ids[np.argpartition(-scores, want - 1)[:want]] if want > 0 else np.zeros(0, dtype=np.int64)
         best = best[np.lexsort((best, -masked[best]))]
-        if site_overlap is None:
+        if not site_overlap:
             return best
         kept = best[suppress_overlapping(table.geometry.values[best], site_overlap)]
         if len(kept) >= top or want == finite:
@@ -522,7 +523,7 @@ def rank_analogues(
     """The ``top`` sites most similar to the positives, outside the exclusion zones, best first.
 
     A site is the best tile of a group of overlapping ones (see :func:`suppress_overlapping`;
-    ``site_overlap=None`` ranks every tile).
+    ``site_overlap`` None or 0 ranks every tile).
 
     ``vectors`` (M, D) are unit rows aligned with ``table`` rows (index ids); ``positives`` holds the
     ids of each deposit's tiles and ``deposits`` each deposit's own geometry (in the table's CRS),
@@ -639,8 +640,7 @@ def find_analogues(
     write_geodataframe(out_gpkg, ranked, layer="analogues")
     with atomic_path(out_csv) as tmp:
         tmp.write_text(analogues_csv(ranked), encoding="utf-8")
-    layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
-                          table["size"].to_numpy())
+    layout = table_layout(table_path, table)  # the grid the tiles were cut on, as the index table records it
     for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):
         write_cog(Path(similarity_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
                   "nodata": np.nan}, band_names=["similarity"], resampling="average")

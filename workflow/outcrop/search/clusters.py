@@ -21,8 +21,9 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.raster.geo import infer_layout, scene_band_names, scene_rasters
+from outcrop.raster.geo import TileLayout, scene_band_names, scene_rasters
 from outcrop.search.incremental import cached_digest
+from outcrop.search.index_table import table_layout
 from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
 from outcrop.search.vectors import VectorSource, table_source
 from outcrop.csvfile import write_csv
@@ -257,6 +258,7 @@ class Clustering:
     sizes: np.ndarray  # tiles per cluster of the largest k
     cuts: list[int]
     bands: list[str]
+    layout: TileLayout  # the tile grid the label rasters are laid on, as the index table records it
 
     @property
     def finest(self) -> str:
@@ -392,7 +394,8 @@ def cluster_tiles(
     spectrum_rows = np.sort(np.random.default_rng(seed).choice(len(table), min(sample, len(table)), replace=False))
     bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths, spectrum_rows)
     _write_summary(out_summary, levels, spectra, spectrum_rows, bands, table)
-    clustering = Clustering(table, levels, finest_sims, centroids, linkage, sizes, cuts, bands)
+    clustering = Clustering(table, levels, finest_sims, centroids, linkage, sizes, cuts, bands,
+                            table_layout(Path(index_table), table))
     _write_label_rasters(clustering, prepared_paths, rasters_dir)
     if state_dir is not None:
         incremental.save_cluster_state(Path(state_dir), cents, distances, digests, settings,
@@ -481,8 +484,7 @@ def scene_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path]) 
     """Per scene: (scene, grid, raster, transform) of every level's labels (a band per level, in
     the order of ``clustering.levels``) at tile cells; scenes with no indexed tile are all nodata."""
     table = clustering.table
-    layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
-                          table["size"].to_numpy())
+    layout = clustering.layout
     stacked = np.stack(list(clustering.levels.values()), 1)
     dtype, nodata = label_nodata(clustering)
     yield from scene_rasters(prepared_paths, table, layout, stacked, nodata, dtype)

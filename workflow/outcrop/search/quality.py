@@ -10,7 +10,8 @@ Two checks need nothing but the run itself, so they score every run, on the user
   swallowed that tile; recall@k is the share that come back within k, the median rank their middle.
   A deposit whose every tile lies in another's exclusion zone cannot come back: it counts as missed.
 - **Cross-scene re-identification.** Where two prepared scenes overlap, tiles of the later scene are
-  cut on the run's grid shifted by half a stride (so never pixel-identical to the run's tiles) and
+  cut on the run's grid shifted by half a stride (so never pixel-identical to the run's tiles; the
+  size, stride and clear fraction are those recorded in the tile tables, as the tiles were cut) and
   each is matched, by cosine, against every indexed tile of the earlier scene. The right answers
   are the indexed tiles it overlaps most (ties all count); top-1 and top-5 are the shares found
   first and within five.
@@ -33,6 +34,7 @@ from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import load_npy, write_json
 from outcrop.limits import RAW_PIXEL_FLOATS
+from outcrop.raster.geo import TileLayout
 
 MIN_DEPOSITS = 3  # fewer leaves one or no deposit to search with: no honest leave-one-out
 REID_QUERIES = 2000  # query tiles per overlapping scene pair, a seeded sample past this
@@ -101,7 +103,7 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
             better = np.flatnonzero((masked > masked[target]) | ((masked == masked[target]) & (ids < target)))
             ranked = np.concatenate([better[np.lexsort((better, -masked[better]))], [target]])
             # Sites up to the target's: its own place, or (swallowed by a better tile) no better than that.
-            ranks[k] = len(ranked) if site_overlap is None else \
+            ranks[k] = len(ranked) if not site_overlap else \
                 int(suppress_overlapping(table.geometry.values[ranked], site_overlap).sum())
         if log is not None and ((k + 1) % step == 0 or k + 1 == len(hidden)):
             log(f"quality: leave-one-out: {name or 'vectors'}: {k + 1:,} of {len(hidden):,} deposits hidden "
@@ -227,33 +229,33 @@ def _overlapping_pairs(prepared: dict[str, Path], min_width_m: float) -> list[tu
 
 
 def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: Path, embeddings: Sequence[Path],
-                tiles: Sequence[Path], prepared: Sequence[Path], model: Path, deposits: Path | None,
+                tiles: Sequence[Path], prepared: Sequence[Path], model: Path, deposits: Path | None = None,
                 buffer_m: float = default("analogues.buffer_m"),
                 exclusion_km: float = default("analogues.exclusion_km"),
                 site_overlap: float | None = default("analogues.site_overlap"),
-                recall_k: Sequence[int] = default("evaluate.recall_k"), stride: int = default("tiles.stride"),
-                min_valid: float = default("tiles.min_valid"), seed: int = default("clusters.seed"),
+                recall_k: Sequence[int] = default("evaluate.recall_k"), seed: int = default("clusters.seed"),
                 spectral_weight: float = default("embed.spectral_weight"),
-                context_weight: float = default("embed.context_weight"), tables: Sequence[Path] | None = None,
+                context_weight: float = default("embed.context_weight"), tables: Sequence[Path] = (),
                 demo_scores: Path | None = None, loo_deposits: int = default("evaluate.loo_deposits"),
                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write ``metrics.json``: leave-one-deposit-out and re-identification blocks, each feature set,
     their cost in seconds, and (with ``demo_scores``) the demo's truth-based scores merged in.
 
-    ``embeddings``, ``tiles`` and ``prepared`` list one file per scene, in the order of ``scenes``;
-    ``model`` is the trained encoder (re-identification embeds its query tiles with it, and the
-    random-encoder baseline copies its architecture). ``spectral_weight`` and ``context_weight`` must
-    be those the run's embeddings were made with, so that queries are embedded alike; the block part
-    needs the scenes' tile tables (``tables``, one per scene). Without ``deposits`` leave-one-out is
-    not applicable, and the block says so; re-identification still scores the run. Past
-    ``loo_deposits`` deposits, leave-one-out hides a seeded sample of that many, each searched for
-    from all the others. Deposits that meet no indexed tile are named in a warning (the log, and
-    ``without_tiles`` in the block, which the summary shows) and only exclude the ground around them.
+    ``embeddings``, ``tiles``, ``tables`` and ``prepared`` list one file per scene, in the order of
+    ``scenes``; the tile tables give the tile grid the queries are framed on (recorded when the tiles
+    were cut) and the block part's neighbours. ``model`` is the trained encoder (re-identification
+    embeds its query tiles with it, and the random-encoder baseline copies its architecture).
+    ``spectral_weight`` and ``context_weight`` must be those the run's embeddings were made with, so
+    that queries are embedded alike. Without ``deposits`` leave-one-out is not applicable, and the
+    block says so; re-identification still scores the run. Past ``loo_deposits`` deposits,
+    leave-one-out hides a seeded sample of that many, each searched for from all the others.
+    Deposits that meet no indexed tile are named in a warning (the log, and ``without_tiles`` in the
+    block, which the summary shows) and only exclude the ground around them.
     """
+    from outcrop.raster.tiles import tables_tile_grid
     from outcrop.search.index import load_index
 
-    for name, files in (("embeddings", embeddings), ("tiles", tiles), ("prepared", prepared),
-                        *((("tile tables", tables),) if tables is not None else ())):
+    for name, files in (("embeddings", embeddings), ("tiles", tiles), ("prepared", prepared), ("tile tables", tables)):
         if len(files) != len(scenes):
             raise OutcropError(f"quality: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
                                "give one per scene, in the order of --scenes")
@@ -263,8 +265,7 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
         check_deposits_size(deposits)
     t_start = time.perf_counter()
     metrics: dict[str, Any] = read_scores(Path(demo_scores)) if demo_scores else {}
-    if context_weight > 0 and tables is None:
-        raise OutcropError("quality: a context weight above 0 needs the scenes' tile tables (--tables)")
+    layout = tables_tile_grid(tables)  # the grid the run's tiles were cut on, as they record it
     model = Path(model)
     _, table = load_index(Path(index), Path(index_table))
     present = [s for s in scenes if (table.scene == s).any()]
@@ -277,8 +278,8 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     tiles = {s: load_npy(Path(tiles_of[s])) for s in present}
     metrics["tiles"] = int(len(table))
     weights = (spectral_weight, context_weight)
-    tables_of = dict(zip(scenes, tables)) if tables is not None else {}
-    size = int(table["size"].iloc[0]) if len(table) else 0
+    tables_of = dict(zip(scenes, tables))
+    size = layout.size
 
     def blocks(parts: Sequence[tuple[str, np.ndarray]]) -> np.ndarray | None:
         """Block spectra of (scene, rows) parts, in order; None when the run joins no block part."""
@@ -321,7 +322,8 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     prepared = {s: Path(prepared_of[s]) for s in present}
     res = _pixel_size(prepared) if prepared else 0.0
     pairs = _overlapping_pairs(prepared, 2 * size * res) if prepared else []
-    reid: dict[str, Any] = {"pairs": [], "queries": 0, "offset_px": max(stride // 2, 1)}
+    offset = query_offset(layout.stride)
+    reid: dict[str, Any] = {"pairs": [], "queries": 0, "offset_px": offset}
     gallery_px, query_px, query_blocks, gallery_emb, answers, spans = [], [], [], [], [], []
     gallery_parts: list[tuple[str, np.ndarray]] = []
     from outcrop.learning.embeddings import embed_array
@@ -332,8 +334,8 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
         g_rows = rows[earlier]
         g_geoms = table.geometry.values[table.scene.to_numpy() == earlier]
         own = table.geometry.values[table.scene.to_numpy() == later]
-        q_tiles, q_geoms, q_blocks = cut_queries(prepared[later], size=size, stride=stride, bounds=shared,
-                                                 min_valid=min_valid, seed=seed, context=context_weight > 0,
+        q_tiles, q_geoms, q_blocks = cut_queries(prepared[later], layout, bounds=shared, seed=seed,
+                                                 context=context_weight > 0,
                                                  where=on_indexed_ground(np.asarray(g_geoms), np.asarray(own)))
         right = best_overlaps(np.asarray(q_geoms), np.asarray(g_geoms))
         has = np.array([len(a) > 0 for a in right], dtype=bool)
@@ -421,16 +423,24 @@ def read_scores(path: Path) -> dict[str, Any]:
     return scores
 
 
-def cut_queries(prepared: Path, *, size: int, stride: int, bounds: tuple, min_valid: float,
-                seed: int, context: bool = False,
+def query_offset(stride: int) -> int:
+    """How far (px, in rows and columns) re-identification queries sit off the run's tile grid: half
+    a stride, so that no query is pixel for pixel a tile of the run (at least one pixel)."""
+    return max(stride // 2, 1)
+
+
+def cut_queries(prepared: Path, layout: TileLayout, *, bounds: tuple, seed: int, context: bool = False,
                 where: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Query tiles of one scene on the run grid shifted by half a stride, inside ``bounds`` (and
-    where ``where`` keeps them), a seeded sample of :data:`REID_QUERIES`; their footprints, and their
-    block spectra when ``context`` (else an empty array)."""
+    """Query tiles of one scene on the run's tile grid (``layout``, as the tile tables record it)
+    shifted by :func:`query_offset`, inside ``bounds`` (and where ``where`` keeps them), a seeded
+    sample of :data:`REID_QUERIES`; their footprints, and their block spectra when ``context`` (else
+    an empty array)."""
     from outcrop.raster.tiles import cut_offset_tiles
 
-    cut = cut_offset_tiles(prepared, size=size, stride=stride, offset=max(stride // 2, 1), bounds=bounds,
-                           min_valid=min_valid, limit=REID_QUERIES, seed=seed, context=context, where=where)
+    min_valid = layout.min_valid if layout.min_valid is not None else default("tiles.min_valid")
+    cut = cut_offset_tiles(prepared, size=layout.size, stride=layout.stride, offset=query_offset(layout.stride),
+                           bounds=bounds, min_valid=min_valid, limit=REID_QUERIES, seed=seed, context=context,
+                           where=where)
     return cut if context else (*cut, np.zeros((len(cut[0]), 0)))
 
 
