@@ -142,7 +142,7 @@ def full_scene(work: Path, threads: int) -> dict:
         "train (token budget, not projected)": [
             "train", "--tiles", str(work / "tiles.npy"), "--tables", str(work / "tiles.parquet"), "--bands", bands,
             "--out", str(work / "encoder.pt"), "--curve-tsv", str(work / "curve.tsv"), "--curve-png",
-            str(work / "curve.png"), "--checkpoint", str(work / "checkpoint.pt"), "--set", "samples=2560",
+            str(work / "curve.png"), "--checkpoint", str(work / "checkpoint.pt"), "--settings", "samples=2560",
             "--threads", str(threads)],
         "embed": ["embed", "--tiles", str(work / "tiles.npy"), "--model", str(work / "encoder.pt"), "--out",
                   str(work / "embeddings.npy"), "--threads", str(threads)],

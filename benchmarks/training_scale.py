@@ -68,7 +68,7 @@ def run_training(tiles: list[Path], tables: list[Path], out: Path, samples: int 
            "--curve-png", str(out / "curve.png"), "--checkpoint", str(out / "ckpt.pt"), "--threads", "2",
            "--device", "cpu"]
     if samples:
-        cmd += ["--set", f"samples={samples}"]
+        cmd += ["--settings", f"samples={samples}"]
     started = time.monotonic()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     anon_kb = _poll_anon_rss(child)

@@ -11,7 +11,11 @@ cores finish well before one.
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+from tests.services import slurm_installed_but_silent, start_cluster, stop_cluster
 
 SHARED = "workflow"
 SHARED_FIXTURES = {"demo_run", "slurm_cluster", "browser", "live_browser"}
@@ -21,3 +25,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         shared = SHARED_FIXTURES & set(getattr(item, "fixturenames", ()))
         item.add_marker(pytest.mark.xdist_group(SHARED if shared else item.nodeid.split("::")[0]))
+
+
+_STARTED_CLUSTER = "_outcrop_started_cluster"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Where slurm is installed and silent, the first process (before any worker starts) brings the
+    cluster up for the whole session, so that no Snakemake start waits on scontrol; it goes down at
+    the end. Elsewhere nothing starts here: the SLURM test starts its cluster when it runs."""
+    if hasattr(session.config, "workerinput") or os.geteuid() != 0:
+        return
+    if slurm_installed_but_silent():
+        start_cluster()
+        setattr(session.config, _STARTED_CLUSTER, True)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if getattr(session.config, _STARTED_CLUSTER, False):
+        stop_cluster()

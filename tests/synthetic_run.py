@@ -18,7 +18,9 @@ import pandas as pd
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from outcrop.io import save_npy, write_geodataframe, write_prepared
+from outcrop.io import save_npy, write_prepared
+from outcrop.raster.geo import TileLayout
+from outcrop.raster.tiles import write_tile_table
 
 CRS = "EPSG:3031"
 RES = 30.0
@@ -104,7 +106,7 @@ def make_run(root: Path, seed: int = 0, noise: float = 0.25, ice_scene: bool = F
         paths = (root / "embeddings" / f"{scene}.npy", root / "tiles" / f"{scene}.parquet",
                  root / "tiles" / f"{scene}.npy", root / "prepared" / f"{scene}.tif")
         save_npy(paths[0], vec.astype(np.float32))
-        write_geodataframe(paths[1], table)
+        write_tile_table(paths[1], table, TileLayout(SIZE, SIZE, 0.9))  # tiles side by side
         save_npy(paths[2], tiles.astype(np.float32))
         write_prepared(paths[3], reflectance, mask, CRS, from_origin(x0, y0, RES, RES), BANDS)
         run.embeddings.append(paths[0])

@@ -8,6 +8,7 @@ runs the stage that must refuse it. docs/errors.md lists every case with its mes
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from outcrop import OutcropError
 from outcrop.cli import main
 from outcrop.raster.tile_store import open_tiles
 from shapely.geometry import Point, box
@@ -99,8 +101,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     cli_ok(["train", "--tiles", r.tiles, "--tables", r.table, "--bands", ",".join(BANDS), "--out", r.model,
             "--curve-tsv", root / "model" / "curve.tsv", "--curve-png", root / "model" / "curve.png",
             "--checkpoint", root / "model" / "checkpoint.pt", "--device", "cpu",
-            "--set", "epochs=1", "--set", "batch_size=8", "--set", "embedding_dim=16",
-            "--set", "hidden_dim=32", "--set", "projection_dim=16"])
+            "--settings", "epochs=1", "--settings", "batch_size=8", "--settings", "embedding_dim=16",
+            "--settings", "hidden_dim=32", "--settings", "projection_dim=16"])
     cli_ok(["embed", "--tiles", r.tiles, "--model", r.model, "--device", "cpu", "--out", r.embeddings])
     cli_ok(["index", "--embeddings", r.embeddings, "--tables", r.table, "--out-index", r.index,
             "--out-table", r.index_table, "--out-info", root / "index" / "info.json"])
@@ -199,14 +201,66 @@ def test_not_a_tiff(tmp_path, capsys):
            capsys=capsys, out_dir=tmp_path)
 
 
+def _with_transform(path: Path, transform: Affine) -> Path:
+    with rasterio.open(path, "r+") as dst:
+        dst.transform = transform
+    return path
+
+
+def _grid_args(source: Path, out: Path) -> list:
+    return ["grid", "--scenes-json", json.dumps([{"scene": "x", "source": str(source), "sensor": "landsat-c2l2"}]),
+            "--bands", ",".join(BANDS), "--out", out]
+
+
+@pytest.mark.parametrize("stage", ["prepare", "grid"])
+@pytest.mark.parametrize(("transform", "fragments"), [
+    (Affine(30.0, 0, ORIGIN[0], 0, 30.0, ORIGIN[1]),
+     ("the raster is stored south-up (its geotransform's y pixel size is +30", "gdalwarp odd.tif north_up.tif")),
+    (Affine(-30.0, 0, ORIGIN[0], 0, -30.0, ORIGIN[1]), ("the raster is stored mirrored", "gdalwarp")),
+    (Affine(1e-9, 0, ORIGIN[0], 0, -1e-9, ORIGIN[1]),
+     ("its geotransform gives pixels of 1e-09 m, smaller than 1 cm", "its georeferencing is wrong")),
+], ids=["south-up", "mirrored", "nanometre-pixels"])
+def test_a_geotransform_no_grid_can_use(tmp_path, capsys, stage, transform, fragments):
+    """GDAL said "Attempt to create 64x-64 dataset is illegal" (prepare), and the grid job ended
+    in a ZeroDivisionError traceback on nanometre pixels."""
+    src = _with_transform(write_scene(tmp_path / "odd.tif", rock_and_snow()), transform)
+    args = prepare_args(src, tmp_path / "out" / "x.tif") if stage == "prepare" else _grid_args(src, tmp_path / "g.json")
+    if stage == "prepare":
+        args += ["--crs", "EPSG:3031", "--resolution", "30"]
+    refuse(args, "odd.tif: ", *fragments, capsys=capsys, out_dir=tmp_path)
+
+
+def test_a_rotated_north_up_raster_is_prepared(tmp_path):
+    src = _with_transform(write_scene(tmp_path / "rotated.tif", rock_and_snow()),
+                          Affine(30.0, 5.0, ORIGIN[0], 5.0, -30.0, ORIGIN[1]))
+    cli_ok(prepare_args(src, tmp_path / "out" / "x.tif") + ["--crs", "EPSG:3031", "--resolution", "30"])
+
+
+@pytest.mark.parametrize("kind", ["device", "pipe"])
+def test_a_source_that_is_no_regular_file(tmp_path, capsys, kind):
+    """/dev/zero was "no such file or folder"; GDAL would read it without end, or wait on a pipe."""
+    if kind == "device":
+        src = Path("/dev/zero")
+    else:
+        src = tmp_path / "scene.tif"
+        os.mkfifo(src)
+    for args in (prepare_args(src, tmp_path / "out" / "x.tif"), _grid_args(src, tmp_path / "g.json")):
+        refuse(args, f"{src}: not a regular file or folder (a device, pipe or socket), so not a raster",
+               capsys=capsys, out_dir=tmp_path)
+
+
 def test_unknown_sensor(run, tmp_path, capsys):
     refuse(prepare_args(run.scene, tmp_path / "x.tif", sensor="landsat-99"), "unknown sensor 'landsat-99'",
            "landsat-c2l2", capsys=capsys, out_dir=tmp_path)
 
 
 def test_unknown_band_name(run, tmp_path, capsys):
-    refuse(prepare_args(run.scene, tmp_path / "x.tif", bands=["blue", "ultraviolet"]), "scene.tif",
-           "unknown band name(s) 'ultraviolet'", capsys=capsys, out_dir=tmp_path)
+    """The band names are the schema's words: the command line refuses another before reading anything."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in prepare_args(run.scene, tmp_path / "x.tif", bands=["blue", "ultraviolet"])])
+    assert exit_info.value.code == 2
+    assert "argument --bands: 'ultraviolet' is not one of coastal, blue," in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_band_missing_from_the_file(run, tmp_path, capsys):
@@ -248,9 +302,9 @@ def test_prepared_scene_that_is_not_one(run, tmp_path, capsys):
 def train_args(run: Run, out: Path, *extra: object) -> list:
     return ["train", "--tiles", run.tiles, "--tables", run.table, "--bands", ",".join(BANDS),
             "--out", out / "encoder.pt", "--curve-tsv", out / "curve.tsv", "--curve-png", out / "curve.png",
-            "--checkpoint", out / "checkpoint.pt", "--device", "cpu", "--set", "epochs=1",
-            "--set", "batch_size=8", "--set", "embedding_dim=16", "--set", "hidden_dim=32",
-            "--set", "projection_dim=16", *extra]
+            "--checkpoint", out / "checkpoint.pt", "--device", "cpu", "--settings", "epochs=1",
+            "--settings", "batch_size=8", "--settings", "embedding_dim=16", "--settings", "hidden_dim=32",
+            "--settings", "projection_dim=16", *extra]
 
 
 def test_empty_training_set_after_surface_filtering(tmp_path, capsys):
@@ -290,7 +344,7 @@ def test_training_scene_without_usable_tiles(run, tmp_path, capsys):
 
 
 def test_unknown_encoder_setting(run, tmp_path, capsys):
-    refuse(train_args(run, tmp_path / "model", "--set", "epoch=3"), "encoder.epoch", "unknown encoder setting",
+    refuse(train_args(run, tmp_path / "model", "--settings", "epoch=3"), "--settings", "unknown key 'epoch'",
            capsys=capsys, out_dir=tmp_path)
 
 
@@ -302,21 +356,47 @@ def test_encoder_of_other_bands(run, tmp_path, capsys):
            "four.npy", "do not match the 7 bands of", "encoder.pt", capsys=capsys, out_dir=tmp_path)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickle"])
-def test_corrupted_encoder_file(run, tmp_path, capsys, damage):
+@pytest.mark.parametrize(("damage", "problem"), [
+    ("truncated", "the archive is damaged or cut short (PytorchStreamReader failed"),
+    ("garbage", "not a torch zip archive, which is how outcrop writes every encoder file; the file is of another kind"),
+    ("junk", "not a torch zip archive"),  # torch itself said `KeyError: 174812789`
+    ("empty", "the file is empty"),
+    ("pickle", "not a torch zip archive"),
+    ("pickle in a torch archive", "it holds Python objects other than tensors and plain values (it asks for "
+                                  "posix.system), so it is not an outcrop encoder file and is not trusted; "
+                                  "it was not loaded"),
+])
+def test_corrupted_encoder_file(run, tmp_path, capsys, damage, problem):
+    """Each kind of broken file is named for what it is; a pickle that would run code is refused
+    without the advice torch gives (to load it with weights_only=False, which would run it)."""
     model = tmp_path / "encoder.pt"
     data = run.model.read_bytes()
     if damage == "truncated":
         model.write_bytes(data[: len(data) // 2])
     elif damage == "garbage":
         model.write_bytes(b"\x00not a torch file" * 64)
-    else:  # a pickle that would run code if loaded without weights_only
+    elif damage == "junk":
+        model.write_bytes(b"junk\n")
+    elif damage == "empty":
+        model.write_bytes(b"")
+    elif damage == "pickle":  # a pickle that would run code if loaded without weights_only
         import pickle
 
         model.write_bytes(pickle.dumps(Exploit(tmp_path / "pwned")))
-    refuse(["embed", "--tiles", run.tiles, "--model", model, "--device", "cpu", "--out", tmp_path / "out" / "e.npy"],
-           "encoder.pt", "not a readable encoder file", capsys=capsys, out_dir=tmp_path)
+    else:
+        _torch_file_that_runs(model, f"touch {tmp_path / 'pwned'}")
+    embed = ["embed", "--tiles", run.tiles, "--model", model, "--device", "cpu", "--out", tmp_path / "out" / "e.npy"]
+    line = refuse(embed, f"encoder.pt: not a readable encoder file: {problem}", capsys=capsys, out_dir=tmp_path)
+    assert "weights_only" not in line
     assert not (tmp_path / "pwned").exists()
+
+
+def _torch_file_that_runs(path: Path, command: str) -> None:
+    """A torch zip archive whose pickle calls ``os.system(command)`` when loaded freely (written in
+    another process, whose ``os.system`` the pickle names as ``posix.system``)."""
+    code = (f"import torch, os\nclass E:\n    def __reduce__(self):\n        return (os.system, ({command!r},))\n"
+            f"torch.save({{'metadata': E()}}, {str(path)!r})\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 class Exploit:
@@ -353,7 +433,7 @@ def test_training_checkpoint_of_another_run_is_not_resumed(run, tmp_path, capsys
     assert main([str(a) for a in args]) == 0
     capsys.readouterr()
     (out / "encoder.pt").unlink()
-    other = [b.upper() for b in BANDS]  # same arrays, other band names: another run
+    other = BANDS[::-1]  # same arrays, other band names: another run
     args[args.index(",".join(BANDS))] = ",".join(other)
     assert main([str(a) for a in args]) == 0
     log = capsys.readouterr().out
@@ -447,12 +527,12 @@ def test_a_refusal_as_a_process_prints_one_line_and_exits_2(run, tmp_path):
     """What a Snakemake job sees: the real ``outcrop`` process, its status and its stderr."""
     shutil.copy(run.scene, tmp_path / "scene.tif")
     proc = subprocess.run([sys.executable, "-m", "outcrop.cli", *map(str, prepare_args(
-        tmp_path / "scene.tif", tmp_path / "x.tif", bands=["blue", "ultraviolet"]))],
+        tmp_path / "scene.tif", tmp_path / "x.tif", bands=["blue", "cirrus"]))],
         capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"outcrop prepare: error: {tmp_path / 'scene.tif'}: unknown band name(s) 'ultraviolet'")
+    assert lines[0].startswith(f"outcrop prepare: error: {tmp_path / 'scene.tif'}: band 'cirrus' is not in the file")
     assert "Traceback" not in proc.stderr and not (tmp_path / "x.tif").exists()
 
 
@@ -531,11 +611,49 @@ def test_query_with_tile_id_out_of_range(run, tmp_path, capsys):
            "s1.npy (16 tiles); the index and the embeddings come from different runs", capsys=capsys, out_dir=tmp_path)
 
 
+@pytest.mark.parametrize("scene", ["../../outside", "a/b", ""])
+def test_query_on_an_index_table_whose_scene_is_no_scene_id(run, tmp_path, capsys, scene):
+    """An edited index table must not send the query to files outside the run: its scene ids become
+    paths (embeddings/{scene}.npy), so each is checked against the id pattern first."""
+    table = gpd.read_parquet(run.index_table)
+    table["scene"] = scene
+    results = query_results(run, tmp_path / "results", table)
+    shutil.copy(run.embeddings, tmp_path / "outside.npy")  # where results/embeddings/../../outside.npy leads
+    lon, lat = _lonlat(ORIGIN[0] + 5 * 30.0, ORIGIN[1] - 5 * 30.0)
+    refuse(["query", "--results", results, "--lon", lon, "--lat", lat], f"tiles.parquet: scene {scene!r} is not a "
+           "scene id (ids match '^[A-Za-z0-9][A-Za-z0-9_.-]*$'); the file was not written by a run",
+           capsys=capsys, out_dir=tmp_path)
+
+
+def test_run_tables_whose_scene_is_no_scene_id_are_refused_by_every_reader(run, tmp_path):
+    """The whole-run stages and ``open_run`` read the index table, tile tables and cluster labels
+    through one reader, which checks their scene ids the same way."""
+    from outcrop.io import read_geoparquet
+
+    table = gpd.read_parquet(run.index_table)
+    table["scene"] = np.where(np.arange(len(table)) == 3, "../x", "s1")
+    table.to_parquet(tmp_path / "labels.parquet")
+    with pytest.raises(OutcropError, match=r"labels\.parquet: scene '\.\./x' is not a scene id"):
+        read_geoparquet(tmp_path / "labels.parquet")
+    assert len(read_geoparquet(run.index_table)) == len(table)
+
+
 def test_query_of_a_small_run_works(run, tmp_path, capsys):
     """The baseline of the two cases above: the same folder answers with intact files."""
     results = query_results(run, tmp_path / "results")
     assert main(["query", "--results", str(results), "--tile", "s1:0", "--top", "3"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 4
+
+
+@pytest.mark.parametrize(("lon", "lat", "message"), [
+    ("142", "200", "query: --lat 200: latitude out of range (-90 to 90 degrees)"),
+    ("142", "-90.5", "query: --lat -90.5: latitude out of range (-90 to 90 degrees)"),
+    ("400", "-67", "query: --lon 400: longitude out of range (-180 to 180 degrees)"),
+])
+def test_query_of_a_place_off_the_globe(run, tmp_path, capsys, lon, lat, message):
+    """`--lat 200` was "meets no indexed tile", as if the place were only outside the run."""
+    results = query_results(run, tmp_path / "results")
+    refuse(["query", "--results", results, "--lon", lon, "--lat", lat], message, capsys=capsys, out_dir=tmp_path)
 
 
 def info_results(run: Run, folder: Path) -> Path:
@@ -563,14 +681,30 @@ def test_info_on_broken_files_marks_them_and_shows_the_rest(run, tmp_path, capsy
     assert "unreadable" not in model and "embedding dim 16" in model
 
 
-def test_info_shows_the_pickle_refusal_whole(run, tmp_path, capsys):
-    """torch names the refused callable on the third line of its message, past 200 characters."""
+def test_info_says_a_pickle_is_not_trusted_and_never_how_to_load_it(run, tmp_path, capsys):
+    """torch's refusal advises loading with weights_only=False, which would run the file's code."""
     results = info_results(run, tmp_path / "results")
     harmful = tmp_path / "would_be_created"
-    code = f"import torch, os\nclass E:\n    def __reduce__(self):\n        return (os.system, ('touch {harmful}',))\n" \
-           f"torch.save({{'metadata': E()}}, {str(results / 'model' / 'encoder.pt')!r})\n"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    _torch_file_that_runs(results / "model" / "encoder.pt", f"touch {harmful}")
+    assert main(["info", str(results)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("model: "))
+    assert line.endswith("not a readable encoder file: it holds Python objects other than tensors and plain values "
+                         "(it asks for posix.system), so it is not an outcrop encoder file and is not trusted; "
+                         "it was not loaded")
+    assert "weights_only" not in out and "Weights only" not in out
+    assert not harmful.exists()
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"junk\n", "not a torch zip archive, which is how outcrop writes every encoder file; the file is of another kind"),
+    (b"", "the file is empty"),
+    (b"PK\x03\x04 cut short", "the archive is damaged or cut short"),
+])
+def test_info_says_what_is_wrong_with_a_junk_encoder_file(run, tmp_path, capsys, content, problem):
+    """`junk` gave `unreadable: 174812789` (the KeyError torch's legacy reader raised)."""
+    results = info_results(run, tmp_path / "results")
+    (results / "model" / "encoder.pt").write_bytes(content)
     assert main(["info", str(results)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("model: "))
-    assert "unreadable: Weights only load failed." in line and "GLOBAL posix.system" in line
-    assert not harmful.exists()
+    assert f"encoder.pt ({len(content) / 1e6:.1f} MB): not a readable encoder file: {problem}" in line

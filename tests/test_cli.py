@@ -8,9 +8,10 @@ import sys
 import pytest
 
 from outcrop.cli import build_parser, main
+from outcrop.stages import STAGES
 
-SUBCOMMANDS = ["demo-scene", "demo-deposits", "prepare", "tile", "train", "embed", "index", "cluster",
-               "analogues", "evaluate", "report", "query", "info"]
+# The workflow's stages (made from their declarations in outcrop.stages) and the commands for users.
+SUBCOMMANDS = [*STAGES, "stac-search", "query", "info", "serve"]
 
 
 @pytest.mark.parametrize("name", SUBCOMMANDS)
@@ -25,7 +26,9 @@ def test_every_subcommand_has_help_with_an_example(name, capsys):
 def test_parser_knows_every_subcommand():
     parser = build_parser()
     choices = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public accessor
-    assert set(SUBCOMMANDS) <= set(choices)
+    assert set(SUBCOMMANDS) == set(choices)
+    assert {"demo-scene", "prepare", "tile", "train", "embed", "index", "cluster", "analogues", "quality",
+            "report", "webmap"} <= set(STAGES)
 
 
 def test_bad_input_is_one_line_naming_the_file_and_exit_2(tmp_path):
@@ -42,9 +45,9 @@ def test_bad_input_is_one_line_naming_the_file_and_exit_2(tmp_path):
 
 
 def test_set_values_parse_as_json_or_text():
-    from outcrop.cli import _parse_sets
+    from outcrop.stages import parse_pairs
 
-    assert _parse_sets(["epochs=3", "lr=0.01", "arch=resnet18", "view1={\"blur_p\": 0.5}"]) == {
+    assert parse_pairs(["epochs=3", "lr=0.01", "arch=resnet18", "view1={\"blur_p\": 0.5}"], "--settings") == {
         "epochs": 3, "lr": 0.01, "arch": "resnet18", "view1": {"blur_p": 0.5}}
 
 
@@ -58,6 +61,10 @@ def test_set_values_parse_as_json_or_text():
           "--resolution", "nan"], "argument --resolution: 'nan' is not a finite number"),
         (["prepare", "--source", "s.tif", "--sensor", "geotiff", "--scene", "s", "--bands", "red", "--out", "o.tif",
           "--scale", "0.0001x"], "argument --scale: '0.0001x' is not a number"),
+        (["prepare", "--source", "s.tif", "--sensor", "geotiff", "--scene", "s", "--bands", "red", "--out", "o.tif",
+          "--max-pixels", "-1"], "argument --max-pixels: '-1' is less than 1"),
+        (["prepare", "--source", "s.tif", "--sensor", "geotiff", "--scene", "s", "--bands", "red", "--out", "o.tif",
+          "--max-pixels", "0"], "argument --max-pixels: '0' is less than 1"),
         (["tile", "--prepared", "p.tif", "--scene", "s", "--out-tiles", "t.npy", "--out-table", "t.parquet",
           "--min-valid", "inf"], "argument --min-valid: 'inf' is not a finite number"),
         (["tile", "--prepared", "p.tif", "--scene", "s", "--out-tiles", "t.npy", "--out-table", "t.parquet",
@@ -67,7 +74,7 @@ def test_set_values_parse_as_json_or_text():
         (["embed", "--tiles", "t.npy", "--model", "m.pt", "--out", "e.npy", "--threads", "0"],
          "argument --threads: '0' is less than 1"),
         (["embed", "--tiles", "t.npy", "--model", "m.pt", "--out", "e.npy", "--spectral-weight", "-1"],
-         "argument --spectral-weight: '-1' is negative"),
+         "argument --spectral-weight: '-1' is less than 0"),
         (["embed", "--tiles", "t.npy", "--model", "m.pt", "--out", "e.npy", "--spectral-weight", "nan"],
          "argument --spectral-weight: 'nan' is not a finite number"),
         (["analogues", "--index", "i", "--index-table", "t", "--embeddings", "e", "--prepared", "p", "--deposits",
@@ -89,6 +96,17 @@ def test_numbers_the_command_line_refuses(argv, message, capsys):
 
 def test_surface_threshold_that_is_no_finite_number(capsys):
     argv = ["prepare", "--source", "s.tif", "--sensor", "geotiff", "--scene", "s", "--bands", "red",
-            "--out", "o.tif", "--surface", "ndsi_snow=nan"]
+            "--out", "o.tif", "--surfaces", "ndsi_snow=nan"]
     assert main(argv) == 2
-    assert capsys.readouterr().err.strip() == "outcrop prepare: error: --surface ndsi_snow: 'nan' is not a finite number"
+    assert capsys.readouterr().err.strip() == "outcrop prepare: error: --surfaces: ndsi_snow: nan is not a finite number"
+
+
+def test_building_the_parser_imports_nothing_heavy():
+    """`outcrop --help` and every subcommand's options come from the stage declarations and the
+    schema alone: no stage module, no array or geometry library, not even the schema validator."""
+    code = ("import sys; from outcrop.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('numpy', 'jsonschema', 'torch', 'faiss', 'rasterio', 'geopandas', 'pandas', "
+            "'pyarrow', 'shapely', 'outcrop.raster', 'outcrop.search', 'outcrop.learning', 'outcrop.figures') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

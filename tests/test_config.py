@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from outcrop import OutcropError
-from outcrop.config import load_config, validate_config
+from outcrop.config import canonical_results, check_thread_overrides, load_config, validate_config
 from outcrop.raster.sheets import demo_sheet, read_scene_sheet
 
 
@@ -252,3 +252,80 @@ def test_scene_sheet_lines_end_only_at_line_ends(tmp_path):
     source = "/data/a\u2028b\u2029c \" ' d.tif"
     rows = read_scene_sheet(_sheet(tmp_path, [f"a\t{source}\tgeotiff\ttrain", "b\t/data/b.tif\tgeotiff\tindex"]))
     assert [r["source"] for r in rows] == [source, "/data/b.tif"]
+
+
+def test_a_results_folder_behind_a_link_is_spelled_as_its_target(tmp_path, monkeypatch):
+    """Links (to the folder, to a parent, to a folder not made yet) lead to one spelling: the lock
+    Snakemake takes compares paths as text."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "rlink").symlink_to("results")
+    (tmp_path / "up").symlink_to(".")
+    (tmp_path / "later").symlink_to("not_made_yet")
+    elsewhere = tmp_path / "outside"
+    (elsewhere / "real").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "far").symlink_to(elsewhere / "real")
+    for spelling in ("results", "./results", "results/", "rlink", "rlink/", "up/results", "up/rlink",
+                     str(tmp_path / "rlink"), "up/up/rlink/../results"):
+        assert canonical_results(spelling) == "results", spelling
+    assert canonical_results("later") == canonical_results("not_made_yet") == "not_made_yet"
+    assert canonical_results("up/new/run") == "new/run"
+    monkeypatch.chdir(tmp_path / "work")
+    assert canonical_results("far") == canonical_results(str(elsewhere / "real")) == str(elsewhere / "real")
+
+
+def _alias_bomb(levels: int, key: str) -> str:
+    """YAML of ``levels`` aliases under ``key``, each repeating the one before nine times."""
+    items = ["&a0 [" + ", ".join(["blue"] * 9) + "]"]
+    items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return f"{key}:\n" + "".join(f"  - {item}\n" for item in items)
+
+
+@pytest.mark.parametrize("key", ["bands", "unknown_key"])
+def test_a_yaml_alias_bomb_is_refused_by_its_count_of_values(tmp_path, key):
+    """Six levels (531 441 values) are over the limit of 100 000 values and still quick to walk, so
+    the test would end on a checkout without the limit too (with another message)."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(6, key))
+    with pytest.raises(OutcropError, match=rf"bomb\.yaml: {key}: more than 100,000 values .*aliases"):
+        load_config(path)
+
+
+def test_a_config_that_contains_itself_is_refused():
+    config = yaml.safe_load("bands: &a [blue, *a]")
+    with pytest.raises(OutcropError, match=r"config: bands: more than 100,000 values"):
+        validate_config(config)
+
+
+@pytest.mark.parametrize(("grid", "message"), [
+    ({"crs": "+proj=pipeline +step +proj=unitconvert"},
+     "config: grid.crs: '+proj=pipeline +step +proj=unitconvert' is not a coordinate reference system"),
+    ({"crs": "EPSG:4978"}, "config: grid.crs: 'EPSG:4978' is a geocentric CRS, not a 2-D projected CRS"),
+    ({"crs": "EPSG:3031+5773"}, "config: grid.crs: 'EPSG:3031+5773' is a compound CRS"),
+    ({"crs": "EPSG:4326", "resolution": 30},
+     "config: grid.crs: 'EPSG:4326' is a geographic CRS with axes in degree; grid.resolution 30 would be read as "
+     "30 degree a pixel, but the run measures pixels, buffers and distances in metres"),
+    ({"crs": "EPSG:2227", "resolution": 30}, "'EPSG:2227' is a projected CRS with axes in US survey foot"),
+])
+def test_a_grid_crs_no_grid_can_use(grid, message):
+    with pytest.raises(OutcropError) as err:
+        validate_config({"grid": grid})
+    assert message in str(err.value) and "give a projected CRS in metres" in str(err.value)
+
+
+@pytest.mark.parametrize("crs", ["auto", "EPSG:3031", "EPSG:32633", "+proj=utm +zone=33 +south"])
+def test_grid_crs_in_metres_is_accepted(crs):
+    assert validate_config({"grid": {"crs": crs, "resolution": 30}})["grid"]["crs"] == crs
+
+
+@pytest.mark.parametrize("value", [0, "0", "-2", "0.4", "nan", "inf"])
+def test_a_thread_count_below_one_is_refused_naming_the_rule(value):
+    with pytest.raises(OutcropError, match=rf"--set-threads index={value}: a job needs at least 1 thread; "
+                                           "give index=1 or more"):
+        check_thread_overrides({"train_encoder": 4, "index": value})
+
+
+@pytest.mark.parametrize("value", [1, "2", "0.6", "2*input.size_mb", "max(1, attempt)"])
+def test_counts_of_one_or_more_and_expressions_pass(value):
+    check_thread_overrides({"index": value})

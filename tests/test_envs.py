@@ -1,7 +1,8 @@
 """Each rule's conda environment holds every third-party package that the code the rule runs imports.
 
-For every rule in workflow/rules/*.smk: its `python -m outcrop <subcommand>` (or its `script:`) leads, through
-the CLI function of that subcommand, to the package modules it imports, transitively; the
+For every rule in workflow/rules/*.smk: its stage (`stage_shell("<subcommand>")`, whose command is
+`python -m outcrop <subcommand>`) or its `script:` leads, through the command line and the stage's
+declared function (outcrop.stages), to the package modules it imports, transitively; the
 third-party imports found there (read with `ast`, nothing imported) must be listed in the rule's
 envs/*.yaml under their conda names, with pins that agree with pyproject.toml's lower bounds.
 Imports that only run when the module is already loaded (`if "torch" in sys.modules:`) or that are
@@ -74,7 +75,9 @@ def directive(block: str, name: str) -> str | None:
 
 
 def rule_commands(block: str) -> list[str]:
-    return re.findall(r"python -m outcrop ([a-z][a-z0-9-]*)", block)
+    """The outcrop subcommands a rule runs: `stage_shell("tile")`, or `python -m outcrop tile` written out."""
+    found = re.findall(r'python -m outcrop ([a-z][a-z0-9-]*)|stage_shell\("([a-z][a-z0-9-]*)"\)', block)
+    return [written or declared for written, declared in found]
 
 
 # --- imports --------------------------------------------------------------------------------------
@@ -151,33 +154,19 @@ def third_party(start: set[str]) -> set[str]:
 
 
 def cli_imports() -> dict[str, set[str]]:
-    """outcrop subcommand -> modules imported on its way: its function, the cli helpers it calls, the
-    cli module itself."""
+    """outcrop subcommand -> modules imported on its way: the command line's module-level imports, the
+    functions that run a stage, and the module of the stage's declared function."""
+    from outcrop.stages import STAGES
+
     tree = ast.parse((PACKAGE / "cli.py").read_text())
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     module_level = set()
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             module_level |= imports_in(node, "outcrop.cli")
-    commands = {}
-    for node in ast.walk(tree):
-        # _add(sub, "name", cmd_function, ...) registers one subcommand.
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_add":
-            name, func = node.args[1], node.args[2]
-            assert isinstance(name, ast.Constant) and isinstance(func, ast.Name)
-            commands[name.value] = func.id
-    assert commands, "no subcommands found in outcrop/cli.py (registered with _add)"
-
-    def reach(fname: str, seen: set[str]) -> set[str]:
-        seen.add(fname)
-        found = imports_in(functions[fname], "outcrop.cli")
-        for call in ast.walk(functions[fname]):
-            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
-                if call.func.id in functions and call.func.id not in seen:
-                    found |= reach(call.func.id, seen)
-        return found
-
-    return {cmd: module_level | reach(func, set()) for cmd, func in commands.items()}
+    assert "_runner" in functions, "outcrop/cli.py runs stages through _runner"
+    running = imports_in(functions["_runner"], "outcrop.cli") | imports_in(functions["main"], "outcrop.cli")
+    return {name: module_level | running | {stage.function.partition(":")[0]} for name, stage in STAGES.items()}
 
 
 # --- environments ---------------------------------------------------------------------------------
@@ -229,7 +218,7 @@ def test_environment_holds_what_the_rule_imports(rule):
     commands = cli_imports()
     start: set[str] = set()
     for command in rule_commands(block):
-        assert command in commands, f"{rule}: `outcrop {command}` is not a subcommand"
+        assert command in commands, f"{rule}: `outcrop {command}` is not a stage"
         start |= commands[command]
     script = directive(block, "script")
     if script:

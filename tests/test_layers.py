@@ -1,7 +1,7 @@
 """The package's folders are its layers, and imports only go down them, without cycles.
 
 Order, lowest first: runtime < the root modules (outcrop, config, csvfile, errors, io, fields, layout,
-locks, parquet_append, results) < raster < learning <
+limits, locks, parquet_append, results, stages) < raster < learning <
 search < figures < serve < cli. A module may import its own layer and any lower one; every import counts,
 those inside functions too (they run all the same, only later).
 """
@@ -16,7 +16,8 @@ LAYERS = ["runtime", "root", "raster", "learning", "search", "figures", "serve",
 # results (outcrop.open_run) reads a finished run's files through io and layout only, so it sits
 # at the root, where ``outcrop.open_run`` can reach it without importing upward.
 ROOT_MODULES = {"outcrop", "outcrop.config", "outcrop.csvfile", "outcrop.errors", "outcrop.io", "outcrop.fields",
-                "outcrop.layout", "outcrop.locks", "outcrop.parquet_append", "outcrop.results"}
+                "outcrop.layout", "outcrop.limits", "outcrop.locks", "outcrop.parquet_append", "outcrop.results",
+                "outcrop.stages"}
 
 
 def module_name(path: Path) -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from outcrop.config import SCHEMA
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,7 +38,7 @@ def test_workflow_catalog_files():
     assert all(isinstance(v, bool) for v in usage["software-stack-deployment"].values())
     readme = (ROOT / "config" / "README.md").read_text()
     # Every top-level config section is explained there.
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(SCHEMA.read_text())
     missing = [key for key in schema["properties"] if f"`{key}" not in readme]
     assert not missing, f"config/README.md does not mention {missing}"
 
@@ -46,3 +48,13 @@ def test_report_captions_say_what_the_code_draws():
     assert "true colour" in exemplars and "false colour" not in exemplars
     cluster_map = (ROOT / "workflow" / "report" / "cluster_map.rst").read_text()
     assert "largest k" not in cluster_map and "every k" in cluster_map
+
+
+def test_the_schemas_live_in_the_package_and_the_workflow_folder_points_at_them():
+    """The schemas are package data (an installed outcrop reads them: tests/test_wheel.py);
+    workflow/schemas, where the workflow layout puts them, is a link to the package's copy."""
+    package = ROOT / "workflow" / "outcrop" / "schemas"
+    assert SCHEMA == package / "config.schema.yaml" and SCHEMA.is_file()
+    link = ROOT / "workflow" / "schemas"
+    assert link.is_symlink() and link.resolve() == package.resolve()
+    assert sorted(p.name for p in link.iterdir()) == ["config.schema.yaml", "scenes.schema.yaml"]

@@ -62,5 +62,22 @@ def test_info_counts_unknown_ground_apart_from_rock(tmp_path):
     pd.DataFrame({"tile_id": range(3), "scene": "old", "rock": 1.0, "snow_ice": 0.0, "water": 0.0,
                   "cloud": 0.0}).to_parquet(tiles / "old.parquet")
     text = run_info(tmp_path / "results")
-    assert "tiles: 10, by dominant surface: rock 3, snow_ice 0, water 0, cloud 0, unknown 7" in text
-    assert "rgb: 7 tiles (rock 0, snow_ice 0, water 0, cloud 0, unknown 7)" in text
+    assert "tiles: 10, by dominant surface: rock 3, vegetation 0, snow_ice 0, water 0, cloud 0, unknown 7" in text
+    assert "rgb: 7 tiles (rock 0, vegetation 0, snow_ice 0, water 0, cloud 0, unknown 7)" in text
+
+
+def test_info_counts_vegetated_tiles_apart_from_rock(tmp_path):
+    """A forest's tiles are vegetation in `outcrop info`, not rock (tables before the class read 0)."""
+    import pandas as pd
+
+    from outcrop.figures.report import run_info
+
+    tiles = tmp_path / "results" / "tiles"
+    tiles.mkdir(parents=True)
+    pd.DataFrame({"tile_id": range(5), "scene": "forest", "rock": 0.1, "snow_ice": 0.0, "water": 0.0,
+                  "cloud": 0.0, "unknown": 0.0, "vegetation": 0.9}).to_parquet(tiles / "forest.parquet")
+    pd.DataFrame({"tile_id": range(2), "scene": "ice", "rock": 0.0, "snow_ice": 1.0, "water": 0.0,
+                  "cloud": 0.0, "unknown": 0.0}).to_parquet(tiles / "ice.parquet")
+    text = run_info(tmp_path / "results")
+    assert "forest: 5 tiles (rock 0, vegetation 5, snow_ice 0, water 0, cloud 0, unknown 0)" in text
+    assert "ice: 2 tiles (rock 0, vegetation 0, snow_ice 2, water 0, cloud 0, unknown 0)" in text

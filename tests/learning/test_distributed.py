@@ -36,7 +36,7 @@ def _train_args(scene: tuple[Path, Path], out_dir: Path) -> list[str]:
             "--curve-png", str(out_dir / "training_curve.png"), "--checkpoint", str(out_dir / "checkpoint.pt"),
             "--device", "cpu", "--threads", "1"]
     for key, value in SETTINGS.items():
-        args += ["--set", f"{key}={value}"]
+        args += ["--settings", f"{key}={value}"]
     return args
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -217,10 +218,10 @@ def _train_command(tmp: Path, scene: tuple[Path, Path], out_dir: Path) -> list[s
         "--bands", ",".join(BANDS), "--out", str(out_dir / "encoder.pt"),
         "--curve-tsv", str(out_dir / "curve.tsv"), "--curve-png", str(out_dir / "curve.png"),
         "--checkpoint", str(out_dir / "checkpoint.pt"), "--device", "cpu", "--threads", "1",
-        "--set", "epochs=6", "--set", "batch_size=32", "--set", "hidden_dim=64", "--set", "projection_dim=32",
-        "--set", "embedding_dim=32", "--set", "log_every=1",
+        "--settings", "epochs=6", "--settings", "batch_size=32", "--settings", "hidden_dim=64", "--settings", "projection_dim=32",
+        "--settings", "embedding_dim=32", "--settings", "log_every=1",
         # Checkpoints every ~20 ms as well as at epoch ends, so the kill lands anywhere in an epoch.
-        "--set", "checkpoint_minutes=0.0003",
+        "--settings", "checkpoint_minutes=0.0003",
     ]
 
 
@@ -263,6 +264,53 @@ def test_sigkill_then_restart_ends_bit_identical_to_an_uninterrupted_run(tmp_pat
     assert ca["curve"] == cb["curve"]
 
 
+def test_sigint_and_sigterm_save_the_last_step_and_the_resumed_run_ends_bit_identical(tmp_path):
+    """A stop during training saves the end of the last whole step (a step under way is abandoned
+    and undone) and then ends as the signal asks; resumed after three stops, the weights equal an
+    uninterrupted run's."""
+    scene = write_scene(tmp_path / "tiles", "a", textures(160)[0])
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    command = [*_train_command(tmp_path, scene, stopped)[:-2], "--set", "epochs=8"]
+    subprocess.run([*_train_command(tmp_path, scene, whole)[:-2], "--set", "epochs=8"], check=True,
+                   capture_output=True, timeout=180)
+    rng = np.random.default_rng(0)
+    steps_at_stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen = 0
+        deadline = time.monotonic() + 120
+        while seen < 2:  # two new steps logged, then a moment into the next one
+            line = proc.stdout.readline()
+            assert line, f"training ended before it was stopped (status {proc.wait()})"
+            seen += "] step " in line or line.startswith("step ")
+            assert time.monotonic() < deadline
+        time.sleep(float(rng.uniform(0.0, 0.05)))
+        proc.send_signal(sig)
+        rest = proc.stdout.read()
+        # after saving, the process does what the signal asks: SIGINT is Ctrl-C (exit 130, no
+        # traceback), SIGTERM ends it as SIGTERM does
+        assert proc.wait(timeout=60) == (130 if sig == signal.SIGINT else -signal.SIGTERM), rest
+        assert "Traceback" not in rest
+        stopped_at = re.search(rf"stopped by {signal.Signals(sig).name} at step (\d+)/40: checkpoint .* saved", rest)
+        assert stopped_at, rest
+        step = int(stopped_at.group(1))
+        assert torch.load(stopped / "checkpoint.pt", weights_only=True)["step"] == step
+        assert not (stopped / "encoder.pt").exists()
+        steps_at_stop.append(step)
+    assert steps_at_stop == sorted(steps_at_stop) and steps_at_stop[0] > 0
+    resumed = subprocess.run(command, check=True, capture_output=True, text=True, timeout=180)
+    assert f"resumed from {stopped / 'checkpoint.pt'} at step {steps_at_stop[-1]}" in resumed.stdout
+    a = torch.load(whole / "encoder.pt", weights_only=True)
+    b = torch.load(stopped / "encoder.pt", weights_only=True)
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    ca = torch.load(whole / "checkpoint.pt", weights_only=True)
+    cb = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    for key in ca["model"]:  # BatchNorm's running statistics too: an abandoned step left no trace
+        assert torch.equal(ca["model"][key], cb["model"][key]), key
+    assert ca["curve"] == cb["curve"]
+
+
 # --- what it learns ------------------------------------------------------------------------------
 
 
@@ -297,7 +345,7 @@ def test_a_second_trainer_on_one_checkpoint_is_refused_and_deletes_nothing(tmp_p
     """
     scene = write_scene(tmp_path / "tiles", "a", textures(160)[0])
     out = tmp_path / "model"
-    first_cmd = _train_command(tmp_path, scene, out) + ["--set", "epochs=400"]
+    first_cmd = _train_command(tmp_path, scene, out) + ["--settings", "epochs=400"]
     first = subprocess.Popen(first_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90

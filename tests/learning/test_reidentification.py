@@ -6,8 +6,8 @@ half a tile (down, across and both), and on a 16 px grid from a copy of the wind
 EPSG:3031, which turns the ground by about 53°. For each query, the right answer is the gallery
 tile it overlaps most (ties all count). A representation that describes the ground rather than
 the exact pixel grid finds it by cosine similarity; the test compares a small BYOL encoder trained
-on each window against a random encoder of the same shape and prints per-band statistics beside
-them.
+on the three windows together (one training, as a run trains one encoder on all its scenes) against
+a random encoder of the same shape and prints per-band statistics beside them.
 
 Every half-tile offset and every 16 px position of the reprojected copy is used: with the 121
 diagonal shifts of one window alone, two 8-epoch trainings that differ only in seed re-identify
@@ -161,25 +161,35 @@ def query_sets(window: tuple[int, int, int, int]) -> tuple[tuple, dict[str, tupl
         "reprojected": (warped_tiles, warped_blocks, best_matches(warped_boxes, gallery_boxes))}
 
 
-@pytest.fixture(scope="module", params=WINDOWS, ids=lambda w: f"window{w[0]}x{w[1]}")
-def scene(request, tmp_path_factory):
-    """Gallery tiles, two query sets with their answers, a BYOL encoder trained on the window, and
-    the window's (row, col)."""
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory) -> Path:
+    """One BYOL encoder trained on the three windows together, as a run trains one encoder on all
+    its training scenes: every position of the ground at a stride of 16 px, no pairing given."""
     import pandas as pd
 
     torch.set_num_threads(2)
-    image, transform, _ = read_window(request.param)
-    gallery, queries = query_sets(request.param)
-    # Train on the window at a stride of 16 px: every position of the ground, no pairing given.
-    train_tiles, _ = cut(image, transform, stride=16)
     tmp = tmp_path_factory.mktemp("reid")
-    np.save(tmp / "window.npy", train_tiles)
-    pd.DataFrame({"tile_id": np.arange(len(train_tiles)), "rock": 1.0}).to_parquet(tmp / "window.parquet")
+    arrays, tables = [], []
+    for i, window in enumerate(WINDOWS):
+        image, transform, _ = read_window(window)
+        train_tiles, _ = cut(image, transform, stride=16)
+        arrays.append(tmp / f"window{i}.npy")
+        tables.append(tmp / f"window{i}.parquet")
+        np.save(arrays[-1], train_tiles)
+        pd.DataFrame({"tile_id": np.arange(len(train_tiles)), "rock": 1.0}).to_parquet(tables[-1])
     model = tmp / "encoder.pt"
-    train_byol([tmp / "window.npy"], [tmp / "window.parquet"], model, settings=EncoderSettings.from_dict(SETTINGS),
+    train_byol(arrays, tables, model, settings=EncoderSettings.from_dict(SETTINGS),
                curve_tsv=tmp / "curve.tsv", curve_png=tmp / "curve.png", checkpoint_path=tmp / "ckpt.pt",
                bands=list(BANDS), device="cpu", log=lambda m: None)
-    return gallery, queries, model, request.param[:2]
+    return model
+
+
+@pytest.fixture(scope="module", params=WINDOWS, ids=lambda w: f"window{w[0]}x{w[1]}")
+def scene(request, encoder):
+    """Gallery tiles, two query sets with their answers, the encoder trained on the windows, and
+    the window's (row, col)."""
+    gallery, queries = query_sets(request.param)
+    return gallery, queries, encoder, request.param[:2]
 
 
 def shipped(net, meta: dict, tiles: np.ndarray, blocks: np.ndarray) -> np.ndarray:

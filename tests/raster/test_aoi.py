@@ -61,3 +61,21 @@ def test_aoi_errors(tmp_path):
         aoi_geometry(junk, "EPSG:3031")
     with pytest.raises(OutcropError, match="geographic"):
         aoi_geometry(shp, "EPSG:4326")
+
+
+def test_an_aoi_with_more_vertices_than_the_limit_is_refused_naming_the_setting(tmp_path, monkeypatch):
+    """The union and the buffer of a huge coastline would run for hours: its vertices are counted first."""
+    import numpy as np
+
+    angles = np.linspace(0, 2 * np.pi, 400, endpoint=False)
+    ring = Polygon(np.c_[-1_000_000 + 5000 * np.cos(angles), 500_000 + 5000 * np.sin(angles)])
+    path = tmp_path / "coast.gpkg"
+    gpd.GeoDataFrame(geometry=[ring], crs=3031).to_file(path)
+    monkeypatch.setenv("OUTCROP_LIMITS", '{"aoi_vertices": 401}')
+    assert aoi_geometry(path, "EPSG:3031").area > 0
+    monkeypatch.setenv("OUTCROP_LIMITS", '{"aoi_vertices": 400}')
+    with pytest.raises(OutcropError) as err:
+        aoi_geometry(path, "EPSG:3031")
+    assert str(err.value) == (f"{path}: 401 vertices in its geometries, and limits.aoi_vertices in the config (or "
+                              "OUTCROP_LIMITS='{\"aoi_vertices\": N}' for a command run by hand) allows at most 400; "
+                              "check the file, or raise the limit")

@@ -3,6 +3,7 @@ scenes already on it copied rather than resampled, and warnings for scenes the g
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -127,6 +128,7 @@ def test_a_grid_that_distorts_a_scene_is_a_warning_naming_it(tmp_path):
     ('{"crs": "EPSG:32621"}', "not a run grid"),
     ('{"crs": "EPSG:32621", "resolution": -30, "origin": [0, 0]}', "resolution must be positive"),
     ('{"crs": "nowhere", "resolution": 30, "origin": [0, 0]}', "unknown run CRS 'nowhere'"),
+    ('{"crs": "EPSG:4326", "resolution": 30, "origin": [0, 0]}', "crs: 'EPSG:4326' is a geographic CRS"),
 ])
 def test_a_broken_grid_file_is_one_clear_error(tmp_path, text, problem):
     path = tmp_path / "grid.json"
@@ -175,3 +177,101 @@ def test_info_and_summary_show_the_grid_and_its_warnings(tmp_path):
                   index_info=Path(run.index_info), grid=Path(run.grid), log=lambda _: None)
     page = (tmp_path / "summary.html").read_text()
     assert "<h2>Grid</h2>" in page and "<strong>warning: peru: the grid EPSG:3031 distorts" in page
+
+
+# --- near and beyond the ±60° switch ---------------------------------------------------------------
+
+
+def _utm_scene(name: str, lon: float, lat: float, pixel: float = 30.0, size: int = 7000):
+    """The header of a north-up Landsat-sized scene centred at (lon, lat) in its own WGS 84 UTM zone."""
+    from affine import Affine
+    from pyproj import Transformer
+    from rasterio.crs import CRS
+
+    from outcrop.raster.grid_choice import BandHeader, SceneHeader
+
+    epsg = (32600 if lat >= 0 else 32700) + int((lon + 180) // 6) + 1
+    x, y = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True).transform(lon, lat)
+    half = size * pixel / 2
+    t = Affine(pixel, 0, round((x - half) / pixel) * pixel + 15, 0, -pixel, round((y + half) / pixel) * pixel + 15)
+    return SceneHeader(name, (BandHeader(f"{name}_B4.TIF", CRS.from_epsg(epsg), t, size, size),)), f"EPSG:{epsg}"
+
+
+@pytest.mark.parametrize("lat", [61.0, 70.0, -61.0, -79.0])
+def test_a_scene_in_its_own_utm_zone_keeps_it_beyond_60_degrees(lat):
+    header, own = _utm_scene("glacier", -147.0, lat)
+    choice = choose_grid([header], "auto", "auto", log=lambda _: None)
+    # its own zone, its own pixels: copied, not resampled onto a 31 m polar grid
+    assert (choice["crs"], choice["resolution"]) == (own, 30.0)
+    assert choice["scenes"]["glacier"]["copied"] and choice["warnings"] == []
+    polar = "EPSG:3031" if lat < 0 else "EPSG:3413"
+    assert choice["crs_reason"].endswith("kept beyond ±60° (see polar)")
+    # the numbers behind it: both grids' area scale factors against the limit
+    note = choice["polar_reason"]
+    assert f"keeps its own UTM zone {own}, within the area-scale limit 1.1" in note
+    utm_scale = float(note.split(f"area scale ")[1].split(" ")[0])
+    polar_scale = float(note.split(f", ")[-1].split(f" on {polar}")[0])
+    assert abs(utm_scale - 1) < 0.002 and polar_scale != utm_scale
+
+
+def test_a_scene_below_60_degrees_is_unchanged_and_beyond_utm_goes_polar():
+    header, own = _utm_scene("fjord", 21.0, 59.0)
+    choice = choose_grid([header], "auto", "auto", log=lambda _: None)
+    assert choice["crs"] == own and "polar_reason" not in choice
+    header, own = _utm_scene("ice", 21.0, 85.0)
+    choice = choose_grid([header], "auto", "auto", log=lambda _: None)
+    assert choice["crs"] == "EPSG:3413"
+    assert "beyond UTM's domain (80° S to 84° N), so EPSG:3413" in choice["polar_reason"]
+
+
+def test_a_polar_coast_across_utm_zones_gets_the_polar_grid_and_says_why():
+    a, zone_a = _utm_scene("a", -147.0, 65.0)
+    b, zone_b = _utm_scene("b", -135.0, 65.0)
+    choice = choose_grid([a, b], "auto", "auto", log=lambda _: None)
+    assert zone_a != zone_b and choice["crs"] == "EPSG:3413"
+    assert choice["crs_reason"].startswith("auto: EPSG:3413, polar stereographic: 2 scene(s) lie beyond ±60°")
+    assert f"the UTM zone {zone_a} kept beyond ±60° must cover every scene there" in choice["polar_reason"]
+    # the resolution says where its number comes from: 30 m there, a little more on the polar grid
+    assert "30 m in its own CRS" in choice["resolution_reason"]
+    assert f"rounded to {choice['resolution']:g} m" in choice["resolution_reason"]
+
+
+def test_a_grid_turning_a_scene_warns_of_its_empty_block(tmp_path):
+    # zone 6 at 60 N on EPSG:3413: turned by 12 degrees, 29 % of its block outside the scene
+    header, _ = _utm_scene("turned", -147.0, 60.0)
+    choice = choose_grid([header], "EPSG:3413", 30, log=lambda _: None)
+    d = choice["scenes"]["turned"]
+    assert 0.25 < d["outside"] < 0.33 and 11 < abs(d["turned_deg"]) < 13
+    (warning,) = choice["warnings"]
+    assert warning.startswith("turned: 29% of its block on the grid EPSG:3413 lies outside the scene (limit 15%, "
+                              "the grid turns it by 12°)")
+    assert f"  warning: {warning}" in grid_lines(_written(tmp_path, choice))
+
+
+@pytest.mark.skipif(SHARED is None, reason="needs ../shared/data")
+def test_greenland_at_61_north_keeps_its_utm_zone_and_info_says_why(tmp_path):
+    from outcrop.figures.report import run_info
+
+    folder = SHARED / "landsat8" / "LC80030172015001LGN00_greenland"
+    header = read_scene_header("greenland", str(folder), "landsat-c2l1", ["blue", "green", "red", "nir"])
+    choice = choose_grid([header], "auto", "auto", log=lambda _: None)
+    assert (choice["crs"], choice["resolution"]) == ("EPSG:32622", 30.0)
+    assert choice["scenes"]["greenland"]["copied"] and choice["warnings"] == []
+    results = tmp_path / "results"
+    results.mkdir()
+    write_grid(results / "grid.json", choice)
+    info = run_info(results)
+    assert "  polar: greenland at 61.6° N: keeps its own UTM zone EPSG:32622, within the area-scale limit 1.1" in info
+    # the summary states the same switch, with its numbers
+    from outcrop.figures.report import write_summary
+    from outcrop.layout import Layout
+
+    run = Layout(results)
+    write_summary(["greenland"], tmp_path / "summary.html", tile_tables=[Path(run.tile_table("greenland"))],
+                  prepared=[Path(run.prepared("greenland"))], training_curve=Path(run.training_curve_png),
+                  dendrogram=Path(run.dendrogram), cluster_maps=[Path(run.cluster_map("greenland"))],
+                  index_info=Path(run.index_info), grid=Path(run.grid), log=lambda _: None)
+    page = (tmp_path / "summary.html").read_text()
+    polar = next(line for line in info.splitlines() if line.startswith("  polar: "))
+    assert "area scale" in polar and "on EPSG:3413" in polar
+    assert f"<li>{html.escape(polar.strip())}</li>" in page

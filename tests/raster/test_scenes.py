@@ -13,7 +13,7 @@ from rio_cogeo.cogeo import cog_validate
 from outcrop import OutcropError
 from outcrop.io import PREPARED_OFFSET, PREPARED_SCALE, read_prepared
 from outcrop.raster.scenes import prepare_scene, snap_bounds
-from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER
+from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, VEGETATION, WATER
 from gdal_readback import gdal_bands
 
 OLI_BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
@@ -101,8 +101,10 @@ def test_prepared_scene_explains_itself_to_gdal(tmp_path):
     for b in bands[:-1]:
         assert (b["scale"], b["offset"]) == (PREPARED_SCALE, PREPARED_OFFSET)
     assert (bands[-1]["scale"], bands[-1]["offset"]) == (1.0, 0.0)
-    assert bands[-1]["categories"][:6] == ["nodata", "rock", "snow/ice", "water", "cloud", "unknown"]
-    assert [r[1] for r in bands[-1]["rat_rows"]] == ["nodata", "rock", "snow/ice", "water", "cloud", "unknown"]
+    # values keep their meaning across versions: a later class takes the next free value
+    classes = ["nodata", "rock", "snow/ice", "water", "cloud", "unknown", "vegetation"]
+    assert bands[-1]["categories"][:7] == classes
+    assert [r[1] for r in bands[-1]["rat_rows"]] == classes
     assert bands[-1]["rat_columns"][1] == ("class", 2)  # GFU_Name: QGIS labels the legend with it
     # Scale and offset reproduce the decoded reflectance.
     with rasterio.open(out) as ds:
@@ -216,7 +218,8 @@ def test_missing_band_names_file_and_band_and_writes_nothing(tmp_path):
         ({"bands": []}, "no bands"),
         ({"bands": ["tir1"]}, "thermal"),
         ({"declared_bands": ["blue", "green"]}, "2 declared band names for a file of 7 bands"),
-        ({"crs": "EPSG:999999"}, "unknown run CRS"),
+        ({"crs": "EPSG:999999"}, "run CRS: 'EPSG:999999' is not a coordinate reference system"),
+        ({"crs": "EPSG:4326", "resolution": 30}, "run CRS: 'EPSG:4326' is a geographic CRS with axes in degree"),
     ],
 )
 def test_bad_arguments_are_refused(tmp_path, kwargs, pattern):
@@ -357,6 +360,7 @@ def test_sentinel2_l2a_folder_uses_finest_band_and_scl(tmp_path):
     scl[0:10] = 6  # water
     scl[10:15] = 9  # cloud high probability
     scl[15:20] = 11  # snow
+    scl[20:23] = 5  # not vegetated
     scl[25:] = 0  # no data
     _write_band(r20 / "T01ABC_20230101T000000_SCL_20m.tif", scl, 20, origin)
     out = tmp_path / "s2.tif"
@@ -365,7 +369,8 @@ def test_sentinel2_l2a_folder_uses_finest_band_and_scl(tmp_path):
     got, mask, _, _ = read_prepared(out)
     assert abs(got[0, 0, 0] - 0.09) < 1e-4 and abs(got[1, 0, 0] - 0.30) < 1e-4  # the 10 m B03, offset -0.1
     assert (mask[0:10] == WATER).all() and (mask[10:15] == CLOUD).all()
-    assert (mask[15:20] == SNOW_ICE).all() and (mask[20:25] == ROCK).all()
+    # without red the bands cannot test vegetation; SCL's own vegetation (4) and bare ground (5) say it
+    assert (mask[15:20] == SNOW_ICE).all() and (mask[20:23] == ROCK).all() and (mask[23:25] == VEGETATION).all()
     assert (mask[25:] == NODATA).all() and np.isnan(got[:, 25:]).all()
 
 
@@ -406,7 +411,7 @@ real = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data not present")
 
 
 def _fractions(mask: np.ndarray) -> np.ndarray:
-    return np.bincount(mask.ravel(), minlength=5) / mask.size
+    return np.bincount(mask.ravel(), minlength=7) / mask.size
 
 
 def _window_of(profile: dict, src_path: Path, rows: slice, cols: slice) -> tuple[slice, slice]:
@@ -529,7 +534,9 @@ def test_real_sentinel2_mixed_resolutions_on_one_grid(tmp_path):
         block = ds.read(1)[sr:sr + 6, sc:sc + 6].astype(np.float64)
     assert abs(got[1, row, col] - block.mean() * 1e-4) < 2e-4
     frac = _fractions(mask)
-    assert frac[WATER] > 0.3 and frac[ROCK] > 0.3  # bay and ocean; fields, forest and villages
+    # bay and ocean; fields, forest and villages: ground of unknown kind, since without the red band
+    # vegetation cannot be told from rock
+    assert frac[WATER] > 0.3 and frac[UNKNOWN] > 0.3 and frac[ROCK] == 0.0
 
 
 @real

@@ -161,3 +161,70 @@ def test_nodata_pixels_of_kept_tiles_are_filled_with_the_tile_band_mean(tmp_path
     gap = ~np.isfinite(src[0])
     np.testing.assert_allclose(tiles[t][:, gap], np.broadcast_to(np.nanmean(src, axis=(1, 2))[:, None],
                                                                   (4, gap.sum())), atol=1e-4)
+
+
+# --- facts recorded where they are made: the tile grid, and one offset rule for every cut ---------------
+
+
+def test_the_tile_table_records_the_grid_it_was_cut_on(tmp_path):
+    """Size, stride and clear fraction go into the table's metadata, for the stages that frame tiles
+    later (the quality stage's queries, the index table); a scene with no tile records them too."""
+    import geopandas as gpd
+
+    from outcrop.raster.geo import TileLayout
+    from outcrop.raster.tiles import read_tile_grid
+
+    _prepared(tmp_path / "s.tif")
+    tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16, stride=8,
+               min_valid=0.8)
+    assert read_tile_grid(tmp_path / "t.parquet") == TileLayout(16, 8, 0.8)
+    assert gpd.read_parquet(tmp_path / "t.parquet").attrs["tile_grid"] == {"size": 16, "stride": 8, "min_valid": 0.8}
+    refl = np.full((len(BANDS), 40, 40), 0.2, dtype=np.float32)
+    write_prepared(tmp_path / "cloud.tif", refl, np.full((40, 40), CLOUD, dtype=np.uint8), "EPSG:3031",
+                   from_origin(0, 0, 30, 30), BANDS)
+    assert tile_scene(tmp_path / "cloud.tif", tmp_path / "c.npy", tmp_path / "c.parquet", scene_id="c", size=16,
+                      stride=16, log=lambda m: None) == 0
+    assert read_tile_grid(tmp_path / "c.parquet") == TileLayout(16, 16, 0.9)
+
+
+def test_a_table_without_a_recorded_grid_or_of_another_grid_is_one_clear_error(tmp_path):
+    import geopandas as gpd
+
+    from outcrop.raster.tiles import read_tile_grid, tables_tile_grid
+
+    _prepared(tmp_path / "s.tif")
+    for name, stride in (("a", 8), ("b", 16)):
+        tile_scene(tmp_path / "s.tif", tmp_path / f"{name}.npy", tmp_path / f"{name}.parquet", scene_id=name,
+                   size=16, stride=stride)
+    old = gpd.read_parquet(tmp_path / "a.parquet")
+    old.attrs = {}
+    old.to_parquet(tmp_path / "old.parquet")  # as tables were written before the grid was recorded
+    assert read_tile_grid(tmp_path / "old.parquet") is None
+    with pytest.raises(OutcropError, match=r"old\.parquet: the tile table records no tile size and stride .*"
+                                           r"cut the tiles again \(snakemake --forcerun tiles\)"):
+        tables_tile_grid([tmp_path / "a.parquet", tmp_path / "old.parquet"])
+    with pytest.raises(OutcropError, match=r"b\.parquet: tiles of 16 px at a stride of 16, other scenes' of 16 px at 8"):
+        tables_tile_grid([tmp_path / "a.parquet", tmp_path / "b.parquet"])
+    assert tables_tile_grid([tmp_path / "a.parquet"]).stride == 8
+
+
+@pytest.mark.parametrize("west", [45.0, 300_015.0, 300_000.0])
+def test_an_offset_cut_lands_where_the_runs_own_cut_would(tmp_path, west):
+    """cut_offset_tiles (the quality stage's queries) places tiles by the rule tile_scene uses: at
+    offset 0 it cuts the run's own tiles, at offset k the same grid moved k pixels. The scene sits
+    half a pixel off the grid's multiples (x / 30 m = 1.5, 10 000.5): rounding there picks the
+    next pixel column, as flooring does not."""
+    from outcrop.raster.tiles import cut_offset_tiles, read_tile_table
+
+    _prepared(tmp_path / "s.tif", left=west, top=-45.0 - 30.0 * 1000)
+    tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16, stride=8,
+               min_valid=0.9)
+    own = read_tile_table(tmp_path / "t.parquet")
+    own_boxes = {tuple(np.round(g.bounds, 6)) for g in own.geometry}
+    tiles, boxes = cut_offset_tiles(tmp_path / "s.tif", size=16, stride=8, offset=0, min_valid=0.9)
+    assert {tuple(np.round(b.bounds, 6)) for b in boxes} == own_boxes
+    assert np.array_equal(tiles, load_npy(tmp_path / "t.npy")[np.lexsort((own["col"], own["row"]))])
+    _, shifted = cut_offset_tiles(tmp_path / "s.tif", size=16, stride=8, offset=3, min_valid=0.9)
+    x0 = min(b[0] for b in own_boxes)
+    lefts = np.array([b.bounds[0] for b in shifted])
+    assert len(lefts) and np.allclose(((lefts - x0) / 30.0) % 8, 3)

@@ -293,6 +293,93 @@ def test_query_command_prints_the_answer_without_importing_pandas(indexed):
     assert [int(line.split()[4]) for line in lines[1:4]] == list(expected["id"])
 
 
+# --- many deposits, and deposits that meet no tile ---------------------------------------------------
+
+
+def _scattered_deposits(table, count: int, seed: int = 0, far: int = 0):
+    """``count`` points inside the table's footprints, several in one tile, and ``far`` points far off."""
+    rng = np.random.default_rng(seed)
+    centres = table.geometry.values[rng.integers(0, len(table), count)].centroid
+    xy = np.c_[centres.x, centres.y] + rng.uniform(-TILE_M / 3, TILE_M / 3, (count, 2))
+    xy = np.r_[xy, np.c_[np.full(far, 5e6), np.arange(far) * 1e4]]
+    return gpd.GeoDataFrame({"name": [f"d{i}" for i in range(count + far)]},
+                            geometry=gpd.points_from_xy(xy[:, 0], xy[:, 1]), crs=CRS)
+
+
+def test_many_deposits_score_and_rank_as_scoring_each_in_turn_would(indexed):
+    """Deposits sharing tiles share one query, scores come in bounded blocks and the nearest deposit
+    from one tree query: the results are those of one query per deposit, scanned in full."""
+    from outcrop.search import analogues
+    from outcrop.search.analogues import best_scores, distinct_groups, nearest_geometry, score_tiles
+
+    _, table, vectors = indexed
+    deposits = _scattered_deposits(table, 300)
+    positives = select_positives(table, deposits, buffer_m=10.0)
+    assert len(distinct_groups(positives)[1]) < len(positives)  # some deposits share their tiles
+    full = query_vectors(vectors, positives)
+    sims = vectors @ full.T
+    score, which = score_tiles(vectors, positives)
+    np.testing.assert_allclose(score, sims.max(axis=1), atol=1e-6)
+    assert (np.take_along_axis(sims, which[:, None], axis=1)[:, 0] >= sims.max(axis=1) - 1e-6).all()
+    small = analogues.SCORE_CELLS
+    try:
+        analogues.SCORE_CELLS = 1000  # a few tiles per block
+        np.testing.assert_allclose(best_scores(vectors, full)[0], sims.max(axis=1), atol=1e-6)
+    finally:
+        analogues.SCORE_CELLS = small
+    centres = np.asarray(table.geometry.values[:50].centroid)
+    geoms = deposits.geometry.to_numpy()
+    nearest, dist = nearest_geometry(centres, geoms)
+    brute = np.array([[c.distance(g) for g in geoms] for c in centres])
+    assert (nearest == brute.argmin(axis=1)).all()
+    np.testing.assert_allclose(dist, brute.min(axis=1))
+
+
+def test_a_deposit_that_meets_no_tile_is_a_warning_and_the_others_still_rank(tmp_path, indexed):
+    """A deposit on an all-cloud scene (or outside every scene) stopped the analogue stage, and with
+    it the summary and the map: it is named in a warning and left out, the others rank."""
+    run, table, _ = indexed
+    res = tmp_path / "results"
+    deposits = read_deposits(run.deposits_csv, CRS)
+    with_far = gpd.GeoDataFrame({"name": [*deposits["name"], "Cloudy Bluff"]},
+                                geometry=[*deposits.geometry, Point(5e6, 5e6)], crs=CRS)
+    path = tmp_path / "with_far.gpkg"
+    with_far.to_file(path)
+    out, lines = tmp_path / "analogues", []
+    find_analogues(res / "index" / "tiles.faiss", res / "index" / "tiles.parquet", run.embeddings, path,
+                   run.prepared, out / "a.gpkg", out / "a.csv", out / "similarity", buffer_m=10.0,
+                   exclusion_km=0.5, top=15, log=lines.append)
+    warning = [line for line in lines if "warning" in line]
+    assert warning == [f"{path}: warning: 1 of 3 deposits meet no indexed tile (outside every scene, or on cloud, water "
+                       "or other ground the index left out) and are left out of the search: 'Cloudy Bluff' (feature 3)"]
+    csv = pd.read_csv(out / "a.csv")
+    assert set(zip(csv.scene[:3], csv.tile_id[:3])) == set(run.hidden)
+    assert set(csv["nearest_positive"]) <= {"known 1", "known 2"}
+
+
+def test_deposits_files_past_the_limits_are_refused_before_they_are_read(tmp_path, monkeypatch):
+    """The count a file claims is checked before its features are read; a polygon's vertices after."""
+    csv = tmp_path / "many.csv"
+    csv.write_text("name,lon,lat\n" + "".join(f"d{i},142.{i},-67.2\n" for i in range(11)))
+    gpkg = tmp_path / "many.gpkg"
+    gpd.GeoDataFrame({"name": [f"d{i}" for i in range(11)]}, geometry=[Point(i, i) for i in range(11)],
+                     crs=CRS).to_file(gpkg)
+    monkeypatch.setenv("OUTCROP_LIMITS", '{"deposits": 11}')
+    assert len(read_deposits(csv, CRS)) == len(read_deposits(gpkg, CRS)) == 11
+    monkeypatch.setenv("OUTCROP_LIMITS", '{"deposits": 10}')
+    for path in (csv, gpkg):
+        with pytest.raises(OutcropError) as err:
+            read_deposits(path, CRS)
+        assert str(err.value) == (f"{path}: 11 deposits, and limits.deposits in the config (or OUTCROP_LIMITS="
+                                  "'{\"deposits\": N}' for a command run by hand) allows at most 10; check the file, "
+                                  "or raise the limit")
+    poly = tmp_path / "poly.gpkg"
+    gpd.GeoDataFrame({"name": ["big"]}, geometry=[Point(0, 0).buffer(100, quad_segs=64)], crs=CRS).to_file(poly)
+    monkeypatch.setenv("OUTCROP_LIMITS", '{"deposit_vertices": 100}')
+    with pytest.raises(OutcropError, match=r"poly\.gpkg: 257 vertices in its geometries, and limits\.deposit_vertices"):
+        read_deposits(poly, CRS)
+
+
 # Text a spreadsheet runs as a formula (OWASP "CSV injection"), a name that a ';'-separated
 # spreadsheet would split into a formula, and a quote that must survive reading back.
 FORMULAS = ['=cmd|" /C calc"!A0', "+1+1", "-1+1", "@SUM(1)", "\t=1+1", "\r=1+1", "'=already quoted", "a;=1+1"]
@@ -362,3 +449,56 @@ def test_a_marks_file_gives_its_positives_as_deposits_and_its_negatives_as_negat
     right.to_file(other, layer="occurrences", driver="GPKG")
     wrong.to_file(other, layer="negatives", driver="GPKG")
     assert read_deposits(other, CRS, role="negatives")["name"].tolist() == ["right 1", "right 2"]
+
+
+def test_a_marks_file_is_counted_against_the_limit_in_the_layer_it_is_read_for(tmp_path, monkeypatch):
+    """The feature count checked before reading is that of the layer read: eleven positives past a
+    limit of ten refuse the file as deposits, while its one negative may still be read as negatives."""
+    from outcrop.search.analogues import check_deposits_size
+
+    path = tmp_path / "marks.gpkg"
+    gpd.GeoDataFrame({"name": [f"right {i}" for i in range(11)]}, geometry=[Point(i, i) for i in range(11)],
+                     crs=CRS).to_file(path, layer="positives", driver="GPKG")
+    gpd.GeoDataFrame({"name": ["wrong 1"]}, geometry=[Point(50, 50)], crs=CRS).to_file(path, layer="negatives",
+                                                                                       driver="GPKG")
+    monkeypatch.setenv("OUTCROP_LIMITS", '{"deposits": 10}')
+    with pytest.raises(OutcropError, match=r"marks\.gpkg: 11 deposits, and limits\.deposits"):
+        check_deposits_size(path)
+    check_deposits_size(path, role="negatives")
+    assert read_deposits(path, CRS, role="negatives")["name"].tolist() == ["wrong 1"]
+
+
+def test_a_place_from_the_map_selects_the_tiles_a_deposit_at_that_place_selects():
+    """``outcrop serve`` and a deposits file select positives with one spatial match: a point within
+    ``buffer_m`` of a tile's corner (by distance, not by a polygon approximating the circle, whose
+    chords pass inside it) selects that tile either way; a point farther off selects none."""
+    from outcrop.search.analogues import match_deposits, positives_of_shapes
+
+    table = gpd.GeoDataFrame({"id": [0, 1]}, geometry=[box(0, 0, 100, 100), box(300, 0, 400, 100)], crs=CRS)
+    angle = np.radians(45 + 90 / 32)  # between two vertices of a 16-segment quarter circle
+    near = Point(100 + 49.99 * np.cos(angle), 100 + 49.99 * np.sin(angle))  # 49.99 m from the corner
+    inside = box(310, 10, 320, 20)
+    shapes = np.array([near, inside], dtype=object)
+    served = positives_of_shapes(table.sindex, shapes, ["click", "drawn"], buffer_m=50.0)
+    from_file, unmatched = match_deposits(table, gpd.GeoDataFrame({"name": ["a", "b"]}, geometry=list(shapes), crs=CRS),
+                                          buffer_m=50.0)
+    assert [p.tolist() for p in served] == [p.tolist() for p in from_file] == [[0], [1]]
+    assert len(unmatched) == 0
+    far = Point(100 + 50.01 * np.cos(angle), 100 + 50.01 * np.sin(angle))
+    with pytest.raises(OutcropError, match=r"^deposit 'far' \(feature 1\) meets no indexed tile"):
+        positives_of_shapes(table.sindex, np.array([far], dtype=object), ["far"], buffer_m=50.0)
+
+
+def test_queries_from_rows_read_on_demand_equal_those_from_the_whole_array(indexed):
+    """``outcrop serve`` hands the query builder an object that reads the rows of the ids it is given
+    (memory-mapped embeddings), not an array of every tile: its queries are the same."""
+    run, table, vectors = indexed
+
+    class Rows:
+        def __getitem__(self, ids):
+            return vectors[np.asarray(ids)]
+
+    positives = select_positives(table, read_deposits(run.deposits_csv, CRS), buffer_m=10.0)
+    negatives = [np.array([3, 4]), np.array([9])]
+    np.testing.assert_allclose(query_vectors(Rows(), positives, negatives), query_vectors(vectors, positives, negatives),
+                               atol=1e-6)

@@ -211,3 +211,55 @@ def test_a_broken_grid_file_fails_the_index_before_writing(tmp_path):
     with pytest.raises(OutcropError, match=r"grid.json: resolution must be positive and the origin finite$"):
         build_index(run.embeddings, run.tables, *_outputs(tmp_path), grid=grid, log=lambda *_: None)
     assert not (tmp_path / "index").exists()
+
+
+def _sparse_scene(root, name, layout, rock_every=2):
+    """A scene whose tiles lie every 8 px (stride 8) but only every other one is rock: indexed with
+    index.min_rock, the indexed tiles sit 16 px apart."""
+    from outcrop.raster.tiles import write_tile_table
+
+    n = 12
+    r, c = np.divmod(np.arange(n * n), n)
+    rock = np.where((r % rock_every == 0) & (c % rock_every == 0), 0.9, 0.0)
+    table = gpd.GeoDataFrame({"tile_id": np.arange(n * n), "scene": name, "row": r * 8, "col": c * 8, "size": 16,
+                              "valid": 1.0, "rock": rock, "snow_ice": 1.0 - rock, "water": 0.0, "cloud": 0.0},
+                             geometry=[box(x * 240.0, -(y + 2) * 240.0, (x + 2) * 240.0, -y * 240.0)
+                                       for y, x in zip(r * 8 // 8, c * 8 // 8)], crs="EPSG:3031")
+    vec = np.random.default_rng(0).normal(size=(n * n, 8)).astype(np.float32)
+    save_npy(root / f"{name}.npy", vec / np.linalg.norm(vec, axis=1, keepdims=True))
+    if layout is None:
+        write_geodataframe(root / f"{name}.parquet", table)
+    else:
+        write_tile_table(root / f"{name}.parquet", table, layout)
+    return root / f"{name}.npy", root / f"{name}.parquet"
+
+
+def test_the_index_table_carries_the_tile_grid_the_tables_record(tmp_path):
+    """The clusters' and analogues' per-tile rasters are laid on the index table's tile grid: the one
+    recorded with the tiles, not one guessed from the indexed tiles' offsets (here every other tile
+    is indexed, and the offsets alone say 16 px)."""
+    from outcrop.raster.geo import TileLayout
+    from outcrop.search.index_table import IndexTable, table_layout
+
+    emb, table = _sparse_scene(tmp_path, "s", TileLayout(16, 8, 0.9))
+    build_index([emb], [table], *_outputs(tmp_path), min_rock=0.5, log=lambda *_: None)
+    _, indexed = load_index(*_outputs(tmp_path)[:2])
+    assert IndexTable.open(_outputs(tmp_path)[1]).tile_grid == TileLayout(16, 8, 0.9)
+    assert table_layout(_outputs(tmp_path)[1], indexed) == TileLayout(16, 8, 0.9)
+    # A run whose tile tables record no grid (older) keeps the inference, and says nothing else.
+    emb, table = _sparse_scene(tmp_path, "old", None)
+    build_index([emb], [table], *_outputs(tmp_path, "old"), min_rock=0.5, log=lambda *_: None)
+    _, indexed = load_index(*_outputs(tmp_path, "old")[:2])
+    assert IndexTable.open(_outputs(tmp_path, "old")[1]).tile_grid is None
+    assert table_layout(_outputs(tmp_path, "old")[1], indexed) == TileLayout(16, 16)
+
+
+def test_tile_tables_of_two_grids_are_not_indexed_together(tmp_path):
+    from outcrop.raster.geo import TileLayout
+
+    a = _sparse_scene(tmp_path, "a", TileLayout(16, 8, 0.9))
+    b = _sparse_scene(tmp_path, "b", TileLayout(16, 16, 0.9))
+    with pytest.raises(OutcropError, match=r"b\.parquet: tiles of 16 px at a stride of 16, but .*a\.parquet holds "
+                                           r"tiles of 16 px at 8"):
+        build_index([a[0], b[0]], [a[1], b[1]], *_outputs(tmp_path), log=lambda *_: None)
+    assert not _outputs(tmp_path)[0].exists()

@@ -101,6 +101,49 @@ def test_offset_tiles_are_cut_half_a_stride_off_the_run_grid(tmp_path):
     assert len(limited) == 3
 
 
+def test_queries_under_an_aoi_are_drawn_from_the_indexed_ground_only(tmp_path):
+    """Two overlapping scenes tiled under a small AOI: every query lies on indexed ground and has a
+    right answer, and as many are drawn as that ground holds (up to REID_QUERIES). Drawn from the
+    whole overlap first and filtered after, most of the sample fell outside the AOI and was lost."""
+    import geopandas as gpd
+    from rasterio.transform import from_origin
+
+    from outcrop.io import write_prepared
+    from outcrop.raster.geo import TileLayout
+    from outcrop.raster.tiles import cut_offset_tiles, tile_scene
+    from outcrop.search.quality import REID_QUERIES, cut_queries, on_indexed_ground
+
+    size, stride, res = 8, 4, 30.0
+    rng = np.random.default_rng(0)
+    ground = rng.random((3, 480, 640)).astype(np.float32) * 0.3 + 0.05
+    frames = {"a": (0, 0, 480, 480), "b": (0, 160, 480, 480)}  # b starts 160 px east of a: 320 px shared
+    for name, (r0, c0, h, w) in frames.items():
+        write_prepared(tmp_path / f"{name}.tif", ground[:, r0:r0 + h, c0:c0 + w], np.ones((h, w), np.uint8), CRS,
+                       from_origin(c0 * res, 0.0, res, res), ["blue", "green", "red"])
+    aoi = box(240 * res, -280 * res, 400 * res, -120 * res)  # a sixth of the shared ground
+    tables = {}
+    for name in frames:
+        tile_scene(tmp_path / f"{name}.tif", tmp_path / f"{name}.npy", tmp_path / f"{name}.parquet", scene_id=name,
+                   size=size, stride=stride, min_valid=0.9, aoi=aoi, log=lambda _: None)
+        tables[name] = gpd.read_parquet(tmp_path / f"{name}.parquet").geometry.to_numpy()
+    shared = (160 * res, -480 * res, 480 * res, 0.0)
+    where = on_indexed_ground(tables["a"], tables["b"])
+    args = dict(size=size, stride=stride, bounds=shared, min_valid=0.9, seed=0)
+    layout = TileLayout(size, stride, 0.9)
+
+    _, geoms, _ = cut_queries(tmp_path / "b.tif", layout, bounds=shared, seed=0, where=where)
+    every = cut_offset_tiles(tmp_path / "b.tif", offset=stride // 2, **args)[1]  # the whole overlap
+    on_ground = int(where(np.asarray(every)).sum())
+    assert len(every) > 3 * REID_QUERIES and 500 < on_ground < REID_QUERIES
+    assert len(geoms) == on_ground  # all of the indexed ground's queries: fewer than the cap
+    assert all(len(a) > 0 for a in best_overlaps(np.asarray(geoms), tables["a"]))
+    centres = np.array([g.centroid.coords[0] for g in geoms])
+    assert all(aoi.buffer(size * res).contains(Point(*c)) for c in centres)
+    # The sample drawn before the AOI filter: about a sixth of it survives the filter
+    _, before, _ = cut_queries(tmp_path / "b.tif", layout, bounds=shared, seed=0)
+    assert where(np.asarray(before)).sum() < 0.5 * on_ground
+
+
 @pytest.mark.parametrize("content, message", [
     ("not json", "not a JSON file of scores (Expecting value"),
     ("[1, 2]", "not a JSON object of scores (found list)"),
@@ -113,9 +156,59 @@ def test_quality_refuses_unreadable_demo_scores(tmp_path, content, message):
     path.write_text(content)
     x = str(tmp_path / "x")
     proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "quality", "--scenes", "x", "--index", x,
-                           "--index-table", x, "--embeddings", x, "--tiles", x, "--prepared", x, "--model", x,
+                           "--index-table", x, "--embeddings", x, "--tiles", x, "--tables", x, "--prepared", x, "--model", x,
                            "--demo-scores", str(path), "--out", str(tmp_path / "m.json")], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"outcrop quality: error: {path}: {message}")
     assert not (tmp_path / "m.json").exists()
+
+
+def _leave_one_out_in_full(vectors, table, geoms, positives, exclude, exclusion_m, site_overlap):
+    """The plain definition: for each deposit, the analogue search of all the others, every query scanned."""
+    from outcrop.search.analogues import best_scores, excluded_ids, query_vectors, suppress_overlapping
+
+    ranks = np.full(len(positives), np.inf)
+    for i in range(len(positives)):
+        others = [p for j, p in enumerate(positives) if j != i]
+        score, _ = best_scores(vectors, query_vectors(vectors, others))
+        zones = np.concatenate([np.delete(geoms, i), exclude])
+        masked = np.where(excluded_ids(table, zones, others, exclusion_m), -np.inf, score)
+        reachable = positives[i][np.isfinite(masked[positives[i]])]
+        if len(reachable):
+            target = reachable[np.lexsort((reachable, -masked[reachable]))[0]]
+            ids = np.arange(len(masked))
+            better = np.flatnonzero((masked > masked[target]) | ((masked == masked[target]) & (ids < target)))
+            order = np.concatenate([better[np.lexsort((better, -masked[better]))], [target]])
+            ranks[i] = int(suppress_overlapping(table.geometry.values[order], site_overlap).sum())
+    return ranks
+
+
+def test_leave_one_out_of_many_deposits_equals_the_search_of_all_the_others_and_samples_honestly():
+    """Computed once for all deposits (top-two scores, the set query less one, zones counted per tile),
+    the ranks are those of running the whole search without each deposit in turn; two deposits on
+    one tile and a deposit that meets no tile (which still excludes its ground) included."""
+    from outcrop.search.analogues import select_positives
+    from outcrop.search.quality import hidden_sample
+
+    table, deposits, positives, vectors = _deposits_with_a_signature(seed=2)
+    rng = np.random.default_rng(5)
+    extra = [Point(500 + 480 * rng.integers(0, 29), 500 + 480 * rng.integers(0, 29)) for _ in range(14)]
+    extra.append(Point(deposits.geometry[2].x + 5, deposits.geometry[2].y))  # shares deposit 2's tiles
+    many = gpd.GeoDataFrame({"name": [f"e{i}" for i in range(6 + len(extra))]},
+                            geometry=[*deposits.geometry, *extra], crs=CRS)
+    positives = select_positives(table, many, buffer_m=100.0)
+    exclude = np.array([Point(9000.0, 9000.0)], dtype=object)  # a deposit on ground with no indexed tile
+    args = dict(exclusion_m=700.0, site_overlap=0.25)
+    geoms = many.geometry.to_numpy()
+    expected = _leave_one_out_in_full(vectors, table, geoms, positives, exclude, **args)
+    lines = []
+    ranks = leave_one_out_ranks(vectors, table, geoms, positives, exclude=exclude, log=lines.append, name="byol", **args)
+    np.testing.assert_array_equal(ranks, expected)
+    assert np.isinf(expected[2]) and np.isinf(expected[-1])  # each lies on the other's tiles
+    assert lines[-1].startswith("quality: leave-one-out: byol: 21 of 21 deposits hidden (") and len(lines) == 11
+    hidden = hidden_sample(len(positives), 8, seed=0)
+    assert len(hidden) == 8 and np.array_equal(hidden, hidden_sample(len(positives), 8, seed=0))
+    sampled = leave_one_out_ranks(vectors, table, geoms, positives, exclude=exclude, hidden=hidden, **args)
+    np.testing.assert_array_equal(sampled, expected[hidden])
+    assert np.array_equal(hidden_sample(5, 8, seed=0), np.arange(5))

@@ -21,15 +21,22 @@ from pathlib import Path
 import pytest
 
 from tests.test_bad_input import BANDS, rock_and_snow, write_scene
+from tests.test_limits import long_id
 from tests.workflow.conftest import REPO, TINY_CONFIG, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
 
-def refused_before_any_job(workdir: Path, config: dict, *fragments: str) -> str:
-    """Run the real workflow on ``config``; assert it stops before any job with one message."""
-    write_config(workdir, config)
-    proc = snakemake(workdir, "--cores", "1", check=False, timeout=300)
+def refused_before_any_job(workdir: Path, config: dict | str, *fragments: str, timeout: int = 300,
+                           args: tuple[str, ...] = ()) -> str:
+    """Run the real workflow on ``config`` (a mapping, or the text of a config file) with ``args``;
+    assert it stops before any job with one message."""
+    if isinstance(config, str):
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.yaml").write_text(config)
+    else:
+        write_config(workdir, config)
+    proc = snakemake(workdir, "--cores", "1", *args, check=False, timeout=timeout)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
@@ -62,6 +69,40 @@ def test_unknown_encoder_setting_in_config(tmp_path):
                            "config: unknown key 'encoder.settings.epoch' (known: arch,")
 
 
+def alias_bomb(levels: int = 9, width: int = 9, key: str = "") -> str:
+    """YAML of ``levels`` aliases, each repeating the one before ``width`` times: a few hundred
+    bytes that stand for ``width ** levels`` values (387 million for 9 x 9). Under ``key`` as a
+    list of the aliases, else as top-level keys ``a0``, ``a1``, ..."""
+    items = ["&a0 [" + ", ".join(["x"] * width) + "]"]
+    items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    if key:
+        return f"{key}:\n" + "".join(f"  - {item}\n" for item in items)
+    return "".join(f"a{i}: {item}\n" for i, item in enumerate(items))
+
+
+def test_a_yaml_alias_bomb_is_refused_before_any_job(tmp_path):
+    """Each walk over the expanded config would take hours; the count of values stops at its limit,
+    so the refusal comes at once (the timeout only guards the test against a hang)."""
+    refused_before_any_job(tmp_path, alias_bomb(), "config: a5: more than 100,000 values", "aliases", timeout=120)
+
+
+@pytest.mark.parametrize(("grid", "fragments"), [
+    ({"crs": "+proj=pipeline +step +proj=unitconvert"}, ("config: grid.crs:", "is not a coordinate reference system")),
+    ({"crs": "EPSG:4326", "resolution": 30}, ("config: grid.crs: 'EPSG:4326' is a geographic CRS with axes in degree",
+                                              "grid.resolution 30 would be read as 30 degree a pixel")),
+], ids=["proj-pipeline", "degrees"])
+def test_a_grid_crs_no_grid_can_use_is_refused_before_any_job(tmp_path, grid, fragments):
+    """A PROJ pipeline passed the schema and crashed the grid job; EPSG:4326 made 30 m 30 degrees."""
+    refused_before_any_job(tmp_path, {"grid": grid}, *fragments)
+
+
+@pytest.mark.parametrize("threads", ["0", "0.4"])
+def test_set_threads_below_one_is_refused_before_any_job(tmp_path, threads):
+    """Snakemake takes `--set-threads index=0`; the index job failed only when it ran, after the rest."""
+    refused_before_any_job(tmp_path, TINY_CONFIG, f"--set-threads index={threads}: a job needs at least 1 thread; "
+                           "give index=1 or more", args=("--set-threads", f"index={threads}"))
+
+
 @pytest.mark.parametrize("results", ["", "/", "//"])
 def test_results_that_names_no_folder(tmp_path, results):
     """Every output is written as results/…: an empty results would write at the file-system root."""
@@ -86,6 +127,32 @@ def test_scene_id_that_would_leave_its_folder(tmp_path, scene):
     """Scene ids become file names under results/: no separators, no leading dot."""
     path = sheet(tmp_path, [f"{scene}\ta.tif\tlandsat-c2l2\ttrain"])
     refused_before_any_job(tmp_path, {"scenes": path}, "scenes.tsv", "line 2", "scene:", "does not match")
+
+
+@pytest.mark.parametrize("rows, fragments", [
+    # Snakemake's own PeriodicWildcardError (a traceback of the job graph) without this check.
+    (["aaaaaaaaaaaaaaaaaaaaaaaaa\ta.tif\tlandsat-c2l2\ttrain"],
+     ("line 2: scene:", "ends in 'a' repeated 25 times", "periodic wildcard")),
+    # Four tracebacks of `prepare` (File name too long) without it.
+    ([f"{long_id(250)}\ta.tif\tlandsat-c2l2\ttrain"], ("line 2: scene:", "is 250 bytes long", "at most 227 bytes")),
+    (["a\ta.tif\tlandsat-c2l2\ttrain", "b\ta.tif\tlandsat-c2l2\tindex"],
+     ("line 3: source: 'a.tif' is already the source of scene 'a' on line 2",)),
+])
+def test_scene_ids_and_sources_the_run_cannot_use(tmp_path, rows, fragments):
+    path = sheet(tmp_path, rows)
+    refused_before_any_job(tmp_path, {"scenes": path}, "scenes.tsv", *fragments)
+
+
+def test_more_scenes_than_the_limit(tmp_path):
+    path = sheet(tmp_path, [f"s{i}\t{i}.tif\tlandsat-c2l2\ttrain" for i in range(4)])
+    refused_before_any_job(tmp_path, {"scenes": path, "limits": {"sheet_rows": 3}}, "scenes.tsv: line 5:",
+                           "more than 3 scenes, and limits.sheet_rows in the config")
+
+
+def test_a_results_folder_too_deep_for_its_files(tmp_path):
+    """Paths past 4095 bytes (counting Snakemake's records of them) are refused before any job."""
+    refused_before_any_job(tmp_path, {"results": "r/" * 1500}, "config: results: the run would write",
+                           "a path may have at most 4095", "give a shorter results folder")
 
 
 def test_unknown_sensor_in_the_sheet(tmp_path):
@@ -138,9 +205,29 @@ def _lock_files(workdir: Path) -> list[Path]:
     return list(locks.iterdir()) if locks.exists() else []
 
 
-def test_a_second_run_on_a_busy_folder_is_refused(tmp_path):
+def _holds_output_lock(workdir: Path) -> bool:
+    """Whether a run's output lock is written whole: Snakemake creates the file, then writes the
+    paths into it, and a run frozen in between would hold an empty lock that locks nothing."""
+    for path in _lock_files(workdir):
+        try:
+            if path.name.endswith(".output.lock") and path.read_text().endswith("\n"):
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+@pytest.mark.parametrize("second_run", [
+    ("results/demo/deposits.gpkg",),
+    # The same folder through a symbolic link: Snakemake's lock compares paths as text, so the
+    # workflow resolves the link before any path is made of it.
+    ("demo_deposits", "--config", "results=rlink"),
+], ids=["same-spelling", "through-a-link"])
+def test_a_second_run_on_a_busy_folder_is_refused(tmp_path, second_run):
     """The first run is frozen (SIGSTOP) while it holds the lock, so the second surely meets it."""
     write_config(tmp_path, TINY_CONFIG)
+    (tmp_path / "results").mkdir()  # as it is while a run is under way
+    (tmp_path / "rlink").symlink_to("results")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     first = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
@@ -148,12 +235,12 @@ def test_a_second_run_on_a_busy_folder_is_refused(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while not _lock_files(tmp_path):
+        while not _holds_output_lock(tmp_path):
             assert first.poll() is None, first.stdout.read()
             assert time.monotonic() < deadline, "the first run never took the lock"
             time.sleep(0.01)
         os.killpg(first.pid, signal.SIGSTOP)
-        second = snakemake(tmp_path, "--cores", "1", "results/demo/deposits.gpkg", check=False, timeout=300)
+        second = snakemake(tmp_path, "--cores", "1", *second_run, check=False, timeout=300)
         os.killpg(first.pid, signal.SIGCONT)
         text = second.stdout + second.stderr
         assert second.returncode != 0
@@ -171,7 +258,7 @@ def test_a_second_run_on_a_busy_folder_is_refused(tmp_path):
 # --- no two jobs write one file -------------------------------------------------------------------
 
 # Options of the outcrop command line that name a file or folder a job writes.
-WRITE_OPTION = re.compile(r"--(out[\w-]*|truth|curve-tsv|curve-png|checkpoint|[\w-]+-dir)\s+(\S+)")
+WRITE_OPTION = re.compile(r"--(out[\w-]*|truth|curve-tsv|curve-png|checkpoint|[\w-]+-dir)[\s=](\S+)")
 
 
 def planned_jobs(workdir: Path) -> list[dict]:
@@ -219,14 +306,26 @@ def test_no_two_jobs_write_the_same_file(demo_run):
     assert owners["results/model/checkpoint.pt"] == ["train_encoder[]"]
 
 
+def test_every_per_scene_file_name_of_a_run_is_one_the_limits_measure(demo_run):
+    """The room a scene id has (outcrop.limits.scene_id_bytes) is measured on the layout's per-scene
+    paths: a finished run writes no per-scene file name they do not list."""
+    from outcrop.layout import Layout
+
+    shapes = {Path(p).name.replace("SCENE", "{scene}") for p in Layout("r").scene_paths("SCENE", demo=True)}
+    scenes = ["demo_1", "demo_2", "demo_3"]
+    found = {p.name.replace(scene, "{scene}", 1) for p in (demo_run / "results").rglob("*") if p.is_file()
+             for scene in scenes if p.name.startswith(f"{scene}.") or p.name.startswith(f"{scene}_")}
+    assert found and found <= shapes, found - shapes
+
+
 def test_nested_config_keys_from_the_command_line(tmp_path):
     """``--config "tiles={size: 64}"`` reaches the config as {'size': '64'} (Snakemake reads nested
     values with YAML's base loader, all text); the numbers are read as numbers, and a NaN so given
     is refused before any job."""
     write_config(tmp_path, TINY_CONFIG)
     proc = snakemake(tmp_path, "-n", "-p", "--config", "tiles={size: 64}", "grid={resolution: 60}")
-    assert re.search(r"outcrop tile .*--size 64 --stride 16 ", proc.stdout), proc.stdout[-3000:]
-    assert "--resolution 60 " in proc.stdout
+    assert re.search(r"outcrop tile .*--size=64 --stride=16 ", proc.stdout), proc.stdout[-3000:]
+    assert "--resolution=60 " in proc.stdout
     proc = snakemake(tmp_path, "-n", "--config", "grid={resolution: nan}", check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "config: grid.resolution: nan is not a finite number" in text

@@ -3,7 +3,9 @@
 The real workflow runs on a scene sheet of two demo scenes and two scenes whose every pixel is
 cloud: C, an index scene, and D, a training scene. Their tiles stage writes empty tables; training
 uses the other scene's tiles; embedding, index, clusters, analogues, maps and reports cope; the run
-summary and ``outcrop info`` name both as scenes without usable tiles.
+summary and ``outcrop info`` name both as scenes without usable tiles. A known deposit that lies
+only on C meets no indexed tile: the analogue stage names it in a warning and ranks with the others,
+and the summary and ``outcrop info`` repeat the warning.
 """
 
 from __future__ import annotations
@@ -44,6 +46,17 @@ def write_cloud_scene(path: Path, left: float, top: float) -> Path:
     return path
 
 
+def add_deposit(path: Path, name: str, x: float, y: float) -> None:
+    """One more known deposit in the deposits file, at (x, y) in its CRS."""
+    import geopandas as gpd
+    import pandas as pd
+    from shapely.geometry import Point
+
+    known = gpd.read_file(path)
+    more = gpd.GeoDataFrame({"name": [name]}, geometry=[Point(x, y)], crs=known.crs)
+    gpd.GeoDataFrame(pd.concat([known, more], ignore_index=True), crs=known.crs).to_file(path)
+
+
 @pytest.fixture(scope="module")
 def cloudy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two demo scenes (one trains), an all-cloud index scene C and training scene D, run to the end."""
@@ -57,8 +70,9 @@ def cloudy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "--truth", scenes / f"{name}_units.tif")
     outcrop("demo-deposits", "--scenes", 2, "--size", SIZE, "--out", workdir / "deposits.gpkg",
             "--truth", workdir / "hidden.gpkg")
-    left, _, _, top = DemoLayout(size=SIZE).bounds(2)
+    left, _, right, top = DemoLayout(size=SIZE).bounds(2)
     write_cloud_scene(scenes / "C.tif", left, top)
+    add_deposit(workdir / "deposits.gpkg", "Cloudy Bluff", left + 0.8 * (right - left), top - SIZE * 15.0)
     write_cloud_scene(scenes / "D.tif", *DemoLayout(size=SIZE).origin(0))
     sheet = workdir / "scenes.tsv"
     sheet.write_text("scene\tsource\tsensor\trole\n"
@@ -96,3 +110,25 @@ def test_the_summary_and_info_name_the_scenes_without_tiles(cloudy_run, capsys):
     assert line in (cloudy_run / "results/summary.html").read_text()
     assert main(["info", str(cloudy_run / "results")]) == 0
     assert line in capsys.readouterr().out.splitlines()
+
+
+def test_a_deposit_only_on_the_cloud_scene_is_named_and_the_run_finishes(cloudy_run, capsys):
+    import json
+
+    results = cloudy_run / "results"
+    log = (results / "logs" / "analogues.log").read_text()
+    assert "warning: 1 of " in log and "meet no indexed tile" in log and "'Cloudy Bluff' (feature " in log
+    assert "Cloudy Bluff" not in set(pd_read(results / "analogues" / "analogues.csv")["nearest_positive"])
+    loo = json.loads((results / "metrics.json").read_text())["leave_one_out"]
+    assert loo["without_tiles"]["count"] == 1 and "'Cloudy Bluff'" in loo["without_tiles"]["named"][0]
+    warning = "warning: known deposits that meet no indexed tile"
+    summary = (results / "summary.html").read_text()
+    assert warning in summary and "&#x27;Cloudy Bluff&#x27; (feature " in summary
+    assert main(["info", str(results)]) == 0
+    assert any(line.startswith(warning) and "'Cloudy Bluff'" in line for line in capsys.readouterr().out.splitlines())
+
+
+def pd_read(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path)

@@ -17,3 +17,16 @@ def test_snakemake_lint_is_clean(tmp_path, config):
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-3000:]
     assert "Congratulations, your workflow is in a good condition!" in text, text[-3000:]
+
+
+def test_the_snakefile_asks_for_the_snakemake_that_pyproject_installs():
+    """A user with an older Snakemake gets Snakemake's own one-line refusal, not a rule that fails later."""
+    import re
+    import tomllib
+
+    from tests.workflow.conftest import REPO
+
+    wanted = re.search(r'^min_version\("([0-9.]+)"\)', (REPO / "Snakefile").read_text(), re.M)
+    assert wanted, "the Snakefile states no min_version"
+    requirements = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"snakemake>={wanted.group(1)}" in requirements

@@ -1,45 +1,40 @@
 """The ``outcrop`` command line: one subcommand per stage, explicit arguments, one clear error.
 
-The workflow's rules call these subcommands; users call them too (``outcrop query`` against a
-finished run, ``outcrop info``). Stage modules are imported only by the subcommand that needs them,
-so ``outcrop --help`` and light stages start fast. Bad input (``OutcropError``) prints one line
-naming the file and the problem and exits with status 2; nothing half-written is left behind
-because every stage writes atomically.
+The workflow's rules call the stages' subcommands; users call them too, and the commands made for
+them (``outcrop query`` against a finished run, ``outcrop info``, ``outcrop stac-search``,
+``outcrop serve``), whose options that a config key also sets take it from the schema too. A stage's
+subcommand is made from its declaration in :mod:`outcrop.stages`: an option per file, and an option
+per setting, typed, ranged, defaulted and described by the setting's entry in the config schema.
+Stage modules are imported only by the subcommand that runs, so ``outcrop --help`` and light
+stages start fast. Bad input (``OutcropError``) prints one line naming the file and the problem and
+exits with status 2; nothing half-written is left behind because every stage writes atomically.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import inspect
 import math
 import os
 import re
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from outcrop import OutcropError, __version__
-from outcrop.config import default
+from outcrop.config import schema_entry
+from outcrop.limits import ENV as LIMITS_ENV
+from outcrop.stages import PATH, SOURCE, STAGE_LIST, Arg, Stage, option
 
 
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _parse_sets(items: Sequence[str] | None, option: str = "--set") -> dict[str, Any]:
-    """``key=value`` pairs; values are JSON where they parse (numbers, lists, booleans), else strings."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise OutcropError(f"{option} {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
+# --- values from text, as the schema describes them ----------------------------------------------
 
 
 def finite_float(text: str) -> float:
@@ -53,24 +48,8 @@ def finite_float(text: str) -> float:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    """An argparse type: a finite number >= 0 (distances, buffers)."""
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0 (a pixel size)."""
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not greater than 0")
-    return value
-
-
 def yes_no(text: str) -> bool:
-    """An argparse type: a config boolean as the rules pass it (``True``/``False``, yes/no, true/false)."""
+    """An argparse type: a config boolean as the rules pass it (true/false, yes/no, 1/0)."""
     value = text.strip().lower()
     if value in ("true", "yes", "1"):
         return True
@@ -79,121 +58,190 @@ def yes_no(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not yes or no")
 
 
-def resolution_or_auto(text: str) -> float | str:
-    """An argparse type: a pixel size (finite, > 0) or ``auto`` (the finest band's)."""
-    return "auto" if text.strip() == "auto" else positive_float(text)
+def _in_range(value: float, text: str, kind: Mapping[str, Any]) -> None:
+    for key, fails, words in (("minimum", lambda v, b: v < b, "is less than"),
+                              ("exclusiveMinimum", lambda v, b: v <= b, "is not greater than"),
+                              ("maximum", lambda v, b: v > b, "is greater than"),
+                              ("exclusiveMaximum", lambda v, b: v >= b, "is not less than")):
+        if key in kind and fails(value, kind[key]):
+            raise argparse.ArgumentTypeError(f"{text!r} {words} {kind[key]}")
 
 
-def _int_at_least(least: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{text!r} is less than {least}")
-        return value
+def value_type(kind: Mapping[str, Any]) -> Callable[[str], Any]:
+    """An argparse type for one value of a JSON-Schema entry: its type, range and allowed words."""
+    if "anyOf" in kind:
+        parsers = [value_type(k) for k in kind["anyOf"]]
+        words = [str(k["const"]) for k in kind["anyOf"] if "const" in k]
 
-    parse.__name__ = f"int_at_least_{least}"
-    return parse
+        def either(text: str) -> Any:
+            errors = []
+            for parse in parsers:
+                try:
+                    return parse(text)
+                except argparse.ArgumentTypeError as exc:
+                    errors.append(str(exc))
+            raise argparse.ArgumentTypeError(f"{errors[0]} (nor {' or '.join(words)})" if words else errors[0])
 
+        return either
+    if "const" in kind:
+        const = kind["const"]
 
-positive_int = _int_at_least(1)
-non_negative_int = _int_at_least(0)
-cluster_count = _int_at_least(2)  # one cluster is no clustering, and a hierarchy cut of 1 says nothing
+        def exactly(text: str) -> Any:
+            if text.strip() != str(const):
+                raise argparse.ArgumentTypeError(f"{text!r} is not {const}")
+            return const
 
+        return exactly
+    kind_type = kind.get("type")
+    if kind_type == "integer":
 
-def _bands(text: str) -> list[str]:
-    return [b.strip() for b in text.split(",") if b.strip()]
+        def integer(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+            _in_range(value, text, kind)
+            return value
 
+        return integer
+    if kind_type == "number":
 
-def _limit(args: argparse.Namespace) -> None:
-    from outcrop.runtime.threads import limit_threads
+        def number(text: str) -> float:
+            value = finite_float(text)
+            _in_range(value, text, kind)
+            return value
 
-    limit_threads(args.threads)
+        return number
+    if kind_type == "boolean":
+        return yes_no
+    if kind_type == "array":
+        item = value_type(kind.get("items", {}))
+        if kind.get("items", {}).get("type") == "string":
+            # names, never paths: also comma-separated (--bands red,nir,swir1)
+            return lambda text: [item(part.strip()) for part in text.split(",") if part.strip()]
+        return item
+    enum = kind.get("enum")
 
+    def text_value(text: str) -> str:
+        if enum is not None and text not in enum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(map(str, enum))}")
+        if kind.get("minLength", 0) > len(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is too short")
+        return text
 
-# --- subcommands ----------------------------------------------------------------------------------
-
-
-def cmd_demo_scene(args: argparse.Namespace) -> None:
-    from outcrop.raster.demo import scene_index, synthesise_scene
-
-    synthesise_scene(args.out, args.truth, index=scene_index(args.scene), size=args.size, seed=args.seed)
-    _log(f"demo: wrote {args.out}")
-
-
-def _demo_scene_parser(sub: Any) -> None:
-    p = _add(sub, "demo-scene", cmd_demo_scene, "synthesise one scene of the built-in demo coast",
-             "outcrop demo-scene --scene demo_1 --out demo/demo_1.tif --truth demo/demo_1_units.tif", False)
-    p.add_argument("--scene", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--truth", required=True)
-    p.add_argument("--size", type=positive_int, default=default("demo.size"))
-    p.add_argument("--seed", type=int, default=default("demo.seed"))
-
-
-def cmd_demo_deposits(args: argparse.Namespace) -> None:
-    from outcrop.raster.demo import write_deposits
-
-    write_deposits(args.out, args.truth, scenes=args.scenes, size=args.size, seed=args.seed)
-    _log(f"demo: wrote {args.out} and {args.truth}")
-
-
-def _demo_deposits_parser(sub: Any) -> None:
-    p = _add(sub, "demo-deposits", cmd_demo_deposits, "write the demo's known deposits and hidden truth",
-             "outcrop demo-deposits --scenes 3 --out demo/deposits.gpkg --truth demo/hidden.gpkg", False)
-    p.add_argument("--scenes", type=positive_int, required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--truth", required=True)
-    p.add_argument("--size", type=positive_int, default=default("demo.size"))
-    p.add_argument("--seed", type=int, default=default("demo.seed"))
-
-
-def cmd_prepare(args: argparse.Namespace) -> None:
-    from outcrop.raster.scenes import MAX_SCENE_PIXELS, prepare_scene
-    from outcrop.raster.surfaces import Thresholds
-
-    _limit(args)
-    thresholds = _thresholds(args.surface, Thresholds)
-    crs, resolution, origin = args.crs, args.resolution, (0.0, 0.0)
-    if args.grid:
-        from outcrop.raster.grid_choice import load_grid
-
-        grid = load_grid(args.grid)
-        crs, resolution, origin = grid.crs, grid.resolution, grid.origin
-    prepare_scene(
-        args.source, args.sensor, args.out, scene_id=args.scene, bands=_bands(args.bands), crs=crs,
-        resolution=resolution, origin=origin, thresholds=thresholds,
-        declared_bands=_bands(args.declared_bands) if args.declared_bands else None,
-        scale=args.scale, offset=args.offset, log=_log, collar=args.collar != "off",
-        max_pixels=args.max_pixels if args.max_pixels is not None else MAX_SCENE_PIXELS,
-    )
+    return text_value
 
 
-def _prepare_parser(sub: Any) -> None:
-    p = _add(sub, "prepare", cmd_prepare, "reproject a scene onto the run grid with reflectance and a surface mask",
-             "outcrop prepare --source LC08_..._SR/ --sensor landsat-c2l2 --scene s1 "
-             "--bands coastal,blue,green,red,nir,swir1,swir2 --out prepared/s1.tif")
-    p.add_argument("--source", required=True, help="file, product folder, URL or STAC item")
-    p.add_argument("--sensor", required=True)
-    p.add_argument("--scene", required=True)
-    p.add_argument("--bands", required=True, help="run bands, comma-separated canonical names")
-    p.add_argument("--out", required=True)
-    p.add_argument("--crs", default=default("grid.crs"), help="run CRS, or auto (the UTM zone or polar CRS "
-                   "that covers the scene)")
-    p.add_argument("--resolution", type=resolution_or_auto, default=default("grid.resolution"),
-                   help="metres per pixel, or auto (the finest band's)")
-    p.add_argument("--grid", default="", help="the run's grid.json (from `outcrop grid`): CRS, resolution and "
-                   "pixel alignment; overrides --crs and --resolution")
-    p.add_argument("--declared-bands", default="", help="band names of a generic GeoTIFF, in file order")
-    p.add_argument("--scale", type=finite_float, default=None)
-    p.add_argument("--offset", type=finite_float, default=None)
-    p.add_argument("--surface", action="append", metavar="KEY=VALUE", help="surface-rule threshold")
-    p.add_argument("--collar", choices=["auto", "off"], default="auto",
-                   help="auto: mask a constant border without a nodata tag as nodata; off: keep it")
-    p.add_argument("--max-pixels", type=int, default=None,
-                   help="largest scene on the run grid, in pixels (default 2e9); a larger one is refused")
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An optional argument also takes the empty text: not given (a rule passes `--scale=` for none)."""
+    def parse_or_empty(text: str) -> Any:
+        return "" if text == "" else parse(text)
+
+    parse_or_empty.__name__ = getattr(parse, "__name__", "value")
+    return parse_or_empty
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(_shown, value)) or "none"
+    if isinstance(value, dict):
+        return "none" if not value else ", ".join(f"{k}={v}" for k, v in value.items())
+    return "none" if value in (None, "") else str(value)
+
+
+# --- subcommands made from the stage declarations ------------------------------------------------
+
+
+# Where each parsed command keeps (dest, name, local only) of its arguments that name files or
+# folders, which are checked against the file system's limits before the command runs.
+_FILE_ARGS = "file_arguments"
+
+
+def _add_arg(p: argparse.ArgumentParser, arg: Arg, positional: bool = False) -> None:
+    """The option (or, ``positional``, the positional argument) of ``arg``, as its declaration says."""
+    parse = value_type(arg.kind)
+    options: dict[str, Any] = {"dest": arg.param, "help": arg.help or None}
+    if arg.many:
+        options["nargs"] = "*" if arg.optional else "+"
+        options["default"] = []
+        options["required"] = not arg.optional
+    elif arg.limit:  # left out: the run's limit, which the function reads (outcrop.limits)
+        options["default"] = None
+        options["help"] = (f"{arg.help} (default: the config's limits.{arg.limit}, as the workflow passes it in "
+                           f"{LIMITS_ENV}; else {_shown(schema_entry('limits.' + arg.limit)['default'])})")
+    elif "default" in arg.kind:  # an option of the command line that rules leave as it is
+        options["default"] = arg.kind["default"]
+        options["help"] = f"{arg.help} (default: {_shown(arg.kind['default'])})"
+    else:
+        options["required"] = not arg.optional
+        options["default"] = ""
+    if arg.names_files:
+        options["metavar"] = "PATH" if arg.source != "output" else "OUT"
+        files = p.get_default(_FILE_ARGS) or ()
+        shown = arg.param if positional else arg.option
+        p.set_defaults(**{_FILE_ARGS: (*files, (arg.param, shown, not arg.is_path))})
+    if not arg.is_path:
+        options["type"] = _optional(parse) if arg.optional else parse
+    if positional:  # named by its dest; optional when it has a default
+        del options["dest"]
+        options.pop("required", None)
+        options["metavar"] = arg.name
+        if "default" in arg.kind:
+            options["nargs"] = "?"
+        else:
+            options.pop("default", None)
+        p.add_argument(arg.param, **options)
+        return
+    p.add_argument(arg.option, **options)
+
+
+def _add_setting(p: argparse.ArgumentParser, param: str, key: str) -> None:
+    entry = schema_entry(key)
+    what = " ".join(str(entry.get("description", "")).split())
+    default_value = entry.get("default")
+    help_text = f"{what + ' ' if what else ''}(config: {key}; default: {_shown(default_value)})"
+    flag = "--" + param.replace("_", "-")
+    if entry.get("type") == "object":
+        p.add_argument(flag, dest=param, action="append", metavar="KEY=VALUE", default=None,
+                       help=f"{help_text}; one KEY=VALUE per {flag}, VALUE read as JSON where it parses")
+        return
+    options: dict[str, Any] = {"dest": param, "type": value_type(entry), "default": default_value, "help": help_text}
+    if entry.get("type") == "array":
+        options["nargs"] = "+" if entry.get("minItems", 0) > 0 else "*"
+    enum = entry.get("enum") or entry.get("items", {}).get("enum")
+    if enum:
+        options["metavar"] = "{" + ",".join(map(str, enum)) + "}"
+    p.add_argument(flag, **options)
+
+
+def _stage_parser(sub: Any, stage: Stage) -> None:
+    p = _add(sub, stage.command, _runner(stage), stage.summary, stage.example, stage.threads)
+    for arg in stage.args:
+        _add_arg(p, arg)
+    for param, key in stage.setting_keys().items():
+        _add_setting(p, param, key)
+
+
+def _runner(stage: Stage) -> Callable[[argparse.Namespace], None]:
+    def run(args: argparse.Namespace) -> None:
+        function = stage.load()
+        if stage.threads:  # after the import: torch and FAISS are capped only once loaded
+            from outcrop.runtime.threads import limit_threads
+
+            limit_threads(args.threads)
+        kwargs = stage.call_arguments(vars(args))
+        if "log" in inspect.signature(function).parameters:
+            kwargs["log"] = _log
+        function(**kwargs)
+
+    return run
+
+
+# --- commands for users ----------------------------------------------------------------------------
+
+_RESULTS = schema_entry("results")["default"]  # a finished run's folder, where the workflow writes by default
 
 
 def cmd_stac_search(args: argparse.Namespace) -> None:
@@ -219,8 +267,9 @@ def _stac_search_parser(sub: Any) -> None:
     p = _add(sub, "stac-search", cmd_stac_search, "write a scene sheet from a STAC item, catalog or API search",
              "outcrop stac-search https://earth-search.aws.element84.com/v1/search --collection sentinel-2-l2a "
              "--bbox 162,-78,167,-76 --datetime 2023-11-01/2024-02-28 --max-cloud 20 --out scenes.tsv", False)
-    p.add_argument("source", help="STAC item, item collection, static catalog, API landing page or /search URL")
-    p.add_argument("--out", required=True, help="scene sheet (TSV) to write")
+    _add_arg(p, Arg("source", "", SOURCE, help="STAC item, item collection, static catalog, API landing page or "
+                    "/search URL"), positional=True)
+    _add_arg(p, Arg("out", "output", PATH, help="scene sheet (TSV) to write"))
     p.add_argument("--append", action="store_true", help="add new items to an existing sheet")
     p.add_argument("--collection", default="", help="collection id(s), comma-separated")
     p.add_argument("--bbox", default="", help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)")
@@ -233,389 +282,11 @@ def _stac_search_parser(sub: Any) -> None:
                         "(e.g. --header 'Authorization: Bearer ...'); repeat for more")
 
 
-def _thresholds(items: Sequence[str] | None, cls: Any) -> Any:
-    values = _parse_sets(items, "--surface")
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise OutcropError(f"--surface: unknown threshold {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    out = {}
-    for key, value in values.items():
-        try:
-            out[key] = finite_float(str(value))
-        except argparse.ArgumentTypeError as exc:
-            raise OutcropError(f"--surface {key}: {exc}") from None
-    return cls(**out)
-
-
-def _run_crs(args: argparse.Namespace) -> str:
-    """The run CRS for a stage that reads a prepared scene: grid.json's, --crs, or (auto) the scene's."""
-    if args.grid:
-        from outcrop.raster.grid_choice import load_grid
-
-        return load_grid(args.grid).crs
-    if args.crs != "auto":
-        return args.crs
-    from outcrop.raster.scenes import open_raster
-
-    with open_raster(args.prepared) as src:
-        return src.crs.to_wkt()
-
-
-def cmd_grid(args: argparse.Namespace) -> None:
-    import json
-
-    from outcrop.raster.grid_choice import choose_grid, write_grid
-    from outcrop.raster.scenes import read_scene_header
-
-    try:
-        rows = json.loads(args.scenes_json)
-        assert isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)
-        scenes = [(str(r["scene"]), str(r["source"]), str(r["sensor"]), r.get("bands") or "") for r in rows]
-    except (ValueError, AssertionError, KeyError):
-        raise OutcropError("grid: --scenes-json must be a non-empty JSON list of {scene, source, sensor[, bands]}") \
-            from None
-    headers = [read_scene_header(scene, source, sensor, _bands(args.bands),
-                                 _bands(str(declared)) if declared else None)
-               for scene, source, sensor, declared in scenes]
-    write_grid(args.out, choose_grid(headers, args.crs, args.resolution, log=_log))
-
-
-def _grid_parser(sub: Any) -> None:
-    p = _add(sub, "grid", cmd_grid, "choose the run grid (CRS, resolution, pixel alignment) from the scenes' headers",
-             "outcrop grid --scenes-json '[{\"scene\": \"s1\", \"source\": \"LC08_.../\", \"sensor\": "
-             "\"landsat-c2l2\"}]' --bands blue,green,red --out results/grid.json", False)
-    p.add_argument("--scenes-json", required=True, help="JSON list of {scene, source, sensor[, bands]}")
-    p.add_argument("--bands", required=True, help="run bands, comma-separated canonical names")
-    p.add_argument("--crs", default=default("grid.crs"), help="run CRS, or auto")
-    p.add_argument("--resolution", type=resolution_or_auto, default=default("grid.resolution"),
-                   help="metres per pixel, or auto")
-    p.add_argument("--out", required=True)
-
-
-def cmd_tile(args: argparse.Namespace) -> None:
-    from outcrop.raster.tiles import tile_scene
-
-    aoi = None
-    if args.aoi:
-        from outcrop.raster.aoi import aoi_geometry
-
-        aoi = aoi_geometry(args.aoi, _run_crs(args), buffer_km=args.aoi_buffer_km)
-    tile_scene(args.prepared, args.out_tiles, args.out_table, scene_id=args.scene, size=args.size,
-               stride=args.stride, min_valid=args.min_valid, aoi=aoi, aoi_name=str(args.aoi), log=_log)
-
-
-def _tile_parser(sub: Any) -> None:
-    p = _add(sub, "tile", cmd_tile, "cut a prepared scene into tiles (array + GeoParquet table)",
-             "outcrop tile --prepared prepared/s1.tif --scene s1 --out-tiles tiles/s1.npy --out-table tiles/s1.parquet", False)
-    p.add_argument("--prepared", required=True)
-    p.add_argument("--scene", required=True)
-    p.add_argument("--out-tiles", required=True)
-    p.add_argument("--out-table", required=True)
-    p.add_argument("--size", type=positive_int, default=default("tiles.size"))
-    p.add_argument("--stride", type=positive_int, default=default("tiles.stride"))
-    p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
-    p.add_argument("--aoi", default="", help="AOI polygon or coastline file")
-    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
-    p.add_argument("--crs", default=default("grid.crs"), help="run CRS (the AOI is brought into it); auto: the "
-                   "prepared scene's")
-    p.add_argument("--grid", default="", help="the run's grid.json; overrides --crs")
-
-
-def cmd_train(args: argparse.Namespace) -> None:
-    from outcrop.learning.encoder import EncoderSettings, train_byol
-
-    _limit(args)
-    if len(args.tiles) != len(args.tables):
-        raise OutcropError("train: --tiles and --tables must list the same scenes")
-    settings = EncoderSettings.from_dict(_parse_sets(args.set))
-    train_byol(
-        [Path(p) for p in args.tiles], [Path(p) for p in args.tables], Path(args.out), settings=settings,
-        bands=_bands(args.bands), curve_tsv=Path(args.curve_tsv), curve_png=Path(args.curve_png),
-        checkpoint_path=Path(args.checkpoint), min_rock=args.min_rock, device=args.device, log=_log,
-    )
-
-
-def _train_parser(sub: Any) -> None:
-    p = _add(sub, "train", cmd_train, "train the BYOL encoder on the tiles of the training scenes",
-             "outcrop train --tiles tiles/a.npy --tables tiles/a.parquet --bands blue,green,red,nir "
-             "--out model/encoder.pt --curve-tsv model/curve.tsv --curve-png model/curve.png "
-             "--checkpoint model/checkpoint.pt --set epochs=20 --threads 2")
-    p.add_argument("--tiles", nargs="+", required=True)
-    p.add_argument("--tables", nargs="+", required=True)
-    p.add_argument("--bands", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--curve-tsv", required=True)
-    p.add_argument("--curve-png", required=True)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--min-rock", type=finite_float, default=default("encoder.train_min_rock"))
-    p.add_argument("--device", default=default("encoder.device"), help="auto, cpu, cuda or mps")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="encoder setting")
-
-
-def cmd_embed(args: argparse.Namespace) -> None:
-    from outcrop.learning.embeddings import embed_tiles
-
-    _limit(args)
-    embed_tiles(Path(args.tiles), Path(args.model), Path(args.out), batch_size=args.batch_size,
-                device=args.device, bands=_bands(args.bands) if args.bands else None,
-                spectral_weight=args.spectral_weight, context_weight=args.context_weight,
-                table_path=Path(args.table) if args.table else None, log=_log)
-
-
-def _embed_parser(sub: Any) -> None:
-    p = _add(sub, "embed", cmd_embed, "embed one scene's tiles with the trained encoder",
-             "outcrop embed --tiles tiles/s1.npy --table tiles/s1.parquet --model model/encoder.pt "
-             "--out embeddings/s1.npy")
-    p.add_argument("--tiles", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--batch-size", type=positive_int, default=default("embed.batch_size"))
-    p.add_argument("--spectral-weight", type=non_negative_float, default=default("embed.spectral_weight"),
-                   help="weight of the tile's standardised spectrum joined to the learned vector (0: none)")
-    p.add_argument("--context-weight", type=non_negative_float, default=default("embed.context_weight"),
-                   help="weight of the spectrum of the tile's 3 x 3 block joined to the vector (0: none)")
-    p.add_argument("--table", default="", help="the scene's tile table, for the block part (default: the "
-                   ".parquet beside --tiles)")
-    p.add_argument("--device", default=default("encoder.device"))
-    p.add_argument("--bands", default="", help="the run's bands; the encoder must have been trained on them")
-
-
-def cmd_index(args: argparse.Namespace) -> None:
-    from outcrop.search.index import build_index
-
-    _limit(args)
-    build_index(args.embeddings, args.tables, Path(args.out_index), Path(args.out_table), Path(args.out_info),
-                min_rock=args.min_rock, exact_max=args.exact_max, memory_gb=args.memory_gb,
-                recall_floor=args.recall_floor, seed=args.seed, retrain=args.retrain, drift_max=args.drift_max,
-                state_dir=Path(args.state_dir) if args.state_dir else None,
-                grid=Path(args.grid) if args.grid else None, log=_log)
-
-
-def _index_parser(sub: Any) -> None:
-    p = _add(sub, "index", cmd_index, "build the FAISS index over all embeddings",
-             "outcrop index --embeddings embeddings/*.npy --tables tiles/*.parquet --out-index index/tiles.faiss "
-             "--out-table index/tiles.parquet --out-info index/info.json")
-    p.add_argument("--embeddings", nargs="+", required=True)
-    p.add_argument("--tables", nargs="+", required=True)
-    p.add_argument("--out-index", required=True)
-    p.add_argument("--out-table", required=True)
-    p.add_argument("--out-info", required=True)
-    p.add_argument("--min-rock", type=finite_float, default=default("index.min_rock"))
-    p.add_argument("--exact-max", type=positive_int, default=default("index.exact_max"))
-    p.add_argument("--recall-floor", type=finite_float, default=default("index.recall_floor"))
-    p.add_argument("--seed", type=int, default=default("index.seed"))
-    p.add_argument("--memory-gb", type=positive_float, default=default("index.memory_gb"))
-    p.add_argument("--grid", default="", help="the run's grid.json: info.json then records the grid the tiles lie on")
-    _add_kept_state_options(p, "index", "add", "keep the trained index here and add new scenes to it")
-
-
-def cmd_cluster(args: argparse.Namespace) -> None:
-    from outcrop.figures.cluster_maps import write_cluster_figures
-    from outcrop.search.clusters import cluster_tiles
-
-    _limit(args)
-    clustering = cluster_tiles(
-        Path(args.index_table), args.embeddings, args.tiles, args.prepared, Path(args.out_gpkg),
-        Path(args.out_parquet), Path(args.out_summary), Path(args.rasters_dir), ks=args.k, cuts=args.cuts,
-        seed=args.seed, sample=args.sample, retrain=args.retrain, drift_max=args.drift_max,
-        state_dir=Path(args.state_dir) if args.state_dir else None, log=_log,
-    )
-    write_cluster_figures(clustering, args.prepared, args.tiles, Path(args.out_dendrogram), Path(args.maps_dir),
-                          out_exemplars=Path(args.out_exemplars) if args.out_exemplars else None,
-                          state_dir=Path(args.state_dir) if args.state_dir else None)
-
-
-def _add_kept_state_options(p: argparse.ArgumentParser, section: str, verb: str, state_help: str) -> None:
-    """What the index and the clusters keep between runs, and when they retrain instead."""
-    p.add_argument("--retrain", type=yes_no, default=default(f"{section}.retrain"), help=f"yes: retrain, never {verb}")
-    p.add_argument("--drift-max", type=positive_float, default=default(f"{section}.drift_max"))
-    p.add_argument("--state-dir", default="", help=state_help)
-
-
-def _cluster_parser(sub: Any) -> None:
-    p = _add(sub, "cluster", cmd_cluster, "k-means at each k plus a Ward hierarchy on the centroids",
-             "outcrop cluster --index-table index/tiles.parquet --embeddings embeddings/*.npy --tiles tiles/*.npy "
-             "--prepared prepared/*.tif --k 4 8 --cuts 3 --out-gpkg clusters/labels.gpkg --out-parquet "
-             "clusters/labels.parquet --out-summary clusters/summary.csv --out-dendrogram clusters/dendrogram.png "
-             "--maps-dir clusters/maps --rasters-dir clusters/rasters")
-    for name in ("--embeddings", "--tiles", "--prepared"):
-        p.add_argument(name, nargs="+", required=True)
-    for name in ("--index-table", "--out-gpkg", "--out-parquet", "--out-summary", "--out-dendrogram",
-                 "--maps-dir", "--rasters-dir"):
-        p.add_argument(name, required=True)
-    p.add_argument("--out-exemplars", default="", help="PNG of exemplar tiles per cluster")
-    p.add_argument("--k", type=cluster_count, nargs="+", required=True)
-    p.add_argument("--cuts", type=cluster_count, nargs="*", required=True, help="hierarchy cuts (none: give --cuts alone)")
-    p.add_argument("--seed", type=int, default=default("clusters.seed"))
-    p.add_argument("--sample", type=positive_int, default=default("clusters.sample"))
-    _add_kept_state_options(p, "clusters", "assign", "keep the centroids here and assign new scenes' tiles to them")
-
-
-def cmd_analogues(args: argparse.Namespace) -> None:
-    from outcrop.search.analogues import find_analogues
-
-    _limit(args)
-    find_analogues(
-        Path(args.index), Path(args.index_table), args.embeddings, Path(args.deposits), args.prepared,
-        Path(args.out_gpkg), Path(args.out_csv), Path(args.similarity_dir), buffer_m=args.buffer_m,
-        exclusion_km=args.exclusion_km, top=args.top, site_overlap=_site_overlap(args.site_overlap),
-        negatives_path=Path(args.negatives) if args.negatives else None,
-        state_dir=Path(args.state_dir) if args.state_dir else None, log=_log,
-    )
-
-
-def _analogues_parser(sub: Any) -> None:
-    p = _add(sub, "analogues", cmd_analogues, "rank analogues of the known deposits",
-             "outcrop analogues --index index/tiles.faiss --index-table index/tiles.parquet --embeddings "
-             "embeddings/*.npy --prepared prepared/*.tif --deposits deposits.gpkg --out-gpkg analogues/analogues.gpkg "
-             "--out-csv analogues/analogues.csv --similarity-dir analogues/similarity")
-    for name in ("--embeddings", "--prepared"):
-        p.add_argument(name, nargs="+", required=True)
-    for name in ("--index", "--index-table", "--deposits", "--out-gpkg", "--out-csv", "--similarity-dir"):
-        p.add_argument(name, required=True)
-    p.add_argument("--negatives", default="")
-    p.add_argument("--state-dir", default="", help="keep every tile's score here and score only an added scene's "
-                   "tiles while the deposits stay the same")
-    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
-    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
-    p.add_argument("--top", type=positive_int, default=default("analogues.top"))
-    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"),
-                   help="one analogue per site: drop tiles overlapping a better one by more than this share (0: off)")
-
-
-def _site_overlap(value: float) -> float | None:
-    """``--site-overlap 0`` (or less) ranks every tile; above 0, one tile per site."""
-    return value if value > 0 else None
-
-
-def cmd_evaluate(args: argparse.Namespace) -> None:
-    from outcrop.search.evaluate import evaluate_run
-
-    _limit(args)
-    evaluate_run(args.scenes, Path(args.out), index=Path(args.index), index_table=Path(args.index_table),
-                 embeddings=[Path(p) for p in args.embeddings], tiles=[Path(p) for p in args.tiles],
-                 truth=[Path(p) for p in args.truth_units], model=Path(args.model),
-                 labels=Path(args.labels) if args.labels else None, truth_deposits=Path(args.truth_deposits),
-                 deposits=Path(args.deposits), buffer_m=args.buffer_m, exclusion_km=args.exclusion_km,
-                 recall_k=args.recall_k, seed=args.seed, site_overlap=_site_overlap(args.site_overlap), log=_log)
-
-
-def _evaluate_parser(sub: Any) -> None:
-    p = _add(sub, "evaluate", cmd_evaluate, "score a demo run against its planted truth",
-             "outcrop evaluate --scenes demo_1 demo_2 --index results/index/tiles.faiss "
-             "--index-table results/index/tiles.parquet --embeddings results/embeddings/demo_{1,2}.npy "
-             "--tiles results/tiles/demo_{1,2}.npy --truth-units results/demo/truth/demo_{1,2}_units.tif "
-             "--model results/model/encoder.pt --labels results/clusters/labels.parquet --truth-deposits "
-             "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/demo/scores.json")
-    p.add_argument("--scenes", nargs="+", required=True)
-    for name, what in (("--embeddings", "embeddings"), ("--tiles", "tile arrays"), ("--truth-units", "planted rock units")):
-        p.add_argument(name, nargs="+", required=True, help=f"{what}, one file per scene in the order of --scenes")
-    p.add_argument("--index", required=True)
-    p.add_argument("--index-table", required=True)
-    p.add_argument("--model", required=True,
-                   help="trained encoder whose architecture the random-encoder baseline copies")
-    p.add_argument("--labels", default="", help="the workflow's clusters (clusters/labels.parquet), also scored")
-    p.add_argument("--truth-deposits", required=True)
-    p.add_argument("--deposits", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
-    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
-    p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
-    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
-    p.add_argument("--seed", type=int, default=default("clusters.seed"), help="k-means seed; also seeds the random-encoder baseline")
-
-
-def cmd_quality(args: argparse.Namespace) -> None:
-    from outcrop.search.quality import quality_run
-
-    _limit(args)
-    quality_run(args.scenes, Path(args.out), index=Path(args.index), index_table=Path(args.index_table),
-                embeddings=[Path(p) for p in args.embeddings], tiles=[Path(p) for p in args.tiles],
-                prepared=[Path(p) for p in args.prepared], model=Path(args.model),
-                deposits=Path(args.deposits) if args.deposits else None,
-                buffer_m=args.buffer_m, exclusion_km=args.exclusion_km, site_overlap=_site_overlap(args.site_overlap),
-                recall_k=args.recall_k, stride=args.stride, min_valid=args.min_valid, seed=args.seed,
-                spectral_weight=args.spectral_weight, context_weight=args.context_weight,
-                tables=[Path(p) for p in args.tables] if args.tables else None,
-                demo_scores=Path(args.demo_scores) if args.demo_scores else None, log=_log)
-
-
-def _quality_parser(sub: Any) -> None:
-    p = _add(sub, "quality", cmd_quality, "score any run without labels: leave-one-deposit-out and cross-scene "
-             "re-identification, beside the baselines",
-             "outcrop quality --scenes s1 s2 --index results/index/tiles.faiss --index-table results/index/tiles.parquet "
-             "--embeddings results/embeddings/s{1,2}.npy --tiles results/tiles/s{1,2}.npy "
-             "--prepared results/prepared/s{1,2}.tif --model results/model/encoder.pt --deposits deposits.gpkg "
-             "--out results/metrics.json")
-    p.add_argument("--scenes", nargs="+", required=True)
-    for name, what in (("--embeddings", "embeddings"), ("--tiles", "tile arrays"), ("--prepared", "prepared scenes")):
-        p.add_argument(name, nargs="+", required=True, help=f"{what}, one file per scene in the order of --scenes")
-    p.add_argument("--index", required=True)
-    p.add_argument("--index-table", required=True)
-    p.add_argument("--model", required=True, help="trained encoder (embeds the re-identification queries)")
-    p.add_argument("--deposits", default="", help="known deposits (leave-one-out needs three or more)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
-    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
-    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
-    p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
-    p.add_argument("--stride", type=positive_int, default=default("tiles.stride"),
-                   help="the run's tile stride; re-identification queries are cut half a stride off its grid")
-    p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
-    p.add_argument("--seed", type=int, default=default("clusters.seed"), help="seeds the random-encoder baseline and the query sample")
-    p.add_argument("--demo-scores", default="", help="the demo's truth-based scores (outcrop evaluate), merged in")
-    p.add_argument("--tables", nargs="+", default=None,
-                   help="tile tables, one per scene in the order of --scenes (needed by the block part)")
-    p.add_argument("--spectral-weight", type=non_negative_float, default=default("embed.spectral_weight"),
-                   help="the run's spectral weight (as `outcrop embed`), so queries are embedded alike")
-    p.add_argument("--context-weight", type=non_negative_float, default=default("embed.context_weight"),
-                   help="the run's context weight (as `outcrop embed`)")
-
-
-def cmd_report(args: argparse.Namespace) -> None:
-    from outcrop.figures.report import write_summary
-
-    write_summary(args.scenes, Path(args.out), tile_tables=[Path(p) for p in args.tile_tables],
-                  prepared=[Path(p) for p in args.prepared], training_curve=Path(args.training_curve),
-                  dendrogram=Path(args.dendrogram), cluster_maps=[Path(p) for p in args.cluster_maps],
-                  index_info=Path(args.index_info), analogues=Path(args.analogues) if args.analogues else None,
-                  skipped=Path(args.analogues_skipped) if args.analogues_skipped else None,
-                  grid=Path(args.grid) if args.grid else None,
-                  metrics=Path(args.metrics) if args.metrics else None,
-                  webmap=Path(args.webmap) if args.webmap else None,
-                  snakemake_report=Path(args.snakemake_report) if args.snakemake_report else None,
-                  cluster_table=Path(args.cluster_table) if args.cluster_table else None,
-                  analogue_maps=[Path(p) for p in args.analogue_maps], log=_log)
-
-
-def _report_parser(sub: Any) -> None:
-    p = _add(sub, "report", cmd_report, "write the HTML summary of a run",
-             "outcrop report --scenes demo_1 demo_2 --tile-tables results/tiles/demo_{1,2}.parquet "
-             "--prepared results/prepared/demo_{1,2}.tif --cluster-maps results/clusters/maps/demo_{1,2}.png "
-             "--training-curve results/model/training_curve.png --dendrogram results/clusters/dendrogram.png "
-             "--analogues results/analogues/analogues.csv --grid results/grid.json --index-info "
-             "results/index/info.json --metrics results/metrics.json --webmap results/map.html --out results/summary.html", False)
-    p.add_argument("--scenes", nargs="+", required=True)
-    for name in ("--tile-tables", "--prepared", "--cluster-maps"):
-        p.add_argument(name, nargs="+", required=True, help="one file per scene, in the order of --scenes")
-    for name in ("--training-curve", "--dendrogram", "--index-info", "--out"):
-        p.add_argument(name, required=True)
-    p.add_argument("--analogues", default="", help="the ranked analogues (analogues.csv), when deposits were given")
-    p.add_argument("--analogues-skipped", default="", help="why no analogues were ranked (analogues/skipped.txt)")
-    p.add_argument("--grid", default="", help="the run grid (grid.json)")
-    p.add_argument("--metrics", default="", help="the run's quality scores (metrics.json, with the demo's scores merged in)")
-    p.add_argument("--webmap", default="", help="the interactive map (map.html), linked from the page")
-    p.add_argument("--snakemake-report", default="", help="where `snakemake --report` writes, linked from the page")
-    p.add_argument("--cluster-table", default="", help="the cluster table (clusters/summary.html), linked from the page")
-    p.add_argument("--analogue-maps", nargs="*", default=[],
-                   help="the analogue map of each scene, in the order of --scenes, linked from the page")
-
-
 def cmd_query(args: argparse.Namespace) -> None:
+    from outcrop.runtime.threads import limit_threads
     from outcrop.search.query import FORMATS, query_columns
 
-    _limit(args)
+    limit_threads(args.threads)
     columns = query_columns(Path(args.results), lon=args.lon, lat=args.lat, tile=args.tile,
                             geometry=Path(args.geometry) if args.geometry else None, top=args.top)
     print(FORMATS[args.format](columns))
@@ -624,11 +295,11 @@ def cmd_query(args: argparse.Namespace) -> None:
 def _query_parser(sub: Any) -> None:
     p = _add(sub, "query", cmd_query, "top analogues of a place, against a finished run",
              "outcrop query --results results --lon 142.7 --lat -67.25 --top 10")
-    p.add_argument("--results", default=default("results"), help="a finished run's results folder")
+    _add_arg(p, option("results", {**PATH, "default": _RESULTS}, help="a finished run's results folder"))
     p.add_argument("--lon", type=finite_float)
     p.add_argument("--lat", type=finite_float)
     p.add_argument("--tile", help="SCENE:TILE_ID")
-    p.add_argument("--geometry", help="polygon file")
+    _add_arg(p, Arg("geometry", "input", PATH, optional=True, help="polygon file"))
     p.add_argument("--top", type=positive_int, default=10)
     p.add_argument("--format", choices=("table", "csv", "geojson"), default="table",
                    help="plain-text table (default), CSV, or GeoJSON points at the tile centres")
@@ -643,129 +314,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 def _info_parser(sub: Any) -> None:
     p = _add(sub, "info", cmd_info, "summarise a finished run: scenes, tiles per surface, model, index, "
              "clusters, top analogues", "outcrop info results", False)
-    p.add_argument("results", nargs="?", default=default("results"))
-
-
-def cmd_quicklook(args: argparse.Namespace) -> None:
-    from outcrop.figures.quicklook import write_quicklook
-
-    aoi = None
-    if args.aoi:
-        from outcrop.raster.aoi import aoi_geometry
-
-        aoi = aoi_geometry(args.aoi, _run_crs(args), buffer_km=args.aoi_buffer_km)
-    write_quicklook(args.prepared, args.out_png, args.out_tif, scene=args.scene, aoi=aoi,
-                    max_size=args.max_size, log=_log)
-
-
-def _quicklook_parser(sub: Any) -> None:
-    p = _add(sub, "quicklook", cmd_quicklook,
-            "false-colour quicklook of a prepared scene: a COG and a PNG with the surface mask and AOI",
-            "outcrop quicklook --prepared results/prepared/s1.tif --scene s1 --out-png results/quicklooks/s1.png "
-            "--out-tif results/quicklooks/s1.tif --aoi coast.gpkg --aoi-buffer-km 10", False)
-    p.add_argument("--prepared", required=True)
-    p.add_argument("--scene", required=True)
-    p.add_argument("--out-png", required=True)
-    p.add_argument("--out-tif", required=True)
-    p.add_argument("--aoi", default="", help="AOI polygon or coastline file, outlined on the figure")
-    p.add_argument("--aoi-buffer-km", type=non_negative_float, default=default("aoi.buffer_km"))
-    p.add_argument("--crs", default=default("grid.crs"), help="run CRS (the AOI is brought into it); auto: the "
-                   "prepared scene's")
-    p.add_argument("--grid", default="", help="the run's grid.json; overrides --crs")
-    p.add_argument("--max-size", type=positive_int, default=2048, help="largest side of the quicklook in pixels")
-
-
-def cmd_projection(args: argparse.Namespace) -> None:
-    from outcrop.figures.projection import write_projection
-
-    write_projection(Path(args.labels), [Path(p) for p in args.embeddings], Path(args.out_clusters),
-                     Path(args.out_surfaces), max_points=args.max_points, seed=args.seed, log=_log)
-
-
-def _projection_parser(sub: Any) -> None:
-    p = _add(sub, "projection", cmd_projection,
-            "2-D PCA of the clustered tiles' embeddings, coloured by cluster and by surface class",
-            "outcrop projection --labels results/clusters/labels.parquet --embeddings results/embeddings/*.npy "
-            "--out-clusters results/embeddings/projection_clusters.png "
-            "--out-surfaces results/embeddings/projection_surfaces.png", False)
-    p.add_argument("--labels", required=True, help="clusters/labels.parquet")
-    p.add_argument("--embeddings", nargs="+", required=True)
-    p.add_argument("--out-clusters", required=True)
-    p.add_argument("--out-surfaces", required=True)
-    p.add_argument("--max-points", type=positive_int, default=20_000, help="tiles drawn (a seeded sample)")
-    p.add_argument("--seed", type=int, default=0)
-
-
-def cmd_cluster_table(args: argparse.Namespace) -> None:
-    from outcrop.figures.cluster_table import write_cluster_table
-
-    write_cluster_table(Path(args.labels), Path(args.summary), [Path(p) for p in args.embeddings],
-                        [Path(p) for p in args.tiles], Path(args.out), log=_log)
-
-
-def _cluster_table_parser(sub: Any) -> None:
-    p = _add(sub, "cluster-table", cmd_cluster_table,
-            "HTML table of the clusters (size, surfaces, mean spectrum) with thumbnails of their nearest tiles",
-            "outcrop cluster-table --labels results/clusters/labels.parquet --summary results/clusters/summary.csv "
-            "--embeddings results/embeddings/*.npy --tiles results/tiles/*.npy --out results/clusters/summary.html",
-            False)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--summary", required=True)
-    p.add_argument("--embeddings", nargs="+", required=True)
-    p.add_argument("--tiles", nargs="+", required=True)
-    p.add_argument("--out", required=True)
-
-
-def cmd_analogue_maps(args: argparse.Namespace) -> None:
-    from outcrop.figures.analogue_maps import write_analogue_maps
-
-    write_analogue_maps([Path(p) for p in args.similarity], Path(args.analogues), Path(args.deposits),
-                        Path(args.out_dir), label_top=args.label_top,
-                        prepared_paths=[Path(p) for p in args.prepared] if args.prepared else None,
-                        state_dir=Path(args.state_dir) if args.state_dir else None, log=_log)
-
-
-def _analogue_maps_parser(sub: Any) -> None:
-    p = _add(sub, "analogue-maps", cmd_analogue_maps,
-            "per-scene maps of similarity with the known deposits and the top analogues marked",
-            "outcrop analogue-maps --similarity results/analogues/similarity/*.tif "
-            "--analogues results/analogues/analogues.gpkg --deposits deposits.gpkg --out-dir results/analogues/maps",
-            False)
-    p.add_argument("--similarity", nargs="+", required=True)
-    p.add_argument("--analogues", required=True)
-    p.add_argument("--deposits", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--label-top", type=non_negative_int, default=10, help="analogues numbered on the maps")
-    p.add_argument("--state-dir", default="", help="keep the maps here and draw again only those whose content changed")
-    p.add_argument("--prepared", nargs="+", help="prepared scenes, one per similarity raster in the same order: "
-                   "similarity over open water is left out of the maps")
-
-
-def cmd_webmap(args: argparse.Namespace) -> None:
-    from outcrop.figures.webmap import write_webmap
-
-    write_webmap([Path(p) for p in args.quicklooks], [Path(p) for p in args.clusters],
-                 [Path(p) for p in args.similarity], Path(args.analogues) if args.analogues else None,
-                 Path(args.deposits) if args.deposits else None, Path(args.out),
-                 prepared=[Path(p) for p in args.prepared], title=args.title, log=_log)
-
-
-def _webmap_parser(sub: Any) -> None:
-    p = _add(sub, "webmap", cmd_webmap,
-            "standalone offline interactive map (HTML): quicklooks, clusters, similarity, deposits, analogues",
-            "outcrop webmap --quicklooks results/quicklooks/*.tif --clusters results/clusters/rasters/*.tif "
-            "--similarity results/analogues/similarity/*.tif --analogues results/analogues/analogues.gpkg "
-            "--deposits deposits.gpkg --prepared results/prepared/*.tif --out results/map.html", False)
-    p.add_argument("--quicklooks", nargs="+", required=True)
-    p.add_argument("--clusters", nargs="+", required=True)
-    # A run without deposits has no similarity, analogues nor deposits: the map shows the rest.
-    p.add_argument("--similarity", nargs="*", default=[])
-    p.add_argument("--analogues", default="")
-    p.add_argument("--deposits", default="")
-    # The coastline is contoured from the prepared scenes' surface masks; without them it is left out.
-    p.add_argument("--prepared", nargs="*", default=[], help="prepared scenes (their masks give the coastline)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--title", default="outcrop run")
+    _add_arg(p, option("results", {**PATH, "default": _RESULTS}, help="a finished run's results folder"),
+             positional=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -777,7 +327,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     server = open_server(Path(args.results), marks=Path(args.marks) if args.marks else None,
                          deposits=Path(args.deposits) if args.deposits else None, host=args.host, port=args.port,
                          threads=args.threads, buffer_m=args.buffer_m, exclusion_km=args.exclusion_km,
-                         site_overlap=_site_overlap(args.site_overlap), title=args.title, log=_log)
+                         site_overlap=args.site_overlap or None, title=args.title, log=_log)
     _log(f"serve: open {server.url} (Ctrl-C stops)")
     try:
         server.run()
@@ -791,22 +341,20 @@ def _serve_parser(sub: Any) -> None:
     """Register ``outcrop serve`` on the command line's subparsers."""
     p = _add(sub, "serve", cmd_serve, "search a finished run from a live map: click, mark right and wrong, "
              "search again, export (a local web application)", "outcrop serve results", False)
-    p.add_argument("results", nargs="?", default=default("results"), help="a finished run's results folder")
-    p.add_argument("--marks", default="", help="the marks GeoPackage, saved as you mark "
-                   "(default: <results>-marks.gpkg beside the results folder)")
-    p.add_argument("--deposits", default="", help="the run's known deposits, shown on the map "
-                   "(default: the demo's, for a demo run)")
+    _add_arg(p, option("results", {**PATH, "default": _RESULTS}, help="a finished run's results folder"),
+             positional=True)
+    _add_arg(p, Arg("marks", "output", PATH, optional=True, help="the marks GeoPackage, saved as you mark "
+                    "(default: <results>-marks.gpkg beside the results folder)"))
+    _add_arg(p, Arg("deposits", "input", PATH, optional=True, help="the run's known deposits, shown on the map "
+                    "(default: the demo's, for a demo run)"))
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                    "only; another address is warned about)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--threads", type=positive_int, default=4, help="searches answered at once (default 4)")
     p.add_argument("--title", default="", help="the page title")
-    p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"),
-                   help="a clicked or marked point selects the tiles within this distance (as analogues.buffer_m)")
-    p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"),
-                   help="no result this close to a positive (as analogues.exclusion_km)")
-    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"),
-                   help="one result per site (as analogues.site_overlap; 0: every tile)")
+    # A click or a mark selects and excludes tiles as the analogues stage does: its settings, as it takes them.
+    for param in ("buffer_m", "exclusion_km", "site_overlap"):
+        _add_setting(p, param, f"analogues.{param}")
 
 
 # --- parser ---------------------------------------------------------------------------------------
@@ -822,6 +370,10 @@ def _add(sub: Any, name: str, func: Callable[[argparse.Namespace], None], help_t
     return p
 
 
+positive_int = value_type({"type": "integer", "minimum": 1})
+non_negative_float = value_type({"type": "number", "minimum": 0})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="outcrop",
@@ -829,30 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"outcrop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add_parser in (
-        _demo_scene_parser,
-        _demo_deposits_parser,
-        _grid_parser,
-        _prepare_parser,
-        _stac_search_parser,
-        _tile_parser,
-        _train_parser,
-        _embed_parser,
-        _index_parser,
-        _cluster_parser,
-        _analogues_parser,
-        _evaluate_parser,
-        _quality_parser,
-        _report_parser,
-        _query_parser,
-        _info_parser,
-        _quicklook_parser,
-        _projection_parser,
-        _cluster_table_parser,
-        _analogue_maps_parser,
-        _webmap_parser,
-        _serve_parser,
-    ):
+    for stage in STAGE_LIST:
+        _stage_parser(sub, stage)
+    for add_parser in (_stac_search_parser, _query_parser, _info_parser, _serve_parser):
         add_parser(sub)
     return parser
 
@@ -892,15 +423,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ.pop("GDAL_CACHEMAX", None)
 
 
+def _check_path_arguments(args: argparse.Namespace) -> None:
+    """A path too long for the file system, refused naming its argument (the system's own error
+    would surface later as a traceback, or after part of the work). The arguments checked are those
+    declared as files (``format: path``), and sources (``format: source``) where they are local:
+    a remote source is a URL."""
+    from outcrop.limits import check_path
+    from outcrop.raster.sheets import local_input
+
+    for dest, name, local_only in getattr(args, _FILE_ARGS, None) or ():
+        value = getattr(args, dest)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and (not local_only or local_input(item)):
+                check_path(item, name)
+
+
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from outcrop.runtime.stopping import Interrupted
+
     try:
+        _check_path_arguments(args)
         args.func(args)
+    except Interrupted as exc:  # stopped on a signal, its state saved: not an error, but not done
+        print(f"outcrop {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:  # Ctrl-C: what was saved is in the log; no traceback
+        print(f"outcrop {args.command}: stopped by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
     except OutcropError as exc:
         # One line, whatever a wrapped library put in the message: logs and job failures stay greppable.
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"outcrop {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk met outside the writers of outcrop.io (a folder made, a lock taken)
+        from outcrop.io import no_space_reason
+
+        reason = no_space_reason(exc)
+        if reason is None:
+            raise
+        print(f"outcrop {args.command}: error: {exc.filename or 'a file'}: {reason}", file=sys.stderr)
         return 2
     return 0
 

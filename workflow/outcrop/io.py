@@ -8,6 +8,7 @@ user can trust whatever exists.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from outcrop.errors import OutcropError
+from outcrop.layout import STAGING_SUFFIXES, temporary_name, temporary_stem
 
 # Prepared scenes store reflectance as scaled uint16 (half the size of float32) with 0 as nodata.
 PREPARED_SCALE = 1e-4
@@ -37,24 +39,106 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write to, renamed onto ``path`` only on success.
 
     The temporary name keeps the final suffix so that format-sniffing writers (GDAL, pyogrio,
-    numpy) behave as they would on the real name.
+    numpy) behave as they would on the real name. A write that fails for want of space is one
+    :class:`OutcropError` naming ``path`` (:func:`full_disk_reported`), and leaves nothing.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{_temporary_stem(final)}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
+    tmp = final.with_name(temporary_name(final.name, uuid.uuid4().hex[:8]))
     try:
-        yield tmp
-        os.replace(tmp, final)
+        with full_disk_reported(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            os.replace(tmp, final)
         _remove_stale_temporaries(final)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def _temporary_stem(final: Path) -> str:
-    """The stem of ``final``'s temporaries: without `;`, which GDAL's vector writers (through pyogrio,
-    see :func:`read_vector`) take for the end of the name."""
-    return final.stem.replace(";", "_")
+# A full disk reaches Python in many shapes: OSError ENOSPC from Python's own writes and pyarrow,
+# but RuntimeError("[enforce fail at inline_container.cc] unexpected pos") from torch.save,
+# OSError("262144 requested and 16352 written") from numpy, "TIFFAppendToStrip: Write error" from
+# GDAL and "no such table: gpkg_contents" from the GeoPackage writer. Where the error itself does
+# not say so, writing this many bytes beside the file (while the failed writer's temporary still
+# holds its own) asks the file system: it fails with ENOSPC on a full disk and EDQUOT past a
+# quota, which free-space figures (statvfs) do not show.
+SPACE_PROBE_BYTES = 1 << 20
+_FULL_ERRNOS = {errno.ENOSPC: "no space left on device",
+                errno.EDQUOT: "no space left on device (disk quota exceeded)"}
+_FULL_TEXTS = {"no space left on device": _FULL_ERRNOS[errno.ENOSPC],
+               "disk quota exceeded": _FULL_ERRNOS[errno.EDQUOT],
+               "database or disk is full": _FULL_ERRNOS[errno.ENOSPC],  # SQLite (GeoPackage)
+               "free disk space available is": _FULL_ERRNOS[errno.ENOSPC]}  # GDAL's own check
+
+
+def no_space_reason(exc: BaseException, final: str | os.PathLike[str] | None = None) -> str | None:
+    """Why ``exc`` is a full disk ("no space left on device", with "(disk quota exceeded)" past a
+    quota), or None when it is not one.
+
+    The exception and those it was raised from are read first (errno, then the words of the
+    message); failing that, and given the ``final`` file that was being written, a probe of
+    :data:`SPACE_PROBE_BYTES` is written beside it and removed.
+    """
+    seen: set[int] = set()
+    chain: BaseException | None = exc
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.errno in _FULL_ERRNOS:
+            return _FULL_ERRNOS[chain.errno]
+        text = str(chain).lower()
+        for words, reason in _FULL_TEXTS.items():
+            if words in text:
+                return reason
+        chain = chain.__cause__ or chain.__context__
+    return _probe_space(Path(final)) if final is not None else None
+
+
+def _probe_space(final: Path) -> str | None:
+    """Write :data:`SPACE_PROBE_BYTES` beside ``final`` and remove them: why they did not fit, or None.
+
+    The probe is named as one more temporary of ``final`` (:func:`outcrop.layout.temporary_name`),
+    so that one left by a killed process is swept with the others once ``final`` is written
+    (:func:`_remove_stale_temporaries`), and its name is no longer than theirs (the room a scene
+    id has, :func:`outcrop.limits.scene_id_bytes`, is measured on them).
+    """
+    probe = final.with_name(temporary_name(final.name, uuid.uuid4().hex[:8]))
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return _FULL_ERRNOS.get(exc.errno or 0)
+    try:
+        chunk = memoryview(bytes(64 << 10))
+        left = SPACE_PROBE_BYTES
+        while left > 0:
+            left -= os.write(fd, chunk[:left])
+        os.fsync(fd)  # a network file system may report a full disk only here
+    except OSError as exc:
+        return _FULL_ERRNOS.get(exc.errno or 0)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    return None
+
+
+@contextlib.contextmanager
+def full_disk_reported(final: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an error of the block that a full disk caused into one :class:`OutcropError` naming
+    ``final`` ("no space left on device"); other errors pass through as they are.
+
+    The block writes ``final`` or its temporaries beside it; they must still exist when its error
+    arrives here, so that the probe meets the disk as the writer left it.
+    """
+    try:
+        yield
+    except OutcropError:
+        raise
+    except Exception as exc:
+        reason = no_space_reason(exc, final)
+        if reason is None:
+            raise
+        raise OutcropError(f"{final}: {reason}; free some space on its disk (or write elsewhere) "
+                           "and run again") from None
 
 
 def _remove_stale_temporaries(final: Path) -> None:
@@ -63,7 +147,7 @@ def _remove_stale_temporaries(final: Path) -> None:
     Once ``final`` is written, they are garbage: no two jobs write the same file, so none of them
     belongs to a writer still at work. Without this a run killed again and again would pile them up.
     """
-    prefix = f".{_temporary_stem(final)}."
+    prefix = f".{temporary_stem(final.name)}."
     pattern = re.compile(rf"{re.escape(prefix)}[0-9a-f]{{8}}\.tmp{re.escape(final.suffix)}(\..*)?")
     with os.scandir(final.parent) as entries:
         stale = [e.path for e in entries if e.name.startswith(prefix) and pattern.fullmatch(e.name)]
@@ -176,15 +260,25 @@ def describe_gpkg_fields(path: str | os.PathLike[str], layer: str, columns: Sequ
 
 
 def read_geoparquet(path: str | os.PathLike[str]) -> Any:
-    """Read a GeoParquet table with a clear error for a missing or broken file."""
+    """Read a GeoParquet table with a clear error for a missing or broken file.
+
+    A ``scene`` column (tile tables, the index table, cluster labels) must hold scene ids: a run's
+    files name scenes whose files other stages then open, and an edited table must not send them
+    outside the run (``../../etc``).
+    """
     import geopandas as gpd
 
+    from outcrop.limits import check_scene_ids
+
     try:
-        return gpd.read_parquet(path)
+        table = gpd.read_parquet(path)
     except FileNotFoundError:
         raise OutcropError(f"{path}: file not found") from None
     except Exception as exc:  # pyarrow raises many kinds
         raise OutcropError(f"{path}: not a readable GeoParquet table ({exc})") from None
+    if "scene" in table.columns:
+        check_scene_ids(table["scene"].astype(str).unique(), str(path))
+    return table
 
 
 def read_columns(path: str | os.PathLike[str]) -> Any:
@@ -271,31 +365,60 @@ def cog_writer(
         "BIGTIFF": "IF_SAFER",
     }
     with atomic_path(path) as tmp:
-        staging = tmp.with_name(tmp.name + ".stage.tif")
+        staging = tmp.with_name(tmp.name + STAGING_SUFFIXES[0])
+        # The staging file is uncompressed: at least this many bytes, known before GDAL writes one
+        # (GDAL's TIFF writer prints its own lines on a full disk; a refusal here comes first).
+        require_space(path, count * height * width * np.dtype(dtype).itemsize, "its uncompressed staging copy")
         try:
-            with rasterio.open(staging, "w", **base) as dst:
-                yield dst
-                if band_names is not None:
-                    for i, name in enumerate(band_names, start=1):
-                        dst.set_band_description(i, str(name))
-                if tags:
-                    dst.update_tags(**{k: str(v) for k, v in tags.items()})
-                if colormap is not None:
-                    dst.write_colormap(1, colormap)
-                if scales is not None:
-                    dst.scales = tuple(float(v) for v in scales)
-                if offsets is not None:
-                    dst.offsets = tuple(float(v) for v in offsets)
-                factors = [f for f in (2, 4, 8, 16, 32) if min(height, width) // f >= 64]
-                if factors:
-                    dst.build_overviews(factors, getattr(Resampling, resampling))
-            rio_copy(staging, tmp, driver="COG", overview_resampling=resampling, blocksize=256,
-                     BIGTIFF="IF_SAFER", **(compression or {"compress": "DEFLATE"}))
-            if categories:
-                write_categories(path, categories, colormap)
+            with full_disk_reported(path):  # inside: the staging file still exists when the probe runs
+                with rasterio.open(staging, "w", **base) as dst:
+                    yield dst
+                    if band_names is not None:
+                        for i, name in enumerate(band_names, start=1):
+                            dst.set_band_description(i, str(name))
+                    if tags:
+                        dst.update_tags(**{k: str(v) for k, v in tags.items()})
+                    if colormap is not None:
+                        dst.write_colormap(1, colormap)
+                    if scales is not None:
+                        dst.scales = tuple(float(v) for v in scales)
+                    if offsets is not None:
+                        dst.offsets = tuple(float(v) for v in offsets)
+                    factors = [f for f in (2, 4, 8, 16, 32) if min(height, width) // f >= 64]
+                    if factors:
+                        dst.build_overviews(factors, getattr(Resampling, resampling))
+                rio_copy(staging, tmp, driver="COG", overview_resampling=resampling, blocksize=256,
+                         BIGTIFF="IF_SAFER", **(compression or {"compress": "DEFLATE"}))
+                if categories:
+                    write_categories(path, categories, colormap)
         finally:
             if staging.exists():
                 staging.unlink()
+
+
+def require_space(final: str | os.PathLike[str], nbytes: int, what: str) -> None:
+    """Refuse to start writing ``final`` when its disk has fewer than ``nbytes`` free for ``what``.
+
+    The free space a process may use: root may write into the blocks a file system keeps for it.
+    A quota is not seen here; a write past it is reported by :func:`full_disk_reported`.
+    """
+    folder = Path(final).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    stat = os.statvfs(folder)
+    if stat.f_blocks == 0:  # a file system that reports no sizes (some FUSE mounts): nothing to check
+        return
+    free = (stat.f_bfree if os.geteuid() == 0 else stat.f_bavail) * stat.f_frsize
+    if free < nbytes:
+        raise OutcropError(f"{final}: no space left on device: {what} needs {_size(nbytes)}, {_size(free)} are free; "
+                           "free some space on its disk (or write elsewhere) and run again")
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return ""  # unreachable
 
 
 # GDAL raster attribute table codes (gdal.h: GDALRATFieldType, GDALRATFieldUsage).

@@ -16,6 +16,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCENE = "{scene}"  # the wildcard of per-scene rules
+# What a COG writer appends to its temporary's name while it builds the file (outcrop.io.cog_writer's
+# staging copy, and GDAL's own temporaries beside the file it writes: overviews, auxiliary metadata).
+STAGING_SUFFIXES = (".stage.tif", ".ovr.tmp", ".aux.xml")
+
+
+def temporary_stem(name: str) -> str:
+    """The stem of the temporaries of a file ``name``: without `;`, which GDAL's vector writers (through
+    pyogrio, see :func:`outcrop.io.read_vector`) take for the end of the name."""
+    return Path(name).stem.replace(";", "_")
+
+
+def temporary_name(name: str, token: str) -> str:
+    """The hidden temporary that :func:`outcrop.io.atomic_path` writes a file ``name`` to (``token``:
+    its random part), keeping the final suffix for format-sniffing writers."""
+    return f".{temporary_stem(name)}.{token}.tmp{Path(name).suffix}"
+
+
+def temporary_names(name: str) -> list[str]:
+    """Every name a write of the file ``name`` passes through (with ``0`` * 8 for the random part), so
+    that the room a file name needs can be measured (:func:`outcrop.limits.scene_name_overhead`)."""
+    tmp = temporary_name(name, "0" * 8)
+    return [tmp, *(tmp + suffix for suffix in STAGING_SUFFIXES if name.endswith(".tif"))]
 
 
 @dataclass(frozen=True)
@@ -251,6 +273,33 @@ class Layout:
         if scene:
             return self.at("logs", "benchmarks", stage, f"{scene}.tsv")
         return self.at("logs", "benchmarks", f"{stage}.tsv")
+
+    # --- every path, for the limits on names and paths ------------------------------------------------
+    # Per-scene stages that log per scene (their rules' `log:` and `benchmark:`), and the longest
+    # name a cluster level can have (``k`` or ``h`` and a count).
+    SCENE_STAGES = ("demo_scene", "prepare", "tiles", "embed", "quicklook")
+    LONGEST_LEVEL = "k" + "9" * 6
+
+    def scene_paths(self, scene: str = SCENE, demo: bool = False) -> list[str]:
+        """Every path the run writes for ``scene`` (:func:`outcrop.limits.check_run_paths` measures
+        them; a test checks that a finished run writes no other per-scene file name); the demo's
+        synthesised scenes too with ``demo``."""
+        stages = self.SCENE_STAGES if demo else self.SCENE_STAGES[1:]
+        return [
+            *([self.demo_scene(scene), self.demo_truth(scene)] if demo else []),
+            self.prepared(scene), self.prepared_classes(scene),
+            self.tiles(scene), self.tile_table(scene), self.embeddings(scene), self.quicklook_png(scene),
+            self.quicklook_tif(scene), self.cluster_map(scene), self.cluster_raster(scene),
+            f"{self.cluster_raster(scene)}.aux.xml", self.cluster_level_raster(self.LONGEST_LEVEL, scene),
+            f"{self.cluster_level_raster(self.LONGEST_LEVEL, scene)}.aux.xml", self.similarity_raster(scene),
+            f"{self.analogue_maps}/{scene}.png",
+            *(path for stage in stages for path in (self.log(stage, scene), self.benchmark(stage, scene))),
+        ]
+
+    def run_paths(self) -> list[str]:
+        """The longest paths the run writes that belong to no scene."""
+        return [self.at("logs", "benchmarks", "analogues_skipped.tsv"), self.cluster_summary_html,
+                self.projection_surfaces, self.training_curve_png]
 
 
 def in_folder(folder: str | Path, scenes: Sequence[str], suffix: str) -> list[str]:

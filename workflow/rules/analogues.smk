@@ -11,16 +11,12 @@ rule analogues:
         deposits=DEPOSITS or [],
         negatives=config["negatives"] or [],
     output:
-        gpkg=L.analogues_gpkg,
-        csv=report(L.analogues_csv, caption="../report/analogues.rst", category="Analogues"),
-        similarity=directory(L.similarity),
+        out_gpkg=L.analogues_gpkg,
+        out_csv=report(L.analogues_csv, caption="../report/analogues.rst", category="Analogues"),
+        similarity_dir=directory(L.similarity),
     params:
-        buffer_m=config["analogues"]["buffer_m"],
-        exclusion_km=config["analogues"]["exclusion_km"],
-        top=config["analogues"]["top"],
-        site_overlap=config["analogues"]["site_overlap"],
-        negatives=lambda wc, input: optional("--negatives", input.negatives),
         state_dir=L.analogue_state,
+        settings=stage_args("analogues"),
     log:
         L.log("analogues"),
     benchmark:
@@ -32,11 +28,7 @@ rule analogues:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "python -m outcrop analogues --index {input.index:q} --index-table {input.index_table:q}"
-        " --embeddings {input.embeddings:q} --prepared {input.prepared:q} --deposits {input.deposits:q}"
-        " {params.negatives:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
-        " --top {params.top:q} --site-overlap {params.site_overlap:q} --threads {threads} --out-gpkg {output.gpkg:q} --out-csv {output.csv:q}"
-        " --similarity-dir {output.similarity:q} --state-dir {params.state_dir:q} > {log:q} 2>&1"
+        stage_shell("analogues")
 
 
 rule analogues_skipped:
@@ -61,26 +53,21 @@ rule analogues_skipped:
 
 rule evaluate:
     input:
-        clusters=L.cluster_labels,
+        labels=L.cluster_labels,
         analogues=L.analogues_csv,
         index=L.index,
         index_table=L.index_table,
         embeddings=per_scene(L.embeddings),
         tiles=per_scene(L.tiles),
-        truth=per_scene(L.demo_truth),
+        truth_units=per_scene(L.demo_truth),
         deposits=L.demo_deposits,
-        hidden=L.demo_hidden_deposits,
+        truth_deposits=L.demo_hidden_deposits,
         model=L.model,
     output:
-        L.demo_scores,
+        out=L.demo_scores,
     params:
         scenes=SCENES,
-        labels=lambda wc, input: optional("--labels", input.clusters),
-        buffer_m=config["analogues"]["buffer_m"],
-        exclusion_km=config["analogues"]["exclusion_km"],
-        recall_k=config["evaluate"]["recall_k"],
-        site_overlap=config["analogues"]["site_overlap"],
-        seed=config["clusters"]["seed"],
+        settings=stage_args("evaluate"),
     log:
         L.log("evaluate"),
     benchmark:
@@ -92,11 +79,7 @@ rule evaluate:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "python -m outcrop evaluate --scenes {params.scenes:q} --index {input.index:q} --index-table {input.index_table:q}"
-        " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --truth-units {input.truth:q} {params.labels:q}"
-        " --truth-deposits {input.hidden:q}"
-        " --deposits {input.deposits:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
-        " --recall-k {params.recall_k:q} --site-overlap {params.site_overlap:q} --seed {params.seed:q} --model {input.model:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        stage_shell("evaluate")
 
 
 rule quality:
@@ -111,20 +94,10 @@ rule quality:
         deposits=DEPOSITS or [],
         demo_scores=[L.demo_scores] if DEMO else [],
     output:
-        report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="quality"),
+        out=report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="quality"),
     params:
         scenes=SCENES,
-        deposits=lambda wc, input: optional("--deposits", input.deposits),
-        demo_scores=lambda wc, input: optional("--demo-scores", input.demo_scores),
-        buffer_m=config["analogues"]["buffer_m"],
-        exclusion_km=config["analogues"]["exclusion_km"],
-        site_overlap=config["analogues"]["site_overlap"],
-        recall_k=config["evaluate"]["recall_k"],
-        stride=config["tiles"]["stride"],
-        min_valid=config["tiles"]["min_valid"],
-        seed=config["clusters"]["seed"],
-        spectral_weight=config["embed"]["spectral_weight"],
-        context_weight=config["embed"]["context_weight"],
+        settings=stage_args("quality"),
     log:
         L.log("quality"),
     benchmark:
@@ -136,10 +109,4 @@ rule quality:
     conda:
         "../../envs/faiss.yaml"
     shell:
-        "python -m outcrop quality --scenes {params.scenes:q} --index {input.index:q} --index-table {input.index_table:q}"
-        " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --tables {input.tables:q} --prepared {input.prepared:q}"
-        " --model {input.model:q} --spectral-weight {params.spectral_weight:q} --context-weight {params.context_weight:q}"
-        " {params.deposits:q} {params.demo_scores:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
-        " --site-overlap {params.site_overlap:q} --recall-k {params.recall_k:q} --stride {params.stride:q}"
-        " --min-valid {params.min_valid:q} --seed {params.seed:q} --threads {threads}"
-        " --out {output:q} > {log:q} 2>&1"
+        stage_shell("quality")

@@ -15,17 +15,26 @@ os.environ.update(PYTHONPATH=os.pathsep.join(
 ))
 
 from outcrop import OutcropError
-from outcrop.config import canonical_results, validate_config
+from outcrop.config import canonical_results, check_thread_overrides, validate_config
 import outcrop.layout
+import outcrop.stages
 from outcrop.layout import Layout
 from outcrop.learning.encoder_settings import EncoderSettings
+from outcrop.limits import check_run_paths, export_limits
 from outcrop.raster.sheets import demo_sheet, local_input, read_scene_sheet
 
 
 try:
     validate_config(config, "config")
+    # Every job started from here reads the size limits from the environment (outcrop.limits).
+    export_limits(config["limits"])
+    # --set-threads RULE=N (or a profile's set-threads), as Snakemake holds it: a count below 1
+    # would fail each job of the rule when it starts, after the jobs before it have run.
+    check_thread_overrides({rule: getattr(n, "raw", n) for rule, n in
+                            getattr(workflow.resource_settings, "overwrite_threads", {}).items()})
     # One spelling per folder: Snakemake's lock compares paths as text, so `./results`,
-    # `results/` and an absolute path to the same folder must all become the same string.
+    # `results/`, an absolute path to the same folder and a symbolic link to it (or to a parent)
+    # must all become the same string.
     R = canonical_results(config["results"], "config: results")
     # Checked before any job runs, without torch (outcrop.learning.encoder_settings imports none).
     EncoderSettings.from_dict(config["encoder"]["settings"], where="config: encoder.settings")
@@ -33,6 +42,7 @@ try:
         SHEET = read_scene_sheet(config["scenes"])
     else:
         SHEET = demo_sheet(R, config["demo"]["scenes"], config["demo"]["train_scenes"])
+    check_run_paths(R, [row["scene"] for row in SHEET], "config: results", demo=not config["scenes"])
 except OutcropError as exc:
     raise WorkflowError(str(exc))
 
@@ -61,21 +71,45 @@ wildcard_constraints:
     scene="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
-# Every value in a job's shell command goes in quoted, as `{...:q}`. Snakemake quotes each element
-# of a list on its own, so the helpers below return argument lists, never pre-joined text, and a
-# value from the config, the sheet or a file name arrives as one argument and runs nothing.
+# Each rule runs one stage, declared once in outcrop.stages with its files and the settings it reads.
+# Its command is made from that declaration; every value in it goes in quoted, as `{...:q}` (a list
+# quoted element by element), so a value from the config, the sheet or a file name arrives as one
+# argument and runs nothing.
 
 
-def cli_sets(option, mapping):
-    """A mapping as repeated `--option key=value` arguments, in key order."""
-    import json
-
-    return [arg for k, v in sorted(mapping.items()) for arg in (option, f"{k}={json.dumps(v)}")]
+def stage_shell(command):
+    """The shell command of stage `command` from the rule's named inputs, outputs and params."""
+    return outcrop.stages.stage_shell(command)
 
 
-def optional(option, value):
-    """`[option, value]` when the value is set, else no argument at all."""
-    return [option, str(value)] if value else []
+def stage_args(command):
+    """The settings stage `command` reads, as its arguments: the rule's `params: settings=`, so that
+    Snakemake reruns the job exactly when one of them changes."""
+    return outcrop.stages.stage_args(command, config)
+
+
+def stage_mem_mb(command):
+    """The job's memory request in MB, computed from the settings that size it."""
+    return outcrop.stages.stage_mem_mb(command, config)
+
+
+def on_gpus(command):
+    """`command` started once per GPU of the job under torchrun when its `resources.gpu` is above 1
+    (data-parallel training), as it is otherwise; a `gpu` that is no whole number is refused.
+    `exec`: the command (or torchrun) replaces the shell, so a signal meant for the job reaches it
+    (a shell killed by SIGTERM would leave its child running)."""
+    return (
+        "gpus={resources.gpu:q}; [ \"$gpus\" -eq \"$gpus\" ] 2>/dev/null"
+        " || {{ echo \"resources.gpu '$gpus' is not a whole number\" >&2; exit 2; }};"
+        " if [ \"$gpus\" -gt 1 ]; then"
+        " launch=\"python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python\";"
+        f" else launch=''; fi; exec $launch {command}"
+    )
+
+
+def sheet_value(column):
+    """A column of the job's scene-sheet row (empty when the sheet leaves it empty), for `params:`."""
+    return lambda wildcards: SCENE_ROWS[wildcards.scene][column]
 
 
 def scene_source(wildcards):

@@ -7,13 +7,9 @@ rule embed:
         table=L.tile_table(),
         model=L.model,
     output:
-        L.embeddings(),
+        out=L.embeddings(),
     params:
-        batch_size=config["embed"]["batch_size"],
-        spectral_weight=config["embed"]["spectral_weight"],
-        context_weight=config["embed"]["context_weight"],
-        bands=BANDS,
-        device=config["encoder"]["device"],
+        settings=stage_args("embed"),
     log:
         L.log("embed", "{scene}"),
     benchmark:
@@ -26,6 +22,4 @@ rule embed:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m outcrop embed --tiles {input.tiles:q} --table {input.table:q} --model {input.model:q} --batch-size {params.batch_size:q}"
-        " --spectral-weight {params.spectral_weight:q} --context-weight {params.context_weight:q} --device {params.device:q} --bands {params.bands:q}"
-        " --threads {threads} --out {output:q} > {log:q} 2>&1"
+        stage_shell("embed")

@@ -6,7 +6,7 @@ rule train_encoder:
         tiles=per_scene(L.tiles, TRAIN_SCENES),
         tables=per_scene(L.tile_table, TRAIN_SCENES),
     output:
-        model=L.model,
+        out=L.model,
         curve_tsv=L.training_curve_tsv,
         curve_png=report(
             L.training_curve_png,
@@ -14,11 +14,8 @@ rule train_encoder:
             category="Encoder",
         ),
     params:
-        bands=BANDS,
-        min_rock=config["encoder"]["train_min_rock"],
-        device=config["encoder"]["device"],
-        settings=cli_sets("--set", config["encoder"]["settings"]),
         checkpoint=L.checkpoint,
+        settings=stage_args("train"),
     log:
         L.log("train_encoder"),
     benchmark:
@@ -32,14 +29,7 @@ rule train_encoder:
         "../../envs/torch.yaml"
     # More than one GPU (`gpu: N` in the profile): N data-parallel ranks under torchrun, splitting
     # each global batch of encoder.batch_size between them (see outcrop/learning/distributed.py).
+    # `exec`: the training (or torchrun) replaces the shell, so a signal meant for the job reaches it
+    # (a shell killed by SIGTERM would leave its child running).
     shell:
-        "gpus={resources.gpu:q}; [ \"$gpus\" -eq \"$gpus\" ] 2>/dev/null"
-        " || {{ echo \"train_encoder: resources.gpu '$gpus' is not a whole number\" >&2; exit 2; }};"
-        " if [ \"$gpus\" -gt 1 ]; then"
-        " launch=\"python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python\";"
-        " else launch=''; fi;"
-        " $launch "
-        "python -m outcrop train --tiles {input.tiles:q} --tables {input.tables:q} --bands {params.bands:q}"
-        " --min-rock {params.min_rock:q} --device {params.device:q} {params.settings:q}"
-        " --checkpoint {params.checkpoint:q} --curve-tsv {output.curve_tsv:q} --curve-png {output.curve_png:q}"
-        " --threads {threads} --out {output.model:q} > {log:q} 2>&1"
+        on_gpus(stage_shell("train"))

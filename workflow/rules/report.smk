@@ -8,16 +8,15 @@ rule quicklook:
         grid=GRID,
         aoi=config["aoi"]["path"] or [],
     output:
-        png=report(
+        out_png=report(
             L.quicklook_png(),
             caption="../report/quicklook.rst",
             category="Scenes",
             subcategory="{scene}",
         ),
-        tif=L.quicklook_tif(),
+        out_tif=L.quicklook_tif(),
     params:
-        aoi=lambda wc, input: optional("--aoi", input.aoi),
-        buffer_km=config["aoi"]["buffer_km"],
+        settings=stage_args("quicklook"),
     log:
         L.log("quicklook", "{scene}"),
     benchmark:
@@ -29,9 +28,7 @@ rule quicklook:
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m outcrop quicklook --prepared {input.prepared:q} --scene {wildcards.scene:q} {params.aoi:q}"
-        " --aoi-buffer-km {params.buffer_km:q} --grid {input.grid:q}"
-        " --out-png {output.png:q} --out-tif {output.tif:q} > {log:q} 2>&1"
+        stage_shell("quicklook")
 
 
 rule projection:
@@ -39,18 +36,18 @@ rule projection:
         labels=L.cluster_labels,
         embeddings=per_scene(L.embeddings),
     output:
-        clusters=report(
+        out_clusters=report(
             L.projection_clusters,
             caption="../report/projection_clusters.rst",
             category="Embeddings",
         ),
-        surfaces=report(
+        out_surfaces=report(
             L.projection_surfaces,
             caption="../report/projection_surfaces.rst",
             category="Embeddings",
         ),
     params:
-        seed=config["clusters"]["seed"],
+        settings=stage_args("projection"),
     log:
         L.log("projection"),
     benchmark:
@@ -62,8 +59,7 @@ rule projection:
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m outcrop projection --labels {input.labels:q} --embeddings {input.embeddings:q} --seed {params.seed:q}"
-        " --out-clusters {output.clusters:q} --out-surfaces {output.surfaces:q} > {log:q} 2>&1"
+        stage_shell("projection")
 
 
 rule cluster_table:
@@ -73,7 +69,7 @@ rule cluster_table:
         embeddings=per_scene(L.embeddings),
         tiles=per_scene(L.tiles),
     output:
-        report(
+        out=report(
             L.cluster_summary_html,
             caption="../report/cluster_table.rst",
             category="Clusters",
@@ -90,18 +86,17 @@ rule cluster_table:
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m outcrop cluster-table --labels {input.labels:q} --summary {input.summary:q} --embeddings {input.embeddings:q}"
-        " --tiles {input.tiles:q} --out {output:q} > {log:q} 2>&1"
+        stage_shell("cluster-table")
 
 
 rule analogue_maps:
     input:
-        similarity=L.similarity,
+        similarity_dir=L.similarity,
         prepared=per_scene(L.prepared),
         analogues=L.analogues_gpkg,
         deposits=DEPOSITS or [],
     output:
-        maps=report(
+        out_dir=report(
             directory(L.analogue_maps),
             patterns=["{scene}.png"],
             caption="../report/analogue_map.rst",
@@ -109,7 +104,7 @@ rule analogue_maps:
             subcategory="similarity maps",
         ),
     params:
-        similarity=lambda wc, input: in_folder(input.similarity, ".tif"),
+        similarity=lambda wc, input: in_folder(input.similarity_dir, ".tif"),
         state_dir=L.analogue_map_state,
     log:
         L.log("analogue_maps"),
@@ -122,26 +117,22 @@ rule analogue_maps:
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m outcrop analogue-maps --similarity {params.similarity:q} --analogues {input.analogues:q}"
-        " --deposits {input.deposits:q} --prepared {input.prepared:q} --out-dir {output.maps:q}"
-        " --state-dir {params.state_dir:q} > {log:q} 2>&1"
+        stage_shell("analogue-maps")
 
 
 rule webmap:
     input:
         quicklooks=per_scene(L.quicklook_tif),
-        clusters=L.cluster_rasters,
-        similarity=[L.similarity] if ANALOGUES else [],
+        cluster_dir=L.cluster_rasters,
+        similarity_dirs=[L.similarity] if ANALOGUES else [],
         analogues=[L.analogues_gpkg] if ANALOGUES else [],
         deposits=DEPOSITS or [],
         prepared=per_scene(L.prepared),
     output:
-        report(L.webmap, caption="../report/map.rst", category="Map"),
+        out=report(L.webmap, caption="../report/map.rst", category="Map"),
     params:
-        clusters=lambda wc, input: in_folder(input.clusters, ".tif"),
-        similarity=lambda wc, input: [a for d in input.similarity for a in ["--similarity", *in_folder(d, ".tif")]],
-        analogues=lambda wc, input: optional("--analogues", input.analogues),
-        deposits=lambda wc, input: optional("--deposits", input.deposits),
+        clusters=lambda wc, input: in_folder(input.cluster_dir, ".tif"),
+        similarity=lambda wc, input: [f for d in input.similarity_dirs for f in in_folder(d, ".tif")],
     log:
         L.log("webmap"),
     benchmark:
@@ -153,19 +144,17 @@ rule webmap:
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m outcrop webmap --quicklooks {input.quicklooks:q} --clusters {params.clusters:q}"
-        " {params.similarity:q} {params.analogues:q} {params.deposits:q}"
-        " --prepared {input.prepared:q} --out {output:q} > {log:q} 2>&1"
+        stage_shell("webmap")
 
 
 rule report:
     input:
-        curve=L.training_curve_png,
+        training_curve=L.training_curve_png,
         clusters=L.cluster_labels,
         maps=L.cluster_maps,
         dendrogram=L.dendrogram,
         analogues=[L.analogues_csv] if ANALOGUES else [],
-        skipped=ANALOGUES_SKIPPED,
+        analogues_skipped=ANALOGUES_SKIPPED,
         grid=GRID,
         index_info=L.index_info,
         metrics=L.metrics,
@@ -174,17 +163,13 @@ rule report:
         # The pages summary.html links to, so that its links never dangle.
         webmap=L.webmap,
         cluster_table=L.cluster_summary_html,
-        analogue_maps=[L.analogue_maps] if ANALOGUES else [],
+        analogue_map_dirs=[L.analogue_maps] if ANALOGUES else [],
     output:
-        report(L.summary, caption="../report/summary.rst", category="Metrics", subcategory="run summary"),
+        out=report(L.summary, caption="../report/summary.rst", category="Metrics", subcategory="run summary"),
     params:
         scenes=SCENES,
         cluster_maps=lambda wc, input: in_folder(input.maps, ".png"),
-        metrics=lambda wc, input: optional("--metrics", input.metrics),
-        analogues=lambda wc, input: optional("--analogues", input.analogues),
-        skipped=lambda wc, input: optional("--analogues-skipped", input.skipped),
-        analogue_maps=lambda wc, input: ["--analogue-maps", *in_folder(input.analogue_maps[0], ".png")]
-        if input.analogue_maps else [],
+        analogue_maps=lambda wc, input: [f for d in input.analogue_map_dirs for f in in_folder(d, ".png")],
         snakemake_report=L.snakemake_report,
     log:
         L.log("report"),
@@ -197,8 +182,4 @@ rule report:
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m outcrop report --scenes {params.scenes:q} --tile-tables {input.tile_tables:q} --prepared {input.prepared:q}"
-        " --cluster-maps {params.cluster_maps:q} --training-curve {input.curve:q} --dendrogram {input.dendrogram:q}"
-        " {params.analogues:q} {params.skipped:q} --grid {input.grid:q} --index-info {input.index_info:q}"
-        " {params.metrics:q} --webmap {input.webmap:q} --cluster-table {input.cluster_table:q}"
-        " --snakemake-report {params.snakemake_report:q} {params.analogue_maps:q} --out {output:q} > {log:q} 2>&1"
+        stage_shell("report")

@@ -3,11 +3,10 @@
 
 rule demo_scene:
     output:
-        scene=L.demo_scene(),
+        out=L.demo_scene(),
         truth=L.demo_truth(),
     params:
-        size=config["demo"]["size"],
-        seed=config["demo"]["seed"],
+        settings=stage_args("demo-scene"),
     log:
         L.log("demo_scene", "{scene}"),
     benchmark:
@@ -20,18 +19,16 @@ rule demo_scene:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "python -m outcrop demo-scene --scene {wildcards.scene:q} --size {params.size:q} --seed {params.seed:q}"
-        " --out {output.scene:q} --truth {output.truth:q} > {log:q} 2>&1"
+        stage_shell("demo-scene")
 
 
 rule demo_deposits:
     output:
-        known=L.demo_deposits,
-        hidden=L.demo_hidden_deposits,
+        out=L.demo_deposits,
+        truth=L.demo_hidden_deposits,
     params:
         scenes=len(SCENES),
-        size=config["demo"]["size"],
-        seed=config["demo"]["seed"],
+        settings=stage_args("demo-deposits"),
     log:
         L.log("demo_deposits"),
     benchmark:
@@ -43,20 +40,17 @@ rule demo_deposits:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "python -m outcrop demo-deposits --scenes {params.scenes:q} --size {params.size:q} --seed {params.seed:q}"
-        " --out {output.known:q} --truth {output.hidden:q} > {log:q} 2>&1"
+        stage_shell("demo-deposits")
 
 
 rule grid:
     input:
         [path for s in (TRAIN_SCENES or SCENES) for path in [local_input(SCENE_ROWS[s]["source"])] if path],
     output:
-        GRID,
+        out=GRID,
     params:
-        scenes=grid_scenes(),
-        bands=BANDS,
-        crs=config["grid"]["crs"],
-        resolution=config["grid"]["resolution"],
+        scenes_json=grid_scenes(),
+        settings=stage_args("grid"),
     log:
         L.log("grid"),
     benchmark:
@@ -68,29 +62,26 @@ rule grid:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "python -m outcrop grid --scenes-json {params.scenes:q} --bands {params.bands:q} --crs {params.crs:q}"
-        " --resolution {params.resolution:q} --out {output:q} > {log:q} 2>&1"
+        stage_shell("grid")
 
 
 rule prepare:
     input:
-        source=scene_source,
+        local=scene_source,
         grid=GRID,
     output:
-        tif=L.prepared(),
+        out=L.prepared(),
         # The mask band's class names, beside the COG where GDAL and QGIS look for them.
         classes=L.prepared_classes(),
     params:
-        source=lambda wc: SCENE_ROWS[wc.scene]["source"],
-        sensor=lambda wc: SCENE_ROWS[wc.scene]["sensor"],
-        product=lambda wc: [
-            arg
-            for opt, key in (("--declared-bands", "bands"), ("--scale", "scale"), ("--offset", "offset"),
-                             ("--collar", "collar"))
-            for arg in optional(opt, SCENE_ROWS[wc.scene][key])
-        ],
-        bands=BANDS,
-        surfaces=cli_sets("--surface", config["surfaces"]),
+        # The scene's row of the sheet: where it is, what sensor, and a generic GeoTIFF's bands and rescaling.
+        source=sheet_value("source"),
+        sensor=sheet_value("sensor"),
+        declared_bands=sheet_value("bands"),
+        scale=sheet_value("scale"),
+        offset=sheet_value("offset"),
+        collar=sheet_value("collar"),
+        settings=stage_args("prepare"),
     log:
         L.log("prepare", "{scene}"),
     benchmark:
@@ -104,7 +95,4 @@ rule prepare:
     conda:
         "../../envs/geo.yaml"
     shell:
-        "python -m outcrop prepare --source {params.source:q} --sensor {params.sensor:q} --scene {wildcards.scene:q}"
-        " --bands {params.bands:q} --grid {input.grid:q}"
-        " {params.product:q} {params.surfaces:q}"
-        " --threads {threads} --out {output.tif:q} > {log:q} 2>&1"
+        stage_shell("prepare")

@@ -91,7 +91,7 @@ def write_analogue_maps(
 
     if not similarity_paths:
         raise OutcropError("analogue maps: no similarity rasters given")
-    if prepared_paths is not None and len(prepared_paths) != len(similarity_paths):
+    if prepared_paths and len(prepared_paths) != len(similarity_paths):
         raise OutcropError(f"analogue maps: {len(prepared_paths)} prepared scenes given for "
                            f"{len(similarity_paths)} similarity rasters; give one per scene, in the same order")
     _, _, crs = read_similarity(similarity_paths[0])
@@ -115,7 +115,7 @@ def write_analogue_maps(
         drawn += 1
         values, t, scene_crs = read_similarity(path)
         h, w = values.shape
-        if prepared_paths is not None:
+        if prepared_paths:
             values[~land_cells(Path(prepared_paths[i]), (h, w), t, scene_crs)] = np.nan
         extent = raster_extent(t, w, h)
         fig, ax = plt.subplots(figsize=(8.0, 7.0))
@@ -129,14 +129,16 @@ def write_analogue_maps(
             if int(row["rank"]) <= label_top:
                 ax.annotate(str(int(row["rank"])), (c.x, c.y), xytext=(3, 3), textcoords="offset points",
                             color="white", fontsize=7, fontweight="bold", zorder=4)
-        for geom in deposits.geometry:
-            if geom.geom_type in ("Polygon", "MultiPolygon"):
-                gpd.GeoSeries([geom]).boundary.plot(ax=ax, color="red", lw=1.2, zorder=4)
-            else:
-                p = geom.centroid
-                ax.scatter([p.x], [p.y], marker="^", s=60, color="red", edgecolor="black", linewidths=0.6, zorder=5)
+        # The deposits on this scene, drawn in two calls: a file can hold tens of thousands.
+        near = deposits.cx[min(extent[:2]):max(extent[:2]), min(extent[2:]):max(extent[2:])]
+        areal = near.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
+        if areal.any():
+            near[areal].boundary.plot(ax=ax, color="red", lw=1.2, zorder=4)
+        points = near[~areal].geometry.centroid
+        if len(points):
+            ax.scatter(points.x, points.y, marker="^", s=60, color="red", edgecolor="black", linewidths=0.6, zorder=5)
         furnish(ax, crs, extent)
-        note = ", open water left out" if prepared_paths is not None else ""
+        note = ", open water left out" if prepared_paths else ""
         ax.set_title(f"{scene}: similarity, known deposits and top analogues ({len(here)} here{note})",
                      fontsize=10, pad=14)
         ax.legend(handles=[

@@ -13,12 +13,13 @@ columns, so that a run with many levels gives a taller figure, not an unreadable
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from outcrop.config import default
 from outcrop.figures.map_furniture import furnish, raster_extent
 from outcrop.io import atomic_path
 from outcrop.raster.tile_store import open_tiles
@@ -190,3 +191,21 @@ def write_cluster_map(path: Path, scene: str, raster: np.ndarray, transform: Any
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
+
+
+def cluster_and_map(index_table: Path, embeddings: Sequence[Path], tiles: Sequence[Path], prepared: Sequence[Path],
+                    out_gpkg: Path, out_parquet: Path, out_summary: Path, out_dendrogram: Path, maps_dir: Path,
+                    rasters_dir: Path, *, out_exemplars: Path | None = None, k: Sequence[int] = default("clusters.k"),
+                    cuts: Sequence[int] = default("clusters.cuts"), seed: int = default("clusters.seed"),
+                    sample: int = default("clusters.sample"), retrain: bool = default("clusters.retrain"),
+                    drift_max: float = default("clusters.drift_max"), state_dir: Path | None = None,
+                    log: Callable[[str], Any] = print) -> None:
+    """The ``cluster`` stage: :func:`outcrop.search.clusters.cluster_tiles` at each ``k``, then its
+    figures (dendrogram, a map per scene, exemplar tiles) drawn from the result."""
+    from outcrop.search.clusters import cluster_tiles
+
+    clustering = cluster_tiles(index_table, embeddings, tiles, prepared, out_gpkg, out_parquet, out_summary,
+                               rasters_dir, ks=k, cuts=cuts, seed=seed, sample=sample, retrain=retrain,
+                               drift_max=drift_max, state_dir=state_dir, log=log)
+    write_cluster_figures(clustering, prepared, tiles, out_dendrogram, maps_dir, out_exemplars=out_exemplars,
+                          state_dir=state_dir)

@@ -132,16 +132,17 @@ def write_cluster_table(
         cells = [f'<td><span class="swatch" style="background:{swatch}"></span>{c}</td>']
         if s is not None:
             cells += [f"<td>{int(s['size'])}</td>", f"<td>{s['share']:.1%}</td>"]
-            cells += [f"<td>{s[f]:.2f}</td>" for f in ("rock", "snow_ice", "water", "cloud")]
+            # summaries written before the vegetation class lack its column: none of the cluster
+            cells += [f"<td>{s.get(f, 0.0):.2f}</td>" for f in ("rock", "vegetation", "snow_ice", "water", "cloud")]
             cells += [f"<td>{int(s['scenes'])}</td>",
                       f'<td><img alt="mean spectrum" src="{_spectrum_uri(spectra[c], lo - pad, hi + pad)}"></td>']
         else:
-            cells += ["<td colspan='8'>not in the summary</td>"]
+            cells += ["<td colspan='9'>not in the summary</td>"]
         cells.append(f"<td>{imgs}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     # Band names come from the summary's column names (a file): escaped like every other text.
     head = "".join(f"<th>{html.escape(h)}</th>" for h in (
-        "cluster", "tiles", "share", "rock", "snow/ice", "water", "cloud", "scenes",
+        "cluster", "tiles", "share", "rock", "vegetation", "snow/ice", "water", "cloud", "scenes",
         f"mean spectrum ({', '.join(bands)})", "tiles nearest the centre"))
     style = ("body{font-family:sans-serif;color:#222;margin:1em}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:middle}"

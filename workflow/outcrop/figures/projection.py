@@ -21,9 +21,10 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.io import atomic_path, read_columns
 from outcrop.figures.quicklook import SURFACE_PLOT_COLOURS
-from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, ROCK, SNOW_ICE, UNKNOWN, WATER
+from outcrop.raster.surfaces import CLASS_NAMES, NODATA
 
-SURFACE_COLUMNS = {ROCK: "rock", SNOW_ICE: "snow_ice", WATER: "water", CLOUD: "cloud", UNKNOWN: "unknown"}
+# Every surface class but nodata, by its tile-table column (the class name).
+SURFACE_COLUMNS = {code: name for code, name in CLASS_NAMES.items() if code != NODATA}
 
 
 def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,8 +48,8 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dominant_surface(table: Any) -> np.ndarray:
-    """Surface class code (rock, snow/ice, water, cloud) with the largest fraction in each tile."""
-    present = {code: c for code, c in SURFACE_COLUMNS.items() if c in table}  # older tables lack "unknown"
+    """Surface class code (rock, snow/ice, water, cloud, unknown, vegetation) with the largest fraction in each tile."""
+    present = {code: c for code, c in SURFACE_COLUMNS.items() if c in table}  # older tables lack later classes
     codes = np.array(list(present))
     fractions = np.stack([table[c].to_numpy(dtype=np.float64) for c in present.values()], axis=1)
     return codes[fractions.argmax(axis=1)]

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.figures.map_furniture import furnish, raster_extent
 from outcrop.io import PREPARED_NODATA, atomic_path, decode_reflectance, write_cog
-from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER
+from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, VEGETATION, WATER
 
 # (red, green, blue channel bands, name), best first.
 COMPOSITES: tuple[tuple[tuple[str, str, str], str], ...] = (
@@ -41,7 +42,7 @@ QUICKLOOK_NODATA = 0
 # Colours of surface classes in figures: snow and ice light blue, so that they show on white paper.
 # Unknown (bands that cannot tell rock from water or snow) in magenta: plainly not a ground class.
 SURFACE_PLOT_COLOURS: dict[int, str] = {ROCK: "#8c5a3c", SNOW_ICE: "#9ecae1", WATER: "#1e468c", CLOUD: "#bdbdbd",
-                                        UNKNOWN: "#d660c8"}
+                                        UNKNOWN: "#d660c8", VEGETATION: "#3c963c"}
 
 
 def composite_bands(bands: Sequence[str]) -> list[int]:
@@ -184,3 +185,14 @@ def _outline(ax: Any, geom: Any) -> None:
         for ring in (part.exterior, *part.interiors):
             x, y = ring.xy
             ax.plot(x, y, color="#ffd400", lw=1.2)
+
+
+def quicklook_in_aoi(prepared: Path, out_png: Path, out_tif: Path, *, scene: str, aoi: Path | None = None,
+                     aoi_buffer_km: float = default("aoi.buffer_km"), grid: Path | None = None,
+                     crs: str = default("grid.crs"), max_size: int = 2048, log: Callable[[str], Any] = print) -> None:
+    """The ``quicklook`` stage: :func:`write_quicklook` with the AOI file ``aoi`` outlined, brought
+    into the run CRS as the ``tile`` stage brings it (:func:`outcrop.raster.aoi.run_aoi`)."""
+    from outcrop.raster.aoi import run_aoi
+
+    geometry = run_aoi(aoi, prepared=prepared, buffer_km=aoi_buffer_km, grid=grid, crs=crs)
+    write_quicklook(prepared, out_png, out_tif, scene=scene, aoi=geometry, max_size=max_size, log=log)

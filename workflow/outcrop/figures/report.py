@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from outcrop.csvfile import read_csv
+from outcrop.errors import OutcropError
 from outcrop.io import atomic_path
 from outcrop.layout import Layout, in_folder
 
@@ -78,6 +79,9 @@ def _quality_section(metrics: dict[str, Any]) -> str:
         if not isinstance(block, dict):
             continue
         seconds = f" ({_fmt(block.get('seconds'))} s)"
+        warning = without_tiles_line(block) if key == "leave_one_out" else ""
+        if warning:
+            parts.append(f"<p><strong>{html.escape(warning)}</strong></p>")
         if "skipped" in block:
             parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>skipped: {_text(block['skipped'])}</p>")
             continue
@@ -89,12 +93,28 @@ def _quality_section(metrics: dict[str, Any]) -> str:
                 rows.append({"features": name, **{k: scores.get(k) for k in keys}})
         if key == "leave_one_out":
             note = f"{_text(block.get('deposits'))} known deposits, each hidden in turn"
+            if isinstance(block.get("hidden"), int) and block["hidden"] < (block.get("deposits") or 0):
+                note = (f"{_text(block['hidden'])} of {_text(block.get('deposits'))} known deposits (a seeded sample), "
+                        "each hidden in turn and searched for from all the others")
         else:
             note = (f"{_text(block.get('queries'))} query tiles cut {_text(block.get('offset_px'))} px off the run's grid, "
                     "matched against an overlapping scene's tiles")
         parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>{note}</p>"
                      + _table(rows, list(rows[0]) if rows else []))
     return "".join(parts)
+
+
+def without_tiles_line(loo: Any) -> str:
+    """The warning for known deposits that meet no indexed tile (``without_tiles`` of the
+    leave-one-out block of ``metrics.json``), or "" when every deposit meets one."""
+    found = loo.get("without_tiles") if isinstance(loo, dict) else None
+    if not isinstance(found, dict) or not found.get("count"):
+        return ""
+    named = [str(n) for n in found.get("named") or []]
+    more = int(found["count"]) - len(named)
+    return ("warning: known deposits that meet no indexed tile (outside every scene, or on cloud, water or other "
+            "ground the index left out), left out of the analogue search: "
+            + ", ".join(named) + (f" and {more:,} more" if more > 0 else ""))
 
 
 def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Path], prepared: Sequence[Path],
@@ -125,6 +145,7 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
         parts.append(f"<p><strong>{html.escape(_without_tiles_line(empty))}</strong></p>")
     if grid is not None:
         parts.append(_grid_html(Path(grid)))
+    parts.append(_surfaces_html(scenes, tile_tables, prepared))
     if metrics is not None and Path(metrics).exists():
         scores = json.loads(Path(metrics).read_text())
         parts.append(_quality_section(scores))
@@ -200,9 +221,9 @@ def _relative(target: Path | str, out: Path) -> str:
     return os.path.relpath(target, Path(out).parent).replace(os.sep, "/")
 
 
-# "unknown": ground whose bands cannot tell rock from water or snow (RGB, panchromatic); counted
-# apart, or an RGB scene would read as all rock. Tables written before the class read it as 0.
-SURFACE_CLASSES = ("rock", "snow_ice", "water", "cloud", "unknown")
+# "unknown": ground whose bands cannot tell rock from water, snow or vegetation (RGB, panchromatic);
+# counted apart, or an RGB scene would read as all rock. Tables written before a class read it as 0.
+SURFACE_CLASSES = ("rock", "vegetation", "snow_ice", "water", "cloud", "unknown")
 
 
 def scenes_without_tiles(scenes: Sequence[str], tile_tables: Sequence[Path],
@@ -254,13 +275,17 @@ def _without_tiles_line(empty: Sequence[tuple[str, str]]) -> str:
 
 
 def _model_metadata(path: Path) -> dict[str, Any]:
-    """The metadata of an encoder file (torch is imported only here, and only if the file exists)."""
+    """The metadata of an encoder file (torch is imported only here, and only if the file exists);
+    ``{"error": why}`` for a file that is no readable encoder file, which is said, never loaded,
+    and where torch is not installed (the report's environment need not have it)."""
     try:
-        import torch
+        from outcrop.learning.torch_files import read_torch_file
 
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a broken or foreign file: say so, do not fail the overview
-        return {"error": _one_line(exc)}
+        payload = read_torch_file(path, "encoder file")
+    except ImportError:
+        return {"error": "not read: torch is not installed here"}
+    except OutcropError as exc:  # a broken or foreign file: say so, do not fail the overview
+        return {"error": _one_line(exc).removeprefix(f"{path}: ")}
     return payload.get("metadata", {}) if isinstance(payload, dict) else {}
 
 
@@ -270,36 +295,85 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _tiles_section(folder: Path) -> list[str]:
-    """Scenes and kept tiles, each tile counted under its dominant surface class."""
+def surface_counts(tables: Sequence[tuple[str, Path]]) -> tuple[Any, list[str]]:
+    """Tiles per scene under each one's dominant surface class (a DataFrame indexed by scene, one
+    column per :data:`SURFACE_CLASSES`), and a line for each table that could not be read."""
     import pandas as pd
     import pyarrow.parquet as pq
 
-    tables = sorted(Path(folder).glob("*.parquet"))
-    if not tables:
-        return ["tiles: none yet"]
     frames, broken = [], []
-    for p in tables:
+    for scene, p in tables:
         try:
             present = set(pq.read_schema(p).names)  # only the class columns: not the footprints
             frame = pd.read_parquet(p, columns=[c for c in SURFACE_CLASSES if c in present])
             frame = frame.assign(**{c: 0.0 for c in SURFACE_CLASSES if c not in present})
-            frames.append(frame[list(SURFACE_CLASSES)].assign(scene=p.stem))
+            frames.append(frame[list(SURFACE_CLASSES)].assign(scene=scene))
         except Exception as exc:  # a broken table is reported and the others still counted
-            broken.append(f"  {p.stem}: {p} unreadable ({_one_line(exc)})")
+            broken.append(f"  {scene}: {p} unreadable ({_one_line(exc)})")
     if not frames:
-        return [f"scenes: {len(tables)}, every tile table unreadable", *broken]
+        return pd.DataFrame(columns=list(SURFACE_CLASSES)), broken
     tiles = pd.concat(frames, ignore_index=True)
     tiles["dominant"] = tiles[list(SURFACE_CLASSES)].to_numpy().argmax(axis=1)
-    counts = tiles.groupby(["scene", "dominant"]).size().unstack(fill_value=0)
+    counts = tiles.groupby("scene", sort=False)["dominant"].value_counts().unstack(fill_value=0)
     counts = counts.reindex(columns=range(len(SURFACE_CLASSES)), fill_value=0)
     counts.columns = list(SURFACE_CLASSES)
+    return counts.reindex([scene for scene, _ in tables if scene in counts.index]).fillna(0).astype(int), broken
+
+
+def scene_radiometry(prepared: Path) -> str:
+    """How a prepared scene's stored numbers became reflectance (its ``radiometry`` tag: "float data
+    taken as reflectance", a sensor's scale and offset, the percentile rule), or "" when unknown."""
+    import rasterio
+
+    try:
+        with rasterio.open(prepared) as src:
+            return str(src.tags().get("radiometry", ""))
+    except Exception:  # not prepared yet, or unreadable: other sections say so
+        return ""
+
+
+def _tiles_section(folder: Path) -> list[str]:
+    """Scenes and kept tiles, each tile counted under its dominant surface class."""
+    tables = sorted(Path(folder).glob("*.parquet"))
+    if not tables:
+        return ["tiles: none yet"]
+    counts, broken = surface_counts([(p.stem, p) for p in tables])
+    if counts.empty and broken:
+        return [f"scenes: {len(tables)}, every tile table unreadable", *broken]
     lines = [f"scenes: {len(tables)} ({', '.join(p.stem for p in tables)})",
-             f"tiles: {len(tiles)}, by dominant surface: "
+             f"tiles: {int(counts.to_numpy().sum())}, by dominant surface: "
              + ", ".join(f"{c} {int(counts[c].sum())}" for c in SURFACE_CLASSES)]
     for scene, row in counts.iterrows():
         lines.append(f"  {scene}: {int(row.sum())} tiles (" + ", ".join(f"{c} {int(row[c])}" for c in SURFACE_CLASSES) + ")")
     return lines + broken
+
+
+def _radiometry_section(folder: Path) -> list[str]:
+    """How each prepared scene's numbers became reflectance: a float GeoTIFF is taken as
+    reflectance as it is, which a user must know (a float file of radiance would be wrong)."""
+    scenes = sorted(Path(folder).glob("*.tif"))
+    notes = [(p.stem, scene_radiometry(p)) for p in scenes]
+    notes = [(scene, how) for scene, how in notes if how]
+    if not notes:
+        return []
+    return ["reflectance:", *(f"  {scene}: {how}" for scene, how in notes)]
+
+
+def _surfaces_html(scenes: Sequence[str], tile_tables: Sequence[Path], prepared: Sequence[Path]) -> str:
+    """The summary's table of scenes: tiles by dominant surface, and how each became reflectance."""
+    counts, _ = surface_counts([(s, Path(t)) for s, t in zip(scenes, tile_tables) if Path(t).exists()])
+    rows = []
+    for scene, scene_file in zip(scenes, prepared):
+        row: dict[str, Any] = {"scene": scene}
+        if scene in counts.index:
+            row["tiles"] = int(counts.loc[scene].sum())
+            row.update({c.replace("_", "/"): int(counts.loc[scene, c]) for c in SURFACE_CLASSES})
+        row["reflectance"] = scene_radiometry(Path(scene_file))
+        rows.append(row)
+    columns = ["scene", "tiles", *(c.replace("_", "/") for c in SURFACE_CLASSES), "reflectance"]
+    return ("<h2>Scenes and surfaces</h2><p>Tiles by dominant surface class (rock: exposed ground; unknown: "
+            "ground whose bands cannot tell rock from water, snow or vegetation), and how each scene's "
+            "numbers became reflectance.</p>" + _table(rows, columns))
 
 
 def _grid_section(path: Path) -> list[str]:
@@ -326,14 +400,29 @@ def _model_section(model: Path) -> list[str]:
     meta = _model_metadata(model)
     size = f"{model.stat().st_size / 1e6:.1f} MB"
     if "error" in meta:
-        return [f"model: {model} ({size}), unreadable: {meta['error']}"]
+        return [f"model: {model} ({size}): {meta['error']}"]
     settings = meta.get("settings", {})
     parts = [f"{meta.get('arch', '?')}", f"embedding dim {meta.get('embedding_dim', '?')}",
              f"bands {','.join(meta.get('bands', []))}"]
     if "train_tiles" in meta:
-        parts.append(f"trained on {meta['train_tiles']} tiles, {settings.get('epochs', '?')} epochs, "
-                     f"{meta.get('steps', '?')} steps, final loss {meta.get('final_loss', float('nan')):.4f}")
+        parts.append(f"trained on {meta['train_tiles']} tiles: {_budget_words(meta, settings)}, "
+                     f"final loss {meta.get('final_loss', float('nan')):.4f}")
     return [f"model: {', '.join(parts)} ({size})"]
+
+
+def _budget_words(meta: dict[str, Any], settings: dict[str, Any]) -> str:
+    """What a training ran, in views and steps (a budgeted training has no epoch count of its own:
+    its ``epochs`` setting is None), with the passes over the tiles they make."""
+    try:
+        tiles, steps = int(meta["train_tiles"]), int(meta["steps"])
+        batch = min(int(settings["batch_size"]), tiles)
+    except (KeyError, TypeError, ValueError):
+        return f"{meta.get('steps', '?')} steps"
+    views = steps * batch
+    how = (f"{settings['epochs']} epochs asked for" if isinstance(settings.get("epochs"), int)
+           else f"a budget of {settings.get('samples', '?')} views")
+    return (f"{views} views in {steps} steps of {batch} ({views / max(tiles, 1):.3g} passes over the tiles; "
+            f"{how})")
 
 
 def _index_section(info: Path) -> list[str]:
@@ -382,11 +471,14 @@ def _analogues_section(csv: Path, top: int, skipped: Path) -> list[str]:
 def _scores_section(metrics: Path) -> list[str]:
     if not metrics.exists():
         return []
-    summary = json.loads(metrics.read_text()).get("summary", {})
+    scores = json.loads(metrics.read_text())
+    warning = without_tiles_line(scores.get("leave_one_out"))
+    lines = [warning] if warning else []
+    summary = scores.get("summary", {})
     if not summary:  # an ordinary run: no demo truth
-        return []
-    return ["scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                for k, v in sorted(summary.items()))]
+        return lines
+    return lines + ["scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                        for k, v in sorted(summary.items()))]
 
 
 def _readable(name: str, path: Path, section: Callable[..., list[str]], *args: Any) -> list[str]:
@@ -424,6 +516,8 @@ def run_info(results: Path, top: int = 5) -> str:
     grid = Path(run.grid)
     lines += _readable("grid", grid, _grid_section, grid)
     lines += _readable("tiles", tiles, _tiles_section, tiles)
+    prepared = Path(run.prepared()).parent
+    lines += _readable("reflectance", prepared, _radiometry_section, prepared)
     lines += _readable("scenes without usable tiles", tiles, _without_tiles_section, run)
     lines += _readable("model", model, _model_section, model)
     lines += _readable("index", info, _index_section, info)

@@ -55,6 +55,14 @@ class Ranks:
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` holds on any rank (a stop asked of one rank stops all at the same step)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([int(flag)], dtype=torch.int64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def check_same(self, value: int, what: str, device: torch.device) -> None:
         """Stop every rank if ranks disagree on ``value`` (e.g. the step they resumed from)."""
         if not self.distributed:

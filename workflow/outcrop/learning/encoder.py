@@ -15,8 +15,9 @@ import contextlib
 import hashlib
 import json
 import math
+import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,15 @@ from outcrop.learning.distributed import (
     leave_process_group,
     synchronise_batchnorm,
 )
-from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings
+from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings, measured_cost
+from outcrop.learning.torch_files import read_torch_file
 from outcrop.io import atomic_path
 from outcrop.locks import exclusive_writer
 from outcrop.learning.optim import build_optimizer, warmup_cosine
 from outcrop.learning.precision import autocast
 from outcrop.learning.symmetry import POSES
+from outcrop.runtime.progress import RateWindow
+from outcrop.runtime.stopping import Interrupted, StepInterrupted, StopRequests
 from outcrop.learning.training_data import (
     TrainingTiles,
     band_mean_and_std,
@@ -48,6 +52,9 @@ from outcrop.learning.training_data import (
 )
 
 MODEL_FORMAT = "outcrop-encoder"
+# The ETA follows the rate of the last minute: a load change shows within it, and a minute holds
+# enough steps to smooth the step-to-step jitter.
+ETA_WINDOW_S = 60.0
 CHECKPOINT_FORMAT = "outcrop-byol-checkpoint"
 FORMAT_VERSION = 1
 def resolve_device(device: str = "auto") -> torch.device:
@@ -123,7 +130,13 @@ class _Trainer:
 
     def train_step(self, x: torch.Tensor, lr: float, tau: float) -> float:
         """One optimiser step on a normalised global batch, then one EMA step of the target; returns the
-        loss of the global batch.
+        loss of the global batch (:meth:`compute`, then :meth:`commit`)."""
+        return self.commit(self.compute(x, lr), tau)
+
+    def compute(self, x: torch.Tensor, lr: float) -> torch.Tensor:
+        """The views, the loss and its gradients for one step, which change no weight, no optimiser
+        state and nothing saved, but the generator, torch's random state and BatchNorm's running
+        statistics: :meth:`snapshot` and :meth:`restore` undo those when a stop abandons the step.
 
         Every rank draws the views of the whole global batch from the same generator and keeps its
         own slice: the views are those of one process, and the generator state stays equal on all
@@ -141,10 +154,29 @@ class _Trainer:
             loss = self.net(v1, v2)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        return loss
+
+    def commit(self, loss: torch.Tensor, tau: float) -> float:
+        """Apply a computed step: the optimiser step and one EMA step of the target."""
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.model.update_target(tau)
         return self.ranks.mean(float(loss.detach()), self.device)
+
+    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """What :meth:`compute` changes: the generator, torch's random state and the buffers (a few KB)."""
+        return (self.generator.get_state(), torch.get_rng_state(),
+                [b.detach().clone() for b in self.model.buffers()])
+
+    def restore(self, saved: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]) -> None:
+        """Undo an abandoned :meth:`compute`: the state is again that of the end of the last step."""
+        generator, rng, buffers = saved
+        self.generator.set_state(generator)
+        torch.set_rng_state(rng)
+        with torch.no_grad():
+            for b, old in zip(self.model.buffers(), buffers):
+                b.copy_(old)
+        self.optimizer.zero_grad(set_to_none=True)
 
     def state(self, digest: str) -> dict[str, Any]:
         return {
@@ -163,9 +195,10 @@ class _Trainer:
         if not path.exists():
             return
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a foreign or damaged file must not stop a fresh run
-            log(f"checkpoint {path} is unreadable ({type(exc).__name__}); starting from scratch")
+            state = read_torch_file(path, "checkpoint")
+        except OutcropError as exc:  # a foreign or damaged file must not stop a fresh run
+            reason = str(exc).removeprefix(f"{path}: ")
+            log(f"checkpoint {path} is unreadable ({reason}); starting from scratch")
             return
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             log(f"checkpoint {path} is not a BYOL checkpoint; starting from scratch")
@@ -192,7 +225,7 @@ def train_byol(
     table_paths: Sequence[Path],
     out_path: Path,
     *,
-    settings: EncoderSettings,
+    settings: EncoderSettings | Mapping[str, Any],
     curve_tsv: Path,
     curve_png: Path,
     checkpoint_path: Path,
@@ -203,6 +236,10 @@ def train_byol(
 ) -> None:
     """Train a BYOL encoder on the tiles with ``rock >= min_rock`` and write ``out_path``.
 
+    ``settings`` is an :class:`EncoderSettings`, or the mapping of the config's ``encoder.settings``
+    (only the keys given; the rest keep their defaults). ``tile_paths`` and ``table_paths`` list the
+    training scenes' tile arrays and tables, in the same order.
+
     ``bands`` names the C channels of the tile arrays (stored in the model so that embedding refuses
     tiles of other bands); when omitted they are called band1..bandC. Writes the training curve as
     TSV (step, epoch, loss, lr, tau) and PNG, and keeps ``checkpoint_path`` up to date while training.
@@ -211,13 +248,20 @@ def train_byol(
     the global batch ``settings.batch_size`` is split evenly across the ranks (see
     :mod:`outcrop.learning.distributed`); only rank 0 logs and writes the checkpoint, curve and model file.
     """
+    if not isinstance(settings, EncoderSettings):
+        settings = EncoderSettings.from_dict(dict(settings))
     settings.validate()
+    if len(tile_paths) != len(table_paths):
+        raise OutcropError(f"train: {len(tile_paths)} tile array(s) for {len(table_paths)} tile table(s); "
+                           "give one table per array, in the same order")
     ranks, dev = join_process_group(resolve_device(device))
     if not ranks.main:
         log = _quiet
-    with exclusive_writer(checkpoint_path, "checkpoint") if ranks.main else contextlib.nullcontext():
+    with exclusive_writer(checkpoint_path, "checkpoint") if ranks.main else contextlib.nullcontext(), \
+            StopRequests() as stop:
         _train(tile_paths, table_paths, out_path, settings=settings, curve_tsv=curve_tsv, curve_png=curve_png,
-               checkpoint_path=checkpoint_path, min_rock=min_rock, bands=bands, ranks=ranks, dev=dev, log=log)
+               checkpoint_path=checkpoint_path, min_rock=min_rock, bands=bands, ranks=ranks, dev=dev, log=log,
+               stop=stop)
 
 
 def _train(
@@ -234,8 +278,14 @@ def _train(
     ranks: Ranks,
     dev: torch.device,
     log: Callable[[str], None],
+    stop: StopRequests | None = None,
 ) -> None:
-    """The body of :func:`train_byol`, run while this rank (rank 0) holds the checkpoint's lock."""
+    """The body of :func:`train_byol`, run while this rank (rank 0) holds the checkpoint's lock.
+
+    SIGINT or SIGTERM during the steps (``stop``) ends training after the step under way: the
+    checkpoint is saved and :class:`Interrupted` raised, so a run started again resumes from there.
+    """
+    stop = stop or StopRequests()
     tiles = open_training_tiles(tile_paths, table_paths, min_rock)
     n = len(tiles)
     channels = tiles.tile_shape[0]
@@ -252,37 +302,66 @@ def _train(
         f"device {dev}, batch {batch}, {total} steps ({total * batch} views, "
         f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps)"
         + (f", {ranks.world_size} ranks of {batch // ranks.world_size} tiles" if ranks.distributed else ""))
+    log(f"budget {total * batch} views: {measured_cost(total * batch)}; the ETA below is this machine's, "
+        f"at its rate over the last {ETA_WINDOW_S:g} s")
 
     trainer = _Trainer(settings, channels, dev, ranks)
     trainer.try_resume(Path(checkpoint_path), digest, log)
     trainer.agree_on_start()
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=dev)[None, :, None, None]
     std_t = torch.as_tensor(std, dtype=torch.float32, device=dev)[None, :, None, None]
-    started = last_checkpoint = time.monotonic()
-    first_step = trainer.step
+    last_checkpoint = time.monotonic()
+    rates = RateWindow(ETA_WINDOW_S)
+    rates.add(last_checkpoint, trainer.step * batch)
     order, order_epoch = None, -1
+
+    def stopped(signum: int) -> Interrupted:
+        """Save the state of the end of the last step and say so; the caller raises what this returns."""
+        if ranks.main:
+            trainer.save(Path(checkpoint_path), digest)
+        message = (f"stopped by {signal.Signals(signum).name} at step {trainer.step}/{total}: checkpoint "
+                   f"{checkpoint_path} saved; run again to resume from it")
+        log(message)
+        leave_process_group()
+        return Interrupted(signum, message)
+
+    # A stop abandons the step under way (undone by restore) on one process; several ranks finish it
+    # together, since one rank leaving a collective operation would leave the others waiting in it.
+    interruptible = not ranks.distributed
+    stop.armed = True
     while trainer.step < total:
         step = trainer.step
         epoch, j = divmod(step, steps_per_epoch)
         if order_epoch != epoch:
             order, order_epoch = epoch_permutation(n, settings.seed, epoch), epoch
-        x = torch.from_numpy(tiles.gather(order[j * batch:(j + 1) * batch]))
-        x = (x.pin_memory() if dev.type == "cuda" else x).to(dev, non_blocking=True)
         lr = warmup_cosine(step, total, warmup, settings.lr)
         tau = cosine_schedule(step, total, settings.tau_base, 1.0)
-        loss = trainer.train_step((x - mean_t) / std_t, lr, tau)
+        saved = trainer.snapshot() if interruptible else None
+        try:
+            with stop.interruptible(interruptible):
+                x = torch.from_numpy(tiles.gather(order[j * batch:(j + 1) * batch]))
+                x = (x.pin_memory() if dev.type == "cuda" else x).to(dev, non_blocking=True)
+                loss_t = trainer.compute((x - mean_t) / std_t, lr)
+        except StepInterrupted as exc:
+            trainer.restore(saved)  # type: ignore[arg-type]
+            raise stopped(exc.signum) from None
+        loss = trainer.commit(loss_t, tau)
         trainer.step += 1
         trainer.curve.append([trainer.step, trainer.step / steps_per_epoch, loss, lr, tau])
         now = time.monotonic()
+        rates.add(now, trainer.step * batch)
         if trainer.step % settings.log_every == 0 or trainer.step == total:
-            rate = (trainer.step - first_step) * batch / max(now - started, 1e-9)
-            eta = (total - trainer.step) * batch / max(rate, 1e-9)
+            eta = rates.eta((total - trainer.step) * batch)
             log(f"step {trainer.step}/{total} epoch {epoch + 1}/{math.ceil(total / steps_per_epoch)} loss {loss:.4f} "
-                f"lr {lr:.2e} tau {tau:.5f} {rate:.0f} img/s eta {_duration(eta)}")
+                f"lr {lr:.2e} tau {tau:.5f} {rates.rate():.0f} img/s eta {_duration(eta)} "
+                f"(at the rate of the last {rates.span_s:.0f} s)")
         if trainer.step % steps_per_epoch == 0 or now - last_checkpoint >= 60 * settings.checkpoint_minutes:
             if ranks.main:
                 trainer.save(Path(checkpoint_path), digest)
             last_checkpoint = now
+        if ranks.any(stop.signum is not None, dev) and trainer.step < total:
+            raise stopped(stop.signum or signal.SIGTERM)  # another rank's signal: stop as it does
+    stop.armed = False
 
     if not ranks.main:
         leave_process_group()
@@ -334,6 +413,8 @@ def _quiet(message: str) -> None:
 
 
 def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "unknown"
     whole = round(seconds)
     return f"{whole // 60}m{whole % 60:02d}s"
 
@@ -368,21 +449,21 @@ def write_curve(tsv_path: Path, png_path: Path, rows: Sequence[Sequence[float]])
         fig.savefig(tmp, format="png", dpi=110)
 
 
+# What to do about an encoder file that cannot be used: the workflow writes it again once it is gone.
+ENCODER_FIX = "give the encoder file that `outcrop train` wrote (the workflow trains again once it is deleted)"
+
+
 def load_encoder(path: Path, device: str = "cpu",
                  expect_bands: Sequence[str] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained backbone (eval mode, on ``device``) and its metadata, from a model file.
 
-    Loads with ``weights_only=True``: a model file cannot run code. A missing, damaged or foreign file,
+    Loads with ``weights_only=True`` (:func:`outcrop.learning.torch_files.read_torch_file`): a model
+    file cannot run code. A missing, damaged or foreign file,
     or bands other than ``expect_bands``, raise :class:`OutcropError` naming the file.
     """
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise OutcropError(f"{path}: model file not found") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for damaged files
-        raise OutcropError(f"{path}: not a readable encoder file ({type(exc).__name__}: {exc})") from None
+    payload = read_torch_file(path, "encoder file", fix=ENCODER_FIX)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise OutcropError(f"{path}: not an outcrop encoder file")
+        raise OutcropError(f"{path}: not an outcrop encoder file; {ENCODER_FIX}")
     meta = payload.get("metadata") or {}
     try:
         model = build_backbone(meta["arch"], int(meta["in_channels"]), int(meta["embedding_dim"]))

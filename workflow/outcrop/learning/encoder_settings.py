@@ -106,16 +106,34 @@ def _weak_view() -> ViewSettings:
     return ViewSettings(blur_p=0.1, noise_p=0.2)
 
 
+# The one measured training cost that the README, config.yaml and the training log quote: the
+# shipped budget of 200 000 views on two full Landsat scenes (benchmarks/training_scale.py, in
+# benchmarks/README.md "How training grows with the run"). A test keeps the texts equal to it.
+MEASURED_VIEWS_PER_SECOND = 717
+MEASURED_ON = "two CPU cores of an AMD EPYC VM (AVX-512F, torch 2.13.0)"
+
+
+def measured_minutes(views: int) -> float:
+    """Minutes ``views`` tile views took at :data:`MEASURED_VIEWS_PER_SECOND`, to one decimal."""
+    return round(views / MEASURED_VIEWS_PER_SECOND / 60.0, 1)
+
+
+def measured_cost(views: int) -> str:
+    """The training cost of ``views`` in words, as the README, config.yaml and the log say it."""
+    return (f"about {measured_minutes(views):g} min at the {MEASURED_VIEWS_PER_SECOND} views/s "
+            f"measured on {MEASURED_ON}")
+
+
 @dataclass
 class EncoderSettings:
     """Everything that shapes an encoder; built from the config's ``encoder:`` mapping.
 
     Training runs for a budget of ``samples`` tile views, whatever the number of training tiles: its
-    time is bounded (about 250 to 700 views a second on two CPU cores) whether the run has one demo
-    scene or two hundred Landsat scenes, where a count of epochs made a coast train for days. A run
-    small enough to pass over its tiles ``max_epochs`` times within the budget stops there: the demo
-    keeps the 100 epochs that its strong band jitter needs to pay off (25 epochs learn less texture),
-    and two full Landsat scenes train for the whole budget, about 15 minutes on two cores.
+    time is bounded (:func:`measured_cost`) whether the run has one demo scene or two hundred Landsat
+    scenes, where a count of epochs made a coast train for days. A run small enough to pass over its
+    tiles ``max_epochs`` times within the budget stops there: the demo keeps the 100 epochs that its
+    strong band jitter needs to pay off (25 epochs learn less texture), and two full Landsat scenes
+    train for the whole budget.
     ``epochs``, when set, trains exactly that many passes over the tiles instead. The
     heads are narrower than the paper's (4096 hidden, 256 out), which suit ImageNet and a GPU, not
     32-px tiles.

@@ -7,12 +7,14 @@ the metre for the projected CRSs a run uses (EPSG:3031 and UTM zones).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import read_vector
+from outcrop.limits import refuse_above
 
 
 def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buffer_km")) -> Any:
@@ -25,7 +27,7 @@ def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buf
     import geopandas as gpd
     from pyproj import CRS
     from pyproj.exceptions import CRSError
-    from shapely import make_valid, union_all
+    from shapely import get_num_coordinates, make_valid, union_all
 
     path = Path(path)
     if not path.exists():
@@ -45,6 +47,9 @@ def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buf
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
     if gdf.empty:
         raise OutcropError(f"{path}: AOI file holds no geometry")
+    # Before the union and the buffer, whose cost grows faster than the vertices.
+    refuse_above("aoi_vertices", int(get_num_coordinates(gdf.geometry.to_numpy()).sum()), str(path),
+                 "vertices in its geometries")
     if gdf.crs is None:
         raise OutcropError(f"{path}: AOI file has no CRS")
     geoms = gdf.to_crs(target).geometry
@@ -59,3 +64,38 @@ def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buf
     if geom.is_empty or geom.area == 0:
         raise OutcropError(f"{path}: AOI has no area")
     return geom
+
+
+def run_aoi(path: str | Path | None, *, prepared: str | Path, buffer_km: float = default("aoi.buffer_km"),
+            grid: Path | None = None, crs: str = default("grid.crs")) -> Any | None:
+    """The AOI of a stage that reads a prepared scene, in the run CRS (None without a ``path``).
+
+    The run CRS is ``grid``'s (the run's ``grid.json``), else ``crs``, else (``auto``) the prepared
+    scene's own.
+    """
+    if not path:
+        return None
+    if grid is not None:
+        from outcrop.raster.grid_choice import load_grid
+
+        crs = load_grid(grid).crs
+    elif crs == "auto":
+        from outcrop.raster.geo import read_scene_grid
+
+        crs = read_scene_grid(prepared).crs.to_wkt()
+    return aoi_geometry(path, crs, buffer_km=buffer_km)
+
+
+def tile_scene_in_aoi(prepared: Path, out_tiles: Path, out_table: Path, *, scene: str, aoi: Path | None = None,
+                      aoi_buffer_km: float = default("aoi.buffer_km"), grid: Path | None = None,
+                      crs: str = default("grid.crs"), size: int = default("tiles.size"),
+                      stride: int = default("tiles.stride"), min_valid: float = default("tiles.min_valid"),
+                      log: Callable[[str], None] = print) -> int:
+    """The ``tile`` stage: :func:`outcrop.raster.tiles.tile_scene` inside the AOI file ``aoi`` (buffered
+    by ``aoi_buffer_km``), brought into the run CRS (:func:`run_aoi`). Here rather than in
+    :mod:`outcrop.raster.tiles`, which the stages that only read tiles import without the AOI's needs."""
+    from outcrop.raster.tiles import tile_scene
+
+    geometry = run_aoi(aoi, prepared=prepared, buffer_km=aoi_buffer_km, grid=grid, crs=crs)
+    return tile_scene(prepared, out_tiles, out_table, scene_id=scene, size=size, stride=stride, min_valid=min_valid,
+                      aoi=geometry, aoi_name=str(aoi), log=log)

@@ -15,6 +15,7 @@ exclusion radius of a known deposit, can reach every hidden patch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -360,8 +361,15 @@ def synthesise_scene(out_scene: str | Path, out_truth: str | Path, *, index: int
                     "note": "0 = not rock; n = n-th name of the units tag"})
 
 
+def write_demo_scene(out: str | Path, truth: str | Path, *, scene: str, size: int = default("demo.size"),
+                     seed: int = default("demo.seed"), log: Callable[[str], None] = print) -> None:
+    """Write the demo scene named ``scene`` (``demo_<n>``, as the demo's scene sheet names them) and its truth."""
+    synthesise_scene(out, truth, index=scene_index(scene), size=size, seed=seed)
+    log(f"demo: wrote {out} and {truth}")
+
+
 def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int, size: int = default("demo.size"),
-                   seed: int = default("demo.seed")) -> None:
+                   seed: int = default("demo.seed"), log: Callable[[str], None] = print) -> None:
     """Publish the known patches inside the scenes as deposits; keep the rest hidden.
 
     Known deposits are points in longitude/latitude, as a user would have them; the hidden truth is
@@ -396,3 +404,4 @@ def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int,
     )
     write_geodataframe(out_known, known_gdf, layer="deposits")
     write_geodataframe(out_truth, hidden_gdf, layer="hidden_deposits")
+    log(f"demo: wrote {len(known)} known deposits to {out_known} and {len(hidden)} hidden ones to {out_truth}")

@@ -30,10 +30,29 @@ class SceneGrid:
 
 @dataclass(frozen=True)
 class TileLayout:
-    """Tile size and stride in pixels, shared by all scenes of a run."""
+    """Tile size and stride in pixels, shared by all scenes of a run, and (when recorded with the
+    tiles) the clear fraction a tile needed to be kept."""
 
     size: int
     stride: int
+    min_valid: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        """As recorded in a tile table's and the index table's metadata."""
+        return {"size": self.size, "stride": self.stride, "min_valid": self.min_valid}
+
+    @classmethod
+    def from_record(cls, record: Any, where: str) -> TileLayout:
+        """From a recorded mapping, checked: whole positive size and stride, a fraction in [0, 1]."""
+        try:
+            size, stride = record["size"], record["stride"]
+            min_valid = record.get("min_valid")
+            assert all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (size, stride))
+            assert min_valid is None or (isinstance(min_valid, (int, float)) and 0 <= min_valid <= 1)
+        except (TypeError, KeyError, AttributeError, AssertionError):
+            raise OutcropError(f"{where}: the recorded tile grid {record!r} is not a tile size, stride and "
+                               "clear fraction") from None
+        return cls(size, stride, None if min_valid is None else float(min_valid))
 
 
 def read_scene_grid(path: str | os.PathLike[str]) -> SceneGrid:
@@ -61,11 +80,12 @@ def scene_band_names(path: str | os.PathLike[str]) -> list[str]:
 
 
 def infer_layout(scenes: np.ndarray, rows: np.ndarray, cols: np.ndarray, sizes: np.ndarray) -> TileLayout:
-    """Tile size and stride from the pixel offsets of tiles.
+    """Tile size and stride from the pixel offsets of tiles, for tables that do not record them.
 
-    The stride is the greatest common divisor of the offsets between tiles of the same scene; it
-    needs no knowledge of the tiling settings. With at most one tile per scene the stride cannot be
-    seen and is taken to be the tile size.
+    The stride is the greatest common divisor of the offsets between tiles of the same scene. It can
+    only be a multiple of the true stride (every other tile left out, say), so the recorded one
+    (:func:`outcrop.raster.tiles.read_tile_grid`) is used wherever it exists. With at most one tile
+    per scene the stride cannot be seen and is taken to be the tile size.
     """
     if len(rows) == 0:
         raise OutcropError("no tiles to infer the tile layout from")

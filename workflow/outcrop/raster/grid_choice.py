@@ -5,8 +5,13 @@ A run's scenes must share one grid so that their tiles line up where they overla
 projection: EPSG:3031 south, EPSG:3413 north) that covers most of the scenes; a scene already in a
 UTM CRS of that zone keeps its own CRS (Landsat ships southern scenes in the northern zone codes
 with negative northings, and a national UTM datum such as SIRGAS 2000 is the same projection), so
-that it needs no reprojection. With ``grid.resolution: auto`` the resolution is the finest pixel
-among the bands the run uses.
+that it needs no reprojection. That holds beyond ±60° too, as long as the scene's area scale factor
+on its own zone stays within :data:`AREA_SCALE_LIMIT` and it lies inside UTM's domain (80° S to 84° N):
+UTM's distortion grows with the distance from the zone's central meridian, not with latitude, so a
+scene in its own zone is within 0.1 % of true area at any latitude, while polar stereographic is 9 %
+off at 60° (:func:`proposal`). A polar coast whose scenes lie in several UTM zones still gets the
+polar grid: a zone kept beyond ±60° must fit every scene of the run (:func:`choose_grid`). With
+``grid.resolution: auto`` the resolution is the finest pixel among the bands the run uses.
 
 The pixel alignment (``origin``: the grid's pixel edges are at ``origin + k * resolution``) is
 chosen once per run: the pixel-corner phase shared by most scenes that are already in the grid's
@@ -30,20 +35,25 @@ from pathlib import Path
 from typing import Any
 
 from outcrop import OutcropError
-from outcrop.config import default
+from outcrop.config import check_grid_crs, default
 from outcrop.io import atomic_path
 
 AUTO = "auto"
 # Beyond this latitude (degrees) the grid is polar stereographic: UTM zones narrow towards the
-# poles, and a polar coast crosses many of them.
+# poles, and a polar coast crosses many of them. A scene already in its own UTM zone keeps it beyond
+# (see proposal), within UTM's domain.
 POLAR_LATITUDE = 60.0
+UTM_NORTH = 84.0  # UTM is defined from 80° S to 84° N; beyond, the polar grid
+UTM_SOUTH = -80.0
 # A scene is warned about when the grid's area scale factor at its centre or corners departs from
 # 1 by more than this (UTM stays within 0.3 % over a zone, polar stereographic within 9 % down to
 # 60°; a Peru scene on EPSG:3031 is at 2.8).
 AREA_SCALE_LIMIT = 1.1
-# ... when more than this share of its block on the grid lies outside its footprint (a scene
-# rotated or bent by the projection: its prepared raster would be mostly nodata) ...
-OUTSIDE_LIMIT = 0.5
+# ... when more than this share of its block on the grid lies outside its footprint: a scene turned
+# or bent by the projection, so that its prepared raster holds that much nodata and every pixel is
+# resampled (a square turned by 5° leaves 15 % of its block outside, by 12° 29 %: a scene of zone 6 at
+# 60° N on EPSG:3413) ...
+OUTSIDE_LIMIT = 0.15
 # ... or when each of its finest pixels becomes more than this many grid pixels (a 30 m scene on
 # a 10 m grid is 9: the run's tiles would see interpolated, not measured, texture).
 UPSAMPLING_LIMIT = 4.0
@@ -76,6 +86,10 @@ class RunGrid:
     crs: str
     resolution: float
     origin: tuple[float, float] = (0.0, 0.0)
+
+
+def _polar_crs(lat: float) -> str:
+    return "EPSG:3031" if lat < 0 else "EPSG:3413"
 
 
 def _centre_lonlat(band: BandHeader) -> tuple[float, float]:
@@ -111,17 +125,50 @@ def _native_utm_zone(crs: Any) -> int | None:
     return int(zone[:-1]) if zone else None
 
 
-def proposed_crs(header: SceneHeader) -> str:
+@dataclass(frozen=True)
+class Proposal:
+    """The grid CRS one scene alone would choose, and, beyond ±60°, why it keeps or leaves its UTM zone."""
+
+    crs: str
+    latitude: float
+    note: str = ""  # beyond ±60° only: the numbers behind the choice
+
+
+def proposal(header: SceneHeader) -> Proposal:
     """The grid CRS this scene alone would choose: its own CRS when it is a UTM CRS of the zone
-    that covers it (no reprojection at all), else that zone's (or the polar) CRS."""
+    that covers it (no reprojection at all), else that zone's CRS, or the polar one beyond ±60°.
+
+    Beyond ±60° a scene in its own UTM zone keeps it while its area scale factor there (worst of
+    centre and corners) is within :data:`AREA_SCALE_LIMIT` and it lies in UTM's domain: reprojecting
+    a scene that is already on a good grid costs a resampling and, at 60°, a 9 % area error of the
+    polar grid besides. The note gives both grids' area scale factors.
+    """
     band = header.bands[0]
     lon, lat = _centre_lonlat(band)
     wanted = zone_crs(lon, lat)
-    if wanted.startswith(("EPSG:326", "EPSG:327")) and _native_utm_zone(band.crs) == utm_zone(lon):
-        return _crs_text(band.crs)
-    if wanted in ("EPSG:3031", "EPSG:3413") and _crs_text(band.crs) == wanted:
-        return wanted
-    return wanted
+    own_zone = _native_utm_zone(band.crs) == utm_zone(lon)
+    if wanted.startswith(("EPSG:326", "EPSG:327")) and own_zone:
+        return Proposal(_crs_text(band.crs), lat)
+    if wanted not in ("EPSG:3031", "EPSG:3413") or not own_zone:
+        return Proposal(wanted, lat)
+    own = _crs_text(band.crs)
+    pixel = pixel_size_on(band, own)
+    utm_scale = _distortion(header, RunGrid(own, pixel))["area_scale"]
+    polar_scale = _distortion(header, RunGrid(wanted, pixel_size_on(band, wanted)))["area_scale"]
+    where = f"{header.scene} at {abs(lat):.1f}° {'S' if lat < 0 else 'N'}"
+    scales = f"area scale {utm_scale:.4f} on its own UTM zone {own}, {polar_scale:.4f} on {wanted}"
+    if not UTM_SOUTH <= lat <= UTM_NORTH:
+        return Proposal(wanted, lat, f"{where}: beyond UTM's domain (80° S to 84° N), so {wanted} ({scales})")
+    if not 1 / AREA_SCALE_LIMIT <= utm_scale <= AREA_SCALE_LIMIT:
+        return Proposal(wanted, lat, f"{where}: its own UTM zone passes the area-scale limit "
+                                     f"{AREA_SCALE_LIMIT:g}, so {wanted} ({scales})")
+    return Proposal(own, lat, f"{where}: keeps its own UTM zone {own}, within the area-scale limit "
+                              f"{AREA_SCALE_LIMIT:g} ({scales})")
+
+
+def proposed_crs(header: SceneHeader) -> str:
+    """The grid CRS this scene alone would choose (:func:`proposal`)."""
+    return proposal(header).crs
 
 
 def _crs_text(crs: Any) -> str:
@@ -181,6 +228,9 @@ def _distortion(header: SceneHeader, grid: RunGrid) -> dict[str, float]:
             + [(w * (16 - i) / 16, h) for i in range(16)] + [(0, h * (16 - i) / 16) for i in range(16)])
     pts = [band.transform @ p for p in ring]
     xs, ys = transform(band.crs, grid.crs, [p[0] for p in pts], [p[1] for p in pts])
+    # how far the grid turns the scene: the direction of its top edge, folded into ±45° (a quarter
+    # turn leaves a rectangle's block as full as no turn)
+    turned = (math.degrees(math.atan2(ys[16] - ys[0], xs[16] - xs[0])) + 45.0) % 90.0 - 45.0
     poly = Polygon(zip(xs, ys))
     box = poly.envelope.area
     outside = max(0.0, 1.0 - poly.area / box) if box > 0 else 0.0
@@ -195,7 +245,7 @@ def _distortion(header: SceneHeader, grid: RunGrid) -> dict[str, float]:
         pass
     upsampling = (pixel_size_on(band, grid.crs) / grid.resolution) ** 2
     return {"area_scale": round(float(scale), 4), "outside": round(float(outside), 4),
-            "upsampling": round(float(upsampling), 3)}
+            "turned_deg": round(float(turned), 1), "upsampling": round(float(upsampling), 3)}
 
 
 def _warnings(scene: str, d: dict[str, float], grid: RunGrid) -> list[str]:
@@ -205,8 +255,10 @@ def _warnings(scene: str, d: dict[str, float], grid: RunGrid) -> list[str]:
         found.append(f"{scene}: the grid {grid.crs} distorts this scene: area scale factor {scale:.2f} "
                      f"(limit {AREA_SCALE_LIMIT:g}); give grid.crs a CRS that fits it, or run it apart")
     if d["outside"] > OUTSIDE_LIMIT:
+        turned = f", the grid turns it by {abs(d['turned_deg']):.0f}°" if "turned_deg" in d else ""
         found.append(f"{scene}: {d['outside']:.0%} of its block on the grid {grid.crs} lies outside the scene "
-                     f"(mostly nodata); give grid.crs a CRS that fits it")
+                     f"(limit {OUTSIDE_LIMIT:.0%}{turned}): that much of its prepared raster is nodata and every "
+                     f"pixel is resampled; give grid.crs a CRS that fits it, such as its own")
     if d["upsampling"] > UPSAMPLING_LIMIT:
         found.append(f"{scene}: each of its pixels becomes {d['upsampling']:.1f} grid pixels at "
                      f"{grid.resolution:g} m (upsampled); give grid.resolution a coarser value or run it apart")
@@ -228,14 +280,11 @@ def choose_grid(headers: Sequence[SceneHeader], crs: str = default("grid.crs"),
         raise OutcropError("grid: no scenes to choose the grid from")
     record: dict[str, Any] = {}
     if str(crs) == AUTO:
-        proposals = [proposed_crs(h) for h in headers]
-        counts = Counter(proposals)
-        best = max(counts.values())
-        chosen = next(p for p in proposals if counts[p] == best)  # ties: the first scene's
-        record["crs_reason"] = (f"auto: {chosen} covers {best} of {len(headers)} scene(s)"
-                                + (f" (others: {', '.join(f'{c} {n}' for c, n in counts.items() if c != chosen)})"
-                                   if len(counts) > 1 else ""))
+        chosen, record["crs_reason"], polar = _auto_crs(headers)
+        if polar:
+            record["polar_reason"] = polar
     else:
+        check_grid_crs(str(crs), "grid: run CRS", resolution)
         try:
             CRS.from_user_input(crs)
         except CRSError:
@@ -243,11 +292,17 @@ def choose_grid(headers: Sequence[SceneHeader], crs: str = default("grid.crs"),
         chosen = str(crs)
         record["crs_reason"] = "given in the config (grid.crs)"
     if str(resolution) == AUTO:
-        sizes = [(pixel_size_on(b, chosen), h.scene, b.path) for h in headers for b in h.bands]
-        size, scene, path = min(sizes)
-        res = round(size, 6) if any(_same_crs(b.crs, chosen) for h in headers for b in h.bands
-                                    if b.path == path) else _nice(size)
-        record["resolution_reason"] = f"auto: the finest band pixel, {Path(path).name} of {scene}"
+        sizes = [(pixel_size_on(b, chosen), h.scene, b) for h in headers for b in h.bands]
+        size, scene, band = min(sizes, key=lambda t: (t[0], t[1], t[2].path))
+        if _same_crs(band.crs, chosen):
+            res = round(size, 6)
+            record["resolution_reason"] = f"auto: the finest band pixel, {Path(band.path).name} of {scene} ({res:g} m)"
+        else:
+            res = _nice(size)
+            own = pixel_size_on(band, band.crs)
+            record["resolution_reason"] = (
+                f"auto: the finest band pixel, {Path(band.path).name} of {scene}: {own:g} m in its own CRS, "
+                f"{size:.2f} m on {chosen} (the side of a square of its area there), rounded to {res:g} m")
     else:
         try:
             res = float(resolution)
@@ -288,6 +343,39 @@ def choose_grid(headers: Sequence[SceneHeader], crs: str = default("grid.crs"),
     return out
 
 
+def _auto_crs(headers: Sequence[SceneHeader]) -> tuple[str, str, str]:
+    """The ``auto`` grid CRS of these scenes, why (grid.json's ``crs_reason``), and what decided
+    between UTM and the polar grid beyond ±60° (``polar_reason``, "" when no scene lies beyond).
+
+    Each scene proposes a CRS (:func:`proposal`); the one most scenes propose wins (ties: the first
+    scene's). A UTM zone wins beyond ±60° only when every scene beyond ±60° proposes it: scenes of a
+    polar coast spread over several zones would be turned by the zone's convergence, so they get the
+    polar grid of the hemisphere most of them lie in, as every scene beyond ±60° would alone.
+    """
+    props = [proposal(h) for h in headers]
+    counts = Counter(p.crs for p in props)
+    best = max(counts.values())
+    chosen = next(p.crs for p in props if counts[p.crs] == best)
+    reason = (f"auto: {chosen} covers {best} of {len(headers)} scene(s)"
+              + (f" (others: {', '.join(f'{c} {n}' for c, n in counts.items() if c != chosen)})"
+                 if len(counts) > 1 else ""))
+    beyond = [(h, p) for h, p in zip(headers, props) if abs(p.latitude) >= POLAR_LATITUDE]
+    notes = [p.note for _, p in beyond if p.note]
+    if beyond and chosen not in ("EPSG:3031", "EPSG:3413") and any(p.crs != chosen for _, p in beyond):
+        south = sum(p.latitude < 0 for _, p in beyond)
+        polar = _polar_crs(-1.0 if 2 * south > len(beyond) else 1.0)
+        others = sorted({h.scene for h, p in beyond if p.crs != chosen})
+        reason = (f"auto: {polar}, polar stereographic: {len(beyond)} scene(s) lie beyond ±{POLAR_LATITUDE:g}° "
+                  f"and not all in the UTM zone {chosen} ({', '.join(others[:5])}{' …' if len(others) > 5 else ''} "
+                  f"{'is' if len(others) == 1 else 'are'} not)")
+        notes.append(f"the UTM zone {chosen} kept beyond ±{POLAR_LATITUDE:g}° must cover every scene there; "
+                     f"it does not, so {polar}")
+        chosen = polar
+    elif beyond and chosen not in ("EPSG:3031", "EPSG:3413"):
+        reason += f", kept beyond ±{POLAR_LATITUDE:g}° (see polar)"
+    return chosen, reason, "; ".join(notes)
+
+
 def write_grid(path: str | Path, choice: dict[str, Any]) -> None:
     """Write ``grid.json`` atomically."""
     with atomic_path(Path(path)) as tmp:
@@ -314,6 +402,7 @@ def load_grid(path: str | Path) -> RunGrid:
         CRS.from_user_input(crs)
     except CRSError:
         raise OutcropError(f"{path}: unknown run CRS {crs!r}") from None
+    check_grid_crs(crs, f"{path}: crs")
     return RunGrid(crs, res, (x0 % res, y0 % res))
 
 
@@ -332,10 +421,12 @@ def grid_lines(path: str | Path) -> list[str]:
     """``grid.json`` in a few lines, for ``outcrop info`` and the summary."""
     data = json.loads(Path(path).read_text())
     lines = [f"grid: {data.get('crs')} at {data.get('resolution')} m, origin {data.get('origin')}",
-             f"  crs: {data.get('crs_reason', '')}", f"  resolution: {data.get('resolution_reason', '')}",
-             f"  alignment: {data.get('alignment_reason', '')}"]
+             f"  crs: {data.get('crs_reason', '')}"]
+    if data.get("polar_reason"):
+        lines.append(f"  polar: {data['polar_reason']}")
+    lines += [f"  resolution: {data.get('resolution_reason', '')}", f"  alignment: {data.get('alignment_reason', '')}"]
     return lines + [f"  warning: {w}" for w in data.get("warnings", [])]
 
 
-__all__ = ["AUTO", "RunGrid", "SceneHeader", "BandHeader", "choose_grid", "write_grid",
-           "load_grid", "grid_record", "grid_lines", "zone_crs", "utm_zone", "proposed_crs"]
+__all__ = ["AUTO", "RunGrid", "SceneHeader", "BandHeader", "Proposal", "choose_grid", "write_grid",
+           "load_grid", "grid_record", "grid_lines", "zone_crs", "utm_zone", "proposal", "proposed_crs"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
-from outcrop.config import default
+from outcrop.config import check_grid_crs, default
 from outcrop.io import prepared_writer
+from outcrop.limits import LIMITS, limit, setting
 from outcrop.raster.sensors import (
     QUALITY_FILL,
     QualityMasks,
@@ -50,7 +51,17 @@ from outcrop.raster.sensors import (
 from outcrop.raster.geo import SceneGrid
 from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
 from outcrop.raster.sheets import REMOTE_PREFIXES
-from outcrop.raster.surfaces import CLASS_LABELS, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER, Thresholds, classify_surfaces
+from outcrop.raster.surfaces import (
+    CLASS_LABELS,
+    NODATA,
+    ROCK,
+    SNOW_ICE,
+    UNKNOWN,
+    VEGETATION,
+    WATER,
+    Thresholds,
+    classify_surfaces,
+)
 
 # Settings for remote reads: never list the remote "directory", read only the bytes asked for.
 _GDAL_ENV = {
@@ -68,7 +79,8 @@ _GDAL_ENV = {
 WINDOW_PIXELS = 1 << 22
 # Largest run-grid block one scene may cover: 2 Gpx is 45000 px on a side, four Landsat scenes
 # wide; a header claiming more (a sparse file of 200000 x 200000 px) is refused before any work.
-MAX_SCENE_PIXELS = 2_000_000_000
+# The default of limits.scene_pixels (outcrop.limits); `outcrop prepare --max-pixels` overrides it.
+MAX_SCENE_PIXELS = LIMITS["scene_pixels"].default
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,9 @@ def find_scene_files(source: str, sensor: Sensor, bands: Sequence[str],
         return _product_folder(path, sensor, bands)
     if path.is_file():
         return _single_file(str(path), sensor, bands, declared_bands)
+    if path.exists():  # GDAL would read /dev/zero without end, or wait on a pipe for a writer
+        raise OutcropError(f"{source}: not a regular file or folder (a device, pipe or socket), so not a raster; "
+                           "give a raster file, a product folder, a URL or a STAC item")
     raise OutcropError(f"{source}: no such file or folder")
 
 
@@ -472,13 +487,17 @@ def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.n
 def scene_surfaces(reflectance: np.ndarray, bands: Sequence[str], thresholds: Thresholds,
                    quality: QualityMasks | None) -> np.ndarray:
     """Surface mask of a prepared scene: the spectral rules with the quality band's cloud, then,
-    for Sentinel-2 SCL, its own water and snow classes on the pixels it does not call cloud."""
+    for Sentinel-2 SCL, its own water and snow classes on the pixels it does not call cloud, and its
+    vegetation on the ground the bands could not test (no red or NIR)."""
     mask = classify_surfaces(reflectance, list(bands), thresholds,
                              cloud=quality.cloud if quality is not None else None)
     if quality is not None and quality.water is not None and quality.snow is not None:
-        # SCL tells water and snow apart whatever the bands: what it leaves is ground, not unknown
-        mask[mask == UNKNOWN] = ROCK
+        # SCL tells water, snow and vegetation apart whatever the bands: what it leaves is ground
+        unknown = mask == UNKNOWN
+        mask[unknown] = ROCK
         keep = (mask != NODATA) & ~quality.cloud
+        if quality.vegetation is not None:
+            mask[keep & unknown & quality.vegetation] = VEGETATION
         mask[keep & quality.water] = WATER
         mask[keep & quality.snow] = SNOW_ICE
     return mask
@@ -622,6 +641,8 @@ def _checked_run_grid(scene_id: str, source: str, sensor: str, bands: Sequence[s
     from rasterio.errors import CRSError
 
     check_band_names(bands, source)
+    if str(crs) != "auto":
+        check_grid_crs(str(crs), f"{source}: run CRS", resolution)
     if str(crs) == "auto" or str(resolution) == "auto":
         chosen = choose_grid([read_scene_header(scene_id, source, sensor, bands, declared_bands)], crs, resolution,
                              log=log)
@@ -635,6 +656,48 @@ def _checked_run_grid(scene_id: str, source: str, sensor: str, bands: Sequence[s
     return crs, resolution, origin  # type: ignore[return-value]
 
 
+# No satellite pixel is smaller than this on the ground; a geotransform that says so is broken
+# (GDAL then fails with "Attempt to create 0x0 dataset is illegal").
+MIN_PIXEL_METRES = 0.01
+# Metres in a degree of latitude, for the pixel size of a raster in a geographic CRS.
+METRES_PER_DEGREE = 111_320.0
+
+
+def check_geotransform(path: str, src: Any) -> None:
+    """Refuse a raster whose geotransform outcrop cannot lay onto a grid, in one line naming it:
+    stored south-up or mirrored, pixels of no area, or pixels smaller than :data:`MIN_PIXEL_METRES`.
+
+    A rotated north-up raster is fine (it is resampled like any other).
+    """
+    t = src.transform
+    det = t.a * t.e - t.b * t.d
+    if not all(math.isfinite(v) for v in (t.a, t.b, t.c, t.d, t.e, t.f)) or det == 0:
+        raise OutcropError(f"{path}: the raster's geotransform is degenerate (pixel size {t.a:g} by {t.e:g}, "
+                           f"rotation {t.b:g}, {t.d:g}): its pixels have no area; fix its georeferencing")
+    if t.b == 0 and t.d == 0 and t.e > 0:
+        raise OutcropError(f"{path}: the raster is stored south-up (its geotransform's y pixel size is +{t.e:g}, "
+                           "where a north-up raster's is negative); write it north-up first, e.g. "
+                           f"gdalwarp {Path(path).name} north_up.tif")
+    if det > 0:
+        raise OutcropError(f"{path}: the raster is stored mirrored (geotransform pixel size {t.a:g} by {t.e:g}, "
+                           f"rotation {t.b:g}, {t.d:g}); write it north-up first, e.g. "
+                           f"gdalwarp {Path(path).name} north_up.tif")
+    side = math.sqrt(abs(det))
+    if src.crs.is_geographic:
+        unit, metres = "degree", side * METRES_PER_DEGREE
+    else:
+        try:
+            unit, factor = src.crs.linear_units_factor
+        except Exception:  # noqa: BLE001 - a CRS without linear units: take them as metres
+            unit, factor = "unit", 1.0
+        metres = side * factor
+    if metres < MIN_PIXEL_METRES:
+        size = f"{side:g} m" if unit == "metre" else f"{side:g} {unit} (about {metres:.2g} m)"
+        raise OutcropError(f"{path}: its geotransform gives pixels of {size}, smaller than "
+                           f"{MIN_PIXEL_METRES * 100:g} cm, which no satellite scene has: its georeferencing is wrong; "
+                           "fix it (e.g. gdal_edit.py -a_ullr with the real corners)")
+
+
 def read_scene_header(scene: str, source: str, sensor: str, bands: Sequence[str],
                       declared_bands: Sequence[str] | None = None) -> SceneHeader:
     """The headers of the files that hold ``bands`` of a scene (found as ``prepare`` finds them)."""
@@ -645,8 +708,55 @@ def read_scene_header(scene: str, source: str, sensor: str, bands: Sequence[str]
         with open_raster(path) as src:
             if src.crs is None:
                 raise OutcropError(f"{path}: the raster has no CRS")
+            check_geotransform(path, src)
             headers.append(BandHeader(path, src.crs, src.transform, src.width, src.height))
     return SceneHeader(scene, tuple(headers))
+
+
+def choose_run_grid(scenes_json: str, out: str | Path, *, bands: Sequence[str],
+                    crs: str = default("grid.crs"), resolution: float | str = default("grid.resolution"),
+                    log: Callable[[str], None] = print) -> None:
+    """The ``grid`` stage: choose the run grid from the headers of the scenes in ``scenes_json`` (a
+    JSON list of ``{scene, source, sensor[, bands]}``, as the workflow's rule writes it) and write
+    ``grid.json`` (:mod:`outcrop.raster.grid_choice`)."""
+    import json
+
+    from outcrop.raster.grid_choice import write_grid
+
+    try:
+        rows = json.loads(scenes_json)
+        assert isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)
+        scenes = [(str(r["scene"]), str(r["source"]), str(r["sensor"]), str(r.get("bands") or "")) for r in rows]
+    except (ValueError, AssertionError, KeyError):
+        raise OutcropError("grid: --scenes-json must be a non-empty JSON list of {scene, source, sensor[, bands]}") \
+            from None
+    headers = [read_scene_header(scene, source, sensor, bands,
+                                 [b.strip() for b in declared.split(",") if b.strip()] or None)
+               for scene, source, sensor, declared in scenes]
+    write_grid(out, choose_grid(headers, crs, resolution, log=log))
+
+
+def prepare_on_grid(source: str, sensor: str, out: str | Path, *, scene: str, bands: Sequence[str],
+                    grid: Path | None = None, crs: str = default("grid.crs"),
+                    resolution: float | str = default("grid.resolution"),
+                    surfaces: Mapping[str, float] | None = None, declared_bands: Sequence[str] | None = None,
+                    scale: float | None = None, offset: float | None = None, collar: str | None = None,
+                    max_pixels: int | None = None, log: Callable[[str], None] = print) -> None:
+    """The ``prepare`` stage: :func:`prepare_scene` onto the run grid of ``grid`` (``grid.json``: CRS,
+    resolution and pixel alignment), or else onto ``crs`` and ``resolution``; ``surfaces`` are the
+    surface-rule thresholds by name (config: surfaces), ``collar`` ``auto`` (or None) or ``off``;
+    ``max_pixels`` None: the run's ``limits.scene_pixels`` (:func:`outcrop.limits.limit`)."""
+    if max_pixels is None:
+        max_pixels = limit("scene_pixels")
+    origin = (0.0, 0.0)
+    if grid is not None:
+        from outcrop.raster.grid_choice import load_grid
+
+        run_grid = load_grid(grid)
+        crs, resolution, origin = run_grid.crs, run_grid.resolution, run_grid.origin
+    prepare_scene(source, sensor, out, scene_id=scene, bands=bands, crs=crs, resolution=resolution,  # type: ignore[arg-type]
+                  origin=origin, thresholds=Thresholds(**(surfaces or {})), declared_bands=declared_bands or None,
+                  scale=scale, offset=offset, collar=collar != "off", max_pixels=max_pixels, log=log)
 
 
 def _raster_headers(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -656,6 +766,7 @@ def _raster_headers(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         with open_raster(p) as src:
             if src.crs is None:
                 raise OutcropError(f"{p}: the raster has no CRS")
+            check_geotransform(p, src)
             meta[p] = {"crs": src.crs, "res": abs(src.transform.a), "shape": (src.height, src.width),
                        "transform": src.transform, "bounds": src.bounds, "dtype": src.dtypes[0],
                        "nodata": src.nodata}
@@ -697,7 +808,8 @@ def check_scene_size(grid: SceneGrid, source: str, max_pixels: int = MAX_SCENE_P
     pixels = grid.width * grid.height
     if pixels > max_pixels:
         raise OutcropError(f"{source}: the scene covers {grid.width}x{grid.height} px of the run grid "
-                           f"({pixels / 1e9:.1f} Gpx), more than the {max_pixels / 1e9:.1f} Gpx a scene may have")
+                           f"({pixels / 1e9:.1f} Gpx), more than the {max_pixels / 1e9:.1f} Gpx a scene may have "
+                           f"(--max-pixels, or {setting('scene_pixels')})")
 
 
 def available_memory() -> int | None:

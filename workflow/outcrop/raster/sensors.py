@@ -160,8 +160,9 @@ def bqa_layout(qa: np.ndarray) -> str:
     """``"collection1"`` or ``"pre-collection"``: which bit layout a Landsat 8 BQA band uses."""
     return "pre-collection" if np.any(qa & _BQA_PRE_COLLECTION_MARK) else "collection1"
 # Sentinel-2 scene classification (L2A, S2-PDGS-TAS-DI-PSD): 0 no data, 1 saturated or defective,
-# 6 water, 8/9 cloud medium/high probability, 10 thin cirrus, 11 snow or ice.
+# 4 vegetation, 6 water, 8/9 cloud medium/high probability, 10 thin cirrus, 11 snow or ice.
 SCL_NODATA = (0, 1)
+SCL_VEGETATION = 4
 SCL_CLOUD = (8, 9, 10)
 SCL_WATER = 6
 SCL_SNOW = 11
@@ -169,12 +170,13 @@ SCL_SNOW = 11
 
 @dataclass(frozen=True)
 class QualityMasks:
-    """Boolean masks decoded from a quality band (``water``/``snow`` only from Sentinel-2 SCL)."""
+    """Boolean masks decoded from a quality band (``water``/``snow``/``vegetation`` only from Sentinel-2 SCL)."""
 
     fill: np.ndarray
     cloud: np.ndarray
     water: np.ndarray | None = None
     snow: np.ndarray | None = None
+    vegetation: np.ndarray | None = None
 
 
 def decode_quality(kind: str, qa: np.ndarray, layout: str | None = None) -> QualityMasks:
@@ -195,7 +197,7 @@ def decode_quality(kind: str, qa: np.ndarray, layout: str | None = None) -> Qual
         return QualityMasks(fill=fill, cloud=((qa & _BQA_CLOUD) != 0) & ~fill)
     if kind == "SCL":
         return QualityMasks(fill=np.isin(qa, SCL_NODATA), cloud=np.isin(qa, SCL_CLOUD),
-                            water=qa == SCL_WATER, snow=qa == SCL_SNOW)
+                            water=qa == SCL_WATER, snow=qa == SCL_SNOW, vegetation=qa == SCL_VEGETATION)
     raise ValueError(f"unknown quality band kind {kind!r}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ import yaml
 from outcrop import OutcropError
 from outcrop.config import refuse_markup
 from outcrop.layout import Layout
+from outcrop.limits import limit, refuse_above, scene_id_problem
 from outcrop.raster.sensors import CANONICAL_BANDS, SENSORS, canonical_name
 
-SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "scenes.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "scenes.schema.yaml"  # package data
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -92,6 +94,10 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
 
     Errors name the file line (comment lines counted) and the column. A byte-order mark, as
     spreadsheets write it, is ignored; a file in another encoding than UTF-8 is refused in one line.
+    A scene id must fit the file names the run gives it and be one Snakemake accepts as a wildcard
+    (:func:`outcrop.limits.scene_id_problem`); a source listed twice is refused, naming both lines
+    (one product as two scenes is a copy-and-paste slip, and every copy would be prepared, tiled
+    and indexed again); more rows than ``limits.sheet_rows`` are refused.
     """
     from jsonschema import Draft7Validator
 
@@ -101,10 +107,14 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
     schema = yaml.safe_load(SCHEMA.read_text())
     validator = Draft7Validator(schema)
     seen: dict[str, int] = {}
+    sources: dict[str, tuple[int, str]] = {}
+    most_rows = limit("sheet_rows")
     out = []
     for row in reader:
         n = lines.number
         where = f"{path}: line {n}"
+        if len(out) == most_rows:
+            refuse_above("sheet_rows", most_rows + 1, where, "scenes", at_least=True)
         row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
         err = next(iter(sorted(validator.iter_errors(row), key=lambda e: list(e.path))), None)
         if err is not None:
@@ -113,9 +123,18 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
         if row["sensor"] not in SENSORS:
             raise OutcropError(f"{where}: sensor: unknown sensor {row['sensor']!r} "
                                f"(known: {', '.join(sorted(SENSORS))})")
+        problem = scene_id_problem(row["scene"])
+        if problem is not None:
+            raise OutcropError(f"{where}: scene: {problem}")
         if row["scene"] in seen:
             raise OutcropError(f"{where}: duplicate scene id {row['scene']!r} (first on line {seen[row['scene']]})")
         seen[row["scene"]] = n
+        same = _source_key(row["source"])
+        if same in sources:
+            first, scene = sources[same]
+            raise OutcropError(f"{where}: source: {row['source']!r} is already the source of scene {scene!r} on "
+                               f"line {first}; list each scene once")
+        sources[same] = (n, row["scene"])
         row.setdefault("bands", "")
         row.setdefault("scale", "")
         row.setdefault("offset", "")
@@ -136,6 +155,12 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
     if not any(r["role"] == "train" for r in out):
         raise OutcropError(f"{path}: no scene has role 'train'; the encoder needs at least one")
     return out
+
+
+def _source_key(source: str) -> str:
+    """A source as compared for repeats: a local path normalised as text (``./a.tif`` is ``a.tif``),
+    without touching the file system, which a sheet of thousands of rows cannot afford."""
+    return os.path.normpath(source) if local_input(source) else source
 
 
 # Sources read over the network (GDAL reads URLs through /vsicurl/); the one list both the job graph

@@ -39,11 +39,12 @@ from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 
 from outcrop import OutcropError
+from outcrop.limits import STAC_PAGES
 from outcrop.raster.remote_hrefs import check_reachable, remote_href
 from outcrop.raster.sensors import SENSORS, normalise_token
 
 TIMEOUT_S = 30.0
-MAX_PAGES = 1000  # a search stops following `next` links after this many pages
+MAX_PAGES = STAC_PAGES  # a search stops following `next` links after this many pages (outcrop.limits)
 PAGE_LIMIT = 100  # items asked for per page of an API search
 # Retries of one request: a refused connection once, a dropped read twice, an overloaded or
 # failing server (429, 5xx) four times, waiting 0.5, 1, 2 s... in between (urllib3's back-off).

@@ -10,9 +10,8 @@ so memory stays at a few strips whatever the scene size.
 from __future__ import annotations
 
 import math
-
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,15 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.io import atomic_path, decode_reflectance, write_geodataframe
+from outcrop.io import decode_reflectance, write_geodataframe
 from outcrop.runtime.progress import Progress
+from outcrop.raster.geo import TileLayout
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA
 from outcrop.raster.tile_store import _fill_gaps, write_tile_blocks
 
 FRACTION_COLUMNS = [name for code, name in sorted(CLASS_NAMES.items()) if code != NODATA]
 # Columns tile tables written before their class existed lack; read as 0 (none of the tile).
-LATER_FRACTIONS = ("unknown",)
+LATER_FRACTIONS = ("unknown", "vegetation")
 
 
 def with_later_fractions(table: Any) -> Any:
@@ -42,6 +42,17 @@ def tile_origins(length: int, first_global: int, size: int, stride: int) -> np.n
     """Offsets (px) of tiles along one axis whose start sits on a global multiple of ``stride``."""
     first = (-first_global) % stride
     return np.arange(first, length - size + 1, stride, dtype=np.int64)
+
+
+def grid_position(transform: Any) -> tuple[int, int]:
+    """The global (row, column) of a raster's top-left pixel on the run grid: the one rule every cut uses.
+
+    ``floor``, not ``round``: with the run's pixel alignment at half a pixel (Landsat's corners at
+    15 m on a 30 m grid) ``round`` would send scenes to neighbouring global columns by parity, and
+    a cut that placed its tiles otherwise than the run's own would not land on the run's tiles.
+    """
+    res = transform.a
+    return int(math.floor(-transform.f / res + 1e-6)), int(math.floor(transform.c / res + 1e-6))
 
 
 def _block_fractions(mask_strip: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
@@ -99,11 +110,7 @@ def tile_scene(
         if aoi is not None and not shapely.intersects(aoi, shapely.box(*src.bounds)):
             raise OutcropError(f"{prepared_path}: scene {scene_id} does not overlap the AOI {aoi_name}")
         transform = src.transform
-        res = transform.a
-        # floor, not round: with the run's pixel alignment at half a pixel (Landsat's corners at
-        # 15 m on a 30 m grid) round() would send scenes to neighbouring global columns by parity
-        col0_global = int(math.floor(transform.c / res + 1e-6))
-        row0_global = int(math.floor(-transform.f / res + 1e-6))
+        row0_global, col0_global = grid_position(transform)
         rows = tile_origins(src.height, row0_global, size, stride)
         cols = tile_origins(src.width, col0_global, size, stride)
         tile_rows, tile_cols, frac_all = _scan_kept_tiles(src, rows, cols, size, min_valid, aoi, aoi_name,
@@ -112,7 +119,7 @@ def tile_scene(
         _write_tile_array(src, out_tiles, tile_rows, tile_cols, size, stride, len(bands), scene_id, log)
 
     table = _tile_table(transform, src.crs, scene_id, tile_rows, tile_cols, frac_all, size)
-    write_geodataframe(out_table, table)
+    write_tile_table(out_table, table, TileLayout(size, stride, float(min_valid)))
     log(f"tiles: {scene_id}: {n} tiles of {size}px (stride {stride}) in {time.perf_counter() - t0:.1f}s")
     return n
 
@@ -197,6 +204,59 @@ def _tile_table(transform: Any, crs: Any, scene_id: str, tile_rows: np.ndarray, 
     )
 
 
+# The key under which a tile table records the tile grid it was cut on (size, stride, clear fraction),
+# in its pandas attributes (the Parquet footer's PANDAS_ATTRS): written with the tiles, read back by
+# every stage that needs to frame tiles as the run did.
+TILE_GRID_KEY = "tile_grid"
+
+
+def write_tile_table(path: str | Path, table: Any, layout: TileLayout) -> None:
+    """Write a tile table (GeoParquet) with the tile grid it was cut on recorded in its metadata."""
+    table = table.copy()
+    table.attrs[TILE_GRID_KEY] = layout.record()
+    write_geodataframe(path, table)
+
+
+def read_tile_grid(path: str | Path) -> TileLayout | None:
+    """The tile grid recorded in a tile table's metadata (footer only), or None for a table written
+    before outcrop recorded it."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise OutcropError(f"{path}: file not found") from None
+    except Exception as exc:  # pyarrow raises many kinds
+        raise OutcropError(f"{path}: not a readable tile table ({str(exc).splitlines()[0]})") from None
+    try:
+        attrs = json.loads(metadata.get(b"PANDAS_ATTRS", b"{}"))
+    except ValueError:
+        raise OutcropError(f"{path}: the tile table's metadata is not JSON") from None
+    record = attrs.get(TILE_GRID_KEY) if isinstance(attrs, dict) else None
+    return None if record is None else TileLayout.from_record(record, str(path))
+
+
+def tables_tile_grid(paths: Sequence[str | Path]) -> TileLayout:
+    """The one tile grid the tile tables ``paths`` were cut on; an error naming the table that records
+    none (written before outcrop recorded it: cut its tiles again) or another grid."""
+    layout: TileLayout | None = None
+    for path in paths:
+        found = read_tile_grid(path)
+        if found is None:
+            raise OutcropError(f"{path}: the tile table records no tile size and stride (it was written before "
+                               "outcrop recorded them); cut the tiles again (snakemake --forcerun tiles)")
+        if layout is not None and (found.size, found.stride) != (layout.size, layout.stride):
+            raise OutcropError(f"{path}: tiles of {found.size} px at a stride of {found.stride}, other scenes' of "
+                               f"{layout.size} px at {layout.stride}; cut every scene with one tiles.size and "
+                               "tiles.stride")
+        layout = layout or found
+    if layout is None:
+        raise OutcropError("no tile tables given")
+    return layout
+
+
 def read_tile_table(path: str | Path) -> Any:
     """Read a tile table, checking the columns downstream stages rely on."""
     from outcrop.io import read_geoparquet
@@ -241,13 +301,15 @@ def cut_offset_tiles(
     limit: int | None = None,
     seed: int = 0,
     context: bool = False,
+    where: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Tiles of a prepared scene on the global stride grid shifted by ``offset`` px in rows and columns.
 
     For re-identification: the same ground as the run's own tiles, framed differently, so that a
     match is never pixel for pixel. Only tiles wholly inside ``bounds`` (left, bottom, right, top, in
-    the scene's CRS) with ``min_valid`` clear pixels are cut; with ``limit``, a seeded sample of
-    that many. Returns (N, C, size, size) float32 reflectance and the N footprints (shapely boxes),
+    the scene's CRS) with ``min_valid`` clear pixels are cut, and, given ``where`` (footprints ->
+    which to keep), only those it keeps; with ``limit``, a seeded sample of that many, drawn after
+    every filter. Returns (N, C, size, size) float32 reflectance and the N footprints (shapely boxes),
     and with ``context`` the N block spectra (:mod:`outcrop.raster.spectra`) read around each tile.
     """
     import rasterio
@@ -262,8 +324,7 @@ def cut_offset_tiles(
         raise OutcropError(f"{prepared_path}: cannot read prepared scene ({exc})") from None
     with src:
         transform, res = src.transform, src.transform.a
-        col0 = int(round(transform.c / res))
-        row0 = int(round(-transform.f / res))
+        row0, col0 = grid_position(transform)
         rows = tile_origins(src.height, row0 - offset, size, stride)
         cols = tile_origins(src.width, col0 - offset, size, stride)
         if bounds is not None:
@@ -276,6 +337,11 @@ def cut_offset_tiles(
             frac = _block_fractions(src.read(src.count, window=Window(0, int(r), src.width, size)), cols, size)
             valid = 1.0 - frac[:, NODATA] - frac[:, CLOUD]
             picked += [(int(r), int(c)) for c in cols[valid >= min_valid]]
+        if where is not None and picked:
+            rc = np.array(picked, dtype=np.float64)
+            x0, y0 = transform.c + rc[:, 1] * res, transform.f - rc[:, 0] * res
+            keep = np.asarray(where(shapely.box(x0, y0 - size * res, x0 + size * res, y0)), dtype=bool)
+            picked = [p for p, k in zip(picked, keep) if k]
         if limit is not None and len(picked) > limit:
             keep = np.sort(np.random.default_rng(seed).choice(len(picked), limit, replace=False))
             picked = [picked[i] for i in keep]

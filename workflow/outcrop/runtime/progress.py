@@ -6,7 +6,9 @@ seconds) tells a user watching ``tail -f`` how far a step is and when it will en
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from collections.abc import Callable
 
 
@@ -32,3 +34,42 @@ class Progress:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
+
+
+class RateWindow:
+    """The rate of recent work, for an ETA that follows the machine's current load.
+
+    A rate averaged since the start lags behind a change of load (other jobs starting or ending on
+    the same cores) for as long as the work has run, so its ETA drifts for minutes: a training
+    logged 9 minutes left, then 29, as the load grew. Over a window of the last ``window_s`` seconds
+    the rate is the current one, smoothed over many steps; until the window has filled, it is the
+    rate since the first point, which leaves out the set-up before the first step.
+    """
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self.window_s = window_s
+        self._points: deque[tuple[float, float]] = deque()
+
+    def add(self, t: float, done: float) -> None:
+        """Record that ``done`` units were done by time ``t`` (seconds, increasing)."""
+        self._points.append((t, done))
+        # keep one point at or before the window's start, so the window is always spanned
+        while len(self._points) > 2 and self._points[1][0] <= t - self.window_s:
+            self._points.popleft()
+
+    def rate(self) -> float:
+        """Units per second over the window (0 until two points are in)."""
+        if len(self._points) < 2:
+            return 0.0
+        (t0, d0), (t1, d1) = self._points[0], self._points[-1]
+        return (d1 - d0) / (t1 - t0) if t1 > t0 else 0.0
+
+    @property
+    def span_s(self) -> float:
+        """Seconds the rate is measured over."""
+        return self._points[-1][0] - self._points[0][0] if len(self._points) >= 2 else 0.0
+
+    def eta(self, remaining: float) -> float:
+        """Seconds for ``remaining`` units at the current rate (inf while no rate is known)."""
+        rate = self.rate()
+        return remaining / rate if rate > 0 else math.inf

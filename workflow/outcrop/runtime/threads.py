@@ -40,3 +40,4 @@ def limit_threads(threads: int) -> None:
 
         faiss.omp_set_num_threads(threads)
 
+

@@ -7,7 +7,8 @@ came from and whether it lies in an exclusion zone stay as they were too. ``anal
 rule's output: Snakemake leaves it when the job reruns) keeps them, aligned with the index ids:
 
 - ``score.bin`` (float32), ``which.bin`` (int16), ``excluded.bin`` (uint8): raw arrays, appended to by an add;
-- ``queries.npy``: the query vectors (the set, then one per deposit);
+- ``queries.npz``: the query vectors (the set, then one per distinct group of positives), the
+  ``which`` each gives, and the deposits that matched tiles;
 - ``similarity/{scene}.tif``: the similarity rasters, linked into the output folder;
 - ``state.json``: the query key (the deposits and negatives files' SHA-256, buffer and exclusion),
   the scored tile count, the index table's fingerprint of those tiles (an index rebuilt since
@@ -82,8 +83,8 @@ class CandidateRows:
 
 
 def save(state_dir: Path, key: dict[str, Any], table_path: Path, embedding_paths: Sequence[Path], queries: np.ndarray,
-         score: np.ndarray, which: np.ndarray, excluded: np.ndarray, layout: Any, rasters: Path, similarity_dir: Path,
-         scenes: Sequence[str]) -> None:
+         labels: np.ndarray, matched: np.ndarray, score: np.ndarray, which: np.ndarray, excluded: np.ndarray,
+         layout: Any, rasters: Path, similarity_dir: Path, scenes: Sequence[str]) -> None:
     """Keep what a whole-way run scored, and link its similarity rasters into ``similarity_dir``."""
     from outcrop.search.index_table import IndexTable
 
@@ -92,8 +93,9 @@ def save(state_dir: Path, key: dict[str, Any], table_path: Path, embedding_paths
     for (name, dtype), values in zip(ARRAYS, (score, which, excluded)):
         with atomic_path(state_dir / f"{name}.bin") as tmp:
             tmp.write_bytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
-    with atomic_path(state_dir / "queries.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.asarray(queries, dtype=np.float32))
+    with atomic_path(state_dir / "queries.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, queries=np.asarray(queries, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
+                 matched=np.asarray(matched, dtype=np.int64))
     link_tree(rasters, similarity_dir, list(scenes))
     cache: dict[str, Any] = {}
     digests = {scene_of(p): cached_digest(p, cache) for p in embedding_paths}
@@ -109,6 +111,13 @@ def record(state_dir: Path, key: dict[str, Any], count: int, print_: str, layout
                                           "layout": [int(layout.size), int(layout.stride)], "scenes": digests,
                                           "files": cache})
 
+
+
+def read_queries(state_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kept queries, the ``which`` each gives, and the deposits that matched tiles (the others
+    are excluded around, not searched with)."""
+    with np.load(state_dir / "queries.npz", allow_pickle=False) as data:
+        return data["queries"], data["labels"], data["matched"]
 
 def _fit(path: Path, count: int, itemsize: int) -> bool:
     """Cut ``path`` back to ``count`` items: bytes past the recorded count are an append whose record
@@ -165,7 +174,7 @@ def open_kept(state_dir: Path, key: dict[str, Any] | None, index_path: Path, tab
     from outcrop.search.index_table import IndexTable
 
     state = read_state(state_dir / "state.json")
-    if state is None or state.get("key") != key:
+    if state is None or state.get("key") != key or not (state_dir / "queries.npz").exists():
         return None
     count = int(state["count"])
     if not all(_fit(state_dir / f"{name}.bin", count, np.dtype(d).itemsize) for name, d in ARRAYS):
@@ -209,5 +218,5 @@ def layout_of(kept: Kept) -> Any:
     return TileLayout(*kept.state["layout"])
 
 
-__all__ = ["CandidateRows", "Kept", "append", "finish", "layout_of", "open_kept", "query_key", "read_scores",
-           "record", "save"]
+__all__ = ["CandidateRows", "Kept", "append", "finish", "layout_of", "open_kept", "query_key", "read_queries",
+           "read_scores", "record", "save"]

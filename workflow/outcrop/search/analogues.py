@@ -6,19 +6,33 @@ its positives. Queries are unit vectors: one per deposit (the mean of its tiles)
 away from the mean of negative tiles). Every tile is scored by its best cosine over the queries with
 an exact scan in batches (linear in the number of tiles, and exact where the approximate index
 would not be); tiles within ``exclusion_m`` of any deposit's own geometry (and the positives
-themselves) are not analogues, since ground next to a known occurrence is not a discovery.
+themselves) are not analogues, since ground next to a known occurrence is not a discovery, and
+neither are the tiles of negatives (places known not to be analogues, such as the wrong results
+marked in ``outcrop serve``).
 
 The ranked list holds distinct *sites*, not tiles: overlapping tiles (stride under the tile size)
 and the same ground cut from two overlapping scenes would otherwise take several places for one
 discovery. Greedy non-maximum suppression walks the tiles best first and drops a tile whose
 footprint overlaps an already-kept, better tile by more than ``site_overlap`` of its own area
-(:func:`suppress_overlapping`); ``site_overlap=None`` ranks every tile.
+(:func:`suppress_overlapping`); ``site_overlap`` None or 0 ranks every tile.
+
+Deposits files can be large (a national mineral-occurrence database has tens of thousands of
+points), so nothing here loops over deposits in Python: positives come from one spatial query,
+deposits that select the same tiles share one query vector, scores are computed in blocks whose
+memory is bounded whatever the number of queries, and the nearest deposit of each result comes from
+one nearest-neighbour query. A file with more than ``limits.deposits`` features is refused before
+it is read. ``outcrop serve`` selects the tiles of a place clicked or drawn on its map with the same
+spatial matching (:func:`match_shapes`) and ranks with :func:`rank_scored`. A deposit that meets
+no indexed tile (outside every scene, or on cloud, water or ground the index left out) cannot be
+searched with: it is named in a warning and left out of the queries, but still excludes the ground
+around it; only a file none of whose deposits meets a tile is an error.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +40,17 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.raster.geo import infer_layout, scene_rasters
+from outcrop.limits import refuse_above
+from outcrop.raster.geo import scene_rasters
 from outcrop.search import analogue_state
 from outcrop.search.index import load_index, normalise_rows, scene_of, table_vectors
+from outcrop.search.index_table import table_layout
 from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
 from outcrop.csvfile import csv_text
 
 SCORE_BATCH = 1 << 16
+SCORE_CELLS = 1 << 24  # tile x query similarities held at once (64 MiB of float32), whatever the queries
+NAMED = 10  # deposits a warning names before it counts the rest
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
 LON_NAMES = ("lon", "longitude", "long", "x")
 LAT_NAMES = ("lat", "latitude", "y")
@@ -49,12 +67,13 @@ def read_deposits(path: str | os.PathLike[str], crs: Any, *, role: str = "positi
     A file with both a ``positives`` and a ``negatives`` layer (the marks ``outcrop serve`` saves)
     gives the layer named ``role``: the same file serves as ``deposits:`` and as ``negatives:``.
     Returns a GeoDataFrame with ``name`` (from a ``name`` column, else ``deposit {n}``) and geometry.
+    A file of more features (or vertices) than its limits allow is refused (:func:`check_deposits_size`).
     """
     import geopandas as gpd
+    import shapely
 
     path = Path(path)
-    if not path.exists():
-        raise OutcropError(f"{path}: deposits file not found")
+    check_deposits_size(path, role=role)
     if path.suffix.lower() in (".csv", ".tsv", ".txt"):
         gdf = _read_deposits_table(path)
     else:
@@ -71,6 +90,9 @@ def read_deposits(path: str | os.PathLike[str], crs: Any, *, role: str = "positi
     missing = gdf.geometry.isna() | gdf.geometry.is_empty
     if missing.any():
         raise OutcropError(f"{path}: features {np.flatnonzero(missing.to_numpy()).tolist()[:10]} have no geometry")
+    refuse_above("deposits", len(gdf), str(path), "deposits")
+    refuse_above("deposit_vertices", int(shapely.get_num_coordinates(gdf.geometry.to_numpy()).sum()), str(path),
+                 "vertices in its geometries")
     names = (gdf["name"].astype(str).to_numpy() if "name" in gdf.columns
              else np.array([f"deposit {i + 1}" for i in range(len(gdf))]))
     out = gpd.GeoDataFrame({"name": names}, geometry=gdf.geometry.values, crs=gdf.crs)
@@ -78,6 +100,36 @@ def read_deposits(path: str | os.PathLike[str], crs: Any, *, role: str = "positi
         return out.to_crs(crs)
     except Exception as exc:
         raise OutcropError(f"{path}: cannot transform deposits to {crs} ({exc})") from None
+
+
+def check_deposits_size(path: str | os.PathLike[str], *, role: str = "positives") -> None:
+    """Refuse a missing deposits file, or one claiming more features than ``limits.deposits``, before
+    anything is read or loaded: the stages call it first, so a refusal takes a fraction of a second.
+    A marks file (:data:`MARK_LAYERS`) is counted in the layer ``role`` that will be read."""
+    path = Path(path)
+    if not path.exists():
+        raise OutcropError(f"{path}: deposits file not found")
+    refuse_above("deposits", _claimed_features(path, role), str(path), "deposits")
+
+
+def _claimed_features(path: Path, role: str) -> int:
+    """How many features a deposits file holds, found without reading them: the lines of a table
+    (its header aside), the feature count a vector format records in the layer that will be read
+    (0 where it cannot be told: the count is then checked once the file is read)."""
+    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        lines, last = 0, b"\n"
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+        return max(0, lines + (last != b"\n") - 1)
+    import pyogrio
+
+    layer = _marks_layer(path, role)
+    try:
+        return max(0, int(pyogrio.read_info(path, layer=layer, force_feature_count=True).get("features", 0)))
+    except Exception:  # unreadable here: reading it says why, in one line
+        return 0
 
 
 def _marks_layer(path: Path, role: str) -> str | None:
@@ -147,63 +199,217 @@ def _read_deposits_table(path: Path) -> Any:
     return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs="EPSG:4326")
 
 
+def match_shapes(sindex: Any, geoms: np.ndarray, *, buffer_m: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """Row positions of the tiles each geometry meets (points and lines: the tiles within ``buffer_m``
+    of them; polygons: the tiles they intersect), for the geometries that meet any, and the
+    positions of those that meet none.
+
+    ``geoms`` are shapely geometries in the CRS of the table whose spatial index (``table.sindex``)
+    is ``sindex``; in an index table, row position is the FAISS id. One spatial query for all of
+    them, whatever their number, measuring distances rather than building a buffer polygon for each
+    point. The one way positives are selected: from a deposits file (:func:`match_deposits`) and
+    from a place clicked or drawn in ``outcrop serve`` (:func:`positives_of_shapes`).
+    """
+    import shapely
+
+    geoms = np.asarray(geoms, dtype=object)
+    areal = np.isin(shapely.get_type_id(geoms), [3, 6])  # Polygon, MultiPolygon
+    if buffer_m > 0:  # points and lines: the tiles within buffer_m of them, without building buffers
+        flat = np.flatnonzero(~areal)
+        near_of, near = sindex.query(geoms[flat], predicate="dwithin", distance=buffer_m)
+        inside_of, inside = sindex.query(geoms[areal], predicate="intersects")
+        dep_idx = np.concatenate([flat[near_of], np.flatnonzero(areal)[inside_of]])
+        ids = np.concatenate([near, inside])
+    else:
+        dep_idx, ids = sindex.query(geoms, predicate="intersects")
+    order = np.lexsort((ids, dep_idx))  # by geometry, then tile (the query gives each pair once)
+    dep_idx, ids = np.asarray(dep_idx, dtype=np.int64)[order], np.asarray(ids, dtype=np.int64)[order]
+    matched = np.unique(dep_idx)
+    bounds = np.searchsorted(dep_idx, matched)
+    positives = np.split(ids, bounds[1:]) if len(matched) else []
+    return positives, np.setdiff1d(np.arange(len(geoms)), matched)
+
+
+def match_deposits(table: Any, deposits: Any, *, buffer_m: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`match_shapes` of a deposits GeoDataFrame (brought to the table's CRS) against ``table``."""
+    if deposits.crs is not None and table.crs is not None and deposits.crs != table.crs:
+        deposits = deposits.to_crs(table.crs)
+    return match_shapes(table.sindex, np.asarray(deposits.geometry.values), buffer_m=buffer_m)
+
+
+def _label(names: Sequence[Any] | None, i: int) -> str:
+    """The ``i``-th of a list of places as messages name it: its name (or number) and feature number."""
+    return f"{str(names[i]) if names is not None else i + 1!r} (feature {i + 1})"
+
+
+def deposit_label(deposits: Any, i: int) -> str:
+    """A deposit as messages name it: its name and its feature number in the file."""
+    return _label(deposits["name"].to_numpy() if "name" in deposits.columns else None, i)
+
+
+def unmatched_warning(deposits: Any, unmatched: np.ndarray) -> str:
+    """The one-line warning for deposits that meet no indexed tile: the first :data:`NAMED` named."""
+    named = ", ".join(deposit_label(deposits, int(i)) for i in unmatched[:NAMED])
+    more = f" and {len(unmatched) - NAMED:,} more" if len(unmatched) > NAMED else ""
+    return (f"warning: {len(unmatched):,} of {len(deposits):,} deposits meet no indexed tile (outside every scene, "
+            f"or on cloud, water or other ground the index left out) and are left out of the search: {named}{more}")
+
+
+def positives_of_shapes(sindex: Any, geoms: np.ndarray, names: Sequence[Any], *, buffer_m: float) -> list[np.ndarray]:
+    """The tiles each geometry selects (:func:`match_shapes`), for a search from the map: no data frame
+    is built. Raises :class:`OutcropError` naming the first geometry that meets no tile: a place the
+    user clicked or drew is one the user asked about, not one of thousands in a file."""
+    positives, unmatched = match_shapes(sindex, geoms, buffer_m=buffer_m)
+    if len(unmatched):
+        raise OutcropError(f"deposit {_label(names, int(unmatched[0]))} meets no indexed tile "
+                           f"(outside every scene, or on ground that was not indexed)")
+    return positives
+
+
 def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.ndarray]:
     """Row positions of the tiles each deposit meets (points and lines buffered by ``buffer_m``).
 
     In an index table, row position is the FAISS id. Raises :class:`OutcropError` naming the first deposit that meets no tile.
     """
-    if deposits.crs is not None and table.crs is not None and deposits.crs != table.crs:
-        deposits = deposits.to_crs(table.crs)
-    names = deposits["name"].to_numpy() if "name" in deposits.columns else np.arange(1, len(deposits) + 1)
-    return positives_of_shapes(table.sindex, np.asarray(deposits.geometry.values), names, buffer_m=buffer_m)
+    positives, unmatched = match_deposits(table, deposits, buffer_m=buffer_m)
+    if len(unmatched):
+        raise OutcropError(f"deposit {deposit_label(deposits, int(unmatched[0]))} meets no indexed tile "
+                           f"(outside every scene, or on ground that was not indexed)")
+    return positives
 
 
-def positives_of_shapes(sindex: Any, geoms: np.ndarray, names: Sequence[Any], *, buffer_m: float) -> list[np.ndarray]:
-    """:func:`select_positives` of shapely geometries already in the table's CRS, through the
-    table's spatial index (``table.sindex``): no data frame is built, for a search from the map."""
-    import shapely
+def distinct_groups(positives: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """For each positive group, the index of the first group with the same tiles, and those firsts.
 
-    geoms = np.asarray(geoms, dtype=object)
-    areal = np.isin(shapely.get_type_id(geoms), [3, 6])  # Polygon, MultiPolygon
-    if buffer_m > 0:
-        geoms = np.where(areal, geoms, shapely.buffer(geoms, buffer_m, quad_segs=16))  # as GeoSeries.buffer
-    dep_idx, ids = sindex.query(geoms, predicate="intersects")
-    order = np.argsort(dep_idx, kind="stable")
-    dep_idx, ids = dep_idx[order], ids[order]
-    bounds = np.searchsorted(dep_idx, np.arange(len(geoms) + 1))
-    out = []
-    for i in range(len(geoms)):
-        sel = np.unique(ids[bounds[i] : bounds[i + 1]])
-        if len(sel) == 0:
-            raise OutcropError(f"deposit {names[i]!r} (feature {i + 1}) meets no indexed tile "
-                               f"(outside every scene, or on ground that was not indexed)")
-        out.append(sel.astype(np.int64))
-    return out
+    Deposits that select the same tiles (several occurrences in one tile) have one query vector:
+    it is scored once, and a tile it scores best names the first of them, as scoring each would.
+    """
+    first: dict[bytes, int] = {}
+    owner = np.array([first.setdefault(np.asarray(p, dtype=np.int64).tobytes(), i) for i, p in enumerate(positives)],
+                     dtype=np.int64)
+    return owner, np.unique(owner)
 
 
-def query_vectors(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
+def _mean_matrix(count: int, groups: Sequence[np.ndarray]) -> Any:
+    """A sparse (groups x tiles) matrix whose product with the vectors is each group's mean vector:
+    the means without gathering every group's rows into one array."""
+    from scipy.sparse import csr_matrix
+
+    sizes = np.array([len(g) for g in groups], dtype=np.int64)
+    rows = np.concatenate(groups).astype(np.int64) if len(groups) else np.zeros(0, dtype=np.int64)
+    weights = np.repeat((1.0 / np.maximum(sizes, 1)).astype(np.float32), sizes)
+    return csr_matrix((weights, rows, np.concatenate([[0], np.cumsum(sizes)])), shape=(len(groups), count))
+
+
+def group_means(vectors: Any, positives: Sequence[np.ndarray]) -> np.ndarray:
+    """(P, D) unit mean vectors of the positive groups (one sparse product, no loop over groups).
+
+    ``vectors``: an array of every tile's vector, or anything that gives the rows of an array of ids
+    (``outcrop serve`` reads them from memory-mapped embeddings on demand); then only the rows the
+    groups select are read.
+    """
+    if isinstance(vectors, np.ndarray):
+        return normalise_rows(_mean_matrix(len(vectors), positives) @ np.asarray(vectors, dtype=np.float32))
+    ids, local = np.unique(np.concatenate(positives), return_inverse=True)
+    groups = np.split(local.astype(np.int64), np.cumsum([len(p) for p in positives])[:-1])
+    return normalise_rows(_mean_matrix(len(ids), groups) @ np.asarray(vectors[ids], dtype=np.float32))
+
+
+def query_chunks(vectors: np.ndarray, groups: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    """(first group, unit means of a run of groups), a few thousand groups at a time: the queries of
+    tens of thousands of deposits, never all held at once (a run's raw-pixel baseline has 7 000
+    dimensions)."""
+    width = max(1, SCORE_CELLS // max(1, vectors.shape[1] if np.ndim(vectors) == 2 else 1) // 4)
+    means = _mean_matrix(len(vectors), groups)
+    dense = np.asarray(vectors, dtype=np.float32)
+    for start in range(0, len(groups), width):
+        yield start, normalise_rows(means[start:start + width] @ dense)
+
+
+def query_vectors(vectors: Any, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
                   negative_weight: float = 0.5) -> np.ndarray:
-    """(1 + P, D) unit queries: the set query first, then one per positive group."""
+    """(1 + P, D) unit queries: the set query first, then one per positive group (``vectors``: see
+    :func:`group_means`)."""
     if not positives:
         raise OutcropError("no positives to search with")
-    per = normalise_rows(np.stack([vectors[p].mean(axis=0) for p in positives]))
-    combined = normalise_rows(per.mean(axis=0, keepdims=True))
+    per = group_means(vectors, positives)
+    combined = set_query(per)
     if negatives:
         neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
         combined = normalise_rows(combined - negative_weight * neg)
     return np.concatenate([combined, per])
 
 
+def set_query(per: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(1, D) unit query for the set: the mean of the per-deposit queries, each deposit counting once
+    (``weights``: how many deposits each row stands for)."""
+    per = np.asarray(per, dtype=np.float64)
+    total = per.sum(axis=0) if weights is None else (per * np.asarray(weights, dtype=np.float64)[:, None]).sum(axis=0)
+    return normalise_rows(total[None, :])
+
+
+def scan_queries(vectors: np.ndarray, chunks: Iterable[tuple[int, np.ndarray]], *,
+                 second: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every vector's best cosine over queries given chunk by chunk as (index of the first, rows),
+    which query gave it (the first of equals, as one argmax over them all would), and with
+    ``second`` the best cosine over all the other queries (-inf where there is none). Similarities
+    are computed in blocks of at most :data:`SCORE_CELLS`, so memory stays bounded however many
+    queries there are."""
+    n = len(vectors)
+    best = np.full(n, -np.inf, dtype=np.float32)
+    which = np.zeros(n, dtype=np.int64)
+    runner_up = np.full(n, -np.inf, dtype=np.float32)
+    for offset, queries in chunks:
+        q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).T)
+        batch = max(1, min(SCORE_BATCH, SCORE_CELLS // max(1, q.shape[1])))
+        for start in range(0, n, batch):
+            stop = min(n, start + batch)
+            sims = np.asarray(vectors[start:stop], dtype=np.float32) @ q
+            rows = np.arange(len(sims))
+            top = sims.argmax(axis=1)
+            found = sims[rows, top]
+            held = best[start:stop]
+            better = found > held
+            if second:
+                if q.shape[1] > 1:
+                    sims[rows, top] = -np.inf
+                    runner_up[start:stop] = np.maximum(runner_up[start:stop], sims.max(axis=1))
+                runner_up[start:stop] = np.maximum(runner_up[start:stop], np.where(better, held, found))
+            best[start:stop] = np.where(better, found, held)
+            which[start:stop] = np.where(better, offset + top, which[start:stop])
+    return best, which, runner_up
+
+
 def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best cosine of every vector over the queries, and which query gave it (exact, in batches)."""
-    score = np.empty(len(vectors), dtype=np.float32)
-    which = np.empty(len(vectors), dtype=np.int64)
-    q = np.ascontiguousarray(queries.T, dtype=np.float32)
-    for start in range(0, len(vectors), SCORE_BATCH):
-        sims = np.asarray(vectors[start : start + SCORE_BATCH], dtype=np.float32) @ q
-        which[start : start + SCORE_BATCH] = sims.argmax(axis=1)
-        score[start : start + SCORE_BATCH] = sims.max(axis=1)
+    """Best cosine of every vector over the queries, and which query gave it (exact, in blocks of at
+    most :data:`SCORE_CELLS` similarities, so memory stays bounded however many queries there are)."""
+    width = max(1, SCORE_CELLS // max(1, queries.shape[1]) // 4)
+    score, which, _ = scan_queries(vectors, ((i, queries[i:i + width]) for i in range(0, len(queries), width)))
     return score, which
+
+
+def exclusion_pairs(table: Any, deposits: Sequence[Any], exclusion_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """(deposit, tile) pairs: the tiles within ``exclusion_m`` of each deposit's own geometry.
+
+    With ``exclusion_m`` 0 only the tiles that share ground with a deposit count (a footprint merely
+    touching a polygon's edge does not).
+    """
+    import shapely
+
+    geoms = np.asarray(deposits, dtype=object)
+    if len(geoms) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if exclusion_m > 0:
+        src, near = table.sindex.query(geoms, predicate="dwithin", distance=exclusion_m)
+    else:
+        src, near = table.sindex.query(geoms, predicate="intersects")
+        footprints = np.asarray(table.geometry.values[near])
+        areal = shapely.area(geoms[src]) > 0
+        # Touching a polygon is not sharing its ground; a point or line inside a footprint is.
+        shared = np.where(areal, shapely.area(shapely.intersection(footprints, geoms[src])) > 0,
+                          shapely.intersects(footprints, geoms[src]))
+        src, near = src[shared], near[shared]
+    return np.asarray(src, dtype=np.int64), np.asarray(near, dtype=np.int64)
 
 
 def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float,
@@ -216,26 +422,11 @@ def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray
     hide ground a tile width farther away than the user asked. With ``exclusion_m`` 0 only the
     tiles that share ground with a deposit go (a footprint merely touching a polygon's edge stays).
     """
-    import shapely
-
-    geoms = np.asarray(deposits, dtype=object)
     mask = np.zeros(len(table), dtype=bool)
     for groups in (positives, negatives or []):
         if groups:
             mask[np.unique(np.concatenate(groups))] = True
-    if len(geoms) == 0:
-        return mask
-    if exclusion_m > 0:
-        _, near = table.sindex.query(geoms, predicate="dwithin", distance=exclusion_m)
-    else:
-        src, near = table.sindex.query(geoms, predicate="intersects")
-        footprints = np.asarray(table.geometry.values[near])
-        areal = shapely.area(geoms[src]) > 0
-        # Touching a polygon is not sharing its ground; a point or line inside a footprint is.
-        shared = np.where(areal, shapely.area(shapely.intersection(footprints, geoms[src])) > 0,
-                          shapely.intersects(footprints, geoms[src]))
-        near = near[shared]
-    mask[near] = True
+    mask[exclusion_pairs(table, deposits, exclusion_m)[1]] = True
     return mask
 
 
@@ -282,16 +473,74 @@ def top_sites(masked: np.ndarray, table: Any, top: int, site_overlap: float | No
     ids = np.flatnonzero(np.isfinite(masked))
     finite = len(ids)
     scores = masked[ids]
-    want = min(top, finite) if site_overlap is None else min(4 * top, finite)
+    want = min(top, finite) if not site_overlap else min(4 * top, finite)
     while True:
         best = ids[np.argpartition(-scores, want - 1)[:want]] if want > 0 else np.zeros(0, dtype=np.int64)
         best = best[np.lexsort((best, -masked[best]))]
-        if site_overlap is None:
+        if not site_overlap:
             return best
         kept = best[suppress_overlapping(table.geometry.values[best], site_overlap)]
         if len(kept) >= top or want == finite:
             return kept[:top]
         want = min(2 * want, finite)
+
+
+def score_tiles(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
+                negative_weight: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Every tile's best cosine over the queries of :func:`query_vectors`, and which query gave it
+    (0: the set, ``1 + i``: deposit ``i``), scoring each distinct group of positives once and
+    holding a few thousand queries at a time."""
+    if not positives:
+        raise OutcropError("no positives to search with")
+    owner, firsts = distinct_groups(positives)
+    groups = [positives[i] for i in firsts]
+    weights = np.bincount(np.searchsorted(firsts, owner), minlength=len(firsts)).astype(np.float64)
+    total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
+    for start, per in query_chunks(vectors, groups):
+        total += (per.astype(np.float64) * weights[start:start + len(per), None]).sum(axis=0)
+    combined = normalise_rows(total[None, :])
+    if negatives:
+        neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
+        combined = normalise_rows(combined - negative_weight * neg)
+    chunks = itertools.chain([(0, combined)], ((1 + start, per) for start, per in query_chunks(vectors, groups)))
+    score, which, _ = scan_queries(vectors, chunks)
+    return score, np.where(which == 0, 0, 1 + firsts[np.maximum(which - 1, 0)])
+
+
+def kept_queries(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
+                 negative_weight: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The queries of :func:`score_tiles` held at once, to be kept between runs: (1 + G, D) unit
+    rows (the set, then each distinct group of positives) and, for each, the ``which`` it gives
+    (0: the set, ``1 + i``: deposit ``i``). ``best_scores`` over them, mapped through the labels,
+    scores as :func:`score_tiles` does."""
+    if not positives:
+        raise OutcropError("no positives to search with")
+    owner, firsts = distinct_groups(positives)
+    groups = [positives[i] for i in firsts]
+    weights = np.bincount(np.searchsorted(firsts, owner), minlength=len(firsts)).astype(np.float64)
+    total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
+    parts = []
+    for start, per in query_chunks(vectors, groups):  # summed chunk by chunk, as score_tiles sums them
+        total += (per.astype(np.float64) * weights[start:start + len(per), None]).sum(axis=0)
+        parts.append(per)
+    per = np.concatenate(parts)
+    combined = normalise_rows(total[None, :])
+    if negatives:
+        neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
+        combined = normalise_rows(combined - negative_weight * neg)
+    queries = np.concatenate([combined, per]).astype(np.float32)
+    return queries, np.concatenate([[0], 1 + firsts]).astype(np.int64)
+
+
+def score_kept(vectors: np.ndarray, queries: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best cosine of every vector over queries of :func:`kept_queries`, and the ``which`` it gives:
+    scanned in the chunks :func:`score_tiles` scans (the set alone, then runs of groups), so that
+    the scores equal its scores bit for bit."""
+    width = max(1, SCORE_CELLS // max(1, queries.shape[1]) // 4)
+    chunks = itertools.chain([(0, queries[:1])],
+                             ((1 + start, queries[1 + start:1 + start + width]) for start in range(0, len(queries) - 1, width)))
+    score, which, _ = scan_queries(vectors, chunks)
+    return score, labels[which]
 
 
 def rank_analogues(
@@ -306,27 +555,49 @@ def rank_analogues(
     negative_weight: float = 0.5,
     names: Sequence[str] | None = None,
     site_overlap: float | None = SITE_OVERLAP,
+    exclude: Sequence[Any] = (),
 ) -> Any:
     """The ``top`` sites most similar to the positives, outside the exclusion zones, best first.
 
     A site is the best tile of a group of overlapping ones (see :func:`suppress_overlapping`;
-    ``site_overlap=None`` ranks every tile).
+    ``site_overlap`` None or 0 ranks every tile).
 
     ``vectors`` (M, D) are unit rows aligned with ``table`` rows (index ids); ``positives`` holds the
     ids of each deposit's tiles and ``deposits`` each deposit's own geometry (in the table's CRS),
-    from which the exclusion radius and the distances are measured. Columns: rank (1 = best), score
+    from which the exclusion radius and the distances are measured; ``exclude`` the geometries of
+    known deposits that select no tile, whose ground is excluded all the same; the tiles of
+    ``negatives`` push the set query away and are never ranked. Columns: rank (1 = best), score
     (best cosine over the queries), id, scene, tile_id, query (``set`` or the deposit's name),
     nearest_positive (the nearest deposit), distance_km (tile centre to that deposit's geometry).
     """
-    queries = query_vectors(vectors, positives, negatives, negative_weight)
-    score, which = best_scores(vectors, queries)
+    score, which = score_tiles(vectors, positives, negatives, negative_weight)
     return rank_scored(score, which, table, positives, deposits, exclusion_m=exclusion_m, top=top, names=names,
-                       site_overlap=site_overlap, negatives=negatives)
+                       site_overlap=site_overlap, negatives=negatives, exclude=exclude)
+
+
+def nearest_geometry(points: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each point, the position of the nearest geometry (the first of equally near ones) and its
+    distance: one nearest-neighbour query on a tree of the geometries, however many there are."""
+    import shapely
+
+    n = len(points)
+    if n == 0 or len(geoms) == 0:
+        return np.zeros(n, dtype=np.int64), np.full(n, np.inf)
+    (src, hit), dist = shapely.STRtree(geoms).query_nearest(points, all_matches=True, return_distance=True)
+    order = np.lexsort((hit, src))  # by point, then geometry position: the first of equals leads
+    src, hit, dist = src[order], hit[order], dist[order]
+    lead = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
+    nearest = np.zeros(n, dtype=np.int64)
+    distance = np.full(n, np.inf)
+    nearest[src[lead]] = hit[lead]
+    distance[src[lead]] = dist[lead]
+    return nearest, distance
 
 
 def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray],
                 deposits: Sequence[Any], *, exclusion_m: float, top: int, names: Sequence[str] | None,
-                site_overlap: float | None, negatives: list[np.ndarray] | None = None) -> Any:
+                site_overlap: float | None, negatives: list[np.ndarray] | None = None,
+                exclude: Sequence[Any] = ()) -> Any:
     """The ranking of :func:`rank_analogues` from scores already computed (``score``: best cosine of
     every tile, -inf for a tile not scored; ``which``: the query that gave it, 0 = the set).
 
@@ -337,7 +608,8 @@ def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: lis
     geoms = np.asarray(deposits, dtype=object)
     if not (len(names) == len(positives) == len(geoms)):
         raise OutcropError(f"{len(names)} names and {len(geoms)} deposits for {len(positives)} positive groups")
-    masked = np.where(excluded_ids(table, geoms, positives, exclusion_m, negatives), -np.inf, score)
+    every = np.concatenate([geoms, np.asarray(exclude, dtype=object)]) if len(exclude) else geoms
+    masked = np.where(excluded_ids(table, every, positives, exclusion_m, negatives), -np.inf, score)
     return rank_masked(masked, which, table, geoms, names, top=top, site_overlap=site_overlap)
 
 
@@ -355,14 +627,7 @@ def rank_masked(masked: np.ndarray, which: np.ndarray, table: Any, deposits: Seq
     geoms = np.asarray(deposits, dtype=object)
     best = top_sites(masked, table, top, site_overlap)
     n = len(best)
-    centres = shapely.centroid(np.asarray(table.geometry.values[best]))
-    dist = np.full(n, np.inf)
-    nearest = np.zeros(n, dtype=np.int64)
-    for j, geom in enumerate(geoms):  # one vectorised distance per deposit: deposits are few
-        d = shapely.distance(centres, geom) if n else np.zeros(0)
-        closer = d < dist
-        dist[closer] = d[closer]
-        nearest[closer] = j
+    nearest, dist = nearest_geometry(shapely.centroid(np.asarray(table.geometry.values[best])), geoms)
     query_names = np.array(["set", *names], dtype=object)
     return pd.DataFrame({
         "rank": np.arange(1, n + 1, dtype=np.int64),
@@ -398,10 +663,18 @@ def find_analogues(
     """Rank analogue sites of the deposits and write them (GeoPackage + CSV) and per-scene similarity COGs.
 
     ``site_overlap``: see :func:`rank_analogues`; the similarity rasters hold every tile's score.
-    With ``state_dir``, every tile's score and the similarity rasters are kept there, and a later
-    call with the same deposits whose new tiles (an added scene's) select no positive scores those
-    alone (:mod:`outcrop.search.analogue_state`).
+    Deposits that meet no indexed tile are named in a warning in the log and left out of the
+    queries (their ground is still excluded); if none meets a tile, nothing can be searched for.
+    A marks file of ``outcrop serve`` may be both ``deposits_path`` (its ``positives`` layer) and
+    ``negatives_path`` (its ``negatives`` layer).
+
+    With ``state_dir``, every tile's score, the queries and the similarity rasters are kept there,
+    and a later call with the same deposits whose new tiles (an added scene's) select no positive
+    or negative scores those alone (:mod:`outcrop.search.analogue_state`).
     """
+    check_deposits_size(deposits_path)
+    if negatives_path is not None:
+        check_deposits_size(negatives_path, role="negatives")
     key = analogue_state.query_key(deposits_path, negatives_path, buffer_m, exclusion_km) if state_dir else None
     if state_dir is not None and _add_scenes(
             Path(state_dir), key, index_path, table_path, embedding_paths, deposits_path, prepared_paths, out_gpkg,
@@ -411,23 +684,29 @@ def find_analogues(
     _, table = load_index(index_path, table_path)
     vectors = table_vectors(table, embedding_paths)
     deposits = read_deposits(deposits_path, table.crs)
-    positives = _positives_of(deposits_path, table, deposits, buffer_m)
-    log(f"{len(deposits)} deposits select {sum(len(p) for p in positives)} positive tiles")
+    positives, unmatched = matched_positives(deposits_path, table, deposits, buffer_m, log)
+    kept = np.setdiff1d(np.arange(len(deposits)), unmatched)
+    log(f"{len(kept):,} deposits select {sum(len(p) for p in positives):,} positive tiles "
+        f"({len(distinct_groups(positives)[1]):,} distinct sets, one query each)")
     negatives = None
     if negatives_path is not None:
-        negatives = _positives_of(negatives_path, table, read_deposits(negatives_path, table.crs, role="negatives"),
-                                  buffer_m)
-    queries = query_vectors(vectors, positives, negatives)
-    score, which = best_scores(vectors, queries)
-    excluded = excluded_ids(table, deposits.geometry.to_numpy(), positives, exclusion_km * 1000.0, negatives)
-    ranked = rank_masked(np.where(excluded, -np.inf, score), which, table, deposits.geometry.to_numpy(),
-                         deposits["name"].tolist(), top=top, site_overlap=site_overlap)
+        negatives, _ = matched_positives(negatives_path, table,
+                                         read_deposits(negatives_path, table.crs, role="negatives"), buffer_m, log)
+    if state_dir is None:
+        score, which = score_tiles(vectors, positives, negatives)
+    else:  # the queries are kept, and an added scene's tiles are scored against them as these are
+        queries, labels = kept_queries(vectors, positives, negatives)
+        score, which = score_kept(vectors, queries, labels)
+    geometry = deposits.geometry.to_numpy()
+    every = np.concatenate([geometry[kept], geometry[unmatched]])
+    excluded = excluded_ids(table, every, positives, exclusion_km * 1000.0, negatives)
+    ranked = rank_masked(np.where(excluded, -np.inf, score), which, table, geometry[kept],
+                         deposits["name"].to_numpy()[kept].tolist(), top=top, site_overlap=site_overlap)
     ranked = analogue_table(ranked, table)
     write_geodataframe(out_gpkg, ranked, layer="analogues")
     with atomic_path(out_csv) as tmp:
         tmp.write_text(analogues_csv(ranked), encoding="utf-8")
-    layout = infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
-                          table["size"].to_numpy())
+    layout = table_layout(table_path, table)  # the grid the tiles were cut on, as the index table records it
     rasters = Path(state_dir) / "similarity" if state_dir is not None else Path(similarity_dir)
     if state_dir is not None:
         import shutil
@@ -435,8 +714,8 @@ def find_analogues(
         shutil.rmtree(rasters, ignore_errors=True)
     write_similarity(prepared_paths, table, layout, score, rasters)
     if state_dir is not None:
-        analogue_state.save(Path(state_dir), key, table_path, embedding_paths, queries, score, which, excluded,
-                            layout, rasters, Path(similarity_dir), [Path(p).stem for p in prepared_paths])
+        analogue_state.save(Path(state_dir), key, table_path, embedding_paths, queries, labels, kept, score, which,
+                            excluded, layout, rasters, Path(similarity_dir), [scene_of(p) for p in prepared_paths])
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
 
 
@@ -457,7 +736,12 @@ def _add_scenes(state_dir: Path, key: dict[str, Any] | None, index_path: Path, t
     if len(new) and any(_meets(new, m, buffer_m) for m in marks):
         log("analogues: an added scene holds tiles of the deposits or negatives: ranking the whole way")
         return False
-    queries = np.load(state_dir / "queries.npy", allow_pickle=False)
+    queries, labels, matched = analogue_state.read_queries(state_dir)
+    if len(matched) and int(matched.max()) >= len(deposits):
+        return False
+    unmatched = np.setdiff1d(np.arange(len(deposits)), matched)
+    if len(unmatched):
+        log(f"{deposits_path}: {unmatched_warning(deposits, unmatched)}")
     geoms = deposits.geometry.to_numpy()
     if len(new):
         source = table_source(new["scene"].astype(str).to_numpy(), new["tile_id"].to_numpy(),
@@ -465,13 +749,13 @@ def _add_scenes(state_dir: Path, key: dict[str, Any] | None, index_path: Path, t
         score = np.empty(source.count, np.float32)
         which = np.empty(source.count, np.int64)
         for start, block in source.chunks():
-            score[start:start + len(block)], which[start:start + len(block)] = best_scores(block, queries)
+            score[start:start + len(block)], which[start:start + len(block)] = score_kept(block, queries, labels)
         analogue_state.append(state_dir, score, which, excluded_ids(new, geoms, [], exclusion_m))
     arrays = analogue_state.read_scores(state_dir, opened.count)
     masked = np.where(arrays[2].astype(bool), -np.inf, arrays[0])
     rows = analogue_state.CandidateRows(opened)
-    ranked = rank_masked(masked, arrays[1].astype(np.int64), rows, geoms, deposits["name"].tolist(),
-                         top=top, site_overlap=site_overlap)
+    ranked = rank_masked(masked, arrays[1].astype(np.int64), rows, geoms[matched],
+                         deposits["name"].to_numpy()[matched].tolist(), top=top, site_overlap=site_overlap)
     ranked = analogue_table(ranked, rows)
     write_geodataframe(out_gpkg, ranked, layer="analogues")
     with atomic_path(out_csv) as tmp:
@@ -485,15 +769,9 @@ def _add_scenes(state_dir: Path, key: dict[str, Any] | None, index_path: Path, t
 
 
 def _meets(table: Any, marks: Any, buffer_m: float) -> bool:
-    """Whether any of ``marks`` (deposits or negatives) selects a tile of ``table``, as select_positives would."""
-    import shapely
-
-    geoms = np.asarray(marks.geometry.values, dtype=object)
-    areal = np.isin(shapely.get_type_id(geoms), [3, 6])
-    if buffer_m > 0:
-        geoms = np.where(areal, geoms, shapely.buffer(geoms, buffer_m, quad_segs=16))
-    _, ids = table.sindex.query(geoms, predicate="intersects")
-    return bool(len(ids))
+    """Whether any of ``marks`` (deposits or negatives) selects a tile of ``table``, as the positives are matched."""
+    positives, _ = match_shapes(table.sindex, np.asarray(marks.geometry.values), buffer_m=buffer_m)
+    return bool(positives)
 
 
 def write_similarity(prepared_paths: Sequence[Path], table: Any, layout: Any, score: np.ndarray, folder: Path) -> None:
@@ -526,9 +804,16 @@ def analogues_csv(ranked: Any) -> str:
     return csv_text(ranked[RESULT_COLUMNS], float_format="%.6f")
 
 
-def _positives_of(path: Path, table: Any, deposits: Any, buffer_m: float) -> list[np.ndarray]:
-    """:func:`select_positives` with the file named in its error."""
-    try:
-        return select_positives(table, deposits, buffer_m=buffer_m)
-    except OutcropError as exc:
-        raise OutcropError(f"{path}: {exc}") from None
+def matched_positives(path: Path, table: Any, deposits: Any, buffer_m: float,
+                      log: Callable[[str], Any]) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`match_deposits`, with a warning in ``log`` naming the deposits that meet no tile; an
+    error naming the file when none does."""
+    positives, unmatched = match_deposits(table, deposits, buffer_m=buffer_m)
+    if not positives:
+        first = f"deposit {deposit_label(deposits, int(unmatched[0]))}"
+        raise OutcropError(f"{path}: {first} meets no indexed tile (outside every scene, or on ground that was not "
+                           "indexed)" + (f", nor does any other of its {len(unmatched):,} deposits"
+                                         if len(unmatched) > 1 else ""))
+    if len(unmatched):
+        log(f"{path}: {unmatched_warning(deposits, unmatched)}")
+    return positives, unmatched

@@ -22,14 +22,14 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.raster.geo import infer_layout, scene_band_names, scene_rasters
+from outcrop.raster.geo import TileLayout, infer_layout, scene_band_names, scene_rasters
 from outcrop.search.cluster_outputs import Summary, exemplars_by_similarity, fingerprint, link_tree
 from outcrop.search.incremental import cached_digest, link_or_copy
-from outcrop.search.index_table import IndexTable
+from outcrop.search.index_table import IndexTable, table_layout
 from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
 from outcrop.search.vectors import VectorSource, table_source
 from outcrop.csvfile import write_csv
-from outcrop.io import load_npy, read_geoparquet, write_cog, write_geodataframe
+from outcrop.io import read_geoparquet, write_cog, write_geodataframe
 
 SPECTRUM_BATCH = 2048
 
@@ -264,7 +264,8 @@ class Clustering:
     bands: list[str]
     exemplar_tiles: list[list[tuple[str, int]]] | None = None  # (scene, tile id) nearest each centroid
     drawn: tuple[str, ...] | None = None  # the scenes whose maps change (None: every scene given)
-    layout: Any = None  # the run's tile size and stride (None: inferred from ``table``)
+    layout: TileLayout | None = None  # the tile grid the label rasters are laid on, as the index table records it
+    # (None: inferred from ``table``)
     counts: dict[str, int] | None = None  # clusters per level (None: from the labels of ``levels``)
 
     def level_counts(self) -> dict[str, int]:
@@ -420,7 +421,7 @@ def cluster_tiles(
     summary.add(levels, scenes, table[list(FRACTIONS)].to_numpy(dtype=np.float64), spectrum_rows, spectra,
                 f"k{kmax}", finest_sims, table["tile_id"].to_numpy())
     write_csv(summary.table(bands), out_summary, float_format="%.6g")
-    layout = infer_layout(scenes, table["row"].to_numpy(), table["col"].to_numpy(), table["size"].to_numpy())
+    layout = table_layout(Path(index_table), table)  # the grid the tiles were cut on, as the index table records it
     clustering = Clustering(table, levels, finest_sims, centroids, linkage, sizes, cuts, bands,
                             exemplar_tiles=summary.exemplars(), layout=layout, counts=summary.levels)
     _write_label_rasters(clustering, prepared_paths, kept_outputs / "rasters" if kept_outputs else rasters_dir)
@@ -452,7 +453,6 @@ def _add_scenes(index_table: Path, embedding_paths: Sequence[Path], tiles_paths:
     import pyogrio
 
     from outcrop.parquet_append import append_table, commit, restore
-    from outcrop.raster.geo import TileLayout
     from outcrop.search import incremental
 
     prior = incremental.read_state(state_dir / "state.json")

@@ -201,7 +201,8 @@ def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray],
 def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: Path,
                  embeddings: Sequence[Path], tiles: Sequence[Path], truth: Sequence[Path], model: Path,
                  truth_deposits: Path, deposits: Path, buffer_m: float, exclusion_km: float,
-                 recall_k: Sequence[int], seed: int = default("clusters.seed"), site_overlap: float | None = None,
+                 recall_k: Sequence[int], seed: int = default("clusters.seed"),
+                 site_overlap: float | None = default("analogues.site_overlap"),
                  labels: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write the demo's scores: cluster agreement, kNN, linear probe and deposit recall, per feature set.
 

@@ -14,12 +14,19 @@ count, as the FAISS guidelines advise:
   same recall on a workstation (benchmarks/index_scale.py). ``nprobe`` is the smallest that reaches
   ``recall_target`` (0.95) recall@10 on held-out queries: doubled from nlist/64 until it does, then
   bisected down (:func:`tune_nprobe`), since query time grows in proportion to it.
+- where the flat vectors would take more than half of ``memory_gb``, ``IndexIVFPQ`` with the same
+  lists, its codes re-ranked on the exact vectors read from the memory-mapped embeddings
+  (:func:`choose_kind`; :data:`KINDS` names the three).
 
 Adding vectors without rebuilding: ``IndexFlatIP`` takes them at any time and stays exact. The IVF
 index takes them without retraining (``index.add``) while their distribution stays that of the
-training sample; a very different batch of scenes deserves a rebuild, which is what the workflow
-does anyway (its index rule reruns over all embeddings). HNSW would take them too, but can
-never remove any.
+training sample. The workflow keeps the trained index and the scenes in it (``index/state``, with
+checksums): when its index job reruns for a new scene, only that scene's vectors are added
+(:func:`add_to_index`; ``tests/search/test_index_scale.py::test_adding_a_scene_adds_to_the_kept_index``
+shows nothing else is rebuilt). It retrains when asked (``index.retrain``) or when the new vectors
+lie farther from their coarse centroids than ``index.drift_max`` times the training sample did: a
+very different batch of scenes deserves a rebuild. HNSW would take new vectors too, but can never
+remove any.
 
 HNSW is not used: it needs several times the memory of the vectors, builds slowly on few cores, and
 cannot remove vectors, while IVF-Flat keeps exact inner products for the candidates it visits.
@@ -43,7 +50,8 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
+from outcrop.io import atomic_path, load_npy, read_geoparquet, write_json
+from outcrop.raster.geo import TileLayout
 from outcrop.raster.surfaces import ground_fraction
 from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions
 from outcrop.search.incremental import cached_digest, file_cache, file_digest, given_files, unchanged
@@ -52,6 +60,7 @@ from outcrop.search.vectors import (VectorSource, embedding_source, exact_top_k,
                                     rerank_count)
 
 
+KINDS = ("flat", "ivf_flat", "ivf_pq")  # the kinds of index built, smallest run first (:func:`choose_kind`)
 FRACTIONS = ("valid", *FRACTION_COLUMNS)  # the tile table's fraction columns
 TABLE_COLUMNS = ("id", "scene", "tile_id", "row", "col", "size", *FRACTIONS, "geometry")
 RECALL_K = 10
@@ -502,19 +511,21 @@ def build_index(
             **info_extra}
     if run_grid is not None:
         info["grid"] = run_grid
+    kept_table = Path(state_dir) / "tiles.parquet" if state_dir is not None else None
+    new = [p for p in parts if p.scene in set(info_extra["added"])]
+    # checked before anything is written: tables of two tile grids are refused
+    tile_grid = recorded_tile_grid(parts) if info_extra["built"] == "trained" else recorded_tile_grid(new, kept_table)
     with atomic_path(out_index) as tmp:
         faiss.write_index(built.index, str(tmp))
     if info_extra["built"] == "trained":
-        write_index_table(out_table, parts_table(parts))
+        write_index_table(out_table, parts_table(parts), tile_grid=tile_grid)
     else:  # an add: the new scenes' rows appended in place to the kept table (ids continuing)
         from outcrop.search.incremental import link_or_copy
 
-        kept_table = Path(state_dir) / "tiles.parquet"
-        new = [p for p in parts if p.scene in set(info_extra["added"])]
         if new:
             table = parts_table(new)
             table["id"] += count - len(table)
-            append_index_table(kept_table, table)
+            append_index_table(kept_table, table, tile_grid=tile_grid)
         else:  # nothing appended: the table's time is this job's, as Snakemake expects of its outputs
             os.utime(kept_table)
         link_or_copy(kept_table, out_table)
@@ -527,6 +538,27 @@ def build_index(
         commit(Path(state_dir) / "tiles.parquet")
     write_json(out_info, info)
     log(f"wrote {built.kind} index of {count} vectors ({info_extra['built']}), recall@{k} {built.recall:.3f}")
+
+
+def recorded_tile_grid(parts: Sequence[ScenePart], kept_table: Path | None = None) -> TileLayout | None:
+    """The tile grid the indexed scenes' tile tables record (and the kept id table, on an add), for
+    the id table to carry on; None when one of them records none (tables of an older run: the later
+    stages then infer it). Tables cut on different grids are one error naming the odd one."""
+    from outcrop.raster.tiles import read_tile_grid
+    from outcrop.search.index_table import IndexTable
+
+    found = [(p.table_path, read_tile_grid(p.table_path)) for p in parts if p.table_path is not None]
+    if kept_table is not None:
+        found.append((kept_table, IndexTable.open(kept_table).tile_grid))
+    if not found or any(grid is None for _, grid in found):
+        return None
+    first_path, first = found[0]
+    for path, grid in found[1:]:
+        if (grid.size, grid.stride) != (first.size, first.stride):
+            raise OutcropError(f"{path}: tiles of {grid.size} px at a stride of {grid.stride}, but {first_path} "
+                               f"holds tiles of {first.size} px at {first.stride}; cut every scene with one "
+                               "tiles.size and tiles.stride")
+    return first
 
 
 def kept_scenes(state_dir: Path, state: dict[str, Any]) -> dict[str, tuple[str, int, int, Path]]:
@@ -681,7 +713,7 @@ def load_index(index_path: Path, table_path: Path) -> tuple[Any, Any]:
     if not Path(index_path).exists():
         raise OutcropError(f"{index_path}: file not found")
     index = read_index(index_path)  # its header's claims checked against the file first
-    table = read_geoparquet(table_path)
+    table = with_later_fractions(read_geoparquet(table_path))  # id tables written before a class lack it
     if "id" not in table.columns:
         raise OutcropError(f"{table_path}: index table has no 'id' column")
     if index.ntotal != len(table):

@@ -11,9 +11,11 @@ reader then finds:
   ``tile_id`` (each scene's rows are contiguous, its tile ids ascending);
 - the rows meeting a shape through the row groups' bounds,
 
-and decodes footprints of those rows only. The file stays plain GeoParquet: every other reader
-(geopandas) reads it whole as before. A table without the key (an older run) is still read
-correctly, only without the spatial shortcut.
+and decodes footprints of those rows only. The footer also records the tile grid the tiles were cut on
+(``tile_grid``: size, stride and clear fraction, copied from the tile tables), which the per-tile
+rasters of the clusters and analogues are laid on. The file stays plain GeoParquet: every other
+reader (geopandas) reads it whole as before. A table without the key (an older run) is still read
+correctly, only without the spatial shortcut, and its tile grid inferred from the tiles' offsets.
 
 Adding a scene appends its rows in place (:func:`append_index_table`, :mod:`outcrop.parquet_append`):
 the new rows follow in new row groups with their bounds, and the kept rows are not read or written.
@@ -29,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.limits import check_scene_ids
+from outcrop.raster.geo import TileLayout
 
 ROW_GROUP = 16_384
 META_KEY = b"outcrop_index"
@@ -55,11 +59,12 @@ def _group_bounds(geometry: Any, start: int, row_group: int) -> list[list[float]
     return out
 
 
-def write_index_table(path: Path, new: Any, *, kept: Path | None = None, row_group: int = ROW_GROUP) -> None:
+def write_index_table(path: Path, new: Any, *, kept: Path | None = None, row_group: int = ROW_GROUP,
+                      tile_grid: TileLayout | None = None) -> None:
     """Write the id table ``path``: ``kept``'s rows (an earlier table of this index), then ``new``'s.
 
     ``new`` is a GeoDataFrame whose ids continue ``kept``'s. Written atomically; the footer records
-    every row group's ids and bounds (module docstring).
+    every row group's ids and bounds, and ``tile_grid`` (module docstring).
     """
     import pyarrow.parquet as pq
 
@@ -85,7 +90,10 @@ def write_index_table(path: Path, new: Any, *, kept: Path | None = None, row_gro
         if a and b:
             geo_new["columns"]["geometry"]["bbox"] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
         meta[b"geo"] = json.dumps(geo_new).encode()
-    meta[META_KEY] = json.dumps({"row_groups": groups}).encode()
+    record: dict[str, Any] = {"row_groups": groups}
+    if tile_grid is not None:
+        record["tile_grid"] = tile_grid.record()
+    meta[META_KEY] = json.dumps(record).encode()
     schema = table.schema.with_metadata(meta)
     with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, schema) as writer:
@@ -96,11 +104,12 @@ def write_index_table(path: Path, new: Any, *, kept: Path | None = None, row_gro
                 writer.write_table(table.cast(schema), row_group_size=row_group)
 
 
-def append_index_table(path: Path, new: Any, *, row_group: int = ROW_GROUP) -> None:
+def append_index_table(path: Path, new: Any, *, row_group: int = ROW_GROUP,
+                       tile_grid: TileLayout | None = None) -> None:
     """Append ``new`` (a GeoDataFrame whose ids continue the table's) to the id table ``path`` in place.
 
-    The footer's row-group records and GeoParquet bounding box are extended; the kept rows' bytes
-    stay as they are. The undo record is kept until :func:`outcrop.parquet_append.commit`.
+    The footer's row-group records and GeoParquet bounding box are extended, and ``tile_grid``
+    recorded as :func:`write_index_table` does; the kept rows' bytes stay as they are. The undo record is kept until :func:`outcrop.parquet_append.commit`.
     """
     import pyarrow.parquet as pq
 
@@ -123,7 +132,10 @@ def append_index_table(path: Path, new: Any, *, row_group: int = ROW_GROUP) -> N
         geo["columns"]["geometry"]["bbox"] = [min(old_box[0], box[0]), min(old_box[1], box[1]),
                                               max(old_box[2], box[2]), max(old_box[3], box[3])]
     meta[b"geo"] = json.dumps(geo).encode()
-    meta[META_KEY] = json.dumps({"row_groups": groups + _group_bounds(new.geometry.to_numpy(), start, row_group)}).encode()
+    record: dict[str, Any] = {"row_groups": groups + _group_bounds(new.geometry.to_numpy(), start, row_group)}
+    if tile_grid is not None:
+        record["tile_grid"] = tile_grid.record()
+    meta[META_KEY] = json.dumps(record).encode()
     schema = old_schema.with_metadata(meta)
     append_table(path, table.select(schema.names).cast(schema), row_group_size=row_group, keep_tail=True)
 
@@ -141,8 +153,10 @@ class Rows:
 class IndexTable:
     """An index table opened for reading a few rows: its footer only, until rows are asked for."""
 
-    def __init__(self, path: Path, file: Any, crs: Any, groups: list[list[float]] | None) -> None:
+    def __init__(self, path: Path, file: Any, crs: Any, groups: list[list[float]] | None,
+                 tile_grid: TileLayout | None = None) -> None:
         self.path = path
+        self.tile_grid = tile_grid  # as the tile tables recorded it; None in an older table
         self.file = file
         self.crs = crs
         self.count = int(file.metadata.num_rows)
@@ -186,10 +200,13 @@ class IndexTable:
         except Exception as exc:  # pyproj raises its own kinds
             raise OutcropError(f"{path}: not a readable index table ({_first_line(exc)})") from None
         try:
-            groups = json.loads(metadata[META_KEY])["row_groups"]
+            record = json.loads(metadata[META_KEY])
+            groups = record["row_groups"]
         except (KeyError, ValueError, TypeError):
-            groups = None  # an older table: read, only without the spatial shortcut
-        return cls(Path(path), file, crs, groups if isinstance(groups, list) else None)
+            record, groups = {}, None  # an older table: read, only without the spatial shortcut
+        grid = record.get("tile_grid") if isinstance(record, dict) else None
+        tile_grid = TileLayout.from_record(grid, str(path)) if grid is not None else None
+        return cls(Path(path), file, crs, groups if isinstance(groups, list) else None, tile_grid)
 
     def groups_meta(self) -> list[list[float]]:
         """Row-group records for a table appended to this one (bounds recomputed if the footer lacks them)."""
@@ -224,6 +241,8 @@ class IndexTable:
             raise
         except Exception as exc:  # pyarrow and shapely raise their own kinds
             raise OutcropError(f"{self.path}: not a readable index table ({_first_line(exc)})") from None
+        if "scene" in columns:  # ids become paths (embeddings/{scene}.npy): never one outside the run
+            check_scene_ids(np.unique(scenes), str(self.path))
         if "id" in columns:
             first = int(self.starts[group])
             expected = first + (np.arange(n) if take is None else np.asarray(take, dtype=np.int64))
@@ -314,3 +333,15 @@ def _ints(column: Any) -> np.ndarray:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def table_layout(path: Path, table: Any) -> TileLayout:
+    """The tile grid of an index table: as recorded in its footer, or (a table of an older run, which
+    recorded none) inferred from its tiles' pixel offsets."""
+    from outcrop.raster.geo import infer_layout
+
+    recorded = IndexTable.open(Path(path)).tile_grid
+    if recorded is not None:
+        return recorded
+    return infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
+                        table["size"].to_numpy())

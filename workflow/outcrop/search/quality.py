@@ -10,7 +10,8 @@ Two checks need nothing but the run itself, so they score every run, on the user
   swallowed that tile; recall@k is the share that come back within k, the median rank their middle.
   A deposit whose every tile lies in another's exclusion zone cannot come back: it counts as missed.
 - **Cross-scene re-identification.** Where two prepared scenes overlap, tiles of the later scene are
-  cut on the run's grid shifted by half a stride (so never pixel-identical to the run's tiles) and
+  cut on the run's grid shifted by half a stride (so never pixel-identical to the run's tiles; the
+  size, stride and clear fraction are those recorded in the tile tables, as the tiles were cut) and
   each is matched, by cosine, against every indexed tile of the earlier scene. The right answers
   are the indexed tiles it overlaps most (ties all count); top-1 and top-5 are the shares found
   first and within five.
@@ -32,41 +33,91 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import load_npy, write_json
+from outcrop.limits import RAW_PIXEL_FLOATS
+from outcrop.raster.geo import TileLayout
 from outcrop.raster.tile_store import open_tiles
 
 MIN_DEPOSITS = 3  # fewer leaves one or no deposit to search with: no honest leave-one-out
 REID_QUERIES = 2000  # query tiles per overlapping scene pair, a seeded sample past this
-RAW_PIXELS_MAX = 50_000_000  # floats: raw-pixel features beyond this are not scored (memory)
+RAW_PIXELS_MAX = RAW_PIXEL_FLOATS  # floats: raw-pixel features beyond this are not scored (memory; outcrop.limits)
 STAT_CHUNK = 4096  # tiles per chunk when computing band statistics of memory-mapped tiles
 
 
 def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any], positives: list[np.ndarray], *,
-                        exclusion_m: float, site_overlap: float | None) -> np.ndarray:
-    """Rank (1 = first) at which each deposit comes back when searched for from the others; inf if never.
+                        exclusion_m: float, site_overlap: float | None, hidden: Sequence[int] | None = None,
+                        exclude: Sequence[Any] = (), log: Callable[[str], None] | None = None,
+                        name: str = "") -> np.ndarray:
+    """Rank (1 = first) at which each deposit of ``hidden`` (every one by default) comes back when
+    searched for from all the others; inf if never.
 
     ``deposits`` are the deposits' own geometries, ``positives`` the ids of the tiles each selects,
-    ``vectors`` unit rows aligned with ``table``.
+    ``vectors`` unit rows aligned with ``table``; ``exclude`` the geometries of known deposits that
+    select no tile, whose ground stays excluded. The others' queries are those of ``outcrop
+    analogues``, computed once: each tile's best and second-best cosine over the distinct deposit
+    queries give its best over all queries but one, the set query without one deposit is their sum
+    less its own, and the exclusion zones are counted per tile, so that hiding a deposit costs one
+    pass over the tiles however many deposits there are. ``log`` gets a progress line about every
+    tenth of the hidden deposits.
     """
-    from outcrop.search.analogues import best_scores, excluded_ids, query_vectors, suppress_overlapping
+    from outcrop.search.analogues import (distinct_groups, exclusion_pairs, group_means, query_chunks, scan_queries,
+                                          suppress_overlapping)
+    from outcrop.search.index import normalise_rows
 
     geoms = np.asarray(deposits, dtype=object)
-    ranks = np.full(len(positives), np.inf)
-    for i in range(len(positives)):
-        others = [p for j, p in enumerate(positives) if j != i]
-        score, _ = best_scores(vectors, query_vectors(vectors, others))
-        masked = np.where(excluded_ids(table, np.delete(geoms, i), others, exclusion_m), -np.inf, score)
+    count, n = len(positives), len(table)
+    hidden = np.arange(count) if hidden is None else np.asarray(hidden, dtype=np.int64)
+    ranks = np.full(len(hidden), np.inf)
+    if count < 2:  # nothing left to search with
+        return ranks
+    owner, firsts = distinct_groups(positives)
+    slot = np.searchsorted(firsts, owner)
+    groups = [positives[i] for i in firsts]
+    asked = np.bincount(slot, minlength=len(firsts))
+    shared = asked > 1  # a query other deposits still ask
+    total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
+    for start, per in query_chunks(vectors, groups):
+        total += (per.astype(np.float64) * asked[start:start + len(per), None]).sum(axis=0)
+    best, which, second = scan_queries(vectors, query_chunks(vectors, groups), second=True)
+    own_query = dict(zip(np.unique(slot[hidden]).tolist(), group_means(vectors, [groups[j] for j in
+                                                                              np.unique(slot[hidden])])))
+    every = np.concatenate([geoms, np.asarray(exclude, dtype=object)]) if len(exclude) else geoms
+    zone_of, zone = exclusion_pairs(table, every, exclusion_m)
+    order = np.argsort(zone_of, kind="stable")
+    zone_of, zone = zone_of[order], zone[order]
+    zone_bounds = np.searchsorted(zone_of, np.arange(len(every) + 1))
+    in_zones = np.bincount(zone, minlength=n)
+    in_positives = np.bincount(np.concatenate(positives), minlength=n)
+    ids = np.arange(n)
+    started, step = time.perf_counter(), max(1, len(hidden) // 10)
+    for k, i in enumerate(hidden):
+        zones, own = in_zones.copy(), in_positives.copy()
+        zones[zone[zone_bounds[i]:zone_bounds[i + 1]]] -= 1  # one pair per tile of a zone
+        own[positives[i]] -= 1
+        others = np.where(shared[slot[i]] | (which != slot[i]), best, second)
+        combined = normalise_rows((total - own_query[slot[i]])[None, :])[0]
+        score = np.maximum(np.asarray(vectors, dtype=np.float32) @ combined, others)
+        masked = np.where((zones > 0) | (own > 0), -np.inf, score)
         reachable = positives[i][np.isfinite(masked[positives[i]])]
-        if len(reachable) == 0:
-            continue
-        target = reachable[np.lexsort((reachable, -masked[reachable]))[0]]
-        # Tiles ranked before the target (best first, ties by id, as top_sites orders them), then it.
-        ids = np.arange(len(masked))
-        better = np.flatnonzero((masked > masked[target]) | ((masked == masked[target]) & (ids < target)))
-        order = np.concatenate([better[np.lexsort((better, -masked[better]))], [target]])
-        # Sites up to the target's: its own place, or (swallowed by a better tile) no better than that.
-        ranks[i] = len(order) if site_overlap is None else \
-            int(suppress_overlapping(table.geometry.values[order], site_overlap).sum())
+        if len(reachable):
+            target = reachable[np.lexsort((reachable, -masked[reachable]))[0]]
+            # Tiles ranked before the target (best first, ties by id, as top_sites orders them), then it.
+            better = np.flatnonzero((masked > masked[target]) | ((masked == masked[target]) & (ids < target)))
+            ranked = np.concatenate([better[np.lexsort((better, -masked[better]))], [target]])
+            # Sites up to the target's: its own place, or (swallowed by a better tile) no better than that.
+            ranks[k] = len(ranked) if not site_overlap else \
+                int(suppress_overlapping(table.geometry.values[ranked], site_overlap).sum())
+        if log is not None and ((k + 1) % step == 0 or k + 1 == len(hidden)):
+            log(f"quality: leave-one-out: {name or 'vectors'}: {k + 1:,} of {len(hidden):,} deposits hidden "
+                f"({time.perf_counter() - started:.1f}s)")
     return ranks
+
+
+def hidden_sample(count: int, most: int, seed: int) -> np.ndarray:
+    """The deposits leave-one-out hides: every one up to ``most``, past it a seeded sample of
+    ``most`` (each still searched for from all the others, so the sample estimates the full score)."""
+    if count <= most:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, most, replace=False))
 
 
 def rank_summary(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, Any]:
@@ -179,37 +230,43 @@ def _overlapping_pairs(prepared: dict[str, Path], min_width_m: float) -> list[tu
 
 
 def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: Path, embeddings: Sequence[Path],
-                tiles: Sequence[Path], prepared: Sequence[Path], model: Path, deposits: Path | None,
+                tiles: Sequence[Path], prepared: Sequence[Path], model: Path, deposits: Path | None = None,
                 buffer_m: float = default("analogues.buffer_m"),
                 exclusion_km: float = default("analogues.exclusion_km"),
                 site_overlap: float | None = default("analogues.site_overlap"),
-                recall_k: Sequence[int] = default("evaluate.recall_k"), stride: int = default("tiles.stride"),
-                min_valid: float = default("tiles.min_valid"), seed: int = default("clusters.seed"),
+                recall_k: Sequence[int] = default("evaluate.recall_k"), seed: int = default("clusters.seed"),
                 spectral_weight: float = default("embed.spectral_weight"),
-                context_weight: float = default("embed.context_weight"), tables: Sequence[Path] | None = None,
-                demo_scores: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                context_weight: float = default("embed.context_weight"), tables: Sequence[Path] = (),
+                demo_scores: Path | None = None, loo_deposits: int = default("evaluate.loo_deposits"),
+                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write ``metrics.json``: leave-one-deposit-out and re-identification blocks, each feature set,
     their cost in seconds, and (with ``demo_scores``) the demo's truth-based scores merged in.
 
-    ``embeddings``, ``tiles`` and ``prepared`` list one file per scene, in the order of ``scenes``;
-    ``model`` is the trained encoder (re-identification embeds its query tiles with it, and the
-    random-encoder baseline copies its architecture). ``spectral_weight`` and ``context_weight`` must
-    be those the run's embeddings were made with, so that queries are embedded alike; the block part
-    needs the scenes' tile tables (``tables``, one per scene). Without ``deposits`` leave-one-out is
-    not applicable, and the block says so; re-identification still scores the run.
+    ``embeddings``, ``tiles``, ``tables`` and ``prepared`` list one file per scene, in the order of
+    ``scenes``; the tile tables give the tile grid the queries are framed on (recorded when the tiles
+    were cut) and the block part's neighbours. ``model`` is the trained encoder (re-identification
+    embeds its query tiles with it, and the random-encoder baseline copies its architecture).
+    ``spectral_weight`` and ``context_weight`` must be those the run's embeddings were made with, so
+    that queries are embedded alike. Without ``deposits`` leave-one-out is not applicable, and the
+    block says so; re-identification still scores the run. Past ``loo_deposits`` deposits,
+    leave-one-out hides a seeded sample of that many, each searched for from all the others.
+    Deposits that meet no indexed tile are named in a warning (the log, and ``without_tiles`` in the
+    block, which the summary shows) and only exclude the ground around them.
     """
-    from outcrop.search.analogues import _positives_of, read_deposits
+    from outcrop.raster.tiles import tables_tile_grid
     from outcrop.search.index import load_index
 
-    for name, files in (("embeddings", embeddings), ("tiles", tiles), ("prepared", prepared),
-                        *((("tile tables", tables),) if tables is not None else ())):
+    for name, files in (("embeddings", embeddings), ("tiles", tiles), ("prepared", prepared), ("tile tables", tables)):
         if len(files) != len(scenes):
             raise OutcropError(f"quality: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
                                "give one per scene, in the order of --scenes")
+    if deposits:
+        from outcrop.search.analogues import check_deposits_size
+
+        check_deposits_size(deposits)
     t_start = time.perf_counter()
     metrics: dict[str, Any] = read_scores(Path(demo_scores)) if demo_scores else {}
-    if context_weight > 0 and tables is None:
-        raise OutcropError("quality: a context weight above 0 needs the scenes' tile tables (--tables)")
+    layout = tables_tile_grid(tables)  # the grid the run's tiles were cut on, as they record it
     model = Path(model)
     _, table = load_index(Path(index), Path(index_table))
     present = [s for s in scenes if (table.scene == s).any()]
@@ -219,11 +276,11 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     emb_of = dict(zip(scenes, embeddings))
     tiles_of = dict(zip(scenes, tiles))
     emb = {s: load_npy(Path(emb_of[s])) for s in present}
-    tables_of = dict(zip(scenes, tables)) if tables is not None else {}
+    tables_of = dict(zip(scenes, tables))
     tiles = {s: open_tiles(Path(tiles_of[s]), tables_of.get(s)) for s in present}
     metrics["tiles"] = int(len(table))
     weights = (spectral_weight, context_weight)
-    size = int(table["size"].iloc[0]) if len(table) else 0
+    size = layout.size
 
     def blocks(parts: Sequence[tuple[str, np.ndarray]]) -> np.ndarray | None:
         """Block spectra of (scene, rows) parts, in order; None when the run joins no block part."""
@@ -233,23 +290,26 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
 
     # Leave-one-deposit-out over every indexed tile.
     t0 = time.perf_counter()
-    known = read_deposits(deposits, table.crs) if deposits else None
-    if known is None:
-        loo: dict[str, Any] = {"deposits": 0, "skipped": "not applicable: no deposits given (config: deposits is empty)"}
-        log(f"quality: leave-one-out skipped: {loo['skipped']}")
-    elif len(known) < MIN_DEPOSITS:
-        loo = {"deposits": len(known), "skipped": f"{len(known)} known deposits; leave-one-out needs {MIN_DEPOSITS}"}
+    loo = _deposits_block(Path(deposits) if deposits else None, table, buffer_m, exclusion_km, log)
+    if "skipped" in loo:
         log(f"quality: leave-one-out skipped: {loo['skipped']}")
     else:
-        positives = _positives_of(Path(deposits), table, known, buffer_m)
+        known, positives, unmatched = loo.pop("known"), loo.pop("positives"), loo.pop("unmatched")
+        geometry = known.geometry.to_numpy()
+        kept = np.setdiff1d(np.arange(len(known)), unmatched)
+        hidden = hidden_sample(len(positives), loo_deposits, seed)
+        loo["hidden"] = int(len(hidden))
+        if len(hidden) < len(positives):
+            log(f"quality: leave-one-out hides a seeded sample of {len(hidden):,} of the {len(positives):,} deposits "
+                "(evaluate.loo_deposits); each is searched for from all the others")
         byol = np.concatenate([np.asarray(emb[s][rows[s]]) for s in present])
-        loo = {"deposits": int(len(known)), "exclusion_km": exclusion_km}
         pixels = _chunks_of([(tiles[s], rows[s]) for s in present])
         sets = feature_sets(pixels, byol, model, seed=seed, weights=weights,
                             blocks=blocks([(s, rows[s]) for s in present]))
         for name, vecs in sets.items():
-            ranks = leave_one_out_ranks(vecs, table, known.geometry.to_numpy(), positives,
-                                        exclusion_m=exclusion_km * 1000.0, site_overlap=site_overlap)
+            ranks = leave_one_out_ranks(vecs, table, geometry[kept], positives, exclusion_m=exclusion_km * 1000.0,
+                                        site_overlap=site_overlap, hidden=hidden, exclude=geometry[unmatched],
+                                        log=log, name=name)
             loo[name] = rank_summary(ranks, recall_k)
             log(f"quality: leave-one-out: {name}: median rank {loo[name]['median_rank']} "
                 + " ".join(f"recall@{k} {loo[name][f'recall@{k}']:.3f}" for k in recall_k))
@@ -263,7 +323,8 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     prepared = {s: Path(prepared_of[s]) for s in present}
     res = _pixel_size(prepared) if prepared else 0.0
     pairs = _overlapping_pairs(prepared, 2 * size * res) if prepared else []
-    reid: dict[str, Any] = {"pairs": [], "queries": 0, "offset_px": max(stride // 2, 1)}
+    offset = query_offset(layout.stride)
+    reid: dict[str, Any] = {"pairs": [], "queries": 0, "offset_px": offset}
     gallery_px, query_px, query_blocks, gallery_emb, answers, spans = [], [], [], [], [], []
     gallery_parts: list[tuple[str, np.ndarray]] = []
     from outcrop.learning.embeddings import embed_array
@@ -271,10 +332,12 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
 
     base = 0
     for earlier, later, shared in pairs:
-        q_tiles, q_geoms, q_blocks = cut_queries(prepared[later], size=size, stride=stride, bounds=shared,
-                                                 min_valid=min_valid, seed=seed, context=context_weight > 0)
         g_rows = rows[earlier]
         g_geoms = table.geometry.values[table.scene.to_numpy() == earlier]
+        own = table.geometry.values[table.scene.to_numpy() == later]
+        q_tiles, q_geoms, q_blocks = cut_queries(prepared[later], layout, bounds=shared, seed=seed,
+                                                 context=context_weight > 0,
+                                                 where=on_indexed_ground(np.asarray(g_geoms), np.asarray(own)))
         right = best_overlaps(np.asarray(q_geoms), np.asarray(g_geoms))
         has = np.array([len(a) > 0 for a in right], dtype=bool)
         if not has.any():
@@ -320,6 +383,32 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     return metrics
 
 
+def _deposits_block(deposits: Path | None, table: Any, buffer_m: float, exclusion_km: float,
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """The start of the leave-one-out block: ``skipped`` and why, or the deposits (``known``), the
+    tiles each that meets one selects (``positives``) and those that meet none (``unmatched``, also
+    counted and named in ``without_tiles``, which the summary shows)."""
+    from outcrop.search.analogues import NAMED, deposit_label, matched_positives, read_deposits
+
+    if deposits is None:
+        return {"deposits": 0, "skipped": "not applicable: no deposits given (config: deposits is empty)"}
+    known = read_deposits(deposits, table.crs)
+    try:
+        positives, unmatched = matched_positives(deposits, table, known, buffer_m, lambda line: log(f"quality: {line}"))
+    except OutcropError as exc:  # none meets a tile: the analogue stage stops on it, here it is a reason
+        positives, unmatched = [], np.arange(len(known))
+        log(f"quality: {exc}")
+    block: dict[str, Any] = {"deposits": len(positives), "exclusion_km": exclusion_km}
+    if len(unmatched):
+        block["without_tiles"] = {"count": int(len(unmatched)),
+                                  "named": [deposit_label(known, int(i)) for i in unmatched[:NAMED]]}
+    if len(positives) < MIN_DEPOSITS:
+        met = f"{len(positives)} of the {len(known)} known deposits meet an indexed tile" if len(unmatched) else \
+            f"{len(known)} known deposits"
+        return {**block, "skipped": f"{met}; leave-one-out needs {MIN_DEPOSITS}"}
+    return {**block, "known": known, "positives": positives, "unmatched": unmatched}
+
+
 def read_scores(path: Path) -> dict[str, Any]:
     """The demo's truth-based scores (a JSON object), refused in one line when unreadable."""
     import json
@@ -335,15 +424,48 @@ def read_scores(path: Path) -> dict[str, Any]:
     return scores
 
 
-def cut_queries(prepared: Path, *, size: int, stride: int, bounds: tuple, min_valid: float,
-                seed: int, context: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Query tiles of one scene on the run grid shifted by half a stride, inside ``bounds``; their
-    footprints, and their block spectra when ``context`` (else an empty array)."""
+def query_offset(stride: int) -> int:
+    """How far (px, in rows and columns) re-identification queries sit off the run's tile grid: half
+    a stride, so that no query is pixel for pixel a tile of the run (at least one pixel)."""
+    return max(stride // 2, 1)
+
+
+def cut_queries(prepared: Path, layout: TileLayout, *, bounds: tuple, seed: int, context: bool = False,
+                where: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query tiles of one scene on the run's tile grid (``layout``, as the tile tables record it)
+    shifted by :func:`query_offset`, inside ``bounds`` (and where ``where`` keeps them), a seeded
+    sample of :data:`REID_QUERIES`; their footprints, and their block spectra when ``context`` (else
+    an empty array)."""
     from outcrop.raster.tiles import cut_offset_tiles
 
-    cut = cut_offset_tiles(prepared, size=size, stride=stride, offset=max(stride // 2, 1), bounds=bounds,
-                           min_valid=min_valid, limit=REID_QUERIES, seed=seed, context=context)
+    min_valid = layout.min_valid if layout.min_valid is not None else default("tiles.min_valid")
+    cut = cut_offset_tiles(prepared, size=layout.size, stride=layout.stride, offset=query_offset(layout.stride),
+                           bounds=bounds, min_valid=min_valid, limit=REID_QUERIES, seed=seed, context=context,
+                           where=where)
     return cut if context else (*cut, np.zeros((len(cut[0]), 0)))
+
+
+def on_indexed_ground(gallery: np.ndarray, own: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Which query footprints lie on ground the run indexed: overlapping an indexed tile of the
+    gallery scene (so that there is a right answer) and centred in an indexed tile of their own scene.
+
+    Applied before the sample of :data:`REID_QUERIES` is drawn, so that an AOI, or ``index.min_rock``,
+    bounds the queries as it bounds the index: drawn from the whole overlap first, most queries of a
+    run under a small AOI fell outside it and were dropped afterwards (745 left where 2 000 fitted).
+    """
+    import shapely
+
+    def keep(boxes: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(boxes), dtype=bool)
+        if len(gallery) == 0 or len(own) == 0:
+            return found
+        q, g = shapely.STRtree(gallery).query(boxes, predicate="intersects")
+        overlapping = q[shapely.area(shapely.intersection(boxes[q], gallery[g])) > 0]
+        inside = shapely.STRtree(own).query(shapely.centroid(boxes), predicate="intersects")[0]
+        found[np.intersect1d(overlapping, inside)] = True
+        return found
+
+    return keep
 
 
 def scene_blocks(tiles: np.ndarray, table_path: Path, size: int, rows: np.ndarray) -> np.ndarray:

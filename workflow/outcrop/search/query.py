@@ -53,6 +53,10 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     given = [lon is not None or lat is not None, tile is not None, geometry is not None]
     if sum(given) != 1 or (given[0] and (lon is None or lat is None)):
         raise OutcropError("query: give exactly one of --lon/--lat (both), --tile or --geometry")
+    if lat is not None and not -90 <= lat <= 90:
+        raise OutcropError(f"query: --lat {lat:g}: latitude out of range (-90 to 90 degrees)")
+    if lon is not None and not -180 <= lon <= 180:
+        raise OutcropError(f"query: --lon {lon:g}: longitude out of range (-180 to 180 degrees)")
     run = Layout(Path(results_dir))
     index_path = Path(run.index)
     table_path = Path(run.index_table)
