@@ -223,7 +223,7 @@ def test_an_offset_cut_lands_where_the_runs_own_cut_would(tmp_path, west):
     own_boxes = {tuple(np.round(g.bounds, 6)) for g in own.geometry}
     tiles, boxes = cut_offset_tiles(tmp_path / "s.tif", size=16, stride=8, offset=0, min_valid=0.9)
     assert {tuple(np.round(b.bounds, 6)) for b in boxes} == own_boxes
-    assert np.array_equal(tiles, load_npy(tmp_path / "t.npy")[np.lexsort((own["col"], own["row"]))])
+    assert np.array_equal(tiles, open_tiles(tmp_path / "t.npy", tmp_path / "t.parquet")[np.lexsort((own["col"], own["row"]))])
     _, shifted = cut_offset_tiles(tmp_path / "s.tif", size=16, stride=8, offset=3, min_valid=0.9)
     x0 = min(b[0] for b in own_boxes)
     lefts = np.array([b.bounds[0] for b in shifted])
