@@ -60,7 +60,7 @@ STAGES = [
     Stage("prepare", _log_says(f"{R}/logs/prepare/demo_1.log", " <- "), f"{R}/prepared/demo_1.tif",
           "the first band has been read onto the grid; six more and the COG write remain"),
     Stage("tiles", _log_says(f"{R}/logs/tiles/demo_1.log", "cutting"), f"{R}/tiles/demo_1.npy",
-          "tiles are being written into the memory-mapped array"),
+          "the strips of blocks are being read and written (said before the first one)"),
     Stage("train", _exists(f"{R}/model/checkpoint.pt"), f"{R}/model/encoder.pt",
           "the first epoch is checkpointed; two more epochs remain"),
     Stage("embed", _log_says(f"{R}/logs/embed/demo_1.log", "embedding "), f"{R}/embeddings/demo_1.npy",

@@ -120,6 +120,8 @@ def write_tile_blocks(src: Any, out_path: str | os.PathLike[str], rows: np.ndarr
         starts = np.flatnonzero(np.diff(brow // per_strip, prepend=-1)) if len(brow) else np.empty(0, np.int64)
         bounds = np.append(starts, len(brow))
         progress = Progress(what, len(starts), "strips", log) if log is not None else None
+        if progress is not None and len(starts):
+            progress.update(0)  # said before the first strip, while the work is still to do
         written = 0
         for j in range(len(starts)):
             lo, hi = int(bounds[j]), int(bounds[j + 1])
