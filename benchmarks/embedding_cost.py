@@ -27,8 +27,9 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-import outcrop.learning.embeddings as E
 import torch
+
+import outcrop.learning.embeddings as E
 from outcrop.config import default
 from outcrop.layout import Layout
 from outcrop.learning.encoder import load_encoder
@@ -42,8 +43,9 @@ POSE_SETS = {
 }
 
 
-def embed(net: torch.nn.Module, meta: dict, pixels: np.ndarray, poses: tuple, precision: torch.dtype | None,
-          batch: int) -> np.ndarray:
+def embed(
+    net: torch.nn.Module, meta: dict, pixels: np.ndarray, poses: tuple, precision: torch.dtype | None, batch: int
+) -> np.ndarray:
     """The learned vectors of ``pixels`` through the product's embed_array, with ``poses`` averaged."""
     with mock.patch.object(E, "orientations", lambda _: poses):
         return E.embed_array(net, meta, pixels, batch_size=batch, precision=precision, spectral_weight=0.0)
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--no-scores", action="store_true")
     args = parser.parse_args()
     import geopandas as gpd
+
     from outcrop.search.analogues import read_deposits, select_positives
     from outcrop.search.evaluate import (
         cluster_agreement,
@@ -77,21 +80,24 @@ def main() -> None:
     rows = {s: np.asarray(table.tile_id[table.scene == s]) for s in scenes}
     pixels = np.concatenate([np.asarray(arrays[s][rows[s]], dtype=np.float32) for s in scenes])
     sample = pixels[np.random.default_rng(0).choice(len(pixels), min(args.tiles, len(pixels)), replace=False)]
-    print(f"{len(pixels)} tiles {pixels.shape[1:]}, encoder {meta['arch']} trained {meta.get('steps')} steps, "
-          f"symmetry {meta.get('symmetry')}; torch {torch.__version__}, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}; timing {len(sample)} tiles x {args.rounds} rounds", flush=True)
+    print(
+        f"{len(pixels)} tiles {pixels.shape[1:]}, encoder {meta['arch']} trained {meta.get('steps')} steps, "
+        f"symmetry {meta.get('symmetry')}; torch {torch.__version__}, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; timing {len(sample)} tiles x {args.rounds} rounds",
+        flush=True,
+    )
 
     batch = default("embed.batch_size")
     d4 = POSE_SETS["d4 (8 poses)"]
-    variants = {f"d4, fp32, batch {batch}, 2 threads (today)": (d4, None, batch, 2),
-                f"d4, fp32, batch {batch}, 1 thread": (d4, None, batch, 1),
-                "d4, fp32, batch 1024, 2 threads": (d4, None, 1024, 2),
-                "d4, fp32, batch 64, 2 threads": (d4, None, 64, 2),
-                f"d4, bf16 autocast, batch {batch}, 2 threads": (d4, torch.bfloat16, batch, 2),
-                **{f"{name}, fp32, batch {batch}, 2 threads": (p, None, batch, 2)
-                   for name, p in POSE_SETS.items() if p != d4},
-                f"1 pose, bf16 autocast, batch {batch}, 2 threads": (POSE_SETS["1 pose (identity)"], torch.bfloat16,
-                                                                      batch, 2)}
+    variants = {
+        f"d4, fp32, batch {batch}, 2 threads (today)": (d4, None, batch, 2),
+        f"d4, fp32, batch {batch}, 1 thread": (d4, None, batch, 1),
+        "d4, fp32, batch 1024, 2 threads": (d4, None, 1024, 2),
+        "d4, fp32, batch 64, 2 threads": (d4, None, 64, 2),
+        f"d4, bf16 autocast, batch {batch}, 2 threads": (d4, torch.bfloat16, batch, 2),
+        **{f"{name}, fp32, batch {batch}, 2 threads": (p, None, batch, 2) for name, p in POSE_SETS.items() if p != d4},
+        f"1 pose, bf16 autocast, batch {batch}, 2 threads": (POSE_SETS["1 pose (identity)"], torch.bfloat16, batch, 2),
+    }
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     wall: dict[str, list[float]] = {k: [] for k in variants}
     for name, (poses, precision, b, threads) in variants.items():  # warm-up: oneDNN primitives, pages
@@ -109,16 +115,21 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | --- |")
     for name in variants:
         m = statistics.median(cpu[name])
-        print(f"| {name} | {m:.3f} | {m / base:.2f} | {statistics.median(wall[name]):.3f} | "
-              + ", ".join(f"{x:.3f}" for x in cpu[name]) + " |", flush=True)
+        print(
+            f"| {name} | {m:.3f} | {m / base:.2f} | {statistics.median(wall[name]):.3f} | "
+            + ", ".join(f"{x:.3f}" for x in cpu[name])
+            + " |",
+            flush=True,
+        )
     if args.no_scores:
         return
 
     torch.set_num_threads(2)
     spectra = E.spectral_part(meta, pixels)
     size = int(pixels.shape[-1])
-    blocks = E.standardised(meta, np.concatenate([scene_blocks(arrays[s], Path(results.tile_table(s)), size, rows[s])
-                                                  for s in scenes]))
+    blocks = E.standardised(
+        meta, np.concatenate([scene_blocks(arrays[s], Path(results.tile_table(s)), size, rows[s]) for s in scenes])
+    )
     weights = (default("embed.spectral_weight"), default("embed.context_weight"))
     units = tile_truth_units(table, {s: Path(results.demo_truth(s)) for s in scenes})
     lab = units > 0
@@ -129,10 +140,16 @@ def main() -> None:
     hidden = gpd.read_file(results.demo_hidden_deposits).to_crs(table.crs)
     ks = default("evaluate.recall_k")
     scored = {f"{name}, fp32": (p, None) for name, p in POSE_SETS.items()}
-    scored.update({"d4 (8 poses), bf16": (d4, torch.bfloat16), "1 pose (identity), bf16":
-                   (POSE_SETS["1 pose (identity)"], torch.bfloat16)})
+    scored.update(
+        {
+            "d4 (8 poses), bf16": (d4, torch.bfloat16),
+            "1 pose (identity), bf16": (POSE_SETS["1 pose (identity)"], torch.bfloat16),
+        }
+    )
     out = {}
-    print(f"\nscores at spectral weight {weights[0]:g}, context weight {weights[1]:g} ({int(lab.sum())} tiles with a unit)")
+    print(
+        f"\nscores at spectral weight {weights[0]:g}, context weight {weights[1]:g} ({int(lab.sum())} tiles with a unit)"
+    )
     print("| embedding | kNN | ARI | " + " | ".join(f"recall@{k}" for k in ks) + " |")
     print("| --- | ---: | ---: | " + " | ".join("---:" for _ in ks) + " |")
     for name, (poses, precision) in scored.items():
@@ -140,12 +157,23 @@ def main() -> None:
         vecs = E.join_parts(learned, (weights[0], spectra), (weights[1], blocks))
         scores = cluster_agreement(vecs[lab], units[lab], seed=default("clusters.seed"))
         scores["knn"] = knn_accuracy(vecs[lab], units[lab], centres[lab], exclusion_m=1.5 * width)
-        scores["recall"] = deposit_recall(vecs, table, positives, hidden, known=known.geometry.to_numpy(),
-                                          exclusion_m=default("analogues.exclusion_km") * 1000, ks=ks,
-                                          site_overlap=default("analogues.site_overlap"))["combined"]
+        scores["recall"] = deposit_recall(
+            vecs,
+            table,
+            positives,
+            hidden,
+            known=known.geometry.to_numpy(),
+            exclusion_m=default("analogues.exclusion_km") * 1000,
+            ks=ks,
+            site_overlap=default("analogues.site_overlap"),
+        )["combined"]
         out[name] = scores
-        print(f"| {name} | {scores['knn']:.3f} | {scores['ari']:.3f} | "
-              + " | ".join(f"{scores['recall'][f'recall@{k}']:.3f}" for k in ks) + " |", flush=True)
+        print(
+            f"| {name} | {scores['knn']:.3f} | {scores['ari']:.3f} | "
+            + " | ".join(f"{scores['recall'][f'recall@{k}']:.3f}" for k in ks)
+            + " |",
+            flush=True,
+        )
     print(json.dumps({"cpu_ms": cpu, "wall_ms": wall, "scores": out}, default=float))
 
 

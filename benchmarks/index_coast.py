@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 
 def synthetic(n: int, dim: int, scenes: int, folder: Path, seed: int = 0, chunk: int = 500_000) -> list[Path]:
     """Clustered unit vectors (2 000 clusters of Zipf-like sizes, 60 families) written in chunks."""
@@ -65,7 +65,7 @@ def synthetic(n: int, dim: int, scenes: int, folder: Path, seed: int = 0, chunk:
         for start in range(0, rows, chunk):
             m = min(chunk, rows - start)
             v = centres[rng.choice(2000, m, p=weights)] + 0.35 * rng.normal(size=(m, dim)) / np.sqrt(dim) * 4
-            out[start:start + m] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+            out[start : start + m] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
         out.flush()
         del out
         paths.append(path)
@@ -90,20 +90,29 @@ def cmd_build(args: argparse.Namespace) -> None:
     if not paths:
         paths = synthetic(args.n, args.dim, args.scenes, root / "embeddings")
         (root / "done").write_text("")
-    print(f"data: {args.n} x {args.dim} in {len(paths)} files in {time.perf_counter() - t:.0f} s, "
-          f"RSS {rss_gib():.2f} GiB", flush=True)
+    print(
+        f"data: {args.n} x {args.dim} in {len(paths)} files in {time.perf_counter() - t:.0f} s, "
+        f"RSS {rss_gib():.2f} GiB",
+        flush=True,
+    )
     arrays = [np.load(p, mmap_mode="r") for p in paths]
     source = VectorSource(arrays, [np.arange(len(a)) for a in arrays], [str(p) for p in paths])
     t = time.perf_counter()
-    built = index_vectors(source, exact_max=args.exact_max, memory_gb=args.memory_gb, seed=0,
-                          log=lambda m: print("  " + m, flush=True))
+    built = index_vectors(
+        source, exact_max=args.exact_max, memory_gb=args.memory_gb, seed=0, log=lambda m: print("  " + m, flush=True)
+    )
     build_s = time.perf_counter() - t
-    print(f"index (memory_gb {args.memory_gb}): {built.kind} {built.params} built in {build_s:.0f} s, "
-          f"recall@10 {built.recall:.3f} (held-out), peak RSS {rss_gib():.2f} GiB", flush=True)
+    print(
+        f"index (memory_gb {args.memory_gb}): {built.kind} {built.params} built in {build_s:.0f} s, "
+        f"recall@10 {built.recall:.3f} (held-out), peak RSS {rss_gib():.2f} GiB",
+        flush=True,
+    )
     (root / "index").mkdir(exist_ok=True)
     faiss.write_index(built.index, str(root / "index" / "tiles.faiss"))
     ids = np.random.default_rng(11).choice(source.count, args.queries, replace=False)
-    queries = source.take(ids) + 0.02 * np.random.default_rng(12).normal(size=(args.queries, args.dim)).astype(np.float32)
+    queries = source.take(ids) + 0.02 * np.random.default_rng(12).normal(size=(args.queries, args.dim)).astype(
+        np.float32
+    )
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     t = time.perf_counter()
     exact_s, _ = exact_top_k(source, queries, 10)
@@ -115,9 +124,12 @@ def cmd_build(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         search_exact(built.index, q[None], 10, source)
         single.append(time.perf_counter() - t)
-    print(f"fresh queries: recall@10 {fresh_recall:.3f} against an exact scan of all {source.count} "
-          f"({exact_time / len(queries) * 1e3:.0f} ms/query); single query {np.median(single) * 1e3:.1f} ms "
-          f"median in process (search + re-ranking); peak RSS {rss_gib():.2f} GiB", flush=True)
+    print(
+        f"fresh queries: recall@10 {fresh_recall:.3f} against an exact scan of all {source.count} "
+        f"({exact_time / len(queries) * 1e3:.0f} ms/query); single query {np.median(single) * 1e3:.1f} ms "
+        f"median in process (search + re-ranking); peak RSS {rss_gib():.2f} GiB",
+        flush=True,
+    )
     t = time.perf_counter()
     _, sample = source.sample(args.sample, 0)
     print(f"k-means sample of {args.sample}: {time.perf_counter() - t:.0f} s", flush=True)
@@ -127,8 +139,11 @@ def cmd_build(args: argparse.Namespace) -> None:
         train_s = time.perf_counter() - t
         t = time.perf_counter()
         labels, _ = assign_stream(source, centroids)
-        print(f"k-means k={k}: trained on the sample in {train_s:.1f} s; streamed assignment of {len(labels)}: "
-              f"{time.perf_counter() - t:.0f} s; peak RSS {rss_gib():.2f} GiB", flush=True)
+        print(
+            f"k-means k={k}: trained on the sample in {train_s:.1f} s; streamed assignment of {len(labels)}: "
+            f"{time.perf_counter() - t:.0f} s; peak RSS {rss_gib():.2f} GiB",
+            flush=True,
+        )
     t = time.perf_counter()
     weighted_ward(centroids, np.bincount(labels, minlength=len(centroids)))
     print(f"Ward on the {len(centroids)} centroids: {time.perf_counter() - t:.3f} s", flush=True)
@@ -143,8 +158,11 @@ def _table(args: argparse.Namespace) -> None:
     root = Path(args.dir)
     t = time.perf_counter()
     write_table(root, sorted((root / "embeddings").glob("s*.npy")))
-    print(f"index table of the run written in {time.perf_counter() - t:.0f} s "
-          f"({(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB)", flush=True)
+    print(
+        f"index table of the run written in {time.perf_counter() - t:.0f} s "
+        f"({(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB)",
+        flush=True,
+    )
 
 
 def _scene_files(root: Path, name: str, vec: np.ndarray, s: int = 0) -> tuple[Path, Path]:
@@ -158,11 +176,22 @@ def _scene_files(root: Path, name: str, vec: np.ndarray, s: int = 0) -> tuple[Pa
     n = len(vec)
     r, c = np.divmod(np.arange(n), 1000)
     x0, y0 = _origin(s)
-    table = gpd.GeoDataFrame({"tile_id": np.arange(n), "scene": name, "row": r * 32, "col": c * 32, "size": 32,
-                              "valid": 1.0, "rock": 1.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0},
-                             geometry=shapely.box(x0 + c * 960.0, y0 - (r + 1) * 960.0, x0 + (c + 1) * 960.0,
-                                                  y0 - r * 960.0),
-                             crs="EPSG:3031")
+    table = gpd.GeoDataFrame(
+        {
+            "tile_id": np.arange(n),
+            "scene": name,
+            "row": r * 32,
+            "col": c * 32,
+            "size": 32,
+            "valid": 1.0,
+            "rock": 1.0,
+            "snow_ice": 0.0,
+            "water": 0.0,
+            "cloud": 0.0,
+        },
+        geometry=shapely.box(x0 + c * 960.0, y0 - (r + 1) * 960.0, x0 + (c + 1) * 960.0, y0 - r * 960.0),
+        crs="EPSG:3031",
+    )
     save_npy(root / f"{name}.npy", vec)
     write_geodataframe(root / f"{name}.parquet", table)
     return root / f"{name}.npy", root / f"{name}.parquet"
@@ -177,9 +206,19 @@ def _prepared_header(root: Path, name: str, n: int, s: int) -> Path:
     path = root / "prepared" / f"{name}.tif"
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = -(-n // 1000)
-    with rasterio.open(path, "w", driver="GTiff", width=32_000, height=rows * 32, count=1, dtype="uint16",
-                       crs="EPSG:3031", transform=from_origin(*_origin(s), 30.0, 30.0), tiled=True,
-                       SPARSE_OK=True) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=32_000,
+        height=rows * 32,
+        count=1,
+        dtype="uint16",
+        crs="EPSG:3031",
+        transform=from_origin(*_origin(s), 30.0, 30.0),
+        tiled=True,
+        SPARSE_OK=True,
+    ) as dst:
         dst.update_tags(bands=",".join(BANDS))
     return path
 
@@ -197,7 +236,7 @@ def _tiles_array(root: Path, name: str, n: int, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     for start in range(0, n, 200_000):
         m = min(200_000, n - start)
-        out[start:start + m] = rng.uniform(0.0, 0.6, (m, len(BANDS), TILE_SIDE, TILE_SIDE)).astype(np.float32)
+        out[start : start + m] = rng.uniform(0.0, 0.6, (m, len(BANDS), TILE_SIDE, TILE_SIDE)).astype(np.float32)
     out.flush()
     return path
 
@@ -211,14 +250,26 @@ def _deposits(root: Path) -> Path:
     if path.exists():  # written once: its bytes are what the kept scores and maps depend on
         return path
     x0, y0 = _origin(0)
-    xy = [(x0 + 960.0 * 100.5, y0 - 960.0 * 2.5), (x0 + 960.0 * 400.5, y0 - 960.0 * 5.5),
-          (x0 + 960.0 * 700.5, y0 - 960.0 * 8.5)]
+    xy = [
+        (x0 + 960.0 * 100.5, y0 - 960.0 * 2.5),
+        (x0 + 960.0 * 400.5, y0 - 960.0 * 5.5),
+        (x0 + 960.0 * 700.5, y0 - 960.0 * 8.5),
+    ]
     gpd.GeoDataFrame({"name": ["d1", "d2", "d3"]}, geometry=shapely.points(xy), crs="EPSG:3031").to_file(path)
     return path
 
 
-def _stages(root: Path, emb: list[Path], tables: list[Path], tiles: list[Path], prepared: list[Path],
-            stages: list[str], memory_gb: float, exact_max: int, retrain: bool) -> dict[str, float]:
+def _stages(
+    root: Path,
+    emb: list[Path],
+    tables: list[Path],
+    tiles: list[Path],
+    prepared: list[Path],
+    stages: list[str],
+    memory_gb: float,
+    exact_max: int,
+    retrain: bool,
+) -> dict[str, float]:
     """Run the whole-run stages the workflow reruns after an add, as their jobs do (each job's
     outputs deleted first, as Snakemake deletes them); seconds per stage."""
     import shutil
@@ -236,8 +287,16 @@ def _stages(root: Path, emb: list[Path], tables: list[Path], tiles: list[Path], 
         for p in idx:
             p.unlink(missing_ok=True)
         t = time.perf_counter()
-        build_index(emb, tables, *idx, log=quiet, state_dir=out / "state", memory_gb=memory_gb, exact_max=exact_max,
-                    retrain=retrain)
+        build_index(
+            emb,
+            tables,
+            *idx,
+            log=quiet,
+            state_dir=out / "state",
+            memory_gb=memory_gb,
+            exact_max=exact_max,
+            retrain=retrain,
+        )
         times["index"] = time.perf_counter() - t
     if "clusters" in stages:
         c = out / "clusters"
@@ -246,11 +305,24 @@ def _stages(root: Path, emb: list[Path], tables: list[Path], tiles: list[Path], 
         for d in ("maps", "rasters"):
             shutil.rmtree(c / d, ignore_errors=True)
         t = time.perf_counter()
-        clustering = cluster_tiles(out / "tiles.parquet", emb, tiles, prepared, c / "labels.gpkg", c / "labels.parquet",
-                                   c / "summary.csv", c / "rasters", ks=[4, 8, 12], cuts=[3, 6],
-                                   state_dir=c / "state", retrain=retrain, log=quiet)
-        write_cluster_figures(clustering, prepared, tiles, c / "dendrogram.png", c / "maps", c / "exemplars.png",
-                              state_dir=c / "state")
+        clustering = cluster_tiles(
+            out / "tiles.parquet",
+            emb,
+            tiles,
+            prepared,
+            c / "labels.gpkg",
+            c / "labels.parquet",
+            c / "summary.csv",
+            c / "rasters",
+            ks=[4, 8, 12],
+            cuts=[3, 6],
+            state_dir=c / "state",
+            retrain=retrain,
+            log=quiet,
+        )
+        write_cluster_figures(
+            clustering, prepared, tiles, c / "dendrogram.png", c / "maps", c / "exemplars.png", state_dir=c / "state"
+        )
         times["clusters"] = time.perf_counter() - t
     if "analogues" in stages:
         a = out / "analogues"
@@ -258,9 +330,21 @@ def _stages(root: Path, emb: list[Path], tables: list[Path], tiles: list[Path], 
             (a / p).unlink(missing_ok=True)
         shutil.rmtree(a / "similarity", ignore_errors=True)
         t = time.perf_counter()
-        find_analogues(out / "tiles.faiss", out / "tiles.parquet", emb, _deposits(root), prepared, a / "analogues.gpkg",
-                       a / "analogues.csv", a / "similarity", buffer_m=0.0, exclusion_km=5.0, top=100,
-                       state_dir=None if retrain else a / "state", log=quiet)
+        find_analogues(
+            out / "tiles.faiss",
+            out / "tiles.parquet",
+            emb,
+            _deposits(root),
+            prepared,
+            a / "analogues.gpkg",
+            a / "analogues.csv",
+            a / "similarity",
+            buffer_m=0.0,
+            exclusion_km=5.0,
+            top=100,
+            state_dir=None if retrain else a / "state",
+            log=quiet,
+        )
         times["analogues"] = time.perf_counter() - t
     if "pages" in stages:  # the pages drawn over the whole run that scale with it
         from outcrop.figures.analogue_maps import write_analogue_maps
@@ -270,13 +354,20 @@ def _stages(root: Path, emb: list[Path], tables: list[Path], tiles: list[Path], 
         a, c = out / "analogues", out / "clusters"
         shutil.rmtree(a / "maps", ignore_errors=True)
         t = time.perf_counter()
-        write_analogue_maps([a / "similarity" / f"{p.stem}.tif" for p in prepared], a / "analogues.gpkg",
-                            _deposits(root), a / "maps", prepared_paths=prepared, state_dir=a / "state" / "maps",
-                            log=lambda m: print("  " + m, flush=True))
+        write_analogue_maps(
+            [a / "similarity" / f"{p.stem}.tif" for p in prepared],
+            a / "analogues.gpkg",
+            _deposits(root),
+            a / "maps",
+            prepared_paths=prepared,
+            state_dir=a / "state" / "maps",
+            log=lambda m: print("  " + m, flush=True),
+        )
         times["analogue maps"] = time.perf_counter() - t
         t = time.perf_counter()
-        write_projection(c / "labels.parquet", emb, c / "projection_clusters.png", c / "projection_surfaces.png",
-                         log=quiet)
+        write_projection(
+            c / "labels.parquet", emb, c / "projection_clusters.png", c / "projection_surfaces.png", log=quiet
+        )
         times["projection"] = time.perf_counter() - t
         t = time.perf_counter()
         write_cluster_table(c / "labels.parquet", c / "summary.csv", emb, tiles, c / "summary.html", log=quiet)
@@ -319,16 +410,30 @@ def cmd_add(args: argparse.Namespace) -> None:
         shutil_rm(root / "out", ignore_errors=True)
         opts = dict(memory_gb=args.memory_gb, exact_max=args.exact_max)
         first = _stages(root, emb[:-1], tables[:-1], tiles[:-1], prepared[:-1], stages, retrain=False, **opts)
-        print(f"first build, {args.scenes} scenes: " + ", ".join(f"{k} {v:.1f} s" for k, v in first.items()), flush=True)
+        print(
+            f"first build, {args.scenes} scenes: " + ", ".join(f"{k} {v:.1f} s" for k, v in first.items()), flush=True
+        )
         added = _stages(root, emb, tables, tiles, prepared, stages, retrain=False, **opts)
         info = json.loads((root / "out" / "info.json").read_text())
-        print(f"add 1 scene ({per} tiles; index built={info['built']}, drift {info['drift']}): "
-              + ", ".join(f"{k} {v:.1f} s" for k, v in added.items()) + f"; total {sum(added.values()):.1f} s", flush=True)
+        print(
+            f"add 1 scene ({per} tiles; index built={info['built']}, drift {info['drift']}): "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in added.items())
+            + f"; total {sum(added.values()):.1f} s",
+            flush=True,
+        )
         full = _stages(root, emb, tables, tiles, prepared, stages, retrain=True, **opts)
-        print(f"full rebuild, {args.scenes + 1} scenes: " + ", ".join(f"{k} {v:.1f} s" for k, v in full.items())
-              + f"; total {sum(full.values()):.1f} s", flush=True)
-        print("rebuild / add: " + ", ".join(f"{k} {full[k] / added[k]:.1f}x" for k in added)
-              + f"; all stages {sum(full.values()) / sum(added.values()):.1f}x; peak RSS {rss_gib():.2f} GiB", flush=True)
+        print(
+            f"full rebuild, {args.scenes + 1} scenes: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in full.items())
+            + f"; total {sum(full.values()):.1f} s",
+            flush=True,
+        )
+        print(
+            "rebuild / add: "
+            + ", ".join(f"{k} {full[k] / added[k]:.1f}x" for k in added)
+            + f"; all stages {sum(full.values()) / sum(added.values()):.1f}x; peak RSS {rss_gib():.2f} GiB",
+            flush=True,
+        )
         return
     out = [root / "out" / "tiles.faiss", root / "out" / "tiles.parquet", root / "out" / "info.json"]
     state = root / "out" / "state"
@@ -343,10 +448,12 @@ def cmd_add(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     build_index(emb, tables, *out, **{**quiet, "retrain": True})
     full = time.perf_counter() - t
-    print(f"{info['count']} tiles, {info['kind']}: first build of {args.scenes} scenes {first:.0f} s; "
-          f"adding 1 scene ({len(np.load(emb[-1], mmap_mode='r'))} tiles) {added:.1f} s "
-          f"(built={info['built']}, drift {info['drift']}, recall@10 {info['recall_at_10']}); "
-          f"full rebuild {full:.0f} s; RSS {rss_gib():.2f} GiB")
+    print(
+        f"{info['count']} tiles, {info['kind']}: first build of {args.scenes} scenes {first:.0f} s; "
+        f"adding 1 scene ({len(np.load(emb[-1], mmap_mode='r'))} tiles) {added:.1f} s "
+        f"(built={info['built']}, drift {info['drift']}, recall@10 {info['recall_at_10']}); "
+        f"full rebuild {full:.0f} s; RSS {rss_gib():.2f} GiB"
+    )
 
 
 WHOLE_TABLE = """
@@ -378,12 +485,22 @@ def write_table(root: Path, paths: list[Path]) -> None:
         n = len(np.load(path, mmap_mode="r"))
         r, c = np.divmod(np.arange(n), 1000)
         x0, y0 = _origin(s)
-        frame = {"id": np.arange(start, start + n), "scene": path.stem, "tile_id": np.arange(n),
-                 "row": r * 32, "col": c * 32, "size": 32, **{f: 1.0 if f in ("valid", "rock") else 0.0
-                                                                 for f in FRACTIONS}}
-        frames.append(gpd.GeoDataFrame(frame, geometry=shapely.box(x0 + c * 960.0, y0 - (r + 1) * 960.0,
-                                                                   x0 + (c + 1) * 960.0, y0 - r * 960.0),
-                                       crs="EPSG:3031"))
+        frame = {
+            "id": np.arange(start, start + n),
+            "scene": path.stem,
+            "tile_id": np.arange(n),
+            "row": r * 32,
+            "col": c * 32,
+            "size": 32,
+            **{f: 1.0 if f in ("valid", "rock") else 0.0 for f in FRACTIONS},
+        }
+        frames.append(
+            gpd.GeoDataFrame(
+                frame,
+                geometry=shapely.box(x0 + c * 960.0, y0 - (r + 1) * 960.0, x0 + (c + 1) * 960.0, y0 - r * 960.0),
+                crs="EPSG:3031",
+            )
+        )
         start += n
     table = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:3031")
     del frames
@@ -404,13 +521,34 @@ def time_queries(root: Path, n: int, scenes: int, runs: int) -> None:
     scene, tile = f"s{s:04d}", mid * 1000 + 500
     x0, y0 = _origin(s)
     lon, lat = Transformer.from_crs("EPSG:3031", "EPSG:4326", always_xy=True).transform(
-        x0 + 500.5 * 960.0, y0 - (mid + 0.5) * 960.0)
-    calls = {"python -c pass": [sys.executable, "-c", "pass"],
-             "whole table read + decode": [sys.executable, "-c", WHOLE_TABLE, str(root / "index" / "tiles.parquet")],
-             f"outcrop query --tile {scene}:{tile}": [outcrop, "query", "--results", str(root), "--tile",
-                                                      f"{scene}:{tile}", "--top", "10"],
-             f"outcrop query --lon {lon:.5f} --lat {lat:.5f}": [outcrop, "query", "--results", str(root), "--lon",
-                                                                 str(lon), "--lat", str(lat), "--top", "10"]}
+        x0 + 500.5 * 960.0, y0 - (mid + 0.5) * 960.0
+    )
+    calls = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "whole table read + decode": [sys.executable, "-c", WHOLE_TABLE, str(root / "index" / "tiles.parquet")],
+        f"outcrop query --tile {scene}:{tile}": [
+            outcrop,
+            "query",
+            "--results",
+            str(root),
+            "--tile",
+            f"{scene}:{tile}",
+            "--top",
+            "10",
+        ],
+        f"outcrop query --lon {lon:.5f} --lat {lat:.5f}": [
+            outcrop,
+            "query",
+            "--results",
+            str(root),
+            "--lon",
+            str(lon),
+            "--lat",
+            str(lat),
+            "--top",
+            "10",
+        ],
+    }
     for name, cmd in calls.items():
         walls = []
         for _ in range(runs):
@@ -419,8 +557,10 @@ def time_queries(root: Path, n: int, scenes: int, runs: int) -> None:
             walls.append(time.perf_counter() - t)
             if proc.returncode != 0:
                 raise SystemExit(f"{name}: {proc.stderr.strip()}")
-        print(f"{name}: median {statistics.median(walls):.2f} s (runs: {', '.join(f'{w:.2f}' for w in walls)})",
-              flush=True)
+        print(
+            f"{name}: median {statistics.median(walls):.2f} s (runs: {', '.join(f'{w:.2f}' for w in walls)})",
+            flush=True,
+        )
 
 
 def cmd_query(args: argparse.Namespace) -> None:
@@ -438,16 +578,20 @@ def cmd_query(args: argparse.Namespace) -> None:
         arrays = [np.load(p, mmap_mode="r") for p in paths]
         source = VectorSource(arrays, [np.arange(len(a)) for a in arrays], [str(p) for p in paths])
         _, train = source.sample(40_000, 0)
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(args.dim), args.dim, 1024, pq_params(args.n, args.dim)["m"], 8,
-                                 faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQ(
+            faiss.IndexFlatIP(args.dim), args.dim, 1024, pq_params(args.n, args.dim)["m"], 8, faiss.METRIC_INNER_PRODUCT
+        )
         index.train(train)
         for _, block in source.chunks():
             index.add(block)
         index.nprobe = 16
         faiss.write_index(index, str(root / "index" / "tiles.faiss"))
         (root / "done").write_text("")
-    print(f"run of {args.n} tiles in {args.scenes} scenes ready in {time.perf_counter() - t:.0f} s; "
-          f"index table {(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB", flush=True)
+    print(
+        f"run of {args.n} tiles in {args.scenes} scenes ready in {time.perf_counter() - t:.0f} s; "
+        f"index table {(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB",
+        flush=True,
+    )
     time_queries(root, args.n, args.scenes, args.runs)
 
 
@@ -456,8 +600,12 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, n, scenes, dim in (("build", 10_000_000, 100, 198), ("add", 1_000_000, 20, 198),
-                                 ("query", 2_000_000, 20, 198), ("table", 0, 0, 198)):
+    for name, n, scenes, dim in (
+        ("build", 10_000_000, 100, 198),
+        ("add", 1_000_000, 20, 198),
+        ("query", 2_000_000, 20, 198),
+        ("table", 0, 0, 198),
+    ):
         p = sub.add_parser(name)
         p.add_argument("--n", type=int, default=n)
         p.add_argument("--scenes", type=int, default=scenes)
@@ -470,8 +618,12 @@ def main() -> None:
         p.add_argument("--sample", type=int, default=default("clusters.sample"))
         p.add_argument("--exact-max", type=int, default=default("index.exact_max"))
         p.add_argument("--runs", type=int, default=5)
-        p.add_argument("--stages", default="index", help="add: the whole-run stages to time, e.g. "
-                       "index,clusters,analogues (index alone: the earlier measurement)")
+        p.add_argument(
+            "--stages",
+            default="index",
+            help="add: the whole-run stages to time, e.g. "
+            "index,clusters,analogues (index alone: the earlier measurement)",
+        )
     args = parser.parse_args()
     {"build": cmd_build, "add": cmd_add, "query": cmd_query, "table": _table}[args.cmd](args)
 

@@ -58,17 +58,20 @@ def access(work: Path, batches: int) -> None:
     for b in range(batches):
         pick = rng.choice(n, 128, replace=False)
         start = int(rng.integers(0, max(1, n - 256)))
-        for fmt in (("blocks", "whole") if b % 2 == 0 else ("whole", "blocks")):
+        for fmt in ("blocks", "whole") if b % 2 == 0 else ("whole", "blocks"):
             t = time.perf_counter()
             sets[fmt].gather(pick)
             spent[("train", fmt)] += time.perf_counter() - t
             t = time.perf_counter()
-            np.array(arrays[fmt][start:start + 256], dtype=np.float32)
+            np.array(arrays[fmt][start : start + 256], dtype=np.float32)
             spent[("embed", fmt)] += time.perf_counter() - t
     for kind, size in (("train", 128), ("embed", 256)):
         rate = {fmt: batches * size / spent[(kind, fmt)] for fmt in sets}
-        print(f"reading tiles for {kind}: blocks {rate['blocks']:.0f} tiles/s, whole float32 {rate['whole']:.0f} "
-              f"tiles/s ({1e3 / rate['blocks']:.3f} and {1e3 / rate['whole']:.3f} ms a tile)", flush=True)
+        print(
+            f"reading tiles for {kind}: blocks {rate['blocks']:.0f} tiles/s, whole float32 {rate['whole']:.0f} "
+            f"tiles/s ({1e3 / rate['blocks']:.3f} and {1e3 / rate['whole']:.3f} ms a tile)",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -91,18 +94,50 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     prepared = work / "prepared.tif"
     if not prepared.exists():
-        outcrop("prepare", "--source", scene.source, "--sensor", scene.sensor, "--scene", "landsat",
-                "--bands", LANDSAT_BANDS, "--crs", scene.crs, "--resolution", scene.resolution, "--out", prepared)
+        outcrop(
+            "prepare",
+            "--source",
+            scene.source,
+            "--sensor",
+            scene.sensor,
+            "--scene",
+            "landsat",
+            "--bands",
+            LANDSAT_BANDS,
+            "--crs",
+            scene.crs,
+            "--resolution",
+            scene.resolution,
+            "--out",
+            prepared,
+        )
     if not args.skip_bytes:
-        wall = outcrop("tile", "--prepared", prepared, "--scene", "landsat", "--size", 32, "--stride", 16,
-                       "--min-valid", 0, "--out-tiles", work / "full.npy", "--out-table", work / "full.parquet")
+        wall = outcrop(
+            "tile",
+            "--prepared",
+            prepared,
+            "--scene",
+            "landsat",
+            "--size",
+            32,
+            "--stride",
+            16,
+            "--min-valid",
+            0,
+            "--out-tiles",
+            work / "full.npy",
+            "--out-table",
+            work / "full.parquet",
+        )
         blocks = np.load(work / "full.npy", mmap_mode="r")
         n = len(open_tiles(work / "full.npy"))
         whole = n * 7 * 32 * 32 * 4 + 128
         size = (work / "full.npy").stat().st_size
-        print(f"full scene, 32 px at stride 16: {n} tiles; block store {blocks.shape} {size / 1e9:.3f} GB "
-              f"(tile wall {wall:.1f} s); whole float32 tiles would be {whole / 1e9:.3f} GB: {whole / size:.2f}x",
-              flush=True)
+        print(
+            f"full scene, 32 px at stride 16: {n} tiles; block store {blocks.shape} {size / 1e9:.3f} GB "
+            f"(tile wall {wall:.1f} s); whole float32 tiles would be {whole / 1e9:.3f} GB: {whole / size:.2f}x",
+            flush=True,
+        )
         (work / "full.npy").unlink()
     # An AOI window of about --tiles tiles (stride 16: a square of sqrt(tiles) tiles a side).
     import rasterio
@@ -115,46 +150,115 @@ def main() -> None:
     import geopandas as gpd
 
     gpd.GeoDataFrame(geometry=[box], crs=scene.crs).to_file(work / "aoi.gpkg")
-    outcrop("tile", "--prepared", prepared, "--scene", "blocks", "--size", 32, "--stride", 16, "--min-valid", 0,
-            "--aoi", work / "aoi.gpkg", "--crs", scene.crs, "--out-tiles", work / "blocks.npy",
-            "--out-table", work / "blocks.parquet")
+    outcrop(
+        "tile",
+        "--prepared",
+        prepared,
+        "--scene",
+        "blocks",
+        "--size",
+        32,
+        "--stride",
+        16,
+        "--min-valid",
+        0,
+        "--aoi",
+        work / "aoi.gpkg",
+        "--crs",
+        scene.crs,
+        "--out-tiles",
+        work / "blocks.npy",
+        "--out-table",
+        work / "blocks.parquet",
+    )
     tiles = open_tiles(work / "blocks.npy")
     np.save(work / "whole.npy", tiles[:])
     (work / "whole.parquet").write_bytes((work / "blocks.parquet").read_bytes())
-    print(f"throughput set: {len(tiles)} tiles; blocks.npy {(work / 'blocks.npy').stat().st_size / 1e6:.1f} MB, "
-          f"whole.npy {(work / 'whole.npy').stat().st_size / 1e6:.1f} MB", flush=True)
+    print(
+        f"throughput set: {len(tiles)} tiles; blocks.npy {(work / 'blocks.npy').stat().st_size / 1e6:.1f} MB, "
+        f"whole.npy {(work / 'whole.npy').stat().st_size / 1e6:.1f} MB",
+        flush=True,
+    )
     access(work, args.batches)
     if args.runs == 0:
         return
-    times: dict[str, dict[str, list[float]]] = {"train": {"blocks": [], "whole": []},
-                                                 "embed": {"blocks": [], "whole": []}}
+    times: dict[str, dict[str, list[float]]] = {
+        "train": {"blocks": [], "whole": []},
+        "embed": {"blocks": [], "whole": []},
+    }
     for r in range(args.runs):
         order = ("blocks", "whole") if r % 2 == 0 else ("whole", "blocks")
         for fmt in order:
             model = work / f"model_{fmt}.pt"
             for stale in (work / f"ckpt_{fmt}.pt", model):
                 stale.unlink(missing_ok=True)
-            times["train"][fmt].append(outcrop(
-                "train", "--tiles", work / f"{fmt}.npy", "--tables", work / f"{fmt}.parquet", "--bands", LANDSAT_BANDS,
-                "--out", model, "--curve-tsv", work / f"curve_{fmt}.tsv", "--curve-png", work / f"curve_{fmt}.png",
-                "--checkpoint", work / f"ckpt_{fmt}.pt", "--min-rock", 0, "--set", f"samples={args.samples}",
-                "--set", "epochs=null", "--threads", 2, "--device", "cpu"))
+            times["train"][fmt].append(
+                outcrop(
+                    "train",
+                    "--tiles",
+                    work / f"{fmt}.npy",
+                    "--tables",
+                    work / f"{fmt}.parquet",
+                    "--bands",
+                    LANDSAT_BANDS,
+                    "--out",
+                    model,
+                    "--curve-tsv",
+                    work / f"curve_{fmt}.tsv",
+                    "--curve-png",
+                    work / f"curve_{fmt}.png",
+                    "--checkpoint",
+                    work / f"ckpt_{fmt}.pt",
+                    "--min-rock",
+                    0,
+                    "--set",
+                    f"samples={args.samples}",
+                    "--set",
+                    "epochs=null",
+                    "--threads",
+                    2,
+                    "--device",
+                    "cpu",
+                )
+            )
         for fmt in order:
-            times["embed"][fmt].append(outcrop(
-                "embed", "--tiles", work / f"{fmt}.npy", "--table", work / f"{fmt}.parquet", "--model",
-                work / "model_blocks.pt", "--bands", LANDSAT_BANDS, "--threads", 2, "--device", "cpu",
-                "--out", work / f"emb_{fmt}.npy"))
-        print(f"run {r + 1}: " + "; ".join(f"{stage} {fmt} {t[fmt][-1]:.1f} s" for stage, t in times.items()
-                                          for fmt in order), flush=True)
+            times["embed"][fmt].append(
+                outcrop(
+                    "embed",
+                    "--tiles",
+                    work / f"{fmt}.npy",
+                    "--table",
+                    work / f"{fmt}.parquet",
+                    "--model",
+                    work / "model_blocks.pt",
+                    "--bands",
+                    LANDSAT_BANDS,
+                    "--threads",
+                    2,
+                    "--device",
+                    "cpu",
+                    "--out",
+                    work / f"emb_{fmt}.npy",
+                )
+            )
+        print(
+            f"run {r + 1}: "
+            + "; ".join(f"{stage} {fmt} {t[fmt][-1]:.1f} s" for stage, t in times.items() for fmt in order),
+            flush=True,
+        )
     curves = [(work / f"curve_{fmt}.tsv").read_text() for fmt in ("blocks", "whole")]
     emb = [np.load(work / f"emb_{fmt}.npy") for fmt in ("blocks", "whole")]
-    print(f"training curves (step, epoch, loss, lr, tau) identical: {curves[0] == curves[1]}; "
-          f"embeddings identical: {np.array_equal(*emb)}")
+    print(
+        f"training curves (step, epoch, loss, lr, tau) identical: {curves[0] == curves[1]}; "
+        f"embeddings identical: {np.array_equal(*emb)}"
+    )
     for stage, t in times.items():
         ratio = [w / b for b, w in zip(t["blocks"], t["whole"])]
-        print(f"{stage}: blocks median {statistics.median(t['blocks']):.1f} s, whole float32 median "
-              f"{statistics.median(t['whole']):.1f} s; whole / blocks run by run {', '.join(f'{x:.2f}' for x in ratio)} "
-              f"(median {statistics.median(ratio):.2f})")
+        print(
+            f"{stage}: blocks median {statistics.median(t['blocks']):.1f} s, whole float32 median "
+            f"{statistics.median(t['whole']):.1f} s; whole / blocks run by run {', '.join(f'{x:.2f}' for x in ratio)} "
+            f"(median {statistics.median(ratio):.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -18,12 +18,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from outcrop.io import atomic_path, load_npy, save_npy
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "outcrop"
 # Methods and functions that write a file named by one of their arguments.
-WRITERS = {"to_file", "to_parquet", "to_csv", "to_json", "to_feather", "to_excel", "tofile", "savefig",
-           "write_text", "write_bytes", "write_index", "open_memmap", "rio_copy", "imsave", "write_html"}
+WRITERS = {
+    "to_file",
+    "to_parquet",
+    "to_csv",
+    "to_json",
+    "to_feather",
+    "to_excel",
+    "tofile",
+    "savefig",
+    "write_text",
+    "write_bytes",
+    "write_index",
+    "open_memmap",
+    "rio_copy",
+    "imsave",
+    "write_html",
+}
 # Writers only with two arguments (a destination after the source or object).
 TWO_PATHS = {"dump", "copy", "copyfile", "copy2", "copytree", "move"}
 # np.save, torch.save and friends; a method ``x.save`` of the package's own objects is checked where it is defined.
@@ -82,8 +98,9 @@ class _WriteVisitor(ast.NodeVisitor):
             if not isinstance(call, ast.Call) or not isinstance(name, ast.Name):
                 continue
             known = bound.union(*self.atomic)
-            if _call_name(call) == "atomic_path" or (_call_name(call) == "open" and call.args
-                                                     and _names_in(call.args[0]) & known):
+            if _call_name(call) == "atomic_path" or (
+                _call_name(call) == "open" and call.args and _names_in(call.args[0]) & known
+            ):
                 bound.add(name.id)
         self.atomic.append(bound)
         self.generic_visit(node)
@@ -124,24 +141,30 @@ def test_the_scan_sees_direct_writes():
         "        table.to_csv(path)\n"  # inside the block but not on its temporary
     )
     assert [line for line, _ in bad] == [3, 4, 5, 6, 7, 9, 12]
-    assert [line for line, _ in direct_writes(
-        "import numpy as np\n"
-        "def h(path, other, arr):\n"
-        "    with atomic_path(path) as tmp, open(other, 'wb') as fh:\n"  # a handle on another file
-        "        np.save(fh, arr)\n"
-    )] == [3, 4]
-    assert direct_writes(
-        "import io\n"
-        "def g(path, table, fig, arr):\n"
-        "    with atomic_path(path) as tmp:\n"
-        "        table.to_file(tmp, driver='GPKG')\n"
-        "    with atomic_path(path) as tmp, open(tmp, 'wb') as fh:\n"
-        "        np.save(fh, arr)\n"
-        "    buf = io.BytesIO()\n"
-        "    fig.savefig(buf, format='png')\n"
-        "    with open(path) as fh:\n"
-        "        fh.read()\n"
-    ) == []
+    assert [
+        line
+        for line, _ in direct_writes(
+            "import numpy as np\n"
+            "def h(path, other, arr):\n"
+            "    with atomic_path(path) as tmp, open(other, 'wb') as fh:\n"  # a handle on another file
+            "        np.save(fh, arr)\n"
+        )
+    ] == [3, 4]
+    assert (
+        direct_writes(
+            "import io\n"
+            "def g(path, table, fig, arr):\n"
+            "    with atomic_path(path) as tmp:\n"
+            "        table.to_file(tmp, driver='GPKG')\n"
+            "    with atomic_path(path) as tmp, open(tmp, 'wb') as fh:\n"
+            "        np.save(fh, arr)\n"
+            "    buf = io.BytesIO()\n"
+            "    fig.savefig(buf, format='png')\n"
+            "    with open(path) as fh:\n"
+            "        fh.read()\n"
+        )
+        == []
+    )
 
 
 # Modules that append to a kept file in place by design (rewriting ten million kept rows to add a
@@ -160,7 +183,9 @@ APPENDS_IN_PLACE = {
 }
 
 
-@pytest.mark.parametrize("module", sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "io.py"))
+@pytest.mark.parametrize(
+    "module", sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "io.py")
+)
 def test_no_module_writes_around_atomic_path(module):
     bad = direct_writes((PACKAGE / module).read_text())
     allowed = APPENDS_IN_PLACE.get(module, set())

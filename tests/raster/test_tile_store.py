@@ -26,8 +26,7 @@ def _prepared(path, h=120, w=150, seed=0):
     mask[100:, :] = NODATA
     refl[:, 40:43, 70:74] = np.nan  # a hole inside the scene
     mask[40:43, 70:74] = NODATA
-    write_prepared(path, refl, mask, "EPSG:3031", from_origin(300_000.0 + 30 * 5, -1_000_000.0 - 30 * 3, 30, 30),
-                   BANDS)
+    write_prepared(path, refl, mask, "EPSG:3031", from_origin(300_000.0 + 30 * 5, -1_000_000.0 - 30 * 3, 30, 30), BANDS)
 
 
 def _whole_tiles(prepared, table, size):
@@ -36,8 +35,10 @@ def _whole_tiles(prepared, table, size):
     from rasterio.windows import Window
 
     with rasterio.open(prepared) as src:
-        out = [decode_reflectance(src.read(list(range(1, src.count)), window=Window(int(c), int(r), size, size)))
-               for r, c in zip(table.row, table.col)]
+        out = [
+            decode_reflectance(src.read(list(range(1, src.count)), window=Window(int(c), int(r), size, size)))
+            for r, c in zip(table.row, table.col)
+        ]
     return _fill_gaps(np.stack(out)) if out else np.zeros((0, len(BANDS), size, size), np.float32)
 
 
@@ -45,8 +46,17 @@ def _whole_tiles(prepared, table, size):
 def test_block_tiles_equal_the_whole_float32_tiles_bit_for_bit(tmp_path, size, stride):
     _prepared(tmp_path / "s.tif")
     aoi = box(300_000.0, -1_003_000.0, 303_000.0, -999_000.0)  # drops the tiles of the right part
-    n = tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=size,
-                   stride=stride, min_valid=0.5, aoi=aoi, log=lambda _: None)
+    n = tile_scene(
+        tmp_path / "s.tif",
+        tmp_path / "t.npy",
+        tmp_path / "t.parquet",
+        scene_id="s",
+        size=size,
+        stride=stride,
+        min_valid=0.5,
+        aoi=aoi,
+        log=lambda _: None,
+    )
     table = read_tile_table(tmp_path / "t.parquet")
     tiles = open_tiles(tmp_path / "t.npy")
     assert isinstance(tiles, TileArray) and tiles.shape == (n, 4, size, size) and len(tiles) == n
@@ -57,14 +67,22 @@ def test_block_tiles_equal_the_whole_float32_tiles_bit_for_bit(tmp_path, size, s
 
 def test_each_kept_pixel_is_stored_once_as_its_uint16_code(tmp_path):
     _prepared(tmp_path / "s.tif")
-    n = tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16,
-                   stride=8, min_valid=0.5, log=lambda _: None)
+    n = tile_scene(
+        tmp_path / "s.tif",
+        tmp_path / "t.npy",
+        tmp_path / "t.parquet",
+        scene_id="s",
+        size=16,
+        stride=8,
+        min_valid=0.5,
+        log=lambda _: None,
+    )
     blocks = load_npy(tmp_path / "t.npy")
     assert blocks.dtype == np.uint16 and blocks.shape[1:] == (4, 8, 8)
     table = read_tile_table(tmp_path / "t.parquet")
     covered = np.zeros((120, 150), bool)
     for r, c in zip(table.row, table.col):
-        covered[r:r + 16, c:c + 16] = True
+        covered[r : r + 16, c : c + 16] = True
     assert len(blocks) * 8 * 8 == covered.sum()  # every covered pixel once, nothing else
     whole_float32 = n * 4 * 16 * 16 * 4  # an eighth of this, plus the scene's edges, at half-tile stride
     assert blocks.nbytes < whole_float32 / 6
@@ -74,15 +92,32 @@ def test_each_kept_pixel_is_stored_once_as_its_uint16_code(tmp_path):
 
 def test_tiles_index_like_an_array(tmp_path):
     _prepared(tmp_path / "s.tif")
-    tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16,
-               stride=8, min_valid=0.5, log=lambda _: None)
+    tile_scene(
+        tmp_path / "s.tif",
+        tmp_path / "t.npy",
+        tmp_path / "t.parquet",
+        scene_id="s",
+        size=16,
+        stride=8,
+        min_valid=0.5,
+        log=lambda _: None,
+    )
     tiles = open_tiles(tmp_path / "t.npy")
     whole = np.asarray(tiles)
     n = len(whole)
     mask = np.zeros(n, bool)
     mask[[1, 5, n - 1]] = True
-    for key in (3, -1, slice(2, 40, 3), slice(None, None, -7), [7, 2, 2, 0], np.array([n - 1, 0]), mask,
-                (np.array([4, 9]), slice(None), slice(None, None, 2)), (5, 1)):
+    for key in (
+        3,
+        -1,
+        slice(2, 40, 3),
+        slice(None, None, -7),
+        [7, 2, 2, 0],
+        np.array([n - 1, 0]),
+        mask,
+        (np.array([4, 9]), slice(None), slice(None, None, 2)),
+        (5, 1),
+    ):
         np.testing.assert_array_equal(tiles[key], whole[key])
     assert tiles[np.empty(0, np.int64)].shape == (0, 4, 16, 16)
     with pytest.raises(IndexError):
@@ -95,8 +130,16 @@ def test_tiles_of_an_earlier_run_are_read_as_they_are(tmp_path):
     from outcrop.learning.training_data import open_training_tiles
 
     _prepared(tmp_path / "s.tif")
-    tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16,
-               stride=8, min_valid=0.5, log=lambda _: None)
+    tile_scene(
+        tmp_path / "s.tif",
+        tmp_path / "t.npy",
+        tmp_path / "t.parquet",
+        scene_id="s",
+        size=16,
+        stride=8,
+        min_valid=0.5,
+        log=lambda _: None,
+    )
     whole = open_tiles(tmp_path / "t.npy")[:]
     np.save(tmp_path / "old.npy", whole)
     (tmp_path / "old.parquet").write_bytes((tmp_path / "t.parquet").read_bytes())
@@ -110,12 +153,31 @@ def test_tiles_of_an_earlier_run_are_read_as_they_are(tmp_path):
 
 def test_a_tile_array_and_a_table_of_different_runs_are_refused(tmp_path):
     _prepared(tmp_path / "s.tif")
-    tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16,
-               stride=8, min_valid=0.5, log=lambda _: None)
-    tile_scene(tmp_path / "s.tif", tmp_path / "u.npy", tmp_path / "u.parquet", scene_id="s", size=16,
-               stride=8, min_valid=1.0, log=lambda _: None)
-    with pytest.raises(OutcropError, match=r"t\.npy: holds \d+ blocks, but the \d+ tiles of .*u\.parquet cover \d+: "
-                                           "the array and the table are of different runs"):
+    tile_scene(
+        tmp_path / "s.tif",
+        tmp_path / "t.npy",
+        tmp_path / "t.parquet",
+        scene_id="s",
+        size=16,
+        stride=8,
+        min_valid=0.5,
+        log=lambda _: None,
+    )
+    tile_scene(
+        tmp_path / "s.tif",
+        tmp_path / "u.npy",
+        tmp_path / "u.parquet",
+        scene_id="s",
+        size=16,
+        stride=8,
+        min_valid=1.0,
+        log=lambda _: None,
+    )
+    with pytest.raises(
+        OutcropError,
+        match=r"t\.npy: holds \d+ blocks, but the \d+ tiles of .*u\.parquet cover \d+: "
+        "the array and the table are of different runs",
+    ):
         open_tiles(tmp_path / "t.npy", tmp_path / "u.parquet")
     np.save(tmp_path / "v.npy", np.zeros((3, 4), np.float64))
     with pytest.raises(OutcropError, match=r"v\.npy: not a tile array: float64 \(3, 4\)"):

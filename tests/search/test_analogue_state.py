@@ -18,17 +18,32 @@ OPTS = dict(buffer_m=100.0, exclusion_km=1.0, top=20)
 
 def _index(run, root, scenes):
     out = [root / "index" / "tiles.faiss", root / "index" / "tiles.parquet", root / "index" / "info.json"]
-    build_index([run.embeddings[i] for i in scenes], [run.tables[i] for i in scenes], *out,
-                state_dir=root / "index" / "state", **QUIET)
+    build_index(
+        [run.embeddings[i] for i in scenes],
+        [run.tables[i] for i in scenes],
+        *out,
+        state_dir=root / "index" / "state",
+        **QUIET,
+    )
     return out
 
 
 def _analogues(run, root, index, scenes, folder, state, log=QUIET["log"]):
     out = root / folder
     shutil.rmtree(out, ignore_errors=True)  # as Snakemake deletes a job's outputs before it runs it
-    find_analogues(index[0], index[1], [run.embeddings[i] for i in scenes], run.deposits_csv,
-                   [run.prepared[i] for i in scenes], out / "analogues.gpkg", out / "analogues.csv", out / "similarity",
-                   state_dir=state, log=log, **OPTS)
+    find_analogues(
+        index[0],
+        index[1],
+        [run.embeddings[i] for i in scenes],
+        run.deposits_csv,
+        [run.prepared[i] for i in scenes],
+        out / "analogues.gpkg",
+        out / "analogues.csv",
+        out / "similarity",
+        state_dir=state,
+        log=log,
+        **OPTS,
+    )
     return out
 
 
@@ -49,8 +64,10 @@ def test_an_added_scene_is_ranked_from_kept_scores_like_the_whole_way(tmp_path):
     got = added / "similarity" / "a.tif"
     assert (got.stat().st_ino, got.stat().st_mtime_ns, got.read_bytes()) == before
     for scene in ("a", "b"):
-        with rasterio.open(added / "similarity" / f"{scene}.tif") as x, \
-                rasterio.open(whole / "similarity" / f"{scene}.tif") as y:
+        with (
+            rasterio.open(added / "similarity" / f"{scene}.tif") as x,
+            rasterio.open(whole / "similarity" / f"{scene}.tif") as y,
+        ):
             np.testing.assert_array_equal(x.read(), y.read())
 
 
@@ -107,8 +124,15 @@ def test_analogue_maps_are_drawn_again_only_where_they_change(tmp_path):
     def draw(analogues):
         lines: list[str] = []
         shutil.rmtree(maps, ignore_errors=True)  # as Snakemake deletes the job's output folder
-        write_analogue_maps(rasters, analogues, run.deposits_csv, maps, prepared_paths=run.prepared[:2],
-                            state_dir=state, log=lines.append)
+        write_analogue_maps(
+            rasters,
+            analogues,
+            run.deposits_csv,
+            maps,
+            prepared_paths=run.prepared[:2],
+            state_dir=state,
+            log=lines.append,
+        )
         return lines, {s: (maps / f"{s}.png").stat() for s in ("a", "b")}
 
     lines, first = draw(out / "analogues.gpkg")

@@ -18,12 +18,25 @@ SCENES = ["demo_1", "demo_2", "demo_3"]
 
 def test_every_output_exists(demo_run):
     r = demo_run / "results"
-    expected = [
-        "clusters/labels.gpkg", "clusters/labels.parquet", "clusters/summary.csv", "clusters/dendrogram.png",
-        "model/encoder.pt", "model/training_curve.tsv", "model/training_curve.png",
-        "analogues/analogues.gpkg", "analogues/analogues.csv", "index/tiles.faiss", "index/info.json",
-        "metrics.json", "summary.html",
-    ] + [f"clusters/maps/{s}.png" for s in SCENES] + [f"analogues/similarity/{s}.tif" for s in SCENES]
+    expected = (
+        [
+            "clusters/labels.gpkg",
+            "clusters/labels.parquet",
+            "clusters/summary.csv",
+            "clusters/dendrogram.png",
+            "model/encoder.pt",
+            "model/training_curve.tsv",
+            "model/training_curve.png",
+            "analogues/analogues.gpkg",
+            "analogues/analogues.csv",
+            "index/tiles.faiss",
+            "index/info.json",
+            "metrics.json",
+            "summary.html",
+        ]
+        + [f"clusters/maps/{s}.png" for s in SCENES]
+        + [f"analogues/similarity/{s}.tif" for s in SCENES]
+    )
     missing = [p for p in expected if not (r / p).is_file() or (r / p).stat().st_size == 0]
     assert missing == []
     for rule in ("prepare", "tiles", "embed"):

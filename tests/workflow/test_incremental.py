@@ -24,7 +24,7 @@ pytestmark = pytest.mark.workflow
 
 SCENES = [f"demo_{i}" for i in range(1, TINY_CONFIG["demo"]["scenes"] + 1)]
 TRAIN = SCENES[: TINY_CONFIG["demo"]["train_scenes"]]
-INDEX_ONLY = SCENES[len(TRAIN):]
+INDEX_ONLY = SCENES[len(TRAIN) :]
 # Whole-run jobs that any change of the indexed tiles must rerun (others may follow them).
 WHOLE_RUN = ("index", "clusters", "analogues", "evaluate", "quality", "report", "all")
 # Per-scene jobs upstream of the encoder and the index.
@@ -224,7 +224,7 @@ def test_an_added_scene_leaves_every_kept_whole_run_file_as_it_was(run):
     assert {p.name.split(".")[0] for p in per_scene} == set(SCENES)
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in per_scene}
     tables = [r / "index" / "state" / "tiles.parquet", state / "labels.parquet"]
-    kept_rows = {p: (p.stat().st_ino, p.read_bytes()[:_footer_start(p)]) for p in tables}
+    kept_rows = {p: (p.stat().st_ino, p.read_bytes()[: _footer_start(p)]) for p in tables}
     gpkg = (state / "labels.gpkg").stat().st_ino
     new = f"demo_{len(SCENES) + 1}"
     with_config(run, demo={"scenes": len(SCENES) + 1})
@@ -234,7 +234,7 @@ def test_an_added_scene_leaves_every_kept_whole_run_file_as_it_was(run):
         out = r / "clusters" / p.relative_to(state)
         assert out.stat().st_ino == inode, out  # the output is the kept file, linked
     for p, (inode, rows) in kept_rows.items():
-        assert p.stat().st_ino == inode and p.read_bytes()[:len(rows)] == rows, p
+        assert p.stat().st_ino == inode and p.read_bytes()[: len(rows)] == rows, p
     assert (state / "labels.gpkg").stat().st_ino == gpkg
     assert (r / "clusters" / "labels.parquet").stat().st_ino == (state / "labels.parquet").stat().st_ino
     assert (r / "clusters" / "rasters" / f"{new}.tif").is_file() and (r / "clusters" / "maps" / f"{new}.png").is_file()

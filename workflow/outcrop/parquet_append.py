@@ -75,11 +75,11 @@ class Reader:
             return self.zigzag()
         if kind == DOUBLE:
             self.pos += 8
-            return struct.unpack("<d", self.data[self.pos - 8:self.pos])[0]
+            return struct.unpack("<d", self.data[self.pos - 8 : self.pos])[0]
         if kind == BINARY:
             n = self.varint()
             self.pos += n
-            return self.data[self.pos - n:self.pos]
+            return self.data[self.pos - n : self.pos]
         if kind in (LIST, SET):
             head = self.byte()
             size, elem = head >> 4, head & 0x0F
@@ -185,7 +185,7 @@ def decode_footer(data: bytes) -> dict[int, tuple[int, Any]]:
     if data[-4:] != MAGIC:
         raise ValueError("not a Parquet file (no PAR1 at its end)")
     length = struct.unpack("<I", data[-8:-4])[0]
-    return Reader(data[-8 - length:-8]).struct()
+    return Reader(data[-8 - length : -8]).struct()
 
 
 def encode_footer(meta: dict[int, tuple[int, Any]]) -> bytes:
@@ -219,8 +219,9 @@ def tail_path(path: Path) -> Path:
     return path.with_name(path.name + ".tail")
 
 
-def append_table(path: str | os.PathLike[str], table: Any, *, row_group_size: int | None = None,
-                 keep_tail: bool = False) -> int:
+def append_table(
+    path: str | os.PathLike[str], table: Any, *, row_group_size: int | None = None, keep_tail: bool = False
+) -> int:
     """Append the rows of the Arrow ``table`` to the Parquet file ``path`` in place; returns its new size.
 
     ``table``'s schema (with its metadata) becomes the file's: give the kept columns, in order, and

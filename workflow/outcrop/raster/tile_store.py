@@ -94,9 +94,18 @@ def block_layout(rows: np.ndarray, cols: np.ndarray, size: int, side: int) -> Bl
     return BlockLayout(side, k, width, unique, np.searchsorted(unique, keys))
 
 
-def write_tile_blocks(src: Any, out_path: str | os.PathLike[str], rows: np.ndarray, cols: np.ndarray, *,
-                      size: int, stride: int, n_bands: int, what: str = "cutting",
-                      log: Callable[[str], None] | None = None) -> int:
+def write_tile_blocks(
+    src: Any,
+    out_path: str | os.PathLike[str],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    *,
+    size: int,
+    stride: int,
+    n_bands: int,
+    what: str = "cutting",
+    log: Callable[[str], None] | None = None,
+) -> int:
     """Write the blocks of the tiles at (``rows``, ``cols``) of the open prepared scene ``src`` as
     ``out_path`` (atomically), reading its reflectance bands in strips of :data:`STRIP_ROWS` rows.
 
@@ -113,8 +122,11 @@ def write_tile_blocks(src: Any, out_path: str | os.PathLike[str], rows: np.ndarr
     bands = list(range(1, n_bands + 1))
     per_strip = max(1, STRIP_ROWS // side)
     with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
-        header = {"descr": np.lib.format.dtype_to_descr(CODES), "fortran_order": False,
-                  "shape": (len(layout.keys), n_bands, side, side)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(CODES),
+            "fortran_order": False,
+            "shape": (len(layout.keys), n_bands, side, side),
+        }
         np.lib.format.write_array_header_1_0(fh, header)
         # The blocks of each strip of block rows, in file order (keys are sorted row-major).
         starts = np.flatnonzero(np.diff(brow // per_strip, prepend=-1)) if len(brow) else np.empty(0, np.int64)
@@ -237,7 +249,9 @@ class TileArray:
         release_pages(self.blocks)
 
 
-def tile_positions(table_path: str | os.PathLike[str], n_tiles: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+def tile_positions(
+    table_path: str | os.PathLike[str], n_tiles: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """(rows, cols, size) of a tile table's tiles in tile-id order, without reading footprints."""
     import pyarrow.parquet as pq
 
@@ -246,16 +260,20 @@ def tile_positions(table_path: str | os.PathLike[str], n_tiles: int | None = Non
     except FileNotFoundError:
         raise OutcropError(f"{table_path}: file not found (a tile array is read through its tile table)") from None
     except Exception as exc:  # pyarrow raises many kinds: a missing column, a broken file
-        raise OutcropError(f"{table_path}: not a tile table with tile_id, row, col and size "
-                           f"({str(exc).splitlines()[0]})") from None
+        raise OutcropError(
+            f"{table_path}: not a tile table with tile_id, row, col and size ({str(exc).splitlines()[0]})"
+        ) from None
     ids = np.asarray(table.column("tile_id").to_numpy())
     if not np.array_equal(ids, np.arange(len(ids))) or (n_tiles is not None and len(ids) != n_tiles):
         raise OutcropError(f"{table_path}: tile ids are not 0..{len(ids) - 1} in order")
     sizes = np.unique(np.asarray(table.column("size").to_numpy()))
     if len(sizes) > 1:
         raise OutcropError(f"{table_path}: tiles of several sizes {sizes.tolist()}")
-    return (np.asarray(table.column("row").to_numpy(), dtype=np.int64),
-            np.asarray(table.column("col").to_numpy(), dtype=np.int64), int(sizes[0]) if len(sizes) else 0)
+    return (
+        np.asarray(table.column("row").to_numpy(), dtype=np.int64),
+        np.asarray(table.column("col").to_numpy(), dtype=np.int64),
+        int(sizes[0]) if len(sizes) else 0,
+    )
 
 
 def _fill_gaps(block: np.ndarray) -> np.ndarray:
@@ -278,8 +296,10 @@ def open_tiles(path: str | os.PathLike[str], table: str | os.PathLike[str] | Non
     if array.ndim == 4 and array.dtype == np.float32:
         return array  # whole tiles, float32 (runs tiled before the block store)
     if array.ndim != 4 or array.dtype != CODES or array.shape[2] != array.shape[3]:
-        raise OutcropError(f"{path}: not a tile array: {array.dtype} {array.shape} (expected uint16 blocks "
-                           "(M, C, side, side) or float32 tiles (N, C, H, W))")
+        raise OutcropError(
+            f"{path}: not a tile array: {array.dtype} {array.shape} (expected uint16 blocks "
+            "(M, C, side, side) or float32 tiles (N, C, H, W))"
+        )
     table_path = Path(table) if table else path.with_suffix(".parquet")
     rows, cols, size = tile_positions(table_path)
     side = int(array.shape[-1])
@@ -292,6 +312,8 @@ def open_tiles(path: str | os.PathLike[str], table: str | os.PathLike[str] | Non
     except ValueError as exc:
         raise OutcropError(f"{table_path}: {exc}; it does not belong to {path}") from None
     if len(layout.keys) != array.shape[0]:
-        raise OutcropError(f"{path}: holds {array.shape[0]} blocks, but the {len(rows)} tiles of {table_path} "
-                           f"cover {len(layout.keys)}: the array and the table are of different runs")
+        raise OutcropError(
+            f"{path}: holds {array.shape[0]} blocks, but the {len(rows)} tiles of {table_path} "
+            f"cover {len(layout.keys)}: the array and the table are of different runs"
+        )
     return TileArray(array, layout, path)

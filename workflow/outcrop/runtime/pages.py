@@ -14,8 +14,6 @@ from __future__ import annotations
 import mmap
 from typing import Any
 
-import numpy as np
-
 
 def release_pages(array: Any) -> None:
     """``madvise(MADV_DONTNEED)`` over the whole map behind ``array`` (a no-op for other arrays).

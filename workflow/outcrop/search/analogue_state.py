@@ -43,8 +43,12 @@ ARRAYS = (("score", np.float32), ("which", np.int16), ("excluded", np.uint8))
 
 def query_key(deposits: Path, negatives: Path | None, buffer_m: float, exclusion_km: float) -> dict[str, Any]:
     """What the kept scores depend on besides the vectors: the deposits' and negatives' bytes and the distances."""
-    return {"deposits": file_digest(deposits), "negatives": file_digest(negatives) if negatives else None,
-            "buffer_m": float(buffer_m), "exclusion_km": float(exclusion_km)}
+    return {
+        "deposits": file_digest(deposits),
+        "negatives": file_digest(negatives) if negatives else None,
+        "buffer_m": float(buffer_m),
+        "exclusion_km": float(exclusion_km),
+    }
 
 
 class _Column:
@@ -82,9 +86,22 @@ class CandidateRows:
         return _Column(self, name)
 
 
-def save(state_dir: Path, key: dict[str, Any], table_path: Path, embedding_paths: Sequence[Path], queries: np.ndarray,
-         labels: np.ndarray, matched: np.ndarray, score: np.ndarray, which: np.ndarray, excluded: np.ndarray,
-         layout: Any, rasters: Path, similarity_dir: Path, scenes: Sequence[str]) -> None:
+def save(
+    state_dir: Path,
+    key: dict[str, Any],
+    table_path: Path,
+    embedding_paths: Sequence[Path],
+    queries: np.ndarray,
+    labels: np.ndarray,
+    matched: np.ndarray,
+    score: np.ndarray,
+    which: np.ndarray,
+    excluded: np.ndarray,
+    layout: Any,
+    rasters: Path,
+    similarity_dir: Path,
+    scenes: Sequence[str],
+) -> None:
     """Keep what a whole-way run scored, and link its similarity rasters into ``similarity_dir``."""
     from outcrop.search.index_table import IndexTable
 
@@ -94,8 +111,12 @@ def save(state_dir: Path, key: dict[str, Any], table_path: Path, embedding_paths
         with atomic_path(state_dir / f"{name}.bin") as tmp:
             tmp.write_bytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
     with atomic_path(state_dir / "queries.npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, queries=np.asarray(queries, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
-                 matched=np.asarray(matched, dtype=np.int64))
+        np.savez(
+            fh,
+            queries=np.asarray(queries, dtype=np.float32),
+            labels=np.asarray(labels, dtype=np.int64),
+            matched=np.asarray(matched, dtype=np.int64),
+        )
     link_tree(rasters, similarity_dir, list(scenes))
     cache: dict[str, Any] = {}
     digests = {scene_of(p): cached_digest(p, cache) for p in embedding_paths}
@@ -103,14 +124,28 @@ def save(state_dir: Path, key: dict[str, Any], table_path: Path, embedding_paths
     record(state_dir, key, len(score), fingerprint(groups, len(score)), layout, digests, cache)
 
 
-def record(state_dir: Path, key: dict[str, Any], count: int, print_: str, layout: Any, digests: dict[str, str],
-            cache: dict[str, Any]) -> None:
+def record(
+    state_dir: Path,
+    key: dict[str, Any],
+    count: int,
+    print_: str,
+    layout: Any,
+    digests: dict[str, str],
+    cache: dict[str, Any],
+) -> None:
     from outcrop.io import write_json
 
-    write_json(state_dir / "state.json", {"key": key, "count": int(count), "fingerprint": print_,
-                                          "layout": [int(layout.size), int(layout.stride)], "scenes": digests,
-                                          "files": cache})
-
+    write_json(
+        state_dir / "state.json",
+        {
+            "key": key,
+            "count": int(count),
+            "fingerprint": print_,
+            "layout": [int(layout.size), int(layout.stride)],
+            "scenes": digests,
+            "files": cache,
+        },
+    )
 
 
 def read_queries(state_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,6 +153,7 @@ def read_queries(state_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     are excluded around, not searched with)."""
     with np.load(state_dir / "queries.npz", allow_pickle=False) as data:
         return data["queries"], data["labels"], data["matched"]
+
 
 def _fit(path: Path, count: int, itemsize: int) -> bool:
     """Cut ``path`` back to ``count`` items: bytes past the recorded count are an append whose record
@@ -163,8 +199,9 @@ class Kept:
     new_scenes: list[str]
 
 
-def open_kept(state_dir: Path, key: dict[str, Any] | None, index_path: Path, table_path: Path,
-              embedding_paths: Sequence[Path]) -> Kept | None:
+def open_kept(
+    state_dir: Path, key: dict[str, Any] | None, index_path: Path, table_path: Path, embedding_paths: Sequence[Path]
+) -> Kept | None:
     """The kept scores and the index rows added since, or None when they do not hold (other
     deposits, an index rebuilt, a kept scene changed, a new row of a kept scene): the stage then
     goes the whole way."""
@@ -191,8 +228,11 @@ def open_kept(state_dir: Path, key: dict[str, Any] | None, index_path: Path, tab
     if read_index(Path(index_path)).ntotal != opened.count:
         return None
     first = int(np.searchsorted(opened.starts, count, side="right")) - 1
-    part = opened.file.read_row_groups(list(range(max(first, 0), opened.file.num_row_groups))) \
-        if opened.count > count else opened.file.read_row_group(0).slice(0, 0)
+    part = (
+        opened.file.read_row_groups(list(range(max(first, 0), opened.file.num_row_groups)))
+        if opened.count > count
+        else opened.file.read_row_group(0).slice(0, 0)
+    )
     new = _arrow_to_geopandas(part.replace_schema_metadata(opened.file.schema_arrow.metadata))
     new = new[new["id"].to_numpy() >= count].reset_index(drop=True)
     new_scenes = [s for s in by_scene if s not in kept]
@@ -201,14 +241,21 @@ def open_kept(state_dir: Path, key: dict[str, Any] | None, index_path: Path, tab
     return Kept(state, count, files, by_scene, digests, kept, opened, new, new_scenes)
 
 
-def finish(state_dir: Path, key: dict[str, Any] | None, kept: Kept, similarity_dir: Path,
-           prepared_paths: Sequence[Path]) -> None:
+def finish(
+    state_dir: Path, key: dict[str, Any] | None, kept: Kept, similarity_dir: Path, prepared_paths: Sequence[Path]
+) -> None:
     """Link the similarity rasters and record the new count: the add's last step (see :func:`append`)."""
     total = kept.opened.count
     link_tree(state_dir / "similarity", similarity_dir, [scene_of(p) for p in prepared_paths])
-    record(state_dir, key or {}, total, fingerprint(kept.opened.groups_meta(), total), layout_of(kept),
-           {**kept.kept, **{s: kept.digests[s] for s in kept.new_scenes}},
-           given_files(kept.files, list(kept.by_scene.values())))
+    record(
+        state_dir,
+        key or {},
+        total,
+        fingerprint(kept.opened.groups_meta(), total),
+        layout_of(kept),
+        {**kept.kept, **{s: kept.digests[s] for s in kept.new_scenes}},
+        given_files(kept.files, list(kept.by_scene.values())),
+    )
 
 
 def layout_of(kept: Kept) -> Any:
@@ -218,5 +265,16 @@ def layout_of(kept: Kept) -> Any:
     return TileLayout(*kept.state["layout"])
 
 
-__all__ = ["CandidateRows", "Kept", "append", "finish", "layout_of", "open_kept", "query_key", "read_queries",
-           "read_scores", "record", "save"]
+__all__ = [
+    "CandidateRows",
+    "Kept",
+    "append",
+    "finish",
+    "layout_of",
+    "open_kept",
+    "query_key",
+    "read_queries",
+    "read_scores",
+    "record",
+    "save",
+]

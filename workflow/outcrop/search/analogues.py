@@ -40,13 +40,13 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.csvfile import csv_text
+from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
 from outcrop.limits import refuse_above
 from outcrop.raster.geo import scene_rasters
 from outcrop.search import analogue_state
 from outcrop.search.index import load_index, normalise_rows, scene_of, table_vectors
 from outcrop.search.index_table import table_layout
-from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
-from outcrop.csvfile import csv_text
 
 SCORE_BATCH = 1 << 16
 SCORE_CELLS = 1 << 24  # tile x query similarities held at once (64 MiB of float32), whatever the queries
@@ -54,7 +54,9 @@ NAMED = 10  # deposits a warning names before it counts the rest
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
 LON_NAMES = ("lon", "longitude", "long", "x")
 LAT_NAMES = ("lat", "latitude", "y")
-SITE_OVERLAP = default("analogues.site_overlap")  # share of a tile's area that, overlapped by a better tile, makes it that tile's site
+SITE_OVERLAP = default(
+    "analogues.site_overlap"
+)  # share of a tile's area that, overlapped by a better tile, makes it that tile's site
 
 
 MARK_LAYERS = ("positives", "negatives")  # the layers of a marks file (``outcrop serve``)
@@ -80,7 +82,9 @@ def read_deposits(path: str | os.PathLike[str], crs: Any, *, role: str = "positi
         try:
             gdf = read_vector(path, layer=_marks_layer(path, role))
         except Exception as exc:
-            raise OutcropError(f"{path}: not a readable vector file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+            raise OutcropError(
+                f"{path}: not a readable vector file ({str(exc).splitlines()[0] if str(exc) else exc})"
+            ) from None
         if not isinstance(gdf, gpd.GeoDataFrame) or "geometry" not in gdf or gdf.geometry.isna().all():
             raise OutcropError(f"{path}: deposits file has no geometry")
         if gdf.crs is None:
@@ -91,10 +95,17 @@ def read_deposits(path: str | os.PathLike[str], crs: Any, *, role: str = "positi
     if missing.any():
         raise OutcropError(f"{path}: features {np.flatnonzero(missing.to_numpy()).tolist()[:10]} have no geometry")
     refuse_above("deposits", len(gdf), str(path), "deposits")
-    refuse_above("deposit_vertices", int(shapely.get_num_coordinates(gdf.geometry.to_numpy()).sum()), str(path),
-                 "vertices in its geometries")
-    names = (gdf["name"].astype(str).to_numpy() if "name" in gdf.columns
-             else np.array([f"deposit {i + 1}" for i in range(len(gdf))]))
+    refuse_above(
+        "deposit_vertices",
+        int(shapely.get_num_coordinates(gdf.geometry.to_numpy()).sum()),
+        str(path),
+        "vertices in its geometries",
+    )
+    names = (
+        gdf["name"].astype(str).to_numpy()
+        if "name" in gdf.columns
+        else np.array([f"deposit {i + 1}" for i in range(len(gdf))])
+    )
     out = gpd.GeoDataFrame({"name": names}, geometry=gdf.geometry.values, crs=gdf.crs)
     try:
         return out.to_crs(crs)
@@ -159,8 +170,10 @@ def _read_deposits_table(path: Path) -> Any:
     try:
         frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise OutcropError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
-                           f"{exc.start}); save it as UTF-8") from None
+        raise OutcropError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
     except Exception as exc:
         raise OutcropError(f"{path}: not a readable CSV ({exc})") from None
     cols = {str(c).lower().strip(): c for c in frame.columns}
@@ -180,14 +193,16 @@ def _read_deposits_table(path: Path) -> Any:
             try:
                 source = CRS.from_user_input(name)
             except Exception:
-                raise OutcropError(f"{path}: row {rows[0] + 2}: crs: {name!r} is not a known coordinate system "
-                                   "(write e.g. EPSG:3031)") from None
+                raise OutcropError(
+                    f"{path}: row {rows[0] + 2}: crs: {name!r} is not a known coordinate system (write e.g. EPSG:3031)"
+                ) from None
             to_lonlat = Transformer.from_crs(source, "EPSG:4326", always_xy=True)
             x[rows], y[rows] = to_lonlat.transform(x[rows], y[rows])
         bad = ~(np.isfinite(x) & np.isfinite(y))
         if bad.any():
-            raise OutcropError(f"{path}: rows {(np.flatnonzero(bad) + 2).tolist()[:10]} lie outside the area "
-                               "of their crs")
+            raise OutcropError(
+                f"{path}: rows {(np.flatnonzero(bad) + 2).tolist()[:10]} lie outside the area of their crs"
+            )
     else:
         bad = (np.abs(x) > 360) | (np.abs(y) > 90)
         if bad.any():
@@ -195,7 +210,8 @@ def _read_deposits_table(path: Path) -> Any:
             raise OutcropError(
                 f"{path}: rows {(np.flatnonzero(bad) + 2).tolist()[:10]} are not degrees ({lon}={x[first]:g}, "
                 f"{lat}={y[first]:g}); a deposits CSV gives lon,lat (or longitude,latitude, or x,y) in EPSG:4326; "
-                "for other coordinates add a crs column (e.g. EPSG:3031) or use a GeoPackage or GeoJSON")
+                "for other coordinates add a crs column (e.g. EPSG:3031) or use a GeoPackage or GeoJSON"
+            )
     return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs="EPSG:4326")
 
 
@@ -251,8 +267,10 @@ def unmatched_warning(deposits: Any, unmatched: np.ndarray) -> str:
     """The one-line warning for deposits that meet no indexed tile: the first :data:`NAMED` named."""
     named = ", ".join(deposit_label(deposits, int(i)) for i in unmatched[:NAMED])
     more = f" and {len(unmatched) - NAMED:,} more" if len(unmatched) > NAMED else ""
-    return (f"warning: {len(unmatched):,} of {len(deposits):,} deposits meet no indexed tile (outside every scene, "
-            f"or on cloud, water or other ground the index left out) and are left out of the search: {named}{more}")
+    return (
+        f"warning: {len(unmatched):,} of {len(deposits):,} deposits meet no indexed tile (outside every scene, "
+        f"or on cloud, water or other ground the index left out) and are left out of the search: {named}{more}"
+    )
 
 
 def positives_of_shapes(sindex: Any, geoms: np.ndarray, names: Sequence[Any], *, buffer_m: float) -> list[np.ndarray]:
@@ -261,8 +279,10 @@ def positives_of_shapes(sindex: Any, geoms: np.ndarray, names: Sequence[Any], *,
     user clicked or drew is one the user asked about, not one of thousands in a file."""
     positives, unmatched = match_shapes(sindex, geoms, buffer_m=buffer_m)
     if len(unmatched):
-        raise OutcropError(f"deposit {_label(names, int(unmatched[0]))} meets no indexed tile "
-                           f"(outside every scene, or on ground that was not indexed)")
+        raise OutcropError(
+            f"deposit {_label(names, int(unmatched[0]))} meets no indexed tile "
+            f"(outside every scene, or on ground that was not indexed)"
+        )
     return positives
 
 
@@ -273,8 +293,10 @@ def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.n
     """
     positives, unmatched = match_deposits(table, deposits, buffer_m=buffer_m)
     if len(unmatched):
-        raise OutcropError(f"deposit {deposit_label(deposits, int(unmatched[0]))} meets no indexed tile "
-                           f"(outside every scene, or on ground that was not indexed)")
+        raise OutcropError(
+            f"deposit {deposit_label(deposits, int(unmatched[0]))} meets no indexed tile "
+            f"(outside every scene, or on ground that was not indexed)"
+        )
     return positives
 
 
@@ -285,8 +307,9 @@ def distinct_groups(positives: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     it is scored once, and a tile it scores best names the first of them, as scoring each would.
     """
     first: dict[bytes, int] = {}
-    owner = np.array([first.setdefault(np.asarray(p, dtype=np.int64).tobytes(), i) for i, p in enumerate(positives)],
-                     dtype=np.int64)
+    owner = np.array(
+        [first.setdefault(np.asarray(p, dtype=np.int64).tobytes(), i) for i, p in enumerate(positives)], dtype=np.int64
+    )
     return owner, np.unique(owner)
 
 
@@ -323,11 +346,12 @@ def query_chunks(vectors: np.ndarray, groups: Sequence[np.ndarray]) -> Iterator[
     means = _mean_matrix(len(vectors), groups)
     dense = np.asarray(vectors, dtype=np.float32)
     for start in range(0, len(groups), width):
-        yield start, normalise_rows(means[start:start + width] @ dense)
+        yield start, normalise_rows(means[start : start + width] @ dense)
 
 
-def query_vectors(vectors: Any, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
-                  negative_weight: float = 0.5) -> np.ndarray:
+def query_vectors(
+    vectors: Any, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None, negative_weight: float = 0.5
+) -> np.ndarray:
     """(1 + P, D) unit queries: the set query first, then one per positive group (``vectors``: see
     :func:`group_means`)."""
     if not positives:
@@ -348,8 +372,9 @@ def set_query(per: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     return normalise_rows(total[None, :])
 
 
-def scan_queries(vectors: np.ndarray, chunks: Iterable[tuple[int, np.ndarray]], *,
-                 second: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scan_queries(
+    vectors: np.ndarray, chunks: Iterable[tuple[int, np.ndarray]], *, second: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every vector's best cosine over queries given chunk by chunk as (index of the first, rows),
     which query gave it (the first of equals, as one argmax over them all would), and with
     ``second`` the best cosine over all the other queries (-inf where there is none). Similarities
@@ -384,7 +409,7 @@ def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, n
     """Best cosine of every vector over the queries, and which query gave it (exact, in blocks of at
     most :data:`SCORE_CELLS` similarities, so memory stays bounded however many queries there are)."""
     width = max(1, SCORE_CELLS // max(1, queries.shape[1]) // 4)
-    score, which, _ = scan_queries(vectors, ((i, queries[i:i + width]) for i in range(0, len(queries), width)))
+    score, which, _ = scan_queries(vectors, ((i, queries[i : i + width]) for i in range(0, len(queries), width)))
     return score, which
 
 
@@ -406,14 +431,22 @@ def exclusion_pairs(table: Any, deposits: Sequence[Any], exclusion_m: float) -> 
         footprints = np.asarray(table.geometry.values[near])
         areal = shapely.area(geoms[src]) > 0
         # Touching a polygon is not sharing its ground; a point or line inside a footprint is.
-        shared = np.where(areal, shapely.area(shapely.intersection(footprints, geoms[src])) > 0,
-                          shapely.intersects(footprints, geoms[src]))
+        shared = np.where(
+            areal,
+            shapely.area(shapely.intersection(footprints, geoms[src])) > 0,
+            shapely.intersects(footprints, geoms[src]),
+        )
         src, near = src[shared], near[shared]
     return np.asarray(src, dtype=np.int64), np.asarray(near, dtype=np.int64)
 
 
-def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float,
-                 negatives: list[np.ndarray] | None = None) -> np.ndarray:
+def excluded_ids(
+    table: Any,
+    deposits: Sequence[Any],
+    positives: list[np.ndarray],
+    exclusion_m: float,
+    negatives: list[np.ndarray] | None = None,
+) -> np.ndarray:
     """Boolean mask over the table: tiles within ``exclusion_m`` of any deposit's own geometry, the
     positives, and the negatives' own tiles (a place known not to be an analogue is never reported as one).
 
@@ -485,8 +518,12 @@ def top_sites(masked: np.ndarray, table: Any, top: int, site_overlap: float | No
         want = min(2 * want, finite)
 
 
-def score_tiles(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
-                negative_weight: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def score_tiles(
+    vectors: np.ndarray,
+    positives: list[np.ndarray],
+    negatives: list[np.ndarray] | None = None,
+    negative_weight: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
     """Every tile's best cosine over the queries of :func:`query_vectors`, and which query gave it
     (0: the set, ``1 + i``: deposit ``i``), scoring each distinct group of positives once and
     holding a few thousand queries at a time."""
@@ -497,7 +534,7 @@ def score_tiles(vectors: np.ndarray, positives: list[np.ndarray], negatives: lis
     weights = np.bincount(np.searchsorted(firsts, owner), minlength=len(firsts)).astype(np.float64)
     total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
     for start, per in query_chunks(vectors, groups):
-        total += (per.astype(np.float64) * weights[start:start + len(per), None]).sum(axis=0)
+        total += (per.astype(np.float64) * weights[start : start + len(per), None]).sum(axis=0)
     combined = normalise_rows(total[None, :])
     if negatives:
         neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
@@ -507,8 +544,12 @@ def score_tiles(vectors: np.ndarray, positives: list[np.ndarray], negatives: lis
     return score, np.where(which == 0, 0, 1 + firsts[np.maximum(which - 1, 0)])
 
 
-def kept_queries(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
-                 negative_weight: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def kept_queries(
+    vectors: np.ndarray,
+    positives: list[np.ndarray],
+    negatives: list[np.ndarray] | None = None,
+    negative_weight: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
     """The queries of :func:`score_tiles` held at once, to be kept between runs: (1 + G, D) unit
     rows (the set, then each distinct group of positives) and, for each, the ``which`` it gives
     (0: the set, ``1 + i``: deposit ``i``). ``best_scores`` over them, mapped through the labels,
@@ -521,7 +562,7 @@ def kept_queries(vectors: np.ndarray, positives: list[np.ndarray], negatives: li
     total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
     parts = []
     for start, per in query_chunks(vectors, groups):  # summed chunk by chunk, as score_tiles sums them
-        total += (per.astype(np.float64) * weights[start:start + len(per), None]).sum(axis=0)
+        total += (per.astype(np.float64) * weights[start : start + len(per), None]).sum(axis=0)
         parts.append(per)
     per = np.concatenate(parts)
     combined = normalise_rows(total[None, :])
@@ -537,8 +578,10 @@ def score_kept(vectors: np.ndarray, queries: np.ndarray, labels: np.ndarray) -> 
     scanned in the chunks :func:`score_tiles` scans (the set alone, then runs of groups), so that
     the scores equal its scores bit for bit."""
     width = max(1, SCORE_CELLS // max(1, queries.shape[1]) // 4)
-    chunks = itertools.chain([(0, queries[:1])],
-                             ((1 + start, queries[1 + start:1 + start + width]) for start in range(0, len(queries) - 1, width)))
+    chunks = itertools.chain(
+        [(0, queries[:1])],
+        ((1 + start, queries[1 + start : 1 + start + width]) for start in range(0, len(queries) - 1, width)),
+    )
     score, which, _ = scan_queries(vectors, chunks)
     return score, labels[which]
 
@@ -571,8 +614,19 @@ def rank_analogues(
     nearest_positive (the nearest deposit), distance_km (tile centre to that deposit's geometry).
     """
     score, which = score_tiles(vectors, positives, negatives, negative_weight)
-    return rank_scored(score, which, table, positives, deposits, exclusion_m=exclusion_m, top=top, names=names,
-                       site_overlap=site_overlap, negatives=negatives, exclude=exclude)
+    return rank_scored(
+        score,
+        which,
+        table,
+        positives,
+        deposits,
+        exclusion_m=exclusion_m,
+        top=top,
+        names=names,
+        site_overlap=site_overlap,
+        negatives=negatives,
+        exclude=exclude,
+    )
 
 
 def nearest_geometry(points: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -594,10 +648,20 @@ def nearest_geometry(points: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray,
     return nearest, distance
 
 
-def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray],
-                deposits: Sequence[Any], *, exclusion_m: float, top: int, names: Sequence[str] | None,
-                site_overlap: float | None, negatives: list[np.ndarray] | None = None,
-                exclude: Sequence[Any] = ()) -> Any:
+def rank_scored(
+    score: np.ndarray,
+    which: np.ndarray,
+    table: Any,
+    positives: list[np.ndarray],
+    deposits: Sequence[Any],
+    *,
+    exclusion_m: float,
+    top: int,
+    names: Sequence[str] | None,
+    site_overlap: float | None,
+    negatives: list[np.ndarray] | None = None,
+    exclude: Sequence[Any] = (),
+) -> Any:
     """The ranking of :func:`rank_analogues` from scores already computed (``score``: best cosine of
     every tile, -inf for a tile not scored; ``which``: the query that gave it, 0 = the set).
 
@@ -613,8 +677,16 @@ def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: lis
     return rank_masked(masked, which, table, geoms, names, top=top, site_overlap=site_overlap)
 
 
-def rank_masked(masked: np.ndarray, which: np.ndarray, table: Any, deposits: Sequence[Any], names: Sequence[str], *,
-                top: int, site_overlap: float | None) -> Any:
+def rank_masked(
+    masked: np.ndarray,
+    which: np.ndarray,
+    table: Any,
+    deposits: Sequence[Any],
+    names: Sequence[str],
+    *,
+    top: int,
+    site_overlap: float | None,
+) -> Any:
     """The ranking of scores already masked (-inf: excluded or not scored), as :func:`rank_scored` gives it.
 
     ``table`` needs only ``geometry.values[ids]``, ``[column].take(ids)`` and the candidates'
@@ -629,17 +701,19 @@ def rank_masked(masked: np.ndarray, which: np.ndarray, table: Any, deposits: Seq
     n = len(best)
     nearest, dist = nearest_geometry(shapely.centroid(np.asarray(table.geometry.values[best])), geoms)
     query_names = np.array(["set", *names], dtype=object)
-    return pd.DataFrame({
-        "rank": np.arange(1, n + 1, dtype=np.int64),
-        "score": masked[best].astype(np.float64),
-        "id": best.astype(np.int64),
-        # Rows taken before converting: a whole column of a million Arrow strings takes 80 ms to convert.
-        "scene": table["scene"].take(best).to_numpy(),
-        "tile_id": table["tile_id"].take(best).to_numpy(),
-        "nearest_positive": np.array(names, dtype=object)[nearest] if n else np.array([], dtype=object),
-        "distance_km": dist / 1000.0,
-        "query": query_names[which[best]],
-    })
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, n + 1, dtype=np.int64),
+            "score": masked[best].astype(np.float64),
+            "id": best.astype(np.int64),
+            # Rows taken before converting: a whole column of a million Arrow strings takes 80 ms to convert.
+            "scene": table["scene"].take(best).to_numpy(),
+            "tile_id": table["tile_id"].take(best).to_numpy(),
+            "nearest_positive": np.array(names, dtype=object)[nearest] if n else np.array([], dtype=object),
+            "distance_km": dist / 1000.0,
+            "query": query_names[which[best]],
+        }
+    )
 
 
 def find_analogues(
@@ -677,21 +751,38 @@ def find_analogues(
         check_deposits_size(negatives_path, role="negatives")
     key = analogue_state.query_key(deposits_path, negatives_path, buffer_m, exclusion_km) if state_dir else None
     if state_dir is not None and _add_scenes(
-            Path(state_dir), key, index_path, table_path, embedding_paths, deposits_path, prepared_paths, out_gpkg,
-            out_csv, Path(similarity_dir), buffer_m=buffer_m, exclusion_m=exclusion_km * 1000.0, top=top,
-            negatives_path=negatives_path, site_overlap=site_overlap, log=log):
+        Path(state_dir),
+        key,
+        index_path,
+        table_path,
+        embedding_paths,
+        deposits_path,
+        prepared_paths,
+        out_gpkg,
+        out_csv,
+        Path(similarity_dir),
+        buffer_m=buffer_m,
+        exclusion_m=exclusion_km * 1000.0,
+        top=top,
+        negatives_path=negatives_path,
+        site_overlap=site_overlap,
+        log=log,
+    ):
         return
     _, table = load_index(index_path, table_path)
     vectors = table_vectors(table, embedding_paths)
     deposits = read_deposits(deposits_path, table.crs)
     positives, unmatched = matched_positives(deposits_path, table, deposits, buffer_m, log)
     kept = np.setdiff1d(np.arange(len(deposits)), unmatched)
-    log(f"{len(kept):,} deposits select {sum(len(p) for p in positives):,} positive tiles "
-        f"({len(distinct_groups(positives)[1]):,} distinct sets, one query each)")
+    log(
+        f"{len(kept):,} deposits select {sum(len(p) for p in positives):,} positive tiles "
+        f"({len(distinct_groups(positives)[1]):,} distinct sets, one query each)"
+    )
     negatives = None
     if negatives_path is not None:
-        negatives, _ = matched_positives(negatives_path, table,
-                                         read_deposits(negatives_path, table.crs, role="negatives"), buffer_m, log)
+        negatives, _ = matched_positives(
+            negatives_path, table, read_deposits(negatives_path, table.crs, role="negatives"), buffer_m, log
+        )
     if state_dir is None:
         score, which = score_tiles(vectors, positives, negatives)
     else:  # the queries are kept, and an added scene's tiles are scored against them as these are
@@ -700,8 +791,15 @@ def find_analogues(
     geometry = deposits.geometry.to_numpy()
     every = np.concatenate([geometry[kept], geometry[unmatched]])
     excluded = excluded_ids(table, every, positives, exclusion_km * 1000.0, negatives)
-    ranked = rank_masked(np.where(excluded, -np.inf, score), which, table, geometry[kept],
-                         deposits["name"].to_numpy()[kept].tolist(), top=top, site_overlap=site_overlap)
+    ranked = rank_masked(
+        np.where(excluded, -np.inf, score),
+        which,
+        table,
+        geometry[kept],
+        deposits["name"].to_numpy()[kept].tolist(),
+        top=top,
+        site_overlap=site_overlap,
+    )
     ranked = analogue_table(ranked, table)
     write_geodataframe(out_gpkg, ranked, layer="analogues")
     with atomic_path(out_csv) as tmp:
@@ -714,15 +812,44 @@ def find_analogues(
         shutil.rmtree(rasters, ignore_errors=True)
     write_similarity(prepared_paths, table, layout, score, rasters)
     if state_dir is not None:
-        analogue_state.save(Path(state_dir), key, table_path, embedding_paths, queries, labels, kept, score, which,
-                            excluded, layout, rasters, Path(similarity_dir), [scene_of(p) for p in prepared_paths])
+        analogue_state.save(
+            Path(state_dir),
+            key,
+            table_path,
+            embedding_paths,
+            queries,
+            labels,
+            kept,
+            score,
+            which,
+            excluded,
+            layout,
+            rasters,
+            Path(similarity_dir),
+            [scene_of(p) for p in prepared_paths],
+        )
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
 
 
-def _add_scenes(state_dir: Path, key: dict[str, Any] | None, index_path: Path, table_path: Path,
-                embedding_paths: Sequence[Path], deposits_path: Path, prepared_paths: Sequence[Path], out_gpkg: Path,
-                out_csv: Path, similarity_dir: Path, *, buffer_m: float, exclusion_m: float, top: int,
-                negatives_path: Path | None, site_overlap: float | None, log: Callable[[str], Any]) -> bool:
+def _add_scenes(
+    state_dir: Path,
+    key: dict[str, Any] | None,
+    index_path: Path,
+    table_path: Path,
+    embedding_paths: Sequence[Path],
+    deposits_path: Path,
+    prepared_paths: Sequence[Path],
+    out_gpkg: Path,
+    out_csv: Path,
+    similarity_dir: Path,
+    *,
+    buffer_m: float,
+    exclusion_m: float,
+    top: int,
+    negatives_path: Path | None,
+    site_overlap: float | None,
+    log: Callable[[str], Any],
+) -> bool:
     """Score the tiles of scenes added since the kept scores (:mod:`outcrop.search.analogue_state`)
     and rank over all; False when the kept state does not hold (the caller goes the whole way)."""
     from outcrop.search.vectors import table_source
@@ -744,27 +871,37 @@ def _add_scenes(state_dir: Path, key: dict[str, Any] | None, index_path: Path, t
         log(f"{deposits_path}: {unmatched_warning(deposits, unmatched)}")
     geoms = deposits.geometry.to_numpy()
     if len(new):
-        source = table_source(new["scene"].astype(str).to_numpy(), new["tile_id"].to_numpy(),
-                              lambda s: kept.by_scene[s])
+        source = table_source(
+            new["scene"].astype(str).to_numpy(), new["tile_id"].to_numpy(), lambda s: kept.by_scene[s]
+        )
         score = np.empty(source.count, np.float32)
         which = np.empty(source.count, np.int64)
         for start, block in source.chunks():
-            score[start:start + len(block)], which[start:start + len(block)] = score_kept(block, queries, labels)
+            score[start : start + len(block)], which[start : start + len(block)] = score_kept(block, queries, labels)
         analogue_state.append(state_dir, score, which, excluded_ids(new, geoms, [], exclusion_m))
     arrays = analogue_state.read_scores(state_dir, opened.count)
     masked = np.where(arrays[2].astype(bool), -np.inf, arrays[0])
     rows = analogue_state.CandidateRows(opened)
-    ranked = rank_masked(masked, arrays[1].astype(np.int64), rows, geoms[matched],
-                         deposits["name"].to_numpy()[matched].tolist(), top=top, site_overlap=site_overlap)
+    ranked = rank_masked(
+        masked,
+        arrays[1].astype(np.int64),
+        rows,
+        geoms[matched],
+        deposits["name"].to_numpy()[matched].tolist(),
+        top=top,
+        site_overlap=site_overlap,
+    )
     ranked = analogue_table(ranked, rows)
     write_geodataframe(out_gpkg, ranked, layer="analogues")
     with atomic_path(out_csv) as tmp:
         tmp.write_text(analogues_csv(ranked), encoding="utf-8")
     drawn = [p for p in prepared_paths if scene_of(p) in set(kept.new_scenes)]
-    write_similarity(drawn, new, analogue_state.layout_of(kept), arrays[0][kept.count:], state_dir / "similarity")
+    write_similarity(drawn, new, analogue_state.layout_of(kept), arrays[0][kept.count :], state_dir / "similarity")
     analogue_state.finish(state_dir, key, kept, Path(similarity_dir), prepared_paths)
-    log(f"analogues: {len(new)} tiles of {len(kept.new_scenes)} added scene(s) scored, {opened.count} ranked from "
-        f"kept scores; wrote {len(ranked)} analogues")
+    log(
+        f"analogues: {len(new)} tiles of {len(kept.new_scenes)} added scene(s) scored, {opened.count} ranked from "
+        f"kept scores; wrote {len(ranked)} analogues"
+    )
     return True
 
 
@@ -777,8 +914,13 @@ def _meets(table: Any, marks: Any, buffer_m: float) -> bool:
 def write_similarity(prepared_paths: Sequence[Path], table: Any, layout: Any, score: np.ndarray, folder: Path) -> None:
     """``folder/{scene}.tif``: each tile's best cosine over the queries at its cell, per scene."""
     for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):
-        write_cog(Path(folder) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
-                  "nodata": np.nan}, band_names=["similarity"], resampling="average")
+        write_cog(
+            Path(folder) / f"{scene}.tif",
+            raster,
+            {"crs": grid.crs, "transform": transform, "nodata": np.nan},
+            band_names=["similarity"],
+            resampling="average",
+        )
 
 
 def analogue_table(ranked: Any, table: Any, to_lonlat: Any = None) -> Any:
@@ -804,16 +946,18 @@ def analogues_csv(ranked: Any) -> str:
     return csv_text(ranked[RESULT_COLUMNS], float_format="%.6f")
 
 
-def matched_positives(path: Path, table: Any, deposits: Any, buffer_m: float,
-                      log: Callable[[str], Any]) -> tuple[list[np.ndarray], np.ndarray]:
+def matched_positives(
+    path: Path, table: Any, deposits: Any, buffer_m: float, log: Callable[[str], Any]
+) -> tuple[list[np.ndarray], np.ndarray]:
     """:func:`match_deposits`, with a warning in ``log`` naming the deposits that meet no tile; an
     error naming the file when none does."""
     positives, unmatched = match_deposits(table, deposits, buffer_m=buffer_m)
     if not positives:
         first = f"deposit {deposit_label(deposits, int(unmatched[0]))}"
-        raise OutcropError(f"{path}: {first} meets no indexed tile (outside every scene, or on ground that was not "
-                           "indexed)" + (f", nor does any other of its {len(unmatched):,} deposits"
-                                         if len(unmatched) > 1 else ""))
+        raise OutcropError(
+            f"{path}: {first} meets no indexed tile (outside every scene, or on ground that was not "
+            "indexed)" + (f", nor does any other of its {len(unmatched):,} deposits" if len(unmatched) > 1 else "")
+        )
     if len(unmatched):
         log(f"{path}: {unmatched_warning(deposits, unmatched)}")
     return positives, unmatched

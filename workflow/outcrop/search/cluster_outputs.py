@@ -89,17 +89,30 @@ class Summary:
 
     @classmethod
     def empty(cls, levels: dict[str, int], bands: int) -> Summary:
-        return cls(dict(levels), [], {lv: np.zeros(n, np.int64) for lv, n in levels.items()},
-                   {lv: np.zeros((n, len(FRACTIONS))) for lv, n in levels.items()},
-                   {lv: np.zeros((n, bands)) for lv, n in levels.items()},
-                   {lv: np.zeros(n, np.int64) for lv, n in levels.items()},
-                   {lv: np.zeros((n, 0), bool) for lv, n in levels.items()},
-                   np.full((max(levels.values()), 0), -np.inf), np.zeros((max(levels.values()), 0), np.int64),
-                   np.zeros((max(levels.values()), 0), np.int64))
+        return cls(
+            dict(levels),
+            [],
+            {lv: np.zeros(n, np.int64) for lv, n in levels.items()},
+            {lv: np.zeros((n, len(FRACTIONS))) for lv, n in levels.items()},
+            {lv: np.zeros((n, bands)) for lv, n in levels.items()},
+            {lv: np.zeros(n, np.int64) for lv, n in levels.items()},
+            {lv: np.zeros((n, 0), bool) for lv, n in levels.items()},
+            np.full((max(levels.values()), 0), -np.inf),
+            np.zeros((max(levels.values()), 0), np.int64),
+            np.zeros((max(levels.values()), 0), np.int64),
+        )
 
-    def add(self, levels: dict[str, np.ndarray], scenes: np.ndarray, fractions: np.ndarray,
-            spectra_rows: np.ndarray, spectra: np.ndarray, finest: str, sims: np.ndarray,
-            tile_ids: np.ndarray) -> None:
+    def add(
+        self,
+        levels: dict[str, np.ndarray],
+        scenes: np.ndarray,
+        fractions: np.ndarray,
+        spectra_rows: np.ndarray,
+        spectra: np.ndarray,
+        finest: str,
+        sims: np.ndarray,
+        tile_ids: np.ndarray,
+    ) -> None:
         """Add tiles: their label at each level, scene, fractions (N, F), the rows of them sampled
         for band means with those means (M, C), and their similarity to their finest centroid."""
         new_scenes = [s for s in dict.fromkeys(np.asarray(scenes).astype(str).tolist()) if s not in self.scenes]
@@ -110,17 +123,23 @@ class Summary:
             labels = np.asarray(levels[level], dtype=np.int64)
             self.size[level] = self.size[level] + np.bincount(labels, minlength=n)
             self.fractions[level] = self.fractions[level] + np.stack(
-                [np.bincount(labels, weights=fractions[:, j], minlength=n) for j in range(fractions.shape[1])], 1)
+                [np.bincount(labels, weights=fractions[:, j], minlength=n) for j in range(fractions.shape[1])], 1
+            )
             picked = labels[spectra_rows]
             self.sampled[level] = self.sampled[level] + np.bincount(picked, minlength=n)
             self.spectrum[level] = self.spectrum[level] + np.stack(
-                [np.bincount(picked, weights=spectra[:, j], minlength=n) for j in range(spectra.shape[1])], 1)
+                [np.bincount(picked, weights=spectra[:, j], minlength=n) for j in range(spectra.shape[1])], 1
+            )
             seen = np.zeros((n, len(self.scenes)), bool)
-            seen[:, :self.seen[level].shape[1]] = self.seen[level]
+            seen[:, : self.seen[level].shape[1]] = self.seen[level]
             seen[labels, codes] = True
             self.seen[level] = seen
-        self._exemplars(np.asarray(levels[finest], dtype=np.int64), np.asarray(sims, dtype=np.float64), codes,
-                        np.asarray(tile_ids, dtype=np.int64))
+        self._exemplars(
+            np.asarray(levels[finest], dtype=np.int64),
+            np.asarray(sims, dtype=np.float64),
+            codes,
+            np.asarray(tile_ids, dtype=np.int64),
+        )
 
     def _exemplars(self, labels: np.ndarray, sims: np.ndarray, codes: np.ndarray, tile_ids: np.ndarray) -> None:
 
@@ -134,14 +153,19 @@ class Summary:
         out_scenes = np.zeros((k, EXEMPLARS), np.int64)
         out_tiles = np.zeros((k, EXEMPLARS), np.int64)
         for c, rows in enumerate(exemplars_by_similarity(sims, labels, k, EXEMPLARS)):
-            out_sims[c, :len(rows)], out_scenes[c, :len(rows)], out_tiles[c, :len(rows)] = \
-                sims[rows], codes[rows], tile_ids[rows]
+            out_sims[c, : len(rows)], out_scenes[c, : len(rows)], out_tiles[c, : len(rows)] = (
+                sims[rows],
+                codes[rows],
+                tile_ids[rows],
+            )
         self.exemplar_sims, self.exemplar_scenes, self.exemplar_tiles = out_sims, out_scenes, out_tiles
 
     def exemplars(self) -> list[list[tuple[str, int]]]:
         """(scene, tile id) of each cluster's exemplars, most central first."""
-        return [[(self.scenes[int(s)], int(t)) for v, s, t in zip(sims, scenes, tiles) if np.isfinite(v)]
-                for sims, scenes, tiles in zip(self.exemplar_sims, self.exemplar_scenes, self.exemplar_tiles)]
+        return [
+            [(self.scenes[int(s)], int(t)) for v, s, t in zip(sims, scenes, tiles) if np.isfinite(v)]
+            for sims, scenes, tiles in zip(self.exemplar_sims, self.exemplar_scenes, self.exemplar_tiles)
+        ]
 
     def table(self, bands: Sequence[str]) -> Any:
         """The summary table, as :func:`outcrop.search.clusters.cluster_tiles` writes it."""
@@ -151,8 +175,9 @@ class Summary:
         with np.errstate(invalid="ignore", divide="ignore"):
             for level, n in self.levels.items():
                 size = self.size[level]
-                frame = pd.DataFrame({"level": level, "cluster": np.arange(n), "size": size,
-                                      "share": size / max(1, int(size.sum()))})
+                frame = pd.DataFrame(
+                    {"level": level, "cluster": np.arange(n), "size": size, "share": size / max(1, int(size.sum()))}
+                )
                 frame[[f"mean_{b}" for b in bands]] = self.spectrum[level] / self.sampled[level][:, None]
                 frame[list(FRACTIONS)] = self.fractions[level] / size[:, None]
                 frame["scenes"] = self.seen[level].sum(axis=1).astype(int)
@@ -160,8 +185,11 @@ class Summary:
         return pd.concat(frames, ignore_index=True)
 
     def save(self, path: Path) -> None:
-        arrays = {"exemplar_sims": self.exemplar_sims, "exemplar_scenes": self.exemplar_scenes,
-                  "exemplar_tiles": self.exemplar_tiles}
+        arrays = {
+            "exemplar_sims": self.exemplar_sims,
+            "exemplar_scenes": self.exemplar_scenes,
+            "exemplar_tiles": self.exemplar_tiles,
+        }
         for level in self.levels:
             for name in ("size", "fractions", "spectrum", "sampled", "seen"):
                 arrays[f"{level}/{name}"] = getattr(self, name)[level]
@@ -172,11 +200,22 @@ class Summary:
     def load(cls, path: Path, levels: dict[str, int], scenes: list[str]) -> Summary | None:
         try:
             with np.load(path, allow_pickle=False) as data:
-                parts = {name: {lv: data[f"{lv}/{name}"] for lv in levels}
-                         for name in ("size", "fractions", "spectrum", "sampled", "seen")}
-                out = cls(dict(levels), list(scenes), parts["size"], parts["fractions"], parts["spectrum"],
-                          parts["sampled"], parts["seen"], data["exemplar_sims"], data["exemplar_scenes"],
-                          data["exemplar_tiles"])
+                parts = {
+                    name: {lv: data[f"{lv}/{name}"] for lv in levels}
+                    for name in ("size", "fractions", "spectrum", "sampled", "seen")
+                }
+                out = cls(
+                    dict(levels),
+                    list(scenes),
+                    parts["size"],
+                    parts["fractions"],
+                    parts["spectrum"],
+                    parts["sampled"],
+                    parts["seen"],
+                    data["exemplar_sims"],
+                    data["exemplar_scenes"],
+                    data["exemplar_tiles"],
+                )
         except (OSError, KeyError, ValueError):
             return None
         if any(out.seen[lv].shape != (n, len(scenes)) for lv, n in levels.items()):

@@ -22,20 +22,21 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.csvfile import write_csv
+from outcrop.io import read_geoparquet, write_cog, write_geodataframe
 from outcrop.raster.geo import TileLayout, infer_layout, scene_band_names, scene_rasters
 from outcrop.search.cluster_outputs import Summary, exemplars_by_similarity, fingerprint, link_tree
 from outcrop.search.incremental import cached_digest, link_or_copy
-from outcrop.search.index_table import IndexTable, table_layout
 from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
+from outcrop.search.index_table import IndexTable, table_layout
 from outcrop.search.vectors import VectorSource, table_source
-from outcrop.csvfile import write_csv
-from outcrop.io import read_geoparquet, write_cog, write_geodataframe
 
 SPECTRUM_BATCH = 2048
 
 
-def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 10,
-                     max_points_per_centroid: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def spherical_kmeans(
+    vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 10, max_points_per_centroid: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded spherical k-means with FAISS: (labels (N,) int64, unit centroids (k, D) float32).
 
     Labels are numbered by decreasing cluster size (ties by centroid order), so that the same
@@ -54,8 +55,9 @@ def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int =
     return rank[labels], centroids[order]
 
 
-def train_centroids(sample: np.ndarray, k: int, *, seed: int = 0, niter: int = 10,
-                    max_points_per_centroid: int = 64) -> np.ndarray:
+def train_centroids(
+    sample: np.ndarray, k: int, *, seed: int = 0, niter: int = 10, max_points_per_centroid: int = 64
+) -> np.ndarray:
     """Unit centroids (k, D) of seeded spherical k-means on ``sample`` (k-means++ seeds), unordered.
 
     At coast scale the sample is a seeded draw of ``clusters.sample`` tiles, not every tile: FAISS
@@ -67,8 +69,16 @@ def train_centroids(sample: np.ndarray, k: int, *, seed: int = 0, niter: int = 1
     n, dim = sample.shape
     if not 1 <= k <= n:
         raise OutcropError(f"k-means with k={k} needs between 1 and {n} (the number of tiles) clusters")
-    km = faiss.Kmeans(dim, k, niter=niter, seed=seed, spherical=True, verbose=False,
-                      max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
+    km = faiss.Kmeans(
+        dim,
+        k,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        max_points_per_centroid=max_points_per_centroid,
+        min_points_per_centroid=1,
+    )
     km.train(sample, init_centroids=kmeans_plus_plus(sample, k, seed=seed))
     return normalise_rows(km.centroids)
 
@@ -91,14 +101,15 @@ def assign_stream(source: VectorSource, centroids: np.ndarray) -> tuple[np.ndarr
     sims = np.empty(source.count, dtype=np.float32)
     for start, block in source.chunks():
         for s in range(0, len(block), SEARCH_BATCH):
-            d, ids = index.search(block[s:s + SEARCH_BATCH], 1)
-            labels[start + s:start + s + len(ids)] = ids[:, 0]
-            sims[start + s:start + s + len(ids)] = d[:, 0]
+            d, ids = index.search(block[s : s + SEARCH_BATCH], 1)
+            labels[start + s : start + s + len(ids)] = ids[:, 0]
+            sims[start + s : start + s + len(ids)] = d[:, 0]
     return labels, sims
 
 
-def kmeans_plus_plus(vectors: np.ndarray, k: int, *, seed: int = 0, sample: int = 50_000,
-                     per_seed: int = 16) -> np.ndarray:
+def kmeans_plus_plus(
+    vectors: np.ndarray, k: int, *, seed: int = 0, sample: int = 50_000, per_seed: int = 16
+) -> np.ndarray:
     """Greedy k-means++ seeds (Arthur & Vassilvitskii, 2007) from a seeded sample, by cosine distance.
 
     FAISS starts from k random points, which often puts two seeds in one cluster and none in
@@ -320,9 +331,23 @@ def cluster_tiles(
     if not (len(embedding_paths) == len(tiles_paths) == len(prepared_paths)):
         raise OutcropError("clusters: embeddings, tiles and prepared scenes must be given per scene, aligned")
     if state_dir is not None and not retrain:
-        added = _add_scenes(Path(index_table), embedding_paths, tiles_paths, prepared_paths, out_gpkg, out_parquet,
-                            out_summary, Path(rasters_dir), ks=ks, cuts=cuts, seed=seed, sample=sample,
-                            state_dir=Path(state_dir), drift_max=drift_max, log=log)
+        added = _add_scenes(
+            Path(index_table),
+            embedding_paths,
+            tiles_paths,
+            prepared_paths,
+            out_gpkg,
+            out_parquet,
+            out_summary,
+            Path(rasters_dir),
+            ks=ks,
+            cuts=cuts,
+            seed=seed,
+            sample=sample,
+            state_dir=Path(state_dir),
+            drift_max=drift_max,
+            log=log,
+        )
         if added is not None:
             return added
     table = read_geoparquet(index_table)
@@ -345,7 +370,9 @@ def cluster_tiles(
     prior = incremental.read_state(Path(state_dir) / "state.json") if state_dir is not None else None
     # A kept scene's embeddings keep their size and mtime: their digest comes from the state, unread.
     files = incremental.file_cache(prior)
-    digests = {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
+    digests = (
+        {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
+    )
     settings = {"seed": seed, "sample": sample, "dim": source.dim}
     if state_dir is not None and not retrain:
         kept, state, new_scenes = incremental.kept_centroids(Path(state_dir), prior, digests, settings, ks, log)
@@ -369,14 +396,17 @@ def cluster_tiles(
         if k in kept:
             centroids = kept[k]
             labels, sims = assign_stream(source, centroids)
-            log(f"k-means k={k}: kept centroids, {len(table)} tiles assigned"
-                + (f" (drift {drift:.3f})" if drift is not None else ""))
+            log(
+                f"k-means k={k}: kept centroids, {len(table)} tiles assigned"
+                + (f" (drift {drift:.3f})" if drift is not None else "")
+            )
         else:
             if sample_vectors is None:
                 _, sample_vectors = source.sample(sample, seed)
             if k > len(sample_vectors):
-                raise OutcropError(f"clusters: k={k} is more than the {len(sample_vectors)} sampled tiles "
-                                   f"(clusters.sample)")
+                raise OutcropError(
+                    f"clusters: k={k} is more than the {len(sample_vectors)} sampled tiles (clusters.sample)"
+                )
             centroids = train_centroids(sample_vectors, k, seed=seed)
             labels, sims = assign_stream(source, centroids)
             order = size_order(np.bincount(labels, minlength=k))
@@ -387,8 +417,10 @@ def cluster_tiles(
         empty = k - len(np.unique(labels))
         if empty:
             # Fewer distinct tiles than k (identical snow or sea tiles): some clusters get no tile.
-            raise OutcropError(f"clusters: k={k} leaves {empty} cluster(s) empty: the {len(table)} indexed tiles "
-                               f"hold fewer than {k} distinct groups; give smaller values of clusters.k")
+            raise OutcropError(
+                f"clusters: k={k} leaves {empty} cluster(s) empty: the {len(table)} indexed tiles "
+                f"hold fewer than {k} distinct groups; give smaller values of clusters.k"
+            )
         levels[f"k{k}"] = labels
         cents[k] = centroids
         log(f"k-means k={k}: cluster sizes {np.bincount(labels, minlength=k).tolist()[:12]}{'…' if k > 12 else ''}")
@@ -418,32 +450,78 @@ def cluster_tiles(
     spectrum_rows = np.sort(np.random.default_rng(seed).choice(len(table), min(sample, len(table)), replace=False))
     bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths, spectrum_rows)
     summary = Summary.empty({name: int(labels.max()) + 1 for name, labels in levels.items()}, len(bands))
-    summary.add(levels, scenes, table[list(FRACTIONS)].to_numpy(dtype=np.float64), spectrum_rows, spectra,
-                f"k{kmax}", finest_sims, table["tile_id"].to_numpy())
+    summary.add(
+        levels,
+        scenes,
+        table[list(FRACTIONS)].to_numpy(dtype=np.float64),
+        spectrum_rows,
+        spectra,
+        f"k{kmax}",
+        finest_sims,
+        table["tile_id"].to_numpy(),
+    )
     write_csv(summary.table(bands), out_summary, float_format="%.6g")
     layout = table_layout(Path(index_table), table)  # the grid the tiles were cut on, as the index table records it
-    clustering = Clustering(table, levels, finest_sims, centroids, linkage, sizes, cuts, bands,
-                            exemplar_tiles=summary.exemplars(), layout=layout, counts=summary.levels)
+    clustering = Clustering(
+        table,
+        levels,
+        finest_sims,
+        centroids,
+        linkage,
+        sizes,
+        cuts,
+        bands,
+        exemplar_tiles=summary.exemplars(),
+        layout=layout,
+        counts=summary.levels,
+    )
     _write_label_rasters(clustering, prepared_paths, kept_outputs / "rasters" if kept_outputs else rasters_dir)
     if kept_outputs is not None:
         link_tree(kept_outputs / "rasters", Path(rasters_dir), [scene_of(p) for p in prepared_paths])
         summary.save(kept_outputs / "summary.npz")
         groups = IndexTable.open(Path(index_table)).groups_meta()
-        outputs = {"count": int(len(table)), "fingerprint": fingerprint(groups, len(table)),
-                   "levels": summary.levels, "cuts": cuts, "layout": [layout.size, layout.stride],
-                   "scenes": summary.scenes, "bands": bands, "linkage": linkage.tolist(),
-                   "sample_rate": len(spectrum_rows) / len(table)}
-        incremental.save_cluster_state(Path(state_dir), cents, distances, digests, settings,
-                                       incremental.given_files(files, [embeddings_of(s) for s in digests]),
-                                       outputs=outputs)
+        outputs = {
+            "count": int(len(table)),
+            "fingerprint": fingerprint(groups, len(table)),
+            "levels": summary.levels,
+            "cuts": cuts,
+            "layout": [layout.size, layout.stride],
+            "scenes": summary.scenes,
+            "bands": bands,
+            "linkage": linkage.tolist(),
+            "sample_rate": len(spectrum_rows) / len(table),
+        }
+        incremental.save_cluster_state(
+            Path(state_dir),
+            cents,
+            distances,
+            digests,
+            settings,
+            incremental.given_files(files, [embeddings_of(s) for s in digests]),
+            outputs=outputs,
+        )
     log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
     return clustering
 
 
-def _add_scenes(index_table: Path, embedding_paths: Sequence[Path], tiles_paths: Sequence[Path],
-                prepared_paths: Sequence[Path], out_gpkg: Path, out_parquet: Path, out_summary: Path,
-                rasters_dir: Path, *, ks: list[int], cuts: list[int], seed: int, sample: int, state_dir: Path,
-                drift_max: float, log: Callable[[str], Any]) -> Clustering | None:
+def _add_scenes(
+    index_table: Path,
+    embedding_paths: Sequence[Path],
+    tiles_paths: Sequence[Path],
+    prepared_paths: Sequence[Path],
+    out_gpkg: Path,
+    out_parquet: Path,
+    out_summary: Path,
+    rasters_dir: Path,
+    *,
+    ks: list[int],
+    cuts: list[int],
+    seed: int,
+    sample: int,
+    state_dir: Path,
+    drift_max: float,
+    log: Callable[[str], Any],
+) -> Clustering | None:
     """Label only the tiles of scenes added since the kept clustering (:mod:`outcrop.search.cluster_outputs`):
     their rows are appended to the kept labels, their rasters written, every other output linked as
     it is, the summary updated from the kept sums. None when the kept state cannot be extended (then
@@ -484,8 +562,11 @@ def _add_scenes(index_table: Path, embedding_paths: Sequence[Path], tiles_paths:
         log("kept cluster outputs do not match the index (rebuilt since, or damaged): clustering the whole way")
         return None
     summary = Summary.load(state_dir / "summary.npz", levels_n, list(outputs.get("scenes", [])))
-    centroids = {k: np.load(state_dir / f"centroids_k{k}.npy", allow_pickle=False) for k in ks
-                 if (state_dir / f"centroids_k{k}.npy").is_file()}
+    centroids = {
+        k: np.load(state_dir / f"centroids_k{k}.npy", allow_pickle=False)
+        for k in ks
+        if (state_dir / f"centroids_k{k}.npy").is_file()
+    }
     if summary is None or set(centroids) != set(ks):
         return None
     kmax = ks[-1]
@@ -496,8 +577,11 @@ def _add_scenes(index_table: Path, embedding_paths: Sequence[Path], tiles_paths:
     first = int(np.searchsorted(opened.starts, count, side="right")) - 1
     from geopandas.io.arrow import _arrow_to_geopandas
 
-    part = opened.file.read_row_groups(list(range(max(first, 0), opened.file.num_row_groups))) \
-        if opened.count > count else opened.file.read_row_group(0).slice(0, 0)
+    part = (
+        opened.file.read_row_groups(list(range(max(first, 0), opened.file.num_row_groups)))
+        if opened.count > count
+        else opened.file.read_row_group(0).slice(0, 0)
+    )
     new = _arrow_to_geopandas(part.replace_schema_metadata(opened.file.schema_arrow.metadata))
     new = new[new["id"].to_numpy() >= count].reset_index(drop=True)
     new_rows = len(new)
@@ -534,14 +618,27 @@ def _add_scenes(index_table: Path, embedding_paths: Sequence[Path], tiles_paths:
                 raise OutcropError(f"clusters: the new scenes' bands {got_bands} differ from the run's {bands}")
         else:
             spectra = np.zeros((0, len(bands)))
-        summary.add(levels, scenes, new[list(FRACTIONS)].to_numpy(dtype=np.float64), picked, spectra, f"k{kmax}",
-                    sims, new["tile_id"].to_numpy())
+        summary.add(
+            levels,
+            scenes,
+            new[list(FRACTIONS)].to_numpy(dtype=np.float64),
+            picked,
+            spectra,
+            f"k{kmax}",
+            sims,
+            new["tile_id"].to_numpy(),
+        )
         from geopandas.io.arrow import _geopandas_to_arrow
 
         arrow = _geopandas_to_arrow(out, index=False)
         kept_schema = pq.ParquetFile(state_dir / "labels.parquet").schema_arrow
-        append_table(state_dir / "labels.parquet", arrow.select(kept_schema.names).cast(
-            kept_schema.with_metadata(_merged_geo(kept_schema.metadata, arrow.schema.metadata))), keep_tail=True)
+        append_table(
+            state_dir / "labels.parquet",
+            arrow.select(kept_schema.names).cast(
+                kept_schema.with_metadata(_merged_geo(kept_schema.metadata, arrow.schema.metadata))
+            ),
+            keep_tail=True,
+        )
         pyogrio.write_dataframe(out, state_dir / "labels.gpkg", layer="clusters", append=True)
     if not new_rows:  # nothing appended: the tables' time is this job's, as Snakemake expects of its outputs
         for name in ("labels.parquet", "labels.gpkg"):
@@ -549,22 +646,40 @@ def _add_scenes(index_table: Path, embedding_paths: Sequence[Path], tiles_paths:
     link_or_copy(state_dir / "labels.parquet", out_parquet)
     link_or_copy(state_dir / "labels.gpkg", out_gpkg)
     write_csv(summary.table(bands), out_summary, float_format="%.6g")
-    clustering = Clustering(new, levels if new_rows else {n: np.empty(0, np.int64) for n in levels_n},
-                            sims, centroids[kmax], linkage, summary.size[f"k{kmax}"], cuts, bands,
-                            exemplar_tiles=summary.exemplars(), drawn=tuple(new_scenes), layout=layout,
-                            counts=levels_n)
+    clustering = Clustering(
+        new,
+        levels if new_rows else {n: np.empty(0, np.int64) for n in levels_n},
+        sims,
+        centroids[kmax],
+        linkage,
+        summary.size[f"k{kmax}"],
+        cuts,
+        bands,
+        exemplar_tiles=summary.exemplars(),
+        drawn=tuple(new_scenes),
+        layout=layout,
+        counts=levels_n,
+    )
     drawn = [p for p in prepared_paths if scene_of(p) in set(new_scenes)]
     _write_label_rasters(clustering, drawn, state_dir / "rasters")
     link_tree(state_dir / "rasters", rasters_dir, list(by_scene))
     summary.save(state_dir / "summary.npz")
     total = count + new_rows
     outputs.update(count=total, fingerprint=fingerprint(groups, total), scenes=summary.scenes)
-    incremental.save_cluster_state(state_dir, centroids, dict(prior.get("train_distance") or {}),
-                                   {**kept_scenes, **{s: digests[s] for s in new_scenes}}, prior["settings"],
-                                   incremental.given_files(files, list(by_scene.values())), outputs=outputs)
+    incremental.save_cluster_state(
+        state_dir,
+        centroids,
+        dict(prior.get("train_distance") or {}),
+        {**kept_scenes, **{s: digests[s] for s in new_scenes}},
+        prior["settings"],
+        incremental.given_files(files, list(by_scene.values())),
+        outputs=outputs,
+    )
     commit(state_dir / "labels.parquet")
-    log(f"clusters: {new_rows} tiles of {len(new_scenes)} added scene(s) assigned to the kept centroids "
-        f"({', '.join(new_scenes) or 'none'}); {total} tiles labelled, kept outputs linked")
+    log(
+        f"clusters: {new_rows} tiles of {len(new_scenes)} added scene(s) assigned to the kept centroids "
+        f"({', '.join(new_scenes) or 'none'}); {total} tiles labelled, kept outputs linked"
+    )
     return clustering
 
 
@@ -577,8 +692,12 @@ def _merged_geo(kept: dict | None, new: dict | None) -> dict:
     box = json.loads((new or {}).get(b"geo", b"{}") or b"{}").get("columns", {}).get("geometry", {}).get("bbox")
     old = geo["columns"]["geometry"].get("bbox")
     if box and old:
-        geo["columns"]["geometry"]["bbox"] = [min(old[0], box[0]), min(old[1], box[1]),
-                                              max(old[2], box[2]), max(old[3], box[3])]
+        geo["columns"]["geometry"]["bbox"] = [
+            min(old[0], box[0]),
+            min(old[1], box[1]),
+            max(old[2], box[2]),
+            max(old[3], box[3]),
+        ]
     meta[b"geo"] = json.dumps(geo).encode()
     return meta
 
@@ -593,8 +712,9 @@ def labels_frame(table: Any, levels: dict[str, np.ndarray]) -> Any:
     return out.set_geometry(table.geometry.values, crs=table.crs)
 
 
-def _indexed_spectra(table: Any, tiles_paths: Sequence[Path], prepared_paths: Sequence[Path],
-                     rows: np.ndarray) -> tuple[list[str], np.ndarray]:
+def _indexed_spectra(
+    table: Any, tiles_paths: Sequence[Path], prepared_paths: Sequence[Path], rows: np.ndarray
+) -> tuple[list[str], np.ndarray]:
     """Mean spectrum (len(rows), C) of the indexed tiles at table positions ``rows``, and the band names
     (every scene's checked, read or not)."""
     by_scene = {scene_of(p): (t, p) for t, p in zip(tiles_paths, prepared_paths)}
@@ -626,8 +746,9 @@ def _indexed_spectra(table: Any, tiles_paths: Sequence[Path], prepared_paths: Se
 
 def exemplars(vectors: np.ndarray, labels: np.ndarray, centroids: np.ndarray, per_cluster: int = 6) -> list[np.ndarray]:
     """Row positions of the ``per_cluster`` tiles most similar to each centroid, best first."""
-    return exemplars_by_similarity(np.einsum("ij,ij->i", vectors, centroids[labels]), labels, len(centroids),
-                                   per_cluster)
+    return exemplars_by_similarity(
+        np.einsum("ij,ij->i", vectors, centroids[labels]), labels, len(centroids), per_cluster
+    )
 
 
 def label_nodata(clustering: Clustering) -> tuple[Any, int]:
@@ -640,8 +761,9 @@ def scene_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path]) 
     """Per scene: (scene, grid, raster, transform) of every level's labels (a band per level, in
     the order of ``clustering.levels``) at tile cells; scenes with no indexed tile are all nodata."""
     table = clustering.table
-    layout = clustering.layout or infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(),
-                                               table["col"].to_numpy(), table["size"].to_numpy())
+    layout = clustering.layout or infer_layout(
+        table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(), table["size"].to_numpy()
+    )
     stacked = np.stack(list(clustering.levels.values()), 1)
     dtype, nodata = label_nodata(clustering)
     yield from scene_rasters(prepared_paths, table, layout, stacked, nodata, dtype)
@@ -673,5 +795,12 @@ def _write_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path],
             if name == raster_level:
                 targets.append(Path(rasters_dir) / f"{scene}.tif")
             for target in targets:
-                write_cog(target, raster[band : band + 1], profile, band_names=[name], tags={"level": name},
-                          colormap=colormaps[name], categories=categories[name])
+                write_cog(
+                    target,
+                    raster[band : band + 1],
+                    profile,
+                    band_names=[name],
+                    tags={"level": name},
+                    colormap=colormaps[name],
+                    categories=categories[name],
+                )

@@ -43,10 +43,19 @@ RAW_PIXELS_MAX = RAW_PIXEL_FLOATS  # floats: raw-pixel features beyond this are 
 STAT_CHUNK = 4096  # tiles per chunk when computing band statistics of memory-mapped tiles
 
 
-def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any], positives: list[np.ndarray], *,
-                        exclusion_m: float, site_overlap: float | None, hidden: Sequence[int] | None = None,
-                        exclude: Sequence[Any] = (), log: Callable[[str], None] | None = None,
-                        name: str = "") -> np.ndarray:
+def leave_one_out_ranks(
+    vectors: np.ndarray,
+    table: Any,
+    deposits: Sequence[Any],
+    positives: list[np.ndarray],
+    *,
+    exclusion_m: float,
+    site_overlap: float | None,
+    hidden: Sequence[int] | None = None,
+    exclude: Sequence[Any] = (),
+    log: Callable[[str], None] | None = None,
+    name: str = "",
+) -> np.ndarray:
     """Rank (1 = first) at which each deposit of ``hidden`` (every one by default) comes back when
     searched for from all the others; inf if never.
 
@@ -59,8 +68,14 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
     pass over the tiles however many deposits there are. ``log`` gets a progress line about every
     tenth of the hidden deposits.
     """
-    from outcrop.search.analogues import (distinct_groups, exclusion_pairs, group_means, query_chunks, scan_queries,
-                                          suppress_overlapping)
+    from outcrop.search.analogues import (
+        distinct_groups,
+        exclusion_pairs,
+        group_means,
+        query_chunks,
+        scan_queries,
+        suppress_overlapping,
+    )
     from outcrop.search.index import normalise_rows
 
     geoms = np.asarray(deposits, dtype=object)
@@ -76,10 +91,11 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
     shared = asked > 1  # a query other deposits still ask
     total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
     for start, per in query_chunks(vectors, groups):
-        total += (per.astype(np.float64) * asked[start:start + len(per), None]).sum(axis=0)
+        total += (per.astype(np.float64) * asked[start : start + len(per), None]).sum(axis=0)
     best, which, second = scan_queries(vectors, query_chunks(vectors, groups), second=True)
-    own_query = dict(zip(np.unique(slot[hidden]).tolist(), group_means(vectors, [groups[j] for j in
-                                                                              np.unique(slot[hidden])])))
+    own_query = dict(
+        zip(np.unique(slot[hidden]).tolist(), group_means(vectors, [groups[j] for j in np.unique(slot[hidden])]))
+    )
     every = np.concatenate([geoms, np.asarray(exclude, dtype=object)]) if len(exclude) else geoms
     zone_of, zone = exclusion_pairs(table, every, exclusion_m)
     order = np.argsort(zone_of, kind="stable")
@@ -91,7 +107,7 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
     started, step = time.perf_counter(), max(1, len(hidden) // 10)
     for k, i in enumerate(hidden):
         zones, own = in_zones.copy(), in_positives.copy()
-        zones[zone[zone_bounds[i]:zone_bounds[i + 1]]] -= 1  # one pair per tile of a zone
+        zones[zone[zone_bounds[i] : zone_bounds[i + 1]]] -= 1  # one pair per tile of a zone
         own[positives[i]] -= 1
         others = np.where(shared[slot[i]] | (which != slot[i]), best, second)
         combined = normalise_rows((total - own_query[slot[i]])[None, :])[0]
@@ -104,11 +120,16 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
             better = np.flatnonzero((masked > masked[target]) | ((masked == masked[target]) & (ids < target)))
             ranked = np.concatenate([better[np.lexsort((better, -masked[better]))], [target]])
             # Sites up to the target's: its own place, or (swallowed by a better tile) no better than that.
-            ranks[k] = len(ranked) if not site_overlap else \
-                int(suppress_overlapping(table.geometry.values[ranked], site_overlap).sum())
+            ranks[k] = (
+                len(ranked)
+                if not site_overlap
+                else int(suppress_overlapping(table.geometry.values[ranked], site_overlap).sum())
+            )
         if log is not None and ((k + 1) % step == 0 or k + 1 == len(hidden)):
-            log(f"quality: leave-one-out: {name or 'vectors'}: {k + 1:,} of {len(hidden):,} deposits hidden "
-                f"({time.perf_counter() - started:.1f}s)")
+            log(
+                f"quality: leave-one-out: {name or 'vectors'}: {k + 1:,} of {len(hidden):,} deposits hidden "
+                f"({time.perf_counter() - started:.1f}s)"
+            )
     return ranks
 
 
@@ -123,9 +144,11 @@ def hidden_sample(count: int, most: int, seed: int) -> np.ndarray:
 def rank_summary(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, Any]:
     """recall@k for each k, the median rank (None when half or more never come back) and the ranks."""
     median = float(np.median(ranks))
-    return {**{f"recall@{k}": float((ranks <= k).mean()) for k in ks},
-            "median_rank": median if np.isfinite(median) else None,
-            "ranks": [int(r) if np.isfinite(r) else None for r in ranks]}
+    return {
+        **{f"recall@{k}": float((ranks <= k).mean()) for k in ks},
+        "median_rank": median if np.isfinite(median) else None,
+        "ranks": [int(r) if np.isfinite(r) else None for r in ranks],
+    }
 
 
 def reidentification(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray]) -> dict[str, float]:
@@ -137,8 +160,10 @@ def reidentification(gallery: np.ndarray, queries: np.ndarray, answers: list[np.
     top = np.argsort(-sims, axis=1, kind="stable")[:, :5]
     hit1 = np.array([top[q, 0] in set(a.tolist()) for q, a in enumerate(answers)])
     hit5 = np.array([bool(set(top[q].tolist()) & set(a.tolist())) for q, a in enumerate(answers)])
-    return {"top1": float(hit1.mean()) if len(answers) else float("nan"),
-            "top5": float(hit5.mean()) if len(answers) else float("nan")}
+    return {
+        "top1": float(hit1.mean()) if len(answers) else float("nan"),
+        "top5": float(hit5.mean()) if len(answers) else float("nan"),
+    }
 
 
 def best_overlaps(queries: np.ndarray, gallery: np.ndarray) -> list[np.ndarray]:
@@ -158,9 +183,15 @@ def best_overlaps(queries: np.ndarray, gallery: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, model_path: Path, *,
-                 seed: int, weights: tuple[float, float] = (0.0, 0.0),
-                 blocks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def feature_sets(
+    chunks: Callable[[], Iterator[np.ndarray]],
+    byol: np.ndarray,
+    model_path: Path,
+    *,
+    seed: int,
+    weights: tuple[float, float] = (0.0, 0.0),
+    blocks: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Unit-row features of the same tiles: BYOL, the baselines of the demo's evaluation, raw pixels if they fit.
 
     ``chunks()`` yields the tiles' pixels a few thousand at a time (so a large run's tiles stay on
@@ -183,13 +214,15 @@ def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, m
         bare = embed_array(net, meta, chunk, batch_size=256, device="cpu", spectral_weight=0.0, context_weight=0.0)
         random.append(bare)
         if spectral_weight > 0 or context_weight > 0:  # the same vectors joined: no second pass of the network
-            ctx = standardised(meta, blocks[start:start + len(chunk)]) if context_weight > 0 else None
+            ctx = standardised(meta, blocks[start : start + len(chunk)]) if context_weight > 0 else None
             joined.append(join_parts(bare, (spectral_weight, spectral_part(meta, chunk)), (context_weight, ctx)))
         start += len(chunk)
-    out = {"byol": np.asarray(byol, dtype=np.float32),
-           "raw_spectral": as_unit_vectors(np.concatenate(spectral)),
-           "band_statistics": as_unit_vectors(np.concatenate(stats)),
-           "random_encoder": np.concatenate(random)}
+    out = {
+        "byol": np.asarray(byol, dtype=np.float32),
+        "raw_spectral": as_unit_vectors(np.concatenate(spectral)),
+        "band_statistics": as_unit_vectors(np.concatenate(stats)),
+        "random_encoder": np.concatenate(random),
+    }
     if joined:
         out["random_joined"] = np.concatenate(joined)
     if len(byol) * int(np.prod(_first(chunks).shape[1:])) <= RAW_PIXELS_MAX:
@@ -203,10 +236,12 @@ def _first(chunks: Callable[[], Iterator[np.ndarray]]) -> np.ndarray:
 
 def _chunks_of(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> Callable[[], Iterator[np.ndarray]]:
     """Pixels of ``(tile array, rows)`` parts in order, STAT_CHUNK tiles at a time, read when asked."""
+
     def chunks() -> Iterator[np.ndarray]:
         for array, rows in parts:
             for start in range(0, len(rows), STAT_CHUNK):
-                yield np.asarray(array[rows[start:start + STAT_CHUNK]], dtype=np.float32)
+                yield np.asarray(array[rows[start : start + STAT_CHUNK]], dtype=np.float32)
+
     return chunks
 
 
@@ -229,16 +264,29 @@ def _overlapping_pairs(prepared: dict[str, Path], min_width_m: float) -> list[tu
     return pairs
 
 
-def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: Path, embeddings: Sequence[Path],
-                tiles: Sequence[Path], prepared: Sequence[Path], model: Path, deposits: Path | None = None,
-                buffer_m: float = default("analogues.buffer_m"),
-                exclusion_km: float = default("analogues.exclusion_km"),
-                site_overlap: float | None = default("analogues.site_overlap"),
-                recall_k: Sequence[int] = default("evaluate.recall_k"), seed: int = default("clusters.seed"),
-                spectral_weight: float = default("embed.spectral_weight"),
-                context_weight: float = default("embed.context_weight"), tables: Sequence[Path] = (),
-                demo_scores: Path | None = None, loo_deposits: int = default("evaluate.loo_deposits"),
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+def quality_run(
+    scenes: Sequence[str],
+    out: Path,
+    *,
+    index: Path,
+    index_table: Path,
+    embeddings: Sequence[Path],
+    tiles: Sequence[Path],
+    prepared: Sequence[Path],
+    model: Path,
+    deposits: Path | None = None,
+    buffer_m: float = default("analogues.buffer_m"),
+    exclusion_km: float = default("analogues.exclusion_km"),
+    site_overlap: float | None = default("analogues.site_overlap"),
+    recall_k: Sequence[int] = default("evaluate.recall_k"),
+    seed: int = default("clusters.seed"),
+    spectral_weight: float = default("embed.spectral_weight"),
+    context_weight: float = default("embed.context_weight"),
+    tables: Sequence[Path] = (),
+    demo_scores: Path | None = None,
+    loo_deposits: int = default("evaluate.loo_deposits"),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Write ``metrics.json``: leave-one-deposit-out and re-identification blocks, each feature set,
     their cost in seconds, and (with ``demo_scores``) the demo's truth-based scores merged in.
 
@@ -258,8 +306,10 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
 
     for name, files in (("embeddings", embeddings), ("tiles", tiles), ("prepared", prepared), ("tile tables", tables)):
         if len(files) != len(scenes):
-            raise OutcropError(f"quality: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
-                               "give one per scene, in the order of --scenes")
+            raise OutcropError(
+                f"quality: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
+                "give one per scene, in the order of --scenes"
+            )
     if deposits:
         from outcrop.search.analogues import check_deposits_size
 
@@ -300,19 +350,33 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
         hidden = hidden_sample(len(positives), loo_deposits, seed)
         loo["hidden"] = int(len(hidden))
         if len(hidden) < len(positives):
-            log(f"quality: leave-one-out hides a seeded sample of {len(hidden):,} of the {len(positives):,} deposits "
-                "(evaluate.loo_deposits); each is searched for from all the others")
+            log(
+                f"quality: leave-one-out hides a seeded sample of {len(hidden):,} of the {len(positives):,} deposits "
+                "(evaluate.loo_deposits); each is searched for from all the others"
+            )
         byol = np.concatenate([np.asarray(emb[s][rows[s]]) for s in present])
         pixels = _chunks_of([(tiles[s], rows[s]) for s in present])
-        sets = feature_sets(pixels, byol, model, seed=seed, weights=weights,
-                            blocks=blocks([(s, rows[s]) for s in present]))
+        sets = feature_sets(
+            pixels, byol, model, seed=seed, weights=weights, blocks=blocks([(s, rows[s]) for s in present])
+        )
         for name, vecs in sets.items():
-            ranks = leave_one_out_ranks(vecs, table, geometry[kept], positives, exclusion_m=exclusion_km * 1000.0,
-                                        site_overlap=site_overlap, hidden=hidden, exclude=geometry[unmatched],
-                                        log=log, name=name)
+            ranks = leave_one_out_ranks(
+                vecs,
+                table,
+                geometry[kept],
+                positives,
+                exclusion_m=exclusion_km * 1000.0,
+                site_overlap=site_overlap,
+                hidden=hidden,
+                exclude=geometry[unmatched],
+                log=log,
+                name=name,
+            )
             loo[name] = rank_summary(ranks, recall_k)
-            log(f"quality: leave-one-out: {name}: median rank {loo[name]['median_rank']} "
-                + " ".join(f"recall@{k} {loo[name][f'recall@{k}']:.3f}" for k in recall_k))
+            log(
+                f"quality: leave-one-out: {name}: median rank {loo[name]['median_rank']} "
+                + " ".join(f"recall@{k} {loo[name][f'recall@{k}']:.3f}" for k in recall_k)
+            )
     loo["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"quality: leave-one-out took {loo['seconds']:.1f}s")
     metrics["leave_one_out"] = loo
@@ -335,9 +399,14 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
         g_rows = rows[earlier]
         g_geoms = table.geometry.values[table.scene.to_numpy() == earlier]
         own = table.geometry.values[table.scene.to_numpy() == later]
-        q_tiles, q_geoms, q_blocks = cut_queries(prepared[later], layout, bounds=shared, seed=seed,
-                                                 context=context_weight > 0,
-                                                 where=on_indexed_ground(np.asarray(g_geoms), np.asarray(own)))
+        q_tiles, q_geoms, q_blocks = cut_queries(
+            prepared[later],
+            layout,
+            bounds=shared,
+            seed=seed,
+            context=context_weight > 0,
+            where=on_indexed_ground(np.asarray(g_geoms), np.asarray(own)),
+        )
         right = best_overlaps(np.asarray(q_geoms), np.asarray(g_geoms))
         has = np.array([len(a) > 0 for a in right], dtype=bool)
         if not has.any():
@@ -358,21 +427,37 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
         enc, meta = load_encoder(model, device="cpu")
         q_all = np.concatenate(query_px)
         q_ctx = np.concatenate(query_blocks) if context_weight > 0 else None
-        q_byol = embed_array(enc.eval(), meta, q_all, batch_size=256, device="cpu", spectral_weight=spectral_weight,
-                             context_weight=context_weight, context=q_ctx)
+        q_byol = embed_array(
+            enc.eval(),
+            meta,
+            q_all,
+            batch_size=256,
+            device="cpu",
+            spectral_weight=spectral_weight,
+            context_weight=context_weight,
+            context=q_ctx,
+        )
         n_gallery = base
         g_ctx = blocks(gallery_parts)
-        both = feature_sets(_chunks_of([*gallery_px, (q_all, np.arange(len(q_all)))]),
-                            np.concatenate([np.concatenate(gallery_emb), q_byol]), model, seed=seed, weights=weights,
-                            blocks=None if g_ctx is None else np.concatenate([g_ctx, q_ctx]))
+        both = feature_sets(
+            _chunks_of([*gallery_px, (q_all, np.arange(len(q_all)))]),
+            np.concatenate([np.concatenate(gallery_emb), q_byol]),
+            model,
+            seed=seed,
+            weights=weights,
+            blocks=None if g_ctx is None else np.concatenate([g_ctx, q_ctx]),
+        )
         reid["queries"] = int(len(q_all))
         starts = n_gallery + np.cumsum([0] + [len(q) for q in query_px])
         for name, vecs in both.items():
-            per_pair = [reidentification(vecs[g0:g1], vecs[q0:q1], right)
-                        for (g0, g1), q0, q1, right in zip(spans, starts[:-1], starts[1:], answers)]
+            per_pair = [
+                reidentification(vecs[g0:g1], vecs[q0:q1], right)
+                for (g0, g1), q0, q1, right in zip(spans, starts[:-1], starts[1:], answers)
+            ]
             weights = np.array([len(right) for right in answers], dtype=float)
-            reid[name] = {key: float(np.dot([p[key] for p in per_pair], weights) / weights.sum())
-                          for key in ("top1", "top5")}
+            reid[name] = {
+                key: float(np.dot([p[key] for p in per_pair], weights) / weights.sum()) for key in ("top1", "top5")
+            }
             log(f"quality: re-identification: {name}: top-1 {reid[name]['top1']:.3f} top-5 {reid[name]['top5']:.3f}")
     reid["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"quality: re-identification took {reid['seconds']:.1f}s")
@@ -383,8 +468,9 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     return metrics
 
 
-def _deposits_block(deposits: Path | None, table: Any, buffer_m: float, exclusion_km: float,
-                    log: Callable[[str], None]) -> dict[str, Any]:
+def _deposits_block(
+    deposits: Path | None, table: Any, buffer_m: float, exclusion_km: float, log: Callable[[str], None]
+) -> dict[str, Any]:
     """The start of the leave-one-out block: ``skipped`` and why, or the deposits (``known``), the
     tiles each that meets one selects (``positives``) and those that meet none (``unmatched``, also
     counted and named in ``without_tiles``, which the summary shows)."""
@@ -400,11 +486,16 @@ def _deposits_block(deposits: Path | None, table: Any, buffer_m: float, exclusio
         log(f"quality: {exc}")
     block: dict[str, Any] = {"deposits": len(positives), "exclusion_km": exclusion_km}
     if len(unmatched):
-        block["without_tiles"] = {"count": int(len(unmatched)),
-                                  "named": [deposit_label(known, int(i)) for i in unmatched[:NAMED]]}
+        block["without_tiles"] = {
+            "count": int(len(unmatched)),
+            "named": [deposit_label(known, int(i)) for i in unmatched[:NAMED]],
+        }
     if len(positives) < MIN_DEPOSITS:
-        met = f"{len(positives)} of the {len(known)} known deposits meet an indexed tile" if len(unmatched) else \
-            f"{len(known)} known deposits"
+        met = (
+            f"{len(positives)} of the {len(known)} known deposits meet an indexed tile"
+            if len(unmatched)
+            else f"{len(known)} known deposits"
+        )
         return {**block, "skipped": f"{met}; leave-one-out needs {MIN_DEPOSITS}"}
     return {**block, "known": known, "positives": positives, "unmatched": unmatched}
 
@@ -430,8 +521,15 @@ def query_offset(stride: int) -> int:
     return max(stride // 2, 1)
 
 
-def cut_queries(prepared: Path, layout: TileLayout, *, bounds: tuple, seed: int, context: bool = False,
-                where: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cut_queries(
+    prepared: Path,
+    layout: TileLayout,
+    *,
+    bounds: tuple,
+    seed: int,
+    context: bool = False,
+    where: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Query tiles of one scene on the run's tile grid (``layout``, as the tile tables record it)
     shifted by :func:`query_offset`, inside ``bounds`` (and where ``where`` keeps them), a seeded
     sample of :data:`REID_QUERIES`; their footprints, and their block spectra when ``context`` (else
@@ -439,9 +537,18 @@ def cut_queries(prepared: Path, layout: TileLayout, *, bounds: tuple, seed: int,
     from outcrop.raster.tiles import cut_offset_tiles
 
     min_valid = layout.min_valid if layout.min_valid is not None else default("tiles.min_valid")
-    cut = cut_offset_tiles(prepared, size=layout.size, stride=layout.stride, offset=query_offset(layout.stride),
-                           bounds=bounds, min_valid=min_valid, limit=REID_QUERIES, seed=seed, context=context,
-                           where=where)
+    cut = cut_offset_tiles(
+        prepared,
+        size=layout.size,
+        stride=layout.stride,
+        offset=query_offset(layout.stride),
+        bounds=bounds,
+        min_valid=min_valid,
+        limit=REID_QUERIES,
+        seed=seed,
+        context=context,
+        where=where,
+    )
     return cut if context else (*cut, np.zeros((len(cut[0]), 0)))
 
 
