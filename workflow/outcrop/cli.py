@@ -167,7 +167,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         resolution=resolution, origin=origin, thresholds=thresholds,
         declared_bands=_bands(args.declared_bands) if args.declared_bands else None,
         scale=args.scale, offset=args.offset, log=_log, collar=args.collar != "off",
-        max_pixels=args.max_pixels if args.max_pixels is not None else MAX_SCENE_PIXELS,
+        max_pixels=args.max_pixels if args.max_pixels is not None else MAX_SCENE_PIXELS, date=args.date or None,
     )
 
 
@@ -194,6 +194,8 @@ def _prepare_parser(sub: Any) -> None:
                    help="auto: mask a constant border without a nodata tag as nodata; off: keep it")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="largest scene on the run grid, in pixels (default 2e9); a larger one is refused")
+    p.add_argument("--date", default="", help="acquisition date (YYYY-MM-DD), overriding the product's own; "
+                   "written as the prepared scene's ACQUISITION_DATE tag")
 
 
 def cmd_stac_search(args: argparse.Namespace) -> None:

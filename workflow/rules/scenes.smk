@@ -29,7 +29,7 @@ rule demo_deposits:
         known=L.demo_deposits,
         hidden=L.demo_hidden_deposits,
     params:
-        scenes=len(SCENES),
+        scenes=config["demo"]["scenes"],
         size=config["demo"]["size"],
         seed=config["demo"]["seed"],
     log:
@@ -86,7 +86,7 @@ rule prepare:
         product=lambda wc: [
             arg
             for opt, key in (("--declared-bands", "bands"), ("--scale", "scale"), ("--offset", "offset"),
-                             ("--collar", "collar"))
+                             ("--collar", "collar"), ("--date", "date"))
             for arg in optional(opt, SCENE_ROWS[wc.scene][key])
         ],
         bands=BANDS,

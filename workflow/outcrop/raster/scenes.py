@@ -26,6 +26,8 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import prepared_writer
+from outcrop.raster.dates import TAG as DATE_TAG
+from outcrop.raster.dates import product_date
 from outcrop.raster.sensors import (
     QUALITY_FILL,
     QualityMasks,
@@ -92,6 +94,7 @@ class SceneFiles:
     product_name: str = ""
     rescaling: tuple[np.ndarray, np.ndarray, str] | None = None  # per band, declared by the source
     checks: list[str] = field(default_factory=list)
+    stamped: str | None = None  # a date the source states itself (its ACQUISITION_DATE tag, a STAC datetime)
 
 
 def is_remote(source: str) -> bool:
@@ -158,6 +161,7 @@ def _single_file(source: str, sensor: Sensor, bands: Sequence[str],
     with open_raster(source) as src:
         count = src.count
         descriptions = list(src.descriptions)
+        stamped = src.tags().get(DATE_TAG)
     if count == 0:
         raise OutcropError(f"{source}: the file has no bands")
     if declared_bands is not None:
@@ -185,7 +189,7 @@ def _single_file(source: str, sensor: Sensor, bands: Sequence[str],
             raise OutcropError(f"{source}: band {band!r} is not in the file (it has {', '.join(names)})")
         index = names.index(band)
         found.append(BandFile(band, source, index + 1, normalise_token(labels[index])))
-    return SceneFiles(found, product_name=Path(source).name)
+    return SceneFiles(found, product_name=Path(source).name, stamped=stamped)
 
 
 def _stac_item(source: str, sensor: Sensor, bands: Sequence[str]) -> SceneFiles:
@@ -204,7 +208,8 @@ def _stac_item(source: str, sensor: Sensor, bands: Sequence[str]) -> SceneFiles:
                                f"(it has {', '.join(assets.bands)})")
         href, token = assets.bands[band]
         found.append(BandFile(band, href, 1, token))
-    files = SceneFiles(found, assets.quality, product_name=assets.product_name)
+    files = SceneFiles(found, assets.quality, product_name=assets.product_name,
+                       stamped=item.properties.get("datetime"))
     if sensor.radiometry == "mtl" and assets.mtl is not None:
         text = fetch_text(assets.mtl)
         try:
@@ -530,7 +535,7 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
                   thresholds: Thresholds = Thresholds(), declared_bands: Sequence[str] | None = None,
                   scale: float | None = None, offset: float | None = None,
                   max_pixels: int = MAX_SCENE_PIXELS, window_pixels: int = WINDOW_PIXELS,
-                  collar: bool = True, origin: tuple[float, float] = (0.0, 0.0),
+                  collar: bool = True, origin: tuple[float, float] = (0.0, 0.0), date: str | None = None,
                   log: Callable[[str], None] = print) -> None:
     """Prepare one scene: its ``bands`` as reflectance on the run grid, plus the surface mask.
 
@@ -543,7 +548,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     :mod:`outcrop.raster.grid_choice`): a band already on that pixel grid is copied, not resampled.
     ``crs`` or ``resolution`` ``"auto"`` choose them from this scene alone, as a one-scene run would.
     ``collar`` masks a constant border without a nodata tag as nodata (:mod:`outcrop.raster.collar`).
-    Raises :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
+    The acquisition date, ``date`` (the scene sheet's) or the product's own, is written as the
+    ``ACQUISITION_DATE`` tag (:mod:`outcrop.raster.dates`), and left out when unknown. Raises :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
     ``max_pixels`` on the run grid. The scene is read, rescaled, classified and written in windows
     (:func:`grid_windows`), so memory is bounded by a window, not by the scene.
     """
@@ -555,6 +561,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
                                                 origin, log)
 
     files = find_scene_files(source, spec, bands, declared_bands)
+    acquired, acquired_from = product_date(sheet=date, mtl=files.mtl, mtd=files.metadata_text, stamped=files.stamped,
+                                           names=[files.product_name, source, *(b.path for b in files.bands)])
     paths = list(dict.fromkeys([b.path for b in files.bands] + ([files.quality[1]] if files.quality else [])))
     meta = _raster_headers(paths)
     _check_consistent(files, meta, source)
@@ -584,9 +592,13 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
         s, o, how = _rescaling(spec, files, whole_scene, [meta[b.path]["dtype"] for b in files.bands], scale,
                                offset, _centre_lonlat(meta[files.bands[0].path]), coarse_scene)
         log(f"{scene_id}: radiometry: {how}")
+        log(f"{scene_id}: acquired {acquired} (from {acquired_from})" if acquired else
+            f"{scene_id}: acquisition date unknown (no sheet date, product metadata or dated name)")
         t0 = time.perf_counter()
         valid_pixels = negatives = 0
         tags = {"scene": scene_id, "sensor": spec.name, "radiometry": how}
+        if acquired:
+            tags[DATE_TAG] = acquired
         with prepared_writer(out_path, grid.crs, grid.transform, bands, (grid.height, grid.width), tags,
                              CLASS_LABELS) as write:
             for row, col, block in grid_windows(grid, window_pixels):

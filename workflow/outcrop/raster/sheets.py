@@ -116,6 +116,11 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
         row.setdefault("scale", "")
         row.setdefault("offset", "")
         row.setdefault("collar", "")
+        row.setdefault("date", "")
+        if row["date"]:
+            from outcrop.raster.dates import parse_date
+
+            row["date"] = parse_date(row["date"], f"{where}: date")
         _check_number(row["scale"], "scale", where, nonzero=True)
         _check_number(row["offset"], "offset", where)
         _check_bands(row, where)
@@ -149,6 +154,6 @@ def demo_sheet(results: str, scenes: int, train_scenes: int) -> list[dict[str, A
     return [
         {"scene": scene_name(i), "source": Layout(results).demo_scene(scene_name(i)),
          "sensor": "landsat-c2l2", "role": "train" if i < train_scenes else "index",
-         "bands": "", "scale": "", "offset": "", "collar": ""}
+         "bands": "", "scale": "", "offset": "", "collar": "", "date": ""}
         for i in range(scenes)
     ]
