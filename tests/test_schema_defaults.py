@@ -78,7 +78,7 @@ RESTATED: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str
     "grid.resolution": ((("prepare", "resolution"), ("grid", "resolution")),
                         (("raster.scenes", "prepare_scene", "resolution"),
                          ("raster.grid_choice", "choose_grid", "resolution"))),
-    "demo.scenes": ((), ()), "demo.train_scenes": ((), ()),
+    "demo.scenes": ((), ()), "demo.dates": ((), ()), "demo.train_scenes": ((), ()),
     "demo.size": ((("demo-scene", "size"), ("demo-deposits", "size")),
                   (("raster.demo", "synthesise_scene", "size"), ("raster.demo", "write_deposits", "size"))),
     "demo.seed": ((("demo-scene", "seed"), ("demo-deposits", "seed")),

@@ -117,16 +117,17 @@ def _limit(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_scene(args: argparse.Namespace) -> None:
-    from outcrop.raster.demo import scene_index, synthesise_scene
+    from outcrop.raster.demo import scene_place_and_date, synthesise_scene
 
-    synthesise_scene(args.out, args.truth, index=scene_index(args.scene), size=args.size, seed=args.seed)
+    place, day = scene_place_and_date(args.scene)
+    synthesise_scene(args.out, args.truth, index=place, date_index=day, size=args.size, seed=args.seed)
     _log(f"demo: wrote {args.out}")
 
 
 def _demo_scene_parser(sub: Any) -> None:
     p = _add(sub, "demo-scene", cmd_demo_scene, "synthesise one scene of the built-in demo coast",
-             "outcrop demo-scene --scene demo_1 --out demo/demo_1.tif --truth demo/demo_1_units.tif", False)
-    p.add_argument("--scene", required=True)
+             "outcrop demo-scene --scene demo_1_t2 --out demo/demo_1_t2.tif --truth demo/demo_1_t2_units.tif", False)
+    p.add_argument("--scene", required=True, help="demo_<place> (the first day) or demo_<place>_t<day>")
     p.add_argument("--out", required=True)
     p.add_argument("--truth", required=True)
     p.add_argument("--size", type=positive_int, default=default("demo.size"))

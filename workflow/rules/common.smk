@@ -32,7 +32,7 @@ try:
     if config["scenes"]:
         SHEET = read_scene_sheet(config["scenes"])
     else:
-        SHEET = demo_sheet(R, config["demo"]["scenes"], config["demo"]["train_scenes"])
+        SHEET = demo_sheet(R, config["demo"]["scenes"], config["demo"]["train_scenes"], config["demo"]["dates"])
 except OutcropError as exc:
     raise WorkflowError(str(exc))
 
