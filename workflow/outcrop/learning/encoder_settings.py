@@ -139,6 +139,7 @@ class EncoderSettings:
     checkpoint_minutes: float = 10.0  # checkpoint also within an epoch after this long
     log_every: int = 10  # steps between progress lines
     symmetry: str = "d4"  # d4: embeddings average the 8 flips and quarter turns of a tile; none: one pass
+    cross_scene: float = 0.5  # share of view pairs whose second view is the same ground in another scene, where seen
     view1: ViewSettings = field(default_factory=_strong_view)  # always blurred (BYOL's view 1)
     view2: ViewSettings = field(default_factory=_weak_view)  # rarely blurred, sometimes noisy
 
@@ -196,6 +197,8 @@ class EncoderSettings:
                                "weight_decay and warmup_epochs not negative")
         if not 0 <= self.tau_base <= 1:
             raise OutcropError(f"{where}.tau_base: must lie in [0, 1]")
+        if not 0 <= self.cross_scene <= 1:
+            raise OutcropError(f"{where}.cross_scene: a share must lie in [0, 1], got {self.cross_scene}")
         self.view1.validate(f"{where}.view1")
         self.view2.validate(f"{where}.view2")
 
