@@ -158,6 +158,13 @@ def test_neighbour_partners_lie_in_the_same_scene_one_stride_away(two_days):
             assert 0 < max(dx, dy) <= 160 + 1e-6  # one stride of 16 px at 10 m
 
 
+def test_partners_count_the_places_they_join():
+    """Tiles 0, 1 and 3 show one place (0-1 and 0-3 paired), 2 and 4 another, 5 is seen once."""
+    partners = Partners.from_pairs(6, np.array([0, 1, 0, 3, 2, 4]), np.array([1, 0, 3, 0, 4, 2]))
+    assert partners.places() == 3
+    assert Partners.from_pairs(4, np.zeros(0), np.zeros(0)).places() == 4
+
+
 def test_partners_draw_only_partners():
     partners = Partners.from_pairs(4, np.array([0, 0, 2]), np.array([1, 3, 0]))
     drawn = partners.draw(np.array([0, 1, 2, 0, 0, 0, 0, 0]), np.random.default_rng(1))

@@ -38,7 +38,7 @@ from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, Vie
 from outcrop.io import atomic_path
 from outcrop.locks import exclusive_writer
 from outcrop.learning.optim import build_optimizer, warmup_cosine
-from outcrop.learning.pairs import Partners, cross_scene_partners, second_view_rows
+from outcrop.learning.pairs import Partners, cross_scene_partners, has_footprints, second_view_rows
 from outcrop.learning.precision import autocast
 from outcrop.learning.symmetry import POSES
 from outcrop.learning.training_data import (
@@ -257,17 +257,19 @@ def _train(
     channels = tiles.tile_shape[0]
     bands, batch = _checked_bands_and_batch(tiles, tile_paths, bands, min_rock, settings, ranks)
     steps_per_epoch = n // batch
-    total = settings.total_steps(n, batch)
+    partners = _training_partners(settings, tiles, table_paths, partners, log)
+    places = partners.places() if partners is not None else None
+    total = settings.total_steps(n, batch, places)
     # A warm-up never takes more than half of a short run of so many epochs, so the peak rate is
     # reached; under a budget, at most a tenth: on a coast, two epochs would outlast the budget.
     warmup = min(round(settings.warmup_epochs * steps_per_epoch),
                  total // 2 if settings.epochs is not None else total // 10)
     mean, std = band_mean_and_std(tiles)
-    partners = _training_partners(settings, tiles, table_paths, partners, log)
     digest = run_digest(settings, bands, min_rock, tiles, mean, std, partners)
     log(f"training {settings.arch} on {n} tiles {tuple(tiles.tile_shape)} from {len(tile_paths)} scene(s), "
         f"device {dev}, batch {batch}, {total} steps ({total * batch} views, "
-        f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps)"
+        f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps"
+        + (f"; {places} distinct places" if places is not None else "") + ")"
         + (f", {ranks.world_size} ranks of {batch // ranks.world_size} tiles" if ranks.distributed else ""))
 
     trainer = _Trainer(settings, channels, dev, ranks)
@@ -324,6 +326,13 @@ def _training_partners(settings: EncoderSettings, tiles: TrainingTiles, table_pa
                        given: Partners | None, log: Callable[[str], None]) -> Partners | None:
     """The pairs cross-scene views come from, or None when there are none to draw (logged either way)."""
     if settings.cross_scene <= 0:
+        return None
+    if given is None and len(set(tiles.scene_of.tolist())) < 2:
+        log("cross-scene views: one training scene, so every view pair is two augmented crops of one tile")
+        return None
+    if given is None and not all(has_footprints(Path(p)) for p in table_paths):
+        log("cross-scene views: the tile tables give no footprints (row, col, size, geometry), so every view "
+            "pair is two augmented crops of one tile")
         return None
     partners = given if given is not None else cross_scene_partners(table_paths, tiles.scene_of, tiles.row_of)
     if len(partners) != len(tiles):

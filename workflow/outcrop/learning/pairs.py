@@ -53,6 +53,16 @@ class Partners:
     def of(self, i: int) -> np.ndarray:
         return self.index[self.start[i]:self.start[i + 1]]
 
+    def places(self) -> int:
+        """How many distinct places the tiles show: groups of tiles joined by pairs count once."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        n = len(self)
+        graph = coo_matrix((np.ones(len(self.index)), (np.repeat(np.arange(n), self.counts), self.index)),
+                           shape=(n, n))
+        return int(connected_components(graph, directed=False)[0])
+
     def draw(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One partner of each of ``rows``, drawn uniformly; -1 where a tile has none."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -73,6 +83,21 @@ class Partners:
         start = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(a, minlength=n), out=start[1:])
         return cls(start, b)
+
+
+FOOTPRINT_COLUMNS = ("row", "col", "size", "geometry")
+
+
+def has_footprints(table_path: Path) -> bool:
+    """Whether a tile table says where its tiles lie (as the tiles stage writes it), so that its
+    tiles can pair with other scenes'; a bare table of rock fractions cannot."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(table_path).names)
+    except Exception:  # noqa: BLE001 - a table that cannot be read is reported by the reader that needs it
+        return False
+    return set(FOOTPRINT_COLUMNS) <= names
 
 
 def grid_origins(table_path: Path, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float, float]:
