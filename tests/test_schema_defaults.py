@@ -115,8 +115,12 @@ RESTATED: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str
     "clusters.sample": ((("cluster", "sample"),), (("search.clusters", "cluster_tiles", "sample"),)),
     "clusters.retrain": ((("cluster", "retrain"),), (("search.clusters", "cluster_tiles", "retrain"),)),
     "clusters.drift_max": ((("cluster", "drift_max"),), (("search.clusters", "cluster_tiles", "drift_max"),)),
-    "clusters.k": ((), ()),
-    "clusters.cuts": ((), ()),  # `outcrop cluster --cuts` is required, as the rule always passes it
+    "clusters.k": ((("quality", "k"),), (("search.quality", "quality_run", "ks"),)),
+    # `outcrop cluster --cuts` is required, as the rule always passes it
+    "clusters.cuts": ((("quality", "cuts"),), (("search.quality", "quality_run", "cuts"),)),
+    "units.path": ((), ()),
+    "units.field": ((("quality", "unit_field"),), (("search.quality", "quality_run", "unit_field"),)),
+    "units.min_share": ((("quality", "unit_share"),), (("search.quality", "quality_run", "unit_share"),)),
     "clusters.seed": ((("cluster", "seed"), ("evaluate", "seed"), ("quality", "seed")),
                       (("search.clusters", "cluster_tiles", "seed"), ("search.evaluate", "evaluate_run", "seed"),
                        ("search.quality", "quality_run", "seed"))),

@@ -534,6 +534,9 @@ def cmd_quality(args: argparse.Namespace) -> None:
                 recall_k=args.recall_k, stride=args.stride, min_valid=args.min_valid, seed=args.seed,
                 spectral_weight=args.spectral_weight, context_weight=args.context_weight,
                 tables=[Path(p) for p in args.tables] if args.tables else None,
+                units=[Path(p) for p in args.units], unit_field=args.unit_field, unit_share=args.unit_share,
+                ks=args.k, cuts=args.cuts, labels=Path(args.labels) if args.labels else None,
+                units_table=Path(args.units_table) if args.units_table else None,
                 demo_scores=Path(args.demo_scores) if args.demo_scores else None, log=_log)
 
 
@@ -567,6 +570,17 @@ def _quality_parser(sub: Any) -> None:
                    help="the run's spectral weight (as `outcrop embed`), so queries are embedded alike")
     p.add_argument("--context-weight", type=non_negative_float, default=default("embed.context_weight"),
                    help="the run's context weight (as `outcrop embed`)")
+    p.add_argument("--units", nargs="*", default=[], help="unit maps (polygons with a unit field, or class rasters) "
+                   "to score every feature set against; the demo's truth rasters, one per scene")
+    p.add_argument("--unit-field", default=default("units.field"), help="the polygons' field naming each unit")
+    p.add_argument("--unit-share", type=finite_float, default=default("units.min_share"),
+                   help="least share of a tile its majority unit must cover (else the tile is left out)")
+    p.add_argument("--k", type=positive_int, nargs="+", default=default("clusters.k"),
+                   help="k-means k scored against the units (the run's clusters.k)")
+    p.add_argument("--cuts", type=positive_int, nargs="*", default=default("clusters.cuts"),
+                   help="hierarchy cuts scored against the units (the run's clusters.cuts)")
+    p.add_argument("--labels", default="", help="the workflow's clusters (clusters/labels.parquet), scored against the units")
+    p.add_argument("--units-table", default="", help="write the per-unit table (CSV) here")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -109,12 +109,23 @@ rule quality:
         model=L.model,
         deposits=DEPOSITS or [],
         demo_scores=[L.demo_scores] if DEMO else [],
+        units=UNIT_MAPS,
+        clusters=L.cluster_labels,
     output:
-        report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="quality"),
+        # The per-unit table only with a unit map: an unnamed output, absent otherwise.
+        *[report(p, caption="../report/units.rst", category="Metrics", subcategory="geological map")
+          for p in UNITS_TABLE],
+        metrics=report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="quality"),
     params:
         scenes=SCENES,
         deposits=lambda wc, input: optional("--deposits", input.deposits),
         demo_scores=lambda wc, input: optional("--demo-scores", input.demo_scores),
+        units=lambda wc, input: ["--units", *input.units] if input.units else [],
+        units_table=optional("--units-table", UNITS_TABLE[0] if UNITS_TABLE else ""),
+        unit_field=config["units"]["field"],
+        unit_share=config["units"]["min_share"],
+        k=config["clusters"]["k"],
+        cuts=lambda wc: ["--cuts", *map(str, config["clusters"]["cuts"])] if config["clusters"]["cuts"] else [],
         buffer_m=config["analogues"]["buffer_m"],
         exclusion_km=config["analogues"]["exclusion_km"],
         site_overlap=config["analogues"]["site_overlap"],
@@ -141,4 +152,6 @@ rule quality:
         " {params.deposits:q} {params.demo_scores:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --site-overlap {params.site_overlap:q} --recall-k {params.recall_k:q} --stride {params.stride:q}"
         " --min-valid {params.min_valid:q} --seed {params.seed:q} --threads {threads}"
-        " --out {output:q} > {log:q} 2>&1"
+        " {params.units:q} --unit-field {params.unit_field:q} --unit-share {params.unit_share:q} --k {params.k:q}"
+        " {params.cuts:q} --labels {input.clusters:q} {params.units_table:q}"
+        " --out {output.metrics:q} > {log:q} 2>&1"

@@ -21,31 +21,24 @@ from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import load_npy, write_json
 
-UNIT_PURITY = 0.6  # a tile is labelled with a rock unit when that unit covers this share of it
+UNIT_PURITY = default("units.min_share")  # a tile is labelled with a rock unit when that unit covers this share of it
 HIDDEN_OVERLAP = 0.3  # a hidden deposit is found when a reported tile covers this share of it
 
 
 def tile_truth_units(table: Any, truth_paths: dict[str, Path]) -> np.ndarray:
-    """Dominant planted rock unit of each tile (1..n), or 0 where no unit covers UNIT_PURITY of it."""
-    import rasterio
-    from rasterio.windows import from_bounds
+    """Dominant planted rock unit of each tile (1..n, units in name order), or 0 where no unit covers
+    UNIT_PURITY of it.
 
-    out = np.zeros(len(table), dtype=np.int64)
-    bounds = table.geometry.bounds.to_numpy()
-    for scene, rows in table.groupby("scene").indices.items():
-        with rasterio.open(truth_paths[scene]) as src:
-            truth = src.read(1)
-            for r in rows:
-                win = from_bounds(*bounds[r], transform=src.transform).round_offsets().round_lengths()
-                block = truth[win.row_off:win.row_off + win.height, win.col_off:win.col_off + win.width]
-                if block.size == 0:
-                    continue
-                counts = np.bincount(block.ravel())
-                counts[0] = 0
-                unit = int(counts.argmax())
-                if counts[unit] >= UNIT_PURITY * block.size:
-                    out[r] = unit
-    return out
+    The demo's truth rasters are read as unit maps by :func:`outcrop.search.unit_map.tile_units`, the
+    code that reads a user's geological map in the quality stage, so that the demo's agreement with
+    its units and a user's with theirs are measured alike.
+    """
+    from outcrop.search.unit_map import open_unit_maps, tile_units
+
+    maps = open_unit_maps(list(dict.fromkeys(Path(truth_paths[s]) for s in dict.fromkeys(table.scene))), "unit")
+    names, _ = tile_units(table.geometry, table["size"].to_numpy(), maps, min_share=UNIT_PURITY)
+    units = sorted({str(n) for n in names if n is not None})
+    return np.array([units.index(n) + 1 if n is not None else 0 for n in names], dtype=np.int64)
 
 
 def band_statistics(tiles: np.ndarray, percentiles: bool = False) -> np.ndarray:
