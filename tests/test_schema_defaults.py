@@ -119,7 +119,8 @@ RESTATED: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str
     # `outcrop cluster --cuts` is required, as the rule always passes it
     "clusters.cuts": ((("quality", "cuts"),), (("search.quality", "quality_run", "cuts"),)),
     "units.path": ((), ()),
-    "units.field": ((("quality", "unit_field"),), (("search.quality", "quality_run", "unit_field"),)),
+    "units.field": ((("quality", "unit_field"), ("webmap", "unit_field")),
+                    (("search.quality", "quality_run", "unit_field"), ("figures.webmap", "write_webmap", "unit_field"))),
     "units.min_share": ((("quality", "unit_share"),), (("search.quality", "quality_run", "unit_share"),)),
     "clusters.seed": ((("cluster", "seed"), ("evaluate", "seed"), ("quality", "seed")),
                       (("search.clusters", "cluster_tiles", "seed"), ("search.evaluate", "evaluate_run", "seed"),

@@ -1,7 +1,11 @@
 """What training added: the shipped score minus the better untrained counterpart, for every measure,
-said in a sentence that a user whose ground gains nothing cannot miss."""
+said in a sentence that a user whose ground gains nothing cannot miss; the summary, ``outcrop info``
+and the per-unit table show it (names from the user's map stay text)."""
 
 from __future__ import annotations
+
+import html
+import json
 
 import pytest
 
@@ -65,3 +69,29 @@ def test_the_learned_part_alone_is_compared_with_the_untrained_network_alone():
     assert gain["references"] == ["random_encoder", "random_joined", "spectral_parts"]  # by_dates still has both
     assert gain["measures"]["reidentification.top1"]["reference"] == "random_encoder"
     assert training_gain({})["verdict"].startswith("Training gain not measured")
+
+
+def test_the_summary_and_outcrop_info_say_what_training_added_and_show_the_units(tmp_path):
+    from outcrop.figures.report import run_info, summary_of_run
+
+    evil = "<img src=x onerror=alert(1)>"
+    metrics = _metrics(0.50, 0.55, 0.60)
+    metrics["training_gain"] = training_gain(metrics)
+    agree = metrics["map_agreement"]
+    for name in SETS:
+        agree[name]["knn_recall"] = {evil: 0.25, "granite": 0.75}
+    agree.update({"maps": [evil + ".gpkg"], "units": {evil: 12, "granite": 30}, "tiles_read": 50,
+                  "tiles_with_unit": 42, "rule": "majority", "split": {"folds": 5, "block_tiles": 4, "gap_tiles": 1,
+                                                                        "k": 10}})
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "metrics.json").write_text(json.dumps(metrics))
+    summary_of_run(results, ["s"], results / "summary.html", log=lambda *_: None)
+    page = (results / "summary.html").read_text()
+    assert html.escape(metrics["training_gain"]["verdict"]) in page
+    assert "Per unit: tiles and kNN recall" in page and "Clusters against the units: purity" in page
+    assert evil not in page and html.escape(evil) in page
+    info = run_info(results)
+    assert f"training gain: {metrics['training_gain']['verdict']}" in info
+    assert "re-identification, pairs of different dates (1): top-1 shipped 0.500, best baseline spectral_parts 0.600" in info
+    assert "  k8 ARI shipped 0.500, best baseline spectral_parts 0.600" in info

@@ -77,7 +77,7 @@ def test_metrics_hold_the_four_scores_in_range(demo_run):
 def test_the_demo_scores_its_planted_units_through_the_unit_map_code(demo_run):
     """No units configured: the demo's truth rasters are its unit maps, read by the same function as
     a user's map and as `outcrop evaluate`'s rock-unit tiles; every feature set and the workflow's own
-    clusters are scored at every k and cut, and the per-unit table is written."""
+    clusters are scored at every k and cut, the per-unit table is written, and the map shows them."""
     from outcrop.raster.demo import UNITS
 
     results = demo_run / "results"
@@ -98,6 +98,8 @@ def test_the_demo_scores_its_planted_units_through_the_unit_map_code(demo_run):
     assert sorted(table["unit"]) == sorted(agree["units"]) and table["tiles"].sum() == agree["tiles_with_unit"]
     gain = metrics["training_gain"]
     assert any(m.startswith("map_agreement.") for m in gain["measures"]) and gain["verdict"]
+    page = (results / "map.html").read_text()
+    assert "Geological map units" in page and '"unit_legend"' in page
 
 
 def test_reidentification_is_reported_by_acquisition_date(demo_run, tmp_path):

@@ -755,7 +755,8 @@ def cmd_webmap(args: argparse.Namespace) -> None:
     write_webmap([Path(p) for p in args.quicklooks], [Path(p) for p in args.clusters],
                  [Path(p) for p in args.similarity], Path(args.analogues) if args.analogues else None,
                  Path(args.deposits) if args.deposits else None, Path(args.out),
-                 prepared=[Path(p) for p in args.prepared], title=args.title, log=_log)
+                 prepared=[Path(p) for p in args.prepared], units=[Path(p) for p in args.units],
+                 unit_field=args.unit_field, title=args.title, log=_log)
 
 
 def _webmap_parser(sub: Any) -> None:
@@ -772,6 +773,8 @@ def _webmap_parser(sub: Any) -> None:
     p.add_argument("--deposits", default="")
     # The coastline is contoured from the prepared scenes' surface masks; without them it is left out.
     p.add_argument("--prepared", nargs="*", default=[], help="prepared scenes (their masks give the coastline)")
+    p.add_argument("--units", nargs="*", default=[], help="unit maps shown as a layer (as `outcrop quality --units`)")
+    p.add_argument("--unit-field", default=default("units.field"), help="the polygons' field naming each unit")
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="outcrop run")
 
