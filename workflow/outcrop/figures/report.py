@@ -177,7 +177,7 @@ def _levels(scores: dict[str, Any]) -> list[str]:
 
 def _map_agreement_html(block: dict[str, Any]) -> str:
     """Clusters against the unit map at every level (ARI, NMI, purity), spatial kNN, and the per-unit table."""
-    from outcrop.search.unit_agreement import unit_rows
+    from outcrop.search.unit_table import unit_rows
 
     title = f"Agreement with the geological map ({_fmt(block.get('seconds'))} s)"
     maps = ", ".join(str(m) for m in block.get("maps") or [])

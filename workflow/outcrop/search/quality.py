@@ -329,7 +329,7 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     log(f"quality: training gain: {metrics['training_gain']['verdict']}")
     metrics["quality_seconds"] = round(time.perf_counter() - t_start, 3)
     if units_table is not None:
-        from outcrop.search.unit_agreement import write_units_table
+        from outcrop.search.unit_table import write_units_table
 
         write_units_table(Path(units_table), metrics.get("map_agreement", {}))
     write_json(out, metrics)

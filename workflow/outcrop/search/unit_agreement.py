@@ -116,32 +116,3 @@ def _workflow_clusters(labels: Path, tiles: Any, codes: np.ndarray) -> dict[str,
         if ok.sum() >= MIN_UNIT_TILES:
             out[col] = agreement(codes[ok], values[ok].astype(np.int64))
     return out
-
-
-TABLE_SETS = ("byol", "random_joined", "spectral_parts", "band_statistics", "random_encoder", "raw_spectral",
-              "raw_pixels")
-
-
-def unit_rows(block: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per unit: its tiles and each feature set's kNN recall of it (the per-unit table)."""
-    rows = []
-    for unit, count in (block.get("units") or {}).items():
-        row: dict[str, Any] = {"unit": unit, "tiles": count}
-        for name in TABLE_SETS:
-            recall = (block.get(name) or {}).get("knn_recall") if isinstance(block.get(name), dict) else None
-            if isinstance(recall, dict):
-                row[f"recall {name}"] = recall.get(unit)
-        rows.append(row)
-    return rows
-
-
-def write_units_table(path: Path, block: dict[str, Any]) -> None:
-    """The per-unit table as CSV (the Snakemake report shows it): unit, tiles, kNN recall per feature set."""
-    import pandas as pd
-
-    from outcrop.io import atomic_path
-
-    rows = unit_rows(block)
-    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["unit", "tiles"])
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.3f")
