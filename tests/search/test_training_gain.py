@@ -61,6 +61,19 @@ def test_gains_are_counted_per_check_and_a_tie_is_no_gain():
     assert "largest loss map_agreement.k8.ari +0.005" in gain["verdict"]
 
 
+def test_the_demos_truth_scores_count_as_measures():
+    metrics = _metrics(0.5, 0.4, 0.45)
+    metrics["rock_unit_tiles"] = 500
+    for name, v in zip(SETS, (0.8, 0.7, 0.75, 0.6, 0.65)):
+        metrics[name] = {"ari": v, "nmi": v, "knn_accuracy": v, "linear_probe_accuracy": v,
+                         "deposit_recall": {"combined": {"recall@10": v, "recall@25": 1.0}}}
+    rows = training_gain(metrics)["measures"]
+    assert rows["demo_truth.knn_accuracy"]["gain"] == pytest.approx(0.05)
+    assert rows["demo_truth.knn_accuracy"]["reference"] == "spectral_parts"
+    assert rows["demo_truth.deposit_recall.recall@25"]["gain"] == 0.0
+    assert "the demo's planted truth 5 of 6" in training_gain(metrics)["verdict"]
+
+
 def test_the_learned_part_alone_is_compared_with_the_untrained_network_alone():
     metrics = _metrics(0.5, 0.6, 0.7)
     for block in (metrics["leave_one_out"], metrics["reidentification"], metrics["map_agreement"]):

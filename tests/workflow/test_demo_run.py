@@ -98,6 +98,10 @@ def test_the_demo_scores_its_planted_units_through_the_unit_map_code(demo_run):
     assert sorted(table["unit"]) == sorted(agree["units"]) and table["tiles"].sum() == agree["tiles_with_unit"]
     gain = metrics["training_gain"]
     assert any(m.startswith("map_agreement.") for m in gain["measures"]) and gain["verdict"]
+    # The demo's own truth scores have the untrained counterparts too, and count as measures.
+    for name in ("random_joined", "spectral_parts"):
+        assert 0 <= metrics[name]["knn_accuracy"] <= 1 and -1 <= metrics[name]["ari"] <= 1
+    assert {"demo_truth.ari", "demo_truth.knn_accuracy", "demo_truth.deposit_recall.recall@20"} <= set(gain["measures"])
     page = (results / "map.html").read_text()
     assert "Geological map units" in page and '"unit_legend"' in page
 

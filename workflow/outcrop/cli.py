@@ -494,7 +494,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                  truth=[Path(p) for p in args.truth_units], model=Path(args.model),
                  labels=Path(args.labels) if args.labels else None, truth_deposits=Path(args.truth_deposits),
                  deposits=Path(args.deposits), buffer_m=args.buffer_m, exclusion_km=args.exclusion_km,
-                 recall_k=args.recall_k, seed=args.seed, site_overlap=_site_overlap(args.site_overlap), log=_log)
+                 recall_k=args.recall_k, seed=args.seed, site_overlap=_site_overlap(args.site_overlap),
+                 spectral_weight=args.spectral_weight, context_weight=args.context_weight,
+                 tables=[Path(p) for p in args.tables] if args.tables else None, log=_log)
 
 
 def _evaluate_parser(sub: Any) -> None:
@@ -520,6 +522,13 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
     p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
     p.add_argument("--seed", type=int, default=default("clusters.seed"), help="k-means seed; also seeds the random-encoder baseline")
+    p.add_argument("--tables", nargs="+", default=None,
+                   help="tile tables, one per scene in the order of --scenes (the block part of random_joined "
+                        "and spectral_parts)")
+    p.add_argument("--spectral-weight", type=non_negative_float, default=default("embed.spectral_weight"),
+                   help="the run's spectral weight (as `outcrop embed`), for random_joined and spectral_parts")
+    p.add_argument("--context-weight", type=non_negative_float, default=default("embed.context_weight"),
+                   help="the run's context weight (as `outcrop embed`)")
 
 
 def cmd_quality(args: argparse.Namespace) -> None:

@@ -66,6 +66,7 @@ rule evaluate:
         index_table=L.index_table,
         embeddings=per_scene(L.embeddings),
         tiles=per_scene(L.tiles),
+        tables=per_scene(L.tile_table),
         truth=per_scene(L.demo_truth),
         deposits=L.demo_deposits,
         hidden=L.demo_hidden_deposits,
@@ -80,6 +81,8 @@ rule evaluate:
         recall_k=config["evaluate"]["recall_k"],
         site_overlap=config["analogues"]["site_overlap"],
         seed=config["clusters"]["seed"],
+        spectral_weight=config["embed"]["spectral_weight"],
+        context_weight=config["embed"]["context_weight"],
     log:
         L.log("evaluate"),
     benchmark:
@@ -95,7 +98,9 @@ rule evaluate:
         " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --truth-units {input.truth:q} {params.labels:q}"
         " --truth-deposits {input.hidden:q}"
         " --deposits {input.deposits:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
-        " --recall-k {params.recall_k:q} --site-overlap {params.site_overlap:q} --seed {params.seed:q} --model {input.model:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        " --recall-k {params.recall_k:q} --site-overlap {params.site_overlap:q} --seed {params.seed:q} --model {input.model:q}"
+        " --tables {input.tables:q} --spectral-weight {params.spectral_weight:q} --context-weight {params.context_weight:q}"
+        " --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule quality:

@@ -46,7 +46,8 @@ def _fmt(value: Any) -> str:
 
 
 def _metrics_section(metrics: dict[str, Any]) -> str:
-    sets = [k for k in ("byol", "raw_spectral", "band_statistics", "random_encoder") if k in metrics]
+    sets = [k for k in ("byol", "random_joined", "spectral_parts", "raw_spectral", "band_statistics", "random_encoder")
+            if isinstance(metrics.get(k), dict) and "knn_accuracy" in metrics[k]]
     rows = []
     for name in sets:
         m = metrics[name]

@@ -3,10 +3,11 @@
 The shipped vector joins a learned part with the tile's spectrum and its block's spectrum. Two
 baselines hold everything but the training: ``random_joined`` (an untrained network of the same
 shape, joined with the same parts at the same weights) and ``spectral_parts`` (those parts alone,
-no network). For every quality measure the run scored, the gain is the shipped score minus the
-better of the two, signed so that above zero means training helped (for a rank, the better rank
-minus the shipped one). A run whose embedding is the learned part alone (both weights 0) has no
-spectral parts: its counterpart is the untrained network alone (``random_encoder``).
+no network). For every quality measure the run scored (and, in the demo, every score against its
+planted truth), the gain is the shipped score minus the better of the two, signed so that above
+zero means training helped (for a rank, the better rank minus the shipped one). A run whose
+embedding is the learned part alone (both weights 0) has no spectral parts: its counterpart is the
+untrained network alone (``random_encoder``).
 
 A gain of :data:`MIN_GAIN` or less counts as none: a user whose ground gains nothing from training
 is told so in a sentence (``verdict``), not left to read it from the numbers.
@@ -55,6 +56,11 @@ def measures(metrics: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], tup
                     yield f"map_agreement.{level}.{key}", _column(agree, (level, key)), True
         if "knn_macro_f1" in agree["byol"]:
             yield "map_agreement.knn_macro_f1", _column(agree, ("knn_macro_f1",)), True
+    if "rock_unit_tiles" in metrics and _scored(metrics):  # the demo's truth-based scores, merged in
+        for key in ("ari", "nmi", "knn_accuracy", "linear_probe_accuracy"):
+            yield f"demo_truth.{key}", _column(metrics, (key,)), True
+        for key in (metrics["byol"].get("deposit_recall") or {}).get("combined") or {}:
+            yield f"demo_truth.deposit_recall.{key}", _column(metrics, ("deposit_recall", "combined", key)), True
 
 
 def _column(block: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
@@ -96,7 +102,8 @@ FAMILIES = (("leave_one_out.", "leave-one-deposit-out"),
             ("reidentification.unknown.", "re-identification, dates unknown"),
             ("reidentification.", "cross-scene re-identification"),
             ("same_scene.", "same-scene re-identification"),
-            ("map_agreement.", "map agreement"))
+            ("map_agreement.", "map agreement"),
+            ("demo_truth.", "the demo's planted truth"))
 
 
 def family(measure: str) -> str:
