@@ -5,7 +5,8 @@ For each window of a real scene (three of the Paraná Landsat 8 scene, one of th
 scene, one of the Sentinel-2 Virginia scene) the gallery is the window cut on a 32 px grid. Two
 query sets: the same window cut half a tile off that grid (down, across and both), and a copy of
 the window reprojected (Paraná to EPSG:3031, the northern scenes to EPSG:3995: the ground turns by
-tens of degrees and is resampled) cut on a 16 px grid. A query is right when its most
+tens of degrees and is resampled, by the package's own warp, :mod:`outcrop.search.same_scene`, which
+the quality stage runs on one window of every run) cut on a 16 px grid. A query is right when its most
 cosine-similar gallery tile is one of those it overlaps most. Queries that are the gallery's own
 tiles are not used: they are trivial.
 
@@ -51,6 +52,7 @@ from outcrop.config import default  # noqa: E402
 from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, standardised  # noqa: E402
 from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol  # noqa: E402
 from outcrop.search.evaluate import as_unit_vectors, random_encoder_embeddings  # noqa: E402
+from outcrop.search.same_scene import reprojected as warp  # noqa: E402
 
 DATA = Path(os.environ.get("OUTCROP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TILE = 32
@@ -88,19 +90,11 @@ def read_window(paths: list[Path], window: tuple[int, int, int, int]) -> tuple[n
 
 
 def reprojected(image: np.ndarray, transform, crs, dst_crs: str) -> tuple[np.ndarray, object, np.ndarray]:
-    """The window warped to ``dst_crs`` at its own ground resolution (bilinear), with a validity mask."""
-    from rasterio.warp import Resampling, calculate_default_transform, reproject
-
-    _, h, w = image.shape
-    bounds = (*corner(transform, h, 0), *corner(transform, 0, w))
-    dst_transform, dw, dh = calculate_default_transform(crs, dst_crs, w, h, *bounds)
-    out = np.zeros((image.shape[0], dh, dw), dtype=np.float32)
-    ones = np.zeros((dh, dw), dtype=np.float32)
-    common = {"src_transform": transform, "src_crs": crs, "dst_transform": dst_transform, "dst_crs": dst_crs}
-    reproject(image, out, resampling=Resampling.bilinear, **common)
-    reproject(np.ones((h, w), np.float32), ones, resampling=Resampling.nearest, src_nodata=0, dst_nodata=0,
-              **common)
-    return out, dst_transform, ones > 0
+    """The window warped to ``dst_crs`` at its own ground resolution (bilinear), with a validity mask:
+    the package's warp (:func:`outcrop.search.same_scene.reprojected`), which the quality stage's
+    same-scene check runs on every run's own scene."""
+    warped = warp(image, transform, crs, dst_crs)
+    return warped.image, warped.transform, warped.valid
 
 
 def query_sets(image, transform, crs, dst_crs):

@@ -1,4 +1,6 @@
-"""Every prepared scene records when it was acquired: from the sheet, the product's metadata or its name."""
+"""Every prepared scene records when it was acquired: from the sheet, the product's metadata or its name;
+the date is read back from its ACQUISITION_DATE tag, checked as a calendar day, and two scenes' dates
+relate as same, different or unknown."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from outcrop import OutcropError
-from outcrop.raster.dates import TAG, acquisition_date, date_from_mtd, date_from_mtl, date_from_name, parse_date
+from outcrop.raster.dates import (TAG, acquisition_date, date_from_mtd, date_from_mtl, date_from_name, date_relation,
+                                  parse_date)
 from outcrop.raster.scenes import prepare_scene
 from outcrop.raster.sensors import parse_mtl_text
 from outcrop.raster.sheets import read_scene_sheet
@@ -110,3 +114,26 @@ def test_a_sheet_date_is_checked_and_kept(tmp_path):
         read_scene_sheet(_sheet(tmp_path, "21/02/2021"))
     with pytest.raises(OutcropError, match=r"when: '2021-13-01' is not a date"):
         parse_date("2021-13-01", "when")
+
+
+def _scene(path, tags=None):
+    with rasterio.open(path, "w", driver="GTiff", height=2, width=2, count=1, dtype="uint16", crs="EPSG:3031",
+                       transform=from_origin(0, 2, 1, 1)) as dst:
+        dst.write(np.ones((1, 2, 2), dtype=np.uint16))
+        if tags:
+            dst.update_tags(**tags)
+    return path
+
+
+@pytest.mark.parametrize("tag, expected", [("2020-05-18", "2020-05-18"), (" 2015-01-01 ", "2015-01-01"),
+                                           ("2020-02-30", None), ("2020-05-18T13:20:00", None), ("May 2020", None),
+                                           ("<b>2020</b>", None)])
+def test_the_date_is_the_tag_when_it_is_a_calendar_day(tmp_path, tag, expected):
+    assert acquisition_date(_scene(tmp_path / "s.tif", {TAG: tag})) == expected
+
+
+def test_a_scene_without_the_tag_has_no_date_and_pairs_relate_by_date(tmp_path):
+    assert acquisition_date(_scene(tmp_path / "s.tif")) is None
+    assert date_relation("2020-05-18", "2020-05-18") == "same_date"
+    assert date_relation("2020-05-18", "2015-01-01") == "different_dates"
+    assert date_relation(None, "2015-01-01") == date_relation("2015-01-01", None) == "unknown"

@@ -497,7 +497,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                  truth=[Path(p) for p in args.truth_units], model=Path(args.model),
                  labels=Path(args.labels) if args.labels else None, truth_deposits=Path(args.truth_deposits),
                  deposits=Path(args.deposits), buffer_m=args.buffer_m, exclusion_km=args.exclusion_km,
-                 recall_k=args.recall_k, seed=args.seed, site_overlap=_site_overlap(args.site_overlap), log=_log)
+                 recall_k=args.recall_k, seed=args.seed, site_overlap=_site_overlap(args.site_overlap),
+                 spectral_weight=args.spectral_weight, context_weight=args.context_weight,
+                 tables=[Path(p) for p in args.tables] if args.tables else None, log=_log)
 
 
 def _evaluate_parser(sub: Any) -> None:
@@ -523,6 +525,13 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
     p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
     p.add_argument("--seed", type=int, default=default("clusters.seed"), help="k-means seed; also seeds the random-encoder baseline")
+    p.add_argument("--tables", nargs="+", default=None,
+                   help="tile tables, one per scene in the order of --scenes (the block part of random_joined "
+                        "and spectral_parts)")
+    p.add_argument("--spectral-weight", type=non_negative_float, default=default("embed.spectral_weight"),
+                   help="the run's spectral weight (as `outcrop embed`), for random_joined and spectral_parts")
+    p.add_argument("--context-weight", type=non_negative_float, default=default("embed.context_weight"),
+                   help="the run's context weight (as `outcrop embed`)")
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
@@ -537,6 +546,9 @@ def cmd_quality(args: argparse.Namespace) -> None:
                 recall_k=args.recall_k, stride=args.stride, min_valid=args.min_valid, seed=args.seed,
                 spectral_weight=args.spectral_weight, context_weight=args.context_weight,
                 tables=[Path(p) for p in args.tables] if args.tables else None,
+                units=[Path(p) for p in args.units], unit_field=args.unit_field, unit_share=args.unit_share,
+                ks=args.k, cuts=args.cuts, labels=Path(args.labels) if args.labels else None,
+                units_table=Path(args.units_table) if args.units_table else None,
                 demo_scores=Path(args.demo_scores) if args.demo_scores else None, log=_log)
 
 
@@ -570,6 +582,17 @@ def _quality_parser(sub: Any) -> None:
                    help="the run's spectral weight (as `outcrop embed`), so queries are embedded alike")
     p.add_argument("--context-weight", type=non_negative_float, default=default("embed.context_weight"),
                    help="the run's context weight (as `outcrop embed`)")
+    p.add_argument("--units", nargs="*", default=[], help="unit maps (polygons with a unit field, or class rasters) "
+                   "to score every feature set against; the demo's truth rasters, one per scene")
+    p.add_argument("--unit-field", default=default("units.field"), help="the polygons' field naming each unit")
+    p.add_argument("--unit-share", type=finite_float, default=default("units.min_share"),
+                   help="least share of a tile its majority unit must cover (else the tile is left out)")
+    p.add_argument("--k", type=positive_int, nargs="+", default=default("clusters.k"),
+                   help="k-means k scored against the units (the run's clusters.k)")
+    p.add_argument("--cuts", type=positive_int, nargs="*", default=default("clusters.cuts"),
+                   help="hierarchy cuts scored against the units (the run's clusters.cuts)")
+    p.add_argument("--labels", default="", help="the workflow's clusters (clusters/labels.parquet), scored against the units")
+    p.add_argument("--units-table", default="", help="write the per-unit table (CSV) here")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -744,7 +767,8 @@ def cmd_webmap(args: argparse.Namespace) -> None:
     write_webmap([Path(p) for p in args.quicklooks], [Path(p) for p in args.clusters],
                  [Path(p) for p in args.similarity], Path(args.analogues) if args.analogues else None,
                  Path(args.deposits) if args.deposits else None, Path(args.out),
-                 prepared=[Path(p) for p in args.prepared], title=args.title, log=_log)
+                 prepared=[Path(p) for p in args.prepared], units=[Path(p) for p in args.units],
+                 unit_field=args.unit_field, title=args.title, log=_log)
 
 
 def _webmap_parser(sub: Any) -> None:
@@ -761,6 +785,8 @@ def _webmap_parser(sub: Any) -> None:
     p.add_argument("--deposits", default="")
     # The coastline is contoured from the prepared scenes' surface masks; without them it is left out.
     p.add_argument("--prepared", nargs="*", default=[], help="prepared scenes (their masks give the coastline)")
+    p.add_argument("--units", nargs="*", default=[], help="unit maps shown as a layer (as `outcrop quality --units`)")
+    p.add_argument("--unit-field", default=default("units.field"), help="the polygons' field naming each unit")
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="outcrop run")
 

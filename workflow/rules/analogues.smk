@@ -66,6 +66,7 @@ rule evaluate:
         index_table=L.index_table,
         embeddings=per_scene(L.embeddings),
         tiles=per_scene(L.tiles),
+        tables=per_scene(L.tile_table),
         truth=per_scene(L.demo_truth),
         deposits=L.demo_deposits,
         hidden=L.demo_hidden_deposits,
@@ -80,6 +81,8 @@ rule evaluate:
         recall_k=config["evaluate"]["recall_k"],
         site_overlap=config["analogues"]["site_overlap"],
         seed=config["clusters"]["seed"],
+        spectral_weight=config["embed"]["spectral_weight"],
+        context_weight=config["embed"]["context_weight"],
     log:
         L.log("evaluate"),
     benchmark:
@@ -95,7 +98,9 @@ rule evaluate:
         " --embeddings {input.embeddings:q} --tiles {input.tiles:q} --truth-units {input.truth:q} {params.labels:q}"
         " --truth-deposits {input.hidden:q}"
         " --deposits {input.deposits:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
-        " --recall-k {params.recall_k:q} --site-overlap {params.site_overlap:q} --seed {params.seed:q} --model {input.model:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        " --recall-k {params.recall_k:q} --site-overlap {params.site_overlap:q} --seed {params.seed:q} --model {input.model:q}"
+        " --tables {input.tables:q} --spectral-weight {params.spectral_weight:q} --context-weight {params.context_weight:q}"
+        " --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule quality:
@@ -109,12 +114,23 @@ rule quality:
         model=L.model,
         deposits=DEPOSITS or [],
         demo_scores=[L.demo_scores] if DEMO else [],
+        units=UNIT_MAPS,
+        clusters=L.cluster_labels,
     output:
-        report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="quality"),
+        # The per-unit table only with a unit map: an unnamed output, absent otherwise.
+        *[report(p, caption="../report/units.rst", category="Metrics", subcategory="geological map")
+          for p in UNITS_TABLE],
+        metrics=report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="quality"),
     params:
         scenes=SCENES,
         deposits=lambda wc, input: optional("--deposits", input.deposits),
         demo_scores=lambda wc, input: optional("--demo-scores", input.demo_scores),
+        units=lambda wc, input: ["--units", *input.units] if input.units else [],
+        units_table=optional("--units-table", UNITS_TABLE[0] if UNITS_TABLE else ""),
+        unit_field=config["units"]["field"],
+        unit_share=config["units"]["min_share"],
+        k=config["clusters"]["k"],
+        cuts=lambda wc: ["--cuts", *map(str, config["clusters"]["cuts"])] if config["clusters"]["cuts"] else [],
         buffer_m=config["analogues"]["buffer_m"],
         exclusion_km=config["analogues"]["exclusion_km"],
         site_overlap=config["analogues"]["site_overlap"],
@@ -141,4 +157,6 @@ rule quality:
         " {params.deposits:q} {params.demo_scores:q} --buffer-m {params.buffer_m:q} --exclusion-km {params.exclusion_km:q}"
         " --site-overlap {params.site_overlap:q} --recall-k {params.recall_k:q} --stride {params.stride:q}"
         " --min-valid {params.min_valid:q} --seed {params.seed:q} --threads {threads}"
-        " --out {output:q} > {log:q} 2>&1"
+        " {params.units:q} --unit-field {params.unit_field:q} --unit-share {params.unit_share:q} --k {params.k:q}"
+        " {params.cuts:q} --labels {input.clusters:q} {params.units_table:q}"
+        " --out {output.metrics:q} > {log:q} 2>&1"

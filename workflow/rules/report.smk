@@ -133,9 +133,12 @@ rule webmap:
         analogues=[L.analogues_gpkg] if ANALOGUES else [],
         deposits=DEPOSITS or [],
         prepared=per_scene(L.prepared),
+        units=UNIT_MAPS,
     output:
         report(L.webmap, caption="../report/map.rst", category="Map"),
     params:
+        units=lambda wc, input: ["--units", *input.units] if input.units else [],
+        unit_field=config["units"]["field"],
         clusters=lambda wc, input: in_folder(input.clusters, ".tif"),
         similarity=lambda wc, input: [a for d in input.similarity for a in ["--similarity", *in_folder(d, ".tif")]],
         analogues=lambda wc, input: optional("--analogues", input.analogues),
@@ -153,7 +156,8 @@ rule webmap:
     shell:
         "python -m outcrop webmap --quicklooks {input.quicklooks:q} --clusters {params.clusters:q}"
         " {params.similarity:q} {params.analogues:q} {params.deposits:q}"
-        " --prepared {input.prepared:q} --out {output:q} > {log:q} 2>&1"
+        " --prepared {input.prepared:q} {params.units:q} --unit-field {params.unit_field:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule report:

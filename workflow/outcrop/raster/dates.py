@@ -12,7 +12,9 @@ date as the GeoTIFF dataset tag ``ACQUISITION_DATE`` (ISO 8601, ``YYYY-MM-DD``) 
 - the date in a Landsat or Sentinel-2 product or file name.
 
 Otherwise the tag is absent: a wrong date would be worse than none. :func:`acquisition_date` is the
-one reader every stage uses.
+one reader every stage uses; :func:`date_relation` tells the quality stage a pair of overlapping
+scenes of one day (the same ground, the same light) from a pair of two days (another season, sun,
+haze or snow line), which is where training has to earn its keep.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from pathlib import Path
 from outcrop import OutcropError
 
 TAG = "ACQUISITION_DATE"
+
+# How two scenes' dates relate (the keys of metrics.json's reidentification.by_dates).
+SAME_DATE, DIFFERENT_DATES, UNKNOWN = "same_date", "different_dates", "unknown"
 
 _ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 # Sentinel-2 product names (S2B_MSIL1C_20200406T101559_N0209_...), tile-level band files
@@ -124,3 +129,10 @@ def acquisition_date(path: str | Path) -> str | None:
     if value is None or not _ISO_DATE.match(str(value).strip()):
         return None
     return _date_or_none(value)
+
+
+def date_relation(first: str | None, second: str | None) -> str:
+    """``same_date``, ``different_dates``, or ``unknown`` when either scene's date is not known."""
+    if first is None or second is None:
+        return UNKNOWN
+    return SAME_DATE if first == second else DIFFERENT_DATES
