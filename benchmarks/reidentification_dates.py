@@ -56,8 +56,8 @@ from outcrop.config import default
 from outcrop.io import load_npy
 from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, standardised
 from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol
-from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder_embeddings
-from outcrop.search.quality import best_overlaps, reidentification, scene_blocks
+from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder_embeddings, scene_blocks
+from outcrop.search.quality import best_overlaps, reidentification
 
 REPO = Path(__file__).resolve().parents[1]
 BOUCONNE = REPO / "tests" / "data" / "bouconne"

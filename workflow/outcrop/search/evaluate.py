@@ -276,14 +276,34 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
 ENCODED = ("byol", "random_encoder", "random_joined", "spectral_parts")
 
 
+def spectral_join(meta: dict[str, Any], learned: np.ndarray, tiles: np.ndarray, blocks: np.ndarray | None,
+                  weights: tuple[float, float]) -> np.ndarray:
+    """``learned`` rows joined with the tiles' spectrum and block spectrum at ``weights``, as the embed
+    stage joins them; ``learned`` with no columns gives the spectral parts alone (unit rows)."""
+    from outcrop.learning.embeddings import join_parts, spectral_part, standardised
+
+    spectral_weight, context_weight = weights
+    ctx = standardised(meta, blocks) if context_weight > 0 else None
+    return join_parts(learned, (spectral_weight, spectral_part(meta, tiles)), (context_weight, ctx))
+
+
+def scene_blocks(tiles: np.ndarray, table_path: Path, size: int, rows: np.ndarray) -> np.ndarray:
+    """Block spectra of ``rows`` of one scene's tile array, neighbours found through its tile table."""
+    from outcrop.raster.spectra import block_neighbours, block_spectra
+    from outcrop.raster.tiles import read_tile_positions
+
+    tile_rows, tile_cols = read_tile_positions(table_path, len(tiles))
+    neighbours = block_neighbours(tile_rows, tile_cols, size)
+    return block_spectra(tiles, neighbours[np.asarray(rows, dtype=np.int64)])
+
+
 def _untrained_counterparts(bare: np.ndarray, pixels: np.ndarray, model: Path, *, seed: int,
                             weights: tuple[float, float], tiles: dict[str, np.ndarray],
                             tables: dict[str, Path] | None, parts: list[tuple[str, np.ndarray]],
                             log: Callable[[str], None]) -> dict[str, np.ndarray]:
     """``random_joined`` and ``spectral_parts`` of the tiles (:func:`outcrop.search.quality.feature_sets`
-    makes the same two), or nothing when the run joins no spectra or the block part lacks its tables."""
-    from outcrop.search.quality import scene_blocks, spectral_join
-
+    makes the same two, with the same :func:`spectral_join`), or nothing when the run joins no spectra
+    or the block part lacks its tables."""
     if weights[0] <= 0 and weights[1] <= 0:
         return {}
     if weights[1] > 0 and tables is None:

@@ -40,6 +40,7 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import load_npy, write_json
+from outcrop.search.evaluate import scene_blocks, spectral_join
 
 MIN_DEPOSITS = 3  # fewer leaves one or no deposit to search with: no honest leave-one-out
 REID_QUERIES = 2000  # query tiles per overlapping scene pair, a seeded sample past this
@@ -161,17 +162,6 @@ def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, m
     if len(byol) * int(np.prod(_first(chunks).shape[1:])) <= RAW_PIXELS_MAX:
         out["raw_pixels"] = as_unit_vectors(np.concatenate([c.reshape(len(c), -1) for c in chunks()]))
     return out
-
-
-def spectral_join(meta: dict[str, Any], learned: np.ndarray, tiles: np.ndarray, blocks: np.ndarray | None,
-                  weights: tuple[float, float]) -> np.ndarray:
-    """``learned`` rows joined with the tiles' spectrum and block spectrum at ``weights``, as the embed
-    stage joins them; ``learned`` with no columns gives the spectral parts alone (unit rows)."""
-    from outcrop.learning.embeddings import join_parts, spectral_part, standardised
-
-    spectral_weight, context_weight = weights
-    ctx = standardised(meta, blocks) if context_weight > 0 else None
-    return join_parts(learned, (spectral_weight, spectral_part(meta, tiles)), (context_weight, ctx))
 
 
 def _first(chunks: Callable[[], Iterator[np.ndarray]]) -> np.ndarray:
@@ -510,16 +500,6 @@ def cut_queries(prepared: Path, *, size: int, stride: int, bounds: tuple, min_va
     cut = cut_offset_tiles(prepared, size=size, stride=stride, offset=max(stride // 2, 1), bounds=bounds,
                            min_valid=min_valid, limit=REID_QUERIES, seed=seed, context=context)
     return cut if context else (*cut, np.zeros((len(cut[0]), 0)))
-
-
-def scene_blocks(tiles: np.ndarray, table_path: Path, size: int, rows: np.ndarray) -> np.ndarray:
-    """Block spectra of ``rows`` of one scene's tile array, neighbours found through its tile table."""
-    from outcrop.raster.spectra import block_neighbours, block_spectra
-    from outcrop.raster.tiles import read_tile_positions
-
-    tile_rows, tile_cols = read_tile_positions(table_path, len(tiles))
-    neighbours = block_neighbours(tile_rows, tile_cols, size)
-    return block_spectra(tiles, neighbours[np.asarray(rows, dtype=np.int64)])
 
 
 def _pixel_size(prepared: dict[str, Path]) -> float:
