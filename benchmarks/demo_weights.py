@@ -52,7 +52,7 @@ def main() -> None:
     learned = embed_array(net, meta, pixels, spectral_weight=0.0)
     rand = random_encoder_embeddings(model, pixels, seed=default("clusters.seed"))
     spectra = spectral_part(meta, pixels)
-    from outcrop.search.quality import scene_blocks
+    from outcrop.search.evaluate import scene_blocks
     from outcrop.search.evaluate import as_unit_vectors, band_statistics
 
     size = int(pixels.shape[-1])

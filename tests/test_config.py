@@ -84,9 +84,16 @@ def test_missing_or_empty_sheet(tmp_path):
 
 
 def test_demo_sheet_roles():
-    rows = demo_sheet("results", scenes=4, train_scenes=3)
+    rows = demo_sheet("results", scenes=4, train_scenes=3, dates=1)
     assert [r["role"] for r in rows] == ["train", "train", "train", "index"]
     assert rows[0]["source"] == "results/demo/scenes/demo_1.tif"
+
+
+def test_demo_sheet_sees_every_place_on_every_day_and_trains_on_the_first_places():
+    rows = demo_sheet("results", scenes=3, train_scenes=2, dates=2)
+    assert [r["scene"] for r in rows] == ["demo_1", "demo_2", "demo_3", "demo_1_t2", "demo_2_t2", "demo_3_t2"]
+    assert [r["role"] for r in rows] == ["train", "train", "index"] * 2
+    assert rows[3]["source"] == "results/demo/scenes/demo_1_t2.tif"
 
 
 def test_remote_sources_have_no_local_input():

@@ -233,3 +233,37 @@ def test_weights_of_zero_give_the_learned_vectors_alone(model_path, tmp_path):
         model.eval()
         z = sum(model(posed(x, turns, flip)) for turns, flip in orientations(meta["symmetry"]))
     np.testing.assert_allclose(vectors, torch.nn.functional.normalize(z, dim=1).numpy(), atol=1e-5)
+
+
+def test_the_spectral_parts_baseline_is_the_embedding_with_a_learned_part_of_weight_zero(model_path, tmp_path):
+    """The quality stage's ``spectral_parts`` is what the embed stage joins to the learned vector, at the
+    run's weights, with no network: the shipped embedding of an encoder whose output is zero, less its
+    (zero) learned columns. ``random_joined`` is the same join with the untrained network's vector."""
+    import copy
+
+    from outcrop.raster.spectra import square_spectra
+    from outcrop.search.evaluate import random_encoder
+    from outcrop.search.quality import feature_sets
+
+    tiles = textures(14, seed=31)[0] * np.linspace(0.6, 1.8, 14, dtype=np.float32)[:, None, None, None]
+    blocks = np.stack([square_spectra(tiles[max(0, i - 1):i + 2]) for i in range(len(tiles))])
+    model, meta = load_encoder(model_path)
+    silent = copy.deepcopy(model)
+    for p in silent.parameters():  # every weight zero: the learned part is the zero vector
+        p.data.zero_()
+    dim = int(meta["embedding_dim"])
+    for weights in ((0.15, 0.25), (0.5, 0.0), (0.0, 1.0)):
+        shipped = embed_array(model, meta, tiles, spectral_weight=weights[0], context_weight=weights[1], context=blocks)
+        sets = feature_sets(lambda: iter([tiles]), shipped, model_path, seed=0, weights=weights, blocks=blocks)
+        zero_learned = embed_array(silent, meta, tiles, spectral_weight=weights[0], context_weight=weights[1],
+                                   context=blocks)
+        assert np.abs(zero_learned[:, :dim]).max() == 0
+        np.testing.assert_allclose(sets["spectral_parts"], zero_learned[:, dim:], atol=1e-6)
+        net, rmeta = random_encoder(model_path, seed=0)
+        np.testing.assert_allclose(sets["random_joined"], embed_array(net, rmeta, tiles, spectral_weight=weights[0],
+                                                                      context_weight=weights[1], context=blocks),
+                                   atol=1e-5)
+        # Not the shipped vectors' spectral columns by accident: those are scaled by the learned part's share.
+        assert not np.allclose(sets["spectral_parts"], shipped[:, dim:], atol=1e-3)
+    # The learned part alone (both weights 0) has no spectral parts to compare with.
+    assert "spectral_parts" not in feature_sets(lambda: iter([tiles]), shipped, model_path, seed=0, weights=(0.0, 0.0))

@@ -382,6 +382,9 @@ def test_training_steps_follow_the_budget_not_the_tile_count():
     assert s.total_steps(400_000, 128) == s.total_steps(4_000_000, 128) == 1563  # a coast: the budget
     assert s.total_steps(1_500, 128) == 1172  # the demo: 100 passes over its tiles, short of the budget
     assert EncoderSettings.from_dict({"epochs": 3}).total_steps(1_500, 128) == 3 * 11  # exactly 3 passes
+    # The same 1 500 places seen on two days: 3 000 tiles, still 100 passes over the places.
+    assert s.total_steps(3_000, 128, places=1_500) == 1172
+    assert EncoderSettings.from_dict({"epochs": 3}).total_steps(3_000, 128, places=1_500) == 3 * 23
     with pytest.raises(OutcropError, match=r"encoder\.epochs"):
         EncoderSettings.from_dict({"epochs": 0})
 

@@ -25,7 +25,7 @@ EXPECTED = {
     "Embeddings": ["embeddings/projection_clusters.png", "embeddings/projection_surfaces.png"],
     "Clusters": [f"clusters/maps/{s}.png" for s in SCENES] + ["clusters/dendrogram.png", "clusters/summary.html"],
     "Analogues": [f"analogues/maps/{s}.png" for s in SCENES] + ["analogues/analogues.csv"],
-    "Metrics": ["metrics.json", "summary.html"],
+    "Metrics": ["metrics.json", "summary.html", "units.csv"],
     "Map": ["map.html"],
 }
 

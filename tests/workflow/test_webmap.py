@@ -205,3 +205,40 @@ def test_clicking_a_cluster_pixel_shows_its_values(opened_map, demo_run):
     assert f"cluster {expected} ({level})" in text, text
     assert re.search(r"similarity \d\.\d\d", text), text
     assert re.search(r"lat -?\d+\.\d{4}, lon -?\d+\.\d{4}", text), text
+
+
+def test_clicking_shows_the_unit_of_the_geological_map(opened_map, demo_run):
+    """The demo's planted units are its unit map: a layer in the control, off at the start, and a
+    click on the map names the unit under the cursor."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import rasterio
+
+    labels = [e.text.strip() for e in opened_map.find_elements("css selector", ".leaflet-control-layers-overlays label")]
+    assert LAYER_NAMES["units"] in labels
+    assert opened_map.execute_script("return document.querySelectorAll('img.outcrop-units').length") == 0
+    truth = demo_run / "results" / "demo" / "truth" / "demo_1_units.tif"
+    with rasterio.open(truth) as src:
+        units = src.read(1)
+        names = src.tags()["units"].split(",")
+        # A pixel deep inside one unit (its 9 x 9 neighbourhood all that unit), near the scene's middle.
+        inside = np.zeros_like(units, dtype=bool)
+        inside[4:-4, 4:-4] = True
+        for dr in range(-4, 5):
+            for dc in range(-4, 5):
+                inside[4:-4, 4:-4] &= units[4 + dr:units.shape[0] - 4 + dr, 4 + dc:units.shape[1] - 4 + dc] == units[4:-4, 4:-4]
+        rows, cols = np.nonzero(inside & (units > 0))
+        middle = np.argmin((rows - units.shape[0] / 2) ** 2 + (cols - units.shape[1] / 2) ** 2)
+        r, c = int(rows[middle]), int(cols[middle])
+        x, y = src.xy(r, c)
+        expected = names[int(units[r, c]) - 1]
+    _focus(opened_map, x + src.res[0] / 4, y + src.res[1] / 4, -3)
+    ActionChains(opened_map).move_to_element(opened_map.find_element("id", "map")).click().perform()
+
+    def shown(driver):
+        popups = driver.find_elements("css selector", ".outcrop-value-popup")
+        return (popups[0].text or None) if popups else None
+
+    text = WebDriverWait(opened_map, 10).until(shown)
+    assert f"unit {expected}" in text, text

@@ -41,7 +41,7 @@ try:
     if config["scenes"]:
         SHEET = read_scene_sheet(config["scenes"])
     else:
-        SHEET = demo_sheet(R, config["demo"]["scenes"], config["demo"]["train_scenes"])
+        SHEET = demo_sheet(R, config["demo"]["scenes"], config["demo"]["train_scenes"], config["demo"]["dates"])
     check_run_paths(R, [row["scene"] for row in SHEET], "config: results", demo=not config["scenes"])
 except OutcropError as exc:
     raise WorkflowError(str(exc))
@@ -65,6 +65,11 @@ DEPOSITS = L.demo_deposits if DEMO and not config["deposits"] else config["depos
 ANALOGUES = bool(DEPOSITS)
 ANALOGUE_OUTPUTS = [L.analogues_gpkg, L.analogues_csv] if ANALOGUES else []
 ANALOGUES_SKIPPED = [] if ANALOGUES else [L.analogues_skipped]
+# The unit map the quality stage scores every feature set against: the configured one, else the
+# demo's planted units (its truth rasters, one per scene), through the same code.
+UNIT_MAPS = [config["units"]["path"]] if config["units"]["path"] else (
+    [L.demo_truth(s) for s in SCENES] if DEMO else [])
+UNITS_TABLE = [L.units_table] if UNIT_MAPS else []
 
 
 wildcard_constraints:
@@ -139,6 +144,7 @@ def final_outputs():
     outputs += report_outputs()
     outputs += kept_intermediates()
     outputs.append(L.metrics)
+    outputs += UNITS_TABLE
     return outputs
 
 

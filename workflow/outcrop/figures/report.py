@@ -48,7 +48,8 @@ def _fmt(value: Any) -> str:
 
 
 def _metrics_section(metrics: dict[str, Any]) -> str:
-    sets = [k for k in ("byol", "raw_spectral", "band_statistics", "random_encoder") if k in metrics]
+    sets = [k for k in ("byol", "random_joined", "spectral_parts", "raw_spectral", "band_statistics", "random_encoder")
+            if isinstance(metrics.get(k), dict) and "knn_accuracy" in metrics[k]]
     rows = []
     for name in sets:
         m = metrics[name]
@@ -66,13 +67,25 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
 
 
 # random_joined: the untrained encoder joined with the same spectral and block parts as the run's
-# vectors, which shows what training adds over the parts it is joined with.
-QUALITY_SETS = ("byol", "band_statistics", "raw_spectral", "random_encoder", "random_joined", "raw_pixels")
+# vectors; spectral_parts: those parts alone, no network. The better of the two is what training has
+# to beat (outcrop.search.training_gain).
+QUALITY_SETS = ("byol", "random_joined", "spectral_parts", "band_statistics", "raw_spectral", "random_encoder",
+                "raw_pixels")
+
+
+def _set_rows(block: dict[str, Any], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per feature set that ``block`` scored, with the ``columns`` of its scores."""
+    return [{"features": name, **{c: block[name].get(c) for c in columns}} for name in QUALITY_SETS
+            if isinstance(block.get(name), dict)]
 
 
 def _quality_section(metrics: dict[str, Any]) -> str:
-    """Label-free quality (leave-one-deposit-out, cross-scene re-identification), one row per feature set."""
-    parts = ["<h2>Quality without labels</h2>"]
+    """Quality on the run's own ground, one row per feature set: what training added, leave-one-deposit-out,
+    cross-scene re-identification (and by acquisition dates), same-scene re-identification, map agreement."""
+    parts = ["<h2>Quality on this run's ground</h2>"]
+    gain = metrics.get("training_gain")
+    if isinstance(gain, dict):
+        parts.append(_gain_html(gain))
     for key, title, cols in (("leave_one_out", "Leave-one-deposit-out", None),
                              ("reidentification", "Cross-scene re-identification", ("top1", "top5"))):
         block = metrics.get(key)
@@ -101,6 +114,14 @@ def _quality_section(metrics: dict[str, Any]) -> str:
                     "matched against an overlapping scene's tiles")
         parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>{note}</p>"
                      + _table(rows, list(rows[0]) if rows else []))
+        if key == "reidentification" and isinstance(block.get("by_dates"), dict):
+            parts.append(_by_dates_html(block["by_dates"]))
+    same = metrics.get("same_scene")
+    if isinstance(same, dict):
+        parts.append(_same_scene_html(same))
+    agree = metrics.get("map_agreement")
+    if isinstance(agree, dict):
+        parts.append(_map_agreement_html(agree))
     return "".join(parts)
 
 
@@ -115,6 +136,95 @@ def without_tiles_line(loo: Any) -> str:
     return ("warning: known deposits that meet no indexed tile (outside every scene, or on cloud, water or other "
             "ground the index left out), left out of the analogue search: "
             + ", ".join(named) + (f" and {more:,} more" if more > 0 else ""))
+DATE_TITLES = {"same_date": "pairs of one acquisition date", "different_dates": "pairs of different dates",
+               "unknown": "pairs whose dates are not known"}
+
+
+def _by_dates_html(by_dates: dict[str, Any]) -> str:
+    """Re-identification pooled by how the two scenes' acquisition dates relate."""
+    rows = []
+    for relation in ("same_date", "different_dates", "unknown"):
+        block = by_dates.get(relation)
+        if not isinstance(block, dict):
+            continue
+        row: dict[str, Any] = {"scene pairs": DATE_TITLES[relation], "pairs": block.get("pairs"),
+                               "queries": block.get("queries")}
+        for name in QUALITY_SETS:
+            if isinstance(block.get(name), dict):
+                row[f"{name} top-1"] = block[name].get("top1")
+        rows.append(row)
+    if not rows:
+        return ""
+    return ("<p>By acquisition date (the scenes' ACQUISITION_DATE tags): re-finding ground on another day is "
+            "where training has to earn its keep.</p>" + _table(rows, list(rows[0])))
+
+
+def _same_scene_html(block: dict[str, Any]) -> str:
+    title = f"Same-scene re-identification ({_fmt(block.get('seconds'))} s)"
+    if "skipped" in block:
+        return f"<h3>{html.escape(title)}</h3><p>skipped: {_text(block['skipped'])}</p>"
+    rows = []
+    for kind in ("shifted", "reprojected"):
+        scores = block.get(kind)
+        if isinstance(scores, dict):
+            rows += [{"copy": kind, "queries": scores.get("queries"), **r} for r in _set_rows(scores, ("top1", "top5"))]
+    note = (f"A window of {_text(block.get('scene'))} against its own tiles cut {_text(block.get('offset_px'))} px "
+            f"off the run's grid (shifted) and against a copy warped to a grid turned "
+            f"{_text(block.get('rotation_deg'))}° (reprojected); {_text(block.get('gallery'))} gallery tiles.")
+    return f"<h3>{html.escape(title)}</h3><p>{note}</p>" + _table(rows, ["copy", "queries", "features", "top1", "top5"])
+
+
+def _gain_html(gain: dict[str, Any]) -> str:
+    """What training added: the sentence first, then shipped against the better untrained counterpart."""
+    rows = [{"measure": m, "shipped": r.get("shipped"), "better counterpart": r.get("reference"),
+             "its score": r.get("reference_value"), "gain": r.get("gain")}
+            for m, r in (gain.get("measures") or {}).items() if isinstance(r, dict)]
+    return ("<h3>What training added</h3>"
+            f"<p class='verdict'><strong>{_text(gain.get('verdict'))}</strong></p>"
+            "<p>Gain: the trained embedding's score minus the better of its untrained counterparts "
+            "(random_joined: an untrained network joined with the same spectra; spectral_parts: the spectra alone), "
+            f"signed so that above zero means training helped; {_text(gain.get('min_gain'))} or less counts as none.</p>"
+            + (_table(rows, list(rows[0])) if rows else ""))
+
+
+def _levels(scores: dict[str, Any]) -> list[str]:
+    """The cluster levels of a feature set's map-agreement scores, k-means first, each by size (k4, k12, h3)."""
+    import re
+
+    found = [lv for lv, v in scores.items() if isinstance(v, dict) and "ari" in v and re.fullmatch(r"[kh]\d+", lv)]
+    return sorted(found, key=lambda lv: (lv[0] != "k", int(lv[1:])))
+
+
+def _map_agreement_html(block: dict[str, Any]) -> str:
+    """Clusters against the unit map at every level (ARI, NMI, purity), spatial kNN, and the per-unit table."""
+    from outcrop.search.unit_table import unit_rows
+
+    title = f"Agreement with the geological map ({_fmt(block.get('seconds'))} s)"
+    maps = ", ".join(str(m) for m in block.get("maps") or [])
+    head = (f"<h3>{html.escape(title)}</h3><p>{_text(maps)}: {_text(block.get('tiles_with_unit'))} of "
+            f"{_text(block.get('tiles_read'))} tiles read have a unit ({_text(block.get('rule'))}).</p>")
+    if "skipped" in block:
+        return head + f"<p>skipped: {_text(block['skipped'])}</p>"
+    scored = [n for n in QUALITY_SETS if isinstance(block.get(n), dict)]
+    levels = _levels(block[scored[0]]) if scored else []
+    own = block.get("workflow_clusters") if isinstance(block.get("workflow_clusters"), dict) else {}
+    out = [head]
+    for measure, label in (("ari", "ARI"), ("nmi", "NMI"), ("purity", "purity")):
+        rows = [{"features": n, **{lv: (block[n].get(lv) or {}).get(measure) for lv in levels}} for n in scored]
+        if own:
+            rows.append({"features": "workflow's own clusters", **{lv: (own.get(lv) or {}).get(measure) for lv in levels}})
+        out.append(f"<h4>Clusters against the units: {label}</h4>" + _table(rows, ["features", *levels]))
+    split = block.get("split") or {}
+    rows = [{"features": n, "macro-F1": block[n].get("knn_macro_f1"), "tiles predicted": block[n].get("knn_predicted")}
+            for n in scored]
+    out.append(f"<h4>Units predicted by kNN across a spatial split</h4><p>{_text(split.get('k'))} nearest neighbours; "
+               f"blocks of {_text(split.get('block_tiles'))} tile widths in {_text(split.get('folds'))} folds, no training "
+               f"tile within {_text(split.get('gap_tiles'))} tile width of a test tile.</p>"
+               + _table(rows, ["features", "macro-F1", "tiles predicted"]))
+    units = unit_rows(block)
+    if units:
+        out.append("<h4>Per unit: tiles and kNN recall</h4>" + _table(units, list(units[0])))
+    return "".join(out)
 
 
 def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Path], prepared: Sequence[Path],
@@ -471,14 +581,60 @@ def _analogues_section(csv: Path, top: int, skipped: Path) -> list[str]:
 def _scores_section(metrics: Path) -> list[str]:
     if not metrics.exists():
         return []
-    scores = json.loads(metrics.read_text())
-    warning = without_tiles_line(scores.get("leave_one_out"))
+    data = json.loads(metrics.read_text())
+    warning = without_tiles_line(data.get("leave_one_out"))
     lines = [warning] if warning else []
-    summary = scores.get("summary", {})
-    if not summary:  # an ordinary run: no demo truth
-        return lines
-    return lines + ["scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                        for k, v in sorted(summary.items()))]
+    summary = data.get("summary", {})
+    lines += _quality_lines(data)
+    if summary:  # the demo's truth
+        lines.append("scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                         for k, v in sorted(summary.items())))
+    return lines
+
+
+def _best_other(scores: dict[str, Any], pick: Callable[[Any], Any]) -> str:
+    """``shipped a, best baseline b (name)`` of one measure over the feature sets of a block."""
+    values = {n: pick(scores[n]) for n in QUALITY_SETS if isinstance(scores.get(n), dict)}
+    values = {n: v for n, v in values.items() if isinstance(v, (int, float))}
+    if "byol" not in values:
+        return "not scored"
+    others = {n: v for n, v in values.items() if n != "byol"}
+    if not others:
+        return f"shipped {values['byol']:.3f}"
+    best = max(others, key=lambda n: others[n])
+    return f"shipped {values['byol']:.3f}, best baseline {best} {others[best]:.3f}"
+
+
+def _quality_lines(data: dict[str, Any]) -> list[str]:
+    """What training added, re-identification by acquisition dates and within a scene, and map agreement."""
+    lines = []
+    gain = data.get("training_gain")
+    if isinstance(gain, dict) and gain.get("verdict"):
+        lines.append(f"training gain: {gain['verdict']}")
+    by_dates = (data.get("reidentification") or {}).get("by_dates") or {}
+    for relation in ("same_date", "different_dates", "unknown"):
+        if isinstance(by_dates.get(relation), dict):
+            block = by_dates[relation]
+            lines.append(f"re-identification, {DATE_TITLES[relation]} ({block.get('pairs')}): top-1 "
+                         + _best_other(block, lambda s: s.get("top1")))
+    same = data.get("same_scene") or {}
+    for kind in ("shifted", "reprojected"):
+        if isinstance(same.get(kind), dict):
+            lines.append(f"same-scene re-identification, {kind} ({same.get('scene')}): top-1 "
+                         + _best_other(same[kind], lambda s: s.get("top1")))
+    agree = data.get("map_agreement")
+    if isinstance(agree, dict):
+        head = (f"map agreement ({', '.join(str(m) for m in agree.get('maps') or [])}; "
+                f"{agree.get('tiles_with_unit')} tiles, {len(agree.get('units') or {})} units)")
+        if "skipped" in agree:
+            lines.append(f"{head}: skipped: {agree['skipped']}")
+        elif isinstance(agree.get("byol"), dict):
+            levels = _levels(agree["byol"])
+            lines.append(f"{head}:")
+            for lv in levels:
+                lines.append(f"  {lv} ARI " + _best_other(agree, lambda s, lv=lv: (s.get(lv) or {}).get("ari")))
+            lines.append("  kNN macro-F1 " + _best_other(agree, lambda s: s.get("knn_macro_f1")))
+    return lines
 
 
 def _readable(name: str, path: Path, section: Callable[..., list[str]], *args: Any) -> list[str]:

@@ -1,7 +1,8 @@
 """A standalone interactive map of a run (``map.html``) that works with no network at all.
 
 What is on it: each scene's false-colour quicklook, the cluster layer (finest k), the similarity
-to the known deposits, the known deposits, and the top analogues with popups (rank, score, scene,
+to the known deposits, the units of a geological map when the run has one (off until switched on),
+the known deposits, and the top analogues with popups (rank, score, scene,
 tile, matched deposit, distance, lon/lat); a graticule and a coastline; a layer control to toggle
 them and a legend. Wherever a map is, the user can place it: the cursor's latitude and longitude
 are read out as it moves, and a click on a cluster or similarity pixel shows, scene by scene, its
@@ -50,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.io import atomic_path
 
 PREVIEW_MAX = 1024  # px per side of a quicklook on the map
@@ -57,6 +59,7 @@ LAYER_NAMES = {
     "quicklooks": "Scene quicklooks (false colour)",
     "clusters": "Clusters",
     "similarity": "Similarity to known deposits",
+    "units": "Geological map units",
     "deposits": "Known deposits",
     "analogues": "Top analogues",
     "graticule": "Graticule (lat/lon)",
@@ -171,6 +174,50 @@ def label_values(labels: np.ndarray, nodata: Any) -> dict[str, Any]:
     codes = np.where((codes < 0) | (codes >= 65535) | (labels == nodata), 65535, codes).astype("<u2")
     return {"width": int(labels.shape[1]), "height": int(labels.shape[0]), "nodata": 65535,
             "data": base64.b64encode(codes.tobytes()).decode("ascii")}
+
+
+def unit_layer(quicklooks: Sequence[Path], run_crs: Any, maps: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The unit maps drawn over each scene's quicklook extent, at the quicklook's reduced size:
+    overlays (with a click grid of unit numbers) and a legend {unit name: colour}.
+
+    Each map is read through :class:`outcrop.search.unit_map.UnitReader`, as the quality stage reads
+    it (polygons rasterised at pixel centres, rasters by nearest neighbour), one quicklook window at a
+    time. Where maps overlap, the first that names a unit shows it.
+    """
+    import rasterio
+
+    from outcrop.search.clusters import palette
+    from outcrop.search.unit_map import UnitReader
+
+    names: list[str] = []
+    grids = []
+    for path in quicklooks:
+        with rasterio.open(path) as src:
+            factor = max(1.0, max(src.width, src.height) / PREVIEW_MAX)
+            shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
+            transform = src.transform * src.transform.scale(src.width / shape[1], src.height / shape[0])
+            bounds = tuple(src.bounds)
+        shown = np.zeros(shape, dtype=np.int64)  # 1 + index into names; 0: no unit
+        for umap in maps:
+            with UnitReader(umap, run_crs) as reader:
+                reader.region(bounds)
+                codes = reader.window(transform, shape)
+            for value in np.unique(codes[codes > 0]):
+                name = umap.name_of(int(value))
+                if name not in names:
+                    names.append(name)
+                shown[(shown == 0) & (codes == value)] = names.index(name) + 1
+        grids.append((path, shown, transform))
+    colours = palette(max(1, len(names)))
+    table = np.concatenate([np.zeros((1, 4), dtype=np.uint8), colours[:len(names)]])
+    out = []
+    for path, shown, transform in grids:
+        rgba = table[shown]
+        out.append({"scene": Path(path).stem, "image": png_uri(rgba),
+                    "bounds": _bounds(transform, shown.shape[1], shown.shape[0]),
+                    "values": label_values(shown - 1, -1)})
+    legend = {name: "#%02x%02x%02x" % tuple(int(v) for v in colours[i][:3]) for i, name in enumerate(names)}
+    return out, legend
 
 
 def similarity_values(values: np.ndarray) -> dict[str, Any]:
@@ -300,21 +347,26 @@ def map_data(
     deposits_path: Path | None,
     *,
     prepared: Sequence[Path] = (),
+    units: Sequence[Path] = (),
+    unit_field: str = default("units.field"),
     title: str = "outcrop run",
 ) -> dict[str, Any]:
     """Everything the map's script draws, as one JSON-ready dict: the layers of a run.
 
     ``map.html`` embeds it; ``outcrop serve`` builds the same dict once at start and adds its live
-    layers beside it, so both pages draw a run through one set of functions.
+    layers beside it, so both pages draw a run through one set of functions. ``units``: unit maps
+    (``unit_field`` names the polygons' unit) shown as a layer the user switches on.
     """
     import geopandas as gpd
     import rasterio
 
     from outcrop.figures.analogue_maps import score_range
     from outcrop.search.analogues import read_deposits
+    from outcrop.search.unit_map import open_unit_maps
 
     if not quicklooks:
         raise OutcropError("map: no scene quicklooks given")
+    unit_maps = open_unit_maps(units, unit_field)
     with rasterio.open(quicklooks[0]) as src:
         run_crs = src.crs
     analogues = deposits = None
@@ -341,6 +393,7 @@ def map_data(
         "clusters": clusters,
         "cluster_legend": cluster_legend,
         "similarity": similarity_layer(similarity_rasters, run_crs, lo, hi),
+        **dict(zip(("units", "unit_legend"), unit_layer(quicklooks, run_crs, unit_maps) if unit_maps else ([], {}))),
         "similarity_range": [lo, hi],
         "similarity_stops": viridis_stops(),
         "deposits": deposit_features(deposits) if deposits is not None else [],
@@ -380,6 +433,8 @@ def write_webmap(
     out: Path,
     *,
     prepared: Sequence[Path] = (),
+    units: Sequence[Path] = (),
+    unit_field: str = default("units.field"),
     title: str = "outcrop run",
     log: Callable[[str], Any] = print,
 ) -> None:
@@ -387,10 +442,11 @@ def write_webmap(
 
     A run without deposits has no analogues: ``analogues_path`` and ``deposits_path`` are None and
     ``similarity_rasters`` empty, and the map shows quicklooks and clusters only. The coastline is
-    drawn from the ``prepared`` scenes' surface masks (none given: no coastline).
+    drawn from the ``prepared`` scenes' surface masks (none given: no coastline). ``units``: unit
+    maps (``unit_field`` names the polygons' unit) shown as a layer the user switches on.
     """
     data = map_data(quicklooks, cluster_rasters, similarity_rasters, analogues_path, deposits_path,
-                    prepared=prepared, title=title)
+                    prepared=prepared, units=units, unit_field=unit_field, title=title)
     page = render_page(data)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -40,6 +40,7 @@ from outcrop.learning.torch_files import read_torch_file
 from outcrop.io import atomic_path
 from outcrop.locks import exclusive_writer
 from outcrop.learning.optim import build_optimizer, warmup_cosine
+from outcrop.learning.pairs import Partners, cross_scene_partners, has_footprints, second_view_rows
 from outcrop.learning.precision import autocast
 from outcrop.learning.symmetry import POSES
 from outcrop.runtime.progress import RateWindow
@@ -77,12 +78,19 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def run_digest(settings: EncoderSettings, bands: Sequence[str], min_rock: float, tiles: TrainingTiles,
-               mean: np.ndarray, std: np.ndarray) -> str:
-    """Fingerprint of everything a run's result depends on: a checkpoint resumes only a matching run."""
+               mean: np.ndarray, std: np.ndarray, partners: Partners | None = None) -> str:
+    """Fingerprint of everything a run's result depends on: a checkpoint resumes only a matching run.
+
+    With cross-scene views the pairs count too (a run whose scenes pair up differently is another run).
+    """
     settings_dict = {k: v for k, v in settings.to_dict().items() if k not in _NOT_LEARNED}
+    if settings.cross_scene == 0:  # the digests of runs from before cross-scene views stay as they were
+        settings_dict.pop("cross_scene", None)
     blob = json.dumps({
         "settings": settings_dict, "bands": list(bands), "min_rock": float(min_rock), "count": len(tiles),
         "shape": list(tiles.tile_shape), "mean": mean.tolist(), "std": std.tolist(),
+        **({"pairs": hashlib.sha256(partners.start.tobytes() + partners.index.tobytes()).hexdigest()}
+           if partners is not None else {}),
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -128,15 +136,17 @@ class _Trainer:
         self.step = 0
         self.curve: list[list[float]] = []
 
-    def train_step(self, x: torch.Tensor, lr: float, tau: float) -> float:
+    def train_step(self, x: torch.Tensor, lr: float, tau: float, second: torch.Tensor | None = None) -> float:
         """One optimiser step on a normalised global batch, then one EMA step of the target; returns the
         loss of the global batch (:meth:`compute`, then :meth:`commit`)."""
-        return self.commit(self.compute(x, lr), tau)
+        return self.commit(self.compute(x, lr, second), tau)
 
-    def compute(self, x: torch.Tensor, lr: float) -> torch.Tensor:
+    def compute(self, x: torch.Tensor, lr: float, second: torch.Tensor | None = None) -> torch.Tensor:
         """The views, the loss and its gradients for one step, which change no weight, no optimiser
         state and nothing saved, but the generator, torch's random state and BatchNorm's running
         statistics: :meth:`snapshot` and :meth:`restore` undo those when a stop abandons the step.
+        ``second``, when given, is what the second views are made from (the batch with some tiles
+        replaced by their ground in another scene); else ``x`` again.
 
         Every rank draws the views of the whole global batch from the same generator and keeps its
         own slice: the views are those of one process, and the generator state stays equal on all
@@ -144,7 +154,7 @@ class _Trainer:
         """
         s = self.settings
         v1 = self.ranks.shard(augment(x, s.view1, self.generator))
-        v2 = self.ranks.shard(augment(x, s.view2, self.generator))
+        v2 = self.ranks.shard(augment(x if second is None else second, s.view2, self.generator))
         if self.channels_last:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
@@ -233,6 +243,7 @@ def train_byol(
     bands: Sequence[str] | None = None,
     device: str = default("encoder.device"),
     log: Callable[[str], None] = print,
+    partners: Partners | None = None,
 ) -> None:
     """Train a BYOL encoder on the tiles with ``rock >= min_rock`` and write ``out_path``.
 
@@ -243,6 +254,10 @@ def train_byol(
     ``bands`` names the C channels of the tile arrays (stored in the model so that embedding refuses
     tiles of other bands); when omitted they are called band1..bandC. Writes the training curve as
     TSV (step, epoch, loss, lr, tau) and PNG, and keeps ``checkpoint_path`` up to date while training.
+
+    With ``settings.cross_scene`` above 0, that share of the view pairs of tiles whose ground another
+    training scene shows too takes its second view from that scene's tile (:mod:`outcrop.learning.pairs`,
+    found from the tile tables); ``partners`` gives other pairs instead (benchmarks compare them).
 
     Started by torchrun (``WORLD_SIZE`` > 1), it joins the process group and trains data-parallel:
     the global batch ``settings.batch_size`` is split evenly across the ranks (see
@@ -261,7 +276,7 @@ def train_byol(
             StopRequests() as stop:
         _train(tile_paths, table_paths, out_path, settings=settings, curve_tsv=curve_tsv, curve_png=curve_png,
                checkpoint_path=checkpoint_path, min_rock=min_rock, bands=bands, ranks=ranks, dev=dev, log=log,
-               stop=stop)
+               stop=stop, partners=partners)
 
 
 def _train(
@@ -279,6 +294,7 @@ def _train(
     dev: torch.device,
     log: Callable[[str], None],
     stop: StopRequests | None = None,
+    partners: Partners | None = None,
 ) -> None:
     """The body of :func:`train_byol`, run while this rank (rank 0) holds the checkpoint's lock.
 
@@ -291,16 +307,19 @@ def _train(
     channels = tiles.tile_shape[0]
     bands, batch = _checked_bands_and_batch(tiles, tile_paths, bands, min_rock, settings, ranks)
     steps_per_epoch = n // batch
-    total = settings.total_steps(n, batch)
+    partners = _training_partners(settings, tiles, table_paths, partners, log)
+    places = partners.places() if partners is not None else None
+    total = settings.total_steps(n, batch, places)
     # A warm-up never takes more than half of a short run of so many epochs, so the peak rate is
     # reached; under a budget, at most a tenth: on a coast, two epochs would outlast the budget.
     warmup = min(round(settings.warmup_epochs * steps_per_epoch),
                  total // 2 if settings.epochs is not None else total // 10)
     mean, std = band_mean_and_std(tiles)
-    digest = run_digest(settings, bands, min_rock, tiles, mean, std)
+    digest = run_digest(settings, bands, min_rock, tiles, mean, std, partners)
     log(f"training {settings.arch} on {n} tiles {tuple(tiles.tile_shape)} from {len(tile_paths)} scene(s), "
         f"device {dev}, batch {batch}, {total} steps ({total * batch} views, "
-        f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps)"
+        f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps"
+        + (f"; {places} distinct places" if places is not None else "") + ")"
         + (f", {ranks.world_size} ranks of {batch // ranks.world_size} tiles" if ranks.distributed else ""))
     log(f"budget {total * batch} views: {measured_cost(total * batch)}; the ETA below is this machine's, "
         f"at its rate over the last {ETA_WINDOW_S:g} s")
@@ -339,9 +358,12 @@ def _train(
         saved = trainer.snapshot() if interruptible else None
         try:
             with stop.interruptible(interruptible):
-                x = torch.from_numpy(tiles.gather(order[j * batch:(j + 1) * batch]))
+                rows = order[j * batch:(j + 1) * batch]
+                first, second = batch_views(tiles, rows, partners, settings.cross_scene, settings.seed, step)
+                x = torch.from_numpy(first)
                 x = (x.pin_memory() if dev.type == "cuda" else x).to(dev, non_blocking=True)
-                loss_t = trainer.compute((x - mean_t) / std_t, lr)
+                x2 = None if second is None else (torch.from_numpy(second).to(dev) - mean_t) / std_t
+                loss_t = trainer.compute((x - mean_t) / std_t, lr, x2)
         except StepInterrupted as exc:
             trainer.restore(saved)  # type: ignore[arg-type]
             raise stopped(exc.signum) from None
@@ -377,6 +399,45 @@ def _train(
         "spectral_mean": spectral_mean.tolist(), "spectral_std": spectral_std.tolist(),
     }, log)
     leave_process_group()
+
+
+def _training_partners(settings: EncoderSettings, tiles: TrainingTiles, table_paths: Sequence[Path],
+                       given: Partners | None, log: Callable[[str], None]) -> Partners | None:
+    """The pairs cross-scene views come from, or None when there are none to draw (logged either way)."""
+    if settings.cross_scene <= 0:
+        return None
+    if given is None and len(set(tiles.scene_of.tolist())) < 2:
+        log("cross-scene views: one training scene, so every view pair is two augmented crops of one tile")
+        return None
+    if given is None and not all(has_footprints(Path(p)) for p in table_paths):
+        log("cross-scene views: the tile tables give no footprints (row, col, size, geometry), so every view "
+            "pair is two augmented crops of one tile")
+        return None
+    partners = given if given is not None else cross_scene_partners(table_paths, tiles.scene_of, tiles.row_of)
+    if len(partners) != len(tiles):
+        raise OutcropError(f"partners given for {len(partners)} tiles, but {len(tiles)} tiles train")
+    paired = int(np.count_nonzero(partners.counts))
+    log(f"cross-scene views: {paired} of {len(tiles)} training tiles show ground another training scene shows too "
+        f"({len(partners.index)} pairs); {settings.cross_scene:g} of their view pairs span two scenes"
+        + ("" if paired else ": none, every view pair is two augmented crops of one tile"))
+    return partners if paired else None
+
+
+def batch_views(tiles: TrainingTiles, rows: np.ndarray, partners: Partners | None, share: float, seed: int,
+                step: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The pixels of a batch, and those its second views are made from: the same tiles, except that
+    about ``share`` of those with partners are replaced by a partner's tile (the same ground in
+    another scene). None for the second when no tile of the batch crosses."""
+    first = tiles.gather(rows)
+    if partners is None:
+        return first, None
+    other = second_view_rows(partners, rows, share, seed, step)
+    across = other >= 0
+    if not across.any():
+        return first, None
+    second = first.copy()
+    second[across] = tiles.gather(other[across])
+    return first, second
 
 
 def _checked_bands_and_batch(tiles: TrainingTiles, tile_paths: Sequence[Path], bands: Sequence[str] | None,

@@ -27,6 +27,8 @@ from outcrop import OutcropError
 from outcrop.config import check_grid_crs, default
 from outcrop.io import prepared_writer
 from outcrop.limits import LIMITS, limit, setting
+from outcrop.raster.dates import TAG as DATE_TAG
+from outcrop.raster.dates import product_date
 from outcrop.raster.sensors import (
     QUALITY_FILL,
     QualityMasks,
@@ -104,6 +106,7 @@ class SceneFiles:
     product_name: str = ""
     rescaling: tuple[np.ndarray, np.ndarray, str] | None = None  # per band, declared by the source
     checks: list[str] = field(default_factory=list)
+    stamped: str | None = None  # a date the source states itself (its ACQUISITION_DATE tag, a STAC datetime)
 
 
 def is_remote(source: str) -> bool:
@@ -173,6 +176,7 @@ def _single_file(source: str, sensor: Sensor, bands: Sequence[str],
     with open_raster(source) as src:
         count = src.count
         descriptions = list(src.descriptions)
+        stamped = src.tags().get(DATE_TAG)
     if count == 0:
         raise OutcropError(f"{source}: the file has no bands")
     if declared_bands is not None:
@@ -200,7 +204,7 @@ def _single_file(source: str, sensor: Sensor, bands: Sequence[str],
             raise OutcropError(f"{source}: band {band!r} is not in the file (it has {', '.join(names)})")
         index = names.index(band)
         found.append(BandFile(band, source, index + 1, normalise_token(labels[index])))
-    return SceneFiles(found, product_name=Path(source).name)
+    return SceneFiles(found, product_name=Path(source).name, stamped=stamped)
 
 
 def _stac_item(source: str, sensor: Sensor, bands: Sequence[str]) -> SceneFiles:
@@ -219,7 +223,8 @@ def _stac_item(source: str, sensor: Sensor, bands: Sequence[str]) -> SceneFiles:
                                f"(it has {', '.join(assets.bands)})")
         href, token = assets.bands[band]
         found.append(BandFile(band, href, 1, token))
-    files = SceneFiles(found, assets.quality, product_name=assets.product_name)
+    files = SceneFiles(found, assets.quality, product_name=assets.product_name,
+                       stamped=item.properties.get("datetime"))
     if sensor.radiometry == "mtl" and assets.mtl is not None:
         text = fetch_text(assets.mtl)
         try:
@@ -549,7 +554,7 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
                   thresholds: Thresholds = Thresholds(), declared_bands: Sequence[str] | None = None,
                   scale: float | None = None, offset: float | None = None,
                   max_pixels: int = MAX_SCENE_PIXELS, window_pixels: int = WINDOW_PIXELS,
-                  collar: bool = True, origin: tuple[float, float] = (0.0, 0.0),
+                  collar: bool = True, origin: tuple[float, float] = (0.0, 0.0), date: str | None = None,
                   log: Callable[[str], None] = print) -> None:
     """Prepare one scene: its ``bands`` as reflectance on the run grid, plus the surface mask.
 
@@ -562,7 +567,9 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     :mod:`outcrop.raster.grid_choice`): a band already on that pixel grid is copied, not resampled.
     ``crs`` or ``resolution`` ``"auto"`` choose them from this scene alone, as a one-scene run would.
     ``collar`` masks a constant border without a nodata tag as nodata (:mod:`outcrop.raster.collar`).
-    Raises :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
+    The acquisition date, ``date`` (the scene sheet's) or the product's own, is written as the
+    ``ACQUISITION_DATE`` tag (:mod:`outcrop.raster.dates`), and left out when unknown. Raises
+    :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
     ``max_pixels`` on the run grid. The scene is read, rescaled, classified and written in windows
     (:func:`grid_windows`), so memory is bounded by a window, not by the scene.
     """
@@ -574,6 +581,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
                                                 origin, log)
 
     files = find_scene_files(source, spec, bands, declared_bands)
+    acquired, acquired_from = product_date(sheet=date, mtl=files.mtl, mtd=files.metadata_text, stamped=files.stamped,
+                                           names=[files.product_name, source, *(b.path for b in files.bands)])
     paths = list(dict.fromkeys([b.path for b in files.bands] + ([files.quality[1]] if files.quality else [])))
     meta = _raster_headers(paths)
     _check_consistent(files, meta, source)
@@ -603,9 +612,13 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
         s, o, how = _rescaling(spec, files, whole_scene, [meta[b.path]["dtype"] for b in files.bands], scale,
                                offset, _centre_lonlat(meta[files.bands[0].path]), coarse_scene)
         log(f"{scene_id}: radiometry: {how}")
+        log(f"{scene_id}: acquired {acquired} (from {acquired_from})" if acquired else
+            f"{scene_id}: acquisition date unknown (no sheet date, product metadata or dated name)")
         t0 = time.perf_counter()
         valid_pixels = negatives = 0
         tags = {"scene": scene_id, "sensor": spec.name, "radiometry": how}
+        if acquired:
+            tags[DATE_TAG] = acquired
         with prepared_writer(out_path, grid.crs, grid.transform, bands, (grid.height, grid.width), tags,
                              CLASS_LABELS) as write:
             for row, col, block in grid_windows(grid, window_pixels):
@@ -741,11 +754,13 @@ def prepare_on_grid(source: str, sensor: str, out: str | Path, *, scene: str, ba
                     resolution: float | str = default("grid.resolution"),
                     surfaces: Mapping[str, float] | None = None, declared_bands: Sequence[str] | None = None,
                     scale: float | None = None, offset: float | None = None, collar: str | None = None,
-                    max_pixels: int | None = None, log: Callable[[str], None] = print) -> None:
+                    max_pixels: int | None = None, date: str | None = None,
+                    log: Callable[[str], None] = print) -> None:
     """The ``prepare`` stage: :func:`prepare_scene` onto the run grid of ``grid`` (``grid.json``: CRS,
     resolution and pixel alignment), or else onto ``crs`` and ``resolution``; ``surfaces`` are the
     surface-rule thresholds by name (config: surfaces), ``collar`` ``auto`` (or None) or ``off``;
-    ``max_pixels`` None: the run's ``limits.scene_pixels`` (:func:`outcrop.limits.limit`)."""
+    ``max_pixels`` None: the run's ``limits.scene_pixels`` (:func:`outcrop.limits.limit`); ``date``
+    the scene sheet's acquisition date (None or empty: the product's own)."""
     if max_pixels is None:
         max_pixels = limit("scene_pixels")
     origin = (0.0, 0.0)
@@ -756,7 +771,8 @@ def prepare_on_grid(source: str, sensor: str, out: str | Path, *, scene: str, ba
         crs, resolution, origin = run_grid.crs, run_grid.resolution, run_grid.origin
     prepare_scene(source, sensor, out, scene_id=scene, bands=bands, crs=crs, resolution=resolution,  # type: ignore[arg-type]
                   origin=origin, thresholds=Thresholds(**(surfaces or {})), declared_bands=declared_bands or None,
-                  scale=scale, offset=offset, collar=collar != "off", max_pixels=max_pixels, log=log)
+                  scale=scale, offset=offset, collar=collar != "off", max_pixels=max_pixels, date=date or None,
+                  log=log)
 
 
 def _raster_headers(paths: Sequence[str]) -> dict[str, dict[str, Any]]:

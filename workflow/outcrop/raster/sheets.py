@@ -139,6 +139,11 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
         row.setdefault("scale", "")
         row.setdefault("offset", "")
         row.setdefault("collar", "")
+        row.setdefault("date", "")
+        if row["date"]:
+            from outcrop.raster.dates import parse_date
+
+            row["date"] = parse_date(row["date"], f"{where}: date")
         _check_number(row["scale"], "scale", where, nonzero=True)
         _check_number(row["offset"], "offset", where)
         _check_bands(row, where)
@@ -174,13 +179,15 @@ def local_input(source: str) -> str | None:
     return None if source.startswith((*REMOTE_PREFIXES, "stac:")) else source
 
 
-def demo_sheet(results: str, scenes: int, train_scenes: int) -> list[dict[str, Any]]:
-    """The scene sheet of the built-in demo: scenes synthesised under ``results/demo``."""
+def demo_sheet(results: str, scenes: int, train_scenes: int, dates: int) -> list[dict[str, Any]]:
+    """The scene sheet of the built-in demo: ``scenes`` places, each seen on ``dates`` days,
+    synthesised under ``results/demo``. The first ``train_scenes`` places train, on every day.
+    The days' dates are stamped on the synthesised scenes themselves, so the sheet gives none."""
     from outcrop.raster.demo import scene_name
 
     return [
-        {"scene": scene_name(i), "source": Layout(results).demo_scene(scene_name(i)),
+        {"scene": scene_name(i, d), "source": Layout(results).demo_scene(scene_name(i, d)),
          "sensor": "landsat-c2l2", "role": "train" if i < train_scenes else "index",
-         "bands": "", "scale": "", "offset": "", "collar": ""}
-        for i in range(scenes)
+         "bands": "", "scale": "", "offset": "", "collar": "", "date": ""}
+        for d in range(dates) for i in range(scenes)
     ]
