@@ -84,7 +84,8 @@ def test_every_config_key_is_read_by_a_stage_or_by_the_workflow_itself():
     scenes, where the results go) are named here, and the limits section, which the Snakefile hands
     to every job in its environment."""
     read = {key for stage in STAGES.values() for key in stage.setting_keys().values()}
-    workflow_keys = {"results", "scenes", "deposits", "negatives", "aoi.path", "demo.scenes", "demo.train_scenes"}
+    workflow_keys = {"results", "scenes", "deposits", "negatives", "aoi.path", "units.path", "demo.scenes", "demo.dates",
+                     "demo.train_scenes"}
     unread = [key for key in _leaf_keys(load_schema())
               if key not in read and key not in workflow_keys and not key.startswith("limits.")]
     assert unread == []

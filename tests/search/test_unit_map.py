@@ -203,8 +203,8 @@ def test_the_quality_command_refuses_a_map_without_the_field_in_one_line(maps, t
     x = str(tmp_path / "x")
     out = tmp_path / "m.json"
     proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "quality", "--scenes", "x", "--index", x,
-                           "--index-table", x, "--embeddings", x, "--tiles", x, "--prepared", x, "--model", x,
-                           "--units", str(maps / "other_field.gpkg"), "--unit-field", "unit", "--out", str(out)],
+                           "--index-table", x, "--embeddings", x, "--tiles", x, "--tables", x, "--prepared", x,
+                           "--model", x, "--units", str(maps / "other_field.gpkg"), "--unit-field", "unit", "--out", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
@@ -262,10 +262,20 @@ def test_a_map_that_covers_no_tile_is_skipped_not_an_error(maps, tmp_path):
 
 
 def test_the_quality_command_refuses_a_unit_share_that_is_no_majority(tmp_path):
+    """The command line takes the schema's bounds of units.min_share; the function, called from
+    Python, refuses it in one line too."""
+    from outcrop.search.quality import quality_run
+
     x = str(tmp_path / "x")
     proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "quality", "--scenes", "x", "--index", x,
-                           "--index-table", x, "--embeddings", x, "--tiles", x, "--prepared", x, "--model", x,
-                           "--unit-share", "0.3", "--out", str(tmp_path / "m.json")], capture_output=True, text=True)
+                           "--index-table", x, "--embeddings", x, "--tiles", x, "--tables", x, "--prepared", x,
+                           "--model", x, "--unit-share", "0.3", "--out", str(tmp_path / "m.json")],
+                          capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("outcrop quality: error: quality: the unit share must lie between 0.5 and 1 "
-                                   "(a majority), got 0.3")
+    assert proc.stderr.strip().splitlines()[-1] == "outcrop quality: error: argument --unit-share: '0.3' is less than 0.5"
+    with pytest.raises(OutcropError) as err:
+        quality_run(["x"], tmp_path / "m.json", index=tmp_path / "x", index_table=tmp_path / "x",
+                    embeddings=[tmp_path / "x"], tiles=[tmp_path / "x"], tables=[tmp_path / "x"],
+                    prepared=[tmp_path / "x"], model=tmp_path / "x", unit_share=0.3)
+    assert str(err.value) == "quality: the unit share must lie between 0.5 and 1 (a majority), got 0.3"
+    assert not (tmp_path / "m.json").exists()

@@ -127,8 +127,7 @@ def test_reidentification_is_reported_by_acquisition_date(demo_run, tmp_path):
                           embeddings=[results / "embeddings" / f"{s}.npy" for s in SCENES],
                           tiles=[results / "tiles" / f"{s}.npy" for s in SCENES], prepared=prepared,
                           tables=[results / "tiles" / f"{s}.parquet" for s in SCENES], model=results / "model" / "encoder.pt",
-                          deposits=None, stride=TINY_CONFIG["tiles"]["stride"], min_valid=TINY_CONFIG["tiles"]["min_valid"],
-                          log=lines.append)
+                          deposits=None, log=lines.append)
     reid = metrics["reidentification"]
     relation = {(p["gallery"], p["queries"]): p["dates"] for p in reid["pairs"]}
     assert relation[("demo_1", "demo_2")] == "same_date" and relation[("demo_2", "demo_3")] == "different_dates"

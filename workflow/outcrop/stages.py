@@ -314,16 +314,17 @@ _STATE_KEPT = "where the kept state lives between runs (not a rule's output: rer
 STAGE_LIST: tuple[Stage, ...] = (
     Stage(
         "demo-scene", "outcrop.raster.demo:write_demo_scene", "synthesise one scene of the built-in demo coast",
-        "outcrop demo-scene --scene demo_1 --out demo/demo_1.tif --truth demo/demo_1_units.tif",
-        args=(wildcard("scene", help="demo_<n>"), writes("out"), writes("truth")),
+        "outcrop demo-scene --scene demo_1_t2 --out demo/demo_1_t2.tif --truth demo/demo_1_t2_units.tif",
+        args=(wildcard("scene", help="demo_<place> (the first day) or demo_<place>_t<day>"), writes("out"),
+              writes("truth")),
         settings=("demo.size", "demo.seed"),
     ),
     Stage(
         "demo-deposits", "outcrop.raster.demo:write_deposits", "write the demo's known deposits and hidden truth",
         "outcrop demo-deposits --scenes 3 --out demo/deposits.gpkg --truth demo/hidden.gpkg",
-        args=(given("scenes", {"type": "integer", "minimum": 1}, help="number of demo scenes"),
-              writes("out", to="out_known"), writes("truth", to="out_truth")),
-        settings=("demo.size", "demo.seed"),
+        args=(writes("out", to="out_known"), writes("truth", to="out_truth")),
+        # The number of places (each seen on demo.dates days, with the same deposits).
+        settings=("scenes=demo.scenes", "demo.size", "demo.seed"),
     ),
     Stage(
         "grid", "outcrop.raster.scenes:choose_run_grid",
@@ -348,6 +349,8 @@ STAGE_LIST: tuple[Stage, ...] = (
               given("offset", {"type": "number"}, optional=True),
               given("collar", {"type": "string", "enum": ["auto", "off"]}, optional=True,
                     help="auto (the default): mask a constant border without a nodata tag as nodata; off: keep it"),
+              given("date", optional=True, help="acquisition date (YYYY-MM-DD), overriding the product's own; "
+                    "written as the prepared scene's ACQUISITION_DATE tag"),
               limit_option("max_pixels", "scene_pixels",
                            help="largest scene on the run grid, in pixels; a larger one is refused"),
               writes("out")),
@@ -447,14 +450,17 @@ STAGE_LIST: tuple[Stage, ...] = (
               reads("truth_units", many=True, to="truth", help="planted rock units, " + _PER_SCENE),
               reads("model", help="trained encoder whose architecture the random-encoder baseline copies"),
               reads("labels", optional=True, help="the workflow's clusters (clusters/labels.parquet), also scored"),
+              reads("tables", many=True, optional=True, help="tile tables, " + _PER_SCENE + " (the block part of "
+                    "random_joined and spectral_parts)"),
               reads("truth_deposits"), reads("deposits"), writes("out")),
         settings=("analogues.buffer_m", "analogues.exclusion_km", "analogues.site_overlap", "evaluate.recall_k",
-                  "clusters.seed"),
+                  "clusters.seed", "embed.spectral_weight", "embed.context_weight"),
         threads=True,
     ),
     Stage(
         "quality", "outcrop.search.quality:quality_run",
-        "score any run without labels: leave-one-deposit-out and cross-scene re-identification, beside the baselines",
+        "score any run without labels: leave-one-deposit-out, re-identification across scenes and within one, "
+        "agreement with a unit map and what training added, beside the baselines",
         "outcrop quality --scenes s1 s2 --index results/index/tiles.faiss --index-table results/index/tiles.parquet "
         "--embeddings results/embeddings/s{1,2}.npy --tiles results/tiles/s{1,2}.npy --tables "
         "results/tiles/s{1,2}.parquet --prepared results/prepared/s{1,2}.tif --model results/model/encoder.pt "
@@ -468,9 +474,15 @@ STAGE_LIST: tuple[Stage, ...] = (
               reads("model", help="trained encoder (embeds the re-identification queries)"),
               reads("deposits", optional=True, help="known deposits (leave-one-out needs three or more)"),
               reads("demo_scores", optional=True, help="the demo's truth-based scores (outcrop evaluate), merged in"),
+              reads("units", many=True, optional=True, help="unit maps (polygons with a unit field, or class "
+                    "rasters) to score every feature set against; the demo's truth rasters, one per scene"),
+              reads("labels", optional=True, help="the workflow's clusters (clusters/labels.parquet), scored "
+                    "against the units"),
+              given("units_table", PATH, optional=True, help="write the per-unit table (CSV) here"),
               writes("out")),
         settings=("analogues.buffer_m", "analogues.exclusion_km", "analogues.site_overlap", "evaluate.recall_k",
-                  "evaluate.loo_deposits", "clusters.seed", "embed.spectral_weight", "embed.context_weight"),
+                  "evaluate.loo_deposits", "clusters.seed", "embed.spectral_weight", "embed.context_weight",
+                  "unit_field=units.field", "unit_share=units.min_share", "ks=clusters.k", "clusters.cuts"),
         threads=True,
     ),
     Stage(
@@ -545,8 +557,10 @@ STAGE_LIST: tuple[Stage, ...] = (
               reads("analogues", optional=True, to="analogues_path"),
               reads("deposits", optional=True, to="deposits_path"),
               reads("prepared", many=True, optional=True, help="prepared scenes (their masks give the coastline)"),
+              reads("units", many=True, optional=True, help="unit maps shown as a layer (as `outcrop quality --units`)"),
               option("title", {"type": "string", "default": "outcrop run"}, help="the page's title"),
               writes("out")),
+        settings=("unit_field=units.field",),
     ),
 )
 
@@ -557,7 +571,8 @@ STAGES: dict[str, Stage] = {stage.command: stage for stage in STAGE_LIST}
 
 # Keys the Snakefile reads itself (which scenes, where results go, which files), not a stage.
 # The limits section is read whole: the Snakefile puts it in every job's environment (outcrop.limits).
-WORKFLOW_KEYS = ("results", "scenes", "deposits", "negatives", "aoi.path", "demo.scenes", "demo.train_scenes",
+WORKFLOW_KEYS = ("results", "scenes", "deposits", "negatives", "aoi.path", "units.path", "demo.scenes",
+                 "demo.dates", "demo.train_scenes",
                  "limits")
 
 

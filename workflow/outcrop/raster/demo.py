@@ -468,8 +468,10 @@ def synthesise_scene(out_scene: str | Path, out_truth: str | Path, *, index: int
 
 def write_demo_scene(out: str | Path, truth: str | Path, *, scene: str, size: int = default("demo.size"),
                      seed: int = default("demo.seed"), log: Callable[[str], None] = print) -> None:
-    """Write the demo scene named ``scene`` (``demo_<n>``, as the demo's scene sheet names them) and its truth."""
-    synthesise_scene(out, truth, index=scene_index(scene), size=size, seed=seed)
+    """Write the demo scene named ``scene`` (``demo_<n>`` on the first day, ``demo_<n>_t<day>`` on a
+    later one, as the demo's scene sheet names them) and its truth."""
+    place, day = scene_place_and_date(scene)
+    synthesise_scene(out, truth, index=place, date_index=day, size=size, seed=seed)
     log(f"demo: wrote {out} and {truth}")
 
 
