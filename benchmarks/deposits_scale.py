@@ -28,7 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SCENES = ["demo_1", "demo_2", "demo_3"]
 CONFIG = {
-    "demo": {"scenes": 3, "train_scenes": 2, "size": 256, "seed": 7},
+    "demo": {"scenes": 3, "dates": 1, "train_scenes": 2, "size": 256, "seed": 7},
     "tiles": {"size": 32, "stride": 16, "min_valid": 0.9},
     "encoder": {"settings": {"epochs": 3, "batch_size": 64}},
     "clusters": {"k": [3, 5], "cuts": [2]},

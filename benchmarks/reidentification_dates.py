@@ -125,13 +125,15 @@ def prepare_bouconne(work: Path) -> dict:
                    log=lambda m: None)
     same = [(s, s) for s in scenes]
     cross = [(a, b) for a in scenes for b in scenes if a != b]
-    return {"scenes": scenes, "bands": REAL_BANDS, "same_date": same, "cross_date": cross, "demo": False}
+    # Forest and fields, which the surface mask classes as vegetation: every clear tile trains.
+    return {"scenes": scenes, "bands": REAL_BANDS, "same_date": same, "cross_date": cross, "demo": False,
+            "min_rock": 0.0}
 
 
 # --- training ---------------------------------------------------------------------------------------
 
 
-def fitted_jitter(tile_paths, table_paths, share: float = 1.0):
+def fitted_jitter(tile_paths, table_paths, min_rock: float):
     """Replace the uniform band jitter by gains and offsets measured between paired tiles.
 
     For each pair of tiles of one footprint in two scenes, per band in units of the training
@@ -142,7 +144,7 @@ def fitted_jitter(tile_paths, table_paths, share: float = 1.0):
     from outcrop.learning.pairs import cross_scene_partners
     from outcrop.learning.training_data import band_mean_and_std, open_training_tiles
 
-    tiles = open_training_tiles(tile_paths, table_paths, default("encoder.train_min_rock"))
+    tiles = open_training_tiles(tile_paths, table_paths, min_rock)
     mean, std = band_mean_and_std(tiles)
     partners = cross_scene_partners(table_paths, tiles.scene_of, tiles.row_of)
     a = np.repeat(np.arange(len(tiles)), partners.counts)
@@ -173,22 +175,24 @@ def train(data: dict, work: Path, name: str, direction: dict, samples: int | Non
     settings["samples"] = int((samples or base.samples) * factor)
     settings["max_epochs"] = int(base.max_epochs * factor)
     partners = None
+    min_rock = data.get("min_rock", default("encoder.train_min_rock"))
     if direction.get("pairs") == "neighbours":
         from outcrop.learning.pairs import neighbour_partners
         from outcrop.learning.training_data import open_training_tiles
 
-        tiles = open_training_tiles(tile_paths, table_paths, default("encoder.train_min_rock"))
+        tiles = open_training_tiles(tile_paths, table_paths, min_rock)
         partners = neighbour_partners(table_paths, tiles.scene_of, tiles.row_of, max_offset=0.5)
     import outcrop.learning.augment as augment
 
     original = augment._jitter_draw
     if direction.get("jitter") == "fitted":
-        augment._jitter_draw, pairs = fitted_jitter(tile_paths, table_paths)
+        augment._jitter_draw, pairs = fitted_jitter(tile_paths, table_paths, min_rock)
         log(f"{name}: band jitter drawn from {pairs} measured pairs")
     try:
         train_byol(tile_paths, table_paths, model, settings=EncoderSettings.from_dict(settings),
                    curve_tsv=work / f"curve_{name}.tsv", curve_png=work / f"curve_{name}.png",
-                   checkpoint_path=work / f"ckpt_{name}.pt", bands=data["bands"], device="cpu", log=log,
+                   checkpoint_path=work / f"ckpt_{name}.pt", bands=data["bands"], min_rock=min_rock, device="cpu",
+                   log=log,
                    partners=partners)
     finally:
         augment._jitter_draw = original

@@ -44,7 +44,7 @@ PER_SCENE = ("demo_scene", "prepare", "quicklook", "tiles", "embed")
 
 def run_case(n: int, size: int, samples: int, work: Path) -> dict:
     """One workflow run on ``n`` synthetic scenes; per-stage sums from the jobs' benchmark files."""
-    config = {"demo": {"scenes": n, "train_scenes": 2, "size": size, "seed": 7},
+    config = {"demo": {"scenes": n, "dates": 1, "train_scenes": 2, "size": size, "seed": 7},
               "encoder": {"settings": {"samples": samples}}}
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     env = dict(os.environ)
