@@ -172,9 +172,9 @@ def cli_imports() -> dict[str, set[str]]:
         seen.add(fname)
         found = imports_in(functions[fname], "outcrop.cli")
         for call in ast.walk(functions[fname]):
-            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
-                if call.func.id in functions and call.func.id not in seen:
-                    found |= reach(call.func.id, seen)
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in functions
+                    and call.func.id not in seen):
+                found |= reach(call.func.id, seen)
         return found
 
     return {cmd: module_level | reach(func, set()) for cmd, func in commands.items()}

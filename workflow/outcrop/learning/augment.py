@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from outcrop import OutcropError
 from outcrop.learning.encoder_settings import ViewSettings
 
 

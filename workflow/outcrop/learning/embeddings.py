@@ -37,12 +37,12 @@ from torch import nn
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.learning.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
-from outcrop.runtime.pages import release_pages
+from outcrop.learning.encoder import load_encoder, resolve_device
 from outcrop.learning.precision import amp_dtype, autocast
 from outcrop.learning.symmetry import orientations, posed
 from outcrop.raster.spectra import tile_spectra
+from outcrop.runtime.pages import release_pages
 
 
 def inference_layout(device: torch.device) -> torch.memory_format:
@@ -131,7 +131,8 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
     joined with the tile's standardised spectrum when ``spectral_weight`` is above zero and with its
     block's, ``context`` (N, 5C) raw block spectra from :mod:`outcrop.raster.spectra`, when
     ``context_weight`` is (at zero weights the rows are the learned vectors alone, exactly). Tiles
-    given as an array carry no neighbours, so the block part is off unless asked for with its spectra. ``precision``: the autocast dtype (None: float32);
+    given as an array carry no neighbours, so the block part is off unless asked for with its spectra.
+    ``precision``: the autocast dtype (None: float32);
     ``auto`` is bf16 on CUDA, float32 elsewhere (:mod:`outcrop.learning.precision`). Poses are summed
     and normalised in float32; the spectral part is computed from the float32 tiles.
     """

@@ -25,6 +25,7 @@ import torch
 
 from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.io import atomic_path
 from outcrop.learning.augment import augment
 from outcrop.learning.backbones import build_backbone
 from outcrop.learning.byol import BYOL, cosine_schedule
@@ -34,19 +35,18 @@ from outcrop.learning.distributed import (
     leave_process_group,
     synchronise_batchnorm,
 )
-from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings
-from outcrop.learning.torch_files import read_torch_file
-from outcrop.io import atomic_path
-from outcrop.locks import exclusive_writer
+from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings
 from outcrop.learning.optim import build_optimizer, warmup_cosine
 from outcrop.learning.precision import autocast
 from outcrop.learning.symmetry import POSES
+from outcrop.learning.torch_files import read_torch_file
 from outcrop.learning.training_data import (
     TrainingTiles,
     band_mean_and_std,
     open_training_tiles,
     spectral_statistics,
 )
+from outcrop.locks import exclusive_writer
 
 MODEL_FORMAT = "outcrop-encoder"
 CHECKPOINT_FORMAT = "outcrop-byol-checkpoint"

@@ -27,11 +27,15 @@ from outcrop import OutcropError
 from outcrop.config import check_grid_crs, default
 from outcrop.io import prepared_writer
 from outcrop.limits import LIMITS, setting
+from outcrop.raster.geo import SceneGrid
+from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
 from outcrop.raster.sensors import (
     QUALITY_FILL,
+    S2_ZERO_DN,
+    VISIBLE_BANDS,
     QualityMasks,
-    bqa_layout,
     Sensor,
+    bqa_layout,
     canonical_name,
     check_band_names,
     decode_quality,
@@ -45,11 +49,7 @@ from outcrop.raster.sensors import (
     percentile_rescale,
     sentinel2_offset,
     sentinel2_offset_from_values,
-    S2_ZERO_DN,
-    VISIBLE_BANDS,
 )
-from outcrop.raster.geo import SceneGrid
-from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
 from outcrop.raster.sheets import REMOTE_PREFIXES
 from outcrop.raster.surfaces import CLASS_LABELS, NODATA, ROCK, SNOW_ICE, UNKNOWN, WATER, Thresholds, classify_surfaces
 
@@ -114,9 +114,8 @@ def open_raster(path: str) -> Iterator[Any]:
     from rasterio.errors import RasterioError
 
     try:
-        with rasterio.Env(**_GDAL_ENV):
-            with rasterio.open(_gdal_path(path)) as src:
-                yield src
+        with rasterio.Env(**_GDAL_ENV), rasterio.open(_gdal_path(path)) as src:
+            yield src
     except RasterioError as exc:
         raise OutcropError(f"{path}: cannot read raster ({_short(exc)})") from None
 
@@ -433,7 +432,8 @@ def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.n
     if files.rescaling is not None:
         return files.rescaling
     if sensor.radiometry == "fixed":
-        return np.full(c, sensor.scale), np.full(c, sensor.offset), f"{sensor.name} scale {sensor.scale} offset {sensor.offset}"
+        return (np.full(c, sensor.scale), np.full(c, sensor.offset),
+                f"{sensor.name} scale {sensor.scale} offset {sensor.offset}")
     if sensor.radiometry == "sentinel2":
         o = sentinel2_offset(files.metadata_text, files.product_name)
         how = "from product metadata"
@@ -617,7 +617,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
 
 def _checked_run_grid(scene_id: str, source: str, sensor: str, bands: Sequence[str],
                       declared_bands: Sequence[str] | None, crs: str, resolution: float | str,
-                      origin: tuple[float, float], log: Callable[[str], None]) -> tuple[str, float, tuple[float, float]]:
+                      origin: tuple[float, float],
+                      log: Callable[[str], None]) -> tuple[str, float, tuple[float, float]]:
     """The run's (CRS, resolution, origin), refused before any band of the scene is read.
 
     ``"auto"`` for the CRS or the resolution chooses them from this scene's headers alone

@@ -4,7 +4,8 @@ Most of an Antarctic coast is ice, snow and sea; exposed rock is a few percent. 
 the rules-based rock-outcrop mapping of Antarctica from Landsat 8 (Burton-Johnson et al., 2016,
 The Cryosphere 10, 1665–1677): snow and ice by the normalised difference snow index (NDSI), water by
 the normalised difference water index (NDWI), cloud by brightness in the shortwave infrared where
-snow is dark (and, as in Fmask, flat in the visible and not brighter in SWIR1 than in NIR). What is left is rock, but only where the bands could tell the other classes apart:
+snow is dark (and, as in Fmask, flat in the visible and not brighter in SWIR1 than in NIR). What is
+left is rock, but only where the bands could tell the other classes apart:
 
 - water needs green with NIR (NDWI) or green with SWIR1 (MNDWI); with both, either finds it (:func:`water`);
 - snow/ice needs green with SWIR1 (NDSI) or, without SWIR1, blue, green, red and NIR (the visible rule);
@@ -63,7 +64,8 @@ class Thresholds:
     swir_water: float = default("surfaces.swir_water")  # SWIR1 ceiling for water by MNDWI (green vs SWIR1)
     swir_cloud: float = default("surfaces.swir_cloud")  # SWIR1 reflectance above which bright pixels are cloud
     blue_cloud: float = default("surfaces.blue_cloud")  # blue reflectance floor for cloud
-    visible_snow: float = default("surfaces.visible_snow")  # without SWIR1: mean blue/green/red above which a bluish pixel is snow/ice
+    # without SWIR1: mean blue/green/red above which a bluish pixel is snow/ice
+    visible_snow: float = default("surfaces.visible_snow")
     ndvi_snow: float = default("surfaces.ndvi_snow")  # without SWIR1: vegetation (NDVI above this) is never snow
 
 
@@ -96,7 +98,6 @@ def classify_surfaces(
         bright = reflectance[idx["nir"]] if "nir" in idx else green
         out[(_ratio(green, swir1) > thresholds.ndsi_snow) & (bright > thresholds.nir_snow)] = SNOW_ICE
         if cloud is None and "blue" in idx:
-            blue = reflectance[idx["blue"]]
             cloud = spectral_cloud(reflectance, idx, thresholds)
     else:
         out[visible_snow(reflectance, idx, thresholds) & np.isin(out, (ROCK, UNKNOWN))] = SNOW_ICE

@@ -10,7 +10,6 @@ so memory stays at a few strips whatever the scene size.
 from __future__ import annotations
 
 import math
-
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +20,8 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import atomic_path, decode_reflectance, write_geodataframe
-from outcrop.runtime.progress import Progress
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA
+from outcrop.runtime.progress import Progress
 
 FRACTION_COLUMNS = [name for code, name in sorted(CLASS_NAMES.items()) if code != NODATA]
 # Columns tile tables written before their class existed lack; read as 0 (none of the tile).

@@ -21,12 +21,12 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.csvfile import write_csv
+from outcrop.io import load_npy, read_geoparquet, write_cog, write_geodataframe
 from outcrop.raster.geo import infer_layout, scene_band_names, scene_rasters
 from outcrop.search.incremental import cached_digest
 from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
 from outcrop.search.vectors import VectorSource, table_source
-from outcrop.csvfile import write_csv
-from outcrop.io import load_npy, read_geoparquet, write_cog, write_geodataframe
 
 SPECTRUM_BATCH = 2048
 
@@ -291,7 +291,8 @@ def cluster_tiles(
     are those plus new ones assigns the new tiles to them (:mod:`outcrop.search.incremental`),
     unless ``retrain`` is asked or the new tiles' drift passes ``drift_max``. Writes a label
     raster ``rasters_dir/{scene}.tif`` (labels at the largest k, with a colour table and class
-    names) and one per level as ``rasters_dir/{level}/{scene}.tif`` for every scene given, including scenes none of whose tiles were indexed (all nodata). The figures
+    names) and one per level as ``rasters_dir/{level}/{scene}.tif`` for every scene given, including
+    scenes none of whose tiles were indexed (all nodata). The figures
     (maps, dendrogram, exemplars) are drawn from the returned :class:`Clustering` by
     :func:`outcrop.figures.cluster_maps.write_cluster_figures`.
     """
@@ -323,7 +324,8 @@ def cluster_tiles(
     prior = incremental.read_state(Path(state_dir) / "state.json") if state_dir is not None else None
     # A kept scene's embeddings keep their size and mtime: their digest comes from the state, unread.
     files = incremental.file_cache(prior)
-    digests = {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
+    digests = {s: cached_digest(embeddings_of(s),
+                                files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
     settings = {"seed": seed, "sample": sample, "dim": source.dim}
     if state_dir is not None and not retrain:
         kept, state, new_scenes = incremental.kept_centroids(Path(state_dir), prior, digests, settings, ks, log)

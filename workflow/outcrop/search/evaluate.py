@@ -244,7 +244,8 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
     labelled = units > 0
     centres = np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y])
     tile_width = float(np.sqrt(table.geometry.iloc[0].area))
-    log(f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({len(np.unique(units[labelled]))} units)")
+    units_seen = len(np.unique(units[labelled]))
+    log(f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({units_seen} units)")
     if labelled.sum() < 20:
         raise OutcropError(f"{index_table}: too few rock-unit tiles ({labelled.sum()}) to evaluate")
 

@@ -84,17 +84,17 @@ def write_index_table(path: Path, new: Any, *, kept: Path | None = None, row_gro
         a = geo_old["columns"]["geometry"].get("bbox")
         b = geo_new["columns"]["geometry"].get("bbox")
         if a and b:
-            geo_new["columns"]["geometry"]["bbox"] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+            merged = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+            geo_new["columns"]["geometry"]["bbox"] = merged
         meta[b"geo"] = json.dumps(geo_new).encode()
     meta[META_KEY] = json.dumps({"row_groups": groups}).encode()
     schema = table.schema.with_metadata(meta)
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            if old is not None:
-                for i in range(old.num_row_groups):
-                    writer.write_table(old.read_row_group(i).cast(schema), row_group_size=row_group)
-            if len(new):
-                writer.write_table(table.cast(schema), row_group_size=row_group)
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        if old is not None:
+            for i in range(old.num_row_groups):
+                writer.write_table(old.read_row_group(i).cast(schema), row_group_size=row_group)
+        if len(new):
+            writer.write_table(table.cast(schema), row_group_size=row_group)
 
 
 @dataclass

@@ -56,8 +56,14 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
     pass over the tiles however many deposits there are. ``log`` gets a progress line about every
     tenth of the hidden deposits.
     """
-    from outcrop.search.analogues import (distinct_groups, exclusion_pairs, group_means, query_chunks, scan_queries,
-                                          suppress_overlapping)
+    from outcrop.search.analogues import (
+        distinct_groups,
+        exclusion_pairs,
+        group_means,
+        query_chunks,
+        scan_queries,
+        suppress_overlapping,
+    )
     from outcrop.search.index import normalise_rows
 
     geoms = np.asarray(deposits, dtype=object)

@@ -11,8 +11,8 @@ not faster ones.
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 LOCAL = ("127.0.0.1", "localhost", "::1")
