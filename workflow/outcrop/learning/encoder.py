@@ -104,7 +104,8 @@ class _Trainer:
         # NHWC is measured faster on x86 CPUs and CUDA; MPS support for it is patchy, so not there.
         self.channels_last = settings.channels_last and device.type in ("cpu", "cuda")
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (torch's docs); its stub's overloads leave it out.
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = build_optimizer(settings.optimizer, self.model, settings.lr, settings.weight_decay)
         # The forward pass runs through DDP when there are several ranks: it averages the online
         # network's gradients across them during backward. EMA, checkpoints and the model file use
@@ -262,7 +263,7 @@ def _train(
     std_t = torch.as_tensor(std, dtype=torch.float32, device=dev)[None, :, None, None]
     started = last_checkpoint = time.monotonic()
     first_step = trainer.step
-    order, order_epoch = None, -1
+    order, order_epoch = np.empty(0, dtype=np.int64), -1
     while trainer.step < total:
         step = trainer.step
         epoch, j = divmod(step, steps_per_epoch)

@@ -48,7 +48,7 @@ MAX_PAGES = STAC_PAGES  # a search stops following `next` links after this many 
 PAGE_LIMIT = 100  # items asked for per page of an API search
 # Retries of one request: a refused connection once, a dropped read twice, an overloaded or
 # failing server (429, 5xx) four times, waiting 0.5, 1, 2 s... in between (urllib3's back-off).
-RETRIES = {"total": 4, "connect": 1, "read": 2, "status": 4, "backoff_factor": 0.5,
+RETRIES: dict[str, Any] = {"total": 4, "connect": 1, "read": 2, "status": 4, "backoff_factor": 0.5,
            "status_forcelist": (429, 500, 502, 503, 504), "allowed_methods": None, "raise_on_status": False}
 _USER_AGENT = "outcrop-stac"
 
@@ -389,7 +389,7 @@ def item_bbox(item: dict[str, Any]) -> tuple[float, float, float, float] | None:
     """The item's lon/lat bbox, from ``bbox`` or else its geometry's coordinates."""
     box = item.get("bbox")
     if box and len(box) in (4, 6):
-        return (box[0], box[1], box[3], box[4]) if len(box) == 6 else tuple(box)  # type: ignore[return-value]
+        return (box[0], box[1], box[3], box[4]) if len(box) == 6 else tuple(box)
     coords = list(_coordinates((item.get("geometry") or {}).get("coordinates")))
     if not coords:
         return None
@@ -489,7 +489,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
-def _walk(catalog: Any, filters: Filters, collection_type: type) -> Iterator[StacItem]:
+def _walk(catalog: Any, filters: Filters, collection_type: type[Any]) -> Iterator[StacItem]:
     for root, _, items in catalog.walk():
         if isinstance(root, collection_type) and filters.collections and root.id not in filters.collections:
             continue

@@ -389,7 +389,8 @@ def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, n
     return score, which
 
 
-def exclusion_pairs(table: Any, deposits: Sequence[Any], exclusion_m: float) -> tuple[np.ndarray, np.ndarray]:
+def exclusion_pairs(table: Any, deposits: Sequence[Any] | np.ndarray,
+                    exclusion_m: float) -> tuple[np.ndarray, np.ndarray]:
     """(deposit, tile) pairs: the tiles within ``exclusion_m`` of each deposit's own geometry.
 
     With ``exclusion_m`` 0 only the tiles that share ground with a deposit count (a footprint merely
@@ -413,7 +414,7 @@ def exclusion_pairs(table: Any, deposits: Sequence[Any], exclusion_m: float) -> 
     return np.asarray(src, dtype=np.int64), np.asarray(near, dtype=np.int64)
 
 
-def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float,
+def excluded_ids(table: Any, deposits: Sequence[Any] | np.ndarray, positives: list[np.ndarray], exclusion_m: float,
                  negatives: list[np.ndarray] | None = None) -> np.ndarray:
     """Boolean mask over the table: tiles within ``exclusion_m`` of any deposit's own geometry, the
     positives, and the negatives' own tiles (a place known not to be an analogue is never reported as one).
@@ -560,7 +561,7 @@ def nearest_geometry(points: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray,
 
 
 def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray],
-                deposits: Sequence[Any], *, exclusion_m: float, top: int, names: Sequence[str] | None,
+                deposits: Sequence[Any] | np.ndarray, *, exclusion_m: float, top: int, names: Sequence[str] | None,
                 site_overlap: float | None, negatives: list[np.ndarray] | None = None,
                 exclude: Sequence[Any] = ()) -> Any:
     """The ranking of :func:`rank_analogues` from scores already computed (``score``: best cosine of

@@ -349,6 +349,7 @@ def new_ivf_index(kind: str, dim: int, params: dict[str, int], seed: int) -> Any
     import faiss
 
     quantizer = faiss.IndexFlatIP(dim)
+    index: faiss.IndexIVF
     if kind == "ivf_pq":
         index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"], params["nbits"],
                                  faiss.METRIC_INNER_PRODUCT)
@@ -417,7 +418,8 @@ def sampled_recall(index: Any, source: VectorSource, seed: int, sample: int = RE
     k = min(RECALL_K, len(ids))
     exact_scores, exact_pos = exact_top_k(sub, queries, k)
     selector = faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))
-    params = faiss.SearchParametersIVF(sel=selector, nprobe=faiss.extract_index_ivf(index).nprobe)
+    # faiss's Python wrapper sets a SearchParameters' fields from keywords; its stub leaves them out.
+    params = faiss.SearchParametersIVF(sel=selector, nprobe=faiss.extract_index_ivf(index).nprobe)  # type: ignore[call-arg]
     quantised = is_quantised(index)
     scores, found = index.search(queries, rerank_count(k, len(ids)) if quantised else k, params=params)
     if quantised:
@@ -508,6 +510,7 @@ def build_index(
     else:  # an add: the kept table's rows, then the new scenes' (ids continuing)
         from outcrop.search.incremental import link_or_copy
 
+        assert state_dir is not None  # an add is made only from a kept state
         kept_table = Path(state_dir) / "tiles.parquet"
         new = [p for p in parts if p.scene in set(info_extra["added"])]
         if new:

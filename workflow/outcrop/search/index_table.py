@@ -22,6 +22,7 @@ no geometry decoding), then the new rows follow in new row groups with their bou
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,9 +118,11 @@ class IndexTable:
         self.count = int(file.metadata.num_rows)
         sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        ok = groups is not None and [int(g[1]) for g in groups] == sizes
-        self.bounds = np.array([g[2:6] for g in groups], dtype=np.float64).reshape(-1, 4) if ok else None
-        self._groups = groups if ok else None
+        if groups is not None and [int(g[1]) for g in groups] == sizes:
+            self.bounds: np.ndarray | None = np.array([g[2:6] for g in groups], dtype=np.float64).reshape(-1, 4)
+            self._groups: list[list[float]] | None = groups
+        else:
+            self.bounds, self._groups = None, None
 
     @classmethod
     def open(cls, path: Path) -> IndexTable:
@@ -254,7 +257,7 @@ class IndexTable:
         import shapely
 
         xmin, ymin, xmax, ymax = shapely.bounds(shape)
-        groups = range(self.file.num_row_groups)
+        groups: Sequence[int] | np.ndarray = range(self.file.num_row_groups)
         if self.bounds is not None:
             b = self.bounds
             groups = np.flatnonzero((b[:, 0] <= xmax) & (b[:, 2] >= xmin) & (b[:, 1] <= ymax) & (b[:, 3] >= ymin))
