@@ -1,6 +1,7 @@
 # outcrop: raw scenes -> tiles -> BYOL encoder -> FAISS index -> clusters and analogues -> report.
 # The default config runs the built-in demo; point `scenes:` at your own scene sheet for real data.
 
+
 configfile: "config.yaml"
 
 

@@ -33,10 +33,10 @@ rule train_encoder:
     # More than one GPU (`gpu: N` in the profile): N data-parallel ranks under torchrun, splitting
     # each global batch of encoder.batch_size between them (see outcrop/learning/distributed.py).
     shell:
-        "gpus={resources.gpu:q}; [ \"$gpus\" -eq \"$gpus\" ] 2>/dev/null"
+        'gpus={resources.gpu:q}; [ "$gpus" -eq "$gpus" ] 2>/dev/null'
         " || {{ echo \"train_encoder: resources.gpu '$gpus' is not a whole number\" >&2; exit 2; }};"
-        " if [ \"$gpus\" -gt 1 ]; then"
-        " launch=\"python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python\";"
+        ' if [ "$gpus" -gt 1 ]; then'
+        ' launch="python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python";'
         " else launch=''; fi;"
         " $launch "
         "python -m outcrop train --tiles {input.tiles:q} --tables {input.tables:q} --bands {params.bands:q}"
