@@ -95,4 +95,5 @@ def test_surface_threshold_that_is_no_finite_number(capsys):
     argv = ["prepare", "--source", "s.tif", "--sensor", "geotiff", "--scene", "s", "--bands", "red",
             "--out", "o.tif", "--surface", "ndsi_snow=nan"]
     assert main(argv) == 2
-    assert capsys.readouterr().err.strip() == "outcrop prepare: error: --surface ndsi_snow: 'nan' is not a finite number"
+    err = capsys.readouterr().err.strip()
+    assert err == "outcrop prepare: error: --surface ndsi_snow: 'nan' is not a finite number"

@@ -172,9 +172,9 @@ def cli_imports() -> dict[str, set[str]]:
         seen.add(fname)
         found = imports_in(functions[fname], "outcrop.cli")
         for call in ast.walk(functions[fname]):
-            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
-                if call.func.id in functions and call.func.id not in seen:
-                    found |= reach(call.func.id, seen)
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in functions
+                    and call.func.id not in seen):
+                found |= reach(call.func.id, seen)
         return found
 
     return {cmd: module_level | reach(func, set()) for cmd, func in commands.items()}
@@ -317,5 +317,5 @@ def test_every_rule_stage_starts_from_a_foreign_folder_with_the_workflow_on_pyth
 
 def test_the_workflow_puts_its_package_on_every_jobs_pythonpath():
     common = (RULES / "common.smk").read_text()
-    assert re.search(r"^os\.environ\.update\(PYTHONPATH=", common, re.M)
+    assert re.search(r"^os\.environ\.update\(\s*PYTHONPATH=", common, re.M)
     assert re.search(r'PACKAGE_ROOT = str\(Path\(workflow\.basedir\)\.resolve\(\) / "workflow"\)', common)

@@ -94,7 +94,8 @@ RESTATED: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str
                          ("search.quality", "quality_run", "min_valid"))),
     "encoder.train_min_rock": ((("train", "min_rock"),), (("learning.encoder", "train_byol", "min_rock"),)),
     "encoder.device": ((("train", "device"), ("embed", "device")),
-                       (("learning.encoder", "train_byol", "device"), ("learning.embeddings", "embed_tiles", "device"))),
+                       (("learning.encoder", "train_byol", "device"),
+                        ("learning.embeddings", "embed_tiles", "device"))),
     "encoder.settings": ((), ()),
     "embed.batch_size": ((("embed", "batch_size"),), (("learning.embeddings", "embed_tiles", "batch_size"),)),
     "embed.spectral_weight": ((("embed", "spectral_weight"), ("quality", "spectral_weight")),
@@ -122,10 +123,12 @@ RESTATED: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str
                        ("search.quality", "quality_run", "seed"))),
     "analogues.buffer_m": ((("analogues", "buffer_m"), ("evaluate", "buffer_m"), ("quality", "buffer_m")),
                            (("search.quality", "quality_run", "buffer_m"),)),
-    "analogues.exclusion_km": ((("analogues", "exclusion_km"), ("evaluate", "exclusion_km"), ("quality", "exclusion_km")),
+    "analogues.exclusion_km": ((("analogues", "exclusion_km"), ("evaluate", "exclusion_km"),
+                                ("quality", "exclusion_km")),
                                (("search.quality", "quality_run", "exclusion_km"),)),
     "analogues.top": ((("analogues", "top"),), ()),
-    "analogues.site_overlap": ((("analogues", "site_overlap"), ("evaluate", "site_overlap"), ("quality", "site_overlap")),
+    "analogues.site_overlap": ((("analogues", "site_overlap"), ("evaluate", "site_overlap"),
+                                ("quality", "site_overlap")),
                                (("search.analogues", "find_analogues", "site_overlap"),
                                 ("search.quality", "quality_run", "site_overlap"))),
     "evaluate.recall_k": ((("evaluate", "recall_k"), ("quality", "recall_k")),
@@ -171,7 +174,8 @@ def restated_defaults_that_disagree() -> list[str]:
 
     leaves = schema_leaves(yaml.safe_load(SCHEMA.read_text()))
     cli = _cli_defaults()
-    wrong = [f"{key}: not placed in RESTATED" for key in leaves if key not in RESTATED and not key.startswith("surfaces.")]
+    wrong = [f"{key}: not placed in RESTATED" for key in leaves
+             if key not in RESTATED and not key.startswith("surfaces.")]
     for key, (options, functions) in RESTATED.items():
         expected = leaves[key]
         for command, dest in options:

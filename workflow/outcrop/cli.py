@@ -225,7 +225,8 @@ def _stac_search_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="scene sheet (TSV) to write")
     p.add_argument("--append", action="store_true", help="add new items to an existing sheet")
     p.add_argument("--collection", default="", help="collection id(s), comma-separated")
-    p.add_argument("--bbox", default="", help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)")
+    p.add_argument("--bbox", default="",
+                   help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)")
     p.add_argument("--datetime", default="", help="RFC 3339 date, datetime or interval (a/b, ../b, a/..)")
     p.add_argument("--max-cloud", type=non_negative_float, default=None, help="largest eo:cloud_cover in percent")
     p.add_argument("--role", default="index", choices=["train", "index"])
@@ -309,7 +310,8 @@ def cmd_tile(args: argparse.Namespace) -> None:
 
 def _tile_parser(sub: Any) -> None:
     p = _add(sub, "tile", cmd_tile, "cut a prepared scene into tiles (array + GeoParquet table)",
-             "outcrop tile --prepared prepared/s1.tif --scene s1 --out-tiles tiles/s1.npy --out-table tiles/s1.parquet", False)
+             "outcrop tile --prepared prepared/s1.tif --scene s1 --out-tiles tiles/s1.npy --out-table tiles/s1.parquet",
+             False)
     p.add_argument("--prepared", required=True)
     p.add_argument("--scene", required=True)
     p.add_argument("--out-tiles", required=True)
@@ -447,7 +449,8 @@ def _cluster_parser(sub: Any) -> None:
         p.add_argument(name, required=True)
     p.add_argument("--out-exemplars", default="", help="PNG of exemplar tiles per cluster")
     p.add_argument("--k", type=cluster_count, nargs="+", required=True)
-    p.add_argument("--cuts", type=cluster_count, nargs="*", required=True, help="hierarchy cuts (none: give --cuts alone)")
+    p.add_argument("--cuts", type=cluster_count, nargs="*", required=True,
+                   help="hierarchy cuts (none: give --cuts alone)")
     p.add_argument("--seed", type=int, default=default("clusters.seed"))
     p.add_argument("--sample", type=positive_int, default=default("clusters.sample"))
     _add_kept_state_options(p, "clusters", "assign", "keep the centroids here and assign new scenes' tiles to them")
@@ -507,7 +510,8 @@ def _evaluate_parser(sub: Any) -> None:
              "--model results/model/encoder.pt --labels results/clusters/labels.parquet --truth-deposits "
              "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/demo/scores.json")
     p.add_argument("--scenes", nargs="+", required=True)
-    for name, what in (("--embeddings", "embeddings"), ("--tiles", "tile arrays"), ("--truth-units", "planted rock units")):
+    for name, what in (("--embeddings", "embeddings"), ("--tiles", "tile arrays"),
+                       ("--truth-units", "planted rock units")):
         p.add_argument(name, nargs="+", required=True, help=f"{what}, one file per scene in the order of --scenes")
     p.add_argument("--index", required=True)
     p.add_argument("--index-table", required=True)
@@ -520,8 +524,10 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
     p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
     p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
-    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
-    p.add_argument("--seed", type=int, default=default("clusters.seed"), help="k-means seed; also seeds the random-encoder baseline")
+    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"),
+                   help="as for `outcrop analogues`")
+    p.add_argument("--seed", type=int, default=default("clusters.seed"),
+                   help="k-means seed; also seeds the random-encoder baseline")
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
@@ -543,7 +549,8 @@ def cmd_quality(args: argparse.Namespace) -> None:
 def _quality_parser(sub: Any) -> None:
     p = _add(sub, "quality", cmd_quality, "score any run without labels: leave-one-deposit-out and cross-scene "
              "re-identification, beside the baselines",
-             "outcrop quality --scenes s1 s2 --index results/index/tiles.faiss --index-table results/index/tiles.parquet "
+             "outcrop quality --scenes s1 s2 --index results/index/tiles.faiss "
+             "--index-table results/index/tiles.parquet "
              "--embeddings results/embeddings/s{1,2}.npy --tiles results/tiles/s{1,2}.npy "
              "--prepared results/prepared/s{1,2}.tif --model results/model/encoder.pt --deposits deposits.gpkg "
              "--out results/metrics.json")
@@ -557,12 +564,14 @@ def _quality_parser(sub: Any) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--buffer-m", type=non_negative_float, default=default("analogues.buffer_m"))
     p.add_argument("--exclusion-km", type=non_negative_float, default=default("analogues.exclusion_km"))
-    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"), help="as for `outcrop analogues`")
+    p.add_argument("--site-overlap", type=finite_float, default=default("analogues.site_overlap"),
+                   help="as for `outcrop analogues`")
     p.add_argument("--recall-k", type=positive_int, nargs="+", default=default("evaluate.recall_k"))
     p.add_argument("--stride", type=positive_int, default=default("tiles.stride"),
                    help="the run's tile stride; re-identification queries are cut half a stride off its grid")
     p.add_argument("--min-valid", type=finite_float, default=default("tiles.min_valid"))
-    p.add_argument("--seed", type=int, default=default("clusters.seed"), help="seeds the random-encoder baseline and the query sample")
+    p.add_argument("--seed", type=int, default=default("clusters.seed"),
+                   help="seeds the random-encoder baseline and the query sample")
     p.add_argument("--demo-scores", default="", help="the demo's truth-based scores (outcrop evaluate), merged in")
     p.add_argument("--tables", nargs="+", default=None,
                    help="tile tables, one per scene in the order of --scenes (needed by the block part)")
@@ -596,7 +605,8 @@ def _report_parser(sub: Any) -> None:
              "--prepared results/prepared/demo_{1,2}.tif --cluster-maps results/clusters/maps/demo_{1,2}.png "
              "--training-curve results/model/training_curve.png --dendrogram results/clusters/dendrogram.png "
              "--analogues results/analogues/analogues.csv --grid results/grid.json --index-info "
-             "results/index/info.json --metrics results/metrics.json --webmap results/map.html --out results/summary.html", False)
+             "results/index/info.json --metrics results/metrics.json --webmap results/map.html "
+             "--out results/summary.html", False)
     p.add_argument("--scenes", nargs="+", required=True)
     for name in ("--tile-tables", "--prepared", "--cluster-maps"):
         p.add_argument(name, nargs="+", required=True, help="one file per scene, in the order of --scenes")
@@ -605,10 +615,12 @@ def _report_parser(sub: Any) -> None:
     p.add_argument("--analogues", default="", help="the ranked analogues (analogues.csv), when deposits were given")
     p.add_argument("--analogues-skipped", default="", help="why no analogues were ranked (analogues/skipped.txt)")
     p.add_argument("--grid", default="", help="the run grid (grid.json)")
-    p.add_argument("--metrics", default="", help="the run's quality scores (metrics.json, with the demo's scores merged in)")
+    p.add_argument("--metrics", default="",
+                   help="the run's quality scores (metrics.json, with the demo's scores merged in)")
     p.add_argument("--webmap", default="", help="the interactive map (map.html), linked from the page")
     p.add_argument("--snakemake-report", default="", help="where `snakemake --report` writes, linked from the page")
-    p.add_argument("--cluster-table", default="", help="the cluster table (clusters/summary.html), linked from the page")
+    p.add_argument("--cluster-table", default="",
+                   help="the cluster table (clusters/summary.html), linked from the page")
     p.add_argument("--analogue-maps", nargs="*", default=[],
                    help="the analogue map of each scene, in the order of --scenes, linked from the page")
 

@@ -13,9 +13,7 @@ rule clusters:
         gpkg=L.cluster_labels_gpkg,
         parquet=L.cluster_labels,
         summary=L.cluster_summary_csv,
-        dendrogram=report(
-            L.dendrogram, caption="../report/dendrogram.rst", category="Clusters"
-        ),
+        dendrogram=report(L.dendrogram, caption="../report/dendrogram.rst", category="Clusters"),
         # Per-scene files of a whole-run job go in folders: listing thousands of outputs on one
         # job would make Snakemake's job-graph build grow with the square of the scene count.
         maps=report(
@@ -25,9 +23,7 @@ rule clusters:
             category="Clusters",
         ),
         rasters=directory(L.cluster_rasters),
-        exemplars=report(
-            L.exemplars, caption="../report/exemplars.rst", category="Clusters"
-        ),
+        exemplars=report(L.exemplars, caption="../report/exemplars.rst", category="Clusters"),
     params:
         k=config["clusters"]["k"],
         cuts=config["clusters"]["cuts"],

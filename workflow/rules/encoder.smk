@@ -35,10 +35,10 @@ rule train_encoder:
     # `exec`: the training (or torchrun) replaces the shell, so a signal meant for the job reaches it
     # (a shell killed by SIGTERM would leave its child running).
     shell:
-        "gpus={resources.gpu:q}; [ \"$gpus\" -eq \"$gpus\" ] 2>/dev/null"
+        'gpus={resources.gpu:q}; [ "$gpus" -eq "$gpus" ] 2>/dev/null'
         " || {{ echo \"train_encoder: resources.gpu '$gpus' is not a whole number\" >&2; exit 2; }};"
-        " if [ \"$gpus\" -gt 1 ]; then"
-        " launch=\"python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python\";"
+        ' if [ "$gpus" -gt 1 ]; then'
+        ' launch="python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python";'
         " else launch=''; fi;"
         " exec $launch "
         "python -m outcrop train --tiles {input.tiles:q} --tables {input.tables:q} --bands {params.bands:q}"

@@ -181,8 +181,9 @@ rule report:
         metrics=lambda wc, input: optional("--metrics", input.metrics),
         analogues=lambda wc, input: optional("--analogues", input.analogues),
         skipped=lambda wc, input: optional("--analogues-skipped", input.skipped),
-        analogue_maps=lambda wc, input: ["--analogue-maps", *in_folder(input.analogue_maps[0], ".png")]
-        if input.analogue_maps else [],
+        analogue_maps=lambda wc, input: (
+            ["--analogue-maps", *in_folder(input.analogue_maps[0], ".png")] if input.analogue_maps else []
+        ),
         snakemake_report=L.snakemake_report,
     log:
         L.log("report"),

@@ -85,8 +85,12 @@ rule prepare:
         sensor=lambda wc: SCENE_ROWS[wc.scene]["sensor"],
         product=lambda wc: [
             arg
-            for opt, key in (("--declared-bands", "bands"), ("--scale", "scale"), ("--offset", "offset"),
-                             ("--collar", "collar"))
+            for opt, key in (
+                ("--declared-bands", "bands"),
+                ("--scale", "scale"),
+                ("--offset", "offset"),
+                ("--collar", "collar"),
+            )
             for arg in optional(opt, SCENE_ROWS[wc.scene][key])
         ],
         bands=BANDS,

@@ -26,6 +26,7 @@ import torch
 
 from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.io import atomic_path
 from outcrop.learning.augment import augment
 from outcrop.learning.backbones import build_backbone
 from outcrop.learning.byol import BYOL, cosine_schedule
@@ -50,6 +51,7 @@ from outcrop.learning.training_data import (
     open_training_tiles,
     spectral_statistics,
 )
+from outcrop.locks import exclusive_writer
 
 MODEL_FORMAT = "outcrop-encoder"
 # The ETA follows the rate of the last minute: a load change shows within it, and a minute holds
@@ -110,7 +112,8 @@ class _Trainer:
         # NHWC is measured faster on x86 CPUs and CUDA; MPS support for it is patchy, so not there.
         self.channels_last = settings.channels_last and device.type in ("cpu", "cuda")
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (torch's docs); its stub's overloads leave it out.
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = build_optimizer(settings.optimizer, self.model, settings.lr, settings.weight_decay)
         # The forward pass runs through DDP when there are several ranks: it averages the online
         # network's gradients across them during backward. EMA, checkpoints and the model file use

@@ -41,9 +41,9 @@ STAT_CHUNK = 4096  # tiles per chunk when computing band statistics of memory-ma
 
 
 def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any], positives: list[np.ndarray], *,
-                        exclusion_m: float, site_overlap: float | None, hidden: Sequence[int] | None = None,
-                        exclude: Sequence[Any] = (), log: Callable[[str], None] | None = None,
-                        name: str = "") -> np.ndarray:
+                        exclusion_m: float, site_overlap: float | None,
+                        hidden: Sequence[int] | np.ndarray | None = None, exclude: Sequence[Any] = (),
+                        log: Callable[[str], None] | None = None, name: str = "") -> np.ndarray:
     """Rank (1 = first) at which each deposit of ``hidden`` (every one by default) comes back when
     searched for from all the others; inf if never.
 
@@ -56,8 +56,14 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
     pass over the tiles however many deposits there are. ``log`` gets a progress line about every
     tenth of the hidden deposits.
     """
-    from outcrop.search.analogues import (distinct_groups, exclusion_pairs, group_means, query_chunks, scan_queries,
-                                          suppress_overlapping)
+    from outcrop.search.analogues import (
+        distinct_groups,
+        exclusion_pairs,
+        group_means,
+        query_chunks,
+        scan_queries,
+        suppress_overlapping,
+    )
     from outcrop.search.index import normalise_rows
 
     geoms = np.asarray(deposits, dtype=object)
@@ -180,8 +186,11 @@ def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, m
         bare = embed_array(net, meta, chunk, batch_size=256, device="cpu", spectral_weight=0.0, context_weight=0.0)
         random.append(bare)
         if spectral_weight > 0 or context_weight > 0:  # the same vectors joined: no second pass of the network
-            ctx = standardised(meta, blocks[start:start + len(chunk)]) if context_weight > 0 else None
-            joined.append(join_parts(bare, (spectral_weight, spectral_part(meta, chunk)), (context_weight, ctx)))
+            parts = [(spectral_weight, spectral_part(meta, chunk))]
+            if context_weight > 0:
+                assert blocks is not None  # a context weight comes with the tiles' block spectra
+                parts.append((context_weight, standardised(meta, blocks[start:start + len(chunk)])))
+            joined.append(join_parts(bare, *parts))
         start += len(chunk)
     out = {"byol": np.asarray(byol, dtype=np.float32),
            "raw_spectral": as_unit_vectors(np.concatenate(spectral)),
@@ -268,13 +277,14 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     model = Path(model)
     _, table = load_index(Path(index), Path(index_table))
     present = [s for s in scenes if (table.scene == s).any()]
-    order = np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in present]) if present else []
+    order = (np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in present]) if present
+             else np.zeros(0, dtype=np.int64))
     table = table.iloc[order].reset_index(drop=True)
     rows = {s: np.asarray(table.tile_id[table.scene == s]) for s in present}
     emb_of = dict(zip(scenes, embeddings))
     tiles_of = dict(zip(scenes, tiles))
     emb = {s: load_npy(Path(emb_of[s])) for s in present}
-    tiles = {s: load_npy(Path(tiles_of[s])) for s in present}
+    tile_arrays = {s: load_npy(Path(tiles_of[s])) for s in present}
     metrics["tiles"] = int(len(table))
     weights = (spectral_weight, context_weight)
     tables_of = dict(zip(scenes, tables)) if tables is not None else {}
@@ -284,7 +294,7 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
         """Block spectra of (scene, rows) parts, in order; None when the run joins no block part."""
         if context_weight <= 0:
             return None
-        return np.concatenate([scene_blocks(tiles[s], Path(tables_of[s]), size, r) for s, r in parts])
+        return np.concatenate([scene_blocks(tile_arrays[s], Path(tables_of[s]), size, r) for s, r in parts])
 
     # Leave-one-deposit-out over every indexed tile.
     t0 = time.perf_counter()
@@ -301,7 +311,7 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
             log(f"quality: leave-one-out hides a seeded sample of {len(hidden):,} of the {len(positives):,} deposits "
                 "(evaluate.loo_deposits); each is searched for from all the others")
         byol = np.concatenate([np.asarray(emb[s][rows[s]]) for s in present])
-        pixels = _chunks_of([(tiles[s], rows[s]) for s in present])
+        pixels = _chunks_of([(tile_arrays[s], rows[s]) for s in present])
         sets = feature_sets(pixels, byol, model, seed=seed, weights=weights,
                             blocks=blocks([(s, rows[s]) for s in present]))
         for name, vecs in sets.items():
@@ -318,9 +328,9 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     # Cross-scene re-identification on a half-stride-shifted grid.
     t0 = time.perf_counter()
     prepared_of = dict(zip(scenes, prepared))
-    prepared = {s: Path(prepared_of[s]) for s in present}
-    res = _pixel_size(prepared) if prepared else 0.0
-    pairs = _overlapping_pairs(prepared, 2 * size * res) if prepared else []
+    prepared_paths = {s: Path(prepared_of[s]) for s in present}
+    res = _pixel_size(prepared_paths) if prepared_paths else 0.0
+    pairs = _overlapping_pairs(prepared_paths, 2 * size * res) if prepared_paths else []
     reid: dict[str, Any] = {"pairs": [], "queries": 0, "offset_px": max(stride // 2, 1)}
     gallery_px, query_px, query_blocks, gallery_emb, answers, spans = [], [], [], [], [], []
     gallery_parts: list[tuple[str, np.ndarray]] = []
@@ -344,7 +354,7 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
         query_blocks.append(q_blocks[has])
         gallery_parts.append((earlier, g_rows))
         answers.append([a for a, h in zip(right, has) if h])
-        gallery_px.append((tiles[earlier], g_rows))
+        gallery_px.append((tile_arrays[earlier], g_rows))
         gallery_emb.append(np.asarray(emb[earlier][g_rows]))
         spans.append((base, base + len(g_rows)))  # each pair's queries search its own gallery only
         base += len(g_rows)
@@ -367,8 +377,8 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
         for name, vecs in both.items():
             per_pair = [reidentification(vecs[g0:g1], vecs[q0:q1], right)
                         for (g0, g1), q0, q1, right in zip(spans, starts[:-1], starts[1:], answers)]
-            weights = np.array([len(right) for right in answers], dtype=float)
-            reid[name] = {key: float(np.dot([p[key] for p in per_pair], weights) / weights.sum())
+            pair_weights = np.array([len(right) for right in answers], dtype=float)
+            reid[name] = {key: float(np.dot([p[key] for p in per_pair], pair_weights) / pair_weights.sum())
                           for key in ("top1", "top5")}
             log(f"quality: re-identification: {name}: top-1 {reid[name]['top1']:.3f} top-5 {reid[name]['top5']:.3f}")
     reid["seconds"] = round(time.perf_counter() - t0, 3)
