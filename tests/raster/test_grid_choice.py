@@ -209,8 +209,8 @@ def test_a_scene_in_its_own_utm_zone_keeps_it_beyond_60_degrees(lat):
     # the numbers behind it: both grids' area scale factors against the limit
     note = choice["polar_reason"]
     assert f"keeps its own UTM zone {own}, within the area-scale limit 1.1" in note
-    utm_scale = float(note.split(f"area scale ")[1].split(" ")[0])
-    polar_scale = float(note.split(f", ")[-1].split(f" on {polar}")[0])
+    utm_scale = float(note.split("area scale ")[1].split(" ")[0])
+    polar_scale = float(note.split(", ")[-1].split(f" on {polar}")[0])
     assert abs(utm_scale - 1) < 0.002 and polar_scale != utm_scale
 
 

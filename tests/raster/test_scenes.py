@@ -15,7 +15,6 @@ from outcrop import OutcropError
 from outcrop.io import PREPARED_OFFSET, PREPARED_SCALE, read_prepared
 from outcrop.raster.scenes import prepare_scene, snap_bounds
 from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, VEGETATION, WATER
-from gdal_readback import gdal_bands
 
 OLI_BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
 C2L2_SCALE, C2L2_OFFSET = 0.0000275, -0.2

@@ -36,15 +36,11 @@ from outcrop.learning.distributed import (
     leave_process_group,
     synchronise_batchnorm,
 )
-from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings, measured_cost
-from outcrop.learning.torch_files import read_torch_file
-from outcrop.io import atomic_path
-from outcrop.locks import exclusive_writer
+from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, measured_cost
 from outcrop.learning.optim import build_optimizer, warmup_cosine
 from outcrop.learning.precision import autocast
 from outcrop.learning.symmetry import POSES
-from outcrop.runtime.progress import RateWindow
-from outcrop.runtime.stopping import Interrupted, StepInterrupted, StopRequests
+from outcrop.learning.torch_files import read_torch_file
 from outcrop.learning.training_data import (
     TrainingTiles,
     band_mean_and_std,
@@ -52,6 +48,8 @@ from outcrop.learning.training_data import (
     spectral_statistics,
 )
 from outcrop.locks import exclusive_writer
+from outcrop.runtime.progress import RateWindow
+from outcrop.runtime.stopping import Interrupted, StepInterrupted, StopRequests
 
 MODEL_FORMAT = "outcrop-encoder"
 # The ETA follows the rate of the last minute: a load change shows within it, and a minute holds
