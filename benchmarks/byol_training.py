@@ -15,7 +15,8 @@ The difference is how the work is done:
 Measured: (a) two-view augmentation throughput, (b) end-to-end training throughput and the loss
 after the same number of steps, (c) embedding throughput against a plain eager loop. The two sides
 of each measurement advance in lockstep, batch by batch, alternating which goes first, so that the
-load of a shared machine falls on both alike; medians over runs are reported. Needs the benchmark environment (lightly, torchvision):
+load of a shared machine falls on both alike; medians over runs are reported. Needs the benchmark
+environment (lightly, torchvision):
 
     benchmarks/.venv-bench/bin/python benchmarks/byol_training.py --results results --runs 3
 """
@@ -34,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from outcrop.runtime.allocator import keep_large_blocks
+
 from outcrop.augment import ViewSettings, augment
 from outcrop.backbones import build_backbone
 from outcrop.embeddings import embed_array
 from outcrop.encoder import EncoderSettings, _Trainer
 from outcrop.optim import build_optimizer
+from outcrop.runtime.allocator import keep_large_blocks
 from outcrop.symmetry import POSES, orientations, posed
 
 
@@ -283,7 +285,8 @@ def main() -> None:
     parser.add_argument("--aug-batches", type=int, default=10)
     parser.add_argument("--aug-warmup", type=int, default=1, help="untimed batches before each measurement")
     parser.add_argument("--embed-tiles", type=int, default=2048)
-    parser.add_argument("--symmetry", default="d4", choices=list(POSES), help="embedding symmetry of both embedding loops")
+    parser.add_argument("--symmetry", default="d4", choices=list(POSES),
+                        help="embedding symmetry of both embedding loops")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of both models and their data order")
     parser.add_argument("--json", type=Path, help="write all runs here")

@@ -25,8 +25,13 @@ from outcrop.io import load_npy
 from outcrop.layout import Layout
 from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, standardised
 from outcrop.learning.encoder import load_encoder
-from outcrop.search.evaluate import (cluster_agreement, deposit_recall, knn_accuracy, random_encoder_embeddings,
-                                     tile_truth_units)
+from outcrop.search.evaluate import (
+    cluster_agreement,
+    deposit_recall,
+    knn_accuracy,
+    random_encoder_embeddings,
+    tile_truth_units,
+)
 
 
 def main() -> None:
@@ -54,6 +59,7 @@ def main() -> None:
     spectra = spectral_part(meta, pixels)
     from outcrop.search.evaluate import scene_blocks
     from outcrop.search.evaluate import as_unit_vectors, band_statistics
+    from outcrop.search.quality import scene_blocks
 
     size = int(pixels.shape[-1])
     blocks = standardised(meta, np.concatenate([scene_blocks(load_npy(results.tiles(s)), Path(results.tile_table(s)),
@@ -69,7 +75,7 @@ def main() -> None:
     out = {}
     baselines = {"band_statistics": as_unit_vectors(band_statistics(pixels, percentiles=True)),
                  "random_encoder": rand, "raw_pixels": as_unit_vectors(pixels.reshape(len(pixels), -1))}
-    runs = [(name, vecs) for name, vecs in baselines.items()]
+    runs = list(baselines.items())
     for pair in args.weights.split(","):
         ws, wc = (float(x) for x in pair.split(":"))
         runs += [(f"{name}@{pair}", join_parts(base, (ws, spectra), (wc, blocks)))
@@ -77,7 +83,8 @@ def main() -> None:
     for label, vecs in runs:
         scores = cluster_agreement(vecs[lab], units[lab], seed=default("clusters.seed"))
         scores["knn"] = knn_accuracy(vecs[lab], units[lab], centres[lab], exclusion_m=1.5 * width)
-        recall = deposit_recall(vecs, table, positives, hidden, known=known.geometry.to_numpy(), exclusion_m=default("analogues.exclusion_km") * 1000,
+        recall = deposit_recall(vecs, table, positives, hidden, known=known.geometry.to_numpy(),
+                                exclusion_m=default("analogues.exclusion_km") * 1000,
                                 ks=default("evaluate.recall_k"), site_overlap=default("analogues.site_overlap"))
         scores["recall"] = recall["combined"]
         out[label] = scores

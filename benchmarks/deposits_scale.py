@@ -106,7 +106,8 @@ def commands(results: Path, deposits: Path, out: Path) -> dict[str, list[str]]:
                       str(out / "similarity")],
         "quality": [*python, "quality", "--scenes", *SCENES, "--index", str(r / "index/tiles.faiss"), "--index-table",
                     str(r / "index/tiles.parquet"), "--embeddings", *per("embeddings", ".npy"), "--tiles",
-                    *per("tiles", ".npy"), "--tables", *per("tiles", ".parquet"), "--prepared", *per("prepared", ".tif"),
+                    *per("tiles", ".npy"), "--tables", *per("tiles", ".parquet"), "--prepared",
+                    *per("prepared", ".tif"),
                     "--model", str(r / "model/encoder.pt"), "--deposits", str(deposits), "--threads", "2",
                     "--out", str(out / "metrics.json")],
     }

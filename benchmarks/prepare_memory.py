@@ -75,7 +75,8 @@ def main() -> None:
                        "--bands", ",".join(BANDS), "--out", str(prepared)])
     print(f"prepare: peak RSS {rss:.0f} MiB, wall {wall:.0f}s")
     rss, wall = timed(["tile", "--prepared", str(prepared), "--scene", "big", "--size", "32", "--stride", "32",
-                       "--out-tiles", str(args.workdir / "tiles.npy"), "--out-table", str(args.workdir / "tiles.parquet")])
+                       "--out-tiles", str(args.workdir / "tiles.npy"), "--out-table",
+                       str(args.workdir / "tiles.parquet")])
     print(f"tile: peak RSS {rss:.0f} MiB, wall {wall:.0f}s")
     if not args.keep:
         shutil.rmtree(args.workdir)

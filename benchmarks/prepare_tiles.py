@@ -157,7 +157,8 @@ def run_gdal(scene: Scene, work: Path) -> dict:
                       "size": np.full(rows * cols, SIZE), "valid": valid.ravel(),
                       "geometry": shapely.to_wkb(feet)})
     geo = {"version": "1.0.0", "primary_column": "geometry",
-           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": CRS.from_user_input(crs.to_wkt()).to_json_dict()}}}
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"],
+                                    "crs": CRS.from_user_input(crs.to_wkt()).to_json_dict()}}}
     table = table.replace_schema_metadata({b"geo": json.dumps(geo).encode()})
     pq.write_table(table, work / "tiles.parquet")
     return {"tiles": rows * cols, "shape": [rows * cols, c, SIZE, SIZE], "cog_mb": round(cog.stat().st_size / 1e6, 1)}

@@ -169,7 +169,8 @@ def main() -> None:
     parser.add_argument("--full-scene", action="store_true", help="time each per-scene command on one full-size scene")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/outcrop-bench-prepare"))
     args = parser.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
     if args.full_scene:
         print(f"one full-size scene on {cpu}, {os.cpu_count()} cores:", flush=True)
         result = {"cpu": cpu, "cores": os.cpu_count(), **full_scene(args.workdir / "full", min(2, os.cpu_count() or 1))}
@@ -191,7 +192,8 @@ def main() -> None:
         results["projection_5000"] = projection(results["cases"][-2], results["cases"][-1])
         print(f"projection to 5000 scenes of {args.size} px (CPU-hours):", flush=True)
         for rule, p in results["projection_5000"].items():
-            print(f"  {rule:14s} x{p['growth']} from the middle case; {p['cpu_hours']:9.1f} CPU-h ({p['how']})", flush=True)
+            print(f"  {rule:14s} x{p['growth']} from the middle case; {p['cpu_hours']:9.1f} CPU-h ({p['how']})",
+                  flush=True)
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
 

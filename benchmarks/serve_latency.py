@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import threading
@@ -48,12 +47,12 @@ def root_of(args: argparse.Namespace) -> Path:
 
 def cmd_build(args: argparse.Namespace) -> None:
     import faiss
-
     from index_coast import _origin, synthetic, write_table
+    from rasterio.transform import from_origin
+
     from outcrop.io import write_cog
     from outcrop.search.index import index_vectors
     from outcrop.search.vectors import VectorSource
-    from rasterio.transform import from_origin
 
     root = root_of(args) / "results"
     t = time.perf_counter()
@@ -157,7 +156,7 @@ def cmd_clicks(args: argparse.Namespace) -> None:
             driver.execute_script("window.outcropMap.setView([arguments[1], arguments[0]], -3, {animate: false});",
                                   x, y)
             ActionChains(driver).move_to_element(element).click().perform()
-            WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.outcropTimings.length") > i)
+            WebDriverWait(driver, 60).until(lambda d, i=i: d.execute_script("return window.outcropTimings.length") > i)
         timings = driver.execute_script("return window.outcropTimings")[args.warmup:]
         errors = driver.execute_script("return document.getElementById('outcrop-status').className")
         print(summary("click to results in the browser", timings) + (f"; page error: {errors}" if errors else ""),
@@ -168,7 +167,7 @@ def cmd_clicks(args: argparse.Namespace) -> None:
         proc.wait(30)
     outcrop = str(Path(sys.executable).parent / "outcrop")
     walls = []
-    for x, y, lon, lat in chosen[: args.baseline]:
+    for _, _, lon, lat in chosen[: args.baseline]:
         t = time.perf_counter()
         subprocess.run([outcrop, "query", "--results", str(results), "--lon", str(lon), "--lat", str(lat),
                         "--top", "10"], check=True, capture_output=True)

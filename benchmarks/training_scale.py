@@ -137,7 +137,8 @@ def main() -> None:
     parser.add_argument("--scenes", default="2,8,32")
     parser.add_argument("--tiles", type=int, default=20000, help="tiles per scene")
     parser.add_argument("--samples", type=int, default=None, help="training budget (default: the shipped one)")
-    parser.add_argument("--work", type=Path, default=None, help="folder for the synthetic arrays (default: a temporary one)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the synthetic arrays (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--same-ground", action="store_true", help="every scene covers the same ground (one place "
                         "on several days): the tables give footprints and every tile pairs across scenes")
@@ -162,7 +163,8 @@ def main() -> None:
             r["tile_gib"] = round(n * args.tiles * 7 * 32 * 32 * 4 / 2**30, 2)
             r["write_s"] = round(written, 1)
             results["runs"][n] = r
-            print(f"{n:3d} scenes {r['tiles']:9d} tiles ({r['tile_gib']} GiB): wall {r['wall_s']}s, set-up {r['setup_s']}s, "
+            print(f"{n:3d} scenes {r['tiles']:9d} tiles ({r['tile_gib']} GiB): wall {r['wall_s']}s, "
+                  f"set-up {r['setup_s']}s, "
                   f"{r['views_per_s']} views/s, {r['steps']} steps, peak anonymous RSS {r['peak_anon_rss_gib']} GiB, "
                   f"first ETA {r['first_eta']}", flush=True)
             if args.out:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from outcrop.search.analogues import find_analogues
 from outcrop.figures.cluster_maps import write_cluster_figures
+from outcrop.figures.quicklook import write_quicklook
+from outcrop.search.analogues import find_analogues
 from outcrop.search.clusters import cluster_tiles
 from outcrop.search.index import build_index
-from outcrop.figures.quicklook import write_quicklook
 from synthetic_run import make_run
 
 # Runs its handler if placed as markup: sets the page title.

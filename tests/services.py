@@ -28,7 +28,8 @@ def _apt_install(packages: list[str], why: str) -> None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.fail(f"{why}: install the Debian packages {' '.join(packages)} (needs root and apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]):
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                                               *packages]):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
         if proc.returncode != 0:
             pytest.fail(f"{why}: `{' '.join(cmd)}` failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")

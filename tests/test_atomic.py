@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from outcrop.io import atomic_path, load_npy, save_npy
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "outcrop"
@@ -129,7 +130,8 @@ def test_the_scan_sees_direct_writes():
     ) == []
 
 
-@pytest.mark.parametrize("module", sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "io.py"))
+@pytest.mark.parametrize("module",
+                         sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "io.py"))
 def test_no_module_writes_around_atomic_path(module):
     bad = direct_writes((PACKAGE / module).read_text())
     assert bad == [], f"{module} writes without outcrop.io.atomic_path: {bad}"

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from shapely.geometry import Point, box
+
 from outcrop import OutcropError
 from outcrop.cli import main
-from shapely.geometry import Point, box
 
 BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
 # Landsat Collection 2 Level-2 rescaling: reflectance = DN * 2.75e-5 - 0.2.

@@ -133,7 +133,8 @@ def test_non_finite_numbers_in_config(config, message):
 
 def test_numbers_written_as_text_in_config_are_read_as_numbers():
     """``snakemake --config "tiles={size: 64}"`` hands over {'size': '64'} (YAML base loader)."""
-    config = validate_config({"tiles": {"size": "64", "min_valid": "0.5"}, "clusters": {"k": ["3", "5"], "cuts": ["2"]}})
+    config = validate_config({"tiles": {"size": "64", "min_valid": "0.5"},
+                              "clusters": {"k": ["3", "5"], "cuts": ["2"]}})
     assert config["tiles"] == {"size": 64, "stride": 16, "min_valid": 0.5}
     assert config["clusters"]["k"] == [3, 5] and config["clusters"]["cuts"] == [2]
     with pytest.raises(OutcropError, match=r"tiles\.size: '64\.5' is not of type 'integer'"):

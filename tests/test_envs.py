@@ -306,5 +306,5 @@ def test_every_rule_stage_starts_from_a_foreign_folder_with_the_workflow_on_pyth
 
 def test_the_workflow_puts_its_package_on_every_jobs_pythonpath():
     common = (RULES / "common.smk").read_text()
-    assert re.search(r"^os\.environ\.update\(PYTHONPATH=", common, re.M)
+    assert re.search(r"^os\.environ\.update\(\s*PYTHONPATH=", common, re.M)
     assert re.search(r'PACKAGE_ROOT = str\(Path\(workflow\.basedir\)\.resolve\(\) / "workflow"\)', common)

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from outcrop import OutcropError
-from outcrop.cli import main
-from outcrop.io import atomic_path, no_space_reason, save_npy, write_cog, write_geodataframe, write_json, write_prepared
 
+from outcrop import OutcropError
+from outcrop.io import atomic_path, no_space_reason, save_npy, write_cog, write_geodataframe, write_json, write_prepared
 from tests.test_bad_input import BANDS, TILE, Run, prepare_args, refuse, run, train_args  # noqa: F401 - run: fixture
 
 DISK_BYTES = 8 << 20
@@ -149,7 +148,7 @@ def test_every_writer_reports_a_full_disk_naming_the_file(small_disk, name):
     assert small_disk.files() == {str(Path(relative).parent)}, "a partial file or a temporary was left behind"
 
 
-def test_training_on_a_full_disk_says_so_in_one_line(small_disk, run):
+def test_training_on_a_full_disk_says_so_in_one_line(small_disk, run):  # noqa: F811 - run: the imported fixture
     """The case as it was met: `outcrop train` as a process, its first checkpoint on a full disk
     ("RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos" before)."""
     out = small_disk.path / "model"
@@ -165,7 +164,7 @@ def test_training_on_a_full_disk_says_so_in_one_line(small_disk, run):
 
 
 @pytest.mark.parametrize("stage", ["prepare", "tile", "embed"])
-def test_each_stage_on_a_full_disk_says_so_in_one_line(small_disk, run, capsys, stage):
+def test_each_stage_on_a_full_disk_says_so_in_one_line(small_disk, run, capsys, stage):  # noqa: F811 - run: fixture
     out = small_disk.path / stage
     args = {
         "prepare": prepare_args(run.scene, out / "x.tif"),

@@ -62,7 +62,8 @@ def test_a_scene_id_too_long_for_its_file_names_is_refused_naming_the_line(tmp_p
     longest = long_id(scene_id_bytes())
     assert [r["scene"] for r in read_scene_sheet(_sheet(tmp_path, [f"{longest}\tx.tif\tgeotiff\ttrain"]))] == [longest]
     with pytest.raises(OutcropError) as err:
-        read_scene_sheet(_sheet(tmp_path, ["a\tx.tif\tgeotiff\ttrain", "# c", f"{long_id(250)}\ty.tif\tgeotiff\tindex"]))
+        read_scene_sheet(_sheet(tmp_path, ["a\tx.tif\tgeotiff\ttrain", "# c",
+                                           f"{long_id(250)}\ty.tif\tgeotiff\tindex"]))
     message = str(err.value)
     assert message.startswith(f"{tmp_path / 'scenes.tsv'}: line 4: scene: ")
     assert "is 250 bytes long" in message and f"give an id of at most {scene_id_bytes()} bytes" in message

@@ -8,9 +8,9 @@ from pathlib import Path
 import geopandas as gpd
 import pyogrio
 import pytest
-from gdal_readback import ogr_fields
 from shapely.geometry import Point
 
+from gdal_readback import ogr_fields
 from outcrop.fields import FIELDS, LAYERS, field_info
 from outcrop.io import write_geodataframe
 from outcrop.search.analogues import RESULT_COLUMNS

@@ -27,9 +27,9 @@ from hostile_run import HOSTILE, IMG, SCRIPT, HostileRun, make_hostile_run
 from outcrop import OutcropError
 from outcrop.cli import main
 from outcrop.figures.cluster_table import write_cluster_table
-from outcrop.io import read_geoparquet, save_npy, write_geodataframe
 from outcrop.figures.report import summary_of_run
 from outcrop.figures.webmap import json_for_script, write_webmap
+from outcrop.io import read_geoparquet, save_npy, write_geodataframe
 from tests.workflow.test_webmap import browser  # noqa: F401  (the headless Chromium fixture)
 
 

@@ -50,7 +50,7 @@ def test_furniture_labels_the_graticule_scale_north_and_crs():
     furnish(ax, CRS, EXTENT)
     texts = _texts(ax)
     lats = [t for t in texts if t.endswith("°S")]
-    lons = [t for t in texts if t.endswith("°W") or t.endswith("°E")]
+    lons = [t for t in texts if t.endswith(("°W", "°E"))]
     assert len(lats) >= 2 and len(lons) >= 2
     assert all(-77 < -float(t[:-2]) < -75 for t in lats)  # the demo coast lies near 76° S, 53° W
     assert all(52 < float(t[:-2]) < 54 for t in lons)

@@ -68,7 +68,9 @@ def test_map_refuses_a_raster_that_is_not_a_prepared_scene(run, tmp_path, capsys
     out = tmp_path / "map.html"
     assert _webmap(run, out, [run.quicklooks[0]]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"outcrop webmap: error: {run.quicklooks[0]}: not a prepared scene (band list tag does not match 3 bands)"  # a quicklook: RGB
+    # a quicklook: RGB
+    assert err == (f"outcrop webmap: error: {run.quicklooks[0]}: not a prepared scene "
+                   "(band list tag does not match 3 bands)")
     assert not out.exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from outcrop import OutcropError
 from outcrop.learning.augment import (
     ViewSettings,
@@ -148,6 +149,7 @@ def test_settings_from_dict_names_bad_keys():
 def test_crop_matrices_sample_like_grid_sample():
     # The separable crop must equal bilinear sampling of the same window by grid_sample.
     import torch.nn.functional as F
+
     from outcrop.learning.augment import _interpolation_matrices
 
     x = _tiles(n=6, c=3, size=16)

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_encoder import BANDS, textures, write_scene
+
 from outcrop.learning.distributed import GlobalBatchNorm, Ranks, synchronise_batchnorm
 from outcrop.learning.embeddings import embed_array
 from outcrop.learning.encoder import load_encoder
-from test_encoder import BANDS, textures, write_scene
 
 # Measured on these 12 steps: one process on 1 thread against 1 process on 2 threads (only the
 # order of float sums differs) drifts apart by up to 3e-4; two ranks against one process by 3e-4;

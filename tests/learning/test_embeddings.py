@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_encoder import TINY, textures, train, write_scene
+
 from outcrop import OutcropError
+from outcrop.io import load_npy
 from outcrop.learning.embeddings import embed_array, embed_tiles
 from outcrop.learning.encoder import load_encoder
-from outcrop.io import load_npy
-from test_encoder import TINY, textures, train, write_scene
 
 torch.set_num_threads(2)
 
@@ -127,9 +128,10 @@ def test_embedding_refuses_an_encoder_of_other_band_names(model_path, tmp_path):
 def test_inference_copy_folds_batchnorm_and_keeps_the_model():
     # Folding BatchNorm into the convolutions changes nothing but rounding, and leaves the
     # caller's model (still holding its BatchNorms, in training mode) untouched.
+    from torch import nn
+
     from outcrop.learning.backbones import build_backbone
     from outcrop.learning.embeddings import inference_copy
-    from torch import nn
 
     torch.manual_seed(0)
     net = build_backbone("resnet-small", 4, 32)
@@ -162,7 +164,8 @@ def test_d4_embeddings_do_not_depend_on_which_way_the_ground_lies(model_path):
     assert max(np.abs(p - plain[0]).max() for p in plain[1:]) > 1e-3
     # The symmetric vector is the normalised mean of the eight one-pass representations, the poses
     # built here the other way round (mirror first, then turn): the same group, reached independently.
-    normalised = (tiles - np.asarray(meta["mean"], np.float32)[:, None, None]) / np.asarray(meta["std"], np.float32)[:, None, None]
+    mean, std = np.asarray(meta["mean"], np.float32)[:, None, None], np.asarray(meta["std"], np.float32)[:, None, None]
+    normalised = (tiles - mean) / std
     mirrored = [normalised, np.flip(normalised, axis=3)]
     with torch.no_grad():
         total = sum(model(torch.from_numpy(np.ascontiguousarray(np.rot90(m, k, axes=(2, 3)))))
@@ -177,7 +180,8 @@ def test_an_encoder_file_without_a_symmetry_embeds_in_one_pass_and_a_bad_one_is_
     model, meta = load_encoder(tmp_path / "old.pt")
     assert meta["symmetry"] == "none"
     tiles = textures(4, seed=9)[0]
-    normalised = (tiles - np.asarray(meta["mean"], np.float32)[:, None, None]) / np.asarray(meta["std"], np.float32)[:, None, None]
+    mean, std = np.asarray(meta["mean"], np.float32)[:, None, None], np.asarray(meta["std"], np.float32)[:, None, None]
+    normalised = (tiles - mean) / std
     with torch.no_grad():
         one_pass = torch.nn.functional.normalize(model(torch.from_numpy(normalised)), dim=1).numpy()
     np.testing.assert_allclose(embed_array(model, meta, tiles, spectral_weight=0.0), one_pass, atol=1e-5)
@@ -228,7 +232,8 @@ def test_weights_of_zero_give_the_learned_vectors_alone(model_path, tmp_path):
     # The same without the stored spectral statistics (an encoder file from before the join).
     older = {k: v for k, v in meta.items() if not k.startswith("spectral_")}
     np.testing.assert_array_equal(vectors, embed_array(model, older, tiles, batch_size=4, spectral_weight=0.0))
-    x = (torch.from_numpy(tiles) - torch.tensor(meta["mean"])[None, :, None, None]) / torch.tensor(meta["std"])[None, :, None, None]
+    mean, std = torch.tensor(meta["mean"])[None, :, None, None], torch.tensor(meta["std"])[None, :, None, None]
+    x = (torch.from_numpy(tiles) - mean) / std
     with torch.no_grad():
         model.eval()
         z = sum(model(posed(x, turns, flip)) for turns, flip in orientations(meta["symmetry"]))

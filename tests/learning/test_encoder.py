@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+
 from outcrop import OutcropError
 from outcrop.learning.embeddings import embed_array
 from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol

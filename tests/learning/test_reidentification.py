@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import shapely
 import torch
+
 from outcrop.config import default
 from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, standardised
 from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol

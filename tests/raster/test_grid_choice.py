@@ -153,7 +153,8 @@ def test_grid_command_writes_the_choice(tmp_path):
     subprocess.run([sys.executable, "-m", "outcrop.cli", "grid", "--scenes-json", scenes, "--bands", "red",
                     "--out", str(tmp_path / "grid.json")], check=True, capture_output=True, text=True)
     data = json.loads((tmp_path / "grid.json").read_text())
-    assert (data["crs"], data["resolution"], data["origin"]) == ("EPSG:32618", 30.0, [20.0, 10.0])  # 500000 and 4150000 modulo 30
+    # the origin: 500000 and 4150000 modulo 30
+    assert (data["crs"], data["resolution"], data["origin"]) == ("EPSG:32618", 30.0, [20.0, 10.0])
 
 
 def test_info_and_summary_show_the_grid_and_its_warnings(tmp_path):
@@ -208,8 +209,8 @@ def test_a_scene_in_its_own_utm_zone_keeps_it_beyond_60_degrees(lat):
     # the numbers behind it: both grids' area scale factors against the limit
     note = choice["polar_reason"]
     assert f"keeps its own UTM zone {own}, within the area-scale limit 1.1" in note
-    utm_scale = float(note.split(f"area scale ")[1].split(" ")[0])
-    polar_scale = float(note.split(f", ")[-1].split(f" on {polar}")[0])
+    utm_scale = float(note.split("area scale ")[1].split(" ")[0])
+    polar_scale = float(note.split(", ")[-1].split(f" on {polar}")[0])
     assert abs(utm_scale - 1) < 0.002 and polar_scale != utm_scale
 
 

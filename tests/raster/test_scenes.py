@@ -10,11 +10,11 @@ import rasterio
 from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
+from gdal_readback import gdal_bands
 from outcrop import OutcropError
 from outcrop.io import PREPARED_OFFSET, PREPARED_SCALE, read_prepared
 from outcrop.raster.scenes import prepare_scene, snap_bounds
 from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, VEGETATION, WATER
-from gdal_readback import gdal_bands
 
 OLI_BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
 C2L2_SCALE, C2L2_OFFSET = 0.0000275, -0.2
@@ -346,7 +346,8 @@ def test_level2_folder_masks_qa_pixel_cloud_bits(tmp_path):
 
 
 def test_sentinel2_l2a_folder_uses_finest_band_and_scl(tmp_path):
-    granule = tmp_path / "S2B_MSIL2A_20230101T000000_N0509_R001_T01ABC_20230101T000000.SAFE" / "GRANULE" / "X" / "IMG_DATA"
+    safe = tmp_path / "S2B_MSIL2A_20230101T000000_N0509_R001_T01ABC_20230101T000000.SAFE"
+    granule = safe / "GRANULE" / "X" / "IMG_DATA"
     r10, r20 = granule / "R10m", granule / "R20m"
     r10.mkdir(parents=True)
     r20.mkdir(parents=True)
@@ -468,10 +469,10 @@ def test_real_gulfcoast_clouds_come_from_bqa(tmp_path):
 
 @real
 def test_real_parana_nodata_edge_and_footprint_in_3031(tmp_path):
+    import geopandas as gpd
     from rasterio.features import shapes
     from shapely.geometry import shape
     from shapely.ops import unary_union
-    import geopandas as gpd
 
     folder = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"
     out = tmp_path / "parana.tif"

@@ -95,7 +95,7 @@ def _search_route(server: Server, items: list[dict[str, Any]], *, allow_post: bo
             args = json.loads(body or b"{}")
         else:
             q = dict(urllib.parse.parse_qsl(query))
-            args = {k: v for k, v in q.items()}
+            args = dict(q)
             for key in ("collections", "bbox"):
                 if key in args:
                     args[key] = args[key].split(",")
@@ -104,7 +104,8 @@ def _search_route(server: Server, items: list[dict[str, Any]], *, allow_post: bo
             found = [i for i in found if i["collection"] in args["collections"]]
         if args.get("bbox"):
             w, s, e, n = map(float, args["bbox"])
-            found = [i for i in found if i["bbox"][0] <= e and w <= i["bbox"][2] and i["bbox"][1] <= n and s <= i["bbox"][3]]
+            found = [i for i in found
+                     if i["bbox"][0] <= e and w <= i["bbox"][2] and i["bbox"][1] <= n and s <= i["bbox"][3]]
         if args.get("datetime"):
             lo, _, hi = args["datetime"].partition("/")
             if lo != "..":

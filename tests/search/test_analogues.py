@@ -3,7 +3,6 @@ exclusion honoured, similarity rasters written, ad-hoc queries answered."""
 
 from __future__ import annotations
 
-
 import faiss
 import geopandas as gpd
 import numpy as np
@@ -13,11 +12,18 @@ import rasterio
 from shapely.geometry import Point, box
 
 from outcrop import OutcropError
-from outcrop.search.analogues import (excluded_ids, find_analogues, query_vectors, rank_analogues, read_deposits,
-                                      select_positives, suppress_overlapping)
+from outcrop.search.analogues import (
+    excluded_ids,
+    find_analogues,
+    query_vectors,
+    rank_analogues,
+    read_deposits,
+    select_positives,
+    suppress_overlapping,
+)
 from outcrop.search.index import build_index, load_index, table_vectors
 from outcrop.search.query import query_run
-from synthetic_run import CRS, RES, SIZE, SCENES, make_run, tile_number
+from synthetic_run import CRS, RES, SCENES, SIZE, make_run, tile_number
 
 faiss.omp_set_num_threads(1)
 TILE_M = SIZE * RES
@@ -350,8 +356,9 @@ def test_a_deposit_that_meets_no_tile_is_a_warning_and_the_others_still_rank(tmp
                    run.prepared, out / "a.gpkg", out / "a.csv", out / "similarity", buffer_m=10.0,
                    exclusion_km=0.5, top=15, log=lines.append)
     warning = [line for line in lines if "warning" in line]
-    assert warning == [f"{path}: warning: 1 of 3 deposits meet no indexed tile (outside every scene, or on cloud, water "
-                       "or other ground the index left out) and are left out of the search: 'Cloudy Bluff' (feature 3)"]
+    assert warning == [f"{path}: warning: 1 of 3 deposits meet no indexed tile (outside every scene, or on cloud, "
+                       "water or other ground the index left out) and are left out of the search: "
+                       "'Cloudy Bluff' (feature 3)"]
     csv = pd.read_csv(out / "a.csv")
     assert set(zip(csv.scene[:3], csv.tile_id[:3])) == set(run.hidden)
     assert set(csv["nearest_positive"]) <= {"known 1", "known 2"}
@@ -500,5 +507,6 @@ def test_queries_from_rows_read_on_demand_equal_those_from_the_whole_array(index
 
     positives = select_positives(table, read_deposits(run.deposits_csv, CRS), buffer_m=10.0)
     negatives = [np.array([3, 4]), np.array([9])]
-    np.testing.assert_allclose(query_vectors(Rows(), positives, negatives), query_vectors(vectors, positives, negatives),
+    np.testing.assert_allclose(query_vectors(Rows(), positives, negatives),
+                               query_vectors(vectors, positives, negatives),
                                atol=1e-6)

@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+from rio_cogeo.cogeo import cog_validate
 from scipy.cluster.hierarchy import ward
 from sklearn.metrics import adjusted_rand_score
 
+from gdal_readback import gdal_bands
 from outcrop import OutcropError
 from outcrop.figures.cluster_maps import write_cluster_figures
 from outcrop.search.clusters import cluster_tiles, cut_hierarchy, spherical_kmeans, weighted_ward
 from outcrop.search.index import build_index
-from gdal_readback import gdal_bands
-from rio_cogeo.cogeo import cog_validate
 from synthetic_run import BANDS, SPECTRA, make_run
 
 faiss.omp_set_num_threads(1)

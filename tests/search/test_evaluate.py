@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+
 from outcrop import OutcropError
 from outcrop.search.evaluate import (
     as_unit_vectors,
@@ -89,6 +90,7 @@ def test_deposit_recall_over_sites_does_not_count_a_duplicate_twice():
 def _model_file(path, *, arch="resnet-small", bands=("blue", "green", "red"), dim=32, mean=0.2, std=0.05):
     """An encoder file as the encoder stage writes it, with weights that are not a fresh init."""
     import torch
+
     from outcrop.learning.backbones import build_backbone
     from outcrop.learning.encoder import FORMAT_VERSION, MODEL_FORMAT
 
@@ -106,6 +108,7 @@ def _model_file(path, *, arch="resnet-small", bands=("blue", "green", "red"), di
 
 def test_random_encoder_copies_the_model_shape_and_normalisation_not_its_weights(tmp_path):
     import torch
+
     from outcrop.learning.embeddings import embed_array
     from outcrop.learning.encoder import load_encoder
     from outcrop.search.evaluate import random_encoder_embeddings

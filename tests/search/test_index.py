@@ -11,8 +11,8 @@ import pytest
 from shapely.geometry import box
 
 from outcrop import OutcropError
-from outcrop.search.index import build_index, gather_vectors, ivf_params, load_index, recall_at_k, tune_nprobe
 from outcrop.io import load_npy, save_npy, write_geodataframe
+from outcrop.search.index import build_index, gather_vectors, ivf_params, load_index, recall_at_k, tune_nprobe
 from synthetic_run import make_run
 
 faiss.omp_set_num_threads(1)
@@ -151,7 +151,8 @@ def test_a_scene_without_tiles_adds_nothing(tmp_path):
     empty = gpd.read_parquet(run.tables[1]).iloc[:0]
     write_geodataframe(tmp_path / "empty.parquet", empty.assign(scene="empty"))
     save_npy(tmp_path / "empty.npy", np.zeros((0, 16), np.float32))
-    vectors, table = gather_vectors([*run.embeddings, tmp_path / "empty.npy"], [*run.tables, tmp_path / "empty.parquet"])
+    vectors, table = gather_vectors([*run.embeddings, tmp_path / "empty.npy"],
+                                    [*run.tables, tmp_path / "empty.parquet"])
     assert len(vectors) == len(table) == 652
 
 

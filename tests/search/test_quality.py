@@ -83,9 +83,10 @@ def test_reidentification_counts_the_overlapping_tiles_and_shuffled_vectors_scor
 
 
 def test_offset_tiles_are_cut_half_a_stride_off_the_run_grid(tmp_path):
+    from rasterio.transform import from_origin
+
     from outcrop.io import write_prepared
     from outcrop.raster.tiles import cut_offset_tiles
-    from rasterio.transform import from_origin
 
     refl = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
     mask = np.ones((64, 64), dtype=np.uint8)  # rock
@@ -203,7 +204,8 @@ def test_leave_one_out_of_many_deposits_equals_the_search_of_all_the_others_and_
     geoms = many.geometry.to_numpy()
     expected = _leave_one_out_in_full(vectors, table, geoms, positives, exclude, **args)
     lines = []
-    ranks = leave_one_out_ranks(vectors, table, geoms, positives, exclude=exclude, log=lines.append, name="byol", **args)
+    ranks = leave_one_out_ranks(vectors, table, geoms, positives, exclude=exclude, log=lines.append, name="byol",
+                                **args)
     np.testing.assert_array_equal(ranks, expected)
     assert np.isinf(expected[2]) and np.isinf(expected[-1])  # each lies on the other's tiles
     assert lines[-1].startswith("quality: leave-one-out: byol: 21 of 21 deposits hidden (") and len(lines) == 11

@@ -39,7 +39,7 @@ class Live:
         """Send one request as written (the path is not normalised); Host is this server's unless given."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         sent = {"Host": host if host is not None else f"127.0.0.1:{self.port}"}
-        if isinstance(body, dict) or isinstance(body, list):
+        if isinstance(body, (dict, list)):
             body = json.dumps(body)
             sent["Content-Type"] = "application/json"
         sent.update(headers or {})

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from pyproj import Transformer
 
-from hostile_run import HOSTILE, IMG, SCRIPT, make_hostile_run
+from hostile_run import HOSTILE, make_hostile_run
 from outcrop import OutcropError
 from outcrop.serve.checks import MAX_VERTICES
 from outcrop.serve.server import check_marks_path, default_marks
@@ -305,9 +305,9 @@ def test_the_marks_file_is_refused_inside_the_run_or_when_it_is_another_file(hos
     xy = pd.read_csv(hostile.deposits)
     gpd.GeoDataFrame(xy, geometry=gpd.points_from_xy(xy.lon, xy.lat), crs="EPSG:4326").to_file(other, driver="GPKG")
     stamp = other.read_bytes()
-    with pytest.raises(OutcropError, match="not a marks file"):
-        with live_server(hostile.results, deposits=hostile.deposits, marks=other):
-            pass
+    with (pytest.raises(OutcropError, match="not a marks file"),
+          live_server(hostile.results, deposits=hostile.deposits, marks=other)):
+        pass
     assert other.read_bytes() == stamp
 
 

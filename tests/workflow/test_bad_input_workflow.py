@@ -119,7 +119,8 @@ def test_unknown_band_in_config(tmp_path):
 
 def test_duplicate_scene_ids(tmp_path):
     path = sheet(tmp_path, ["a\ta.tif\tlandsat-c2l2\ttrain", "a\tb.tif\tlandsat-c2l2\tindex"])
-    refused_before_any_job(tmp_path, {"scenes": path}, "scenes.tsv", "line 3", "duplicate scene id 'a' (first on line 2)")
+    refused_before_any_job(tmp_path, {"scenes": path}, "scenes.tsv", "line 3",
+                           "duplicate scene id 'a' (first on line 2)")
 
 
 @pytest.mark.parametrize("scene", ["../x", "a/b", ".hidden", "/abs"])

@@ -206,7 +206,8 @@ def test_index_equals_an_uninterrupted_run(killed_run, demo_run):
 
     indexes = [faiss.read_index(str(d / R / "index" / "tiles.faiss")) for d in (killed_run.workdir, demo_run)]
     assert indexes[0].ntotal == indexes[1].ntotal > 0
-    assert np.array_equal(indexes[0].reconstruct_n(0, indexes[0].ntotal), indexes[1].reconstruct_n(0, indexes[1].ntotal))
+    assert np.array_equal(indexes[0].reconstruct_n(0, indexes[0].ntotal),
+                          indexes[1].reconstruct_n(0, indexes[1].ntotal))
     tables = [gpd.read_parquet(d / R / "index" / "tiles.parquet") for d in (killed_run.workdir, demo_run)]
     assert tables[0].equals(tables[1])
     infos = [json.loads((d / R / "index" / "info.json").read_text()) for d in (killed_run.workdir, demo_run)]

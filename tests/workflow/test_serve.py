@@ -239,7 +239,8 @@ def test_the_marks_file_runs_the_workflow_as_deposits_and_negatives(demo_run, tm
         found = live.post("/api/search", {"top": 10}).json()["results"]
         wrong = found[0]
         assert live.post("/api/marks", {"mark": "negative", "tile": wrong["id"]}).status == 200
-        assert live.post("/api/marks", {"mark": "positive", "tile": found[1]["id"], "name": "field check 1"}).status == 200
+        assert live.post("/api/marks", {"mark": "positive", "tile": found[1]["id"],
+                                        "name": "field check 1"}).status == 200
     write_config(work, TINY_CONFIG | {"deposits": "marks.gpkg", "negatives": "marks.gpkg"})
     snakemake(work, "--cores", "2")
     analogues = gpd.read_file(work / "results" / "analogues" / "analogues.gpkg")
@@ -280,7 +281,8 @@ def test_negatives_on_false_positives_raise_the_recall_of_the_hidden_deposits(de
                 assert len(false) >= 3
                 for r in false[:3]:
                     assert live.post("/api/marks", {"mark": "negative", "tile": r["id"]}).status == 200
-    recall = {step: float((hidden_found_at(t.geometry.to_numpy(), hidden) <= 10).mean()) for step, t in exported.items()}
+    recall = {step: float((hidden_found_at(t.geometry.to_numpy(), hidden) <= 10).mean()) for step,
+              t in exported.items()}
     assert recall["with negatives"] > recall["known deposits"], recall
     print(json.dumps({"recall@10": recall}))
 

@@ -54,7 +54,7 @@ def idle_node() -> dict | None:
 
 
 @pytest.fixture(scope="module")
-def node(slurm_cluster) -> dict:
+def node(slurm_cluster) -> dict:  # noqa: F811 - the imported fixture
     found = idle_node()
     if found is None:
         pytest.fail("the SLURM cluster has no idle node (sinfo -N shows why)")
@@ -65,7 +65,7 @@ def profile_for(node: dict, folder: Path) -> Path:
     """The shipped SLURM profile with its CPU, memory and GPU requests capped to fit ``node``."""
     profile = yaml.safe_load(PROFILE.read_text())
     mem_cap = node["mem_mb"] // 2
-    for rule, resources in profile["set-resources"].items():
+    for resources in profile["set-resources"].values():
         if "cpus_per_task" in resources:
             resources["cpus_per_task"] = min(resources["cpus_per_task"], node["cpus"])
         if "mem_mb" in resources:
@@ -129,9 +129,11 @@ def test_demo_through_slurm_matches_a_local_run(node, demo_run, tmp_path):
     local, remote = demo_run / "results", workdir / "results"
     for scene in SCENES:
         pd.testing.assert_frame_equal(
-            gpd.read_parquet(remote / "tiles" / f"{scene}.parquet"), gpd.read_parquet(local / "tiles" / f"{scene}.parquet")
+            gpd.read_parquet(remote / "tiles" / f"{scene}.parquet"),
+                                      gpd.read_parquet(local / "tiles" / f"{scene}.parquet")
         )
-        np.testing.assert_array_equal(np.load(remote / "tiles" / f"{scene}.npy"), np.load(local / "tiles" / f"{scene}.npy"))
+        np.testing.assert_array_equal(np.load(remote / "tiles" / f"{scene}.npy"),
+                                      np.load(local / "tiles" / f"{scene}.npy"))
         np.testing.assert_array_equal(
             np.load(remote / "embeddings" / f"{scene}.npy"), np.load(local / "embeddings" / f"{scene}.npy")
         )

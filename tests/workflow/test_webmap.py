@@ -86,7 +86,8 @@ def test_map_opens_without_console_errors(opened_map):
 
 
 def test_every_layer_is_in_the_layer_control(opened_map):
-    labels = [e.text.strip() for e in opened_map.find_elements("css selector", ".leaflet-control-layers-overlays label")]
+    found = opened_map.find_elements("css selector", ".leaflet-control-layers-overlays label")
+    labels = [e.text.strip() for e in found]
     for name in LAYER_NAMES.values():
         assert any(label.startswith(name.split(" (")[0]) for label in labels), (name, labels)
     assert len(labels) == len(LAYER_NAMES)
@@ -140,10 +141,9 @@ def _focus(driver, x: float, y: float, zoom: float = 0) -> None:
 
 
 def test_cursor_readout_agrees_with_pyproj(opened_map, demo_run):
+    import rasterio
     from pyproj import Transformer
     from selenium.webdriver.common.action_chains import ActionChains
-
-    import rasterio
 
     prepared = sorted((demo_run / "results" / "prepared").glob("*.tif"))[0]
     with rasterio.open(prepared) as src:
@@ -177,10 +177,9 @@ def test_graticule_and_coastline_are_drawn(opened_map):
 
 
 def test_clicking_a_cluster_pixel_shows_its_values(opened_map, demo_run):
+    import rasterio
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import WebDriverWait
-
-    import rasterio
 
     raster = sorted((demo_run / "results" / "clusters" / "rasters").glob("*.tif"))[0]
     with rasterio.open(raster) as src:

@@ -272,7 +272,8 @@ def _stac_search_parser(sub: Any) -> None:
     _add_arg(p, Arg("out", "output", PATH, help="scene sheet (TSV) to write"))
     p.add_argument("--append", action="store_true", help="add new items to an existing sheet")
     p.add_argument("--collection", default="", help="collection id(s), comma-separated")
-    p.add_argument("--bbox", default="", help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)")
+    p.add_argument("--bbox", default="",
+                   help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)")
     p.add_argument("--datetime", default="", help="RFC 3339 date, datetime or interval (a/b, ../b, a/..)")
     p.add_argument("--max-cloud", type=non_negative_float, default=None, help="largest eo:cloud_cover in percent")
     p.add_argument("--role", default="index", choices=["train", "index"])

@@ -13,9 +13,11 @@ import re
 # field -> (plain name, description). A plain name never equals its field's name but for case:
 # GDAL takes such an alias for none.
 FIELDS: dict[str, tuple[str, str]] = {
-    "id": ("Index row", "Row of the tile in the run's FAISS index (index/tiles.parquet); one id per indexed tile of the run"),
+    "id": ("Index row",
+           "Row of the tile in the run's FAISS index (index/tiles.parquet); one id per indexed tile of the run"),
     "scene": ("Scene id", "Scene identifier, as in the scene sheet"),
-    "tile_id": ("Tile in scene", "Row of the tile in its scene's tile table and tile array (tiles/{scene}.parquet, .npy)"),
+    "tile_id": ("Tile in scene",
+                "Row of the tile in its scene's tile table and tile array (tiles/{scene}.parquet, .npy)"),
     "row": ("Pixel row", "Row of the tile's top-left pixel on the prepared scene's grid"),
     "col": ("Pixel column", "Column of the tile's top-left pixel on the prepared scene's grid"),
     "size": ("Tile size (px)", "Pixels per tile side"),
@@ -28,9 +30,11 @@ FIELDS: dict[str, tuple[str, str]] = {
     "unknown": ("Unknown-ground share", "Share of the tile's pixels of ground whose bands cannot tell rock from water, snow or vegetation (counted as exposed ground by the rock filters)"),
     "rank": ("Analogue rank", "Rank of the analogue, 1 = most similar to the known deposits"),
     "score": ("Similarity", "Cosine similarity of the tile's embedding to the query that ranked it (1 = identical)"),
-    "query": ("Matched query", "Which query ranked the tile: 'set' (all known deposits together) or the name of one deposit"),
+    "query": ("Matched query",
+              "Which query ranked the tile: 'set' (all known deposits together) or the name of one deposit"),
     "nearest_positive": ("Nearest known deposit", "Name of the known deposit nearest the tile"),
-    "distance_km": ("Distance to nearest deposit (km)", "Distance from the tile's centre to the nearest known deposit, in km"),
+    "distance_km": ("Distance to nearest deposit (km)",
+                    "Distance from the tile's centre to the nearest known deposit, in km"),
     "lon": ("Longitude", "Longitude of the tile's centre, degrees east (WGS 84)"),
     "lat": ("Latitude", "Latitude of the tile's centre, degrees north (WGS 84)"),
     "name": ("Deposit name", "Name of the deposit"),

@@ -14,9 +14,9 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from xml.sax.saxutils import escape
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import numpy as np
 
@@ -189,9 +189,8 @@ def _json_default(obj: Any) -> Any:
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Save an array atomically in .npy format (memory-mappable on read)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
 
 
 def load_npy(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:

@@ -59,7 +59,8 @@ LIMITS: dict[str, Limit] = {
 
 # Fixed bounds on work, not settable: past them the work stops and says so.
 STAC_PAGES = 1_000  # pages of one STAC search followed through their next links (outcrop stac-search)
-RAW_PIXEL_FLOATS = 50_000_000  # floats of raw-pixel features the quality stage scores; past it that baseline is left out
+# floats of raw-pixel features the quality stage scores; past it that baseline is left out
+RAW_PIXEL_FLOATS = 50_000_000
 # Keys, list items and values of a config, YAML aliases expanded (outcrop.config.validate_config).
 # A run's config holds a few hundred. YAML aliases let a file of a few lines stand for billions (an
 # "alias bomb": nine aliases each repeating the one before nine times); Snakemake keeps them as

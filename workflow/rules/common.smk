@@ -10,9 +10,11 @@ from pathlib import Path
 PACKAGE_ROOT = str(Path(workflow.basedir).resolve() / "workflow")
 sys.path.insert(0, PACKAGE_ROOT)
 # Set, not required: a user's own PYTHONPATH is kept behind it (so no `envvars:` assertion).
-os.environ.update(PYTHONPATH=os.pathsep.join(
-    [PACKAGE_ROOT, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != PACKAGE_ROOT)]
-))
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [PACKAGE_ROOT, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != PACKAGE_ROOT)]
+    )
+)
 
 from outcrop import OutcropError
 from outcrop.config import canonical_results, check_thread_overrides, validate_config
@@ -23,15 +25,15 @@ from outcrop.learning.encoder_settings import EncoderSettings
 from outcrop.limits import check_run_paths, export_limits
 from outcrop.raster.sheets import demo_sheet, local_input, read_scene_sheet
 
-
 try:
     validate_config(config, "config")
     # Every job started from here reads the size limits from the environment (outcrop.limits).
     export_limits(config["limits"])
     # --set-threads RULE=N (or a profile's set-threads), as Snakemake holds it: a count below 1
     # would fail each job of the rule when it starts, after the jobs before it have run.
-    check_thread_overrides({rule: getattr(n, "raw", n) for rule, n in
-                            getattr(workflow.resource_settings, "overwrite_threads", {}).items()})
+    check_thread_overrides(
+        {rule: getattr(n, "raw", n) for rule, n in getattr(workflow.resource_settings, "overwrite_threads", {}).items()}
+    )
     # One spelling per folder: Snakemake's lock compares paths as text, so `./results`,
     # `results/`, an absolute path to the same folder and a symbolic link to it (or to a parent)
     # must all become the same string.
@@ -177,5 +179,6 @@ def grid_scenes():
     import json
 
     rows = [SCENE_ROWS[s] for s in (TRAIN_SCENES or SCENES)]
-    return json.dumps([{"scene": r["scene"], "source": r["source"], "sensor": r["sensor"], "bands": r["bands"] or ""}
-                       for r in rows])
+    return json.dumps(
+        [{"scene": r["scene"], "source": r["source"], "sensor": r["sensor"], "bands": r["bands"] or ""} for r in rows]
+    )

@@ -20,9 +20,9 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.csvfile import read_csv
-from outcrop.io import atomic_path, load_npy, read_geoparquet
 from outcrop.figures.projection import finest_level
 from outcrop.figures.quicklook import composite_bands
+from outcrop.io import atomic_path, load_npy, read_geoparquet
 
 THUMBS_PER_CLUSTER = 6
 
@@ -116,7 +116,7 @@ def write_cluster_table(
     rows = []
     for c in range(k):
         s = summary.loc[c] if c in summary.index else None
-        swatch = "#%02x%02x%02x" % tuple(int(v) for v in colours[c][:3])
+        swatch = "#{:02x}{:02x}{:02x}".format(*(int(v) for v in colours[c][:3]))
         imgs = "".join(
             f'<img class="thumb" alt="{html.escape(str(table["scene"].iat[r]))} tile {int(table["tile_id"].iat[r])}" '
             f'title="{html.escape(str(table["scene"].iat[r]))}:{int(table["tile_id"].iat[r])}" src="{thumbs[int(r)]}">'

@@ -57,7 +57,8 @@ def _label_lat(lat: float) -> str:
     return "0°" if abs(lat) < 1e-9 else f"{abs(lat):g}°{'N' if lat > 0 else 'S'}"
 
 
-def _edge_crossings(xs: np.ndarray, ys: np.ndarray, extent: tuple[float, float, float, float]) -> list[tuple[str, float, float]]:
+def _edge_crossings(xs: np.ndarray, ys: np.ndarray,
+                    extent: tuple[float, float, float, float]) -> list[tuple[str, float, float]]:
     """Where a projected polyline crosses the frame's edges: (edge, x, y) for each crossing."""
     x0, x1, y0, y1 = extent
     out = []

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -214,7 +214,8 @@ def coastline(mask: np.ndarray, transform: Any, tolerance_px: float = 1.0) -> li
     gen = contourpy.contour_generator(xs, ys, field, line_type=contourpy.LineType.Separate)
     tolerance = tolerance_px * abs(transform.a)
     out = []
-    for line in gen.lines(0.5):
+    # LineType.Separate: a list of (N, 2) arrays; contourpy's stub types lines() for every line type.
+    for line in cast(list[np.ndarray], gen.lines(0.5)):
         if len(line) < 2:
             continue
         simple = np.asarray(LineString(line).simplify(tolerance).coords)

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
-from outcrop.io import atomic_path, read_geoparquet
 from outcrop.figures.quicklook import SURFACE_PLOT_COLOURS
+from outcrop.io import atomic_path, read_geoparquet
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA
 
 # Every surface class but nodata, by its tile-table column (the class name).
@@ -78,7 +78,8 @@ def write_projection(
     if len(table) == 0:
         raise OutcropError(f"{labels_path}: no clustered tiles to project")
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(table), max_points, replace=False)) if len(table) > max_points else np.arange(len(table))
+    rows = np.sort(rng.choice(len(table), max_points,
+                              replace=False)) if len(table) > max_points else np.arange(len(table))
     sample = table.iloc[rows].reset_index(drop=True)
     coords, ratio = pca_2d(table_vectors(sample, embedding_paths))
     level = finest_level(table.columns)
@@ -90,7 +91,8 @@ def write_projection(
              f"Embeddings of {len(sample)} tiles, by cluster ({level})", level)
     surface = dominant_surface(sample)
     _scatter(out_surfaces, coords, [SURFACE_PLOT_COLOURS[s] for s in surface], axis_names,
-             [(CLASS_NAMES[s].replace("_", "/"), SURFACE_PLOT_COLOURS[s]) for s in SURFACE_COLUMNS if (surface == s).any()],
+             [(CLASS_NAMES[s].replace("_", "/"),
+               SURFACE_PLOT_COLOURS[s]) for s in SURFACE_COLUMNS if (surface == s).any()],
              f"Embeddings of {len(sample)} tiles, by dominant surface", "surface")
     log(f"projection: {len(sample)} tiles, PC1+PC2 explain {ratio.sum():.0%}; wrote {out_clusters} and {out_surfaces}")
 

@@ -25,7 +25,8 @@ def _img(path: Path, alt: str) -> str:
     if not path.exists():
         return f"<p><em>missing: {html.escape(str(path))}</em></p>"
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(alt)}</figcaption></figure>")
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -110,8 +111,8 @@ def _quality_section(metrics: dict[str, Any]) -> str:
                 note = (f"{_text(block['hidden'])} of {_text(block.get('deposits'))} known deposits (a seeded sample), "
                         "each hidden in turn and searched for from all the others")
         else:
-            note = (f"{_text(block.get('queries'))} query tiles cut {_text(block.get('offset_px'))} px off the run's grid, "
-                    "matched against an overlapping scene's tiles")
+            note = (f"{_text(block.get('queries'))} query tiles cut {_text(block.get('offset_px'))} px off the "
+                    "run's grid, matched against an overlapping scene's tiles")
         parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>{note}</p>"
                      + _table(rows, list(rows[0]) if rows else []))
         if key == "reidentification" and isinstance(block.get("by_dates"), dict):
@@ -233,7 +234,8 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
                   metrics: Path | None = None, webmap: Path | None = None, snakemake_report: Path | None = None,
                   cluster_table: Path | None = None, analogue_maps: Sequence[Path] = (),
                   log: Callable[[str], None] = print) -> None:
-    """Write the run's HTML summary: grid, model, index, clusters, analogues, label-free quality, and demo scores if present.
+    """Write the run's HTML summary: grid, model, index, clusters, analogues, label-free quality, and
+    demo scores if present.
 
     ``tile_tables``, ``prepared`` and ``cluster_maps`` list one file per scene, in the order of
     ``scenes``; a figure or table that is absent is left out of the page. A run without deposits
@@ -454,7 +456,8 @@ def _tiles_section(folder: Path) -> list[str]:
              f"tiles: {int(counts.to_numpy().sum())}, by dominant surface: "
              + ", ".join(f"{c} {int(counts[c].sum())}" for c in SURFACE_CLASSES)]
     for scene, row in counts.iterrows():
-        lines.append(f"  {scene}: {int(row.sum())} tiles (" + ", ".join(f"{c} {int(row[c])}" for c in SURFACE_CLASSES) + ")")
+        per_class = ", ".join(f"{c} {int(row[c])}" for c in SURFACE_CLASSES)
+        lines.append(f"  {scene}: {int(row.sum())} tiles ({per_class})")
     return lines + broken
 
 
@@ -575,7 +578,8 @@ def _analogues_section(csv: Path, top: int, skipped: Path) -> list[str]:
     columns = [c for c in ("rank", "score", "scene", "tile_id", "nearest_positive", "distance_km", "lon", "lat")
                if c in table.columns]
     head = table[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    return [f"analogues: {len(table)} ranked; top {min(top, len(table))}:", *("  " + line for line in head.splitlines())]
+    return [f"analogues: {len(table)} ranked; top {min(top, len(table))}:",
+            *("  " + line for line in head.splitlines())]
 
 
 def _scores_section(metrics: Path) -> list[str]:

@@ -73,7 +73,8 @@ def leaflet_assets() -> tuple[str, str]:
     try:
         import xstatic.pkg.leaflet as xleaflet
     except ImportError:
-        raise OutcropError("the interactive map needs the XStatic-Leaflet package (pip install XStatic-Leaflet)") from None
+        raise OutcropError("the interactive map needs the XStatic-Leaflet package (pip install XStatic-Leaflet)") \
+            from None
     base = Path(xleaflet.BASE_DIR)
     js = (base / "leaflet.js").read_text(encoding="utf-8")
     css = (base / "leaflet.css").read_text(encoding="utf-8")
@@ -104,7 +105,8 @@ def _bounds(transform: Any, width: int, height: int) -> list[list[float]]:
     return [[min(y0, y1), min(x0, x1)], [max(y0, y1), max(x0, x1)]]
 
 
-def _read(path: Path, max_size: int | None = None) -> tuple[np.ndarray, Any, Any, Any, dict[int, tuple[int, ...]] | None]:
+def _read(path: Path,
+          max_size: int | None = None) -> tuple[np.ndarray, Any, Any, Any, dict[int, tuple[int, ...]] | None]:
     """(bands, transform, crs, nodata, colour table or None) of a raster, reduced to ``max_size`` px."""
     import rasterio
     from rasterio.enums import Resampling
@@ -161,7 +163,7 @@ def cluster_layer(paths: Sequence[Path], run_crs: Any) -> tuple[list[dict[str, A
         rgba = table[labels]
         rgba[labels == nodata, 3] = 0
         for value in np.unique(labels[labels != nodata]):
-            legend[int(value)] = "#%02x%02x%02x" % tuple(int(v) for v in table[value][:3])
+            legend[int(value)] = "#{:02x}{:02x}{:02x}".format(*(int(v) for v in table[value][:3]))
         out.append({"scene": Path(path).stem, "image": png_uri(rgba),
                     "bounds": _bounds(transform, labels.shape[1], labels.shape[0]),
                     "values": label_values(labels, nodata)})
@@ -317,8 +319,8 @@ def analogue_features(analogues: Any) -> list[dict[str, Any]]:
             "tile_id": int(row["tile_id"]), "nearest_positive": str(row["nearest_positive"]),
             "distance_km": float(row["distance_km"]), "lon": float(row["lon"]), "lat": float(row["lat"]),
             "x": float(c.x), "y": float(c.y),
-            "ring": [[float(y), float(x)] for x, y in get_coordinates(row.geometry.exterior if
-                                                                    row.geometry.geom_type == "Polygon" else row.geometry.envelope.exterior)],
+            "ring": [[float(y), float(x)] for x, y in get_coordinates(
+                row.geometry.exterior if row.geometry.geom_type == "Polygon" else row.geometry.envelope.exterior)],
         })
     return out
 

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from outcrop import OutcropError
 from outcrop.learning.encoder_settings import ViewSettings
 
 
@@ -118,7 +116,8 @@ class _Geometry:
             scaled = (rows[:, None] * gain[:, :, None, None]).reshape(n * c, s, s)
             row_sums = z.sum(dim=2).reshape(n, c, s)
             mean = (row_sums * rows.sum(dim=1)[:, None, :]).sum(dim=2) / (s * s)
-            bias = (mean * (1 - gain) + offset.to(x.device, x.dtype)).reshape(n * c, 1, 1)
+            shift = 0.0 if offset is None else offset.to(x.device, x.dtype)
+            bias = (mean * (1 - gain) + shift).reshape(n * c, 1, 1)
         w = torch.baddbmm(bias, z.reshape(n * c, s, s).transpose(1, 2), scaled.transpose(1, 2))
         w = w.reshape(n, c, s, s)
         return torch.where(flag[:, None, None, None], w, w.transpose(-2, -1))

@@ -132,7 +132,9 @@ def _init_weights(net: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     for m in net.modules():
         if isinstance(m, (BasicBlock, Bottleneck)):
-            nn.init.zeros_(m.body[-1].weight)
+            last = m.body[-1]
+            assert isinstance(last, nn.BatchNorm2d)  # each block's body ends in its last norm
+            nn.init.zeros_(last.weight)
 
 
 def build_backbone(arch: str, in_channels: int, embedding_dim: int) -> ResNet:

@@ -127,13 +127,13 @@ class _SumOverRanks(torch.autograd.Function):
     of an input is the sum of the output gradients of all ranks."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:
         total = tensor.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(total)
         return total
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         total = grad.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(total)
         return total
@@ -173,11 +173,13 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         m2 = (m2s + counts * (means - mean).square()).sum(0)
         var = m2 / total
         if self.track_running_stats:
+            tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+            assert tracked is not None and running_mean is not None and running_var is not None  # tracked: kept
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum)
-                self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
-                self.running_var.mul_(1 - momentum).add_(m2.detach() / (total - 1), alpha=momentum)
+                tracked.add_(1)
+                momentum = (1.0 / float(tracked) if self.momentum is None else self.momentum)
+                running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+                running_var.mul_(1 - momentum).add_(m2.detach() / (total - 1), alpha=momentum)
         out = (xf - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)

@@ -28,7 +28,7 @@ import copy
 import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,12 +37,12 @@ from torch import nn
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.learning.encoder import load_encoder, resolve_device
 from outcrop.io import load_npy, save_npy
-from outcrop.runtime.pages import release_pages
+from outcrop.learning.encoder import load_encoder, resolve_device
 from outcrop.learning.precision import amp_dtype, autocast
 from outcrop.learning.symmetry import orientations, posed
 from outcrop.raster.spectra import tile_spectra
+from outcrop.runtime.pages import release_pages
 
 
 def inference_layout(device: torch.device) -> torch.memory_format:
@@ -70,7 +70,8 @@ def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
                     and bn.track_running_stats and bn.running_mean is not None):
                 module._modules[name] = fuse_conv_bn_eval(conv, bn)
                 module._modules[bn_name] = nn.Identity()
-    return net.to(memory_format=inference_layout(device))
+    # Module.to takes memory_format (torch's docs); its stub's overloads leave it out.
+    return net.to(memory_format=inference_layout(device))  # type: ignore[call-overload]
 
 
 def standardised(metadata: dict[str, Any], feats: np.ndarray) -> np.ndarray:
@@ -122,7 +123,7 @@ def _check_weight(name: str, value: float) -> None:
 
 @torch.inference_mode()
 def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndarray, *,
-                batch_size: int = 256, device: str = "cpu", precision: torch.dtype | None | str = "auto",
+                batch_size: int = 256, device: str = "cpu", precision: torch.dtype | None | Literal["auto"] = "auto",
                 spectral_weight: float = default("embed.spectral_weight"),
                 context_weight: float = 0.0, context: np.ndarray | None = None) -> np.ndarray:
     """Embed (N, C, H, W) tiles (memory-mapped is fine) in batches: (N, :func:`embedding_dim`) float32, unit rows.
@@ -131,7 +132,8 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
     joined with the tile's standardised spectrum when ``spectral_weight`` is above zero and with its
     block's, ``context`` (N, 5C) raw block spectra from :mod:`outcrop.raster.spectra`, when
     ``context_weight`` is (at zero weights the rows are the learned vectors alone, exactly). Tiles
-    given as an array carry no neighbours, so the block part is off unless asked for with its spectra. ``precision``: the autocast dtype (None: float32);
+    given as an array carry no neighbours, so the block part is off unless asked for with its spectra.
+    ``precision``: the autocast dtype (None: float32);
     ``auto`` is bf16 on CUDA, float32 elsewhere (:mod:`outcrop.learning.precision`). Poses are summed
     and normalised in float32; the spectral part is computed from the float32 tiles.
     """
@@ -167,6 +169,7 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
         if spectral_weight > 0:
             parts.append((spectral_weight, spectral_part(metadata, host)))
         if context_weight > 0:
+            assert context is not None  # checked above
             parts.append((context_weight, standardised(metadata, context[start:start + len(chunk)])))
         out[start:start + len(chunk)] = join_parts(learned, *parts)
     return out

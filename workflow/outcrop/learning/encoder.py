@@ -26,6 +26,7 @@ import torch
 
 from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.io import atomic_path
 from outcrop.learning.augment import augment
 from outcrop.learning.backbones import build_backbone
 from outcrop.learning.byol import BYOL, cosine_schedule
@@ -35,22 +36,21 @@ from outcrop.learning.distributed import (
     leave_process_group,
     synchronise_batchnorm,
 )
-from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings, measured_cost
-from outcrop.learning.torch_files import read_torch_file
-from outcrop.io import atomic_path
-from outcrop.locks import exclusive_writer
+from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, measured_cost
 from outcrop.learning.optim import build_optimizer, warmup_cosine
 from outcrop.learning.pairs import Partners, cross_scene_partners, has_footprints, second_view_rows
 from outcrop.learning.precision import autocast
 from outcrop.learning.symmetry import POSES
-from outcrop.runtime.progress import RateWindow
-from outcrop.runtime.stopping import Interrupted, StepInterrupted, StopRequests
+from outcrop.learning.torch_files import read_torch_file
 from outcrop.learning.training_data import (
     TrainingTiles,
     band_mean_and_std,
     open_training_tiles,
     spectral_statistics,
 )
+from outcrop.locks import exclusive_writer
+from outcrop.runtime.progress import RateWindow
+from outcrop.runtime.stopping import Interrupted, StepInterrupted, StopRequests
 
 MODEL_FORMAT = "outcrop-encoder"
 # The ETA follows the rate of the last minute: a load change shows within it, and a minute holds
@@ -118,7 +118,8 @@ class _Trainer:
         # NHWC is measured faster on x86 CPUs and CUDA; MPS support for it is patchy, so not there.
         self.channels_last = settings.channels_last and device.type in ("cpu", "cuda")
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (torch's docs); its stub's overloads leave it out.
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = build_optimizer(settings.optimizer, self.model, settings.lr, settings.weight_decay)
         # The forward pass runs through DDP when there are several ranks: it averages the online
         # network's gradients across them during backward. EMA, checkpoints and the model file use

@@ -24,7 +24,6 @@ def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buf
     need a positive ``buffer_km`` since they enclose no area. Reads GeoPackage, GeoJSON, Shapefile
     and whatever else pyogrio reads.
     """
-    import geopandas as gpd
     from pyproj import CRS
     from pyproj.exceptions import CRSError
     from shapely import get_num_coordinates, make_valid, union_all

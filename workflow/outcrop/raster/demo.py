@@ -383,7 +383,8 @@ def _paint_rock(refl: np.ndarray, rock: np.ndarray, unit: np.ndarray, cell: np.n
     w = np.where(rock, patch_weight, 0.0)
     if w.any():
         sel = w > 0
-        mottle = 1 + 0.12 * _pixel_noise(IX[sel], IY[sel], seed + 17) + 0.08 * _smooth_field(x[sel], y[sel], seed + 18, 150)
+        mottle = (1 + 0.12 * _pixel_noise(IX[sel], IY[sel], seed + 17)
+                  + 0.08 * _smooth_field(x[sel], y[sel], seed + 18, 150))
         alt = np.asarray(SPECTRA["alteration"])[:, None] * mottle[None]
         refl[:, sel] = (1 - w[sel]) * refl[:, sel] + w[sel] * alt
     return w

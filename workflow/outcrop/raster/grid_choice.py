@@ -102,7 +102,7 @@ def _centre_lonlat(band: BandHeader) -> tuple[float, float]:
 
 def utm_zone(lon: float) -> int:
     """The UTM zone number (1-60) of a longitude."""
-    return int(math.floor((((lon + 180.0) % 360.0) / 6.0))) + 1
+    return int(math.floor(((lon + 180.0) % 360.0) / 6.0)) + 1
 
 
 def zone_crs(lon: float, lat: float) -> str:

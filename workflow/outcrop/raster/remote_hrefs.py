@@ -75,7 +75,7 @@ def internal_host(host: str) -> bool:
         infos = socket.getaddrinfo(host, None)
     except (OSError, UnicodeError):
         return False  # no address: nothing will be reached there
-    return any(_internal_address(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos)
+    return any(_internal_address(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos)
 
 
 def _host(url: str) -> str:

@@ -31,9 +31,11 @@ from outcrop.raster.dates import TAG as DATE_TAG
 from outcrop.raster.dates import product_date
 from outcrop.raster.sensors import (
     QUALITY_FILL,
+    S2_ZERO_DN,
+    VISIBLE_BANDS,
     QualityMasks,
-    bqa_layout,
     Sensor,
+    bqa_layout,
     canonical_name,
     check_band_names,
     decode_quality,
@@ -47,11 +49,7 @@ from outcrop.raster.sensors import (
     percentile_rescale,
     sentinel2_offset,
     sentinel2_offset_from_values,
-    S2_ZERO_DN,
-    VISIBLE_BANDS,
 )
-from outcrop.raster.geo import SceneGrid
-from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
 from outcrop.raster.sheets import REMOTE_PREFIXES
 from outcrop.raster.surfaces import (
     CLASS_LABELS,
@@ -127,9 +125,8 @@ def open_raster(path: str) -> Iterator[Any]:
     from rasterio.errors import RasterioError
 
     try:
-        with rasterio.Env(**_GDAL_ENV):
-            with rasterio.open(_gdal_path(path)) as src:
-                yield src
+        with rasterio.Env(**_GDAL_ENV), rasterio.open(_gdal_path(path)) as src:
+            yield src
     except RasterioError as exc:
         raise OutcropError(f"{path}: cannot read raster ({_short(exc)})") from None
 
@@ -265,19 +262,19 @@ def _product_folder(folder: Path, sensor: Sensor, bands: Sequence[str]) -> Scene
     by_name = {name: token for token, name in sensor.band_tokens.items()}
     found = []
     for band in bands:
-        token = by_name.get(band)
-        if token is None:
+        if band not in by_name:
             raise OutcropError(f"{folder}: sensor {sensor.name} has no band {band!r} "
                                f"(it has {', '.join(sensor.band_tokens.values())})")
-        path = pick(token)
-        if path is None:
+        token = by_name[band]
+        picked = pick(token)
+        if picked is None:
             raise OutcropError(f"{folder}: band {band!r} ({token}) is missing: no *_{token} file in the folder")
-        found.append(BandFile(band, str(path), 1, token))
+        found.append(BandFile(band, str(picked), 1, token))
     quality = None
     for kind in sensor.quality:
-        path = pick(kind)
-        if path is not None:
-            quality = (kind, str(path))
+        picked = pick(kind)
+        if picked is not None:
+            quality = (kind, str(picked))
             break
     files = SceneFiles(found, quality, product_name=folder.name)
     mtl = sorted(folder.rglob("*_MTL.txt")) + sorted(folder.rglob("*_MTL.json"))
@@ -441,6 +438,7 @@ def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.n
     for the Sentinel-2 baseline test of a product that does not state its baseline.
     """
     c = len(files.bands)
+    o: float | None  # the offset, once a rule below finds it
     if scale is not None or offset is not None:
         s = sensor.scale if scale is None else scale
         o = (0.0 if sensor.radiometry == "auto" else sensor.offset) if offset is None else offset
@@ -448,7 +446,8 @@ def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.n
     if files.rescaling is not None:
         return files.rescaling
     if sensor.radiometry == "fixed":
-        return np.full(c, sensor.scale), np.full(c, sensor.offset), f"{sensor.name} scale {sensor.scale} offset {sensor.offset}"
+        return (np.full(c, sensor.scale), np.full(c, sensor.offset),
+                f"{sensor.name} scale {sensor.scale} offset {sensor.offset}")
     if sensor.radiometry == "sentinel2":
         o = sentinel2_offset(files.metadata_text, files.product_name)
         how = "from product metadata"
@@ -467,7 +466,8 @@ def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.n
             if missing:
                 raise OutcropError(f"{files.product_name}: MTL has no reflectance rescaling for "
                                    f"{', '.join(missing)}")
-            return (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]),
+            rescaled = [p for p in pairs if p is not None]  # every band's, none missing
+            return (np.array([p[0] for p in rescaled]), np.array([p[1] for p in rescaled]),
                     "MTL REFLECTANCE_MULT/ADD with sun elevation")
         date = landsat_acquisition_date(files.product_name + " " + Path(files.bands[0].path).name)
         if date is not None and centre is not None:
@@ -477,13 +477,13 @@ def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.n
                 return (np.full(c, sensor.scale / sin_el), np.full(c, sensor.offset / sin_el),
                         f"no MTL: OLI rescaling {sensor.scale} {sensor.offset}, modelled sun elevation "
                         f"{elevation:.1f} deg on {date}")
-        s, o = percentile_rescale(whole_scene())
-        return s, o, "no MTL nor acquisition date: dark-object subtraction and shared gain (percentile rule)"
+        scales, offsets = percentile_rescale(whole_scene())
+        return scales, offsets, "no MTL nor acquisition date: dark-object subtraction and shared gain (percentile rule)"
     # generic file: floats are taken as reflectance, integers need the percentile rule
     if all(np.dtype(d).kind == "f" for d in dtypes):
         return np.ones(c), np.zeros(c), "float data taken as reflectance"
-    s, o = percentile_rescale(whole_scene())
-    return s, o, "integer data without scale: dark-object subtraction and shared gain (percentile rule)"
+    scales, offsets = percentile_rescale(whole_scene())
+    return scales, offsets, "integer data without scale: dark-object subtraction and shared gain (percentile rule)"
 
 
 # --- surfaces -------------------------------------------------------------------------------
@@ -628,7 +628,7 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
                     reflectance[i] *= np.float32(s[i])
                     reflectance[i] += np.float32(o[i])
                 # invalid pixels are NaN in every band, and NaN compares false: count without a masked copy
-                negatives += np.count_nonzero(reflectance < -0.05)
+                negatives += int(np.count_nonzero(reflectance < -0.05))
                 valid_pixels += int(invalid.size - np.count_nonzero(invalid))
                 write(row, col, reflectance, scene_surfaces(reflectance, bands, thresholds, quality))
             if valid_pixels == 0:
@@ -644,7 +644,8 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
 
 def _checked_run_grid(scene_id: str, source: str, sensor: str, bands: Sequence[str],
                       declared_bands: Sequence[str] | None, crs: str, resolution: float | str,
-                      origin: tuple[float, float], log: Callable[[str], None]) -> tuple[str, float, tuple[float, float]]:
+                      origin: tuple[float, float],
+                      log: Callable[[str], None]) -> tuple[str, float, tuple[float, float]]:
     """The run's (CRS, resolution, origin), refused before any band of the scene is read.
 
     ``"auto"`` for the CRS or the resolution chooses them from this scene's headers alone

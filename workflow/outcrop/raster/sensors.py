@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,7 +101,7 @@ def get_sensor(name: str) -> Sensor:
         raise OutcropError(f"unknown sensor {name!r}; known sensors: {', '.join(sorted(SENSORS))}") from None
 
 
-def check_band_names(bands: list[str] | tuple[str, ...], where: str) -> None:
+def check_band_names(bands: Sequence[str], where: str) -> None:
     """Refuse an empty band list, duplicates, names outside the canonical set, and thermal bands."""
     if not bands:
         raise OutcropError(f"{where}: no bands requested")

@@ -109,7 +109,7 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
     seen: dict[str, int] = {}
     sources: dict[str, tuple[int, str]] = {}
     most_rows = limit("sheet_rows")
-    out = []
+    out: list[dict[str, str]] = []
     for row in reader:
         n = lines.number
         where = f"{path}: line {n}"

@@ -48,7 +48,7 @@ MAX_PAGES = STAC_PAGES  # a search stops following `next` links after this many 
 PAGE_LIMIT = 100  # items asked for per page of an API search
 # Retries of one request: a refused connection once, a dropped read twice, an overloaded or
 # failing server (429, 5xx) four times, waiting 0.5, 1, 2 s... in between (urllib3's back-off).
-RETRIES = {"total": 4, "connect": 1, "read": 2, "status": 4, "backoff_factor": 0.5,
+RETRIES: dict[str, Any] = {"total": 4, "connect": 1, "read": 2, "status": 4, "backoff_factor": 0.5,
            "status_forcelist": (429, 500, 502, 503, 504), "allowed_methods": None, "raise_on_status": False}
 _USER_AGENT = "outcrop-stac"
 
@@ -389,7 +389,7 @@ def item_bbox(item: dict[str, Any]) -> tuple[float, float, float, float] | None:
     """The item's lon/lat bbox, from ``bbox`` or else its geometry's coordinates."""
     box = item.get("bbox")
     if box and len(box) in (4, 6):
-        return (box[0], box[1], box[3], box[4]) if len(box) == 6 else tuple(box)  # type: ignore[return-value]
+        return (box[0], box[1], box[3], box[4]) if len(box) == 6 else tuple(box)
     coords = list(_coordinates((item.get("geometry") or {}).get("coordinates")))
     if not coords:
         return None
@@ -410,12 +410,12 @@ def parse_time(text: str, *, end: bool = False) -> dt.datetime:
     text = text.strip()
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            day = dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
+            day = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
             return day + dt.timedelta(days=1, microseconds=-1) if end else day
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise OutcropError(f"datetime {text!r}: not an RFC 3339 date or datetime") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def item_interval(item: dict[str, Any]) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -489,7 +489,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
-def _walk(catalog: Any, filters: Filters, collection_type: type) -> Iterator[StacItem]:
+def _walk(catalog: Any, filters: Filters, collection_type: type[Any]) -> Iterator[StacItem]:
     for root, _, items in catalog.walk():
         if isinstance(root, collection_type) and filters.collections and root.id not in filters.collections:
             continue
@@ -571,7 +571,7 @@ def _api_item(feature: dict[str, Any], search_url: str) -> StacItem:
 def _interval_text(filters: Filters) -> str:
     """The datetime filter as the RFC 3339 interval STAC APIs take (dates expanded to instants)."""
     def fmt(t: dt.datetime | None) -> str:
-        return ".." if t is None else t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return ".." if t is None else t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"{fmt(filters.start)}/{fmt(filters.end)}"
 
 
@@ -641,7 +641,7 @@ def expand_stac(url_or_path: str, *, collection: str | Sequence[str] | None = No
     if not items:
         raise OutcropError(f"{strip_stac_prefix(url_or_path)}: the STAC search found no item "
                            f"({filters.describe()})")
-    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
     items.sort(key=lambda it: (item_interval(it.data)[0] or epoch, it.id))
     rows: list[dict[str, str]] = []
     by_scene: dict[str, str] = {}
@@ -694,12 +694,11 @@ def write_scene_sheet(rows: Sequence[dict[str, str]], path: str | Path, *, appen
             raise OutcropError(f"{path}: scene id {row['scene']!r} is already used for {taken[row['scene']]}; "
                                f"cannot add {row['source']}")
         new.append(row)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, delimiter="\t", restval="", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(existing)
-            writer.writerows(new)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, delimiter="\t", restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(existing)
+        writer.writerows(new)
     return len(new)
 
 

@@ -23,6 +23,7 @@ from outcrop.io import atomic_path, decode_reflectance, write_geodataframe
 from outcrop.runtime.progress import Progress
 from outcrop.raster.geo import TileLayout
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA
+from outcrop.runtime.progress import Progress
 
 FRACTION_COLUMNS = [name for code, name in sorted(CLASS_NAMES.items()) if code != NODATA]
 # Columns tile tables written before their class existed lack; read as 0 (none of the tile).
@@ -188,7 +189,7 @@ def _write_tile_array(src: Any, out_tiles: str | Path, tile_rows: np.ndarray, ti
                                                 window=Window(0, int(r), src.width, size)))
             windows = np.lib.stride_tricks.sliding_window_view(strip, size, axis=2)[:, :, sel_cols]
             block = np.ascontiguousarray(windows.transpose(2, 0, 1, 3))  # (n, C, size, size)
-            fh.write(memoryview(np.ascontiguousarray(_fill_gaps(block))).cast("B"))
+            fh.write(np.ascontiguousarray(_fill_gaps(block)).data.cast("B"))
             written += len(sel_cols)
             cut.update(j + 1)
         if written != n:  # the header promised n tiles; never leave a file that lies

@@ -40,6 +40,8 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.csvfile import csv_text
+from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
 from outcrop.limits import refuse_above
 from outcrop.raster.geo import scene_rasters
 from outcrop.search.index import load_index, normalise_rows, table_vectors
@@ -53,7 +55,8 @@ NAMED = 10  # deposits a warning names before it counts the rest
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
 LON_NAMES = ("lon", "longitude", "long", "x")
 LAT_NAMES = ("lat", "latitude", "y")
-SITE_OVERLAP = default("analogues.site_overlap")  # share of a tile's area that, overlapped by a better tile, makes it that tile's site
+# share of a tile's area that, overlapped by a better tile, makes it that tile's site
+SITE_OVERLAP = default("analogues.site_overlap")
 
 
 MARK_LAYERS = ("positives", "negatives")  # the layers of a marks file (``outcrop serve``)
@@ -79,7 +82,8 @@ def read_deposits(path: str | os.PathLike[str], crs: Any, *, role: str = "positi
         try:
             gdf = read_vector(path, layer=_marks_layer(path, role))
         except Exception as exc:
-            raise OutcropError(f"{path}: not a readable vector file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+            reason = str(exc).splitlines()[0] if str(exc) else exc
+            raise OutcropError(f"{path}: not a readable vector file ({reason})") from None
         if not isinstance(gdf, gpd.GeoDataFrame) or "geometry" not in gdf or gdf.geometry.isna().all():
             raise OutcropError(f"{path}: deposits file has no geometry")
         if gdf.crs is None:
@@ -268,7 +272,8 @@ def positives_of_shapes(sindex: Any, geoms: np.ndarray, names: Sequence[Any], *,
 def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.ndarray]:
     """Row positions of the tiles each deposit meets (points and lines buffered by ``buffer_m``).
 
-    In an index table, row position is the FAISS id. Raises :class:`OutcropError` naming the first deposit that meets no tile.
+    In an index table, row position is the FAISS id. Raises :class:`OutcropError` naming the first
+    deposit that meets no tile.
     """
     positives, unmatched = match_deposits(table, deposits, buffer_m=buffer_m)
     if len(unmatched):
@@ -387,7 +392,8 @@ def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, n
     return score, which
 
 
-def exclusion_pairs(table: Any, deposits: Sequence[Any], exclusion_m: float) -> tuple[np.ndarray, np.ndarray]:
+def exclusion_pairs(table: Any, deposits: Sequence[Any] | np.ndarray,
+                    exclusion_m: float) -> tuple[np.ndarray, np.ndarray]:
     """(deposit, tile) pairs: the tiles within ``exclusion_m`` of each deposit's own geometry.
 
     With ``exclusion_m`` 0 only the tiles that share ground with a deposit count (a footprint merely
@@ -411,7 +417,7 @@ def exclusion_pairs(table: Any, deposits: Sequence[Any], exclusion_m: float) -> 
     return np.asarray(src, dtype=np.int64), np.asarray(near, dtype=np.int64)
 
 
-def excluded_ids(table: Any, deposits: Sequence[Any], positives: list[np.ndarray], exclusion_m: float,
+def excluded_ids(table: Any, deposits: Sequence[Any] | np.ndarray, positives: list[np.ndarray], exclusion_m: float,
                  negatives: list[np.ndarray] | None = None) -> np.ndarray:
     """Boolean mask over the table: tiles within ``exclusion_m`` of any deposit's own geometry, the
     positives, and the negatives' own tiles (a place known not to be an analogue is never reported as one).
@@ -558,7 +564,7 @@ def nearest_geometry(points: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray,
 
 
 def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray],
-                deposits: Sequence[Any], *, exclusion_m: float, top: int, names: Sequence[str] | None,
+                deposits: Sequence[Any] | np.ndarray, *, exclusion_m: float, top: int, names: Sequence[str] | None,
                 site_overlap: float | None, negatives: list[np.ndarray] | None = None,
                 exclude: Sequence[Any] = ()) -> Any:
     """The ranking of :func:`rank_analogues` from scores already computed (``score``: best cosine of

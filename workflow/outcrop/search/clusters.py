@@ -26,8 +26,6 @@ from outcrop.search.incremental import cached_digest
 from outcrop.search.index_table import table_layout
 from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
 from outcrop.search.vectors import VectorSource, table_source
-from outcrop.csvfile import write_csv
-from outcrop.io import load_npy, read_geoparquet, write_cog, write_geodataframe
 
 SPECTRUM_BATCH = 2048
 
@@ -68,6 +66,7 @@ def train_centroids(sample: np.ndarray, k: int, *, seed: int = 0, niter: int = 1
     km = faiss.Kmeans(dim, k, niter=niter, seed=seed, spherical=True, verbose=False,
                       max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
     km.train(sample, init_centroids=kmeans_plus_plus(sample, k, seed=seed))
+    assert km.centroids is not None  # set by train
     return normalise_rows(km.centroids)
 
 
@@ -210,9 +209,11 @@ def palette(n: int) -> np.ndarray:
     """n distinct RGBA colours (uint8): the tab20 families first, then evenly spaced hues."""
     import matplotlib
 
-    base = []
+    base: list[tuple[float, ...]] = []
     for name in ("tab20", "tab20b", "tab20c"):
-        base.extend(matplotlib.colormaps[name].colors)
+        listed = matplotlib.colormaps[name]
+        assert isinstance(listed, matplotlib.colors.ListedColormap)  # the tab20 maps are lists of colours
+        base.extend(tuple(c) for c in np.asarray(listed.colors, dtype=np.float64))
     # tab20 interleaves dark and light pairs; take darks first so small k gets strong colours.
     ordered = base[0:20:2] + base[1:20:2] + base[20:]
     if n > len(ordered):
@@ -293,7 +294,8 @@ def cluster_tiles(
     are those plus new ones assigns the new tiles to them (:mod:`outcrop.search.incremental`),
     unless ``retrain`` is asked or the new tiles' drift passes ``drift_max``. Writes a label
     raster ``rasters_dir/{scene}.tif`` (labels at the largest k, with a colour table and class
-    names) and one per level as ``rasters_dir/{level}/{scene}.tif`` for every scene given, including scenes none of whose tiles were indexed (all nodata). The figures
+    names) and one per level as ``rasters_dir/{level}/{scene}.tif`` for every scene given, including
+    scenes none of whose tiles were indexed (all nodata). The figures
     (maps, dendrogram, exemplars) are drawn from the returned :class:`Clustering` by
     :func:`outcrop.figures.cluster_maps.write_cluster_figures`.
     """
@@ -325,7 +327,8 @@ def cluster_tiles(
     prior = incremental.read_state(Path(state_dir) / "state.json") if state_dir is not None else None
     # A kept scene's embeddings keep their size and mtime: their digest comes from the state, unread.
     files = incremental.file_cache(prior)
-    digests = {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
+    digests = {s: cached_digest(embeddings_of(s),
+                                files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
     settings = {"seed": seed, "sample": sample, "dim": source.dim}
     if state_dir is not None and not retrain:
         kept, state, new_scenes = incremental.kept_centroids(Path(state_dir), prior, digests, settings, ks, log)
@@ -430,6 +433,7 @@ def _indexed_spectra(table: Any, tiles_paths: Sequence[Path], prepared_paths: Se
             spectra = np.empty((len(rows), len(names)))
         elif names != bands:
             raise OutcropError(f"{prepared_path}: bands {names} differ from the run's {bands}")
+        assert spectra is not None  # made with the first scene's bands
         spectra[position[mine]] = values
     assert bands is not None and spectra is not None
     return bands, spectra
@@ -503,10 +507,12 @@ def _write_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path],
     names = list(clustering.levels)
     _, nodata = label_nodata(clustering)
     colours = palette(int(max(labels.max() for labels in clustering.levels.values())) + 1)
-    colormaps, categories = {}, {}
+    colormaps: dict[str, dict[int, tuple[int, int, int, int]]] = {}
+    categories: dict[str, dict[int, dict[int, str]]] = {}
     for name in names:
         n = int(clustering.levels[name].max()) + 1
-        colormaps[name] = {i: tuple(int(v) for v in colours[i]) for i in range(n)} | {nodata: (0, 0, 0, 0)}
+        colormaps[name] = {i: (r, g, b, a) for i, (r, g, b, a) in enumerate(colours[:n].tolist())}
+        colormaps[name][nodata] = (0, 0, 0, 0)
         categories[name] = {1: {i: f"cluster {i}" for i in range(n)}}
     for scene, grid, raster, transform in scene_label_rasters(clustering, prepared_paths):
         profile = {"crs": grid.crs, "transform": transform, "nodata": nodata}

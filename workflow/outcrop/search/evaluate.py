@@ -146,7 +146,7 @@ def cluster_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int) -> 
     return {"ari": float(adjusted_rand_score(labels, pred)), "nmi": float(normalized_mutual_info_score(labels, pred))}
 
 
-def hidden_found_at(footprints: Sequence[Any], discs: Sequence[Any]) -> np.ndarray:
+def hidden_found_at(footprints: Sequence[Any], discs: Sequence[Any] | np.ndarray) -> np.ndarray:
     """The rank (1-based) at which each hidden deposit is first found among ranked tile footprints
     (a tile covering ``HIDDEN_OVERLAP`` of it), inf where none does: the demo's recall@k is the
     share found at k or better, for the analogues stage and for searches from ``outcrop serve`` alike."""
@@ -248,7 +248,8 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
     labelled = units > 0
     centres = np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y])
     tile_width = float(np.sqrt(table.geometry.iloc[0].area))
-    log(f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({len(np.unique(units[labelled]))} units)")
+    units_seen = len(np.unique(units[labelled]))
+    log(f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({units_seen} units)")
     if labelled.sum() < 20:
         raise OutcropError(f"{index_table}: too few rock-unit tiles ({labelled.sum()}) to evaluate")
 
@@ -262,7 +263,7 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
         # Encoder outputs are compared as the index compares them (cosine of the raw embeddings).
         vecs = feats if name in ENCODED else as_unit_vectors(feats)
         lab_vecs, lab = vecs[labelled], units[labelled]
-        scores = cluster_agreement(lab_vecs, lab, seed=seed)
+        scores: dict[str, Any] = cluster_agreement(lab_vecs, lab, seed=seed)
         scores["knn_accuracy"] = knn_accuracy(lab_vecs, lab, centres[labelled], exclusion_m=1.5 * tile_width)
         scores["linear_probe_accuracy"] = linear_probe_accuracy(
             feats[labelled], lab, centres[labelled], block_m=3 * tile_width, seed=seed)

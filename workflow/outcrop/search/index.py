@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +56,7 @@ from outcrop.raster.surfaces import ground_fraction
 from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions
 from outcrop.search.incremental import cached_digest, file_cache, file_digest, given_files, unchanged
 from outcrop.search.index_table import IndexTable, write_index_table
-from outcrop.search.vectors import (VectorSource, embedding_source, exact_top_k, is_quantised, rerank,
-                                    rerank_count)
-
+from outcrop.search.vectors import VectorSource, embedding_source, exact_top_k, is_quantised, rerank, rerank_count
 
 KINDS = ("flat", "ivf_flat", "ivf_pq")  # the kinds of index built, smallest run first (:func:`choose_kind`)
 FRACTIONS = ("valid", *FRACTION_COLUMNS)  # the tile table's fraction columns
@@ -229,7 +227,8 @@ def pq_params(count: int, dim: int, trainable: int | None = None) -> dict[str, i
     vectors: 66 sub-vectors of 3; 33 of 6 left recall@10 stuck at 0.92 whatever nprobe). At most 4
     dimensions per byte keeps the approximate ranking good enough that re-ranking
     ``rerank_count(10)`` candidates on exact vectors reaches recall@10 ≥ 0.9 (benchmarks/README.md),
-    at 1/16 (4 dimensions a byte) to 1/4 of the memory of flat vectors. The codebooks want 39 points per code (256 codes).
+    at 1/16 (4 dimensions a byte) to 1/4 of the memory of flat vectors. The codebooks want 39 points per
+    code (256 codes).
     """
     params = ivf_params(count, trainable)
     m = min(d for d in range(1, dim + 1) if dim % d == 0 and dim <= 4 * d)
@@ -359,6 +358,7 @@ def new_ivf_index(kind: str, dim: int, params: dict[str, int], seed: int) -> Any
     import faiss
 
     quantizer = faiss.IndexFlatIP(dim)
+    index: faiss.IndexIVF
     if kind == "ivf_pq":
         index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"], params["nbits"],
                                  faiss.METRIC_INNER_PRODUCT)
@@ -427,7 +427,8 @@ def sampled_recall(index: Any, source: VectorSource, seed: int, sample: int = RE
     k = min(RECALL_K, len(ids))
     exact_scores, exact_pos = exact_top_k(sub, queries, k)
     selector = faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))
-    params = faiss.SearchParametersIVF(sel=selector, nprobe=faiss.extract_index_ivf(index).nprobe)
+    # faiss's Python wrapper sets a SearchParameters' fields from keywords; its stub leaves them out.
+    params = faiss.SearchParametersIVF(sel=selector, nprobe=faiss.extract_index_ivf(index).nprobe)  # type: ignore[call-arg]
     quantised = is_quantised(index)
     scores, found = index.search(queries, rerank_count(k, len(ids)) if quantised else k, params=params)
     if quantised:
@@ -579,7 +580,8 @@ def kept_scenes(state_dir: Path, state: dict[str, Any]) -> dict[str, tuple[str, 
 
 
 def add_to_index(state_dir: Path, parts: Sequence[ScenePart], settings: dict[str, Any], *, drift_max: float,
-                 recall_floor: float, log: Callable[[str], Any]) -> tuple[BuiltIndex, list[ScenePart], dict[str, Any]] | None:
+                 recall_floor: float,
+                 log: Callable[[str], Any]) -> tuple[BuiltIndex, list[ScenePart], dict[str, Any]] | None:
     """Add the scenes of ``parts`` that the kept index (:mod:`outcrop.search.incremental`) lacks;
     None when it must be trained afresh.
 

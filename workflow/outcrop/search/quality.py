@@ -52,9 +52,9 @@ STAT_CHUNK = 1024  # tiles per chunk of the baselines' features (memory-mapped t
 
 
 def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any], positives: list[np.ndarray], *,
-                        exclusion_m: float, site_overlap: float | None, hidden: Sequence[int] | None = None,
-                        exclude: Sequence[Any] = (), log: Callable[[str], None] | None = None,
-                        name: str = "") -> np.ndarray:
+                        exclusion_m: float, site_overlap: float | None,
+                        hidden: Sequence[int] | np.ndarray | None = None, exclude: Sequence[Any] = (),
+                        log: Callable[[str], None] | None = None, name: str = "") -> np.ndarray:
     """Rank (1 = first) at which each deposit of ``hidden`` (every one by default) comes back when
     searched for from all the others; inf if never.
 
@@ -67,8 +67,14 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
     pass over the tiles however many deposits there are. ``log`` gets a progress line about every
     tenth of the hidden deposits.
     """
-    from outcrop.search.analogues import (distinct_groups, exclusion_pairs, group_means, query_chunks, scan_queries,
-                                          suppress_overlapping)
+    from outcrop.search.analogues import (
+        distinct_groups,
+        exclusion_pairs,
+        group_means,
+        query_chunks,
+        scan_queries,
+        suppress_overlapping,
+    )
     from outcrop.search.index import normalise_rows
 
     geoms = np.asarray(deposits, dtype=object)
@@ -355,7 +361,8 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     layout = tables_tile_grid(tables)  # the grid the run's tiles were cut on, as they record it
     _, table = load_index(Path(index), Path(index_table))
     present = [s for s in scenes if (table.scene == s).any()]
-    order = np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in present]) if present else []
+    order = (np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in present]) if present
+             else np.zeros(0, dtype=np.int64))
     table = table.iloc[order].reset_index(drop=True)
     emb_of, tiles_of, prepared_of = dict(zip(scenes, embeddings)), dict(zip(scenes, tiles)), dict(zip(scenes, prepared))
     run = _Run(table=table, present=present, rows={s: np.asarray(table.tile_id[table.scene == s]) for s in present},

@@ -63,7 +63,7 @@ class VectorSource:
             raise OutcropError(f"embeddings of different dimensions {sorted(dims)}")
 
     @classmethod
-    def from_array(cls, vectors: np.ndarray, name: str = "vectors") -> "VectorSource":
+    def from_array(cls, vectors: np.ndarray, name: str = "vectors") -> VectorSource:
         """One in-memory (or memory-mapped) array, every row."""
         return cls([vectors], [np.arange(len(vectors))], [name])
 

@@ -113,10 +113,12 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
     Host header values to answer (:func:`allowed_hosts`), which the caller may fill once the port is known.
     """
     from flask import Flask, Response, jsonify, request
+    from flask.json.provider import DefaultJSONProvider
     from werkzeug.exceptions import HTTPException
 
     app = Flask("outcrop.serve", static_folder=None)  # no static route: no file is ever served
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own provider, which sorts keys unless told
     app.json.sort_keys = False
     searches = Searches()
     csp = ("default-src 'none'; script-src " + " ".join(script_hashes(page)) + "; style-src 'unsafe-inline'; "

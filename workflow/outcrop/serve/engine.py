@@ -44,7 +44,7 @@ class Place:
 class _Rows:
     """Unit vectors of index ids, read on demand: what ``query_vectors`` indexes with ``[ids]``."""
 
-    def __init__(self, run: "ServedRun") -> None:
+    def __init__(self, run: ServedRun) -> None:
         self.run = run
 
     def __getitem__(self, ids: np.ndarray) -> np.ndarray:
