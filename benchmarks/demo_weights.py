@@ -57,9 +57,7 @@ def main() -> None:
     learned = embed_array(net, meta, pixels, spectral_weight=0.0)
     rand = random_encoder_embeddings(model, pixels, seed=default("clusters.seed"))
     spectra = spectral_part(meta, pixels)
-    from outcrop.search.evaluate import scene_blocks
-    from outcrop.search.evaluate import as_unit_vectors, band_statistics
-    from outcrop.search.quality import scene_blocks
+    from outcrop.search.evaluate import as_unit_vectors, band_statistics, scene_blocks
 
     size = int(pixels.shape[-1])
     blocks = standardised(meta, np.concatenate([scene_blocks(load_npy(results.tiles(s)), Path(results.tile_table(s)),

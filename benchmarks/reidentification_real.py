@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "learning"))
-from test_reidentification import best_matches, blocks_of, corner, cut, origins, statistics_vectors, top1_rate  # noqa: E402
+from test_reidentification import best_matches, blocks_of, cut, origins, statistics_vectors, top1_rate  # noqa: E402
 
 from outcrop.config import default  # noqa: E402
 from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, standardised  # noqa: E402

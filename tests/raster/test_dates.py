@@ -15,8 +15,15 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from outcrop import OutcropError
-from outcrop.raster.dates import (TAG, acquisition_date, date_from_mtd, date_from_mtl, date_from_name, date_relation,
-                                  parse_date)
+from outcrop.raster.dates import (
+    TAG,
+    acquisition_date,
+    date_from_mtd,
+    date_from_mtl,
+    date_from_name,
+    date_relation,
+    parse_date,
+)
 from outcrop.raster.scenes import prepare_scene
 from outcrop.raster.sensors import parse_mtl_text
 from outcrop.raster.sheets import read_scene_sheet

@@ -9,8 +9,19 @@ import pytest
 import rasterio
 
 from outcrop import OutcropError
-from outcrop.raster.demo import (ACQUISITIONS, BANDS, CRS, UNITS, DemoLayout, render_scene, scene_name,
-                                 scene_names, scene_place_and_date, synthesise_scene, write_deposits)
+from outcrop.raster.demo import (
+    ACQUISITIONS,
+    BANDS,
+    CRS,
+    UNITS,
+    DemoLayout,
+    render_scene,
+    scene_name,
+    scene_names,
+    scene_place_and_date,
+    synthesise_scene,
+    write_deposits,
+)
 from outcrop.search.evaluate import band_statistics
 
 LAYOUT = DemoLayout(size=256, seed=7)

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import shapely
 
-from outcrop.search.map_agreement import (agreement, box_separation, cluster_levels, knn_scores, purity,
-                                          spatial_folds, spatial_knn, split)
+from outcrop.search.map_agreement import (
+    agreement,
+    box_separation,
+    cluster_levels,
+    knn_scores,
+    purity,
+    spatial_folds,
+    spatial_knn,
+    split,
+)
 
 
 def _grid(n: int, width: float = 960.0, stride: float = 480.0, x0: float = 0.0, y0: float = 0.0) -> np.ndarray:

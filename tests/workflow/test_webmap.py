@@ -209,10 +209,9 @@ def test_clicking_a_cluster_pixel_shows_its_values(opened_map, demo_run):
 def test_clicking_shows_the_unit_of_the_geological_map(opened_map, demo_run):
     """The demo's planted units are its unit map: a layer in the control, off at the start, and a
     click on the map names the unit under the cursor."""
+    import rasterio
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import WebDriverWait
-
-    import rasterio
 
     labels = [e.text.strip() for e in opened_map.find_elements("css selector", ".leaflet-control-layers-overlays label")]
     assert LAYER_NAMES["units"] in labels

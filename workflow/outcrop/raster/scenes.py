@@ -29,6 +29,8 @@ from outcrop.io import prepared_writer
 from outcrop.limits import LIMITS, limit, setting
 from outcrop.raster.dates import TAG as DATE_TAG
 from outcrop.raster.dates import product_date
+from outcrop.raster.geo import SceneGrid
+from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
 from outcrop.raster.sensors import (
     QUALITY_FILL,
     S2_ZERO_DN,

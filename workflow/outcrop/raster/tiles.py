@@ -20,7 +20,6 @@ import numpy as np
 from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.io import atomic_path, decode_reflectance, write_geodataframe
-from outcrop.runtime.progress import Progress
 from outcrop.raster.geo import TileLayout
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA
 from outcrop.runtime.progress import Progress

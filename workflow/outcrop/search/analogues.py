@@ -46,8 +46,6 @@ from outcrop.limits import refuse_above
 from outcrop.raster.geo import scene_rasters
 from outcrop.search.index import load_index, normalise_rows, table_vectors
 from outcrop.search.index_table import table_layout
-from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
-from outcrop.csvfile import csv_text
 
 SCORE_BATCH = 1 << 16
 SCORE_CELLS = 1 << 24  # tile x query similarities held at once (64 MiB of float32), whatever the queries

@@ -21,10 +21,12 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.csvfile import write_csv
+from outcrop.io import load_npy, read_geoparquet, write_cog, write_geodataframe
 from outcrop.raster.geo import TileLayout, scene_band_names, scene_rasters
 from outcrop.search.incremental import cached_digest
-from outcrop.search.index_table import table_layout
 from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
+from outcrop.search.index_table import table_layout
 from outcrop.search.vectors import VectorSource, table_source
 
 SPECTRUM_BATCH = 2048

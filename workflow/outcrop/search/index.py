@@ -50,7 +50,7 @@ import numpy as np
 
 from outcrop import OutcropError
 from outcrop.config import default
-from outcrop.io import atomic_path, load_npy, read_geoparquet, write_geodataframe, write_json
+from outcrop.io import atomic_path, load_npy, read_geoparquet, write_json
 from outcrop.raster.geo import TileLayout
 from outcrop.raster.surfaces import ground_fraction
 from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions

@@ -188,9 +188,8 @@ def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, m
     (tiles done, rate, ETA) every few seconds.
     """
     from outcrop.learning.embeddings import embed_array
-    from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder
-
     from outcrop.runtime.progress import Progress
+    from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder
 
     net, meta = random_encoder(model_path, seed=seed)
     spectral_weight, context_weight = weights

@@ -20,8 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from outcrop.search.map_agreement import (BLOCK_TILES, FOLDS, GAP_TILES, KNN_K, agreement, cluster_levels,
-                                          knn_scores, spatial_knn)
+from outcrop.search.map_agreement import (
+    BLOCK_TILES,
+    FOLDS,
+    GAP_TILES,
+    KNN_K,
+    agreement,
+    cluster_levels,
+    knn_scores,
+    spatial_knn,
+)
 from outcrop.search.unit_map import UnitMap, extent_in, tile_units
 
 UNIT_SAMPLE = 20_000  # indexed tiles read against the map at most (a seeded sample past this)
