@@ -50,8 +50,9 @@ def main() -> None:
     scenes = sorted(set(table.scene))
     order = np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in scenes])
     table = table.iloc[order].reset_index(drop=True)
-    pixels = np.concatenate([np.asarray(load_npy(results.tiles(s))[np.asarray(table.tile_id[table.scene == s])])
-                             for s in scenes])
+    pixels = np.concatenate(
+        [np.asarray(load_npy(results.tiles(s))[np.asarray(table.tile_id[table.scene == s])]) for s in scenes]
+    )
     model = Path(results.model)
     net, meta = load_encoder(model)
     learned = embed_array(net, meta, pixels, spectral_weight=0.0)
@@ -60,9 +61,20 @@ def main() -> None:
     from outcrop.search.evaluate import as_unit_vectors, band_statistics, scene_blocks
 
     size = int(pixels.shape[-1])
-    blocks = standardised(meta, np.concatenate([scene_blocks(load_npy(results.tiles(s)), Path(results.tile_table(s)),
-                                                             size, np.asarray(table.tile_id[table.scene == s]))
-                                                for s in scenes]))
+    blocks = standardised(
+        meta,
+        np.concatenate(
+            [
+                scene_blocks(
+                    load_npy(results.tiles(s)),
+                    Path(results.tile_table(s)),
+                    size,
+                    np.asarray(table.tile_id[table.scene == s]),
+                )
+                for s in scenes
+            ]
+        ),
+    )
     units = tile_truth_units(table, {s: Path(results.demo_truth(s)) for s in scenes})
     lab = units > 0
     centres = np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y])
@@ -71,23 +83,38 @@ def main() -> None:
     positives = select_positives(table, known, buffer_m=default("analogues.buffer_m"))
     hidden = gpd.read_file(results.demo_hidden_deposits).to_crs(table.crs)
     out = {}
-    baselines = {"band_statistics": as_unit_vectors(band_statistics(pixels, percentiles=True)),
-                 "random_encoder": rand, "raw_pixels": as_unit_vectors(pixels.reshape(len(pixels), -1))}
+    baselines = {
+        "band_statistics": as_unit_vectors(band_statistics(pixels, percentiles=True)),
+        "random_encoder": rand,
+        "raw_pixels": as_unit_vectors(pixels.reshape(len(pixels), -1)),
+    }
     runs = list(baselines.items())
     for pair in args.weights.split(","):
         ws, wc = (float(x) for x in pair.split(":"))
-        runs += [(f"{name}@{pair}", join_parts(base, (ws, spectra), (wc, blocks)))
-                 for name, base in (("byol", learned), ("random_joined", rand))]
+        runs += [
+            (f"{name}@{pair}", join_parts(base, (ws, spectra), (wc, blocks)))
+            for name, base in (("byol", learned), ("random_joined", rand))
+        ]
     for label, vecs in runs:
         scores = cluster_agreement(vecs[lab], units[lab], seed=default("clusters.seed"))
         scores["knn"] = knn_accuracy(vecs[lab], units[lab], centres[lab], exclusion_m=1.5 * width)
-        recall = deposit_recall(vecs, table, positives, hidden, known=known.geometry.to_numpy(),
-                                exclusion_m=default("analogues.exclusion_km") * 1000,
-                                ks=default("evaluate.recall_k"), site_overlap=default("analogues.site_overlap"))
+        recall = deposit_recall(
+            vecs,
+            table,
+            positives,
+            hidden,
+            known=known.geometry.to_numpy(),
+            exclusion_m=default("analogues.exclusion_km") * 1000,
+            ks=default("evaluate.recall_k"),
+            site_overlap=default("analogues.site_overlap"),
+        )
         scores["recall"] = recall["combined"]
         out[label] = scores
-        print(f"{label}: kNN {scores['knn']:.3f} ARI {scores['ari']:.3f} NMI {scores['nmi']:.3f} "
-              f"recall {scores['recall']}", flush=True)
+        print(
+            f"{label}: kNN {scores['knn']:.3f} ARI {scores['ari']:.3f} NMI {scores['nmi']:.3f} "
+            f"recall {scores['recall']}",
+            flush=True,
+        )
     print(json.dumps(out))
 
 

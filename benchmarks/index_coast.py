@@ -57,7 +57,7 @@ def synthetic(n: int, dim: int, scenes: int, folder: Path, seed: int = 0, chunk:
         for start in range(0, rows, chunk):
             m = min(chunk, rows - start)
             v = centres[rng.choice(2000, m, p=weights)] + 0.35 * rng.normal(size=(m, dim)) / np.sqrt(dim) * 4
-            out[start:start + m] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+            out[start : start + m] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
         out.flush()
         del out
         paths.append(path)
@@ -82,16 +82,23 @@ def cmd_build(args: argparse.Namespace) -> None:
     if not paths:
         paths = synthetic(args.n, args.dim, args.scenes, root / "embeddings")
         (root / "done").write_text("")
-    print(f"data: {args.n} x {args.dim} in {len(paths)} files in {time.perf_counter() - t:.0f} s, "
-          f"RSS {rss_gib():.2f} GiB", flush=True)
+    print(
+        f"data: {args.n} x {args.dim} in {len(paths)} files in {time.perf_counter() - t:.0f} s, "
+        f"RSS {rss_gib():.2f} GiB",
+        flush=True,
+    )
     arrays = [np.load(p, mmap_mode="r") for p in paths]
     source = VectorSource(arrays, [np.arange(len(a)) for a in arrays], [str(p) for p in paths])
     t = time.perf_counter()
-    built = index_vectors(source, exact_max=args.exact_max, memory_gb=args.memory_gb, seed=0,
-                          log=lambda m: print("  " + m, flush=True))
+    built = index_vectors(
+        source, exact_max=args.exact_max, memory_gb=args.memory_gb, seed=0, log=lambda m: print("  " + m, flush=True)
+    )
     build_s = time.perf_counter() - t
-    print(f"index (memory_gb {args.memory_gb}): {built.kind} {built.params} built in {build_s:.0f} s, "
-          f"recall@10 {built.recall:.3f} (held-out), peak RSS {rss_gib():.2f} GiB", flush=True)
+    print(
+        f"index (memory_gb {args.memory_gb}): {built.kind} {built.params} built in {build_s:.0f} s, "
+        f"recall@10 {built.recall:.3f} (held-out), peak RSS {rss_gib():.2f} GiB",
+        flush=True,
+    )
     (root / "index").mkdir(exist_ok=True)
     faiss.write_index(built.index, str(root / "index" / "tiles.faiss"))
     ids = np.random.default_rng(11).choice(source.count, args.queries, replace=False)
@@ -108,9 +115,12 @@ def cmd_build(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         search_exact(built.index, q[None], 10, source)
         single.append(time.perf_counter() - t)
-    print(f"fresh queries: recall@10 {fresh_recall:.3f} against an exact scan of all {source.count} "
-          f"({exact_time / len(queries) * 1e3:.0f} ms/query); single query {np.median(single) * 1e3:.1f} ms "
-          f"median in process (search + re-ranking); peak RSS {rss_gib():.2f} GiB", flush=True)
+    print(
+        f"fresh queries: recall@10 {fresh_recall:.3f} against an exact scan of all {source.count} "
+        f"({exact_time / len(queries) * 1e3:.0f} ms/query); single query {np.median(single) * 1e3:.1f} ms "
+        f"median in process (search + re-ranking); peak RSS {rss_gib():.2f} GiB",
+        flush=True,
+    )
     t = time.perf_counter()
     _, sample = source.sample(args.sample, 0)
     print(f"k-means sample of {args.sample}: {time.perf_counter() - t:.0f} s", flush=True)
@@ -120,8 +130,11 @@ def cmd_build(args: argparse.Namespace) -> None:
         train_s = time.perf_counter() - t
         t = time.perf_counter()
         labels, _ = assign_stream(source, centroids)
-        print(f"k-means k={k}: trained on the sample in {train_s:.1f} s; streamed assignment of {len(labels)}: "
-              f"{time.perf_counter() - t:.0f} s; peak RSS {rss_gib():.2f} GiB", flush=True)
+        print(
+            f"k-means k={k}: trained on the sample in {train_s:.1f} s; streamed assignment of {len(labels)}: "
+            f"{time.perf_counter() - t:.0f} s; peak RSS {rss_gib():.2f} GiB",
+            flush=True,
+        )
     t = time.perf_counter()
     weighted_ward(centroids, np.bincount(labels, minlength=len(centroids)))
     print(f"Ward on the {len(centroids)} centroids: {time.perf_counter() - t:.3f} s", flush=True)
@@ -136,8 +149,11 @@ def _table(args: argparse.Namespace) -> None:
     root = Path(args.dir)
     t = time.perf_counter()
     write_table(root, sorted((root / "embeddings").glob("s*.npy")))
-    print(f"index table of the run written in {time.perf_counter() - t:.0f} s "
-          f"({(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB)", flush=True)
+    print(
+        f"index table of the run written in {time.perf_counter() - t:.0f} s "
+        f"({(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB)",
+        flush=True,
+    )
 
 
 def _scene_files(root: Path, name: str, vec: np.ndarray) -> tuple[Path, Path]:
@@ -148,10 +164,22 @@ def _scene_files(root: Path, name: str, vec: np.ndarray) -> tuple[Path, Path]:
 
     n = len(vec)
     r, c = np.divmod(np.arange(n), 1000)
-    table = gpd.GeoDataFrame({"tile_id": np.arange(n), "scene": name, "row": r * 32, "col": c * 32, "size": 32,
-                              "valid": 1.0, "rock": 1.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0},
-                             geometry=shapely.box(c * 960.0, -(r + 1) * 960.0, (c + 1) * 960.0, -r * 960.0),
-                             crs="EPSG:3031")
+    table = gpd.GeoDataFrame(
+        {
+            "tile_id": np.arange(n),
+            "scene": name,
+            "row": r * 32,
+            "col": c * 32,
+            "size": 32,
+            "valid": 1.0,
+            "rock": 1.0,
+            "snow_ice": 0.0,
+            "water": 0.0,
+            "cloud": 0.0,
+        },
+        geometry=shapely.box(c * 960.0, -(r + 1) * 960.0, (c + 1) * 960.0, -r * 960.0),
+        crs="EPSG:3031",
+    )
     save_npy(root / f"{name}.npy", vec)
     write_geodataframe(root / f"{name}.parquet", table)
     return root / f"{name}.npy", root / f"{name}.parquet"
@@ -180,10 +208,12 @@ def cmd_add(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     build_index(emb, tables, *out, **{**quiet, "retrain": True})
     full = time.perf_counter() - t
-    print(f"{info['count']} tiles, {info['kind']}: first build of {args.scenes} scenes {first:.0f} s; "
-          f"adding 1 scene ({len(np.load(emb[-1], mmap_mode='r'))} tiles) {added:.1f} s "
-          f"(built={info['built']}, drift {info['drift']}, recall@10 {info['recall_at_10']}); "
-          f"full rebuild {full:.0f} s; RSS {rss_gib():.2f} GiB")
+    print(
+        f"{info['count']} tiles, {info['kind']}: first build of {args.scenes} scenes {first:.0f} s; "
+        f"adding 1 scene ({len(np.load(emb[-1], mmap_mode='r'))} tiles) {added:.1f} s "
+        f"(built={info['built']}, drift {info['drift']}, recall@10 {info['recall_at_10']}); "
+        f"full rebuild {full:.0f} s; RSS {rss_gib():.2f} GiB"
+    )
 
 
 WHOLE_TABLE = """
@@ -215,12 +245,22 @@ def write_table(root: Path, paths: list[Path]) -> None:
         n = len(np.load(path, mmap_mode="r"))
         r, c = np.divmod(np.arange(n), 1000)
         x0, y0 = _origin(s)
-        frame = {"id": np.arange(start, start + n), "scene": path.stem, "tile_id": np.arange(n),
-                 "row": r * 32, "col": c * 32, "size": 32, **{f: 1.0 if f in ("valid", "rock") else 0.0
-                                                                 for f in FRACTIONS}}
-        frames.append(gpd.GeoDataFrame(frame, geometry=shapely.box(x0 + c * 960.0, y0 - (r + 1) * 960.0,
-                                                                   x0 + (c + 1) * 960.0, y0 - r * 960.0),
-                                       crs="EPSG:3031"))
+        frame = {
+            "id": np.arange(start, start + n),
+            "scene": path.stem,
+            "tile_id": np.arange(n),
+            "row": r * 32,
+            "col": c * 32,
+            "size": 32,
+            **{f: 1.0 if f in ("valid", "rock") else 0.0 for f in FRACTIONS},
+        }
+        frames.append(
+            gpd.GeoDataFrame(
+                frame,
+                geometry=shapely.box(x0 + c * 960.0, y0 - (r + 1) * 960.0, x0 + (c + 1) * 960.0, y0 - r * 960.0),
+                crs="EPSG:3031",
+            )
+        )
         start += n
     table = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:3031")
     del frames
@@ -241,13 +281,34 @@ def time_queries(root: Path, n: int, scenes: int, runs: int) -> None:
     scene, tile = f"s{s:04d}", mid * 1000 + 500
     x0, y0 = _origin(s)
     lon, lat = Transformer.from_crs("EPSG:3031", "EPSG:4326", always_xy=True).transform(
-        x0 + 500.5 * 960.0, y0 - (mid + 0.5) * 960.0)
-    calls = {"python -c pass": [sys.executable, "-c", "pass"],
-             "whole table read + decode": [sys.executable, "-c", WHOLE_TABLE, str(root / "index" / "tiles.parquet")],
-             f"outcrop query --tile {scene}:{tile}": [outcrop, "query", "--results", str(root), "--tile",
-                                                      f"{scene}:{tile}", "--top", "10"],
-             f"outcrop query --lon {lon:.5f} --lat {lat:.5f}": [outcrop, "query", "--results", str(root), "--lon",
-                                                                 str(lon), "--lat", str(lat), "--top", "10"]}
+        x0 + 500.5 * 960.0, y0 - (mid + 0.5) * 960.0
+    )
+    calls = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "whole table read + decode": [sys.executable, "-c", WHOLE_TABLE, str(root / "index" / "tiles.parquet")],
+        f"outcrop query --tile {scene}:{tile}": [
+            outcrop,
+            "query",
+            "--results",
+            str(root),
+            "--tile",
+            f"{scene}:{tile}",
+            "--top",
+            "10",
+        ],
+        f"outcrop query --lon {lon:.5f} --lat {lat:.5f}": [
+            outcrop,
+            "query",
+            "--results",
+            str(root),
+            "--lon",
+            str(lon),
+            "--lat",
+            str(lat),
+            "--top",
+            "10",
+        ],
+    }
     for name, cmd in calls.items():
         walls = []
         for _ in range(runs):
@@ -256,8 +317,10 @@ def time_queries(root: Path, n: int, scenes: int, runs: int) -> None:
             walls.append(time.perf_counter() - t)
             if proc.returncode != 0:
                 raise SystemExit(f"{name}: {proc.stderr.strip()}")
-        print(f"{name}: median {statistics.median(walls):.2f} s (runs: {', '.join(f'{w:.2f}' for w in walls)})",
-              flush=True)
+        print(
+            f"{name}: median {statistics.median(walls):.2f} s (runs: {', '.join(f'{w:.2f}' for w in walls)})",
+            flush=True,
+        )
 
 
 def cmd_query(args: argparse.Namespace) -> None:
@@ -275,16 +338,20 @@ def cmd_query(args: argparse.Namespace) -> None:
         arrays = [np.load(p, mmap_mode="r") for p in paths]
         source = VectorSource(arrays, [np.arange(len(a)) for a in arrays], [str(p) for p in paths])
         _, train = source.sample(40_000, 0)
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(args.dim), args.dim, 1024, pq_params(args.n, args.dim)["m"], 8,
-                                 faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQ(
+            faiss.IndexFlatIP(args.dim), args.dim, 1024, pq_params(args.n, args.dim)["m"], 8, faiss.METRIC_INNER_PRODUCT
+        )
         index.train(train)
         for _, block in source.chunks():
             index.add(block)
         index.nprobe = 16
         faiss.write_index(index, str(root / "index" / "tiles.faiss"))
         (root / "done").write_text("")
-    print(f"run of {args.n} tiles in {args.scenes} scenes ready in {time.perf_counter() - t:.0f} s; "
-          f"index table {(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB", flush=True)
+    print(
+        f"run of {args.n} tiles in {args.scenes} scenes ready in {time.perf_counter() - t:.0f} s; "
+        f"index table {(root / 'index' / 'tiles.parquet').stat().st_size / 1e6:.0f} MB",
+        flush=True,
+    )
     time_queries(root, args.n, args.scenes, args.runs)
 
 
@@ -293,8 +360,12 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, n, scenes, dim in (("build", 10_000_000, 100, 198), ("add", 1_000_000, 20, 198),
-                                 ("query", 2_000_000, 20, 198), ("table", 0, 0, 198)):
+    for name, n, scenes, dim in (
+        ("build", 10_000_000, 100, 198),
+        ("add", 1_000_000, 20, 198),
+        ("query", 2_000_000, 20, 198),
+        ("table", 0, 0, 198),
+    ):
         p = sub.add_parser(name)
         p.add_argument("--n", type=int, default=n)
         p.add_argument("--scenes", type=int, default=scenes)

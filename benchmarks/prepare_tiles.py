@@ -73,11 +73,31 @@ def scene_of(name: str, workdir: Path) -> Scene:
     if name == "virginia":
         folder = DATA / "sentinel2" / "s2_virginia"
         tokens = ("B02", "B03", "B04", "B08")
-        return Scene(name, tuple(folder / f"s2_{t}.jp2" for t in tokens), str(folder), "sentinel2-l1c",
-                     ("blue", "green", "red", "nir"), tokens, "EPSG:32618", 10.0, 1e-4, 0.0)
+        return Scene(
+            name,
+            tuple(folder / f"s2_{t}.jp2" for t in tokens),
+            str(folder),
+            "sentinel2-l1c",
+            ("blue", "green", "red", "nir"),
+            tokens,
+            "EPSG:32618",
+            10.0,
+            1e-4,
+            0.0,
+        )
     path = workdir / "landsat_7800x7600x7.tif"
-    return Scene(name, (path,), str(path), "landsat-c2l2", tuple(LANDSAT_BANDS), tuple(LANDSAT_BANDS),
-                 "EPSG:3031", 30.0, 2.75e-5, -0.2)
+    return Scene(
+        name,
+        (path,),
+        str(path),
+        "landsat-c2l2",
+        tuple(LANDSAT_BANDS),
+        tuple(LANDSAT_BANDS),
+        "EPSG:3031",
+        30.0,
+        2.75e-5,
+        -0.2,
+    )
 
 
 def ensure_landsat(scene: Scene) -> None:
@@ -128,22 +148,55 @@ def run_gdal(scene: Scene, work: Path) -> dict:
         source = str(work / "stack.vrt")
         subprocess.run(["gdalbuildvrt", "-q", "-separate", source, *map(str, scene.files)], check=True)
     cog = work / "prepared.tif"
-    subprocess.run(["gdalwarp", "-q", "-t_srs", scene.crs, "-tr", str(scene.resolution), str(scene.resolution),
-                    "-tap", "-r", "bilinear", "-srcnodata", "0", "-dstnodata", "0", "-of", "COG",
-                    "-co", "COMPRESS=ZSTD", "-co", "LEVEL=1", "-co", "PREDICTOR=2", "-co", "BLOCKSIZE=256",
-                    "-co", "OVERVIEWS=AUTO", "-co", "OVERVIEW_RESAMPLING=NEAREST", "-co", "BIGTIFF=IF_SAFER",
-                    source, str(cog)], check=True)
+    subprocess.run(
+        [
+            "gdalwarp",
+            "-q",
+            "-t_srs",
+            scene.crs,
+            "-tr",
+            str(scene.resolution),
+            str(scene.resolution),
+            "-tap",
+            "-r",
+            "bilinear",
+            "-srcnodata",
+            "0",
+            "-dstnodata",
+            "0",
+            "-of",
+            "COG",
+            "-co",
+            "COMPRESS=ZSTD",
+            "-co",
+            "LEVEL=1",
+            "-co",
+            "PREDICTOR=2",
+            "-co",
+            "BLOCKSIZE=256",
+            "-co",
+            "OVERVIEWS=AUTO",
+            "-co",
+            "OVERVIEW_RESAMPLING=NEAREST",
+            "-co",
+            "BIGTIFF=IF_SAFER",
+            source,
+            str(cog),
+        ],
+        check=True,
+    )
     with rasterio.open(cog) as src:
         dn = src.read()
         transform, crs = src.transform, src.crs
     c, h, w = dn.shape
     rows, cols = (h - SIZE) // STRIDE + 1, (w - SIZE) // STRIDE + 1
     with open(work / "tiles.npy", "wb") as fh:
-        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False,
-                                                 "shape": (rows * cols, c, SIZE, SIZE)})
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "<f4", "fortran_order": False, "shape": (rows * cols, c, SIZE, SIZE)}
+        )
         valid = np.empty((rows, cols), dtype=np.float32)
         for r in range(rows):
-            strip = dn[:, r * STRIDE:r * STRIDE + SIZE, :cols * STRIDE]
+            strip = dn[:, r * STRIDE : r * STRIDE + SIZE, : cols * STRIDE]
             tiles = strip.reshape(c, SIZE, cols, SIZE).transpose(2, 0, 1, 3).astype(np.float32)
             valid[r] = 1.0 - (tiles[:, 0] == 0).mean(axis=(1, 2))
             tiles *= np.float32(scene.scale)
@@ -153,12 +206,27 @@ def run_gdal(scene: Scene, work: Path) -> dict:
     x0 = transform.c + k * STRIDE * transform.a
     y0 = transform.f + r * STRIDE * transform.e
     feet = shapely.box(x0, y0 + SIZE * transform.e, x0 + SIZE * transform.a, y0)
-    table = pa.table({"tile_id": np.arange(rows * cols), "row": r * STRIDE, "col": k * STRIDE,
-                      "size": np.full(rows * cols, SIZE), "valid": valid.ravel(),
-                      "geometry": shapely.to_wkb(feet)})
-    geo = {"version": "1.0.0", "primary_column": "geometry",
-           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"],
-                                    "crs": CRS.from_user_input(crs.to_wkt()).to_json_dict()}}}
+    table = pa.table(
+        {
+            "tile_id": np.arange(rows * cols),
+            "row": r * STRIDE,
+            "col": k * STRIDE,
+            "size": np.full(rows * cols, SIZE),
+            "valid": valid.ravel(),
+            "geometry": shapely.to_wkb(feet),
+        }
+    )
+    geo = {
+        "version": "1.0.0",
+        "primary_column": "geometry",
+        "columns": {
+            "geometry": {
+                "encoding": "WKB",
+                "geometry_types": ["Polygon"],
+                "crs": CRS.from_user_input(crs.to_wkt()).to_json_dict(),
+            }
+        },
+    }
     table = table.replace_schema_metadata({b"geo": json.dumps(geo).encode()})
     pq.write_table(table, work / "tiles.parquet")
     return {"tiles": rows * cols, "shape": [rows * cols, c, SIZE, SIZE], "cog_mb": round(cog.stat().st_size / 1e6, 1)}
@@ -171,11 +239,28 @@ def run_outcrop(scene: Scene, work: Path) -> dict:
     from outcrop.raster.tiles import tile_scene
 
     prepared = work / "prepared.tif"
-    prepare_scene(scene.source, scene.sensor, prepared, scene_id=scene.name, bands=list(scene.bands),
-                  crs=scene.crs, resolution=scene.resolution, scale=scene.scale, offset=scene.offset,
-                  log=lambda _: None)
-    n = tile_scene(prepared, work / "tiles.npy", work / "tiles.parquet", scene_id=scene.name, size=SIZE,
-                   stride=STRIDE, min_valid=0.0, log=lambda _: None)
+    prepare_scene(
+        scene.source,
+        scene.sensor,
+        prepared,
+        scene_id=scene.name,
+        bands=list(scene.bands),
+        crs=scene.crs,
+        resolution=scene.resolution,
+        scale=scene.scale,
+        offset=scene.offset,
+        log=lambda _: None,
+    )
+    n = tile_scene(
+        prepared,
+        work / "tiles.npy",
+        work / "tiles.parquet",
+        scene_id=scene.name,
+        size=SIZE,
+        stride=STRIDE,
+        min_valid=0.0,
+        log=lambda _: None,
+    )
     tiles = np.load(work / "tiles.npy", mmap_mode="r")
     return {"tiles": n, "shape": list(tiles.shape), "cog_mb": round(prepared.stat().st_size / 1e6, 1)}
 
@@ -240,14 +325,20 @@ def bench_scene(scene: Scene, variants: list[str], runs: int, torchgeo_runs: int
         for v in variants:
             if v == "torchgeo" and r >= torchgeo_runs:
                 continue
-            out = subprocess.run([sys.executable, __file__, "--one", v, "--scenes", scene.name,
-                                  "--workdir", str(workdir)], check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", v, "--scenes", scene.name, "--workdir", str(workdir)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             info = json.loads(out.stdout.strip().splitlines()[-1])
             times[v].append(info.pop("seconds"))
             print(f"{scene.name} run {r + 1} {v}: {times[v][-1]:.2f} s {info}", flush=True)
     med = {v: statistics.median(t) for v, t in times.items() if t}
-    print(f"\nscene {scene.name}: {', '.join(p.name for p in scene.files)} ({mb:.1f} MB of decoded input), "
-          f"tiles {SIZE} px stride {STRIDE}\n")
+    print(
+        f"\nscene {scene.name}: {', '.join(p.name for p in scene.files)} ({mb:.1f} MB of decoded input), "
+        f"tiles {SIZE} px stride {STRIDE}\n"
+    )
     print("| variant | median s | runs (s) | MB/s of input | time ÷ outcrop |")
     print("| --- | ---: | --- | ---: | ---: |")
     for v, m in med.items():
@@ -273,15 +364,18 @@ def main() -> None:
     if args.one:
         print(json.dumps(one_run(args.one, scene_of(args.scenes, args.workdir))))
         return
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{subprocess.run(['gdalwarp', '--version'], capture_output=True, text=True).stdout.strip()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"{subprocess.run(['gdalwarp', '--version'], capture_output=True, text=True).stdout.strip()}"
+    )
     results = []
     for name in args.scenes.split(","):
         scene = scene_of(name, args.workdir)
         if name == "landsat":
             ensure_landsat(scene)
-        results.append(bench_scene(scene, [v for v in args.variants.split(",") if v], args.runs,
-                                   args.torchgeo_runs, args.workdir))
+        results.append(
+            bench_scene(scene, [v for v in args.variants.split(",") if v], args.runs, args.torchgeo_runs, args.workdir)
+        )
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
 

@@ -94,12 +94,27 @@ def prepare_demo(work: Path) -> dict:
     for i, name in enumerate(scenes):
         if (work / f"{name}.parquet").exists():
             continue
-        synthesise_scene(work / f"src_{name}.tif", work / f"{name}_units.tif", index=i % places, date_index=i // places,
-                         size=size, seed=seed)
-        prepare_scene(str(work / f"src_{name}.tif"), "landsat-c2l2", work / f"{name}.tif", scene_id=name,
-                      bands=DEMO_BANDS, crs=CRS, resolution=30.0, log=lambda m: None)
-        tile_scene(work / f"{name}.tif", work / f"{name}.npy", work / f"{name}.parquet", scene_id=name,
-                   log=lambda m: None)
+        synthesise_scene(
+            work / f"src_{name}.tif",
+            work / f"{name}_units.tif",
+            index=i % places,
+            date_index=i // places,
+            size=size,
+            seed=seed,
+        )
+        prepare_scene(
+            str(work / f"src_{name}.tif"),
+            "landsat-c2l2",
+            work / f"{name}.tif",
+            scene_id=name,
+            bands=DEMO_BANDS,
+            crs=CRS,
+            resolution=30.0,
+            log=lambda m: None,
+        )
+        tile_scene(
+            work / f"{name}.tif", work / f"{name}.npy", work / f"{name}.parquet", scene_id=name, log=lambda m: None
+        )
     if not (work / "hidden.gpkg").exists():
         write_deposits(work / "deposits.gpkg", work / "hidden.gpkg", scenes=places, size=size, seed=seed)
     same = [(scenes[d * places + i], scenes[d * places + i + 1]) for d in range(dates) for i in range(places - 1)]
@@ -119,15 +134,32 @@ def prepare_bouconne(work: Path) -> dict:
         scenes.append(name)
         if (work / f"{name}.parquet").exists():
             continue
-        prepare_scene(str(path), "geotiff", work / f"{name}.tif", scene_id=name, bands=REAL_BANDS, crs="EPSG:32631",
-                      resolution=10.0, scale=1e-4, offset=0.0, log=lambda m: None)
-        tile_scene(work / f"{name}.tif", work / f"{name}.npy", work / f"{name}.parquet", scene_id=name,
-                   log=lambda m: None)
+        prepare_scene(
+            str(path),
+            "geotiff",
+            work / f"{name}.tif",
+            scene_id=name,
+            bands=REAL_BANDS,
+            crs="EPSG:32631",
+            resolution=10.0,
+            scale=1e-4,
+            offset=0.0,
+            log=lambda m: None,
+        )
+        tile_scene(
+            work / f"{name}.tif", work / f"{name}.npy", work / f"{name}.parquet", scene_id=name, log=lambda m: None
+        )
     same = [(s, s) for s in scenes]
     cross = [(a, b) for a in scenes for b in scenes if a != b]
     # Forest and fields, which the surface mask classes as vegetation: every clear tile trains.
-    return {"scenes": scenes, "bands": REAL_BANDS, "same_date": same, "cross_date": cross, "demo": False,
-            "min_rock": 0.0}
+    return {
+        "scenes": scenes,
+        "bands": REAL_BANDS,
+        "same_date": same,
+        "cross_date": cross,
+        "demo": False,
+        "min_rock": 0.0,
+    }
 
 
 # --- training ---------------------------------------------------------------------------------------
@@ -189,11 +221,20 @@ def train(data: dict, work: Path, name: str, direction: dict, samples: int | Non
         augment._jitter_draw, pairs = fitted_jitter(tile_paths, table_paths, min_rock)
         log(f"{name}: band jitter drawn from {pairs} measured pairs")
     try:
-        train_byol(tile_paths, table_paths, model, settings=EncoderSettings.from_dict(settings),
-                   curve_tsv=work / f"curve_{name}.tsv", curve_png=work / f"curve_{name}.png",
-                   checkpoint_path=work / f"ckpt_{name}.pt", bands=data["bands"], min_rock=min_rock, device="cpu",
-                   log=log,
-                   partners=partners)
+        train_byol(
+            tile_paths,
+            table_paths,
+            model,
+            settings=EncoderSettings.from_dict(settings),
+            curve_tsv=work / f"curve_{name}.tsv",
+            curve_png=work / f"curve_{name}.png",
+            checkpoint_path=work / f"ckpt_{name}.pt",
+            bands=data["bands"],
+            min_rock=min_rock,
+            device="cpu",
+            log=log,
+            partners=partners,
+        )
     finally:
         augment._jitter_draw = original
     return model
@@ -215,10 +256,15 @@ def scene_features(work: Path, scene: str, model: Path) -> dict:
     blocks = standardised(meta, scene_blocks(tiles, work / f"{scene}.parquet", int(tiles.shape[-1]), rows))
     spectra = spectral_part(meta, np.asarray(tiles))
     grow, gcol, _, _ = grid_origins(work / f"{scene}.parquet", None)
-    return {"learned": embed_array(net, meta, tiles, spectral_weight=0.0),
-            "random": random_encoder_embeddings(model, np.asarray(tiles), seed=default("clusters.seed")),
-            "spectra": spectra, "blocks": blocks, "pixels": np.asarray(tiles), "table": table,
-            "grid": np.stack([grow, gcol], axis=1)}
+    return {
+        "learned": embed_array(net, meta, tiles, spectral_weight=0.0),
+        "random": random_encoder_embeddings(model, np.asarray(tiles), seed=default("clusters.seed")),
+        "spectra": spectra,
+        "blocks": blocks,
+        "pixels": np.asarray(tiles),
+        "table": table,
+        "grid": np.stack([grow, gcol], axis=1),
+    }
 
 
 def joined(parts: dict, base: np.ndarray | None, weights: tuple[float, float]) -> np.ndarray:
@@ -230,8 +276,12 @@ def joined(parts: dict, base: np.ndarray | None, weights: tuple[float, float]) -
 
 
 def feature_rows(parts: dict, weights: tuple[float, float]) -> dict[str, np.ndarray]:
-    return {"shipped": joined(parts, parts["learned"], weights), "learned": parts["learned"],
-            "spectral": joined(parts, None, weights), "random_joined": joined(parts, parts["random"], weights)}
+    return {
+        "shipped": joined(parts, parts["learned"], weights),
+        "learned": parts["learned"],
+        "spectral": joined(parts, None, weights),
+        "random_joined": joined(parts, parts["random"], weights),
+    }
 
 
 def score_pair(g: dict, q: dict, weights: tuple[float, float]) -> dict[str, dict[str, float]] | None:
@@ -247,8 +297,12 @@ def score_pair(g: dict, q: dict, weights: tuple[float, float]) -> dict[str, dict
     good = []
     for k, a in enumerate(answers):
         if len(a):
-            share = shapely.area(shapely.intersection(q["table"].geometry.iloc[q_sel[k]],
-                                                      g["table"].geometry.iloc[g_sel[a[0]]])) / size ** 2
+            share = (
+                shapely.area(
+                    shapely.intersection(q["table"].geometry.iloc[q_sel[k]], g["table"].geometry.iloc[g_sel[a[0]]])
+                )
+                / size**2
+            )
             good.append(share >= 0.25 - 1e-9)
         else:
             good.append(False)
@@ -262,9 +316,9 @@ def score_pair(g: dict, q: dict, weights: tuple[float, float]) -> dict[str, dict
         out[name] = reidentification(g_rows[name][g_sel], q_rows[name][q_sel], answers)
     both = np.concatenate([g["pixels"][g_sel], q["pixels"][q_sel]])
     stats = as_unit_vectors(band_statistics(both, percentiles=True))
-    out["band_stats"] = reidentification(stats[:len(g_sel)], stats[len(g_sel):], answers)
+    out["band_stats"] = reidentification(stats[: len(g_sel)], stats[len(g_sel) :], answers)
     pix = as_unit_vectors(both.reshape(len(both), -1))
-    out["pixels"] = reidentification(pix[:len(g_sel)], pix[len(g_sel):], answers)
+    out["pixels"] = reidentification(pix[: len(g_sel)], pix[len(g_sel) :], answers)
     out["queries"] = int(len(q_sel))
     return out
 
@@ -290,8 +344,9 @@ def demo_truth_scores(data: dict, work: Path, parts: dict, weights) -> dict:
     from outcrop.search.evaluate import cluster_agreement, deposit_recall, knn_accuracy, tile_truth_units
 
     scenes = data["scenes"]
-    table = gpd.GeoDataFrame(pd.concat([parts[s]["table"] for s in scenes], ignore_index=True),
-                             crs=parts[scenes[0]]["table"].crs)
+    table = gpd.GeoDataFrame(
+        pd.concat([parts[s]["table"] for s in scenes], ignore_index=True), crs=parts[scenes[0]]["table"].crs
+    )
     units = tile_truth_units(table, {s: work / f"{s}_units.tif" for s in scenes})
     lab = units > 0
     centres = np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y])
@@ -299,18 +354,26 @@ def demo_truth_scores(data: dict, work: Path, parts: dict, weights) -> dict:
     known = read_deposits(work / "deposits.gpkg", table.crs)
     positives = select_positives(table, known, buffer_m=default("analogues.buffer_m"))
     hidden = gpd.read_file(work / "hidden.gpkg").to_crs(table.crs)
-    rows = {name: np.concatenate([feature_rows(parts[s], weights)[name] for s in scenes])
-            for name in ("shipped", "learned", "spectral", "random_joined")}
+    rows = {
+        name: np.concatenate([feature_rows(parts[s], weights)[name] for s in scenes])
+        for name in ("shipped", "learned", "spectral", "random_joined")
+    }
     pixels = np.concatenate([parts[s]["pixels"] for s in scenes])
     rows["band_stats"] = as_unit_vectors(band_statistics(pixels, percentiles=True))
     out = {}
     for name, vecs in rows.items():
         scores = cluster_agreement(vecs[lab], units[lab], seed=default("clusters.seed"))
         scores["knn"] = knn_accuracy(vecs[lab], units[lab], centres[lab], exclusion_m=1.5 * width)
-        scores["recall"] = deposit_recall(vecs, table, positives, hidden, known=known.geometry.to_numpy(),
-                                          exclusion_m=default("analogues.exclusion_km") * 1000,
-                                          ks=default("evaluate.recall_k"),
-                                          site_overlap=default("analogues.site_overlap"))["combined"]
+        scores["recall"] = deposit_recall(
+            vecs,
+            table,
+            positives,
+            hidden,
+            known=known.geometry.to_numpy(),
+            exclusion_m=default("analogues.exclusion_km") * 1000,
+            ks=default("evaluate.recall_k"),
+            site_overlap=default("analogues.site_overlap"),
+        )["combined"]
         out[name] = scores
     return out
 
@@ -331,9 +394,12 @@ def main() -> None:
     parser.add_argument("--data", default="demo,bouconne")
     parser.add_argument("--directions", default="augmented,cross_0.5")
     parser.add_argument("--samples", type=int, default=None, help="training budget in views (default: shipped)")
-    parser.add_argument("--weights", default=f"{default('embed.spectral_weight')},{default('embed.context_weight')}",
-                        help="spectral,context weights of the joined features; several separated by ';' are each "
-                        "scored with the same trained encoder")
+    parser.add_argument(
+        "--weights",
+        default=f"{default('embed.spectral_weight')},{default('embed.context_weight')}",
+        help="spectral,context weights of the joined features; several separated by ';' are each "
+        "scored with the same trained encoder",
+    )
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
@@ -350,8 +416,14 @@ def main() -> None:
             if not todo:
                 continue
             started = time.monotonic()
-            model = train(data, work, name + (f"@{args.samples}" if args.samples else ""), DIRECTIONS[name],
-                          args.samples, log=lambda m: print(f"[{data_name}/{name}] {m}", flush=True))
+            model = train(
+                data,
+                work,
+                name + (f"@{args.samples}" if args.samples else ""),
+                DIRECTIONS[name],
+                args.samples,
+                log=lambda m: print(f"[{data_name}/{name}] {m}", flush=True),
+            )
             trained = time.monotonic() - started
             parts = {s: scene_features(work, s, model) for s in data["scenes"]}
             for weights in todo:
@@ -369,13 +441,23 @@ def report(key: str, out: dict) -> None:
     """One line per query set and one for the demo's truth, as the results come."""
     for kind in ("same_date", "cross_date"):
         r = out[kind]
-        print(f"{key} {kind} n={r['queries']}: " + " ".join(
-            f"{f} {r[f]['top1']:.3f}/{r[f]['top5']:.3f}" for f in
-            ("shipped", "learned", "spectral", "random_joined", "band_stats", "pixels")), flush=True)
+        print(
+            f"{key} {kind} n={r['queries']}: "
+            + " ".join(
+                f"{f} {r[f]['top1']:.3f}/{r[f]['top5']:.3f}"
+                for f in ("shipped", "learned", "spectral", "random_joined", "band_stats", "pixels")
+            ),
+            flush=True,
+        )
     if "truth" in out:
-        print(f"{key} truth: " + " ".join(f"{f} kNN {s['knn']:.3f} ARI {s['ari']:.3f} r@25 "
-                                         f"{s['recall']['recall@25']:.2f}" for f, s in out["truth"].items()),
-              flush=True)
+        print(
+            f"{key} truth: "
+            + " ".join(
+                f"{f} kNN {s['knn']:.3f} ARI {s['ari']:.3f} r@25 {s['recall']['recall@25']:.2f}"
+                for f, s in out["truth"].items()
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -60,16 +60,31 @@ GREENLAND = DATA / "landsat8" / "LC80030172015001LGN00_greenland"
 VIRGINIA = DATA / "sentinel2" / "s2_virginia"
 # name: (band files, (row, col, height, width), CRS of the reprojected copy)
 WINDOWS = {
-    "parana 700/700": ([next(PARANA.glob(f"*_{b}.TIF"), None) for b in ("B2", "B3", "B4")],
-                       (700, 700, 384, 384), "EPSG:3031"),
-    "parana 1200/300": ([next(PARANA.glob(f"*_{b}.TIF"), None) for b in ("B2", "B3", "B4")],
-                        (1200, 300, 384, 384), "EPSG:3031"),
-    "parana 1300/1500": ([next(PARANA.glob(f"*_{b}.TIF"), None) for b in ("B2", "B3", "B4")],
-                         (1300, 1500, 384, 384), "EPSG:3031"),
-    "greenland 256/512": ([GREENLAND / f"LC80030172015001LGN00_{b}.tiff" for b in ("B2", "B3", "B4", "B5")],
-                          (256, 512, 384, 384), "EPSG:3995"),
-    "virginia 512/512": ([VIRGINIA / f"s2_{b}.jp2" for b in ("B02", "B03", "B04", "B08")],
-                         (512, 512, 384, 384), "EPSG:3995"),
+    "parana 700/700": (
+        [next(PARANA.glob(f"*_{b}.TIF"), None) for b in ("B2", "B3", "B4")],
+        (700, 700, 384, 384),
+        "EPSG:3031",
+    ),
+    "parana 1200/300": (
+        [next(PARANA.glob(f"*_{b}.TIF"), None) for b in ("B2", "B3", "B4")],
+        (1200, 300, 384, 384),
+        "EPSG:3031",
+    ),
+    "parana 1300/1500": (
+        [next(PARANA.glob(f"*_{b}.TIF"), None) for b in ("B2", "B3", "B4")],
+        (1300, 1500, 384, 384),
+        "EPSG:3031",
+    ),
+    "greenland 256/512": (
+        [GREENLAND / f"LC80030172015001LGN00_{b}.tiff" for b in ("B2", "B3", "B4", "B5")],
+        (256, 512, 384, 384),
+        "EPSG:3995",
+    ),
+    "virginia 512/512": (
+        [VIRGINIA / f"s2_{b}.jp2" for b in ("B02", "B03", "B04", "B08")],
+        (512, 512, 384, 384),
+        "EPSG:3995",
+    ),
 }
 HALF_TILE_SHIFTS = ((TILE // 2, TILE // 2), (TILE // 2, 0), (0, TILE // 2))
 
@@ -104,8 +119,9 @@ def query_sets(image, transform, crs, dst_crs):
     gallery, gallery_boxes = cut(image, transform)
     gallery_blocks = blocks_of(gallery, *origins(h, w))
     shifted = [cut(image, transform, offset=offset) for offset in HALF_TILE_SHIFTS]
-    shifted_blocks = np.concatenate([blocks_of(t, *origins(h, w, offset=o))
-                                     for (t, _), o in zip(shifted, HALF_TILE_SHIFTS)])
+    shifted_blocks = np.concatenate(
+        [blocks_of(t, *origins(h, w, offset=o)) for (t, _), o in zip(shifted, HALF_TILE_SHIFTS)]
+    )
     shifted_tiles = np.concatenate([t for t, _ in shifted])
     shifted_boxes = np.concatenate([b for _, b in shifted])
     warped, warped_transform, valid = reprojected(image, transform, crs, dst_crs)
@@ -114,7 +130,8 @@ def query_sets(image, transform, crs, dst_crs):
     warped_boxes = gpd.GeoSeries(warped_boxes, crs=dst_crs).to_crs(crs).to_numpy()
     return (gallery, gallery_blocks), {
         "shifted": (shifted_tiles, shifted_blocks, best_matches(shifted_boxes, gallery_boxes)),
-        "reprojected": (warped_tiles, warped_blocks, best_matches(warped_boxes, gallery_boxes))}
+        "reprojected": (warped_tiles, warped_blocks, best_matches(warped_boxes, gallery_boxes)),
+    }
 
 
 def train(image, transform, tmp: Path, settings: dict, bands: list[str]) -> Path:
@@ -125,14 +142,24 @@ def train(image, transform, tmp: Path, settings: dict, bands: list[str]) -> Path
     np.save(tmp / "window.npy", tiles)
     pd.DataFrame({"tile_id": np.arange(len(tiles)), "rock": 1.0}).to_parquet(tmp / "window.parquet")
     model = tmp / "encoder.pt"
-    train_byol([tmp / "window.npy"], [tmp / "window.parquet"], model, settings=EncoderSettings.from_dict(settings),
-               curve_tsv=tmp / "curve.tsv", curve_png=tmp / "curve.png", checkpoint_path=tmp / "ckpt.pt",
-               bands=bands, device="cpu", log=lambda m: None)
+    train_byol(
+        [tmp / "window.npy"],
+        [tmp / "window.parquet"],
+        model,
+        settings=EncoderSettings.from_dict(settings),
+        curve_tsv=tmp / "curve.tsv",
+        curve_png=tmp / "curve.png",
+        checkpoint_path=tmp / "ckpt.pt",
+        bands=bands,
+        device="cpu",
+        log=lambda m: None,
+    )
     return model
 
 
-def joined(meta: dict, learned: np.ndarray | None, tiles: np.ndarray, blocks: np.ndarray,
-           weights: tuple[float, float]) -> np.ndarray:
+def joined(
+    meta: dict, learned: np.ndarray | None, tiles: np.ndarray, blocks: np.ndarray, weights: tuple[float, float]
+) -> np.ndarray:
     """``learned`` joined with the tiles' spectral and block parts as the embed stage joins them;
     with ``learned`` None, the two parts alone at the same weights."""
     parts = (weights[0], spectral_part(meta, tiles)), (weights[1], standardised(meta, blocks))
@@ -148,8 +175,14 @@ def top5_rate(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray
     return float(np.mean([bool(set(t.tolist()) & set(a.tolist())) for t, a in zip(top, answers)]))
 
 
-def score(model: Path, gallery: tuple[np.ndarray, np.ndarray], tiles: np.ndarray, blocks: np.ndarray, answers,
-          weights: tuple[float, float]) -> dict[str, float]:
+def score(
+    model: Path,
+    gallery: tuple[np.ndarray, np.ndarray],
+    tiles: np.ndarray,
+    blocks: np.ndarray,
+    answers,
+    weights: tuple[float, float],
+) -> dict[str, float]:
     """Top-1 of every representation for one query set."""
     net, meta = load_encoder(model)
     g_tiles, g_blocks = gallery
@@ -160,10 +193,16 @@ def score(model: Path, gallery: tuple[np.ndarray, np.ndarray], tiles: np.ndarray
     pixels = as_unit_vectors(np.concatenate([g_tiles, tiles]).reshape(len(g_tiles) + len(tiles), -1))
     perm = np.random.default_rng(0).permutation(len(g_tiles))
     sets = {
-        "byol": byol, "learned": learned, "band_stats": statistics_vectors(g_tiles, tiles), "random": rand,
-        "random_joined": [joined(meta, v, x, b, weights) for v, x, b in zip(rand, (g_tiles, tiles), (g_blocks, blocks))],
+        "byol": byol,
+        "learned": learned,
+        "band_stats": statistics_vectors(g_tiles, tiles),
+        "random": rand,
+        "random_joined": [
+            joined(meta, v, x, b, weights) for v, x, b in zip(rand, (g_tiles, tiles), (g_blocks, blocks))
+        ],
         "spectral": [joined(meta, None, x, b, weights) for x, b in zip((g_tiles, tiles), (g_blocks, blocks))],
-        "pixels": (pixels[:len(g_tiles)], pixels[len(g_tiles):]), "shuffled": (byol[0][perm], byol[1]),
+        "pixels": (pixels[: len(g_tiles)], pixels[len(g_tiles) :]),
+        "shuffled": (byol[0][perm], byol[1]),
     }
     for name, (g, q) in sets.items():
         out[name] = top1_rate(g, q, answers)
@@ -173,11 +212,19 @@ def score(model: Path, gallery: tuple[np.ndarray, np.ndarray], tiles: np.ndarray
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=None, help="training budget in tile views per window "
-                        "(default: the shipped budget, which max_epochs caps on a window)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="training budget in tile views per window "
+        "(default: the shipped budget, which max_epochs caps on a window)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="encoder setting (JSON value)")
-    parser.add_argument("--weights", default=f"{default('embed.spectral_weight')},{default('embed.context_weight')}",
-                        help="spectral and context weights of the byol embedding (default: the shipped ones)")
+    parser.add_argument(
+        "--weights",
+        default=f"{default('embed.spectral_weight')},{default('embed.context_weight')}",
+        help="spectral and context weights of the byol embedding (default: the shipped ones)",
+    )
     parser.add_argument("--windows", default=",".join(WINDOWS), help="comma-separated window names")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the rates as JSON here")
@@ -199,21 +246,27 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             model = train(image, transform, Path(tmp), settings, [f"b{i}" for i in range(image.shape[0])])
             trained = time.monotonic() - started
-            results["windows"][name] = {kind: score(model, gallery, t, b, a, weights)
-                                        for kind, (t, b, a) in queries.items()}
+            results["windows"][name] = {
+                kind: score(model, gallery, t, b, a, weights) for kind, (t, b, a) in queries.items()
+            }
             results["windows"][name]["train_seconds"] = round(trained, 1)
         results["windows"][name]["seconds"] = round(time.monotonic() - started, 1)
         for kind in queries:
             r = results["windows"][name][kind]
-            print(f"{name:18s} {kind:11s} n={len(queries[kind][0]):4d} train {trained:.0f}s  "
-                  + " ".join(f"{k} {v:.3f}" for k, v in r.items()), flush=True)
+            print(
+                f"{name:18s} {kind:11s} n={len(queries[kind][0]):4d} train {trained:.0f}s  "
+                + " ".join(f"{k} {v:.3f}" for k, v in r.items()),
+                flush=True,
+            )
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
     kinds = [(n, k) for n, r in results["windows"].items() for k in ("shifted", "reprojected")]
     for key in ("byol", "learned", "band_stats", "random", "random_joined", "spectral", "pixels", "shuffled"):
         rates = [results["windows"][n][k][key] for n, k in kinds]
         top5 = [results["windows"][n][k][f"{key}@5"] for n, k in kinds]
-        print(f"mean {key:14s} top-1 {np.mean(rates):.3f} (min {min(rates):.3f})  top-5 {np.mean(top5):.3f}", flush=True)
+        print(
+            f"mean {key:14s} top-1 {np.mean(rates):.3f} (min {min(rates):.3f})  top-5 {np.mean(top5):.3f}", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -44,15 +44,32 @@ PER_SCENE = ("demo_scene", "prepare", "quicklook", "tiles", "embed")
 
 def run_case(n: int, size: int, samples: int, work: Path) -> dict:
     """One workflow run on ``n`` synthetic scenes; per-stage sums from the jobs' benchmark files."""
-    config = {"demo": {"scenes": n, "dates": 1, "train_scenes": 2, "size": size, "seed": 7},
-              "encoder": {"settings": {"samples": samples}}}
+    config = {
+        "demo": {"scenes": n, "dates": 1, "train_scenes": 2, "size": size, "seed": 7},
+        "encoder": {"settings": {"samples": samples}},
+    }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
-                           "--configfile", str(work / "config.yaml"), "--cores", "2"],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(work),
+            "--configfile",
+            str(work / "config.yaml"),
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     wall = time.monotonic() - started
     if proc.returncode != 0:
         raise SystemExit(f"{n} scenes: snakemake failed\n{proc.stderr[-3000:]}")
@@ -68,8 +85,11 @@ def run_case(n: int, size: int, samples: int, work: Path) -> dict:
                 s["cpu_s"] += float(row["cpu_time"]) if row.get("cpu_time") not in (None, "", "NA") else 0.0
                 rss = row.get("max_rss")
                 s["peak_rss_mb"] = max(s["peak_rss_mb"], float(rss) if rss not in (None, "", "NA") else 0.0)
-    return {"scenes": n, "wall_s": round(wall, 1), "stages": {k: {kk: round(vv, 2) for kk, vv in v.items()}
-                                                              for k, v in sorted(stages.items())}}
+    return {
+        "scenes": n,
+        "wall_s": round(wall, 1),
+        "stages": {k: {kk: round(vv, 2) for kk, vv in v.items()} for k, v in sorted(stages.items())},
+    }
 
 
 def projection(small: dict, large: dict, target: int = 5000) -> dict[str, dict]:
@@ -112,8 +132,11 @@ def timed(cmd: list[str], env: dict[str, str]) -> dict:
     def field(name: str) -> float:
         return float(re.search(rf"{re.escape(name)}: ([0-9.]+)", proc.stderr).group(1))
 
-    return {"wall_s": round(wall, 1), "cpu_s": round(field("User time (seconds)") + field("System time (seconds)"), 1),
-            "peak_rss_mb": round(field("Maximum resident set size (kbytes)") / 1024)}
+    return {
+        "wall_s": round(wall, 1),
+        "cpu_s": round(field("User time (seconds)") + field("System time (seconds)"), 1),
+        "peak_rss_mb": round(field("Maximum resident set size (kbytes)") / 1024),
+    }
 
 
 def full_scene(work: Path, threads: int) -> dict:
@@ -133,25 +156,82 @@ def full_scene(work: Path, threads: int) -> dict:
     outcrop = [sys.executable, "-m", "outcrop.cli"]
     bands = ",".join(BANDS)
     steps = {
-        "prepare": ["prepare", "--source", str(scene), "--sensor", "landsat-c2l2", "--scene", "big", "--bands", bands,
-                    "--out", str(work / "prepared.tif")],
-        "quicklook": ["quicklook", "--prepared", str(work / "prepared.tif"), "--scene", "big",
-                      "--out-png", str(work / "quicklook.png"), "--out-tif", str(work / "quicklook.tif")],
-        "tiles": ["tile", "--prepared", str(work / "prepared.tif"), "--scene", "big", "--out-tiles",
-                  str(work / "tiles.npy"), "--out-table", str(work / "tiles.parquet")],
+        "prepare": [
+            "prepare",
+            "--source",
+            str(scene),
+            "--sensor",
+            "landsat-c2l2",
+            "--scene",
+            "big",
+            "--bands",
+            bands,
+            "--out",
+            str(work / "prepared.tif"),
+        ],
+        "quicklook": [
+            "quicklook",
+            "--prepared",
+            str(work / "prepared.tif"),
+            "--scene",
+            "big",
+            "--out-png",
+            str(work / "quicklook.png"),
+            "--out-tif",
+            str(work / "quicklook.tif"),
+        ],
+        "tiles": [
+            "tile",
+            "--prepared",
+            str(work / "prepared.tif"),
+            "--scene",
+            "big",
+            "--out-tiles",
+            str(work / "tiles.npy"),
+            "--out-table",
+            str(work / "tiles.parquet"),
+        ],
         "train (token budget, not projected)": [
-            "train", "--tiles", str(work / "tiles.npy"), "--tables", str(work / "tiles.parquet"), "--bands", bands,
-            "--out", str(work / "encoder.pt"), "--curve-tsv", str(work / "curve.tsv"), "--curve-png",
-            str(work / "curve.png"), "--checkpoint", str(work / "checkpoint.pt"), "--settings", "samples=2560",
-            "--threads", str(threads)],
-        "embed": ["embed", "--tiles", str(work / "tiles.npy"), "--model", str(work / "encoder.pt"), "--out",
-                  str(work / "embeddings.npy"), "--threads", str(threads)],
+            "train",
+            "--tiles",
+            str(work / "tiles.npy"),
+            "--tables",
+            str(work / "tiles.parquet"),
+            "--bands",
+            bands,
+            "--out",
+            str(work / "encoder.pt"),
+            "--curve-tsv",
+            str(work / "curve.tsv"),
+            "--curve-png",
+            str(work / "curve.png"),
+            "--checkpoint",
+            str(work / "checkpoint.pt"),
+            "--settings",
+            "samples=2560",
+            "--threads",
+            str(threads),
+        ],
+        "embed": [
+            "embed",
+            "--tiles",
+            str(work / "tiles.npy"),
+            "--model",
+            str(work / "encoder.pt"),
+            "--out",
+            str(work / "embeddings.npy"),
+            "--threads",
+            str(threads),
+        ],
     }
     out: dict = {}
     for name, args in steps.items():
         out[name] = timed([*outcrop, *args], env)
-        print(f"  {name:36s} wall {out[name]['wall_s']:7.1f} s cpu {out[name]['cpu_s']:7.1f} s "
-              f"peak RSS {out[name]['peak_rss_mb']:6d} MB", flush=True)
+        print(
+            f"  {name:36s} wall {out[name]['wall_s']:7.1f} s cpu {out[name]['cpu_s']:7.1f} s "
+            f"peak RSS {out[name]['peak_rss_mb']:6d} MB",
+            flush=True,
+        )
     import numpy as np
 
     out["tiles_per_scene"] = int(np.load(work / "tiles.npy", mmap_mode="r").shape[0])
@@ -184,16 +264,21 @@ def main() -> None:
         results["cases"].append(case)
         print(f"{n} scenes: wall {case['wall_s']} s", flush=True)
         for rule, s in case["stages"].items():
-            print(f"  {rule:14s} jobs {s['jobs']:4d} wall {s['wall_s']:8.1f} s cpu {s['cpu_s']:8.1f} s "
-                  f"peak RSS {s['peak_rss_mb']:7.0f} MB", flush=True)
+            print(
+                f"  {rule:14s} jobs {s['jobs']:4d} wall {s['wall_s']:8.1f} s cpu {s['cpu_s']:8.1f} s "
+                f"peak RSS {s['peak_rss_mb']:7.0f} MB",
+                flush=True,
+            )
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
     if len(results["cases"]) >= 2:
         results["projection_5000"] = projection(results["cases"][-2], results["cases"][-1])
         print(f"projection to 5000 scenes of {args.size} px (CPU-hours):", flush=True)
         for rule, p in results["projection_5000"].items():
-            print(f"  {rule:14s} x{p['growth']} from the middle case; {p['cpu_hours']:9.1f} CPU-h ({p['how']})",
-                  flush=True)
+            print(
+                f"  {rule:14s} x{p['growth']} from the middle case; {p['cpu_hours']:9.1f} CPU-h ({p['how']})",
+                flush=True,
+            )
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
 

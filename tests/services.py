@@ -28,8 +28,10 @@ def _apt_install(packages: list[str], why: str) -> None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.fail(f"{why}: install the Debian packages {' '.join(packages)} (needs root and apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                                               *packages]):
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+    ):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
         if proc.returncode != 0:
             pytest.fail(f"{why}: `{' '.join(cmd)}` failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -37,6 +39,7 @@ def _apt_install(packages: list[str], why: str) -> None:
 
 def chromium_binaries() -> tuple[str, str]:
     """Paths of headless Chromium and its driver, installed from Debian when missing."""
+
     def found() -> tuple[str | None, str | None]:
         return shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
 

@@ -23,8 +23,23 @@ from outcrop.io import atomic_path, load_npy, save_npy
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "outcrop"
 # Methods and functions that write a file named by one of their arguments.
-WRITERS = {"to_file", "to_parquet", "to_csv", "to_json", "to_feather", "to_excel", "tofile", "savefig",
-           "write_text", "write_bytes", "write_index", "open_memmap", "rio_copy", "imsave", "write_html"}
+WRITERS = {
+    "to_file",
+    "to_parquet",
+    "to_csv",
+    "to_json",
+    "to_feather",
+    "to_excel",
+    "tofile",
+    "savefig",
+    "write_text",
+    "write_bytes",
+    "write_index",
+    "open_memmap",
+    "rio_copy",
+    "imsave",
+    "write_html",
+}
 # Writers only with two arguments (a destination after the source or object).
 TWO_PATHS = {"dump", "copy", "copyfile", "copy2", "copytree", "move"}
 # np.save, torch.save and friends; a method ``x.save`` of the package's own objects is checked where it is defined.
@@ -76,9 +91,13 @@ class _WriteVisitor(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_With(self, node: ast.With) -> None:
-        bound = {item.optional_vars.id for item in node.items
-                 if isinstance(item.context_expr, ast.Call) and _call_name(item.context_expr) == "atomic_path"
-                 and isinstance(item.optional_vars, ast.Name)}
+        bound = {
+            item.optional_vars.id
+            for item in node.items
+            if isinstance(item.context_expr, ast.Call)
+            and _call_name(item.context_expr) == "atomic_path"
+            and isinstance(item.optional_vars, ast.Name)
+        }
         self.atomic.append(bound)
         self.generic_visit(node)
         self.atomic.pop()
@@ -118,20 +137,24 @@ def test_the_scan_sees_direct_writes():
         "        table.to_csv(path)\n"  # inside the block but not on its temporary
     )
     assert [line for line, _ in bad] == [3, 4, 5, 6, 7, 9, 12]
-    assert direct_writes(
-        "import io\n"
-        "def g(path, table, fig):\n"
-        "    with atomic_path(path) as tmp:\n"
-        "        table.to_file(tmp, driver='GPKG')\n"
-        "    buf = io.BytesIO()\n"
-        "    fig.savefig(buf, format='png')\n"
-        "    with open(path) as fh:\n"
-        "        fh.read()\n"
-    ) == []
+    assert (
+        direct_writes(
+            "import io\n"
+            "def g(path, table, fig):\n"
+            "    with atomic_path(path) as tmp:\n"
+            "        table.to_file(tmp, driver='GPKG')\n"
+            "    buf = io.BytesIO()\n"
+            "    fig.savefig(buf, format='png')\n"
+            "    with open(path) as fh:\n"
+            "        fh.read()\n"
+        )
+        == []
+    )
 
 
-@pytest.mark.parametrize("module",
-                         sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "io.py"))
+@pytest.mark.parametrize(
+    "module", sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "io.py")
+)
 def test_no_module_writes_around_atomic_path(module):
     bad = direct_writes((PACKAGE / module).read_text())
     assert bad == [], f"{module} writes without outcrop.io.atomic_path: {bad}"

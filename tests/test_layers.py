@@ -15,8 +15,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "outcrop"
 LAYERS = ["runtime", "root", "raster", "learning", "search", "figures", "serve", "cli"]
 # results (outcrop.open_run) reads a finished run's files through io and layout only, so it sits
 # at the root, where ``outcrop.open_run`` can reach it without importing upward.
-ROOT_MODULES = {"outcrop", "outcrop.config", "outcrop.csvfile", "outcrop.errors", "outcrop.io", "outcrop.fields",
-                "outcrop.layout", "outcrop.limits", "outcrop.locks", "outcrop.results", "outcrop.stages"}
+ROOT_MODULES = {
+    "outcrop",
+    "outcrop.config",
+    "outcrop.csvfile",
+    "outcrop.errors",
+    "outcrop.io",
+    "outcrop.fields",
+    "outcrop.layout",
+    "outcrop.limits",
+    "outcrop.locks",
+    "outcrop.results",
+    "outcrop.stages",
+}
 
 
 def module_name(path: Path) -> str:
@@ -45,8 +56,10 @@ def package_imports() -> dict[str, set[str]]:
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 # `from outcrop.search import index` names a module; `from outcrop.io import x` a name.
-                names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
-                         for a in node.names]
+                names = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                ]
             else:
                 continue
             targets |= {n for n in names if n in modules and n != name}
@@ -91,8 +104,12 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
     rank = {layer: i for i, layer in enumerate(LAYERS)}
-    return sorted(f"{a} ({layer_of(a)}) imports {b} ({layer_of(b)})" for a, targets in graph.items()
-                  for b in targets if rank[layer_of(b)] > rank[layer_of(a)])
+    return sorted(
+        f"{a} ({layer_of(a)}) imports {b} ({layer_of(b)})"
+        for a, targets in graph.items()
+        for b in targets
+        if rank[layer_of(b)] > rank[layer_of(a)]
+    )
 
 
 def test_every_module_belongs_to_a_layer():
@@ -109,7 +126,11 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
 
 def test_the_checks_see_a_cycle_and_an_upward_import():
     """The walker itself: a made-up graph with one cycle and one upward edge is caught."""
-    graph = {"outcrop.search.a": {"outcrop.search.b"}, "outcrop.search.b": {"outcrop.search.a"},
-             "outcrop.raster.c": {"outcrop.figures.d"}, "outcrop.figures.d": set()}
+    graph = {
+        "outcrop.search.a": {"outcrop.search.b"},
+        "outcrop.search.b": {"outcrop.search.a"},
+        "outcrop.raster.c": {"outcrop.figures.d"},
+        "outcrop.figures.d": set(),
+    }
     assert cycles(graph) == [["outcrop.search.a", "outcrop.search.b"]]
     assert upward_imports(graph) == ["outcrop.raster.c (raster) imports outcrop.figures.d (figures)"]

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TESTS = '''
+TESTS = """
 import os
 import time
 
@@ -38,7 +38,7 @@ def test_b(built):
 def test_c(built):
     time.sleep(0.5)
     open("pids.txt", "a").write(f"{built} {os.getpid()}\\n")
-'''
+"""
 
 
 def test_a_module_runs_on_one_worker_and_builds_its_fixture_once(tmp_path: Path):
@@ -49,9 +49,26 @@ def test_a_module_runs_on_one_worker_and_builds_its_fixture_once(tmp_path: Path)
     (tmp_path / "conftest.py").write_text(conftest.replace("from tests.services import", "from services import"))
     (tmp_path / "services.py").write_text(Path(__file__).with_name("services.py").read_text())
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-q", "-p",
-                           "no:cacheprovider", "test_group.py", "other_test.py"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-n",
+            "2",
+            "--dist",
+            "loadgroup",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_group.py",
+            "other_test.py",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = (tmp_path / "pids.txt").read_text().split()
     assert len(lines) == 6

@@ -22,9 +22,25 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> HostileRun:
 
 
 def _webmap(run: HostileRun, out: Path, prepared: list[Path]) -> int:
-    return main(["webmap", "--quicklooks", *map(str, run.quicklooks), "--clusters", *map(str, run.cluster_rasters),
-                 "--similarity", *map(str, run.similarity), "--analogues", str(run.analogues),
-                 "--deposits", str(run.deposits), "--prepared", *map(str, prepared), "--out", str(out)])
+    return main(
+        [
+            "webmap",
+            "--quicklooks",
+            *map(str, run.quicklooks),
+            "--clusters",
+            *map(str, run.cluster_rasters),
+            "--similarity",
+            *map(str, run.similarity),
+            "--analogues",
+            str(run.analogues),
+            "--deposits",
+            str(run.deposits),
+            "--prepared",
+            *map(str, prepared),
+            "--out",
+            str(out),
+        ]
+    )
 
 
 def _data(page: str) -> dict:
@@ -69,8 +85,9 @@ def test_map_refuses_a_raster_that_is_not_a_prepared_scene(run, tmp_path, capsys
     assert _webmap(run, out, [run.quicklooks[0]]) == 2
     err = capsys.readouterr().err.strip()
     # a quicklook: RGB
-    assert err == (f"outcrop webmap: error: {run.quicklooks[0]}: not a prepared scene "
-                   "(band list tag does not match 3 bands)")
+    assert err == (
+        f"outcrop webmap: error: {run.quicklooks[0]}: not a prepared scene (band list tag does not match 3 bands)"
+    )
     assert not out.exists()
 
 
@@ -84,13 +101,31 @@ def test_map_draws_a_unit_map_as_a_layer_with_names_and_a_click_grid(run, tmp_pa
         left, bottom, right, top = src.bounds
         crs = src.crs
     middle = (left + right) / 2
-    polygons = gpd.GeoDataFrame({"lith": ["<b>granite</b>", "schist"]},
-                                geometry=[box(left, bottom, middle, top), box(middle, bottom, right, (bottom + top) / 2)],
-                                crs=crs).to_crs("EPSG:4326")
+    polygons = gpd.GeoDataFrame(
+        {"lith": ["<b>granite</b>", "schist"]},
+        geometry=[box(left, bottom, middle, top), box(middle, bottom, right, (bottom + top) / 2)],
+        crs=crs,
+    ).to_crs("EPSG:4326")
     polygons.to_file(tmp_path / "geology.geojson")
     out = tmp_path / "map.html"
-    assert main(["webmap", "--quicklooks", *map(str, run.quicklooks), "--clusters", *map(str, run.cluster_rasters),
-                 "--units", str(tmp_path / "geology.geojson"), "--unit-field", "lith", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "webmap",
+                "--quicklooks",
+                *map(str, run.quicklooks),
+                "--clusters",
+                *map(str, run.cluster_rasters),
+                "--units",
+                str(tmp_path / "geology.geojson"),
+                "--unit-field",
+                "lith",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     page = out.read_text()
     assert "<b>granite</b>" not in page  # a name is text, escaped in the data
     data = _data(page)

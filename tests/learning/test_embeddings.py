@@ -25,8 +25,16 @@ def test_embed_tiles_writes_unit_rows_aligned_with_the_tiles(model_path, tmp_pat
     tiles = textures(37, seed=5)[0]
     tiles_path, _ = write_scene(tmp_path, "s", tiles)
     out = tmp_path / "embeddings" / "s.npy"
-    embed_tiles(tiles_path, model_path, out, batch_size=8, device="cpu", spectral_weight=0.5, context_weight=0.0,
-                log=lambda m: None)
+    embed_tiles(
+        tiles_path,
+        model_path,
+        out,
+        batch_size=8,
+        device="cpu",
+        spectral_weight=0.5,
+        context_weight=0.0,
+        log=lambda m: None,
+    )
     vectors = np.load(out)
     # The learned part (16) joined with each of the 4 bands' mean, spread and three percentiles.
     assert vectors.shape == (37, 16 + 5 * 4) and vectors.dtype == np.float32
@@ -55,7 +63,7 @@ def test_the_block_part_describes_the_tiles_around_each_tile(model_path, tmp_pat
     assert vectors.shape == (12, 16 + 20 + 20)
     w_s, w_c = default("embed.spectral_weight"), default("embed.context_weight")
     learned = embed_array(model, meta, tiles, spectral_weight=0.0)
-    blocks = np.stack([square_spectra(tiles[max(0, i - 1):i + 2]) for i in range(12)])
+    blocks = np.stack([square_spectra(tiles[max(0, i - 1) : i + 2]) for i in range(12)])
     expected = np.concatenate([learned, w_s * spectral_part(meta, tiles), w_c * standardised(meta, blocks)], axis=1)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
@@ -113,7 +121,6 @@ def test_embedding_refuses_tiles_of_other_bands(model_path, tmp_path):
         embed_tiles(path, tmp_path / "missing.pt", tmp_path / "out.npy", device="cpu", log=lambda m: None)
 
 
-
 def test_embedding_refuses_an_encoder_of_other_band_names(model_path, tmp_path):
     _, meta = load_encoder(model_path)
     path, _ = write_scene(tmp_path, "same_count", textures(4, seed=9)[0])
@@ -145,8 +152,9 @@ def test_inference_copy_folds_batchnorm_and_keeps_the_model():
     x = torch.randn(8, 4, 16, 16)
     with torch.no_grad():
         expected = net.eval()(x)
-        torch.testing.assert_close(fused(x.contiguous(memory_format=torch.channels_last)), expected,
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            fused(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-4, rtol=1e-4
+        )
 
 
 def test_d4_embeddings_do_not_depend_on_which_way_the_ground_lies(model_path):
@@ -168,8 +176,11 @@ def test_d4_embeddings_do_not_depend_on_which_way_the_ground_lies(model_path):
     normalised = (tiles - mean) / std
     mirrored = [normalised, np.flip(normalised, axis=3)]
     with torch.no_grad():
-        total = sum(model(torch.from_numpy(np.ascontiguousarray(np.rot90(m, k, axes=(2, 3)))))
-                    for k in range(4) for m in mirrored)
+        total = sum(
+            model(torch.from_numpy(np.ascontiguousarray(np.rot90(m, k, axes=(2, 3)))))
+            for k in range(4)
+            for m in mirrored
+        )
     np.testing.assert_allclose(vectors[0], torch.nn.functional.normalize(total, dim=1).numpy(), atol=1e-5)
 
 
@@ -223,8 +234,16 @@ def test_weights_of_zero_give_the_learned_vectors_alone(model_path, tmp_path):
     tiles = textures(9, seed=11)[0]
     tiles_path, _ = write_scene(tmp_path, "s", tiles)
     out = tmp_path / "s.npy"
-    embed_tiles(tiles_path, model_path, out, batch_size=4, device="cpu", spectral_weight=0.0, context_weight=0.0,
-                log=lambda m: None)
+    embed_tiles(
+        tiles_path,
+        model_path,
+        out,
+        batch_size=4,
+        device="cpu",
+        spectral_weight=0.0,
+        context_weight=0.0,
+        log=lambda m: None,
+    )
     vectors = np.load(out)
     assert vectors.shape == (9, 16)
     model, meta = load_encoder(model_path)
@@ -251,7 +270,7 @@ def test_the_spectral_parts_baseline_is_the_embedding_with_a_learned_part_of_wei
     from outcrop.search.quality import feature_sets
 
     tiles = textures(14, seed=31)[0] * np.linspace(0.6, 1.8, 14, dtype=np.float32)[:, None, None, None]
-    blocks = np.stack([square_spectra(tiles[max(0, i - 1):i + 2]) for i in range(len(tiles))])
+    blocks = np.stack([square_spectra(tiles[max(0, i - 1) : i + 2]) for i in range(len(tiles))])
     model, meta = load_encoder(model_path)
     silent = copy.deepcopy(model)
     for p in silent.parameters():  # every weight zero: the learned part is the zero vector
@@ -260,14 +279,17 @@ def test_the_spectral_parts_baseline_is_the_embedding_with_a_learned_part_of_wei
     for weights in ((0.15, 0.25), (0.5, 0.0), (0.0, 1.0)):
         shipped = embed_array(model, meta, tiles, spectral_weight=weights[0], context_weight=weights[1], context=blocks)
         sets = feature_sets(lambda: iter([tiles]), shipped, model_path, seed=0, weights=weights, blocks=blocks)
-        zero_learned = embed_array(silent, meta, tiles, spectral_weight=weights[0], context_weight=weights[1],
-                                   context=blocks)
+        zero_learned = embed_array(
+            silent, meta, tiles, spectral_weight=weights[0], context_weight=weights[1], context=blocks
+        )
         assert np.abs(zero_learned[:, :dim]).max() == 0
         np.testing.assert_allclose(sets["spectral_parts"], zero_learned[:, dim:], atol=1e-6)
         net, rmeta = random_encoder(model_path, seed=0)
-        np.testing.assert_allclose(sets["random_joined"], embed_array(net, rmeta, tiles, spectral_weight=weights[0],
-                                                                      context_weight=weights[1], context=blocks),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            sets["random_joined"],
+            embed_array(net, rmeta, tiles, spectral_weight=weights[0], context_weight=weights[1], context=blocks),
+            atol=1e-5,
+        )
         # Not the shipped vectors' spectral columns by accident: those are scaled by the learned part's share.
         assert not np.allclose(sets["spectral_parts"], shipped[:, dim:], atol=1e-3)
     # The learned part alone (both weights 0) has no spectral parts to compare with.

@@ -32,10 +32,21 @@ MIN_ROCK = 0.0
 
 def _prepare_and_tile(source: Path, out: Path, scene: str, *, stride: int = 16) -> tuple[Path, Path]:
     prepared = out / f"{scene}.tif"
-    prepare_scene(str(source), "geotiff", prepared, scene_id=scene, bands=BANDS, crs="EPSG:32631", resolution=10.0,
-                  scale=1e-4, offset=0.0, log=lambda m: None)
-    tile_scene(prepared, out / f"{scene}.npy", out / f"{scene}.parquet", scene_id=scene, stride=stride,
-               log=lambda m: None)
+    prepare_scene(
+        str(source),
+        "geotiff",
+        prepared,
+        scene_id=scene,
+        bands=BANDS,
+        crs="EPSG:32631",
+        resolution=10.0,
+        scale=1e-4,
+        offset=0.0,
+        log=lambda m: None,
+    )
+    tile_scene(
+        prepared, out / f"{scene}.npy", out / f"{scene}.parquet", scene_id=scene, stride=stride, log=lambda m: None
+    )
     return out / f"{scene}.npy", out / f"{scene}.parquet"
 
 
@@ -43,8 +54,11 @@ def _crop(source: Path, out: Path, row: int, col: int) -> Path:
     """The source without its first ``row`` rows and ``col`` columns (its tags and band names kept)."""
     with rasterio.open(source) as src:
         window = Window(col, row, src.width - col, src.height - row)
-        profile = src.profile | {"width": window.width, "height": window.height,
-                                 "transform": src.window_transform(window)}
+        profile = src.profile | {
+            "width": window.width,
+            "height": window.height,
+            "transform": src.window_transform(window),
+        }
         with rasterio.open(out, "w", **profile) as dst:
             dst.write(src.read(window=window))
             dst.descriptions = src.descriptions
@@ -193,10 +207,19 @@ def test_training_takes_its_second_views_across_scenes(two_days, tmp_path, monke
     monkeypatch.setattr(encoder, "batch_views", spy)
     lines = []
     for share in (1.0, 0.0):
-        train_byol(tile_paths, table_paths, tmp_path / f"m{share}.pt", curve_tsv=tmp_path / "c.tsv",
-                   curve_png=tmp_path / "c.png", checkpoint_path=tmp_path / f"ck{share}.pt",
-                   settings=EncoderSettings.from_dict({"epochs": 1, "batch_size": 64, "cross_scene": share}),
-                   bands=BANDS, min_rock=MIN_ROCK, device="cpu", log=lines.append)
+        train_byol(
+            tile_paths,
+            table_paths,
+            tmp_path / f"m{share}.pt",
+            curve_tsv=tmp_path / "c.tsv",
+            curve_png=tmp_path / "c.png",
+            checkpoint_path=tmp_path / f"ck{share}.pt",
+            settings=EncoderSettings.from_dict({"epochs": 1, "batch_size": 64, "cross_scene": share}),
+            bands=BANDS,
+            min_rock=MIN_ROCK,
+            device="cpu",
+            log=lines.append,
+        )
     across = [c for s, c, _ in seen if s == 1.0]
     assert len(across) >= 4 and min(across) > 0.5 * 64
     assert [c for s, c, _ in seen if s == 0.0] == [0] * len(across)  # cross_scene 0: one tile, two crops

@@ -31,44 +31,167 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two demo scenes prepared and tiled, and the encoder trained on them with 1 and with 2 threads."""
     root = tmp_path_factory.mktemp("threads")
     for scene in SCENES:
-        outcrop("demo-scene", "--scene", scene, "--size", 192, "--out", root / "src" / f"{scene}.tif",
-                "--truth", root / "src" / f"{scene}_units.tif")
-        outcrop("prepare", "--source", root / "src" / f"{scene}.tif", "--sensor", "landsat-c2l2", "--scene", scene,
-                "--bands", BANDS, "--crs", "EPSG:3031", "--resolution", 30, "--out", root / "prepared" / f"{scene}.tif")
-        outcrop("tile", "--prepared", root / "prepared" / f"{scene}.tif", "--scene", scene, "--size", 32,
-                "--stride", 16, "--out-tiles", root / "tiles" / f"{scene}.npy",
-                "--out-table", root / "tiles" / f"{scene}.parquet")
-    outcrop("demo-deposits", "--scenes", 2, "--size", 192, "--out", root / "deposits.gpkg",
-            "--truth", root / "hidden.gpkg")
+        outcrop(
+            "demo-scene",
+            "--scene",
+            scene,
+            "--size",
+            192,
+            "--out",
+            root / "src" / f"{scene}.tif",
+            "--truth",
+            root / "src" / f"{scene}_units.tif",
+        )
+        outcrop(
+            "prepare",
+            "--source",
+            root / "src" / f"{scene}.tif",
+            "--sensor",
+            "landsat-c2l2",
+            "--scene",
+            scene,
+            "--bands",
+            BANDS,
+            "--crs",
+            "EPSG:3031",
+            "--resolution",
+            30,
+            "--out",
+            root / "prepared" / f"{scene}.tif",
+        )
+        outcrop(
+            "tile",
+            "--prepared",
+            root / "prepared" / f"{scene}.tif",
+            "--scene",
+            scene,
+            "--size",
+            32,
+            "--stride",
+            16,
+            "--out-tiles",
+            root / "tiles" / f"{scene}.npy",
+            "--out-table",
+            root / "tiles" / f"{scene}.parquet",
+        )
+    outcrop(
+        "demo-deposits", "--scenes", 2, "--size", 192, "--out", root / "deposits.gpkg", "--truth", root / "hidden.gpkg"
+    )
     for threads in (1, 2):
         out = root / f"t{threads}"
-        outcrop("train", "--tiles", *(root / "tiles" / f"{s}.npy" for s in SCENES),
-                "--tables", *(root / "tiles" / f"{s}.parquet" for s in SCENES), "--bands", BANDS,
-                "--out", out / "encoder.pt", "--curve-tsv", out / "c.tsv", "--curve-png", out / "c.png",
-                "--checkpoint", out / "ck.pt", "--device", "cpu", "--set", "epochs=4", "--set", "batch_size=32",
-                "--threads", threads)
+        outcrop(
+            "train",
+            "--tiles",
+            *(root / "tiles" / f"{s}.npy" for s in SCENES),
+            "--tables",
+            *(root / "tiles" / f"{s}.parquet" for s in SCENES),
+            "--bands",
+            BANDS,
+            "--out",
+            out / "encoder.pt",
+            "--curve-tsv",
+            out / "c.tsv",
+            "--curve-png",
+            out / "c.png",
+            "--checkpoint",
+            out / "ck.pt",
+            "--device",
+            "cpu",
+            "--set",
+            "epochs=4",
+            "--set",
+            "batch_size=32",
+            "--threads",
+            threads,
+        )
     return root
 
 
 def _run_with(root: Path, model: Path, out: Path, threads: int) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     """Embed, index, cluster and rank analogues with ``model`` at ``threads``: the vectors, labels, analogues."""
     for scene in SCENES:
-        outcrop("embed", "--tiles", root / "tiles" / f"{scene}.npy", "--model", model, "--device", "cpu",
-                "--out", out / "emb" / f"{scene}.npy", "--threads", threads)
+        outcrop(
+            "embed",
+            "--tiles",
+            root / "tiles" / f"{scene}.npy",
+            "--model",
+            model,
+            "--device",
+            "cpu",
+            "--out",
+            out / "emb" / f"{scene}.npy",
+            "--threads",
+            threads,
+        )
     emb = [out / "emb" / f"{s}.npy" for s in SCENES]
-    outcrop("index", "--embeddings", *emb, "--tables", *(root / "tiles" / f"{s}.parquet" for s in SCENES),
-            "--out-index", out / "tiles.faiss", "--out-table", out / "tiles.parquet", "--out-info", out / "info.json",
-            "--threads", threads)
-    outcrop("cluster", "--index-table", out / "tiles.parquet", "--embeddings", *emb,
-            "--tiles", *(root / "tiles" / f"{s}.npy" for s in SCENES),
-            "--prepared", *(root / "prepared" / f"{s}.tif" for s in SCENES), "--k", 4, 8, "--cuts", 3,
-            "--out-gpkg", out / "l.gpkg", "--out-parquet", out / "l.parquet", "--out-summary", out / "s.csv",
-            "--out-dendrogram", out / "d.png", "--maps-dir", out / "maps", "--rasters-dir", out / "rasters",
-            "--threads", threads)
-    outcrop("analogues", "--index", out / "tiles.faiss", "--index-table", out / "tiles.parquet", "--embeddings", *emb,
-            "--prepared", *(root / "prepared" / f"{s}.tif" for s in SCENES), "--deposits", root / "deposits.gpkg",
-            "--top", 20, "--out-gpkg", out / "a.gpkg", "--out-csv", out / "a.csv", "--similarity-dir", out / "sim",
-            "--threads", threads)
+    outcrop(
+        "index",
+        "--embeddings",
+        *emb,
+        "--tables",
+        *(root / "tiles" / f"{s}.parquet" for s in SCENES),
+        "--out-index",
+        out / "tiles.faiss",
+        "--out-table",
+        out / "tiles.parquet",
+        "--out-info",
+        out / "info.json",
+        "--threads",
+        threads,
+    )
+    outcrop(
+        "cluster",
+        "--index-table",
+        out / "tiles.parquet",
+        "--embeddings",
+        *emb,
+        "--tiles",
+        *(root / "tiles" / f"{s}.npy" for s in SCENES),
+        "--prepared",
+        *(root / "prepared" / f"{s}.tif" for s in SCENES),
+        "--k",
+        4,
+        8,
+        "--cuts",
+        3,
+        "--out-gpkg",
+        out / "l.gpkg",
+        "--out-parquet",
+        out / "l.parquet",
+        "--out-summary",
+        out / "s.csv",
+        "--out-dendrogram",
+        out / "d.png",
+        "--maps-dir",
+        out / "maps",
+        "--rasters-dir",
+        out / "rasters",
+        "--threads",
+        threads,
+    )
+    outcrop(
+        "analogues",
+        "--index",
+        out / "tiles.faiss",
+        "--index-table",
+        out / "tiles.parquet",
+        "--embeddings",
+        *emb,
+        "--prepared",
+        *(root / "prepared" / f"{s}.tif" for s in SCENES),
+        "--deposits",
+        root / "deposits.gpkg",
+        "--top",
+        20,
+        "--out-gpkg",
+        out / "a.gpkg",
+        "--out-csv",
+        out / "a.csv",
+        "--similarity-dir",
+        out / "sim",
+        "--threads",
+        threads,
+    )
     vectors = np.concatenate([np.load(p) for p in emb])
     return vectors, pd.read_parquet(out / "l.parquet"), pd.read_csv(out / "a.csv")
 

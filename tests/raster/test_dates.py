@@ -51,8 +51,19 @@ def test_dates_in_real_product_metadata_and_names():
 
 
 def _prepare(source, out, **kw):
-    prepare_scene(str(source), "geotiff", out, scene_id="s", bands=BANDS, crs="EPSG:32631", resolution=10.0,
-                  scale=1e-4, offset=0.0, log=lambda m: None, **kw)
+    prepare_scene(
+        str(source),
+        "geotiff",
+        out,
+        scene_id="s",
+        bands=BANDS,
+        crs="EPSG:32631",
+        resolution=10.0,
+        scale=1e-4,
+        offset=0.0,
+        log=lambda m: None,
+        **kw,
+    )
     return out
 
 
@@ -88,12 +99,28 @@ def test_the_mtl_date_wins_over_a_date_in_the_file_names(tmp_path):
                 dst.write(src.read(window=window))
     shutil.copy(METADATA / "LC08_L1TP_193024_20200509_20200509_01_RT_MTL.txt", folder / "LC08_PRODUCT_MTL.txt")
     out = tmp_path / "p.tif"
-    prepare_scene(str(folder), "landsat-c2l1", out, scene_id="p", bands=["blue", "green", "red"], crs="EPSG:32621",
-                  resolution=30.0, log=lambda m: None)
+    prepare_scene(
+        str(folder),
+        "landsat-c2l1",
+        out,
+        scene_id="p",
+        bands=["blue", "green", "red"],
+        crs="EPSG:32621",
+        resolution=30.0,
+        log=lambda m: None,
+    )
     assert acquisition_date(out) == "2020-05-09"
     (folder / "LC08_PRODUCT_MTL.txt").unlink()
-    prepare_scene(str(folder), "landsat-c2l1", out, scene_id="p", bands=["blue", "green", "red"], crs="EPSG:32621",
-                  resolution=30.0, log=lambda m: None)
+    prepare_scene(
+        str(folder),
+        "landsat-c2l1",
+        out,
+        scene_id="p",
+        bands=["blue", "green", "red"],
+        crs="EPSG:32621",
+        resolution=30.0,
+        log=lambda m: None,
+    )
     assert acquisition_date(out) == "2020-05-18"
 
 
@@ -124,17 +151,34 @@ def test_a_sheet_date_is_checked_and_kept(tmp_path):
 
 
 def _scene(path, tags=None):
-    with rasterio.open(path, "w", driver="GTiff", height=2, width=2, count=1, dtype="uint16", crs="EPSG:3031",
-                       transform=from_origin(0, 2, 1, 1)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=2,
+        width=2,
+        count=1,
+        dtype="uint16",
+        crs="EPSG:3031",
+        transform=from_origin(0, 2, 1, 1),
+    ) as dst:
         dst.write(np.ones((1, 2, 2), dtype=np.uint16))
         if tags:
             dst.update_tags(**tags)
     return path
 
 
-@pytest.mark.parametrize("tag, expected", [("2020-05-18", "2020-05-18"), (" 2015-01-01 ", "2015-01-01"),
-                                           ("2020-02-30", None), ("2020-05-18T13:20:00", None), ("May 2020", None),
-                                           ("<b>2020</b>", None)])
+@pytest.mark.parametrize(
+    "tag, expected",
+    [
+        ("2020-05-18", "2020-05-18"),
+        (" 2015-01-01 ", "2015-01-01"),
+        ("2020-02-30", None),
+        ("2020-05-18T13:20:00", None),
+        ("May 2020", None),
+        ("<b>2020</b>", None),
+    ],
+)
 def test_the_date_is_the_tag_when_it_is_a_calendar_day(tmp_path, tag, expected):
     assert acquisition_date(_scene(tmp_path / "s.tif", {TAG: tag})) == expected
 

@@ -75,8 +75,8 @@ def test_texture_differs_between_paired_units():
             refl, truth, _ = render_scene(layout, index)
             for y in range(0, 512 - 16, 8):
                 for x in range(0, 512 - 16, 8):
-                    if (truth[y:y + 16, x:x + 16] == unit).all():
-                        block = refl[3, y:y + 16, x:x + 16]
+                    if (truth[y : y + 16, x : x + 16] == unit).all():
+                        block = refl[3, y : y + 16, x : x + 16]
                         gy = np.abs(np.diff(block, axis=0)).mean()
                         gx = np.abs(np.diff(block, axis=1)).mean()
                         ratios.append(max(gx, gy) / (min(gx, gy) + 1e-9))
@@ -152,19 +152,32 @@ def test_cross_date_reidentification_has_exact_answers(tmp_path):
 
     for day in (0, 1):
         name = scene_name(0, day)
-        synthesise_scene(tmp_path / f"{name}.tif", tmp_path / f"{name}_units.tif", index=0, date_index=day,
-                         size=256, seed=7)
-        prepare_scene(str(tmp_path / f"{name}.tif"), "landsat-c2l2", tmp_path / f"p_{name}.tif", scene_id=name,
-                      bands=BANDS, crs=CRS, resolution=30.0, log=lambda m: None)
-    tile_scene(tmp_path / "p_demo_1.tif", tmp_path / "g.npy", tmp_path / "g.parquet", scene_id="demo_1",
-               log=lambda m: None)
+        synthesise_scene(
+            tmp_path / f"{name}.tif", tmp_path / f"{name}_units.tif", index=0, date_index=day, size=256, seed=7
+        )
+        prepare_scene(
+            str(tmp_path / f"{name}.tif"),
+            "landsat-c2l2",
+            tmp_path / f"p_{name}.tif",
+            scene_id=name,
+            bands=BANDS,
+            crs=CRS,
+            resolution=30.0,
+            log=lambda m: None,
+        )
+    tile_scene(
+        tmp_path / "p_demo_1.tif", tmp_path / "g.npy", tmp_path / "g.parquet", scene_id="demo_1", log=lambda m: None
+    )
     gallery = read_tile_table(tmp_path / "g.parquet").geometry.to_numpy()
     _, boxes = cut_offset_tiles(tmp_path / "p_demo_1_t2.tif", size=32, stride=16, offset=8, min_valid=0.9)
     answers = best_overlaps(np.asarray(boxes), gallery)
     # Where day 1 kept the four tiles around a query (each shares 24 x 24 of its 32 x 32 px), they
     # are its answers and cover it whole; elsewhere the answers are whatever day-1 tiles are left.
-    four = [q for q, a in zip(boxes, answers) if len(a) == 4
-            and np.allclose(shapely.area(shapely.intersection(q, gallery[a])), q.area * (24 / 32) ** 2)]
+    four = [
+        q
+        for q, a in zip(boxes, answers)
+        if len(a) == 4 and np.allclose(shapely.area(shapely.intersection(q, gallery[a])), q.area * (24 / 32) ** 2)
+    ]
     assert len(four) > 0.6 * len(boxes)
     for q, a in zip(boxes, answers):
         if q in four:
@@ -210,8 +223,13 @@ def _grid_table(layout: DemoLayout, scenes: int, size: int = 32, stride: int = 1
         cols = tile_origins(layout.size, int(round(left / 30)), size, stride)
         r, c = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
         x0, y0 = left + c * 30.0, top - r * 30.0
-        frames.append(gpd.GeoDataFrame({"scene": f"demo_{i + 1}", "tile_id": np.arange(len(r))},
-                                       geometry=box(x0, y0 - size * 30.0, x0 + size * 30.0, y0), crs=CRS))
+        frames.append(
+            gpd.GeoDataFrame(
+                {"scene": f"demo_{i + 1}", "tile_id": np.arange(len(r))},
+                geometry=box(x0, y0 - size * 30.0, x0 + size * 30.0, y0),
+                crs=CRS,
+            )
+        )
     return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=CRS)
 
 
@@ -243,7 +261,15 @@ def test_every_hidden_deposit_is_reachable_and_an_oracle_finds_them_all(tmp_path
     # so that the query, their mean, points at the truth).
     best = np.clip(cover.max(axis=1), 0.0, 1.0)
     best[np.concatenate(positives)] = 1.0
-    vectors = np.column_stack([best, np.sqrt(1 - best ** 2)]).astype(np.float32)
-    recall = deposit_recall(vectors, table, positives, hidden, known=known.geometry.to_numpy(),
-                            exclusion_m=exclusion_m, ks=[len(hidden)], site_overlap=default("analogues.site_overlap"))
+    vectors = np.column_stack([best, np.sqrt(1 - best**2)]).astype(np.float32)
+    recall = deposit_recall(
+        vectors,
+        table,
+        positives,
+        hidden,
+        known=known.geometry.to_numpy(),
+        exclusion_m=exclusion_m,
+        ks=[len(hidden)],
+        site_overlap=default("analogues.site_overlap"),
+    )
     assert recall["set"][f"recall@{len(hidden)}"] == 1.0

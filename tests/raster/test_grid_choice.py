@@ -21,17 +21,30 @@ from outcrop.raster.grid_choice import choose_grid, grid_lines, load_grid, write
 from outcrop.raster.scenes import prepare_scene, read_scene_header
 from outcrop.raster.tiles import tile_scene
 
-SHARED = next((p for p in (Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data"))
-               if p.is_dir()), None)
+SHARED = next(
+    (p for p in (Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
+    None,
+)
 PARANA = SHARED / "landsat8" / "LC08_L1TP_224078_20200518_parana" if SHARED else None
 RGB = ["blue", "green", "red"]
 
 
-def _synthetic(path: Path, left: float, top: float, field: np.ndarray, crs: str = "EPSG:32621",
-               res: float = 30.0) -> None:
+def _synthetic(
+    path: Path, left: float, top: float, field: np.ndarray, crs: str = "EPSG:32621", res: float = 30.0
+) -> None:
     """A 3-band uint16 GeoTIFF cut from ``field`` (the same ground for every scene cut from it)."""
-    with rasterio.open(path, "w", driver="GTiff", width=field.shape[2], height=field.shape[1], count=3,
-                       dtype="uint16", crs=crs, transform=from_origin(left, top, res, res), nodata=0) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=field.shape[2],
+        height=field.shape[1],
+        count=3,
+        dtype="uint16",
+        crs=crs,
+        transform=from_origin(left, top, res, res),
+        nodata=0,
+    ) as dst:
         dst.write(field)
 
 
@@ -58,8 +71,19 @@ def test_a_scene_on_the_run_grid_comes_through_bit_identical(tmp_path):
     choice = choose_grid([header], "EPSG:32621", 30, log=lambda _: None)
     grid = load_grid(_written(tmp_path, choice))
     out = tmp_path / "p.tif"
-    prepare_scene(str(PARANA), "landsat-l1", out, scene_id="parana", bands=RGB, crs=grid.crs,
-                  resolution=grid.resolution, origin=grid.origin, scale=2e-5, offset=-0.1, log=lambda _: None)
+    prepare_scene(
+        str(PARANA),
+        "landsat-l1",
+        out,
+        scene_id="parana",
+        bands=RGB,
+        crs=grid.crs,
+        resolution=grid.resolution,
+        origin=grid.origin,
+        scale=2e-5,
+        offset=-0.1,
+        log=lambda _: None,
+    )
     reflectance, _, profile, _ = read_prepared(out)
     red = sorted(PARANA.glob("*_B4.TIF"))[0]
     with rasterio.open(red) as src:
@@ -91,13 +115,33 @@ def test_overlapping_scenes_on_one_utm_pixel_grid_keep_aligned_tiles(tmp_path):
     assert (grid.crs, grid.resolution, grid.origin) == ("EPSG:32621", 30.0, (15.0, 15.0))
     tiles = {}
     for s in ("a", "b"):
-        prepare_scene(str(tmp_path / f"{s}.tif"), "geotiff", tmp_path / f"p{s}.tif", scene_id=s, bands=RGB,
-                      declared_bands=RGB, crs=grid.crs, resolution=grid.resolution, origin=grid.origin,
-                      scale=1e-5, offset=0.0, collar=False, log=lambda _: None)
+        prepare_scene(
+            str(tmp_path / f"{s}.tif"),
+            "geotiff",
+            tmp_path / f"p{s}.tif",
+            scene_id=s,
+            bands=RGB,
+            declared_bands=RGB,
+            crs=grid.crs,
+            resolution=grid.resolution,
+            origin=grid.origin,
+            scale=1e-5,
+            offset=0.0,
+            collar=False,
+            log=lambda _: None,
+        )
         with rasterio.open(tmp_path / f"p{s}.tif") as src:
             assert (src.width, src.height) == (200, 200)  # copied: no extra row or column
-        tile_scene(tmp_path / f"p{s}.tif", tmp_path / f"{s}.npy", tmp_path / f"{s}.parquet", scene_id=s, size=16,
-                   stride=8, min_valid=0.5, log=lambda _: None)
+        tile_scene(
+            tmp_path / f"p{s}.tif",
+            tmp_path / f"{s}.npy",
+            tmp_path / f"{s}.parquet",
+            scene_id=s,
+            size=16,
+            stride=8,
+            min_valid=0.5,
+            log=lambda _: None,
+        )
         table = gpd.read_parquet(tmp_path / f"{s}.parquet")
         arrays = np.load(tmp_path / f"{s}.npy")
         tiles[s] = {geom.wkb: arrays[i] for i, geom in enumerate(table.geometry)}
@@ -122,13 +166,16 @@ def test_a_grid_that_distorts_a_scene_is_a_warning_naming_it(tmp_path):
     assert fitting["crs"] == "EPSG:32718" and fitting["warnings"] == []
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("{not json", "cannot read the run grid"),
-    ('{"crs": "EPSG:32621"}', "not a run grid"),
-    ('{"crs": "EPSG:32621", "resolution": -30, "origin": [0, 0]}', "resolution must be positive"),
-    ('{"crs": "nowhere", "resolution": 30, "origin": [0, 0]}', "unknown run CRS 'nowhere'"),
-    ('{"crs": "EPSG:4326", "resolution": 30, "origin": [0, 0]}', "crs: 'EPSG:4326' is a geographic CRS"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("{not json", "cannot read the run grid"),
+        ('{"crs": "EPSG:32621"}', "not a run grid"),
+        ('{"crs": "EPSG:32621", "resolution": -30, "origin": [0, 0]}', "resolution must be positive"),
+        ('{"crs": "nowhere", "resolution": 30, "origin": [0, 0]}', "unknown run CRS 'nowhere'"),
+        ('{"crs": "EPSG:4326", "resolution": 30, "origin": [0, 0]}', "crs: 'EPSG:4326' is a geographic CRS"),
+    ],
+)
 def test_a_broken_grid_file_is_one_clear_error(tmp_path, text, problem):
     path = tmp_path / "grid.json"
     path.write_text(text)
@@ -138,8 +185,22 @@ def test_a_broken_grid_file_is_one_clear_error(tmp_path, text, problem):
 
 
 def test_grid_command_refuses_a_bad_scene_list_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "grid", "--scenes-json", "[]", "--bands", "red",
-                           "--out", str(tmp_path / "grid.json")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outcrop.cli",
+            "grid",
+            "--scenes-json",
+            "[]",
+            "--bands",
+            "red",
+            "--out",
+            str(tmp_path / "grid.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("outcrop grid: error: grid: --scenes-json must be")
     assert not (tmp_path / "grid.json").exists()
@@ -148,10 +209,26 @@ def test_grid_command_refuses_a_bad_scene_list_in_one_line(tmp_path):
 def test_grid_command_writes_the_choice(tmp_path):
     field = np.full((3, 50, 50), 5000, dtype=np.uint16)
     _synthetic(tmp_path / "s.tif", 500000.0, 4150000.0, field, crs="EPSG:32618")
-    scenes = json.dumps([{"scene": "s", "source": str(tmp_path / "s.tif"), "sensor": "geotiff",
-                          "bands": "blue,green,red"}])
-    subprocess.run([sys.executable, "-m", "outcrop.cli", "grid", "--scenes-json", scenes, "--bands", "red",
-                    "--out", str(tmp_path / "grid.json")], check=True, capture_output=True, text=True)
+    scenes = json.dumps(
+        [{"scene": "s", "source": str(tmp_path / "s.tif"), "sensor": "geotiff", "bands": "blue,green,red"}]
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outcrop.cli",
+            "grid",
+            "--scenes-json",
+            scenes,
+            "--bands",
+            "red",
+            "--out",
+            str(tmp_path / "grid.json"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     data = json.loads((tmp_path / "grid.json").read_text())
     # the origin: 500000 and 4150000 modulo 30
     assert (data["crs"], data["resolution"], data["origin"]) == ("EPSG:32618", 30.0, [20.0, 10.0])
@@ -171,10 +248,18 @@ def test_info_and_summary_show_the_grid_and_its_warnings(tmp_path):
     assert "grid: EPSG:3031 at 30.0 m" in info and "crs: given in the config" in info
     assert "warning: peru: the grid EPSG:3031 distorts this scene" in info
     run = Layout(results)
-    write_summary(["peru"], tmp_path / "summary.html", tile_tables=[Path(run.tile_table("peru"))],
-                  prepared=[Path(run.prepared("peru"))], training_curve=Path(run.training_curve_png),
-                  dendrogram=Path(run.dendrogram), cluster_maps=[Path(run.cluster_map("peru"))],
-                  index_info=Path(run.index_info), grid=Path(run.grid), log=lambda _: None)
+    write_summary(
+        ["peru"],
+        tmp_path / "summary.html",
+        tile_tables=[Path(run.tile_table("peru"))],
+        prepared=[Path(run.prepared("peru"))],
+        training_curve=Path(run.training_curve_png),
+        dendrogram=Path(run.dendrogram),
+        cluster_maps=[Path(run.cluster_map("peru"))],
+        index_info=Path(run.index_info),
+        grid=Path(run.grid),
+        log=lambda _: None,
+    )
     page = (tmp_path / "summary.html").read_text()
     assert "<h2>Grid</h2>" in page and "<strong>warning: peru: the grid EPSG:3031 distorts" in page
 
@@ -243,8 +328,9 @@ def test_a_grid_turning_a_scene_warns_of_its_empty_block(tmp_path):
     d = choice["scenes"]["turned"]
     assert 0.25 < d["outside"] < 0.33 and 11 < abs(d["turned_deg"]) < 13
     (warning,) = choice["warnings"]
-    assert warning.startswith("turned: 29% of its block on the grid EPSG:3413 lies outside the scene (limit 15%, "
-                              "the grid turns it by 12°)")
+    assert warning.startswith(
+        "turned: 29% of its block on the grid EPSG:3413 lies outside the scene (limit 15%, the grid turns it by 12°)"
+    )
     assert f"  warning: {warning}" in grid_lines(_written(tmp_path, choice))
 
 
@@ -267,10 +353,18 @@ def test_greenland_at_61_north_keeps_its_utm_zone_and_info_says_why(tmp_path):
     from outcrop.layout import Layout
 
     run = Layout(results)
-    write_summary(["greenland"], tmp_path / "summary.html", tile_tables=[Path(run.tile_table("greenland"))],
-                  prepared=[Path(run.prepared("greenland"))], training_curve=Path(run.training_curve_png),
-                  dendrogram=Path(run.dendrogram), cluster_maps=[Path(run.cluster_map("greenland"))],
-                  index_info=Path(run.index_info), grid=Path(run.grid), log=lambda _: None)
+    write_summary(
+        ["greenland"],
+        tmp_path / "summary.html",
+        tile_tables=[Path(run.tile_table("greenland"))],
+        prepared=[Path(run.prepared("greenland"))],
+        training_curve=Path(run.training_curve_png),
+        dendrogram=Path(run.dendrogram),
+        cluster_maps=[Path(run.cluster_map("greenland"))],
+        index_info=Path(run.index_info),
+        grid=Path(run.grid),
+        log=lambda _: None,
+    )
     page = (tmp_path / "summary.html").read_text()
     polar = next(line for line in info.splitlines() if line.startswith("  polar: "))
     assert "area scale" in polar and "on EPSG:3413" in polar

@@ -59,20 +59,23 @@ def test_the_raster_path_gives_the_table_path_block_and_skips_cloud_and_the_edge
     refl[:, 80:, :16] = np.nan
     mask[80:, :16] = NODATA
     write_prepared(tmp_path / "s.tif", refl, mask, "EPSG:3031", from_origin(0, 0, 30, 30), BANDS)
-    tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16, stride=16,
-               min_valid=0.9)
+    tile_scene(
+        tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16, stride=16, min_valid=0.9
+    )
     tiles = load_npy(tmp_path / "t.npy")
     rows, cols = read_tile_positions(tmp_path / "t.parquet", len(tiles))
     from_table = block_spectra(tiles, block_neighbours(rows, cols, 16))
-    cut, _, from_raster = cut_offset_tiles(tmp_path / "s.tif", size=16, stride=16, offset=0, min_valid=0.9,
-                                           context=True)
+    cut, _, from_raster = cut_offset_tiles(
+        tmp_path / "s.tif", size=16, stride=16, offset=0, min_valid=0.9, context=True
+    )
     assert len(cut) == len(tiles)
     np.testing.assert_allclose(cut, tiles, atol=1e-6)
     np.testing.assert_allclose(from_raster, from_table, rtol=1e-5, atol=1e-6)
     # The tile under the cloud square is not a tile, and its neighbours' blocks leave it out.
     assert not ((rows == 0) & (cols == 64)).any()
     beside = np.flatnonzero((rows == 0) & (cols == 48))[0]
-    squares = [tiles[np.flatnonzero((rows == r) & (cols == c))[0]] for r, c in ((0, 32), (0, 48), (16, 32), (16, 48),
-                                                                                  (16, 64))]
+    squares = [
+        tiles[np.flatnonzero((rows == r) & (cols == c))[0]] for r, c in ((0, 32), (0, 48), (16, 32), (16, 48), (16, 64))
+    ]
     np.testing.assert_allclose(from_table[beside], square_spectra(np.stack(squares)))
     assert np.isfinite(from_table).all()

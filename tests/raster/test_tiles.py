@@ -35,8 +35,9 @@ def test_tile_origins_sit_on_global_multiples_of_the_stride():
 
 def test_tiles_match_the_scene_pixels_and_table(tmp_path):
     refl, mask = _prepared(tmp_path / "s.tif")
-    n = tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s",
-                   size=16, stride=16, min_valid=1.0)
+    n = tile_scene(
+        tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16, stride=16, min_valid=1.0
+    )
     tiles = load_npy(tmp_path / "t.npy")
     table = read_tile_table(tmp_path / "t.parquet")
     assert tiles.shape == (n, 4, 16, 16) and tiles.dtype == np.float32
@@ -46,7 +47,7 @@ def test_tiles_match_the_scene_pixels_and_table(tmp_path):
     # Each tile equals the scene pixels at its row/col (within the uint16 encoding step).
     for t in (0, n // 2, n - 1):
         r, c = table.row[t], table.col[t]
-        np.testing.assert_allclose(tiles[t], refl[:, r:r + 16, c:c + 16], atol=1e-4)
+        np.testing.assert_allclose(tiles[t], refl[:, r : r + 16, c : c + 16], atol=1e-4)
     # No tile reaches into the nodata bottom rows.
     assert (table.row + 16 <= 90).all()
     assert np.isfinite(tiles).all()
@@ -54,7 +55,7 @@ def test_tiles_match_the_scene_pixels_and_table(tmp_path):
     fr = table[["rock", "snow_ice", "water", "cloud"]].sum(axis=1) + (1 - table.valid)
     np.testing.assert_allclose(fr, 1.0)
     t = table.iloc[0]
-    block = mask[t.row:t.row + 16, t.col:t.col + 16]
+    block = mask[t.row : t.row + 16, t.col : t.col + 16]
     assert t.water == pytest.approx((block == WATER).mean())
     # Footprints are squares of 16 px at the right place.
     minx, miny, maxx, maxy = table.geometry.iloc[0].bounds
@@ -66,8 +67,15 @@ def test_overlapping_scenes_cut_the_same_tiles(tmp_path):
     _prepared(tmp_path / "a.tif", left=300_000.0)
     _prepared(tmp_path / "b.tif", left=300_000.0 + 30 * 37)  # shifted by 37 px
     for s in "ab":
-        tile_scene(tmp_path / f"{s}.tif", tmp_path / f"{s}.npy", tmp_path / f"{s}.parquet", scene_id=s,
-                   size=16, stride=8, min_valid=0.5)
+        tile_scene(
+            tmp_path / f"{s}.tif",
+            tmp_path / f"{s}.npy",
+            tmp_path / f"{s}.parquet",
+            scene_id=s,
+            size=16,
+            stride=8,
+            min_valid=0.5,
+        )
     a = read_tile_table(tmp_path / "a.parquet")
     b = read_tile_table(tmp_path / "b.parquet")
     shared = set(a.geometry.bounds.minx.round()) & set(b.geometry.bounds.minx.round())
@@ -77,14 +85,30 @@ def test_overlapping_scenes_cut_the_same_tiles(tmp_path):
 def test_aoi_limits_tiles_and_disjoint_aoi_is_an_error(tmp_path):
     _prepared(tmp_path / "s.tif")
     aoi = box(300_000, -999_990 - 30 * 50, 300_000 + 30 * 60, -999_990)
-    n = tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s",
-                   size=16, stride=16, min_valid=0.5, aoi=aoi)
+    n = tile_scene(
+        tmp_path / "s.tif",
+        tmp_path / "t.npy",
+        tmp_path / "t.parquet",
+        scene_id="s",
+        size=16,
+        stride=16,
+        min_valid=0.5,
+        aoi=aoi,
+    )
     table = read_tile_table(tmp_path / "t.parquet")
     assert n > 0 and table.geometry.centroid.within(aoi).all()
     far = box(0, 0, 1000, 1000)
     with pytest.raises(OutcropError, match=r"s\.tif.*coast\.gpkg"):
-        tile_scene(tmp_path / "s.tif", tmp_path / "u.npy", tmp_path / "u.parquet", scene_id="s",
-                   size=16, stride=16, aoi=far, aoi_name="coast.gpkg")
+        tile_scene(
+            tmp_path / "s.tif",
+            tmp_path / "u.npy",
+            tmp_path / "u.parquet",
+            scene_id="s",
+            size=16,
+            stride=16,
+            aoi=far,
+            aoi_name="coast.gpkg",
+        )
     assert not (tmp_path / "u.npy").exists() and not (tmp_path / "u.parquet").exists()
 
 
@@ -100,8 +124,9 @@ def test_cloudy_tiles_are_dropped(tmp_path):
     mask = np.full((32, 32), ROCK, dtype=np.uint8)
     mask[:, 16:] = CLOUD
     write_prepared(tmp_path / "c.tif", refl, mask, "EPSG:3031", from_origin(0, 0, 30, 30), BANDS)
-    n = tile_scene(tmp_path / "c.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="c",
-                   size=16, stride=16, min_valid=0.9)
+    n = tile_scene(
+        tmp_path / "c.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="c", size=16, stride=16, min_valid=0.9
+    )
     table = read_tile_table(tmp_path / "t.parquet")
     assert n == 2 and (table.col == 0).all()
 
@@ -113,8 +138,16 @@ def test_an_all_cloud_scene_gives_an_empty_tile_table_and_array(tmp_path):
     mask[:4, :4] = ROCK  # a few clear pixels, far from enough for any tile
     write_prepared(tmp_path / "c.tif", refl, mask, "EPSG:3031", from_origin(0, 0, 30, 30), BANDS)
     lines: list[str] = []
-    n = tile_scene(tmp_path / "c.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="c",
-                   size=16, stride=8, min_valid=0.9, log=lines.append)
+    n = tile_scene(
+        tmp_path / "c.tif",
+        tmp_path / "t.npy",
+        tmp_path / "t.parquet",
+        scene_id="c",
+        size=16,
+        stride=8,
+        min_valid=0.9,
+        log=lines.append,
+    )
     assert n == 0
     tiles = load_npy(tmp_path / "t.npy")
     assert tiles.shape == (0, 4, 16, 16) and tiles.dtype == np.float32
@@ -138,8 +171,15 @@ def test_a_scene_with_no_usable_tiles_is_named_by_the_summary_and_info(tmp_path)
     half[:, :8] = NODATA
     write_prepared(results / "prepared" / "h.tif", refl, half, "EPSG:3031", from_origin(0, 0, 30, 30), BANDS)
     for s in "ach":
-        tile_scene(results / "prepared" / f"{s}.tif", results / "tiles" / f"{s}.npy",
-                   results / "tiles" / f"{s}.parquet", scene_id=s, size=16, stride=16, log=lambda _: None)
+        tile_scene(
+            results / "prepared" / f"{s}.tif",
+            results / "tiles" / f"{s}.npy",
+            results / "tiles" / f"{s}.parquet",
+            scene_id=s,
+            size=16,
+            stride=16,
+            log=lambda _: None,
+        )
     summary_of_run(results, ["a", "c", "h"], tmp_path / "summary.html", log=lambda _: None)
     line = "scenes without usable tiles: c (all cloud), h (75% cloud, 25% nodata)"
     assert line in (tmp_path / "summary.html").read_text()
@@ -148,17 +188,19 @@ def test_a_scene_with_no_usable_tiles_is_named_by_the_summary_and_info(tmp_path)
 
 def test_nodata_pixels_of_kept_tiles_are_filled_with_the_tile_band_mean(tmp_path):
     refl, _ = _prepared(tmp_path / "s.tif")
-    tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s",
-               size=16, stride=16, min_valid=0.9)
+    tile_scene(
+        tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16, stride=16, min_valid=0.9
+    )
     tiles = load_npy(tmp_path / "t.npy")
     table = read_tile_table(tmp_path / "t.parquet")
     partial = table.index[table.valid < 1.0]
     assert len(partial) > 0 and np.isfinite(tiles).all()
     t = partial[0]
-    src = refl[:, table.row[t]:table.row[t] + 16, table.col[t]:table.col[t] + 16]
+    src = refl[:, table.row[t] : table.row[t] + 16, table.col[t] : table.col[t] + 16]
     gap = ~np.isfinite(src[0])
-    np.testing.assert_allclose(tiles[t][:, gap], np.broadcast_to(np.nanmean(src, axis=(1, 2))[:, None],
-                                                                  (4, gap.sum())), atol=1e-4)
+    np.testing.assert_allclose(
+        tiles[t][:, gap], np.broadcast_to(np.nanmean(src, axis=(1, 2))[:, None], (4, gap.sum())), atol=1e-4
+    )
 
 
 # --- facts recorded where they are made: the tile grid, and one offset rule for every cut ---------------
@@ -173,15 +215,32 @@ def test_the_tile_table_records_the_grid_it_was_cut_on(tmp_path):
     from outcrop.raster.tiles import read_tile_grid
 
     _prepared(tmp_path / "s.tif")
-    tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16, stride=8,
-               min_valid=0.8)
+    tile_scene(
+        tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16, stride=8, min_valid=0.8
+    )
     assert read_tile_grid(tmp_path / "t.parquet") == TileLayout(16, 8, 0.8)
     assert gpd.read_parquet(tmp_path / "t.parquet").attrs["tile_grid"] == {"size": 16, "stride": 8, "min_valid": 0.8}
     refl = np.full((len(BANDS), 40, 40), 0.2, dtype=np.float32)
-    write_prepared(tmp_path / "cloud.tif", refl, np.full((40, 40), CLOUD, dtype=np.uint8), "EPSG:3031",
-                   from_origin(0, 0, 30, 30), BANDS)
-    assert tile_scene(tmp_path / "cloud.tif", tmp_path / "c.npy", tmp_path / "c.parquet", scene_id="c", size=16,
-                      stride=16, log=lambda m: None) == 0
+    write_prepared(
+        tmp_path / "cloud.tif",
+        refl,
+        np.full((40, 40), CLOUD, dtype=np.uint8),
+        "EPSG:3031",
+        from_origin(0, 0, 30, 30),
+        BANDS,
+    )
+    assert (
+        tile_scene(
+            tmp_path / "cloud.tif",
+            tmp_path / "c.npy",
+            tmp_path / "c.parquet",
+            scene_id="c",
+            size=16,
+            stride=16,
+            log=lambda m: None,
+        )
+        == 0
+    )
     assert read_tile_grid(tmp_path / "c.parquet") == TileLayout(16, 16, 0.9)
 
 
@@ -192,16 +251,27 @@ def test_a_table_without_a_recorded_grid_or_of_another_grid_is_one_clear_error(t
 
     _prepared(tmp_path / "s.tif")
     for name, stride in (("a", 8), ("b", 16)):
-        tile_scene(tmp_path / "s.tif", tmp_path / f"{name}.npy", tmp_path / f"{name}.parquet", scene_id=name,
-                   size=16, stride=stride)
+        tile_scene(
+            tmp_path / "s.tif",
+            tmp_path / f"{name}.npy",
+            tmp_path / f"{name}.parquet",
+            scene_id=name,
+            size=16,
+            stride=stride,
+        )
     old = gpd.read_parquet(tmp_path / "a.parquet")
     old.attrs = {}
     old.to_parquet(tmp_path / "old.parquet")  # as tables were written before the grid was recorded
     assert read_tile_grid(tmp_path / "old.parquet") is None
-    with pytest.raises(OutcropError, match=r"old\.parquet: the tile table records no tile size and stride .*"
-                                           r"cut the tiles again \(snakemake --forcerun tiles\)"):
+    with pytest.raises(
+        OutcropError,
+        match=r"old\.parquet: the tile table records no tile size and stride .*"
+        r"cut the tiles again \(snakemake --forcerun tiles\)",
+    ):
         tables_tile_grid([tmp_path / "a.parquet", tmp_path / "old.parquet"])
-    with pytest.raises(OutcropError, match=r"b\.parquet: tiles of 16 px at a stride of 16, other scenes' of 16 px at 8"):
+    with pytest.raises(
+        OutcropError, match=r"b\.parquet: tiles of 16 px at a stride of 16, other scenes' of 16 px at 8"
+    ):
         tables_tile_grid([tmp_path / "a.parquet", tmp_path / "b.parquet"])
     assert tables_tile_grid([tmp_path / "a.parquet"]).stride == 8
 
@@ -215,8 +285,9 @@ def test_an_offset_cut_lands_where_the_runs_own_cut_would(tmp_path, west):
     from outcrop.raster.tiles import cut_offset_tiles, read_tile_table
 
     _prepared(tmp_path / "s.tif", left=west, top=-45.0 - 30.0 * 1000)
-    tile_scene(tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16, stride=8,
-               min_valid=0.9)
+    tile_scene(
+        tmp_path / "s.tif", tmp_path / "t.npy", tmp_path / "t.parquet", scene_id="s", size=16, stride=8, min_valid=0.9
+    )
     own = read_tile_table(tmp_path / "t.parquet")
     own_boxes = {tuple(np.round(g.bounds, 6)) for g in own.geometry}
     tiles, boxes = cut_offset_tiles(tmp_path / "s.tif", size=16, stride=8, offset=0, min_valid=0.9)

@@ -45,7 +45,9 @@ def test_only_the_command_line_changes_malloc_for_the_process():
 def test_the_command_line_entry_applies_it(tmp_path):
     import subprocess
 
-    code = ("import outcrop.runtime.allocator as a, outcrop.cli as c; assert not a._done; "
-            f"c.main(['info', {str(tmp_path)!r}]); print(a._done)")
+    code = (
+        "import outcrop.runtime.allocator as a, outcrop.cli as c; assert not a._done; "
+        f"c.main(['info', {str(tmp_path)!r}]); print(a._done)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "True"

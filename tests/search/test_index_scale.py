@@ -41,11 +41,22 @@ def _scene(root, name, n, *, dim=32, clusters=40, seed=0, shift=0.0, x0=0.0):
         vec = rng.normal(size=(n, dim)) * shift  # far from every centre: drifted data
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
     r, c = np.divmod(np.arange(n), 100)
-    table = gpd.GeoDataFrame({
-        "tile_id": np.arange(n), "scene": name, "row": r * 8, "col": c * 8, "size": 8,
-        "valid": 1.0, "rock": 1.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0,
-    }, geometry=[box(x0 + x * 240.0, -(y + 1) * 240.0, x0 + (x + 1) * 240.0, -y * 240.0) for y, x in zip(r, c)],
-        crs="EPSG:3031")
+    table = gpd.GeoDataFrame(
+        {
+            "tile_id": np.arange(n),
+            "scene": name,
+            "row": r * 8,
+            "col": c * 8,
+            "size": 8,
+            "valid": 1.0,
+            "rock": 1.0,
+            "snow_ice": 0.0,
+            "water": 0.0,
+            "cloud": 0.0,
+        },
+        geometry=[box(x0 + x * 240.0, -(y + 1) * 240.0, x0 + (x + 1) * 240.0, -y * 240.0) for y, x in zip(r, c)],
+        crs="EPSG:3031",
+    )
     (root / "embeddings").mkdir(parents=True, exist_ok=True)
     (root / "tiles").mkdir(parents=True, exist_ok=True)
     save_npy(root / "embeddings" / f"{name}.npy", vec.astype(np.float32))
@@ -118,8 +129,9 @@ def test_query_reranks_on_exact_vectors_when_the_index_is_quantised(tmp_path):
     (flat / "index").mkdir(parents=True)
     build_index(run.embeddings, run.tables, *_outputs(flat), **QUIET)
     (flat / "embeddings").symlink_to(tmp_path / "embeddings")
-    build_index(run.embeddings, run.tables, *_outputs(tmp_path), exact_max=100, memory_gb=1e-5,
-                recall_floor=0.5, **QUIET)
+    build_index(
+        run.embeddings, run.tables, *_outputs(tmp_path), exact_max=100, memory_gb=1e-5, recall_floor=0.5, **QUIET
+    )
     assert json.loads(_outputs(tmp_path)[2].read_text())["kind"] == "ivf_pq"
     exact = query_columns(flat, tile="a:5", top=10)
     approx = query_columns(tmp_path, tile="a:5", top=10)
@@ -141,7 +153,7 @@ def test_the_header_walk_checks_ivf_pq_files(tmp_path):
     bad = tmp_path / "bad.faiss"
     for offset, value, why in ((8, 1 << 40, "sub-vectors"), (16, 32, "bits"), (24, 1 << 40, "centroid")):
         broken = bytearray(data)
-        broken[pq_header + offset:pq_header + offset + 8] = struct.pack("<Q", value)
+        broken[pq_header + offset : pq_header + offset + 8] = struct.pack("<Q", value)
         bad.write_bytes(bytes(broken))
         with pytest.raises(OutcropError, match=f"bad.faiss: not a readable FAISS index.*{why}"):
             read_index(bad)
@@ -154,8 +166,9 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("kind,exact_max,memory_gb", [("flat", 100_000, 16), ("ivf_flat", 1000, 16),
-                                                      ("ivf_pq", 1000, 0.002)])
+@pytest.mark.parametrize(
+    "kind,exact_max,memory_gb", [("flat", 100_000, 16), ("ivf_flat", 1000, 16), ("ivf_pq", 1000, 0.002)]
+)
 def test_adding_a_scene_adds_to_the_kept_index(tmp_path, kind, exact_max, memory_gb):
     old = _scene(tmp_path, "a", 12_000, seed=1)
     new = _scene(tmp_path, "b", 600, seed=2, x0=1e6)
@@ -178,20 +191,28 @@ def test_adding_a_scene_adds_to_the_kept_index(tmp_path, kind, exact_max, memory
     index, table = load_index(*_outputs(tmp_path)[:2])
     assert table.scene.tolist() == ["a"] * 12_000 + ["b"] * 600 and index.ntotal == 12_600
     # A full rebuild gives the same answers on the old tiles (exactly so for the exact index).
-    build_index([old[0], new[0]], [old[1], new[1]], *_outputs(tmp_path, "full"), exact_max=exact_max,
-                memory_gb=memory_gb, **QUIET)
+    build_index(
+        [old[0], new[0]],
+        [old[1], new[1]],
+        *_outputs(tmp_path, "full"),
+        exact_max=exact_max,
+        memory_gb=memory_gb,
+        **QUIET,
+    )
     full, _ = load_index(*_outputs(tmp_path, "full")[:2])
     vec = np.concatenate([load_npy(old[0]), load_npy(new[0])])
     source = VectorSource.from_array(vec)
     queries = vec[np.random.default_rng(3).choice(12_000, 100, replace=False)]
     exact_s, _ = exact_top_k(source, queries, 10)
     from outcrop.search.index import search_exact
+
     for idx in (index, full):
         s, i = search_exact(idx, queries, 10, source)
         assert recall_at_k(exact_s, s, i, 10) >= (1.0 if kind == "flat" else 0.9)
     if kind == "flat":
-        np.testing.assert_array_equal(search_exact(index, queries, 10, source)[1],
-                                      search_exact(full, queries, 10, source)[1])
+        np.testing.assert_array_equal(
+            search_exact(index, queries, 10, source)[1], search_exact(full, queries, 10, source)[1]
+        )
     # The new tiles are searchable: each finds itself.
     s, i = search_exact(index, vec[[12_000, 12_599]], 1, source)
     assert i[:, 0].tolist() == [12_000, 12_599]
@@ -267,10 +288,20 @@ def test_drift_or_a_changed_scene_retrains(tmp_path):
 
 
 def _cluster(run, idx, out, scenes, **kw):
-    return cluster_tiles(idx / "tiles.parquet", [run.embeddings[i] for i in scenes], [run.tiles[i] for i in scenes],
-                         [run.prepared[i] for i in scenes], out / "tiles.gpkg", out / "tiles.parquet",
-                         out / "summary.csv", out / "rasters", ks=(4, 8),
-                         cuts=(2,), seed=0, **kw)
+    return cluster_tiles(
+        idx / "tiles.parquet",
+        [run.embeddings[i] for i in scenes],
+        [run.tiles[i] for i in scenes],
+        [run.prepared[i] for i in scenes],
+        out / "tiles.gpkg",
+        out / "tiles.parquet",
+        out / "summary.csv",
+        out / "rasters",
+        ks=(4, 8),
+        cuts=(2,),
+        seed=0,
+        **kw,
+    )
 
 
 def test_a_new_scene_is_assigned_to_the_kept_centroids(tmp_path):
@@ -351,7 +382,8 @@ def test_cluster_band_means_read_only_a_bounded_sample_of_tiles(tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     assert summary.loc[summary.level == "k8", "size"].sum() == len(table) == 652  # sizes count every tile
     k8 = summary[summary.level == "k8"].sort_values("cluster")
-    expected = np.stack([np.nanmean(np.where((labels.k8.to_numpy() == c)[:, None], means, np.nan), axis=0)
-                         for c in range(8)])
+    expected = np.stack(
+        [np.nanmean(np.where((labels.k8.to_numpy() == c)[:, None], means, np.nan), axis=0) for c in range(8)]
+    )
     got = k8[[c for c in summary if c.startswith("mean_")]].to_numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5)

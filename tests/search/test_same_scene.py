@@ -19,8 +19,15 @@ DATA = Path(os.environ.get("OUTCROP_SHARED_DATA", Path(__file__).resolve().paren
 PARANA = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"
 
 
-@pytest.mark.parametrize("crs, x, y", [("EPSG:3031", -1_200_000.0, 900_000.0), ("EPSG:32621", 300_000.0, -2_600_000.0),
-                                       ("EPSG:3413", -200_000.0, -2_500_000.0), ("EPSG:32633", 500_000.0, 10_000.0)])
+@pytest.mark.parametrize(
+    "crs, x, y",
+    [
+        ("EPSG:3031", -1_200_000.0, 900_000.0),
+        ("EPSG:32621", 300_000.0, -2_600_000.0),
+        ("EPSG:3413", -200_000.0, -2_500_000.0),
+        ("EPSG:32633", 500_000.0, 10_000.0),
+    ],
+)
 def test_the_copy_is_turned_thirty_degrees_from_the_run_grid_whatever_the_run_crs(crs, x, y):
     """Polar stereographic grids are turned from true north by the longitude; UTM grids hardly: the
     copy's turn is measured from the run grid, so it is 30 degrees on each (no d4 symmetry undoes it)."""
@@ -54,8 +61,9 @@ def test_a_prepared_window_copy_keeps_its_ground_and_classes(tmp_path):
     mask = np.ones((128, 128), dtype=np.uint8)
     mask[:, 64:] = 2  # snow/ice on the bright half
     path = tmp_path / "p.tif"
-    write_prepared(path, refl, mask, "EPSG:3031", from_origin(-1_200_000.0, 900_000.0, 30.0, 30.0),
-                   ["blue", "green", "red"])
+    write_prepared(
+        path, refl, mask, "EPSG:3031", from_origin(-1_200_000.0, 900_000.0, 30.0, 30.0), ["blue", "green", "red"]
+    )
     copy = tmp_path / "copy.tif"
     crs = reprojected_copy(path, Window(16, 16, 96, 96), copy)
     got, classes, profile, bands = read_prepared(copy)
@@ -66,6 +74,7 @@ def test_a_prepared_window_copy_keeps_its_ground_and_classes(tmp_path):
     dark = inside & (classes == 1)
     np.testing.assert_allclose(np.nanmedian(got[:, dark], axis=1), [0.1, 0.2, 0.3], atol=0.01)
     with rasterio.open(copy) as src:  # the file's CRS is the turned one
-        assert grid_angle("EPSG:3031", src.crs, -1_200_000.0 + 64 * 30.0, 900_000.0 - 64 * 30.0) == \
-            pytest.approx(ROTATION_DEG, abs=1e-3)
+        assert grid_angle("EPSG:3031", src.crs, -1_200_000.0 + 64 * 30.0, 900_000.0 - 64 * 30.0) == pytest.approx(
+            ROTATION_DEG, abs=1e-3
+        )
     assert "omerc" in crs

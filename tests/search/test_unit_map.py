@@ -28,7 +28,9 @@ NAMES = {1: "granite", 2: "gneiss", 3: "schist", 4: "basalt", 5: "till"}
 
 def _footprints() -> gpd.GeoDataFrame:
     starts = np.arange(0, SIDE - SIZE + 1, STRIDE)
-    boxes = [box(X0 + c * RES, Y0 - (r + SIZE) * RES, X0 + (c + SIZE) * RES, Y0 - r * RES) for r in starts for c in starts]
+    boxes = [
+        box(X0 + c * RES, Y0 - (r + SIZE) * RES, X0 + (c + SIZE) * RES, Y0 - r * RES) for r in starts for c in starts
+    ]
     return gpd.GeoDataFrame({"scene": "s", "tile_id": np.arange(len(boxes)), "size": SIZE}, geometry=boxes, crs=CRS)
 
 
@@ -46,8 +48,16 @@ def _classes(fine: int = 3) -> tuple[np.ndarray, object]:
 
 
 def _write_raster(path, classes, transform, crs=CRS) -> None:
-    profile = {"driver": "GTiff", "height": classes.shape[0], "width": classes.shape[1], "count": 1,
-               "dtype": "uint8", "crs": crs, "transform": transform, "nodata": 0}
+    profile = {
+        "driver": "GTiff",
+        "height": classes.shape[0],
+        "width": classes.shape[1],
+        "count": 1,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": transform,
+        "nodata": 0,
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(classes, 1)
     write_categories(path, {1: {0: "", **NAMES}})
@@ -75,11 +85,21 @@ def maps(tmp_path_factory):
     dst_crs = "EPSG:32705"
     left, top = transform * (0, 0)
     right, bottom = transform * (classes.shape[1], classes.shape[0])
-    t2, w2, h2 = calculate_default_transform(CRS, dst_crs, classes.shape[1], classes.shape[0], left, bottom, right,
-                                             top, resolution=RES / 3)
+    t2, w2, h2 = calculate_default_transform(
+        CRS, dst_crs, classes.shape[1], classes.shape[0], left, bottom, right, top, resolution=RES / 3
+    )
     warped = np.zeros((h2, w2), dtype=np.uint8)
-    reproject(classes, warped, src_transform=transform, src_crs=CRS, dst_transform=t2, dst_crs=dst_crs,
-              resampling=Resampling.nearest, src_nodata=0, dst_nodata=0)
+    reproject(
+        classes,
+        warped,
+        src_transform=transform,
+        src_crs=CRS,
+        dst_transform=t2,
+        dst_crs=dst_crs,
+        resampling=Resampling.nearest,
+        src_nodata=0,
+        dst_nodata=0,
+    )
     _write_raster(tmp / "units_utm.tif", warped, t2, crs=dst_crs)
     return tmp
 
@@ -97,16 +117,25 @@ def _scores(table, names, seed=0):
     has = np.array([n is not None for n in names])
     units = sorted({str(n) for n in names[has]})
     codes = np.array([units.index(n) for n in names[has]])
-    return set_scores(_vectors(names[has], seed), codes, units, table.geometry.bounds.to_numpy()[has],
-                      ks=[3, 5, 8], cuts=[2, 4], seed=0)
+    return set_scores(
+        _vectors(names[has], seed),
+        codes,
+        units,
+        table.geometry.bounds.to_numpy()[has],
+        ks=[3, 5, 8],
+        cuts=[2, 4],
+        seed=0,
+    )
 
 
 def test_polygons_and_a_raster_of_the_same_map_give_every_tile_the_same_unit_and_the_same_scores(maps):
     table = _footprints()
-    by_raster, share_r = tile_units(table.geometry, table["size"].to_numpy(), [open_unit_map(maps / "units.tif")],
-                                    min_share=0.6)
-    by_polygons, share_p = tile_units(table.geometry, table["size"].to_numpy(),
-                                      [open_unit_map(maps / "units.gpkg", "unit")], min_share=0.6)
+    by_raster, share_r = tile_units(
+        table.geometry, table["size"].to_numpy(), [open_unit_map(maps / "units.tif")], min_share=0.6
+    )
+    by_polygons, share_p = tile_units(
+        table.geometry, table["size"].to_numpy(), [open_unit_map(maps / "units.gpkg", "unit")], min_share=0.6
+    )
     assert list(by_raster) == list(by_polygons)
     np.testing.assert_allclose(share_r, share_p)
     has = np.array([n is not None for n in by_raster])
@@ -120,7 +149,7 @@ def test_the_majority_unit_is_counted_on_the_run_grid(tmp_path):
     """A tile half one unit and half another has no clear unit; three quarters of one gives it that unit."""
     table = _footprints().iloc[:1]
     classes = np.zeros((SIZE, SIZE), dtype=np.uint8)
-    classes[:, : SIZE // 2], classes[:, SIZE // 2:] = 1, 2
+    classes[:, : SIZE // 2], classes[:, SIZE // 2 :] = 1, 2
     half = tmp_path / "half.tif"
     _write_raster(half, classes, from_origin(X0, Y0, RES, RES))
     names, shares = tile_units(table.geometry, table["size"].to_numpy(), [open_unit_map(half)], min_share=0.6)
@@ -155,14 +184,15 @@ def test_several_maps_give_each_tile_the_unit_with_the_largest_share(maps, tmp_p
     sizes = table["size"].to_numpy()
     classes, transform = _classes()
     left = classes.copy()
-    left[:, classes.shape[1] // 2:] = 0  # this map knows only the western half
+    left[:, classes.shape[1] // 2 :] = 0  # this map knows only the western half
     right = classes.copy()
     right[:, : classes.shape[1] // 2] = 0
     _write_raster(tmp_path / "w.tif", left, transform)
     _write_raster(tmp_path / "e.tif", right, transform)
     whole, _ = tile_units(table.geometry, sizes, [open_unit_map(maps / "units.tif")], min_share=0.6)
-    halves, _ = tile_units(table.geometry, sizes, open_unit_maps([tmp_path / "w.tif", tmp_path / "e.tif"], "unit"),
-                           min_share=0.6)
+    halves, _ = tile_units(
+        table.geometry, sizes, open_unit_maps([tmp_path / "w.tif", tmp_path / "e.tif"], "unit"), min_share=0.6
+    )
     # Tiles clear of the seam read the same from the halves as from the whole map.
     centre_x = table.geometry.centroid.x.to_numpy()
     seam = X0 + SIDE * RES / 2
@@ -195,21 +225,53 @@ def test_a_map_without_the_named_field_fails_with_one_line(maps):
     with pytest.raises(OutcropError) as err:
         open_unit_map(maps / "other_field.gpkg", "unit")
     message = str(err.value)
-    assert message.startswith(f"{maps / 'other_field.gpkg'}: the unit map has no field 'unit' (fields: lithology, note)")
+    assert message.startswith(
+        f"{maps / 'other_field.gpkg'}: the unit map has no field 'unit' (fields: lithology, note)"
+    )
     assert "\n" not in message
 
 
 def test_the_quality_command_refuses_a_map_without_the_field_in_one_line(maps, tmp_path):
     x = str(tmp_path / "x")
     out = tmp_path / "m.json"
-    proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "quality", "--scenes", "x", "--index", x,
-                           "--index-table", x, "--embeddings", x, "--tiles", x, "--tables", x, "--prepared", x,
-                           "--model", x, "--units", str(maps / "other_field.gpkg"), "--unit-field", "unit", "--out", str(out)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outcrop.cli",
+            "quality",
+            "--scenes",
+            "x",
+            "--index",
+            x,
+            "--index-table",
+            x,
+            "--embeddings",
+            x,
+            "--tiles",
+            x,
+            "--tables",
+            x,
+            "--prepared",
+            x,
+            "--model",
+            x,
+            "--units",
+            str(maps / "other_field.gpkg"),
+            "--unit-field",
+            "unit",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert line == (f"outcrop quality: error: {maps / 'other_field.gpkg'}: the unit map has no field 'unit' "
-                    "(fields: lithology, note); set units.field to the field that names each polygon's unit")
+    assert line == (
+        f"outcrop quality: error: {maps / 'other_field.gpkg'}: the unit map has no field 'unit' "
+        "(fields: lithology, note); set units.field to the field that names each polygon's unit"
+    )
     assert not out.exists()
 
 
@@ -218,24 +280,41 @@ def _points(path):
 
 
 def _float_raster(path):
-    with rasterio.open(path, "w", driver="GTiff", height=4, width=4, count=1, dtype="float32", crs=CRS,
-                       transform=from_origin(X0, Y0, RES, RES)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=4,
+        width=4,
+        count=1,
+        dtype="float32",
+        crs=CRS,
+        transform=from_origin(X0, Y0, RES, RES),
+    ) as dst:
         dst.write(np.ones((1, 4, 4), dtype=np.float32))
 
 
 def _no_crs(path):
-    with rasterio.open(path, "w", driver="GTiff", height=4, width=4, count=1, dtype="uint8",
-                       transform=from_origin(0, 4, 1, 1)) as dst:
+    with rasterio.open(
+        path, "w", driver="GTiff", height=4, width=4, count=1, dtype="uint8", transform=from_origin(0, 4, 1, 1)
+    ) as dst:
         dst.write(np.ones((1, 4, 4), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("name, make, message", [
-    ("gone.gpkg", None, "unit map not found"),
-    ("points.gpkg", _points, "the unit map holds Point geometries; a unit map holds polygons"),
-    ("float.tif", _float_raster, "a unit raster holds integer classes; found float32 values"),
-    ("nocrs.tif", _no_crs, "the unit map has no CRS (unknown coordinate system)"),
-    ("junk.dat", lambda p: p.write_bytes(b"not a map at all"), "not a readable unit map: neither polygons nor a class raster"),
-])
+@pytest.mark.parametrize(
+    "name, make, message",
+    [
+        ("gone.gpkg", None, "unit map not found"),
+        ("points.gpkg", _points, "the unit map holds Point geometries; a unit map holds polygons"),
+        ("float.tif", _float_raster, "a unit raster holds integer classes; found float32 values"),
+        ("nocrs.tif", _no_crs, "the unit map has no CRS (unknown coordinate system)"),
+        (
+            "junk.dat",
+            lambda p: p.write_bytes(b"not a map at all"),
+            "not a readable unit map: neither polygons nor a class raster",
+        ),
+    ],
+)
 def test_bad_unit_maps_fail_with_one_line_naming_the_file(tmp_path, name, make, message):
     path = tmp_path / name
     if make is not None:
@@ -252,8 +331,19 @@ def test_a_map_that_covers_no_tile_is_skipped_not_an_error(maps, tmp_path):
 
     table = _footprints()
     table["geometry"] = table.geometry.translate(500_000.0, 0.0)  # far east of the map
-    run = _Run(table=table, present=["s"], rows={}, emb={}, tiles={}, prepared={}, tables={}, model=tmp_path / "m.pt",
-               weights=(0.15, 0.25), seed=0, size=SIZE)
+    run = _Run(
+        table=table,
+        present=["s"],
+        rows={},
+        emb={},
+        tiles={},
+        prepared={},
+        tables={},
+        model=tmp_path / "m.pt",
+        weights=(0.15, 0.25),
+        seed=0,
+        size=SIZE,
+    )
     lines = []
     block = map_agreement(run, [open_unit_map(maps / "units.gpkg")], min_share=0.6, ks=[4], cuts=[], log=lines.append)
     assert block["tiles_read"] == 0 and block["tiles_with_unit"] == 0
@@ -267,15 +357,52 @@ def test_the_quality_command_refuses_a_unit_share_that_is_no_majority(tmp_path):
     from outcrop.search.quality import quality_run
 
     x = str(tmp_path / "x")
-    proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "quality", "--scenes", "x", "--index", x,
-                           "--index-table", x, "--embeddings", x, "--tiles", x, "--tables", x, "--prepared", x,
-                           "--model", x, "--unit-share", "0.3", "--out", str(tmp_path / "m.json")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outcrop.cli",
+            "quality",
+            "--scenes",
+            "x",
+            "--index",
+            x,
+            "--index-table",
+            x,
+            "--embeddings",
+            x,
+            "--tiles",
+            x,
+            "--tables",
+            x,
+            "--prepared",
+            x,
+            "--model",
+            x,
+            "--unit-share",
+            "0.3",
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "outcrop quality: error: argument --unit-share: '0.3' is less than 0.5"
+    assert (
+        proc.stderr.strip().splitlines()[-1] == "outcrop quality: error: argument --unit-share: '0.3' is less than 0.5"
+    )
     with pytest.raises(OutcropError) as err:
-        quality_run(["x"], tmp_path / "m.json", index=tmp_path / "x", index_table=tmp_path / "x",
-                    embeddings=[tmp_path / "x"], tiles=[tmp_path / "x"], tables=[tmp_path / "x"],
-                    prepared=[tmp_path / "x"], model=tmp_path / "x", unit_share=0.3)
+        quality_run(
+            ["x"],
+            tmp_path / "m.json",
+            index=tmp_path / "x",
+            index_table=tmp_path / "x",
+            embeddings=[tmp_path / "x"],
+            tiles=[tmp_path / "x"],
+            tables=[tmp_path / "x"],
+            prepared=[tmp_path / "x"],
+            model=tmp_path / "x",
+            unit_share=0.3,
+        )
     assert str(err.value) == "quality: the unit share must lie between 0.5 and 1 (a majority), got 0.3"
     assert not (tmp_path / "m.json").exists()

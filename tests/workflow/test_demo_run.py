@@ -18,12 +18,25 @@ SCENES = ["demo_1", "demo_2", "demo_3"]
 
 def test_every_output_exists(demo_run):
     r = demo_run / "results"
-    expected = [
-        "clusters/labels.gpkg", "clusters/labels.parquet", "clusters/summary.csv", "clusters/dendrogram.png",
-        "model/encoder.pt", "model/training_curve.tsv", "model/training_curve.png",
-        "analogues/analogues.gpkg", "analogues/analogues.csv", "index/tiles.faiss", "index/info.json",
-        "metrics.json", "summary.html",
-    ] + [f"clusters/maps/{s}.png" for s in SCENES] + [f"analogues/similarity/{s}.tif" for s in SCENES]
+    expected = (
+        [
+            "clusters/labels.gpkg",
+            "clusters/labels.parquet",
+            "clusters/summary.csv",
+            "clusters/dendrogram.png",
+            "model/encoder.pt",
+            "model/training_curve.tsv",
+            "model/training_curve.png",
+            "analogues/analogues.gpkg",
+            "analogues/analogues.csv",
+            "index/tiles.faiss",
+            "index/info.json",
+            "metrics.json",
+            "summary.html",
+        ]
+        + [f"clusters/maps/{s}.png" for s in SCENES]
+        + [f"analogues/similarity/{s}.tif" for s in SCENES]
+    )
     missing = [p for p in expected if not (r / p).is_file() or (r / p).stat().st_size == 0]
     assert missing == []
     for rule in ("prepare", "tiles", "embed"):
@@ -122,12 +135,19 @@ def test_reidentification_is_reported_by_acquisition_date(demo_run, tmp_path):
         with rasterio.open(prepared[-1], "r+", IGNORE_COG_LAYOUT_BREAK="YES") as dst:
             dst.update_tags(ACQUISITION_DATE=day)
     lines = []
-    metrics = quality_run(SCENES, tmp_path / "metrics.json", index=results / "index" / "tiles.faiss",
-                          index_table=results / "index" / "tiles.parquet",
-                          embeddings=[results / "embeddings" / f"{s}.npy" for s in SCENES],
-                          tiles=[results / "tiles" / f"{s}.npy" for s in SCENES], prepared=prepared,
-                          tables=[results / "tiles" / f"{s}.parquet" for s in SCENES], model=results / "model" / "encoder.pt",
-                          deposits=None, log=lines.append)
+    metrics = quality_run(
+        SCENES,
+        tmp_path / "metrics.json",
+        index=results / "index" / "tiles.faiss",
+        index_table=results / "index" / "tiles.parquet",
+        embeddings=[results / "embeddings" / f"{s}.npy" for s in SCENES],
+        tiles=[results / "tiles" / f"{s}.npy" for s in SCENES],
+        prepared=prepared,
+        tables=[results / "tiles" / f"{s}.parquet" for s in SCENES],
+        model=results / "model" / "encoder.pt",
+        deposits=None,
+        log=lines.append,
+    )
     reid = metrics["reidentification"]
     relation = {(p["gallery"], p["queries"]): p["dates"] for p in reid["pairs"]}
     assert relation[("demo_1", "demo_2")] == "same_date" and relation[("demo_2", "demo_3")] == "different_dates"
@@ -138,7 +158,8 @@ def test_reidentification_is_reported_by_acquisition_date(demo_run, tmp_path):
         pooled = sum(b[name]["top1"] * b["queries"] for b in by.values()) / reid["queries"]
         assert pooled == pytest.approx(reid[name]["top1"])
     assert {"reidentification.same_date.top1", "reidentification.different_dates.top1"} <= set(
-        metrics["training_gain"]["measures"])
+        metrics["training_gain"]["measures"]
+    )
     assert any("re-identification, different dates" in line for line in lines)
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.workflow
 
 SCENES = [f"demo_{i}" for i in range(1, TINY_CONFIG["demo"]["scenes"] + 1)]
 TRAIN = SCENES[: TINY_CONFIG["demo"]["train_scenes"]]
-INDEX_ONLY = SCENES[len(TRAIN):]
+INDEX_ONLY = SCENES[len(TRAIN) :]
 # Whole-run jobs that any change of the indexed tiles must rerun (others may follow them).
 WHOLE_RUN = ("index", "clusters", "analogues", "evaluate", "quality", "report", "all")
 # Per-scene jobs upstream of the encoder and the index.

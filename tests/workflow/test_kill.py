@@ -57,16 +57,36 @@ class Stage:
 
 
 STAGES = [
-    Stage("prepare", _log_says(f"{R}/logs/prepare/demo_1.log", " <- "), f"{R}/prepared/demo_1.tif",
-          "the first band has been read onto the grid; six more and the COG write remain"),
-    Stage("tiles", _log_says(f"{R}/logs/tiles/demo_1.log", "cutting"), f"{R}/tiles/demo_1.npy",
-          "tiles are being written into the memory-mapped array"),
-    Stage("train", _exists(f"{R}/model/checkpoint.pt"), f"{R}/model/encoder.pt",
-          "the first epoch is checkpointed; two more epochs remain"),
-    Stage("embed", _log_says(f"{R}/logs/embed/demo_1.log", "embedding "), f"{R}/embeddings/demo_1.npy",
-          "the encoder is loaded and tiles are going through it"),
-    Stage("index", _exists(f"{R}/logs/index.log"), f"{R}/index/tiles.faiss",
-          "the job has started (on tiny data its work takes milliseconds, too short to aim inside)"),
+    Stage(
+        "prepare",
+        _log_says(f"{R}/logs/prepare/demo_1.log", " <- "),
+        f"{R}/prepared/demo_1.tif",
+        "the first band has been read onto the grid; six more and the COG write remain",
+    ),
+    Stage(
+        "tiles",
+        _log_says(f"{R}/logs/tiles/demo_1.log", "cutting"),
+        f"{R}/tiles/demo_1.npy",
+        "tiles are being written into the memory-mapped array",
+    ),
+    Stage(
+        "train",
+        _exists(f"{R}/model/checkpoint.pt"),
+        f"{R}/model/encoder.pt",
+        "the first epoch is checkpointed; two more epochs remain",
+    ),
+    Stage(
+        "embed",
+        _log_says(f"{R}/logs/embed/demo_1.log", "embedding "),
+        f"{R}/embeddings/demo_1.npy",
+        "the encoder is loaded and tiles are going through it",
+    ),
+    Stage(
+        "index",
+        _exists(f"{R}/logs/index.log"),
+        f"{R}/index/tiles.faiss",
+        "the job has started (on tiny data its work takes milliseconds, too short to aim inside)",
+    ),
 ]
 
 
@@ -89,8 +109,18 @@ class KilledRun:
 
 
 def _command(workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -103,14 +133,21 @@ def kill_when(workdir: Path, stage: Stage, timeout: float = 600.0) -> Killed:
     """Start the workflow towards the index, SIGKILL its process group once ``stage`` is at work."""
     assert not stage.at_work(workdir), f"{stage.name}: already at work before the run started"
     out = (workdir / f"snakemake-{stage.name}.out").open("w")
-    proc = subprocess.Popen(_command(workdir, "--cores", CORES, "--rerun-incomplete", TARGET), stdout=out,
-                            stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    proc = subprocess.Popen(
+        _command(workdir, "--cores", CORES, "--rerun-incomplete", TARGET),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        start_new_session=True,
+    )
     deadline = time.monotonic() + timeout
     try:
         while not stage.at_work(workdir):
             if proc.poll() is not None:
-                pytest.fail(f"{stage.name}: snakemake ended ({proc.returncode}) before the job was at work:\n"
-                            + (workdir / f"snakemake-{stage.name}.out").read_text()[-3000:])
+                pytest.fail(
+                    f"{stage.name}: snakemake ended ({proc.returncode}) before the job was at work:\n"
+                    + (workdir / f"snakemake-{stage.name}.out").read_text()[-3000:]
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"{stage.name}: not at work after {timeout:.0f}s")
             time.sleep(0.002)
@@ -166,8 +203,10 @@ def test_prepared_scenes_equal_an_uninterrupted_run(killed_run, demo_run):
     import rasterio
 
     for scene in SCENES:
-        with rasterio.open(killed_run.workdir / R / "prepared" / f"{scene}.tif") as got, \
-                rasterio.open(demo_run / R / "prepared" / f"{scene}.tif") as want:
+        with (
+            rasterio.open(killed_run.workdir / R / "prepared" / f"{scene}.tif") as got,
+            rasterio.open(demo_run / R / "prepared" / f"{scene}.tif") as want,
+        ):
             assert got.profile == want.profile and got.tags() == want.tags()
             assert np.array_equal(got.read(), want.read())
 
@@ -206,8 +245,9 @@ def test_index_equals_an_uninterrupted_run(killed_run, demo_run):
 
     indexes = [faiss.read_index(str(d / R / "index" / "tiles.faiss")) for d in (killed_run.workdir, demo_run)]
     assert indexes[0].ntotal == indexes[1].ntotal > 0
-    assert np.array_equal(indexes[0].reconstruct_n(0, indexes[0].ntotal),
-                          indexes[1].reconstruct_n(0, indexes[1].ntotal))
+    assert np.array_equal(
+        indexes[0].reconstruct_n(0, indexes[0].ntotal), indexes[1].reconstruct_n(0, indexes[1].ntotal)
+    )
     tables = [gpd.read_parquet(d / R / "index" / "tiles.parquet") for d in (killed_run.workdir, demo_run)]
     assert tables[0].equals(tables[1])
     infos = [json.loads((d / R / "index" / "info.json").read_text()) for d in (killed_run.workdir, demo_run)]

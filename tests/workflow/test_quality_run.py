@@ -23,12 +23,34 @@ def test_an_ordinary_run_writes_leave_one_out_and_reidentification(tmp_path):
     for i in range(n):
         scene = f"scene_{i + 1}"
         out = tmp_path / "src" / f"{scene}.tif"
-        outcrop("demo-scene", "--scene", f"demo_{i + 1}", "--size", str(size), "--seed", str(seed), "--out", str(out),
-                "--truth", str(tmp_path / "src" / f"{scene}_units.tif"))
+        outcrop(
+            "demo-scene",
+            "--scene",
+            f"demo_{i + 1}",
+            "--size",
+            str(size),
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "--truth",
+            str(tmp_path / "src" / f"{scene}_units.tif"),
+        )
         rows.append(f"{scene}\t{out}\tlandsat-c2l2\t{'train' if i < 2 else 'index'}")
     deposits = tmp_path / "deposits.gpkg"
-    outcrop("demo-deposits", "--scenes", str(n), "--size", str(size), "--seed", str(seed), "--out", str(deposits),
-            "--truth", str(tmp_path / "hidden.gpkg"))
+    outcrop(
+        "demo-deposits",
+        "--scenes",
+        str(n),
+        "--size",
+        str(size),
+        "--seed",
+        str(seed),
+        "--out",
+        str(deposits),
+        "--truth",
+        str(tmp_path / "hidden.gpkg"),
+    )
     sheet = tmp_path / "scenes.tsv"
     sheet.write_text("scene\tsource\tsensor\trole\n" + "\n".join(rows) + "\n")
     config = {k: v for k, v in TINY_CONFIG.items() if k != "demo"}
@@ -86,7 +108,9 @@ def test_a_one_scene_run_without_deposits_reports_what_training_added(tmp_path):
             assert 0.0 <= same[kind][name]["top1"] <= same[kind][name]["top5"] <= 1.0
         assert same[kind]["byol"]["top5"] > 0.2  # far above chance (one in hundreds of gallery tiles)
     gain = metrics["training_gain"]
-    assert set(gain["measures"]) == {f"same_scene.{k}.{m}" for k in ("shifted", "reprojected") for m in ("top1", "top5")}
+    assert set(gain["measures"]) == {
+        f"same_scene.{k}.{m}" for k in ("shifted", "reprojected") for m in ("top1", "top5")
+    }
     for measure, row in gain["measures"].items():
         _, kind, key = measure.split(".")
         scores = same[kind]

@@ -103,12 +103,17 @@ def test_demo_through_slurm_matches_a_local_run(node, demo_run, tmp_path):
     started = time.monotonic()
     proc = snakemake(
         workdir,
-        "--workflow-profile", str(profile),
-        "--default-resources", f"slurm_partition={node['partition']}",
-        "--slurm-status-command", "squeue",
-        "--slurm-init-seconds-before-status-checks", "5",
+        "--workflow-profile",
+        str(profile),
+        "--default-resources",
+        f"slurm_partition={node['partition']}",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "5",
         "--slurm-keep-successful-logs",
-        "--retries", "0",
+        "--retries",
+        "0",
         timeout=1800,
     )
     elapsed = time.monotonic() - started
@@ -130,10 +135,11 @@ def test_demo_through_slurm_matches_a_local_run(node, demo_run, tmp_path):
     for scene in SCENES:
         pd.testing.assert_frame_equal(
             gpd.read_parquet(remote / "tiles" / f"{scene}.parquet"),
-                                      gpd.read_parquet(local / "tiles" / f"{scene}.parquet")
+            gpd.read_parquet(local / "tiles" / f"{scene}.parquet"),
         )
-        np.testing.assert_array_equal(np.load(remote / "tiles" / f"{scene}.npy"),
-                                      np.load(local / "tiles" / f"{scene}.npy"))
+        np.testing.assert_array_equal(
+            np.load(remote / "tiles" / f"{scene}.npy"), np.load(local / "tiles" / f"{scene}.npy")
+        )
         np.testing.assert_array_equal(
             np.load(remote / "embeddings" / f"{scene}.npy"), np.load(local / "embeddings" / f"{scene}.npy")
         )

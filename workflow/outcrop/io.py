@@ -63,12 +63,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 # holds its own) asks the file system: it fails with ENOSPC on a full disk and EDQUOT past a
 # quota, which free-space figures (statvfs) do not show.
 SPACE_PROBE_BYTES = 1 << 20
-_FULL_ERRNOS = {errno.ENOSPC: "no space left on device",
-                errno.EDQUOT: "no space left on device (disk quota exceeded)"}
-_FULL_TEXTS = {"no space left on device": _FULL_ERRNOS[errno.ENOSPC],
-               "disk quota exceeded": _FULL_ERRNOS[errno.EDQUOT],
-               "database or disk is full": _FULL_ERRNOS[errno.ENOSPC],  # SQLite (GeoPackage)
-               "free disk space available is": _FULL_ERRNOS[errno.ENOSPC]}  # GDAL's own check
+_FULL_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "no space left on device (disk quota exceeded)"}
+_FULL_TEXTS = {
+    "no space left on device": _FULL_ERRNOS[errno.ENOSPC],
+    "disk quota exceeded": _FULL_ERRNOS[errno.EDQUOT],
+    "database or disk is full": _FULL_ERRNOS[errno.ENOSPC],  # SQLite (GeoPackage)
+    "free disk space available is": _FULL_ERRNOS[errno.ENOSPC],
+}  # GDAL's own check
 
 
 def no_space_reason(exc: BaseException, final: str | os.PathLike[str] | None = None) -> str | None:
@@ -137,8 +138,9 @@ def full_disk_reported(final: str | os.PathLike[str]) -> Iterator[None]:
         reason = no_space_reason(exc, final)
         if reason is None:
             raise
-        raise OutcropError(f"{final}: {reason}; free some space on its disk (or write elsewhere) "
-                           "and run again") from None
+        raise OutcropError(
+            f"{final}: {reason}; free some space on its disk (or write elsewhere) and run again"
+        ) from None
 
 
 def _remove_stale_temporaries(final: Path) -> None:
@@ -243,17 +245,24 @@ def describe_gpkg_fields(path: str | os.PathLike[str], layer: str, columns: Sequ
                 "CREATE TABLE IF NOT EXISTS gpkg_data_columns (table_name TEXT NOT NULL, column_name TEXT NOT NULL, "
                 "name TEXT, title TEXT, description TEXT, mime_type TEXT, constraint_name TEXT, "
                 "CONSTRAINT pk_gdc PRIMARY KEY (table_name, column_name), "
-                "CONSTRAINT gdc_tn UNIQUE (table_name, name))")
+                "CONSTRAINT gdc_tn UNIQUE (table_name, name))"
+            )
             con.execute(
                 "CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT, "
                 "extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL, "
-                "CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))")
+                "CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))"
+            )
             for table in ("gpkg_data_columns", "gpkg_data_column_constraints"):
-                con.execute("INSERT OR IGNORE INTO gpkg_extensions VALUES (?, NULL, 'gpkg_schema', "
-                            "'http://www.geopackage.org/spec121/#extension_schema', 'read-write')", (table,))
-            con.executemany("INSERT OR REPLACE INTO gpkg_data_columns (table_name, column_name, name, title, "
-                            "description) VALUES (?, ?, ?, ?, ?)",
-                            [(t, c, n, n, d) for t, c, n, d in rows])
+                con.execute(
+                    "INSERT OR IGNORE INTO gpkg_extensions VALUES (?, NULL, 'gpkg_schema', "
+                    "'http://www.geopackage.org/spec121/#extension_schema', 'read-write')",
+                    (table,),
+                )
+            con.executemany(
+                "INSERT OR REPLACE INTO gpkg_data_columns (table_name, column_name, name, title, "
+                "description) VALUES (?, ?, ?, ?, ?)",
+                [(t, c, n, n, d) for t, c, n, d in rows],
+            )
     finally:
         con.close()
 
@@ -300,9 +309,18 @@ def write_cog(
     """
     if array.ndim == 2:
         array = array[None]
-    with cog_writer(path, profile, array.shape, array.dtype, band_names=band_names, tags=tags,
-                    colormap=colormap, resampling=resampling, compression=compression,
-                    categories=categories) as dst:
+    with cog_writer(
+        path,
+        profile,
+        array.shape,
+        array.dtype,
+        band_names=band_names,
+        tags=tags,
+        colormap=colormap,
+        resampling=resampling,
+        compression=compression,
+        categories=categories,
+    ) as dst:
         dst.write(array)
 
 
@@ -372,8 +390,15 @@ def cog_writer(
                     factors = [f for f in (2, 4, 8, 16, 32) if min(height, width) // f >= 64]
                     if factors:
                         dst.build_overviews(factors, getattr(Resampling, resampling))
-                rio_copy(staging, tmp, driver="COG", overview_resampling=resampling, blocksize=256,
-                         BIGTIFF="IF_SAFER", **(compression or {"compress": "DEFLATE"}))
+                rio_copy(
+                    staging,
+                    tmp,
+                    driver="COG",
+                    overview_resampling=resampling,
+                    blocksize=256,
+                    BIGTIFF="IF_SAFER",
+                    **(compression or {"compress": "DEFLATE"}),
+                )
                 if categories:
                     write_categories(path, categories, colormap)
         finally:
@@ -394,8 +419,10 @@ def require_space(final: str | os.PathLike[str], nbytes: int, what: str) -> None
         return
     free = (stat.f_bfree if os.geteuid() == 0 else stat.f_bavail) * stat.f_frsize
     if free < nbytes:
-        raise OutcropError(f"{final}: no space left on device: {what} needs {_size(nbytes)}, {_size(free)} are free; "
-                           "free some space on its disk (or write elsewhere) and run again")
+        raise OutcropError(
+            f"{final}: no space left on device: {what} needs {_size(nbytes)}, {_size(free)} are free; "
+            "free some space on its disk (or write elsewhere) and run again"
+        )
 
 
 def _size(nbytes: float) -> str:
@@ -411,8 +438,9 @@ _RAT_INTEGER, _RAT_STRING = 0, 2
 _RAT_MINMAX, _RAT_NAME, _RAT_RED, _RAT_GREEN, _RAT_BLUE, _RAT_ALPHA = 5, 2, 6, 7, 8, 9
 
 
-def categories_xml(categories: Mapping[int, Mapping[int, str]],
-                   colormap: Mapping[int, tuple[int, int, int, int]] | None = None) -> str:
+def categories_xml(
+    categories: Mapping[int, Mapping[int, str]], colormap: Mapping[int, tuple[int, int, int, int]] | None = None
+) -> str:
     """GDAL's PAM XML that names the classes of each band: category names and a thematic raster
     attribute table (value, class, and the colour where ``colormap`` gives one, for band 1).
 
@@ -431,16 +459,19 @@ def categories_xml(categories: Mapping[int, Mapping[int, str]],
         coloured = colormap is not None and band == 1
         fields = [("value", _RAT_INTEGER, _RAT_MINMAX), ("class", _RAT_STRING, _RAT_NAME)]
         if coloured:
-            fields += [(c, _RAT_INTEGER, u) for c, u in
-                       (("red", _RAT_RED), ("green", _RAT_GREEN), ("blue", _RAT_BLUE), ("alpha", _RAT_ALPHA))]
+            fields += [
+                (c, _RAT_INTEGER, u)
+                for c, u in (("red", _RAT_RED), ("green", _RAT_GREEN), ("blue", _RAT_BLUE), ("alpha", _RAT_ALPHA))
+            ]
         parts.append(f'  <PAMRasterBand band="{int(band)}">')
         parts.append("    <CategoryNames>")
         parts += [f"      <Category>{escape(n)}</Category>" for n in listed]
         parts.append("    </CategoryNames>")
         parts.append('    <GDALRasterAttributeTable tableType="thematic">')
         for i, (name, kind, usage) in enumerate(fields):
-            parts.append(f'      <FieldDefn index="{i}"><Name>{name}</Name><Type>{kind}</Type>'
-                         f"<Usage>{usage}</Usage></FieldDefn>")
+            parts.append(
+                f'      <FieldDefn index="{i}"><Name>{name}</Name><Type>{kind}</Type><Usage>{usage}</Usage></FieldDefn>'
+            )
         for row, v in enumerate(values):
             cells = [str(v), escape(str(names[v]))]
             if coloured:
@@ -452,8 +483,11 @@ def categories_xml(categories: Mapping[int, Mapping[int, str]],
     return "\n".join(parts) + "\n"
 
 
-def write_categories(path: str | os.PathLike[str], categories: Mapping[int, Mapping[int, str]],
-                     colormap: Mapping[int, tuple[int, int, int, int]] | None = None) -> None:
+def write_categories(
+    path: str | os.PathLike[str],
+    categories: Mapping[int, Mapping[int, str]],
+    colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+) -> None:
     """Write ``path``.aux.xml naming the classes of the raster at ``path`` (see :func:`categories_xml`)."""
     sidecar = Path(os.fspath(path) + ".aux.xml")
     with atomic_path(sidecar) as tmp:
@@ -538,11 +572,18 @@ def prepared_writer(
     all_tags = {"bands": ",".join(band_names), "scale": PREPARED_SCALE, "offset": PREPARED_OFFSET}
     all_tags.update(tags or {})
     count = len(band_names) + 1
-    with cog_writer(path, {"crs": crs, "transform": transform, "nodata": PREPARED_NODATA},
-                    (count, *shape), np.uint16, band_names=[*band_names, "mask"], tags=all_tags,
-                    compression=PREPARED_COMPRESSION,
-                    scales=[PREPARED_SCALE] * (count - 1) + [1.0], offsets=[PREPARED_OFFSET] * (count - 1) + [0.0],
-                    categories={count: mask_classes} if mask_classes else None) as dst:
+    with cog_writer(
+        path,
+        {"crs": crs, "transform": transform, "nodata": PREPARED_NODATA},
+        (count, *shape),
+        np.uint16,
+        band_names=[*band_names, "mask"],
+        tags=all_tags,
+        compression=PREPARED_COMPRESSION,
+        scales=[PREPARED_SCALE] * (count - 1) + [1.0],
+        offsets=[PREPARED_OFFSET] * (count - 1) + [0.0],
+        categories={count: mask_classes} if mask_classes else None,
+    ) as dst:
 
         def write(row: int, col: int, reflectance: np.ndarray, mask: np.ndarray) -> None:
             window = Window(col, row, mask.shape[1], mask.shape[0])

@@ -282,19 +282,31 @@ class Layout:
         stages = self.SCENE_STAGES if demo else self.SCENE_STAGES[1:]
         return [
             *([self.demo_scene(scene), self.demo_truth(scene)] if demo else []),
-            self.prepared(scene), self.prepared_classes(scene),
-            self.tiles(scene), self.tile_table(scene), self.embeddings(scene), self.quicklook_png(scene),
-            self.quicklook_tif(scene), self.cluster_map(scene), self.cluster_raster(scene),
-            f"{self.cluster_raster(scene)}.aux.xml", self.cluster_level_raster(self.LONGEST_LEVEL, scene),
-            f"{self.cluster_level_raster(self.LONGEST_LEVEL, scene)}.aux.xml", self.similarity_raster(scene),
+            self.prepared(scene),
+            self.prepared_classes(scene),
+            self.tiles(scene),
+            self.tile_table(scene),
+            self.embeddings(scene),
+            self.quicklook_png(scene),
+            self.quicklook_tif(scene),
+            self.cluster_map(scene),
+            self.cluster_raster(scene),
+            f"{self.cluster_raster(scene)}.aux.xml",
+            self.cluster_level_raster(self.LONGEST_LEVEL, scene),
+            f"{self.cluster_level_raster(self.LONGEST_LEVEL, scene)}.aux.xml",
+            self.similarity_raster(scene),
             f"{self.analogue_maps}/{scene}.png",
             *(path for stage in stages for path in (self.log(stage, scene), self.benchmark(stage, scene))),
         ]
 
     def run_paths(self) -> list[str]:
         """The longest paths the run writes that belong to no scene."""
-        return [self.at("logs", "benchmarks", "analogues_skipped.tsv"), self.cluster_summary_html,
-                self.projection_surfaces, self.training_curve_png]
+        return [
+            self.at("logs", "benchmarks", "analogues_skipped.tsv"),
+            self.cluster_summary_html,
+            self.projection_surfaces,
+            self.training_curve_png,
+        ]
 
 
 def in_folder(folder: str | Path, scenes: Sequence[str], suffix: str) -> list[str]:

@@ -95,8 +95,15 @@ def writes(name: str, *, many: bool = False, optional: bool = False, to: str = "
     return Arg(name, "output", PATH, many, optional, to, help)
 
 
-def given(name: str, kind: Mapping[str, Any] = TEXT, *, many: bool = False, optional: bool = False, to: str = "",
-          help: str = "") -> Arg:
+def given(
+    name: str,
+    kind: Mapping[str, Any] = TEXT,
+    *,
+    many: bool = False,
+    optional: bool = False,
+    to: str = "",
+    help: str = "",
+) -> Arg:
     """A value the rule gives in ``params:`` (a row of the scene sheet, the scene list, a path that is
     neither input nor output)."""
     return Arg(name, "params", kind, many, optional, to, help)
@@ -118,8 +125,7 @@ def limit_option(name: str, limit: str, *, to: str = "", help: str = "") -> Arg:
     gets None and takes the limit as the run's config sets it (:func:`outcrop.limits.limit`)."""
     entry = schema_entry(f"limits.{limit}")
     kind = {key: value for key, value in entry.items() if key not in ("default", "description")}
-    return Arg(name, "", {**kind, "default": None}, to=to, help=help or str(entry.get("description", "")),
-               limit=limit)
+    return Arg(name, "", {**kind, "default": None}, to=to, help=help or str(entry.get("description", "")), limit=limit)
 
 
 @dataclass(frozen=True)
@@ -313,253 +319,445 @@ _STATE_KEPT = "where the kept state lives between runs (not a rule's output: rer
 
 STAGE_LIST: tuple[Stage, ...] = (
     Stage(
-        "demo-scene", "outcrop.raster.demo:write_demo_scene", "synthesise one scene of the built-in demo coast",
+        "demo-scene",
+        "outcrop.raster.demo:write_demo_scene",
+        "synthesise one scene of the built-in demo coast",
         "outcrop demo-scene --scene demo_1_t2 --out demo/demo_1_t2.tif --truth demo/demo_1_t2_units.tif",
-        args=(wildcard("scene", help="demo_<place> (the first day) or demo_<place>_t<day>"), writes("out"),
-              writes("truth")),
+        args=(
+            wildcard("scene", help="demo_<place> (the first day) or demo_<place>_t<day>"),
+            writes("out"),
+            writes("truth"),
+        ),
         settings=("demo.size", "demo.seed"),
     ),
     Stage(
-        "demo-deposits", "outcrop.raster.demo:write_deposits", "write the demo's known deposits and hidden truth",
+        "demo-deposits",
+        "outcrop.raster.demo:write_deposits",
+        "write the demo's known deposits and hidden truth",
         "outcrop demo-deposits --scenes 3 --out demo/deposits.gpkg --truth demo/hidden.gpkg",
         args=(writes("out", to="out_known"), writes("truth", to="out_truth")),
         # The number of places (each seen on demo.dates days, with the same deposits).
         settings=("scenes=demo.scenes", "demo.size", "demo.seed"),
     ),
     Stage(
-        "grid", "outcrop.raster.scenes:choose_run_grid",
+        "grid",
+        "outcrop.raster.scenes:choose_run_grid",
         "choose the run grid (CRS, resolution, pixel alignment) from the scenes' headers",
-        "outcrop grid --scenes-json '[{\"scene\": \"s1\", \"source\": \"LC08_.../\", \"sensor\": \"landsat-c2l2\"}]' "
+        'outcrop grid --scenes-json \'[{"scene": "s1", "source": "LC08_.../", "sensor": "landsat-c2l2"}]\' '
         "--bands blue,green,red --out results/grid.json",
         args=(given("scenes_json", help="JSON list of {scene, source, sensor[, bands]}"), writes("out")),
         settings=("bands", "grid.*"),
     ),
     Stage(
-        "prepare", "outcrop.raster.scenes:prepare_on_grid",
+        "prepare",
+        "outcrop.raster.scenes:prepare_on_grid",
         "reproject a scene onto the run grid with reflectance and a surface mask",
         "outcrop prepare --source LC08_..._SR/ --sensor landsat-c2l2 --scene s1 "
         "--bands coastal,blue,green,red,nir,swir1,swir2 --out prepared/s1.tif",
-        args=(given("source", SOURCE, help="file, product folder, URL or STAC item"), given("sensor"),
-              wildcard("scene"),
-              reads("grid", optional=True, help="the run's grid.json (from `outcrop grid`): CRS, resolution and "
-                    "pixel alignment; overrides --crs and --resolution"),
-              given("declared_bands", {"type": "array", "items": {"type": "string"}}, optional=True, many=True,
-                    help="band names of a generic GeoTIFF, in file order"),
-              given("scale", {"type": "number"}, optional=True, help="reflectance = DN * scale + offset"),
-              given("offset", {"type": "number"}, optional=True),
-              given("collar", {"type": "string", "enum": ["auto", "off"]}, optional=True,
-                    help="auto (the default): mask a constant border without a nodata tag as nodata; off: keep it"),
-              given("date", optional=True, help="acquisition date (YYYY-MM-DD), overriding the product's own; "
-                    "written as the prepared scene's ACQUISITION_DATE tag"),
-              limit_option("max_pixels", "scene_pixels",
-                           help="largest scene on the run grid, in pixels; a larger one is refused"),
-              writes("out")),
-        settings=("bands", "grid.*", "surfaces"), threads=True,
+        args=(
+            given("source", SOURCE, help="file, product folder, URL or STAC item"),
+            given("sensor"),
+            wildcard("scene"),
+            reads(
+                "grid",
+                optional=True,
+                help="the run's grid.json (from `outcrop grid`): CRS, resolution and "
+                "pixel alignment; overrides --crs and --resolution",
+            ),
+            given(
+                "declared_bands",
+                {"type": "array", "items": {"type": "string"}},
+                optional=True,
+                many=True,
+                help="band names of a generic GeoTIFF, in file order",
+            ),
+            given("scale", {"type": "number"}, optional=True, help="reflectance = DN * scale + offset"),
+            given("offset", {"type": "number"}, optional=True),
+            given(
+                "collar",
+                {"type": "string", "enum": ["auto", "off"]},
+                optional=True,
+                help="auto (the default): mask a constant border without a nodata tag as nodata; off: keep it",
+            ),
+            given(
+                "date",
+                optional=True,
+                help="acquisition date (YYYY-MM-DD), overriding the product's own; "
+                "written as the prepared scene's ACQUISITION_DATE tag",
+            ),
+            limit_option(
+                "max_pixels", "scene_pixels", help="largest scene on the run grid, in pixels; a larger one is refused"
+            ),
+            writes("out"),
+        ),
+        settings=("bands", "grid.*", "surfaces"),
+        threads=True,
     ),
     Stage(
-        "tile", "outcrop.raster.aoi:tile_scene_in_aoi", "cut a prepared scene into tiles (array + GeoParquet table)",
+        "tile",
+        "outcrop.raster.aoi:tile_scene_in_aoi",
+        "cut a prepared scene into tiles (array + GeoParquet table)",
         "outcrop tile --prepared prepared/s1.tif --scene s1 --out-tiles tiles/s1.npy --out-table tiles/s1.parquet",
-        args=(reads("prepared"), wildcard("scene"), reads("aoi", optional=True, help="AOI polygon or coastline file"),
-              reads("grid", optional=True, help="the run's grid.json (the AOI is brought into its CRS); overrides --crs"),
-              writes("out_tiles"), writes("out_table")),
+        args=(
+            reads("prepared"),
+            wildcard("scene"),
+            reads("aoi", optional=True, help="AOI polygon or coastline file"),
+            reads("grid", optional=True, help="the run's grid.json (the AOI is brought into its CRS); overrides --crs"),
+            writes("out_tiles"),
+            writes("out_table"),
+        ),
         settings=("tiles.*", "aoi_buffer_km=aoi.buffer_km", "grid.crs"),
     ),
     Stage(
-        "quicklook", "outcrop.figures.quicklook:quicklook_in_aoi",
+        "quicklook",
+        "outcrop.figures.quicklook:quicklook_in_aoi",
         "false-colour quicklook of a prepared scene: a COG and a PNG with the surface mask and AOI",
         "outcrop quicklook --prepared results/prepared/s1.tif --scene s1 --out-png results/quicklooks/s1.png "
         "--out-tif results/quicklooks/s1.tif --aoi coast.gpkg --aoi-buffer-km 10",
-        args=(reads("prepared"), wildcard("scene"),
-              reads("aoi", optional=True, help="AOI polygon or coastline file, outlined on the figure"),
-              reads("grid", optional=True, help="the run's grid.json (the AOI is brought into its CRS); overrides --crs"),
-              option("max_size", {"type": "integer", "minimum": 1, "default": 2048},
-                     help="largest side of the quicklook in pixels"),
-              writes("out_png"), writes("out_tif")),
+        args=(
+            reads("prepared"),
+            wildcard("scene"),
+            reads("aoi", optional=True, help="AOI polygon or coastline file, outlined on the figure"),
+            reads("grid", optional=True, help="the run's grid.json (the AOI is brought into its CRS); overrides --crs"),
+            option(
+                "max_size",
+                {"type": "integer", "minimum": 1, "default": 2048},
+                help="largest side of the quicklook in pixels",
+            ),
+            writes("out_png"),
+            writes("out_tif"),
+        ),
         settings=("aoi_buffer_km=aoi.buffer_km", "grid.crs"),
     ),
     Stage(
-        "train", "outcrop.learning.encoder:train_byol", "train the BYOL encoder on the tiles of the training scenes",
+        "train",
+        "outcrop.learning.encoder:train_byol",
+        "train the BYOL encoder on the tiles of the training scenes",
         "outcrop train --tiles tiles/a.npy --tables tiles/a.parquet --bands blue,green,red,nir "
         "--out model/encoder.pt --curve-tsv model/curve.tsv --curve-png model/curve.png "
         "--checkpoint model/checkpoint.pt --settings epochs=20 --threads 2",
-        args=(reads("tiles", many=True, to="tile_paths"), reads("tables", many=True, to="table_paths"),
-              given("checkpoint", PATH, to="checkpoint_path", help="kept up to date while training; a rerun resumes "
-                    "from it"),
-              writes("out", to="out_path"), writes("curve_tsv"), writes("curve_png")),
-        settings=("bands", "min_rock=encoder.train_min_rock", "encoder.*"), threads=True,
+        args=(
+            reads("tiles", many=True, to="tile_paths"),
+            reads("tables", many=True, to="table_paths"),
+            given(
+                "checkpoint", PATH, to="checkpoint_path", help="kept up to date while training; a rerun resumes from it"
+            ),
+            writes("out", to="out_path"),
+            writes("curve_tsv"),
+            writes("curve_png"),
+        ),
+        settings=("bands", "min_rock=encoder.train_min_rock", "encoder.*"),
+        threads=True,
     ),
     Stage(
-        "embed", "outcrop.learning.embeddings:embed_tiles", "embed one scene's tiles with the trained encoder",
+        "embed",
+        "outcrop.learning.embeddings:embed_tiles",
+        "embed one scene's tiles with the trained encoder",
         "outcrop embed --tiles tiles/s1.npy --table tiles/s1.parquet --model model/encoder.pt --out embeddings/s1.npy",
-        args=(reads("tiles", to="tiles_path"),
-              reads("table", optional=True, to="table_path",
-                    help="the scene's tile table, for the block part (default: the .parquet beside --tiles)"),
-              reads("model", to="model_path"), writes("out", to="out_path")),
-        settings=("embed.*", "encoder.device", "bands"), threads=True,
+        args=(
+            reads("tiles", to="tiles_path"),
+            reads(
+                "table",
+                optional=True,
+                to="table_path",
+                help="the scene's tile table, for the block part (default: the .parquet beside --tiles)",
+            ),
+            reads("model", to="model_path"),
+            writes("out", to="out_path"),
+        ),
+        settings=("embed.*", "encoder.device", "bands"),
+        threads=True,
     ),
     Stage(
-        "index", "outcrop.search.index:build_index", "build the FAISS index over all embeddings",
+        "index",
+        "outcrop.search.index:build_index",
+        "build the FAISS index over all embeddings",
         "outcrop index --embeddings embeddings/*.npy --tables tiles/*.parquet --out-index index/tiles.faiss "
         "--out-table index/tiles.parquet --out-info index/info.json",
-        args=(reads("embeddings", many=True, to="embedding_paths"), reads("tables", many=True, to="table_paths"),
-              reads("grid", optional=True, help="the run's grid.json: info.json then records the grid the tiles lie on"),
-              given("state_dir", PATH, optional=True, help="keep the trained index here and add new scenes to it; "
-                    + _STATE_KEPT),
-              writes("out_index"), writes("out_table"), writes("out_info")),
-        settings=("index.*",), threads=True, mem_mb=index_mem_mb,
+        args=(
+            reads("embeddings", many=True, to="embedding_paths"),
+            reads("tables", many=True, to="table_paths"),
+            reads("grid", optional=True, help="the run's grid.json: info.json then records the grid the tiles lie on"),
+            given(
+                "state_dir",
+                PATH,
+                optional=True,
+                help="keep the trained index here and add new scenes to it; " + _STATE_KEPT,
+            ),
+            writes("out_index"),
+            writes("out_table"),
+            writes("out_info"),
+        ),
+        settings=("index.*",),
+        threads=True,
+        mem_mb=index_mem_mb,
     ),
     Stage(
-        "cluster", "outcrop.figures.cluster_maps:cluster_and_map",
+        "cluster",
+        "outcrop.figures.cluster_maps:cluster_and_map",
         "k-means at each k plus a Ward hierarchy on the centroids",
         "outcrop cluster --index-table index/tiles.parquet --embeddings embeddings/*.npy --tiles tiles/*.npy "
         "--prepared prepared/*.tif --k 4 8 --cuts 3 --out-gpkg clusters/labels.gpkg --out-parquet "
         "clusters/labels.parquet --out-summary clusters/summary.csv --out-dendrogram clusters/dendrogram.png "
         "--maps-dir clusters/maps --rasters-dir clusters/rasters",
-        args=(reads("index_table"), reads("embeddings", many=True), reads("tiles", many=True),
-              reads("prepared", many=True),
-              given("state_dir", PATH, optional=True, help="keep the centroids here and assign new scenes' tiles "
-                    "to them; " + _STATE_KEPT),
-              writes("out_gpkg"), writes("out_parquet"), writes("out_summary"), writes("out_dendrogram"),
-              writes("out_exemplars", optional=True, help="PNG of exemplar tiles per cluster"),
-              writes("maps_dir"), writes("rasters_dir")),
-        settings=("clusters.*",), threads=True,
+        args=(
+            reads("index_table"),
+            reads("embeddings", many=True),
+            reads("tiles", many=True),
+            reads("prepared", many=True),
+            given(
+                "state_dir",
+                PATH,
+                optional=True,
+                help="keep the centroids here and assign new scenes' tiles to them; " + _STATE_KEPT,
+            ),
+            writes("out_gpkg"),
+            writes("out_parquet"),
+            writes("out_summary"),
+            writes("out_dendrogram"),
+            writes("out_exemplars", optional=True, help="PNG of exemplar tiles per cluster"),
+            writes("maps_dir"),
+            writes("rasters_dir"),
+        ),
+        settings=("clusters.*",),
+        threads=True,
     ),
     Stage(
-        "analogues", "outcrop.search.analogues:find_analogues", "rank analogues of the known deposits",
+        "analogues",
+        "outcrop.search.analogues:find_analogues",
+        "rank analogues of the known deposits",
         "outcrop analogues --index index/tiles.faiss --index-table index/tiles.parquet --embeddings embeddings/*.npy "
         "--prepared prepared/*.tif --deposits deposits.gpkg --out-gpkg analogues/analogues.gpkg "
         "--out-csv analogues/analogues.csv --similarity-dir analogues/similarity",
-        args=(reads("index", to="index_path"), reads("index_table", to="table_path"),
-              reads("embeddings", many=True, to="embedding_paths"), reads("prepared", many=True, to="prepared_paths"),
-              reads("deposits", to="deposits_path"),
-              reads("negatives", optional=True, to="negatives_path",
-                    help="places known not to be analogues; the set query is pushed away from them"),
-              writes("out_gpkg"), writes("out_csv"), writes("similarity_dir")),
-        settings=("analogues.*",), threads=True,
+        args=(
+            reads("index", to="index_path"),
+            reads("index_table", to="table_path"),
+            reads("embeddings", many=True, to="embedding_paths"),
+            reads("prepared", many=True, to="prepared_paths"),
+            reads("deposits", to="deposits_path"),
+            reads(
+                "negatives",
+                optional=True,
+                to="negatives_path",
+                help="places known not to be analogues; the set query is pushed away from them",
+            ),
+            writes("out_gpkg"),
+            writes("out_csv"),
+            writes("similarity_dir"),
+        ),
+        settings=("analogues.*",),
+        threads=True,
     ),
     Stage(
-        "evaluate", "outcrop.search.evaluate:evaluate_run", "score a demo run against its planted truth",
+        "evaluate",
+        "outcrop.search.evaluate:evaluate_run",
+        "score a demo run against its planted truth",
         "outcrop evaluate --scenes demo_1 demo_2 --index results/index/tiles.faiss "
         "--index-table results/index/tiles.parquet --embeddings results/embeddings/demo_{1,2}.npy "
         "--tiles results/tiles/demo_{1,2}.npy --truth-units results/demo/truth/demo_{1,2}_units.tif "
         "--model results/model/encoder.pt --labels results/clusters/labels.parquet --truth-deposits "
         "results/demo/hidden_deposits.gpkg --deposits results/demo/deposits.gpkg --out results/demo/scores.json",
-        args=(given("scenes", many=True), reads("index"), reads("index_table"),
-              reads("embeddings", many=True, help="embeddings, " + _PER_SCENE),
-              reads("tiles", many=True, help="tile arrays, " + _PER_SCENE),
-              reads("truth_units", many=True, to="truth", help="planted rock units, " + _PER_SCENE),
-              reads("model", help="trained encoder whose architecture the random-encoder baseline copies"),
-              reads("labels", optional=True, help="the workflow's clusters (clusters/labels.parquet), also scored"),
-              reads("tables", many=True, optional=True, help="tile tables, " + _PER_SCENE + " (the block part of "
-                    "random_joined and spectral_parts)"),
-              reads("truth_deposits"), reads("deposits"), writes("out")),
-        settings=("analogues.buffer_m", "analogues.exclusion_km", "analogues.site_overlap", "evaluate.recall_k",
-                  "clusters.seed", "embed.spectral_weight", "embed.context_weight"),
+        args=(
+            given("scenes", many=True),
+            reads("index"),
+            reads("index_table"),
+            reads("embeddings", many=True, help="embeddings, " + _PER_SCENE),
+            reads("tiles", many=True, help="tile arrays, " + _PER_SCENE),
+            reads("truth_units", many=True, to="truth", help="planted rock units, " + _PER_SCENE),
+            reads("model", help="trained encoder whose architecture the random-encoder baseline copies"),
+            reads("labels", optional=True, help="the workflow's clusters (clusters/labels.parquet), also scored"),
+            reads(
+                "tables",
+                many=True,
+                optional=True,
+                help="tile tables, " + _PER_SCENE + " (the block part of random_joined and spectral_parts)",
+            ),
+            reads("truth_deposits"),
+            reads("deposits"),
+            writes("out"),
+        ),
+        settings=(
+            "analogues.buffer_m",
+            "analogues.exclusion_km",
+            "analogues.site_overlap",
+            "evaluate.recall_k",
+            "clusters.seed",
+            "embed.spectral_weight",
+            "embed.context_weight",
+        ),
         threads=True,
     ),
     Stage(
-        "quality", "outcrop.search.quality:quality_run",
+        "quality",
+        "outcrop.search.quality:quality_run",
         "score any run without labels: leave-one-deposit-out, re-identification across scenes and within one, "
         "agreement with a unit map and what training added, beside the baselines",
         "outcrop quality --scenes s1 s2 --index results/index/tiles.faiss --index-table results/index/tiles.parquet "
         "--embeddings results/embeddings/s{1,2}.npy --tiles results/tiles/s{1,2}.npy --tables "
         "results/tiles/s{1,2}.parquet --prepared results/prepared/s{1,2}.tif --model results/model/encoder.pt "
         "--deposits deposits.gpkg --out results/metrics.json",
-        args=(given("scenes", many=True), reads("index"), reads("index_table"),
-              reads("embeddings", many=True, help="embeddings, " + _PER_SCENE),
-              reads("tiles", many=True, help="tile arrays, " + _PER_SCENE),
-              reads("tables", many=True, help="tile tables (their tile size and stride frame the queries), "
-                    + _PER_SCENE),
-              reads("prepared", many=True, help="prepared scenes, " + _PER_SCENE),
-              reads("model", help="trained encoder (embeds the re-identification queries)"),
-              reads("deposits", optional=True, help="known deposits (leave-one-out needs three or more)"),
-              reads("demo_scores", optional=True, help="the demo's truth-based scores (outcrop evaluate), merged in"),
-              reads("units", many=True, optional=True, help="unit maps (polygons with a unit field, or class "
-                    "rasters) to score every feature set against; the demo's truth rasters, one per scene"),
-              reads("labels", optional=True, help="the workflow's clusters (clusters/labels.parquet), scored "
-                    "against the units"),
-              given("units_table", PATH, optional=True, help="write the per-unit table (CSV) here"),
-              writes("out")),
-        settings=("analogues.buffer_m", "analogues.exclusion_km", "analogues.site_overlap", "evaluate.recall_k",
-                  "evaluate.loo_deposits", "clusters.seed", "embed.spectral_weight", "embed.context_weight",
-                  "unit_field=units.field", "unit_share=units.min_share", "ks=clusters.k", "clusters.cuts"),
+        args=(
+            given("scenes", many=True),
+            reads("index"),
+            reads("index_table"),
+            reads("embeddings", many=True, help="embeddings, " + _PER_SCENE),
+            reads("tiles", many=True, help="tile arrays, " + _PER_SCENE),
+            reads(
+                "tables", many=True, help="tile tables (their tile size and stride frame the queries), " + _PER_SCENE
+            ),
+            reads("prepared", many=True, help="prepared scenes, " + _PER_SCENE),
+            reads("model", help="trained encoder (embeds the re-identification queries)"),
+            reads("deposits", optional=True, help="known deposits (leave-one-out needs three or more)"),
+            reads("demo_scores", optional=True, help="the demo's truth-based scores (outcrop evaluate), merged in"),
+            reads(
+                "units",
+                many=True,
+                optional=True,
+                help="unit maps (polygons with a unit field, or class "
+                "rasters) to score every feature set against; the demo's truth rasters, one per scene",
+            ),
+            reads(
+                "labels",
+                optional=True,
+                help="the workflow's clusters (clusters/labels.parquet), scored against the units",
+            ),
+            given("units_table", PATH, optional=True, help="write the per-unit table (CSV) here"),
+            writes("out"),
+        ),
+        settings=(
+            "analogues.buffer_m",
+            "analogues.exclusion_km",
+            "analogues.site_overlap",
+            "evaluate.recall_k",
+            "evaluate.loo_deposits",
+            "clusters.seed",
+            "embed.spectral_weight",
+            "embed.context_weight",
+            "unit_field=units.field",
+            "unit_share=units.min_share",
+            "ks=clusters.k",
+            "clusters.cuts",
+        ),
         threads=True,
     ),
     Stage(
-        "report", "outcrop.figures.report:write_summary", "write the HTML summary of a run",
+        "report",
+        "outcrop.figures.report:write_summary",
+        "write the HTML summary of a run",
         "outcrop report --scenes demo_1 demo_2 --tile-tables results/tiles/demo_{1,2}.parquet "
         "--prepared results/prepared/demo_{1,2}.tif --cluster-maps results/clusters/maps/demo_{1,2}.png "
         "--training-curve results/model/training_curve.png --dendrogram results/clusters/dendrogram.png "
         "--analogues results/analogues/analogues.csv --grid results/grid.json --index-info "
         "results/index/info.json --metrics results/metrics.json --webmap results/map.html --out results/summary.html",
-        args=(given("scenes", many=True), reads("tile_tables", many=True, help=_PER_SCENE),
-              reads("prepared", many=True, help=_PER_SCENE),
-              given("cluster_maps", PATH, many=True, help=_PER_SCENE),
-              reads("training_curve"), reads("dendrogram"), reads("index_info"),
-              reads("analogues", optional=True, help="the ranked analogues (analogues.csv), when deposits were given"),
-              reads("analogues_skipped", optional=True, to="skipped",
-                    help="why no analogues were ranked (analogues/skipped.txt)"),
-              reads("grid", optional=True, help="the run grid (grid.json)"),
-              reads("metrics", optional=True, help="the run's quality scores (metrics.json)"),
-              reads("webmap", optional=True, help="the interactive map (map.html), linked from the page"),
-              given("snakemake_report", PATH, optional=True,
-                    help="where `snakemake --report` writes, linked from the page"),
-              reads("cluster_table", optional=True,
-                    help="the cluster table (clusters/summary.html), linked from the page"),
-              given("analogue_maps", PATH, many=True, optional=True,
-                    help="the analogue map of each scene, in the order of --scenes, linked from the page"),
-              writes("out")),
+        args=(
+            given("scenes", many=True),
+            reads("tile_tables", many=True, help=_PER_SCENE),
+            reads("prepared", many=True, help=_PER_SCENE),
+            given("cluster_maps", PATH, many=True, help=_PER_SCENE),
+            reads("training_curve"),
+            reads("dendrogram"),
+            reads("index_info"),
+            reads("analogues", optional=True, help="the ranked analogues (analogues.csv), when deposits were given"),
+            reads(
+                "analogues_skipped",
+                optional=True,
+                to="skipped",
+                help="why no analogues were ranked (analogues/skipped.txt)",
+            ),
+            reads("grid", optional=True, help="the run grid (grid.json)"),
+            reads("metrics", optional=True, help="the run's quality scores (metrics.json)"),
+            reads("webmap", optional=True, help="the interactive map (map.html), linked from the page"),
+            given(
+                "snakemake_report", PATH, optional=True, help="where `snakemake --report` writes, linked from the page"
+            ),
+            reads(
+                "cluster_table", optional=True, help="the cluster table (clusters/summary.html), linked from the page"
+            ),
+            given(
+                "analogue_maps",
+                PATH,
+                many=True,
+                optional=True,
+                help="the analogue map of each scene, in the order of --scenes, linked from the page",
+            ),
+            writes("out"),
+        ),
     ),
     Stage(
-        "projection", "outcrop.figures.projection:write_projection",
+        "projection",
+        "outcrop.figures.projection:write_projection",
         "2-D PCA of the clustered tiles' embeddings, coloured by cluster and by surface class",
         "outcrop projection --labels results/clusters/labels.parquet --embeddings results/embeddings/*.npy "
         "--out-clusters results/embeddings/projection_clusters.png "
         "--out-surfaces results/embeddings/projection_surfaces.png",
-        args=(reads("labels", to="labels_path", help="clusters/labels.parquet"),
-              reads("embeddings", many=True, to="embedding_paths"),
-              option("max_points", {"type": "integer", "minimum": 1, "default": 20_000},
-                     help="tiles drawn (a seeded sample)"),
-              writes("out_clusters"), writes("out_surfaces")),
+        args=(
+            reads("labels", to="labels_path", help="clusters/labels.parquet"),
+            reads("embeddings", many=True, to="embedding_paths"),
+            option(
+                "max_points", {"type": "integer", "minimum": 1, "default": 20_000}, help="tiles drawn (a seeded sample)"
+            ),
+            writes("out_clusters"),
+            writes("out_surfaces"),
+        ),
         settings=("clusters.seed",),
     ),
     Stage(
-        "cluster-table", "outcrop.figures.cluster_table:write_cluster_table",
+        "cluster-table",
+        "outcrop.figures.cluster_table:write_cluster_table",
         "HTML table of the clusters (size, surfaces, mean spectrum) with thumbnails of their nearest tiles",
         "outcrop cluster-table --labels results/clusters/labels.parquet --summary results/clusters/summary.csv "
         "--embeddings results/embeddings/*.npy --tiles results/tiles/*.npy --out results/clusters/summary.html",
-        args=(reads("labels", to="labels_path"), reads("summary", to="summary_path"),
-              reads("embeddings", many=True, to="embedding_paths"), reads("tiles", many=True, to="tiles_paths"),
-              writes("out")),
+        args=(
+            reads("labels", to="labels_path"),
+            reads("summary", to="summary_path"),
+            reads("embeddings", many=True, to="embedding_paths"),
+            reads("tiles", many=True, to="tiles_paths"),
+            writes("out"),
+        ),
     ),
     Stage(
-        "analogue-maps", "outcrop.figures.analogue_maps:write_analogue_maps",
+        "analogue-maps",
+        "outcrop.figures.analogue_maps:write_analogue_maps",
         "per-scene maps of similarity with the known deposits and the top analogues marked",
         "outcrop analogue-maps --similarity results/analogues/similarity/*.tif "
         "--analogues results/analogues/analogues.gpkg --deposits deposits.gpkg --out-dir results/analogues/maps",
-        args=(given("similarity", PATH, many=True, to="similarity_paths"), reads("analogues", to="analogues_path"),
-              reads("deposits", to="deposits_path"),
-              reads("prepared", many=True, optional=True, to="prepared_paths",
-                    help="prepared scenes, one per similarity raster in the same order: similarity over open "
-                         "water is left out of the maps"),
-              option("label_top", {"type": "integer", "minimum": 0, "default": 10}, help="analogues numbered on the maps"),
-              writes("out_dir")),
+        args=(
+            given("similarity", PATH, many=True, to="similarity_paths"),
+            reads("analogues", to="analogues_path"),
+            reads("deposits", to="deposits_path"),
+            reads(
+                "prepared",
+                many=True,
+                optional=True,
+                to="prepared_paths",
+                help="prepared scenes, one per similarity raster in the same order: similarity over open "
+                "water is left out of the maps",
+            ),
+            option(
+                "label_top", {"type": "integer", "minimum": 0, "default": 10}, help="analogues numbered on the maps"
+            ),
+            writes("out_dir"),
+        ),
     ),
     Stage(
-        "webmap", "outcrop.figures.webmap:write_webmap",
+        "webmap",
+        "outcrop.figures.webmap:write_webmap",
         "standalone offline interactive map (HTML): quicklooks, clusters, similarity, deposits, analogues",
         "outcrop webmap --quicklooks results/quicklooks/*.tif --clusters results/clusters/rasters/*.tif "
         "--similarity results/analogues/similarity/*.tif --analogues results/analogues/analogues.gpkg "
         "--deposits deposits.gpkg --prepared results/prepared/*.tif --out results/map.html",
         # A run without deposits has no similarity, analogues nor deposits: the map shows the rest.
-        args=(reads("quicklooks", many=True), given("clusters", PATH, many=True, to="cluster_rasters"),
-              given("similarity", PATH, many=True, optional=True, to="similarity_rasters"),
-              reads("analogues", optional=True, to="analogues_path"),
-              reads("deposits", optional=True, to="deposits_path"),
-              reads("prepared", many=True, optional=True, help="prepared scenes (their masks give the coastline)"),
-              reads("units", many=True, optional=True, help="unit maps shown as a layer (as `outcrop quality --units`)"),
-              option("title", {"type": "string", "default": "outcrop run"}, help="the page's title"),
-              writes("out")),
+        args=(
+            reads("quicklooks", many=True),
+            given("clusters", PATH, many=True, to="cluster_rasters"),
+            given("similarity", PATH, many=True, optional=True, to="similarity_rasters"),
+            reads("analogues", optional=True, to="analogues_path"),
+            reads("deposits", optional=True, to="deposits_path"),
+            reads("prepared", many=True, optional=True, help="prepared scenes (their masks give the coastline)"),
+            reads("units", many=True, optional=True, help="unit maps shown as a layer (as `outcrop quality --units`)"),
+            option("title", {"type": "string", "default": "outcrop run"}, help="the page's title"),
+            writes("out"),
+        ),
         settings=("unit_field=units.field",),
     ),
 )
@@ -571,9 +769,18 @@ STAGES: dict[str, Stage] = {stage.command: stage for stage in STAGE_LIST}
 
 # Keys the Snakefile reads itself (which scenes, where results go, which files), not a stage.
 # The limits section is read whole: the Snakefile puts it in every job's environment (outcrop.limits).
-WORKFLOW_KEYS = ("results", "scenes", "deposits", "negatives", "aoi.path", "units.path", "demo.scenes",
-                 "demo.dates", "demo.train_scenes",
-                 "limits")
+WORKFLOW_KEYS = (
+    "results",
+    "scenes",
+    "deposits",
+    "negatives",
+    "aoi.path",
+    "units.path",
+    "demo.scenes",
+    "demo.dates",
+    "demo.train_scenes",
+    "limits",
+)
 
 
 def read_by_workflow(key: str) -> bool:
@@ -591,9 +798,11 @@ def _allowed(entry: Mapping[str, Any]) -> str:
     if isinstance(kind, list):
         return " or ".join(_allowed({**entry, "type": k}) for k in kind)
     if kind in ("integer", "number"):
-        bounds = [f"{word} {entry[key]}" for key, word in (("minimum", "≥"), ("exclusiveMinimum", ">"),
-                                                           ("maximum", "≤"), ("exclusiveMaximum", "<"))
-                  if key in entry]
+        bounds = [
+            f"{word} {entry[key]}"
+            for key, word in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<"))
+            if key in entry
+        ]
         return kind + (f" {' and '.join(bounds)}" if bounds else "")
     if kind == "boolean":
         return "true or false"
@@ -615,8 +824,11 @@ def _allowed(entry: Mapping[str, Any]) -> str:
 
 
 def _default_text(value: Any) -> str:
-    return "`" + json.dumps(value, ensure_ascii=False) + "`" if not isinstance(value, str) else (
-        f"`{value}`" if value else '`""`')
+    return (
+        "`" + json.dumps(value, ensure_ascii=False) + "`"
+        if not isinstance(value, str)
+        else (f"`{value}`" if value else '`""`')
+    )
 
 
 def _table_rows(entry: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping[str, Any]]]:
@@ -658,8 +870,10 @@ def settings_table() -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for key, entry in _table_rows(load_schema()):
-        owners = next((readers[k] for k in (key, *(key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1)))
-                       if k in readers), [])
+        owners = next(
+            (readers[k] for k in (key, *(key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1))) if k in readers),
+            [],
+        )
         read_by = ", ".join(f"`{c}`" for c in owners) if owners else ("*workflow*" if read_by_workflow(key) else "")
         what = " ".join(str(entry.get("description", "")).split()).replace("|", "\\|")
         default_value = _default_text(entry["default"]) if "default" in entry else ""

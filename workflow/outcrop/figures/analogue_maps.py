@@ -44,8 +44,14 @@ def land_cells(prepared: Path, shape: tuple[int, int], transform: Any, crs: Any)
     dominant = np.full(shape, NODATA, dtype=np.uint8)
     try:
         with rasterio.open(prepared) as src:
-            reproject(rasterio.band(src, src.count), dominant, dst_transform=transform, dst_crs=crs,
-                      dst_nodata=NODATA, resampling=Resampling.mode)
+            reproject(
+                rasterio.band(src, src.count),
+                dominant,
+                dst_transform=transform,
+                dst_crs=crs,
+                dst_nodata=NODATA,
+                resampling=Resampling.mode,
+            )
     except rasterio.errors.RasterioIOError as exc:
         raise OutcropError(f"{prepared}: cannot read prepared scene ({exc})") from None
     return (dominant != WATER) & (dominant != NODATA)
@@ -85,8 +91,10 @@ def write_analogue_maps(
     if not similarity_paths:
         raise OutcropError("analogue maps: no similarity rasters given")
     if prepared_paths and len(prepared_paths) != len(similarity_paths):
-        raise OutcropError(f"analogue maps: {len(prepared_paths)} prepared scenes given for "
-                           f"{len(similarity_paths)} similarity rasters; give one per scene, in the same order")
+        raise OutcropError(
+            f"analogue maps: {len(prepared_paths)} prepared scenes given for "
+            f"{len(similarity_paths)} similarity rasters; give one per scene, in the same order"
+        )
     _, _, crs = read_similarity(similarity_paths[0])
     try:
         analogues = gpd.read_file(analogues_path, engine="pyogrio").to_crs(crs)
@@ -103,18 +111,27 @@ def write_analogue_maps(
         extent = raster_extent(t, w, h)
         fig, ax = plt.subplots(figsize=(8.0, 7.0))
         ax.set_facecolor("#dfe7ee")  # left out (sea, nodata): a pale grey-blue, unlike any score
-        im = ax.imshow(np.ma.masked_invalid(values), extent=extent, cmap="viridis", vmin=lo, vmax=hi,
-                       interpolation="nearest")
+        im = ax.imshow(
+            np.ma.masked_invalid(values), extent=extent, cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest"
+        )
         fig.colorbar(im, ax=ax, shrink=0.8, pad=0.08, label="cosine similarity to the known deposits")
         here = analogues[analogues["scene"] == scene]
         centres = here.geometry.centroid
         ax.scatter(centres.x, centres.y, s=28, facecolor="none", edgecolor="white", linewidths=1.2, zorder=3)
         for (_, row), c in zip(here.iterrows(), centres):
             if int(row["rank"]) <= label_top:
-                ax.annotate(str(int(row["rank"])), (c.x, c.y), xytext=(3, 3), textcoords="offset points",
-                            color="white", fontsize=7, fontweight="bold", zorder=4)
+                ax.annotate(
+                    str(int(row["rank"])),
+                    (c.x, c.y),
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                    color="white",
+                    fontsize=7,
+                    fontweight="bold",
+                    zorder=4,
+                )
         # The deposits on this scene, drawn in two calls: a file can hold tens of thousands.
-        near = deposits.cx[min(extent[:2]):max(extent[:2]), min(extent[2:]):max(extent[2:])]
+        near = deposits.cx[min(extent[:2]) : max(extent[:2]), min(extent[2:]) : max(extent[2:])]
         areal = near.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
         if areal.any():
             near[areal].boundary.plot(ax=ax, color="red", lw=1.2, zorder=4)
@@ -123,13 +140,26 @@ def write_analogue_maps(
             ax.scatter(points.x, points.y, marker="^", s=60, color="red", edgecolor="black", linewidths=0.6, zorder=5)
         furnish(ax, crs, extent)
         note = ", open water left out" if prepared_paths else ""
-        ax.set_title(f"{scene}: similarity, known deposits and top analogues ({len(here)} here{note})",
-                     fontsize=10, pad=14)
-        ax.legend(handles=[
-            Line2D([], [], marker="^", ls="", color="red", markeredgecolor="black", label="known deposit"),
-            Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="0.3",
-                   label=f"analogue (top {label_top} numbered)"),
-        ], fontsize=8, loc="lower right", framealpha=0.85)
+        ax.set_title(
+            f"{scene}: similarity, known deposits and top analogues ({len(here)} here{note})", fontsize=10, pad=14
+        )
+        ax.legend(
+            handles=[
+                Line2D([], [], marker="^", ls="", color="red", markeredgecolor="black", label="known deposit"),
+                Line2D(
+                    [],
+                    [],
+                    marker="o",
+                    ls="",
+                    markerfacecolor="none",
+                    markeredgecolor="0.3",
+                    label=f"analogue (top {label_top} numbered)",
+                ),
+            ],
+            fontsize=8,
+            loc="lower right",
+            framealpha=0.85,
+        )
         fig.tight_layout()
         with atomic_path(Path(out_dir) / f"{scene}.png") as tmp:
             fig.savefig(tmp, dpi=100)

@@ -30,8 +30,14 @@ PANEL_INCHES = 4.6
 DPI = 110
 
 
-def write_cluster_figures(clustering: Clustering, prepared_paths: Sequence[Path], tiles_paths: Sequence[Path],
-                          out_dendrogram: Path, maps_dir: Path, out_exemplars: Path | None = None) -> None:
+def write_cluster_figures(
+    clustering: Clustering,
+    prepared_paths: Sequence[Path],
+    tiles_paths: Sequence[Path],
+    out_dendrogram: Path,
+    maps_dir: Path,
+    out_exemplars: Path | None = None,
+) -> None:
     """The dendrogram, a map ``maps_dir/{scene}.png`` for every scene given (all nodata where none of
     its tiles were indexed) and, with ``out_exemplars``, a PNG grid of the tiles nearest each
     centroid of the largest k."""
@@ -42,21 +48,26 @@ def write_cluster_figures(clustering: Clustering, prepared_paths: Sequence[Path]
     for scene, grid, raster, transform in scene_label_rasters(clustering, prepared_paths):
         write_cluster_map(Path(maps_dir) / f"{scene}.png", scene, raster, transform, grid.crs, names, nodata, colours)
     if out_exemplars is not None:
-        picks = exemplars_by_similarity(clustering.similarity, clustering.levels[clustering.finest],
-                                        len(clustering.sizes))
+        picks = exemplars_by_similarity(
+            clustering.similarity, clustering.levels[clustering.finest], len(clustering.sizes)
+        )
         _write_exemplars(out_exemplars, clustering.table, picks, tiles_paths, clustering.bands)
 
 
-def _write_exemplars(path: Path, table: Any, picks: list[np.ndarray], tiles_paths: Sequence[Path],
-                     bands: list[str]) -> None:
+def _write_exemplars(
+    path: Path, table: Any, picks: list[np.ndarray], tiles_paths: Sequence[Path], bands: list[str]
+) -> None:
     """A grid of true-colour (or first-three-band) thumbnails: one row per cluster."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rgb = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) \
+    rgb = (
+        [bands.index(b) for b in ("red", "green", "blue")]
+        if {"red", "green", "blue"} <= set(bands)
         else list(range(min(3, len(bands))))
+    )
     by_scene = {scene_of(p): p for p in tiles_paths}
     scenes, tile_ids = table["scene"].to_numpy(), table["tile_id"].to_numpy()
     thumbs: dict[int, np.ndarray] = {}
@@ -98,8 +109,14 @@ def _write_dendrogram(path: Path, linkage: np.ndarray, sizes: np.ndarray, cuts: 
     k = len(sizes)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * k + 2), 4.5))
     if k >= 2:
-        dendrogram(linkage, ax=ax, labels=[f"{i} (n={s})" for i, s in enumerate(sizes)], leaf_rotation=90,
-                   color_threshold=0, above_threshold_color="0.3")
+        dendrogram(
+            linkage,
+            ax=ax,
+            labels=[f"{i} (n={s})" for i, s in enumerate(sizes)],
+            leaf_rotation=90,
+            color_threshold=0,
+            above_threshold_color="0.3",
+        )
         heights = linkage[:, 2]
         for c in cuts:
             if 1 < c <= k:
@@ -117,8 +134,16 @@ def _write_dendrogram(path: Path, linkage: np.ndarray, sizes: np.ndarray, cuts: 
     plt.close(fig)
 
 
-def write_cluster_map(path: Path, scene: str, raster: np.ndarray, transform: Any, crs: Any, names: list[str],
-                      nodata: int, colours: np.ndarray) -> None:
+def write_cluster_map(
+    path: Path,
+    scene: str,
+    raster: np.ndarray,
+    transform: Any,
+    crs: Any,
+    names: list[str],
+    nodata: int,
+    colours: np.ndarray,
+) -> None:
     """Write the PNG of ``raster`` (levels, rows, cols) of labels, level ``names[i]`` in band i."""
     import matplotlib
 
@@ -130,9 +155,10 @@ def write_cluster_map(path: Path, scene: str, raster: np.ndarray, transform: Any
     extent = raster_extent(transform, width, height)
     cols = min(COLUMNS, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * (PANEL_INCHES + 1.3), rows * (PANEL_INCHES + 0.7)),
-                             squeeze=False)
-    for ax in axes.ravel()[len(names):]:
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * (PANEL_INCHES + 1.3), rows * (PANEL_INCHES + 0.7)), squeeze=False
+    )
+    for ax in axes.ravel()[len(names) :]:
         ax.axis("off")
     for ax, name, band in zip(axes.ravel(), names, raster):
         rgba = np.zeros((height, width, 4), dtype=np.uint8)
@@ -143,9 +169,18 @@ def write_cluster_map(path: Path, scene: str, raster: np.ndarray, transform: Any
         present = np.unique(band[valid])
         handles = [Patch(color=colours[c] / 255, label=f"cluster {c}") for c in present[:40]]
         if handles:
-            ax.legend(handles=handles, title=name, fontsize=8, title_fontsize=9, loc="upper left",
-                      bbox_to_anchor=(1.12, 1.0), ncol=1 + len(handles) // 16, frameon=False,
-                      handlelength=1.2, borderaxespad=0)
+            ax.legend(
+                handles=handles,
+                title=name,
+                fontsize=8,
+                title_fontsize=9,
+                loc="upper left",
+                bbox_to_anchor=(1.12, 1.0),
+                ncol=1 + len(handles) // 16,
+                frameon=False,
+                handlelength=1.2,
+                borderaxespad=0,
+            )
         ax.set_title(f"{scene}: {name}" + ("" if valid.any() else " (no indexed tiles)"), fontsize=10, pad=14)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -153,18 +188,48 @@ def write_cluster_map(path: Path, scene: str, raster: np.ndarray, transform: Any
     plt.close(fig)
 
 
-def cluster_and_map(index_table: Path, embeddings: Sequence[Path], tiles: Sequence[Path], prepared: Sequence[Path],
-                    out_gpkg: Path, out_parquet: Path, out_summary: Path, out_dendrogram: Path, maps_dir: Path,
-                    rasters_dir: Path, *, out_exemplars: Path | None = None, k: Sequence[int] = default("clusters.k"),
-                    cuts: Sequence[int] = default("clusters.cuts"), seed: int = default("clusters.seed"),
-                    sample: int = default("clusters.sample"), retrain: bool = default("clusters.retrain"),
-                    drift_max: float = default("clusters.drift_max"), state_dir: Path | None = None,
-                    log: Callable[[str], Any] = print) -> None:
+def cluster_and_map(
+    index_table: Path,
+    embeddings: Sequence[Path],
+    tiles: Sequence[Path],
+    prepared: Sequence[Path],
+    out_gpkg: Path,
+    out_parquet: Path,
+    out_summary: Path,
+    out_dendrogram: Path,
+    maps_dir: Path,
+    rasters_dir: Path,
+    *,
+    out_exemplars: Path | None = None,
+    k: Sequence[int] = default("clusters.k"),
+    cuts: Sequence[int] = default("clusters.cuts"),
+    seed: int = default("clusters.seed"),
+    sample: int = default("clusters.sample"),
+    retrain: bool = default("clusters.retrain"),
+    drift_max: float = default("clusters.drift_max"),
+    state_dir: Path | None = None,
+    log: Callable[[str], Any] = print,
+) -> None:
     """The ``cluster`` stage: :func:`outcrop.search.clusters.cluster_tiles` at each ``k``, then its
     figures (dendrogram, a map per scene, exemplar tiles) drawn from the result."""
     from outcrop.search.clusters import cluster_tiles
 
-    clustering = cluster_tiles(index_table, embeddings, tiles, prepared, out_gpkg, out_parquet, out_summary,
-                               rasters_dir, ks=k, cuts=cuts, seed=seed, sample=sample, retrain=retrain,
-                               drift_max=drift_max, state_dir=state_dir, log=log)
+    clustering = cluster_tiles(
+        index_table,
+        embeddings,
+        tiles,
+        prepared,
+        out_gpkg,
+        out_parquet,
+        out_summary,
+        rasters_dir,
+        ks=k,
+        cuts=cuts,
+        seed=seed,
+        sample=sample,
+        retrain=retrain,
+        drift_max=drift_max,
+        state_dir=state_dir,
+        log=log,
+    )
     write_cluster_figures(clustering, prepared, tiles, out_dendrogram, maps_dir, out_exemplars=out_exemplars)

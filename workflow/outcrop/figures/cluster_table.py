@@ -102,7 +102,7 @@ def write_cluster_table(
     except (OSError, ValueError) as exc:
         raise OutcropError(f"{summary_path}: not a readable cluster summary ({exc})") from None
     summary = summary[summary["level"] == level].set_index("cluster").sort_index()
-    bands = [c[len("mean_"):] for c in summary.columns if c.startswith("mean_")]
+    bands = [c[len("mean_") :] for c in summary.columns if c.startswith("mean_")]
     labels = table[level].to_numpy(dtype=np.int64)
     k = int(labels.max()) + 1
     vectors = table_vectors(table, embedding_paths)
@@ -120,33 +120,53 @@ def write_cluster_table(
         imgs = "".join(
             f'<img class="thumb" alt="{html.escape(str(table["scene"].iat[r]))} tile {int(table["tile_id"].iat[r])}" '
             f'title="{html.escape(str(table["scene"].iat[r]))}:{int(table["tile_id"].iat[r])}" src="{thumbs[int(r)]}">'
-            for r in picks[c])
+            for r in picks[c]
+        )
         cells = [f'<td><span class="swatch" style="background:{swatch}"></span>{c}</td>']
         if s is not None:
             cells += [f"<td>{int(s['size'])}</td>", f"<td>{s['share']:.1%}</td>"]
             # summaries written before the vegetation class lack its column: none of the cluster
             cells += [f"<td>{s.get(f, 0.0):.2f}</td>" for f in ("rock", "vegetation", "snow_ice", "water", "cloud")]
-            cells += [f"<td>{int(s['scenes'])}</td>",
-                      f'<td><img alt="mean spectrum" src="{_spectrum_uri(spectra[c], lo - pad, hi + pad)}"></td>']
+            cells += [
+                f"<td>{int(s['scenes'])}</td>",
+                f'<td><img alt="mean spectrum" src="{_spectrum_uri(spectra[c], lo - pad, hi + pad)}"></td>',
+            ]
         else:
             cells += ["<td colspan='9'>not in the summary</td>"]
         cells.append(f"<td>{imgs}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     # Band names come from the summary's column names (a file): escaped like every other text.
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in (
-        "cluster", "tiles", "share", "rock", "vegetation", "snow/ice", "water", "cloud", "scenes",
-        f"mean spectrum ({', '.join(bands)})", "tiles nearest the centre"))
-    style = ("body{font-family:sans-serif;color:#222;margin:1em}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:middle}"
-             ".swatch{display:inline-block;width:12px;height:12px;margin-right:5px;border:1px solid #555}"
-             ".thumb{width:64px;height:64px;image-rendering:pixelated;margin-right:3px}")
+    head = "".join(
+        f"<th>{html.escape(h)}</th>"
+        for h in (
+            "cluster",
+            "tiles",
+            "share",
+            "rock",
+            "vegetation",
+            "snow/ice",
+            "water",
+            "cloud",
+            "scenes",
+            f"mean spectrum ({', '.join(bands)})",
+            "tiles nearest the centre",
+        )
+    )
+    style = (
+        "body{font-family:sans-serif;color:#222;margin:1em}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:middle}"
+        ".swatch{display:inline-block;width:12px;height:12px;margin-right:5px;border:1px solid #555}"
+        ".thumb{width:64px;height:64px;image-rendering:pixelated;margin-right:3px}"
+    )
     level_text = html.escape(level)
     composite = html.escape("/".join(bands[i] for i in composite_bands(bands)))
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>clusters at {level_text}</title>"
-            f"<style>{style}</style></head><body><h2>Clusters at {level_text}</h2>"
-            f"<p>{len(table)} tiles. Thumbnails: composite {composite}, "
-            f"one stretch for all.</p><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            f"</body></html>\n")
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>clusters at {level_text}</title>"
+        f"<style>{style}</style></head><body><h2>Clusters at {level_text}</h2>"
+        f"<p>{len(table)} tiles. Thumbnails: composite {composite}, "
+        f"one stretch for all.</p><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"</body></html>\n"
+    )
     with atomic_path(out) as tmp:
         tmp.write_text(page)
     log(f"cluster table: {k} clusters at {level}, wrote {out}")

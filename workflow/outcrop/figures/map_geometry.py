@@ -97,8 +97,7 @@ def interpolate_lonlat(grid: dict[str, Any], x: np.ndarray, y: np.ndarray) -> tu
     j = np.clip(np.floor(fx).astype(int), 0, nodes - 2)
     i = np.clip(np.floor(fy).astype(int), 0, nodes - 2)
     tx, ty = (fx - j)[..., None], (fy - i)[..., None]
-    out = ((1 - ty) * ((1 - tx) * v[i, j] + tx * v[i, j + 1])
-           + ty * ((1 - tx) * v[i + 1, j] + tx * v[i + 1, j + 1]))
+    out = (1 - ty) * ((1 - tx) * v[i, j] + tx * v[i, j + 1]) + ty * ((1 - tx) * v[i + 1, j] + tx * v[i + 1, j + 1])
     return lonlat_of(out)
 
 
@@ -178,8 +177,14 @@ def graticule(crs: Any, box: Box, samples: int = 256) -> dict[str, Any]:
         if kind == "lon" and abs(abs(wrapped) - 180.0) < 1e-9:
             label = "180°"
         for run in _inside_runs(x, y, box):
-            lines.append({"kind": kind, "value": float(wrapped), "label": label,
-                          "points": [[round(float(y[k]), 2), round(float(x[k]), 2)] for k in run]})
+            lines.append(
+                {
+                    "kind": kind,
+                    "value": float(wrapped),
+                    "label": label,
+                    "points": [[round(float(y[k]), 2), round(float(x[k]), 2)] for k in run],
+                }
+            )
 
     lat_values = np.arange(math.ceil(lat0 / lat_step) * lat_step, lat1 + 1e-9, lat_step)
     lon_span = np.linspace(lon0, lon1, samples)
@@ -225,5 +230,9 @@ def coastline(mask: np.ndarray, transform: Any, tolerance_px: float = 1.0) -> li
 
 def union_box(bounds: Sequence[Sequence[Sequence[float]]]) -> Box:
     """(west, south, east, north) of Leaflet bounds ``[[south, west], [north, east]]``."""
-    return (min(b[0][1] for b in bounds), min(b[0][0] for b in bounds),
-            max(b[1][1] for b in bounds), max(b[1][0] for b in bounds))
+    return (
+        min(b[0][1] for b in bounds),
+        min(b[0][0] for b in bounds),
+        max(b[1][1] for b in bounds),
+        max(b[1][0] for b in bounds),
+    )

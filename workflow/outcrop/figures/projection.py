@@ -78,27 +78,46 @@ def write_projection(
     if len(table) == 0:
         raise OutcropError(f"{labels_path}: no clustered tiles to project")
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(table), max_points,
-                              replace=False)) if len(table) > max_points else np.arange(len(table))
+    rows = (
+        np.sort(rng.choice(len(table), max_points, replace=False)) if len(table) > max_points else np.arange(len(table))
+    )
     sample = table.iloc[rows].reset_index(drop=True)
     coords, ratio = pca_2d(table_vectors(sample, embedding_paths))
     level = finest_level(table.columns)
     labels = sample[level].to_numpy(dtype=np.int64)
     colours = palette(int(table[level].max()) + 1) / 255.0
     axis_names = (f"PC1 ({ratio[0]:.0%} of variance)", f"PC2 ({ratio[1]:.0%})")
-    _scatter(out_clusters, coords, colours[labels], axis_names,
-             [(f"{c}", colours[c]) for c in np.unique(labels)][:40],
-             f"Embeddings of {len(sample)} tiles, by cluster ({level})", level)
+    _scatter(
+        out_clusters,
+        coords,
+        colours[labels],
+        axis_names,
+        [(f"{c}", colours[c]) for c in np.unique(labels)][:40],
+        f"Embeddings of {len(sample)} tiles, by cluster ({level})",
+        level,
+    )
     surface = dominant_surface(sample)
-    _scatter(out_surfaces, coords, [SURFACE_PLOT_COLOURS[s] for s in surface], axis_names,
-             [(CLASS_NAMES[s].replace("_", "/"),
-               SURFACE_PLOT_COLOURS[s]) for s in SURFACE_COLUMNS if (surface == s).any()],
-             f"Embeddings of {len(sample)} tiles, by dominant surface", "surface")
+    _scatter(
+        out_surfaces,
+        coords,
+        [SURFACE_PLOT_COLOURS[s] for s in surface],
+        axis_names,
+        [(CLASS_NAMES[s].replace("_", "/"), SURFACE_PLOT_COLOURS[s]) for s in SURFACE_COLUMNS if (surface == s).any()],
+        f"Embeddings of {len(sample)} tiles, by dominant surface",
+        "surface",
+    )
     log(f"projection: {len(sample)} tiles, PC1+PC2 explain {ratio.sum():.0%}; wrote {out_clusters} and {out_surfaces}")
 
 
-def _scatter(path: Path, coords: np.ndarray, colours: Any, axis_names: tuple[str, str],
-             legend: list[tuple[str, Any]], title: str, legend_title: str) -> None:
+def _scatter(
+    path: Path,
+    coords: np.ndarray,
+    colours: Any,
+    axis_names: tuple[str, str],
+    legend: list[tuple[str, Any]],
+    title: str,
+    legend_title: str,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,8 +132,16 @@ def _scatter(path: Path, coords: np.ndarray, colours: Any, axis_names: tuple[str
     ax.tick_params(labelsize=7)
     ax.set_title(title, fontsize=9)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=n, markersize=6) for n, c in legend]
-    ax.legend(handles=handles, title=legend_title, fontsize=7, title_fontsize=7, loc="upper left",
-              bbox_to_anchor=(1.0, 1.0), frameon=False, ncol=1 + len(handles) // 20)
+    ax.legend(
+        handles=handles,
+        title=legend_title,
+        fontsize=7,
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        frameon=False,
+        ncol=1 + len(handles) // 20,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)

@@ -73,8 +73,9 @@ def leaflet_assets() -> tuple[str, str]:
     try:
         import xstatic.pkg.leaflet as xleaflet
     except ImportError:
-        raise OutcropError("the interactive map needs the XStatic-Leaflet package (pip install XStatic-Leaflet)") \
-            from None
+        raise OutcropError(
+            "the interactive map needs the XStatic-Leaflet package (pip install XStatic-Leaflet)"
+        ) from None
     base = Path(xleaflet.BASE_DIR)
     js = (base / "leaflet.js").read_text(encoding="utf-8")
     css = (base / "leaflet.css").read_text(encoding="utf-8")
@@ -105,8 +106,9 @@ def _bounds(transform: Any, width: int, height: int) -> list[list[float]]:
     return [[min(y0, y1), min(x0, x1)], [max(y0, y1), max(x0, x1)]]
 
 
-def _read(path: Path,
-          max_size: int | None = None) -> tuple[np.ndarray, Any, Any, Any, dict[int, tuple[int, ...]] | None]:
+def _read(
+    path: Path, max_size: int | None = None
+) -> tuple[np.ndarray, Any, Any, Any, dict[int, tuple[int, ...]] | None]:
     """(bands, transform, crs, nodata, colour table or None) of a raster, reduced to ``max_size`` px."""
     import rasterio
     from rasterio.enums import Resampling
@@ -139,8 +141,13 @@ def quicklook_layer(paths: Sequence[Path], run_crs: Any) -> list[dict[str, Any]]
         _check_crs(path, crs, run_crs)
         rgb = np.moveaxis(data[:3], 0, -1).astype(np.uint8)
         alpha = np.where((data[:3] == (nodata if nodata is not None else 0)).all(axis=0), 0, 255).astype(np.uint8)
-        out.append({"scene": Path(path).stem, "image": png_uri(np.dstack([rgb, alpha])),
-                    "bounds": _bounds(transform, data.shape[2], data.shape[1])})
+        out.append(
+            {
+                "scene": Path(path).stem,
+                "image": png_uri(np.dstack([rgb, alpha])),
+                "bounds": _bounds(transform, data.shape[2], data.shape[1]),
+            }
+        )
     return out
 
 
@@ -164,9 +171,14 @@ def cluster_layer(paths: Sequence[Path], run_crs: Any) -> tuple[list[dict[str, A
         rgba[labels == nodata, 3] = 0
         for value in np.unique(labels[labels != nodata]):
             legend[int(value)] = "#{:02x}{:02x}{:02x}".format(*(int(v) for v in table[value][:3]))
-        out.append({"scene": Path(path).stem, "image": png_uri(rgba),
-                    "bounds": _bounds(transform, labels.shape[1], labels.shape[0]),
-                    "values": label_values(labels, nodata)})
+        out.append(
+            {
+                "scene": Path(path).stem,
+                "image": png_uri(rgba),
+                "bounds": _bounds(transform, labels.shape[1], labels.shape[0]),
+                "values": label_values(labels, nodata),
+            }
+        )
     return out, dict(sorted(legend.items())), level
 
 
@@ -174,11 +186,17 @@ def label_values(labels: np.ndarray, nodata: Any) -> dict[str, Any]:
     """A label raster for the click popup: (H, W) uint16 little-endian in base64, 65535 = no label."""
     codes = labels.astype(np.int64)
     codes = np.where((codes < 0) | (codes >= 65535) | (labels == nodata), 65535, codes).astype("<u2")
-    return {"width": int(labels.shape[1]), "height": int(labels.shape[0]), "nodata": 65535,
-            "data": base64.b64encode(codes.tobytes()).decode("ascii")}
+    return {
+        "width": int(labels.shape[1]),
+        "height": int(labels.shape[0]),
+        "nodata": 65535,
+        "data": base64.b64encode(codes.tobytes()).decode("ascii"),
+    }
 
 
-def unit_layer(quicklooks: Sequence[Path], run_crs: Any, maps: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def unit_layer(
+    quicklooks: Sequence[Path], run_crs: Any, maps: Sequence[Any]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The unit maps drawn over each scene's quicklook extent, at the quicklook's reduced size:
     overlays (with a click grid of unit numbers) and a legend {unit name: colour}.
 
@@ -211,13 +229,18 @@ def unit_layer(quicklooks: Sequence[Path], run_crs: Any, maps: Sequence[Any]) ->
                 shown[(shown == 0) & (codes == value)] = names.index(name) + 1
         grids.append((path, shown, transform))
     colours = palette(max(1, len(names)))
-    table = np.concatenate([np.zeros((1, 4), dtype=np.uint8), colours[:len(names)]])
+    table = np.concatenate([np.zeros((1, 4), dtype=np.uint8), colours[: len(names)]])
     out = []
     for path, shown, transform in grids:
         rgba = table[shown]
-        out.append({"scene": Path(path).stem, "image": png_uri(rgba),
-                    "bounds": _bounds(transform, shown.shape[1], shown.shape[0]),
-                    "values": label_values(shown - 1, -1)})
+        out.append(
+            {
+                "scene": Path(path).stem,
+                "image": png_uri(rgba),
+                "bounds": _bounds(transform, shown.shape[1], shown.shape[0]),
+                "values": label_values(shown - 1, -1),
+            }
+        )
     legend = {name: "#%02x%02x%02x" % tuple(int(v) for v in colours[i][:3]) for i, name in enumerate(names)}
     return out, legend
 
@@ -234,8 +257,14 @@ def similarity_values(values: np.ndarray) -> dict[str, Any]:
     scale = max(hi - lo, 1e-9)
     q = np.clip(np.round((values - lo) / scale * 254), 0, 254)
     q = np.where(np.isfinite(values), q, VALUE_NODATA).astype(np.uint8)
-    return {"width": int(values.shape[1]), "height": int(values.shape[0]), "nodata": VALUE_NODATA,
-            "lo": float(lo), "hi": float(hi), "data": base64.b64encode(q.tobytes()).decode("ascii")}
+    return {
+        "width": int(values.shape[1]),
+        "height": int(values.shape[0]),
+        "nodata": VALUE_NODATA,
+        "lo": float(lo),
+        "hi": float(hi),
+        "data": base64.b64encode(q.tobytes()).decode("ascii"),
+    }
 
 
 def similarity_layer(paths: Sequence[Path], run_crs: Any, lo: float, hi: float) -> list[dict[str, Any]]:
@@ -250,9 +279,14 @@ def similarity_layer(paths: Sequence[Path], run_crs: Any, lo: float, hi: float) 
         values = data[0].astype(np.float64)
         rgba = (cmap(np.clip((values - lo) / max(hi - lo, 1e-9), 0, 1)) * 255).round().astype(np.uint8)
         rgba[~np.isfinite(values), 3] = 0
-        out.append({"scene": Path(path).stem, "image": png_uri(rgba),
-                    "bounds": _bounds(transform, values.shape[1], values.shape[0]),
-                    "values": similarity_values(values)})
+        out.append(
+            {
+                "scene": Path(path).stem,
+                "image": png_uri(rgba),
+                "bounds": _bounds(transform, values.shape[1], values.shape[0]),
+                "values": similarity_values(values),
+            }
+        )
     return out
 
 
@@ -270,8 +304,7 @@ def coastline_layer(paths: Sequence[Path], run_crs: Any) -> list[list[list[float
             with rasterio.open(path) as src:
                 bands = [b for b in src.tags().get("bands", "").split(",") if b]
                 if len(bands) != src.count - 1:
-                    raise OutcropError(f"{path}: not a prepared scene (band list tag does not match "
-                                       f"{src.count} bands)")
+                    raise OutcropError(f"{path}: not a prepared scene (band list tag does not match {src.count} bands)")
                 _check_crs(path, src.crs, run_crs)
                 factor = max(1.0, max(src.width, src.height) / PREVIEW_MAX)
                 shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
@@ -314,14 +347,26 @@ def analogue_features(analogues: Any) -> list[dict[str, Any]]:
     out = []
     for _, row in analogues.sort_values("rank").iterrows():
         c = row.geometry.centroid
-        out.append({
-            "rank": int(row["rank"]), "score": float(row["score"]), "scene": str(row["scene"]),
-            "tile_id": int(row["tile_id"]), "nearest_positive": str(row["nearest_positive"]),
-            "distance_km": float(row["distance_km"]), "lon": float(row["lon"]), "lat": float(row["lat"]),
-            "x": float(c.x), "y": float(c.y),
-            "ring": [[float(y), float(x)] for x, y in get_coordinates(
-                row.geometry.exterior if row.geometry.geom_type == "Polygon" else row.geometry.envelope.exterior)],
-        })
+        out.append(
+            {
+                "rank": int(row["rank"]),
+                "score": float(row["score"]),
+                "scene": str(row["scene"]),
+                "tile_id": int(row["tile_id"]),
+                "nearest_positive": str(row["nearest_positive"]),
+                "distance_km": float(row["distance_km"]),
+                "lon": float(row["lon"]),
+                "lat": float(row["lat"]),
+                "x": float(c.x),
+                "y": float(c.y),
+                "ring": [
+                    [float(y), float(x)]
+                    for x, y in get_coordinates(
+                        row.geometry.exterior if row.geometry.geom_type == "Polygon" else row.geometry.envelope.exterior
+                    )
+                ],
+            }
+        )
     return out
 
 
@@ -333,11 +378,22 @@ def deposit_features(deposits: Any) -> list[dict[str, Any]]:
     out = []
     for (_, row), ll in zip(deposits.iterrows(), centres):
         geom = row.geometry
-        rings = [[[float(y), float(x)] for x, y in get_coordinates(p.exterior)] for p in get_parts(geom)
-                 if p.geom_type == "Polygon"]
+        rings = [
+            [[float(y), float(x)] for x, y in get_coordinates(p.exterior)]
+            for p in get_parts(geom)
+            if p.geom_type == "Polygon"
+        ]
         c = geom.centroid
-        out.append({"name": str(row["name"]), "x": float(c.x), "y": float(c.y), "rings": rings,
-                    "lon": float(ll.x), "lat": float(ll.y)})
+        out.append(
+            {
+                "name": str(row["name"]),
+                "x": float(c.x),
+                "y": float(c.y),
+                "rings": rings,
+                "lon": float(ll.x),
+                "lat": float(ll.y),
+            }
+        )
     return out
 
 
@@ -447,13 +503,24 @@ def write_webmap(
     drawn from the ``prepared`` scenes' surface masks (none given: no coastline). ``units``: unit
     maps (``unit_field`` names the polygons' unit) shown as a layer the user switches on.
     """
-    data = map_data(quicklooks, cluster_rasters, similarity_rasters, analogues_path, deposits_path,
-                    prepared=prepared, units=units, unit_field=unit_field, title=title)
+    data = map_data(
+        quicklooks,
+        cluster_rasters,
+        similarity_rasters,
+        analogues_path,
+        deposits_path,
+        prepared=prepared,
+        units=units,
+        unit_field=unit_field,
+        title=title,
+    )
     page = render_page(data)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    log(f"map: wrote {out} ({len(page) / 1e6:.1f} MB; {len(data['quicklooks'])} scenes, "
-        f"{len(data['analogues'])} analogues, {len(data['deposits'])} deposits)")
+    log(
+        f"map: wrote {out} ({len(page) / 1e6:.1f} MB; {len(data['quicklooks'])} scenes, "
+        f"{len(data['analogues'])} analogues, {len(data['deposits'])} deposits)"
+    )
 
 
 def page_asset(name: str) -> str:

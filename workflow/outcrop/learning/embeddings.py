@@ -66,8 +66,12 @@ def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
             continue
         children = list(module._modules.items())
         for (name, conv), (bn_name, bn) in itertools.pairwise(children):
-            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-                    and bn.track_running_stats and bn.running_mean is not None):
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.track_running_stats
+                and bn.running_mean is not None
+            ):
                 module._modules[name] = fuse_conv_bn_eval(conv, bn)
                 module._modules[bn_name] = nn.Identity()
     # Module.to takes memory_format (torch's docs); its stub's overloads leave it out.
@@ -122,10 +126,18 @@ def _check_weight(name: str, value: float) -> None:
 
 
 @torch.inference_mode()
-def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndarray, *,
-                batch_size: int = 256, device: str = "cpu", precision: torch.dtype | None | Literal["auto"] = "auto",
-                spectral_weight: float = default("embed.spectral_weight"),
-                context_weight: float = 0.0, context: np.ndarray | None = None) -> np.ndarray:
+def embed_array(
+    model: torch.nn.Module,
+    metadata: dict[str, Any],
+    tiles: np.ndarray,
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
+    precision: torch.dtype | None | Literal["auto"] = "auto",
+    spectral_weight: float = default("embed.spectral_weight"),
+    context_weight: float = 0.0,
+    context: np.ndarray | None = None,
+) -> np.ndarray:
     """Embed (N, C, H, W) tiles (memory-mapped is fine) in batches: (N, :func:`embedding_dim`) float32, unit rows.
 
     Each row is the encoder's representation averaged over the poses of its symmetry, L2-normalised,
@@ -141,11 +153,14 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
     _check_weight("context", context_weight)
     bands = list(metadata["bands"])
     if context_weight > 0 and (context is None or np.shape(context) != (tiles.shape[0], 5 * len(bands))):
-        raise OutcropError(f"a context weight of {context_weight:g} needs the block spectra of all "
-                           f"{tiles.shape[0]} tiles ({5 * len(bands)} values each)")
+        raise OutcropError(
+            f"a context weight of {context_weight:g} needs the block spectra of all "
+            f"{tiles.shape[0]} tiles ({5 * len(bands)} values each)"
+        )
     if tiles.ndim != 4 or tiles.shape[1] != len(bands):
-        raise OutcropError(f"tiles of shape {tuple(tiles.shape)} do not match the encoder's "
-                           f"{len(bands)} bands ({','.join(bands)})")
+        raise OutcropError(
+            f"tiles of shape {tuple(tiles.shape)} do not match the encoder's {len(bands)} bands ({','.join(bands)})"
+        )
     dev = resolve_device(device)
     net = inference_copy(model, dev)
     mean = torch.as_tensor(metadata["mean"], dtype=torch.float32, device=dev)[None, :, None, None]
@@ -155,7 +170,7 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
     poses = orientations(metadata.get("symmetry", "none"))
     dtype = amp_dtype(dev) if precision == "auto" else precision
     for start in range(0, tiles.shape[0], max(1, batch_size)):
-        host = np.array(tiles[start:start + batch_size], dtype=np.float32)
+        host = np.array(tiles[start : start + batch_size], dtype=np.float32)
         release_pages(tiles)
         chunk = torch.from_numpy(host).to(dev)
         x = torch.empty_like(chunk, memory_format=layout)  # normalised straight into the net's layout
@@ -170,16 +185,24 @@ def embed_array(model: torch.nn.Module, metadata: dict[str, Any], tiles: np.ndar
             parts.append((spectral_weight, spectral_part(metadata, host)))
         if context_weight > 0:
             assert context is not None  # checked above
-            parts.append((context_weight, standardised(metadata, context[start:start + len(chunk)])))
-        out[start:start + len(chunk)] = join_parts(learned, *parts)
+            parts.append((context_weight, standardised(metadata, context[start : start + len(chunk)])))
+        out[start : start + len(chunk)] = join_parts(learned, *parts)
     return out
 
 
-def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_size: int = default("embed.batch_size"),
-                device: str = default("encoder.device"), bands: Sequence[str] | None = None,
-                spectral_weight: float = default("embed.spectral_weight"),
-                context_weight: float = default("embed.context_weight"), table_path: Path | None = None,
-                log: Callable[[str], None] = print) -> None:
+def embed_tiles(
+    tiles_path: Path,
+    model_path: Path,
+    out_path: Path,
+    *,
+    batch_size: int = default("embed.batch_size"),
+    device: str = default("encoder.device"),
+    bands: Sequence[str] | None = None,
+    spectral_weight: float = default("embed.spectral_weight"),
+    context_weight: float = default("embed.context_weight"),
+    table_path: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> None:
     """Embed one scene's tile array with a trained encoder and write ``out_path`` atomically.
 
     ``bands``, the run's band names, must be the encoder's: an encoder trained on other bands of
@@ -190,17 +213,29 @@ def embed_tiles(tiles_path: Path, model_path: Path, out_path: Path, *, batch_siz
     tiles = load_npy(tiles_path)
     model, metadata = load_encoder(model_path, device=device, expect_bands=bands)
     if tiles.ndim != 4 or tiles.shape[1] != len(metadata["bands"]):
-        raise OutcropError(f"{tiles_path}: tiles of shape {tuple(tiles.shape)} do not match the "
-                           f"{len(metadata['bands'])} bands of {model_path} ({','.join(metadata['bands'])})")
+        raise OutcropError(
+            f"{tiles_path}: tiles of shape {tuple(tiles.shape)} do not match the "
+            f"{len(metadata['bands'])} bands of {model_path} ({','.join(metadata['bands'])})"
+        )
     dim = embedding_dim(metadata, spectral_weight, context_weight)
-    log(f"embedding {tiles.shape[0]} tiles of {tiles_path} with {model_path} on {resolve_device(device)}, "
-        f"spectral weight {spectral_weight:g}, context weight {context_weight:g} ({dim} dimensions)")
+    log(
+        f"embedding {tiles.shape[0]} tiles of {tiles_path} with {model_path} on {resolve_device(device)}, "
+        f"spectral weight {spectral_weight:g}, context weight {context_weight:g} ({dim} dimensions)"
+    )
     context = None
     if context_weight > 0:
         context = scene_block_spectra(tiles, tiles_path, table_path)
         log(f"block spectra of {len(context)} tiles")
-    vectors = embed_array(model, metadata, tiles, batch_size=batch_size, device=device,
-                          spectral_weight=spectral_weight, context_weight=context_weight, context=context)
+    vectors = embed_array(
+        model,
+        metadata,
+        tiles,
+        batch_size=batch_size,
+        device=device,
+        spectral_weight=spectral_weight,
+        context_weight=context_weight,
+        context=context,
+    )
     save_npy(out_path, vectors)
     log(f"wrote {out_path} {vectors.shape}")
 
@@ -212,7 +247,9 @@ def scene_block_spectra(tiles: np.ndarray, tiles_path: Path, table_path: Path | 
 
     table_path = Path(table_path) if table_path else Path(tiles_path).with_suffix(".parquet")
     if not table_path.is_file():
-        raise OutcropError(f"{table_path}: file not found (the block part of the embedding needs the scene's "
-                           "tile table: give --table, or --context-weight 0)")
+        raise OutcropError(
+            f"{table_path}: file not found (the block part of the embedding needs the scene's "
+            "tile table: give --table, or --context-weight 0)"
+        )
     rows, cols = read_tile_positions(table_path, tiles.shape[0])
     return block_spectra(tiles, block_neighbours(rows, cols, int(tiles.shape[-1])))

@@ -52,8 +52,7 @@ class ViewSettings:
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
             if key not in known:
-                raise OutcropError(f"{where}.{key}: unknown augmentation setting "
-                                   f"(known: {', '.join(known)})")
+                raise OutcropError(f"{where}.{key}: unknown augmentation setting (known: {', '.join(known)})")
             default = getattr(cls(), key)
             try:
                 if isinstance(default, tuple):
@@ -92,7 +91,6 @@ class ViewSettings:
             raise OutcropError(f"{where}.contrast: must be below 1 (a gain of 1 - contrast must stay positive)")
 
 
-
 # Settings that change how a run reports or how its embeddings are read out, not what it learns:
 # left out of the run's digest, so changing them never discards a checkpoint.
 _NOT_LEARNED = ("checkpoint_minutes", "log_every", "symmetry")
@@ -120,8 +118,7 @@ def measured_minutes(views: int) -> float:
 
 def measured_cost(views: int) -> str:
     """The training cost of ``views`` in words, as the README, config.yaml and the log say it."""
-    return (f"about {measured_minutes(views):g} min at the {MEASURED_VIEWS_PER_SECOND} views/s "
-            f"measured on {MEASURED_ON}")
+    return f"about {measured_minutes(views):g} min at the {MEASURED_VIEWS_PER_SECOND} views/s measured on {MEASURED_ON}"
 
 
 @dataclass
@@ -200,8 +197,9 @@ class EncoderSettings:
     def validate(self, where: str = "encoder") -> None:
         """Reject values that cannot train, naming the key."""
         if self.arch not in ARCHITECTURE_NAMES:
-            raise OutcropError(f"{where}.arch: unknown architecture {self.arch!r} "
-                               f"(known: {', '.join(ARCHITECTURE_NAMES)})")
+            raise OutcropError(
+                f"{where}.arch: unknown architecture {self.arch!r} (known: {', '.join(ARCHITECTURE_NAMES)})"
+            )
         if self.symmetry not in SYMMETRIES:
             raise OutcropError(f"{where}.symmetry: {self.symmetry!r} is not one of {', '.join(SYMMETRIES)}")
         if self.optimizer not in ("adamw", "lars"):
@@ -214,8 +212,9 @@ class EncoderSettings:
         if self.batch_size < 2:
             raise OutcropError(f"{where}.batch_size: must be at least 2 (BatchNorm needs a batch)")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.checkpoint_minutes <= 0:
-            raise OutcropError(f"{where}: lr and checkpoint_minutes must be positive, "
-                               "weight_decay and warmup_epochs not negative")
+            raise OutcropError(
+                f"{where}: lr and checkpoint_minutes must be positive, weight_decay and warmup_epochs not negative"
+            )
         if not 0 <= self.tau_base <= 1:
             raise OutcropError(f"{where}.tau_base: must lie in [0, 1]")
         if not 0 <= self.cross_scene <= 1:

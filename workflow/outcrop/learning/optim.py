@@ -22,8 +22,9 @@ class LARS(torch.optim.Optimizer):
     plain SGD-momentum steps with no weight decay.
     """
 
-    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.001) -> None:
+    def __init__(
+        self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001
+    ) -> None:
         defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta, "lars": True}
         super().__init__(params, defaults)
 

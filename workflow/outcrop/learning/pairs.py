@@ -51,7 +51,7 @@ class Partners:
         return np.diff(self.start)
 
     def of(self, i: int) -> np.ndarray:
-        return self.index[self.start[i]:self.start[i + 1]]
+        return self.index[self.start[i] : self.start[i + 1]]
 
     def places(self) -> int:
         """How many distinct places the tiles show: groups of tiles joined by pairs count once."""
@@ -59,8 +59,7 @@ class Partners:
         from scipy.sparse.csgraph import connected_components
 
         n = len(self)
-        graph = coo_matrix((np.ones(len(self.index)), (np.repeat(np.arange(n), self.counts), self.index)),
-                           shape=(n, n))
+        graph = coo_matrix((np.ones(len(self.index)), (np.repeat(np.arange(n), self.counts), self.index)), shape=(n, n))
         return int(connected_components(graph, directed=False)[0])
 
     def draw(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -117,8 +116,9 @@ def grid_origins(table_path: Path, rows: np.ndarray | None) -> tuple[np.ndarray,
     except FileNotFoundError:
         raise OutcropError(f"{table_path}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds (missing column, damaged file)
-        raise OutcropError(f"{table_path}: not a tile table with row, col, size and footprints "
-                           f"({str(exc).splitlines()[0]})") from None
+        raise OutcropError(
+            f"{table_path}: not a tile table with row, col, size and footprints ({str(exc).splitlines()[0]})"
+        ) from None
     row = table.column("row").to_numpy().astype(np.int64)
     col = table.column("col").to_numpy().astype(np.int64)
     if len(row) == 0:
@@ -146,6 +146,7 @@ def grid_stride(grid_row: np.ndarray, grid_col: np.ndarray, size: float) -> tupl
 
 def _exact(mine: np.ndarray, theirs: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tiles of ``mine`` and ``theirs`` with the same origin, as matched index pairs."""
+
     def keys(members: np.ndarray) -> np.ndarray:
         return (origin[members, 0].astype(np.int64) << 32) + origin[members, 1].astype(np.int64)
 
@@ -156,9 +157,14 @@ def _exact(mine: np.ndarray, theirs: np.ndarray, origin: np.ndarray) -> tuple[np
     return mine[hit], theirs[order][at][hit]
 
 
-def partners_on_grid(scene_of: np.ndarray, grid_row: np.ndarray, grid_col: np.ndarray, size: float,
-                     min_overlap: float = MIN_OVERLAP, strides: dict[int, tuple[int, int, int]] | None = None
-                     ) -> Partners:
+def partners_on_grid(
+    scene_of: np.ndarray,
+    grid_row: np.ndarray,
+    grid_col: np.ndarray,
+    size: float,
+    min_overlap: float = MIN_OVERLAP,
+    strides: dict[int, tuple[int, int, int]] | None = None,
+) -> Partners:
     """Partners of tiles placed on one grid (origins in pixels, side ``size`` px), for each tile and
     each other scene: the tile of the same origin where the two scenes' strides align (``strides``:
     scene -> :func:`grid_stride`; measured from these tiles when not given), else that scene's tile
@@ -200,7 +206,7 @@ def partners_on_grid(scene_of: np.ndarray, grid_row: np.ndarray, grid_col: np.nd
             valid = np.isfinite(dist)
             theirs = members[t][np.where(valid, near, 0)]
             gap = np.abs(origin[theirs] - origin[mine][:, None, :])  # (n, k, 2)
-            share = np.prod(np.clip(size - gap, 0, None), axis=2) / size ** 2
+            share = np.prod(np.clip(size - gap, 0, None), axis=2) / size**2
             share = np.where(valid, share, -1.0)
             best = share.argmax(axis=1)
             keep = share[np.arange(len(mine)), best] >= min_overlap - 1e-9
@@ -211,8 +217,9 @@ def partners_on_grid(scene_of: np.ndarray, grid_row: np.ndarray, grid_col: np.nd
     return Partners.from_pairs(n, np.concatenate(found_a), np.concatenate(found_b))
 
 
-def cross_scene_partners(table_paths: Sequence[Path], scene_of: np.ndarray, row_of: np.ndarray,
-                         min_overlap: float = MIN_OVERLAP) -> Partners:
+def cross_scene_partners(
+    table_paths: Sequence[Path], scene_of: np.ndarray, row_of: np.ndarray, min_overlap: float = MIN_OVERLAP
+) -> Partners:
     """Partners among training tiles (``scene_of``/``row_of``: the chosen rows of each scene's
     table, :class:`outcrop.learning.training_data.TrainingTiles`) that lie in other scenes."""
     scene_of = np.asarray(scene_of, dtype=np.int64)
@@ -231,15 +238,18 @@ def cross_scene_partners(table_paths: Sequence[Path], scene_of: np.ndarray, row_
         sizes.add(size)
         resolutions.add(round(res, 6))
     if len(sizes) > 1 or len(resolutions) > 1:
-        raise OutcropError(f"{', '.join(map(str, table_paths))}: tiles of {sorted(sizes)} px at {sorted(resolutions)} "
-                           "m; pairs across scenes need one tile size on one grid")
+        raise OutcropError(
+            f"{', '.join(map(str, table_paths))}: tiles of {sorted(sizes)} px at {sorted(resolutions)} "
+            "m; pairs across scenes need one tile size on one grid"
+        )
     if not sizes:
         return Partners.from_pairs(len(scene_of), np.zeros(0), np.zeros(0))
     return partners_on_grid(scene_of, grid_row, grid_col, sizes.pop(), min_overlap, strides)
 
 
-def neighbour_partners(table_paths: Sequence[Path], scene_of: np.ndarray, row_of: np.ndarray,
-                       max_offset: float = 1.0) -> Partners:
+def neighbour_partners(
+    table_paths: Sequence[Path], scene_of: np.ndarray, row_of: np.ndarray, max_offset: float = 1.0
+) -> Partners:
     """Tile2Vec's positives (Jean et al. 2019): tiles of the same scene whose origins lie within
     ``max_offset`` tile sides of a tile (itself excluded), for comparison with cross-scene pairs."""
     from scipy.spatial import cKDTree

@@ -58,8 +58,9 @@ def read_rock(table_path: Path, expected_rows: int) -> np.ndarray:
 
         names = pq.read_schema(table_path).names
         table = pq.read_table(table_path, columns=["rock", *(["unknown"] if "unknown" in names else [])])
-        rock = ground_fraction(table.column("rock").to_numpy(),
-                               table.column("unknown").to_numpy() if "unknown" in names else None)
+        rock = ground_fraction(
+            table.column("rock").to_numpy(), table.column("unknown").to_numpy() if "unknown" in names else None
+        )
     except FileNotFoundError:
         raise OutcropError(f"{table_path}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds (missing column, damaged file)
@@ -69,8 +70,9 @@ def read_rock(table_path: Path, expected_rows: int) -> np.ndarray:
     return np.asarray(rock, dtype=np.float64)
 
 
-def open_training_tiles(tile_paths: Sequence[Path], table_paths: Sequence[Path],
-                        min_rock: float = 0.0) -> TrainingTiles:
+def open_training_tiles(
+    tile_paths: Sequence[Path], table_paths: Sequence[Path], min_rock: float = 0.0
+) -> TrainingTiles:
     """Memory-map each scene's tiles and keep the rows whose rock fraction is at least ``min_rock``."""
     if len(tile_paths) != len(table_paths):
         raise OutcropError(f"{len(tile_paths)} tile arrays but {len(table_paths)} tile tables given")
@@ -81,8 +83,7 @@ def open_training_tiles(tile_paths: Sequence[Path], table_paths: Sequence[Path],
     for s, (tile_path, table_path) in enumerate(zip(tile_paths, table_paths)):
         array = load_npy(tile_path)
         if array.ndim != 4 or array.dtype != np.float32:
-            raise OutcropError(f"{tile_path}: expected float32 tiles (N, C, H, W), got {array.dtype} "
-                               f"{array.shape}")
+            raise OutcropError(f"{tile_path}: expected float32 tiles (N, C, H, W), got {array.dtype} {array.shape}")
         if shape is None:
             shape = array.shape[1:]
         elif array.shape[1:] != shape:
@@ -99,8 +100,9 @@ def evenly_spaced(n: int, max_tiles: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, max_tiles)).round().astype(np.int64))
 
 
-def band_mean_and_std(tiles: TrainingTiles, max_tiles: int = 20_000,
-                    chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def band_mean_and_std(
+    tiles: TrainingTiles, max_tiles: int = 20_000, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and standard deviation (float32) over the training tiles.
 
     Beyond ``max_tiles`` an evenly spaced subset is used: the statistics only set the scale of the
@@ -112,7 +114,7 @@ def band_mean_and_std(tiles: TrainingTiles, max_tiles: int = 20_000,
     total_sq = np.zeros(channels)
     count = 0
     for start in range(0, len(index), chunk):
-        x = tiles.gather(index[start:start + chunk]).astype(np.float64)
+        x = tiles.gather(index[start : start + chunk]).astype(np.float64)
         total += x.sum(axis=(0, 2, 3))
         total_sq += np.square(x).sum(axis=(0, 2, 3))
         count += x.shape[0] * x.shape[2] * x.shape[3]
@@ -121,15 +123,16 @@ def band_mean_and_std(tiles: TrainingTiles, max_tiles: int = 20_000,
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
-def spectral_statistics(tiles: TrainingTiles, max_tiles: int = 20_000,
-                        chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def spectral_statistics(
+    tiles: TrainingTiles, max_tiles: int = 20_000, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation over the training tiles of each feature of :func:`tile_spectra`.
 
     Stored with the encoder, they standardise the spectral part of every embedding the same way
     months later, as band statistics are standardised over a set of tiles before a cosine search.
     """
     index = evenly_spaced(len(tiles), max_tiles)
-    feats = np.concatenate([tile_spectra(tiles.gather(index[start:start + chunk]))
-                            for start in range(0, len(index), chunk)])
-    return (feats.mean(axis=0).astype(np.float32),
-            np.maximum(feats.std(axis=0), 1e-6).astype(np.float32))
+    feats = np.concatenate(
+        [tile_spectra(tiles.gather(index[start : start + chunk])) for start in range(0, len(index), chunk)]
+    )
+    return (feats.mean(axis=0).astype(np.float32), np.maximum(feats.std(axis=0), 1e-6).astype(np.float32))

@@ -92,8 +92,14 @@ def date_from_name(name: str) -> str | None:
     return None
 
 
-def product_date(*, sheet: str | None = None, mtl: Mapping[str, str] | None = None, mtd: str | None = None,
-                 stamped: str | None = None, names: Iterable[str] = ()) -> tuple[str | None, str]:
+def product_date(
+    *,
+    sheet: str | None = None,
+    mtl: Mapping[str, str] | None = None,
+    mtd: str | None = None,
+    stamped: str | None = None,
+    names: Iterable[str] = (),
+) -> tuple[str | None, str]:
     """The scene's acquisition date and where it came from, in the order of the module docstring.
 
     ``sheet``: the scene sheet's ``date`` (checked); ``mtl``/``mtd``: the product's metadata;
@@ -102,8 +108,11 @@ def product_date(*, sheet: str | None = None, mtl: Mapping[str, str] | None = No
     """
     if sheet:
         return parse_date(sheet, "date"), "scene sheet"
-    for found, how in ((date_from_mtl(mtl), "MTL DATE_ACQUIRED"), (date_from_mtd(mtd), "Sentinel-2 metadata"),
-                       (_date_or_none(stamped), "the source's own date")):
+    for found, how in (
+        (date_from_mtl(mtl), "MTL DATE_ACQUIRED"),
+        (date_from_mtd(mtd), "Sentinel-2 metadata"),
+        (_date_or_none(stamped), "the source's own date"),
+    ):
         if found:
             return found, how
     for name in names:

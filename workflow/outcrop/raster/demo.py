@@ -120,12 +120,36 @@ class Acquisition:
 # their own clouds, floes and gains.
 ACQUISITIONS = (
     Acquisition("2021-12-14"),
-    Acquisition("2022-02-18", sun_elevation=24.0, sun_azimuth=20.0, haze=0.035, snow_level=0.45, ice_edge_m=900.0,
-                sea_ice_level=0.15, floes=1),
-    Acquisition("2022-11-05", sun_elevation=31.0, sun_azimuth=-25.0, haze=0.015, snow_level=0.3, ice_edge_m=1500.0,
-                sea_ice_level=-0.4, floes=2),
-    Acquisition("2023-01-20", sun_elevation=38.0, sun_azimuth=5.0, haze=0.05, snow_level=0.95, ice_edge_m=-500.0,
-                sea_ice_level=0.9, floes=3),
+    Acquisition(
+        "2022-02-18",
+        sun_elevation=24.0,
+        sun_azimuth=20.0,
+        haze=0.035,
+        snow_level=0.45,
+        ice_edge_m=900.0,
+        sea_ice_level=0.15,
+        floes=1,
+    ),
+    Acquisition(
+        "2022-11-05",
+        sun_elevation=31.0,
+        sun_azimuth=-25.0,
+        haze=0.015,
+        snow_level=0.3,
+        ice_edge_m=1500.0,
+        sea_ice_level=-0.4,
+        floes=2,
+    ),
+    Acquisition(
+        "2023-01-20",
+        sun_elevation=38.0,
+        sun_azimuth=5.0,
+        haze=0.05,
+        snow_level=0.95,
+        ice_edge_m=-500.0,
+        sea_ice_level=0.9,
+        floes=3,
+    ),
 )
 # Path reflectance per band relative to the coastal band's: haze scatters short wavelengths most.
 HAZE_SPECTRUM = np.array([1.0, 0.85, 0.62, 0.42, 0.2, 0.05, 0.03])
@@ -234,8 +258,9 @@ def planted_patches(layout: DemoLayout) -> list[Patch]:
     candidates = _candidate_patches(layout)
     known = [p for p in candidates if p.known]
     kx, ky = np.array([p.x for p in known]), np.array([p.y for p in known])
-    return [p for p in candidates
-            if p.known or len(known) == 0 or np.hypot(kx - p.x, ky - p.y).min() >= KNOWN_CLEARANCE_M]
+    return [
+        p for p in candidates if p.known or len(known) == 0 or np.hypot(kx - p.x, ky - p.y).min() >= KNOWN_CLEARANCE_M
+    ]
 
 
 def _candidate_patches(layout: DemoLayout) -> list[Patch]:
@@ -265,8 +290,9 @@ def _is_glacier(x: np.ndarray, y: np.ndarray, layout: DemoLayout, margin: float 
 # --- one scene ------------------------------------------------------------------------------------
 
 
-def render_scene(layout: DemoLayout, index: int,
-                 date_index: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+def render_scene(
+    layout: DemoLayout, index: int, date_index: int = 0
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Render place ``index`` on day ``date_index``: reflectance (7, H, W), truth units (H, W; 0 = not
     rock, snow or cloud), origin. Day 0 is the single-date demo's scene, pixel for pixel."""
     left, top = layout.origin(index)
@@ -357,15 +383,26 @@ def _shading(x: np.ndarray, y: np.ndarray, seed: int, day: Acquisition) -> np.nd
     zenith = math.radians(90.0 - float(day.sun_elevation))
     azimuth = math.radians(day.sun_azimuth)  # from grid north, clockwise
     # Unit normal (-dz/dx, -dz/dy, 1)/|.|, sun vector (sin z sin az, sin z cos az, cos z).
-    norm = np.sqrt(1 + dzdx ** 2 + dzdy ** 2)
-    cos_i = (-dzdx * math.sin(zenith) * math.sin(azimuth) - dzdy * math.sin(zenith) * math.cos(azimuth)
-             + math.cos(zenith)) / norm
+    norm = np.sqrt(1 + dzdx**2 + dzdy**2)
+    cos_i = (
+        -dzdx * math.sin(zenith) * math.sin(azimuth) - dzdy * math.sin(zenith) * math.cos(azimuth) + math.cos(zenith)
+    ) / norm
     return np.clip(cos_i / math.cos(zenith), 0.25, 1.8)
 
 
-def _paint_rock(refl: np.ndarray, rock: np.ndarray, unit: np.ndarray, cell: np.ndarray, n_cells: int,
-                patch_weight: np.ndarray, x: np.ndarray, y: np.ndarray, IX: np.ndarray, IY: np.ndarray,
-                seed: int) -> np.ndarray:
+def _paint_rock(
+    refl: np.ndarray,
+    rock: np.ndarray,
+    unit: np.ndarray,
+    cell: np.ndarray,
+    n_cells: int,
+    patch_weight: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    IX: np.ndarray,
+    IY: np.ndarray,
+    seed: int,
+) -> np.ndarray:
     """Paint each rock unit's spectrum and texture into ``refl``, then overprint the alteration
     patches on their host rock; returns the alteration weight per pixel (0 off the patches)."""
     cell_rng = np.random.default_rng(seed + 303)
@@ -383,15 +420,23 @@ def _paint_rock(refl: np.ndarray, rock: np.ndarray, unit: np.ndarray, cell: np.n
     w = np.where(rock, patch_weight, 0.0)
     if w.any():
         sel = w > 0
-        mottle = (1 + 0.12 * _pixel_noise(IX[sel], IY[sel], seed + 17)
-                  + 0.08 * _smooth_field(x[sel], y[sel], seed + 18, 150))
+        mottle = (
+            1 + 0.12 * _pixel_noise(IX[sel], IY[sel], seed + 17) + 0.08 * _smooth_field(x[sel], y[sel], seed + 18, 150)
+        )
         alt = np.asarray(SPECTRA["alteration"])[:, None] * mottle[None]
         refl[:, sel] = (1 - w[sel]) * refl[:, sel] + w[sel] * alt
     return w
 
 
-def _cloud_alpha(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, left: float, top: float,
-                 layout: DemoLayout, patches: list[Patch]) -> np.ndarray:
+def _cloud_alpha(
+    rng: np.random.Generator,
+    x: np.ndarray,
+    y: np.ndarray,
+    left: float,
+    top: float,
+    layout: DemoLayout,
+    patches: list[Patch],
+) -> np.ndarray:
     """A little cloud (opacity per pixel), kept off the planted patches so that every patch can be
     seen in some scene. Draws from the scene's ``rng`` in the order the scene's other draws expect."""
     cloud_alpha = np.zeros_like(x)
@@ -415,8 +460,9 @@ def _near_window(p: Patch, left: float, top: float, width: float) -> bool:
     return left - pad <= p.x <= left + width + pad and top - width - pad <= p.y <= top + pad
 
 
-def _texture(kind: str, x: np.ndarray, y: np.ndarray, ix: np.ndarray, iy: np.ndarray,
-             cell: np.ndarray, seed: int) -> np.ndarray:
+def _texture(
+    kind: str, x: np.ndarray, y: np.ndarray, ix: np.ndarray, iy: np.ndarray, cell: np.ndarray, seed: int
+) -> np.ndarray:
     """Multiplicative texture of a rock unit; paired units share amplitude and marginal shape.
 
     Bedded/mottled and banded/crinkled are both ``1 + a*sin(2*pi*phase)``: a straight phase ramp
@@ -445,8 +491,15 @@ def _texture(kind: str, x: np.ndarray, y: np.ndarray, ix: np.ndarray, iy: np.nda
 # --- writing ----------------------------------------------------------------------------------
 
 
-def synthesise_scene(out_scene: str | Path, out_truth: str | Path, *, index: int, size: int = default("demo.size"),
-                     seed: int = default("demo.seed"), date_index: int = 0) -> None:
+def synthesise_scene(
+    out_scene: str | Path,
+    out_truth: str | Path,
+    *,
+    index: int,
+    size: int = default("demo.size"),
+    seed: int = default("demo.seed"),
+    date_index: int = 0,
+) -> None:
     """Write place ``index`` on day ``date_index`` as a Landsat-L2-style uint16 GeoTIFF stamped with
     its acquisition date (:mod:`outcrop.raster.dates`), and its rock-unit truth."""
     from rasterio.transform import from_origin
@@ -458,17 +511,40 @@ def synthesise_scene(out_scene: str | Path, out_truth: str | Path, *, index: int
     dn = np.clip(np.round((refl - L2_OFFSET) / L2_SCALE), 1, 65535).astype(np.uint16)
     transform = from_origin(left, top, RESOLUTION, RESOLUTION)
     profile = {"crs": CRS, "transform": transform, "nodata": 0}
-    write_cog(out_scene, dn, profile, band_names=BANDS,
-              tags={"sensor": "landsat-c2l2", "scene": scene_name(index, date_index), "synthetic": "outcrop demo",
-                    TAG: acquisition(date_index).date},
-              resampling="average")
-    write_cog(out_truth, truth, profile, band_names=["rock_unit"],
-              tags={"units": ",".join([u[0] for u in UNITS] + ["alteration"]),
-                    "note": "0 = not rock; n = n-th name of the units tag"})
+    write_cog(
+        out_scene,
+        dn,
+        profile,
+        band_names=BANDS,
+        tags={
+            "sensor": "landsat-c2l2",
+            "scene": scene_name(index, date_index),
+            "synthetic": "outcrop demo",
+            TAG: acquisition(date_index).date,
+        },
+        resampling="average",
+    )
+    write_cog(
+        out_truth,
+        truth,
+        profile,
+        band_names=["rock_unit"],
+        tags={
+            "units": ",".join([u[0] for u in UNITS] + ["alteration"]),
+            "note": "0 = not rock; n = n-th name of the units tag",
+        },
+    )
 
 
-def write_demo_scene(out: str | Path, truth: str | Path, *, scene: str, size: int = default("demo.size"),
-                     seed: int = default("demo.seed"), log: Callable[[str], None] = print) -> None:
+def write_demo_scene(
+    out: str | Path,
+    truth: str | Path,
+    *,
+    scene: str,
+    size: int = default("demo.size"),
+    seed: int = default("demo.seed"),
+    log: Callable[[str], None] = print,
+) -> None:
     """Write the demo scene named ``scene`` (``demo_<n>`` on the first day, ``demo_<n>_t<day>`` on a
     later one, as the demo's scene sheet names them) and its truth."""
     place, day = scene_place_and_date(scene)
@@ -476,8 +552,15 @@ def write_demo_scene(out: str | Path, truth: str | Path, *, scene: str, size: in
     log(f"demo: wrote {out} and {truth}")
 
 
-def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int, size: int = default("demo.size"),
-                   seed: int = default("demo.seed"), log: Callable[[str], None] = print) -> None:
+def write_deposits(
+    out_known: str | Path,
+    out_truth: str | Path,
+    *,
+    scenes: int,
+    size: int = default("demo.size"),
+    seed: int = default("demo.seed"),
+    log: Callable[[str], None] = print,
+) -> None:
     """Publish the known patches inside the scenes as deposits; keep the rest hidden.
 
     Known deposits are points in longitude/latitude, as a user would have them; the hidden truth is
@@ -500,15 +583,19 @@ def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int,
     known = [p for p in inside if p.known]
     hidden = [p for p in inside if not p.known]
     if not known or not hidden:
-        raise OutcropError(f"demo: {len(known)} known and {len(hidden)} hidden alteration patches fall inside "
-                           f"{scenes} scenes; at least one of each is needed")
+        raise OutcropError(
+            f"demo: {len(known)} known and {len(hidden)} hidden alteration patches fall inside "
+            f"{scenes} scenes; at least one of each is needed"
+        )
     known_gdf = gpd.GeoDataFrame(
         {"name": [f"occurrence_{p.pid}" for p in known]},
-        geometry=[Point(p.x, p.y) for p in known], crs=CRS,
+        geometry=[Point(p.x, p.y) for p in known],
+        crs=CRS,
     ).to_crs("EPSG:4326")
     hidden_gdf = gpd.GeoDataFrame(
         {"name": [f"patch_{p.pid}" for p in hidden], "radius_m": [p.radius for p in hidden]},
-        geometry=[Point(p.x, p.y).buffer(p.radius) for p in hidden], crs=CRS,
+        geometry=[Point(p.x, p.y).buffer(p.radius) for p in hidden],
+        crs=CRS,
     )
     write_geodataframe(out_known, known_gdf, layer="deposits")
     write_geodataframe(out_truth, hidden_gdf, layer="hidden_deposits")

@@ -79,7 +79,7 @@ def block_spectra(tiles: np.ndarray, neighbours: np.ndarray, chunk: int = 512) -
         sel = np.arange(start, min(n, start + chunk))
         for k in np.unique(counts[sel]):
             group = sel[counts[sel] == k]
-            idx = present[group, len(BLOCK) - k:].ravel()
+            idx = present[group, len(BLOCK) - k :].ravel()
             uniq, inv = np.unique(idx, return_inverse=True)
             squares = np.asarray(tiles[uniq][:, :, ::BLOCK_STEP, ::BLOCK_STEP], dtype=np.float32)[inv]
             squares = squares.reshape(len(group), k, c, -1).transpose(0, 2, 1, 3)

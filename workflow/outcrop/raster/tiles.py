@@ -112,8 +112,9 @@ def tile_scene(
         row0_global, col0_global = grid_position(transform)
         rows = tile_origins(src.height, row0_global, size, stride)
         cols = tile_origins(src.width, col0_global, size, stride)
-        tile_rows, tile_cols, frac_all = _scan_kept_tiles(src, rows, cols, size, min_valid, aoi, aoi_name,
-                                                          scene_id, log)
+        tile_rows, tile_cols, frac_all = _scan_kept_tiles(
+            src, rows, cols, size, min_valid, aoi, aoi_name, scene_id, log
+        )
         n = len(tile_rows)
         _write_tile_array(src, out_tiles, tile_rows, tile_cols, size, len(bands), scene_id, log)
 
@@ -123,9 +124,17 @@ def tile_scene(
     return n
 
 
-def _scan_kept_tiles(src: Any, rows: np.ndarray, cols: np.ndarray, size: int, min_valid: float, aoi: Any,
-                     aoi_name: str, scene_id: str,
-                     log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _scan_kept_tiles(
+    src: Any,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    size: int,
+    min_valid: float,
+    aoi: Any,
+    aoi_name: str,
+    scene_id: str,
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pass 1: which tiles to keep, from the mask band alone; their origins and surface fractions.
 
     No tile kept (all cloud or nodata) gives empty arrays and a log line, so the run goes on with
@@ -158,8 +167,10 @@ def _scan_kept_tiles(src: Any, rows: np.ndarray, cols: np.ndarray, size: int, mi
 
     if not kept_rc:  # all cloud or nodata: an empty result, so the run goes on with the other scenes
         where = f" inside {aoi_name}" if aoi is not None else ""
-        log(f"tiles: {scene_id}: no usable tiles: no tile{where} has at least {min_valid:.0%} valid pixels "
-            "(not cloud, not nodata); writing an empty tile table")
+        log(
+            f"tiles: {scene_id}: no usable tiles: no tile{where} has at least {min_valid:.0%} valid pixels "
+            "(not cloud, not nodata); writing an empty tile table"
+        )
         kept_rc = [(np.empty(0, np.int64), np.empty(0, np.int64))]
         fractions = [np.empty((0, len(FRACTION_COLUMNS) + 1))]
     tile_rows = np.concatenate([rc[0] for rc in kept_rc])
@@ -167,8 +178,16 @@ def _scan_kept_tiles(src: Any, rows: np.ndarray, cols: np.ndarray, size: int, mi
     return tile_rows, tile_cols, np.concatenate(fractions)
 
 
-def _write_tile_array(src: Any, out_tiles: str | Path, tile_rows: np.ndarray, tile_cols: np.ndarray,
-                      size: int, n_bands: int, scene_id: str, log: Callable[[str], None]) -> None:
+def _write_tile_array(
+    src: Any,
+    out_tiles: str | Path,
+    tile_rows: np.ndarray,
+    tile_cols: np.ndarray,
+    size: int,
+    n_bands: int,
+    scene_id: str,
+    log: Callable[[str], None],
+) -> None:
     """Pass 2: reflectance of the kept tiles, strip by strip, appended to the .npy file in tile
     order (plain writes: a fresh memory map would fault in the whole array page by page)."""
     from rasterio.windows import Window
@@ -176,16 +195,18 @@ def _write_tile_array(src: Any, out_tiles: str | Path, tile_rows: np.ndarray, ti
     n = len(tile_rows)
     mask_band = src.count
     with atomic_path(out_tiles) as tmp, open(tmp, "wb") as fh:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-                  "shape": (n, n_bands, size, size)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+            "fortran_order": False,
+            "shape": (n, n_bands, size, size),
+        }
         np.lib.format.write_array_header_1_0(fh, header)
         unique_rows = np.unique(tile_rows)
         cut = Progress(f"tiles: {scene_id}: cutting", len(unique_rows), "strips", log)
         written = 0
         for j, r in enumerate(unique_rows):
             sel_cols = tile_cols[tile_rows == r]
-            strip = decode_reflectance(src.read(list(range(1, mask_band)),
-                                                window=Window(0, int(r), src.width, size)))
+            strip = decode_reflectance(src.read(list(range(1, mask_band)), window=Window(0, int(r), src.width, size)))
             windows = np.lib.stride_tricks.sliding_window_view(strip, size, axis=2)[:, :, sel_cols]
             block = np.ascontiguousarray(windows.transpose(2, 0, 1, 3))  # (n, C, size, size)
             fh.write(np.ascontiguousarray(_fill_gaps(block)).data.cast("B"))
@@ -195,8 +216,15 @@ def _write_tile_array(src: Any, out_tiles: str | Path, tile_rows: np.ndarray, ti
             raise RuntimeError(f"{out_tiles}: wrote {written} tiles, expected {n}")
 
 
-def _tile_table(transform: Any, crs: Any, scene_id: str, tile_rows: np.ndarray, tile_cols: np.ndarray,
-                frac_all: np.ndarray, size: int) -> Any:
+def _tile_table(
+    transform: Any,
+    crs: Any,
+    scene_id: str,
+    tile_rows: np.ndarray,
+    tile_cols: np.ndarray,
+    frac_all: np.ndarray,
+    size: int,
+) -> Any:
     """The GeoParquet tile table: one row per kept tile, its footprint and surface fractions."""
     import geopandas as gpd
     import shapely
@@ -272,12 +300,16 @@ def tables_tile_grid(paths: Sequence[str | Path]) -> TileLayout:
     for path in paths:
         found = read_tile_grid(path)
         if found is None:
-            raise OutcropError(f"{path}: the tile table records no tile size and stride (it was written before "
-                               "outcrop recorded them); cut the tiles again (snakemake --forcerun tiles)")
+            raise OutcropError(
+                f"{path}: the tile table records no tile size and stride (it was written before "
+                "outcrop recorded them); cut the tiles again (snakemake --forcerun tiles)"
+            )
         if layout is not None and (found.size, found.stride) != (layout.size, layout.stride):
-            raise OutcropError(f"{path}: tiles of {found.size} px at a stride of {found.stride}, other scenes' of "
-                               f"{layout.size} px at {layout.stride}; cut every scene with one tiles.size and "
-                               "tiles.stride")
+            raise OutcropError(
+                f"{path}: tiles of {found.size} px at a stride of {found.stride}, other scenes' of "
+                f"{layout.size} px at {layout.stride}; cut every scene with one tiles.size and "
+                "tiles.stride"
+            )
         layout = layout or found
     if layout is None:
         raise OutcropError("no tile tables given")
@@ -311,10 +343,13 @@ def read_tile_positions(path: str | Path, n_tiles: int) -> tuple[np.ndarray, np.
         raise OutcropError(f"{path}: not a tile table with tile_id, row and col ({str(exc).splitlines()[0]})") from None
     ids = table.column("tile_id").to_numpy()
     if len(ids) != n_tiles or not np.array_equal(ids, np.arange(n_tiles)):
-        raise OutcropError(f"{path}: {len(ids)} rows for an array of {n_tiles} tiles "
-                           "(the table and the array are of different runs)")
-    return (np.asarray(table.column("row").to_numpy(), dtype=np.int64),
-            np.asarray(table.column("col").to_numpy(), dtype=np.int64))
+        raise OutcropError(
+            f"{path}: {len(ids)} rows for an array of {n_tiles} tiles (the table and the array are of different runs)"
+        )
+    return (
+        np.asarray(table.column("row").to_numpy(), dtype=np.int64),
+        np.asarray(table.column("col").to_numpy(), dtype=np.int64),
+    )
 
 
 def cut_offset_tiles(
@@ -377,8 +412,11 @@ def cut_offset_tiles(
         for i, (r, c) in enumerate(picked):
             tiles[i] = decode_reflectance(src.read(bands, window=Window(c, r, size, size)))
         tiles = _fill_gaps(tiles) if len(picked) else tiles
-        blocks = np.stack([_read_block_spectra(src, r, c, size, min_valid) for r, c in picked]) if context \
-            and picked else np.zeros((0, 5 * len(bands)))
+        blocks = (
+            np.stack([_read_block_spectra(src, r, c, size, min_valid) for r, c in picked])
+            if context and picked
+            else np.zeros((0, 5 * len(bands)))
+        )
     rc = np.array(picked, dtype=np.float64).reshape(-1, 2)
     x0, y0 = transform.c + rc[:, 1] * res, transform.f - rc[:, 0] * res
     boxes = shapely.box(x0, y0 - size * res, x0 + size * res, y0)

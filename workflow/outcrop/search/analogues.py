@@ -92,10 +92,17 @@ def read_deposits(path: str | os.PathLike[str], crs: Any, *, role: str = "positi
     if missing.any():
         raise OutcropError(f"{path}: features {np.flatnonzero(missing.to_numpy()).tolist()[:10]} have no geometry")
     refuse_above("deposits", len(gdf), str(path), "deposits")
-    refuse_above("deposit_vertices", int(shapely.get_num_coordinates(gdf.geometry.to_numpy()).sum()), str(path),
-                 "vertices in its geometries")
-    names = (gdf["name"].astype(str).to_numpy() if "name" in gdf.columns
-             else np.array([f"deposit {i + 1}" for i in range(len(gdf))]))
+    refuse_above(
+        "deposit_vertices",
+        int(shapely.get_num_coordinates(gdf.geometry.to_numpy()).sum()),
+        str(path),
+        "vertices in its geometries",
+    )
+    names = (
+        gdf["name"].astype(str).to_numpy()
+        if "name" in gdf.columns
+        else np.array([f"deposit {i + 1}" for i in range(len(gdf))])
+    )
     out = gpd.GeoDataFrame({"name": names}, geometry=gdf.geometry.values, crs=gdf.crs)
     try:
         return out.to_crs(crs)
@@ -160,8 +167,10 @@ def _read_deposits_table(path: Path) -> Any:
     try:
         frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise OutcropError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
-                           f"{exc.start}); save it as UTF-8") from None
+        raise OutcropError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
     except Exception as exc:
         raise OutcropError(f"{path}: not a readable CSV ({exc})") from None
     cols = {str(c).lower().strip(): c for c in frame.columns}
@@ -181,14 +190,16 @@ def _read_deposits_table(path: Path) -> Any:
             try:
                 source = CRS.from_user_input(name)
             except Exception:
-                raise OutcropError(f"{path}: row {rows[0] + 2}: crs: {name!r} is not a known coordinate system "
-                                   "(write e.g. EPSG:3031)") from None
+                raise OutcropError(
+                    f"{path}: row {rows[0] + 2}: crs: {name!r} is not a known coordinate system (write e.g. EPSG:3031)"
+                ) from None
             to_lonlat = Transformer.from_crs(source, "EPSG:4326", always_xy=True)
             x[rows], y[rows] = to_lonlat.transform(x[rows], y[rows])
         bad = ~(np.isfinite(x) & np.isfinite(y))
         if bad.any():
-            raise OutcropError(f"{path}: rows {(np.flatnonzero(bad) + 2).tolist()[:10]} lie outside the area "
-                               "of their crs")
+            raise OutcropError(
+                f"{path}: rows {(np.flatnonzero(bad) + 2).tolist()[:10]} lie outside the area of their crs"
+            )
     else:
         bad = (np.abs(x) > 360) | (np.abs(y) > 90)
         if bad.any():
@@ -196,7 +207,8 @@ def _read_deposits_table(path: Path) -> Any:
             raise OutcropError(
                 f"{path}: rows {(np.flatnonzero(bad) + 2).tolist()[:10]} are not degrees ({lon}={x[first]:g}, "
                 f"{lat}={y[first]:g}); a deposits CSV gives lon,lat (or longitude,latitude, or x,y) in EPSG:4326; "
-                "for other coordinates add a crs column (e.g. EPSG:3031) or use a GeoPackage or GeoJSON")
+                "for other coordinates add a crs column (e.g. EPSG:3031) or use a GeoPackage or GeoJSON"
+            )
     return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs="EPSG:4326")
 
 
@@ -252,8 +264,10 @@ def unmatched_warning(deposits: Any, unmatched: np.ndarray) -> str:
     """The one-line warning for deposits that meet no indexed tile: the first :data:`NAMED` named."""
     named = ", ".join(deposit_label(deposits, int(i)) for i in unmatched[:NAMED])
     more = f" and {len(unmatched) - NAMED:,} more" if len(unmatched) > NAMED else ""
-    return (f"warning: {len(unmatched):,} of {len(deposits):,} deposits meet no indexed tile (outside every scene, "
-            f"or on cloud, water or other ground the index left out) and are left out of the search: {named}{more}")
+    return (
+        f"warning: {len(unmatched):,} of {len(deposits):,} deposits meet no indexed tile (outside every scene, "
+        f"or on cloud, water or other ground the index left out) and are left out of the search: {named}{more}"
+    )
 
 
 def positives_of_shapes(sindex: Any, geoms: np.ndarray, names: Sequence[Any], *, buffer_m: float) -> list[np.ndarray]:
@@ -262,8 +276,10 @@ def positives_of_shapes(sindex: Any, geoms: np.ndarray, names: Sequence[Any], *,
     user clicked or drew is one the user asked about, not one of thousands in a file."""
     positives, unmatched = match_shapes(sindex, geoms, buffer_m=buffer_m)
     if len(unmatched):
-        raise OutcropError(f"deposit {_label(names, int(unmatched[0]))} meets no indexed tile "
-                           f"(outside every scene, or on ground that was not indexed)")
+        raise OutcropError(
+            f"deposit {_label(names, int(unmatched[0]))} meets no indexed tile "
+            f"(outside every scene, or on ground that was not indexed)"
+        )
     return positives
 
 
@@ -275,8 +291,10 @@ def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.n
     """
     positives, unmatched = match_deposits(table, deposits, buffer_m=buffer_m)
     if len(unmatched):
-        raise OutcropError(f"deposit {deposit_label(deposits, int(unmatched[0]))} meets no indexed tile "
-                           f"(outside every scene, or on ground that was not indexed)")
+        raise OutcropError(
+            f"deposit {deposit_label(deposits, int(unmatched[0]))} meets no indexed tile "
+            f"(outside every scene, or on ground that was not indexed)"
+        )
     return positives
 
 
@@ -287,8 +305,9 @@ def distinct_groups(positives: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     it is scored once, and a tile it scores best names the first of them, as scoring each would.
     """
     first: dict[bytes, int] = {}
-    owner = np.array([first.setdefault(np.asarray(p, dtype=np.int64).tobytes(), i) for i, p in enumerate(positives)],
-                     dtype=np.int64)
+    owner = np.array(
+        [first.setdefault(np.asarray(p, dtype=np.int64).tobytes(), i) for i, p in enumerate(positives)], dtype=np.int64
+    )
     return owner, np.unique(owner)
 
 
@@ -325,11 +344,12 @@ def query_chunks(vectors: np.ndarray, groups: Sequence[np.ndarray]) -> Iterator[
     means = _mean_matrix(len(vectors), groups)
     dense = np.asarray(vectors, dtype=np.float32)
     for start in range(0, len(groups), width):
-        yield start, normalise_rows(means[start:start + width] @ dense)
+        yield start, normalise_rows(means[start : start + width] @ dense)
 
 
-def query_vectors(vectors: Any, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
-                  negative_weight: float = 0.5) -> np.ndarray:
+def query_vectors(
+    vectors: Any, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None, negative_weight: float = 0.5
+) -> np.ndarray:
     """(1 + P, D) unit queries: the set query first, then one per positive group (``vectors``: see
     :func:`group_means`)."""
     if not positives:
@@ -350,8 +370,9 @@ def set_query(per: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     return normalise_rows(total[None, :])
 
 
-def scan_queries(vectors: np.ndarray, chunks: Iterable[tuple[int, np.ndarray]], *,
-                 second: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scan_queries(
+    vectors: np.ndarray, chunks: Iterable[tuple[int, np.ndarray]], *, second: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every vector's best cosine over queries given chunk by chunk as (index of the first, rows),
     which query gave it (the first of equals, as one argmax over them all would), and with
     ``second`` the best cosine over all the other queries (-inf where there is none). Similarities
@@ -386,12 +407,13 @@ def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, n
     """Best cosine of every vector over the queries, and which query gave it (exact, in blocks of at
     most :data:`SCORE_CELLS` similarities, so memory stays bounded however many queries there are)."""
     width = max(1, SCORE_CELLS // max(1, queries.shape[1]) // 4)
-    score, which, _ = scan_queries(vectors, ((i, queries[i:i + width]) for i in range(0, len(queries), width)))
+    score, which, _ = scan_queries(vectors, ((i, queries[i : i + width]) for i in range(0, len(queries), width)))
     return score, which
 
 
-def exclusion_pairs(table: Any, deposits: Sequence[Any] | np.ndarray,
-                    exclusion_m: float) -> tuple[np.ndarray, np.ndarray]:
+def exclusion_pairs(
+    table: Any, deposits: Sequence[Any] | np.ndarray, exclusion_m: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(deposit, tile) pairs: the tiles within ``exclusion_m`` of each deposit's own geometry.
 
     With ``exclusion_m`` 0 only the tiles that share ground with a deposit count (a footprint merely
@@ -409,14 +431,22 @@ def exclusion_pairs(table: Any, deposits: Sequence[Any] | np.ndarray,
         footprints = np.asarray(table.geometry.values[near])
         areal = shapely.area(geoms[src]) > 0
         # Touching a polygon is not sharing its ground; a point or line inside a footprint is.
-        shared = np.where(areal, shapely.area(shapely.intersection(footprints, geoms[src])) > 0,
-                          shapely.intersects(footprints, geoms[src]))
+        shared = np.where(
+            areal,
+            shapely.area(shapely.intersection(footprints, geoms[src])) > 0,
+            shapely.intersects(footprints, geoms[src]),
+        )
         src, near = src[shared], near[shared]
     return np.asarray(src, dtype=np.int64), np.asarray(near, dtype=np.int64)
 
 
-def excluded_ids(table: Any, deposits: Sequence[Any] | np.ndarray, positives: list[np.ndarray], exclusion_m: float,
-                 negatives: list[np.ndarray] | None = None) -> np.ndarray:
+def excluded_ids(
+    table: Any,
+    deposits: Sequence[Any] | np.ndarray,
+    positives: list[np.ndarray],
+    exclusion_m: float,
+    negatives: list[np.ndarray] | None = None,
+) -> np.ndarray:
     """Boolean mask over the table: tiles within ``exclusion_m`` of any deposit's own geometry, the
     positives, and the negatives' own tiles (a place known not to be an analogue is never reported as one).
 
@@ -488,8 +518,12 @@ def top_sites(masked: np.ndarray, table: Any, top: int, site_overlap: float | No
         want = min(2 * want, finite)
 
 
-def score_tiles(vectors: np.ndarray, positives: list[np.ndarray], negatives: list[np.ndarray] | None = None,
-                negative_weight: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def score_tiles(
+    vectors: np.ndarray,
+    positives: list[np.ndarray],
+    negatives: list[np.ndarray] | None = None,
+    negative_weight: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
     """Every tile's best cosine over the queries of :func:`query_vectors`, and which query gave it
     (0: the set, ``1 + i``: deposit ``i``), scoring each distinct group of positives once and
     holding a few thousand queries at a time."""
@@ -500,7 +534,7 @@ def score_tiles(vectors: np.ndarray, positives: list[np.ndarray], negatives: lis
     weights = np.bincount(np.searchsorted(firsts, owner), minlength=len(firsts)).astype(np.float64)
     total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
     for start, per in query_chunks(vectors, groups):
-        total += (per.astype(np.float64) * weights[start:start + len(per), None]).sum(axis=0)
+        total += (per.astype(np.float64) * weights[start : start + len(per), None]).sum(axis=0)
     combined = normalise_rows(total[None, :])
     if negatives:
         neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
@@ -538,8 +572,19 @@ def rank_analogues(
     nearest_positive (the nearest deposit), distance_km (tile centre to that deposit's geometry).
     """
     score, which = score_tiles(vectors, positives, negatives, negative_weight)
-    return rank_scored(score, which, table, positives, deposits, exclusion_m=exclusion_m, top=top, names=names,
-                       site_overlap=site_overlap, negatives=negatives, exclude=exclude)
+    return rank_scored(
+        score,
+        which,
+        table,
+        positives,
+        deposits,
+        exclusion_m=exclusion_m,
+        top=top,
+        names=names,
+        site_overlap=site_overlap,
+        negatives=negatives,
+        exclude=exclude,
+    )
 
 
 def nearest_geometry(points: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -561,10 +606,20 @@ def nearest_geometry(points: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray,
     return nearest, distance
 
 
-def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: list[np.ndarray],
-                deposits: Sequence[Any] | np.ndarray, *, exclusion_m: float, top: int, names: Sequence[str] | None,
-                site_overlap: float | None, negatives: list[np.ndarray] | None = None,
-                exclude: Sequence[Any] = ()) -> Any:
+def rank_scored(
+    score: np.ndarray,
+    which: np.ndarray,
+    table: Any,
+    positives: list[np.ndarray],
+    deposits: Sequence[Any] | np.ndarray,
+    *,
+    exclusion_m: float,
+    top: int,
+    names: Sequence[str] | None,
+    site_overlap: float | None,
+    negatives: list[np.ndarray] | None = None,
+    exclude: Sequence[Any] = (),
+) -> Any:
     """The ranking of :func:`rank_analogues` from scores already computed (``score``: best cosine of
     every tile, -inf for a tile not scored; ``which``: the query that gave it, 0 = the set).
 
@@ -583,17 +638,19 @@ def rank_scored(score: np.ndarray, which: np.ndarray, table: Any, positives: lis
     n = len(best)
     nearest, dist = nearest_geometry(np.asarray(table.geometry.values[best].centroid), geoms)
     query_names = np.array(["set", *names], dtype=object)
-    return pd.DataFrame({
-        "rank": np.arange(1, n + 1, dtype=np.int64),
-        "score": score[best].astype(np.float64),
-        "id": best.astype(np.int64),
-        # Rows taken before converting: a whole column of a million Arrow strings takes 80 ms to convert.
-        "scene": table["scene"].take(best).to_numpy(),
-        "tile_id": table["tile_id"].take(best).to_numpy(),
-        "nearest_positive": np.array(names, dtype=object)[nearest] if n else np.array([], dtype=object),
-        "distance_km": dist / 1000.0,
-        "query": query_names[which[best]],
-    })
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, n + 1, dtype=np.int64),
+            "score": score[best].astype(np.float64),
+            "id": best.astype(np.int64),
+            # Rows taken before converting: a whole column of a million Arrow strings takes 80 ms to convert.
+            "scene": table["scene"].take(best).to_numpy(),
+            "tile_id": table["tile_id"].take(best).to_numpy(),
+            "nearest_positive": np.array(names, dtype=object)[nearest] if n else np.array([], dtype=object),
+            "distance_km": dist / 1000.0,
+            "query": query_names[which[best]],
+        }
+    )
 
 
 def find_analogues(
@@ -629,25 +686,43 @@ def find_analogues(
     deposits = read_deposits(deposits_path, table.crs)
     positives, unmatched = matched_positives(deposits_path, table, deposits, buffer_m, log)
     kept = np.setdiff1d(np.arange(len(deposits)), unmatched)
-    log(f"{len(kept):,} deposits select {sum(len(p) for p in positives):,} positive tiles "
-        f"({len(distinct_groups(positives)[1]):,} distinct sets, one query each)")
+    log(
+        f"{len(kept):,} deposits select {sum(len(p) for p in positives):,} positive tiles "
+        f"({len(distinct_groups(positives)[1]):,} distinct sets, one query each)"
+    )
     negatives = None
     if negatives_path is not None:
-        negatives, _ = matched_positives(negatives_path, table,
-                                         read_deposits(negatives_path, table.crs, role="negatives"), buffer_m, log)
+        negatives, _ = matched_positives(
+            negatives_path, table, read_deposits(negatives_path, table.crs, role="negatives"), buffer_m, log
+        )
     score, which = score_tiles(vectors, positives, negatives)
     geometry = deposits.geometry.to_numpy()
-    ranked = rank_scored(score, which, table, positives, geometry[kept], exclusion_m=exclusion_km * 1000.0,
-                         top=top, names=deposits["name"].to_numpy()[kept].tolist(), site_overlap=site_overlap,
-                         negatives=negatives, exclude=geometry[unmatched])
+    ranked = rank_scored(
+        score,
+        which,
+        table,
+        positives,
+        geometry[kept],
+        exclusion_m=exclusion_km * 1000.0,
+        top=top,
+        names=deposits["name"].to_numpy()[kept].tolist(),
+        site_overlap=site_overlap,
+        negatives=negatives,
+        exclude=geometry[unmatched],
+    )
     ranked = analogue_table(ranked, table)
     write_geodataframe(out_gpkg, ranked, layer="analogues")
     with atomic_path(out_csv) as tmp:
         tmp.write_text(analogues_csv(ranked), encoding="utf-8")
     layout = table_layout(table_path, table)  # the grid the tiles were cut on, as the index table records it
     for scene, grid, raster, transform in scene_rasters(prepared_paths, table, layout, score, np.nan, np.float32):
-        write_cog(Path(similarity_dir) / f"{scene}.tif", raster, {"crs": grid.crs, "transform": transform,
-                  "nodata": np.nan}, band_names=["similarity"], resampling="average")
+        write_cog(
+            Path(similarity_dir) / f"{scene}.tif",
+            raster,
+            {"crs": grid.crs, "transform": transform, "nodata": np.nan},
+            band_names=["similarity"],
+            resampling="average",
+        )
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
 
 
@@ -674,16 +749,18 @@ def analogues_csv(ranked: Any) -> str:
     return csv_text(ranked[RESULT_COLUMNS], float_format="%.6f")
 
 
-def matched_positives(path: Path, table: Any, deposits: Any, buffer_m: float,
-                      log: Callable[[str], Any]) -> tuple[list[np.ndarray], np.ndarray]:
+def matched_positives(
+    path: Path, table: Any, deposits: Any, buffer_m: float, log: Callable[[str], Any]
+) -> tuple[list[np.ndarray], np.ndarray]:
     """:func:`match_deposits`, with a warning in ``log`` naming the deposits that meet no tile; an
     error naming the file when none does."""
     positives, unmatched = match_deposits(table, deposits, buffer_m=buffer_m)
     if not positives:
         first = f"deposit {deposit_label(deposits, int(unmatched[0]))}"
-        raise OutcropError(f"{path}: {first} meets no indexed tile (outside every scene, or on ground that was not "
-                           "indexed)" + (f", nor does any other of its {len(unmatched):,} deposits"
-                                         if len(unmatched) > 1 else ""))
+        raise OutcropError(
+            f"{path}: {first} meets no indexed tile (outside every scene, or on ground that was not "
+            "indexed)" + (f", nor does any other of its {len(unmatched):,} deposits" if len(unmatched) > 1 else "")
+        )
     if len(unmatched):
         log(f"{path}: {unmatched_warning(deposits, unmatched)}")
     return positives, unmatched

@@ -32,8 +32,9 @@ from outcrop.search.vectors import VectorSource, table_source
 SPECTRUM_BATCH = 2048
 
 
-def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 10,
-                     max_points_per_centroid: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def spherical_kmeans(
+    vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 10, max_points_per_centroid: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded spherical k-means with FAISS: (labels (N,) int64, unit centroids (k, D) float32).
 
     Labels are numbered by decreasing cluster size (ties by centroid order), so that the same
@@ -52,8 +53,9 @@ def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int =
     return rank[labels], centroids[order]
 
 
-def train_centroids(sample: np.ndarray, k: int, *, seed: int = 0, niter: int = 10,
-                    max_points_per_centroid: int = 64) -> np.ndarray:
+def train_centroids(
+    sample: np.ndarray, k: int, *, seed: int = 0, niter: int = 10, max_points_per_centroid: int = 64
+) -> np.ndarray:
     """Unit centroids (k, D) of seeded spherical k-means on ``sample`` (k-means++ seeds), unordered.
 
     At coast scale the sample is a seeded draw of ``clusters.sample`` tiles, not every tile: FAISS
@@ -65,8 +67,16 @@ def train_centroids(sample: np.ndarray, k: int, *, seed: int = 0, niter: int = 1
     n, dim = sample.shape
     if not 1 <= k <= n:
         raise OutcropError(f"k-means with k={k} needs between 1 and {n} (the number of tiles) clusters")
-    km = faiss.Kmeans(dim, k, niter=niter, seed=seed, spherical=True, verbose=False,
-                      max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
+    km = faiss.Kmeans(
+        dim,
+        k,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        max_points_per_centroid=max_points_per_centroid,
+        min_points_per_centroid=1,
+    )
     km.train(sample, init_centroids=kmeans_plus_plus(sample, k, seed=seed))
     assert km.centroids is not None  # set by train
     return normalise_rows(km.centroids)
@@ -90,14 +100,15 @@ def assign_stream(source: VectorSource, centroids: np.ndarray) -> tuple[np.ndarr
     sims = np.empty(source.count, dtype=np.float32)
     for start, block in source.chunks():
         for s in range(0, len(block), SEARCH_BATCH):
-            d, ids = index.search(block[s:s + SEARCH_BATCH], 1)
-            labels[start + s:start + s + len(ids)] = ids[:, 0]
-            sims[start + s:start + s + len(ids)] = d[:, 0]
+            d, ids = index.search(block[s : s + SEARCH_BATCH], 1)
+            labels[start + s : start + s + len(ids)] = ids[:, 0]
+            sims[start + s : start + s + len(ids)] = d[:, 0]
     return labels, sims
 
 
-def kmeans_plus_plus(vectors: np.ndarray, k: int, *, seed: int = 0, sample: int = 50_000,
-                     per_seed: int = 16) -> np.ndarray:
+def kmeans_plus_plus(
+    vectors: np.ndarray, k: int, *, seed: int = 0, sample: int = 50_000, per_seed: int = 16
+) -> np.ndarray:
     """Greedy k-means++ seeds (Arthur & Vassilvitskii, 2007) from a seeded sample, by cosine distance.
 
     FAISS starts from k random points, which often puts two seeds in one cluster and none in
@@ -329,8 +340,9 @@ def cluster_tiles(
     prior = incremental.read_state(Path(state_dir) / "state.json") if state_dir is not None else None
     # A kept scene's embeddings keep their size and mtime: their digest comes from the state, unread.
     files = incremental.file_cache(prior)
-    digests = {s: cached_digest(embeddings_of(s),
-                                files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
+    digests = (
+        {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
+    )
     settings = {"seed": seed, "sample": sample, "dim": source.dim}
     if state_dir is not None and not retrain:
         kept, state, new_scenes = incremental.kept_centroids(Path(state_dir), prior, digests, settings, ks, log)
@@ -354,14 +366,17 @@ def cluster_tiles(
         if k in kept:
             centroids = kept[k]
             labels, sims = assign_stream(source, centroids)
-            log(f"k-means k={k}: kept centroids, {len(table)} tiles assigned"
-                + (f" (drift {drift:.3f})" if drift is not None else ""))
+            log(
+                f"k-means k={k}: kept centroids, {len(table)} tiles assigned"
+                + (f" (drift {drift:.3f})" if drift is not None else "")
+            )
         else:
             if sample_vectors is None:
                 _, sample_vectors = source.sample(sample, seed)
             if k > len(sample_vectors):
-                raise OutcropError(f"clusters: k={k} is more than the {len(sample_vectors)} sampled tiles "
-                                   f"(clusters.sample)")
+                raise OutcropError(
+                    f"clusters: k={k} is more than the {len(sample_vectors)} sampled tiles (clusters.sample)"
+                )
             centroids = train_centroids(sample_vectors, k, seed=seed)
             labels, sims = assign_stream(source, centroids)
             order = size_order(np.bincount(labels, minlength=k))
@@ -372,8 +387,10 @@ def cluster_tiles(
         empty = k - len(np.unique(labels))
         if empty:
             # Fewer distinct tiles than k (identical snow or sea tiles): some clusters get no tile.
-            raise OutcropError(f"clusters: k={k} leaves {empty} cluster(s) empty: the {len(table)} indexed tiles "
-                               f"hold fewer than {k} distinct groups; give smaller values of clusters.k")
+            raise OutcropError(
+                f"clusters: k={k} leaves {empty} cluster(s) empty: the {len(table)} indexed tiles "
+                f"hold fewer than {k} distinct groups; give smaller values of clusters.k"
+            )
         levels[f"k{k}"] = labels
         cents[k] = centroids
         log(f"k-means k={k}: cluster sizes {np.bincount(labels, minlength=k).tolist()[:12]}{'…' if k > 12 else ''}")
@@ -399,18 +416,26 @@ def cluster_tiles(
     spectrum_rows = np.sort(np.random.default_rng(seed).choice(len(table), min(sample, len(table)), replace=False))
     bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths, spectrum_rows)
     _write_summary(out_summary, levels, spectra, spectrum_rows, bands, table)
-    clustering = Clustering(table, levels, finest_sims, centroids, linkage, sizes, cuts, bands,
-                            table_layout(Path(index_table), table))
+    clustering = Clustering(
+        table, levels, finest_sims, centroids, linkage, sizes, cuts, bands, table_layout(Path(index_table), table)
+    )
     _write_label_rasters(clustering, prepared_paths, rasters_dir)
     if state_dir is not None:
-        incremental.save_cluster_state(Path(state_dir), cents, distances, digests, settings,
-                                       incremental.given_files(files, [embeddings_of(s) for s in digests]))
+        incremental.save_cluster_state(
+            Path(state_dir),
+            cents,
+            distances,
+            digests,
+            settings,
+            incremental.given_files(files, [embeddings_of(s) for s in digests]),
+        )
     log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
     return clustering
 
 
-def _indexed_spectra(table: Any, tiles_paths: Sequence[Path], prepared_paths: Sequence[Path],
-                     rows: np.ndarray) -> tuple[list[str], np.ndarray]:
+def _indexed_spectra(
+    table: Any, tiles_paths: Sequence[Path], prepared_paths: Sequence[Path], rows: np.ndarray
+) -> tuple[list[str], np.ndarray]:
     """Mean spectrum (len(rows), C) of the indexed tiles at table positions ``rows``, and the band names
     (every scene's checked, read or not)."""
     by_scene = {scene_of(p): (t, p) for t, p in zip(tiles_paths, prepared_paths)}
@@ -441,8 +466,14 @@ def _indexed_spectra(table: Any, tiles_paths: Sequence[Path], prepared_paths: Se
     return bands, spectra
 
 
-def _write_summary(path: Path, levels: dict[str, np.ndarray], spectra: np.ndarray, spectrum_rows: np.ndarray,
-                   bands: list[str], table: Any) -> None:
+def _write_summary(
+    path: Path,
+    levels: dict[str, np.ndarray],
+    spectra: np.ndarray,
+    spectrum_rows: np.ndarray,
+    bands: list[str],
+    table: Any,
+) -> None:
     """Per level and cluster: size, share, band means (over the tiles at ``spectrum_rows``, whose
     spectra are ``spectra``), surface fractions and scene count (over every tile)."""
     import pandas as pd
@@ -452,8 +483,7 @@ def _write_summary(path: Path, levels: dict[str, np.ndarray], spectra: np.ndarra
     for level, labels in levels.items():
         n = int(labels.max()) + 1
         size = np.bincount(labels, minlength=n)
-        frame = pd.DataFrame({"level": level, "cluster": np.arange(n), "size": size,
-                              "share": size / len(labels)})
+        frame = pd.DataFrame({"level": level, "cluster": np.arange(n), "size": size, "share": size / len(labels)})
         frame[[f"mean_{b}" for b in bands]] = group_means(labels[spectrum_rows], n, spectra)
         frame[list(FRACTIONS)] = group_means(labels, n, fractions)
         frame["scenes"] = [int(v) for v in _scenes_per_cluster(labels, table["scene"].to_numpy(), n)]
@@ -469,8 +499,9 @@ def _scenes_per_cluster(labels: np.ndarray, scenes: np.ndarray, n: int) -> np.nd
 
 def exemplars(vectors: np.ndarray, labels: np.ndarray, centroids: np.ndarray, per_cluster: int = 6) -> list[np.ndarray]:
     """Row positions of the ``per_cluster`` tiles most similar to each centroid, best first."""
-    return exemplars_by_similarity(np.einsum("ij,ij->i", vectors, centroids[labels]), labels, len(centroids),
-                                   per_cluster)
+    return exemplars_by_similarity(
+        np.einsum("ij,ij->i", vectors, centroids[labels]), labels, len(centroids), per_cluster
+    )
 
 
 def exemplars_by_similarity(sims: np.ndarray, labels: np.ndarray, k: int, per_cluster: int = 6) -> list[np.ndarray]:
@@ -523,5 +554,12 @@ def _write_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path],
             if name == raster_level:
                 targets.append(Path(rasters_dir) / f"{scene}.tif")
             for target in targets:
-                write_cog(target, raster[band : band + 1], profile, band_names=[name], tags={"level": name},
-                          colormap=colormaps[name], categories=categories[name])
+                write_cog(
+                    target,
+                    raster[band : band + 1],
+                    profile,
+                    band_names=[name],
+                    tags={"level": name},
+                    colormap=colormaps[name],
+                    categories=categories[name],
+                )

@@ -69,9 +69,16 @@ def random_encoder(model_path: Path, *, seed: int = 0) -> tuple[Any, dict[str, A
     return model.eval(), meta
 
 
-def random_encoder_embeddings(model_path: Path, tiles: np.ndarray, *, seed: int = 0,
-                              batch_size: int = 256, spectral_weight: float = 0.0, context_weight: float = 0.0,
-                              context: np.ndarray | None = None) -> np.ndarray:
+def random_encoder_embeddings(
+    model_path: Path,
+    tiles: np.ndarray,
+    *,
+    seed: int = 0,
+    batch_size: int = 256,
+    spectral_weight: float = 0.0,
+    context_weight: float = 0.0,
+    context: np.ndarray | None = None,
+) -> np.ndarray:
     """Embeddings of ``tiles`` from :func:`random_encoder`; rows are L2-normalised, as embeddings are.
 
     With ``spectral_weight`` and ``context_weight`` (and the tiles' block spectra, ``context``) they
@@ -80,8 +87,16 @@ def random_encoder_embeddings(model_path: Path, tiles: np.ndarray, *, seed: int 
     from outcrop.learning.embeddings import embed_array
 
     model, meta = random_encoder(model_path, seed=seed)
-    return embed_array(model, meta, tiles, batch_size=batch_size, device="cpu", spectral_weight=spectral_weight,
-                       context_weight=context_weight, context=context)
+    return embed_array(
+        model,
+        meta,
+        tiles,
+        batch_size=batch_size,
+        device="cpu",
+        spectral_weight=spectral_weight,
+        context_weight=context_weight,
+        context=context,
+    )
 
 
 def as_unit_vectors(features: np.ndarray) -> np.ndarray:
@@ -90,8 +105,9 @@ def as_unit_vectors(features: np.ndarray) -> np.ndarray:
     return (z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
 
 
-def knn_accuracy(vectors: np.ndarray, labels: np.ndarray, centres: np.ndarray, *, k: int = 10,
-                 exclusion_m: float, block: int = 1024) -> float:
+def knn_accuracy(
+    vectors: np.ndarray, labels: np.ndarray, centres: np.ndarray, *, k: int = 10, exclusion_m: float, block: int = 1024
+) -> float:
     """Leave-one-out cosine kNN accuracy, ignoring neighbours closer than ``exclusion_m`` on the ground.
 
     Rows are scored ``block`` at a time: the time is quadratic in the tiles, the memory is not (a
@@ -116,8 +132,9 @@ def knn_accuracy(vectors: np.ndarray, labels: np.ndarray, centres: np.ndarray, *
     return correct / len(labels)
 
 
-def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, centres: np.ndarray, *,
-                          block_m: float, seed: int = 0) -> float:
+def linear_probe_accuracy(
+    features: np.ndarray, labels: np.ndarray, centres: np.ndarray, *, block_m: float, seed: int = 0
+) -> float:
     """Logistic-regression accuracy with spatial-block cross-validation (5 folds of blocks)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
@@ -162,9 +179,17 @@ def hidden_found_at(footprints: Sequence[Any], discs: Sequence[Any] | np.ndarray
     return found_at
 
 
-def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray], hidden: Any, *,
-                   known: Sequence[Any], exclusion_m: float, ks: Sequence[int],
-                   site_overlap: float | None = None) -> dict[str, dict[str, float]]:
+def deposit_recall(
+    vectors: np.ndarray,
+    table: Any,
+    positives: list[np.ndarray],
+    hidden: Any,
+    *,
+    known: Sequence[Any],
+    exclusion_m: float,
+    ks: Sequence[int],
+    site_overlap: float | None = None,
+) -> dict[str, dict[str, float]]:
     """Recall of the hidden deposits among the top-k analogues, for the set query and per-positive queries.
 
     Each query mode ranks tiles by their best cosine to its queries, outside the exclusion zones
@@ -190,14 +215,29 @@ def deposit_recall(vectors: np.ndarray, table: Any, positives: list[np.ndarray],
     return out
 
 
-def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: Path,
-                 embeddings: Sequence[Path], tiles: Sequence[Path], truth: Sequence[Path], model: Path,
-                 truth_deposits: Path, deposits: Path, buffer_m: float, exclusion_km: float,
-                 recall_k: Sequence[int], seed: int = default("clusters.seed"),
-                 site_overlap: float | None = default("analogues.site_overlap"),
-                 labels: Path | None = None, spectral_weight: float = default("embed.spectral_weight"),
-                 context_weight: float = default("embed.context_weight"), tables: Sequence[Path] | None = None,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+def evaluate_run(
+    scenes: Sequence[str],
+    out: Path,
+    *,
+    index: Path,
+    index_table: Path,
+    embeddings: Sequence[Path],
+    tiles: Sequence[Path],
+    truth: Sequence[Path],
+    model: Path,
+    truth_deposits: Path,
+    deposits: Path,
+    buffer_m: float,
+    exclusion_km: float,
+    recall_k: Sequence[int],
+    seed: int = default("clusters.seed"),
+    site_overlap: float | None = default("analogues.site_overlap"),
+    labels: Path | None = None,
+    spectral_weight: float = default("embed.spectral_weight"),
+    context_weight: float = default("embed.context_weight"),
+    tables: Sequence[Path] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Write the demo's scores: cluster agreement, kNN, linear probe and deposit recall, per feature set.
 
     The workflow writes them to ``demo/scores.json``; ``outcrop quality`` merges them into ``metrics.json``.
@@ -219,8 +259,10 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
 
     for name, files in (("embeddings", embeddings), ("tiles", tiles), ("truth", truth)):
         if len(files) != len(scenes):
-            raise OutcropError(f"evaluate: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
-                               "give one per scene, in the order of --scenes")
+            raise OutcropError(
+                f"evaluate: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
+                "give one per scene, in the order of --scenes"
+            )
     _, table = load_index(Path(index), Path(index_table))
     emb = {s: load_npy(Path(p)) for s, p in zip(scenes, embeddings)}
     tile_arrays = {s: load_npy(Path(p)) for s, p in zip(scenes, tiles)}
@@ -240,10 +282,19 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
         "band_statistics": band_statistics(pixels, percentiles=True),
         "random_encoder": random_encoder_embeddings(Path(model), pixels, seed=seed),
     }
-    features.update(_untrained_counterparts(features["random_encoder"], pixels, Path(model), seed=seed,
-                                            weights=(spectral_weight, context_weight), tiles=tile_arrays,
-                                            tables=dict(zip(scenes, tables)) if tables is not None else None,
-                                            parts=list(zip(scenes, rows)), log=log))
+    features.update(
+        _untrained_counterparts(
+            features["random_encoder"],
+            pixels,
+            Path(model),
+            seed=seed,
+            weights=(spectral_weight, context_weight),
+            tiles=tile_arrays,
+            tables=dict(zip(scenes, tables)) if tables is not None else None,
+            parts=list(zip(scenes, rows)),
+            log=log,
+        )
+    )
     units = tile_truth_units(table, {s: Path(p) for s, p in zip(scenes, truth)})
     labelled = units > 0
     centres = np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y])
@@ -257,8 +308,12 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
     positives = select_positives(table, known, buffer_m=buffer_m)
     hidden = gpd.read_file(truth_deposits).to_crs(table.crs)
 
-    metrics: dict[str, Any] = {"tiles": int(len(table)), "rock_unit_tiles": int(labelled.sum()),
-                               "known_deposits": int(len(known)), "hidden_deposits": int(len(hidden))}
+    metrics: dict[str, Any] = {
+        "tiles": int(len(table)),
+        "rock_unit_tiles": int(labelled.sum()),
+        "known_deposits": int(len(known)),
+        "hidden_deposits": int(len(hidden)),
+    }
     for name, feats in features.items():
         # Encoder outputs are compared as the index compares them (cosine of the raw embeddings).
         vecs = feats if name in ENCODED else as_unit_vectors(feats)
@@ -266,13 +321,23 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
         scores: dict[str, Any] = cluster_agreement(lab_vecs, lab, seed=seed)
         scores["knn_accuracy"] = knn_accuracy(lab_vecs, lab, centres[labelled], exclusion_m=1.5 * tile_width)
         scores["linear_probe_accuracy"] = linear_probe_accuracy(
-            feats[labelled], lab, centres[labelled], block_m=3 * tile_width, seed=seed)
-        scores["deposit_recall"] = deposit_recall(vecs, table, positives, hidden, known=known.geometry.to_numpy(),
-                                                  exclusion_m=exclusion_km * 1000, ks=recall_k,
-                                                  site_overlap=site_overlap)
+            feats[labelled], lab, centres[labelled], block_m=3 * tile_width, seed=seed
+        )
+        scores["deposit_recall"] = deposit_recall(
+            vecs,
+            table,
+            positives,
+            hidden,
+            known=known.geometry.to_numpy(),
+            exclusion_m=exclusion_km * 1000,
+            ks=recall_k,
+            site_overlap=site_overlap,
+        )
         metrics[name] = scores
-        log(f"evaluate: {name}: ARI {scores['ari']:.3f} NMI {scores['nmi']:.3f} kNN {scores['knn_accuracy']:.3f} "
-            f"probe {scores['linear_probe_accuracy']:.3f} recall {scores['deposit_recall']['combined']}")
+        log(
+            f"evaluate: {name}: ARI {scores['ari']:.3f} NMI {scores['nmi']:.3f} kNN {scores['knn_accuracy']:.3f} "
+            f"probe {scores['linear_probe_accuracy']:.3f} recall {scores['deposit_recall']['combined']}"
+        )
 
     if labels is not None and Path(labels).exists():
         metrics["workflow_clusters"] = _workflow_cluster_scores(Path(labels), table, units, labelled)
@@ -287,8 +352,13 @@ def evaluate_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: 
 ENCODED = ("byol", "random_encoder", "random_joined", "spectral_parts")
 
 
-def spectral_join(meta: dict[str, Any], learned: np.ndarray, tiles: np.ndarray, blocks: np.ndarray | None,
-                  weights: tuple[float, float]) -> np.ndarray:
+def spectral_join(
+    meta: dict[str, Any],
+    learned: np.ndarray,
+    tiles: np.ndarray,
+    blocks: np.ndarray | None,
+    weights: tuple[float, float],
+) -> np.ndarray:
     """``learned`` rows joined with the tiles' spectrum and block spectrum at ``weights``, as the embed
     stage joins them; ``learned`` with no columns gives the spectral parts alone (unit rows)."""
     from outcrop.learning.embeddings import join_parts, spectral_part, standardised
@@ -308,10 +378,18 @@ def scene_blocks(tiles: np.ndarray, table_path: Path, size: int, rows: np.ndarra
     return block_spectra(tiles, neighbours[np.asarray(rows, dtype=np.int64)])
 
 
-def _untrained_counterparts(bare: np.ndarray, pixels: np.ndarray, model: Path, *, seed: int,
-                            weights: tuple[float, float], tiles: dict[str, np.ndarray],
-                            tables: dict[str, Path] | None, parts: list[tuple[str, np.ndarray]],
-                            log: Callable[[str], None]) -> dict[str, np.ndarray]:
+def _untrained_counterparts(
+    bare: np.ndarray,
+    pixels: np.ndarray,
+    model: Path,
+    *,
+    seed: int,
+    weights: tuple[float, float],
+    tiles: dict[str, np.ndarray],
+    tables: dict[str, Path] | None,
+    parts: list[tuple[str, np.ndarray]],
+    log: Callable[[str], None],
+) -> dict[str, np.ndarray]:
     """``random_joined`` and ``spectral_parts`` of the tiles (:func:`outcrop.search.quality.feature_sets`
     makes the same two, with the same :func:`spectral_join`), or nothing when the run joins no spectra
     or the block part lacks its tables."""
@@ -322,14 +400,18 @@ def _untrained_counterparts(bare: np.ndarray, pixels: np.ndarray, model: Path, *
         return {}
     _, meta = random_encoder(model, seed=seed)
     size = int(pixels.shape[-1])
-    blocks = np.concatenate([scene_blocks(tiles[s], Path(tables[s]), size, r) for s, r in parts]) \
-        if weights[1] > 0 else None
-    return {"random_joined": spectral_join(meta, bare, pixels, blocks, weights),
-            "spectral_parts": spectral_join(meta, np.zeros((len(pixels), 0), dtype=np.float32), pixels, blocks, weights)}
+    blocks = (
+        np.concatenate([scene_blocks(tiles[s], Path(tables[s]), size, r) for s, r in parts]) if weights[1] > 0 else None
+    )
+    return {
+        "random_joined": spectral_join(meta, bare, pixels, blocks, weights),
+        "spectral_parts": spectral_join(meta, np.zeros((len(pixels), 0), dtype=np.float32), pixels, blocks, weights),
+    }
 
 
-def _workflow_cluster_scores(labels: Path, table: Any, units: np.ndarray,
-                             labelled: np.ndarray) -> dict[str, dict[str, float]]:
+def _workflow_cluster_scores(
+    labels: Path, table: Any, units: np.ndarray, labelled: np.ndarray
+) -> dict[str, dict[str, float]]:
     """ARI and NMI of the workflow's own clusters at each k, restricted to the same rock-unit tiles."""
     import pandas as pd
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -337,22 +419,28 @@ def _workflow_cluster_scores(labels: Path, table: Any, units: np.ndarray,
     clusters = pd.read_parquet(labels, columns=None)
     merged = table[["scene", "tile_id"]].merge(clusters, on=["scene", "tile_id"], how="left")
     return {
-        col: {"ari": float(adjusted_rand_score(units[labelled], merged[col].to_numpy()[labelled])),
-              "nmi": float(normalized_mutual_info_score(units[labelled], merged[col].to_numpy()[labelled]))}
-        for col in merged.columns if col.startswith("k") and col[1:].isdigit()
+        col: {
+            "ari": float(adjusted_rand_score(units[labelled], merged[col].to_numpy()[labelled])),
+            "nmi": float(normalized_mutual_info_score(units[labelled], merged[col].to_numpy()[labelled])),
+        }
+        for col in merged.columns
+        if col.startswith("k") and col[1:].isdigit()
     }
 
 
 def _headline(metrics: dict[str, Any], headline_k: int) -> dict[str, Any]:
     """The few numbers the summary page leads with: BYOL against the two baselines."""
     return {
-        "cluster_ari": metrics["byol"]["ari"], "cluster_nmi": metrics["byol"]["nmi"],
+        "cluster_ari": metrics["byol"]["ari"],
+        "cluster_nmi": metrics["byol"]["nmi"],
         f"deposit_recall@{headline_k}": metrics["byol"]["deposit_recall"]["combined"][f"recall@{headline_k}"],
         "baseline_cluster_ari": metrics["raw_spectral"]["ari"],
         "baseline_cluster_nmi": metrics["raw_spectral"]["nmi"],
-        f"baseline_deposit_recall@{headline_k}":
-            metrics["raw_spectral"]["deposit_recall"]["combined"][f"recall@{headline_k}"],
+        f"baseline_deposit_recall@{headline_k}": metrics["raw_spectral"]["deposit_recall"]["combined"][
+            f"recall@{headline_k}"
+        ],
         "random_encoder_cluster_ari": metrics["random_encoder"]["ari"],
-        f"random_encoder_deposit_recall@{headline_k}":
-            metrics["random_encoder"]["deposit_recall"]["combined"][f"recall@{headline_k}"],
+        f"random_encoder_deposit_recall@{headline_k}": metrics["random_encoder"]["deposit_recall"]["combined"][
+            f"recall@{headline_k}"
+        ],
     }

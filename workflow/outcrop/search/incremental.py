@@ -106,9 +106,14 @@ def link_or_copy(src: Path, dst: Path) -> None:
             shutil.copyfile(src, tmp)
 
 
-def kept_centroids(state_dir: Path, state: dict[str, Any] | None, scene_digests: dict[str, str],
-                   settings: dict[str, Any], ks: Sequence[int],
-                   log: Callable[[str], Any]) -> tuple[dict[int, np.ndarray], dict[str, Any], list[str]]:
+def kept_centroids(
+    state_dir: Path,
+    state: dict[str, Any] | None,
+    scene_digests: dict[str, str],
+    settings: dict[str, Any],
+    ks: Sequence[int],
+    log: Callable[[str], Any],
+) -> tuple[dict[int, np.ndarray], dict[str, Any], list[str]]:
     """Centroids kept from an earlier clustering that still hold, the state, and the new scenes.
 
     Kept only when the settings are the same and every scene clustered before is given unchanged;
@@ -138,14 +143,21 @@ def kept_centroids(state_dir: Path, state: dict[str, Any] | None, scene_digests:
     return centroids, state, new
 
 
-def save_cluster_state(state_dir: Path, centroids: dict[int, np.ndarray], train_distance: dict[str, float],
-                       scene_digests: dict[str, str], settings: dict[str, Any],
-                       files: dict[str, Any] | None = None) -> None:
+def save_cluster_state(
+    state_dir: Path,
+    centroids: dict[int, np.ndarray],
+    train_distance: dict[str, float],
+    scene_digests: dict[str, str],
+    settings: dict[str, Any],
+    files: dict[str, Any] | None = None,
+) -> None:
     """Keep the centroids (in label order), what they were fitted to, and ``files`` (each embeddings
     file's size, mtime and SHA-256: :func:`cached_digest`)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     for k, c in centroids.items():
         with atomic_path(state_dir / f"centroids_k{k}.npy") as tmp:
             np.save(tmp, np.asarray(c, dtype=np.float32))
-    write_json(state_dir / "state.json", {"settings": settings, "scenes": scene_digests,
-                                          "train_distance": train_distance, "files": files or {}})
+    write_json(
+        state_dir / "state.json",
+        {"settings": settings, "scenes": scene_digests, "train_distance": train_distance, "files": files or {}},
+    )

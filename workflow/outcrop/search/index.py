@@ -145,13 +145,17 @@ def gather_parts(
             raise OutcropError(f"{emb_path}: scene {scene!r} given twice")
         seen.add(scene)
         if len(table) and set(table["scene"].astype(str)) != {scene}:
-            raise OutcropError(f"{table_path}: tile table is for scene(s) {sorted(set(table['scene']))}, "
-                               f"but its embeddings are {emb_path}")
+            raise OutcropError(
+                f"{table_path}: tile table is for scene(s) {sorted(set(table['scene']))}, "
+                f"but its embeddings are {emb_path}"
+            )
         if len(table) == 0 and emb.size == 0:
             continue  # a scene without tiles (all sea, say) adds nothing
         if emb.ndim != 2 or len(emb) != len(table):
-            raise OutcropError(f"{emb_path}: {emb.shape[0] if emb.ndim else 0} embeddings for {len(table)} "
-                               f"tiles in {table_path} (shape {emb.shape})")
+            raise OutcropError(
+                f"{emb_path}: {emb.shape[0] if emb.ndim else 0} embeddings for {len(table)} "
+                f"tiles in {table_path} (shape {emb.shape})"
+            )
         if dim is None:
             dim = emb.shape[1]
         elif emb.shape[1] != dim:
@@ -204,7 +208,7 @@ def gather_vectors(
     source = parts_source(parts)
     vectors = np.empty((source.count, source.dim), dtype=np.float32)
     for start, block in source.chunks():
-        vectors[start:start + len(block)] = block
+        vectors[start : start + len(block)] = block
     return vectors, parts_table(parts)
 
 
@@ -346,8 +350,7 @@ def index_vectors(
         log(f"{kind} nlist={params['nlist']} nprobe={nprobe}: recall@{k} = {recall:.3f}")
         return recall
 
-    nprobe, recall = tune_nprobe(recall_at, params["nprobe"], params["nlist"], recall_target,
-                                 ceiling=kind == "ivf_pq")
+    nprobe, recall = tune_nprobe(recall_at, params["nprobe"], params["nlist"], recall_target, ceiling=kind == "ivf_pq")
     params["nprobe"] = nprobe
     index.nprobe = nprobe
     return BuiltIndex(index, kind, params, recall, n_queries, train_distance, trained)
@@ -360,8 +363,9 @@ def new_ivf_index(kind: str, dim: int, params: dict[str, int], seed: int) -> Any
     quantizer = faiss.IndexFlatIP(dim)
     index: faiss.IndexIVF
     if kind == "ivf_pq":
-        index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"], params["nbits"],
-                                 faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQ(
+            quantizer, dim, params["nlist"], params["m"], params["nbits"], faiss.METRIC_INNER_PRODUCT
+        )
     else:
         index = faiss.IndexIVFFlat(quantizer, dim, params["nlist"], faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
@@ -383,8 +387,9 @@ def _add_all(index: Any, source: VectorSource) -> None:
         index.add(block)
 
 
-def tune_nprobe(recall_at: Callable[[int], float], start: int, nlist: int, target: float, *,
-                ceiling: bool = False) -> tuple[int, float]:
+def tune_nprobe(
+    recall_at: Callable[[int], float], start: int, nlist: int, target: float, *, ceiling: bool = False
+) -> tuple[int, float]:
     """Smallest nprobe whose recall reaches ``target``: doubling from ``start``, then bisection.
 
     Recall grows with nprobe, and query time grows in proportion to it, so overshooting the target
@@ -478,14 +483,13 @@ def build_index(
     state = read_state(Path(state_dir) / "state.json") if state_dir is not None else None
     cache = file_cache(state)
     kept = kept_scenes(Path(state_dir), state) if state_dir is not None and state and not retrain else {}
-    parts = gather_parts(embedding_paths, table_paths, min_rock=min_rock, digests=state_dir is not None,
-                         cache=cache, kept=kept)
-    settings = {"min_rock": min_rock, "exact_max": exact_max, "memory_gb": memory_gb, "seed": seed,
-                "dim": parts[0].dim}
+    parts = gather_parts(
+        embedding_paths, table_paths, min_rock=min_rock, digests=state_dir is not None, cache=cache, kept=kept
+    )
+    settings = {"min_rock": min_rock, "exact_max": exact_max, "memory_gb": memory_gb, "seed": seed, "dim": parts[0].dim}
     added = None
     if state_dir is not None and not retrain:
-        added = add_to_index(Path(state_dir), parts, settings, drift_max=drift_max, recall_floor=recall_floor,
-                             log=log)
+        added = add_to_index(Path(state_dir), parts, settings, drift_max=drift_max, recall_floor=recall_floor, log=log)
     elif retrain:
         log("retraining, as asked (index.retrain)")
     if added is not None:
@@ -495,21 +499,37 @@ def build_index(
             parts = gather_parts(embedding_paths, table_paths, min_rock=min_rock, digests=True, cache=cache)
         source = parts_source(parts)
         log(f"indexing {source.count} tiles of {len(parts)} scenes, dimension {source.dim}")
-        built = index_vectors(source, exact_max=exact_max, memory_gb=memory_gb,
-                              recall_target=max(recall_target, recall_floor), seed=seed, log=log)
+        built = index_vectors(
+            source,
+            exact_max=exact_max,
+            memory_gb=memory_gb,
+            recall_target=max(recall_target, recall_floor),
+            seed=seed,
+            log=log,
+        )
         info_extra = {"built": "trained", "added": [], "drift": None}
     count, dim = sum(len(p.rows) for p in parts), parts[0].dim
     k = min(RECALL_K, count)
     if built.recall < recall_floor:
-        raise OutcropError(f"{out_index}: recall@{k} of the {built.kind} index is {built.recall:.3f}, "
-                           f"under the floor of {recall_floor}")
-    info = {"kind": built.kind, "count": count, "dim": dim, "params": built.params,
-            "recall_at_10": round(built.recall, 4), "recall_queries": built.recall_queries,
-            "metric": "inner_product", "min_rock": min_rock, "memory_gb": memory_gb,
-            "bytes": index_bytes(count, dim, built.kind),
-            "rerank": rerank_count(RECALL_K, count) if built.kind == "ivf_pq" else None,
-            "scenes": {p.scene: int(len(p.rows)) for p in sorted(parts, key=lambda p: p.scene) if len(p.rows)},
-            **info_extra}
+        raise OutcropError(
+            f"{out_index}: recall@{k} of the {built.kind} index is {built.recall:.3f}, "
+            f"under the floor of {recall_floor}"
+        )
+    info = {
+        "kind": built.kind,
+        "count": count,
+        "dim": dim,
+        "params": built.params,
+        "recall_at_10": round(built.recall, 4),
+        "recall_queries": built.recall_queries,
+        "metric": "inner_product",
+        "min_rock": min_rock,
+        "memory_gb": memory_gb,
+        "bytes": index_bytes(count, dim, built.kind),
+        "rerank": rerank_count(RECALL_K, count) if built.kind == "ivf_pq" else None,
+        "scenes": {p.scene: int(len(p.rows)) for p in sorted(parts, key=lambda p: p.scene) if len(p.rows)},
+        **info_extra,
+    }
     if run_grid is not None:
         info["grid"] = run_grid
     kept_table = Path(state_dir) / "tiles.parquet" if state_dir is not None else None
@@ -531,8 +551,16 @@ def build_index(
             link_or_copy(kept_table, out_table)
     if state_dir is not None:
         cache = given_files(cache, [*embedding_paths, *table_paths])
-        save_index_state(Path(state_dir), out_index, out_table, built, parts, settings, cache,
-                         retrained=info_extra["built"] == "trained")
+        save_index_state(
+            Path(state_dir),
+            out_index,
+            out_table,
+            built,
+            parts,
+            settings,
+            cache,
+            retrained=info_extra["built"] == "trained",
+        )
     write_json(out_info, info)
     log(f"wrote {built.kind} index of {count} vectors ({info_extra['built']}), recall@{k} {built.recall:.3f}")
 
@@ -552,9 +580,11 @@ def recorded_tile_grid(parts: Sequence[ScenePart], kept_table: Path | None = Non
     first_path, first = found[0]
     for path, grid in found[1:]:
         if (grid.size, grid.stride) != (first.size, first.stride):
-            raise OutcropError(f"{path}: tiles of {grid.size} px at a stride of {grid.stride}, but {first_path} "
-                               f"holds tiles of {first.size} px at {first.stride}; cut every scene with one "
-                               "tiles.size and tiles.stride")
+            raise OutcropError(
+                f"{path}: tiles of {grid.size} px at a stride of {grid.stride}, but {first_path} "
+                f"holds tiles of {first.size} px at {first.stride}; cut every scene with one "
+                "tiles.size and tiles.stride"
+            )
     return first
 
 
@@ -579,9 +609,15 @@ def kept_scenes(state_dir: Path, state: dict[str, Any]) -> dict[str, tuple[str, 
     return out
 
 
-def add_to_index(state_dir: Path, parts: Sequence[ScenePart], settings: dict[str, Any], *, drift_max: float,
-                 recall_floor: float,
-                 log: Callable[[str], Any]) -> tuple[BuiltIndex, list[ScenePart], dict[str, Any]] | None:
+def add_to_index(
+    state_dir: Path,
+    parts: Sequence[ScenePart],
+    settings: dict[str, Any],
+    *,
+    drift_max: float,
+    recall_floor: float,
+    log: Callable[[str], Any],
+) -> tuple[BuiltIndex, list[ScenePart], dict[str, Any]] | None:
     """Add the scenes of ``parts`` that the kept index (:mod:`outcrop.search.incremental`) lacks;
     None when it must be trained afresh.
 
@@ -626,8 +662,10 @@ def add_to_index(state_dir: Path, parts: Sequence[ScenePart], settings: dict[str
         return None
     for part in new:
         if part.table is not None and len(part.table) and part.table.crs != kept_table.crs:
-            raise OutcropError(f"{part.table_path}: CRS {part.table.crs.to_string()} differs from the run's "
-                               f"{kept_table.crs.to_string()}")
+            raise OutcropError(
+                f"{part.table_path}: CRS {part.table.crs.to_string()} differs from the run's "
+                f"{kept_table.crs.to_string()}"
+            )
     kind = state["kind"]
     total = sum(len(p.rows) for p in ordered)
     wanted = choose_kind(total, settings["dim"], exact_max=settings["exact_max"], memory_gb=settings["memory_gb"])
@@ -658,16 +696,27 @@ def add_to_index(state_dir: Path, parts: Sequence[ScenePart], settings: dict[str
             log(f"recall@10 {recall:.3f} after adding is under the floor {recall_floor}: retraining")
             return None
     scenes = [p.scene for p in new]
-    log(f"added {len(scenes)} scene(s) ({new_source.count} tiles) to the kept {kind} index"
-        + (f", drift {drift:.3f}" if drift is not None else "") + f": {', '.join(scenes)}")
+    log(
+        f"added {len(scenes)} scene(s) ({new_source.count} tiles) to the kept {kind} index"
+        + (f", drift {drift:.3f}" if drift is not None else "")
+        + f": {', '.join(scenes)}"
+    )
     built = BuiltIndex(index, kind, params, recall, queries, state.get("train_distance"))
     info = {"built": "added", "added": scenes, "drift": None if drift is None else round(drift, 4)}
     return built, ordered, info
 
 
-def save_index_state(state_dir: Path, out_index: Path, out_table: Path, built: BuiltIndex,
-                     parts: Sequence[ScenePart], settings: dict[str, Any], cache: dict[str, Any], *,
-                     retrained: bool) -> None:
+def save_index_state(
+    state_dir: Path,
+    out_index: Path,
+    out_table: Path,
+    built: BuiltIndex,
+    parts: Sequence[ScenePart],
+    settings: dict[str, Any],
+    cache: dict[str, Any],
+    *,
+    retrained: bool,
+) -> None:
     """Keep what a later call needs to add to this index (index and id table are linked, not copied);
     only the rows files of scenes read this time are written."""
     from outcrop.search.incremental import link_or_copy, read_state
@@ -691,13 +740,20 @@ def save_index_state(state_dir: Path, out_index: Path, out_table: Path, built: B
         else:
             trained.unlink(missing_ok=True)
             trained_sha = None
-    write_json(state_dir / "state.json", {
-        "kind": built.kind, "params": built.params, "settings": settings,
-        "recall": built.recall, "recall_queries": built.recall_queries, "train_distance": built.train_distance,
-        "trained_sha256": trained_sha,
-        "scenes": [{"scene": p.scene, "digest": p.digest, "count": int(len(p.rows))} for p in parts],
-        "files": cache,
-    })
+    write_json(
+        state_dir / "state.json",
+        {
+            "kind": built.kind,
+            "params": built.params,
+            "settings": settings,
+            "recall": built.recall,
+            "recall_queries": built.recall_queries,
+            "train_distance": built.train_distance,
+            "trained_sha256": trained_sha,
+            "scenes": [{"scene": p.scene, "digest": p.digest, "count": int(len(p.rows))} for p in parts],
+            "files": cache,
+        },
+    )
 
 
 def load_index(index_path: Path, table_path: Path) -> tuple[Any, Any]:
@@ -711,8 +767,10 @@ def load_index(index_path: Path, table_path: Path) -> tuple[Any, Any]:
     if "id" not in table.columns:
         raise OutcropError(f"{table_path}: index table has no 'id' column")
     if index.ntotal != len(table):
-        raise OutcropError(f"{index_path} holds {index.ntotal} vectors but {table_path} has {len(table)} rows; "
-                           "they come from different builds")
+        raise OutcropError(
+            f"{index_path} holds {index.ntotal} vectors but {table_path} has {len(table)} rows; "
+            "they come from different builds"
+        )
     if not np.array_equal(table["id"].to_numpy(), np.arange(len(table))):
         raise OutcropError(f"{table_path}: ids are not 0..{len(table) - 1} in order")
     return index, table

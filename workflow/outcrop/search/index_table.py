@@ -54,14 +54,23 @@ def _group_bounds(geometry: Any, start: int, row_group: int) -> list[list[float]
     bounds = shapely.bounds(np.asarray(geometry))
     out = []
     for lo in range(0, len(bounds), row_group):
-        b = bounds[lo:lo + row_group]
-        out.append([start + lo, len(b), float(np.nanmin(b[:, 0])), float(np.nanmin(b[:, 1])),
-                    float(np.nanmax(b[:, 2])), float(np.nanmax(b[:, 3]))])
+        b = bounds[lo : lo + row_group]
+        out.append(
+            [
+                start + lo,
+                len(b),
+                float(np.nanmin(b[:, 0])),
+                float(np.nanmin(b[:, 1])),
+                float(np.nanmax(b[:, 2])),
+                float(np.nanmax(b[:, 3])),
+            ]
+        )
     return out
 
 
-def write_index_table(path: Path, new: Any, *, kept: Path | None = None, row_group: int = ROW_GROUP,
-                      tile_grid: TileLayout | None = None) -> None:
+def write_index_table(
+    path: Path, new: Any, *, kept: Path | None = None, row_group: int = ROW_GROUP, tile_grid: TileLayout | None = None
+) -> None:
     """Write the id table ``path``: ``kept``'s rows (an earlier table of this index), then ``new``'s.
 
     ``new`` is a GeoDataFrame whose ids continue ``kept``'s. Written atomically; the footer records
@@ -118,8 +127,9 @@ class Rows:
 class IndexTable:
     """An index table opened for reading a few rows: its footer only, until rows are asked for."""
 
-    def __init__(self, path: Path, file: Any, crs: Any, groups: list[list[float]] | None,
-                 tile_grid: TileLayout | None = None) -> None:
+    def __init__(
+        self, path: Path, file: Any, crs: Any, groups: list[list[float]] | None, tile_grid: TileLayout | None = None
+    ) -> None:
         self.path = path
         self.tile_grid = tile_grid  # as the tile tables recorded it; None in an older table
         self.file = file
@@ -150,8 +160,10 @@ class IndexTable:
             raise OutcropError(f"{path}: not a readable index table ({exc})") from None
         missing = [c for c in COLUMNS if c not in schema.names]
         if missing:
-            raise OutcropError(f"{path}: not an index table: no {', '.join(missing)} column "
-                               f"(it has {', '.join(schema.names) or 'none'})")
+            raise OutcropError(
+                f"{path}: not an index table: no {', '.join(missing)} column "
+                f"(it has {', '.join(schema.names) or 'none'})"
+            )
         metadata = schema.metadata or {}
         try:
             geo = json.loads(metadata.get(b"geo", b"{}"))
@@ -200,10 +212,16 @@ class IndexTable:
             n = part.num_rows
             ids = _ints(part.column("id")) if "id" in columns else np.empty(0, np.int64)
             tiles = _ints(part.column("tile_id")) if "tile_id" in columns else np.empty(0, np.int64)
-            scenes = (np.array(part.column("scene").to_pylist(), dtype=object).astype(str)
-                      if "scene" in columns else np.empty(0, str))
-            feet = (shapely.from_wkb(np.array(part.column("geometry").to_pylist(), dtype=object))
-                    if "geometry" in columns else np.empty(0, object))
+            scenes = (
+                np.array(part.column("scene").to_pylist(), dtype=object).astype(str)
+                if "scene" in columns
+                else np.empty(0, str)
+            )
+            feet = (
+                shapely.from_wkb(np.array(part.column("geometry").to_pylist(), dtype=object))
+                if "geometry" in columns
+                else np.empty(0, object)
+            )
         except OutcropError:
             raise
         except Exception as exc:  # pyarrow and shapely raise their own kinds
@@ -224,8 +242,12 @@ class IndexTable:
         if len(ids) and (ids.min() < 0 or ids.max() >= self.count):
             raise OutcropError(f"{self.path}: has {self.count} rows, id {int(ids.max())} asked for")
         group = np.searchsorted(self.starts, ids, side="right") - 1
-        out = Rows(np.empty(len(ids), np.int64), np.empty(len(ids), object), np.empty(len(ids), np.int64),
-                   np.empty(len(ids), object))
+        out = Rows(
+            np.empty(len(ids), np.int64),
+            np.empty(len(ids), object),
+            np.empty(len(ids), np.int64),
+            np.empty(len(ids), object),
+        )
         for g in np.unique(group):
             where = np.flatnonzero(group == g)
             local = np.unique(ids[where] - self.starts[g])
@@ -292,8 +314,9 @@ def _ints(column: Any) -> np.ndarray:
     if pa.types.is_integer(array.type) and array.null_count == 0:
         width = array.type.bit_width // 8
         kind = "i" if pa.types.is_signed_integer(array.type) else "u"
-        return np.frombuffer(array.buffers()[1], dtype=f"<{kind}{width}", count=len(array),
-                             offset=array.offset * width).astype(np.int64)
+        return np.frombuffer(
+            array.buffers()[1], dtype=f"<{kind}{width}", count=len(array), offset=array.offset * width
+        ).astype(np.int64)
     return np.array(array.to_pylist(), dtype=np.int64)
 
 
@@ -310,5 +333,6 @@ def table_layout(path: Path, table: Any) -> TileLayout:
     recorded = IndexTable.open(Path(path)).tile_grid
     if recorded is not None:
         return recorded
-    return infer_layout(table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(),
-                        table["size"].to_numpy())
+    return infer_layout(
+        table["scene"].to_numpy(), table["row"].to_numpy(), table["col"].to_numpy(), table["size"].to_numpy()
+    )

@@ -38,8 +38,9 @@ def box_separation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(gx, gy)
 
 
-def spatial_folds(boxes: np.ndarray, *, folds: int = FOLDS, block_tiles: float = BLOCK_TILES,
-                  seed: int = 0) -> np.ndarray:
+def spatial_folds(
+    boxes: np.ndarray, *, folds: int = FOLDS, block_tiles: float = BLOCK_TILES, seed: int = 0
+) -> np.ndarray:
     """The fold (0..folds-1) of each tile: its centre's block, blocks dealt to folds in a seeded order."""
     boxes = np.asarray(boxes, dtype=np.float64)
     width = float(np.max(boxes[:, 2] - boxes[:, 0]))
@@ -51,7 +52,9 @@ def spatial_folds(boxes: np.ndarray, *, folds: int = FOLDS, block_tiles: float =
     return order[block] % folds
 
 
-def split(boxes: np.ndarray, fold_of: np.ndarray, fold: int, *, gap_tiles: float = GAP_TILES) -> tuple[np.ndarray, np.ndarray]:
+def split(
+    boxes: np.ndarray, fold_of: np.ndarray, fold: int, *, gap_tiles: float = GAP_TILES
+) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, test rows) of one fold: the test rows are the fold's tiles; training rows
     are the other folds' tiles whose footprints keep at least ``gap_tiles`` tile widths from
     every test footprint (a neighbour search on the centres, Chebyshev distance)."""
@@ -67,13 +70,13 @@ def split(boxes: np.ndarray, fold_of: np.ndarray, fold: int, *, gap_tiles: float
     centres = np.column_stack([boxes[:, 0] + half[:, 0], boxes[:, 1] + half[:, 1]])
     # Two footprints at most ``width`` wide keep a gap g when their centres are width + g apart or more.
     reach = width * (1.0 + gap_tiles)
-    near = cKDTree(centres[test]).query_ball_point(centres[others], r=reach * (1 - 1e-9), p=np.inf,
-                                                    return_length=True)
+    near = cKDTree(centres[test]).query_ball_point(centres[others], r=reach * (1 - 1e-9), p=np.inf, return_length=True)
     return others[np.asarray(near) == 0], test
 
 
-def knn_votes(vectors: np.ndarray, codes: np.ndarray, train: np.ndarray, test: np.ndarray, *,
-              k: int = KNN_K) -> np.ndarray:
+def knn_votes(
+    vectors: np.ndarray, codes: np.ndarray, train: np.ndarray, test: np.ndarray, *, k: int = KNN_K
+) -> np.ndarray:
     """The unit code each test row gets from the cosine-weighted vote of its k most similar training rows."""
     out = np.full(len(test), -1, dtype=np.int64)
     if len(train) == 0:
@@ -83,18 +86,26 @@ def knn_votes(vectors: np.ndarray, codes: np.ndarray, train: np.ndarray, test: n
     labels = codes[train]
     kk = min(k, len(train))
     for start in range(0, len(test), SEARCH_ROWS):
-        rows = test[start:start + SEARCH_ROWS]
+        rows = test[start : start + SEARCH_ROWS]
         sims = np.asarray(vectors[rows], dtype=np.float32) @ gallery.T
         top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
         weights = np.maximum(np.take_along_axis(sims, top, 1), 0.0) + 1e-6
         votes = np.zeros((len(rows), n_codes))
         np.add.at(votes, (np.repeat(np.arange(len(rows)), kk), labels[top].ravel()), weights.ravel())
-        out[start:start + len(rows)] = votes.argmax(axis=1)
+        out[start : start + len(rows)] = votes.argmax(axis=1)
     return out
 
 
-def spatial_knn(vectors: np.ndarray, codes: np.ndarray, boxes: np.ndarray, *, seed: int = 0,
-                folds: int = FOLDS, block_tiles: float = BLOCK_TILES, gap_tiles: float = GAP_TILES) -> np.ndarray:
+def spatial_knn(
+    vectors: np.ndarray,
+    codes: np.ndarray,
+    boxes: np.ndarray,
+    *,
+    seed: int = 0,
+    folds: int = FOLDS,
+    block_tiles: float = BLOCK_TILES,
+    gap_tiles: float = GAP_TILES,
+) -> np.ndarray:
     """Every tile's predicted unit code across the spatial split (-1 where its fold had no training tile)."""
     fold_of = spatial_folds(boxes, folds=folds, block_tiles=block_tiles, seed=seed)
     pred = np.full(len(codes), -1, dtype=np.int64)
@@ -115,9 +126,11 @@ def knn_scores(codes: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> dic
     if len(present) == 0:
         return {"macro_f1": None, "recall": {}, "predicted": 0}
     recall = recall_score(truth, guess, labels=present, average=None, zero_division=0)
-    return {"macro_f1": float(f1_score(truth, guess, labels=present, average="macro", zero_division=0)),
-            "recall": {names[c]: float(r) for c, r in zip(present, recall)},
-            "predicted": int(done.sum())}
+    return {
+        "macro_f1": float(f1_score(truth, guess, labels=present, average="macro", zero_division=0)),
+        "recall": {names[c]: float(r) for c, r in zip(present, recall)},
+        "predicted": int(done.sum()),
+    }
 
 
 def purity(truth: np.ndarray, labels: np.ndarray) -> float:
@@ -133,11 +146,16 @@ def agreement(truth: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """ARI, NMI and purity of one labelling against the units."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    return {"ari": float(adjusted_rand_score(truth, labels)), "nmi": float(normalized_mutual_info_score(truth, labels)),
-            "purity": purity(truth, labels)}
+    return {
+        "ari": float(adjusted_rand_score(truth, labels)),
+        "nmi": float(normalized_mutual_info_score(truth, labels)),
+        "purity": purity(truth, labels),
+    }
 
 
-def cluster_levels(vectors: np.ndarray, ks: Sequence[int], cuts: Sequence[int], *, seed: int = 0) -> dict[str, np.ndarray]:
+def cluster_levels(
+    vectors: np.ndarray, ks: Sequence[int], cuts: Sequence[int], *, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Labels of the vectors at each k (spherical k-means) and hierarchy cut (Ward over the finest
     k's centroids weighted by size), as the clusters stage makes them; levels with more clusters
     than tiles are left out."""

@@ -51,10 +51,19 @@ RAW_PIXELS_MAX = RAW_PIXEL_FLOATS  # floats: raw-pixel features beyond this are 
 STAT_CHUNK = 1024  # tiles per chunk of the baselines' features (memory-mapped tiles are read a chunk at a time)
 
 
-def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any], positives: list[np.ndarray], *,
-                        exclusion_m: float, site_overlap: float | None,
-                        hidden: Sequence[int] | np.ndarray | None = None, exclude: Sequence[Any] = (),
-                        log: Callable[[str], None] | None = None, name: str = "") -> np.ndarray:
+def leave_one_out_ranks(
+    vectors: np.ndarray,
+    table: Any,
+    deposits: Sequence[Any],
+    positives: list[np.ndarray],
+    *,
+    exclusion_m: float,
+    site_overlap: float | None,
+    hidden: Sequence[int] | np.ndarray | None = None,
+    exclude: Sequence[Any] = (),
+    log: Callable[[str], None] | None = None,
+    name: str = "",
+) -> np.ndarray:
     """Rank (1 = first) at which each deposit of ``hidden`` (every one by default) comes back when
     searched for from all the others; inf if never.
 
@@ -90,10 +99,11 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
     shared = asked > 1  # a query other deposits still ask
     total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
     for start, per in query_chunks(vectors, groups):
-        total += (per.astype(np.float64) * asked[start:start + len(per), None]).sum(axis=0)
+        total += (per.astype(np.float64) * asked[start : start + len(per), None]).sum(axis=0)
     best, which, second = scan_queries(vectors, query_chunks(vectors, groups), second=True)
-    own_query = dict(zip(np.unique(slot[hidden]).tolist(), group_means(vectors, [groups[j] for j in
-                                                                              np.unique(slot[hidden])])))
+    own_query = dict(
+        zip(np.unique(slot[hidden]).tolist(), group_means(vectors, [groups[j] for j in np.unique(slot[hidden])]))
+    )
     every = np.concatenate([geoms, np.asarray(exclude, dtype=object)]) if len(exclude) else geoms
     zone_of, zone = exclusion_pairs(table, every, exclusion_m)
     order = np.argsort(zone_of, kind="stable")
@@ -105,7 +115,7 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
     started, step = time.perf_counter(), max(1, len(hidden) // 10)
     for k, i in enumerate(hidden):
         zones, own = in_zones.copy(), in_positives.copy()
-        zones[zone[zone_bounds[i]:zone_bounds[i + 1]]] -= 1  # one pair per tile of a zone
+        zones[zone[zone_bounds[i] : zone_bounds[i + 1]]] -= 1  # one pair per tile of a zone
         own[positives[i]] -= 1
         others = np.where(shared[slot[i]] | (which != slot[i]), best, second)
         combined = normalise_rows((total - own_query[slot[i]])[None, :])[0]
@@ -118,11 +128,16 @@ def leave_one_out_ranks(vectors: np.ndarray, table: Any, deposits: Sequence[Any]
             better = np.flatnonzero((masked > masked[target]) | ((masked == masked[target]) & (ids < target)))
             ranked = np.concatenate([better[np.lexsort((better, -masked[better]))], [target]])
             # Sites up to the target's: its own place, or (swallowed by a better tile) no better than that.
-            ranks[k] = len(ranked) if not site_overlap else \
-                int(suppress_overlapping(table.geometry.values[ranked], site_overlap).sum())
+            ranks[k] = (
+                len(ranked)
+                if not site_overlap
+                else int(suppress_overlapping(table.geometry.values[ranked], site_overlap).sum())
+            )
         if log is not None and ((k + 1) % step == 0 or k + 1 == len(hidden)):
-            log(f"quality: leave-one-out: {name or 'vectors'}: {k + 1:,} of {len(hidden):,} deposits hidden "
-                f"({time.perf_counter() - started:.1f}s)")
+            log(
+                f"quality: leave-one-out: {name or 'vectors'}: {k + 1:,} of {len(hidden):,} deposits hidden "
+                f"({time.perf_counter() - started:.1f}s)"
+            )
     return ranks
 
 
@@ -137,9 +152,11 @@ def hidden_sample(count: int, most: int, seed: int) -> np.ndarray:
 def rank_summary(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, Any]:
     """recall@k for each k, the median rank (None when half or more never come back) and the ranks."""
     median = float(np.median(ranks))
-    return {**{f"recall@{k}": float((ranks <= k).mean()) for k in ks},
-            "median_rank": median if np.isfinite(median) else None,
-            "ranks": [int(r) if np.isfinite(r) else None for r in ranks]}
+    return {
+        **{f"recall@{k}": float((ranks <= k).mean()) for k in ks},
+        "median_rank": median if np.isfinite(median) else None,
+        "ranks": [int(r) if np.isfinite(r) else None for r in ranks],
+    }
 
 
 def reidentification(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray]) -> dict[str, float]:
@@ -151,8 +168,10 @@ def reidentification(gallery: np.ndarray, queries: np.ndarray, answers: list[np.
     top = np.argsort(-sims, axis=1, kind="stable")[:, :5]
     hit1 = np.array([top[q, 0] in set(a.tolist()) for q, a in enumerate(answers)])
     hit5 = np.array([bool(set(top[q].tolist()) & set(a.tolist())) for q, a in enumerate(answers)])
-    return {"top1": float(hit1.mean()) if len(answers) else float("nan"),
-            "top5": float(hit5.mean()) if len(answers) else float("nan")}
+    return {
+        "top1": float(hit1.mean()) if len(answers) else float("nan"),
+        "top5": float(hit5.mean()) if len(answers) else float("nan"),
+    }
 
 
 def best_overlaps(queries: np.ndarray, gallery: np.ndarray) -> list[np.ndarray]:
@@ -172,9 +191,16 @@ def best_overlaps(queries: np.ndarray, gallery: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, model_path: Path, *,
-                 seed: int, weights: tuple[float, float] = (0.0, 0.0),
-                 blocks: np.ndarray | None = None, log: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+def feature_sets(
+    chunks: Callable[[], Iterator[np.ndarray]],
+    byol: np.ndarray,
+    model_path: Path,
+    *,
+    seed: int,
+    weights: tuple[float, float] = (0.0, 0.0),
+    blocks: np.ndarray | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, np.ndarray]:
     """Unit-row features of the same tiles: BYOL, the baselines of the demo's evaluation, raw pixels if they fit.
 
     ``chunks()`` yields the tiles' pixels a few thousand at a time (so a large run's tiles stay on
@@ -202,16 +228,18 @@ def feature_sets(chunks: Callable[[], Iterator[np.ndarray]], byol: np.ndarray, m
         bare = embed_array(net, meta, chunk, batch_size=256, device="cpu", spectral_weight=0.0, context_weight=0.0)
         random.append(bare)
         if spectral_weight > 0 or context_weight > 0:  # the same vectors joined: no second pass of the network
-            ctx = blocks[start:start + len(chunk)] if context_weight > 0 else None
+            ctx = blocks[start : start + len(chunk)] if context_weight > 0 else None
             joined.append(spectral_join(meta, bare, chunk, ctx, weights))
             parts_alone.append(spectral_join(meta, np.zeros((len(chunk), 0), dtype=np.float32), chunk, ctx, weights))
         start += len(chunk)
         if progress is not None:
             progress.update(start)
-    out = {"byol": np.asarray(byol, dtype=np.float32),
-           "raw_spectral": as_unit_vectors(np.concatenate(spectral)),
-           "band_statistics": as_unit_vectors(np.concatenate(stats)),
-           "random_encoder": np.concatenate(random)}
+    out = {
+        "byol": np.asarray(byol, dtype=np.float32),
+        "raw_spectral": as_unit_vectors(np.concatenate(spectral)),
+        "band_statistics": as_unit_vectors(np.concatenate(stats)),
+        "random_encoder": np.concatenate(random),
+    }
     if joined:
         out["random_joined"] = np.concatenate(joined)
         out["spectral_parts"] = np.concatenate(parts_alone)
@@ -226,10 +254,12 @@ def _first(chunks: Callable[[], Iterator[np.ndarray]]) -> np.ndarray:
 
 def _chunks_of(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> Callable[[], Iterator[np.ndarray]]:
     """Pixels of ``(tile array, rows)`` parts in order, STAT_CHUNK tiles at a time, read when asked."""
+
     def chunks() -> Iterator[np.ndarray]:
         for array, rows in parts:
             for start in range(0, len(rows), STAT_CHUNK):
-                yield np.asarray(array[rows[start:start + STAT_CHUNK]], dtype=np.float32)
+                yield np.asarray(array[rows[start : start + STAT_CHUNK]], dtype=np.float32)
+
     return chunks
 
 
@@ -278,8 +308,11 @@ class _Run:
             return None
         return np.concatenate([scene_blocks(self.tiles[s], Path(self.tables[s]), self.size, r) for s, r in parts])
 
-    def features(self, parts: Sequence[tuple[str, np.ndarray]], extra: tuple[np.ndarray, np.ndarray, np.ndarray | None]
-                 | None = None) -> dict[str, np.ndarray]:
+    def features(
+        self,
+        parts: Sequence[tuple[str, np.ndarray]],
+        extra: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+    ) -> dict[str, np.ndarray]:
         """:func:`feature_sets` of the indexed tiles of ``parts`` (scene, tile ids), then of ``extra``
         tiles cut elsewhere ((tiles, their shipped embedding, their block spectra)), standardised together."""
         byol = [np.asarray(self.emb[s][r]) for s, r in parts]
@@ -290,8 +323,15 @@ class _Run:
             byol.append(vectors)
             pixels.append((tiles, np.arange(len(tiles))))
             blocks = None if blocks is None else np.concatenate([blocks, ctx])
-        return feature_sets(_chunks_of(pixels), np.concatenate(byol), self.model, seed=self.seed,
-                            weights=self.weights, blocks=blocks, log=self.log)
+        return feature_sets(
+            _chunks_of(pixels),
+            np.concatenate(byol),
+            self.model,
+            seed=self.seed,
+            weights=self.weights,
+            blocks=blocks,
+            log=self.log,
+        )
 
     def embed(self, tiles: np.ndarray, blocks: np.ndarray | None) -> np.ndarray:
         """Tiles cut off the run's grid, embedded as the embed stage embeds the run's own."""
@@ -300,24 +340,48 @@ class _Run:
 
         enc, meta = load_encoder(self.model, device="cpu")
         self.log(f"quality: embedding {len(tiles)} query tiles with the trained encoder")
-        return embed_array(enc.eval(), meta, tiles, batch_size=256, device="cpu", spectral_weight=self.weights[0],
-                           context_weight=self.weights[1], context=blocks if self.weights[1] > 0 else None)
+        return embed_array(
+            enc.eval(),
+            meta,
+            tiles,
+            batch_size=256,
+            device="cpu",
+            spectral_weight=self.weights[0],
+            context_weight=self.weights[1],
+            context=blocks if self.weights[1] > 0 else None,
+        )
 
 
-def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: Path, embeddings: Sequence[Path],
-                tiles: Sequence[Path], prepared: Sequence[Path], model: Path, deposits: Path | None = None,
-                buffer_m: float = default("analogues.buffer_m"),
-                exclusion_km: float = default("analogues.exclusion_km"),
-                site_overlap: float | None = default("analogues.site_overlap"),
-                recall_k: Sequence[int] = default("evaluate.recall_k"), seed: int = default("clusters.seed"),
-                spectral_weight: float = default("embed.spectral_weight"),
-                context_weight: float = default("embed.context_weight"), tables: Sequence[Path] = (),
-                units: Sequence[Path] = (), unit_field: str = default("units.field"),
-                unit_share: float = default("units.min_share"), ks: Sequence[int] = default("clusters.k"),
-                cuts: Sequence[int] = default("clusters.cuts"), labels: Path | None = None,
-                units_table: Path | None = None, demo_scores: Path | None = None,
-                loo_deposits: int = default("evaluate.loo_deposits"),
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+def quality_run(
+    scenes: Sequence[str],
+    out: Path,
+    *,
+    index: Path,
+    index_table: Path,
+    embeddings: Sequence[Path],
+    tiles: Sequence[Path],
+    prepared: Sequence[Path],
+    model: Path,
+    deposits: Path | None = None,
+    buffer_m: float = default("analogues.buffer_m"),
+    exclusion_km: float = default("analogues.exclusion_km"),
+    site_overlap: float | None = default("analogues.site_overlap"),
+    recall_k: Sequence[int] = default("evaluate.recall_k"),
+    seed: int = default("clusters.seed"),
+    spectral_weight: float = default("embed.spectral_weight"),
+    context_weight: float = default("embed.context_weight"),
+    tables: Sequence[Path] = (),
+    units: Sequence[Path] = (),
+    unit_field: str = default("units.field"),
+    unit_share: float = default("units.min_share"),
+    ks: Sequence[int] = default("clusters.k"),
+    cuts: Sequence[int] = default("clusters.cuts"),
+    labels: Path | None = None,
+    units_table: Path | None = None,
+    demo_scores: Path | None = None,
+    loo_deposits: int = default("evaluate.loo_deposits"),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Write ``metrics.json``: leave-one-deposit-out, cross-scene and same-scene re-identification,
     agreement with a unit map, each feature set, their cost in seconds, what training added, and
     (with ``demo_scores``) the demo's truth-based scores merged in.
@@ -346,8 +410,10 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
 
     for name, files in (("embeddings", embeddings), ("tiles", tiles), ("prepared", prepared), ("tile tables", tables)):
         if len(files) != len(scenes):
-            raise OutcropError(f"quality: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
-                               "give one per scene, in the order of --scenes")
+            raise OutcropError(
+                f"quality: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
+                "give one per scene, in the order of --scenes"
+            )
     if deposits:
         from outcrop.search.analogues import check_deposits_size
 
@@ -360,27 +426,47 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     layout = tables_tile_grid(tables)  # the grid the run's tiles were cut on, as they record it
     _, table = load_index(Path(index), Path(index_table))
     present = [s for s in scenes if (table.scene == s).any()]
-    order = (np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in present]) if present
-             else np.zeros(0, dtype=np.int64))
+    order = (
+        np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in present])
+        if present
+        else np.zeros(0, dtype=np.int64)
+    )
     table = table.iloc[order].reset_index(drop=True)
     emb_of, tiles_of, prepared_of = dict(zip(scenes, embeddings)), dict(zip(scenes, tiles)), dict(zip(scenes, prepared))
-    run = _Run(table=table, present=present, rows={s: np.asarray(table.tile_id[table.scene == s]) for s in present},
-               emb={s: load_npy(Path(emb_of[s])) for s in present},
-               tiles={s: load_npy(Path(tiles_of[s])) for s in present},
-               prepared={s: Path(prepared_of[s]) for s in present},
-               tables=dict(zip(scenes, tables)), model=Path(model), weights=(spectral_weight, context_weight),
-               seed=seed, size=layout.size, log=log, layout=layout)
+    run = _Run(
+        table=table,
+        present=present,
+        rows={s: np.asarray(table.tile_id[table.scene == s]) for s in present},
+        emb={s: load_npy(Path(emb_of[s])) for s in present},
+        tiles={s: load_npy(Path(tiles_of[s])) for s in present},
+        prepared={s: Path(prepared_of[s]) for s in present},
+        tables=dict(zip(scenes, tables)),
+        model=Path(model),
+        weights=(spectral_weight, context_weight),
+        seed=seed,
+        size=layout.size,
+        log=log,
+        layout=layout,
+    )
     metrics["tiles"] = int(len(table))
-    metrics["leave_one_out"] = _leave_one_out(run, deposits, buffer_m=buffer_m, exclusion_km=exclusion_km,
-                                              site_overlap=site_overlap, recall_k=recall_k,
-                                              loo_deposits=loo_deposits, log=log)
+    metrics["leave_one_out"] = _leave_one_out(
+        run,
+        deposits,
+        buffer_m=buffer_m,
+        exclusion_km=exclusion_km,
+        site_overlap=site_overlap,
+        recall_k=recall_k,
+        loo_deposits=loo_deposits,
+        log=log,
+    )
     metrics["reidentification"] = _cross_scene(run, log=log)
     metrics["same_scene"] = _same_scene(run, log=log)
     if maps:
         from outcrop.search.unit_agreement import map_agreement
 
-        metrics["map_agreement"] = map_agreement(run, maps, min_share=unit_share, ks=ks, cuts=cuts, labels=labels,
-                                                 log=log)
+        metrics["map_agreement"] = map_agreement(
+            run, maps, min_share=unit_share, ks=ks, cuts=cuts, labels=labels, log=log
+        )
     metrics["training_gain"] = training_gain(metrics)
     log(f"quality: training gain: {metrics['training_gain']['verdict']}")
     metrics["quality_seconds"] = round(time.perf_counter() - t_start, 3)
@@ -393,9 +479,17 @@ def quality_run(scenes: Sequence[str], out: Path, *, index: Path, index_table: P
     return metrics
 
 
-def _leave_one_out(run: _Run, deposits: Path | None, *, buffer_m: float, exclusion_km: float,
-                   site_overlap: float | None, recall_k: Sequence[int], loo_deposits: int,
-                   log: Callable[[str], None]) -> dict[str, Any]:
+def _leave_one_out(
+    run: _Run,
+    deposits: Path | None,
+    *,
+    buffer_m: float,
+    exclusion_km: float,
+    site_overlap: float | None,
+    recall_k: Sequence[int],
+    loo_deposits: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """Leave-one-deposit-out over every indexed tile (the ``leave_one_out`` block)."""
     t0 = time.perf_counter()
     table = run.table
@@ -409,23 +503,37 @@ def _leave_one_out(run: _Run, deposits: Path | None, *, buffer_m: float, exclusi
         hidden = hidden_sample(len(positives), loo_deposits, run.seed)
         loo["hidden"] = int(len(hidden))
         if len(hidden) < len(positives):
-            log(f"quality: leave-one-out hides a seeded sample of {len(hidden):,} of the {len(positives):,} deposits "
-                "(evaluate.loo_deposits); each is searched for from all the others")
+            log(
+                f"quality: leave-one-out hides a seeded sample of {len(hidden):,} of the {len(positives):,} deposits "
+                "(evaluate.loo_deposits); each is searched for from all the others"
+            )
         sets = run.features([(s, run.rows[s]) for s in run.present])
         for name, vecs in sets.items():
-            ranks = leave_one_out_ranks(vecs, table, geometry[kept], positives, exclusion_m=exclusion_km * 1000.0,
-                                        site_overlap=site_overlap, hidden=hidden, exclude=geometry[unmatched],
-                                        log=log, name=name)
+            ranks = leave_one_out_ranks(
+                vecs,
+                table,
+                geometry[kept],
+                positives,
+                exclusion_m=exclusion_km * 1000.0,
+                site_overlap=site_overlap,
+                hidden=hidden,
+                exclude=geometry[unmatched],
+                log=log,
+                name=name,
+            )
             loo[name] = rank_summary(ranks, recall_k)
-            log(f"quality: leave-one-out: {name}: median rank {loo[name]['median_rank']} "
-                + " ".join(f"recall@{k} {loo[name][f'recall@{k}']:.3f}" for k in recall_k))
+            log(
+                f"quality: leave-one-out: {name}: median rank {loo[name]['median_rank']} "
+                + " ".join(f"recall@{k} {loo[name][f'recall@{k}']:.3f}" for k in recall_k)
+            )
     loo["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"quality: leave-one-out took {loo['seconds']:.1f}s")
     return loo
 
 
-def _deposits_block(deposits: Path | None, table: Any, buffer_m: float, exclusion_km: float,
-                    log: Callable[[str], None]) -> dict[str, Any]:
+def _deposits_block(
+    deposits: Path | None, table: Any, buffer_m: float, exclusion_km: float, log: Callable[[str], None]
+) -> dict[str, Any]:
     """The start of the leave-one-out block: ``skipped`` and why, or the deposits (``known``), the
     tiles each that meets one selects (``positives``) and those that meet none (``unmatched``, also
     counted and named in ``without_tiles``, which the summary shows)."""
@@ -441,17 +549,25 @@ def _deposits_block(deposits: Path | None, table: Any, buffer_m: float, exclusio
         log(f"quality: {exc}")
     block: dict[str, Any] = {"deposits": len(positives), "exclusion_km": exclusion_km}
     if len(unmatched):
-        block["without_tiles"] = {"count": int(len(unmatched)),
-                                  "named": [deposit_label(known, int(i)) for i in unmatched[:NAMED]]}
+        block["without_tiles"] = {
+            "count": int(len(unmatched)),
+            "named": [deposit_label(known, int(i)) for i in unmatched[:NAMED]],
+        }
     if len(positives) < MIN_DEPOSITS:
-        met = f"{len(positives)} of the {len(known)} known deposits meet an indexed tile" if len(unmatched) else \
-            f"{len(known)} known deposits"
+        met = (
+            f"{len(positives)} of the {len(known)} known deposits meet an indexed tile"
+            if len(unmatched)
+            else f"{len(known)} known deposits"
+        )
         return {**block, "skipped": f"{met}; leave-one-out needs {MIN_DEPOSITS}"}
     return {**block, "known": known, "positives": positives, "unmatched": unmatched}
 
 
-def _search_scores(run: _Run, galleries: Sequence[tuple[str, np.ndarray]],
-                   queries: Sequence[tuple[int, np.ndarray, np.ndarray, list[np.ndarray]]]) -> dict[str, list[dict]]:
+def _search_scores(
+    run: _Run,
+    galleries: Sequence[tuple[str, np.ndarray]],
+    queries: Sequence[tuple[int, np.ndarray, np.ndarray, list[np.ndarray]]],
+) -> dict[str, list[dict]]:
     """Top-1 and top-5 of every feature set for each query set: ``queries`` are (gallery number,
     tiles, block spectra, answers); each set searches its own gallery only. Gallery and queries
     are standardised together (:func:`feature_sets`)."""
@@ -461,16 +577,24 @@ def _search_scores(run: _Run, galleries: Sequence[tuple[str, np.ndarray]],
     ends = np.cumsum([len(r) for _, r in galleries])
     spans = list(zip(np.concatenate([[0], ends[:-1]]), ends))
     starts = ends[-1] + np.cumsum([0] + [len(q[1]) for q in queries])
-    return {name: [reidentification(vecs[spans[g][0]:spans[g][1]], vecs[q0:q1], answers)
-                   for (g, _, _, answers), q0, q1 in zip(queries, starts[:-1], starts[1:])]
-            for name, vecs in sets.items()}
+    return {
+        name: [
+            reidentification(vecs[spans[g][0] : spans[g][1]], vecs[q0:q1], answers)
+            for (g, _, _, answers), q0, q1 in zip(queries, starts[:-1], starts[1:])
+        ]
+        for name, vecs in sets.items()
+    }
 
 
-def _pooled(per_set: dict[str, list[dict]], picked: Sequence[int], counts: Sequence[int]) -> dict[str, dict[str, float]]:
+def _pooled(
+    per_set: dict[str, list[dict]], picked: Sequence[int], counts: Sequence[int]
+) -> dict[str, dict[str, float]]:
     """Top-1 and top-5 of the ``picked`` query sets together (weighted by their ``counts`` of queries)."""
     w = np.array([counts[i] for i in picked], dtype=float)
-    return {name: {key: float(np.dot([scores[i][key] for i in picked], w) / w.sum()) for key in ("top1", "top5")}
-            for name, scores in per_set.items()}
+    return {
+        name: {key: float(np.dot([scores[i][key] for i in picked], w) / w.sum()) for key in ("top1", "top5")}
+        for name, scores in per_set.items()
+    }
 
 
 def _cross_scene(run: _Run, *, log: Callable[[str], None]) -> dict[str, Any]:
@@ -490,16 +614,29 @@ def _cross_scene(run: _Run, *, log: Callable[[str], None]) -> dict[str, Any]:
     for earlier, later, shared in pairs:
         g_geoms = table.geometry.values[table.scene.to_numpy() == earlier]
         own = table.geometry.values[table.scene.to_numpy() == later]
-        q_tiles, q_geoms, q_blocks = cut_queries(run.prepared[later], layout, bounds=shared, seed=run.seed,
-                                                 context=run.weights[1] > 0,
-                                                 where=on_indexed_ground(np.asarray(g_geoms), np.asarray(own)))
+        q_tiles, q_geoms, q_blocks = cut_queries(
+            run.prepared[later],
+            layout,
+            bounds=shared,
+            seed=run.seed,
+            context=run.weights[1] > 0,
+            where=on_indexed_ground(np.asarray(g_geoms), np.asarray(own)),
+        )
         right = best_overlaps(np.asarray(q_geoms), np.asarray(g_geoms))
         has = np.array([len(a) > 0 for a in right], dtype=bool)
         if not has.any():
             continue
         relation = date_relation(dates[earlier], dates[later])
-        reid["pairs"].append({"gallery": earlier, "queries": later, "tiles": int(has.sum()), "dates": relation,
-                              "gallery_date": dates[earlier], "query_date": dates[later]})
+        reid["pairs"].append(
+            {
+                "gallery": earlier,
+                "queries": later,
+                "tiles": int(has.sum()),
+                "dates": relation,
+                "gallery_date": dates[earlier],
+                "query_date": dates[later],
+            }
+        )
         galleries.append((earlier, run.rows[earlier]))  # each pair's queries search its own gallery only
         queries.append((len(galleries) - 1, q_tiles[has], q_blocks[has], [a for a, h in zip(right, has) if h]))
     if not queries:
@@ -515,10 +652,15 @@ def _cross_scene(run: _Run, *, log: Callable[[str], None]) -> dict[str, Any]:
         reid["by_dates"] = {}
         for relation in sorted({p["dates"] for p in reid["pairs"]}):
             picked = [i for i, p in enumerate(reid["pairs"]) if p["dates"] == relation]
-            reid["by_dates"][relation] = {"pairs": len(picked), "queries": int(sum(counts[i] for i in picked)),
-                                          **_pooled(per_pair, picked, counts)}
-            log(f"quality: re-identification, {relation.replace('_', ' ')} ({len(picked)} pairs): "
-                + " ".join(f"{n} {v['top1']:.3f}" for n, v in reid["by_dates"][relation].items() if isinstance(v, dict)))
+            reid["by_dates"][relation] = {
+                "pairs": len(picked),
+                "queries": int(sum(counts[i] for i in picked)),
+                **_pooled(per_pair, picked, counts),
+            }
+            log(
+                f"quality: re-identification, {relation.replace('_', ' ')} ({len(picked)} pairs): "
+                + " ".join(f"{n} {v['top1']:.3f}" for n, v in reid["by_dates"][relation].items() if isinstance(v, dict))
+            )
     reid["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"quality: re-identification took {reid['seconds']:.1f}s")
     return reid
@@ -547,12 +689,28 @@ def _same_scene(run: _Run, *, log: Callable[[str], None]) -> dict[str, Any]:
         gallery = (scene, np.asarray(run.table.tile_id.to_numpy()[inside]))
         g_geoms = np.asarray(run.table.geometry.values[inside])
         layout = _layout(run)
-        cut = same_scene_queries(run.prepared[scene], window, run.table.crs, size=layout.size, stride=layout.stride,
-                                 offset=query_offset(layout.stride), min_valid=_min_valid(layout), seed=run.seed,
-                                 limit=REID_QUERIES, context=run.weights[1] > 0)
-        block.update({"scene": scene, "window_px": [int(window.col_off), int(window.row_off), int(window.width),
-                                                    int(window.height)], "gallery": int(len(inside)),
-                      "offset_px": query_offset(layout.stride), "rotation_deg": ROTATION_DEG, "max_window_px": WINDOW_PX})
+        cut = same_scene_queries(
+            run.prepared[scene],
+            window,
+            run.table.crs,
+            size=layout.size,
+            stride=layout.stride,
+            offset=query_offset(layout.stride),
+            min_valid=_min_valid(layout),
+            seed=run.seed,
+            limit=REID_QUERIES,
+            context=run.weights[1] > 0,
+        )
+        block.update(
+            {
+                "scene": scene,
+                "window_px": [int(window.col_off), int(window.row_off), int(window.width), int(window.height)],
+                "gallery": int(len(inside)),
+                "offset_px": query_offset(layout.stride),
+                "rotation_deg": ROTATION_DEG,
+                "max_window_px": WINDOW_PX,
+            }
+        )
         queries, kinds = [], []
         for kind, (tiles, geoms, blocks) in cut.items():
             right = best_overlaps(np.asarray(geoms), g_geoms)
@@ -566,8 +724,10 @@ def _same_scene(run: _Run, *, log: Callable[[str], None]) -> dict[str, Any]:
             scores = _search_scores(run, [gallery], queries)
             for i, kind in enumerate(kinds):
                 block[kind] = {"queries": len(queries[i][3]), **{name: s[i] for name, s in scores.items()}}
-                log(f"quality: same-scene re-identification, {kind} ({len(queries[i][3])} queries of {scene}): "
-                    + " ".join(f"{n} {s[i]['top1']:.3f}" for n, s in scores.items()))
+                log(
+                    f"quality: same-scene re-identification, {kind} ({len(queries[i][3])} queries of {scene}): "
+                    + " ".join(f"{n} {s[i]['top1']:.3f}" for n, s in scores.items())
+                )
     if "skipped" in block:
         log(f"quality: same-scene re-identification skipped: {block['skipped']}")
     block["seconds"] = round(time.perf_counter() - t0, 3)
@@ -596,17 +756,33 @@ def query_offset(stride: int) -> int:
     return max(stride // 2, 1)
 
 
-def cut_queries(prepared: Path, layout: TileLayout, *, bounds: tuple, seed: int, context: bool = False,
-                where: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cut_queries(
+    prepared: Path,
+    layout: TileLayout,
+    *,
+    bounds: tuple,
+    seed: int,
+    context: bool = False,
+    where: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Query tiles of one scene on the run's tile grid (``layout``, as the tile tables record it)
     shifted by :func:`query_offset`, inside ``bounds`` (and where ``where`` keeps them), a seeded
     sample of :data:`REID_QUERIES`; their footprints, and their block spectra when ``context`` (else
     an empty array)."""
     from outcrop.raster.tiles import cut_offset_tiles
 
-    cut = cut_offset_tiles(prepared, size=layout.size, stride=layout.stride, offset=query_offset(layout.stride),
-                           bounds=bounds, min_valid=_min_valid(layout), limit=REID_QUERIES, seed=seed, context=context,
-                           where=where)
+    cut = cut_offset_tiles(
+        prepared,
+        size=layout.size,
+        stride=layout.stride,
+        offset=query_offset(layout.stride),
+        bounds=bounds,
+        min_valid=_min_valid(layout),
+        limit=REID_QUERIES,
+        seed=seed,
+        context=context,
+        where=where,
+    )
     return cut if context else (*cut, np.zeros((len(cut[0]), 0)))
 
 

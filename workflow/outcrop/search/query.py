@@ -26,7 +26,7 @@ def _tile_ids(tile: str, table: IndexTable) -> np.ndarray:
     sep = max(tile.rfind(":"), tile.rfind("/"))
     if sep <= 0:
         raise OutcropError(f"tile {tile!r}: expected SCENE:TILE_ID")
-    scene, num = tile[:sep], tile[sep + 1:]
+    scene, num = tile[:sep], tile[sep + 1 :]
     try:
         number = int(num)
     except ValueError:
@@ -37,8 +37,15 @@ def _tile_ids(tile: str, table: IndexTable) -> np.ndarray:
     return hit
 
 
-def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | None = None,
-                  tile: str | None = None, geometry: Path | None = None, top: int = 10) -> dict[str, np.ndarray]:
+def query_columns(
+    results_dir: Path,
+    *,
+    lon: float | None = None,
+    lat: float | None = None,
+    tile: str | None = None,
+    geometry: Path | None = None,
+    top: int = 10,
+) -> dict[str, np.ndarray]:
     """The tiles most like a place (lon/lat), a tile (``scene:tile_id``) or a geometry file.
 
     The query is the mean of the selected tiles' vectors; they and the tiles overlapping them are
@@ -67,8 +74,10 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
         raise OutcropError(f"{index_path}: file not found")
     index = read_index(index_path, mapped=True)  # its header's claims checked against the file first
     if index.ntotal != table.count:
-        raise OutcropError(f"{index_path} holds {index.ntotal} vectors but {table_path} has {table.count} rows; "
-                           "they come from different builds")
+        raise OutcropError(
+            f"{index_path} holds {index.ntotal} vectors but {table_path} has {table.count} rows; "
+            "they come from different builds"
+        )
 
     to_run = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     if tile is not None:
@@ -94,8 +103,10 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
 
     query = vectors_of(ids).mean(axis=0, keepdims=True)
     if query.shape[1] != index.d:
-        raise OutcropError(f"{run.embeddings_folder}: embeddings have dimension {query.shape[1]} but the "
-                           f"index has {index.d}; rebuild the index")
+        raise OutcropError(
+            f"{run.embeddings_folder}: embeddings have dimension {query.shape[1]} but the "
+            f"index has {index.d}; rebuild the index"
+        )
     query /= np.linalg.norm(query) or 1.0
 
     # The query tiles and those sharing ground with them (touching edges is not sharing).
@@ -145,8 +156,10 @@ def _embedding_rows(run: Layout, table_path: Path, scenes: np.ndarray, tile_ids:
             raise OutcropError(f"{path}: embeddings of shape {emb.shape}, expected (tiles, dimension)")
         outside = rows[(rows < 0) | (rows >= len(emb))]
         if len(outside):
-            raise OutcropError(f"{table_path}: tile_id {int(outside[0])} of scene {str(scene)!r} is outside {path} "
-                               f"({len(emb)} tiles); the index and the embeddings come from different runs")
+            raise OutcropError(
+                f"{table_path}: tile_id {int(outside[0])} of scene {str(scene)!r} is outside {path} "
+                f"({len(emb)} tiles); the index and the embeddings come from different runs"
+            )
         if out is None:
             out = np.empty((len(scenes), emb.shape[1]), dtype=np.float32)
         elif emb.shape[1] != out.shape[1]:
@@ -189,11 +202,18 @@ def format_geojson(columns: dict[str, np.ndarray]) -> str:
     point per answer at its tile's centre, the other columns as properties; a GIS opens it as is."""
     features = []
     for i in range(len(columns["rank"])):
-        props = {name: columns[name][i].item() if isinstance(columns[name][i], np.generic) else columns[name][i]
-                 for name in COLUMNS}
+        props = {
+            name: columns[name][i].item() if isinstance(columns[name][i], np.generic) else columns[name][i]
+            for name in COLUMNS
+        }
         props["scene"] = str(props["scene"])
-        features.append({"type": "Feature", "properties": props,
-                         "geometry": {"type": "Point", "coordinates": [props["lon"], props["lat"]]}})
+        features.append(
+            {
+                "type": "Feature",
+                "properties": props,
+                "geometry": {"type": "Point", "coordinates": [props["lon"], props["lat"]]},
+            }
+        )
     return json.dumps({"type": "FeatureCollection", "features": features}, indent=1)
 
 

@@ -40,8 +40,15 @@ class Warped(NamedTuple):
     classes: np.ndarray | None
 
 
-def reprojected(image: np.ndarray, transform: Any, crs: Any, dst_crs: Any, *, classes: np.ndarray | None = None,
-                nodata: float | None = None) -> Warped:
+def reprojected(
+    image: np.ndarray,
+    transform: Any,
+    crs: Any,
+    dst_crs: Any,
+    *,
+    classes: np.ndarray | None = None,
+    nodata: float | None = None,
+) -> Warped:
     """``image`` (C, H, W) warped to ``dst_crs`` at its own ground resolution, bilinear; ``valid`` is
     where the warped grid lies inside the source, ``classes`` (H, W, e.g. a surface mask) follow
     by nearest neighbour (0 outside). ``nodata`` (NaN for prepared reflectance) marks source pixels
@@ -51,8 +58,9 @@ def reprojected(image: np.ndarray, transform: Any, crs: Any, dst_crs: Any, *, cl
     _, h, w = image.shape
     left, top = transform * (0, 0)
     right, bottom = transform * (w, h)
-    dst_transform, dw, dh = calculate_default_transform(crs, dst_crs, w, h, min(left, right), min(top, bottom),
-                                                        max(left, right), max(top, bottom))
+    dst_transform, dw, dh = calculate_default_transform(
+        crs, dst_crs, w, h, min(left, right), min(top, bottom), max(left, right), max(top, bottom)
+    )
     common = {"src_transform": transform, "src_crs": crs, "dst_transform": dst_transform, "dst_crs": dst_crs}
     out = np.full((image.shape[0], dh, dw), np.nan if nodata is not None else 0.0, dtype=np.float32)
     extra = {"src_nodata": nodata, "dst_nodata": nodata} if nodata is not None else {}
@@ -62,8 +70,14 @@ def reprojected(image: np.ndarray, transform: Any, crs: Any, dst_crs: Any, *, cl
     warped_classes = None
     if classes is not None:
         warped_classes = np.zeros((dh, dw), dtype=np.uint8)
-        reproject(np.asarray(classes, dtype=np.uint8), warped_classes, resampling=Resampling.nearest,
-                  src_nodata=0, dst_nodata=0, **common)
+        reproject(
+            np.asarray(classes, dtype=np.uint8),
+            warped_classes,
+            resampling=Resampling.nearest,
+            src_nodata=0,
+            dst_nodata=0,
+            **common,
+        )
     return Warped(out, dst_transform, ones > 0, warped_classes)
 
 
@@ -91,8 +105,10 @@ def rotated_crs(crs: Any, x: float, y: float, degrees: float = ROTATION_DEG) -> 
     convergence = grid_angle(crs, local, x, y)  # the run grid's north, from true north
     alpha = 45.0
     gamma = degrees + alpha - convergence
-    return (f"+proj=omerc +lat_0={lat:.8f} +lonc={lon:.8f} +alpha={alpha} +gamma={gamma:.8f} +k_0=1 "
-            "+x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs")
+    return (
+        f"+proj=omerc +lat_0={lat:.8f} +lonc={lon:.8f} +alpha={alpha} +gamma={gamma:.8f} +k_0=1 "
+        "+x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs"
+    )
 
 
 def pick_window(table: Any, scenes: list[str], prepared: dict[str, Path]) -> tuple[str, Any] | None:
@@ -135,9 +151,19 @@ def reprojected_copy(prepared: Path, window: Any, out: Path) -> Any:
     return dst_crs
 
 
-def same_scene_queries(prepared: Path, window: Any, run_crs: Any, *, size: int, stride: int, offset: int,
-                       min_valid: float, seed: int, limit: int,
-                       context: bool) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def same_scene_queries(
+    prepared: Path,
+    window: Any,
+    run_crs: Any,
+    *,
+    size: int,
+    stride: int,
+    offset: int,
+    min_valid: float,
+    seed: int,
+    limit: int,
+    context: bool,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{"shifted": ..., "reprojected": ...}``: each (tiles, footprints in the run CRS, block spectra).
     The shifted copy is cut ``offset`` px off the run's grid (the quality stage's query offset)."""
     import geopandas as gpd
@@ -146,8 +172,17 @@ def same_scene_queries(prepared: Path, window: Any, run_crs: Any, *, size: int, 
     from outcrop.raster.tiles import cut_offset_tiles
 
     def cut(path: Path, offset: int, bounds: tuple | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        got = cut_offset_tiles(path, size=size, stride=stride, offset=offset, bounds=bounds, min_valid=min_valid,
-                               limit=limit, seed=seed, context=context)
+        got = cut_offset_tiles(
+            path,
+            size=size,
+            stride=stride,
+            offset=offset,
+            bounds=bounds,
+            min_valid=min_valid,
+            limit=limit,
+            seed=seed,
+            context=context,
+        )
         return got if context else (*got, np.zeros((len(got[0]), 0)))
 
     with rasterio.open(prepared) as src:

@@ -90,22 +90,34 @@ def training_gain(metrics: dict[str, Any]) -> dict[str, Any]:
             continue
         best = max(refs, key=lambda r: column[r] if higher else -column[r])
         gain = (column["byol"] - column[best]) if higher else (column[best] - column["byol"])
-        rows[measure] = {"shipped": column["byol"], "reference": best, "reference_value": column[best],
-                         "gain": round(gain, 6)}
+        rows[measure] = {
+            "shipped": column["byol"],
+            "reference": best,
+            "reference_value": column[best],
+            "gain": round(gain, 6),
+        }
         used.update(refs)
     helped = [m for m, r in rows.items() if r["gain"] > MIN_GAIN]
-    return {"references": sorted(used), "min_gain": MIN_GAIN, "measures": rows, "helped": len(helped),
-            "not_helped": len(rows) - len(helped), "verdict": verdict(rows)}
+    return {
+        "references": sorted(used),
+        "min_gain": MIN_GAIN,
+        "measures": rows,
+        "helped": len(helped),
+        "not_helped": len(rows) - len(helped),
+        "verdict": verdict(rows),
+    }
 
 
-FAMILIES = (("leave_one_out.", "leave-one-deposit-out"),
-            ("reidentification.different_dates.", "re-identification across dates"),
-            ("reidentification.same_date.", "re-identification on one date"),
-            ("reidentification.unknown.", "re-identification, dates unknown"),
-            ("reidentification.", "cross-scene re-identification"),
-            ("same_scene.", "same-scene re-identification"),
-            ("map_agreement.", "map agreement"),
-            ("demo_truth.", "the demo's planted truth"))
+FAMILIES = (
+    ("leave_one_out.", "leave-one-deposit-out"),
+    ("reidentification.different_dates.", "re-identification across dates"),
+    ("reidentification.same_date.", "re-identification on one date"),
+    ("reidentification.unknown.", "re-identification, dates unknown"),
+    ("reidentification.", "cross-scene re-identification"),
+    ("same_scene.", "same-scene re-identification"),
+    ("map_agreement.", "map agreement"),
+    ("demo_truth.", "the demo's planted truth"),
+)
 
 
 def family(measure: str) -> str:
@@ -117,8 +129,10 @@ def verdict(rows: dict[str, dict[str, Any]]) -> str:
     """One sentence on what training added, for the summary, ``outcrop info`` and the log: how many
     measures of each check it helped, and the largest loss against which counterpart."""
     if not rows:
-        return ("Training gain not measured: no quality measure scored both the trained embedding and an "
-                "untrained counterpart.")
+        return (
+            "Training gain not measured: no quality measure scored both the trained embedding and an "
+            "untrained counterpart."
+        )
     helped = {m for m, r in rows.items() if r["gain"] > MIN_GAIN}
     n = len(rows)
     worst, w = min(rows.items(), key=lambda item: item[1]["gain"])
@@ -130,19 +144,28 @@ def verdict(rows: dict[str, dict[str, Any]]) -> str:
         counts[family(m)][1] += 1
     per_check = ", ".join(f"{label} {h} of {t}" for label, (h, t) in counts.items())
     if not helped:
-        return (f"Training added nothing on this ground: on all {n} measures an untrained counterpart "
-                f"({_counterparts(rows)}) scores as well as the trained embedding or better "
-                f"(largest loss: {worst} {w['gain']:+.3f} against {w['reference']}). "
-                "The spectral parts carry this run; the learned part adds no measured quality.")
+        return (
+            f"Training added nothing on this ground: on all {n} measures an untrained counterpart "
+            f"({_counterparts(rows)}) scores as well as the trained embedding or better "
+            f"(largest loss: {worst} {w['gain']:+.3f} against {w['reference']}). "
+            "The spectral parts carry this run; the learned part adds no measured quality."
+        )
     if len(helped) == n:
-        return (f"Training added to every one of the {n} measures ({per_check}): the trained embedding beats the "
-                f"better untrained counterpart by {w['gain']:+.3f} ({worst}) to {b['gain']:+.3f} ({best}).")
-    return (f"Training helped on {len(helped)} of {n} measures ({per_check}); largest gain {best} {b['gain']:+.3f}, "
-            f"largest loss {worst} {w['gain']:+.3f} against {w['reference']}.")
+        return (
+            f"Training added to every one of the {n} measures ({per_check}): the trained embedding beats the "
+            f"better untrained counterpart by {w['gain']:+.3f} ({worst}) to {b['gain']:+.3f} ({best})."
+        )
+    return (
+        f"Training helped on {len(helped)} of {n} measures ({per_check}); largest gain {best} {b['gain']:+.3f}, "
+        f"largest loss {worst} {w['gain']:+.3f} against {w['reference']}."
+    )
 
 
 def _counterparts(rows: dict[str, dict[str, Any]]) -> str:
-    names = {"random_joined": "the untrained network joined with the same spectra",
-             "spectral_parts": "the spectral parts alone", "random_encoder": "the untrained network"}
+    names = {
+        "random_joined": "the untrained network joined with the same spectra",
+        "spectral_parts": "the spectral parts alone",
+        "random_encoder": "the untrained network",
+    }
     used = sorted({r["reference"] for r in rows.values()})
     return " or ".join(names.get(u, u) for u in used)

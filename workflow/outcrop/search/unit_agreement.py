@@ -36,33 +36,53 @@ UNIT_SAMPLE = 20_000  # indexed tiles read against the map at most (a seeded sam
 MIN_UNIT_TILES = 20  # fewer tiles with a unit make no honest score
 
 
-def map_agreement(run: Any, maps: Sequence[UnitMap], *, min_share: float, ks: Sequence[int], cuts: Sequence[int],
-                  labels: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+def map_agreement(
+    run: Any,
+    maps: Sequence[UnitMap],
+    *,
+    min_share: float,
+    ks: Sequence[int],
+    cuts: Sequence[int],
+    labels: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Score ``run`` (a :class:`outcrop.search.quality._Run`) against ``maps``."""
     t0 = time.perf_counter()
     table = run.table
     block: dict[str, Any] = {
-        "maps": [m.path.name for m in maps], "kind": sorted({m.kind for m in maps}),
+        "maps": [m.path.name for m in maps],
+        "kind": sorted({m.kind for m in maps}),
         "rule": f"majority unit under the tile's footprint, covering at least {min_share:g} of its pixels "
-                "(unit at each run pixel's centre); tiles without one are left out",
-        "min_share": min_share, "sample_max": UNIT_SAMPLE, "seed": run.seed,
+        "(unit at each run pixel's centre); tiles without one are left out",
+        "min_share": min_share,
+        "sample_max": UNIT_SAMPLE,
+        "seed": run.seed,
         "split": {"folds": FOLDS, "block_tiles": BLOCK_TILES, "gap_tiles": GAP_TILES, "k": KNN_K, "seed": run.seed},
     }
     candidates = _within_maps(table, maps)
     rng = np.random.default_rng(run.seed)
-    sample = np.sort(rng.choice(candidates, UNIT_SAMPLE, replace=False)) if len(candidates) > UNIT_SAMPLE \
-        else candidates
+    sample = (
+        np.sort(rng.choice(candidates, UNIT_SAMPLE, replace=False)) if len(candidates) > UNIT_SAMPLE else candidates
+    )
     log(f"quality: map agreement: {len(candidates)} indexed tiles within the unit map, {len(sample)} read")
-    names, shares = tile_units(table.geometry.iloc[sample], table["size"].to_numpy()[sample], maps,
-                               min_share=min_share, log=log)
+    names, shares = tile_units(
+        table.geometry.iloc[sample], table["size"].to_numpy()[sample], maps, min_share=min_share, log=log
+    )
     has = np.array([n is not None for n in names], dtype=bool)
     lab = sample[has]
     units = sorted({str(n) for n in names[has]})
-    block.update({"tiles_read": int(len(sample)), "tiles_with_unit": int(len(lab)),
-                  "units": {u: int(sum(1 for n in names[has] if n == u)) for u in units}})
+    block.update(
+        {
+            "tiles_read": int(len(sample)),
+            "tiles_with_unit": int(len(lab)),
+            "units": {u: int(sum(1 for n in names[has] if n == u)) for u in units},
+        }
+    )
     if len(lab) < MIN_UNIT_TILES or len(units) < 2:
-        block["skipped"] = (f"{len(lab)} tiles with a clear unit in {len(units)} unit(s); map agreement needs "
-                            f"{MIN_UNIT_TILES} tiles and two units")
+        block["skipped"] = (
+            f"{len(lab)} tiles with a clear unit in {len(units)} unit(s); map agreement needs "
+            f"{MIN_UNIT_TILES} tiles and two units"
+        )
         log(f"quality: map agreement skipped: {block['skipped']}")
         block["seconds"] = round(time.perf_counter() - t0, 3)
         return block
@@ -74,27 +94,40 @@ def map_agreement(run: Any, maps: Sequence[UnitMap], *, min_share: float, ks: Se
     sets = run.features(parts)
     for name, vecs in sets.items():
         block[name] = scores = set_scores(vecs, codes, units, boxes, ks=ks, cuts=cuts, seed=run.seed)
-        log(f"quality: map agreement: {name}: "
+        log(
+            f"quality: map agreement: {name}: "
             + " ".join(f"{lv} ARI {s['ari']:.3f}" for lv, s in scores.items() if isinstance(s, dict) and "ari" in s)
-            + f" kNN macro-F1 {scores['knn_macro_f1']:.3f}")
+            + f" kNN macro-F1 {scores['knn_macro_f1']:.3f}"
+        )
     if labels is not None and Path(labels).exists():
         block["workflow_clusters"] = _workflow_clusters(Path(labels), table.iloc[lab], codes)
-        log("quality: map agreement: workflow clusters: "
-            + " ".join(f"{lv} ARI {s['ari']:.3f}" for lv, s in block["workflow_clusters"].items()))
+        log(
+            "quality: map agreement: workflow clusters: "
+            + " ".join(f"{lv} ARI {s['ari']:.3f}" for lv, s in block["workflow_clusters"].items())
+        )
     block["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"quality: map agreement took {block['seconds']:.1f}s")
     return block
 
 
-def set_scores(vectors: np.ndarray, codes: np.ndarray, units: Sequence[str], boxes: np.ndarray, *,
-               ks: Sequence[int], cuts: Sequence[int], seed: int) -> dict[str, Any]:
+def set_scores(
+    vectors: np.ndarray,
+    codes: np.ndarray,
+    units: Sequence[str],
+    boxes: np.ndarray,
+    *,
+    ks: Sequence[int],
+    cuts: Sequence[int],
+    seed: int,
+) -> dict[str, Any]:
     """One feature set against the units: ARI, NMI and purity at each level (``k4``, ``h3``, ...),
     and the spatial kNN's macro-F1, per-unit recall and number of tiles predicted.
 
     ``codes`` index ``units`` (one per row of ``vectors``); ``boxes`` are the tiles' footprint bounds.
     """
-    scores: dict[str, Any] = {level: agreement(codes, found) for level, found in
-                              cluster_levels(vectors, ks, cuts, seed=seed).items()}
+    scores: dict[str, Any] = {
+        level: agreement(codes, found) for level, found in cluster_levels(vectors, ks, cuts, seed=seed).items()
+    }
     knn = knn_scores(codes, spatial_knn(vectors, codes, boxes, seed=seed), units)
     scores.update(knn_macro_f1=knn["macro_f1"], knn_recall=knn["recall"], knn_predicted=knn["predicted"])
     return scores

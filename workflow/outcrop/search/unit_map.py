@@ -82,7 +82,9 @@ def open_unit_map(path: str | os.PathLike[str], field: str = "unit") -> UnitMap:
         try:
             return _open_polygons(path, field)
         except _NotVector:
-            raise OutcropError(f"{path}: not a readable unit map: neither polygons nor a class raster ({exc})") from None
+            raise OutcropError(
+                f"{path}: not a readable unit map: neither polygons nor a class raster ({exc})"
+            ) from None
 
 
 class _NotRaster(Exception):
@@ -104,8 +106,10 @@ def _open_polygons(path: Path, field: str) -> UnitMap:
         raise _NotVector(str(exc)) from None
     fields = [str(f) for f in info.get("fields", [])]
     if field not in fields:
-        raise OutcropError(f"{path}: the unit map has no field '{field}' (fields: {', '.join(fields) or 'none'}); "
-                           "set units.field to the field that names each polygon's unit")
+        raise OutcropError(
+            f"{path}: the unit map has no field '{field}' (fields: {', '.join(fields) or 'none'}); "
+            "set units.field to the field that names each polygon's unit"
+        )
     if info.get("crs") is None:
         raise OutcropError(f"{path}: the unit map has no CRS (unknown coordinate system)")
     geometry = str(info.get("geometry_type") or "Unknown")
@@ -192,8 +196,9 @@ class UnitReader:
         try:
             bbox = tuple(transform_bounds(self.run_crs, self.umap.crs, *box, densify_pts=21))
         except Exception as exc:
-            raise OutcropError(f"{self.umap.path}: the run's area cannot be expressed in the unit map's CRS "
-                               f"({_one_line(exc)})") from None
+            raise OutcropError(
+                f"{self.umap.path}: the run's area cannot be expressed in the unit map's CRS ({_one_line(exc)})"
+            ) from None
         self._polygons = _read_polygons(self.umap, bbox, self.run_crs)
         self._region = box
 
@@ -250,8 +255,9 @@ def _burnt(umap: UnitMap, polygons: Any, transform: Any, shape: tuple[int, int])
     hit = np.flatnonzero(shapely.intersects(geoms, box))
     if len(hit) == 0:
         return out
-    return rasterize(((geoms[i], int(codes[i])) for i in hit), out_shape=shape, transform=transform, fill=0,
-                     dtype="int32").astype(np.int64)
+    return rasterize(
+        ((geoms[i], int(codes[i])) for i in hit), out_shape=shape, transform=transform, fill=0, dtype="int32"
+    ).astype(np.int64)
 
 
 def _warped(src: Any, transform: Any, shape: tuple[int, int], run_crs: Any) -> np.ndarray:
@@ -262,8 +268,16 @@ def _warped(src: Any, transform: Any, shape: tuple[int, int], run_crs: Any) -> n
     out = np.zeros(shape, dtype=np.float64)
     nodata = src.nodata if src.nodata is not None else 0
     try:
-        reproject(rasterio.band(src, 1), out, dst_transform=transform, dst_crs=run_crs,
-                  resampling=Resampling.nearest, src_nodata=nodata, dst_nodata=0, init_dest_nodata=True)
+        reproject(
+            rasterio.band(src, 1),
+            out,
+            dst_transform=transform,
+            dst_crs=run_crs,
+            resampling=Resampling.nearest,
+            src_nodata=nodata,
+            dst_nodata=0,
+            init_dest_nodata=True,
+        )
     except Exception as exc:
         raise OutcropError(f"{src.name}: cannot read the unit raster onto the run grid ({_one_line(exc)})") from None
     codes = out.astype(np.int64)
@@ -282,8 +296,14 @@ def _windows(boxes: np.ndarray, res: float) -> Iterator[tuple[tuple[int, int], n
         yield (int(ordered[a, 0]), int(ordered[a, 1])), order[a:b]
 
 
-def tile_units(footprints: Any, sizes: np.ndarray, maps: Sequence[UnitMap], *, min_share: float,
-               log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def tile_units(
+    footprints: Any,
+    sizes: np.ndarray,
+    maps: Sequence[UnitMap],
+    *,
+    min_share: float,
+    log: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Each tile's unit name (None where no unit covers ``min_share`` of it) and that unit's share.
 
     ``footprints``: a GeoSeries of tile footprints on the run grid (its CRS is the run CRS);
@@ -311,13 +331,24 @@ def tile_units(footprints: Any, sizes: np.ndarray, maps: Sequence[UnitMap], *, m
                     _score_window(reader, umap, boxes, sizes, rows, res, names, shares, min_share)
         if log is not None:
             labelled = sum(n is not None for n in names)
-            log(f"units: {umap.path.name}: {labelled} of {len(boxes)} tiles with a unit covering "
-                f"{min_share:.0%} of them or more")
+            log(
+                f"units: {umap.path.name}: {labelled} of {len(boxes)} tiles with a unit covering "
+                f"{min_share:.0%} of them or more"
+            )
     return names, shares
 
 
-def _score_window(reader: UnitReader, umap: UnitMap, boxes: np.ndarray, sizes: np.ndarray, rows: np.ndarray,
-                  res: float, names: np.ndarray, shares: np.ndarray, min_share: float) -> None:
+def _score_window(
+    reader: UnitReader,
+    umap: UnitMap,
+    boxes: np.ndarray,
+    sizes: np.ndarray,
+    rows: np.ndarray,
+    res: float,
+    names: np.ndarray,
+    shares: np.ndarray,
+    min_share: float,
+) -> None:
     """Rasterise the map on the window around ``rows``' tiles; keep each tile's best unit so far."""
     from rasterio.transform import from_origin
 
@@ -328,7 +359,7 @@ def _score_window(reader: UnitReader, umap: UnitMap, boxes: np.ndarray, sizes: n
     codes = reader.window(from_origin(left, top, res, res), (height, width))
     for i, (x0, _, _, y1) in zip(rows, b):
         c, r, s = int(round((x0 - left) / res)), int(round((top - y1) / res)), int(sizes[i])
-        cell = codes[r:r + s, c:c + s]
+        cell = codes[r : r + s, c : c + s]
         values, counts = np.unique(cell[cell > 0], return_counts=True)
         if len(values) == 0:
             continue

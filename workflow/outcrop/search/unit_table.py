@@ -10,8 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-TABLE_SETS = ("byol", "random_joined", "spectral_parts", "band_statistics", "random_encoder", "raw_spectral",
-              "raw_pixels")
+TABLE_SETS = (
+    "byol",
+    "random_joined",
+    "spectral_parts",
+    "band_statistics",
+    "random_encoder",
+    "raw_spectral",
+    "raw_pixels",
+)
 
 
 def unit_rows(block: dict[str, Any]) -> list[dict[str, Any]]:

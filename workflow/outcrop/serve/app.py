@@ -54,8 +54,10 @@ def allowed_hosts(bound: str, port: int) -> set[str]:
 
 def script_hashes(page: str) -> list[str]:
     """CSP sources of the page's inline scripts (those without attributes; the data element is not run)."""
-    return [f"'sha256-{base64.b64encode(hashlib.sha256(m.encode()).digest()).decode()}'"
-            for m in re.findall(r"<script>(.*?)</script>", page, flags=re.S)]
+    return [
+        f"'sha256-{base64.b64encode(hashlib.sha256(m.encode()).digest()).decode()}'"
+        for m in re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    ]
 
 
 def result_features(ranked: Any) -> list[dict[str, Any]]:
@@ -77,11 +79,26 @@ def mark_features(marks: list[Mark], run: ServedRun) -> list[dict[str, Any]]:
     for m in marks:
         c = m.geometry.centroid
         lon, lat = run.unproject(c.x, c.y)
-        rings = [[[float(y), float(x)] for x, y in get_coordinates(p.exterior)] for p in get_parts(m.geometry)
-                 if p.geom_type == "Polygon"]
-        out.append({"seq": m.seq, "mark": m.kind, "name": m.name, "source": m.source, "scene": m.scene,
-                    "tile_id": m.tile_id, "x": float(c.x), "y": float(c.y), "rings": rings,
-                    "lon": float(lon), "lat": float(lat)})
+        rings = [
+            [[float(y), float(x)] for x, y in get_coordinates(p.exterior)]
+            for p in get_parts(m.geometry)
+            if p.geom_type == "Polygon"
+        ]
+        out.append(
+            {
+                "seq": m.seq,
+                "mark": m.kind,
+                "name": m.name,
+                "source": m.source,
+                "scene": m.scene,
+                "tile_id": m.tile_id,
+                "x": float(c.x),
+                "y": float(c.y),
+                "rings": rings,
+                "lon": float(lon),
+                "lat": float(lat),
+            }
+        )
     return out
 
 
@@ -105,8 +122,7 @@ class Searches:
             return self._kept.get(key)
 
 
-def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, hosts: set[str],
-               log: Any = print) -> Any:
+def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, hosts: set[str], log: Any = print) -> Any:
     """The Flask application over an opened run, its marks file and its rendered page.
 
     ``deposits``: the run's known deposits (GeoDataFrame in the run's CRS, or None); ``hosts``: the
@@ -121,8 +137,10 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
     assert isinstance(app.json, DefaultJSONProvider)  # Flask's own provider, which sorts keys unless told
     app.json.sort_keys = False
     searches = Searches()
-    csp = ("default-src 'none'; script-src " + " ".join(script_hashes(page)) + "; style-src 'unsafe-inline'; "
-           "img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    csp = (
+        "default-src 'none'; script-src " + " ".join(script_hashes(page)) + "; style-src 'unsafe-inline'; "
+        "img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
     page_bytes = page.encode("utf-8")
 
     def refuse(message: str, status: int) -> Any:
@@ -207,10 +225,15 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
 
     def marks_state() -> Any:
         current, can_undo = marks.snapshot()
-        return jsonify({
-            "positives": sum(m.kind == "positive" for m in current),
-            "negatives": sum(m.kind == "negative" for m in current),
-            "undo": can_undo, "file": str(marks.path), "marks": mark_features(current, run)})
+        return jsonify(
+            {
+                "positives": sum(m.kind == "positive" for m in current),
+                "negatives": sum(m.kind == "negative" for m in current),
+                "undo": can_undo,
+                "file": str(marks.path),
+                "marks": mark_features(current, run),
+            }
+        )
 
     @app.get("/")
     def index() -> Any:
@@ -218,11 +241,21 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
 
     @app.get("/api/run")
     def run_info() -> Any:
-        return jsonify({"results": str(run.results), "crs": run.crs.to_string(), "tiles": run.count,
-                        "scenes": [str(s) for s in run.scene_names], "index": type(run.index).__name__,
-                        "buffer_m": run.buffer_m, "exclusion_km": run.exclusion_m / 1000.0,
-                        "site_overlap": run.site_overlap, "max_top": MAX_TOP,
-                        "known_deposits": 0 if deposits is None else len(deposits), "marks": str(marks.path)})
+        return jsonify(
+            {
+                "results": str(run.results),
+                "crs": run.crs.to_string(),
+                "tiles": run.count,
+                "scenes": [str(s) for s in run.scene_names],
+                "index": type(run.index).__name__,
+                "buffer_m": run.buffer_m,
+                "exclusion_km": run.exclusion_m / 1000.0,
+                "site_overlap": run.site_overlap,
+                "max_top": MAX_TOP,
+                "known_deposits": 0 if deposits is None else len(deposits),
+                "marks": str(marks.path),
+            }
+        )
 
     @app.post("/api/search")
     def search() -> Any:
@@ -230,14 +263,25 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
         top = checks.integer(req.get("top", 10), "top", 1, MAX_TOP)
         if "place" in req and "polygon" in req:
             raise RequestError("give a place or a polygon, not both")
-        extra = ([place_of(req["place"], "place")] if "place" in req else
-                 [polygon_of(req["polygon"], "polygon")] if "polygon" in req else [])
+        extra = (
+            [place_of(req["place"], "place")]
+            if "place" in req
+            else [polygon_of(req["polygon"], "polygon")]
+            if "polygon" in req
+            else []
+        )
         current, _ = marks.snapshot()
         positives = extra + [Place(m.name, m.geometry) for m in current if m.kind == "positive"]
         negatives = [Place(m.name, m.geometry) for m in current if m.kind == "negative"]
         ranked = run.search(positives, negatives, top)
-        return jsonify({"search": searches.keep(ranked), "positives": len(positives), "negatives": len(negatives),
-                        "results": result_features(ranked)})
+        return jsonify(
+            {
+                "search": searches.keep(ranked),
+                "positives": len(positives),
+                "negatives": len(negatives),
+                "results": result_features(ranked),
+            }
+        )
 
     @app.get("/api/export/<key>.<fmt>")
     def export(key: str, fmt: str) -> Any:
@@ -247,8 +291,9 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
             raise RequestError("search id: expected 16 hexadecimal digits", 404)
         ranked = searches.get(key)
         if ranked is None:
-            raise RequestError(f"search {key} is not kept (the server keeps the last {KEPT_SEARCHES}); "
-                               "search again", 404)
+            raise RequestError(
+                f"search {key} is not kept (the server keeps the last {KEPT_SEARCHES}); search again", 404
+            )
         mimetype, suffix = FORMATS[fmt]
         response = Response(export_bytes(ranked, fmt), mimetype=mimetype)
         response.headers["Content-Disposition"] = f'attachment; filename="analogues-{key}.{suffix}"'
@@ -325,17 +370,28 @@ def serve_page(run: ServedRun, deposits_path: Path | None, title: str) -> tuple[
     if not quicklooks:
         raise OutcropError(f"{layout.at('quicklooks')}: no scene quicklooks; is {run.results} a finished run?")
     analogues = Path(layout.analogues_gpkg)
-    data = map_data(quicklooks, existing([layout.cluster_raster(s) for s in scenes]),
-                    existing([layout.similarity_raster(s) for s in scenes]),
-                    analogues if analogues.is_file() else None, deposits_path,
-                    prepared=existing([layout.prepared(s) for s in scenes]), title=title)
+    data = map_data(
+        quicklooks,
+        existing([layout.cluster_raster(s) for s in scenes]),
+        existing([layout.similarity_raster(s) for s in scenes]),
+        analogues if analogues.is_file() else None,
+        deposits_path,
+        prepared=existing([layout.prepared(s) for s in scenes]),
+        title=title,
+    )
     data["live"] = True
-    data["layers"] = data["layers"] | {"analogues": "Run's analogues (analogues.gpkg)", "results": "Search results",
-                                       "marks": "Marks (right / wrong)"}
+    data["layers"] = data["layers"] | {
+        "analogues": "Run's analogues (analogues.gpkg)",
+        "results": "Search results",
+        "marks": "Marks (right / wrong)",
+    }
     data["serve"] = {"max_top": MAX_TOP, "buffer_m": run.buffer_m, "exclusion_km": run.exclusion_m / 1000.0}
     assets = files("outcrop.serve").joinpath("assets")
-    page = render_page(data, extra_css=assets.joinpath("serve.css").read_text(encoding="utf-8"),
-                       extra_body=assets.joinpath("panel.html").read_text(encoding="utf-8"),
-                       extra_js=assets.joinpath("serve.js").read_text(encoding="utf-8"))
+    page = render_page(
+        data,
+        extra_css=assets.joinpath("serve.css").read_text(encoding="utf-8"),
+        extra_body=assets.joinpath("panel.html").read_text(encoding="utf-8"),
+        extra_js=assets.joinpath("serve.js").read_text(encoding="utf-8"),
+    )
     deposits = read_deposits(deposits_path, run.crs) if deposits_path is not None else None
     return page, deposits
