@@ -422,7 +422,7 @@ def main() -> None:
                 name + (f"@{args.samples}" if args.samples else ""),
                 DIRECTIONS[name],
                 args.samples,
-                log=lambda m: print(f"[{data_name}/{name}] {m}", flush=True),
+                log=lambda m, tag=f"{data_name}/{name}": print(f"[{tag}] {m}", flush=True),
             )
             trained = time.monotonic() - started
             parts = {s: scene_features(work, s, model) for s in data["scenes"]}

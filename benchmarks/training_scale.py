@@ -180,7 +180,8 @@ def main() -> None:
         "on several days): the tables give footprints and every tile pairs across scenes",
     )
     args = parser.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    with open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
     results = {
         "cpu": cpu,
         "cores": os.cpu_count(),

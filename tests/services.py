@@ -4,9 +4,10 @@
 with nothing skipped: the map test installs Debian's Chromium and its driver when they are missing,
 and the SLURM test starts the one-node cluster of `.ci/slurm-up.sh` (installing slurm-wlm and munge
 the same way) and stops it when the session ends. Where slurm is installed but no controller
-answers, the session starts the cluster first of all (see :func:`slurm_installed_but_silent`). Only tests that need them pay for them, so a run
-of a few unit tests starts nothing. On a machine where they cannot be installed (not root, not
-Debian) the tests fail and say what to install: a map or a cluster nobody tried is not tested.
+answers, the session starts the cluster first of all (see :func:`slurm_installed_but_silent`).
+Only tests that need them pay for them, so a run of a few unit tests starts nothing. On a machine
+where they cannot be installed (not root, not Debian) the tests fail and say what to install: a map
+or a cluster nobody tried is not tested.
 """
 
 from __future__ import annotations

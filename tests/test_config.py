@@ -335,8 +335,8 @@ def test_a_config_that_contains_itself_is_refused():
         ({"crs": "EPSG:3031+5773"}, "config: grid.crs: 'EPSG:3031+5773' is a compound CRS"),
         (
             {"crs": "EPSG:4326", "resolution": 30},
-            "config: grid.crs: 'EPSG:4326' is a geographic CRS with axes in degree; grid.resolution 30 would be read as "
-            "30 degree a pixel, but the run measures pixels, buffers and distances in metres",
+            "config: grid.crs: 'EPSG:4326' is a geographic CRS with axes in degree; grid.resolution 30 would be read "
+            "as 30 degree a pixel, but the run measures pixels, buffers and distances in metres",
         ),
         ({"crs": "EPSG:2227", "resolution": 30}, "'EPSG:2227' is a projected CRS with axes in US survey foot"),
     ],

@@ -16,7 +16,7 @@ SETS = ("byol", "random_joined", "spectral_parts", "band_statistics", "random_en
 
 def _metrics(shipped: float, joined: float, parts: float, *, rank: tuple[float, float, float] = (5, 9, 7)) -> dict:
     def block(values):
-        return {n: v for n, v in zip(SETS, values)}
+        return dict(zip(SETS, values))
 
     reid = {n: {"top1": v, "top5": min(1.0, v + 0.2)} for n, v in block((shipped, joined, parts, 0.1, 0.2)).items()}
     return {

@@ -36,7 +36,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "cloud": ("Cloud share", "Share of the tile's pixels classed cloud"),
     "unknown": (
         "Unknown-ground share",
-        "Share of the tile's pixels of ground whose bands cannot tell rock from water, snow or vegetation (counted as exposed ground by the rock filters)",
+        "Share of the tile's pixels of ground whose bands cannot tell rock from water, snow or vegetation "
+        "(counted as exposed ground by the rock filters)",
     ),
     "rank": ("Analogue rank", "Rank of the analogue, 1 = most similar to the known deposits"),
     "score": ("Similarity", "Cosine similarity of the tile's embedding to the query that ranked it (1 = identical)"),

@@ -97,8 +97,10 @@ rule quality:
         labels=L.cluster_labels,
     output:
         # The per-unit table only with a unit map: an unnamed output, absent otherwise.
-        *[report(p, caption="../report/units.rst", category="Metrics", subcategory="geological map")
-          for p in UNITS_TABLE],
+        *[
+            report(p, caption="../report/units.rst", category="Metrics", subcategory="geological map")
+            for p in UNITS_TABLE
+        ],
         out=report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="quality"),
     params:
         scenes=SCENES,

@@ -69,8 +69,9 @@ ANALOGUE_OUTPUTS = [L.analogues_gpkg, L.analogues_csv] if ANALOGUES else []
 ANALOGUES_SKIPPED = [] if ANALOGUES else [L.analogues_skipped]
 # The unit map the quality stage scores every feature set against: the configured one, else the
 # demo's planted units (its truth rasters, one per scene), through the same code.
-UNIT_MAPS = [config["units"]["path"]] if config["units"]["path"] else (
-    [L.demo_truth(s) for s in SCENES] if DEMO else [])
+UNIT_MAPS = (
+    [config["units"]["path"]] if config["units"]["path"] else ([L.demo_truth(s) for s in SCENES] if DEMO else [])
+)
 UNITS_TABLE = [L.units_table] if UNIT_MAPS else []
 
 
@@ -106,10 +107,10 @@ def on_gpus(command):
     `exec`: the command (or torchrun) replaces the shell, so a signal meant for the job reaches it
     (a shell killed by SIGTERM would leave its child running)."""
     return (
-        "gpus={resources.gpu:q}; [ \"$gpus\" -eq \"$gpus\" ] 2>/dev/null"
+        'gpus={resources.gpu:q}; [ "$gpus" -eq "$gpus" ] 2>/dev/null'
         " || {{ echo \"resources.gpu '$gpus' is not a whole number\" >&2; exit 2; }};"
-        " if [ \"$gpus\" -gt 1 ]; then"
-        " launch=\"python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python\";"
+        ' if [ "$gpus" -gt 1 ]; then'
+        ' launch="python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python";'
         f" else launch=''; fi; exec $launch {command}"
     )
 

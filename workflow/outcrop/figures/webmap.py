@@ -241,7 +241,7 @@ def unit_layer(
                 "values": label_values(shown - 1, -1),
             }
         )
-    legend = {name: "#%02x%02x%02x" % tuple(int(v) for v in colours[i][:3]) for i, name in enumerate(names)}
+    legend = {name: "#{:02x}{:02x}{:02x}".format(*(int(v) for v in colours[i][:3])) for i, name in enumerate(names)}
     return out, legend
 
 
