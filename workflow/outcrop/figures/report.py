@@ -733,6 +733,11 @@ def _scores_section(metrics: Path) -> list[str]:
     return lines
 
 
+def _ari_at(level: str) -> Callable[[Any], Any]:
+    """The pick of :func:`_best_other` for the ARI at one clustering ``level`` of map-agreement scores."""
+    return lambda s: (s.get(level) or {}).get("ari")
+
+
 def _best_other(scores: dict[str, Any], pick: Callable[[Any], Any]) -> str:
     """``shipped a, best baseline b (name)`` of one measure over the feature sets of a block."""
     values = {n: pick(scores[n]) for n in QUALITY_SETS if isinstance(scores.get(n), dict)}
@@ -779,7 +784,7 @@ def _quality_lines(data: dict[str, Any]) -> list[str]:
             levels = _levels(agree["byol"])
             lines.append(f"{head}:")
             for lv in levels:
-                lines.append(f"  {lv} ARI " + _best_other(agree, lambda s, lv=lv: (s.get(lv) or {}).get("ari")))
+                lines.append(f"  {lv} ARI " + _best_other(agree, _ari_at(lv)))
             lines.append("  kNN macro-F1 " + _best_other(agree, lambda s: s.get("knn_macro_f1")))
     return lines
 

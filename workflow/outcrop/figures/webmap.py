@@ -442,6 +442,11 @@ def map_data(
     clusters, cluster_legend, level = cluster_layer(cluster_rasters, run_crs)
     quicklook_overlays = quicklook_layer(quicklooks, run_crs)
     readout, graticule_lines = geography(run_crs, [o["bounds"] for o in quicklook_overlays])
+    similarity = similarity_layer(similarity_rasters, run_crs, lo, hi)
+    unit_overlays: list[dict[str, Any]] = []
+    unit_legend: dict[str, str] = {}
+    if unit_maps:
+        unit_overlays, unit_legend = unit_layer(quicklooks, run_crs, unit_maps)
     return {
         "title": title,
         "crs": run_crs.to_string(),
@@ -450,8 +455,9 @@ def map_data(
         "quicklooks": quicklook_overlays,
         "clusters": clusters,
         "cluster_legend": cluster_legend,
-        "similarity": similarity_layer(similarity_rasters, run_crs, lo, hi),
-        **dict(zip(("units", "unit_legend"), unit_layer(quicklooks, run_crs, unit_maps) if unit_maps else ([], {}))),
+        "similarity": similarity,
+        "units": unit_overlays,
+        "unit_legend": unit_legend,
         "similarity_range": [lo, hi],
         "similarity_stops": viridis_stops(),
         "deposits": deposit_features(deposits) if deposits is not None else [],

@@ -405,6 +405,7 @@ def _train(
         epoch, j = divmod(step, steps_per_epoch)
         if order_epoch != epoch:
             order, order_epoch = epoch_permutation(n, settings.seed, epoch), epoch
+        assert order is not None  # drawn on the first pass: order_epoch starts at -1
         lr = warmup_cosine(step, total, warmup, settings.lr)
         tau = cosine_schedule(step, total, settings.tau_base, 1.0)
         saved = trainer.snapshot() if interruptible else None

@@ -180,7 +180,7 @@ def partners_on_grid(
         return Partners.from_pairs(n, np.zeros(0), np.zeros(0))
     members = {s: np.flatnonzero(scene_of == s) for s in scenes}
     boxes = {s: (origin[m].min(axis=0), origin[m].max(axis=0) + size) for s, m in members.items()}
-    trees: dict[int, object] = {}
+    trees: dict[int, cKDTree] = {}
     if strides is None:
         strides = {s: grid_stride(grid_row[m], grid_col[m], size) for s, m in members.items()}
     found_a, found_b = [], []

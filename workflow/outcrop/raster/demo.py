@@ -377,6 +377,7 @@ def _shading(x: np.ndarray, y: np.ndarray, seed: int, day: Acquisition) -> np.nd
     """cos(incidence) / cos(zenith) of the relief under the day's sun: what a flat-terrain correction
     leaves. Slopes come from the relief evaluated half a pixel either side, so overlapping scenes
     shade the same ground alike (no edge effects of a finite difference on the scene's array)."""
+    assert day.sun_elevation is not None  # the caller shades only a day with a sun (None: no shading)
     h = RESOLUTION / 2
     dzdx = (_relief(x + h, y, seed) - _relief(x - h, y, seed)) / RESOLUTION
     dzdy = (_relief(x, y + h, seed) - _relief(x, y - h, seed)) / RESOLUTION

@@ -364,8 +364,11 @@ def spectral_join(
     from outcrop.learning.embeddings import join_parts, spectral_part, standardised
 
     spectral_weight, context_weight = weights
-    ctx = standardised(meta, blocks) if context_weight > 0 else None
-    return join_parts(learned, (spectral_weight, spectral_part(meta, tiles)), (context_weight, ctx))
+    parts = [(spectral_weight, spectral_part(meta, tiles))]
+    if context_weight > 0:  # a part of weight 0 is left out of the join: no block spectra needed for it
+        assert blocks is not None  # the callers pass block spectra whenever the run joins a block part
+        parts.append((context_weight, standardised(meta, blocks)))
+    return join_parts(learned, *parts)
 
 
 def scene_blocks(tiles: np.ndarray, table_path: Path, size: int, rows: np.ndarray) -> np.ndarray:
@@ -400,9 +403,10 @@ def _untrained_counterparts(
         return {}
     _, meta = random_encoder(model, seed=seed)
     size = int(pixels.shape[-1])
-    blocks = (
-        np.concatenate([scene_blocks(tiles[s], Path(tables[s]), size, r) for s, r in parts]) if weights[1] > 0 else None
-    )
+    blocks = None
+    if weights[1] > 0:
+        assert tables is not None  # refused above: no block part without the tile tables
+        blocks = np.concatenate([scene_blocks(tiles[s], Path(tables[s]), size, r) for s, r in parts])
     return {
         "random_joined": spectral_join(meta, bare, pixels, blocks, weights),
         "spectral_parts": spectral_join(meta, np.zeros((len(pixels), 0), dtype=np.float32), pixels, blocks, weights),

@@ -548,6 +548,7 @@ def build_index(
             table["id"] += count - len(table)
             write_index_table(out_table, table, kept=kept_table, tile_grid=tile_grid)
         else:
+            assert kept_table is not None  # an add (kept or added) is made only from a state_dir
             link_or_copy(kept_table, out_table)
     if state_dir is not None:
         cache = given_files(cache, [*embedding_paths, *table_paths])
@@ -575,10 +576,11 @@ def recorded_tile_grid(parts: Sequence[ScenePart], kept_table: Path | None = Non
     found = [(p.table_path, read_tile_grid(p.table_path)) for p in parts if p.table_path is not None]
     if kept_table is not None:
         found.append((kept_table, IndexTable.open(kept_table).tile_grid))
-    if not found or any(grid is None for _, grid in found):
+    grids = [(path, grid) for path, grid in found if grid is not None]
+    if not found or len(grids) < len(found):
         return None
-    first_path, first = found[0]
-    for path, grid in found[1:]:
+    first_path, first = grids[0]
+    for path, grid in grids[1:]:
         if (grid.size, grid.stride) != (first.size, first.stride):
             raise OutcropError(
                 f"{path}: tiles of {grid.size} px at a stride of {grid.stride}, but {first_path} "

@@ -228,7 +228,10 @@ def feature_sets(
         bare = embed_array(net, meta, chunk, batch_size=256, device="cpu", spectral_weight=0.0, context_weight=0.0)
         random.append(bare)
         if spectral_weight > 0 or context_weight > 0:  # the same vectors joined: no second pass of the network
-            ctx = blocks[start : start + len(chunk)] if context_weight > 0 else None
+            ctx = None
+            if context_weight > 0:
+                assert blocks is not None  # a run joining a block part passes its block spectra (_Run.blocks)
+                ctx = blocks[start : start + len(chunk)]
             joined.append(spectral_join(meta, bare, chunk, ctx, weights))
             parts_alone.append(spectral_join(meta, np.zeros((len(chunk), 0), dtype=np.float32), chunk, ctx, weights))
         start += len(chunk)
@@ -783,7 +786,7 @@ def cut_queries(
         context=context,
         where=where,
     )
-    return cut if context else (*cut, np.zeros((len(cut[0]), 0)))
+    return cut[0], cut[1], (cut[2] if context else np.zeros((len(cut[0]), 0)))
 
 
 def on_indexed_ground(gallery: np.ndarray, own: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

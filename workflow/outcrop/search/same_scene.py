@@ -146,6 +146,7 @@ def reprojected_copy(prepared: Path, window: Any, out: Path) -> Any:
     cx, cy = transform * (window.width / 2, window.height / 2)
     dst_crs = rotated_crs(crs, cx, cy)
     warped = reprojected(refl, transform, crs, dst_crs, classes=mask, nodata=np.nan)
+    assert warped.classes is not None  # given classes, reprojected warps them too
     classes = np.where(warped.valid & np.isfinite(warped.image).all(axis=0), warped.classes, 0).astype(np.uint8)
     write_prepared(out, warped.image, classes, dst_crs, warped.transform, bands)
     return dst_crs
@@ -183,7 +184,7 @@ def same_scene_queries(
             seed=seed,
             context=context,
         )
-        return got if context else (*got, np.zeros((len(got[0]), 0)))
+        return got[0], got[1], (got[2] if context else np.zeros((len(got[0]), 0)))
 
     with rasterio.open(prepared) as src:
         bounds = rasterio.windows.bounds(window, src.transform)

@@ -16,18 +16,19 @@ is told so in a sentence (``verdict``), not left to read it from the numbers.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 REFERENCES = ("random_joined", "spectral_parts")
 FALLBACK = ("random_encoder",)
 MIN_GAIN = 0.01  # a gain at or below this (one point of a share) is no gain
 
 
-def _scored(block: Any) -> bool:
+def _scored(block: Any) -> TypeGuard[dict[str, Any]]:
+    """Whether ``block`` is a dict of scores per feature set with the shipped one (``byol``) among them."""
     return isinstance(block, dict) and isinstance(block.get("byol"), dict)
 
 
-def measures(metrics: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], tuple[str, ...], bool]]:
+def measures(metrics: dict[str, Any]) -> Iterator[tuple[str, dict[str, float], bool]]:
     """(measure id, {feature set: score}, higher is better) of every measure in ``metrics``."""
     loo = metrics.get("leave_one_out")
     if _scored(loo):
@@ -63,9 +64,9 @@ def measures(metrics: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], tup
             yield f"demo_truth.deposit_recall.{key}", _column(metrics, ("deposit_recall", "combined", key)), True
 
 
-def _column(block: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+def _column(block: dict[str, Any], path: tuple[str, ...]) -> dict[str, float]:
     """{feature set: the value at ``path`` in its scores} for every feature set of ``block``."""
-    out = {}
+    out: dict[str, float] = {}
     for name, scores in block.items():
         value: Any = scores
         for part in path:
