@@ -288,6 +288,93 @@ def _warnings(scene: str, d: dict[str, float], grid: RunGrid) -> list[str]:
     return found
 
 
+def _grid_crs(headers: Sequence[SceneHeader], crs: str, resolution: float | str) -> tuple[str, dict[str, str]]:
+    """The run CRS and why (``crs_reason``, and ``polar_reason`` when a polar CRS was chosen).
+
+    ``"auto"`` chooses from the headers; a given CRS is checked (known to PROJ, suited to the grid) and kept.
+    """
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    record: dict[str, str] = {}
+    if str(crs) == AUTO:
+        chosen, record["crs_reason"], polar = _auto_crs(headers)
+        if polar:
+            record["polar_reason"] = polar
+        return chosen, record
+    check_grid_crs(str(crs), "grid: run CRS", resolution)
+    try:
+        CRS.from_user_input(crs)
+    except CRSError:
+        raise OutcropError(f"grid: unknown run CRS {crs!r}") from None
+    record["crs_reason"] = "given in the config (grid.crs)"
+    return str(crs), record
+
+
+def _grid_resolution(headers: Sequence[SceneHeader], chosen: str, resolution: float | str) -> tuple[float, str]:
+    """The run resolution in metres and why: the finest band pixel for ``"auto"``, else the checked given value.
+
+    A finest band in another CRS is measured on the chosen one and rounded to a nice size, since its
+    pixels are resampled anyway; one already in the chosen CRS keeps its size so it can be copied.
+    """
+    if str(resolution) == AUTO:
+        sizes = [(pixel_size_on(b, chosen), h.scene, b) for h in headers for b in h.bands]
+        size, scene, band = min(sizes, key=lambda t: (t[0], t[1], t[2].path))
+        if _same_crs(band.crs, chosen):
+            res = round(size, 6)
+            return res, f"auto: the finest band pixel, {Path(band.path).name} of {scene} ({res:g} m)"
+        res = _nice(size)
+        own = pixel_size_on(band, band.crs)
+        return res, (
+            f"auto: the finest band pixel, {Path(band.path).name} of {scene}: {own:g} m in its own CRS, "
+            f"{size:.2f} m on {chosen} (the side of a square of its area there), rounded to {res:g} m"
+        )
+    try:
+        res = float(resolution)
+    except (TypeError, ValueError):
+        raise OutcropError(f"grid: resolution must be a positive number or auto, not {resolution!r}") from None
+    if not (math.isfinite(res) and res > 0):
+        raise OutcropError(f"grid: resolution must be a positive number or auto, not {resolution!r}")
+    return res, "given in the config (grid.resolution)"
+
+
+def _grid_origin(headers: Sequence[SceneHeader], chosen: str, res: float) -> tuple[tuple[float, float], str]:
+    """The pixel-corner phase most scenes share on the run grid (first seen wins a tie), and why.
+
+    Aligning to the commonest phase lets the most scenes be copied rather than resampled; with no
+    scene in the grid CRS at its resolution, edges fall at multiples of the resolution.
+    """
+    phases: Counter[tuple[float, float]] = Counter()
+    first: dict[tuple[float, float], str] = {}
+    for h in headers:
+        for p in dict.fromkeys(_phase(b, res) for b in h.bands if _on_grid_kind(b, chosen, res)):
+            phases[p] += 1
+            first.setdefault(p, h.scene)
+    if not phases:
+        return (0.0, 0.0), (
+            "no scene is in the grid CRS at its resolution: pixel edges at multiples "
+            "of the resolution; every scene is resampled"
+        )
+    best = max(phases.values())
+    origin = next(p for p in first if phases[p] == best)
+    return origin, (
+        f"pixel corners of {first[origin]}, shared by {best} of {len(headers)} "
+        f"scene(s): scenes on this pixel grid are copied, others resampled"
+    )
+
+
+def _scene_fit(headers: Sequence[SceneHeader], grid: RunGrid, res: float) -> tuple[dict[str, Any], list[str]]:
+    """Each scene's distortion on the grid and whether it is copied as is, and the warnings they raise."""
+    scenes: dict[str, Any] = {}
+    warnings: list[str] = []
+    for h in headers:
+        d = _distortion(h, grid)
+        d["copied"] = any(_on_grid_kind(b, grid.crs, res) and _phase(b, res) == grid.origin for b in h.bands)
+        scenes[h.scene] = d
+        warnings += _warnings(h.scene, d, grid)
+    return scenes, warnings
+
+
 def choose_grid(
     headers: Sequence[SceneHeader],
     crs: str = default("grid.crs"),
@@ -299,72 +386,13 @@ def choose_grid(
     ``crs`` and ``resolution`` given (not ``"auto"``) are kept as given; the alignment is always
     read from the headers, so that scenes already on the grid are copied, not resampled.
     """
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
-
     if not headers:
         raise OutcropError("grid: no scenes to choose the grid from")
-    record: dict[str, Any] = {}
-    if str(crs) == AUTO:
-        chosen, record["crs_reason"], polar = _auto_crs(headers)
-        if polar:
-            record["polar_reason"] = polar
-    else:
-        check_grid_crs(str(crs), "grid: run CRS", resolution)
-        try:
-            CRS.from_user_input(crs)
-        except CRSError:
-            raise OutcropError(f"grid: unknown run CRS {crs!r}") from None
-        chosen = str(crs)
-        record["crs_reason"] = "given in the config (grid.crs)"
-    if str(resolution) == AUTO:
-        sizes = [(pixel_size_on(b, chosen), h.scene, b) for h in headers for b in h.bands]
-        size, scene, band = min(sizes, key=lambda t: (t[0], t[1], t[2].path))
-        if _same_crs(band.crs, chosen):
-            res = round(size, 6)
-            record["resolution_reason"] = f"auto: the finest band pixel, {Path(band.path).name} of {scene} ({res:g} m)"
-        else:
-            res = _nice(size)
-            own = pixel_size_on(band, band.crs)
-            record["resolution_reason"] = (
-                f"auto: the finest band pixel, {Path(band.path).name} of {scene}: {own:g} m in its own CRS, "
-                f"{size:.2f} m on {chosen} (the side of a square of its area there), rounded to {res:g} m"
-            )
-    else:
-        try:
-            res = float(resolution)
-        except (TypeError, ValueError):
-            raise OutcropError(f"grid: resolution must be a positive number or auto, not {resolution!r}") from None
-        if not (math.isfinite(res) and res > 0):
-            raise OutcropError(f"grid: resolution must be a positive number or auto, not {resolution!r}")
-        record["resolution_reason"] = "given in the config (grid.resolution)"
-    phases: Counter[tuple[float, float]] = Counter()
-    first: dict[tuple[float, float], str] = {}
-    for h in headers:
-        for p in dict.fromkeys(_phase(b, res) for b in h.bands if _on_grid_kind(b, chosen, res)):
-            phases[p] += 1
-            first.setdefault(p, h.scene)
-    if phases:
-        best = max(phases.values())
-        origin = next(p for p in first if phases[p] == best)
-        record["alignment_reason"] = (
-            f"pixel corners of {first[origin]}, shared by {best} of {len(headers)} "
-            f"scene(s): scenes on this pixel grid are copied, others resampled"
-        )
-    else:
-        origin = (0.0, 0.0)
-        record["alignment_reason"] = (
-            "no scene is in the grid CRS at its resolution: pixel edges at multiples "
-            "of the resolution; every scene is resampled"
-        )
+    chosen, record = _grid_crs(headers, crs, resolution)
+    res, record["resolution_reason"] = _grid_resolution(headers, chosen, resolution)
+    origin, record["alignment_reason"] = _grid_origin(headers, chosen, res)
     grid = RunGrid(chosen, float(res), (float(origin[0]), float(origin[1])))
-    scenes: dict[str, Any] = {}
-    warnings: list[str] = []
-    for h in headers:
-        d = _distortion(h, grid)
-        d["copied"] = any(_on_grid_kind(b, chosen, res) and _phase(b, res) == grid.origin for b in h.bands)
-        scenes[h.scene] = d
-        warnings += _warnings(h.scene, d, grid)
+    scenes, warnings = _scene_fit(headers, grid, res)
     out = {
         "crs": grid.crs,
         "resolution": grid.resolution,

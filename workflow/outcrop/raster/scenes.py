@@ -589,6 +589,125 @@ def _check_consistent(files: SceneFiles, meta: dict[str, dict[str, Any]], source
                     )
 
 
+def _acquisition_date(files: SceneFiles, source: str, date: str | None) -> tuple[str | None, str]:
+    """The scene's acquisition date and where it came from: the sheet's, else the product's metadata or name."""
+    return product_date(
+        sheet=date,
+        mtl=files.mtl,
+        mtd=files.metadata_text,
+        stamped=files.stamped,
+        names=[files.product_name, source, *(b.path for b in files.bands)],
+    )
+
+
+def _checked_headers(files: SceneFiles, source: str) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The scene's distinct raster paths (bands, then quality) and their headers, checked to agree.
+
+    Every header is read and checked before any pixel, so a bad scene fails before anything is written.
+    """
+    paths = list(dict.fromkeys([b.path for b in files.bands] + ([files.quality[1]] if files.quality else [])))
+    meta = _raster_headers(paths)
+    _check_consistent(files, meta, source)
+    return paths, meta
+
+
+def _scene_rescaling(
+    reader: _BlockReader,
+    layout: str | None,
+    grid: SceneGrid,
+    spec: Sensor,
+    files: SceneFiles,
+    meta: dict[str, dict[str, Any]],
+    source: str,
+    given: tuple[float | None, float | None],
+) -> tuple[Any, Any, str]:
+    """Per-band (scale, offset) and how they were found (:func:`_rescaling`), ``given`` (scale, offset) first.
+
+    The whole scene is read only for the rules that need all its numbers, and after a memory check;
+    the others see a coarse grid, or nothing.
+    """
+
+    def whole_scene() -> np.ndarray:
+        """The scene's stored numbers at once, for the rescaling rules that need all of them."""
+        check_memory(
+            len(reader.bands) * grid.height * grid.width * 4,
+            source,
+            "to rescale it from its own statistics (give scale and offset to avoid this)",
+        )
+        dn, _, _ = reader.read(grid, layout)
+        return dn
+
+    def coarse_scene() -> np.ndarray:
+        """The scene's stored numbers on a grid at most SAMPLE_SIDE px a side (area averages)."""
+        return reader.read(coarse_grid(grid), layout)[0]
+
+    scale, offset = given
+    return _rescaling(
+        spec,
+        files,
+        whole_scene,
+        [meta[b.path]["dtype"] for b in files.bands],
+        scale,
+        offset,
+        _centre_lonlat(meta[files.bands[0].path]),
+        coarse_scene,
+    )
+
+
+def rescale_in_place(dn: np.ndarray, scale: Sequence[float], offset: Sequence[float]) -> np.ndarray:
+    """``dn`` (bands, rows, cols) as reflectance, ``dn * scale + offset`` per band, in place: no second window."""
+    for i in range(len(dn)):
+        dn[i] *= np.float32(scale[i])
+        dn[i] += np.float32(offset[i])
+    return dn
+
+
+@dataclass(frozen=True)
+class _WindowJob:
+    """What each window of a scene needs: the open reader, its quality layout, the bands, rescaling, thresholds."""
+
+    reader: _BlockReader
+    layout: str | None
+    bands: list[str]
+    rescaling: tuple[Any, Any]
+    thresholds: Thresholds
+
+
+def _write_windows(
+    job: _WindowJob, grid: SceneGrid, out_path: str | Path, tags: dict[str, str], window_pixels: int, source: str
+) -> tuple[int, int]:
+    """Read, rescale, classify and write the scene window by window; return (negative values, valid pixels).
+
+    Memory is bounded by a window. An all-nodata scene is refused inside the writer, so nothing is left.
+    """
+    s, o = job.rescaling
+    valid_pixels = negatives = 0
+    with prepared_writer(
+        out_path, grid.crs, grid.transform, job.bands, (grid.height, grid.width), tags, CLASS_LABELS
+    ) as write:
+        for row, col, block in grid_windows(grid, window_pixels):
+            dn, quality, invalid = job.reader.read(block, job.layout)
+            reflectance = rescale_in_place(dn, s, o)
+            # invalid pixels are NaN in every band, and NaN compares false: count without a masked copy
+            negatives += int(np.count_nonzero(reflectance < -0.05))
+            valid_pixels += int(invalid.size - np.count_nonzero(invalid))
+            write(row, col, reflectance, scene_surfaces(reflectance, job.bands, job.thresholds, quality))
+        if valid_pixels == 0:
+            raise OutcropError(f"{source}: empty scene: every pixel is nodata")
+        job.reader.log_times()
+    return negatives, valid_pixels
+
+
+def _warn_negative_reflectance(scene_id: str, negatives: int, values: int, log: Callable[[str], None]) -> None:
+    """Warn when over 1% of the valid values are below -0.05: the sign of a wrong offset, not of dark ground."""
+    negative = negatives / max(1, values)
+    if negative > 0.01:
+        log(
+            f"{scene_id}: warning: {negative:.1%} of values below -0.05 reflectance; "
+            f"check the sensor's offset (give offset=… if the product predates its baseline)"
+        )
+
+
 def prepare_scene(
     source: str,
     sensor: str,
@@ -635,16 +754,8 @@ def prepare_scene(
     )
 
     files = find_scene_files(source, spec, bands, declared_bands)
-    acquired, acquired_from = product_date(
-        sheet=date,
-        mtl=files.mtl,
-        mtd=files.metadata_text,
-        stamped=files.stamped,
-        names=[files.product_name, source, *(b.path for b in files.bands)],
-    )
-    paths = list(dict.fromkeys([b.path for b in files.bands] + ([files.quality[1]] if files.quality else [])))
-    meta = _raster_headers(paths)
-    _check_consistent(files, meta, source)
+    acquired, acquired_from = _acquisition_date(files, source, date)
+    paths, meta = _checked_headers(files, source)
     grid = grid_for([(m["crs"], m["bounds"]) for m in meta.values()], crs, resolution, origin)
     log(
         f"{scene_id}: {len(bands)} band(s) from {source} onto a {grid.width}x{grid.height} grid "
@@ -658,31 +769,7 @@ def prepare_scene(
         if collar:
             reader.find_collars()
         layout = reader.quality_layout(grid)
-
-        def whole_scene() -> np.ndarray:
-            """The scene's stored numbers at once, for the rescaling rules that need all of them."""
-            check_memory(
-                len(bands) * grid.height * grid.width * 4,
-                source,
-                "to rescale it from its own statistics (give scale and offset to avoid this)",
-            )
-            dn, _, _ = reader.read(grid, layout)
-            return dn
-
-        def coarse_scene() -> np.ndarray:
-            """The scene's stored numbers on a grid at most SAMPLE_SIDE px a side (area averages)."""
-            return reader.read(coarse_grid(grid), layout)[0]
-
-        s, o, how = _rescaling(
-            spec,
-            files,
-            whole_scene,
-            [meta[b.path]["dtype"] for b in files.bands],
-            scale,
-            offset,
-            _centre_lonlat(meta[files.bands[0].path]),
-            coarse_scene,
-        )
+        s, o, how = _scene_rescaling(reader, layout, grid, spec, files, meta, source, (scale, offset))
         log(f"{scene_id}: radiometry: {how}")
         log(
             f"{scene_id}: acquired {acquired} (from {acquired_from})"
@@ -690,32 +777,12 @@ def prepare_scene(
             else f"{scene_id}: acquisition date unknown (no sheet date, product metadata or dated name)"
         )
         t0 = time.perf_counter()
-        valid_pixels = negatives = 0
         tags = {"scene": scene_id, "sensor": spec.name, "radiometry": how}
         if acquired:
             tags[DATE_TAG] = acquired
-        with prepared_writer(
-            out_path, grid.crs, grid.transform, bands, (grid.height, grid.width), tags, CLASS_LABELS
-        ) as write:
-            for row, col, block in grid_windows(grid, window_pixels):
-                dn, quality, invalid = reader.read(block, layout)
-                reflectance = dn
-                for i in range(len(bands)):
-                    reflectance[i] *= np.float32(s[i])
-                    reflectance[i] += np.float32(o[i])
-                # invalid pixels are NaN in every band, and NaN compares false: count without a masked copy
-                negatives += int(np.count_nonzero(reflectance < -0.05))
-                valid_pixels += int(invalid.size - np.count_nonzero(invalid))
-                write(row, col, reflectance, scene_surfaces(reflectance, bands, thresholds, quality))
-            if valid_pixels == 0:
-                raise OutcropError(f"{source}: empty scene: every pixel is nodata")
-            reader.log_times()
-    negative = negatives / max(1, len(bands) * valid_pixels)
-    if negative > 0.01:
-        log(
-            f"{scene_id}: warning: {negative:.1%} of values below -0.05 reflectance; "
-            f"check the sensor's offset (give offset=… if the product predates its baseline)"
-        )
+        window = _WindowJob(reader, layout, bands, (s, o), thresholds)
+        negatives, valid_pixels = _write_windows(window, grid, out_path, tags, window_pixels, source)
+    _warn_negative_reflectance(scene_id, negatives, len(bands) * valid_pixels, log)
     log(f"{scene_id}: wrote {out_path} in {time.perf_counter() - t0:.1f}s (total {time.perf_counter() - t_start:.1f}s)")
 
 

@@ -280,6 +280,214 @@ class Clustering:
         return f"k{len(self.sizes)}"
 
 
+def _check_k_values(kmax: int, cuts: Sequence[int], n_tiles: int) -> None:
+    """Refuse a largest k above the indexed tiles, or a hierarchy cut above that k, before any training starts."""
+    if kmax > n_tiles:
+        raise OutcropError(f"clusters: k={kmax} is more than the {n_tiles} indexed tiles")
+    if cuts and cuts[-1] > kmax:
+        raise OutcropError(f"clusters: hierarchy cut {cuts[-1]} is more than the largest k ({kmax})")
+
+
+def _new_tile_drift(
+    source: VectorSource, kept: dict[int, np.ndarray], distances: dict[str, float], new_mask: np.ndarray
+) -> float | None:
+    """How far the new tiles sit from the kept finest centroids, as a multiple of the training distance.
+
+    None when no tile is new. Above ``clusters.drift_max`` the coast has changed enough that the kept
+    centroids no longer describe it, and the caller retrains.
+    """
+    kk = max(kept)
+    _, sims = assign_stream(source, kept[kk])
+    if not new_mask.any():
+        return None
+    return float(np.mean(1.0 - sims[new_mask])) / max(distances[f"k{kk}"], 1e-12)
+
+
+def _train_level(
+    source: VectorSource, sample_vectors: np.ndarray, k: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train k centroids on the sample, assign every tile, and number clusters by size (0 the largest).
+
+    Returns (labels, similarities, centroids). Numbering by size keeps cluster 0 the commonest ground
+    at every k, so maps and tables read the same way from run to run.
+    """
+    if k > len(sample_vectors):
+        raise OutcropError(f"clusters: k={k} is more than the {len(sample_vectors)} sampled tiles (clusters.sample)")
+    centroids = train_centroids(sample_vectors, k, seed=seed)
+    labels, sims = assign_stream(source, centroids)
+    order = size_order(np.bincount(labels, minlength=k))
+    rank = np.empty(k, dtype=np.int64)
+    rank[order] = np.arange(k)
+    return rank[labels], sims, centroids[order]
+
+
+def _check_no_empty_cluster(labels: np.ndarray, k: int, n_tiles: int) -> None:
+    """Refuse a k that leaves clusters without a tile: an empty cluster has no centroid to map or explain."""
+    empty = k - len(np.unique(labels))
+    if empty:
+        # Fewer distinct tiles than k (identical snow or sea tiles): some clusters get no tile.
+        raise OutcropError(
+            f"clusters: k={k} leaves {empty} cluster(s) empty: the {n_tiles} indexed tiles "
+            f"hold fewer than {k} distinct groups; give smaller values of clusters.k"
+        )
+
+
+def clusters_table(table: Any, levels: dict[str, np.ndarray]) -> Any:
+    """The clusters GeoDataFrame: each indexed tile's identity, its label at every level, fractions, footprint."""
+    out = table[["id", "scene", "tile_id", "row", "col", "size"]].copy()
+    for name, labels in levels.items():
+        out[name] = labels.astype(np.int64)
+    for col in FRACTIONS:
+        out[col] = table[col].to_numpy()
+    return out.set_geometry(table.geometry.values, crs=table.crs)
+
+
+def spectrum_sample(n_tiles: int, sample: int, seed: int) -> np.ndarray:
+    """The sorted, seeded rows whose pixels give the per-cluster band means.
+
+    A sample, not every tile: reading every indexed tile's pixels (10 million tiles: 290 GB) each time
+    a scene is added would cost the whole coast, for a table of per-cluster means.
+    """
+    return np.sort(np.random.default_rng(seed).choice(n_tiles, min(sample, n_tiles), replace=False))
+
+
+def _k_values(ks: Sequence[int], cuts: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The distinct values of k and of the hierarchy cuts, ascending, so the last k is the finest level."""
+    ks_sorted = sorted({int(k) for k in ks})
+    if not ks_sorted:
+        raise OutcropError("clusters: no k given")
+    return ks_sorted, sorted({int(c) for c in cuts})
+
+
+def _fit_levels(
+    source: VectorSource,
+    ks: Sequence[int],
+    kept: dict[int, np.ndarray],
+    distances: dict[str, float],
+    drift: float | None,
+    sample: int,
+    seed: int,
+    n_tiles: int,
+    log: Callable[[str], Any],
+) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray], np.ndarray]:
+    """Label every tile at each k (ascending): with the kept centroids where there are some, else trained anew.
+
+    Returns the labels by level name (``k{k}``), the centroids by k and the similarities at the last
+    (finest) k. ``distances`` gains the mean training distance of each k trained here, which the next
+    run's drift is measured against. The sample is read once, and only if some k is trained.
+    """
+    levels: dict[str, np.ndarray] = {}
+    cents: dict[int, np.ndarray] = {}
+    sample_vectors: np.ndarray | None = None
+    for k in ks:
+        if k in kept:
+            centroids = kept[k]
+            labels, sims = assign_stream(source, centroids)
+            log(
+                f"k-means k={k}: kept centroids, {n_tiles} tiles assigned"
+                + (f" (drift {drift:.3f})" if drift is not None else "")
+            )
+        else:
+            if sample_vectors is None:
+                _, sample_vectors = source.sample(sample, seed)
+            labels, sims, centroids = _train_level(source, sample_vectors, k, seed)
+            distances[f"k{k}"] = float(np.mean(1.0 - sims))
+        _check_no_empty_cluster(labels, k, n_tiles)
+        levels[f"k{k}"] = labels
+        cents[k] = centroids
+        log(f"k-means k={k}: cluster sizes {np.bincount(labels, minlength=k).tolist()[:12]}{'…' if k > 12 else ''}")
+    return levels, cents, sims
+
+
+def _add_hierarchy(
+    levels: dict[str, np.ndarray], centroids: np.ndarray, kmax: int, cuts: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ward linkage over the finest centroids (weighted by size), and a level ``h{c}`` in ``levels`` per cut.
+
+    Returns (cluster sizes at the finest k, linkage). Cutting the linkage of centroids, not of tiles,
+    keeps the hierarchy's cost independent of the number of tiles.
+    """
+    finest = levels[f"k{kmax}"]
+    sizes = np.bincount(finest, minlength=kmax)
+    linkage = weighted_ward(centroids, sizes)
+    for c in cuts:
+        levels[f"h{c}"] = cut_hierarchy(linkage, kmax, c)[finest]
+    return sizes, linkage
+
+
+def _prior_state(
+    state_dir: Path | None, scenes: np.ndarray, embeddings_of: Callable[[str], Path]
+) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, str]]:
+    """The kept clustering state (None without ``state_dir``), its file cache and the digest of each scene's embeddings.
+
+    A kept scene's embeddings keep their size and mtime: their digest comes from the state, unread,
+    so adding a scene does not re-read the whole coast's embeddings.
+    """
+    from outcrop.search import incremental
+
+    prior = incremental.read_state(Path(state_dir) / "state.json") if state_dir is not None else None
+    files = incremental.file_cache(prior)
+    digests = (
+        {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
+    )
+    return prior, files, digests
+
+
+def _write_tables(
+    table: Any,
+    levels: dict[str, np.ndarray],
+    tiles_paths: Sequence[Path],
+    prepared_paths: Sequence[Path],
+    outputs: tuple[Path, Path, Path],
+    sample: int,
+    seed: int,
+) -> list[str]:
+    """Write the clusters table (GeoParquet and GeoPackage) and the per-cluster summary; return the band names.
+
+    ``outputs`` is (parquet, gpkg, summary). The summary's band means come from a seeded sample of
+    tiles (:func:`spectrum_sample`).
+    """
+    out_parquet, out_gpkg, out_summary = outputs
+    out = clusters_table(table, levels)
+    write_geodataframe(out_parquet, out)
+    write_geodataframe(out_gpkg, out, layer="clusters")
+    spectrum_rows = spectrum_sample(len(table), sample, seed)
+    bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths, spectrum_rows)
+    _write_summary(out_summary, levels, spectra, spectrum_rows, bands, table)
+    return bands
+
+
+def _embeddings_lookup(embedding_paths: Sequence[Path]) -> Callable[[str], Path]:
+    """Scene name -> its embeddings file, refusing (by name) a scene the index holds but no file was given for."""
+    by_scene = {scene_of(p): Path(p) for p in embedding_paths}
+
+    def embeddings_of(scene: str) -> Path:
+        if scene not in by_scene:
+            raise OutcropError(f"index has tiles of scene {scene!r} but no embeddings/{scene}.npy was given")
+        return by_scene[scene]
+
+    return embeddings_of
+
+
+def _keep_unless_drifted(
+    source: VectorSource,
+    kept: dict[int, np.ndarray],
+    distances: dict[str, float],
+    new_mask: np.ndarray,
+    drift_max: float,
+    log: Callable[[str], Any],
+) -> tuple[dict[int, np.ndarray], dict[str, float], float | None]:
+    """The kept centroids and training distances, or none of them when the new tiles drift past ``drift_max``.
+
+    Returns (kept, distances, drift); emptied kept centroids make every k train anew.
+    """
+    drift = _new_tile_drift(source, kept, distances, new_mask)
+    if drift is not None and drift > drift_max:
+        log(f"drift {drift:.3f} of the new tiles passes clusters.drift_max {drift_max}: retraining")
+        return {}, {}, drift
+    return kept, distances, drift
+
+
 def cluster_tiles(
     index_table: Path,
     embedding_paths: Sequence[Path],
@@ -314,108 +522,34 @@ def cluster_tiles(
     """
     from outcrop.search import incremental
 
-    ks = sorted({int(k) for k in ks})
-    cuts = sorted({int(c) for c in cuts})
-    if not ks:
-        raise OutcropError("clusters: no k given")
+    ks, cuts = _k_values(ks, cuts)
     if not (len(embedding_paths) == len(tiles_paths) == len(prepared_paths)):
         raise OutcropError("clusters: embeddings, tiles and prepared scenes must be given per scene, aligned")
     table = read_geoparquet(index_table)
-    by_scene = {scene_of(p): Path(p) for p in embedding_paths}
-
-    def embeddings_of(scene: str) -> Path:
-        if scene not in by_scene:
-            raise OutcropError(f"index has tiles of scene {scene!r} but no embeddings/{scene}.npy was given")
-        return by_scene[scene]
-
+    embeddings_of = _embeddings_lookup(embedding_paths)
     scenes = table["scene"].astype(str).to_numpy()
     source = table_source(scenes, table["tile_id"].to_numpy(), embeddings_of)
     kmax = ks[-1]
-    if kmax > len(table):
-        raise OutcropError(f"clusters: k={kmax} is more than the {len(table)} indexed tiles")
-    if cuts and cuts[-1] > kmax:
-        raise OutcropError(f"clusters: hierarchy cut {cuts[-1]} is more than the largest k ({kmax})")
+    _check_k_values(kmax, cuts, len(table))
     kept: dict[int, np.ndarray] = {}
     state: dict[str, Any] = {}
-    prior = incremental.read_state(Path(state_dir) / "state.json") if state_dir is not None else None
-    # A kept scene's embeddings keep their size and mtime: their digest comes from the state, unread.
-    files = incremental.file_cache(prior)
-    digests = (
-        {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
-    )
+    prior, files, digests = _prior_state(state_dir, scenes, embeddings_of)
     settings = {"seed": seed, "sample": sample, "dim": source.dim}
     if state_dir is not None and not retrain:
         kept, state, new_scenes = incremental.kept_centroids(Path(state_dir), prior, digests, settings, ks, log)
     elif retrain:
         log("retraining the centroids, as asked (clusters.retrain)")
-    levels: dict[str, np.ndarray] = {}
-    cents: dict[int, np.ndarray] = {}
     distances: dict[str, float] = dict(state.get("train_distance", {})) if kept else {}
     drift = None
     if kept:
-        new_mask = np.isin(scenes, new_scenes)
-        kk = max(kept)
-        labels, sims = assign_stream(source, kept[kk])
-        if new_mask.any():
-            drift = float(np.mean(1.0 - sims[new_mask])) / max(distances[f"k{kk}"], 1e-12)
-            if drift > drift_max:
-                log(f"drift {drift:.3f} of the new tiles passes clusters.drift_max {drift_max}: retraining")
-                kept, distances = {}, {}
-    sample_vectors: np.ndarray | None = None
-    for k in ks:
-        if k in kept:
-            centroids = kept[k]
-            labels, sims = assign_stream(source, centroids)
-            log(
-                f"k-means k={k}: kept centroids, {len(table)} tiles assigned"
-                + (f" (drift {drift:.3f})" if drift is not None else "")
-            )
-        else:
-            if sample_vectors is None:
-                _, sample_vectors = source.sample(sample, seed)
-            if k > len(sample_vectors):
-                raise OutcropError(
-                    f"clusters: k={k} is more than the {len(sample_vectors)} sampled tiles (clusters.sample)"
-                )
-            centroids = train_centroids(sample_vectors, k, seed=seed)
-            labels, sims = assign_stream(source, centroids)
-            order = size_order(np.bincount(labels, minlength=k))
-            rank = np.empty(k, dtype=np.int64)
-            rank[order] = np.arange(k)
-            labels, centroids = rank[labels], centroids[order]
-            distances[f"k{k}"] = float(np.mean(1.0 - sims))
-        empty = k - len(np.unique(labels))
-        if empty:
-            # Fewer distinct tiles than k (identical snow or sea tiles): some clusters get no tile.
-            raise OutcropError(
-                f"clusters: k={k} leaves {empty} cluster(s) empty: the {len(table)} indexed tiles "
-                f"hold fewer than {k} distinct groups; give smaller values of clusters.k"
-            )
-        levels[f"k{k}"] = labels
-        cents[k] = centroids
-        log(f"k-means k={k}: cluster sizes {np.bincount(labels, minlength=k).tolist()[:12]}{'…' if k > 12 else ''}")
+        kept, distances, drift = _keep_unless_drifted(
+            source, kept, distances, np.isin(scenes, new_scenes), drift_max, log
+        )
+    levels, cents, finest_sims = _fit_levels(source, ks, kept, distances, drift, sample, seed, len(table), log)
     centroids = cents[kmax]
-    finest_sims = sims
-    finest = levels[f"k{kmax}"]
-    sizes = np.bincount(finest, minlength=kmax)
-    linkage = weighted_ward(centroids, sizes)
-    for c in cuts:
-        levels[f"h{c}"] = cut_hierarchy(linkage, kmax, c)[finest]
-
-    out = table[["id", "scene", "tile_id", "row", "col", "size"]].copy()
-    for name, labels in levels.items():
-        out[name] = labels.astype(np.int64)
-    for col in FRACTIONS:
-        out[col] = table[col].to_numpy()
-    out = out.set_geometry(table.geometry.values, crs=table.crs)
-    write_geodataframe(out_parquet, out)
-    write_geodataframe(out_gpkg, out, layer="clusters")
-
-    # Band means from a seeded sample: reading every indexed tile's pixels (10 million tiles: 290 GB)
-    # each time a scene is added would cost the whole coast, for a table of per-cluster means.
-    spectrum_rows = np.sort(np.random.default_rng(seed).choice(len(table), min(sample, len(table)), replace=False))
-    bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths, spectrum_rows)
-    _write_summary(out_summary, levels, spectra, spectrum_rows, bands, table)
+    sizes, linkage = _add_hierarchy(levels, centroids, kmax, cuts)
+    outputs = (out_parquet, out_gpkg, out_summary)
+    bands = _write_tables(table, levels, tiles_paths, prepared_paths, outputs, sample, seed)
     clustering = Clustering(
         table, levels, finest_sims, centroids, linkage, sizes, cuts, bands, table_layout(Path(index_table), table)
     )

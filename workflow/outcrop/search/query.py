@@ -9,6 +9,7 @@ own); only a query by an arbitrary vector file (``--geometry``) needs geopandas 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,124 @@ def _tile_ids(tile: str, table: IndexTable) -> np.ndarray:
     return hit
 
 
+def _check_query_args(lon: float | None, lat: float | None, tile: str | None, geometry: Path | None) -> None:
+    """Refuse anything but exactly one query (lon and lat together, a tile or a geometry), and out-of-range degrees."""
+    given = [lon is not None or lat is not None, tile is not None, geometry is not None]
+    if sum(given) != 1 or (given[0] and (lon is None or lat is None)):
+        raise OutcropError("query: give exactly one of --lon/--lat (both), --tile or --geometry")
+    if lat is not None and not -90 <= lat <= 90:
+        raise OutcropError(f"query: --lat {lat:g}: latitude out of range (-90 to 90 degrees)")
+    if lon is not None and not -180 <= lon <= 180:
+        raise OutcropError(f"query: --lon {lon:g}: longitude out of range (-180 to 180 degrees)")
+
+
+def _open_index(run: Layout) -> tuple[IndexTable, Any]:
+    """The run's index table (its footer only) and its FAISS index (mapped), refused unless they match.
+
+    Rows are read later by position, tile statistics or row-group bounds, as needed, so opening costs
+    the footer and the index header, not the collection.
+    """
+    from outcrop.search.faiss_file import read_index
+
+    index_path = Path(run.index)
+    table_path = Path(run.index_table)
+    table = IndexTable.open(table_path)
+    if not index_path.exists():
+        raise OutcropError(f"{index_path}: file not found")
+    index = read_index(index_path, mapped=True)  # its header's claims checked against the file first
+    if index.ntotal != table.count:
+        raise OutcropError(
+            f"{index_path} holds {index.ntotal} vectors but {table_path} has {table.count} rows; "
+            "they come from different builds"
+        )
+    return table, index
+
+
+def _query_ids(
+    table: IndexTable,
+    to_run: Any,
+    lon: float | None,
+    lat: float | None,
+    tile: str | None,
+    geometry: Path | None,
+) -> np.ndarray:
+    """The sorted table rows of the query's tiles: the tile named, or those meeting the geometry or the point."""
+    import shapely
+
+    if tile is not None:
+        ids = _tile_ids(tile, table)
+    elif geometry is not None:
+        from outcrop.search.analogues import read_deposits
+
+        shapes = read_deposits(geometry, table.crs).geometry.to_numpy()
+        ids = table.meeting(shapely.union_all(shapes))
+        if len(ids) == 0:
+            raise OutcropError(f"{geometry}: meets no indexed tile")
+    else:
+        x, y = to_run.transform(lon, lat)
+        ids = table.meeting(shapely.Point(x, y))
+        if len(ids) == 0:
+            raise OutcropError(f"lon {lon}, lat {lat}: meets no indexed tile")
+    return np.sort(ids)
+
+
+def mean_query(vectors: np.ndarray, dim: int, where: Any) -> np.ndarray:
+    """The unit mean of the query tiles' vectors, (1, dim) float32, refused when ``dim`` is not the index's.
+
+    ``where`` names the embeddings in the error: a dimension mismatch means the index predates them.
+    """
+    query = vectors.mean(axis=0, keepdims=True)
+    if query.shape[1] != dim:
+        raise OutcropError(
+            f"{where}: embeddings have dimension {query.shape[1]} but the index has {dim}; rebuild the index"
+        )
+    query /= np.linalg.norm(query) or 1.0
+    return np.ascontiguousarray(query, dtype=np.float32)
+
+
+def _nearest_apart(
+    index: Any, query: np.ndarray, near: np.ndarray, top: int, vectors_of: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``top`` best (rows, scores) from the index, leaving out the rows in ``near``.
+
+    Asks for ``top + len(near)`` so that the left-out rows cannot shorten the answer. Compressed codes
+    rank approximately: their best candidates are re-ranked on exact vectors.
+    """
+    from outcrop.search.vectors import is_quantised, rerank, rerank_count, unit_rows
+
+    k = int(min(index.ntotal, top + len(near)))
+    if is_quantised(index):
+        _, candidates = index.search(query, rerank_count(k, index.ntotal))
+        score, found = rerank(query, candidates, lambda wanted: unit_rows(vectors_of(wanted)), k)
+    else:
+        score, found = index.search(query, k)
+    keep = (found[0] >= 0) & ~np.isin(found[0], near)
+    return found[0][keep][:top], score[0][keep][:top]
+
+
+def _answer_columns(
+    table: IndexTable, found: np.ndarray, score: np.ndarray, origin: Any, to_run: Any
+) -> dict[str, np.ndarray]:
+    """The answer as columns ``COLUMNS``: rank, score, tile, and each tile's centre (lon/lat, km from the query)."""
+    import shapely
+
+    answers = table.rows(found)
+    centres = shapely.centroid(answers.footprints)
+    cx, cy = shapely.get_x(centres), shapely.get_y(centres)
+    centre = shapely.centroid(origin)
+    lons, lats = to_run.transform(cx, cy, direction="INVERSE")
+    return {
+        "rank": np.arange(1, len(found) + 1, dtype=np.int64),
+        "score": score.astype(np.float64),
+        "scene": answers.scenes,
+        "tile_id": answers.tile_ids,
+        "id": found.astype(np.int64),
+        "distance_km": np.hypot(cx - shapely.get_x(centre), cy - shapely.get_y(centre)) / 1000.0,
+        "lon": np.asarray(lons, dtype=np.float64),
+        "lat": np.asarray(lats, dtype=np.float64),
+    }
+
+
 def query_columns(
     results_dir: Path,
     *,
@@ -54,90 +173,24 @@ def query_columns(
     import shapely
     from pyproj import Transformer
 
-    from outcrop.search.faiss_file import read_index
-    from outcrop.search.vectors import is_quantised, rerank, rerank_count, unit_rows
-
-    given = [lon is not None or lat is not None, tile is not None, geometry is not None]
-    if sum(given) != 1 or (given[0] and (lon is None or lat is None)):
-        raise OutcropError("query: give exactly one of --lon/--lat (both), --tile or --geometry")
-    if lat is not None and not -90 <= lat <= 90:
-        raise OutcropError(f"query: --lat {lat:g}: latitude out of range (-90 to 90 degrees)")
-    if lon is not None and not -180 <= lon <= 180:
-        raise OutcropError(f"query: --lon {lon:g}: longitude out of range (-180 to 180 degrees)")
+    _check_query_args(lon, lat, tile, geometry)
     run = Layout(Path(results_dir))
-    index_path = Path(run.index)
     table_path = Path(run.index_table)
-    # The footer only: rows are read by position, tile statistics or row-group bounds, as needed.
-    table = IndexTable.open(table_path)
-    crs = table.crs
-    if not index_path.exists():
-        raise OutcropError(f"{index_path}: file not found")
-    index = read_index(index_path, mapped=True)  # its header's claims checked against the file first
-    if index.ntotal != table.count:
-        raise OutcropError(
-            f"{index_path} holds {index.ntotal} vectors but {table_path} has {table.count} rows; "
-            "they come from different builds"
-        )
-
-    to_run = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    if tile is not None:
-        ids = _tile_ids(tile, table)
-    elif geometry is not None:
-        from outcrop.search.analogues import read_deposits
-
-        shapes = read_deposits(geometry, crs).geometry.to_numpy()
-        ids = table.meeting(shapely.union_all(shapes))
-        if len(ids) == 0:
-            raise OutcropError(f"{geometry}: meets no indexed tile")
-    else:
-        x, y = to_run.transform(lon, lat)
-        ids = table.meeting(shapely.Point(x, y))
-        if len(ids) == 0:
-            raise OutcropError(f"lon {lon}, lat {lat}: meets no indexed tile")
-    ids = np.sort(ids)
+    table, index = _open_index(run)
+    to_run = Transformer.from_crs("EPSG:4326", table.crs, always_xy=True)
+    ids = _query_ids(table, to_run, lon, lat, tile, geometry)
     chosen = table.rows(ids)
 
     def vectors_of(wanted: np.ndarray) -> np.ndarray:
         rows = chosen if wanted is ids else table.rows(wanted, geometry=False)
         return _embedding_rows(run, table_path, rows.scenes, rows.tile_ids)
 
-    query = vectors_of(ids).mean(axis=0, keepdims=True)
-    if query.shape[1] != index.d:
-        raise OutcropError(
-            f"{run.embeddings_folder}: embeddings have dimension {query.shape[1]} but the "
-            f"index has {index.d}; rebuild the index"
-        )
-    query /= np.linalg.norm(query) or 1.0
-
+    query = mean_query(vectors_of(ids), index.d, run.embeddings_folder)
     # The query tiles and those sharing ground with them (touching edges is not sharing).
     origin = shapely.union_all(chosen.footprints)
     near = np.union1d(table.meeting(origin, area=True), ids)
-    k = int(min(index.ntotal, top + len(near)))
-    query = np.ascontiguousarray(query, dtype=np.float32)
-    if is_quantised(index):
-        # Compressed codes rank approximately: re-rank their best candidates on exact vectors.
-        _, candidates = index.search(query, rerank_count(k, index.ntotal))
-        score, found = rerank(query, candidates, lambda wanted: unit_rows(vectors_of(wanted)), k)
-    else:
-        score, found = index.search(query, k)
-    keep = (found[0] >= 0) & ~np.isin(found[0], near)
-    found, score = found[0][keep][:top], score[0][keep][:top]
-
-    answers = table.rows(found)
-    centres = shapely.centroid(answers.footprints)
-    cx, cy = shapely.get_x(centres), shapely.get_y(centres)
-    centre = shapely.centroid(origin)
-    lons, lats = to_run.transform(cx, cy, direction="INVERSE")
-    return {
-        "rank": np.arange(1, len(found) + 1, dtype=np.int64),
-        "score": score.astype(np.float64),
-        "scene": answers.scenes,
-        "tile_id": answers.tile_ids,
-        "id": found.astype(np.int64),
-        "distance_km": np.hypot(cx - shapely.get_x(centre), cy - shapely.get_y(centre)) / 1000.0,
-        "lon": np.asarray(lons, dtype=np.float64),
-        "lat": np.asarray(lats, dtype=np.float64),
-    }
+    found, score = _nearest_apart(index, query, near, top, vectors_of)
+    return _answer_columns(table, found, score, origin, to_run)
 
 
 def _embedding_rows(run: Layout, table_path: Path, scenes: np.ndarray, tile_ids: np.ndarray) -> np.ndarray:

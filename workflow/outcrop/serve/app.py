@@ -122,31 +122,102 @@ class Searches:
             return self._kept.get(key)
 
 
-def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, hosts: set[str], log: Any = print) -> Any:
-    """The Flask application over an opened run, its marks file and its rendered page.
-
-    ``deposits``: the run's known deposits (GeoDataFrame in the run's CRS, or None); ``hosts``: the
-    Host header values to answer (:func:`allowed_hosts`), which the caller may fill once the port is known.
-    """
-    from flask import Flask, Response, jsonify, request
-    from flask.json.provider import DefaultJSONProvider
-    from werkzeug.exceptions import HTTPException
-
-    app = Flask("outcrop.serve", static_folder=None)  # no static route: no file is ever served
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own provider, which sorts keys unless told
-    app.json.sort_keys = False
-    searches = Searches()
-    csp = (
+def content_security_policy(page: str) -> str:
+    """The page's Content-Security-Policy: only its own inline scripts (by hash) run, nothing loads from elsewhere."""
+    return (
         "default-src 'none'; script-src " + " ".join(script_hashes(page)) + "; style-src 'unsafe-inline'; "
         "img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
-    page_bytes = page.encode("utf-8")
 
-    def refuse(message: str, status: int) -> Any:
-        response = jsonify({"error": message})
-        response.status_code = status
-        return response
+
+def refuse(message: str, status: int) -> Any:
+    """The one shape every refusal takes, ``{"error": message}`` with a 4xx/5xx status, so the page shows one line."""
+    from flask import jsonify
+
+    response = jsonify({"error": message})
+    response.status_code = status
+    return response
+
+
+def request_body() -> Any:
+    """The current request's JSON body ({} when it has none), refused unless it is JSON: no form can post here."""
+    from flask import request
+
+    if not request.content_length and not request.data:
+        return {}
+    if request.mimetype != "application/json":
+        raise RequestError("a request body must be JSON (Content-Type: application/json)", 415)
+    value = request.get_json(silent=True)
+    if value is None:
+        raise RequestError("the request body is not valid JSON")
+    return value
+
+
+def place_of(run: ServedRun, value: Any, name: str) -> Place:
+    """A clicked point (lon, lat) as a :class:`Place` in the run's CRS, refused when it falls outside that CRS."""
+    lon, lat = checks.lon_lat(value, name)
+    x, y = run.project(np.array([lon]), np.array([lat]))
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise RequestError(f"{name}: lon {lon:g}, lat {lat:g} is outside the run's coordinate system")
+    import shapely
+
+    return Place(f"place {lat:.4f}, {lon:.4f}", shapely.Point(float(x[0]), float(y[0])))
+
+
+def polygon_of(run: ServedRun, value: Any, name: str) -> Place:
+    """A drawn polygon as a :class:`Place`, refused when it selects more tiles than a query may (bounded work)."""
+    shape = checks.polygon_in_run(checks.ring(value, name), run.project, name)
+    selected = run.table.sindex.query(shape, predicate="intersects")
+    if len(selected) > MAX_QUERY_TILES:
+        raise RequestError(f"{name}: selects {len(selected)} tiles; at most {MAX_QUERY_TILES}")
+    c = shape.centroid
+    lon, lat = run.unproject(c.x, c.y)
+    return Place(f"polygon at {lat:.4f}, {lon:.4f}", shape)
+
+
+def marks_state(marks: MarksFile, run: ServedRun) -> Any:
+    """The marks as the page shows them (counts, undo, file, features): every marks route answers with this."""
+    from flask import jsonify
+
+    current, can_undo = marks.snapshot()
+    return jsonify(
+        {
+            "positives": sum(m.kind == "positive" for m in current),
+            "negatives": sum(m.kind == "negative" for m in current),
+            "undo": can_undo,
+            "file": str(marks.path),
+            "marks": mark_features(current, run),
+        }
+    )
+
+
+def marks_from_request(req: dict[str, Any], run: ServedRun, deposits: Any) -> list[Mark]:
+    """The marks one checked ``POST /api/marks`` body asks for: a place, a polygon, a result tile or all deposits."""
+    kind = checks.choice(req.get("mark"), "mark", KINDS)
+    given = [k for k in ("place", "polygon", "tile", "deposits") if k in req]
+    if len(given) != 1:
+        raise RequestError("give exactly one of place, polygon, tile (an index id) or deposits (true)")
+    name = checks.text(req["name"], "name") if "name" in req else ""
+    what = given[0]
+    if what == "deposits":
+        if req["deposits"] is not True:
+            raise RequestError("deposits: expected true")
+        if deposits is None or len(deposits) == 0:
+            raise RequestError("this run has no known deposits (start the server with --deposits)", 409)
+        return [Mark(kind, str(n), "deposit", g) for n, g in zip(deposits["name"], deposits.geometry)]
+    if what == "tile":
+        tile = checks.integer(req["tile"], "tile", 0, run.count - 1)
+        scene = str(run.scene_names[run.scene_of[tile]])
+        tile_id = int(run.tile_ids[tile])
+        return [Mark(kind, name or f"{scene}:{tile_id}", "result", run.table.geometry.values[tile], scene, tile_id)]
+    place = place_of(run, req["place"], "place") if what == "place" else polygon_of(run, req["polygon"], "polygon")
+    return [Mark(kind, name or place.name, what, place.geometry)]
+
+
+def register_guards(app: Any, hosts: set[str], csp: str, log: Any) -> None:
+    """The guards every request meets (Host, origin, JSON bodies), the security headers and the JSON error handlers."""
+    from flask import request
+    from werkzeug.exceptions import HTTPException
 
     @app.before_request
     def guard() -> Any:
@@ -192,48 +263,12 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
         log("serve: unexpected error:\n" + "".join(traceback.format_exception(exc)))
         return refuse("internal error (the server's log has the details)", 500)
 
-    def body() -> Any:
-        if not request.content_length and not request.data:
-            return {}
-        if request.mimetype != "application/json":
-            raise RequestError("a request body must be JSON (Content-Type: application/json)", 415)
-        value = request.get_json(silent=True)
-        if value is None:
-            raise RequestError("the request body is not valid JSON")
-        return value
 
-    def place_of(value: Any, name: str) -> Place:
-        lon, lat = checks.lon_lat(value, name)
-        x, y = run.project(np.array([lon]), np.array([lat]))
-        if not (np.isfinite(x).all() and np.isfinite(y).all()):
-            raise RequestError(f"{name}: lon {lon:g}, lat {lat:g} is outside the run's coordinate system")
-        import shapely
+def register_run_routes(app: Any, run: ServedRun, marks: MarksFile, page: str, deposits: Any) -> None:
+    """``/`` (the rendered page, as bytes made once) and ``/api/run`` (what the page shows about the run)."""
+    from flask import Response, jsonify
 
-        return Place(f"place {lat:.4f}, {lon:.4f}", shapely.Point(float(x[0]), float(y[0])))
-
-    def polygon_of(value: Any, name: str) -> Place:
-        shape = checks.polygon_in_run(checks.ring(value, name), run.project, name)
-        selected = run.table.sindex.query(shape, predicate="intersects")
-        if len(selected) > MAX_QUERY_TILES:
-            raise RequestError(f"{name}: selects {len(selected)} tiles; at most {MAX_QUERY_TILES}")
-        c = shape.centroid
-        lon, lat = run.unproject(c.x, c.y)
-        return Place(f"polygon at {lat:.4f}, {lon:.4f}", shape)
-
-    def checked_places(places: list[Place]) -> None:
-        run.tiles_of(places)  # OutcropError (400) naming a place that meets no indexed tile
-
-    def marks_state() -> Any:
-        current, can_undo = marks.snapshot()
-        return jsonify(
-            {
-                "positives": sum(m.kind == "positive" for m in current),
-                "negatives": sum(m.kind == "negative" for m in current),
-                "undo": can_undo,
-                "file": str(marks.path),
-                "marks": mark_features(current, run),
-            }
-        )
+    page_bytes = page.encode("utf-8")
 
     @app.get("/")
     def index() -> Any:
@@ -257,16 +292,21 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
             }
         )
 
+
+def register_search_routes(app: Any, run: ServedRun, marks: MarksFile, searches: Searches) -> None:
+    """``/api/search`` (rank analogues of the marks and an optional place) and ``/api/export`` (a kept result)."""
+    from flask import Response, jsonify
+
     @app.post("/api/search")
     def search() -> Any:
-        req = checks.fields(body(), {"place", "polygon", "top"})
+        req = checks.fields(request_body(), {"place", "polygon", "top"})
         top = checks.integer(req.get("top", 10), "top", 1, MAX_TOP)
         if "place" in req and "polygon" in req:
             raise RequestError("give a place or a polygon, not both")
         extra = (
-            [place_of(req["place"], "place")]
+            [place_of(run, req["place"], "place")]
             if "place" in req
-            else [polygon_of(req["polygon"], "polygon")]
+            else [polygon_of(run, req["polygon"], "polygon")]
             if "polygon" in req
             else []
         )
@@ -299,47 +339,32 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
         response.headers["Content-Disposition"] = f'attachment; filename="analogues-{key}.{suffix}"'
         return response
 
+
+def register_mark_routes(app: Any, run: ServedRun, marks: MarksFile, deposits: Any) -> None:
+    """``/api/marks``: list, add, undo, clear and remove marks; each answers with the marks as they now stand."""
+
     @app.get("/api/marks")
     def list_marks() -> Any:
-        return marks_state()
+        return marks_state(marks, run)
 
     @app.post("/api/marks")
     def add_mark() -> Any:
-        req = checks.fields(body(), {"mark", "place", "polygon", "tile", "deposits", "name"})
-        kind = checks.choice(req.get("mark"), "mark", KINDS)
-        given = [k for k in ("place", "polygon", "tile", "deposits") if k in req]
-        if len(given) != 1:
-            raise RequestError("give exactly one of place, polygon, tile (an index id) or deposits (true)")
-        name = checks.text(req["name"], "name") if "name" in req else ""
-        what = given[0]
-        if what == "deposits":
-            if req["deposits"] is not True:
-                raise RequestError("deposits: expected true")
-            if deposits is None or len(deposits) == 0:
-                raise RequestError("this run has no known deposits (start the server with --deposits)", 409)
-            new = [Mark(kind, str(n), "deposit", g) for n, g in zip(deposits["name"], deposits.geometry)]
-        elif what == "tile":
-            tile = checks.integer(req["tile"], "tile", 0, run.count - 1)
-            scene = str(run.scene_names[run.scene_of[tile]])
-            tile_id = int(run.tile_ids[tile])
-            new = [Mark(kind, name or f"{scene}:{tile_id}", "result", run.table.geometry.values[tile], scene, tile_id)]
-        else:
-            place = place_of(req["place"], "place") if what == "place" else polygon_of(req["polygon"], "polygon")
-            new = [Mark(kind, name or place.name, what, place.geometry)]
-        checked_places([Place(m.name, m.geometry) for m in new])
+        req = checks.fields(request_body(), {"mark", "place", "polygon", "tile", "deposits", "name"})
+        new = marks_from_request(req, run, deposits)
+        run.tiles_of([Place(m.name, m.geometry) for m in new])  # OutcropError (400) naming a place that meets no tile
         marks.add(new)
-        return marks_state()
+        return marks_state(marks, run)
 
     @app.post("/api/marks/undo")
     def undo() -> Any:
         if not marks.undo():
             raise RequestError("nothing to undo", 409)
-        return marks_state()
+        return marks_state(marks, run)
 
     @app.post("/api/marks/clear")
     def clear() -> Any:
         marks.clear()
-        return marks_state()
+        return marks_state(marks, run)
 
     @app.delete("/api/marks/<int:seq>")
     def remove(seq: int) -> Any:
@@ -347,8 +372,26 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
             marks.remove(seq)
         except KeyError:
             raise RequestError(f"no mark {seq}", 404) from None
-        return marks_state()
+        return marks_state(marks, run)
 
+
+def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, hosts: set[str], log: Any = print) -> Any:
+    """The Flask application over an opened run, its marks file and its rendered page.
+
+    ``deposits``: the run's known deposits (GeoDataFrame in the run's CRS, or None); ``hosts``: the
+    Host header values to answer (:func:`allowed_hosts`), which the caller may fill once the port is known.
+    """
+    from flask import Flask
+    from flask.json.provider import DefaultJSONProvider
+
+    app = Flask("outcrop.serve", static_folder=None)  # no static route: no file is ever served
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own provider, which sorts keys unless told
+    app.json.sort_keys = False
+    register_guards(app, hosts, content_security_policy(page), log)
+    register_run_routes(app, run, marks, page, deposits)
+    register_search_routes(app, run, marks, Searches())
+    register_mark_routes(app, run, marks, deposits)
     return app
 
 
