@@ -104,7 +104,8 @@ rule quality:
         out=report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="quality"),
     params:
         scenes=SCENES,
-        units_table=UNITS_TABLE[0] if UNITS_TABLE else "",
+        # The unnamed output above, taken from the job (not restated), when there is one.
+        units_table=lambda wildcards, output: output[0] if UNITS_TABLE else "",
         settings=stage_args("quality"),
     log:
         L.log("quality"),
