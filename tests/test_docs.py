@@ -227,7 +227,8 @@ def _test_names() -> set[str]:
 
 def test_every_test_a_doc_or_docstring_names_exists():
     """docs/errors.md names the test of each refusal, and docstrings the test that shows what they
-    claim (`tests/x.py::test_y`): each must be there, in that file where a file is named."""
+    claim (`tests/x.py::test_y`): each must be there, in that file where a file is named; a test
+    file named alone must be there too."""
     names = _test_names()
     missing = []
     sources = [*DOCS, *PACKAGE.rglob("*.py")]
@@ -236,6 +237,9 @@ def test_every_test_a_doc_or_docstring_names_exists():
         for path, name in re.findall(r"(tests/[\w/]+\.py)::(test_\w+)", text):
             if not (ROOT / path).is_file() or not re.search(rf"^\s*def {name}\b", (ROOT / path).read_text(), re.M):
                 missing.append(f"{source.relative_to(ROOT)}: {path}::{name}")
+        for path in re.findall(r"\b(tests/[\w/]+\.py)\b", text):
+            if not (ROOT / path).is_file():
+                missing.append(f"{source.relative_to(ROOT)}: {path}")
         if source.name == "errors.md":
             missing += [f"docs/errors.md: {name}" for name in re.findall(r"`(test_\w+)`", text) if name not in names]
     assert missing == []
