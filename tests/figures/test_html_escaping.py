@@ -267,3 +267,18 @@ def test_summary_links_the_map_report_cluster_table_and_analogue_maps(tmp_path):
     # A hostile scene id is quoted in the URL and escaped in the text: no markup gets through.
     assert hrefs[4] == "analogues/maps/" + urllib.parse.quote(SCRIPT + ".png")
     _assert_no_raw_markup(page)
+
+
+def test_cluster_table_shows_a_cluster_the_summary_lacks_and_the_others_spectra(hostile, tmp_path):
+    """A summary without one cluster of the finest level (written before a change, or cut by hand)
+    still gives the page: that cluster's row says so, and every other row draws its own spectrum."""
+    summary = pd.read_csv(hostile.summary)
+    level = summary["level"].iloc[-1]
+    first = int(summary.loc[summary["level"] == level, "cluster"].min())
+    summary[~((summary["level"] == level) & (summary["cluster"] == first))].to_csv(tmp_path / "s.csv", index=False)
+    out = tmp_path / "clusters.html"
+    write_cluster_table(hostile.labels, tmp_path / "s.csv", hostile.embeddings, hostile.tiles, out, log=lambda *_: None)
+    page = out.read_text()
+    kept = int((summary["level"] == level).sum()) - 1
+    assert page.count("not in the summary") == 1
+    assert page.count('alt="mean spectrum"') == kept

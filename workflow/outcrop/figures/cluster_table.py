@@ -118,10 +118,13 @@ def _thumb_cell(table: Any, picks: np.ndarray, thumbs: dict[int, str]) -> str:
     )
 
 
-def _cluster_row(c: int, colour: np.ndarray, s: Any, spectra: np.ndarray, span: tuple[float, float], imgs: str) -> str:
+def _cluster_row(
+    c: int, colour: np.ndarray, s: Any, spectrum_cols: list[str], span: tuple[float, float], imgs: str
+) -> str:
     """One table row: swatch and number, the summary's figures and mean spectrum (when it has the cluster), thumbs.
 
-    ``spectra`` is read at row ``c`` only when the summary has the cluster.
+    The spectrum is the summary row's own ``spectrum_cols``: the summary may lack a cluster, so a
+    position in it is not a cluster number.
     """
     swatch = "#{:02x}{:02x}{:02x}".format(*(int(v) for v in colour[:3]))
     cells = [f'<td><span class="swatch" style="background:{swatch}"></span>{c}</td>']
@@ -129,10 +132,8 @@ def _cluster_row(c: int, colour: np.ndarray, s: Any, spectra: np.ndarray, span: 
         cells += [f"<td>{int(s['size'])}</td>", f"<td>{s['share']:.1%}</td>"]
         # summaries written before the vegetation class lack its column: none of the cluster
         cells += [f"<td>{s.get(f, 0.0):.2f}</td>" for f in ("rock", "vegetation", "snow_ice", "water", "cloud")]
-        cells += [
-            f"<td>{int(s['scenes'])}</td>",
-            f'<td><img alt="mean spectrum" src="{_spectrum_uri(spectra[c], span[0], span[1])}"></td>',
-        ]
+        spectrum = _spectrum_uri(s[spectrum_cols].to_numpy(dtype=np.float64), span[0], span[1])
+        cells += [f"<td>{int(s['scenes'])}</td>", f'<td><img alt="mean spectrum" src="{spectrum}"></td>']
     else:
         cells += ["<td colspan='9'>not in the summary</td>"]
     cells.append(f"<td>{imgs}</td>")
@@ -193,7 +194,8 @@ def write_cluster_table(
     picks = _exemplar_picks(table, labels, k, embedding_paths)
     thumbs = _thumbnails(table, picks, tiles_paths, bands)
     colours = palette(k)
-    spectra = summary[[f"mean_{b}" for b in bands]].to_numpy(dtype=np.float64)
+    spectrum_cols = [f"mean_{b}" for b in bands]
+    spectra = summary[spectrum_cols].to_numpy(dtype=np.float64)
     lo, hi = float(np.nanmin(spectra)), float(np.nanmax(spectra))
     pad = 0.05 * max(hi - lo, 1e-6)
     rows = [
@@ -201,7 +203,7 @@ def write_cluster_table(
             c,
             colours[c],
             summary.loc[c] if c in summary.index else None,
-            spectra,
+            spectrum_cols,
             (lo - pad, hi + pad),
             _thumb_cell(table, picks[c], thumbs),
         )
