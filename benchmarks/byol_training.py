@@ -15,7 +15,8 @@ The difference is how the work is done:
 Measured: (a) two-view augmentation throughput, (b) end-to-end training throughput and the loss
 after the same number of steps, (c) embedding throughput against a plain eager loop. The two sides
 of each measurement advance in lockstep, batch by batch, alternating which goes first, so that the
-load of a shared machine falls on both alike; medians over runs are reported. Needs the benchmark environment (lightly, torchvision):
+load of a shared machine falls on both alike; medians over runs are reported. Needs the benchmark
+environment (lightly, torchvision):
 
     benchmarks/.venv-bench/bin/python benchmarks/byol_training.py --results results --runs 3
 """
@@ -34,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from outcrop.runtime.allocator import keep_large_blocks
+
 from outcrop.augment import ViewSettings, augment
 from outcrop.backbones import build_backbone
 from outcrop.embeddings import embed_array
 from outcrop.encoder import EncoderSettings, _Trainer
 from outcrop.optim import build_optimizer
+from outcrop.runtime.allocator import keep_large_blocks
 from outcrop.symmetry import POSES, orientations, posed
 
 
@@ -85,14 +87,16 @@ def reference_view(size: int, view: ViewSettings) -> Callable[[torch.Tensor], to
     if view.translate:
         raise ValueError("the reference recipe has no mirrored translation: benchmark with translate 0")
 
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=view.crop_scale, ratio=view.crop_ratio, antialias=False),
-        v2.RandomHorizontalFlip(),
-        Rot90(),
-        BandJitter(view.jitter_p, view.contrast, view.brightness),
-        v2.RandomApply([v2.GaussianBlur(5, sigma=view.blur_sigma)], p=view.blur_p),
-        v2.RandomApply([v2.GaussianNoise(sigma=view.noise_std, clip=False)], p=view.noise_p),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=view.crop_scale, ratio=view.crop_ratio, antialias=False),
+            v2.RandomHorizontalFlip(),
+            Rot90(),
+            BandJitter(view.jitter_p, view.contrast, view.brightness),
+            v2.RandomApply([v2.GaussianBlur(5, sigma=view.blur_sigma)], p=view.blur_p),
+            v2.RandomApply([v2.GaussianNoise(sigma=view.noise_std, clip=False)], p=view.noise_p),
+        ]
+    )
 
 
 class TwoViews(torch.utils.data.Dataset):
@@ -114,8 +118,14 @@ class TwoViews(torch.utils.data.Dataset):
 
 
 def reference_loader(tiles: torch.Tensor, batch: int, seed: int) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(TwoViews(tiles), batch_size=batch, shuffle=True, drop_last=True,
-                                       num_workers=0, generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.DataLoader(
+        TwoViews(tiles),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 class ReferenceBYOL(torch.nn.Module):
@@ -148,8 +158,12 @@ def reference_steps(tiles: torch.Tensor, settings: EncoderSettings, steps: int) 
     from lightly.utils.scheduler import cosine_schedule
 
     torch.manual_seed(settings.seed)
-    model = ReferenceBYOL(build_backbone(settings.arch, tiles.shape[1], settings.embedding_dim),
-                         settings.embedding_dim, settings.hidden_dim, settings.projection_dim)
+    model = ReferenceBYOL(
+        build_backbone(settings.arch, tiles.shape[1], settings.embedding_dim),
+        settings.embedding_dim,
+        settings.hidden_dim,
+        settings.projection_dim,
+    )
     optimizer = build_optimizer("adamw", model, settings.lr, settings.weight_decay)
     criterion = NegativeCosineSimilarity()
     step = 0
@@ -182,7 +196,7 @@ def outcrop_steps(tiles: torch.Tensor, settings: EncoderSettings, steps: int) ->
         for j in range(n // batch):
             tau = cosine_schedule(step, steps, settings.tau_base, 1.0)
             step += 1
-            yield trainer.train_step(tiles[order[j * batch:(j + 1) * batch]], settings.lr, tau)
+            yield trainer.train_step(tiles[order[j * batch : (j + 1) * batch]], settings.lr, tau)
             if step == steps:
                 return
         epoch += 1
@@ -196,7 +210,7 @@ def interleaved(a: Iterator, b: Iterator, count: int) -> tuple[float, float, lis
     """
     seconds, values = [0.0, 0.0], [[], []]
     for i in range(count):
-        for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+        for k in (0, 1) if i % 2 == 0 else (1, 0):
             start = time.perf_counter()
             values[k].append(next((a, b)[k]))
             seconds[k] += time.perf_counter() - start
@@ -216,15 +230,16 @@ def dropped(batches: Iterator) -> Iterator[None]:
 # --- the three measurements -----------------------------------------------------------------------
 
 
-def augmentation_rates(tiles: torch.Tensor, settings: EncoderSettings, batches: int,
-                       warmup: int = 1) -> dict[str, float]:
+def augmentation_rates(
+    tiles: torch.Tensor, settings: EncoderSettings, batches: int, warmup: int = 1
+) -> dict[str, float]:
     """Samples per second for two views: outcrop's batched views, and the DataLoader of v2 transforms."""
     batch = settings.batch_size
     gen = torch.Generator().manual_seed(0)
 
     def ours() -> Iterator[None]:
         for b in range(warmup + batches):
-            x = tiles[(b * batch) % (len(tiles) - batch):][:batch]
+            x = tiles[(b * batch) % (len(tiles) - batch) :][:batch]
             yield augment(x, settings.view1, gen), augment(x, settings.view2, gen)
 
     def reference() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -240,23 +255,32 @@ def augmentation_rates(tiles: torch.Tensor, settings: EncoderSettings, batches: 
 
 def training_rates(tiles: torch.Tensor, settings: EncoderSettings, steps: int) -> dict[str, dict[str, float]]:
     """Images per second of both training loops, stepped in lockstep, and the loss at the end."""
-    t_ours, t_ref, l_ours, l_ref = interleaved(outcrop_steps(tiles, settings, steps),
-                                               reference_steps(tiles, settings, steps), steps)
+    t_ours, t_ref, l_ours, l_ref = interleaved(
+        outcrop_steps(tiles, settings, steps), reference_steps(tiles, settings, steps), steps
+    )
     images = steps * settings.batch_size
-    return {"outcrop": {"img_s": images / t_ours, "final_loss": float(np.mean(l_ours[-5:]))},
-            "reference": {"img_s": images / t_ref, "final_loss": float(np.mean(l_ref[-5:]))}}
+    return {
+        "outcrop": {"img_s": images / t_ours, "final_loss": float(np.mean(l_ours[-5:]))},
+        "reference": {"img_s": images / t_ref, "final_loss": float(np.mean(l_ref[-5:]))},
+    }
 
 
-def embedding_rates(tiles: torch.Tensor, mean: np.ndarray, std: np.ndarray, settings: EncoderSettings,
-                    count: int, passes: int = 4) -> dict[str, float]:
+def embedding_rates(
+    tiles: torch.Tensor, mean: np.ndarray, std: np.ndarray, settings: EncoderSettings, count: int, passes: int = 4
+) -> dict[str, float]:
     """Tiles per second: ``embed_array`` over ``count`` tiles (as the embed stage calls it, once per
     scene) against a plain eager ``no_grad`` loop over the same batches of 256, pass by pass. Both
     average the representation over the poses of ``settings.symmetry`` (eight for d4)."""
     torch.manual_seed(0)
     net = build_backbone(settings.arch, tiles.shape[1], settings.embedding_dim).eval()
     raw = (tiles[:count].numpy() * std[None, :, None, None] + mean[None, :, None, None]).astype(np.float32)
-    meta = {"bands": [f"b{i}" for i in range(tiles.shape[1])], "mean": mean.tolist(), "std": std.tolist(),
-            "embedding_dim": settings.embedding_dim, "symmetry": settings.symmetry}
+    meta = {
+        "bands": [f"b{i}" for i in range(tiles.shape[1])],
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "embedding_dim": settings.embedding_dim,
+        "symmetry": settings.symmetry,
+    }
     m = torch.as_tensor(mean)[None, :, None, None]
     s = torch.as_tensor(std)[None, :, None, None]
     poses = orientations(settings.symmetry)
@@ -268,7 +292,7 @@ def embedding_rates(tiles: torch.Tensor, mean: np.ndarray, std: np.ndarray, sett
     def eager() -> Iterator[list[torch.Tensor]]:
         for _ in range(passes):
             with torch.no_grad():
-                batches = [(torch.from_numpy(raw[i:i + 256]) - m) / s for i in range(0, count, 256)]
+                batches = [(torch.from_numpy(raw[i : i + 256]) - m) / s for i in range(0, count, 256)]
                 yield [F.normalize(sum(net(posed(x, t, f)) for t, f in poses), dim=1) for x in batches]
 
     t_ours, t_eager, _, _ = interleaved(ours(), eager(), passes)
@@ -283,7 +307,9 @@ def main() -> None:
     parser.add_argument("--aug-batches", type=int, default=10)
     parser.add_argument("--aug-warmup", type=int, default=1, help="untimed batches before each measurement")
     parser.add_argument("--embed-tiles", type=int, default=2048)
-    parser.add_argument("--symmetry", default="d4", choices=list(POSES), help="embedding symmetry of both embedding loops")
+    parser.add_argument(
+        "--symmetry", default="d4", choices=list(POSES), help="embedding symmetry of both embedding loops"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of both models and their data order")
     parser.add_argument("--json", type=Path, help="write all runs here")
@@ -292,18 +318,23 @@ def main() -> None:
     keep_large_blocks()  # as the outcrop command line does; it applies to the reference loop in this process too
     settings = EncoderSettings(seed=args.seed, symmetry=args.symmetry)
     tiles, mean, std = load_tiles(args.results, limit=4096)
-    print(f"{len(tiles)} tiles {tuple(tiles.shape[1:])}, {settings.arch}, batch {settings.batch_size}, "
-          f"{args.threads} threads, torch {torch.__version__}")
+    print(
+        f"{len(tiles)} tiles {tuple(tiles.shape[1:])}, {settings.arch}, batch {settings.batch_size}, "
+        f"{args.threads} threads, torch {torch.__version__}"
+    )
     runs: dict[str, list] = {"aug": [], "train": [], "embed": []}
     for run in range(args.runs):
         aug = augmentation_rates(tiles, settings, args.aug_batches, args.aug_warmup)
         train = training_rates(tiles, settings, args.steps)
         embed = embedding_rates(tiles, mean, std, settings, args.embed_tiles)
         runs["aug"].append(aug), runs["train"].append(train), runs["embed"].append(embed)
-        print(f"run {run + 1}: aug {aug['outcrop']:.0f} vs {aug['reference']:.0f} samples/s; "
-              f"train {train['outcrop']['img_s']:.1f} vs {train['reference']['img_s']:.1f} img/s, loss "
-              f"{train['outcrop']['final_loss']:.3f} vs {train['reference']['final_loss']:.3f}; "
-              f"embed {embed['outcrop']:.0f} vs {embed['eager']:.0f} tiles/s", flush=True)
+        print(
+            f"run {run + 1}: aug {aug['outcrop']:.0f} vs {aug['reference']:.0f} samples/s; "
+            f"train {train['outcrop']['img_s']:.1f} vs {train['reference']['img_s']:.1f} img/s, loss "
+            f"{train['outcrop']['final_loss']:.3f} vs {train['reference']['final_loss']:.3f}; "
+            f"embed {embed['outcrop']:.0f} vs {embed['eager']:.0f} tiles/s",
+            flush=True,
+        )
 
     def med(values: list[float]) -> float:
         return statistics.median(values)
@@ -315,9 +346,11 @@ def main() -> None:
     print("\n| measure | outcrop | reference | ratio |\n| --- | ---: | ---: | ---: |")
     print(f"| two-view augmentation (samples/s) | {aug_o:.0f} | {aug_r:.0f} | {aug_o / aug_r:.1f}x |")
     print(f"| training (images/s) | {tr_o:.1f} | {tr_r:.1f} | {tr_o / tr_r:.2f}x |")
-    print(f"| loss after {args.steps} steps (mean of last 5) | "
-          f"{med([r['outcrop']['final_loss'] for r in runs['train']]):.3f} | "
-          f"{med([r['reference']['final_loss'] for r in runs['train']]):.3f} | |")
+    print(
+        f"| loss after {args.steps} steps (mean of last 5) | "
+        f"{med([r['outcrop']['final_loss'] for r in runs['train']]):.3f} | "
+        f"{med([r['reference']['final_loss'] for r in runs['train']]):.3f} | |"
+    )
     print(f"| embedding (tiles/s), reference = eager loop | {em_o:.0f} | {em_e:.0f} | {em_o / em_e:.2f}x |")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))

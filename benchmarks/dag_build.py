@@ -46,8 +46,19 @@ def write_run(folder: Path, scenes: int, train: int = 20) -> Path:
 def time_dry_run(folder: Path, config: Path) -> float:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(folder),
-           "--configfile", str(config), "-n", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(folder),
+        "--configfile",
+        str(config),
+        "-n",
+        "--quiet",
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start

@@ -61,8 +61,7 @@ def main() -> None:
     learned = embed_array(net, meta, pixels, spectral_weight=0.0)
     rand = random_encoder_embeddings(model, pixels, seed=default("clusters.seed"))
     spectra = spectral_part(meta, pixels)
-    from outcrop.search.evaluate import as_unit_vectors, band_statistics
-    from outcrop.search.quality import scene_blocks
+    from outcrop.search.evaluate import as_unit_vectors, band_statistics, scene_blocks
 
     size = int(pixels.shape[-1])
     blocks = standardised(
@@ -92,7 +91,7 @@ def main() -> None:
         "random_encoder": rand,
         "raw_pixels": as_unit_vectors(pixels.reshape(len(pixels), -1)),
     }
-    runs = [(name, vecs) for name, vecs in baselines.items()]
+    runs = list(baselines.items())
     for pair in args.weights.split(","):
         ws, wc = (float(x) for x in pair.split(":"))
         runs += [

@@ -28,7 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SCENES = ["demo_1", "demo_2", "demo_3"]
 CONFIG = {
-    "demo": {"scenes": 3, "train_scenes": 2, "size": 256, "seed": 7},
+    "demo": {"scenes": 3, "dates": 1, "train_scenes": 2, "size": 256, "seed": 7},
     "tiles": {"size": 32, "stride": 16, "min_valid": 0.9},
     "encoder": {"settings": {"epochs": 3, "batch_size": 64}},
     "clusters": {"k": [3, 5], "cuts": [2]},
@@ -42,9 +42,24 @@ def demo_run(workdir: Path) -> Path:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-        subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                        "--configfile", str(workdir / "config.yaml"), "--cores", "2"], check=True, env=env,
-                       capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-s",
+                str(REPO / "Snakefile"),
+                "--directory",
+                str(workdir),
+                "--configfile",
+                str(workdir / "config.yaml"),
+                "--cores",
+                "2",
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
     return results
 
 
@@ -65,8 +80,9 @@ def write_deposits(results: Path, count: int, path: Path, inside: float = 0.5, s
     points = gpd.GeoSeries(gpd.points_from_xy(*np.r_[near, far].T), crs=table.crs).to_crs("EPSG:4326")
     with open(path, "w") as fh:
         fh.write("name,lon,lat\n")
-        np.savetxt(fh, np.c_[np.arange(count), points.x, points.y], fmt=["occurrence %d", "%.7f", "%.7f"],
-                   delimiter=",")
+        np.savetxt(
+            fh, np.c_[np.arange(count), points.x, points.y], fmt=["occurrence %d", "%.7f", "%.7f"], delimiter=","
+        )
 
 
 def deposits_file(workdir: Path, count: int, inside: float) -> Path:
@@ -90,8 +106,12 @@ def measure(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> d
         timer.cancel()
         seconds = time.perf_counter() - start
     lines = [line for line in log.read_text().splitlines() if line.strip()]
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024),
-            "exit": os.waitstatus_to_exitcode(status), "last_line": lines[-1] if lines else ""}
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "exit": os.waitstatus_to_exitcode(status),
+        "last_line": lines[-1] if lines else "",
+    }
 
 
 def commands(results: Path, deposits: Path, out: Path) -> dict[str, list[str]]:
@@ -99,16 +119,54 @@ def commands(results: Path, deposits: Path, out: Path) -> dict[str, list[str]]:
     per = lambda folder, suffix: [str(r / folder / f"{s}{suffix}") for s in SCENES]  # noqa: E731
     python = [sys.executable, "-m", "outcrop"]
     return {
-        "analogues": [*python, "analogues", "--index", str(r / "index/tiles.faiss"), "--index-table",
-                      str(r / "index/tiles.parquet"), "--embeddings", *per("embeddings", ".npy"), "--prepared",
-                      *per("prepared", ".tif"), "--deposits", str(deposits), "--threads", "2",
-                      "--out-gpkg", str(out / "a.gpkg"), "--out-csv", str(out / "a.csv"), "--similarity-dir",
-                      str(out / "similarity")],
-        "quality": [*python, "quality", "--scenes", *SCENES, "--index", str(r / "index/tiles.faiss"), "--index-table",
-                    str(r / "index/tiles.parquet"), "--embeddings", *per("embeddings", ".npy"), "--tiles",
-                    *per("tiles", ".npy"), "--tables", *per("tiles", ".parquet"), "--prepared", *per("prepared", ".tif"),
-                    "--model", str(r / "model/encoder.pt"), "--deposits", str(deposits), "--threads", "2",
-                    "--out", str(out / "metrics.json")],
+        "analogues": [
+            *python,
+            "analogues",
+            "--index",
+            str(r / "index/tiles.faiss"),
+            "--index-table",
+            str(r / "index/tiles.parquet"),
+            "--embeddings",
+            *per("embeddings", ".npy"),
+            "--prepared",
+            *per("prepared", ".tif"),
+            "--deposits",
+            str(deposits),
+            "--threads",
+            "2",
+            "--out-gpkg",
+            str(out / "a.gpkg"),
+            "--out-csv",
+            str(out / "a.csv"),
+            "--similarity-dir",
+            str(out / "similarity"),
+        ],
+        "quality": [
+            *python,
+            "quality",
+            "--scenes",
+            *SCENES,
+            "--index",
+            str(r / "index/tiles.faiss"),
+            "--index-table",
+            str(r / "index/tiles.parquet"),
+            "--embeddings",
+            *per("embeddings", ".npy"),
+            "--tiles",
+            *per("tiles", ".npy"),
+            "--tables",
+            *per("tiles", ".parquet"),
+            "--prepared",
+            *per("prepared", ".tif"),
+            "--model",
+            str(r / "model/encoder.pt"),
+            "--deposits",
+            str(deposits),
+            "--threads",
+            "2",
+            "--out",
+            str(out / "metrics.json"),
+        ],
     }
 
 
@@ -117,17 +175,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
     parser.add_argument("--json", type=Path, help="write every measurement here too")
-    parser.add_argument("--package", type=Path, default=REPO / "workflow",
-                        help="the outcrop package measured (another checkout's workflow/ for a baseline)")
+    parser.add_argument(
+        "--package",
+        type=Path,
+        default=REPO / "workflow",
+        help="the outcrop package measured (another checkout's workflow/ for a baseline)",
+    )
     parser.add_argument("--stages", nargs="+", default=["analogues", "quality"], choices=["analogues", "quality"])
     parser.add_argument("--timeout", type=float, default=1800, help="seconds a command may run before it is stopped")
-    parser.add_argument("--inside", type=float, default=0.5, help="share of the points on the indexed tiles "
-                        "(1: all, as the analogue stage before the limits needed them)")
+    parser.add_argument(
+        "--inside",
+        type=float,
+        default=0.5,
+        help="share of the points on the indexed tiles (1: all, as the analogue stage before the limits needed them)",
+    )
     parser.add_argument("--write", type=int, help=argparse.SUPPRESS)  # write one deposits file and stop
     args = parser.parse_args(argv)
     if args.write:
-        write_deposits(args.workdir / "results", args.write, deposits_file(args.workdir, args.write, args.inside),
-                       args.inside)
+        write_deposits(
+            args.workdir / "results", args.write, deposits_file(args.workdir, args.write, args.inside), args.inside
+        )
         return 0
     sys.path.insert(0, str(REPO / "workflow"))
     from outcrop.limits import LIMITS
@@ -143,13 +210,28 @@ def main(argv: list[str] | None = None) -> int:
             continue
         m = measure(cmd, base, args.workdir / "out_demo" / f"{stage}.log", args.timeout)
         rows.append({"deposits": "demo", "limit": default, "stage": stage, **m})
-        print(f"{'demo':>9}  deposits  limit {default:>9,}  {stage:<9}  {m['seconds']:>7.1f} s  "
-              f"{m['peak_rss_mb']:>6,} MB  exit {m['exit']}  {str(m['last_line'])[:150]}", flush=True)
+        print(
+            f"{'demo':>9}  deposits  limit {default:>9,}  {stage:<9}  {m['seconds']:>7.1f} s  "
+            f"{m['peak_rss_mb']:>6,} MB  exit {m['exit']}  {str(m['last_line'])[:150]}",
+            flush=True,
+        )
     for count in args.counts:
         deposits = deposits_file(args.workdir, count, args.inside)
         if not deposits.is_file():  # in a process of its own: a child's peak RSS starts from its parent's
-            subprocess.run([sys.executable, __file__, "--workdir", str(args.workdir), "--write", str(count),
-                            "--inside", str(args.inside)], check=True, env=base)
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--workdir",
+                    str(args.workdir),
+                    "--write",
+                    str(count),
+                    "--inside",
+                    str(args.inside),
+                ],
+                check=True,
+                env=base,
+            )
         limits = [None] if count <= default else [None, count]
         for raised in limits:
             env = dict(base, **({"OUTCROP_LIMITS": json.dumps({"deposits": raised})} if raised else {}))
@@ -160,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                 m = measure(cmd, env, out / f"{stage}.log", args.timeout)
                 row = {"deposits": count, "limit": raised or default, "stage": stage, **m}
                 rows.append(row)
-                print(f"{count:>9,} deposits  limit {row['limit']:>9,}  {stage:<9}  {m['seconds']:>7.1f} s  "
-                      f"{m['peak_rss_mb']:>6,} MB  exit {m['exit']}  {str(m['last_line'])[:150]}", flush=True)
+                print(
+                    f"{count:>9,} deposits  limit {row['limit']:>9,}  {stage:<9}  {m['seconds']:>7.1f} s  "
+                    f"{m['peak_rss_mb']:>6,} MB  exit {m['exit']}  {str(m['last_line'])[:150]}",
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

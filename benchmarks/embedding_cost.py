@@ -100,7 +100,7 @@ def main() -> None:
     }
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     wall: dict[str, list[float]] = {k: [] for k in variants}
-    for name, (poses, precision, b, threads) in variants.items():  # warm-up: oneDNN primitives, pages
+    for poses, precision, b, threads in variants.values():  # warm-up: oneDNN primitives, pages
         torch.set_num_threads(threads)
         embed(net, meta, sample[:b], poses, precision, b)
     for _ in range(args.rounds):
@@ -148,7 +148,8 @@ def main() -> None:
     )
     out = {}
     print(
-        f"\nscores at spectral weight {weights[0]:g}, context weight {weights[1]:g} ({int(lab.sum())} tiles with a unit)"
+        f"\nscores at spectral weight {weights[0]:g}, context weight {weights[1]:g} "
+        f"({int(lab.sum())} tiles with a unit)"
     )
     print("| embedding | kNN | ARI | " + " | ".join(f"recall@{k}" for k in ks) + " |")
     print("| --- | ---: | ---: | " + " | ".join("---:" for _ in ks) + " |")

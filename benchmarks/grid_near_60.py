@@ -60,14 +60,24 @@ def main() -> None:
         headers = [SceneHeader(f"{h.scene}_{i}", h.bands) for i, (h, _) in enumerate(scenes)]
         own = ", ".join(f"EPSG:{epsg}" for _, epsg in scenes)
         choice = choose_grid(headers, "auto", "auto", log=lambda _: None)
-        row = {"latitudes": lats, "own_crs": own, "crs": choice["crs"], "resolution": choice["resolution"],
-               "crs_reason": choice["crs_reason"], "polar_reason": choice.get("polar_reason", ""),
-               "resolution_reason": choice["resolution_reason"], "warnings": choice["warnings"],
-               "scenes": choice["scenes"]}
+        row = {
+            "latitudes": lats,
+            "own_crs": own,
+            "crs": choice["crs"],
+            "resolution": choice["resolution"],
+            "crs_reason": choice["crs_reason"],
+            "polar_reason": choice.get("polar_reason", ""),
+            "resolution_reason": choice["resolution_reason"],
+            "warnings": choice["warnings"],
+            "scenes": choice["scenes"],
+        }
         rows.append(row)
-        print(f"| {', '.join(f'{lat:+.0f}' for lat in lats)} | {own} | {choice['crs']} | {choice['resolution']:g} | "
-              f"{choice['crs_reason']} | {choice.get('polar_reason', '') or '-'} | "
-              f"{'; '.join(choice['warnings']) or '-'} |", flush=True)
+        print(
+            f"| {', '.join(f'{lat:+.0f}' for lat in lats)} | {own} | {choice['crs']} | {choice['resolution']:g} | "
+            f"{choice['crs_reason']} | {choice.get('polar_reason', '') or '-'} | "
+            f"{'; '.join(choice['warnings']) or '-'} |",
+            flush=True,
+        )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")
 

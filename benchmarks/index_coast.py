@@ -110,9 +110,8 @@ def cmd_build(args: argparse.Namespace) -> None:
     (root / "index").mkdir(exist_ok=True)
     faiss.write_index(built.index, str(root / "index" / "tiles.faiss"))
     ids = np.random.default_rng(11).choice(source.count, args.queries, replace=False)
-    queries = source.take(ids) + 0.02 * np.random.default_rng(12).normal(size=(args.queries, args.dim)).astype(
-        np.float32
-    )
+    noise = np.random.default_rng(12).normal(size=(args.queries, args.dim)).astype(np.float32)
+    queries = source.take(ids) + 0.02 * noise
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     t = time.perf_counter()
     exact_s, _ = exact_top_k(source, queries, 10)

@@ -66,7 +66,8 @@ def clustered_unit_vectors(n: int, dim: int, clusters: int, seed: int) -> np.nda
     families = rng.standard_normal((60, dim)).astype(np.float32)
     families /= np.linalg.norm(families, axis=1, keepdims=True)
     centres = families[rng.integers(60, size=clusters)] + 0.8 * rng.standard_normal((clusters, dim)).astype(
-        np.float32) / np.sqrt(dim)
+        np.float32
+    ) / np.sqrt(dim)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     weights = 1.0 / np.arange(1, clusters + 1) ** 0.7
     sizes = rng.multinomial(n, weights / weights.sum())
@@ -151,8 +152,11 @@ def query_speed(index: Any, queries: np.ndarray, k: int, single: int, repeats: i
         t0 = time.perf_counter()
         index.search(queries, k)
         batch.append(time.perf_counter() - t0)
-    return {"single_ms": 1000 * statistics.median(lat), "single_qps": 1 / statistics.median(lat),
-            "batch_qps": len(queries) / statistics.median(batch)}
+    return {
+        "single_ms": 1000 * statistics.median(lat),
+        "single_qps": 1 / statistics.median(lat),
+        "batch_qps": len(queries) / statistics.median(batch),
+    }
 
 
 def bench_index(vectors: np.ndarray, queries: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
@@ -164,18 +168,28 @@ def bench_index(vectors: np.ndarray, queries: np.ndarray, args: argparse.Namespa
     out: dict[str, Any] = {}
     t_exact, exact, mem_exact = timed(lambda: _flat(vectors), args.repeats)
     exact_scores, _ = exact.search(queries, k)
-    out["exact"] = {"build_s": t_exact, "peak_extra_mb": mem_exact,
-                    **query_speed(exact, queries, k, args.single, args.repeats)}
+    out["exact"] = {
+        "build_s": t_exact,
+        "peak_extra_mb": mem_exact,
+        **query_speed(exact, queries, k, args.single, args.repeats),
+    }
     print(f"exact: {json.dumps(out['exact'])}", flush=True)
     del exact
 
     t_build, built, mem_build = timed(
         lambda: index_vectors(vectors, exact_max=args.exact_max, seed=args.seed, log=lambda m: print("  " + m)),
-        args.repeats)
+        args.repeats,
+    )
     scores, ids = built.index.search(queries, k)
-    auto = {"kind": built.kind, "params": built.params, "build_s": t_build, "peak_extra_mb": mem_build,
-            "tuning_recall": built.recall, "recall_at_10": recall_at_k(exact_scores, scores, ids, k),
-            **query_speed(built.index, queries, k, args.single, args.repeats)}
+    auto = {
+        "kind": built.kind,
+        "params": built.params,
+        "build_s": t_build,
+        "peak_extra_mb": mem_build,
+        "tuning_recall": built.recall,
+        "recall_at_10": recall_at_k(exact_scores, scores, ids, k),
+        **query_speed(built.index, queries, k, args.single, args.repeats),
+    }
     auto["speedup_single"] = auto["single_qps"] / out["exact"]["single_qps"]
     auto["speedup_batch"] = auto["batch_qps"] / out["exact"]["batch_qps"]
     out["auto"] = auto
@@ -190,8 +204,14 @@ def bench_index(vectors: np.ndarray, queries: np.ndarray, args: argparse.Namespa
             recall = recall_at_k(exact_scores, s, i, k)
             if recall >= 0.95:
                 break
-        out["hnsw"] = {"M": args.hnsw, "efSearch": ef, "build_s": t_hnsw, "peak_extra_mb": mem_hnsw,
-                       "recall_at_10": recall, **query_speed(hnsw, queries, k, args.single, args.repeats)}
+        out["hnsw"] = {
+            "M": args.hnsw,
+            "efSearch": ef,
+            "build_s": t_hnsw,
+            "peak_extra_mb": mem_hnsw,
+            "recall_at_10": recall,
+            **query_speed(hnsw, queries, k, args.single, args.repeats),
+        }
         out["hnsw"]["speedup_batch"] = out["hnsw"]["batch_qps"] / out["exact"]["batch_qps"]
         print(f"hnsw: {json.dumps(out['hnsw'])}", flush=True)
         del hnsw
@@ -283,9 +303,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vectors, queries = data[: args.n], np.ascontiguousarray(data[args.n :])
     print(f"data: {args.n} x {args.dim} in {time.perf_counter() - t0:.1f} s", flush=True)
     results: dict[str, Any] = {
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-                    "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
-                    "faiss": faiss.__version__},
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "threads": args.threads,
+            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+            "faiss": faiss.__version__,
+        },
         "args": {k: v for k, v in vars(args).items() if k != "json"},
     }
     if "index" not in args.skip:

@@ -31,9 +31,20 @@ def synthesise(path: Path, size: int, height: int | None = None) -> None:
     """A Level-2-style scene ``size`` px wide and ``height`` (default ``size``) high,
     DN = (reflectance + 0.2) / 2.75e-5."""
     width, height = size, height or size
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": 7, "dtype": "uint16",
-               "crs": "EPSG:3031", "transform": Affine(30.0, 0, -1_200_000.0, 0, -30.0, 900_000.0),
-               "nodata": 0, "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "YES"}
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 7,
+        "dtype": "uint16",
+        "crs": "EPSG:3031",
+        "transform": Affine(30.0, 0, -1_200_000.0, 0, -30.0, 900_000.0),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "BIGTIFF": "YES",
+    }
     rng = np.random.default_rng(0)
     base = ((ROCK + 0.2) / 0.0000275)[:, None, None]
     ramp = np.linspace(0, 3000, width, dtype=np.float32)[None, None, :]
@@ -49,8 +60,9 @@ def synthesise(path: Path, size: int, height: int | None = None) -> None:
 def timed(args: list[str]) -> tuple[float, float]:
     """(peak RSS in MiB, wall seconds) of ``outcrop *args`` under /usr/bin/time -v."""
     t0 = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "outcrop.cli", *args],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["/usr/bin/time", "-v", sys.executable, "-m", "outcrop.cli", *args], capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"outcrop {args[0]} failed:\n{proc.stderr[-3000:]}")
@@ -68,14 +80,44 @@ def main() -> None:
     scene = args.workdir / "scene.tif"
     t0 = time.perf_counter()
     synthesise(scene, args.size)
-    print(f"synthesised {args.size}x{args.size}x7 uint16 ({scene.stat().st_size / 2**30:.1f} GiB) "
-          f"in {time.perf_counter() - t0:.0f}s")
+    print(
+        f"synthesised {args.size}x{args.size}x7 uint16 ({scene.stat().st_size / 2**30:.1f} GiB) "
+        f"in {time.perf_counter() - t0:.0f}s"
+    )
     prepared = args.workdir / "prepared.tif"
-    rss, wall = timed(["prepare", "--source", str(scene), "--sensor", "landsat-c2l2", "--scene", "big",
-                       "--bands", ",".join(BANDS), "--out", str(prepared)])
+    rss, wall = timed(
+        [
+            "prepare",
+            "--source",
+            str(scene),
+            "--sensor",
+            "landsat-c2l2",
+            "--scene",
+            "big",
+            "--bands",
+            ",".join(BANDS),
+            "--out",
+            str(prepared),
+        ]
+    )
     print(f"prepare: peak RSS {rss:.0f} MiB, wall {wall:.0f}s")
-    rss, wall = timed(["tile", "--prepared", str(prepared), "--scene", "big", "--size", "32", "--stride", "32",
-                       "--out-tiles", str(args.workdir / "tiles.npy"), "--out-table", str(args.workdir / "tiles.parquet")])
+    rss, wall = timed(
+        [
+            "tile",
+            "--prepared",
+            str(prepared),
+            "--scene",
+            "big",
+            "--size",
+            "32",
+            "--stride",
+            "32",
+            "--out-tiles",
+            str(args.workdir / "tiles.npy"),
+            "--out-table",
+            str(args.workdir / "tiles.parquet"),
+        ]
+    )
     print(f"tile: peak RSS {rss:.0f} MiB, wall {wall:.0f}s")
     if not args.keep:
         shutil.rmtree(args.workdir)

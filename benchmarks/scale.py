@@ -45,7 +45,7 @@ PER_SCENE = ("demo_scene", "prepare", "quicklook", "tiles", "embed")
 def run_case(n: int, size: int, samples: int, work: Path) -> dict:
     """One workflow run on ``n`` synthetic scenes; per-stage sums from the jobs' benchmark files."""
     config = {
-        "demo": {"scenes": n, "train_scenes": 2, "size": size, "seed": 7},
+        "demo": {"scenes": n, "dates": 1, "train_scenes": 2, "size": size, "seed": 7},
         "encoder": {"settings": {"samples": samples}},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
@@ -251,7 +251,8 @@ def main() -> None:
     parser.add_argument("--full-scene", action="store_true", help="time each per-scene command on one full-size scene")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/outcrop-bench-prepare"))
     args = parser.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
     if args.full_scene:
         print(f"one full-size scene on {cpu}, {os.cpu_count()} cores:", flush=True)
         result = {"cpu": cpu, "cores": os.cpu_count(), **full_scene(args.workdir / "full", min(2, os.cpu_count() or 1))}

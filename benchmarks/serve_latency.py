@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import threading
@@ -48,12 +47,12 @@ def root_of(args: argparse.Namespace) -> Path:
 
 def cmd_build(args: argparse.Namespace) -> None:
     import faiss
-
     from index_coast import _origin, synthetic, write_table
+    from rasterio.transform import from_origin
+
     from outcrop.io import write_cog
     from outcrop.search.index import index_vectors
     from outcrop.search.vectors import VectorSource
-    from rasterio.transform import from_origin
 
     root = root_of(args) / "results"
     t = time.perf_counter()
@@ -74,15 +73,25 @@ def cmd_build(args: argparse.Namespace) -> None:
         look = rng.integers(1, 255, size=(3, rows, 1000), dtype=np.uint8)
         write_cog(root / "quicklooks" / f"{path.stem}.tif", look, profile, band_names=["r", "g", "b"])
         labels = rng.integers(0, 12, size=(1, rows, 1000)).astype(np.uint8)
-        write_cog(root / "clusters" / "rasters" / f"{path.stem}.tif", labels, profile | {"nodata": 255},
-                  band_names=["cluster"], tags={"level": "k12"}, colormap=colours)
+        write_cog(
+            root / "clusters" / "rasters" / f"{path.stem}.tif",
+            labels,
+            profile | {"nodata": 255},
+            band_names=["cluster"],
+            tags={"level": "k12"},
+            colormap=colours,
+        )
     print(f"run of {args.n} tiles ready in {time.perf_counter() - t:.0f} s: {root}", flush=True)
 
 
 def serve(results: Path, marks: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "outcrop", "serve", str(results), "--port", "0", "--marks",
-                             str(marks)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "outcrop", "serve", str(results), "--port", "0", "--marks", str(marks)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     t = time.perf_counter()
     for line in proc.stdout:
         print("  " + line.rstrip(), flush=True)
@@ -127,8 +136,10 @@ def status_mib(pid: int) -> tuple[float, float, float]:
 
 def summary(name: str, values_ms: list[float]) -> str:
     v = np.asarray(values_ms)
-    return (f"{name}: n {len(v)}, median {np.median(v):.0f} ms, p95 {np.percentile(v, 95):.0f} ms, "
-            f"p99 {np.percentile(v, 99):.0f} ms, max {v.max():.0f} ms")
+    return (
+        f"{name}: n {len(v)}, median {np.median(v):.0f} ms, p95 {np.percentile(v, 95):.0f} ms, "
+        f"p99 {np.percentile(v, 99):.0f} ms, max {v.max():.0f} ms"
+    )
 
 
 def cmd_clicks(args: argparse.Namespace) -> None:
@@ -141,9 +152,16 @@ def cmd_clicks(args: argparse.Namespace) -> None:
     proc, url = serve(results, root_of(args) / "bench-marks.gpkg")
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
-                 "--window-size=1280,900", "--proxy-server=http://127.0.0.1:9",
-                 "--proxy-bypass-list=127.0.0.1;localhost"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        "--proxy-server=http://127.0.0.1:9",
+        "--proxy-bypass-list=127.0.0.1;localhost",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     try:
@@ -154,24 +172,30 @@ def cmd_clicks(args: argparse.Namespace) -> None:
         chosen = places(results, args.runs + args.warmup, seed=1)
         element = driver.find_element("id", "map")
         for i, (x, y, _, _) in enumerate(chosen):
-            driver.execute_script("window.outcropMap.setView([arguments[1], arguments[0]], -3, {animate: false});",
-                                  x, y)
+            driver.execute_script(
+                "window.outcropMap.setView([arguments[1], arguments[0]], -3, {animate: false});", x, y
+            )
             ActionChains(driver).move_to_element(element).click().perform()
-            WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.outcropTimings.length") > i)
-        timings = driver.execute_script("return window.outcropTimings")[args.warmup:]
+            WebDriverWait(driver, 60).until(lambda d, i=i: d.execute_script("return window.outcropTimings.length") > i)
+        timings = driver.execute_script("return window.outcropTimings")[args.warmup :]
         errors = driver.execute_script("return document.getElementById('outcrop-status').className")
-        print(summary("click to results in the browser", timings) + (f"; page error: {errors}" if errors else ""),
-              flush=True)
+        print(
+            summary("click to results in the browser", timings) + (f"; page error: {errors}" if errors else ""),
+            flush=True,
+        )
     finally:
         driver.quit()
         proc.terminate()
         proc.wait(30)
     outcrop = str(Path(sys.executable).parent / "outcrop")
     walls = []
-    for x, y, lon, lat in chosen[: args.baseline]:
+    for _, _, lon, lat in chosen[: args.baseline]:
         t = time.perf_counter()
-        subprocess.run([outcrop, "query", "--results", str(results), "--lon", str(lon), "--lat", str(lat),
-                        "--top", "10"], check=True, capture_output=True)
+        subprocess.run(
+            [outcrop, "query", "--results", str(results), "--lon", str(lon), "--lat", str(lat), "--top", "10"],
+            check=True,
+            capture_output=True,
+        )
         walls.append((time.perf_counter() - t) * 1000)
     print(summary("baseline: outcrop query in a fresh process", walls), flush=True)
     print(f"ratio of medians (baseline / click): {np.median(walls) / np.median(timings):.1f}", flush=True)
@@ -201,8 +225,9 @@ def cmd_load(args: argparse.Namespace) -> None:
             body = json.dumps({"place": {"lon": lon, "lat": lat}, "top": 10})
             t = time.perf_counter()
             try:
-                conn.request("POST", "/api/search", body, {"Content-Type": "application/json",
-                                                           "Host": f"127.0.0.1:{port}"})
+                conn.request(
+                    "POST", "/api/search", body, {"Content-Type": "application/json", "Host": f"127.0.0.1:{port}"}
+                )
                 response = conn.getresponse()
                 data = response.read()
                 ok = response.status == 200 and len(json.loads(data)["results"]) == 10
@@ -224,8 +249,12 @@ def cmd_load(args: argparse.Namespace) -> None:
 
     # One search first: the page cache warm, as after the first click.
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("POST", "/api/search", json.dumps({"place": {"lon": chosen[0][2], "lat": chosen[0][3]}}),
-                 {"Content-Type": "application/json", "Host": f"127.0.0.1:{port}"})
+    conn.request(
+        "POST",
+        "/api/search",
+        json.dumps({"place": {"lon": chosen[0][2], "lat": chosen[0][3]}}),
+        {"Content-Type": "application/json", "Host": f"127.0.0.1:{port}"},
+    )
     conn.getresponse().read()
     conn.close()
     start_rss = server.memory_info().rss / 2**20
@@ -241,14 +270,20 @@ def cmd_load(args: argparse.Namespace) -> None:
     proc.terminate()
     proc.wait(30)
     total = sum(statuses.values())
-    print(f"{args.clients} clients for {args.seconds} s: {total} searches ({total / args.seconds:.1f}/s), "
-          f"statuses {statuses}, failures {len(failures)} {failures[:3]}", flush=True)
+    print(
+        f"{args.clients} clients for {args.seconds} s: {total} searches ({total / args.seconds:.1f}/s), "
+        f"statuses {statuses}, failures {len(failures)} {failures[:3]}",
+        flush=True,
+    )
     print(summary("search under load", latencies), flush=True)
     tenth = max(1, len(memory) // 10)
     for col, name in ((1, "RSS"), (2, "anonymous (heap)"), (3, "file-backed (mapped index and embeddings)")):
         values = [m[col] for m in memory]
-        print(f"server {name}: first 10 % of the run {np.mean(values[:tenth]):.0f} MiB, last 10 % "
-              f"{np.mean(values[-tenth:]):.0f}, max {max(values):.0f} (RSS before: {start_rss:.0f})", flush=True)
+        print(
+            f"server {name}: first 10 % of the run {np.mean(values[:tenth]):.0f} MiB, last 10 % "
+            f"{np.mean(values[-tenth:]):.0f}, max {max(values):.0f} (RSS before: {start_rss:.0f})",
+            flush=True,
+        )
 
 
 def main() -> None:

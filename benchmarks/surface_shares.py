@@ -38,20 +38,56 @@ def scenes() -> list[tuple[str, Path, str, list[str], list[str] | None, str]]:
     """(name, source, sensor, run bands, declared bands of a generic GeoTIFF, the scene's own CRS)."""
     data = shared_data()
     return [
-        ("greenland (L8 L1, B2-B5)", data / "landsat8" / "LC80030172015001LGN00_greenland", "landsat-c2l1",
-         ["blue", "green", "red", "nir"], None, "EPSG:32622"),
-        ("parana (L8 L1, RGB)", data / "landsat8" / "LC08_L1TP_224078_20200518_parana", "landsat-c2l1",
-         ["blue", "green", "red"], None, "EPSG:32621"),
-        ("gulf coast (L8 L1, cloudy)", data / "landsat8" / "l8_gulfcoast_cloudy", "landsat-c2l1", SIX, None,
-         "EPSG:32616"),
+        (
+            "greenland (L8 L1, B2-B5)",
+            data / "landsat8" / "LC80030172015001LGN00_greenland",
+            "landsat-c2l1",
+            ["blue", "green", "red", "nir"],
+            None,
+            "EPSG:32622",
+        ),
+        (
+            "parana (L8 L1, RGB)",
+            data / "landsat8" / "LC08_L1TP_224078_20200518_parana",
+            "landsat-c2l1",
+            ["blue", "green", "red"],
+            None,
+            "EPSG:32621",
+        ),
+        (
+            "gulf coast (L8 L1, cloudy)",
+            data / "landsat8" / "l8_gulfcoast_cloudy",
+            "landsat-c2l1",
+            SIX,
+            None,
+            "EPSG:32616",
+        ),
         ("virginia (S2 L1C)", data / "sentinel2" / "s2_virginia", "sentinel2-l1c", SIX, None, "EPSG:32618"),
         ("olinda (L7, uint8)", data / "landsat7" / "L7_ETMs_olinda.tif", "geotiff", SIX, SIX, "EPSG:31985"),
-        ("bahamas (L7 RGB, uint8)", data / "landsat7" / "RGB.byte_bahamas.tif", "geotiff",
-         ["red", "green", "blue"], ["red", "green", "blue"], "EPSG:32618"),
-        ("amazon (L5 SR float, 6 bands)", REPO / "tests" / "data" / "amazon_tucurui_tm5.tif", "geotiff", SIX, SIX,
-         "EPSG:32622"),
-        ("amazon (green, red, NIR, SWIR1 only)", REPO / "tests" / "data" / "amazon_tucurui_tm5.tif", "geotiff",
-         ["green", "red", "nir", "swir1"], SIX, "EPSG:32622"),
+        (
+            "bahamas (L7 RGB, uint8)",
+            data / "landsat7" / "RGB.byte_bahamas.tif",
+            "geotiff",
+            ["red", "green", "blue"],
+            ["red", "green", "blue"],
+            "EPSG:32618",
+        ),
+        (
+            "amazon (L5 SR float, 6 bands)",
+            REPO / "tests" / "data" / "amazon_tucurui_tm5.tif",
+            "geotiff",
+            SIX,
+            SIX,
+            "EPSG:32622",
+        ),
+        (
+            "amazon (green, red, NIR, SWIR1 only)",
+            REPO / "tests" / "data" / "amazon_tucurui_tm5.tif",
+            "geotiff",
+            ["green", "red", "nir", "swir1"],
+            SIX,
+            "EPSG:32622",
+        ),
     ]
 
 
@@ -62,8 +98,17 @@ def shares(source: Path, sensor: str, bands: list[str], declared: list[str] | No
     from outcrop.raster.surfaces import CLASS_NAMES, NODATA
 
     out = work / "scene.tif"
-    prepare_scene(str(source), sensor, out, scene_id="s", bands=bands, crs=crs, resolution="auto",
-                  declared_bands=declared, log=lambda _: None)
+    prepare_scene(
+        str(source),
+        sensor,
+        out,
+        scene_id="s",
+        bands=bands,
+        crs=crs,
+        resolution="auto",
+        declared_bands=declared,
+        log=lambda _: None,
+    )
     with rasterio.open(out) as src:
         mask = src.read(src.count)
         tags = src.tags()

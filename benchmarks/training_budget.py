@@ -31,8 +31,10 @@ import reidentification_real as R  # noqa: E402
 from outcrop.config import default  # noqa: E402
 from outcrop.learning.encoder import EncoderSettings, train_byol  # noqa: E402
 
-SCENES = {"parana": [next(R.PARANA.glob(f"*_{b}.TIF")) for b in ("B2", "B3", "B4")],
-          "greenland": [R.GREENLAND / f"LC80030172015001LGN00_{b}.tiff" for b in ("B2", "B3", "B4")]}
+SCENES = {
+    "parana": [next(R.PARANA.glob(f"*_{b}.TIF")) for b in ("B2", "B3", "B4")],
+    "greenland": [R.GREENLAND / f"LC80030172015001LGN00_{b}.tiff" for b in ("B2", "B3", "B4")],
+}
 LANDSAT_WINDOWS = [name for name in R.WINDOWS if not name.startswith("virginia")]
 
 
@@ -47,9 +49,13 @@ def scene_tiles(paths: list[Path], size: int = 32, stride: int = default("tiles.
     image = np.stack(bands)
     valid = (image > 0).all(axis=0)
     _, h, w = image.shape
-    keep = [(r, c) for r in range(0, h - size + 1, stride) for c in range(0, w - size + 1, stride)
-            if valid[r:r + size, c:c + size].all()]
-    return np.stack([image[:, r:r + size, c:c + size] for r, c in keep]).astype(np.float32) * 1e-4
+    keep = [
+        (r, c)
+        for r in range(0, h - size + 1, stride)
+        for c in range(0, w - size + 1, stride)
+        if valid[r : r + size, c : c + size].all()
+    ]
+    return np.stack([image[:, r : r + size, c : c + size] for r, c in keep]).astype(np.float32) * 1e-4
 
 
 def train(tiles: list[np.ndarray], tmp: Path, samples: int, tag: str) -> tuple[Path, float]:
@@ -63,9 +69,18 @@ def train(tiles: list[np.ndarray], tmp: Path, samples: int, tag: str) -> tuple[P
         tables.append(tmp / f"s{i}.parquet")
     model = tmp / f"{tag}.pt"
     started = time.monotonic()
-    train_byol(arrays, tables, model, settings=EncoderSettings.from_dict({"samples": samples}),
-               curve_tsv=tmp / f"{tag}.tsv", curve_png=tmp / f"{tag}.png", checkpoint_path=tmp / f"{tag}.ckpt",
-               bands=["blue", "green", "red"], device="cpu", log=lambda m: _show(tag, m))
+    train_byol(
+        arrays,
+        tables,
+        model,
+        settings=EncoderSettings.from_dict({"samples": samples}),
+        curve_tsv=tmp / f"{tag}.tsv",
+        curve_png=tmp / f"{tag}.png",
+        checkpoint_path=tmp / f"{tag}.ckpt",
+        bands=["blue", "green", "red"],
+        device="cpu",
+        log=lambda m: _show(tag, m),
+    )
     return model, time.monotonic() - started
 
 
@@ -85,8 +100,7 @@ def main() -> None:
     samples = EncoderSettings().samples
     weights = (default("embed.spectral_weight"), default("embed.context_weight"))
     tiles = [scene_tiles(paths) for paths in SCENES.values()]
-    results = {"tiles": {n: len(t) for n, t in zip(SCENES, tiles)}, "samples": samples, "weights": weights,
-               "runs": {}}
+    results = {"tiles": {n: len(t) for n, t in zip(SCENES, tiles)}, "samples": samples, "weights": weights, "runs": {}}
     print(f"tiles: {results['tiles']}", flush=True)
     sets = {}
     for name in LANDSAT_WINDOWS:
@@ -98,14 +112,20 @@ def main() -> None:
             model, seconds = train(tiles, Path(tmp), budget, tag)
             run = {"samples": budget, "train_seconds": round(seconds, 1), "windows": {}}
             for name, (gallery, queries) in sets.items():
-                run["windows"][name] = {kind: R.score(model, gallery, t, b, a, weights)
-                                        for kind, (t, b, a) in queries.items()}
-            rates = {key: float(np.mean([w[k][key] for w in run["windows"].values() for k in w]))
-                     for key in ("byol", "learned", "band_stats", "random", "random_joined")}
+                run["windows"][name] = {
+                    kind: R.score(model, gallery, t, b, a, weights) for kind, (t, b, a) in queries.items()
+                }
+            rates = {
+                key: float(np.mean([w[k][key] for w in run["windows"].values() for k in w]))
+                for key in ("byol", "learned", "band_stats", "random", "random_joined")
+            }
             run["mean_top1"] = rates
             results["runs"][tag] = run
-            print(f"{tag}: {budget} views in {seconds / 60:.1f} min; mean top-1 "
-                  + " ".join(f"{k} {v:.3f}" for k, v in rates.items()), flush=True)
+            print(
+                f"{tag}: {budget} views in {seconds / 60:.1f} min; mean top-1 "
+                + " ".join(f"{k} {v:.3f}" for k, v in rates.items()),
+                flush=True,
+            )
             if args.out:
                 args.out.write_text(json.dumps(results, indent=1))
 

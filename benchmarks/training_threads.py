@@ -35,7 +35,7 @@ def lockstep(threads: int, steps: int, seed: int = 0) -> tuple[list[float], list
     data = torch.randn(steps + 1, settings.batch_size, 7, 32, 32, generator=torch.Generator().manual_seed(seed))
     times: dict[int, list[float]] = {1: [], threads: []}
     for step, x in enumerate(data):
-        for count in ((1, threads) if step % 2 else (threads, 1)):
+        for count in (1, threads) if step % 2 else (threads, 1):
             torch.set_num_threads(count)
             start = time.perf_counter()
             trainers[count].train_step(x, settings.lr, settings.tau_base)
@@ -57,9 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     for run in range(args.runs):
         one, many, same = lockstep(args.threads, args.steps, seed=run)
         ratios.append(sum(one) / sum(many))
-        print(f"run {run + 1}: 1 thread {sum(one):.2f} s, {args.threads} threads {sum(many):.2f} s for {args.steps} "
-              f"steps (median step {statistics.median(one) * 1000:.0f} / {statistics.median(many) * 1000:.0f} ms); "
-              f"1 thread takes {ratios[-1]:.2f} times as long; weights identical: {same}", flush=True)
+        print(
+            f"run {run + 1}: 1 thread {sum(one):.2f} s, {args.threads} threads {sum(many):.2f} s for {args.steps} "
+            f"steps (median step {statistics.median(one) * 1000:.0f} / {statistics.median(many) * 1000:.0f} ms); "
+            f"1 thread takes {ratios[-1]:.2f} times as long; weights identical: {same}",
+            flush=True,
+        )
     print(f"median: one thread takes {statistics.median(ratios):.2f} times as long as {args.threads}")
     return 0
 

@@ -21,6 +21,9 @@ SHARED = "workflow"
 SHARED_FIXTURES = {"demo_run", "slurm_cluster", "browser", "live_browser"}
 
 
+# tryfirst: the marks must be on the items before pytest-xdist's worker turns them into groups in a
+# hook of its own; a mark added after that hook groups nothing.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         shared = SHARED_FIXTURES & set(getattr(item, "fixturenames", ()))

@@ -72,18 +72,23 @@ def gdal_bands(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             columns, rows = [], []
             if rat:
                 ncol = lib.GDALRATGetColumnCount(rat)
-                columns = [(lib.GDALRATGetNameOfCol(rat, c).decode(), lib.GDALRATGetUsageOfCol(rat, c))
-                           for c in range(ncol)]
-                rows = [[lib.GDALRATGetValueAsString(rat, r, c).decode() for c in range(ncol)]
-                        for r in range(lib.GDALRATGetRowCount(rat))]
-            bands.append({
-                "description": lib.GDALGetDescription(band).decode(),
-                "scale": scale,
-                "offset": offset,
-                "categories": names,
-                "rat_columns": columns,
-                "rat_rows": rows,
-            })
+                columns = [
+                    (lib.GDALRATGetNameOfCol(rat, c).decode(), lib.GDALRATGetUsageOfCol(rat, c)) for c in range(ncol)
+                ]
+                rows = [
+                    [lib.GDALRATGetValueAsString(rat, r, c).decode() for c in range(ncol)]
+                    for r in range(lib.GDALRATGetRowCount(rat))
+                ]
+            bands.append(
+                {
+                    "description": lib.GDALGetDescription(band).decode(),
+                    "scale": scale,
+                    "offset": offset,
+                    "categories": names,
+                    "rat_columns": columns,
+                    "rat_rows": rows,
+                }
+            )
         return bands
     finally:
         lib.GDALClose(ds)
@@ -115,7 +120,9 @@ def ogr_fields(path: str | os.PathLike[str], layer: str) -> dict[str, tuple[str,
         for i in range(lib.OGR_FD_GetFieldCount(defn)):
             fld = lib.OGR_FD_GetFieldDefn(defn, i)
             out[lib.OGR_Fld_GetNameRef(fld).decode()] = (
-                (lib.OGR_Fld_GetAlternativeNameRef(fld) or b"").decode(), (lib.OGR_Fld_GetComment(fld) or b"").decode())
+                (lib.OGR_Fld_GetAlternativeNameRef(fld) or b"").decode(),
+                (lib.OGR_Fld_GetComment(fld) or b"").decode(),
+            )
         return out
     finally:
         lib.GDALClose(ds)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from outcrop.search.analogues import find_analogues
 from outcrop.figures.cluster_maps import write_cluster_figures
+from outcrop.figures.quicklook import write_quicklook
+from outcrop.search.analogues import find_analogues
 from outcrop.search.clusters import cluster_tiles
 from outcrop.search.index import build_index
-from outcrop.figures.quicklook import write_quicklook
 from synthetic_run import make_run
 
 # Runs its handler if placed as markup: sets the page title.
@@ -52,25 +52,53 @@ def make_hostile_run(root: Path) -> HostileRun:
     deposits["name"] = list(HOSTILE)
     deposits.to_csv(run.deposits_csv, index=False)
     idx = res / "index"
-    build_index(run.embeddings, run.tables, idx / "tiles.faiss", idx / "tiles.parquet", idx / "info.json",
-                log=quiet)
+    build_index(run.embeddings, run.tables, idx / "tiles.faiss", idx / "tiles.parquet", idx / "info.json", log=quiet)
     clusters = res / "clusters"
-    clustering = cluster_tiles(idx / "tiles.parquet", run.embeddings, run.tiles, run.prepared, clusters / "tiles.gpkg",
-                               clusters / "tiles.parquet", clusters / "summary.csv", clusters / "rasters", ks=(3,),
-                               seed=0, log=quiet)
+    clustering = cluster_tiles(
+        idx / "tiles.parquet",
+        run.embeddings,
+        run.tiles,
+        run.prepared,
+        clusters / "tiles.gpkg",
+        clusters / "tiles.parquet",
+        clusters / "summary.csv",
+        clusters / "rasters",
+        ks=(3,),
+        seed=0,
+        log=quiet,
+    )
     write_cluster_figures(clustering, run.prepared, run.tiles, clusters / "dendrogram.png", clusters / "maps")
     ana = res / "analogues"
-    find_analogues(idx / "tiles.faiss", idx / "tiles.parquet", run.embeddings, run.deposits_csv, run.prepared,
-                   ana / "analogues.gpkg", ana / "analogues.csv", ana / "similarity",
-                   buffer_m=10.0, exclusion_km=0.5, top=8, log=quiet)
+    find_analogues(
+        idx / "tiles.faiss",
+        idx / "tiles.parquet",
+        run.embeddings,
+        run.deposits_csv,
+        run.prepared,
+        ana / "analogues.gpkg",
+        ana / "analogues.csv",
+        ana / "similarity",
+        buffer_m=10.0,
+        exclusion_km=0.5,
+        top=8,
+        log=quiet,
+    )
     scenes = [p.stem for p in run.prepared]
     quicklooks = []
     for scene, prepared in zip(scenes, run.prepared):
         quicklooks.append(res / "quicklooks" / f"{scene}.tif")
         write_quicklook(prepared, res / "quicklooks" / f"{scene}.png", quicklooks[-1], scene=scene, log=quiet)
     return HostileRun(
-        results=res, deposits=run.deposits_csv, quicklooks=quicklooks,
+        results=res,
+        deposits=run.deposits_csv,
+        quicklooks=quicklooks,
         cluster_rasters=[clusters / "rasters" / f"{s}.tif" for s in scenes],
-        similarity=[ana / "similarity" / f"{s}.tif" for s in scenes], analogues=ana / "analogues.gpkg",
-        labels=clusters / "tiles.parquet", summary=clusters / "summary.csv", embeddings=run.embeddings,
-        tiles=run.tiles, scenes=scenes, prepared=list(run.prepared))
+        similarity=[ana / "similarity" / f"{s}.tif" for s in scenes],
+        analogues=ana / "analogues.gpkg",
+        labels=clusters / "tiles.parquet",
+        summary=clusters / "summary.csv",
+        embeddings=run.embeddings,
+        tiles=run.tiles,
+        scenes=scenes,
+        prepared=list(run.prepared),
+    )

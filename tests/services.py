@@ -4,9 +4,10 @@
 with nothing skipped: the map test installs Debian's Chromium and its driver when they are missing,
 and the SLURM test starts the one-node cluster of `.ci/slurm-up.sh` (installing slurm-wlm and munge
 the same way) and stops it when the session ends. Where slurm is installed but no controller
-answers, the session starts the cluster first of all (see :func:`slurm_installed_but_silent`). Only tests that need them pay for them, so a run
-of a few unit tests starts nothing. On a machine where they cannot be installed (not root, not
-Debian) the tests fail and say what to install: a map or a cluster nobody tried is not tested.
+answers, the session starts the cluster first of all (see :func:`slurm_installed_but_silent`).
+Only tests that need them pay for them, so a run of a few unit tests starts nothing. On a machine
+where they cannot be installed (not root, not Debian) the tests fail and say what to install: a map
+or a cluster nobody tried is not tested.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def _apt_install(packages: list[str], why: str) -> None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.fail(f"{why}: install the Debian packages {' '.join(packages)} (needs root and apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]):
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+    ):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
         if proc.returncode != 0:
             pytest.fail(f"{why}: `{' '.join(cmd)}` failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -36,6 +40,7 @@ def _apt_install(packages: list[str], why: str) -> None:
 
 def chromium_binaries() -> tuple[str, str]:
     """Paths of headless Chromium and its driver, installed from Debian when missing."""
+
     def found() -> tuple[str | None, str | None]:
         return shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
 

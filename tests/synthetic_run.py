@@ -28,11 +28,15 @@ SIZE = 8
 BANDS = ["blue", "green", "red", "nir"]
 DIM = 16
 N_LITH = 4
-SPECTRA = np.array([[0.10, 0.12, 0.14, 0.16], [0.30, 0.28, 0.25, 0.22],
-                    [0.05, 0.07, 0.20, 0.35], [0.20, 0.20, 0.20, 0.20]])
+SPECTRA = np.array(
+    [[0.10, 0.12, 0.14, 0.16], [0.30, 0.28, 0.25, 0.22], [0.05, 0.07, 0.20, 0.35], [0.20, 0.20, 0.20, 0.20]]
+)
 # Scene name -> (top-left x, top-left y, tile rows, tile cols); multiples of the tile size in metres.
-SCENES = {"a": (-1_200_000.0, 1_800_000.0, 20, 20), "b": (-1_080_000.0, 1_740_000.0, 14, 18),
-          "c": (-1_000_080.0, 1_700_160.0, 6, 6)}
+SCENES = {
+    "a": (-1_200_000.0, 1_800_000.0, 20, 20),
+    "b": (-1_080_000.0, 1_740_000.0, 14, 18),
+    "c": (-1_000_080.0, 1_700_160.0, 6, 6),
+}
 ICE_SCENE = "c"  # all snow and ice: no tile has rock
 DEPOSITS = {"a": [(4, 4), (15, 5)]}  # (tile row, tile col) of the known deposits
 HIDDEN = {"b": [(3, 12), (10, 4)], "a": [(17, 17)]}
@@ -90,21 +94,37 @@ def make_run(root: Path, seed: int = 0, noise: float = 0.25, ice_scene: bool = F
         run.lithology[scene] = lith
 
         rows, cols = rr * SIZE, cc * SIZE
-        geoms = [box(x0 + c * RES, y0 - (r + SIZE) * RES, x0 + (c + SIZE) * RES, y0 - r * RES)
-                 for r, c in zip(rows, cols)]
+        geoms = [
+            box(x0 + c * RES, y0 - (r + SIZE) * RES, x0 + (c + SIZE) * RES, y0 - r * RES) for r, c in zip(rows, cols)
+        ]
         rock = np.where(cc % 5 == 0, 0.1, 0.9)  # a column of ice-dominated tiles every 5
         if scene == ICE_SCENE:
             rock = np.zeros(len(lith))
-        table = gpd.GeoDataFrame({
-            "tile_id": np.arange(len(lith), dtype=np.int64), "scene": scene,
-            "row": rows.astype(np.int64), "col": cols.astype(np.int64), "size": np.int64(SIZE),
-            "valid": 1.0, "rock": rock, "snow_ice": 1.0 - rock, "water": 0.0, "cloud": 0.0,
-        }, geometry=geoms, crs=CRS)
-        tiles = (SPECTRA[lith][:, :, None, None] + 0.01 * rng.normal(size=(len(lith), len(BANDS), SIZE, SIZE)))
+        table = gpd.GeoDataFrame(
+            {
+                "tile_id": np.arange(len(lith), dtype=np.int64),
+                "scene": scene,
+                "row": rows.astype(np.int64),
+                "col": cols.astype(np.int64),
+                "size": np.int64(SIZE),
+                "valid": 1.0,
+                "rock": rock,
+                "snow_ice": 1.0 - rock,
+                "water": 0.0,
+                "cloud": 0.0,
+            },
+            geometry=geoms,
+            crs=CRS,
+        )
+        tiles = SPECTRA[lith][:, :, None, None] + 0.01 * rng.normal(size=(len(lith), len(BANDS), SIZE, SIZE))
         reflectance = rng.uniform(0.05, 0.4, size=(len(BANDS), nr * SIZE, nc * SIZE)).astype(np.float32)
         mask = np.ones(reflectance.shape[1:], dtype=np.uint8)
-        paths = (root / "embeddings" / f"{scene}.npy", root / "tiles" / f"{scene}.parquet",
-                 root / "tiles" / f"{scene}.npy", root / "prepared" / f"{scene}.tif")
+        paths = (
+            root / "embeddings" / f"{scene}.npy",
+            root / "tiles" / f"{scene}.parquet",
+            root / "tiles" / f"{scene}.npy",
+            root / "prepared" / f"{scene}.tif",
+        )
         save_npy(paths[0], vec.astype(np.float32))
         write_tile_table(paths[1], table, TileLayout(SIZE, SIZE, 0.9))  # tiles side by side
         save_npy(paths[2], tiles.astype(np.float32))
@@ -115,8 +135,9 @@ def make_run(root: Path, seed: int = 0, noise: float = 0.25, ice_scene: bool = F
         run.prepared.append(paths[3])
     lonlat = gpd.GeoSeries(gpd.points_from_xy(*zip(*run.deposit_xy)), crs=CRS).to_crs("EPSG:4326")
     run.deposits_csv = root / "deposits.csv"
-    pd.DataFrame({"name": [f"known {i + 1}" for i in range(len(lonlat))], "lon": lonlat.x,
-                  "lat": lonlat.y}).to_csv(run.deposits_csv, index=False)
+    pd.DataFrame({"name": [f"known {i + 1}" for i in range(len(lonlat))], "lon": lonlat.x, "lat": lonlat.y}).to_csv(
+        run.deposits_csv, index=False
+    )
     return run
 
 
@@ -134,11 +155,33 @@ def make_finished_run(root: Path) -> SyntheticRun:
     run = make_run(root)
     at = Layout(root)
     build_index(run.embeddings, run.tables, Path(at.index), Path(at.index_table), Path(at.index_info), log=quiet)
-    clustering = cluster_tiles(Path(at.index_table), run.embeddings, run.tiles, run.prepared,
-                               Path(at.cluster_labels_gpkg), Path(at.cluster_labels), Path(at.cluster_summary_csv),
-                               Path(at.cluster_rasters), ks=(3, 6), cuts=(2,), seed=0, log=quiet)
+    clustering = cluster_tiles(
+        Path(at.index_table),
+        run.embeddings,
+        run.tiles,
+        run.prepared,
+        Path(at.cluster_labels_gpkg),
+        Path(at.cluster_labels),
+        Path(at.cluster_summary_csv),
+        Path(at.cluster_rasters),
+        ks=(3, 6),
+        cuts=(2,),
+        seed=0,
+        log=quiet,
+    )
     write_cluster_figures(clustering, run.prepared, run.tiles, Path(at.dendrogram), Path(at.cluster_maps))
-    find_analogues(Path(at.index), Path(at.index_table), run.embeddings, run.deposits_csv, run.prepared,
-                   Path(at.analogues_gpkg), Path(at.analogues_csv), Path(at.similarity),
-                   buffer_m=10.0, exclusion_km=0.5, top=10, log=quiet)
+    find_analogues(
+        Path(at.index),
+        Path(at.index_table),
+        run.embeddings,
+        run.deposits_csv,
+        run.prepared,
+        Path(at.analogues_gpkg),
+        Path(at.analogues_csv),
+        Path(at.similarity),
+        buffer_m=10.0,
+        exclusion_km=0.5,
+        top=10,
+        log=quiet,
+    )
     return run

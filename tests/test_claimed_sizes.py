@@ -39,8 +39,9 @@ def run_capped(args: list[str], imports: str, headroom: int = HEADROOM) -> subpr
     env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     import os
 
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
 
 
 def assert_refused(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
@@ -73,25 +74,51 @@ def test_faiss_header_that_claims_gigabytes(tmp_path, gib):
     results = tmp_path / "results"
     (results / "index").mkdir(parents=True)
     hostile_flat_index(results / "index" / "tiles.faiss", gib << 30)
-    table = gpd.GeoDataFrame({"id": np.arange(4), "scene": "s1", "tile_id": np.arange(4)},
-                             geometry=[box(i, 0, i + 1, 1) for i in range(4)], crs="EPSG:3031")
+    table = gpd.GeoDataFrame(
+        {"id": np.arange(4), "scene": "s1", "tile_id": np.arange(4)},
+        geometry=[box(i, 0, i + 1, 1) for i in range(4)],
+        crs="EPSG:3031",
+    )
     table.to_parquet(results / "index" / "tiles.parquet", index=False)
     assert (results / "index" / "tiles.faiss").stat().st_size == 301
-    line = assert_refused(run_capped(["query", "--results", results, "--tile", "s1:0"],
-                                     "faiss, pyarrow.parquet, shapely, pyproj"),
-                          "tiles.faiss: not a readable FAISS index", f"({gib}.0 GiB)", "301 bytes")
+    line = assert_refused(
+        run_capped(["query", "--results", results, "--tile", "s1:0"], "faiss, pyarrow.parquet, shapely, pyproj"),
+        "tiles.faiss: not a readable FAISS index",
+        f"({gib}.0 GiB)",
+        "301 bytes",
+    )
     assert line.startswith("outcrop query: error:")
 
 
-def write_uint16_scene(path: Path, width: int, height: int, *, crs: str, origin: tuple[float, float],
-                       res: float = 30.0, fill: bool = True, sparse: bool = False) -> Path:
+def write_uint16_scene(
+    path: Path,
+    width: int,
+    height: int,
+    *,
+    crs: str,
+    origin: tuple[float, float],
+    res: float = 30.0,
+    fill: bool = True,
+    sparse: bool = False,
+) -> Path:
     """A 7-band Level-2-style uint16 scene (0 = nodata), written in row strips; ``sparse`` writes
     only one block of data so the file stays tiny whatever size it claims."""
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": 7, "dtype": "uint16",
-               "crs": crs, "transform": Affine(res, 0, origin[0], 0, -res, origin[1]), "nodata": 0,
-               "tiled": True, "blockxsize": 1024 if sparse else 256, "blockysize": 1024 if sparse else 256,
-               "compress": "deflate",
-               "SPARSE_OK": "TRUE", "BIGTIFF": "YES" if sparse else "IF_NEEDED"}
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 7,
+        "dtype": "uint16",
+        "crs": crs,
+        "transform": Affine(res, 0, origin[0], 0, -res, origin[1]),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 1024 if sparse else 256,
+        "blockysize": 1024 if sparse else 256,
+        "compress": "deflate",
+        "SPARSE_OK": "TRUE",
+        "BIGTIFF": "YES" if sparse else "IF_NEEDED",
+    }
     rng = np.random.default_rng(1)
     rock = (np.array([0.10, 0.11, 0.13, 0.16, 0.20, 0.26, 0.22]) + 0.2) / 0.0000275
     with rasterio.open(path, "w", **profile) as dst:
@@ -108,15 +135,30 @@ def write_uint16_scene(path: Path, width: int, height: int, *, crs: str, origin:
 
 
 def test_sparse_scene_that_claims_200000_squared_pixels(tmp_path):
-    scene = write_uint16_scene(tmp_path / "huge.tif", 200_000, 200_000, crs="EPSG:3031",
-                               origin=(-1_200_000.0, 900_000.0), sparse=True)
+    scene = write_uint16_scene(
+        tmp_path / "huge.tif", 200_000, 200_000, crs="EPSG:3031", origin=(-1_200_000.0, 900_000.0), sparse=True
+    )
     assert scene.stat().st_size < 2_000_000  # 1.1 TB of float32 claimed
     out = tmp_path / "prepared" / "huge.tif"
-    proc = run_capped(["prepare", "--source", scene, "--sensor", "landsat-c2l2", "--scene", "huge",
-                       "--bands", "coastal,blue,green,red,nir,swir1,swir2", "--out", out],
-                      "rasterio, numpy, shapely, pyproj")
-    assert_refused(proc, "huge.tif: the scene covers 200000x200000 px of the run grid (40.0 Gpx)",
-                   "more than the 2.0 Gpx")
+    proc = run_capped(
+        [
+            "prepare",
+            "--source",
+            scene,
+            "--sensor",
+            "landsat-c2l2",
+            "--scene",
+            "huge",
+            "--bands",
+            "coastal,blue,green,red,nir,swir1,swir2",
+            "--out",
+            out,
+        ],
+        "rasterio, numpy, shapely, pyproj",
+    )
+    assert_refused(
+        proc, "huge.tif: the scene covers 200000x200000 px of the run grid (40.0 Gpx)", "more than the 2.0 Gpx"
+    )
     assert not out.parent.exists() or not any(out.parent.iterdir())
 
 
@@ -127,13 +169,21 @@ def test_prepare_in_windows_equals_prepare_at_once(tmp_path):
     own chunks of a whole-scene warp.)"""
     from outcrop.raster.scenes import prepare_scene
 
-    scene = write_uint16_scene(tmp_path / "fine.tif", 1000, 900, crs="EPSG:3031", origin=(-1_200_007.0, 900_011.0),
-                               res=20.0)
+    scene = write_uint16_scene(
+        tmp_path / "fine.tif", 1000, 900, crs="EPSG:3031", origin=(-1_200_007.0, 900_011.0), res=20.0
+    )
     outs = []
     for window_pixels in (1 << 16, 1 << 30):
         out = tmp_path / f"w{window_pixels}.tif"
-        prepare_scene(str(scene), "landsat-c2l2", out, scene_id="u", log=lambda _: None, window_pixels=window_pixels,
-                      bands=["coastal", "blue", "green", "red", "nir", "swir1", "swir2"])
+        prepare_scene(
+            str(scene),
+            "landsat-c2l2",
+            out,
+            scene_id="u",
+            log=lambda _: None,
+            window_pixels=window_pixels,
+            bands=["coastal", "blue", "green", "red", "nir", "swir1", "swir2"],
+        )
         with rasterio.open(out) as src:
             outs.append((src.read(), src.profile, src.tags(), src.overviews(1)))
     (a, pa, ta, oa), (b, pb, tb, ob) = outs
@@ -146,9 +196,23 @@ def test_prepare_memory_is_bounded_by_the_window(tmp_path):
     """A 3000 x 3000 px, 7-band scene (250 MB as float32) prepares with 400 MB of headroom."""
     scene = write_uint16_scene(tmp_path / "big.tif", 3000, 3000, crs="EPSG:3031", origin=(-1_200_000.0, 900_000.0))
     out = tmp_path / "big_prepared.tif"
-    proc = run_capped(["prepare", "--source", scene, "--sensor", "landsat-c2l2", "--scene", "big",
-                       "--bands", "coastal,blue,green,red,nir,swir1,swir2", "--out", out],
-                      "rasterio, numpy, shapely, pyproj", headroom=400 << 20)
+    proc = run_capped(
+        [
+            "prepare",
+            "--source",
+            scene,
+            "--sensor",
+            "landsat-c2l2",
+            "--scene",
+            "big",
+            "--bands",
+            "coastal,blue,green,red,nir,swir1,swir2",
+            "--out",
+            out,
+        ],
+        "rasterio, numpy, shapely, pyproj",
+        headroom=400 << 20,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with rasterio.open(out) as src:
         assert (src.count, src.height, src.width) == (8, 3000, 3000)

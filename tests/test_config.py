@@ -84,9 +84,16 @@ def test_missing_or_empty_sheet(tmp_path):
 
 
 def test_demo_sheet_roles():
-    rows = demo_sheet("results", scenes=4, train_scenes=3)
+    rows = demo_sheet("results", scenes=4, train_scenes=3, dates=1)
     assert [r["role"] for r in rows] == ["train", "train", "train", "index"]
     assert rows[0]["source"] == "results/demo/scenes/demo_1.tif"
+
+
+def test_demo_sheet_sees_every_place_on_every_day_and_trains_on_the_first_places():
+    rows = demo_sheet("results", scenes=3, train_scenes=2, dates=2)
+    assert [r["scene"] for r in rows] == ["demo_1", "demo_2", "demo_3", "demo_1_t2", "demo_2_t2", "demo_3_t2"]
+    assert [r["role"] for r in rows] == ["train", "train", "index"] * 2
+    assert rows[3]["source"] == "results/demo/scenes/demo_1_t2.tif"
 
 
 def test_remote_sources_have_no_local_input():
@@ -126,7 +133,9 @@ def test_non_finite_numbers_in_config(config, message):
 
 def test_numbers_written_as_text_in_config_are_read_as_numbers():
     """``snakemake --config "tiles={size: 64}"`` hands over {'size': '64'} (YAML base loader)."""
-    config = validate_config({"tiles": {"size": "64", "min_valid": "0.5"}, "clusters": {"k": ["3", "5"], "cuts": ["2"]}})
+    config = validate_config(
+        {"tiles": {"size": "64", "min_valid": "0.5"}, "clusters": {"k": ["3", "5"], "cuts": ["2"]}}
+    )
     assert config["tiles"] == {"size": 64, "stride": 16, "min_valid": 0.5}
     assert config["clusters"]["k"] == [3, 5] and config["clusters"]["cuts"] == [2]
     with pytest.raises(OutcropError, match=r"tiles\.size: '64\.5' is not of type 'integer'"):
@@ -136,8 +145,10 @@ def test_numbers_written_as_text_in_config_are_read_as_numbers():
 def test_config_string_where_a_mapping_belongs():
     with pytest.raises(OutcropError) as err:
         validate_config({"tiles": "{'size': 64}"})
-    assert str(err.value) == ("config: tiles: got the string \"{'size': 64}\" where a mapping of keys belongs; "
-                              "write nested keys in a config file (--configfile) or as --config \"tiles={key: value}\"")
+    assert str(err.value) == (
+        "config: tiles: got the string \"{'size': 64}\" where a mapping of keys belongs; "
+        'write nested keys in a config file (--configfile) or as --config "tiles={key: value}"'
+    )
 
 
 @pytest.mark.parametrize(
@@ -196,8 +207,11 @@ def test_bad_scale_offset_or_bands_in_the_sheet(tmp_path, column, value, message
 
 
 def test_good_scale_offset_and_bands_in_the_sheet(tmp_path):
-    path = _sheet(tmp_path, ["a\tx.tif\tlandsat-c2l2\ttrain\t0.0000275\t-0.2\tSR_B2,B3,red"],
-                  header="scene\tsource\tsensor\trole\tscale\toffset\tbands")
+    path = _sheet(
+        tmp_path,
+        ["a\tx.tif\tlandsat-c2l2\ttrain\t0.0000275\t-0.2\tSR_B2,B3,red"],
+        header="scene\tsource\tsensor\trole\tscale\toffset\tbands",
+    )
     row = read_scene_sheet(path)[0]
     assert (row["scale"], row["offset"], row["bands"]) == ("0.0000275", "-0.2", "SR_B2,B3,red")
 
@@ -211,12 +225,15 @@ def test_grid_resolution_is_a_number_or_auto_also_as_command_line_text():
         validate_config({"grid": {"resolution": -30}})
 
 
-@pytest.mark.parametrize(("config", "key", "char"), [
-    ({"deposits": "d/a</script>.gpkg"}, "deposits", "<"),
-    ({"grid": {"crs": "EPSG:3031 <!--"}}, "grid.crs", "<"),
-    ({"scenes": "s>.tsv"}, "scenes", ">"),
-    ({"encoder": {"settings": {"view1.blur_p": "<img>"}}}, "encoder.settings.view1.blur_p", "<"),
-])
+@pytest.mark.parametrize(
+    ("config", "key", "char"),
+    [
+        ({"deposits": "d/a</script>.gpkg"}, "deposits", "<"),
+        ({"grid": {"crs": "EPSG:3031 <!--"}}, "grid.crs", "<"),
+        ({"scenes": "s>.tsv"}, "scenes", ">"),
+        ({"encoder": {"settings": {"view1.blur_p": "<img>"}}}, "encoder.settings.view1.blur_p", "<"),
+    ],
+)
 def test_markup_in_any_config_value_is_refused(config, key, char):
     """Every text value of the config reaches some rule, and the report page writes those raw."""
     with pytest.raises(OutcropError, match=rf"^config: {re.escape(key)}: .*: '{char}' is not allowed") as err:
@@ -266,8 +283,17 @@ def test_a_results_folder_behind_a_link_is_spelled_as_its_target(tmp_path, monke
     (elsewhere / "real").mkdir(parents=True)
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "far").symlink_to(elsewhere / "real")
-    for spelling in ("results", "./results", "results/", "rlink", "rlink/", "up/results", "up/rlink",
-                     str(tmp_path / "rlink"), "up/up/rlink/../results"):
+    for spelling in (
+        "results",
+        "./results",
+        "results/",
+        "rlink",
+        "rlink/",
+        "up/results",
+        "up/rlink",
+        str(tmp_path / "rlink"),
+        "up/up/rlink/../results",
+    ):
         assert canonical_results(spelling) == "results", spelling
     assert canonical_results("later") == canonical_results("not_made_yet") == "not_made_yet"
     assert canonical_results("up/new/run") == "new/run"
@@ -298,16 +324,23 @@ def test_a_config_that_contains_itself_is_refused():
         validate_config(config)
 
 
-@pytest.mark.parametrize(("grid", "message"), [
-    ({"crs": "+proj=pipeline +step +proj=unitconvert"},
-     "config: grid.crs: '+proj=pipeline +step +proj=unitconvert' is not a coordinate reference system"),
-    ({"crs": "EPSG:4978"}, "config: grid.crs: 'EPSG:4978' is a geocentric CRS, not a 2-D projected CRS"),
-    ({"crs": "EPSG:3031+5773"}, "config: grid.crs: 'EPSG:3031+5773' is a compound CRS"),
-    ({"crs": "EPSG:4326", "resolution": 30},
-     "config: grid.crs: 'EPSG:4326' is a geographic CRS with axes in degree; grid.resolution 30 would be read as "
-     "30 degree a pixel, but the run measures pixels, buffers and distances in metres"),
-    ({"crs": "EPSG:2227", "resolution": 30}, "'EPSG:2227' is a projected CRS with axes in US survey foot"),
-])
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        (
+            {"crs": "+proj=pipeline +step +proj=unitconvert"},
+            "config: grid.crs: '+proj=pipeline +step +proj=unitconvert' is not a coordinate reference system",
+        ),
+        ({"crs": "EPSG:4978"}, "config: grid.crs: 'EPSG:4978' is a geocentric CRS, not a 2-D projected CRS"),
+        ({"crs": "EPSG:3031+5773"}, "config: grid.crs: 'EPSG:3031+5773' is a compound CRS"),
+        (
+            {"crs": "EPSG:4326", "resolution": 30},
+            "config: grid.crs: 'EPSG:4326' is a geographic CRS with axes in degree; grid.resolution 30 would be read "
+            "as 30 degree a pixel, but the run measures pixels, buffers and distances in metres",
+        ),
+        ({"crs": "EPSG:2227", "resolution": 30}, "'EPSG:2227' is a projected CRS with axes in US survey foot"),
+    ],
+)
 def test_a_grid_crs_no_grid_can_use(grid, message):
     with pytest.raises(OutcropError) as err:
         validate_config({"grid": grid})
@@ -321,8 +354,11 @@ def test_grid_crs_in_metres_is_accepted(crs):
 
 @pytest.mark.parametrize("value", [0, "0", "-2", "0.4", "nan", "inf"])
 def test_a_thread_count_below_one_is_refused_naming_the_rule(value):
-    with pytest.raises(OutcropError, match=rf"--set-threads index={value}: a job needs at least 1 thread; "
-                                           "give index=1 or more"):
+    with pytest.raises(
+        OutcropError,
+        match=rf"--set-threads index={value}: a job needs at least 1 thread; "
+        "give index=1 or more",
+    ):
         check_thread_overrides({"train_encoder": 4, "index": value})
 
 

@@ -15,8 +15,27 @@ from outcrop.search.query import COLUMNS, format_csv
 
 # OWASP's formula starters, the tab and carriage return a spreadsheet skips before one, their
 # full-width forms, quotes that must survive reading back, and names that are harmless as they are.
-NAMES = ['=cmd|" /C calc"!A0', "+1+1", "-1+1", "@SUM(1)", "\t=1+1", "\r=1+1", "\n=1", "\uff1d1+1",
-         "'", "'=x", "''", "'plain", "a;=1+1", "a,b", 'say "hi"', "Mt Erebus", "", "1e5", "-"]
+NAMES = [
+    '=cmd|" /C calc"!A0',
+    "+1+1",
+    "-1+1",
+    "@SUM(1)",
+    "\t=1+1",
+    "\r=1+1",
+    "\n=1",
+    "\uff1d1+1",
+    "'",
+    "'=x",
+    "''",
+    "'plain",
+    "a;=1+1",
+    "a,b",
+    'say "hi"',
+    "Mt Erebus",
+    "",
+    "1e5",
+    "-",
+]
 
 
 def _cells(text: str) -> list[list[str]]:

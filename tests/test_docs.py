@@ -22,8 +22,14 @@ from outcrop.stages import STAGES, _table_rows, settings_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "workflow" / "outcrop"
-DOCS = sorted([ROOT / "README.md", ROOT / "config" / "README.md", ROOT / "benchmarks" / "README.md",
-               *(ROOT / "docs").glob("*.md")])
+DOCS = sorted(
+    [
+        ROOT / "README.md",
+        ROOT / "config" / "README.md",
+        ROOT / "benchmarks" / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+    ]
+)
 # Words that make a sentence's "default" a past one ("the previous defaults", "then the default").
 HISTORY = re.compile(r"\b(previous|earlier|old|then|was|were|before|history)\b", re.I)
 
@@ -67,8 +73,11 @@ def stated_defaults(text: str) -> list[tuple[str, object]]:
             key = _resolve(name, keys)
             if key is not None:
                 out.append((key, _value(value)))
-        for name, first, second in re.findall(r"`([a-z_][a-z0-9_.]*)` \((?:default:? (\d{1,3}(?:[ \u202f]\d{3})+\b|"
-                                              r"[^\s,;:)]+)|([^,;()]+?) by default)", sentence):
+        for name, first, second in re.findall(
+            r"`([a-z_][a-z0-9_.]*)` \((?:default:? (\d{1,3}(?:[ \u202f]\d{3})+\b|"
+            r"[^\s,;:)]+)|([^,;()]+?) by default)",
+            sentence,
+        ):
             key = _resolve(name, keys)
             if key is not None:
                 out.append((key, _value(first or second)))
@@ -80,23 +89,31 @@ def stated_defaults(text: str) -> list[tuple[str, object]]:
 
 
 def test_the_default_finder_sees_stated_defaults_and_leaves_others():
-    text = ("Embeddings average the poses (`encoder.settings.symmetry: d4`, the default). `symmetry: none` embeds "
-            "in one pass. The budget, `encoder.settings.samples` (200 000 by default), is views. Before, the "
-            "previous default was `embed.spectral_weight: 0`.")
+    text = (
+        "Embeddings average the poses (`encoder.settings.symmetry: d4`, the default). `symmetry: none` embeds "
+        "in one pass. The budget, `encoder.settings.samples` (200 000 by default), is views. Before, the "
+        "previous default was `embed.spectral_weight: 0`."
+    )
     assert stated_defaults(text) == [("encoder.settings.symmetry", "d4"), ("encoder.settings.samples", 200000)]
     assert stated_defaults("More scenes than `limits.sheet_rows` (default 20 000) are refused.") == [
-        ("limits.sheet_rows", 20000)]
+        ("limits.sheet_rows", 20000)
+    ]
     # What docs/architecture.md and docs/evaluation.md said of the spectral weight, once the schema's was 0.15:
-    for old in ("With `embed.spectral_weight` above 0 (the default is 0) a row is (N, D + 5C).",
-                "The vector is D + 5C long. `embed.spectral_weight` (default 0: the learned vector alone) is read."):
+    for old in (
+        "With `embed.spectral_weight` above 0 (the default is 0) a row is (N, D + 5C).",
+        "The vector is D + 5C long. `embed.spectral_weight` (default 0: the learned vector alone) is read.",
+    ):
         assert stated_defaults(old) == [("embed.spectral_weight", 0)]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_default_a_doc_states_is_the_schemas(doc):
     keys = _schema_keys()
-    wrong = [f"{key}: the doc says {value!r}, the schema {keys[key].get('default')!r}"
-             for key, value in stated_defaults(doc.read_text()) if value != keys[key].get("default")]
+    wrong = [
+        f"{key}: the doc says {value!r}, the schema {keys[key].get('default')!r}"
+        for key, value in stated_defaults(doc.read_text())
+        if value != keys[key].get("default")
+    ]
     assert wrong == []
 
 
@@ -114,9 +131,28 @@ def test_the_settings_table_is_current():
 def test_the_schema_uses_only_the_keywords_the_code_reads():
     """A comma in an unquoted YAML flow mapping makes a key of the rest of a description; a keyword
     the command line and the docs do not read would be a check nobody makes."""
-    known = {"$schema", "type", "description", "default", "properties", "additionalProperties", "patternProperties",
-             "x-fill-defaults", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "const",
-             "anyOf", "items", "minItems", "maxItems", "uniqueItems", "minLength"}
+    known = {
+        "$schema",
+        "type",
+        "description",
+        "default",
+        "properties",
+        "additionalProperties",
+        "patternProperties",
+        "x-fill-defaults",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "enum",
+        "const",
+        "anyOf",
+        "items",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "minLength",
+    }
     odd = []
 
     def walk(entry: dict, where: str) -> None:
@@ -170,20 +206,29 @@ def test_every_command_a_doc_names_exists(command, capsys):
 
 
 def test_every_benchmark_a_doc_names_exists():
-    missing = sorted({f"{doc.relative_to(ROOT)}: {name}" for doc in DOCS
-                      for name in re.findall(r"benchmarks/[\w/.-]+?\.py", doc.read_text())
-                      if not (ROOT / name).is_file()})
+    missing = sorted(
+        {
+            f"{doc.relative_to(ROOT)}: {name}"
+            for doc in DOCS
+            for name in re.findall(r"benchmarks/[\w/.-]+?\.py", doc.read_text())
+            if not (ROOT / name).is_file()
+        }
+    )
     assert missing == []
 
 
 def _test_names() -> set[str]:
-    return {m for path in (ROOT / "tests").rglob("test_*.py")
-            for m in re.findall(r"^\s*def (test_\w+)", path.read_text(), re.M)}
+    return {
+        m
+        for path in (ROOT / "tests").rglob("test_*.py")
+        for m in re.findall(r"^\s*def (test_\w+)", path.read_text(), re.M)
+    }
 
 
 def test_every_test_a_doc_or_docstring_names_exists():
     """docs/errors.md names the test of each refusal, and docstrings the test that shows what they
-    claim (`tests/x.py::test_y`): each must be there, in that file where a file is named."""
+    claim (`tests/x.py::test_y`): each must be there, in that file where a file is named; a test
+    file named alone must be there too."""
     names = _test_names()
     missing = []
     sources = [*DOCS, *PACKAGE.rglob("*.py")]
@@ -192,6 +237,9 @@ def test_every_test_a_doc_or_docstring_names_exists():
         for path, name in re.findall(r"(tests/[\w/]+\.py)::(test_\w+)", text):
             if not (ROOT / path).is_file() or not re.search(rf"^\s*def {name}\b", (ROOT / path).read_text(), re.M):
                 missing.append(f"{source.relative_to(ROOT)}: {path}::{name}")
+        for path in re.findall(r"\b(tests/[\w/]+\.py)\b", text):
+            if not (ROOT / path).is_file():
+                missing.append(f"{source.relative_to(ROOT)}: {path}")
         if source.name == "errors.md":
             missing += [f"docs/errors.md: {name}" for name in re.findall(r"`(test_\w+)`", text) if name not in names]
     assert missing == []
@@ -221,8 +269,11 @@ def test_architecture_names_the_index_kinds_the_code_builds():
     text = (ROOT / "docs" / "architecture.md").read_text()
     listed = re.search(r"info: kind \(([^)]*)\)", text).group(1)
     assert re.findall(r"`(\w+)`", listed) == list(KINDS)
-    built = {choose_kind(10, 8, exact_max=100, memory_gb=8), choose_kind(10_000, 8, exact_max=100, memory_gb=8),
-             choose_kind(10_000_000, 198, exact_max=100, memory_gb=1)}
+    built = {
+        choose_kind(10, 8, exact_max=100, memory_gb=8),
+        choose_kind(10_000, 8, exact_max=100, memory_gb=8),
+        choose_kind(10_000_000, 198, exact_max=100, memory_gb=1),
+    }
     assert built == set(KINDS)
 
 
@@ -231,6 +282,18 @@ def test_every_stage_is_in_the_architectures_tile_walk():
     text = (ROOT / "docs" / "architecture.md").read_text()
     walk = text.split("## One tile from scene to analogue", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"^\| `([a-z-]+)`", walk, re.M)) | set(re.findall(r", `([a-z-]+)`", walk))
-    data_stages = {"grid", "prepare", "tile", "train", "embed", "index", "cluster", "analogues", "quality",
-                   "evaluate", "webmap", "report"}
+    data_stages = {
+        "grid",
+        "prepare",
+        "tile",
+        "train",
+        "embed",
+        "index",
+        "cluster",
+        "analogues",
+        "quality",
+        "evaluate",
+        "webmap",
+        "report",
+    }
     assert data_stages <= set(STAGES) and data_stages <= named

@@ -295,16 +295,23 @@ def test_every_rule_stage_starts_from_a_foreign_folder_with_the_workflow_on_pyth
     commands = sorted({c for block in BLOCKS.values() for c in rule_commands(block)})
     assert len(commands) >= 15, commands
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(REPO / "workflow")}
-    where = subprocess.run([sys.executable, "-c", "import outcrop; print(outcrop.__file__)"], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    where = subprocess.run(
+        [sys.executable, "-c", "import outcrop; print(outcrop.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert Path(where) == PACKAGE / "__init__.py"
     for command in commands:
-        done = subprocess.run([sys.executable, "-m", "outcrop", command, "--help"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "outcrop", command, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
         assert done.returncode == 0 and f"usage: outcrop {command}" in done.stdout, (command, done.stderr)
 
 
 def test_the_workflow_puts_its_package_on_every_jobs_pythonpath():
     common = (RULES / "common.smk").read_text()
-    assert re.search(r"^os\.environ\.update\(PYTHONPATH=", common, re.M)
+    assert re.search(r"^os\.environ\.update\(\s*PYTHONPATH=", common, re.M)
     assert re.search(r'PACKAGE_ROOT = str\(Path\(workflow\.basedir\)\.resolve\(\) / "workflow"\)', common)

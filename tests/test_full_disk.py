@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from outcrop import OutcropError
-from outcrop.cli import main
-from outcrop.io import atomic_path, no_space_reason, save_npy, write_cog, write_geodataframe, write_json, write_prepared
 
+from outcrop import OutcropError
+from outcrop.io import atomic_path, no_space_reason, save_npy, write_cog, write_geodataframe, write_json, write_prepared
 from tests.test_bad_input import BANDS, TILE, Run, prepare_args, refuse, run, train_args  # noqa: F401 - run: fixture
 
 DISK_BYTES = 8 << 20
@@ -50,8 +49,10 @@ class SmallDisk:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     if os.geteuid() != 0:
-        pytest.fail("tests/test_full_disk.py mounts a small tmpfs to fill it, which needs root: "
-                    "run these tests as root (in the project's container they are)")
+        pytest.fail(
+            "tests/test_full_disk.py mounts a small tmpfs to fill it, which needs root: "
+            "run these tests as root (in the project's container they are)"
+        )
     mount = tmp_path / "disk"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mount)], check=True)
@@ -117,8 +118,14 @@ def _cog(path: Path) -> None:
 def _prepared(path: Path) -> None:
     from rasterio.transform import from_origin
 
-    write_prepared(path, _random((2, 128, 128)), np.ones((128, 128), np.uint8), "EPSG:3031",
-                   from_origin(0, 0, 30, 30), ["red", "nir"])
+    write_prepared(
+        path,
+        _random((2, 128, 128)),
+        np.ones((128, 128), np.uint8),
+        "EPSG:3031",
+        from_origin(0, 0, 30, 30),
+        ["red", "nir"],
+    )
 
 
 WRITERS: dict[str, tuple[str, Callable[[Path], None]]] = {
@@ -149,13 +156,14 @@ def test_every_writer_reports_a_full_disk_naming_the_file(small_disk, name):
     assert small_disk.files() == {str(Path(relative).parent)}, "a partial file or a temporary was left behind"
 
 
-def test_training_on_a_full_disk_says_so_in_one_line(small_disk, run):
+def test_training_on_a_full_disk_says_so_in_one_line(small_disk, run):  # noqa: F811 - run: the imported fixture
     """The case as it was met: `outcrop train` as a process, its first checkpoint on a full disk
     ("RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos" before)."""
     out = small_disk.path / "model"
     small_disk.fill()
-    proc = subprocess.run([sys.executable, "-m", "outcrop", *map(str, train_args(run, out))],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "outcrop", *map(str, train_args(run, out))], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -165,12 +173,25 @@ def test_training_on_a_full_disk_says_so_in_one_line(small_disk, run):
 
 
 @pytest.mark.parametrize("stage", ["prepare", "tile", "embed"])
-def test_each_stage_on_a_full_disk_says_so_in_one_line(small_disk, run, capsys, stage):
+def test_each_stage_on_a_full_disk_says_so_in_one_line(small_disk, run, capsys, stage):  # noqa: F811 - run: fixture
     out = small_disk.path / stage
     args = {
         "prepare": prepare_args(run.scene, out / "x.tif"),
-        "tile": ["tile", "--prepared", run.prepared, "--scene", "s1", "--size", TILE, "--stride", TILE // 2,
-                 "--out-tiles", out / "s1.npy", "--out-table", out / "s1.parquet"],
+        "tile": [
+            "tile",
+            "--prepared",
+            run.prepared,
+            "--scene",
+            "s1",
+            "--size",
+            TILE,
+            "--stride",
+            TILE // 2,
+            "--out-tiles",
+            out / "s1.npy",
+            "--out-table",
+            out / "s1.parquet",
+        ],
         "embed": ["embed", "--tiles", run.tiles, "--model", run.model, "--device", "cpu", "--out", out / "s1.npy"],
     }[stage]
     out.mkdir()
@@ -189,13 +210,16 @@ def test_a_refused_write_leaves_the_file_it_would_replace(small_disk):
     assert json.loads(final.read_text()) == {"old": True}
 
 
-@pytest.mark.parametrize(("exc", "reason"), [
-    (OSError(errno.ENOSPC, "No space left on device"), "no space left on device"),
-    (OSError(errno.EDQUOT, "Disk quota exceeded"), "no space left on device (disk quota exceeded)"),
-    (RuntimeError("sqlite3_exec failed: database or disk is full"), "no space left on device"),
-    (OSError(errno.EACCES, "Permission denied"), None),
-    (RuntimeError("unexpected pos 704 vs 598"), None),
-])
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "no space left on device"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "no space left on device (disk quota exceeded)"),
+        (RuntimeError("sqlite3_exec failed: database or disk is full"), "no space left on device"),
+        (OSError(errno.EACCES, "Permission denied"), None),
+        (RuntimeError("unexpected pos 704 vs 598"), None),
+    ],
+)
 def test_the_errors_a_full_disk_raises_are_read_from_errno_or_words(exc, reason):
     """Without a file to probe beside, only the error itself tells."""
     assert no_space_reason(exc) == reason

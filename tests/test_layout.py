@@ -27,8 +27,10 @@ def test_layout_spells_each_path_under_the_results_folder():
     assert run.benchmark("index") == "res/logs/benchmarks/index.tsv"
     assert Layout("/abs/run/").summary == "/abs/run/summary.html"
     assert (run.metrics, run.demo_scores) == ("res/metrics.json", "res/demo/scores.json")
-    assert in_folder(run.similarity, ["a", "b"], ".tif") == ["res/analogues/similarity/a.tif",
-                                                              "res/analogues/similarity/b.tif"]
+    assert in_folder(run.similarity, ["a", "b"], ".tif") == [
+        "res/analogues/similarity/a.tif",
+        "res/analogues/similarity/b.tif",
+    ]
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda p: p.name)
@@ -48,11 +50,37 @@ def test_report_and_evaluate_take_files_not_a_results_folder(capsys):
 
 def test_evaluate_with_fewer_embeddings_than_scenes(tmp_path, capsys):
     files = [str(tmp_path / f"{n}") for n in ("index", "table", "model", "hidden", "known", "out.json")]
-    status = main(["evaluate", "--scenes", "a", "b", "--embeddings", files[0], "--tiles", files[0], files[0],
-                   "--truth-units", files[0], files[0], "--index", files[0], "--index-table", files[1],
-                   "--model", files[2], "--truth-deposits", files[3], "--deposits", files[4], "--out", files[5]])
+    status = main(
+        [
+            "evaluate",
+            "--scenes",
+            "a",
+            "b",
+            "--embeddings",
+            files[0],
+            "--tiles",
+            files[0],
+            files[0],
+            "--truth-units",
+            files[0],
+            files[0],
+            "--index",
+            files[0],
+            "--index-table",
+            files[1],
+            "--model",
+            files[2],
+            "--truth-deposits",
+            files[3],
+            "--deposits",
+            files[4],
+            "--out",
+            files[5],
+        ]
+    )
     assert status == 2
     assert capsys.readouterr().err.strip() == (
         "outcrop evaluate: error: evaluate: 1 embeddings file(s) for 2 scene(s); "
-        "give one per scene, in the order of --scenes")
+        "give one per scene, in the order of --scenes"
+    )
     assert not Path(files[5]).exists()

@@ -92,10 +92,26 @@ def test_info_gives_a_budgeted_training_in_views_and_steps(tmp_path):
     model = tmp_path / "results" / "model" / "encoder.pt"
     model.parent.mkdir(parents=True)
     settings = EncoderSettings().to_dict()  # epochs None: the budget of samples decides
-    torch.save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "state_dict": {},
-                "metadata": {"arch": "resnet-small", "embedding_dim": 128, "bands": ["red"], "settings": settings,
-                             "train_tiles": 460_000, "steps": 1563, "final_loss": 0.3}}, model)
+    torch.save(
+        {
+            "format": MODEL_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "state_dict": {},
+            "metadata": {
+                "arch": "resnet-small",
+                "embedding_dim": 128,
+                "bands": ["red"],
+                "settings": settings,
+                "train_tiles": 460_000,
+                "steps": 1563,
+                "final_loss": 0.3,
+            },
+        },
+        model,
+    )
     text = run_info(tmp_path / "results")
     assert "None" not in text
-    assert ("trained on 460000 tiles: 200064 views in 1563 steps of 128 (0.435 passes over the tiles; "
-            "a budget of 200000 views)") in text
+    assert (
+        "trained on 460000 tiles: 200064 views in 1563 steps of 128 (0.435 passes over the tiles; "
+        "a budget of 200000 views)"
+    ) in text

@@ -8,9 +8,9 @@ from pathlib import Path
 import geopandas as gpd
 import pyogrio
 import pytest
-from gdal_readback import ogr_fields
 from shapely.geometry import Point
 
+from gdal_readback import ogr_fields
 from outcrop.fields import FIELDS, LAYERS, field_info
 from outcrop.io import write_geodataframe
 from outcrop.search.analogues import RESULT_COLUMNS
@@ -19,8 +19,16 @@ DOC = (Path(__file__).resolve().parent.parent / "docs" / "outputs.md").read_text
 
 
 def test_geopackage_layer_and_fields_are_described(tmp_path):
-    columns = {"id": [3], "scene": ["a"], "tile_id": [7], "k4": [2], "k12": [9], "h6": [1], "rock": [0.5],
-               "custom": [1]}
+    columns = {
+        "id": [3],
+        "scene": ["a"],
+        "tile_id": [7],
+        "k4": [2],
+        "k12": [9],
+        "h6": [1],
+        "rock": [0.5],
+        "custom": [1],
+    }
     path = tmp_path / "labels.gpkg"
     write_geodataframe(path, gpd.GeoDataFrame(columns, geometry=[Point(0, 0)], crs=3031), layer="clusters")
     assert pyogrio.read_info(path)["layer_metadata"]["DESCRIPTION"] == LAYERS["clusters"]

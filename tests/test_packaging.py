@@ -54,7 +54,7 @@ def test_the_schemas_live_in_the_package_and_the_workflow_folder_points_at_them(
     """The schemas are package data (an installed outcrop reads them: tests/test_wheel.py);
     workflow/schemas, where the workflow layout puts them, is a link to the package's copy."""
     package = ROOT / "workflow" / "outcrop" / "schemas"
-    assert SCHEMA == package / "config.schema.yaml" and SCHEMA.is_file()
+    assert package / "config.schema.yaml" == SCHEMA and SCHEMA.is_file()
     link = ROOT / "workflow" / "schemas"
     assert link.is_symlink() and link.resolve() == package.resolve()
     assert sorted(p.name for p in link.iterdir()) == ["config.schema.yaml", "scenes.schema.yaml"]

@@ -52,16 +52,39 @@ def test_the_settings_name_the_architectures_and_symmetries_the_code_has():
 
 def test_a_dry_run_builds_the_job_graph_without_importing_torch(tmp_path):
     """Encoder settings are checked in the scheduler, and the scheduler never imports torch."""
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
-        {"demo": {"scenes": 2, "train_scenes": 1, "size": 128},
-         "encoder": {"settings": {"epochs": 2, "view1": {"blur_p": 0.5}, "view2.noise_p": 0.1}}}))
-    probe = ("import atexit, sys\n"
-             "atexit.register(lambda: print('TORCH-LOADED' if 'torch' in sys.modules else 'NO-TORCH'))\n"
-             "from snakemake.cli import main\n"
-             "main()\n")
-    proc = subprocess.run([sys.executable, "-c", probe, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                           "--configfile", str(tmp_path / "config.yaml"), "-n", "--cores", "1"],
-                          capture_output=True, text=True, timeout=300)
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "demo": {"scenes": 2, "train_scenes": 1, "size": 128},
+                "encoder": {"settings": {"epochs": 2, "view1": {"blur_p": 0.5}, "view2.noise_p": 0.1}},
+            }
+        )
+    )
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('TORCH-LOADED' if 'torch' in sys.modules else 'NO-TORCH'))\n"
+        "from snakemake.cli import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            probe,
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "-n",
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "NO-TORCH" in proc.stdout and "TORCH-LOADED" not in proc.stdout, proc.stdout[-2000:]
     assert "train_encoder" in proc.stdout

@@ -38,7 +38,7 @@ def _leaf_keys(schema: dict, prefix: str = "") -> list[str]:
 
 @pytest.mark.parametrize("command", STAGE_NAMES)
 def test_every_declared_setting_is_a_key_of_the_schema(command):
-    for param, key in STAGES[command].setting_keys().items():
+    for key in STAGES[command].setting_keys().values():
         entry = schema_entry(key)
         assert "default" in entry, f"{command}: {key} has no default in the schema"
         assert entry.get("type") != "object" or "properties" in entry or key == "encoder.settings", key
@@ -68,7 +68,8 @@ def test_the_declaration_fits_the_functions_signature(command):
         found = list(found) if isinstance(found, tuple) else found
         assert found == schema_entry(key)["default"], (
             f"{command}: {stage.function}({param_name}=) defaults to {found!r}, the schema's {key} to "
-            f"{schema_entry(key)['default']!r}")
+            f"{schema_entry(key)['default']!r}"
+        )
 
 
 def test_surface_thresholds_default_as_the_schema_says():
@@ -84,9 +85,22 @@ def test_every_config_key_is_read_by_a_stage_or_by_the_workflow_itself():
     scenes, where the results go) are named here, and the limits section, which the Snakefile hands
     to every job in its environment."""
     read = {key for stage in STAGES.values() for key in stage.setting_keys().values()}
-    workflow_keys = {"results", "scenes", "deposits", "negatives", "aoi.path", "demo.scenes", "demo.train_scenes"}
-    unread = [key for key in _leaf_keys(load_schema())
-              if key not in read and key not in workflow_keys and not key.startswith("limits.")]
+    workflow_keys = {
+        "results",
+        "scenes",
+        "deposits",
+        "negatives",
+        "aoi.path",
+        "units.path",
+        "demo.scenes",
+        "demo.dates",
+        "demo.train_scenes",
+    }
+    unread = [
+        key
+        for key in _leaf_keys(load_schema())
+        if key not in read and key not in workflow_keys and not key.startswith("limits.")
+    ]
     assert unread == []
 
 
@@ -139,8 +153,11 @@ def _required_args(command):
     out = []
     for arg in STAGES[command].args:
         if arg.source and not arg.optional:
-            value = "demo_1" if arg.name == "scene" else ("3" if arg.name == "scenes" and command == "demo-deposits"
-                                                          else "x")
+            value = (
+                "demo_1"
+                if arg.name == "scene"
+                else ("3" if arg.name == "scenes" and command == "demo-deposits" else "x")
+            )
             out += [arg.option, value]
     return out
 
@@ -180,12 +197,32 @@ def test_help_shows_every_setting_with_its_key_default_and_description(command, 
 def test_a_bad_value_on_the_command_line_is_one_line_from_the_schema(capsys):
     """Ranges and words come from the schema entry: tiles.min_valid is at most 1, the device a word."""
     base = ["tile", "--prepared", "p.tif", "--scene", "s", "--out-tiles", "t.npy", "--out-table", "t.parquet"]
-    for argv, message in ((base + ["--min-valid", "1.5"], "argument --min-valid: '1.5' is greater than 1"),
-                          (base + ["--size", "4"], "argument --size: '4' is less than 8"),
-                          (["embed", "--tiles", "t", "--model", "m", "--out", "o", "--device", "gpu"],
-                           "argument --device: 'gpu' is not one of auto, cpu, cuda, mps"),
-                          (["index", "--embeddings", "e", "--tables", "t", "--out-index", "i", "--out-table", "t",
-                            "--out-info", "j", "--retrain", "maybe"], "argument --retrain: 'maybe' is not yes or no")):
+    for argv, message in (
+        (base + ["--min-valid", "1.5"], "argument --min-valid: '1.5' is greater than 1"),
+        (base + ["--size", "4"], "argument --size: '4' is less than 8"),
+        (
+            ["embed", "--tiles", "t", "--model", "m", "--out", "o", "--device", "gpu"],
+            "argument --device: 'gpu' is not one of auto, cpu, cuda, mps",
+        ),
+        (
+            [
+                "index",
+                "--embeddings",
+                "e",
+                "--tables",
+                "t",
+                "--out-index",
+                "i",
+                "--out-table",
+                "t",
+                "--out-info",
+                "j",
+                "--retrain",
+                "maybe",
+            ],
+            "argument --retrain: 'maybe' is not yes or no",
+        ),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
@@ -193,8 +230,21 @@ def test_a_bad_value_on_the_command_line_is_one_line_from_the_schema(capsys):
 
 
 def test_a_bad_key_of_a_mapping_setting_is_one_line_naming_the_option(capsys):
-    argv = ["prepare", "--source", "s.tif", "--sensor", "geotiff", "--scene", "s", "--bands", "red", "--out", "o.tif",
-            "--surfaces", "ndsi_snoww=0.4"]
+    argv = [
+        "prepare",
+        "--source",
+        "s.tif",
+        "--sensor",
+        "geotiff",
+        "--scene",
+        "s",
+        "--bands",
+        "red",
+        "--out",
+        "o.tif",
+        "--surfaces",
+        "ndsi_snoww=0.4",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("outcrop prepare: error: --surfaces: unknown key 'ndsi_snoww' (known: ndsi_snow,")
@@ -225,9 +275,26 @@ def test_the_rules_name_their_files_as_their_stages_do(tmp_path):
     import yaml
 
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"demo": {"scenes": 2, "train_scenes": 1, "size": 128}}))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-                           str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-n", "-p", "--cores", "2"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "-n",
+            "-p",
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     commands = {}
     for block in re.split(r"\n\s*rule ", proc.stdout)[1:]:
@@ -263,13 +330,32 @@ def test_the_index_job_asks_for_the_memory_its_budget_sets(tmp_path, profile):
 
     asked = {}
     for memory_gb in (8, 20.5):
-        (tmp_path / "config.yaml").write_text(yaml.safe_dump(
-            {"demo": {"scenes": 2, "train_scenes": 1, "size": 128}, "index": {"memory_gb": memory_gb}}))
-        extra = ["--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm")] if profile == "slurm" else \
-            ["--cores", "2"]
-        proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-                               str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-n", *extra],
-                              capture_output=True, text=True, timeout=300)
+        (tmp_path / "config.yaml").write_text(
+            yaml.safe_dump({"demo": {"scenes": 2, "train_scenes": 1, "size": 128}, "index": {"memory_gb": memory_gb}})
+        )
+        extra = (
+            ["--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm")]
+            if profile == "slurm"
+            else ["--cores", "2"]
+        )
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-s",
+                str(ROOT / "Snakefile"),
+                "--directory",
+                str(tmp_path),
+                "--configfile",
+                str(tmp_path / "config.yaml"),
+                "-n",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         block = re.split(r"\n\s*rule ", proc.stdout.split("\nrule index:", 1)[1])[0]
         asked[memory_gb] = int(re.search(r"resources: .*\bmem_mb=(\d+)", block).group(1))

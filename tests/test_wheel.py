@@ -33,21 +33,51 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "workflow" / "outcrop", source / "workflow" / "outcrop",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "workflow" / "outcrop", source / "workflow" / "outcrop", ignore=shutil.ignore_patterns("__pycache__")
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-w", str(work / "dist"), str(source)], check=True, capture_output=True, text=True, env=env,
-                   timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(work / "dist"),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     (wheel,) = (work / "dist").glob("outcrop-*.whl")
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
     bin_dir = venv / "bin"
-    site = Path(subprocess.run([str(bin_dir / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True, env=env).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(bin_dir / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stdout.strip()
+    )
     (site / "_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
-                   check=True, capture_output=True, text=True, env=env, timeout=600)
+    subprocess.run(
+        [str(bin_dir / "python"), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     return bin_dir
 
 
@@ -66,9 +96,14 @@ def test_the_wheel_holds_the_schemas_and_the_web_assets():
 
 
 def test_the_installed_package_is_not_the_repositorys(installed, tmp_path):
-    proc = _run(installed, str(installed / "python"), "-c",
-                "import outcrop, outcrop.config, outcrop.raster.sheets as s; "
-                "print(outcrop.__file__); print(outcrop.config.SCHEMA); print(s.SCHEMA)", cwd=tmp_path)
+    proc = _run(
+        installed,
+        str(installed / "python"),
+        "-c",
+        "import outcrop, outcrop.config, outcrop.raster.sheets as s; "
+        "print(outcrop.__file__); print(outcrop.config.SCHEMA); print(s.SCHEMA)",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     package, schema, sheet_schema = (Path(line) for line in proc.stdout.split())
     venv = installed.parent
@@ -84,24 +119,53 @@ def test_the_installed_command_runs_a_stage_with_the_schemas_defaults(installed,
     assert "(config: tiles.stride; default: 16)" in " ".join(tile_help.stdout.split())
     steps = [
         ["outcrop", "demo-scene", "--scene", "demo_1", "--size", "128", "--out", "scene.tif", "--truth", "units.tif"],
-        ["outcrop", "prepare", "--source", "scene.tif", "--sensor", "landsat-c2l2", "--scene", "demo_1",
-         "--out", "prepared.tif"],
-        ["outcrop", "tile", "--prepared", "prepared.tif", "--scene", "demo_1", "--out-tiles", "tiles.npy",
-         "--out-table", "tiles.parquet"],
+        [
+            "outcrop",
+            "prepare",
+            "--source",
+            "scene.tif",
+            "--sensor",
+            "landsat-c2l2",
+            "--scene",
+            "demo_1",
+            "--out",
+            "prepared.tif",
+        ],
+        [
+            "outcrop",
+            "tile",
+            "--prepared",
+            "prepared.tif",
+            "--scene",
+            "demo_1",
+            "--out-tiles",
+            "tiles.npy",
+            "--out-table",
+            "tiles.parquet",
+        ],
     ]
     for step in steps:
         proc = _run(installed, *step, cwd=tmp_path)
         assert proc.returncode == 0, (step, proc.stdout[-2000:], proc.stderr[-2000:])
-    proc = _run(installed, str(installed / "python"), "-c",
-                "from outcrop.raster.tiles import read_tile_grid; print(read_tile_grid('tiles.parquet'))", cwd=tmp_path)
+    proc = _run(
+        installed,
+        str(installed / "python"),
+        "-c",
+        "from outcrop.raster.tiles import read_tile_grid; print(read_tile_grid('tiles.parquet'))",
+        cwd=tmp_path,
+    )
     assert proc.stdout.strip() == "TileLayout(size=32, stride=16, min_valid=0.9)", proc.stderr
 
 
 def test_the_installed_web_map_finds_its_assets(installed, tmp_path):
-    proc = _run(installed, str(installed / "python"), "-c",
-                "from outcrop.figures.webmap import leaflet_assets, page_asset; "
-                "print(len(page_asset('map.js')) + len(page_asset('page.html')) + len(''.join(leaflet_assets())))",
-                cwd=tmp_path)
+    proc = _run(
+        installed,
+        str(installed / "python"),
+        "-c",
+        "from outcrop.figures.webmap import leaflet_assets, page_asset; "
+        "print(len(page_asset('map.js')) + len(page_asset('page.html')) + len(''.join(leaflet_assets())))",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0 and int(proc.stdout) > 1000, proc.stderr
 
 

@@ -35,8 +35,9 @@ def test_quicklook_of_an_rgb_scene_is_labelled_true_colour(tmp_path):
     refl = np.random.default_rng(0).uniform(0.05, 0.3, (3, 64, 64)).astype(np.float32)
     mask = np.full((64, 64), 5, np.uint8)
     prepared = tmp_path / "p.tif"
-    with prepared_writer(prepared, "EPSG:32621", from_origin(500000, 7000000, 30, 30), ["blue", "green", "red"],
-                         (64, 64), {"scene": "p"}) as write:
+    with prepared_writer(
+        prepared, "EPSG:32621", from_origin(500000, 7000000, 30, 30), ["blue", "green", "red"], (64, 64), {"scene": "p"}
+    ) as write:
         write(0, 0, refl, mask)
     write_quicklook(prepared, tmp_path / "q.png", tmp_path / "q.tif", scene="p", log=lambda _: None)
     with rasterio.open(tmp_path / "q.tif") as src:
@@ -56,11 +57,13 @@ def test_info_counts_unknown_ground_apart_from_rock(tmp_path):
     tiles = tmp_path / "results" / "tiles"
     tiles.mkdir(parents=True)
     n = 7
-    pd.DataFrame({"tile_id": range(n), "scene": "rgb", "rock": 0.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0,
-                  "unknown": 1.0}).to_parquet(tiles / "rgb.parquet")
+    pd.DataFrame(
+        {"tile_id": range(n), "scene": "rgb", "rock": 0.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0, "unknown": 1.0}
+    ).to_parquet(tiles / "rgb.parquet")
     # A table from before the class existed reads it as none of the tile.
-    pd.DataFrame({"tile_id": range(3), "scene": "old", "rock": 1.0, "snow_ice": 0.0, "water": 0.0,
-                  "cloud": 0.0}).to_parquet(tiles / "old.parquet")
+    pd.DataFrame(
+        {"tile_id": range(3), "scene": "old", "rock": 1.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0}
+    ).to_parquet(tiles / "old.parquet")
     text = run_info(tmp_path / "results")
     assert "tiles: 10, by dominant surface: rock 3, vegetation 0, snow_ice 0, water 0, cloud 0, unknown 7" in text
     assert "rgb: 7 tiles (rock 0, vegetation 0, snow_ice 0, water 0, cloud 0, unknown 7)" in text
@@ -74,10 +77,21 @@ def test_info_counts_vegetated_tiles_apart_from_rock(tmp_path):
 
     tiles = tmp_path / "results" / "tiles"
     tiles.mkdir(parents=True)
-    pd.DataFrame({"tile_id": range(5), "scene": "forest", "rock": 0.1, "snow_ice": 0.0, "water": 0.0,
-                  "cloud": 0.0, "unknown": 0.0, "vegetation": 0.9}).to_parquet(tiles / "forest.parquet")
-    pd.DataFrame({"tile_id": range(2), "scene": "ice", "rock": 0.0, "snow_ice": 1.0, "water": 0.0,
-                  "cloud": 0.0, "unknown": 0.0}).to_parquet(tiles / "ice.parquet")
+    pd.DataFrame(
+        {
+            "tile_id": range(5),
+            "scene": "forest",
+            "rock": 0.1,
+            "snow_ice": 0.0,
+            "water": 0.0,
+            "cloud": 0.0,
+            "unknown": 0.0,
+            "vegetation": 0.9,
+        }
+    ).to_parquet(tiles / "forest.parquet")
+    pd.DataFrame(
+        {"tile_id": range(2), "scene": "ice", "rock": 0.0, "snow_ice": 1.0, "water": 0.0, "cloud": 0.0, "unknown": 0.0}
+    ).to_parquet(tiles / "ice.parquet")
     text = run_info(tmp_path / "results")
     assert "forest: 5 tiles (rock 0, vegetation 5, snow_ice 0, water 0, cloud 0, unknown 0)" in text
     assert "ice: 2 tiles (rock 0, vegetation 0, snow_ice 2, water 0, cloud 0, unknown 0)" in text

@@ -27,9 +27,9 @@ from hostile_run import HOSTILE, IMG, SCRIPT, HostileRun, make_hostile_run
 from outcrop import OutcropError
 from outcrop.cli import main
 from outcrop.figures.cluster_table import write_cluster_table
-from outcrop.io import read_geoparquet, save_npy, write_geodataframe
 from outcrop.figures.report import summary_of_run
 from outcrop.figures.webmap import json_for_script, write_webmap
+from outcrop.io import read_geoparquet, save_npy, write_geodataframe
 from tests.workflow.test_webmap import browser  # noqa: F401  (the headless Chromium fixture)
 
 
@@ -41,7 +41,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> HostileRun:
 def _assert_no_raw_markup(page: str) -> None:
     for payload in HOSTILE:
         assert payload not in page
-    assert "onerror=\"" not in page and "<img src=x" not in page.lower()
+    assert 'onerror="' not in page and "<img src=x" not in page.lower()
 
 
 def _data_of(page: str) -> dict:
@@ -78,8 +78,16 @@ def test_map_shows_hostile_names_scene_ids_level_and_title_only_as_data(hostile,
     shutil.copy(hostile.quicklooks[0], quicklook)
     rasters = _with_level(hostile.cluster_rasters, tmp_path, SCRIPT)
     out = tmp_path / "map.html"
-    write_webmap([quicklook, *hostile.quicklooks[1:]], rasters, hostile.similarity,
-                 tmp_path / "analogues.gpkg", hostile.deposits, out, title=SCRIPT, log=lambda *_: None)
+    write_webmap(
+        [quicklook, *hostile.quicklooks[1:]],
+        rasters,
+        hostile.similarity,
+        tmp_path / "analogues.gpkg",
+        hostile.deposits,
+        out,
+        title=SCRIPT,
+        log=lambda *_: None,
+    )
     page = out.read_text()
     _assert_no_raw_markup(page)
     assert page.lower().count("</script") == 3  # Leaflet, the data, the app: nothing closes one early
@@ -99,10 +107,16 @@ def test_summary_escapes_scene_ids_analogues_metrics_and_index_info(hostile, tmp
     info = json.loads((hostile.results / "index" / "info.json").read_text())
     (results / "index").mkdir()
     (results / "index" / "info.json").write_text(json.dumps(info | {"kind": IMG}))
-    scores = {"ari": 0.5, "nmi": 0.5, "knn_accuracy": IMG, "linear_probe_accuracy": 0.5,
-              "deposit_recall": {"exclusion": {"recall@5": 0.5}}}
-    (results / "metrics.json").write_text(json.dumps(
-        {"rock_unit_tiles": IMG, "known_deposits": SCRIPT, "hidden_deposits": IMG, "byol": scores}))
+    scores = {
+        "ari": 0.5,
+        "nmi": 0.5,
+        "knn_accuracy": IMG,
+        "linear_probe_accuracy": 0.5,
+        "deposit_recall": {"exclusion": {"recall@5": 0.5}},
+    }
+    (results / "metrics.json").write_text(
+        json.dumps({"rock_unit_tiles": IMG, "known_deposits": SCRIPT, "hidden_deposits": IMG, "byol": scores})
+    )
     out = results / "summary.html"
     summary_of_run(results, [IMG, SCRIPT], out, log=lambda *_: None)
     page = out.read_text()
@@ -131,8 +145,9 @@ def test_cluster_table_escapes_scene_ids_and_band_names(hostile, tmp_path, monke
     summary = pd.read_csv(hostile.summary).rename(columns={"mean_red": f"mean_{IMG}", "mean_nir": f"mean_{SCRIPT}"})
     summary.to_csv(tmp_path / "summary.csv", index=False)
     out = tmp_path / "clusters.html"
-    write_cluster_table(tmp_path / "labels.parquet", tmp_path / "summary.csv", embeddings, tiles, out,
-                        log=lambda *_: None)
+    write_cluster_table(
+        tmp_path / "labels.parquet", tmp_path / "summary.csv", embeddings, tiles, out, log=lambda *_: None
+    )
     page = out.read_text()
     _assert_no_raw_markup(page)
     assert "<script" not in page.lower() and SCRIPT.replace("/", "|") not in page
@@ -155,12 +170,15 @@ def _click(driver, element) -> str:
 
     # The run's scenes lie 130 km apart: centre the map on the marker, zoomed in, so that no control
     # or neighbour covers it, then click it as a user would.
-    driver.execute_script("""
+    driver.execute_script(
+        """
         var map = window.outcropMap, target = arguments[0], found = null;
         map.closePopup();
         map.eachLayer(function (l) { if (l._path === target) { found = l; } });
         map.setView(found.getLatLng(), -3, {animate: false});  // 8 m a pixel: 10 km across
-    """, element)
+    """,
+        element,
+    )
     ActionChains(driver).move_to_element(element).click().perform()
     return _popup_text(driver)
 
@@ -178,13 +196,36 @@ def test_hostile_names_in_the_opened_map_are_shown_and_never_run(browser, hostil
 
     out = tmp_path / "map.html"
     rasters = _with_level(hostile.cluster_rasters, tmp_path, IMG)  # a hostile level: the layer control's markup
-    assert main(["webmap", "--quicklooks", *map(str, hostile.quicklooks),
-                 "--clusters", *map(str, rasters), "--similarity", *map(str, hostile.similarity),
-                 "--analogues", str(hostile.analogues), "--deposits", str(hostile.deposits),
-                 "--prepared", *map(str, hostile.prepared), "--out", str(out), "--title", SCRIPT]) == 0
+    assert (
+        main(
+            [
+                "webmap",
+                "--quicklooks",
+                *map(str, hostile.quicklooks),
+                "--clusters",
+                *map(str, rasters),
+                "--similarity",
+                *map(str, hostile.similarity),
+                "--analogues",
+                str(hostile.analogues),
+                "--deposits",
+                str(hostile.deposits),
+                "--prepared",
+                *map(str, hostile.prepared),
+                "--out",
+                str(out),
+                "--title",
+                SCRIPT,
+            ]
+        )
+        == 0
+    )
     browser.get(out.as_uri())
-    WebDriverWait(browser, 30).until(lambda d: d.execute_script(
-        "return !!window.outcropMap && document.querySelectorAll('.leaflet-image-layer').length > 0"))
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script(
+            "return !!window.outcropMap && document.querySelectorAll('.leaflet-image-layer').length > 0"
+        )
+    )
     _nothing_ran(browser)
     errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
     assert errors == []
@@ -226,3 +267,18 @@ def test_summary_links_the_map_report_cluster_table_and_analogue_maps(tmp_path):
     # A hostile scene id is quoted in the URL and escaped in the text: no markup gets through.
     assert hrefs[4] == "analogues/maps/" + urllib.parse.quote(SCRIPT + ".png")
     _assert_no_raw_markup(page)
+
+
+def test_cluster_table_shows_a_cluster_the_summary_lacks_and_the_others_spectra(hostile, tmp_path):
+    """A summary without one cluster of the finest level (written before a change, or cut by hand)
+    still gives the page: that cluster's row says so, and every other row draws its own spectrum."""
+    summary = pd.read_csv(hostile.summary)
+    level = summary["level"].iloc[-1]
+    first = int(summary.loc[summary["level"] == level, "cluster"].min())
+    summary[~((summary["level"] == level) & (summary["cluster"] == first))].to_csv(tmp_path / "s.csv", index=False)
+    out = tmp_path / "clusters.html"
+    write_cluster_table(hostile.labels, tmp_path / "s.csv", hostile.embeddings, hostile.tiles, out, log=lambda *_: None)
+    page = out.read_text()
+    kept = int((summary["level"] == level).sum()) - 1
+    assert page.count("not in the summary") == 1
+    assert page.count('alt="mean spectrum"') == kept

@@ -8,7 +8,12 @@ from affine import Affine
 from pyproj import Transformer
 
 from outcrop.figures.map_geometry import (
-    coastline, geographic_extent, graticule, interpolate_lonlat, nice_spacing, readout_grid,
+    coastline,
+    geographic_extent,
+    graticule,
+    interpolate_lonlat,
+    nice_spacing,
+    readout_grid,
 )
 from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, WATER
 

@@ -28,8 +28,9 @@ CRS = "EPSG:3031"
 EXTENT = (-1_200_000.0, -1_184_640.0, 884_640.0, 900_000.0)
 
 
-@pytest.mark.parametrize("x, y, angle", [(0, 1e6, 0.0), (0, -1e6, 180.0), (1e6, 0, -90.0), (-1e6, 0, 90.0),
-                                         (-1.2e6, 0.9e6, 53.13)])
+@pytest.mark.parametrize(
+    "x, y, angle", [(0, 1e6, 0.0), (0, -1e6, 180.0), (1e6, 0, -90.0), (-1e6, 0, 90.0), (-1.2e6, 0.9e6, 53.13)]
+)
 def test_north_points_away_from_the_south_pole(x, y, angle):
     extent = (x - 100, x + 100, y - 100, y + 100)
     assert abs((north_angle(CRS, extent) - angle + 180) % 360 - 180) < 0.05
@@ -50,7 +51,7 @@ def test_furniture_labels_the_graticule_scale_north_and_crs():
     furnish(ax, CRS, EXTENT)
     texts = _texts(ax)
     lats = [t for t in texts if t.endswith("°S")]
-    lons = [t for t in texts if t.endswith("°W") or t.endswith("°E")]
+    lons = [t for t in texts if t.endswith(("°W", "°E"))]
     assert len(lats) >= 2 and len(lons) >= 2
     assert all(-77 < -float(t[:-2]) < -75 for t in lats)  # the demo coast lies near 76° S, 53° W
     assert all(52 < float(t[:-2]) < 54 for t in lons)
@@ -92,8 +93,11 @@ def _scene_with_sea(tmp_path):
     prepared = tmp_path / "prepared" / "a.tif"
     write_prepared(prepared, np.full((2, 64, 64), 0.2, np.float32), mask, CRS, transform, ["red", "nir"])
     similarity = tmp_path / "similarity" / "a.tif"
-    write_cog(similarity, np.full((1, 4, 4), 0.9, np.float32),
-              {"crs": CRS, "transform": from_origin(EXTENT[0], EXTENT[3], 480, 480), "nodata": float("nan")})
+    write_cog(
+        similarity,
+        np.full((1, 4, 4), 0.9, np.float32),
+        {"crs": CRS, "transform": from_origin(EXTENT[0], EXTENT[3], 480, 480), "nodata": float("nan")},
+    )
     return prepared, similarity
 
 
@@ -102,19 +106,34 @@ def test_similarity_is_drawn_only_over_land(tmp_path):
     land = land_cells(prepared, (4, 4), from_origin(EXTENT[0], EXTENT[3], 480, 480), CRS)
     assert land[:, 2:].all() and not land[:, :2].any()
 
-    analogues = gpd.GeoDataFrame({"rank": [1], "scene": ["a"]}, crs=CRS,
-                                 geometry=[box(EXTENT[0] + 1000, EXTENT[3] - 2000, EXTENT[0] + 1960, EXTENT[3] - 1040)])
+    analogues = gpd.GeoDataFrame(
+        {"rank": [1], "scene": ["a"]},
+        crs=CRS,
+        geometry=[box(EXTENT[0] + 1000, EXTENT[3] - 2000, EXTENT[0] + 1960, EXTENT[3] - 1040)],
+    )
     analogues.to_file(tmp_path / "analogues.gpkg")
     pd.DataFrame({"name": ["d1"], "lon": [-53.1], "lat": [-76.35]}).to_csv(tmp_path / "deposits.csv", index=False)
     out = tmp_path / "maps"
-    write_analogue_maps([similarity], tmp_path / "analogues.gpkg", tmp_path / "deposits.csv", out,
-                        prepared_paths=[prepared], log=lambda *_: None)
+    write_analogue_maps(
+        [similarity],
+        tmp_path / "analogues.gpkg",
+        tmp_path / "deposits.csv",
+        out,
+        prepared_paths=[prepared],
+        log=lambda *_: None,
+    )
     png = np.asarray(Image.open(out / "a.png").convert("RGB")).astype(int)
     # One score everywhere: the foot of viridis (dark purple) over land; the sea half is drawn in the
     # pale background, as large as the land half.
-    purple = (np.abs(png - np.array([68, 1, 84])).sum(axis=-1) < 12)
-    pale = (np.abs(png - np.array([0xdf, 0xe7, 0xee])).sum(axis=-1) < 12)
+    purple = np.abs(png - np.array([68, 1, 84])).sum(axis=-1) < 12
+    pale = np.abs(png - np.array([0xDF, 0xE7, 0xEE])).sum(axis=-1) < 12
     assert purple.sum() > 50_000 and pale.sum() > 0.8 * purple.sum()
     with pytest.raises(OutcropError, match="2 prepared scenes given for 1 similarity rasters"):
-        write_analogue_maps([similarity], tmp_path / "analogues.gpkg", tmp_path / "deposits.csv", out,
-                            prepared_paths=[prepared, prepared], log=lambda *_: None)
+        write_analogue_maps(
+            [similarity],
+            tmp_path / "analogues.gpkg",
+            tmp_path / "deposits.csv",
+            out,
+            prepared_paths=[prepared, prepared],
+            log=lambda *_: None,
+        )

@@ -16,10 +16,24 @@ SIX = ["blue", "green", "red", "nir", "swir1", "swir2"]
 def _amazon_run(tmp_path: Path) -> Path:
     results = tmp_path / "results"
     prepared = results / "prepared" / "amazon.tif"
-    prepare_scene(str(AMAZON), "geotiff", prepared, scene_id="amazon", bands=SIX, declared_bands=SIX,
-                  crs="EPSG:32622", resolution=30, log=lambda _: None)
-    tile_scene(prepared, results / "tiles" / "amazon.npy", results / "tiles" / "amazon.parquet", scene_id="amazon",
-               log=lambda _: None)
+    prepare_scene(
+        str(AMAZON),
+        "geotiff",
+        prepared,
+        scene_id="amazon",
+        bands=SIX,
+        declared_bands=SIX,
+        crs="EPSG:32622",
+        resolution=30,
+        log=lambda _: None,
+    )
+    tile_scene(
+        prepared,
+        results / "tiles" / "amazon.npy",
+        results / "tiles" / "amazon.parquet",
+        scene_id="amazon",
+        log=lambda _: None,
+    )
     return results
 
 
@@ -35,10 +49,17 @@ def test_info_names_vegetation_and_float_reflectance(tmp_path):
 def test_summary_names_vegetation_and_float_reflectance(tmp_path):
     results = _amazon_run(tmp_path)
     out = results / "summary.html"
-    write_summary(["amazon"], out, tile_tables=[results / "tiles" / "amazon.parquet"],
-                  prepared=[results / "prepared" / "amazon.tif"], training_curve=tmp_path / "none.png",
-                  dendrogram=tmp_path / "none.png", cluster_maps=[tmp_path / "none.png"],
-                  index_info=tmp_path / "none.json", log=lambda _: None)
+    write_summary(
+        ["amazon"],
+        out,
+        tile_tables=[results / "tiles" / "amazon.parquet"],
+        prepared=[results / "prepared" / "amazon.tif"],
+        training_curve=tmp_path / "none.png",
+        dendrogram=tmp_path / "none.png",
+        cluster_maps=[tmp_path / "none.png"],
+        index_info=tmp_path / "none.json",
+        log=lambda _: None,
+    )
     page = out.read_text()
     assert "<h2>Scenes and surfaces</h2>" in page
     assert "<th>vegetation</th>" in page and "<th>snow/ice</th>" in page

@@ -32,8 +32,17 @@ def test_map_script_writes_no_markup():
 
 def test_page_template_fills_exactly_its_fields():
     fields = {name for _, name, _, _ in string.Formatter().parse(page_asset("page.html")) if name}
-    assert fields == {"title", "leaflet_css", "leaflet_js", "data", "app_css", "app_js",
-                      "extra_css", "extra_body", "extra_js"}
+    assert fields == {
+        "title",
+        "leaflet_css",
+        "leaflet_js",
+        "data",
+        "app_css",
+        "app_js",
+        "extra_css",
+        "extra_body",
+        "extra_js",
+    }
 
 
 def test_every_asset_is_shipped_as_package_data():

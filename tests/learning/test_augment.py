@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from outcrop import OutcropError
 from outcrop.learning.augment import (
     ViewSettings,
@@ -18,8 +19,16 @@ from outcrop.learning.augment import (
 torch.set_num_threads(2)
 
 # Every transform off: the view must be the tile itself.
-IDENTITY = ViewSettings(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, rotate90=False,
-                        jitter_p=0.0, blur_p=0.0, noise_p=0.0, band_dropout_p=0.0)
+IDENTITY = ViewSettings(
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    flip=False,
+    rotate90=False,
+    jitter_p=0.0,
+    blur_p=0.0,
+    noise_p=0.0,
+    band_dropout_p=0.0,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -76,8 +85,7 @@ def test_translated_crop_mirrors_the_ground_past_the_edges():
 
     size = 12
     signal = torch.arange(size, dtype=torch.float32)
-    for start, expected in ((-4.0, [3, 2, 1, 0, *range(size - 4)]),
-                            (4.0, [*range(4, size), 11, 10, 9, 8])):
+    for start, expected in ((-4.0, [3, 2, 1, 0, *range(size - 4)]), (4.0, [*range(4, size), 11, 10, 9, 8])):
         m = _interpolation_matrices(torch.tensor([start]), torch.tensor([float(size)]), size)
         torch.testing.assert_close(m[0] @ signal, torch.tensor(expected, dtype=torch.float32), rtol=0, atol=1e-5)
 
@@ -99,7 +107,7 @@ def test_band_jitter_is_per_band_and_bounded():
     x = _tiles(n=64, c=6)
     view = ViewSettings(jitter_p=1.0, brightness=0.2, contrast=0.3)
     y = jitter_bands(x, view, _gen())
-    mean_shift = (y.mean(dim=(2, 3)) - x.mean(dim=(2, 3)))
+    mean_shift = y.mean(dim=(2, 3)) - x.mean(dim=(2, 3))
     assert mean_shift.abs().max() <= 0.2 + 1e-5
     gain = y.std(dim=(2, 3)) / x.std(dim=(2, 3))
     assert gain.min() >= 0.7 - 1e-4 and gain.max() <= 1.3 + 1e-4
@@ -148,6 +156,7 @@ def test_settings_from_dict_names_bad_keys():
 def test_crop_matrices_sample_like_grid_sample():
     # The separable crop must equal bilinear sampling of the same window by grid_sample.
     import torch.nn.functional as F
+
     from outcrop.learning.augment import _interpolation_matrices
 
     x = _tiles(n=6, c=3, size=16)

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from outcrop.learning.backbones import ARCHITECTURES, build_backbone
 from outcrop.learning.byol import (
     BYOL,

@@ -16,25 +16,50 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_encoder import BANDS, textures, write_scene
+
 from outcrop.learning.distributed import GlobalBatchNorm, Ranks, synchronise_batchnorm
 from outcrop.learning.embeddings import embed_array
 from outcrop.learning.encoder import load_encoder
-from test_encoder import BANDS, textures, write_scene
 
 # Measured on these 12 steps: one process on 1 thread against 1 process on 2 threads (only the
 # order of float sums differs) drifts apart by up to 3e-4; two ranks against one process by 3e-4;
 # two ranks with per-rank BatchNorm statistics instead of global ones by 9e-2. AdamW turns
 # rounding-level gradients (biases followed by BatchNorm) into full-size steps, hence the drift.
 LOSS_TOLERANCE = 2e-3
-SETTINGS = {"epochs": 3, "batch_size": 16, "hidden_dim": 32, "projection_dim": 16, "embedding_dim": 16,
-            "warmup_epochs": 1, "log_every": 1}
+SETTINGS = {
+    "epochs": 3,
+    "batch_size": 16,
+    "hidden_dim": 32,
+    "projection_dim": 16,
+    "embedding_dim": 16,
+    "warmup_epochs": 1,
+    "log_every": 1,
+}
 
 
 def _train_args(scene: tuple[Path, Path], out_dir: Path) -> list[str]:
-    args = ["train", "--tiles", str(scene[0]), "--tables", str(scene[1]), "--bands", ",".join(BANDS),
-            "--out", str(out_dir / "encoder.pt"), "--curve-tsv", str(out_dir / "training_curve.tsv"),
-            "--curve-png", str(out_dir / "training_curve.png"), "--checkpoint", str(out_dir / "checkpoint.pt"),
-            "--device", "cpu", "--threads", "1"]
+    args = [
+        "train",
+        "--tiles",
+        str(scene[0]),
+        "--tables",
+        str(scene[1]),
+        "--bands",
+        ",".join(BANDS),
+        "--out",
+        str(out_dir / "encoder.pt"),
+        "--curve-tsv",
+        str(out_dir / "training_curve.tsv"),
+        "--curve-png",
+        str(out_dir / "training_curve.png"),
+        "--checkpoint",
+        str(out_dir / "checkpoint.pt"),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
     for key, value in SETTINGS.items():
         args += ["--settings", f"{key}={value}"]
     return args
@@ -47,8 +72,16 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(nproc: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "outcrop.cli"]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "outcrop.cli",
+    ]
 
 
 def _finish(proc: subprocess.Popen) -> str:
@@ -62,10 +95,16 @@ def test_two_ranks_follow_the_loss_trajectory_of_one_process(tmp_path):
     scene = write_scene(tmp_path / "tiles", "a", tiles)
     one, two = tmp_path / "one", tmp_path / "two"
     # Both at once: the second run's start-up overlaps the first's training.
-    p_two = subprocess.Popen(_torchrun(2) + _train_args(scene, two), env=_env(), text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    p_one = subprocess.Popen([sys.executable, "-m", "outcrop.cli"] + _train_args(scene, one), env=_env(),
-                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p_two = subprocess.Popen(
+        _torchrun(2) + _train_args(scene, two), env=_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    p_one = subprocess.Popen(
+        [sys.executable, "-m", "outcrop.cli"] + _train_args(scene, one),
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     log_one, log_two = _finish(p_one), _finish(p_two)
 
     assert "2 ranks of 8 tiles" in log_two and "ranks of" not in log_one
@@ -89,8 +128,15 @@ def test_two_ranks_follow_the_loss_trajectory_of_one_process(tmp_path):
     assert (e_one * e_two).sum(axis=1).min() > 0.99
 
     # All ranks resume from rank 0's checkpoint: a finished run is taken up, not retrained.
-    again = subprocess.run(_torchrun(2) + _train_args(scene, two), env=_env(), text=True, check=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120).stdout
+    again = subprocess.run(
+        _torchrun(2) + _train_args(scene, two),
+        env=_env(),
+        text=True,
+        check=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=120,
+    ).stdout
     assert "at step 12" in again and "\nstep " not in again.replace("] step ", "\nstep ")
 
 
@@ -98,8 +144,15 @@ def test_uneven_split_of_the_global_batch_is_refused(tmp_path):
     scene = write_scene(tmp_path / "tiles", "a", textures(30)[0])
     args = _train_args(scene, tmp_path / "out")
     args[args.index("batch_size=16")] = "batch_size=15"
-    run = subprocess.run(_torchrun(2) + args, env=_env(), text=True, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, timeout=120, check=False)
+    run = subprocess.run(
+        _torchrun(2) + args,
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode != 0
     assert "does not split evenly over 2 ranks" in run.stdout
     assert not (tmp_path / "out" / "encoder.pt").exists()
@@ -116,8 +169,12 @@ def test_global_batchnorm_in_one_process_is_batchnorm():
     synchronise_batchnorm(net, torch.device("cpu"))
     assert isinstance(net[1], GlobalBatchNorm) and net[1].weight is reference.weight
     assert not net[1].weight.requires_grad  # a frozen (target) weight stays frozen
-    assert set(net.state_dict()) == {f"1.{k}" for k in reference.state_dict()} | {"0.weight", "0.bias",
-                                                                                    "2.weight", "2.bias"}
+    assert set(net.state_dict()) == {f"1.{k}" for k in reference.state_dict()} | {
+        "0.weight",
+        "0.bias",
+        "2.weight",
+        "2.bias",
+    }
     torch.testing.assert_close(net(x), expected)
     assert Ranks(1, 2).shard(torch.arange(8)).tolist() == [4, 5, 6, 7]
     with pytest.raises(ValueError):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_encoder import TINY, textures, train, write_scene
+
 from outcrop import OutcropError
+from outcrop.io import load_npy
 from outcrop.learning.embeddings import embed_array, embed_tiles
 from outcrop.learning.encoder import load_encoder
-from outcrop.io import load_npy
-from test_encoder import TINY, textures, train, write_scene
 
 torch.set_num_threads(2)
 
@@ -24,8 +25,16 @@ def test_embed_tiles_writes_unit_rows_aligned_with_the_tiles(model_path, tmp_pat
     tiles = textures(37, seed=5)[0]
     tiles_path, _ = write_scene(tmp_path, "s", tiles)
     out = tmp_path / "embeddings" / "s.npy"
-    embed_tiles(tiles_path, model_path, out, batch_size=8, device="cpu", spectral_weight=0.5, context_weight=0.0,
-                log=lambda m: None)
+    embed_tiles(
+        tiles_path,
+        model_path,
+        out,
+        batch_size=8,
+        device="cpu",
+        spectral_weight=0.5,
+        context_weight=0.0,
+        log=lambda m: None,
+    )
     vectors = np.load(out)
     # The learned part (16) joined with each of the 4 bands' mean, spread and three percentiles.
     assert vectors.shape == (37, 16 + 5 * 4) and vectors.dtype == np.float32
@@ -54,7 +63,7 @@ def test_the_block_part_describes_the_tiles_around_each_tile(model_path, tmp_pat
     assert vectors.shape == (12, 16 + 20 + 20)
     w_s, w_c = default("embed.spectral_weight"), default("embed.context_weight")
     learned = embed_array(model, meta, tiles, spectral_weight=0.0)
-    blocks = np.stack([square_spectra(tiles[max(0, i - 1):i + 2]) for i in range(12)])
+    blocks = np.stack([square_spectra(tiles[max(0, i - 1) : i + 2]) for i in range(12)])
     expected = np.concatenate([learned, w_s * spectral_part(meta, tiles), w_c * standardised(meta, blocks)], axis=1)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
@@ -112,7 +121,6 @@ def test_embedding_refuses_tiles_of_other_bands(model_path, tmp_path):
         embed_tiles(path, tmp_path / "missing.pt", tmp_path / "out.npy", device="cpu", log=lambda m: None)
 
 
-
 def test_embedding_refuses_an_encoder_of_other_band_names(model_path, tmp_path):
     _, meta = load_encoder(model_path)
     path, _ = write_scene(tmp_path, "same_count", textures(4, seed=9)[0])
@@ -127,9 +135,10 @@ def test_embedding_refuses_an_encoder_of_other_band_names(model_path, tmp_path):
 def test_inference_copy_folds_batchnorm_and_keeps_the_model():
     # Folding BatchNorm into the convolutions changes nothing but rounding, and leaves the
     # caller's model (still holding its BatchNorms, in training mode) untouched.
+    from torch import nn
+
     from outcrop.learning.backbones import build_backbone
     from outcrop.learning.embeddings import inference_copy
-    from torch import nn
 
     torch.manual_seed(0)
     net = build_backbone("resnet-small", 4, 32)
@@ -143,8 +152,9 @@ def test_inference_copy_folds_batchnorm_and_keeps_the_model():
     x = torch.randn(8, 4, 16, 16)
     with torch.no_grad():
         expected = net.eval()(x)
-        torch.testing.assert_close(fused(x.contiguous(memory_format=torch.channels_last)), expected,
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            fused(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-4, rtol=1e-4
+        )
 
 
 def test_d4_embeddings_do_not_depend_on_which_way_the_ground_lies(model_path):
@@ -162,11 +172,15 @@ def test_d4_embeddings_do_not_depend_on_which_way_the_ground_lies(model_path):
     assert max(np.abs(p - plain[0]).max() for p in plain[1:]) > 1e-3
     # The symmetric vector is the normalised mean of the eight one-pass representations, the poses
     # built here the other way round (mirror first, then turn): the same group, reached independently.
-    normalised = (tiles - np.asarray(meta["mean"], np.float32)[:, None, None]) / np.asarray(meta["std"], np.float32)[:, None, None]
+    mean, std = np.asarray(meta["mean"], np.float32)[:, None, None], np.asarray(meta["std"], np.float32)[:, None, None]
+    normalised = (tiles - mean) / std
     mirrored = [normalised, np.flip(normalised, axis=3)]
     with torch.no_grad():
-        total = sum(model(torch.from_numpy(np.ascontiguousarray(np.rot90(m, k, axes=(2, 3)))))
-                    for k in range(4) for m in mirrored)
+        total = sum(
+            model(torch.from_numpy(np.ascontiguousarray(np.rot90(m, k, axes=(2, 3)))))
+            for k in range(4)
+            for m in mirrored
+        )
     np.testing.assert_allclose(vectors[0], torch.nn.functional.normalize(total, dim=1).numpy(), atol=1e-5)
 
 
@@ -177,7 +191,8 @@ def test_an_encoder_file_without_a_symmetry_embeds_in_one_pass_and_a_bad_one_is_
     model, meta = load_encoder(tmp_path / "old.pt")
     assert meta["symmetry"] == "none"
     tiles = textures(4, seed=9)[0]
-    normalised = (tiles - np.asarray(meta["mean"], np.float32)[:, None, None]) / np.asarray(meta["std"], np.float32)[:, None, None]
+    mean, std = np.asarray(meta["mean"], np.float32)[:, None, None], np.asarray(meta["std"], np.float32)[:, None, None]
+    normalised = (tiles - mean) / std
     with torch.no_grad():
         one_pass = torch.nn.functional.normalize(model(torch.from_numpy(normalised)), dim=1).numpy()
     np.testing.assert_allclose(embed_array(model, meta, tiles, spectral_weight=0.0), one_pass, atol=1e-5)
@@ -219,8 +234,16 @@ def test_weights_of_zero_give_the_learned_vectors_alone(model_path, tmp_path):
     tiles = textures(9, seed=11)[0]
     tiles_path, _ = write_scene(tmp_path, "s", tiles)
     out = tmp_path / "s.npy"
-    embed_tiles(tiles_path, model_path, out, batch_size=4, device="cpu", spectral_weight=0.0, context_weight=0.0,
-                log=lambda m: None)
+    embed_tiles(
+        tiles_path,
+        model_path,
+        out,
+        batch_size=4,
+        device="cpu",
+        spectral_weight=0.0,
+        context_weight=0.0,
+        log=lambda m: None,
+    )
     vectors = np.load(out)
     assert vectors.shape == (9, 16)
     model, meta = load_encoder(model_path)
@@ -228,8 +251,46 @@ def test_weights_of_zero_give_the_learned_vectors_alone(model_path, tmp_path):
     # The same without the stored spectral statistics (an encoder file from before the join).
     older = {k: v for k, v in meta.items() if not k.startswith("spectral_")}
     np.testing.assert_array_equal(vectors, embed_array(model, older, tiles, batch_size=4, spectral_weight=0.0))
-    x = (torch.from_numpy(tiles) - torch.tensor(meta["mean"])[None, :, None, None]) / torch.tensor(meta["std"])[None, :, None, None]
+    mean, std = torch.tensor(meta["mean"])[None, :, None, None], torch.tensor(meta["std"])[None, :, None, None]
+    x = (torch.from_numpy(tiles) - mean) / std
     with torch.no_grad():
         model.eval()
         z = sum(model(posed(x, turns, flip)) for turns, flip in orientations(meta["symmetry"]))
     np.testing.assert_allclose(vectors, torch.nn.functional.normalize(z, dim=1).numpy(), atol=1e-5)
+
+
+def test_the_spectral_parts_baseline_is_the_embedding_with_a_learned_part_of_weight_zero(model_path, tmp_path):
+    """The quality stage's ``spectral_parts`` is what the embed stage joins to the learned vector, at the
+    run's weights, with no network: the shipped embedding of an encoder whose output is zero, less its
+    (zero) learned columns. ``random_joined`` is the same join with the untrained network's vector."""
+    import copy
+
+    from outcrop.raster.spectra import square_spectra
+    from outcrop.search.evaluate import random_encoder
+    from outcrop.search.quality import feature_sets
+
+    tiles = textures(14, seed=31)[0] * np.linspace(0.6, 1.8, 14, dtype=np.float32)[:, None, None, None]
+    blocks = np.stack([square_spectra(tiles[max(0, i - 1) : i + 2]) for i in range(len(tiles))])
+    model, meta = load_encoder(model_path)
+    silent = copy.deepcopy(model)
+    for p in silent.parameters():  # every weight zero: the learned part is the zero vector
+        p.data.zero_()
+    dim = int(meta["embedding_dim"])
+    for weights in ((0.15, 0.25), (0.5, 0.0), (0.0, 1.0)):
+        shipped = embed_array(model, meta, tiles, spectral_weight=weights[0], context_weight=weights[1], context=blocks)
+        sets = feature_sets(lambda: iter([tiles]), shipped, model_path, seed=0, weights=weights, blocks=blocks)
+        zero_learned = embed_array(
+            silent, meta, tiles, spectral_weight=weights[0], context_weight=weights[1], context=blocks
+        )
+        assert np.abs(zero_learned[:, :dim]).max() == 0
+        np.testing.assert_allclose(sets["spectral_parts"], zero_learned[:, dim:], atol=1e-6)
+        net, rmeta = random_encoder(model_path, seed=0)
+        np.testing.assert_allclose(
+            sets["random_joined"],
+            embed_array(net, rmeta, tiles, spectral_weight=weights[0], context_weight=weights[1], context=blocks),
+            atol=1e-5,
+        )
+        # Not the shipped vectors' spectral columns by accident: those are scaled by the learned part's share.
+        assert not np.allclose(sets["spectral_parts"], shipped[:, dim:], atol=1e-3)
+    # The learned part alone (both weights 0) has no spectral parts to compare with.
+    assert "spectral_parts" not in feature_sets(lambda: iter([tiles]), shipped, model_path, seed=0, weights=(0.0, 0.0))

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+
 from outcrop import OutcropError
 from outcrop.learning.embeddings import embed_array
 from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol
@@ -22,8 +23,15 @@ from outcrop.learning.optim import build_optimizer, warmup_cosine
 torch.set_num_threads(2)
 
 BANDS = ["blue", "green", "red", "nir"]
-TINY = {"epochs": 2, "batch_size": 16, "hidden_dim": 32, "projection_dim": 16, "embedding_dim": 16,
-        "warmup_epochs": 1, "log_every": 1}
+TINY = {
+    "epochs": 2,
+    "batch_size": 16,
+    "hidden_dim": 32,
+    "projection_dim": 16,
+    "embedding_dim": 16,
+    "warmup_epochs": 1,
+    "log_every": 1,
+}
 
 
 def textures(n: int, size: int = 16, bands: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -43,8 +51,11 @@ def textures(n: int, size: int = 16, bands: int = 4, seed: int = 0) -> tuple[np.
     pattern = np.where(labels[:, None, None] == 0, stripes, blobs)
     pattern = (pattern - pattern.mean(axis=(1, 2), keepdims=True)) / pattern.std(axis=(1, 2), keepdims=True)
     spectrum = np.linspace(0.1, 0.4, bands)[None, :, None, None]
-    tiles = (spectrum * (1 + 0.2 * pattern[:, None]) + rng.normal(0, 0.02, (n, 1, 1, 1))
-             + rng.normal(0, 0.01, (n, bands, size, size)))
+    tiles = (
+        spectrum * (1 + 0.2 * pattern[:, None])
+        + rng.normal(0, 0.02, (n, 1, 1, 1))
+        + rng.normal(0, 0.01, (n, bands, size, size))
+    )
     return tiles.astype(np.float32), labels
 
 
@@ -53,10 +64,20 @@ def write_scene(folder: Path, name: str, tiles: np.ndarray, rock: np.ndarray | N
     folder.mkdir(parents=True, exist_ok=True)
     n = len(tiles)
     np.save(folder / f"{name}.npy", tiles)
-    table = pd.DataFrame({
-        "tile_id": np.arange(n), "scene": name, "row": np.arange(n) * 16, "col": 0, "size": tiles.shape[-1],
-        "valid": 1.0, "rock": np.ones(n) if rock is None else rock, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0,
-    })
+    table = pd.DataFrame(
+        {
+            "tile_id": np.arange(n),
+            "scene": name,
+            "row": np.arange(n) * 16,
+            "col": 0,
+            "size": tiles.shape[-1],
+            "valid": 1.0,
+            "rock": np.ones(n) if rock is None else rock,
+            "snow_ice": 0.0,
+            "water": 0.0,
+            "cloud": 0.0,
+        }
+    )
     table.to_parquet(folder / f"{name}.parquet")
     return folder / f"{name}.npy", folder / f"{name}.parquet"
 
@@ -65,9 +86,17 @@ def train(tmp: Path, scenes: list[tuple[Path, Path]], settings: dict, **kwargs) 
     out = tmp / "model" / "encoder.pt"
     kwargs.setdefault("bands", BANDS)
     kwargs.setdefault("log", lambda message: None)
-    train_byol([s[0] for s in scenes], [s[1] for s in scenes], out, settings=EncoderSettings.from_dict(settings),
-               curve_tsv=tmp / "model" / "curve.tsv", curve_png=tmp / "model" / "curve.png",
-               checkpoint_path=tmp / "model" / "checkpoint.pt", device="cpu", **kwargs)
+    train_byol(
+        [s[0] for s in scenes],
+        [s[1] for s in scenes],
+        out,
+        settings=EncoderSettings.from_dict(settings),
+        curve_tsv=tmp / "model" / "curve.tsv",
+        curve_png=tmp / "model" / "curve.png",
+        checkpoint_path=tmp / "model" / "checkpoint.pt",
+        device="cpu",
+        **kwargs,
+    )
     return out
 
 
@@ -83,16 +112,19 @@ def test_settings_from_config_mapping():
     assert EncoderSettings().view1.blur_p == 1.0 and EncoderSettings().view2.blur_p == 0.1  # asymmetric views
 
 
-@pytest.mark.parametrize(("mapping", "message"), [
-    ({"epochz": 3}, r"encoder\.epochz"),
-    ({"view1": {"hue": 0.1}}, r"encoder\.view1\.hue"),
-    ({"epochs": "many"}, r"encoder\.epochs"),
-    ({"epochs": 2.5}, r"encoder\.epochs"),
-    ({"arch": "vit"}, r"encoder\.arch"),
-    ({"optimizer": "sgd"}, r"encoder\.optimizer"),
-    ({"batch_size": 1}, r"encoder\.batch_size"),
-    ({"symmetry": "c8"}, r"encoder\.symmetry: 'c8' is not one of d4, none"),
-])
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"epochz": 3}, r"encoder\.epochz"),
+        ({"view1": {"hue": 0.1}}, r"encoder\.view1\.hue"),
+        ({"epochs": "many"}, r"encoder\.epochs"),
+        ({"epochs": 2.5}, r"encoder\.epochs"),
+        ({"arch": "vit"}, r"encoder\.arch"),
+        ({"optimizer": "sgd"}, r"encoder\.optimizer"),
+        ({"batch_size": 1}, r"encoder\.batch_size"),
+        ({"symmetry": "c8"}, r"encoder\.symmetry: 'c8' is not one of d4, none"),
+    ],
+)
 def test_settings_reject_unknown_keys_and_bad_values(mapping, message):
     with pytest.raises(OutcropError, match=message):
         EncoderSettings.from_dict(mapping)
@@ -202,8 +234,9 @@ def test_warmup_cosine_schedule_and_lars_training(tmp_path):
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     groups = build_optimizer("lars", net, lr=0.1, weight_decay=1e-3).param_groups
     assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["weight_decay"] == 0.0
-    out = train(tmp_path, [write_scene(tmp_path / "tiles", "a", textures(32)[0])],
-                {**TINY, "optimizer": "lars", "lr": 0.5})
+    out = train(
+        tmp_path, [write_scene(tmp_path / "tiles", "a", textures(32)[0])], {**TINY, "optimizer": "lars", "lr": 0.5}
+    )
     curve = pd.read_csv(tmp_path / "model" / "curve.tsv", sep="\t")
     assert np.isfinite(curve["loss"]).all()
     assert load_encoder(out)[1]["settings"]["optimizer"] == "lars"
@@ -214,14 +247,43 @@ def test_warmup_cosine_schedule_and_lars_training(tmp_path):
 
 def _train_command(tmp: Path, scene: tuple[Path, Path], out_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "outcrop.cli", "train", "--tiles", str(scene[0]), "--tables", str(scene[1]),
-        "--bands", ",".join(BANDS), "--out", str(out_dir / "encoder.pt"),
-        "--curve-tsv", str(out_dir / "curve.tsv"), "--curve-png", str(out_dir / "curve.png"),
-        "--checkpoint", str(out_dir / "checkpoint.pt"), "--device", "cpu", "--threads", "1",
-        "--settings", "epochs=6", "--settings", "batch_size=32", "--settings", "hidden_dim=64", "--settings", "projection_dim=32",
-        "--settings", "embedding_dim=32", "--settings", "log_every=1",
+        sys.executable,
+        "-m",
+        "outcrop.cli",
+        "train",
+        "--tiles",
+        str(scene[0]),
+        "--tables",
+        str(scene[1]),
+        "--bands",
+        ",".join(BANDS),
+        "--out",
+        str(out_dir / "encoder.pt"),
+        "--curve-tsv",
+        str(out_dir / "curve.tsv"),
+        "--curve-png",
+        str(out_dir / "curve.png"),
+        "--checkpoint",
+        str(out_dir / "checkpoint.pt"),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--settings",
+        "epochs=6",
+        "--settings",
+        "batch_size=32",
+        "--settings",
+        "hidden_dim=64",
+        "--settings",
+        "projection_dim=32",
+        "--settings",
+        "embedding_dim=32",
+        "--settings",
+        "log_every=1",
         # Checkpoints every ~20 ms as well as at epoch ends, so the kill lands anywhere in an epoch.
-        "--settings", "checkpoint_minutes=0.0003",
+        "--settings",
+        "checkpoint_minutes=0.0003",
     ]
 
 
@@ -230,8 +292,7 @@ def test_sigkill_then_restart_ends_bit_identical_to_an_uninterrupted_run(tmp_pat
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     subprocess.run(_train_command(tmp_path, scene, whole), check=True, capture_output=True, timeout=120)
 
-    proc = subprocess.Popen(_train_command(tmp_path, scene, killed), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(_train_command(tmp_path, scene, killed), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while not (killed / "checkpoint.pt").exists():
         assert proc.poll() is None, proc.stdout.read().decode()
@@ -244,8 +305,9 @@ def test_sigkill_then_restart_ends_bit_identical_to_an_uninterrupted_run(tmp_pat
     step_at_kill = torch.load(killed / "checkpoint.pt", weights_only=True)["step"]
     assert 0 < step_at_kill < 30  # ... and after some progress (6 epochs x 5 steps)
 
-    rerun = subprocess.run(_train_command(tmp_path, scene, killed), check=True, capture_output=True,
-                           text=True, timeout=120)
+    rerun = subprocess.run(
+        _train_command(tmp_path, scene, killed), check=True, capture_output=True, text=True, timeout=120
+    )
     assert f"resumed from {killed / 'checkpoint.pt'} at step" in rerun.stdout
 
     a = torch.load(whole / "encoder.pt", weights_only=True)
@@ -271,8 +333,12 @@ def test_sigint_and_sigterm_save_the_last_step_and_the_resumed_run_ends_bit_iden
     scene = write_scene(tmp_path / "tiles", "a", textures(160)[0])
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     command = [*_train_command(tmp_path, scene, stopped)[:-2], "--set", "epochs=8"]
-    subprocess.run([*_train_command(tmp_path, scene, whole)[:-2], "--set", "epochs=8"], check=True,
-                   capture_output=True, timeout=180)
+    subprocess.run(
+        [*_train_command(tmp_path, scene, whole)[:-2], "--set", "epochs=8"],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     rng = np.random.default_rng(0)
     steps_at_stop = []
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
@@ -323,8 +389,11 @@ def _knn_accuracy(vectors: np.ndarray, labels: np.ndarray, k: int = 10) -> float
 
 def test_encoder_separates_textures_that_band_statistics_cannot(tmp_path):
     tiles, labels = textures(256, seed=1)
-    out = train(tmp_path, [write_scene(tmp_path / "tiles", "a", tiles)],
-                {"epochs": 4, "batch_size": 64, "hidden_dim": 128, "projection_dim": 64, "embedding_dim": 64})
+    out = train(
+        tmp_path,
+        [write_scene(tmp_path / "tiles", "a", tiles)],
+        {"epochs": 4, "batch_size": 64, "hidden_dim": 128, "projection_dim": 64, "embedding_dim": 64},
+    )
     model, meta = load_encoder(out)
     learned = _knn_accuracy(embed_array(model, meta, tiles, spectral_weight=0.0), labels)  # the learned part
     stats = np.concatenate([tiles.mean(axis=(2, 3)), tiles.std(axis=(2, 3))], axis=1)
@@ -382,6 +451,9 @@ def test_training_steps_follow_the_budget_not_the_tile_count():
     assert s.total_steps(400_000, 128) == s.total_steps(4_000_000, 128) == 1563  # a coast: the budget
     assert s.total_steps(1_500, 128) == 1172  # the demo: 100 passes over its tiles, short of the budget
     assert EncoderSettings.from_dict({"epochs": 3}).total_steps(1_500, 128) == 3 * 11  # exactly 3 passes
+    # The same 1 500 places seen on two days: 3 000 tiles, still 100 passes over the places.
+    assert s.total_steps(3_000, 128, places=1_500) == 1172
+    assert EncoderSettings.from_dict({"epochs": 3}).total_steps(3_000, 128, places=1_500) == 3 * 23
     with pytest.raises(OutcropError, match=r"encoder\.epochs"):
         EncoderSettings.from_dict({"epochs": 0})
 

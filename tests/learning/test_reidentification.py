@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import shapely
 import torch
+
 from outcrop.config import default
 from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, standardised
 from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol
@@ -71,11 +72,16 @@ def corner(transform, row: int, col: int) -> tuple[float, float]:
     return float(x), float(y)
 
 
-def origins(h: int, w: int, stride: int = TILE, offset: tuple[int, int] = (0, 0),
-            valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def origins(
+    h: int, w: int, stride: int = TILE, offset: tuple[int, int] = (0, 0), valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Pixel origins (rows, cols) of the tiles :func:`cut` returns for the same arguments, in its order."""
-    rc = [(r, c) for r in range(offset[0], h - TILE + 1, stride) for c in range(offset[1], w - TILE + 1, stride)
-          if valid is None or valid[r:r + TILE, c:c + TILE].all()]
+    rc = [
+        (r, c)
+        for r in range(offset[0], h - TILE + 1, stride)
+        for c in range(offset[1], w - TILE + 1, stride)
+        if valid is None or valid[r : r + TILE, c : c + TILE].all()
+    ]
     return np.array([r for r, _ in rc]), np.array([c for _, c in rc])
 
 
@@ -84,8 +90,9 @@ def blocks_of(tiles: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     return block_spectra(tiles, block_neighbours(rows, cols, TILE))
 
 
-def cut(image: np.ndarray, transform, stride: int = TILE, offset: tuple[int, int] = (0, 0),
-        valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def cut(
+    image: np.ndarray, transform, stride: int = TILE, offset: tuple[int, int] = (0, 0), valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Tiles of ``image`` on a grid from ``offset`` (rows, cols) and their footprints in its CRS.
 
     With ``valid``, only tiles whose every pixel is valid are kept.
@@ -94,9 +101,9 @@ def cut(image: np.ndarray, transform, stride: int = TILE, offset: tuple[int, int
     tiles, boxes = [], []
     for r in range(offset[0], h - TILE + 1, stride):
         for c in range(offset[1], w - TILE + 1, stride):
-            if valid is not None and not valid[r:r + TILE, c:c + TILE].all():
+            if valid is not None and not valid[r : r + TILE, c : c + TILE].all():
                 continue
-            tiles.append(image[:, r:r + TILE, c:c + TILE])
+            tiles.append(image[:, r : r + TILE, c : c + TILE])
             x0, y0 = corner(transform, r, c)
             x1, y1 = corner(transform, r + TILE, c + TILE)
             boxes.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
@@ -114,8 +121,7 @@ def reprojected(image: np.ndarray, transform, crs) -> tuple[np.ndarray, object, 
     ones = np.zeros((dh, dw), dtype=np.float32)
     common = {"src_transform": transform, "src_crs": crs, "dst_transform": dst_transform, "dst_crs": "EPSG:3031"}
     reproject(image, out, resampling=Resampling.bilinear, **common)
-    reproject(np.ones((h, w), np.float32), ones, resampling=Resampling.nearest, src_nodata=0, dst_nodata=0,
-              **common)
+    reproject(np.ones((h, w), np.float32), ones, resampling=Resampling.nearest, src_nodata=0, dst_nodata=0, **common)
     return out, dst_transform, ones > 0
 
 
@@ -134,9 +140,10 @@ def top1_rate(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray
 
 def statistics_vectors(gallery: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean, std and 10/50/90th percentiles, standardised over both sets together."""
-    feats = as_unit_vectors(np.concatenate([band_statistics(gallery, percentiles=True),
-                                            band_statistics(queries, percentiles=True)]))
-    return feats[:len(gallery)], feats[len(gallery):]
+    feats = as_unit_vectors(
+        np.concatenate([band_statistics(gallery, percentiles=True), band_statistics(queries, percentiles=True)])
+    )
+    return feats[: len(gallery)], feats[len(gallery) :]
 
 
 def query_sets(window: tuple[int, int, int, int]) -> tuple[tuple, dict[str, tuple]]:
@@ -149,8 +156,9 @@ def query_sets(window: tuple[int, int, int, int]) -> tuple[tuple, dict[str, tupl
     gallery, gallery_boxes = cut(image, transform)
     shifted_sets = [cut(image, transform, offset=offset) for offset in HALF_TILE_SHIFTS]
     shifted = np.concatenate([tiles for tiles, _ in shifted_sets])
-    shifted_blocks = np.concatenate([blocks_of(tiles, *origins(h, w, offset=offset))
-                                     for (tiles, _), offset in zip(shifted_sets, HALF_TILE_SHIFTS)])
+    shifted_blocks = np.concatenate(
+        [blocks_of(tiles, *origins(h, w, offset=offset)) for (tiles, _), offset in zip(shifted_sets, HALF_TILE_SHIFTS)]
+    )
     shifted_boxes = np.concatenate([boxes for _, boxes in shifted_sets])
     warped, warped_transform, valid = reprojected(image, transform, crs)
     warped_tiles, warped_boxes_3031 = cut(warped, warped_transform, stride=TILE // 2, valid=valid)
@@ -158,7 +166,8 @@ def query_sets(window: tuple[int, int, int, int]) -> tuple[tuple, dict[str, tupl
     warped_boxes = gpd.GeoSeries(warped_boxes_3031, crs="EPSG:3031").to_crs(crs).to_numpy()
     return (gallery, blocks_of(gallery, *origins(h, w))), {
         "shifted": (shifted, shifted_blocks, best_matches(shifted_boxes, gallery_boxes)),
-        "reprojected": (warped_tiles, warped_blocks, best_matches(warped_boxes, gallery_boxes))}
+        "reprojected": (warped_tiles, warped_blocks, best_matches(warped_boxes, gallery_boxes)),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -178,9 +187,18 @@ def encoder(tmp_path_factory) -> Path:
         np.save(arrays[-1], train_tiles)
         pd.DataFrame({"tile_id": np.arange(len(train_tiles)), "rock": 1.0}).to_parquet(tables[-1])
     model = tmp / "encoder.pt"
-    train_byol(arrays, tables, model, settings=EncoderSettings.from_dict(SETTINGS),
-               curve_tsv=tmp / "curve.tsv", curve_png=tmp / "curve.png", checkpoint_path=tmp / "ckpt.pt",
-               bands=list(BANDS), device="cpu", log=lambda m: None)
+    train_byol(
+        arrays,
+        tables,
+        model,
+        settings=EncoderSettings.from_dict(SETTINGS),
+        curve_tsv=tmp / "curve.tsv",
+        curve_png=tmp / "curve.png",
+        checkpoint_path=tmp / "ckpt.pt",
+        bands=list(BANDS),
+        device="cpu",
+        log=lambda m: None,
+    )
     return model
 
 
@@ -195,20 +213,25 @@ def scene(request, encoder):
 def shipped(net, meta: dict, tiles: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     """The embedding the embed stage writes with the shipped weights."""
     learned = embed_array(net, meta, tiles, spectral_weight=0.0)
-    return join_parts(learned, (default("embed.spectral_weight"), spectral_part(meta, tiles)),
-                      (default("embed.context_weight"), standardised(meta, blocks)))
+    return join_parts(
+        learned,
+        (default("embed.spectral_weight"), spectral_part(meta, tiles)),
+        (default("embed.context_weight"), standardised(meta, blocks)),
+    )
 
 
-def rates(gallery: tuple, queries: np.ndarray, blocks: np.ndarray, answers: list[np.ndarray],
-          model: Path) -> dict[str, float]:
+def rates(
+    gallery: tuple, queries: np.ndarray, blocks: np.ndarray, answers: list[np.ndarray], model: Path
+) -> dict[str, float]:
     net, meta = load_encoder(model)
     gallery, gallery_blocks = gallery
     stats_g, stats_q = statistics_vectors(gallery, queries)
     return {
         "byol": top1_rate(shipped(net, meta, gallery, gallery_blocks), shipped(net, meta, queries, blocks), answers),
         "band_statistics": top1_rate(stats_g, stats_q, answers),
-        "random_encoder": top1_rate(random_encoder_embeddings(model, gallery),
-                                    random_encoder_embeddings(model, queries), answers),
+        "random_encoder": top1_rate(
+            random_encoder_embeddings(model, gallery), random_encoder_embeddings(model, queries), answers
+        ),
         "chance": float(np.mean([len(a) for a in answers]) / len(gallery)),
     }
 
@@ -223,8 +246,10 @@ def test_byol_reidentifies_real_ground_better_than_both_baselines(scene, kind):
     tiles, blocks, answers = queries[kind]
     assert len(tiles) >= 300 and all(len(a) >= 1 for a in answers)
     result = rates(gallery, tiles, blocks, answers, model)
-    print(f"\nre-identification top-1, window at {corner_px}, {kind} ({len(tiles)} queries, {len(gallery[0])} "
-          "gallery tiles): " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
+    print(
+        f"\nre-identification top-1, window at {corner_px}, {kind} ({len(tiles)} queries, {len(gallery[0])} "
+        "gallery tiles): " + ", ".join(f"{k} {v:.3f}" for k, v in result.items())
+    )
     assert result["byol"] > result["random_encoder"]
     assert result["byol"] > result["band_statistics"]
     assert result["band_statistics"] > 5 * result["chance"]  # the baseline is a working one
@@ -242,7 +267,7 @@ def test_a_shuffled_gallery_scores_near_chance(kind):
     stats_g, stats_q = statistics_vectors(gallery, tiles)
     pixels = as_unit_vectors(np.concatenate([gallery, tiles]).reshape(len(gallery) + len(tiles), -1))
     rng = np.random.default_rng(0)
-    for g, q in ((stats_g, stats_q), (pixels[:len(gallery)], pixels[len(gallery):])):
+    for g, q in ((stats_g, stats_q), (pixels[: len(gallery)], pixels[len(gallery) :])):
         honest = top1_rate(g, q, answers)
         shuffled = np.mean([top1_rate(g[rng.permutation(len(g))], q, answers) for _ in range(5)])
         assert honest > 5 * chance

@@ -76,6 +76,8 @@ def test_an_aoi_with_more_vertices_than_the_limit_is_refused_naming_the_setting(
     monkeypatch.setenv("OUTCROP_LIMITS", '{"aoi_vertices": 400}')
     with pytest.raises(OutcropError) as err:
         aoi_geometry(path, "EPSG:3031")
-    assert str(err.value) == (f"{path}: 401 vertices in its geometries, and limits.aoi_vertices in the config (or "
-                              "OUTCROP_LIMITS='{\"aoi_vertices\": N}' for a command run by hand) allows at most 400; "
-                              "check the file, or raise the limit")
+    assert str(err.value) == (
+        f"{path}: 401 vertices in its geometries, and limits.aoi_vertices in the config (or "
+        "OUTCROP_LIMITS='{\"aoi_vertices\": N}' for a command run by hand) allows at most 400; "
+        "check the file, or raise the limit"
+    )

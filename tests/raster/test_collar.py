@@ -15,8 +15,10 @@ from outcrop.raster.scenes import prepare_scene
 from outcrop.raster.sheets import read_scene_sheet
 from outcrop.raster.surfaces import NODATA
 
-SHARED = next((p for p in (Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data"))
-               if p.is_dir()), None)
+SHARED = next(
+    (p for p in (Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
+    None,
+)
 
 
 def _collared(path: Path, value: int = 1) -> float:
@@ -26,8 +28,17 @@ def _collared(path: Path, value: int = 1) -> float:
     rows, cols = np.mgrid[0:200, 0:200]
     outside = (rows + cols < 80) | (rows - cols > 90) | (cols > 170)
     data[:, outside] = value
-    with rasterio.open(path, "w", driver="GTiff", width=200, height=200, count=3, dtype="uint8",
-                       crs="EPSG:32618", transform=from_origin(500000, 4000000, 30, 30)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=200,
+        height=200,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32618",
+        transform=from_origin(500000, 4000000, 30, 30),
+    ) as dst:
         dst.write(data)
     return float(outside.mean())
 
@@ -40,8 +51,18 @@ def _nodata_share(path: Path) -> float:
 def _prepare(src: Path, out: Path, collar: bool = True, resolution: float = 30) -> list[str]:
     lines: list[str] = []
     bands = ["blue", "green", "red"]
-    prepare_scene(str(src), "geotiff", out, scene_id="s", bands=bands, crs="EPSG:32618", resolution=resolution,
-                  declared_bands=list(bands), collar=collar, log=lines.append)
+    prepare_scene(
+        str(src),
+        "geotiff",
+        out,
+        scene_id="s",
+        bands=bands,
+        crs="EPSG:32618",
+        resolution=resolution,
+        declared_bands=list(bands),
+        collar=collar,
+        log=lines.append,
+    )
     return lines
 
 

@@ -231,11 +231,8 @@ def test_grid_command_writes_the_choice(tmp_path):
         text=True,
     )
     data = json.loads((tmp_path / "grid.json").read_text())
-    assert (data["crs"], data["resolution"], data["origin"]) == (
-        "EPSG:32618",
-        30.0,
-        [20.0, 10.0],
-    )  # 500000 and 4150000 modulo 30
+    # the origin: 500000 and 4150000 modulo 30
+    assert (data["crs"], data["resolution"], data["origin"]) == ("EPSG:32618", 30.0, [20.0, 10.0])
 
 
 def test_info_and_summary_show_the_grid_and_its_warnings(tmp_path):

@@ -10,11 +10,11 @@ import rasterio
 from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
+from gdal_readback import gdal_bands
 from outcrop import OutcropError
 from outcrop.io import PREPARED_OFFSET, PREPARED_SCALE, read_prepared
 from outcrop.raster.scenes import prepare_scene, snap_bounds
 from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, VEGETATION, WATER
-from gdal_readback import gdal_bands
 
 OLI_BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
 C2L2_SCALE, C2L2_OFFSET = 0.0000275, -0.2
@@ -33,20 +33,36 @@ def demo_reflectance(height: int = 60, width: int = 90) -> np.ndarray:
     refl = np.empty((7, height, width), dtype=np.float64)
     third = width // 3
     for i, name in enumerate(["water", "rock", "snow"]):
-        refl[:, :, i * third:(i + 1) * third] = np.array(SPECTRA[name])[:, None, None]
+        refl[:, :, i * third : (i + 1) * third] = np.array(SPECTRA[name])[:, None, None]
     refl[:, 10:20, 40:50] = np.array(SPECTRA["cloud"])[:, None, None]
     refl[:, :5, :5] = np.nan
     return refl
 
 
-def write_demo_scene(path: Path, refl: np.ndarray, origin: tuple[float, float] = (-1_200_000.0, 900_000.0),
-                     res: float = 30.0, crs: str = "EPSG:3031", descriptions=OLI_BANDS) -> Path:
+def write_demo_scene(
+    path: Path,
+    refl: np.ndarray,
+    origin: tuple[float, float] = (-1_200_000.0, 900_000.0),
+    res: float = 30.0,
+    crs: str = "EPSG:3031",
+    descriptions=OLI_BANDS,
+) -> Path:
     """The demo's scene file: uint16 DN = (reflectance + 0.2) / 0.0000275, nodata 0, described bands."""
     dn = np.round((refl - C2L2_OFFSET) / C2L2_SCALE)
     dn = np.where(np.isfinite(dn), dn, 0).astype(np.uint16)
-    profile = dict(driver="GTiff", width=refl.shape[2], height=refl.shape[1], count=refl.shape[0],
-                   dtype="uint16", crs=crs, transform=Affine(res, 0, origin[0], 0, -res, origin[1]),
-                   nodata=0, tiled=True, blockxsize=32, blockysize=32)
+    profile = dict(
+        driver="GTiff",
+        width=refl.shape[2],
+        height=refl.shape[1],
+        count=refl.shape[0],
+        dtype="uint16",
+        crs=crs,
+        transform=Affine(res, 0, origin[0], 0, -res, origin[1]),
+        nodata=0,
+        tiled=True,
+        blockxsize=32,
+        blockysize=32,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(dn)
         if descriptions:
@@ -135,8 +151,9 @@ def test_off_grid_scene_is_snapped_to_multiples_of_the_resolution(tmp_path):
     refl = demo_reflectance()
     src = write_demo_scene(tmp_path / "off.tif", refl, origin=(-1_200_010.0, 900_017.0))
     out = tmp_path / "off_prep.tif"
-    prepare_scene(str(src), "landsat-c2l2", out, scene_id="off", bands=OLI_BANDS, crs="EPSG:3031", resolution=30.0,
-                  log=quiet)
+    prepare_scene(
+        str(src), "landsat-c2l2", out, scene_id="off", bands=OLI_BANDS, crs="EPSG:3031", resolution=30.0, log=quiet
+    )
     got, mask, profile, _ = read_prepared(out)
     t = profile["transform"]
     assert t.a == 30.0 and t.e == -30.0
@@ -156,8 +173,9 @@ def test_coarser_resolution_averages(tmp_path):
     refl = demo_reflectance()
     src = write_demo_scene(tmp_path / "demo.tif", refl, origin=(-900_000.0, 900_000.0))
     out = tmp_path / "coarse.tif"
-    prepare_scene(str(src), "landsat-c2l2", out, scene_id="c", bands=["blue", "green", "nir"],
-                  resolution=90.0, log=quiet)
+    prepare_scene(
+        str(src), "landsat-c2l2", out, scene_id="c", bands=["blue", "green", "nir"], resolution=90.0, log=quiet
+    )
     got, _, profile, _ = read_prepared(out)
     assert profile["transform"].a == 90.0
     assert got.shape[1:] == (20, 30)
@@ -175,8 +193,17 @@ def test_generic_geotiff_with_declared_bands_and_scale(tmp_path):
     refl = demo_reflectance()
     src = write_demo_scene(tmp_path / "plain.tif", refl, descriptions=None)
     out = tmp_path / "g.tif"
-    prepare_scene(str(src), "geotiff", out, scene_id="g", bands=["green", "nir", "swir1"],
-                  declared_bands=OLI_BANDS, scale=C2L2_SCALE, offset=C2L2_OFFSET, log=quiet)
+    prepare_scene(
+        str(src),
+        "geotiff",
+        out,
+        scene_id="g",
+        bands=["green", "nir", "swir1"],
+        declared_bands=OLI_BANDS,
+        scale=C2L2_SCALE,
+        offset=C2L2_OFFSET,
+        log=quiet,
+    )
     got, mask, _, bands = read_prepared(out)
     assert bands == ["green", "nir", "swir1"]
     assert np.nanmax(np.abs(got[1] - refl[4])) < 1e-4
@@ -186,8 +213,16 @@ def test_generic_geotiff_with_declared_bands_and_scale(tmp_path):
 def test_generic_float_geotiff_is_taken_as_reflectance(tmp_path):
     refl = demo_reflectance().astype(np.float32)
     path = tmp_path / "float.tif"
-    profile = dict(driver="GTiff", width=90, height=60, count=7, dtype="float32", crs="EPSG:3031",
-                   transform=Affine(30.0, 0, 0.0, 0, -30.0, 0.0), nodata=np.nan)
+    profile = dict(
+        driver="GTiff",
+        width=90,
+        height=60,
+        count=7,
+        dtype="float32",
+        crs="EPSG:3031",
+        transform=Affine(30.0, 0, 0.0, 0, -30.0, 0.0),
+        nodata=np.nan,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(refl)
         for i, name in enumerate(OLI_BANDS, start=1):
@@ -285,10 +320,24 @@ def test_snap_bounds_grows_outwards_to_grid_edges():
 # --- product folders (synthetic layouts) --------------------------------------------------
 
 
-def _write_band(path: Path, data: np.ndarray, res: float = 30.0, origin=(300_000.0, 4_000_020.0),
-                crs: str = "EPSG:32616", nodata=None) -> None:
-    profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype=data.dtype.name,
-                   crs=crs, transform=Affine(res, 0, origin[0], 0, -res, origin[1]), nodata=nodata)
+def _write_band(
+    path: Path,
+    data: np.ndarray,
+    res: float = 30.0,
+    origin=(300_000.0, 4_000_020.0),
+    crs: str = "EPSG:32616",
+    nodata=None,
+) -> None:
+    profile = dict(
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype.name,
+        crs=crs,
+        transform=Affine(res, 0, origin[0], 0, -res, origin[1]),
+        nodata=nodata,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data[None])
 
@@ -301,15 +350,27 @@ def test_level1_folder_with_mtl_applies_rescaling_and_sun_elevation(tmp_path):
     for b, arr in dn.items():
         arr[:3] = 0  # collar
         _write_band(folder / f"{folder.name}_B{b}.TIF", arr)
-    mtl = ["GROUP = LANDSAT_METADATA_FILE", "  GROUP = IMAGE_ATTRIBUTES", "    SUN_ELEVATION = 30.0",
-           "  END_GROUP = IMAGE_ATTRIBUTES", "  GROUP = LEVEL1_RADIOMETRIC_RESCALING"]
+    mtl = [
+        "GROUP = LANDSAT_METADATA_FILE",
+        "  GROUP = IMAGE_ATTRIBUTES",
+        "    SUN_ELEVATION = 30.0",
+        "  END_GROUP = IMAGE_ATTRIBUTES",
+        "  GROUP = LEVEL1_RADIOMETRIC_RESCALING",
+    ]
     mtl += [f"    REFLECTANCE_MULT_BAND_{b} = {2.0e-5 * (1 + b / 100):.6E}" for b in (2, 3, 4, 5)]
     mtl += [f"    REFLECTANCE_ADD_BAND_{b} = -0.100000" for b in (2, 3, 4, 5)]
     mtl += ["  END_GROUP = LEVEL1_RADIOMETRIC_RESCALING", "END_GROUP = LANDSAT_METADATA_FILE", "END"]
     (folder / f"{folder.name}_MTL.txt").write_text("\n".join(mtl) + "\n")
     out = tmp_path / "l1.tif"
-    prepare_scene(str(folder), "landsat-c2l1", out, scene_id="l1", bands=["blue", "green", "red", "nir"],
-                  crs="EPSG:32616", log=quiet)
+    prepare_scene(
+        str(folder),
+        "landsat-c2l1",
+        out,
+        scene_id="l1",
+        bands=["blue", "green", "red", "nir"],
+        crs="EPSG:32616",
+        log=quiet,
+    )
     got, mask, profile, _ = read_prepared(out)
     assert profile["transform"] == Affine(30, 0, 300_000, 0, -30, 4_000_020)
     for i, b in enumerate((2, 3, 4, 5)):
@@ -346,7 +407,8 @@ def test_level2_folder_masks_qa_pixel_cloud_bits(tmp_path):
 
 
 def test_sentinel2_l2a_folder_uses_finest_band_and_scl(tmp_path):
-    granule = tmp_path / "S2B_MSIL2A_20230101T000000_N0509_R001_T01ABC_20230101T000000.SAFE" / "GRANULE" / "X" / "IMG_DATA"
+    safe = tmp_path / "S2B_MSIL2A_20230101T000000_N0509_R001_T01ABC_20230101T000000.SAFE"
+    granule = safe / "GRANULE" / "X" / "IMG_DATA"
     r10, r20 = granule / "R10m", granule / "R20m"
     r10.mkdir(parents=True)
     r20.mkdir(parents=True)
@@ -364,8 +426,16 @@ def test_sentinel2_l2a_folder_uses_finest_band_and_scl(tmp_path):
     scl[25:] = 0  # no data
     _write_band(r20 / "T01ABC_20230101T000000_SCL_20m.tif", scl, 20, origin)
     out = tmp_path / "s2.tif"
-    prepare_scene(str(tmp_path), "sentinel2-l2a", out, scene_id="s2", bands=["green", "nir"],
-                  crs="EPSG:32616", resolution=20.0, log=quiet)
+    prepare_scene(
+        str(tmp_path),
+        "sentinel2-l2a",
+        out,
+        scene_id="s2",
+        bands=["green", "nir"],
+        crs="EPSG:32616",
+        resolution=20.0,
+        log=quiet,
+    )
     got, mask, _, _ = read_prepared(out)
     assert abs(got[0, 0, 0] - 0.09) < 1e-4 and abs(got[1, 0, 0] - 0.30) < 1e-4  # the 10 m B03, offset -0.1
     assert (mask[0:10] == WATER).all() and (mask[10:15] == CLOUD).all()
@@ -429,8 +499,16 @@ def _window_of(profile: dict, src_path: Path, rows: slice, cols: slice) -> tuple
 def test_real_greenland_water_and_snow_without_swir(tmp_path):
     folder = DATA / "landsat8" / "LC80030172015001LGN00_greenland"
     out = tmp_path / "greenland.tif"
-    prepare_scene(str(folder), "landsat-l1", out, scene_id="greenland", bands=["blue", "green", "red", "nir"],
-                  crs="EPSG:32622", resolution=120.0, log=quiet)
+    prepare_scene(
+        str(folder),
+        "landsat-l1",
+        out,
+        scene_id="greenland",
+        bands=["blue", "green", "red", "nir"],
+        crs="EPSG:32622",
+        resolution=120.0,
+        log=quiet,
+    )
     got, mask, profile, _ = read_prepared(out)
     with rasterio.open(out) as ds:
         assert "modelled sun elevation 4.8" in ds.tags()["radiometry"]  # Jan 1st at 61.6 N
@@ -449,8 +527,9 @@ def test_real_gulfcoast_clouds_come_from_bqa(tmp_path):
 
     folder = DATA / "landsat8" / "l8_gulfcoast_cloudy"
     out = tmp_path / "gulf.tif"
-    prepare_scene(str(folder), "landsat-l1", out, scene_id="gulf", bands=OLI_BANDS, crs="EPSG:32616",
-                  resolution=30.0, log=quiet)
+    prepare_scene(
+        str(folder), "landsat-l1", out, scene_id="gulf", bands=OLI_BANDS, crs="EPSG:32616", resolution=30.0, log=quiet
+    )
     got, mask, profile, _ = read_prepared(out)
     with rasterio.open(folder / "l8_BQA.tif") as ds:
         qa = ds.read(1)
@@ -468,15 +547,23 @@ def test_real_gulfcoast_clouds_come_from_bqa(tmp_path):
 
 @real
 def test_real_parana_nodata_edge_and_footprint_in_3031(tmp_path):
+    import geopandas as gpd
     from rasterio.features import shapes
     from shapely.geometry import shape
     from shapely.ops import unary_union
-    import geopandas as gpd
 
     folder = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"
     out = tmp_path / "parana.tif"
-    prepare_scene(str(folder), "landsat-l1", out, scene_id="parana", bands=["blue", "green", "red"],
-                  crs="EPSG:32621", resolution=30.0, log=quiet)
+    prepare_scene(
+        str(folder),
+        "landsat-l1",
+        out,
+        scene_id="parana",
+        bands=["blue", "green", "red"],
+        crs="EPSG:32621",
+        resolution=30.0,
+        log=quiet,
+    )
     got, mask, _, _ = read_prepared(out)
     band = next(folder.glob("*_B2.TIF"))
     with rasterio.open(band) as ds:
@@ -486,8 +573,16 @@ def test_real_parana_nodata_edge_and_footprint_in_3031(tmp_path):
     assert np.isnan(got[:, mask == NODATA]).all() and np.isfinite(got[:, mask != NODATA]).all()
 
     out3031 = tmp_path / "parana3031.tif"
-    prepare_scene(str(folder), "landsat-l1", out3031, scene_id="parana", bands=["blue", "green", "red"],
-                  crs="EPSG:3031", resolution=240.0, log=quiet)
+    prepare_scene(
+        str(folder),
+        "landsat-l1",
+        out3031,
+        scene_id="parana",
+        bands=["blue", "green", "red"],
+        crs="EPSG:3031",
+        resolution=240.0,
+        log=quiet,
+    )
     _, mask3031, profile, _ = read_prepared(out3031)
     assert profile["crs"].to_epsg() == 3031
     assert profile["transform"].c % 240 == 0 and profile["transform"].f % 240 == 0
@@ -496,8 +591,11 @@ def test_real_parana_nodata_edge_and_footprint_in_3031(tmp_path):
         polys = [shape(g) for g, v in shapes(valid.astype(np.uint8), mask=valid, transform=transform) if v]
         return unary_union(polys)
 
-    src_poly = gpd.GeoSeries([footprint(src_valid[::8, ::8], src_transform @ Affine.scale(8))],
-                             crs=src_crs).to_crs(3031).iloc[0]
+    src_poly = (
+        gpd.GeoSeries([footprint(src_valid[::8, ::8], src_transform @ Affine.scale(8))], crs=src_crs)
+        .to_crs(3031)
+        .iloc[0]
+    )
     dst_poly = footprint(mask3031 != NODATA, profile["transform"])
     assert abs(dst_poly.area - src_poly.area) / src_poly.area < 0.03
     assert src_poly.symmetric_difference(dst_poly).area / src_poly.area < 0.06
@@ -509,13 +607,30 @@ def test_real_sentinel2_mixed_resolutions_on_one_grid(tmp_path):
     out = tmp_path / "s2.tif"
     lines: list[str] = []
     bands = ["coastal", "blue", "green", "rededge1", "nir", "swir1"]
-    prepare_scene(str(folder), "sentinel2-l1c", out, scene_id="s2", bands=bands, crs="EPSG:32618",
-                  resolution=60.0, log=lines.append)
+    prepare_scene(
+        str(folder),
+        "sentinel2-l1c",
+        out,
+        scene_id="s2",
+        bands=bands,
+        crs="EPSG:32618",
+        resolution=60.0,
+        log=lines.append,
+    )
     # a pre-04.00 product without metadata: its visible values say it has no offset
     assert any("so no offset (baseline before 04.00)" in line for line in lines)
     assert not any("warning" in line and "offset" in line for line in lines)
-    prepare_scene(str(folder), "sentinel2-l1c", out, scene_id="s2", bands=bands, crs="EPSG:32618",
-                  resolution=60.0, offset=0.0, log=quiet)
+    prepare_scene(
+        str(folder),
+        "sentinel2-l1c",
+        out,
+        scene_id="s2",
+        bands=bands,
+        crs="EPSG:32618",
+        resolution=60.0,
+        offset=0.0,
+        log=quiet,
+    )
     got, mask, profile, _ = read_prepared(out)
     t = profile["transform"]
     # every band fills the interior of the one grid
@@ -531,7 +646,7 @@ def test_real_sentinel2_mixed_resolutions_on_one_grid(tmp_path):
         row, col = 100, 120
         x, y = t @ (col, row)
         sr, sc = ds.index(x + 1, y - 1)
-        block = ds.read(1)[sr:sr + 6, sc:sc + 6].astype(np.float64)
+        block = ds.read(1)[sr : sr + 6, sc : sc + 6].astype(np.float64)
     assert abs(got[1, row, col] - block.mean() * 1e-4) < 2e-4
     frac = _fractions(mask)
     # bay and ocean; fields, forest and villages: ground of unknown kind, since without the red band
@@ -544,8 +659,17 @@ def test_real_landsat7_files_through_generic_geotiff(tmp_path):
     olinda = DATA / "landsat7" / "L7_ETMs_olinda.tif"
     out = tmp_path / "olinda.tif"
     etm = ["blue", "green", "red", "nir", "swir1", "swir2"]
-    prepare_scene(str(olinda), "geotiff", out, scene_id="olinda", bands=etm, declared_bands=etm,
-                  crs="EPSG:31985", resolution=28.5, log=quiet)
+    prepare_scene(
+        str(olinda),
+        "geotiff",
+        out,
+        scene_id="olinda",
+        bands=etm,
+        declared_bands=etm,
+        crs="EPSG:31985",
+        resolution=28.5,
+        log=quiet,
+    )
     got, mask, profile, _ = read_prepared(out)
     # the percentile rule: dark objects near 0, the brightest 0.1 % of values at 0.9 and above
     assert got.shape[0] == 6 and np.nanpercentile(got, 99) < 0.9 and np.nanpercentile(got, 1) > -0.005
@@ -554,8 +678,17 @@ def test_real_landsat7_files_through_generic_geotiff(tmp_path):
 
     bahamas = DATA / "landsat7" / "RGB.byte_bahamas.tif"
     out = tmp_path / "bahamas.tif"
-    prepare_scene(str(bahamas), "geotiff", out, scene_id="bahamas", bands=["blue", "green", "red"],
-                  declared_bands=["red", "green", "blue"], crs="EPSG:32618", resolution=300.0, log=quiet)
+    prepare_scene(
+        str(bahamas),
+        "geotiff",
+        out,
+        scene_id="bahamas",
+        bands=["blue", "green", "red"],
+        declared_bands=["red", "green", "blue"],
+        crs="EPSG:32618",
+        resolution=300.0,
+        log=quiet,
+    )
     got, mask, _, bands = read_prepared(out)
     with rasterio.open(bahamas) as ds:
         collar = (ds.read(1) == 0).mean()

@@ -42,6 +42,9 @@ def test_block_spectra_of_whole_and_partial_blocks_are_those_of_their_squares():
     np.testing.assert_allclose(got[4], square_spectra(tiles))
     np.testing.assert_allclose(got[0], square_spectra(tiles[[0, 1, 3, 4]]))
     np.testing.assert_allclose(got[1], square_spectra(tiles[[0, 1, 2, 3, 4, 5]]))
+    # The blocks of some tiles only (the indexed ones, or a sample): those tiles' rows of the whole.
+    some = np.array([7, 4, 0])
+    np.testing.assert_allclose(block_spectra(tiles, block_neighbours(rows, cols, 8)[some], chunk=2), got[some])
     # A block of one uniform ground is that ground's tile spectrum.
     flat = np.full((9, 2, 8, 8), 0.3, dtype=np.float32)
     np.testing.assert_allclose(block_spectra(flat, block_neighbours(rows, cols, 8))[4], tile_spectra(flat[:1])[0])

@@ -35,13 +35,33 @@ VIRGINIA = DATA / "sentinel2" / "s2_virginia"
 # Dates and cloud covers of Greenland and Paraná are those of their product ids; Virginia's product
 # id is not known, so its date and cloud cover are set here.
 SCENES = [
-    ("LC80030172015001LGN00", "landsat-c2-l1", "landsat-8", "2015-01-01T14:10:00Z", 12.0,
-     {k: GREENLAND / f"LC80030172015001LGN00_{b}.tiff" for k, b in
-      [("blue", "B2"), ("green", "B3"), ("red", "B4"), ("nir08", "B5")]}),
-    ("S2A_MSIL1C_virginia", "sentinel-2-l1c", "sentinel-2a", "2017-06-10T15:50:00Z", 0.5,
-     {"green": VIRGINIA / "s2_B03.jp2", "nir": VIRGINIA / "s2_B08.jp2", "swir16": VIRGINIA / "s2_B11.jp2"}),
-    ("LC08_L1TP_224078_20200518_20200518_01_RT", "landsat-c2-l1", "landsat-8", "2020-05-18T13:20:00Z", 35.0,
-     {f"B{n}": PARANA / f"LC08_L1TP_224078_20200518_20200518_01_RT_B{n}.TIF" for n in (2, 3, 4)}),
+    (
+        "LC80030172015001LGN00",
+        "landsat-c2-l1",
+        "landsat-8",
+        "2015-01-01T14:10:00Z",
+        12.0,
+        {
+            k: GREENLAND / f"LC80030172015001LGN00_{b}.tiff"
+            for k, b in [("blue", "B2"), ("green", "B3"), ("red", "B4"), ("nir08", "B5")]
+        },
+    ),
+    (
+        "S2A_MSIL1C_virginia",
+        "sentinel-2-l1c",
+        "sentinel-2a",
+        "2017-06-10T15:50:00Z",
+        0.5,
+        {"green": VIRGINIA / "s2_B03.jp2", "nir": VIRGINIA / "s2_B08.jp2", "swir16": VIRGINIA / "s2_B11.jp2"},
+    ),
+    (
+        "LC08_L1TP_224078_20200518_20200518_01_RT",
+        "landsat-c2-l1",
+        "landsat-8",
+        "2020-05-18T13:20:00Z",
+        35.0,
+        {f"B{n}": PARANA / f"LC08_L1TP_224078_20200518_20200518_01_RT_B{n}.TIF" for n in (2, 3, 4)},
+    ),
 ]
 
 
@@ -49,8 +69,9 @@ def quiet(_: str) -> None:
     pass
 
 
-def _item(server: Server, item_id: str, collection: str, platform: str, when: str, cloud: float,
-          assets: dict[str, Path]) -> dict[str, Any]:
+def _item(
+    server: Server, item_id: str, collection: str, platform: str, when: str, cloud: float, assets: dict[str, Path]
+) -> dict[str, Any]:
     """Write the COGs of one scene under www/data/<id>/ and return its STAC item."""
     folder = server.root / "data" / item_id
     folder.mkdir(parents=True)
@@ -60,20 +81,28 @@ def _item(server: Server, item_id: str, collection: str, platform: str, when: st
         rio_copy(path, folder / name, driver="COG", compress="DEFLATE", blocksize=256)
         with rasterio.open(path) as ds:
             boxes.append(transform_bounds(ds.crs, "EPSG:4326", *ds.bounds))
-        entry: dict[str, Any] = {"href": f"../../data/{item_id}/{name}",
-                                 "type": "image/tiff; application=geotiff; profile=cloud-optimized"}
+        entry: dict[str, Any] = {
+            "href": f"../../data/{item_id}/{name}",
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+        }
         if collection.startswith("sentinel-2"):  # a product from before baseline 04.00: no offset
             entry["raster:bands"] = [{"scale": 0.0001, "offset": 0.0}]
         entries[key] = entry
     bbox = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
     w, s, e, n = bbox
     return {
-        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": collection, "bbox": bbox,
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "collection": collection,
+        "bbox": bbox,
         "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
         "properties": {"datetime": when, "platform": platform, "eo:cloud_cover": cloud},
         "assets": entries,
-        "links": [{"rel": "self", "href": f"{server.url}/{collection}/{item_id}/{item_id}.json"},
-                  {"rel": "collection", "href": "../collection.json"}],
+        "links": [
+            {"rel": "self", "href": f"{server.url}/{collection}/{item_id}/{item_id}.json"},
+            {"rel": "collection", "href": "../collection.json"},
+        ],
     }
 
 
@@ -95,7 +124,7 @@ def _search_route(server: Server, items: list[dict[str, Any]], *, allow_post: bo
             args = json.loads(body or b"{}")
         else:
             q = dict(urllib.parse.parse_qsl(query))
-            args = {k: v for k, v in q.items()}
+            args = dict(q)
             for key in ("collections", "bbox"):
                 if key in args:
                     args[key] = args[key].split(",")
@@ -104,7 +133,9 @@ def _search_route(server: Server, items: list[dict[str, Any]], *, allow_post: bo
             found = [i for i in found if i["collection"] in args["collections"]]
         if args.get("bbox"):
             w, s, e, n = map(float, args["bbox"])
-            found = [i for i in found if i["bbox"][0] <= e and w <= i["bbox"][2] and i["bbox"][1] <= n and s <= i["bbox"][3]]
+            found = [
+                i for i in found if i["bbox"][0] <= e and w <= i["bbox"][2] and i["bbox"][1] <= n and s <= i["bbox"][3]
+            ]
         if args.get("datetime"):
             lo, _, hi = args["datetime"].partition("/")
             if lo != "..":
@@ -112,12 +143,19 @@ def _search_route(server: Server, items: list[dict[str, Any]], *, allow_post: bo
             if hi != "..":
                 found = [i for i in found if parse_time(i["properties"]["datetime"]) <= parse_time(hi)]
         limit, start = int(args.get("limit", 10)), int(args.get("token", 0))
-        page = found[start:start + limit]
+        page = found[start : start + limit]
         links = []
         if start + limit < len(found):
             if method == "POST":
-                links.append({"rel": "next", "href": f"{server.url}{path}", "method": "POST",
-                              "body": {"token": start + limit}, "merge": True})
+                links.append(
+                    {
+                        "rel": "next",
+                        "href": f"{server.url}{path}",
+                        "method": "POST",
+                        "body": {"token": start + limit},
+                        "merge": True,
+                    }
+                )
             else:
                 q = dict(urllib.parse.parse_qsl(query), token=str(start + limit))
                 links.append({"rel": "next", "href": f"{server.url}{path}?{urllib.parse.urlencode(q)}"})
@@ -133,23 +171,45 @@ def stac_server(tmp_path_factory):
     with serve(root) as server:
         items = [_item(server, *scene) for scene in SCENES]
         collections = sorted({i["collection"] for i in items})
-        _write(root / "catalog.json", {
-            "type": "Catalog", "stac_version": "1.0.0", "id": "outcrop-test", "description": "test scenes",
-            "links": [{"rel": "child", "href": f"./{c}/collection.json"} for c in collections]})
+        _write(
+            root / "catalog.json",
+            {
+                "type": "Catalog",
+                "stac_version": "1.0.0",
+                "id": "outcrop-test",
+                "description": "test scenes",
+                "links": [{"rel": "child", "href": f"./{c}/collection.json"} for c in collections],
+            },
+        )
         for c in collections:
             members = [i for i in items if i["collection"] == c]
-            _write(root / c / "collection.json", {
-                "type": "Collection", "stac_version": "1.0.0", "id": c, "description": c, "license": "various",
-                "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
-                "links": [{"rel": "item", "href": f"./{i['id']}/{i['id']}.json"} for i in members]})
+            _write(
+                root / c / "collection.json",
+                {
+                    "type": "Collection",
+                    "stac_version": "1.0.0",
+                    "id": c,
+                    "description": c,
+                    "license": "various",
+                    "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
+                    "links": [{"rel": "item", "href": f"./{i['id']}/{i['id']}.json"} for i in members],
+                },
+            )
             for i in members:
                 _write(root / c / i["id"] / f"{i['id']}.json", i)
         server.routes["/api/search"] = _search_route(server, items, allow_post=True)
         server.routes["/get-only/search"] = _search_route(server, items, allow_post=False)
-        server.routes["/api/"] = lambda *a: (200, {
-            "type": "Catalog", "id": "api", "description": "test API", "stac_version": "1.0.0",
-            "conformsTo": ["https://api.stacspec.org/v1.0.0/item-search"],
-            "links": [{"rel": "search", "href": f"{server.url}/api/search", "method": "POST"}]})
+        server.routes["/api/"] = lambda *a: (
+            200,
+            {
+                "type": "Catalog",
+                "id": "api",
+                "description": "test API",
+                "stac_version": "1.0.0",
+                "conformsTo": ["https://api.stacspec.org/v1.0.0/item-search"],
+                "links": [{"rel": "search", "href": f"{server.url}/api/search", "method": "POST"}],
+            },
+        )
         yield server
 
 
@@ -165,31 +225,52 @@ GREEN, VIRG, PARA = (s[0] for s in SCENES)
 
 def test_item_assets_map_to_canonical_bands_for_each_naming():
     def item(props: dict[str, Any], assets: list[str], collection: str = "") -> StacItem:
-        return StacItem({"type": "Feature", "id": "x", "collection": collection, "properties": props,
-                         "assets": {k: {"href": f"https://example.org/x_{k}.tif"} for k in assets}},
-                        "https://example.org/x.json")
+        return StacItem(
+            {
+                "type": "Feature",
+                "id": "x",
+                "collection": collection,
+                "properties": props,
+                "assets": {k: {"href": f"https://example.org/x_{k}.tif"} for k in assets},
+            },
+            "https://example.org/x.json",
+        )
 
     # Landsat Collection 2 Level-2 (USGS and Planetary Computer names): nir08 is OLI band 5, "nir"
-    c2 = item_bands(item({"platform": "landsat-9"}, ["coastal", "blue", "green", "red", "nir08", "swir16",
-                                                       "swir22", "qa_pixel", "lwir11"], "landsat-c2-l2"))
+    c2 = item_bands(
+        item(
+            {"platform": "landsat-9"},
+            ["coastal", "blue", "green", "red", "nir08", "swir16", "swir22", "qa_pixel", "lwir11"],
+            "landsat-c2-l2",
+        )
+    )
     assert c2.sensor == "landsat-c2l2"
     assert list(c2.bands) == ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
     assert c2.bands["nir"] == ("https://example.org/x_nir08.tif", "B5")
     assert c2.quality == ("QA_PIXEL", "https://example.org/x_qa_pixel.tif")
-    sr = item_bands(item({"platform": "LANDSAT_8", "landsat:correction": "L2SP"},
-                         [f"SR_B{n}" for n in range(1, 8)] + ["QA_PIXEL"]))
+    sr = item_bands(
+        item({"platform": "LANDSAT_8", "landsat:correction": "L2SP"}, [f"SR_B{n}" for n in range(1, 8)] + ["QA_PIXEL"])
+    )
     assert sr.sensor == "landsat-c2l2" and sr.bands["swir2"][1] == "B7" and sr.quality[0] == "QA_PIXEL"
     # Sentinel-2 L2A, earth-search names: COGs win over the JPEG 2000 copies; nir08 is B8A
-    es = item_bands(item({"platform": "sentinel-2b", "constellation": "sentinel-2"},
-                         ["red-jp2", "red", "nir", "nir08", "nir09", "swir16", "scl", "visual", "aot"],
-                         "sentinel-2-l2a"))
+    es = item_bands(
+        item(
+            {"platform": "sentinel-2b", "constellation": "sentinel-2"},
+            ["red-jp2", "red", "nir", "nir08", "nir09", "swir16", "scl", "visual", "aot"],
+            "sentinel-2-l2a",
+        )
+    )
     assert es.sensor == "sentinel2-l2a"
     assert es.bands["red"][0].endswith("x_red.tif") and es.bands["nir08"][1] == "B8A"
     assert es.bands["nir"][1] == "B8" and es.bands["wv"][1] == "B9" and es.bands["swir1"][1] == "B11"
     assert es.quality == ("SCL", "https://example.org/x_scl.tif")
     # Sentinel-2 with producer tokens (Planetary Computer)
-    pc = item_bands(item({"platform": "Sentinel-2A", "s2:product_type": "S2MSI2A"},
-                         [f"B{n:02d}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12)] + ["B8A", "SCL"]))
+    pc = item_bands(
+        item(
+            {"platform": "Sentinel-2A", "s2:product_type": "S2MSI2A"},
+            [f"B{n:02d}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12)] + ["B8A", "SCL"],
+        )
+    )
     assert pc.sensor == "sentinel2-l2a" and pc.bands["rededge2"][1] == "B6" and pc.bands["coastal"][1] == "B1"
     assert pc.quality[0] == "SCL"
     with pytest.raises(OutcropError, match=r"x\.json: item 'x': cannot tell its sensor.*'modis'"):
@@ -197,9 +278,14 @@ def test_item_assets_map_to_canonical_bands_for_each_naming():
 
 
 def test_item_source_names_the_item_itself():
-    data = {"type": "Feature", "id": "a", "collection": "landsat-c2-l2", "properties": {"platform": "landsat-8"},
-            "assets": {"red": {"href": "a_B4.TIF"}},
-            "links": [{"rel": "self", "href": "https://example.org/items/a.json"}]}
+    data = {
+        "type": "Feature",
+        "id": "a",
+        "collection": "landsat-c2-l2",
+        "properties": {"platform": "landsat-8"},
+        "assets": {"red": {"href": "a_B4.TIF"}},
+        "links": [{"rel": "self", "href": "https://example.org/items/a.json"}],
+    }
     assert item_source(data) == ("stac:https://example.org/items/a.json", "landsat-c2l2", ["red"])
     del data["links"]
     with pytest.raises(OutcropError, match="no self link"):
@@ -213,8 +299,12 @@ def test_static_catalog_expands_into_rows_with_filters(stac_server):
     url = f"{stac_server.url}/catalog.json"
     rows = expand_stac(url)
     assert _ids(rows) == [GREEN, VIRG, PARA]  # sorted by acquisition time
-    assert rows[0] == {"scene": GREEN, "source": f"stac:{stac_server.url}/landsat-c2-l1/{GREEN}/{GREEN}.json",
-                       "sensor": "landsat-c2l1", "role": "index"}
+    assert rows[0] == {
+        "scene": GREEN,
+        "source": f"stac:{stac_server.url}/landsat-c2-l1/{GREEN}/{GREEN}.json",
+        "sensor": "landsat-c2l1",
+        "role": "index",
+    }
     assert rows[1]["sensor"] == "sentinel2-l1c"
     assert _ids(expand_stac(url, collection="landsat-c2-l1", role="train")) == [GREEN, PARA]
     assert {r["role"] for r in expand_stac(url, role="train")} == {"train"}
@@ -255,8 +345,11 @@ def test_api_that_refuses_post_is_searched_with_get(stac_server):
 
 
 def test_search_errors_name_the_url_and_the_problem(stac_server):
-    with pytest.raises(OutcropError, match=r"/catalog\.json: the STAC search found no item "
-                                           r"\(collection landsat-c2-l1, bbox 0,0,1,1\)"):
+    with pytest.raises(
+        OutcropError,
+        match=r"/catalog\.json: the STAC search found no item "
+        r"\(collection landsat-c2-l1, bbox 0,0,1,1\)",
+    ):
         expand_stac(f"{stac_server.url}/catalog.json", collection="landsat-c2-l1", bbox=(0, 0, 1, 1))
     with pytest.raises(OutcropError, match=r"/api/search: the STAC search found no item \(datetime 1990"):
         expand_stac(f"{stac_server.url}/api/search", datetime="1990-01-01/1990-12-31")
@@ -288,22 +381,46 @@ def test_landsat_item_prepares_the_local_pixels_by_range_requests(stac_server, t
     url = f"stac:{stac_server.url}/landsat-c2-l1/{GREEN}/{GREEN}.json"
     before = len(stac_server.log)
     lines: list[str] = []
-    prepare_scene(url, "landsat-c2l1", tmp_path / "remote.tif", scene_id="g", bands=bands, crs="EPSG:32622",
-                  resolution=60.0, log=lines.append)
+    prepare_scene(
+        url,
+        "landsat-c2l1",
+        tmp_path / "remote.tif",
+        scene_id="g",
+        bands=bands,
+        crs="EPSG:32622",
+        resolution=60.0,
+        log=lines.append,
+    )
     tifs = [r for r in stac_server.log[before:] if r.path.endswith(".TIF")]
     assert {r.path.rsplit("_", 1)[1] for r in tifs} == {"B2.TIF", "B3.TIF", "B4.TIF", "B5.TIF"}
     assert all(r.status == 206 and r.range.startswith("bytes=") for r in tifs if r.method == "GET")
     assert any(r.method == "GET" for r in tifs)
     # the same numbers as the producer's folder on disk, through the same radiometry
-    prepare_scene(str(GREENLAND), "landsat-l1", tmp_path / "local.tif", scene_id="g", bands=bands,
-                  crs="EPSG:32622", resolution=60.0, log=quiet)
+    prepare_scene(
+        str(GREENLAND),
+        "landsat-l1",
+        tmp_path / "local.tif",
+        scene_id="g",
+        bands=bands,
+        crs="EPSG:32622",
+        resolution=60.0,
+        log=quiet,
+    )
     _same_pixels(tmp_path / "remote.tif", tmp_path / "local.tif")
     with rasterio.open(tmp_path / "remote.tif") as ds:
         assert "modelled sun elevation" in ds.tags()["radiometry"]  # the date came from the item id
     # the item's JSON on disk, with hrefs relative to it, reads the same files locally
     local_item = stac_server.root / "landsat-c2-l1" / GREEN / f"{GREEN}.json"
-    prepare_scene(str(local_item), "landsat-c2l1", tmp_path / "item.tif", scene_id="g", bands=bands,
-                  crs="EPSG:32622", resolution=60.0, log=quiet)
+    prepare_scene(
+        str(local_item),
+        "landsat-c2l1",
+        tmp_path / "item.tif",
+        scene_id="g",
+        bands=bands,
+        crs="EPSG:32622",
+        resolution=60.0,
+        log=quiet,
+    )
     _same_pixels(tmp_path / "item.tif", tmp_path / "local.tif")
 
 
@@ -312,10 +429,27 @@ def test_sentinel2_item_mixes_resolutions_and_uses_declared_rescaling(stac_serve
 
     bands = ["green", "nir", "swir1"]
     url = f"{stac_server.url}/sentinel-2-l1c/{VIRG}/{VIRG}.json"  # a .json URL needs no prefix
-    prepare_scene(url, "sentinel2-l1c", tmp_path / "remote.tif", scene_id="v", bands=bands, crs="EPSG:32618",
-                  resolution=60.0, log=quiet)
-    prepare_scene(str(VIRGINIA), "sentinel2-l1c", tmp_path / "local.tif", scene_id="v", bands=bands,
-                  crs="EPSG:32618", resolution=60.0, offset=0.0, log=quiet)
+    prepare_scene(
+        url,
+        "sentinel2-l1c",
+        tmp_path / "remote.tif",
+        scene_id="v",
+        bands=bands,
+        crs="EPSG:32618",
+        resolution=60.0,
+        log=quiet,
+    )
+    prepare_scene(
+        str(VIRGINIA),
+        "sentinel2-l1c",
+        tmp_path / "local.tif",
+        scene_id="v",
+        bands=bands,
+        crs="EPSG:32618",
+        resolution=60.0,
+        offset=0.0,
+        log=quiet,
+    )
     _same_pixels(tmp_path / "remote.tif", tmp_path / "local.tif")
     with rasterio.open(tmp_path / "remote.tif") as ds:
         assert "STAC raster:bands" in ds.tags()["radiometry"]
@@ -331,15 +465,15 @@ def test_item_errors_name_the_item_and_the_problem(stac_server, tmp_path):
     with pytest.raises(OutcropError, match=rf"item '{GREEN}' is a landsat-c2l1 scene, not sentinel2-l2a"):
         prepare_scene(item, "sentinel2-l2a", out, scene_id="x", bands=["blue"], log=quiet)
     with pytest.raises(OutcropError, match=r"127\.0\.0\.1:9/item\.json: unreachable"):
-        prepare_scene("stac:http://127.0.0.1:9/item.json", "landsat-c2l1", out, scene_id="x", bands=["blue"],
-                      log=quiet)
+        prepare_scene("stac:http://127.0.0.1:9/item.json", "landsat-c2l1", out, scene_id="x", bands=["blue"], log=quiet)
     # an item whose asset is gone: the asset's URL is named
     broken = json.loads((stac_server.root / "landsat-c2-l1" / GREEN / f"{GREEN}.json").read_text())
     broken["assets"]["blue"]["href"] = f"{stac_server.url}/data/gone_B2.TIF"
     _write(stac_server.root / "broken" / "item.json", broken)
     with pytest.raises(OutcropError, match=r"/data/gone_B2\.TIF: cannot read raster"):
-        prepare_scene(f"stac:{stac_server.url}/broken/item.json", "landsat-c2l1", out, scene_id="x",
-                      bands=["blue"], log=quiet)
+        prepare_scene(
+            f"stac:{stac_server.url}/broken/item.json", "landsat-c2l1", out, scene_id="x", bands=["blue"], log=quiet
+        )
     assert not out.exists()
 
 
@@ -352,8 +486,23 @@ def test_stac_search_command_writes_and_extends_a_scene_sheet(stac_server, tmp_p
 
     sheet = tmp_path / "scenes.tsv"
     url = f"{stac_server.url}/catalog.json"
-    assert main(["stac-search", url, "--collection", "landsat-c2-l1", "--datetime", "../2016-01-01",
-                 "--role", "train", "--out", str(sheet)]) == 0
+    assert (
+        main(
+            [
+                "stac-search",
+                url,
+                "--collection",
+                "landsat-c2-l1",
+                "--datetime",
+                "../2016-01-01",
+                "--role",
+                "train",
+                "--out",
+                str(sheet),
+            ]
+        )
+        == 0
+    )
     rows = read_scene_sheet(sheet)
     assert [(r["scene"], r["role"], r["sensor"]) for r in rows] == [(GREEN, "train", "landsat-c2l1")]
     # months later: the same search over a wider window adds only the new scenes
@@ -373,8 +522,9 @@ def test_appending_refuses_a_taken_scene_id(tmp_path):
     sheet = tmp_path / "s.tsv"
     write_scene_sheet([{"scene": "a", "source": "x.json", "sensor": "landsat-c2l2", "role": "train"}], sheet)
     with pytest.raises(OutcropError, match=r"s\.tsv: scene id 'a' is already used for x\.json"):
-        write_scene_sheet([{"scene": "a", "source": "y.json", "sensor": "landsat-c2l2", "role": "index"}],
-                          sheet, append=True)
+        write_scene_sheet(
+            [{"scene": "a", "source": "y.json", "sensor": "landsat-c2l2", "role": "index"}], sheet, append=True
+        )
 
 
 # --- pystac-client: server-side cloud filter, retries, authenticated catalogs ---------------
@@ -393,11 +543,21 @@ def _with_query_extension(server: Server, items: list[dict[str, Any]], prefix: s
         return status, page
 
     server.routes[f"{prefix}search"] = route
-    server.routes[prefix] = lambda *a: (200, {
-        "type": "Catalog", "id": "q", "description": "query API", "stac_version": "1.0.0",
-        "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
-                       "https://api.stacspec.org/v1.0.0-rc.1/item-search#query"],
-        "links": [{"rel": "search", "href": f"{server.url}{prefix}search", "method": "POST"}]})
+    server.routes[prefix] = lambda *a: (
+        200,
+        {
+            "type": "Catalog",
+            "id": "q",
+            "description": "query API",
+            "stac_version": "1.0.0",
+            "conformsTo": [
+                "https://api.stacspec.org/v1.0.0/core",
+                "https://api.stacspec.org/v1.0.0/item-search",
+                "https://api.stacspec.org/v1.0.0-rc.1/item-search#query",
+            ],
+            "links": [{"rel": "search", "href": f"{server.url}{prefix}search", "method": "POST"}],
+        },
+    )
 
 
 def _catalog_items(server: Server) -> list[dict[str, Any]]:
@@ -445,8 +605,21 @@ def test_headers_reach_an_authenticated_catalog(stac_server, tmp_path):
     stac_server.routes["/private/search"] = _search_route(stac_server, _catalog_items(stac_server), allow_post=True)
     sheet = tmp_path / "s.tsv"
     before = len(stac_server.log)
-    assert main(["stac-search", f"{stac_server.url}/private/search", "--header", "Authorization: Bearer s3cret",
-                 "--header", "X-Team: geology", "--out", str(sheet)]) == 0
+    assert (
+        main(
+            [
+                "stac-search",
+                f"{stac_server.url}/private/search",
+                "--header",
+                "Authorization: Bearer s3cret",
+                "--header",
+                "X-Team: geology",
+                "--out",
+                str(sheet),
+            ]
+        )
+        == 0
+    )
     sent = [r.headers for r in stac_server.log[before:] if r.path == "/private/search"]
     assert sent and all(h.get("Authorization") == "Bearer s3cret" and h.get("X-Team") == "geology" for h in sent)
     # A request modifier (to sign requests) sees and may change every request.
@@ -459,14 +632,26 @@ def test_headers_reach_an_authenticated_catalog(stac_server, tmp_path):
 
     before = len(stac_server.log)
     expand_stac(f"{stac_server.url}/private/search", request_modifier=sign)
-    assert signed and all(r.headers.get("X-Signature") == "abc"
-                          for r in stac_server.log[before:] if r.path == "/private/search")
+    assert signed and all(
+        r.headers.get("X-Signature") == "abc" for r in stac_server.log[before:] if r.path == "/private/search"
+    )
 
 
 def test_a_malformed_header_is_refused(stac_server, tmp_path, capsys):
     from outcrop.cli import main
 
-    assert main(["stac-search", f"{stac_server.url}/api/search", "--header", "Bearer s3cret",
-                 "--out", str(tmp_path / "s.tsv")]) == 2
+    assert (
+        main(
+            [
+                "stac-search",
+                f"{stac_server.url}/api/search",
+                "--header",
+                "Bearer s3cret",
+                "--out",
+                str(tmp_path / "s.tsv"),
+            ]
+        )
+        == 2
+    )
     assert "--header 'Bearer s3cret': expected 'Name: value'" in capsys.readouterr().err
     assert not (tmp_path / "s.tsv").exists()

@@ -31,11 +31,17 @@ BAND = DATA / "landsat8" / "LC80030172015001LGN00_greenland" / f"{ITEM_ID}_B2.ti
 def _item(url: str, blue: str, **extra_assets: str) -> dict[str, Any]:
     assets = {"blue": {"href": blue, "type": "image/tiff; application=geotiff; profile=cloud-optimized"}}
     assets.update({key: {"href": href} for key, href in extra_assets.items()})
-    return {"type": "Feature", "stac_version": "1.0.0", "id": ITEM_ID, "collection": "landsat-c2-l1",
-            "bbox": [-52, 68, -48, 70], "geometry": {"type": "Polygon", "coordinates": [
-                [[-52, 68], [-48, 68], [-48, 70], [-52, 70], [-52, 68]]]},
-            "properties": {"datetime": "2015-01-01T14:10:00Z", "platform": "landsat-8"},
-            "assets": assets, "links": [{"rel": "self", "href": url}]}
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": ITEM_ID,
+        "collection": "landsat-c2-l1",
+        "bbox": [-52, 68, -48, 70],
+        "geometry": {"type": "Polygon", "coordinates": [[[-52, 68], [-48, 68], [-48, 70], [-52, 70], [-52, 68]]]},
+        "properties": {"datetime": "2015-01-01T14:10:00Z", "platform": "landsat-8"},
+        "assets": assets,
+        "links": [{"rel": "self", "href": url}],
+    }
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
@@ -82,8 +88,16 @@ def _bad_hrefs(other_url: str, local: Path) -> dict[str, tuple[str, dict[str, st
     }
 
 
-@pytest.mark.parametrize("case", ["file URL", "GDAL /vsicurl/ to another server", "GDAL /vsi path to a local file",
-                                  "another scheme", "a local metadata file"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "file URL",
+        "GDAL /vsicurl/ to another server",
+        "GDAL /vsi path to a local file",
+        "another scheme",
+        "a local metadata file",
+    ],
+)
 def test_a_remote_item_naming_a_local_file_or_a_gdal_path_is_refused(servers, tmp_path, capsys, case):
     server, other, local = servers
     blue, extra = _bad_hrefs(other.url, local)[case]
@@ -91,8 +105,28 @@ def test_a_remote_item_naming_a_local_file_or_a_gdal_path_is_refused(servers, tm
     _write(server.root / url.split("/", 3)[3], _item(url, blue, **extra))
     out = tmp_path / "x.tif"
     before = len(other.log)
-    assert main(["prepare", "--source", f"stac:{url}", "--sensor", "landsat-c2l1", "--scene", "x", "--bands", "blue",
-                 "--crs", "EPSG:32622", "--resolution", "60", "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "--source",
+                f"stac:{url}",
+                "--sensor",
+                "landsat-c2l1",
+                "--scene",
+                "x",
+                "--bands",
+                "blue",
+                "--crs",
+                "EPSG:32622",
+                "--resolution",
+                "60",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     line = _one_error_line(capsys, "prepare")
     assert url in line and "a STAC document read over HTTP may name only http://, https://" in line, line
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -107,15 +141,52 @@ def test_an_absolute_path_in_a_remote_item_is_a_path_on_its_own_server(servers, 
     _write(server.root / "absolute" / "item.json", _item(url, str(local / "B2.TIF")))
     out = tmp_path / "x.tif"
     before = len(server.log)
-    assert main(["prepare", "--source", f"stac:{url}", "--sensor", "landsat-c2l1", "--scene", "x", "--bands", "blue",
-                 "--crs", "EPSG:32622", "--resolution", "60", "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "--source",
+                f"stac:{url}",
+                "--sensor",
+                "landsat-c2l1",
+                "--scene",
+                "x",
+                "--bands",
+                "blue",
+                "--crs",
+                "EPSG:32622",
+                "--resolution",
+                "60",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     line = _one_error_line(capsys, "prepare")
     assert f"{server.url}{local / 'B2.TIF'}: cannot read raster" in line, line
     assert str(local / "B2.TIF") in {r.path for r in server.log[before:]}  # asked of the server
     assert not out.exists()
     # The same href in an item read from disk is the user's own file, and is read.
-    main(["prepare", "--source", str(local / "item.json"), "--sensor", "landsat-c2l1", "--scene", "x",
-          "--bands", "blue", "--crs", "EPSG:32622", "--resolution", "60", "--out", str(out)])
+    main(
+        [
+            "prepare",
+            "--source",
+            str(local / "item.json"),
+            "--sensor",
+            "landsat-c2l1",
+            "--scene",
+            "x",
+            "--bands",
+            "blue",
+            "--crs",
+            "EPSG:32622",
+            "--resolution",
+            "60",
+            "--out",
+            str(out),
+        ]
+    )
     assert out.exists()
 
 
@@ -126,9 +197,16 @@ def _catalog(links: list[dict[str, str]]) -> dict[str, Any]:
     return {"type": "Catalog", "stac_version": "1.0.0", "id": "c", "description": "c", "links": links}
 
 
-@pytest.mark.parametrize("case", ["child file:///etc/passwd", "child /vsicurl/ to another server",
-                                  "item file:// of a local item", "next page file:///etc/passwd",
-                                  "search feature with a file:// self link"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "child file:///etc/passwd",
+        "child /vsicurl/ to another server",
+        "item file:// of a local item",
+        "next page file:///etc/passwd",
+        "search feature with a file:// self link",
+    ],
+)
 def test_a_remote_catalog_never_leads_to_a_local_file_or_another_protocol(servers, tmp_path, capsys, case):
     server, other, local = servers
     base = f"{server.url}/cat{len(server.log)}"
@@ -145,14 +223,18 @@ def test_a_remote_catalog_never_leads_to_a_local_file_or_another_protocol(server
     elif case.startswith("next"):
         href = "file:///etc/passwd"
         first = _item(f"{base}/items.json", "../B2.TIF")  # one good feature, then the next page
-        _write(folder / "items.json", {"type": "FeatureCollection", "features": [first],
-                                       "links": [{"rel": "next", "href": href}]})
+        _write(
+            folder / "items.json",
+            {"type": "FeatureCollection", "features": [first], "links": [{"rel": "next", "href": href}]},
+        )
         start = f"{base}/items.json"
     else:
         href = f"file://{local / 'item.json'}"
         feature = _item(href, "../B2.TIF")
         server.routes[f"/cat{len(server.log)}/search"] = lambda *a, f=feature: (
-            200, {"type": "FeatureCollection", "features": [f], "links": []})
+            200,
+            {"type": "FeatureCollection", "features": [f], "links": []},
+        )
         start = f"{base}/search"
     sheet = tmp_path / "s.tsv"
     before = len(other.log)
@@ -177,15 +259,30 @@ def test_a_broken_link_inside_a_remote_catalog_is_one_line(servers, tmp_path, ca
 PUBLIC = "https://8.8.8.8/v1/collections/x/items/a.json"  # an address that is global, given as a literal
 
 
-@pytest.mark.parametrize("href", [
-    "http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/latest/", "http://10.0.0.5/x.tif",
-    "http://127.0.0.1:8080/x.tif", "http://127.1/x.tif", "http://2130706433/x.tif", "http://0x7f.0.0.1/x.tif",
-    "http://[::1]/x.tif", "http://[::ffff:127.0.0.1]/x.tif", "http://localhost/x.tif", "http://a.localhost/x",
-    "http://0.0.0.0/x.tif", "http://192.168.1.1/x.tif",
-])
+@pytest.mark.parametrize(
+    "href",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest/",
+        "http://10.0.0.5/x.tif",
+        "http://127.0.0.1:8080/x.tif",
+        "http://127.1/x.tif",
+        "http://2130706433/x.tif",
+        "http://0x7f.0.0.1/x.tif",
+        "http://[::1]/x.tif",
+        "http://[::ffff:127.0.0.1]/x.tif",
+        "http://localhost/x.tif",
+        "http://a.localhost/x",
+        "http://0.0.0.0/x.tif",
+        "http://192.168.1.1/x.tif",
+    ],
+)
 def test_a_public_document_may_not_send_outcrop_to_this_machine_or_a_private_network(href):
-    with pytest.raises(OutcropError, match=r"an address of this machine or a private network, from a document "
-                                           r"on the public host 8\.8\.8\.8; refused"):
+    with pytest.raises(
+        OutcropError,
+        match=r"an address of this machine or a private network, from a document "
+        r"on the public host 8\.8\.8\.8; refused",
+    ):
         remote_href(PUBLIC, href, asset=True)
     # a document that is itself on such a host may name hosts of its own network
     assert remote_href("http://10.1.2.3/catalog/item.json", href, asset=True) == href
@@ -200,8 +297,14 @@ def test_what_a_remote_document_may_name():
     for href in ("s3://usgs-landsat/catalog.json", "file:///etc/passwd", "/vsicurl/http://9.9.9.9/c.json"):
         with pytest.raises(OutcropError, match=r"may name only http://, https:// URLs"):
             remote_href(PUBLIC, href)  # a document to fetch: the web only
-    for href in ("file:///etc/passwd", "FILE:///etc/passwd", " /vsis3/bucket/key", "/VSICURL/http://x/y",
-                 "data:text/plain,x", "C:\\data\\x.tif"):
+    for href in (
+        "file:///etc/passwd",
+        "FILE:///etc/passwd",
+        " /vsis3/bucket/key",
+        "/VSICURL/http://x/y",
+        "data:text/plain,x",
+        "C:\\data\\x.tif",
+    ):
         with pytest.raises(OutcropError, match=r"may name only http://, https://, s3://, gs:// URLs"):
             remote_href(PUBLIC, href, asset=True)
     assert internal_host("localhost") and not internal_host("8.8.8.8")
@@ -225,8 +328,10 @@ def test_a_search_whose_item_ids_are_formulas_writes_a_sheet_that_reads_back(ser
         feature["id"] = item_id
         feature["properties"]["datetime"] = f"2015-01-0{i + 1}T14:10:00Z"
         features.append(feature)
-    server.routes["/formulas/search"] = lambda *a: (200, {"type": "FeatureCollection", "features": features,
-                                                          "links": []})
+    server.routes["/formulas/search"] = lambda *a: (
+        200,
+        {"type": "FeatureCollection", "features": features, "links": []},
+    )
     sheet = tmp_path / "s.tsv"
     assert main(["stac-search", f"{server.url}/formulas/search", "--role", "train", "--out", str(sheet)]) == 0
     with open(sheet, newline="") as fh:

@@ -34,8 +34,16 @@ def shared_data() -> Path:
 
 def _mask(tmp_path: Path, folder: str, bands: list[str], crs: str) -> np.ndarray:
     out = tmp_path / "scene.tif"
-    prepare_scene(str(shared_data() / "landsat8" / folder), "landsat-c2l1", out, scene_id="s", bands=bands,
-                  crs=crs, resolution=30, log=lambda _: None)
+    prepare_scene(
+        str(shared_data() / "landsat8" / folder),
+        "landsat-c2l1",
+        out,
+        scene_id="s",
+        bands=bands,
+        crs=crs,
+        resolution=30,
+        log=lambda _: None,
+    )
     return read_preview(out, 1024)["mask"]
 
 
@@ -86,8 +94,17 @@ def test_unknown_ground_passes_the_rock_filters():
 
 def _prepared(tmp_path: Path, source: Path, sensor: str, crs: str, resolution: float, **kw) -> dict:
     out = tmp_path / "scene.tif"
-    prepare_scene(str(source), sensor, out, scene_id="s", bands=["blue", "green", "red", "nir", "swir1", "swir2"],
-                  crs=crs, resolution=resolution, log=lambda _: None, **kw)
+    prepare_scene(
+        str(source),
+        sensor,
+        out,
+        scene_id="s",
+        bands=["blue", "green", "red", "nir", "swir1", "swir2"],
+        crs=crs,
+        resolution=resolution,
+        log=lambda _: None,
+        **kw,
+    )
     return read_preview(out, 1024)
 
 
@@ -127,8 +144,14 @@ def test_olinda_city_and_beach_are_not_cloud(tmp_path):
     # Landsat 7 over a cloud-free Olinda: the city and sand are as bright as cloud in blue and SWIR1
     # but red-tinted and brighter in SWIR1 than in NIR (1.6 % cloud before the Fmask tests).
     source = shared_data() / "landsat7" / "L7_ETMs_olinda.tif"
-    mask = _prepared(tmp_path, source, "geotiff", "EPSG:31985", 28.5,
-                     declared_bands=["blue", "green", "red", "nir", "swir1", "swir2"])["mask"]
+    mask = _prepared(
+        tmp_path,
+        source,
+        "geotiff",
+        "EPSG:31985",
+        28.5,
+        declared_bands=["blue", "green", "red", "nir", "swir1", "swir2"],
+    )["mask"]
     assert _share(mask, CLOUD) < 0.001
     assert _share(mask, ROCK) + _share(mask, VEGETATION) > 0.7
 
@@ -149,8 +172,17 @@ def test_olinda_mangrove_and_forest_are_vegetation_city_is_ground_and_no_snow(tm
 
 def _amazon(tmp_path: Path, bands: list[str]) -> dict:
     out = tmp_path / "amazon.tif"
-    prepare_scene(str(TEST_DATA / "amazon_tucurui_tm5.tif"), "geotiff", out, scene_id="amazon", bands=bands,
-                  declared_bands=SIX, crs="EPSG:32622", resolution=30, log=lambda _: None)
+    prepare_scene(
+        str(TEST_DATA / "amazon_tucurui_tm5.tif"),
+        "geotiff",
+        out,
+        scene_id="amazon",
+        bands=bands,
+        declared_bands=SIX,
+        crs="EPSG:32622",
+        resolution=30,
+        log=lambda _: None,
+    )
     return read_preview(out, 1024)
 
 
@@ -172,8 +204,9 @@ def test_forest_tiles_do_not_pass_the_rock_filters(tmp_path):
     from outcrop.raster.tiles import tile_scene
 
     _amazon(tmp_path, SIX)
-    tile_scene(tmp_path / "amazon.tif", tmp_path / "a.npy", tmp_path / "a.parquet", scene_id="amazon",
-               log=lambda _: None)
+    tile_scene(
+        tmp_path / "amazon.tif", tmp_path / "a.npy", tmp_path / "a.parquet", scene_id="amazon", log=lambda _: None
+    )
     every = len(open_training_tiles([tmp_path / "a.npy"], [tmp_path / "a.parquet"], 0.0))
     kept = len(open_training_tiles([tmp_path / "a.npy"], [tmp_path / "a.parquet"], 0.3))
     assert every >= 50 and kept <= 0.05 * every
@@ -218,8 +251,10 @@ def test_vegetation_needs_red_and_nir_and_its_threshold_is_a_setting():
     # without red, vegetation cannot be told from rock: unknown ground
     no_red = forest[[0, 1, 3, 4]]
     assert classify_surfaces(no_red, ["blue", "green", "nir", "swir1"]).item() == UNKNOWN
-    assert classify_surfaces(forest, ["blue", "green", "red", "nir", "swir1"],
-                             Thresholds(ndvi_vegetation=0.9)).item() == ROCK
+    assert (
+        classify_surfaces(forest, ["blue", "green", "red", "nir", "swir1"], Thresholds(ndvi_vegetation=0.9)).item()
+        == ROCK
+    )
 
 
 def test_gulf_coast_clouds_stay_cloud_by_the_spectral_test(tmp_path):

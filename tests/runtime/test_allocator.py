@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from outcrop.runtime.allocator import keep_large_blocks
 
 
@@ -34,7 +35,8 @@ def test_only_the_command_line_changes_malloc_for_the_process():
         str(path.relative_to(PACKAGE))
         for path in PACKAGE.rglob("*.py")
         for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "keep_large_blocks"
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", "")) == "keep_large_blocks"
     )
     assert callers == ["cli.py"]
 
@@ -43,7 +45,9 @@ def test_only_the_command_line_changes_malloc_for_the_process():
 def test_the_command_line_entry_applies_it(tmp_path):
     import subprocess
 
-    code = ("import outcrop.runtime.allocator as a, outcrop.cli as c; assert not a._done; "
-            f"c.main(['info', {str(tmp_path)!r}]); print(a._done)")
+    code = (
+        "import outcrop.runtime.allocator as a, outcrop.cli as c; assert not a._done; "
+        f"c.main(['info', {str(tmp_path)!r}]); print(a._done)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "True"

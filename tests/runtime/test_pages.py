@@ -22,8 +22,9 @@ def _tiles(tmp_path, n=2400):
     from outcrop.io import write_geodataframe
 
     save_npy(tmp_path / "s.npy", np.random.default_rng(0).random((n, 4, 32, 32), dtype=np.float32))
-    write_geodataframe(tmp_path / "s.parquet", gpd.GeoDataFrame({"rock": np.ones(n)},
-                                                                geometry=[box(0, 0, 1, 1)] * n, crs="EPSG:3031"))
+    write_geodataframe(
+        tmp_path / "s.parquet", gpd.GeoDataFrame({"rock": np.ones(n)}, geometry=[box(0, 0, 1, 1)] * n, crs="EPSG:3031")
+    )
     return tmp_path / "s.npy", tmp_path / "s.parquet"
 
 

@@ -3,7 +3,6 @@ exclusion honoured, similarity rasters written, ad-hoc queries answered."""
 
 from __future__ import annotations
 
-
 import faiss
 import geopandas as gpd
 import numpy as np
@@ -13,11 +12,18 @@ import rasterio
 from shapely.geometry import Point, box
 
 from outcrop import OutcropError
-from outcrop.search.analogues import (excluded_ids, find_analogues, query_vectors, rank_analogues, read_deposits,
-                                      select_positives, suppress_overlapping)
+from outcrop.search.analogues import (
+    excluded_ids,
+    find_analogues,
+    query_vectors,
+    rank_analogues,
+    read_deposits,
+    select_positives,
+    suppress_overlapping,
+)
 from outcrop.search.index import build_index, load_index, table_vectors
 from outcrop.search.query import query_run
-from synthetic_run import CRS, RES, SIZE, SCENES, make_run, tile_number
+from synthetic_run import CRS, RES, SCENES, SIZE, make_run, tile_number
 
 faiss.omp_set_num_threads(1)
 TILE_M = SIZE * RES
@@ -27,8 +33,9 @@ TILE_M = SIZE * RES
 def indexed(tmp_path):
     run = make_run(tmp_path / "results", ice_scene=True)
     idx = tmp_path / "results" / "index"
-    build_index(run.embeddings, run.tables, idx / "tiles.faiss", idx / "tiles.parquet", idx / "info.json",
-                log=lambda *_: None)
+    build_index(
+        run.embeddings, run.tables, idx / "tiles.faiss", idx / "tiles.parquet", idx / "info.json", log=lambda *_: None
+    )
     _, table = load_index(idx / "tiles.faiss", idx / "tiles.parquet")
     return run, table, table_vectors(table, run.embeddings)
 
@@ -52,13 +59,16 @@ def test_read_deposits_in_every_form(tmp_path, indexed):
     assert read_deposits(gpkg, CRS)["name"].tolist() == ["deposit 1"]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("missing", "not found"),
-    ("garbage", "not a readable"),
-    ("nocrs", "no CRS"),
-    ("nolonlat", "lon and lat"),
-    ("badrow", "no valid lon/lat"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("missing", "not found"),
+        ("garbage", "not a readable"),
+        ("nocrs", "no CRS"),
+        ("nolonlat", "lon and lat"),
+        ("badrow", "no valid lon/lat"),
+    ],
+)
 def test_read_deposits_errors_are_clear(tmp_path, content, message):
     path = tmp_path / ("dep.csv" if content in ("nolonlat", "badrow") else "dep.gpkg")
     if content == "garbage":
@@ -86,8 +96,7 @@ def test_select_positives_buffers_points_and_names_a_deposit_outside_every_tile(
     assert len(five) == 5 and one[0] in five
     (nine,) = select_positives(table, deposits, buffer_m=TILE_M / 2 * np.sqrt(2) + 10)
     assert len(nine) == 9 and set(five) <= set(nine)
-    outside = gpd.GeoDataFrame({"name": ["centre", "Far Away Lode"]},
-                               geometry=[Point(x, y), Point(0.0, 0.0)], crs=CRS)
+    outside = gpd.GeoDataFrame({"name": ["centre", "Far Away Lode"]}, geometry=[Point(x, y), Point(0.0, 0.0)], crs=CRS)
     with pytest.raises(OutcropError, match="Far Away Lode"):
         select_positives(table, outside, buffer_m=100.0)
 
@@ -100,8 +109,9 @@ def test_planted_analogues_rank_first_and_exclusion_is_honoured(indexed):
     halo = set(_ids(table, run.halo).tolist())
     exclusion_m = 1.5 * TILE_M
     known = deposits.geometry.to_numpy()
-    ranked = rank_analogues(vectors, table, positives, deposits=known, exclusion_m=exclusion_m, top=20,
-                            names=deposits["name"].tolist())
+    ranked = rank_analogues(
+        vectors, table, positives, deposits=known, exclusion_m=exclusion_m, top=20, names=deposits["name"].tolist()
+    )
     assert set(ranked["id"][: len(hidden)]) == hidden
     assert ranked["rank"].tolist() == list(range(1, 21))
     assert ranked["score"].is_monotonic_decreasing
@@ -124,15 +134,17 @@ def test_planted_analogues_rank_first_and_exclusion_is_honoured(indexed):
 def _tile_grid(n: int, width: float, stride: float) -> gpd.GeoDataFrame:
     """Square footprints ``width`` wide every ``stride`` metres over an n x n grid from the origin."""
     xs = np.arange(n) * stride
-    return gpd.GeoDataFrame({"scene": "s", "tile_id": np.arange(n * n)},
-                            geometry=[box(x, y, x + width, y + width) for y in xs for x in xs], crs=CRS)
+    return gpd.GeoDataFrame(
+        {"scene": "s", "tile_id": np.arange(n * n)},
+        geometry=[box(x, y, x + width, y + width) for y in xs for x in xs],
+        crs=CRS,
+    )
 
 
 def test_exclusion_is_measured_from_the_deposit_not_from_its_tiles():
     table = _tile_grid(24, 960.0, 480.0)  # the demo's tiles: 960 m every 480 m
     point = Point(5000.0, 5000.0)
-    positives = select_positives(table, gpd.GeoDataFrame({"name": ["d"]}, geometry=[point], crs=CRS),
-                                 buffer_m=100.0)
+    positives = select_positives(table, gpd.GeoDataFrame({"name": ["d"]}, geometry=[point], crs=CRS), buffer_m=100.0)
     mask = excluded_ids(table, [point], positives, 1000.0)
     footprints = table.geometry.values
     # Exactly the tiles within 1 km of the deposit itself go (its positives among them).
@@ -165,12 +177,33 @@ def test_find_analogues_writes_ranked_tables_and_similarity_rasters(tmp_path, in
     run, table, _ = indexed
     res = tmp_path / "results"
     out = tmp_path / "analogues"
-    find_analogues(res / "index" / "tiles.faiss", res / "index" / "tiles.parquet", run.embeddings, run.deposits_csv,
-                   run.prepared, out / "analogues.gpkg", out / "analogues.csv", out / "similarity",
-                   buffer_m=10.0, exclusion_km=0.5, top=15, log=lambda *_: None)
+    find_analogues(
+        res / "index" / "tiles.faiss",
+        res / "index" / "tiles.parquet",
+        run.embeddings,
+        run.deposits_csv,
+        run.prepared,
+        out / "analogues.gpkg",
+        out / "analogues.csv",
+        out / "similarity",
+        buffer_m=10.0,
+        exclusion_km=0.5,
+        top=15,
+        log=lambda *_: None,
+    )
     csv = pd.read_csv(out / "analogues.csv")
-    assert list(csv.columns) == ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km",
-                                 "query", "lon", "lat"]
+    assert list(csv.columns) == [
+        "rank",
+        "score",
+        "scene",
+        "tile_id",
+        "id",
+        "nearest_positive",
+        "distance_km",
+        "query",
+        "lon",
+        "lat",
+    ]
     assert len(csv) == 15
     assert set(zip(csv.scene[:3], csv.tile_id[:3])) == set(run.hidden)
     assert csv.lat.between(-90, -60).all()  # Antarctic coast in EPSG:4326
@@ -220,9 +253,20 @@ def test_find_analogues_names_the_file_of_a_deposit_outside_every_scene(tmp_path
     pd.DataFrame({"name": ["Nowhere Ridge"], "lon": [10.0], "lat": [-60.0]}).to_csv(bad, index=False)
     out = tmp_path / "analogues"
     with pytest.raises(OutcropError, match=r"bad\.csv.*Nowhere Ridge"):
-        find_analogues(res / "index" / "tiles.faiss", res / "index" / "tiles.parquet", run.embeddings, bad,
-                       run.prepared, out / "a.gpkg", out / "a.csv", out / "similarity", buffer_m=10.0,
-                       exclusion_km=0.5, top=5, log=lambda *_: None)
+        find_analogues(
+            res / "index" / "tiles.faiss",
+            res / "index" / "tiles.parquet",
+            run.embeddings,
+            bad,
+            run.prepared,
+            out / "a.gpkg",
+            out / "a.csv",
+            out / "similarity",
+            buffer_m=10.0,
+            exclusion_km=0.5,
+            top=5,
+            log=lambda *_: None,
+        )
     assert not out.exists() or not any(out.rglob("*.*"))
 
 
@@ -281,9 +325,11 @@ def test_query_command_prints_the_answer_without_importing_pandas(indexed):
     run, table, _ = indexed
     res = run.root
     scene, tile_id = table.scene.iloc[0], int(table.tile_id.iloc[0])
-    code = ("import sys; from outcrop.cli import main; "
-            f"rc = main(['query', '--results', {str(res)!r}, '--tile', '{scene}:{tile_id}', '--top', '3']); "
-            "print('IMPORTED', 'pandas' in sys.modules, 'geopandas' in sys.modules); sys.exit(rc)")
+    code = (
+        "import sys; from outcrop.cli import main; "
+        f"rc = main(['query', '--results', {str(res)!r}, '--tile', '{scene}:{tile_id}', '--top', '3']); "
+        "print('IMPORTED', 'pandas' in sys.modules, 'geopandas' in sys.modules); sys.exit(rc)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -302,8 +348,9 @@ def _scattered_deposits(table, count: int, seed: int = 0, far: int = 0):
     centres = table.geometry.values[rng.integers(0, len(table), count)].centroid
     xy = np.c_[centres.x, centres.y] + rng.uniform(-TILE_M / 3, TILE_M / 3, (count, 2))
     xy = np.r_[xy, np.c_[np.full(far, 5e6), np.arange(far) * 1e4]]
-    return gpd.GeoDataFrame({"name": [f"d{i}" for i in range(count + far)]},
-                            geometry=gpd.points_from_xy(xy[:, 0], xy[:, 1]), crs=CRS)
+    return gpd.GeoDataFrame(
+        {"name": [f"d{i}" for i in range(count + far)]}, geometry=gpd.points_from_xy(xy[:, 0], xy[:, 1]), crs=CRS
+    )
 
 
 def test_many_deposits_score_and_rank_as_scoring_each_in_turn_would(indexed):
@@ -341,17 +388,32 @@ def test_a_deposit_that_meets_no_tile_is_a_warning_and_the_others_still_rank(tmp
     run, table, _ = indexed
     res = tmp_path / "results"
     deposits = read_deposits(run.deposits_csv, CRS)
-    with_far = gpd.GeoDataFrame({"name": [*deposits["name"], "Cloudy Bluff"]},
-                                geometry=[*deposits.geometry, Point(5e6, 5e6)], crs=CRS)
+    with_far = gpd.GeoDataFrame(
+        {"name": [*deposits["name"], "Cloudy Bluff"]}, geometry=[*deposits.geometry, Point(5e6, 5e6)], crs=CRS
+    )
     path = tmp_path / "with_far.gpkg"
     with_far.to_file(path)
     out, lines = tmp_path / "analogues", []
-    find_analogues(res / "index" / "tiles.faiss", res / "index" / "tiles.parquet", run.embeddings, path,
-                   run.prepared, out / "a.gpkg", out / "a.csv", out / "similarity", buffer_m=10.0,
-                   exclusion_km=0.5, top=15, log=lines.append)
+    find_analogues(
+        res / "index" / "tiles.faiss",
+        res / "index" / "tiles.parquet",
+        run.embeddings,
+        path,
+        run.prepared,
+        out / "a.gpkg",
+        out / "a.csv",
+        out / "similarity",
+        buffer_m=10.0,
+        exclusion_km=0.5,
+        top=15,
+        log=lines.append,
+    )
     warning = [line for line in lines if "warning" in line]
-    assert warning == [f"{path}: warning: 1 of 3 deposits meet no indexed tile (outside every scene, or on cloud, water "
-                       "or other ground the index left out) and are left out of the search: 'Cloudy Bluff' (feature 3)"]
+    assert warning == [
+        f"{path}: warning: 1 of 3 deposits meet no indexed tile (outside every scene, or on cloud, "
+        "water or other ground the index left out) and are left out of the search: "
+        "'Cloudy Bluff' (feature 3)"
+    ]
     csv = pd.read_csv(out / "a.csv")
     assert set(zip(csv.scene[:3], csv.tile_id[:3])) == set(run.hidden)
     assert set(csv["nearest_positive"]) <= {"known 1", "known 2"}
@@ -362,17 +424,20 @@ def test_deposits_files_past_the_limits_are_refused_before_they_are_read(tmp_pat
     csv = tmp_path / "many.csv"
     csv.write_text("name,lon,lat\n" + "".join(f"d{i},142.{i},-67.2\n" for i in range(11)))
     gpkg = tmp_path / "many.gpkg"
-    gpd.GeoDataFrame({"name": [f"d{i}" for i in range(11)]}, geometry=[Point(i, i) for i in range(11)],
-                     crs=CRS).to_file(gpkg)
+    gpd.GeoDataFrame(
+        {"name": [f"d{i}" for i in range(11)]}, geometry=[Point(i, i) for i in range(11)], crs=CRS
+    ).to_file(gpkg)
     monkeypatch.setenv("OUTCROP_LIMITS", '{"deposits": 11}')
     assert len(read_deposits(csv, CRS)) == len(read_deposits(gpkg, CRS)) == 11
     monkeypatch.setenv("OUTCROP_LIMITS", '{"deposits": 10}')
     for path in (csv, gpkg):
         with pytest.raises(OutcropError) as err:
             read_deposits(path, CRS)
-        assert str(err.value) == (f"{path}: 11 deposits, and limits.deposits in the config (or OUTCROP_LIMITS="
-                                  "'{\"deposits\": N}' for a command run by hand) allows at most 10; check the file, "
-                                  "or raise the limit")
+        assert str(err.value) == (
+            f"{path}: 11 deposits, and limits.deposits in the config (or OUTCROP_LIMITS="
+            "'{\"deposits\": N}' for a command run by hand) allows at most 10; check the file, "
+            "or raise the limit"
+        )
     poly = tmp_path / "poly.gpkg"
     gpd.GeoDataFrame({"name": ["big"]}, geometry=[Point(0, 0).buffer(100, quad_segs=64)], crs=CRS).to_file(poly)
     monkeypatch.setenv("OUTCROP_LIMITS", '{"deposit_vertices": 100}')
@@ -385,7 +450,7 @@ def test_deposits_files_past_the_limits_are_refused_before_they_are_read(tmp_pat
 FORMULAS = ['=cmd|" /C calc"!A0', "+1+1", "-1+1", "@SUM(1)", "\t=1+1", "\r=1+1", "'=already quoted", "a;=1+1"]
 
 
-@pytest.mark.parametrize("names", [FORMULAS[i:i + 2] for i in range(0, len(FORMULAS), 2)], ids=repr)
+@pytest.mark.parametrize("names", [FORMULAS[i : i + 2] for i in range(0, len(FORMULAS), 2)], ids=repr)
 def test_deposit_names_reach_the_analogues_csv_as_text_a_spreadsheet_never_runs(tmp_path, indexed, names):
     """Deposit names reach ``nearest_positive`` and ``query`` of analogues.csv: no cell that is not a
     number starts with a formula character, every text cell is quoted; the GeoPackage keeps the
@@ -401,9 +466,20 @@ def test_deposit_names_reach_the_analogues_csv_as_text_a_spreadsheet_never_runs(
     deposits["name"] = names
     deposits.to_csv(tmp_path / "formulas.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)  # keeps a "\r" whole
     out = tmp_path / "analogues"
-    find_analogues(res / "index" / "tiles.faiss", res / "index" / "tiles.parquet", run.embeddings,
-                   tmp_path / "formulas.csv", run.prepared, out / "analogues.gpkg", out / "analogues.csv",
-                   out / "similarity", buffer_m=10.0, exclusion_km=0.5, top=15, log=lambda *_: None)
+    find_analogues(
+        res / "index" / "tiles.faiss",
+        res / "index" / "tiles.parquet",
+        run.embeddings,
+        tmp_path / "formulas.csv",
+        run.prepared,
+        out / "analogues.gpkg",
+        out / "analogues.csv",
+        out / "similarity",
+        buffer_m=10.0,
+        exclusion_km=0.5,
+        top=15,
+        log=lambda *_: None,
+    )
     gpkg = gpd.read_file(out / "analogues.gpkg")
     assert set(gpkg["nearest_positive"]) == set(names)  # the GeoPackage: the names as given
     assert set(gpkg["query"]) == {"set", *names}
@@ -430,8 +506,9 @@ def test_a_negative_s_own_tiles_are_never_analogues(indexed):
     known = deposits.geometry.to_numpy()
     ranked = rank_analogues(vectors, table, positives, deposits=known, exclusion_m=1.5 * TILE_M, top=10)
     wrong = ranked["id"].to_numpy()[:2]  # the two best, said to be wrong
-    again = rank_analogues(vectors, table, positives, deposits=known, exclusion_m=1.5 * TILE_M, top=10,
-                           negatives=[wrong[:1], wrong[1:]])
+    again = rank_analogues(
+        vectors, table, positives, deposits=known, exclusion_m=1.5 * TILE_M, top=10, negatives=[wrong[:1], wrong[1:]]
+    )
     assert not set(wrong) & set(again["id"])
     assert again["id"].tolist()[:8] == ranked["id"].tolist()[2:]  # the rest move up, in order
 
@@ -457,10 +534,12 @@ def test_a_marks_file_is_counted_against_the_limit_in_the_layer_it_is_read_for(t
     from outcrop.search.analogues import check_deposits_size
 
     path = tmp_path / "marks.gpkg"
-    gpd.GeoDataFrame({"name": [f"right {i}" for i in range(11)]}, geometry=[Point(i, i) for i in range(11)],
-                     crs=CRS).to_file(path, layer="positives", driver="GPKG")
-    gpd.GeoDataFrame({"name": ["wrong 1"]}, geometry=[Point(50, 50)], crs=CRS).to_file(path, layer="negatives",
-                                                                                       driver="GPKG")
+    gpd.GeoDataFrame(
+        {"name": [f"right {i}" for i in range(11)]}, geometry=[Point(i, i) for i in range(11)], crs=CRS
+    ).to_file(path, layer="positives", driver="GPKG")
+    gpd.GeoDataFrame({"name": ["wrong 1"]}, geometry=[Point(50, 50)], crs=CRS).to_file(
+        path, layer="negatives", driver="GPKG"
+    )
     monkeypatch.setenv("OUTCROP_LIMITS", '{"deposits": 10}')
     with pytest.raises(OutcropError, match=r"marks\.gpkg: 11 deposits, and limits\.deposits"):
         check_deposits_size(path)
@@ -480,8 +559,9 @@ def test_a_place_from_the_map_selects_the_tiles_a_deposit_at_that_place_selects(
     inside = box(310, 10, 320, 20)
     shapes = np.array([near, inside], dtype=object)
     served = positives_of_shapes(table.sindex, shapes, ["click", "drawn"], buffer_m=50.0)
-    from_file, unmatched = match_deposits(table, gpd.GeoDataFrame({"name": ["a", "b"]}, geometry=list(shapes), crs=CRS),
-                                          buffer_m=50.0)
+    from_file, unmatched = match_deposits(
+        table, gpd.GeoDataFrame({"name": ["a", "b"]}, geometry=list(shapes), crs=CRS), buffer_m=50.0
+    )
     assert [p.tolist() for p in served] == [p.tolist() for p in from_file] == [[0], [1]]
     assert len(unmatched) == 0
     far = Point(100 + 50.01 * np.cos(angle), 100 + 50.01 * np.sin(angle))
@@ -500,5 +580,6 @@ def test_queries_from_rows_read_on_demand_equal_those_from_the_whole_array(index
 
     positives = select_positives(table, read_deposits(run.deposits_csv, CRS), buffer_m=10.0)
     negatives = [np.array([3, 4]), np.array([9])]
-    np.testing.assert_allclose(query_vectors(Rows(), positives, negatives), query_vectors(vectors, positives, negatives),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        query_vectors(Rows(), positives, negatives), query_vectors(vectors, positives, negatives), atol=1e-6
+    )

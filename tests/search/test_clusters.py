@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+from rio_cogeo.cogeo import cog_validate
 from scipy.cluster.hierarchy import ward
 from sklearn.metrics import adjusted_rand_score
 
+from gdal_readback import gdal_bands
 from outcrop import OutcropError
 from outcrop.figures.cluster_maps import write_cluster_figures
 from outcrop.search.clusters import cluster_tiles, cut_hierarchy, spherical_kmeans, weighted_ward
 from outcrop.search.index import build_index
-from gdal_readback import gdal_bands
-from rio_cogeo.cogeo import cog_validate
 from synthetic_run import BANDS, SPECTRA, make_run
 
 faiss.omp_set_num_threads(1)
@@ -57,7 +57,7 @@ def test_weighted_ward_equals_ward_on_replicated_points():
     weighted = weighted_ward(points, sizes)
     replicated = ward(np.repeat(points, sizes, axis=0))
     # The last k-1 merges of the replicated tree join the weighted points (earlier ones are zero-height).
-    np.testing.assert_allclose(weighted[:, 2], replicated[-(len(points) - 1):, 2], rtol=1e-9)
+    np.testing.assert_allclose(weighted[:, 2], replicated[-(len(points) - 1) :, 2], rtol=1e-9)
     np.testing.assert_allclose(weighted_ward(points, np.ones(7)), ward(points), atol=1e-12)
 
 
@@ -75,22 +75,53 @@ def test_cut_gives_the_requested_number_of_groups():
 def _cluster_run(tmp_path, ks=(4, 8), cuts=(2, 3)):
     run = make_run(tmp_path, ice_scene=True)
     idx = tmp_path / "index"
-    build_index(run.embeddings, run.tables, idx / "tiles.faiss", idx / "tiles.parquet", idx / "info.json",
-                min_rock=0.5, log=lambda *_: None)
+    build_index(
+        run.embeddings,
+        run.tables,
+        idx / "tiles.faiss",
+        idx / "tiles.parquet",
+        idx / "info.json",
+        min_rock=0.5,
+        log=lambda *_: None,
+    )
     out = tmp_path / "clusters"
-    clustering = cluster_tiles(idx / "tiles.parquet", run.embeddings, run.tiles, run.prepared, out / "tiles.gpkg",
-                               out / "tiles.parquet", out / "summary.csv", out / "rasters", ks=ks, cuts=cuts, seed=0,
-                               log=lambda *_: None)
-    write_cluster_figures(clustering, run.prepared, run.tiles, out / "dendrogram.png", out / "maps",
-                          out_exemplars=out / "exemplars.png")
+    clustering = cluster_tiles(
+        idx / "tiles.parquet",
+        run.embeddings,
+        run.tiles,
+        run.prepared,
+        out / "tiles.gpkg",
+        out / "tiles.parquet",
+        out / "summary.csv",
+        out / "rasters",
+        ks=ks,
+        cuts=cuts,
+        seed=0,
+        log=lambda *_: None,
+    )
+    write_cluster_figures(
+        clustering, run.prepared, run.tiles, out / "dendrogram.png", out / "maps", out_exemplars=out / "exemplars.png"
+    )
     return run, out
 
 
 def test_cluster_tiles_writes_consistent_labels_summary_rasters_and_maps(tmp_path):
     run, out = _cluster_run(tmp_path)
     labels = gpd.read_parquet(out / "tiles.parquet")
-    assert {"scene", "tile_id", "k4", "k8", "h2", "h3", "rock", "snow_ice", "water", "cloud", "valid",
-            "geometry"} <= set(labels.columns)
+    assert {
+        "scene",
+        "tile_id",
+        "k4",
+        "k8",
+        "h2",
+        "h3",
+        "rock",
+        "snow_ice",
+        "water",
+        "cloud",
+        "valid",
+        "geometry",
+    } <= set(labels.columns)
     assert labels.crs.to_epsg() == 3031
     assert len(gpd.read_file(out / "tiles.gpkg")) == len(labels)
     # The hierarchy sits above the finest k: each k8 cluster lies in exactly one h cluster.

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+
 from outcrop import OutcropError
 from outcrop.search.evaluate import (
     as_unit_vectors,
@@ -27,8 +28,7 @@ def test_knn_ignores_neighbours_closer_than_the_exclusion():
     # Two classes in two halves; each tile's vector is unique noise plus its exact copy 10 m away.
     rng = np.random.default_rng(0)
     n = 60
-    centres = np.column_stack([np.repeat(np.arange(n // 2) * 5000.0, 2) + np.tile([0, 10], n // 2),
-                               np.zeros(n)])
+    centres = np.column_stack([np.repeat(np.arange(n // 2) * 5000.0, 2) + np.tile([0, 10], n // 2), np.zeros(n)])
     labels = np.repeat(np.arange(2), n // 2)
     base = rng.standard_normal((n // 2, 16))
     vectors = as_unit_vectors(np.repeat(base, 2, axis=0))  # copies are each other's nearest
@@ -56,10 +56,11 @@ def test_deposit_recall_counts_tiles_covering_hidden_patches():
         vectors[t] = signature + 0.01 * rng.standard_normal(8)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     centres = table.geometry.centroid
-    hidden = gpd.GeoDataFrame(geometry=[centres[t].buffer(300) for t in hidden_tiles] +
-                              [shapely.Point(-50_000, -50_000).buffer(300)], crs=table.crs)
-    recall = deposit_recall(vectors, table, [np.array([0])], hidden, known=[centres[0]], exclusion_m=1500,
-                            ks=[2, 10])
+    hidden = gpd.GeoDataFrame(
+        geometry=[centres[t].buffer(300) for t in hidden_tiles] + [shapely.Point(-50_000, -50_000).buffer(300)],
+        crs=table.crs,
+    )
+    recall = deposit_recall(vectors, table, [np.array([0])], hidden, known=[centres[0]], exclusion_m=1500, ks=[2, 10])
     # Two of three hidden patches are found in the first two places; the third is nowhere.
     assert recall["set"]["recall@2"] == pytest.approx(2 / 3)
     assert recall["combined"]["recall@10"] == pytest.approx(2 / 3)
@@ -89,6 +90,7 @@ def test_deposit_recall_over_sites_does_not_count_a_duplicate_twice():
 def _model_file(path, *, arch="resnet-small", bands=("blue", "green", "red"), dim=32, mean=0.2, std=0.05):
     """An encoder file as the encoder stage writes it, with weights that are not a fresh init."""
     import torch
+
     from outcrop.learning.backbones import build_backbone
     from outcrop.learning.encoder import FORMAT_VERSION, MODEL_FORMAT
 
@@ -97,15 +99,24 @@ def _model_file(path, *, arch="resnet-small", bands=("blue", "green", "red"), di
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.5 * torch.randn_like(p))
-    meta = {"bands": list(bands), "mean": [mean] * len(bands), "std": [std] * len(bands), "arch": arch,
-            "in_channels": len(bands), "embedding_dim": dim}
-    torch.save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "state_dict": net.state_dict(),
-                "metadata": meta}, path)
+    meta = {
+        "bands": list(bands),
+        "mean": [mean] * len(bands),
+        "std": [std] * len(bands),
+        "arch": arch,
+        "in_channels": len(bands),
+        "embedding_dim": dim,
+    }
+    torch.save(
+        {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "state_dict": net.state_dict(), "metadata": meta},
+        path,
+    )
     return path
 
 
 def test_random_encoder_copies_the_model_shape_and_normalisation_not_its_weights(tmp_path):
     import torch
+
     from outcrop.learning.embeddings import embed_array
     from outcrop.learning.encoder import load_encoder
     from outcrop.search.evaluate import random_encoder_embeddings

@@ -11,8 +11,8 @@ import pytest
 from shapely.geometry import box
 
 from outcrop import OutcropError
-from outcrop.search.index import build_index, gather_vectors, ivf_params, load_index, recall_at_k, tune_nprobe
 from outcrop.io import load_npy, save_npy, write_geodataframe
+from outcrop.search.index import build_index, gather_vectors, ivf_params, load_index, recall_at_k, tune_nprobe
 from synthetic_run import make_run
 
 faiss.omp_set_num_threads(1)
@@ -29,11 +29,22 @@ def _big_scene(root, n_side=90, dim=32, clusters=40, seed=0):
     vec = centres[rng.integers(clusters, size=n_side * n_side)] + 0.6 * rng.normal(size=(n_side * n_side, dim))
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
     r, c = np.divmod(np.arange(n_side * n_side), n_side)
-    table = gpd.GeoDataFrame({
-        "tile_id": np.arange(len(r)), "scene": "big", "row": r * 8, "col": c * 8, "size": 8,
-        "valid": 1.0, "rock": 1.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0,
-    }, geometry=[box(x * 240.0, -(y + 1) * 240.0, (x + 1) * 240.0, -y * 240.0) for y, x in zip(r, c)],
-        crs="EPSG:3031")
+    table = gpd.GeoDataFrame(
+        {
+            "tile_id": np.arange(len(r)),
+            "scene": "big",
+            "row": r * 8,
+            "col": c * 8,
+            "size": 8,
+            "valid": 1.0,
+            "rock": 1.0,
+            "snow_ice": 0.0,
+            "water": 0.0,
+            "cloud": 0.0,
+        },
+        geometry=[box(x * 240.0, -(y + 1) * 240.0, (x + 1) * 240.0, -y * 240.0) for y, x in zip(r, c)],
+        crs="EPSG:3031",
+    )
     save_npy(root / "big.npy", vec.astype(np.float32))
     write_geodataframe(root / "big.parquet", table)
     return [root / "big.npy"], [root / "big.parquet"], vec
@@ -66,8 +77,20 @@ def test_min_rock_indexes_only_rock_tiles(tmp_path):
     expected = sum(int((gpd.read_parquet(t)["rock"] >= 0.5).sum()) for t in run.tables)
     assert len(table) == len(vectors) == expected
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert {"id", "scene", "tile_id", "row", "col", "size", "rock", "snow_ice", "water", "cloud", "valid",
-            "geometry"} <= set(table.columns)
+    assert {
+        "id",
+        "scene",
+        "tile_id",
+        "row",
+        "col",
+        "size",
+        "rock",
+        "snow_ice",
+        "water",
+        "cloud",
+        "valid",
+        "geometry",
+    } <= set(table.columns)
     with pytest.raises(OutcropError, match="nothing to index"):
         gather_vectors(run.embeddings, run.tables, min_rock=0.95)
 
@@ -151,7 +174,9 @@ def test_a_scene_without_tiles_adds_nothing(tmp_path):
     empty = gpd.read_parquet(run.tables[1]).iloc[:0]
     write_geodataframe(tmp_path / "empty.parquet", empty.assign(scene="empty"))
     save_npy(tmp_path / "empty.npy", np.zeros((0, 16), np.float32))
-    vectors, table = gather_vectors([*run.embeddings, tmp_path / "empty.npy"], [*run.tables, tmp_path / "empty.parquet"])
+    vectors, table = gather_vectors(
+        [*run.embeddings, tmp_path / "empty.npy"], [*run.tables, tmp_path / "empty.parquet"]
+    )
     assert len(vectors) == len(table) == 652
 
 
@@ -186,9 +211,16 @@ def test_product_quantiser_codes_at_most_four_dimensions_a_byte():
 
 
 def _grid_json(path, **over):
-    grid = {"crs": "EPSG:32621", "resolution": 30.0, "origin": [15.0, 15.0],
-            "crs_reason": "auto: EPSG:32621 covers 2 of 2 scene(s)", "resolution_reason": "auto: finest band, 30 m",
-            "alignment_reason": "scene a's pixel corners", "scenes": {}, "warnings": []}
+    grid = {
+        "crs": "EPSG:32621",
+        "resolution": 30.0,
+        "origin": [15.0, 15.0],
+        "crs_reason": "auto: EPSG:32621 covers 2 of 2 scene(s)",
+        "resolution_reason": "auto: finest band, 30 m",
+        "alignment_reason": "scene a's pixel corners",
+        "scenes": {},
+        "warnings": [],
+    }
     path.write_text(json.dumps({**grid, **over}))
     return path
 
@@ -198,9 +230,15 @@ def test_info_records_the_run_grid(tmp_path):
     grid = _grid_json(tmp_path / "grid.json", crs_reason={"not": "a string"})
     build_index(run.embeddings, run.tables, *_outputs(tmp_path), grid=grid, log=lambda *_: None)
     info = json.loads(_outputs(tmp_path)[2].read_text())
-    assert info["grid"] == {"crs": "EPSG:32621", "resolution": 30.0, "origin": [15.0, 15.0], "crs_reason": "",
-                            "resolution_reason": "auto: finest band, 30 m",
-                            "alignment_reason": "scene a's pixel corners", "source": str(grid)}
+    assert info["grid"] == {
+        "crs": "EPSG:32621",
+        "resolution": 30.0,
+        "origin": [15.0, 15.0],
+        "crs_reason": "",
+        "resolution_reason": "auto: finest band, 30 m",
+        "alignment_reason": "scene a's pixel corners",
+        "source": str(grid),
+    }
     build_index(run.embeddings, run.tables, *_outputs(tmp_path, "nogrid"), log=lambda *_: None)
     assert "grid" not in json.loads(_outputs(tmp_path, "nogrid")[2].read_text())
 
@@ -221,10 +259,24 @@ def _sparse_scene(root, name, layout, rock_every=2):
     n = 12
     r, c = np.divmod(np.arange(n * n), n)
     rock = np.where((r % rock_every == 0) & (c % rock_every == 0), 0.9, 0.0)
-    table = gpd.GeoDataFrame({"tile_id": np.arange(n * n), "scene": name, "row": r * 8, "col": c * 8, "size": 16,
-                              "valid": 1.0, "rock": rock, "snow_ice": 1.0 - rock, "water": 0.0, "cloud": 0.0},
-                             geometry=[box(x * 240.0, -(y + 2) * 240.0, (x + 2) * 240.0, -y * 240.0)
-                                       for y, x in zip(r * 8 // 8, c * 8 // 8)], crs="EPSG:3031")
+    table = gpd.GeoDataFrame(
+        {
+            "tile_id": np.arange(n * n),
+            "scene": name,
+            "row": r * 8,
+            "col": c * 8,
+            "size": 16,
+            "valid": 1.0,
+            "rock": rock,
+            "snow_ice": 1.0 - rock,
+            "water": 0.0,
+            "cloud": 0.0,
+        },
+        geometry=[
+            box(x * 240.0, -(y + 2) * 240.0, (x + 2) * 240.0, -y * 240.0) for y, x in zip(r * 8 // 8, c * 8 // 8)
+        ],
+        crs="EPSG:3031",
+    )
     vec = np.random.default_rng(0).normal(size=(n * n, 8)).astype(np.float32)
     save_npy(root / f"{name}.npy", vec / np.linalg.norm(vec, axis=1, keepdims=True))
     if layout is None:
@@ -259,7 +311,10 @@ def test_tile_tables_of_two_grids_are_not_indexed_together(tmp_path):
 
     a = _sparse_scene(tmp_path, "a", TileLayout(16, 8, 0.9))
     b = _sparse_scene(tmp_path, "b", TileLayout(16, 16, 0.9))
-    with pytest.raises(OutcropError, match=r"b\.parquet: tiles of 16 px at a stride of 16, but .*a\.parquet holds "
-                                           r"tiles of 16 px at 8"):
+    with pytest.raises(
+        OutcropError,
+        match=r"b\.parquet: tiles of 16 px at a stride of 16, but .*a\.parquet holds "
+        r"tiles of 16 px at 8",
+    ):
         build_index([a[0], b[0]], [a[1], b[1]], *_outputs(tmp_path), log=lambda *_: None)
     assert not _outputs(tmp_path)[0].exists()

@@ -15,8 +15,11 @@ CRS = "EPSG:3031"
 
 def _grid(n: int = 30, width: float = 960.0, stride: float = 480.0) -> gpd.GeoDataFrame:
     xs = np.arange(n) * stride
-    return gpd.GeoDataFrame({"scene": "s", "tile_id": np.arange(n * n)},
-                            geometry=[box(x, y, x + width, y + width) for y in xs for x in xs], crs=CRS)
+    return gpd.GeoDataFrame(
+        {"scene": "s", "tile_id": np.arange(n * n)},
+        geometry=[box(x, y, x + width, y + width) for y in xs for x in xs],
+        crs=CRS,
+    )
 
 
 def _deposits_with_a_signature(seed: int = 0):
@@ -66,8 +69,13 @@ def test_reidentification_counts_the_overlapping_tiles_and_shuffled_vectors_scor
     table = _grid(20)
     gallery_geoms = table.geometry.to_numpy()
     # Queries: the gallery grid shifted by half a stride; each overlaps four gallery tiles most (two at the edge).
-    queries_geoms = np.array([box(x + 240, y + 240, x + 1200, y + 1200) for x, y in
-                              zip(table.geometry.bounds.minx[:300], table.geometry.bounds.miny[:300])], dtype=object)
+    queries_geoms = np.array(
+        [
+            box(x + 240, y + 240, x + 1200, y + 1200)
+            for x, y in zip(table.geometry.bounds.minx[:300], table.geometry.bounds.miny[:300])
+        ],
+        dtype=object,
+    )
     answers = best_overlaps(queries_geoms, gallery_geoms)
     assert {len(a) for a in answers} == {2, 4}
     rng = np.random.default_rng(0)
@@ -83,9 +91,10 @@ def test_reidentification_counts_the_overlapping_tiles_and_shuffled_vectors_scor
 
 
 def test_offset_tiles_are_cut_half_a_stride_off_the_run_grid(tmp_path):
+    from rasterio.transform import from_origin
+
     from outcrop.io import write_prepared
     from outcrop.raster.tiles import cut_offset_tiles
-    from rasterio.transform import from_origin
 
     refl = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
     mask = np.ones((64, 64), dtype=np.uint8)  # rock
@@ -96,7 +105,7 @@ def test_offset_tiles_are_cut_half_a_stride_off_the_run_grid(tmp_path):
     # Starts sit 4 px off the global 8 px grid; the pixels are the scene's own.
     assert len(tiles) > 0 and np.allclose(((x0 / 30.0) - 4) % 8, 0)
     col, row = int(round((x0[0] - 3000) / 30)), int(round((6000 - geoms[0].bounds[3]) / 30))
-    np.testing.assert_allclose(tiles[0], refl[:, row:row + 16, col:col + 16], atol=1e-4)
+    np.testing.assert_allclose(tiles[0], refl[:, row : row + 16, col : col + 16], atol=1e-4)
     limited, _ = cut_offset_tiles(path, size=16, stride=8, offset=4, limit=3)
     assert len(limited) == 3
 
@@ -118,13 +127,28 @@ def test_queries_under_an_aoi_are_drawn_from_the_indexed_ground_only(tmp_path):
     ground = rng.random((3, 480, 640)).astype(np.float32) * 0.3 + 0.05
     frames = {"a": (0, 0, 480, 480), "b": (0, 160, 480, 480)}  # b starts 160 px east of a: 320 px shared
     for name, (r0, c0, h, w) in frames.items():
-        write_prepared(tmp_path / f"{name}.tif", ground[:, r0:r0 + h, c0:c0 + w], np.ones((h, w), np.uint8), CRS,
-                       from_origin(c0 * res, 0.0, res, res), ["blue", "green", "red"])
+        write_prepared(
+            tmp_path / f"{name}.tif",
+            ground[:, r0 : r0 + h, c0 : c0 + w],
+            np.ones((h, w), np.uint8),
+            CRS,
+            from_origin(c0 * res, 0.0, res, res),
+            ["blue", "green", "red"],
+        )
     aoi = box(240 * res, -280 * res, 400 * res, -120 * res)  # a sixth of the shared ground
     tables = {}
     for name in frames:
-        tile_scene(tmp_path / f"{name}.tif", tmp_path / f"{name}.npy", tmp_path / f"{name}.parquet", scene_id=name,
-                   size=size, stride=stride, min_valid=0.9, aoi=aoi, log=lambda _: None)
+        tile_scene(
+            tmp_path / f"{name}.tif",
+            tmp_path / f"{name}.npy",
+            tmp_path / f"{name}.parquet",
+            scene_id=name,
+            size=size,
+            stride=stride,
+            min_valid=0.9,
+            aoi=aoi,
+            log=lambda _: None,
+        )
         tables[name] = gpd.read_parquet(tmp_path / f"{name}.parquet").geometry.to_numpy()
     shared = (160 * res, -480 * res, 480 * res, 0.0)
     where = on_indexed_ground(tables["a"], tables["b"])
@@ -144,10 +168,13 @@ def test_queries_under_an_aoi_are_drawn_from_the_indexed_ground_only(tmp_path):
     assert where(np.asarray(before)).sum() < 0.5 * on_ground
 
 
-@pytest.mark.parametrize("content, message", [
-    ("not json", "not a JSON file of scores (Expecting value"),
-    ("[1, 2]", "not a JSON object of scores (found list)"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not json", "not a JSON file of scores (Expecting value"),
+        ("[1, 2]", "not a JSON object of scores (found list)"),
+    ],
+)
 def test_quality_refuses_unreadable_demo_scores(tmp_path, content, message):
     import subprocess
     import sys
@@ -155,9 +182,36 @@ def test_quality_refuses_unreadable_demo_scores(tmp_path, content, message):
     path = tmp_path / "scores.json"
     path.write_text(content)
     x = str(tmp_path / "x")
-    proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "quality", "--scenes", "x", "--index", x,
-                           "--index-table", x, "--embeddings", x, "--tiles", x, "--tables", x, "--prepared", x, "--model", x,
-                           "--demo-scores", str(path), "--out", str(tmp_path / "m.json")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outcrop.cli",
+            "quality",
+            "--scenes",
+            "x",
+            "--index",
+            x,
+            "--index-table",
+            x,
+            "--embeddings",
+            x,
+            "--tiles",
+            x,
+            "--tables",
+            x,
+            "--prepared",
+            x,
+            "--model",
+            x,
+            "--demo-scores",
+            str(path),
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"outcrop quality: error: {path}: {message}")
@@ -195,15 +249,18 @@ def test_leave_one_out_of_many_deposits_equals_the_search_of_all_the_others_and_
     rng = np.random.default_rng(5)
     extra = [Point(500 + 480 * rng.integers(0, 29), 500 + 480 * rng.integers(0, 29)) for _ in range(14)]
     extra.append(Point(deposits.geometry[2].x + 5, deposits.geometry[2].y))  # shares deposit 2's tiles
-    many = gpd.GeoDataFrame({"name": [f"e{i}" for i in range(6 + len(extra))]},
-                            geometry=[*deposits.geometry, *extra], crs=CRS)
+    many = gpd.GeoDataFrame(
+        {"name": [f"e{i}" for i in range(6 + len(extra))]}, geometry=[*deposits.geometry, *extra], crs=CRS
+    )
     positives = select_positives(table, many, buffer_m=100.0)
     exclude = np.array([Point(9000.0, 9000.0)], dtype=object)  # a deposit on ground with no indexed tile
     args = dict(exclusion_m=700.0, site_overlap=0.25)
     geoms = many.geometry.to_numpy()
     expected = _leave_one_out_in_full(vectors, table, geoms, positives, exclude, **args)
     lines = []
-    ranks = leave_one_out_ranks(vectors, table, geoms, positives, exclude=exclude, log=lines.append, name="byol", **args)
+    ranks = leave_one_out_ranks(
+        vectors, table, geoms, positives, exclude=exclude, log=lines.append, name="byol", **args
+    )
     np.testing.assert_array_equal(ranks, expected)
     assert np.isinf(expected[2]) and np.isinf(expected[-1])  # each lies on the other's tiles
     assert lines[-1].startswith("quality: leave-one-out: byol: 21 of 21 deposits hidden (") and len(lines) == 11

@@ -25,17 +25,35 @@ def _run(root):
     n = ROWS * COLS
     vec = np.random.default_rng(0).normal(size=(n, 16)).astype(np.float32)
     r, c = np.divmod(np.arange(n), COLS)
-    table = gpd.GeoDataFrame({"tile_id": np.arange(n), "scene": "a", "row": r * 8, "col": c * 8, "size": 8,
-                              "valid": 1.0, "rock": 1.0, "snow_ice": 0.0, "water": 0.0, "cloud": 0.0},
-                             geometry=shapely.box(c * SIZE, -(r + 1) * SIZE, (c + 1) * SIZE, -r * SIZE),
-                             crs="EPSG:3031")
+    table = gpd.GeoDataFrame(
+        {
+            "tile_id": np.arange(n),
+            "scene": "a",
+            "row": r * 8,
+            "col": c * 8,
+            "size": 8,
+            "valid": 1.0,
+            "rock": 1.0,
+            "snow_ice": 0.0,
+            "water": 0.0,
+            "cloud": 0.0,
+        },
+        geometry=shapely.box(c * SIZE, -(r + 1) * SIZE, (c + 1) * SIZE, -r * SIZE),
+        crs="EPSG:3031",
+    )
     for folder in ("embeddings", "tiles", "index"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     save_npy(root / "embeddings" / "a.npy", vec)
     write_geodataframe(root / "tiles" / "a.parquet", table)
     out = root / "index" / "tiles.parquet"
-    build_index([root / "embeddings" / "a.npy"], [root / "tiles" / "a.parquet"], root / "index" / "tiles.faiss",
-                out, root / "index" / "info.json", log=lambda *_: None)
+    build_index(
+        [root / "embeddings" / "a.npy"],
+        [root / "tiles" / "a.parquet"],
+        root / "index" / "tiles.faiss",
+        out,
+        root / "index" / "info.json",
+        log=lambda *_: None,
+    )
     write_index_table(out, read_geoparquet(out), row_group=GROUP)
     return out
 
@@ -49,8 +67,11 @@ def _spoil_all_but(path, keep_ids, keep_groups):
     for i in range(len(wkb)):
         if i not in keep_ids and i // GROUP not in keep_groups:
             wkb[i] = b"not a geometry"
-    table = table.set_column(table.schema.get_field_index("geometry"), table.schema.field("geometry"),
-                             pa.array(wkb, type=table.schema.field("geometry").type))
+    table = table.set_column(
+        table.schema.get_field_index("geometry"),
+        table.schema.field("geometry"),
+        pa.array(wkb, type=table.schema.field("geometry").type),
+    )
     pq.write_table(table.replace_schema_metadata(file.schema_arrow.metadata), path, row_group_size=GROUP)
 
 

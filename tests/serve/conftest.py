@@ -34,12 +34,18 @@ class Live:
     marks: Path
     server: Any
 
-    def request(self, method: str, path: str, body: bytes | str | dict | None = None,
-                headers: dict[str, str] | None = None, host: str | None = None) -> Answer:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | dict | None = None,
+        headers: dict[str, str] | None = None,
+        host: str | None = None,
+    ) -> Answer:
         """Send one request as written (the path is not normalised); Host is this server's unless given."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         sent = {"Host": host if host is not None else f"127.0.0.1:{self.port}"}
-        if isinstance(body, dict) or isinstance(body, list):
+        if isinstance(body, (dict, list)):
             body = json.dumps(body)
             sent["Content-Type"] = "application/json"
         sent.update(headers or {})
@@ -77,6 +83,7 @@ def live_server(results: Path, **options: Any) -> Iterator[Live]:
     options.setdefault("exclusion_km", 1.0)
     options.setdefault("site_overlap", 0.25)
     server = open_server(Path(results), port=0, log=lambda *_: None, **options)
+
     def serve() -> None:
         try:
             server.run()

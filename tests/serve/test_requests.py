@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from pyproj import Transformer
 
-from hostile_run import HOSTILE, IMG, SCRIPT, make_hostile_run
+from hostile_run import HOSTILE, make_hostile_run
 from outcrop import OutcropError
 from outcrop.serve.checks import MAX_VERTICES
 from outcrop.serve.server import check_marks_path, default_marks
@@ -93,8 +93,19 @@ def test_no_file_is_served_whatever_the_path(live, hostile, path):
 
 # --- Host: DNS rebinding -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("host", ["evil.example:{port}", "evil.example", "127.0.0.1", "127.0.0.1:1",
-                                  "localhost.evil.example:{port}", "127.0.0.1:{port}.evil.example", ""])
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example:{port}",
+        "evil.example",
+        "127.0.0.1",
+        "127.0.0.1:1",
+        "localhost.evil.example:{port}",
+        "127.0.0.1:{port}.evil.example",
+        "",
+    ],
+)
 def test_a_request_naming_another_host_is_refused(live, host):
     answer = live.get("/api/run", host=host.format(port=live.port))
     assert "is not this server" in _clear_error(answer, 421)
@@ -107,16 +118,20 @@ def test_this_server_s_own_names_are_answered(live, host):
 
 # --- cross-origin requests that change something -----------------------------------------------------
 
-@pytest.mark.parametrize("headers, status", [
-    ({"Origin": "http://evil.example"}, 403),
-    ({"Origin": "null"}, 403),
-    ({"Origin": "http://127.0.0.1:1"}, 403),
-    ({"Sec-Fetch-Site": "cross-site"}, 403),
-    ({"Sec-Fetch-Site": "same-site"}, 403),
-    ({"Content-Type": "text/plain"}, 415),
-    ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
-    ({"Content-Type": "multipart/form-data; boundary=x"}, 415),
-])
+
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({"Origin": "http://evil.example"}, 403),
+        ({"Origin": "null"}, 403),
+        ({"Origin": "http://127.0.0.1:1"}, 403),
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Sec-Fetch-Site": "same-site"}, 403),
+        ({"Content-Type": "text/plain"}, 415),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
+        ({"Content-Type": "multipart/form-data; boundary=x"}, 415),
+    ],
+)
 def test_a_cross_origin_or_form_request_changes_nothing(live, hostile, headers, status):
     before = live.get("/api/marks").json()
     stamp = live.marks.stat().st_mtime_ns if live.marks.exists() else None
@@ -129,38 +144,42 @@ def test_a_cross_origin_or_form_request_changes_nothing(live, hostile, headers, 
 
 def test_the_page_s_own_origin_may_change_marks(live, hostile):
     origin = f"http://127.0.0.1:{live.port}"
-    answer = live.post("/api/marks", {"mark": "negative", "place": _place(hostile)},
-                       headers={"Origin": origin, "Sec-Fetch-Site": "same-origin"})
+    answer = live.post(
+        "/api/marks",
+        {"mark": "negative", "place": _place(hostile)},
+        headers={"Origin": origin, "Sec-Fetch-Site": "same-origin"},
+    )
     assert answer.status == 200 and answer.json()["negatives"] >= 1
     assert live.post("/api/marks/undo", headers={"Origin": origin}).status == 200
 
 
 # --- bodies --------------------------------------------------------------------------------------------
 
+
 def test_bodies_are_bounded(live, hostile):
     padding = {"place": _place(hostile), "top": 5, "x": "a" * 300_000}
     assert "Too Large" in _clear_error(live.post("/api/search", padding), 413)
     # Past the server's own bound waitress answers 413 before the application sees a byte (and may
     # close the connection while the client is still sending: then there is no answer to read).
-    big = live.request("POST", "/api/search", "{" + " " * 2_000_000 + "}",
-                       headers={"Content-Type": "application/json"})
+    big = live.request("POST", "/api/search", "{" + " " * 2_000_000 + "}", headers={"Content-Type": "application/json"})
     assert big.status in (413, 0)
     assert live.get("/api/run").status == 200  # and goes on serving
     # A length claimed but never sent is refused on the claim, at once.
     t = time.monotonic()
-    claim = live.request("POST", "/api/search", b"{}", headers={"Content-Type": "application/json",
-                                                                "Content-Length": str(10 ** 10)})
+    claim = live.request(
+        "POST", "/api/search", b"{}", headers={"Content-Type": "application/json", "Content-Length": str(10**10)}
+    )
     assert claim.status == 413 and time.monotonic() - t < 10
 
 
 # --- every parameter -----------------------------------------------------------------------------------
 
+
 def _square(lon: float, lat: float, half_m: float, corners: int = 4) -> list[list[float]]:
     fwd = Transformer.from_crs("EPSG:4326", CRS, always_xy=True)
     x, y = fwd.transform(lon, lat)
     angles = np.linspace(0, 2 * np.pi, corners, endpoint=False) + np.pi / 4
-    return [list(TO_LONLAT.transform(x + half_m * np.cos(a) * 1.414, y + half_m * np.sin(a) * 1.414))
-            for a in angles]
+    return [list(TO_LONLAT.transform(x + half_m * np.cos(a) * 1.414, y + half_m * np.sin(a) * 1.414)) for a in angles]
 
 
 SEARCHES = {
@@ -216,7 +235,7 @@ MARKS = {
     "kind unknown": ({"mark": "maybe", "place": "PLACE"}, "expected one of positive, negative"),
     "kind missing": ({"place": "PLACE"}, "expected one of"),
     "tile negative": ({"mark": "negative", "tile": -1}, "tile"),
-    "tile past the index": ({"mark": "negative", "tile": 10 ** 9}, "tile"),
+    "tile past the index": ({"mark": "negative", "tile": 10**9}, "tile"),
     "tile as text": ({"mark": "negative", "tile": "3"}, "expected an integer"),
     "two places": ({"mark": "negative", "tile": 1, "place": "PLACE"}, "exactly one of"),
     "deposits not true": ({"mark": "positive", "deposits": 1}, "expected true"),
@@ -236,27 +255,32 @@ def test_every_mark_parameter_is_checked(live, hostile, case):
     assert live.get("/api/marks").json() == before
 
 
-@pytest.mark.parametrize("path, method, status", [
-    ("/api/export/zzzz.csv", "GET", 404),
-    ("/api/export/0123456789abcdef.csv", "GET", 404),
-    ("/api/export/0123456789abcdef.exe", "GET", 404),
-    ("/api/marks/999999", "DELETE", 404),
-    ("/api/marks/-1", "DELETE", 404),
-    ("/api/marks/abc", "DELETE", 404),
-    ("/api/search", "GET", 405),
-    ("/api/search", "PUT", 405),
-])
+@pytest.mark.parametrize(
+    "path, method, status",
+    [
+        ("/api/export/zzzz.csv", "GET", 404),
+        ("/api/export/0123456789abcdef.csv", "GET", 404),
+        ("/api/export/0123456789abcdef.exe", "GET", 404),
+        ("/api/marks/999999", "DELETE", 404),
+        ("/api/marks/-1", "DELETE", 404),
+        ("/api/marks/abc", "DELETE", 404),
+        ("/api/search", "GET", 405),
+        ("/api/search", "PUT", 405),
+    ],
+)
 def test_unknown_ids_and_methods_are_refused(live, path, method, status):
     _clear_error(live.request(method, path), status)
 
 
 def test_undo_with_nothing_to_undo_says_so(hostile, tmp_path):
-    with live_server(hostile.results, deposits=hostile.deposits, marks=tmp_path / "m.gpkg", buffer_m=10.0,
-                     exclusion_km=0.5) as fresh:
+    with live_server(
+        hostile.results, deposits=hostile.deposits, marks=tmp_path / "m.gpkg", buffer_m=10.0, exclusion_km=0.5
+    ) as fresh:
         assert "nothing to undo" in _clear_error(fresh.post("/api/marks/undo"), 409)
 
 
 # --- names are text ------------------------------------------------------------------------------------
+
 
 def test_hostile_names_come_back_as_json_text_and_never_as_page_markup(live, hostile):
     page = live.get("/").body.decode()
@@ -277,12 +301,14 @@ def test_hostile_names_come_back_as_json_text_and_never_as_page_markup(live, hos
 
 # --- writes --------------------------------------------------------------------------------------------
 
+
 def test_nothing_but_the_marks_file_is_written(hostile, tmp_path):
     marks = tmp_path / "marks" / "session.gpkg"
     marks.parent.mkdir()
     before_run = _tree(hostile.results)
-    with live_server(hostile.results, deposits=hostile.deposits, marks=marks, buffer_m=10.0,
-                     exclusion_km=0.5) as server:
+    with live_server(
+        hostile.results, deposits=hostile.deposits, marks=marks, buffer_m=10.0, exclusion_km=0.5
+    ) as server:
         place = _place(hostile)
         found = server.post("/api/search", {"place": place, "top": 5}).json()
         for fmt in ("csv", "geojson", "gpkg"):
@@ -305,9 +331,11 @@ def test_the_marks_file_is_refused_inside_the_run_or_when_it_is_another_file(hos
     xy = pd.read_csv(hostile.deposits)
     gpd.GeoDataFrame(xy, geometry=gpd.points_from_xy(xy.lon, xy.lat), crs="EPSG:4326").to_file(other, driver="GPKG")
     stamp = other.read_bytes()
-    with pytest.raises(OutcropError, match="not a marks file"):
-        with live_server(hostile.results, deposits=hostile.deposits, marks=other):
-            pass
+    with (
+        pytest.raises(OutcropError, match="not a marks file"),
+        live_server(hostile.results, deposits=hostile.deposits, marks=other),
+    ):
+        pass
     assert other.read_bytes() == stamp
 
 
@@ -321,8 +349,20 @@ def test_listening_beyond_this_machine_is_warned_about(hostile, tmp_path, capfd)
     taken.bind(("0.0.0.0", 0))
     taken.listen(1)
     try:
-        code = main(["serve", str(hostile.results), "--host", "0.0.0.0", "--port", str(taken.getsockname()[1]),
-                     "--marks", str(tmp_path / "m.gpkg"), "--deposits", str(hostile.deposits)])
+        code = main(
+            [
+                "serve",
+                str(hostile.results),
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(taken.getsockname()[1]),
+                "--marks",
+                str(tmp_path / "m.gpkg"),
+                "--deposits",
+                str(hostile.deposits),
+            ]
+        )
     finally:
         taken.close()
     err = capfd.readouterr().err

@@ -27,8 +27,9 @@ from tests.workflow.conftest import REPO, TINY_CONFIG, snakemake, write_config
 pytestmark = pytest.mark.workflow
 
 
-def refused_before_any_job(workdir: Path, config: dict | str, *fragments: str, timeout: int = 300,
-                           args: tuple[str, ...] = ()) -> str:
+def refused_before_any_job(
+    workdir: Path, config: dict | str, *fragments: str, timeout: int = 300, args: tuple[str, ...] = ()
+) -> str:
     """Run the real workflow on ``config`` (a mapping, or the text of a config file) with ``args``;
     assert it stops before any job with one message."""
     if isinstance(config, str):
@@ -65,8 +66,9 @@ def test_wrong_type_in_config(tmp_path):
 
 
 def test_unknown_encoder_setting_in_config(tmp_path):
-    refused_before_any_job(tmp_path, {"encoder": {"settings": {"epoch": 3}}},
-                           "config: unknown key 'encoder.settings.epoch' (known: arch,")
+    refused_before_any_job(
+        tmp_path, {"encoder": {"settings": {"epoch": 3}}}, "config: unknown key 'encoder.settings.epoch' (known: arch,"
+    )
 
 
 def alias_bomb(levels: int = 9, width: int = 9, key: str = "") -> str:
@@ -86,11 +88,23 @@ def test_a_yaml_alias_bomb_is_refused_before_any_job(tmp_path):
     refused_before_any_job(tmp_path, alias_bomb(), "config: a5: more than 100,000 values", "aliases", timeout=120)
 
 
-@pytest.mark.parametrize(("grid", "fragments"), [
-    ({"crs": "+proj=pipeline +step +proj=unitconvert"}, ("config: grid.crs:", "is not a coordinate reference system")),
-    ({"crs": "EPSG:4326", "resolution": 30}, ("config: grid.crs: 'EPSG:4326' is a geographic CRS with axes in degree",
-                                              "grid.resolution 30 would be read as 30 degree a pixel")),
-], ids=["proj-pipeline", "degrees"])
+@pytest.mark.parametrize(
+    ("grid", "fragments"),
+    [
+        (
+            {"crs": "+proj=pipeline +step +proj=unitconvert"},
+            ("config: grid.crs:", "is not a coordinate reference system"),
+        ),
+        (
+            {"crs": "EPSG:4326", "resolution": 30},
+            (
+                "config: grid.crs: 'EPSG:4326' is a geographic CRS with axes in degree",
+                "grid.resolution 30 would be read as 30 degree a pixel",
+            ),
+        ),
+    ],
+    ids=["proj-pipeline", "degrees"],
+)
 def test_a_grid_crs_no_grid_can_use_is_refused_before_any_job(tmp_path, grid, fragments):
     """A PROJ pipeline passed the schema and crashed the grid job; EPSG:4326 made 30 m 30 degrees."""
     refused_before_any_job(tmp_path, {"grid": grid}, *fragments)
@@ -99,8 +113,12 @@ def test_a_grid_crs_no_grid_can_use_is_refused_before_any_job(tmp_path, grid, fr
 @pytest.mark.parametrize("threads", ["0", "0.4"])
 def test_set_threads_below_one_is_refused_before_any_job(tmp_path, threads):
     """Snakemake takes `--set-threads index=0`; the index job failed only when it ran, after the rest."""
-    refused_before_any_job(tmp_path, TINY_CONFIG, f"--set-threads index={threads}: a job needs at least 1 thread; "
-                           "give index=1 or more", args=("--set-threads", f"index={threads}"))
+    refused_before_any_job(
+        tmp_path,
+        TINY_CONFIG,
+        f"--set-threads index={threads}: a job needs at least 1 thread; give index=1 or more",
+        args=("--set-threads", f"index={threads}"),
+    )
 
 
 @pytest.mark.parametrize("results", ["", "/", "//"])
@@ -110,8 +128,9 @@ def test_results_that_names_no_folder(tmp_path, results):
 
 
 def test_unknown_band_in_config(tmp_path):
-    refused_before_any_job(tmp_path, {"bands": ["blue", "green", "ultraviolet"]}, "config: bands.2",
-                           "'ultraviolet' is not one of")
+    refused_before_any_job(
+        tmp_path, {"bands": ["blue", "green", "ultraviolet"]}, "config: bands.2", "'ultraviolet' is not one of"
+    )
 
 
 # --- scene sheet ----------------------------------------------------------------------------------
@@ -119,7 +138,9 @@ def test_unknown_band_in_config(tmp_path):
 
 def test_duplicate_scene_ids(tmp_path):
     path = sheet(tmp_path, ["a\ta.tif\tlandsat-c2l2\ttrain", "a\tb.tif\tlandsat-c2l2\tindex"])
-    refused_before_any_job(tmp_path, {"scenes": path}, "scenes.tsv", "line 3", "duplicate scene id 'a' (first on line 2)")
+    refused_before_any_job(
+        tmp_path, {"scenes": path}, "scenes.tsv", "line 3", "duplicate scene id 'a' (first on line 2)"
+    )
 
 
 @pytest.mark.parametrize("scene", ["../x", "a/b", ".hidden", "/abs"])
@@ -129,15 +150,22 @@ def test_scene_id_that_would_leave_its_folder(tmp_path, scene):
     refused_before_any_job(tmp_path, {"scenes": path}, "scenes.tsv", "line 2", "scene:", "does not match")
 
 
-@pytest.mark.parametrize("rows, fragments", [
-    # Snakemake's own PeriodicWildcardError (a traceback of the job graph) without this check.
-    (["aaaaaaaaaaaaaaaaaaaaaaaaa\ta.tif\tlandsat-c2l2\ttrain"],
-     ("line 2: scene:", "ends in 'a' repeated 25 times", "periodic wildcard")),
-    # Four tracebacks of `prepare` (File name too long) without it.
-    ([f"{long_id(250)}\ta.tif\tlandsat-c2l2\ttrain"], ("line 2: scene:", "is 250 bytes long", "at most 227 bytes")),
-    (["a\ta.tif\tlandsat-c2l2\ttrain", "b\ta.tif\tlandsat-c2l2\tindex"],
-     ("line 3: source: 'a.tif' is already the source of scene 'a' on line 2",)),
-])
+@pytest.mark.parametrize(
+    "rows, fragments",
+    [
+        # Snakemake's own PeriodicWildcardError (a traceback of the job graph) without this check.
+        (
+            ["aaaaaaaaaaaaaaaaaaaaaaaaa\ta.tif\tlandsat-c2l2\ttrain"],
+            ("line 2: scene:", "ends in 'a' repeated 25 times", "periodic wildcard"),
+        ),
+        # Four tracebacks of `prepare` (File name too long) without it.
+        ([f"{long_id(250)}\ta.tif\tlandsat-c2l2\ttrain"], ("line 2: scene:", "is 250 bytes long", "at most 227 bytes")),
+        (
+            ["a\ta.tif\tlandsat-c2l2\ttrain", "b\ta.tif\tlandsat-c2l2\tindex"],
+            ("line 3: source: 'a.tif' is already the source of scene 'a' on line 2",),
+        ),
+    ],
+)
 def test_scene_ids_and_sources_the_run_cannot_use(tmp_path, rows, fragments):
     path = sheet(tmp_path, rows)
     refused_before_any_job(tmp_path, {"scenes": path}, "scenes.tsv", *fragments)
@@ -145,14 +173,23 @@ def test_scene_ids_and_sources_the_run_cannot_use(tmp_path, rows, fragments):
 
 def test_more_scenes_than_the_limit(tmp_path):
     path = sheet(tmp_path, [f"s{i}\t{i}.tif\tlandsat-c2l2\ttrain" for i in range(4)])
-    refused_before_any_job(tmp_path, {"scenes": path, "limits": {"sheet_rows": 3}}, "scenes.tsv: line 5:",
-                           "more than 3 scenes, and limits.sheet_rows in the config")
+    refused_before_any_job(
+        tmp_path,
+        {"scenes": path, "limits": {"sheet_rows": 3}},
+        "scenes.tsv: line 5:",
+        "more than 3 scenes, and limits.sheet_rows in the config",
+    )
 
 
 def test_a_results_folder_too_deep_for_its_files(tmp_path):
     """Paths past 4095 bytes (counting Snakemake's records of them) are refused before any job."""
-    refused_before_any_job(tmp_path, {"results": "r/" * 1500}, "config: results: the run would write",
-                           "a path may have at most 4095", "give a shorter results folder")
+    refused_before_any_job(
+        tmp_path,
+        {"results": "r/" * 1500},
+        "config: results: the run would write",
+        "a path may have at most 4095",
+        "give a shorter results folder",
+    )
 
 
 def test_unknown_sensor_in_the_sheet(tmp_path):
@@ -187,8 +224,16 @@ def test_a_bad_scene_fails_alone_and_keeps_the_good_ones(tmp_path):
     bad.write_bytes(good.read_bytes()[:600])
     path = sheet(tmp_path, [f"good\t{good}\tlandsat-c2l2\ttrain", f"bad\t{bad}\tlandsat-c2l2\tindex"])
     write_config(tmp_path, {"scenes": path, "deposits": str(tmp_path / "deposits.csv"), "bands": BANDS})
-    proc = snakemake(tmp_path, "--cores", "2", "--keep-going", "results/prepared/good.tif",
-                     "results/prepared/bad.tif", check=False, timeout=600)
+    proc = snakemake(
+        tmp_path,
+        "--cores",
+        "2",
+        "--keep-going",
+        "results/prepared/good.tif",
+        "results/prepared/bad.tif",
+        check=False,
+        timeout=600,
+    )
     assert proc.returncode != 0
     assert (tmp_path / "results/prepared/good.tif").exists()
     assert not (tmp_path / "results/prepared/bad.tif").exists()
@@ -217,12 +262,16 @@ def _holds_output_lock(workdir: Path) -> bool:
     return False
 
 
-@pytest.mark.parametrize("second_run", [
-    ("results/demo/deposits.gpkg",),
-    # The same folder through a symbolic link: Snakemake's lock compares paths as text, so the
-    # workflow resolves the link before any path is made of it.
-    ("demo_deposits", "--config", "results=rlink"),
-], ids=["same-spelling", "through-a-link"])
+@pytest.mark.parametrize(
+    "second_run",
+    [
+        ("results/demo/deposits.gpkg",),
+        # The same folder through a symbolic link: Snakemake's lock compares paths as text, so the
+        # workflow resolves the link before any path is made of it.
+        ("demo_deposits", "--config", "results=rlink"),
+    ],
+    ids=["same-spelling", "through-a-link"],
+)
 def test_a_second_run_on_a_busy_folder_is_refused(tmp_path, second_run):
     """The first run is frozen (SIGSTOP) while it holds the lock, so the second surely meets it."""
     write_config(tmp_path, TINY_CONFIG)
@@ -230,9 +279,26 @@ def test_a_second_run_on_a_busy_folder_is_refused(tmp_path, second_run):
     (tmp_path / "rlink").symlink_to("results")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     first = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-         "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "results/demo/deposits.gpkg"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "--cores",
+            "1",
+            "results/demo/deposits.gpkg",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while not _holds_output_lock(tmp_path):
@@ -299,9 +365,14 @@ def test_no_two_jobs_write_the_same_file(demo_run):
     # Every file of the finished run belongs to the job that declares it or names it as a side file.
     claimed = set(owners)
     folders = {w for job in jobs for w in job["writes"] if not Path(w).suffix}
-    unowned = [str(p.relative_to(demo_run)) for top in ("results", "logs") for p in (demo_run / top).rglob("*")
-               if p.is_file() and str(p.relative_to(demo_run)) not in claimed
-               and not any(p.relative_to(demo_run).is_relative_to(f) for f in folders)]
+    unowned = [
+        str(p.relative_to(demo_run))
+        for top in ("results", "logs")
+        for p in (demo_run / top).rglob("*")
+        if p.is_file()
+        and str(p.relative_to(demo_run)) not in claimed
+        and not any(p.relative_to(demo_run).is_relative_to(f) for f in folders)
+    ]
     assert unowned == [], f"files no job declares: {unowned}"
     assert owners["results/model/checkpoint.pt"] == ["train_encoder[]"]
 
@@ -313,8 +384,13 @@ def test_every_per_scene_file_name_of_a_run_is_one_the_limits_measure(demo_run):
 
     shapes = {Path(p).name.replace("SCENE", "{scene}") for p in Layout("r").scene_paths("SCENE", demo=True)}
     scenes = ["demo_1", "demo_2", "demo_3"]
-    found = {p.name.replace(scene, "{scene}", 1) for p in (demo_run / "results").rglob("*") if p.is_file()
-             for scene in scenes if p.name.startswith(f"{scene}.") or p.name.startswith(f"{scene}_")}
+    found = {
+        p.name.replace(scene, "{scene}", 1)
+        for p in (demo_run / "results").rglob("*")
+        if p.is_file()
+        for scene in scenes
+        if p.name.startswith(f"{scene}.") or p.name.startswith(f"{scene}_")
+    }
     assert found and found <= shapes, found - shapes
 
 

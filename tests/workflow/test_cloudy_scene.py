@@ -37,8 +37,16 @@ def write_cloud_scene(path: Path, left: float, top: float) -> Path:
     """A Level-2-style scene (uint16 DN, canonical band names) that is cloud in every pixel."""
     dn = np.round((np.array(CLOUD) - C2L2_OFFSET) / C2L2_SCALE).astype(np.uint16)
     data = np.broadcast_to(dn[:, None, None], (len(BANDS), SIZE, SIZE))
-    profile = {"driver": "GTiff", "width": SIZE, "height": SIZE, "count": len(BANDS), "dtype": "uint16",
-               "crs": "EPSG:3031", "transform": Affine(30.0, 0, left, 0, -30.0, top), "nodata": 0}
+    profile = {
+        "driver": "GTiff",
+        "width": SIZE,
+        "height": SIZE,
+        "count": len(BANDS),
+        "dtype": "uint16",
+        "crs": "EPSG:3031",
+        "transform": Affine(30.0, 0, left, 0, -30.0, top),
+        "nodata": 0,
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
         for i, name in enumerate(BANDS, start=1):
@@ -66,20 +74,40 @@ def cloudy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     scenes = workdir / "scenes"
     scenes.mkdir()
     for name in ("demo_1", "demo_2"):
-        outcrop("demo-scene", "--scene", name, "--size", SIZE, "--out", scenes / f"{name}.tif",
-                "--truth", scenes / f"{name}_units.tif")
-    outcrop("demo-deposits", "--scenes", 2, "--size", SIZE, "--out", workdir / "deposits.gpkg",
-            "--truth", workdir / "hidden.gpkg")
+        outcrop(
+            "demo-scene",
+            "--scene",
+            name,
+            "--size",
+            SIZE,
+            "--out",
+            scenes / f"{name}.tif",
+            "--truth",
+            scenes / f"{name}_units.tif",
+        )
+    outcrop(
+        "demo-deposits",
+        "--scenes",
+        2,
+        "--size",
+        SIZE,
+        "--out",
+        workdir / "deposits.gpkg",
+        "--truth",
+        workdir / "hidden.gpkg",
+    )
     left, _, right, top = DemoLayout(size=SIZE).bounds(2)
     write_cloud_scene(scenes / "C.tif", left, top)
     add_deposit(workdir / "deposits.gpkg", "Cloudy Bluff", left + 0.8 * (right - left), top - SIZE * 15.0)
     write_cloud_scene(scenes / "D.tif", *DemoLayout(size=SIZE).origin(0))
     sheet = workdir / "scenes.tsv"
-    sheet.write_text("scene\tsource\tsensor\trole\n"
-                     f"demo_1\t{scenes / 'demo_1.tif'}\tlandsat-c2l2\ttrain\n"
-                     f"demo_2\t{scenes / 'demo_2.tif'}\tlandsat-c2l2\tindex\n"
-                     f"C\t{scenes / 'C.tif'}\tlandsat-c2l2\tindex\n"
-                     f"D\t{scenes / 'D.tif'}\tlandsat-c2l2\ttrain\n")
+    sheet.write_text(
+        "scene\tsource\tsensor\trole\n"
+        f"demo_1\t{scenes / 'demo_1.tif'}\tlandsat-c2l2\ttrain\n"
+        f"demo_2\t{scenes / 'demo_2.tif'}\tlandsat-c2l2\tindex\n"
+        f"C\t{scenes / 'C.tif'}\tlandsat-c2l2\tindex\n"
+        f"D\t{scenes / 'D.tif'}\tlandsat-c2l2\ttrain\n"
+    )
     write_config(workdir, {**TINY_CONFIG, "scenes": str(sheet), "deposits": str(workdir / "deposits.gpkg")})
     snakemake(workdir, "--cores", "2")
     return workdir
@@ -89,8 +117,16 @@ def test_all_cloud_scenes_leave_the_run_to_finish(cloudy_run):
     import pandas as pd
 
     results = cloudy_run / "results"
-    for path in ("model/encoder.pt", "index/tiles.faiss", "clusters/labels.gpkg", "analogues/analogues.csv",
-                 "summary.html", "map.html", "clusters/summary.html", "embeddings/projection_clusters.png"):
+    for path in (
+        "model/encoder.pt",
+        "index/tiles.faiss",
+        "clusters/labels.gpkg",
+        "analogues/analogues.csv",
+        "summary.html",
+        "map.html",
+        "clusters/summary.html",
+        "embeddings/projection_clusters.png",
+    ):
         assert (results / path).is_file(), path
     for scene in "CD":
         assert np.load(results / f"tiles/{scene}.npy").shape[0] == 0

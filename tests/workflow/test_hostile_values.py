@@ -31,8 +31,10 @@ CANARIES = ("CANARY_R", "CANARY_B", "CANARY_S", "CANARY_SRC", "CANARY_D", "CANAR
 # What may still be in a value (no '<', '>' or '/'), and matters to HTML or JavaScript somewhere:
 # quotes, a backslash, entities that would decode to markup, JavaScript's line separators,
 # full-width and percent-encoded brackets.
-MARKUPISH = ("\" ' \\ &lt;img src=x onerror=document.title=1&gt; &#60;b&#62; -- ]] \u2028\u2029 "
-             "\uff1cimg src=x onerror=document.title=2\uff1e %3Cscript%3E")
+MARKUPISH = (
+    "\" ' \\ &lt;img src=x onerror=document.title=1&gt; &#60;b&#62; -- ]] \u2028\u2029 "
+    "\uff1cimg src=x onerror=document.title=2\uff1e %3Cscript%3E"
+)
 
 
 def hostile(label: str) -> str:
@@ -58,33 +60,69 @@ def test_hostile_names_run_nothing_and_a_run_with_them_finishes(tmp_path, browse
     scenes = []
     for i, scene in enumerate(("demo_1", "demo_2")):
         out = src / f"{scene}.tif"
-        outcrop("demo-scene", "--scene", scene, "--size", str(size), "--seed", str(seed), "--out", str(out),
-                "--truth", str(src / f"{scene}_units.tif"))
+        outcrop(
+            "demo-scene",
+            "--scene",
+            scene,
+            "--size",
+            str(size),
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "--truth",
+            str(src / f"{scene}_units.tif"),
+        )
         scenes.append(f"{scene}\t{out}\tlandsat-c2l2\t{'train' if i == 0 else 'index'}")
-    outcrop("demo-deposits", "--scenes", "2", "--size", str(size), "--seed", str(seed), "--out", str(deposits),
-            "--truth", str(tmp_path / "hidden.gpkg"))
+    outcrop(
+        "demo-deposits",
+        "--scenes",
+        "2",
+        "--size",
+        str(size),
+        "--seed",
+        str(seed),
+        "--out",
+        str(deposits),
+        "--truth",
+        str(tmp_path / "hidden.gpkg"),
+    )
     with rasterio.open(src / "demo_1.tif") as ds:
         bounds, crs = ds.bounds, ds.crs.to_string()
-    aoi.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": crs}},
-                               "features": [{"type": "Feature", "properties": {},
-                                             "geometry": mapping(box(*bounds).buffer(30_000))}]}))
+    aoi.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": crs}},
+                "features": [{"type": "Feature", "properties": {}, "geometry": mapping(box(*bounds).buffer(30_000))}],
+            }
+        )
+    )
     sheet = tmp_path / "scenes.tsv"
     sheet.write_text("scene\tsource\tsensor\trole\n" + "\n".join(scenes) + "\n")
     config = {k: v for k, v in TINY_CONFIG.items() if k != "demo"}
-    config.update({"results": results, "scenes": str(sheet), "deposits": str(deposits),
-                   "aoi": {"path": str(aoi), "buffer_km": 0}})
+    config.update(
+        {"results": results, "scenes": str(sheet), "deposits": str(deposits), "aoi": {"path": str(aoi), "buffer_km": 0}}
+    )
     write_config(tmp_path, config)
 
     snakemake(tmp_path, "--cores", "2")
 
     assert canaries_under(tmp_path) == []
     out = tmp_path / results
-    for name in ("summary.html", "map.html", "analogues/analogues.gpkg", "clusters/labels.gpkg",
-                 "prepared/demo_2.tif", "logs/prepare/demo_2.log"):
+    for name in (
+        "summary.html",
+        "map.html",
+        "analogues/analogues.gpkg",
+        "clusters/labels.gpkg",
+        "prepared/demo_2.tif",
+        "logs/prepare/demo_2.log",
+    ):
         assert (out / name).is_file(), name
     # Nothing escaped the declared folder: the shell did not split the name at `;` or at a space.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [src.name, results, deposits.name, aoi.name, "hidden.gpkg", "scenes.tsv", "config.yaml", ".snakemake"])
+        [src.name, results, deposits.name, aoi.name, "hidden.gpkg", "scenes.tsv", "config.yaml", ".snakemake"]
+    )
 
     # The report page holds every hostile value (rule inputs and outputs, job params) and runs none.
     report = out / "report.html"
@@ -106,7 +144,8 @@ def _injected(driver) -> int:
     """Elements the page's own code would never make: any <img> with src x, any element with an
     inline event handler."""
     return driver.execute_script(
-        "return document.querySelectorAll('img[src=\"x\"], [onerror], [onload], [onclick]').length")
+        "return document.querySelectorAll('img[src=\"x\"], [onerror], [onload], [onclick]').length"
+    )
 
 
 def _open_report(driver, report: Path) -> str:
@@ -115,8 +154,11 @@ def _open_report(driver, report: Path) -> str:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(report.as_uri())
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script(
-        "return typeof app !== 'undefined' && document.querySelector('#loading-screen').style.display === 'none'"))
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script(
+            "return typeof app !== 'undefined' && document.querySelector('#loading-screen').style.display === 'none'"
+        )
+    )
 
     def nothing_ran() -> str:
         time.sleep(0.3)  # an <img onerror> fires within milliseconds of being inserted
@@ -213,5 +255,6 @@ def test_markup_in_a_value_is_refused_before_any_job(tmp_path, where):
     assert len(lines) == 1, text[-3000:]
     # no job ran: nothing beside the inputs but Snakemake's own folder
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [".snakemake", "config.yaml", "x", *(["scenes.tsv"] if where == "source" else [])])
+        [".snakemake", "config.yaml", "x", *(["scenes.tsv"] if where == "source" else [])]
+    )
     assert [p.name for p in path.parent.iterdir()] == [path.name]

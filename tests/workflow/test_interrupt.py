@@ -34,8 +34,18 @@ CONFIG = {**TINY_CONFIG, "encoder": {"settings": {"epochs": 8, "batch_size": 64,
 
 
 def _command(workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -71,8 +81,13 @@ def interrupt_during_training(workdir: Path, how: str, after_steps: int = 2) -> 
     and measure until no job process remains. Returns the seconds and what the logs say."""
     (workdir / TRAIN_LOG).unlink(missing_ok=True)  # the last run's steps are not this one's
     out = (workdir / f"snakemake-{how}.out").open("w")
-    proc = subprocess.Popen(_command(workdir, "--cores", "2", "--rerun-incomplete", TARGET), stdout=out,
-                            stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    proc = subprocess.Popen(
+        _command(workdir, "--cores", "2", "--rerun-incomplete", TARGET),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 600
         first = None
@@ -83,8 +98,10 @@ def interrupt_during_training(workdir: Path, how: str, after_steps: int = 2) -> 
             if first is not None and len(steps) >= after_steps:
                 break
             if proc.poll() is not None:
-                pytest.fail(f"{how}: snakemake ended ({proc.returncode}) before training was under way:\n"
-                            + (workdir / f"snakemake-{how}.out").read_text()[-3000:])
+                pytest.fail(
+                    f"{how}: snakemake ended ({proc.returncode}) before training was under way:\n"
+                    + (workdir / f"snakemake-{how}.out").read_text()[-3000:]
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"{how}: training not under way after 600 s")
             time.sleep(0.05)
@@ -105,9 +122,14 @@ def interrupt_during_training(workdir: Path, how: str, after_steps: int = 2) -> 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         out.close()
-    return {"left": left, "jobs_gone_s": round(jobs_gone, 2), "snakemake_gone_s": round(snakemake_gone, 2),
-            "status": proc.returncode, "log": (workdir / TRAIN_LOG).read_text(errors="replace"),
-            "snakemake": (workdir / f"snakemake-{how}.out").read_text(errors="replace")}
+    return {
+        "left": left,
+        "jobs_gone_s": round(jobs_gone, 2),
+        "snakemake_gone_s": round(snakemake_gone, 2),
+        "status": proc.returncode,
+        "log": (workdir / TRAIN_LOG).read_text(errors="replace"),
+        "snakemake": (workdir / f"snakemake-{how}.out").read_text(errors="replace"),
+    }
 
 
 def _stopped_at(log: str, signame: str) -> int:
@@ -123,18 +145,25 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     runs = {}
     for how in ("ctrl-c", "snakemake-int", "snakemake-term"):
         runs[how] = interrupt_during_training(workdir, how)
-        print(f"\n{how}: last job process gone after {runs[how]['jobs_gone_s']} s, "
-              f"snakemake after {runs[how]['snakemake_gone_s']} s")
-    final = subprocess.run(_command(workdir, "--cores", "2", "--rerun-incomplete", TARGET), capture_output=True,
-                           text=True, env=_env())
-    runs["final"] = {"status": final.returncode, "log": (workdir / TRAIN_LOG).read_text(errors="replace"),
-                     "snakemake": final.stdout + final.stderr}
+        print(
+            f"\n{how}: last job process gone after {runs[how]['jobs_gone_s']} s, "
+            f"snakemake after {runs[how]['snakemake_gone_s']} s"
+        )
+    final = subprocess.run(
+        _command(workdir, "--cores", "2", "--rerun-incomplete", TARGET), capture_output=True, text=True, env=_env()
+    )
+    runs["final"] = {
+        "status": final.returncode,
+        "log": (workdir / TRAIN_LOG).read_text(errors="replace"),
+        "snakemake": final.stdout + final.stderr,
+    }
     runs["workdir"] = workdir
     return runs
 
 
-@pytest.mark.parametrize("how, signame", [("ctrl-c", "SIGINT"), ("snakemake-int", "SIGINT"),
-                                          ("snakemake-term", "SIGTERM")])
+@pytest.mark.parametrize(
+    "how, signame", [("ctrl-c", "SIGINT"), ("snakemake-int", "SIGINT"), ("snakemake-term", "SIGTERM")]
+)
 def test_every_job_ends_and_training_saves_its_step(interrupted, how, signame):
     run = interrupted[how]
     assert run["left"] == [], f"{how}: still running {JOBS_GONE_S:g} s after the signal: {run['left']}"
@@ -144,8 +173,9 @@ def test_every_job_ends_and_training_saves_its_step(interrupted, how, signame):
     assert "wrote results/model/encoder.pt" not in run["log"]
 
 
-@pytest.mark.parametrize("before, after", [("ctrl-c", "snakemake-int"), ("snakemake-int", "snakemake-term"),
-                                           ("snakemake-term", "final")])
+@pytest.mark.parametrize(
+    "before, after", [("ctrl-c", "snakemake-int"), ("snakemake-int", "snakemake-term"), ("snakemake-term", "final")]
+)
 def test_the_next_run_resumes_from_the_step_training_stopped_at(interrupted, before, after):
     signame = "SIGTERM" if before == "snakemake-term" else "SIGINT"
     step = _stopped_at(interrupted[before]["log"], signame)

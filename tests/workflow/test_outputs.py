@@ -21,11 +21,27 @@ SCENES = ["demo_1", "demo_2", "demo_3"]
 
 # Columns people filter and join on, with the type a GIS must see (pyogrio's numpy dtypes).
 GPKG_COLUMNS = {
-    "clusters/labels.gpkg": {"id": "int64", "scene": "object", "tile_id": "int64", "k3": "int64", "k5": "int64",
-                             "h2": "int64", "rock": "float64", "snow_ice": "float64", "water": "float64"},
-    "analogues/analogues.gpkg": {"rank": "int64", "score": "float64", "scene": "object", "tile_id": "int64",
-                                 "nearest_positive": "object", "distance_km": "float64", "lon": "float64",
-                                 "lat": "float64"},
+    "clusters/labels.gpkg": {
+        "id": "int64",
+        "scene": "object",
+        "tile_id": "int64",
+        "k3": "int64",
+        "k5": "int64",
+        "h2": "int64",
+        "rock": "float64",
+        "snow_ice": "float64",
+        "water": "float64",
+    },
+    "analogues/analogues.gpkg": {
+        "rank": "int64",
+        "score": "float64",
+        "scene": "object",
+        "tile_id": "int64",
+        "nearest_positive": "object",
+        "distance_km": "float64",
+        "lon": "float64",
+        "lat": "float64",
+    },
     "demo/deposits.gpkg": {"name": "object"},
 }
 
@@ -89,8 +105,10 @@ def test_label_rasters_carry_a_colour_table(demo_run):
 
 def test_quicklooks_are_rgb_on_the_scene_grid(demo_run):
     for scene in SCENES:
-        with rasterio.open(demo_run / "results" / "quicklooks" / f"{scene}.tif") as q, \
-                rasterio.open(demo_run / "results" / "prepared" / f"{scene}.tif") as p:
+        with (
+            rasterio.open(demo_run / "results" / "quicklooks" / f"{scene}.tif") as q,
+            rasterio.open(demo_run / "results" / "prepared" / f"{scene}.tif") as p,
+        ):
             assert q.count == 3 and q.dtypes == ("uint8",) * 3 and q.nodata == 0
             assert q.bounds == p.bounds
             rgb = q.read()
@@ -105,8 +123,12 @@ def test_write_cog_makes_valid_cogs_with_overviews(tmp_path, shape, dtype, nodat
     rng = np.random.default_rng(0)
     data = (rng.random(shape) * 200 + 1).astype(dtype)
     path = tmp_path / "x.tif"
-    write_cog(path, data, {"crs": "EPSG:3031", "transform": from_origin(1e6, -1e6, 30, 30), "nodata": nodata},
-              resampling="average")
+    write_cog(
+        path,
+        data,
+        {"crs": "EPSG:3031", "transform": from_origin(1e6, -1e6, 30, 30), "nodata": nodata},
+        resampling="average",
+    )
     valid, errors, _ = cog_validate(path, quiet=True)
     assert valid and errors == []
     with rasterio.open(path) as src:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.workflow.conftest import TINY_CONFIG, snakemake, write_config
 
@@ -20,12 +23,34 @@ def test_an_ordinary_run_writes_leave_one_out_and_reidentification(tmp_path):
     for i in range(n):
         scene = f"scene_{i + 1}"
         out = tmp_path / "src" / f"{scene}.tif"
-        outcrop("demo-scene", "--scene", f"demo_{i + 1}", "--size", str(size), "--seed", str(seed), "--out", str(out),
-                "--truth", str(tmp_path / "src" / f"{scene}_units.tif"))
+        outcrop(
+            "demo-scene",
+            "--scene",
+            f"demo_{i + 1}",
+            "--size",
+            str(size),
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "--truth",
+            str(tmp_path / "src" / f"{scene}_units.tif"),
+        )
         rows.append(f"{scene}\t{out}\tlandsat-c2l2\t{'train' if i < 2 else 'index'}")
     deposits = tmp_path / "deposits.gpkg"
-    outcrop("demo-deposits", "--scenes", str(n), "--size", str(size), "--seed", str(seed), "--out", str(deposits),
-            "--truth", str(tmp_path / "hidden.gpkg"))
+    outcrop(
+        "demo-deposits",
+        "--scenes",
+        str(n),
+        "--size",
+        str(size),
+        "--seed",
+        str(seed),
+        "--out",
+        str(deposits),
+        "--truth",
+        str(tmp_path / "hidden.gpkg"),
+    )
     sheet = tmp_path / "scenes.tsv"
     sheet.write_text("scene\tsource\tsensor\trole\n" + "\n".join(rows) + "\n")
     config = {k: v for k, v in TINY_CONFIG.items() if k != "demo"}
@@ -53,3 +78,47 @@ def test_an_ordinary_run_writes_leave_one_out_and_reidentification(tmp_path):
     assert "Leave-one-deposit-out" in summary and "Cross-scene re-identification" in summary
     log = (tmp_path / "results" / "logs" / "quality.log").read_text()
     assert "leave-one-out took" in log and "re-identification took" in log
+
+
+GREENLAND = Path(__file__).resolve().parents[3] / "shared" / "data" / "landsat8" / "LC80030172015001LGN00_greenland"
+
+
+def test_a_one_scene_run_without_deposits_reports_what_training_added(tmp_path):
+    """A real Landsat 8 scene (Greenland, 2015-01-01), alone, no deposits: no leave-one-out, no scene
+    pair, and still a figure: its own window re-found under a shifted grid and a reprojected copy,
+    and what training added over the untrained network joined with the same spectra and over the
+    spectra alone, in metrics.json, the summary and `outcrop info`."""
+    from outcrop.figures.report import run_info
+
+    (tmp_path / "scenes.tsv").write_text(f"scene\tsource\tsensor\trole\ngreenland\t{GREENLAND}\tlandsat-l1\ttrain\n")
+    config = {k: v for k, v in TINY_CONFIG.items() if k not in ("demo", "evaluate")}
+    config.update({"scenes": "scenes.tsv", "bands": ["blue", "green", "red", "nir"], "grid": {"resolution": 90}})
+    write_config(tmp_path, config)
+
+    snakemake(tmp_path, "--cores", "2")
+
+    results = tmp_path / "results"
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert "skipped" in metrics["leave_one_out"] and "skipped" in metrics["reidentification"]
+    same = metrics["same_scene"]
+    assert same["scene"] == "greenland" and same["gallery"] > 100
+    for kind in ("shifted", "reprojected"):
+        assert same[kind]["queries"] > 50
+        for name in ("byol", "random_joined", "spectral_parts", "band_statistics", "random_encoder"):
+            assert 0.0 <= same[kind][name]["top1"] <= same[kind][name]["top5"] <= 1.0
+        assert same[kind]["byol"]["top5"] > 0.2  # far above chance (one in hundreds of gallery tiles)
+    gain = metrics["training_gain"]
+    assert set(gain["measures"]) == {
+        f"same_scene.{k}.{m}" for k in ("shifted", "reprojected") for m in ("top1", "top5")
+    }
+    for measure, row in gain["measures"].items():
+        _, kind, key = measure.split(".")
+        scores = same[kind]
+        assert row["shipped"] == scores["byol"][key]
+        assert row["reference_value"] == max(scores["random_joined"][key], scores["spectral_parts"][key])
+        assert scores[row["reference"]][key] == row["reference_value"]
+        assert row["gain"] == pytest.approx(row["shipped"] - row["reference_value"], abs=1e-6)
+    assert gain["verdict"].startswith("Training")
+    assert "What training added" in (results / "summary.html").read_text()
+    assert f"training gain: {gain['verdict']}" in run_info(results)
+    assert "same-scene re-identification took" in (results / "logs" / "quality.log").read_text()

@@ -25,7 +25,7 @@ EXPECTED = {
     "Embeddings": ["embeddings/projection_clusters.png", "embeddings/projection_surfaces.png"],
     "Clusters": [f"clusters/maps/{s}.png" for s in SCENES] + ["clusters/dendrogram.png", "clusters/summary.html"],
     "Analogues": [f"analogues/maps/{s}.png" for s in SCENES] + ["analogues/analogues.csv"],
-    "Metrics": ["metrics.json", "summary.html"],
+    "Metrics": ["metrics.json", "summary.html", "units.csv"],
     "Map": ["map.html"],
 }
 
@@ -70,9 +70,12 @@ def test_report_entries_have_captions_and_data(report_page):
 def test_outcrop_info_summarises_the_run(demo_run):
     text = run_info(demo_run / "results")
     assert "scenes: 3 (demo_1, demo_2, demo_3)" in text
-    match = re.search(r"tiles: (\d+), by dominant surface: rock (\d+), snow_ice (\d+), water (\d+), cloud (\d+), "
-                      r"unknown (\d+)", text)
-    assert match and int(match[1]) == sum(int(match[i]) for i in range(2, 7)) > 0
+    match = re.search(
+        r"tiles: (\d+), by dominant surface: rock (\d+), vegetation (\d+), snow_ice (\d+), "
+        r"water (\d+), cloud (\d+), unknown (\d+)",
+        text,
+    )
+    assert match and int(match[1]) == sum(int(match[i]) for i in range(2, 8)) > 0
     assert re.search(r"model: resnet\S*, embedding dim \d+", text)
     assert re.search(r"index: (flat|ivf|hnsw)\w* .*recall@10 [01]\.\d{3}", text)
     for k in TINY_CONFIG["clusters"]["k"]:
@@ -84,12 +87,20 @@ def test_outcrop_info_summarises_the_run(demo_run):
 
 
 def test_outcrop_info_on_the_command_line(demo_run):
-    proc = subprocess.run([sys.executable, "-m", "outcrop.cli", "info", str(demo_run / "results")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "outcrop.cli", "info", str(demo_run / "results")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "index:" in proc.stdout and "analogues:" in proc.stdout
-    missing = subprocess.run([sys.executable, "-m", "outcrop.cli", "info", str(demo_run / "nowhere")],
-                             capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [sys.executable, "-m", "outcrop.cli", "info", str(demo_run / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and "no such results folder" in missing.stderr
 
 
@@ -121,8 +132,9 @@ def test_pca_finds_the_main_axis_and_is_sign_stable():
 def test_dominant_surface_picks_the_largest_fraction():
     import pandas as pd
 
-    table = pd.DataFrame({"rock": [0.7, 0.1, 0.2], "snow_ice": [0.2, 0.1, 0.5], "water": [0.1, 0.8, 0.0],
-                          "cloud": [0.0, 0.0, 0.3]})
+    table = pd.DataFrame(
+        {"rock": [0.7, 0.1, 0.2], "snow_ice": [0.2, 0.1, 0.5], "water": [0.1, 0.8, 0.0], "cloud": [0.0, 0.0, 0.3]}
+    )
     assert dominant_surface(table).tolist() == [1, 3, 2]
 
 

@@ -64,8 +64,11 @@ def _open(driver, url: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script(
-        "return !!window.outcropServe && document.querySelectorAll('.leaflet-image-layer').length > 0"))
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script(
+            "return !!window.outcropServe && document.querySelectorAll('.leaflet-image-layer').length > 0"
+        )
+    )
 
 
 def _click_at(driver, x: float, y: float, zoom: float = -3) -> None:
@@ -73,9 +76,13 @@ def _click_at(driver, x: float, y: float, zoom: float = -3) -> None:
     the centre: beside a deposit's marker, which takes its own clicks, on the deposit's ground."""
     from selenium.webdriver.common.action_chains import ActionChains
 
-    driver.execute_script("window.outcropMap.closePopup();"
-                          "window.outcropMap.setView([arguments[1], arguments[0]], arguments[2], {animate: false});",
-                          x, y, zoom)
+    driver.execute_script(
+        "window.outcropMap.closePopup();"
+        "window.outcropMap.setView([arguments[1], arguments[0]], arguments[2], {animate: false});",
+        x,
+        y,
+        zoom,
+    )
     ActionChains(driver).move_to_element_with_offset(driver.find_element("id", "map"), 16, 0).click().perform()
 
 
@@ -184,8 +191,13 @@ def test_a_drawn_polygon_searches(live_browser, demo_run, tmp_path):
 def _start(results: Path, marks: Path) -> tuple[subprocess.Popen, str]:
     """``outcrop serve`` as its own process on a free port; returns it and the URL it printed."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "outcrop", "serve", str(results), "--port", "0", "--marks",
-                             str(marks)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "outcrop", "serve", str(results), "--port", "0", "--marks", str(marks)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     deadline = time.monotonic() + 120
     lines = []
     while time.monotonic() < deadline:
@@ -239,7 +251,9 @@ def test_the_marks_file_runs_the_workflow_as_deposits_and_negatives(demo_run, tm
         found = live.post("/api/search", {"top": 10}).json()["results"]
         wrong = found[0]
         assert live.post("/api/marks", {"mark": "negative", "tile": wrong["id"]}).status == 200
-        assert live.post("/api/marks", {"mark": "positive", "tile": found[1]["id"], "name": "field check 1"}).status == 200
+        assert (
+            live.post("/api/marks", {"mark": "positive", "tile": found[1]["id"], "name": "field check 1"}).status == 200
+        )
     write_config(work, TINY_CONFIG | {"deposits": "marks.gpkg", "negatives": "marks.gpkg"})
     snakemake(work, "--cores", "2")
     analogues = gpd.read_file(work / "results" / "analogues" / "analogues.gpkg")
@@ -280,7 +294,9 @@ def test_negatives_on_false_positives_raise_the_recall_of_the_hidden_deposits(de
                 assert len(false) >= 3
                 for r in false[:3]:
                     assert live.post("/api/marks", {"mark": "negative", "tile": r["id"]}).status == 200
-    recall = {step: float((hidden_found_at(t.geometry.to_numpy(), hidden) <= 10).mean()) for step, t in exported.items()}
+    recall = {
+        step: float((hidden_found_at(t.geometry.to_numpy(), hidden) <= 10).mean()) for step, t in exported.items()
+    }
     assert recall["with negatives"] > recall["known deposits"], recall
     print(json.dumps({"recall@10": recall}))
 
@@ -292,8 +308,14 @@ def test_hostile_names_in_the_live_page_are_shown_and_never_run(live_browser, tm
 
     hostile = make_hostile_run(tmp_path / "hostile")
     driver = live_browser
-    with live_server(hostile.results, deposits=hostile.deposits, marks=tmp_path / "m.gpkg", buffer_m=10.0,
-                     exclusion_km=0.5, title=SCRIPT) as live:
+    with live_server(
+        hostile.results,
+        deposits=hostile.deposits,
+        marks=tmp_path / "m.gpkg",
+        buffer_m=10.0,
+        exclusion_km=0.5,
+        title=SCRIPT,
+    ) as live:
         _open(driver, live.url)
         driver.find_element("id", "outcrop-import").click()
         _wait_counts(driver, (2, 0))

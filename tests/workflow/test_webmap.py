@@ -21,11 +21,19 @@ from tests.services import chromium_binaries
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1280,900",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
     # Any request that slipped through would go to a dead proxy and fail, never reach out.
-    "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+    "--proxy-server=http://127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
 ]
 
 
@@ -50,8 +58,10 @@ def browser():
     driver.set_page_load_timeout(60)
     # The network is off for the page: offline emulation through the DevTools protocol.
     driver.execute_cdp_cmd("Network.enable", {})
-    driver.execute_cdp_cmd("Network.emulateNetworkConditions",
-                           {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
+    driver.execute_cdp_cmd(
+        "Network.emulateNetworkConditions",
+        {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0},
+    )
     try:
         yield driver
     finally:
@@ -66,8 +76,11 @@ def opened_map(browser, demo_run):
     path = demo_run / "results" / "map.html"
     assert path.is_file(), "the workflow did not write results/map.html"
     browser.get(path.as_uri())
-    WebDriverWait(browser, 30).until(lambda d: d.execute_script(
-        "return !!window.outcropMap && document.querySelectorAll('.leaflet-image-layer').length > 0"))
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script(
+            "return !!window.outcropMap && document.querySelectorAll('.leaflet-image-layer').length > 0"
+        )
+    )
     return browser
 
 
@@ -86,7 +99,8 @@ def test_map_opens_without_console_errors(opened_map):
 
 
 def test_every_layer_is_in_the_layer_control(opened_map):
-    labels = [e.text.strip() for e in opened_map.find_elements("css selector", ".leaflet-control-layers-overlays label")]
+    found = opened_map.find_elements("css selector", ".leaflet-control-layers-overlays label")
+    labels = [e.text.strip() for e in found]
     for name in LAYER_NAMES.values():
         assert any(label.startswith(name.split(" (")[0]) for label in labels), (name, labels)
     assert len(labels) == len(LAYER_NAMES)
@@ -120,8 +134,9 @@ def test_screenshot_is_not_blank(opened_map):
 
     # The cursor over the map fills the lat/lon readout, which the screenshot then shows.
     ActionChains(opened_map).move_to_element_with_offset(opened_map.find_element("id", "map"), 60, 40).perform()
-    assert re.fullmatch(r"lat -?\d+\.\d+, lon -?\d+\.\d+",
-                        opened_map.find_element("css selector", ".outcrop-readout").text)
+    assert re.fullmatch(
+        r"lat -?\d+\.\d+, lon -?\d+\.\d+", opened_map.find_element("css selector", ".outcrop-readout").text
+    )
     png = opened_map.get_screenshot_as_png()
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "map.png").write_bytes(png)
@@ -134,16 +149,19 @@ def test_screenshot_is_not_blank(opened_map):
 
 def _focus(driver, x: float, y: float, zoom: float = 0) -> None:
     """Centre the map on projected (x, y) at ``zoom`` (0: one metre a pixel), popups closed."""
-    driver.execute_script("window.outcropMap.closePopup();"
-                          "window.outcropMap.setView([arguments[1], arguments[0]], arguments[2], {animate: false});",
-                          x, y, zoom)
+    driver.execute_script(
+        "window.outcropMap.closePopup();"
+        "window.outcropMap.setView([arguments[1], arguments[0]], arguments[2], {animate: false});",
+        x,
+        y,
+        zoom,
+    )
 
 
 def test_cursor_readout_agrees_with_pyproj(opened_map, demo_run):
+    import rasterio
     from pyproj import Transformer
     from selenium.webdriver.common.action_chains import ActionChains
-
-    import rasterio
 
     prepared = sorted((demo_run / "results" / "prepared").glob("*.tif"))[0]
     with rasterio.open(prepared) as src:
@@ -160,7 +178,10 @@ def test_cursor_readout_agrees_with_pyproj(opened_map, demo_run):
         y, x = opened_map.execute_script(
             "var m = window.outcropMap, c = m.getSize();"
             "var ll = m.containerPointToLatLng([c.x / 2 + arguments[0], c.y / 2 + arguments[1]]);"
-            "return [ll.lat, ll.lng];", dx, dy)
+            "return [ll.lat, ll.lng];",
+            dx,
+            dy,
+        )
         lon, lat = inverse.transform(x, y)
         # The readout shows 4 decimals; a pixel of rounding in the cursor's position is 1 m here.
         assert abs(float(match.group(1)) - lat) < 1e-3, (text, lat)
@@ -171,16 +192,16 @@ def test_graticule_and_coastline_are_drawn(opened_map):
     graticule = opened_map.execute_script("return document.querySelectorAll('path.outcrop-graticule').length")
     labels = opened_map.find_elements("css selector", ".outcrop-graticule-label span")
     coast = opened_map.execute_script(
-        "var p = document.querySelector('path.outcrop-coastline'); return p ? p.getAttribute('d') : '';")
+        "var p = document.querySelector('path.outcrop-coastline'); return p ? p.getAttribute('d') : '';"
+    )
     assert graticule >= 2 and labels and all("°" in label.get_attribute("textContent") for label in labels)
     assert coast.count("L") > 10  # the demo's coast is a long line, not an empty path
 
 
 def test_clicking_a_cluster_pixel_shows_its_values(opened_map, demo_run):
+    import rasterio
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import WebDriverWait
-
-    import rasterio
 
     raster = sorted((demo_run / "results" / "clusters" / "rasters").glob("*.tif"))[0]
     with rasterio.open(raster) as src:
@@ -205,3 +226,43 @@ def test_clicking_a_cluster_pixel_shows_its_values(opened_map, demo_run):
     assert f"cluster {expected} ({level})" in text, text
     assert re.search(r"similarity \d\.\d\d", text), text
     assert re.search(r"lat -?\d+\.\d{4}, lon -?\d+\.\d{4}", text), text
+
+
+def test_clicking_shows_the_unit_of_the_geological_map(opened_map, demo_run):
+    """The demo's planted units are its unit map: a layer in the control, off at the start, and a
+    click on the map names the unit under the cursor."""
+    import rasterio
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    labels = [
+        e.text.strip() for e in opened_map.find_elements("css selector", ".leaflet-control-layers-overlays label")
+    ]
+    assert LAYER_NAMES["units"] in labels
+    assert opened_map.execute_script("return document.querySelectorAll('img.outcrop-units').length") == 0
+    truth = demo_run / "results" / "demo" / "truth" / "demo_1_units.tif"
+    with rasterio.open(truth) as src:
+        units = src.read(1)
+        names = src.tags()["units"].split(",")
+        # A pixel deep inside one unit (its 9 x 9 neighbourhood all that unit), near the scene's middle.
+        inside = np.zeros_like(units, dtype=bool)
+        inside[4:-4, 4:-4] = True
+        for dr in range(-4, 5):
+            for dc in range(-4, 5):
+                inside[4:-4, 4:-4] &= (
+                    units[4 + dr : units.shape[0] - 4 + dr, 4 + dc : units.shape[1] - 4 + dc] == units[4:-4, 4:-4]
+                )
+        rows, cols = np.nonzero(inside & (units > 0))
+        middle = np.argmin((rows - units.shape[0] / 2) ** 2 + (cols - units.shape[1] / 2) ** 2)
+        r, c = int(rows[middle]), int(cols[middle])
+        x, y = src.xy(r, c)
+        expected = names[int(units[r, c]) - 1]
+    _focus(opened_map, x + src.res[0] / 4, y + src.res[1] / 4, -3)
+    ActionChains(opened_map).move_to_element(opened_map.find_element("id", "map")).click().perform()
+
+    def shown(driver):
+        popups = driver.find_elements("css selector", ".outcrop-value-popup")
+        return (popups[0].text or None) if popups else None
+
+    text = WebDriverWait(opened_map, 10).until(shown)
+    assert f"unit {expected}" in text, text

@@ -59,10 +59,12 @@ def yes_no(text: str) -> bool:
 
 
 def _in_range(value: float, text: str, kind: Mapping[str, Any]) -> None:
-    for key, fails, words in (("minimum", lambda v, b: v < b, "is less than"),
-                              ("exclusiveMinimum", lambda v, b: v <= b, "is not greater than"),
-                              ("maximum", lambda v, b: v > b, "is greater than"),
-                              ("exclusiveMaximum", lambda v, b: v >= b, "is not less than")):
+    for key, fails, words in (
+        ("minimum", lambda v, b: v < b, "is less than"),
+        ("exclusiveMinimum", lambda v, b: v <= b, "is not greater than"),
+        ("maximum", lambda v, b: v > b, "is greater than"),
+        ("exclusiveMaximum", lambda v, b: v >= b, "is not less than"),
+    ):
         if key in kind and fails(value, kind[key]):
             raise argparse.ArgumentTypeError(f"{text!r} {words} {kind[key]}")
 
@@ -134,6 +136,7 @@ def value_type(kind: Mapping[str, Any]) -> Callable[[str], Any]:
 
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """An optional argument also takes the empty text: not given (a rule passes `--scale=` for none)."""
+
     def parse_or_empty(text: str) -> Any:
         return "" if text == "" else parse(text)
 
@@ -169,8 +172,10 @@ def _add_arg(p: argparse.ArgumentParser, arg: Arg, positional: bool = False) -> 
         options["required"] = not arg.optional
     elif arg.limit:  # left out: the run's limit, which the function reads (outcrop.limits)
         options["default"] = None
-        options["help"] = (f"{arg.help} (default: the config's limits.{arg.limit}, as the workflow passes it in "
-                           f"{LIMITS_ENV}; else {_shown(schema_entry('limits.' + arg.limit)['default'])})")
+        options["help"] = (
+            f"{arg.help} (default: the config's limits.{arg.limit}, as the workflow passes it in "
+            f"{LIMITS_ENV}; else {_shown(schema_entry('limits.' + arg.limit)['default'])})"
+        )
     elif "default" in arg.kind:  # an option of the command line that rules leave as it is
         options["default"] = arg.kind["default"]
         options["help"] = f"{arg.help} (default: {_shown(arg.kind['default'])})"
@@ -204,8 +209,14 @@ def _add_setting(p: argparse.ArgumentParser, param: str, key: str) -> None:
     help_text = f"{what + ' ' if what else ''}(config: {key}; default: {_shown(default_value)})"
     flag = "--" + param.replace("_", "-")
     if entry.get("type") == "object":
-        p.add_argument(flag, dest=param, action="append", metavar="KEY=VALUE", default=None,
-                       help=f"{help_text}; one KEY=VALUE per {flag}, VALUE read as JSON where it parses")
+        p.add_argument(
+            flag,
+            dest=param,
+            action="append",
+            metavar="KEY=VALUE",
+            default=None,
+            help=f"{help_text}; one KEY=VALUE per {flag}, VALUE read as JSON where it parses",
+        )
         return
     options: dict[str, Any] = {"dest": param, "type": value_type(entry), "default": default_value, "help": help_text}
     if entry.get("type") == "array":
@@ -257,29 +268,52 @@ def cmd_stac_search(args: argparse.Namespace) -> None:
         if not sep or not name.strip() or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name.strip()):
             raise OutcropError(f"--header {text!r}: expected 'Name: value'")
         headers[name.strip()] = value.strip()
-    rows = expand_stac(args.source, collection=args.collection or None, bbox=bbox, datetime=args.datetime or None,
-                       max_cloud=args.max_cloud, role=args.role, limit=args.limit, headers=headers)
+    rows = expand_stac(
+        args.source,
+        collection=args.collection or None,
+        bbox=bbox,
+        datetime=args.datetime or None,
+        max_cloud=args.max_cloud,
+        role=args.role,
+        limit=args.limit,
+        headers=headers,
+    )
     added = write_scene_sheet(rows, args.out, append=args.append)
     _log(f"stac-search: {len(rows)} item(s) found, {added} new scene(s) written to {args.out}")
 
 
 def _stac_search_parser(sub: Any) -> None:
-    p = _add(sub, "stac-search", cmd_stac_search, "write a scene sheet from a STAC item, catalog or API search",
-             "outcrop stac-search https://earth-search.aws.element84.com/v1/search --collection sentinel-2-l2a "
-             "--bbox 162,-78,167,-76 --datetime 2023-11-01/2024-02-28 --max-cloud 20 --out scenes.tsv", False)
-    _add_arg(p, Arg("source", "", SOURCE, help="STAC item, item collection, static catalog, API landing page or "
-                    "/search URL"), positional=True)
+    p = _add(
+        sub,
+        "stac-search",
+        cmd_stac_search,
+        "write a scene sheet from a STAC item, catalog or API search",
+        "outcrop stac-search https://earth-search.aws.element84.com/v1/search --collection sentinel-2-l2a "
+        "--bbox 162,-78,167,-76 --datetime 2023-11-01/2024-02-28 --max-cloud 20 --out scenes.tsv",
+        False,
+    )
+    _add_arg(
+        p,
+        Arg("source", "", SOURCE, help="STAC item, item collection, static catalog, API landing page or /search URL"),
+        positional=True,
+    )
     _add_arg(p, Arg("out", "output", PATH, help="scene sheet (TSV) to write"))
     p.add_argument("--append", action="store_true", help="add new items to an existing sheet")
     p.add_argument("--collection", default="", help="collection id(s), comma-separated")
-    p.add_argument("--bbox", default="", help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)")
+    p.add_argument(
+        "--bbox", default="", help="west,south,east,north in degrees (write --bbox=-60,55,-40,70 for a negative west)"
+    )
     p.add_argument("--datetime", default="", help="RFC 3339 date, datetime or interval (a/b, ../b, a/..)")
     p.add_argument("--max-cloud", type=non_negative_float, default=None, help="largest eo:cloud_cover in percent")
     p.add_argument("--role", default="index", choices=["train", "index"])
     p.add_argument("--limit", type=positive_int, default=100, help="items per page of an API search")
-    p.add_argument("--header", action="append", metavar="'NAME: VALUE'",
-                   help="HTTP header sent with every request, for catalogs that need a token "
-                        "(e.g. --header 'Authorization: Bearer ...'); repeat for more")
+    p.add_argument(
+        "--header",
+        action="append",
+        metavar="'NAME: VALUE'",
+        help="HTTP header sent with every request, for catalogs that need a token "
+        "(e.g. --header 'Authorization: Bearer ...'); repeat for more",
+    )
 
 
 def cmd_query(args: argparse.Namespace) -> None:
@@ -287,22 +321,37 @@ def cmd_query(args: argparse.Namespace) -> None:
     from outcrop.search.query import FORMATS, query_columns
 
     limit_threads(args.threads)
-    columns = query_columns(Path(args.results), lon=args.lon, lat=args.lat, tile=args.tile,
-                            geometry=Path(args.geometry) if args.geometry else None, top=args.top)
+    columns = query_columns(
+        Path(args.results),
+        lon=args.lon,
+        lat=args.lat,
+        tile=args.tile,
+        geometry=Path(args.geometry) if args.geometry else None,
+        top=args.top,
+    )
     print(FORMATS[args.format](columns))
 
 
 def _query_parser(sub: Any) -> None:
-    p = _add(sub, "query", cmd_query, "top analogues of a place, against a finished run",
-             "outcrop query --results results --lon 142.7 --lat -67.25 --top 10")
+    p = _add(
+        sub,
+        "query",
+        cmd_query,
+        "top analogues of a place, against a finished run",
+        "outcrop query --results results --lon 142.7 --lat -67.25 --top 10",
+    )
     _add_arg(p, option("results", {**PATH, "default": _RESULTS}, help="a finished run's results folder"))
     p.add_argument("--lon", type=finite_float)
     p.add_argument("--lat", type=finite_float)
     p.add_argument("--tile", help="SCENE:TILE_ID")
     _add_arg(p, Arg("geometry", "input", PATH, optional=True, help="polygon file"))
     p.add_argument("--top", type=positive_int, default=10)
-    p.add_argument("--format", choices=("table", "csv", "geojson"), default="table",
-                   help="plain-text table (default), CSV, or GeoJSON points at the tile centres")
+    p.add_argument(
+        "--format",
+        choices=("table", "csv", "geojson"),
+        default="table",
+        help="plain-text table (default), CSV, or GeoJSON points at the tile centres",
+    )
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -312,22 +361,42 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def _info_parser(sub: Any) -> None:
-    p = _add(sub, "info", cmd_info, "summarise a finished run: scenes, tiles per surface, model, index, "
-             "clusters, top analogues", "outcrop info results", False)
-    _add_arg(p, option("results", {**PATH, "default": _RESULTS}, help="a finished run's results folder"),
-             positional=True)
+    p = _add(
+        sub,
+        "info",
+        cmd_info,
+        "summarise a finished run: scenes, tiles per surface, model, index, clusters, top analogues",
+        "outcrop info results",
+        False,
+    )
+    _add_arg(
+        p, option("results", {**PATH, "default": _RESULTS}, help="a finished run's results folder"), positional=True
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from outcrop.serve.server import LOCAL, open_server
 
     if args.host not in LOCAL:
-        print(f"outcrop serve: warning: listening on {args.host}, not on this machine only: anyone who can "
-              "reach it can read the run and change the marks", file=sys.stderr, flush=True)
-    server = open_server(Path(args.results), marks=Path(args.marks) if args.marks else None,
-                         deposits=Path(args.deposits) if args.deposits else None, host=args.host, port=args.port,
-                         threads=args.threads, buffer_m=args.buffer_m, exclusion_km=args.exclusion_km,
-                         site_overlap=args.site_overlap or None, title=args.title, log=_log)
+        print(
+            f"outcrop serve: warning: listening on {args.host}, not on this machine only: anyone who can "
+            "reach it can read the run and change the marks",
+            file=sys.stderr,
+            flush=True,
+        )
+    server = open_server(
+        Path(args.results),
+        marks=Path(args.marks) if args.marks else None,
+        deposits=Path(args.deposits) if args.deposits else None,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        buffer_m=args.buffer_m,
+        exclusion_km=args.exclusion_km,
+        site_overlap=args.site_overlap or None,
+        title=args.title,
+        log=_log,
+    )
     _log(f"serve: open {server.url} (Ctrl-C stops)")
     try:
         server.run()
@@ -339,16 +408,43 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def _serve_parser(sub: Any) -> None:
     """Register ``outcrop serve`` on the command line's subparsers."""
-    p = _add(sub, "serve", cmd_serve, "search a finished run from a live map: click, mark right and wrong, "
-             "search again, export (a local web application)", "outcrop serve results", False)
-    _add_arg(p, option("results", {**PATH, "default": _RESULTS}, help="a finished run's results folder"),
-             positional=True)
-    _add_arg(p, Arg("marks", "output", PATH, optional=True, help="the marks GeoPackage, saved as you mark "
-                    "(default: <results>-marks.gpkg beside the results folder)"))
-    _add_arg(p, Arg("deposits", "input", PATH, optional=True, help="the run's known deposits, shown on the map "
-                    "(default: the demo's, for a demo run)"))
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
-                   "only; another address is warned about)")
+    p = _add(
+        sub,
+        "serve",
+        cmd_serve,
+        "search a finished run from a live map: click, mark right and wrong, "
+        "search again, export (a local web application)",
+        "outcrop serve results",
+        False,
+    )
+    _add_arg(
+        p, option("results", {**PATH, "default": _RESULTS}, help="a finished run's results folder"), positional=True
+    )
+    _add_arg(
+        p,
+        Arg(
+            "marks",
+            "output",
+            PATH,
+            optional=True,
+            help="the marks GeoPackage, saved as you mark (default: <results>-marks.gpkg beside the results folder)",
+        ),
+    )
+    _add_arg(
+        p,
+        Arg(
+            "deposits",
+            "input",
+            PATH,
+            optional=True,
+            help="the run's known deposits, shown on the map (default: the demo's, for a demo run)",
+        ),
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; another address is warned about)",
+    )
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--threads", type=positive_int, default=4, help="searches answered at once (default 4)")
     p.add_argument("--title", default="", help="the page title")
@@ -360,10 +456,16 @@ def _serve_parser(sub: Any) -> None:
 # --- parser ---------------------------------------------------------------------------------------
 
 
-def _add(sub: Any, name: str, func: Callable[[argparse.Namespace], None], help_text: str, example: str,
-         threads: bool = True) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def _add(
+    sub: Any, name: str, func: Callable[[argparse.Namespace], None], help_text: str, example: str, threads: bool = True
+) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(func=func)
     if threads:
         p.add_argument("--threads", type=positive_int, default=1, help="cores for this step (default 1)")

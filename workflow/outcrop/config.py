@@ -35,8 +35,11 @@ def _with_defaults(validator_class: Any) -> Any:
             for prop, sub in properties.items():
                 if "default" in sub and prop not in instance:
                     default = sub["default"]
-                    instance[prop] = dict(default) if isinstance(default, dict) else (
-                        list(default) if isinstance(default, list) else default)
+                    instance[prop] = (
+                        dict(default)
+                        if isinstance(default, dict)
+                        else (list(default) if isinstance(default, list) else default)
+                    )
         yield from validate_properties(validator, properties, instance, schema)
 
     return validators.extend(validator_class, {"properties": set_defaults})
@@ -78,7 +81,8 @@ def _read_text_values(instance: Any, schema: dict[str, Any], path: str, source: 
         if kind == "object":
             raise OutcropError(
                 f"{source}: {path or '(top level)'}: got the string {instance!r} where a mapping of keys belongs; "
-                f"write nested keys in a config file (--configfile) or as --config \"{path or 'key'}={{key: value}}\"")
+                f'write nested keys in a config file (--configfile) or as --config "{path or "key"}={{key: value}}"'
+            )
         if kind in ("integer", "number", "boolean"):
             return _scalar_from_text(instance, kind)
         return instance
@@ -101,8 +105,9 @@ def _non_finite(instance: Any, path: str = "") -> tuple[str, float] | None:
     """
     if isinstance(instance, float) and not math.isfinite(instance):
         return path, instance
-    items = instance.items() if isinstance(instance, dict) else (
-        enumerate(instance) if isinstance(instance, list) else ())
+    items = (
+        instance.items() if isinstance(instance, dict) else (enumerate(instance) if isinstance(instance, list) else ())
+    )
     for key, value in items:
         found = _non_finite(value, f"{path}.{key}" if path else str(key))
         if found is not None:
@@ -126,7 +131,8 @@ def _refuse_too_many_values(config: Any, source: str, budget: int = CONFIG_VALUE
                 raise OutcropError(
                     f"{source}: {top}: more than {budget:,} values (keys, list items and values, YAML aliases "
                     "expanded), where a run's config has a few hundred; write the values out instead of "
-                    "repeating aliases")
+                    "repeating aliases"
+                )
             if isinstance(node, dict):
                 stack.extend(node.keys())
                 stack.extend(node.values())
@@ -186,8 +192,9 @@ def validate_config(config: dict[str, Any], source: str = "config", schema_path:
     _check(config, load_schema(schema_path), source, fill_defaults=True)
     if not str(config["results"]).strip().strip("/"):
         # Every output path is results/..., so an empty results would write at the file-system root.
-        raise OutcropError(f"{source}: results: {config['results']!r} names no folder; give the folder "
-                           "that receives the run's outputs")
+        raise OutcropError(
+            f"{source}: results: {config['results']!r} names no folder; give the folder that receives the run's outputs"
+        )
     # Text that could break the report page or a path is refused first, before any check quotes it.
     _refuse_markup_in_values(config, source)
     _refuse_wildcard_braces(config, source)
@@ -214,8 +221,10 @@ def _refuse_wildcard_braces(config: dict[str, Any], source: str) -> None:
         for key in keys:
             value = value.get(key) if isinstance(value, dict) else None
         if isinstance(value, str) and ("{" in value or "}" in value):
-            raise OutcropError(f"{source}: {'.'.join(keys)}: {value!r}: a path may not contain '{{' or '}}' "
-                               "(Snakemake would read them as wildcards); rename the file or folder")
+            raise OutcropError(
+                f"{source}: {'.'.join(keys)}: {value!r}: a path may not contain '{{' or '}}' "
+                "(Snakemake would read them as wildcards); rename the file or folder"
+            )
 
 
 # Snakemake's report page (`snakemake --report`) writes every rule's inputs, outputs and params
@@ -231,18 +240,24 @@ def refuse_markup(value: str, where: str, fix: str = "rename the file or folder"
     """Refuse a value that would be markup in the Snakemake report page, naming ``where`` and the character."""
     bad = next((c for c in value if c in MARKUP_CHARACTERS), None)
     if bad is not None:
-        raise OutcropError(f"{where}: {value!r}: {bad!r} is not allowed in a value the workflow passes to its "
-                           f"jobs (it would be markup in the `snakemake --report` page); {fix}")
+        raise OutcropError(
+            f"{where}: {value!r}: {bad!r} is not allowed in a value the workflow passes to its "
+            f"jobs (it would be markup in the `snakemake --report` page); {fix}"
+        )
 
 
 def _refuse_markup_in_values(instance: Any, source: str, path: str = "") -> None:
     """Every text value of the config, at any depth: all of them reach some rule's input, output or params."""
     if isinstance(instance, str):
         is_path = tuple(path.split(".")) in _PATH_KEYS
-        refuse_markup(instance, f"{source}: {path or '(top level)'}",
-                      "rename the file or folder" if is_path else "change the value")
-    items = instance.items() if isinstance(instance, dict) else (
-        enumerate(instance) if isinstance(instance, list) else ())
+        refuse_markup(
+            instance,
+            f"{source}: {path or '(top level)'}",
+            "rename the file or folder" if is_path else "change the value",
+        )
+    items = (
+        instance.items() if isinstance(instance, dict) else (enumerate(instance) if isinstance(instance, list) else ())
+    )
     for key, value in items:
         _refuse_markup_in_values(value, source, f"{path}.{key}" if path else str(key))
 
@@ -275,8 +290,10 @@ def _check_clusters(clusters: dict[str, Any], source: str) -> None:
     largest = max(clusters["k"])
     too_big = [c for c in clusters["cuts"] if c >= largest]
     if too_big:
-        raise OutcropError(f"{source}: clusters.cuts: {too_big[0]} is not less than the largest k ({largest}); "
-                           "a cut splits the hierarchy of that k's clusters into fewer groups")
+        raise OutcropError(
+            f"{source}: clusters.cuts: {too_big[0]} is not less than the largest k ({largest}); "
+            "a cut splits the hierarchy of that k's clusters into fewer groups"
+        )
 
 
 # --- settings checked beyond the schema -------------------------------------------------------------
@@ -305,8 +322,10 @@ def check_grid_crs(text: str, where: str, resolution: Any = None) -> None:
         crs = CRS.from_user_input(text)
     except CRSError as exc:
         detail = " ".join(str(exc).split())[:200]
-        raise OutcropError(f"{where}: {text!r} is not a coordinate reference system ({detail}); "
-                           f"give a projected CRS in metres: {GRID_CRS_EXAMPLES}") from None
+        raise OutcropError(
+            f"{where}: {text!r} is not a coordinate reference system ({detail}); "
+            f"give a projected CRS in metres: {GRID_CRS_EXAMPLES}"
+        ) from None
     axes = crs.axis_info
     if crs.is_geographic or (crs.is_projected and not crs.is_compound and len(axes) == 2):
         unit = axes[0].unit_name if axes else "unknown unit"
@@ -317,12 +336,16 @@ def check_grid_crs(text: str, where: str, resolution: Any = None) -> None:
         as_read = ""
         if isinstance(resolution, (int, float)) and not isinstance(resolution, bool):
             as_read = f"; grid.resolution {resolution:g} would be read as {resolution:g} {unit} a pixel"
-        raise OutcropError(f"{where}: {text!r} is {kind} with axes in {unit}{as_read}, but the run measures "
-                           "pixels, buffers and distances in metres: give a projected CRS in metres: "
-                           f"{GRID_CRS_EXAMPLES}")
+        raise OutcropError(
+            f"{where}: {text!r} is {kind} with axes in {unit}{as_read}, but the run measures "
+            "pixels, buffers and distances in metres: give a projected CRS in metres: "
+            f"{GRID_CRS_EXAMPLES}"
+        )
     kind = crs.type_name[:1].lower() + crs.type_name[1:]
-    raise OutcropError(f"{where}: {text!r} is a {kind}, not a 2-D projected CRS a grid can "
-                       f"be laid out in: give a projected CRS in metres: {GRID_CRS_EXAMPLES}")
+    raise OutcropError(
+        f"{where}: {text!r} is a {kind}, not a 2-D projected CRS a grid can "
+        f"be laid out in: give a projected CRS in metres: {GRID_CRS_EXAMPLES}"
+    )
 
 
 def check_thread_overrides(overrides: Mapping[str, Any], option: str = "--set-threads") -> None:

@@ -5,9 +5,9 @@ leading tab or carriage return to find one (OWASP "CSV injection"). Deposit name
 user's files and reach ``analogues.csv`` verbatim: a deposit named ``=cmd|" /C calc"!A0`` would
 run a command when a geologist opens the table. Every CSV the project writes goes through
 :func:`write_csv` or :func:`csv_cell`, which put a ``'`` (a spreadsheet's mark for "this is text")
-before such a cell and writes every text cell in double quotes; the project's own readers use :func:`read_csv`, which takes it off again, so
-a name reads back as it was written. GeoPackages, GeoJSON and Parquet keep every value as it is:
-no GIS runs a cell.
+before such a cell and writes every text cell in double quotes; the project's own readers use
+:func:`read_csv`, which takes it off again, so a name reads back as it was written. GeoPackages,
+GeoJSON and Parquet keep every value as it is: no GIS runs a cell.
 
 A text cell that already begins with ``'`` gets one more, so that reading back never takes off a
 quote that was part of the name. Numbers are never changed (``-0.5`` in a number column is data).

@@ -259,6 +259,11 @@ class Layout:
         """Every run's label-free quality (``outcrop quality``), with the demo's scores merged in."""
         return self.at("metrics.json")
 
+    @property
+    def units_table(self) -> str:
+        """Agreement with the unit map, one row per unit (``outcrop quality --units-table``)."""
+        return self.at("units.csv")
+
     # --- logs -------------------------------------------------------------------------------------
     @property
     def logs(self) -> str:

@@ -59,7 +59,8 @@ LIMITS: dict[str, Limit] = {
 
 # Fixed bounds on work, not settable: past them the work stops and says so.
 STAC_PAGES = 1_000  # pages of one STAC search followed through their next links (outcrop stac-search)
-RAW_PIXEL_FLOATS = 50_000_000  # floats of raw-pixel features the quality stage scores; past it that baseline is left out
+# floats of raw-pixel features the quality stage scores; past it that baseline is left out
+RAW_PIXEL_FLOATS = 50_000_000
 # Keys, list items and values of a config, YAML aliases expanded (outcrop.config.validate_config).
 # A run's config holds a few hundred. YAML aliases let a file of a few lines stand for billions (an
 # "alias bomb": nine aliases each repeating the one before nine times); Snakemake keeps them as
@@ -109,8 +110,10 @@ def refuse_above(name: str, count: int, where: str, what: str, *, at_least: bool
     most = limit(name)
     if count > most:
         counted = f"more than {most:,}" if at_least else f"{count:,}"
-        raise OutcropError(f"{where}: {counted} {what}, and {setting(name)} allows at most {most:,}; "
-                           "check the file, or raise the limit")
+        raise OutcropError(
+            f"{where}: {counted} {what}, and {setting(name)} allows at most {most:,}; "
+            "check the file, or raise the limit"
+        )
 
 
 # --- file names and paths ---------------------------------------------------------------------------
@@ -147,8 +150,11 @@ def scene_name_overhead() -> int:
     from outcrop.layout import Layout, temporary_names
 
     probe = "x"
-    names = [name for path in Layout("r").scene_paths(probe) for name in
-             (os.path.basename(path), *temporary_names(os.path.basename(path)))]
+    names = [
+        name
+        for path in Layout("r").scene_paths(probe)
+        for name in (os.path.basename(path), *temporary_names(os.path.basename(path)))
+    ]
     return max(len(name.encode()) for name in names) - len(probe)
 
 
@@ -178,14 +184,18 @@ def scene_id_problem(scene: str) -> str | None:
         return f"{scene!r} does not match {SCENE_ID_PATTERN!r}"
     most = scene_id_bytes()
     if len(scene.encode()) > most:
-        return (f"{_shown(scene)} is {len(scene.encode())} bytes long; the longest file name of a scene adds "
-                f"{scene_name_overhead()} bytes to its id and a file name may have {NAME_MAX}: "
-                f"give an id of at most {most} bytes")
+        return (
+            f"{_shown(scene)} is {len(scene.encode())} bytes long; the longest file name of a scene adds "
+            f"{scene_name_overhead()} bytes to its id and a file name may have {NAME_MAX}: "
+            f"give an id of at most {most} bytes"
+        )
     periodic = periodic_end(scene)
     if periodic is not None:
         unit, times = periodic
-        return (f"{_shown(scene)} ends in {unit!r} repeated {times} times, which Snakemake refuses as a "
-                "periodic wildcard (it takes it for an endless recursion of rules); give another id")
+        return (
+            f"{_shown(scene)} ends in {unit!r} repeated {times} times, which Snakemake refuses as a "
+            "periodic wildcard (it takes it for an endless recursion of rules); give another id"
+        )
     return None
 
 
@@ -195,8 +205,10 @@ def check_scene_ids(scenes: Iterable[str], where: str) -> None:
     for scene in set(scenes):
         text = str(scene)
         if not SCENE_ID.fullmatch(text) or len(text.encode()) > NAME_MAX:
-            raise OutcropError(f"{where}: scene {_shown(text)} is not a scene id (ids match "
-                               f"{SCENE_ID_PATTERN!r}); the file was not written by a run")
+            raise OutcropError(
+                f"{where}: scene {_shown(text)} is not a scene id (ids match "
+                f"{SCENE_ID_PATTERN!r}); the file was not written by a run"
+            )
 
 
 def snakemake_record_bytes(workdir: str, output: str) -> int:
@@ -207,8 +219,9 @@ def snakemake_record_bytes(workdir: str, output: str) -> int:
     return len(os.path.join(workdir, ".snakemake", "incomplete").encode()) + len(encoded) + 2 * chunks
 
 
-def check_run_paths(results: str, scenes: Iterable[str], where: str, workdir: str | None = None,
-                    demo: bool = False) -> None:
+def check_run_paths(
+    results: str, scenes: Iterable[str], where: str, workdir: str | None = None, demo: bool = False
+) -> None:
     """Refuse a results folder (with the sheet's longest scene id) whose files, or Snakemake's records
     of them, would have paths longer than :data:`PATH_MAX`: said before any job, not as a traceback
     of the first job that writes one."""
@@ -222,8 +235,12 @@ def check_run_paths(results: str, scenes: Iterable[str], where: str, workdir: st
         problem = path_problem(full)
         record = snakemake_record_bytes(workdir, path)
         if problem is None and record >= PATH_MAX:
-            problem = (f"Snakemake records it under .snakemake/ at a path of {record:,} bytes; a path may have "
-                       f"at most {PATH_MAX - 1}")
+            problem = (
+                f"Snakemake records it under .snakemake/ at a path of {record:,} bytes; a path may have "
+                f"at most {PATH_MAX - 1}"
+            )
         if problem is not None:
-            raise OutcropError(f"{where}: the run would write {_shown(full)}: {problem}; give a shorter results "
-                               "folder (or shorter scene ids)")
+            raise OutcropError(
+                f"{where}: the run would write {_shown(full)}: {problem}; give a shorter results "
+                "folder (or shorter scene ids)"
+            )

@@ -32,8 +32,10 @@ def exclusive_writer(path: str | os.PathLike[str], what: str = "file") -> Iterat
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OutcropError(f"{final}: another process is writing this {what} (it holds the lock on "
-                               f"{final.parent}); wait for it to finish, or write elsewhere") from None
+            raise OutcropError(
+                f"{final}: another process is writing this {what} (it holds the lock on "
+                f"{final.parent}); wait for it to finish, or write elsewhere"
+            ) from None
         yield
     finally:
         os.close(fd)

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from outcrop.errors import OutcropError
 from outcrop.csvfile import read_csv
+from outcrop.errors import OutcropError
 from outcrop.io import load_npy, read_geoparquet, read_vector
 from outcrop.layout import Layout
 

@@ -322,8 +322,12 @@ STAGE_LIST: tuple[Stage, ...] = (
         "demo-scene",
         "outcrop.raster.demo:write_demo_scene",
         "synthesise one scene of the built-in demo coast",
-        "outcrop demo-scene --scene demo_1 --out demo/demo_1.tif --truth demo/demo_1_units.tif",
-        args=(wildcard("scene", help="demo_<n>"), writes("out"), writes("truth")),
+        "outcrop demo-scene --scene demo_1_t2 --out demo/demo_1_t2.tif --truth demo/demo_1_t2_units.tif",
+        args=(
+            wildcard("scene", help="demo_<place> (the first day) or demo_<place>_t<day>"),
+            writes("out"),
+            writes("truth"),
+        ),
         settings=("demo.size", "demo.seed"),
     ),
     Stage(
@@ -331,12 +335,9 @@ STAGE_LIST: tuple[Stage, ...] = (
         "outcrop.raster.demo:write_deposits",
         "write the demo's known deposits and hidden truth",
         "outcrop demo-deposits --scenes 3 --out demo/deposits.gpkg --truth demo/hidden.gpkg",
-        args=(
-            given("scenes", {"type": "integer", "minimum": 1}, help="number of demo scenes"),
-            writes("out", to="out_known"),
-            writes("truth", to="out_truth"),
-        ),
-        settings=("demo.size", "demo.seed"),
+        args=(writes("out", to="out_known"), writes("truth", to="out_truth")),
+        # The number of places (each seen on demo.dates days, with the same deposits).
+        settings=("scenes=demo.scenes", "demo.size", "demo.seed"),
     ),
     Stage(
         "grid",
@@ -377,6 +378,12 @@ STAGE_LIST: tuple[Stage, ...] = (
                 {"type": "string", "enum": ["auto", "off"]},
                 optional=True,
                 help="auto (the default): mask a constant border without a nodata tag as nodata; off: keep it",
+            ),
+            given(
+                "date",
+                optional=True,
+                help="acquisition date (YYYY-MM-DD), overriding the product's own; "
+                "written as the prepared scene's ACQUISITION_DATE tag",
             ),
             limit_option(
                 "max_pixels", "scene_pixels", help="largest scene on the run grid, in pixels; a larger one is refused"
@@ -538,8 +545,8 @@ STAGE_LIST: tuple[Stage, ...] = (
                 "state_dir",
                 PATH,
                 optional=True,
-                help="keep every tile's score here and score only an added "
-                "scene's tiles while the deposits stay the same; " + _STATE_KEPT,
+                help="keep every tile's score here and score only an added scene's tiles while the deposits "
+                "stay the same; " + _STATE_KEPT,
             ),
             writes("out_gpkg"),
             writes("out_csv"),
@@ -566,6 +573,12 @@ STAGE_LIST: tuple[Stage, ...] = (
             reads("truth_units", many=True, to="truth", help="planted rock units, " + _PER_SCENE),
             reads("model", help="trained encoder whose architecture the random-encoder baseline copies"),
             reads("labels", optional=True, help="the workflow's clusters (clusters/labels.parquet), also scored"),
+            reads(
+                "tables",
+                many=True,
+                optional=True,
+                help="tile tables, " + _PER_SCENE + " (the block part of random_joined and spectral_parts)",
+            ),
             reads("truth_deposits"),
             reads("deposits"),
             writes("out"),
@@ -576,13 +589,16 @@ STAGE_LIST: tuple[Stage, ...] = (
             "analogues.site_overlap",
             "evaluate.recall_k",
             "clusters.seed",
+            "embed.spectral_weight",
+            "embed.context_weight",
         ),
         threads=True,
     ),
     Stage(
         "quality",
         "outcrop.search.quality:quality_run",
-        "score any run without labels: leave-one-deposit-out and cross-scene re-identification, beside the baselines",
+        "score any run without labels: leave-one-deposit-out, re-identification across scenes and within one, "
+        "agreement with a unit map and what training added, beside the baselines",
         "outcrop quality --scenes s1 s2 --index results/index/tiles.faiss --index-table results/index/tiles.parquet "
         "--embeddings results/embeddings/s{1,2}.npy --tiles results/tiles/s{1,2}.npy --tables "
         "results/tiles/s{1,2}.parquet --prepared results/prepared/s{1,2}.tif --model results/model/encoder.pt "
@@ -600,6 +616,19 @@ STAGE_LIST: tuple[Stage, ...] = (
             reads("model", help="trained encoder (embeds the re-identification queries)"),
             reads("deposits", optional=True, help="known deposits (leave-one-out needs three or more)"),
             reads("demo_scores", optional=True, help="the demo's truth-based scores (outcrop evaluate), merged in"),
+            reads(
+                "units",
+                many=True,
+                optional=True,
+                help="unit maps (polygons with a unit field, or class "
+                "rasters) to score every feature set against; the demo's truth rasters, one per scene",
+            ),
+            reads(
+                "labels",
+                optional=True,
+                help="the workflow's clusters (clusters/labels.parquet), scored against the units",
+            ),
+            given("units_table", PATH, optional=True, help="write the per-unit table (CSV) here"),
             writes("out"),
         ),
         settings=(
@@ -611,6 +640,10 @@ STAGE_LIST: tuple[Stage, ...] = (
             "clusters.seed",
             "embed.spectral_weight",
             "embed.context_weight",
+            "unit_field=units.field",
+            "unit_share=units.min_share",
+            "ks=clusters.k",
+            "clusters.cuts",
         ),
         threads=True,
     ),
@@ -734,9 +767,11 @@ STAGE_LIST: tuple[Stage, ...] = (
             reads("analogues", optional=True, to="analogues_path"),
             reads("deposits", optional=True, to="deposits_path"),
             reads("prepared", many=True, optional=True, help="prepared scenes (their masks give the coastline)"),
+            reads("units", many=True, optional=True, help="unit maps shown as a layer (as `outcrop quality --units`)"),
             option("title", {"type": "string", "default": "outcrop run"}, help="the page's title"),
             writes("out"),
         ),
+        settings=("unit_field=units.field",),
     ),
 )
 
@@ -747,7 +782,18 @@ STAGES: dict[str, Stage] = {stage.command: stage for stage in STAGE_LIST}
 
 # Keys the Snakefile reads itself (which scenes, where results go, which files), not a stage.
 # The limits section is read whole: the Snakefile puts it in every job's environment (outcrop.limits).
-WORKFLOW_KEYS = ("results", "scenes", "deposits", "negatives", "aoi.path", "demo.scenes", "demo.train_scenes", "limits")
+WORKFLOW_KEYS = (
+    "results",
+    "scenes",
+    "deposits",
+    "negatives",
+    "aoi.path",
+    "units.path",
+    "demo.scenes",
+    "demo.dates",
+    "demo.train_scenes",
+    "limits",
+)
 
 
 def read_by_workflow(key: str) -> bool:

@@ -59,6 +59,7 @@ rule evaluate:
         index_table=L.index_table,
         embeddings=per_scene(L.embeddings),
         tiles=per_scene(L.tiles),
+        tables=per_scene(L.tile_table),
         truth_units=per_scene(L.demo_truth),
         deposits=L.demo_deposits,
         truth_deposits=L.demo_hidden_deposits,
@@ -93,10 +94,19 @@ rule quality:
         model=L.model,
         deposits=DEPOSITS or [],
         demo_scores=[L.demo_scores] if DEMO else [],
+        units=UNIT_MAPS,
+        labels=L.cluster_labels,
     output:
+        # The per-unit table only with a unit map: an unnamed output, absent otherwise.
+        *[
+            report(p, caption="../report/units.rst", category="Metrics", subcategory="geological map")
+            for p in UNITS_TABLE
+        ],
         out=report(L.metrics, caption="../report/metrics.rst", category="Metrics", subcategory="quality"),
     params:
         scenes=SCENES,
+        # The unnamed output above, taken from the job (not restated), when there is one.
+        units_table=lambda wildcards, output: output[0] if UNITS_TABLE else "",
         settings=stage_args("quality"),
     log:
         L.log("quality"),

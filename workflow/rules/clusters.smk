@@ -13,9 +13,7 @@ rule clusters:
         out_gpkg=L.cluster_labels_gpkg,
         out_parquet=L.cluster_labels,
         out_summary=L.cluster_summary_csv,
-        out_dendrogram=report(
-            L.dendrogram, caption="../report/dendrogram.rst", category="Clusters"
-        ),
+        out_dendrogram=report(L.dendrogram, caption="../report/dendrogram.rst", category="Clusters"),
         # Per-scene files of a whole-run job go in folders: listing thousands of outputs on one
         # job would make Snakemake's job-graph build grow with the square of the scene count.
         maps_dir=report(
@@ -25,9 +23,7 @@ rule clusters:
             category="Clusters",
         ),
         rasters_dir=directory(L.cluster_rasters),
-        out_exemplars=report(
-            L.exemplars, caption="../report/exemplars.rst", category="Clusters"
-        ),
+        out_exemplars=report(L.exemplars, caption="../report/exemplars.rst", category="Clusters"),
     params:
         state_dir=L.cluster_state,
         settings=stage_args("cluster"),

@@ -10,9 +10,11 @@ from pathlib import Path
 PACKAGE_ROOT = str(Path(workflow.basedir).resolve() / "workflow")
 sys.path.insert(0, PACKAGE_ROOT)
 # Set, not required: a user's own PYTHONPATH is kept behind it (so no `envvars:` assertion).
-os.environ.update(PYTHONPATH=os.pathsep.join(
-    [PACKAGE_ROOT, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != PACKAGE_ROOT)]
-))
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [PACKAGE_ROOT, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != PACKAGE_ROOT)]
+    )
+)
 
 from outcrop import OutcropError
 from outcrop.config import canonical_results, check_thread_overrides, validate_config
@@ -23,15 +25,15 @@ from outcrop.learning.encoder_settings import EncoderSettings
 from outcrop.limits import check_run_paths, export_limits
 from outcrop.raster.sheets import demo_sheet, local_input, read_scene_sheet
 
-
 try:
     validate_config(config, "config")
     # Every job started from here reads the size limits from the environment (outcrop.limits).
     export_limits(config["limits"])
     # --set-threads RULE=N (or a profile's set-threads), as Snakemake holds it: a count below 1
     # would fail each job of the rule when it starts, after the jobs before it have run.
-    check_thread_overrides({rule: getattr(n, "raw", n) for rule, n in
-                            getattr(workflow.resource_settings, "overwrite_threads", {}).items()})
+    check_thread_overrides(
+        {rule: getattr(n, "raw", n) for rule, n in getattr(workflow.resource_settings, "overwrite_threads", {}).items()}
+    )
     # One spelling per folder: Snakemake's lock compares paths as text, so `./results`,
     # `results/`, an absolute path to the same folder and a symbolic link to it (or to a parent)
     # must all become the same string.
@@ -41,7 +43,7 @@ try:
     if config["scenes"]:
         SHEET = read_scene_sheet(config["scenes"])
     else:
-        SHEET = demo_sheet(R, config["demo"]["scenes"], config["demo"]["train_scenes"])
+        SHEET = demo_sheet(R, config["demo"]["scenes"], config["demo"]["train_scenes"], config["demo"]["dates"])
     check_run_paths(R, [row["scene"] for row in SHEET], "config: results", demo=not config["scenes"])
 except OutcropError as exc:
     raise WorkflowError(str(exc))
@@ -65,6 +67,12 @@ DEPOSITS = L.demo_deposits if DEMO and not config["deposits"] else config["depos
 ANALOGUES = bool(DEPOSITS)
 ANALOGUE_OUTPUTS = [L.analogues_gpkg, L.analogues_csv] if ANALOGUES else []
 ANALOGUES_SKIPPED = [] if ANALOGUES else [L.analogues_skipped]
+# The unit map the quality stage scores every feature set against: the configured one, else the
+# demo's planted units (its truth rasters, one per scene), through the same code.
+UNIT_MAPS = (
+    [config["units"]["path"]] if config["units"]["path"] else ([L.demo_truth(s) for s in SCENES] if DEMO else [])
+)
+UNITS_TABLE = [L.units_table] if UNIT_MAPS else []
 
 
 wildcard_constraints:
@@ -99,10 +107,10 @@ def on_gpus(command):
     `exec`: the command (or torchrun) replaces the shell, so a signal meant for the job reaches it
     (a shell killed by SIGTERM would leave its child running)."""
     return (
-        "gpus={resources.gpu:q}; [ \"$gpus\" -eq \"$gpus\" ] 2>/dev/null"
+        'gpus={resources.gpu:q}; [ "$gpus" -eq "$gpus" ] 2>/dev/null'
         " || {{ echo \"resources.gpu '$gpus' is not a whole number\" >&2; exit 2; }};"
-        " if [ \"$gpus\" -gt 1 ]; then"
-        " launch=\"python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python\";"
+        ' if [ "$gpus" -gt 1 ]; then'
+        ' launch="python -m torch.distributed.run --standalone --nproc_per_node=$gpus --no-python";'
         f" else launch=''; fi; exec $launch {command}"
     )
 
@@ -139,6 +147,7 @@ def final_outputs():
     outputs += report_outputs()
     outputs += kept_intermediates()
     outputs.append(L.metrics)
+    outputs += UNITS_TABLE
     return outputs
 
 
@@ -171,5 +180,6 @@ def grid_scenes():
     import json
 
     rows = [SCENE_ROWS[s] for s in (TRAIN_SCENES or SCENES)]
-    return json.dumps([{"scene": r["scene"], "source": r["source"], "sensor": r["sensor"], "bands": r["bands"] or ""}
-                       for r in rows])
+    return json.dumps(
+        [{"scene": r["scene"], "source": r["source"], "sensor": r["sensor"], "bands": r["bands"] or ""} for r in rows]
+    )

@@ -128,11 +128,13 @@ rule webmap:
         analogues=[L.analogues_gpkg] if ANALOGUES else [],
         deposits=DEPOSITS or [],
         prepared=per_scene(L.prepared),
+        units=UNIT_MAPS,
     output:
         out=report(L.webmap, caption="../report/map.rst", category="Map"),
     params:
         clusters=lambda wc, input: in_folder(input.cluster_dir, ".tif"),
         similarity=lambda wc, input: [f for d in input.similarity_dirs for f in in_folder(d, ".tif")],
+        settings=stage_args("webmap"),
     log:
         L.log("webmap"),
     benchmark:

@@ -27,7 +27,6 @@ rule demo_deposits:
         out=L.demo_deposits,
         truth=L.demo_hidden_deposits,
     params:
-        scenes=len(SCENES),
         settings=stage_args("demo-deposits"),
     log:
         L.log("demo_deposits"),
@@ -74,13 +73,15 @@ rule prepare:
         # The mask band's class names, beside the COG where GDAL and QGIS look for them.
         classes=L.prepared_classes(),
     params:
-        # The scene's row of the sheet: where it is, what sensor, and a generic GeoTIFF's bands and rescaling.
+        # The scene's row of the sheet: where it is, what sensor, a generic GeoTIFF's bands and rescaling,
+        # and its acquisition date.
         source=sheet_value("source"),
         sensor=sheet_value("sensor"),
         declared_bands=sheet_value("bands"),
         scale=sheet_value("scale"),
         offset=sheet_value("offset"),
         collar=sheet_value("collar"),
+        date=sheet_value("date"),
         settings=stage_args("prepare"),
     log:
         L.log("prepare", "{scene}"),

@@ -67,6 +67,71 @@ def score_range(paths: Sequence[Path]) -> tuple[float, float]:
     return float(lo), float(max(hi, lo + 1e-3))
 
 
+def _read_analogues(analogues_path: Path, crs: Any) -> Any:
+    """The analogues GeoPackage in the maps' CRS, refused in one line when it cannot be read."""
+    import geopandas as gpd
+
+    try:
+        return gpd.read_file(analogues_path, engine="pyogrio").to_crs(crs)
+    except Exception as exc:
+        raise OutcropError(f"{analogues_path}: not a readable analogues GeoPackage ({exc})") from None
+
+
+def _draw_analogues(ax: Any, here: Any, label_top: int) -> None:
+    """The scene's analogues as open white rings, the best ``label_top`` numbered by rank."""
+    centres = here.geometry.centroid
+    ax.scatter(centres.x, centres.y, s=28, facecolor="none", edgecolor="white", linewidths=1.2, zorder=3)
+    for (_, row), c in zip(here.iterrows(), centres):
+        if int(row["rank"]) <= label_top:
+            ax.annotate(
+                str(int(row["rank"])),
+                (c.x, c.y),
+                xytext=(3, 3),
+                textcoords="offset points",
+                color="white",
+                fontsize=7,
+                fontweight="bold",
+                zorder=4,
+            )
+
+
+def _draw_deposits(ax: Any, deposits: Any, extent: Any) -> None:
+    """The deposits within the map's extent: outlines for areas, red triangles for the rest.
+
+    Drawn in two calls, not one per deposit: a file can hold tens of thousands.
+    """
+    near = deposits.cx[min(extent[:2]) : max(extent[:2]), min(extent[2:]) : max(extent[2:])]
+    areal = near.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
+    if areal.any():
+        near[areal].boundary.plot(ax=ax, color="red", lw=1.2, zorder=4)
+    points = near[~areal].geometry.centroid
+    if len(points):
+        ax.scatter(points.x, points.y, marker="^", s=60, color="red", edgecolor="black", linewidths=0.6, zorder=5)
+
+
+def _add_legend(ax: Any, label_top: int) -> None:
+    """The legend for the two marker kinds; the colour bar explains the similarity itself."""
+    from matplotlib.lines import Line2D
+
+    ax.legend(
+        handles=[
+            Line2D([], [], marker="^", ls="", color="red", markeredgecolor="black", label="known deposit"),
+            Line2D(
+                [],
+                [],
+                marker="o",
+                ls="",
+                markerfacecolor="none",
+                markeredgecolor="0.3",
+                label=f"analogue (top {label_top} numbered)",
+            ),
+        ],
+        fontsize=8,
+        loc="lower right",
+        framealpha=0.85,
+    )
+
+
 def write_analogue_maps(
     similarity_paths: Sequence[Path],
     analogues_path: Path,
@@ -86,12 +151,10 @@ def write_analogue_maps(
     its scene and their numbers, the deposits, the colour scale. The colour scale is kept with the
     maps while the deposits stay the same, so that an added scene does not redraw every other map.
     """
-    import geopandas as gpd
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     from outcrop.search.analogues import read_deposits
 
@@ -103,10 +166,7 @@ def write_analogue_maps(
             f"{len(similarity_paths)} similarity rasters; give one per scene, in the same order"
         )
     _, _, crs = read_similarity(similarity_paths[0])
-    try:
-        analogues = gpd.read_file(analogues_path, engine="pyogrio").to_crs(crs)
-    except Exception as exc:
-        raise OutcropError(f"{analogues_path}: not a readable analogues GeoPackage ({exc})") from None
+    analogues = _read_analogues(analogues_path, crs)
     deposits = read_deposits(deposits_path, crs)
     kept = _kept_maps(state_dir, deposits_path, label_top)
     lo, hi = kept["scale"] if kept.get("scale") else score_range(similarity_paths)
@@ -135,50 +195,14 @@ def write_analogue_maps(
             np.ma.masked_invalid(values), extent=extent, cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest"
         )
         fig.colorbar(im, ax=ax, shrink=0.8, pad=0.08, label="cosine similarity to the known deposits")
-        centres = here.geometry.centroid
-        ax.scatter(centres.x, centres.y, s=28, facecolor="none", edgecolor="white", linewidths=1.2, zorder=3)
-        for (_, row), c in zip(here.iterrows(), centres):
-            if int(row["rank"]) <= label_top:
-                ax.annotate(
-                    str(int(row["rank"])),
-                    (c.x, c.y),
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                    color="white",
-                    fontsize=7,
-                    fontweight="bold",
-                    zorder=4,
-                )
-        # The deposits on this scene, drawn in two calls: a file can hold tens of thousands.
-        near = deposits.cx[min(extent[:2]) : max(extent[:2]), min(extent[2:]) : max(extent[2:])]
-        areal = near.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
-        if areal.any():
-            near[areal].boundary.plot(ax=ax, color="red", lw=1.2, zorder=4)
-        points = near[~areal].geometry.centroid
-        if len(points):
-            ax.scatter(points.x, points.y, marker="^", s=60, color="red", edgecolor="black", linewidths=0.6, zorder=5)
+        _draw_analogues(ax, here, label_top)
+        _draw_deposits(ax, deposits, extent)
         furnish(ax, crs, extent)
         note = ", open water left out" if prepared_paths else ""
         ax.set_title(
             f"{scene}: similarity, known deposits and top analogues ({len(here)} here{note})", fontsize=10, pad=14
         )
-        ax.legend(
-            handles=[
-                Line2D([], [], marker="^", ls="", color="red", markeredgecolor="black", label="known deposit"),
-                Line2D(
-                    [],
-                    [],
-                    marker="o",
-                    ls="",
-                    markerfacecolor="none",
-                    markeredgecolor="0.3",
-                    label=f"analogue (top {label_top} numbered)",
-                ),
-            ],
-            fontsize=8,
-            loc="lower right",
-            framealpha=0.85,
-        )
+        _add_legend(ax, label_top)
         fig.tight_layout()
         with atomic_path(target / f"{scene}.png") as tmp:
             fig.savefig(tmp, dpi=100)

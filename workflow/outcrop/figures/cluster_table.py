@@ -86,65 +86,67 @@ def _thumbnails(table: Any, picks: list[np.ndarray], tiles_paths: Sequence[Path]
     return out
 
 
-def write_cluster_table(
-    labels_path: Path,
-    summary_path: Path,
-    embedding_paths: Sequence[Path],
-    tiles_paths: Sequence[Path],
-    out: Path,
-    *,
-    log: Callable[[str], Any] = print,
-) -> None:
-    """Write the HTML table of the finest level's clusters with exemplar thumbnails."""
-    from outcrop.search.clusters import exemplars, group_means, palette
-    from outcrop.search.index import normalise_rows, table_vectors
+TABLE_STYLE = (
+    "body{font-family:sans-serif;color:#222;margin:1em}table{border-collapse:collapse;font-size:13px}"
+    "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:middle}"
+    ".swatch{display:inline-block;width:12px;height:12px;margin-right:5px;border:1px solid #555}"
+    ".thumb{width:64px;height:64px;image-rendering:pixelated;margin-right:3px}"
+)
 
-    table = read_columns(labels_path)
-    level = finest_level(table.columns)
+
+def _read_summary(summary_path: Path, level: str) -> Any:
+    """The cluster summary's rows at ``level``, indexed by cluster; refused in one line when unreadable."""
     try:
         summary = read_csv(summary_path)
     except (OSError, ValueError) as exc:
         raise OutcropError(f"{summary_path}: not a readable cluster summary ({exc})") from None
-    summary = summary[summary["level"] == level].set_index("cluster").sort_index()
-    bands = [c[len("mean_") :] for c in summary.columns if c.startswith("mean_")]
-    k = int(table[level].max()) + 1
-    tiles_total = len(table)
-    if len(table) > MAX_ROWS:  # centres and exemplars from a seeded sample: a coast's vectors do not fit
-        table = table.iloc[np.sort(np.random.default_rng(0).choice(len(table), MAX_ROWS, replace=False))]
-        table = table.reset_index(drop=True)
-    labels = table[level].to_numpy(dtype=np.int64)
+    return summary[summary["level"] == level].set_index("cluster").sort_index()
+
+
+def _exemplar_picks(table: Any, labels: np.ndarray, k: int, embedding_paths: Sequence[Path]) -> list[np.ndarray]:
+    """Per cluster, the rows of the tiles nearest its centre (mean of its unit vectors), for thumbnails."""
+    from outcrop.search.clusters import exemplars, group_means
+    from outcrop.search.index import normalise_rows, table_vectors
+
     vectors = table_vectors(table, embedding_paths)
     centroids = normalise_rows(np.nan_to_num(group_means(labels, k, vectors.astype(np.float64))))
-    picks = exemplars(vectors, labels, centroids, per_cluster=THUMBS_PER_CLUSTER)
-    thumbs = _thumbnails(table, picks, tiles_paths, bands)
-    colours = palette(k)
-    spectra = summary[[f"mean_{b}" for b in bands]].to_numpy(dtype=np.float64)
-    lo, hi = float(np.nanmin(spectra)), float(np.nanmax(spectra))
-    pad = 0.05 * max(hi - lo, 1e-6)
-    rows = []
-    for c in range(k):
-        s = summary.loc[c] if c in summary.index else None
-        swatch = "#%02x%02x%02x" % tuple(int(v) for v in colours[c][:3])
-        imgs = "".join(
-            f'<img class="thumb" alt="{html.escape(str(table["scene"].iat[r]))} tile {int(table["tile_id"].iat[r])}" '
-            f'title="{html.escape(str(table["scene"].iat[r]))}:{int(table["tile_id"].iat[r])}" src="{thumbs[int(r)]}">'
-            for r in picks[c]
-        )
-        cells = [f'<td><span class="swatch" style="background:{swatch}"></span>{c}</td>']
-        if s is not None:
-            cells += [f"<td>{int(s['size'])}</td>", f"<td>{s['share']:.1%}</td>"]
-            # summaries written before the vegetation class lack its column: none of the cluster
-            cells += [f"<td>{s.get(f, 0.0):.2f}</td>" for f in ("rock", "vegetation", "snow_ice", "water", "cloud")]
-            cells += [
-                f"<td>{int(s['scenes'])}</td>",
-                f'<td><img alt="mean spectrum" src="{_spectrum_uri(spectra[c], lo - pad, hi + pad)}"></td>',
-            ]
-        else:
-            cells += ["<td colspan='9'>not in the summary</td>"]
-        cells.append(f"<td>{imgs}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    # Band names come from the summary's column names (a file): escaped like every other text.
-    head = "".join(
+    return exemplars(vectors, labels, centroids, per_cluster=THUMBS_PER_CLUSTER)
+
+
+def _thumb_cell(table: Any, picks: np.ndarray, thumbs: dict[int, str]) -> str:
+    """A cluster's exemplar thumbnails as <img> tags; scene names come from a file, so are escaped."""
+    return "".join(
+        f'<img class="thumb" alt="{html.escape(str(table["scene"].iat[r]))} tile {int(table["tile_id"].iat[r])}" '
+        f'title="{html.escape(str(table["scene"].iat[r]))}:{int(table["tile_id"].iat[r])}" src="{thumbs[int(r)]}">'
+        for r in picks
+    )
+
+
+def _cluster_row(
+    c: int, colour: np.ndarray, s: Any, spectrum_cols: list[str], span: tuple[float, float], imgs: str
+) -> str:
+    """One table row: swatch and number, the summary's figures and mean spectrum (when it has the cluster), thumbs.
+
+    The spectrum is the summary row's own ``spectrum_cols``: the summary may lack a cluster, so a
+    position in it is not a cluster number.
+    """
+    swatch = "#{:02x}{:02x}{:02x}".format(*(int(v) for v in colour[:3]))
+    cells = [f'<td><span class="swatch" style="background:{swatch}"></span>{c}</td>']
+    if s is not None:
+        cells += [f"<td>{int(s['size'])}</td>", f"<td>{s['share']:.1%}</td>"]
+        # summaries written before the vegetation class lack its column: none of the cluster
+        cells += [f"<td>{s.get(f, 0.0):.2f}</td>" for f in ("rock", "vegetation", "snow_ice", "water", "cloud")]
+        spectrum = _spectrum_uri(s[spectrum_cols].to_numpy(dtype=np.float64), span[0], span[1])
+        cells += [f"<td>{int(s['scenes'])}</td>", f'<td><img alt="mean spectrum" src="{spectrum}"></td>']
+    else:
+        cells += ["<td colspan='9'>not in the summary</td>"]
+    cells.append(f"<td>{imgs}</td>")
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _table_head(bands: list[str]) -> str:
+    """The header cells. Band names come from the summary's column names (a file): escaped like every other text."""
+    return "".join(
         f"<th>{html.escape(h)}</th>"
         for h in (
             "cluster",
@@ -160,21 +162,62 @@ def write_cluster_table(
             "tiles nearest the centre",
         )
     )
-    style = (
-        "body{font-family:sans-serif;color:#222;margin:1em}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:middle}"
-        ".swatch{display:inline-block;width:12px;height:12px;margin-right:5px;border:1px solid #555}"
-        ".thumb{width:64px;height:64px;image-rendering:pixelated;margin-right:3px}"
-    )
+
+
+def _page(level: str, bands: list[str], n_tiles: int, head: str, rows: list[str]) -> str:
+    """The whole HTML page around the table: one self-contained file, every text from a file escaped."""
     level_text = html.escape(level)
     composite = html.escape("/".join(bands[i] for i in composite_bands(bands)))
-    page = (
+    return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>clusters at {level_text}</title>"
-        f"<style>{style}</style></head><body><h2>Clusters at {level_text}</h2>"
-        f"<p>{tiles_total} tiles. Thumbnails: composite {composite}, "
+        f"<style>{TABLE_STYLE}</style></head><body><h2>Clusters at {level_text}</h2>"
+        f"<p>{n_tiles} tiles. Thumbnails: composite {composite}, "
         f"one stretch for all.</p><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f"</body></html>\n"
     )
+
+
+def write_cluster_table(
+    labels_path: Path,
+    summary_path: Path,
+    embedding_paths: Sequence[Path],
+    tiles_paths: Sequence[Path],
+    out: Path,
+    *,
+    log: Callable[[str], Any] = print,
+) -> None:
+    """Write the HTML table of the finest level's clusters with exemplar thumbnails."""
+    from outcrop.search.clusters import palette
+
+    table = read_columns(labels_path)
+    level = finest_level(table.columns)
+    summary = _read_summary(summary_path, level)
+    bands = [c[len("mean_") :] for c in summary.columns if c.startswith("mean_")]
+    k = int(table[level].max()) + 1
+    tiles_total = len(table)
+    if len(table) > MAX_ROWS:  # centres and exemplars from a seeded sample: a coast's vectors do not fit
+        table = table.iloc[np.sort(np.random.default_rng(0).choice(len(table), MAX_ROWS, replace=False))]
+        table = table.reset_index(drop=True)
+    labels = table[level].to_numpy(dtype=np.int64)
+    picks = _exemplar_picks(table, labels, k, embedding_paths)
+    thumbs = _thumbnails(table, picks, tiles_paths, bands)
+    colours = palette(k)
+    spectrum_cols = [f"mean_{b}" for b in bands]
+    spectra = summary[spectrum_cols].to_numpy(dtype=np.float64)
+    lo, hi = float(np.nanmin(spectra)), float(np.nanmax(spectra))
+    pad = 0.05 * max(hi - lo, 1e-6)
+    rows = [
+        _cluster_row(
+            c,
+            colours[c],
+            summary.loc[c] if c in summary.index else None,
+            spectrum_cols,
+            (lo - pad, hi + pad),
+            _thumb_cell(table, picks[c], thumbs),
+        )
+        for c in range(k)
+    ]
+    page = _page(level, bands, tiles_total, _table_head(bands), rows)
     with atomic_path(out) as tmp:
         tmp.write_text(page)
     log(f"cluster table: {k} clusters at {level}, wrote {out}")

@@ -23,8 +23,10 @@ def _transformers(crs: Any) -> tuple[Any, Any]:
     from pyproj import CRS, Transformer
 
     crs = CRS.from_user_input(crs)
-    return (Transformer.from_crs(crs, "EPSG:4326", always_xy=True),
-            Transformer.from_crs("EPSG:4326", crs, always_xy=True))
+    return (
+        Transformer.from_crs(crs, "EPSG:4326", always_xy=True),
+        Transformer.from_crs("EPSG:4326", crs, always_xy=True),
+    )
 
 
 def nice_step(span: float, lines: int = 5) -> float:
@@ -57,12 +59,18 @@ def _label_lat(lat: float) -> str:
     return "0°" if abs(lat) < 1e-9 else f"{abs(lat):g}°{'N' if lat > 0 else 'S'}"
 
 
-def _edge_crossings(xs: np.ndarray, ys: np.ndarray, extent: tuple[float, float, float, float]) -> list[tuple[str, float, float]]:
+def _edge_crossings(
+    xs: np.ndarray, ys: np.ndarray, extent: tuple[float, float, float, float]
+) -> list[tuple[str, float, float]]:
     """Where a projected polyline crosses the frame's edges: (edge, x, y) for each crossing."""
     x0, x1, y0, y1 = extent
     out = []
-    for edge, values, level, other, lo, hi in (("bottom", ys, y0, xs, x0, x1), ("top", ys, y1, xs, x0, x1),
-                                                ("left", xs, x0, ys, y0, y1), ("right", xs, x1, ys, y0, y1)):
+    for edge, values, level, other, lo, hi in (
+        ("bottom", ys, y0, xs, x0, x1),
+        ("top", ys, y1, xs, x0, x1),
+        ("left", xs, x0, ys, y0, y1),
+        ("right", xs, x1, ys, y0, y1),
+    ):
         d = values - level
         for i in np.nonzero(np.sign(d[:-1]) * np.sign(d[1:]) < 0)[0]:
             t = d[i] / (d[i] - d[i + 1])
@@ -78,8 +86,12 @@ def _preferred(crossings: list[tuple[str, float, float]], edges: tuple[str, str]
     return [c for c in crossings if c[0] in edges] + [c for c in crossings if c[0] not in edges]
 
 
-_OFFSETS = {"bottom": ((0, -4), "center", "top"), "top": ((0, 4), "center", "bottom"),
-            "left": ((-4, 0), "right", "center"), "right": ((4, 0), "left", "center")}
+_OFFSETS = {
+    "bottom": ((0, -4), "center", "top"),
+    "top": ((0, 4), "center", "bottom"),
+    "left": ((-4, 0), "right", "center"),
+    "right": ((4, 0), "left", "center"),
+}
 
 
 def _edge_label(ax: Any, text: str, edge: str, x: float, y: float, style: dict[str, Any]) -> None:
@@ -101,8 +113,13 @@ def add_graticule(ax: Any, crs: Any, extent: tuple[float, float, float, float]) 
     from matplotlib import patheffects
 
     # White lines with a dark edge: visible over snow and over dark sea alike.
-    style = {"color": "white", "lw": 0.7, "ls": (0, (5, 3)), "zorder": 6,
-             "path_effects": [patheffects.withStroke(linewidth=1.6, foreground="0.2", alpha=0.6)]}
+    style = {
+        "color": "white",
+        "lw": 0.7,
+        "ls": (0, (5, 3)),
+        "zorder": 6,
+        "path_effects": [patheffects.withStroke(linewidth=1.6, foreground="0.2", alpha=0.6)],
+    }
     label = {"fontsize": _FONT, "color": "0.1", "clip_on": False}
     drawn: dict[str, list[float]] = {"lon": [], "lat": []}
     lat_lo, lat_hi = max(float(lat.min()) - lat_step, -90), min(float(lat.max()) + lat_step, 90)
@@ -149,12 +166,26 @@ def add_north_arrow(ax: Any, crs: Any, extent: tuple[float, float, float, float]
     angle = north_angle(crs, extent)
     cx, cy, length = 0.90, 0.86, 0.07
     dx, dy = -math.sin(math.radians(angle)) * length, math.cos(math.radians(angle)) * length
-    ax.annotate("", xy=(cx + dx, cy + dy), xytext=(cx - dx, cy - dy), xycoords="axes fraction",
-                arrowprops={"arrowstyle": "-|>,head_width=0.35,head_length=0.7", "color": "black", "lw": 1.6},
-                zorder=8)
-    ax.text(cx + 1.55 * dx, cy + 1.55 * dy, "N", transform=ax.transAxes, ha="center", va="center",
-            fontsize=_FONT + 2, fontweight="bold", zorder=8,
-            bbox={"boxstyle": "circle,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    ax.annotate(
+        "",
+        xy=(cx + dx, cy + dy),
+        xytext=(cx - dx, cy - dy),
+        xycoords="axes fraction",
+        arrowprops={"arrowstyle": "-|>,head_width=0.35,head_length=0.7", "color": "black", "lw": 1.6},
+        zorder=8,
+    )
+    ax.text(
+        cx + 1.55 * dx,
+        cy + 1.55 * dy,
+        "N",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=_FONT + 2,
+        fontweight="bold",
+        zorder=8,
+        bbox={"boxstyle": "circle,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+    )
     return angle
 
 
@@ -187,8 +218,16 @@ def add_scale_bar(ax: Any, crs: Any, extent: tuple[float, float, float, float]) 
     for x in (bx, bx + length):
         ax.plot([x, x], [by - tick, by + tick], color="black", lw=1, zorder=8)
     text = f"{length_m / 1000:g} km" if length_m >= 1000 else f"{length_m:g} m"
-    ax.text(bx + length / 2, by + 1.8 * tick, text, ha="center", va="bottom", fontsize=_FONT, zorder=9,
-            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75})
+    ax.text(
+        bx + length / 2,
+        by + 1.8 * tick,
+        text,
+        ha="center",
+        va="bottom",
+        fontsize=_FONT,
+        zorder=9,
+        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75},
+    )
     return length_m
 
 
@@ -206,8 +245,7 @@ def furnish(ax: Any, crs: Any, extent: tuple[float, float, float, float]) -> Non
     add_graticule(ax, crs, extent)
     add_north_arrow(ax, crs, extent)
     add_scale_bar(ax, crs, extent)
-    ax.text(1.0, -0.06, crs_label(crs), transform=ax.transAxes, ha="right", va="top", fontsize=_FONT - 1,
-            color="0.3")
+    ax.text(1.0, -0.06, crs_label(crs), transform=ax.transAxes, ha="right", va="top", fontsize=_FONT - 1, color="0.3")
 
 
 def raster_extent(transform: Any, width: int, height: int) -> tuple[float, float, float, float]:

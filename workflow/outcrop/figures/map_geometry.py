@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -97,8 +97,7 @@ def interpolate_lonlat(grid: dict[str, Any], x: np.ndarray, y: np.ndarray) -> tu
     j = np.clip(np.floor(fx).astype(int), 0, nodes - 2)
     i = np.clip(np.floor(fy).astype(int), 0, nodes - 2)
     tx, ty = (fx - j)[..., None], (fy - i)[..., None]
-    out = ((1 - ty) * ((1 - tx) * v[i, j] + tx * v[i, j + 1])
-           + ty * ((1 - tx) * v[i + 1, j] + tx * v[i + 1, j + 1]))
+    out = (1 - ty) * ((1 - tx) * v[i, j] + tx * v[i, j + 1]) + ty * ((1 - tx) * v[i + 1, j] + tx * v[i + 1, j + 1])
     return lonlat_of(out)
 
 
@@ -178,8 +177,14 @@ def graticule(crs: Any, box: Box, samples: int = 256) -> dict[str, Any]:
         if kind == "lon" and abs(abs(wrapped) - 180.0) < 1e-9:
             label = "180°"
         for run in _inside_runs(x, y, box):
-            lines.append({"kind": kind, "value": float(wrapped), "label": label,
-                          "points": [[round(float(y[k]), 2), round(float(x[k]), 2)] for k in run]})
+            lines.append(
+                {
+                    "kind": kind,
+                    "value": float(wrapped),
+                    "label": label,
+                    "points": [[round(float(y[k]), 2), round(float(x[k]), 2)] for k in run],
+                }
+            )
 
     lat_values = np.arange(math.ceil(lat0 / lat_step) * lat_step, lat1 + 1e-9, lat_step)
     lon_span = np.linspace(lon0, lon1, samples)
@@ -214,7 +219,8 @@ def coastline(mask: np.ndarray, transform: Any, tolerance_px: float = 1.0) -> li
     gen = contourpy.contour_generator(xs, ys, field, line_type=contourpy.LineType.Separate)
     tolerance = tolerance_px * abs(transform.a)
     out = []
-    for line in gen.lines(0.5):
+    # LineType.Separate: a list of (N, 2) arrays; contourpy's stub types lines() for every line type.
+    for line in cast(list[np.ndarray], gen.lines(0.5)):
         if len(line) < 2:
             continue
         simple = np.asarray(LineString(line).simplify(tolerance).coords)
@@ -224,5 +230,9 @@ def coastline(mask: np.ndarray, transform: Any, tolerance_px: float = 1.0) -> li
 
 def union_box(bounds: Sequence[Sequence[Sequence[float]]]) -> Box:
     """(west, south, east, north) of Leaflet bounds ``[[south, west], [north, east]]``."""
-    return (min(b[0][1] for b in bounds), min(b[0][0] for b in bounds),
-            max(b[1][1] for b in bounds), max(b[1][0] for b in bounds))
+    return (
+        min(b[0][1] for b in bounds),
+        min(b[0][0] for b in bounds),
+        max(b[1][1] for b in bounds),
+        max(b[1][0] for b in bounds),
+    )

@@ -41,8 +41,14 @@ COMPOSITES: tuple[tuple[tuple[str, str, str], str], ...] = (
 QUICKLOOK_NODATA = 0
 # Colours of surface classes in figures: snow and ice light blue, so that they show on white paper.
 # Unknown (bands that cannot tell rock from water or snow) in magenta: plainly not a ground class.
-SURFACE_PLOT_COLOURS: dict[int, str] = {ROCK: "#8c5a3c", SNOW_ICE: "#9ecae1", WATER: "#1e468c", CLOUD: "#bdbdbd",
-                                        UNKNOWN: "#d660c8", VEGETATION: "#3c963c"}
+SURFACE_PLOT_COLOURS: dict[int, str] = {
+    ROCK: "#8c5a3c",
+    SNOW_ICE: "#9ecae1",
+    WATER: "#1e468c",
+    CLOUD: "#bdbdbd",
+    UNKNOWN: "#d660c8",
+    VEGETATION: "#3c963c",
+}
 
 
 def composite_bands(bands: Sequence[str]) -> list[int]:
@@ -69,7 +75,7 @@ def stretch(values: np.ndarray, valid: np.ndarray, lo: float | None = None, hi: 
     """Linear 2–98 % stretch of one band to uint8 1..255 (0 where not ``valid``)."""
     if lo is None or hi is None:
         sample = values[valid & np.isfinite(values)]
-        lo, hi = (np.percentile(sample, [2, 98]) if sample.size else (0.0, 1.0))
+        lo, hi = np.percentile(sample, [2, 98]) if sample.size else (0.0, 1.0)
     scaled = (values - lo) / max(float(hi) - float(lo), 1e-6)
     out = (1 + np.clip(np.nan_to_num(scaled), 0.0, 1.0) * 254).round().astype(np.uint8)
     out[~valid] = QUICKLOOK_NODATA
@@ -109,8 +115,14 @@ def read_preview(path: str | os.PathLike[str], max_size: int = 2048) -> dict[str
     if crs is None:
         raise OutcropError(f"{path}: prepared scene has no CRS")
     mask = data[-1].astype(np.uint8)
-    return {"reflectance": decode_reflectance(data[:-1]), "mask": mask, "bands": bands, "crs": crs,
-            "transform": transform, "valid": (mask != NODATA) & (data[:-1] != PREPARED_NODATA).all(axis=0)}
+    return {
+        "reflectance": decode_reflectance(data[:-1]),
+        "mask": mask,
+        "bands": bands,
+        "crs": crs,
+        "transform": transform,
+        "valid": (mask != NODATA) & (data[:-1] != PREPARED_NODATA).all(axis=0),
+    }
 
 
 def write_quicklook(
@@ -129,11 +141,18 @@ def write_quicklook(
     """
     preview = read_preview(prepared, max_size)
     rgb = false_colour(preview["reflectance"], preview["bands"], preview["valid"])
-    write_cog(out_tif, rgb, {"crs": preview["crs"], "transform": preview["transform"], "nodata": QUICKLOOK_NODATA},
-              band_names=["red_channel", "green_channel", "blue_channel"],
-              tags={"composite": ",".join(preview["bands"][i] for i in composite_bands(preview["bands"])),
-                    "composite_name": composite_name(preview["bands"]),
-                    "scene": scene}, resampling="average")
+    write_cog(
+        out_tif,
+        rgb,
+        {"crs": preview["crs"], "transform": preview["transform"], "nodata": QUICKLOOK_NODATA},
+        band_names=["red_channel", "green_channel", "blue_channel"],
+        tags={
+            "composite": ",".join(preview["bands"][i] for i in composite_bands(preview["bands"])),
+            "composite_name": composite_name(preview["bands"]),
+            "scene": scene,
+        },
+        resampling="average",
+    )
     _write_figure(Path(out_png), scene, rgb, preview, aoi)
     log(f"quicklook: wrote {out_tif} and {out_png} ({rgb.shape[2]}x{rgb.shape[1]} px)")
 
@@ -157,8 +176,7 @@ def _write_figure(path: Path, scene: str, rgb: np.ndarray, preview: dict[str, An
         mask_rgba[preview["mask"] == code] = to_rgba(colour)
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 6.0))
     composite = composite_name(preview["bands"])
-    for ax, image, title in ((axes[0], rgba, f"{scene}: {composite}"),
-                             (axes[1], mask_rgba, f"{scene}: surface mask")):
+    for ax, image, title in ((axes[0], rgba, f"{scene}: {composite}"), (axes[1], mask_rgba, f"{scene}: surface mask")):
         ax.imshow(image, extent=extent, interpolation="nearest")
         ax.set_title(title, fontsize=10, pad=14)
         if aoi is not None:
@@ -187,9 +205,19 @@ def _outline(ax: Any, geom: Any) -> None:
             ax.plot(x, y, color="#ffd400", lw=1.2)
 
 
-def quicklook_in_aoi(prepared: Path, out_png: Path, out_tif: Path, *, scene: str, aoi: Path | None = None,
-                     aoi_buffer_km: float = default("aoi.buffer_km"), grid: Path | None = None,
-                     crs: str = default("grid.crs"), max_size: int = 2048, log: Callable[[str], Any] = print) -> None:
+def quicklook_in_aoi(
+    prepared: Path,
+    out_png: Path,
+    out_tif: Path,
+    *,
+    scene: str,
+    aoi: Path | None = None,
+    aoi_buffer_km: float = default("aoi.buffer_km"),
+    grid: Path | None = None,
+    crs: str = default("grid.crs"),
+    max_size: int = 2048,
+    log: Callable[[str], Any] = print,
+) -> None:
     """The ``quicklook`` stage: :func:`write_quicklook` with the AOI file ``aoi`` outlined, brought
     into the run CRS as the ``tile`` stage brings it (:func:`outcrop.raster.aoi.run_aoi`)."""
     from outcrop.raster.aoi import run_aoi

@@ -25,14 +25,15 @@ def _img(path: Path, alt: str) -> str:
     if not path.exists():
         return f"<p><em>missing: {html.escape(str(path))}</em></p>"
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+    )
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     head = "".join(f"<th>{_text(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_text(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{_text(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -48,33 +49,68 @@ def _fmt(value: Any) -> str:
 
 
 def _metrics_section(metrics: dict[str, Any]) -> str:
-    sets = [k for k in ("byol", "raw_spectral", "band_statistics", "random_encoder") if k in metrics]
+    sets = [
+        k
+        for k in ("byol", "random_joined", "spectral_parts", "raw_spectral", "band_statistics", "random_encoder")
+        if isinstance(metrics.get(k), dict) and "knn_accuracy" in metrics[k]
+    ]
     rows = []
     for name in sets:
         m = metrics[name]
-        row = {"features": name, "cluster ARI": m["ari"], "cluster NMI": m["nmi"],
-               "kNN accuracy": m["knn_accuracy"], "linear probe": m["linear_probe_accuracy"]}
+        row = {
+            "features": name,
+            "cluster ARI": m["ari"],
+            "cluster NMI": m["nmi"],
+            "kNN accuracy": m["knn_accuracy"],
+            "linear probe": m["linear_probe_accuracy"],
+        }
         for mode, rec in m["deposit_recall"].items():
             for k, v in rec.items():
                 row[f"{mode} {k}"] = v
         rows.append(row)
     columns = list(rows[0]) if rows else []
-    return ("<h2>Scores against the demo's planted truth</h2>"
-            f"<p>{_text(metrics['rock_unit_tiles'])} tiles dominated by one planted rock unit; "
-            f"{_text(metrics['known_deposits'])} known deposits, {_text(metrics['hidden_deposits'])} hidden.</p>"
-            + _table(rows, columns))
+    return (
+        "<h2>Scores against the demo's planted truth</h2>"
+        f"<p>{_text(metrics['rock_unit_tiles'])} tiles dominated by one planted rock unit; "
+        f"{_text(metrics['known_deposits'])} known deposits, {_text(metrics['hidden_deposits'])} hidden.</p>"
+        + _table(rows, columns)
+    )
 
 
 # random_joined: the untrained encoder joined with the same spectral and block parts as the run's
-# vectors, which shows what training adds over the parts it is joined with.
-QUALITY_SETS = ("byol", "band_statistics", "raw_spectral", "random_encoder", "random_joined", "raw_pixels")
+# vectors; spectral_parts: those parts alone, no network. The better of the two is what training has
+# to beat (outcrop.search.training_gain).
+QUALITY_SETS = (
+    "byol",
+    "random_joined",
+    "spectral_parts",
+    "band_statistics",
+    "raw_spectral",
+    "random_encoder",
+    "raw_pixels",
+)
+
+
+def _set_rows(block: dict[str, Any], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per feature set that ``block`` scored, with the ``columns`` of its scores."""
+    return [
+        {"features": name, **{c: block[name].get(c) for c in columns}}
+        for name in QUALITY_SETS
+        if isinstance(block.get(name), dict)
+    ]
 
 
 def _quality_section(metrics: dict[str, Any]) -> str:
-    """Label-free quality (leave-one-deposit-out, cross-scene re-identification), one row per feature set."""
-    parts = ["<h2>Quality without labels</h2>"]
-    for key, title, cols in (("leave_one_out", "Leave-one-deposit-out", None),
-                             ("reidentification", "Cross-scene re-identification", ("top1", "top5"))):
+    """Quality on the run's own ground, one row per feature set: what training added, leave-one-deposit-out,
+    cross-scene re-identification (and by acquisition dates), same-scene re-identification, map agreement."""
+    parts = ["<h2>Quality on this run's ground</h2>"]
+    gain = metrics.get("training_gain")
+    if isinstance(gain, dict):
+        parts.append(_gain_html(gain))
+    for key, title, cols in (
+        ("leave_one_out", "Leave-one-deposit-out", None),
+        ("reidentification", "Cross-scene re-identification", ("top1", "top5")),
+    ):
         block = metrics.get(key)
         if not isinstance(block, dict):
             continue
@@ -94,13 +130,26 @@ def _quality_section(metrics: dict[str, Any]) -> str:
         if key == "leave_one_out":
             note = f"{_text(block.get('deposits'))} known deposits, each hidden in turn"
             if isinstance(block.get("hidden"), int) and block["hidden"] < (block.get("deposits") or 0):
-                note = (f"{_text(block['hidden'])} of {_text(block.get('deposits'))} known deposits (a seeded sample), "
-                        "each hidden in turn and searched for from all the others")
+                note = (
+                    f"{_text(block['hidden'])} of {_text(block.get('deposits'))} known deposits (a seeded sample), "
+                    "each hidden in turn and searched for from all the others"
+                )
         else:
-            note = (f"{_text(block.get('queries'))} query tiles cut {_text(block.get('offset_px'))} px off the run's grid, "
-                    "matched against an overlapping scene's tiles")
-        parts.append(f"<h3>{title}{html.escape(seconds)}</h3><p>{note}</p>"
-                     + _table(rows, list(rows[0]) if rows else []))
+            note = (
+                f"{_text(block.get('queries'))} query tiles cut {_text(block.get('offset_px'))} px off the "
+                "run's grid, matched against an overlapping scene's tiles"
+            )
+        parts.append(
+            f"<h3>{title}{html.escape(seconds)}</h3><p>{note}</p>" + _table(rows, list(rows[0]) if rows else [])
+        )
+        if key == "reidentification" and isinstance(block.get("by_dates"), dict):
+            parts.append(_by_dates_html(block["by_dates"]))
+    same = metrics.get("same_scene")
+    if isinstance(same, dict):
+        parts.append(_same_scene_html(same))
+    agree = metrics.get("map_agreement")
+    if isinstance(agree, dict):
+        parts.append(_map_agreement_html(agree))
     return "".join(parts)
 
 
@@ -112,18 +161,155 @@ def without_tiles_line(loo: Any) -> str:
         return ""
     named = [str(n) for n in found.get("named") or []]
     more = int(found["count"]) - len(named)
-    return ("warning: known deposits that meet no indexed tile (outside every scene, or on cloud, water or other "
-            "ground the index left out), left out of the analogue search: "
-            + ", ".join(named) + (f" and {more:,} more" if more > 0 else ""))
+    return (
+        "warning: known deposits that meet no indexed tile (outside every scene, or on cloud, water or other "
+        "ground the index left out), left out of the analogue search: "
+        + ", ".join(named)
+        + (f" and {more:,} more" if more > 0 else "")
+    )
 
 
-def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Path], prepared: Sequence[Path],
-                  training_curve: Path, dendrogram: Path, cluster_maps: Sequence[Path], index_info: Path,
-                  analogues: Path | None = None, skipped: Path | None = None, grid: Path | None = None,
-                  metrics: Path | None = None, webmap: Path | None = None, snakemake_report: Path | None = None,
-                  cluster_table: Path | None = None, analogue_maps: Sequence[Path] = (),
-                  log: Callable[[str], None] = print) -> None:
-    """Write the run's HTML summary: grid, model, index, clusters, analogues, label-free quality, and demo scores if present.
+DATE_TITLES = {
+    "same_date": "pairs of one acquisition date",
+    "different_dates": "pairs of different dates",
+    "unknown": "pairs whose dates are not known",
+}
+
+
+def _by_dates_html(by_dates: dict[str, Any]) -> str:
+    """Re-identification pooled by how the two scenes' acquisition dates relate."""
+    rows = []
+    for relation in ("same_date", "different_dates", "unknown"):
+        block = by_dates.get(relation)
+        if not isinstance(block, dict):
+            continue
+        row: dict[str, Any] = {
+            "scene pairs": DATE_TITLES[relation],
+            "pairs": block.get("pairs"),
+            "queries": block.get("queries"),
+        }
+        for name in QUALITY_SETS:
+            if isinstance(block.get(name), dict):
+                row[f"{name} top-1"] = block[name].get("top1")
+        rows.append(row)
+    if not rows:
+        return ""
+    return (
+        "<p>By acquisition date (the scenes' ACQUISITION_DATE tags): re-finding ground on another day is "
+        "where training has to earn its keep.</p>" + _table(rows, list(rows[0]))
+    )
+
+
+def _same_scene_html(block: dict[str, Any]) -> str:
+    title = f"Same-scene re-identification ({_fmt(block.get('seconds'))} s)"
+    if "skipped" in block:
+        return f"<h3>{html.escape(title)}</h3><p>skipped: {_text(block['skipped'])}</p>"
+    rows = []
+    for kind in ("shifted", "reprojected"):
+        scores = block.get(kind)
+        if isinstance(scores, dict):
+            rows += [{"copy": kind, "queries": scores.get("queries"), **r} for r in _set_rows(scores, ("top1", "top5"))]
+    note = (
+        f"A window of {_text(block.get('scene'))} against its own tiles cut {_text(block.get('offset_px'))} px "
+        f"off the run's grid (shifted) and against a copy warped to a grid turned "
+        f"{_text(block.get('rotation_deg'))}° (reprojected); {_text(block.get('gallery'))} gallery tiles."
+    )
+    return f"<h3>{html.escape(title)}</h3><p>{note}</p>" + _table(rows, ["copy", "queries", "features", "top1", "top5"])
+
+
+def _gain_html(gain: dict[str, Any]) -> str:
+    """What training added: the sentence first, then shipped against the better untrained counterpart."""
+    rows = [
+        {
+            "measure": m,
+            "shipped": r.get("shipped"),
+            "better counterpart": r.get("reference"),
+            "its score": r.get("reference_value"),
+            "gain": r.get("gain"),
+        }
+        for m, r in (gain.get("measures") or {}).items()
+        if isinstance(r, dict)
+    ]
+    return (
+        "<h3>What training added</h3>"
+        f"<p class='verdict'><strong>{_text(gain.get('verdict'))}</strong></p>"
+        "<p>Gain: the trained embedding's score minus the better of its untrained counterparts "
+        "(random_joined: an untrained network joined with the same spectra; spectral_parts: the spectra alone), "
+        f"signed so that above zero means training helped; {_text(gain.get('min_gain'))} or less counts as none.</p>"
+        + (_table(rows, list(rows[0])) if rows else "")
+    )
+
+
+def _levels(scores: dict[str, Any]) -> list[str]:
+    """The cluster levels of a feature set's map-agreement scores, k-means first, each by size (k4, k12, h3)."""
+    import re
+
+    found = [lv for lv, v in scores.items() if isinstance(v, dict) and "ari" in v and re.fullmatch(r"[kh]\d+", lv)]
+    return sorted(found, key=lambda lv: (lv[0] != "k", int(lv[1:])))
+
+
+def _map_agreement_html(block: dict[str, Any]) -> str:
+    """Clusters against the unit map at every level (ARI, NMI, purity), spatial kNN, and the per-unit table."""
+    from outcrop.search.unit_table import unit_rows
+
+    title = f"Agreement with the geological map ({_fmt(block.get('seconds'))} s)"
+    maps = ", ".join(str(m) for m in block.get("maps") or [])
+    head = (
+        f"<h3>{html.escape(title)}</h3><p>{_text(maps)}: {_text(block.get('tiles_with_unit'))} of "
+        f"{_text(block.get('tiles_read'))} tiles read have a unit ({_text(block.get('rule'))}).</p>"
+    )
+    if "skipped" in block:
+        return head + f"<p>skipped: {_text(block['skipped'])}</p>"
+    scored = [n for n in QUALITY_SETS if isinstance(block.get(n), dict)]
+    levels = _levels(block[scored[0]]) if scored else []
+    own = block.get("workflow_clusters") if isinstance(block.get("workflow_clusters"), dict) else {}
+    out = [head]
+    for measure, label in (("ari", "ARI"), ("nmi", "NMI"), ("purity", "purity")):
+        rows = [{"features": n, **{lv: (block[n].get(lv) or {}).get(measure) for lv in levels}} for n in scored]
+        if own:
+            rows.append(
+                {"features": "workflow's own clusters", **{lv: (own.get(lv) or {}).get(measure) for lv in levels}}
+            )
+        out.append(f"<h4>Clusters against the units: {label}</h4>" + _table(rows, ["features", *levels]))
+    split = block.get("split") or {}
+    rows = [
+        {"features": n, "macro-F1": block[n].get("knn_macro_f1"), "tiles predicted": block[n].get("knn_predicted")}
+        for n in scored
+    ]
+    out.append(
+        f"<h4>Units predicted by kNN across a spatial split</h4><p>{_text(split.get('k'))} nearest neighbours; "
+        f"blocks of {_text(split.get('block_tiles'))} tile widths in {_text(split.get('folds'))} folds, no training "
+        f"tile within {_text(split.get('gap_tiles'))} tile width of a test tile.</p>"
+        + _table(rows, ["features", "macro-F1", "tiles predicted"])
+    )
+    units = unit_rows(block)
+    if units:
+        out.append("<h4>Per unit: tiles and kNN recall</h4>" + _table(units, list(units[0])))
+    return "".join(out)
+
+
+def write_summary(
+    scenes: Sequence[str],
+    out: Path,
+    *,
+    tile_tables: Sequence[Path],
+    prepared: Sequence[Path],
+    training_curve: Path,
+    dendrogram: Path,
+    cluster_maps: Sequence[Path],
+    index_info: Path,
+    analogues: Path | None = None,
+    skipped: Path | None = None,
+    grid: Path | None = None,
+    metrics: Path | None = None,
+    webmap: Path | None = None,
+    snakemake_report: Path | None = None,
+    cluster_table: Path | None = None,
+    analogue_maps: Sequence[Path] = (),
+    log: Callable[[str], None] = print,
+) -> None:
+    """Write the run's HTML summary: grid, model, index, clusters, analogues, label-free quality, and
+    demo scores if present.
 
     ``tile_tables``, ``prepared`` and ``cluster_maps`` list one file per scene, in the order of
     ``scenes``; a figure or table that is absent is left out of the page. A run without deposits
@@ -135,11 +321,21 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
 
     for name, files in (("tile tables", tile_tables), ("prepared scenes", prepared), ("cluster maps", cluster_maps)):
         if len(files) != len(scenes):
-            raise OutcropError(f"report: {len(files)} {name} for {len(scenes)} scene(s); "
-                               "give one per scene, in the order of --scenes")
-    parts = ["<h1>outcrop run summary</h1>", f"<p>{len(scenes)} scenes: {html.escape(', '.join(scenes))}</p>",
-             _links_section(out, scenes, webmap=webmap, snakemake_report=snakemake_report,
-                            cluster_table=cluster_table, analogue_maps=analogue_maps)]
+            raise OutcropError(
+                f"report: {len(files)} {name} for {len(scenes)} scene(s); give one per scene, in the order of --scenes"
+            )
+    parts = [
+        "<h1>outcrop run summary</h1>",
+        f"<p>{len(scenes)} scenes: {html.escape(', '.join(scenes))}</p>",
+        _links_section(
+            out,
+            scenes,
+            webmap=webmap,
+            snakemake_report=snakemake_report,
+            cluster_table=cluster_table,
+            analogue_maps=analogue_maps,
+        ),
+    ]
     empty = scenes_without_tiles(scenes, tile_tables, prepared)
     if empty:
         parts.append(f"<p><strong>{html.escape(_without_tiles_line(empty))}</strong></p>")
@@ -166,11 +362,15 @@ def write_summary(scenes: Sequence[str], out: Path, *, tile_tables: Sequence[Pat
     if analogues_csv is not None and analogues_csv.exists():
         top = read_csv(analogues_csv).head(20)
         parts.append("<h2>Top analogues</h2>" + _table(top.to_dict("records"), list(top.columns)))
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "img{max-width:100%}figure{margin:1em 0}")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>outcrop summary</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "img{max-width:100%}figure{margin:1em 0}"
+    )
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>outcrop summary</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
     with atomic_path(out) as tmp:
         tmp.write_text(page)
     log(f"report: wrote {out}")
@@ -180,13 +380,23 @@ def summary_of_run(results: Path, scenes: Sequence[str], out: Path, log: Callabl
     """:func:`write_summary` of a results folder, its files found through :mod:`outcrop.layout`."""
     run = Layout(results)
     metrics = Path(run.metrics)
-    write_summary(scenes, out, tile_tables=[Path(run.tile_table(s)) for s in scenes],
-                  prepared=[Path(run.prepared(s)) for s in scenes], training_curve=Path(run.training_curve_png),
-                  dendrogram=Path(run.dendrogram), cluster_maps=[Path(run.cluster_map(s)) for s in scenes],
-                  analogues=Path(run.analogues_csv), index_info=Path(run.index_info),
-                  metrics=metrics if metrics.exists() else None, webmap=Path(run.webmap),
-                  snakemake_report=Path(run.snakemake_report), cluster_table=Path(run.cluster_summary_html),
-                  analogue_maps=[Path(p) for p in in_folder(run.analogue_maps, scenes, ".png")], log=log)
+    write_summary(
+        scenes,
+        out,
+        tile_tables=[Path(run.tile_table(s)) for s in scenes],
+        prepared=[Path(run.prepared(s)) for s in scenes],
+        training_curve=Path(run.training_curve_png),
+        dendrogram=Path(run.dendrogram),
+        cluster_maps=[Path(run.cluster_map(s)) for s in scenes],
+        analogues=Path(run.analogues_csv),
+        index_info=Path(run.index_info),
+        metrics=metrics if metrics.exists() else None,
+        webmap=Path(run.webmap),
+        snakemake_report=Path(run.snakemake_report),
+        cluster_table=Path(run.cluster_summary_html),
+        analogue_maps=[Path(p) for p in in_folder(run.analogue_maps, scenes, ".png")],
+        log=log,
+    )
 
 
 def _link(target: Path, out: Path, label: str, note: str = "") -> str:
@@ -197,8 +407,15 @@ def _link(target: Path, out: Path, label: str, note: str = "") -> str:
     return f'<li><a href="{href}">{html.escape(label)}</a>{html.escape(note)}</li>'
 
 
-def _links_section(out: Path, scenes: Sequence[str], *, webmap: Path | None, snakemake_report: Path | None,
-                   cluster_table: Path | None, analogue_maps: Sequence[Path]) -> str:
+def _links_section(
+    out: Path,
+    scenes: Sequence[str],
+    *,
+    webmap: Path | None,
+    snakemake_report: Path | None,
+    cluster_table: Path | None,
+    analogue_maps: Sequence[Path],
+) -> str:
     """Links to the run's other pages: the interactive map, the Snakemake report, the cluster table
     and the analogue map of each scene (``analogue_maps``: one per scene, or none in a run without
     deposits). Relative, so they work wherever the results folder goes (the figures above are
@@ -207,8 +424,14 @@ def _links_section(out: Path, scenes: Sequence[str], *, webmap: Path | None, sna
     if webmap is not None:
         items.append(_link(Path(webmap), out, "Interactive map", f" ({_relative(webmap, out)})"))
     if snakemake_report is not None:
-        items.append(_link(Path(snakemake_report), out, "Snakemake report",
-                           f" ({_relative(snakemake_report, out)}, written by: snakemake --report {snakemake_report})"))
+        items.append(
+            _link(
+                Path(snakemake_report),
+                out,
+                "Snakemake report",
+                f" ({_relative(snakemake_report, out)}, written by: snakemake --report {snakemake_report})",
+            )
+        )
     if cluster_table is not None:
         items.append(_link(Path(cluster_table), out, "Cluster table", f" ({_relative(cluster_table, out)})"))
     items += [_link(Path(path), out, f"Analogue map of {scene}") for scene, path in zip(scenes, analogue_maps)]
@@ -226,8 +449,9 @@ def _relative(target: Path | str, out: Path) -> str:
 SURFACE_CLASSES = ("rock", "vegetation", "snow_ice", "water", "cloud", "unknown")
 
 
-def scenes_without_tiles(scenes: Sequence[str], tile_tables: Sequence[Path],
-                         prepared: Sequence[Path]) -> list[tuple[str, str]]:
+def scenes_without_tiles(
+    scenes: Sequence[str], tile_tables: Sequence[Path], prepared: Sequence[Path]
+) -> list[tuple[str, str]]:
     """Scenes whose tile table is empty, each with what covers it (``("C", "all cloud")``).
 
     Such a scene stops nothing (its tiles stage writes an empty table and the run goes on), so the
@@ -340,11 +564,14 @@ def _tiles_section(folder: Path) -> list[str]:
     counts, broken = surface_counts([(p.stem, p) for p in tables])
     if counts.empty and broken:
         return [f"scenes: {len(tables)}, every tile table unreadable", *broken]
-    lines = [f"scenes: {len(tables)} ({', '.join(p.stem for p in tables)})",
-             f"tiles: {int(counts.to_numpy().sum())}, by dominant surface: "
-             + ", ".join(f"{c} {int(counts[c].sum())}" for c in SURFACE_CLASSES)]
+    lines = [
+        f"scenes: {len(tables)} ({', '.join(p.stem for p in tables)})",
+        f"tiles: {int(counts.to_numpy().sum())}, by dominant surface: "
+        + ", ".join(f"{c} {int(counts[c].sum())}" for c in SURFACE_CLASSES),
+    ]
     for scene, row in counts.iterrows():
-        lines.append(f"  {scene}: {int(row.sum())} tiles (" + ", ".join(f"{c} {int(row[c])}" for c in SURFACE_CLASSES) + ")")
+        per_class = ", ".join(f"{c} {int(row[c])}" for c in SURFACE_CLASSES)
+        lines.append(f"  {scene}: {int(row.sum())} tiles ({per_class})")
     return lines + broken
 
 
@@ -371,9 +598,11 @@ def _surfaces_html(scenes: Sequence[str], tile_tables: Sequence[Path], prepared:
         row["reflectance"] = scene_radiometry(Path(scene_file))
         rows.append(row)
     columns = ["scene", "tiles", *(c.replace("_", "/") for c in SURFACE_CLASSES), "reflectance"]
-    return ("<h2>Scenes and surfaces</h2><p>Tiles by dominant surface class (rock: exposed ground; unknown: "
-            "ground whose bands cannot tell rock from water, snow or vegetation), and how each scene's "
-            "numbers became reflectance.</p>" + _table(rows, columns))
+    return (
+        "<h2>Scenes and surfaces</h2><p>Tiles by dominant surface class (rock: exposed ground; unknown: "
+        "ground whose bands cannot tell rock from water, snow or vegetation), and how each scene's "
+        "numbers became reflectance.</p>" + _table(rows, columns)
+    )
 
 
 def _grid_section(path: Path) -> list[str]:
@@ -389,8 +618,12 @@ def _grid_html(path: Path) -> str:
         lines = _grid_section(path)
     except Exception as exc:
         lines = [f"grid: {path} unreadable ({type(exc).__name__})"]
-    items = "".join(f"<li><strong>{html.escape(line.strip())}</strong></li>" if line.strip().startswith("warning")
-                    else f"<li>{html.escape(line.strip())}</li>" for line in lines[1:])
+    items = "".join(
+        f"<li><strong>{html.escape(line.strip())}</strong></li>"
+        if line.strip().startswith("warning")
+        else f"<li>{html.escape(line.strip())}</li>"
+        for line in lines[1:]
+    )
     return f"<h2>Grid</h2><p>{html.escape(lines[0])}</p><ul>{items}</ul>"
 
 
@@ -402,11 +635,16 @@ def _model_section(model: Path) -> list[str]:
     if "error" in meta:
         return [f"model: {model} ({size}): {meta['error']}"]
     settings = meta.get("settings", {})
-    parts = [f"{meta.get('arch', '?')}", f"embedding dim {meta.get('embedding_dim', '?')}",
-             f"bands {','.join(meta.get('bands', []))}"]
+    parts = [
+        f"{meta.get('arch', '?')}",
+        f"embedding dim {meta.get('embedding_dim', '?')}",
+        f"bands {','.join(meta.get('bands', []))}",
+    ]
     if "train_tiles" in meta:
-        parts.append(f"trained on {meta['train_tiles']} tiles: {_budget_words(meta, settings)}, "
-                     f"final loss {meta.get('final_loss', float('nan')):.4f}")
+        parts.append(
+            f"trained on {meta['train_tiles']} tiles: {_budget_words(meta, settings)}, "
+            f"final loss {meta.get('final_loss', float('nan')):.4f}"
+        )
     return [f"model: {', '.join(parts)} ({size})"]
 
 
@@ -419,10 +657,12 @@ def _budget_words(meta: dict[str, Any], settings: dict[str, Any]) -> str:
     except (KeyError, TypeError, ValueError):
         return f"{meta.get('steps', '?')} steps"
     views = steps * batch
-    how = (f"{settings['epochs']} epochs asked for" if isinstance(settings.get("epochs"), int)
-           else f"a budget of {settings.get('samples', '?')} views")
-    return (f"{views} views in {steps} steps of {batch} ({views / max(tiles, 1):.3g} passes over the tiles; "
-            f"{how})")
+    how = (
+        f"{settings['epochs']} epochs asked for"
+        if isinstance(settings.get("epochs"), int)
+        else f"a budget of {settings.get('samples', '?')} views"
+    )
+    return f"{views} views in {steps} steps of {batch} ({views / max(tiles, 1):.3g} passes over the tiles; {how})"
 
 
 def _index_section(info: Path) -> list[str]:
@@ -430,9 +670,12 @@ def _index_section(info: Path) -> list[str]:
         return ["index: not built yet"]
     data = json.loads(info.read_text())
     recall = data.get("recall_at_10")
-    return [f"index: {data.get('kind', '?')} ({data.get('metric', '?')}), {data.get('count', '?')} tiles of dim "
-            f"{data.get('dim', '?')}, recall@10 {recall:.3f}" if isinstance(recall, (int, float)) else
-            f"index: {data.get('kind', '?')}, {data.get('count', '?')} tiles, recall@10 not measured"]
+    return [
+        f"index: {data.get('kind', '?')} ({data.get('metric', '?')}), {data.get('count', '?')} tiles of dim "
+        f"{data.get('dim', '?')}, recall@10 {recall:.3f}"
+        if isinstance(recall, (int, float))
+        else f"index: {data.get('kind', '?')}, {data.get('count', '?')} tiles, recall@10 not measured"
+    ]
 
 
 def _clusters_section(summary: Path) -> list[str]:
@@ -462,23 +705,88 @@ def _analogues_section(csv: Path, top: int, skipped: Path) -> list[str]:
     if not csv.exists():
         return ["analogues: not ranked yet"]
     table = read_csv(csv)
-    columns = [c for c in ("rank", "score", "scene", "tile_id", "nearest_positive", "distance_km", "lon", "lat")
-               if c in table.columns]
+    columns = [
+        c
+        for c in ("rank", "score", "scene", "tile_id", "nearest_positive", "distance_km", "lon", "lat")
+        if c in table.columns
+    ]
     head = table[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    return [f"analogues: {len(table)} ranked; top {min(top, len(table))}:", *("  " + line for line in head.splitlines())]
+    return [
+        f"analogues: {len(table)} ranked; top {min(top, len(table))}:",
+        *("  " + line for line in head.splitlines()),
+    ]
 
 
 def _scores_section(metrics: Path) -> list[str]:
     if not metrics.exists():
         return []
-    scores = json.loads(metrics.read_text())
-    warning = without_tiles_line(scores.get("leave_one_out"))
+    data = json.loads(metrics.read_text())
+    warning = without_tiles_line(data.get("leave_one_out"))
     lines = [warning] if warning else []
-    summary = scores.get("summary", {})
-    if not summary:  # an ordinary run: no demo truth
-        return lines
-    return lines + ["scores (demo truth): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                        for k, v in sorted(summary.items()))]
+    summary = data.get("summary", {})
+    lines += _quality_lines(data)
+    if summary:  # the demo's truth
+        lines.append(
+            "scores (demo truth): "
+            + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(summary.items()))
+        )
+    return lines
+
+
+def _ari_at(level: str) -> Callable[[Any], Any]:
+    """The pick of :func:`_best_other` for the ARI at one clustering ``level`` of map-agreement scores."""
+    return lambda s: (s.get(level) or {}).get("ari")
+
+
+def _best_other(scores: dict[str, Any], pick: Callable[[Any], Any]) -> str:
+    """``shipped a, best baseline b (name)`` of one measure over the feature sets of a block."""
+    values = {n: pick(scores[n]) for n in QUALITY_SETS if isinstance(scores.get(n), dict)}
+    values = {n: v for n, v in values.items() if isinstance(v, (int, float))}
+    if "byol" not in values:
+        return "not scored"
+    others = {n: v for n, v in values.items() if n != "byol"}
+    if not others:
+        return f"shipped {values['byol']:.3f}"
+    best = max(others, key=lambda n: others[n])
+    return f"shipped {values['byol']:.3f}, best baseline {best} {others[best]:.3f}"
+
+
+def _quality_lines(data: dict[str, Any]) -> list[str]:
+    """What training added, re-identification by acquisition dates and within a scene, and map agreement."""
+    lines = []
+    gain = data.get("training_gain")
+    if isinstance(gain, dict) and gain.get("verdict"):
+        lines.append(f"training gain: {gain['verdict']}")
+    by_dates = (data.get("reidentification") or {}).get("by_dates") or {}
+    for relation in ("same_date", "different_dates", "unknown"):
+        if isinstance(by_dates.get(relation), dict):
+            block = by_dates[relation]
+            lines.append(
+                f"re-identification, {DATE_TITLES[relation]} ({block.get('pairs')}): top-1 "
+                + _best_other(block, lambda s: s.get("top1"))
+            )
+    same = data.get("same_scene") or {}
+    for kind in ("shifted", "reprojected"):
+        if isinstance(same.get(kind), dict):
+            lines.append(
+                f"same-scene re-identification, {kind} ({same.get('scene')}): top-1 "
+                + _best_other(same[kind], lambda s: s.get("top1"))
+            )
+    agree = data.get("map_agreement")
+    if isinstance(agree, dict):
+        head = (
+            f"map agreement ({', '.join(str(m) for m in agree.get('maps') or [])}; "
+            f"{agree.get('tiles_with_unit')} tiles, {len(agree.get('units') or {})} units)"
+        )
+        if "skipped" in agree:
+            lines.append(f"{head}: skipped: {agree['skipped']}")
+        elif isinstance(agree.get("byol"), dict):
+            levels = _levels(agree["byol"])
+            lines.append(f"{head}:")
+            for lv in levels:
+                lines.append(f"  {lv} ARI " + _best_other(agree, _ari_at(lv)))
+            lines.append("  kNN macro-F1 " + _best_other(agree, lambda s: s.get("knn_macro_f1")))
+    return lines
 
 
 def _readable(name: str, path: Path, section: Callable[..., list[str]], *args: Any) -> list[str]:
@@ -492,8 +800,9 @@ def _readable(name: str, path: Path, section: Callable[..., list[str]], *args: A
 
 def _without_tiles_section(run: Layout) -> list[str]:
     scenes = sorted(p.stem for p in Path(run.tiles_folder).glob("*.parquet"))
-    empty = scenes_without_tiles(scenes, [Path(run.tile_table(s)) for s in scenes],
-                                 [Path(run.prepared(s)) for s in scenes])
+    empty = scenes_without_tiles(
+        scenes, [Path(run.tile_table(s)) for s in scenes], [Path(run.prepared(s)) for s in scenes]
+    )
     return [_without_tiles_line(empty)] if empty else []
 
 

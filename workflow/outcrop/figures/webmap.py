@@ -1,7 +1,8 @@
 """A standalone interactive map of a run (``map.html``) that works with no network at all.
 
 What is on it: each scene's false-colour quicklook, the cluster layer (finest k), the similarity
-to the known deposits, the known deposits, and the top analogues with popups (rank, score, scene,
+to the known deposits, the units of a geological map when the run has one (off until switched on),
+the known deposits, and the top analogues with popups (rank, score, scene,
 tile, matched deposit, distance, lon/lat); a graticule and a coastline; a layer control to toggle
 them and a legend. Wherever a map is, the user can place it: the cursor's latitude and longitude
 are read out as it moves, and a click on a cluster or similarity pixel shows, scene by scene, its
@@ -50,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from outcrop import OutcropError
+from outcrop.config import default
 from outcrop.io import atomic_path
 
 PREVIEW_MAX = 1024  # px per side of a quicklook on the map
@@ -57,6 +59,7 @@ LAYER_NAMES = {
     "quicklooks": "Scene quicklooks (false colour)",
     "clusters": "Clusters",
     "similarity": "Similarity to known deposits",
+    "units": "Geological map units",
     "deposits": "Known deposits",
     "analogues": "Top analogues",
     "graticule": "Graticule (lat/lon)",
@@ -70,7 +73,9 @@ def leaflet_assets() -> tuple[str, str]:
     try:
         import xstatic.pkg.leaflet as xleaflet
     except ImportError:
-        raise OutcropError("the interactive map needs the XStatic-Leaflet package (pip install XStatic-Leaflet)") from None
+        raise OutcropError(
+            "the interactive map needs the XStatic-Leaflet package (pip install XStatic-Leaflet)"
+        ) from None
     base = Path(xleaflet.BASE_DIR)
     js = (base / "leaflet.js").read_text(encoding="utf-8")
     css = (base / "leaflet.css").read_text(encoding="utf-8")
@@ -101,7 +106,9 @@ def _bounds(transform: Any, width: int, height: int) -> list[list[float]]:
     return [[min(y0, y1), min(x0, x1)], [max(y0, y1), max(x0, x1)]]
 
 
-def _read(path: Path, max_size: int | None = None) -> tuple[np.ndarray, Any, Any, Any, dict[int, tuple[int, ...]] | None]:
+def _read(
+    path: Path, max_size: int | None = None
+) -> tuple[np.ndarray, Any, Any, Any, dict[int, tuple[int, ...]] | None]:
     """(bands, transform, crs, nodata, colour table or None) of a raster, reduced to ``max_size`` px."""
     import rasterio
     from rasterio.enums import Resampling
@@ -134,8 +141,13 @@ def quicklook_layer(paths: Sequence[Path], run_crs: Any) -> list[dict[str, Any]]
         _check_crs(path, crs, run_crs)
         rgb = np.moveaxis(data[:3], 0, -1).astype(np.uint8)
         alpha = np.where((data[:3] == (nodata if nodata is not None else 0)).all(axis=0), 0, 255).astype(np.uint8)
-        out.append({"scene": Path(path).stem, "image": png_uri(np.dstack([rgb, alpha])),
-                    "bounds": _bounds(transform, data.shape[2], data.shape[1])})
+        out.append(
+            {
+                "scene": Path(path).stem,
+                "image": png_uri(np.dstack([rgb, alpha])),
+                "bounds": _bounds(transform, data.shape[2], data.shape[1]),
+            }
+        )
     return out
 
 
@@ -158,10 +170,15 @@ def cluster_layer(paths: Sequence[Path], run_crs: Any) -> tuple[list[dict[str, A
         rgba = table[labels]
         rgba[labels == nodata, 3] = 0
         for value in np.unique(labels[labels != nodata]):
-            legend[int(value)] = "#%02x%02x%02x" % tuple(int(v) for v in table[value][:3])
-        out.append({"scene": Path(path).stem, "image": png_uri(rgba),
-                    "bounds": _bounds(transform, labels.shape[1], labels.shape[0]),
-                    "values": label_values(labels, nodata)})
+            legend[int(value)] = "#{:02x}{:02x}{:02x}".format(*(int(v) for v in table[value][:3]))
+        out.append(
+            {
+                "scene": Path(path).stem,
+                "image": png_uri(rgba),
+                "bounds": _bounds(transform, labels.shape[1], labels.shape[0]),
+                "values": label_values(labels, nodata),
+            }
+        )
     return out, dict(sorted(legend.items())), level
 
 
@@ -169,8 +186,63 @@ def label_values(labels: np.ndarray, nodata: Any) -> dict[str, Any]:
     """A label raster for the click popup: (H, W) uint16 little-endian in base64, 65535 = no label."""
     codes = labels.astype(np.int64)
     codes = np.where((codes < 0) | (codes >= 65535) | (labels == nodata), 65535, codes).astype("<u2")
-    return {"width": int(labels.shape[1]), "height": int(labels.shape[0]), "nodata": 65535,
-            "data": base64.b64encode(codes.tobytes()).decode("ascii")}
+    return {
+        "width": int(labels.shape[1]),
+        "height": int(labels.shape[0]),
+        "nodata": 65535,
+        "data": base64.b64encode(codes.tobytes()).decode("ascii"),
+    }
+
+
+def unit_layer(
+    quicklooks: Sequence[Path], run_crs: Any, maps: Sequence[Any]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The unit maps drawn over each scene's quicklook extent, at the quicklook's reduced size:
+    overlays (with a click grid of unit numbers) and a legend {unit name: colour}.
+
+    Each map is read through :class:`outcrop.search.unit_map.UnitReader`, as the quality stage reads
+    it (polygons rasterised at pixel centres, rasters by nearest neighbour), one quicklook window at a
+    time. Where maps overlap, the first that names a unit shows it.
+    """
+    import rasterio
+
+    from outcrop.search.clusters import palette
+    from outcrop.search.unit_map import UnitReader
+
+    names: list[str] = []
+    grids = []
+    for path in quicklooks:
+        with rasterio.open(path) as src:
+            factor = max(1.0, max(src.width, src.height) / PREVIEW_MAX)
+            shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
+            transform = src.transform * src.transform.scale(src.width / shape[1], src.height / shape[0])
+            bounds = tuple(src.bounds)
+        shown = np.zeros(shape, dtype=np.int64)  # 1 + index into names; 0: no unit
+        for umap in maps:
+            with UnitReader(umap, run_crs) as reader:
+                reader.region(bounds)
+                codes = reader.window(transform, shape)
+            for value in np.unique(codes[codes > 0]):
+                name = umap.name_of(int(value))
+                if name not in names:
+                    names.append(name)
+                shown[(shown == 0) & (codes == value)] = names.index(name) + 1
+        grids.append((path, shown, transform))
+    colours = palette(max(1, len(names)))
+    table = np.concatenate([np.zeros((1, 4), dtype=np.uint8), colours[: len(names)]])
+    out = []
+    for path, shown, transform in grids:
+        rgba = table[shown]
+        out.append(
+            {
+                "scene": Path(path).stem,
+                "image": png_uri(rgba),
+                "bounds": _bounds(transform, shown.shape[1], shown.shape[0]),
+                "values": label_values(shown - 1, -1),
+            }
+        )
+    legend = {name: "#{:02x}{:02x}{:02x}".format(*(int(v) for v in colours[i][:3])) for i, name in enumerate(names)}
+    return out, legend
 
 
 def similarity_values(values: np.ndarray) -> dict[str, Any]:
@@ -185,8 +257,14 @@ def similarity_values(values: np.ndarray) -> dict[str, Any]:
     scale = max(hi - lo, 1e-9)
     q = np.clip(np.round((values - lo) / scale * 254), 0, 254)
     q = np.where(np.isfinite(values), q, VALUE_NODATA).astype(np.uint8)
-    return {"width": int(values.shape[1]), "height": int(values.shape[0]), "nodata": VALUE_NODATA,
-            "lo": float(lo), "hi": float(hi), "data": base64.b64encode(q.tobytes()).decode("ascii")}
+    return {
+        "width": int(values.shape[1]),
+        "height": int(values.shape[0]),
+        "nodata": VALUE_NODATA,
+        "lo": float(lo),
+        "hi": float(hi),
+        "data": base64.b64encode(q.tobytes()).decode("ascii"),
+    }
 
 
 def similarity_layer(paths: Sequence[Path], run_crs: Any, lo: float, hi: float) -> list[dict[str, Any]]:
@@ -201,9 +279,14 @@ def similarity_layer(paths: Sequence[Path], run_crs: Any, lo: float, hi: float) 
         values = data[0].astype(np.float64)
         rgba = (cmap(np.clip((values - lo) / max(hi - lo, 1e-9), 0, 1)) * 255).round().astype(np.uint8)
         rgba[~np.isfinite(values), 3] = 0
-        out.append({"scene": Path(path).stem, "image": png_uri(rgba),
-                    "bounds": _bounds(transform, values.shape[1], values.shape[0]),
-                    "values": similarity_values(values)})
+        out.append(
+            {
+                "scene": Path(path).stem,
+                "image": png_uri(rgba),
+                "bounds": _bounds(transform, values.shape[1], values.shape[0]),
+                "values": similarity_values(values),
+            }
+        )
     return out
 
 
@@ -221,8 +304,7 @@ def coastline_layer(paths: Sequence[Path], run_crs: Any) -> list[list[list[float
             with rasterio.open(path) as src:
                 bands = [b for b in src.tags().get("bands", "").split(",") if b]
                 if len(bands) != src.count - 1:
-                    raise OutcropError(f"{path}: not a prepared scene (band list tag does not match "
-                                       f"{src.count} bands)")
+                    raise OutcropError(f"{path}: not a prepared scene (band list tag does not match {src.count} bands)")
                 _check_crs(path, src.crs, run_crs)
                 factor = max(1.0, max(src.width, src.height) / PREVIEW_MAX)
                 shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
@@ -265,14 +347,26 @@ def analogue_features(analogues: Any) -> list[dict[str, Any]]:
     out = []
     for _, row in analogues.sort_values("rank").iterrows():
         c = row.geometry.centroid
-        out.append({
-            "rank": int(row["rank"]), "score": float(row["score"]), "scene": str(row["scene"]),
-            "tile_id": int(row["tile_id"]), "nearest_positive": str(row["nearest_positive"]),
-            "distance_km": float(row["distance_km"]), "lon": float(row["lon"]), "lat": float(row["lat"]),
-            "x": float(c.x), "y": float(c.y),
-            "ring": [[float(y), float(x)] for x, y in get_coordinates(row.geometry.exterior if
-                                                                    row.geometry.geom_type == "Polygon" else row.geometry.envelope.exterior)],
-        })
+        out.append(
+            {
+                "rank": int(row["rank"]),
+                "score": float(row["score"]),
+                "scene": str(row["scene"]),
+                "tile_id": int(row["tile_id"]),
+                "nearest_positive": str(row["nearest_positive"]),
+                "distance_km": float(row["distance_km"]),
+                "lon": float(row["lon"]),
+                "lat": float(row["lat"]),
+                "x": float(c.x),
+                "y": float(c.y),
+                "ring": [
+                    [float(y), float(x)]
+                    for x, y in get_coordinates(
+                        row.geometry.exterior if row.geometry.geom_type == "Polygon" else row.geometry.envelope.exterior
+                    )
+                ],
+            }
+        )
     return out
 
 
@@ -284,11 +378,22 @@ def deposit_features(deposits: Any) -> list[dict[str, Any]]:
     out = []
     for (_, row), ll in zip(deposits.iterrows(), centres):
         geom = row.geometry
-        rings = [[[float(y), float(x)] for x, y in get_coordinates(p.exterior)] for p in get_parts(geom)
-                 if p.geom_type == "Polygon"]
+        rings = [
+            [[float(y), float(x)] for x, y in get_coordinates(p.exterior)]
+            for p in get_parts(geom)
+            if p.geom_type == "Polygon"
+        ]
         c = geom.centroid
-        out.append({"name": str(row["name"]), "x": float(c.x), "y": float(c.y), "rings": rings,
-                    "lon": float(ll.x), "lat": float(ll.y)})
+        out.append(
+            {
+                "name": str(row["name"]),
+                "x": float(c.x),
+                "y": float(c.y),
+                "rings": rings,
+                "lon": float(ll.x),
+                "lat": float(ll.y),
+            }
+        )
     return out
 
 
@@ -300,21 +405,26 @@ def map_data(
     deposits_path: Path | None,
     *,
     prepared: Sequence[Path] = (),
+    units: Sequence[Path] = (),
+    unit_field: str = default("units.field"),
     title: str = "outcrop run",
 ) -> dict[str, Any]:
     """Everything the map's script draws, as one JSON-ready dict: the layers of a run.
 
     ``map.html`` embeds it; ``outcrop serve`` builds the same dict once at start and adds its live
-    layers beside it, so both pages draw a run through one set of functions.
+    layers beside it, so both pages draw a run through one set of functions. ``units``: unit maps
+    (``unit_field`` names the polygons' unit) shown as a layer the user switches on.
     """
     import geopandas as gpd
     import rasterio
 
     from outcrop.figures.analogue_maps import score_range
     from outcrop.search.analogues import read_deposits
+    from outcrop.search.unit_map import open_unit_maps
 
     if not quicklooks:
         raise OutcropError("map: no scene quicklooks given")
+    unit_maps = open_unit_maps(units, unit_field)
     with rasterio.open(quicklooks[0]) as src:
         run_crs = src.crs
     analogues = deposits = None
@@ -332,6 +442,11 @@ def map_data(
     clusters, cluster_legend, level = cluster_layer(cluster_rasters, run_crs)
     quicklook_overlays = quicklook_layer(quicklooks, run_crs)
     readout, graticule_lines = geography(run_crs, [o["bounds"] for o in quicklook_overlays])
+    similarity = similarity_layer(similarity_rasters, run_crs, lo, hi)
+    unit_overlays: list[dict[str, Any]] = []
+    unit_legend: dict[str, str] = {}
+    if unit_maps:
+        unit_overlays, unit_legend = unit_layer(quicklooks, run_crs, unit_maps)
     return {
         "title": title,
         "crs": run_crs.to_string(),
@@ -340,7 +455,9 @@ def map_data(
         "quicklooks": quicklook_overlays,
         "clusters": clusters,
         "cluster_legend": cluster_legend,
-        "similarity": similarity_layer(similarity_rasters, run_crs, lo, hi),
+        "similarity": similarity,
+        "units": unit_overlays,
+        "unit_legend": unit_legend,
         "similarity_range": [lo, hi],
         "similarity_stops": viridis_stops(),
         "deposits": deposit_features(deposits) if deposits is not None else [],
@@ -380,6 +497,8 @@ def write_webmap(
     out: Path,
     *,
     prepared: Sequence[Path] = (),
+    units: Sequence[Path] = (),
+    unit_field: str = default("units.field"),
     title: str = "outcrop run",
     log: Callable[[str], Any] = print,
 ) -> None:
@@ -387,15 +506,27 @@ def write_webmap(
 
     A run without deposits has no analogues: ``analogues_path`` and ``deposits_path`` are None and
     ``similarity_rasters`` empty, and the map shows quicklooks and clusters only. The coastline is
-    drawn from the ``prepared`` scenes' surface masks (none given: no coastline).
+    drawn from the ``prepared`` scenes' surface masks (none given: no coastline). ``units``: unit
+    maps (``unit_field`` names the polygons' unit) shown as a layer the user switches on.
     """
-    data = map_data(quicklooks, cluster_rasters, similarity_rasters, analogues_path, deposits_path,
-                    prepared=prepared, title=title)
+    data = map_data(
+        quicklooks,
+        cluster_rasters,
+        similarity_rasters,
+        analogues_path,
+        deposits_path,
+        prepared=prepared,
+        units=units,
+        unit_field=unit_field,
+        title=title,
+    )
     page = render_page(data)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    log(f"map: wrote {out} ({len(page) / 1e6:.1f} MB; {len(data['quicklooks'])} scenes, "
-        f"{len(data['analogues'])} analogues, {len(data['deposits'])} deposits)")
+    log(
+        f"map: wrote {out} ({len(page) / 1e6:.1f} MB; {len(data['quicklooks'])} scenes, "
+        f"{len(data['analogues'])} analogues, {len(data['deposits'])} deposits)"
+    )
 
 
 def page_asset(name: str) -> str:

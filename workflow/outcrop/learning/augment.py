@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from outcrop import OutcropError
 from outcrop.learning.encoder_settings import ViewSettings
 
 
@@ -33,8 +31,9 @@ def _bernoulli(shape: tuple[int, ...], p: float, gen: torch.Generator) -> torch.
     return torch.rand(shape, generator=gen) < p
 
 
-def _interpolation_matrices(start: torch.Tensor, length: torch.Tensor, size: int,
-                            reverse: torch.Tensor | None = None) -> torch.Tensor:
+def _interpolation_matrices(
+    start: torch.Tensor, length: torch.Tensor, size: int, reverse: torch.Tensor | None = None
+) -> torch.Tensor:
     """(n, size, size) float32 matrices resampling a 1-D signal of ``size`` px onto ``size`` pixels.
 
     Output pixel i samples the input at ``start + (i + 0.5) * length / size - 0.5`` (pixel centres,
@@ -63,8 +62,7 @@ def _interpolation_matrices(start: torch.Tensor, length: torch.Tensor, size: int
     return m
 
 
-def _blur_matrices(sigma: torch.Tensor, radius: int, size: int,
-                   apply: torch.Tensor | None = None) -> torch.Tensor:
+def _blur_matrices(sigma: torch.Tensor, radius: int, size: int, apply: torch.Tensor | None = None) -> torch.Tensor:
     """(n, size, size) Gaussian blur matrices along one axis, with mirror padding at the ends.
 
     Mirror padding (the edge pixel not repeated) keeps a constant signal constant and commutes with
@@ -93,8 +91,9 @@ class _Geometry:
     cols: torch.Tensor  # (n, W, W)
     transpose: torch.Tensor  # (n,) bool
 
-    def apply(self, x: torch.Tensor, gain: torch.Tensor | None = None,
-              offset: torch.Tensor | None = None) -> torch.Tensor:
+    def apply(
+        self, x: torch.Tensor, gain: torch.Tensor | None = None, offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Two batched matrix products and one selecting pass, whatever mix of maps the tiles have.
 
         With ``Z = X cols^T``, ``W = Z^T rows^T`` is ``(rows X cols^T)^T``, and ``bmm`` reads the
@@ -118,7 +117,8 @@ class _Geometry:
             scaled = (rows[:, None] * gain[:, :, None, None]).reshape(n * c, s, s)
             row_sums = z.sum(dim=2).reshape(n, c, s)
             mean = (row_sums * rows.sum(dim=1)[:, None, :]).sum(dim=2) / (s * s)
-            bias = (mean * (1 - gain) + offset.to(x.device, x.dtype)).reshape(n * c, 1, 1)
+            shift = 0.0 if offset is None else offset.to(x.device, x.dtype)
+            bias = (mean * (1 - gain) + shift).reshape(n * c, 1, 1)
         w = torch.baddbmm(bias, z.reshape(n * c, s, s).transpose(1, 2), scaled.transpose(1, 2))
         w = w.reshape(n, c, s, s)
         return torch.where(flag[:, None, None, None], w, w.transpose(-2, -1))

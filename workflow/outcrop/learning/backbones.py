@@ -43,8 +43,11 @@ class BasicBlock(nn.Module):
         super().__init__()
         c_out = width * self.expansion
         self.body = nn.Sequential(
-            _conv3x3(c_in, width, stride), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            _conv3x3(width, c_out), nn.BatchNorm2d(c_out),
+            _conv3x3(c_in, width, stride),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            _conv3x3(width, c_out),
+            nn.BatchNorm2d(c_out),
         )
         self.shortcut = _shortcut(c_in, c_out, stride)
         self.relu = nn.ReLU(inplace=True)
@@ -62,9 +65,14 @@ class Bottleneck(nn.Module):
         super().__init__()
         c_out = width * self.expansion
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            _conv3x3(width, width, stride), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
+            nn.Conv2d(c_in, width, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            _conv3x3(width, width, stride),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
         )
         self.shortcut = _shortcut(c_in, c_out, stride)
         self.relu = nn.ReLU(inplace=True)
@@ -103,7 +111,9 @@ class ResNet(nn.Module):
     def __init__(self, spec: ResNetSpec, in_channels: int, embedding_dim: int) -> None:
         super().__init__()
         layers: list[nn.Module] = [
-            _conv3x3(in_channels, spec.stem_width), nn.BatchNorm2d(spec.stem_width), nn.ReLU(inplace=True),
+            _conv3x3(in_channels, spec.stem_width),
+            nn.BatchNorm2d(spec.stem_width),
+            nn.ReLU(inplace=True),
         ]
         c_in = spec.stem_width
         for n_blocks, width, stride in zip(spec.blocks, spec.widths, spec.strides):
@@ -132,7 +142,9 @@ def _init_weights(net: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     for m in net.modules():
         if isinstance(m, (BasicBlock, Bottleneck)):
-            nn.init.zeros_(m.body[-1].weight)
+            last = m.body[-1]
+            assert isinstance(last, nn.BatchNorm2d)  # each block's body ends in its last norm
+            nn.init.zeros_(last.weight)
 
 
 def build_backbone(arch: str, in_channels: int, embedding_dim: int) -> ResNet:
@@ -140,6 +152,8 @@ def build_backbone(arch: str, in_channels: int, embedding_dim: int) -> ResNet:
     if arch not in ARCHITECTURES:
         raise OutcropError(f"encoder.arch: unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
     if in_channels < 1 or embedding_dim < 1:
-        raise OutcropError(f"encoder: need at least one band and one embedding dimension "
-                           f"(got {in_channels} bands, embedding_dim {embedding_dim})")
+        raise OutcropError(
+            f"encoder: need at least one band and one embedding dimension "
+            f"(got {in_channels} bands, embedding_dim {embedding_dim})"
+        )
     return ResNet(ARCHITECTURES[arch], in_channels, embedding_dim)

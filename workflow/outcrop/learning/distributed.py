@@ -45,7 +45,7 @@ class Ranks:
     def shard(self, batch: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous slice of a global batch whose size the world size divides."""
         size = batch.shape[0] // self.world_size
-        return batch[self.rank * size:(self.rank + 1) * size]
+        return batch[self.rank * size : (self.rank + 1) * size]
 
     def mean(self, value: float, device: torch.device) -> float:
         """The mean of a per-rank scalar over all ranks (the global-batch loss from the shards' losses)."""
@@ -97,8 +97,10 @@ def join_process_group(device: torch.device) -> tuple[Ranks, torch.device]:
         return ranks, device
     if device.type == "cuda":
         if ranks.local_rank >= torch.cuda.device_count():
-            raise OutcropError(f"rank {ranks.rank} wants GPU {ranks.local_rank}, but torch sees "
-                               f"{torch.cuda.device_count()} (ask for as many GPUs as --nproc_per_node)")
+            raise OutcropError(
+                f"rank {ranks.rank} wants GPU {ranks.local_rank}, but torch sees "
+                f"{torch.cuda.device_count()} (ask for as many GPUs as --nproc_per_node)"
+            )
         device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
@@ -127,13 +129,13 @@ class _SumOverRanks(torch.autograd.Function):
     of an input is the sum of the output gradients of all ranks."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:
         total = tensor.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(total)
         return total
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         total = grad.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(total)
         return total
@@ -167,17 +169,19 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         world, rank = dist.get_world_size(), dist.get_rank()
         table = torch.stack([row if r == rank else torch.zeros_like(row) for r in range(world)])
         table = _SumOverRanks.apply(table)
-        counts, means, m2s = table[:, :1], table[:, 1:channels + 1], table[:, channels + 1:]
+        counts, means, m2s = table[:, :1], table[:, 1 : channels + 1], table[:, channels + 1 :]
         total = counts.sum()
         mean = (counts * means).sum(0) / total
         m2 = (m2s + counts * (means - mean).square()).sum(0)
         var = m2 / total
         if self.track_running_stats:
+            tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+            assert tracked is not None and running_mean is not None and running_var is not None  # tracked: kept
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum)
-                self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
-                self.running_var.mul_(1 - momentum).add_(m2.detach() / (total - 1), alpha=momentum)
+                tracked.add_(1)
+                momentum = 1.0 / float(tracked) if self.momentum is None else self.momentum
+                running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+                running_var.mul_(1 - momentum).add_(m2.detach() / (total - 1), alpha=momentum)
         out = (xf - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
@@ -194,8 +198,9 @@ def synchronise_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
-        synced = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                 module.track_running_stats)
+        synced = GlobalBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:
             synced.weight, synced.bias = module.weight, module.bias
         if module.track_running_stats:
@@ -206,4 +211,3 @@ def synchronise_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     for name, child in module.named_children():
         module.add_module(name, synchronise_batchnorm(child, device))
     return module
-

@@ -28,7 +28,7 @@ import copy
 import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -75,7 +75,8 @@ def inference_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
             ):
                 module._modules[name] = fuse_conv_bn_eval(conv, bn)
                 module._modules[bn_name] = nn.Identity()
-    return net.to(memory_format=inference_layout(device))
+    # Module.to takes memory_format (torch's docs); its stub's overloads leave it out.
+    return net.to(memory_format=inference_layout(device))  # type: ignore[call-overload]
 
 
 def standardised(metadata: dict[str, Any], feats: np.ndarray) -> np.ndarray:
@@ -133,7 +134,7 @@ def embed_array(
     *,
     batch_size: int = 256,
     device: str = "cpu",
-    precision: torch.dtype | None | str = "auto",
+    precision: torch.dtype | None | Literal["auto"] = "auto",
     spectral_weight: float = default("embed.spectral_weight"),
     context_weight: float = 0.0,
     context: np.ndarray | None = None,
@@ -144,7 +145,8 @@ def embed_array(
     joined with the tile's standardised spectrum when ``spectral_weight`` is above zero and with its
     block's, ``context`` (N, 5C) raw block spectra from :mod:`outcrop.raster.spectra`, when
     ``context_weight`` is (at zero weights the rows are the learned vectors alone, exactly). Tiles
-    given as an array carry no neighbours, so the block part is off unless asked for with its spectra. ``precision``: the autocast dtype (None: float32);
+    given as an array carry no neighbours, so the block part is off unless asked for with its spectra.
+    ``precision``: the autocast dtype (None: float32);
     ``auto`` is bf16 on CUDA, float32 elsewhere (:mod:`outcrop.learning.precision`). Poses are summed
     and normalised in float32; the spectral part is computed from the float32 tiles.
     """
@@ -183,6 +185,7 @@ def embed_array(
         if spectral_weight > 0:
             parts.append((spectral_weight, spectral_part(metadata, host)))
         if context_weight > 0:
+            assert context is not None  # checked above
             parts.append((context_weight, standardised(metadata, context[start : start + len(chunk)])))
         out[start : start + len(chunk)] = join_parts(learned, *parts)
     return out

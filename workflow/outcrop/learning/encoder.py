@@ -26,6 +26,7 @@ import torch
 
 from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.io import atomic_path
 from outcrop.learning.augment import augment
 from outcrop.learning.backbones import build_backbone
 from outcrop.learning.byol import BYOL, cosine_schedule
@@ -35,21 +36,21 @@ from outcrop.learning.distributed import (
     leave_process_group,
     synchronise_batchnorm,
 )
-from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, ViewSettings, measured_cost
-from outcrop.learning.torch_files import read_torch_file
-from outcrop.io import atomic_path
-from outcrop.locks import exclusive_writer
+from outcrop.learning.encoder_settings import _NOT_LEARNED, EncoderSettings, measured_cost
 from outcrop.learning.optim import build_optimizer, warmup_cosine
+from outcrop.learning.pairs import Partners, cross_scene_partners, has_footprints, second_view_rows
 from outcrop.learning.precision import autocast
 from outcrop.learning.symmetry import POSES
-from outcrop.runtime.progress import RateWindow
-from outcrop.runtime.stopping import Interrupted, StepInterrupted, StopRequests
+from outcrop.learning.torch_files import read_torch_file
 from outcrop.learning.training_data import (
     TrainingTiles,
     band_mean_and_std,
     open_training_tiles,
     spectral_statistics,
 )
+from outcrop.locks import exclusive_writer
+from outcrop.runtime.progress import RateWindow
+from outcrop.runtime.stopping import Interrupted, StepInterrupted, StopRequests
 
 MODEL_FORMAT = "outcrop-encoder"
 # The ETA follows the rate of the last minute: a load change shows within it, and a minute holds
@@ -57,6 +58,8 @@ MODEL_FORMAT = "outcrop-encoder"
 ETA_WINDOW_S = 60.0
 CHECKPOINT_FORMAT = "outcrop-byol-checkpoint"
 FORMAT_VERSION = 1
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device must be available."""
     if device == "auto":
@@ -76,14 +79,39 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def run_digest(settings: EncoderSettings, bands: Sequence[str], min_rock: float, tiles: TrainingTiles,
-               mean: np.ndarray, std: np.ndarray) -> str:
-    """Fingerprint of everything a run's result depends on: a checkpoint resumes only a matching run."""
+def run_digest(
+    settings: EncoderSettings,
+    bands: Sequence[str],
+    min_rock: float,
+    tiles: TrainingTiles,
+    mean: np.ndarray,
+    std: np.ndarray,
+    partners: Partners | None = None,
+) -> str:
+    """Fingerprint of everything a run's result depends on: a checkpoint resumes only a matching run.
+
+    With cross-scene views the pairs count too (a run whose scenes pair up differently is another run).
+    """
     settings_dict = {k: v for k, v in settings.to_dict().items() if k not in _NOT_LEARNED}
-    blob = json.dumps({
-        "settings": settings_dict, "bands": list(bands), "min_rock": float(min_rock), "count": len(tiles),
-        "shape": list(tiles.tile_shape), "mean": mean.tolist(), "std": std.tolist(),
-    }, sort_keys=True)
+    if settings.cross_scene == 0:  # the digests of runs from before cross-scene views stay as they were
+        settings_dict.pop("cross_scene", None)
+    blob = json.dumps(
+        {
+            "settings": settings_dict,
+            "bands": list(bands),
+            "min_rock": float(min_rock),
+            "count": len(tiles),
+            "shape": list(tiles.tile_shape),
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            **(
+                {"pairs": hashlib.sha256(partners.start.tobytes() + partners.index.tobytes()).hexdigest()}
+                if partners is not None
+                else {}
+            ),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -96,8 +124,9 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 class _Trainer:
     """The mutable state of one training run, and its checkpoint round trip."""
 
-    def __init__(self, settings: EncoderSettings, in_channels: int, device: torch.device,
-                 ranks: Ranks | None = None) -> None:
+    def __init__(
+        self, settings: EncoderSettings, in_channels: int, device: torch.device, ranks: Ranks | None = None
+    ) -> None:
         self.settings = settings
         self.device = device
         self.ranks = ranks or Ranks()
@@ -110,7 +139,8 @@ class _Trainer:
         # NHWC is measured faster on x86 CPUs and CUDA; MPS support for it is patchy, so not there.
         self.channels_last = settings.channels_last and device.type in ("cpu", "cuda")
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (torch's docs); its stub's overloads leave it out.
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = build_optimizer(settings.optimizer, self.model, settings.lr, settings.weight_decay)
         # The forward pass runs through DDP when there are several ranks: it averages the online
         # network's gradients across them during backward. EMA, checkpoints and the model file use
@@ -119,8 +149,8 @@ class _Trainer:
         self.net: torch.nn.Module = self.model
         if self.ranks.distributed:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None,
-                forward_sync_buffers=False)
+                self.model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
+            )
         self.use_amp = device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
@@ -128,15 +158,17 @@ class _Trainer:
         self.step = 0
         self.curve: list[list[float]] = []
 
-    def train_step(self, x: torch.Tensor, lr: float, tau: float) -> float:
+    def train_step(self, x: torch.Tensor, lr: float, tau: float, second: torch.Tensor | None = None) -> float:
         """One optimiser step on a normalised global batch, then one EMA step of the target; returns the
         loss of the global batch (:meth:`compute`, then :meth:`commit`)."""
-        return self.commit(self.compute(x, lr), tau)
+        return self.commit(self.compute(x, lr, second), tau)
 
-    def compute(self, x: torch.Tensor, lr: float) -> torch.Tensor:
+    def compute(self, x: torch.Tensor, lr: float, second: torch.Tensor | None = None) -> torch.Tensor:
         """The views, the loss and its gradients for one step, which change no weight, no optimiser
         state and nothing saved, but the generator, torch's random state and BatchNorm's running
         statistics: :meth:`snapshot` and :meth:`restore` undo those when a stop abandons the step.
+        ``second``, when given, is what the second views are made from (the batch with some tiles
+        replaced by their ground in another scene); else ``x`` again.
 
         Every rank draws the views of the whole global batch from the same generator and keeps its
         own slice: the views are those of one process, and the generator state stays equal on all
@@ -144,7 +176,7 @@ class _Trainer:
         """
         s = self.settings
         v1 = self.ranks.shard(augment(x, s.view1, self.generator))
-        v2 = self.ranks.shard(augment(x, s.view2, self.generator))
+        v2 = self.ranks.shard(augment(x if second is None else second, s.view2, self.generator))
         if self.channels_last:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
@@ -165,8 +197,7 @@ class _Trainer:
 
     def snapshot(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """What :meth:`compute` changes: the generator, torch's random state and the buffers (a few KB)."""
-        return (self.generator.get_state(), torch.get_rng_state(),
-                [b.detach().clone() for b in self.model.buffers()])
+        return (self.generator.get_state(), torch.get_rng_state(), [b.detach().clone() for b in self.model.buffers()])
 
     def restore(self, saved: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]) -> None:
         """Undo an abandoned :meth:`compute`: the state is again that of the end of the last step."""
@@ -180,10 +211,16 @@ class _Trainer:
 
     def state(self, digest: str) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, "digest": digest,
-            "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "curve": self.curve,
+            "format": CHECKPOINT_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "digest": digest,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "curve": self.curve,
         }
 
     def save(self, path: Path, digest: str) -> None:
@@ -233,6 +270,7 @@ def train_byol(
     bands: Sequence[str] | None = None,
     device: str = default("encoder.device"),
     log: Callable[[str], None] = print,
+    partners: Partners | None = None,
 ) -> None:
     """Train a BYOL encoder on the tiles with ``rock >= min_rock`` and write ``out_path``.
 
@@ -244,6 +282,10 @@ def train_byol(
     tiles of other bands); when omitted they are called band1..bandC. Writes the training curve as
     TSV (step, epoch, loss, lr, tau) and PNG, and keeps ``checkpoint_path`` up to date while training.
 
+    With ``settings.cross_scene`` above 0, that share of the view pairs of tiles whose ground another
+    training scene shows too takes its second view from that scene's tile (:mod:`outcrop.learning.pairs`,
+    found from the tile tables); ``partners`` gives other pairs instead (benchmarks compare them).
+
     Started by torchrun (``WORLD_SIZE`` > 1), it joins the process group and trains data-parallel:
     the global batch ``settings.batch_size`` is split evenly across the ranks (see
     :mod:`outcrop.learning.distributed`); only rank 0 logs and writes the checkpoint, curve and model file.
@@ -252,16 +294,33 @@ def train_byol(
         settings = EncoderSettings.from_dict(dict(settings))
     settings.validate()
     if len(tile_paths) != len(table_paths):
-        raise OutcropError(f"train: {len(tile_paths)} tile array(s) for {len(table_paths)} tile table(s); "
-                           "give one table per array, in the same order")
+        raise OutcropError(
+            f"train: {len(tile_paths)} tile array(s) for {len(table_paths)} tile table(s); "
+            "give one table per array, in the same order"
+        )
     ranks, dev = join_process_group(resolve_device(device))
     if not ranks.main:
         log = _quiet
-    with exclusive_writer(checkpoint_path, "checkpoint") if ranks.main else contextlib.nullcontext(), \
-            StopRequests() as stop:
-        _train(tile_paths, table_paths, out_path, settings=settings, curve_tsv=curve_tsv, curve_png=curve_png,
-               checkpoint_path=checkpoint_path, min_rock=min_rock, bands=bands, ranks=ranks, dev=dev, log=log,
-               stop=stop)
+    with (
+        exclusive_writer(checkpoint_path, "checkpoint") if ranks.main else contextlib.nullcontext(),
+        StopRequests() as stop,
+    ):
+        _train(
+            tile_paths,
+            table_paths,
+            out_path,
+            settings=settings,
+            curve_tsv=curve_tsv,
+            curve_png=curve_png,
+            checkpoint_path=checkpoint_path,
+            min_rock=min_rock,
+            bands=bands,
+            ranks=ranks,
+            dev=dev,
+            log=log,
+            stop=stop,
+            partners=partners,
+        )
 
 
 def _train(
@@ -279,6 +338,7 @@ def _train(
     dev: torch.device,
     log: Callable[[str], None],
     stop: StopRequests | None = None,
+    partners: Partners | None = None,
 ) -> None:
     """The body of :func:`train_byol`, run while this rank (rank 0) holds the checkpoint's lock.
 
@@ -291,19 +351,28 @@ def _train(
     channels = tiles.tile_shape[0]
     bands, batch = _checked_bands_and_batch(tiles, tile_paths, bands, min_rock, settings, ranks)
     steps_per_epoch = n // batch
-    total = settings.total_steps(n, batch)
+    partners = _training_partners(settings, tiles, table_paths, partners, log)
+    places = partners.places() if partners is not None else None
+    total = settings.total_steps(n, batch, places)
     # A warm-up never takes more than half of a short run of so many epochs, so the peak rate is
     # reached; under a budget, at most a tenth: on a coast, two epochs would outlast the budget.
-    warmup = min(round(settings.warmup_epochs * steps_per_epoch),
-                 total // 2 if settings.epochs is not None else total // 10)
+    warmup = min(
+        round(settings.warmup_epochs * steps_per_epoch), total // 2 if settings.epochs is not None else total // 10
+    )
     mean, std = band_mean_and_std(tiles)
-    digest = run_digest(settings, bands, min_rock, tiles, mean, std)
-    log(f"training {settings.arch} on {n} tiles {tuple(tiles.tile_shape)} from {len(tile_paths)} scene(s), "
+    digest = run_digest(settings, bands, min_rock, tiles, mean, std, partners)
+    log(
+        f"training {settings.arch} on {n} tiles {tuple(tiles.tile_shape)} from {len(tile_paths)} scene(s), "
         f"device {dev}, batch {batch}, {total} steps ({total * batch} views, "
-        f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps)"
-        + (f", {ranks.world_size} ranks of {batch // ranks.world_size} tiles" if ranks.distributed else ""))
-    log(f"budget {total * batch} views: {measured_cost(total * batch)}; the ETA below is this machine's, "
-        f"at its rate over the last {ETA_WINDOW_S:g} s")
+        f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps"
+        + (f"; {places} distinct places" if places is not None else "")
+        + ")"
+        + (f", {ranks.world_size} ranks of {batch // ranks.world_size} tiles" if ranks.distributed else "")
+    )
+    log(
+        f"budget {total * batch} views: {measured_cost(total * batch)}; the ETA below is this machine's, "
+        f"at its rate over the last {ETA_WINDOW_S:g} s"
+    )
 
     trainer = _Trainer(settings, channels, dev, ranks)
     trainer.try_resume(Path(checkpoint_path), digest, log)
@@ -319,8 +388,10 @@ def _train(
         """Save the state of the end of the last step and say so; the caller raises what this returns."""
         if ranks.main:
             trainer.save(Path(checkpoint_path), digest)
-        message = (f"stopped by {signal.Signals(signum).name} at step {trainer.step}/{total}: checkpoint "
-                   f"{checkpoint_path} saved; run again to resume from it")
+        message = (
+            f"stopped by {signal.Signals(signum).name} at step {trainer.step}/{total}: checkpoint "
+            f"{checkpoint_path} saved; run again to resume from it"
+        )
         log(message)
         leave_process_group()
         return Interrupted(signum, message)
@@ -334,14 +405,18 @@ def _train(
         epoch, j = divmod(step, steps_per_epoch)
         if order_epoch != epoch:
             order, order_epoch = epoch_permutation(n, settings.seed, epoch), epoch
+        assert order is not None  # drawn on the first pass: order_epoch starts at -1
         lr = warmup_cosine(step, total, warmup, settings.lr)
         tau = cosine_schedule(step, total, settings.tau_base, 1.0)
         saved = trainer.snapshot() if interruptible else None
         try:
             with stop.interruptible(interruptible):
-                x = torch.from_numpy(tiles.gather(order[j * batch:(j + 1) * batch]))
+                rows = order[j * batch : (j + 1) * batch]
+                first, second = batch_views(tiles, rows, partners, settings.cross_scene, settings.seed, step)
+                x = torch.from_numpy(first)
                 x = (x.pin_memory() if dev.type == "cuda" else x).to(dev, non_blocking=True)
-                loss_t = trainer.compute((x - mean_t) / std_t, lr)
+                x2 = None if second is None else (torch.from_numpy(second).to(dev) - mean_t) / std_t
+                loss_t = trainer.compute((x - mean_t) / std_t, lr, x2)
         except StepInterrupted as exc:
             trainer.restore(saved)  # type: ignore[arg-type]
             raise stopped(exc.signum) from None
@@ -352,9 +427,11 @@ def _train(
         rates.add(now, trainer.step * batch)
         if trainer.step % settings.log_every == 0 or trainer.step == total:
             eta = rates.eta((total - trainer.step) * batch)
-            log(f"step {trainer.step}/{total} epoch {epoch + 1}/{math.ceil(total / steps_per_epoch)} loss {loss:.4f} "
+            log(
+                f"step {trainer.step}/{total} epoch {epoch + 1}/{math.ceil(total / steps_per_epoch)} loss {loss:.4f} "
                 f"lr {lr:.2e} tau {tau:.5f} {rates.rate():.0f} img/s eta {_duration(eta)} "
-                f"(at the rate of the last {rates.span_s:.0f} s)")
+                f"(at the rate of the last {rates.span_s:.0f} s)"
+            )
         if trainer.step % steps_per_epoch == 0 or now - last_checkpoint >= 60 * settings.checkpoint_minutes:
             if ranks.main:
                 trainer.save(Path(checkpoint_path), digest)
@@ -368,34 +445,107 @@ def _train(
         return
     write_curve(curve_tsv, curve_png, trainer.curve)
     spectral_mean, spectral_std = spectral_statistics(tiles)
-    _write_model(out_path, trainer, {
-        "bands": bands, "mean": mean.tolist(), "std": std.tolist(), "arch": settings.arch,
-        "in_channels": channels, "embedding_dim": settings.embedding_dim,
-        "tile_size": list(tiles.tile_shape[1:]), "settings": settings.to_dict(), "config_digest": digest,
-        "min_rock": float(min_rock), "train_tiles": n, "steps": total, "symmetry": settings.symmetry,
-        "final_loss": trainer.curve[-1][2] if trainer.curve else float("nan"),
-        "spectral_mean": spectral_mean.tolist(), "spectral_std": spectral_std.tolist(),
-    }, log)
+    _write_model(
+        out_path,
+        trainer,
+        {
+            "bands": bands,
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "arch": settings.arch,
+            "in_channels": channels,
+            "embedding_dim": settings.embedding_dim,
+            "tile_size": list(tiles.tile_shape[1:]),
+            "settings": settings.to_dict(),
+            "config_digest": digest,
+            "min_rock": float(min_rock),
+            "train_tiles": n,
+            "steps": total,
+            "symmetry": settings.symmetry,
+            "final_loss": trainer.curve[-1][2] if trainer.curve else float("nan"),
+            "spectral_mean": spectral_mean.tolist(),
+            "spectral_std": spectral_std.tolist(),
+        },
+        log,
+    )
     leave_process_group()
 
 
-def _checked_bands_and_batch(tiles: TrainingTiles, tile_paths: Sequence[Path], bands: Sequence[str] | None,
-                             min_rock: float, settings: EncoderSettings, ranks: Ranks) -> tuple[list[str], int]:
+def _training_partners(
+    settings: EncoderSettings,
+    tiles: TrainingTiles,
+    table_paths: Sequence[Path],
+    given: Partners | None,
+    log: Callable[[str], None],
+) -> Partners | None:
+    """The pairs cross-scene views come from, or None when there are none to draw (logged either way)."""
+    if settings.cross_scene <= 0:
+        return None
+    if given is None and len(set(tiles.scene_of.tolist())) < 2:
+        log("cross-scene views: one training scene, so every view pair is two augmented crops of one tile")
+        return None
+    if given is None and not all(has_footprints(Path(p)) for p in table_paths):
+        log(
+            "cross-scene views: the tile tables give no footprints (row, col, size, geometry), so every view "
+            "pair is two augmented crops of one tile"
+        )
+        return None
+    partners = given if given is not None else cross_scene_partners(table_paths, tiles.scene_of, tiles.row_of)
+    if len(partners) != len(tiles):
+        raise OutcropError(f"partners given for {len(partners)} tiles, but {len(tiles)} tiles train")
+    paired = int(np.count_nonzero(partners.counts))
+    log(
+        f"cross-scene views: {paired} of {len(tiles)} training tiles show ground another training scene shows too "
+        f"({len(partners.index)} pairs); {settings.cross_scene:g} of their view pairs span two scenes"
+        + ("" if paired else ": none, every view pair is two augmented crops of one tile")
+    )
+    return partners if paired else None
+
+
+def batch_views(
+    tiles: TrainingTiles, rows: np.ndarray, partners: Partners | None, share: float, seed: int, step: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The pixels of a batch, and those its second views are made from: the same tiles, except that
+    about ``share`` of those with partners are replaced by a partner's tile (the same ground in
+    another scene). None for the second when no tile of the batch crosses."""
+    first = tiles.gather(rows)
+    if partners is None:
+        return first, None
+    other = second_view_rows(partners, rows, share, seed, step)
+    across = other >= 0
+    if not across.any():
+        return first, None
+    second = first.copy()
+    second[across] = tiles.gather(other[across])
+    return first, second
+
+
+def _checked_bands_and_batch(
+    tiles: TrainingTiles,
+    tile_paths: Sequence[Path],
+    bands: Sequence[str] | None,
+    min_rock: float,
+    settings: EncoderSettings,
+    ranks: Ranks,
+) -> tuple[list[str], int]:
     """The band names (``band1``... when none are given) and the global batch, refused when they do
     not fit the tiles: names for every band, two tiles at least, a batch that splits over the ranks."""
     n = len(tiles)
     channels = tiles.tile_shape[0]
     bands = [f"band{i + 1}" for i in range(channels)] if bands is None else [str(b) for b in bands]
     if len(bands) != channels:
-        raise OutcropError(f"{tile_paths[0]}: tiles have {channels} bands but {len(bands)} band names "
-                           f"were given ({', '.join(bands)})")
+        raise OutcropError(
+            f"{tile_paths[0]}: tiles have {channels} bands but {len(bands)} band names were given ({', '.join(bands)})"
+        )
     if n < 2:
-        raise OutcropError(f"{', '.join(map(str, tile_paths))}: {n} tile(s) with rock >= {min_rock}; "
-                           "training needs at least 2")
+        raise OutcropError(
+            f"{', '.join(map(str, tile_paths))}: {n} tile(s) with rock >= {min_rock}; training needs at least 2"
+        )
     batch = min(settings.batch_size, n)
     if batch % ranks.world_size:
-        raise OutcropError(f"encoder.batch_size: a global batch of {batch} tiles does not split evenly "
-                           f"over {ranks.world_size} ranks")
+        raise OutcropError(
+            f"encoder.batch_size: a global batch of {batch} tiles does not split evenly over {ranks.world_size} ranks"
+        )
     return bands, batch
 
 
@@ -403,8 +553,10 @@ def _write_model(out_path: Path, trainer: _Trainer, metadata: dict[str, Any], lo
     """The trained online backbone and its metadata, as the model file that embedding loads."""
     backbone = {k: v.detach().cpu().contiguous() for k, v in trainer.model.online_backbone.state_dict().items()}
     with atomic_path(out_path) as tmp:
-        torch.save({"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "state_dict": backbone,
-                    "metadata": metadata}, tmp)
+        torch.save(
+            {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "state_dict": backbone, "metadata": metadata},
+            tmp,
+        )
     log(f"wrote {out_path} (final loss {metadata['final_loss']:.4f})")
 
 
@@ -436,7 +588,7 @@ def write_curve(tsv_path: Path, png_path: Path, rows: Sequence[Sequence[float]])
     if len(data) >= 5:
         k = max(1, len(data) // 50)
         smooth = np.convolve(data[:, 2], np.ones(k) / k, mode="valid")
-        ax_loss.plot(data[k - 1:, 0], smooth, lw=1.6, color="C0", label=f"mean of {k} steps")
+        ax_loss.plot(data[k - 1 :, 0], smooth, lw=1.6, color="C0", label=f"mean of {k} steps")
     ax_loss.set_ylabel("BYOL loss (2 - 2 cos)")
     ax_loss.legend(loc="upper right")
     ax_lr.plot(data[:, 0], data[:, 3], color="C1")
@@ -453,8 +605,9 @@ def write_curve(tsv_path: Path, png_path: Path, rows: Sequence[Sequence[float]])
 ENCODER_FIX = "give the encoder file that `outcrop train` wrote (the workflow trains again once it is deleted)"
 
 
-def load_encoder(path: Path, device: str = "cpu",
-                 expect_bands: Sequence[str] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_encoder(
+    path: Path, device: str = "cpu", expect_bands: Sequence[str] | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained backbone (eval mode, on ``device``) and its metadata, from a model file.
 
     Loads with ``weights_only=True`` (:func:`outcrop.learning.torch_files.read_torch_file`): a model
@@ -473,6 +626,7 @@ def load_encoder(path: Path, device: str = "cpu",
     if meta.setdefault("symmetry", "none") not in POSES:  # files written before it existed: none
         raise OutcropError(f"{path}: unknown embedding symmetry {meta['symmetry']!r}")
     if expect_bands is not None and list(expect_bands) != list(meta["bands"]):
-        raise OutcropError(f"{path}: encoder was trained on bands {','.join(meta['bands'])}, "
-                           f"not {','.join(expect_bands)}")
+        raise OutcropError(
+            f"{path}: encoder was trained on bands {','.join(meta['bands'])}, not {','.join(expect_bands)}"
+        )
     return model.to(resolve_device(device)).eval(), meta

@@ -52,8 +52,7 @@ class ViewSettings:
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
             if key not in known:
-                raise OutcropError(f"{where}.{key}: unknown augmentation setting "
-                                   f"(known: {', '.join(known)})")
+                raise OutcropError(f"{where}.{key}: unknown augmentation setting (known: {', '.join(known)})")
             default = getattr(cls(), key)
             try:
                 if isinstance(default, tuple):
@@ -92,7 +91,6 @@ class ViewSettings:
             raise OutcropError(f"{where}.contrast: must be below 1 (a gain of 1 - contrast must stay positive)")
 
 
-
 # Settings that change how a run reports or how its embeddings are read out, not what it learns:
 # left out of the run's digest, so changing them never discards a checkpoint.
 _NOT_LEARNED = ("checkpoint_minutes", "log_every", "symmetry")
@@ -120,8 +118,7 @@ def measured_minutes(views: int) -> float:
 
 def measured_cost(views: int) -> str:
     """The training cost of ``views`` in words, as the README, config.yaml and the log say it."""
-    return (f"about {measured_minutes(views):g} min at the {MEASURED_VIEWS_PER_SECOND} views/s "
-            f"measured on {MEASURED_ON}")
+    return f"about {measured_minutes(views):g} min at the {MEASURED_VIEWS_PER_SECOND} views/s measured on {MEASURED_ON}"
 
 
 @dataclass
@@ -133,7 +130,10 @@ class EncoderSettings:
     scenes, where a count of epochs made a coast train for days. A run small enough to pass over its
     tiles ``max_epochs`` times within the budget stops there: the demo keeps the 100 epochs that its
     strong band jitter needs to pay off (25 epochs learn less texture), and two full Landsat scenes
-    train for the whole budget.
+    train for the whole budget. Passes are counted over the run's ground: where cross-scene views pair
+    the tiles of one place in several training scenes (another day, an overlapping row), that place
+    counts once, so a coast seen on two days does not train twice as long as seen on one (its pairs
+    are the second day's views).
     ``epochs``, when set, trains exactly that many passes over the tiles instead. The
     heads are narrower than the paper's (4096 hidden, 256 out), which suit ImageNet and a GPU, not
     32-px tiles.
@@ -144,7 +144,7 @@ class EncoderSettings:
     hidden_dim: int = 512  # hidden width of projector and predictor
     projection_dim: int = 128  # output width of projector and predictor
     samples: int = 200_000  # the training budget: tile views seen (steps = samples / batch_size)
-    max_epochs: int = 100  # a small run stops after this many passes, short of the budget
+    max_epochs: int = 100  # a small run stops after this many passes over its places, short of the budget
     epochs: int | None = None  # instead of the budget: exactly this many passes over the training tiles
     batch_size: int = 128  # more, smaller steps learn more from a demo-sized set in the same time
     lr: float = 2e-3  # peak learning rate
@@ -157,6 +157,7 @@ class EncoderSettings:
     checkpoint_minutes: float = 10.0  # checkpoint also within an epoch after this long
     log_every: int = 10  # steps between progress lines
     symmetry: str = "d4"  # d4: embeddings average the 8 flips and quarter turns of a tile; none: one pass
+    cross_scene: float = 0.5  # share of view pairs whose second view is the same ground in another scene, where seen
     view1: ViewSettings = field(default_factory=_strong_view)  # always blurred (BYOL's view 1)
     view2: ViewSettings = field(default_factory=_weak_view)  # rarely blurred, sometimes noisy
 
@@ -196,8 +197,9 @@ class EncoderSettings:
     def validate(self, where: str = "encoder") -> None:
         """Reject values that cannot train, naming the key."""
         if self.arch not in ARCHITECTURE_NAMES:
-            raise OutcropError(f"{where}.arch: unknown architecture {self.arch!r} "
-                               f"(known: {', '.join(ARCHITECTURE_NAMES)})")
+            raise OutcropError(
+                f"{where}.arch: unknown architecture {self.arch!r} (known: {', '.join(ARCHITECTURE_NAMES)})"
+            )
         if self.symmetry not in SYMMETRIES:
             raise OutcropError(f"{where}.symmetry: {self.symmetry!r} is not one of {', '.join(SYMMETRIES)}")
         if self.optimizer not in ("adamw", "lars"):
@@ -210,18 +212,23 @@ class EncoderSettings:
         if self.batch_size < 2:
             raise OutcropError(f"{where}.batch_size: must be at least 2 (BatchNorm needs a batch)")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.checkpoint_minutes <= 0:
-            raise OutcropError(f"{where}: lr and checkpoint_minutes must be positive, "
-                               "weight_decay and warmup_epochs not negative")
+            raise OutcropError(
+                f"{where}: lr and checkpoint_minutes must be positive, weight_decay and warmup_epochs not negative"
+            )
         if not 0 <= self.tau_base <= 1:
             raise OutcropError(f"{where}.tau_base: must lie in [0, 1]")
+        if not 0 <= self.cross_scene <= 1:
+            raise OutcropError(f"{where}.cross_scene: a share must lie in [0, 1], got {self.cross_scene}")
         self.view1.validate(f"{where}.view1")
         self.view2.validate(f"{where}.view2")
 
-    def total_steps(self, tiles: int, batch: int) -> int:
-        """Optimiser steps of a run on ``tiles`` training tiles in batches of ``batch``."""
+    def total_steps(self, tiles: int, batch: int, places: int | None = None) -> int:
+        """Optimiser steps of a run on ``tiles`` training tiles in batches of ``batch``; ``places``:
+        how many distinct places they show (tiles of one footprint in several scenes count once),
+        which the ``max_epochs`` cap counts (by default, every tile is a place)."""
         if self.epochs is not None:
             return self.epochs * (tiles // batch)
-        return max(1, -(-min(self.samples, self.max_epochs * tiles) // batch))
+        return max(1, -(-min(self.samples, self.max_epochs * (tiles if places is None else places)) // batch))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only (lists, not tuples), for metadata and checkpoints."""

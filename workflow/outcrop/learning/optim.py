@@ -22,13 +22,14 @@ class LARS(torch.optim.Optimizer):
     plain SGD-momentum steps with no weight decay.
     """
 
-    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.001) -> None:
+    def __init__(
+        self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001
+    ) -> None:
         defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta, "lars": True}
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
+    def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             for p in group["params"]:
@@ -51,7 +52,8 @@ class LARS(torch.optim.Optimizer):
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weight matrices and kernels (decayed), biases and norm scales (not decayed)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if not param.requires_grad:
             continue

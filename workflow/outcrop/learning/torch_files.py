@@ -49,19 +49,24 @@ def _read(path: Path, what: str) -> Any:
     if not head:
         raise OutcropError(f"{path}: not a readable {what}: the file is empty")
     if head != ZIP_MAGIC:
-        raise OutcropError(f"{path}: not a readable {what}: not a torch zip archive, which is how outcrop writes "
-                           f"every {what}; the file is of another kind")
+        raise OutcropError(
+            f"{path}: not a readable {what}: not a torch zip archive, which is how outcrop writes "
+            f"every {what}; the file is of another kind"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged archive
         # The weights-only unpickler refuses with pickle's UnpicklingError, known here by its name:
         # the package imports no pickle module at all (tests/test_atomic.py).
         if type(exc).__name__ == "UnpicklingError":
-            raise OutcropError(f"{path}: not a readable {what}: it holds Python objects other than tensors and "
-                               f"plain values ({_what_it_asks_for(exc)}), so it is not an outcrop {what} and is "
-                               "not trusted; it was not loaded") from None
-        raise OutcropError(f"{path}: not a readable {what}: the archive is damaged or cut short "
-                           f"({_detail(exc)})") from None
+            raise OutcropError(
+                f"{path}: not a readable {what}: it holds Python objects other than tensors and "
+                f"plain values ({_what_it_asks_for(exc)}), so it is not an outcrop {what} and is "
+                "not trusted; it was not loaded"
+            ) from None
+        raise OutcropError(
+            f"{path}: not a readable {what}: the archive is damaged or cut short ({_detail(exc)})"
+        ) from None
 
 
 def _what_it_asks_for(exc: BaseException) -> str:

@@ -34,7 +34,7 @@ class TrainingTiles:
 
     @property
     def tile_shape(self) -> tuple[int, int, int]:
-        return tuple(self.arrays[0].shape[1:])  # type: ignore[return-value]
+        return tuple(self.arrays[0].shape[1:])
 
     def gather(self, index: np.ndarray) -> np.ndarray:
         """Tiles ``index`` as one float32 (B, C, H, W) array, in the order given."""

@@ -24,7 +24,6 @@ def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buf
     need a positive ``buffer_km`` since they enclose no area. Reads GeoPackage, GeoJSON, Shapefile
     and whatever else pyogrio reads.
     """
-    import geopandas as gpd
     from pyproj import CRS
     from pyproj.exceptions import CRSError
     from shapely import get_num_coordinates, make_valid, union_all
@@ -48,16 +47,19 @@ def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buf
     if gdf.empty:
         raise OutcropError(f"{path}: AOI file holds no geometry")
     # Before the union and the buffer, whose cost grows faster than the vertices.
-    refuse_above("aoi_vertices", int(get_num_coordinates(gdf.geometry.to_numpy()).sum()), str(path),
-                 "vertices in its geometries")
+    refuse_above(
+        "aoi_vertices", int(get_num_coordinates(gdf.geometry.to_numpy()).sum()), str(path), "vertices in its geometries"
+    )
     if gdf.crs is None:
         raise OutcropError(f"{path}: AOI file has no CRS")
     geoms = gdf.to_crs(target).geometry
     kinds = set(geoms.geom_type)
     areal = {"Polygon", "MultiPolygon"}
     if not kinds <= areal and buffer_km <= 0:
-        raise OutcropError(f"{path}: AOI holds {', '.join(sorted(kinds - areal))} geometry; "
-                           f"give a positive buffer_km to turn it into a strip")
+        raise OutcropError(
+            f"{path}: AOI holds {', '.join(sorted(kinds - areal))} geometry; "
+            f"give a positive buffer_km to turn it into a strip"
+        )
     geom = union_all([make_valid(g) for g in geoms])
     if buffer_km > 0:
         geom = geom.buffer(buffer_km * 1000.0)
@@ -66,8 +68,14 @@ def aoi_geometry(path: str | Path, crs: str, buffer_km: float = default("aoi.buf
     return geom
 
 
-def run_aoi(path: str | Path | None, *, prepared: str | Path, buffer_km: float = default("aoi.buffer_km"),
-            grid: Path | None = None, crs: str = default("grid.crs")) -> Any | None:
+def run_aoi(
+    path: str | Path | None,
+    *,
+    prepared: str | Path,
+    buffer_km: float = default("aoi.buffer_km"),
+    grid: Path | None = None,
+    crs: str = default("grid.crs"),
+) -> Any | None:
     """The AOI of a stage that reads a prepared scene, in the run CRS (None without a ``path``).
 
     The run CRS is ``grid``'s (the run's ``grid.json``), else ``crs``, else (``auto``) the prepared
@@ -86,16 +94,36 @@ def run_aoi(path: str | Path | None, *, prepared: str | Path, buffer_km: float =
     return aoi_geometry(path, crs, buffer_km=buffer_km)
 
 
-def tile_scene_in_aoi(prepared: Path, out_tiles: Path, out_table: Path, *, scene: str, aoi: Path | None = None,
-                      aoi_buffer_km: float = default("aoi.buffer_km"), grid: Path | None = None,
-                      crs: str = default("grid.crs"), size: int = default("tiles.size"),
-                      stride: int = default("tiles.stride"), min_valid: float = default("tiles.min_valid"),
-                      log: Callable[[str], None] = print) -> int:
+def tile_scene_in_aoi(
+    prepared: Path,
+    out_tiles: Path,
+    out_table: Path,
+    *,
+    scene: str,
+    aoi: Path | None = None,
+    aoi_buffer_km: float = default("aoi.buffer_km"),
+    grid: Path | None = None,
+    crs: str = default("grid.crs"),
+    size: int = default("tiles.size"),
+    stride: int = default("tiles.stride"),
+    min_valid: float = default("tiles.min_valid"),
+    log: Callable[[str], None] = print,
+) -> int:
     """The ``tile`` stage: :func:`outcrop.raster.tiles.tile_scene` inside the AOI file ``aoi`` (buffered
     by ``aoi_buffer_km``), brought into the run CRS (:func:`run_aoi`). Here rather than in
     :mod:`outcrop.raster.tiles`, which the stages that only read tiles import without the AOI's needs."""
     from outcrop.raster.tiles import tile_scene
 
     geometry = run_aoi(aoi, prepared=prepared, buffer_km=aoi_buffer_km, grid=grid, crs=crs)
-    return tile_scene(prepared, out_tiles, out_table, scene_id=scene, size=size, stride=stride, min_valid=min_valid,
-                      aoi=geometry, aoi_name=str(aoi), log=log)
+    return tile_scene(
+        prepared,
+        out_tiles,
+        out_table,
+        scene_id=scene,
+        size=size,
+        stride=stride,
+        min_valid=min_valid,
+        aoi=geometry,
+        aoi_name=str(aoi),
+        log=log,
+    )

@@ -56,7 +56,10 @@ def find_collar(band: np.ndarray) -> Collar | None:
     connected = np.isin(labels, edge_labels)
     collar = int(connected.sum())
     interior = int(same.sum()) - collar
-    if not MIN_COLLAR_SHARE * band.size <= collar <= MAX_COLLAR_SHARE * band.size or interior > MAX_INTERIOR_SHARE * max(1, int(same.sum())):
+    if (
+        not MIN_COLLAR_SHARE * band.size <= collar <= MAX_COLLAR_SHARE * band.size
+        or interior > MAX_INTERIOR_SHARE * max(1, int(same.sum()))
+    ):
         return None
     return Collar(float(value), collar / band.size)
 

@@ -10,6 +10,12 @@ with a mottled texture) are planted on rock; every third is published as a known
 rest kept as hidden truth that only the evaluation reads. No hidden patch lies within
 KNOWN_CLEARANCE_M of a known one, so that the analogue search, which reports nothing within its
 exclusion radius of a known deposit, can reach every hidden patch.
+
+The coast can be seen on several days (:data:`ACQUISITIONS`): the rock units and the deposits stay
+put, while the sun's elevation and azimuth (so the shading of the relief), the haze, the snow line,
+the sea ice, the clouds and the scene's gain change. A scene is a (place, day) pair; every day of a
+place covers the same pixels of the same ground, so the truth of cross-date re-identification is
+exact: a tile of one day is the tile of another day with the same footprint.
 """
 
 from __future__ import annotations
@@ -88,18 +94,104 @@ class DemoLayout:
         return left, top - self.width_m, left + self.width_m, top
 
 
-def scene_name(index: int) -> str:
-    """Scene ids of the demo: ``demo_1``, ``demo_2``, … (1-based, as users count)."""
-    return f"demo_{index + 1}"
+@dataclass(frozen=True)
+class Acquisition:
+    """What a day changes over the same ground; the first day is the single-date demo's look.
+
+    ``sun_elevation``/``sun_azimuth`` (degrees) light the relief: surface reflectance corrects the
+    sun's angle over flat ground, not the slopes, so the shading left is cos(incidence)/cos(zenith).
+    ``haze`` is the path reflectance added in the coastal band (less towards the infrared).
+    ``snow_level`` is the level of the snow field above which land is snow (lower: more snow, the
+    snow line moved down); ``ice_edge_m`` moves the ice sheet's edge seaward (positive) or inland.
+    ``sea_ice_level`` is the level above which the sea is frozen; ``floes`` seeds where the floes lie.
+    """
+
+    date: str
+    sun_elevation: float | None = None  # None: no shading (the first day, as the single-date demo)
+    sun_azimuth: float = 0.0
+    haze: float = 0.0
+    snow_level: float = 0.75
+    ice_edge_m: float = 0.0
+    sea_ice_level: float = 0.5
+    floes: int = 0
+
+
+# The demo's days, late spring to the next summer. Beyond four, days repeat these conditions with
+# their own clouds, floes and gains.
+ACQUISITIONS = (
+    Acquisition("2021-12-14"),
+    Acquisition(
+        "2022-02-18",
+        sun_elevation=24.0,
+        sun_azimuth=20.0,
+        haze=0.035,
+        snow_level=0.45,
+        ice_edge_m=900.0,
+        sea_ice_level=0.15,
+        floes=1,
+    ),
+    Acquisition(
+        "2022-11-05",
+        sun_elevation=31.0,
+        sun_azimuth=-25.0,
+        haze=0.015,
+        snow_level=0.3,
+        ice_edge_m=1500.0,
+        sea_ice_level=-0.4,
+        floes=2,
+    ),
+    Acquisition(
+        "2023-01-20",
+        sun_elevation=38.0,
+        sun_azimuth=5.0,
+        haze=0.05,
+        snow_level=0.95,
+        ice_edge_m=-500.0,
+        sea_ice_level=0.9,
+        floes=3,
+    ),
+)
+# Path reflectance per band relative to the coastal band's: haze scatters short wavelengths most.
+HAZE_SPECTRUM = np.array([1.0, 0.85, 0.62, 0.42, 0.2, 0.05, 0.03])
+RELIEF_M = 60.0  # amplitude of the land's relief, which the sun shades
+
+
+def acquisition(date_index: int) -> Acquisition:
+    """The conditions of day ``date_index`` (0-based); days past the table reuse its later rows."""
+    if date_index < len(ACQUISITIONS):
+        return ACQUISITIONS[date_index]
+    base = ACQUISITIONS[1 + (date_index - 1) % (len(ACQUISITIONS) - 1)]
+    year = int(base.date[:4]) + (date_index - 1) // (len(ACQUISITIONS) - 1)
+    from dataclasses import replace
+
+    return replace(base, date=f"{year}{base.date[4:]}", floes=date_index)
+
+
+def scene_name(index: int, date_index: int = 0) -> str:
+    """Scene ids of the demo: ``demo_1``, ``demo_2``, … for the first day (1-based, as users count);
+    ``demo_1_t2``, ``demo_2_t2``, … for the same places on the second day, and so on."""
+    return f"demo_{index + 1}" if date_index == 0 else f"demo_{index + 1}_t{date_index + 1}"
+
+
+def scene_place_and_date(name: str) -> tuple[int, int]:
+    """(place index, day index), both 0-based, of a demo scene id."""
+    import re
+
+    m = re.fullmatch(r"demo_([1-9]\d*)(?:_t([1-9]\d*))?", name)
+    if m is None or m.group(2) == "1":
+        raise OutcropError(f"demo scene id {name!r}: expected demo_<n> or demo_<n>_t<day> (day 2 or later)")
+    return int(m.group(1)) - 1, int(m.group(2) or 1) - 1
 
 
 def scene_index(name: str) -> int:
-    try:
-        prefix, number = name.rsplit("_", 1)
-        assert prefix == "demo"
-        return int(number) - 1
-    except (ValueError, AssertionError):
-        raise OutcropError(f"demo scene id {name!r}: expected demo_<n>") from None
+    """The place index (0-based) of a demo scene id."""
+    return scene_place_and_date(name)[0]
+
+
+def scene_names(places: int, dates: int = 1) -> list[str]:
+    """Every scene of a demo of ``places`` places seen on ``dates`` days: the first day's places
+    first, then the second day's, and so on."""
+    return [scene_name(i, d) for d in range(dates) for i in range(places)]
 
 
 # --- fields evaluable anywhere -------------------------------------------------------------------
@@ -166,8 +258,9 @@ def planted_patches(layout: DemoLayout) -> list[Patch]:
     candidates = _candidate_patches(layout)
     known = [p for p in candidates if p.known]
     kx, ky = np.array([p.x for p in known]), np.array([p.y for p in known])
-    return [p for p in candidates
-            if p.known or len(known) == 0 or np.hypot(kx - p.x, ky - p.y).min() >= KNOWN_CLEARANCE_M]
+    return [
+        p for p in candidates if p.known or len(known) == 0 or np.hypot(kx - p.x, ky - p.y).min() >= KNOWN_CLEARANCE_M
+    ]
 
 
 def _candidate_patches(layout: DemoLayout) -> list[Patch]:
@@ -197,8 +290,11 @@ def _is_glacier(x: np.ndarray, y: np.ndarray, layout: DemoLayout, margin: float 
 # --- one scene ------------------------------------------------------------------------------------
 
 
-def render_scene(layout: DemoLayout, index: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """Render scene ``index``: reflectance (7, H, W), truth units (H, W; 0 = not rock), origin."""
+def render_scene(
+    layout: DemoLayout, index: int, date_index: int = 0
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Render place ``index`` on day ``date_index``: reflectance (7, H, W), truth units (H, W; 0 = not
+    rock, snow or cloud), origin. Day 0 is the single-date demo's scene, pixel for pixel."""
     left, top = layout.origin(index)
     n = layout.size
     ix = np.round(left / RESOLUTION).astype(np.int64) + np.arange(n)
@@ -208,13 +304,16 @@ def render_scene(layout: DemoLayout, index: int) -> tuple[np.ndarray, np.ndarray
     y = (IY - 0.5) * RESOLUTION
     seed = layout.seed
 
+    day = acquisition(date_index)
+
     # Surfaces: sea (with floes) south of the coast; glaciers and the ice sheet; snow patches; rock.
     v = y - _coast_y(x, layout)
     land = v > 0
-    ice_sheet = v > 0.5 * layout.width_m + 900 * _smooth_field(x, y, seed + 1, 4000, 6)
+    ice_sheet = v > 0.5 * layout.width_m - day.ice_edge_m + 900 * _smooth_field(x, y, seed + 1, 4000, 6)
     glacier = _is_glacier(x, y, layout) & (v > -900)
-    snow = land & (_smooth_field(x, y, seed + 2, 1600) > 0.75)
-    sea_ice = ~land & (_smooth_field(x, y, seed + 3, 900) > 0.5)
+    snow = land & (_smooth_field(x, y, seed + 2, 1600) > day.snow_level)
+    floes = seed + 3 if day.floes == 0 else seed + 3 + 1000 * day.floes
+    sea_ice = ~land & (_smooth_field(x, y, floes, 900) > day.sea_ice_level)
 
     patches = [p for p in planted_patches(layout) if _near_window(p, left, top, layout.width_m)]
     patch_weight = np.zeros_like(x)
@@ -247,8 +346,11 @@ def render_scene(layout: DemoLayout, index: int) -> tuple[np.ndarray, np.ndarray
     paint(land & (ice_sheet | snow) & ~rock & ~glacier, "snow", 0.03, seed + 6)
     paint(glacier, "glacier_ice", 0.04, seed + 7)
 
+    if day.sun_elevation is not None:  # the relief lit from this day's sun
+        refl *= _shading(x, y, seed, day)[None]
+
     # Per-scene illumination: gain and a gentle gradient (sun angle, atmosphere).
-    rng = np.random.default_rng(seed * 1000 + index)
+    rng = np.random.default_rng(seed * 1000 + index if date_index == 0 else [seed, index, date_index])
     gain = rng.uniform(0.85, 1.15)
     gradient = 1 + 0.05 * ((np.arange(n) - n / 2) / n)[None, :] * rng.choice([-1, 1])
     refl *= gain * gradient[None]
@@ -256,15 +358,52 @@ def render_scene(layout: DemoLayout, index: int) -> tuple[np.ndarray, np.ndarray
     cloud_alpha = _cloud_alpha(rng, x, y, left, top, layout, patches)
     refl = (1 - cloud_alpha) * refl + cloud_alpha * np.asarray(SPECTRA["cloud"])[:, None, None]
 
+    if day.haze > 0:  # path reflectance, patchy over tens of kilometres; a little light lost on the way
+        path = day.haze * (1 + 0.3 * _smooth_field(x, y, seed + 31 + date_index, 6000, 6))
+        refl = refl * (1 - 0.5 * day.haze) + HAZE_SPECTRUM[:, None, None] * path[None]
+
     refl *= 1 + 0.01 * rng.standard_normal(refl.shape)
     truth = np.where(rock & (cloud_alpha < 0.02), unit + 1, 0).astype(np.uint8)
     truth[(truth > 0) & (w >= 0.5)] = ALTERATION_CODE
     return refl.astype(np.float32), truth, (left, top)
 
 
-def _paint_rock(refl: np.ndarray, rock: np.ndarray, unit: np.ndarray, cell: np.ndarray, n_cells: int,
-                patch_weight: np.ndarray, x: np.ndarray, y: np.ndarray, IX: np.ndarray, IY: np.ndarray,
-                seed: int) -> np.ndarray:
+def _relief(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    """Height of the ground (m): ridges a few kilometres apart with smaller spurs on them."""
+    return RELIEF_M * (_smooth_field(x, y, seed + 21, 3000, 8) + 0.3 * _smooth_field(x, y, seed + 22, 700, 8))
+
+
+def _shading(x: np.ndarray, y: np.ndarray, seed: int, day: Acquisition) -> np.ndarray:
+    """cos(incidence) / cos(zenith) of the relief under the day's sun: what a flat-terrain correction
+    leaves. Slopes come from the relief evaluated half a pixel either side, so overlapping scenes
+    shade the same ground alike (no edge effects of a finite difference on the scene's array)."""
+    assert day.sun_elevation is not None  # the caller shades only a day with a sun (None: no shading)
+    h = RESOLUTION / 2
+    dzdx = (_relief(x + h, y, seed) - _relief(x - h, y, seed)) / RESOLUTION
+    dzdy = (_relief(x, y + h, seed) - _relief(x, y - h, seed)) / RESOLUTION
+    zenith = math.radians(90.0 - float(day.sun_elevation))
+    azimuth = math.radians(day.sun_azimuth)  # from grid north, clockwise
+    # Unit normal (-dz/dx, -dz/dy, 1)/|.|, sun vector (sin z sin az, sin z cos az, cos z).
+    norm = np.sqrt(1 + dzdx**2 + dzdy**2)
+    cos_i = (
+        -dzdx * math.sin(zenith) * math.sin(azimuth) - dzdy * math.sin(zenith) * math.cos(azimuth) + math.cos(zenith)
+    ) / norm
+    return np.clip(cos_i / math.cos(zenith), 0.25, 1.8)
+
+
+def _paint_rock(
+    refl: np.ndarray,
+    rock: np.ndarray,
+    unit: np.ndarray,
+    cell: np.ndarray,
+    n_cells: int,
+    patch_weight: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    IX: np.ndarray,
+    IY: np.ndarray,
+    seed: int,
+) -> np.ndarray:
     """Paint each rock unit's spectrum and texture into ``refl``, then overprint the alteration
     patches on their host rock; returns the alteration weight per pixel (0 off the patches)."""
     cell_rng = np.random.default_rng(seed + 303)
@@ -282,14 +421,23 @@ def _paint_rock(refl: np.ndarray, rock: np.ndarray, unit: np.ndarray, cell: np.n
     w = np.where(rock, patch_weight, 0.0)
     if w.any():
         sel = w > 0
-        mottle = 1 + 0.12 * _pixel_noise(IX[sel], IY[sel], seed + 17) + 0.08 * _smooth_field(x[sel], y[sel], seed + 18, 150)
+        mottle = (
+            1 + 0.12 * _pixel_noise(IX[sel], IY[sel], seed + 17) + 0.08 * _smooth_field(x[sel], y[sel], seed + 18, 150)
+        )
         alt = np.asarray(SPECTRA["alteration"])[:, None] * mottle[None]
         refl[:, sel] = (1 - w[sel]) * refl[:, sel] + w[sel] * alt
     return w
 
 
-def _cloud_alpha(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, left: float, top: float,
-                 layout: DemoLayout, patches: list[Patch]) -> np.ndarray:
+def _cloud_alpha(
+    rng: np.random.Generator,
+    x: np.ndarray,
+    y: np.ndarray,
+    left: float,
+    top: float,
+    layout: DemoLayout,
+    patches: list[Patch],
+) -> np.ndarray:
     """A little cloud (opacity per pixel), kept off the planted patches so that every patch can be
     seen in some scene. Draws from the scene's ``rng`` in the order the scene's other draws expect."""
     cloud_alpha = np.zeros_like(x)
@@ -313,8 +461,9 @@ def _near_window(p: Patch, left: float, top: float, width: float) -> bool:
     return left - pad <= p.x <= left + width + pad and top - width - pad <= p.y <= top + pad
 
 
-def _texture(kind: str, x: np.ndarray, y: np.ndarray, ix: np.ndarray, iy: np.ndarray,
-             cell: np.ndarray, seed: int) -> np.ndarray:
+def _texture(
+    kind: str, x: np.ndarray, y: np.ndarray, ix: np.ndarray, iy: np.ndarray, cell: np.ndarray, seed: int
+) -> np.ndarray:
     """Multiplicative texture of a rock unit; paired units share amplitude and marginal shape.
 
     Bedded/mottled and banded/crinkled are both ``1 + a*sin(2*pi*phase)``: a straight phase ramp
@@ -343,33 +492,76 @@ def _texture(kind: str, x: np.ndarray, y: np.ndarray, ix: np.ndarray, iy: np.nda
 # --- writing ----------------------------------------------------------------------------------
 
 
-def synthesise_scene(out_scene: str | Path, out_truth: str | Path, *, index: int, size: int = default("demo.size"),
-                     seed: int = default("demo.seed")) -> None:
-    """Write demo scene ``index`` as a Landsat-L2-style uint16 GeoTIFF, and its rock-unit truth."""
+def synthesise_scene(
+    out_scene: str | Path,
+    out_truth: str | Path,
+    *,
+    index: int,
+    size: int = default("demo.size"),
+    seed: int = default("demo.seed"),
+    date_index: int = 0,
+) -> None:
+    """Write place ``index`` on day ``date_index`` as a Landsat-L2-style uint16 GeoTIFF stamped with
+    its acquisition date (:mod:`outcrop.raster.dates`), and its rock-unit truth."""
     from rasterio.transform import from_origin
 
+    from outcrop.raster.dates import TAG
+
     layout = DemoLayout(size=size, seed=seed)
-    refl, truth, (left, top) = render_scene(layout, index)
+    refl, truth, (left, top) = render_scene(layout, index, date_index)
     dn = np.clip(np.round((refl - L2_OFFSET) / L2_SCALE), 1, 65535).astype(np.uint16)
     transform = from_origin(left, top, RESOLUTION, RESOLUTION)
     profile = {"crs": CRS, "transform": transform, "nodata": 0}
-    write_cog(out_scene, dn, profile, band_names=BANDS,
-              tags={"sensor": "landsat-c2l2", "scene": scene_name(index), "synthetic": "outcrop demo"},
-              resampling="average")
-    write_cog(out_truth, truth, profile, band_names=["rock_unit"],
-              tags={"units": ",".join([u[0] for u in UNITS] + ["alteration"]),
-                    "note": "0 = not rock; n = n-th name of the units tag"})
+    write_cog(
+        out_scene,
+        dn,
+        profile,
+        band_names=BANDS,
+        tags={
+            "sensor": "landsat-c2l2",
+            "scene": scene_name(index, date_index),
+            "synthetic": "outcrop demo",
+            TAG: acquisition(date_index).date,
+        },
+        resampling="average",
+    )
+    write_cog(
+        out_truth,
+        truth,
+        profile,
+        band_names=["rock_unit"],
+        tags={
+            "units": ",".join([u[0] for u in UNITS] + ["alteration"]),
+            "note": "0 = not rock; n = n-th name of the units tag",
+        },
+    )
 
 
-def write_demo_scene(out: str | Path, truth: str | Path, *, scene: str, size: int = default("demo.size"),
-                     seed: int = default("demo.seed"), log: Callable[[str], None] = print) -> None:
-    """Write the demo scene named ``scene`` (``demo_<n>``, as the demo's scene sheet names them) and its truth."""
-    synthesise_scene(out, truth, index=scene_index(scene), size=size, seed=seed)
+def write_demo_scene(
+    out: str | Path,
+    truth: str | Path,
+    *,
+    scene: str,
+    size: int = default("demo.size"),
+    seed: int = default("demo.seed"),
+    log: Callable[[str], None] = print,
+) -> None:
+    """Write the demo scene named ``scene`` (``demo_<n>`` on the first day, ``demo_<n>_t<day>`` on a
+    later one, as the demo's scene sheet names them) and its truth."""
+    place, day = scene_place_and_date(scene)
+    synthesise_scene(out, truth, index=place, date_index=day, size=size, seed=seed)
     log(f"demo: wrote {out} and {truth}")
 
 
-def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int, size: int = default("demo.size"),
-                   seed: int = default("demo.seed"), log: Callable[[str], None] = print) -> None:
+def write_deposits(
+    out_known: str | Path,
+    out_truth: str | Path,
+    *,
+    scenes: int,
+    size: int = default("demo.size"),
+    seed: int = default("demo.seed"),
+    log: Callable[[str], None] = print,
+) -> None:
     """Publish the known patches inside the scenes as deposits; keep the rest hidden.
 
     Known deposits are points in longitude/latitude, as a user would have them; the hidden truth is
@@ -392,15 +584,19 @@ def write_deposits(out_known: str | Path, out_truth: str | Path, *, scenes: int,
     known = [p for p in inside if p.known]
     hidden = [p for p in inside if not p.known]
     if not known or not hidden:
-        raise OutcropError(f"demo: {len(known)} known and {len(hidden)} hidden alteration patches fall inside "
-                           f"{scenes} scenes; at least one of each is needed")
+        raise OutcropError(
+            f"demo: {len(known)} known and {len(hidden)} hidden alteration patches fall inside "
+            f"{scenes} scenes; at least one of each is needed"
+        )
     known_gdf = gpd.GeoDataFrame(
         {"name": [f"occurrence_{p.pid}" for p in known]},
-        geometry=[Point(p.x, p.y) for p in known], crs=CRS,
+        geometry=[Point(p.x, p.y) for p in known],
+        crs=CRS,
     ).to_crs("EPSG:4326")
     hidden_gdf = gpd.GeoDataFrame(
         {"name": [f"patch_{p.pid}" for p in hidden], "radius_m": [p.radius for p in hidden]},
-        geometry=[Point(p.x, p.y).buffer(p.radius) for p in hidden], crs=CRS,
+        geometry=[Point(p.x, p.y).buffer(p.radius) for p in hidden],
+        crs=CRS,
     )
     write_geodataframe(out_known, known_gdf, layer="deposits")
     write_geodataframe(out_truth, hidden_gdf, layer="hidden_deposits")

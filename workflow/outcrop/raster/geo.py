@@ -50,8 +50,9 @@ class TileLayout:
             assert all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (size, stride))
             assert min_valid is None or (isinstance(min_valid, (int, float)) and 0 <= min_valid <= 1)
         except (TypeError, KeyError, AttributeError, AssertionError):
-            raise OutcropError(f"{where}: the recorded tile grid {record!r} is not a tile size, stride and "
-                               "clear fraction") from None
+            raise OutcropError(
+                f"{where}: the recorded tile grid {record!r} is not a tile size, stride and clear fraction"
+            ) from None
         return cls(size, stride, None if min_valid is None else float(min_valid))
 
 
@@ -156,8 +157,9 @@ def tile_raster(
     return out, transform
 
 
-def scene_rasters(prepared_paths: Any, table: Any, layout: TileLayout, values: np.ndarray, nodata: Any,
-                  dtype: Any) -> Any:
+def scene_rasters(
+    prepared_paths: Any, table: Any, layout: TileLayout, values: np.ndarray, nodata: Any, dtype: Any
+) -> Any:
     """Per scene: (scene, grid, raster, transform) of ``values`` (one per table row) at tile cells.
 
     The whole-run stages (clusters, analogues) map per-tile values back onto every scene's grid

@@ -102,7 +102,7 @@ def _centre_lonlat(band: BandHeader) -> tuple[float, float]:
 
 def utm_zone(lon: float) -> int:
     """The UTM zone number (1-60) of a longitude."""
-    return int(math.floor((((lon + 180.0) % 360.0) / 6.0))) + 1
+    return int(math.floor(((lon + 180.0) % 360.0) / 6.0)) + 1
 
 
 def zone_crs(lon: float, lat: float) -> str:
@@ -160,10 +160,14 @@ def proposal(header: SceneHeader) -> Proposal:
     if not UTM_SOUTH <= lat <= UTM_NORTH:
         return Proposal(wanted, lat, f"{where}: beyond UTM's domain (80° S to 84° N), so {wanted} ({scales})")
     if not 1 / AREA_SCALE_LIMIT <= utm_scale <= AREA_SCALE_LIMIT:
-        return Proposal(wanted, lat, f"{where}: its own UTM zone passes the area-scale limit "
-                                     f"{AREA_SCALE_LIMIT:g}, so {wanted} ({scales})")
-    return Proposal(own, lat, f"{where}: keeps its own UTM zone {own}, within the area-scale limit "
-                              f"{AREA_SCALE_LIMIT:g} ({scales})")
+        return Proposal(
+            wanted,
+            lat,
+            f"{where}: its own UTM zone passes the area-scale limit {AREA_SCALE_LIMIT:g}, so {wanted} ({scales})",
+        )
+    return Proposal(
+        own, lat, f"{where}: keeps its own UTM zone {own}, within the area-scale limit {AREA_SCALE_LIMIT:g} ({scales})"
+    )
 
 
 def proposed_crs(header: SceneHeader) -> str:
@@ -211,8 +215,13 @@ def _phase(band: BandHeader, resolution: float) -> tuple[float, float]:
 def _on_grid_kind(band: BandHeader, crs: str, resolution: float) -> bool:
     """Whether the band is north-up in ``crs`` with square pixels of ``resolution``."""
     t = band.transform
-    return (_same_crs(band.crs, crs) and t.b == 0 and t.d == 0 and abs(t.a - resolution) <= _EPS * resolution
-            and abs(-t.e - resolution) <= _EPS * resolution)
+    return (
+        _same_crs(band.crs, crs)
+        and t.b == 0
+        and t.d == 0
+        and abs(t.a - resolution) <= _EPS * resolution
+        and abs(-t.e - resolution) <= _EPS * resolution
+    )
 
 
 def _distortion(header: SceneHeader, grid: RunGrid) -> dict[str, float]:
@@ -224,8 +233,12 @@ def _distortion(header: SceneHeader, grid: RunGrid) -> dict[str, float]:
 
     band = min(header.bands, key=lambda b: pixel_size_on(b, grid.crs))
     w, h = band.width, band.height
-    ring = ([(w * i / 16, 0) for i in range(16)] + [(w, h * i / 16) for i in range(16)]
-            + [(w * (16 - i) / 16, h) for i in range(16)] + [(0, h * (16 - i) / 16) for i in range(16)])
+    ring = (
+        [(w * i / 16, 0) for i in range(16)]
+        + [(w, h * i / 16) for i in range(16)]
+        + [(w * (16 - i) / 16, h) for i in range(16)]
+        + [(0, h * (16 - i) / 16) for i in range(16)]
+    )
     pts = [band.transform @ p for p in ring]
     xs, ys = transform(band.crs, grid.crs, [p[0] for p in pts], [p[1] for p in pts])
     # how far the grid turns the scene: the direction of its top edge, folded into ±45° (a quarter
@@ -244,100 +257,154 @@ def _distortion(header: SceneHeader, grid: RunGrid) -> dict[str, float]:
     except Exception:  # a geographic grid CRS, or points the projection cannot take
         pass
     upsampling = (pixel_size_on(band, grid.crs) / grid.resolution) ** 2
-    return {"area_scale": round(float(scale), 4), "outside": round(float(outside), 4),
-            "turned_deg": round(float(turned), 1), "upsampling": round(float(upsampling), 3)}
+    return {
+        "area_scale": round(float(scale), 4),
+        "outside": round(float(outside), 4),
+        "turned_deg": round(float(turned), 1),
+        "upsampling": round(float(upsampling), 3),
+    }
 
 
 def _warnings(scene: str, d: dict[str, float], grid: RunGrid) -> list[str]:
     found = []
     scale = d["area_scale"]
     if not (1 / AREA_SCALE_LIMIT <= scale <= AREA_SCALE_LIMIT):
-        found.append(f"{scene}: the grid {grid.crs} distorts this scene: area scale factor {scale:.2f} "
-                     f"(limit {AREA_SCALE_LIMIT:g}); give grid.crs a CRS that fits it, or run it apart")
+        found.append(
+            f"{scene}: the grid {grid.crs} distorts this scene: area scale factor {scale:.2f} "
+            f"(limit {AREA_SCALE_LIMIT:g}); give grid.crs a CRS that fits it, or run it apart"
+        )
     if d["outside"] > OUTSIDE_LIMIT:
         turned = f", the grid turns it by {abs(d['turned_deg']):.0f}°" if "turned_deg" in d else ""
-        found.append(f"{scene}: {d['outside']:.0%} of its block on the grid {grid.crs} lies outside the scene "
-                     f"(limit {OUTSIDE_LIMIT:.0%}{turned}): that much of its prepared raster is nodata and every "
-                     f"pixel is resampled; give grid.crs a CRS that fits it, such as its own")
+        found.append(
+            f"{scene}: {d['outside']:.0%} of its block on the grid {grid.crs} lies outside the scene "
+            f"(limit {OUTSIDE_LIMIT:.0%}{turned}): that much of its prepared raster is nodata and every "
+            f"pixel is resampled; give grid.crs a CRS that fits it, such as its own"
+        )
     if d["upsampling"] > UPSAMPLING_LIMIT:
-        found.append(f"{scene}: each of its pixels becomes {d['upsampling']:.1f} grid pixels at "
-                     f"{grid.resolution:g} m (upsampled); give grid.resolution a coarser value or run it apart")
+        found.append(
+            f"{scene}: each of its pixels becomes {d['upsampling']:.1f} grid pixels at "
+            f"{grid.resolution:g} m (upsampled); give grid.resolution a coarser value or run it apart"
+        )
     return found
 
 
-def choose_grid(headers: Sequence[SceneHeader], crs: str = default("grid.crs"),
-                resolution: float | str = default("grid.resolution"),
-                log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The run grid for these scenes, with why, per-scene distortion and warnings (grid.json).
+def _grid_crs(headers: Sequence[SceneHeader], crs: str, resolution: float | str) -> tuple[str, dict[str, str]]:
+    """The run CRS and why (``crs_reason``, and ``polar_reason`` when a polar CRS was chosen).
 
-    ``crs`` and ``resolution`` given (not ``"auto"``) are kept as given; the alignment is always
-    read from the headers, so that scenes already on the grid are copied, not resampled.
+    ``"auto"`` chooses from the headers; a given CRS is checked (known to PROJ, suited to the grid) and kept.
     """
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
 
-    if not headers:
-        raise OutcropError("grid: no scenes to choose the grid from")
-    record: dict[str, Any] = {}
+    record: dict[str, str] = {}
     if str(crs) == AUTO:
         chosen, record["crs_reason"], polar = _auto_crs(headers)
         if polar:
             record["polar_reason"] = polar
-    else:
-        check_grid_crs(str(crs), "grid: run CRS", resolution)
-        try:
-            CRS.from_user_input(crs)
-        except CRSError:
-            raise OutcropError(f"grid: unknown run CRS {crs!r}") from None
-        chosen = str(crs)
-        record["crs_reason"] = "given in the config (grid.crs)"
+        return chosen, record
+    check_grid_crs(str(crs), "grid: run CRS", resolution)
+    try:
+        CRS.from_user_input(crs)
+    except CRSError:
+        raise OutcropError(f"grid: unknown run CRS {crs!r}") from None
+    record["crs_reason"] = "given in the config (grid.crs)"
+    return str(crs), record
+
+
+def _grid_resolution(headers: Sequence[SceneHeader], chosen: str, resolution: float | str) -> tuple[float, str]:
+    """The run resolution in metres and why: the finest band pixel for ``"auto"``, else the checked given value.
+
+    A finest band in another CRS is measured on the chosen one and rounded to a nice size, since its
+    pixels are resampled anyway; one already in the chosen CRS keeps its size so it can be copied.
+    """
     if str(resolution) == AUTO:
         sizes = [(pixel_size_on(b, chosen), h.scene, b) for h in headers for b in h.bands]
         size, scene, band = min(sizes, key=lambda t: (t[0], t[1], t[2].path))
         if _same_crs(band.crs, chosen):
             res = round(size, 6)
-            record["resolution_reason"] = f"auto: the finest band pixel, {Path(band.path).name} of {scene} ({res:g} m)"
-        else:
-            res = _nice(size)
-            own = pixel_size_on(band, band.crs)
-            record["resolution_reason"] = (
-                f"auto: the finest band pixel, {Path(band.path).name} of {scene}: {own:g} m in its own CRS, "
-                f"{size:.2f} m on {chosen} (the side of a square of its area there), rounded to {res:g} m")
-    else:
-        try:
-            res = float(resolution)
-        except (TypeError, ValueError):
-            raise OutcropError(f"grid: resolution must be a positive number or auto, not {resolution!r}") from None
-        if not (math.isfinite(res) and res > 0):
-            raise OutcropError(f"grid: resolution must be a positive number or auto, not {resolution!r}")
-        record["resolution_reason"] = "given in the config (grid.resolution)"
+            return res, f"auto: the finest band pixel, {Path(band.path).name} of {scene} ({res:g} m)"
+        res = _nice(size)
+        own = pixel_size_on(band, band.crs)
+        return res, (
+            f"auto: the finest band pixel, {Path(band.path).name} of {scene}: {own:g} m in its own CRS, "
+            f"{size:.2f} m on {chosen} (the side of a square of its area there), rounded to {res:g} m"
+        )
+    try:
+        res = float(resolution)
+    except (TypeError, ValueError):
+        raise OutcropError(f"grid: resolution must be a positive number or auto, not {resolution!r}") from None
+    if not (math.isfinite(res) and res > 0):
+        raise OutcropError(f"grid: resolution must be a positive number or auto, not {resolution!r}")
+    return res, "given in the config (grid.resolution)"
+
+
+def _grid_origin(headers: Sequence[SceneHeader], chosen: str, res: float) -> tuple[tuple[float, float], str]:
+    """The pixel-corner phase most scenes share on the run grid (first seen wins a tie), and why.
+
+    Aligning to the commonest phase lets the most scenes be copied rather than resampled; with no
+    scene in the grid CRS at its resolution, edges fall at multiples of the resolution.
+    """
     phases: Counter[tuple[float, float]] = Counter()
     first: dict[tuple[float, float], str] = {}
     for h in headers:
         for p in dict.fromkeys(_phase(b, res) for b in h.bands if _on_grid_kind(b, chosen, res)):
             phases[p] += 1
             first.setdefault(p, h.scene)
-    if phases:
-        best = max(phases.values())
-        origin = next(p for p in first if phases[p] == best)
-        record["alignment_reason"] = (f"pixel corners of {first[origin]}, shared by {best} of {len(headers)} "
-                                      f"scene(s): scenes on this pixel grid are copied, others resampled")
-    else:
-        origin = (0.0, 0.0)
-        record["alignment_reason"] = ("no scene is in the grid CRS at its resolution: pixel edges at multiples "
-                                      "of the resolution; every scene is resampled")
-    grid = RunGrid(chosen, float(res), (float(origin[0]), float(origin[1])))
+    if not phases:
+        return (0.0, 0.0), (
+            "no scene is in the grid CRS at its resolution: pixel edges at multiples "
+            "of the resolution; every scene is resampled"
+        )
+    best = max(phases.values())
+    origin = next(p for p in first if phases[p] == best)
+    return origin, (
+        f"pixel corners of {first[origin]}, shared by {best} of {len(headers)} "
+        f"scene(s): scenes on this pixel grid are copied, others resampled"
+    )
+
+
+def _scene_fit(headers: Sequence[SceneHeader], grid: RunGrid, res: float) -> tuple[dict[str, Any], list[str]]:
+    """Each scene's distortion on the grid and whether it is copied as is, and the warnings they raise."""
     scenes: dict[str, Any] = {}
     warnings: list[str] = []
     for h in headers:
         d = _distortion(h, grid)
-        d["copied"] = any(_on_grid_kind(b, chosen, res) and _phase(b, res) == grid.origin for b in h.bands)
+        d["copied"] = any(_on_grid_kind(b, grid.crs, res) and _phase(b, res) == grid.origin for b in h.bands)
         scenes[h.scene] = d
         warnings += _warnings(h.scene, d, grid)
-    out = {"crs": grid.crs, "resolution": grid.resolution, "origin": list(grid.origin), **record,
-           "scenes": scenes, "warnings": warnings}
-    log(f"grid: {grid.crs} ({record['crs_reason']}), {grid.resolution:g} m ({record['resolution_reason']}), "
-        f"origin {grid.origin} ({record['alignment_reason']})")
+    return scenes, warnings
+
+
+def choose_grid(
+    headers: Sequence[SceneHeader],
+    crs: str = default("grid.crs"),
+    resolution: float | str = default("grid.resolution"),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The run grid for these scenes, with why, per-scene distortion and warnings (grid.json).
+
+    ``crs`` and ``resolution`` given (not ``"auto"``) are kept as given; the alignment is always
+    read from the headers, so that scenes already on the grid are copied, not resampled.
+    """
+    if not headers:
+        raise OutcropError("grid: no scenes to choose the grid from")
+    chosen, record = _grid_crs(headers, crs, resolution)
+    res, record["resolution_reason"] = _grid_resolution(headers, chosen, resolution)
+    origin, record["alignment_reason"] = _grid_origin(headers, chosen, res)
+    grid = RunGrid(chosen, float(res), (float(origin[0]), float(origin[1])))
+    scenes, warnings = _scene_fit(headers, grid, res)
+    out = {
+        "crs": grid.crs,
+        "resolution": grid.resolution,
+        "origin": list(grid.origin),
+        **record,
+        "scenes": scenes,
+        "warnings": warnings,
+    }
+    log(
+        f"grid: {grid.crs} ({record['crs_reason']}), {grid.resolution:g} m ({record['resolution_reason']}), "
+        f"origin {grid.origin} ({record['alignment_reason']})"
+    )
     for line in warnings:
         log(f"grid: warning: {line}")
     return out
@@ -356,20 +423,24 @@ def _auto_crs(headers: Sequence[SceneHeader]) -> tuple[str, str, str]:
     counts = Counter(p.crs for p in props)
     best = max(counts.values())
     chosen = next(p.crs for p in props if counts[p.crs] == best)
-    reason = (f"auto: {chosen} covers {best} of {len(headers)} scene(s)"
-              + (f" (others: {', '.join(f'{c} {n}' for c, n in counts.items() if c != chosen)})"
-                 if len(counts) > 1 else ""))
+    reason = f"auto: {chosen} covers {best} of {len(headers)} scene(s)" + (
+        f" (others: {', '.join(f'{c} {n}' for c, n in counts.items() if c != chosen)})" if len(counts) > 1 else ""
+    )
     beyond = [(h, p) for h, p in zip(headers, props) if abs(p.latitude) >= POLAR_LATITUDE]
     notes = [p.note for _, p in beyond if p.note]
     if beyond and chosen not in ("EPSG:3031", "EPSG:3413") and any(p.crs != chosen for _, p in beyond):
         south = sum(p.latitude < 0 for _, p in beyond)
         polar = _polar_crs(-1.0 if 2 * south > len(beyond) else 1.0)
         others = sorted({h.scene for h, p in beyond if p.crs != chosen})
-        reason = (f"auto: {polar}, polar stereographic: {len(beyond)} scene(s) lie beyond ±{POLAR_LATITUDE:g}° "
-                  f"and not all in the UTM zone {chosen} ({', '.join(others[:5])}{' …' if len(others) > 5 else ''} "
-                  f"{'is' if len(others) == 1 else 'are'} not)")
-        notes.append(f"the UTM zone {chosen} kept beyond ±{POLAR_LATITUDE:g}° must cover every scene there; "
-                     f"it does not, so {polar}")
+        reason = (
+            f"auto: {polar}, polar stereographic: {len(beyond)} scene(s) lie beyond ±{POLAR_LATITUDE:g}° "
+            f"and not all in the UTM zone {chosen} ({', '.join(others[:5])}{' …' if len(others) > 5 else ''} "
+            f"{'is' if len(others) == 1 else 'are'} not)"
+        )
+        notes.append(
+            f"the UTM zone {chosen} kept beyond ±{POLAR_LATITUDE:g}° must cover every scene there; "
+            f"it does not, so {polar}"
+        )
         chosen = polar
     elif beyond and chosen not in ("EPSG:3031", "EPSG:3413"):
         reason += f", kept beyond ±{POLAR_LATITUDE:g}° (see polar)"
@@ -413,20 +484,41 @@ def grid_record(path: str | Path) -> dict[str, Any]:
     grid = load_grid(path)
     data = json.loads(Path(path).read_text())
     reasons = {k: data.get(k) for k in ("crs_reason", "resolution_reason", "alignment_reason")}
-    return {"crs": grid.crs, "resolution": grid.resolution, "origin": list(grid.origin),
-            **{k: v if isinstance(v, str) else "" for k, v in reasons.items()}, "source": str(path)}
+    return {
+        "crs": grid.crs,
+        "resolution": grid.resolution,
+        "origin": list(grid.origin),
+        **{k: v if isinstance(v, str) else "" for k, v in reasons.items()},
+        "source": str(path),
+    }
 
 
 def grid_lines(path: str | Path) -> list[str]:
     """``grid.json`` in a few lines, for ``outcrop info`` and the summary."""
     data = json.loads(Path(path).read_text())
-    lines = [f"grid: {data.get('crs')} at {data.get('resolution')} m, origin {data.get('origin')}",
-             f"  crs: {data.get('crs_reason', '')}"]
+    lines = [
+        f"grid: {data.get('crs')} at {data.get('resolution')} m, origin {data.get('origin')}",
+        f"  crs: {data.get('crs_reason', '')}",
+    ]
     if data.get("polar_reason"):
         lines.append(f"  polar: {data['polar_reason']}")
     lines += [f"  resolution: {data.get('resolution_reason', '')}", f"  alignment: {data.get('alignment_reason', '')}"]
     return lines + [f"  warning: {w}" for w in data.get("warnings", [])]
 
 
-__all__ = ["AUTO", "RunGrid", "SceneHeader", "BandHeader", "Proposal", "choose_grid", "write_grid",
-           "load_grid", "grid_record", "grid_lines", "zone_crs", "utm_zone", "proposal", "proposed_crs"]
+__all__ = [
+    "AUTO",
+    "RunGrid",
+    "SceneHeader",
+    "BandHeader",
+    "Proposal",
+    "choose_grid",
+    "write_grid",
+    "load_grid",
+    "grid_record",
+    "grid_lines",
+    "zone_crs",
+    "utm_zone",
+    "proposal",
+    "proposed_crs",
+]

@@ -75,7 +75,7 @@ def internal_host(host: str) -> bool:
         infos = socket.getaddrinfo(host, None)
     except (OSError, UnicodeError):
         return False  # no address: nothing will be reached there
-    return any(_internal_address(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos)
+    return any(_internal_address(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos)
 
 
 def _host(url: str) -> str:
@@ -89,8 +89,10 @@ def check_reachable(document: str, url: str) -> None:
     """Refuse ``url`` (already absolute) when it is internal and ``document`` is public."""
     host = _host(url)
     if host and internal_host(host) and not internal_host(_host(document)):
-        raise OutcropError(f"{document}: links to {url}, on {host}, an address of this machine or a private "
-                           f"network, from a document on the public host {_host(document)}; refused")
+        raise OutcropError(
+            f"{document}: links to {url}, on {host}, an address of this machine or a private "
+            f"network, from a document on the public host {_host(document)}; refused"
+        )
 
 
 def remote_href(document: str, href: str, *, asset: bool = False) -> str:
@@ -102,8 +104,10 @@ def remote_href(document: str, href: str, *, asset: bool = False) -> str:
     allowed = ASSET_SCHEMES if asset else DOCUMENT_SCHEMES
     text = href.strip()
     if text.lower().startswith("/vsi"):
-        raise OutcropError(f"{document}: href {href!r} is a GDAL path; a STAC document read over HTTP may "
-                           f"name only {', '.join(s + '://' for s in allowed)} URLs")
+        raise OutcropError(
+            f"{document}: href {href!r} is a GDAL path; a STAC document read over HTTP may "
+            f"name only {', '.join(s + '://' for s in allowed)} URLs"
+        )
     try:
         resolved = urllib.parse.urljoin(document, text)
         scheme = urllib.parse.urlsplit(resolved).scheme.lower()
@@ -111,8 +115,10 @@ def remote_href(document: str, href: str, *, asset: bool = False) -> str:
         raise OutcropError(f"{document}: href {href!r} is not a URL ({exc})") from None
     if scheme not in allowed:
         what = "a local file" if scheme in ("file", "") else f"a {scheme}: URL"
-        raise OutcropError(f"{document}: href {href!r} is {what}; a STAC document read over HTTP may name "
-                           f"only {', '.join(s + '://' for s in allowed)} URLs")
+        raise OutcropError(
+            f"{document}: href {href!r} is {what}; a STAC document read over HTTP may name "
+            f"only {', '.join(s + '://' for s in allowed)} URLs"
+        )
     if scheme in DOCUMENT_SCHEMES:
         check_reachable(document, resolved)
     return resolved

@@ -27,11 +27,17 @@ from outcrop import OutcropError
 from outcrop.config import check_grid_crs, default
 from outcrop.io import prepared_writer
 from outcrop.limits import LIMITS, limit, setting
+from outcrop.raster.dates import TAG as DATE_TAG
+from outcrop.raster.dates import product_date
+from outcrop.raster.geo import SceneGrid
+from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
 from outcrop.raster.sensors import (
     QUALITY_FILL,
+    S2_ZERO_DN,
+    VISIBLE_BANDS,
     QualityMasks,
-    bqa_layout,
     Sensor,
+    bqa_layout,
     canonical_name,
     check_band_names,
     decode_quality,
@@ -45,11 +51,7 @@ from outcrop.raster.sensors import (
     percentile_rescale,
     sentinel2_offset,
     sentinel2_offset_from_values,
-    S2_ZERO_DN,
-    VISIBLE_BANDS,
 )
-from outcrop.raster.geo import SceneGrid
-from outcrop.raster.grid_choice import BandHeader, SceneHeader, choose_grid
 from outcrop.raster.sheets import REMOTE_PREFIXES
 from outcrop.raster.surfaces import (
     CLASS_LABELS,
@@ -104,6 +106,7 @@ class SceneFiles:
     product_name: str = ""
     rescaling: tuple[np.ndarray, np.ndarray, str] | None = None  # per band, declared by the source
     checks: list[str] = field(default_factory=list)
+    stamped: str | None = None  # a date the source states itself (its ACQUISITION_DATE tag, a STAC datetime)
 
 
 def is_remote(source: str) -> bool:
@@ -124,9 +127,8 @@ def open_raster(path: str) -> Iterator[Any]:
     from rasterio.errors import RasterioError
 
     try:
-        with rasterio.Env(**_GDAL_ENV):
-            with rasterio.open(_gdal_path(path)) as src:
-                yield src
+        with rasterio.Env(**_GDAL_ENV), rasterio.open(_gdal_path(path)) as src:
+            yield src
     except RasterioError as exc:
         raise OutcropError(f"{path}: cannot read raster ({_short(exc)})") from None
 
@@ -143,8 +145,9 @@ _BAND_FILE = re.compile(
 )
 
 
-def find_scene_files(source: str, sensor: Sensor, bands: Sequence[str],
-                     declared_bands: Sequence[str] | None = None) -> SceneFiles:
+def find_scene_files(
+    source: str, sensor: Sensor, bands: Sequence[str], declared_bands: Sequence[str] | None = None
+) -> SceneFiles:
     """Locate each requested band (and the quality band and metadata) in ``source``.
 
     A folder is searched recursively for the producers' band file names; a single file (local or
@@ -163,16 +166,18 @@ def find_scene_files(source: str, sensor: Sensor, bands: Sequence[str],
     if path.is_file():
         return _single_file(str(path), sensor, bands, declared_bands)
     if path.exists():  # GDAL would read /dev/zero without end, or wait on a pipe for a writer
-        raise OutcropError(f"{source}: not a regular file or folder (a device, pipe or socket), so not a raster; "
-                           "give a raster file, a product folder, a URL or a STAC item")
+        raise OutcropError(
+            f"{source}: not a regular file or folder (a device, pipe or socket), so not a raster; "
+            "give a raster file, a product folder, a URL or a STAC item"
+        )
     raise OutcropError(f"{source}: no such file or folder")
 
 
-def _single_file(source: str, sensor: Sensor, bands: Sequence[str],
-                 declared_bands: Sequence[str] | None) -> SceneFiles:
+def _single_file(source: str, sensor: Sensor, bands: Sequence[str], declared_bands: Sequence[str] | None) -> SceneFiles:
     with open_raster(source) as src:
         count = src.count
         descriptions = list(src.descriptions)
+        stamped = src.tags().get(DATE_TAG)
     if count == 0:
         raise OutcropError(f"{source}: the file has no bands")
     if declared_bands is not None:
@@ -182,8 +187,10 @@ def _single_file(source: str, sensor: Sensor, bands: Sequence[str],
         where = "declared band"
     else:
         if not all(descriptions):
-            raise OutcropError(f"{source}: the file's bands have no descriptions; declare its band names "
-                               f"({count} bands, in file order)")
+            raise OutcropError(
+                f"{source}: the file's bands have no descriptions; declare its band names "
+                f"({count} bands, in file order)"
+            )
         labels = [str(d) for d in descriptions]
         where = "band description"
     names: list[str] = []
@@ -200,7 +207,7 @@ def _single_file(source: str, sensor: Sensor, bands: Sequence[str],
             raise OutcropError(f"{source}: band {band!r} is not in the file (it has {', '.join(names)})")
         index = names.index(band)
         found.append(BandFile(band, source, index + 1, normalise_token(labels[index])))
-    return SceneFiles(found, product_name=Path(source).name)
+    return SceneFiles(found, product_name=Path(source).name, stamped=stamped)
 
 
 def _stac_item(source: str, sensor: Sensor, bands: Sequence[str]) -> SceneFiles:
@@ -215,11 +222,12 @@ def _stac_item(source: str, sensor: Sensor, bands: Sequence[str]) -> SceneFiles:
     found = []
     for band in bands:
         if band not in assets.bands:
-            raise OutcropError(f"{item.where}: item {item.id!r} has no asset for band {band!r} "
-                               f"(it has {', '.join(assets.bands)})")
+            raise OutcropError(
+                f"{item.where}: item {item.id!r} has no asset for band {band!r} (it has {', '.join(assets.bands)})"
+            )
         href, token = assets.bands[band]
         found.append(BandFile(band, href, 1, token))
-    files = SceneFiles(found, assets.quality, product_name=assets.product_name)
+    files = SceneFiles(found, assets.quality, product_name=assets.product_name, stamped=item.properties.get("datetime"))
     if sensor.radiometry == "mtl" and assets.mtl is not None:
         text = fetch_text(assets.mtl)
         try:
@@ -233,8 +241,11 @@ def _stac_item(source: str, sensor: Sensor, bands: Sequence[str]) -> SceneFiles:
             raise OutcropError(f"{assets.mtl}: cannot read metadata ({_short(exc)})") from None
     if sensor.radiometry in ("fixed", "sentinel2") and all(b in assets.rescaling for b in bands):
         pairs = [assets.rescaling[b] for b in bands]
-        files.rescaling = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]),
-                           "STAC raster:bands scale/offset of the item's assets")
+        files.rescaling = (
+            np.array([p[0] for p in pairs]),
+            np.array([p[1] for p in pairs]),
+            "STAC raster:bands scale/offset of the item's assets",
+        )
     return files
 
 
@@ -253,26 +264,26 @@ def _product_folder(folder: Path, sensor: Sensor, bands: Sequence[str]) -> Scene
         if not options:
             return None
         if len(options) > 1 and options[0][0] == options[1][0]:
-            raise OutcropError(f"{folder}: more than one file for {token}: "
-                               f"{options[0][1].name}, {options[1][1].name}")
+            raise OutcropError(f"{folder}: more than one file for {token}: {options[0][1].name}, {options[1][1].name}")
         return options[0][1]  # finest resolution first
 
     by_name = {name: token for token, name in sensor.band_tokens.items()}
     found = []
     for band in bands:
-        token = by_name.get(band)
-        if token is None:
-            raise OutcropError(f"{folder}: sensor {sensor.name} has no band {band!r} "
-                               f"(it has {', '.join(sensor.band_tokens.values())})")
-        path = pick(token)
-        if path is None:
+        if band not in by_name:
+            raise OutcropError(
+                f"{folder}: sensor {sensor.name} has no band {band!r} (it has {', '.join(sensor.band_tokens.values())})"
+            )
+        token = by_name[band]
+        picked = pick(token)
+        if picked is None:
             raise OutcropError(f"{folder}: band {band!r} ({token}) is missing: no *_{token} file in the folder")
-        found.append(BandFile(band, str(path), 1, token))
+        found.append(BandFile(band, str(picked), 1, token))
     quality = None
     for kind in sensor.quality:
-        path = pick(kind)
-        if path is not None:
-            quality = (kind, str(path))
+        picked = pick(kind)
+        if picked is not None:
+            quality = (kind, str(picked))
             break
     files = SceneFiles(found, quality, product_name=folder.name)
     mtl = sorted(folder.rglob("*_MTL.txt")) + sorted(folder.rglob("*_MTL.json"))
@@ -297,8 +308,9 @@ def _product_folder(folder: Path, sensor: Sensor, bands: Sequence[str]) -> Scene
 _EPS = 1e-6
 
 
-def snap_bounds(bounds: tuple[float, float, float, float], resolution: float,
-                origin: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float, float, float]:
+def snap_bounds(
+    bounds: tuple[float, float, float, float], resolution: float, origin: tuple[float, float] = (0.0, 0.0)
+) -> tuple[float, float, float, float]:
     """Grow ``bounds`` outwards to the run grid's pixel edges, ``origin + k * resolution``."""
     left, bottom, right, top = bounds
     x0, y0 = origin
@@ -310,8 +322,12 @@ def snap_bounds(bounds: tuple[float, float, float, float], resolution: float,
     )
 
 
-def grid_for(footprints: Sequence[tuple[Any, tuple[float, float, float, float]]], crs: str,
-             resolution: float, origin: tuple[float, float] = (0.0, 0.0)) -> SceneGrid:
+def grid_for(
+    footprints: Sequence[tuple[Any, tuple[float, float, float, float]]],
+    crs: str,
+    resolution: float,
+    origin: tuple[float, float] = (0.0, 0.0),
+) -> SceneGrid:
     """The smallest block of the run grid (pixel edges at ``origin + k * resolution``) that covers
     every (source CRS, bounds) footprint."""
     from affine import Affine
@@ -357,8 +373,16 @@ def _source_pixel_size(src: Any, grid: SceneGrid) -> float:
     return math.sqrt(abs((right - left) * (top - bottom)) / (src.width * src.height))
 
 
-def read_onto_grid(src: Any, index: int, grid: SceneGrid, *, nodata: float | None, categorical: bool = False,
-                   fill: float = np.nan, out: np.ndarray | None = None) -> np.ndarray:
+def read_onto_grid(
+    src: Any,
+    index: int,
+    grid: SceneGrid,
+    *,
+    nodata: float | None,
+    categorical: bool = False,
+    fill: float = np.nan,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Band ``index`` of ``src`` on ``grid`` as float32, ``fill`` outside the footprint and at nodata.
 
     Continuous bands are resampled bilinearly, or by area average where the grid is coarser than
@@ -388,16 +412,16 @@ def read_onto_grid(src: Any, index: int, grid: SceneGrid, *, nodata: float | Non
             block = data.astype(np.float32)
             if nodata is not None:
                 block[(data == nodata) | (np.isnan(nodata) & np.isnan(block))] = fill
-            out[r0 - row:r1 - row, c0 - col:c1 - col] = block
+            out[r0 - row : r1 - row, c0 - col : c1 - col] = block
             return out
         if r1 > r0 and c1 > c0 and whole:
             src.read(index, window=window, out=out)  # GDAL converts to float32 as it reads
         else:
             out.fill(fill)
             if r1 > r0 and c1 > c0:
-                out[r0 - row:r1 - row, c0 - col:c1 - col] = src.read(index, window=window, out_dtype=np.float32)
+                out[r0 - row : r1 - row, c0 - col : c1 - col] = src.read(index, window=window, out_dtype=np.float32)
         if nodata is not None and r1 > r0 and c1 > c0:
-            inner = out[r0 - row:r1 - row, c0 - col:c1 - col]
+            inner = out[r0 - row : r1 - row, c0 - col : c1 - col]
             inner[np.isnan(inner) if np.isnan(nodata) else inner == np.float32(nodata)] = fill
         return out
     out.fill(fill)
@@ -423,10 +447,16 @@ def read_onto_grid(src: Any, index: int, grid: SceneGrid, *, nodata: float | Non
 # --- radiometry -----------------------------------------------------------------------------
 
 
-def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.ndarray], dtypes: list[str],
-               scale: float | None, offset: float | None,
-               centre: tuple[float, float] | None = None,
-               sample: Callable[[], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+def _rescaling(
+    sensor: Sensor,
+    files: SceneFiles,
+    whole_scene: Callable[[], np.ndarray],
+    dtypes: list[str],
+    scale: float | None,
+    offset: float | None,
+    centre: tuple[float, float] | None = None,
+    sample: Callable[[], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-band (scale, offset) turning stored numbers into reflectance, and a note saying how.
 
     ``centre`` is the scene centre (lon, lat), for the modelled sun elevation of Landsat Level-1
@@ -436,6 +466,7 @@ def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.n
     for the Sentinel-2 baseline test of a product that does not state its baseline.
     """
     c = len(files.bands)
+    o: float | None  # the offset, once a rule below finds it
     if scale is not None or offset is not None:
         s = sensor.scale if scale is None else scale
         o = (0.0 if sensor.radiometry == "auto" else sensor.offset) if offset is None else offset
@@ -443,15 +474,20 @@ def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.n
     if files.rescaling is not None:
         return files.rescaling
     if sensor.radiometry == "fixed":
-        return np.full(c, sensor.scale), np.full(c, sensor.offset), f"{sensor.name} scale {sensor.scale} offset {sensor.offset}"
+        return (
+            np.full(c, sensor.scale),
+            np.full(c, sensor.offset),
+            f"{sensor.name} scale {sensor.scale} offset {sensor.offset}",
+        )
     if sensor.radiometry == "sentinel2":
         o = sentinel2_offset(files.metadata_text, files.product_name)
         how = "from product metadata"
         visible = [i for i, b in enumerate(files.bands) if b.name in VISIBLE_BANDS]
         if o is None and visible and sample is not None:
             o, share = sentinel2_offset_from_values(sample()[visible])
-            how = (f"no metadata: {share:.0%} of visible values below DN {S2_ZERO_DN}, "
-                   + ("so no offset (baseline before 04.00)" if o == 0.0 else "baseline >= 04.00"))
+            how = f"no metadata: {share:.0%} of visible values below DN {S2_ZERO_DN}, " + (
+                "so no offset (baseline before 04.00)" if o == 0.0 else "baseline >= 04.00"
+            )
         elif o is None:
             o, how = sensor.offset, "baseline >= 04.00 assumed"
         return np.full(c, sensor.scale), np.full(c, o), f"Sentinel-2 scale {sensor.scale} offset {o} ({how})"
@@ -460,37 +496,43 @@ def _rescaling(sensor: Sensor, files: SceneFiles, whole_scene: Callable[[], np.n
             pairs = [mtl_reflectance(files.mtl, b.token) for b in files.bands]
             missing = [b.name for b, p in zip(files.bands, pairs) if p is None]
             if missing:
-                raise OutcropError(f"{files.product_name}: MTL has no reflectance rescaling for "
-                                   f"{', '.join(missing)}")
-            return (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]),
-                    "MTL REFLECTANCE_MULT/ADD with sun elevation")
+                raise OutcropError(f"{files.product_name}: MTL has no reflectance rescaling for {', '.join(missing)}")
+            rescaled = [p for p in pairs if p is not None]  # every band's, none missing
+            return (
+                np.array([p[0] for p in rescaled]),
+                np.array([p[1] for p in rescaled]),
+                "MTL REFLECTANCE_MULT/ADD with sun elevation",
+            )
         date = landsat_acquisition_date(files.product_name + " " + Path(files.bands[0].path).name)
         if date is not None and centre is not None:
             elevation = modelled_sun_elevation(centre[1], centre[0], date)
             if elevation > 1.0:
                 sin_el = math.sin(math.radians(elevation))
-                return (np.full(c, sensor.scale / sin_el), np.full(c, sensor.offset / sin_el),
-                        f"no MTL: OLI rescaling {sensor.scale} {sensor.offset}, modelled sun elevation "
-                        f"{elevation:.1f} deg on {date}")
-        s, o = percentile_rescale(whole_scene())
-        return s, o, "no MTL nor acquisition date: dark-object subtraction and shared gain (percentile rule)"
+                return (
+                    np.full(c, sensor.scale / sin_el),
+                    np.full(c, sensor.offset / sin_el),
+                    f"no MTL: OLI rescaling {sensor.scale} {sensor.offset}, modelled sun elevation "
+                    f"{elevation:.1f} deg on {date}",
+                )
+        scales, offsets = percentile_rescale(whole_scene())
+        return scales, offsets, "no MTL nor acquisition date: dark-object subtraction and shared gain (percentile rule)"
     # generic file: floats are taken as reflectance, integers need the percentile rule
     if all(np.dtype(d).kind == "f" for d in dtypes):
         return np.ones(c), np.zeros(c), "float data taken as reflectance"
-    s, o = percentile_rescale(whole_scene())
-    return s, o, "integer data without scale: dark-object subtraction and shared gain (percentile rule)"
+    scales, offsets = percentile_rescale(whole_scene())
+    return scales, offsets, "integer data without scale: dark-object subtraction and shared gain (percentile rule)"
 
 
 # --- surfaces -------------------------------------------------------------------------------
 
 
-def scene_surfaces(reflectance: np.ndarray, bands: Sequence[str], thresholds: Thresholds,
-                   quality: QualityMasks | None) -> np.ndarray:
+def scene_surfaces(
+    reflectance: np.ndarray, bands: Sequence[str], thresholds: Thresholds, quality: QualityMasks | None
+) -> np.ndarray:
     """Surface mask of a prepared scene: the spectral rules with the quality band's cloud, then,
     for Sentinel-2 SCL, its own water and snow classes on the pixels it does not call cloud, and its
     vegetation on the ground the bands could not test (no red or NIR)."""
-    mask = classify_surfaces(reflectance, list(bands), thresholds,
-                             cloud=quality.cloud if quality is not None else None)
+    mask = classify_surfaces(reflectance, list(bands), thresholds, cloud=quality.cloud if quality is not None else None)
     if quality is not None and quality.water is not None and quality.snow is not None:
         # SCL tells water, snow and vegetation apart whatever the bands: what it leaves is ground
         unknown = mask == UNKNOWN
@@ -527,30 +569,165 @@ def _check_consistent(files: SceneFiles, meta: dict[str, dict[str, Any]], source
     for p in paths[1:]:
         m = meta[p]
         if m["crs"] != first["crs"]:
-            raise OutcropError(f"{source}: {Path(p).name} is in {m['crs']} but {Path(paths[0]).name} "
-                               f"in {first['crs']}")
+            raise OutcropError(f"{source}: {Path(p).name} is in {m['crs']} but {Path(paths[0]).name} in {first['crs']}")
     for i, p in enumerate(paths):
-        for q in paths[i + 1:]:
+        for q in paths[i + 1 :]:
             a, b = meta[p], meta[q]
             same_res = abs(a["res"] - b["res"]) <= _EPS * a["res"]
             if same_res and (a["shape"] != b["shape"] or not a["transform"].almost_equals(b["transform"])):
-                raise OutcropError(f"{source}: bands of mismatched extent or size: {Path(p).name} is "
-                                   f"{a['shape'][1]}x{a['shape'][0]} px at {tuple(a['bounds'])}, "
-                                   f"{Path(q).name} is {b['shape'][1]}x{b['shape'][0]} px at {tuple(b['bounds'])}")
+                raise OutcropError(
+                    f"{source}: bands of mismatched extent or size: {Path(p).name} is "
+                    f"{a['shape'][1]}x{a['shape'][0]} px at {tuple(a['bounds'])}, "
+                    f"{Path(q).name} is {b['shape'][1]}x{b['shape'][0]} px at {tuple(b['bounds'])}"
+                )
             if not same_res:
                 tol = max(a["res"], b["res"]) * 1.01
                 if any(abs(x - y) > tol for x, y in zip(a["bounds"], b["bounds"])):
-                    raise OutcropError(f"{source}: bands of mismatched extent: {Path(p).name} covers "
-                                       f"{tuple(a['bounds'])}, {Path(q).name} covers {tuple(b['bounds'])}")
+                    raise OutcropError(
+                        f"{source}: bands of mismatched extent: {Path(p).name} covers "
+                        f"{tuple(a['bounds'])}, {Path(q).name} covers {tuple(b['bounds'])}"
+                    )
 
 
-def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: str,
-                  bands: Sequence[str], crs: str = default("grid.crs"), resolution: float = default("grid.resolution"),
-                  thresholds: Thresholds = Thresholds(), declared_bands: Sequence[str] | None = None,
-                  scale: float | None = None, offset: float | None = None,
-                  max_pixels: int = MAX_SCENE_PIXELS, window_pixels: int = WINDOW_PIXELS,
-                  collar: bool = True, origin: tuple[float, float] = (0.0, 0.0),
-                  log: Callable[[str], None] = print) -> None:
+def _acquisition_date(files: SceneFiles, source: str, date: str | None) -> tuple[str | None, str]:
+    """The scene's acquisition date and where it came from: the sheet's, else the product's metadata or name."""
+    return product_date(
+        sheet=date,
+        mtl=files.mtl,
+        mtd=files.metadata_text,
+        stamped=files.stamped,
+        names=[files.product_name, source, *(b.path for b in files.bands)],
+    )
+
+
+def _checked_headers(files: SceneFiles, source: str) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The scene's distinct raster paths (bands, then quality) and their headers, checked to agree.
+
+    Every header is read and checked before any pixel, so a bad scene fails before anything is written.
+    """
+    paths = list(dict.fromkeys([b.path for b in files.bands] + ([files.quality[1]] if files.quality else [])))
+    meta = _raster_headers(paths)
+    _check_consistent(files, meta, source)
+    return paths, meta
+
+
+def _scene_rescaling(
+    reader: _BlockReader,
+    layout: str | None,
+    grid: SceneGrid,
+    spec: Sensor,
+    files: SceneFiles,
+    meta: dict[str, dict[str, Any]],
+    source: str,
+    given: tuple[float | None, float | None],
+) -> tuple[Any, Any, str]:
+    """Per-band (scale, offset) and how they were found (:func:`_rescaling`), ``given`` (scale, offset) first.
+
+    The whole scene is read only for the rules that need all its numbers, and after a memory check;
+    the others see a coarse grid, or nothing.
+    """
+
+    def whole_scene() -> np.ndarray:
+        """The scene's stored numbers at once, for the rescaling rules that need all of them."""
+        check_memory(
+            len(reader.bands) * grid.height * grid.width * 4,
+            source,
+            "to rescale it from its own statistics (give scale and offset to avoid this)",
+        )
+        dn, _, _ = reader.read(grid, layout)
+        return dn
+
+    def coarse_scene() -> np.ndarray:
+        """The scene's stored numbers on a grid at most SAMPLE_SIDE px a side (area averages)."""
+        return reader.read(coarse_grid(grid), layout)[0]
+
+    scale, offset = given
+    return _rescaling(
+        spec,
+        files,
+        whole_scene,
+        [meta[b.path]["dtype"] for b in files.bands],
+        scale,
+        offset,
+        _centre_lonlat(meta[files.bands[0].path]),
+        coarse_scene,
+    )
+
+
+def rescale_in_place(dn: np.ndarray, scale: Sequence[float], offset: Sequence[float]) -> np.ndarray:
+    """``dn`` (bands, rows, cols) as reflectance, ``dn * scale + offset`` per band, in place: no second window."""
+    for i in range(len(dn)):
+        dn[i] *= np.float32(scale[i])
+        dn[i] += np.float32(offset[i])
+    return dn
+
+
+@dataclass(frozen=True)
+class _WindowJob:
+    """What each window of a scene needs: the open reader, its quality layout, the bands, rescaling, thresholds."""
+
+    reader: _BlockReader
+    layout: str | None
+    bands: list[str]
+    rescaling: tuple[Any, Any]
+    thresholds: Thresholds
+
+
+def _write_windows(
+    job: _WindowJob, grid: SceneGrid, out_path: str | Path, tags: dict[str, str], window_pixels: int, source: str
+) -> tuple[int, int]:
+    """Read, rescale, classify and write the scene window by window; return (negative values, valid pixels).
+
+    Memory is bounded by a window. An all-nodata scene is refused inside the writer, so nothing is left.
+    """
+    s, o = job.rescaling
+    valid_pixels = negatives = 0
+    with prepared_writer(
+        out_path, grid.crs, grid.transform, job.bands, (grid.height, grid.width), tags, CLASS_LABELS
+    ) as write:
+        for row, col, block in grid_windows(grid, window_pixels):
+            dn, quality, invalid = job.reader.read(block, job.layout)
+            reflectance = rescale_in_place(dn, s, o)
+            # invalid pixels are NaN in every band, and NaN compares false: count without a masked copy
+            negatives += int(np.count_nonzero(reflectance < -0.05))
+            valid_pixels += int(invalid.size - np.count_nonzero(invalid))
+            write(row, col, reflectance, scene_surfaces(reflectance, job.bands, job.thresholds, quality))
+        if valid_pixels == 0:
+            raise OutcropError(f"{source}: empty scene: every pixel is nodata")
+        job.reader.log_times()
+    return negatives, valid_pixels
+
+
+def _warn_negative_reflectance(scene_id: str, negatives: int, values: int, log: Callable[[str], None]) -> None:
+    """Warn when over 1% of the valid values are below -0.05: the sign of a wrong offset, not of dark ground."""
+    negative = negatives / max(1, values)
+    if negative > 0.01:
+        log(
+            f"{scene_id}: warning: {negative:.1%} of values below -0.05 reflectance; "
+            f"check the sensor's offset (give offset=… if the product predates its baseline)"
+        )
+
+
+def prepare_scene(
+    source: str,
+    sensor: str,
+    out_path: str | Path,
+    *,
+    scene_id: str,
+    bands: Sequence[str],
+    crs: str = default("grid.crs"),
+    resolution: float = default("grid.resolution"),
+    thresholds: Thresholds = Thresholds(),
+    declared_bands: Sequence[str] | None = None,
+    scale: float | None = None,
+    offset: float | None = None,
+    max_pixels: int = MAX_SCENE_PIXELS,
+    window_pixels: int = WINDOW_PIXELS,
+    collar: bool = True,
+    origin: tuple[float, float] = (0.0, 0.0),
+    date: str | None = None,
+    log: Callable[[str], None] = print,
+) -> None:
     """Prepare one scene: its ``bands`` as reflectance on the run grid, plus the surface mask.
 
     ``source`` is a multi-band GeoTIFF/COG (local path or http(s) URL), a product folder, or a
@@ -562,7 +739,9 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     :mod:`outcrop.raster.grid_choice`): a band already on that pixel grid is copied, not resampled.
     ``crs`` or ``resolution`` ``"auto"`` choose them from this scene alone, as a one-scene run would.
     ``collar`` masks a constant border without a nodata tag as nodata (:mod:`outcrop.raster.collar`).
-    Raises :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
+    The acquisition date, ``date`` (the scene sheet's) or the product's own, is written as the
+    ``ACQUISITION_DATE`` tag (:mod:`outcrop.raster.dates`), and left out when unknown. Raises
+    :class:`OutcropError` (and writes nothing) on any bad input, and on a scene larger than
     ``max_pixels`` on the run grid. The scene is read, rescaled, classified and written in windows
     (:func:`grid_windows`), so memory is bounded by a window, not by the scene.
     """
@@ -570,16 +749,18 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
     source = str(source)
     bands = list(bands)
     spec = get_sensor(sensor)
-    crs, resolution, origin = _checked_run_grid(scene_id, source, sensor, bands, declared_bands, crs, resolution,
-                                                origin, log)
+    crs, resolution, origin = _checked_run_grid(
+        scene_id, source, sensor, bands, declared_bands, crs, resolution, origin, log
+    )
 
     files = find_scene_files(source, spec, bands, declared_bands)
-    paths = list(dict.fromkeys([b.path for b in files.bands] + ([files.quality[1]] if files.quality else [])))
-    meta = _raster_headers(paths)
-    _check_consistent(files, meta, source)
+    acquired, acquired_from = _acquisition_date(files, source, date)
+    paths, meta = _checked_headers(files, source)
     grid = grid_for([(m["crs"], m["bounds"]) for m in meta.values()], crs, resolution, origin)
-    log(f"{scene_id}: {len(bands)} band(s) from {source} onto a {grid.width}x{grid.height} grid "
-        f"at {resolution:g} m in {crs}")
+    log(
+        f"{scene_id}: {len(bands)} band(s) from {source} onto a {grid.width}x{grid.height} grid "
+        f"at {resolution:g} m in {crs}"
+    )
 
     check_scene_size(grid, source, max_pixels)
     with ExitStack() as stack:
@@ -588,50 +769,34 @@ def prepare_scene(source: str, sensor: str, out_path: str | Path, *, scene_id: s
         if collar:
             reader.find_collars()
         layout = reader.quality_layout(grid)
-
-        def whole_scene() -> np.ndarray:
-            """The scene's stored numbers at once, for the rescaling rules that need all of them."""
-            check_memory(len(bands) * grid.height * grid.width * 4, source,
-                         "to rescale it from its own statistics (give scale and offset to avoid this)")
-            dn, _, _ = reader.read(grid, layout)
-            return dn
-
-        def coarse_scene() -> np.ndarray:
-            """The scene's stored numbers on a grid at most SAMPLE_SIDE px a side (area averages)."""
-            return reader.read(coarse_grid(grid), layout)[0]
-
-        s, o, how = _rescaling(spec, files, whole_scene, [meta[b.path]["dtype"] for b in files.bands], scale,
-                               offset, _centre_lonlat(meta[files.bands[0].path]), coarse_scene)
+        s, o, how = _scene_rescaling(reader, layout, grid, spec, files, meta, source, (scale, offset))
         log(f"{scene_id}: radiometry: {how}")
+        log(
+            f"{scene_id}: acquired {acquired} (from {acquired_from})"
+            if acquired
+            else f"{scene_id}: acquisition date unknown (no sheet date, product metadata or dated name)"
+        )
         t0 = time.perf_counter()
-        valid_pixels = negatives = 0
         tags = {"scene": scene_id, "sensor": spec.name, "radiometry": how}
-        with prepared_writer(out_path, grid.crs, grid.transform, bands, (grid.height, grid.width), tags,
-                             CLASS_LABELS) as write:
-            for row, col, block in grid_windows(grid, window_pixels):
-                dn, quality, invalid = reader.read(block, layout)
-                reflectance = dn
-                for i in range(len(bands)):
-                    reflectance[i] *= np.float32(s[i])
-                    reflectance[i] += np.float32(o[i])
-                # invalid pixels are NaN in every band, and NaN compares false: count without a masked copy
-                negatives += np.count_nonzero(reflectance < -0.05)
-                valid_pixels += int(invalid.size - np.count_nonzero(invalid))
-                write(row, col, reflectance, scene_surfaces(reflectance, bands, thresholds, quality))
-            if valid_pixels == 0:
-                raise OutcropError(f"{source}: empty scene: every pixel is nodata")
-            reader.log_times()
-    negative = negatives / max(1, len(bands) * valid_pixels)
-    if negative > 0.01:
-        log(f"{scene_id}: warning: {negative:.1%} of values below -0.05 reflectance; "
-            f"check the sensor's offset (give offset=… if the product predates its baseline)")
-    log(f"{scene_id}: wrote {out_path} in {time.perf_counter() - t0:.1f}s "
-        f"(total {time.perf_counter() - t_start:.1f}s)")
+        if acquired:
+            tags[DATE_TAG] = acquired
+        window = _WindowJob(reader, layout, bands, (s, o), thresholds)
+        negatives, valid_pixels = _write_windows(window, grid, out_path, tags, window_pixels, source)
+    _warn_negative_reflectance(scene_id, negatives, len(bands) * valid_pixels, log)
+    log(f"{scene_id}: wrote {out_path} in {time.perf_counter() - t0:.1f}s (total {time.perf_counter() - t_start:.1f}s)")
 
 
-def _checked_run_grid(scene_id: str, source: str, sensor: str, bands: Sequence[str],
-                      declared_bands: Sequence[str] | None, crs: str, resolution: float | str,
-                      origin: tuple[float, float], log: Callable[[str], None]) -> tuple[str, float, tuple[float, float]]:
+def _checked_run_grid(
+    scene_id: str,
+    source: str,
+    sensor: str,
+    bands: Sequence[str],
+    declared_bands: Sequence[str] | None,
+    crs: str,
+    resolution: float | str,
+    origin: tuple[float, float],
+    log: Callable[[str], None],
+) -> tuple[str, float, tuple[float, float]]:
     """The run's (CRS, resolution, origin), refused before any band of the scene is read.
 
     ``"auto"`` for the CRS or the resolution chooses them from this scene's headers alone
@@ -644,8 +809,9 @@ def _checked_run_grid(scene_id: str, source: str, sensor: str, bands: Sequence[s
     if str(crs) != "auto":
         check_grid_crs(str(crs), f"{source}: run CRS", resolution)
     if str(crs) == "auto" or str(resolution) == "auto":
-        chosen = choose_grid([read_scene_header(scene_id, source, sensor, bands, declared_bands)], crs, resolution,
-                             log=log)
+        chosen = choose_grid(
+            [read_scene_header(scene_id, source, sensor, bands, declared_bands)], crs, resolution, log=log
+        )
         crs, resolution, origin = chosen["crs"], chosen["resolution"], tuple(chosen["origin"])
     if not resolution or resolution <= 0:  # type: ignore[operator]
         raise OutcropError(f"{source}: resolution must be positive, not {resolution}")
@@ -672,16 +838,22 @@ def check_geotransform(path: str, src: Any) -> None:
     t = src.transform
     det = t.a * t.e - t.b * t.d
     if not all(math.isfinite(v) for v in (t.a, t.b, t.c, t.d, t.e, t.f)) or det == 0:
-        raise OutcropError(f"{path}: the raster's geotransform is degenerate (pixel size {t.a:g} by {t.e:g}, "
-                           f"rotation {t.b:g}, {t.d:g}): its pixels have no area; fix its georeferencing")
+        raise OutcropError(
+            f"{path}: the raster's geotransform is degenerate (pixel size {t.a:g} by {t.e:g}, "
+            f"rotation {t.b:g}, {t.d:g}): its pixels have no area; fix its georeferencing"
+        )
     if t.b == 0 and t.d == 0 and t.e > 0:
-        raise OutcropError(f"{path}: the raster is stored south-up (its geotransform's y pixel size is +{t.e:g}, "
-                           "where a north-up raster's is negative); write it north-up first, e.g. "
-                           f"gdalwarp {Path(path).name} north_up.tif")
+        raise OutcropError(
+            f"{path}: the raster is stored south-up (its geotransform's y pixel size is +{t.e:g}, "
+            "where a north-up raster's is negative); write it north-up first, e.g. "
+            f"gdalwarp {Path(path).name} north_up.tif"
+        )
     if det > 0:
-        raise OutcropError(f"{path}: the raster is stored mirrored (geotransform pixel size {t.a:g} by {t.e:g}, "
-                           f"rotation {t.b:g}, {t.d:g}); write it north-up first, e.g. "
-                           f"gdalwarp {Path(path).name} north_up.tif")
+        raise OutcropError(
+            f"{path}: the raster is stored mirrored (geotransform pixel size {t.a:g} by {t.e:g}, "
+            f"rotation {t.b:g}, {t.d:g}); write it north-up first, e.g. "
+            f"gdalwarp {Path(path).name} north_up.tif"
+        )
     side = math.sqrt(abs(det))
     if src.crs.is_geographic:
         unit, metres = "degree", side * METRES_PER_DEGREE
@@ -693,13 +865,16 @@ def check_geotransform(path: str, src: Any) -> None:
         metres = side * factor
     if metres < MIN_PIXEL_METRES:
         size = f"{side:g} m" if unit == "metre" else f"{side:g} {unit} (about {metres:.2g} m)"
-        raise OutcropError(f"{path}: its geotransform gives pixels of {size}, smaller than "
-                           f"{MIN_PIXEL_METRES * 100:g} cm, which no satellite scene has: its georeferencing is wrong; "
-                           "fix it (e.g. gdal_edit.py -a_ullr with the real corners)")
+        raise OutcropError(
+            f"{path}: its geotransform gives pixels of {size}, smaller than "
+            f"{MIN_PIXEL_METRES * 100:g} cm, which no satellite scene has: its georeferencing is wrong; "
+            "fix it (e.g. gdal_edit.py -a_ullr with the real corners)"
+        )
 
 
-def read_scene_header(scene: str, source: str, sensor: str, bands: Sequence[str],
-                      declared_bands: Sequence[str] | None = None) -> SceneHeader:
+def read_scene_header(
+    scene: str, source: str, sensor: str, bands: Sequence[str], declared_bands: Sequence[str] | None = None
+) -> SceneHeader:
     """The headers of the files that hold ``bands`` of a scene (found as ``prepare`` finds them)."""
     check_band_names(list(bands), source)
     files = find_scene_files(source, get_sensor(sensor), list(bands), declared_bands)
@@ -713,9 +888,15 @@ def read_scene_header(scene: str, source: str, sensor: str, bands: Sequence[str]
     return SceneHeader(scene, tuple(headers))
 
 
-def choose_run_grid(scenes_json: str, out: str | Path, *, bands: Sequence[str],
-                    crs: str = default("grid.crs"), resolution: float | str = default("grid.resolution"),
-                    log: Callable[[str], None] = print) -> None:
+def choose_run_grid(
+    scenes_json: str,
+    out: str | Path,
+    *,
+    bands: Sequence[str],
+    crs: str = default("grid.crs"),
+    resolution: float | str = default("grid.resolution"),
+    log: Callable[[str], None] = print,
+) -> None:
     """The ``grid`` stage: choose the run grid from the headers of the scenes in ``scenes_json`` (a
     JSON list of ``{scene, source, sensor[, bands]}``, as the workflow's rule writes it) and write
     ``grid.json`` (:mod:`outcrop.raster.grid_choice`)."""
@@ -728,24 +909,40 @@ def choose_run_grid(scenes_json: str, out: str | Path, *, bands: Sequence[str],
         assert isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)
         scenes = [(str(r["scene"]), str(r["source"]), str(r["sensor"]), str(r.get("bands") or "")) for r in rows]
     except (ValueError, AssertionError, KeyError):
-        raise OutcropError("grid: --scenes-json must be a non-empty JSON list of {scene, source, sensor[, bands]}") \
-            from None
-    headers = [read_scene_header(scene, source, sensor, bands,
-                                 [b.strip() for b in declared.split(",") if b.strip()] or None)
-               for scene, source, sensor, declared in scenes]
+        raise OutcropError(
+            "grid: --scenes-json must be a non-empty JSON list of {scene, source, sensor[, bands]}"
+        ) from None
+    headers = [
+        read_scene_header(scene, source, sensor, bands, [b.strip() for b in declared.split(",") if b.strip()] or None)
+        for scene, source, sensor, declared in scenes
+    ]
     write_grid(out, choose_grid(headers, crs, resolution, log=log))
 
 
-def prepare_on_grid(source: str, sensor: str, out: str | Path, *, scene: str, bands: Sequence[str],
-                    grid: Path | None = None, crs: str = default("grid.crs"),
-                    resolution: float | str = default("grid.resolution"),
-                    surfaces: Mapping[str, float] | None = None, declared_bands: Sequence[str] | None = None,
-                    scale: float | None = None, offset: float | None = None, collar: str | None = None,
-                    max_pixels: int | None = None, log: Callable[[str], None] = print) -> None:
+def prepare_on_grid(
+    source: str,
+    sensor: str,
+    out: str | Path,
+    *,
+    scene: str,
+    bands: Sequence[str],
+    grid: Path | None = None,
+    crs: str = default("grid.crs"),
+    resolution: float | str = default("grid.resolution"),
+    surfaces: Mapping[str, float] | None = None,
+    declared_bands: Sequence[str] | None = None,
+    scale: float | None = None,
+    offset: float | None = None,
+    collar: str | None = None,
+    max_pixels: int | None = None,
+    date: str | None = None,
+    log: Callable[[str], None] = print,
+) -> None:
     """The ``prepare`` stage: :func:`prepare_scene` onto the run grid of ``grid`` (``grid.json``: CRS,
     resolution and pixel alignment), or else onto ``crs`` and ``resolution``; ``surfaces`` are the
     surface-rule thresholds by name (config: surfaces), ``collar`` ``auto`` (or None) or ``off``;
-    ``max_pixels`` None: the run's ``limits.scene_pixels`` (:func:`outcrop.limits.limit`)."""
+    ``max_pixels`` None: the run's ``limits.scene_pixels`` (:func:`outcrop.limits.limit`); ``date``
+    the scene sheet's acquisition date (None or empty: the product's own)."""
     if max_pixels is None:
         max_pixels = limit("scene_pixels")
     origin = (0.0, 0.0)
@@ -754,9 +951,24 @@ def prepare_on_grid(source: str, sensor: str, out: str | Path, *, scene: str, ba
 
         run_grid = load_grid(grid)
         crs, resolution, origin = run_grid.crs, run_grid.resolution, run_grid.origin
-    prepare_scene(source, sensor, out, scene_id=scene, bands=bands, crs=crs, resolution=resolution,  # type: ignore[arg-type]
-                  origin=origin, thresholds=Thresholds(**(surfaces or {})), declared_bands=declared_bands or None,
-                  scale=scale, offset=offset, collar=collar != "off", max_pixels=max_pixels, log=log)
+    prepare_scene(
+        source,
+        sensor,
+        out,
+        scene_id=scene,
+        bands=bands,
+        crs=crs,
+        resolution=resolution,  # type: ignore[arg-type]
+        origin=origin,
+        thresholds=Thresholds(**(surfaces or {})),
+        declared_bands=declared_bands or None,
+        scale=scale,
+        offset=offset,
+        collar=collar != "off",
+        max_pixels=max_pixels,
+        date=date or None,
+        log=log,
+    )
 
 
 def _raster_headers(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -767,14 +979,19 @@ def _raster_headers(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
             if src.crs is None:
                 raise OutcropError(f"{p}: the raster has no CRS")
             check_geotransform(p, src)
-            meta[p] = {"crs": src.crs, "res": abs(src.transform.a), "shape": (src.height, src.width),
-                       "transform": src.transform, "bounds": src.bounds, "dtype": src.dtypes[0],
-                       "nodata": src.nodata}
+            meta[p] = {
+                "crs": src.crs,
+                "res": abs(src.transform.a),
+                "shape": (src.height, src.width),
+                "transform": src.transform,
+                "bounds": src.bounds,
+                "dtype": src.dtypes[0],
+                "nodata": src.nodata,
+            }
     return meta
 
 
 # --- windows and budgets --------------------------------------------------------------------
-
 
 
 def grid_windows(grid: SceneGrid, window_pixels: int = WINDOW_PIXELS) -> Iterator[tuple[int, int, SceneGrid]]:
@@ -799,17 +1016,20 @@ def coarse_grid(grid: SceneGrid, side: int = SAMPLE_SIDE) -> SceneGrid:
     from affine import Affine
 
     factor = max(1, math.ceil(max(grid.width, grid.height) / side))
-    return SceneGrid(grid.crs, grid.transform @ Affine.scale(factor), math.ceil(grid.width / factor),
-                     math.ceil(grid.height / factor))
+    return SceneGrid(
+        grid.crs, grid.transform @ Affine.scale(factor), math.ceil(grid.width / factor), math.ceil(grid.height / factor)
+    )
 
 
 def check_scene_size(grid: SceneGrid, source: str, max_pixels: int = MAX_SCENE_PIXELS) -> None:
     """Refuse a scene whose run-grid block is larger than ``max_pixels`` (its files' claim)."""
     pixels = grid.width * grid.height
     if pixels > max_pixels:
-        raise OutcropError(f"{source}: the scene covers {grid.width}x{grid.height} px of the run grid "
-                           f"({pixels / 1e9:.1f} Gpx), more than the {max_pixels / 1e9:.1f} Gpx a scene may have "
-                           f"(--max-pixels, or {setting('scene_pixels')})")
+        raise OutcropError(
+            f"{source}: the scene covers {grid.width}x{grid.height} px of the run grid "
+            f"({pixels / 1e9:.1f} Gpx), more than the {max_pixels / 1e9:.1f} Gpx a scene may have "
+            f"(--max-pixels, or {setting('scene_pixels')})"
+        )
 
 
 def available_memory() -> int | None:
@@ -828,15 +1048,23 @@ def check_memory(nbytes: int, source: str, why: str) -> None:
     """Refuse, naming ``source``, an allocation of ``nbytes`` that the system cannot give."""
     free = available_memory()
     if free is not None and nbytes > free:
-        raise OutcropError(f"{source}: needs {nbytes / 2**30:.1f} GiB of memory {why}; "
-                           f"{free / 2**30:.1f} GiB are available")
+        raise OutcropError(
+            f"{source}: needs {nbytes / 2**30:.1f} GiB of memory {why}; {free / 2**30:.1f} GiB are available"
+        )
 
 
 class _BlockReader:
     """Reads windows of a scene's bands (and quality band) onto the run grid from open files."""
 
-    def __init__(self, files: SceneFiles, sources: dict[str, Any], spec: Sensor, bands: Sequence[str],
-                 scene_id: str, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        files: SceneFiles,
+        sources: dict[str, Any],
+        spec: Sensor,
+        bands: Sequence[str],
+        scene_id: str,
+        log: Callable[[str], None],
+    ) -> None:
         self.files, self.sources, self.spec, self.bands = files, sources, spec, list(bands)
         self.scene_id, self.log = scene_id, log
         self.seconds = [0.0] * (len(self.files.bands) + 1)
@@ -856,9 +1084,11 @@ class _BlockReader:
             collar = detect_collar(src, band.index)
             if collar is not None and collar.value != self.spec.nodata:
                 self.collars[band.path] = collar.value
-                self.log(f"{self.scene_id}: {Path(band.path).name}: a border of value {collar.value:g} connected "
-                         f"to the edge covers {collar.share:.1%} of the file and has no nodata tag: masked as "
-                         f"nodata (collar=off in the scene sheet keeps it)")
+                self.log(
+                    f"{self.scene_id}: {Path(band.path).name}: a border of value {collar.value:g} connected "
+                    f"to the edge covers {collar.share:.1%} of the file and has no nodata tag: masked as "
+                    f"nodata (collar=off in the scene sheet keeps it)"
+                )
 
     def _quality(self, block: SceneGrid) -> np.ndarray:
         kind, qpath = self.files.quality  # type: ignore[misc]
@@ -913,5 +1143,15 @@ class _BlockReader:
             self.log(f"{self.scene_id}: {kind} quality band <- {Path(qpath).name} {self.seconds[-1]:.1f}s")
 
 
-__all__ = ["prepare_scene", "find_scene_files", "grid_for", "snap_bounds", "read_onto_grid",
-           "open_raster", "is_remote", "BandFile", "SceneFiles", "SceneGrid"]
+__all__ = [
+    "prepare_scene",
+    "find_scene_files",
+    "grid_for",
+    "snap_bounds",
+    "read_onto_grid",
+    "open_raster",
+    "is_remote",
+    "BandFile",
+    "SceneFiles",
+    "SceneGrid",
+]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,21 +29,54 @@ import numpy as np
 from outcrop import OutcropError
 
 CANONICAL_BANDS = (
-    "coastal", "blue", "green", "red", "nir", "swir1", "swir2",
-    "cirrus", "tir1", "tir2", "pan", "rededge1", "rededge2", "rededge3", "nir08", "wv",
+    "coastal",
+    "blue",
+    "green",
+    "red",
+    "nir",
+    "swir1",
+    "swir2",
+    "cirrus",
+    "tir1",
+    "tir2",
+    "pan",
+    "rededge1",
+    "rededge2",
+    "rededge3",
+    "nir08",
+    "wv",
 )
 # Thermal bands measure temperature, not reflectance: the prepared format cannot hold them.
 THERMAL_BANDS = frozenset({"tir1", "tir2"})
 
 _LANDSAT_OLI = {
-    "B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "nir", "B6": "swir1",
-    "B7": "swir2", "B8": "pan", "B9": "cirrus", "B10": "tir1", "B11": "tir2",
+    "B1": "coastal",
+    "B2": "blue",
+    "B3": "green",
+    "B4": "red",
+    "B5": "nir",
+    "B6": "swir1",
+    "B7": "swir2",
+    "B8": "pan",
+    "B9": "cirrus",
+    "B10": "tir1",
+    "B11": "tir2",
 }
 # Level-2 products carry no panchromatic or cirrus band, and their thermal band is surface temperature.
 _LANDSAT_OLI_L2 = {k: v for k, v in _LANDSAT_OLI.items() if k in {"B1", "B2", "B3", "B4", "B5", "B6", "B7"}}
 _SENTINEL2_MSI = {
-    "B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "rededge1", "B6": "rededge2",
-    "B7": "rededge3", "B8": "nir", "B8A": "nir08", "B9": "wv", "B10": "cirrus", "B11": "swir1",
+    "B1": "coastal",
+    "B2": "blue",
+    "B3": "green",
+    "B4": "red",
+    "B5": "rededge1",
+    "B6": "rededge2",
+    "B7": "rededge3",
+    "B8": "nir",
+    "B8A": "nir08",
+    "B9": "wv",
+    "B10": "cirrus",
+    "B11": "swir1",
     "B12": "swir2",
 }
 # L2A drops the cirrus band B10 (it is used up by the atmospheric correction).
@@ -82,10 +116,8 @@ VISIBLE_BANDS = ("blue", "green", "red")
 
 SENSORS: dict[str, Sensor] = {
     "landsat-c2l2": Sensor("landsat-c2l2", _LANDSAT_OLI_L2, "fixed", 0.0000275, -0.2, 0, ("QA_PIXEL",)),
-    "landsat-c2l1": Sensor("landsat-c2l1", _LANDSAT_OLI, "mtl", OLI_L1_SCALE, OLI_L1_OFFSET, 0,
-                           ("QA_PIXEL", "BQA")),
-    "landsat-l1": Sensor("landsat-l1", _LANDSAT_OLI, "mtl", OLI_L1_SCALE, OLI_L1_OFFSET, 0,
-                         ("QA_PIXEL", "BQA")),
+    "landsat-c2l1": Sensor("landsat-c2l1", _LANDSAT_OLI, "mtl", OLI_L1_SCALE, OLI_L1_OFFSET, 0, ("QA_PIXEL", "BQA")),
+    "landsat-l1": Sensor("landsat-l1", _LANDSAT_OLI, "mtl", OLI_L1_SCALE, OLI_L1_OFFSET, 0, ("QA_PIXEL", "BQA")),
     "sentinel2-l2a": Sensor("sentinel2-l2a", _SENTINEL2_L2A, "sentinel2", S2_SCALE, S2_OFFSET, 0, ("SCL",)),
     "sentinel2-l1c": Sensor("sentinel2-l1c", _SENTINEL2_MSI, "sentinel2", S2_SCALE, S2_OFFSET, 0, ()),
     "geotiff": Sensor("geotiff", {}, "auto", 1.0, 0.0, None, ()),
@@ -100,14 +132,16 @@ def get_sensor(name: str) -> Sensor:
         raise OutcropError(f"unknown sensor {name!r}; known sensors: {', '.join(sorted(SENSORS))}") from None
 
 
-def check_band_names(bands: list[str] | tuple[str, ...], where: str) -> None:
+def check_band_names(bands: Sequence[str], where: str) -> None:
     """Refuse an empty band list, duplicates, names outside the canonical set, and thermal bands."""
     if not bands:
         raise OutcropError(f"{where}: no bands requested")
     unknown = [b for b in bands if b not in CANONICAL_BANDS]
     if unknown:
-        raise OutcropError(f"{where}: unknown band name(s) {', '.join(map(repr, unknown))}; "
-                           f"canonical names are {', '.join(CANONICAL_BANDS)}")
+        raise OutcropError(
+            f"{where}: unknown band name(s) {', '.join(map(repr, unknown))}; "
+            f"canonical names are {', '.join(CANONICAL_BANDS)}"
+        )
     if len(set(bands)) != len(bands):
         raise OutcropError(f"{where}: band list {list(bands)} names a band twice")
     thermal = [b for b in bands if b in THERMAL_BANDS]
@@ -123,7 +157,7 @@ def normalise_token(token: str) -> str:
     token = token.upper()
     for prefix in ("SR_", "TOA_"):
         if token.startswith(prefix):
-            token = token[len(prefix):]
+            token = token[len(prefix) :]
     m = _TOKEN.match(token)
     return f"B{m.group(1)}" if m else token
 
@@ -159,6 +193,8 @@ def _confidence(qa: np.ndarray, first_bit: int) -> np.ndarray:
 def bqa_layout(qa: np.ndarray) -> str:
     """``"collection1"`` or ``"pre-collection"``: which bit layout a Landsat 8 BQA band uses."""
     return "pre-collection" if np.any(qa & _BQA_PRE_COLLECTION_MARK) else "collection1"
+
+
 # Sentinel-2 scene classification (L2A, S2-PDGS-TAS-DI-PSD): 0 no data, 1 saturated or defective,
 # 4 vegetation, 6 water, 8/9 cloud medium/high probability, 10 thin cirrus, 11 snow or ice.
 SCL_NODATA = (0, 1)
@@ -196,8 +232,13 @@ def decode_quality(kind: str, qa: np.ndarray, layout: str | None = None) -> Qual
             return QualityMasks(fill=fill, cloud=cloud & ~fill)
         return QualityMasks(fill=fill, cloud=((qa & _BQA_CLOUD) != 0) & ~fill)
     if kind == "SCL":
-        return QualityMasks(fill=np.isin(qa, SCL_NODATA), cloud=np.isin(qa, SCL_CLOUD),
-                            water=qa == SCL_WATER, snow=qa == SCL_SNOW, vegetation=qa == SCL_VEGETATION)
+        return QualityMasks(
+            fill=np.isin(qa, SCL_NODATA),
+            cloud=np.isin(qa, SCL_CLOUD),
+            water=qa == SCL_WATER,
+            snow=qa == SCL_SNOW,
+            vegetation=qa == SCL_VEGETATION,
+        )
     raise ValueError(f"unknown quality band kind {kind!r}")
 
 

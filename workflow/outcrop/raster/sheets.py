@@ -32,8 +32,10 @@ def _read_text(path: Path, what: str) -> str:
     except FileNotFoundError:
         raise OutcropError(f"{path}: {what} not found") from None
     except UnicodeDecodeError as exc:
-        raise OutcropError(f"{path}: {what} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at "
-                           f"offset {exc.start}); save it as UTF-8") from None
+        raise OutcropError(
+            f"{path}: {what} is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at "
+            f"offset {exc.start}); save it as UTF-8"
+        ) from None
     except OSError as exc:
         raise OutcropError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
 
@@ -81,8 +83,10 @@ def _check_bands(row: dict[str, str], where: str) -> None:
     for label in labels:
         name = canonical_name(sensor, label)
         if name is None:
-            raise OutcropError(f"{where}: bands: unknown band name {label!r} for sensor {sensor.name} "
-                               f"(canonical names: {', '.join(CANONICAL_BANDS)})")
+            raise OutcropError(
+                f"{where}: bands: unknown band name {label!r} for sensor {sensor.name} "
+                f"(canonical names: {', '.join(CANONICAL_BANDS)})"
+            )
         names.append(name)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -109,7 +113,7 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
     seen: dict[str, int] = {}
     sources: dict[str, tuple[int, str]] = {}
     most_rows = limit("sheet_rows")
-    out = []
+    out: list[dict[str, str]] = []
     for row in reader:
         n = lines.number
         where = f"{path}: line {n}"
@@ -121,8 +125,9 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
             column = ".".join(str(p) for p in err.path) or "row"
             raise OutcropError(f"{where}: {column}: {err.message}")
         if row["sensor"] not in SENSORS:
-            raise OutcropError(f"{where}: sensor: unknown sensor {row['sensor']!r} "
-                               f"(known: {', '.join(sorted(SENSORS))})")
+            raise OutcropError(
+                f"{where}: sensor: unknown sensor {row['sensor']!r} (known: {', '.join(sorted(SENSORS))})"
+            )
         problem = scene_id_problem(row["scene"])
         if problem is not None:
             raise OutcropError(f"{where}: scene: {problem}")
@@ -132,23 +137,33 @@ def read_scene_sheet(path: str | Path) -> list[dict[str, str]]:
         same = _source_key(row["source"])
         if same in sources:
             first, scene = sources[same]
-            raise OutcropError(f"{where}: source: {row['source']!r} is already the source of scene {scene!r} on "
-                               f"line {first}; list each scene once")
+            raise OutcropError(
+                f"{where}: source: {row['source']!r} is already the source of scene {scene!r} on "
+                f"line {first}; list each scene once"
+            )
         sources[same] = (n, row["scene"])
         row.setdefault("bands", "")
         row.setdefault("scale", "")
         row.setdefault("offset", "")
         row.setdefault("collar", "")
+        row.setdefault("date", "")
+        if row["date"]:
+            from outcrop.raster.dates import parse_date
+
+            row["date"] = parse_date(row["date"], f"{where}: date")
         _check_number(row["scale"], "scale", where, nonzero=True)
         _check_number(row["offset"], "offset", where)
         _check_bands(row, where)
         if local_input(row["source"]) and ("{" in row["source"] or "}" in row["source"]):
             # A local source is an input of the job graph, where Snakemake reads `{...}` as a wildcard.
-            raise OutcropError(f"{where}: source: {row['source']!r}: a path may not contain '{{' or '}}' "
-                               "(Snakemake would read them as wildcards); rename the file or folder")
+            raise OutcropError(
+                f"{where}: source: {row['source']!r}: a path may not contain '{{' or '}}' "
+                "(Snakemake would read them as wildcards); rename the file or folder"
+            )
         for column, value in row.items():  # every cell reaches a job's input or params
-            refuse_markup(value, f"{where}: {column}", "rename the file or folder" if column == "source"
-                          else "change the value")
+            refuse_markup(
+                value, f"{where}: {column}", "rename the file or folder" if column == "source" else "change the value"
+            )
         out.append(row)
     if not out:
         raise OutcropError(f"{path}: scene sheet has no scenes")
@@ -174,13 +189,24 @@ def local_input(source: str) -> str | None:
     return None if source.startswith((*REMOTE_PREFIXES, "stac:")) else source
 
 
-def demo_sheet(results: str, scenes: int, train_scenes: int) -> list[dict[str, Any]]:
-    """The scene sheet of the built-in demo: scenes synthesised under ``results/demo``."""
+def demo_sheet(results: str, scenes: int, train_scenes: int, dates: int) -> list[dict[str, Any]]:
+    """The scene sheet of the built-in demo: ``scenes`` places, each seen on ``dates`` days,
+    synthesised under ``results/demo``. The first ``train_scenes`` places train, on every day.
+    The days' dates are stamped on the synthesised scenes themselves, so the sheet gives none."""
     from outcrop.raster.demo import scene_name
 
     return [
-        {"scene": scene_name(i), "source": Layout(results).demo_scene(scene_name(i)),
-         "sensor": "landsat-c2l2", "role": "train" if i < train_scenes else "index",
-         "bands": "", "scale": "", "offset": "", "collar": ""}
+        {
+            "scene": scene_name(i, d),
+            "source": Layout(results).demo_scene(scene_name(i, d)),
+            "sensor": "landsat-c2l2",
+            "role": "train" if i < train_scenes else "index",
+            "bands": "",
+            "scale": "",
+            "offset": "",
+            "collar": "",
+            "date": "",
+        }
+        for d in range(dates)
         for i in range(scenes)
     ]

@@ -71,7 +71,7 @@ def block_spectra(tiles: np.ndarray, neighbours: np.ndarray, chunk: int = 512) -
     squares, so that every group is one vectorised gather and one percentile call: tiles beside
     water, cloud or the scene's edge (blocks with squares missing) cost no more than the others.
     """
-    n, c = tiles.shape[0], tiles.shape[1]
+    n, c = len(neighbours), tiles.shape[1]  # the blocks asked for: some of the tiles, or all of them
     out = np.empty((n, 5 * c), dtype=np.float64)
     present = np.sort(neighbours, axis=1)  # missing squares (-1) first, present ones last
     counts = (neighbours >= 0).sum(axis=1)
@@ -79,7 +79,7 @@ def block_spectra(tiles: np.ndarray, neighbours: np.ndarray, chunk: int = 512) -
         sel = np.arange(start, min(n, start + chunk))
         for k in np.unique(counts[sel]):
             group = sel[counts[sel] == k]
-            idx = present[group, len(BLOCK) - k:].ravel()
+            idx = present[group, len(BLOCK) - k :].ravel()
             uniq, inv = np.unique(idx, return_inverse=True)
             squares = np.asarray(tiles[uniq][:, :, ::BLOCK_STEP, ::BLOCK_STEP], dtype=np.float32)[inv]
             squares = squares.reshape(len(group), k, c, -1).transpose(0, 2, 1, 3)

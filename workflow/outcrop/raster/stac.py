@@ -48,24 +48,57 @@ MAX_PAGES = STAC_PAGES  # a search stops following `next` links after this many 
 PAGE_LIMIT = 100  # items asked for per page of an API search
 # Retries of one request: a refused connection once, a dropped read twice, an overloaded or
 # failing server (429, 5xx) four times, waiting 0.5, 1, 2 s... in between (urllib3's back-off).
-RETRIES = {"total": 4, "connect": 1, "read": 2, "status": 4, "backoff_factor": 0.5,
-           "status_forcelist": (429, 500, 502, 503, 504), "allowed_methods": None, "raise_on_status": False}
+RETRIES: dict[str, Any] = {
+    "total": 4,
+    "connect": 1,
+    "read": 2,
+    "status": 4,
+    "backoff_factor": 0.5,
+    "status_forcelist": (429, 500, 502, 503, 504),
+    "allowed_methods": None,
+    "raise_on_status": False,
+}
 _USER_AGENT = "outcrop-stac"
 
 # STAC `eo` common names (and the asset keys that reuse them) → producer band tokens per family.
 # Landsat's `nir08` is OLI band 5 (0.865 µm), the run's `nir`; Sentinel-2's `nir08` is B8A.
 _LANDSAT_NAMES = {
-    "coastal": "B1", "blue": "B2", "green": "B3", "red": "B4", "nir08": "B5", "nir": "B5",
-    "swir16": "B6", "swir22": "B7", "pan": "B8", "cirrus": "B9", "lwir11": "B10", "lwir12": "B11",
-    "lwir": "B10", "qa_pixel": "QA_PIXEL", "qa": "BQA", "bqa": "BQA",
+    "coastal": "B1",
+    "blue": "B2",
+    "green": "B3",
+    "red": "B4",
+    "nir08": "B5",
+    "nir": "B5",
+    "swir16": "B6",
+    "swir22": "B7",
+    "pan": "B8",
+    "cirrus": "B9",
+    "lwir11": "B10",
+    "lwir12": "B11",
+    "lwir": "B10",
+    "qa_pixel": "QA_PIXEL",
+    "qa": "BQA",
+    "bqa": "BQA",
 }
 _SENTINEL2_NAMES = {
-    "coastal": "B1", "blue": "B2", "green": "B3", "red": "B4", "rededge1": "B5", "rededge2": "B6",
-    "rededge3": "B7", "nir": "B8", "nir08": "B8A", "nir09": "B9", "cirrus": "B10", "swir16": "B11",
-    "swir22": "B12", "scl": "SCL",
+    "coastal": "B1",
+    "blue": "B2",
+    "green": "B3",
+    "red": "B4",
+    "rededge1": "B5",
+    "rededge2": "B6",
+    "rededge3": "B7",
+    "nir": "B8",
+    "nir08": "B8A",
+    "nir09": "B9",
+    "cirrus": "B10",
+    "swir16": "B11",
+    "swir22": "B12",
+    "scl": "SCL",
 }
-_TOKEN_IN_NAME = re.compile(r"(?:^|[_/.-])(?:SR_|TOA_)?(B\d{1,2}A?|QA_PIXEL|BQA|SCL)(?:_\d{2}m)?(?:\.[A-Za-z0-9]+)?$",
-                            re.IGNORECASE)
+_TOKEN_IN_NAME = re.compile(
+    r"(?:^|[_/.-])(?:SR_|TOA_)?(B\d{1,2}A?|QA_PIXEL|BQA|SCL)(?:_\d{2}m)?(?:\.[A-Za-z0-9]+)?$", re.IGNORECASE
+)
 
 
 @dataclass
@@ -131,7 +164,7 @@ def resolve_href(base: str, href: str, *, asset: bool = False) -> str:
 
 
 def strip_stac_prefix(source: str) -> str:
-    return source[len("stac:"):] if source.startswith("stac:") else source
+    return source[len("stac:") :] if source.startswith("stac:") else source
 
 
 def is_stac_source(source: str) -> bool:
@@ -154,24 +187,36 @@ class StacIO(StacApiIO):
     (:mod:`outcrop.raster.remote_hrefs`); a link to a local file is refused, never read.
     """
 
-    def __init__(self, headers: dict[str, str] | None = None,
-                 request_modifier: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self, headers: dict[str, str] | None = None, request_modifier: Callable[[Any], Any] | None = None
+    ) -> None:
         from urllib3.util.retry import Retry
 
-        super().__init__(headers={"User-Agent": _USER_AGENT, "Accept": "application/json", **(headers or {})},
-                         request_modifier=request_modifier, timeout=TIMEOUT_S, max_retries=Retry(**RETRIES))
+        super().__init__(
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json", **(headers or {})},
+            request_modifier=request_modifier,
+            timeout=TIMEOUT_S,
+            max_retries=Retry(**RETRIES),
+        )
         self.origin: str | None = None
 
     def _check_linked(self, href: str) -> None:
         if self.origin is None or href == self.origin:
             return
         if not is_url(href):
-            raise OutcropError(f"{self.origin}: the catalog links to {href!r}, which is not an http(s) URL; a "
-                               "catalog read over HTTP may link only to http(s) documents, never to local files")
+            raise OutcropError(
+                f"{self.origin}: the catalog links to {href!r}, which is not an http(s) URL; a "
+                "catalog read over HTTP may link only to http(s) documents, never to local files"
+            )
         check_reachable(self.origin, href)
 
-    def request(self, href: str, method: str | None = None, headers: dict[str, str] | None = None,
-                parameters: dict[str, Any] | None = None) -> str:
+    def request(
+        self,
+        href: str,
+        method: str | None = None,
+        headers: dict[str, str] | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> str:
         self._check_linked(href)
         try:
             return super().request(href, method=method, headers=headers, parameters=parameters)
@@ -226,18 +271,30 @@ def load_item(source: str) -> StacItem:
 def item_sensor(item: StacItem) -> str:
     """The outcrop sensor of an item, from its platform, constellation, collection and id."""
     p = item.properties
-    words = " ".join(str(v) for v in (p.get("platform"), p.get("constellation"), item.data.get("collection"),
-                                      p.get("s2:product_type"), p.get("landsat:correction"),
-                                      p.get("processing:level"), item.id) if v).lower()
+    words = " ".join(
+        str(v)
+        for v in (
+            p.get("platform"),
+            p.get("constellation"),
+            item.data.get("collection"),
+            p.get("s2:product_type"),
+            p.get("landsat:correction"),
+            p.get("processing:level"),
+            item.id,
+        )
+        if v
+    ).lower()
     if "sentinel-2" in words or "sentinel2" in words or re.search(r"\bs2[abc]?_", words):
         level2 = re.search(r"l2a|msi2a|level-2", words) is not None
         return "sentinel2-l2a" if level2 else "sentinel2-l1c"
     if "landsat" in words or re.search(r"\bl[co]0?[89]", words):
         level2 = re.search(r"c2-l2|c2l2|l2sp|l2sr|\bl2\b|level-2", words) is not None
         return "landsat-c2l2" if level2 else "landsat-c2l1"
-    raise OutcropError(f"{item.where}: item {item.id!r}: cannot tell its sensor (platform "
-                       f"{p.get('platform')!r}, constellation {p.get('constellation')!r}, collection "
-                       f"{item.data.get('collection')!r}); outcrop reads Landsat 8/9 and Sentinel-2 items")
+    raise OutcropError(
+        f"{item.where}: item {item.id!r}: cannot tell its sensor (platform "
+        f"{p.get('platform')!r}, constellation {p.get('constellation')!r}, collection "
+        f"{item.data.get('collection')!r}); outcrop reads Landsat 8/9 and Sentinel-2 items"
+    )
 
 
 def _asset_token(key: str, asset: dict[str, Any], names: dict[str, str]) -> str | None:
@@ -310,8 +367,10 @@ def item_bands(item: StacItem, sensor: str | None = None) -> ItemBands:
         if rescale is not None:
             out.rescaling[canonical] = rescale
     if not out.bands:
-        raise OutcropError(f"{item.where}: item {item.id!r} has no asset outcrop can read as a "
-                           f"{name} band (assets: {', '.join(item.data.get('assets') or {}) or 'none'})")
+        raise OutcropError(
+            f"{item.where}: item {item.id!r} has no asset outcrop can read as a "
+            f"{name} band (assets: {', '.join(item.data.get('assets') or {}) or 'none'})"
+        )
     return out
 
 
@@ -326,8 +385,9 @@ def item_source(item: StacItem | dict[str, Any], where: str = "") -> tuple[str, 
     bands = item_bands(item)
     location = item.location
     if not location:
-        raise OutcropError(f"{item.where}: item {item.id!r} links to no copy of itself (no self link), "
-                           f"so a scene sheet cannot name it")
+        raise OutcropError(
+            f"{item.where}: item {item.id!r} links to no copy of itself (no self link), so a scene sheet cannot name it"
+        )
     local_json = not is_url(location) and location.lower().endswith(".json")
     return (location if local_json else f"stac:{location}"), bands.sensor, list(bands.bands)
 
@@ -389,7 +449,7 @@ def item_bbox(item: dict[str, Any]) -> tuple[float, float, float, float] | None:
     """The item's lon/lat bbox, from ``bbox`` or else its geometry's coordinates."""
     box = item.get("bbox")
     if box and len(box) in (4, 6):
-        return (box[0], box[1], box[3], box[4]) if len(box) == 6 else tuple(box)  # type: ignore[return-value]
+        return (box[0], box[1], box[3], box[4]) if len(box) == 6 else tuple(box)
     coords = list(_coordinates((item.get("geometry") or {}).get("coordinates")))
     if not coords:
         return None
@@ -410,12 +470,12 @@ def parse_time(text: str, *, end: bool = False) -> dt.datetime:
     text = text.strip()
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            day = dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
+            day = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
             return day + dt.timedelta(days=1, microseconds=-1) if end else day
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise OutcropError(f"datetime {text!r}: not an RFC 3339 date or datetime") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def item_interval(item: dict[str, Any]) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -431,8 +491,12 @@ def item_interval(item: dict[str, Any]) -> tuple[dt.datetime | None, dt.datetime
     return None, None
 
 
-def make_filters(collection: str | Sequence[str] | None = None, bbox: Sequence[float] | None = None,
-                 datetime: str | None = None, max_cloud: float | None = None) -> Filters:
+def make_filters(
+    collection: str | Sequence[str] | None = None,
+    bbox: Sequence[float] | None = None,
+    datetime: str | None = None,
+    max_cloud: float | None = None,
+) -> Filters:
     """Check and normalise search filters (``datetime``: ``a/b``, ``a/..``, ``../b`` or one instant)."""
     if isinstance(collection, str):
         collections: tuple[str, ...] = tuple(c for c in collection.split(",") if c)
@@ -442,8 +506,9 @@ def make_filters(collection: str | Sequence[str] | None = None, bbox: Sequence[f
     if bbox is not None:
         box = tuple(float(v) for v in bbox)
         if len(box) != 4 or box[0] > box[2] or box[1] > box[3]:
-            raise OutcropError(f"bbox {list(bbox)}: expected west,south,east,north with west <= east "
-                               f"and south <= north")
+            raise OutcropError(
+                f"bbox {list(bbox)}: expected west,south,east,north with west <= east and south <= north"
+            )
     start = end = None
     if datetime:
         first, _, last = datetime.partition("/") if "/" in datetime else (datetime, "", datetime)
@@ -481,15 +546,14 @@ def _static_items(catalog: Any, filters: Filters) -> Iterator[StacItem]:
                 inner = inner.__cause__ or inner.__context__
             if inner is not None:
                 raise OutcropError(str(inner)) from None
-            raise OutcropError(f"{catalog.get_self_href()}: not a readable STAC catalog "
-                               f"({_one_line(exc)})") from None
+            raise OutcropError(f"{catalog.get_self_href()}: not a readable STAC catalog ({_one_line(exc)})") from None
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
-def _walk(catalog: Any, filters: Filters, collection_type: type) -> Iterator[StacItem]:
+def _walk(catalog: Any, filters: Filters, collection_type: type[Any]) -> Iterator[StacItem]:
     for root, _, items in catalog.walk():
         if isinstance(root, collection_type) and filters.collections and root.id not in filters.collections:
             continue
@@ -526,8 +590,10 @@ def _server_cloud_filter(filters: Filters, conforms: Sequence[str]) -> dict[str,
     if any(c.endswith("item-search#query") for c in conforms):
         return {"query": {"eo:cloud_cover": {"lte": filters.max_cloud}}}
     if any(c.endswith("item-search#filter") for c in conforms):
-        return {"filter": {"op": "<=", "args": [{"property": "eo:cloud_cover"}, filters.max_cloud]},
-                "filter_lang": "cql2-json"}
+        return {
+            "filter": {"op": "<=", "args": [{"property": "eo:cloud_cover"}, filters.max_cloud]},
+            "filter_lang": "cql2-json",
+        }
     return {}
 
 
@@ -570,13 +636,16 @@ def _api_item(feature: dict[str, Any], search_url: str) -> StacItem:
 
 def _interval_text(filters: Filters) -> str:
     """The datetime filter as the RFC 3339 interval STAC APIs take (dates expanded to instants)."""
+
     def fmt(t: dt.datetime | None) -> str:
-        return ".." if t is None else t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return ".." if t is None else t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
     return f"{fmt(filters.start)}/{fmt(filters.end)}"
 
 
-def search_items(url_or_path: str, filters: Filters, *, limit: int = PAGE_LIMIT,
-                 io: StacIO | None = None) -> list[StacItem]:
+def search_items(
+    url_or_path: str, filters: Filters, *, limit: int = PAGE_LIMIT, io: StacIO | None = None
+) -> list[StacItem]:
     """Every item that ``url_or_path`` leads to and ``filters`` keep, in no particular order.
 
     ``url_or_path`` is an item, an item collection, a static catalog or collection, a STAC API
@@ -620,11 +689,18 @@ def scene_id(item_id: str) -> str:
     return text or "item"
 
 
-def expand_stac(url_or_path: str, *, collection: str | Sequence[str] | None = None,
-                bbox: Sequence[float] | None = None, datetime: str | None = None,
-                max_cloud: float | None = None, role: str = "index", limit: int = PAGE_LIMIT,
-                headers: dict[str, str] | None = None,
-                request_modifier: Callable[[Any], Any] | None = None) -> list[dict[str, str]]:
+def expand_stac(
+    url_or_path: str,
+    *,
+    collection: str | Sequence[str] | None = None,
+    bbox: Sequence[float] | None = None,
+    datetime: str | None = None,
+    max_cloud: float | None = None,
+    role: str = "index",
+    limit: int = PAGE_LIMIT,
+    headers: dict[str, str] | None = None,
+    request_modifier: Callable[[Any], Any] | None = None,
+) -> list[dict[str, str]]:
     """Scene-sheet rows ``{scene, source, sensor, role}`` for every item a STAC reference yields.
 
     ``headers`` and ``request_modifier`` reach catalogs that need a token or signed requests (see
@@ -639,9 +715,8 @@ def expand_stac(url_or_path: str, *, collection: str | Sequence[str] | None = No
     filters = make_filters(collection, bbox, datetime, max_cloud)
     items = search_items(url_or_path, filters, limit=limit, io=StacIO(headers, request_modifier))
     if not items:
-        raise OutcropError(f"{strip_stac_prefix(url_or_path)}: the STAC search found no item "
-                           f"({filters.describe()})")
-    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+        raise OutcropError(f"{strip_stac_prefix(url_or_path)}: the STAC search found no item ({filters.describe()})")
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
     items.sort(key=lambda it: (item_interval(it.data)[0] or epoch, it.id))
     rows: list[dict[str, str]] = []
     by_scene: dict[str, str] = {}
@@ -691,17 +766,30 @@ def write_scene_sheet(rows: Sequence[dict[str, str]], path: str | Path, *, appen
         if row["source"] in sources:
             continue
         if row["scene"] in taken:
-            raise OutcropError(f"{path}: scene id {row['scene']!r} is already used for {taken[row['scene']]}; "
-                               f"cannot add {row['source']}")
+            raise OutcropError(
+                f"{path}: scene id {row['scene']!r} is already used for {taken[row['scene']]}; "
+                f"cannot add {row['source']}"
+            )
         new.append(row)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, delimiter="\t", restval="", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(existing)
-            writer.writerows(new)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, delimiter="\t", restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(existing)
+        writer.writerows(new)
     return len(new)
 
 
-__all__ = ["expand_stac", "item_source", "item_bands", "item_sensor", "load_item", "search_items",
-           "make_filters", "write_scene_sheet", "is_stac_source", "StacItem", "ItemBands", "Filters"]
+__all__ = [
+    "expand_stac",
+    "item_source",
+    "item_bands",
+    "item_sensor",
+    "load_item",
+    "search_items",
+    "make_filters",
+    "write_scene_sheet",
+    "is_stac_source",
+    "StacItem",
+    "ItemBands",
+    "Filters",
+]

@@ -42,15 +42,29 @@ CLOUD = 4
 UNKNOWN = 5  # valid ground whose bands cannot tell rock from water, snow/ice or vegetation
 VEGETATION = 6  # NDVI above surfaces.ndvi_vegetation (a later class: the next free value)
 
-CLASS_NAMES = {NODATA: "nodata", ROCK: "rock", SNOW_ICE: "snow_ice", WATER: "water", CLOUD: "cloud",
-               UNKNOWN: "unknown", VEGETATION: "vegetation"}
+CLASS_NAMES = {
+    NODATA: "nodata",
+    ROCK: "rock",
+    SNOW_ICE: "snow_ice",
+    WATER: "water",
+    CLOUD: "cloud",
+    UNKNOWN: "unknown",
+    VEGETATION: "vegetation",
+}
 # The rock filters of training (encoder.train_min_rock) and indexing (index.min_rock) keep what is
 # exposed ground: rock, and unknown ground, since a scene whose bands cannot see snow, sea or
 # vegetation would otherwise train on nothing. Vegetation, snow/ice, water and cloud never count.
 UNKNOWN_COUNTS_AS_ROCK = True
 # Class names as a GIS shows them (the prepared scene's mask band carries them, see outcrop.io).
-CLASS_LABELS = {NODATA: "nodata", ROCK: "rock", SNOW_ICE: "snow/ice", WATER: "water", CLOUD: "cloud",
-                UNKNOWN: "unknown", VEGETATION: "vegetation"}
+CLASS_LABELS = {
+    NODATA: "nodata",
+    ROCK: "rock",
+    SNOW_ICE: "snow/ice",
+    WATER: "water",
+    CLOUD: "cloud",
+    UNKNOWN: "unknown",
+    VEGETATION: "vegetation",
+}
 # Colours for maps and raster colour tables (RGBA).
 CLASS_COLOURS = {
     NODATA: (0, 0, 0, 0),
@@ -75,7 +89,9 @@ class Thresholds:
     swir_water: float = default("surfaces.swir_water")  # SWIR1 ceiling for water by MNDWI (green vs SWIR1)
     swir_cloud: float = default("surfaces.swir_cloud")  # SWIR1 reflectance above which bright pixels are cloud
     blue_cloud: float = default("surfaces.blue_cloud")  # blue reflectance floor for cloud
-    visible_snow: float = default("surfaces.visible_snow")  # without SWIR1: mean blue/green/red above which a bluish pixel is snow/ice
+    visible_snow: float = default(
+        "surfaces.visible_snow"
+    )  # without SWIR1: mean blue/green/red above which a bluish pixel is snow/ice
     ndvi_snow: float = default("surfaces.ndvi_snow")  # NDVI above this is never snow/ice
     ndvi_vegetation: float = default("surfaces.ndvi_vegetation")  # NDVI above this is vegetation
 
@@ -86,7 +102,9 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def classify_surfaces(
-    reflectance: np.ndarray, band_names: list[str], thresholds: Thresholds = Thresholds(),
+    reflectance: np.ndarray,
+    band_names: list[str],
+    thresholds: Thresholds = Thresholds(),
     cloud: np.ndarray | None = None,
 ) -> np.ndarray:
     """Classify each pixel of a (C, H, W) reflectance array (NaN = nodata) into a surface class.

@@ -143,7 +143,7 @@ def write_tile_blocks(
             window = Window(col0 + c_first * side, row0 + r_first * side, n_c * side, n_r * side)
             strip = src.read(bands, window=window).reshape(n_bands, n_r, side, n_c, side)
             blocks = strip[:, brow[lo:hi] - r_first, :, bcol[lo:hi] - c_first, :]  # (n, C, side, side)
-            fh.write(memoryview(np.ascontiguousarray(blocks, dtype=CODES)).cast("B"))
+            fh.write(np.ascontiguousarray(blocks, dtype=CODES).data.cast("B"))
             written += hi - lo
             if progress is not None:
                 progress.update(j + 1)
@@ -213,10 +213,11 @@ class TileArray:
         if isinstance(key, tuple):
             key, rest = (key[0] if key else slice(None)), key[1:]
         if isinstance(key, (int, np.integer)):
-            index = int(key) + (len(self) if key < 0 else 0)
-            if not 0 <= index < len(self):
+            at = int(key) + (len(self) if key < 0 else 0)
+            if not 0 <= at < len(self):
                 raise IndexError(f"tile {int(key)} of {len(self)}")
-            return self.take(np.array([index]))[0][rest] if rest else self.take(np.array([index]))[0]
+            return self.take(np.array([at]))[0][rest] if rest else self.take(np.array([at]))[0]
+        index: np.ndarray
         if isinstance(key, slice):
             index = np.arange(*key.indices(len(self)))
         else:

@@ -15,8 +15,9 @@ from collections.abc import Callable
 class Progress:
     """Report ``done/total`` with items per second and ETA: the first step, then every ``every_s``, and the end."""
 
-    def __init__(self, what: str, total: int, unit: str, log: Callable[[str], None] = print,
-                 every_s: float = 5.0) -> None:
+    def __init__(
+        self, what: str, total: int, unit: str, log: Callable[[str], None] = print, every_s: float = 5.0
+    ) -> None:
         self.what, self.total, self.unit, self.log, self.every_s = what, total, unit, log, every_s
         self.t0 = time.perf_counter()
         self._last = -float("inf")

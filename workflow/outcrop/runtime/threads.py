@@ -39,5 +39,3 @@ def limit_threads(threads: int) -> None:
         import faiss
 
         faiss.omp_set_num_threads(threads)
-
-

@@ -54,9 +54,8 @@ NAMED = 10  # deposits a warning names before it counts the rest
 RESULT_COLUMNS = ["rank", "score", "scene", "tile_id", "id", "nearest_positive", "distance_km", "query", "lon", "lat"]
 LON_NAMES = ("lon", "longitude", "long", "x")
 LAT_NAMES = ("lat", "latitude", "y")
-SITE_OVERLAP = default(
-    "analogues.site_overlap"
-)  # share of a tile's area that, overlapped by a better tile, makes it that tile's site
+# share of a tile's area that, overlapped by a better tile, makes it that tile's site
+SITE_OVERLAP = default("analogues.site_overlap")
 
 
 MARK_LAYERS = ("positives", "negatives")  # the layers of a marks file (``outcrop serve``)
@@ -82,9 +81,8 @@ def read_deposits(path: str | os.PathLike[str], crs: Any, *, role: str = "positi
         try:
             gdf = read_vector(path, layer=_marks_layer(path, role))
         except Exception as exc:
-            raise OutcropError(
-                f"{path}: not a readable vector file ({str(exc).splitlines()[0] if str(exc) else exc})"
-            ) from None
+            reason = str(exc).splitlines()[0] if str(exc) else exc
+            raise OutcropError(f"{path}: not a readable vector file ({reason})") from None
         if not isinstance(gdf, gpd.GeoDataFrame) or "geometry" not in gdf or gdf.geometry.isna().all():
             raise OutcropError(f"{path}: deposits file has no geometry")
         if gdf.crs is None:
@@ -289,7 +287,8 @@ def positives_of_shapes(sindex: Any, geoms: np.ndarray, names: Sequence[Any], *,
 def select_positives(table: Any, deposits: Any, *, buffer_m: float) -> list[np.ndarray]:
     """Row positions of the tiles each deposit meets (points and lines buffered by ``buffer_m``).
 
-    In an index table, row position is the FAISS id. Raises :class:`OutcropError` naming the first deposit that meets no tile.
+    In an index table, row position is the FAISS id. Raises :class:`OutcropError` naming the first
+    deposit that meets no tile.
     """
     positives, unmatched = match_deposits(table, deposits, buffer_m=buffer_m)
     if len(unmatched):
@@ -413,7 +412,9 @@ def best_scores(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, n
     return score, which
 
 
-def exclusion_pairs(table: Any, deposits: Sequence[Any], exclusion_m: float) -> tuple[np.ndarray, np.ndarray]:
+def exclusion_pairs(
+    table: Any, deposits: Sequence[Any] | np.ndarray, exclusion_m: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(deposit, tile) pairs: the tiles within ``exclusion_m`` of each deposit's own geometry.
 
     With ``exclusion_m`` 0 only the tiles that share ground with a deposit count (a footprint merely
@@ -442,7 +443,7 @@ def exclusion_pairs(table: Any, deposits: Sequence[Any], exclusion_m: float) -> 
 
 def excluded_ids(
     table: Any,
-    deposits: Sequence[Any],
+    deposits: Sequence[Any] | np.ndarray,
     positives: list[np.ndarray],
     exclusion_m: float,
     negatives: list[np.ndarray] | None = None,
@@ -591,7 +592,7 @@ def rank_analogues(
     table: Any,
     positives: list[np.ndarray],
     *,
-    deposits: Sequence[Any],
+    deposits: Sequence[Any] | np.ndarray,
     exclusion_m: float,
     top: int,
     negatives: list[np.ndarray] | None = None,
@@ -653,7 +654,7 @@ def rank_scored(
     which: np.ndarray,
     table: Any,
     positives: list[np.ndarray],
-    deposits: Sequence[Any],
+    deposits: Sequence[Any] | np.ndarray,
     *,
     exclusion_m: float,
     top: int,
@@ -681,7 +682,7 @@ def rank_masked(
     masked: np.ndarray,
     which: np.ndarray,
     table: Any,
-    deposits: Sequence[Any],
+    deposits: Sequence[Any] | np.ndarray,
     names: Sequence[str],
     *,
     top: int,
@@ -812,6 +813,7 @@ def find_analogues(
         shutil.rmtree(rasters, ignore_errors=True)
     write_similarity(prepared_paths, table, layout, score, rasters)
     if state_dir is not None:
+        assert key is not None  # made whenever there is a state folder
         analogue_state.save(
             Path(state_dir),
             key,

@@ -194,7 +194,7 @@ class Summary:
             for name in ("size", "fractions", "spectrum", "sampled", "seen"):
                 arrays[f"{level}/{name}"] = getattr(self, name)[level]
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, allow_pickle=False, **arrays)
 
     @classmethod
     def load(cls, path: Path, levels: dict[str, int], scenes: list[str]) -> Summary | None:

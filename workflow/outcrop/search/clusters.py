@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ def train_centroids(
         min_points_per_centroid=1,
     )
     km.train(sample, init_centroids=kmeans_plus_plus(sample, k, seed=seed))
+    assert km.centroids is not None  # set by train
     return normalise_rows(km.centroids)
 
 
@@ -223,9 +224,11 @@ def palette(n: int) -> np.ndarray:
     """n distinct RGBA colours (uint8): the tab20 families first, then evenly spaced hues."""
     import matplotlib
 
-    base = []
+    base: list[tuple[float, ...]] = []
     for name in ("tab20", "tab20b", "tab20c"):
-        base.extend(matplotlib.colormaps[name].colors)
+        listed = matplotlib.colormaps[name]
+        assert isinstance(listed, matplotlib.colors.ListedColormap)  # the tab20 maps are lists of colours
+        base.extend(tuple(c) for c in np.asarray(listed.colors, dtype=np.float64))
     # tab20 interleaves dark and light pairs; take darks first so small k gets strong colours.
     ordered = base[0:20:2] + base[1:20:2] + base[20:]
     if n > len(ordered):
@@ -291,6 +294,212 @@ class Clustering:
         return f"k{len(self.sizes)}"
 
 
+def _check_k_values(kmax: int, cuts: Sequence[int], n_tiles: int) -> None:
+    """Refuse a largest k above the indexed tiles, or a hierarchy cut above that k, before any training starts."""
+    if kmax > n_tiles:
+        raise OutcropError(f"clusters: k={kmax} is more than the {n_tiles} indexed tiles")
+    if cuts and cuts[-1] > kmax:
+        raise OutcropError(f"clusters: hierarchy cut {cuts[-1]} is more than the largest k ({kmax})")
+
+
+def _new_tile_drift(
+    source: VectorSource, kept: dict[int, np.ndarray], distances: dict[str, float], new_mask: np.ndarray
+) -> float | None:
+    """How far the new tiles sit from the kept finest centroids, as a multiple of the training distance.
+
+    None when no tile is new. Above ``clusters.drift_max`` the coast has changed enough that the kept
+    centroids no longer describe it, and the caller retrains.
+    """
+    kk = max(kept)
+    _, sims = assign_stream(source, kept[kk])
+    if not new_mask.any():
+        return None
+    return float(np.mean(1.0 - sims[new_mask])) / max(distances[f"k{kk}"], 1e-12)
+
+
+def _train_level(
+    source: VectorSource, sample_vectors: np.ndarray, k: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train k centroids on the sample, assign every tile, and number clusters by size (0 the largest).
+
+    Returns (labels, similarities, centroids). Numbering by size keeps cluster 0 the commonest ground
+    at every k, so maps and tables read the same way from run to run.
+    """
+    if k > len(sample_vectors):
+        raise OutcropError(f"clusters: k={k} is more than the {len(sample_vectors)} sampled tiles (clusters.sample)")
+    centroids = train_centroids(sample_vectors, k, seed=seed)
+    labels, sims = assign_stream(source, centroids)
+    order = size_order(np.bincount(labels, minlength=k))
+    rank = np.empty(k, dtype=np.int64)
+    rank[order] = np.arange(k)
+    return rank[labels], sims, centroids[order]
+
+
+def _check_no_empty_cluster(labels: np.ndarray, k: int, n_tiles: int) -> None:
+    """Refuse a k that leaves clusters without a tile: an empty cluster has no centroid to map or explain."""
+    empty = k - len(np.unique(labels))
+    if empty:
+        # Fewer distinct tiles than k (identical snow or sea tiles): some clusters get no tile.
+        raise OutcropError(
+            f"clusters: k={k} leaves {empty} cluster(s) empty: the {n_tiles} indexed tiles "
+            f"hold fewer than {k} distinct groups; give smaller values of clusters.k"
+        )
+
+
+def spectrum_sample(n_tiles: int, sample: int, seed: int) -> np.ndarray:
+    """The sorted, seeded rows whose pixels give the per-cluster band means.
+
+    A sample, not every tile: reading every indexed tile's pixels (10 million tiles: 290 GB) each time
+    a scene is added would cost the whole coast, for a table of per-cluster means.
+    """
+    return np.sort(np.random.default_rng(seed).choice(n_tiles, min(sample, n_tiles), replace=False))
+
+
+def _k_values(ks: Sequence[int], cuts: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The distinct values of k and of the hierarchy cuts, ascending, so the last k is the finest level."""
+    ks_sorted = sorted({int(k) for k in ks})
+    if not ks_sorted:
+        raise OutcropError("clusters: no k given")
+    return ks_sorted, sorted({int(c) for c in cuts})
+
+
+def _fit_levels(
+    source: VectorSource,
+    ks: Sequence[int],
+    kept: dict[int, np.ndarray],
+    distances: dict[str, float],
+    drift: float | None,
+    sample: int,
+    seed: int,
+    n_tiles: int,
+    log: Callable[[str], Any],
+) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray], np.ndarray]:
+    """Label every tile at each k (ascending): with the kept centroids where there are some, else trained anew.
+
+    Returns the labels by level name (``k{k}``), the centroids by k and the similarities at the last
+    (finest) k. ``distances`` gains the mean training distance of each k trained here, which the next
+    run's drift is measured against. The sample is read once, and only if some k is trained.
+    """
+    levels: dict[str, np.ndarray] = {}
+    cents: dict[int, np.ndarray] = {}
+    sample_vectors: np.ndarray | None = None
+    for k in ks:
+        if k in kept:
+            centroids = kept[k]
+            labels, sims = assign_stream(source, centroids)
+            log(
+                f"k-means k={k}: kept centroids, {n_tiles} tiles assigned"
+                + (f" (drift {drift:.3f})" if drift is not None else "")
+            )
+        else:
+            if sample_vectors is None:
+                _, sample_vectors = source.sample(sample, seed)
+            labels, sims, centroids = _train_level(source, sample_vectors, k, seed)
+            distances[f"k{k}"] = float(np.mean(1.0 - sims))
+        _check_no_empty_cluster(labels, k, n_tiles)
+        levels[f"k{k}"] = labels
+        cents[k] = centroids
+        log(f"k-means k={k}: cluster sizes {np.bincount(labels, minlength=k).tolist()[:12]}{'…' if k > 12 else ''}")
+    return levels, cents, sims
+
+
+def _add_hierarchy(
+    levels: dict[str, np.ndarray], centroids: np.ndarray, kmax: int, cuts: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ward linkage over the finest centroids (weighted by size), and a level ``h{c}`` in ``levels`` per cut.
+
+    Returns (cluster sizes at the finest k, linkage). Cutting the linkage of centroids, not of tiles,
+    keeps the hierarchy's cost independent of the number of tiles.
+    """
+    finest = levels[f"k{kmax}"]
+    sizes = np.bincount(finest, minlength=kmax)
+    linkage = weighted_ward(centroids, sizes)
+    for c in cuts:
+        levels[f"h{c}"] = cut_hierarchy(linkage, kmax, c)[finest]
+    return sizes, linkage
+
+
+def _prior_state(
+    state_dir: Path | None, scenes: np.ndarray, embeddings_of: Callable[[str], Path]
+) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, str]]:
+    """The kept clustering state (None without ``state_dir``), its file cache and the digest of each scene's embeddings.
+
+    A kept scene's embeddings keep their size and mtime: their digest comes from the state, unread,
+    so adding a scene does not re-read the whole coast's embeddings.
+    """
+    from outcrop.search import incremental
+
+    prior = incremental.read_state(Path(state_dir) / "state.json") if state_dir is not None else None
+    files = incremental.file_cache(prior)
+    digests = (
+        {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
+    )
+    return prior, files, digests
+
+
+def _embeddings_lookup(embedding_paths: Sequence[Path]) -> Callable[[str], Path]:
+    """Scene name -> its embeddings file, refusing (by name) a scene the index holds but no file was given for."""
+    by_scene = {scene_of(p): Path(p) for p in embedding_paths}
+
+    def embeddings_of(scene: str) -> Path:
+        if scene not in by_scene:
+            raise OutcropError(f"index has tiles of scene {scene!r} but no embeddings/{scene}.npy was given")
+        return by_scene[scene]
+
+    return embeddings_of
+
+
+def _keep_unless_drifted(
+    source: VectorSource,
+    kept: dict[int, np.ndarray],
+    distances: dict[str, float],
+    new_mask: np.ndarray,
+    drift_max: float,
+    log: Callable[[str], Any],
+) -> tuple[dict[int, np.ndarray], dict[str, float], float | None]:
+    """The kept centroids and training distances, or none of them when the new tiles drift past ``drift_max``.
+
+    Returns (kept, distances, drift); emptied kept centroids make every k train anew.
+    """
+    drift = _new_tile_drift(source, kept, distances, new_mask)
+    if drift is not None and drift > drift_max:
+        log(f"drift {drift:.3f} of the new tiles passes clusters.drift_max {drift_max}: retraining")
+        return {}, {}, drift
+    return kept, distances, drift
+
+
+def _usable_kept_centroids(
+    source: VectorSource,
+    scenes: np.ndarray,
+    ks: list[int],
+    state_dir: Path | None,
+    kept_state: tuple[dict[str, Any] | None, dict[str, str], dict[str, Any]],
+    *,
+    retrain: bool,
+    drift_max: float,
+    log: Callable[[str], Any],
+) -> tuple[dict[int, np.ndarray], dict[str, float], float | None]:
+    """The kept centroids by k still to use, their training distances and the new tiles' drift.
+
+    None kept (every k trains anew) when retraining is asked, when there is no kept state or it does
+    not hold (:func:`outcrop.search.incremental.kept_centroids`), or when the new tiles drift past
+    ``drift_max``. ``kept_state``: the prior state, the scenes' digests and the run's settings.
+    """
+    from outcrop.search import incremental
+
+    if retrain:
+        log("retraining the centroids, as asked (clusters.retrain)")
+        return {}, {}, None
+    if state_dir is None:
+        return {}, {}, None
+    prior, digests, settings = kept_state
+    kept, state, new_scenes = incremental.kept_centroids(Path(state_dir), prior, digests, settings, ks, log)
+    if not kept:
+        return {}, {}, None
+    distances = dict(state.get("train_distance", {}))
+    return _keep_unless_drifted(source, kept, distances, np.isin(scenes, new_scenes), drift_max, log)
+
+
 def cluster_tiles(
     index_table: Path,
     embedding_paths: Sequence[Path],
@@ -312,147 +521,98 @@ def cluster_tiles(
 ) -> Clustering:
     """Cluster the indexed tiles at each k, build the hierarchy and write labels, summary and rasters.
 
-    The per-scene lists are aligned. Centroids are trained on a seeded sample of ``sample`` tiles
-    and every tile is then assigned to them chunk by chunk, so memory holds the sample, not the
-    collection. With ``state_dir``, the centroids are kept there and a later call whose scenes
-    are those plus new ones assigns the new tiles to them (:mod:`outcrop.search.incremental`),
-    unless ``retrain`` is asked or the new tiles' drift passes ``drift_max``. Writes a label
-    raster ``rasters_dir/{scene}.tif`` (labels at the largest k, with a colour table and class
-    names) and one per level as ``rasters_dir/{level}/{scene}.tif`` for every scene given, including scenes none of whose tiles were indexed (all nodata). The figures
-    (maps, dendrogram, exemplars) are drawn from the returned :class:`Clustering` by
-    :func:`outcrop.figures.cluster_maps.write_cluster_figures`.
+    The per-scene lists are aligned. Centroids are trained on a seeded sample of ``sample`` tiles,
+    then every tile is assigned chunk by chunk: memory holds the sample, not the collection. With
+    ``state_dir`` the centroids and outputs are kept there, and a later call with new scenes labels
+    and writes their tiles alone (:func:`_add_scenes`) unless ``retrain`` is asked or their drift
+    passes ``drift_max``. Label rasters: ``rasters_dir/{scene}.tif`` (the largest k, with a colour
+    table and class names) and ``rasters_dir/{level}/{scene}.tif``, for every scene given (all
+    nodata where no tile was indexed). Figures are drawn from the returned :class:`Clustering`
+    (:func:`outcrop.figures.cluster_maps.write_cluster_figures`).
     """
     from outcrop.search import incremental
 
-    ks = sorted({int(k) for k in ks})
-    cuts = sorted({int(c) for c in cuts})
-    if not ks:
-        raise OutcropError("clusters: no k given")
+    ks, cuts = _k_values(ks, cuts)
     if not (len(embedding_paths) == len(tiles_paths) == len(prepared_paths)):
         raise OutcropError("clusters: embeddings, tiles and prepared scenes must be given per scene, aligned")
+    outs = (out_gpkg, out_parquet, out_summary, Path(rasters_dir))
+    per_scene = (embedding_paths, tiles_paths, prepared_paths)
     if state_dir is not None and not retrain:
-        added = _add_scenes(
-            Path(index_table),
-            embedding_paths,
-            tiles_paths,
-            prepared_paths,
-            out_gpkg,
-            out_parquet,
-            out_summary,
-            Path(rasters_dir),
-            ks=ks,
-            cuts=cuts,
-            seed=seed,
-            sample=sample,
-            state_dir=Path(state_dir),
-            drift_max=drift_max,
-            log=log,
-        )
+        added = _add_scenes(Path(index_table), per_scene, outs, ks, cuts, seed, Path(state_dir), drift_max, log)
         if added is not None:
             return added
     table = read_geoparquet(index_table)
-    by_scene = {scene_of(p): Path(p) for p in embedding_paths}
-
-    def embeddings_of(scene: str) -> Path:
-        if scene not in by_scene:
-            raise OutcropError(f"index has tiles of scene {scene!r} but no embeddings/{scene}.npy was given")
-        return by_scene[scene]
-
+    embeddings_of = _embeddings_lookup(embedding_paths)
     scenes = table["scene"].astype(str).to_numpy()
     source = table_source(scenes, table["tile_id"].to_numpy(), embeddings_of)
     kmax = ks[-1]
-    if kmax > len(table):
-        raise OutcropError(f"clusters: k={kmax} is more than the {len(table)} indexed tiles")
-    if cuts and cuts[-1] > kmax:
-        raise OutcropError(f"clusters: hierarchy cut {cuts[-1]} is more than the largest k ({kmax})")
-    kept: dict[int, np.ndarray] = {}
-    state: dict[str, Any] = {}
-    prior = incremental.read_state(Path(state_dir) / "state.json") if state_dir is not None else None
-    # A kept scene's embeddings keep their size and mtime: their digest comes from the state, unread.
-    files = incremental.file_cache(prior)
-    digests = (
-        {s: cached_digest(embeddings_of(s), files) for s in dict.fromkeys(scenes)} if state_dir is not None else {}
-    )
+    _check_k_values(kmax, cuts, len(table))
+    prior, files, digests = _prior_state(state_dir, scenes, embeddings_of)
     settings = {"seed": seed, "sample": sample, "dim": source.dim}
-    if state_dir is not None and not retrain:
-        kept, state, new_scenes = incremental.kept_centroids(Path(state_dir), prior, digests, settings, ks, log)
-    elif retrain:
-        log("retraining the centroids, as asked (clusters.retrain)")
-    levels: dict[str, np.ndarray] = {}
-    cents: dict[int, np.ndarray] = {}
-    distances: dict[str, float] = dict(state.get("train_distance", {})) if kept else {}
-    drift = None
-    if kept:
-        new_mask = np.isin(scenes, new_scenes)
-        kk = max(kept)
-        labels, sims = assign_stream(source, kept[kk])
-        if new_mask.any():
-            drift = float(np.mean(1.0 - sims[new_mask])) / max(distances[f"k{kk}"], 1e-12)
-            if drift > drift_max:
-                log(f"drift {drift:.3f} of the new tiles passes clusters.drift_max {drift_max}: retraining")
-                kept, distances = {}, {}
-    sample_vectors: np.ndarray | None = None
-    for k in ks:
-        if k in kept:
-            centroids = kept[k]
-            labels, sims = assign_stream(source, centroids)
-            log(
-                f"k-means k={k}: kept centroids, {len(table)} tiles assigned"
-                + (f" (drift {drift:.3f})" if drift is not None else "")
-            )
-        else:
-            if sample_vectors is None:
-                _, sample_vectors = source.sample(sample, seed)
-            if k > len(sample_vectors):
-                raise OutcropError(
-                    f"clusters: k={k} is more than the {len(sample_vectors)} sampled tiles (clusters.sample)"
-                )
-            centroids = train_centroids(sample_vectors, k, seed=seed)
-            labels, sims = assign_stream(source, centroids)
-            order = size_order(np.bincount(labels, minlength=k))
-            rank = np.empty(k, dtype=np.int64)
-            rank[order] = np.arange(k)
-            labels, centroids = rank[labels], centroids[order]
-            distances[f"k{k}"] = float(np.mean(1.0 - sims))
-        empty = k - len(np.unique(labels))
-        if empty:
-            # Fewer distinct tiles than k (identical snow or sea tiles): some clusters get no tile.
-            raise OutcropError(
-                f"clusters: k={k} leaves {empty} cluster(s) empty: the {len(table)} indexed tiles "
-                f"hold fewer than {k} distinct groups; give smaller values of clusters.k"
-            )
-        levels[f"k{k}"] = labels
-        cents[k] = centroids
-        log(f"k-means k={k}: cluster sizes {np.bincount(labels, minlength=k).tolist()[:12]}{'…' if k > 12 else ''}")
-    centroids = cents[kmax]
-    finest_sims = sims
-    finest = levels[f"k{kmax}"]
-    sizes = np.bincount(finest, minlength=kmax)
-    linkage = weighted_ward(centroids, sizes)
-    for c in cuts:
-        levels[f"h{c}"] = cut_hierarchy(linkage, kmax, c)[finest]
-
-    out = labels_frame(table, levels)
+    kept, distances, drift = _usable_kept_centroids(
+        source, scenes, ks, state_dir, (prior, digests, settings), retrain=retrain, drift_max=drift_max, log=log
+    )
+    levels, cents, finest_sims = _fit_levels(source, ks, kept, distances, drift, sample, seed, len(table), log)
+    sizes, linkage = _add_hierarchy(levels, cents[kmax], kmax, cuts)
+    layout = table_layout(Path(index_table), table)  # the grid the tiles were cut on, as the index table records it
+    clustering = Clustering(table, levels, finest_sims, cents[kmax], linkage, sizes, cuts, [], layout=layout)
     kept_outputs = Path(state_dir) if state_dir is not None else None
-    if kept_outputs is not None:  # written in the state folder, linked into place (cluster_outputs)
-        for name in ("rasters", "maps"):
-            shutil.rmtree(kept_outputs / name, ignore_errors=True)
-        write_geodataframe(kept_outputs / "labels.parquet", out)
-        write_geodataframe(kept_outputs / "labels.gpkg", out, layer="clusters")
-        link_or_copy(kept_outputs / "labels.parquet", out_parquet)
-        link_or_copy(kept_outputs / "labels.gpkg", out_gpkg)
-    else:
-        write_geodataframe(out_parquet, out)
-        write_geodataframe(out_gpkg, out, layer="clusters")
+    spectrum_rows = spectrum_sample(len(table), sample, seed)
+    clustering, summary = _write_whole(clustering, outs, tiles_paths, prepared_paths, spectrum_rows, kept_outputs)
+    if kept_outputs is not None:  # the summary's sums and the centroids kept for an add
+        summary.save(kept_outputs / "summary.npz")
+        incremental.save_cluster_state(
+            kept_outputs,
+            cents,
+            distances,
+            digests,
+            settings,
+            incremental.given_files(files, [embeddings_of(s) for s in digests]),
+            outputs=_outputs_record(Path(index_table), clustering, summary, len(spectrum_rows) / len(table)),
+        )
+    log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
+    return clustering
 
-    # Band means from a seeded sample: reading every indexed tile's pixels (10 million tiles: 290 GB)
-    # each time a scene is added would cost the whole coast, for a table of per-cluster means.
-    spectrum_rows = np.sort(np.random.default_rng(seed).choice(len(table), min(sample, len(table)), replace=False))
+
+def _write_whole(
+    clustering: Clustering,
+    outs: tuple[Path, Path, Path, Path],
+    tiles_paths: Sequence[Path],
+    prepared_paths: Sequence[Path],
+    spectrum_rows: np.ndarray,
+    kept_outputs: Path | None,
+) -> tuple[Clustering, Summary]:
+    """Write every tile's labels, the summary and the label rasters of the whole run (into
+    ``kept_outputs`` and linked into place, when given). Returns ``clustering`` with the band names,
+    exemplars and clusters per level filled in, and the summary's sums, which an add extends."""
+    out_gpkg, out_parquet, out_summary, rasters_dir = outs
+    table, levels, kmax = clustering.table, clustering.levels, len(clustering.sizes)
+    _write_labels(labels_frame(table, levels), out_parquet, out_gpkg, kept_outputs)
+    bands, summary = _summarise(table, levels, clustering.similarity, spectrum_rows, tiles_paths, prepared_paths, kmax)
+    write_csv(summary.table(bands), out_summary, float_format="%.6g")
+    clustering = replace(clustering, bands=bands, exemplar_tiles=summary.exemplars(), counts=summary.levels)
+    _write_label_rasters(clustering, prepared_paths, kept_outputs / "rasters" if kept_outputs else rasters_dir)
+    if kept_outputs is not None:
+        link_tree(kept_outputs / "rasters", Path(rasters_dir), [scene_of(p) for p in prepared_paths])
+    return clustering, summary
+
+
+def _summarise(
+    table: Any,
+    levels: dict[str, np.ndarray],
+    finest_sims: np.ndarray,
+    spectrum_rows: np.ndarray,
+    tiles_paths: Sequence[Path],
+    prepared_paths: Sequence[Path],
+    kmax: int,
+) -> tuple[list[str], Summary]:
+    """The band names and the per-cluster sums of every labelled tile (band means from the sampled
+    ``spectrum_rows``), from which the summary table is written and an add updates it."""
     bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths, spectrum_rows)
     summary = Summary.empty({name: int(labels.max()) + 1 for name, labels in levels.items()}, len(bands))
     summary.add(
         levels,
-        scenes,
+        table["scene"].astype(str).to_numpy(),
         table[list(FRACTIONS)].to_numpy(dtype=np.float64),
         spectrum_rows,
         spectra,
@@ -460,95 +620,128 @@ def cluster_tiles(
         finest_sims,
         table["tile_id"].to_numpy(),
     )
-    write_csv(summary.table(bands), out_summary, float_format="%.6g")
-    layout = table_layout(Path(index_table), table)  # the grid the tiles were cut on, as the index table records it
-    clustering = Clustering(
-        table,
-        levels,
-        finest_sims,
-        centroids,
-        linkage,
-        sizes,
-        cuts,
-        bands,
-        exemplar_tiles=summary.exemplars(),
-        layout=layout,
-        counts=summary.levels,
-    )
-    _write_label_rasters(clustering, prepared_paths, kept_outputs / "rasters" if kept_outputs else rasters_dir)
-    if kept_outputs is not None:
-        link_tree(kept_outputs / "rasters", Path(rasters_dir), [scene_of(p) for p in prepared_paths])
-        summary.save(kept_outputs / "summary.npz")
-        groups = IndexTable.open(Path(index_table)).groups_meta()
-        outputs = {
-            "count": int(len(table)),
-            "fingerprint": fingerprint(groups, len(table)),
-            "levels": summary.levels,
-            "cuts": cuts,
-            "layout": [layout.size, layout.stride],
-            "scenes": summary.scenes,
-            "bands": bands,
-            "linkage": linkage.tolist(),
-            "sample_rate": len(spectrum_rows) / len(table),
-        }
-        incremental.save_cluster_state(
-            Path(state_dir),
-            cents,
-            distances,
-            digests,
-            settings,
-            incremental.given_files(files, [embeddings_of(s) for s in digests]),
-            outputs=outputs,
-        )
-    log(f"clustered {len(table)} tiles at k={ks}, hierarchy cuts {cuts}")
-    return clustering
+    return bands, summary
 
 
-def _add_scenes(
-    index_table: Path,
-    embedding_paths: Sequence[Path],
+def _outputs_record(index_table: Path, clustering: Clustering, summary: Summary, sample_rate: float) -> dict[str, Any]:
+    """What the kept outputs hold, for an add to check them against and extend: the index rows
+    labelled and their fingerprint, the levels, the hierarchy, the grid and the spectrum sample's rate."""
+    count = len(clustering.table)
+    layout = clustering.layout
+    assert layout is not None  # the whole way always records the grid it laid the rasters on
+    return {
+        "count": int(count),
+        "fingerprint": fingerprint(IndexTable.open(index_table).groups_meta(), count),
+        "levels": summary.levels,
+        "cuts": list(clustering.cuts),
+        "layout": [layout.size, layout.stride],
+        "scenes": summary.scenes,
+        "bands": clustering.bands,
+        "linkage": clustering.linkage.tolist(),
+        "sample_rate": sample_rate,
+    }
+
+
+def _summarise_added(
+    kept: _KeptClustering,
+    new: Any,
+    levels: dict[str, np.ndarray],
+    sims: np.ndarray,
     tiles_paths: Sequence[Path],
     prepared_paths: Sequence[Path],
-    out_gpkg: Path,
-    out_parquet: Path,
-    out_summary: Path,
-    rasters_dir: Path,
-    *,
+    seed: int,
+) -> None:
+    """Add the new rows to the kept summary, their band means sampled at the rate of the kept sample
+    (seeded by the scenes added)."""
+    bands, kmax = list(kept.outputs["bands"]), max(kept.centroids)
+    rate = float(kept.outputs.get("sample_rate", 1.0))
+    rng = np.random.default_rng([seed, len(kept.summary.scenes), len(new)])
+    picked = np.sort(rng.choice(len(new), min(len(new), int(round(rate * len(new)))), replace=False))
+    spectra = np.zeros((0, len(bands)))
+    if len(picked):
+        got_bands, spectra = _indexed_spectra(new, tiles_paths, prepared_paths, picked)
+        if got_bands != bands:
+            raise OutcropError(f"clusters: the new scenes' bands {got_bands} differ from the run's {bands}")
+    kept.summary.add(
+        levels,
+        new["scene"].astype(str).to_numpy(),
+        new[list(FRACTIONS)].to_numpy(dtype=np.float64),
+        picked,
+        spectra,
+        f"k{kmax}",
+        sims,
+        new["tile_id"].to_numpy(),
+    )
+
+
+def _write_labels(out: Any, out_parquet: Path, out_gpkg: Path, kept_outputs: Path | None) -> None:
+    """The labels table as GeoParquet and GeoPackage: written into ``kept_outputs`` (the state
+    folder) and linked into place when given (:mod:`outcrop.search.cluster_outputs`), else in place."""
+    if kept_outputs is None:
+        write_geodataframe(out_parquet, out)
+        write_geodataframe(out_gpkg, out, layer="clusters")
+        return
+    for name in ("rasters", "maps"):
+        shutil.rmtree(kept_outputs / name, ignore_errors=True)
+    write_geodataframe(kept_outputs / "labels.parquet", out)
+    write_geodataframe(kept_outputs / "labels.gpkg", out, layer="clusters")
+    link_or_copy(kept_outputs / "labels.parquet", out_parquet)
+    link_or_copy(kept_outputs / "labels.gpkg", out_gpkg)
+
+
+@dataclass
+class _KeptClustering:
+    """A kept clustering that an add can extend: its record, summary and centroids, the index rows
+    it labelled (``count``), and the scenes given now, kept or new."""
+
+    prior: dict[str, Any]
+    outputs: dict[str, Any]
+    levels_n: dict[str, int]  # clusters per level, in the order the whole way writes them
+    by_scene: dict[str, Path]  # embeddings file of each scene given
+    files: dict[str, Any]
+    digests: dict[str, str]
+    kept_scenes: dict[str, str]
+    new_scenes: list[str]
+    opened: IndexTable
+    groups: list[list[float]]
+    summary: Summary
+    centroids: dict[int, np.ndarray]
+
+    @property
+    def count(self) -> int:
+        return int(self.outputs["count"])
+
+
+def _open_kept_clustering(
+    state_dir: Path,
+    index_table: Path,
+    embedding_paths: Sequence[Path],
     ks: list[int],
     cuts: list[int],
-    seed: int,
-    sample: int,
-    state_dir: Path,
-    drift_max: float,
     log: Callable[[str], Any],
-) -> Clustering | None:
-    """Label only the tiles of scenes added since the kept clustering (:mod:`outcrop.search.cluster_outputs`):
-    their rows are appended to the kept labels, their rasters written, every other output linked as
-    it is, the summary updated from the kept sums. None when the kept state cannot be extended (then
-    :func:`cluster_tiles` goes the whole way, which decides whether the centroids still hold).
-    """
+) -> _KeptClustering | None:
+    """The kept clustering, when an add can extend it: same levels and cuts, every kept scene the
+    same, the kept labels as many as the index's kept rows; else None (the whole way)."""
     import pyarrow.parquet as pq
     import pyogrio
 
-    from outcrop.parquet_append import append_table, commit, restore
+    from outcrop.parquet_append import restore
     from outcrop.search import incremental
 
     prior = incremental.read_state(state_dir / "state.json")
     outputs = (prior or {}).get("outputs")
-    if not isinstance(outputs, dict) or outputs.get("cuts") != cuts:
+    if prior is None or not isinstance(outputs, dict) or outputs.get("cuts") != cuts:
         return None
     stored = {str(k): int(v) for k, v in (outputs.get("levels") or {}).items()}
     names = [f"k{k}" for k in ks] + [f"h{c}" for c in cuts]
     if set(stored) != set(names):
         return None
-    levels_n = {name: stored[name] for name in names}  # in the order the full way writes them
     by_scene = {scene_of(p): Path(p) for p in embedding_paths}
     files = incremental.file_cache(prior)
     digests = {s: cached_digest(p, files) for s, p in by_scene.items()}
     kept_scenes = prior.get("scenes", {})
     if any(digests.get(s) != d for s, d in kept_scenes.items()):
         return None  # a kept scene is gone or changed: the whole way
-    new_scenes = [s for s in by_scene if s not in kept_scenes]
     restore(state_dir / "labels.parquet")  # an add that did not finish
     count = int(outputs["count"])
     try:
@@ -561,6 +754,7 @@ def _add_scenes(
     if fingerprint(groups, count) != outputs.get("fingerprint") or kept_gpkg != count or kept_parquet != count:
         log("kept cluster outputs do not match the index (rebuilt since, or damaged): clustering the whole way")
         return None
+    levels_n = {name: stored[name] for name in names}
     summary = Summary.load(state_dir / "summary.npz", levels_n, list(outputs.get("scenes", [])))
     centroids = {
         k: np.load(state_dir / f"centroids_k{k}.npy", allow_pickle=False)
@@ -569,78 +763,117 @@ def _add_scenes(
     }
     if summary is None or set(centroids) != set(ks):
         return None
-    kmax = ks[-1]
-    linkage = np.asarray(outputs["linkage"], dtype=np.float64).reshape(-1, 4)
-    bands = list(outputs["bands"])
-    layout = TileLayout(*outputs["layout"])
-    # The new rows: the index table's rows past the kept ones (an add appends them).
-    first = int(np.searchsorted(opened.starts, count, side="right")) - 1
+    new_scenes = [s for s in by_scene if s not in kept_scenes]
+    return _KeptClustering(
+        prior, outputs, levels_n, by_scene, files, digests, kept_scenes, new_scenes, opened, groups, summary, centroids
+    )
+
+
+def _rows_past(opened: IndexTable, count: int) -> Any:
+    """The index table's rows past the first ``count`` (an add appends them), as a GeoDataFrame,
+    read from the row groups that hold them only."""
     from geopandas.io.arrow import _arrow_to_geopandas
 
+    first = int(np.searchsorted(opened.starts, count, side="right")) - 1
     part = (
         opened.file.read_row_groups(list(range(max(first, 0), opened.file.num_row_groups)))
         if opened.count > count
         else opened.file.read_row_group(0).slice(0, 0)
     )
     new = _arrow_to_geopandas(part.replace_schema_metadata(opened.file.schema_arrow.metadata))
-    new = new[new["id"].to_numpy() >= count].reset_index(drop=True)
-    new_rows = len(new)
-    if new_rows and not set(new["scene"].astype(str)) <= set(new_scenes):
-        log("the index's new rows are not all of new scenes: clustering the whole way")
+    return new[new["id"].to_numpy() >= count].reset_index(drop=True)
+
+
+def _label_added(
+    kept: _KeptClustering, new: Any, linkage: np.ndarray, cuts: list[int], drift_max: float, log: Callable[[str], Any]
+) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """The new rows' labels at every level and similarity to their finest centroid, from the kept
+    centroids and hierarchy; None when they do not fit them (another dimension, or drift past
+    ``drift_max``)."""
+    ks = sorted(kept.centroids)
+    kmax = ks[-1]
+    source = table_source(new["scene"].astype(str).to_numpy(), new["tile_id"].to_numpy(), lambda s: kept.by_scene[s])
+    if source.dim != kept.centroids[kmax].shape[1]:
         return None
     levels: dict[str, np.ndarray] = {}
     sims = np.empty(0, np.float32)
-    if new_rows:
-        scenes = new["scene"].astype(str).to_numpy()
-        source = table_source(scenes, new["tile_id"].to_numpy(), lambda sc: by_scene[sc])
-        if source.dim != centroids[kmax].shape[1]:
-            return None
-        for k in ks:
-            labels, sim = assign_stream(source, centroids[k])
-            levels[f"k{k}"] = labels
-            if k == kmax:
-                sims = sim
-        distance = (prior.get("train_distance") or {}).get(f"k{kmax}")
-        drift = float(np.mean(1.0 - sims)) / max(float(distance or 0.0), 1e-12)
-        if drift > drift_max:
-            log(f"drift {drift:.3f} of the new tiles passes clusters.drift_max {drift_max}: clustering the whole way")
-            return None
-        for c in cuts:
-            levels[f"h{c}"] = cut_hierarchy(linkage, kmax, c)[levels[f"k{kmax}"]]
-        out = labels_frame(new, levels)
-        # Sampled for the band means at the rate of the kept sample, seeded by the scenes added.
-        rate = float(outputs.get("sample_rate", 1.0))
-        rng = np.random.default_rng([seed, len(summary.scenes), new_rows])
-        picked = np.sort(rng.choice(new_rows, min(new_rows, int(round(rate * new_rows))), replace=False))
-        if len(picked):
-            got_bands, spectra = _indexed_spectra(new, tiles_paths, prepared_paths, picked)
-            if got_bands != bands:
-                raise OutcropError(f"clusters: the new scenes' bands {got_bands} differ from the run's {bands}")
-        else:
-            spectra = np.zeros((0, len(bands)))
-        summary.add(
-            levels,
-            scenes,
-            new[list(FRACTIONS)].to_numpy(dtype=np.float64),
-            picked,
-            spectra,
-            f"k{kmax}",
-            sims,
-            new["tile_id"].to_numpy(),
-        )
-        from geopandas.io.arrow import _geopandas_to_arrow
+    for k in ks:
+        labels, sim = assign_stream(source, kept.centroids[k])
+        levels[f"k{k}"] = labels
+        if k == kmax:
+            sims = sim
+    distance = (kept.prior.get("train_distance") or {}).get(f"k{kmax}")
+    drift = float(np.mean(1.0 - sims)) / max(float(distance or 0.0), 1e-12)
+    if drift > drift_max:
+        log(f"drift {drift:.3f} of the new tiles passes clusters.drift_max {drift_max}: clustering the whole way")
+        return None
+    for c in cuts:
+        levels[f"h{c}"] = cut_hierarchy(linkage, kmax, c)[levels[f"k{kmax}"]]
+    return levels, sims
 
-        arrow = _geopandas_to_arrow(out, index=False)
-        kept_schema = pq.ParquetFile(state_dir / "labels.parquet").schema_arrow
-        append_table(
-            state_dir / "labels.parquet",
-            arrow.select(kept_schema.names).cast(
-                kept_schema.with_metadata(_merged_geo(kept_schema.metadata, arrow.schema.metadata))
-            ),
-            keep_tail=True,
-        )
-        pyogrio.write_dataframe(out, state_dir / "labels.gpkg", layer="clusters", append=True)
-    if not new_rows:  # nothing appended: the tables' time is this job's, as Snakemake expects of its outputs
+
+def _append_labels(state_dir: Path, out: Any) -> None:
+    """Append the new rows' labels to the kept GeoParquet (in place, undoable until committed) and
+    GeoPackage (an SQLite append)."""
+    import pyarrow.parquet as pq
+    import pyogrio
+    from geopandas.io.arrow import _geopandas_to_arrow
+
+    from outcrop.parquet_append import append_table
+
+    arrow = _geopandas_to_arrow(out, index=False)
+    kept_schema = pq.ParquetFile(state_dir / "labels.parquet").schema_arrow
+    append_table(
+        state_dir / "labels.parquet",
+        arrow.select(kept_schema.names).cast(
+            kept_schema.with_metadata(_merged_geo(kept_schema.metadata, arrow.schema.metadata))
+        ),
+        keep_tail=True,
+    )
+    pyogrio.write_dataframe(out, state_dir / "labels.gpkg", layer="clusters", append=True)
+
+
+def _add_scenes(
+    index_table: Path,
+    per_scene: tuple[Sequence[Path], Sequence[Path], Sequence[Path]],
+    outs: tuple[Path, Path, Path, Path],
+    ks: list[int],
+    cuts: list[int],
+    seed: int,
+    state_dir: Path,
+    drift_max: float,
+    log: Callable[[str], Any],
+) -> Clustering | None:
+    """Label only the tiles of scenes added since the kept clustering (:mod:`outcrop.search.cluster_outputs`):
+    their rows are appended to the kept labels, their rasters written, every other output linked as
+    it is, the summary updated from the kept sums. ``per_scene``: the embeddings, tiles and prepared
+    scenes; ``outs``: the labels GeoPackage and GeoParquet, the summary and the rasters folder.
+    None when the kept state cannot be extended (then :func:`cluster_tiles` goes the whole way,
+    which decides whether the centroids still hold).
+    """
+    embedding_paths, tiles_paths, prepared_paths = per_scene
+    out_gpkg, out_parquet, out_summary, rasters_dir = outs
+    kept = _open_kept_clustering(state_dir, index_table, embedding_paths, ks, cuts, log)
+    if kept is None:
+        return None
+    kmax, count, summary, outputs = ks[-1], kept.count, kept.summary, kept.outputs
+    linkage = np.asarray(outputs["linkage"], dtype=np.float64).reshape(-1, 4)
+    bands = list(outputs["bands"])
+    new = _rows_past(kept.opened, count)
+    new_rows = len(new)
+    if new_rows and not set(new["scene"].astype(str)) <= set(kept.new_scenes):
+        log("the index's new rows are not all of new scenes: clustering the whole way")
+        return None
+    levels: dict[str, np.ndarray] = {n: np.empty(0, np.int64) for n in kept.levels_n}
+    sims = np.empty(0, np.float32)
+    if new_rows:
+        labelled = _label_added(kept, new, linkage, cuts, drift_max, log)
+        if labelled is None:
+            return None
+        levels, sims = labelled
+        _summarise_added(kept, new, levels, sims, tiles_paths, prepared_paths, seed)
+        _append_labels(state_dir, labels_frame(new, levels))
+    else:  # nothing appended: the tables' time is this job's, as Snakemake expects of its outputs
         for name in ("labels.parquet", "labels.gpkg"):
             os.utime(state_dir / name)
     link_or_copy(state_dir / "labels.parquet", out_parquet)
@@ -648,39 +881,49 @@ def _add_scenes(
     write_csv(summary.table(bands), out_summary, float_format="%.6g")
     clustering = Clustering(
         new,
-        levels if new_rows else {n: np.empty(0, np.int64) for n in levels_n},
+        levels,
         sims,
-        centroids[kmax],
+        kept.centroids[kmax],
         linkage,
         summary.size[f"k{kmax}"],
         cuts,
         bands,
         exemplar_tiles=summary.exemplars(),
-        drawn=tuple(new_scenes),
-        layout=layout,
-        counts=levels_n,
+        drawn=tuple(kept.new_scenes),
+        layout=TileLayout(*outputs["layout"]),
+        counts=kept.levels_n,
     )
-    drawn = [p for p in prepared_paths if scene_of(p) in set(new_scenes)]
-    _write_label_rasters(clustering, drawn, state_dir / "rasters")
-    link_tree(state_dir / "rasters", rasters_dir, list(by_scene))
-    summary.save(state_dir / "summary.npz")
+    _write_label_rasters(
+        clustering, [p for p in prepared_paths if scene_of(p) in set(kept.new_scenes)], state_dir / "rasters"
+    )
+    link_tree(state_dir / "rasters", rasters_dir, list(kept.by_scene))
     total = count + new_rows
-    outputs.update(count=total, fingerprint=fingerprint(groups, total), scenes=summary.scenes)
-    incremental.save_cluster_state(
-        state_dir,
-        centroids,
-        dict(prior.get("train_distance") or {}),
-        {**kept_scenes, **{s: digests[s] for s in new_scenes}},
-        prior["settings"],
-        incremental.given_files(files, list(by_scene.values())),
-        outputs=outputs,
-    )
-    commit(state_dir / "labels.parquet")
+    _save_added(state_dir, kept, total)
     log(
-        f"clusters: {new_rows} tiles of {len(new_scenes)} added scene(s) assigned to the kept centroids "
-        f"({', '.join(new_scenes) or 'none'}); {total} tiles labelled, kept outputs linked"
+        f"clusters: {new_rows} tiles of {len(kept.new_scenes)} added scene(s) assigned to the kept centroids "
+        f"({', '.join(kept.new_scenes) or 'none'}); {total} tiles labelled, kept outputs linked"
     )
     return clustering
+
+
+def _save_added(state_dir: Path, kept: _KeptClustering, total: int) -> None:
+    """Record the kept clustering grown to ``total`` labelled rows (its summary, scenes and files),
+    then drop the labels table's undo record: the add is complete."""
+    from outcrop.parquet_append import commit
+    from outcrop.search import incremental
+
+    kept.summary.save(state_dir / "summary.npz")
+    kept.outputs.update(count=total, fingerprint=fingerprint(kept.groups, total), scenes=kept.summary.scenes)
+    incremental.save_cluster_state(
+        state_dir,
+        kept.centroids,
+        dict(kept.prior.get("train_distance") or {}),
+        {**kept.kept_scenes, **{s: kept.digests[s] for s in kept.new_scenes}},
+        kept.prior["settings"],
+        incremental.given_files(kept.files, list(kept.by_scene.values())),
+        outputs=kept.outputs,
+    )
+    commit(state_dir / "labels.parquet")
 
 
 def _merged_geo(kept: dict | None, new: dict | None) -> dict:
@@ -739,6 +982,7 @@ def _indexed_spectra(
             spectra = np.empty((len(rows), len(names)))
         elif names != bands:
             raise OutcropError(f"{prepared_path}: bands {names} differ from the run's {bands}")
+        assert spectra is not None  # made with the first scene's bands
         spectra[position[mine]] = values
     assert bands is not None and spectra is not None
     return bands, spectra
@@ -783,10 +1027,12 @@ def _write_label_rasters(clustering: Clustering, prepared_paths: Sequence[Path],
     _, nodata = label_nodata(clustering)
     counts = clustering.level_counts()
     colours = palette(max(counts.values()))
-    colormaps, categories = {}, {}
+    colormaps: dict[str, dict[int, tuple[int, int, int, int]]] = {}
+    categories: dict[str, dict[int, dict[int, str]]] = {}
     for name in names:
         n = counts[name]
-        colormaps[name] = {i: tuple(int(v) for v in colours[i]) for i in range(n)} | {nodata: (0, 0, 0, 0)}
+        colormaps[name] = {i: (r, g, b, a) for i, (r, g, b, a) in enumerate(colours[:n].tolist())}
+        colormaps[name][nodata] = (0, 0, 0, 0)
         categories[name] = {1: {i: f"cluster {i}" for i in range(n)}}
     for scene, grid, raster, transform in scene_label_rasters(clustering, prepared_paths):
         profile = {"crs": grid.crs, "transform": transform, "nodata": nodata}

@@ -22,31 +22,24 @@ from outcrop.config import default
 from outcrop.io import load_npy, write_json
 from outcrop.raster.tile_store import open_tiles
 
-UNIT_PURITY = 0.6  # a tile is labelled with a rock unit when that unit covers this share of it
+UNIT_PURITY = default("units.min_share")  # a tile is labelled with a rock unit when that unit covers this share of it
 HIDDEN_OVERLAP = 0.3  # a hidden deposit is found when a reported tile covers this share of it
 
 
 def tile_truth_units(table: Any, truth_paths: dict[str, Path]) -> np.ndarray:
-    """Dominant planted rock unit of each tile (1..n), or 0 where no unit covers UNIT_PURITY of it."""
-    import rasterio
-    from rasterio.windows import from_bounds
+    """Dominant planted rock unit of each tile (1..n, units in name order), or 0 where no unit covers
+    UNIT_PURITY of it.
 
-    out = np.zeros(len(table), dtype=np.int64)
-    bounds = table.geometry.bounds.to_numpy()
-    for scene, rows in table.groupby("scene").indices.items():
-        with rasterio.open(truth_paths[scene]) as src:
-            truth = src.read(1)
-            for r in rows:
-                win = from_bounds(*bounds[r], transform=src.transform).round_offsets().round_lengths()
-                block = truth[win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width]
-                if block.size == 0:
-                    continue
-                counts = np.bincount(block.ravel())
-                counts[0] = 0
-                unit = int(counts.argmax())
-                if counts[unit] >= UNIT_PURITY * block.size:
-                    out[r] = unit
-    return out
+    The demo's truth rasters are read as unit maps by :func:`outcrop.search.unit_map.tile_units`, the
+    code that reads a user's geological map in the quality stage, so that the demo's agreement with
+    its units and a user's with theirs are measured alike.
+    """
+    from outcrop.search.unit_map import open_unit_maps, tile_units
+
+    maps = open_unit_maps(list(dict.fromkeys(Path(truth_paths[s]) for s in dict.fromkeys(table.scene))), "unit")
+    names, _ = tile_units(table.geometry, table["size"].to_numpy(), maps, min_share=UNIT_PURITY)
+    units = sorted({str(n) for n in names if n is not None})
+    return np.array([units.index(n) + 1 if n is not None else 0 for n in names], dtype=np.int64)
 
 
 def band_statistics(tiles: np.ndarray, percentiles: bool = False) -> np.ndarray:
@@ -171,7 +164,7 @@ def cluster_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int) -> 
     return {"ari": float(adjusted_rand_score(labels, pred)), "nmi": float(normalized_mutual_info_score(labels, pred))}
 
 
-def hidden_found_at(footprints: Sequence[Any], discs: Sequence[Any]) -> np.ndarray:
+def hidden_found_at(footprints: Sequence[Any], discs: Sequence[Any] | np.ndarray) -> np.ndarray:
     """The rank (1-based) at which each hidden deposit is first found among ranked tile footprints
     (a tile covering ``HIDDEN_OVERLAP`` of it), inf where none does: the demo's recall@k is the
     share found at k or better, for the analogues stage and for searches from ``outcrop serve`` alike."""
@@ -241,6 +234,9 @@ def evaluate_run(
     seed: int = default("clusters.seed"),
     site_overlap: float | None = default("analogues.site_overlap"),
     labels: Path | None = None,
+    spectral_weight: float = default("embed.spectral_weight"),
+    context_weight: float = default("embed.context_weight"),
+    tables: Sequence[Path] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Write the demo's scores: cluster agreement, kNN, linear probe and deposit recall, per feature set.
@@ -251,7 +247,11 @@ def evaluate_run(
     order of ``scenes``. ``site_overlap``: give the analogues stage's value so that recall@k counts
     sites as its list does. ``model``: the trained encoder, whose architecture and normalisation the
     ``random_encoder`` baseline copies, initialised with ``seed``. ``labels``: the workflow's own
-    clusters, scored on the same tiles when given.
+    clusters, scored on the same tiles when given. ``spectral_weight`` and ``context_weight``: the
+    run's, so that ``random_joined`` (the random encoder joined with the same spectral parts) and
+    ``spectral_parts`` (those parts alone) are the untrained counterparts the quality stage's
+    training gain compares with; the block part needs the scenes' tile tables (``tables``), and
+    without them the two are left out.
     """
     import geopandas as gpd
 
@@ -283,13 +283,25 @@ def evaluate_run(
         "band_statistics": band_statistics(pixels, percentiles=True),
         "random_encoder": random_encoder_embeddings(Path(model), pixels, seed=seed),
     }
+    features.update(
+        _untrained_counterparts(
+            features["random_encoder"],
+            pixels,
+            Path(model),
+            seed=seed,
+            weights=(spectral_weight, context_weight),
+            tiles=tile_arrays,
+            tables=dict(zip(scenes, tables)) if tables is not None else None,
+            parts=list(zip(scenes, rows)),
+            log=log,
+        )
+    )
     units = tile_truth_units(table, {s: Path(p) for s, p in zip(scenes, truth)})
     labelled = units > 0
     centres = np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y])
     tile_width = float(np.sqrt(table.geometry.iloc[0].area))
-    log(
-        f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({len(np.unique(units[labelled]))} units)"
-    )
+    units_seen = len(np.unique(units[labelled]))
+    log(f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({units_seen} units)")
     if labelled.sum() < 20:
         raise OutcropError(f"{index_table}: too few rock-unit tiles ({labelled.sum()}) to evaluate")
 
@@ -305,9 +317,9 @@ def evaluate_run(
     }
     for name, feats in features.items():
         # Encoder outputs are compared as the index compares them (cosine of the raw embeddings).
-        vecs = feats if name in ("byol", "random_encoder") else as_unit_vectors(feats)
+        vecs = feats if name in ENCODED else as_unit_vectors(feats)
         lab_vecs, lab = vecs[labelled], units[labelled]
-        scores = cluster_agreement(lab_vecs, lab, seed=seed)
+        scores: dict[str, Any] = cluster_agreement(lab_vecs, lab, seed=seed)
         scores["knn_accuracy"] = knn_accuracy(lab_vecs, lab, centres[labelled], exclusion_m=1.5 * tile_width)
         scores["linear_probe_accuracy"] = linear_probe_accuracy(
             feats[labelled], lab, centres[labelled], block_m=3 * tile_width, seed=seed
@@ -334,6 +346,72 @@ def evaluate_run(
     write_json(out, metrics)
     log(f"evaluate: wrote {out}")
     return metrics
+
+
+# Feature sets compared as the index compares vectors (cosine of the rows as they are); the others
+# are standardised first (as_unit_vectors).
+ENCODED = ("byol", "random_encoder", "random_joined", "spectral_parts")
+
+
+def spectral_join(
+    meta: dict[str, Any],
+    learned: np.ndarray,
+    tiles: np.ndarray,
+    blocks: np.ndarray | None,
+    weights: tuple[float, float],
+) -> np.ndarray:
+    """``learned`` rows joined with the tiles' spectrum and block spectrum at ``weights``, as the embed
+    stage joins them; ``learned`` with no columns gives the spectral parts alone (unit rows)."""
+    from outcrop.learning.embeddings import join_parts, spectral_part, standardised
+
+    spectral_weight, context_weight = weights
+    parts = [(spectral_weight, spectral_part(meta, tiles))]
+    if context_weight > 0:  # a part of weight 0 is left out of the join: no block spectra needed for it
+        assert blocks is not None  # the callers pass block spectra whenever the run joins a block part
+        parts.append((context_weight, standardised(meta, blocks)))
+    return join_parts(learned, *parts)
+
+
+def scene_blocks(tiles: np.ndarray, table_path: Path, size: int, rows: np.ndarray) -> np.ndarray:
+    """Block spectra of ``rows`` of one scene's tile array, neighbours found through its tile table."""
+    from outcrop.raster.spectra import block_neighbours, block_spectra
+    from outcrop.raster.tiles import read_tile_positions
+
+    tile_rows, tile_cols = read_tile_positions(table_path, len(tiles))
+    neighbours = block_neighbours(tile_rows, tile_cols, size)
+    return block_spectra(tiles, neighbours[np.asarray(rows, dtype=np.int64)])
+
+
+def _untrained_counterparts(
+    bare: np.ndarray,
+    pixels: np.ndarray,
+    model: Path,
+    *,
+    seed: int,
+    weights: tuple[float, float],
+    tiles: dict[str, np.ndarray],
+    tables: dict[str, Path] | None,
+    parts: list[tuple[str, np.ndarray]],
+    log: Callable[[str], None],
+) -> dict[str, np.ndarray]:
+    """``random_joined`` and ``spectral_parts`` of the tiles (:func:`outcrop.search.quality.feature_sets`
+    makes the same two, with the same :func:`spectral_join`), or nothing when the run joins no spectra
+    or the block part lacks its tables."""
+    if weights[0] <= 0 and weights[1] <= 0:
+        return {}
+    if weights[1] > 0 and tables is None:
+        log("evaluate: random_joined and spectral_parts left out: the block part needs the tile tables (--tables)")
+        return {}
+    _, meta = random_encoder(model, seed=seed)
+    size = int(pixels.shape[-1])
+    blocks = None
+    if weights[1] > 0:
+        assert tables is not None  # refused above: no block part without the tile tables
+        blocks = np.concatenate([scene_blocks(tiles[s], Path(tables[s]), size, r) for s, r in parts])
+    return {
+        "random_joined": spectral_join(meta, bare, pixels, blocks, weights),
+        "spectral_parts": spectral_join(meta, np.zeros((len(pixels), 0), dtype=np.float32), pixels, blocks, weights),
+    }
 
 
 def _workflow_cluster_scores(

@@ -47,7 +47,7 @@ class _Reader:
 
     def take(self, n: int, what: str) -> bytes:
         start = self.skip(n, what)
-        return bytes(self.data[start:self.pos])
+        return bytes(self.data[start : self.pos])
 
     def unpack(self, fmt: str, what: str) -> tuple[Any, ...]:
         return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt), what))
@@ -56,8 +56,10 @@ class _Reader:
         """Skip a faiss vector (uint64 count, then count items); return the count."""
         (count,) = self.unpack("Q", what)
         if count > (len(self.data) - self.pos) // max(item, 1):
-            raise _Claim(f"its header claims {count} {what} ({_size(count * item)}) "
-                         f"but {len(self.data) - self.pos} byte(s) follow")
+            raise _Claim(
+                f"its header claims {count} {what} ({_size(count * item)}) "
+                f"but {len(self.data) - self.pos} byte(s) follow"
+            )
         self.skip(count * item, what)
         return count
 
@@ -81,8 +83,10 @@ def _index(r: _Reader) -> None:
         raise _Claim(f"its header claims dimension {d} and {ntotal} vectors")
     need = ntotal * d * 4 if kind != _IVF_PQ else ntotal * 8  # an IVF-PQ vector: its id and >= 1 byte of code
     if need > len(r.data):
-        raise _Claim(f"its header claims {ntotal} vectors of dimension {d} ({_size(need)}) "
-                     f"but the file holds {len(r.data)} bytes")
+        raise _Claim(
+            f"its header claims {ntotal} vectors of dimension {d} ({_size(need)}) "
+            f"but the file holds {len(r.data)} bytes"
+        )
     if kind in _FLAT:
         values = r.skip_vector(4, "vector values")  # float32, written as a vector of floats
         if values != ntotal * d:
@@ -110,10 +114,10 @@ def _index(r: _Reader) -> None:
         count = r.skip_vector(8, "list sizes")
         if count != lists:
             raise _Claim(f"it gives {count} list sizes for {lists} lists")
-        sizes = list(struct.unpack(f"<{count}Q", r.data[r.pos - 8 * count:r.pos]))
+        sizes = list(struct.unpack(f"<{count}Q", r.data[r.pos - 8 * count : r.pos]))
     elif list_type == b"sprs":
         count = r.skip_vector(8, "list sizes")
-        pairs = struct.unpack(f"<{count}Q", r.data[r.pos - 8 * count:r.pos])
+        pairs = struct.unpack(f"<{count}Q", r.data[r.pos - 8 * count : r.pos])
         for i in range(0, count - 1, 2):
             if pairs[i] >= lists:
                 raise _Claim(f"it names list {pairs[i]} of {lists}")
@@ -131,8 +135,10 @@ def _product_quantizer(r: _Reader, d: int) -> int:
     _, code_size = r.unpack("BQ", "IVF-PQ header")
     pq_d, m, nbits = r.unpack("QQQ", "product quantizer header")
     if pq_d != d or m == 0 or d % m or not 1 <= nbits <= 16 or code_size != (m * nbits + 7) // 8:
-        raise _Claim(f"its product quantizer ({m} sub-vectors of {nbits} bits over {pq_d} dimensions, "
-                     f"{code_size}-byte codes) does not match the index of dimension {d}")
+        raise _Claim(
+            f"its product quantizer ({m} sub-vectors of {nbits} bits over {pq_d} dimensions, "
+            f"{code_size}-byte codes) does not match the index of dimension {d}"
+        )
     centroids = r.skip_vector(4, "product quantizer centroids")
     if centroids != d * (1 << nbits):
         raise _Claim(f"its product quantizer holds {centroids} centroid values, not {d * (1 << nbits)}")

@@ -231,7 +231,8 @@ def pq_params(count: int, dim: int, trainable: int | None = None) -> dict[str, i
     vectors: 66 sub-vectors of 3; 33 of 6 left recall@10 stuck at 0.92 whatever nprobe). At most 4
     dimensions per byte keeps the approximate ranking good enough that re-ranking
     ``rerank_count(10)`` candidates on exact vectors reaches recall@10 ≥ 0.9 (benchmarks/README.md),
-    at 1/16 (4 dimensions a byte) to 1/4 of the memory of flat vectors. The codebooks want 39 points per code (256 codes).
+    at 1/16 (4 dimensions a byte) to 1/4 of the memory of flat vectors. The codebooks want 39 points per
+    code (256 codes).
     """
     params = ivf_params(count, trainable)
     m = min(d for d in range(1, dim + 1) if dim % d == 0 and dim <= 4 * d)
@@ -360,6 +361,7 @@ def new_ivf_index(kind: str, dim: int, params: dict[str, int], seed: int) -> Any
     import faiss
 
     quantizer = faiss.IndexFlatIP(dim)
+    index: faiss.IndexIVF
     if kind == "ivf_pq":
         index = faiss.IndexIVFPQ(
             quantizer, dim, params["nlist"], params["m"], params["nbits"], faiss.METRIC_INNER_PRODUCT
@@ -430,7 +432,8 @@ def sampled_recall(index: Any, source: VectorSource, seed: int, sample: int = RE
     k = min(RECALL_K, len(ids))
     exact_scores, exact_pos = exact_top_k(sub, queries, k)
     selector = faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))
-    params = faiss.SearchParametersIVF(sel=selector, nprobe=faiss.extract_index_ivf(index).nprobe)
+    # faiss's Python wrapper sets a SearchParameters' fields from keywords; its stub leaves them out.
+    params = faiss.SearchParametersIVF(sel=selector, nprobe=faiss.extract_index_ivf(index).nprobe)  # type: ignore[call-arg]
     quantised = is_quantised(index)
     scores, found = index.search(queries, rerank_count(k, len(ids)) if quantised else k, params=params)
     if quantised:
@@ -540,6 +543,7 @@ def build_index(
     else:  # an add: the new scenes' rows appended in place to the kept table (ids continuing)
         from outcrop.search.incremental import link_or_copy
 
+        assert kept_table is not None  # an add (kept or added) is made only from a state_dir
         if new:
             table = parts_table(new)
             table["id"] += count - len(table)
@@ -576,10 +580,11 @@ def recorded_tile_grid(parts: Sequence[ScenePart], kept_table: Path | None = Non
     found = [(p.table_path, read_tile_grid(p.table_path)) for p in parts if p.table_path is not None]
     if kept_table is not None:
         found.append((kept_table, IndexTable.open(kept_table).tile_grid))
-    if not found or any(grid is None for _, grid in found):
+    grids = [(path, grid) for path, grid in found if grid is not None]
+    if not found or len(grids) < len(found):
         return None
-    first_path, first = found[0]
-    for path, grid in found[1:]:
+    first_path, first = grids[0]
+    for path, grid in grids[1:]:
         if (grid.size, grid.stride) != (first.size, first.stride):
             raise OutcropError(
                 f"{path}: tiles of {grid.size} px at a stride of {grid.stride}, but {first_path} "

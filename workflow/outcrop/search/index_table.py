@@ -24,6 +24,7 @@ the new rows follow in new row groups with their bounds, and the kept rows are n
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,12 +98,8 @@ def write_index_table(
         a = geo_old["columns"]["geometry"].get("bbox")
         b = geo_new["columns"]["geometry"].get("bbox")
         if a and b:
-            geo_new["columns"]["geometry"]["bbox"] = [
-                min(a[0], b[0]),
-                min(a[1], b[1]),
-                max(a[2], b[2]),
-                max(a[3], b[3]),
-            ]
+            merged = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+            geo_new["columns"]["geometry"]["bbox"] = merged
         meta[b"geo"] = json.dumps(geo_new).encode()
     record: dict[str, Any] = {"row_groups": groups}
     if tile_grid is not None:
@@ -123,7 +120,8 @@ def append_index_table(
     """Append ``new`` (a GeoDataFrame whose ids continue the table's) to the id table ``path`` in place.
 
     The footer's row-group records and GeoParquet bounding box are extended, and ``tile_grid``
-    recorded as :func:`write_index_table` does; the kept rows' bytes stay as they are. The undo record is kept until :func:`outcrop.parquet_append.commit`.
+    recorded as :func:`write_index_table` does; the kept rows' bytes stay as they are. The undo
+    record is kept until :func:`outcrop.parquet_append.commit`.
     """
     import pyarrow.parquet as pq
 
@@ -181,9 +179,11 @@ class IndexTable:
         self.count = int(file.metadata.num_rows)
         sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        ok = groups is not None and [int(g[1]) for g in groups] == sizes
-        self.bounds = np.array([g[2:6] for g in groups], dtype=np.float64).reshape(-1, 4) if ok else None
-        self._groups = groups if ok else None
+        if groups is not None and [int(g[1]) for g in groups] == sizes:
+            self.bounds: np.ndarray | None = np.array([g[2:6] for g in groups], dtype=np.float64).reshape(-1, 4)
+            self._groups: list[list[float]] | None = groups
+        else:
+            self.bounds, self._groups = None, None
 
     @classmethod
     def open(cls, path: Path) -> IndexTable:
@@ -333,7 +333,7 @@ class IndexTable:
         import shapely
 
         xmin, ymin, xmax, ymax = shapely.bounds(shape)
-        groups = range(self.file.num_row_groups)
+        groups: Sequence[int] | np.ndarray = range(self.file.num_row_groups)
         if self.bounds is not None:
             b = self.bounds
             groups = np.flatnonzero((b[:, 0] <= xmax) & (b[:, 2] >= xmin) & (b[:, 1] <= ymax) & (b[:, 3] >= ymin))

@@ -1,7 +1,6 @@
-"""Label-free quality of any run: would the ranking have found a deposit you already know, and does
-an embedding re-find the same ground seen by another scene?
-
-Two checks need nothing but the run itself, so they score every run, on the user's own ground:
+"""Quality of any run, on the user's own ground: would the ranking have found a deposit you already
+know, does an embedding re-find the same ground cut or seen differently, does it agree with your
+geological map, and what did training add?
 
 - **Leave-one-deposit-out.** With three or more known deposits, each is hidden in turn and the
   others search for analogues exactly as ``outcrop analogues`` does (same queries, exclusion radius
@@ -14,17 +13,26 @@ Two checks need nothing but the run itself, so they score every run, on the user
   size, stride and clear fraction are those recorded in the tile tables, as the tiles were cut) and
   each is matched, by cosine, against every indexed tile of the earlier scene. The right answers
   are the indexed tiles it overlaps most (ties all count); top-1 and top-5 are the shares found
-  first and within five.
+  first and within five. Pairs are also pooled by how their acquisition dates relate (the
+  ``ACQUISITION_DATE`` tag: same date, different dates, unknown), so that re-finding ground on
+  another day is reported apart from the overlap of one day's scenes.
+- **Same-scene re-identification** (:mod:`outcrop.search.same_scene`): one window of one scene
+  against its own shifted and reprojected copies, so that a run of one scene gets a figure too.
+- **Agreement with a unit map** (:mod:`outcrop.search.unit_agreement`), when one is given.
+- **Training gain** (:mod:`outcrop.search.training_gain`): each measure, shipped minus the better of
+  ``random_joined`` and ``spectral_parts``, and a sentence saying what it comes to.
 
 Each check scores the trained embeddings beside the baselines of :mod:`outcrop.search.evaluate`
-(per-band statistics, a random encoder of the same architecture, raw pixels where they fit in
-memory), with the same code, and records its cost in seconds.
+(per-band statistics, a random encoder of the same architecture alone and joined with the same
+spectra, the spectral parts alone, raw pixels where they fit in memory), with the same code, and
+records its cost in seconds.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +44,12 @@ from outcrop.io import load_npy, write_json
 from outcrop.limits import RAW_PIXEL_FLOATS
 from outcrop.raster.geo import TileLayout
 from outcrop.raster.tile_store import open_tiles
+from outcrop.search.evaluate import scene_blocks, spectral_join
 
 MIN_DEPOSITS = 3  # fewer leaves one or no deposit to search with: no honest leave-one-out
 REID_QUERIES = 2000  # query tiles per overlapping scene pair, a seeded sample past this
 RAW_PIXELS_MAX = RAW_PIXEL_FLOATS  # floats: raw-pixel features beyond this are not scored (memory; outcrop.limits)
-STAT_CHUNK = 4096  # tiles per chunk when computing band statistics of memory-mapped tiles
+STAT_CHUNK = 1024  # tiles per chunk of the baselines' features (memory-mapped tiles are read a chunk at a time)
 
 
 def leave_one_out_ranks(
@@ -51,7 +60,7 @@ def leave_one_out_ranks(
     *,
     exclusion_m: float,
     site_overlap: float | None,
-    hidden: Sequence[int] | None = None,
+    hidden: Sequence[int] | np.ndarray | None = None,
     exclude: Sequence[Any] = (),
     log: Callable[[str], None] | None = None,
     name: str = "",
@@ -191,6 +200,7 @@ def feature_sets(
     seed: int,
     weights: tuple[float, float] = (0.0, 0.0),
     blocks: np.ndarray | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Unit-row features of the same tiles: BYOL, the baselines of the demo's evaluation, raw pixels if they fit.
 
@@ -199,24 +209,35 @@ def feature_sets(
     (see ``as_unit_vectors``): pass the gallery and the queries together, so both are standardised alike.
     ``weights`` are the run's spectral and context weights; above zero, ``random_joined`` is the
     random encoder joined with the same parts as the run's vectors (``blocks``: the tiles' block
-    spectra), which tells what training adds over the parts it is joined with.
+    spectra), and ``spectral_parts`` those parts alone, joined with the same weights and no network
+    at all (the run's vectors with a learned part of weight zero). The better of the two is what
+    training has to beat (:mod:`outcrop.search.training_gain`). With ``log``, a progress line
+    (tiles done, rate, ETA) every few seconds.
     """
-    from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, standardised
+    from outcrop.learning.embeddings import embed_array
+    from outcrop.runtime.progress import Progress
     from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder
 
     net, meta = random_encoder(model_path, seed=seed)
     spectral_weight, context_weight = weights
-    stats, spectral, random, joined = [], [], [], []
+    stats, spectral, random, joined, parts_alone = [], [], [], [], []
     start = 0
+    progress = Progress("quality: baseline features", len(byol), "tiles", log) if log is not None else None
     for chunk in chunks():
         spectral.append(band_statistics(chunk))
         stats.append(band_statistics(chunk, percentiles=True))
         bare = embed_array(net, meta, chunk, batch_size=256, device="cpu", spectral_weight=0.0, context_weight=0.0)
         random.append(bare)
         if spectral_weight > 0 or context_weight > 0:  # the same vectors joined: no second pass of the network
-            ctx = standardised(meta, blocks[start : start + len(chunk)]) if context_weight > 0 else None
-            joined.append(join_parts(bare, (spectral_weight, spectral_part(meta, chunk)), (context_weight, ctx)))
+            ctx = None
+            if context_weight > 0:
+                assert blocks is not None  # a run joining a block part passes its block spectra (_Run.blocks)
+                ctx = blocks[start : start + len(chunk)]
+            joined.append(spectral_join(meta, bare, chunk, ctx, weights))
+            parts_alone.append(spectral_join(meta, np.zeros((len(chunk), 0), dtype=np.float32), chunk, ctx, weights))
         start += len(chunk)
+        if progress is not None:
+            progress.update(start)
     out = {
         "byol": np.asarray(byol, dtype=np.float32),
         "raw_spectral": as_unit_vectors(np.concatenate(spectral)),
@@ -225,6 +246,7 @@ def feature_sets(
     }
     if joined:
         out["random_joined"] = np.concatenate(joined)
+        out["spectral_parts"] = np.concatenate(parts_alone)
     if len(byol) * int(np.prod(_first(chunks).shape[1:])) <= RAW_PIXELS_MAX:
         out["raw_pixels"] = as_unit_vectors(np.concatenate([c.reshape(len(c), -1) for c in chunks()]))
     return out
@@ -264,6 +286,76 @@ def _overlapping_pairs(prepared: dict[str, Path], min_width_m: float) -> list[tu
     return pairs
 
 
+@dataclass
+class _Run:
+    """What every check reads of a run: its index table (ordered by scene), and per scene the
+    indexed tile ids, embeddings, tile arrays (memory-mapped), prepared scene and tile table."""
+
+    table: Any
+    present: list[str]
+    rows: dict[str, np.ndarray]
+    emb: dict[str, np.ndarray]
+    tiles: dict[str, np.ndarray]
+    prepared: dict[str, Path]
+    tables: dict[str, Path]
+    model: Path
+    weights: tuple[float, float]
+    seed: int
+    size: int
+    log: Callable[[str], None] = print
+    # The tile grid the run's tiles were cut on, as the tile tables record it (None: size alone known).
+    layout: TileLayout | None = None
+
+    def blocks(self, parts: Sequence[tuple[str, np.ndarray]]) -> np.ndarray | None:
+        """Block spectra of (scene, tile ids) parts, in order; None when the run joins no block part."""
+        if self.weights[1] <= 0:
+            return None
+        return np.concatenate([scene_blocks(self.tiles[s], Path(self.tables[s]), self.size, r) for s, r in parts])
+
+    def features(
+        self,
+        parts: Sequence[tuple[str, np.ndarray]],
+        extra: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """:func:`feature_sets` of the indexed tiles of ``parts`` (scene, tile ids), then of ``extra``
+        tiles cut elsewhere ((tiles, their shipped embedding, their block spectra)), standardised together."""
+        byol = [np.asarray(self.emb[s][r]) for s, r in parts]
+        pixels = [(self.tiles[s], r) for s, r in parts]
+        blocks = self.blocks(parts)
+        if extra is not None:
+            tiles, vectors, ctx = extra
+            byol.append(vectors)
+            pixels.append((tiles, np.arange(len(tiles))))
+            blocks = None if blocks is None else np.concatenate([blocks, ctx])
+        return feature_sets(
+            _chunks_of(pixels),
+            np.concatenate(byol),
+            self.model,
+            seed=self.seed,
+            weights=self.weights,
+            blocks=blocks,
+            log=self.log,
+        )
+
+    def embed(self, tiles: np.ndarray, blocks: np.ndarray | None) -> np.ndarray:
+        """Tiles cut off the run's grid, embedded as the embed stage embeds the run's own."""
+        from outcrop.learning.embeddings import embed_array
+        from outcrop.learning.encoder import load_encoder
+
+        enc, meta = load_encoder(self.model, device="cpu")
+        self.log(f"quality: embedding {len(tiles)} query tiles with the trained encoder")
+        return embed_array(
+            enc.eval(),
+            meta,
+            tiles,
+            batch_size=256,
+            device="cpu",
+            spectral_weight=self.weights[0],
+            context_weight=self.weights[1],
+            context=blocks if self.weights[1] > 0 else None,
+        )
+
+
 def quality_run(
     scenes: Sequence[str],
     out: Path,
@@ -283,12 +375,20 @@ def quality_run(
     spectral_weight: float = default("embed.spectral_weight"),
     context_weight: float = default("embed.context_weight"),
     tables: Sequence[Path] = (),
+    units: Sequence[Path] = (),
+    unit_field: str = default("units.field"),
+    unit_share: float = default("units.min_share"),
+    ks: Sequence[int] = default("clusters.k"),
+    cuts: Sequence[int] = default("clusters.cuts"),
+    labels: Path | None = None,
+    units_table: Path | None = None,
     demo_scores: Path | None = None,
     loo_deposits: int = default("evaluate.loo_deposits"),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Write ``metrics.json``: leave-one-deposit-out and re-identification blocks, each feature set,
-    their cost in seconds, and (with ``demo_scores``) the demo's truth-based scores merged in.
+    """Write ``metrics.json``: leave-one-deposit-out, cross-scene and same-scene re-identification,
+    agreement with a unit map, each feature set, their cost in seconds, what training added, and
+    (with ``demo_scores``) the demo's truth-based scores merged in.
 
     ``embeddings``, ``tiles``, ``tables`` and ``prepared`` list one file per scene, in the order of
     ``scenes``; the tile tables give the tile grid the queries are framed on (recorded when the tiles
@@ -300,9 +400,17 @@ def quality_run(
     leave-one-out hides a seeded sample of that many, each searched for from all the others.
     Deposits that meet no indexed tile are named in a warning (the log, and ``without_tiles`` in the
     block, which the summary shows) and only exclude the ground around them.
+
+    ``units``: unit maps (:mod:`outcrop.search.unit_map`; ``unit_field`` names the polygons' unit,
+    ``unit_share`` the least share of a tile its unit must cover); with them, ``map_agreement``
+    scores clusters at ``ks`` and hierarchy ``cuts`` and a spatial kNN against the units, and the
+    workflow's own clusters (``labels``, clusters/labels.parquet) when given; ``units_table`` (CSV)
+    receives the per-unit table.
     """
     from outcrop.raster.tiles import tables_tile_grid
     from outcrop.search.index import load_index
+    from outcrop.search.training_gain import training_gain
+    from outcrop.search.unit_map import open_unit_maps
 
     for name, files in (("embeddings", embeddings), ("tiles", tiles), ("prepared", prepared), ("tile tables", tables)):
         if len(files) != len(scenes):
@@ -315,31 +423,81 @@ def quality_run(
 
         check_deposits_size(deposits)
     t_start = time.perf_counter()
+    if not 0.5 <= unit_share <= 1:
+        raise OutcropError(f"quality: the unit share must lie between 0.5 and 1 (a majority), got {unit_share!r}")
+    maps = open_unit_maps(units, unit_field)  # a bad map stops the stage before anything is scored
     metrics: dict[str, Any] = read_scores(Path(demo_scores)) if demo_scores else {}
     layout = tables_tile_grid(tables)  # the grid the run's tiles were cut on, as they record it
-    model = Path(model)
     _, table = load_index(Path(index), Path(index_table))
     present = [s for s in scenes if (table.scene == s).any()]
-    order = np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in present]) if present else []
+    order = (
+        np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in present])
+        if present
+        else np.zeros(0, dtype=np.int64)
+    )
     table = table.iloc[order].reset_index(drop=True)
-    rows = {s: np.asarray(table.tile_id[table.scene == s]) for s in present}
-    emb_of = dict(zip(scenes, embeddings))
-    tiles_of = dict(zip(scenes, tiles))
-    emb = {s: load_npy(Path(emb_of[s])) for s in present}
+    emb_of, tiles_of, prepared_of = dict(zip(scenes, embeddings)), dict(zip(scenes, tiles)), dict(zip(scenes, prepared))
     tables_of = dict(zip(scenes, tables))
-    tiles = {s: open_tiles(Path(tiles_of[s]), tables_of.get(s)) for s in present}
+    run = _Run(
+        table=table,
+        present=present,
+        rows={s: np.asarray(table.tile_id[table.scene == s]) for s in present},
+        emb={s: load_npy(Path(emb_of[s])) for s in present},
+        tiles={s: open_tiles(Path(tiles_of[s]), tables_of.get(s)) for s in present},
+        prepared={s: Path(prepared_of[s]) for s in present},
+        tables=tables_of,
+        model=Path(model),
+        weights=(spectral_weight, context_weight),
+        seed=seed,
+        size=layout.size,
+        log=log,
+        layout=layout,
+    )
     metrics["tiles"] = int(len(table))
-    weights = (spectral_weight, context_weight)
-    size = layout.size
+    metrics["leave_one_out"] = _leave_one_out(
+        run,
+        deposits,
+        buffer_m=buffer_m,
+        exclusion_km=exclusion_km,
+        site_overlap=site_overlap,
+        recall_k=recall_k,
+        loo_deposits=loo_deposits,
+        log=log,
+    )
+    metrics["reidentification"] = _cross_scene(run, log=log)
+    metrics["same_scene"] = _same_scene(run, log=log)
+    if maps:
+        from outcrop.search.unit_agreement import map_agreement
 
-    def blocks(parts: Sequence[tuple[str, np.ndarray]]) -> np.ndarray | None:
-        """Block spectra of (scene, rows) parts, in order; None when the run joins no block part."""
-        if context_weight <= 0:
-            return None
-        return np.concatenate([scene_blocks(tiles[s], Path(tables_of[s]), size, r) for s, r in parts])
+        metrics["map_agreement"] = map_agreement(
+            run, maps, min_share=unit_share, ks=ks, cuts=cuts, labels=labels, log=log
+        )
+    metrics["training_gain"] = training_gain(metrics)
+    log(f"quality: training gain: {metrics['training_gain']['verdict']}")
+    metrics["quality_seconds"] = round(time.perf_counter() - t_start, 3)
+    if units_table is not None:
+        from outcrop.search.unit_table import write_units_table
 
-    # Leave-one-deposit-out over every indexed tile.
+        write_units_table(Path(units_table), metrics.get("map_agreement", {}))
+    write_json(out, metrics)
+    log(f"quality: wrote {out}")
+    return metrics
+
+
+def _leave_one_out(
+    run: _Run,
+    deposits: Path | None,
+    *,
+    buffer_m: float,
+    exclusion_km: float,
+    site_overlap: float | None,
+    recall_k: Sequence[int],
+    loo_deposits: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Leave-one-deposit-out over every indexed tile (the ``leave_one_out`` block)."""
     t0 = time.perf_counter()
+    table = run.table
     loo = _deposits_block(Path(deposits) if deposits else None, table, buffer_m, exclusion_km, log)
     if "skipped" in loo:
         log(f"quality: leave-one-out skipped: {loo['skipped']}")
@@ -347,18 +505,14 @@ def quality_run(
         known, positives, unmatched = loo.pop("known"), loo.pop("positives"), loo.pop("unmatched")
         geometry = known.geometry.to_numpy()
         kept = np.setdiff1d(np.arange(len(known)), unmatched)
-        hidden = hidden_sample(len(positives), loo_deposits, seed)
+        hidden = hidden_sample(len(positives), loo_deposits, run.seed)
         loo["hidden"] = int(len(hidden))
         if len(hidden) < len(positives):
             log(
                 f"quality: leave-one-out hides a seeded sample of {len(hidden):,} of the {len(positives):,} deposits "
                 "(evaluate.loo_deposits); each is searched for from all the others"
             )
-        byol = np.concatenate([np.asarray(emb[s][rows[s]]) for s in present])
-        pixels = _chunks_of([(tiles[s], rows[s]) for s in present])
-        sets = feature_sets(
-            pixels, byol, model, seed=seed, weights=weights, blocks=blocks([(s, rows[s]) for s in present])
-        )
+        sets = run.features([(s, run.rows[s]) for s in run.present])
         for name, vecs in sets.items():
             ranks = leave_one_out_ranks(
                 vecs,
@@ -379,93 +533,7 @@ def quality_run(
             )
     loo["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"quality: leave-one-out took {loo['seconds']:.1f}s")
-    metrics["leave_one_out"] = loo
-
-    # Cross-scene re-identification on a half-stride-shifted grid.
-    t0 = time.perf_counter()
-    prepared_of = dict(zip(scenes, prepared))
-    prepared = {s: Path(prepared_of[s]) for s in present}
-    res = _pixel_size(prepared) if prepared else 0.0
-    pairs = _overlapping_pairs(prepared, 2 * size * res) if prepared else []
-    offset = query_offset(layout.stride)
-    reid: dict[str, Any] = {"pairs": [], "queries": 0, "offset_px": offset}
-    gallery_px, query_px, query_blocks, gallery_emb, answers, spans = [], [], [], [], [], []
-    gallery_parts: list[tuple[str, np.ndarray]] = []
-    from outcrop.learning.embeddings import embed_array
-    from outcrop.learning.encoder import load_encoder
-
-    base = 0
-    for earlier, later, shared in pairs:
-        g_rows = rows[earlier]
-        g_geoms = table.geometry.values[table.scene.to_numpy() == earlier]
-        own = table.geometry.values[table.scene.to_numpy() == later]
-        q_tiles, q_geoms, q_blocks = cut_queries(
-            prepared[later],
-            layout,
-            bounds=shared,
-            seed=seed,
-            context=context_weight > 0,
-            where=on_indexed_ground(np.asarray(g_geoms), np.asarray(own)),
-        )
-        right = best_overlaps(np.asarray(q_geoms), np.asarray(g_geoms))
-        has = np.array([len(a) > 0 for a in right], dtype=bool)
-        if not has.any():
-            continue
-        reid["pairs"].append({"gallery": earlier, "queries": later, "tiles": int(has.sum())})
-        query_px.append(q_tiles[has])
-        query_blocks.append(q_blocks[has])
-        gallery_parts.append((earlier, g_rows))
-        answers.append([a for a, h in zip(right, has) if h])
-        gallery_px.append((tiles[earlier], g_rows))
-        gallery_emb.append(np.asarray(emb[earlier][g_rows]))
-        spans.append((base, base + len(g_rows)))  # each pair's queries search its own gallery only
-        base += len(g_rows)
-    if not answers:
-        reid["skipped"] = "no two scenes overlap by two tiles or more"
-        log(f"quality: re-identification skipped: {reid['skipped']}")
-    else:
-        enc, meta = load_encoder(model, device="cpu")
-        q_all = np.concatenate(query_px)
-        q_ctx = np.concatenate(query_blocks) if context_weight > 0 else None
-        q_byol = embed_array(
-            enc.eval(),
-            meta,
-            q_all,
-            batch_size=256,
-            device="cpu",
-            spectral_weight=spectral_weight,
-            context_weight=context_weight,
-            context=q_ctx,
-        )
-        n_gallery = base
-        g_ctx = blocks(gallery_parts)
-        both = feature_sets(
-            _chunks_of([*gallery_px, (q_all, np.arange(len(q_all)))]),
-            np.concatenate([np.concatenate(gallery_emb), q_byol]),
-            model,
-            seed=seed,
-            weights=weights,
-            blocks=None if g_ctx is None else np.concatenate([g_ctx, q_ctx]),
-        )
-        reid["queries"] = int(len(q_all))
-        starts = n_gallery + np.cumsum([0] + [len(q) for q in query_px])
-        for name, vecs in both.items():
-            per_pair = [
-                reidentification(vecs[g0:g1], vecs[q0:q1], right)
-                for (g0, g1), q0, q1, right in zip(spans, starts[:-1], starts[1:], answers)
-            ]
-            weights = np.array([len(right) for right in answers], dtype=float)
-            reid[name] = {
-                key: float(np.dot([p[key] for p in per_pair], weights) / weights.sum()) for key in ("top1", "top5")
-            }
-            log(f"quality: re-identification: {name}: top-1 {reid[name]['top1']:.3f} top-5 {reid[name]['top5']:.3f}")
-    reid["seconds"] = round(time.perf_counter() - t0, 3)
-    log(f"quality: re-identification took {reid['seconds']:.1f}s")
-    metrics["reidentification"] = reid
-    metrics["quality_seconds"] = round(time.perf_counter() - t_start, 3)
-    write_json(out, metrics)
-    log(f"quality: wrote {out}")
-    return metrics
+    return loo
 
 
 def _deposits_block(
@@ -498,6 +566,178 @@ def _deposits_block(
         )
         return {**block, "skipped": f"{met}; leave-one-out needs {MIN_DEPOSITS}"}
     return {**block, "known": known, "positives": positives, "unmatched": unmatched}
+
+
+def _search_scores(
+    run: _Run,
+    galleries: Sequence[tuple[str, np.ndarray]],
+    queries: Sequence[tuple[int, np.ndarray, np.ndarray, list[np.ndarray]]],
+) -> dict[str, list[dict]]:
+    """Top-1 and top-5 of every feature set for each query set: ``queries`` are (gallery number,
+    tiles, block spectra, answers); each set searches its own gallery only. Gallery and queries
+    are standardised together (:func:`feature_sets`)."""
+    q_tiles = np.concatenate([q[1] for q in queries])
+    q_blocks = np.concatenate([q[2] for q in queries]) if run.weights[1] > 0 else None
+    sets = run.features(galleries, (q_tiles, run.embed(q_tiles, q_blocks), q_blocks))
+    ends = np.cumsum([len(r) for _, r in galleries])
+    spans = list(zip(np.concatenate([[0], ends[:-1]]), ends))
+    starts = ends[-1] + np.cumsum([0] + [len(q[1]) for q in queries])
+    return {
+        name: [
+            reidentification(vecs[spans[g][0] : spans[g][1]], vecs[q0:q1], answers)
+            for (g, _, _, answers), q0, q1 in zip(queries, starts[:-1], starts[1:])
+        ]
+        for name, vecs in sets.items()
+    }
+
+
+def _pooled(
+    per_set: dict[str, list[dict]], picked: Sequence[int], counts: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """Top-1 and top-5 of the ``picked`` query sets together (weighted by their ``counts`` of queries)."""
+    w = np.array([counts[i] for i in picked], dtype=float)
+    return {
+        name: {key: float(np.dot([scores[i][key] for i in picked], w) / w.sum()) for key in ("top1", "top5")}
+        for name, scores in per_set.items()
+    }
+
+
+def _cross_scene(run: _Run, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Cross-scene re-identification on a half-stride-shifted grid (the ``reidentification`` block),
+    overall and by how the two scenes' acquisition dates relate (``by_dates``)."""
+    from outcrop.raster.dates import acquisition_date, date_relation
+
+    t0 = time.perf_counter()
+    table = run.table
+    res = _pixel_size(run.prepared) if run.prepared else 0.0
+    pairs = _overlapping_pairs(run.prepared, 2 * run.size * res) if run.prepared else []
+    layout = _layout(run)
+    reid: dict[str, Any] = {"pairs": [], "queries": 0, "offset_px": query_offset(layout.stride)}
+    galleries: list[tuple[str, np.ndarray]] = []
+    queries: list[tuple[int, np.ndarray, np.ndarray, list[np.ndarray]]] = []
+    dates = {s: acquisition_date(p) for s, p in run.prepared.items()}
+    for earlier, later, shared in pairs:
+        g_geoms = table.geometry.values[table.scene.to_numpy() == earlier]
+        own = table.geometry.values[table.scene.to_numpy() == later]
+        q_tiles, q_geoms, q_blocks = cut_queries(
+            run.prepared[later],
+            layout,
+            bounds=shared,
+            seed=run.seed,
+            context=run.weights[1] > 0,
+            where=on_indexed_ground(np.asarray(g_geoms), np.asarray(own)),
+        )
+        right = best_overlaps(np.asarray(q_geoms), np.asarray(g_geoms))
+        has = np.array([len(a) > 0 for a in right], dtype=bool)
+        if not has.any():
+            continue
+        relation = date_relation(dates[earlier], dates[later])
+        reid["pairs"].append(
+            {
+                "gallery": earlier,
+                "queries": later,
+                "tiles": int(has.sum()),
+                "dates": relation,
+                "gallery_date": dates[earlier],
+                "query_date": dates[later],
+            }
+        )
+        galleries.append((earlier, run.rows[earlier]))  # each pair's queries search its own gallery only
+        queries.append((len(galleries) - 1, q_tiles[has], q_blocks[has], [a for a, h in zip(right, has) if h]))
+    if not queries:
+        reid["skipped"] = "no two scenes overlap by two tiles or more"
+        log(f"quality: re-identification skipped: {reid['skipped']}")
+    else:
+        per_pair = _search_scores(run, galleries, queries)
+        counts = [len(q[3]) for q in queries]
+        reid["queries"] = int(sum(counts))
+        reid.update(_pooled(per_pair, range(len(queries)), counts))
+        for name in per_pair:
+            log(f"quality: re-identification: {name}: top-1 {reid[name]['top1']:.3f} top-5 {reid[name]['top5']:.3f}")
+        reid["by_dates"] = {}
+        for relation in sorted({p["dates"] for p in reid["pairs"]}):
+            picked = [i for i, p in enumerate(reid["pairs"]) if p["dates"] == relation]
+            reid["by_dates"][relation] = {
+                "pairs": len(picked),
+                "queries": int(sum(counts[i] for i in picked)),
+                **_pooled(per_pair, picked, counts),
+            }
+            log(
+                f"quality: re-identification, {relation.replace('_', ' ')} ({len(picked)} pairs): "
+                + " ".join(f"{n} {v['top1']:.3f}" for n, v in reid["by_dates"][relation].items() if isinstance(v, dict))
+            )
+    reid["seconds"] = round(time.perf_counter() - t0, 3)
+    log(f"quality: re-identification took {reid['seconds']:.1f}s")
+    return reid
+
+
+def _same_scene(run: _Run, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Re-identification of one scene's window against its shifted and reprojected copies
+    (:mod:`outcrop.search.same_scene`; the ``same_scene`` block)."""
+    import shapely
+
+    from outcrop.search.same_scene import ROTATION_DEG, WINDOW_PX, pick_window, same_scene_queries
+
+    t0 = time.perf_counter()
+    picked = pick_window(run.table, run.present, run.prepared)
+    block: dict[str, Any] = {}
+    if picked is None:
+        block["skipped"] = "no indexed tile"
+    else:
+        scene, window = picked
+        import rasterio
+
+        with rasterio.open(run.prepared[scene]) as src:
+            box = shapely.box(*rasterio.windows.bounds(window, src.transform))
+        in_scene = np.flatnonzero(run.table.scene.to_numpy() == scene)
+        inside = in_scene[shapely.intersects(run.table.geometry.values[in_scene], box)]
+        gallery = (scene, np.asarray(run.table.tile_id.to_numpy()[inside]))
+        g_geoms = np.asarray(run.table.geometry.values[inside])
+        layout = _layout(run)
+        cut = same_scene_queries(
+            run.prepared[scene],
+            window,
+            run.table.crs,
+            size=layout.size,
+            stride=layout.stride,
+            offset=query_offset(layout.stride),
+            min_valid=_min_valid(layout),
+            seed=run.seed,
+            limit=REID_QUERIES,
+            context=run.weights[1] > 0,
+        )
+        block.update(
+            {
+                "scene": scene,
+                "window_px": [int(window.col_off), int(window.row_off), int(window.width), int(window.height)],
+                "gallery": int(len(inside)),
+                "offset_px": query_offset(layout.stride),
+                "rotation_deg": ROTATION_DEG,
+                "max_window_px": WINDOW_PX,
+            }
+        )
+        queries, kinds = [], []
+        for kind, (tiles, geoms, blocks) in cut.items():
+            right = best_overlaps(np.asarray(geoms), g_geoms)
+            has = np.array([len(a) > 0 for a in right], dtype=bool)
+            if has.any():
+                queries.append((0, tiles[has], blocks[has], [a for a, h in zip(right, has) if h]))
+                kinds.append(kind)
+        if not queries:
+            block["skipped"] = "no query tile overlaps the scene's indexed tiles"
+        else:
+            scores = _search_scores(run, [gallery], queries)
+            for i, kind in enumerate(kinds):
+                block[kind] = {"queries": len(queries[i][3]), **{name: s[i] for name, s in scores.items()}}
+                log(
+                    f"quality: same-scene re-identification, {kind} ({len(queries[i][3])} queries of {scene}): "
+                    + " ".join(f"{n} {s[i]['top1']:.3f}" for n, s in scores.items())
+                )
+    if "skipped" in block:
+        log(f"quality: same-scene re-identification skipped: {block['skipped']}")
+    block["seconds"] = round(time.perf_counter() - t0, 3)
+    log(f"quality: same-scene re-identification took {block['seconds']:.1f}s")
+    return block
 
 
 def read_scores(path: Path) -> dict[str, Any]:
@@ -536,20 +776,19 @@ def cut_queries(
     an empty array)."""
     from outcrop.raster.tiles import cut_offset_tiles
 
-    min_valid = layout.min_valid if layout.min_valid is not None else default("tiles.min_valid")
     cut = cut_offset_tiles(
         prepared,
         size=layout.size,
         stride=layout.stride,
         offset=query_offset(layout.stride),
         bounds=bounds,
-        min_valid=min_valid,
+        min_valid=_min_valid(layout),
         limit=REID_QUERIES,
         seed=seed,
         context=context,
         where=where,
     )
-    return cut if context else (*cut, np.zeros((len(cut[0]), 0)))
+    return cut[0], cut[1], (cut[2] if context else np.zeros((len(cut[0]), 0)))
 
 
 def on_indexed_ground(gallery: np.ndarray, own: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -575,14 +814,14 @@ def on_indexed_ground(gallery: np.ndarray, own: np.ndarray) -> Callable[[np.ndar
     return keep
 
 
-def scene_blocks(tiles: np.ndarray, table_path: Path, size: int, rows: np.ndarray) -> np.ndarray:
-    """Block spectra of ``rows`` of one scene's tile array, neighbours found through its tile table."""
-    from outcrop.raster.spectra import block_neighbours, block_spectra
-    from outcrop.raster.tiles import read_tile_positions
+def _min_valid(layout: TileLayout) -> float:
+    """The clear fraction the run's tiles needed, as recorded with them (the schema's default when not)."""
+    return layout.min_valid if layout.min_valid is not None else default("tiles.min_valid")
 
-    tile_rows, tile_cols = read_tile_positions(table_path, len(tiles))
-    neighbours = block_neighbours(tile_rows, tile_cols, size)
-    return block_spectra(tiles, neighbours[np.asarray(rows, dtype=np.int64)])
+
+def _layout(run: _Run) -> TileLayout:
+    """The run's tile grid: as its tile tables record it, else (tables not read) its size at half-overlap."""
+    return run.layout if run.layout is not None else TileLayout(run.size, max(run.size // 2, 1))
 
 
 def _pixel_size(prepared: dict[str, Path]) -> float:

@@ -9,6 +9,7 @@ own); only a query by an arbitrary vector file (``--geometry``) needs geopandas 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def _tile_ids(tile: str, table: IndexTable) -> np.ndarray:
     sep = max(tile.rfind(":"), tile.rfind("/"))
     if sep <= 0:
         raise OutcropError(f"tile {tile!r}: expected SCENE:TILE_ID")
-    scene, num = tile[:sep], tile[sep + 1:]
+    scene, num = tile[:sep], tile[sep + 1 :]
     try:
         number = int(num)
     except ValueError:
@@ -37,19 +38,8 @@ def _tile_ids(tile: str, table: IndexTable) -> np.ndarray:
     return hit
 
 
-def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | None = None,
-                  tile: str | None = None, geometry: Path | None = None, top: int = 10) -> dict[str, np.ndarray]:
-    """The tiles most like a place (lon/lat), a tile (``scene:tile_id``) or a geometry file.
-
-    The query is the mean of the selected tiles' vectors; they and the tiles overlapping them are
-    left out of the answer. Returns columns ``COLUMNS``, best first.
-    """
-    import shapely
-    from pyproj import Transformer
-
-    from outcrop.search.faiss_file import read_index
-    from outcrop.search.vectors import is_quantised, rerank, rerank_count, unit_rows
-
+def _check_query_args(lon: float | None, lat: float | None, tile: str | None, geometry: Path | None) -> None:
+    """Refuse anything but exactly one query (lon and lat together, a tile or a geometry), and out-of-range degrees."""
     given = [lon is not None or lat is not None, tile is not None, geometry is not None]
     if sum(given) != 1 or (given[0] and (lon is None or lat is None)):
         raise OutcropError("query: give exactly one of --lon/--lat (both), --tile or --geometry")
@@ -57,26 +47,47 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
         raise OutcropError(f"query: --lat {lat:g}: latitude out of range (-90 to 90 degrees)")
     if lon is not None and not -180 <= lon <= 180:
         raise OutcropError(f"query: --lon {lon:g}: longitude out of range (-180 to 180 degrees)")
-    run = Layout(Path(results_dir))
+
+
+def _open_index(run: Layout) -> tuple[IndexTable, Any]:
+    """The run's index table (its footer only) and its FAISS index (mapped), refused unless they match.
+
+    Rows are read later by position, tile statistics or row-group bounds, as needed, so opening costs
+    the footer and the index header, not the collection.
+    """
+    from outcrop.search.faiss_file import read_index
+
     index_path = Path(run.index)
     table_path = Path(run.index_table)
-    # The footer only: rows are read by position, tile statistics or row-group bounds, as needed.
     table = IndexTable.open(table_path)
-    crs = table.crs
     if not index_path.exists():
         raise OutcropError(f"{index_path}: file not found")
     index = read_index(index_path, mapped=True)  # its header's claims checked against the file first
     if index.ntotal != table.count:
-        raise OutcropError(f"{index_path} holds {index.ntotal} vectors but {table_path} has {table.count} rows; "
-                           "they come from different builds")
+        raise OutcropError(
+            f"{index_path} holds {index.ntotal} vectors but {table_path} has {table.count} rows; "
+            "they come from different builds"
+        )
+    return table, index
 
-    to_run = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+
+def _query_ids(
+    table: IndexTable,
+    to_run: Any,
+    lon: float | None,
+    lat: float | None,
+    tile: str | None,
+    geometry: Path | None,
+) -> np.ndarray:
+    """The sorted table rows of the query's tiles: the tile named, or those meeting the geometry or the point."""
+    import shapely
+
     if tile is not None:
         ids = _tile_ids(tile, table)
     elif geometry is not None:
         from outcrop.search.analogues import read_deposits
 
-        shapes = read_deposits(geometry, crs).geometry.to_numpy()
+        shapes = read_deposits(geometry, table.crs).geometry.to_numpy()
         ids = table.meeting(shapely.union_all(shapes))
         if len(ids) == 0:
             raise OutcropError(f"{geometry}: meets no indexed tile")
@@ -85,32 +96,48 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
         ids = table.meeting(shapely.Point(x, y))
         if len(ids) == 0:
             raise OutcropError(f"lon {lon}, lat {lat}: meets no indexed tile")
-    ids = np.sort(ids)
-    chosen = table.rows(ids)
+    return np.sort(ids)
 
-    def vectors_of(wanted: np.ndarray) -> np.ndarray:
-        rows = chosen if wanted is ids else table.rows(wanted, geometry=False)
-        return _embedding_rows(run, table_path, rows.scenes, rows.tile_ids)
 
-    query = vectors_of(ids).mean(axis=0, keepdims=True)
-    if query.shape[1] != index.d:
-        raise OutcropError(f"{run.embeddings_folder}: embeddings have dimension {query.shape[1]} but the "
-                           f"index has {index.d}; rebuild the index")
+def mean_query(vectors: np.ndarray, dim: int, where: Any) -> np.ndarray:
+    """The unit mean of the query tiles' vectors, (1, dim) float32, refused when ``dim`` is not the index's.
+
+    ``where`` names the embeddings in the error: a dimension mismatch means the index predates them.
+    """
+    query = vectors.mean(axis=0, keepdims=True)
+    if query.shape[1] != dim:
+        raise OutcropError(
+            f"{where}: embeddings have dimension {query.shape[1]} but the index has {dim}; rebuild the index"
+        )
     query /= np.linalg.norm(query) or 1.0
+    return np.ascontiguousarray(query, dtype=np.float32)
 
-    # The query tiles and those sharing ground with them (touching edges is not sharing).
-    origin = shapely.union_all(chosen.footprints)
-    near = np.union1d(table.meeting(origin, area=True), ids)
+
+def _nearest_apart(
+    index: Any, query: np.ndarray, near: np.ndarray, top: int, vectors_of: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``top`` best (rows, scores) from the index, leaving out the rows in ``near``.
+
+    Asks for ``top + len(near)`` so that the left-out rows cannot shorten the answer. Compressed codes
+    rank approximately: their best candidates are re-ranked on exact vectors.
+    """
+    from outcrop.search.vectors import is_quantised, rerank, rerank_count, unit_rows
+
     k = int(min(index.ntotal, top + len(near)))
-    query = np.ascontiguousarray(query, dtype=np.float32)
     if is_quantised(index):
-        # Compressed codes rank approximately: re-rank their best candidates on exact vectors.
         _, candidates = index.search(query, rerank_count(k, index.ntotal))
         score, found = rerank(query, candidates, lambda wanted: unit_rows(vectors_of(wanted)), k)
     else:
         score, found = index.search(query, k)
     keep = (found[0] >= 0) & ~np.isin(found[0], near)
-    found, score = found[0][keep][:top], score[0][keep][:top]
+    return found[0][keep][:top], score[0][keep][:top]
+
+
+def _answer_columns(
+    table: IndexTable, found: np.ndarray, score: np.ndarray, origin: Any, to_run: Any
+) -> dict[str, np.ndarray]:
+    """The answer as columns ``COLUMNS``: rank, score, tile, and each tile's centre (lon/lat, km from the query)."""
+    import shapely
 
     answers = table.rows(found)
     centres = shapely.centroid(answers.footprints)
@@ -129,6 +156,43 @@ def query_columns(results_dir: Path, *, lon: float | None = None, lat: float | N
     }
 
 
+def query_columns(
+    results_dir: Path,
+    *,
+    lon: float | None = None,
+    lat: float | None = None,
+    tile: str | None = None,
+    geometry: Path | None = None,
+    top: int = 10,
+) -> dict[str, np.ndarray]:
+    """The tiles most like a place (lon/lat), a tile (``scene:tile_id``) or a geometry file.
+
+    The query is the mean of the selected tiles' vectors; they and the tiles overlapping them are
+    left out of the answer. Returns columns ``COLUMNS``, best first.
+    """
+    import shapely
+    from pyproj import Transformer
+
+    _check_query_args(lon, lat, tile, geometry)
+    run = Layout(Path(results_dir))
+    table_path = Path(run.index_table)
+    table, index = _open_index(run)
+    to_run = Transformer.from_crs("EPSG:4326", table.crs, always_xy=True)
+    ids = _query_ids(table, to_run, lon, lat, tile, geometry)
+    chosen = table.rows(ids)
+
+    def vectors_of(wanted: np.ndarray) -> np.ndarray:
+        rows = chosen if wanted is ids else table.rows(wanted, geometry=False)
+        return _embedding_rows(run, table_path, rows.scenes, rows.tile_ids)
+
+    query = mean_query(vectors_of(ids), index.d, run.embeddings_folder)
+    # The query tiles and those sharing ground with them (touching edges is not sharing).
+    origin = shapely.union_all(chosen.footprints)
+    near = np.union1d(table.meeting(origin, area=True), ids)
+    found, score = _nearest_apart(index, query, near, top, vectors_of)
+    return _answer_columns(table, found, score, origin, to_run)
+
+
 def _embedding_rows(run: Layout, table_path: Path, scenes: np.ndarray, tile_ids: np.ndarray) -> np.ndarray:
     """Embeddings (float32, as stored) of rows of ``scenes`` and ``tile_ids``, read from the
     memory-mapped per-scene files."""
@@ -145,8 +209,10 @@ def _embedding_rows(run: Layout, table_path: Path, scenes: np.ndarray, tile_ids:
             raise OutcropError(f"{path}: embeddings of shape {emb.shape}, expected (tiles, dimension)")
         outside = rows[(rows < 0) | (rows >= len(emb))]
         if len(outside):
-            raise OutcropError(f"{table_path}: tile_id {int(outside[0])} of scene {str(scene)!r} is outside {path} "
-                               f"({len(emb)} tiles); the index and the embeddings come from different runs")
+            raise OutcropError(
+                f"{table_path}: tile_id {int(outside[0])} of scene {str(scene)!r} is outside {path} "
+                f"({len(emb)} tiles); the index and the embeddings come from different runs"
+            )
         if out is None:
             out = np.empty((len(scenes), emb.shape[1]), dtype=np.float32)
         elif emb.shape[1] != out.shape[1]:
@@ -189,11 +255,18 @@ def format_geojson(columns: dict[str, np.ndarray]) -> str:
     point per answer at its tile's centre, the other columns as properties; a GIS opens it as is."""
     features = []
     for i in range(len(columns["rank"])):
-        props = {name: columns[name][i].item() if isinstance(columns[name][i], np.generic) else columns[name][i]
-                 for name in COLUMNS}
+        props = {
+            name: columns[name][i].item() if isinstance(columns[name][i], np.generic) else columns[name][i]
+            for name in COLUMNS
+        }
         props["scene"] = str(props["scene"])
-        features.append({"type": "Feature", "properties": props,
-                         "geometry": {"type": "Point", "coordinates": [props["lon"], props["lat"]]}})
+        features.append(
+            {
+                "type": "Feature",
+                "properties": props,
+                "geometry": {"type": "Point", "coordinates": [props["lon"], props["lat"]]},
+            }
+        )
     return json.dumps({"type": "FeatureCollection", "features": features}, indent=1)
 
 

@@ -63,7 +63,7 @@ class VectorSource:
             raise OutcropError(f"embeddings of different dimensions {sorted(dims)}")
 
     @classmethod
-    def from_array(cls, vectors: np.ndarray, name: str = "vectors") -> "VectorSource":
+    def from_array(cls, vectors: np.ndarray, name: str = "vectors") -> VectorSource:
         """One in-memory (or memory-mapped) array, every row."""
         return cls([vectors], [np.arange(len(vectors))], [name])
 
@@ -80,8 +80,8 @@ class VectorSource:
         for part, (array, rows) in enumerate(zip(self.arrays, self.rows)):
             contiguous = len(rows) and rows[-1] - rows[0] == len(rows) - 1
             for start in range(0, len(rows), size):
-                sel = rows[start:start + size]
-                block = array[sel[0]:sel[-1] + 1] if contiguous else array[sel]
+                sel = rows[start : start + size]
+                block = array[sel[0] : sel[-1] + 1] if contiguous else array[sel]
                 block = unit_rows(block)
                 if not np.all(np.isfinite(block)):
                     raise OutcropError(f"{self.names[part]}: embeddings contain NaN or infinite values")
@@ -161,19 +161,20 @@ def exact_top_k(source: VectorSource, queries: np.ndarray, k: int, chunk: int = 
     q_chunk = max(1, min(len(queries), (1 << 27) // max(1, chunk * 4)))
     for start, block in source.chunks(chunk):
         for qs in range(0, len(queries), q_chunk):
-            scores = queries[qs:qs + q_chunk] @ block.T
+            scores = queries[qs : qs + q_chunk] @ block.T
             kk = min(k, scores.shape[1])
             top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-            cand_s = np.concatenate([best_s[qs:qs + q_chunk], np.take_along_axis(scores, top, 1)], axis=1)
-            cand_i = np.concatenate([best_i[qs:qs + q_chunk], top + start], axis=1)
+            cand_s = np.concatenate([best_s[qs : qs + q_chunk], np.take_along_axis(scores, top, 1)], axis=1)
+            cand_i = np.concatenate([best_i[qs : qs + q_chunk], top + start], axis=1)
             keep = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
-            best_s[qs:qs + q_chunk] = np.take_along_axis(cand_s, keep, 1)
-            best_i[qs:qs + q_chunk] = np.take_along_axis(cand_i, keep, 1)
+            best_s[qs : qs + q_chunk] = np.take_along_axis(cand_s, keep, 1)
+            best_i[qs : qs + q_chunk] = np.take_along_axis(cand_i, keep, 1)
     return best_s, best_i
 
 
-def rerank(queries: np.ndarray, cand_ids: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray],
-           k: int) -> tuple[np.ndarray, np.ndarray]:
+def rerank(
+    queries: np.ndarray, cand_ids: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Re-score candidate ids (-1: none) with exact vectors; keep the best ``k`` of each query.
 
     ``vectors_of(ids)`` returns the unit vectors of valid ids. Returns (scores, ids), best first,

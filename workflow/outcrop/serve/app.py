@@ -54,8 +54,10 @@ def allowed_hosts(bound: str, port: int) -> set[str]:
 
 def script_hashes(page: str) -> list[str]:
     """CSP sources of the page's inline scripts (those without attributes; the data element is not run)."""
-    return [f"'sha256-{base64.b64encode(hashlib.sha256(m.encode()).digest()).decode()}'"
-            for m in re.findall(r"<script>(.*?)</script>", page, flags=re.S)]
+    return [
+        f"'sha256-{base64.b64encode(hashlib.sha256(m.encode()).digest()).decode()}'"
+        for m in re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    ]
 
 
 def result_features(ranked: Any) -> list[dict[str, Any]]:
@@ -77,11 +79,26 @@ def mark_features(marks: list[Mark], run: ServedRun) -> list[dict[str, Any]]:
     for m in marks:
         c = m.geometry.centroid
         lon, lat = run.unproject(c.x, c.y)
-        rings = [[[float(y), float(x)] for x, y in get_coordinates(p.exterior)] for p in get_parts(m.geometry)
-                 if p.geom_type == "Polygon"]
-        out.append({"seq": m.seq, "mark": m.kind, "name": m.name, "source": m.source, "scene": m.scene,
-                    "tile_id": m.tile_id, "x": float(c.x), "y": float(c.y), "rings": rings,
-                    "lon": float(lon), "lat": float(lat)})
+        rings = [
+            [[float(y), float(x)] for x, y in get_coordinates(p.exterior)]
+            for p in get_parts(m.geometry)
+            if p.geom_type == "Polygon"
+        ]
+        out.append(
+            {
+                "seq": m.seq,
+                "mark": m.kind,
+                "name": m.name,
+                "source": m.source,
+                "scene": m.scene,
+                "tile_id": m.tile_id,
+                "x": float(c.x),
+                "y": float(c.y),
+                "rings": rings,
+                "lon": float(lon),
+                "lat": float(lat),
+            }
+        )
     return out
 
 
@@ -105,28 +122,102 @@ class Searches:
             return self._kept.get(key)
 
 
-def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, hosts: set[str],
-               log: Any = print) -> Any:
-    """The Flask application over an opened run, its marks file and its rendered page.
+def content_security_policy(page: str) -> str:
+    """The page's Content-Security-Policy: only its own inline scripts (by hash) run, nothing loads from elsewhere."""
+    return (
+        "default-src 'none'; script-src " + " ".join(script_hashes(page)) + "; style-src 'unsafe-inline'; "
+        "img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
-    ``deposits``: the run's known deposits (GeoDataFrame in the run's CRS, or None); ``hosts``: the
-    Host header values to answer (:func:`allowed_hosts`), which the caller may fill once the port is known.
-    """
-    from flask import Flask, Response, jsonify, request
+
+def refuse(message: str, status: int) -> Any:
+    """The one shape every refusal takes, ``{"error": message}`` with a 4xx/5xx status, so the page shows one line."""
+    from flask import jsonify
+
+    response = jsonify({"error": message})
+    response.status_code = status
+    return response
+
+
+def request_body() -> Any:
+    """The current request's JSON body ({} when it has none), refused unless it is JSON: no form can post here."""
+    from flask import request
+
+    if not request.content_length and not request.data:
+        return {}
+    if request.mimetype != "application/json":
+        raise RequestError("a request body must be JSON (Content-Type: application/json)", 415)
+    value = request.get_json(silent=True)
+    if value is None:
+        raise RequestError("the request body is not valid JSON")
+    return value
+
+
+def place_of(run: ServedRun, value: Any, name: str) -> Place:
+    """A clicked point (lon, lat) as a :class:`Place` in the run's CRS, refused when it falls outside that CRS."""
+    lon, lat = checks.lon_lat(value, name)
+    x, y = run.project(np.array([lon]), np.array([lat]))
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise RequestError(f"{name}: lon {lon:g}, lat {lat:g} is outside the run's coordinate system")
+    import shapely
+
+    return Place(f"place {lat:.4f}, {lon:.4f}", shapely.Point(float(x[0]), float(y[0])))
+
+
+def polygon_of(run: ServedRun, value: Any, name: str) -> Place:
+    """A drawn polygon as a :class:`Place`, refused when it selects more tiles than a query may (bounded work)."""
+    shape = checks.polygon_in_run(checks.ring(value, name), run.project, name)
+    selected = run.table.sindex.query(shape, predicate="intersects")
+    if len(selected) > MAX_QUERY_TILES:
+        raise RequestError(f"{name}: selects {len(selected)} tiles; at most {MAX_QUERY_TILES}")
+    c = shape.centroid
+    lon, lat = run.unproject(c.x, c.y)
+    return Place(f"polygon at {lat:.4f}, {lon:.4f}", shape)
+
+
+def marks_state(marks: MarksFile, run: ServedRun) -> Any:
+    """The marks as the page shows them (counts, undo, file, features): every marks route answers with this."""
+    from flask import jsonify
+
+    current, can_undo = marks.snapshot()
+    return jsonify(
+        {
+            "positives": sum(m.kind == "positive" for m in current),
+            "negatives": sum(m.kind == "negative" for m in current),
+            "undo": can_undo,
+            "file": str(marks.path),
+            "marks": mark_features(current, run),
+        }
+    )
+
+
+def marks_from_request(req: dict[str, Any], run: ServedRun, deposits: Any) -> list[Mark]:
+    """The marks one checked ``POST /api/marks`` body asks for: a place, a polygon, a result tile or all deposits."""
+    kind = checks.choice(req.get("mark"), "mark", KINDS)
+    given = [k for k in ("place", "polygon", "tile", "deposits") if k in req]
+    if len(given) != 1:
+        raise RequestError("give exactly one of place, polygon, tile (an index id) or deposits (true)")
+    name = checks.text(req["name"], "name") if "name" in req else ""
+    what = given[0]
+    if what == "deposits":
+        if req["deposits"] is not True:
+            raise RequestError("deposits: expected true")
+        if deposits is None or len(deposits) == 0:
+            raise RequestError("this run has no known deposits (start the server with --deposits)", 409)
+        return [Mark(kind, str(n), "deposit", g) for n, g in zip(deposits["name"], deposits.geometry)]
+    if what == "tile":
+        tile = checks.integer(req["tile"], "tile", 0, run.count - 1)
+        scene = str(run.scene_names[run.scene_of[tile]])
+        tile_id = int(run.tile_ids[tile])
+        return [Mark(kind, name or f"{scene}:{tile_id}", "result", run.table.geometry.values[tile], scene, tile_id)]
+    place = place_of(run, req["place"], "place") if what == "place" else polygon_of(run, req["polygon"], "polygon")
+    return [Mark(kind, name or place.name, what, place.geometry)]
+
+
+def register_guards(app: Any, hosts: set[str], csp: str, log: Any) -> None:
+    """The guards every request meets (Host, origin, JSON bodies), the security headers and the JSON error handlers."""
+    from flask import request
     from werkzeug.exceptions import HTTPException
-
-    app = Flask("outcrop.serve", static_folder=None)  # no static route: no file is ever served
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.json.sort_keys = False
-    searches = Searches()
-    csp = ("default-src 'none'; script-src " + " ".join(script_hashes(page)) + "; style-src 'unsafe-inline'; "
-           "img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-    page_bytes = page.encode("utf-8")
-
-    def refuse(message: str, status: int) -> Any:
-        response = jsonify({"error": message})
-        response.status_code = status
-        return response
 
     @app.before_request
     def guard() -> Any:
@@ -172,43 +263,12 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
         log("serve: unexpected error:\n" + "".join(traceback.format_exception(exc)))
         return refuse("internal error (the server's log has the details)", 500)
 
-    def body() -> Any:
-        if not request.content_length and not request.data:
-            return {}
-        if request.mimetype != "application/json":
-            raise RequestError("a request body must be JSON (Content-Type: application/json)", 415)
-        value = request.get_json(silent=True)
-        if value is None:
-            raise RequestError("the request body is not valid JSON")
-        return value
 
-    def place_of(value: Any, name: str) -> Place:
-        lon, lat = checks.lon_lat(value, name)
-        x, y = run.project(np.array([lon]), np.array([lat]))
-        if not (np.isfinite(x).all() and np.isfinite(y).all()):
-            raise RequestError(f"{name}: lon {lon:g}, lat {lat:g} is outside the run's coordinate system")
-        import shapely
+def register_run_routes(app: Any, run: ServedRun, marks: MarksFile, page: str, deposits: Any) -> None:
+    """``/`` (the rendered page, as bytes made once) and ``/api/run`` (what the page shows about the run)."""
+    from flask import Response, jsonify
 
-        return Place(f"place {lat:.4f}, {lon:.4f}", shapely.Point(float(x[0]), float(y[0])))
-
-    def polygon_of(value: Any, name: str) -> Place:
-        shape = checks.polygon_in_run(checks.ring(value, name), run.project, name)
-        selected = run.table.sindex.query(shape, predicate="intersects")
-        if len(selected) > MAX_QUERY_TILES:
-            raise RequestError(f"{name}: selects {len(selected)} tiles; at most {MAX_QUERY_TILES}")
-        c = shape.centroid
-        lon, lat = run.unproject(c.x, c.y)
-        return Place(f"polygon at {lat:.4f}, {lon:.4f}", shape)
-
-    def checked_places(places: list[Place]) -> None:
-        run.tiles_of(places)  # OutcropError (400) naming a place that meets no indexed tile
-
-    def marks_state() -> Any:
-        current, can_undo = marks.snapshot()
-        return jsonify({
-            "positives": sum(m.kind == "positive" for m in current),
-            "negatives": sum(m.kind == "negative" for m in current),
-            "undo": can_undo, "file": str(marks.path), "marks": mark_features(current, run)})
+    page_bytes = page.encode("utf-8")
 
     @app.get("/")
     def index() -> Any:
@@ -216,26 +276,52 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
 
     @app.get("/api/run")
     def run_info() -> Any:
-        return jsonify({"results": str(run.results), "crs": run.crs.to_string(), "tiles": run.count,
-                        "scenes": [str(s) for s in run.scene_names], "index": type(run.index).__name__,
-                        "buffer_m": run.buffer_m, "exclusion_km": run.exclusion_m / 1000.0,
-                        "site_overlap": run.site_overlap, "max_top": MAX_TOP,
-                        "known_deposits": 0 if deposits is None else len(deposits), "marks": str(marks.path)})
+        return jsonify(
+            {
+                "results": str(run.results),
+                "crs": run.crs.to_string(),
+                "tiles": run.count,
+                "scenes": [str(s) for s in run.scene_names],
+                "index": type(run.index).__name__,
+                "buffer_m": run.buffer_m,
+                "exclusion_km": run.exclusion_m / 1000.0,
+                "site_overlap": run.site_overlap,
+                "max_top": MAX_TOP,
+                "known_deposits": 0 if deposits is None else len(deposits),
+                "marks": str(marks.path),
+            }
+        )
+
+
+def register_search_routes(app: Any, run: ServedRun, marks: MarksFile, searches: Searches) -> None:
+    """``/api/search`` (rank analogues of the marks and an optional place) and ``/api/export`` (a kept result)."""
+    from flask import Response, jsonify
 
     @app.post("/api/search")
     def search() -> Any:
-        req = checks.fields(body(), {"place", "polygon", "top"})
+        req = checks.fields(request_body(), {"place", "polygon", "top"})
         top = checks.integer(req.get("top", 10), "top", 1, MAX_TOP)
         if "place" in req and "polygon" in req:
             raise RequestError("give a place or a polygon, not both")
-        extra = ([place_of(req["place"], "place")] if "place" in req else
-                 [polygon_of(req["polygon"], "polygon")] if "polygon" in req else [])
+        extra = (
+            [place_of(run, req["place"], "place")]
+            if "place" in req
+            else [polygon_of(run, req["polygon"], "polygon")]
+            if "polygon" in req
+            else []
+        )
         current, _ = marks.snapshot()
         positives = extra + [Place(m.name, m.geometry) for m in current if m.kind == "positive"]
         negatives = [Place(m.name, m.geometry) for m in current if m.kind == "negative"]
         ranked = run.search(positives, negatives, top)
-        return jsonify({"search": searches.keep(ranked), "positives": len(positives), "negatives": len(negatives),
-                        "results": result_features(ranked)})
+        return jsonify(
+            {
+                "search": searches.keep(ranked),
+                "positives": len(positives),
+                "negatives": len(negatives),
+                "results": result_features(ranked),
+            }
+        )
 
     @app.get("/api/export/<key>.<fmt>")
     def export(key: str, fmt: str) -> Any:
@@ -245,54 +331,40 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
             raise RequestError("search id: expected 16 hexadecimal digits", 404)
         ranked = searches.get(key)
         if ranked is None:
-            raise RequestError(f"search {key} is not kept (the server keeps the last {KEPT_SEARCHES}); "
-                               "search again", 404)
+            raise RequestError(
+                f"search {key} is not kept (the server keeps the last {KEPT_SEARCHES}); search again", 404
+            )
         mimetype, suffix = FORMATS[fmt]
         response = Response(export_bytes(ranked, fmt), mimetype=mimetype)
         response.headers["Content-Disposition"] = f'attachment; filename="analogues-{key}.{suffix}"'
         return response
 
+
+def register_mark_routes(app: Any, run: ServedRun, marks: MarksFile, deposits: Any) -> None:
+    """``/api/marks``: list, add, undo, clear and remove marks; each answers with the marks as they now stand."""
+
     @app.get("/api/marks")
     def list_marks() -> Any:
-        return marks_state()
+        return marks_state(marks, run)
 
     @app.post("/api/marks")
     def add_mark() -> Any:
-        req = checks.fields(body(), {"mark", "place", "polygon", "tile", "deposits", "name"})
-        kind = checks.choice(req.get("mark"), "mark", KINDS)
-        given = [k for k in ("place", "polygon", "tile", "deposits") if k in req]
-        if len(given) != 1:
-            raise RequestError("give exactly one of place, polygon, tile (an index id) or deposits (true)")
-        name = checks.text(req["name"], "name") if "name" in req else ""
-        what = given[0]
-        if what == "deposits":
-            if req["deposits"] is not True:
-                raise RequestError("deposits: expected true")
-            if deposits is None or len(deposits) == 0:
-                raise RequestError("this run has no known deposits (start the server with --deposits)", 409)
-            new = [Mark(kind, str(n), "deposit", g) for n, g in zip(deposits["name"], deposits.geometry)]
-        elif what == "tile":
-            tile = checks.integer(req["tile"], "tile", 0, run.count - 1)
-            scene = str(run.scene_names[run.scene_of[tile]])
-            tile_id = int(run.tile_ids[tile])
-            new = [Mark(kind, name or f"{scene}:{tile_id}", "result", run.table.geometry.values[tile], scene, tile_id)]
-        else:
-            place = place_of(req["place"], "place") if what == "place" else polygon_of(req["polygon"], "polygon")
-            new = [Mark(kind, name or place.name, what, place.geometry)]
-        checked_places([Place(m.name, m.geometry) for m in new])
+        req = checks.fields(request_body(), {"mark", "place", "polygon", "tile", "deposits", "name"})
+        new = marks_from_request(req, run, deposits)
+        run.tiles_of([Place(m.name, m.geometry) for m in new])  # OutcropError (400) naming a place that meets no tile
         marks.add(new)
-        return marks_state()
+        return marks_state(marks, run)
 
     @app.post("/api/marks/undo")
     def undo() -> Any:
         if not marks.undo():
             raise RequestError("nothing to undo", 409)
-        return marks_state()
+        return marks_state(marks, run)
 
     @app.post("/api/marks/clear")
     def clear() -> Any:
         marks.clear()
-        return marks_state()
+        return marks_state(marks, run)
 
     @app.delete("/api/marks/<int:seq>")
     def remove(seq: int) -> Any:
@@ -300,8 +372,26 @@ def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, ho
             marks.remove(seq)
         except KeyError:
             raise RequestError(f"no mark {seq}", 404) from None
-        return marks_state()
+        return marks_state(marks, run)
 
+
+def create_app(run: ServedRun, marks: MarksFile, page: str, deposits: Any, *, hosts: set[str], log: Any = print) -> Any:
+    """The Flask application over an opened run, its marks file and its rendered page.
+
+    ``deposits``: the run's known deposits (GeoDataFrame in the run's CRS, or None); ``hosts``: the
+    Host header values to answer (:func:`allowed_hosts`), which the caller may fill once the port is known.
+    """
+    from flask import Flask
+    from flask.json.provider import DefaultJSONProvider
+
+    app = Flask("outcrop.serve", static_folder=None)  # no static route: no file is ever served
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own provider, which sorts keys unless told
+    app.json.sort_keys = False
+    register_guards(app, hosts, content_security_policy(page), log)
+    register_run_routes(app, run, marks, page, deposits)
+    register_search_routes(app, run, marks, Searches())
+    register_mark_routes(app, run, marks, deposits)
     return app
 
 
@@ -323,17 +413,28 @@ def serve_page(run: ServedRun, deposits_path: Path | None, title: str) -> tuple[
     if not quicklooks:
         raise OutcropError(f"{layout.at('quicklooks')}: no scene quicklooks; is {run.results} a finished run?")
     analogues = Path(layout.analogues_gpkg)
-    data = map_data(quicklooks, existing([layout.cluster_raster(s) for s in scenes]),
-                    existing([layout.similarity_raster(s) for s in scenes]),
-                    analogues if analogues.is_file() else None, deposits_path,
-                    prepared=existing([layout.prepared(s) for s in scenes]), title=title)
+    data = map_data(
+        quicklooks,
+        existing([layout.cluster_raster(s) for s in scenes]),
+        existing([layout.similarity_raster(s) for s in scenes]),
+        analogues if analogues.is_file() else None,
+        deposits_path,
+        prepared=existing([layout.prepared(s) for s in scenes]),
+        title=title,
+    )
     data["live"] = True
-    data["layers"] = data["layers"] | {"analogues": "Run's analogues (analogues.gpkg)", "results": "Search results",
-                                       "marks": "Marks (right / wrong)"}
+    data["layers"] = data["layers"] | {
+        "analogues": "Run's analogues (analogues.gpkg)",
+        "results": "Search results",
+        "marks": "Marks (right / wrong)",
+    }
     data["serve"] = {"max_top": MAX_TOP, "buffer_m": run.buffer_m, "exclusion_km": run.exclusion_m / 1000.0}
     assets = files("outcrop.serve").joinpath("assets")
-    page = render_page(data, extra_css=assets.joinpath("serve.css").read_text(encoding="utf-8"),
-                       extra_body=assets.joinpath("panel.html").read_text(encoding="utf-8"),
-                       extra_js=assets.joinpath("serve.js").read_text(encoding="utf-8"))
+    page = render_page(
+        data,
+        extra_css=assets.joinpath("serve.css").read_text(encoding="utf-8"),
+        extra_body=assets.joinpath("panel.html").read_text(encoding="utf-8"),
+        extra_js=assets.joinpath("serve.js").read_text(encoding="utf-8"),
+    )
     deposits = read_deposits(deposits_path, run.crs) if deposits_path is not None else None
     return page, deposits

@@ -73,8 +73,9 @@ def ring(value: Any, name: str) -> list[tuple[float, float]]:
     for i, corner in enumerate(value):
         if not isinstance(corner, list) or len(corner) != 2:
             raise RequestError(f"{name}[{i}]: expected [lon, lat]")
-        corners.append((number(corner[0], f"{name}[{i}] lon", -180.0, 180.0),
-                        number(corner[1], f"{name}[{i}] lat", -90.0, 90.0)))
+        corners.append(
+            (number(corner[0], f"{name}[{i}] lon", -180.0, 180.0), number(corner[1], f"{name}[{i}] lat", -90.0, 90.0))
+        )
     if len(corners) > 1 and corners[0] == corners[-1]:
         corners = corners[:-1]
     if len(corners) < 3:
@@ -96,8 +97,9 @@ def polygon_in_run(corners: list[tuple[float, float]], project: Any, name: str) 
         raise RequestError(f"{name}: not a simple polygon (its edges cross, or it has no area)")
     xmin, ymin, xmax, ymax = shape.bounds
     if max(xmax - xmin, ymax - ymin) > MAX_POLYGON_KM * 1000:
-        raise RequestError(f"{name}: {max(xmax - xmin, ymax - ymin) / 1000:.0f} km across; at most "
-                           f"{MAX_POLYGON_KM:g} km")
+        raise RequestError(
+            f"{name}: {max(xmax - xmin, ymax - ymin) / 1000:.0f} km across; at most {MAX_POLYGON_KM:g} km"
+        )
     return shape
 
 

@@ -44,7 +44,7 @@ class Place:
 class _Rows:
     """Unit vectors of index ids, read on demand: what ``query_vectors`` indexes with ``[ids]``."""
 
-    def __init__(self, run: "ServedRun") -> None:
+    def __init__(self, run: ServedRun) -> None:
         self.run = run
 
     def __getitem__(self, ids: np.ndarray) -> np.ndarray:
@@ -55,8 +55,9 @@ class ServedRun:
     """The parts of a run a search needs, opened once: the index (memory-mapped), the id table with
     its spatial index, and the per-scene embeddings (memory-mapped)."""
 
-    def __init__(self, results: Path, *, buffer_m: float, exclusion_km: float, site_overlap: float | None,
-                 log: Any = print) -> None:
+    def __init__(
+        self, results: Path, *, buffer_m: float, exclusion_km: float, site_overlap: float | None, log: Any = print
+    ) -> None:
         import faiss
         from pyproj import Transformer
 
@@ -80,8 +81,10 @@ class ServedRun:
         if "id" not in table.columns or not np.array_equal(table["id"].to_numpy(), np.arange(len(table))):
             raise OutcropError(f"{table_path}: ids are not 0..{len(table) - 1} in order")
         if self.index.ntotal != len(table):
-            raise OutcropError(f"{index_path} holds {self.index.ntotal} vectors but {table_path} has {len(table)} "
-                               "rows; they come from different builds")
+            raise OutcropError(
+                f"{index_path} holds {self.index.ntotal} vectors but {table_path} has {len(table)} "
+                "rows; they come from different builds"
+            )
         if table.crs is None:
             raise OutcropError(f"{table_path}: index table has no CRS")
         self.table = table
@@ -104,8 +107,10 @@ class ServedRun:
             self.embeddings.append(emb)
         self.to_run = Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
         self.to_lonlat = Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
-        log(f"serve: {len(table)} tiles of {len(self.scene_names)} scenes; index {type(self.index).__name__} "
-            f"memory-mapped from {index_path}")
+        log(
+            f"serve: {len(table)} tiles of {len(self.scene_names)} scenes; index {type(self.index).__name__} "
+            f"memory-mapped from {index_path}"
+        )
 
     @property
     def count(self) -> int:
@@ -141,8 +146,12 @@ class ServedRun:
 
         if not places:
             return []
-        return positives_of_shapes(self.sindex, np.array([p.geometry for p in places], dtype=object),
-                                   [p.name for p in places], buffer_m=self.buffer_m)
+        return positives_of_shapes(
+            self.sindex,
+            np.array([p.geometry for p in places], dtype=object),
+            [p.name for p in places],
+            buffer_m=self.buffer_m,
+        )
 
     def search(self, positives: list[Place], negatives: list[Place], top: int) -> Any:
         """The ``top`` analogue sites of the positives, pushed from the negatives (module docstring):
@@ -160,8 +169,18 @@ class ServedRun:
         geoms = np.array([p.geometry for p in positives], dtype=object)
         while True:
             score, which, tau, more = self._candidates(queries, k)
-            ranked = rank_scored(score, which, self.table, pos, geoms, exclusion_m=self.exclusion_m, top=top,
-                                 names=names, site_overlap=self.site_overlap, negatives=neg)
+            ranked = rank_scored(
+                score,
+                which,
+                self.table,
+                pos,
+                geoms,
+                exclusion_m=self.exclusion_m,
+                top=top,
+                names=names,
+                site_overlap=self.site_overlap,
+                negatives=neg,
+            )
             done = len(ranked) == top and float(ranked["score"].iloc[-1]) > tau
             if done or not more or k >= n:
                 break

@@ -34,7 +34,6 @@ def export_bytes(ranked: Any, fmt: str) -> bytes:
         import pyogrio
 
         buf = io.BytesIO()
-        pyogrio.write_dataframe(ranked[[*RESULT_COLUMNS, ranked.geometry.name]], buf, driver="GPKG",
-                                layer="analogues")
+        pyogrio.write_dataframe(ranked[[*RESULT_COLUMNS, ranked.geometry.name]], buf, driver="GPKG", layer="analogues")
         return buf.getvalue()
     raise ValueError(f"unknown export format {fmt!r}")

@@ -63,11 +63,14 @@ class MarksFile:
         try:
             layers = {str(name) for name, _ in pyogrio.list_layers(self.path)}
         except Exception as exc:
-            raise OutcropError(f"{self.path}: not a readable GeoPackage ({str(exc).splitlines()[0]}); "
-                               "choose another --marks file") from None
+            raise OutcropError(
+                f"{self.path}: not a readable GeoPackage ({str(exc).splitlines()[0]}); choose another --marks file"
+            ) from None
         if not set(MARK_LAYERS) <= layers:
-            raise OutcropError(f"{self.path}: not a marks file (it has layers {sorted(layers)}, not "
-                               f"{' and '.join(MARK_LAYERS)}); choose another --marks file, this one is left as it is")
+            raise OutcropError(
+                f"{self.path}: not a marks file (it has layers {sorted(layers)}, not "
+                f"{' and '.join(MARK_LAYERS)}); choose another --marks file, this one is left as it is"
+            )
         marks = []
         for layer, kind in zip(MARK_LAYERS, KINDS):
             frame = pyogrio.read_dataframe(self.path, layer=layer)
@@ -80,8 +83,18 @@ class MarksFile:
             for row in frame.itertuples():
                 if row.geometry is None or row.geometry.is_empty:
                     raise OutcropError(f"{self.path}: layer {layer}: mark {row.seq} has no geometry")
-                marks.append(Mark(kind, str(row.name), str(row.source), row.geometry, str(row.scene or ""),
-                                  int(row.tile_id), str(row.created), int(row.seq)))
+                marks.append(
+                    Mark(
+                        kind,
+                        str(row.name),
+                        str(row.source),
+                        row.geometry,
+                        str(row.scene or ""),
+                        int(row.tile_id),
+                        str(row.created),
+                        int(row.seq),
+                    )
+                )
         return sorted(marks, key=lambda m: m.seq)
 
     def _write(self, marks: list[Mark]) -> None:
@@ -94,12 +107,20 @@ class MarksFile:
             for layer, kind in zip(MARK_LAYERS, KINDS):
                 chosen = [m for m in marks if m.kind == kind]
                 frame = gpd.GeoDataFrame(
-                    {"name": [m.name for m in chosen], "source": [m.source for m in chosen],
-                     "scene": [m.scene for m in chosen], "tile_id": [m.tile_id for m in chosen],
-                     "created": [m.created for m in chosen], "seq": [m.seq for m in chosen]},
-                    geometry=gpd.GeoSeries([m.geometry for m in chosen], crs=self.crs), crs=self.crs)
-                frame = frame.astype({"name": str, "source": str, "scene": str, "tile_id": "int64",
-                                      "created": str, "seq": "int64"})
+                    {
+                        "name": [m.name for m in chosen],
+                        "source": [m.source for m in chosen],
+                        "scene": [m.scene for m in chosen],
+                        "tile_id": [m.tile_id for m in chosen],
+                        "created": [m.created for m in chosen],
+                        "seq": [m.seq for m in chosen],
+                    },
+                    geometry=gpd.GeoSeries([m.geometry for m in chosen], crs=self.crs),
+                    crs=self.crs,
+                )
+                frame = frame.astype(
+                    {"name": str, "source": str, "scene": str, "tile_id": "int64", "created": str, "seq": "int64"}
+                )
                 pyogrio.write_dataframe(frame, tmp, layer=layer, driver="GPKG", geometry_type="Unknown")
             with open(tmp, "rb+") as fh:  # on disk before the rename: a crash leaves the old or the new file
                 os.fsync(fh.fileno())

@@ -11,8 +11,8 @@ not faster ones.
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 LOCAL = ("127.0.0.1", "localhost", "::1")
@@ -31,8 +31,10 @@ def check_marks_path(marks: Path, results: Path) -> Path:
 
     marks, results = Path(marks).resolve(), Path(results).resolve()
     if marks == results or results in marks.parents:
-        raise OutcropError(f"--marks {marks}: inside the results folder {results}, which the workflow writes; "
-                           "keep the marks beside it (the default is <results>-marks.gpkg)")
+        raise OutcropError(
+            f"--marks {marks}: inside the results folder {results}, which the workflow writes; "
+            "keep the marks beside it (the default is <results>-marks.gpkg)"
+        )
     if marks.is_dir():
         raise OutcropError(f"--marks {marks}: is a folder")
     if marks.suffix.lower() != ".gpkg":
@@ -42,15 +44,26 @@ def check_marks_path(marks: Path, results: Path) -> Path:
     return marks
 
 
-def open_server(results: Path, *, marks: Path | None = None, deposits: Path | None = None,
-                host: str = "127.0.0.1", port: int = 8765, threads: int = 4, buffer_m: float, exclusion_km: float,
-                site_overlap: float | None, title: str = "", log: Callable[[str], Any] = print) -> Any:
+def open_server(
+    results: Path,
+    *,
+    marks: Path | None = None,
+    deposits: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    threads: int = 4,
+    buffer_m: float,
+    exclusion_km: float,
+    site_overlap: float | None,
+    title: str = "",
+    log: Callable[[str], Any] = print,
+) -> Any:
     """Open the run, its marks and its page, and bind the server (not yet serving: call ``run()``).
 
     ``deposits`` defaults to the demo's for a demo run, ``marks`` to :func:`default_marks`.
     Returns the waitress server, its ``marks_path`` and the address to open as attributes.
     """
-    import waitress
+    from waitress.server import create_server
 
     from outcrop import OutcropError
     from outcrop.serve.app import SERVER_MAX_BODY, allowed_hosts, create_app, serve_page
@@ -70,15 +83,24 @@ def open_server(results: Path, *, marks: Path | None = None, deposits: Path | No
     hosts: set[str] = set()
     app = create_app(run, store, page, known, hosts=hosts, log=log)
     try:
-        server = waitress.create_server(app, host=host, port=port, threads=threads,
-                                        max_request_body_size=SERVER_MAX_BODY, channel_timeout=30,
-                                        connection_limit=100, ident="outcrop", clear_untrusted_proxy_headers=True)
+        # Any: the server carries the attributes set below (url, marks_path) for the caller.
+        server: Any = create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            max_request_body_size=SERVER_MAX_BODY,
+            channel_timeout=30,
+            connection_limit=100,
+            ident="outcrop",
+            clear_untrusted_proxy_headers=True,
+        )
     except OSError as exc:
         raise OutcropError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    bound = int(server.effective_port)  # type: ignore[union-attr]
+    bound = int(server.effective_port)
     hosts.update(allowed_hosts(host, bound))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
-    server.url = f"http://{shown}:{bound}/"  # type: ignore[union-attr]
-    server.marks_path = marks_path  # type: ignore[union-attr]
+    server.url = f"http://{shown}:{bound}/"
+    server.marks_path = marks_path
     log(f"serve: marks saved in {marks_path} ({len(store.marks)} already there)")
     return server

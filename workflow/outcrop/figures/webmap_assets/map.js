@@ -12,6 +12,8 @@
   var quicklooks = images(D.quicklooks, 1.0);
   var clusters = images(D.clusters, 0.75, "outcrop-pixelated");
   var similarity = images(D.similarity, 0.8, "outcrop-pixelated");
+  var units = images(D.units || [], 0.7, "outcrop-pixelated outcrop-units");
+  var unitNames = Object.keys(D.unit_legend || {});
   // Every value in D may come from a user's file: it reaches the page only as text (textContent,
   // text nodes, style properties), never as markup, so a name like <img onerror=...> stays a name.
   function el(tag, text, cls) {
@@ -99,6 +101,7 @@
   overlays[escaped(D.layers.quicklooks)] = quicklooks;
   overlays[escaped(D.layers.clusters)] = clusters;
   overlays[escaped(D.layers.similarity)] = similarity;
+  if ((D.units || []).length) { overlays[escaped(D.layers.units)] = units; }
   overlays[escaped(D.layers.deposits)] = deposits;
   overlays[escaped(D.layers.analogues)] = analogues;
   overlays[escaped(D.layers.coastline)] = coastline;
@@ -121,6 +124,10 @@
     Object.keys(D.cluster_legend).forEach(function (k) {
       add(div, [swatch(D.cluster_legend[k]), k + " "]);
     });
+    if (unitNames.length) {
+      div.appendChild(el("h4", D.layers.units));
+      unitNames.forEach(function (name) { add(div, [swatch(D.unit_legend[name]), name, el("br")]); });
+    }
     div.appendChild(el("h4", D.layers.similarity));
     var bar = el("div", null, "outcrop-bar");
     bar.style.background = "linear-gradient(to right," + D.similarity_stops.map(String).join(",") + ")";
@@ -187,12 +194,17 @@
     }
     D.clusters.forEach(function (o) { note(o.scene, "cluster", clusterAt(o, x, y)); });
     D.similarity.forEach(function (o) { note(o.scene, "similarity", similarityAt(o, x, y)); });
+    (D.units || []).forEach(function (o) {
+      var u = clusterAt(o, x, y);
+      note(o.scene, "unit", u === null ? null : unitNames[u]);
+    });
     if (order.length === 0) { return null; }
     var div = el("div", null, "outcrop-value-popup");
     order.forEach(function (scene) {
       var f = found[scene], parts = [];
       if (f.cluster !== undefined) { parts.push("cluster " + f.cluster + (D.level ? " (" + D.level + ")" : "")); }
       if (f.similarity !== undefined) { parts.push("similarity " + fmt(f.similarity, 2)); }
+      if (f.unit !== undefined) { parts.push("unit " + f.unit); }
       parts.push(lonLatText(x, y));
       add(div, [el("b", scene), el("br"), el("span", parts.join(" \u00b7 "), "outcrop-value"), el("br")]);
     });

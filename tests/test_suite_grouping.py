@@ -1,0 +1,75 @@
+"""The suite's grouping holds: tests of one group run on one worker, so a module's finished run is
+built once, not once per worker.
+
+pytest-xdist 3.8 marks a test's group by rewriting its node id, which pytest 9 no longer reads
+(``Item.nodeid`` comes from another attribute there): every ``xdist_group`` is then silently
+ignored, each worker builds its own copy of every module fixture, and the suite takes twice the
+time. pyproject.toml keeps pytest below 9 for that reason; this test fails where grouping is lost.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+TESTS = """
+import os
+import time
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def built():
+    return os.getpid()
+
+
+def test_a(built):
+    time.sleep(0.5)
+    open("pids.txt", "a").write(f"{built} {os.getpid()}\\n")
+
+
+def test_b(built):
+    time.sleep(0.5)
+    open("pids.txt", "a").write(f"{built} {os.getpid()}\\n")
+
+
+def test_c(built):
+    time.sleep(0.5)
+    open("pids.txt", "a").write(f"{built} {os.getpid()}\\n")
+"""
+
+
+def test_a_module_runs_on_one_worker_and_builds_its_fixture_once(tmp_path: Path):
+    (tmp_path / "test_group.py").write_text(TESTS)
+    (tmp_path / "other_test.py").write_text("import time\n\ndef test_other():\n    time.sleep(1.5)\n")
+    # The suite's own conftest (its grouping hook) runs in the child.
+    conftest = Path(__file__).with_name("conftest.py").read_text()
+    (tmp_path / "conftest.py").write_text(conftest.replace("from tests.services import", "from services import"))
+    (tmp_path / "services.py").write_text(Path(__file__).with_name("services.py").read_text())
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-n",
+            "2",
+            "--dist",
+            "loadgroup",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_group.py",
+            "other_test.py",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = (tmp_path / "pids.txt").read_text().split()
+    assert len(lines) == 6
+    assert len(set(lines)) == 1, f"the module's tests ran on several workers, each building its fixture: {lines}"
