@@ -1,12 +1,14 @@
 """Two pytest workers (pytest-xdist: ``-n 2 --dist loadgroup`` in pyproject.toml).
 
-Three things are set up once per session and must never be set up twice at the same time: the
-demo run, the one-node SLURM cluster that one process starts and stops, and the Chromium that
-apt-get may install on first use. Every test that uses one of them goes to one worker (one
-``xdist_group``). Every other test is grouped by module, so that a module-scoped fixture (a
-trained model, a finished run) is built once; modules go to whichever worker is free. The tests
-spend about half their time waiting on Snakemake and the jobs it starts, so two workers on two
-cores finish well before one.
+Some things must never be set up twice at the same time. The one-node SLURM cluster that one
+process starts and stops: the tests that submit to it are one group. The Chromium that apt-get may
+install on first use: the tests that drive a browser are one group. Snakemake's lock on the demo
+run's folder: the tests that run snakemake inside it are one group. The demo run itself is built
+once for the session, by whichever worker asks first, and read by the others
+(``tests/workflow/conftest.py``), so the tests that only read it go anywhere. Every other test is
+grouped by module, so that a module-scoped fixture (a trained model, a finished run) is built
+once; groups go to whichever worker is free. The tests spend about half their time waiting on
+Snakemake and the jobs it starts, so two workers on two cores finish well before one.
 """
 
 from __future__ import annotations
@@ -17,8 +19,25 @@ import pytest
 
 from tests.services import slurm_installed_but_silent, start_cluster, stop_cluster
 
-SHARED = "workflow"
-SHARED_FIXTURES = {"demo_run", "slurm_cluster", "browser", "live_browser"}
+# A fixture that must not be set up in two workers at once, and the group of its tests.
+SHARED_FIXTURES = {"slurm_cluster": "slurm", "browser": "browser", "live_browser": "browser"}
+# Modules that run snakemake inside the demo run's folder (a rerun, a report, a dry run): one
+# snakemake at a time holds its lock.
+IN_DEMO_FOLDER = {
+    "tests/workflow/test_demo_run.py",
+    "tests/workflow/test_report.py",
+    "tests/workflow/test_bad_input_workflow.py",
+}
+
+
+def group_of(item: pytest.Item) -> str:
+    """The xdist group of a test: its shared fixture's, the demo folder's, or its module's."""
+    names = set(getattr(item, "fixturenames", ()))
+    shared = sorted(group for fixture, group in SHARED_FIXTURES.items() if fixture in names)
+    if shared:
+        return shared[0]
+    module = item.nodeid.split("::")[0]
+    return "demo_folder" if module in IN_DEMO_FOLDER and "demo_run" in names else module
 
 
 # tryfirst: the marks must be on the items before pytest-xdist's worker turns them into groups in a
@@ -26,8 +45,7 @@ SHARED_FIXTURES = {"demo_run", "slurm_cluster", "browser", "live_browser"}
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        shared = SHARED_FIXTURES & set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.xdist_group(SHARED if shared else item.nodeid.split("::")[0]))
+        item.add_marker(pytest.mark.xdist_group(group_of(item)))
 
 
 _STARTED_CLUSTER = "_outcrop_started_cluster"

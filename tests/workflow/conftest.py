@@ -55,9 +55,21 @@ def write_config(workdir: Path, config: dict) -> None:
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny demo run (the real workflow, end to end)."""
-    workdir = tmp_path_factory.mktemp("demo_run")
-    write_config(workdir, TINY_CONFIG)
-    snakemake(workdir, "--cores", "2")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A finished tiny demo run (the real workflow, end to end), built once for the whole session.
+
+    Under pytest-xdist the workers share the session's temporary root: the first worker to ask
+    builds the run there, holding a lock, and a worker that asks meanwhile waits for it and reads
+    the same run. Tests only read it (those that run snakemake inside it are one group).
+    """
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    workdir = root / "demo_run"
+    with open(root / "demo_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "demo_run.done").exists():
+            write_config(workdir, TINY_CONFIG)
+            snakemake(workdir, "--cores", "2")
+            (root / "demo_run.done").write_text("")
     return workdir
