@@ -112,8 +112,10 @@ def test_demo_through_slurm_matches_a_local_run(node, demo_run, tmp_path):
         f"slurm_partition={node['partition']}",
         "--slurm-status-command",
         "squeue",
+        # The first status check a second after a submission, and again a second after a job ends:
+        # the tiny demo's jobs take seconds, so a longer wait is most of the run's time.
         "--slurm-init-seconds-before-status-checks",
-        "5",
+        "1",
         "--slurm-keep-successful-logs",
         "--retries",
         "0",
