@@ -40,6 +40,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -175,6 +176,9 @@ def top5_rate(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray
     return float(np.mean([bool(set(t.tolist()) & set(a.tolist())) for t, a in zip(top, answers)]))
 
 
+FEWER_POSES: tuple[tuple[int, bool], ...] = ()  # --fewer-poses
+
+
 def score(
     model: Path,
     gallery: tuple[np.ndarray, np.ndarray],
@@ -188,6 +192,17 @@ def score(
     g_tiles, g_blocks = gallery
     out = {"chance": float(np.mean([len(a) for a in answers]) / len(g_tiles))}
     learned = [embed_array(net, meta, x, spectral_weight=0.0) for x in (g_tiles, tiles)]
+    fewer = {}
+    if FEWER_POSES:  # the same encoder embedding with fewer poses averaged (the embedding's cost)
+        import outcrop.learning.embeddings as embeddings_module
+
+        with mock.patch.object(embeddings_module, "orientations", lambda _: FEWER_POSES):
+            alt = [embed_array(net, meta, x, spectral_weight=0.0) for x in (g_tiles, tiles)]
+        label = f"{len(FEWER_POSES)}_poses"
+        fewer[f"byol_{label}"] = [
+            joined(meta, v, x, b, weights) for v, x, b in zip(alt, (g_tiles, tiles), (g_blocks, blocks))
+        ]
+        fewer[f"learned_{label}"] = alt
     rand = [random_encoder_embeddings(model, x) for x in (g_tiles, tiles)]
     byol = [joined(meta, v, x, b, weights) for v, x, b in zip(learned, (g_tiles, tiles), (g_blocks, blocks))]
     pixels = as_unit_vectors(np.concatenate([g_tiles, tiles]).reshape(len(g_tiles) + len(tiles), -1))
@@ -203,6 +218,7 @@ def score(
         "spectral": [joined(meta, None, x, b, weights) for x, b in zip((g_tiles, tiles), (g_blocks, blocks))],
         "pixels": (pixels[: len(g_tiles)], pixels[len(g_tiles) :]),
         "shuffled": (byol[0][perm], byol[1]),
+        **fewer,
     }
     for name, (g, q) in sets.items():
         out[name] = top1_rate(g, q, answers)
@@ -228,7 +244,19 @@ def main() -> None:
     parser.add_argument("--windows", default=",".join(WINDOWS), help="comma-separated window names")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the rates as JSON here")
+    parser.add_argument(
+        "--fewer-poses",
+        type=int,
+        choices=(1, 2, 4),
+        default=None,
+        help="also score the same encoder embedding with this many poses averaged instead of the "
+        "symmetry's eight (1: the tile as it is; 2: and its half turn; 4: the four quarter turns)",
+    )
     args = parser.parse_args()
+    global FEWER_POSES
+    FEWER_POSES = {None: (), 1: ((0, False),), 2: ((0, False), (2, False)), 4: tuple((t, False) for t in range(4))}[
+        args.fewer_poses
+    ]
     torch.set_num_threads(2)
     settings = {"seed": args.seed, "log_every": 10_000, **({"samples": args.samples} if args.samples else {})}
     for item in args.set:
@@ -261,7 +289,8 @@ def main() -> None:
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
     kinds = [(n, k) for n, r in results["windows"].items() for k in ("shifted", "reprojected")]
-    for key in ("byol", "learned", "band_stats", "random", "random_joined", "spectral", "pixels", "shuffled"):
+    extra = [f"{k}_{len(FEWER_POSES)}_poses" for k in ("byol", "learned")] if FEWER_POSES else []
+    for key in ("byol", "learned", "band_stats", "random", "random_joined", "spectral", "pixels", "shuffled", *extra):
         rates = [results["windows"][n][k][key] for n, k in kinds]
         top5 = [results["windows"][n][k][f"{key}@5"] for n, k in kinds]
         print(
