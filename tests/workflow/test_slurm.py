@@ -96,6 +96,8 @@ def test_shipped_profile_asks_for_what_the_rules_need():
         assert resources["cpus_per_task"] == threads, f"{rule}: threads and cpus_per_task differ"
     grouped = {rule for rule, group in profile["groups"].items() if group == "scenes"}
     assert grouped == {"prepare", "tiles"}
+    pages = {rule for rule, group in profile["groups"].items() if group == "pages"}
+    assert pages == {"projection", "cluster_table", "analogue_maps", "webmap", "report"}
     assert profile["group-components"]["scenes"] > 1
 
 
@@ -130,11 +132,16 @@ def test_demo_through_slurm_matches_a_local_run(node, demo_run, tmp_path):
     submissions = sorted(str(p.relative_to(logdir)) for p in logdir.rglob("*.log"))
     assert any(s.startswith("rule_train_encoder/") for s in submissions), (submissions, log[-3000:])
     assert sum(s.startswith("rule_embed/") for s in submissions) == len(SCENES), submissions
-    # All three scenes' prepare and tiles jobs in one submission (group-components).
-    assert [s for s in submissions if s.startswith("group_")] == [
-        next(s for s in submissions if s.startswith("group_scenes"))
-    ], submissions
+    # All three scenes' prepare and tiles jobs in one submission (group-components), and the pages
+    # drawn over the whole run in one more.
+    # (Snakemake names a group's submission after the group and the rules in it.)
+    groups = [s.split("/")[0] for s in submissions if s.startswith("group_")]
+    assert sum(g.startswith("group_scenes_") for g in groups) == 1, submissions
+    assert any(g.startswith("group_pages_") for g in groups), submissions
+    assert all(g.startswith(("group_scenes_", "group_pages_")) for g in groups), submissions
     assert not any(s.startswith(("rule_prepare/", "rule_tiles/")) for s in submissions), submissions
+    pages = ("projection", "cluster_table", "analogue_maps", "webmap", "report")
+    assert not any(s.startswith(tuple(f"rule_{r}/" for r in pages)) for s in submissions), submissions
 
     local, remote = demo_run / "results", workdir / "results"
     for scene in SCENES:
