@@ -151,11 +151,6 @@ def write_analogue_maps(
     its scene and their numbers, the deposits, the colour scale. The colour scale is kept with the
     maps while the deposits stay the same, so that an added scene does not redraw every other map.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from outcrop.search.analogues import read_deposits
 
     if not similarity_paths:
@@ -184,29 +179,8 @@ def write_analogue_maps(
         ):
             continue
         drawn += 1
-        values, t, scene_crs = read_similarity(path)
-        h, w = values.shape
-        if prepared_paths:
-            values[~land_cells(Path(prepared_paths[i]), (h, w), t, scene_crs)] = np.nan
-        extent = raster_extent(t, w, h)
-        fig, ax = plt.subplots(figsize=(8.0, 7.0))
-        ax.set_facecolor("#dfe7ee")  # left out (sea, nodata): a pale grey-blue, unlike any score
-        im = ax.imshow(
-            np.ma.masked_invalid(values), extent=extent, cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest"
-        )
-        fig.colorbar(im, ax=ax, shrink=0.8, pad=0.08, label="cosine similarity to the known deposits")
-        _draw_analogues(ax, here, label_top)
-        _draw_deposits(ax, deposits, extent)
-        furnish(ax, crs, extent)
-        note = ", open water left out" if prepared_paths else ""
-        ax.set_title(
-            f"{scene}: similarity, known deposits and top analogues ({len(here)} here{note})", fontsize=10, pad=14
-        )
-        _add_legend(ax, label_top)
-        fig.tight_layout()
-        with atomic_path(target / f"{scene}.png") as tmp:
-            fig.savefig(tmp, dpi=100)
-        plt.close(fig)
+        prepared = Path(prepared_paths[i]) if prepared_paths else None
+        _draw_map(target / f"{scene}.png", Path(path), prepared, here, deposits, crs, (lo, hi), label_top)
     if state_dir is not None:
         from outcrop.io import write_json
         from outcrop.search.cluster_outputs import link_tree
@@ -217,6 +191,53 @@ def write_analogue_maps(
         f"analogue maps: drew {drawn} of {len(similarity_paths)} maps into {out_dir}, the others unchanged "
         f"(colour scale {lo:.3f}–{hi:.3f})"
     )
+
+
+def _draw_map(
+    out: Path,
+    similarity: Path,
+    prepared: Path | None,
+    here: Any,
+    deposits: Any,
+    crs: Any,
+    scale: tuple[float, float],
+    label_top: int,
+) -> None:
+    """One scene's map: its similarity on the shared colour ``scale`` (open water left out with
+    ``prepared``), the deposits on it and its analogues, the top ``label_top`` numbered."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values, t, scene_crs = read_similarity(similarity)
+    h, w = values.shape
+    if prepared is not None:
+        values[~land_cells(prepared, (h, w), t, scene_crs)] = np.nan
+    extent = raster_extent(t, w, h)
+    fig, ax = plt.subplots(figsize=(8.0, 7.0))
+    ax.set_facecolor("#dfe7ee")  # left out (sea, nodata): a pale grey-blue, unlike any score
+    im = ax.imshow(
+        np.ma.masked_invalid(values),
+        extent=extent,
+        cmap="viridis",
+        vmin=scale[0],
+        vmax=scale[1],
+        interpolation="nearest",
+    )
+    fig.colorbar(im, ax=ax, shrink=0.8, pad=0.08, label="cosine similarity to the known deposits")
+    _draw_analogues(ax, here, label_top)
+    _draw_deposits(ax, deposits, extent)
+    furnish(ax, crs, extent)
+    note = ", open water left out" if prepared is not None else ""
+    ax.set_title(
+        f"{similarity.stem}: similarity, known deposits and top analogues ({len(here)} here{note})", fontsize=10, pad=14
+    )
+    _add_legend(ax, label_top)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
 
 
 def map_content(similarity: Path, here: Any, label_top: int, prepared: Path | None) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -751,25 +752,37 @@ def find_analogues(
     if negatives_path is not None:
         check_deposits_size(negatives_path, role="negatives")
     key = analogue_state.query_key(deposits_path, negatives_path, buffer_m, exclusion_km) if state_dir else None
-    if state_dir is not None and _add_scenes(
-        Path(state_dir),
-        key,
-        index_path,
-        table_path,
-        embedding_paths,
-        deposits_path,
-        prepared_paths,
-        out_gpkg,
-        out_csv,
-        Path(similarity_dir),
-        buffer_m=buffer_m,
-        exclusion_m=exclusion_km * 1000.0,
-        top=top,
-        negatives_path=negatives_path,
-        site_overlap=site_overlap,
-        log=log,
-    ):
+    inputs = (index_path, table_path, embedding_paths, prepared_paths, deposits_path, negatives_path)
+    outs = (Path(out_gpkg), Path(out_csv), Path(similarity_dir))
+    ranking = _Ranking(buffer_m, exclusion_km * 1000.0, top, site_overlap)
+    if state_dir is not None and _add_scenes(Path(state_dir), key, inputs, outs, ranking, log=log):
         return
+    _whole_way(inputs, outs, ranking, None if state_dir is None else Path(state_dir), key, log)
+
+
+@dataclass(frozen=True)
+class _Ranking:
+    """How positives are matched and analogues ranked: the find_analogues settings an add reuses."""
+
+    buffer_m: float
+    exclusion_m: float
+    top: int
+    site_overlap: float | None
+
+
+def _whole_way(
+    inputs: tuple[Path, Path, Sequence[Path], Sequence[Path], Path, Path | None],
+    outs: tuple[Path, Path, Path],
+    ranking: _Ranking,
+    state_dir: Path | None,
+    key: dict[str, Any] | None,
+    log: Callable[[str], Any],
+) -> None:
+    """Score every indexed tile, rank and write the analogues and similarity rasters; with
+    ``state_dir``, keep the scores, queries and rasters there for a later add."""
+    index_path, table_path, embedding_paths, prepared_paths, deposits_path, negatives_path = inputs
+    out_gpkg, out_csv, similarity_dir = outs
+    buffer_m, top, site_overlap = ranking.buffer_m, ranking.top, ranking.site_overlap
     _, table = load_index(index_path, table_path)
     vectors = table_vectors(table, embedding_paths)
     deposits = read_deposits(deposits_path, table.crs)
@@ -791,7 +804,7 @@ def find_analogues(
         score, which = score_kept(vectors, queries, labels)
     geometry = deposits.geometry.to_numpy()
     every = np.concatenate([geometry[kept], geometry[unmatched]])
-    excluded = excluded_ids(table, every, positives, exclusion_km * 1000.0, negatives)
+    excluded = excluded_ids(table, every, positives, ranking.exclusion_m, negatives)
     ranked = rank_masked(
         np.where(excluded, -np.inf, score),
         which,
@@ -801,10 +814,7 @@ def find_analogues(
         top=top,
         site_overlap=site_overlap,
     )
-    ranked = analogue_table(ranked, table)
-    write_geodataframe(out_gpkg, ranked, layer="analogues")
-    with atomic_path(out_csv) as tmp:
-        tmp.write_text(analogues_csv(ranked), encoding="utf-8")
+    ranked = _write_ranked(ranked, table, out_gpkg, out_csv)
     layout = table_layout(table_path, table)  # the grid the tiles were cut on, as the index table records it
     rasters = Path(state_dir) / "similarity" if state_dir is not None else Path(similarity_dir)
     if state_dir is not None:
@@ -833,28 +843,34 @@ def find_analogues(
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
 
 
+def _write_ranked(ranked: Any, table: Any, out_gpkg: Path, out_csv: Path) -> Any:
+    """Write the ranked analogues (:func:`analogue_table` of ``table``'s rows) as GeoPackage and CSV."""
+    ranked = analogue_table(ranked, table)
+    write_geodataframe(out_gpkg, ranked, layer="analogues")
+    with atomic_path(out_csv) as tmp:
+        tmp.write_text(analogues_csv(ranked), encoding="utf-8")
+    return ranked
+
+
 def _add_scenes(
     state_dir: Path,
     key: dict[str, Any] | None,
-    index_path: Path,
-    table_path: Path,
-    embedding_paths: Sequence[Path],
-    deposits_path: Path,
-    prepared_paths: Sequence[Path],
-    out_gpkg: Path,
-    out_csv: Path,
-    similarity_dir: Path,
+    inputs: tuple[Path, Path, Sequence[Path], Sequence[Path], Path, Path | None],
+    outs: tuple[Path, Path, Path],
+    ranking: _Ranking,
     *,
-    buffer_m: float,
-    exclusion_m: float,
-    top: int,
-    negatives_path: Path | None,
-    site_overlap: float | None,
     log: Callable[[str], Any],
 ) -> bool:
     """Score the tiles of scenes added since the kept scores (:mod:`outcrop.search.analogue_state`)
-    and rank over all; False when the kept state does not hold (the caller goes the whole way)."""
+    and rank over all; False when the kept state does not hold (the caller goes the whole way).
+
+    ``inputs``: the index, its id table, the embeddings and prepared scenes, the deposits and the
+    negatives (or None); ``outs``: the analogues GeoPackage and CSV and the similarity folder."""
     from outcrop.search.vectors import table_source
+
+    index_path, table_path, embedding_paths, prepared_paths, deposits_path, negatives_path = inputs
+    out_gpkg, out_csv, similarity_dir = outs
+    buffer_m, exclusion_m, top, site_overlap = ranking.buffer_m, ranking.exclusion_m, ranking.top, ranking.site_overlap
 
     kept = analogue_state.open_kept(state_dir, key, index_path, table_path, embedding_paths)
     if kept is None:
@@ -893,10 +909,7 @@ def _add_scenes(
         top=top,
         site_overlap=site_overlap,
     )
-    ranked = analogue_table(ranked, rows)
-    write_geodataframe(out_gpkg, ranked, layer="analogues")
-    with atomic_path(out_csv) as tmp:
-        tmp.write_text(analogues_csv(ranked), encoding="utf-8")
+    ranked = _write_ranked(ranked, rows, out_gpkg, out_csv)
     drawn = [p for p in prepared_paths if scene_of(p) in set(kept.new_scenes)]
     write_similarity(drawn, new, analogue_state.layout_of(kept), arrays[0][kept.count :], state_dir / "similarity")
     analogue_state.finish(state_dir, key, kept, Path(similarity_dir), prepared_paths)
