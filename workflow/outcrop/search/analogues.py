@@ -781,8 +781,8 @@ def _whole_way(
     """Score every indexed tile, rank and write the analogues and similarity rasters; with
     ``state_dir``, keep the scores, queries and rasters there for a later add."""
     index_path, table_path, embedding_paths, prepared_paths, deposits_path, negatives_path = inputs
-    out_gpkg, out_csv, similarity_dir = outs
-    buffer_m, top, site_overlap = ranking.buffer_m, ranking.top, ranking.site_overlap
+    similarity_dir = outs[2]
+    buffer_m = ranking.buffer_m
     _, table = load_index(index_path, table_path)
     vectors = table_vectors(table, embedding_paths)
     deposits = read_deposits(deposits_path, table.crs)
@@ -805,16 +805,7 @@ def _whole_way(
     geometry = deposits.geometry.to_numpy()
     every = np.concatenate([geometry[kept], geometry[unmatched]])
     excluded = excluded_ids(table, every, positives, ranking.exclusion_m, negatives)
-    ranked = rank_masked(
-        np.where(excluded, -np.inf, score),
-        which,
-        table,
-        geometry[kept],
-        deposits["name"].to_numpy()[kept].tolist(),
-        top=top,
-        site_overlap=site_overlap,
-    )
-    ranked = _write_ranked(ranked, table, out_gpkg, out_csv)
+    ranked = _rank_and_write(np.where(excluded, -np.inf, score), which, table, deposits, kept, ranking, outs)
     layout = table_layout(table_path, table)  # the grid the tiles were cut on, as the index table records it
     rasters = Path(state_dir) / "similarity" if state_dir is not None else Path(similarity_dir)
     if state_dir is not None:
@@ -843,11 +834,23 @@ def _whole_way(
     log(f"wrote {len(ranked)} analogues; best score {ranked['score'].max() if len(ranked) else float('nan'):.3f}")
 
 
-def _write_ranked(ranked: Any, table: Any, out_gpkg: Path, out_csv: Path) -> Any:
-    """Write the ranked analogues (:func:`analogue_table` of ``table``'s rows) as GeoPackage and CSV."""
-    ranked = analogue_table(ranked, table)
-    write_geodataframe(out_gpkg, ranked, layer="analogues")
-    with atomic_path(out_csv) as tmp:
+def _rank_and_write(
+    masked: np.ndarray,
+    which: np.ndarray,
+    rows: Any,
+    deposits: Any,
+    matched: np.ndarray,
+    ranking: _Ranking,
+    outs: tuple[Path, Path, Path],
+) -> Any:
+    """Rank the sites of ``masked`` scores (:func:`rank_masked`, nearest of the ``matched`` deposits
+    named) and write them as GeoPackage and CSV (``outs``), with :func:`analogue_table` of ``rows``."""
+    geoms = deposits.geometry.to_numpy()
+    names = deposits["name"].to_numpy()[matched].tolist()
+    ranked = rank_masked(masked, which, rows, geoms[matched], names, top=ranking.top, site_overlap=ranking.site_overlap)
+    ranked = analogue_table(ranked, rows)
+    write_geodataframe(outs[0], ranked, layer="analogues")
+    with atomic_path(outs[1]) as tmp:
         tmp.write_text(analogues_csv(ranked), encoding="utf-8")
     return ranked
 
@@ -869,8 +872,8 @@ def _add_scenes(
     from outcrop.search.vectors import table_source
 
     index_path, table_path, embedding_paths, prepared_paths, deposits_path, negatives_path = inputs
-    out_gpkg, out_csv, similarity_dir = outs
-    buffer_m, exclusion_m, top, site_overlap = ranking.buffer_m, ranking.exclusion_m, ranking.top, ranking.site_overlap
+    similarity_dir = outs[2]
+    buffer_m, exclusion_m = ranking.buffer_m, ranking.exclusion_m
 
     kept = analogue_state.open_kept(state_dir, key, index_path, table_path, embedding_paths)
     if kept is None:
@@ -900,16 +903,7 @@ def _add_scenes(
     arrays = analogue_state.read_scores(state_dir, opened.count)
     masked = np.where(arrays[2].astype(bool), -np.inf, arrays[0])
     rows = analogue_state.CandidateRows(opened)
-    ranked = rank_masked(
-        masked,
-        arrays[1].astype(np.int64),
-        rows,
-        geoms[matched],
-        deposits["name"].to_numpy()[matched].tolist(),
-        top=top,
-        site_overlap=site_overlap,
-    )
-    ranked = _write_ranked(ranked, rows, out_gpkg, out_csv)
+    ranked = _rank_and_write(masked, arrays[1].astype(np.int64), rows, deposits, matched, ranking, outs)
     drawn = [p for p in prepared_paths if scene_of(p) in set(kept.new_scenes)]
     write_similarity(drawn, new, analogue_state.layout_of(kept), arrays[0][kept.count :], state_dir / "similarity")
     analogue_state.finish(state_dir, key, kept, Path(similarity_dir), prepared_paths)

@@ -610,17 +610,31 @@ def _summarise(
     ``spectrum_rows``), from which the summary table is written and an add updates it."""
     bands, spectra = _indexed_spectra(table, tiles_paths, prepared_paths, spectrum_rows)
     summary = Summary.empty({name: int(labels.max()) + 1 for name, labels in levels.items()}, len(bands))
+    _add_rows(summary, table, levels, spectrum_rows, spectra, kmax, finest_sims)
+    return bands, summary
+
+
+def _add_rows(
+    summary: Summary,
+    table: Any,
+    levels: dict[str, np.ndarray],
+    sampled: np.ndarray,
+    spectra: np.ndarray,
+    kmax: int,
+    sims: np.ndarray,
+) -> None:
+    """Add the labelled rows of ``table`` to ``summary``'s sums (band means from the ``sampled`` rows'
+    ``spectra``; exemplars from the similarity to the finest level's centroid)."""
     summary.add(
         levels,
         table["scene"].astype(str).to_numpy(),
         table[list(FRACTIONS)].to_numpy(dtype=np.float64),
-        spectrum_rows,
+        sampled,
         spectra,
         f"k{kmax}",
-        finest_sims,
+        sims,
         table["tile_id"].to_numpy(),
     )
-    return bands, summary
 
 
 def _outputs_record(index_table: Path, clustering: Clustering, summary: Summary, sample_rate: float) -> dict[str, Any]:
@@ -662,16 +676,7 @@ def _summarise_added(
         got_bands, spectra = _indexed_spectra(new, tiles_paths, prepared_paths, picked)
         if got_bands != bands:
             raise OutcropError(f"clusters: the new scenes' bands {got_bands} differ from the run's {bands}")
-    kept.summary.add(
-        levels,
-        new["scene"].astype(str).to_numpy(),
-        new[list(FRACTIONS)].to_numpy(dtype=np.float64),
-        picked,
-        spectra,
-        f"k{kmax}",
-        sims,
-        new["tile_id"].to_numpy(),
-    )
+    _add_rows(kept.summary, new, levels, picked, spectra, kmax, sims)
 
 
 def _write_labels(out: Any, out_parquet: Path, out_gpkg: Path, kept_outputs: Path | None) -> None:
