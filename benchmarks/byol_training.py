@@ -36,13 +36,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from outcrop.augment import ViewSettings, augment
-from outcrop.backbones import build_backbone
-from outcrop.embeddings import embed_array
-from outcrop.encoder import EncoderSettings, _Trainer
-from outcrop.optim import build_optimizer
+from outcrop.learning.augment import ViewSettings, augment
+from outcrop.learning.backbones import build_backbone
+from outcrop.learning.embeddings import embed_array
+from outcrop.learning.encoder import EncoderSettings, _Trainer
+from outcrop.learning.optim import build_optimizer
+from outcrop.learning.symmetry import POSES, orientations, posed
 from outcrop.runtime.allocator import keep_large_blocks
-from outcrop.symmetry import POSES, orientations, posed
 
 
 def load_tiles(results: Path, limit: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -186,7 +186,7 @@ def reference_steps(tiles: torch.Tensor, settings: EncoderSettings, steps: int) 
 
 def outcrop_steps(tiles: torch.Tensor, settings: EncoderSettings, steps: int) -> Iterator[float]:
     """outcrop's loop on the same tiles, one step per ``next``: yields each step's loss."""
-    from outcrop.byol import cosine_schedule
+    from outcrop.learning.byol import cosine_schedule
 
     trainer = _Trainer(settings, tiles.shape[1], torch.device("cpu"))
     n, batch = len(tiles), settings.batch_size
