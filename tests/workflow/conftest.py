@@ -23,13 +23,9 @@ TINY_CONFIG = {
 }
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int | None = None) -> subprocess.CompletedProcess:
-    """Run the real snakemake on the repository's Snakefile in ``workdir``, for at most ``timeout``
-    seconds (by default 900, or ``OUTCROP_WORKFLOW_TIMEOUT``: a machine shared many times over needs more)."""
-    timeout = timeout or int(os.environ.get("OUTCROP_WORKFLOW_TIMEOUT", "900"))
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The command line of the real snakemake on the repository's Snakefile in ``workdir``."""
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -41,6 +37,21 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int | None
         str(workdir / "config.yaml"),
         *args,
     ]
+
+
+def snakemake_env() -> dict[str, str]:
+    """This environment with the test Python's folder first on PATH, where the rules find ``python``."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int | None = None) -> subprocess.CompletedProcess:
+    """Run the real snakemake on the repository's Snakefile in ``workdir``, for at most ``timeout``
+    seconds (by default 900, or ``OUTCROP_WORKFLOW_TIMEOUT``: a machine shared many times over needs more)."""
+    timeout = timeout or int(os.environ.get("OUTCROP_WORKFLOW_TIMEOUT", "900"))
+    env = snakemake_env()
+    cmd = snakemake_command(workdir, *args)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -14,13 +14,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.workflow.conftest import REPO, TINY_CONFIG, write_config
+from tests.workflow.conftest import TINY_CONFIG, snakemake_command, snakemake_env, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -31,27 +30,6 @@ JOBS_GONE_S = 10.0  # the promise: every job of the run ends within this after t
 SNAKEMAKE_GONE_S = 120.0
 # Long enough to be interrupted three times a few steps in (16 steps); a progress line every step.
 CONFIG = {**TINY_CONFIG, "encoder": {"settings": {"epochs": 8, "batch_size": 64, "log_every": 1}}}
-
-
-def _command(workdir: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 def outcrop_processes(workdir: Path) -> list[str]:
@@ -82,10 +60,10 @@ def interrupt_during_training(workdir: Path, how: str, after_steps: int = 2) -> 
     (workdir / TRAIN_LOG).unlink(missing_ok=True)  # the last run's steps are not this one's
     out = (workdir / f"snakemake-{how}.out").open("w")
     proc = subprocess.Popen(
-        _command(workdir, "--cores", "2", "--rerun-incomplete", TARGET),
+        snakemake_command(workdir, "--cores", "2", "--rerun-incomplete", TARGET),
         stdout=out,
         stderr=subprocess.STDOUT,
-        env=_env(),
+        env=snakemake_env(),
         start_new_session=True,
     )
     try:
@@ -150,7 +128,10 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
             f"snakemake after {runs[how]['snakemake_gone_s']} s"
         )
     final = subprocess.run(
-        _command(workdir, "--cores", "2", "--rerun-incomplete", TARGET), capture_output=True, text=True, env=_env()
+        snakemake_command(workdir, "--cores", "2", "--rerun-incomplete", TARGET),
+        capture_output=True,
+        text=True,
+        env=snakemake_env(),
     )
     runs["final"] = {
         "status": final.returncode,

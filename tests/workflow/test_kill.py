@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.workflow.conftest import REPO, TINY_CONFIG, snakemake, write_config
+from tests.workflow.conftest import TINY_CONFIG, snakemake, snakemake_command, snakemake_env, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -108,36 +107,15 @@ class KilledRun:
     seconds: float = 0.0
 
 
-def _command(workdir: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 def kill_when(workdir: Path, stage: Stage, timeout: float = 600.0) -> Killed:
     """Start the workflow towards the index, SIGKILL its process group once ``stage`` is at work."""
     assert not stage.at_work(workdir), f"{stage.name}: already at work before the run started"
     out = (workdir / f"snakemake-{stage.name}.out").open("w")
     proc = subprocess.Popen(
-        _command(workdir, "--cores", CORES, "--rerun-incomplete", TARGET),
+        snakemake_command(workdir, "--cores", CORES, "--rerun-incomplete", TARGET),
         stdout=out,
         stderr=subprocess.STDOUT,
-        env=_env(),
+        env=snakemake_env(),
         start_new_session=True,
     )
     deadline = time.monotonic() + timeout
