@@ -583,3 +583,29 @@ def test_queries_from_rows_read_on_demand_equal_those_from_the_whole_array(index
     np.testing.assert_allclose(
         query_vectors(Rows(), positives, negatives), query_vectors(vectors, positives, negatives), atol=1e-6
     )
+
+
+def test_a_coast_s_vectors_read_a_chunk_at_a_time_score_as_the_whole_array_does(indexed, monkeypatch):
+    """The analogues' whole way reads the index's vectors from the embeddings a chunk at a time (ten
+    million tiles do not fit in memory together): queries, scores and which query gave each are
+    those of the vectors held at once, bit for bit, with chunks far smaller than a scene."""
+    from outcrop.search import vectors as vectors_module
+    from outcrop.search.analogues import kept_queries, score_kept, score_source, score_tiles
+    from outcrop.search.index import table_vector_source
+
+    run, table, vectors = indexed
+    monkeypatch.setattr(vectors_module, "CHUNK", 7)
+    source = table_vector_source(table, run.embeddings)
+    assert len(source.arrays) == len(SCENES) and max(len(r) for r in source.rows) > 7  # several scenes, many chunks
+    deposits = _scattered_deposits(table, 40)
+    positives = select_positives(table, deposits, buffer_m=10.0)
+    negatives = [np.array([3, 4]), np.array([9])]
+    queries, labels = kept_queries(source, positives, negatives)
+    held_queries, held_labels = kept_queries(vectors, positives, negatives)
+    np.testing.assert_array_equal(queries, held_queries)
+    np.testing.assert_array_equal(labels, held_labels)
+    score, which = score_source(source, queries, labels)
+    held_score, held_which = score_kept(vectors, held_queries, held_labels)
+    np.testing.assert_array_equal(score, held_score)
+    np.testing.assert_array_equal(which, held_which)
+    np.testing.assert_array_equal(score, score_tiles(vectors, positives, negatives)[0])

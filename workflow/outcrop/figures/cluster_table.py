@@ -104,13 +104,28 @@ def _read_summary(summary_path: Path, level: str) -> Any:
 
 
 def _exemplar_picks(table: Any, labels: np.ndarray, k: int, embedding_paths: Sequence[Path]) -> list[np.ndarray]:
-    """Per cluster, the rows of the tiles nearest its centre (mean of its unit vectors), for thumbnails."""
-    from outcrop.search.clusters import exemplars, group_means
-    from outcrop.search.index import normalise_rows, table_vectors
+    """Per cluster, the rows of the tiles nearest its centre (mean of its unit vectors), for thumbnails.
 
-    vectors = table_vectors(table, embedding_paths)
-    centroids = normalise_rows(np.nan_to_num(group_means(labels, k, vectors.astype(np.float64))))
-    return exemplars(vectors, labels, centroids, per_cluster=THUMBS_PER_CLUSTER)
+    Two passes over the vectors a chunk at a time (sums, then similarities): a coast's do not fit in
+    memory together."""
+    from scipy.sparse import csr_matrix
+
+    from outcrop.search.cluster_outputs import exemplars_by_similarity
+    from outcrop.search.index import normalise_rows, table_vector_source
+
+    source = table_vector_source(table, embedding_paths)
+    labels = np.asarray(labels, dtype=np.int64)
+    sums = np.zeros((k, source.dim), dtype=np.float64)
+    for start, block in source.chunks():
+        part = labels[start : start + len(block)]
+        ones = csr_matrix((np.ones(len(part)), (part, np.arange(len(part)))), shape=(k, len(part)))
+        sums += ones @ block.astype(np.float64)
+    centroids = normalise_rows(sums)  # an empty cluster's row stays zero
+    similarity = np.empty(source.count, dtype=np.float32)
+    for start, block in source.chunks():
+        part = labels[start : start + len(block)]
+        similarity[start : start + len(block)] = np.einsum("ij,ij->i", block, centroids[part])
+    return exemplars_by_similarity(similarity, labels, k, THUMBS_PER_CLUSTER)
 
 
 def _thumb_cell(table: Any, picks: np.ndarray, thumbs: dict[int, str]) -> str:

@@ -46,8 +46,9 @@ from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
 from outcrop.limits import refuse_above
 from outcrop.raster.geo import scene_rasters
 from outcrop.search import analogue_state
-from outcrop.search.index import load_index, normalise_rows, scene_of, table_vectors
+from outcrop.search.index import load_index, normalise_rows, scene_of, table_vector_source
 from outcrop.search.index_table import table_layout
+from outcrop.search.vectors import VectorSource, table_source
 
 SCORE_BATCH = 1 << 16
 SCORE_CELLS = 1 << 24  # tile x query similarities held at once (64 MiB of float32), whatever the queries
@@ -324,29 +325,59 @@ def _mean_matrix(count: int, groups: Sequence[np.ndarray]) -> Any:
     return csr_matrix((weights, rows, np.concatenate([[0], np.cumsum(sizes)])), shape=(len(groups), count))
 
 
+def _rows_of(vectors: Any, ids: np.ndarray) -> np.ndarray:
+    """The float32 rows ``ids`` of an array, a :class:`VectorSource` or anything indexed by an id array."""
+    if isinstance(vectors, VectorSource):
+        return vectors.take(ids)
+    return np.asarray(vectors[ids], dtype=np.float32)
+
+
+def _dim(vectors: Any) -> int:
+    return vectors.dim if isinstance(vectors, VectorSource) else int(np.shape(vectors)[1])
+
+
+def _gathered(vectors: Any, groups: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The rows the groups select, and the groups as positions in them: a group's mean needs its own
+    rows only, and a coast's vectors are not held at once. The groups keep their order, so their means
+    sum the same rows in the same order as over the whole array."""
+    if isinstance(vectors, np.ndarray):
+        return np.asarray(vectors, dtype=np.float32), list(groups)
+    chosen = np.concatenate(groups).astype(np.int64) if len(groups) else np.zeros(0, dtype=np.int64)
+    ids, local = np.unique(chosen, return_inverse=True)
+    local = np.asarray(local, dtype=np.int64).ravel()
+    return _rows_of(vectors, ids), np.split(local, np.cumsum([len(g) for g in groups])[:-1])
+
+
 def group_means(vectors: Any, positives: Sequence[np.ndarray]) -> np.ndarray:
     """(P, D) unit mean vectors of the positive groups (one sparse product, no loop over groups).
 
-    ``vectors``: an array of every tile's vector, or anything that gives the rows of an array of ids
-    (``outcrop serve`` reads them from memory-mapped embeddings on demand); then only the rows the
-    groups select are read.
+    ``vectors``: an array of every tile's vector, a :class:`VectorSource`, or anything that gives the
+    rows of an array of ids (``outcrop serve`` reads them from memory-mapped embeddings on demand);
+    then only the rows the groups select are read.
     """
-    if isinstance(vectors, np.ndarray):
-        return normalise_rows(_mean_matrix(len(vectors), positives) @ np.asarray(vectors, dtype=np.float32))
-    ids, local = np.unique(np.concatenate(positives), return_inverse=True)
-    groups = np.split(local.astype(np.int64), np.cumsum([len(p) for p in positives])[:-1])
-    return normalise_rows(_mean_matrix(len(ids), groups) @ np.asarray(vectors[ids], dtype=np.float32))
+    dense, groups = _gathered(vectors, positives)
+    return normalise_rows(_mean_matrix(len(dense), groups) @ dense)
 
 
-def query_chunks(vectors: np.ndarray, groups: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+def query_chunks(vectors: Any, groups: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
     """(first group, unit means of a run of groups), a few thousand groups at a time: the queries of
     tens of thousands of deposits, never all held at once (a run's raw-pixel baseline has 7 000
-    dimensions)."""
-    width = max(1, SCORE_CELLS // max(1, vectors.shape[1] if np.ndim(vectors) == 2 else 1) // 4)
-    means = _mean_matrix(len(vectors), groups)
-    dense = np.asarray(vectors, dtype=np.float32)
+    dimensions). ``vectors``: see :func:`group_means`."""
+    dense, local = _gathered(vectors, groups)
+    width = max(1, SCORE_CELLS // max(1, dense.shape[1]) // 4)
+    means = _mean_matrix(len(dense), local)
     for start in range(0, len(groups), width):
         yield start, normalise_rows(means[start : start + width] @ dense)
+
+
+def _less_negatives(
+    combined: np.ndarray, vectors: Any, negatives: list[np.ndarray] | None, weight: float
+) -> np.ndarray:
+    """The set query moved away from the mean of the negatives' tiles (as it is, without negatives)."""
+    if not negatives:
+        return combined
+    neg = normalise_rows(np.concatenate([_rows_of(vectors, n) for n in negatives]).mean(axis=0, keepdims=True))
+    return normalise_rows(combined - weight * neg)
 
 
 def query_vectors(
@@ -357,11 +388,7 @@ def query_vectors(
     if not positives:
         raise OutcropError("no positives to search with")
     per = group_means(vectors, positives)
-    combined = set_query(per)
-    if negatives:
-        neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
-        combined = normalise_rows(combined - negative_weight * neg)
-    return np.concatenate([combined, per])
+    return np.concatenate([_less_negatives(set_query(per), vectors, negatives, negative_weight), per])
 
 
 def set_query(per: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -534,20 +561,17 @@ def score_tiles(
     owner, firsts = distinct_groups(positives)
     groups = [positives[i] for i in firsts]
     weights = np.bincount(np.searchsorted(firsts, owner), minlength=len(firsts)).astype(np.float64)
-    total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
+    total = np.zeros(_dim(vectors), dtype=np.float64)
     for start, per in query_chunks(vectors, groups):
         total += (per.astype(np.float64) * weights[start : start + len(per), None]).sum(axis=0)
-    combined = normalise_rows(total[None, :])
-    if negatives:
-        neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
-        combined = normalise_rows(combined - negative_weight * neg)
+    combined = _less_negatives(normalise_rows(total[None, :]), vectors, negatives, negative_weight)
     chunks = itertools.chain([(0, combined)], ((1 + start, per) for start, per in query_chunks(vectors, groups)))
     score, which, _ = scan_queries(vectors, chunks)
     return score, np.where(which == 0, 0, 1 + firsts[np.maximum(which - 1, 0)])
 
 
 def kept_queries(
-    vectors: np.ndarray,
+    vectors: Any,
     positives: list[np.ndarray],
     negatives: list[np.ndarray] | None = None,
     negative_weight: float = 0.5,
@@ -561,16 +585,13 @@ def kept_queries(
     owner, firsts = distinct_groups(positives)
     groups = [positives[i] for i in firsts]
     weights = np.bincount(np.searchsorted(firsts, owner), minlength=len(firsts)).astype(np.float64)
-    total = np.zeros(np.shape(vectors)[1], dtype=np.float64)
+    total = np.zeros(_dim(vectors), dtype=np.float64)
     parts = []
     for start, per in query_chunks(vectors, groups):  # summed chunk by chunk, as score_tiles sums them
         total += (per.astype(np.float64) * weights[start : start + len(per), None]).sum(axis=0)
         parts.append(per)
     per = np.concatenate(parts)
-    combined = normalise_rows(total[None, :])
-    if negatives:
-        neg = normalise_rows(np.concatenate([vectors[n] for n in negatives]).mean(axis=0, keepdims=True))
-        combined = normalise_rows(combined - negative_weight * neg)
+    combined = _less_negatives(normalise_rows(total[None, :]), vectors, negatives, negative_weight)
     queries = np.concatenate([combined, per]).astype(np.float32)
     return queries, np.concatenate([[0], 1 + firsts]).astype(np.int64)
 
@@ -586,6 +607,16 @@ def score_kept(vectors: np.ndarray, queries: np.ndarray, labels: np.ndarray) -> 
     )
     score, which, _ = scan_queries(vectors, chunks)
     return score, labels[which]
+
+
+def score_source(source: VectorSource, queries: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`score_kept` of every vector of ``source``, one chunk in memory at a time: the same
+    scores, bit for bit, as over the vectors held at once."""
+    score = np.empty(source.count, np.float32)
+    which = np.empty(source.count, np.int64)
+    for start, block in source.chunks():
+        score[start : start + len(block)], which[start : start + len(block)] = score_kept(block, queries, labels)
+    return score, which
 
 
 def rank_analogues(
@@ -784,7 +815,7 @@ def _whole_way(
     similarity_dir = outs[2]
     buffer_m = ranking.buffer_m
     _, table = load_index(index_path, table_path)
-    vectors = table_vectors(table, embedding_paths)
+    source = table_vector_source(table, embedding_paths)  # a coast's vectors: read a chunk at a time
     deposits = read_deposits(deposits_path, table.crs)
     positives, unmatched = matched_positives(deposits_path, table, deposits, buffer_m, log)
     kept = np.setdiff1d(np.arange(len(deposits)), unmatched)
@@ -797,11 +828,9 @@ def _whole_way(
         negatives, _ = matched_positives(
             negatives_path, table, read_deposits(negatives_path, table.crs, role="negatives"), buffer_m, log
         )
-    if state_dir is None:
-        score, which = score_tiles(vectors, positives, negatives)
-    else:  # the queries are kept, and an added scene's tiles are scored against them as these are
-        queries, labels = kept_queries(vectors, positives, negatives)
-        score, which = score_kept(vectors, queries, labels)
+    # the queries are held (and kept with ``state_dir``: an added scene's tiles are scored against them as these are)
+    queries, labels = kept_queries(source, positives, negatives)
+    score, which = score_source(source, queries, labels)
     geometry = deposits.geometry.to_numpy()
     every = np.concatenate([geometry[kept], geometry[unmatched]])
     excluded = excluded_ids(table, every, positives, ranking.exclusion_m, negatives)
@@ -869,8 +898,6 @@ def _add_scenes(
 
     ``inputs``: the index, its id table, the embeddings and prepared scenes, the deposits and the
     negatives (or None); ``outs``: the analogues GeoPackage and CSV and the similarity folder."""
-    from outcrop.search.vectors import table_source
-
     index_path, table_path, embedding_paths, prepared_paths, deposits_path, negatives_path = inputs
     similarity_dir = outs[2]
     buffer_m, exclusion_m = ranking.buffer_m, ranking.exclusion_m
@@ -895,10 +922,7 @@ def _add_scenes(
         source = table_source(
             new["scene"].astype(str).to_numpy(), new["tile_id"].to_numpy(), lambda s: kept.by_scene[s]
         )
-        score = np.empty(source.count, np.float32)
-        which = np.empty(source.count, np.int64)
-        for start, block in source.chunks():
-            score[start : start + len(block)], which[start : start + len(block)] = score_kept(block, queries, labels)
+        score, which = score_source(source, queries, labels)
         analogue_state.append(state_dir, score, which, excluded_ids(new, geoms, [], exclusion_m))
     arrays = analogue_state.read_scores(state_dir, opened.count)
     masked = np.where(arrays[2].astype(bool), -np.inf, arrays[0])

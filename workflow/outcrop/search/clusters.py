@@ -27,7 +27,7 @@ from outcrop.io import read_geoparquet, write_cog, write_geodataframe
 from outcrop.raster.geo import TileLayout, infer_layout, scene_band_names, scene_rasters
 from outcrop.search.cluster_outputs import Summary, exemplars_by_similarity, fingerprint, link_tree
 from outcrop.search.incremental import cached_digest, link_or_copy
-from outcrop.search.index import FRACTIONS, SEARCH_BATCH, normalise_rows, scene_of
+from outcrop.search.index import FRACTIONS, SEARCH_BATCH, embeddings_lookup, normalise_rows, scene_of
 from outcrop.search.index_table import IndexTable, table_layout
 from outcrop.search.vectors import VectorSource, table_source
 
@@ -437,18 +437,6 @@ def _prior_state(
     return prior, files, digests
 
 
-def _embeddings_lookup(embedding_paths: Sequence[Path]) -> Callable[[str], Path]:
-    """Scene name -> its embeddings file, refusing (by name) a scene the index holds but no file was given for."""
-    by_scene = {scene_of(p): Path(p) for p in embedding_paths}
-
-    def embeddings_of(scene: str) -> Path:
-        if scene not in by_scene:
-            raise OutcropError(f"index has tiles of scene {scene!r} but no embeddings/{scene}.npy was given")
-        return by_scene[scene]
-
-    return embeddings_of
-
-
 def _keep_unless_drifted(
     source: VectorSource,
     kept: dict[int, np.ndarray],
@@ -542,7 +530,7 @@ def cluster_tiles(
         if added is not None:
             return added
     table = read_geoparquet(index_table)
-    embeddings_of = _embeddings_lookup(embedding_paths)
+    embeddings_of = embeddings_lookup(embedding_paths)
     scenes = table["scene"].astype(str).to_numpy()
     source = table_source(scenes, table["tile_id"].to_numpy(), embeddings_of)
     kmax = ks[-1]

@@ -56,7 +56,15 @@ from outcrop.raster.surfaces import ground_fraction
 from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions
 from outcrop.search.incremental import cached_digest, file_cache, file_digest, given_files, unchanged
 from outcrop.search.index_table import IndexTable, append_index_table, write_index_table
-from outcrop.search.vectors import VectorSource, embedding_source, exact_top_k, is_quantised, rerank, rerank_count
+from outcrop.search.vectors import (
+    VectorSource,
+    embedding_source,
+    exact_top_k,
+    is_quantised,
+    rerank,
+    rerank_count,
+    table_source,
+)
 
 KINDS = ("flat", "ivf_flat", "ivf_pq")  # the kinds of index built, smallest run first (:func:`choose_kind`)
 FRACTIONS = ("valid", *FRACTION_COLUMNS)  # the tile table's fraction columns
@@ -786,25 +794,34 @@ def load_index(index_path: Path, table_path: Path) -> tuple[Any, Any]:
     return index, table
 
 
+def embeddings_lookup(embedding_paths: Sequence[str | os.PathLike[str]]) -> Callable[[str], Path]:
+    """Scene name -> its embeddings file, refusing (by name) a scene the index holds but no file was given for."""
+    by_scene = {scene_of(p): Path(p) for p in embedding_paths}
+
+    def embeddings_of(scene: str) -> Path:
+        if scene not in by_scene:
+            raise OutcropError(f"index has tiles of scene {scene!r} but no embeddings/{scene}.npy was given")
+        return by_scene[scene]
+
+    return embeddings_of
+
+
+def table_vector_source(table: Any, embedding_paths: Sequence[str | os.PathLike[str]]) -> VectorSource:
+    """The normalised vectors of an index table's rows (id ``i``: row ``i``), read from the per-scene
+    embeddings a chunk at a time: at coast scale they do not fit in memory together."""
+    return table_source(
+        table["scene"].astype(str).to_numpy(), table["tile_id"].to_numpy(), embeddings_lookup(embedding_paths)
+    )
+
+
 def table_vectors(table: Any, embedding_paths: Sequence[str | os.PathLike[str]]) -> np.ndarray:
-    """The (M, D) normalised vectors of an index table's rows, read from per-scene embeddings.
+    """The (M, D) normalised vectors of an index table's rows, held at once: for samples and small
+    runs (a coast's go through :func:`table_vector_source`).
 
     Works for every index kind (IVF indexes cannot hand back their vectors without a direct map).
     """
-    by_scene = {scene_of(p): p for p in embedding_paths}
-    scenes = table["scene"].to_numpy()
-    tile_ids = table["tile_id"].to_numpy()
-    out: np.ndarray | None = None
-    for scene in np.unique(scenes):
-        if scene not in by_scene:
-            raise OutcropError(f"index has tiles of scene {scene!r} but no embeddings/{scene}.npy was given")
-        emb = load_npy(by_scene[scene])
-        rows = np.flatnonzero(scenes == scene)
-        if tile_ids[rows].max() >= len(emb):
-            raise OutcropError(f"{by_scene[scene]}: fewer embeddings ({len(emb)}) than the index table expects")
-        if out is None:
-            out = np.empty((len(table), emb.shape[1]), dtype=np.float32)
-        out[rows] = emb[tile_ids[rows]]
-    if out is None:
-        raise OutcropError("index table is empty")
-    return normalise_rows(out)
+    source = table_vector_source(table, embedding_paths)
+    out = np.empty((source.count, source.dim), dtype=np.float32)
+    for start, block in source.chunks():
+        out[start : start + len(block)] = block
+    return out

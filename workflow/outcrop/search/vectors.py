@@ -75,8 +75,9 @@ class VectorSource:
     def dim(self) -> int:
         return int(self.arrays[0].shape[1]) if self.arrays else 0
 
-    def chunks(self, size: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
-        """(first id, normalised vectors) of consecutive ids, ``size`` at a time, checked finite."""
+    def chunks(self, size: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(first id, normalised vectors) of consecutive ids, ``size`` (:data:`CHUNK`) at a time, checked finite."""
+        size = CHUNK if size is None else size
         for part, (array, rows) in enumerate(zip(self.arrays, self.rows)):
             contiguous = len(rows) and rows[-1] - rows[0] == len(rows) - 1
             for start in range(0, len(rows), size):
