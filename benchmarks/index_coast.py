@@ -405,14 +405,35 @@ def cmd_add(args: argparse.Namespace) -> None:
             if not prepared[i].exists():
                 _prepared_header(root, n, count, i)
         stages = args.stages.split(",")
-        shutil_rm = __import__("shutil").rmtree
-        shutil_rm(root / "out", ignore_errors=True)
+        import shutil
+        import subprocess
+
+        shutil.rmtree(root / "out", ignore_errors=True)
         opts = dict(memory_gb=args.memory_gb, exact_max=args.exact_max)
-        first = _stages(root, emb[:-1], tables[:-1], tiles[:-1], prepared[:-1], stages, retrain=False, **opts)
-        print(
-            f"first build, {args.scenes} scenes: " + ", ".join(f"{k} {v:.1f} s" for k, v in first.items()), flush=True
-        )
-        added = _stages(root, emb, tables, tiles, prepared, stages, retrain=False, **opts)
+        kept = root / f"first_{'_'.join(stages)}"
+        if args.reuse_first and (kept / "done").exists():
+            subprocess.run(["cp", "-a", str(kept / "out"), str(root / "out")], check=True)
+            print(f"first build of {args.scenes} scenes restored from {kept}", flush=True)
+        else:
+            first = _stages(root, emb[:-1], tables[:-1], tiles[:-1], prepared[:-1], stages, retrain=False, **opts)
+            print(
+                f"first build, {args.scenes} scenes: " + ", ".join(f"{k} {v:.1f} s" for k, v in first.items()),
+                flush=True,
+            )
+            if args.reuse_first:  # kept for the next run's add (the add changes the kept state in place)
+                shutil.rmtree(kept, ignore_errors=True)
+                kept.mkdir()
+                subprocess.run(["cp", "-a", str(root / "out"), str(kept / "out")], check=True)
+                (kept / "done").write_text("")
+        if args.profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            added = profiler.runcall(_stages, root, emb, tables, tiles, prepared, stages, retrain=False, **opts)
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+        else:
+            added = _stages(root, emb, tables, tiles, prepared, stages, retrain=False, **opts)
         info = json.loads((root / "out" / "info.json").read_text())
         print(
             f"add 1 scene ({per} tiles; index built={info['built']}, drift {info['drift']}): "
@@ -632,6 +653,12 @@ def main() -> None:
             help="add: time the first build and the add only (a full rebuild costs the first build "
             "and the added scene's share: at 10 000 000 tiles, an hour saved)",
         )
+        p.add_argument(
+            "--reuse-first",
+            action="store_true",
+            help="add: keep a copy of the first build (beside the data) and start from it when it is there",
+        )
+        p.add_argument("--profile", action="store_true", help="add: profile the add and print where it went")
     args = parser.parse_args()
     {"build": cmd_build, "add": cmd_add, "query": cmd_query, "table": _table}[args.cmd](args)
 

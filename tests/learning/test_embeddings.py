@@ -294,3 +294,43 @@ def test_the_spectral_parts_baseline_is_the_embedding_with_a_learned_part_of_wei
         assert not np.allclose(sets["spectral_parts"], shipped[:, dim:], atol=1e-3)
     # The learned part alone (both weights 0) has no spectral parts to compare with.
     assert "spectral_parts" not in feature_sets(lambda: iter([tiles]), shipped, model_path, seed=0, weights=(0.0, 0.0))
+
+
+def test_the_quality_checks_embed_each_tile_with_the_random_encoder_once(model_path, monkeypatch):
+    """The quality stage's checks share galleries (leave-one-out's is every indexed tile, the others
+    parts of it): the random encoder embeds a tile the first time a check asks for it, and a later
+    check gets the same vectors without a second pass, the same as a fresh computation."""
+    from outcrop.search import quality
+    from outcrop.search.quality import _chunks_of, _Run, feature_sets
+
+    tiles = {"a": textures(30, seed=41)[0], "b": textures(12, seed=42)[0]}
+    run = _Run(
+        table=None,
+        present=["a", "b"],
+        rows={"a": np.arange(30), "b": np.arange(12)},
+        emb={s: np.zeros((len(t), 4), np.float32) for s, t in tiles.items()},
+        tiles=tiles,
+        prepared={},
+        tables={},
+        model=model_path,
+        weights=(0.15, 0.0),
+        seed=0,
+        size=tiles["a"].shape[-1],
+        log=lambda m: None,
+    )
+    embedded = []
+    real = quality._bare
+    monkeypatch.setattr(quality, "_bare", lambda net, meta, t: embedded.append(len(t)) or real(net, meta, t))
+    first = [("a", np.arange(5, 20)), ("b", np.arange(12))]
+    later = [("a", np.arange(0, 30, 2)), ("b", np.array([3, 3, 7]))]
+    extra = (textures(4, seed=43)[0], np.zeros((4, 4), np.float32), None)
+    run.features(first)
+    assert sum(embedded) == 15 + 12
+    embedded.clear()
+    sets = run.features(later, extra)
+    assert sum(embedded) == 8 + 4  # a's even ids below 5 and from 20 on, then the four tiles cut elsewhere
+    pixels = [(tiles[s], r) for s, r in later] + [(extra[0], np.arange(4))]
+    byol = np.concatenate([np.zeros((15 + 3 + 4, 4), np.float32)])
+    fresh = feature_sets(_chunks_of(pixels), byol, model_path, seed=0, weights=(0.15, 0.0))
+    for name in ("random_encoder", "random_joined", "spectral_parts", "band_statistics"):
+        np.testing.assert_allclose(sets[name], fresh[name], atol=1e-6, err_msg=name)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,8 @@ def feature_sets(
     weights: tuple[float, float] = (0.0, 0.0),
     blocks: np.ndarray | None = None,
     log: Callable[[str], None] | None = None,
+    known: np.ndarray | None = None,
+    encoder: tuple[Any, dict[str, Any]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Unit-row features of the same tiles: BYOL, the baselines of the demo's evaluation, raw pixels if they fit.
 
@@ -212,13 +214,15 @@ def feature_sets(
     spectra), and ``spectral_parts`` those parts alone, joined with the same weights and no network
     at all (the run's vectors with a learned part of weight zero). The better of the two is what
     training has to beat (:mod:`outcrop.search.training_gain`). With ``log``, a progress line
-    (tiles done, rate, ETA) every few seconds.
+    (tiles done, rate, ETA) every few seconds. ``known``: the random encoder's vectors (no part
+    joined) of the first tiles, already computed (:meth:`_Run.features` keeps them between checks);
+    ``encoder``: the random encoder and its metadata, when the caller holds them.
     """
-    from outcrop.learning.embeddings import embed_array
     from outcrop.runtime.progress import Progress
     from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder
 
-    net, meta = random_encoder(model_path, seed=seed)
+    net, meta = encoder if encoder is not None else random_encoder(model_path, seed=seed)
+    known = np.zeros((0, 0), dtype=np.float32) if known is None else known
     spectral_weight, context_weight = weights
     stats, spectral, random, joined, parts_alone = [], [], [], [], []
     start = 0
@@ -226,14 +230,17 @@ def feature_sets(
     for chunk in chunks():
         spectral.append(band_statistics(chunk))
         stats.append(band_statistics(chunk, percentiles=True))
-        bare = embed_array(net, meta, chunk, batch_size=256, device="cpu", spectral_weight=0.0, context_weight=0.0)
-        random.append(bare)
+        have = known[start : start + len(chunk)]
+        if len(have) < len(chunk):  # tiles no earlier check embedded
+            rest = _bare(net, meta, chunk[len(have) :])
+            have = np.concatenate([have, rest]) if len(have) else rest
+        random.append(have)
         if spectral_weight > 0 or context_weight > 0:  # the same vectors joined: no second pass of the network
             ctx = None
             if context_weight > 0:
                 assert blocks is not None  # a run joining a block part passes its block spectra (_Run.blocks)
                 ctx = blocks[start : start + len(chunk)]
-            joined.append(spectral_join(meta, bare, chunk, ctx, weights))
+            joined.append(spectral_join(meta, have, chunk, ctx, weights))
             parts_alone.append(spectral_join(meta, np.zeros((len(chunk), 0), dtype=np.float32), chunk, ctx, weights))
         start += len(chunk)
         if progress is not None:
@@ -250,6 +257,13 @@ def feature_sets(
     if len(byol) * int(np.prod(_first(chunks).shape[1:])) <= RAW_PIXELS_MAX:
         out["raw_pixels"] = as_unit_vectors(np.concatenate([c.reshape(len(c), -1) for c in chunks()]))
     return out
+
+
+def _bare(net: Any, meta: dict[str, Any], tiles: np.ndarray) -> np.ndarray:
+    """The random encoder's vectors of ``tiles``, no part joined."""
+    from outcrop.learning.embeddings import embed_array
+
+    return embed_array(net, meta, tiles, batch_size=256, device="cpu", spectral_weight=0.0, context_weight=0.0)
 
 
 def _first(chunks: Callable[[], Iterator[np.ndarray]]) -> np.ndarray:
@@ -305,6 +319,39 @@ class _Run:
     log: Callable[[str], None] = print
     # The tile grid the run's tiles were cut on, as the tile tables record it (None: size alone known).
     layout: TileLayout | None = None
+    # The random encoder, and per scene its vectors of the tiles embedded so far (a row per tile id,
+    # and which rows are filled): the checks share galleries, and each tile is embedded once a run.
+    _encoder: tuple[Any, dict[str, Any]] | None = None
+    _random: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def random_encoder(self) -> tuple[Any, dict[str, Any]]:
+        if self._encoder is None:
+            from outcrop.search.evaluate import random_encoder
+
+            self._encoder = random_encoder(self.model, seed=self.seed)
+        return self._encoder
+
+    def random_vectors(self, parts: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
+        """The random encoder's vectors (no part joined) of the indexed tiles of ``parts``, in order;
+        a tile another check embedded is not embedded again."""
+        net, meta = self.random_encoder()
+        out = []
+        for scene, rows in parts:
+            rows = np.asarray(rows, dtype=np.int64)
+            missing = np.unique(rows)
+            if scene in self._random:
+                missing = missing[~self._random[scene][0][missing]]
+            for start in range(0, len(missing), STAT_CHUNK):
+                ids = missing[start : start + STAT_CHUNK]
+                vectors = _bare(net, meta, np.asarray(self.tiles[scene][ids], dtype=np.float32))
+                if scene not in self._random:
+                    count = len(self.emb[scene])
+                    self._random[scene] = (np.zeros(count, bool), np.zeros((count, vectors.shape[1]), np.float32))
+                done, held = self._random[scene]
+                held[ids], done[ids] = vectors, True
+            if len(rows):
+                out.append(self._random[scene][1][rows])
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
     def blocks(self, parts: Sequence[tuple[str, np.ndarray]]) -> np.ndarray | None:
         """Block spectra of (scene, tile ids) parts, in order; None when the run joins no block part."""
@@ -335,6 +382,8 @@ class _Run:
             weights=self.weights,
             blocks=blocks,
             log=self.log,
+            known=self.random_vectors(parts),
+            encoder=self.random_encoder(),
         )
 
     def embed(self, tiles: np.ndarray, blocks: np.ndarray | None) -> np.ndarray:
