@@ -46,6 +46,22 @@ def group_of(item: pytest.Item) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group_of(item)))
+    items.sort(key=start_order)
+
+
+# The groups that take longest start first, and the many short modules fill the workers' ends: a
+# long group handed out last would leave one worker running it alone (pyproject.toml turns off
+# pytest-xdist's own order, by number of tests, which put the SLURM run near the end).
+LONGEST_FIRST = ("slurm", "tests/learning/test_reidentification.py", "tests/workflow/", "demo_folder", "browser")
+
+
+def start_order(item: pytest.Item) -> int:
+    """Where a test's group starts: by :data:`LONGEST_FIRST`, the rest after them in collection order."""
+    group = group_of(item)
+    for rank, prefix in enumerate(LONGEST_FIRST):
+        if group.startswith(prefix):
+            return rank
+    return len(LONGEST_FIRST)
 
 
 _STARTED_CLUSTER = "_outcrop_started_cluster"
