@@ -438,3 +438,38 @@ def test_cluster_band_means_read_only_a_bounded_sample_of_tiles(tmp_path):
     )
     got = k8[[c for c in summary if c.startswith("mean_")]].to_numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_an_add_reads_its_sampled_recall_against_the_same_figure_at_training(tmp_path, monkeypatch):
+    """An add measures recall within a bounded sample; within a sample far smaller than the index
+    a query's ten nearest are farther apart than its true ten, and an IVF index that finds 0.95 of
+    the true ones finds fewer there. Read as the index's recall, that figure sent every add of a
+    ten-million-tile coast back to a full training. Read against the same figure taken when the
+    index was trained, the recall an add reports stays near what an exact scan of every vector finds."""
+    from outcrop.search import index as index_module
+
+    monkeypatch.setattr(index_module, "RECALL_SAMPLE", 2000)  # a small share of the index, as 100 000 of ten million
+    old = _scene(tmp_path, "a", 60_000, seed=1)
+    new = _scene(tmp_path, "b", 1_000, seed=2, x0=1e6)
+    state = tmp_path / "index" / "state"
+    opts = dict(exact_max=1000, memory_gb=16, state_dir=state)
+    build_index([old[0]], [old[1]], *_outputs(tmp_path), **opts, **QUIET)
+    basis = json.loads((state / "state.json").read_text())["recall_basis"]
+    assert basis["sampled"] < basis["recall"] - 0.03, basis  # the sample's figure alone reads low
+    floor = basis["sampled"] + 0.02  # under the index's recall, over the sample's figure
+    for path in _outputs(tmp_path):
+        path.unlink()
+    lines: list[str] = []
+    build_index([old[0], new[0]], [old[1], new[1]], *_outputs(tmp_path), **opts, recall_floor=floor, log=lines.append)
+    info = json.loads(_outputs(tmp_path)[2].read_text())
+    assert info["built"] == "added", lines
+    index, _ = load_index(*_outputs(tmp_path)[:2])
+    vec = np.concatenate([load_npy(old[0]), load_npy(new[0])])
+    source = VectorSource.from_array(vec)
+    queries = vec[np.random.default_rng(5).choice(len(vec), 500, replace=False)]
+    from outcrop.search.index import search_exact
+
+    exact_s, _ = exact_top_k(source, queries, 10)
+    s, i = search_exact(index, queries, 10, source)
+    truth = recall_at_k(exact_s, s, i, 10)
+    assert abs(info["recall_at_10"] - truth) < 0.03, (info["recall_at_10"], truth, basis)
