@@ -143,7 +143,14 @@ def test_analogue_maps_are_drawn_again_only_where_they_change(tmp_path):
     ranked = gpd.read_file(out / "analogues.gpkg")
     fewer = tmp_path / "fewer.gpkg"
     ranked[~((ranked.scene == "b") & (ranked["rank"] == ranked.loc[ranked.scene == "b", "rank"].max()))].to_file(fewer)
+    land = {s: (state / "land" / f"{s}.npz").stat().st_mtime_ns for s in ("a", "b")}
     lines, changed = draw(fewer)  # one analogue of scene b gone: b's map alone is drawn again
     assert "drew 1 of 2 maps" in lines[-1]
     assert (changed["a"].st_ino, changed["a"].st_mtime_ns) == (first["a"].st_ino, first["a"].st_mtime_ns)
     assert changed["b"].st_ino != first["b"].st_ino
+    # b's land cells (its prepared scene's mask, resampled) were kept, not read again, and its map is
+    # the one a run without kept maps draws, byte for byte.
+    assert (state / "land" / "b.npz").stat().st_mtime_ns == land["b"]
+    fresh = tmp_path / "fresh"
+    write_analogue_maps(rasters, fewer, run.deposits_csv, fresh, prepared_paths=run.prepared[:2], log=lambda m: None)
+    assert (fresh / "b.png").read_bytes() == (maps / "b.png").read_bytes()

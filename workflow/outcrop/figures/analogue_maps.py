@@ -57,6 +57,35 @@ def land_cells(prepared: Path, shape: tuple[int, int], transform: Any, crs: Any)
     return (dominant != WATER) & (dominant != NODATA)
 
 
+def kept_land_cells(
+    prepared: Path, shape: tuple[int, int], transform: Any, crs: Any, folder: Path | None
+) -> np.ndarray:
+    """:func:`land_cells`, kept in ``folder`` (one file a scene) while the prepared scene (size,
+    mtime) and the grid are the same: reading and resampling a scene's whole mask band is most of
+    the cost of drawing its map, and an add draws again the maps of scenes whose analogues changed."""
+    import hashlib
+    import os
+
+    if folder is None:
+        return land_cells(prepared, shape, transform, crs)
+    st = os.stat(prepared)
+    key = hashlib.sha256(
+        repr((st.st_size, st.st_mtime_ns, tuple(shape), tuple(transform)[:6], str(crs))).encode()
+    ).hexdigest()
+    path = Path(folder) / f"{Path(prepared).stem}.npz"
+    try:
+        with np.load(path) as kept:
+            if str(kept["key"]) == key and kept["land"].shape == tuple(shape):
+                return kept["land"].astype(bool)
+    except (OSError, KeyError, ValueError):
+        pass
+    land = land_cells(prepared, shape, transform, crs)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, key=np.array(key), land=land)
+    return land
+
+
 def score_range(paths: Sequence[Path]) -> tuple[float, float]:
     """2nd and 99.5th percentile of similarity over all scenes: one colour scale for every map."""
     values = [v[np.isfinite(v)] for v, _, _ in (read_similarity(p) for p in paths)]
@@ -167,6 +196,7 @@ def write_analogue_maps(
     lo, hi = kept["scale"] if kept.get("scale") else score_range(similarity_paths)
     target = Path(state_dir) / "maps" if state_dir is not None else Path(out_dir)
     contents: dict[str, str] = {}
+    land = Path(state_dir) / "land" if state_dir is not None else None  # each scene's land cells, kept
     drawn = 0
     for i, path in enumerate(similarity_paths):
         scene = Path(path).stem
@@ -180,7 +210,7 @@ def write_analogue_maps(
             continue
         drawn += 1
         prepared = Path(prepared_paths[i]) if prepared_paths else None
-        _draw_map(target / f"{scene}.png", Path(path), prepared, here, deposits, crs, (lo, hi), label_top)
+        _draw_map(target / f"{scene}.png", Path(path), prepared, here, deposits, crs, (lo, hi), label_top, land)
     if state_dir is not None:
         from outcrop.io import write_json
         from outcrop.search.cluster_outputs import link_tree
@@ -202,9 +232,11 @@ def _draw_map(
     crs: Any,
     scale: tuple[float, float],
     label_top: int,
+    land_dir: Path | None = None,
 ) -> None:
     """One scene's map: its similarity on the shared colour ``scale`` (open water left out with
-    ``prepared``), the deposits on it and its analogues, the top ``label_top`` numbered."""
+    ``prepared``; its land cells kept in ``land_dir``), the deposits on it and its analogues, the top
+    ``label_top`` numbered."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,7 +245,7 @@ def _draw_map(
     values, t, scene_crs = read_similarity(similarity)
     h, w = values.shape
     if prepared is not None:
-        values[~land_cells(prepared, (h, w), t, scene_crs)] = np.nan
+        values[~kept_land_cells(prepared, (h, w), t, scene_crs, land_dir)] = np.nan
     extent = raster_extent(t, w, h)
     fig, ax = plt.subplots(figsize=(8.0, 7.0))
     ax.set_facecolor("#dfe7ee")  # left out (sea, nodata): a pale grey-blue, unlike any score
