@@ -21,6 +21,9 @@ projection, cluster table), first for ``--scenes`` scenes, then with the scene a
 from scratch (``retrain``, no kept scores). Each scene also gets the header of a prepared scene
 (sparse: the stages read its grid and band names) and a tile array of 7 bands of 4 x 4 px (the
 clusters' band means and exemplars read it; 448 bytes a tile, not the 14 KB of a real one).
+``--no-rebuild`` stops after the add; ``--reuse-first`` keeps a copy of the first build beside the
+data and starts a later run from it (at ten million tiles the first build is 26 minutes);
+``--profile`` prints where the add's time went (``cProfile``, by cumulative time).
 
 ``query``: a finished run of ``--n`` (2 000 000) tiles in ``--scenes`` scenes written quickly (index
 table, embeddings, an IVF-PQ index), then ``outcrop query`` in a fresh process, by tile and by
@@ -31,6 +34,8 @@ just the rows it needs).
     python benchmarks/index_coast.py build --n 10000000
     python benchmarks/index_coast.py add --n 1000000
     OPENBLAS_NUM_THREADS=1 python benchmarks/index_coast.py add --n 1000000 --stages index,clusters,analogues,pages
+    OPENBLAS_NUM_THREADS=1 python benchmarks/index_coast.py add --n 10000000 --scenes 200 \
+        --stages index,clusters,analogues,pages --no-rebuild --reuse-first
     python benchmarks/index_coast.py query --n 2000000
 """
 
