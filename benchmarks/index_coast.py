@@ -415,7 +415,9 @@ def cmd_add(args: argparse.Namespace) -> None:
 
         shutil.rmtree(root / "out", ignore_errors=True)
         opts = dict(memory_gb=args.memory_gb, exact_max=args.exact_max)
-        kept = root / f"first_{'_'.join(stages)}"
+        kept = root / (  # one copy per set of arguments that shape the first build
+            f"first_{'_'.join(stages)}_s{args.scenes}_d{args.dim}_m{args.memory_gb:g}_x{args.exact_max}"
+        )
         if args.reuse_first and (kept / "done").exists():
             subprocess.run(["cp", "-a", str(kept / "out"), str(root / "out")], check=True)
             print(f"first build of {args.scenes} scenes restored from {kept}", flush=True)

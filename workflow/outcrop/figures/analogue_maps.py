@@ -57,6 +57,9 @@ def land_cells(prepared: Path, shape: tuple[int, int], transform: Any, crs: Any)
     return (dominant != WATER) & (dominant != NODATA)
 
 
+LAND_CELLS_VERSION = 1  # raise when land_cells changes what it computes: kept cells are then computed again
+
+
 def kept_land_cells(
     prepared: Path, shape: tuple[int, int], transform: Any, crs: Any, folder: Path | None
 ) -> np.ndarray:
@@ -70,14 +73,14 @@ def kept_land_cells(
         return land_cells(prepared, shape, transform, crs)
     st = os.stat(prepared)
     key = hashlib.sha256(
-        repr((st.st_size, st.st_mtime_ns, tuple(shape), tuple(transform)[:6], str(crs))).encode()
+        repr((LAND_CELLS_VERSION, st.st_size, st.st_mtime_ns, tuple(shape), tuple(transform)[:6], str(crs))).encode()
     ).hexdigest()
     path = Path(folder) / f"{Path(prepared).stem}.npz"
     try:
         with np.load(path) as kept:
             if str(kept["key"]) == key and kept["land"].shape == tuple(shape):
                 return kept["land"].astype(bool)
-    except (OSError, KeyError, ValueError):
+    except Exception:  # noqa: BLE001 - a missing, stale or damaged file (a cut zip too) is drawn again
         pass
     land = land_cells(prepared, shape, transform, crs)
     Path(folder).mkdir(parents=True, exist_ok=True)

@@ -106,8 +106,8 @@ def _read_summary(summary_path: Path, level: str) -> Any:
 def _exemplar_picks(table: Any, labels: np.ndarray, k: int, embedding_paths: Sequence[Path]) -> list[np.ndarray]:
     """Per cluster, the rows of the tiles nearest its centre (mean of its unit vectors), for thumbnails.
 
-    Two passes over the vectors a chunk at a time (sums, then similarities): a coast's do not fit in
-    memory together."""
+    Two passes over the sampled rows' vectors a chunk at a time (sums, then similarities), so that
+    neither they nor a float64 copy of them is held whole."""
     from scipy.sparse import csr_matrix
 
     from outcrop.search.cluster_outputs import exemplars_by_similarity

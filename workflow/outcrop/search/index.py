@@ -460,14 +460,17 @@ def added_recall(sampled: float, basis: dict[str, float] | None) -> float:
     Within a sample of 100 000 of ten million tiles, a query's ten nearest are ten of the sample:
     farther apart than its true ten nearest, so spread over more IVF lists, and an index whose
     recall on held-out queries is 0.95 scores 0.90 there. That figure alone is not the index's
-    recall; what it measures well is change. With the ``basis`` taken when the index was trained
-    (both figures, on the same index), the recall after an add is the trained recall moved by what
-    the sampled figure moved since (at most 1); an index kept from before bases were kept has the
-    sampled figure only.
+    recall. With the ``basis`` taken when the index was trained (both figures, on the same index),
+    the recall after an add is the trained recall moved by what the sampled figure moved since (at
+    most 1). As adds grow the index the sample becomes a smaller share of it and its figure falls
+    for that reason too, so the estimate errs low: an add retrains early, never late. An index
+    kept from before bases were kept (or with an unreadable one) has the sampled figure only.
     """
-    if not basis:
+    try:
+        recall, before = float(basis["recall"]), float(basis["sampled"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
         return float(sampled)
-    return float(min(1.0, basis["recall"] + sampled - basis["sampled"]))
+    return float(min(1.0, recall + sampled - before))
 
 
 def build_index(
