@@ -334,3 +334,54 @@ def test_the_quality_checks_embed_each_tile_with_the_random_encoder_once(model_p
     fresh = feature_sets(_chunks_of(pixels), byol, model_path, seed=0, weights=(0.15, 0.0))
     for name in ("random_encoder", "random_joined", "spectral_parts", "band_statistics"):
         np.testing.assert_allclose(sets[name], fresh[name], atol=1e-6, err_msg=name)
+
+
+def test_the_quality_stage_takes_the_random_vectors_the_demo_s_evaluation_kept(model_path, tmp_path, monkeypatch):
+    """``outcrop evaluate`` embeds every indexed tile with the random encoder; it keeps those vectors,
+    and the quality stage, given the same model and seed, embeds none of those tiles again. Another
+    seed gets nothing from the file; a file that is not such a record is refused naming it."""
+    from outcrop.search import quality
+    from outcrop.search.evaluate import random_encoder_embeddings
+    from outcrop.search.quality import _Run
+    from outcrop.search.random_vectors import read_random_vectors, save_random_vectors
+
+    tiles = textures(20, seed=51)[0]
+    ids = np.arange(3, 17)
+    kept = random_encoder_embeddings(model_path, tiles[ids], seed=0)
+    path = tmp_path / "random_encoder.npz"
+    save_random_vectors(path, model_path, 0, ["a"] * len(ids), ids, kept)
+    assert read_random_vectors(path, model_path, 1) == {}
+
+    def run(seed: int) -> _Run:
+        return _Run(
+            table=None,
+            present=["a"],
+            rows={"a": ids},
+            emb={"a": np.zeros((20, 4), np.float32)},
+            tiles={"a": tiles},
+            prepared={},
+            tables={},
+            model=model_path,
+            weights=(0.0, 0.0),
+            seed=seed,
+            size=tiles.shape[-1],
+            log=lambda m: None,
+        )
+
+    embedded = []
+    real = quality._bare
+    monkeypatch.setattr(quality, "_bare", lambda net, meta, t: embedded.append(len(t)) or real(net, meta, t))
+    taking = run(0)
+    taking.keep_random(path)
+    got = taking.random_vectors([("a", np.array([16, 3, 5, 18]))])
+    assert embedded == [1]  # tile 18 alone: the evaluation had not embedded it
+    np.testing.assert_allclose(got[:3], kept[[13, 0, 2]], atol=1e-6)
+    np.testing.assert_allclose(got[3], random_encoder_embeddings(model_path, tiles[[18]], seed=0)[0], atol=1e-5)
+    embedded.clear()
+    other = run(1)
+    other.keep_random(path)
+    other.random_vectors([("a", ids)])
+    assert sum(embedded) == len(ids)  # another seed: its own vectors
+    path.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(OutcropError, match=r"random_encoder\.npz: not a readable record of random-encoder vectors"):
+        run(0).keep_random(path)

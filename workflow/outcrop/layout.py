@@ -70,6 +70,12 @@ class Layout:
         """The demo's truth-based scores (``outcrop evaluate``), merged into ``metrics.json``."""
         return self.at("demo", "scores.json")
 
+    @property
+    def demo_random_vectors(self) -> str:
+        """The random encoder's vectors of the indexed tiles, made by ``outcrop evaluate`` and taken
+        by ``outcrop quality`` (:mod:`outcrop.search.random_vectors`)."""
+        return self.at("demo", "random_encoder.npz")
+
     # --- the run grid -----------------------------------------------------------------------------
     @property
     def grid(self) -> str:
@@ -306,6 +312,8 @@ class Layout:
             f"{self.cluster_level_raster(self.LONGEST_LEVEL, scene)}.aux.xml",
             self.similarity_raster(scene),
             f"{self.analogue_maps}/{scene}.png",
+            f"{self.analogue_map_state}/maps/{scene}.png",  # the kept map, linked into analogue_maps
+            f"{self.analogue_map_state}/land/{scene}.npz",  # its land cells (outcrop.figures.analogue_maps)
             *(path for stage in stages for path in (self.log(stage, scene), self.benchmark(stage, scene))),
         ]
 

@@ -582,6 +582,11 @@ STAGE_LIST: tuple[Stage, ...] = (
             reads("truth_deposits"),
             reads("deposits"),
             writes("out"),
+            writes(
+                "random_vectors",
+                optional=True,
+                help="keep the random encoder's vectors of the indexed tiles here, for outcrop quality",
+            ),
         ),
         settings=(
             "analogues.buffer_m",
@@ -629,6 +634,12 @@ STAGE_LIST: tuple[Stage, ...] = (
                 help="the workflow's clusters (clusters/labels.parquet), scored against the units",
             ),
             given("units_table", PATH, optional=True, help="write the per-unit table (CSV) here"),
+            reads(
+                "random_vectors",
+                optional=True,
+                help="random-encoder vectors of the indexed tiles kept by outcrop evaluate (used when made "
+                "from the same model and seed)",
+            ),
             writes("out"),
         ),
         settings=(

@@ -66,6 +66,7 @@ rule evaluate:
         model=L.model,
     output:
         out=L.demo_scores,
+        random_vectors=L.demo_random_vectors,
     params:
         scenes=SCENES,
         settings=stage_args("evaluate"),
@@ -94,6 +95,7 @@ rule quality:
         model=L.model,
         deposits=DEPOSITS or [],
         demo_scores=[L.demo_scores] if DEMO else [],
+        random_vectors=[L.demo_random_vectors] if DEMO else [],
         units=UNIT_MAPS,
         labels=L.cluster_labels,
     output:

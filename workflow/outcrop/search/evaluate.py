@@ -237,6 +237,7 @@ def evaluate_run(
     spectral_weight: float = default("embed.spectral_weight"),
     context_weight: float = default("embed.context_weight"),
     tables: Sequence[Path] | None = None,
+    random_vectors: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Write the demo's scores: cluster agreement, kNN, linear probe and deposit recall, per feature set.
@@ -251,7 +252,8 @@ def evaluate_run(
     run's, so that ``random_joined`` (the random encoder joined with the same spectral parts) and
     ``spectral_parts`` (those parts alone) are the untrained counterparts the quality stage's
     training gain compares with; the block part needs the scenes' tile tables (``tables``), and
-    without them the two are left out.
+    without them the two are left out. ``random_vectors``: where to keep the random encoder's
+    vectors of the indexed tiles for the quality stage (:mod:`outcrop.search.random_vectors`).
     """
     import geopandas as gpd
 
@@ -283,6 +285,11 @@ def evaluate_run(
         "band_statistics": band_statistics(pixels, percentiles=True),
         "random_encoder": random_encoder_embeddings(Path(model), pixels, seed=seed),
     }
+    if random_vectors is not None:
+        from outcrop.search.random_vectors import save_random_vectors
+
+        scene_ids = (table.scene.to_numpy(), table.tile_id.to_numpy())  # the rows of ``pixels``, in order
+        save_random_vectors(Path(random_vectors), Path(model), seed, *scene_ids, features["random_encoder"])
     features.update(
         _untrained_counterparts(
             features["random_encoder"],

@@ -331,24 +331,50 @@ class _Run:
             self._encoder = random_encoder(self.model, seed=self.seed)
         return self._encoder
 
+    def _held(self, scene: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """The scene's (filled rows, vectors), made empty on first use."""
+        if scene not in self._random:
+            count = len(self.emb[scene])
+            self._random[scene] = (np.zeros(count, bool), np.zeros((count, dim), np.float32))
+        return self._random[scene]
+
+    def keep_random(self, path: Path) -> None:
+        """Take the random encoder's vectors another stage made of this run's tiles, if made alike."""
+        from outcrop.search.random_vectors import read_random_vectors
+
+        kept = read_random_vectors(path, self.model, self.seed)
+        if not kept:
+            self.log(f"quality: {path} was made from another model or seed: its tiles are embedded again")
+        for scene, (ids, vectors) in kept.items():
+            if scene in self.emb and len(ids) and ids.min() >= 0 and ids.max() < len(self.emb[scene]):
+                done, held = self._held(scene, vectors.shape[1])
+                held[ids], done[ids] = vectors, True
+        self.log(f"quality: {sum(len(v[0]) for v in kept.values())} random-encoder vectors taken from {path}")
+
     def random_vectors(self, parts: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
         """The random encoder's vectors (no part joined) of the indexed tiles of ``parts``, in order;
         a tile another check embedded is not embedded again."""
+        from outcrop.runtime.progress import Progress
+
         net, meta = self.random_encoder()
-        out = []
+        todo = []
         for scene, rows in parts:
-            rows = np.asarray(rows, dtype=np.int64)
-            missing = np.unique(rows)
+            missing = np.unique(np.asarray(rows, dtype=np.int64))
             if scene in self._random:
                 missing = missing[~self._random[scene][0][missing]]
+            todo.append(missing)
+        progress = Progress("quality: random-encoder vectors", int(sum(len(m) for m in todo)), "tiles", self.log)
+        done_count = 0
+        out = []
+        for (scene, rows), missing in zip(parts, todo):
+            rows = np.asarray(rows, dtype=np.int64)
             for start in range(0, len(missing), STAT_CHUNK):
                 ids = missing[start : start + STAT_CHUNK]
                 vectors = _bare(net, meta, np.asarray(self.tiles[scene][ids], dtype=np.float32))
-                if scene not in self._random:
-                    count = len(self.emb[scene])
-                    self._random[scene] = (np.zeros(count, bool), np.zeros((count, vectors.shape[1]), np.float32))
-                done, held = self._random[scene]
+                done, held = self._held(scene, vectors.shape[1])
                 held[ids], done[ids] = vectors, True
+                done_count += len(ids)
+                progress.update(done_count)
             if len(rows):
                 out.append(self._random[scene][1][rows])
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
@@ -433,6 +459,7 @@ def quality_run(
     units_table: Path | None = None,
     demo_scores: Path | None = None,
     loo_deposits: int = default("evaluate.loo_deposits"),
+    random_vectors: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Write ``metrics.json``: leave-one-deposit-out, cross-scene and same-scene re-identification,
@@ -454,7 +481,9 @@ def quality_run(
     ``unit_share`` the least share of a tile its unit must cover); with them, ``map_agreement``
     scores clusters at ``ks`` and hierarchy ``cuts`` and a spatial kNN against the units, and the
     workflow's own clusters (``labels``, clusters/labels.parquet) when given; ``units_table`` (CSV)
-    receives the per-unit table.
+    receives the per-unit table. ``random_vectors``: the random encoder's vectors of the indexed
+    tiles that the demo's evaluation kept (:mod:`outcrop.search.random_vectors`); used when they
+    come from the same model and seed, so that those tiles are not embedded again.
     """
     from outcrop.raster.tiles import tables_tile_grid
     from outcrop.search.index import load_index
@@ -502,6 +531,8 @@ def quality_run(
         log=log,
         layout=layout,
     )
+    if random_vectors:
+        run.keep_random(Path(random_vectors))
     metrics["tiles"] = int(len(table))
     metrics["leave_one_out"] = _leave_one_out(
         run,
