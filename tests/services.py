@@ -53,6 +53,16 @@ def chromium_binaries() -> tuple[str, str]:
     return chromium, driver
 
 
+def node_binary() -> str:
+    """The path of Node.js (it checks the map's script), installed from Debian when missing."""
+    if shutil.which("node") is None:
+        _apt_install(["nodejs"], "Node.js checks the web map's script")
+    path = shutil.which("node")
+    if path is None:
+        pytest.fail("Node.js checks the web map's script: apt-get install -y nodejs")
+    return path
+
+
 def _cluster_answers() -> bool:
     if shutil.which("sinfo") is None:
         return False

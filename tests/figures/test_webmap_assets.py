@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import shutil
 import string
 import subprocess
 import tomllib
@@ -13,14 +12,19 @@ from pathlib import Path
 import pytest
 
 from outcrop.figures.webmap import page_asset
+from tests.services import node_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "workflow" / "outcrop" / "figures" / "webmap_assets"
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_map_script_is_valid_javascript():
-    result = subprocess.run(["node", "--check", str(ASSETS / "map.js")], capture_output=True, text=True)
+@pytest.fixture
+def node() -> str:
+    return node_binary()
+
+
+def test_map_script_is_valid_javascript(node):
+    result = subprocess.run([node, "--check", str(ASSETS / "map.js")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 

@@ -22,7 +22,6 @@ benchmarks/reidentification_real.py have the figures at the full budget and on t
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +34,8 @@ from outcrop.learning.embeddings import embed_array, join_parts, spectral_part, 
 from outcrop.learning.encoder import EncoderSettings, load_encoder, train_byol
 from outcrop.raster.spectra import block_neighbours, block_spectra
 from outcrop.search.evaluate import as_unit_vectors, band_statistics, random_encoder_embeddings
+from shared_data import DATA
 
-DATA = Path(os.environ.get("OUTCROP_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 SCENE = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"
 BANDS = {"blue": "B2", "green": "B3", "red": "B4"}
 TILE = 32

@@ -14,11 +14,9 @@ from outcrop.raster.collar import find_collar
 from outcrop.raster.scenes import prepare_scene
 from outcrop.raster.sheets import read_scene_sheet
 from outcrop.raster.surfaces import NODATA
+from shared_data import SHARED_DATA
 
-SHARED = next(
-    (p for p in (Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
-    None,
-)
+SHARED = SHARED_DATA
 
 
 def _collared(path: Path, value: int = 1) -> float:

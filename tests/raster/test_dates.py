@@ -4,7 +4,6 @@ relate as same, different or unknown."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -27,11 +26,12 @@ from outcrop.raster.dates import (
 from outcrop.raster.scenes import prepare_scene
 from outcrop.raster.sensors import parse_mtl_text
 from outcrop.raster.sheets import read_scene_sheet
+from shared_data import DATA
 
 TESTS = Path(__file__).resolve().parents[1]
 METADATA = TESTS / "data" / "metadata"
 BOUCONNE = TESTS / "data" / "bouconne" / "bouconne_s2_l3a_20180429.tif"
-SHARED = Path(os.environ.get("OUTCROP_SHARED_DATA", TESTS.parents[1] / "shared" / "data"))
+SHARED = DATA
 PARANA = SHARED / "landsat8" / "LC08_L1TP_224078_20200518_parana"
 BANDS = ["blue", "green", "red", "nir", "swir1", "swir2"]
 

@@ -21,11 +21,9 @@ from outcrop.raster.grid_choice import choose_grid, grid_lines, load_grid, write
 from outcrop.raster.scenes import prepare_scene, read_scene_header
 from outcrop.raster.tile_store import open_tiles
 from outcrop.raster.tiles import tile_scene
+from shared_data import SHARED_DATA
 
-SHARED = next(
-    (p for p in (Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
-    None,
-)
+SHARED = SHARED_DATA
 PARANA = SHARED / "landsat8" / "LC08_L1TP_224078_20200518_parana" if SHARED else None
 RGB = ["blue", "green", "red"]
 

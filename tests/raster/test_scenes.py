@@ -15,6 +15,7 @@ from outcrop import OutcropError
 from outcrop.io import PREPARED_OFFSET, PREPARED_SCALE, read_prepared
 from outcrop.raster.scenes import prepare_scene, snap_bounds
 from outcrop.raster.surfaces import CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, VEGETATION, WATER
+from shared_data import DATA
 
 OLI_BANDS = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2"]
 C2L2_SCALE, C2L2_OFFSET = 0.0000275, -0.2
@@ -474,9 +475,6 @@ def test_quality_bit_layouts():
 
 # --- the real scenes under shared/data ----------------------------------------------------
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
 real = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data not present")
 
 

@@ -22,10 +22,7 @@ from outcrop import OutcropError
 from outcrop.io import read_prepared
 from outcrop.raster.stac import StacItem, expand_stac, item_bands, item_source, write_scene_sheet
 from range_server import Server, serve
-
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+from shared_data import DATA
 
 GREENLAND = DATA / "landsat8" / "LC80030172015001LGN00_greenland"
 PARANA = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"

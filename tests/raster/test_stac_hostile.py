@@ -20,10 +20,8 @@ from outcrop import OutcropError
 from outcrop.cli import main
 from outcrop.raster.remote_hrefs import internal_host, remote_href
 from range_server import serve
+from shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
 ITEM_ID = "LC80030172015001LGN00"
 BAND = DATA / "landsat8" / "LC80030172015001LGN00_greenland" / f"{ITEM_ID}_B2.tiff"
 

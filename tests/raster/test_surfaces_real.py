@@ -20,16 +20,16 @@ from outcrop.raster.surfaces import (
     classify_surfaces,
     ground_fraction,
 )
+from shared_data import MISSING, SHARED_DATA
 
 TEST_DATA = Path(__file__).resolve().parents[1] / "data"
 SIX = ["blue", "green", "red", "nir", "swir1", "swir2"]
 
 
 def shared_data() -> Path:
-    for candidate in (Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data")):
-        if candidate.is_dir():
-            return candidate
-    pytest.skip("the shared real scenes (../shared/data) are not here")
+    if SHARED_DATA is None:
+        pytest.skip(MISSING)
+    return SHARED_DATA
 
 
 def _mask(tmp_path: Path, folder: str, bands: list[str], crs: str) -> np.ndarray:

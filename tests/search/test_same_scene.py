@@ -4,9 +4,6 @@ its ground and surface classes."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import rasterio
@@ -14,8 +11,8 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from outcrop.search.same_scene import ROTATION_DEG, grid_angle, reprojected, reprojected_copy, rotated_crs
+from shared_data import DATA
 
-DATA = Path(os.environ.get("OUTCROP_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 PARANA = DATA / "landsat8" / "LC08_L1TP_224078_20200518_parana"
 
 

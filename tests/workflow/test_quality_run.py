@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from shared_data import DATA
 from tests.workflow.conftest import TINY_CONFIG, snakemake, write_config
 
 
@@ -80,7 +80,7 @@ def test_an_ordinary_run_writes_leave_one_out_and_reidentification(tmp_path):
     assert "leave-one-out took" in log and "re-identification took" in log
 
 
-GREENLAND = Path(__file__).resolve().parents[3] / "shared" / "data" / "landsat8" / "LC80030172015001LGN00_greenland"
+GREENLAND = DATA / "landsat8" / "LC80030172015001LGN00_greenland"
 
 
 def test_a_one_scene_run_without_deposits_reports_what_training_added(tmp_path):
