@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,15 @@ from outcrop.io import atomic_path, load_npy, read_geoparquet, write_json
 from outcrop.raster.geo import TileLayout
 from outcrop.raster.surfaces import ground_fraction
 from outcrop.raster.tiles import FRACTION_COLUMNS, with_later_fractions
-from outcrop.search.incremental import cached_digest, file_cache, file_digest, given_files, unchanged
+from outcrop.search.incremental import (
+    cached_digest,
+    file_cache,
+    file_digest,
+    given_files,
+    link_or_copy,
+    read_state,
+    unchanged,
+)
 from outcrop.search.index_table import IndexTable, append_index_table, write_index_table
 from outcrop.search.vectors import (
     VectorSource,
@@ -505,13 +513,9 @@ def build_index(
 
     Raises :class:`OutcropError` (and writes nothing) when recall@10 stays under ``recall_floor``.
     """
-    import faiss
-
     from outcrop.raster.grid_choice import grid_record
 
     run_grid = grid_record(grid) if grid is not None else None  # a bad grid.json fails before any work
-    from outcrop.search.incremental import read_state
-
     state = read_state(Path(state_dir) / "state.json") if state_dir is not None else None
     cache = file_cache(state)
     kept = kept_scenes(Path(state_dir), state) if state_dir is not None and state and not retrain else {}
@@ -529,27 +533,70 @@ def build_index(
     else:
         if any(p.table is None for p in parts):  # kept scenes were not read: a full build needs them
             parts = gather_parts(embedding_paths, table_paths, min_rock=min_rock, digests=True, cache=cache)
-        source = parts_source(parts)
-        log(f"indexing {source.count} tiles of {len(parts)} scenes, dimension {source.dim}")
-        built = index_vectors(
-            source,
+        built = trained_index(
+            parts,
             exact_max=exact_max,
             memory_gb=memory_gb,
             recall_target=max(recall_target, recall_floor),
             seed=seed,
+            keep_basis=state_dir is not None,
             log=log,
         )
-        if state_dir is not None and built.kind != "flat":  # what a later add's sampled recall is read against
-            sampled, _ = sampled_recall(built.index, source, seed + 3)
-            built.basis = {"recall": built.recall, "sampled": sampled}
         info_extra = {"built": "trained", "added": [], "drift": None}
-    count, dim = sum(len(p.rows) for p in parts), parts[0].dim
+    count = sum(len(p.rows) for p in parts)
     k = min(RECALL_K, count)
     if built.recall < recall_floor:
         raise OutcropError(
             f"{out_index}: recall@{k} of the {built.kind} index is {built.recall:.3f}, "
             f"under the floor of {recall_floor}"
         )
+    info = index_info(built, parts, min_rock=min_rock, memory_gb=memory_gb, run_grid=run_grid, extra=info_extra)
+    trained = info_extra["built"] == "trained"
+    write_index_outputs(built, parts, info_extra["added"], out_index, out_table, state_dir=state_dir, trained=trained)
+    if state_dir is not None:
+        from outcrop.parquet_append import commit
+
+        cache = given_files(cache, [*embedding_paths, *table_paths])
+        save_index_state(Path(state_dir), out_index, out_table, built, parts, settings, cache, retrained=trained)
+        commit(Path(state_dir) / "tiles.parquet")
+    write_json(out_info, info)
+    log(f"wrote {built.kind} index of {count} vectors ({info_extra['built']}), recall@{k} {built.recall:.3f}")
+
+
+def trained_index(
+    parts: Sequence[ScenePart],
+    *,
+    exact_max: int,
+    memory_gb: float,
+    recall_target: float,
+    seed: int,
+    keep_basis: bool,
+    log: Callable[[str], Any] = print,
+) -> BuiltIndex:
+    """An index trained afresh on every part; with ``keep_basis`` (a kept state), the recall within
+    the fixed sample is measured too, which a later add's sampled recall is read against."""
+    source = parts_source(parts)
+    log(f"indexing {source.count} tiles of {len(parts)} scenes, dimension {source.dim}")
+    built = index_vectors(
+        source, exact_max=exact_max, memory_gb=memory_gb, recall_target=recall_target, seed=seed, log=log
+    )
+    if keep_basis and built.kind != "flat":
+        sampled, _ = sampled_recall(built.index, source, seed + 3)
+        built.basis = {"recall": built.recall, "sampled": sampled}
+    return built
+
+
+def index_info(
+    built: BuiltIndex,
+    parts: Sequence[ScenePart],
+    *,
+    min_rock: float,
+    memory_gb: float,
+    run_grid: Mapping[str, Any] | None,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``info.json``: what was indexed, how, and how well; on which grid."""
+    count, dim = sum(len(p.rows) for p in parts), parts[0].dim
     info = {
         "kind": built.kind,
         "count": count,
@@ -563,46 +610,45 @@ def build_index(
         "bytes": index_bytes(count, dim, built.kind),
         "rerank": rerank_count(RECALL_K, count) if built.kind == "ivf_pq" else None,
         "scenes": {p.scene: int(len(p.rows)) for p in sorted(parts, key=lambda p: p.scene) if len(p.rows)},
-        **info_extra,
+        **extra,
     }
     if run_grid is not None:
         info["grid"] = run_grid
+    return info
+
+
+def write_index_outputs(
+    built: BuiltIndex,
+    parts: Sequence[ScenePart],
+    added: Sequence[str],
+    out_index: Path,
+    out_table: Path,
+    *,
+    state_dir: Path | None,
+    trained: bool,
+) -> None:
+    """The index file and its id table: written whole after a training, the new scenes' rows appended
+    in place to the kept table after an add (ids continuing)."""
+    import faiss
+
+    count = sum(len(p.rows) for p in parts)
     kept_table = Path(state_dir) / "tiles.parquet" if state_dir is not None else None
-    new = [p for p in parts if p.scene in set(info_extra["added"])]
+    new = [p for p in parts if p.scene in set(added)]
     # checked before anything is written: tables of two tile grids are refused
-    tile_grid = recorded_tile_grid(parts) if info_extra["built"] == "trained" else recorded_tile_grid(new, kept_table)
+    tile_grid = recorded_tile_grid(parts) if trained else recorded_tile_grid(new, kept_table)
     with atomic_path(out_index) as tmp:
         faiss.write_index(built.index, str(tmp))
-    if info_extra["built"] == "trained":
+    if trained:
         write_index_table(out_table, parts_table(parts), tile_grid=tile_grid)
-    else:  # an add: the new scenes' rows appended in place to the kept table (ids continuing)
-        from outcrop.search.incremental import link_or_copy
-
-        assert kept_table is not None  # an add (kept or added) is made only from a state_dir
-        if new:
-            table = parts_table(new)
-            table["id"] += count - len(table)
-            append_index_table(kept_table, table, tile_grid=tile_grid)
-        else:  # nothing appended: the table's time is this job's, as Snakemake expects of its outputs
-            os.utime(kept_table)
-        link_or_copy(kept_table, out_table)
-    if state_dir is not None:
-        from outcrop.parquet_append import commit
-
-        cache = given_files(cache, [*embedding_paths, *table_paths])
-        save_index_state(
-            Path(state_dir),
-            out_index,
-            out_table,
-            built,
-            parts,
-            settings,
-            cache,
-            retrained=info_extra["built"] == "trained",
-        )
-        commit(Path(state_dir) / "tiles.parquet")
-    write_json(out_info, info)
-    log(f"wrote {built.kind} index of {count} vectors ({info_extra['built']}), recall@{k} {built.recall:.3f}")
+        return
+    assert kept_table is not None  # an add (kept or added) is made only from a state_dir
+    if new:
+        table = parts_table(new)
+        table["id"] += count - len(table)
+        append_index_table(kept_table, table, tile_grid=tile_grid)
+    else:  # nothing appended: the table's time is this job's, as Snakemake expects of its outputs
+        os.utime(kept_table)
+    link_or_copy(kept_table, out_table)
 
 
 def recorded_tile_grid(parts: Sequence[ScenePart], kept_table: Path | None = None) -> TileLayout | None:
@@ -668,55 +714,20 @@ def add_to_index(
 
     Returns (BuiltIndex, parts in id order: kept scenes first, then the new ones, info fields).
     """
-    from outcrop.search.faiss_file import read_index
-    from outcrop.search.incremental import DRIFT_SAMPLE, read_state
+    from outcrop.search.incremental import DRIFT_SAMPLE
 
     state = read_state(state_dir / "state.json")
     if state is None:
         log("no kept index state: training")
         return None
-    if state.get("settings") != settings:
-        log("index settings changed since the kept index was trained: training afresh")
+    order = kept_order(state, parts, settings, log)
+    if order is None:
         return None
-    by_scene = {p.scene: p for p in parts}
-    kept = state.get("scenes", [])
-    for entry in kept:
-        part = by_scene.get(entry.get("scene"))
-        if part is None:
-            log(f"scene {entry.get('scene')!r} of the kept index is gone: training afresh")
-            return None
-        if part.digest != entry.get("digest") or len(part.rows) != entry.get("count"):
-            log(f"scene {part.scene!r} changed since it was indexed: training afresh")
-            return None
-    names = {e["scene"] for e in kept}
-    new = [p for p in parts if p.scene not in names]
-    ordered = [by_scene[e["scene"]] for e in kept] + new
-    from outcrop.parquet_append import restore
-
-    if restore(state_dir / "tiles.parquet"):
-        log("an add that did not finish was undone: the kept id table is as the state lists it")
-    try:
-        index = read_index(state_dir / "index.faiss")
-        kept_table = IndexTable.open(state_dir / "tiles.parquet")
-    except OutcropError as exc:
-        log(f"kept index unusable ({exc}): training afresh")
+    ordered, new = order
+    index = kept_index(state_dir, state, new, log)
+    if index is None:
         return None
-    kept_count = sum(e["count"] for e in kept)
-    if index.ntotal != kept_count or kept_table.count != kept_count:
-        log("kept index does not hold the scenes its state lists: training afresh")
-        return None
-    for part in new:
-        if part.table is not None and len(part.table) and part.table.crs != kept_table.crs:
-            raise OutcropError(
-                f"{part.table_path}: CRS {part.table.crs.to_string()} differs from the run's "
-                f"{kept_table.crs.to_string()}"
-            )
     kind = state["kind"]
-    total = sum(len(p.rows) for p in ordered)
-    wanted = choose_kind(total, settings["dim"], exact_max=settings["exact_max"], memory_gb=settings["memory_gb"])
-    if wanted != kind:
-        log(f"{total} tiles call for a {wanted} index, the kept one is {kind}: training afresh")
-        return None
     params = state.get("params", {})
     basis = state.get("recall_basis")
     if not new:
@@ -756,6 +767,66 @@ def add_to_index(
     return built, ordered, info
 
 
+def kept_order(
+    state: dict[str, Any], parts: Sequence[ScenePart], settings: dict[str, Any], log: Callable[[str], Any]
+) -> tuple[list[ScenePart], list[ScenePart]] | None:
+    """The parts in id order (the kept scenes as the state lists them, then the new ones) and the new
+    ones; None, saying why, when the kept index no longer stands for them: other settings, a kept
+    scene gone or changed, or more tiles than its kind suits."""
+    if state.get("settings") != settings:
+        log("index settings changed since the kept index was trained: training afresh")
+        return None
+    by_scene = {p.scene: p for p in parts}
+    kept = state.get("scenes", [])
+    for entry in kept:
+        part = by_scene.get(entry.get("scene"))
+        if part is None:
+            log(f"scene {entry.get('scene')!r} of the kept index is gone: training afresh")
+            return None
+        if part.digest != entry.get("digest") or len(part.rows) != entry.get("count"):
+            log(f"scene {part.scene!r} changed since it was indexed: training afresh")
+            return None
+    names = {e["scene"] for e in kept}
+    new = [p for p in parts if p.scene not in names]
+    ordered = [by_scene[e["scene"]] for e in kept] + new
+    total = sum(len(p.rows) for p in ordered)
+    wanted = choose_kind(total, settings["dim"], exact_max=settings["exact_max"], memory_gb=settings["memory_gb"])
+    if wanted != state["kind"]:
+        log(f"{total} tiles call for a {wanted} index, the kept one is {state['kind']}: training afresh")
+        return None
+    return ordered, new
+
+
+def kept_index(state_dir: Path, state: dict[str, Any], new: Sequence[ScenePart], log: Callable[[str], Any]) -> Any:
+    """The kept FAISS index, once its id table is whole again (an add stopped halfway is undone) and
+    both hold the scenes the state lists; None, saying why, when they cannot be used.
+
+    Raises :class:`OutcropError` when a new scene's tiles lie in another CRS than the kept ones.
+    """
+    from outcrop.parquet_append import restore
+    from outcrop.search.faiss_file import read_index
+
+    if restore(state_dir / "tiles.parquet"):
+        log("an add that did not finish was undone: the kept id table is as the state lists it")
+    try:
+        index = read_index(state_dir / "index.faiss")
+        kept_table = IndexTable.open(state_dir / "tiles.parquet")
+    except OutcropError as exc:
+        log(f"kept index unusable ({exc}): training afresh")
+        return None
+    kept_count = sum(e["count"] for e in state.get("scenes", []))
+    if index.ntotal != kept_count or kept_table.count != kept_count:
+        log("kept index does not hold the scenes its state lists: training afresh")
+        return None
+    for part in new:
+        if part.table is not None and len(part.table) and part.table.crs != kept_table.crs:
+            raise OutcropError(
+                f"{part.table_path}: CRS {part.table.crs.to_string()} differs from the run's "
+                f"{kept_table.crs.to_string()}"
+            )
+    return index
+
+
 def save_index_state(
     state_dir: Path,
     out_index: Path,
@@ -769,8 +840,6 @@ def save_index_state(
 ) -> None:
     """Keep what a later call needs to add to this index (index and id table are linked, not copied);
     only the rows files of scenes read this time are written."""
-    from outcrop.search.incremental import link_or_copy, read_state
-
     state_dir.mkdir(parents=True, exist_ok=True)
     old = read_state(state_dir / "state.json") or {}
     link_or_copy(out_index, state_dir / "index.faiss")
