@@ -18,6 +18,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -361,14 +362,7 @@ def _train(
     )
     mean, std = band_mean_and_std(tiles)
     digest = run_digest(settings, bands, min_rock, tiles, mean, std, partners)
-    log(
-        f"training {settings.arch} on {n} tiles {tuple(tiles.tile_shape)} from {len(tile_paths)} scene(s), "
-        f"device {dev}, batch {batch}, {total} steps ({total * batch} views, "
-        f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps"
-        + (f"; {places} distinct places" if places is not None else "")
-        + ")"
-        + (f", {ranks.world_size} ranks of {batch // ranks.world_size} tiles" if ranks.distributed else "")
-    )
+    log(_plan_line(settings, tiles, len(tile_paths), dev, batch, total, places, ranks))
     log(
         f"budget {total * batch} views: {measured_cost(total * batch)}; the ETA below is this machine's, "
         f"at its rate over the last {ETA_WINDOW_S:g} s"
@@ -377,17 +371,14 @@ def _train(
     trainer = _Trainer(settings, channels, dev, ranks)
     trainer.try_resume(Path(checkpoint_path), digest, log)
     trainer.agree_on_start()
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=dev)[None, :, None, None]
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=dev)[None, :, None, None]
-    last_checkpoint = time.monotonic()
-    rates = RateWindow(ETA_WINDOW_S)
-    rates.add(last_checkpoint, trainer.step * batch)
-    order, order_epoch = None, -1
+
+    def save() -> None:
+        if ranks.main:
+            trainer.save(Path(checkpoint_path), digest)
 
     def stopped(signum: int) -> Interrupted:
         """Save the state of the end of the last step and say so; the caller raises what this returns."""
-        if ranks.main:
-            trainer.save(Path(checkpoint_path), digest)
+        save()
         message = (
             f"stopped by {signal.Signals(signum).name} at step {trainer.step}/{total}: checkpoint "
             f"{checkpoint_path} saved; run again to resume from it"
@@ -396,6 +387,120 @@ def _train(
         leave_process_group()
         return Interrupted(signum, message)
 
+    schedule = _Schedule(total=total, warmup=warmup, steps_per_epoch=steps_per_epoch, batch=batch)
+    views = _Views(tiles, partners, mean, std, dev)
+    _run_steps(trainer, views, settings, schedule, ranks=ranks, stop=stop, save=save, stopped=stopped, log=log)
+
+    if not ranks.main:
+        leave_process_group()
+        return
+    write_curve(curve_tsv, curve_png, trainer.curve)
+    _write_model(out_path, trainer, _model_record(trainer, tiles, settings, bands, mean, std, digest, min_rock), log)
+    leave_process_group()
+
+
+def _plan_line(
+    settings: EncoderSettings,
+    tiles: Any,
+    scenes: int,
+    dev: torch.device,
+    batch: int,
+    total: int,
+    places: int | None,
+    ranks: Ranks,
+) -> str:
+    """The log's first line: what trains on what, for how long."""
+    steps_per_epoch = len(tiles) // batch
+    return (
+        f"training {settings.arch} on {len(tiles)} tiles {tuple(tiles.tile_shape)} from {scenes} scene(s), "
+        f"device {dev}, batch {batch}, {total} steps ({total * batch} views, "
+        f"{total / steps_per_epoch:.3g} epochs of {steps_per_epoch} steps"
+        + (f"; {places} distinct places" if places is not None else "")
+        + ")"
+        + (f", {ranks.world_size} ranks of {batch // ranks.world_size} tiles" if ranks.distributed else "")
+    )
+
+
+def _model_record(
+    trainer: _Trainer,
+    tiles: Any,
+    settings: EncoderSettings,
+    bands: Sequence[str],
+    mean: np.ndarray,
+    std: np.ndarray,
+    digest: str,
+    min_rock: float,
+) -> dict[str, Any]:
+    """What the model file says of its training beside the weights: embedding reads it back."""
+    spectral_mean, spectral_std = spectral_statistics(tiles)
+    return {
+        "bands": list(bands),
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "arch": settings.arch,
+        "in_channels": tiles.tile_shape[0],
+        "embedding_dim": settings.embedding_dim,
+        "tile_size": list(tiles.tile_shape[1:]),
+        "settings": settings.to_dict(),
+        "config_digest": digest,
+        "min_rock": float(min_rock),
+        "train_tiles": len(tiles),
+        "steps": trainer.step,
+        "symmetry": settings.symmetry,
+        "final_loss": trainer.curve[-1][2] if trainer.curve else float("nan"),
+        "spectral_mean": spectral_mean.tolist(),
+        "spectral_std": spectral_std.tolist(),
+    }
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """How many steps, of how many tiles, with how long a warm-up."""
+
+    total: int
+    warmup: int
+    steps_per_epoch: int
+    batch: int
+
+
+class _Views:
+    """A step's two batches of views on the device, standardised by the training tiles' statistics."""
+
+    def __init__(
+        self, tiles: Any, partners: Partners | None, mean: np.ndarray, std: np.ndarray, dev: torch.device
+    ) -> None:
+        self.tiles, self.partners, self.dev = tiles, partners, dev
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=dev)[None, :, None, None]
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=dev)[None, :, None, None]
+
+    def batch(self, rows: np.ndarray, settings: EncoderSettings, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        first, second = batch_views(self.tiles, rows, self.partners, settings.cross_scene, settings.seed, step)
+        x = torch.from_numpy(first)
+        x = (x.pin_memory() if self.dev.type == "cuda" else x).to(self.dev, non_blocking=True)
+        x2 = None if second is None else (torch.from_numpy(second).to(self.dev) - self.mean) / self.std
+        return (x - self.mean) / self.std, x2
+
+
+def _run_steps(
+    trainer: _Trainer,
+    views: _Views,
+    settings: EncoderSettings,
+    schedule: _Schedule,
+    *,
+    ranks: Ranks,
+    stop: StopRequests,
+    save: Callable[[], None],
+    stopped: Callable[[int], Interrupted],
+    log: Callable[[str], None],
+) -> None:
+    """The steps from the trainer's own to the last: progress logged every ``log_every`` steps with
+    the rate and ETA, a checkpoint at every epoch's end or ``checkpoint_minutes``."""
+    total, batch, steps_per_epoch = schedule.total, schedule.batch, schedule.steps_per_epoch
+    n = len(views.tiles)
+    last_checkpoint = time.monotonic()
+    rates = RateWindow(ETA_WINDOW_S)
+    rates.add(last_checkpoint, trainer.step * batch)
+    order, order_epoch = None, -1
     # A stop abandons the step under way (undone by restore) on one process; several ranks finish it
     # together, since one rank leaving a collective operation would leave the others waiting in it.
     interruptible = not ranks.distributed
@@ -406,17 +511,13 @@ def _train(
         if order_epoch != epoch:
             order, order_epoch = epoch_permutation(n, settings.seed, epoch), epoch
         assert order is not None  # drawn on the first pass: order_epoch starts at -1
-        lr = warmup_cosine(step, total, warmup, settings.lr)
+        lr = warmup_cosine(step, total, schedule.warmup, settings.lr)
         tau = cosine_schedule(step, total, settings.tau_base, 1.0)
         saved = trainer.snapshot() if interruptible else None
         try:
             with stop.interruptible(interruptible):
-                rows = order[j * batch : (j + 1) * batch]
-                first, second = batch_views(tiles, rows, partners, settings.cross_scene, settings.seed, step)
-                x = torch.from_numpy(first)
-                x = (x.pin_memory() if dev.type == "cuda" else x).to(dev, non_blocking=True)
-                x2 = None if second is None else (torch.from_numpy(second).to(dev) - mean_t) / std_t
-                loss_t = trainer.compute((x - mean_t) / std_t, lr, x2)
+                x, x2 = views.batch(order[j * batch : (j + 1) * batch], settings, step)
+                loss_t = trainer.compute(x, lr, x2)
         except StepInterrupted as exc:
             trainer.restore(saved)  # type: ignore[arg-type]
             raise stopped(exc.signum) from None
@@ -433,42 +534,11 @@ def _train(
                 f"(at the rate of the last {rates.span_s:.0f} s)"
             )
         if trainer.step % steps_per_epoch == 0 or now - last_checkpoint >= 60 * settings.checkpoint_minutes:
-            if ranks.main:
-                trainer.save(Path(checkpoint_path), digest)
+            save()
             last_checkpoint = now
-        if ranks.any(stop.signum is not None, dev) and trainer.step < total:
+        if ranks.any(stop.signum is not None, views.dev) and trainer.step < total:
             raise stopped(stop.signum or signal.SIGTERM)  # another rank's signal: stop as it does
     stop.armed = False
-
-    if not ranks.main:
-        leave_process_group()
-        return
-    write_curve(curve_tsv, curve_png, trainer.curve)
-    spectral_mean, spectral_std = spectral_statistics(tiles)
-    _write_model(
-        out_path,
-        trainer,
-        {
-            "bands": bands,
-            "mean": mean.tolist(),
-            "std": std.tolist(),
-            "arch": settings.arch,
-            "in_channels": channels,
-            "embedding_dim": settings.embedding_dim,
-            "tile_size": list(tiles.tile_shape[1:]),
-            "settings": settings.to_dict(),
-            "config_digest": digest,
-            "min_rock": float(min_rock),
-            "train_tiles": n,
-            "steps": total,
-            "symmetry": settings.symmetry,
-            "final_loss": trainer.curve[-1][2] if trainer.curve else float("nan"),
-            "spectral_mean": spectral_mean.tolist(),
-            "spectral_std": spectral_std.tolist(),
-        },
-        log,
-    )
-    leave_process_group()
 
 
 def _training_partners(
