@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from outcrop.csvfile import read_csv
-from outcrop.errors import OutcropError
+from outcrop.errors import OutcropError, check_one_per_scene
 from outcrop.io import atomic_path
 from outcrop.layout import Layout, in_folder
 
@@ -317,13 +317,7 @@ def write_summary(
     ``webmap``, ``snakemake_report``, ``cluster_table`` and ``analogue_maps`` (one per scene) are
     the pages the summary links to, relative to ``out``.
     """
-    from outcrop import OutcropError
-
-    for name, files in (("tile tables", tile_tables), ("prepared scenes", prepared), ("cluster maps", cluster_maps)):
-        if len(files) != len(scenes):
-            raise OutcropError(
-                f"report: {len(files)} {name} for {len(scenes)} scene(s); give one per scene, in the order of --scenes"
-            )
+    check_one_per_scene("report", scenes, tile_tables=tile_tables, prepared_scenes=prepared, cluster_maps=cluster_maps)
     parts = [
         "<h1>outcrop run summary</h1>",
         f"<p>{len(scenes)} scenes: {html.escape(', '.join(scenes))}</p>",

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.errors import OutcropError, check_one_per_scene
 from outcrop.io import load_npy, write_json
 from outcrop.raster.tile_store import open_tiles
 
@@ -258,59 +258,28 @@ def evaluate_run(
     import geopandas as gpd
 
     from outcrop.search.analogues import read_deposits, select_positives
-    from outcrop.search.index import load_index
 
-    for name, files in (("embeddings", embeddings), ("tiles", tiles), ("truth", truth)):
-        if len(files) != len(scenes):
-            raise OutcropError(
-                f"evaluate: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
-                "give one per scene, in the order of --scenes"
-            )
-    _, table = load_index(Path(index), Path(index_table))
-    emb = {s: load_npy(Path(p)) for s, p in zip(scenes, embeddings)}
-    tile_arrays = {s: open_tiles(Path(p)) for s, p in zip(scenes, tiles)}
-    missing = set(table.scene) - set(scenes)
-    if missing:
-        raise OutcropError(f"{index_table}: indexes scenes not listed: {sorted(missing)}")
-    rows = [np.asarray(table.tile_id[table.scene == s]) for s in scenes]
-    order = np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in scenes])
-    table = table.iloc[order].reset_index(drop=True)
-    byol = np.concatenate([np.asarray(emb[s][r]) for s, r in zip(scenes, rows)])
-    pixels = np.concatenate([np.asarray(tile_arrays[s][r]) for s, r in zip(scenes, rows)])
+    check_one_per_scene("evaluate", scenes, embeddings=embeddings, tiles=tiles, truth=truth)
+    table, rows, byol, pixels, tile_arrays = _indexed_tiles(scenes, index, index_table, embeddings, tiles)
     log(f"evaluate: {len(table)} indexed tiles from {len(scenes)} scenes")
 
-    features = {
-        "byol": byol,
-        "raw_spectral": band_statistics(pixels),
-        "band_statistics": band_statistics(pixels, percentiles=True),
-        "random_encoder": random_encoder_embeddings(Path(model), pixels, seed=seed),
-    }
-    if random_vectors is not None:
-        from outcrop.search.random_vectors import save_random_vectors
-
-        scene_ids = (table.scene.to_numpy(), table.tile_id.to_numpy())  # the rows of ``pixels``, in order
-        save_random_vectors(Path(random_vectors), Path(model), seed, *scene_ids, features["random_encoder"])
-    features.update(
-        _untrained_counterparts(
-            features["random_encoder"],
-            pixels,
-            Path(model),
-            seed=seed,
-            weights=(spectral_weight, context_weight),
-            tiles=tile_arrays,
-            tables=dict(zip(scenes, tables)) if tables is not None else None,
-            parts=list(zip(scenes, rows)),
-            log=log,
-        )
+    features = _feature_sets(
+        byol,
+        pixels,
+        table,
+        model=Path(model),
+        seed=seed,
+        weights=(spectral_weight, context_weight),
+        tiles=tile_arrays,
+        tables=dict(zip(scenes, tables)) if tables is not None else None,
+        parts=list(zip(scenes, rows)),
+        random_vectors=random_vectors,
+        log=log,
     )
-    units = tile_truth_units(table, {s: Path(p) for s, p in zip(scenes, truth)})
+    units = _rock_unit_tiles(table, {s: Path(p) for s, p in zip(scenes, truth)}, index_table, log)
     labelled = units > 0
     centres = np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y])
     tile_width = float(np.sqrt(table.geometry.iloc[0].area))
-    units_seen = len(np.unique(units[labelled]))
-    log(f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({units_seen} units)")
-    if labelled.sum() < 20:
-        raise OutcropError(f"{index_table}: too few rock-unit tiles ({labelled.sum()}) to evaluate")
 
     known = read_deposits(deposits, table.crs)
     positives = select_positives(table, known, buffer_m=buffer_m)
@@ -323,23 +292,20 @@ def evaluate_run(
         "hidden_deposits": int(len(hidden)),
     }
     for name, feats in features.items():
-        # Encoder outputs are compared as the index compares them (cosine of the raw embeddings).
-        vecs = feats if name in ENCODED else as_unit_vectors(feats)
-        lab_vecs, lab = vecs[labelled], units[labelled]
-        scores: dict[str, Any] = cluster_agreement(lab_vecs, lab, seed=seed)
-        scores["knn_accuracy"] = knn_accuracy(lab_vecs, lab, centres[labelled], exclusion_m=1.5 * tile_width)
-        scores["linear_probe_accuracy"] = linear_probe_accuracy(
-            feats[labelled], lab, centres[labelled], block_m=3 * tile_width, seed=seed
-        )
-        scores["deposit_recall"] = deposit_recall(
-            vecs,
-            table,
-            positives,
-            hidden,
+        scores = _feature_scores(
+            name,
+            feats,
+            units,
+            centres,
+            tile_width,
+            table=table,
+            positives=positives,
+            hidden=hidden,
             known=known.geometry.to_numpy(),
             exclusion_m=exclusion_km * 1000,
-            ks=recall_k,
+            recall_k=recall_k,
             site_overlap=site_overlap,
+            seed=seed,
         )
         metrics[name] = scores
         log(
@@ -353,6 +319,126 @@ def evaluate_run(
     write_json(out, metrics)
     log(f"evaluate: wrote {out}")
     return metrics
+
+
+def _rock_unit_tiles(table: Any, truth: dict[str, Path], index_table: Path, log: Callable[[str], None]) -> np.ndarray:
+    """Each indexed tile's planted rock unit (0: none clearly); enough of them to score, or an error."""
+    units = tile_truth_units(table, truth)
+    labelled = units > 0
+    log(
+        f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({len(np.unique(units[labelled]))} units)"
+    )
+    if labelled.sum() < 20:
+        raise OutcropError(f"{index_table}: too few rock-unit tiles ({labelled.sum()}) to evaluate")
+    return units
+
+
+def _feature_sets(
+    byol: np.ndarray,
+    pixels: np.ndarray,
+    table: Any,
+    *,
+    model: Path,
+    seed: int,
+    weights: tuple[float, float],
+    tiles: dict[str, Any],
+    tables: dict[str, Path] | None,
+    parts: list[tuple[str, np.ndarray]],
+    random_vectors: Path | None,
+    log: Callable[[str], None],
+) -> dict[str, np.ndarray]:
+    """The run's vectors and every baseline for the same tiles; the random encoder's vectors are kept
+    in ``random_vectors`` (when given) for the quality stage."""
+    features = {
+        "byol": byol,
+        "raw_spectral": band_statistics(pixels),
+        "band_statistics": band_statistics(pixels, percentiles=True),
+        "random_encoder": random_encoder_embeddings(model, pixels, seed=seed),
+    }
+    if random_vectors is not None:
+        from outcrop.search.random_vectors import save_random_vectors
+
+        scene_ids = (table.scene.to_numpy(), table.tile_id.to_numpy())  # the rows of ``pixels``, in order
+        save_random_vectors(Path(random_vectors), model, seed, *scene_ids, features["random_encoder"])
+    features.update(
+        _untrained_counterparts(
+            features["random_encoder"],
+            pixels,
+            model,
+            seed=seed,
+            weights=weights,
+            tiles=tiles,
+            tables=tables,
+            parts=parts,
+            log=log,
+        )
+    )
+    return features
+
+
+def _indexed_tiles(
+    scenes: Sequence[str],
+    index: Path,
+    index_table: Path,
+    embeddings: Sequence[Path],
+    tiles: Sequence[Path],
+) -> tuple[Any, list[np.ndarray], np.ndarray, np.ndarray, dict[str, Any]]:
+    """The indexed tiles in the order of ``scenes``: their id table, each scene's tile rows, their
+    trained vectors and pixels, and each scene's tile array (read by the block part)."""
+    from outcrop.search.index import load_index
+
+    _, table = load_index(Path(index), Path(index_table))
+    emb = {s: load_npy(Path(p)) for s, p in zip(scenes, embeddings)}
+    tile_arrays = {s: open_tiles(Path(p)) for s, p in zip(scenes, tiles)}
+    missing = set(table.scene) - set(scenes)
+    if missing:
+        raise OutcropError(f"{index_table}: indexes scenes not listed: {sorted(missing)}")
+    rows = [np.asarray(table.tile_id[table.scene == s]) for s in scenes]
+    order = np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in scenes])
+    table = table.iloc[order].reset_index(drop=True)
+    byol = np.concatenate([np.asarray(emb[s][r]) for s, r in zip(scenes, rows)])
+    pixels = np.concatenate([np.asarray(tile_arrays[s][r]) for s, r in zip(scenes, rows)])
+    return table, rows, byol, pixels, tile_arrays
+
+
+def _feature_scores(
+    name: str,
+    feats: np.ndarray,
+    units: np.ndarray,
+    centres: np.ndarray,
+    tile_width: float,
+    *,
+    table: Any,
+    positives: Any,
+    hidden: Any,
+    known: Any,
+    exclusion_m: float,
+    recall_k: Sequence[int],
+    site_overlap: float | None,
+    seed: int,
+) -> dict[str, Any]:
+    """One feature set against the planted truth: cluster agreement, kNN and linear probe on the
+    rock-unit tiles (``units`` > 0), and recall of the hidden deposits."""
+    labelled = units > 0
+    # Encoder outputs are compared as the index compares them (cosine of the raw embeddings).
+    vecs = feats if name in ENCODED else as_unit_vectors(feats)
+    lab_vecs, lab = vecs[labelled], units[labelled]
+    scores: dict[str, Any] = cluster_agreement(lab_vecs, lab, seed=seed)
+    scores["knn_accuracy"] = knn_accuracy(lab_vecs, lab, centres[labelled], exclusion_m=1.5 * tile_width)
+    scores["linear_probe_accuracy"] = linear_probe_accuracy(
+        feats[labelled], lab, centres[labelled], block_m=3 * tile_width, seed=seed
+    )
+    scores["deposit_recall"] = deposit_recall(
+        vecs,
+        table,
+        positives,
+        hidden,
+        known=known,
+        exclusion_m=exclusion_m,
+        ks=recall_k,
+        site_overlap=site_overlap,
+    )
+    return scores
 
 
 # Feature sets compared as the index compares vectors (cosine of the rows as they are); the others

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.errors import OutcropError, check_one_per_scene
 from outcrop.io import load_npy, write_json
 from outcrop.limits import RAW_PIXEL_FLOATS
 from outcrop.raster.geo import TileLayout
@@ -485,52 +485,27 @@ def quality_run(
     tiles that the demo's evaluation kept (:mod:`outcrop.search.random_vectors`); used when they
     come from the same model and seed, so that those tiles are not embedded again.
     """
-    from outcrop.raster.tiles import tables_tile_grid
-    from outcrop.search.index import load_index
     from outcrop.search.training_gain import training_gain
     from outcrop.search.unit_map import open_unit_maps
 
-    for name, files in (("embeddings", embeddings), ("tiles", tiles), ("prepared", prepared), ("tile tables", tables)):
-        if len(files) != len(scenes):
-            raise OutcropError(
-                f"quality: {len(files)} {name} file(s) for {len(scenes)} scene(s); "
-                "give one per scene, in the order of --scenes"
-            )
-    if deposits:
-        from outcrop.search.analogues import check_deposits_size
-
-        check_deposits_size(deposits)
+    _check_inputs(scenes, embeddings, tiles, prepared, tables, deposits, unit_share)
     t_start = time.perf_counter()
-    if not 0.5 <= unit_share <= 1:
-        raise OutcropError(f"quality: the unit share must lie between 0.5 and 1 (a majority), got {unit_share!r}")
     maps = open_unit_maps(units, unit_field)  # a bad map stops the stage before anything is scored
     metrics: dict[str, Any] = read_scores(Path(demo_scores)) if demo_scores else {}
-    layout = tables_tile_grid(tables)  # the grid the run's tiles were cut on, as they record it
-    _, table = load_index(Path(index), Path(index_table))
-    present = [s for s in scenes if (table.scene == s).any()]
-    order = (
-        np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in present])
-        if present
-        else np.zeros(0, dtype=np.int64)
-    )
-    table = table.iloc[order].reset_index(drop=True)
-    emb_of, tiles_of, prepared_of = dict(zip(scenes, embeddings)), dict(zip(scenes, tiles)), dict(zip(scenes, prepared))
-    tables_of = dict(zip(scenes, tables))
-    run = _Run(
-        table=table,
-        present=present,
-        rows={s: np.asarray(table.tile_id[table.scene == s]) for s in present},
-        emb={s: load_npy(Path(emb_of[s])) for s in present},
-        tiles={s: open_tiles(Path(tiles_of[s]), tables_of.get(s)) for s in present},
-        prepared={s: Path(prepared_of[s]) for s in present},
-        tables=tables_of,
-        model=Path(model),
+    run = _open_run(
+        scenes,
+        index,
+        index_table,
+        embeddings=embeddings,
+        tiles=tiles,
+        prepared=prepared,
+        tables=tables,
+        model=model,
         weights=(spectral_weight, context_weight),
         seed=seed,
-        size=layout.size,
         log=log,
-        layout=layout,
     )
+    table = run.table
     if random_vectors:
         run.keep_random(Path(random_vectors))
     metrics["tiles"] = int(len(table))
@@ -562,6 +537,73 @@ def quality_run(
     write_json(out, metrics)
     log(f"quality: wrote {out}")
     return metrics
+
+
+def _check_inputs(
+    scenes: Sequence[str],
+    embeddings: Sequence[Path],
+    tiles: Sequence[Path],
+    prepared: Sequence[Path],
+    tables: Sequence[Path],
+    deposits: Path | None,
+    unit_share: float,
+) -> None:
+    """One file of each kind per scene, a deposits file within its limits, a unit share that makes a
+    majority: checked before anything is read."""
+    check_one_per_scene("quality", scenes, embeddings=embeddings, tiles=tiles, prepared=prepared, tile_tables=tables)
+    if deposits:
+        from outcrop.search.analogues import check_deposits_size
+
+        check_deposits_size(deposits)
+    if not 0.5 <= unit_share <= 1:
+        raise OutcropError(f"quality: the unit share must lie between 0.5 and 1 (a majority), got {unit_share!r}")
+
+
+def _open_run(
+    scenes: Sequence[str],
+    index: Path,
+    index_table: Path,
+    *,
+    embeddings: Sequence[Path],
+    tiles: Sequence[Path],
+    prepared: Sequence[Path],
+    tables: Sequence[Path],
+    model: Path,
+    weights: tuple[float, float],
+    seed: int,
+    log: Callable[[str], None],
+) -> _Run:
+    """The indexed tiles, scene by scene in the order of ``scenes``, with each scene's files opened
+    (embeddings and tiles memory-mapped) on the tile grid the run's tables record."""
+    from outcrop.raster.tiles import tables_tile_grid
+    from outcrop.search.index import load_index
+
+    layout = tables_tile_grid(tables)  # the grid the run's tiles were cut on, as they record it
+    _, table = load_index(Path(index), Path(index_table))
+    present = [s for s in scenes if (table.scene == s).any()]
+    order = (
+        np.concatenate([np.flatnonzero(table.scene.to_numpy() == s) for s in present])
+        if present
+        else np.zeros(0, dtype=np.int64)
+    )
+    table = table.iloc[order].reset_index(drop=True)
+    emb_of, tiles_of, prepared_of = dict(zip(scenes, embeddings)), dict(zip(scenes, tiles)), dict(zip(scenes, prepared))
+    tables_of = dict(zip(scenes, tables))
+    return _Run(
+        table=table,
+        present=present,
+        rows={s: np.asarray(table.tile_id[table.scene == s]) for s in present},
+        emb={s: load_npy(Path(emb_of[s])) for s in present},
+        tiles={s: open_tiles(Path(tiles_of[s]), tables_of.get(s)) for s in present},
+        prepared={s: Path(prepared_of[s]) for s in present},
+        tables=tables_of,
+        model=Path(model),
+        weights=weights,
+        seed=seed,
+        size=layout.size,
+        log=log,
+        layout=layout,
+    )
 
 
 def _leave_one_out(
