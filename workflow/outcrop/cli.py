@@ -24,8 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from outcrop import OutcropError, __version__
+from outcrop import __version__
 from outcrop.config import schema_entry
+from outcrop.errors import OutcropError
 from outcrop.limits import ENV as LIMITS_ENV
 from outcrop.stages import PATH, SOURCE, STAGE_LIST, Arg, Stage, option
 

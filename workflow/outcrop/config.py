@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.limits import CONFIG_VALUES
 
 # Inside the package (package data), so that an installed outcrop finds it as the workflow does.

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 
 @contextlib.contextmanager

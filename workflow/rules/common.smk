@@ -16,7 +16,7 @@ os.environ.update(
     )
 )
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.config import canonical_results, check_thread_overrides, validate_config
 import outcrop.layout
 import outcrop.stages

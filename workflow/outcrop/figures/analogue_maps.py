@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.figures.map_furniture import furnish, raster_extent
 from outcrop.io import atomic_path
 from outcrop.raster.surfaces import NODATA, WATER

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
 from outcrop.csvfile import read_csv
+from outcrop.errors import OutcropError
 from outcrop.figures.projection import finest_level
 from outcrop.figures.quicklook import composite_bands
 from outcrop.io import atomic_path, read_columns

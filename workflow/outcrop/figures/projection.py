@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.figures.quicklook import SURFACE_PLOT_COLOURS
 from outcrop.io import atomic_path, read_columns
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.errors import OutcropError
 from outcrop.figures.map_furniture import furnish, raster_extent
 from outcrop.io import PREPARED_NODATA, atomic_path, decode_reflectance, write_cog
 from outcrop.raster.surfaces import CLASS_NAMES, CLOUD, NODATA, ROCK, SNOW_ICE, UNKNOWN, VEGETATION, WATER

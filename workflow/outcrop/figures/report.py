@@ -809,7 +809,7 @@ def run_info(results: Path, top: int = 5) -> str:
     """
     results = Path(results)
     if not results.is_dir():
-        from outcrop import OutcropError
+        from outcrop.errors import OutcropError
 
         raise OutcropError(f"{results}: no such results folder")
     run = Layout(results)

@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.errors import OutcropError
 from outcrop.io import atomic_path
 
 PREVIEW_MAX = 1024  # px per side of a quicklook on the map

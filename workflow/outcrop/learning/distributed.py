@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.errors import OutcropError
 from outcrop.io import save_npy
 from outcrop.learning.encoder import load_encoder, resolve_device
 from outcrop.learning.precision import amp_dtype, autocast

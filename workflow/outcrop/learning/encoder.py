@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.errors import OutcropError
 from outcrop.io import atomic_path
 from outcrop.learning.augment import augment
 from outcrop.learning.backbones import build_backbone

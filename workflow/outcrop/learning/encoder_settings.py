@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 # The keys of outcrop.learning.backbones.ARCHITECTURES and outcrop.learning.symmetry.POSES.
 ARCHITECTURE_NAMES = ("resnet-small", "resnet18", "resnet50")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 MIN_OVERLAP = 0.5  # least shared share of a tile's pixels for two tiles to be one place
 _CANDIDATES = 4  # nearest origins looked at per tile when grids do not align

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 # (quarter turns, mirror) of every pose, the identity first.
 POSES: dict[str, tuple[tuple[int, bool], ...]] = {

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.raster.spectra import tile_spectra
 from outcrop.raster.tile_store import open_tiles
 from outcrop.runtime.pages import release_pages

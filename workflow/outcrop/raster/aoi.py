@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.errors import OutcropError
 from outcrop.io import read_vector
 from outcrop.limits import refuse_above
 

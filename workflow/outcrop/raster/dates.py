@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 TAG = "ACQUISITION_DATE"
 

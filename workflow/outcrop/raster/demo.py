@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.errors import OutcropError
 from outcrop.io import write_cog
 
 CRS = "EPSG:3031"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 
 @dataclass(frozen=True)

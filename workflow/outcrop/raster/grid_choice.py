@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from outcrop import OutcropError
 from outcrop.config import check_grid_crs, default
+from outcrop.errors import OutcropError
 from outcrop.io import atomic_path
 
 AUTO = "auto"

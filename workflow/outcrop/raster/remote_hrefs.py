@@ -37,7 +37,7 @@ import ipaddress
 import socket
 import urllib.parse
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 DOCUMENT_SCHEMES = ("http", "https")
 ASSET_SCHEMES = ("http", "https", "s3", "gs")

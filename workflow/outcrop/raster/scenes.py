@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
 from outcrop.config import check_grid_crs, default
+from outcrop.errors import OutcropError
 from outcrop.io import prepared_writer
 from outcrop.limits import LIMITS, limit, setting
 from outcrop.raster.dates import TAG as DATE_TAG

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 CANONICAL_BANDS = (
     "coastal",

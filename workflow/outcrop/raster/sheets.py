@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from outcrop import OutcropError
 from outcrop.config import refuse_markup
+from outcrop.errors import OutcropError
 from outcrop.layout import Layout
 from outcrop.limits import limit, refuse_above, scene_id_problem
 from outcrop.raster.sensors import CANONICAL_BANDS, SENSORS, canonical_name

@@ -38,7 +38,7 @@ from typing import Any
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.limits import STAC_PAGES
 from outcrop.raster.remote_hrefs import check_reachable, remote_href
 from outcrop.raster.sensors import SENSORS, normalise_token

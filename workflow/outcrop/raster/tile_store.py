@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.io import PREPARED_NODATA, PREPARED_OFFSET, PREPARED_SCALE, atomic_path, load_npy
 from outcrop.runtime.progress import Progress
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.errors import OutcropError
 from outcrop.io import decode_reflectance, write_geodataframe
 from outcrop.raster.geo import TileLayout
 from outcrop.raster.surfaces import CLASS_NAMES, NODATA

@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.csvfile import csv_text
+from outcrop.errors import OutcropError
 from outcrop.io import atomic_path, read_vector, write_cog, write_geodataframe
 from outcrop.limits import refuse_above
 from outcrop.raster.geo import scene_rasters

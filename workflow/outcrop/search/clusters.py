@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
 from outcrop.config import default
 from outcrop.csvfile import write_csv
+from outcrop.errors import OutcropError
 from outcrop.io import read_geoparquet, write_cog, write_geodataframe
 from outcrop.raster.geo import TileLayout, infer_layout, scene_band_names, scene_rasters
 from outcrop.search.cluster_outputs import Summary, exemplars_by_similarity, fingerprint, link_tree

@@ -18,7 +18,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 _FLAT = {b"IxFI", b"IxF2", b"IxFl"}
 _IVF_FLAT = b"IwFl"

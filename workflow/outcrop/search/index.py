@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
 from outcrop.config import default
+from outcrop.errors import OutcropError
 from outcrop.io import atomic_path, load_npy, read_geoparquet, write_json
 from outcrop.raster.geo import TileLayout
 from outcrop.raster.surfaces import ground_fraction

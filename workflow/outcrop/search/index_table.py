@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.limits import check_scene_ids
 from outcrop.raster.geo import TileLayout
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.io import atomic_path
 
 

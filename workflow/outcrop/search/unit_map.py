@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 
 WINDOW_PX = 2048  # run pixels per side of the window a map is rasterised in, at most (plus one tile)
 REGION_WINDOWS = 8  # windows per side of a region whose polygons are read at once

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.runtime.pages import release_pages
 
 CHUNK = 1 << 18  # vectors per chunk: 128 MiB of float32 at 128 dimensions

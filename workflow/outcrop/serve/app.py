@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.serve import checks
 from outcrop.serve.checks import RequestError
 from outcrop.serve.engine import MAX_QUERY_TILES, MAX_TOP, Place, ServedRun

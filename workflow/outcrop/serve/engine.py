@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.layout import Layout
 
 MAX_TOP = 200  # results a search may ask for

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from outcrop import OutcropError
+from outcrop.errors import OutcropError
 from outcrop.search.analogues import MARK_LAYERS
 
 KINDS = ("positive", "negative")

@@ -27,7 +27,7 @@ def default_marks(results: Path) -> Path:
 
 def check_marks_path(marks: Path, results: Path) -> Path:
     """The marks file, refused inside the results folder (the workflow owns it) or as a folder."""
-    from outcrop import OutcropError
+    from outcrop.errors import OutcropError
 
     marks, results = Path(marks).resolve(), Path(results).resolve()
     if marks == results or results in marks.parents:
@@ -65,7 +65,7 @@ def open_server(
     """
     from waitress.server import create_server
 
-    from outcrop import OutcropError
+    from outcrop.errors import OutcropError
     from outcrop.serve.app import SERVER_MAX_BODY, allowed_hosts, create_app, serve_page
     from outcrop.serve.engine import ServedRun
     from outcrop.serve.marks import MarksFile
