@@ -47,7 +47,8 @@ def test_a_module_runs_on_one_worker_and_builds_its_fixture_once(tmp_path: Path)
     # The suite's own conftest (its grouping hook) runs in the child.
     conftest = Path(__file__).with_name("conftest.py").read_text()
     (tmp_path / "conftest.py").write_text(conftest.replace("from tests.services import", "from services import"))
-    (tmp_path / "services.py").write_text(Path(__file__).with_name("services.py").read_text())
+    for helper in ("services.py", "no_skips.py"):  # what the conftest imports
+        (tmp_path / helper).write_text(Path(__file__).with_name(helper).read_text())
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     proc = subprocess.run(
         [

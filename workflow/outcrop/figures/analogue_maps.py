@@ -77,7 +77,7 @@ def kept_land_cells(
     ).hexdigest()
     path = Path(folder) / f"{Path(prepared).stem}.npz"
     try:
-        with np.load(path) as kept:
+        with np.load(path, allow_pickle=False) as kept:
             if str(kept["key"]) == key and kept["land"].shape == tuple(shape):
                 return kept["land"].astype(bool)
     except Exception:  # noqa: BLE001 - a missing, stale or damaged file (a cut zip too) is drawn again
