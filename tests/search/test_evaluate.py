@@ -14,6 +14,7 @@ from outcrop.search.evaluate import (
     cluster_agreement,
     deposit_recall,
     knn_accuracy,
+    linear_probe_accuracy,
 )
 
 
@@ -44,6 +45,30 @@ def test_cluster_agreement_is_perfect_for_separated_units():
     vectors = as_unit_vectors(centres[labels - 1] + 0.1 * rng.standard_normal((120, 8)))
     scores = cluster_agreement(vectors, labels, seed=0)
     assert scores["ari"] == pytest.approx(1.0) and scores["nmi"] == pytest.approx(1.0)
+
+
+def test_the_linear_probe_reaches_the_optimum_a_long_lbfgs_reaches():
+    """Units a linear boundary splits are predicted across the spatial folds; labels independent of
+    the features are not (chance); and the accuracy is that of L-BFGS run to a tight tolerance."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(0, 10_000, (600, 2))
+    labels = rng.integers(0, 3, 600)
+    features = np.hstack([np.eye(3)[labels] * 2.0, rng.normal(size=(600, 40))])
+    assert linear_probe_accuracy(features, labels, centres, block_m=1000) > 0.95
+    noise = rng.normal(size=(600, 40))
+    assert linear_probe_accuracy(noise, labels, centres, block_m=1000) < 0.5
+    blocks = np.floor(centres / 1000).astype(np.int64)
+    groups = blocks[:, 0] * 100_003 + blocks[:, 1]
+    correct = 0
+    for train, test in GroupKFold(n_splits=5).split(noise, labels, groups):
+        scaler = StandardScaler().fit(noise[train])
+        clf = LogisticRegression(max_iter=20_000, tol=1e-10).fit(scaler.transform(noise[train]), labels[train])
+        correct += int((clf.predict(scaler.transform(noise[test])) == labels[test]).sum())
+    assert linear_probe_accuracy(noise, labels, centres, block_m=1000) == pytest.approx(correct / 600, abs=2 / 600)
 
 
 def test_deposit_recall_counts_tiles_covering_hidden_patches():

@@ -136,7 +136,11 @@ def knn_accuracy(
 def linear_probe_accuracy(
     features: np.ndarray, labels: np.ndarray, centres: np.ndarray, *, block_m: float, seed: int = 0
 ) -> float:
-    """Logistic-regression accuracy with spatial-block cross-validation (5 folds of blocks)."""
+    """Logistic-regression accuracy with spatial-block cross-validation (5 folds of blocks).
+
+    Newton-CG, not sklearn's default L-BFGS: the problem is convex, so both reach the same optimum,
+    but on the demo's learned vectors L-BFGS needed about 280 iterations a fold (16 s for the five
+    folds, a third of the evaluate job) where Newton-CG needs 12 (0.5 s)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
     from sklearn.preprocessing import StandardScaler
@@ -147,7 +151,7 @@ def linear_probe_accuracy(
     correct = 0
     for train, test in GroupKFold(n_splits=folds).split(features, labels, groups):
         scaler = StandardScaler().fit(features[train])
-        clf = LogisticRegression(max_iter=2000, random_state=seed)
+        clf = LogisticRegression(max_iter=2000, random_state=seed, solver="newton-cg")
         clf.fit(scaler.transform(features[train]), labels[train])
         correct += int((clf.predict(scaler.transform(features[test])) == labels[test]).sum())
     return correct / len(labels)
