@@ -23,7 +23,7 @@ from tests.services import slurm_installed_but_silent, start_cluster, stop_clust
 pytest_plugins = ["no_skips"]
 
 # A fixture that must not be set up in two workers at once, and the group of its tests.
-SHARED_FIXTURES = {"slurm_cluster": "slurm", "browser": "browser", "live_browser": "browser", "node": "browser"}
+SHARED_FIXTURES = {"slurm_cluster": "slurm", "browser": "browser", "live_browser": "browser", "nodejs": "browser"}
 # Modules that run snakemake inside the demo run's folder (a rerun, a report, a dry run): one
 # snakemake at a time holds its lock.
 IN_DEMO_FOLDER = {

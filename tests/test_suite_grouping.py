@@ -74,3 +74,21 @@ def test_a_module_runs_on_one_worker_and_builds_its_fixture_once(tmp_path: Path)
     lines = (tmp_path / "pids.txt").read_text().split()
     assert len(lines) == 6
     assert len(set(lines)) == 1, f"the module's tests ran on several workers, each building its fixture: {lines}"
+
+
+def test_the_slurm_run_keeps_its_own_group_and_starts_first():
+    """The SLURM test's fixtures (its cluster, and a SLURM ``node``) put it in the slurm group, not
+    the browser's (a fixture named like a browser one would chain it behind every map test), and
+    that group starts before every other."""
+    from types import SimpleNamespace
+
+    from tests.conftest import group_of, start_order
+
+    slurm = SimpleNamespace(
+        fixturenames=["node", "slurm_cluster", "demo_run", "tmp_path"],
+        nodeid="tests/workflow/test_slurm.py::test_demo_through_slurm_matches_a_local_run",
+    )
+    assert group_of(slurm) == "slurm"  # type: ignore[arg-type]
+    script = SimpleNamespace(fixturenames=["nodejs"], nodeid="tests/figures/test_webmap_assets.py::test_map_script")
+    assert group_of(script) == "browser"  # type: ignore[arg-type]
+    assert start_order(slurm) == 0 < start_order(script)  # type: ignore[arg-type]

@@ -19,12 +19,12 @@ ASSETS = ROOT / "workflow" / "outcrop" / "figures" / "webmap_assets"
 
 
 @pytest.fixture
-def node() -> str:
+def nodejs() -> str:
     return node_binary()
 
 
-def test_map_script_is_valid_javascript(node):
-    result = subprocess.run([node, "--check", str(ASSETS / "map.js")], capture_output=True, text=True)
+def test_map_script_is_valid_javascript(nodejs):
+    result = subprocess.run([nodejs, "--check", str(ASSETS / "map.js")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
