@@ -12,6 +12,7 @@ training taught from what the architecture and the normalisation give for free.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -259,10 +260,6 @@ def evaluate_run(
     without them the two are left out. ``random_vectors``: where to keep the random encoder's
     vectors of the indexed tiles for the quality stage (:mod:`outcrop.search.random_vectors`).
     """
-    import geopandas as gpd
-
-    from outcrop.search.analogues import read_deposits, select_positives
-
     check_one_per_scene("evaluate", scenes, embeddings=embeddings, tiles=tiles, truth=truth)
     table, rows, byol, pixels, tile_arrays = _indexed_tiles(scenes, index, index_table, embeddings, tiles)
     log(f"evaluate: {len(table)} indexed tiles from {len(scenes)} scenes")
@@ -280,61 +277,80 @@ def evaluate_run(
         random_vectors=random_vectors,
         log=log,
     )
-    units = _rock_unit_tiles(table, {s: Path(p) for s, p in zip(scenes, truth)}, index_table, log)
-    labelled = units > 0
-    centres = np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y])
-    tile_width = float(np.sqrt(table.geometry.iloc[0].area))
-
-    known = read_deposits(deposits, table.crs)
-    positives = select_positives(table, known, buffer_m=buffer_m)
-    hidden = gpd.read_file(truth_deposits).to_crs(table.crs)
-
-    metrics: dict[str, Any] = {
-        "tiles": int(len(table)),
-        "rock_unit_tiles": int(labelled.sum()),
-        "known_deposits": int(len(known)),
-        "hidden_deposits": int(len(hidden)),
-    }
+    planted = _planted_truth(
+        table, {s: Path(p) for s, p in zip(scenes, truth)}, deposits, truth_deposits, buffer_m, index_table, log
+    )
+    metrics: dict[str, Any] = {"tiles": int(len(table)), **planted.counts()}
     for name, feats in features.items():
-        scores = _feature_scores(
+        metrics[name] = _feature_scores(
             name,
             feats,
-            units,
-            centres,
-            tile_width,
+            planted,
             table=table,
-            positives=positives,
-            hidden=hidden,
-            known=known.geometry.to_numpy(),
             exclusion_m=exclusion_km * 1000,
             recall_k=recall_k,
             site_overlap=site_overlap,
             seed=seed,
-        )
-        metrics[name] = scores
-        log(
-            f"evaluate: {name}: ARI {scores['ari']:.3f} NMI {scores['nmi']:.3f} kNN {scores['knn_accuracy']:.3f} "
-            f"probe {scores['linear_probe_accuracy']:.3f} recall {scores['deposit_recall']['combined']}"
+            log=log,
         )
 
     if labels is not None and Path(labels).exists():
-        metrics["workflow_clusters"] = _workflow_cluster_scores(Path(labels), table, units, labelled)
+        metrics["workflow_clusters"] = _workflow_cluster_scores(Path(labels), table, planted.units, planted.units > 0)
     metrics["summary"] = _headline(metrics, max(recall_k))
     write_json(out, metrics)
     log(f"evaluate: wrote {out}")
     return metrics
 
 
-def _rock_unit_tiles(table: Any, truth: dict[str, Path], index_table: Path, log: Callable[[str], None]) -> np.ndarray:
-    """Each indexed tile's planted rock unit (0: none clearly); enough of them to score, or an error."""
+@dataclass(frozen=True)
+class PlantedTruth:
+    """What the demo planted, on the indexed tiles: each tile's rock unit (0: none clearly), the tile
+    centres and width, the known deposits with the tiles they select, and the hidden deposits."""
+
+    units: np.ndarray
+    centres: np.ndarray
+    tile_width: float
+    known: Any
+    positives: Any
+    hidden: Any
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "rock_unit_tiles": int((self.units > 0).sum()),
+            "known_deposits": int(len(self.known)),
+            "hidden_deposits": int(len(self.hidden)),
+        }
+
+
+def _planted_truth(
+    table: Any,
+    truth: dict[str, Path],
+    deposits: Path,
+    truth_deposits: Path,
+    buffer_m: float,
+    index_table: Path,
+    log: Callable[[str], None],
+) -> PlantedTruth:
+    """The planted truth of the indexed tiles; enough rock-unit tiles to score, or an error."""
+    import geopandas as gpd
+
+    from outcrop.search.analogues import read_deposits, select_positives
+
     units = tile_truth_units(table, truth)
     labelled = units > 0
-    log(
-        f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({len(np.unique(units[labelled]))} units)"
-    )
+    seen = len(np.unique(units[labelled]))
+    log(f"evaluate: {labelled.sum()} tiles dominated by one planted rock unit ({seen} units)")
     if labelled.sum() < 20:
         raise OutcropError(f"{index_table}: too few rock-unit tiles ({labelled.sum()}) to evaluate")
-    return units
+    known = read_deposits(deposits, table.crs)
+    return PlantedTruth(
+        units=units,
+        centres=np.column_stack([table.geometry.centroid.x, table.geometry.centroid.y]),
+        tile_width=float(np.sqrt(table.geometry.iloc[0].area)),
+        known=known,
+        positives=select_positives(table, known, buffer_m=buffer_m),
+        hidden=gpd.read_file(truth_deposits).to_crs(table.crs),
+    )
 
 
 def _feature_sets(
@@ -408,39 +424,40 @@ def _indexed_tiles(
 def _feature_scores(
     name: str,
     feats: np.ndarray,
-    units: np.ndarray,
-    centres: np.ndarray,
-    tile_width: float,
+    planted: PlantedTruth,
     *,
     table: Any,
-    positives: Any,
-    hidden: Any,
-    known: Any,
     exclusion_m: float,
     recall_k: Sequence[int],
     site_overlap: float | None,
     seed: int,
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
     """One feature set against the planted truth: cluster agreement, kNN and linear probe on the
-    rock-unit tiles (``units`` > 0), and recall of the hidden deposits."""
-    labelled = units > 0
+    rock-unit tiles, and recall of the hidden deposits."""
+    labelled = planted.units > 0
+    centres = planted.centres[labelled]
     # Encoder outputs are compared as the index compares them (cosine of the raw embeddings).
     vecs = feats if name in ENCODED else as_unit_vectors(feats)
-    lab_vecs, lab = vecs[labelled], units[labelled]
+    lab_vecs, lab = vecs[labelled], planted.units[labelled]
     scores: dict[str, Any] = cluster_agreement(lab_vecs, lab, seed=seed)
-    scores["knn_accuracy"] = knn_accuracy(lab_vecs, lab, centres[labelled], exclusion_m=1.5 * tile_width)
+    scores["knn_accuracy"] = knn_accuracy(lab_vecs, lab, centres, exclusion_m=1.5 * planted.tile_width)
     scores["linear_probe_accuracy"] = linear_probe_accuracy(
-        feats[labelled], lab, centres[labelled], block_m=3 * tile_width, seed=seed
+        feats[labelled], lab, centres, block_m=3 * planted.tile_width, seed=seed
     )
     scores["deposit_recall"] = deposit_recall(
         vecs,
         table,
-        positives,
-        hidden,
-        known=known,
+        planted.positives,
+        planted.hidden,
+        known=planted.known.geometry.to_numpy(),
         exclusion_m=exclusion_m,
         ks=recall_k,
         site_overlap=site_overlap,
+    )
+    log(
+        f"evaluate: {name}: ARI {scores['ari']:.3f} NMI {scores['nmi']:.3f} kNN {scores['knn_accuracy']:.3f} "
+        f"probe {scores['linear_probe_accuracy']:.3f} recall {scores['deposit_recall']['combined']}"
     )
     return scores
 
