@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.services import slurm_cluster  # noqa: F401  (the fixture)
-from tests.workflow.conftest import REPO, TINY_CONFIG, snakemake, write_config
+from tests.workflow.conftest import REPO, TINY_CONFIG, snakemake_command, snakemake_env, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -101,12 +101,11 @@ def test_shipped_profile_asks_for_what_the_rules_need():
     assert profile["group-components"]["scenes"] > 1
 
 
-def test_demo_through_slurm_matches_a_local_run(node, demo_run, tmp_path):
+def test_demo_through_slurm_matches_a_local_run(node, request, tmp_path):
     workdir = tmp_path / "slurm_run"
-    write_config(workdir, yaml.safe_load((demo_run / "config.yaml").read_text()))
+    write_config(workdir, TINY_CONFIG)  # the local run's config (tests/workflow/conftest.py: demo_run)
     profile = profile_for(node, tmp_path / "profile")
-    started = time.monotonic()
-    proc = snakemake(
+    command = snakemake_command(
         workdir,
         "--workflow-profile",
         str(profile),
@@ -121,10 +120,25 @@ def test_demo_through_slurm_matches_a_local_run(node, demo_run, tmp_path):
         "--slurm-keep-successful-logs",
         "--retries",
         "0",
-        timeout=1800,
     )
+    started = time.monotonic()
+    # The SLURM run spends most of its time waiting between status checks: the local run it is
+    # compared with is built meanwhile (or read as it is, when another test built it first). Its
+    # output goes to a file, which a pipe left unread while the local run is built would fill.
+    output = tmp_path / "snakemake.out"
+    with (
+        open(output, "w") as out,
+        subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True, env=snakemake_env()) as proc,
+    ):
+        try:
+            demo_run = request.getfixturevalue("demo_run")
+            returncode = proc.wait(timeout=1800)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
     elapsed = time.monotonic() - started
-    log = proc.stdout + proc.stderr
+    log = output.read_text()
+    assert returncode == 0, f"snakemake through SLURM failed ({returncode}):\n{log[-8000:]}"
     print(f"\ntiny demo through SLURM: {elapsed:.0f} s")
 
     # The jobs really went through sbatch, and the scene jobs were batched into group submissions.
