@@ -11,6 +11,8 @@ graticule, north arrow, scale bar and its CRS (:mod:`outcrop.figures.map_furnitu
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,9 +68,6 @@ def kept_land_cells(
     """:func:`land_cells`, kept in ``folder`` (one file a scene) while the prepared scene (size,
     mtime) and the grid are the same: reading and resampling a scene's whole mask band is most of
     the cost of drawing its map, and an add draws again the maps of scenes whose analogues changed."""
-    import hashlib
-    import os
-
     if folder is None:
         return land_cells(prepared, shape, transform, crs)
     st = os.stat(prepared)

@@ -264,6 +264,10 @@ def evaluate_run(
     table, rows, byol, pixels, tile_arrays = _indexed_tiles(scenes, index, index_table, embeddings, tiles)
     log(f"evaluate: {len(table)} indexed tiles from {len(scenes)} scenes")
 
+    # the truth first: a run it cannot score stops before the baselines are embedded or any file written
+    planted = _planted_truth(
+        table, {s: Path(p) for s, p in zip(scenes, truth)}, deposits, truth_deposits, buffer_m, index_table, log
+    )
     features = _feature_sets(
         byol,
         pixels,
@@ -276,9 +280,6 @@ def evaluate_run(
         parts=list(zip(scenes, rows)),
         random_vectors=random_vectors,
         log=log,
-    )
-    planted = _planted_truth(
-        table, {s: Path(p) for s, p in zip(scenes, truth)}, deposits, truth_deposits, buffer_m, index_table, log
     )
     metrics: dict[str, Any] = {"tiles": int(len(table)), **planted.counts()}
     for name, feats in features.items():

@@ -345,6 +345,7 @@ class _Run:
         kept = read_random_vectors(path, self.model, self.seed)
         if not kept:
             self.log(f"quality: {path} was made from another model or seed: its tiles are embedded again")
+            return
         for scene, (ids, vectors) in kept.items():
             if scene in self.emb and len(ids) and ids.min() >= 0 and ids.max() < len(self.emb[scene]):
                 done, held = self._held(scene, vectors.shape[1])
