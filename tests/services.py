@@ -38,29 +38,35 @@ def _apt_install(packages: list[str], why: str) -> None:
             pytest.fail(f"{why}: `{' '.join(cmd)}` failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
+def _installed(names: list[list[str]], packages: list[str], why: str) -> list[str]:
+    """The path of one program of each list of ``names`` (alternative names of one program),
+    installed from Debian's ``packages`` when one is missing."""
+
+    def found() -> list[str | None]:
+        return [next(filter(None, map(shutil.which, alternatives)), None) for alternatives in names]
+
+    paths = found()
+    if not all(paths):
+        _apt_install(packages, why)
+        paths = found()
+    if not all(paths):
+        pytest.fail(f"{why}: apt-get install -y {' '.join(packages)}")
+    return [p for p in paths if p]
+
+
 def chromium_binaries() -> tuple[str, str]:
     """Paths of headless Chromium and its driver, installed from Debian when missing."""
-
-    def found() -> tuple[str | None, str | None]:
-        return shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-
-    chromium, driver = found()
-    if not chromium or not driver:
-        _apt_install(["chromium", "chromium-driver"], "headless Chromium is needed for the map tests")
-        chromium, driver = found()
-    if not chromium or not driver:
-        pytest.fail("headless Chromium is needed for the map tests: apt-get install -y chromium chromium-driver")
+    chromium, driver = _installed(
+        [["chromium", "chromium-browser"], ["chromedriver"]],
+        ["chromium", "chromium-driver"],
+        "headless Chromium is needed for the map tests",
+    )
     return chromium, driver
 
 
 def node_binary() -> str:
     """The path of Node.js (it checks the map's script), installed from Debian when missing."""
-    if shutil.which("node") is None:
-        _apt_install(["nodejs"], "Node.js checks the web map's script")
-    path = shutil.which("node")
-    if path is None:
-        pytest.fail("Node.js checks the web map's script: apt-get install -y nodejs")
-    return path
+    return _installed([["node"]], ["nodejs"], "Node.js checks the web map's script")[0]
 
 
 def _cluster_answers() -> bool:

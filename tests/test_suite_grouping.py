@@ -85,7 +85,7 @@ def test_the_slurm_run_keeps_its_own_group_and_starts_first():
     from tests.conftest import group_of, start_order
 
     slurm = SimpleNamespace(
-        fixturenames=["node", "slurm_cluster", "demo_run", "tmp_path"],
+        fixturenames=["node", "slurm_cluster", "request", "tmp_path"],
         nodeid="tests/workflow/test_slurm.py::test_demo_through_slurm_matches_a_local_run",
     )
     assert group_of(slurm) == "slurm"  # type: ignore[arg-type]
