@@ -7,6 +7,12 @@ group gets SIGKILL: the job and Snakemake die together, as on a node failure. Th
 redoes the killed job and is itself killed in the next stage; the last run finishes. Its outputs must
 equal those of the uninterrupted ``demo_run`` exactly (CPU, fixed seeds), and training must have
 resumed from its checkpoint rather than started over.
+
+The tiny demo's scene jobs do their work in milliseconds, shorter than a poll of their log can
+aim at on a loaded machine. So the job under test stops itself (SIGSTOP) right after it has written
+the log line that says it is at work: a ``sitecustomize`` put on the killed runs' PYTHONPATH watches
+its standard output for that line. The job's own code runs unchanged, and the kill lands exactly
+there, on every machine.
 """
 
 from __future__ import annotations
@@ -33,6 +39,34 @@ TARGET = f"{R}/index/tiles.faiss"
 CORES = "2"  # as demo_run: thread counts, and so floating-point sums, match the reference
 
 
+# Imported by every Python process of a killed run: the one that writes OUTCROP_STOP_AT to its
+# standard output (which the rule sends to the job's log) flushes it and stops there.
+SITECUSTOMIZE = """
+import os, signal, sys
+
+_MARK = os.environ.get("OUTCROP_STOP_AT")
+
+
+class _StopAfterMark:
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        written = self._stream.write(text)
+        if _MARK and _MARK in text:
+            self._stream.flush()
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return written
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+if _MARK:
+    sys.stdout = _StopAfterMark(sys.stdout)
+"""
+
+
 def _log_says(log: str, text: str) -> Callable[[Path], bool]:
     def check(workdir: Path) -> bool:
         path = workdir / log
@@ -47,26 +81,33 @@ def _exists(relative: str) -> Callable[[Path], bool]:
 
 @dataclass(frozen=True)
 class Stage:
-    """A job to kill: when it counts as at work, and the output it must not have finished."""
+    """A job to kill: when it counts as at work, and the output it must not have finished.
+
+    ``stop_at``: a line of the job's log at which the job stops itself until the kill (see the
+    module's docstring); None where being at work is a file that lasts (a checkpoint, a log).
+    """
 
     name: str
     at_work: Callable[[Path], bool]
     output: str
     why: str
+    stop_at: str | None = None
 
 
 STAGES = [
     Stage(
         "prepare",
-        _log_says(f"{R}/logs/prepare/demo_1.log", " <- "),
+        _log_says(f"{R}/logs/prepare/demo_1.log", "demo_1: coastal <- "),
         f"{R}/prepared/demo_1.tif",
         "the first band has been read onto the grid; six more and the COG write remain",
+        stop_at="demo_1: coastal <- ",
     ),
     Stage(
         "tiles",
-        _log_says(f"{R}/logs/tiles/demo_1.log", "cutting"),
+        _log_says(f"{R}/logs/tiles/demo_1.log", "tiles: demo_1: cutting"),
         f"{R}/tiles/demo_1.npy",
-        "the strips of blocks are being read and written (said before the first one)",
+        "the block file is open and the strips of blocks are to be read and written",
+        stop_at="tiles: demo_1: cutting",
     ),
     Stage(
         "train",
@@ -76,9 +117,10 @@ STAGES = [
     ),
     Stage(
         "embed",
-        _log_says(f"{R}/logs/embed/demo_1.log", "embedding "),
+        _log_says(f"{R}/logs/embed/demo_1.log", "of results/tiles/demo_1.npy with"),
         f"{R}/embeddings/demo_1.npy",
         "the encoder is loaded and tiles are going through it",
+        stop_at="of results/tiles/demo_1.npy with",
     ),
     Stage(
         "index",
@@ -107,6 +149,17 @@ class KilledRun:
     seconds: float = 0.0
 
 
+def stopping_env(hooks: Path, stop_at: str | None) -> dict[str, str]:
+    """The workflow's environment, with the job that writes ``stop_at`` stopping itself there."""
+    env = snakemake_env()
+    if stop_at is not None:
+        hooks.mkdir(exist_ok=True)
+        (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(hooks), env.get("PYTHONPATH", "")) if p)
+        env["OUTCROP_STOP_AT"] = stop_at
+    return env
+
+
 def kill_when(workdir: Path, stage: Stage, timeout: float = 600.0) -> Killed:
     """Start the workflow towards the index, SIGKILL its process group once ``stage`` is at work."""
     assert not stage.at_work(workdir), f"{stage.name}: already at work before the run started"
@@ -115,7 +168,7 @@ def kill_when(workdir: Path, stage: Stage, timeout: float = 600.0) -> Killed:
         snakemake_command(workdir, "--cores", CORES, "--rerun-incomplete", TARGET),
         stdout=out,
         stderr=subprocess.STDOUT,
-        env=snakemake_env(),
+        env=stopping_env(workdir.parent / f"{workdir.name}-hooks", stage.stop_at),
         start_new_session=True,
     )
     deadline = time.monotonic() + timeout
