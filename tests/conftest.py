@@ -15,9 +15,17 @@ from __future__ import annotations
 
 import os
 
-import pytest
+# Two workers share two cores, and each may start torch or FAISS with two OpenMP threads (a test's
+# own, or a job of a Snakemake run inside it): four busy threads on two cores. OpenMP's default
+# wait is a spin, so a thread waiting at a barrier for one that is off its core burns the core
+# that thread needs: the real-scene re-identification module took 121 s with one other busy
+# process beside it, 78 s with waiting threads asleep (45 s and 50 s alone). Set before any test
+# module loads torch, and inherited by every Snakemake run and job; a value already set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tests.services import slurm_installed_but_silent, start_cluster, stop_cluster
+import pytest  # noqa: E402
+
+from tests.services import slurm_installed_but_silent, start_cluster, stop_cluster  # noqa: E402
 
 # A skip is a failure (tests/no_skips.py).
 pytest_plugins = ["no_skips"]
