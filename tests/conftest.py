@@ -22,6 +22,11 @@ import os
 # process beside it, 78 s with waiting threads asleep (45 s and 50 s alone). Set before any test
 # module loads torch, and inherited by every Snakemake run and job; a value already set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenBLAS (numpy's, scipy's) keeps its helper thread spinning for about 2^28 cycles after each call,
+# through the Python code between calls: 300 x 300 products with a few milliseconds of Python between
+# them took 1.90 CPU-s in 0.96 s, and 0.93 CPU-s in 0.72 s with the helper asleep after 2^4 cycles.
+# Neither setting changes a result, only how threads wait.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import pytest  # noqa: E402
 
