@@ -17,6 +17,7 @@ there, on every machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,7 +40,7 @@ TARGET = f"{R}/index/tiles.faiss"
 CORES = "2"  # as demo_run: thread counts, and so floating-point sums, match the reference
 
 
-# Imported by every Python process of a killed run: the one that writes OUTCROP_STOP_AT to its
+# Imported by every Python process of a run killed at a log line: the one that writes OUTCROP_STOP_AT to its
 # standard output (which the rule sends to the job's log) flushes it and stops there.
 SITECUSTOMIZE = """
 import os, signal, sys
@@ -83,7 +84,7 @@ def _exists(relative: str) -> Callable[[Path], bool]:
 class Stage:
     """A job to kill: when it counts as at work, and the output it must not have finished.
 
-    ``stop_at``: a line of the job's log at which the job stops itself until the kill (see the
+    ``stop_at``: text of a line of the job's log at which the job stops itself until the kill (see the
     module's docstring); None where being at work is a file that lasts (a checkpoint, a log).
     """
 
@@ -99,7 +100,7 @@ STAGES = [
         "prepare",
         _log_says(f"{R}/logs/prepare/demo_1.log", "demo_1: coastal <- "),
         f"{R}/prepared/demo_1.tif",
-        "the first band has been read onto the grid; six more and the COG write remain",
+        "every band is read and written to the temporary file; the COG build and its move into place remain",
         stop_at="demo_1: coastal <- ",
     ),
     Stage(
@@ -117,10 +118,10 @@ STAGES = [
     ),
     Stage(
         "embed",
-        _log_says(f"{R}/logs/embed/demo_1.log", "of results/tiles/demo_1.npy with"),
+        _log_says(f"{R}/logs/embed/demo_1.log", f"of {R}/tiles/demo_1.npy with"),
         f"{R}/embeddings/demo_1.npy",
-        "the encoder is loaded and tiles are going through it",
-        stop_at="of results/tiles/demo_1.npy with",
+        "the encoder is loaded; the tiles are still to go through it",
+        stop_at=f"of {R}/tiles/demo_1.npy with",
     ),
     Stage(
         "index",
@@ -182,8 +183,10 @@ def kill_when(workdir: Path, stage: Stage, timeout: float = 600.0) -> Killed:
             if time.monotonic() > deadline:
                 pytest.fail(f"{stage.name}: not at work after {timeout:.0f}s")
             time.sleep(0.002)
-        os.killpg(proc.pid, signal.SIGKILL)
     finally:
+        # Also when the wait failed: a job stopped at its line would otherwise never end.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
         out.close()
     temporaries = sorted(str(p.relative_to(workdir)) for p in (workdir / R).rglob(".*tmp*"))
