@@ -45,6 +45,7 @@ from unittest import mock
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # shared_data: where the real scenes lie
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "learning"))
 from test_reidentification import best_matches, blocks_of, cut, origins, statistics_vectors, top1_rate  # noqa: E402
 
@@ -177,6 +178,8 @@ def top5_rate(gallery: np.ndarray, queries: np.ndarray, answers: list[np.ndarray
 
 
 FEWER_POSES: tuple[tuple[int, bool], ...] = ()  # --fewer-poses
+FEWER_PRECISION: torch.dtype | None = None  # --fewer-precision
+PRECISION = "auto"  # --precision
 
 
 def score(
@@ -191,13 +194,13 @@ def score(
     net, meta = load_encoder(model)
     g_tiles, g_blocks = gallery
     out = {"chance": float(np.mean([len(a) for a in answers]) / len(g_tiles))}
-    learned = [embed_array(net, meta, x, spectral_weight=0.0) for x in (g_tiles, tiles)]
+    learned = [embed_array(net, meta, x, spectral_weight=0.0, precision=PRECISION) for x in (g_tiles, tiles)]
     fewer = {}
     if FEWER_POSES:  # the same encoder embedding with fewer poses averaged (the embedding's cost)
         import outcrop.learning.embeddings as embeddings_module
 
         with mock.patch.object(embeddings_module, "orientations", lambda _: FEWER_POSES):
-            alt = [embed_array(net, meta, x, spectral_weight=0.0) for x in (g_tiles, tiles)]
+            alt = [embed_array(net, meta, x, spectral_weight=0.0, precision=FEWER_PRECISION) for x in (g_tiles, tiles)]
         label = f"{len(FEWER_POSES)}_poses"
         fewer[f"byol_{label}"] = [
             joined(meta, v, x, b, weights) for v, x, b in zip(alt, (g_tiles, tiles), (g_blocks, blocks))
@@ -252,8 +255,22 @@ def main() -> None:
         help="also score the same encoder embedding with this many poses averaged instead of the "
         "symmetry's eight (1: the tile as it is; 2: and its half turn; 4: the four quarter turns)",
     )
+    parser.add_argument(
+        "--fewer-precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="the autocast precision of the --fewer-poses embedding (bf16: on a CPU with native bf16)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="the arithmetic of the encoder's embedding (embed.precision; auto as shipped)",
+    )
     args = parser.parse_args()
-    global FEWER_POSES
+    global FEWER_POSES, FEWER_PRECISION, PRECISION
+    PRECISION = args.precision
+    FEWER_PRECISION = torch.bfloat16 if args.fewer_precision == "bf16" else None
     FEWER_POSES = {None: (), 1: ((0, False),), 2: ((0, False), (2, False)), 4: tuple((t, False) for t in range(4))}[
         args.fewer_poses
     ]
