@@ -96,6 +96,7 @@ def main() -> None:
         "d4, fp32, batch 64, 2 threads": (d4, None, 64, 2),
         f"d4, bf16 autocast, batch {batch}, 2 threads": (d4, torch.bfloat16, batch, 2),
         **{f"{name}, fp32, batch {batch}, 2 threads": (p, None, batch, 2) for name, p in POSE_SETS.items() if p != d4},
+        f"c4, bf16 autocast, batch {batch}, 2 threads": (POSE_SETS["c4 (4 quarter turns)"], torch.bfloat16, batch, 2),
         f"1 pose, bf16 autocast, batch {batch}, 2 threads": (POSE_SETS["1 pose (identity)"], torch.bfloat16, batch, 2),
     }
     cpu: dict[str, list[float]] = {k: [] for k in variants}
@@ -143,6 +144,7 @@ def main() -> None:
     scored.update(
         {
             "d4 (8 poses), bf16": (d4, torch.bfloat16),
+            "c4 (4 quarter turns), bf16": (POSE_SETS["c4 (4 quarter turns)"], torch.bfloat16),
             "1 pose (identity), bf16": (POSE_SETS["1 pose (identity)"], torch.bfloat16),
         }
     )

@@ -106,7 +106,9 @@ def test_embeddings_use_the_stored_normalisation(model_path):
     flat = np.broadcast_to(np.asarray(meta["mean"], dtype=np.float32)[None, :, None, None], tiles.shape).copy()
     with torch.no_grad():
         expected = torch.nn.functional.normalize(model(torch.zeros(10, 4, 16, 16)), dim=1).numpy()
-    np.testing.assert_allclose(embed_array(model, meta, flat, spectral_weight=0.0), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        embed_array(model, meta, flat, spectral_weight=0.0, precision="float32"), expected, atol=1e-5
+    )
     # Different tiles give different vectors.
     vectors = embed_array(model, meta, tiles)
     assert np.abs(vectors[0] - vectors[1]).max() > 1e-3
@@ -157,31 +159,44 @@ def test_inference_copy_folds_batchnorm_and_keeps_the_model():
         )
 
 
-def test_d4_embeddings_do_not_depend_on_which_way_the_ground_lies(model_path):
-    """Every flip and quarter turn of a tile embeds to the same vector; without the symmetry they differ."""
-    model, meta = load_encoder(model_path)
-    assert meta["symmetry"] == "d4"  # the default an encoder is trained with
-    tiles = textures(6, seed=8)[0]
-    posed = [np.rot90(tiles, k, axes=(2, 3)) for k in range(4)]
-    posed += [np.flip(p, axis=3) for p in posed]
-    vectors = [embed_array(model, meta, np.ascontiguousarray(p), spectral_weight=0.0) for p in posed]
-    for v in vectors[1:]:
-        np.testing.assert_allclose(v, vectors[0], atol=1e-5)
-    one_pass = {**meta, "symmetry": "none"}
-    plain = [embed_array(model, one_pass, np.ascontiguousarray(p), spectral_weight=0.0) for p in posed]
-    assert max(np.abs(p - plain[0]).max() for p in plain[1:]) > 1e-3
-    # The symmetric vector is the normalised mean of the eight one-pass representations, the poses
-    # built here the other way round (mirror first, then turn): the same group, reached independently.
+def _one_pass_mean(model, meta, tiles, mirrors):
+    """The normalised mean of the one-pass representations of every quarter turn of ``tiles`` (and of
+    their mirror images with ``mirrors``), the poses built here independently of the product's."""
     mean, std = np.asarray(meta["mean"], np.float32)[:, None, None], np.asarray(meta["std"], np.float32)[:, None, None]
     normalised = (tiles - mean) / std
-    mirrored = [normalised, np.flip(normalised, axis=3)]
+    faces = [normalised, np.flip(normalised, axis=3)] if mirrors else [normalised]
     with torch.no_grad():
         total = sum(
-            model(torch.from_numpy(np.ascontiguousarray(np.rot90(m, k, axes=(2, 3)))))
-            for k in range(4)
-            for m in mirrored
+            model(torch.from_numpy(np.ascontiguousarray(np.rot90(m, k, axes=(2, 3))))) for k in range(4) for m in faces
         )
-    np.testing.assert_allclose(vectors[0], torch.nn.functional.normalize(total, dim=1).numpy(), atol=1e-5)
+    return torch.nn.functional.normalize(total, dim=1).numpy()
+
+
+@pytest.mark.parametrize("symmetry", ["c4", "d4"])
+def test_symmetric_embeddings_do_not_depend_on_which_way_the_ground_lies(model_path, symmetry):
+    """Every quarter turn of a tile (and with d4 every mirror image) embeds to the same vector, the
+    normalised mean of its poses' representations; without the symmetry they differ."""
+    model, meta = load_encoder(model_path)
+    assert meta["symmetry"] == "c4"  # the default an encoder is trained with
+    meta = {**meta, "symmetry": symmetry}
+    tiles = textures(6, seed=8)[0]
+    turned = [np.rot90(tiles, k, axes=(2, 3)) for k in range(4)]
+    mirrored = [np.flip(p, axis=3) for p in turned]
+
+    def embed(meta, posed):
+        return [
+            embed_array(model, meta, np.ascontiguousarray(p), spectral_weight=0.0, precision="float32") for p in posed
+        ]
+
+    vectors = embed(meta, turned + mirrored)
+    same = vectors if symmetry == "d4" else vectors[:4]
+    for v in same[1:]:
+        np.testing.assert_allclose(v, vectors[0], atol=1e-5)
+    if symmetry == "c4":  # a mirror image is other ground: c4 does not pretend otherwise
+        assert np.abs(vectors[4] - vectors[0]).max() > 1e-3
+    plain = embed({**meta, "symmetry": "none"}, turned)
+    assert max(np.abs(p - plain[0]).max() for p in plain[1:]) > 1e-3
+    np.testing.assert_allclose(vectors[0], _one_pass_mean(model, meta, tiles, symmetry == "d4"), atol=1e-5)
 
 
 def test_an_encoder_file_without_a_symmetry_embeds_in_one_pass_and_a_bad_one_is_refused(model_path, tmp_path):
@@ -195,7 +210,9 @@ def test_an_encoder_file_without_a_symmetry_embeds_in_one_pass_and_a_bad_one_is_
     normalised = (tiles - mean) / std
     with torch.no_grad():
         one_pass = torch.nn.functional.normalize(model(torch.from_numpy(normalised)), dim=1).numpy()
-    np.testing.assert_allclose(embed_array(model, meta, tiles, spectral_weight=0.0), one_pass, atol=1e-5)
+    np.testing.assert_allclose(
+        embed_array(model, meta, tiles, spectral_weight=0.0, precision="float32"), one_pass, atol=1e-5
+    )
     payload["metadata"]["symmetry"] = "c8"
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(OutcropError, match="bad.pt: unknown embedding symmetry 'c8'"):
@@ -239,6 +256,7 @@ def test_weights_of_zero_give_the_learned_vectors_alone(model_path, tmp_path):
         model_path,
         out,
         batch_size=4,
+        precision="float32",
         device="cpu",
         spectral_weight=0.0,
         context_weight=0.0,
@@ -247,10 +265,11 @@ def test_weights_of_zero_give_the_learned_vectors_alone(model_path, tmp_path):
     vectors = np.load(out)
     assert vectors.shape == (9, 16)
     model, meta = load_encoder(model_path)
-    np.testing.assert_array_equal(vectors, embed_array(model, meta, tiles, batch_size=4, spectral_weight=0.0))
+    exact = {"batch_size": 4, "spectral_weight": 0.0, "precision": None}
+    np.testing.assert_array_equal(vectors, embed_array(model, meta, tiles, **exact))
     # The same without the stored spectral statistics (an encoder file from before the join).
     older = {k: v for k, v in meta.items() if not k.startswith("spectral_")}
-    np.testing.assert_array_equal(vectors, embed_array(model, older, tiles, batch_size=4, spectral_weight=0.0))
+    np.testing.assert_array_equal(vectors, embed_array(model, older, tiles, **exact))
     mean, std = torch.tensor(meta["mean"])[None, :, None, None], torch.tensor(meta["std"])[None, :, None, None]
     x = (torch.from_numpy(tiles) - mean) / std
     with torch.no_grad():
@@ -334,6 +353,40 @@ def test_the_quality_checks_embed_each_tile_with_the_random_encoder_once(model_p
     fresh = feature_sets(_chunks_of(pixels), byol, model_path, seed=0, weights=(0.15, 0.0))
     for name in ("random_encoder", "random_joined", "spectral_parts", "band_statistics"):
         np.testing.assert_allclose(sets[name], fresh[name], atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_quality_stage_embeds_its_queries_in_the_run_s_precision(model_path, precision):
+    """Queries cut off the run's grid are matched against the run's vectors: they must be made with
+    the same arithmetic (``embed.precision``), whichever this machine's ``auto`` would pick."""
+    import torch
+
+    from outcrop.search.quality import _Run
+
+    tiles = textures(12, seed=61)[0]
+    model, meta = load_encoder(model_path)
+    run = _Run(
+        table=None,
+        present=[],
+        rows={},
+        emb={},
+        tiles={},
+        prepared={},
+        tables={},
+        model=model_path,
+        weights=(0.15, 0.0),
+        seed=0,
+        size=tiles.shape[-1],
+        log=lambda m: None,
+        precision=precision,
+    )
+    dtype = None if precision == "float32" else torch.bfloat16
+    other = torch.bfloat16 if dtype is None else None
+    expected = embed_array(model, meta, tiles, spectral_weight=0.15, context_weight=0.0, precision=dtype)
+    np.testing.assert_array_equal(run.embed(tiles, None), expected)
+    assert not np.array_equal(
+        expected, embed_array(model, meta, tiles, spectral_weight=0.15, context_weight=0.0, precision=other)
+    )
 
 
 def test_the_quality_stage_takes_the_random_vectors_the_demo_s_evaluation_kept(model_path, tmp_path, monkeypatch):

@@ -651,6 +651,7 @@ STAGE_LIST: tuple[Stage, ...] = (
             "clusters.seed",
             "embed.spectral_weight",
             "embed.context_weight",
+            "embed.precision",
             "unit_field=units.field",
             "unit_share=units.min_share",
             "ks=clusters.k",

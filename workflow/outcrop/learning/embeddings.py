@@ -3,8 +3,10 @@
 Tiles are normalised with the per-band mean and standard deviation stored in the model file, so a
 scene embedded months after training is treated exactly as the training tiles were. Vectors are unit
 length so that an inner-product index ranks by cosine similarity. An encoder trained with the
-default ``symmetry: d4`` embeds each tile as the mean representation of its eight flips and quarter
-turns, so that the vector describes the ground whichever way it lies in the pixel grid.
+default ``symmetry: c4`` embeds each tile as the mean representation of its four quarter turns
+(``d4``: and their flips), so that the vector describes the ground whichever way it lies in the
+pixel grid (:mod:`outcrop.learning.symmetry`). The forward passes run in bf16 where the CPU computes
+it natively (``embed.precision: auto``, :mod:`outcrop.learning.precision`).
 
 With ``embed.spectral_weight`` above zero the vector joins two parts: the learned one, and the
 tile's spectrum (per-band mean, standard deviation and 10/50/90th percentiles, standardised by the statistics of the
@@ -28,7 +30,7 @@ import copy
 import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +41,7 @@ from outcrop.config import default
 from outcrop.errors import OutcropError
 from outcrop.io import save_npy
 from outcrop.learning.encoder import load_encoder, resolve_device
-from outcrop.learning.precision import amp_dtype, autocast
+from outcrop.learning.precision import autocast, precision_dtype
 from outcrop.learning.symmetry import orientations, posed
 from outcrop.raster.spectra import tile_spectra
 from outcrop.raster.tile_store import open_tiles
@@ -134,7 +136,7 @@ def embed_array(
     *,
     batch_size: int = 256,
     device: str = "cpu",
-    precision: torch.dtype | None | Literal["auto"] = "auto",
+    precision: torch.dtype | None | str = "auto",
     spectral_weight: float = default("embed.spectral_weight"),
     context_weight: float = 0.0,
     context: np.ndarray | None = None,
@@ -146,8 +148,8 @@ def embed_array(
     block's, ``context`` (N, 5C) raw block spectra from :mod:`outcrop.raster.spectra`, when
     ``context_weight`` is (at zero weights the rows are the learned vectors alone, exactly). Tiles
     given as an array carry no neighbours, so the block part is off unless asked for with its spectra.
-    ``precision``: the autocast dtype (None: float32);
-    ``auto`` is bf16 on CUDA, float32 elsewhere (:mod:`outcrop.learning.precision`). Poses are summed
+    ``precision``: the autocast dtype (None: float32), or its name (``auto``: bf16 on CUDA and on CPUs
+    with native bf16, float32 elsewhere; :mod:`outcrop.learning.precision`). Poses are summed
     and normalised in float32; the spectral part is computed from the float32 tiles.
     """
     _check_weight("spectral", spectral_weight)
@@ -169,7 +171,7 @@ def embed_array(
     out = np.empty((tiles.shape[0], embedding_dim(metadata, spectral_weight, context_weight)), dtype=np.float32)
     layout = inference_layout(dev)
     poses = orientations(metadata.get("symmetry", "none"))
-    dtype = amp_dtype(dev) if precision == "auto" else precision
+    dtype = precision_dtype(precision, dev) if isinstance(precision, str) else precision
     for start in range(0, tiles.shape[0], max(1, batch_size)):
         host = np.array(tiles[start : start + batch_size], dtype=np.float32)
         release_pages(tiles)
@@ -197,6 +199,7 @@ def embed_tiles(
     out_path: Path,
     *,
     batch_size: int = default("embed.batch_size"),
+    precision: str = default("embed.precision"),
     device: str = default("encoder.device"),
     bands: Sequence[str] | None = None,
     spectral_weight: float = default("embed.spectral_weight"),
@@ -219,8 +222,12 @@ def embed_tiles(
             f"{len(metadata['bands'])} bands of {model_path} ({','.join(metadata['bands'])})"
         )
     dim = embedding_dim(metadata, spectral_weight, context_weight)
+    dev = resolve_device(device)
+    dtype = precision_dtype(precision, dev)
     log(
-        f"embedding {tiles.shape[0]} tiles of {tiles_path} with {model_path} on {resolve_device(device)}, "
+        f"embedding {tiles.shape[0]} tiles of {tiles_path} with {model_path} on {dev} in "
+        f"{'float32' if dtype is None else str(dtype).removeprefix('torch.')} ({precision}), "
+        f"{len(orientations(metadata.get('symmetry', 'none')))} pose(s) a tile, "
         f"spectral weight {spectral_weight:g}, context weight {context_weight:g} ({dim} dimensions)"
     )
     context = None
@@ -233,6 +240,7 @@ def embed_tiles(
         tiles,
         batch_size=batch_size,
         device=device,
+        precision=dtype,
         spectral_weight=spectral_weight,
         context_weight=context_weight,
         context=context,

@@ -317,6 +317,8 @@ class _Run:
     seed: int
     size: int
     log: Callable[[str], None] = print
+    # The arithmetic the run's embeddings were made in (embed.precision): queries are embedded alike.
+    precision: str = "auto"
     # The tile grid the run's tiles were cut on, as the tile tables record it (None: size alone known).
     layout: TileLayout | None = None
     # The random encoder, and per scene its vectors of the tiles embedded so far (a row per tile id,
@@ -426,6 +428,7 @@ class _Run:
             tiles,
             batch_size=256,
             device="cpu",
+            precision=self.precision,
             spectral_weight=self.weights[0],
             context_weight=self.weights[1],
             context=blocks if self.weights[1] > 0 else None,
@@ -450,6 +453,7 @@ def quality_run(
     seed: int = default("clusters.seed"),
     spectral_weight: float = default("embed.spectral_weight"),
     context_weight: float = default("embed.context_weight"),
+    precision: str = default("embed.precision"),
     tables: Sequence[Path] = (),
     units: Sequence[Path] = (),
     unit_field: str = default("units.field"),
@@ -471,8 +475,8 @@ def quality_run(
     ``scenes``; the tile tables give the tile grid the queries are framed on (recorded when the tiles
     were cut) and the block part's neighbours. ``model`` is the trained encoder (re-identification
     embeds its query tiles with it, and the random-encoder baseline copies its architecture).
-    ``spectral_weight`` and ``context_weight`` must be those the run's embeddings were made with, so
-    that queries are embedded alike. Without ``deposits`` leave-one-out is not applicable, and the
+    ``spectral_weight``, ``context_weight`` and ``precision`` must be those the run's embeddings were
+    made with, so that queries are embedded alike. Without ``deposits`` leave-one-out is not applicable, and the
     block says so; re-identification still scores the run. Past ``loo_deposits`` deposits,
     leave-one-out hides a seeded sample of that many, each searched for from all the others.
     Deposits that meet no indexed tile are named in a warning (the log, and ``without_tiles`` in the
@@ -503,6 +507,7 @@ def quality_run(
         tables=tables,
         model=model,
         weights=(spectral_weight, context_weight),
+        precision=precision,
         seed=seed,
         log=log,
     )
@@ -573,6 +578,7 @@ def _open_run(
     weights: tuple[float, float],
     seed: int,
     log: Callable[[str], None],
+    precision: str = "auto",
 ) -> _Run:
     """The indexed tiles, scene by scene in the order of ``scenes``, with each scene's files opened
     (embeddings and tiles memory-mapped) on the tile grid the run's tables record."""
@@ -603,6 +609,7 @@ def _open_run(
         seed=seed,
         size=layout.size,
         log=log,
+        precision=precision,
         layout=layout,
     )
 
