@@ -177,7 +177,7 @@ def test_symmetric_embeddings_do_not_depend_on_which_way_the_ground_lies(model_p
     """Every quarter turn of a tile (and with d4 every mirror image) embeds to the same vector, the
     normalised mean of its poses' representations; without the symmetry they differ."""
     model, meta = load_encoder(model_path)
-    assert meta["symmetry"] == "c4"  # the default an encoder is trained with
+    assert meta["symmetry"] == "d4"  # the default an encoder is trained with
     meta = {**meta, "symmetry": symmetry}
     tiles = textures(6, seed=8)[0]
     turned = [np.rot90(tiles, k, axes=(2, 3)) for k in range(4)]

@@ -122,7 +122,7 @@ def test_settings_from_config_mapping():
         ({"arch": "vit"}, r"encoder\.arch"),
         ({"optimizer": "sgd"}, r"encoder\.optimizer"),
         ({"batch_size": 1}, r"encoder\.batch_size"),
-        ({"symmetry": "c8"}, r"encoder\.symmetry: 'c8' is not one of c4, d4, none"),
+        ({"symmetry": "c8"}, r"encoder\.symmetry: 'c8' is not one of d4, c4, none"),
     ],
 )
 def test_settings_reject_unknown_keys_and_bad_values(mapping, message):

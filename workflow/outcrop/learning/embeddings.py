@@ -3,8 +3,8 @@
 Tiles are normalised with the per-band mean and standard deviation stored in the model file, so a
 scene embedded months after training is treated exactly as the training tiles were. Vectors are unit
 length so that an inner-product index ranks by cosine similarity. An encoder trained with the
-default ``symmetry: c4`` embeds each tile as the mean representation of its four quarter turns
-(``d4``: and their flips), so that the vector describes the ground whichever way it lies in the
+default ``symmetry: d4`` embeds each tile as the mean representation of its eight flips and quarter
+turns (``c4``: the four turns alone), so that the vector describes the ground whichever way it lies in the
 pixel grid (:mod:`outcrop.learning.symmetry`). The forward passes run in bf16 where the CPU computes
 it natively (``embed.precision: auto``, :mod:`outcrop.learning.precision`).
 
