@@ -95,20 +95,25 @@ class Stage:
     stop_at: str | None = None
 
 
+def _stopped_at_line(name: str, log: str, line: str, output: str, why: str) -> Stage:
+    """A job that stops itself right after its log says ``line``: at work once the log says it."""
+    return Stage(name, _log_says(log, line), output, why, stop_at=line)
+
+
 STAGES = [
-    Stage(
+    _stopped_at_line(
         "prepare",
-        _log_says(f"{R}/logs/prepare/demo_1.log", "demo_1: coastal <- "),
+        f"{R}/logs/prepare/demo_1.log",
+        "demo_1: coastal <- ",
         f"{R}/prepared/demo_1.tif",
         "every band is read and written to the temporary file; the COG build and its move into place remain",
-        stop_at="demo_1: coastal <- ",
     ),
-    Stage(
+    _stopped_at_line(
         "tiles",
-        _log_says(f"{R}/logs/tiles/demo_1.log", "tiles: demo_1: cutting"),
+        f"{R}/logs/tiles/demo_1.log",
+        "tiles: demo_1: cutting",
         f"{R}/tiles/demo_1.npy",
         "the block file is open and the strips of blocks are to be read and written",
-        stop_at="tiles: demo_1: cutting",
     ),
     Stage(
         "train",
@@ -116,12 +121,12 @@ STAGES = [
         f"{R}/model/encoder.pt",
         "the first epoch is checkpointed; two more epochs remain",
     ),
-    Stage(
+    _stopped_at_line(
         "embed",
-        _log_says(f"{R}/logs/embed/demo_1.log", f"of {R}/tiles/demo_1.npy with"),
+        f"{R}/logs/embed/demo_1.log",
+        f"of {R}/tiles/demo_1.npy with",
         f"{R}/embeddings/demo_1.npy",
         "the encoder is loaded; the tiles are still to go through it",
-        stop_at=f"of {R}/tiles/demo_1.npy with",
     ),
     Stage(
         "index",
