@@ -344,6 +344,7 @@ def bench_scene(scene: Scene, variants: list[str], runs: int, torchgeo_runs: int
         for v in variants:
             if v == "torchgeo" and r >= torchgeo_runs:
                 continue
+            os.sync()  # each run starts with no other run's writes still being flushed to disk
             out = subprocess.run(
                 [sys.executable, __file__, "--one", v, "--scenes", scene.name, "--workdir", str(workdir)],
                 check=True,
