@@ -322,9 +322,7 @@ def one_run(variant: str, scene: Scene) -> dict:
 
         import outcrop.raster.scenes  # noqa: F401
         import outcrop.raster.tiles  # noqa: F401
-        from outcrop.runtime.allocator import keep_large_blocks
-
-        keep_large_blocks()  # as the outcrop command does for every stage's job (outcrop.cli.main)
+        # malloc left as it is: the prepare and tile commands do not keep large blocks (outcrop.cli)
     if variant == "torchgeo":
         import torchgeo.datasets  # noqa: F401
         import torchgeo.samplers  # noqa: F401

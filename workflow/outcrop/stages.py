@@ -141,6 +141,9 @@ class Stage:
     threads: bool = False
     # The job's memory request in MB, from the stage's settings (parameter -> value), where a setting sizes it.
     mem_mb: Callable[[Mapping[str, Any]], int] | None = None
+    # Whether the job's process keeps large freed blocks in its heap (outcrop.runtime.allocator): a
+    # gain for loops over same-sized batches, a loss measured for prepare and tile (benchmarks/README.md).
+    keeps_large_blocks: bool = True
 
     def setting_keys(self) -> dict[str, str]:
         """Function parameter -> config key, for every setting the stage reads, in declaration order."""
@@ -392,6 +395,7 @@ STAGE_LIST: tuple[Stage, ...] = (
         ),
         settings=("bands", "grid.*", "surfaces"),
         threads=True,
+        keeps_large_blocks=False,
     ),
     Stage(
         "tile",
@@ -407,6 +411,7 @@ STAGE_LIST: tuple[Stage, ...] = (
             writes("out_table"),
         ),
         settings=("tiles.*", "aoi_buffer_km=aoi.buffer_km", "grid.crs"),
+        keeps_large_blocks=False,
     ),
     Stage(
         "quicklook",
