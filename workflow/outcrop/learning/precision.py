@@ -23,7 +23,8 @@ from outcrop.errors import OutcropError
 
 # CPU flags (Linux /proc/cpuinfo names) of instructions that compute in bf16 rather than emulate it.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-PRECISIONS = ("auto", "float32", "bfloat16")
+# The precisions a run may name besides ``auto``, with their autocast dtype (None: float32).
+FIXED_PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def native_bf16(flags: str) -> bool:
@@ -58,11 +59,9 @@ def precision_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of a configured ``precision`` (``auto``, ``float32`` or ``bfloat16``) on ``device``."""
     if precision == "auto":
         return amp_dtype(device)
-    if precision == "float32":
-        return None
-    if precision == "bfloat16":
-        return torch.bfloat16
-    raise OutcropError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    if precision not in FIXED_PRECISIONS:
+        raise OutcropError(f"unknown precision {precision!r} (known: auto, {', '.join(FIXED_PRECISIONS)})")
+    return FIXED_PRECISIONS[precision]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:

@@ -578,7 +578,7 @@ def _open_run(
     weights: tuple[float, float],
     seed: int,
     log: Callable[[str], None],
-    precision: str = "auto",
+    precision: str,
 ) -> _Run:
     """The indexed tiles, scene by scene in the order of ``scenes``, with each scene's files opened
     (embeddings and tiles memory-mapped) on the tile grid the run's tables record."""
